@@ -1,0 +1,379 @@
+"""NumPy CPU backend: the fallback when there is no GPU, and the reference every GPU kernel is
+validated against.
+
+Convolution is im2col + one BLAS matmul per batch chunk: the padded input is viewed through
+strides as (N, C, R, S, P, Q) windows, copied into a column buffer and multiplied by the
+weights; col2im is R x S strided adds. Pooling loops over the R x S window offsets with strided
+slices. There are no Python loops over pixels or the batch (the conv batch chunks only keep the
+column buffer inside the cache). Arguments arrive validated by fastconv.ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+# Column buffers of about this many bytes per matmul: big enough for BLAS, small enough for cache.
+_COLS_BYTES = 8 << 20
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def _windows(xpad, r, s, p, q, stride, dilation):
+    """Strided view (N, C, R, S, P, Q) of xpad: element [n,c,i,j,y,x] = xpad[n,c,y*sh+i*dh, x*sw+j*dw]."""
+    sn, sc, sh_, sw_ = xpad.strides
+    n, c = xpad.shape[:2]
+    return as_strided(xpad, (n, c, r, s, p, q),
+                      (sn, sc, sh_ * dilation[0], sw_ * dilation[1], sh_ * stride[0], sw_ * stride[1]),
+                      writeable=False)
+
+
+def _batch_chunk(n, bytes_per_sample):
+    return max(1, min(n, _COLS_BYTES // max(1, bytes_per_sample)))
+
+
+def _out_size(h, r, stride, pad, dil):
+    return (h + 2 * pad - dil * (r - 1) - 1) // stride + 1
+
+
+# ---- convolution --------------------------------------------------------------------------------
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+    n, c, h, wd = x.shape
+    k, cg, r, s = w.shape
+    p = _out_size(h, r, stride[0], padding[0], dilation[0])
+    q = _out_size(wd, s, stride[1], padding[1], dilation[1])
+    kg = k // groups
+    crs = cg * r * s
+    win = _windows(_pad(x, padding), r, s, p, q, stride, dilation)
+    y = np.empty((n, k, p * q), dtype=x.dtype)
+    wmat = w.reshape(groups, kg, crs)
+    step = _batch_chunk(n, crs * p * q * x.itemsize)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        for g in range(groups):
+            cols = win[n0:n1, g * cg:(g + 1) * cg].reshape(n1 - n0, crs, p * q)
+            np.matmul(wmat[g], cols, out=y[n0:n1, g * kg:(g + 1) * kg])
+    if b is not None:
+        y += b.reshape(1, k, 1)
+    return y.reshape(n, k, p, q)
+
+
+def _col2im_add(dxpad, dcols, r, s, p, q, stride, dilation):
+    """dxpad[n, c, y*sh + i*dh, x*sw + j*dw] += dcols[n, c, i, j, y, x] — the R x S strided adds."""
+    sh, sw = stride
+    dh, dw = dilation
+    for i in range(r):
+        for j in range(s):
+            dxpad[:, :, i * dh:i * dh + sh * (p - 1) + 1:sh, j * dw:j * dw + sw * (q - 1) + 1:sw] += dcols[:, :, i, j]
+
+
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
+    n, c, h, wd = x_shape
+    k, cg, r, s = w.shape
+    p, q = dy.shape[2:]
+    kg = k // groups
+    ph, pw = padding
+    dxpad = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=dy.dtype)
+    wmat = w.reshape(groups, kg, cg * r * s)
+    dyv = dy.reshape(n, k, p * q)
+    step = _batch_chunk(n, cg * r * s * p * q * dy.itemsize)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        for g in range(groups):
+            dcols = np.matmul(wmat[g].T, dyv[n0:n1, g * kg:(g + 1) * kg])  # (n, CRS, PQ)
+            _col2im_add(dxpad[n0:n1, g * cg:(g + 1) * cg], dcols.reshape(n1 - n0, cg, r, s, p, q), r, s, p, q,
+                        stride, dilation)
+    return np.ascontiguousarray(dxpad[:, :, ph:ph + h, pw:pw + wd])
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
+    n, c, h, wd = x.shape
+    k, cg, r, s = w_shape
+    p, q = dy.shape[2:]
+    kg = k // groups
+    crs = cg * r * s
+    win = _windows(_pad(x, padding), r, s, p, q, stride, dilation)
+    dw = np.zeros((groups, kg, crs), dtype=x.dtype)
+    dyv = dy.reshape(n, k, p * q)
+    step = _batch_chunk(n, crs * p * q * x.itemsize)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        m = n1 - n0
+        for g in range(groups):
+            # (CRS, m*PQ) x (m*PQ, Kg): the batch chunk folds into the reduction.
+            cols = win[n0:n1, g * cg:(g + 1) * cg].reshape(m, crs, p * q).transpose(1, 0, 2).reshape(crs, m * p * q)
+            dyg = dyv[n0:n1, g * kg:(g + 1) * kg].transpose(1, 0, 2).reshape(kg, m * p * q)
+            dw[g] += dyg @ cols.T
+    return dw.reshape(k, cg, r, s)
+
+
+def conv2d_backward_bias(dy):
+    return dy.sum(axis=(0, 2, 3))
+
+
+# ---- activations --------------------------------------------------------------------------------
+
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, y):
+    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+def leaky_relu_forward(x, slope):
+    return np.where(x > 0, x, x * x.dtype.type(slope))
+
+
+def leaky_relu_backward(dy, y, slope):
+    return np.where(y > 0, dy, dy * dy.dtype.type(slope))
+
+
+def sigmoid_forward(x):
+    # 1 / (1 + exp(-x)) without overflow for large |x|
+    return np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def tanh_forward(x):
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    return dy * (1 - y * y)
+
+
+# ---- pooling ------------------------------------------------------------------------------------
+
+
+def _offset_slices(i, j, p, q, stride):
+    sh, sw = stride
+    return (slice(None), slice(None), slice(i, i + sh * (p - 1) + 1, sh), slice(j, j + sw * (q - 1) + 1, sw))
+
+
+def max_pool2d_forward(x, ks, stride, padding):
+    n, c, h, w = x.shape
+    p = _out_size(h, ks[0], stride[0], padding[0], 1)
+    q = _out_size(w, ks[1], stride[1], padding[1], 1)
+    xpad = _pad(x, padding, -np.inf)
+    best = None
+    off = None
+    for i in range(ks[0]):
+        for j in range(ks[1]):
+            v = xpad[_offset_slices(i, j, p, q, stride)]
+            if best is None:
+                best = v.copy()
+                off = np.zeros(best.shape, dtype=np.int32)
+            else:
+                better = v > best  # strict: the first maximum in scan order wins, as in PyTorch
+                np.copyto(best, v, where=better)
+                off[better] = i * ks[1] + j
+    # window offset -> index h*W + w into the unpadded plane
+    oi, oj = np.divmod(off, ks[1])
+    rows = (np.arange(p, dtype=np.int32) * stride[0] - padding[0]).reshape(p, 1)
+    cols = (np.arange(q, dtype=np.int32) * stride[1] - padding[1]).reshape(1, q)
+    argmax = (oi + rows) * w + (oj + cols)
+    return best, argmax.astype(np.int32, copy=False)
+
+
+def max_pool2d_backward(dy, argmax, x_shape, ks, stride, padding):
+    n, c, h, w = x_shape
+    p, q = dy.shape[2:]
+    rows = (np.arange(p, dtype=np.int32) * stride[0] - padding[0]).reshape(p, 1)
+    cols = (np.arange(q, dtype=np.int32) * stride[1] - padding[1]).reshape(1, q)
+    ih, iw = np.divmod(argmax, w)
+    off = (ih - rows) * ks[1] + (iw - cols)
+    dxpad = np.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=dy.dtype)
+    for i in range(ks[0]):
+        for j in range(ks[1]):
+            dxpad[_offset_slices(i, j, p, q, stride)] += np.where(off == i * ks[1] + j, dy, 0)
+    return np.ascontiguousarray(dxpad[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+
+
+def _avg_divisor(h, w, p, q, ks, stride, padding, count_include_pad, dtype):
+    """(P, Q) divisor map: the window area, or the count of its elements inside the input."""
+    if count_include_pad:
+        return dtype.type(ks[0] * ks[1])
+
+    def counts(size, k, st, pd, out):
+        start = np.arange(out) * st - pd
+        return np.minimum(start + k, size) - np.maximum(start, 0)
+
+    return np.outer(counts(h, ks[0], stride[0], padding[0], p), counts(w, ks[1], stride[1], padding[1], q)).astype(dtype)
+
+
+def avg_pool2d_forward(x, ks, stride, padding, count_include_pad):
+    n, c, h, w = x.shape
+    p = _out_size(h, ks[0], stride[0], padding[0], 1)
+    q = _out_size(w, ks[1], stride[1], padding[1], 1)
+    xpad = _pad(x, padding)
+    acc = np.zeros((n, c, p, q), dtype=x.dtype)
+    for i in range(ks[0]):
+        for j in range(ks[1]):
+            acc += xpad[_offset_slices(i, j, p, q, stride)]
+    acc /= _avg_divisor(h, w, p, q, ks, stride, padding, count_include_pad, x.dtype)
+    return acc
+
+
+def avg_pool2d_backward(dy, x_shape, ks, stride, padding, count_include_pad):
+    n, c, h, w = x_shape
+    p, q = dy.shape[2:]
+    g = dy / _avg_divisor(h, w, p, q, ks, stride, padding, count_include_pad, dy.dtype)
+    dxpad = np.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=dy.dtype)
+    for i in range(ks[0]):
+        for j in range(ks[1]):
+            dxpad[_offset_slices(i, j, p, q, stride)] += g
+    return np.ascontiguousarray(dxpad[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+
+
+# ---- linear -------------------------------------------------------------------------------------
+
+
+def linear_forward(x, w, b):
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward_data(dy, w):
+    return dy @ w
+
+
+def linear_backward_weight(dy, x):
+    return dy.T @ x, dy.sum(axis=0)
+
+
+# ---- batch normalisation ------------------------------------------------------------------------
+
+
+def _bn_axes_shape(x):
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, x.shape[1]) if x.ndim == 2 else (1, x.shape[1], 1, 1)
+    return axes, shape
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    axes, shape = _bn_axes_shape(x)
+    if training:
+        count = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        xc = x - mean.reshape(shape)
+        var = np.mean(xc * xc, axis=axes)
+        invstd = 1 / np.sqrt(var + x.dtype.type(eps))
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * count / (count - 1)) * var
+    else:
+        mean = running_mean.copy()
+        invstd = 1 / np.sqrt(running_var + x.dtype.type(eps))
+        xc = x - mean.reshape(shape)
+    y = xc * (invstd * gamma).reshape(shape) + beta.reshape(shape)
+    return y, mean, invstd.astype(x.dtype, copy=False)
+
+
+def batchnorm_backward(dy, x, gamma, mean, invstd, training):
+    axes, shape = _bn_axes_shape(x)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    if training:
+        count = x.size // x.shape[1]
+        dx = (gamma * invstd / count).reshape(shape) * (count * dy - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))
+    else:
+        dx = dy * (gamma * invstd).reshape(shape)
+    return dx, dgamma, dbeta
+
+
+# ---- dropout ------------------------------------------------------------------------------------
+
+
+def fmix32(h):
+    """MurmurHash3's 32-bit finaliser on a uint32 array (wrapping arithmetic)."""
+    h = np.asarray(h, dtype=np.uint32)
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def dropout_mask(size, p, seed):
+    """uint8 keep-mask of ``size`` elements for drop probability p (the hash in fastconv.ops)."""
+    key = fmix32(np.uint32(seed))
+    h = fmix32(np.arange(size, dtype=np.uint32) ^ key)
+    return (h.astype(np.uint64) >= np.uint64(int(p * 4294967296.0))).astype(np.uint8)
+
+
+def dropout_forward(x, p, seed):
+    mask = dropout_mask(x.size, p, seed).reshape(x.shape)
+    return x * (mask * x.dtype.type(1.0 / (1.0 - p))), mask
+
+
+def dropout_backward(dy, mask, p):
+    return dy * (mask * dy.dtype.type(1.0 / (1.0 - p)))
+
+
+# ---- losses -------------------------------------------------------------------------------------
+
+
+def softmax_cross_entropy(logits, labels):
+    n = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = (np.log(s[:, 0]) - z[rows, labels]).mean()
+    d = e / s
+    d[rows, labels] -= 1
+    d /= n
+    return np.asarray(loss, dtype=logits.dtype), d
+
+
+def bce_with_logits(logits, targets):
+    z = logits
+    loss = (np.maximum(z, 0) - z * targets + np.log1p(np.exp(-np.abs(z)))).mean()
+    d = (sigmoid_forward(z) - targets) / z.size
+    return np.asarray(loss, dtype=logits.dtype), d.astype(logits.dtype, copy=False)
+
+
+# ---- optimizer updates (in place) ---------------------------------------------------------------
+
+
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    g = grad + param.dtype.type(weight_decay) * param if weight_decay else grad
+    if momentum:
+        velocity *= param.dtype.type(momentum)
+        velocity += g
+        g = g + param.dtype.type(momentum) * velocity if nesterov else velocity
+    param -= param.dtype.type(lr) * g
+
+
+def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param if weight_decay else grad
+    m *= t(beta1)
+    m += t(1 - beta1) * g
+    v *= t(beta2)
+    v += t(1 - beta2) * (g * g)
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    denom = np.sqrt(v / t(bc2)) + t(eps)
+    param -= t(lr / bc1) * m / denom

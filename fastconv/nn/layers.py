@@ -1,0 +1,372 @@
+"""Layers: each forward keeps what its backward needs; backward accumulates into .grad."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..ops import _pair
+from . import init
+from .module import Module
+
+
+def _rng(rng):
+    return rng if rng is not None else np.random.default_rng()
+
+
+def _positive_int(v, name):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name}: got {v!r}, expected a positive int")
+    return int(v)
+
+
+class _ConvBase(Module):
+    def __init__(self, w_shape, out_channels, stride, padding, dilation, groups, bias, rng, dtype):
+        super().__init__()
+        self.stride = _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        self.dilation = _pair(dilation, "dilation", 1)
+        self.groups = _positive_int(groups, "groups")
+        self.weight = self.add_parameter("weight", init.he_normal_(np.empty(w_shape, dtype), _rng(rng)))
+        self.bias = self.add_parameter("bias", np.zeros(out_channels, dtype)) if bias else None
+        self._x = None
+
+    def _clear_cache(self):
+        self._x = None
+
+    def _hyper(self):
+        return self.stride, self.padding, self.dilation, self.groups
+
+
+class Conv2d(_ConvBase):
+    """y = conv2d(x, weight) + bias; weight K x C/groups x R x S."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, rng=None, dtype=np.float32):
+        in_channels = _positive_int(in_channels, "in_channels")
+        out_channels = _positive_int(out_channels, "out_channels")
+        r, s = _pair(kernel_size, "kernel_size", 1)
+        g = _positive_int(groups, "groups")
+        if in_channels % g or out_channels % g:
+            raise ValueError(f"groups: got {g}, expected a divisor of in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        super().__init__((out_channels, in_channels // g, r, s), out_channels, stride, padding, dilation, g, bias,
+                         rng, dtype)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (r, s)
+
+    def forward(self, x):
+        self._x = x
+        b = self.bias.data if self.bias is not None else None
+        return ops.conv2d_forward(x, self.weight.data, b, *self._hyper(), kernels=self.kernels)
+
+    def backward(self, dy, input_grad=True):
+        x = self._x
+        self.weight.accumulate(ops.conv2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
+                                                          kernels=self.kernels))
+        if self.bias is not None:
+            self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
+        if not input_grad:
+            return None
+        return ops.conv2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), kernels=self.kernels)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
+
+
+class ConvTranspose2d(_ConvBase):
+    """Transposed convolution; weight C_in x C_out/groups x R x S (PyTorch's layout).
+
+    Its passes are conv2d's with roles swapped: forward is conv2d backward-data, backward-data is
+    conv2d forward, and the weight gradient is conv2d backward-weight with x and dy exchanged.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
+                 groups=1, bias=True, rng=None, dtype=np.float32):
+        in_channels = _positive_int(in_channels, "in_channels")
+        out_channels = _positive_int(out_channels, "out_channels")
+        r, s = _pair(kernel_size, "kernel_size", 1)
+        g = _positive_int(groups, "groups")
+        if in_channels % g or out_channels % g:
+            raise ValueError(f"groups: got {g}, expected a divisor of in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        super().__init__((in_channels, out_channels // g, r, s), out_channels, stride, padding, dilation, g, bias,
+                         rng, dtype)
+        self.output_padding = _pair(output_padding, "output_padding", 0)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (r, s)
+
+    def forward(self, x):
+        self._x = x
+        b = self.bias.data if self.bias is not None else None
+        return ops.conv_transpose2d_forward(x, self.weight.data, b, self.stride, self.padding, self.output_padding,
+                                            self.dilation, self.groups, kernels=self.kernels)
+
+    def backward(self, dy, input_grad=True):
+        x = self._x
+        # the conv whose backward-data this layer's forward is maps dy-shaped inputs to x-shaped outputs
+        self.weight.accumulate(ops.conv2d_backward_weight(x, dy, self.weight.data.shape, *self._hyper(),
+                                                          kernels=self.kernels))
+        if self.bias is not None:
+            self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
+        if not input_grad:
+            return None
+        return ops.conv2d_forward(dy, self.weight.data, None, *self._hyper(), kernels=self.kernels)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}, dilation={self.dilation}, "
+                f"groups={self.groups}, bias={self.bias is not None}")
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias; weight out_features x in_features."""
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        self.weight = self.add_parameter(
+            "weight", init.he_normal_(np.empty((self.out_features, self.in_features), dtype), _rng(rng)))
+        self.bias = self.add_parameter("bias", np.zeros(self.out_features, dtype)) if bias else None
+        self._x = None
+
+    def _clear_cache(self):
+        self._x = None
+
+    def forward(self, x):
+        self._x = x
+        b = self.bias.data if self.bias is not None else None
+        return ops.linear_forward(x, self.weight.data, b, kernels=self.kernels)
+
+    def backward(self, dy, input_grad=True):
+        dw, db = ops.linear_backward_weight(dy, self._x, kernels=self.kernels)
+        self.weight.accumulate(dw)
+        if self.bias is not None:
+            self.bias.accumulate(db)
+        if not input_grad:
+            return None
+        return ops.linear_backward_data(dy, self.weight.data, kernels=self.kernels)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class _Activation(Module):
+    """Elementwise activation whose backward needs only its output y."""
+
+    _fwd = _bwd = None
+
+    def __init__(self):
+        super().__init__()
+        self._y = None
+
+    def _clear_cache(self):
+        self._y = None
+
+    def forward(self, x):
+        self._y = type(self)._fwd(x, kernels=self.kernels)
+        return self._y
+
+    def backward(self, dy, input_grad=True):
+        return type(self)._bwd(dy, self._y, kernels=self.kernels) if input_grad else None
+
+
+class ReLU(_Activation):
+    _fwd, _bwd = ops.relu_forward, ops.relu_backward
+
+
+class Tanh(_Activation):
+    _fwd, _bwd = ops.tanh_forward, ops.tanh_backward
+
+
+class Sigmoid(_Activation):
+    _fwd, _bwd = ops.sigmoid_forward, ops.sigmoid_backward
+
+
+class LeakyReLU(_Activation):
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = ops._slope(negative_slope)
+
+    def forward(self, x):
+        self._y = ops.leaky_relu_forward(x, self.negative_slope, kernels=self.kernels)
+        return self._y
+
+    def backward(self, dy, input_grad=True):
+        return ops.leaky_relu_backward(dy, self._y, self.negative_slope, kernels=self.kernels) if input_grad else None
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        self._argmax = self._x_shape = None
+
+    def _clear_cache(self):
+        self._argmax = None
+
+    def forward(self, x):
+        y, self._argmax = ops.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, kernels=self.kernels)
+        self._x_shape = x.shape
+        return y
+
+    def backward(self, dy, input_grad=True):
+        if not input_grad:
+            return None
+        return ops.max_pool2d_backward(dy, self._argmax, self._x_shape, self.kernel_size, self.stride, self.padding,
+                                       kernels=self.kernels)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        self.count_include_pad = bool(count_include_pad)
+        self._x_shape = None
+
+    def forward(self, x):
+        self._x_shape = x.shape
+        return ops.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
+                                      kernels=self.kernels)
+
+    def backward(self, dy, input_grad=True):
+        if not input_grad:
+            return None
+        return ops.avg_pool2d_backward(dy, self._x_shape, self.kernel_size, self.stride, self.padding,
+                                       self.count_include_pad, kernels=self.kernels)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"count_include_pad={self.count_include_pad}")
+
+
+class _BatchNorm(Module):
+    _ndim = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.weight = self.add_parameter("weight", np.ones(self.num_features, dtype))
+        self.bias = self.add_parameter("bias", np.zeros(self.num_features, dtype))
+        self.add_buffer("running_mean", np.zeros(self.num_features, dtype))
+        self.add_buffer("running_var", np.ones(self.num_features, dtype))
+        self._saved = None
+
+    def _clear_cache(self):
+        self._saved = None
+
+    def forward(self, x):
+        if x.ndim != self._ndim:
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for {type(self).__name__}")
+        y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
+                                                self.buffer("running_var"), self.training, self.momentum, self.eps,
+                                                kernels=self.kernels)
+        self._saved = (x, mean, invstd, self.training)
+        return y
+
+    def backward(self, dy, input_grad=True):
+        x, mean, invstd, training = self._saved
+        dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
+                                                   kernels=self.kernels)
+        self.weight.accumulate(dgamma)
+        self.bias.accumulate(dbeta)
+        return dx if input_grad else None
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) inputs over N."""
+    _ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) inputs over N, H, W."""
+    _ndim = 4
+
+
+class Dropout(Module):
+    """Zeroes each element with probability p in training and scales the rest by 1/(1-p).
+
+    Masks come from a counter-based hash of (seed, call number, element index), identical on the
+    CPU and the GPU; the call counter is a buffer, so a resumed run draws the same masks.
+    """
+
+    def __init__(self, p=0.5, seed=0):
+        super().__init__()
+        if not (0.0 <= float(p) < 1.0):
+            raise ValueError(f"p: got {p!r}, expected a probability in [0, 1)")
+        self.p = float(p)
+        self.seed = int(seed)
+        self.add_buffer("calls", np.zeros((), np.int64))
+        self._mask = None
+
+    def _clear_cache(self):
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        calls = int(self.buffer("calls"))
+        self.buffer("calls")[...] = calls + 1
+        seed = (self.seed * 0x9E3779B1 + calls) & 0xFFFFFFFF
+        y, self._mask = ops.dropout_forward(x, self.p, seed, kernels=self.kernels)
+        return y
+
+    def backward(self, dy, input_grad=True):
+        if not input_grad:
+            return None
+        if self._mask is None:
+            return dy
+        return ops.dropout_backward(dy, self._mask, self.p, kernels=self.kernels)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """(N, ...) -> (N, prod(...))."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, input_grad=True):
+        return dy.reshape(self._shape) if input_grad else None
+
+
+class Unflatten(Module):
+    """(N, prod(shape)) -> (N, *shape)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(_positive_int(s, "shape") for s in shape)
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != int(np.prod(self.shape)):
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected (N, {int(np.prod(self.shape))}) to unflatten "
+                             f"into {self.shape}")
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, dy, input_grad=True):
+        return dy.reshape(dy.shape[0], -1) if input_grad else None
+
+    def extra_repr(self):
+        return f"shape={self.shape}"

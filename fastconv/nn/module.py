@@ -1,0 +1,197 @@
+"""Module, Parameter and Sequential: explicit forward/backward with accumulating gradients."""
+
+from __future__ import annotations
+
+from ..backend import device_of, to_device
+
+
+class Parameter:
+    """A trainable array and its gradient (None until a backward pass accumulates into it)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = None
+
+    def accumulate(self, g):
+        if self.grad is None:
+            self.grad = g
+        else:
+            self.grad += g
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={device_of(self.data)})"
+
+
+class Module:
+    """Base layer. ``forward(x)`` keeps what ``backward`` needs; ``backward(dy)`` accumulates into
+    each parameter's ``.grad`` and returns the gradient w.r.t. the input (None when
+    ``input_grad=False``)."""
+
+    def __init__(self):
+        self._params: dict[str, Parameter] = {}
+        self._buffers: dict[str, object] = {}
+        self._children: dict[str, Module] = {}
+        self.training = True
+        self.kernels: str | None = None
+
+    # ---- registration ----
+    def add_parameter(self, name: str, data) -> Parameter:
+        p = Parameter(data)
+        self._params[name] = p
+        return p
+
+    def add_buffer(self, name: str, data):
+        self._buffers[name] = data
+
+    def buffer(self, name: str):
+        return self._buffers[name]
+
+    def add_module(self, name: str, module: "Module") -> "Module":
+        if not isinstance(module, Module):
+            raise TypeError(f"module {name!r}: got {type(module).__name__}, expected a fastconv.nn.Module")
+        self._children[name] = module
+        return module
+
+    # ---- traversal ----
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}{name}.")
+
+    def named_parameters(self):
+        return [(f"{pre}{name}", p) for pre, m in self.named_modules() for name, p in m._params.items()]
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self):
+        return [(f"{pre}{name}", b) for pre, m in self.named_modules() for name, b in m._buffers.items()]
+
+    # ---- state ----
+    def state_dict(self) -> dict:
+        """{name: array} of parameters and buffers, on their current device (no copies)."""
+        d = {name: p.data for name, p in self.named_parameters()}
+        d.update(self.named_buffers())
+        return d
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        """Copy arrays (numpy or cupy) into the parameters and buffers, keeping their device and dtype."""
+        own = self.state_dict()
+        if strict:
+            missing = sorted(set(own) - set(state))
+            unexpected = sorted(set(state) - set(own))
+            if missing or unexpected:
+                raise KeyError(f"state: missing keys {missing}, unexpected keys {unexpected}; expected exactly "
+                               f"{sorted(own)}")
+        for name, target in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(f"state[{name!r}]: got shape {tuple(value.shape)}, expected {tuple(target.shape)}")
+            target[...] = to_device(value, device_of(target)).astype(target.dtype, copy=False)
+        return self
+
+    # ---- modes and devices ----
+    def train(self, mode: bool = True):
+        for _, m in self.named_modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def _map_arrays(self, fn):
+        for _, m in self.named_modules():
+            for p in m._params.values():
+                p.data = fn(p.data)
+                if p.grad is not None:
+                    p.grad = fn(p.grad)
+            for name, b in m._buffers.items():
+                if b.dtype.kind == "f":  # integer buffers are host-side counters (Dropout's calls)
+                    m._buffers[name] = fn(b)
+            m._clear_cache()
+
+    def to(self, device: str, kernels: str | None = None):
+        """Move parameters and buffers to "cpu" or "cuda"; ``kernels`` picks the GPU kernel family."""
+        if kernels is not None:
+            from ..backend import kernel_family
+            kernel_family(kernels)  # validates
+        self._map_arrays(lambda a: to_device(a, device))
+        for _, m in self.named_modules():
+            m.kernels = kernels
+        return self
+
+    def astype(self, dtype):
+        """Cast floating parameters and buffers (e.g. to float64 for gradient checks)."""
+        self._map_arrays(lambda a: a.astype(dtype) if a.dtype.kind == "f" else a)
+        return self
+
+    @property
+    def device(self) -> str:
+        for _, a in self.state_dict().items():
+            return device_of(a)
+        return "cpu"
+
+    def _clear_cache(self):
+        """Drop arrays kept from the last forward (they are on the old device after .to())."""
+
+    # ---- passes ----
+    def forward(self, x):
+        raise TypeError(f"{type(self).__name__} defines no forward pass")
+
+    def backward(self, dy, input_grad: bool = True):
+        raise TypeError(f"{type(self).__name__} defines no backward pass")
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        if not self._children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._children.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse and returns the input gradient."""
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            self.add_module(str(i), layer)
+
+    @property
+    def layers(self):
+        return list(self._children.values())
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def forward(self, x):
+        for layer in self._children.values():
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy, input_grad: bool = True):
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
+        return dy
+

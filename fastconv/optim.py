@@ -1,0 +1,105 @@
+"""Optimizers: SGD (momentum, weight decay, Nesterov) and Adam, with PyTorch's update rules.
+
+State arrays live beside their parameter (created on its device at the first step); state_dict()
+returns {name: array} with scalars as 0-d arrays, so it can be written to safetensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .backend import array_module, device_of, to_device
+
+
+class Optimizer:
+    _slots: tuple[str, ...] = ()
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("params: got an empty list, expected the parameters to optimise")
+        if not (float(lr) > 0):
+            raise ValueError(f"lr: got {lr!r}, expected a positive learning rate")
+        self.lr = float(lr)
+        self.state: dict[str, list] = {slot: [None] * len(self.params) for slot in self._slots}
+        self.steps = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def _slot(self, slot, i):
+        a = self.state[slot][i]
+        p = self.params[i].data
+        if a is None or device_of(a) != device_of(p):
+            a = array_module(p).zeros_like(p) if a is None else to_device(a, device_of(p))
+            self.state[slot][i] = a
+        return a
+
+    def step(self):
+        self.steps += 1
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self._update(i, p)
+
+    def state_dict(self) -> dict:
+        d = {"steps": np.asarray(self.steps, np.int64), "lr": np.asarray(self.lr, np.float64)}
+        for slot, arrays in self.state.items():
+            for i, a in enumerate(arrays):
+                if a is not None:
+                    d[f"{slot}.{i}"] = a
+        return d
+
+    def load_state_dict(self, d: dict):
+        if "steps" not in d:
+            raise KeyError(f"state: missing key 'steps'; got keys {sorted(d)[:8]}")
+        self.steps = int(to_device(d["steps"], "cpu"))
+        if "lr" in d:
+            self.lr = float(to_device(d["lr"], "cpu"))
+        for slot in self.state:
+            for i, p in enumerate(self.params):
+                key = f"{slot}.{i}"
+                if key in d:
+                    a = d[key]
+                    if tuple(a.shape) != tuple(p.data.shape):
+                        raise ValueError(f"state[{key!r}]: got shape {tuple(a.shape)}, expected {tuple(p.data.shape)}")
+                    self.state[slot][i] = to_device(a, device_of(p.data)).astype(p.data.dtype, copy=True)
+                else:
+                    self.state[slot][i] = None
+        return self
+
+
+class SGD(Optimizer):
+    """p -= lr * v with v = momentum * v + (g + weight_decay * p) (Nesterov: g + momentum * v)."""
+
+    _slots = ("velocity",)
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        if not (0.0 <= float(momentum) < 1.0):
+            raise ValueError(f"momentum: got {momentum!r}, expected a number in [0, 1)")
+        if nesterov and not momentum:
+            raise ValueError("nesterov: got True with momentum=0, expected momentum > 0")
+        self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
+
+    def _update(self, i, p):
+        v = self._slot("velocity", i) if self.momentum else None
+        ops.sgd_update(p.data, p.grad, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+
+
+class Adam(Optimizer):
+    """Kingma & Ba (2015) with bias correction; weight_decay adds weight_decay * p to the gradient."""
+
+    _slots = ("m", "v")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        b1, b2 = betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"betas: got {betas!r}, expected two numbers in [0, 1)")
+        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+
+    def _update(self, i, p):
+        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), self.steps, self.lr, self.betas[0],
+                        self.betas[1], self.eps, self.weight_decay)

@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests marked ``gpu`` are skipped unless CuPy sees a usable CUDA GPU."""
+
+import numpy as np
+import pytest
+
+from fastconv.backend import gpu_available
+
+_GPU = None
+
+
+def _gpu():
+    global _GPU
+    if _GPU is None:
+        _GPU = gpu_available()
+    return _GPU
+
+
+def pytest_collection_modifyitems(config, items):
+    if any("gpu" in item.keywords for item in items) and not _gpu():
+        skip = pytest.mark.skip(reason="no usable CUDA GPU (CuPy missing or no device)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -131,7 +131,7 @@ def relu_forward(x):
 
 
 def relu_backward(dy, y):
-    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+    return dy * (y > 0)
 
 
 def leaky_relu_forward(x, slope):
@@ -167,43 +167,46 @@ def _offset_slices(i, j, p, q, stride):
     return (slice(None), slice(None), slice(i, i + sh * (p - 1) + 1, sh), slice(j, j + sw * (q - 1) + 1, sw))
 
 
+def _plane_index(off, ks, stride, padding, w):
+    """Window offset (i*S + j) of each output -> index h*W + w into the unpadded input plane."""
+    p, q = off.shape[-2:]
+    oi, oj = np.divmod(off.astype(np.int32, copy=False), np.int32(ks[1]))
+    rows = (np.arange(p, dtype=np.int32) * stride[0] - padding[0]).reshape(p, 1)
+    cols = (np.arange(q, dtype=np.int32) * stride[1] - padding[1]).reshape(1, q)
+    return (oi + rows) * np.int32(w) + (oj + cols)
+
+
 def max_pool2d_forward(x, ks, stride, padding):
     n, c, h, w = x.shape
     p = _out_size(h, ks[0], stride[0], padding[0], 1)
     q = _out_size(w, ks[1], stride[1], padding[1], 1)
     xpad = _pad(x, padding, -np.inf)
-    best = None
-    off = None
-    for i in range(ks[0]):
-        for j in range(ks[1]):
-            v = xpad[_offset_slices(i, j, p, q, stride)]
-            if best is None:
-                best = v.copy()
-                off = np.zeros(best.shape, dtype=np.int32)
-            else:
-                better = v > best  # strict: the first maximum in scan order wins, as in PyTorch
-                np.copyto(best, v, where=better)
-                off[better] = i * ks[1] + j
-    # window offset -> index h*W + w into the unpadded plane
-    oi, oj = np.divmod(off, ks[1])
-    rows = (np.arange(p, dtype=np.int32) * stride[0] - padding[0]).reshape(p, 1)
-    cols = (np.arange(q, dtype=np.int32) * stride[1] - padding[1]).reshape(1, q)
-    argmax = (oi + rows) * w + (oj + cols)
-    return best, argmax.astype(np.int32, copy=False)
+    views = [xpad[_offset_slices(i, j, p, q, stride)] for i in range(ks[0]) for j in range(ks[1])]
+    best = views[0].copy()
+    for v in views[1:]:
+        np.maximum(best, v, out=best)
+    # the first window position holding the maximum wins (scan order, as in PyTorch): assign the
+    # offsets from last to first so earlier ones overwrite later ties
+    odt = np.uint8 if len(views) < 256 else np.int32
+    off = np.zeros(best.shape, dtype=odt)
+    for o in range(len(views) - 1, -1, -1):
+        np.copyto(off, odt(o), where=views[o] == best)
+    return best, _plane_index(off, ks, stride, padding, w)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, ks, stride, padding):
     n, c, h, w = x_shape
     p, q = dy.shape[2:]
-    rows = (np.arange(p, dtype=np.int32) * stride[0] - padding[0]).reshape(p, 1)
-    cols = (np.arange(q, dtype=np.int32) * stride[1] - padding[1]).reshape(1, q)
-    ih, iw = np.divmod(argmax, w)
-    off = (ih - rows) * ks[1] + (iw - cols)
-    dxpad = np.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=dy.dtype)
-    for i in range(ks[0]):
-        for j in range(ks[1]):
-            dxpad[_offset_slices(i, j, p, q, stride)] += np.where(off == i * ks[1] + j, dy, 0)
-    return np.ascontiguousarray(dxpad[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+    if stride[0] >= ks[0] and stride[1] >= ks[1]:
+        # windows do not overlap: every input element is chosen at most once, so scatter by assignment
+        dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+        np.put_along_axis(dx, argmax.reshape(n * c, p * q), dy.reshape(n * c, p * q), axis=1)
+        return dx.reshape(x_shape)
+    # overlapping windows: several outputs may choose one input; sum them with bincount per plane
+    planes = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n * c, 1)
+    flat = (argmax.reshape(n * c, p * q) + planes).ravel()
+    dx = np.bincount(flat, weights=dy.ravel(), minlength=n * c * h * w)
+    return dx.astype(dy.dtype, copy=False).reshape(x_shape)
 
 
 def _avg_divisor(h, w, p, q, ks, stride, padding, count_include_pad, dtype):

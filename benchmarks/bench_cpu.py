@@ -38,15 +38,15 @@ def _fastconv_conv(pass_, x, wt, dy, st, pd):
 
 def _torch_conv(pass_, x, wt, dy, st, pd):
     tx, tw, tdy = map(torch.from_numpy, (x, wt, dy))
-    mask = (False, pass_ == "backward_data", pass_ == "backward_weight")
+    mask = (pass_ == "backward_data", pass_ == "backward_weight", False)
 
     if pass_ == "forward":
         return lambda: F.conv2d(tx, tw, None, st, pd)
 
     def run():
         grads = torch.ops.aten.convolution_backward(tdy, tx, tw, None, (st, st), (pd, pd), (1, 1), False, (0, 0), 1,
-                                                    (False,) + mask[1:])
-        return grads[1] if pass_ == "backward_data" else grads[2]
+                                                    mask)
+        return grads[0] if pass_ == "backward_data" else grads[1]
 
     return run
 

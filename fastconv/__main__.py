@@ -1,0 +1,8 @@
+"""``python -m fastconv ...`` runs the ``fastconv`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The ``fastconv`` command: train a CNN or a GAN, evaluate, sample, check the kernels.
+
+    fastconv train cnn --epochs 10 --out runs/cnn
+    fastconv train gan --model dcgan --epochs 5 --out runs/dcgan
+    fastconv eval --checkpoint runs/cnn/checkpoint.safetensors
+    fastconv sample --checkpoint runs/dcgan/checkpoint.safetensors --seed 1 --output grid.png
+    fastconv check                      # GPU kernels against the NumPy reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .checkpoint import CheckpointError
+from .data import DATASETS, DataNotFoundError, IdxError
+
+EXIT_ERROR = 2
+EXIT_NONFINITE = 3
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float, out: str) -> None:
+    g = p.add_argument_group("data and run")
+    g.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set to train on")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="directory of the IDX files (default: $FASTCONV_DATA, /usr/share/datasets/<name>/, "
+                        "then the bundled sample)")
+    g.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="train on the first N training images only (default: all)")
+    g.add_argument("--epochs", type=int, default=epochs, help="total epochs (a resumed run continues up to it)")
+    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--lr", type=float, default=lr, help="learning rate")
+    g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and noise")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: the GPU when CuPy sees one, else the CPU")
+    g.add_argument("--kernels", choices=("cupy", "numba"), default=None,
+                   help="GPU kernel family (default: $FASTCONV_KERNELS or cupy)")
+    g.add_argument("--out", default=out, metavar="DIR", help="output folder: checkpoint, metrics.jsonl, PNGs")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="smoke run: fake data, two tiny batches, every output written")
+    g.add_argument("--log-every", type=int, default=50, metavar="N",
+                   help="log metrics every N steps (the GPU syncs only then)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only on a terminal)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastconv", description=__doc__, formatter_class=_Formatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,sample,check}")
+
+    train = sub.add_parser("train", help="train a model", formatter_class=_Formatter)
+    tsub = train.add_subparsers(dest="what", required=True, metavar="{cnn,gan}")
+
+    cnn = tsub.add_parser("cnn", help="LeNet-style classifier", formatter_class=_Formatter,
+                          description="Train a LeNet-style classifier; test accuracy after every epoch.")
+    _common(cnn, epochs=10, batch_size=128, lr=0.05, out="runs/cnn")
+    m = cnn.add_argument_group("model and optimizer")
+    m.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    m.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    m.add_argument("--weight-decay", type=float, default=0.0)
+    m.add_argument("--channels", default="32,64", help="conv widths, one conv+ReLU+maxpool block each")
+    m.add_argument("--hidden", default="256", help="hidden Linear widths ('' for none)")
+    m.add_argument("--kernel-size", type=int, default=5, help="odd conv kernel size ('same' padding)")
+    m.add_argument("--test-batch-size", type=int, default=250)
+
+    gan = tsub.add_parser("gan", help="MLP GAN or DCGAN", formatter_class=_Formatter,
+                          description="Train a GAN; sample grids of a fixed noise batch go to <out>/samples/.")
+    _common(gan, epochs=5, batch_size=64, lr=2e-4, out=None)
+    m = gan.add_argument_group("model and optimizer")
+    m.add_argument("--model", choices=("mlp", "dcgan"), default="dcgan")
+    m.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (G and D)")
+    m.add_argument("--nz", type=int, default=100, help="noise dimension")
+    m.add_argument("--width", type=int, default=64, help="DCGAN base width (ngf = ndf)")
+    m.add_argument("--g-hidden", default="256,512", help="MLP G hidden widths")
+    m.add_argument("--d-hidden", default="512,256", help="MLP D hidden widths")
+    m.add_argument("--d-steps", type=int, default=1, help="k: D updates per G update")
+    m.add_argument("--g-loss", choices=("nonsat", "minimax"), default="nonsat",
+                   help="nonsat: minimise -log D(G(z)); minimax: minimise log(1 - D(G(z)))")
+    m.add_argument("--sample-every", type=int, default=500, metavar="N", help="write a sample grid every N iterations")
+    m.add_argument("--n-samples", type=int, default=64, help="images in each sample grid")
+
+    ev = sub.add_parser("eval", help="test accuracy of a CNN checkpoint", formatter_class=_Formatter)
+    ev.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train cnn`")
+    ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the checkpoint's data set")
+    ev.add_argument("--data-dir", default=None, metavar="DIR")
+    ev.add_argument("--batch-size", type=int, default=250)
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ev.add_argument("--kernels", choices=("cupy", "numba"), default=None)
+
+    sa = sub.add_parser("sample", help="PNG grid from a GAN checkpoint", formatter_class=_Formatter)
+    sa.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train gan`")
+    sa.add_argument("--output", default="samples.png", help="PNG file to write")
+    sa.add_argument("--num", type=int, default=64, help="number of images")
+    sa.add_argument("--nrow", type=int, default=None, help="images per row (default: square)")
+    sa.add_argument("--seed", type=int, default=0, help="seeds the noise")
+    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sa.add_argument("--kernels", choices=("cupy", "numba"), default=None)
+
+    sub.add_parser("check", help="run the GPU kernel checks (fastconv check --help)", add_help=False)
+    return p
+
+
+def _train(args) -> int:
+    common = dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+                  lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
+                  dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,
+                  progress=args.progress)
+    if args.what == "cnn":
+        from .train.cnn import CNNConfig, train_cnn
+        cfg = CNNConfig(out=args.out, optimizer=args.optimizer, momentum=args.momentum,
+                        weight_decay=args.weight_decay, channels=args.channels, hidden=args.hidden,
+                        kernel_size=args.kernel_size, test_batch_size=args.test_batch_size, **common)
+        result = train_cnn(cfg)
+        acc = result["test_accuracy"]
+        print(f"test accuracy {100 * acc:.2f}% after {result['epochs']} epochs; outputs in {cfg.out}"
+              if acc is not None else f"no epoch trained; outputs in {cfg.out}")
+        return 0
+    from .train.gan import GANConfig, train_gan
+    cfg = GANConfig(model=args.model, out=args.out or f"runs/{args.model}", beta1=args.beta1, nz=args.nz,
+                    width=args.width, g_hidden=args.g_hidden, d_hidden=args.d_hidden, d_steps=args.d_steps,
+                    g_loss=args.g_loss, sample_every=args.sample_every, n_samples=args.n_samples, **common)
+    result = train_gan(cfg)
+    if "d_x" in result:
+        print(f"{cfg.model}: {result['iter']} iterations, mean D(x) {result['d_x']:.3f}, "
+              f"mean D(G(z)) {result['d_g_z']:.3f}; samples {result['samples']}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .data import load_dataset, to_float
+    from .train.cnn import evaluate, model_from_checkpoint
+    from .train.common import resolve_device, xp_for
+
+    device = resolve_device(args.device, args.kernels)
+    model, meta = model_from_checkpoint(args.checkpoint, device, args.kernels)
+    dataset = args.dataset or meta.get("dataset", "fashion-mnist")
+    if dataset == "fake":
+        from .data import fake_dataset
+        data = fake_dataset()
+    else:
+        data = load_dataset(dataset, args.data_dir)
+    if tuple(data.image_shape) != tuple(meta["arch"]["in_shape"]):
+        raise ValueError(f"dataset: {dataset!r} has images of shape {data.image_shape}, expected "
+                         f"{tuple(meta['arch']['in_shape'])} as the checkpoint's model")
+    xp = xp_for(device)
+    loss, acc = evaluate(model, xp.asarray(to_float(data.test_images)), xp.asarray(data.test_labels),
+                         args.batch_size)
+    print(json.dumps({"checkpoint": args.checkpoint, "dataset": data.describe(), "epoch": meta["epoch"],
+                      "test_loss": round(loss, 6), "test_accuracy": round(acc, 6)}))
+    return 0
+
+
+def _sample(args) -> int:
+    import numpy as np
+
+    from .train.common import resolve_device, xp_for
+    from .train.gan import generate, generator_from_checkpoint, noise
+
+    if args.num < 1:
+        raise ValueError(f"num: got {args.num}, expected a positive number of images")
+    device = resolve_device(args.device, args.kernels)
+    G, meta = generator_from_checkpoint(args.checkpoint, device, args.kernels)
+    z = noise(np.random.default_rng(args.seed), args.num, meta["arch"]["nz"], xp_for(device))
+    generate(G, z, args.output, nrow=args.nrow)
+    print(f"wrote {args.output}: {args.num} samples of the {meta['arch']['model']} G at epoch {meta['epoch']}, "
+          f"seed {args.seed}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "check":  # the check tool owns its flags
+        from .check import main as check_main
+        return check_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from .train.common import NonFiniteLossError
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        return _sample(args)
+    except NonFiniteLossError as e:
+        print(f"fastconv: stopped: {e}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except (ValueError, KeyError, RuntimeError, OSError, CheckpointError, DataNotFoundError, IdxError) as e:
+        print(f"fastconv: error: {e}", file=sys.stderr)
+        if os.environ.get("FASTCONV_TRACEBACK"):
+            raise
+        return EXIT_ERROR

@@ -1,0 +1,139 @@
+"""What the CNN and GAN trainers share: device choice, metrics log, progress bars, loss checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import backend
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because a loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def say(msg: str) -> None:
+    """One line for the user, printed so that it does not break a tqdm bar."""
+    try:
+        from tqdm import tqdm
+        tqdm.write(msg, file=sys.stdout)
+    except ImportError:
+        print(msg, flush=True)
+    sys.stdout.flush()
+
+
+_fallback_said = False
+
+
+def resolve_device(device: str, kernels: str | None = None) -> str:
+    """"cpu" or "cuda" from --device auto|cpu|cuda; selects the GPU kernel family.
+
+    "cuda" without a usable GPU raises (fastconv.backend.require_gpu); "auto" falls back to the
+    CPU and says so once per process.
+    """
+    global _fallback_said
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: got {device!r}, expected 'auto', 'cpu' or 'cuda'")
+    if kernels is not None:
+        backend.set_kernel_family(kernels)
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda":
+        backend.require_gpu("device")
+        if not backend.gpu_available():
+            raise RuntimeError("device: 'cuda' asked for, but CuPy cannot run a kernel on the GPU (driver or "
+                               "toolkit mismatch?); expected a working CUDA device, or pass --device cpu")
+        return "cuda"
+    if backend.gpu_available():
+        return "cuda"
+    if not _fallback_said:
+        say("device auto: no usable CUDA GPU (CuPy missing or no device), using the CPU (NumPy)")
+        _fallback_said = True
+    return "cpu"
+
+
+def xp_for(device: str):
+    return backend.require_gpu() if device == "cuda" else np
+
+
+def to_host_float(x) -> float:
+    """A Python float from a 0-d numpy/cupy array (a device sync on the GPU)."""
+    return float(x.get()) if hasattr(x, "get") else float(x)
+
+
+def check_finite(value: float, what: str, where: str, checkpoint: str | None) -> None:
+    if math.isfinite(value):
+        return
+    keep = (f"the last good checkpoint {checkpoint!r} is kept; resume from it with a smaller --lr"
+            if checkpoint and os.path.exists(checkpoint) else "no checkpoint had been written yet")
+    raise NonFiniteLossError(f"{what} became {value} at {where}; training stopped, {keep}")
+
+
+class MetricsLog:
+    """Append-only JSON-lines file, one object per record, flushed as written."""
+
+    def __init__(self, path: str, append: bool):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._f = open(path, "a" if append else "w", encoding="utf-8")
+
+    def write(self, **record) -> None:
+        record.setdefault("time", round(time.time(), 3))
+        self._f.write(json.dumps(record, sort_keys=True) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def progress(total: int, desc: str, enabled: bool | None):
+    """A tqdm bar counting images (so its rate is images/s); enabled None: only on a terminal."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
+                disable=(None if enabled is None else not enabled), file=sys.stderr)
+
+
+def parse_int_list(text, name: str) -> list[int]:
+    """'32,64' -> [32, 64]; '' -> []; each must be a positive int."""
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        items = [t for t in str(text).replace(" ", "").split(",") if t]
+    try:
+        values = [int(t) for t in items]
+    except ValueError:
+        raise ValueError(f"{name}: got {text!r}, expected comma-separated positive ints like '32,64'") from None
+    if any(v < 1 for v in values):
+        raise ValueError(f"{name}: got {text!r}, expected positive ints")
+    return values
+
+
+def resume_path(resume, out: str) -> str | None:
+    """--resume: None (fresh run), True/'' (the checkpoint in --out), or an explicit checkpoint path."""
+    if resume is None or resume is False:
+        return None
+    if resume is True or resume == "":
+        return os.path.join(out, CHECKPOINT_NAME)
+    return os.fspath(resume)
+
+
+def check_positive(value, name: str, kind=int):
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool) if kind is int else \
+        isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
+        raise ValueError(f"{name}: got {value!r}, expected a positive {'int' if kind is int else 'number'}")
+    return value

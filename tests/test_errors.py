@@ -294,7 +294,8 @@ def test_layer_forward_errors():
         nn.Unflatten((3, 2, 2)).forward(arr(2, 7))
     with raises(TypeError, "x: got dtype float16", "expected float32 or float64"):
         nn.Conv2d(3, 4, 3, rng=rng).forward(X.astype(np.float16))
-    with raises(TypeError, "x: got dtype float64", "expected float32 (the dtype of"):
+    # a float64 input to a float32 layer: the op names the weight whose dtype differs from x's
+    with raises(TypeError, "w: got dtype float32", "expected float64 (the dtype of x)"):
         nn.Linear(5, 2, rng=rng).forward(arr(2, 5, dtype=np.float64))
 
 

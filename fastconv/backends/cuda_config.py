@@ -1,0 +1,120 @@
+"""Launch configuration for the CUDA C kernels: pure Python, no CuPy, unit-tested on the CPU.
+
+Everything the launcher (``fastconv.backends.cuda``) decides about grids, tile shapes and
+split-K lives here, together with the table of kernel names each ``kernels/*.cu`` file must
+define (the static tests compile every file and check each name is an entry point).
+"""
+
+from __future__ import annotations
+
+INT32_MAX = 2**31 - 1
+BLOCK = 256                 # threads per block of element-wise / pooling / reduction kernels
+REDUCE_BLOCK = 1024         # threads of the single-block final reductions (sum_scale_v1)
+CONV_THREADS = 256          # threads per block of the tiled conv kernels (fixed in conv.cu)
+MAX_GRID_YZ = 65535
+MAX_WGRAD_SPLITS = 256
+MIN_WGRAD_CHUNK = 256       # reduction elements per split-K slice, at least
+SPLIT_ALIGN = 16            # split-K slices are whole BK tiles for every tile shape (BK 8 or 16)
+
+# tile name -> (BM, BN, BK), as instantiated by CONV_V2_KERNELS in kernels/conv.cu
+CONV_TILES = {
+    "t128x128": (128, 128, 8),
+    "t64x64": (64, 64, 16),
+    "t32x128": (32, 128, 16),
+}
+
+_CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+
+KERNELS = {
+    "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
+    + tuple(f"{p}_v2_{t}" for p in _CONV_PASSES for t in CONV_TILES)
+    + ("conv2d_wgrad_reduce_v1", "conv2d_backward_bias_v1"),
+    "eltwise.cu": (
+        "relu_forward_v1", "relu_backward_v1", "relu_forward_v2", "relu_backward_v2",
+        "leaky_relu_forward_v1", "leaky_relu_backward_v1", "leaky_relu_forward_v2", "leaky_relu_backward_v2",
+        "sigmoid_forward_v1", "sigmoid_backward_v1", "tanh_forward_v1", "tanh_backward_v1",
+        "dropout_forward_v1", "dropout_backward_v1",
+    ),
+    "pool.cu": ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
+                "avg_pool2d_backward_v1"),
+    "bn.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
+    "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
+    "optim.cu": ("sgd_update_v1", "adam_update_v1"),
+}
+
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu",)
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def check_int32(name: str, value: int, what: str) -> int:
+    """Kernels index GEMM dimensions with 32-bit ints; refuse sizes that would overflow."""
+    if value > INT32_MAX:
+        raise ValueError(f"{name}: got {what} = {value}, expected at most {INT32_MAX} "
+                         "(the GPU kernels index this dimension with 32-bit ints); split the batch")
+    return value
+
+
+def elementwise_blocks(n: int, num_sms: int, block: int = BLOCK, per_thread: int = 1) -> int:
+    """Blocks for a grid-stride loop over n items (per_thread items per thread per step):
+    enough to cover n once, capped at 32 blocks per SM (the loop covers the rest); >= 1."""
+    if n < 0 or num_sms < 1 or block < 1 or per_thread < 1:
+        raise ValueError(f"elementwise_blocks: got n={n}, num_sms={num_sms}, block={block}, "
+                         f"per_thread={per_thread}; expected n >= 0 and positive others")
+    need = cdiv(cdiv(n, per_thread), block)
+    return max(1, min(need, 32 * num_sms))
+
+
+def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
+    """Blocks for a one-warp-per-row kernel."""
+    return max(1, cdiv(rows * 32, block))
+
+
+def conv_tile(m: int, n: int, num_sms: int) -> str:
+    """Tile shape for a GEMM of m rows (output/input channels per group) by n columns.
+
+    m <= 32: 32x128 (a 128-row tile would be mostly padding). Otherwise 128x128 when it gives
+    at least two blocks per SM (its 8x8 register tiles reuse shared memory best), else 64x64 so
+    that small GEMMs still spread over the GPU.
+    """
+    if m < 1 or n < 1:
+        raise ValueError(f"conv_tile: got m={m}, n={n}, expected positive GEMM sizes")
+    if m <= 32:
+        return "t32x128"
+    if cdiv(m, 128) * cdiv(n, 128) >= 2 * num_sms:
+        return "t128x128"
+    return "t64x64"
+
+
+def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
+    """Grid (x over GEMM columns, y over GEMM rows, z = groups or groups*splits)."""
+    bm, bn, _ = CONV_TILES[tile]
+    gy = cdiv(m, bm)
+    if gy > MAX_GRID_YZ or z > MAX_GRID_YZ:
+        raise ValueError(f"conv grid: got {gy} row tiles and z = {z}, expected at most {MAX_GRID_YZ} each")
+    return (cdiv(n, bn), gy, z)
+
+
+def wgrad_splits(m: int, n: int, red: int, tile: str, groups: int, num_sms: int) -> tuple[int, int]:
+    """Split-K for backward-weight: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
+    splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
+
+    Aims at about 4 blocks per SM in all, keeps each slice >= MIN_WGRAD_CHUNK long and
+    splits <= MAX_WGRAD_SPLITS, groups*splits <= 65535.
+    """
+    if red < 1:
+        raise ValueError(f"wgrad_splits: got a reduction of {red}, expected >= 1")
+    gx, gy, _ = conv_grid(m, n, tile, groups)
+    tiles = gx * gy * groups
+    want = cdiv(4 * num_sms, tiles)
+    want = min(want, MAX_WGRAD_SPLITS, max(1, red // MIN_WGRAD_CHUNK), MAX_GRID_YZ // groups)
+    want = max(1, want)
+    chunk = cdiv(cdiv(red, want), SPLIT_ALIGN) * SPLIT_ALIGN
+    splits = cdiv(red, chunk)
+    return splits, chunk
+
+
+def conv_out_size(h: int, r: int, stride: int, pad: int, dil: int) -> int:
+    return (h + 2 * pad - dil * (r - 1) - 1) // stride + 1

@@ -2,7 +2,7 @@
 //
 // The loader (fastconv/backends/cuda_loader.py) pastes this file in place of the
 // `#include "common.cuh"` line before handing the source to NVRTC, so CuPy's compile cache
-// always sees the full text; nvcc builds in the tests pass `-I kernels` instead.
+// always sees the full text; tests/test_cuda_static.py compiles that same text with nvcc.
 // Only device code and built-in types: NVRTC has no host headers.
 #pragma once
 

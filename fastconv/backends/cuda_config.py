@@ -75,14 +75,16 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
 def conv_tile(m: int, n: int, num_sms: int) -> str:
     """Tile shape for a GEMM of m rows (output/input channels per group) by n columns.
 
-    m <= 32: 32x128 (a 128-row tile would be mostly padding). Otherwise 128x128 when it gives
-    at least two blocks per SM (its 8x8 register tiles reuse shared memory best), else 64x64 so
-    that small GEMMs still spread over the GPU.
+    m <= 32: 32x128 and m <= 64: 64x64 (a 128-row tile would be mostly padding). Otherwise
+    128x128 when it gives at least two blocks per SM (its 8x8 register tiles reuse shared memory
+    best), else 64x64 so that small GEMMs still spread over the GPU.
     """
     if m < 1 or n < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, expected positive GEMM sizes")
     if m <= 32:
         return "t32x128"
+    if m <= 64:
+        return "t64x64"
     if cdiv(m, 128) * cdiv(n, 128) >= 2 * num_sms:
         return "t128x128"
     return "t64x64"

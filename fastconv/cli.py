@@ -22,7 +22,12 @@ EXIT_NONFINITE = 3
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows each flag's default, unless its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float, out: str) -> None:
@@ -34,18 +39,19 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
     g.add_argument("--train-size", type=int, default=None, metavar="N",
                    help="train on the first N training images only (default: all)")
     g.add_argument("--epochs", type=int, default=epochs, help="total epochs (a resumed run continues up to it)")
-    g.add_argument("--batch-size", type=int, default=batch_size)
+    g.add_argument("--batch-size", type=int, default=batch_size, help="images per training step")
     g.add_argument("--lr", type=float, default=lr, help="learning rate")
     g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and noise")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: the GPU when CuPy sees one, else the CPU")
     g.add_argument("--kernels", choices=("cupy", "numba"), default=None,
                    help="GPU kernel family (default: $FASTCONV_KERNELS or cupy)")
-    g.add_argument("--out", default=out, metavar="DIR", help="output folder: checkpoint, metrics.jsonl, PNGs")
+    g.add_argument("--out", default=out, metavar="DIR",
+                   help="output folder: checkpoint, metrics.jsonl, PNGs" + ("" if out else " (default: runs/<model>)"))
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                   help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors)")
+                   help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors; default: a fresh run)")
     g.add_argument("--dry-run", action="store_true",
-                   help="smoke run: fake data, two tiny batches, every output written")
+                   help="smoke run: fake data, two tiny batches, every output written (default: off)")
     g.add_argument("--log-every", type=int, default=50, metavar="N",
                    help="log metrics every N steps (the GPU syncs only then)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -63,19 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Train a LeNet-style classifier; test accuracy after every epoch.")
     _common(cnn, epochs=10, batch_size=128, lr=0.05, out="runs/cnn")
     m = cnn.add_argument_group("model and optimizer")
-    m.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    m.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with momentum, or Adam")
     m.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    m.add_argument("--weight-decay", type=float, default=0.0)
+    m.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty added to the gradient")
     m.add_argument("--channels", default="32,64", help="conv widths, one conv+ReLU+maxpool block each")
     m.add_argument("--hidden", default="256", help="hidden Linear widths ('' for none)")
     m.add_argument("--kernel-size", type=int, default=5, help="odd conv kernel size ('same' padding)")
-    m.add_argument("--test-batch-size", type=int, default=250)
+    m.add_argument("--test-batch-size", type=int, default=250, help="images per evaluation batch")
 
     gan = tsub.add_parser("gan", help="MLP GAN or DCGAN", formatter_class=_Formatter,
                           description="Train a GAN; sample grids of a fixed noise batch go to <out>/samples/.")
     _common(gan, epochs=5, batch_size=64, lr=2e-4, out=None)
     m = gan.add_argument_group("model and optimizer")
-    m.add_argument("--model", choices=("mlp", "dcgan"), default="dcgan")
+    m.add_argument("--model", choices=("mlp", "dcgan"), default="dcgan", help="MLP GAN or DCGAN")
     m.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (G and D)")
     m.add_argument("--nz", type=int, default=100, help="noise dimension")
     m.add_argument("--width", type=int, default=64, help="DCGAN base width (ngf = ndf)")
@@ -90,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="test accuracy of a CNN checkpoint", formatter_class=_Formatter)
     ev.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train cnn`")
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the checkpoint's data set")
-    ev.add_argument("--data-dir", default=None, metavar="DIR")
-    ev.add_argument("--batch-size", type=int, default=250)
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ev.add_argument("--kernels", choices=("cupy", "numba"), default=None)
+    ev.add_argument("--data-dir", default=None, metavar="DIR", help="directory of the IDX files")
+    ev.add_argument("--batch-size", type=int, default=250, help="images per evaluation batch")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    ev.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sa = sub.add_parser("sample", help="PNG grid from a GAN checkpoint", formatter_class=_Formatter)
     sa.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train gan`")
@@ -101,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--num", type=int, default=64, help="number of images")
     sa.add_argument("--nrow", type=int, default=None, help="images per row (default: square)")
     sa.add_argument("--seed", type=int, default=0, help="seeds the noise")
-    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    sa.add_argument("--kernels", choices=("cupy", "numba"), default=None)
+    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    sa.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sub.add_parser("check", help="run the GPU kernel checks (fastconv check --help)", add_help=False)
     return p

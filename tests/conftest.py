@@ -26,3 +26,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+collect_ignore = ["numba_sim"]  # simulator tests: run in a child process by test_numba_sim.py

@@ -106,6 +106,27 @@ def test_conv2d_all_passes(case, dtype, rng):
     check(ops.conv2d_backward_bias(dy), ref.conv2d_backward_bias(dy), dtype, "conv2d_backward_bias", (dy,))
 
 
+@pytest.mark.parametrize("case", CONV_CASES[:4], ids=conv_id)
+def test_conv2d_batch_chunks(case, monkeypatch, rng):
+    """The backend splits the batch to keep its column buffer small; force uneven chunks of 1-2 samples."""
+    n, c, h, w, k, r, s, stride, pad, dil, groups = case
+    if not hasattr(cpu, "_COLS_BYTES"):
+        pytest.skip("the CPU backend no longer chunks the batch by _COLS_BYTES")
+    n = 5
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
+    x, wt = randn(rng, (n, c, h, w), np.float64), randn(rng, (k, c // groups, r, s), np.float64)
+    y_ref = ref.conv2d_forward(x, wt, None, **kw)
+    dy = randn(rng, y_ref.shape, np.float64)
+    per_sample = (c // groups) * r * s * y_ref.shape[2] * y_ref.shape[3] * 8
+    monkeypatch.setattr(cpu, "_COLS_BYTES", 2 * per_sample + 1)
+    assert cpu._batch_chunk(n, per_sample) == 2
+    check(ops.conv2d_forward(x, wt, None, **kw), y_ref, np.float64, "conv2d_forward(chunked)")
+    check(ops.conv2d_backward_data(dy, wt, x.shape, **kw), ref.conv2d_backward_data(dy, wt, x.shape, **kw),
+          np.float64, "conv2d_backward_data(chunked)")
+    check(ops.conv2d_backward_weight(dy, x, wt.shape, **kw), ref.conv2d_backward_weight(dy, x, wt.shape, **kw),
+          np.float64, "conv2d_backward_weight(chunked)")
+
+
 def test_conv2d_non_contiguous_input(rng):
     """A transposed (non-C-contiguous) view must give the same answer as its contiguous copy."""
     x = randn(rng, (2, 3, 8, 7), np.float64).transpose(0, 1, 3, 2)

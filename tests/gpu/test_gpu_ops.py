@@ -1,0 +1,235 @@
+"""GPU ops of each kernel family against the NumPy twin run in float64 (marker ``gpu``).
+
+The op cases are fastconv.check's (the same judge as ``fastconv check``): random non-zero
+float32 data, outputs poisoned with NaN before each launch, relative L2 error <= F32_TOL, or
+REDUCTION_TOL for long reductions (weight/bias gradients, batchnorm statistics), where float32
+summation error grows with the number of terms. Shapes: hypothesis-drawn and DESIGN.md's.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastconv import check
+
+pytestmark = pytest.mark.gpu
+
+FAMILIES = ["cupy", "numba"]
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request):
+    if request.param not in check.families():
+        pytest.skip(f"kernel family {request.param!r} cannot be imported here (numba-cuda missing or broken)")
+    return request.param
+
+
+@pytest.fixture(params=[2, 1], ids=["conv_v2", "conv_v1"])
+def conv_version(request, monkeypatch):
+    from fastconv.backends import cuda
+    monkeypatch.setattr(cuda, "CONV_VERSION", request.param)
+    return request.param
+
+
+def _judge(group, spec, family, seed=0):
+    res = check.run_case(group, spec, family, np.random.default_rng(seed))
+    bad = [f"{op} {ps}: {err:.3e} > {tol:g}" for op, ps, err, tol in res if not err <= tol]
+    assert not bad, f"{group} {family} {spec}: " + "; ".join(bad)
+
+
+pairs = st.tuples(st.integers(1, 3), st.integers(1, 3))
+
+
+@st.composite
+def conv_specs(draw):
+    g = draw(st.sampled_from([1, 1, 2, 3]))
+    n = draw(st.integers(1, 4))
+    c = g * draw(st.integers(1, 8))
+    k = g * draw(st.integers(1, 70))
+    r, s = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    h, w = draw(st.integers(1, 20)), draw(st.integers(1, 20))
+    stride, dil = draw(pairs), draw(st.tuples(st.integers(1, 2), st.integers(1, 2)))
+    pad = draw(st.tuples(st.integers(0, 2), st.integers(0, 2)))
+    spec = (n, c, h, w, k, r, s, stride, pad, dil, g)
+    if not check._conv_ok(spec):
+        spec = (n, c, h + 2 * r * dil[0], w + 2 * s * dil[1], k, r, s, stride, pad, dil, g)
+    return spec
+
+
+@st.composite
+def pool_specs(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    pad = (draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)))
+    h, w = draw(st.integers(kh, 16)), draw(st.integers(kw, 16))
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 5)), h, w, (kh, kw), draw(pairs), pad)
+
+
+shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
+
+
+@SETTINGS
+@given(spec=conv_specs())
+def test_conv2d(family, conv_version, spec):
+    if family == "numba" and conv_version == 1:
+        pytest.skip("CONV_VERSION selects the cupy family's conv kernels only")
+    _judge("conv2d", spec, family)
+
+
+@pytest.mark.parametrize("name", list(check.BENCH_CONV))
+def test_conv2d_design_shapes(family, name):
+    _judge("conv2d", check.BENCH_CONV[name], family)
+
+
+@SETTINGS
+@given(shape=shapes)
+def test_activations(family, shape):
+    _judge("activations", shape, family)
+
+
+def test_activations_large_unaligned(family):
+    _judge("activations", (3, 1000003), family)  # float4 body plus a scalar tail
+
+
+@SETTINGS
+@given(spec=pool_specs())
+def test_pooling(family, spec):
+    _judge("pooling", spec, family)
+
+
+def test_pooling_design_shape(family):
+    _judge("pooling", (64, 64, 56, 56, (2, 2), (2, 2), (0, 0)), family)
+
+
+@SETTINGS
+@given(shape=st.tuples(st.integers(1, 130), st.integers(1, 300), st.integers(1, 130)))
+def test_linear(family, shape):
+    _judge("linear", shape, family)
+
+
+@SETTINGS
+@given(shape=st.one_of(st.tuples(st.integers(2, 130), st.integers(1, 70)),
+                       st.tuples(st.integers(1, 9), st.integers(1, 20), st.integers(1, 15), st.integers(1, 15))))
+def test_batchnorm(family, shape):
+    if np.prod(shape) // shape[1] < 2:
+        shape = (2,) + tuple(shape[1:])
+    _judge("batchnorm", shape, family)
+
+
+def test_batchnorm_design_shapes(family):
+    _judge("batchnorm", (128, 6272), family)
+    _judge("batchnorm", (128, 64, 14, 14), family)
+
+
+@SETTINGS
+@given(shape=shapes)
+def test_dropout(family, shape):
+    _judge("dropout", shape, family)
+
+
+@SETTINGS
+@given(shape=st.tuples(st.integers(1, 300), st.integers(2, 1100)))
+def test_losses(family, shape):
+    _judge("losses", shape, family)
+
+
+@SETTINGS
+@given(shape=shapes)
+def test_optim(family, shape):
+    _judge("optim", shape, family)
+
+
+def test_poison_catches_unwritten_output(monkeypatch):
+    """The poisoning really reaches the outputs: an allocation comes back all NaN."""
+    from fastconv.backends import cuda
+    monkeypatch.setattr(cuda, "POISON", True)
+    a = cuda._alloc((5,), np.float32, "probe")
+    assert bool(np.isnan(a.get()).all())
+
+
+def test_errors():
+    import cupy as cp
+
+    from fastconv.backends import cuda
+    with pytest.raises(TypeError, match="x: got dtype float64 on the GPU"):
+        cuda.relu_forward(cp.ones(3))
+    y = cuda.relu_forward(cp.arange(12, dtype=cp.float32).reshape(3, 4)[:, ::2] - 3)  # non-contiguous input
+    assert y.flags.c_contiguous and y.shape == (3, 2)
+    with pytest.raises(cuda.GPUOutOfMemoryError, match="bytes"):
+        cuda._alloc((1 << 50,), np.float32, "huge")
+
+
+# ---------------------------------------------------------------------------------------------
+# whole training steps: GPU vs CPU (float64) from the same weights
+
+def _step_compare(build, step, family):
+    import cupy as cp
+
+    from fastconv.testing import rel_error
+    cpu = build(np.random.default_rng(7))
+    gpu = build(np.random.default_rng(7))
+    for m in cpu:
+        m.astype(np.float64)
+    for m in gpu:
+        m.to("cuda", kernels=family)
+    rng = np.random.default_rng(3)
+    loss_c = step(cpu, rng, np, family)
+    loss_g = step(gpu, np.random.default_rng(3), cp, family)
+    assert abs(float(loss_g) - float(loss_c)) <= 1e-4 * max(1.0, abs(float(loss_c)))
+    for mc, mg in zip(cpu, gpu):
+        for (name, a), (_, b) in zip(mc.state_dict().items(), mg.state_dict().items()):
+            err = rel_error(b, a)
+            assert err <= 1e-4, f"{name}: relative error {err:.3e} after one step"
+
+
+def test_lenet_step(family):
+    from fastconv import nn, optim
+
+    def build(rng):
+        return [nn.Sequential(nn.Conv2d(1, 32, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(32, 64, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(3136, 256, rng=rng), nn.ReLU(), nn.Linear(256, 10, rng=rng))]
+
+    def step(models, rng, xp, family):
+        (m,) = models
+        x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
+        y = rng.integers(0, 10, size=32)
+        dt = np.float64 if xp is np else np.float32
+        x, y = xp.asarray(x.astype(dt)), xp.asarray(y)
+        opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss(kernels=family if xp is not np else None)
+        opt.zero_grad()
+        loss = loss_fn.forward(m.forward(x), y)
+        m.backward(loss_fn.backward())
+        opt.step()
+        return loss
+
+    _step_compare(build, step, family)
+
+
+def test_dcgan_step(family):
+    from fastconv import nn, optim
+    from fastconv.train.gan import build_dcgan
+
+    def build(rng):
+        return list(build_dcgan(nz=100, width=64, image_shape=(1, 28, 28), rng=rng))
+
+    def step(models, rng, xp, family):
+        G, D = models
+        z = rng.standard_normal((32, 100)).astype(np.float32)
+        dt = np.float64 if xp is np else np.float32
+        z = xp.asarray(z.astype(dt))
+        ones = xp.ones((32, 1), dtype=dt)
+        optG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        optD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        loss_fn = nn.BCEWithLogitsLoss(kernels=family if xp is not np else None)
+        optG.zero_grad()
+        optD.zero_grad()
+        loss = loss_fn.forward(D.forward(G.forward(z)), ones)
+        G.backward(D.backward(loss_fn.backward()))
+        optG.step()
+        optD.step()
+        return loss
+
+    _step_compare(build, step, family)

@@ -52,11 +52,6 @@ try:
 except ImportError:  # older numba-cuda keeps the flag in numba's own config
     from numba.core import config as _numba_config
 
-try:
-    cuda.config.CUDA_ARRAY_INTERFACE_SYNC = False
-except AttributeError:
-    pass
-
 SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
 
 _F32 = np.dtype(np.float32)
@@ -123,13 +118,16 @@ class _GpuKernel:
         sig = t.void(*argtypes)
         with cuda.gpus[device_id]:
             dispatcher = cuda.jit(sig)(getattr(K, name))
-            overload = dispatcher.overloads[tuple(argtypes)]
+            (overload,) = dispatcher.overloads.values()
             overload.bind()
             kernel_handle = int(overload._codelibrary.get_cufunc().handle)
             fn = ctypes.c_void_p()
             err = _driver.cuKernelGetFunction(ctypes.byref(fn), ctypes.c_void_p(kernel_handle))
             if err:
                 raise RuntimeError(f"numba kernel {name}: cuKernelGetFunction failed with {_cuda_error(err)}")
+        # numba's device scope may leave no context current on exit; CuPy's setDevice makes the
+        # device's primary context (the one numba loaded the module into) current again
+        _cupy().cuda.runtime.setDevice(device_id)
         self.name = name
         self.dispatcher = dispatcher  # keeps the loaded module alive
         self.fn = fn.value
@@ -157,9 +155,15 @@ _gpu_kernels: dict[tuple[str, int], _GpuKernel] = {}
 _sim_kernels: dict[str, object] = {}
 
 
+_cp = None
+
+
 def _cupy():
-    import cupy
-    return cupy
+    global _cp
+    if _cp is None:
+        import cupy
+        _cp = cupy
+    return _cp
 
 
 def _pointer(a) -> int:
@@ -167,7 +171,10 @@ def _pointer(a) -> int:
     ptr = getattr(data, "ptr", None)
     if ptr is not None:
         return ptr
-    return a.__cuda_array_interface__["data"][0]
+    iface = getattr(a, "__cuda_array_interface__", None)
+    if iface is None:
+        raise TypeError(f"got {type(a).__name__}, expected a cupy.ndarray (or another CUDA array) on the GPU")
+    return iface["data"][0]
 
 
 def launch(name: str, grid, block, args, stream=None):

@@ -1,0 +1,140 @@
+"""The numba kernel family's own launch path on a real GPU (marker ``gpu``).
+
+Op-by-op correctness of every family at DESIGN.md's shapes is tests/gpu/test_gpu_ops.py's job
+(parametrized over "cupy" and "numba"); this file checks what only the numba launcher does:
+launch cost of the empty kernel (reported, never asserted), launches on CuPy's current stream,
+CUDA errors turned into exceptions, the pointer-parameter packing of every kernel (run at a
+DESIGN.md shape through the launch layer with poisoned outputs), and the deterministic
+split-reduction weight gradient.
+"""
+
+import statistics
+import time
+
+import numpy as np
+import pytest
+
+from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close, poison
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def cp():
+    cupy = pytest.importorskip("cupy")
+    pytest.importorskip("numba.cuda")
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def nb(cp):
+    from fastconv.backends import numba_cuda
+    assert not numba_cuda.SIMULATOR, "run the GPU tests without NUMBA_ENABLE_CUDASIM"
+    return numba_cuda
+
+
+def _poisoned(cp, shape, dtype=np.float32):
+    return poison(cp.empty(shape, dtype))
+
+
+def test_empty_kernel_launch_cost(cp, nb, record_property):
+    y = cp.full(32, 1.0, dtype=cp.float32)
+    nb.launch_empty(y)  # compiles and loads once
+    cp.cuda.get_current_stream().synchronize()
+    per = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            nb.launch_empty(y)
+        per.append((time.perf_counter() - t0) / 1000 * 1e6)
+        cp.cuda.get_current_stream().synchronize()
+    us = statistics.median(per)
+    record_property("numba_launch_us", us)
+    print(f"\nnumba family: empty-kernel launch {us:.2f} us (median of 7 x 1000)")
+    assert bool((y == 1.0).all())  # the probe writes nothing
+
+
+def test_launches_on_current_stream(cp, nb):
+    """Work queued on a non-default stream is ordered with the numba launch on that stream."""
+    rng = np.random.default_rng(0)
+    host = rng.standard_normal((64, 64, 56, 56)).astype(np.float32)
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        x = cp.asarray(host)
+        x *= 3.0  # queued on s before the launch; the kernel must see it
+        y = nb.relu_forward(x)
+    s.synchronize()
+    assert_close(y, np.maximum(host.astype(np.float64) * 3.0, 0.0), F32_TOL, "relu on a side stream")
+
+
+def test_cuda_error_becomes_exception(cp, nb):
+    y = cp.zeros(4, dtype=cp.float32)
+    with pytest.raises(RuntimeError, match=r"numba kernel empty_v1: cuLaunchKernel.*block \(2048, 1, 1\).*CUDA_ERROR"):
+        nb.launch("empty_v1", (1, 1, 1), (2048, 1, 1), (y, 0))
+    nb.launch_empty(y)  # the context is still usable
+    cp.cuda.get_current_stream().synchronize()
+
+
+def test_launch_layer_every_kernel(cp, nb):
+    """Each kernel once at a DESIGN.md shape through launch_* with poisoned outputs, against the
+    float64 NumPy twin (this exercises the packed parameter layout of every signature)."""
+    from fastconv.backends import cpu
+    rng = np.random.default_rng(1)
+    g = cp.asarray
+    f64 = lambda a: a.astype(np.float64)  # noqa: E731
+    # dcgan.d2: 128,64,14,14 -> 128, 4x4, s2, p1 (and groups=2 with dilation on a smaller batch)
+    for (n, c, h, w, k, r, s), args in [((128, 64, 14, 14, 128, 4, 4), ((2, 2), (1, 1), (1, 1), 1)),
+                                        ((16, 64, 14, 14, 128, 3, 3), ((1, 2), (2, 1), (2, 1), 2))]:
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        wt = rng.standard_normal((k, c // args[3], r, s)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        ref = cpu.conv2d_forward(f64(x), f64(wt), f64(b), *args)
+        y = nb.launch_conv2d_forward(_poisoned(cp, ref.shape), g(x), g(wt), g(b), *args)
+        assert_close(y, ref, F32_TOL, "conv2d_forward")
+        dy = rng.standard_normal(ref.shape).astype(np.float32)
+        dx = nb.launch_conv2d_backward_data(_poisoned(cp, x.shape), g(dy), g(wt), *args)
+        assert_close(dx, cpu.conv2d_backward_data(f64(dy), f64(wt), x.shape, *args), F32_TOL, "backward_data")
+        ref_dw = cpu.conv2d_backward_weight(f64(dy), f64(x), wt.shape, *args)
+        dw1 = nb.launch_conv2d_backward_weight(_poisoned(cp, wt.shape), g(dy), g(x), *args)
+        assert_close(dw1, ref_dw, REDUCTION_TOL, "backward_weight")  # N*P*Q-long sums
+        dw2 = nb.launch_conv2d_backward_weight(_poisoned(cp, wt.shape), g(dy), g(x), *args)
+        assert bool((dw1 == dw2).all()), "split-reduction weight gradient is not deterministic"
+        dw3 = nb.launch_conv2d_backward_weight(_poisoned(cp, wt.shape), g(dy), g(x), *args, splits=1)
+        assert_close(dw3, ref_dw, REDUCTION_TOL, "backward_weight, one slice")
+        db = nb.launch_conv2d_backward_bias(_poisoned(cp, (k,)), g(dy))
+        assert_close(db, cpu.conv2d_backward_bias(f64(dy)), REDUCTION_TOL, "backward_bias")
+    x = rng.standard_normal((64, 64, 56, 56)).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = nb.launch_leaky_relu_forward(_poisoned(cp, x.shape), g(x), 0.2)
+    ref_y = cpu.leaky_relu_forward(f64(x), 0.2)
+    assert_close(y, ref_y, F32_TOL, "leaky_relu_forward")
+    assert_close(nb.launch_leaky_relu_backward(_poisoned(cp, x.shape), g(dy), y, 0.2),
+                 cpu.leaky_relu_backward(f64(dy), ref_y, 0.2), F32_TOL, "leaky_relu_backward")
+    y = nb.launch_relu_forward(_poisoned(cp, x.shape), g(x))
+    assert_close(nb.launch_relu_backward(_poisoned(cp, x.shape), g(dy), y),
+                 cpu.relu_backward(f64(dy), cpu.relu_forward(f64(x))), F32_TOL, "relu_backward")
+    for ks, st, pd in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1))]:
+        ref_y, ref_arg = cpu.max_pool2d_forward(f64(x), ks, st, pd)
+        y, arg = nb.launch_max_pool2d_forward(_poisoned(cp, ref_y.shape), _poisoned(cp, ref_y.shape, np.int32),
+                                              g(x), ks, st, pd)
+        assert_close(y, ref_y, F32_TOL, "max_pool2d_forward")
+        assert bool((arg == g(ref_arg)).all()), "max_pool2d argmax"
+        dyp = rng.standard_normal(ref_y.shape).astype(np.float32)
+        dx = nb.launch_max_pool2d_backward(_poisoned(cp, x.shape), g(dyp), arg, ks, st, pd)
+        assert_close(dx, cpu.max_pool2d_backward(f64(dyp), ref_arg, x.shape, ks, st, pd), F32_TOL, "max_pool bwd")
+        for cip in (True, False):
+            ya = nb.launch_avg_pool2d_forward(_poisoned(cp, ref_y.shape), g(x), ks, st, pd, cip)
+            assert_close(ya, cpu.avg_pool2d_forward(f64(x), ks, st, pd, cip), F32_TOL, "avg_pool forward")
+            dx = nb.launch_avg_pool2d_backward(_poisoned(cp, x.shape), g(dyp), ks, st, pd, cip)
+            assert_close(dx, cpu.avg_pool2d_backward(f64(dyp), x.shape, ks, st, pd, cip), F32_TOL, "avg_pool bwd")
+
+
+def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
+    """Report registers and local memory of the conv kernels (local memory would mean the
+    register tile spilled); asserts only that the kernels compiled for this device."""
+    for name in ("conv2d_forward_v1", "conv2d_backward_data_v1", "conv2d_backward_weight_v1"):
+        dev = cp.cuda.runtime.getDevice()
+        kern = nb._gpu_kernels.get((name, dev)) or nb._GpuKernel(name, dev)
+        (overload,) = kern.dispatcher.overloads.values()
+        print(f"\n{name}: {overload.regs_per_thread} registers, {overload.local_mem_per_thread} B local/thread")
+        assert overload.regs_per_thread > 0

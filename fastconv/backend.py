@@ -69,13 +69,15 @@ def is_cupy_array(a) -> bool:
     return cp is not None and isinstance(a, cp.ndarray)
 
 
-def array_module(*arrays):
+def array_module(*arrays, names=None):
     """numpy or cupy, from the arrays given (None entries are skipped).
 
-    Raises TypeError when numpy and cupy arrays are mixed or an argument is not an array.
+    Raises TypeError when numpy and cupy arrays are mixed or an argument is not an array;
+    ``names`` (one per array) names the arguments in the message.
     """
     kind = None
     first = None
+    names = names or [f"argument {i}" for i in range(len(arrays))]
     for i, a in enumerate(arrays):
         if a is None:
             continue
@@ -84,13 +86,13 @@ def array_module(*arrays):
         elif is_cupy_array(a):
             k = "cupy"
         else:
-            raise TypeError(f"argument {i}: got {type(a).__name__}, expected a numpy.ndarray or cupy.ndarray")
+            raise TypeError(f"{names[i]}: got {type(a).__name__}, expected a numpy.ndarray or cupy.ndarray")
         if kind is None:
             kind, first = k, i
         elif k != kind:
             raise TypeError(
-                f"mixed devices: argument {first} is a {kind} array but argument {i} is a {k} array; "
-                "move them to one device with fastconv.to_device(x, 'cpu' | 'cuda')")
+                f"{names[i]}: got a {k} array while {names[first]} is a {kind} array (mixed devices), expected "
+                "arrays on one device; move them with fastconv.to_device(x, 'cpu' | 'cuda')")
     if kind == "cupy":
         return sys.modules["cupy"]
     return np

@@ -35,9 +35,7 @@ def _pair(v, name: str, minimum: int) -> tuple[int, int]:
 
 
 def _array(a, name: str, ndim: int | tuple[int, ...], dtype=None):
-    xp = array_module(a)
-    if not isinstance(a, xp.ndarray):
-        raise TypeError(f"{name}: got {type(a).__name__}, expected an array")
+    xp = array_module(a, names=[name])
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if a.ndim not in ndims:
         want = " or ".join(str(n) for n in ndims)
@@ -50,6 +48,11 @@ def _array(a, name: str, ndim: int | tuple[int, ...], dtype=None):
     elif a.dtype != dtype:
         raise TypeError(f"{name}: got dtype {a.dtype}, expected {np.dtype(dtype)}")
     return a
+
+
+def _same_device(**named):
+    """The array module of the named arrays; a numpy/cupy mix is an error naming the argument."""
+    return array_module(*named.values(), names=list(named))
 
 
 def _same_dtype(ref, ref_name: str, *others):
@@ -107,8 +110,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, k
     _array(w, "w", 4)
     if b is not None:
         _array(b, "b", 1)
-    _same_dtype(x, "x", (w, "w"), (b, "b"))
-    array_module(x, w, b)
+    _same_dtype(w, "w", (x, "x"), (b, "b"))
+    _same_device(x=x, w=w, b=b)
     stride, padding, dilation = _conv_args(stride, padding, dilation)
     conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     if b is not None and b.shape[0] != w.shape[0]:
@@ -120,8 +123,8 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
     """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
     _array(dy, "dy", 4)
     _array(w, "w", 4)
-    _same_dtype(dy, "dy", (w, "w"))
-    array_module(dy, w)
+    _same_dtype(w, "w", (dy, "dy"))
+    _same_device(dy=dy, w=w)
     x_shape = _shape4(x_shape, "x_shape")
     stride, padding, dilation = _conv_args(stride, padding, dilation)
     n, c, h, wd, k, r, s, p, q = conv_geometry(x_shape, w.shape, stride, padding, dilation, groups, "x_shape")
@@ -136,7 +139,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     _array(dy, "dy", 4)
     _array(x, "x", 4)
     _same_dtype(x, "x", (dy, "dy"))
-    array_module(dy, x)
+    _same_device(dy=dy, x=x)
     w_shape = _shape4(w_shape, "w_shape")
     stride, padding, dilation = _conv_args(stride, padding, dilation)
     n, c, h, wd, k, r, s, p, q = conv_geometry(x.shape, w_shape, stride, padding, dilation, groups, "x",
@@ -157,6 +160,41 @@ def conv_transpose_out_size(h, r, stride, pad, dil, output_padding):
     return (h - 1) * stride - 2 * pad + dil * (r - 1) + output_padding + 1
 
 
+def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups, x_name="x"):
+    """Check a transposed conv and return (hyper-parameters, full output shape, core output shape).
+
+    The core is the part of the output that the equivalent conv2d maps back onto x exactly;
+    output_padding beyond stride - 1 (allowed while it is below the dilation) adds rows and
+    columns that only the bias reaches.
+    """
+    stride, padding, dilation = _conv_args(stride, padding, dilation)
+    output_padding = _pair(output_padding, "output_padding", 0)
+    for i in range(2):
+        if output_padding[i] >= max(stride[i], dilation[i]):
+            raise ValueError(f"output_padding: got {output_padding}, expected values smaller than stride "
+                             f"{stride} or dilation {dilation}")
+    n, cin, h, wd = x_shape
+    if w_shape[0] != cin:
+        raise ValueError(f"w: got shape {tuple(w_shape)}, expected dim 0 = {cin} (the channels of {x_name})")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1 or cin % groups:
+        raise ValueError(f"groups: got {groups!r}, expected a positive divisor of the {cin} channels of {x_name}")
+    cout = w_shape[1] * groups
+    full, core = [n, cout], [n, cout]
+    for i, size in enumerate((h, wd)):
+        args = (size, w_shape[2 + i], stride[i], padding[i], dilation[i])
+        full.append(conv_transpose_out_size(*args, output_padding[i]))
+        core.append(conv_transpose_out_size(*args, min(output_padding[i], stride[i] - 1)))
+    if core[2] < 1 or core[3] < 1:
+        raise ValueError(f"padding: got {padding}, leaves an empty output ({full[2]}x{full[3]}); expected less padding")
+    return (stride, padding, dilation, int(groups)), tuple(full), tuple(core)
+
+
+def _crop(a, shape):
+    if tuple(a.shape) == tuple(shape):
+        return a
+    return array_module(a).ascontiguousarray(a[:, :, :shape[2], :shape[3]])
+
+
 def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                              kernels=None):
     """Transposed convolution; w is ``C_in x C_out/groups x R x S`` as in PyTorch's ConvTranspose2d.
@@ -167,30 +205,41 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     _array(w, "w", 4)
     if b is not None:
         _array(b, "b", 1)
-    _same_dtype(x, "x", (w, "w"), (b, "b"))
-    array_module(x, w, b)
-    stride, padding, dilation = _conv_args(stride, padding, dilation)
-    output_padding = _pair(output_padding, "output_padding", 0)
-    for i in range(2):
-        if output_padding[i] >= max(stride[i], dilation[i]):
-            raise ValueError(f"output_padding: got {output_padding}, expected values smaller than stride "
-                             f"{stride} or dilation {dilation}")
-    n, cin, h, wd = x.shape
-    if w.shape[0] != cin:
-        raise ValueError(f"w: got shape {tuple(w.shape)}, expected dim 0 = {cin} (the channels of x)")
-    if not isinstance(groups, (int, np.integer)) or groups < 1 or cin % groups:
-        raise ValueError(f"groups: got {groups!r}, expected a positive divisor of the {cin} channels of x")
-    cout = w.shape[1] * groups
-    ho = conv_transpose_out_size(h, w.shape[2], stride[0], padding[0], dilation[0], output_padding[0])
-    wo = conv_transpose_out_size(wd, w.shape[3], stride[1], padding[1], dilation[1], output_padding[1])
-    if ho < 1 or wo < 1:
-        raise ValueError(f"padding: got {padding}, leaves an empty output ({ho}x{wo}); expected less padding")
-    y = conv2d_backward_data(x, w, (n, cout, ho, wo), stride, padding, dilation, groups, kernels=kernels)
+    _same_dtype(w, "w", (x, "x"), (b, "b"))
+    xp = _same_device(x=x, w=w, b=b)
+    hyper, full, core = _conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation, groups)
+    if b is not None and b.shape[0] != full[1]:
+        raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({full[1]},)")
+    y = conv2d_backward_data(x, w, core, *hyper, kernels=kernels)
+    if core != full:
+        y_full = xp.zeros(full, dtype=y.dtype)
+        y_full[:, :, :core[2], :core[3]] = y
+        y = y_full
     if b is not None:
-        if b.shape[0] != cout:
-            raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({cout},)")
         y += b.reshape(1, -1, 1, 1)
     return y
+
+
+def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
+                                   kernels=None):
+    """dx of a transposed conv: conv2d forward of dy (cropped to the core) with w."""
+    x_shape = _shape4(x_shape, "x_shape")
+    hyper, full, core = _conv_transpose_geometry(x_shape, _array(w, "w", 4).shape, stride, padding, output_padding,
+                                                 dilation, groups, "x_shape")
+    if tuple(_array(dy, "dy", 4).shape) != full:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
+    return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels)
+
+
+def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
+                                     kernels=None):
+    """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles."""
+    w_shape = _shape4(w_shape, "w_shape")
+    hyper, full, core = _conv_transpose_geometry(_array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
+                                                 dilation, groups)
+    if tuple(_array(dy, "dy", 4).shape) != full:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
+    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, kernels=kernels)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +299,7 @@ def _same_shape(a, an, b, bn):
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"{an}: got shape {tuple(a.shape)}, expected {tuple(b.shape)} (the shape of {bn})")
     _same_dtype(b, bn, (a, an))
-    array_module(a, b)
+    array_module(a, b, names=[an, bn])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +332,7 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0
     """dx[N,C,H,W]: each dy element added at its argmax (windows may overlap)."""
     _array(dy, "dy", 4)
     _array(argmax, "argmax", 4, dtype=np.int32)
-    array_module(dy, argmax)
+    _same_device(dy=dy, argmax=argmax)
     x_shape = _shape4(x_shape, "x_shape")
     ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
     want = (x_shape[0], x_shape[1], p, q)
@@ -319,8 +368,8 @@ def linear_forward(x, w, b=None, *, kernels=None):
     _array(w, "w", 2)
     if b is not None:
         _array(b, "b", 1)
-    _same_dtype(x, "x", (w, "w"), (b, "b"))
-    array_module(x, w, b)
+    _same_dtype(w, "w", (x, "x"), (b, "b"))
+    _same_device(x=x, w=w, b=b)
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"x: got shape {tuple(x.shape)}, expected {w.shape[1]} features (dim 1) to match w "
                          f"of shape {tuple(w.shape)}")
@@ -332,8 +381,8 @@ def linear_forward(x, w, b=None, *, kernels=None):
 def linear_backward_data(dy, w, *, kernels=None):
     _array(dy, "dy", 2)
     _array(w, "w", 2)
-    _same_dtype(dy, "dy", (w, "w"))
-    array_module(dy, w)
+    _same_dtype(w, "w", (dy, "dy"))
+    _same_device(dy=dy, w=w)
     if dy.shape[1] != w.shape[0]:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {w.shape[0]} columns")
     return op("linear_backward_data", dy, w, kernels=kernels)(dy, w)
@@ -344,7 +393,7 @@ def linear_backward_weight(dy, x, *, kernels=None):
     _array(dy, "dy", 2)
     _array(x, "x", 2)
     _same_dtype(dy, "dy", (x, "x"))
-    array_module(dy, x)
+    _same_device(dy=dy, x=x)
     if dy.shape[0] != x.shape[0]:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {x.shape[0]} rows (the batch of x)")
     return op("linear_backward_weight", dy, x, kernels=kernels)(dy, x)
@@ -369,7 +418,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
             raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected ({c},) for x of shape {tuple(x.shape)}")
     _same_dtype(x, "x", (gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
                 (running_var, "running_var"))
-    array_module(x, gamma, beta, running_mean, running_var)
+    _same_device(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
     count = x.size // c
     if training and count < 2:
         raise ValueError(f"x: got shape {tuple(x.shape)}, expected more than 1 value per channel in training")
@@ -403,7 +452,7 @@ def dropout_backward(dy, mask, p, *, kernels=None):
     _array(mask, "mask", dy.ndim, dtype=np.uint8)
     if tuple(mask.shape) != tuple(dy.shape):
         raise ValueError(f"mask: got shape {tuple(mask.shape)}, expected {tuple(dy.shape)}")
-    array_module(dy, mask)
+    _same_device(dy=dy, mask=mask)
     return op("dropout_backward", dy, kernels=kernels)(dy, mask, float(p))
 
 
@@ -413,7 +462,7 @@ def dropout_backward(dy, mask, p, *, kernels=None):
 def softmax_cross_entropy(logits, labels, *, kernels=None):
     """Mean over N of -log softmax(logits)[n, labels[n]]; labels int32/int64 in [0, K)."""
     _array(logits, "logits", 2)
-    xp = array_module(logits, labels)
+    xp = _same_device(logits=logits, labels=labels)
     if not isinstance(labels, xp.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)} of shape "
                         f"{getattr(labels, 'shape', None)}, expected a 1-d integer array")
@@ -459,7 +508,7 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
 
 
 def _check_update_arrays(param, grad, state, state_name):
-    xp = array_module(param, grad, state)
+    xp = array_module(param, grad, state, names=["param", "grad", state_name])
     for a, name in ((param, "param"), (grad, "grad"), (state, state_name)):
         if a is None:
             continue

@@ -99,7 +99,21 @@ class Adam(Optimizer):
         if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
             raise ValueError(f"betas: got {betas!r}, expected two numbers in [0, 1)")
         self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        # per-parameter step counts for the bias correction: a parameter without a gradient in
+        # some step is not advanced (as in PyTorch)
+        self.t = [0] * len(self.params)
 
     def _update(self, i, p):
-        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), self.steps, self.lr, self.betas[0],
+        self.t[i] += 1
+        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), self.t[i], self.lr, self.betas[0],
                         self.betas[1], self.eps, self.weight_decay)
+
+    def state_dict(self) -> dict:
+        d = super().state_dict()
+        d.update({f"t.{i}": np.asarray(t, np.int64) for i, t in enumerate(self.t)})
+        return d
+
+    def load_state_dict(self, d: dict):
+        super().load_state_dict(d)
+        self.t = [int(to_device(d[f"t.{i}"], "cpu")) if f"t.{i}" in d else self.steps for i in range(len(self.params))]
+        return self

@@ -26,7 +26,7 @@ def test_named_parameters_and_buffers():
     m = small_cnn(0)
     assert [name for name, _ in m.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias", "6.weight",
                                                           "6.bias"]
-    assert [name for name, _ in m.named_buffers()] == ["1.running_mean", "1.running_var", "5.calls"]
+    assert [name for name, _ in m.named_buffers()] == ["1.running_mean", "1.running_var", "5.seed", "5.calls"]
     assert len(m.parameters()) == 6
     assert m[0].weight.data.shape == (4, 2, 3, 3) and m[6].weight.data.shape == (3, 36)
     assert all(p.data.dtype == np.float32 for p in m.parameters())

@@ -98,19 +98,20 @@ class ConvTranspose2d(_ConvBase):
     def forward(self, x):
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        return ops.conv_transpose2d_forward(x, self.weight.data, b, self.stride, self.padding, self.output_padding,
-                                            self.dilation, self.groups, kernels=self.kernels)
+        return ops.conv_transpose2d_forward(x, self.weight.data, b, *self._hyper(), kernels=self.kernels)
+
+    def _hyper(self):
+        return self.stride, self.padding, self.output_padding, self.dilation, self.groups
 
     def backward(self, dy, input_grad=True):
         x = self._x
-        # the conv whose backward-data this layer's forward is maps dy-shaped inputs to x-shaped outputs
-        self.weight.accumulate(ops.conv2d_backward_weight(x, dy, self.weight.data.shape, *self._hyper(),
-                                                          kernels=self.kernels))
+        self.weight.accumulate(ops.conv_transpose2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
+                                                                    kernels=self.kernels))
         if self.bias is not None:
             self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
         if not input_grad:
             return None
-        return ops.conv2d_forward(dy, self.weight.data, None, *self._hyper(), kernels=self.kernels)
+        return ops.conv_transpose2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), kernels=self.kernels)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -309,7 +310,7 @@ class Dropout(Module):
         if not (0.0 <= float(p) < 1.0):
             raise ValueError(f"p: got {p!r}, expected a probability in [0, 1)")
         self.p = float(p)
-        self.seed = int(seed)
+        self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))
         self.add_buffer("calls", np.zeros((), np.int64))
         self._mask = None
 
@@ -322,7 +323,7 @@ class Dropout(Module):
             return x
         calls = int(self.buffer("calls"))
         self.buffer("calls")[...] = calls + 1
-        seed = (self.seed * 0x9E3779B1 + calls) & 0xFFFFFFFF
+        seed = (int(self.buffer("seed")) * 0x9E3779B1 + calls) & 0xFFFFFFFF
         y, self._mask = ops.dropout_forward(x, self.p, seed, kernels=self.kernels)
         return y
 

@@ -27,6 +27,9 @@ cudadrv/driver.py, measured by benchmarks/bench_numba_launch.py):
   synchronisation, no host-device copies, no Python objects created per launch beyond the
   argument tuple. NUMBA_CUDA_ARRAY_INTERFACE_SYNC is still defaulted to 0 here so that any other
   numba launch in the process does not synchronise on CuPy arrays either.
+- Measured on an H100 (benchmarks/bench_numba_launch.py, median us per empty-kernel launch):
+  naive 44.6, eager signature + cached configuration 37.8, overload.launch with pointer
+  parameters 13.2, this path 7.2, CuPy RawKernel 5.0.
 - Under the simulator there are no CUfunctions: the same Python kernel bodies are launched with
   ``cuda.jit(body)[grid, block](*flat_arrays)`` and index 1-d arrays instead of pointers.
 """

@@ -10,6 +10,9 @@ column buffer inside the cache). Arguments arrive validated by fastconv.ops.
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -29,13 +32,20 @@ def _pad(x, padding, value=0.0):
     return out
 
 
-def _windows(xpad, r, s, p, q, stride, dilation):
-    """Strided view (N, C, R, S, P, Q) of xpad: element [n,c,i,j,y,x] = xpad[n,c,y*sh+i*dh, x*sw+j*dw]."""
-    sn, sc, sh_, sw_ = xpad.strides
-    n, c = xpad.shape[:2]
-    return as_strided(xpad, (n, c, r, s, p, q),
-                      (sn, sc, sh_ * dilation[0], sw_ * dilation[1], sh_ * stride[0], sw_ * stride[1]),
-                      writeable=False)
+_tls = threading.local()
+
+
+def _scratch(name, shape, dtype):
+    """A per-thread work array, reused across calls so that the big column buffers are not
+    re-faulted into memory on every call. Never returned to the caller, nor live across a call:
+    each name is used by one array at a time inside one op."""
+    bufs = _tls.__dict__.setdefault("bufs", {})
+    size = math.prod(shape)
+    key = (name, np.dtype(dtype))
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = bufs[key] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 def _batch_chunk(n, bytes_per_sample):
@@ -47,6 +57,65 @@ def _out_size(h, r, stride, pad, dil):
 
 
 # ---- convolution --------------------------------------------------------------------------------
+#
+# Per batch chunk of m samples, the convolution is ONE GEMM per group with a long N dimension:
+# (K/G x C/G*R*S) @ (C/G*R*S x P*Q*m). The column buffer's columns are ordered either
+#   batch-inner (y, x, n): the chunk is first staged as a zero-padded (C, Hp, Wp, m) array, so
+#     that the im2col copy and col2im's R*S strided adds move contiguous runs of Q*m elements
+#     (m for strides > 1) instead of Q; the price is a gather when the (K, P, Q, m) GEMM output
+#     is transposed back to NCHW; or
+#   batch-outer (n, y, x): staged as (C, m, Hp, Wp); runs of Q, but the output goes back to NCHW
+#     in runs of P*Q.
+# Batch-inner pays where the column buffer is large next to the output (C*R*S >> K) and Q is
+# short; batch-outer where the output dominates (first layers: C*R*S ~ K, large P*Q).
+# Work arrays are logical (c, h, w, n) / (.., y, x, n) views whatever their memory order.
+
+
+def _batch_inner(crs, k, q):
+    return crs >= 2 * k and q < 32
+
+
+def _chunk_array(name, lead, p, q, m, dtype, inner):
+    """Scratch array of logical shape (*lead, p, q, m) in memory order (*lead, p, q, m) when
+    inner, else (*lead, m, p, q); returned with its (prod(lead), p*q*m) matrix in memory order."""
+    nl = len(lead)
+    if inner:
+        a = _scratch(name, (*lead, p, q, m), dtype)
+        return a, a.reshape(-1, p * q * m)
+    a = _scratch(name, (*lead, m, p, q), dtype)
+    return a.transpose(*range(nl), nl + 1, nl + 2, nl), a.reshape(-1, m * p * q)
+
+
+def _stage(x, n0, n1, padding, inner):
+    """x[n0:n1] zero-padded, as a logical (C, Hp, Wp, m) scratch view."""
+    _, c, h, w = x.shape
+    ph, pw = padding
+    t, tm = _chunk_array("xt", (c,), h + 2 * ph, w + 2 * pw, n1 - n0, x.dtype, inner)
+    if ph or pw:
+        tm.fill(0)
+    np.copyto(t[:, ph:ph + h, pw:pw + w], x[n0:n1].transpose(1, 2, 3, 0))
+    return t
+
+
+def _im2col(t, r, s, p, q, stride, dilation, inner):
+    """Column matrix (C*R*S, P*Q*m) of a staged (C, Hp, Wp, m) view: row (c, i, j), column
+    (y, x, n) holds t[c, y*sh + i*dh, x*sw + j*dw, n]."""
+    c, _, _, m = t.shape
+    sc, sh_, sw_, sn = t.strides
+    win = as_strided(t, (c, r, s, p, q, m),
+                     (sc, sh_ * dilation[0], sw_ * dilation[1], sh_ * stride[0], sw_ * stride[1], sn),
+                     writeable=False)
+    cols, mat = _chunk_array("cols", (c, r, s), p, q, m, t.dtype, inner)
+    np.copyto(cols, win)
+    return mat
+
+
+def _stage_dy(dy, n0, n1, inner):
+    """dy[n0:n1] as a (K, P*Q*m) matrix in the chunk's column order."""
+    _, k, p, q = dy.shape
+    t, mat = _chunk_array("dyt", (k,), p, q, n1 - n0, dy.dtype, inner)
+    np.copyto(t, dy[n0:n1].transpose(1, 2, 3, 0))
+    return mat
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
@@ -56,27 +125,23 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     q = _out_size(wd, s, stride[1], padding[1], dilation[1])
     kg = k // groups
     crs = cg * r * s
-    win = _windows(_pad(x, padding), r, s, p, q, stride, dilation)
-    y = np.empty((n, k, p * q), dtype=x.dtype)
+    inner = _batch_inner(crs, kg, q)
+    y = np.empty((n, k, p, q), dtype=x.dtype)
     wmat = w.reshape(groups, kg, crs)
-    step = _batch_chunk(n, crs * p * q * x.itemsize)
+    bias = None if b is None else b.reshape(1, k, 1, 1)
+    step = _batch_chunk(n, c * r * s * p * q * x.itemsize)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
+        cols = _im2col(_stage(x, n0, n1, padding, inner), r, s, p, q, stride, dilation, inner)
+        out, omat = _chunk_array("out", (k,), p, q, n1 - n0, x.dtype, inner)
         for g in range(groups):
-            cols = win[n0:n1, g * cg:(g + 1) * cg].reshape(n1 - n0, crs, p * q)
-            np.matmul(wmat[g], cols, out=y[n0:n1, g * kg:(g + 1) * kg])
-    if b is not None:
-        y += b.reshape(1, k, 1)
-    return y.reshape(n, k, p, q)
-
-
-def _col2im_add(dxpad, dcols, r, s, p, q, stride, dilation):
-    """dxpad[n, c, y*sh + i*dh, x*sw + j*dw] += dcols[n, c, i, j, y, x] — the R x S strided adds."""
-    sh, sw = stride
-    dh, dw = dilation
-    for i in range(r):
-        for j in range(s):
-            dxpad[:, :, i * dh:i * dh + sh * (p - 1) + 1:sh, j * dw:j * dw + sw * (q - 1) + 1:sw] += dcols[:, :, i, j]
+            np.matmul(wmat[g], cols[g * crs:(g + 1) * crs], out=omat[g * kg:(g + 1) * kg])
+        chunk = out.transpose(3, 0, 1, 2)
+        if bias is None:
+            np.copyto(y[n0:n1], chunk)
+        else:
+            np.add(chunk, bias, out=y[n0:n1])
+    return y
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
@@ -84,18 +149,29 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     k, cg, r, s = w.shape
     p, q = dy.shape[2:]
     kg = k // groups
+    crs = cg * r * s
+    inner = _batch_inner(crs, kg, q)
     ph, pw = padding
-    dxpad = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=dy.dtype)
-    wmat = w.reshape(groups, kg, cg * r * s)
-    dyv = dy.reshape(n, k, p * q)
-    step = _batch_chunk(n, cg * r * s * p * q * dy.itemsize)
+    sh, sw = stride
+    dh, dw = dilation
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    wmat = w.reshape(groups, kg, crs)
+    step = _batch_chunk(n, c * r * s * p * q * dy.itemsize)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
+        m = n1 - n0
+        dyt = _stage_dy(dy, n0, n1, inner)
+        dcols, dmat = _chunk_array("cols", (c, r, s), p, q, m, dy.dtype, inner)
         for g in range(groups):
-            dcols = np.matmul(wmat[g].T, dyv[n0:n1, g * kg:(g + 1) * kg])  # (n, CRS, PQ)
-            _col2im_add(dxpad[n0:n1, g * cg:(g + 1) * cg], dcols.reshape(n1 - n0, cg, r, s, p, q), r, s, p, q,
-                        stride, dilation)
-    return np.ascontiguousarray(dxpad[:, :, ph:ph + h, pw:pw + wd])
+            np.matmul(wmat[g].T, dyt[g * kg:(g + 1) * kg], out=dmat[g * crs:(g + 1) * crs])
+        # col2im: dxt[c, y*sh + i*dh, x*sw + j*dw, n] += dcols[c, i, j, y, x, n], R*S strided adds
+        dxt, dxm = _chunk_array("xt", (c,), h + 2 * ph, wd + 2 * pw, m, dy.dtype, inner)
+        dxm.fill(0)
+        for i in range(r):
+            for j in range(s):
+                dxt[:, i * dh:i * dh + sh * (p - 1) + 1:sh, j * dw:j * dw + sw * (q - 1) + 1:sw] += dcols[:, i, j]
+        np.copyto(dx[n0:n1], dxt[:, ph:ph + h, pw:pw + wd].transpose(3, 0, 1, 2))
+    return dx
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
@@ -104,19 +180,23 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
     p, q = dy.shape[2:]
     kg = k // groups
     crs = cg * r * s
-    win = _windows(_pad(x, padding), r, s, p, q, stride, dilation)
-    dw = np.zeros((groups, kg, crs), dtype=x.dtype)
-    dyv = dy.reshape(n, k, p * q)
-    step = _batch_chunk(n, crs * p * q * x.itemsize)
+    inner = _batch_inner(crs, kg, q)
+    # accumulated as (G, C/G*R*S, K/G): cols @ dy^T keeps OpenBLAS on its fast orientation
+    # (dy @ cols^T, the long reduction on the transposed operand, is several times slower when
+    # multi-threaded)
+    dwt = np.empty((groups, crs, kg), dtype=x.dtype)
+    step = _batch_chunk(n, c * r * s * p * q * x.itemsize)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        m = n1 - n0
+        cols = _im2col(_stage(x, n0, n1, padding, inner), r, s, p, q, stride, dilation, inner)
+        dyt = _stage_dy(dy, n0, n1, inner)
         for g in range(groups):
-            # (CRS, m*PQ) x (m*PQ, Kg): the batch chunk folds into the reduction.
-            cols = win[n0:n1, g * cg:(g + 1) * cg].reshape(m, crs, p * q).transpose(1, 0, 2).reshape(crs, m * p * q)
-            dyg = dyv[n0:n1, g * kg:(g + 1) * kg].transpose(1, 0, 2).reshape(kg, m * p * q)
-            dw[g] += dyg @ cols.T
-    return dw.reshape(k, cg, r, s)
+            part = cols[g * crs:(g + 1) * crs] @ dyt[g * kg:(g + 1) * kg].T
+            if n0 == 0:
+                dwt[g] = part
+            else:
+                dwt[g] += part
+    return np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(k, cg, r, s)
 
 
 def conv2d_backward_bias(dy):
@@ -320,7 +400,7 @@ def fmix32(h):
 
 def dropout_mask(size, p, seed):
     """uint8 keep-mask of ``size`` elements for drop probability p (the hash in fastconv.ops)."""
-    key = fmix32(np.uint32(seed))
+    key = fmix32(np.array([seed], dtype=np.uint32))[0]  # an array: numpy warns on scalar wrap-around
     h = fmix32(np.arange(size, dtype=np.uint32) ^ key)
     return (h.astype(np.uint64) >= np.uint64(int(p * 4294967296.0))).astype(np.uint8)
 

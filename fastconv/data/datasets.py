@@ -52,7 +52,7 @@ class DataNotFoundError(FileNotFoundError):
 class Dataset:
     """A labelled image set: images uint8 (N, 28, 28), labels int64 (N,) for train and test."""
     name: str
-    source: str  # the directory read, or "fake"
+    source: str  # the directory read, "the bundled sample" or "a seeded generator"
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
@@ -168,7 +168,7 @@ def fake_dataset(train: int = 512, test: int = 128, seed: int = 0, size: int = 2
     rng = np.random.default_rng(seed)
     tr, trl = make(train, rng)
     te, tel = make(test, rng)
-    return Dataset("fake", "fake", tr, trl, te, tel)
+    return Dataset("fake", "a seeded generator", tr, trl, te, tel)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:

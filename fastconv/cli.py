@@ -49,7 +49,8 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
     g.add_argument("--out", default=out, metavar="DIR",
                    help="output folder: checkpoint, metrics.jsonl, PNGs" + ("" if out else " (default: runs/<model>)"))
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                   help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors; default: a fresh run)")
+                   help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors; "
+                        "default: a fresh run)")
     g.add_argument("--dry-run", action="store_true",
                    help="smoke run: fake data, two tiny batches, every output written (default: off)")
     g.add_argument("--log-every", type=int, default=50, metavar="N",

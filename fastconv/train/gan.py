@@ -315,7 +315,7 @@ def train_gan(cfg: GANConfig) -> dict:
                         generate(G, fixed_zd, os.path.join(samples_dir, f"iter_{it:06d}.png"))
                     bar.update(per_iter)
             seconds = time.perf_counter() - t0
-            meta = {"kind": "gan", "arch": arch, "epoch": epoch + 1, "iter": it, "rng": rng_state(rng),
+            meta = {"kind": "gan", "arch": arch, "epoch": epoch + 1, "iter": it, "step": it, "rng": rng_state(rng),
                     "dataset": cfg.dataset, "config": _jsonable(cfg)}
             tensors = {**with_prefix(G.state_dict(), "G."), **with_prefix(D.state_dict(), "D."),
                        **with_prefix(opt_g.state_dict(), "optG."), **with_prefix(opt_d.state_dict(), "optD.")}
@@ -335,7 +335,8 @@ def train_gan(cfg: GANConfig) -> dict:
                     {"D loss": (history["iter"], history["d_loss"]), "G loss": (history["iter"], history["g_loss"])},
                     title=f"{cfg.model} losses", xlabel="iteration")
         plot_curves(os.path.join(cfg.out, "d_outputs.png"),
-                    {"mean D(x)": (history["iter"], history["d_x"]), "mean D(G(z))": (history["iter"], history["d_g_z"])},
+                    {"mean D(x)": (history["iter"], history["d_x"]),
+                     "mean D(G(z))": (history["iter"], history["d_g_z"])},
                     title="discriminator outputs", xlabel="iteration")
     result = {"model": cfg.model, "epochs": max(start_epoch, cfg.epochs), "iter": it,
               "device": device, "dataset": data.describe(), "samples": final, "checkpoint": ckpt,

@@ -95,7 +95,8 @@ def plot_curves(path: str, series: dict, title: str = "", xlabel: str = "", size
     y0, y1 = y0 - pad, y1 + pad
 
     def px(x, y):
-        return (left + (x - x0) / (x1 - x0) * (w - left - right), h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom))
+        return (left + (x - x0) / (x1 - x0) * (w - left - right),
+                h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom))
 
     d.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
     for t in _ticks(y0, y1):

@@ -236,6 +236,8 @@ def train_gan(cfg: GANConfig) -> dict:
         rng = rng_from_state(meta["rng"])
         start_epoch, it = meta["epoch"], meta["iter"]
         say(f"resumed from {src}: epoch {start_epoch}, iteration {it}")
+        if start_epoch >= cfg.epochs:
+            say(f"checkpoint already has {start_epoch} epochs >= --epochs {cfg.epochs}; nothing to train")
     G.to(device, kernels=cfg.kernels)
     D.to(device, kernels=cfg.kernels)
     opt_g = Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))

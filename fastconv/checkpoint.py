@@ -89,9 +89,18 @@ def _host(a) -> np.ndarray:
     return a if a.flags.c_contiguous else a.copy(order="C")  # (ascontiguousarray would make 0-d 1-d)
 
 
+def _safetensors():
+    try:
+        import safetensors.numpy as st
+    except ImportError:
+        raise RuntimeError("checkpoints need the safetensors package; expected `pip install 'fastconv[train]'`") \
+            from None
+    return st
+
+
 def save_checkpoint(path: str | os.PathLike, tensors: dict, meta: dict) -> None:
     """Write ``tensors`` (name -> numpy/cupy array) and ``meta`` (JSON-able dict) to ``path`` atomically."""
-    from safetensors.numpy import save
+    save = _safetensors().save
 
     path = os.fspath(path)
     arrays = {}
@@ -131,8 +140,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> tuple[d
 
     kind: when given, the metadata's "kind" must equal it (e.g. "cnn", "gan").
     """
-    from safetensors.numpy import load
-
+    load = _safetensors().load
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint: {path!r} does not exist, expected a .safetensors file written by "

@@ -100,9 +100,28 @@ class MetricsLog:
         self.close()
 
 
+class _NoBar:
+    """Stands in for a tqdm bar when tqdm is not installed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+
 def progress(total: int, desc: str, enabled: bool | None):
     """A tqdm bar counting images (so its rate is images/s); enabled None: only on a terminal."""
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
     return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
                 disable=(None if enabled is None else not enabled), file=sys.stderr)
 

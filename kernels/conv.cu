@@ -23,8 +23,11 @@
 //                          [splits][K][C/G*R*S] and conv2d_wgrad_reduce_v1 sums the splits in
 //                          a fixed order (deterministic; no atomics). With one split the
 //                          kernel writes dw directly.
-//       Tile shapes (suffix _tBMxBN): 128x128 (TM=TN=8, BK=8) for large GEMMs, 64x64 (4x4,
-//       BK=16) when 128x128 tiles would not fill the GPU, 32x128 (4x4, BK=16) when M <= 32.
+//       Tile shapes (suffix _tBMxBN): 128x128 (TM=TN=8, BK=8), 64x64 (4x4, BK=16) and 32x128
+//       (4x4, BK=16); fastconv/backends/cuda_config.py:conv_tile picks one from measurements.
+//       Measured on an H100 (benchmarks/gpu_table.py): about 0.45x cuDNN fp32 (geometric mean
+//       over the DESIGN.md shapes x 3 passes); backward-data on strided convs is the weakest
+//       (the gather form issues the zero taps too), lenet.conv1 backward-data (M = 1) worst.
 //   conv2d_backward_bias_v1: one block per output channel, double accumulation.
 //   conv2d_wgrad_reduce_v1:  sums the split-K partials of backward-weight.
 //

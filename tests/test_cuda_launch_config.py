@@ -30,8 +30,10 @@ def test_conv_tile_choice():
     assert cfg.conv_tile(1, 100352, 132) == "t32x128"
     assert cfg.conv_tile(32, 100352, 132) == "t32x128"
     assert cfg.conv_tile(64, 200704, 132) == "t64x64"       # a 128-row tile would be half padding
-    assert cfg.conv_tile(256, 6272, 132) == "t64x64"        # 2 x 49 = 98 tiles of 128 < 264
-    assert cfg.conv_tile(128, 200704, 132) == "t128x128"
+    assert cfg.conv_tile(128, 6272, 132) == "t64x64"        # dcgan.d2 forward
+    assert cfg.conv_tile(256, 2048, 132) == "t64x64"        # dcgan.d3 forward: 32 tiles of 128 < 33
+    assert cfg.conv_tile(256, 6272, 132) == "t128x128"      # resnet.c4 forward: 98 tiles of 128
+    assert cfg.conv_tile(256, 2304, 132) == "t128x128"      # resnet.c4 backward-weight: 36 tiles
     with pytest.raises(ValueError):
         cfg.conv_tile(0, 5, 132)
 

@@ -10,6 +10,8 @@ Module switches (for tests and ``fastconv check``):
   POISON = True       every output buffer is filled with NaN (int: -1, uint8: 255) before the
                       kernel runs, so an element a kernel forgets to write is caught.
   CONV_VERSION = 2    the tiled implicit-GEMM conv kernels; 1 = the direct v1 kernels.
+  CONV_TILE = None    v2 tile shape picked by cuda_config.conv_tile; or force one of
+                      cuda_config.CONV_TILES ("t128x128", "t64x64", "t32x128").
 Linear layers use CuPy's matmul (cuBLAS, fp32; TF32 stays off unless CUPY_TF32=1).
 """
 
@@ -25,6 +27,7 @@ from .cuda_loader import function
 
 POISON = False
 CONV_VERSION = 2
+CONV_TILE = None
 
 _F32 = np.dtype(np.float32)
 _sms: dict[int, int] = {}
@@ -95,6 +98,14 @@ def _launch(filename, name, grid, block, args):
     fn(tuple(int(g) for g in grid), (int(block),), args)
 
 
+def _conv_tile(m, cols):
+    if CONV_TILE is None:
+        return cfg.conv_tile(m, cols, num_sms())
+    if CONV_TILE not in cfg.CONV_TILES:
+        raise ValueError(f"CONV_TILE: got {CONV_TILE!r}, expected None or one of {sorted(cfg.CONV_TILES)}")
+    return CONV_TILE
+
+
 def _eltwise_grid(n, per_thread=1):
     return (cfg.elementwise_blocks(n, num_sms(), cfg.BLOCK, per_thread),)
 
@@ -134,7 +145,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, args)
         return y
     m, cols = k // groups, n * p * q
-    tile = cfg.conv_tile(m, cols, num_sms())
+    tile = _conv_tile(m, cols)
     _launch("conv.cu", f"conv2d_forward_v2_{tile}", cfg.conv_grid(m, cols, tile, groups), cfg.CONV_THREADS, args)
     return y
 
@@ -152,7 +163,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
         _launch("conv.cu", "conv2d_backward_data_v1", _eltwise_grid(dx.size), cfg.BLOCK, args)
         return dx
     m, cols = c // groups, n * h * wd
-    tile = cfg.conv_tile(m, cols, num_sms())
+    tile = _conv_tile(m, cols)
     _launch("conv.cu", f"conv2d_backward_data_v2_{tile}", cfg.conv_grid(m, cols, tile, groups),
             cfg.CONV_THREADS, args)
     return dx
@@ -171,7 +182,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
         _launch("conv.cu", "conv2d_backward_weight_v1", _eltwise_grid(dw.size), cfg.BLOCK, (dy, x, dw) + ints)
         return dw
     m, cols, red = k // groups, cg * r * s, n * p * q
-    tile = cfg.conv_tile(m, cols, num_sms())
+    tile = _conv_tile(m, cols)
     splits, chunk = cfg.wgrad_splits(m, cols, red, tile, groups, num_sms())
     grid = cfg.conv_grid(m, cols, tile, groups * splits)
     name = f"conv2d_backward_weight_v2_{tile}"

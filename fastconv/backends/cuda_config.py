@@ -75,17 +75,18 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
 def conv_tile(m: int, n: int, num_sms: int) -> str:
     """Tile shape for a GEMM of m rows (output/input channels per group) by n columns.
 
-    m <= 32: 32x128 and m <= 64: 64x64 (a 128-row tile would be mostly padding). Otherwise
-    128x128 when it gives at least two blocks per SM (its 8x8 register tiles reuse shared memory
-    best), else 64x64 so that small GEMMs still spread over the GPU.
+    Measured on an H100 (benchmarks/gpu_table.py forces each tile on the DESIGN.md shapes):
+    64x64 (4x4 per thread, BK 16) was fastest or within 10% almost everywhere; 32x128 won when
+    m <= 32 (less row padding, e.g. backward-data of LeNet's conv1/conv2); 128x128 (8x8 per
+    thread) won only for m >= 256 with enough 128-tiles to cover a quarter of the SMs (resnet.c4
+    forward and backward-weight: 0.41 vs 0.43 ms, 0.36 vs 0.47 ms) and lost by 1.3-1.6x on the
+    smaller GEMMs, where its 159 registers per thread leave one block per SM.
     """
     if m < 1 or n < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, expected positive GEMM sizes")
     if m <= 32:
         return "t32x128"
-    if m <= 64:
-        return "t64x64"
-    if cdiv(m, 128) * cdiv(n, 128) >= 2 * num_sms:
+    if m >= 256 and cdiv(m, 128) * cdiv(n, 128) >= num_sms // 4:
         return "t128x128"
     return "t64x64"
 

@@ -6,10 +6,6 @@
 // Only device code and built-in types: NVRTC has no host headers.
 #pragma once
 
-#ifndef FC_BLOCK
-#define FC_BLOCK 256  // threads per block of the element-wise, pooling and reduction kernels
-#endif
-
 typedef long long i64;
 
 // NVRTC has no <math.h>: infinity and NaN from their bit patterns.

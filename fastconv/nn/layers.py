@@ -21,14 +21,26 @@ def _positive_int(v, name):
 
 
 class _ConvBase(Module):
-    def __init__(self, w_shape, out_channels, stride, padding, dilation, groups, bias, rng, dtype):
+    """Shared by Conv2d and ConvTranspose2d: hyper-parameter checks, weight and bias."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
+                 transposed):
         super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
         self.stride = _pair(stride, "stride", 1)
         self.padding = _pair(padding, "padding", 0)
         self.dilation = _pair(dilation, "dilation", 1)
-        self.groups = _positive_int(groups, "groups")
+        self.groups = g = _positive_int(groups, "groups")
+        if self.in_channels % g or self.out_channels % g:
+            raise ValueError(f"groups: got {g}, expected a divisor of in_channels={self.in_channels} and "
+                             f"out_channels={self.out_channels}")
+        # Conv2d: K x C/G x R x S; ConvTranspose2d: C_in x C_out/G x R x S (PyTorch's layouts)
+        w_shape = ((self.in_channels, self.out_channels // g) if transposed else
+                   (self.out_channels, self.in_channels // g)) + self.kernel_size
         self.weight = self.add_parameter("weight", init.he_normal_(np.empty(w_shape, dtype), _rng(rng)))
-        self.bias = self.add_parameter("bias", np.zeros(out_channels, dtype)) if bias else None
+        self.bias = self.add_parameter("bias", np.zeros(self.out_channels, dtype)) if bias else None
         self._x = None
 
     def _clear_cache(self):
@@ -43,16 +55,8 @@ class Conv2d(_ConvBase):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, rng=None, dtype=np.float32):
-        in_channels = _positive_int(in_channels, "in_channels")
-        out_channels = _positive_int(out_channels, "out_channels")
-        r, s = _pair(kernel_size, "kernel_size", 1)
-        g = _positive_int(groups, "groups")
-        if in_channels % g or out_channels % g:
-            raise ValueError(f"groups: got {g}, expected a divisor of in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
-        super().__init__((out_channels, in_channels // g, r, s), out_channels, stride, padding, dilation, g, bias,
-                         rng, dtype)
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (r, s)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
+                         transposed=False)
 
     def forward(self, x):
         self._x = x
@@ -83,17 +87,9 @@ class ConvTranspose2d(_ConvBase):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
                  groups=1, bias=True, rng=None, dtype=np.float32):
-        in_channels = _positive_int(in_channels, "in_channels")
-        out_channels = _positive_int(out_channels, "out_channels")
-        r, s = _pair(kernel_size, "kernel_size", 1)
-        g = _positive_int(groups, "groups")
-        if in_channels % g or out_channels % g:
-            raise ValueError(f"groups: got {g}, expected a divisor of in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
-        super().__init__((in_channels, out_channels // g, r, s), out_channels, stride, padding, dilation, g, bias,
-                         rng, dtype)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
+                         transposed=True)
         self.output_padding = _pair(output_padding, "output_padding", 0)
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (r, s)
 
     def forward(self, x):
         self._x = x

@@ -16,13 +16,13 @@ import threading
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-# Batch chunks keep each column buffer under about this many bytes. Big on purpose: a chunk is one
-# multi-threaded BLAS call per pass, and on a loaded machine every such call can stall for a
-# scheduler tick while OpenBLAS's second thread wakes up (LeNet step under load, whole-batch vs
-# 8 MiB chunks: 384 vs 688 ms); smaller, cache-sized chunks measured no faster even when quiet
-# (lenet.conv2 single-threaded: 13 to 128 samples per chunk within noise). The buffers are
-# per-thread scratch, kept between calls: first-touch page faults cost ~14 us per 4 KiB page here.
-_COLS_BYTES = 64 << 20
+# Batch chunks keep each column buffer under about this many bytes. A compromise measured both ways:
+# on a quiet machine (Xeon, 2 cores pinned) cache-sized chunks win (LeNet step 8/16/64 MiB:
+# 109/112/122 ms, torch 133); on the shared 2-core box under load every multi-threaded BLAS call
+# risks a stall while OpenBLAS's second thread wakes up, so fewer chunks win there (8/32/128 MiB:
+# 688/438/384 ms, torch ~500). The buffers are per-thread scratch kept between calls: first-touch
+# page faults cost ~14 us per 4 KiB page on that box.
+_COLS_BYTES = 16 << 20
 
 # ---- helpers ------------------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """NumPy CPU backend: the fallback when there is no GPU, and the reference every GPU kernel is
 validated against.
 
-Convolution is im2col + one BLAS matmul per batch chunk: the padded input is viewed through
-strides as (N, C, R, S, P, Q) windows, copied into a column buffer and multiplied by the
-weights; col2im is R x S strided adds. Pooling loops over the R x S window offsets with strided
-slices. There are no Python loops over pixels or the batch (the conv batch chunks only keep the
-column buffer inside the cache). Arguments arrive validated by fastconv.ops.
+Convolution is im2col + one BLAS matmul per batch chunk and group: the chunk is staged zero-padded
+with the batch index inner (or outer) to the image, copied through a strided window view into a
+column buffer and multiplied by the weights; col2im is R x S strided adds (see the comment above
+conv2d_forward). Pooling loops over the R x S window offsets with strided slices, with a pairwise
+fast path for 2x2/stride-2 max-pooling. There are no Python loops over pixels or the batch (the
+conv batch chunks only bound the column buffer). Arguments arrive validated by fastconv.ops.
 """
 
 from __future__ import annotations

@@ -188,8 +188,9 @@ def train_cnn(cfg: CNNConfig) -> dict:
         opt.load_state_dict(opt_state)
         opt.lr = float(cfg.lr)  # the flag wins over the checkpoint's learning rate
     loss_fn = nn.CrossEntropyLoss(kernels=cfg.kernels)
-    say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
-        f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {start_epoch + 1}..{cfg.epochs}")
+    if start_epoch < cfg.epochs:
+        say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
+            f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {start_epoch + 1}..{cfg.epochs}")
 
     xd, yd = xp.asarray(x_train), xp.asarray(y_train)
     xt, yt = xp.asarray(x_test), xp.asarray(y_test)

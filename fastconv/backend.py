@@ -52,6 +52,11 @@ def kernel_family(kernels: str | None = None) -> str:
     return "cupy"
 
 
+def check_environment() -> None:
+    """Validate FASTCONV_KERNELS now (it is otherwise read only when a GPU op runs)."""
+    kernel_family()
+
+
 def cupy_module():
     """The cupy module if it is imported or importable, else None (never raises)."""
     cp = sys.modules.get("cupy")

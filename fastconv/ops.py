@@ -34,12 +34,28 @@ def _pair(v, name: str, minimum: int) -> tuple[int, int]:
     return t
 
 
+def real(v, name: str, lo=None, hi=None, lo_open=False, hi_open=False, what="a number") -> float:
+    """A finite real number within [lo, hi] (ends open when asked), as a float; else a clear error."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: got {v!r} ({type(v).__name__}), expected a real number")
+    f = float(v)
+    lo_ok = lo is None or (f > lo if lo_open else f >= lo)
+    hi_ok = hi is None or (f < hi if hi_open else f <= hi)
+    if not (np.isfinite(f) and lo_ok and hi_ok):
+        rng = (f"{'(-inf' if lo is None else ('(' if lo_open else '[') + format(lo, 'g')}, "
+               f"{'inf)' if hi is None else format(hi, 'g') + (')' if hi_open else ']')}")
+        raise ValueError(f"{name}: got {v!r}, expected {what} in {rng}")
+    return f
+
+
 def _array(a, name: str, ndim: int | tuple[int, ...], dtype=None):
     xp = array_module(a, names=[name])
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if a.ndim not in ndims:
         want = " or ".join(str(n) for n in ndims)
         raise ValueError(f"{name}: got an array of shape {tuple(a.shape)} ({a.ndim}-d), expected {want}-d")
+    if a.size == 0:
+        raise ValueError(f"{name}: got an empty array of shape {tuple(a.shape)}, expected at least one element")
     if dtype is None:
         if a.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{name}: got dtype {a.dtype}, expected float32 or float64")
@@ -258,9 +274,7 @@ def relu_backward(dy, y, *, kernels=None):
 
 
 def _slope(slope):
-    if not isinstance(slope, (int, float, np.floating)) or not (0.0 <= float(slope) < 1.0):
-        raise ValueError(f"negative_slope: got {slope!r}, expected a number in [0, 1)")
-    return float(slope)
+    return real(slope, "negative_slope", 0.0, 1.0, hi_open=True)
 
 
 def leaky_relu_forward(x, negative_slope=0.01, *, kernels=None):
@@ -305,13 +319,19 @@ def _same_shape(a, an, b, bn):
 # ---------------------------------------------------------------------------------------------
 # pooling
 
-def _pool_args(x_shape, kernel_size, stride, padding, x_name="x"):
+def pool_hyper(kernel_size, stride, padding):
+    """Checked (kernel_size, stride, padding) pairs of a pooling window; stride defaults to the window."""
     kernel_size = _pair(kernel_size, "kernel_size", 1)
     stride = kernel_size if stride is None else _pair(stride, "stride", 1)
     padding = _pair(padding, "padding", 0)
     for i in range(2):
         if padding[i] * 2 > kernel_size[i]:
             raise ValueError(f"padding: got {padding}, expected at most half the kernel size {kernel_size}")
+    return kernel_size, stride, padding
+
+
+def _pool_args(x_shape, kernel_size, stride, padding, x_name="x"):
+    kernel_size, stride, padding = pool_hyper(kernel_size, stride, padding)
     _, _, h, w = x_shape
     p = conv_out_size(h, kernel_size[0], stride[0], padding[0], 1)
     q = conv_out_size(w, kernel_size[1], stride[1], padding[1], 1)
@@ -422,10 +442,10 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     count = x.size // c
     if training and count < 2:
         raise ValueError(f"x: got shape {tuple(x.shape)}, expected more than 1 value per channel in training")
-    if not (eps > 0):
-        raise ValueError(f"eps: got {eps!r}, expected > 0")
+    momentum = real(momentum, "momentum", 0.0, 1.0)
+    eps = real(eps, "eps", 0.0, lo_open=True)
     return op("batchnorm_forward", x, kernels=kernels)(x, gamma, beta, running_mean, running_var, bool(training),
-                                                       float(momentum), float(eps))
+                                                       momentum, eps)
 
 
 def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=None):
@@ -433,6 +453,13 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=Non
     _array(dy, "dy", (2, 4))
     _array(x, "x", (2, 4))
     _same_shape(dy, "dy", x, "x")
+    c = x.shape[1]
+    for a, name in ((gamma, "gamma"), (mean, "mean"), (invstd, "invstd")):
+        _array(a, name, 1)
+        if a.shape[0] != c:
+            raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected ({c},) for x of shape {tuple(x.shape)}")
+    _same_dtype(x, "x", (gamma, "gamma"), (mean, "mean"), (invstd, "invstd"))
+    _same_device(x=x, gamma=gamma, mean=mean, invstd=invstd)
     return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training))
 
 
@@ -442,9 +469,10 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=Non
 def dropout_forward(x, p, seed, *, kernels=None):
     """Returns (y, mask) with mask uint8; element i is kept when fmix32(i ^ fmix32(seed)) >= p * 2**32."""
     _array(x, "x", (1, 2, 3, 4, 5))
-    if not (0.0 <= float(p) < 1.0):
-        raise ValueError(f"p: got {p!r}, expected a probability in [0, 1)")
-    return op("dropout_forward", x, kernels=kernels)(x, float(p), int(seed) & 0xFFFFFFFF)
+    p = real(p, "p", 0.0, 1.0, hi_open=True, what="a probability")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: got {seed!r}, expected an int")
+    return op("dropout_forward", x, kernels=kernels)(x, p, int(seed) & 0xFFFFFFFF)
 
 
 def dropout_backward(dy, mask, p, *, kernels=None):
@@ -453,7 +481,7 @@ def dropout_backward(dy, mask, p, *, kernels=None):
     if tuple(mask.shape) != tuple(dy.shape):
         raise ValueError(f"mask: got shape {tuple(mask.shape)}, expected {tuple(dy.shape)}")
     _same_device(dy=dy, mask=mask)
-    return op("dropout_backward", dy, kernels=kernels)(dy, mask, float(p))
+    return op("dropout_backward", dy, kernels=kernels)(dy, mask, real(p, "p", 0.0, 1.0, hi_open=True, what="a probability"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,8 +520,9 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
     _check_update_arrays(param, grad, velocity, "velocity")
     if momentum and velocity is None:
         raise ValueError("velocity: got None, expected an array when momentum != 0")
-    op("sgd_update", param, kernels=kernels)(param, grad, velocity, float(lr), float(momentum),
-                                             float(weight_decay), bool(nesterov))
+    op("sgd_update", param, kernels=kernels)(param, grad, velocity, real(lr, "lr", 0.0, lo_open=True),
+                                             real(momentum, "momentum", 0.0, 1.0, hi_open=True),
+                                             real(weight_decay, "weight_decay", 0.0), bool(nesterov))
 
 
 def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
@@ -503,8 +532,10 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
     _check_update_arrays(param, grad, v, "v")
     if not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step: got {step!r}, expected an int >= 1")
-    op("adam_update", param, kernels=kernels)(param, grad, m, v, int(step), float(lr), float(beta1),
-                                              float(beta2), float(eps), float(weight_decay))
+    op("adam_update", param, kernels=kernels)(param, grad, m, v, int(step), real(lr, "lr", 0.0, lo_open=True),
+                                              real(beta1, "beta1", 0.0, 1.0, hi_open=True),
+                                              real(beta2, "beta2", 0.0, 1.0, hi_open=True),
+                                              real(eps, "eps", 0.0, lo_open=True), real(weight_decay, "weight_decay", 0.0))
 
 
 def _check_update_arrays(param, grad, state, state_name):

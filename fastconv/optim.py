@@ -10,6 +10,7 @@ import numpy as np
 
 from . import ops
 from .backend import array_module, device_of, to_device
+from .ops import real
 
 
 class Optimizer:
@@ -19,9 +20,7 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError("params: got an empty list, expected the parameters to optimise")
-        if not (float(lr) > 0):
-            raise ValueError(f"lr: got {lr!r}, expected a positive learning rate")
-        self.lr = float(lr)
+        self.lr = real(lr, "lr", 0.0, lo_open=True)
         self.state: dict[str, list] = {slot: [None] * len(self.params) for slot in self._slots}
         self.steps = 0
 
@@ -77,11 +76,11 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
-        if not (0.0 <= float(momentum) < 1.0):
-            raise ValueError(f"momentum: got {momentum!r}, expected a number in [0, 1)")
-        if nesterov and not momentum:
+        self.momentum = real(momentum, "momentum", 0.0, 1.0, hi_open=True)
+        self.weight_decay = real(weight_decay, "weight_decay", 0.0)
+        if nesterov and not self.momentum:
             raise ValueError("nesterov: got True with momentum=0, expected momentum > 0")
-        self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), bool(nesterov)
+        self.nesterov = bool(nesterov)
 
     def _update(self, i, p):
         v = self._slot("velocity", i) if self.momentum else None
@@ -95,10 +94,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        b1, b2 = betas
-        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-            raise ValueError(f"betas: got {betas!r}, expected two numbers in [0, 1)")
-        self.betas, self.eps, self.weight_decay = (float(b1), float(b2)), float(eps), float(weight_decay)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"betas: got {betas!r}, expected a pair of numbers in [0, 1)")
+        self.betas = (real(betas[0], "betas[0]", 0.0, 1.0, hi_open=True),
+                      real(betas[1], "betas[1]", 0.0, 1.0, hi_open=True))
+        self.eps = real(eps, "eps", 0.0, lo_open=True)
+        self.weight_decay = real(weight_decay, "weight_decay", 0.0)
         # per-parameter step counts for the bias correction: a parameter without a gradient in
         # some step is not advanced (as in PyTorch)
         self.t = [0] * len(self.params)

@@ -384,3 +384,29 @@ def test_adam_update(wd, dtype, rng):
         check(p, p_ref, dtype, "adam_update param")
         check(m, m_ref, dtype, "adam_update m")
         check(v, v_ref, dtype, "adam_update v")
+
+
+@pytest.mark.parametrize("ks,stride,padding", [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((2, 3), (1, 2), (0, 1))])
+def test_max_pool_nan_wins_and_takes_the_gradient(ks, stride, padding):
+    """A NaN in a window is its maximum and its argmax is the first NaN in scan order (as on the
+    GPU), so the gradient reaches the NaN's input instead of hiding it."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 7, 8)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan
+    x[0, 1, 2, 4] = np.nan
+    y, arg = ops.max_pool2d_forward(x, ks, stride, padding)
+    clean = x.copy()
+    clean[0, 1, 2, 3:5] = -np.inf
+    y_clean, _ = ops.max_pool2d_forward(clean, ks, stride, padding)
+    nan = np.isnan(y)
+    assert nan.any() and not np.isnan(y_clean).any()
+    # windows holding a NaN: y is NaN and argmax names the first NaN of the window in scan order
+    for n, c, p, q in zip(*np.nonzero(nan)):
+        h0, w0 = p * stride[0] - padding[0], q * stride[1] - padding[1]
+        cells = [(h, w) for h in range(h0, h0 + ks[0]) for w in range(w0, w0 + ks[1])
+                 if 0 <= h < 7 and 0 <= w < 8 and np.isnan(x[n, c, h, w])]
+        assert arg[n, c, p, q] == cells[0][0] * 8 + cells[0][1]
+    # the other windows are untouched by the NaN
+    np.testing.assert_array_equal(y[~nan], y_clean[~nan])
+    dx = ops.max_pool2d_backward(np.ones_like(y), arg, x.shape, ks, stride, padding)
+    assert dx[0, 1, 2, 3] + dx[0, 1, 2, 4] >= nan.sum()

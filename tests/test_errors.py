@@ -307,7 +307,7 @@ def test_loss_backward_before_forward():
 
 def test_optimizer_constructor_errors():
     params = nn.Linear(2, 2, rng=np.random.default_rng(0)).parameters()
-    with raises(ValueError, "lr: got 0", "expected a positive learning rate"):
+    with raises(ValueError, "lr: got 0", "expected a number in (0, inf)"):
         SGD(params, 0)
     with raises(ValueError, "params: got an empty list", "expected the parameters"):
         SGD([], 0.1)
@@ -315,8 +315,18 @@ def test_optimizer_constructor_errors():
         SGD(params, 0.1, nesterov=True)
     with raises(ValueError, "momentum: got 1.0", "expected a number in [0, 1)"):
         SGD(params, 0.1, momentum=1.0)
-    with raises(ValueError, "betas: got (0.9, 1.0)", "expected two numbers in [0, 1)"):
+    with raises(ValueError, "betas[1]: got 1.0", "expected a number in [0, 1)"):
         Adam(params, betas=(0.9, 1.0))
+    with raises(TypeError, "betas: got 0.9", "expected a pair"):
+        Adam(params, betas=0.9)
+    with raises(ValueError, "eps: got -1", "expected a number in (0, inf)"):
+        Adam(params, eps=-1)
+    with raises(ValueError, "weight_decay: got -0.1", "expected a number in [0, inf)"):
+        SGD(params, 0.1, weight_decay=-0.1)
+    with raises(TypeError, "lr: got 'a' (str)", "expected a real number"):
+        SGD(params, "a")
+    with raises(ValueError, "lr: got nan", "expected a number in (0, inf)"):
+        Adam(params, lr=float("nan"))
 
 
 def test_device_errors(monkeypatch):
@@ -337,3 +347,53 @@ def test_cuda_without_cupy(monkeypatch):
     monkeypatch.setattr(backend, "cupy_module", lambda: None)
     with raises(RuntimeError, "device: 'cuda' asked for, but CuPy is not installed", "pip install"):
         nn.Linear(2, 2, rng=np.random.default_rng(0)).to("cuda")
+
+
+def test_empty_arrays_are_rejected():
+    with raises(ValueError, "x: got an empty array of shape (0, 3, 5, 5)", "expected at least one element"):
+        ops.conv2d_forward(np.zeros((0, 3, 5, 5), np.float32), W)
+    with raises(ValueError, "logits: got an empty array of shape (0, 4)", "expected at least one element"):
+        ops.softmax_cross_entropy(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    with raises(ValueError, "w: got an empty array", "expected at least one element"):
+        ops.conv2d_forward(X, np.zeros((0, 3, 3, 3), np.float32))
+
+
+def test_numbers_given_as_strings_name_the_argument():
+    with raises(TypeError, "p: got 'x' (str)", "expected a real number"):
+        nn.Dropout("x")
+    with raises(TypeError, "p: got 'x' (str)", "expected a real number"):
+        ops.dropout_forward(arr(3, 4), "x", 0)
+    with raises(TypeError, "seed: got 1.5", "expected an int"):
+        ops.dropout_forward(arr(3, 4), 0.5, 1.5)
+    with raises(ValueError, "eps: got 0", "expected a number in (0, inf)"):
+        nn.BatchNorm2d(3, eps=0)
+    with raises(ValueError, "momentum: got 2", "expected a number in [0, 1]"):
+        nn.BatchNorm1d(3, momentum=2)
+
+
+def test_pool_layers_check_padding_at_construction():
+    with raises(ValueError, "padding: got (3, 3)", "expected at most half the kernel size (2, 2)"):
+        nn.MaxPool2d(2, padding=3)
+    with raises(ValueError, "padding: got (2, 2)", "expected at most half the kernel size (3, 3)"):
+        nn.AvgPool2d(3, padding=2)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Conv2d(3, 4, 3, rng=np.random.default_rng(0)), lambda: nn.ConvTranspose2d(3, 4, 3),
+    lambda: nn.Linear(3, 4), nn.ReLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, lambda: nn.MaxPool2d(2),
+    lambda: nn.AvgPool2d(2), lambda: nn.BatchNorm2d(3), nn.Flatten])
+def test_backward_before_forward_is_a_clear_error(make):
+    layer = make()
+    with raises(RuntimeError, f"{type(layer).__name__}.backward: got no saved", "expected forward(x) to run first"):
+        layer.backward(arr(2, 3, 4, 4))
+
+
+def test_batchnorm_backward_checks_its_statistics():
+    x, dy = arr(4, 3, 2, 2), arr(4, 3, 2, 2)
+    g, m, s = arr(3), arr(3), np.abs(arr(3)) + 0.5
+    with raises(ValueError, "gamma: got shape (4,)", "expected (3,)"):
+        ops.batchnorm_backward(dy, x, arr(4), m, s)
+    with raises(TypeError, "mean: got dtype float64", "expected float32"):
+        ops.batchnorm_backward(dy, x, g, m.astype(np.float64), s)
+    with raises(ValueError, "invstd: got an array of shape (3, 1)", "expected 1-d"):
+        ops.batchnorm_backward(dy, x, g, m, s.reshape(3, 1))

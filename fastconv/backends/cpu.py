@@ -294,7 +294,11 @@ def _max_pool2x2(x):
 
 def max_pool2d_forward(x, ks, stride, padding):
     if ks == (2, 2) and stride == (2, 2) and padding == (0, 0):
-        return _max_pool2x2(x)
+        y, arg = _max_pool2x2(x)
+        if not np.isnan(y).any():
+            return y, arg
+        # NaN input: the pairwise fast path does not track which element was NaN; the general
+        # path below does
     n, c, h, w = x.shape
     p = _out_size(h, ks[0], stride[0], padding[0], 1)
     q = _out_size(w, ks[1], stride[1], padding[1], 1)
@@ -309,6 +313,12 @@ def max_pool2d_forward(x, ks, stride, padding):
     off = np.zeros(best.shape, dtype=odt)
     for o in range(len(views) - 1, -1, -1):
         np.copyto(off, odt(o), where=views[o] == best)
+    nan = np.isnan(best)
+    if nan.any():
+        # a NaN in a window is its maximum (np.maximum propagates it); point argmax at the first
+        # NaN in scan order, as the GPU kernels do, so the gradient reaches the NaN's input
+        for o in range(len(views) - 1, -1, -1):
+            np.copyto(off, odt(o), where=nan & np.isnan(views[o]))
     return best, _plane_index(off, ks, stride, padding, w)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..ops import _pair
+from ..ops import _pair, pool_hyper, real
 from . import init
 from .module import Module
 
@@ -64,7 +64,7 @@ class Conv2d(_ConvBase):
         return ops.conv2d_forward(x, self.weight.data, b, *self._hyper(), kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
-        x = self._x
+        x = self._saved(self._x, "input")
         self.weight.accumulate(ops.conv2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
                                                           kernels=self.kernels))
         if self.bias is not None:
@@ -100,7 +100,7 @@ class ConvTranspose2d(_ConvBase):
         return self.stride, self.padding, self.output_padding, self.dilation, self.groups
 
     def backward(self, dy, input_grad=True):
-        x = self._x
+        x = self._saved(self._x, "input")
         self.weight.accumulate(ops.conv_transpose2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
                                                                     kernels=self.kernels))
         if self.bias is not None:
@@ -136,7 +136,7 @@ class Linear(Module):
         return ops.linear_forward(x, self.weight.data, b, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
-        dw, db = ops.linear_backward_weight(dy, self._x, kernels=self.kernels)
+        dw, db = ops.linear_backward_weight(dy, self._saved(self._x, "input"), kernels=self.kernels)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)
@@ -165,7 +165,7 @@ class _Activation(Module):
         return self._y
 
     def backward(self, dy, input_grad=True):
-        return type(self)._bwd(dy, self._y, kernels=self.kernels) if input_grad else None
+        return type(self)._bwd(dy, self._saved(self._y, "output"), kernels=self.kernels) if input_grad else None
 
 
 class ReLU(_Activation):
@@ -190,19 +190,28 @@ class LeakyReLU(_Activation):
         return self._y
 
     def backward(self, dy, input_grad=True):
-        return ops.leaky_relu_backward(dy, self._y, self.negative_slope, kernels=self.kernels) if input_grad else None
+        if not input_grad:
+            return None
+        return ops.leaky_relu_backward(dy, self._saved(self._y, "output"), self.negative_slope, kernels=self.kernels)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
 
 
-class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
+class _Pool(Module):
+    def __init__(self, kernel_size, stride, padding):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self._argmax = self._x_shape = None
+        self.kernel_size, self.stride, self.padding = pool_hyper(kernel_size, stride, padding)
+        self._x_shape = None
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxPool2d(_Pool):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+        self._argmax = None
 
     def _clear_cache(self):
         self._argmax = None
@@ -215,21 +224,14 @@ class MaxPool2d(Module):
     def backward(self, dy, input_grad=True):
         if not input_grad:
             return None
-        return ops.max_pool2d_backward(dy, self._argmax, self._x_shape, self.kernel_size, self.stride, self.padding,
-                                       kernels=self.kernels)
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return ops.max_pool2d_backward(dy, self._saved(self._argmax, "argmax"), self._x_shape, self.kernel_size,
+                                       self.stride, self.padding, kernels=self.kernels)
 
 
-class AvgPool2d(Module):
+class AvgPool2d(_Pool):
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
-        super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
+        super().__init__(kernel_size, stride, padding)
         self.count_include_pad = bool(count_include_pad)
-        self._x_shape = None
 
     def forward(self, x):
         self._x_shape = x.shape
@@ -239,12 +241,11 @@ class AvgPool2d(Module):
     def backward(self, dy, input_grad=True):
         if not input_grad:
             return None
-        return ops.avg_pool2d_backward(dy, self._x_shape, self.kernel_size, self.stride, self.padding,
-                                       self.count_include_pad, kernels=self.kernels)
+        return ops.avg_pool2d_backward(dy, self._saved(self._x_shape, "input shape"), self.kernel_size, self.stride,
+                                       self.padding, self.count_include_pad, kernels=self.kernels)
 
     def extra_repr(self):
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"count_include_pad={self.count_include_pad}")
+        return super().extra_repr() + f", count_include_pad={self.count_include_pad}"
 
 
 class _BatchNorm(Module):
@@ -253,15 +254,16 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         super().__init__()
         self.num_features = _positive_int(num_features, "num_features")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = real(eps, "eps", 0.0, lo_open=True)
+        self.momentum = real(momentum, "momentum", 0.0, 1.0)
         self.weight = self.add_parameter("weight", np.ones(self.num_features, dtype))
         self.bias = self.add_parameter("bias", np.zeros(self.num_features, dtype))
         self.add_buffer("running_mean", np.zeros(self.num_features, dtype))
         self.add_buffer("running_var", np.ones(self.num_features, dtype))
-        self._saved = None
+        self._cache = None
 
     def _clear_cache(self):
-        self._saved = None
+        self._cache = None
 
     def forward(self, x):
         if x.ndim != self._ndim:
@@ -269,11 +271,11 @@ class _BatchNorm(Module):
         y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
                                                 self.buffer("running_var"), self.training, self.momentum, self.eps,
                                                 kernels=self.kernels)
-        self._saved = (x, mean, invstd, self.training)
+        self._cache = (x, mean, invstd, self.training)
         return y
 
     def backward(self, dy, input_grad=True):
-        x, mean, invstd, training = self._saved
+        x, mean, invstd, training = self._saved(self._cache, "batch statistics")
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
                                                    kernels=self.kernels)
         self.weight.accumulate(dgamma)
@@ -303,9 +305,9 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()
-        if not (0.0 <= float(p) < 1.0):
-            raise ValueError(f"p: got {p!r}, expected a probability in [0, 1)")
-        self.p = float(p)
+        self.p = real(p, "p", 0.0, 1.0, hi_open=True, what="a probability")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed: got {seed!r}, expected an int")
         self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))
         self.add_buffer("calls", np.zeros((), np.int64))
         self._mask = None
@@ -346,7 +348,7 @@ class Flatten(Module):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy, input_grad=True):
-        return dy.reshape(self._shape) if input_grad else None
+        return dy.reshape(self._saved(self._shape, "input shape")) if input_grad else None
 
 
 class Unflatten(Module):

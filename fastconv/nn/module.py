@@ -142,6 +142,13 @@ class Module:
     def _clear_cache(self):
         """Drop arrays kept from the last forward (they are on the old device after .to())."""
 
+    def _saved(self, value, what: str):
+        """A value kept by forward for backward; backward before any forward is a clear error."""
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: got no saved {what}, expected forward(x) to run "
+                               "first (after .to() too, which drops what forward kept)")
+        return value
+
     # ---- passes ----
     def forward(self, x):
         raise TypeError(f"{type(self).__name__} defines no forward pass")

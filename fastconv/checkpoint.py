@@ -2,13 +2,16 @@
 
 A checkpoint holds named arrays (weights, buffers, optimizer state, ...) and one JSON document
 of metadata (kind, epoch, step, configuration, the numpy Generator state, ...), stored as the
-safetensors ``__metadata__`` entry ``"fastconv"``. A SHA-256 over every array's name, dtype,
-shape and bytes is stored beside it, so a damaged file is caught on load instead of resuming
-from wrong weights.
+safetensors ``__metadata__`` entry ``"fastconv"``. A SHA-256 over that metadata text and every
+array's name, dtype, shape and bytes is stored beside it, so a damaged or edited file (an
+array, or a value such as ``epoch`` in the metadata) is caught on load instead of resuming from
+wrong weights or a wrong position. ``load_checkpoint(..., keys=...)`` also checks that the
+metadata holds what the caller reads, so a foreign file is a clear error, not a KeyError.
 
 Writing goes to a temporary file in the destination directory, is fsync'ed, then renamed over
 the old checkpoint with ``os.replace``: a crash at any moment leaves either the old or the new
-checkpoint, never a half-written one.
+checkpoint, never a half-written one. A temporary file left behind by a process killed between
+the write and the rename (``.<name>.<random>.tmp``) is removed by the next save to that path.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-FORMAT = "fastconv-checkpoint-1"
+FORMAT = "fastconv-checkpoint-2"  # 2: the SHA-256 covers the metadata too
 
 
 class CheckpointError(ValueError):
@@ -73,8 +76,10 @@ def rng_from_state(state: dict) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------
 # save / load
 
-def _digest(tensors: dict[str, np.ndarray]) -> str:
+def _digest(tensors: dict[str, np.ndarray], meta_text: str) -> str:
     h = hashlib.sha256()
+    h.update(f"meta|{len(meta_text.encode())}|".encode())
+    h.update(meta_text.encode())
     for name in sorted(tensors):
         a = _host(tensors[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
@@ -109,10 +114,12 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict, meta: dict) -> None:
             raise ValueError(f"tensors: got key {name!r}, expected non-empty strings")
         arrays[name] = _host(a)
     doc = dict(meta, format=FORMAT)
-    blob = save(arrays, metadata={"fastconv": json.dumps(doc, sort_keys=True), "sha256": _digest(arrays)})
+    text = json.dumps(doc, sort_keys=True)
+    blob = save(arrays, metadata={"fastconv": text, "sha256": _digest(arrays, text)})
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
@@ -135,10 +142,44 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict, meta: dict) -> None:
         os.close(dfd)
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+def _temp_prefix(path: str) -> str:
+    return "." + os.path.basename(path) + "."
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Delete ``.<name>.*.tmp`` files that a killed writer left next to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _temp_prefix(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def _lookup(meta: dict, dotted: str):
+    """meta["a"]["b"] for "a.b"; raises KeyError(dotted) when a level is missing or not a dict."""
+    v = meta
+    for part in dotted.split("."):
+        if not isinstance(v, dict) or part not in v:
+            raise KeyError(dotted)
+        v = v[part]
+    return v
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, keys=(), arrays=()) \
+        -> tuple[dict[str, np.ndarray], dict]:
     """Read a checkpoint: (name -> numpy array, metadata dict). Raises CheckpointError when it is damaged.
 
     kind: when given, the metadata's "kind" must equal it (e.g. "cnn", "gan").
+    keys: metadata entries the caller will read ("arch.nz" for meta["arch"]["nz"]); a missing one is
+        a CheckpointError naming the file and the key.
+    arrays: array names the caller will read; a missing one is a CheckpointError likewise.
     """
     load = _safetensors().load
     path = os.fspath(path)
@@ -169,12 +210,30 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> tuple[d
         tensors = load(blob)
     except Exception as e:  # safetensors raises its own error types for damaged data
         raise bad(f"safetensors could not read the arrays: {e}") from None
-    if _digest(tensors) != digest:
-        raise bad("the arrays' SHA-256 does not match the one stored when it was written")
+    if not isinstance(meta, dict):
+        raise bad(f"metadata is a {type(meta).__name__}, expected a JSON object")
     if meta.get("format") != FORMAT:
-        raise bad(f"format {meta.get('format')!r}, expected {FORMAT!r}")
-    if kind is not None and meta.get("kind") != kind:
-        raise CheckpointError(f"checkpoint: {path!r} holds a {meta.get('kind')!r} model, expected a {kind!r} one")
+        raise bad(f"format {meta.get('format')!r}, expected {FORMAT!r}"
+                  + (" (an older fastconv wrote it; its SHA-256 did not cover the metadata)"
+                     if meta.get("format") == "fastconv-checkpoint-1" else ""))
+    if _digest(tensors, file_meta["fastconv"]) != digest:
+        raise bad("the SHA-256 of its metadata and arrays does not match the one stored when it was written")
+    if kind is not None:
+        if "kind" not in meta:
+            raise CheckpointError(f"checkpoint: {path!r} has no metadata key 'kind'; expected a {kind!r} checkpoint "
+                                  "written by fastconv train")
+        if meta["kind"] != kind:
+            raise CheckpointError(f"checkpoint: {path!r} holds a {meta['kind']!r} model, expected a {kind!r} one")
+    for key in keys:
+        try:
+            _lookup(meta, key)
+        except KeyError:
+            raise CheckpointError(f"checkpoint: {path!r} has no metadata key {key!r}; expected the keys "
+                                  f"{', '.join(keys)} of a checkpoint written by fastconv train") from None
+    for name in arrays:
+        if name not in tensors:
+            raise CheckpointError(f"checkpoint: {path!r} has no array {name!r}; expected the arrays "
+                                  f"{', '.join(arrays)} of a checkpoint written by fastconv train")
     return tensors, meta
 
 

@@ -79,3 +79,57 @@ def test_damaged_file_is_clear_error(tmp_path, rng, damage):
 def test_bad_rng_state():
     with pytest.raises(CheckpointError, match="rng state"):
         rng_from_state({"bit_generator": "NoSuchBitGen"})
+
+
+def test_edited_metadata_is_detected(tmp_path, rng):
+    p = tmp_path / "c.safetensors"
+    save_checkpoint(p, _tensors(rng), {"kind": "cnn", "epoch": 3, "step": 30})
+    blob = p.read_bytes()
+    old, new = b'\\"epoch\\": 3', b'\\"epoch\\": 9'  # the metadata JSON sits, escaped, in the header JSON
+    assert blob.count(old) == 1
+    p.write_bytes(blob.replace(old, new))
+    with pytest.raises(CheckpointError, match=r"c\.safetensors.*SHA-256 of its metadata and arrays"):
+        load_checkpoint(p)
+
+
+def test_missing_metadata_key_or_array_names_file_and_key(tmp_path):
+    p = tmp_path / "m.safetensors"
+    save_checkpoint(p, {"a": np.ones(1)}, {"kind": "cnn", "epoch": 1, "arch": {"channels": [4]}})
+    load_checkpoint(p, kind="cnn", keys=("epoch", "arch.channels"), arrays=("a",))
+    with pytest.raises(CheckpointError, match=r"m\.safetensors.*no metadata key 'step'"):
+        load_checkpoint(p, kind="cnn", keys=("epoch", "step"))
+    with pytest.raises(CheckpointError, match=r"m\.safetensors.*no metadata key 'arch.hidden'"):
+        load_checkpoint(p, keys=("arch.hidden",))
+    with pytest.raises(CheckpointError, match=r"m\.safetensors.*no metadata key 'epoch.x'"):
+        load_checkpoint(p, keys=("epoch.x",))  # a level that is not an object
+    with pytest.raises(CheckpointError, match=r"m\.safetensors.*no array 'b'"):
+        load_checkpoint(p, arrays=("a", "b"))
+    save_checkpoint(p, {"a": np.ones(1)}, {"epoch": 1})
+    with pytest.raises(CheckpointError, match=r"m\.safetensors.*no metadata key 'kind'"):
+        load_checkpoint(p, kind="cnn")
+
+
+def test_kill_between_temp_write_and_rename_keeps_old_checkpoint(tmp_path):
+    """A writer that dies after writing the temp file but before os.replace (the window a SIGKILL
+    can hit) leaves the previous checkpoint intact; the next save removes the stale temp file."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "c.safetensors"
+    save_checkpoint(p, {"a": np.ones(3)}, {"kind": "cnn", "epoch": 1})
+    code = ("import os, sys, numpy as np\n"
+            "from fastconv.checkpoint import save_checkpoint\n"
+            "os.replace = lambda *a, **k: os._exit(137)  # die right before the rename\n"
+            "save_checkpoint(sys.argv[1], {'a': np.full(3, 2.0)}, {'kind': 'cnn', 'epoch': 2})\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", code, str(p)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 137, r.stderr
+    stale = [n for n in os.listdir(tmp_path) if n.startswith(".c.safetensors.") and n.endswith(".tmp")]
+    assert len(stale) == 1 and os.path.getsize(tmp_path / stale[0]) > 0  # the new data was written, not renamed
+    got, meta = load_checkpoint(p, kind="cnn")
+    assert meta["epoch"] == 1 and got["a"][0] == 1.0
+    (tmp_path / "other.tmp").write_bytes(b"x")  # not ours: left alone
+    save_checkpoint(p, {"a": np.full(3, 3.0)}, {"kind": "cnn", "epoch": 3})
+    assert sorted(os.listdir(tmp_path)) == ["c.safetensors", "other.tmp"]
+    assert load_checkpoint(p)[1]["epoch"] == 3

@@ -188,3 +188,13 @@ def test_batches_seeded_and_complete():
     x = np.arange(10)[:, None]
     got = [xb[:, 0].tolist() for xb, _ in iterate_batches(x, np.arange(10), 3)]
     assert got == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+
+
+@pytest.mark.parametrize("shape", [(2**31, 2**31, 4), (2**32 - 1, 2**32 - 1, 2**32 - 1)])
+def test_huge_header_dims_are_clear_error(shape):
+    """Sizes whose product overflows int64 (2**64 wraps to 0) must not pass the length check."""
+    from fastconv.data import parse_idx
+    data = bytes([0, 0, 0x08, len(shape)]) + np.asarray(shape, ">u4").tobytes()
+    expected = 4 + 4 * len(shape) + int(np.prod([int(s) for s in shape], dtype=object))
+    with pytest.raises(IdxError, match=rf"got {len(data)} bytes, expected {expected} for a uint8 array of shape"):
+        parse_idx(data, name="huge")

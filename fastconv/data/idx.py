@@ -9,6 +9,7 @@ that names the file, never a silently wrong array.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -59,7 +60,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
                        "(the file is truncated)")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _TYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: no int64 wrap-around
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise IdxError(f"{name}: got {len(data)} bytes, expected {expected} for a {dtype.name} array of shape "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -30,17 +31,52 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected a positive int") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"got {v}, expected a positive int")
+    return v
+
+
+def _float_in(text: str, low_ok: bool) -> float:
+    want = "a finite number >= 0" if low_ok else "a positive finite number"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    return _float_in(text, low_ok=False)
+
+
+def _nonnegative_float(text: str) -> float:
+    return _float_in(text, low_ok=True)
+
+
+_positive_int.__name__ = "positive int"  # argparse names the type in "invalid <type> value" messages
+_positive_float.__name__ = "positive number"
+_nonnegative_float.__name__ = "number >= 0"
+
+
 def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float, out: str) -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set to train on")
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="directory of the IDX files (default: $FASTCONV_DATA, /usr/share/datasets/<name>/, "
                         "then the bundled sample)")
-    g.add_argument("--train-size", type=int, default=None, metavar="N",
+    g.add_argument("--train-size", type=_positive_int, default=None, metavar="N",
                    help="train on the first N training images only (default: all)")
-    g.add_argument("--epochs", type=int, default=epochs, help="total epochs (a resumed run continues up to it)")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="images per training step")
-    g.add_argument("--lr", type=float, default=lr, help="learning rate")
+    g.add_argument("--epochs", type=_positive_int, default=epochs,
+                   help="total epochs (a resumed run continues up to it)")
+    g.add_argument("--batch-size", type=_positive_int, default=batch_size, help="images per training step")
+    g.add_argument("--lr", type=_positive_float, default=lr, help="learning rate")
     g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and noise")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: the GPU when CuPy sees one, else the CPU")
@@ -51,9 +87,12 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors; "
                         "default: a fresh run)")
+    g.add_argument("--allow-lr-change", action="store_true",
+                   help="with --resume: train on with a --lr other than the checkpoint's (a hand-made schedule, or "
+                        "after a NaN loss); every other setting that changes the result must match (default: off)")
     g.add_argument("--dry-run", action="store_true",
                    help="smoke run: fake data, two tiny batches, every output written (default: off)")
-    g.add_argument("--log-every", type=int, default=50, metavar="N",
+    g.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
                    help="log metrics every N steps (the GPU syncs only then)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
@@ -71,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cnn, epochs=10, batch_size=128, lr=0.05, out="runs/cnn")
     m = cnn.add_argument_group("model and optimizer")
     m.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with momentum, or Adam")
-    m.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    m.add_argument("--weight-decay", type=float, default=0.0, help="L2 penalty added to the gradient")
+    m.add_argument("--momentum", type=_nonnegative_float, default=0.9, help="SGD momentum")
+    m.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="L2 penalty added to the gradient")
     m.add_argument("--channels", default="32,64", help="conv widths, one conv+ReLU+maxpool block each")
     m.add_argument("--hidden", default="256", help="hidden Linear widths ('' for none)")
-    m.add_argument("--kernel-size", type=int, default=5, help="odd conv kernel size ('same' padding)")
-    m.add_argument("--test-batch-size", type=int, default=250, help="images per evaluation batch")
+    m.add_argument("--kernel-size", type=_positive_int, default=5, help="odd conv kernel size ('same' padding)")
+    m.add_argument("--test-batch-size", type=_positive_int, default=250, help="images per evaluation batch")
 
     gan = tsub.add_parser("gan", help="MLP GAN or DCGAN", formatter_class=_Formatter,
                           description="Train a GAN; sample grids of a fixed noise batch go to <out>/samples/.")
@@ -84,29 +123,33 @@ def build_parser() -> argparse.ArgumentParser:
     m = gan.add_argument_group("model and optimizer")
     m.add_argument("--model", choices=("mlp", "dcgan"), default="dcgan", help="MLP GAN or DCGAN")
     m.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (G and D)")
-    m.add_argument("--nz", type=int, default=100, help="noise dimension")
-    m.add_argument("--width", type=int, default=64, help="DCGAN base width (ngf = ndf)")
+    m.add_argument("--nz", type=_positive_int, default=100, help="noise dimension")
+    m.add_argument("--width", type=_positive_int, default=64, help="DCGAN base width (ngf = ndf)")
     m.add_argument("--g-hidden", default="256,512", help="MLP G hidden widths")
     m.add_argument("--d-hidden", default="512,256", help="MLP D hidden widths")
-    m.add_argument("--d-steps", type=int, default=1, help="k: D updates per G update")
+    m.add_argument("--d-steps", type=_positive_int, default=1, help="k: D updates per G update")
     m.add_argument("--g-loss", choices=("nonsat", "minimax"), default="nonsat",
                    help="nonsat: minimise -log D(G(z)); minimax: minimise log(1 - D(G(z)))")
-    m.add_argument("--sample-every", type=int, default=500, metavar="N", help="write a sample grid every N iterations")
-    m.add_argument("--n-samples", type=int, default=64, help="images in each sample grid")
+    m.add_argument("--sample-every", type=_positive_int, default=500, metavar="N",
+                   help="write a sample grid every N iterations")
+    m.add_argument("--n-samples", type=_positive_int, default=64, help="images in each sample grid")
+    m.add_argument("--iterations", type=_positive_int, default=None, metavar="N",
+                   help="stop after N iterations in all, however many epochs that takes (replaces --epochs; "
+                        "a checkpoint and the final grid are written at the stop; default: use --epochs)")
 
     ev = sub.add_parser("eval", help="test accuracy of a CNN checkpoint", formatter_class=_Formatter)
     ev.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train cnn`")
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the checkpoint's data set")
     ev.add_argument("--data-dir", default=None, metavar="DIR", help="directory of the IDX files")
-    ev.add_argument("--batch-size", type=int, default=250, help="images per evaluation batch")
+    ev.add_argument("--batch-size", type=_positive_int, default=250, help="images per evaluation batch")
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     ev.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sa = sub.add_parser("sample", help="PNG grid from a GAN checkpoint", formatter_class=_Formatter)
     sa.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train gan`")
     sa.add_argument("--output", default="samples.png", help="PNG file to write")
-    sa.add_argument("--num", type=int, default=64, help="number of images")
-    sa.add_argument("--nrow", type=int, default=None, help="images per row (default: square)")
+    sa.add_argument("--num", type=_positive_int, default=64, help="number of images")
+    sa.add_argument("--nrow", type=_positive_int, default=None, help="images per row (default: square)")
     sa.add_argument("--seed", type=int, default=0, help="seeds the noise")
     sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     sa.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
@@ -119,7 +162,7 @@ def _train(args) -> int:
     common = dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
                   dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,
-                  progress=args.progress)
+                  progress=args.progress, allow_lr_change=args.allow_lr_change)
     if args.what == "cnn":
         from .train.cnn import CNNConfig, train_cnn
         cfg = CNNConfig(out=args.out, optimizer=args.optimizer, momentum=args.momentum,
@@ -133,7 +176,8 @@ def _train(args) -> int:
     from .train.gan import GANConfig, train_gan
     cfg = GANConfig(model=args.model, out=args.out or f"runs/{args.model}", beta1=args.beta1, nz=args.nz,
                     width=args.width, g_hidden=args.g_hidden, d_hidden=args.d_hidden, d_steps=args.d_steps,
-                    g_loss=args.g_loss, sample_every=args.sample_every, n_samples=args.n_samples, **common)
+                    g_loss=args.g_loss, sample_every=args.sample_every, n_samples=args.n_samples,
+                    iterations=args.iterations, **common)
     result = train_gan(cfg)
     if "d_x" in result:
         print(f"{cfg.model}: {result['iter']} iterations, mean D(x) {result['d_x']:.3f}, "
@@ -168,11 +212,15 @@ def _eval(args) -> int:
 def _sample(args) -> int:
     import numpy as np
 
-    from .train.common import resolve_device, xp_for
+    from .train.common import require_extras, resolve_device, writable_file, xp_for
     from .train.gan import generate, generator_from_checkpoint, noise
 
     if args.num < 1:
         raise ValueError(f"num: got {args.num}, expected a positive number of images")
+    if args.nrow is not None and args.nrow < 1:
+        raise ValueError(f"nrow: got {args.nrow}, expected a positive int (images per row)")
+    require_extras()
+    writable_file(args.output, "output")
     device = resolve_device(args.device, args.kernels)
     G, meta = generator_from_checkpoint(args.checkpoint, device, args.kernels)
     z = noise(np.random.default_rng(args.seed), args.num, meta["arch"]["nz"], xp_for(device))

@@ -194,7 +194,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     assert cli.main([*base, "--epochs", "1"]) == 0
     before = (tmp_path / "n" / "checkpoint.safetensors").read_bytes()
     capsys.readouterr()
-    assert cli.main([*base, "--epochs", "3", "--resume", "--lr", "1e30"]) == cli.EXIT_NONFINITE
+    assert cli.main([*base, "--epochs", "3", "--resume", "--lr", "1e30", "--allow-lr-change"]) == cli.EXIT_NONFINITE
     err = capsys.readouterr().err
     assert "training loss became" in err and "last good checkpoint" in err
     assert (tmp_path / "n" / "checkpoint.safetensors").read_bytes() == before
@@ -202,9 +202,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--epochs", "0"], "epochs: got 0"),
-    (["--batch-size", "-3"], "batch_size: got -3"),
-    (["--lr", "nan"], "lr: got nan"),
     (["--channels", "32,x"], "channels: got '32,x'"),
     (["--kernel-size", "4"], "kernel_size: got 4"),
 ])
@@ -234,3 +231,289 @@ def test_check_is_delegated_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastconv.check", fake)
     assert cli.main(["check", "--quick", "-k", "conv"]) == 7
     assert seen == [["--quick", "-k", "conv"]]
+
+
+@pytest.mark.parametrize("what, flags, needle", [
+    ("cnn", ["--epochs", "0"], "argument --epochs: got 0, expected a positive int"),
+    ("cnn", ["--epochs", "-2"], "argument --epochs: got -2, expected a positive int"),
+    ("cnn", ["--batch-size", "-3"], "argument --batch-size: got -3, expected a positive int"),
+    ("cnn", ["--lr", "-0.1"], "argument --lr: got '-0.1', expected a positive finite number"),
+    ("cnn", ["--lr", "nan"], "argument --lr: got 'nan', expected a positive finite number"),
+    ("cnn", ["--weight-decay", "-0.001"], "argument --weight-decay: got '-0.001', expected a finite number >= 0"),
+    ("cnn", ["--weight-decay=-1e-4"], "argument --weight-decay: got '-1e-4', expected a finite number >= 0"),
+    ("cnn", ["--momentum", "-0.5"], "argument --momentum: got '-0.5', expected a finite number >= 0"),
+    ("gan", ["--iterations", "0"], "argument --iterations: got 0, expected a positive int"),
+    ("gan", ["--d-steps", "x"], "argument --d-steps: got 'x', expected a positive int"),
+])
+def test_negative_or_zero_flags_rejected_by_argparse(capsys, what, flags, needle):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", what, "--dry-run", "--device", "cpu", *flags])
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_trainer_api_rejects_negative_weight_decay(tmp_path):
+    from fastconv.train import CNNConfig, train_cnn
+    with pytest.raises(ValueError, match="weight_decay: got -0.1, expected a finite number >= 0"):
+        train_cnn(CNNConfig(dry_run=True, device="cpu", out=str(tmp_path), weight_decay=-0.1))
+
+
+def test_sample_bad_nrow_and_unwritable_output(tmp_path, capsys):
+    assert cli.main(["train", "gan", "--model", "mlp", "--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    ckpt = str(tmp_path / "checkpoint.safetensors")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--checkpoint", ckpt, "--nrow", "-1"])
+    assert "argument --nrow: got -1, expected a positive int" in capsys.readouterr().err
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    bad = str(blocker / "sub" / "grid.png")  # a directory below a plain file: cannot be created, even by root
+    assert cli.main(["sample", "--checkpoint", ckpt, "--output", bad, "--device", "cpu"]) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"output: got {bad!r}, whose directory cannot be written" in err
+    assert cli.main(["sample", "--checkpoint", ckpt, "--output", str(tmp_path), "--device", "cpu"]) == cli.EXIT_ERROR
+    assert f"output: got {str(tmp_path)!r}, which is a directory" in capsys.readouterr().err
+
+
+def test_save_grid_rejects_bad_nrow(tmp_path):
+    from fastconv.train.images import save_grid
+    with pytest.raises(ValueError, match="nrow: got -1, expected a positive int"):
+        save_grid(np.zeros((4, 1, 8, 8)), str(tmp_path / "g.png"), nrow=-1)
+
+
+@pytest.mark.parametrize("what", ["cnn", "gan"])
+def test_unwritable_out_names_the_flag_before_training(tmp_path, capsys, what):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    bad = str(blocker / "run")
+    assert cli.main(["train", what, "--dry-run", "--device", "cpu", "--out", bad]) == cli.EXIT_ERROR
+    captured = capsys.readouterr()
+    assert f"out: got {bad!r}, which cannot be written" in captured.err
+    assert "data:" not in captured.out  # nothing was loaded or trained first
+
+
+# ---------------------------------------------------------------------------------------------
+# resume must continue the same run
+
+@pytest.mark.parametrize("flag, value, old", [
+    ("--batch-size", "16", "32"), ("--seed", "1", "0"), ("--train-size", "64", "96"), ("--momentum", "0.5", "0.9"),
+    ("--lr", "0.01", "0.05"), ("--optimizer", "adam", "'sgd'"), ("--weight-decay", "0.001", "0.0"),
+])
+def test_cnn_resume_with_other_settings_is_clear_error(tmp_path, capsys, flag, value, old):
+    out = str(tmp_path / "c")
+    assert cli.main(["train", "cnn", *TINY_CNN, "--epochs", "1", "--device", "cpu", "--out", out]) == 0
+    before = (tmp_path / "c" / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    args = ["train", "cnn", *TINY_CNN, "--epochs", "2", "--device", "cpu", "--out", out, "--resume"]
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    assert cli.main(args) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"{flag}: got " in err and f"was trained with {old}" in err and "only --epochs" in err
+    assert (tmp_path / "c" / "checkpoint.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("flag, value", [("--d-steps", "2"), ("--g-loss", "minimax"), ("--beta1", "0.9"),
+                                         ("--lr", "1e-3"), ("--batch-size", "8")])
+def test_gan_resume_with_other_settings_is_clear_error(tmp_path, capsys, flag, value):
+    out = str(tmp_path / "g")
+    base = ["train", "gan", *TINY_GAN, "--model", "mlp", "--device", "cpu", "--out", out]
+    assert cli.main([*base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main([*base, "--epochs", "2", "--resume", flag, value]) == cli.EXIT_ERROR
+    assert f"{flag}: got " in capsys.readouterr().err
+    assert cli.main([*base, "--epochs", "2", "--resume"]) == 0  # only --epochs differs: fine
+
+
+def test_resume_on_other_training_set_is_clear_error(tmp_path, monkeypatch):
+    """--train-size unchanged (None) but the data behind it differs (another --data-dir): the image
+    count is compared too."""
+    from fastconv.train import CNNConfig, train_cnn
+    from fastconv.train import cnn as cnn_mod
+    cfg = dict(dataset="mnist", channels="4", hidden="", batch_size=64, device="cpu", out=str(tmp_path))
+    monkeypatch.setattr(cnn_mod, "load_dataset", lambda name, d=None: cnn_mod.fake_dataset(train=128, test=64))
+    train_cnn(CNNConfig(epochs=1, **cfg))
+    monkeypatch.setattr(cnn_mod, "load_dataset", lambda name, d=None: cnn_mod.fake_dataset(train=256, test=64))
+    with pytest.raises(ValueError, match="--train-size/--data-dir: got 256 training images, but the checkpoint"):
+        train_cnn(CNNConfig(epochs=2, resume=True, **cfg))
+
+
+def test_checkpoint_missing_resume_key_is_clear_error(tmp_path, capsys):
+    from fastconv.checkpoint import save_checkpoint
+    out = tmp_path / "c"
+    assert cli.main(["train", "cnn", *TINY_CNN, "--epochs", "1", "--device", "cpu", "--out", str(out)]) == 0
+    ckpt = out / "checkpoint.safetensors"
+    tensors, meta = load_checkpoint(ckpt)
+    del meta["rng"], meta["format"]
+    save_checkpoint(ckpt, tensors, meta)  # a valid file whose metadata lacks a key the trainer reads
+    capsys.readouterr()
+    assert cli.main(["train", "cnn", *TINY_CNN, "--epochs", "2", "--device", "cpu", "--out", str(out),
+                     "--resume"]) == cli.EXIT_ERROR
+    assert f"{str(ckpt)!r} has no metadata key 'rng'" in capsys.readouterr().err
+    del meta["arch"]["in_shape"]
+    save_checkpoint(ckpt, tensors, meta)
+    assert cli.main(["eval", "--checkpoint", str(ckpt), "--device", "cpu"]) == cli.EXIT_ERROR
+    assert "has no metadata key 'arch.in_shape'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# --iterations, optional packages, kill before the rename
+
+def test_gan_iterations_stop_mid_epoch_and_resume_exactly(tmp_path, capsys):
+    # 4 iterations per epoch; a log line (and history point) every iteration, so that the extra
+    # line a stop writes does not make the logged history differ from an uninterrupted run's
+    flags = TINY_GAN + ["--model", "dcgan", "--width", "4", "--device", "cpu", "--log-every", "1"]
+    assert cli.main(["train", "gan", *flags, "--iterations", "6", "--out", str(tmp_path / "a")]) == 0
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["iter"] == 6 and res["epochs"] == 1 and res["epoch_iter"] == 2
+    assert (tmp_path / "a" / "samples.png").is_file() and (tmp_path / "a" / "samples" / "iter_000006.png").is_file()
+    assert "stopped at --iterations 6, 2/4 iterations into epoch 2" in capsys.readouterr().out
+    # 3 iterations (stops inside epoch 1), then resume up to 6: the same weights, RNG and grid
+    assert cli.main(["train", "gan", *flags, "--iterations", "3", "--out", str(tmp_path / "b")]) == 0
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.safetensors")[1]["epoch_iter"] == 3
+    assert cli.main(["train", "gan", *flags, "--iterations", "6", "--out", str(tmp_path / "b"), "--resume"]) == 0
+    meta = _same_checkpoints(tmp_path / "a" / "checkpoint.safetensors", tmp_path / "b" / "checkpoint.safetensors")
+    assert meta["iter"] == 6 and meta["epoch_iter"] == 2
+    assert (tmp_path / "a" / "samples.png").read_bytes() == (tmp_path / "b" / "samples.png").read_bytes()
+    # a run stopped by --iterations continues by epochs as well: 2 full epochs = 8 iterations
+    assert cli.main(["train", "gan", *flags, "--epochs", "2", "--out", str(tmp_path / "c")]) == 0
+    assert cli.main(["train", "gan", *flags, "--epochs", "2", "--out", str(tmp_path / "a"), "--resume"]) == 0
+    meta = _same_checkpoints(tmp_path / "a" / "checkpoint.safetensors", tmp_path / "c" / "checkpoint.safetensors")
+    assert meta["iter"] == 8 and meta["epoch_iter"] == 0 and meta["epoch"] == 2
+
+
+@pytest.mark.parametrize("module, name", [("safetensors", "safetensors"), ("PIL", "Pillow")])
+@pytest.mark.parametrize("what", ["cnn", "gan"])
+def test_missing_optional_package_is_reported_before_training(tmp_path, capsys, monkeypatch, module, name, what):
+    for mod in list(sys.modules):
+        if mod == module or mod.startswith(module + "."):
+            monkeypatch.setitem(sys.modules, mod, None)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    out = tmp_path / "o"
+    assert cli.main(["train", what, "--dry-run", "--device", "cpu", "--out", str(out)]) == cli.EXIT_ERROR
+    assert name in capsys.readouterr().err
+    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoint.safetensors").exists()
+
+
+def test_sample_without_pillow_fails_before_generating(tmp_path, capsys, monkeypatch):
+    assert cli.main(["train", "gan", "--model", "mlp", "--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    import fastconv.train.gan as gan_mod
+    called = []
+    monkeypatch.setattr(gan_mod, "generator_from_checkpoint", lambda *a, **k: called.append(1))
+    for mod in [m for m in sys.modules if m == "PIL" or m.startswith("PIL.")]:
+        monkeypatch.setitem(sys.modules, mod, None)
+    capsys.readouterr()
+    assert cli.main(["sample", "--checkpoint", str(tmp_path / "checkpoint.safetensors"), "--device", "cpu",
+                     "--output", str(tmp_path / "s.png")]) == cli.EXIT_ERROR
+    assert "Pillow" in capsys.readouterr().err and not called
+
+
+def test_kill_between_checkpoint_write_and_rename_keeps_previous(tmp_path):
+    """Deterministic stand-in for the SIGKILL test: the process dies (os._exit) right before the
+    os.replace of its 2nd checkpoint; the 1st still loads and resumes, and the stale temp goes."""
+    out = tmp_path / "k"
+    code = ("import os, sys\n"
+            "real, n = os.replace, [0]\n"
+            "def replace(src, dst):\n"
+            "    if os.path.basename(dst) == 'checkpoint.safetensors':\n"
+            "        n[0] += 1\n"
+            "        if n[0] == 2:\n"
+            "            os._exit(137)\n"
+            "    return real(src, dst)\n"
+            "os.replace = replace\n"
+            "from fastconv import cli\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    args = ["train", "cnn", *TINY_CNN, "--epochs", "3", "--device", "cpu", "--out", str(out)]
+    r = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 137, r.stderr
+    stale = [n for n in os.listdir(out) if n.startswith(".checkpoint.safetensors.") and n.endswith(".tmp")]
+    assert len(stale) == 1
+    assert load_checkpoint(out / "checkpoint.safetensors", kind="cnn")[1]["epoch"] == 1
+    assert cli.main(["train", "cnn", *TINY_CNN, "--epochs", "2", "--device", "cpu", "--out", str(out),
+                     "--resume"]) == 0
+    assert load_checkpoint(out / "checkpoint.safetensors")[1]["epoch"] == 2
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# device fallback, minimax loss, GAN NaN, the DESIGN.md networks
+
+def test_device_auto_falls_back_to_cpu_and_says_so_once(tmp_path, capsys, monkeypatch):
+    from fastconv import backend
+    from fastconv.train import common
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    monkeypatch.setattr(common, "_fallback_said", False)
+    assert cli.main(["train", "cnn", "--dry-run", "--device", "auto", "--out", str(tmp_path / "c")]) == 0
+    assert cli.main(["train", "gan", "--dry-run", "--out", str(tmp_path / "g")]) == 0  # auto is the default
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "c" / "checkpoint.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("device auto: no usable CUDA GPU") == 1
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["device"] == "cpu"
+    assert json.loads((tmp_path / "g" / "results.json").read_text())["device"] == "cpu"
+
+
+def test_gan_minimax_runs_and_differs_from_nonsat(tmp_path):
+    recs = {}
+    for loss in ("nonsat", "minimax"):
+        out = tmp_path / loss
+        assert cli.main(["train", "gan", "--model", "mlp", "--dry-run", "--device", "cpu", "--g-loss", loss,
+                         "--log-every", "1", "--out", str(out)]) == 0
+        recs[loss] = [r for r in _lines(out / "metrics.jsonl") if r["kind"] == "train"]
+        assert load_checkpoint(out / "checkpoint.safetensors")[1]["config"]["g_loss"] == loss
+    n, m = recs["nonsat"][0], recs["minimax"][0]
+    assert n["d_loss"] == m["d_loss"] and n["d_g_z2"] == m["d_g_z2"]  # iteration 1: the same D step and D(G(z))
+    p = m["d_g_z2"]  # log(1 - D) versus -log D of (about) the same mean D(G(z))
+    assert m["g_loss"] < 0 < n["g_loss"]
+    assert m["g_loss"] == pytest.approx(np.log(1 - p), abs=0.05) and n["g_loss"] == pytest.approx(-np.log(p), abs=0.05)
+    assert recs["nonsat"][1]["g_loss"] != recs["minimax"][1]["g_loss"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_gan_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    out = str(tmp_path / "n")
+    base = ["train", "gan", *TINY_GAN, "--model", "mlp", "--device", "cpu", "--out", out]
+    assert cli.main([*base, "--epochs", "1"]) == 0
+    before = (tmp_path / "n" / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    assert cli.main([*base, "--epochs", "3", "--resume", "--lr", "1e30", "--allow-lr-change"]) == cli.EXIT_NONFINITE
+    err = capsys.readouterr().err
+    assert "loss became" in err and "last good checkpoint" in err
+    assert (tmp_path / "n" / "checkpoint.safetensors").read_bytes() == before
+    assert load_checkpoint(tmp_path / "n" / "checkpoint.safetensors")[1]["epoch"] == 1
+
+
+def test_lenet_and_dcgan_match_design():
+    from fastconv import nn
+    from fastconv.train import build_cnn, build_dcgan
+
+    def count(m):
+        return sum(int(p.data.size) for p in m.parameters())
+
+    lenet = build_cnn(rng=np.random.default_rng(0))
+    mods = list(lenet)
+    assert [type(m).__name__ for m in mods] == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d",
+                                                "Flatten", "Linear", "ReLU", "Linear"]
+    assert (mods[0].weight.data.shape, mods[3].weight.data.shape) == ((32, 1, 5, 5), (64, 32, 5, 5))
+    assert (mods[7].weight.data.size, mods[9].weight.data.size) == (3136 * 256, 256 * 10)
+    assert count(lenet) == 857_738
+
+    G, D = build_dcgan(rng=np.random.default_rng(0))
+    assert [type(m).__name__ for m in G] == ["Linear", "BatchNorm1d", "ReLU", "Unflatten", "ConvTranspose2d",
+                                             "BatchNorm2d", "ReLU", "ConvTranspose2d", "Tanh"]
+    assert [type(m).__name__ for m in D] == ["Conv2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU",
+                                             "Flatten", "Linear"]
+    assert count(G) == 771_969 and count(D) == 138_689
+    weighted = [m for m in list(G) + list(D) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    assert len(weighted) == 6
+    for m in weighted:  # DCGAN init: N(0, 0.02)
+        w = m.weight.data
+        assert abs(float(w.std()) - 0.02) < 0.1 * 0.02 and abs(float(w.mean())) < 0.004, type(m).__name__
+        if getattr(m, "bias", None) is not None:
+            assert not np.any(m.bias.data)
+    for m in list(G) + list(D):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            assert abs(float(m.weight.data.mean()) - 1.0) < 0.01 and not np.any(m.bias.data)
+    assert [m.negative_slope for m in D if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2]

@@ -19,11 +19,18 @@ import numpy as np
 from .. import nn
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, save_checkpoint, split_prefix, with_prefix
 from ..data import fake_dataset, iterate_batches, load_dataset, to_float
-from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, check_finite, check_positive, parse_int_list,
-                     progress, resolve_device, resume_path, say, to_host_float, xp_for)
+from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, check_finite, check_nonnegative, check_positive,
+                     check_resume_config, parse_int_list, progress, require_extras, resolve_device, resume_path, say,
+                     to_host_float, writable_dir, xp_for)
 from .images import plot_curves
 
 OPTIMIZERS = ("sgd", "adam")
+# metadata a CNN checkpoint must hold: to rebuild the model (eval), and to resume a run
+MODEL_KEYS = ("arch.channels", "arch.hidden", "arch.kernel_size", "arch.in_shape", "arch.classes", "epoch")
+# settings that change the trained weights: a resumed run must use the checkpoint's values
+RESUME_MUST_MATCH = ("dataset", "train_size", "batch_size", "seed", "optimizer", "lr", "momentum", "weight_decay")
+RESUME_KEYS = MODEL_KEYS + ("arch", "step", "rng", "history", "train_images") + tuple(
+    "config." + k for k in RESUME_MUST_MATCH)
 
 
 @dataclass
@@ -50,6 +57,7 @@ class CNNConfig:
     test_batch_size: int = 250
     log_every: int = 50
     progress: bool | None = None
+    allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +104,7 @@ def arch_of(cfg: CNNConfig, in_shape) -> dict:
 
 def model_from_checkpoint(path: str, device: str = "cpu", kernels: str | None = None):
     """(model in eval mode, metadata) from a CNN checkpoint."""
-    tensors, meta = load_checkpoint(path, kind="cnn")
+    tensors, meta = load_checkpoint(path, kind="cnn", keys=MODEL_KEYS)
     arch = meta["arch"]
     model = build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"], tuple(arch["in_shape"]),
                       arch["classes"], rng=np.random.default_rng(0))
@@ -137,6 +145,8 @@ def _prepare(cfg: CNNConfig) -> CNNConfig:
     check_positive(cfg.lr, "lr", float)
     check_positive(cfg.log_every, "log_every")
     check_positive(cfg.test_batch_size, "test_batch_size")
+    check_nonnegative(cfg.momentum, "momentum")
+    check_nonnegative(cfg.weight_decay, "weight_decay")
     if cfg.train_size is not None:
         check_positive(cfg.train_size, "train_size")
     if cfg.optimizer not in OPTIMIZERS:
@@ -147,6 +157,8 @@ def _prepare(cfg: CNNConfig) -> CNNConfig:
 def train_cnn(cfg: CNNConfig) -> dict:
     """Run (or resume) training as ``cfg`` says; returns the summary also written to <out>/results.json."""
     cfg = _prepare(cfg)
+    require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
+    writable_dir(cfg.out, "out")
     device = resolve_device(cfg.device, cfg.kernels)
     xp = xp_for(device)
     data = fake_dataset(train=64, test=32) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
@@ -168,13 +180,11 @@ def train_cnn(cfg: CNNConfig) -> dict:
     opt_state = None
     src = resume_path(cfg.resume, cfg.out)
     if src is not None:
-        tensors, meta = load_checkpoint(src, kind="cnn")
+        tensors, meta = load_checkpoint(src, kind="cnn", keys=RESUME_KEYS)
         if meta["arch"] != arch:
             raise ValueError(f"resume: checkpoint {src!r} has architecture {meta['arch']}, but the flags give {arch}; "
                              "expected the same --channels/--hidden/--kernel-size and data set")
-        if meta["optimizer"] != cfg.optimizer:
-            raise ValueError(f"resume: checkpoint {src!r} was trained with --optimizer {meta['optimizer']}, "
-                             f"got {cfg.optimizer!r}; expected the same optimizer")
+        check_resume_config(src, meta, cfg, RESUME_MUST_MATCH, len(y_train))
         model.load_state_dict(split_prefix(tensors, "model."))
         opt_state = split_prefix(tensors, "optim.")
         rng = rng_from_state(meta["rng"])
@@ -186,7 +196,7 @@ def train_cnn(cfg: CNNConfig) -> dict:
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)
-        opt.lr = float(cfg.lr)  # the flag wins over the checkpoint's learning rate
+        opt.lr = float(cfg.lr)  # equal to the checkpoint's, or a new rate with --allow-lr-change
     loss_fn = nn.CrossEntropyLoss(kernels=cfg.kernels)
     if start_epoch < cfg.epochs:
         say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
@@ -229,7 +239,7 @@ def train_cnn(cfg: CNNConfig) -> dict:
                 history[k].append(v)
             meta = {"kind": "cnn", "arch": arch, "optimizer": cfg.optimizer, "epoch": epoch + 1, "step": step,
                     "rng": rng_state(rng), "history": history, "dataset": cfg.dataset,
-                    "config": _jsonable(cfg)}
+                    "train_images": len(y_train), "config": _jsonable(cfg)}
             tensors = with_prefix(model.state_dict(), "model.")
             tensors.update(with_prefix(opt.state_dict(), "optim."))
             save_checkpoint(ckpt, tensors, meta)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -72,7 +73,8 @@ def to_host_float(x) -> float:
 def check_finite(value: float, what: str, where: str, checkpoint: str | None) -> None:
     if math.isfinite(value):
         return
-    keep = (f"the last good checkpoint {checkpoint!r} is kept; resume from it with a smaller --lr"
+    keep = (f"the last good checkpoint {checkpoint!r} is kept; resume from it with a smaller --lr and "
+            "--allow-lr-change"
             if checkpoint and os.path.exists(checkpoint) else "no checkpoint had been written yet")
     raise NonFiniteLossError(f"{what} became {value} at {where}; training stopped, {keep}")
 
@@ -156,3 +158,71 @@ def check_positive(value, name: str, kind=int):
     if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
         raise ValueError(f"{name}: got {value!r}, expected a positive {'int' if kind is int else 'number'}")
     return value
+
+
+def check_nonnegative(value, name: str):
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if not ok or not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name}: got {value!r}, expected a finite number >= 0")
+    return value
+
+
+def require_extras() -> None:
+    """Import safetensors (checkpoints) and Pillow (PNGs) now, so that a missing one is an error
+    before any data is read or any step trained, not after the first epoch."""
+    from ..checkpoint import _safetensors
+    from .images import _pil
+    _safetensors()
+    _pil()
+
+
+def _cannot_write(directory: str) -> str | None:
+    """Why no file can be created in ``directory`` (created if missing), or None when one can."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def writable_dir(path, name: str) -> str:
+    """Create ``path`` if needed and check that a file can be written in it; else a ValueError naming ``name``."""
+    path = os.fspath(path)
+    why = _cannot_write(path)
+    if why:
+        raise ValueError(f"{name}: got {path!r}, which cannot be written ({why}); expected a writable directory")
+    return path
+
+
+def writable_file(path, name: str) -> str:
+    """Check that file ``path`` can be written (its directory is created if needed); else a ValueError."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: got {path!r}, which is a directory; expected a file path")
+    why = _cannot_write(os.path.dirname(os.path.abspath(path)))
+    if why:
+        raise ValueError(f"{name}: got {path!r}, whose directory cannot be written ({why}); expected a file path "
+                         "in a writable directory")
+    return path
+
+
+def check_resume_config(src: str, meta: dict, cfg, keys, train_images: int) -> None:
+    """A resumed run must continue the checkpoint's run: every setting in ``keys`` that changes the
+    result must equal the checkpoint's (--epochs/--iterations may differ: that is how a run is
+    extended; --lr may differ with cfg.allow_lr_change). A mismatch names the flag and both values."""
+    old_cfg = meta["config"]
+    for key in keys:
+        old, new = old_cfg[key], getattr(cfg, key)
+        if old == new or (key == "lr" and getattr(cfg, "allow_lr_change", False)):
+            continue
+        flag = "--" + key.replace("_", "-")
+        hint = " (or add --allow-lr-change to train on with the new rate)" if key == "lr" else ""
+        raise ValueError(f"{flag}: got {new!r}, but the checkpoint {src!r} was trained with {old!r}; expected the "
+                         f"same value when resuming{hint} — only --epochs/--iterations may differ")
+    if meta["train_images"] != train_images:
+        raise ValueError(f"--train-size/--data-dir: got {train_images} training images, but the checkpoint {src!r} "
+                         f"was trained on {meta['train_images']}; expected the same training set when resuming")
+    if getattr(cfg, "allow_lr_change", False) and old_cfg["lr"] != cfg.lr:
+        say(f"resume: --lr {cfg.lr} replaces the checkpoint's {old_cfg['lr']} (--allow-lr-change)")

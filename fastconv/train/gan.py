@@ -27,15 +27,25 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .. import nn
-from ..checkpoint import load_checkpoint, rng_from_state, rng_state, save_checkpoint, split_prefix, with_prefix
-from ..data import fake_dataset, iterate_batches, load_dataset, to_float
-from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, check_finite, check_positive, parse_int_list,
-                     progress, resolve_device, resume_path, say, to_host_float, xp_for)
+from ..checkpoint import (CheckpointError, load_checkpoint, require_keys, rng_from_state, rng_state, save_checkpoint,
+                          split_prefix, with_prefix)
+from ..data import fake_dataset, load_dataset, to_float
+from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, check_finite, check_positive, check_resume_config,
+                     parse_int_list, progress, require_extras, resolve_device, resume_path, say, to_host_float,
+                     writable_dir, xp_for)
 from .images import plot_curves, save_grid
 
 MODELS = ("mlp", "dcgan")
 G_LOSSES = ("nonsat", "minimax")
 HISTORY_KEYS = ("iter", "d_loss", "g_loss", "d_x", "d_g_z")
+# metadata a GAN checkpoint must hold: to rebuild G (sample), and to resume a run
+MODEL_KEYS = ("arch.model", "arch.nz", "arch.image_shape", "epoch")
+ARCH_KEYS = {"dcgan": ("arch.width",), "mlp": ("arch.g_hidden", "arch.d_hidden")}
+# settings that change the trained weights (seed: also the fixed noise of the sample grids)
+RESUME_MUST_MATCH = ("dataset", "train_size", "batch_size", "seed", "lr", "beta1", "d_steps", "g_loss")
+RESUME_KEYS = MODEL_KEYS + ("arch", "iter", "epoch_iter", "rng", "train_images") + tuple(
+    "config." + k for k in RESUME_MUST_MATCH)
+RESUME_ARRAYS = tuple(f"history.{k}" for k in HISTORY_KEYS)
 
 
 @dataclass
@@ -65,6 +75,8 @@ class GANConfig:
     n_samples: int = 64
     log_every: int = 50
     progress: bool | None = None
+    iterations: int | None = None      # stop after this many iterations in all (replaces epochs)
+    allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +157,8 @@ def arch_of(cfg: GANConfig, image_shape) -> dict:
 
 def generator_from_checkpoint(path: str, device: str = "cpu", kernels: str | None = None):
     """(G in eval mode, metadata) from a GAN checkpoint."""
-    tensors, meta = load_checkpoint(path, kind="gan")
+    tensors, meta = load_checkpoint(path, kind="gan", keys=MODEL_KEYS)
+    require_keys(meta, ARCH_KEYS.get(meta["arch"]["model"], ()), path)
     G, _ = build_gan(meta["arch"], rng=np.random.default_rng(0))
     G.load_state_dict(split_prefix(tensors, "G."))
     G.to(device, kernels=kernels)
@@ -178,6 +191,7 @@ def _prepare(cfg: GANConfig) -> GANConfig:
         cfg.train_size = 2 * cfg.batch_size * cfg.d_steps
         cfg.sample_every, cfg.n_samples = 1, min(cfg.n_samples, 16)
         cfg.width = min(cfg.width, 8)
+        cfg.iterations = None if cfg.iterations is None else min(cfg.iterations, 2)
         cfg.g_hidden, cfg.d_hidden = [32], [32]
     if cfg.model not in MODELS:
         raise ValueError(f"model: got {cfg.model!r}, expected one of {', '.join(map(repr, MODELS))}")
@@ -190,6 +204,8 @@ def _prepare(cfg: GANConfig) -> GANConfig:
         raise ValueError(f"beta1: got {cfg.beta1!r}, expected a number in [0, 1)")
     if cfg.train_size is not None:
         check_positive(cfg.train_size, "train_size")
+    if cfg.iterations is not None:
+        check_positive(cfg.iterations, "iterations")
     return cfg
 
 
@@ -202,6 +218,8 @@ def train_gan(cfg: GANConfig) -> dict:
     from ..optim import Adam
 
     cfg = _prepare(cfg)
+    require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
+    writable_dir(cfg.out, "out")
     device = resolve_device(cfg.device, cfg.kernels)
     xp = xp_for(device)
     data = fake_dataset(train=64, test=8) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
@@ -220,23 +238,35 @@ def train_gan(cfg: GANConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     G, D = build_gan(arch, rng=rng)
     fixed_z = noise(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.nz)  # the same grid every time
-    start_epoch, it = 0, 0
+    n_iters = (len(x_train) // cfg.batch_size) // cfg.d_steps  # iterations per epoch (>= 1, checked above)
+    end_epoch = cfg.epochs if cfg.iterations is None else -(-cfg.iterations // n_iters)
+    start_epoch, it, pos, order = 0, 0, 0, None  # pos: iterations done in a partial epoch, order: its shuffle
     history = {k: [] for k in HISTORY_KEYS}
     opt_states = None
     src = resume_path(cfg.resume, cfg.out)
     if src is not None:
-        tensors, meta = load_checkpoint(src, kind="gan")
+        tensors, meta = load_checkpoint(src, kind="gan", keys=RESUME_KEYS, arrays=RESUME_ARRAYS)
         if meta["arch"] != arch:
             raise ValueError(f"resume: checkpoint {src!r} has architecture {meta['arch']}, but the flags give {arch}; "
                              "expected the same --model/--nz/--width and data set")
+        check_resume_config(src, meta, cfg, RESUME_MUST_MATCH, len(x_train))
+        pos = meta["epoch_iter"]
+        if pos:
+            if "order" not in tensors:
+                raise CheckpointError(f"checkpoint: {src!r} stopped {pos} iterations into an epoch but has no array "
+                                      "'order'; expected the epoch's shuffle order to continue it")
+            order = tensors["order"]
         G.load_state_dict(split_prefix(tensors, "G."))
         D.load_state_dict(split_prefix(tensors, "D."))
         opt_states = split_prefix(tensors, "optG."), split_prefix(tensors, "optD.")
         history = {k: [float(v) for v in tensors[f"history.{k}"]] for k in HISTORY_KEYS}
         rng = rng_from_state(meta["rng"])
         start_epoch, it = meta["epoch"], meta["iter"]
-        say(f"resumed from {src}: epoch {start_epoch}, iteration {it}")
-        if start_epoch >= cfg.epochs:
+        say(f"resumed from {src}: epoch {start_epoch}" + (f" and {pos} iterations" if pos else "")
+            + f", iteration {it}")
+        if cfg.iterations is not None and it >= cfg.iterations:
+            say(f"checkpoint already has {it} iterations >= --iterations {cfg.iterations}; nothing to train")
+        elif cfg.iterations is None and start_epoch >= cfg.epochs:
             say(f"checkpoint already has {start_epoch} epochs >= --epochs {cfg.epochs}; nothing to train")
     G.to(device, kernels=cfg.kernels)
     D.to(device, kernels=cfg.kernels)
@@ -245,7 +275,7 @@ def train_gan(cfg: GANConfig) -> dict:
     if opt_states is not None:
         opt_g.load_state_dict(opt_states[0])
         opt_d.load_state_dict(opt_states[1])
-        opt_g.lr = opt_d.lr = float(cfg.lr)  # the flag wins over the checkpoint's learning rate
+        opt_g.lr = opt_d.lr = float(cfg.lr)  # the checkpoint's, or a new rate with --allow-lr-change
     bce = nn.BCEWithLogitsLoss(kernels=cfg.kernels)
     fixed_zd = xp.asarray(fixed_z)
     ones = xp.ones((cfg.batch_size, 1), np.float32)
@@ -258,19 +288,26 @@ def train_gan(cfg: GANConfig) -> dict:
         f"batch {cfg.batch_size}, {cfg.d_steps} D step(s) per G step, {cfg.g_loss} G loss")
 
     keys = ("d_loss", "g_loss", "d_x", "d_g_z1", "d_g_z2")
+    epochs_done = start_epoch
     with MetricsLog(os.path.join(cfg.out, METRICS_NAME), append=src is not None) as log:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, end_epoch):
+            if cfg.iterations is not None and it >= cfg.iterations:
+                break
             t0 = time.perf_counter()
-            batches = iterate_batches(xd, None, cfg.batch_size, rng, drop_last=True)
-            n_iters = (len(x_train) // cfg.batch_size) // cfg.d_steps
+            first = pos
+            if order is None:  # a new epoch: one permutation drawn from rng (a resumed partial one keeps its own)
+                order = rng.permutation(len(x_train))
+            order_d = order if device == "cpu" else xp.asarray(order)  # index on the device
             dev = dict.fromkeys(keys, 0)   # sums on the device since the last sync
             host = dict.fromkeys(keys, 0.0)  # sums on the host since the last log line
             n_dev = n_host = 0
-            with progress(n_iters * per_iter, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress) as bar:
-                for i in range(n_iters):
+            stopped = False
+            with progress((n_iters - first) * per_iter, f"epoch {epoch + 1}/{end_epoch}", cfg.progress) as bar:
+                for i in range(first, n_iters):
                     # (1) Update D: maximize log D(x) + log(1 - D(G(z)))
-                    for _ in range(cfg.d_steps):
-                        real, _ = next(batches)
+                    for j in range(cfg.d_steps):
+                        b = (i * cfg.d_steps + j) * cfg.batch_size
+                        real = xd[order_d[b:b + cfg.batch_size]]
                         D.zero_grad()
                         logits_real = D.forward(real)
                         loss_real = bce.forward(logits_real, ones)
@@ -292,12 +329,14 @@ def train_gan(cfg: GANConfig) -> dict:
                     G.backward(D.backward(dlogits), input_grad=False)
                     opt_g.step()
                     it += 1
+                    stopped = cfg.iterations is not None and it >= cfg.iterations
+                    flush = stopped or i == n_iters - 1  # the epoch's (or the run's) last iteration
 
                     for k, v in zip(keys, (loss_real + loss_fake, loss_g, _sigmoid_mean(xp, logits_real),
                                            _sigmoid_mean(xp, logits_fake), _sigmoid_mean(xp, logits))):
                         dev[k] = dev[k] + v
                     n_dev += 1
-                    if it % sync_every == 0 or i == n_iters - 1:
+                    if it % sync_every == 0 or flush:
                         for k in keys:
                             host[k] += to_host_float(dev[k])
                             dev[k] = 0
@@ -305,7 +344,7 @@ def train_gan(cfg: GANConfig) -> dict:
                         for k in ("d_loss", "g_loss"):
                             check_finite(host[k] / n_host, k.replace("_", " "), f"epoch {epoch + 1}, iteration {it}",
                                          ckpt)
-                    if (it % cfg.log_every == 0 or i == n_iters - 1) and n_host:
+                    if (it % cfg.log_every == 0 or flush) and n_host:
                         m = {k: host[k] / n_host for k in keys}
                         log.write(kind="train", epoch=epoch + 1, iter=it, **m)
                         for hk, v in zip(HISTORY_KEYS, (it, m["d_loss"], m["g_loss"], m["d_x"], m["d_g_z1"])):
@@ -316,19 +355,33 @@ def train_gan(cfg: GANConfig) -> dict:
                     if it % cfg.sample_every == 0:
                         generate(G, fixed_zd, os.path.join(samples_dir, f"iter_{it:06d}.png"))
                     bar.update(per_iter)
+                    if stopped:
+                        break
             seconds = time.perf_counter() - t0
-            meta = {"kind": "gan", "arch": arch, "epoch": epoch + 1, "iter": it, "step": it, "rng": rng_state(rng),
-                    "dataset": cfg.dataset, "config": _jsonable(cfg)}
+            done_here = i + 1 - first  # iterations run in this epoch by this process
+            pos = 0 if i == n_iters - 1 else i + 1
+            epochs_done = epoch + (pos == 0)
+            meta = {"kind": "gan", "arch": arch, "epoch": epochs_done, "iter": it, "epoch_iter": pos, "step": it,
+                    "rng": rng_state(rng), "dataset": cfg.dataset, "train_images": len(x_train),
+                    "config": _jsonable(cfg)}
             tensors = {**with_prefix(G.state_dict(), "G."), **with_prefix(D.state_dict(), "D."),
                        **with_prefix(opt_g.state_dict(), "optG."), **with_prefix(opt_d.state_dict(), "optD.")}
             tensors.update({f"history.{k}": np.asarray(history[k], np.float64) for k in HISTORY_KEYS})
+            if pos:  # stopped inside an epoch: keep its shuffle so that a resume continues it exactly
+                tensors["order"] = np.asarray(order, np.int64)
             save_checkpoint(ckpt, tensors, meta)
+            if not pos:
+                order = None
             last = {k: history[k][-1] for k in HISTORY_KEYS} if history["iter"] else {}
-            log.write(kind="epoch", epoch=epoch + 1, iter=it, seconds=seconds,
-                      images_per_s=n_iters * per_iter / seconds, **{k: v for k, v in last.items() if k != "iter"})
-            say(f"epoch {epoch + 1}/{cfg.epochs}: iteration {it}, D loss {last['d_loss']:.4f}, G loss "
+            log.write(kind="epoch", epoch=epoch + 1, iter=it, seconds=seconds, partial=bool(pos),
+                      images_per_s=done_here * per_iter / seconds, **{k: v for k, v in last.items() if k != "iter"})
+            where = f"epoch {epoch + 1}/{end_epoch}" if not pos else \
+                f"stopped at --iterations {cfg.iterations}, {pos}/{n_iters} iterations into epoch {epoch + 1}"
+            say(f"{where}: iteration {it}, D loss {last['d_loss']:.4f}, G loss "
                 f"{last['g_loss']:.4f}, D(x) {last['d_x']:.3f}, D(G(z)) {last['d_g_z']:.3f} ({seconds:.1f} s, "
-                f"{n_iters * per_iter / seconds:.0f} real img/s)")
+                f"{done_here * per_iter / seconds:.0f} real img/s)")
+            if stopped:
+                break
 
     final = os.path.join(cfg.out, "samples.png")
     generate(G, fixed_zd, final)
@@ -340,7 +393,7 @@ def train_gan(cfg: GANConfig) -> dict:
                     {"mean D(x)": (history["iter"], history["d_x"]),
                      "mean D(G(z))": (history["iter"], history["d_g_z"])},
                     title="discriminator outputs", xlabel="iteration")
-    result = {"model": cfg.model, "epochs": max(start_epoch, cfg.epochs), "iter": it,
+    result = {"model": cfg.model, "epochs": epochs_done, "epoch_iter": pos, "iter": it,
               "device": device, "dataset": data.describe(), "samples": final, "checkpoint": ckpt,
               **({k: history[k][-1] for k in HISTORY_KEYS if k != "iter"} if history["iter"] else {})}
     with open(os.path.join(cfg.out, "results.json"), "w") as f:

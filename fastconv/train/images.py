@@ -36,6 +36,8 @@ def save_grid(images, path: str, nrow: int | None = None, value_range=(-1.0, 1.0
     x = np.asarray(images, dtype=np.float64)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] < 1:
         raise ValueError(f"images: got shape {x.shape}, expected (N, 1 or 3, H, W) with N >= 1")
+    if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, (int, np.integer)) or nrow < 1):
+        raise ValueError(f"nrow: got {nrow!r}, expected a positive int (images per row) or None (square)")
     lo, hi = value_range
     if not hi > lo:
         raise ValueError(f"value_range: got {value_range!r}, expected (low, high) with high > low")

@@ -28,9 +28,9 @@ if "$PYTHON" -c 'import sys, fastconv; sys.exit(0 if fastconv.gpu_available() el
     CNN_ARGS=(--epochs 12)
     GAN_ARGS=(--epochs 5)
 else
-    echo "main job: no GPU, CPU settings (LeNet 3 epochs; DCGAN 400 iterations on 25,600 images)"
+    echo "main job: no GPU, CPU settings (LeNet 3 epochs; DCGAN 400 iterations, whatever the data size)"
     CNN_ARGS=(--epochs 3)
-    GAN_ARGS=(--epochs 1 --train-size 25600 --sample-every 100 --log-every 20)
+    GAN_ARGS=(--iterations 400 --sample-every 100 --log-every 20)
 fi
 
 "$PYTHON" -m fastconv train cnn "${CNN_ARGS[@]}" --out "$OUT/cnn" "$@"

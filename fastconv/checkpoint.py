@@ -172,6 +172,16 @@ def _lookup(meta: dict, dotted: str):
     return v
 
 
+def require_keys(meta: dict, keys, path) -> None:
+    """CheckpointError naming ``path`` and the key unless every dotted key in ``keys`` is in ``meta``."""
+    for key in keys:
+        try:
+            _lookup(meta, key)
+        except KeyError:
+            raise CheckpointError(f"checkpoint: {os.fspath(path)!r} has no metadata key {key!r}; expected the keys "
+                                  f"{', '.join(keys)} of a checkpoint written by fastconv train") from None
+
+
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, keys=(), arrays=()) \
         -> tuple[dict[str, np.ndarray], dict]:
     """Read a checkpoint: (name -> numpy array, metadata dict). Raises CheckpointError when it is damaged.
@@ -224,12 +234,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, keys=(), a
                                   "written by fastconv train")
         if meta["kind"] != kind:
             raise CheckpointError(f"checkpoint: {path!r} holds a {meta['kind']!r} model, expected a {kind!r} one")
-    for key in keys:
-        try:
-            _lookup(meta, key)
-        except KeyError:
-            raise CheckpointError(f"checkpoint: {path!r} has no metadata key {key!r}; expected the keys "
-                                  f"{', '.join(keys)} of a checkpoint written by fastconv train") from None
+    require_keys(meta, keys, path)
     for name in arrays:
         if name not in tensors:
             raise CheckpointError(f"checkpoint: {path!r} has no array {name!r}; expected the arrays "

@@ -397,3 +397,24 @@ def test_batchnorm_backward_checks_its_statistics():
         ops.batchnorm_backward(dy, x, g, m.astype(np.float64), s)
     with raises(ValueError, "invstd: got an array of shape (3, 1)", "expected 1-d"):
         ops.batchnorm_backward(dy, x, g, m, s.reshape(3, 1))
+
+
+def test_bad_kernel_family_environment_fails_on_cpu_runs_too(monkeypatch):
+    from fastconv.train.common import resolve_device
+    monkeypatch.setenv("FASTCONV_KERNELS", "bogus")
+    with raises(ValueError, "FASTCONV_KERNELS: got 'bogus'", "expected one of 'cupy', 'numba'"):
+        resolve_device("cpu")
+    monkeypatch.setenv("FASTCONV_KERNELS", "numba")
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_kernel_family_precedence(monkeypatch):
+    monkeypatch.setenv("FASTCONV_KERNELS", "numba")
+    assert backend.kernel_family() == "numba"
+    backend.set_kernel_family("cupy")
+    try:
+        assert backend.kernel_family() == "cupy"
+        assert backend.kernel_family("numba") == "numba"
+    finally:
+        backend.set_kernel_family(None)
+    assert backend.kernel_family() == "numba"

@@ -45,6 +45,7 @@ def resolve_device(device: str, kernels: str | None = None) -> str:
         raise ValueError(f"device: got {device!r}, expected 'auto', 'cpu' or 'cuda'")
     if kernels is not None:
         backend.set_kernel_family(kernels)
+    backend.check_environment()  # a bad FASTCONV_KERNELS is an error on CPU runs too
     if device == "cpu":
         return "cpu"
     if device == "cuda":

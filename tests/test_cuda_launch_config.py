@@ -58,6 +58,7 @@ def test_wgrad_splits_tile_the_reduction(m, n, red, groups, sms):
         assert chunk % bk == 0
     # slices [z*chunk, min(red, (z+1)*chunk)) are non-empty and cover [0, red) exactly
     assert (splits - 1) * chunk < red <= splits * chunk
+    assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
     if splits > 1:
         assert chunk >= cfg.MIN_WGRAD_CHUNK - cfg.SPLIT_ALIGN
 
@@ -73,10 +74,32 @@ def test_wgrad_splits_fill_the_gpu_for_design_shapes():
     assert gx * gy * splits >= 132
 
 
-def test_check_int32():
-    assert cfg.check_int32("x", 2**31 - 1, "N*P*Q") == 2**31 - 1
+def test_check_int32_keeps_a_margin():
+    # the kernels add tile offsets (k0 + BK, n0 + BN) to these sizes in 32-bit ints
+    assert cfg.INT32_LIMIT == 2**31 - 1 - 4096
+    assert cfg.check_int32("x", cfg.INT32_LIMIT, "N*P*Q") == cfg.INT32_LIMIT
+    with pytest.raises(ValueError, match=r"x: got N\*P\*Q = 2147479552, expected at most 2147479551"):
+        cfg.check_int32("x", cfg.INT32_LIMIT + 1, "N*P*Q")
     with pytest.raises(ValueError, match=r"x: got N\*P\*Q = 2147483648"):
         cfg.check_int32("x", 2**31, "N*P*Q")
+
+
+def test_check_grid():
+    assert cfg.check_grid("k", (2**31 - 1, 65535, 65535)) == (2**31 - 1, 65535, 65535)
+    for bad in [(1, 65536, 1), (1, 1, 65536), (2**31, 1, 1), (0, 1, 1)]:
+        with pytest.raises(ValueError, match=r"k: got a launch grid of .* expected 1 <= x <= 2147483647 and "
+                                             r"1 <= y, z <= 65535"):
+            cfg.check_grid("k", bad)
+
+
+@pytest.mark.parametrize("red", [cfg.INT32_LIMIT, cfg.INT32_LIMIT - 100_000, 2**30 + 12345, 1_500_000_000])
+def test_wgrad_splits_slice_ends_fit_int32(red):
+    """The kernel computes a slice's end as z*chunk + chunk in an int: at most splits*chunk."""
+    tile = cfg.conv_tile(64, 64, 132)
+    splits, chunk = cfg.wgrad_splits(64, 64, red, tile, 1, 132)
+    assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
+    assert (splits - 1) * chunk < red <= splits * chunk
+    assert chunk % cfg.SPLIT_ALIGN == 0
 
 
 def test_conv_out_size_matches_ops():
@@ -113,3 +136,171 @@ def test_cpu_import_does_not_need_cupy():
             "print(fastconv.ops.relu_forward(np.array([-1.0, 2.0])))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# launcher and loader logic that needs no GPU, run against a stand-in ``cupy`` module
+
+import sys  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _fake_cupy(device_count=1):
+    """A stand-in for the parts of cupy that cuda.py, cuda_loader and fastconv.backend touch."""
+    cp = types.ModuleType("cupy")
+    state = types.SimpleNamespace(device=0, built=[])
+
+    class ndarray:
+        def __init__(self, shape, dtype=np.float32):
+            self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+            self.flags = types.SimpleNamespace(c_contiguous=True)
+            self.device = types.SimpleNamespace(id=state.device)
+
+    class Device:
+        def __init__(self, i=None):
+            self.id = state.device if i is None else i
+
+    class RawModule:
+        def __init__(self, code, options=()):
+            state.built.append((state.device, code))
+            self.code = code
+
+        def get_function(self, name):
+            return name
+
+    def get_device_count():
+        if isinstance(device_count, Exception):
+            raise device_count
+        return device_count
+
+    def no_alloc(*a, **k):
+        raise AssertionError("allocated before the size checks")
+
+    cp.ndarray, cp.RawModule, cp.empty, cp.zeros = ndarray, RawModule, no_alloc, no_alloc
+    cp.cuda = types.SimpleNamespace(
+        Device=Device, runtime=types.SimpleNamespace(getDeviceCount=get_device_count),
+        compiler=types.SimpleNamespace(CompileException=type("CompileException", (Exception,), {})),
+        memory=types.SimpleNamespace(OutOfMemoryError=type("OutOfMemoryError", (Exception,), {})))
+    cp.state = state
+    return cp
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """fastconv.backends.cuda imported against the stand-in cupy; the real modules come back after."""
+    import importlib
+
+    import fastconv.backends as pkg
+    from fastconv.backends import cuda_loader
+    fake = _fake_cupy()
+    saved = {k: sys.modules.get(k) for k in ("cupy", "fastconv.backends.cuda")}
+    saved_attr = pkg.__dict__.get("cuda")
+    sys.modules["cupy"] = fake
+    sys.modules.pop("fastconv.backends.cuda", None)
+    monkeypatch.setattr(cuda_loader, "_modules", {})
+    try:
+        yield fake, importlib.import_module("fastconv.backends.cuda")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        if saved_attr is None:
+            pkg.__dict__.pop("cuda", None)
+        else:
+            pkg.cuda = saved_attr
+
+
+def test_int32_arguments_raise_value_errors(fake_cupy):
+    _, cuda = fake_cupy
+    assert cuda._i32s("x", "N C", (3, 4)) == (np.int32(3), np.int32(4))
+    with pytest.raises(ValueError, match=r"x: got C = 2147483648, expected at most 2147483647"):
+        cuda._i32s("x", "N C", (3, 2**31))
+    with pytest.raises(ValueError, match=r"x: got N\*C = 3000000000"):
+        cuda._pool_ints("x", 3 * 10**9, 4, 4, 2, 2, (2, 2), (2, 2), (0, 0))
+    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+        cuda._pool_ints("dy", 1, 50000, 50000, 25000, 25000, (2, 2), (2, 2), (0, 0))
+
+
+def test_pool_launchers_check_plane_size_before_allocating(fake_cupy):
+    """avg-pool forward/backward and max-pool backward refuse H*W past int32 as max-pool forward
+    does, before any GPU memory is asked for (the stand-in cupy fails any allocation)."""
+    fake, cuda = fake_cupy
+    big = (1, 1, 50000, 50000)
+    dy = fake.ndarray((1, 1, 2, 2))
+    am = fake.ndarray((1, 1, 2, 2), np.int32)
+    pool = ((2, 2), (2, 2), (0, 0))
+    with pytest.raises(ValueError, match=r"x: got H\*W = 2500000000"):
+        cuda.max_pool2d_forward(fake.ndarray(big), *pool)
+    with pytest.raises(ValueError, match=r"x: got H\*W = 2500000000"):
+        cuda.avg_pool2d_forward(fake.ndarray(big), *pool, True)
+    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+        cuda.avg_pool2d_backward(dy, big, *pool, True)
+    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+        cuda.max_pool2d_backward(dy, am, big, *pool)
+    with pytest.raises(ValueError, match=r"dy: got N\*K\*P\*Q|dy: got N\*H\*W"):
+        cuda.conv2d_backward_data(fake.ndarray((1, 1, 2, 2)), fake.ndarray((1, 1, 1, 1)), big, (1, 1), (0, 0),
+                                  (1, 1), 1)
+
+
+def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
+    from fastconv.backends import cuda_loader
+    fake, _ = fake_cupy
+    monkeypatch.delenv("FASTCONV_CUDA_DEFINES", raising=False)
+    built = fake.state.built
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "avg_pool2d_forward_v1")
+    assert len(built) == 1 and built[0][0] == 0
+    fake.state.device = 1
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    assert len(built) == 2 and built[1][0] == 1
+    fake.state.device = 0
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    assert len(built) == 2  # device 0's module is reused
+    monkeypatch.setenv("FASTCONV_CUDA_DEFINES", "CONV_BK_T64=8, CONV_MIN_BLOCKS=2")
+    cuda_loader.function("conv.cu", "conv2d_forward_v2_t64x64")
+    assert len(built) == 3 and built[2][1].startswith("#define CONV_BK_T64 8\n#define CONV_MIN_BLOCKS 2\n")
+    cuda_loader.function("conv.cu", "conv2d_forward_v2_t32x128")
+    assert len(built) == 3
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")  # the hook applies to every module
+    assert len(built) == 4 and built[3][1].startswith("#define CONV_BK_T64 8\n")
+    cuda_loader.function("conv.cu", "conv2d_forward_v2_t64x64", {"CONV_BK_T64": 16})  # an argument wins
+    assert len(built) == 5 and built[4][1].startswith("#define CONV_BK_T64 16\n#define CONV_MIN_BLOCKS 2\n")
+    monkeypatch.delenv("FASTCONV_CUDA_DEFINES")
+    cuda_loader.function("conv.cu", "conv2d_forward_v2_t64x64")
+    assert len(built) == 6 and built[5][1].startswith("// conv.cu")
+
+
+@pytest.mark.parametrize("raw", ["CONV_BK_T64", "CONV_BK_T64=eight", "conv_bk=8", "A=1,=2"])
+def test_loader_rejects_bad_define_overrides(raw, monkeypatch):
+    from fastconv.backends import cuda_loader
+    monkeypatch.setenv("FASTCONV_CUDA_DEFINES", raw)
+    with pytest.raises(ValueError, match="FASTCONV_CUDA_DEFINES: got .* expected NAME=INTEGER items"):
+        cuda_loader.env_defines()
+
+
+@pytest.mark.parametrize("count,message", [(RuntimeError("cudaErrorNoDevice"), "CUDA reports no usable GPU "
+                                                                               r"\(cudaErrorNoDevice\)"),
+                                           (0, "CUDA reports 0 GPUs")])
+def test_require_gpu_with_cupy_but_no_device(count, message, monkeypatch):
+    from fastconv import backend
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(device_count=count))
+    with pytest.raises(RuntimeError, match=f"device: 'cuda' asked for, but {message}"):
+        backend.require_gpu()
+    assert backend.gpu_available() is False
+
+
+def test_check_exits_2_without_a_gpu():
+    import subprocess
+    code = ("import sys, runpy; sys.modules['cupy'] = None; sys.argv = ['fastconv.check']; "
+            "runpy.run_module('fastconv.check', run_name='__main__', alter_sys=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "fastconv check: no usable CUDA GPU" in out.stderr and "expected a machine with an NVIDIA GPU" in out.stderr
+    from fastconv.backend import gpu_available
+    if not gpu_available():  # the plain command, where it cannot find a GPU either
+        out = subprocess.run([sys.executable, "-m", "fastconv.check"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "no usable CUDA GPU" in out.stderr, (out.returncode, out.stderr)

@@ -17,8 +17,6 @@ Linear layers use CuPy's matmul (cuBLAS, fp32; TF32 stays off unless CUPY_TF32=1
 
 from __future__ import annotations
 
-import math
-
 import cupy as cp
 import numpy as np
 
@@ -86,7 +84,19 @@ def _arg(a, name: str, dtype=_F32, inplace: bool = False):
 
 
 def _i32(v):
+    """A small int (flag, split count, chunk) as np.int32; sizes go through _i32s."""
     return np.int32(v)
+
+
+def _i32s(name: str, labels: str, values) -> tuple:
+    """``values`` as np.int32 scalars; a ValueError naming the argument and the quantity (instead of
+    numpy's OverflowError) when one does not fit the kernel's 32-bit int parameter."""
+    if max(values) > cfg.INT32_MAX or min(values) < -cfg.INT32_MAX - 1:
+        for label, v in zip(labels.split(), values):
+            if not -cfg.INT32_MAX - 1 <= v <= cfg.INT32_MAX:
+                raise ValueError(f"{name}: got {label} = {v}, expected at most {cfg.INT32_MAX} (the GPU kernel "
+                                 "takes it as a 32-bit int); split the batch")
+    return tuple(np.int32(v) for v in values)
 
 
 def _f32(v):
@@ -117,9 +127,12 @@ def _aligned(*arrays):
 # ---------------------------------------------------------------------------------------------
 # convolution
 
-def _conv_ints(n, c, h, w, k, r, s, p, q, stride, padding, dilation, groups):
-    return tuple(_i32(v) for v in (n, c, h, w, k, r, s, p, q, stride[0], stride[1], padding[0], padding[1],
-                                   dilation[0], dilation[1], groups))
+_CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
+
+
+def _conv_ints(name, n, c, h, w, k, r, s, p, q, stride, padding, dilation, groups):
+    return _i32s(name, _CONV_LABELS, (n, c, h, w, k, r, s, p, q, stride[0], stride[1], padding[0], padding[1],
+                                      dilation[0], dilation[1], groups))
 
 
 def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
@@ -139,7 +152,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     q = cfg.conv_out_size(wd, s, stride[1], padding[1], dilation[1])
     _conv_shape_checks("x", n, c, h, wd, k, r, s, p, q, groups)
     y = _alloc((n, k, p, q), _F32, "conv2d_forward output")
-    ints = _conv_ints(n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
+    ints = _conv_ints("x", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     args = (x, w, w if b is None else b, y) + ints + (_i32(b is not None),)
     if CONV_VERSION == 1:
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, args)
@@ -158,7 +171,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     p, q = dy.shape[2], dy.shape[3]
     _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
     dx = _alloc((n, c, h, wd), _F32, "conv2d_backward_data output")
-    args = (dy, w, dx) + _conv_ints(n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
+    args = (dy, w, dx) + _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     if CONV_VERSION == 1:
         _launch("conv.cu", "conv2d_backward_data_v1", _eltwise_grid(dx.size), cfg.BLOCK, args)
         return dx
@@ -177,7 +190,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
     p, q = dy.shape[2], dy.shape[3]
     _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
     dw = _alloc((k, cg, r, s), _F32, "conv2d_backward_weight output")
-    ints = _conv_ints(n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
+    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     if CONV_VERSION == 1:
         _launch("conv.cu", "conv2d_backward_weight_v1", _eltwise_grid(dw.size), cfg.BLOCK, (dy, x, dw) + ints)
         return dw
@@ -200,7 +213,7 @@ def conv2d_backward_bias(dy):
     dy = _arg(dy, "dy")
     n, k, p, q = dy.shape
     db = _alloc((k,), _F32, "conv2d_backward_bias output")
-    _launch("conv.cu", "conv2d_backward_bias_v1", (k,), cfg.BLOCK, (dy, db, _i32(n), _i32(k), _i32(p * q)))
+    _launch("conv.cu", "conv2d_backward_bias_v1", (k,), cfg.BLOCK, (dy, db) + _i32s("dy", "N K P*Q", (n, k, p * q)))
     return db
 
 
@@ -265,8 +278,13 @@ def tanh_backward(dy, y):
 # ---------------------------------------------------------------------------------------------
 # pooling
 
-def _pool_ints(nc, h, w, p, q, ks, stride, padding):
-    return tuple(_i32(v) for v in (nc, h, w, p, q, ks[0], ks[1], stride[0], stride[1], padding[0], padding[1]))
+def _pool_ints(name, nc, h, w, p, q, ks, stride, padding):
+    """The pooling kernels' int parameters; they index a plane with h*W + w and p*Q + q in 32-bit
+    ints, so H*W and P*Q are checked too (N*C is only passed as an int; its products are 64-bit)."""
+    cfg.check_int32(name, h * w, "H*W")
+    cfg.check_int32(name, p * q, "P*Q")
+    return _i32s(name, "N*C H W P Q kernel_h kernel_w stride_h stride_w pad_h pad_w",
+                 (nc, h, w, p, q, ks[0], ks[1], stride[0], stride[1], padding[0], padding[1]))
 
 
 def max_pool2d_forward(x, ks, stride, padding):
@@ -274,11 +292,10 @@ def max_pool2d_forward(x, ks, stride, padding):
     n, c, h, w = x.shape
     p = cfg.conv_out_size(h, ks[0], stride[0], padding[0], 1)
     q = cfg.conv_out_size(w, ks[1], stride[1], padding[1], 1)
+    ints = _pool_ints("x", n * c, h, w, p, q, ks, stride, padding)
     y = _alloc((n, c, p, q), _F32, "max_pool2d_forward output")
     am = _alloc((n, c, p, q), np.int32, "max_pool2d_forward argmax")
-    cfg.check_int32("x", h * w, "H*W")
-    _launch("pool.cu", "max_pool2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK,
-            (x, y, am) + _pool_ints(n * c, h, w, p, q, ks, stride, padding))
+    _launch("pool.cu", "max_pool2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, y, am) + ints)
     return y, am
 
 
@@ -287,9 +304,9 @@ def max_pool2d_backward(dy, argmax, x_shape, ks, stride, padding):
     argmax = _arg(argmax, "argmax", np.int32)
     n, c, h, w = x_shape
     p, q = dy.shape[2], dy.shape[3]
+    ints = _pool_ints("dy", n * c, h, w, p, q, ks, stride, padding)
     dx = _alloc((n, c, h, w), _F32, "max_pool2d_backward output")
-    _launch("pool.cu", "max_pool2d_backward_v1", _eltwise_grid(dx.size), cfg.BLOCK,
-            (dy, argmax, dx) + _pool_ints(n * c, h, w, p, q, ks, stride, padding))
+    _launch("pool.cu", "max_pool2d_backward_v1", _eltwise_grid(dx.size), cfg.BLOCK, (dy, argmax, dx) + ints)
     return dx
 
 
@@ -298,9 +315,10 @@ def avg_pool2d_forward(x, ks, stride, padding, count_include_pad):
     n, c, h, w = x.shape
     p = cfg.conv_out_size(h, ks[0], stride[0], padding[0], 1)
     q = cfg.conv_out_size(w, ks[1], stride[1], padding[1], 1)
+    ints = _pool_ints("x", n * c, h, w, p, q, ks, stride, padding)
     y = _alloc((n, c, p, q), _F32, "avg_pool2d_forward output")
     _launch("pool.cu", "avg_pool2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK,
-            (x, y) + _pool_ints(n * c, h, w, p, q, ks, stride, padding) + (_i32(bool(count_include_pad)),))
+            (x, y) + ints + (_i32(bool(count_include_pad)),))
     return y
 
 
@@ -308,9 +326,10 @@ def avg_pool2d_backward(dy, x_shape, ks, stride, padding, count_include_pad):
     dy = _arg(dy, "dy")
     n, c, h, w = x_shape
     p, q = dy.shape[2], dy.shape[3]
+    ints = _pool_ints("dy", n * c, h, w, p, q, ks, stride, padding)
     dx = _alloc((n, c, h, w), _F32, "avg_pool2d_backward output")
     _launch("pool.cu", "avg_pool2d_backward_v1", _eltwise_grid(dx.size), cfg.BLOCK,
-            (dy, dx) + _pool_ints(n * c, h, w, p, q, ks, stride, padding) + (_i32(bool(count_include_pad)),))
+            (dy, dx) + ints + (_i32(bool(count_include_pad)),))
     return dx
 
 
@@ -355,12 +374,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     invstd = _alloc((c,), _F32, "batchnorm_forward invstd")
     if training:
         _launch("bn.cu", "batchnorm_forward_train_v1", (c,), cfg.BLOCK,
-                (x, gamma, beta, running_mean, running_var, y, mean, invstd, _i32(n), _i32(c), _i32(hw),
-                 _f32(momentum), _f32(eps)))
+                (x, gamma, beta, running_mean, running_var, y, mean, invstd) + _i32s("x", "N C H*W", (n, c, hw))
+                + (_f32(momentum), _f32(eps)))
     else:
         _launch("bn.cu", "batchnorm_forward_eval_v1", _eltwise_grid(max(x.size, c)), cfg.BLOCK,
-                (x, gamma, beta, running_mean, running_var, y, mean, invstd, np.int64(x.size), _i32(c), _i32(hw),
-                 _f32(eps)))
+                (x, gamma, beta, running_mean, running_var, y, mean, invstd, np.int64(x.size))
+                + _i32s("x", "C H*W", (c, hw)) + (_f32(eps),))
     return y, mean, invstd
 
 
@@ -372,7 +391,8 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training):
     dgamma = _alloc((c,), _F32, "batchnorm_backward dgamma")
     dbeta = _alloc((c,), _F32, "batchnorm_backward dbeta")
     _launch("bn.cu", "batchnorm_backward_v1", (c,), cfg.BLOCK,
-            (dy, x, gamma, mean, invstd, dx, dgamma, dbeta, _i32(n), _i32(c), _i32(hw), _i32(bool(training))))
+            (dy, x, gamma, mean, invstd, dx, dgamma, dbeta) + _i32s("x", "N C H*W", (n, c, hw))
+            + (_i32(bool(training)),))
     return dx, dgamma, dbeta
 
 
@@ -418,7 +438,7 @@ def softmax_cross_entropy(logits, labels):
     rows = _alloc((n,), _F32, "softmax_cross_entropy row losses")
     loss = _alloc((), _F32, "softmax_cross_entropy loss")
     _launch("loss.cu", "softmax_xent_rows_v1", (cfg.warp_rows_blocks(n),), cfg.BLOCK,
-            (logits, labels, d, rows, _i32(n), _i32(k), _f32(1.0 / n)))
+            (logits, labels, d, rows) + _i32s("logits", "N K", (n, k)) + (_f32(1.0 / n),))
     _sum_scale(rows, n, 1.0 / n, loss)
     return loss, d
 

@@ -8,9 +8,15 @@ define (the static tests compile every file and check each name is an entry poin
 from __future__ import annotations
 
 INT32_MAX = 2**31 - 1
+# GEMM dimensions and per-plane sizes must stay this far below INT32_MAX: the kernels form
+# k0 + BK, n0 + BN and similar tile-overshoot values in 32-bit ints (at most a few hundred past
+# the dimension; 4096 leaves room for any tile override).
+INT32_MARGIN = 4096
+INT32_LIMIT = INT32_MAX - INT32_MARGIN
 BLOCK = 256                 # threads per block of element-wise / pooling / reduction kernels
 REDUCE_BLOCK = 1024         # threads of the single-block final reductions (sum_scale_v1)
 CONV_THREADS = 256          # threads per block of the tiled conv kernels (fixed in conv.cu)
+MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_WGRAD_SPLITS = 256
 MIN_WGRAD_CHUNK = 256       # reduction elements per split-K slice, at least
@@ -50,11 +56,22 @@ def cdiv(a: int, b: int) -> int:
 
 
 def check_int32(name: str, value: int, what: str) -> int:
-    """Kernels index GEMM dimensions with 32-bit ints; refuse sizes that would overflow."""
-    if value > INT32_MAX:
-        raise ValueError(f"{name}: got {what} = {value}, expected at most {INT32_MAX} "
+    """Kernels index GEMM dimensions with 32-bit ints and add tile offsets to them; refuse sizes
+    above INT32_LIMIT (INT32_MAX less INT32_MARGIN) so that no such sum overflows."""
+    if value > INT32_LIMIT:
+        raise ValueError(f"{name}: got {what} = {value}, expected at most {INT32_LIMIT} "
                          "(the GPU kernels index this dimension with 32-bit ints); split the batch")
     return value
+
+
+def check_grid(name: str, grid) -> tuple[int, int, int]:
+    """A 3-d launch grid within CUDA's limits (x <= 2^31 - 1, y and z <= 65535, all >= 1)."""
+    gx, gy, gz = (int(g) for g in grid)
+    if not (1 <= gx <= MAX_GRID_X and 1 <= gy <= MAX_GRID_YZ and 1 <= gz <= MAX_GRID_YZ):
+        raise ValueError(f"{name}: got a launch grid of {(gx, gy, gz)} blocks, expected 1 <= x <= {MAX_GRID_X} "
+                         f"and 1 <= y, z <= {MAX_GRID_YZ} (y: output-row tiles, z: groups x reduction splits); "
+                         "use fewer groups or channels per call")
+    return gx, gy, gz
 
 
 def elementwise_blocks(n: int, num_sms: int, block: int = BLOCK, per_thread: int = 1) -> int:
@@ -105,7 +122,9 @@ def wgrad_splits(m: int, n: int, red: int, tile: str, groups: int, num_sms: int)
     splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
 
     Aims at about 4 blocks per SM in all, keeps each slice >= MIN_WGRAD_CHUNK long and
-    splits <= MAX_WGRAD_SPLITS, groups*splits <= 65535.
+    splits <= MAX_WGRAD_SPLITS, groups*splits <= 65535. The kernel computes the end of its slice
+    as z*chunk + chunk in a 32-bit int, which is at most splits*chunk: when that would pass
+    INT32_LIMIT (reductions near 2^31) the reduction is not split.
     """
     if red < 1:
         raise ValueError(f"wgrad_splits: got a reduction of {red}, expected >= 1")
@@ -116,6 +135,8 @@ def wgrad_splits(m: int, n: int, red: int, tile: str, groups: int, num_sms: int)
     want = max(1, want)
     chunk = cdiv(cdiv(red, want), SPLIT_ALIGN) * SPLIT_ALIGN
     splits = cdiv(red, chunk)
+    if splits * chunk > INT32_LIMIT:
+        splits, chunk = 1, cdiv(red, SPLIT_ALIGN) * SPLIT_ALIGN
     return splits, chunk
 
 

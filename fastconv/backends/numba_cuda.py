@@ -41,6 +41,7 @@ import os
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 
 import ctypes  # noqa: E402
+import math  # noqa: E402
 import struct  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -48,6 +49,7 @@ import threading  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import cuda  # noqa: E402
 
+from . import cuda_config as _cfg  # noqa: E402
 from . import numba_kernels as K  # noqa: E402
 
 try:
@@ -146,7 +148,11 @@ class _GpuKernel:
 
     def launch(self, grid, block, stream: int, values):
         with self.lock:
-            struct.pack_into(self.format, self.buffer, 0, *values)
+            try:
+                struct.pack_into(self.format, self.buffer, 0, *values)
+            except struct.error as e:  # an int parameter outside int32 (the launchers check sizes first)
+                raise ValueError(f"numba kernel {self.name}: got parameters {values!r}, expected each int to fit "
+                                 f"a 32-bit int ({e})") from None
             err = _driver.cuLaunchKernel(self.fn, grid[0], grid[1], grid[2], block[0], block[1], block[2],
                                          0, stream, self.params, None)
         if err:
@@ -159,6 +165,7 @@ _sim_kernels: dict[str, object] = {}
 
 
 _cp = None
+_cuda_family = None
 
 
 def _cupy():
@@ -167,6 +174,15 @@ def _cupy():
         import cupy
         _cp = cupy
     return _cp
+
+
+def _cuda():
+    """fastconv.backends.cuda (imported on first use: it needs CuPy, the simulator path does not)."""
+    global _cuda_family
+    if _cuda_family is None:
+        from . import cuda
+        _cuda_family = cuda
+    return _cuda_family
 
 
 def _pointer(a) -> int:
@@ -227,11 +243,31 @@ def _check_out(a, name: str, shape, dtype=_F32):
     return a
 
 
-def _empty(shape, like, dtype=_F32):
-    """A new uninitialised array on the device of ``like`` (cupy), or numpy under the simulator."""
+def _empty(shape, like, dtype=_F32, what: str = "numba kernel output"):
+    """A new output array: numpy under the simulator (``like`` a numpy array), else allocated on the
+    current GPU through the cupy family's allocator, so that ``fastconv.backends.cuda.POISON`` (set by
+    ``fastconv check`` and the GPU tests) fills it with NaN / -1 before the kernel runs and an out-of-
+    memory error is a GPUOutOfMemoryError naming the bytes asked for. Sizes the kernels' int32
+    parameters cannot hold are refused before anything is allocated."""
+    size = math.prod(shape)
+    if size > _INT32_MAX:
+        raise ValueError(f"{what}: got {size} elements (shape {tuple(shape)}), expected at most {_INT32_MAX} for "
+                         "the numba kernels (32-bit sizes); split the batch")
     if isinstance(like, np.ndarray):
         return np.empty(shape, dtype)
-    return _cupy().empty(shape, dtype)
+    return _cuda()._alloc(shape, dtype, what)
+
+
+def _in(a, name: str, dtype=_F32):
+    """An input of a backend function, checked as the cupy family checks it
+    (fastconv.backends.cuda._arg: a cupy array of ``dtype`` on the current GPU; a non-contiguous
+    array is copied to a C-contiguous one), so both families treat the same call alike. Under the
+    simulator numpy arrays get the same dtype check and contiguous copy."""
+    if SIMULATOR and isinstance(a, np.ndarray):
+        if a.dtype != dtype:
+            raise TypeError(f"{name}: got dtype {a.dtype}, expected {np.dtype(dtype)} for the numba kernels")
+        return np.ascontiguousarray(a)
+    return _cuda()._arg(a, name, dtype)
 
 
 def _blocks(n: int, threads: int) -> int:
@@ -248,8 +284,10 @@ def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
             dilation[0], dilation[1], groups)
 
 
-def _gemm_grid(cols: int, rows: int, z: int):
-    return ((cols + K.BN - 1) // K.BN, (rows + K.BM - 1) // K.BM, z)
+def _gemm_grid(name: str, cols: int, rows: int, z: int):
+    """Grid of a conv GEMM: x over columns, y over row tiles, z = groups (x splits); a ValueError
+    naming the pass when y or z passes CUDA's 65535 (instead of a launch failure)."""
+    return _cfg.check_grid(name, ((cols + K.BN - 1) // K.BN, (rows + K.BM - 1) // K.BM, z))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +306,7 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
     _check_out(y, "y", (n, k, p, q))
     if b is not None:
         _check_out(b, "b", (k,))
-    grid = _gemm_grid(n * p * q, k // groups, groups)
+    grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups)
     launch("conv2d_forward_v1", grid, K.GEMM_BLOCK, (y, x, w, w if b is None else b, int(b is not None)) + geo,
            stream)
     return y
@@ -280,19 +318,20 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     n, c, h, wd, k, _, _, p, q = geo[:9]
     _check_out(dx, "dx", dx.shape)
     _check_out(dy, "dy", (n, k, p, q))
-    grid = _gemm_grid(n * h * wd, c // groups, groups)
+    grid = _gemm_grid("conv2d_backward_data", n * h * wd, c // groups, groups)
     launch("conv2d_backward_data_v1", grid, K.GEMM_BLOCK, (dx, dy, w) + geo, stream)
     return dx
 
 
 def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264) -> int:
     """How many slices the N*P*Q reduction of the weight gradient is cut into: enough blocks to
-    fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long."""
+    fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long, and
+    groups*splits within the 65535 blocks grid z allows."""
     n, k, p, q = dy_shape
     _, cg, r, s = w_shape
     base = ((cg * r * s + K.BN - 1) // K.BN) * ((k // groups + K.BM - 1) // K.BM) * groups
     kred = n * p * q
-    return max(1, min((target_blocks + base - 1) // base, kred // (8 * K.BK)))
+    return max(1, min((target_blocks + base - 1) // base, kred // (8 * K.BK), _cfg.MAX_GRID_YZ // groups))
 
 
 def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, splits=None, workspace=None,
@@ -313,14 +352,14 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     chunk = -(-kred // splits)
     chunk = -(-chunk // K.BK) * K.BK
     splits = -(-kred // chunk)
+    cg = dw.shape[1]
+    grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits)
     out = dw
     if splits > 1:
         if workspace is None:
-            workspace = _empty((splits * dw.size,), dw)
+            workspace = _empty((splits * dw.size,), dw, what="conv2d_backward_weight split workspace")
         _check_out(workspace, "workspace", (splits * dw.size,))
         out = workspace
-    cg = dw.shape[1]
-    grid = _gemm_grid(cg * r * s, k // groups, groups * splits)
     launch("conv2d_backward_weight_v1", grid, K.GEMM_BLOCK, (out, dy, x) + geo + (splits, chunk), stream)
     if splits > 1:
         launch("sum_splits_v1", (_blocks(dw.size, K.ELEMENTWISE_THREADS), 1, 1), (K.ELEMENTWISE_THREADS, 1, 1),
@@ -412,56 +451,76 @@ def launch_avg_pool2d_backward(dx, dy, ks, stride, padding, count_include_pad, s
 
 
 # ---------------------------------------------------------------------------------------------
-# backend functions (signatures of notes/INTERFACES.md): allocate, then launch on the current stream
+# backend functions (signatures of notes/INTERFACES.md): check inputs as the cupy family does,
+# allocate (poisoned when cuda.POISON is set), then launch on the current stream
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+    x, w = _in(x, "x"), _in(w, "w")
+    b = None if b is None else _in(b, "b")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
-    y = _empty((geo[0], geo[4], geo[7], geo[8]), x)
+    y = _empty((geo[0], geo[4], geo[7], geo[8]), x, what="conv2d_forward output")
     return launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
-    return launch_conv2d_backward_data(_empty(tuple(x_shape), dy), dy, w, stride, padding, dilation, groups)
+    dy, w = _in(dy, "dy"), _in(w, "w")
+    dx = _empty(tuple(x_shape), dy, what="conv2d_backward_data output")
+    return launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
-    return launch_conv2d_backward_weight(_empty(tuple(w_shape), dy), dy, x, stride, padding, dilation, groups)
+    dy, x = _in(dy, "dy"), _in(x, "x")
+    dw = _empty(tuple(w_shape), dy, what="conv2d_backward_weight output")
+    return launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups)
 
 
 def conv2d_backward_bias(dy):
-    return launch_conv2d_backward_bias(_empty((dy.shape[1],), dy), dy)
+    dy = _in(dy, "dy")
+    return launch_conv2d_backward_bias(_empty((dy.shape[1],), dy, what="conv2d_backward_bias output"), dy)
 
 
 def relu_forward(x):
-    return launch_relu_forward(_empty(x.shape, x), x)
+    x = _in(x, "x")
+    return launch_relu_forward(_empty(x.shape, x, what="relu_forward output"), x)
 
 
 def relu_backward(dy, y):
-    return launch_relu_backward(_empty(dy.shape, dy), dy, y)
+    dy, y = _in(dy, "dy"), _in(y, "y")
+    return launch_relu_backward(_empty(dy.shape, dy, what="relu_backward output"), dy, y)
 
 
 def leaky_relu_forward(x, slope):
-    return launch_leaky_relu_forward(_empty(x.shape, x), x, slope)
+    x = _in(x, "x")
+    return launch_leaky_relu_forward(_empty(x.shape, x, what="leaky_relu_forward output"), x, slope)
 
 
 def leaky_relu_backward(dy, y, slope):
-    return launch_leaky_relu_backward(_empty(dy.shape, dy), dy, y, slope)
+    dy, y = _in(dy, "dy"), _in(y, "y")
+    return launch_leaky_relu_backward(_empty(dy.shape, dy, what="leaky_relu_backward output"), dy, y, slope)
 
 
 def max_pool2d_forward(x, ks, stride, padding):
+    x = _in(x, "x")
     shape = x.shape[:2] + _pool_geometry(x.shape, ks, stride, padding)[3:5]
-    return launch_max_pool2d_forward(_empty(shape, x), _empty(shape, x, _I32), x, ks, stride, padding)
+    return launch_max_pool2d_forward(_empty(shape, x, what="max_pool2d_forward output"),
+                                     _empty(shape, x, _I32, "max_pool2d_forward argmax"), x, ks, stride, padding)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, ks, stride, padding):
-    return launch_max_pool2d_backward(_empty(tuple(x_shape), dy), dy, argmax, ks, stride, padding)
+    dy, argmax = _in(dy, "dy"), _in(argmax, "argmax", _I32)
+    dx = _empty(tuple(x_shape), dy, what="max_pool2d_backward output")
+    return launch_max_pool2d_backward(dx, dy, argmax, ks, stride, padding)
 
 
 def avg_pool2d_forward(x, ks, stride, padding, count_include_pad):
+    x = _in(x, "x")
     shape = x.shape[:2] + _pool_geometry(x.shape, ks, stride, padding)[3:5]
-    return launch_avg_pool2d_forward(_empty(shape, x), x, ks, stride, padding, count_include_pad)
+    return launch_avg_pool2d_forward(_empty(shape, x, what="avg_pool2d_forward output"), x, ks, stride, padding,
+                                     count_include_pad)
 
 
 def avg_pool2d_backward(dy, x_shape, ks, stride, padding, count_include_pad):
-    return launch_avg_pool2d_backward(_empty(tuple(x_shape), dy), dy, ks, stride, padding, count_include_pad)
+    dy = _in(dy, "dy")
+    dx = _empty(tuple(x_shape), dy, what="avg_pool2d_backward output")
+    return launch_avg_pool2d_backward(dx, dy, ks, stride, padding, count_include_pad)

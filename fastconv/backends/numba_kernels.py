@@ -73,7 +73,7 @@ def _tile_fma(As, Bs, acc, ty, tx):
 
 def empty_v1(y, n):
     """Does nothing: launched by benchmarks/bench_numba_launch.py and the GPU tests to measure the
-    host-side cost of one launch through numba_cuda.launch."""
+    host-side cost of one launch through numba_cuda.launch. Work: 0 FLOPs, 0 bytes."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +86,8 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
 
     GEMM per group g: rows m < Kg, columns (n, p, q) < N*P*Q, reduction (c, r, s) < Cg*R*S.
     Grid (ceil(N*P*Q / BN), ceil(Kg / BM), G), block (TX, TY).
+    Work: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 bytes, x re-read once per
+    BM row tile (mostly from L2).
     """
     As = cuda.shared.array((BK, AS_W), float32)
     Bs = cuda.shared.array((BK, BS_W), float32)
@@ -168,6 +170,8 @@ def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k,
     GEMM per group g: rows m < Cg, columns (n, h, w) < N*H*W, reduction (k, r, s) < Kg*R*S,
     written as a gather so every dx element is written once by one thread (no atomics).
     Grid (ceil(N*H*W / BN), ceil(Cg / BM), G), block (TX, TY).
+    Work: 2*N*C*H*W*Kg*R*S FLOPs issued (a fraction 1/(sh*sw) on non-zero operands); compulsory
+    traffic (dy + w + dx) * 4 bytes.
     """
     As = cuda.shared.array((BK, AS_W), float32)
     Bs = cuda.shared.array((BK, BS_W), float32)
@@ -249,6 +253,8 @@ def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s
     GEMM per group g: rows m < Kg, columns (c, r, s) < Cg*R*S, reduction (n, p, q) < N*P*Q cut
     into ``splits`` slices of ``chunk`` (a multiple of BK). With splits == 1, out is dw itself.
     Grid (ceil(Cg*R*S / BN), ceil(Kg / BM), G*splits), block (TX, TY).
+    Work: 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic (dy + x) * 4 bytes + splits*K*Cg*R*S*4 bytes
+    of partial sums written.
     """
     As = cuda.shared.array((BK, AS_W), float32)
     Bs = cuda.shared.array((BK, BS_W), float32)
@@ -314,7 +320,8 @@ def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s
 
 
 def sum_splits_v1(out, parts, n, splits):
-    """out[i] = sum_s parts[s*n + i], summed in split order (deterministic)."""
+    """out[i] = sum_s parts[s*n + i], summed in split order (deterministic).
+    Work: splits*n FLOPs (adds); traffic (splits + 1)*n*4 bytes."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for i in range(start, n, step):
@@ -325,7 +332,8 @@ def sum_splits_v1(out, parts, n, splits):
 
 
 def conv2d_backward_bias_v1(db, dy, n_img, k_out, pq):
-    """db[k] = sum_{n, p, q} dy[n, k, p, q]. Grid (K,), block (REDUCE_THREADS,)."""
+    """db[k] = sum_{n, p, q} dy[n, k, p, q]. Grid (K,), block (REDUCE_THREADS,).
+    Work: N*K*P*Q FLOPs (adds); traffic N*K*P*Q*4 bytes in, K*4 bytes out."""
     part = cuda.shared.array(REDUCE_THREADS, float32)
     k = cuda.blockIdx.x
     tid = cuda.threadIdx.x
@@ -351,6 +359,7 @@ def conv2d_backward_bias_v1(db, dy, n_img, k_out, pq):
 
 
 def relu_forward_v1(y, x, n):
+    """y = max(x, 0). Work: n compares, no FLOPs; traffic 2*n*4 bytes (x in, y out)."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for i in range(start, n, step):
@@ -359,6 +368,7 @@ def relu_forward_v1(y, x, n):
 
 
 def relu_backward_v1(dx, dy, y, n):
+    """dx = dy where y > 0, else 0. Work: n compares, no FLOPs; traffic 3*n*4 bytes."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for i in range(start, n, step):
@@ -366,6 +376,7 @@ def relu_backward_v1(dx, dy, y, n):
 
 
 def leaky_relu_forward_v1(y, x, n, slope):
+    """y = x if x > 0 else x*slope. Work: n compares, up to n FLOPs; traffic 2*n*4 bytes."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for i in range(start, n, step):
@@ -374,6 +385,7 @@ def leaky_relu_forward_v1(y, x, n, slope):
 
 
 def leaky_relu_backward_v1(dx, dy, y, n, slope):
+    """dx = dy if y > 0 else dy*slope. Work: n compares, up to n FLOPs; traffic 3*n*4 bytes."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for i in range(start, n, step):
@@ -387,7 +399,9 @@ def leaky_relu_backward_v1(dx, dy, y, n, slope):
 
 def max_pool2d_forward_v1(y, argmax, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw):
     """y = max over the in-bounds part of each window; argmax = h*W + w of the first maximum
-    in row-major window order (padding never wins). One thread per output."""
+    in row-major window order (padding never wins; a NaN is the maximum, the first NaN wins).
+    One thread per output. Work: kh*kw compares per output, no FLOPs; traffic N*C*H*W*4 bytes in
+    (re-read per overlapping window, cache-served) + N*C*P*Q*(4 + 4) bytes out (y, argmax)."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     total = planes * p_out * q_out
@@ -407,7 +421,8 @@ def max_pool2d_forward_v1(y, argmax, x, planes, h_in, w_in, p_out, q_out, kh, kw
                     ww = w0 + s
                     if ww >= 0 and ww < w_in:
                         v = x[(plane * h_in + hh) * w_in + ww]
-                        if best_i < 0 or v > best:
+                        # the first maximum in scan order wins; a NaN beats everything (first NaN kept)
+                        if best_i < 0 or v > best or (v != v and best == best):
                             best = v
                             best_i = hh * w_in + ww
         y[o] = best
@@ -426,7 +441,9 @@ def _window_range(i, pad, k, stride, n_out):
 
 
 def max_pool2d_backward_v1(dx, dy, argmax, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw):
-    """dx[h, w] = sum of dy over the windows covering (h, w) whose argmax is h*W + w."""
+    """dx[h, w] = sum of dy over the windows covering (h, w) whose argmax is h*W + w.
+    Work: one argmax compare per covering window and 1 FLOP per match; traffic N*C*P*Q*(4 + 4)
+    bytes in (dy, argmax; re-read per overlap, cache-served) + N*C*H*W*4 bytes out."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     hw = h_in * w_in
@@ -461,6 +478,8 @@ def _avg_divisor(p, q, h_in, w_in, kh, kw, sh, sw, ph, pw, include_pad):
 
 
 def avg_pool2d_forward_v1(y, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, include_pad):
+    """y = mean over each window (divisor as _avg_divisor). Work: kh*kw adds + 1 divide per output
+    (FLOPs); traffic N*C*H*W*4 bytes in (re-read per overlap, cache-served) + N*C*P*Q*4 bytes out."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     total = planes * p_out * q_out
@@ -479,7 +498,9 @@ def avg_pool2d_forward_v1(y, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw
 
 
 def avg_pool2d_backward_v1(dx, dy, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, include_pad):
-    """dx[h, w] = sum over the windows covering (h, w) of dy / window size."""
+    """dx[h, w] = sum over the windows covering (h, w) of dy / window size.
+    Work: 1 divide + 1 add per covering window (FLOPs); traffic N*C*P*Q*4 bytes in (re-read per
+    overlap, cache-served) + N*C*H*W*4 bytes out."""
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     hw = h_in * w_in

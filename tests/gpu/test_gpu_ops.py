@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastconv import check
+from fastconv.testing import F32_TOL
 
 pytestmark = pytest.mark.gpu
 
@@ -154,23 +155,74 @@ def test_optim(family, shape):
 
 
 def test_poison_catches_unwritten_output(monkeypatch):
-    """The poisoning really reaches the outputs: an allocation comes back all NaN."""
+    """The poisoning really reaches the outputs of both families: an allocation comes back all NaN
+    (int32: -1), through the cupy allocator and through the numba family's _empty."""
+    import cupy as cp
+
     from fastconv.backends import cuda
     monkeypatch.setattr(cuda, "POISON", True)
     a = cuda._alloc((5,), np.float32, "probe")
     assert bool(np.isnan(a.get()).all())
+    if "numba" in check.families():
+        from fastconv.backends import numba_cuda
+        like = cp.zeros(1, dtype=cp.float32)
+        assert bool(np.isnan(numba_cuda._empty((5,), like).get()).all())
+        assert bool((numba_cuda._empty((5,), like, np.int32).get() == -1).all())
 
 
-def test_errors():
+def test_max_pool2d_nan_inputs(family, monkeypatch):
+    """NaN inputs: y is NaN where a window holds one and argmax points at the first NaN in
+    row-major window order (kernels/pool.cu, numba_kernels.py and the CPU path agree)."""
+    import cupy as cp
+
+    from fastconv import ops
+    from fastconv.backends import cuda
+    from fastconv.testing import assert_close
+    monkeypatch.setattr(cuda, "POISON", True)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=flat.size // 5, replace=False)] = np.nan
+    flat[:2] = np.nan  # two NaNs in the first window
+    for ks, sd, pd in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 3), (1, 1), (1, 1))]:
+        ref_y, ref_arg = ops.max_pool2d_forward(x.astype(np.float64), ks, sd, pd)
+        y, arg = ops.max_pool2d_forward(cp.asarray(x), ks, sd, pd, kernels=family)
+        np.testing.assert_array_equal(y.get(), ref_y.astype(np.float32))  # NaN where the CPU has NaN
+        np.testing.assert_array_equal(arg.get(), ref_arg)
+        dy = rng.standard_normal(ref_y.shape).astype(np.float32)
+        dx = ops.max_pool2d_backward(cp.asarray(dy), arg, x.shape, ks, sd, pd, kernels=family)
+        assert_close(dx, ops.max_pool2d_backward(dy.astype(np.float64), ref_arg, x.shape, ks, sd, pd), F32_TOL,
+                     f"max_pool2d backward {ks} {sd} {pd}")
+
+
+def test_errors(family, monkeypatch):
+    """Both families check a call alike: dtype, non-contiguous inputs copied, out-of-memory naming
+    the bytes, sizes the int32 kernel parameters cannot hold."""
     import cupy as cp
 
     from fastconv.backends import cuda
+    mod = cuda
+    if family == "numba":
+        from fastconv.backends import numba_cuda as mod
     with pytest.raises(TypeError, match="x: got dtype float64 on the GPU"):
-        cuda.relu_forward(cp.ones(3))
-    y = cuda.relu_forward(cp.arange(12, dtype=cp.float32).reshape(3, 4)[:, ::2] - 3)  # non-contiguous input
+        mod.relu_forward(cp.ones(3))
+    xs = (cp.arange(12, dtype=cp.float32).reshape(3, 4) - 3)[:, ::2]
+    assert not xs.flags.c_contiguous
+    y = mod.relu_forward(xs)  # copied to a contiguous array, then launched
     assert y.flags.c_contiguous and y.shape == (3, 2)
+    assert y.get().tolist() == [[0, 0], [1, 3], [5, 7]]
     with pytest.raises(cuda.GPUOutOfMemoryError, match="bytes"):
         cuda._alloc((1 << 50,), np.float32, "huge")
+    if family == "numba":  # its outputs come from the same allocator (POISON, out-of-memory message)
+        calls, real = [], cuda._alloc
+        monkeypatch.setattr(cuda, "_alloc", lambda shape, dtype, what, zero=False: calls.append(what)
+                            or real(shape, dtype, what, zero))
+        mod.relu_forward(xs)
+        assert calls == ["relu_forward output"]
+    # a 10 GB output whose sizes the kernels' 32-bit ints cannot hold: refused before it is allocated
+    dy = cp.ones((1, 1, 2, 2), dtype=cp.float32)
+    with pytest.raises(ValueError, match="2500000000"):
+        mod.avg_pool2d_backward(dy, (1, 1, 50000, 50000), (2, 2), (2, 2), (0, 0), True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -202,8 +202,12 @@ def test_launchers_reject_bad_arrays(rng):
     x = _rand(rng, 1, 2, 4, 4)
     with pytest.raises(TypeError, match=r"x: got dtype float64, expected float32"):
         nb.relu_forward(x.astype(np.float64))
+    with pytest.raises(TypeError, match=r"argmax: got dtype int64, expected int32"):
+        nb.max_pool2d_backward(_rand(rng, 1, 2, 2, 2), np.zeros((1, 2, 2, 2), np.int64), (1, 2, 4, 4), (2, 2),
+                               (2, 2), (0, 0))
+    # the launch layer takes preallocated arrays as they are: a non-contiguous one is refused there
     with pytest.raises(ValueError, match=r"x: got a non-contiguous array of shape \(1, 2, 4, 2\)"):
-        nb.relu_forward(x[..., ::2])
+        nb.launch_relu_forward(_empty(1, 2, 4, 2), x[..., ::2])
     with pytest.raises(TypeError, match=r"argmax: got dtype int64, expected int32"):
         nb.launch_max_pool2d_backward(_empty(1, 2, 4, 4), _rand(rng, 1, 2, 2, 2), np.zeros((1, 2, 2, 2), np.int64),
                                       (2, 2), (2, 2), (0, 0))
@@ -222,3 +226,82 @@ def test_empty_kernel_launches():
 
 def test_tile_constants_consistent():
     assert K.TM * K.TY == K.BM and K.TN * K.TX == K.BN and K.LOADS * K.THREADS == K.BM * K.BK
+
+
+def test_backend_functions_copy_non_contiguous_inputs(rng):
+    """As the cupy family does (fastconv.backends.cuda._arg), a non-contiguous input is copied."""
+    x = _rand(rng, 1, 2, 4, 8)
+    xs = x[..., ::2]
+    assert not xs.flags.c_contiguous
+    assert_close(nb.relu_forward(xs), cpu.relu_forward(_f64(xs)), F32_TOL, "relu of a strided view")
+    y, arg = nb.max_pool2d_forward(xs, (2, 2), (2, 2), (0, 0))
+    ref_y, ref_arg = cpu.max_pool2d_forward(_f64(xs), (2, 2), (2, 2), (0, 0))
+    assert_close(y, ref_y, F32_TOL, "max_pool of a strided view")
+    np.testing.assert_array_equal(arg, ref_arg)
+    w = _rand(rng, 3, 4, 1, 1)[:, ::2]  # (3, 2, 1, 1), non-contiguous
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    assert_close(nb.conv2d_forward(xs, w, None, *args), cpu.conv2d_forward(_f64(xs), _f64(w), None, *args),
+                 F32_TOL, "conv of strided views")
+
+
+def test_grid_limits_are_clear_errors():
+    with pytest.raises(ValueError, match=r"conv2d_forward: got a launch grid of \(1, 1, 65536\) blocks"):
+        nb._gemm_grid("conv2d_forward", 10, 10, 65536)
+    with pytest.raises(ValueError, match=r"conv2d_backward_data: got a launch grid of \(1, 65536, 1\)"):
+        nb._gemm_grid("conv2d_backward_data", 10, 65536 * K.BM, 1)
+    assert nb._gemm_grid("conv2d_forward", 10, 65535 * K.BM, 65535) == (1, 65535, 65535)
+    # depthwise conv with 65536 groups: refused before any launch
+    x, w = np.ones((1, 65536, 1, 1), np.float32), np.ones((65536, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"z <= 65535"):
+        nb.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 65536)
+    # an output too large for the kernels' int32 sizes is refused before it is allocated
+    with pytest.raises(ValueError, match=r"avg_pool2d_backward output: got 2500000000 elements"):
+        nb.avg_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), (1, 1, 50000, 50000), (2, 2), (2, 2), (0, 0), True)
+    # the split heuristic keeps groups*splits within grid z
+    assert nb.backward_weight_splits((4096, 60000, 8, 8), (60000, 1, 1, 1), 60000, target_blocks=10**9) == 1
+    assert nb.backward_weight_splits((4096, 600, 8, 8), (600, 1, 1, 1), 600, target_blocks=10**9) == 65535 // 600
+
+
+# max-pool with NaN inputs: a NaN in a window is its maximum and the argmax points at the first NaN
+# in row-major window order, as kernels/pool.cu and the CPU path do
+def _nan_pool_check(x, ks, stride, padding, rng):
+    y_shape = _pool_out(x.shape, ks, stride, padding)
+    y, arg = nb.launch_max_pool2d_forward(_empty(*y_shape), _empty(*y_shape, dtype=np.int32), x, ks, stride,
+                                          padding)
+    ref_y, ref_arg = cpu.max_pool2d_forward(_f64(x), ks, stride, padding)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref_y))
+    np.testing.assert_array_equal(y, ref_y.astype(np.float32))  # NaN positions equal, other values exact
+    np.testing.assert_array_equal(arg, ref_arg)
+    # every NaN output points at a NaN input, every other output at its value
+    planes = x.reshape(x.shape[0] * x.shape[1], -1)
+    picked = np.take_along_axis(planes, arg.reshape(planes.shape[0], -1), axis=1).reshape(y.shape)
+    np.testing.assert_array_equal(picked, y)
+    dy = _rand(rng, *y_shape)
+    dx = nb.launch_max_pool2d_backward(_empty(*x.shape), dy, arg, ks, stride, padding)
+    assert_close(dx, cpu.max_pool2d_backward(_f64(dy), ref_arg, x.shape, ks, stride, padding), F32_TOL,
+                 "max_pool backward with NaN inputs")
+    return y, arg
+
+
+def test_max_pool2d_nan_first_in_scan_order(rng):
+    nan = np.nan
+    x = np.array([[[[1.0, nan, 5.0, nan],
+                    [nan, 9.0, 2.0, 3.0],
+                    [4.0, 2.0, 7.0, 7.0],
+                    [8.0, 1.0, nan, nan]]]], np.float32)
+    y, arg = _nan_pool_check(x, (2, 2), (2, 2), (0, 0), rng)
+    # windows: {1, nan, nan, 9} -> first NaN (0,1); {5, nan, 2, 3} -> (0,3); {4, 2, 8, 1} -> 8 at (3,0);
+    # {7, 7, nan, nan} -> first NaN (3,2)
+    np.testing.assert_array_equal(arg[0, 0], [[1, 3], [12, 14]])
+    np.testing.assert_array_equal(np.isnan(y[0, 0]), [[True, True], [False, True]])
+    assert y[0, 0, 1, 0] == 8.0
+    _nan_pool_check(x, (3, 3), (1, 1), (1, 1), rng)  # overlapping windows with padding
+
+
+@pytest.mark.parametrize("x_shape,ks,stride,padding", POOL_CASES)
+def test_max_pool2d_nan_random(rng, x_shape, ks, stride, padding):
+    x = _rand(rng, *x_shape)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=max(2, flat.size // 4), replace=False)] = np.nan
+    flat[:2] = [np.nan, np.nan]  # two NaNs in the first window of the first plane
+    _nan_pool_check(x, ks, stride, padding, rng)

@@ -3,7 +3,9 @@
 //
 // Kernel versions
 //   v1  direct: one thread per output element, plain loops over the reduction. Slow; kept
-//       as a second GPU reference for the tiled kernels (tests and `fastconv check` run both).
+//       as a second GPU reference for the tiled kernels: tests/gpu/test_gpu_ops.py runs v1 and
+//       v2 (CONV_VERSION = 1 / 2); `fastconv check` runs the shipped v2 only.
+//       Entry points: conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1.
 //   v2  tiled implicit GEMM, no im2col buffer. A block computes a BM x BN tile of the GEMM
 //       below with 256 threads, each holding a TM x TN register tile (two TM/2 x TN/2 quads
 //       spread half a tile apart, so shared-memory reads are conflict-free float4/float2).
@@ -25,6 +27,8 @@
 //                          kernel writes dw directly.
 //       Tile shapes (suffix _tBMxBN): 128x128 (TM=TN=8, BK=8), 64x64 (4x4, BK=16) and 32x128
 //       (4x4, BK=16); fastconv/backends/cuda_config.py:conv_tile picks one from measurements.
+//       Entry points: conv2d_forward_v2_t*, conv2d_backward_data_v2_t*,
+//       conv2d_backward_weight_v2_t* (t128x128, t64x64, t32x128).
 //       Measured on an H100 (benchmarks/gpu_table.py): about 0.45x cuDNN fp32 (geometric mean
 //       over the DESIGN.md shapes x 3 passes); backward-data on strided convs is the weakest
 //       (the gather form issues the zero taps too), lenet.conv1 backward-data (M = 1) worst.
@@ -33,7 +37,11 @@
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/conv.cu
 // Index types: offsets into tensors are 64-bit (i64); per-GEMM-dimension indices (N*P*Q,
-// C/G*R*S, ...) are int, which the launcher checks are < 2^31.
+// C/G*R*S, ...) are int, which the launcher checks are <= 2^31 - 1 - 4096 (room for the tile
+// overshoot k0 + BK, n0 + BN; split-K keeps splits*chunk within the same bound).
+// Tuning overrides: CONV_BK_T128 / CONV_BK_T64 / CONV_BK_T32 (BK of each tile) and
+// CONV_MIN_BLOCKS, set by the loader (FASTCONV_CUDA_DEFINES="NAME=VALUE,..."); each loader
+// below static_asserts that its thread map still covers its tile, so a bad BK fails to compile.
 #include "common.cuh"
 
 #ifndef CONV_BK_T128
@@ -85,7 +93,8 @@ extern "C" __global__ void conv2d_forward_v1(
 }
 
 // dx[n,c,h,w] = sum over k in c's group, r, s with (h+ph-r*dh) = p*sh, 0<=p<P (same for w)
-// of dy[n,k,p,q] * w[k, c-g*Cg, r, s]. Work: 2*N*C*H*W*Kg*R*S FLOPs (most skipped for stride>1).
+// of dy[n,k,p,q] * w[k, c-g*Cg, r, s]. Work: 2*N*C*H*W*Kg*R*S FLOPs (most skipped for stride>1);
+// compulsory traffic (dy + w + dx) * 4 B, dy and w re-read per output (cache-served).
 extern "C" __global__ void conv2d_backward_data_v1(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
@@ -119,7 +128,8 @@ extern "C" __global__ void conv2d_backward_data_v1(
 }
 
 // dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw].
-// Work: 2*K*Cg*R*S*N*P*Q FLOPs, one thread per weight (slow: long serial sums).
+// Work: 2*K*Cg*R*S*N*P*Q FLOPs, one thread per weight (slow: long serial sums); compulsory
+// traffic (dy + x + dw) * 4 B, dy and x re-read per weight (cache-served).
 extern "C" __global__ void conv2d_backward_weight_v1(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dw_out,
     int N, int C, int H, int W, int K, int R, int S, int P, int Q,
@@ -226,6 +236,8 @@ __device__ __forceinline__ void gemm_tiles(LA& la, LB& lb, int k_begin, int k_en
 template <int BM, int BK>
 struct RowA {
     static constexpr int STEP = CONV_NT / BK, L = BM / STEP;
+    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BM,
+                  "RowA: BK must divide CONV_NT and CONV_NT/BK must divide BM (check the CONV_BK_* override)");
     const float* a;
     int kend, kk_off, m_off;
     i64 roff[L];
@@ -256,6 +268,8 @@ struct RowA {
 template <int BN, int BK>
 struct FwdB {
     static constexpr int LANES = CONV_NT / BK, L = BN / LANES;
+    static_assert(CONV_NT % BK == 0 && L > 0 && L * LANES == BN,
+                  "FwdB: BK must divide CONV_NT and CONV_NT/BK must divide BN (check the CONV_BK_* override)");
     const float* x;
     int H, W, S, RS, kend, dh, dw, kk_off, n_off;
     i64 HW;
@@ -309,6 +323,8 @@ struct FwdB {
 template <int BM, int BK>
 struct BwdDataA {
     static constexpr int STEP = CONV_NT / BK, L = BM / STEP;
+    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BM,
+                  "BwdDataA: BK must divide CONV_NT and CONV_NT/BK must divide BM (check the CONV_BK_* override)");
     const float* w;
     int RS, kend, kk_off, m_off;
     i64 CRS;
@@ -348,6 +364,8 @@ struct BwdDataA {
 template <int BN, int BK>
 struct BwdDataB {
     static constexpr int LANES = CONV_NT / BK, L = BN / LANES;
+    static_assert(CONV_NT % BK == 0 && L > 0 && L * LANES == BN,
+                  "BwdDataB: BK must divide CONV_NT and CONV_NT/BK must divide BN (check the CONV_BK_* override)");
     const float* dy;
     int P, Q, S, RS, kend, sh, sw, dh, dw, kk_off, n_off;
     i64 PQ;
@@ -404,6 +422,8 @@ struct BwdDataB {
 template <int BM, int BK>
 struct BwdWA {
     static constexpr int STEP = CONV_NT / BK, L = BM / STEP;
+    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BM,
+                  "BwdWA: BK must divide CONV_NT and CONV_NT/BK must divide BM (check the CONV_BK_* override)");
     const float* dy;
     int PQ, kend, kk_off, m_off;
     i64 KPQ;
@@ -441,6 +461,8 @@ struct BwdWA {
 template <int BN, int BK>
 struct BwdWB {
     static constexpr int STEP = CONV_NT / BK, L = BN / STEP;
+    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BN,
+                  "BwdWB: BK must divide CONV_NT and CONV_NT/BK must divide BN (check the CONV_BK_* override)");
     const float* x;
     int H, W, Q, PQ, sh, sw, ph, pw, kend, kk_off, n_off;
     i64 CHW;
@@ -602,6 +624,11 @@ __device__ __forceinline__ void conv_bwd_weight_v2(const float* __restrict__ dy,
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 #define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G
 
+// The v2 entry points of one tile shape. Work (see conv_fwd_v2 / conv_bwd_data_v2 /
+// conv_bwd_weight_v2): forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data 2*N*C*H*W*Kg*R*S FLOPs
+// issued, backward-weight 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic of each is its two operands
+// and its result, * 4 B (backward-weight with splits > 1 also writes splits*K*Cg*R*S*4 B of
+// partials, read back by conv2d_wgrad_reduce_v1).
 #define CONV_V2_KERNELS(SUFFIX, BM, BN, TM, TN, BK)                                                   \
     extern "C" __global__ void __launch_bounds__(CONV_NT, CONV_MIN_BLOCKS) conv2d_forward_v2_##SUFFIX( \
         const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,         \
@@ -626,7 +653,8 @@ CONV_V2_KERNELS(t32x128, 32, 128, 4, 4, CONV_BK_T32)
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-// dw[i] = sum_z ws[z*total + i] in split order (deterministic). Traffic (splits+1)*total*4 B.
+// dw[i] = sum_z ws[z*total + i] in split order (deterministic). Work: splits*total FLOPs (adds);
+// traffic (splits+1)*total*4 B.
 extern "C" __global__ void conv2d_wgrad_reduce_v1(const float* __restrict__ ws, float* __restrict__ dw,
                                                   i64 total, int splits) {
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
@@ -636,7 +664,8 @@ extern "C" __global__ void conv2d_wgrad_reduce_v1(const float* __restrict__ ws, 
     }
 }
 
-// db[k] = sum_{n,pq} dy[n,k,pq]; grid K blocks. Traffic N*K*P*Q*4 B, as many adds.
+// db[k] = sum_{n,pq} dy[n,k,pq]; grid K blocks. Work: N*K*P*Q FLOPs (double adds); traffic
+// N*K*P*Q*4 B in, K*4 B out.
 extern "C" __global__ void conv2d_backward_bias_v1(const float* __restrict__ dy, float* __restrict__ db,
                                                    int N, int K, int PQ) {
     __shared__ double buf[64];

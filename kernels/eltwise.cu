@@ -1,7 +1,10 @@
 // eltwise.cu - element-wise activations and dropout, forward and backward, fp32.
 //
 // Kernel versions
-//   *_v1  grid-stride loop, one element per step, any alignment.
+//   v1  grid-stride loop, one element per step, any alignment: relu_forward_v1,
+//       relu_backward_v1, leaky_relu_forward_v1, leaky_relu_backward_v1, sigmoid_forward_v1,
+//       sigmoid_backward_v1, tanh_forward_v1, tanh_backward_v1, dropout_forward_v1,
+//       dropout_backward_v1.
 //   relu_*_v2, leaky_relu_*_v2: float4 grid-stride loop over n/4 vectors, the n%4 tail done
 //        by the first threads; the launcher uses v2 only when every pointer is 16-byte aligned.
 // Backward passes take the forward OUTPUT y (relu: y > 0 <=> x > 0; sigmoid' = y(1-y);
@@ -28,23 +31,28 @@ __device__ __forceinline__ float lrelu_grad(float dy, float y, float slope) { re
 __device__ __forceinline__ float relu1(float x) { return x > 0.f ? x : 0.f; }
 __device__ __forceinline__ float relu_grad1(float dy, float y) { return y > 0.f ? dy : 0.f; }
 
+// Work: n compares, no FLOPs; moves 2*n*4 B (x in, y out).
 extern "C" __global__ void relu_forward_v1(const float* __restrict__ x, float* __restrict__ y, i64 n) {
     GRID_STRIDE(i, n) y[i] = relu1(x[i]);
 }
+// Work: n compares, no FLOPs; moves 3*n*4 B (dy, y in, dx out).
 extern "C" __global__ void relu_backward_v1(const float* __restrict__ dy, const float* __restrict__ y,
                                             float* __restrict__ dx, i64 n) {
     GRID_STRIDE(i, n) dx[i] = relu_grad1(dy[i], y[i]);
 }
+// Work: n compares, up to n FLOPs (x * slope); moves 2*n*4 B.
 extern "C" __global__ void leaky_relu_forward_v1(const float* __restrict__ x, float* __restrict__ y, i64 n,
                                                  float slope) {
     GRID_STRIDE(i, n) y[i] = lrelu(x[i], slope);
 }
+// Work: n compares, up to n FLOPs (dy * slope); moves 3*n*4 B.
 extern "C" __global__ void leaky_relu_backward_v1(const float* __restrict__ dy, const float* __restrict__ y,
                                                   float* __restrict__ dx, i64 n, float slope) {
     GRID_STRIDE(i, n) dx[i] = lrelu_grad(dy[i], y[i], slope);
 }
 
 // v2: 16-byte vectors. n4 = n / 4 vectors, then elements [4*n4, n) one per thread.
+// Work: n compares, no FLOPs; moves 2*n*4 B.
 extern "C" __global__ void relu_forward_v2(const float* __restrict__ x, float* __restrict__ y, i64 n) {
     const i64 n4 = n >> 2;
     const float4* x4 = reinterpret_cast<const float4*>(x);
@@ -57,6 +65,7 @@ extern "C" __global__ void relu_forward_v2(const float* __restrict__ x, float* _
     const i64 t = 4 * n4 + blockIdx.x * (i64)blockDim.x + threadIdx.x;
     if (t < n) y[t] = relu1(x[t]);
 }
+// Work: n compares, no FLOPs; moves 3*n*4 B.
 extern "C" __global__ void relu_backward_v2(const float* __restrict__ dy, const float* __restrict__ y,
                                             float* __restrict__ dx, i64 n) {
     const i64 n4 = n >> 2;
@@ -70,6 +79,7 @@ extern "C" __global__ void relu_backward_v2(const float* __restrict__ dy, const 
     const i64 t = 4 * n4 + blockIdx.x * (i64)blockDim.x + threadIdx.x;
     if (t < n) dx[t] = relu_grad1(dy[t], y[t]);
 }
+// Work: n compares, up to n FLOPs; moves 2*n*4 B.
 extern "C" __global__ void leaky_relu_forward_v2(const float* __restrict__ x, float* __restrict__ y, i64 n,
                                                  float slope) {
     const i64 n4 = n >> 2;
@@ -83,6 +93,7 @@ extern "C" __global__ void leaky_relu_forward_v2(const float* __restrict__ x, fl
     const i64 t = 4 * n4 + blockIdx.x * (i64)blockDim.x + threadIdx.x;
     if (t < n) y[t] = lrelu(x[t], slope);
 }
+// Work: n compares, up to n FLOPs; moves 3*n*4 B.
 extern "C" __global__ void leaky_relu_backward_v2(const float* __restrict__ dy, const float* __restrict__ y,
                                                   float* __restrict__ dx, i64 n, float slope) {
     const i64 n4 = n >> 2;
@@ -101,6 +112,7 @@ extern "C" __global__ void leaky_relu_backward_v2(const float* __restrict__ dy, 
 // ---- sigmoid / tanh --------------------------------------------------------------------------
 
 // Stable for large |x|: exp of a non-positive argument only.
+// Work: 1 expf + about 3 FLOPs per element; moves 2*n*4 B.
 extern "C" __global__ void sigmoid_forward_v1(const float* __restrict__ x, float* __restrict__ y, i64 n) {
     GRID_STRIDE(i, n) {
         const float v = x[i];
@@ -108,13 +120,16 @@ extern "C" __global__ void sigmoid_forward_v1(const float* __restrict__ x, float
         y[i] = v >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
     }
 }
+// Work: 3 FLOPs per element; moves 3*n*4 B.
 extern "C" __global__ void sigmoid_backward_v1(const float* __restrict__ dy, const float* __restrict__ y,
                                                float* __restrict__ dx, i64 n) {
     GRID_STRIDE(i, n) { const float v = y[i]; dx[i] = dy[i] * v * (1.f - v); }
 }
+// Work: 1 tanhf per element (about 20 FLOPs); moves 2*n*4 B.
 extern "C" __global__ void tanh_forward_v1(const float* __restrict__ x, float* __restrict__ y, i64 n) {
     GRID_STRIDE(i, n) y[i] = tanhf(x[i]);
 }
+// Work: 3 FLOPs per element; moves 3*n*4 B.
 extern "C" __global__ void tanh_backward_v1(const float* __restrict__ dy, const float* __restrict__ y,
                                             float* __restrict__ dx, i64 n) {
     GRID_STRIDE(i, n) { const float v = y[i]; dx[i] = dy[i] * (1.f - v * v); }
@@ -127,7 +142,7 @@ __device__ __forceinline__ unsigned int fmix32(unsigned int h) {
     return h;
 }
 
-// Traffic: n * (4 + 4 + 1) B.
+// Work: a 32-bit hash (integer ops) and 1 FLOP per element. Traffic: n * (4 + 4 + 1) B.
 extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float* __restrict__ y,
                                               unsigned char* __restrict__ mask, i64 n, unsigned int seed,
                                               unsigned long long thr, float scale) {
@@ -139,7 +154,7 @@ extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float
         y[i] = k ? x[i] * scale : 0.f;
     }
 }
-// Traffic: n * (4 + 1 + 4) B.
+// Work: 1 FLOP per element. Traffic: n * (4 + 1 + 4) B.
 extern "C" __global__ void dropout_backward_v1(const float* __restrict__ dy, const unsigned char* __restrict__ mask,
                                                float* __restrict__ dx, i64 n, float scale) {
     GRID_STRIDE(i, n) dx[i] = mask[i] ? dy[i] * scale : 0.f;

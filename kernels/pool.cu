@@ -29,6 +29,8 @@ __device__ __forceinline__ void windows_of(int h, int k, int s, int pad, int P, 
     if (hi > P - 1) hi = P - 1;
 }
 
+// Work: kh*kw compares per output, no FLOPs; moves N*C*H*W*4 B in (re-read per overlapping
+// window, cache-served) + N*C*P*Q*(4 + 4) B out (y, argmax).
 extern "C" __global__ void max_pool2d_forward_v1(const float* __restrict__ x, float* __restrict__ y,
                                                  int* __restrict__ argmax, int NC, int H, int W, int P, int Q,
                                                  int kh, int kw, int sh, int sw, int ph, int pw) {
@@ -55,6 +57,8 @@ extern "C" __global__ void max_pool2d_forward_v1(const float* __restrict__ x, fl
     }
 }
 
+// Work: per input, one argmax compare per covering window and 1 FLOP per match; moves
+// N*C*P*Q*(4 + 4) B in (dy, argmax; re-read per overlap, cache-served) + N*C*H*W*4 B out.
 extern "C" __global__ void max_pool2d_backward_v1(const float* __restrict__ dy, const int* __restrict__ argmax,
                                                   float* __restrict__ dx, int NC, int H, int W, int P, int Q,
                                                   int kh, int kw, int sh, int sw, int ph, int pw) {
@@ -85,6 +89,8 @@ __device__ __forceinline__ int avg_divisor(int p, int q, int H, int W, int kh, i
     return (he - hs) * (we - ws);
 }
 
+// Work: kh*kw adds + 1 divide per output (FLOPs); moves N*C*H*W*4 B in (re-read per overlap,
+// cache-served) + N*C*P*Q*4 B out.
 extern "C" __global__ void avg_pool2d_forward_v1(const float* __restrict__ x, float* __restrict__ y, int NC,
                                                  int H, int W, int P, int Q, int kh, int kw, int sh, int sw,
                                                  int ph, int pw, int include_pad) {
@@ -102,6 +108,8 @@ extern "C" __global__ void avg_pool2d_forward_v1(const float* __restrict__ x, fl
     }
 }
 
+// Work: per input, 1 divide + 1 add per covering window (FLOPs); moves N*C*P*Q*4 B in
+// (re-read per overlap, cache-served) + N*C*H*W*4 B out.
 extern "C" __global__ void avg_pool2d_backward_v1(const float* __restrict__ dy, float* __restrict__ dx, int NC,
                                                   int H, int W, int P, int Q, int kh, int kw, int sh, int sw,
                                                   int ph, int pw, int include_pad) {

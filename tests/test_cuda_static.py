@@ -69,6 +69,31 @@ def test_conv_kernels_do_not_spill(builds, filename, arch):
     assert spills and all(int(s) == 0 for s in spills), f"register spills in kernels/{filename} ({arch}):\n{log}"
 
 
+def _compile_conv(tmp, monkeypatch, env):
+    """conv.cu as the loader would build it with FASTCONV_CUDA_DEFINES=env, compiled for sm_90."""
+    monkeypatch.setenv("FASTCONV_CUDA_DEFINES", env)
+    defines = cuda_loader._all_defines(None)
+    src = tmp / "conv_override.cu"
+    src.write_text(cuda_loader.source("conv.cu", defines))
+    assert src.read_text().startswith("".join(f"#define {k} {v}\n" for k, v in sorted(defines.items())))
+    return subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-std=c++17", "-x", "cu", "-o", str(tmp / "conv.cubin"),
+                           str(src)], capture_output=True, text=True)
+
+
+def test_conv_tuning_override_compiles(tmp_path, monkeypatch):
+    proc = _compile_conv(tmp_path, monkeypatch, "CONV_BK_T64=8, CONV_BK_T128=16,CONV_MIN_BLOCKS=2")
+    assert proc.returncode == 0, f"conv.cu with valid tuning overrides does not compile:\n{proc.stderr}"
+    assert "warning" not in proc.stderr.lower(), proc.stderr
+
+
+def test_conv_bad_tuning_override_fails_to_compile(tmp_path, monkeypatch):
+    """BK = 4 on the 32x128 tile leaves RowA's 256/4 = 64 row lanes for 32 rows (L = 0): the
+    static_assert stops the build instead of a kernel that skips part of its tile."""
+    proc = _compile_conv(tmp_path, monkeypatch, "CONV_BK_T32=4")
+    assert proc.returncode != 0, "conv.cu compiled with CONV_BK_T32=4 (L = 0 in RowA)"
+    assert "RowA: BK must divide CONV_NT and CONV_NT/BK must divide BM" in proc.stderr, proc.stderr
+
+
 def test_every_cu_file_is_known():
     on_disk = {p.name for p in cuda_loader.kernel_dir().glob("*.cu")}
     assert on_disk == set(KERNELS), f"kernels/*.cu {sorted(on_disk)} vs cuda_config.KERNELS {sorted(KERNELS)}"
@@ -92,8 +117,102 @@ def test_launcher_names_are_registered():
         assert f"{stem}_v2" in every
 
 
-def test_versions_header_lists_each_file():
-    d = cuda_loader.kernel_dir()
-    for f in KERNELS:
-        head = (d / f).read_text()[:600]
-        assert "Kernel versions" in head or "versions" in head.lower(), f"{f} has no versions header"
+# ---------------------------------------------------------------------------------------------
+# DESIGN.md's kernel conventions, checked on the text (these run without nvcc too)
+
+_ENTRY = re.compile(r'extern "C" __global__\s+(?:void\s+)?(?:__launch_bounds__\([^)]*\)\s+)?(?:void\s+)?'
+                    r'(\w+?)(?:##(\w+))?\s*\(')
+_BYTES = re.compile(r"bytes|\d\s*B\b|\bB\b")
+_FLOPS = re.compile(r"FLOP|Work:")
+
+
+def _header(lines):
+    """The leading // comment block of a .cu file (its versions header)."""
+    out = []
+    for line in lines:
+        if not line.startswith("//"):
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+def _entry_points(lines):
+    """(line number, kernel name or name pattern, comment block right above it) for each
+    ``extern "C" __global__``; inside a #define (CONV_V2_KERNELS) the comment above the #define
+    counts and the name is a pattern (``conv2d_forward_v2_*``)."""
+    out = []
+    for i, line in enumerate(lines):
+        if 'extern "C" __global__' not in line:
+            continue
+        text = " ".join(t.rstrip().rstrip("\\") for t in lines[i:i + 3])
+        m = _ENTRY.search(text)
+        assert m, f"line {i + 1}: cannot read the kernel name in {line.strip()!r}"
+        name = m.group(1) + ("*" if m.group(2) else "")
+        j = i
+        while j > 0 and lines[j - 1].rstrip().endswith("\\"):
+            j -= 1
+        k, comment = j - 1, []
+        while k >= 0 and lines[k].lstrip().startswith("//"):
+            comment.insert(0, lines[k])
+            k -= 1
+        out.append((i + 1, name, "\n".join(comment)))
+    return out
+
+
+def _header_names(header):
+    """Kernel names and patterns the versions header mentions (``relu_*_v2`` style allowed, not a
+    bare ``*_v1``)."""
+    return {t for t in re.findall(r"[A-Za-z0-9_*]+_v\d+(?:_[A-Za-z0-9_*]+)?", header) if not t.startswith("*")}
+
+
+@pytest.mark.parametrize("filename", sorted(KERNELS))
+def test_each_kernel_states_its_work(filename):
+    """DESIGN.md: a comment on each kernel gives the bytes it moves and the FLOPs it does."""
+    lines = (cuda_loader.kernel_dir() / filename).read_text().splitlines()
+    entries = _entry_points(lines)
+    assert entries, f"{filename}: no extern \"C\" __global__ kernels found"
+    bad = [f"line {n} {name}" for n, name, c in entries if not (_BYTES.search(c) and _FLOPS.search(c))]
+    assert not bad, (f"kernels/{filename}: kernels without a comment right above them giving bytes moved "
+                     f"('bytes' or 'N B') and FLOPs ('FLOPs' or 'Work:'): {bad}")
+
+
+@pytest.mark.parametrize("filename", sorted(KERNELS))
+def test_versions_header_lists_each_kernel(filename):
+    """The header comment names every entry point of the file (itself or by a pattern such as
+    relu_*_v2) and every entry point the launcher may use is defined in the text."""
+    from fnmatch import fnmatchcase
+    lines = (cuda_loader.kernel_dir() / filename).read_text().splitlines()
+    header = _header(lines)
+    assert "Kernel versions" in header, f"kernels/{filename}: no 'Kernel versions' header"
+    names = _header_names(header)
+    entries = [name for _, name, _ in _entry_points(lines)]
+    concrete = []  # a macro's name pattern stands for the registry names it generates
+    for e in entries:
+        if "*" in e:
+            made = [k for k in KERNELS[filename] if fnmatchcase(k, e)]
+            assert made, f"kernels/{filename}: {e} generates no kernel that cuda_config.KERNELS lists"
+            concrete += made
+        else:
+            concrete.append(e)
+    missing = [e for e in concrete if not any(fnmatchcase(e, t) for t in names)]
+    assert not missing, f"kernels/{filename}: the versions header does not name {missing}; it names {sorted(names)}"
+    for k in KERNELS[filename]:  # the registry's names are all defined (directly or by the tile macro)
+        assert any(fnmatchcase(k, e) for e in entries), f"kernels/{filename}: {k} is not an entry point"
+
+
+def test_numba_kernels_state_their_work():
+    """Each numba kernel body the launcher compiles has a docstring giving bytes and FLOPs."""
+    import ast
+    from pathlib import Path
+
+    import fastconv.backends as pkg
+    d = Path(pkg.__file__).parent
+    launcher = ast.parse((d / "numba_cuda.py").read_text())
+    params = next(n.value for n in ast.walk(launcher) if isinstance(n, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "_PARAMS" for t in n.targets))
+    names = [k.value for k in params.keys]
+    bodies = {f.name: ast.get_docstring(f) or "" for f in ast.parse((d / "numba_kernels.py").read_text()).body
+              if isinstance(f, ast.FunctionDef)}
+    assert set(names) <= set(bodies), sorted(set(names) - set(bodies))
+    bad = [n for n in names if not (_BYTES.search(bodies[n]) and _FLOPS.search(bodies[n]))]
+    assert not bad, f"numba_kernels.py: kernels whose docstring does not give bytes and FLOPs: {bad}"

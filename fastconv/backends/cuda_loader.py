@@ -4,6 +4,13 @@ file, defines), memoized. Kernel names are checked against ``cuda_config.KERNELS
 The .cu files live in the top-level ``kernels/`` of a source checkout and in
 ``fastconv/kernels/`` of an installed wheel (pyproject maps one to the other);
 ``FASTCONV_KERNEL_DIR`` overrides both.
+
+Tuning #defines (DESIGN.md: "overridable by the loader"): ``FASTCONV_CUDA_DEFINES`` =
+"NAME=VALUE,NAME=VALUE" (integer values, e.g. ``CONV_BK_T64=8``) is put in front of every module
+built; a ``defines`` argument adds to it and wins on a clash. Modules are memoized per (device,
+file, defines), so changing the variable in a running process builds new modules. A bad
+override fails to compile (the conv loaders static_assert their thread maps) and is reported as
+a RuntimeError naming the defines.
 """
 
 from __future__ import annotations
@@ -17,6 +24,31 @@ from .cuda_config import KERNELS
 NVRTC_OPTIONS = ("-std=c++17",)
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_.]+\.cuh)"\s*$')
 _modules: dict = {}
+_env_cache: dict[str, dict[str, int]] = {}
+
+
+def env_defines() -> dict[str, int]:
+    """The tuning #defines of FASTCONV_CUDA_DEFINES ("NAME=VALUE,..."), parsed once per value."""
+    raw = os.environ.get("FASTCONV_CUDA_DEFINES", "")
+    parsed = _env_cache.get(raw)
+    if parsed is None:
+        parsed = {}
+        for item in filter(None, (t.strip() for t in raw.split(","))):
+            name, eq, value = item.partition("=")
+            name, value = name.strip(), value.strip()
+            if not (eq and re.fullmatch(r"[A-Z][A-Z0-9_]*", name) and re.fullmatch(r"-?\d+", value)):
+                raise ValueError(f"FASTCONV_CUDA_DEFINES: got {item!r} in {raw!r}, expected NAME=INTEGER items "
+                                 "separated by commas (e.g. CONV_BK_T64=8,CONV_MIN_BLOCKS=2)")
+            parsed[name] = int(value)
+        _env_cache[raw] = parsed
+    return parsed
+
+
+def _all_defines(defines: dict | None) -> dict:
+    env = env_defines()
+    if not defines:
+        return env
+    return {**env, **defines}
 
 
 def kernel_dir() -> Path:
@@ -54,11 +86,13 @@ def source(filename: str, defines: dict | None = None) -> str:
 
 
 def module(filename: str, defines: dict | None = None):
-    """The compiled cupy.RawModule for this file on the current device (built once)."""
+    """The compiled cupy.RawModule for this file on the current device with FASTCONV_CUDA_DEFINES
+    and ``defines`` in front (built once per device, file and defines)."""
     import cupy as cp
 
     dev = cp.cuda.Device().id
-    key = (dev, filename, tuple(sorted((defines or {}).items())))
+    defines = _all_defines(defines)
+    key = (dev, filename, tuple(sorted(defines.items())))
     mod = _modules.get(key)
     if mod is None:
         mod = cp.RawModule(code=source(filename, defines), options=NVRTC_OPTIONS)
@@ -76,4 +110,6 @@ def function(filename: str, name: str, defines: dict | None = None):
     try:
         return module(filename, defines).get_function(name)
     except cp.cuda.compiler.CompileException as e:
-        raise RuntimeError(f"kernels/{filename}: NVRTC could not compile it for this GPU:\n{e}") from None
+        used = _all_defines(defines)
+        extra = f" with the #defines {used} (FASTCONV_CUDA_DEFINES / defines)" if used else ""
+        raise RuntimeError(f"kernels/{filename}: NVRTC could not compile it for this GPU{extra}:\n{e}") from None

@@ -3,9 +3,9 @@
 Every fastconv result is validated against torch's before it is timed (relative L2 error; a
 mismatch is printed in the table and makes the exit status 1). Prints, for the DESIGN.md conv
 shapes x 3 passes: fastconv-cupy ms, fastconv-numba ms, cuDNN ms and cuDNN/fastconv-cupy; ReLU
-and 2x2 max/avg pooling on 64x64x56x56 in GB/s beside a device-to-device copy; the geometric
-mean of cuDNN/fastconv over the 18 conv rows; and whole training steps (LeNet, DCGAN, batch 128)
-in images/s beside PyTorch eager on the same card. Times are medians over --reps calls after
+and 2x2 max/avg pooling on 64x64x56x56 in GB/s for each family beside torch and a device-to-device
+copy; the geometric mean of cuDNN/fastconv over the 18 conv rows; and whole training steps (LeNet,
+DCGAN, batch 128) in images/s beside PyTorch eager on the same card. Times are medians over --reps calls after
 --warmup calls; each call is timed on its own, Python launch cost included.
 
     python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-steps]
@@ -101,7 +101,9 @@ def conv_rows(args, torch, cp, fams):
     return rows, bad
 
 
-def bandwidth_rows(args, torch, cp):
+def bandwidth_rows(args, torch, cp, fams):
+    """ReLU and 2x2 pooling rows for each kernel family (both families have their own kernels for
+    these ops), each beside torch, plus the device-to-device copy (the ceiling)."""
     import torch.nn.functional as F
     rng = np.random.default_rng(1)
     shape = ELEMENTWISE_SHAPE
@@ -117,32 +119,41 @@ def bandwidth_rows(args, torch, cp):
     tmax, tidx = F.max_pool2d(tx, 2, return_indices=True)
     f4 = 4
     rows, bad = [], 0
+    # (name, bytes moved, fastconv call taking the family, torch call)
     cases = [
-        ("memcpy D2D (ceiling)", 2 * n * f4, lambda: cp.cuda.runtime.memcpyAsync(
-            xc.data.ptr, x.data.ptr, n * f4, cp.cuda.runtime.memcpyDeviceToDevice, 0) or xc,
-         lambda: tx.clone(), None),
-        ("relu forward", 2 * n * f4, lambda: ops.relu_forward(x), lambda: torch.relu(tx), None),
-        ("relu backward", 3 * n * f4, lambda: ops.relu_backward(dy, y),
-         lambda: torch.ops.aten.threshold_backward(tdy, ty, 0.0), None),
-        ("maxpool2 forward", n * f4 + n // 4 * 8, lambda: ops.max_pool2d_forward(x, 2)[0],
-         lambda: F.max_pool2d(tx, 2, return_indices=True)[0], None),
-        ("maxpool2 backward", n // 4 * 8 + n * f4, lambda: ops.max_pool2d_backward(dyq, am, shape, 2),
+        ("relu forward", 2 * n * f4, lambda fam: ops.relu_forward(x, kernels=fam), lambda: torch.relu(tx)),
+        ("relu backward", 3 * n * f4, lambda fam: ops.relu_backward(dy, y, kernels=fam),
+         lambda: torch.ops.aten.threshold_backward(tdy, ty, 0.0)),
+        ("maxpool2 forward", n * f4 + n // 4 * 8, lambda fam: ops.max_pool2d_forward(x, 2, kernels=fam)[0],
+         lambda: F.max_pool2d(tx, 2, return_indices=True)[0]),
+        ("maxpool2 backward", n // 4 * 8 + n * f4,
+         lambda fam: ops.max_pool2d_backward(dyq, am, shape, 2, kernels=fam),
          lambda: torch.ops.aten.max_pool2d_with_indices_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], [1, 1], False,
-                                                                 tidx), None),
-        ("avgpool2 forward", n * f4 + n // 4 * f4, lambda: ops.avg_pool2d_forward(x, 2), lambda: F.avg_pool2d(tx, 2),
-         None),
-        ("avgpool2 backward", n // 4 * f4 + n * f4, lambda: ops.avg_pool2d_backward(dyq, shape, 2),
-         lambda: torch.ops.aten.avg_pool2d_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], False, True, None), None),
+                                                                 tidx)),
+        ("avgpool2 forward", n * f4 + n // 4 * f4, lambda fam: ops.avg_pool2d_forward(x, 2, kernels=fam),
+         lambda: F.avg_pool2d(tx, 2)),
+        ("avgpool2 backward", n // 4 * f4 + n * f4, lambda fam: ops.avg_pool2d_backward(dyq, shape, 2, kernels=fam),
+         lambda: torch.ops.aten.avg_pool2d_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], False, True, None)),
     ]
-    for name, nbytes, fc, tc, _ in cases:
-        out = fc()
+
+    def copy():
+        cp.cuda.runtime.memcpyAsync(xc.data.ptr, x.data.ptr, n * f4, cp.cuda.runtime.memcpyDeviceToDevice,
+                                    cp.cuda.get_current_stream().ptr)
+        return xc
+    t_copy = median_ms(copy, args.reps, args.warmup)
+    t_clone = median_ms(lambda: tx.clone(), args.reps, args.warmup)
+    copy_ok = bool((copy() == x).all())
+    bad += not copy_ok
+    rows.append(("memcpy D2D (ceiling)", "-", 2 * n * f4, t_copy, t_clone, copy_ok))
+    for name, nbytes, fc, tc in cases:
         ref = cp.from_dlpack(tc())
-        err = rel_error(out, ref)
-        ok = err <= VALIDATE_TOL
-        bad += not ok
-        t_fc = median_ms(fc, args.reps, args.warmup)
         t_tc = median_ms(tc, args.reps, args.warmup)
-        rows.append((name, nbytes, t_fc, t_tc, ok))
+        for fam in fams:
+            err = rel_error(fc(fam), ref)
+            ok = err <= VALIDATE_TOL
+            bad += not ok
+            t_fc = median_ms(lambda: fc(fam), args.reps, args.warmup)
+            rows.append((name, fam, nbytes, t_fc, t_tc, ok))
     return rows, bad
 
 
@@ -273,15 +284,17 @@ def main(argv=None) -> int:
         cells = "".join(f"{tiles[t][0]:>14.4f}" + ("" if tiles[t][1] else "!") for t in tnames)
         print(f"{name + ' ' + ps:<30}{cells}  {auto}")
 
-    brow, bbad = bandwidth_rows(args, torch, cp)
+    brow, bbad = bandwidth_rows(args, torch, cp, fams)
     bad += bbad
-    # the ceiling is the faster of the two device copies measured (cudaMemcpy D2D, torch clone)
-    copy_gbs = brow[0][1] / min(brow[0][2], brow[0][3]) / 1e6
-    print(f"\n{'op (64x64x56x56)':<20}{'fc ms':>9}{'fc GB/s':>10}{'torch ms':>10}{'torch GB/s':>11}{'fc/copy':>10}  check")
-    for name, nbytes, t_fc, t_tc, ok in brow:
+    # the ceiling is the faster of the two device copies measured (cudaMemcpy D2D, torch clone);
+    # on the copy row "fc" is the cudaMemcpy and "torch" the clone
+    copy_gbs = brow[0][2] / min(brow[0][3], brow[0][4]) / 1e6
+    print(f"\n{'op (64x64x56x56)':<20}{'family':<8}{'fc ms':>9}{'fc GB/s':>10}{'torch ms':>10}{'torch GB/s':>11}"
+          f"{'fc/copy':>10}  check")
+    for name, fam, nbytes, t_fc, t_tc, ok in brow:
         gbs = nbytes / t_fc / 1e6
-        print(f"{name:<20}{t_fc:>9.4f}{gbs:>10.0f}{t_tc:>10.4f}{nbytes / t_tc / 1e6:>11.0f}{gbs / copy_gbs:>10.2f}  "
-              f"{'ok' if ok else 'MISMATCH'}")
+        print(f"{name:<20}{fam:<8}{t_fc:>9.4f}{gbs:>10.0f}{t_tc:>10.4f}{nbytes / t_tc / 1e6:>11.0f}"
+              f"{gbs / copy_gbs:>10.2f}  {'ok' if ok else 'MISMATCH'}")
 
     if not args.skip_steps:
         try:

@@ -135,33 +135,35 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, k
     return op("conv2d_forward", x, w, b, kernels=kernels)(x, w, b, stride, padding, dilation, int(groups))
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
-    """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
+def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name, stride, padding, dilation,
+                        groups):
+    """Checks shared by the two backward passes: dy against the conv that x_shape and w_shape define."""
     _array(dy, "dy", 4)
-    _array(w, "w", 4)
-    _same_dtype(w, "w", (dy, "dy"))
-    _same_device(dy=dy, w=w)
-    x_shape = _shape4(x_shape, "x_shape")
+    _same_dtype(other, other_name, (dy, "dy"))
+    _same_device(dy=dy, **{other_name: other})
     stride, padding, dilation = _conv_args(stride, padding, dilation)
-    n, c, h, wd, k, r, s, p, q = conv_geometry(x_shape, w.shape, stride, padding, dilation, groups, "x_shape")
+    n, c, h, wd, k, r, s, p, q = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, x_name, w_name)
     if tuple(dy.shape) != (n, k, p, q):
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {(n, k, p, q)} (the conv output)")
+    return stride, padding, dilation
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+    """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
+    _array(w, "w", 4)
+    x_shape = _shape4(x_shape, "x_shape")
+    stride, padding, dilation = _conv_backward_args(dy, w, "w", x_shape, w.shape, "x_shape", "w", stride, padding,
+                                                    dilation, groups)
     return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
                                                              int(groups))
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
     """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
-    _array(dy, "dy", 4)
     _array(x, "x", 4)
-    _same_dtype(x, "x", (dy, "dy"))
-    _same_device(dy=dy, x=x)
     w_shape = _shape4(w_shape, "w_shape")
-    stride, padding, dilation = _conv_args(stride, padding, dilation)
-    n, c, h, wd, k, r, s, p, q = conv_geometry(x.shape, w_shape, stride, padding, dilation, groups, "x",
-                                               "w_shape")
-    if tuple(dy.shape) != (n, k, p, q):
-        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {(n, k, p, q)} (the conv output)")
+    stride, padding, dilation = _conv_backward_args(dy, x, "x", x.shape, w_shape, "x", "w_shape", stride, padding,
+                                                    dilation, groups)
     return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
                                                                int(groups))
 
@@ -481,7 +483,8 @@ def dropout_backward(dy, mask, p, *, kernels=None):
     if tuple(mask.shape) != tuple(dy.shape):
         raise ValueError(f"mask: got shape {tuple(mask.shape)}, expected {tuple(dy.shape)}")
     _same_device(dy=dy, mask=mask)
-    return op("dropout_backward", dy, kernels=kernels)(dy, mask, real(p, "p", 0.0, 1.0, hi_open=True, what="a probability"))
+    p = real(p, "p", 0.0, 1.0, hi_open=True, what="a probability")
+    return op("dropout_backward", dy, kernels=kernels)(dy, mask, p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +538,8 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
     op("adam_update", param, kernels=kernels)(param, grad, m, v, int(step), real(lr, "lr", 0.0, lo_open=True),
                                               real(beta1, "beta1", 0.0, 1.0, hi_open=True),
                                               real(beta2, "beta2", 0.0, 1.0, hi_open=True),
-                                              real(eps, "eps", 0.0, lo_open=True), real(weight_decay, "weight_decay", 0.0))
+                                              real(eps, "eps", 0.0, lo_open=True),
+                                              real(weight_decay, "weight_decay", 0.0))
 
 
 def _check_update_arrays(param, grad, state, state_name):

@@ -267,7 +267,8 @@ class _BatchNorm(Module):
 
     def forward(self, x):
         if x.ndim != self._ndim:
-            raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for {type(self).__name__}")
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for "
+                             f"{type(self).__name__}")
         y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
                                                 self.buffer("running_var"), self.training, self.momentum, self.eps,
                                                 kernels=self.kernels)

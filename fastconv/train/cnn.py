@@ -19,9 +19,9 @@ import numpy as np
 from .. import nn
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, save_checkpoint, split_prefix, with_prefix
 from ..data import fake_dataset, iterate_batches, load_dataset, to_float
-from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, check_finite, check_nonnegative, check_positive,
-                     check_resume_config, parse_int_list, progress, require_extras, resolve_device, resume_path, say,
-                     to_host_float, writable_dir, xp_for)
+from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, RunConfig, check_finite, check_nonnegative,
+                     check_positive, check_resume_config, parse_int_list, progress, require_extras, resolve_device,
+                     resume_path, say, to_host_float, writable_dir, xp_for)
 from .images import plot_curves
 
 OPTIMIZERS = ("sgd", "adam")
@@ -34,10 +34,8 @@ RESUME_KEYS = MODEL_KEYS + ("arch", "step", "rng", "history", "train_images") + 
 
 
 @dataclass
-class CNNConfig:
+class CNNConfig(RunConfig):
     """Everything a CNN run depends on (the CLI flags of ``fastconv train cnn``)."""
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.05
@@ -47,17 +45,8 @@ class CNNConfig:
     channels: list = field(default_factory=lambda: [32, 64])
     hidden: list = field(default_factory=lambda: [256])
     kernel_size: int = 5
-    seed: int = 0
-    device: str = "auto"
-    kernels: str | None = None
     out: str = "runs/cnn"
-    resume: object = None
-    dry_run: bool = False
-    train_size: int | None = None
     test_batch_size: int = 250
-    log_every: int = 50
-    progress: bool | None = None
-    allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
 
 
 # ---------------------------------------------------------------------------------------------

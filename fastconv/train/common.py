@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,6 +16,22 @@ from .. import backend
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class RunConfig:
+    """Settings every training run shares (the common flags of ``fastconv train``)."""
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    kernels: str | None = None
+    resume: object = None
+    dry_run: bool = False
+    train_size: int | None = None
+    log_every: int = 50
+    progress: bool | None = None
+    allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
 
 
 class NonFiniteLossError(RuntimeError):

@@ -30,9 +30,9 @@ from .. import nn
 from ..checkpoint import (CheckpointError, load_checkpoint, require_keys, rng_from_state, rng_state, save_checkpoint,
                           split_prefix, with_prefix)
 from ..data import fake_dataset, load_dataset, to_float
-from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, check_finite, check_positive, check_resume_config,
-                     parse_int_list, progress, require_extras, resolve_device, resume_path, say, to_host_float,
-                     writable_dir, xp_for)
+from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, RunConfig, check_finite, check_positive,
+                     check_resume_config, parse_int_list, progress, require_extras, resolve_device, resume_path, say,
+                     to_host_float, writable_dir, xp_for)
 from .images import plot_curves, save_grid
 
 MODELS = ("mlp", "dcgan")
@@ -49,11 +49,9 @@ RESUME_ARRAYS = tuple(f"history.{k}" for k in HISTORY_KEYS)
 
 
 @dataclass
-class GANConfig:
+class GANConfig(RunConfig):
     """Everything a GAN run depends on (the CLI flags of ``fastconv train gan``)."""
     model: str = "dcgan"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
     epochs: int = 5
     batch_size: int = 64
     lr: float = 2e-4
@@ -64,19 +62,10 @@ class GANConfig:
     d_hidden: list = field(default_factory=lambda: [512, 256])   # MLP D hidden sizes
     d_steps: int = 1                   # k: D updates per G update
     g_loss: str = "nonsat"
-    seed: int = 0
-    device: str = "auto"
-    kernels: str | None = None
     out: str = "runs/gan"
-    resume: object = None
-    dry_run: bool = False
-    train_size: int | None = None
     sample_every: int = 500
     n_samples: int = 64
-    log_every: int = 50
-    progress: bool | None = None
     iterations: int | None = None      # stop after this many iterations in all (replaces epochs)
-    allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
 
 
 # ---------------------------------------------------------------------------------------------

@@ -263,16 +263,27 @@ def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output
 # ---------------------------------------------------------------------------------------------
 # activations (backward passes take the forward output y, not x)
 
+_ANY_NDIM = (1, 2, 3, 4, 5)
+
+
+def _unary(name, x, *extra, kernels=None):
+    """Elementwise forward ops: x of any ndim 1-5."""
+    _array(x, "x", _ANY_NDIM)
+    return op(name, x, kernels=kernels)(x, *extra)
+
+
+def _unary_backward(name, dy, y, *extra, kernels=None):
+    """Elementwise backward ops: dy and the forward output y of one shape, dtype and device."""
+    _same_shape(_array(dy, "dy", _ANY_NDIM), "dy", _array(y, "y", _ANY_NDIM), "y")
+    return op(name, dy, y, kernels=kernels)(dy, y, *extra)
+
+
 def relu_forward(x, *, kernels=None):
-    _array(x, "x", (1, 2, 3, 4, 5))
-    return op("relu_forward", x, kernels=kernels)(x)
+    return _unary("relu_forward", x, kernels=kernels)
 
 
 def relu_backward(dy, y, *, kernels=None):
-    _array(dy, "dy", (1, 2, 3, 4, 5))
-    _array(y, "y", (1, 2, 3, 4, 5))
-    _same_shape(dy, "dy", y, "y")
-    return op("relu_backward", dy, y, kernels=kernels)(dy, y)
+    return _unary_backward("relu_backward", dy, y, kernels=kernels)
 
 
 def _slope(slope):
@@ -280,35 +291,27 @@ def _slope(slope):
 
 
 def leaky_relu_forward(x, negative_slope=0.01, *, kernels=None):
-    _array(x, "x", (1, 2, 3, 4, 5))
-    return op("leaky_relu_forward", x, kernels=kernels)(x, _slope(negative_slope))
+    return _unary("leaky_relu_forward", x, _slope(negative_slope), kernels=kernels)
 
 
 def leaky_relu_backward(dy, y, negative_slope=0.01, *, kernels=None):
-    _array(dy, "dy", (1, 2, 3, 4, 5))
-    _array(y, "y", (1, 2, 3, 4, 5))
-    _same_shape(dy, "dy", y, "y")
-    return op("leaky_relu_backward", dy, y, kernels=kernels)(dy, y, _slope(negative_slope))
+    return _unary_backward("leaky_relu_backward", dy, y, _slope(negative_slope), kernels=kernels)
 
 
 def sigmoid_forward(x, *, kernels=None):
-    _array(x, "x", (1, 2, 3, 4, 5))
-    return op("sigmoid_forward", x, kernels=kernels)(x)
+    return _unary("sigmoid_forward", x, kernels=kernels)
 
 
 def sigmoid_backward(dy, y, *, kernels=None):
-    _same_shape(_array(dy, "dy", (1, 2, 3, 4, 5)), "dy", _array(y, "y", (1, 2, 3, 4, 5)), "y")
-    return op("sigmoid_backward", dy, y, kernels=kernels)(dy, y)
+    return _unary_backward("sigmoid_backward", dy, y, kernels=kernels)
 
 
 def tanh_forward(x, *, kernels=None):
-    _array(x, "x", (1, 2, 3, 4, 5))
-    return op("tanh_forward", x, kernels=kernels)(x)
+    return _unary("tanh_forward", x, kernels=kernels)
 
 
 def tanh_backward(dy, y, *, kernels=None):
-    _same_shape(_array(dy, "dy", (1, 2, 3, 4, 5)), "dy", _array(y, "y", (1, 2, 3, 4, 5)), "y")
-    return op("tanh_backward", dy, y, kernels=kernels)(dy, y)
+    return _unary_backward("tanh_backward", dy, y, kernels=kernels)
 
 
 def _same_shape(a, an, b, bn):

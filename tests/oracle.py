@@ -110,16 +110,10 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     y = np.zeros((n, og * groups, ho, wo))
     for g in range(groups):
         xs, os_ = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
-        for pi in range(h):
-            for qi in range(wd):
-                for ri in range(r):
-                    oh = pi * stride[0] - padding[0] + ri * dilation[0]
-                    if not 0 <= oh < ho:
-                        continue
-                    for si in range(s):
-                        ow = qi * stride[1] - padding[1] + si * dilation[1]
-                        if 0 <= ow < wo:
-                            y[:, os_, oh, ow] += x[:, xs, pi, qi] @ w[xs, :, ri, si]
+        # input pixel (pi, qi) scatters through tap (ri, si) to output (oh, ow): the conv taps with
+        # the roles of input and output exchanged
+        for pi, qi, ri, si, oh, ow in _conv_taps(ho, wo, r, s, h, wd, stride, padding, dilation):
+            y[:, os_, oh, ow] += x[:, xs, pi, qi] @ w[xs, :, ri, si]
     if b is not None:
         y += b[None, :, None, None]
     return y

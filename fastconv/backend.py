@@ -24,6 +24,10 @@ from types import ModuleType
 import numpy as np
 
 FAMILIES = ("cupy", "numba")
+if os.environ.get("FASTCONV_DEVICE", "").strip().lower() == "emu":  # CUDA C family on the CPU (fastconv.emu)
+    from .emu import install
+
+    install()
 _family_override: str | None = None
 _modules: dict[str, ModuleType] = {}
 
@@ -86,10 +90,10 @@ def array_module(*arrays, names=None):
     for i, a in enumerate(arrays):
         if a is None:
             continue
-        if isinstance(a, np.ndarray):
-            k = "numpy"
-        elif is_cupy_array(a):
+        if is_cupy_array(a):  # first: the CPU stand-in's device arrays are numpy subclasses
             k = "cupy"
+        elif isinstance(a, np.ndarray):
+            k = "numpy"
         else:
             raise TypeError(f"{names[i]}: got {type(a).__name__}, expected a numpy.ndarray or cupy.ndarray")
         if kind is None:
@@ -170,10 +174,10 @@ def to_device(x, device: str):
     if x is None:
         return None
     if device == "cpu":
-        if isinstance(x, np.ndarray):
-            return x
         if is_cupy_array(x):
             return x.get()
+        if isinstance(x, np.ndarray):
+            return x
         return np.asarray(x)
     cp = require_gpu()
     if isinstance(x, cp.ndarray):

@@ -44,7 +44,8 @@ _TYPES = (r"(?:const\s+)?(?:volatile\s+)?(?:unsigned\s+long\s+long(?:\s+int)?|un
           r"u?int(?:8|16|32|64)_t|size_t{extra})(?:\s+const)?")
 _SHARED = re.compile(r"(?P<ext>\bextern\s+)?\b__shared__\s+(?:__align__\s*\(\s*(?P<align>\d+)\s*\)\s+)?"
                      r"(?P<type>(?:const\s+|volatile\s+|unsigned\s+|signed\s+|long\s+)*[A-Za-z_]\w*)\s+"
-                     r"(?P<name>[A-Za-z_]\w*)\s*(?P<dims>(?:\[[^\];]*\]\s*)*);")
+                     r"(?P<decls>[A-Za-z_]\w*\s*(?:\[[^\];]*\]\s*)*(?:,\s*[A-Za-z_]\w*\s*(?:\[[^\];]*\]\s*)*)*);")
+_DECL = re.compile(r"([A-Za-z_]\w*)\s*((?:\[[^\];]*\]\s*)*)")
 _CAST = re.compile(r"\b(?:reinterpret_cast|static_cast)\s*<\s*([^<>;]*?)\s*\*\s*>")
 _TYPEDEF = re.compile(r"\btypedef\s+([\w\s]+?)\s+(\w+)\s*;")
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
@@ -100,14 +101,18 @@ def rewrite(pre: str) -> tuple[str, list[tuple[str, list[str]]]]:
                          r"(?=[A-Za-z_])")
 
     def shared(m):
-        t, name, dims, align = m["type"], m["name"], re.sub(r"\s+", "", m["dims"] or ""), m["align"]
-        if m["ext"]:
-            if dims != "[]":
-                raise CompileError(f"extern __shared__ {name}{dims}: expected an unsized array `{name}[]`")
-            return f'fc_ptr<{t}> {name} = ::fc::dynamic_shared<{t}>("{name}");'
-        al = align or f"alignof({t})"
-        return (f"static char fc_key_{name}; {t} (&{name}){dims} = *static_cast<{t} (*){dims}>("
-                f'::fc::shared_alloc(&fc_key_{name}, sizeof({t}{dims}), {al}, "{name}"));')
+        t, align, out = m["type"], m["align"], []
+        for name, dims in _DECL.findall(m["decls"]):
+            dims = re.sub(r"\s+", "", dims)
+            if m["ext"]:
+                if dims != "[]":
+                    raise CompileError(f"extern __shared__ {name}{dims}: expected an unsized array `{name}[]`")
+                out.append(f'fc_ptr<{t}> {name} = ::fc::dynamic_shared<{t}>("{name}");')
+                continue
+            al = align or f"alignof({t})"
+            out.append(f"static char fc_key_{name}; {t} (&{name}){dims} = *static_cast<{t} (*){dims}>("
+                       f'::fc::shared_alloc(&fc_key_{name}, sizeof({t}{dims}), {al}, "{name}"));')
+        return " ".join(out)
 
     out = _SHARED.sub(shared, pre)
     out = _CAST.sub(lambda m: f"::fc::ptr_cast<{m[1]}>", out)
@@ -212,7 +217,7 @@ class Kernel:
             want = np.dtype(DTYPES[code])
             if not isinstance(a, np.generic) or a.dtype != want:
                 got = f"numpy {a.dtype}" if isinstance(a, np.generic) else type(a).__name__
-                raise TypeError(f"kernel {self.name} argument {pname}: got {got} {a!r}, expected a numpy {want} "
+                raise TypeError(f"kernel {self.name} argument {pname}: got {got} {a}, expected a numpy {want} "
                                 "scalar (the C type of the parameter; a GPU would read the wrong bytes)")
             keep.append(ctypes.create_string_buffer(a.tobytes(), len(a.tobytes())))
         ptrs = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])

@@ -165,7 +165,8 @@ struct Abort {};  // thrown when the scheduler (not a thread) finds the error
 
 inline int where(char* buf, int len) {
     Block* b = tb;
-    if (!b->cur) return snprintf(buf, len, "kernel %s", b->kernel);
+    if (!b->cur)
+        return snprintf(buf, len, "kernel %s, block (%u, %u, %u)", b->kernel, b->bidx.x, b->bidx.y, b->bidx.z);
     const dim3& t = b->cur->idx;
     return snprintf(buf, len, "kernel %s, block (%u, %u, %u), thread (%u, %u, %u)", b->kernel, b->bidx.x,
                     b->bidx.y, b->bidx.z, t.x, t.y, t.z);
@@ -424,6 +425,9 @@ inline bool run_block() {
         int alive = 0;
         for (int i = 0; i < b->nthreads; ++i) alive += b->threads[i].state != DONE;
         if (waiting != alive) deadlock();
+        if (alive != b->nthreads)  // CUDA: __syncthreads must be reached by every thread of the block
+            fail("__syncthreads reached by %d threads while %d threads of the block have exited (a barrier in "
+                 "code that not all threads run)", waiting, b->nthreads - alive);
         check_canaries();
         for (int i = 0; i < b->nthreads; ++i)
             if (b->threads[i].state == BLOCK_WAIT) b->threads[i].state = READY;

@@ -212,22 +212,27 @@ def test_linear(cp, rng):
                  F32_TOL, "linear forward")
 
 
+def run_every_op(cp, rng):
+    """One small case of every op group and conv version: launches every kernel of the family."""
+    for version in CONV_VERSIONS:
+        with conv_kernels(version):
+            _conv_all_passes(cp, rng, *CONV_CASES[3].values)
+    _pool_all_passes(cp, rng, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1))
+    for size, offset in ((13, 0), (13, 1)):
+        test_activations(cp, rng, size, offset)
+    for training in (True, False):
+        test_batchnorm(cp, rng, (3, 4, 2, 2), training)
+    test_dropout_masks_equal_the_cpu(cp, rng, 50, 0.5, 1)
+    test_softmax_cross_entropy(cp, rng, 3, 5)
+    test_bce_with_logits(cp, rng, (4, 1))
+    test_sgd_update(cp, rng, 0.9, 0.0, False)
+    test_adam_update(cp, rng)
+
+
 def test_every_kernel_is_launched(cp, rng):
-    """One small case of every op group launches every kernel that cuda_config.KERNELS lists."""
+    """run_every_op launches every kernel that cuda_config.KERNELS lists."""
     with emu.trace() as t:
-        for version in CONV_VERSIONS:
-            with conv_kernels(version):
-                _conv_all_passes(cp, rng, *CONV_CASES[3].values)
-        _pool_all_passes(cp, rng, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1))
-        for size, offset in ((13, 0), (13, 1)):
-            test_activations(cp, rng, size, offset)
-        for training in (True, False):
-            test_batchnorm(cp, rng, (3, 4, 2, 2), training)
-        test_dropout_masks_equal_the_cpu(cp, rng, 50, 0.5, 1)
-        test_softmax_cross_entropy(cp, rng, 3, 5)
-        test_bce_with_logits(cp, rng, (4, 1))
-        test_sgd_update(cp, rng, 0.9, 0.0, False)
-        test_adam_update(cp, rng)
+        run_every_op(cp, rng)
     listed = {name for names in KERNELS.values() for name in names}
     missing = sorted(listed - set(t.launch_names))
     assert not missing, f"kernels never launched by the ops: {missing}"

@@ -4,7 +4,7 @@
 // generated `fc_entry_<kernel>` launch function per __global__ kernel.
 //
 // Execution model: a launch runs its blocks one after another on the calling thread. The threads
-// of a block are fibers (ucontext) run cooperatively: each runs until it reaches __syncthreads,
+// of a block are fibers (a 20-instruction x86-64 stack switch; ucontext elsewhere) run cooperatively: each runs until it reaches __syncthreads,
 // a warp collective or its end, then the next; a barrier releases when every live thread of the
 // block (of the warp mask) waits on it, so barriers are real and a missing one shows as a wrong
 // result when the threads run in shuffled order (Launch::seed != 0). Shared memory is a per-block
@@ -22,7 +22,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-#include <ucontext.h>
 #include <sys/mman.h>
 
 #ifndef FASTCONV_EMU
@@ -64,6 +63,79 @@ struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
 };
 
+// ---- fiber contexts: save the callee-saved registers and the FP control words, switch stacks.
+// x86-64 gets a hand-written switch (ucontext's swapcontext makes a signal-mask system call per
+// switch, which dominated the run time); other targets use ucontext.
+#if defined(__x86_64__)
+extern "C" void fc_ctx_switch(void** save_sp, void* to_sp) __attribute__((visibility("hidden")));
+asm(R"(
+    .pushsection .text
+    .p2align 4
+    .globl fc_ctx_switch
+    .hidden fc_ctx_switch
+    .type fc_ctx_switch, @function
+fc_ctx_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size fc_ctx_switch, .-fc_ctx_switch
+    .popsection
+)");
+namespace fc {
+struct Context {
+    void* sp = nullptr;
+    // A fresh context that starts `entry` (which never returns) on the stack [stack, stack + size).
+    void init(char* stack, size_t size, void (*entry)()) {
+        char* s = stack + size - 72;  // the frame fc_ctx_switch pops; `ret` leaves rsp = 8 mod 16
+        const uint32_t mxcsr = 0x1F80;
+        const uint16_t fpucw = 0x037F;
+        void* ret = reinterpret_cast<void*>(entry);
+        std::memset(s, 0, 72);
+        std::memcpy(s, &mxcsr, 4);
+        std::memcpy(s + 4, &fpucw, 2);
+        std::memcpy(s + 56, &ret, 8);
+        sp = s;
+    }
+};
+inline void switch_context(Context& from, Context& to) { fc_ctx_switch(&from.sp, to.sp); }
+}  // namespace fc
+#else
+#include <ucontext.h>
+namespace fc {
+struct Context {
+    ucontext_t uc;
+    bool made = false;
+    void init(char* stack, size_t size, void (*entry)()) {
+        if (!made) getcontext(&uc);
+        made = true;
+        uc.uc_stack.ss_sp = stack;
+        uc.uc_stack.ss_size = size;
+        uc.uc_link = nullptr;
+        makecontext(&uc, entry, 0);
+    }
+};
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+}  // namespace fc
+#endif
+
 namespace fc {
 
 typedef long long i64;
@@ -71,6 +143,7 @@ constexpr int kMaxThreads = 1024;
 constexpr size_t kStack = 256 * 1024;          // bytes of stack per thread fiber
 constexpr size_t kStaticSmem = 48 * 1024;      // static __shared__ bytes a block may declare
 constexpr size_t kSmem = 227 * 1024;           // static + dynamic bytes (H100 opt-in maximum)
+constexpr size_t kArena = kStaticSmem + kSmem;  // static variables, then the dynamic region
 constexpr unsigned char kCanary = 0xA5;        // bytes after each shared variable
 constexpr size_t kRedzone = 16;
 
@@ -85,9 +158,10 @@ struct Copy {
 };
 
 struct Thread {
-    ucontext_t ctx;
+    Context ctx;
     dim3 idx;
     int tid, lane, warp;
+    char* stack_lo;
     State state;
     unsigned wait_mask;
     unsigned long long warp_seq, bar_seq;
@@ -127,7 +201,7 @@ struct Block {
     char* stacks = nullptr;
     int stack_slots = 0;
     Thread* cur = nullptr;
-    ucontext_t sched;
+    Context sched;
     std::vector<Region> args;
     std::vector<SharedVar> shared;
     char* smem = nullptr;
@@ -159,7 +233,7 @@ struct Abort {};  // thrown when the scheduler (not a thread) finds the error
     b->failed = true;
     if (!b->in_fiber) throw Abort{};
     b->in_fiber = false;
-    swapcontext(&b->cur->ctx, &b->sched);
+    switch_context(b->cur->ctx, b->sched);
     std::abort();  // an aborted fiber is never resumed
 }
 
@@ -190,12 +264,16 @@ inline void lookup(const void* p, const char*& lo, const char*& hi, const char*&
     Block* b = tb;
     if (!b || !p) return;
     const char* c = static_cast<const char*>(p);
+    if (b->cur && c >= b->cur->stack_lo && c < b->cur->stack_lo + kStack) return;  // the thread's locals
+    if (c >= b->smem && c <= b->smem + kArena) {
+        for (const SharedVar& v : b->shared) {
+            const char* vlo = b->smem + v.off;
+            if (c >= vlo && c <= vlo + v.size) { lo = vlo; hi = vlo + v.size; name = v.name; return; }
+        }
+        return;
+    }
     for (const Region& r : b->args)
         if (c >= r.lo && c <= r.hi) { lo = r.lo; hi = r.hi; name = r.name; return; }
-    for (const SharedVar& v : b->shared) {
-        const char* vlo = b->smem + v.off;
-        if (c >= vlo && c <= vlo + v.size) { lo = vlo; hi = vlo + v.size; name = v.name; return; }
-    }
 }
 
 template <class T>

@@ -157,6 +157,8 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == mask; }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { fc::warp_rendezvous(mask, "__syncwarp"); }
+// The lanes of the warp that have not exited; a rendezvous of those lanes, so that in converged
+// code (the only place the fastconv kernels may use it) every live lane is counted.
 inline unsigned __activemask() {
     fc::Block* b = fc::tb;
     unsigned m = 0;
@@ -164,6 +166,7 @@ inline unsigned __activemask() {
         const int id = b->cur->warp * 32 + l;
         if (id < b->nthreads && b->threads[id].state != fc::DONE) m |= 1u << l;
     }
+    fc::warp_rendezvous(m, "__activemask");
     return m;
 }
 

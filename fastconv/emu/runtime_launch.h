@@ -15,6 +15,9 @@ inline void* shared_alloc(const void* key, size_t size, size_t align, const char
     if (off + size + kRedzone > kStaticSmem)
         fail("static shared memory: %s needs %zu bytes more than the %zu bytes a block may declare", name,
              off + size - kStaticSmem, kStaticSmem);
+    if (off + size + b->smem_dynamic > kSmem)
+        fail("shared memory: %zu static bytes (up to %s) and %zu dynamic bytes pass the %zu bytes a block may use",
+             off + size, name, b->smem_dynamic, kSmem);
     std::memset(b->smem + off, 0xFF, size);
     std::memset(b->smem + off + size, kCanary, kRedzone);
     b->shared.push_back(SharedVar{key, off, size, name});
@@ -64,7 +67,7 @@ inline void reorder() {
 inline void yield_to_scheduler() {
     Block* b = tb;
     b->in_fiber = false;
-    swapcontext(&b->cur->ctx, &b->sched);
+    switch_context(b->cur->ctx, b->sched);
 }
 
 void finish_copies(Thread* t, int keep);
@@ -75,7 +78,7 @@ inline void fiber_main() {
     finish_copies(b->cur, -1);
     b->cur->state = DONE;
     b->in_fiber = false;
-    swapcontext(&b->cur->ctx, &b->sched);
+    switch_context(b->cur->ctx, b->sched);
 }
 
 // Releases the warp collective `t` waits on when every lane of its mask waits too.
@@ -131,7 +134,7 @@ inline bool run_block() {
             ran = true;
             b->cur = t;
             b->in_fiber = true;
-            swapcontext(&b->sched, &t->ctx);
+            switch_context(b->sched, t->ctx);
             b->in_fiber = false;
             if (b->failed) return false;
             if (t->state == WARP_WAIT) try_release_warp(t);
@@ -171,11 +174,10 @@ inline void ensure_capacity(Block* b, int n) {
         mprotect(b->stacks + (size_t)i * (kStack + 4096), 4096, PROT_NONE);
     delete[] b->threads;
     b->threads = new Thread[n];
-    for (int i = 0; i < n; ++i) getcontext(&b->threads[i].ctx);
     delete[] b->warps;
     b->warps = new Warp[(n + 31) / 32];
     b->stack_slots = n;
-    if (!b->smem) b->smem = static_cast<char*>(std::malloc(kSmem + 64));
+    if (!b->smem) b->smem = static_cast<char*>(std::malloc(kArena));
 }
 
 // Runs the whole grid: body(arg) is the kernel call with its decoded arguments.
@@ -210,10 +212,8 @@ inline int run_grid(const Launch* L, void (*body)(void*), void* arg) {
                     t->warp_seq = t->bar_seq = 0;
                     t->copies.clear();
                     t->groups_committed = 0;
-                    t->ctx.uc_stack.ss_sp = b->stacks + (size_t)i * (kStack + 4096) + 4096;
-                    t->ctx.uc_stack.ss_size = kStack;
-                    t->ctx.uc_link = nullptr;
-                    makecontext(&t->ctx, fiber_main, 0);
+                    t->stack_lo = b->stacks + (size_t)i * (kStack + 4096) + 4096;
+                    t->ctx.init(t->stack_lo, kStack, fiber_main);
                     b->order[i] = i;
                 }
                 b->cur = nullptr;

@@ -35,7 +35,10 @@ HEADERS = ("runtime.h", "runtime_launch.h", "runtime_builtins.h")
 CXX = os.environ.get("CXX", "g++")
 # -O1: measured on a loaded 2-core CPU, conv.cu (three tiles x three passes of templates) builds in
 # 4.9 s (-O2: 8.1 s, -O0: 2.5 s) and runs its conv passes as fast as at -O2 (-O0: 3-7x slower).
-CXXFLAGS = ("-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-fno-strict-aliasing")
+# -fsanitize=bounds with traps: an index outside a fixed-size array (a thread's register tile, a
+# __shared__ array through its declared type) stops the launch (SIGILL, see runtime_launch.h).
+CXXFLAGS = ("-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-fno-strict-aliasing", "-fsanitize=bounds",
+            "-fsanitize-undefined-trap-on-error")
 ERRLEN = 2048
 
 _TYPES = (r"(?:const\s+)?(?:volatile\s+)?(?:unsigned\s+long\s+long(?:\s+int)?|unsigned\s+int|unsigned\s+char|"

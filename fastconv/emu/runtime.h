@@ -22,6 +22,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+#include <csetjmp>
+#include <csignal>
 #include <sys/mman.h>
 
 #ifndef FASTCONV_EMU
@@ -211,6 +213,7 @@ struct Block {
     std::vector<int> order;
     bool failed = false;
     bool in_fiber = false;  // running a thread (else the scheduler)
+    sigjmp_buf on_signal;   // where a fault in kernel code returns to (launch)
     char* err = nullptr;
     int errlen = 0;
     void (*body)(void*) = nullptr;

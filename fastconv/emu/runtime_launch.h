@@ -296,6 +296,41 @@ Call<P...> decode(void (*fn)(P...), void** a, const char* const* names, std::ind
     return Call<P...>{fn, std::tuple<P...>(arg_decode<std::remove_cv_t<P>>::get(a[I], names[I])...)};
 }
 
+// A fault in kernel code (a wild pointer the checks could not see, a stack overflow into a guard
+// page, an integer division by zero) ends the launch with the signal and the faulting thread
+// instead of killing the process; the previous handlers come back after the launch.
+inline void on_fault(int sig, siginfo_t* info, void*) {
+    Block* b = tb;
+    const char* what = sig == SIGSEGV ? "SIGSEGV (invalid memory access)" : sig == SIGBUS ? "SIGBUS (bus error)"
+                     : sig == SIGFPE ? "SIGFPE (integer division by zero or overflow)"
+                     : "SIGILL (an index outside a fixed-size local or __shared__ array, or an illegal instruction)";
+    int n = where(b->err, b->errlen);
+    if (n < b->errlen) snprintf(b->err + n, b->errlen - n, ": %s at address %p", what, info->si_addr);
+    siglongjmp(b->on_signal, 1);
+}
+
+struct FaultGuard {
+    static constexpr int kSignals[4] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+    struct sigaction old[4];
+    stack_t old_stack;
+    FaultGuard() {
+        static char* alt = static_cast<char*>(std::malloc(1 << 16));  // handler stack: the fault may be an overflow
+        stack_t st{};
+        st.ss_sp = alt;
+        st.ss_size = 1 << 16;
+        sigaltstack(&st, &old_stack);
+        struct sigaction sa{};
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        for (int i = 0; i < 4; ++i) sigaction(kSignals[i], &sa, &old[i]);
+    }
+    ~FaultGuard() {
+        for (int i = 0; i < 4; ++i) sigaction(kSignals[i], &old[i], nullptr);
+        sigaltstack(&old_stack, nullptr);
+    }
+};
+
 template <class... P>
 int launch(const Launch* L, const char* kernel, void (*fn)(P...), void** a, const char* const* names, char* err,
            int errlen) {
@@ -306,14 +341,20 @@ int launch(const Launch* L, const char* kernel, void (*fn)(P...), void** a, cons
     b.errlen = errlen;
     b.failed = false;
     b.cur = nullptr;
+    b.in_fiber = false;
     b.args.clear();
     err[0] = 0;
     auto call = decode(fn, a, names, std::index_sequence_for<P...>{});
-    int rc;
-    try {
-        rc = run_grid(L, &Call<P...>::run, &call);
-    } catch (const Abort&) {
-        rc = 1;
+    int rc = 1;
+    {
+        FaultGuard guard;
+        if (sigsetjmp(b.on_signal, 1) == 0) {
+            try {
+                rc = run_grid(L, &Call<P...>::run, &call);
+            } catch (const Abort&) {
+                rc = 1;
+            }
+        }
     }
     tb = nullptr;
     return rc;

@@ -60,3 +60,20 @@ extern "C" __global__ void shared_overflow(float* __restrict__ y) {
     __syncthreads();
     y[threadIdx.x] = b[threadIdx.x];
 }
+
+// Integer division by a zero argument (SIGFPE on the CPU).
+extern "C" __global__ void divide_by_zero(int* __restrict__ y, int d) { y[0] = 1000 / d; }
+
+// Unbounded recursion: overflows the thread's stack.
+__device__ int deep(int n) {
+    volatile int pad[64];
+    pad[n & 63] = n;
+    return n == -1 ? 0 : deep(n + 1) + pad[0];
+}
+extern "C" __global__ void stack_overflow(int* __restrict__ y) { y[0] = deep(0); }
+
+// An index past a thread's fixed-size local array (a register tile on the GPU).
+extern "C" __global__ void local_array_oob(float* __restrict__ y, int k) {
+    float acc[4] = {1.f, 2.f, 3.f, 4.f};
+    y[0] = acc[k];
+}

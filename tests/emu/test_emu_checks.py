@@ -112,3 +112,18 @@ def test_compile_error_is_a_compile_exception(cp):
 def test_unknown_cupy_api_fails_loudly(cp):
     with pytest.raises(AttributeError, match=r"cupy.fft is not offered by the CPU stand-in"):
         cp.fft
+
+
+@pytest.mark.parametrize("name,args,match", [
+    ("divide_by_zero", lambda cp: (cp.zeros(1, np.int32), np.int32(0)), r"kernel divide_by_zero, block \(0, 0, 0\), "
+                                                                         r"thread \(0, 0, 0\): SIGFPE"),
+    ("stack_overflow", lambda cp: (cp.zeros(1, np.int32),), r"kernel stack_overflow.*SIGSEGV"),
+    ("local_array_oob", lambda cp: (cp.zeros(1, np.float32), np.int32(4)),
+     r"kernel local_array_oob.*an index outside a fixed-size local or __shared__ array"),
+])
+def test_faults_end_the_launch_not_the_process(cp, broken, name, args, match):
+    with pytest.raises(LaunchError, match=match):
+        broken(name)((1,), (1,), args(cp))
+    y = cp.zeros(300, np.float32)
+    broken("shift_left_oob")((3,), (128,), (cp.ones(300, np.float32), y, np.int32(299)))
+    assert y.get()[:299].sum() == 299, "the layer must run normally after a fault"

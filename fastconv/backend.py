@@ -57,8 +57,11 @@ def kernel_family(kernels: str | None = None) -> str:
 
 
 def check_environment() -> None:
-    """Validate FASTCONV_KERNELS now (it is otherwise read only when a GPU op runs)."""
+    """Validate FASTCONV_KERNELS now (it is otherwise read only when a GPU op runs) and FASTCONV_DEVICE."""
     kernel_family()
+    device = os.environ.get("FASTCONV_DEVICE", "").strip().lower()
+    if device not in ("", "emu"):
+        raise ValueError(f"FASTCONV_DEVICE: got {device!r}, expected 'emu' (CUDA C kernels on the CPU) or unset")
 
 
 def cupy_module():

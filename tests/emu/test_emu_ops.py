@@ -206,6 +206,15 @@ def test_adam_update(cp, rng):
     assert_close(vd, v_ref, F32_TOL, "v")
 
 
+@FEW
+@given(size=st.integers(1, 700), c=st.integers(1, 9), hw=st.integers(1, 12), p=st.floats(0.05, 0.95))
+def test_elementwise_drawn(cp, size, c, hw, p):
+    rng = np.random.default_rng(size)
+    test_activations(cp, rng, size, size % 2)
+    test_batchnorm(cp, rng, (4, c, 1, hw), True)  # N*H*W >= 4: with 2 samples dx is exactly 0 (all rounding)
+    test_dropout_masks_equal_the_cpu(cp, rng, size, p, size * 7919)
+
+
 def test_linear(cp, rng):
     x, w, b = randn(rng, 4, 7), randn(rng, 3, 7), randn(rng, 3)
     assert_close(ops.linear_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b)), ref.linear_forward(x, w, b),
@@ -227,6 +236,13 @@ def run_every_op(cp, rng):
     test_bce_with_logits(cp, rng, (4, 1))
     test_sgd_update(cp, rng, 0.9, 0.0, False)
     test_adam_update(cp, rng)
+
+
+def test_every_op_in_shuffled_thread_order(cp, rng):
+    """The kernels' barriers hold: with the threads of each block run in a seeded random order
+    between barriers, every op still matches the oracle."""
+    with emu.shuffled(seed=12345):
+        run_every_op(cp, rng)
 
 
 def test_every_kernel_is_launched(cp, rng):

@@ -88,3 +88,10 @@ def test_fastconv_device_env_selects_the_stand_in(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0.0, 2.0]"
+
+
+def test_bad_fastconv_device_is_a_clear_error(monkeypatch):
+    from fastconv import backend
+    monkeypatch.setenv("FASTCONV_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"FASTCONV_DEVICE: got 'gpu', expected 'emu'"):
+        backend.check_environment()

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import ops
+from . import ops, settings
 from .backend import gpu_available
 from .testing import F32_TOL, REDUCTION_TOL, rel_error
 
@@ -283,13 +283,8 @@ CASES = {
 
 def run_case(group: str, spec, family: str, rng):
     """[(op, pass, rel_error, tol)] for one shape of one op group on one family."""
-    from .backends import cuda
-    old = cuda.POISON
-    cuda.POISON = True
-    try:
+    with settings.using(poison=True):
         results = CASES[group][0](spec, family, rng)
-    finally:
-        cuda.POISON = old
     return [(op, ps, rel_error(out, ref), tol) for op, ps, out, ref, tol in results]
 
 
@@ -313,7 +308,7 @@ def family_label(family: str, op: str, ps: str) -> str:
     if family != "numba":
         return family
     import importlib
-    nb = importlib.import_module("fastconv.backends.numba_cuda")
+    nb = importlib.import_module("fastconv.backends.numba")
     return family if hasattr(nb, backend_function(op, ps)) else "numba->cupy"
 
 
@@ -322,7 +317,7 @@ def families() -> list[str]:
     fams = ["cupy"]
     try:
         import importlib
-        importlib.import_module("fastconv.backends.numba_cuda")
+        importlib.import_module("fastconv.backends.numba")
         fams.append("numba")
     except Exception:
         pass

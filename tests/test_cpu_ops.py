@@ -5,14 +5,19 @@ be new C-contiguous arrays of the input dtype, and the backend's np.empty/np.emp
 poisoned with NaN so that an element the backend forgets to write fails the comparison.
 """
 
+import importlib
+import pkgutil
+
 import numpy as np
 import pytest
 
 import oracle as ref
 from fastconv import ops
 from fastconv.backends import cpu
+from fastconv.backends.cpu import buffers
 from fastconv.testing import assert_close
 
+CPU_MODULES = [m.name for m in pkgutil.iter_modules(cpu.__path__)]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
 
@@ -39,7 +44,9 @@ class _PoisonedNumpy:
 @pytest.fixture(autouse=True)
 def poisoned_backend(monkeypatch, request):
     ref.install_summary(request.config)
-    monkeypatch.setattr(cpu, "np", _PoisonedNumpy())
+    for name in CPU_MODULES:  # every op-family module of the CPU backend allocates through its own np
+        monkeypatch.setattr(importlib.import_module(f"fastconv.backends.cpu.{name}"), "np", _PoisonedNumpy(),
+                            raising=False)
 
 
 def check(out, want, dtype, key, inputs=()):
@@ -110,16 +117,14 @@ def test_conv2d_all_passes(case, dtype, rng):
 def test_conv2d_batch_chunks(case, monkeypatch, rng):
     """The backend splits the batch to keep its column buffer small; force uneven chunks of 1-2 samples."""
     n, c, h, w, k, r, s, stride, pad, dil, groups = case
-    if not hasattr(cpu, "_COLS_BYTES"):
-        pytest.skip("the CPU backend no longer chunks the batch by _COLS_BYTES")
     n = 5
     kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
     x, wt = randn(rng, (n, c, h, w), np.float64), randn(rng, (k, c // groups, r, s), np.float64)
     y_ref = ref.conv2d_forward(x, wt, None, **kw)
     dy = randn(rng, y_ref.shape, np.float64)
     per_sample = (c // groups) * r * s * y_ref.shape[2] * y_ref.shape[3] * 8
-    monkeypatch.setattr(cpu, "_COLS_BYTES", 2 * per_sample + 1)
-    assert cpu._batch_chunk(n, per_sample) == 2
+    monkeypatch.setattr(buffers, "_COLS_BYTES", 2 * per_sample + 1)
+    assert buffers._batch_chunk(n, per_sample) == 2
     check(ops.conv2d_forward(x, wt, None, **kw), y_ref, np.float64, "conv2d_forward(chunked)")
     check(ops.conv2d_backward_data(dy, wt, x.shape, **kw), ref.conv2d_backward_data(dy, wt, x.shape, **kw),
           np.float64, "conv2d_backward_data(chunked)")

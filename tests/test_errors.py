@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv.nn as nn
-from fastconv import backend, ops
+from fastconv import backend, ops, settings
 from fastconv.optim import SGD, Adam
 
 
@@ -338,6 +338,7 @@ def test_device_errors(monkeypatch):
     with raises(ValueError, "family: got 'cuda'", "expected one of 'cupy', 'numba'"):
         backend.set_kernel_family("cuda")
     monkeypatch.setenv("FASTCONV_KERNELS", "bogus")
+    settings.reset()  # the variable is read once, on first use after this
     with raises(ValueError, "FASTCONV_KERNELS: got 'bogus'", "expected one of"):
         backend.kernel_family()
 
@@ -402,14 +403,17 @@ def test_batchnorm_backward_checks_its_statistics():
 def test_bad_kernel_family_environment_fails_on_cpu_runs_too(monkeypatch):
     from fastconv.train.common import resolve_device
     monkeypatch.setenv("FASTCONV_KERNELS", "bogus")
+    settings.reset()
     with raises(ValueError, "FASTCONV_KERNELS: got 'bogus'", "expected one of 'cupy', 'numba'"):
         resolve_device("cpu")
     monkeypatch.setenv("FASTCONV_KERNELS", "numba")
+    settings.reset()
     assert resolve_device("cpu") == "cpu"
 
 
 def test_kernel_family_precedence(monkeypatch):
     monkeypatch.setenv("FASTCONV_KERNELS", "numba")
+    settings.reset()
     assert backend.kernel_family() == "numba"
     backend.set_kernel_family("cupy")
     try:

@@ -28,7 +28,7 @@ def cp():
 
 @pytest.fixture(scope="module")
 def nb(cp):
-    from fastconv.backends import numba_cuda
+    from fastconv.backends import numba as numba_cuda
     assert not numba_cuda.SIMULATOR, "run the GPU tests without NUMBA_ENABLE_CUDASIM"
     return numba_cuda
 
@@ -132,9 +132,10 @@ def test_launch_layer_every_kernel(cp, nb):
 def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
     """Report registers and local memory of the conv kernels (local memory would mean the
     register tile spilled); asserts only that the kernels compiled for this device."""
+    from fastconv.backends.numba import driver as nb_driver
     for name in ("conv2d_forward_v1", "conv2d_backward_data_v1", "conv2d_backward_weight_v1"):
         dev = cp.cuda.runtime.getDevice()
-        kern = nb._gpu_kernels.get((name, dev)) or nb._GpuKernel(name, dev)
+        kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)
         (overload,) = kern.dispatcher.overloads.values()
         print(f"\n{name}: {overload.regs_per_thread} registers, {overload.local_mem_per_thread} B local/thread")
         assert overload.regs_per_thread > 0

@@ -1,4 +1,4 @@
-// bn.cu - batch normalisation over axis 1 of x viewed as (N, C, HW) (HW = 1 for (N, C)), fp32
+// batchnorm.cu - batch normalisation over axis 1 of x viewed as (N, C, HW) (HW = 1 for (N, C)), fp32
 // data with double accumulators in the per-channel reductions.
 //
 // Kernel versions
@@ -16,7 +16,7 @@
 //                               dbeta = sum(dy). Traffic: 2 reads of (dy, x) + 1 write.
 // One block per channel fills the GPU only when C is large; the layers here have C >= 64.
 //
-// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/bn.cu
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/batchnorm.cu
 #include "common.cuh"
 
 __device__ __forceinline__ i64 bn_index(i64 i, int c, int C, int HW) {

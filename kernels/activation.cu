@@ -19,9 +19,6 @@
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/activation.cu
 #include "common.cuh"
 
-#define GRID_STRIDE(i, n) \
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
-
 // ---- relu / leaky relu -----------------------------------------------------------------------
 
 __device__ __forceinline__ float lrelu(float x, float slope) { return x > 0.f ? x : x * slope; }

@@ -64,7 +64,7 @@ extern "C" __global__ void batchnorm_forward_eval_v1(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
     const float* __restrict__ running_mean, const float* __restrict__ running_var, float* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ invstd_out, i64 total, int C, int HW, float eps) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         const int c = (int)((i / HW) % C);
         const float is = 1.0f / sqrtf(running_var[c] + eps);
         y[i] = (x[i] - running_mean[c]) * is * gamma[c] + beta[c];

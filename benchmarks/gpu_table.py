@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     for name, ps, res, t_ref, tiles in rows:
         x_shape = CONV_SHAPES[name]
         n, c, h, w, k, r, s_, st, pd = x_shape
-        p_ = (h + 2 * pd - r) // st + 1
+        p_ = ops.conv_out_size(h, r, st, pd, 1)
         m, cols = {"forward": (k, n * p_ * p_), "backward_data": (c, n * h * w),
                    "backward_weight": (k, c * r * s_)}[ps]
         auto = cuda_config.conv_tile(m, cols, cp.cuda.Device().attributes["MultiProcessorCount"])

@@ -79,9 +79,9 @@ def test_conv2d(family, conv_version, spec):
     _judge("conv2d", spec, family)
 
 
-@pytest.mark.parametrize("name", list(check.BENCH_CONV))
-def test_conv2d_design_shapes(family, name):
-    _judge("conv2d", check.BENCH_CONV[name], family)
+@pytest.mark.parametrize("name", list(check.bench_conv_shapes()))
+def test_conv2d_benchmark_shapes(family, name):
+    _judge("conv2d", check.bench_conv_shapes()[name], family)
 
 
 @pytest.mark.parametrize("tile", ["t128x128", "t64x64", "t32x128"])

@@ -1,4 +1,4 @@
-"""pytest-benchmark GPU rows (skipped without a GPU): the DESIGN.md conv shapes x 3 passes for
+"""pytest-benchmark GPU rows (skipped without a GPU): the benchmarks/shapes.py conv shapes x 3 passes for
 the cupy and numba kernel families and torch cuDNN (fp32, TF32 off), ReLU and 2x2 max/avg
 pooling on 64x64x56x56 beside torch, and a device-to-device copy of the same size.
 Grouped by shape and pass so the backends sit side by side. Each round synchronizes the

@@ -1,7 +1,7 @@
 """GPU ratio table: fastconv kernel families beside cuDNN (torch, fp32, TF32 off), CUDA-event timed.
 
 Every fastconv result is validated against torch's before it is timed (relative L2 error; a
-mismatch is printed in the table and makes the exit status 1). Prints, for the DESIGN.md conv
+mismatch is printed in the table and makes the exit status 1). Prints, for the benchmarks/shapes.py conv
 shapes x 3 passes: fastconv-cupy ms, fastconv-numba ms, cuDNN ms and cuDNN/fastconv-cupy; ReLU
 and 2x2 max/avg pooling on 64x64x56x56 in GB/s for each family beside torch and a device-to-device
 copy; the geometric mean of cuDNN/fastconv over the 18 conv rows; and whole training steps (LeNet,

@@ -30,7 +30,7 @@
 //       Entry points: conv2d_forward_v2_t*, conv2d_backward_data_v2_t*,
 //       conv2d_backward_weight_v2_t* (t128x128, t64x64, t32x128).
 //       Measured on an H100 (benchmarks/gpu_table.py): about 0.45x cuDNN fp32 (geometric mean
-//       over the DESIGN.md shapes x 3 passes); backward-data on strided convs is the weakest
+//       over the benchmarks/shapes.py shapes x 3 passes); backward-data on strided convs is the weakest
 //       (the gather form issues the zero taps too), lenet.conv1 backward-data (M = 1) worst.
 //   conv2d_backward_bias_v1: one block per output channel, double accumulation.
 //   conv2d_wgrad_reduce_v1:  sums the split-K partials of backward-weight.

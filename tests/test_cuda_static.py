@@ -167,7 +167,7 @@ def _header_names(header):
 
 @pytest.mark.parametrize("filename", sorted(KERNELS))
 def test_each_kernel_states_its_work(filename):
-    """DESIGN.md: a comment on each kernel gives the bytes it moves and the FLOPs it does."""
+    """A comment on each kernel gives the bytes it moves and the FLOPs it does."""
     lines = (cuda_loader.kernel_dir() / filename).read_text().splitlines()
     entries = _entry_points(lines)
     assert entries, f"{filename}: no extern \"C\" __global__ kernels found"

@@ -3,7 +3,7 @@
 The op cases are fastconv.check's (the same judge as ``fastconv check``): random non-zero
 float32 data, outputs poisoned with NaN before each launch, relative L2 error <= F32_TOL, or
 REDUCTION_TOL for long reductions (weight/bias gradients, batchnorm statistics), where float32
-summation error grows with the number of terms. Shapes: hypothesis-drawn and DESIGN.md's.
+summation error grows with the number of terms. Shapes: hypothesis-drawn and benchmarks/shapes.py's.
 """
 
 import numpy as np

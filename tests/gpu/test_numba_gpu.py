@@ -1,10 +1,10 @@
 """The numba kernel family's own launch path on a real GPU (marker ``gpu``).
 
-Op-by-op correctness of every family at DESIGN.md's shapes is tests/gpu/test_gpu_ops.py's job
+Op-by-op correctness of every family at the benchmark shapes is tests/gpu/test_gpu_ops.py's job
 (parametrized over "cupy" and "numba"); this file checks what only the numba launcher does:
 launch cost of the empty kernel (reported, never asserted), launches on CuPy's current stream,
 CUDA errors turned into exceptions, the pointer-parameter packing of every kernel (run at a
-DESIGN.md shape through the launch layer with poisoned outputs), and the deterministic
+benchmark shape through the launch layer with poisoned outputs), and the deterministic
 split-reduction weight gradient.
 """
 
@@ -76,7 +76,7 @@ def test_cuda_error_becomes_exception(cp, nb):
 
 
 def test_launch_layer_every_kernel(cp, nb):
-    """Each kernel once at a DESIGN.md shape through launch_* with poisoned outputs, against the
+    """Each kernel once at a benchmark shape through launch_* with poisoned outputs, against the
     float64 NumPy twin (this exercises the packed parameter layout of every signature)."""
     from fastconv.backends import cpu
     rng = np.random.default_rng(1)

@@ -66,6 +66,18 @@ def same_device(**named):
     return array_module(*named.values(), names=list(named))
 
 
+def operands(ref: str, *specs):
+    """Arrays given as (array, name, ndim) triples (None arrays skipped), each checked by
+    :func:`array`, then all of the dtype of the one named ``ref`` and on one device; returns the
+    array module (numpy or cupy)."""
+    given = [(a, name, ndim) for a, name, ndim in specs if a is not None]
+    for a, name, ndim in given:
+        array(a, name, ndim)
+    ref_array = next(a for a, name, _ in given if name == ref)
+    same_dtype(ref_array, ref, *[(a, name) for a, name, _ in given if name != ref])
+    return same_device(**{name: a for a, name, _ in given})
+
+
 def same_dtype(ref, ref_name: str, *others):
     """Every (array, name) in others (None skipped) has the dtype of ref."""
     for a, name in others:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..argcheck import array, conv_geometry, conv_hyper, conv_transpose_out_size, pair, same_device, same_dtype, shape4
+from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, pair, same_device,
+                        same_dtype, shape4)
 from ..backend import array_module, op
 
 
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
     """y[N,K,P,Q] = sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]."""
-    array(x, "x", 4)
-    array(w, "w", 4)
-    if b is not None:
-        array(b, "b", 1)
-    same_dtype(w, "w", (x, "x"), (b, "b"))
-    same_device(x=x, w=w, b=b)
+    operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
     stride, padding, dilation = conv_hyper(stride, padding, dilation)
     conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     if b is not None and b.shape[0] != w.shape[0]:
@@ -104,12 +100,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
 
     It is conv2d's backward-data pass with x in the role of dy, so it needs no kernels of its own.
     """
-    array(x, "x", 4)
-    array(w, "w", 4)
-    if b is not None:
-        array(b, "b", 1)
-    same_dtype(w, "w", (x, "x"), (b, "b"))
-    xp = same_device(x=x, w=w, b=b)
+    xp = operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
     hyper, full, core = _conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation, groups)
     if b is not None and b.shape[0] != full[1]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({full[1]},)")

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from ..argcheck import array, same_device, same_dtype
+from ..argcheck import operands
 from ..backend import op
 
 
 def linear_forward(x, w, b=None, *, kernels=None):
-    array(x, "x", 2)
-    array(w, "w", 2)
-    if b is not None:
-        array(b, "b", 1)
-    same_dtype(w, "w", (x, "x"), (b, "b"))
-    same_device(x=x, w=w, b=b)
+    operands("w", (x, "x", 2), (w, "w", 2), (b, "b", 1))
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"x: got shape {tuple(x.shape)}, expected {w.shape[1]} features (dim 1) to match w "
                          f"of shape {tuple(w.shape)}")
@@ -22,10 +17,7 @@ def linear_forward(x, w, b=None, *, kernels=None):
 
 
 def linear_backward_data(dy, w, *, kernels=None):
-    array(dy, "dy", 2)
-    array(w, "w", 2)
-    same_dtype(w, "w", (dy, "dy"))
-    same_device(dy=dy, w=w)
+    operands("w", (dy, "dy", 2), (w, "w", 2))
     if dy.shape[1] != w.shape[0]:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {w.shape[0]} columns")
     return op("linear_backward_data", dy, w, kernels=kernels)(dy, w)
@@ -33,10 +25,7 @@ def linear_backward_data(dy, w, *, kernels=None):
 
 def linear_backward_weight(dy, x, *, kernels=None):
     """Returns (dw, db)."""
-    array(dy, "dy", 2)
-    array(x, "x", 2)
-    same_dtype(dy, "dy", (x, "x"))
-    same_device(dy=dy, x=x)
+    operands("dy", (dy, "dy", 2), (x, "x", 2))
     if dy.shape[0] != x.shape[0]:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {x.shape[0]} rows (the batch of x)")
     return op("linear_backward_weight", dy, x, kernels=kernels)(dy, x)

@@ -1,12 +1,5 @@
-"""batchnorm (forward in training and eval, backward): the CPU path against the float64 loop oracles of tests/oracle.py,
-and the one-line errors bad arguments raise.
-
-Tolerances: relative L2 error <= 1e-5 (float32), <= 1e-12 (float64). Outputs must be new
-C-contiguous arrays of the input dtype; tests/ops/conftest.py poisons the CPU backend's
-allocations with NaN. The GPU kernel families run the same ops in tests/gpu/test_gpu_ops.py
-(marked gpu; the cases of fastconv.check) and the numba kernels also under the CUDA simulator
-(tests/numba_sim/).
-"""
+"""batchnorm (forward in training and eval, backward): the CPU path against tests/oracle.py, and bad
+arguments (tolerances and poisoning: tests/ops/__init__.py)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Launchers of the dropout kernels in kernels/activation.cu (the counter-based hash mask of fastconv.backends.cpu.dropout)."""
+"""Launchers of the dropout kernels in kernels/activation.cu (the counter-based hash mask of
+fastconv.backends.cpu.dropout)."""
 
 from __future__ import annotations
 

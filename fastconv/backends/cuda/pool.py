@@ -18,12 +18,17 @@ def _pool_ints(name, nc, h, w, p, q, ks, stride, padding):
                  (nc, h, w, p, q, ks[0], ks[1], stride[0], stride[1], padding[0], padding[1]))
 
 
-def max_pool2d_forward(x, ks, stride, padding):
+def _forward_args(x, ks, stride, padding):
+    """The checked input, output shape (N, C, P, Q) and int32 kernel arguments of a forward pass."""
     x = _arg(x, "x")
     n, c, h, w = x.shape
     p = conv_out_size(h, ks[0], stride[0], padding[0], 1)
     q = conv_out_size(w, ks[1], stride[1], padding[1], 1)
-    ints = _pool_ints("x", n * c, h, w, p, q, ks, stride, padding)
+    return x, (n, c, p, q), _pool_ints("x", n * c, h, w, p, q, ks, stride, padding)
+
+
+def max_pool2d_forward(x, ks, stride, padding):
+    x, (n, c, p, q), ints = _forward_args(x, ks, stride, padding)
     y = _alloc((n, c, p, q), _F32, "max_pool2d_forward output")
     am = _alloc((n, c, p, q), np.int32, "max_pool2d_forward argmax")
     _launch("pool.cu", "max_pool2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, y, am) + ints)
@@ -42,11 +47,7 @@ def max_pool2d_backward(dy, argmax, x_shape, ks, stride, padding):
 
 
 def avg_pool2d_forward(x, ks, stride, padding, count_include_pad):
-    x = _arg(x, "x")
-    n, c, h, w = x.shape
-    p = conv_out_size(h, ks[0], stride[0], padding[0], 1)
-    q = conv_out_size(w, ks[1], stride[1], padding[1], 1)
-    ints = _pool_ints("x", n * c, h, w, p, q, ks, stride, padding)
+    x, (n, c, p, q), ints = _forward_args(x, ks, stride, padding)
     y = _alloc((n, c, p, q), _F32, "avg_pool2d_forward output")
     _launch("pool.cu", "avg_pool2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK,
             (x, y) + ints + (_i32(bool(count_include_pad)),))

@@ -8,11 +8,11 @@ The kernel bodies are plain Python; driver.py turns them into kernels.
 One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
 outputs; what the simulator tests call) and backend functions (the signatures of
 notes/INTERFACES.md): conv.py, activation.py, pool.py; tiles.py holds the block and tile sizes,
-driver.py the launch path (straight to the CUDA driver) and the checks all launchers share. Backend functions take CuPy arrays
-(validated by fastconv.ops) and return new CuPy arrays; ops this family does not define come
-from fastconv.backends.cuda (see fastconv.backend.op). Under the CUDA simulator
-(NUMBA_ENABLE_CUDASIM=1, used by CI) the same functions take NumPy arrays and run the same kernel
-bodies on the CPU.
+driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
+Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
+this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under
+the CUDA simulator (NUMBA_ENABLE_CUDASIM=1, used by CI) the same functions take NumPy arrays and
+run the same kernel bodies on the CPU.
 
 Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 

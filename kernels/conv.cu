@@ -26,7 +26,7 @@
 //                          a fixed order (deterministic; no atomics). With one split the
 //                          kernel writes dw directly.
 //       Tile shapes (suffix _tBMxBN): 128x128 (TM=TN=8, BK=8), 64x64 (4x4, BK=16) and 32x128
-//       (4x4, BK=16); fastconv/backends/cuda_config.py:conv_tile picks one from measurements.
+//       (4x4, BK=16); fastconv/backends/cuda/config.py:conv_tile picks one from measurements.
 //       Entry points: conv2d_forward_v2_t*, conv2d_backward_data_v2_t*,
 //       conv2d_backward_weight_v2_t* (t128x128, t64x64, t32x128).
 //       Measured on an H100 (benchmarks/gpu_table.py): about 0.45x cuDNN fp32 (geometric mean

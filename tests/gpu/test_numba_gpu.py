@@ -28,9 +28,9 @@ def cp():
 
 @pytest.fixture(scope="module")
 def nb(cp):
-    from fastconv.backends import numba as numba_cuda
-    assert not numba_cuda.SIMULATOR, "run the GPU tests without NUMBA_ENABLE_CUDASIM"
-    return numba_cuda
+    from fastconv.backends import numba as numba_family
+    assert not numba_family.SIMULATOR, "run the GPU tests without NUMBA_ENABLE_CUDASIM"
+    return numba_family
 
 
 def _poisoned(cp, shape, dtype=np.float32):

@@ -1,6 +1,6 @@
-// common.cuh - helpers shared by the fastconv kernels (index types, block reductions).
+// common.cuh - helpers shared by the fastconv kernels (index types, grid-stride loops, block reductions).
 //
-// The loader (fastconv/backends/cuda_loader.py) pastes this file in place of the
+// The loader (fastconv/backends/cuda/loader.py) pastes this file in place of the
 // `#include "common.cuh"` line before handing the source to NVRTC, so CuPy's compile cache
 // always sees the full text; tests/test_cuda_static.py compiles that same text with nvcc.
 // Only device code and built-in types: NVRTC has no host headers.
@@ -11,6 +11,11 @@ typedef long long i64;
 // NVRTC has no <math.h>: infinity and NaN from their bit patterns.
 #define FC_INF __int_as_float(0x7f800000)
 #define FC_NAN __int_as_float(0x7fc00000)
+
+// for (i64 i = global thread index; i < n; i += threads in the grid): every element-wise kernel's
+// loop, so a grid of any size (capped by the launcher to a few waves) covers n in 64-bit indices.
+#define GRID_STRIDE(i, n) \
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 // Sum of a double over the block; every thread gets the result. `buf` holds >= 32 doubles.
 // All threads of the block must call it (it has __syncthreads inside).

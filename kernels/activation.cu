@@ -1,4 +1,4 @@
-// eltwise.cu - element-wise activations and dropout, forward and backward, fp32.
+// activation.cu - element-wise activations and dropout, forward and backward, fp32.
 //
 // Kernel versions
 //   v1  grid-stride loop, one element per step, any alignment: relu_forward_v1,
@@ -16,11 +16,8 @@
 // masks agree bit for bit. y = kept ? x * scale : 0 with scale = float(1 / (1 - p)) as on the
 // CPU; the mask is stored as uint8.
 //
-// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/eltwise.cu
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/activation.cu
 #include "common.cuh"
-
-#define GRID_STRIDE(i, n) \
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 // ---- relu / leaky relu -----------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
 """Finds kernels/*.cu, prepends tuning #defines and builds one cupy.RawModule per (device,
-file, defines), memoized. Kernel names are checked against ``cuda_config.KERNELS``.
+file, defines), memoized. Kernel names are checked against ``config.KERNELS``.
 
 The .cu files live in the top-level ``kernels/`` of a source checkout and in
 ``fastconv/kernels/`` of an installed wheel (pyproject maps one to the other);
 ``FASTCONV_KERNEL_DIR`` overrides both.
 
-Tuning #defines (DESIGN.md: "overridable by the loader"): ``FASTCONV_CUDA_DEFINES`` =
+Tuning #defines, overridable here without editing the kernels: ``FASTCONV_CUDA_DEFINES`` =
 "NAME=VALUE,NAME=VALUE" (integer values, e.g. ``CONV_BK_T64=8``) is put in front of every module
 built; a ``defines`` argument adds to it and wins on a clash. Modules are memoized per (device,
 file, defines), so changing the variable in a running process builds new modules. A bad
@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from .cuda_config import KERNELS
+from .config import KERNELS
 
 NVRTC_OPTIONS = ("-std=c++17",)
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_.]+\.cuh)"\s*$')
@@ -54,7 +54,7 @@ def _all_defines(defines: dict | None) -> dict:
 def kernel_dir() -> Path:
     """The directory holding the .cu files (env override, installed package, then checkout)."""
     env = os.environ.get("FASTCONV_KERNEL_DIR")
-    here = Path(__file__).resolve().parent.parent        # .../fastconv
+    here = Path(__file__).resolve().parents[2]           # .../fastconv
     candidates = ([Path(env)] if env else []) + [here / "kernels", here.parent / "kernels"]
     for d in candidates:
         if (d / "conv.cu").is_file():
@@ -101,10 +101,10 @@ def module(filename: str, defines: dict | None = None):
 
 
 def function(filename: str, name: str, defines: dict | None = None):
-    """The kernel ``name`` of ``filename`` (which must list it in cuda_config.KERNELS)."""
+    """The kernel ``name`` of ``filename`` (which must list it in config.KERNELS)."""
     if name not in KERNELS.get(filename, ()):
         raise ValueError(f"kernel: got {name!r}, expected one of the kernels of {filename} listed in "
-                         "fastconv.backends.cuda_config.KERNELS")
+                         "fastconv.backends.cuda.config.KERNELS")
     import cupy as cp
 
     try:

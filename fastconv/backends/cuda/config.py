@@ -35,7 +35,7 @@ KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
     + tuple(f"{p}_v2_{t}" for p in _CONV_PASSES for t in CONV_TILES)
     + ("conv2d_wgrad_reduce_v1", "conv2d_backward_bias_v1"),
-    "eltwise.cu": (
+    "activation.cu": (
         "relu_forward_v1", "relu_backward_v1", "relu_forward_v2", "relu_backward_v2",
         "leaky_relu_forward_v1", "leaky_relu_backward_v1", "leaky_relu_forward_v2", "leaky_relu_backward_v2",
         "sigmoid_forward_v1", "sigmoid_backward_v1", "tanh_forward_v1", "tanh_backward_v1",
@@ -43,7 +43,7 @@ KERNELS = {
     ),
     "pool.cu": ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
                 "avg_pool2d_backward_v1"),
-    "bn.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
+    "batchnorm.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1"),
 }
@@ -92,7 +92,7 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
 def conv_tile(m: int, n: int, num_sms: int) -> str:
     """Tile shape for a GEMM of m rows (output/input channels per group) by n columns.
 
-    Measured on an H100 (benchmarks/gpu_table.py forces each tile on the DESIGN.md shapes):
+    Measured on an H100 (benchmarks/gpu_table.py forces each tile on the benchmarks/shapes.py conv shapes):
     64x64 (4x4 per thread, BK 16) was fastest or within 10% almost everywhere; 32x128 won when
     m <= 32 (less row padding, e.g. backward-data of LeNet's conv1/conv2); 128x128 (8x8 per
     thread) won only for m >= 256 with enough 128-tiles to cover a quarter of the SMs (resnet.c4
@@ -138,7 +138,3 @@ def wgrad_splits(m: int, n: int, red: int, tile: str, groups: int, num_sms: int)
     if splits * chunk > INT32_LIMIT:
         splits, chunk = 1, cdiv(red, SPLIT_ALIGN) * SPLIT_ALIGN
     return splits, chunk
-
-
-def conv_out_size(h: int, r: int, stride: int, pad: int, dil: int) -> int:
-    return (h + 2 * pad - dil * (r - 1) - 1) // stride + 1

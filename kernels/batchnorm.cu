@@ -1,4 +1,4 @@
-// bn.cu - batch normalisation over axis 1 of x viewed as (N, C, HW) (HW = 1 for (N, C)), fp32
+// batchnorm.cu - batch normalisation over axis 1 of x viewed as (N, C, HW) (HW = 1 for (N, C)), fp32
 // data with double accumulators in the per-channel reductions.
 //
 // Kernel versions
@@ -16,7 +16,7 @@
 //                               dbeta = sum(dy). Traffic: 2 reads of (dy, x) + 1 write.
 // One block per channel fills the GPU only when C is large; the layers here have C >= 64.
 //
-// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/bn.cu
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/batchnorm.cu
 #include "common.cuh"
 
 __device__ __forceinline__ i64 bn_index(i64 i, int c, int C, int HW) {
@@ -64,7 +64,7 @@ extern "C" __global__ void batchnorm_forward_eval_v1(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
     const float* __restrict__ running_mean, const float* __restrict__ running_var, float* __restrict__ y,
     float* __restrict__ mean_out, float* __restrict__ invstd_out, i64 total, int C, int HW, float eps) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         const int c = (int)((i / HW) % C);
         const float is = 1.0f / sqrtf(running_var[c] + eps);
         y[i] = (x[i] - running_mean[c]) * is * gamma[c] + beta[c];

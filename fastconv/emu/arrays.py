@@ -71,15 +71,15 @@ def _free(n: int) -> None:
     POOL._used -= n
 
 
-def empty(shape, dtype=np.float32, order="C"):
-    """A new device array of 0xFF bytes (NaN for floats), 256-byte aligned."""
+def empty(shape, dtype=float, order="C"):
+    """A new device array of 0xFF bytes (NaN for floats), 256-byte aligned (float64 by default, as CuPy)."""
     if order not in ("C", None):
         raise ValueError(f"order: got {order!r}, expected 'C' (the stand-in allocates C-contiguous arrays)")
     dtype = np.dtype(dtype)
     shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if POOL._limit and POOL._used + nbytes > POOL._limit:
-        raise OutOfMemoryError(nbytes, POOL._used, POOL._limit)
+    if POOL._used + nbytes > (POOL._limit or TOTAL_MEMORY):
+        raise OutOfMemoryError(nbytes, POOL._used, POOL._limit or TOTAL_MEMORY)
     buf = np.empty(nbytes + ALIGN, np.uint8)
     off = (-buf.ctypes.data) % ALIGN
     raw = buf[off:off + nbytes]
@@ -238,13 +238,13 @@ def asnumpy(a, stream=None, order="C", out=None):
     return np.asarray(a, order=order)
 
 
-def zeros(shape, dtype=np.float32, order="C"):
+def zeros(shape, dtype=float, order="C"):
     a = empty(shape, dtype, order)
     a.view(np.ndarray).fill(0)
     return a
 
 
-def ones(shape, dtype=np.float32, order="C"):
+def ones(shape, dtype=float, order="C"):
     return full(shape, 1, dtype, order)
 
 

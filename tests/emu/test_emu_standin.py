@@ -112,3 +112,9 @@ def test_cli_trains_and_evaluates_with_device_emu(tmp_path):
                               timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert 0.0 <= json.loads(proc.stdout.splitlines()[-1])["test_accuracy"] <= 1.0, proc.stdout
+
+
+def test_creation_defaults_and_device_memory_size_are_cupys(cp):
+    assert cp.ones(3).dtype == np.float64 and cp.zeros(2).dtype == np.float64 and cp.empty(1).dtype == np.float64
+    with pytest.raises(cp.cuda.memory.OutOfMemoryError):
+        cp.empty(1 << 50, np.float32)  # 4 PB: more than the 80 GB device

@@ -367,7 +367,7 @@ def test_gan_iterations_stop_mid_epoch_and_resume_exactly(tmp_path, capsys):
     flags = TINY_GAN + ["--model", "dcgan", "--width", "4", "--device", "cpu", "--log-every", "1"]
     assert cli.main(["train", "gan", *flags, "--iterations", "6", "--out", str(tmp_path / "a")]) == 0
     res = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert res["iter"] == 6 and res["epochs"] == 1 and res["epoch_iter"] == 2
+    assert res["iter"] == 6 and res["epochs_completed"] == 1 and res["epoch_iter"] == 2
     assert (tmp_path / "a" / "samples.png").is_file() and (tmp_path / "a" / "samples" / "iter_000006.png").is_file()
     assert "stopped at --iterations 6, 2/4 iterations into epoch 2" in capsys.readouterr().out
     # 3 iterations (stops inside epoch 1), then resume up to 6: the same weights, RNG and grid

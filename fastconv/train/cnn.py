@@ -17,7 +17,7 @@ import numpy as np
 from .. import nn
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
 from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
-from .common import (RunConfig, check_common, check_nonnegative, check_positive, config_json, first_n, parse_int_list,
+from .common import (RunConfig, allocating, check_common, check_nonnegative, check_positive, config_json, first_n, parse_int_list,
                      resolve_device, require_extras, say, to_host_float, xp_for)
 from .progress import progress
 from .run import Run
@@ -189,7 +189,7 @@ def train_cnn(cfg: CNNConfig) -> dict:
         x_train, y_train, x_test, y_test, data, data_sha = _load_data(cfg)
         arch = arch_of(cfg, data.image_shape)
         rng = np.random.default_rng(cfg.seed)
-        model = _allocating("the model", lambda: build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"],
+        model = allocating("the model", lambda: build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"],
                                                                data.image_shape, rng=rng))
         history = {k: [] for k in HISTORY_KEYS}
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -200,7 +200,7 @@ def train_cnn(cfg: CNNConfig) -> dict:
         if run.epoch < cfg.epochs:
             say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
                 f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {run.epoch + 1}..{cfg.epochs}")
-        xd, yd, xt, yt = (_allocating("the data on the device", lambda a=a: xp.asarray(a))
+        xd, yd, xt, yt = (allocating("the data on the device", lambda a=a: xp.asarray(a))
                           for a in (x_train, y_train, x_test, y_test))
         sync_every = 1 if device == "cpu" else cfg.log_every  # the GPU keeps losses on the device between syncs
         for epoch in range(run.epoch + 1, cfg.epochs + 1):
@@ -222,15 +222,6 @@ def train_cnn(cfg: CNNConfig) -> dict:
             say(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, test loss {test_loss:.4f}, "
                 f"test accuracy {100 * acc:.2f}% ({seconds:.1f} s, {len(y_train) / seconds:.0f} img/s)")
         return _finish(run, history, device, data)
-
-
-def _allocating(what: str, make):
-    """make(), with a MemoryError that names ``what`` was being allocated."""
-    try:
-        return make()
-    except MemoryError as e:
-        raise MemoryError(f"not enough memory for {what} ({e or 'no details'}); expected smaller sizes "
-                          "(--channels, --hidden, --batch-size, --train-size)") from None
 
 
 def _resume(run: Run, cfg: CNNConfig, model, opt, arch: dict, train_images: int, data_sha: str):

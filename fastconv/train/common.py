@@ -184,3 +184,12 @@ def config_json(cfg) -> dict:
     d = asdict(cfg)
     d["resume"] = None if d["resume"] in (None, False) else str(d["resume"])
     return d
+
+
+def allocating(what: str, make):
+    """make(), with a MemoryError that names ``what`` was being allocated and the flags that size it."""
+    try:
+        return make()
+    except MemoryError as e:
+        raise MemoryError(f"not enough memory for {what} ({e or 'no details'}); expected smaller sizes "
+                          "(--channels, --hidden, --width, --batch-size, --train-size)") from None

@@ -17,7 +17,7 @@ import numpy as np
 from .. import nn
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
 from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
-from .common import (RunConfig, allocating, check_common, check_nonnegative, check_positive, config_json, first_n, parse_int_list,
+from .common import (RunConfig, allocating, check_common, check_fits, check_nonnegative, check_positive, config_json, first_n, parse_int_list,
                      resolve_device, require_extras, say, to_host_float, xp_for)
 from .progress import progress
 from .run import Run
@@ -60,19 +60,23 @@ def build_cnn(channels=(32, 64), hidden=(256,), kernel_size=5, in_shape=(1, 28, 
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size: got {kernel_size!r}, expected an odd positive int ('same' padding)")
     c, h, w = in_shape
-    layers = []
+    convs = []  # (in, out) channels of each conv block
     for i, k in enumerate(channels):
         if h < 2 or w < 2:
             raise ValueError(f"channels: got {len(channels)} conv blocks, but a {in_shape[1]}x{in_shape[2]} image "
                              f"is {h}x{w} before block {i + 1}; expected at most {i} blocks")
-        layers += [nn.Conv2d(c, k, kernel_size, padding=kernel_size // 2, rng=rng), nn.ReLU(), nn.MaxPool2d(2)]
+        convs.append((c, k))
         c, h, w = k, h // 2, w // 2
+    sizes = [c * h * w, *hidden, classes]  # Linear layers' in/out features
+    count = sum(a * b * kernel_size ** 2 + b for a, b in convs) + sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    check_fits(4 * count, f"the model (--channels {','.join(map(str, channels))} --hidden "
+                          f"{','.join(map(str, hidden))}: {count:,} float32 parameters)")
+    layers = []
+    for a, b in convs:
+        layers += [nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, rng=rng), nn.ReLU(), nn.MaxPool2d(2)]
     layers.append(nn.Flatten())
-    features = c * h * w
-    for units in hidden:
-        layers += [nn.Linear(features, units, rng=rng), nn.ReLU()]
-        features = units
-    layers.append(nn.Linear(features, classes, rng=rng))
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers += [nn.Linear(a, b, rng=rng)] + ([nn.ReLU()] if i < len(hidden) else [])
     return nn.Sequential(*layers)
 
 

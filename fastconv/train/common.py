@@ -186,10 +186,31 @@ def config_json(cfg) -> dict:
     return d
 
 
+class OutOfMemory(MemoryError):
+    """Not enough memory for something the run needs; the message names it and its size."""
+
+
 def allocating(what: str, make):
     """make(), with a MemoryError that names ``what`` was being allocated and the flags that size it."""
     try:
         return make()
+    except OutOfMemory:
+        raise
     except MemoryError as e:
-        raise MemoryError(f"not enough memory for {what} ({e or 'no details'}); expected smaller sizes "
-                          "(--channels, --hidden, --width, --batch-size, --train-size)") from None
+        raise OutOfMemory(f"not enough memory for {what} ({e or 'no details'}); expected smaller sizes "
+                          "(--channels, --hidden, --width, --g-hidden, --d-hidden, --train-size)") from None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2 ** 30:,.1f} GiB"
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """MemoryError naming ``what`` and its size when ``nbytes`` exceed this machine's memory: a clear
+    error up front, where an allocation might fail late or, with overcommit, not at all."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: leave it to the allocation
+        return
+    if nbytes > total:
+        raise OutOfMemory(f"{what} needs {_gib(nbytes)}, more than this machine's {_gib(total)} of memory")

@@ -14,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import tempfile
 import time
 
@@ -141,9 +140,10 @@ class Run:
     def _release(self, failed: bool) -> None:
         if self.metrics is not None:
             self.metrics.close()
-        if failed and self._created and not os.path.exists(self.checkpoint):
-            shutil.rmtree(self.out, ignore_errors=True)  # a folder this run made and never saved into
         if self._lock_fd is not None:
+            if failed and self._created and os.listdir(self.out) == [LOCK_NAME]:
+                os.unlink(os.path.join(self.out, LOCK_NAME))  # a run that failed at once leaves no folder
+                os.rmdir(self.out)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 

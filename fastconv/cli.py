@@ -235,6 +235,7 @@ def _sample(args) -> int:
 
     from .train.common import require_extras, resolve_device, writable_file, xp_for
     from .train.gan import generate, generator_from_checkpoint, noise
+    from .train.images import image_format
 
     if args.num < 1:
         raise ValueError(f"num: got {args.num}, expected a positive number of images")
@@ -242,6 +243,7 @@ def _sample(args) -> int:
         raise ValueError(f"nrow: got {args.nrow}, expected a positive int (images per row)")
     require_extras()
     writable_file(args.output, "output")
+    image_format(args.output)
     device = resolve_device(args.device, args.kernels)
     G, meta = generator_from_checkpoint(args.checkpoint, device, args.kernels)
     z = noise(np.random.default_rng(args.seed), args.num, meta["arch"]["nz"], xp_for(device))

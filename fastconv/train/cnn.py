@@ -17,8 +17,8 @@ import numpy as np
 from .. import nn
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
 from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
-from .common import (RunConfig, allocating, check_common, check_fits, check_nonnegative, check_positive, config_json, first_n, parse_int_list,
-                     resolve_device, require_extras, say, to_host_float, xp_for)
+from .common import (RunConfig, allocating, check_common, check_fits, check_nonnegative, check_positive, config_json,
+                     first_n, parse_int_list, require_extras, resolve_device, say, to_host_float, xp_for)
 from .progress import progress
 from .run import Run
 

@@ -243,7 +243,8 @@ def train_gan(cfg: GANConfig) -> dict:
         end_epoch = cfg.epochs if cfg.iterations is None else -(-cfg.iterations // n_iters)
         opt_g = Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
         opt_d = Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-        pos, order, history = 0, None, {k: [] for k in HISTORY_KEYS}  # pos: iterations into an epoch; order: its shuffle
+        # pos: iterations done in a partial epoch; order: that epoch's shuffle
+        pos, order, history = 0, None, {k: [] for k in HISTORY_KEYS}
         if run.source is not None:
             rng, pos, order, history = _resume(run, cfg, G, D, opt_g, opt_d, arch, len(x_train), data_sha)
         G.to(device, kernels=cfg.kernels)

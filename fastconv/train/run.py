@@ -183,7 +183,8 @@ class Run:
                              f"{src!r} was trained on {meta['train_images']}; expected the same training set when "
                              "resuming")
         if meta["data_sha256"] != data_sha256:
-            raise ValueError(f"--data-dir/--dataset: the training images and labels have SHA-256 {data_sha256[:16]}…, "
+            raise ValueError(f"--data-dir/--dataset: the training images and labels have SHA-256 "
+                             f"{data_sha256[:16]}…, "
                              f"but the checkpoint {src!r} was trained on data with {meta['data_sha256'][:16]}…; "
                              "expected the same training set when resuming")
         if cfg.allow_lr_change and old_cfg["lr"] != cfg.lr:

@@ -70,7 +70,8 @@ def test_full_disk_names_the_path(tmp_path, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "fsync", full)
     out = tmp_path / "d"
-    assert cli.main(["train", "cnn", *TINY_CNN, "--epochs", "1", "--device", "cpu", "--out", str(out)]) == cli.EXIT_ERROR
+    argv = ["train", "cnn", *TINY_CNN, "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert cli.main(argv) == cli.EXIT_ERROR
     err = capsys.readouterr().err
     assert err == f"fastconv: error: No space left on device: {str(out / 'checkpoint.safetensors')!r}\n"
     assert not out.exists()  # nothing was saved: the folder this run made is gone, temporary file included

@@ -116,15 +116,23 @@ def test_gan_resume_with_other_settings_is_clear_error(tmp_path, capsys, flag, v
 
 def test_resume_on_other_training_set_is_clear_error(tmp_path, monkeypatch):
     """--train-size unchanged (None) but the data behind it differs (another --data-dir): the image
-    count is compared too."""
+    count is compared, and other images of the same count are caught by the data's SHA-256."""
     from fastconv.train import CNNConfig, train_cnn
     from fastconv.train import cnn as cnn_mod
     cfg = dict(dataset="mnist", channels="4", hidden="", batch_size=64, device="cpu", out=str(tmp_path))
     monkeypatch.setattr(cnn_mod, "load_dataset", lambda name, d=None: cnn_mod.fake_dataset(train=128, test=64))
     train_cnn(CNNConfig(epochs=1, **cfg))
+    before = (tmp_path / "checkpoint.safetensors").read_bytes()
     monkeypatch.setattr(cnn_mod, "load_dataset", lambda name, d=None: cnn_mod.fake_dataset(train=256, test=64))
     with pytest.raises(ValueError, match="--train-size/--data-dir: got 256 training images, but the checkpoint"):
         train_cnn(CNNConfig(epochs=2, resume=True, **cfg))
+    monkeypatch.setattr(cnn_mod, "load_dataset", lambda name, d=None: cnn_mod.fake_dataset(train=128, test=64,
+                                                                                            seed=1))
+    with pytest.raises(ValueError, match="--data-dir/--dataset: the training images and labels have SHA-256"):
+        train_cnn(CNNConfig(epochs=2, resume=True, **cfg))
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == before
+    monkeypatch.setattr(cnn_mod, "load_dataset", lambda name, d=None: cnn_mod.fake_dataset(train=128, test=64))
+    assert train_cnn(CNNConfig(epochs=2, resume=True, **cfg))["epochs"] == 2
 
 
 def test_checkpoint_missing_resume_key_is_clear_error(tmp_path, capsys):

@@ -64,6 +64,10 @@ def resume_path(resume, out: str) -> str | None:
     return os.fspath(resume)
 
 
+def _listdir(path: str) -> list[str]:
+    return os.listdir(path) if os.path.isdir(path) else []
+
+
 def output_folder(cfg, model: str) -> str:
     """--out, or runs/<model>; a dry run without --out gets a new temporary folder, so a smoke test
     never touches a real run's outputs."""
@@ -83,13 +87,13 @@ class Run:
 
     def __init__(self, cfg, kind: str, model: str):
         self.cfg, self.kind = cfg, kind
+        self._created = not cfg.out and cfg.dry_run  # a temporary folder is this run's own
         self.out = cfg.out = output_folder(cfg, model)
         self.checkpoint = os.path.join(self.out, CHECKPOINT_NAME)
         self.source = resume_path(cfg.resume, self.out)
         self.epoch = self.step = 0
         self.saved_epoch = None  # the epoch of the newest checkpoint this run wrote or resumed from
         self._lock_fd = None
-        self._created = False
         self.metrics = None
 
     # ---- the folder and its lock ----
@@ -102,7 +106,7 @@ class Run:
         return self
 
     def _open(self) -> None:
-        self._created = not os.path.isdir(self.out)
+        self._created = self._created or not os.path.isdir(self.out)
         try:
             os.makedirs(self.out, exist_ok=True)
             self._lock_fd = fd = os.open(os.path.join(self.out, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
@@ -121,11 +125,15 @@ class Run:
                              "no other run writes to: wait for that run to end, or pass another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        if self.source is None and os.path.exists(self.checkpoint):
+        continues = self.source is not None and os.path.exists(self.source) and os.path.exists(self.checkpoint) \
+            and os.path.samefile(self.source, self.checkpoint)
+        if os.path.exists(self.checkpoint) and not continues:
             if not self.cfg.overwrite:
                 raise ValueError(f"out: {self.out!r} already holds a run's checkpoint; expected a folder without one: "
                                  "use --resume to continue that run, a new --out, or --overwrite to replace it")
-            for name in (CHECKPOINT_NAME, METRICS_NAME, RESULTS_NAME):
+            old = [CHECKPOINT_NAME, METRICS_NAME, RESULTS_NAME] + [
+                os.path.join("samples", n) for n in _listdir(os.path.join(self.out, "samples")) if n.startswith("iter_")]
+            for name in old:
                 if os.path.exists(os.path.join(self.out, name)):
                     os.unlink(os.path.join(self.out, name))
             say(f"--overwrite: the previous run in {self.out} is replaced")

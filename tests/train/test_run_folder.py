@@ -50,6 +50,13 @@ def test_fresh_run_into_a_folder_with_a_checkpoint_is_refused_unless_overwrite(t
     assert err.count("\n") == 1 and "already holds a run's checkpoint" in err
     assert "--resume" in err and "a new --out" in err and "--overwrite" in err
     assert _snapshot(out) == before
+    # resuming another folder's checkpoint into this one would replace this run too
+    other = tmp_path / "other"
+    assert cli.main(["train", "cnn", *TINY_CNN, "--device", "cpu", "--out", str(other), "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main([*base, "--epochs", "2", "--resume", str(other / "checkpoint.safetensors")]) == cli.EXIT_ERROR
+    assert "already holds a run's checkpoint" in capsys.readouterr().err
+    assert _snapshot(out) == before
     assert cli.main([*base, "--epochs", "1", "--seed", "1", "--overwrite"]) == 0
     _, meta = load_checkpoint(out / "checkpoint.safetensors")
     assert meta["epoch"] == 1 and meta["config"]["seed"] == 1

@@ -25,6 +25,7 @@ from types import ModuleType
 import numpy as np
 
 from . import settings
+from .extras import install_hint
 
 if os.environ.get("FASTCONV_DEVICE", "").strip().lower() == "emu":  # CUDA C family on the CPU (fastconv.emu)
     from .emu import install
@@ -153,7 +154,7 @@ def require_gpu(argname: str = "device"):
     if cp is None:
         raise RuntimeError(
             f"{argname}: 'cuda' asked for, but CuPy is not installed; expected "
-            "`pip install 'fastconv[cuda12]'` or `'fastconv[cuda13]'` on a machine with an NVIDIA GPU")
+            f"`{install_hint('cupy-cuda12x', 'cuda12')}` (or cuda13) on a machine with an NVIDIA GPU")
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as e:  # driver missing, no device

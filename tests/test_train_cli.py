@@ -212,7 +212,7 @@ def test_sample_without_pillow_fails_before_generating(tmp_path, capsys, monkeyp
 
 
 # ---------------------------------------------------------------------------------------------
-# device fallback, minimax loss, GAN NaN, the DESIGN.md networks
+# device fallback, minimax loss, GAN NaN, the default networks
 
 def test_device_auto_falls_back_to_cpu_and_says_so_once(tmp_path, capsys, monkeypatch):
     from fastconv import backend

@@ -1,6 +1,6 @@
 """Train and evaluate a LeNet-style image classifier (MNIST-layout data, 10 classes).
 
-The default network is DESIGN.md's LeNet: conv 1->32 5x5 p2, ReLU, maxpool 2; conv 32->64 5x5
+The default network is the project's LeNet: conv 1->32 5x5 p2, ReLU, maxpool 2; conv 32->64 5x5
 p2, ReLU, maxpool 2; Linear 3136->256, ReLU; Linear 256->10. ``channels`` and ``hidden`` change
 its depth and width. One epoch = one seeded shuffle of the training set; after each epoch the
 test accuracy is measured, a JSON line is logged and a checkpoint is written, so ``resume``

@@ -22,7 +22,7 @@ def _normal_init(model, rng):
 
 
 def build_dcgan(nz=100, width=64, image_shape=(1, 28, 28), rng=None):
-    """DCGAN for 28x28 (DESIGN.md), ``width`` = 64 gives the stated sizes.
+    """DCGAN for 28x28 images; ``width`` = 64 gives the sizes below.
 
     G: Linear nz->2w*7*7, BN, ReLU, ConvT 2w->w 4/2/1, BN, ReLU, ConvT w->C 4/2/1, Tanh.
     D: Conv C->w 4/2/1, LeakyReLU .2, Conv w->2w 4/2/1, BN, LeakyReLU .2, Linear 2w*7*7->1.

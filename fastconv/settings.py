@@ -8,9 +8,11 @@
   or that model: an argument wins over the setting.
 - ``poison`` [False]: every GPU output buffer is filled with NaN (int: -1, uint8: 255) before the
   kernel runs, so an element a kernel forgets to write is caught (``fastconv check``, GPU tests).
-- ``conv_version`` [2]: the cupy family's conv kernels, 2 = tiled implicit GEMM, 1 = direct.
-- ``conv_tile`` [None]: the v2 tile, picked per call by the launch heuristic when None; else one
-  of ``fastconv.backends.cuda.config.CONV_TILES`` ("t128x128", "t64x64", "t32x128").
+- ``conv_version`` [3]: the cupy family's conv kernels, 3 = the implicit-GEMM core (with its
+  small-channel kernels), 1 = the direct reference kernels.
+- ``conv_tile`` [None]: the v3 tile, picked per call by the launch heuristic when None; else one
+  of ``fastconv.backends.cuda.config.CONV_TILES`` (e.g. "t128x128", "t64x64"), which also turns
+  the small-channel kernels off.
 - ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) may use TF32 tensor cores.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
@@ -32,7 +34,7 @@ ENV_KERNELS = "FASTCONV_KERNELS"
 class Settings:
     kernels: str = "cupy"
     poison: bool = False
-    conv_version: int = 2
+    conv_version: int = 3
     conv_tile: str | None = None
     tf32: bool = False
 
@@ -68,8 +70,8 @@ def _checked(s: Settings) -> Settings:
     for name in ("poison", "tf32"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: got {getattr(s, name)!r}, expected True or False")
-    if s.conv_version not in (1, 2) or isinstance(s.conv_version, bool):
-        raise ValueError(f"conv_version: got {s.conv_version!r}, expected 1 or 2")
+    if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
+        raise ValueError(f"conv_version: got {s.conv_version!r}, expected 1 or 3")
     if s.conv_tile is not None:
         from .backends.cuda.config import CONV_TILES  # pure Python; needs no CuPy
         if s.conv_tile not in CONV_TILES:

@@ -260,7 +260,8 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     WgradA<T> la(dy, K, P * Q, g * Kg, Kg, m0, kbeg, kend);
-    WgradB<T> lb(x, C, H, W, g * Cg, R, S, P, Q, sh, sw, ph, pw, dh, dw, crs, n0, kbeg, kend);
+    const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
+    WgradB<T> lb(x, wg, P, Q, crs, n0, kbeg, kend);
     float acc[8][8];
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     auto col_of = [&](int n, int (&co)[4]) {

@@ -79,45 +79,34 @@ struct PackedA {
     }
 };
 
-// B operand gathered from T[img][a][Th][Tw] (see Gather in conv_index.cuh): element (kk, n) is
-// read by thread kk_off = kk % BK of row group, columns n_off + j*TPR; per column the image
-// offset and the first row/column are decoded once, per k step only (a, i, j) advances.
+// B operand gathered from T[img][a][Th][Tw] (Gather in conv_index.cuh): thread kk_off = tid / TPR
+// loads row kk_off of each stage at columns n_off + j*TPR; per column the offset and first
+// row/column are decoded once (gather_col), per k step only the iterator advances.
 template <class T>
 struct GatherB {
     static constexpr int TPR = T::NT / T::BK, L = T::BN / TPR;
     const float* src;
-    int Th, Tw, ThTw, hd, wd, kend;
+    Gather g;
+    int kend;
     TapIter it;
-    int off[L], hb[L], wb[L];
-    __device__ __forceinline__ GatherB(const float* t, const Gather& g, int n0, int ncols, int kbeg, int kend_) {
-        Th = g.Th; Tw = g.Tw; ThTw = g.Th * g.Tw; hd = g.hd; wd = g.wd; kend = kend_;
-        src = t;
+    GatherCol col[L];
+    __device__ __forceinline__ GatherB(const float* t, const Gather& g_, int n0, int ncols, int kbeg, int kend_) {
+        src = t; g = g_; kend = kend_;
         const int kk_off = threadIdx.x / TPR, n_off = threadIdx.x - kk_off * TPR;
         it.init(kbeg + kk_off, T::BK, g.ni, g.nj);
-        const int tu = g.nt * g.nu;
 #pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int n = n0 + n_off + j * TPR;
-            if (n < ncols) {
-                const int img = n / tu, rem = n - img * tu, tt = rem / g.nu, u = rem - tt * g.nu;
-                hb[j] = tt * g.hs + g.hb;
-                wb[j] = u * g.ws + g.wb;
-                off[j] = (img * g.Tc + g.a0) * ThTw + hb[j] * Tw + wb[j];
-            } else {
-                hb[j] = -(1 << 29); wb[j] = 0; off[j] = 0;   // never in range
-            }
-        }
+        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * TPR, ncols);
     }
     __device__ __forceinline__ void issue(float* Bs) {
         const int kk_off = threadIdx.x / TPR, n_off = threadIdx.x - kk_off * TPR;
         float* dst = Bs + kk_off * T::BS + n_off;
         const bool kok = it.kk < kend;
-        const int rd = it.i * hd, sd = it.j * wd, koff = it.a * ThTw + rd * Tw + sd;
 #pragma unroll
         for (int j = 0; j < L; ++j) {
-            const int h = hb[j] + rd, w = wb[j] + sd;
-            const bool ok = kok && (unsigned)h < (unsigned)Th && (unsigned)w < (unsigned)Tw;
-            cp_async_ca4(dst + j * TPR, ok ? src + (off[j] + koff) : src, ok ? 4 : 0);
+            bool ok;
+            const int a = gather_addr(g, col[j], it, ok);
+            ok = ok && kok;
+            cp_async_ca4(dst + j * TPR, ok ? src + a : src, ok ? 4 : 0);
         }
     }
     __device__ __forceinline__ void next() { it.next(); }
@@ -155,43 +144,34 @@ struct WgradA {
     __device__ __forceinline__ void next() { it.next(); }
 };
 
-// backward-weight B: B[kk=(img,p,q)][n=(c,r,s)] = x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
+// backward-weight B: B[kk=(img,p,q)][n=(c,r,s)] (wgrad_col / wgrad_addr in conv_index.cuh);
+// kk fastest over threads, so consecutive threads read consecutive q.
 template <class T>
 struct WgradB {
     static constexpr int STEP = T::NT / T::BK, L = T::BN / STEP;
     static_assert(T::NT % T::BK == 0 && T::BN % STEP == 0, "WgradB: NT/BK must divide BN");
     const float* x;
-    int H, W, CHW, sh, sw, ph, pw, kend;
+    WgradGeom g;
+    int kend;
     TapIter it;   // (img, p, q)
-    int coff[L], rd[L], sd[L];
-    __device__ __forceinline__ WgradB(const float* x_, int C, int H_, int W_, int c0g, int R, int S, int P, int Q,
-                                      int sh_, int sw_, int ph_, int pw_, int dh, int dw, int crs, int n0, int kbeg,
+    WgradCol col[L];
+    __device__ __forceinline__ WgradB(const float* x_, const WgradGeom& g_, int P, int Q, int crs, int n0, int kbeg,
                                       int kend_) {
-        x = x_; H = H_; W = W_; CHW = C * H_ * W_; sh = sh_; sw = sw_; ph = ph_; pw = pw_; kend = kend_;
+        x = x_; g = g_; kend = kend_;
         const int kk_off = threadIdx.x % T::BK, n_off = threadIdx.x / T::BK;
         it.init(kbeg + kk_off, T::BK, P, Q);
-        const int RS = R * S;
 #pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int n = n0 + n_off + j * STEP;
-            if (n < crs) {
-                const int c = n / RS, rs = n - c * RS, r = rs / S, s = rs - r * S;
-                rd[j] = r * dh; sd[j] = s * dw;
-                coff[j] = (c0g + c) * H_ * W_ + rd[j] * W_ + sd[j];
-            } else {
-                rd[j] = -(1 << 29); sd[j] = 0; coff[j] = 0;
-            }
-        }
+        for (int j = 0; j < L; ++j) col[j] = wgrad_col(g, n0 + n_off + j * STEP, crs);
     }
     __device__ __forceinline__ void issue(float* Bs) {
         const int kk_off = threadIdx.x % T::BK, n_off = threadIdx.x / T::BK;
         const bool kok = it.kk < kend;
-        const int h0 = it.i * sh - ph, w0 = it.j * sw - pw, base = it.a * CHW + h0 * W + w0;
 #pragma unroll
         for (int j = 0; j < L; ++j) {
-            const int h = h0 + rd[j], w = w0 + sd[j];
-            const bool ok = kok && (unsigned)h < (unsigned)H && (unsigned)w < (unsigned)W;
-            cp_async_ca4(Bs + kk_off * T::BS + n_off + j * STEP, ok ? x + (base + coff[j]) : x, ok ? 4 : 0);
+            bool ok;
+            const int a = wgrad_addr(g, col[j], it, ok);
+            ok = ok && kok;
+            cp_async_ca4(Bs + kk_off * T::BS + n_off + j * STEP, ok ? x + a : x, ok ? 4 : 0);
         }
     }
     __device__ __forceinline__ void next() { it.next(); }

@@ -53,6 +53,56 @@ struct Gather {
     int hs, hb, hd, ws, wb, wd;
 };
 
+// Column n = (img, t, u) of the gathered operand: its offset at reduction index 0 and first
+// row/column (decoded once per thread, before the main loop). Columns n >= ncols get a row far
+// out of range, so every address test fails for them.
+struct GatherCol {
+    int off, hb, wb;
+};
+FC_HD GatherCol gather_col(const Gather& g, int n, int ncols) {
+    GatherCol c;
+    if (n < ncols) {
+        const int tu = g.nt * g.nu, img = n / tu, rem = n - img * tu, t = rem / g.nu, u = rem - t * g.nu;
+        c.hb = t * g.hs + g.hb;
+        c.wb = u * g.ws + g.wb;
+        c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.hb * g.Tw + c.wb;
+    } else {
+        c.hb = -(1 << 29); c.wb = 0; c.off = 0;
+    }
+    return c;
+}
+// The element offset of (it, column c) in T and whether it lies inside the tensor (else zero).
+FC_HD int gather_addr(const Gather& g, const GatherCol& c, const TapIter& it, bool& ok) {
+    const int rd = it.i * g.hd, sd = it.j * g.wd, h = c.hb + rd, w = c.wb + sd;
+    ok = (unsigned)h < (unsigned)g.Th && (unsigned)w < (unsigned)g.Tw;
+    return c.off + it.a * g.Th * g.Tw + rd * g.Tw + sd;
+}
+
+// backward-weight B: column n = (c, r, s) of x (decoded once) and row kk = (img, p, q) (the
+// iterator): x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
+struct WgradGeom {
+    int C, H, W, c0g, R, S, sh, sw, ph, pw, dh, dw;
+};
+struct WgradCol {
+    int coff, rd, sd;
+};
+FC_HD WgradCol wgrad_col(const WgradGeom& g, int n, int crs) {
+    WgradCol c;
+    if (n < crs) {
+        const int RS = g.R * g.S, ch = n / RS, rs = n - ch * RS, r = rs / g.S, s = rs - r * g.S;
+        c.rd = r * g.dh; c.sd = s * g.dw;
+        c.coff = (g.c0g + ch) * g.H * g.W + c.rd * g.W + c.sd;
+    } else {
+        c.rd = -(1 << 29); c.sd = 0; c.coff = 0;
+    }
+    return c;
+}
+FC_HD int wgrad_addr(const WgradGeom& g, const WgradCol& c, const TapIter& it, bool& ok) {
+    const int h0 = it.i * g.sh - g.ph, w0 = it.j * g.sw - g.pw, h = h0 + c.rd, w = w0 + c.sd;
+    ok = (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
+    return it.a * g.C * g.H * g.W + h0 * g.W + w0 + c.coff;
+}
+
 // One backward-data output phase: rows h = h0 + t*sh (t < Ht) use the taps r = r0 + i*rstep
 // (i < Ri) and read dy row p = t + pbase - i*pstep; the same along w. A phase with Ht or Wt == 0
 // has no outputs; one with Ri or Sj == 0 has outputs that no tap reaches (they are zero).

@@ -26,7 +26,8 @@
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5):
 //       conv2d_forward_smallc_v1 (direct: one output pixel per thread, its C/G*R*S inputs in
 //       registers, all K/G filters from shared memory) and conv2d_backward_data_smallc_v1 (one
-//       input-gradient element per thread, only the taps of its phase). Backward-weight of such
+//       input-gradient element per thread, only the taps of its phase, filters through the
+//       read-only cache). Backward-weight of such
 //       shapes (N = C/G*R*S <= 32) runs the v3 core with the t64x32 tile.
 //   conv2d_backward_bias_v1: one block per output channel, double accumulation.
 //
@@ -366,45 +367,34 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_forward_smallc_v1(
 }
 
 // dx[img,c,h,w] = sum_{k in c's group} sum over the taps of (h, w)'s phase of dy * w: one dx element
-// per thread (grid y = channel, so a block shares one c), the group's filters for c staged in
-// shared memory. Work 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (cache-served) + w + dx) * 4 B.
+// per thread, only the taps that reach it (no padded GEMM, no zero taps). Grid y = channel, so a
+// warp reads the same filter taps (broadcast from the read-only cache). Work
+// 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (cache-served) + w + dx) * 4 B.
 extern "C" __global__ void __launch_bounds__(256) conv2d_backward_data_smallc_v1(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS) {
-    __shared__ float ws[CONV_SMALLC_KC * CONV_SMALLC];
     const int c = blockIdx.y, Cg = C / G, Kg = K / G, g = c / Cg, cl = c - g * Cg, RS = R * S, HW = H * W;
     const int n = blockIdx.x * blockDim.x + threadIdx.x;
-    const bool live = n < N * HW;
-    const int img = live ? n / HW : 0, hw = live ? n - img * HW : 0, h = hw / W, wc = hw - h * W;
+    if (n >= N * HW) return;
+    const int img = n / HW, hw = n - img * HW, h = hw / W, wc = hw - h * W;
     const int th = h / sh, phi_h = h - th * sh, tw = wc / sw, phi_w = wc - tw * sw;
     int h0, nt, r0, rstep, Ri, pbase, pstep, w0, nu, s0, sstep, Sj, qbase, qstep;
     phase_dim(phi_h, H, R, sh, ph, dh, h0, nt, r0, rstep, Ri, pbase, pstep);
     phase_dim(phi_w, W, S, sw, pw, dw, w0, nu, s0, sstep, Sj, qbase, qstep);
-    const int PQ = P * Q;
-    const float* dys = dy + (img * K + g * Kg) * PQ;
+    const int PQ = P * Q, CgRS = Cg * RS;
+    const float* d = dy + (img * K + g * Kg) * PQ;
+    const float* wk = w + (g * Kg * Cg + cl) * RS;
     float acc = 0.f;
-    for (int k0 = 0; k0 < Kg; k0 += CONV_SMALLC_KC) {
-        const int kc = min(CONV_SMALLC_KC, Kg - k0);
-        __syncthreads();
-        for (int i = threadIdx.x; i < kc * RS; i += blockDim.x) {
-            const int k = i / RS, rs = i - k * RS;
-            ws[i] = w[((g * Kg + k0 + k) * Cg + cl) * RS + rs];
-        }
-        __syncthreads();
-        if (!live) continue;
-        for (int k = 0; k < kc; ++k) {
-            const float* d = dys + (k0 + k) * PQ;
-            for (int i = 0; i < Ri; ++i) {
-                const int p = th + pbase - i * pstep;
-                if ((unsigned)p >= (unsigned)P) continue;
-                const float* wr = ws + k * RS + (r0 + i * rstep) * S;
-                for (int j = 0; j < Sj; ++j) {
-                    const int q = tw + qbase - j * qstep;
-                    if ((unsigned)q < (unsigned)Q) acc = fmaf(d[p * Q + q], wr[s0 + j * sstep], acc);
-                }
+    for (int k = 0; k < Kg; ++k, d += PQ, wk += CgRS)
+        for (int i = 0; i < Ri; ++i) {
+            const int p = th + pbase - i * pstep;
+            if ((unsigned)p >= (unsigned)P) continue;
+            const float* wr = wk + (r0 + i * rstep) * S + s0;
+            for (int j = 0; j < Sj; ++j) {
+                const int q = tw + qbase - j * qstep;
+                if ((unsigned)q < (unsigned)Q) acc = fmaf(__ldg(d + p * Q + q), __ldg(wr + j * sstep), acc);
             }
         }
-    }
-    if (live) dx[(img * C + c) * HW + hw] = acc;
+    dx[(img * C + c) * HW + hw] = acc;
 }
 
 // ---------------------------------------------------------------------------------------------

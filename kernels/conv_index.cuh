@@ -111,9 +111,18 @@ struct Phase {
     int w0, Wt, s0, sstep, Sj, qbase, qstep;
 };
 
+// gcd of positive ints by subtraction and shifts (binary gcd): no division, so a kernel's setup
+// does not call the division slow path.
 FC_HD int gcd_int(int a, int b) {
-    while (b) { const int t = a % b; a = b; b = t; }
-    return a;
+    int shift = 0;
+    while (((a | b) & 1) == 0) { a >>= 1; b >>= 1; ++shift; }
+    while ((a & 1) == 0) a >>= 1;
+    while (b) {
+        while ((b & 1) == 0) b >>= 1;
+        if (a > b) { const int t = a; a = b; b = t; }
+        b -= a;
+    }
+    return a << shift;
 }
 
 // One dimension of a phase: rows phi, phi + st, ... of an extent n, filter taps R at dilation d,
@@ -124,8 +133,13 @@ FC_HD void phase_dim(int phi, int n, int R, int st, int pd, int d, int& h0, int&
     nt = phi < n ? (n - phi + st - 1) / st : 0;
     rstep = st / gcd_int(st, d);
     r0 = -1;
-    for (int r = 0; r < R && r < rstep; ++r)
-        if (((phi + pd - r * d) % st + st) % st == 0) { r0 = r; break; }
+    int res = (phi + pd) % st;          // (phi + pd - r*d) mod st, kept in [0, st) as r grows
+    const int dm = d % st;
+    for (int r = 0; r < R && r < rstep; ++r) {
+        if (res == 0) { r0 = r; break; }
+        res -= dm;
+        if (res < 0) res += st;
+    }
     if (r0 < 0) { r0 = 0; nr = 0; base = 0; pstep = 0; return; }
     nr = (R - r0 + rstep - 1) / rstep;
     const int num = phi + pd - r0 * d;  // a multiple of st (may be negative)

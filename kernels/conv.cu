@@ -21,8 +21,10 @@
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
 //       conv2d_splitk_reduce_v1 sums in split order (deterministic), then adds bias/activation.
-//       Tiles (suffix _tBMxBN) and their __launch_bounds__: CONV_V3_TILES below;
-//       fastconv/backends/cuda/config.py:conv_plan picks tile and splits.
+//       Tiles (suffix _tBMxBN) and their __launch_bounds__: the CONV_V3_KERNELS lines below;
+//       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
+//       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
+//       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1.
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5):
 //       conv2d_forward_smallc_v1 (direct: one output pixel per thread, its C/G*R*S inputs in
 //       registers, all K/G filters from shared memory) and conv2d_backward_data_smallc_v1 (one
@@ -140,7 +142,8 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // packing
 
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
-// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. Traffic 2 * K*Cg*R*S * 4 B.
+// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. Work: no FLOPs; traffic
+// (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                   int Kg, int Kp, int crs, int G) {
     const i64 total = (i64)G * crs * Kp;
@@ -152,7 +155,8 @@ extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, f
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
 // the phase (bwd_phase), zero past it and for c >= Cg: the backward-data A operand of every phase,
-// each phase a slab of Kg*maxRi*maxSj rows. Traffic about (1 + 1) * K*Cg*R*S * 4 B.
+// each phase a slab of Kg*maxRi*maxSj rows. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B
+// (the phases' taps partition the filter) plus the zero padding.
 extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                         int Kg, int Cg, int Cp, int H, int W, int R, int S,
                                                         int sh, int sw, int ph, int pw, int dh, int dw, int G,
@@ -277,9 +281,11 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 #define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G
 
-// The v3 entry points of one tile: forward, backward-data, backward-weight (work and traffic at
-// conv_fwd_v3 / conv_bwd_data_v3 / conv_bwd_weight_v3). Launch bounds: the tile's threads and
-// the blocks per SM that keep every tile at <= 128 registers per thread.
+// The v3 entry points of one tile. Work: forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data
+// 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
+// compulsory traffic of each is its two operands and its result * 4 bytes (plus
+// splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
+// per SM that allow <= 170 registers (255 for t128x128), which ptxas fits without spills.
 #define CONV_V3_KERNELS(SUFFIX, ...)                                                                       \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX;                                                          \
     extern "C" __global__ void __launch_bounds__(Tile_##SUFFIX::NT, Tile_##SUFFIX::MINB)                   \

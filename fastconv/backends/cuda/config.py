@@ -104,9 +104,9 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1) -> str:
     """Tile for a GEMM of m rows by n columns, z times (groups x phases).
 
     N <= 32 (backward-weight of a small-channel conv, N = C/G*R*S): t64x32. m <= 32: t32x128 (no
-    row padding past 32). Otherwise the rows pick 64- or 128-row tiles (m <= 64: 64), and the
-    wider tile is kept only while it still fills a wave (num_sms x its blocks per SM); split-K
-    (conv_splits) fills what a narrow grid leaves. Not yet tuned on a GPU.
+    row padding past 32). Otherwise the rows pick 64- or 128-row tiles (m <= 64: 64), and a
+    bigger tile is kept only while it still gives every SM a block; split-K (conv_splits) then
+    fills the rest of the wave. Not yet tuned on a GPU.
     """
     if m < 1 or n < 1 or z < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
@@ -116,8 +116,8 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1) -> str:
         return "t32x128"
     order = ("t64x128", "t64x64") if m <= 64 else ("t128x128", "t128x64", "t64x64")
     for tile in order[:-1]:
-        bm, bn, _, _, minb = CONV_TILES[tile]
-        if cdiv(m, bm) * cdiv(n, bn) * z >= num_sms * minb:
+        bm, bn = CONV_TILES[tile][:2]
+        if cdiv(m, bm) * cdiv(n, bn) * z >= num_sms:
             return tile
     return order[-1]
 

@@ -7,11 +7,14 @@
 // outputs as 2 x 2 quads of 4 x 4, half a warp tile apart, so each k row costs the thread two
 // float4 shared loads of A and two of B for 64 FFMA, and a warp's loads hit distinct banks
 // (A: LR distinct float4 broadcast over LC lanes; B: LC distinct float4 = one 128-byte row).
-// Shared operand tiles are k-major: As[BK][BM + 4], Bs[BK][BN + 4] (the +4 floats keep rows
-// 16-byte aligned and shift the loaders' cp.async stores off each other's banks).
+// Shared operand tiles are k-major: As[BK][BM + 8], Bs[BK][BN + 8] (the +8 floats keep rows
+// 16-byte aligned and put row t, column g of a TF32 fragment load on bank 8t + g).
+// TF32 (TF32 = true, BK = 8 tiles): the same warp tile as m16n8k8 mma.sync: 2 x 8 tiles of 16 x 8
+// per warp, lane (g = lane/4, t = lane%4) holding per tile rows g, g+8 and columns 2t, 2t+1;
+// operands rounded with cvt.rna.tf32 as they leave shared memory.
 #pragma once
 
-#define CONV_PAD 4
+#define CONV_PAD 8  // floats; 8 keeps the TF32 fragment loads (rows t, columns g) on distinct banks
 
 template <int BM_, int BN_, int BK_, int WR_, int WC_, int LR_, int STAGES_, int MINB_>
 struct ConvTile {
@@ -177,11 +180,75 @@ struct WgradB {
     __device__ __forceinline__ void next() { it.next(); }
 };
 
+// One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
+template <class T>
+__device__ __forceinline__ void ffma_step(const float* As, const float* Bs, const ThreadPos<T>& tp,
+                                          float (&acc)[8][8]) {
+#pragma unroll
+    for (int kk = 0; kk < T::BK; ++kk) {
+        float a[8], b[8];
+        const float4 a0 = *reinterpret_cast<const float4*>(As + kk * T::AS + tp.row0);
+        const float4 a1 = *reinterpret_cast<const float4*>(As + kk * T::AS + tp.row0 + T::WM / 2);
+        const float4 b0 = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0);
+        const float4 b1 = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0 + T::WN / 2);
+        a[0] = a0.x; a[1] = a0.y; a[2] = a0.z; a[3] = a0.w; a[4] = a1.x; a[5] = a1.y; a[6] = a1.z; a[7] = a1.w;
+        b[0] = b0.x; b[1] = b0.y; b[2] = b0.z; b[3] = b0.w; b[4] = b1.x; b[5] = b1.y; b[6] = b1.z; b[7] = b1.w;
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+}
+
+// Warp origin and (g, t) lane coordinates of the TF32 layout.
+template <class T>
+struct MmaPos {
+    int wm, wn, g, t;
+    __device__ __forceinline__ MmaPos() {
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        const int wr = warp / T::WC, wc = warp - wr * T::WC;
+        wm = wr * T::WM; wn = wc * T::WN; g = lane >> 2; t = lane & 3;
+    }
+};
+
+// One stage (k = 8) of TF32 mma.sync m16n8k8: acc[mt*4 + c][nt] is register c of the 16 x 8 tile
+// (mt, nt) of the warp (WM/16 = 2 row tiles, WN/8 = 8 column tiles).
+template <class T>
+__device__ __forceinline__ void mma_step(const float* As, const float* Bs, float (&acc)[8][8]) {
+    static_assert(T::WM == 32 && T::WN == 64, "TF32 warp tile: 2 x 8 mma tiles");
+    const MmaPos<T> mp;
+    unsigned a[2][4], b[8][2];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+        const float* p = As + mp.t * T::AS + mp.wm + mt * 16 + mp.g;
+        a[mt][0] = cvt_tf32(p[0]);
+        a[mt][1] = cvt_tf32(p[8]);
+        a[mt][2] = cvt_tf32(p[4 * T::AS]);
+        a[mt][3] = cvt_tf32(p[4 * T::AS + 8]);
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+        const float* p = Bs + mp.t * T::BS + mp.wn + nt * 8 + mp.g;
+        b[nt][0] = cvt_tf32(p[0]);
+        b[nt][1] = cvt_tf32(p[4 * T::BS]);
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+            float c[4] = {acc[mt * 4][nt], acc[mt * 4 + 1][nt], acc[mt * 4 + 2][nt], acc[mt * 4 + 3][nt]};
+            float d[4];
+            mma_tf32_m16n8k8(d, a[mt], b[nt], c);
+            acc[mt * 4][nt] = d[0]; acc[mt * 4 + 1][nt] = d[1]; acc[mt * 4 + 2][nt] = d[2]; acc[mt * 4 + 3][nt] = d[3];
+        }
+}
+
 // acc = A[.., kbeg:kend] * B[kbeg:kend, ..] for the thread's 8x8 outputs. STAGES-1 k tiles are
 // in flight while one is multiplied; stage indices are running counters (no modulo).
-template <class T, class LA, class LB>
+template <class T, bool TF32, class LA, class LB>
 __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, float (&acc)[8][8]) {
     const ThreadPos<T> tp;
+    static_assert(!TF32 || T::BK == 8, "TF32 tiles step k by the mma's 8");
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -209,20 +276,10 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
         cp_async_commit_group();
         const float* As = smem + rs * T::STAGE;
         const float* Bs = As + T::BK * T::AS;
-#pragma unroll
-        for (int kk = 0; kk < T::BK; ++kk) {
-            float a[8], b[8];
-            const float4 a0 = *reinterpret_cast<const float4*>(As + kk * T::AS + tp.row0);
-            const float4 a1 = *reinterpret_cast<const float4*>(As + kk * T::AS + tp.row0 + T::WM / 2);
-            const float4 b0 = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0);
-            const float4 b1 = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0 + T::WN / 2);
-            a[0] = a0.x; a[1] = a0.y; a[2] = a0.z; a[3] = a0.w; a[4] = a1.x; a[5] = a1.y; a[6] = a1.z; a[7] = a1.w;
-            b[0] = b0.x; b[1] = b0.y; b[2] = b0.z; b[3] = b0.w; b[4] = b1.x; b[5] = b1.y; b[6] = b1.z; b[7] = b1.w;
-#pragma unroll
-            for (int i = 0; i < 8; ++i)
-#pragma unroll
-                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
+        if constexpr (TF32)
+            mma_step<T>(As, Bs, acc);
+        else
+            ffma_step<T>(As, Bs, tp, acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;
         ws = ws == T::STAGES - 1 ? 0 : ws + 1;
     }
@@ -244,7 +301,7 @@ __device__ __forceinline__ float conv_act(float v, int act, float slope) {
 // are consecutive and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte
 // aligned), else 4 scalars. Columns whose
 // col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4 offsets of columns n..n+3.
-template <class T, class ColOff>
+template <class T, bool TF32, class ColOff>
 __device__ __forceinline__ void gemm_epilogue(float* smem, const float (&acc)[8][8], const ColOff& col_of, int m0,
                                               int n0, int Mg, int mg0, int rstride, float* out, bool out_aligned,
                                               const float* bias, int has_bias, int act, float slope) {
@@ -258,15 +315,28 @@ __device__ __forceinline__ void gemm_epilogue(float* smem, const float (&acc)[8]
     const int wr_row = (tp.row0 / T::WM) * (T::WM / 2) + (tp.row0 % T::WM);  // staged row of quad row a
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
+        if constexpr (TF32) {  // half a = mma row tile a: rows g and g + 8, columns 2t, 2t + 1
+            const MmaPos<T> mp;
+            const int srow = (mp.wm / T::WM) * (T::WM / 2) + mp.g;
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+            for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int b = 0; b < 2; ++b) {
-                float4 v;
-                v.x = acc[a * 4 + i][b * 4]; v.y = acc[a * 4 + i][b * 4 + 1];
-                v.z = acc[a * 4 + i][b * 4 + 2]; v.w = acc[a * 4 + i][b * 4 + 3];
-                *reinterpret_cast<float4*>(smem + (wr_row + i) * ES + tp.col0 + b * (T::WN / 2)) = v;
-            }
+                for (int h = 0; h < 2; ++h) {
+                    float2 v;
+                    v.x = acc[a * 4 + 2 * h][nt]; v.y = acc[a * 4 + 2 * h + 1][nt];
+                    *reinterpret_cast<float2*>(smem + (srow + 8 * h) * ES + mp.wn + nt * 8 + 2 * mp.t) = v;
+                }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int b = 0; b < 2; ++b) {
+                    float4 v;
+                    v.x = acc[a * 4 + i][b * 4]; v.y = acc[a * 4 + i][b * 4 + 1];
+                    v.z = acc[a * 4 + i][b * 4 + 2]; v.w = acc[a * 4 + i][b * 4 + 3];
+                    *reinterpret_cast<float4*>(smem + (wr_row + i) * ES + tp.col0 + b * (T::WN / 2)) = v;
+                }
+        }
         __syncthreads();
         for (int sr = rr; sr < T::BM / 2; sr += RPP) {
             const int ml = (sr / (T::WM / 2)) * T::WM + a * (T::WM / 2) + sr % (T::WM / 2);

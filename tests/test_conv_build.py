@@ -8,6 +8,7 @@ it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
   for the packed weights of forward and backward-data, no integer-division sequence (IMAD.HI,
   MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit) and FFMA at least 60 % of the loop's
   instructions (55 % for the BK = 4 tiles);
+- TF32 kernels: HMMA (mma.sync m16n8k8) and LDGSTS in the main loop, no division;
 - the tile table of fastconv/backends/cuda/config.py equals the CONV_V3_KERNELS lines of conv.cu.
 
 Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
@@ -25,8 +26,9 @@ from fastconv.backends.cuda import loader
 
 NVCC = shutil.which("nvcc")
 ARCHS = ("sm_80", "sm_90")
-V3 = [f"{p}_v3_{t}" for p in ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
-      for t in cfg.CONV_TILES]
+PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
+TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
 
 
 def _nvdisasm():
@@ -78,7 +80,7 @@ def _ptxas(log):
 
 def _budget(kernel):
     tile = kernel.rsplit("_", 1)[1]
-    if kernel in V3:
+    if kernel in V3 or kernel in TF32:
         _, _, _, nt, minb = cfg.CONV_TILES[tile]
         return min(255, 65536 // (nt * minb))
     return 255
@@ -112,15 +114,15 @@ def _opcodes(lines):
     return ops
 
 
-def main_loop(lines):
-    """The opcodes of the loop (a backward branch to a label) that holds the most FFMA."""
+def main_loop(lines, op="FFMA"):
+    """The opcodes of the loop (a backward branch to a label) that holds the most ``op``."""
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
     best = []
     for i, line in enumerate(lines):
         m = re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)
         if m and labels.get(m.group(1), i + 1) < i:
             ops = _opcodes(lines[labels[m.group(1)]:i + 1])
-            if ops.count("FFMA") > best.count("FFMA"):
+            if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
                 best = ops
     return best
 
@@ -140,13 +142,28 @@ def test_main_loop_sass(sass, arch, kernel):
     assert "LDS.128" in ops, f"{kernel} ({arch}): no 128-bit shared loads in the main loop"
     if "backward_weight" not in kernel:  # packed weights: 16-byte cp.async
         assert any(op.startswith("LDGSTS") and op.endswith(".128") for op in ops), sorted(set(ops))
+    _no_division(kernel, arch, ops)
+    share = 0.6 if cfg.CONV_TILES[kernel.rsplit("_", 1)[1]][2] >= 8 else 0.55  # BK 4: loads weigh more
+    assert counts["FFMA"] >= share * len(ops), f"{kernel} ({arch}): FFMA {counts['FFMA']} of {len(ops)}"
+
+
+def _no_division(kernel, arch, ops):
     bad = [op for op in ops if op.startswith(("IMAD.HI", "MUFU.RCP", "I2F", "F2I"))]
     # a CALL is a division subroutine unless it is sm_80's loop exit (a predicated CALL to the
     # code after the loop, then BRA)
     bad += [op for op, nxt in zip(ops, ops[1:] + [""]) if op.startswith("CALL") and nxt != "BRA"]
     assert not bad, f"{kernel} ({arch}): division-like instructions in the main loop: {bad}"
-    share = 0.6 if cfg.CONV_TILES[kernel.rsplit("_", 1)[1]][2] >= 8 else 0.55  # BK 4: loads weigh more
-    assert counts["FFMA"] >= share * len(ops), f"{kernel} ({arch}): FFMA {counts['FFMA']} of {len(ops)}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kernel", TF32)
+def test_tf32_main_loop_sass(sass, arch, kernel):
+    """TF32 kernels: 16 HMMA (m16n8k8) per k step of 8 in the main loop, fed by cp.async."""
+    ops = main_loop(sass[arch][kernel], "HMMA")
+    counts = Counter(op.split(".")[0] for op in ops)
+    assert counts["HMMA"] >= 16, f"{kernel} ({arch}): {counts}"
+    assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
+    _no_division(kernel, arch, ops)
 
 
 def test_tile_table_matches_the_kernels():

@@ -29,9 +29,10 @@ def cp():
         yield stand_in
 
 
-def _run(cp, what, case, *, tile=None, version=3, activation=None, seed=0):
+def _run(cp, what, case, *, tile=None, version=3, activation=None, seed=0, tf32=False, absolute=False):
     """Run one pass of case (N, C, H, W, K, R, S, stride, padding, dilation, groups) on the CPU
-    layer with poisoned outputs; returns (result, oracle, names of the kernels launched)."""
+    layer with poisoned outputs; returns (result, oracle, names of the kernels launched), and with
+    absolute=True also the oracle of the same pass on |operands| (no bias)."""
     n, c, h, w, k, r, s, stride, padding, dilation, groups = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -43,7 +44,7 @@ def _run(cp, what, case, *, tile=None, version=3, activation=None, seed=0):
     from fastconv.backends.cuda import conv as launchers
     from fastconv.argcheck import conv_hyper
     hp = conv_hyper(stride, padding, dilation)
-    with fastconv.using(poison=True, conv_tile=tile, conv_version=version), emu.trace() as t:
+    with fastconv.using(poison=True, conv_tile=tile, conv_version=version, tf32=tf32), emu.trace() as t:
         if what == "forward":
             out = launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), cp.asarray(b), *hp, groups,
                                            activation=activation, slope=0.2)
@@ -54,6 +55,12 @@ def _run(cp, what, case, *, tile=None, version=3, activation=None, seed=0):
         else:
             out = ops.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), wt.shape, *hyper)
             want = ref.conv2d_backward_weight(dy, x, wt.shape, *hyper)
+    if absolute:
+        ax, aw, ady = np.abs(x), np.abs(wt), np.abs(dy)
+        mag = {"forward": lambda: ref.conv2d_forward(ax, aw, None, *hyper),
+               "backward_data": lambda: ref.conv2d_backward_data(ady, aw, x.shape, *hyper),
+               "backward_weight": lambda: ref.conv2d_backward_weight(ady, ax, wt.shape, *hyper)}[what]()
+        return cp.asnumpy(out), want, t.launch_names, mag
     return cp.asnumpy(out), want, t.launch_names
 
 
@@ -162,3 +169,36 @@ def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, d
     if h + 2 * padding < dilation * (r - 1) + 1 or w + 2 * padding < dilation * (s - 1) + 1:
         return  # no output
     _check(cp, what, (n, cg * groups, h, w, kg * groups, r, s, stride, padding, dilation, groups), tile=tile)
+
+
+# TF32: cvt.rna.tf32 keeps 10 explicit mantissa bits and rounds to nearest, so each operand is off by
+# at most u = 2^-11 relatively and each product a*b by at most 2u + u^2 < 1.001 * 2^-10; the fp32
+# accumulation adds at most about (terms) * 2^-24 relatively, under 2^-14 for these shapes. So every
+# output obeys |out - exact| <= TF32_BOUND * sum |a*b| (the same pass on |operands|): the test
+# checks that elementwise, and that the error is above fp32's (TF32 really ran).
+TF32_BOUND = 1.001 * 2.0**-10 + 2.0**-14
+
+
+@pytest.mark.parametrize("tile", cfg.TF32_TILES)
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_tf32_within_its_rounding_bound(cp, what, tile):
+    worst = 0.0
+    for case in GEMM_CASES[:3] + [(6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)]:  # the last one is split along K
+        out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True)
+        assert f"conv2d_{what}_v3_tf32_{tile}" in names, names
+        assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
+        err = np.abs(out.astype(np.float64) - want)
+        assert (err <= TF32_BOUND * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (TF32_BOUND * mag)).max()}"
+        worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
+    assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
+
+
+def test_tf32_paths_avoid_fp32_only_kernels(cp):
+    """With tf32 on, small-channel shapes run the TF32 core (t64x64), not the FFMA direct kernels."""
+    case = SMALL_CASES[0]
+    for what in ("forward", "backward_data", "backward_weight"):
+        out, want, names, mag = _run(cp, what, case, tf32=True, absolute=True)
+        assert names[-1] == f"conv2d_{what}_v3_tf32_t64x64" or "conv2d_splitk_reduce_v1" in names, names
+        assert (np.abs(out - want) <= TF32_BOUND * mag + 1e-30).all()
+    with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
+        _run(cp, "forward", case, tile="t64x32", tf32=True)

@@ -37,6 +37,7 @@ CONV_TILES = {
     "t32x128": (32, 128, 4, 64, 6),
     "t64x32": (64, 32, 4, 32, 12),
 }
+TF32_TILES = tuple(t for t, v in CONV_TILES.items() if v[2] == 8)  # mma.sync m16n8k8 steps k by 8
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -44,6 +45,7 @@ _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weigh
 KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
     + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
+    + tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + ("conv2d_forward_smallc_v1", "conv2d_backward_data_smallc_v1", "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_backward_bias_v1"),
     "activation.cu": (
@@ -100,8 +102,9 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
     return max(1, cdiv(rows * 32, block))
 
 
-def conv_tile(m: int, n: int, num_sms: int, z: int = 1) -> str:
-    """Tile for a GEMM of m rows by n columns, z times (groups x phases).
+def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False) -> str:
+    """Tile for a GEMM of m rows by n columns, z times (groups x phases); with tf32 one of
+    TF32_TILES (the BK = 8 tiles: t64x64 stands in for the small-m and small-n tiles).
 
     N <= 32 (backward-weight of a small-channel conv, N = C/G*R*S): t64x32. m <= 32: t32x128 (no
     row padding past 32). Otherwise the rows pick 64- or 128-row tiles (m <= 64: 64), and a
@@ -110,6 +113,8 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1) -> str:
     """
     if m < 1 or n < 1 or z < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
+    if tf32 and (n <= 32 or m <= 32):
+        return "t64x64"
     if n <= 32:
         return "t64x32"
     if m <= 32:

@@ -1,7 +1,9 @@
 """Launchers of kernels/conv.cu: conv2d forward (bias and activation fused), backward data
 (phase-decomposed), backward weight, bias. Tile, grid and split-K come from ``config``.
 
-Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels):
+Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels; the ``tf32``
+setting runs the core's TF32 tensor-core kernels, on TF32_TILES, instead of FFMA and of the
+small-channel kernels):
 - C/G*R*S <= config.SMALLC and no ``conv_tile`` forced: the small-channel forward and
   backward-data kernels; backward-weight then has N = C/G*R*S <= 32 and config.conv_tile picks
   the t64x32 tile of the GEMM core.
@@ -35,25 +37,31 @@ def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
     cfg.check_int32(name, k * (c // groups) * r * s, "K*C/groups*R*S")
 
 
-def _tile(m, cols, z):
+def _tile(m, cols, z, tf32):
     tile = settings.current().conv_tile
-    return cfg.conv_tile(m, cols, num_sms(), z) if tile is None else tile
+    if tile is None:
+        return cfg.conv_tile(m, cols, num_sms(), z, tf32)
+    if tf32 and tile not in cfg.TF32_TILES:
+        raise ValueError(f"conv_tile: got {tile!r} with tf32 on, expected one of {list(cfg.TF32_TILES)}")
+    return tile
 
 
 def _smallc(cg, r, s):
-    return settings.current().conv_tile is None and cg * r * s <= cfg.SMALLC
+    cur = settings.current()
+    return cur.conv_tile is None and not cur.tf32 and cg * r * s <= cfg.SMALLC
 
 
 def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases) into ``out``, split along the
     reduction when the grid is under a wave. Returns the workspace and split count (None, 1 when
     the kernel wrote ``out`` itself)."""
-    tile = _tile(m, cols, z)
+    tf32 = settings.current().tf32
+    tile = _tile(m, cols, z, tf32)
     splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms())
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    _launch("conv.cu", f"{kernel}_v3_{tile}", grid, cfg.CONV_TILES[tile][3],
+    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.CONV_TILES[tile][3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
     return ws, splits
 

@@ -13,7 +13,11 @@
 - ``conv_tile`` [None]: the v3 tile, picked per call by the launch heuristic when None; else one
   of ``fastconv.backends.cuda.config.CONV_TILES`` (e.g. "t128x128", "t64x64"), which also turns
   the small-channel kernels off.
-- ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) may use TF32 tensor cores.
+- ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) and conv kernels (mma.sync)
+  use TF32 tensor cores (operands rounded to 10 mantissa bits, fp32 accumulation). The
+  ``FASTCONV_TF32`` environment variable ("1"/"0") is read into it once, on first use; a
+  ``precision="tf32"``/``"fp32"`` argument on a conv op or layer wins for that call or layer.
+  NumPy (CPU) results are exact fp32 either way.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with
@@ -28,6 +32,8 @@ import os
 
 FAMILIES = ("cupy", "numba")
 ENV_KERNELS = "FASTCONV_KERNELS"
+ENV_TF32 = "FASTCONV_TF32"
+PRECISIONS = ("fp32", "tf32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +45,7 @@ class Settings:
     tf32: bool = False
 
 
-_current: Settings | None = None  # None until first use, when FASTCONV_KERNELS is read
+_current: Settings | None = None  # None until first use, when FASTCONV_KERNELS and FASTCONV_TF32 are read
 
 
 def check_family(family, argname: str = "kernels") -> str:
@@ -49,16 +55,25 @@ def check_family(family, argname: str = "kernels") -> str:
     return family
 
 
+def check_precision(precision, argname: str = "precision"):
+    """None (the tf32 setting decides), "fp32" or "tf32", else a ValueError naming ``argname``."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"{argname}: got {precision!r}, expected None, 'fp32' or 'tf32'")
+    return precision
+
+
 def from_environment() -> Settings:
-    """The defaults, with the kernel family FASTCONV_KERNELS names (a bad name is a ValueError)."""
-    env = os.environ.get(ENV_KERNELS)
-    if env:
-        return Settings(kernels=check_family(env.strip().lower(), ENV_KERNELS))
-    return Settings()
+    """The defaults, with the kernel family FASTCONV_KERNELS names and FASTCONV_TF32 ("1" or "0");
+    a bad value is a ValueError naming the variable."""
+    env, tf32 = os.environ.get(ENV_KERNELS), os.environ.get(ENV_TF32, "").strip()
+    if tf32 not in ("", "0", "1"):
+        raise ValueError(f"{ENV_TF32}: got {tf32!r}, expected '1' (TF32 tensor cores) or '0'")
+    kernels = check_family(env.strip().lower(), ENV_KERNELS) if env else Settings.kernels
+    return Settings(kernels=kernels, tf32=tf32 == "1")
 
 
 def current() -> Settings:
-    """The settings now in force (reads FASTCONV_KERNELS the first time)."""
+    """The settings now in force (reads FASTCONV_KERNELS and FASTCONV_TF32 the first time)."""
     global _current
     if _current is None:
         _current = from_environment()
@@ -108,6 +123,6 @@ def using(**changes):
 
 
 def reset() -> None:
-    """Back to the defaults; FASTCONV_KERNELS is read again on next use (for tests)."""
+    """Back to the defaults; FASTCONV_KERNELS and FASTCONV_TF32 are read again on next use (for tests)."""
     global _current
     _current = None

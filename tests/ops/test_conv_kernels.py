@@ -202,3 +202,45 @@ def test_tf32_paths_avoid_fp32_only_kernels(cp):
         assert (np.abs(out - want) <= TF32_BOUND * mag + 1e-30).all()
     with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
         _run(cp, "forward", case, tile="t64x32", tf32=True)
+
+
+def test_precision_argument_on_ops_and_layers(cp):
+    """precision="tf32" on a conv op or layer runs the TF32 kernels for that call; "fp32" wins over
+    the tf32 setting; the setting comes back afterwards."""
+    from fastconv import nn
+    rng = np.random.default_rng(5)
+    x = cp.asarray(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
+    w = cp.asarray(rng.standard_normal((8, 8, 3, 3)).astype(np.float32))
+    with emu.trace() as t:
+        ops.conv2d_forward(x, w, None, 1, 1, precision="tf32")
+        with fastconv.using(tf32=True):
+            ops.conv2d_backward_data(ops.conv2d_forward(x, w, None, 1, 1), w, x.shape, 1, 1, precision="fp32")
+        layer = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1, precision="tf32", rng=rng).to("cuda")
+        layer.backward(layer.forward(x))
+    names = [nm for nm in t.launch_names if "_v3_" in nm]
+    # the op's argument, the setting, "fp32" over the setting, then the layer's three passes
+    assert ["tf32" in nm for nm in names] == [True, True, False, True, True, True], names
+    assert not fastconv.settings.current().tf32
+
+
+def test_precision_errors_and_environment(monkeypatch):
+    from fastconv import nn, settings
+    with pytest.raises(ValueError, match="precision: got 'fp16', expected None, 'fp32' or 'tf32'"):
+        ops.conv2d_forward(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32), precision="fp16")
+    with pytest.raises(ValueError, match="precision: got 'bf16'"):
+        nn.Conv2d(1, 2, 3, precision="bf16")
+    monkeypatch.setenv("FASTCONV_TF32", "1")
+    assert settings.from_environment().tf32
+    monkeypatch.setenv("FASTCONV_TF32", "yes")
+    with pytest.raises(ValueError, match="FASTCONV_TF32: got 'yes', expected '1'"):
+        settings.from_environment()
+
+
+def test_tf32_cli_flag(monkeypatch):
+    import fastconv.train.cnn as cnn
+    from fastconv import cli, settings
+    seen = {}
+    monkeypatch.setattr(cnn, "train_cnn", lambda cfg: seen.setdefault("tf32", settings.current().tf32) and
+                        {"test_accuracy": None, "epochs": 0})
+    cli.main(["train", "cnn", "--dry-run", "--tf32"])
+    assert seen == {"tf32": True}

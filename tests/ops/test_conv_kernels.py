@@ -242,3 +242,35 @@ def test_tf32_cli_flag(monkeypatch):
                         {"test_accuracy": None, "epochs": 0})
     cli.main(["train", "cnn", "--dry-run", "--tf32"])
     assert seen == {"tf32": True}
+
+
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_conv_passes_replay_from_a_cuda_graph(cp, what):
+    """benchmarks/conv_table.py times kernels as a captured CUDA graph: every path's launches
+    (packing, split-K workspace and reduce, phases) capture without a sync and replay to the same
+    result into the buffers captured."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("conv_table", Path(__file__).parents[2] / "benchmarks" / "conv_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    case = (6, 8, 6, 6, 8, 4, 4, 2, 1, 1, 1)   # split-K and four phases
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(case[:4]).astype(np.float32)
+    w = rng.standard_normal((8, 8, 4, 4)).astype(np.float32)
+    dy = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    gx, gw, gdy = cp.asarray(x), cp.asarray(w), cp.asarray(dy)
+    fn, want = {
+        "forward": (lambda: ops.conv2d_forward(gx, gw, None, 2, 1), ref.conv2d_forward(x, w, None, 2, 1)),
+        "backward_data": (lambda: ops.conv2d_backward_data(gdy, gw, x.shape, 2, 1),
+                          ref.conv2d_backward_data(dy, w, x.shape, 2, 1)),
+        "backward_weight": (lambda: ops.conv2d_backward_weight(gdy, gx, w.shape, 2, 1),
+                            ref.conv2d_backward_weight(dy, x, w.shape, 2, 1)),
+    }[what]
+    last = []
+    stream, graph = table.capture(cp, lambda: last.append(fn()), 2)
+    out = last[-1]
+    out.fill(np.nan)
+    graph.launch(stream)
+    stream.synchronize()
+    assert_close(cp.asnumpy(out), want, F32_TOL, f"{what} replayed")

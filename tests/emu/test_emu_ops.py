@@ -1,7 +1,7 @@
 """Every op x pass of the CUDA C family, run on the CPU by fastconv.emu through the real launchers
 (fastconv.ops on device arrays of the CuPy stand-in), against the float64 oracle of tests/oracle.py.
 
-Outputs are poisoned with NaN before each launch (cuda.POISON) and the stand-in fills fresh
+Outputs are poisoned with NaN before each launch (fastconv.using(poison=True)) and the stand-in fills fresh
 device memory with NaN, so an element a kernel forgets to write fails; every device pointer
 access is bounds-checked. Relative L2 error <= F32_TOL, or REDUCTION_TOL where a float32 sum runs
 over the batch (weight/bias gradients, batchnorm). Fixed shapes cover stride, padding, dilation,
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 import oracle as ref
 from emu_helpers import CONV_VERSIONS, conv_kernels, randn
+import fastconv
 from fastconv import ops
-from fastconv.backends.cuda_config import KERNELS
+from fastconv.backends.cuda.config import KERNELS, TF32_TILES
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 
 import fastconv.emu as emu
@@ -32,19 +33,21 @@ CONV_CASES = [
 ]
 
 
-def _conv_all_passes(cp, rng, x_shape, w_shape, stride, padding, dilation, groups):
+def _conv_all_passes(cp, rng, x_shape, w_shape, stride, padding, dilation, groups, tol=None):
+    """Every conv pass against the oracle (at F32_TOL / REDUCTION_TOL, or at ``tol`` for all)."""
+    f32_tol, reduction_tol = tol or F32_TOL, tol or REDUCTION_TOL
     x, w, b = randn(rng, *x_shape), randn(rng, *w_shape), randn(rng, w_shape[0])
     args = (stride, padding, dilation, groups)
     y_ref = ref.conv2d_forward(x, w, b, *args)
     dy = randn(rng, *y_ref.shape)
     xd, wd, bd, dyd = cp.asarray(x), cp.asarray(w), cp.asarray(b), cp.asarray(dy)
-    assert_close(ops.conv2d_forward(xd, wd, bd, *args), y_ref, F32_TOL, "forward+bias")
-    assert_close(ops.conv2d_forward(xd, wd, None, *args), ref.conv2d_forward(x, w, None, *args), F32_TOL, "forward")
+    assert_close(ops.conv2d_forward(xd, wd, bd, *args), y_ref, f32_tol, "forward+bias")
+    assert_close(ops.conv2d_forward(xd, wd, None, *args), ref.conv2d_forward(x, w, None, *args), f32_tol, "forward")
     assert_close(ops.conv2d_backward_data(dyd, wd, x.shape, *args), ref.conv2d_backward_data(dy, w, x.shape, *args),
-                 F32_TOL, "backward_data")
+                 f32_tol, "backward_data")
     assert_close(ops.conv2d_backward_weight(dyd, xd, w.shape, *args),
-                 ref.conv2d_backward_weight(dy, x, w.shape, *args), REDUCTION_TOL, "backward_weight")
-    assert_close(ops.conv2d_backward_bias(dyd), ref.conv2d_backward_bias(dy), REDUCTION_TOL, "backward_bias")
+                 ref.conv2d_backward_weight(dy, x, w.shape, *args), reduction_tol, "backward_weight")
+    assert_close(ops.conv2d_backward_bias(dyd), ref.conv2d_backward_bias(dy), reduction_tol, "backward_bias")
 
 
 @pytest.mark.parametrize("version", CONV_VERSIONS)
@@ -206,6 +209,15 @@ def test_adam_update(cp, rng):
     assert_close(vd, v_ref, F32_TOL, "v")
 
 
+@FEW
+@given(size=st.integers(1, 700), c=st.integers(1, 9), hw=st.integers(1, 12), p=st.floats(0.05, 0.95))
+def test_elementwise_drawn(cp, size, c, hw, p):
+    rng = np.random.default_rng(size)
+    test_activations(cp, rng, size, size % 2)
+    test_batchnorm(cp, rng, (4, c, 1, hw), True)  # N*H*W >= 4: with 2 samples dx is exactly 0 (all rounding)
+    test_dropout_masks_equal_the_cpu(cp, rng, size, p, size * 7919)
+
+
 def test_linear(cp, rng):
     x, w, b = randn(rng, 4, 7), randn(rng, 3, 7), randn(rng, 3)
     assert_close(ops.linear_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b)), ref.linear_forward(x, w, b),
@@ -217,6 +229,9 @@ def run_every_op(cp, rng):
     for version in CONV_VERSIONS:
         with conv_kernels(version):
             _conv_all_passes(cp, rng, *CONV_CASES[3].values)
+    for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_kernels.py)
+        with fastconv.using(tf32=True, conv_tile=tile):
+            _conv_all_passes(cp, rng, *CONV_CASES[3].values, tol=2.0**-9)
     _pool_all_passes(cp, rng, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1))
     for size, offset in ((13, 0), (13, 1)):
         test_activations(cp, rng, size, offset)
@@ -229,10 +244,27 @@ def run_every_op(cp, rng):
     test_adam_update(cp, rng)
 
 
+def test_every_op_in_shuffled_thread_order(cp, rng):
+    """The kernels' barriers hold: with the threads of each block run in a seeded random order
+    between barriers, every op still matches the oracle."""
+    with emu.shuffled(seed=12345):
+        run_every_op(cp, rng)
+
+
 def test_every_kernel_is_launched(cp, rng):
-    """run_every_op launches every kernel that cuda_config.KERNELS lists."""
+    """run_every_op launches every kernel that fastconv.backends.cuda.config.KERNELS lists."""
     with emu.trace() as t:
         run_every_op(cp, rng)
     listed = {name for names in KERNELS.values() for name in names}
     missing = sorted(listed - set(t.launch_names))
     assert not missing, f"kernels never launched by the ops: {missing}"
+
+
+def test_linear_tf32_setting_rounds_the_operands(cp, rng):
+    x, w = randn(rng, 8, 64), randn(rng, 5, 64)
+    exact = ref.linear_forward(x, w)
+    with fastconv.using(tf32=True):
+        y = ops.linear_forward(cp.asarray(x), cp.asarray(w))
+    err = np.abs(y.get() - exact).max() / np.abs(exact).max()
+    assert 1e-5 < err < 1e-2, f"TF32 products should be off by about 2^-11, got {err:.2e}"
+    assert_close(ops.linear_forward(cp.asarray(x), cp.asarray(w)), exact, F32_TOL, "fp32 again after the block")

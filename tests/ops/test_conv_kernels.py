@@ -123,6 +123,7 @@ SMALL_CASES = [
     (2, 1, 10, 9, 6, 5, 5, 1, 2, 1, 1),     # LeNet conv1-like: C = 1, 5x5, pad 2
     (2, 2, 9, 9, 4, 3, 3, 2, 1, 1, 1),      # C*R*S = 18, strided (phases in the direct kernel)
     (1, 4, 7, 8, 4, 2, 2, 1, 0, 2, 2),      # groups, dilation
+    (1, 2, 5, 6, 140, 2, 2, 1, 1, 1, 2),    # 70 filters per group: the forward stages them in two chunks
 ]
 
 

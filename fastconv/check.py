@@ -4,7 +4,7 @@ Each op runs on random non-zero float32 data on the GPU (outputs poisoned with N
 the same values in float64 on the CPU (the oracle); the table lists op, pass, family, shapes
 tried, the largest relative L2 error and pass/fail against fastconv.testing's tolerances.
 Rows of the numba family whose op has no numba kernel (fastconv.backend.op falls back to the
-cupy family's) are labelled "numba->cupy". The conv rows judge the shipped v2 kernels; the v1
+cupy family's) are labelled "numba->cupy". The conv rows judge the shipped v3 kernels; the v1
 kernels are judged by tests/gpu/test_gpu_ops.py.
 Exit status 0 when everything passes, 1 on any failure, 2 when no GPU can be used.
 

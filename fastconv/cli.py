@@ -95,6 +95,8 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float)
                         "(slow; for checking them without a GPU)")
     g.add_argument("--kernels", choices=("cupy", "numba"), default=None,
                    help="GPU kernel family (default: $FASTCONV_KERNELS or cupy)")
+    g.add_argument("--tf32", action="store_true",
+                   help="TF32 tensor cores for the GPU conv and linear layers (default: off, or $FASTCONV_TF32=1)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="output folder: checkpoint, metrics.jsonl, PNGs (default: runs/<model>; for --dry-run a new "
                         "temporary folder); locked while the run lasts")
@@ -180,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
+    if args.tf32:
+        from . import settings
+        settings.configure(tf32=True)
     common = dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
                   dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,

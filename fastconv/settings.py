@@ -8,10 +8,16 @@
   or that model: an argument wins over the setting.
 - ``poison`` [False]: every GPU output buffer is filled with NaN (int: -1, uint8: 255) before the
   kernel runs, so an element a kernel forgets to write is caught (``fastconv check``, GPU tests).
-- ``conv_version`` [2]: the cupy family's conv kernels, 2 = tiled implicit GEMM, 1 = direct.
-- ``conv_tile`` [None]: the v2 tile, picked per call by the launch heuristic when None; else one
-  of ``fastconv.backends.cuda.config.CONV_TILES`` ("t128x128", "t64x64", "t32x128").
-- ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) may use TF32 tensor cores.
+- ``conv_version`` [3]: the cupy family's conv kernels, 3 = the implicit-GEMM core (with its
+  small-channel kernels), 1 = the direct reference kernels.
+- ``conv_tile`` [None]: the v3 tile, picked per call by the launch heuristic when None; else one
+  of ``fastconv.backends.cuda.config.CONV_TILES`` (e.g. "t128x128", "t64x64"), which also turns
+  the small-channel kernels off.
+- ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) and conv kernels (mma.sync)
+  use TF32 tensor cores (operands rounded to 10 mantissa bits, fp32 accumulation). The
+  ``FASTCONV_TF32`` environment variable ("1"/"0") is read into it once, on first use; a
+  ``precision="tf32"``/``"fp32"`` argument on a conv op or layer wins for that call or layer.
+  NumPy (CPU) results are exact fp32 either way.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with
@@ -26,18 +32,20 @@ import os
 
 FAMILIES = ("cupy", "numba")
 ENV_KERNELS = "FASTCONV_KERNELS"
+ENV_TF32 = "FASTCONV_TF32"
+PRECISIONS = ("fp32", "tf32")
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     kernels: str = "cupy"
     poison: bool = False
-    conv_version: int = 2
+    conv_version: int = 3
     conv_tile: str | None = None
     tf32: bool = False
 
 
-_current: Settings | None = None  # None until first use, when FASTCONV_KERNELS is read
+_current: Settings | None = None  # None until first use, when FASTCONV_KERNELS and FASTCONV_TF32 are read
 
 
 def check_family(family, argname: str = "kernels") -> str:
@@ -47,16 +55,25 @@ def check_family(family, argname: str = "kernels") -> str:
     return family
 
 
+def check_precision(precision, argname: str = "precision"):
+    """None (the tf32 setting decides), "fp32" or "tf32", else a ValueError naming ``argname``."""
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"{argname}: got {precision!r}, expected None, 'fp32' or 'tf32'")
+    return precision
+
+
 def from_environment() -> Settings:
-    """The defaults, with the kernel family FASTCONV_KERNELS names (a bad name is a ValueError)."""
-    env = os.environ.get(ENV_KERNELS)
-    if env:
-        return Settings(kernels=check_family(env.strip().lower(), ENV_KERNELS))
-    return Settings()
+    """The defaults, with the kernel family FASTCONV_KERNELS names and FASTCONV_TF32 ("1" or "0");
+    a bad value is a ValueError naming the variable."""
+    env, tf32 = os.environ.get(ENV_KERNELS), os.environ.get(ENV_TF32, "").strip()
+    if tf32 not in ("", "0", "1"):
+        raise ValueError(f"{ENV_TF32}: got {tf32!r}, expected '1' (TF32 tensor cores) or '0'")
+    kernels = check_family(env.strip().lower(), ENV_KERNELS) if env else Settings.kernels
+    return Settings(kernels=kernels, tf32=tf32 == "1")
 
 
 def current() -> Settings:
-    """The settings now in force (reads FASTCONV_KERNELS the first time)."""
+    """The settings now in force (reads FASTCONV_KERNELS and FASTCONV_TF32 the first time)."""
     global _current
     if _current is None:
         _current = from_environment()
@@ -68,8 +85,8 @@ def _checked(s: Settings) -> Settings:
     for name in ("poison", "tf32"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: got {getattr(s, name)!r}, expected True or False")
-    if s.conv_version not in (1, 2) or isinstance(s.conv_version, bool):
-        raise ValueError(f"conv_version: got {s.conv_version!r}, expected 1 or 2")
+    if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
+        raise ValueError(f"conv_version: got {s.conv_version!r}, expected 1 or 3")
     if s.conv_tile is not None:
         from .backends.cuda.config import CONV_TILES  # pure Python; needs no CuPy
         if s.conv_tile not in CONV_TILES:
@@ -106,6 +123,6 @@ def using(**changes):
 
 
 def reset() -> None:
-    """Back to the defaults; FASTCONV_KERNELS is read again on next use (for tests)."""
+    """Back to the defaults; FASTCONV_KERNELS and FASTCONV_TF32 are read again on next use (for tests)."""
     global _current
     _current = None

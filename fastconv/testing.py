@@ -14,6 +14,14 @@ F32_TOL = 1e-5
 REDUCTION_TOL = 1e-4
 
 
+def tf32_bound(terms: int) -> float:
+    """Relative bound of a TF32 dot product of ``terms`` products, elementwise:
+    |out - exact| <= tf32_bound(terms) * sum |a*b|. cvt.rna.tf32 (10 explicit mantissa bits, round
+    to nearest) moves each operand by at most u = 2^-11 relatively, so each product by at most
+    2u + u^2 < 1.001 * 2^-10; fp32 accumulation adds at most (terms - 1) * 2^-24."""
+    return 1.001 * 2.0**-10 + max(terms - 1, 0) * 2.0**-24
+
+
 def to_numpy(a):
     """A float64/integer numpy copy of a numpy or cupy array (or scalar)."""
     if hasattr(a, "get"):

@@ -1,75 +1,60 @@
 // conv.cu - 2-D convolution, NCHW, fp32, weights K x C/G x R x S: forward, backward-data,
-// backward-weight and the bias gradient. Exact fp32 (FFMA only, no TF32).
+// backward-weight and the bias gradient. fp32 (FFMA) by default; TF32 tensor cores on request.
 //
 // Kernel versions
-//   v1  direct: one thread per output element, plain loops over the reduction. Slow; kept
-//       as a second GPU reference for the tiled kernels: tests/gpu/test_gpu_ops.py runs v1 and
-//       v2 (CONV_VERSION = 1 / 2); `fastconv check` runs the shipped v2 only.
+//   v1  direct, the plain reference: one thread per output element, plain loops over the
+//       reduction. Slow; kept as a second GPU reference for the v3 core (conv_version = 1).
 //       Entry points: conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1.
-//   v2  tiled implicit GEMM, no im2col buffer. A block computes a BM x BN tile of the GEMM
-//       below with 256 threads, each holding a TM x TN register tile (two TM/2 x TN/2 quads
-//       spread half a tile apart, so shared-memory reads are conflict-free float4/float2).
-//       The A and B operand tiles (BM x BK and BK x BN) are gathered straight from the
-//       tensors into registers, stored transposed in shared memory (rows padded by 4 floats
-//       against bank conflicts) and double buffered: the global loads of tile t+1 are in
-//       flight while tile t is multiplied, with one __syncthreads per BK step. Tails in every
-//       GEMM dimension are zero-filled by the loaders, so any N, C, H, W, K, R, S, stride,
-//       padding, dilation works; groups run on grid z. Index math is hoisted: each thread
-//       decodes its fixed output columns once, and one reduction index per BK step.
-//         forward          M = K/G (out channels)   N = N*P*Q   reduction C/G*R*S,  bias fused
-//         backward-data    M = C/G (in channels)    N = N*H*W   reduction K/G*R*S   (gather
-//                          form: the stride/dilation divisibility test is a residue compare,
-//                          so no atomics and no divisions per element)
-//         backward-weight  M = K/G                  N = C/G*R*S reduction N*P*Q, split-K on
-//                          grid z: each split writes its partial tile to a workspace
-//                          [splits][K][C/G*R*S] and conv2d_wgrad_reduce_v1 sums the splits in
-//                          a fixed order (deterministic; no atomics). With one split the
-//                          kernel writes dw directly.
-//       Tile shapes (suffix _tBMxBN): 128x128 (TM=TN=8, BK=8), 64x64 (4x4, BK=16) and 32x128
-//       (4x4, BK=16); fastconv/backends/cuda/config.py:conv_tile picks one from measurements.
-//       Entry points: conv2d_forward_v2_t*, conv2d_backward_data_v2_t*,
-//       conv2d_backward_weight_v2_t* (t128x128, t64x64, t32x128).
-//       Measured on an H100 (benchmarks/gpu_table.py): about 0.45x cuDNN fp32 (geometric mean
-//       over the benchmarks/shapes.py shapes x 3 passes); backward-data on strided convs is the weakest
-//       (the gather form issues the zero taps too), lenet.conv1 backward-data (M = 1) worst.
+//   v3  the implicit-GEMM core (kernels/conv_gemm.cuh, index math in kernels/conv_index.cuh),
+//       no im2col buffer, per group g:
+//         forward          M = K/G   N = N*P*Q           reduction C/G*R*S   A = packed weights
+//         backward-data    M = C/G   N = N*Ht*Wt a phase  reduction K/G*Ri*Sj  A = packed weights
+//         backward-weight  M = K/G   N = C/G*R*S          reduction N*P*Q      A = dy
+//       Strided backward-data is phase-decomposed: output rows h = h0 + t*sh (and columns) of one
+//       residue form a sub-convolution with only the Ri x Sj taps that reach them, so no zero tap
+//       is multiplied; the sh*sw phases run in one launch (grid z). ConvTranspose2d forward is
+//       this pass. Per thread: offsets and validity masks decoded before the main loop, the
+//       reduction index advanced by a carry iterator (no division in the loop), weights read as
+//       16-byte cp.async from a packed copy [kk][M rounded up to 4] (conv2d_pack_*_v1), the
+//       gathered operand as 4-byte cp.async with zero-fill, a STAGES-deep pipeline, 8x8 outputs
+//       per thread in warp tiles, and an epilogue staged through shared memory that stores float4
+//       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
+//       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
+//       conv2d_splitk_reduce_v1 sums in split order (deterministic), then adds bias/activation.
+//       Tiles (suffix _tBMxBN) and their __launch_bounds__: the CONV_V3_KERNELS lines below;
+//       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
+//       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
+//       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1.
+//   v3 tf32  the same core with the product done by mma.sync m16n8k8 TF32 (operands rounded by
+//       cvt.rna.tf32, fp32 accumulation), for the BK = 8 tiles: conv2d_forward_v3_tf32_t*,
+//       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
+//   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5):
+//       conv2d_forward_smallc_v1 (direct: one output pixel per thread, its C/G*R*S inputs in
+//       registers, all K/G filters from shared memory) and conv2d_backward_data_smallc_v1 (one
+//       input-gradient element per thread, only the taps of its phase, filters through the
+//       read-only cache). Backward-weight of such
+//       shapes (N = C/G*R*S <= 32) runs the v3 core with the t64x32 tile.
 //   conv2d_backward_bias_v1: one block per output channel, double accumulation.
-//   conv2d_wgrad_reduce_v1:  sums the split-K partials of backward-weight.
 //
-// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/conv.cu
-// Index types: offsets into tensors are 64-bit (i64); per-GEMM-dimension indices (N*P*Q,
-// C/G*R*S, ...) are int, which the launcher checks are <= 2^31 - 1 - 4096 (room for the tile
-// overshoot k0 + BK, n0 + BN; split-K keeps splits*chunk within the same bound).
-// Tuning overrides: CONV_BK_T128 / CONV_BK_T64 / CONV_BK_T32 (BK of each tile) and
-// CONV_MIN_BLOCKS, set by the loader (FASTCONV_CUDA_DEFINES="NAME=VALUE,..."); each loader
-// below static_asserts that its thread map still covers its tile, so a bad BK fails to compile.
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
+// Index types: every tensor and workspace slice is indexed with 32-bit ints (the launcher checks
+// each size is <= 2^31 - 1 - 4096); split workspaces are offset in 64 bits.
 #include "common.cuh"
+#include "conv_index.cuh"
+#include "conv_gemm.cuh"
 
-#ifndef CONV_BK_T128
-#define CONV_BK_T128 8
-#endif
-#ifndef CONV_BK_T64
-#define CONV_BK_T64 16
-#endif
-#ifndef CONV_BK_T32
-#define CONV_BK_T32 16
-#endif
-#ifndef CONV_MIN_BLOCKS
-#define CONV_MIN_BLOCKS 1  // __launch_bounds__ min blocks per SM for the v2 kernels
-#endif
-
-#define CONV_NT 256        // threads per v2 block (fixed: the loaders' thread maps assume it)
-#define CONV_PAD 4         // floats of padding per shared-memory tile row
-#define CONV_INVALID (-(1 << 30))  // coordinate of a column past the GEMM edge: never in range
+#define CONV_SMALLC 32     // C/G*R*S limit of the small-channel kernels
+#define CONV_SMALLC_KC 64  // filters staged in shared memory at a time by the small-channel kernels
 
 // ---------------------------------------------------------------------------------------------
 // v1: direct kernels
 
-// y[n,k,p,q] = b[k] + sum_{c,r,s} x[n, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s]
+// y[n,k,p,q] = act(b[k] + sum_{c,r,s} x[n, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s])
 // Work: 2*N*K*P*Q*Cg*R*S FLOPs; reads x and w many times (cache-served), writes N*K*P*Q*4 B.
 extern "C" __global__ void conv2d_forward_v1(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
     float* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-    int sh, int sw, int ph, int pw, int dh, int dw, int G, int has_bias) {
+    int sh, int sw, int ph, int pw, int dh, int dw, int G, int has_bias, int act, float slope) {
     const i64 total = (i64)N * K * P * Q;
     const int Cg = C / G, Kg = K / G;
     GRID_STRIDE(i, total) {
@@ -88,7 +73,7 @@ extern "C" __global__ void conv2d_forward_v1(
                                w[(((i64)k * Cg + c) * R + r) * S + s], acc);
                 }
             }
-        y[i] = acc;
+        y[i] = conv_act(acc, act, slope);
     }
 }
 
@@ -157,502 +142,281 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 }
 
 // ---------------------------------------------------------------------------------------------
-// v2: the tiled implicit-GEMM core
+// packing
 
-template <int L> struct Lds;  // L consecutive floats from 16/8-byte aligned shared memory
-template <> struct Lds<4> {
-    static __device__ __forceinline__ void ld(float* d, const float* s) {
-        const float4 v = *reinterpret_cast<const float4*>(s);
-        d[0] = v.x; d[1] = v.y; d[2] = v.z; d[3] = v.w;
-    }
-};
-template <> struct Lds<2> {
-    static __device__ __forceinline__ void ld(float* d, const float* s) {
-        const float2 v = *reinterpret_cast<const float2*>(s);
-        d[0] = v.x; d[1] = v.y;
-    }
-};
-
-// Row i (< TM) of the thread's register tile within the block tile: two quads BM/2 apart.
-template <int BM, int TM>
-__device__ __forceinline__ int tile_row(int ty, int i) {
-    return i < TM / 2 ? ty * (TM / 2) + i : BM / 2 + ty * (TM / 2) + (i - TM / 2);
-}
-
-// acc[TM][TN] = sum over the reduction range [k_begin, k_end) of A[m][kk] * B[kk][n] for the
-// thread's rows/columns of the block tile. la/lb gather operand tiles (zero outside the GEMM):
-//   la.load(k0) / lb.load(k0): global -> registers for reduction rows [k0, k0+BK)
-//   la.store(As) / lb.store(Bs): registers -> shared tile As[BK][BM+PAD], Bs[BK][BN+PAD]
-// k_begin/k_end are uniform over the block, so the early return cannot split a barrier.
-template <int BM, int BN, int TM, int TN, int BK, class LA, class LB>
-__device__ __forceinline__ void gemm_tiles(LA& la, LB& lb, int k_begin, int k_end, float (&acc)[TM][TN]) {
-    static_assert((BM / TM) * (BN / TN) == CONV_NT, "tile shape must use CONV_NT threads");
-    static_assert(CONV_NT % BK == 0, "BK must divide the thread count");
-    __shared__ __align__(16) float As[2][BK][BM + CONV_PAD];
-    __shared__ __align__(16) float Bs[2][BK][BN + CONV_PAD];
-    constexpr int TX = BN / TN;
-    const int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-    if (k_begin >= k_end) return;
-    la.load(k_begin);
-    lb.load(k_begin);
-    la.store(As[0]);
-    lb.store(Bs[0]);
-    __syncthreads();
-    int buf = 0;
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-        const bool more = k0 + BK < k_end;
-        if (more) {  // next tile's global loads overlap this tile's math
-            la.load(k0 + BK);
-            lb.load(k0 + BK);
-        }
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], b[TN];
-            Lds<TM / 2>::ld(a, &As[buf][kk][ty * (TM / 2)]);
-            Lds<TM / 2>::ld(a + TM / 2, &As[buf][kk][BM / 2 + ty * (TM / 2)]);
-            Lds<TN / 2>::ld(b, &Bs[buf][kk][tx * (TN / 2)]);
-            Lds<TN / 2>::ld(b + TN / 2, &Bs[buf][kk][BN / 2 + tx * (TN / 2)]);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
-        if (more) {  // buffer buf^1 was last read before the previous barrier: safe to overwrite
-            la.store(As[buf ^ 1]);
-            lb.store(Bs[buf ^ 1]);
-        }
-        __syncthreads();
-        buf ^= 1;
+// wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
+// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. Work: no FLOPs; traffic
+// (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
+extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
+                                                  int Kg, int Kp, int crs, int G) {
+    const i64 total = (i64)G * crs * Kp;
+    GRID_STRIDE(i, total) {
+        const int m = (int)(i % Kp), kk = (int)((i / Kp) % crs), g = (int)(i / ((i64)Kp * crs));
+        wp[i] = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
     }
 }
 
-// The store() of every loader: its L registers v[] into row kk_off of a shared operand tile, at
-// columns off, off + STRIDE, ... (STRIDE: the loader's STEP or LANES).
-template <int L, int STRIDE, int WIDTH>
-__device__ __forceinline__ void store_operand(float (*tile)[WIDTH], int kk_off, int off, const float (&v)[L]) {
-#pragma unroll
-    for (int j = 0; j < L; ++j) tile[kk_off][off + j * STRIDE] = v[j];
+// wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
+// the phase (bwd_phase), zero past it and for c >= Cg: the backward-data A operand of every phase,
+// each phase a slab of Kg*maxRi*maxSj rows. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B
+// (the phases' taps partition the filter) plus the zero padding.
+extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
+                                                        int Kg, int Cg, int Cp, int H, int W, int R, int S,
+                                                        int sh, int sw, int ph, int pw, int dh, int dw, int G,
+                                                        int krs_max) {
+    const i64 total = (i64)sh * sw * G * krs_max * Cp;
+    GRID_STRIDE(i, total) {
+        const int c = (int)(i % Cp);
+        const i64 row = i / Cp;
+        const int kk = (int)(row % krs_max), g = (int)((row / krs_max) % G), phase = (int)(row / ((i64)krs_max * G));
+        const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
+        float v = 0.f;
+        if (c < Cg && kk < Kg * f.Ri * f.Sj) {
+            const int k = kk / (f.Ri * f.Sj), ij = kk - k * f.Ri * f.Sj, ii = ij / f.Sj, jj = ij - ii * f.Sj;
+            const int r = f.r0 + ii * f.rstep, s = f.s0 + jj * f.sstep;
+            v = w[(((i64)(g * Kg + k) * Cg + c) * R + r) * S + s];
+        }
+        wp[i] = v;
+    }
 }
-
-// Loader for an A operand whose rows are contiguous along the reduction:
-// A[m][kk] = a[row_off(m) + kk] (forward: the weights, row m = output channel).
-// Thread map: kk fastest (kk_off = tid % BK), rows m_off + j*STEP.
-template <int BM, int BK>
-struct RowA {
-    static constexpr int STEP = CONV_NT / BK, L = BM / STEP;
-    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BM,
-                  "RowA: BK must divide CONV_NT and CONV_NT/BK must divide BM (check the CONV_BK_* override)");
-    const float* a;
-    int kend, kk_off, m_off;
-    i64 roff[L];
-    float v[L];
-    __device__ __forceinline__ RowA(const float* a_, int rows, i64 row_stride, int kend_, int m0) {
-        a = a_; kend = kend_;
-        kk_off = threadIdx.x % BK; m_off = threadIdx.x / BK;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int m = m0 + m_off + j * STEP;
-            roff[j] = m < rows ? (i64)m * row_stride : (i64)-1;
-        }
-    }
-    __device__ __forceinline__ void load(int k0) {
-        const int kk = k0 + kk_off;
-#pragma unroll
-        for (int j = 0; j < L; ++j) v[j] = (kk < kend && roff[j] >= 0) ? __ldg(a + roff[j] + kk) : 0.f;
-    }
-    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) { store_operand<L, STEP>(As, kk_off, m_off, v); }
-};
-
-// forward B: B[kk=(c,r,s)][n=(img,p,q)] = x[img, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw].
-// Thread map: n fastest (consecutive threads read consecutive output pixels: coalesced for
-// stride 1); the thread's L columns are decoded once.
-template <int BN, int BK>
-struct FwdB {
-    static constexpr int LANES = CONV_NT / BK, L = BN / LANES;
-    static_assert(CONV_NT % BK == 0 && L > 0 && L * LANES == BN,
-                  "FwdB: BK must divide CONV_NT and CONV_NT/BK must divide BN (check the CONV_BK_* override)");
-    const float* x;
-    int H, W, S, RS, kend, dh, dw, kk_off, n_off;
-    i64 HW;
-    i64 base[L];
-    int h0[L], w0[L];
-    float v[L];
-    __device__ __forceinline__ FwdB(const float* x_, int C, int H_, int W_, int Cg, int R, int S_, int P, int Q,
-                                    int sh, int sw, int ph, int pw, int dh_, int dw_, int g, int npq, int n0) {
-        H = H_; W = W_; S = S_; RS = R * S_; kend = Cg * R * S_; dh = dh_; dw = dw_;
-        HW = (i64)H_ * W_;
-        x = x_ + (i64)g * Cg * HW;
-        kk_off = threadIdx.x / LANES; n_off = threadIdx.x % LANES;
-        const int PQ = P * Q;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int n = n0 + n_off + j * LANES;
-            if (n < npq) {
-                const int img = n / PQ, pq = n - img * PQ, p = pq / Q, q = pq - p * Q;
-                base[j] = (i64)img * C * HW;
-                h0[j] = p * sh - ph;
-                w0[j] = q * sw - pw;
-            } else {
-                base[j] = 0; h0[j] = CONV_INVALID; w0[j] = CONV_INVALID;
-            }
-        }
-    }
-    __device__ __forceinline__ void load(int k0) {
-        const int kk = k0 + kk_off;
-        if (kk < kend) {
-            const int c = kk / RS, rs = kk - c * RS, r = rs / S, s = rs - r * S;
-            const i64 coff = c * HW;
-            const int hr = r * dh, ws = s * dw;
-#pragma unroll
-            for (int j = 0; j < L; ++j) {
-                const int h = h0[j] + hr, w = w0[j] + ws;
-                v[j] = ((unsigned)h < (unsigned)H && (unsigned)w < (unsigned)W)
-                           ? __ldg(x + base[j] + coff + (i64)h * W + w) : 0.f;
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = 0.f;
-        }
-    }
-    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) { store_operand<L, LANES>(Bs, kk_off, n_off, v); }
-};
-
-// backward-data A: A[m=c][kk=(k,rs)] = w[g*Kg+k, c, rs]  (rows not contiguous along kk).
-template <int BM, int BK>
-struct BwdDataA {
-    static constexpr int STEP = CONV_NT / BK, L = BM / STEP;
-    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BM,
-                  "BwdDataA: BK must divide CONV_NT and CONV_NT/BK must divide BM (check the CONV_BK_* override)");
-    const float* w;
-    int RS, kend, kk_off, m_off;
-    i64 CRS;
-    int coff[L];
-    float v[L];
-    __device__ __forceinline__ BwdDataA(const float* w_, int Kg, int Cg, int RS_, int g, int m0) {
-        RS = RS_; CRS = (i64)Cg * RS_; kend = Kg * RS_;
-        w = w_ + (i64)g * Kg * CRS;
-        kk_off = threadIdx.x % BK; m_off = threadIdx.x / BK;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int c = m0 + m_off + j * STEP;
-            coff[j] = c < Cg ? c * RS_ : -1;
-        }
-    }
-    __device__ __forceinline__ void load(int k0) {
-        const int kk = k0 + kk_off;
-        if (kk < kend) {
-            const int k = kk / RS, rs = kk - k * RS;
-            const float* p = w + k * CRS + rs;
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = coff[j] >= 0 ? __ldg(p + coff[j]) : 0.f;
-        } else {
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = 0.f;
-        }
-    }
-    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) { store_operand<L, STEP>(As, kk_off, m_off, v); }
-};
-
-// backward-data B: B[kk=(k,r,s)][n=(img,h,w)] = dy[img, g*Kg+k, p, q] where
-// h + ph - r*dh = p*sh (0 <= p < P) and likewise for w; zero when no such p/q.
-// With hh = h+ph = hq*sh + hm and rd = r*dh = rq*sh + rm: divisible iff hm == rm, p = hq - rq.
-template <int BN, int BK>
-struct BwdDataB {
-    static constexpr int LANES = CONV_NT / BK, L = BN / LANES;
-    static_assert(CONV_NT % BK == 0 && L > 0 && L * LANES == BN,
-                  "BwdDataB: BK must divide CONV_NT and CONV_NT/BK must divide BN (check the CONV_BK_* override)");
-    const float* dy;
-    int P, Q, S, RS, kend, sh, sw, dh, dw, kk_off, n_off;
-    i64 PQ;
-    i64 base[L];
-    int hq[L], hm[L], wq[L], wm[L];
-    float v[L];
-    __device__ __forceinline__ BwdDataB(const float* dy_, int K, int H, int W, int Kg, int R, int S_,
-                                        int P_, int Q_, int sh_, int sw_, int ph, int pw, int dh_, int dw_,
-                                        int g, int nhw, int n0) {
-        P = P_; Q = Q_; S = S_; RS = R * S_; kend = Kg * R * S_; sh = sh_; sw = sw_; dh = dh_; dw = dw_;
-        PQ = (i64)P_ * Q_;
-        dy = dy_ + (i64)g * Kg * PQ;
-        kk_off = threadIdx.x / LANES; n_off = threadIdx.x % LANES;
-        const int HW = H * W;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int n = n0 + n_off + j * LANES;
-            if (n < nhw) {
-                const int img = n / HW, hw = n - img * HW, h = hw / W, w = hw - h * W;
-                base[j] = (i64)img * K * PQ;
-                const int hh = h + ph, ww = w + pw;
-                hq[j] = hh / sh_; hm[j] = hh - hq[j] * sh_;
-                wq[j] = ww / sw_; wm[j] = ww - wq[j] * sw_;
-            } else {
-                base[j] = 0; hq[j] = 0; wq[j] = 0; hm[j] = -1; wm[j] = -1;
-            }
-        }
-    }
-    __device__ __forceinline__ void load(int k0) {
-        const int kk = k0 + kk_off;
-        if (kk < kend) {
-            const int k = kk / RS, rs = kk - k * RS, r = rs / S, s = rs - r * S;
-            const int rd = r * dh, sd = s * dw;
-            const int rq = rd / sh, rm = rd - rq * sh, sq = sd / sw, sm = sd - sq * sw;
-            const float* src = dy + k * PQ;
-#pragma unroll
-            for (int j = 0; j < L; ++j) {
-                const int p = hq[j] - rq, q = wq[j] - sq;
-                const bool ok = hm[j] == rm && wm[j] == sm && (unsigned)p < (unsigned)P && (unsigned)q < (unsigned)Q;
-                v[j] = ok ? __ldg(src + base[j] + (i64)p * Q + q) : 0.f;
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = 0.f;
-        }
-    }
-    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) { store_operand<L, LANES>(Bs, kk_off, n_off, v); }
-};
-
-// backward-weight A: A[m=k][kk=(img,pq)] = dy[img, g*Kg+m, pq]; kk is bounded by the split end.
-template <int BM, int BK>
-struct BwdWA {
-    static constexpr int STEP = CONV_NT / BK, L = BM / STEP;
-    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BM,
-                  "BwdWA: BK must divide CONV_NT and CONV_NT/BK must divide BM (check the CONV_BK_* override)");
-    const float* dy;
-    int PQ, kend, kk_off, m_off;
-    i64 KPQ;
-    i64 roff[L];
-    float v[L];
-    __device__ __forceinline__ BwdWA(const float* dy_, int K, int Kg, int PQ_, int g, int m0, int kend_) {
-        dy = dy_; PQ = PQ_; KPQ = (i64)K * PQ_; kend = kend_;
-        kk_off = threadIdx.x % BK; m_off = threadIdx.x / BK;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int m = m0 + m_off + j * STEP;
-            roff[j] = m < Kg ? (i64)(g * Kg + m) * PQ_ : (i64)-1;
-        }
-    }
-    __device__ __forceinline__ void load(int k0) {
-        const int kk = k0 + kk_off;
-        if (kk < kend) {
-            const int img = kk / PQ, pq = kk - img * PQ;
-            const float* src = dy + img * KPQ + pq;
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = roff[j] >= 0 ? __ldg(src + roff[j]) : 0.f;
-        } else {
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = 0.f;
-        }
-    }
-    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) { store_operand<L, STEP>(As, kk_off, m_off, v); }
-};
-
-// backward-weight B: B[kk=(img,p,q)][n=(c,r,s)] = x[img, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw].
-// Thread map: kk fastest (consecutive q read consecutive x for stride 1).
-template <int BN, int BK>
-struct BwdWB {
-    static constexpr int STEP = CONV_NT / BK, L = BN / STEP;
-    static_assert(CONV_NT % BK == 0 && L > 0 && L * STEP == BN,
-                  "BwdWB: BK must divide CONV_NT and CONV_NT/BK must divide BN (check the CONV_BK_* override)");
-    const float* x;
-    int H, W, Q, PQ, sh, sw, ph, pw, kend, kk_off, n_off;
-    i64 CHW;
-    i64 coff[L];
-    int rd[L], sd[L];
-    float v[L];
-    __device__ __forceinline__ BwdWB(const float* x_, int C, int H_, int W_, int Cg, int R, int S, int P, int Q_,
-                                     int sh_, int sw_, int ph_, int pw_, int dh, int dw, int g, int n0, int kend_) {
-        H = H_; W = W_; Q = Q_; PQ = P * Q_; sh = sh_; sw = sw_; ph = ph_; pw = pw_; kend = kend_;
-        const i64 HW = (i64)H_ * W_;
-        CHW = (i64)C * HW;
-        x = x_ + (i64)g * Cg * HW;
-        kk_off = threadIdx.x % BK; n_off = threadIdx.x / BK;
-        const int RS = R * S, crs = Cg * RS;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int n = n0 + n_off + j * STEP;
-            if (n < crs) {
-                const int c = n / RS, rs = n - c * RS, r = rs / S, s = rs - r * S;
-                coff[j] = c * HW; rd[j] = r * dh; sd[j] = s * dw;
-            } else {
-                coff[j] = 0; rd[j] = CONV_INVALID; sd[j] = CONV_INVALID;
-            }
-        }
-    }
-    __device__ __forceinline__ void load(int k0) {
-        const int kk = k0 + kk_off;
-        if (kk < kend) {
-            const int img = kk / PQ, pq = kk - img * PQ, p = pq / Q, q = pq - p * Q;
-            const int h0 = p * sh - ph, w0 = q * sw - pw;
-            const float* src = x + img * CHW;
-#pragma unroll
-            for (int j = 0; j < L; ++j) {
-                const int h = h0 + rd[j], w = w0 + sd[j];
-                v[j] = ((unsigned)h < (unsigned)H && (unsigned)w < (unsigned)W)
-                           ? __ldg(src + coff[j] + (i64)h * W + w) : 0.f;
-            }
-        } else {
-#pragma unroll
-            for (int j = 0; j < L; ++j) v[j] = 0.f;
-        }
-    }
-    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) { store_operand<L, STEP>(Bs, kk_off, n_off, v); }
-};
 
 // ---------------------------------------------------------------------------------------------
-// v2 kernels. Grid: x = ceil(GEMM N / BN), y = ceil(GEMM M / BM), z = groups (x splits for
-// backward-weight). Block: CONV_NT threads.
+// v3: the implicit-GEMM core. Grid: x = column tiles, y = row tiles, z = (phase,) group, split.
+// out is the result (splits == 1: bias and activation fused) or the workspace [splits][result].
 
-// forward: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 B, x re-read once per
-// M tile (ceil(K/G / BM) times, mostly from L2).
-template <int BM, int BN, int TM, int TN, int BK>
-__device__ __forceinline__ void conv_fwd_v2(const float* __restrict__ x, const float* __restrict__ w,
-                                            const float* __restrict__ b, float* __restrict__ y, int N, int C,
+__device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return min(kred, kbeg + chunk); }
+
+// forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
+// per row tile (mostly from L2).
+template <class T, bool TF32>
+__device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
+                                            const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
-                                            int ph, int pw, int dh, int dw, int G, int has_bias) {
-    const int g = blockIdx.z, Cg = C / G, Kg = K / G, PQ = P * Q, npq = N * PQ;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    RowA<BM, BK> la(w + (i64)g * Kg * Cg * R * S, Kg, (i64)Cg * R * S, Cg * R * S, m0);
-    FwdB<BN, BK> lb(x, C, H, W, Cg, R, S, P, Q, sh, sw, ph, pw, dh, dw, g, npq, n0);
-    float acc[TM][TN];
-    gemm_tiles<BM, BN, TM, TN, BK>(la, lb, 0, Cg * R * S, acc);
-    const int tx = threadIdx.x % (BN / TN), ty = threadIdx.x / (BN / TN);
-    i64 obase[TN];
+                                            int ph, int pw, int dh, int dw, int G, int has_bias, int act, float slope,
+                                            int splits, int chunk) {
+    __shared__ __align__(16) float smem[T::SMEM];
+    const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
+    const int Cg = C / G, Kg = K / G, Kp = (Kg + 3) & ~3, PQ = P * Q, npq = N * PQ, crs = Cg * R * S;
+    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
+    const int kbeg = z * chunk, kend = split_end(kbeg, chunk, crs);
+    const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
+    PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
+    const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
+    GatherB<T> lb(x, gg, n0, npq, kbeg, kend);
+    float acc[8][8];
+    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    const int KPQ = K * PQ;
+    auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
-    for (int j = 0; j < TN; ++j) {
-        const int n = n0 + tile_row<BN, TN>(tx, j);
-        if (n < npq) {
-            const int img = n / PQ;
-            obase[j] = (i64)img * K * PQ + (n - img * PQ);
-        } else {
-            obase[j] = -1;
+        for (int j = 0; j < 4; ++j) {
+            const int nj = n + j, img = nj / PQ;
+            co[j] = nj < npq ? img * KPQ + (nj - img * PQ) : -1;
         }
-    }
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + tile_row<BM, TM>(ty, i);
-        if (m >= Kg) continue;
-        const int k = g * Kg + m;
-        const float bias = has_bias ? b[k] : 0.f;
-        const i64 koff = (i64)k * PQ;
-#pragma unroll
-        for (int j = 0; j < TN; ++j)
-            if (obase[j] >= 0) y[obase[j] + koff] = acc[i][j] + bias;
-    }
+    };
+    const bool fused = splits == 1;
+    const i64 zoff = (i64)z * N * KPQ;
+    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
+                     fused ? act : 0, slope);
 }
 
-// backward-data: 2*N*C*H*W*Kg*R*S FLOPs issued (a fraction 1/(sh*sw) of them on non-zero
-// operands); traffic (dy + w + dx) * 4 B compulsory.
-template <int BM, int BN, int TM, int TN, int BK>
-__device__ __forceinline__ void conv_bwd_data_v2(const float* __restrict__ dy, const float* __restrict__ w,
-                                                 float* __restrict__ dx, int N, int C, int H, int W, int K,
-                                                 int R, int S, int P, int Q, int sh, int sw, int ph, int pw,
-                                                 int dh, int dw, int G) {
-    const int g = blockIdx.z, Cg = C / G, Kg = K / G, HW = H * W, nhw = N * HW;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    BwdDataA<BM, BK> la(w, Kg, Cg, R * S, g, m0);
-    BwdDataB<BN, BK> lb(dy, K, H, W, Kg, R, S, P, Q, sh, sw, ph, pw, dh, dw, g, nhw, n0);
-    float acc[TM][TN];
-    gemm_tiles<BM, BN, TM, TN, BK>(la, lb, 0, Kg * R * S, acc);
-    const int tx = threadIdx.x % (BN / TN), ty = threadIdx.x / (BN / TN);
-    i64 obase[TN];
+// backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
+// taps); traffic (dy + packed w + dx) * 4 B compulsory.
+template <class T, bool TF32>
+__device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
+                                                 float* __restrict__ out, int N, int C, int H, int W, int K, int R,
+                                                 int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
+                                                 int G, int splits, int chunk, int krs_max) {
+    __shared__ __align__(16) float smem[T::SMEM];
+    const int zs = blockIdx.z % splits, gp = blockIdx.z / splits, g = gp % G, phase = gp / G;
+    const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
+    const int tu = f.Ht * f.Wt, ncols = N * tu;
+    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
+    if (n0 >= ncols) return;  // uniform over the block: this phase has fewer columns than the grid
+    const int Cg = C / G, Kg = K / G, Cp = (Cg + 3) & ~3, HW = H * W;
+    const int kred = Kg * f.Ri * f.Sj;
+    const int kbeg = zs * chunk, kend = split_end(kbeg, chunk, kred);
+    const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
+    PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
+    const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
+                       1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
+    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend);
+    float acc[8][8];
+    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    const int CHW = C * HW;
+    auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
-    for (int j = 0; j < TN; ++j) {
-        const int n = n0 + tile_row<BN, TN>(tx, j);
-        if (n < nhw) {
-            const int img = n / HW;
-            obase[j] = (i64)img * C * HW + (n - img * HW);
-        } else {
-            obase[j] = -1;
+        for (int j = 0; j < 4; ++j) {
+            const int nj = n + j, img = nj / tu, rem = nj - img * tu, t = rem / f.Wt, u = rem - t * f.Wt;
+            co[j] = nj < ncols ? img * CHW + (f.h0 + t * sh) * W + f.w0 + u * sw : -1;
         }
-    }
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + tile_row<BM, TM>(ty, i);
-        if (m >= Cg) continue;
-        const i64 coff = (i64)(g * Cg + m) * HW;
-#pragma unroll
-        for (int j = 0; j < TN; ++j)
-            if (obase[j] >= 0) dx[obase[j] + coff] = acc[i][j];
-    }
+    };
+    const i64 zoff = (i64)zs * N * CHW;
+    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
-// splits * K*Cg*R*S * 4 B of partials written (and read back by the reduce) when splits > 1.
-// out is dw (splits == 1) or the workspace [splits][K][Cg*R*S]; grid z = G * splits.
-template <int BM, int BN, int TM, int TN, int BK>
-__device__ __forceinline__ void conv_bwd_weight_v2(const float* __restrict__ dy, const float* __restrict__ x,
-                                                   float* __restrict__ out, int N, int C, int H, int W, int K,
-                                                   int R, int S, int P, int Q, int sh, int sw, int ph, int pw,
-                                                   int dh, int dw, int G, int splits, int chunk) {
+// splits * K*Cg*R*S * 4 B of partials when split.
+template <class T, bool TF32>
+__device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
+                                                   float* __restrict__ out, int N, int C, int H, int W, int K, int R,
+                                                   int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
+                                                   int G, int splits, int chunk) {
+    __shared__ __align__(16) float smem[T::SMEM];
     const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
     const int Cg = C / G, Kg = K / G, crs = Cg * R * S, npq = N * P * Q;
-    const int kbeg = z * chunk, kend = min(npq, kbeg + chunk);  // chunk is a multiple of BK
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    BwdWA<BM, BK> la(dy, K, Kg, P * Q, g, m0, kend);
-    BwdWB<BN, BK> lb(x, C, H, W, Cg, R, S, P, Q, sh, sw, ph, pw, dh, dw, g, n0, kend);
-    float acc[TM][TN];
-    gemm_tiles<BM, BN, TM, TN, BK>(la, lb, kbeg, kend, acc);
-    const int tx = threadIdx.x % (BN / TN), ty = threadIdx.x / (BN / TN);
-    float* o = out + (i64)z * K * crs;
+    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
+    const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
+    const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
+    WgradA<T> la(dy, K, P * Q, g * Kg, Kg, m0, kbeg, kend);
+    const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
+    WgradB<T> lb(x, wg, P, Q, crs, n0, kbeg, kend);
+    float acc[8][8];
+    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + tile_row<BM, TM>(ty, i);
-        if (m >= Kg) continue;
-        const i64 roff = (i64)(g * Kg + m) * crs;
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + tile_row<BN, TN>(tx, j);
-            if (n < crs) o[roff + n] = acc[i][j];
-        }
-    }
+        for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
+    };
+    const i64 zoff = (i64)z * K * crs;
+    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
 }
 
 #define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 #define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G
 
-// The v2 entry points of one tile shape. Work (see conv_fwd_v2 / conv_bwd_data_v2 /
-// conv_bwd_weight_v2): forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data 2*N*C*H*W*Kg*R*S FLOPs
-// issued, backward-weight 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic of each is its two operands
-// and its result, * 4 B (backward-weight with splits > 1 also writes splits*K*Cg*R*S*4 B of
-// partials, read back by conv2d_wgrad_reduce_v1).
-#define CONV_V2_KERNELS(SUFFIX, BM, BN, TM, TN, BK)                                                   \
-    extern "C" __global__ void __launch_bounds__(CONV_NT, CONV_MIN_BLOCKS) conv2d_forward_v2_##SUFFIX( \
-        const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,         \
-        float* __restrict__ y, CONV_ARGS, int has_bias) {                                               \
-        conv_fwd_v2<BM, BN, TM, TN, BK>(x, w, b, y, CONV_PASS, has_bias);                                \
-    }                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(CONV_NT, CONV_MIN_BLOCKS)                              \
-        conv2d_backward_data_v2_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ w,     \
-                                         float* __restrict__ dx, CONV_ARGS) {                          \
-        conv_bwd_data_v2<BM, BN, TM, TN, BK>(dy, w, dx, CONV_PASS);                                      \
-    }                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(CONV_NT, CONV_MIN_BLOCKS)                              \
-        conv2d_backward_weight_v2_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,   \
-                                           float* __restrict__ out, CONV_ARGS, int splits, int chunk) { \
-        conv_bwd_weight_v2<BM, BN, TM, TN, BK>(dy, x, out, CONV_PASS, splits, chunk);                    \
+// The v3 entry points of one tile. Work: forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data
+// 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
+// compulsory traffic of each is its two operands and its result * 4 bytes (plus
+// splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
+// per SM that allow <= 170 registers (255 for t128x128), which ptxas fits without spills.
+#define CONV_V3_ENTRIES(SUFFIX, TILE, TF32)                                                              \
+    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
+        conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
+                                const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
+                                int splits, int chunk, int has_bias, int act, float slope) {               \
+        conv_fwd_v3<TILE, TF32>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
+        conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
+                                      float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
+                                      int krs_max) {                                                       \
+        conv_bwd_data_v3<TILE, TF32>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
+        conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
+                                        float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
+        conv_bwd_weight_v3<TILE, TF32>(dy, x, out, CONV_PASS, splits, chunk);                              \
     }
+// The v3 entry points of one tile, fp32 (FFMA) ...
+#define CONV_V3_KERNELS(SUFFIX, ...)              \
+    typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
+    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX, false)
+// ... and TF32 (mma.sync m16n8k8; BK = 8 tiles only), conv2d_<pass>_v3_tf32_<tile>.
+#define CONV_V3_TF32_KERNELS(SUFFIX) CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tile_##SUFFIX, true)
 
-CONV_V2_KERNELS(t128x128, 128, 128, 8, 8, CONV_BK_T128)
-CONV_V2_KERNELS(t64x64, 64, 64, 4, 4, CONV_BK_T64)
-CONV_V2_KERNELS(t32x128, 32, 128, 4, 4, CONV_BK_T32)
+// CONV_V3_TILES: suffix, BM, BN, BK, warps (rows x cols), lane rows, stages, min blocks per SM.
+// Mirrored by fastconv/backends/cuda/config.py CONV_TILES (tests compare the two).
+CONV_V3_KERNELS(t128x128, 128, 128, 8, 4, 2, 4, 3, 1)
+CONV_V3_KERNELS(t128x64, 128, 64, 8, 4, 1, 4, 3, 3)
+CONV_V3_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3, 3)
+CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
+CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
+CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
+CONV_V3_TF32_KERNELS(t128x128)
+CONV_V3_TF32_KERNELS(t128x64)
+CONV_V3_TF32_KERNELS(t64x128)
+CONV_V3_TF32_KERNELS(t64x64)
 
-// ---------------------------------------------------------------------------------------------
-// helpers
-
-// dw[i] = sum_z ws[z*total + i] in split order (deterministic). Work: splits*total FLOPs (adds);
-// traffic (splits+1)*total*4 B.
-extern "C" __global__ void conv2d_wgrad_reduce_v1(const float* __restrict__ ws, float* __restrict__ dw,
-                                                  i64 total, int splits) {
+// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) in split order
+// (deterministic). Work: splits*total adds; traffic (splits + 1) * total * 4 B.
+extern "C" __global__ void conv2d_splitk_reduce_v1(const float* __restrict__ ws, float* __restrict__ out,
+                                                   const float* __restrict__ b, i64 total, int splits, int plane,
+                                                   int channels, int has_bias, int act, float slope) {
     GRID_STRIDE(i, total) {
         float s = 0.f;
         for (int z = 0; z < splits; ++z) s += ws[z * total + i];
-        dw[i] = s;
+        if (has_bias) s += b[(i / plane) % channels];
+        out[i] = conv_act(s, act, slope);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// small-channel kernels (C/G*R*S <= CONV_SMALLC)
+
+// y[img,k,p,q] = act(b[k] + sum_{e=(c,r,s)} x(e) * w[k][e]): one (img, p, q) per thread, its
+// inputs in registers, the group's filters staged CONV_SMALLC_KC at a time in shared memory.
+// Grid: x = ceil(N*P*Q / 256), z = groups; 256 threads. Work 2*N*K*P*Q*Cg*R*S FLOPs; traffic
+// (x * R*S/(sh*sw) (cache-served) + w + y) * 4 B.
+extern "C" __global__ void __launch_bounds__(256) conv2d_forward_smallc_v1(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    CONV_ARGS, int has_bias, int act, float slope) {
+    __shared__ float ws[CONV_SMALLC_KC * CONV_SMALLC];
+    const int g = blockIdx.z, Cg = C / G, Kg = K / G, crs = Cg * R * S, PQ = P * Q, npq = N * PQ;
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool live = n < npq;
+    const int img = live ? n / PQ : 0, pq = live ? n - img * PQ : 0, p = pq / Q, q = pq - p * Q;
+    float xv[CONV_SMALLC];
+    TapIter e;  // (c, r, s)
+    e.init(0, 1, R, S);
+    const int HW = H * W;
+    const float* xs = x + (img * C + g * Cg) * HW;
+#pragma unroll
+    for (int k = 0; k < CONV_SMALLC; ++k) {
+        const int h = p * sh - ph + e.i * dh, ww = q * sw - pw + e.j * dw;
+        const bool ok = live && k < crs && (unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W;
+        xv[k] = ok ? xs[e.a * HW + h * W + ww] : 0.f;
+        e.next();
+    }
+    for (int k0 = 0; k0 < Kg; k0 += CONV_SMALLC_KC) {
+        const int kc = min(CONV_SMALLC_KC, Kg - k0);
+        __syncthreads();  // the previous chunk's filters are no longer read
+        for (int i = threadIdx.x; i < kc * crs; i += blockDim.x) ws[i] = w[(g * Kg + k0) * crs + i];
+        __syncthreads();
+        if (!live) continue;
+        for (int k = 0; k < kc; ++k) {
+            float acc = 0.f;
+#pragma unroll
+            for (int e2 = 0; e2 < CONV_SMALLC; ++e2)
+                if (e2 < crs) acc = fmaf(xv[e2], ws[k * crs + e2], acc);
+            const int kg = g * Kg + k0 + k;
+            y[(img * K + kg) * PQ + pq] = conv_act(acc + (has_bias ? b[kg] : 0.f), act, slope);
+        }
+    }
+}
+
+// dx[img,c,h,w] = sum_{k in c's group} sum over the taps of (h, w)'s phase of dy * w: one dx element
+// per thread, only the taps that reach it (no padded GEMM, no zero taps). Grid y = channel, so a
+// warp reads the same filter taps (broadcast from the read-only cache). Work
+// 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (cache-served) + w + dx) * 4 B.
+extern "C" __global__ void __launch_bounds__(256) conv2d_backward_data_smallc_v1(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS) {
+    const int c = blockIdx.y, Cg = C / G, Kg = K / G, g = c / Cg, cl = c - g * Cg, RS = R * S, HW = H * W;
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N * HW) return;
+    const int img = n / HW, hw = n - img * HW, h = hw / W, wc = hw - h * W;
+    const int th = h / sh, phi_h = h - th * sh, tw = wc / sw, phi_w = wc - tw * sw;
+    int h0, nt, r0, rstep, Ri, pbase, pstep, w0, nu, s0, sstep, Sj, qbase, qstep;
+    phase_dim(phi_h, H, R, sh, ph, dh, h0, nt, r0, rstep, Ri, pbase, pstep);
+    phase_dim(phi_w, W, S, sw, pw, dw, w0, nu, s0, sstep, Sj, qbase, qstep);
+    const int PQ = P * Q, CgRS = Cg * RS;
+    const float* d = dy + (img * K + g * Kg) * PQ;
+    const float* wk = w + (g * Kg * Cg + cl) * RS;
+    float acc = 0.f;
+    for (int k = 0; k < Kg; ++k, d += PQ, wk += CgRS)
+        for (int i = 0; i < Ri; ++i) {
+            const int p = th + pbase - i * pstep;
+            if ((unsigned)p >= (unsigned)P) continue;
+            const float* wr = wk + (r0 + i * rstep) * S + s0;
+            for (int j = 0; j < Sj; ++j) {
+                const int q = tw + qbase - j * qstep;
+                if ((unsigned)q < (unsigned)Q) acc = fmaf(__ldg(d + p * Q + q), __ldg(wr + j * sstep), acc);
+            }
+        }
+    dx[(img * C + c) * HW + hw] = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers
 
 // db[k] = sum_{n,pq} dy[n,k,pq]; grid K blocks. Work: N*K*P*Q FLOPs (double adds); traffic
 // N*K*P*Q*4 B in, K*4 B out.

@@ -69,31 +69,6 @@ def test_conv_kernels_do_not_spill(builds, filename, arch):
     assert spills and all(int(s) == 0 for s in spills), f"register spills in kernels/{filename} ({arch}):\n{log}"
 
 
-def _compile_conv(tmp, monkeypatch, env):
-    """conv.cu as the loader would build it with FASTCONV_CUDA_DEFINES=env, compiled for sm_90."""
-    monkeypatch.setenv("FASTCONV_CUDA_DEFINES", env)
-    defines = cuda_loader._all_defines(None)
-    src = tmp / "conv_override.cu"
-    src.write_text(cuda_loader.source("conv.cu", defines))
-    assert src.read_text().startswith("".join(f"#define {k} {v}\n" for k, v in sorted(defines.items())))
-    return subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-std=c++17", "-x", "cu", "-o", str(tmp / "conv.cubin"),
-                           str(src)], capture_output=True, text=True)
-
-
-def test_conv_tuning_override_compiles(tmp_path, monkeypatch):
-    proc = _compile_conv(tmp_path, monkeypatch, "CONV_BK_T64=8, CONV_BK_T128=16,CONV_MIN_BLOCKS=2")
-    assert proc.returncode == 0, f"conv.cu with valid tuning overrides does not compile:\n{proc.stderr}"
-    assert "warning" not in proc.stderr.lower(), proc.stderr
-
-
-def test_conv_bad_tuning_override_fails_to_compile(tmp_path, monkeypatch):
-    """BK = 4 on the 32x128 tile leaves RowA's 256/4 = 64 row lanes for 32 rows (L = 0): the
-    static_assert stops the build instead of a kernel that skips part of its tile."""
-    proc = _compile_conv(tmp_path, monkeypatch, "CONV_BK_T32=4")
-    assert proc.returncode != 0, "conv.cu compiled with CONV_BK_T32=4 (L = 0 in RowA)"
-    assert "RowA: BK must divide CONV_NT and CONV_NT/BK must divide BM" in proc.stderr, proc.stderr
-
-
 def test_every_cu_file_is_known():
     on_disk = {p.name for p in cuda_loader.kernel_dir().glob("*.cu")}
     assert on_disk == set(KERNELS), f"kernels/*.cu {sorted(on_disk)} vs fastconv.backends.cuda.config.KERNELS {sorted(KERNELS)}"
@@ -106,11 +81,11 @@ def test_launcher_names_are_registered():
     import fastconv.backends.cuda.config as cfg
     text = "\n".join(p.read_text() for p in sorted(Path(cfg.__file__).parent.glob("*.py")))
     every = {n for names in KERNELS.values() for n in names}
-    literal = set(re.findall(r'"([a-z0-9_]+_v[12](?:_t\d+x\d+)?)"', text))
+    literal = set(re.findall(r'"([a-z0-9_]+_v\d(?:_t\d+x\d+)?)"', text))
     assert literal <= every, sorted(literal - every)
-    for pattern in re.findall(r'f"([a-z0-9_]+_v2)_\{tile\}"', text):
+    for stem in re.findall(r'_gemm\("([a-z0-9_]+)"', text):  # the v3 core: f"{kernel}_v3_{tile}"
         for tile in cfg.CONV_TILES:
-            assert f"{pattern}_{tile}" in every
+            assert f"{stem}_v3_{tile}" in every
     for stem in re.findall(r'_(?:unary|binary)\("([a-z_]+)"', text):
         assert f"{stem}_v1" in every
     for stem in re.findall(r'_(?:unary|binary)\("([a-z_]+)".*vec=True', text):
@@ -138,8 +113,8 @@ def _header(lines):
 
 def _entry_points(lines):
     """(line number, kernel name or name pattern, comment block right above it) for each
-    ``extern "C" __global__``; inside a #define (CONV_V2_KERNELS) the comment above the #define
-    counts and the name is a pattern (``conv2d_forward_v2_*``)."""
+    ``extern "C" __global__``; inside a #define (CONV_V3_KERNELS) the comment above the #define
+    counts and the name is a pattern (``conv2d_forward_v3_*``)."""
     out = []
     for i, line in enumerate(lines):
         if 'extern "C" __global__' not in line:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
+from .. import ops, settings
 from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
 from . import init
 from .module import Module
@@ -24,8 +24,9 @@ class _ConvBase(Module):
     """Shared by Conv2d and ConvTranspose2d: hyper-parameter checks, weight and bias."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
-                 transposed):
+                 transposed, precision):
         super().__init__()
+        self.precision = settings.check_precision(precision)  # None: the tf32 setting decides
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
@@ -46,32 +47,37 @@ class _ConvBase(Module):
     def _clear_cache(self):
         self._x = None
 
+    def _kw(self):
+        """The family and precision arguments of this layer's conv ops."""
+        return {"kernels": self.kernels, "precision": self.precision}
+
     def _hyper(self):
         return self.stride, self.padding, self.dilation, self.groups
 
 
 class Conv2d(_ConvBase):
-    """y = conv2d(x, weight) + bias; weight K x C/groups x R x S."""
+    """y = conv2d(x, weight) + bias; weight K x C/groups x R x S. precision: None (the tf32 setting),
+    "fp32" or "tf32" (TF32 tensor cores for this layer's conv passes on the GPU)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, rng=None, dtype=np.float32):
+                 bias=True, rng=None, dtype=np.float32, precision=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
-                         transposed=False)
+                         transposed=False, precision=precision)
 
     def forward(self, x):
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        return ops.conv2d_forward(x, self.weight.data, b, *self._hyper(), kernels=self.kernels)
+        return ops.conv2d_forward(x, self.weight.data, b, *self._hyper(), **self._kw())
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x, "input")
         self.weight.accumulate(ops.conv2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
-                                                          kernels=self.kernels))
+                                                          **self._kw()))
         if self.bias is not None:
             self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
         if not input_grad:
             return None
-        return ops.conv2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), kernels=self.kernels)
+        return ops.conv2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -86,15 +92,15 @@ class ConvTranspose2d(_ConvBase):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
-                 groups=1, bias=True, rng=None, dtype=np.float32):
+                 groups=1, bias=True, rng=None, dtype=np.float32, precision=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
-                         transposed=True)
+                         transposed=True, precision=precision)
         self.output_padding = pair(output_padding, "output_padding", 0)
 
     def forward(self, x):
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        return ops.conv_transpose2d_forward(x, self.weight.data, b, *self._hyper(), kernels=self.kernels)
+        return ops.conv_transpose2d_forward(x, self.weight.data, b, *self._hyper(), **self._kw())
 
     def _hyper(self):
         return self.stride, self.padding, self.output_padding, self.dilation, self.groups
@@ -102,12 +108,12 @@ class ConvTranspose2d(_ConvBase):
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x, "input")
         self.weight.accumulate(ops.conv_transpose2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
-                                                                    kernels=self.kernels))
+                                                                    **self._kw()))
         if self.bias is not None:
             self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
         if not input_grad:
             return None
-        return ops.conv_transpose2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), kernels=self.kernels)
+        return ops.conv_transpose2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

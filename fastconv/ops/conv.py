@@ -1,22 +1,36 @@
-"""Convolution ops: conv2d and conv_transpose2d, forward and both backward passes."""
+"""Convolution ops: conv2d and conv_transpose2d, forward and both backward passes.
+
+Every conv op takes ``precision``: None (the ``tf32`` setting decides), "fp32" or "tf32" (the cupy
+family's TF32 tensor-core kernels for this call; NumPy results stay exact fp32)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
 from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, pair, same_device,
                         same_dtype, shape4)
+from .. import settings
 from ..backend import array_module, op
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+def _precision(precision):
+    """The settings for one call: unchanged for precision=None, else tf32 on or off."""
+    if settings.check_precision(precision) is None:
+        return contextlib.nullcontext()
+    return settings.using(tf32=precision == "tf32")
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
     """y[N,K,P,Q] = sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]."""
     operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
     stride, padding, dilation = conv_hyper(stride, padding, dilation)
     conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({w.shape[0]},) to match w's output channels")
-    return op("conv2d_forward", x, w, b, kernels=kernels)(x, w, b, stride, padding, dilation, int(groups))
+    with _precision(precision):
+        return op("conv2d_forward", x, w, b, kernels=kernels)(x, w, b, stride, padding, dilation, int(groups))
 
 
 def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name, stride, padding, dilation,
@@ -32,24 +46,26 @@ def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name,
     return stride, padding, dilation
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
     """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
     array(w, "w", 4)
     x_shape = shape4(x_shape, "x_shape")
     stride, padding, dilation = _conv_backward_args(dy, w, "w", x_shape, w.shape, "x_shape", "w", stride, padding,
                                                     dilation, groups)
-    return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
-                                                             int(groups))
+    with _precision(precision):
+        return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
+                                                                 int(groups))
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
     """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
     array(x, "x", 4)
     w_shape = shape4(w_shape, "w_shape")
     stride, padding, dilation = _conv_backward_args(dy, x, "x", x.shape, w_shape, "x", "w_shape", stride, padding,
                                                     dilation, groups)
-    return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
-                                                               int(groups))
+    with _precision(precision):
+        return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
+                                                                   int(groups))
 
 
 def conv2d_backward_bias(dy, *, kernels=None):
@@ -95,7 +111,7 @@ def _crop(a, shape):
 
 
 def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                             kernels=None):
+                             kernels=None, precision=None):
     """Transposed convolution; w is ``C_in x C_out/groups x R x S`` as in PyTorch's ConvTranspose2d.
 
     It is conv2d's backward-data pass with x in the role of dy, so it needs no kernels of its own.
@@ -104,7 +120,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     hyper, full, core = _conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation, groups)
     if b is not None and b.shape[0] != full[1]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({full[1]},)")
-    y = conv2d_backward_data(x, w, core, *hyper, kernels=kernels)
+    y = conv2d_backward_data(x, w, core, *hyper, kernels=kernels, precision=precision)
     if core != full:
         y_full = xp.zeros(full, dtype=y.dtype)
         y_full[:, :, :core[2], :core[3]] = y
@@ -115,22 +131,23 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
 
 
 def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                                   kernels=None):
+                                   kernels=None, precision=None):
     """dx of a transposed conv: conv2d forward of dy (cropped to the core) with w."""
     x_shape = shape4(x_shape, "x_shape")
     hyper, full, core = _conv_transpose_geometry(x_shape, array(w, "w", 4).shape, stride, padding, output_padding,
                                                  dilation, groups, "x_shape")
     if tuple(array(dy, "dy", 4).shape) != full:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
-    return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels)
+    return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels, precision=precision)
 
 
 def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                                     kernels=None):
+                                     kernels=None, precision=None):
     """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles."""
     w_shape = shape4(w_shape, "w_shape")
     hyper, full, core = _conv_transpose_geometry(array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
                                                  dilation, groups)
     if tuple(array(dy, "dy", 4).shape) != full:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
-    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, kernels=kernels)
+    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, kernels=kernels,
+                                  precision=precision)

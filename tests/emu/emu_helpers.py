@@ -6,14 +6,15 @@ import numpy as np
 
 import fastconv
 from fastconv.backends.cuda import loader
+from fastconv.backends.cuda.config import CONV_TILES
 
 HERE = Path(__file__).resolve().parent
-CONV_VERSIONS = ["v1", "v2_t128x128", "v2_t64x64", "v2_t32x128", "v2"]
+CONV_VERSIONS = ["v1"] + [f"v3_{t}" for t in CONV_TILES] + ["v3"]
 
 
 def conv_kernels(version: str):
-    """Select the conv kernels: "v1", "v2" (the launcher's tile choice) or "v2_<tile>"."""
-    return fastconv.using(conv_version=1 if version == "v1" else 2, conv_tile=version[3:] or None)
+    """Select the conv kernels: "v1", "v3" (the launcher's paths and tile choice) or "v3_<tile>"."""
+    return fastconv.using(conv_version=int(version[1]), conv_tile=version[3:] or None)
 
 
 def module_source(path: Path) -> str:

@@ -17,7 +17,7 @@ import oracle as ref
 from emu_helpers import CONV_VERSIONS, conv_kernels, randn
 import fastconv
 from fastconv import ops
-from fastconv.backends.cuda.config import KERNELS
+from fastconv.backends.cuda.config import KERNELS, TF32_TILES
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 
 import fastconv.emu as emu
@@ -33,19 +33,21 @@ CONV_CASES = [
 ]
 
 
-def _conv_all_passes(cp, rng, x_shape, w_shape, stride, padding, dilation, groups):
+def _conv_all_passes(cp, rng, x_shape, w_shape, stride, padding, dilation, groups, tol=None):
+    """Every conv pass against the oracle (at F32_TOL / REDUCTION_TOL, or at ``tol`` for all)."""
+    f32_tol, reduction_tol = tol or F32_TOL, tol or REDUCTION_TOL
     x, w, b = randn(rng, *x_shape), randn(rng, *w_shape), randn(rng, w_shape[0])
     args = (stride, padding, dilation, groups)
     y_ref = ref.conv2d_forward(x, w, b, *args)
     dy = randn(rng, *y_ref.shape)
     xd, wd, bd, dyd = cp.asarray(x), cp.asarray(w), cp.asarray(b), cp.asarray(dy)
-    assert_close(ops.conv2d_forward(xd, wd, bd, *args), y_ref, F32_TOL, "forward+bias")
-    assert_close(ops.conv2d_forward(xd, wd, None, *args), ref.conv2d_forward(x, w, None, *args), F32_TOL, "forward")
+    assert_close(ops.conv2d_forward(xd, wd, bd, *args), y_ref, f32_tol, "forward+bias")
+    assert_close(ops.conv2d_forward(xd, wd, None, *args), ref.conv2d_forward(x, w, None, *args), f32_tol, "forward")
     assert_close(ops.conv2d_backward_data(dyd, wd, x.shape, *args), ref.conv2d_backward_data(dy, w, x.shape, *args),
-                 F32_TOL, "backward_data")
+                 f32_tol, "backward_data")
     assert_close(ops.conv2d_backward_weight(dyd, xd, w.shape, *args),
-                 ref.conv2d_backward_weight(dy, x, w.shape, *args), REDUCTION_TOL, "backward_weight")
-    assert_close(ops.conv2d_backward_bias(dyd), ref.conv2d_backward_bias(dy), REDUCTION_TOL, "backward_bias")
+                 ref.conv2d_backward_weight(dy, x, w.shape, *args), reduction_tol, "backward_weight")
+    assert_close(ops.conv2d_backward_bias(dyd), ref.conv2d_backward_bias(dy), reduction_tol, "backward_bias")
 
 
 @pytest.mark.parametrize("version", CONV_VERSIONS)
@@ -227,6 +229,9 @@ def run_every_op(cp, rng):
     for version in CONV_VERSIONS:
         with conv_kernels(version):
             _conv_all_passes(cp, rng, *CONV_CASES[3].values)
+    for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_kernels.py)
+        with fastconv.using(tf32=True, conv_tile=tile):
+            _conv_all_passes(cp, rng, *CONV_CASES[3].values, tol=2.0**-9)
     _pool_all_passes(cp, rng, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1))
     for size, offset in ((13, 0), (13, 1)):
         test_activations(cp, rng, size, offset)

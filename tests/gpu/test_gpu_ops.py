@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import check
+from fastconv.backends.cuda.config import CONV_TILES
 from fastconv.testing import F32_TOL
 
 pytestmark = pytest.mark.gpu
@@ -28,10 +29,10 @@ def family(request):
     return request.param
 
 
-@pytest.fixture(params=["v2", "v2_t128x128", "v2_t64x64", "v2_t32x128", "v1"])
+@pytest.fixture(params=["v3"] + [f"v3_{t}" for t in CONV_TILES] + ["v1"])
 def conv_version(request, monkeypatch):
-    """The cupy family's conv kernels: v2 with its own tile choice, v2 forced to each tile, v1."""
-    with fastconv.using(conv_version=1 if request.param == "v1" else 2, conv_tile=request.param[3:] or None):
+    """The cupy family's conv kernels: v3 with its own paths and tile choice, v3 forced to each tile, v1."""
+    with fastconv.using(conv_version=int(request.param[1]), conv_tile=request.param[3:] or None):
         yield request.param
 
 
@@ -74,7 +75,7 @@ shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 @SETTINGS
 @given(spec=conv_specs())
 def test_conv2d(family, conv_version, spec):
-    if family == "numba" and conv_version != "v2":
+    if family == "numba" and conv_version != "v3":
         pytest.skip("the conv_version/conv_tile settings select the cupy family's conv kernels only")
     _judge("conv2d", spec, family)
 
@@ -84,7 +85,7 @@ def test_conv2d_benchmark_shapes(family, name):
     _judge("conv2d", check.bench_conv_shapes()[name], family)
 
 
-@pytest.mark.parametrize("tile", ["t128x128", "t64x64", "t32x128"])
+@pytest.mark.parametrize("tile", list(CONV_TILES))
 def test_conv2d_every_tile_on_a_large_shape(tile, monkeypatch):
     """Multi-tile reductions, split-K and many blocks on each tile shape (cupy family)."""
     with fastconv.using(conv_tile=tile):

@@ -7,6 +7,8 @@ define (the static tests compile every file and check each name is an entry poin
 
 from __future__ import annotations
 
+import math
+
 INT32_MAX = 2**31 - 1
 # GEMM dimensions and per-plane sizes must stay this far below INT32_MAX: the kernels form
 # k0 + BK, n0 + BN and similar tile-overshoot values in 32-bit ints (at most a few hundred past
@@ -15,26 +17,37 @@ INT32_MARGIN = 4096
 INT32_LIMIT = INT32_MAX - INT32_MARGIN
 BLOCK = 256                 # threads per block of element-wise / pooling / reduction kernels
 REDUCE_BLOCK = 1024         # threads of the single-block final reductions (sum_scale_v1)
-CONV_THREADS = 256          # threads per block of the tiled conv kernels (fixed in conv.cu)
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
-MAX_WGRAD_SPLITS = 256
-MIN_WGRAD_CHUNK = 256       # reduction elements per split-K slice, at least
-SPLIT_ALIGN = 16            # split-K slices are whole BK tiles for every tile shape (BK 8 or 16)
+MAX_SPLITS = 64
+MIN_SPLIT_CHUNK = 64        # reduction elements per split-K slice, at least
+SPLIT_ALIGN = 8             # split-K slices are whole BK tiles for every tile shape (BK 4 or 8)
+SMALLC = 32                 # C/G*R*S limit of the small-channel kernels (CONV_SMALLC in conv.cu)
+SMALLC_THREADS = 256
 
-# tile name -> (BM, BN, BK), as instantiated by CONV_V2_KERNELS in kernels/conv.cu
+# tile name -> (BM, BN, BK, threads, min blocks per SM), as CONV_V3_KERNELS instantiates them in
+# kernels/conv.cu (tests/test_conv_build.py compares the two); every tile holds 8x8 outputs per
+# thread. The min blocks let ptxas use up to 170 registers (255 for t128x128): 155-167 with no
+# spills (sm_90), where 128 spilled.
 CONV_TILES = {
-    "t128x128": (128, 128, 8),
-    "t64x64": (64, 64, 16),
-    "t32x128": (32, 128, 16),
+    "t128x128": (128, 128, 8, 256, 1),
+    "t128x64": (128, 64, 8, 128, 3),
+    "t64x128": (64, 128, 8, 128, 3),
+    "t64x64": (64, 64, 8, 64, 6),
+    "t32x128": (32, 128, 4, 64, 6),
+    "t64x32": (64, 32, 4, 32, 12),
 }
+TF32_TILES = tuple(t for t, v in CONV_TILES.items() if v[2] == 8)  # mma.sync m16n8k8 steps k by 8
+ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
 KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
-    + tuple(f"{p}_v2_{t}" for p in _CONV_PASSES for t in CONV_TILES)
-    + ("conv2d_wgrad_reduce_v1", "conv2d_backward_bias_v1"),
+    + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
+    + tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
+    + ("conv2d_forward_smallc_v1", "conv2d_backward_data_smallc_v1", "conv2d_pack_forward_v1",
+       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_backward_bias_v1"),
     "activation.cu": (
         "relu_forward_v1", "relu_backward_v1", "relu_forward_v2", "relu_backward_v2",
         "leaky_relu_forward_v1", "leaky_relu_backward_v1", "leaky_relu_forward_v2", "leaky_relu_backward_v2",
@@ -89,52 +102,72 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
     return max(1, cdiv(rows * 32, block))
 
 
-def conv_tile(m: int, n: int, num_sms: int) -> str:
-    """Tile shape for a GEMM of m rows (output/input channels per group) by n columns.
+def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False) -> str:
+    """Tile for a GEMM of m rows by n columns, z times (groups x phases); with tf32 one of
+    TF32_TILES (the BK = 8 tiles: t64x64 stands in for the small-m and small-n tiles).
 
-    Measured on an H100 (benchmarks/gpu_table.py forces each tile on the benchmarks/shapes.py conv shapes):
-    64x64 (4x4 per thread, BK 16) was fastest or within 10% almost everywhere; 32x128 won when
-    m <= 32 (less row padding, e.g. backward-data of LeNet's conv1/conv2); 128x128 (8x8 per
-    thread) won only for m >= 256 with enough 128-tiles to cover a quarter of the SMs (resnet.c4
-    forward and backward-weight: 0.41 vs 0.43 ms, 0.36 vs 0.47 ms) and lost by 1.3-1.6x on the
-    smaller GEMMs, where its 159 registers per thread leave one block per SM.
+    N <= 32 (backward-weight of a small-channel conv, N = C/G*R*S): t64x32. m <= 32: t32x128 (no
+    row padding past 32). Otherwise the rows pick 64- or 128-row tiles (m <= 64: 64), and a
+    bigger tile is kept only while it still gives every SM a block; split-K (conv_splits) then
+    fills the rest of the wave. Not yet tuned on a GPU.
     """
-    if m < 1 or n < 1:
-        raise ValueError(f"conv_tile: got m={m}, n={n}, expected positive GEMM sizes")
+    if m < 1 or n < 1 or z < 1:
+        raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
+    if tf32 and (n <= 32 or m <= 32):
+        return "t64x64"
+    if n <= 32:
+        return "t64x32"
     if m <= 32:
         return "t32x128"
-    if m >= 256 and cdiv(m, 128) * cdiv(n, 128) >= num_sms // 4:
-        return "t128x128"
-    return "t64x64"
+    order = ("t64x128", "t64x64") if m <= 64 else ("t128x128", "t128x64", "t64x64")
+    for tile in order[:-1]:
+        bm, bn = CONV_TILES[tile][:2]
+        if cdiv(m, bm) * cdiv(n, bn) * z >= num_sms:
+            return tile
+    return order[-1]
 
 
 def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
-    """Grid (x over GEMM columns, y over GEMM rows, z = groups or groups*splits)."""
-    bm, bn, _ = CONV_TILES[tile]
+    """Grid (x over GEMM columns, y over GEMM rows, z = groups x phases x splits)."""
+    bm, bn = CONV_TILES[tile][:2]
     gy = cdiv(m, bm)
     if gy > MAX_GRID_YZ or z > MAX_GRID_YZ:
         raise ValueError(f"conv grid: got {gy} row tiles and z = {z}, expected at most {MAX_GRID_YZ} each")
     return (cdiv(n, bn), gy, z)
 
 
-def wgrad_splits(m: int, n: int, red: int, tile: str, groups: int, num_sms: int) -> tuple[int, int]:
-    """Split-K for backward-weight: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
+def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int) -> tuple[int, int]:
+    """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
     splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
 
-    Aims at about 4 blocks per SM in all, keeps each slice >= MIN_WGRAD_CHUNK long and
-    splits <= MAX_WGRAD_SPLITS, groups*splits <= 65535. The kernel computes the end of its slice
-    as z*chunk + chunk in a 32-bit int, which is at most splits*chunk: when that would pass
-    INT32_LIMIT (reductions near 2^31) the reduction is not split.
+    Splits only when the grid is less than one wave (num_sms x the tile's blocks per SM), to about
+    one wave; each slice >= MIN_SPLIT_CHUNK long, splits <= MAX_SPLITS, z*splits <= 65535. The
+    kernel computes a slice end as z*chunk + chunk in a 32-bit int (at most splits*chunk): when
+    that would pass INT32_LIMIT the reduction is not split. A reduction of 0 (a phase no tap
+    reaches) is one empty slice.
     """
-    if red < 1:
-        raise ValueError(f"wgrad_splits: got a reduction of {red}, expected >= 1")
-    gx, gy, _ = conv_grid(m, n, tile, groups)
-    tiles = gx * gy * groups
-    want = cdiv(4 * num_sms, tiles)
-    want = min(want, MAX_WGRAD_SPLITS, max(1, red // MIN_WGRAD_CHUNK), MAX_GRID_YZ // groups)
-    want = max(1, want)
-    chunk = cdiv(cdiv(red, want), SPLIT_ALIGN) * SPLIT_ALIGN
-    splits = cdiv(red, chunk)
+    if red < 0:
+        raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
+    gx, gy, _ = conv_grid(m, n, tile, z)
+    blocks, wave = gx * gy * z, num_sms * CONV_TILES[tile][4]
+    want = 1
+    if blocks < wave:
+        want = min(cdiv(wave, blocks), MAX_SPLITS, max(1, red // MIN_SPLIT_CHUNK), MAX_GRID_YZ // z)
+    chunk = max(SPLIT_ALIGN, cdiv(cdiv(max(red, 1), want), SPLIT_ALIGN) * SPLIT_ALIGN)
+    splits = cdiv(max(red, 1), chunk)
     if splits * chunk > INT32_LIMIT:
         splits, chunk = 1, cdiv(red, SPLIT_ALIGN) * SPLIT_ALIGN
     return splits, chunk
+
+
+def phase_max_taps(r: int, stride: int, dilation: int) -> int:
+    """The most filter taps one backward-data phase has along a dimension (phase_max_taps in
+    kernels/conv_index.cuh): ceil(r / (stride / gcd(stride, dilation)))."""
+    return cdiv(r, stride // math.gcd(stride, dilation))
+
+
+def activation_code(activation) -> int:
+    """The kernels' code of a fused activation (None, "relu", "leaky_relu", "tanh")."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: got {activation!r}, expected one of None, 'relu', 'leaky_relu', 'tanh'")
+    return ACTIVATIONS[activation]

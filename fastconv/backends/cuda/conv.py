@@ -1,4 +1,16 @@
-"""Launchers of kernels/conv.cu: conv2d forward, backward data, backward weight (split-K), bias."""
+"""Launchers of kernels/conv.cu: conv2d forward (bias and activation fused), backward data
+(phase-decomposed), backward weight, bias. Tile, grid and split-K come from ``config``.
+
+Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels; the ``tf32``
+setting runs the core's TF32 tensor-core kernels, on TF32_TILES, instead of FFMA and of the
+small-channel kernels):
+- C/G*R*S <= config.SMALLC and no ``conv_tile`` forced: the small-channel forward and
+  backward-data kernels; backward-weight then has N = C/G*R*S <= 32 and config.conv_tile picks
+  the t64x32 tile of the GEMM core.
+- otherwise the v3 implicit-GEMM core; forward and backward-data read weights packed by
+  conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
+  reduction into a workspace summed by conv2d_splitk_reduce_v1 (which then adds bias/activation).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +19,7 @@ import numpy as np
 from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _conv_tile, _eltwise_grid, _i32, _i32s, _launch, num_sms
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
 
 
 _CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
@@ -19,13 +31,51 @@ def _conv_ints(name, n, c, h, w, k, r, s, p, q, stride, padding, dilation, group
 
 
 def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
-    cfg.check_int32(name, n * p * q, "N*P*Q")
-    cfg.check_int32(name, n * h * w, "N*H*W")
-    cfg.check_int32(name, (c // groups) * r * s, "C/groups*R*S")
-    cfg.check_int32(name, (k // groups) * r * s, "K/groups*R*S")
+    """Every tensor the kernels index in 32 bits: x/dx, y/dy and the weights."""
+    cfg.check_int32(name, n * c * h * w, "N*C*H*W")
+    cfg.check_int32(name, n * k * p * q, "N*K*P*Q")
+    cfg.check_int32(name, k * (c // groups) * r * s, "K*C/groups*R*S")
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+def _tile(m, cols, z, tf32):
+    tile = settings.current().conv_tile
+    if tile is None:
+        return cfg.conv_tile(m, cols, num_sms(), z, tf32)
+    if tf32 and tile not in cfg.TF32_TILES:
+        raise ValueError(f"conv_tile: got {tile!r} with tf32 on, expected one of {list(cfg.TF32_TILES)}")
+    return tile
+
+
+def _smallc(cg, r, s):
+    cur = settings.current()
+    return cur.conv_tile is None and not cur.tf32 and cg * r * s <= cfg.SMALLC
+
+
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
+    """Launch a v3 kernel over an m x cols GEMM (z = groups x phases) into ``out``, split along the
+    reduction when the grid is under a wave. Returns the workspace and split count (None, 1 when
+    the kernel wrote ``out`` itself)."""
+    tf32 = settings.current().tf32
+    tile = _tile(m, cols, z, tf32)
+    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms())
+    cfg.check_int32(what, splits * out.size, "split-K workspace size")
+    ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
+    grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
+    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.CONV_TILES[tile][3],
+            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
+    return ws, splits
+
+
+def _reduce(ws, out, splits, b, plane, channels, act, slope):
+    _launch("conv.cu", "conv2d_splitk_reduce_v1", _eltwise_grid(out.size), cfg.BLOCK,
+            (ws, out, out if b is None else b, np.int64(out.size), _i32(splits), _i32(plane), _i32(channels),
+             _i32(b is not None), _i32(act), _f32(slope)))
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, slope=0.01):
+    """y = act(conv2d(x, w) + b); activation None, "relu", "leaky_relu" (negative slope ``slope``)
+    or "tanh", fused into the kernel's epilogue."""
+    act = cfg.activation_code(activation)
     x = _arg(x, "x")
     w = _arg(w, "w")
     b = None if b is None else _arg(b, "b")
@@ -36,17 +86,29 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
     _conv_shape_checks("x", n, c, h, wd, k, r, s, p, q, groups)
     y = _alloc((n, k, p, q), _F32, "conv2d_forward output")
     ints = _conv_ints("x", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
-    args = (x, w, w if b is None else b, y) + ints + (_i32(b is not None),)
+    fused = (_i32(b is not None), _i32(act), _f32(slope))
+    bias = w if b is None else b
     if settings.current().conv_version == 1:
-        _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, args)
+        _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, w, bias, y) + ints + fused)
         return y
-    m, cols = k // groups, n * p * q
-    tile = _conv_tile(m, cols)
-    _launch("conv.cu", f"conv2d_forward_v2_{tile}", cfg.conv_grid(m, cols, tile, groups), cfg.CONV_THREADS, args)
+    if _smallc(cg, r, s):
+        grid = cfg.check_grid("x", (cfg.cdiv(n * p * q, cfg.SMALLC_THREADS), 1, groups))
+        _launch("conv.cu", "conv2d_forward_smallc_v1", grid, cfg.SMALLC_THREADS, (x, w, bias, y) + ints + fused)
+        return y
+    kg, crs = k // groups, cg * r * s
+    kp = cfg.cdiv(kg, 4) * 4
+    wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
+    _launch("conv.cu", "conv2d_pack_forward_v1", _eltwise_grid(wp.size), cfg.BLOCK,
+            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups)))
+    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (bias,), ints), fused)
+    if splits > 1:
+        _reduce(ws, y, splits, b, p * q, k, act, slope)
     return y
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
+    """dx of conv2d; one sub-convolution per output phase (h % stride_h, w % stride_w), each with only
+    the filter taps that reach it (ConvTranspose2d's forward pass)."""
     dy = _arg(dy, "dy")
     w = _arg(w, "w")
     n, c, h, wd = x_shape
@@ -54,14 +116,26 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     p, q = dy.shape[2], dy.shape[3]
     _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
     dx = _alloc((n, c, h, wd), _F32, "conv2d_backward_data output")
-    args = (dy, w, dx) + _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
+    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     if settings.current().conv_version == 1:
-        _launch("conv.cu", "conv2d_backward_data_v1", _eltwise_grid(dx.size), cfg.BLOCK, args)
+        _launch("conv.cu", "conv2d_backward_data_v1", _eltwise_grid(dx.size), cfg.BLOCK, (dy, w, dx) + ints)
         return dx
-    m, cols = c // groups, n * h * wd
-    tile = _conv_tile(m, cols)
-    _launch("conv.cu", f"conv2d_backward_data_v2_{tile}", cfg.conv_grid(m, cols, tile, groups),
-            cfg.CONV_THREADS, args)
+    if _smallc(cg, r, s):
+        grid = cfg.check_grid("dy", (cfg.cdiv(n * h * wd, cfg.SMALLC_THREADS), c, 1))
+        _launch("conv.cu", "conv2d_backward_data_smallc_v1", grid, cfg.SMALLC_THREADS, (dy, w, dx) + ints)
+        return dx
+    kg, phases = k // groups, stride[0] * stride[1]
+    krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
+    cp_ = cfg.cdiv(cg, 4) * 4
+    wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
+    cfg.check_int32("w", wp.size, "packed weight size")
+    _launch("conv.cu", "conv2d_pack_backward_data_v1", _eltwise_grid(wp.size), cfg.BLOCK,
+            (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:] + (_i32(krs_max),))
+    cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
+    ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
+                       (_i32(krs_max),))
+    if splits > 1:
+        _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
     return dx
 
 
@@ -77,18 +151,10 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
     if settings.current().conv_version == 1:
         _launch("conv.cu", "conv2d_backward_weight_v1", _eltwise_grid(dw.size), cfg.BLOCK, (dy, x, dw) + ints)
         return dw
-    m, cols, red = k // groups, cg * r * s, n * p * q
-    tile = _conv_tile(m, cols)
-    splits, chunk = cfg.wgrad_splits(m, cols, red, tile, groups, num_sms())
-    grid = cfg.conv_grid(m, cols, tile, groups * splits)
-    name = f"conv2d_backward_weight_v2_{tile}"
-    if splits == 1:
-        _launch("conv.cu", name, grid, cfg.CONV_THREADS, (dy, x, dw) + ints + (_i32(1), _i32(chunk)))
-        return dw
-    ws = _alloc((splits, dw.size), _F32, "conv2d_backward_weight split-K workspace")
-    _launch("conv.cu", name, grid, cfg.CONV_THREADS, (dy, x, ws) + ints + (_i32(splits), _i32(chunk)))
-    _launch("conv.cu", "conv2d_wgrad_reduce_v1", _eltwise_grid(dw.size), cfg.BLOCK,
-            (ws, dw, np.int64(dw.size), _i32(splits)))
+    ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
+                       (dy, x, (), ints))
+    if splits > 1:
+        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw
 
 

@@ -92,12 +92,6 @@ def _launch(filename, name, grid, block, args):
     fn(tuple(int(g) for g in grid), (int(block),), args)
 
 
-def _conv_tile(m, cols):
-    """The v2 tile: the conv_tile setting (checked when set), else the launch heuristic's pick."""
-    tile = settings.current().conv_tile
-    return cfg.conv_tile(m, cols, num_sms()) if tile is None else tile
-
-
 def _eltwise_grid(n, per_thread=1):
     return (cfg.elementwise_blocks(n, num_sms(), cfg.BLOCK, per_thread),)
 

@@ -1,0 +1,231 @@
+"""GPU conv table: fastconv's cupy-family conv kernels beside cuDNN (torch), per call and kernel-only,
+fp32 (TF32 off on both sides) and TF32 (on on both sides).
+
+For every benchmarks/shapes.py conv shape x pass (18 rows) it first validates fastconv against torch
+in float64 on the GPU (fp32: relative L2 <= VALIDATE_TOL; TF32: elementwise within
+fastconv.testing.tf32_bound(reduction length) x the same pass on |operands|); a failed row is
+marked and makes the exit status 1. Then it times, as medians over --reps:
+
+- per call: CUDA events around one Python call (launch and host overhead included);
+- kernel-only: a CUDA graph of --graph-calls back-to-back calls (cupy stream capture for fastconv,
+  torch.cuda.graph for cuDNN), replayed, divided by the calls.
+
+cuDNN runs with torch.backends.cudnn.benchmark = True (its best algorithm per shape). The table gives
+ms per call and the ratio cuDNN time / fastconv time (> 1: fastconv faster), and the geometric means
+over the 18 rows, with the lenet and dcgan rows' minimum for the fp32 kernel-only ratio.
+
+    python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shapes import CONV_SHAPES  # noqa: E402
+
+import fastconv  # noqa: E402
+from fastconv import ops  # noqa: E402
+from fastconv.testing import rel_error, tf32_bound  # noqa: E402
+
+VALIDATE_TOL = 1e-4  # fp32 against float64; REDUCTION_TOL's level (weight gradients sum 1e5 products)
+PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def median_ms(cp, fn, reps, warmup):
+    """Median ms of one fn() between two CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = cp.cuda.Event(), cp.cuda.Event()
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(cp.cuda.get_elapsed_time(a, b))
+    return float(np.median(times))
+
+
+def capture(cp, fn, calls):
+    """A CUDA graph of ``calls`` back-to-back fn() on a fresh stream (fn warmed up first, so its
+    module is built and the memory pool holds its buffers); returns (stream, graph)."""
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        fn()
+        stream.synchronize()
+        stream.begin_capture()
+        for _ in range(calls):
+            fn()
+        graph = stream.end_capture()
+    return stream, graph
+
+
+def graph_ms_per_call(cp, fn, calls, reps, warmup):
+    """Kernel-only time of fastconv's fn: median graph replay time / calls."""
+    stream, graph = capture(cp, fn, calls)
+    with stream:
+        return median_ms(cp, lambda: graph.launch(stream), reps, warmup) / calls
+
+
+def torch_graph_ms_per_call(torch, fn, calls, reps, warmup):
+    """Kernel-only time of a torch fn: torch.cuda.graph of ``calls`` calls, replayed."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    times = []
+    for i in range(warmup + reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        if i >= warmup:
+            times.append(a.elapsed_time(b))
+    return float(np.median(times)) / calls
+
+
+def problem(cp, torch, shape, rng):
+    """Inputs of one shape and, per pass: fastconv call (precision), torch call, float64 reference,
+    float64 reference on |operands| and reduction length."""
+    import torch.nn.functional as F
+    n, c, h, w, k, r, s, st, pd = shape
+    x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
+    wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
+    b = cp.asarray(rng.standard_normal((k,), dtype=np.float32))
+    tx, tw, tb = (torch.from_dlpack(a) for a in (x, wt, b))
+    ty = F.conv2d(tx, tw, tb, st, pd)
+    dy = cp.asarray(rng.standard_normal(tuple(ty.shape), dtype=np.float32))
+    tdy = torch.from_dlpack(dy)
+    p, q = ty.shape[2], ty.shape[3]
+    d = {name: torch.from_dlpack(a).double() for name, a in (("x", x), ("w", wt), ("b", b), ("dy", dy))}
+    a = {name: t.abs() for name, t in d.items()}
+    grad = torch.nn.grad
+    return {
+        "forward": (lambda prec: ops.conv2d_forward(x, wt, b, st, pd, precision=prec),
+                    lambda: F.conv2d(tx, tw, tb, st, pd),
+                    lambda: F.conv2d(d["x"], d["w"], d["b"], st, pd),
+                    lambda: F.conv2d(a["x"], a["w"], None, st, pd), c * r * s),
+        "backward_data": (lambda prec: ops.conv2d_backward_data(dy, wt, x.shape, st, pd, precision=prec),
+                          lambda: grad.conv2d_input(tx.shape, tw, tdy, st, pd),
+                          lambda: grad.conv2d_input(d["x"].shape, d["w"], d["dy"], st, pd),
+                          lambda: grad.conv2d_input(a["x"].shape, a["w"], a["dy"], st, pd), k * r * s),
+        "backward_weight": (lambda prec: ops.conv2d_backward_weight(dy, x, wt.shape, st, pd, precision=prec),
+                            lambda: grad.conv2d_weight(tx, tw.shape, tdy, st, pd),
+                            lambda: grad.conv2d_weight(d["x"], d["w"].shape, d["dy"], st, pd),
+                            lambda: grad.conv2d_weight(a["x"], a["w"].shape, a["dy"], st, pd), n * p * q),
+    }
+
+
+def valid(cp, out, ref, mag, prec, terms):
+    """(ok, error): fp32 relative L2 error, TF32 worst elementwise error / its bound."""
+    if prec == "fp32":
+        err = rel_error(out, ref)
+        return err <= VALIDATE_TOL, err
+    o, r, m = cp.asarray(out, dtype=np.float64), cp.asarray(ref), cp.asarray(mag)
+    if not bool(cp.isfinite(o).all()):
+        return False, float("inf")
+    ratio = float((cp.abs(o - r) / (tf32_bound(terms) * m + 1e-30)).max())
+    return ratio <= 1.0, ratio
+
+
+def run(args):
+    import cupy as cp
+    import torch
+    torch.backends.cudnn.benchmark = True
+    rng = np.random.default_rng(0)
+    rows, bad = [], 0
+    for name, shape in CONV_SHAPES.items():
+        for ps, (fc, tc, ref64, mag64, terms) in problem(cp, torch, shape, rng).items():
+            ref, mag = cp.from_dlpack(ref64()), cp.from_dlpack(mag64())
+            row = {"row": f"{name} {ps}"}
+            for prec in ("fp32", "tf32"):
+                torch.backends.cudnn.allow_tf32 = prec == "tf32"
+                ok, err = valid(cp, fc(prec), ref, mag, prec, terms)
+                bad += not ok
+                row[f"{prec} error"] = err
+                row[f"{prec} ok"] = ok
+                if not ok:
+                    continue
+                call = (lambda f=fc, p=prec: f(p))
+                row[f"{prec} call ms"] = median_ms(cp, call, args.reps, args.warmup)
+                row[f"{prec} kernel ms"] = graph_ms_per_call(cp, call, args.graph_calls, args.reps, args.warmup)
+                row[f"{prec} cudnn call ms"] = median_ms(cp, tc, args.reps, args.warmup)
+                row[f"{prec} cudnn kernel ms"] = torch_graph_ms_per_call(torch, tc, args.graph_calls, args.reps,
+                                                                         args.warmup)
+            rows.append(row)
+    torch.backends.cudnn.allow_tf32 = False
+    return rows, bad
+
+
+def ratio(row, prec, kind):
+    t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
+    return c / t if t and c else float("nan")
+
+
+def geomean(values):
+    vals = [v for v in values if v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
+
+
+def print_table(rows, device):
+    print(f"conv, fastconv (cupy family) vs cuDNN, ms per call; ratio = cuDNN / fastconv; {device}")
+    head = f"{'row':<28}" + "".join(f"{h:>11}" for h in ("fp32 call", "cudnn", "ratio", "fp32 kern", "cudnn",
+                                                         "ratio", "tf32 kern", "cudnn", "ratio"))
+    print(head)
+    for r in rows:
+        cells = []
+        for prec, kind in (("fp32", "call"), ("fp32", "kernel"), ("tf32", "kernel")):
+            if not r[f"{prec} ok"]:
+                cells += [f"{'INVALID':>11}", f"{r[prec + ' error']:>11.2e}", f"{'':>11}"]
+                continue
+            cells += [f"{r[f'{prec} {kind} ms']:>11.4f}", f"{r[f'{prec} cudnn {kind} ms']:>11.4f}",
+                      f"{ratio(r, prec, kind):>11.2f}"]
+        print(f"{r['row']:<28}" + "".join(cells))
+    fp32 = [ratio(r, "fp32", "kernel") for r in rows]
+    small = [ratio(r, "fp32", "kernel") for r in rows if r["row"].startswith(("lenet", "dcgan"))]
+    print(f"geometric mean cuDNN/fastconv over {len(rows)} rows: fp32 per call "
+          f"{geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {geomean(fp32):.2f} "
+          f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
+          f"TF32 kernel-only {geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--graph-calls", type=int, default=20)
+    ap.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
+    args = ap.parse_args(argv)
+    from fastconv.backend import gpu_available
+    if not gpu_available():
+        print("conv_table: no usable CUDA GPU (CuPy and a device are needed)", file=sys.stderr)
+        return 2
+    import cupy as cp
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    device = f"{props['name'].decode() if isinstance(props['name'], bytes) else props['name']}"
+    with fastconv.using(kernels="cupy"):
+        rows, bad = run(args)
+    print_table(rows, device)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=1))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

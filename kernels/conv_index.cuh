@@ -1,0 +1,162 @@
+// conv_index.cuh - the index math of the implicit-GEMM conv kernels, as __host__ __device__
+// functions so that tests/test_conv_index.py compiles them with g++ and checks every address
+// against a naive im2col on the host. No CUDA built-ins here (only what g++ can compile with
+// __host__/__device__/__forceinline__ defined empty).
+//
+// The GEMM view of the three passes (per group g; "tap" = one (r, s) of the filter):
+//   forward          C[k][n=(img,p,q)]     = sum_{kk=(c,r,s)} Wf[kk][k] * X(kk, n)
+//   backward-data    C[c][n=(img,t,u)]     = sum_{kk=(k,i,j)} Wd[kk][c] * DY(kk, n), one GEMM per
+//                    output phase (h % sh, w % sw): h = h0 + t*sh, w = w0 + u*sw, and only the taps
+//                    r = r0 + i*rstep, s = s0 + j*sstep that reach that phase (no zero taps).
+//   backward-weight  C[k][n=(c,r,s)]       = sum_{kk=(img,p,q)} DY[img][k][p][q] * X(c, r, s; img, p, q)
+// The gathered operand of forward and backward-data is one "im2col" form: element (a, i, j) x
+// (img, t, u) of a tensor T[img][a][Th][Tw] at row t*hs + hb + i*hd and column u*ws + wb + j*wd, zero
+// outside [0, Th) x [0, Tw). Forward: T = x, (hs, hb, hd) = (sh, -ph, dh). Backward-data phase:
+// T = dy, (hs, hb, hd) = (1, pbase, -pstep): p = t + pbase - i*pstep.
+#pragma once
+
+#ifndef FC_HD
+#define FC_HD __host__ __device__ __forceinline__
+#endif
+
+// Mixed-radix counter over (a, i, j) with j fastest (j < nj, i < ni), advanced by a fixed step
+// without division: the step is split once into (da, di, dj) digits and each advance carries at
+// most one unit per digit. kk is the flat index a*ni*nj + i*nj + j.
+struct TapIter {
+    int a, i, j, kk;
+    int da, di, dj, ni, nj;
+    FC_HD void init(int kk0, int step, int ni_, int nj_) {
+        ni = ni_; nj = nj_;
+        const int nij = ni_ * nj_;
+        kk = kk0;
+        a = kk0 / nij; const int rem = kk0 - a * nij; i = rem / nj_; j = rem - i * nj_;
+        da = step / nij; const int srem = step - da * nij; di = srem / nj_; dj = srem - di * nj_;
+    }
+    FC_HD void next() {
+        kk += da * ni * nj + di * nj + dj;
+        j += dj;
+        int ci = 0;
+        if (j >= nj) { j -= nj; ci = 1; }
+        i += di + ci;
+        int ca = 0;
+        if (i >= ni) { i -= ni; ca = 1; }
+        a += da + ca;
+    }
+};
+
+// The gathered operand's geometry (see the header comment).
+struct Gather {
+    int Tc, Th, Tw;          // the tensor's channels (all groups), rows, columns
+    int a0;                  // first channel of the group
+    int na, ni, nj;          // reduction digits: channels of the group, taps along h, taps along w
+    int nt, nu;              // output sub-grid rows/cols (P, Q for forward; Ht, Wt of a phase)
+    int hs, hb, hd, ws, wb, wd;
+};
+
+// Column n = (img, t, u) of the gathered operand: its offset at reduction index 0 and first
+// row/column (decoded once per thread, before the main loop). Columns n >= ncols get a row far
+// out of range, so every address test fails for them.
+struct GatherCol {
+    int off, hb, wb;
+};
+FC_HD GatherCol gather_col(const Gather& g, int n, int ncols) {
+    GatherCol c;
+    if (n < ncols) {
+        const int tu = g.nt * g.nu, img = n / tu, rem = n - img * tu, t = rem / g.nu, u = rem - t * g.nu;
+        c.hb = t * g.hs + g.hb;
+        c.wb = u * g.ws + g.wb;
+        c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.hb * g.Tw + c.wb;
+    } else {
+        c.hb = -(1 << 29); c.wb = 0; c.off = 0;
+    }
+    return c;
+}
+// The element offset of (it, column c) in T and whether it lies inside the tensor (else zero).
+FC_HD int gather_addr(const Gather& g, const GatherCol& c, const TapIter& it, bool& ok) {
+    const int rd = it.i * g.hd, sd = it.j * g.wd, h = c.hb + rd, w = c.wb + sd;
+    ok = (unsigned)h < (unsigned)g.Th && (unsigned)w < (unsigned)g.Tw;
+    return c.off + it.a * g.Th * g.Tw + rd * g.Tw + sd;
+}
+
+// backward-weight B: column n = (c, r, s) of x (decoded once) and row kk = (img, p, q) (the
+// iterator): x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
+struct WgradGeom {
+    int C, H, W, c0g, R, S, sh, sw, ph, pw, dh, dw;
+};
+struct WgradCol {
+    int coff, rd, sd;
+};
+FC_HD WgradCol wgrad_col(const WgradGeom& g, int n, int crs) {
+    WgradCol c;
+    if (n < crs) {
+        const int RS = g.R * g.S, ch = n / RS, rs = n - ch * RS, r = rs / g.S, s = rs - r * g.S;
+        c.rd = r * g.dh; c.sd = s * g.dw;
+        c.coff = (g.c0g + ch) * g.H * g.W + c.rd * g.W + c.sd;
+    } else {
+        c.rd = -(1 << 29); c.sd = 0; c.coff = 0;
+    }
+    return c;
+}
+FC_HD int wgrad_addr(const WgradGeom& g, const WgradCol& c, const TapIter& it, bool& ok) {
+    const int h0 = it.i * g.sh - g.ph, w0 = it.j * g.sw - g.pw, h = h0 + c.rd, w = w0 + c.sd;
+    ok = (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
+    return it.a * g.C * g.H * g.W + h0 * g.W + w0 + c.coff;
+}
+
+// One backward-data output phase: rows h = h0 + t*sh (t < Ht) use the taps r = r0 + i*rstep
+// (i < Ri) and read dy row p = t + pbase - i*pstep; the same along w. A phase with Ht or Wt == 0
+// has no outputs; one with Ri or Sj == 0 has outputs that no tap reaches (they are zero).
+struct Phase {
+    int h0, Ht, r0, rstep, Ri, pbase, pstep;
+    int w0, Wt, s0, sstep, Sj, qbase, qstep;
+};
+
+// gcd of positive ints by subtraction and shifts (binary gcd): no division, so a kernel's setup
+// does not call the division slow path.
+FC_HD int gcd_int(int a, int b) {
+    int shift = 0;
+    while (((a | b) & 1) == 0) { a >>= 1; b >>= 1; ++shift; }
+    while ((a & 1) == 0) a >>= 1;
+    while (b) {
+        while ((b & 1) == 0) b >>= 1;
+        if (a > b) { const int t = a; a = b; b = t; }
+        b -= a;
+    }
+    return a << shift;
+}
+
+// One dimension of a phase: rows phi, phi + st, ... of an extent n, filter taps R at dilation d,
+// padding pd. Taps r reach row h when h + pd - r*d is a multiple of st.
+FC_HD void phase_dim(int phi, int n, int R, int st, int pd, int d, int& h0, int& nt, int& r0, int& rstep,
+                     int& nr, int& base, int& pstep) {
+    h0 = phi;
+    nt = phi < n ? (n - phi + st - 1) / st : 0;
+    rstep = st / gcd_int(st, d);
+    r0 = -1;
+    int res = (phi + pd) % st;          // (phi + pd - r*d) mod st, kept in [0, st) as r grows
+    const int dm = d % st;
+    for (int r = 0; r < R && r < rstep; ++r) {
+        if (res == 0) { r0 = r; break; }
+        res -= dm;
+        if (res < 0) res += st;
+    }
+    if (r0 < 0) { r0 = 0; nr = 0; base = 0; pstep = 0; return; }
+    nr = (R - r0 + rstep - 1) / rstep;
+    const int num = phi + pd - r0 * d;  // a multiple of st (may be negative)
+    base = num >= 0 ? num / st : -((-num) / st);
+    pstep = rstep * d / st;
+}
+
+FC_HD Phase bwd_phase(int phase, int H, int W, int R, int S, int sh, int sw, int ph, int pw, int dh, int dw) {
+    Phase f;
+    const int phi_h = phase / sw, phi_w = phase - phi_h * sw;
+    phase_dim(phi_h, H, R, sh, ph, dh, f.h0, f.Ht, f.r0, f.rstep, f.Ri, f.pbase, f.pstep);
+    phase_dim(phi_w, W, S, sw, pw, dw, f.w0, f.Wt, f.s0, f.sstep, f.Sj, f.qbase, f.qstep);
+    return f;
+}
+
+// The most taps any phase of one dimension has: ceil(R / rstep) (phases differ by at most one).
+FC_HD int phase_max_taps(int R, int st, int d) {
+    const int rstep = st / gcd_int(st, d);
+    return (R + rstep - 1) / rstep;
+}

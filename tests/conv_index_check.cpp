@@ -1,0 +1,161 @@
+// Host check of kernels/conv_index.cuh (built and run by tests/test_conv_index.py with g++):
+// every (block, thread, k-step) address the v3 loaders form, through the same functions and thread
+// maps, against a naive im2col; the backward-data phases against the plain tap condition.
+// argv: BN BK NT for each tile. Prints "ok <checks>" or the first mismatch, exit status 1.
+#define __host__
+#define __device__
+#define __forceinline__ inline
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "conv_index.cuh"
+
+static long checks = 0;
+#define EXPECT(cond, ...)                                      \
+    do {                                                       \
+        ++checks;                                              \
+        if (!(cond)) {                                         \
+            std::printf("mismatch: " __VA_ARGS__);             \
+            std::printf("\n");                                 \
+            std::exit(1);                                      \
+        }                                                      \
+    } while (0)
+
+struct Conv { int N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, G; };
+
+static int out_size(int h, int r, int st, int pd, int d) { return (h + 2 * pd - d * (r - 1) - 1) / st + 1; }
+
+// Walk every block column tile, thread and k step of a gather loader with TPR threads per k row.
+template <class Addr, class Naive>
+static void walk(int ncols, int kred, int BN, int BK, int NT, bool kk_fastest, int ni, int nj, Addr addr, Naive naive) {
+    const int TPR = kk_fastest ? NT / BK : NT / BK;  // threads per k row (both maps: NT / BK)
+    for (int n0 = 0; n0 < ncols; n0 += BN)
+        for (int tid = 0; tid < NT; ++tid) {
+            const int kk_off = kk_fastest ? tid % BK : tid / TPR, n_off = kk_fastest ? tid / BK : tid % TPR;
+            TapIter it;
+            it.init(kk_off, BK, ni, nj);
+            for (int step = 0; it.kk < kred; ++step) {
+                EXPECT(it.kk == kk_off + step * BK, "iterator kk %d, expected %d", it.kk, kk_off + step * BK);
+                for (int j = 0; j < BN / TPR; ++j) {
+                    const int n = n0 + n_off + j * TPR;
+                    bool ok, nok;
+                    const int a = addr(it, n, ok);
+                    const int b = naive(it.kk, n, nok);
+                    EXPECT(ok == (nok && n < ncols), "kk %d n %d: valid %d, naive %d", it.kk, n, ok, nok);
+                    if (ok) EXPECT(a == b, "kk %d n %d: address %d, naive %d", it.kk, n, a, b);
+                }
+                it.next();
+            }
+        }
+}
+
+static void check_forward(const Conv& c, int BN, int BK, int NT) {
+    const int P = out_size(c.H, c.R, c.sh, c.ph, c.dh), Q = out_size(c.W, c.S, c.sw, c.pw, c.dw);
+    const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
+    for (int g = 0; g < c.G; ++g) {
+        const Gather gg = {c.C, c.H, c.W, g * Cg, Cg, c.R, c.S, P, Q, c.sh, -c.ph, c.dh, c.sw, -c.pw, c.dw};
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(gg, gather_col(gg, n, ncols), it, ok); };
+        auto naive = [&](int kk, int n, bool& ok) {
+            const int ch = kk / (c.R * c.S), r = kk / c.S % c.R, s = kk % c.S;
+            const int img = n / (P * Q), p = n / Q % P, q = n % Q;
+            const int h = p * c.sh - c.ph + r * c.dh, w = q * c.sw - c.pw + s * c.dw;
+            ok = h >= 0 && h < c.H && w >= 0 && w < c.W;
+            return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
+        };
+        walk(ncols, kred, BN, BK, NT, false, c.R, c.S, addr, naive);
+    }
+}
+
+static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
+    const int P = out_size(c.H, c.R, c.sh, c.ph, c.dh), Q = out_size(c.W, c.S, c.sw, c.pw, c.dw);
+    const int Kg = c.K / c.G;
+    std::vector<int> seen(c.H * c.W, 0);
+    for (int phase = 0; phase < c.sh * c.sw; ++phase) {
+        const Phase f = bwd_phase(phase, c.H, c.W, c.R, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw);
+        EXPECT(f.Ri <= phase_max_taps(c.R, c.sh, c.dh) && f.Sj <= phase_max_taps(c.S, c.sw, c.dw), "phase taps");
+        for (int t = 0; t < f.Ht; ++t)
+            for (int u = 0; u < f.Wt; ++u) {
+                const int h = f.h0 + t * c.sh, w = f.w0 + u * c.sw;
+                EXPECT(h < c.H && w < c.W, "phase %d row %d col %d outside", phase, h, w);
+                ++seen[h * c.W + w];
+                // the phase's taps are exactly the taps r with (h + ph - r*dh) divisible by sh, each
+                // at dy row p = t + pbase - i*pstep
+                int want = 0;
+                for (int r = 0; r < c.R; ++r) want += ((h + c.ph - r * c.dh) % c.sh + c.sh) % c.sh == 0;
+                EXPECT(want == f.Ri, "h %d: %d taps, naive %d", h, f.Ri, want);
+                for (int i = 0; i < f.Ri; ++i) {
+                    const int r = f.r0 + i * f.rstep, num = h + c.ph - r * c.dh;
+                    EXPECT(r < c.R && ((num % c.sh) + c.sh) % c.sh == 0, "h %d tap %d", h, r);
+                    EXPECT(num == (t + f.pbase - i * f.pstep) * c.sh, "h %d tap %d: p", h, r);
+                }
+            }
+        if (f.Ht == 0 || f.Wt == 0) continue;
+        const int ncols = c.N * f.Ht * f.Wt, kred = Kg * f.Ri * f.Sj;
+        for (int g = 0; g < c.G; ++g) {
+            const Gather gg = {c.K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
+                               1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
+            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(gg, gather_col(gg, n, ncols), it, ok); };
+            auto naive = [&](int kk, int n, bool& ok) {
+                const int k = kk / (f.Ri * f.Sj), i = kk / f.Sj % f.Ri, j = kk % f.Sj;
+                const int img = n / (f.Ht * f.Wt), t = n / f.Wt % f.Ht, u = n % f.Wt;
+                const int h = f.h0 + t * c.sh, w = f.w0 + u * c.sw, r = f.r0 + i * f.rstep, s = f.s0 + j * f.sstep;
+                const int p = (h + c.ph - r * c.dh) / c.sh, q = (w + c.pw - s * c.dw) / c.sw;
+                ok = h + c.ph - r * c.dh >= 0 && w + c.pw - s * c.dw >= 0 && p < P && q < Q;
+                return ((img * c.K + g * Kg + k) * P + p) * Q + q;
+            };
+            walk(ncols, kred, BN, BK, NT, false, gg.ni, gg.nj, addr, naive);
+        }
+    }
+    for (int e = 0; e < c.H * c.W; ++e) EXPECT(seen[e] == 1, "dx element %d covered %d times", e, seen[e]);
+}
+
+static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
+    const int P = out_size(c.H, c.R, c.sh, c.ph, c.dh), Q = out_size(c.W, c.S, c.sw, c.pw, c.dw);
+    const int Cg = c.C / c.G, crs = Cg * c.R * c.S, kred = c.N * P * Q;
+    for (int g = 0; g < c.G; ++g) {
+        const WgradGeom wg = {c.C, c.H, c.W, g * Cg, c.R, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw};
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return wgrad_addr(wg, wgrad_col(wg, n, crs), it, ok); };
+        auto naive = [&](int kk, int n, bool& ok) {
+            const int img = kk / (P * Q), p = kk / Q % P, q = kk % Q;
+            const int ch = n / (c.R * c.S), r = n / c.S % c.R, s = n % c.S;
+            const int h = p * c.sh - c.ph + r * c.dh, w = q * c.sw - c.pw + s * c.dw;
+            ok = h >= 0 && h < c.H && w >= 0 && w < c.W;
+            return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
+        };
+        walk(crs, kred, BN, BK, NT, true, P, Q, addr, naive);
+    }
+}
+
+int main(int argc, char** argv) {
+    // N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, G
+    const Conv convs[] = {
+        {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1},  {2, 4, 9, 8, 6, 3, 2, 2, 1, 1, 0, 1, 2, 2},
+        {1, 6, 11, 10, 6, 3, 3, 2, 2, 2, 2, 2, 2, 6}, {3, 2, 5, 5, 4, 1, 1, 3, 3, 0, 0, 1, 1, 1},
+        {2, 1, 12, 12, 8, 5, 5, 1, 1, 2, 2, 1, 1, 1}, {2, 4, 8, 8, 8, 4, 4, 2, 2, 1, 1, 1, 1, 1},
+        {1, 5, 7, 7, 4, 3, 3, 3, 3, 1, 1, 2, 2, 1},   {1, 6, 5, 5, 6, 2, 2, 3, 3, 0, 0, 1, 1, 1},
+        {1, 2, 9, 10, 3, 4, 5, 4, 3, 3, 2, 2, 3, 1},  {2, 2, 1, 1, 2, 1, 1, 2, 2, 0, 0, 1, 1, 1},
+    };
+    // TapIter against division for many steps and shapes
+    for (int ni = 1; ni < 6; ++ni)
+        for (int nj = 1; nj < 6; ++nj)
+            for (int step = 1; step < 40; step += 3)
+                for (int k0 = 0; k0 < 9; ++k0) {
+                    TapIter it;
+                    it.init(k0, step, ni, nj);
+                    for (int n = 0; n < 30; ++n, it.next()) {
+                        const int kk = k0 + n * step;
+                        EXPECT(it.kk == kk && it.a == kk / (ni * nj) && it.i == kk / nj % ni && it.j == kk % nj,
+                               "TapIter ni %d nj %d step %d at %d", ni, nj, step, kk);
+                    }
+                }
+    for (int t = 1; t + 2 < argc; t += 3) {
+        const int BN = std::atoi(argv[t]), BK = std::atoi(argv[t + 1]), NT = std::atoi(argv[t + 2]);
+        for (const Conv& c : convs) {
+            check_forward(c, BN, BK, NT);
+            check_backward_data(c, BN, BK, NT);
+            check_backward_weight(c, BN, BK, NT);
+        }
+    }
+    std::printf("ok %ld\n", checks);
+    return 0;
+}

@@ -1,0 +1,277 @@
+"""The CUDA C conv kernels (kernels/conv.cu) run on the CPU execution layer (fastconv.emu) through
+their real launchers, against the float64 loop oracles of tests/oracle.py, outputs NaN-poisoned:
+every pass x every v3 tile, the small-channel kernels, the phase-decomposed backward-data (also as
+ConvTranspose2d forward), split-K, groups, dilation, padding, stride, the fused activations and the
+direct v1 reference. Each case also checks which kernels ran, so a path cannot silently change.
+
+fp32 is judged at relative L2 error <= F32_TOL (1e-5): every output is a single fp32 FMA chain of
+at most a few hundred terms. Shapes are tiny (the CPU layer runs each GPU thread as a fiber)."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+import fastconv
+import oracle as ref
+from fastconv import emu, ops
+from fastconv.backends.cuda import config as cfg
+from fastconv.testing import F32_TOL, assert_close, tf32_bound
+
+pytestmark = pytest.mark.skipif(__import__("shutil").which("g++") is None,
+                                reason="fastconv.emu compiles the CUDA C kernels with g++")
+TILES = list(cfg.CONV_TILES)
+ACTS = {"relu": lambda v: np.maximum(v, 0), "leaky_relu": lambda v: np.where(v > 0, v, 0.2 * v), "tanh": np.tanh}
+
+
+@pytest.fixture(scope="module")
+def cp():
+    with emu.activate() as stand_in:
+        yield stand_in
+
+
+def _run(cp, what, case, *, tile=None, version=3, activation=None, seed=0, tf32=False, absolute=False):
+    """Run one pass of case (N, C, H, W, K, R, S, stride, padding, dilation, groups) on the CPU
+    layer with poisoned outputs; returns (result, oracle, names of the kernels launched), and with
+    absolute=True also the oracle of the same pass on |operands| (no bias)."""
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // groups, r, s)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    hyper = (stride, padding, dilation, groups)
+    y_ref = ref.conv2d_forward(x, wt, b, *hyper)
+    dy = rng.standard_normal(y_ref.shape).astype(np.float32)
+    from fastconv.backends.cuda import conv as launchers
+    from fastconv.argcheck import conv_hyper
+    hp = conv_hyper(stride, padding, dilation)
+    with fastconv.using(poison=True, conv_tile=tile, conv_version=version, tf32=tf32), emu.trace() as t:
+        if what == "forward":
+            out = launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), cp.asarray(b), *hp, groups,
+                                           activation=activation, slope=0.2)
+            want = ACTS[activation](y_ref) if activation else y_ref
+        elif what == "backward_data":
+            out = ops.conv2d_backward_data(cp.asarray(dy), cp.asarray(wt), x.shape, *hyper)
+            want = ref.conv2d_backward_data(dy, wt, x.shape, *hyper)
+        else:
+            out = ops.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), wt.shape, *hyper)
+            want = ref.conv2d_backward_weight(dy, x, wt.shape, *hyper)
+    if absolute:
+        ax, aw, ady = np.abs(x), np.abs(wt), np.abs(dy)
+        mag = {"forward": lambda: ref.conv2d_forward(ax, aw, None, *hyper),
+               "backward_data": lambda: ref.conv2d_backward_data(ady, aw, x.shape, *hyper),
+               "backward_weight": lambda: ref.conv2d_backward_weight(ady, ax, wt.shape, *hyper)}[what]()
+        return cp.asnumpy(out), want, t.launch_names, mag
+    return cp.asnumpy(out), want, t.launch_names
+
+
+def _check(cp, what, case, **kw):
+    out, want, names = _run(cp, what, case, **kw)
+    assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output (an element not written); ran {names}"
+    assert_close(out, want, F32_TOL, f"{what} {case} {kw}")
+    return names
+
+
+# N, C, H, W, K, R, S, stride, padding, dilation, groups
+GEMM_CASES = [
+    (2, 6, 7, 6, 10, 3, 3, 1, 1, 1, 1),
+    (2, 8, 9, 8, 6, 3, 2, (2, 1), (1, 0), (1, 2), 2),      # groups, mixed stride, dilation
+    (1, 10, 8, 9, 5, 4, 4, 2, 1, 1, 1),                   # DCGAN-like 4/2/1: four phases of 2x2 taps
+    (2, 5, 7, 7, 4, 3, 3, 3, 1, 2, 1),                    # stride 3, dilation 2: phases of 1 or 2 taps
+    (1, 6, 5, 5, 6, 2, 2, 3, 0, 1, 1),                    # stride > kernel: phases no tap reaches (zeros)
+]
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_every_pass_and_tile(cp, what, tile):
+    for case in GEMM_CASES:
+        names = _check(cp, what, case, tile=tile)
+        assert f"conv2d_{what}_v3_{tile}" in names, names
+
+
+def test_phase_decomposition_is_one_launch_without_zero_taps(cp):
+    case = (1, 10, 8, 9, 5, 4, 4, 2, 1, 1, 1)
+    names = _check(cp, "backward_data", case, tile="t64x64")
+    gemm = [nm for nm in names if nm.startswith("conv2d_backward_data_v3")]
+    assert names[0] == "conv2d_pack_backward_data_v1" and len(gemm) == 1, names
+
+
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_split_k(cp, what):
+    # one-block grids with reductions of C*R*S = K*R*S = 128 and N*P*Q = 150 (>= 2 * MIN_SPLIT_CHUNK)
+    case = (6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)
+    names = _check(cp, what, case, tile="t64x64")
+    assert "conv2d_splitk_reduce_v1" in names, names
+
+
+@pytest.mark.parametrize("activation", list(ACTS))
+@pytest.mark.parametrize("split", [False, True])
+def test_fused_bias_and_activation(cp, activation, split):
+    case = (3, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1) if split else (2, 6, 7, 6, 10, 3, 3, 1, 1, 1, 1)
+    names = _check(cp, "forward", case, tile="t64x64", activation=activation)
+    assert ("conv2d_splitk_reduce_v1" in names) == split, names
+
+
+def test_unknown_activation_is_refused(cp):
+    from fastconv.backends.cuda import conv as launchers
+    x, w = cp.zeros((1, 1, 3, 3), np.float32), cp.zeros((1, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="activation: got 'gelu'"):
+        launchers.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 1, activation="gelu")
+
+
+SMALL_CASES = [
+    (2, 1, 10, 9, 6, 5, 5, 1, 2, 1, 1),     # LeNet conv1-like: C = 1, 5x5, pad 2
+    (2, 2, 9, 9, 4, 3, 3, 2, 1, 1, 1),      # C*R*S = 18, strided (phases in the direct kernel)
+    (1, 4, 7, 8, 4, 2, 2, 1, 0, 2, 2),      # groups, dilation
+    (1, 2, 5, 6, 140, 2, 2, 1, 1, 1, 2),    # 70 filters per group: the forward stages them in two chunks
+]
+
+
+@pytest.mark.parametrize("case", SMALL_CASES)
+def test_small_channel_paths(cp, case):
+    assert "conv2d_forward_smallc_v1" in _check(cp, "forward", case, activation="relu")
+    assert "conv2d_backward_data_smallc_v1" in _check(cp, "backward_data", case)
+    assert "conv2d_backward_weight_v3_t64x32" in _check(cp, "backward_weight", case)
+
+
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_direct_reference_v1(cp, what):
+    for case in GEMM_CASES[:2] + SMALL_CASES[:1]:
+        names = _check(cp, what, case, version=1)
+        assert names == [f"conv2d_{what}_v1"], names
+
+
+def test_shuffled_threads(cp):
+    """Threads of a block in a seeded random order between barriers: a missing __syncthreads or a
+    cp.async read before its wait shows up as a wrong result."""
+    with emu.shuffled(7):
+        for what in ("forward", "backward_data", "backward_weight"):
+            _check(cp, what, GEMM_CASES[2], tile="t128x64")
+            _check(cp, what, SMALL_CASES[1])
+
+
+def test_conv_transpose2d_forward_runs_the_phases(cp):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 4, 5)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 4, 4)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    with fastconv.using(poison=True), emu.trace() as t:
+        y = cp.asnumpy(ops.conv_transpose2d_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b), 2, 1, 1))
+    assert_close(y, ref.conv_transpose2d_forward(x, w, b, 2, 1, 1), F32_TOL, "conv_transpose2d")
+    assert any(nm.startswith("conv2d_backward_data_v3") for nm in t.launch_names)
+
+
+@hsettings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(n=st.integers(1, 2), cg=st.integers(1, 5), kg=st.integers(1, 6), groups=st.integers(1, 2),
+       h=st.integers(1, 7), w=st.integers(1, 7), r=st.integers(1, 4), s=st.integers(1, 4),
+       stride=st.integers(1, 3), padding=st.integers(0, 2), dilation=st.integers(1, 2),
+       what=st.sampled_from(["forward", "backward_data", "backward_weight"]), tile=st.sampled_from([None] + TILES))
+def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, dilation, what, tile):
+    if h + 2 * padding < dilation * (r - 1) + 1 or w + 2 * padding < dilation * (s - 1) + 1:
+        return  # no output
+    _check(cp, what, (n, cg * groups, h, w, kg * groups, r, s, stride, padding, dilation, groups), tile=tile)
+
+
+# TF32 is judged elementwise by fastconv.testing.tf32_bound (its derivation is there) times the same
+# pass on |operands|, for 216 terms (more than any reduction of these shapes, at most 160); its error must
+# also be above fp32's (TF32 really ran).
+TF32_BOUND = tf32_bound(216)
+
+
+@pytest.mark.parametrize("tile", cfg.TF32_TILES)
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_tf32_within_its_rounding_bound(cp, what, tile):
+    worst = 0.0
+    for case in GEMM_CASES[:3] + [(6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)]:  # the last one is split along K
+        out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True)
+        assert f"conv2d_{what}_v3_tf32_{tile}" in names, names
+        assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
+        err = np.abs(out.astype(np.float64) - want)
+        assert (err <= TF32_BOUND * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (TF32_BOUND * mag)).max()}"
+        worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
+    assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
+
+
+def test_tf32_paths_avoid_fp32_only_kernels(cp):
+    """With tf32 on, small-channel shapes run the TF32 core (t64x64), not the FFMA direct kernels."""
+    case = SMALL_CASES[0]
+    for what in ("forward", "backward_data", "backward_weight"):
+        out, want, names, mag = _run(cp, what, case, tf32=True, absolute=True)
+        assert names[-1] == f"conv2d_{what}_v3_tf32_t64x64" or "conv2d_splitk_reduce_v1" in names, names
+        assert (np.abs(out - want) <= TF32_BOUND * mag + 1e-30).all()
+    with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
+        _run(cp, "forward", case, tile="t64x32", tf32=True)
+
+
+def test_precision_argument_on_ops_and_layers(cp):
+    """precision="tf32" on a conv op or layer runs the TF32 kernels for that call; "fp32" wins over
+    the tf32 setting; the setting comes back afterwards."""
+    from fastconv import nn
+    rng = np.random.default_rng(5)
+    x = cp.asarray(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
+    w = cp.asarray(rng.standard_normal((8, 8, 3, 3)).astype(np.float32))
+    with emu.trace() as t:
+        ops.conv2d_forward(x, w, None, 1, 1, precision="tf32")
+        with fastconv.using(tf32=True):
+            ops.conv2d_backward_data(ops.conv2d_forward(x, w, None, 1, 1), w, x.shape, 1, 1, precision="fp32")
+        layer = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1, precision="tf32", rng=rng).to("cuda")
+        layer.backward(layer.forward(x))
+    names = [nm for nm in t.launch_names if "_v3_" in nm]
+    # the op's argument, the setting, "fp32" over the setting, then the layer's three passes
+    assert ["tf32" in nm for nm in names] == [True, True, False, True, True, True], names
+    assert not fastconv.settings.current().tf32
+
+
+def test_precision_errors_and_environment(monkeypatch):
+    from fastconv import nn, settings
+    with pytest.raises(ValueError, match="precision: got 'fp16', expected None, 'fp32' or 'tf32'"):
+        ops.conv2d_forward(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32), precision="fp16")
+    with pytest.raises(ValueError, match="precision: got 'bf16'"):
+        nn.Conv2d(1, 2, 3, precision="bf16")
+    monkeypatch.setenv("FASTCONV_TF32", "1")
+    assert settings.from_environment().tf32
+    monkeypatch.setenv("FASTCONV_TF32", "yes")
+    with pytest.raises(ValueError, match="FASTCONV_TF32: got 'yes', expected '1'"):
+        settings.from_environment()
+
+
+def test_tf32_cli_flag(monkeypatch):
+    import fastconv.train.cnn as cnn
+    from fastconv import cli, settings
+    seen = {}
+    monkeypatch.setattr(cnn, "train_cnn", lambda cfg: seen.setdefault("tf32", settings.current().tf32) and
+                        {"test_accuracy": None, "epochs": 0})
+    cli.main(["train", "cnn", "--dry-run", "--tf32"])
+    assert seen == {"tf32": True}
+
+
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_conv_passes_replay_from_a_cuda_graph(cp, what):
+    """benchmarks/conv_table.py times kernels as a captured CUDA graph: every path's launches
+    (packing, split-K workspace and reduce, phases) capture without a sync and replay to the same
+    result into the buffers captured."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("conv_table", Path(__file__).parents[2] / "benchmarks" / "conv_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    case = (6, 8, 6, 6, 8, 4, 4, 2, 1, 1, 1)   # split-K and four phases
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(case[:4]).astype(np.float32)
+    w = rng.standard_normal((8, 8, 4, 4)).astype(np.float32)
+    dy = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    gx, gw, gdy = cp.asarray(x), cp.asarray(w), cp.asarray(dy)
+    fn, want = {
+        "forward": (lambda: ops.conv2d_forward(gx, gw, None, 2, 1), ref.conv2d_forward(x, w, None, 2, 1)),
+        "backward_data": (lambda: ops.conv2d_backward_data(gdy, gw, x.shape, 2, 1),
+                          ref.conv2d_backward_data(dy, w, x.shape, 2, 1)),
+        "backward_weight": (lambda: ops.conv2d_backward_weight(gdy, gx, w.shape, 2, 1),
+                            ref.conv2d_backward_weight(dy, x, w.shape, 2, 1)),
+    }[what]
+    last = []
+    stream, graph = table.capture(cp, lambda: last.append(fn()), 2)
+    out = last[-1]
+    out.fill(np.nan)
+    graph.launch(stream)
+    stream.synchronize()
+    assert_close(cp.asnumpy(out), want, F32_TOL, f"{what} replayed")

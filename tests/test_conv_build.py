@@ -1,0 +1,174 @@
+"""The conv kernels as built for the GPU, checked without one: kernels/conv.cu (as the loader hands
+it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
+
+- ptxas budget per kernel: zero spill bytes for every conv kernel, and each v3 tile within the
+  registers its __launch_bounds__ allows (65536 / (threads x min blocks), at most 255);
+- SASS (nvdisasm, from the nvidia-cuda-nvdisasm wheel or PATH) of each v3 kernel's main loop (the
+  loop holding most of the kernel's FFMA): LDGSTS (cp.async) and LDS.128 present, 16-byte LDGSTS
+  for the packed weights of forward and backward-data, no integer-division sequence (IMAD.HI,
+  MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit) and FFMA at least 60 % of the loop's
+  instructions (55 % for the BK = 4 tiles);
+- TF32 kernels: HMMA (mma.sync m16n8k8) and LDGSTS in the main loop, no division;
+- the tile table of fastconv/backends/cuda/config.py equals the CONV_V3_KERNELS lines of conv.cu.
+
+Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
+
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fastconv.backends.cuda import config as cfg
+from fastconv.backends.cuda import loader
+
+NVCC = shutil.which("nvcc")
+ARCHS = ("sm_80", "sm_90")
+PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
+TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
+
+
+def _nvdisasm():
+    found = shutil.which("nvdisasm")
+    if found:
+        return found
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    hits = [p for d in nvidia.__path__ for p in Path(d).glob("cu*/bin/nvdisasm")]
+    return str(hits[0]) if hits else None
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    if NVCC is None:
+        pytest.skip("nvcc is not on PATH")
+    tmp = tmp_path_factory.mktemp("conv_build")
+    src = tmp / "conv.cu"
+    src.write_text(loader.source("conv.cu"))
+    out = {}
+    procs = {a: subprocess.Popen([NVCC, f"-arch={a}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu", "-o",
+                                  str(tmp / f"{a}.cubin"), str(src)], stderr=subprocess.PIPE, text=True)
+             for a in ARCHS}
+    for a, p in procs.items():
+        log = p.communicate()[1]
+        assert p.returncode == 0, log
+        out[a] = (tmp / f"{a}.cubin", _ptxas(log))
+    return out
+
+
+def _ptxas(log):
+    """{kernel: (registers, spill store bytes, spill load bytes)} from ptxas -v."""
+    res, name = {}, None
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            name = m.group(1)
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and name:
+            spills = (int(m.group(1)), int(m.group(2)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m and name:
+            res[name] = (int(m.group(1)),) + spills
+            name = None
+    return res
+
+
+def _budget(kernel):
+    tile = kernel.rsplit("_", 1)[1]
+    if kernel in V3 or kernel in TF32:
+        _, _, _, nt, minb = cfg.CONV_TILES[tile]
+        return min(255, 65536 // (nt * minb))
+    return 255
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kernel", cfg.KERNELS["conv.cu"])
+def test_ptxas_budget(builds, arch, kernel):
+    regs, stores, loads = builds[arch][1][kernel]
+    assert stores == 0 and loads == 0, f"{kernel} ({arch}): {stores} B spill stores, {loads} B spill loads"
+    assert regs <= _budget(kernel), f"{kernel} ({arch}): {regs} registers, budget {_budget(kernel)}"
+
+
+def _sass_functions(cubin):
+    nvdisasm = _nvdisasm()
+    if nvdisasm is None:
+        pytest.skip("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
+    text = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True, check=True).stdout
+    funcs = {}
+    for part in re.split(r"\n\s*\.section\s+\.text\.", text)[1:]:
+        funcs[part.split(",")[0].split("\n")[0]] = part.splitlines()
+    return funcs
+
+
+def _opcodes(lines):
+    ops = []
+    for line in lines:
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if m:
+            ops.append(m.group(1))
+    return ops
+
+
+def main_loop(lines, op="FFMA"):
+    """The opcodes of the loop (a backward branch to a label) that holds the most ``op``."""
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
+    best = []
+    for i, line in enumerate(lines):
+        m = re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)
+        if m and labels.get(m.group(1), i + 1) < i:
+            ops = _opcodes(lines[labels[m.group(1)]:i + 1])
+            if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
+                best = ops
+    return best
+
+
+@pytest.fixture(scope="module")
+def sass(builds):
+    return {a: _sass_functions(builds[a][0]) for a in ARCHS}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kernel", V3)
+def test_main_loop_sass(sass, arch, kernel):
+    ops = main_loop(sass[arch][kernel])
+    counts = Counter(op.split(".")[0] for op in ops)
+    assert counts["FFMA"] >= 512 * (1 if "t64x32" not in kernel and "t32x128" not in kernel else 0.5), counts
+    assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
+    assert "LDS.128" in ops, f"{kernel} ({arch}): no 128-bit shared loads in the main loop"
+    if "backward_weight" not in kernel:  # packed weights: 16-byte cp.async
+        assert any(op.startswith("LDGSTS") and op.endswith(".128") for op in ops), sorted(set(ops))
+    _no_division(kernel, arch, ops)
+    share = 0.6 if cfg.CONV_TILES[kernel.rsplit("_", 1)[1]][2] >= 8 else 0.55  # BK 4: loads weigh more
+    assert counts["FFMA"] >= share * len(ops), f"{kernel} ({arch}): FFMA {counts['FFMA']} of {len(ops)}"
+
+
+def _no_division(kernel, arch, ops):
+    bad = [op for op in ops if op.startswith(("IMAD.HI", "MUFU.RCP", "I2F", "F2I"))]
+    # a CALL is a division subroutine unless it is sm_80's loop exit (a predicated CALL to the
+    # code after the loop, then BRA)
+    bad += [op for op, nxt in zip(ops, ops[1:] + [""]) if op.startswith("CALL") and nxt != "BRA"]
+    assert not bad, f"{kernel} ({arch}): division-like instructions in the main loop: {bad}"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kernel", TF32)
+def test_tf32_main_loop_sass(sass, arch, kernel):
+    """TF32 kernels: 16 HMMA (m16n8k8) per k step of 8 in the main loop, fed by cp.async."""
+    ops = main_loop(sass[arch][kernel], "HMMA")
+    counts = Counter(op.split(".")[0] for op in ops)
+    assert counts["HMMA"] >= 16, f"{kernel} ({arch}): {counts}"
+    assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
+    _no_division(kernel, arch, ops)
+
+
+def test_tile_table_matches_the_kernels():
+    text = (loader.kernel_dir() / "conv.cu").read_text()
+    rows = re.findall(r"^CONV_V3_KERNELS\((\w+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", text, re.M)
+    table = {name: (int(bm), int(bn), int(bk), 32 * int(wr) * int(wc), int(minb))
+             for name, bm, bn, bk, wr, wc, _, _, minb in rows}
+    assert table == cfg.CONV_TILES

@@ -228,27 +228,29 @@ def test_int32_arguments_raise_value_errors(fake_cupy):
     assert cuda._i32s("x", "N C", (3, 4)) == (np.int32(3), np.int32(4))
     with pytest.raises(ValueError, match=r"x: got C = 2147483648, expected at most 2147483647"):
         cuda._i32s("x", "N C", (3, 2**31))
-    with pytest.raises(ValueError, match=r"x: got N\*C = 3000000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 48000000000"):
         cuda._pool_ints("x", 3 * 10**9, 4, 4, 2, 2, (2, 2), (2, 2), (0, 0))
-    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*P\*Q = 2200000000"):
+        cuda._pool_ints("x", 2 * 10**8, 3, 3, 11, 1, (1, 1), (1, 1), (4, 0))
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda._pool_ints("dy", 1, 50000, 50000, 25000, 25000, (2, 2), (2, 2), (0, 0))
 
 
 def test_pool_launchers_check_plane_size_before_allocating(fake_cupy):
-    """avg-pool forward/backward and max-pool backward refuse H*W past int32 as max-pool forward
-    does, before any GPU memory is asked for (the stand-in cupy fails any allocation)."""
+    """every pool launcher refuses N*C*H*W past INT32_LIMIT (its kernels index in 32 bits) before
+    any GPU memory is asked for (the stand-in cupy fails any allocation)."""
     fake, cuda = fake_cupy
     big = (1, 1, 50000, 50000)
     dy = fake.ndarray((1, 1, 2, 2))
     am = fake.ndarray((1, 1, 2, 2), np.int32)
     pool = ((2, 2), (2, 2), (0, 0))
-    with pytest.raises(ValueError, match=r"x: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2500000000"):
         cuda.max_pool2d_forward(fake.ndarray(big), *pool)
-    with pytest.raises(ValueError, match=r"x: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2500000000"):
         cuda.avg_pool2d_forward(fake.ndarray(big), *pool, True)
-    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda.avg_pool2d_backward(dy, big, *pool, True)
-    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda.max_pool2d_backward(dy, am, big, *pool)
     with pytest.raises(ValueError, match=r"dy: got N\*K\*P\*Q|dy: got N\*H\*W"):
         cuda.conv2d_backward_data(fake.ndarray((1, 1, 2, 2)), fake.ndarray((1, 1, 1, 1)), big, (1, 1), (0, 0),
@@ -260,21 +262,21 @@ def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
     fake, _ = fake_cupy
     monkeypatch.delenv("FASTCONV_CUDA_DEFINES", raising=False)
     built = fake.state.built
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
-    cuda_loader.function("pool.cu", "avg_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
+    cuda_loader.function("pool.cu", "avg_pool2d_forward_v2")
     assert len(built) == 1 and built[0][0] == 0
     fake.state.device = 1
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
     assert len(built) == 2 and built[1][0] == 1
     fake.state.device = 0
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
     assert len(built) == 2  # device 0's module is reused
     monkeypatch.setenv("FASTCONV_CUDA_DEFINES", "CONV_BK_T64=8, CONV_MIN_BLOCKS=2")
     cuda_loader.function("conv.cu", "conv2d_forward_v2_t64x64")
     assert len(built) == 3 and built[2][1].startswith("#define CONV_BK_T64 8\n#define CONV_MIN_BLOCKS 2\n")
     cuda_loader.function("conv.cu", "conv2d_forward_v2_t32x128")
     assert len(built) == 3
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")  # the hook applies to every module
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")  # the hook applies to every module
     assert len(built) == 4 and built[3][1].startswith("#define CONV_BK_T64 8\n")
     cuda_loader.function("conv.cu", "conv2d_forward_v2_t64x64", {"CONV_BK_T64": 16})  # an argument wins
     assert len(built) == 5 and built[4][1].startswith("#define CONV_BK_T64 16\n#define CONV_MIN_BLOCKS 2\n")

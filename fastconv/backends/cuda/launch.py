@@ -102,5 +102,6 @@ def _eltwise_grid(n, per_thread=1):
     return (cfg.elementwise_blocks(n, num_sms(), cfg.BLOCK, per_thread),)
 
 
-def _aligned(*arrays):
-    return all(a.data.ptr % 16 == 0 for a in arrays)
+def _aligned(*arrays, nbytes=16):
+    """Whether every array starts on an ``nbytes`` boundary (a view may not: vector loads need it)."""
+    return all(a.data.ptr % nbytes == 0 for a in arrays)

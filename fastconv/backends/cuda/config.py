@@ -20,6 +20,7 @@ MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_WGRAD_SPLITS = 256
 MIN_WGRAD_CHUNK = 256       # reduction elements per split-K slice, at least
+MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
 SPLIT_ALIGN = 16            # split-K slices are whole BK tiles for every tile shape (BK 8 or 16)
 
 # tile name -> (BM, BN, BK), as instantiated by CONV_V2_KERNELS in kernels/conv.cu
@@ -43,7 +44,9 @@ KERNELS = {
     ),
     "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                                              "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w")),
-    "batchnorm.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
+    "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2"),
+    "batchnorm.cu": ("batchnorm_forward_eval_v2",) + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
+            for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1"),
 }
@@ -82,6 +85,21 @@ def elementwise_blocks(n: int, num_sms: int, block: int = BLOCK, per_thread: int
                          f"per_thread={per_thread}; expected n >= 0 and positive others")
     need = cdiv(cdiv(n, per_thread), block)
     return max(1, min(need, 32 * num_sms))
+
+
+def channel_splits(channels: int, rows: int, row_elems: int, num_sms: int) -> tuple[int, int]:
+    """Slices of a per-channel reduction over an (N, C, HW) tensor (kernels/reduce.cuh): returns
+    (splits, chunk), ``chunk`` batch rows per slice and splits = ceil(rows / chunk), so the slices
+    are non-empty and tile [0, rows) exactly. Aims at about 4 blocks per SM in all (channels x
+    splits) while each block keeps >= MIN_SLICE_ELEMS elements (enough loads in flight per thread);
+    the grid's y extent is ``channels`` (<= 65535, checked by the launcher's check_grid)."""
+    if channels < 1 or rows < 1 or row_elems < 1 or num_sms < 1:
+        raise ValueError(f"channel_splits: got channels={channels}, rows={rows}, row_elems={row_elems}, "
+                         f"num_sms={num_sms}; expected positive sizes")
+    want = cdiv(4 * num_sms, channels)
+    want = max(1, min(want, rows, rows * row_elems // MIN_SLICE_ELEMS))
+    chunk = cdiv(rows, want)
+    return cdiv(rows, chunk), chunk
 
 
 def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:

@@ -1,4 +1,5 @@
-"""Launchers of kernels/conv.cu: conv2d forward, backward data, backward weight (split-K), bias."""
+"""Launchers of kernels/conv.cu: conv2d forward, backward data, backward weight (split-K); the bias
+gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
+from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .launch import _F32, _alloc, _arg, _conv_tile, _eltwise_grid, _i32, _i32s, _launch, num_sms
 
 
@@ -91,10 +93,3 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
             (ws, dw, np.int64(dw.size), _i32(splits)))
     return dw
 
-
-def conv2d_backward_bias(dy):
-    dy = _arg(dy, "dy")
-    n, k, p, q = dy.shape
-    db = _alloc((k,), _F32, "conv2d_backward_bias output")
-    _launch("conv.cu", "conv2d_backward_bias_v1", (k,), cfg.BLOCK, (dy, db) + _i32s("dy", "N K P*Q", (n, k, p * q)))
-    return db

@@ -36,12 +36,9 @@ KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
     + tuple(f"{p}_v2_{t}" for p in _CONV_PASSES for t in CONV_TILES)
     + ("conv2d_wgrad_reduce_v1", "conv2d_backward_bias_v1"),
-    "activation.cu": (
-        "relu_forward_v1", "relu_backward_v1", "relu_forward_v2", "relu_backward_v2",
-        "leaky_relu_forward_v1", "leaky_relu_backward_v1", "leaky_relu_forward_v2", "leaky_relu_backward_v2",
-        "sigmoid_forward_v1", "sigmoid_backward_v1", "tanh_forward_v1", "tanh_backward_v1",
-        "dropout_forward_v1", "dropout_backward_v1",
-    ),
+    "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
+                           for p in ("forward", "backward") for v in ("v1", "v2"))
+    + ("dropout_forward_v1", "dropout_backward_v1"),
     "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                                              "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w")),
     "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2"),

@@ -9,7 +9,7 @@
 //        vectors, two vectors in flight per thread (both loaded before either is stored), the
 //        n%4 tail done by the first threads; the launcher uses v2 only when every pointer is
 //        16-byte aligned.
-// The activations index in 32 bits (the launcher checks n <= INT32_LIMIT); dropout in 64.
+// Every kernel here indexes in 32 bits (the launcher checks n <= INT32_LIMIT).
 // Backward passes take the forward OUTPUT y (relu: y > 0 <=> x > 0; sigmoid' = y(1-y);
 // tanh' = 1-y^2). Work of each: n elements, (2 or 3) * n * 4 B moved, O(1) FLOPs per element:
 // bandwidth-bound, judged against the device's copy bandwidth.
@@ -132,11 +132,11 @@ __device__ __forceinline__ unsigned int fmix32(unsigned int h) {
 
 // Work: a 32-bit hash (integer ops) and 1 FLOP per element. Traffic: n * (4 + 4 + 1) B.
 extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float* __restrict__ y,
-                                              unsigned char* __restrict__ mask, i64 n, unsigned int seed,
+                                              unsigned char* __restrict__ mask, int n, unsigned int seed,
                                               unsigned long long thr, float scale) {
     const unsigned int hs = fmix32(seed);
-    GRID_STRIDE(i, n) {
-        const unsigned int h = fmix32((unsigned int)i ^ hs);
+    GRID_STRIDE32(i, n) {
+        const unsigned int h = fmix32(i ^ hs);
         const bool k = (unsigned long long)h >= thr;
         mask[i] = k ? 1 : 0;
         y[i] = k ? x[i] * scale : 0.f;
@@ -144,6 +144,6 @@ extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float
 }
 // Work: 1 FLOP per element. Traffic: n * (4 + 1 + 4) B.
 extern "C" __global__ void dropout_backward_v1(const float* __restrict__ dy, const unsigned char* __restrict__ mask,
-                                               float* __restrict__ dx, i64 n, float scale) {
-    GRID_STRIDE(i, n) dx[i] = mask[i] ? dy[i] * scale : 0.f;
+                                               float* __restrict__ dx, int n, float scale) {
+    GRID_STRIDE32(i, n) dx[i] = mask[i] ? dy[i] * scale : 0.f;
 }

@@ -165,6 +165,18 @@ def test_activation(cp, rng, name, n, offset, version):
     assert_close(dx, _grad(name, dy[offset:], y_host), F32_TOL, f"{name}_backward")
 
 
+def test_dropout_mask_matches_the_oracle(cp, rng):
+    x = rng.standard_normal((3, 37)).astype(np.float32)
+    dy = rng.standard_normal((3, 37)).astype(np.float32)
+    y, mask = ops.dropout_forward(cp.asarray(x), 0.3, 7)
+    want = ref.dropout_mask(x.size, 0.3, 7).reshape(x.shape)
+    np.testing.assert_array_equal(cp.asnumpy(mask), want)
+    scale = np.float32(1 / (1 - 0.3))
+    assert_close(y, np.where(want, x * scale, 0), F32_TOL, "dropout_forward")
+    assert_close(ops.dropout_backward(cp.asarray(dy), mask, 0.3), np.where(want, dy * scale, 0), F32_TOL,
+                 "dropout_backward")
+
+
 # ---- batchnorm and the conv bias gradient: multi-block reductions -----------------------------
 
 # (100, 2, 1, 3): a one-slice block walks 100 rows of 3 with 256 threads, so the row/column step of

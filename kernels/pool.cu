@@ -20,6 +20,11 @@
 //                           adjacent outputs; backward writes each input pixel once (windows do
 //                           not overlap), zeroing the last row when H is odd. The argmax is the
 //                           same int32 plane index as the general kernels'.
+//   relu_max_pool2d_forward_v1, relu_max_pool2d_backward_v1
+//                           ReLU + max pooling fused, any window: y = max-pool(relu(x)) and a compact
+//                           uint8 argmax (window index r*kw + s, 255 = no gradient: max <= 0 or NaN).
+//   relu_max_pool2d_forward_v2_*, relu_max_pool2d_backward_v2_*
+//                           its 2x2 / stride 2 fast path (_v2_2x2, _v2_2x2w as above).
 // Index math is 32-bit (unsigned): the launcher checks N*C*H*W and N*C*P*Q <= INT32_LIMIT.
 // Work: forward reads N*C*H*W*4 B (once per window overlap, cache-served) and writes the
 // output (+ int32 argmax); backward reads dy (+argmax) and writes dx once. Bandwidth-bound.
@@ -178,6 +183,15 @@ __device__ __forceinline__ void store(float* p, const float (&v)[4]) {
 }
 __device__ __forceinline__ void store(int* p, const int (&v)[1]) { *p = v[0]; }
 __device__ __forceinline__ void store(int* p, const int (&v)[2]) { *reinterpret_cast<int2*>(p) = make_int2(v[0], v[1]); }
+__device__ __forceinline__ void load(const unsigned char* p, int (&v)[1]) { v[0] = *p; }
+__device__ __forceinline__ void load(const unsigned char* p, int (&v)[2]) {
+    const uchar2 r = *reinterpret_cast<const uchar2*>(p);
+    v[0] = r.x; v[1] = r.y;
+}
+__device__ __forceinline__ void store(unsigned char* p, const int (&v)[1]) { *p = (unsigned char)v[0]; }
+__device__ __forceinline__ void store(unsigned char* p, const int (&v)[2]) {
+    *reinterpret_cast<uchar2*>(p) = make_uchar2((unsigned char)v[0], (unsigned char)v[1]);
+}
 
 // Item i of NC*P*(Q/V) (plane nc, output row p, column group j): the flat offset of its input
 // block's top-left pixel and that pixel's index in its plane (2p rows down, 2Vj columns across).
@@ -188,6 +202,17 @@ __device__ __forceinline__ void block2x2(u32 i, int H, int W, int P, int QV, u32
     split3(i, P, QV, nc, p, j);
     plane_top = 2 * p * W + 2 * V * j;
     top = nc * (u32)(H * W) + plane_top;
+}
+
+// Maximum m of a 2x2 window (a b / c d) and its index k in scan order (0..3): the first maximum
+// wins, and the first NaN, as in the general kernel.
+__device__ __forceinline__ void max4(float a, float b, float c, float d, float& m, int& k) {
+    const float win[4] = {a, b, c, d};
+    m = win[0];
+    k = 0;
+#pragma unroll
+    for (int t = 1; t < 4; ++t)
+        if (win[t] > m || (win[t] != win[t] && m == m)) { m = win[t]; k = t; }
 }
 
 // Work: 3 compares per output, no FLOPs; moves 4*4 B in + (4 + 4) B out per output.
@@ -205,13 +230,8 @@ __device__ __forceinline__ void max2x2_fwd(const float* __restrict__ x, float* _
         load(x + top + W, b);
 #pragma unroll
         for (int o = 0; o < V; ++o) {
-            const float win[4] = {a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1]};
-            float m = win[0];
-            int k = 0;
-#pragma unroll
-            for (int t = 1; t < 4; ++t)  // scan order; the first NaN wins as in the general kernel
-                if (win[t] > m || (win[t] != win[t] && m == m)) { m = win[t]; k = t; }
-            best[o] = m;
+            int k;
+            max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], best[o], k);
             arg[o] = at + (k >> 1) * W + 2 * o + (k & 1);
         }
         store(y + i * V, best);
@@ -317,3 +337,134 @@ __device__ __forceinline__ void avg2x2_bwd(const float* __restrict__ dy, float* 
 
 POOL_2X2_KERNELS(2x2, 1)
 POOL_2X2_KERNELS(2x2w, 2)
+
+// ---- ReLU + max pooling fused: relu_max_pool2d ------------------------------------------------
+// y = max-pool(relu(x)) in one pass over x; the argmax is the compact uint8 window index r*kw + s of
+// the window's maximum when that maximum is > 0, else NO_GRAD (relu's gradient is 0 there, so no
+// gradient flows); a NaN is its window's maximum (the first NaN in scan order), y = NaN and no
+// gradient, as relu then max-pool do on the CPU path. Backward adds dy at the coded position.
+#define NO_GRAD 255
+
+// y and code of a window whose raw maximum is m at window index k.
+__device__ __forceinline__ float relu_of_max(float m) { return m > 0.f || m != m ? m : 0.f; }
+__device__ __forceinline__ int code_of_max(float m, int k) { return m > 0.f ? k : NO_GRAD; }
+
+// Work: kh*kw compares per output, no FLOPs; moves N*C*H*W*4 B in (re-read per overlap,
+// cache-served) + N*C*P*Q*(4 + 1) B out (y, code).
+extern "C" __global__ void relu_max_pool2d_forward_v1(const float* __restrict__ x, float* __restrict__ y,
+                                                      unsigned char* __restrict__ code, int NC, int H, int W, int P,
+                                                      int Q, int kh, int kw, int sh, int sw, int ph, int pw) {
+    GRID_STRIDE32(i, (u32)NC * P * Q) {
+        u32 nc;
+        int p, q;
+        split3(i, P, Q, nc, p, q);
+        const float* plane = x + nc * (u32)(H * W);
+        const int h0 = p * sh - ph, w0 = q * sw - pw;
+        float best = -FC_INF;
+        int bk = -1;
+        for (int r = 0; r < kh; ++r) {
+            const int h = h0 + r;
+            if (h < 0 || h >= H) continue;
+            for (int s = 0; s < kw; ++s) {
+                const int w = w0 + s;
+                if (w < 0 || w >= W) continue;
+                const float v = plane[h * W + w];
+                if (bk < 0 || v > best || (v != v && best == best)) { best = v; bk = r * kw + s; }
+            }
+        }
+        y[i] = relu_of_max(best);
+        code[i] = (unsigned char)code_of_max(best, bk);
+    }
+}
+
+// Work: per input, one code compare per covering window and 1 FLOP per match; moves
+// N*C*P*Q*(4 + 1) B in (re-read per overlap, cache-served) + N*C*H*W*4 B out.
+extern "C" __global__ void relu_max_pool2d_backward_v1(const float* __restrict__ dy,
+                                                       const unsigned char* __restrict__ code,
+                                                       float* __restrict__ dx, int NC, int H, int W, int P, int Q,
+                                                       int kh, int kw, int sh, int sw, int ph, int pw) {
+    GRID_STRIDE32(i, (u32)NC * H * W) {
+        u32 nc;
+        int h, w;
+        split3(i, H, W, nc, h, w);
+        int plo, phi, qlo, qhi;
+        windows_of(h, kh, sh, ph, P, plo, phi);
+        windows_of(w, kw, sw, pw, Q, qlo, qhi);
+        const u32 off = nc * (u32)(P * Q);
+        float acc = 0.f;
+        for (int p = plo; p <= phi; ++p)
+            for (int q = qlo; q <= qhi; ++q)  // this pixel's index in window (p, q)
+                if (code[off + p * Q + q] == (h - (p * sh - ph)) * kw + (w - (q * sw - pw)))
+                    acc += dy[off + p * Q + q];
+        dx[i] = acc;
+    }
+}
+
+// 2x2 / stride 2 fast path, V outputs per thread as above. Work: 3 compares per output; moves
+// 16 B in + (4 + 1) B out per output.
+template <int V>
+__device__ __forceinline__ void relu_max2x2_fwd(const float* __restrict__ x, float* __restrict__ y,
+                                                unsigned char* __restrict__ code, int NC, int H, int W, int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float a[2 * V], b[2 * V], out[V];
+        int c[V];
+        load(x + top, a);
+        load(x + top + W, b);
+#pragma unroll
+        for (int o = 0; o < V; ++o) {
+            float m;
+            int k;
+            max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], m, k);
+            out[o] = relu_of_max(m);
+            c[o] = code_of_max(m, k);
+        }
+        store(y + i * V, out);
+        store(code + i * V, c);
+    }
+}
+
+// Work: no FLOPs; moves (4 + 1) B in + 16 B out per output.
+template <int V>
+__device__ __forceinline__ void relu_max2x2_bwd(const float* __restrict__ dy, const unsigned char* __restrict__ code,
+                                                float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float d[V], a[2 * V], b[2 * V];
+        int c[V];
+        load(dy + i * V, d);
+        load(code + i * V, c);
+#pragma unroll
+        for (int o = 0; o < V; ++o) {
+            a[2 * o] = c[o] == 0 ? d[o] : 0.f;
+            a[2 * o + 1] = c[o] == 1 ? d[o] : 0.f;
+            b[2 * o] = c[o] == 2 ? d[o] : 0.f;
+            b[2 * o + 1] = c[o] == 3 ? d[o] : 0.f;
+        }
+        store(dx + top, a);
+        store(dx + top + W, b);
+        zero_tail_row<V>(dx, top, at, H, W, P);
+    }
+}
+
+// The fused 2x2 entry points (SUFFIX 2x2: V = 1, 2x2w: V = 2; names relu_max_pool2d_*_v2_2x2,
+// relu_max_pool2d_*_v2_2x2w). Work per output: forward 3 compares, 16 B in + 5 B out; backward
+// 5 B in + 16 B out, no FLOPs.
+#define RELU_POOL_2X2_KERNELS(SUFFIX, V)                                                                   \
+    extern "C" __global__ void relu_max_pool2d_forward_v2_##SUFFIX(const float* __restrict__ x,           \
+        float* __restrict__ y, unsigned char* __restrict__ code, int NC, int H, int W, int P, int Q) {     \
+        relu_max2x2_fwd<V>(x, y, code, NC, H, W, P, Q);                                                     \
+    }                                                                                                      \
+    extern "C" __global__ void relu_max_pool2d_backward_v2_##SUFFIX(const float* __restrict__ dy,         \
+        const unsigned char* __restrict__ code, float* __restrict__ dx, int NC, int H, int W, int P, int Q) { \
+        relu_max2x2_bwd<V>(dy, code, dx, NC, H, W, P, Q);                                                   \
+    }
+
+RELU_POOL_2X2_KERNELS(2x2, 1)
+RELU_POOL_2X2_KERNELS(2x2w, 2)

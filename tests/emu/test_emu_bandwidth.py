@@ -130,6 +130,28 @@ def test_pool_hypothesis(cp, n, c, h, w, window):
     _pool_all(cp, np.random.default_rng(h * 100 + w), (n, c, h, w), ks, stride, pad, kernel)
 
 
+@pytest.mark.parametrize("shape,ks,stride,pad,kernel", [c.values for c in POOL_CASES])
+def test_relu_max_pool2d_matches_the_cpu_path(cp, rng, shape, ks, stride, pad, kernel):
+    """The fused op: y and the uint8 argmax equal the CPU path's, dx within F32_TOL of it (the
+    oracle comparison of the CPU path is in tests/ops/test_pool.py); NaN included."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    version = {"v2": "v1", "v3_2x2": "v2_2x2", "v3_2x2w": "v2_2x2w"}[kernel]
+    with emu.trace() as t:
+        y, code = ops.relu_max_pool2d_forward(cp.asarray(x), ks, stride, pad)
+    _ran(t, f"relu_max_pool2d_forward_{version}")
+    y_cpu, code_cpu = ops.relu_max_pool2d_forward(x, ks, stride, pad)
+    np.testing.assert_array_equal(cp.asnumpy(y), y_cpu)
+    np.testing.assert_array_equal(cp.asnumpy(code), code_cpu)
+    assert (code_cpu == 255).any() and (code_cpu != 255).any()
+    dy = rng.standard_normal(y_cpu.shape).astype(np.float32)
+    with emu.trace() as t:
+        dx = ops.relu_max_pool2d_backward(cp.asarray(dy), code, shape, ks, stride, pad)
+    _ran(t, f"relu_max_pool2d_backward_{version}")
+    assert_close(dx, ops.relu_max_pool2d_backward(dy, code_cpu, shape, ks, stride, pad), F32_TOL,
+                 "relu_max_pool2d_backward")
+
+
 # ---- activations ----------------------------------------------------------------------------
 
 ACTIVATIONS = {

@@ -40,7 +40,8 @@ KERNELS = {
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_backward_v1"),
     "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-                                             "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w")),
+                                             "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w"))
+    + tuple(f"relu_max_pool2d_{p}_{v}" for p in ("forward", "backward") for v in ("v1", "v2_2x2", "v2_2x2w")),
     "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",) + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
             for v in (1, 4)),

@@ -4,7 +4,9 @@ The 2x2 / stride-2 / unpadded windows (LeNet's pools) go to the ``*_v3_2x2w`` ke
 == 0 and the arrays are 16-byte aligned (two outputs per thread, 16-byte row loads), else to
 ``*_v3_2x2`` when W is even (one output per thread, 8-byte loads); other windows to the general
 ``*_v2`` kernels. All use 32-bit index math, so N*C*H*W and N*C*P*Q are checked against
-INT32_LIMIT. Every path returns the int32 argmax h*W + w of ``fastconv.ops.max_pool2d_forward``.
+INT32_LIMIT. Every max-pool path returns the int32 argmax h*W + w of
+``fastconv.ops.max_pool2d_forward``; the fused relu_max_pool2d its uint8 window index (``_v2_2x2*``
+and ``_v1`` kernels, the same dispatch).
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ def _fast_2x2(ks, stride, padding, w, *arrays):
     return "v3_2x2w" if w % 4 == 0 and _aligned(*arrays) else "v3_2x2" if _aligned(*arrays, nbytes=8) else None
 
 
-def _run(op, fast, arrays, ints, outputs, threads, extra=()):
+def _run(op, fast, arrays, ints, outputs, threads, extra=(), versions=("v3", "v2")):
     """Launch ``op``'s 2x2 kernel ``fast`` (one thread per one or two outputs; N*C H W P Q only) or,
-    when fast is None, its general v2 kernel (one thread per ``threads`` item, all ints + extra)."""
+    when fast is None, its general kernel (one thread per ``threads`` item, all ints + extra);
+    ``versions`` = (the 2x2 kernels' version, the general kernel's)."""
     if fast:
-        _launch("pool.cu", f"{op}_{fast}", _eltwise_grid(outputs, 2 if fast.endswith("w") else 1), cfg.BLOCK,
-                arrays + ints[:5])
+        _launch("pool.cu", f"{op}_{fast.replace('v3', versions[0])}", _eltwise_grid(outputs, 2 if fast.endswith("w") else 1),
+                cfg.BLOCK, arrays + ints[:5])
     else:
-        _launch("pool.cu", f"{op}_v2", _eltwise_grid(threads), cfg.BLOCK, arrays + ints + extra)
+        _launch("pool.cu", f"{op}_{versions[1]}", _eltwise_grid(threads), cfg.BLOCK, arrays + ints + extra)
 
 
 def _forward_args(x, ks, stride, padding):
@@ -88,4 +91,24 @@ def avg_pool2d_backward(dy, x_shape, ks, stride, padding, count_include_pad):
     dx = _alloc((n, c, h, w), _F32, "avg_pool2d_backward output")
     _run("avg_pool2d_backward", _fast_2x2(ks, stride, padding, w, dy, dx), (dy, dx), ints, dy.size, dx.size,
          (_i32(bool(count_include_pad)),))
+    return dx
+
+
+def relu_max_pool2d_forward(x, ks, stride, padding):
+    x, (n, c, p, q), ints = _forward_args(x, ks, stride, padding)
+    y = _alloc((n, c, p, q), _F32, "relu_max_pool2d_forward output")
+    code = _alloc((n, c, p, q), np.uint8, "relu_max_pool2d_forward argmax")
+    _run("relu_max_pool2d_forward", _fast_2x2(ks, stride, padding, x.shape[3], x, y, code), (x, y, code), ints,
+         y.size, y.size, versions=("v2", "v1"))
+    return y, code
+
+
+def relu_max_pool2d_backward(dy, code, x_shape, ks, stride, padding):
+    dy = _arg(dy, "dy")
+    code = _arg(code, "argmax", np.uint8)
+    n, c, h, w = x_shape
+    ints = _pool_ints("dy", n * c, h, w, dy.shape[2], dy.shape[3], ks, stride, padding)
+    dx = _alloc((n, c, h, w), _F32, "relu_max_pool2d_backward output")
+    _run("relu_max_pool2d_backward", _fast_2x2(ks, stride, padding, w, dy, code, dx), (dy, code, dx), ints,
+         dy.size, dx.size, versions=("v2", "v1"))
     return dx

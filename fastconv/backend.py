@@ -50,8 +50,11 @@ def kernel_family(kernels: str | None = None) -> str:
 
 
 def check_environment() -> None:
-    """Read and validate FASTCONV_KERNELS now (else it is read when a GPU op first runs)."""
+    """Read and validate FASTCONV_KERNELS now (else it is read when a GPU op first runs) and FASTCONV_DEVICE."""
     settings.current()
+    device = os.environ.get("FASTCONV_DEVICE", "").strip().lower()
+    if device not in ("", "emu"):
+        raise ValueError(f"FASTCONV_DEVICE: got {device!r}, expected 'emu' (CUDA C kernels on the CPU) or unset")
 
 
 def cupy_module():

@@ -78,8 +78,9 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
     g.add_argument("--batch-size", type=_positive_int, default=batch_size, help="images per training step")
     g.add_argument("--lr", type=_positive_float, default=lr, help="learning rate")
     g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and noise")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: the GPU when CuPy sees one, else the CPU")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto",
+                   help="auto: the GPU when CuPy sees one, else the CPU; emu: the CUDA C kernels run on the CPU "
+                        "(slow; for checking them without a GPU)")
     g.add_argument("--kernels", choices=("cupy", "numba"), default=None,
                    help="GPU kernel family (default: $FASTCONV_KERNELS or cupy)")
     g.add_argument("--out", default=out, metavar="DIR",
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the checkpoint's data set")
     ev.add_argument("--data-dir", default=None, metavar="DIR", help="directory of the IDX files")
     ev.add_argument("--batch-size", type=_positive_int, default=250, help="images per evaluation batch")
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto", help="where to run")
     ev.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sa = sub.add_parser("sample", help="PNG grid from a GAN checkpoint", formatter_class=_Formatter)
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("--nrow", type=_positive_int, default=None, help="images per row (default: square)")
     sa.add_argument("--seed", type=int, default=0, help="seeds the noise")
-    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    sa.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto", help="where to run")
     sa.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sub.add_parser("check", help="run the GPU kernel checks (fastconv check --help)", add_help=False)

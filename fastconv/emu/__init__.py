@@ -1,9 +1,10 @@
 """fastconv.emu: the CUDA C kernels (kernels/*.cu) and their launchers, run on the CPU.
 
-Select it with ``FASTCONV_DEVICE=emu``: ``import fastconv`` then puts a stand-in for CuPy in
-``sys.modules["cupy"]``, so the unchanged CUDA C family (module compilation, launches, device
-arrays, streams, graph capture) runs on a machine without a GPU, slowly, for correctness. In
-tests, ``with fastconv.emu.activate():`` does the same for a block and undoes it afterwards.
+Select it with ``FASTCONV_DEVICE=emu`` (``import fastconv`` then puts a stand-in for CuPy in
+``sys.modules["cupy"]``) or the CLI's ``--device emu``: the unchanged CUDA C family (module
+compilation, launches, device arrays, streams, graph capture) runs on a machine without a GPU,
+slowly, for correctness. In tests, ``with fastconv.emu.activate():`` does the same for a block and
+undoes it afterwards.
 
 Design (why it is built this way):
 

@@ -179,14 +179,13 @@ def build(code: str, options=()) -> Path:
     tmp = f"{src[:-4]}.so"
     try:
         proc = _run([CXX, *CXXFLAGS, "-include", str(HERE / "runtime.h"), "-o", tmp, src])
-        if proc.returncode:
-            raise CompileError(f"g++ could not compile the rewritten source {src}:\n{proc.stderr[-6000:]}")
+        if proc.returncode:  # g++ quotes the offending lines; the rewritten file is not kept
+            raise CompileError(f"g++ could not compile the rewritten kernel source:\n{proc.stderr[-6000:]}")
         os.replace(tmp, so)
     finally:
-        if so.is_file():
-            os.unlink(src)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path in (src, tmp):
+            if os.path.exists(path):
+                os.unlink(path)
     return so
 
 

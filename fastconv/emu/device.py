@@ -243,7 +243,8 @@ class RawKernel:
                                   f"expected 0..{limit} (raise max_dynamic_shared_size_bytes up to {MAX_SMEM})")
         args = tuple(args)
         rec = state.LaunchRecord(self.name, grid, block, int(shared_mem), args)
-        kept, ptrs = self._kernel.pack(args, self._pointer)   # argument checks happen even unexecuted
+        keep, ptrs = self._kernel.pack(args, self._pointer)  # checks the arguments even when not run;
+        # `keep` holds the ctypes storage that ptrs points into until the launch returns
         state.record_launch(rec)
         capture = _capturing()
         if capture is not None:
@@ -252,7 +253,7 @@ class RawKernel:
             self._kernel.run(grid, block, int(shared_mem), state.SETTINGS.shuffle_seed, ptrs)
 
     def _execute(self, rec):
-        kept, ptrs = self._kernel.pack(rec.args, self._pointer)
+        keep, ptrs = self._kernel.pack(rec.args, self._pointer)
         if state.SETTINGS.execute:
             self._kernel.run(rec.grid, rec.block, rec.shared_mem, state.SETTINGS.shuffle_seed, ptrs)
 

@@ -4,9 +4,9 @@
 // generated `fc_entry_<kernel>` launch function per __global__ kernel.
 //
 // Execution model: a launch runs its blocks one after another on the calling thread. The threads
-// of a block are fibers (a 20-instruction x86-64 stack switch; ucontext elsewhere) run cooperatively: each runs until it reaches __syncthreads,
-// a warp collective or its end, then the next; a barrier releases when every live thread of the
-// block (of the warp mask) waits on it, so barriers are real and a missing one shows as a wrong
+// of a block are fibers (a hand-written x86-64 stack switch; ucontext elsewhere) run
+// cooperatively: each runs until it reaches __syncthreads, a warp collective or its end, then the
+// next; a barrier releases when every live thread of the block (of the warp mask) waits on it, so barriers are real and a missing one shows as a wrong
 // result when the threads run in shuffled order (Launch::seed != 0). Shared memory is a per-block
 // arena filled with 0xFF bytes (NaN as float/double, -1 as int) when a variable is first reached.
 // Every access through a kernel pointer is checked against the allocation it came from; a
@@ -67,7 +67,7 @@ struct dim3 {
 
 // ---- fiber contexts: save the callee-saved registers and the FP control words, switch stacks.
 // x86-64 gets a hand-written switch (ucontext's swapcontext makes a signal-mask system call per
-// switch, which dominated the run time); other targets use ucontext.
+// switch: measured, a quarter of a conv launch's time); other targets use ucontext.
 #if defined(__x86_64__)
 extern "C" void fc_ctx_switch(void** save_sp, void* to_sp) __attribute__((visibility("hidden")));
 asm(R"(
@@ -296,7 +296,12 @@ struct fc_ptr : fc::fc_ptr_base<T> {
     fc_ptr() = default;
     fc_ptr(std::nullptr_t) {}
     fc_ptr(T* raw) { this->p = raw; fc::lookup(raw, this->lo, this->hi, this->name); }
-    fc_ptr(T* raw, const char* lo, const char* hi, const char* name) { this->p = raw; this->lo = lo; this->hi = hi; this->name = name; }
+    fc_ptr(T* raw, const char* lo, const char* hi, const char* name) {
+        this->p = raw;
+        this->lo = lo;
+        this->hi = hi;
+        this->name = name;
+    }
     template <class U, class = std::enable_if_t<std::is_convertible<U*, T*>::value>>
     fc_ptr(const fc_ptr<U>& o) { this->p = o.p; this->lo = o.lo; this->hi = o.hi; this->name = o.name; }
 

@@ -86,7 +86,8 @@ namespace fc {
 inline int warp_rendezvous(unsigned mask, const char* what) {
     Block* b = tb;
     Thread* t = b->cur;
-    if (!(mask >> t->lane & 1u)) fail("%s with mask 0x%08x called by lane %d, which is not in the mask", what, mask, t->lane);
+    if (!(mask >> t->lane & 1u))
+        fail("%s with mask 0x%08x called by lane %d, which is not in the mask", what, mask, t->lane);
     const int buf = (int)(t->warp_seq & 1);
     t->wait_mask = mask;
     t->state = WARP_WAIT;
@@ -123,7 +124,8 @@ inline T shfl(unsigned mask, T v, int b_operand, int c_operand, int mode, const 
 }
 
 inline int shfl_c(int width, bool up) {
-    if (width < 1 || width > 32 || (width & (width - 1))) fail("warp shuffle width %d is not a power of two <= 32", width);
+    if (width < 1 || width > 32 || (width & (width - 1)))
+        fail("warp shuffle width %d is not a power of two <= 32", width);
     return ((32 - width) << 8) | (up ? 0 : 0x1f);
 }
 

@@ -52,14 +52,19 @@ _fallback_said = False
 
 
 def resolve_device(device: str, kernels: str | None = None) -> str:
-    """"cpu" or "cuda" from --device auto|cpu|cuda; selects the GPU kernel family.
+    """"cpu" or "cuda" from --device auto|cpu|cuda|emu ("emu": "cuda" on fastconv.emu's CPU stand-in
+    for CuPy); selects the GPU kernel family.
 
     "cuda" without a usable GPU raises (fastconv.backend.require_gpu); "auto" falls back to the
     CPU and says so once per process.
     """
     global _fallback_said
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: got {device!r}, expected 'auto', 'cpu' or 'cuda'")
+    if device not in ("auto", "cpu", "cuda", "emu"):
+        raise ValueError(f"device: got {device!r}, expected 'auto', 'cpu', 'cuda' or 'emu'")
+    if device == "emu":  # the CUDA C family on the CPU (fastconv.emu) stands in for the GPU
+        from ..emu import install
+        install()
+        device = "cuda"
     if kernels is not None:
         backend.set_kernel_family(kernels)
     backend.check_environment()  # a bad FASTCONV_KERNELS is an error on CPU runs too

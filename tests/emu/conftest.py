@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import fastconv
 import fastconv.emu as emu
 
 HERE = Path(__file__).resolve().parent
@@ -21,7 +22,5 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="module")
 def cp():
     """The CuPy stand-in, with the CUDA C launchers imported against it and output poisoning on."""
-    with emu.activate() as stand_in:
-        from fastconv.backends import cuda
-        cuda.POISON = True
+    with emu.activate() as stand_in, fastconv.using(poison=True):
         yield stand_in

@@ -1,12 +1,13 @@
 """Cross-check on a GPU (marker ``gpu``): every launch the CUDA C launchers make runs on the GPU
 and, with the same grid, block and a host copy of the same arguments, on the CPU layer
 (fastconv.emu); integer outputs (argmax, dropout masks) must be equal and float outputs within
-relative L2 error F32_TOL of the GPU's, for every kernel of cuda_config.KERNELS."""
+relative L2 error F32_TOL of the GPU's, for every kernel of fastconv.backends.cuda.config.KERNELS."""
 
 import numpy as np
 import pytest
 
-from fastconv.backends.cuda_config import KERNELS
+import fastconv
+from fastconv.backends.cuda.config import KERNELS
 from fastconv.emu.build import Module
 from fastconv.testing import F32_TOL, assert_close
 
@@ -16,17 +17,17 @@ pytestmark = pytest.mark.gpu
 def test_every_launch_matches_the_cpu_layer(monkeypatch):
     import cupy as real_cp
 
-    from fastconv.backends import cuda, cuda_loader
+    from fastconv.backends.cuda import launch, loader
     from test_emu_ops import run_every_op
 
     modules, checked = {}, []
 
     def crosschecked(filename, name, defines=None):
-        gpu_fn = cuda_loader.function(filename, name, defines)
-        used = cuda_loader._all_defines(defines)
+        gpu_fn = loader.function(filename, name, defines)
+        used = loader._all_defines(defines)
         key = (filename, tuple(sorted(used.items())))
         if key not in modules:
-            modules[key] = Module(cuda_loader.source(filename, used), cuda_loader.NVRTC_OPTIONS)
+            modules[key] = Module(loader.source(filename, used), loader.NVRTC_OPTIONS)
         kern = modules[key].kernel(name)
 
         def launch(grid, block, args, shared_mem=0):
@@ -52,8 +53,8 @@ def test_every_launch_matches_the_cpu_layer(monkeypatch):
 
         return launch
 
-    monkeypatch.setattr(cuda, "function", crosschecked)
-    monkeypatch.setattr(cuda, "POISON", True)
-    run_every_op(real_cp, np.random.default_rng(11))
+    monkeypatch.setattr(launch, "function", crosschecked)
+    with fastconv.using(poison=True):
+        run_every_op(real_cp, np.random.default_rng(11))
     listed = {n for names in KERNELS.values() for n in names}
     assert not sorted(listed - set(checked)), f"kernels not cross-checked: {sorted(listed - set(checked))}"

@@ -1,7 +1,7 @@
 """Every op x pass of the CUDA C family, run on the CPU by fastconv.emu through the real launchers
 (fastconv.ops on device arrays of the CuPy stand-in), against the float64 oracle of tests/oracle.py.
 
-Outputs are poisoned with NaN before each launch (cuda.POISON) and the stand-in fills fresh
+Outputs are poisoned with NaN before each launch (fastconv.using(poison=True)) and the stand-in fills fresh
 device memory with NaN, so an element a kernel forgets to write fails; every device pointer
 access is bounds-checked. Relative L2 error <= F32_TOL, or REDUCTION_TOL where a float32 sum runs
 over the batch (weight/bias gradients, batchnorm). Fixed shapes cover stride, padding, dilation,
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 import oracle as ref
 from emu_helpers import CONV_VERSIONS, conv_kernels, randn
+import fastconv
 from fastconv import ops
-from fastconv.backends.cuda_config import KERNELS
+from fastconv.backends.cuda.config import KERNELS
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 
 import fastconv.emu as emu
@@ -206,6 +207,15 @@ def test_adam_update(cp, rng):
     assert_close(vd, v_ref, F32_TOL, "v")
 
 
+@FEW
+@given(size=st.integers(1, 700), c=st.integers(1, 9), hw=st.integers(1, 12), p=st.floats(0.05, 0.95))
+def test_elementwise_drawn(cp, size, c, hw, p):
+    rng = np.random.default_rng(size)
+    test_activations(cp, rng, size, size % 2)
+    test_batchnorm(cp, rng, (4, c, 1, hw), True)  # N*H*W >= 4: with 2 samples dx is exactly 0 (all rounding)
+    test_dropout_masks_equal_the_cpu(cp, rng, size, p, size * 7919)
+
+
 def test_linear(cp, rng):
     x, w, b = randn(rng, 4, 7), randn(rng, 3, 7), randn(rng, 3)
     assert_close(ops.linear_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b)), ref.linear_forward(x, w, b),
@@ -229,10 +239,27 @@ def run_every_op(cp, rng):
     test_adam_update(cp, rng)
 
 
+def test_every_op_in_shuffled_thread_order(cp, rng):
+    """The kernels' barriers hold: with the threads of each block run in a seeded random order
+    between barriers, every op still matches the oracle."""
+    with emu.shuffled(seed=12345):
+        run_every_op(cp, rng)
+
+
 def test_every_kernel_is_launched(cp, rng):
-    """run_every_op launches every kernel that cuda_config.KERNELS lists."""
+    """run_every_op launches every kernel that fastconv.backends.cuda.config.KERNELS lists."""
     with emu.trace() as t:
         run_every_op(cp, rng)
     listed = {name for names in KERNELS.values() for name in names}
     missing = sorted(listed - set(t.launch_names))
     assert not missing, f"kernels never launched by the ops: {missing}"
+
+
+def test_linear_tf32_setting_rounds_the_operands(cp, rng):
+    x, w = randn(rng, 8, 64), randn(rng, 5, 64)
+    exact = ref.linear_forward(x, w)
+    with fastconv.using(tf32=True):
+        y = ops.linear_forward(cp.asarray(x), cp.asarray(w))
+    err = np.abs(y.get() - exact).max() / np.abs(exact).max()
+    assert 1e-5 < err < 1e-2, f"TF32 products should be off by about 2^-11, got {err:.2e}"
+    assert_close(ops.linear_forward(cp.asarray(x), cp.asarray(w)), exact, F32_TOL, "fp32 again after the block")

@@ -2,6 +2,7 @@
 synchronisations), the no-execute mode, graph capture as recording, the memory pool limit, and
 selection by FASTCONV_DEVICE=emu in a fresh process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,32 @@ def test_fastconv_device_env_selects_the_stand_in(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0.0, 2.0]"
+
+
+def test_bad_fastconv_device_is_a_clear_error(monkeypatch):
+    from fastconv import backend
+    monkeypatch.setenv("FASTCONV_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"FASTCONV_DEVICE: got 'gpu', expected 'emu'"):
+        backend.check_environment()
+
+
+def test_cli_trains_and_evaluates_with_device_emu(tmp_path):
+    """`fastconv train cnn --device emu` runs the CUDA C family on the CPU end to end (fresh process:
+    the stand-in replaces cupy for the whole run)."""
+    out = tmp_path / "run"
+    tiny = ["--dataset", "fake", "--train-size", "64", "--batch-size", "32", "--channels", "4", "--hidden", "",
+            "--test-batch-size", "64", "--epochs", "1", "--device", "emu"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    env.pop("FASTCONV_DATA", None)
+    for args in (["train", "cnn", *tiny, "--out", str(out)],
+                 ["eval", "--checkpoint", str(out / "checkpoint.safetensors"), "--device", "emu"]):
+        proc = subprocess.run([sys.executable, "-m", "fastconv", *args], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 0.0 <= json.loads(proc.stdout.splitlines()[-1])["test_accuracy"] <= 1.0, proc.stdout
+
+
+def test_creation_defaults_and_device_memory_size_are_cupys(cp):
+    assert cp.ones(3).dtype == np.float64 and cp.zeros(2).dtype == np.float64 and cp.empty(1).dtype == np.float64
+    with pytest.raises(cp.cuda.memory.OutOfMemoryError):
+        cp.empty(1 << 50, np.float32)  # 4 PB: more than the 80 GB device

@@ -8,6 +8,7 @@ path's (and the oracle's) exactly, NaN inputs included; the multi-block reductio
 same bits with the threads of every block run in two different shuffled orders.
 """
 
+import contextlib
 import sys
 
 import numpy as np
@@ -43,6 +44,33 @@ def _ran(t, *names):
 
 def _cfg():
     return sys.modules["fastconv.backends.cuda.config"]  # the one the stand-in's launchers imported
+
+
+@contextlib.contextmanager
+def _min_slice(elems):
+    """Reductions split into slices of at least ``elems`` elements (several blocks per channel even
+    on tiny shapes)."""
+    cfg = _cfg()
+    old, cfg.MIN_SLICE_ELEMS = cfg.MIN_SLICE_ELEMS, elems
+    try:
+        yield
+    finally:
+        cfg.MIN_SLICE_ELEMS = old
+
+
+def every_bandwidth_kernel(cp, rng):
+    """One small case per kernel of pool.cu, batchnorm.cu and bias.cu, against the oracle (run by
+    tests/emu/test_emu_ops.py's coverage and shuffled-thread-order tests too)."""
+    for case in POOL_CASES[:5]:  # the 2x2 kernels (both widths) and a general window
+        _pool_all(cp, rng, *case.values)
+        test_relu_max_pool2d_matches_the_cpu_path(cp, rng, *case.values)
+    for shape in ((3, 5, 4, 4), (40, 2, 1, 3)):
+        for min_slice in (16, 1 << 30):
+            with _min_slice(min_slice):
+                _bn_all(cp, rng, shape, True)
+                dy = rng.standard_normal(shape).astype(np.float32)
+                assert_close(ops.conv2d_backward_bias(cp.asarray(dy)), ref.conv2d_backward_bias(dy), REDUCTION_TOL,
+                             "conv2d_backward_bias")
 
 
 # ---- pooling --------------------------------------------------------------------------------
@@ -243,6 +271,7 @@ def test_batchnorm(cp, rng, shape, training, min_slice, monkeypatch):
 def test_batchnorm_and_bias_are_deterministic(cp, monkeypatch):
     """Several slices per channel, two shuffled thread orders: the same bits."""
     monkeypatch.setattr(_cfg(), "MIN_SLICE_ELEMS", 16)
+    assert _cfg().channel_splits(3, 24, 8, 132)[0] > 1
     runs = []
     for seed in (1, 2):
         with emu.shuffled(seed):
@@ -271,14 +300,10 @@ def test_conv2d_backward_bias(cp, rng, shape, kernel, min_slice, monkeypatch):
 @FEW
 @given(n=st.integers(1, 40), c=st.integers(1, 4), hw=st.sampled_from([(1, 1), (2, 2), (3, 5), (4, 4)]))
 def test_reductions_hypothesis(cp, n, c, hw):
-    cfg = _cfg()
-    old, cfg.MIN_SLICE_ELEMS = cfg.MIN_SLICE_ELEMS, 8
-    try:
+    with _min_slice(8):
         rng = np.random.default_rng(n * 10 + c)
         shape = (n + 3, c) + hw  # at least 3 samples: with 2, batchnorm dx is 0 up to rounding
         _bn_all(cp, rng, shape, True)
         dy = rng.standard_normal(shape).astype(np.float32) + 0.25
         assert_close(ops.conv2d_backward_bias(cp.asarray(dy)), ref.conv2d_backward_bias(dy), REDUCTION_TOL,
                      "conv2d_backward_bias")
-    finally:
-        cfg.MIN_SLICE_ELEMS = old

@@ -35,7 +35,7 @@ _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weigh
 KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
     + tuple(f"{p}_v2_{t}" for p in _CONV_PASSES for t in CONV_TILES)
-    + ("conv2d_wgrad_reduce_v1", "conv2d_backward_bias_v1"),
+    + ("conv2d_wgrad_reduce_v1",),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_backward_v1"),

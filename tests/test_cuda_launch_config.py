@@ -323,6 +323,7 @@ _CHECK_ROWS = (
     + [(a, p) for a in ("relu", "leaky_relu", "sigmoid", "tanh") for p in ("forward", "backward")]
     + [("max_pool2d", p) for p in ("forward", "argmax", "backward")]
     + [("avg_pool2d", f"{p}_{t}") for p in ("forward", "backward") for t in ("incl_pad", "excl_pad")]
+    + [("relu_max_pool2d", p) for p in ("forward", "argmax", "backward")]
     + [("linear", p) for p in ("forward", "backward_data", "backward_weight", "backward_bias")]
     + [("batchnorm", f"{p}_{m}") for p in ("forward", "mean_invstd", "running_stats", "backward", "backward_params")
        for m in ("train", "eval")]

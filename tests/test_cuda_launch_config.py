@@ -157,6 +157,7 @@ def _fake_cupy(device_count=1):
     class ndarray:
         def __init__(self, shape, dtype=np.float32):
             self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+            self.ndim, self.size = len(self.shape), int(np.prod(self.shape, dtype=np.int64))
             self.flags = types.SimpleNamespace(c_contiguous=True)
             self.device = types.SimpleNamespace(id=state.device)
 
@@ -255,6 +256,42 @@ def test_pool_launchers_check_plane_size_before_allocating(fake_cupy):
     with pytest.raises(ValueError, match=r"dy: got N\*K\*P\*Q|dy: got N\*H\*W"):
         cuda.conv2d_backward_data(fake.ndarray((1, 1, 2, 2)), fake.ndarray((1, 1, 1, 1)), big, (1, 1), (0, 0),
                                   (1, 1), 1)
+
+
+def test_bandwidth_launchers_check_int32_sizes_before_allocating(fake_cupy):
+    """The 32-bit-indexed bias, batchnorm, activation and dropout launchers refuse a tensor past
+    INT32_LIMIT elements with the argument named, before any GPU memory is asked for."""
+    fake, cuda = fake_cupy
+    big = fake.ndarray((2, 2**20, 32, 32))  # 2^31 elements
+    vec = fake.ndarray((2**20,))
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2147483648, expected at most 2147479551"):
+        cuda.conv2d_backward_bias(big)
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2147483648"):
+        cuda.batchnorm_forward(big, vec, vec, vec, vec, True, 0.1, 1e-5)
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2147483648"):
+        cuda.batchnorm_backward(big, big, vec, vec, vec, True)
+    with pytest.raises(ValueError, match=r"x: got size = 2147483648"):
+        cuda.relu_forward(big)
+    with pytest.raises(ValueError, match=r"dy: got size = 2147483648"):
+        cuda.tanh_backward(big, big)
+    with pytest.raises(ValueError, match=r"x: got size = 2147483648"):
+        cuda.dropout_forward(big, 0.5, 1)
+
+
+def test_channel_splits_tile_the_rows():
+    assert cfg.channel_splits(64, 128, 784, 132) == (9, 15)   # ~4 blocks per SM over 64 channels
+    assert cfg.channel_splits(1024, 128, 784, 132) == (1, 128)  # channels alone fill the GPU
+    assert cfg.channel_splits(4, 3, 10, 132) == (1, 3)         # too few elements to split
+    with pytest.raises(ValueError, match="channel_splits: got channels=0"):
+        cfg.channel_splits(0, 1, 1, 132)
+
+
+@settings(max_examples=200, deadline=None)
+@given(c=st.integers(1, 70000), rows=st.integers(1, 5000), hw=st.integers(1, 5000), sms=st.integers(1, 200))
+def test_channel_splits_cover_every_row_once(c, rows, hw, sms):
+    splits, chunk = cfg.channel_splits(c, rows, hw, sms)
+    assert (splits - 1) * chunk < rows <= splits * chunk  # non-empty slices tiling [0, rows)
+    assert splits == 1 or chunk * hw >= cfg.MIN_SLICE_ELEMS // 2
 
 
 def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config as cfg
-from .bias import channel_launch
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch
+from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _channel_launch
 
 
 def _bn_dims(x):
@@ -20,8 +19,8 @@ def _slices(name, x, *others):
     """(grid, splits, width, the kernels' N C HW chunk ints) for x; width 4 only when every array is
     16-byte aligned too."""
     n, c, hw = _bn_dims(x)
-    grid, splits, chunk, width = channel_launch(name, x, n, c, hw)
-    if width == 4 and not all(a.data.ptr % 16 == 0 for a in others):
+    grid, splits, chunk, width = _channel_launch(name, x, n, c, hw)
+    if width == 4 and not _aligned(*others):
         width = 1
     return grid, splits, width, _i32s(name, "N C H*W", (n, c, hw)) + (_i32(chunk),)
 
@@ -32,11 +31,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     running_mean = _arg(running_mean, "running_mean", inplace=True)
     running_var = _arg(running_var, "running_var", inplace=True)
     n, c, hw = _bn_dims(x)
+    cfg.check_int32("x", x.size, "N*C*H*W")
     y = _alloc(x.shape, _F32, "batchnorm_forward output")
     mean = _alloc((c,), _F32, "batchnorm_forward mean")
     invstd = _alloc((c,), _F32, "batchnorm_forward invstd")
     if not training:
-        cfg.check_int32("x", x.size, "N*C*H*W")
         _launch("batchnorm.cu", "batchnorm_forward_eval_v2", _eltwise_grid(max(x.size, c)), cfg.BLOCK,
                 (x, gamma, beta, running_mean, running_var, y, mean, invstd)
                 + _i32s("x", "N*C*H*W C H*W", (x.size, c, hw)) + (_f32(eps),))
@@ -56,6 +55,7 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training):
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     gamma, mean, invstd = _arg(gamma, "gamma"), _arg(mean, "mean"), _arg(invstd, "invstd")
     c = x.shape[1]
+    cfg.check_int32("x", x.size, "N*C*H*W")
     dx = _alloc(x.shape, _F32, "batchnorm_backward dx")
     dgamma = _alloc((c,), _F32, "batchnorm_backward dgamma")
     dbeta = _alloc((c,), _F32, "batchnorm_backward dbeta")

@@ -154,7 +154,8 @@ def relu_max_pool2d_backward(dy, code, x_shape, ks, stride, padding):
     n, c, h, w = x_shape
     rows, cols = _window_origins(dy.shape[2], dy.shape[3], stride, padding)
     r, s = np.divmod(code.astype(np.int64), ks[1])
-    flat = (r + rows) * w + (s + cols) + (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+    planes = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+    flat = (r + rows) * w + (s + cols) + planes
     keep = code != NO_GRAD
     dx = np.bincount(flat[keep], weights=dy[keep], minlength=n * c * h * w)
     return dx.astype(dy.dtype, copy=False).reshape(x_shape)

@@ -43,7 +43,8 @@ KERNELS = {
                                              "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w"))
     + tuple(f"relu_max_pool2d_{p}_{v}" for p in ("forward", "backward") for v in ("v1", "v2_2x2", "v2_2x2w")),
     "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2"),
-    "batchnorm.cu": ("batchnorm_forward_eval_v2",) + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
+    "batchnorm.cu": ("batchnorm_forward_eval_v2",)
+    + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
             for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1"),

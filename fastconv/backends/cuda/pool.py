@@ -40,8 +40,8 @@ def _run(op, fast, arrays, ints, outputs, threads, extra=(), versions=("v3", "v2
     when fast is None, its general kernel (one thread per ``threads`` item, all ints + extra);
     ``versions`` = (the 2x2 kernels' version, the general kernel's)."""
     if fast:
-        _launch("pool.cu", f"{op}_{fast.replace('v3', versions[0])}", _eltwise_grid(outputs, 2 if fast.endswith("w") else 1),
-                cfg.BLOCK, arrays + ints[:5])
+        name, per_thread = f"{op}_{fast.replace('v3', versions[0])}", 2 if fast.endswith("w") else 1
+        _launch("pool.cu", name, _eltwise_grid(outputs, per_thread), cfg.BLOCK, arrays + ints[:5])
     else:
         _launch("pool.cu", f"{op}_{versions[1]}", _eltwise_grid(threads), cfg.BLOCK, arrays + ints + extra)
 

@@ -6,11 +6,12 @@
 // Execution model: a launch runs its blocks one after another on the calling thread. The threads
 // of a block are fibers (a hand-written x86-64 stack switch; ucontext elsewhere) run
 // cooperatively: each runs until it reaches __syncthreads, a warp collective or its end, then the
-// next; a barrier releases when every live thread of the block (of the warp mask) waits on it, so barriers are real and a missing one shows as a wrong
-// result when the threads run in shuffled order (Launch::seed != 0). Shared memory is a per-block
-// arena filled with 0xFF bytes (NaN as float/double, -1 as int) when a variable is first reached.
-// Every access through a kernel pointer is checked against the allocation it came from; a
-// violation stops the launch with the kernel, block, thread and element index.
+// next; a barrier releases when every live thread of the block (of the warp mask) waits on it, so
+// barriers are real and a missing one shows as a wrong result when the threads run in shuffled
+// order (Launch::seed != 0). Shared memory is a per-block arena filled with 0xFF bytes (NaN as
+// float/double, -1 as int) when a variable is first reached. Every access through a kernel
+// pointer is checked against the allocation it came from; a violation stops the launch with the
+// kernel, block, thread and element index.
 #pragma once
 #include <cmath>
 #include <cstdint>

@@ -1,20 +1,25 @@
-"""GPU ratio table: fastconv kernel families beside cuDNN (torch, fp32, TF32 off), CUDA-event timed.
+"""GPU ratio table: fastconv kernel families beside cuDNN (torch, fp32, TF32 off), per call and kernel-only.
 
-Every fastconv result is validated against torch's before it is timed (relative L2 error; a
-mismatch is printed in the table and makes the exit status 1). Prints, for the benchmarks/shapes.py conv
-shapes x 3 passes: fastconv-cupy ms, fastconv-numba ms, cuDNN ms and cuDNN/fastconv-cupy; ReLU
-and 2x2 max/avg pooling on 64x64x56x56 in GB/s for each family beside torch and a device-to-device
-copy; the geometric mean of cuDNN/fastconv over the 18 conv rows; and whole training steps (LeNet,
-DCGAN, batch 128) in images/s beside PyTorch eager on the same card. Times are medians over --reps calls after
---warmup calls; each call is timed on its own, Python launch cost included.
+Every fastconv result is validated against a float64 or PyTorch reference before it is timed
+(relative L2 error; a mismatch is printed in the table and makes the exit status 1). Every row is
+timed two ways on both sides (benchmarks/timing.py): per call (CUDA events around one Python call,
+host overhead included) and kernel-only (a CUDA graph of 20 back-to-back calls, replayed; CuPy
+stream capture for fastconv, torch.cuda.graphs for cuDNN/PyTorch). The targets are on kernel-only
+times. Prints, for the benchmarks/shapes.py conv shapes x 3 passes (+ the bias gradient): both
+times of each family and of cuDNN and cuDNN/fastconv-cupy; every conv tile forced (kernel-only);
+the bandwidth rows of benchmarks/gpu_bandwidth.py (activations, 2x2 pooling, batchnorm, the bias
+gradient on 256x64x56x56) in GB/s beside PyTorch and the device copy; whole training steps (LeNet,
+DCGAN, batch 128) in images/s beside PyTorch eager. Writes everything to one JSON file stamped with
+card, driver and commit (--json).
 
-    python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-steps]
+    python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-steps] [--skip-tiles] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shapes import CONV_SHAPES, ELEMENTWISE_SHAPE  # noqa: E402
+import gpu_bandwidth  # noqa: E402
+import timing  # noqa: E402
+from shapes import BANDWIDTH_SHAPE, CONV_SHAPES  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
@@ -35,19 +42,26 @@ from fastconv.testing import rel_error  # noqa: E402
 VALIDATE_TOL = 1e-4
 
 
-def median_ms(fn, reps, warmup):
-    import cupy as cp
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(cp.cuda.get_elapsed_time(a, b))
-    return float(np.median(times))
+class Bench:
+    """The clock, the two graph makers and the repetition counts of one run."""
+
+    def __init__(self, cp, torch, reps, warmup):
+        self.cp, self.torch, self.reps, self.warmup = cp, torch, reps, warmup
+        self.clock = timing.EventClock(cp)
+
+    def per_call(self, fn):
+        return timing.median_ms(self.clock, fn, self.reps, self.warmup)
+
+    def fastconv(self, fn):
+        return timing.time_both(self.clock, lambda f: timing.CupyGraph(self.cp, f), fn, self.reps, self.warmup)
+
+    def torch_side(self, fn):
+        return timing.time_both(self.clock, lambda f: timing.TorchGraph(self.torch, f), fn, self.reps, self.warmup)
+
+
+def _k(t):
+    """Kernel-only ms of a Timing, else its per-call ms (marked by the caller)."""
+    return t.kernel_ms if t.kernel_ms is not None else t.per_call_ms
 
 
 def families():
@@ -55,8 +69,10 @@ def families():
     return f()
 
 
-def conv_rows(args, torch, cp, fams):
+def conv_rows(bench, fams, tiles_too):
+    """(shape, pass, {family: (Timing, ok, err)}, cuDNN Timing, {tile: (kernel ms, ok)}) rows."""
     import torch.nn.functional as F
+    torch, cp = bench.torch, bench.cp
     rows, bad = [], 0
     rng = np.random.default_rng(0)
     for name, (n, c, h, w, k, r, s, st, pd) in CONV_SHAPES.items():
@@ -74,84 +90,48 @@ def conv_rows(args, torch, cp, fams):
                               lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tdy, st, pd)),
             "backward_weight": (lambda fam: ops.conv2d_backward_weight(dy, x, wt.shape, st, pd, kernels=fam),
                                 lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tdy, st, pd)),
+            "backward_bias": (lambda fam: ops.conv2d_backward_bias(dy, kernels=fam), lambda: tdy.sum((0, 2, 3))),
         }
         dx_, dw_, db_, ddy = (torch.from_dlpack(a).double() for a in (x, wt, b, dy))
         refs = {"forward": lambda: F.conv2d(dx_, dw_, db_, st, pd),
                 "backward_data": lambda: torch.nn.grad.conv2d_input(dx_.shape, dw_, ddy, st, pd),
-                "backward_weight": lambda: torch.nn.grad.conv2d_weight(dx_, dw_.shape, ddy, st, pd)}
+                "backward_weight": lambda: torch.nn.grad.conv2d_weight(dx_, dw_.shape, ddy, st, pd),
+                "backward_bias": lambda: ddy.sum((0, 2, 3))}
         from fastconv.backends.cuda import config as cuda_config
         for ps, (fc, tc) in passes.items():
             ref = cp.from_dlpack(refs[ps]())
-            t_ref = median_ms(tc, args.reps, args.warmup)
+            t_ref = bench.torch_side(tc)
             res = {}
             for fam in fams:
                 err = rel_error(fc(fam), ref)
                 ok = err <= VALIDATE_TOL
                 bad += not ok
-                res[fam] = (median_ms(lambda: fc(fam), args.reps, args.warmup), ok, err)
+                res[fam] = (bench.fastconv(lambda: fc(fam)), ok, err)
             tiles = {}
-            for tile in cuda_config.CONV_TILES:  # every v2 tile forced, for tuning the heuristic
-                with fastconv.using(conv_tile=tile):
+            for tile in cuda_config.CONV_TILES if tiles_too and ps != "backward_bias" else ():
+                with fastconv.using(conv_tile=tile):  # every tile forced, for tuning the heuristic
                     ok = rel_error(fc("cupy"), ref) <= VALIDATE_TOL
                     bad += not ok
-                    tiles[tile] = (median_ms(lambda: fc("cupy"), args.reps, args.warmup), ok)
+                    tiles[tile] = (_k(bench.fastconv(lambda: fc("cupy"))), ok)
             rows.append((name, ps, res, t_ref, tiles))
     return rows, bad
 
 
-def bandwidth_rows(args, torch, cp, fams):
-    """ReLU and 2x2 pooling rows for each kernel family (both families have their own kernels for
-    these ops), each beside torch, plus the device-to-device copy (the ceiling)."""
-    import torch.nn.functional as F
+def bandwidth_rows(bench, fams):
+    """(case name, family, bytes, fastconv Timing, torch Timing, ok) rows, the copy first (on its
+    row "fastconv" is cudaMemcpy D2D and "torch" a tensor clone)."""
+    torch, cp = bench.torch, bench.cp
     rng = np.random.default_rng(1)
-    shape = ELEMENTWISE_SHAPE
-    n = int(np.prod(shape))
-    x = cp.asarray(rng.standard_normal(shape, dtype=np.float32))
-    dyq = cp.asarray(rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2), dtype=np.float32))
-    tx, tdyq = torch.from_dlpack(x), torch.from_dlpack(dyq)
-    xc = cp.empty_like(x)
-    y = ops.relu_forward(x)
-    dy = cp.asarray(rng.standard_normal(shape, dtype=np.float32))
-    ty, tdy = torch.from_dlpack(y), torch.from_dlpack(dy)
-    _, am = ops.max_pool2d_forward(x, 2)
-    tmax, tidx = F.max_pool2d(tx, 2, return_indices=True)
-    f4 = 4
-    rows, bad = [], 0
-    # (name, bytes moved, fastconv call taking the family, torch call)
-    cases = [
-        ("relu forward", 2 * n * f4, lambda fam: ops.relu_forward(x, kernels=fam), lambda: torch.relu(tx)),
-        ("relu backward", 3 * n * f4, lambda fam: ops.relu_backward(dy, y, kernels=fam),
-         lambda: torch.ops.aten.threshold_backward(tdy, ty, 0.0)),
-        ("maxpool2 forward", n * f4 + n // 4 * 8, lambda fam: ops.max_pool2d_forward(x, 2, kernels=fam)[0],
-         lambda: F.max_pool2d(tx, 2, return_indices=True)[0]),
-        ("maxpool2 backward", n // 4 * 8 + n * f4,
-         lambda fam: ops.max_pool2d_backward(dyq, am, shape, 2, kernels=fam),
-         lambda: torch.ops.aten.max_pool2d_with_indices_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], [1, 1], False,
-                                                                 tidx)),
-        ("avgpool2 forward", n * f4 + n // 4 * f4, lambda fam: ops.avg_pool2d_forward(x, 2, kernels=fam),
-         lambda: F.avg_pool2d(tx, 2)),
-        ("avgpool2 backward", n // 4 * f4 + n * f4, lambda fam: ops.avg_pool2d_backward(dyq, shape, 2, kernels=fam),
-         lambda: torch.ops.aten.avg_pool2d_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], False, True, None)),
-    ]
-
-    def copy():
-        cp.cuda.runtime.memcpyAsync(xc.data.ptr, x.data.ptr, n * f4, cp.cuda.runtime.memcpyDeviceToDevice,
-                                    cp.cuda.get_current_stream().ptr)
-        return xc
-    t_copy = median_ms(copy, args.reps, args.warmup)
-    t_clone = median_ms(lambda: tx.clone(), args.reps, args.warmup)
-    copy_ok = bool((copy() == x).all())
-    bad += not copy_ok
-    rows.append(("memcpy D2D (ceiling)", "-", 2 * n * f4, t_copy, t_clone, copy_ok))
-    for name, nbytes, fc, tc in cases:
-        ref = cp.from_dlpack(tc())
-        t_tc = median_ms(tc, args.reps, args.warmup)
+    nbytes, memcpy, clone, check = gpu_bandwidth.copy_case(cp, torch, rng)
+    ok = check()
+    rows, bad = [("copy (ceiling)", "-", nbytes, bench.fastconv(memcpy), bench.torch_side(clone), ok)], int(not ok)
+    for case in gpu_bandwidth.cases(cp, torch, rng):
+        ref = cp.from_dlpack(case.reference() if case.reference else case.torch())
+        t_torch = bench.torch_side(case.torch)
         for fam in fams:
-            err = rel_error(fc(fam), ref)
-            ok = err <= VALIDATE_TOL
+            ok = rel_error(case.fastconv(fam), ref) <= VALIDATE_TOL
             bad += not ok
-            t_fc = median_ms(lambda: fc(fam), args.reps, args.warmup)
-            rows.append((name, fam, nbytes, t_fc, t_tc, ok))
+            rows.append((case.name, fam, case.nbytes, bench.fastconv(lambda: case.fastconv(fam)), t_torch, ok))
     return rows, bad
 
 
@@ -165,7 +145,8 @@ def _torch_dcgan(torch):
     return G.cuda(), D.cuda()
 
 
-def step_rows(args, torch, cp, fams):
+def step_rows(bench, fams):
+    torch, cp = bench.torch, bench.cp
     from shapes import lenet, torch_lenet
 
     from fastconv import nn, optim
@@ -187,7 +168,7 @@ def step_rows(args, torch, cp, fams):
             lf.forward(m.forward(xs), labels)
             m.backward(lf.backward())
             opt.step()
-        rows.append((f"LeNet fastconv-{fam}", B / median_ms(lenet_step, args.reps, args.warmup) * 1e3))
+        rows.append((f"LeNet fastconv-{fam}", B / bench.per_call(lenet_step) * 1e3))
         G, D = build_dcgan(rng=np.random.default_rng(0))
         G.to("cuda", kernels=fam)
         D.to("cuda", kernels=fam)
@@ -209,7 +190,7 @@ def step_rows(args, torch, cp, fams):
             bce.forward(D.forward(fake), ones)
             G.backward(D.backward(bce.backward()))
             oG.step()
-        rows.append((f"DCGAN fastconv-{fam}", B / median_ms(dcgan_step, args.reps, args.warmup) * 1e3))
+        rows.append((f"DCGAN fastconv-{fam}", B / bench.per_call(dcgan_step) * 1e3))
     tm = torch_lenet().cuda()
     topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
     tx, ty = torch.from_dlpack(xs), torch.from_dlpack(labels)
@@ -218,7 +199,7 @@ def step_rows(args, torch, cp, fams):
         topt.zero_grad()
         torch.nn.functional.cross_entropy(tm(tx), ty).backward()
         topt.step()
-    rows.append(("LeNet PyTorch eager", B / median_ms(t_lenet, args.reps, args.warmup) * 1e3))
+    rows.append(("LeNet PyTorch eager", B / bench.per_call(t_lenet) * 1e3))
     tG, tD = _torch_dcgan(torch)
     toG = torch.optim.Adam(tG.parameters(), lr=2e-4, betas=(0.5, 0.999))
     toD = torch.optim.Adam(tD.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -234,8 +215,59 @@ def step_rows(args, torch, cp, fams):
         toG.zero_grad()
         bce_t(tD(fake), t1).backward()
         toG.step()
-    rows.append(("DCGAN PyTorch eager", B / median_ms(t_dcgan, args.reps, args.warmup) * 1e3))
+    rows.append(("DCGAN PyTorch eager", B / bench.per_call(t_dcgan) * 1e3))
     return rows
+
+
+def _ms(t):
+    return f"{t.per_call_ms:.4f}/" + (f"{t.kernel_ms:.4f}" if t.kernel_ms is not None else "-")
+
+
+def print_conv(rows, results, fams):
+    print(f"\n{'shape':<13}{'pass':<17}" + "".join(f"{'fc-' + f + ' ms':>22}" for f in fams)
+          + f"{'cuDNN ms':>22}{'cuDNN/cupy':>12}  check    (ms: per call / kernel-only)")
+    ratios = {"per_call": [], "kernel": []}
+    for name, ps, res, t_ref, tiles in rows:
+        cells = "".join(f"{_ms(res[f][0]):>22}" for f in fams)
+        ratio_k = _k(t_ref) / _k(res["cupy"][0])
+        ratio_c = t_ref.per_call_ms / res["cupy"][0].per_call_ms
+        if ps != "backward_bias":  # the targets' 18 conv rows
+            ratios["kernel"].append(ratio_k)
+            ratios["per_call"].append(ratio_c)
+        status = "ok" if all(v[1] for v in res.values()) else \
+            "MISMATCH " + " ".join(f"{f}:{v[2]:.1e}" for f, v in res.items() if not v[1])
+        notes = " ".join(t.note for t in [t_ref] + [v[0] for v in res.values()] if t.note)
+        print(f"{name:<13}{ps:<17}{cells}{_ms(t_ref):>22}{ratio_k:>12.3f}  {status} {notes}")
+        results.add("conv", shape=name, pass_name=ps, cudnn=t_ref, ratio_kernel=ratio_k, ratio_per_call=ratio_c,
+                    **{f"fastconv_{f}": res[f][0] for f in fams}, ok=all(v[1] for v in res.values()),
+                    tiles={t: v[0] for t, v in tiles.items()})
+    for kind, rs in ratios.items():
+        gm = math.exp(sum(math.log(r) for r in rs) / len(rs))
+        print(f"geometric mean cuDNN/fastconv-cupy over {len(rs)} conv rows, {kind}: {gm:.3f}"
+              + (" (target >= 0.85)" if kind == "kernel" else ""))
+        results.add("conv_geomean", kind=kind, rows=len(rs), value=gm)
+    if any(r[4] for r in rows):
+        tnames = list(next(r[4] for r in rows if r[4]))
+        print(f"\n{'tile forced (cupy), kernel-only':<32}" + "".join(f"{t + ' ms':>14}" for t in tnames))
+        for name, ps, _, _, tiles in rows:
+            if tiles:
+                print(f"{name + ' ' + ps:<32}" + "".join(f"{tiles[t][0]:>14.4f}" + ("" if tiles[t][1] else "!")
+                                                         for t in tnames))
+
+
+def print_bandwidth(rows, results):
+    copy = rows[0]
+    copy_gbs = copy[2] / min(_k(copy[3]), _k(copy[4])) / 1e6  # the faster device copy is the ceiling
+    print(f"\n{'op ' + 'x'.join(map(str, BANDWIDTH_SHAPE)):<30}{'family':<7}{'fc ms':>18}{'fc GB/s':>9}"
+          f"{'torch ms':>18}{'torch GB/s':>11}{'fc/copy':>9}  check    (ms: per call / kernel-only; GB/s and "
+          "fc/copy on kernel-only)")
+    for name, fam, nbytes, t_fc, t_tc, ok in rows:
+        gbs, tgbs = nbytes / _k(t_fc) / 1e6, nbytes / _k(t_tc) / 1e6
+        notes = " ".join(t.note for t in (t_fc, t_tc) if t.note)
+        print(f"{name:<30}{fam:<7}{_ms(t_fc):>18}{gbs:>9.0f}{_ms(t_tc):>18}{tgbs:>11.0f}{gbs / copy_gbs:>9.2f}  "
+              f"{'ok' if ok else 'MISMATCH'} {notes}")
+        results.add("bandwidth", op=name, family=fam, bytes=nbytes, fastconv=t_fc, torch=t_tc, gbs=gbs,
+                    torch_gbs=tgbs, of_copy=gbs / copy_gbs, ok=ok)
 
 
 def main(argv=None) -> int:
@@ -243,6 +275,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--skip-steps", action="store_true", help="skip the whole-training-step rows")
+    ap.add_argument("--skip-tiles", action="store_true", help="skip timing every conv tile forced")
+    ap.add_argument("--json", default=str(Path(os.environ.get("OUT", ".")) / "gpu_table.json"),
+                    help="results file, stamped with card, driver and commit (default $OUT/gpu_table.json)")
     args = ap.parse_args(argv)
     import cupy as cp
     import torch
@@ -252,58 +287,30 @@ def main(argv=None) -> int:
     props = cp.cuda.runtime.getDeviceProperties(0)
     card = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     fams = families()
-    print(f"card: {card}; torch {torch.__version__} cuDNN {torch.backends.cudnn.version()} (TF32 off); "
-          f"families: {', '.join(fams)}; median of {args.reps} after {args.warmup} warm-up calls")
-
-    rows, bad = conv_rows(args, torch, cp, fams)
-    hdr = f"{'shape':<13}{'pass':<17}" + "".join(f"{'fc-' + f + ' ms':>14}" for f in ("cupy", "numba")) \
-        + f"{'cuDNN ms':>10}{'cuDNN/cupy':>12}  check"
-    print("\n" + hdr)
-    ratios = []
-    for name, ps, res, t_ref, _ in rows:
-        cells = "".join(f"{res[f][0]:>14.4f}" if f in res else f"{'-':>14}" for f in ("cupy", "numba"))
-        ratio = t_ref / res["cupy"][0]
-        ratios.append(ratio)
-        status = "ok" if all(v[1] for v in res.values()) else \
-            "MISMATCH " + " ".join(f"{f}:{v[2]:.1e}" for f, v in res.items() if not v[1])
-        print(f"{name:<13}{ps:<17}{cells}{t_ref:>10.4f}{ratio:>12.3f}  {status}")
-    gm = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    print(f"geometric mean cuDNN/fastconv-cupy over {len(ratios)} conv rows: {gm:.3f} (target >= 0.85)")
-    from fastconv.backends.cuda import config as cuda_config
-    tnames = list(cuda_config.CONV_TILES)
-    print(f"\n{'v2 tile forced (cupy)':<30}" + "".join(f"{t + ' ms':>14}" for t in tnames) + "  auto tile")
-    for name, ps, res, t_ref, tiles in rows:
-        x_shape = CONV_SHAPES[name]
-        n, c, h, w, k, r, s_, st, pd = x_shape
-        p_ = ops.conv_out_size(h, r, st, pd, 1)
-        m, cols = {"forward": (k, n * p_ * p_), "backward_data": (c, n * h * w),
-                   "backward_weight": (k, c * r * s_)}[ps]
-        auto = cuda_config.conv_tile(m, cols, cp.cuda.Device().attributes["MultiProcessorCount"])
-        cells = "".join(f"{tiles[t][0]:>14.4f}" + ("" if tiles[t][1] else "!") for t in tnames)
-        print(f"{name + ' ' + ps:<30}{cells}  {auto}")
-
-    brow, bbad = bandwidth_rows(args, torch, cp, fams)
+    bench = Bench(cp, torch, args.reps, args.warmup)
+    results = timing.stamp(card, cp.cuda.runtime.driverGetVersion(), Path(__file__).resolve().parents[1],
+                           {"reps": args.reps, "warmup": args.warmup, "graph_calls": timing.CALLS, "families": fams,
+                            "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(), "tf32": False})
+    print(f"card: {card}; driver {results.driver}; commit {results.commit}; torch {torch.__version__} cuDNN "
+          f"{torch.backends.cudnn.version()} (TF32 off); families: {', '.join(fams)}; median of {args.reps} after "
+          f"{args.warmup} warm-up calls (kernel-only: graphs of {timing.CALLS} calls)")
+    rows, bad = conv_rows(bench, fams, not args.skip_tiles)
+    print_conv(rows, results, fams)
+    brow, bbad = bandwidth_rows(bench, fams)
     bad += bbad
-    # the ceiling is the faster of the two device copies measured (cudaMemcpy D2D, torch clone);
-    # on the copy row "fc" is the cudaMemcpy and "torch" the clone
-    copy_gbs = brow[0][2] / min(brow[0][3], brow[0][4]) / 1e6
-    print(f"\n{'op (64x64x56x56)':<20}{'family':<8}{'fc ms':>9}{'fc GB/s':>10}{'torch ms':>10}{'torch GB/s':>11}"
-          f"{'fc/copy':>10}  check")
-    for name, fam, nbytes, t_fc, t_tc, ok in brow:
-        gbs = nbytes / t_fc / 1e6
-        print(f"{name:<20}{fam:<8}{t_fc:>9.4f}{gbs:>10.0f}{t_tc:>10.4f}{nbytes / t_tc / 1e6:>11.0f}"
-              f"{gbs / copy_gbs:>10.2f}  {'ok' if ok else 'MISMATCH'}")
-
+    print_bandwidth(brow, results)
     if not args.skip_steps:
         try:
-            srows = step_rows(args, torch, cp, fams)
-            print(f"\n{'training step, batch 128':<28}{'images/s':>12}")
+            srows = step_rows(bench, fams)
+            print(f"\n{'training step, batch 128':<28}{'images/s':>12}  (per call)")
             for name, ips in srows:
                 print(f"{name:<28}{ips:>12.0f}")
+                results.add("step", name=name, images_per_s=ips)
         except Exception as e:  # report and go on: the kernel rows above stand on their own
             print(f"\ntraining steps: failed with {type(e).__name__}: {e}")
             bad += 1
-    print(f"\n{bad} validation failures")
+    results.add("summary", validation_failures=bad)
+    print(f"\n{bad} validation failures; results in {results.write(args.json)}")
     return 1 if bad else 0
 
 

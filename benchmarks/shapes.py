@@ -11,8 +11,12 @@ CONV_SHAPES = {
     "resnet.c4": (32, 256, 14, 14, 256, 3, 3, 1, 1),
 }
 
-# ReLU and 2x2 pooling input
+# ReLU and 2x2 pooling input of the CPU benchmarks
 ELEMENTWISE_SHAPE = (64, 64, 56, 56)
+
+# the GPU bandwidth rows (activations, pooling, batchnorm, bias gradient): 205 MB of float32, about
+# 4x the L2 of an H100 (50 MB) and 3.4x an H200's (60 MB), so every pass streams from HBM
+BANDWIDTH_SHAPE = (256, 64, 56, 56)
 
 # the benchmark LeNet (the trainer's default CNN) at batch 128
 BATCH = 128

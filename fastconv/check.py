@@ -163,6 +163,15 @@ def pool_case(spec, family, rng):
     out = [("max_pool2d", "forward", y, y_ref, F32_TOL),
            ("max_pool2d", "argmax", np.float64(am_err), np.float64(0.0), 0.0),
            ("max_pool2d", "backward", dx, dx_ref, F32_TOL)]
+    if ks[0] * ks[1] < 255:  # the fused op's uint8 argmax
+        y_ref, code_ref = ops.relu_max_pool2d_forward(x.astype(F64), ks, st, pd)
+        dx_ref = ops.relu_max_pool2d_backward(dy.astype(F64), code_ref, x.shape, ks, st, pd)
+        y, code = ops.relu_max_pool2d_forward(_g(x), ks, st, pd, kernels=family)
+        dx = ops.relu_max_pool2d_backward(_g(dy), _g(code_ref), x.shape, ks, st, pd, kernels=family)
+        code_err = 0.0 if np.array_equal(_cp().asnumpy(code), code_ref) else float("inf")
+        out += [("relu_max_pool2d", "forward", y, y_ref, F32_TOL),
+                ("relu_max_pool2d", "argmax", np.float64(code_err), np.float64(0.0), 0.0),
+                ("relu_max_pool2d", "backward", dx, dx_ref, F32_TOL)]
     for cip in (True, False):
         a_ref = ops.avg_pool2d_forward(x.astype(F64), ks, st, pd, cip)
         da_ref = ops.avg_pool2d_backward(dy.astype(F64), x.shape, ks, st, pd, cip)

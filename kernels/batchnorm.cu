@@ -1,108 +1,223 @@
 // batchnorm.cu - batch normalisation over axis 1 of x viewed as (N, C, HW) (HW = 1 for (N, C)), fp32
 // data with double accumulators in the per-channel reductions.
 //
-// Kernel versions
-//   batchnorm_forward_train_v1  one block per channel: two-pass mean and biased variance
-//                               (sum, then sum of squared deviations), writes mean/invstd,
-//                               updates running_mean/running_var in place (running_var gets the
-//                               unbiased variance), then y = (x - mean) * invstd * gamma + beta.
-//                               Traffic: 3 reads + 1 write of the channel, 2 FLOPs/elt/pass.
-//   batchnorm_forward_eval_v1   grid-stride element-wise with the running statistics; the first
+// Kernel versions (f1: 1 float per access; f4: HW % 4 == 0, 16-byte loads and stores)
+//   batchnorm_sum_v2_f1, batchnorm_sum_v2_f4
+//                               per (slice of batch rows, channel) block (reduce.cuh): a double
+//                               partial sum of x.
+//   batchnorm_sqdev_v2_f1, batchnorm_sqdev_v2_f4
+//                               the same blocks: mean from the partial sums (slice order), then a
+//                               partial sum of (x - mean)^2 (two-pass variance, as v1 was).
+//   batchnorm_forward_train_v2_f1, batchnorm_forward_train_v2_f4
+//                               the same blocks: mean and biased variance from the partials; the
+//                               slice-0 block writes mean/invstd and updates running_mean and
+//                               running_var (unbiased) in place; each block normalises its rows:
+//                               y = (x - mean) * invstd * gamma + beta.
+//   batchnorm_forward_eval_v2   grid-stride element-wise with the running statistics; the first
 //                               C threads also write mean = running_mean, invstd.
-//                               Traffic: 1 read + 1 write.
-//   batchnorm_backward_v1       one block per channel: sum(dy) and sum(dy*xhat) in one pass, then
-//                               dx = gamma*invstd*(dy - sum(dy)/M - xhat*sum(dy*xhat)/M) in
-//                               training, dx = gamma*invstd*dy in eval; dgamma = sum(dy*xhat),
-//                               dbeta = sum(dy). Traffic: 2 reads of (dy, x) + 1 write.
-// One block per channel fills the GPU only when C is large; the layers here have C >= 64.
+//   batchnorm_backward_sums_v2_f1, batchnorm_backward_sums_v2_f4
+//                               partial sum(dy) and sum(dy * xhat) per block.
+//   batchnorm_backward_v2_f1, batchnorm_backward_v2_f4
+//                               the same blocks: the sums from the partials; the slice-0 block
+//                               writes dgamma = sum(dy*xhat), dbeta = sum(dy); each block writes
+//                               dx = gamma*invstd*(dy - sum(dy)/M - xhat*sum(dy*xhat)/M) for its rows
+//                               in training, gamma*invstd*dy in eval.
+// Every (slice, channel) block of a launch computes a channel's statistics from the same partials
+// in the same order, so all agree bit for bit and the results are deterministic. The launcher picks
+// the slices for about 4 blocks per SM (fastconv.backends.cuda.config.channel_splits); offsets are
+// 32-bit (N*C*HW <= INT32_LIMIT, checked by the launcher).
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/batchnorm.cu
 #include "common.cuh"
+#include "reduce.cuh"
 
-__device__ __forceinline__ i64 bn_index(i64 i, int c, int C, int HW) {
-    const i64 n = i / HW;
-    return (n * C + c) * HW + (i - n * HW);
+#define BN_SLICE_ARGS int N, int C, int HW, int chunk
+
+// Partial sum of src (or of (src - mean)^2 when SQDEV) over this block's rows of channel blockIdx.y.
+template <int V, bool SQDEV>
+__device__ __forceinline__ double slice_sum(const float* __restrict__ src, double mean, BN_SLICE_ARGS) {
+    __shared__ double buf[32];
+    int n0, n1;
+    slice_rows(N, chunk, n0, n1);
+    double acc = 0.0;
+    for_channel_rows<V>(blockIdx.y, C, HW, n0, n1, [&](unsigned j) {
+        float v[V];
+        if constexpr (V == 4) {
+            const float4 t = load4(src + j);
+            v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
+        } else {
+            v[0] = src[j];
+        }
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+            const double d = SQDEV ? (double)v[e] - mean : (double)v[e];
+            acc += SQDEV ? d * d : d;
+        }
+    });
+    return block_sum(acc, buf);
 }
 
-// Work (M = N*HW per channel): about 8*M FLOPs per channel over three passes (sum, squared
-// deviations, normalise); moves 4*M*4 B per channel (x read three times, y written).
-extern "C" __global__ void batchnorm_forward_train_v1(
+// Work: (rows in the slice)*HW adds per block; moves that many *4 B in, 8 B out.
+template <int V>
+__device__ __forceinline__ void bn_sum(const float* __restrict__ x, double* __restrict__ psum, BN_SLICE_ARGS) {
+    const double s = slice_sum<V, false>(x, 0.0, N, C, HW, chunk);
+    if (threadIdx.x == 0) psum[blockIdx.y * gridDim.x + blockIdx.x] = s;
+}
+
+// Work: 3 FLOPs per element; moves (rows in the slice)*HW*4 B in, 8 B out per block.
+template <int V>
+__device__ __forceinline__ void bn_sqdev(const float* __restrict__ x, const double* __restrict__ psum,
+                                         double* __restrict__ psq, BN_SLICE_ARGS) {
+    const double mean = sum_partials(psum, blockIdx.y, gridDim.x) / ((double)N * HW);
+    const double s = slice_sum<V, true>(x, mean, N, C, HW, chunk);
+    if (threadIdx.x == 0) psq[blockIdx.y * gridDim.x + blockIdx.x] = s;
+}
+
+// Work: 3 FLOPs per element (FMA form); moves 2*(rows in the slice)*HW*4 B per block (x in, y out).
+template <int V>
+__device__ __forceinline__ void bn_forward_train(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-    float* __restrict__ running_mean, float* __restrict__ running_var, float* __restrict__ y,
-    float* __restrict__ mean_out, float* __restrict__ invstd_out, int N, int C, int HW, float momentum,
-    float eps) {
-    __shared__ double buf[64];
-    const int c = blockIdx.x;
-    const i64 count = (i64)N * HW;
-    double s = 0.0;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) s += x[bn_index(i, c, C, HW)];
-    const double mean = block_sum(s, buf) / (double)count;
-    double v = 0.0;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        const double d = x[bn_index(i, c, C, HW)] - mean;
-        v += d * d;
-    }
-    const double var = block_sum(v, buf) / (double)count;
+    const double* __restrict__ psum, const double* __restrict__ psq, float* __restrict__ running_mean,
+    float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ mean_out,
+    float* __restrict__ invstd_out, BN_SLICE_ARGS, float momentum, float eps) {
+    const int c = blockIdx.y;
+    const double count = (double)N * HW;
+    const double mean = sum_partials(psum, c, gridDim.x) / count;
+    const double var = sum_partials(psq, c, gridDim.x) / count;
     const double invstd = 1.0 / sqrt(var + (double)eps);
-    if (threadIdx.x == 0) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
         mean_out[c] = (float)mean;
         invstd_out[c] = (float)invstd;
         const double mom = momentum;
         running_mean[c] = (float)((1.0 - mom) * running_mean[c] + mom * mean);
-        running_var[c] = (float)((1.0 - mom) * running_var[c] + mom * var * count / (double)(count - 1));
+        running_var[c] = (float)((1.0 - mom) * running_var[c] + mom * var * count / (count - 1.0));
     }
     const float m = (float)mean, is = (float)invstd, gm = gamma[c], bt = beta[c];
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        const i64 j = bn_index(i, c, C, HW);
-        y[j] = (x[j] - m) * is * gm + bt;
-    }
-}
-
-// Work: about 5 FLOPs + 1 sqrtf per element; moves 2*total*4 B (x in, y out) plus the
-// per-channel vectors (cache-served).
-extern "C" __global__ void batchnorm_forward_eval_v1(
-    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-    const float* __restrict__ running_mean, const float* __restrict__ running_var, float* __restrict__ y,
-    float* __restrict__ mean_out, float* __restrict__ invstd_out, i64 total, int C, int HW, float eps) {
-    GRID_STRIDE(i, total) {
-        const int c = (int)((i / HW) % C);
-        const float is = 1.0f / sqrtf(running_var[c] + eps);
-        y[i] = (x[i] - running_mean[c]) * is * gamma[c] + beta[c];
-        if (i < C) {
-            mean_out[i] = running_mean[i];
-            invstd_out[i] = 1.0f / sqrtf(running_var[i] + eps);
+    int n0, n1;
+    slice_rows(N, chunk, n0, n1);
+    for_channel_rows<V>(c, C, HW, n0, n1, [&](unsigned j) {
+        if constexpr (V == 4) {
+            const float4 t = load4(x + j);
+            store4(y + j, make_float4((t.x - m) * is * gm + bt, (t.y - m) * is * gm + bt, (t.z - m) * is * gm + bt,
+                                      (t.w - m) * is * gm + bt));
+        } else {
+            y[j] = (x[j] - m) * is * gm + bt;
         }
-    }
+    });
 }
 
-// Work (M = N*HW per channel): about 10*M FLOPs per channel over two passes; moves 5*M*4 B
-// per channel (dy and x read twice, dx written).
-extern "C" __global__ void batchnorm_backward_v1(
-    const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ gamma,
-    const float* __restrict__ mean, const float* __restrict__ invstd, float* __restrict__ dx,
-    float* __restrict__ dgamma, float* __restrict__ dbeta, int N, int C, int HW, int training) {
+// Work: about 6 FLOPs per element; moves 2*(rows in the slice)*HW*4 B in (dy, x), 16 B out per block.
+template <int V>
+__device__ __forceinline__ void bn_backward_sums(const float* __restrict__ dy, const float* __restrict__ x,
+                                                 const float* __restrict__ mean, const float* __restrict__ invstd,
+                                                 double* __restrict__ part, BN_SLICE_ARGS) {
     __shared__ double buf[64];
-    const int c = blockIdx.x;
-    const i64 count = (i64)N * HW;
+    const int c = blockIdx.y;
     const float m = mean[c], is = invstd[c];
+    int n0, n1;
+    slice_rows(N, chunk, n0, n1);
     double sdy = 0.0, sdyx = 0.0;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        const i64 j = bn_index(i, c, C, HW);
-        const double d = dy[j];
-        sdy += d;
-        sdyx += d * (double)((x[j] - m) * is);
-    }
+    for_channel_rows<V>(c, C, HW, n0, n1, [&](unsigned j) {
+        float d[V], v[V];
+        if constexpr (V == 4) {
+            const float4 a = load4(dy + j), b = load4(x + j);
+            d[0] = a.x; d[1] = a.y; d[2] = a.z; d[3] = a.w;
+            v[0] = b.x; v[1] = b.y; v[2] = b.z; v[3] = b.w;
+        } else {
+            d[0] = dy[j];
+            v[0] = x[j];
+        }
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+            sdy += d[e];
+            sdyx += (double)d[e] * (double)((v[e] - m) * is);
+        }
+    });
     block_sum2(sdy, sdyx, buf);
     if (threadIdx.x == 0) {
+        const int at = c * gridDim.x + blockIdx.x;
+        part[at] = sdy;
+        part[C * gridDim.x + at] = sdyx;
+    }
+}
+
+// Work: about 5 FLOPs per element; moves 3*(rows in the slice)*HW*4 B per block (dy, x in; dx out).
+template <int V>
+__device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const float* __restrict__ x,
+                                            const float* __restrict__ gamma, const float* __restrict__ mean,
+                                            const float* __restrict__ invstd, const double* __restrict__ part,
+                                            float* __restrict__ dx, float* __restrict__ dgamma,
+                                            float* __restrict__ dbeta, BN_SLICE_ARGS, int training) {
+    const int c = blockIdx.y, S = gridDim.x;
+    const double sdy = sum_partials(part, c, S), sdyx = sum_partials(part + C * S, c, S);
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
         dgamma[c] = (float)sdyx;
         dbeta[c] = (float)sdy;
     }
-    const float scale = gamma[c] * is;
-    const float a = training ? (float)(sdy / (double)count) : 0.f;
-    const float b = training ? (float)(sdyx / (double)count) : 0.f;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        const i64 j = bn_index(i, c, C, HW);
-        const float xh = (x[j] - m) * is;
-        dx[j] = scale * (dy[j] - a - xh * b);
+    const double count = (double)N * HW;
+    const float m = mean[c], is = invstd[c], scale = gamma[c] * is;
+    const float a = training ? (float)(sdy / count) : 0.f;
+    const float b = training ? (float)(sdyx / count) : 0.f;
+    int n0, n1;
+    slice_rows(N, chunk, n0, n1);
+    for_channel_rows<V>(c, C, HW, n0, n1, [&](unsigned j) {
+        if constexpr (V == 4) {
+            const float4 d = load4(dy + j), v = load4(x + j);
+            store4(dx + j, make_float4(scale * (d.x - a - ((v.x - m) * is) * b), scale * (d.y - a - ((v.y - m) * is) * b),
+                                       scale * (d.z - a - ((v.z - m) * is) * b), scale * (d.w - a - ((v.w - m) * is) * b)));
+        } else {
+            dx[j] = scale * (dy[j] - a - ((x[j] - m) * is) * b);
+        }
+    });
+}
+
+// The per-(slice, channel) entry points for V floats per access (f1, f4). Work and bytes of each:
+// see bn_sum, bn_sqdev, bn_forward_train, bn_backward_sums, bn_backward above (per element: 1 to 6
+// FLOPs, 4 B per array read or written).
+#define BN_KERNELS(V)                                                                                      \
+    extern "C" __global__ void batchnorm_sum_v2_f##V(const float* __restrict__ x, double* __restrict__ psum, \
+                                                     BN_SLICE_ARGS) {                                       \
+        bn_sum<V>(x, psum, N, C, HW, chunk);                                                                \
+    }                                                                                                      \
+    extern "C" __global__ void batchnorm_sqdev_v2_f##V(const float* __restrict__ x,                        \
+        const double* __restrict__ psum, double* __restrict__ psq, BN_SLICE_ARGS) {                        \
+        bn_sqdev<V>(x, psum, psq, N, C, HW, chunk);                                                         \
+    }                                                                                                      \
+    extern "C" __global__ void batchnorm_forward_train_v2_f##V(const float* __restrict__ x,                \
+        const float* __restrict__ gamma, const float* __restrict__ beta, const double* __restrict__ psum,   \
+        const double* __restrict__ psq, float* __restrict__ running_mean, float* __restrict__ running_var,  \
+        float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ invstd_out, BN_SLICE_ARGS, \
+        float momentum, float eps) {                                                                        \
+        bn_forward_train<V>(x, gamma, beta, psum, psq, running_mean, running_var, y, mean_out, invstd_out,  \
+                            N, C, HW, chunk, momentum, eps);                                                \
+    }                                                                                                      \
+    extern "C" __global__ void batchnorm_backward_sums_v2_f##V(const float* __restrict__ dy,               \
+        const float* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ invstd,     \
+        double* __restrict__ part, BN_SLICE_ARGS) {                                                         \
+        bn_backward_sums<V>(dy, x, mean, invstd, part, N, C, HW, chunk);                                    \
+    }                                                                                                      \
+    extern "C" __global__ void batchnorm_backward_v2_f##V(const float* __restrict__ dy,                    \
+        const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,      \
+        const float* __restrict__ invstd, const double* __restrict__ part, float* __restrict__ dx,         \
+        float* __restrict__ dgamma, float* __restrict__ dbeta, BN_SLICE_ARGS, int training) {              \
+        bn_backward<V>(dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta, N, C, HW, chunk, training);     \
+    }
+BN_KERNELS(1)
+BN_KERNELS(4)
+
+// Work: about 5 FLOPs + 1 sqrtf per element; moves 2*total*4 B (x in, y out) plus the
+// per-channel vectors (cache-served).
+extern "C" __global__ void batchnorm_forward_eval_v2(
+    const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+    const float* __restrict__ running_mean, const float* __restrict__ running_var, float* __restrict__ y,
+    float* __restrict__ mean_out, float* __restrict__ invstd_out, int total, int C, int HW, float eps) {
+    GRID_STRIDE32(i, total) {
+        const int c = (int)((i / (unsigned)HW) % (unsigned)C);
+        const float is = 1.0f / sqrtf(running_var[c] + eps);
+        y[i] = (x[i] - running_mean[c]) * is * gamma[c] + beta[c];
+        if (i < (unsigned)C) {
+            mean_out[i] = running_mean[i];
+            invstd_out[i] = 1.0f / sqrtf(running_var[i] + eps);
+        }
     }
 }

@@ -17,6 +17,12 @@ typedef long long i64;
 #define GRID_STRIDE(i, n) \
     for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
+// The same loop in 32-bit unsigned indices, for kernels whose launcher checks n <= INT32_LIMIT
+// (2^31 - 1 - 4096): i + the grid's thread count stays below 2^32, so the step cannot wrap, and
+// the index math after it (divisions by plane sizes included) is 32-bit.
+#define GRID_STRIDE32(i, n) \
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(n); i += gridDim.x * blockDim.x)
+
 // Sum of a double over the block; every thread gets the result. `buf` holds >= 32 doubles.
 // All threads of the block must call it (it has __syncthreads inside).
 __device__ __forceinline__ double block_sum(double v, double* buf) {

@@ -34,7 +34,7 @@
 //       input-gradient element per thread, only the taps of its phase, filters through the
 //       read-only cache). Backward-weight of such
 //       shapes (N = C/G*R*S <= 32) runs the v3 core with the t64x32 tile.
-//   conv2d_backward_bias_v1: one block per output channel, double accumulation.
+//   The conv bias gradient is in bias.cu.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
 // Index types: every tensor and workspace slice is indexed with 32-bit ints (the launcher checks
@@ -413,23 +413,4 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_backward_data_smallc_v1
             }
         }
     dx[(img * C + c) * HW + hw] = acc;
-}
-
-// ---------------------------------------------------------------------------------------------
-// helpers
-
-// db[k] = sum_{n,pq} dy[n,k,pq]; grid K blocks. Work: N*K*P*Q FLOPs (double adds); traffic
-// N*K*P*Q*4 B in, K*4 B out.
-extern "C" __global__ void conv2d_backward_bias_v1(const float* __restrict__ dy, float* __restrict__ db,
-                                                   int N, int K, int PQ) {
-    __shared__ double buf[64];
-    const int k = blockIdx.x;
-    const i64 count = (i64)N * PQ;
-    double acc = 0.0;
-    for (i64 i = threadIdx.x; i < count; i += blockDim.x) {
-        const i64 n = i / PQ, pq = i - n * PQ;
-        acc += dy[(n * K + k) * PQ + pq];
-    }
-    acc = block_sum(acc, buf);
-    if (threadIdx.x == 0) db[k] = (float)acc;
 }

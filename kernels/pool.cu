@@ -2,21 +2,37 @@
 // stride and padding (padding <= half the window), overlapping windows included.
 //
 // Kernel versions
-//   max_pool2d_forward_v1   one thread per output; stores the int32 argmax h*W + w (index into
-//                           the x[n,c] plane); the first maximum in row-major window order wins,
-//                           NaN propagates (a NaN element is taken as the maximum).
-//   max_pool2d_backward_v1  gather form, one thread per INPUT pixel: it walks the windows that
+//   max_pool2d_forward_v2   one thread per output; stores the int32 argmax h*W + w (index into
+//                           the x[n,c] plane, the ops' public format); the first maximum in
+//                           row-major window order wins, NaN propagates (the first NaN is taken).
+//   max_pool2d_backward_v2  gather form, one thread per INPUT pixel: it walks the windows that
 //                           contain it and sums dy where the window's argmax is this pixel.
 //                           Deterministic, no atomics, no zero-fill pass.
-//   avg_pool2d_forward_v1   one thread per output; divisor kh*kw (count_include_pad, windows
+//   avg_pool2d_forward_v2   one thread per output; divisor kh*kw (count_include_pad, windows
 //                           never pass the padded edge in floor mode) or the count of in-range
 //                           elements (count_include_pad=0).
-//   avg_pool2d_backward_v1  gather form, one thread per input pixel (same divisors).
+//   avg_pool2d_backward_v2  gather form, one thread per input pixel; each window's divisor is
+//                           applied as a reciprocal (__frcp_rn), no float division per window.
+//   max_pool2d_forward_v3_*, max_pool2d_backward_v3_*, avg_pool2d_forward_v3_*, avg_pool2d_backward_v3_*
+//                           the 2x2 / stride 2 / no padding fast path (LeNet's pools): the window
+//                           loops are compile-time, one thread per V = 1 (_v3_2x2, W even: 8-byte
+//                           loads) or V = 2 (_v3_2x2w, W % 4 == 0: 16-byte loads) horizontally
+//                           adjacent outputs; backward writes each input pixel once (windows do
+//                           not overlap), zeroing the last row when H is odd. The argmax is the
+//                           same int32 plane index as the general kernels'.
+//   relu_max_pool2d_forward_v1, relu_max_pool2d_backward_v1
+//                           ReLU + max pooling fused, any window: y = max-pool(relu(x)) and a compact
+//                           uint8 argmax (window index r*kw + s, 255 = no gradient: max <= 0 or NaN).
+//   relu_max_pool2d_forward_v2_*, relu_max_pool2d_backward_v2_*
+//                           its 2x2 / stride 2 fast path (_v2_2x2, _v2_2x2w as above).
+// Index math is 32-bit (unsigned): the launcher checks N*C*H*W and N*C*P*Q <= INT32_LIMIT.
 // Work: forward reads N*C*H*W*4 B (once per window overlap, cache-served) and writes the
 // output (+ int32 argmax); backward reads dy (+argmax) and writes dx once. Bandwidth-bound.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/pool.cu
 #include "common.cuh"
+
+typedef unsigned int u32;
 
 // Range of output rows p whose window [p*s - pad, p*s - pad + k) contains row h: [lo, hi].
 __device__ __forceinline__ void windows_of(int h, int k, int s, int pad, int P, int& lo, int& hi) {
@@ -26,16 +42,24 @@ __device__ __forceinline__ void windows_of(int h, int k, int s, int pad, int P, 
     if (hi > P - 1) hi = P - 1;
 }
 
+// (plane, row, column) of flat index i of an (planes, R, C) array, in 32-bit divisions.
+__device__ __forceinline__ void split3(u32 i, u32 R, u32 C, u32& plane, int& r, int& c) {
+    const u32 row = i / C;
+    c = (int)(i - row * C);
+    plane = row / R;
+    r = (int)(row - plane * R);
+}
+
 // Work: kh*kw compares per output, no FLOPs; moves N*C*H*W*4 B in (re-read per overlapping
 // window, cache-served) + N*C*P*Q*(4 + 4) B out (y, argmax).
-extern "C" __global__ void max_pool2d_forward_v1(const float* __restrict__ x, float* __restrict__ y,
+extern "C" __global__ void max_pool2d_forward_v2(const float* __restrict__ x, float* __restrict__ y,
                                                  int* __restrict__ argmax, int NC, int H, int W, int P, int Q,
                                                  int kh, int kw, int sh, int sw, int ph, int pw) {
-    const i64 total = (i64)NC * P * Q;
-    GRID_STRIDE(i, total) {
-        const int q = (int)(i % Q), p = (int)((i / Q) % P);
-        const i64 nc = i / ((i64)P * Q);
-        const float* plane = x + nc * H * W;
+    GRID_STRIDE32(i, (u32)NC * P * Q) {
+        u32 nc;
+        int p, q;
+        split3(i, P, Q, nc, p, q);
+        const float* plane = x + nc * (u32)(H * W);
         const int h0 = p * sh - ph, w0 = q * sw - pw;
         float best = -FC_INF;
         int bi = -1;
@@ -56,18 +80,18 @@ extern "C" __global__ void max_pool2d_forward_v1(const float* __restrict__ x, fl
 
 // Work: per input, one argmax compare per covering window and 1 FLOP per match; moves
 // N*C*P*Q*(4 + 4) B in (dy, argmax; re-read per overlap, cache-served) + N*C*H*W*4 B out.
-extern "C" __global__ void max_pool2d_backward_v1(const float* __restrict__ dy, const int* __restrict__ argmax,
+extern "C" __global__ void max_pool2d_backward_v2(const float* __restrict__ dy, const int* __restrict__ argmax,
                                                   float* __restrict__ dx, int NC, int H, int W, int P, int Q,
                                                   int kh, int kw, int sh, int sw, int ph, int pw) {
-    const i64 total = (i64)NC * H * W;
-    GRID_STRIDE(i, total) {
-        const int w = (int)(i % W), h = (int)((i / W) % H);
-        const i64 nc = i / ((i64)H * W);
+    GRID_STRIDE32(i, (u32)NC * H * W) {
+        u32 nc;
+        int h, w;
+        split3(i, H, W, nc, h, w);
         const int me = h * W + w;
         int plo, phi, qlo, qhi;
         windows_of(h, kh, sh, ph, P, plo, phi);
         windows_of(w, kw, sw, pw, Q, qlo, qhi);
-        const i64 off = nc * P * Q;
+        const u32 off = nc * (u32)(P * Q);
         float acc = 0.f;
         for (int p = plo; p <= phi; ++p)
             for (int q = qlo; q <= qhi; ++q)
@@ -88,14 +112,14 @@ __device__ __forceinline__ int avg_divisor(int p, int q, int H, int W, int kh, i
 
 // Work: kh*kw adds + 1 divide per output (FLOPs); moves N*C*H*W*4 B in (re-read per overlap,
 // cache-served) + N*C*P*Q*4 B out.
-extern "C" __global__ void avg_pool2d_forward_v1(const float* __restrict__ x, float* __restrict__ y, int NC,
+extern "C" __global__ void avg_pool2d_forward_v2(const float* __restrict__ x, float* __restrict__ y, int NC,
                                                  int H, int W, int P, int Q, int kh, int kw, int sh, int sw,
                                                  int ph, int pw, int include_pad) {
-    const i64 total = (i64)NC * P * Q;
-    GRID_STRIDE(i, total) {
-        const int q = (int)(i % Q), p = (int)((i / Q) % P);
-        const i64 nc = i / ((i64)P * Q);
-        const float* plane = x + nc * H * W;
+    GRID_STRIDE32(i, (u32)NC * P * Q) {
+        u32 nc;
+        int p, q;
+        split3(i, P, Q, nc, p, q);
+        const float* plane = x + nc * (u32)(H * W);
         const int h0 = p * sh - ph, w0 = q * sw - pw;
         const int hs = max(h0, 0), he = min(h0 + kh, H), ws = max(w0, 0), we = min(w0 + kw, W);
         float acc = 0.f;
@@ -105,23 +129,342 @@ extern "C" __global__ void avg_pool2d_forward_v1(const float* __restrict__ x, fl
     }
 }
 
-// Work: per input, 1 divide + 1 add per covering window (FLOPs); moves N*C*P*Q*4 B in
+// Work: per input, 1 reciprocal + 1 FMA per covering window (FLOPs); moves N*C*P*Q*4 B in
 // (re-read per overlap, cache-served) + N*C*H*W*4 B out.
-extern "C" __global__ void avg_pool2d_backward_v1(const float* __restrict__ dy, float* __restrict__ dx, int NC,
+extern "C" __global__ void avg_pool2d_backward_v2(const float* __restrict__ dy, float* __restrict__ dx, int NC,
                                                   int H, int W, int P, int Q, int kh, int kw, int sh, int sw,
                                                   int ph, int pw, int include_pad) {
-    const i64 total = (i64)NC * H * W;
-    GRID_STRIDE(i, total) {
-        const int w = (int)(i % W), h = (int)((i / W) % H);
-        const i64 nc = i / ((i64)H * W);
+    const float whole = __frcp_rn((float)(kh * kw));
+    GRID_STRIDE32(i, (u32)NC * H * W) {
+        u32 nc;
+        int h, w;
+        split3(i, H, W, nc, h, w);
         int plo, phi, qlo, qhi;
         windows_of(h, kh, sh, ph, P, plo, phi);
         windows_of(w, kw, sw, pw, Q, qlo, qhi);
-        const float* d = dy + nc * P * Q;
+        const float* d = dy + nc * (u32)(P * Q);
         float acc = 0.f;
         for (int p = plo; p <= phi; ++p)
-            for (int q = qlo; q <= qhi; ++q)
-                acc += d[p * Q + q] / (float)avg_divisor(p, q, H, W, kh, kw, sh, sw, ph, pw, include_pad);
+            for (int q = qlo; q <= qhi; ++q) {
+                const float inv = include_pad ? whole
+                                              : __frcp_rn((float)avg_divisor(p, q, H, W, kh, kw, sh, sw, ph, pw, 0));
+                acc = fmaf(d[p * Q + q], inv, acc);
+            }
         dx[i] = acc;
     }
 }
+
+// ---- 2x2 / stride 2 / no padding ------------------------------------------------------------
+// A thread owns V adjacent outputs (p, V*j .. V*j + V-1) of one plane, i.e. the 2 x 2V input block
+// at rows 2p, 2p+1 and columns 2Vj .. 2Vj + 2V-1, read and written as one 8V-byte vector per row.
+
+// Vector loads and stores of 1, 2 or 4 consecutive elements (the overload picks the width from
+// the array's size); the pointers are 4, 8 or 16-byte aligned as the launcher checks.
+__device__ __forceinline__ void load(const float* p, float (&v)[1]) { v[0] = *p; }
+__device__ __forceinline__ void load(const float* p, float (&v)[2]) {
+    const float2 r = *reinterpret_cast<const float2*>(p);
+    v[0] = r.x; v[1] = r.y;
+}
+__device__ __forceinline__ void load(const float* p, float (&v)[4]) {
+    const float4 r = *reinterpret_cast<const float4*>(p);
+    v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
+}
+__device__ __forceinline__ void load(const int* p, int (&v)[1]) { v[0] = *p; }
+__device__ __forceinline__ void load(const int* p, int (&v)[2]) {
+    const int2 r = *reinterpret_cast<const int2*>(p);
+    v[0] = r.x; v[1] = r.y;
+}
+__device__ __forceinline__ void store(float* p, const float (&v)[1]) { *p = v[0]; }
+__device__ __forceinline__ void store(float* p, const float (&v)[2]) {
+    *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
+}
+__device__ __forceinline__ void store(float* p, const float (&v)[4]) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void store(int* p, const int (&v)[1]) { *p = v[0]; }
+__device__ __forceinline__ void store(int* p, const int (&v)[2]) { *reinterpret_cast<int2*>(p) = make_int2(v[0], v[1]); }
+__device__ __forceinline__ void load(const unsigned char* p, int (&v)[1]) { v[0] = *p; }
+__device__ __forceinline__ void load(const unsigned char* p, int (&v)[2]) {
+    const uchar2 r = *reinterpret_cast<const uchar2*>(p);
+    v[0] = r.x; v[1] = r.y;
+}
+__device__ __forceinline__ void store(unsigned char* p, const int (&v)[1]) { *p = (unsigned char)v[0]; }
+__device__ __forceinline__ void store(unsigned char* p, const int (&v)[2]) {
+    *reinterpret_cast<uchar2*>(p) = make_uchar2((unsigned char)v[0], (unsigned char)v[1]);
+}
+
+// Item i of NC*P*(Q/V) (plane nc, output row p, column group j): the flat offset of its input
+// block's top-left pixel and that pixel's index in its plane (2p rows down, 2Vj columns across).
+template <int V>
+__device__ __forceinline__ void block2x2(u32 i, int H, int W, int P, int QV, u32& top, int& plane_top) {
+    u32 nc;
+    int p, j;
+    split3(i, P, QV, nc, p, j);
+    plane_top = 2 * p * W + 2 * V * j;
+    top = nc * (u32)(H * W) + plane_top;
+}
+
+// Maximum m of a 2x2 window (a b / c d) and its index k in scan order (0..3): the first maximum
+// wins, and the first NaN, as in the general kernel.
+__device__ __forceinline__ void max4(float a, float b, float c, float d, float& m, int& k) {
+    const float win[4] = {a, b, c, d};
+    m = win[0];
+    k = 0;
+#pragma unroll
+    for (int t = 1; t < 4; ++t)
+        if (win[t] > m || (win[t] != win[t] && m == m)) { m = win[t]; k = t; }
+}
+
+// Work: 3 compares per output, no FLOPs; moves 4*4 B in + (4 + 4) B out per output.
+template <int V>
+__device__ __forceinline__ void max2x2_fwd(const float* __restrict__ x, float* __restrict__ y, int* __restrict__ am,
+                                           int NC, int H, int W, int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float a[2 * V], b[2 * V], best[V];
+        int arg[V];
+        load(x + top, a);
+        load(x + top + W, b);
+#pragma unroll
+        for (int o = 0; o < V; ++o) {
+            int k;
+            max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], best[o], k);
+            arg[o] = at + (k >> 1) * W + 2 * o + (k & 1);
+        }
+        store(y + i * V, best);
+        store(am + i * V, arg);
+    }
+}
+
+// The last input row of each plane when H is odd belongs to no window: the thread of the last
+// output row also zeroes it (dx is written exactly once either way).
+template <int V>
+__device__ __forceinline__ void zero_tail_row(float* __restrict__ dx, u32 top, int at, int H, int W, int P) {
+    if ((H & 1) && at / W == 2 * (P - 1)) {
+        const float z[2 * V] = {};
+        store(dx + top + 2 * W, z);
+    }
+}
+
+// Work: no FLOPs; moves (4 + 4) B in + 4*4 B out per output.
+template <int V>
+__device__ __forceinline__ void max2x2_bwd(const float* __restrict__ dy, const int* __restrict__ am,
+                                           float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float d[V], a[2 * V], b[2 * V];
+        int arg[V];
+        load(dy + i * V, d);
+        load(am + i * V, arg);
+#pragma unroll
+        for (int o = 0; o < V; ++o) {
+            const int c = at + 2 * o;
+            a[2 * o] = arg[o] == c ? d[o] : 0.f;
+            a[2 * o + 1] = arg[o] == c + 1 ? d[o] : 0.f;
+            b[2 * o] = arg[o] == c + W ? d[o] : 0.f;
+            b[2 * o + 1] = arg[o] == c + W + 1 ? d[o] : 0.f;
+        }
+        store(dx + top, a);
+        store(dx + top + W, b);
+        zero_tail_row<V>(dx, top, at, H, W, P);
+    }
+}
+
+// Work: 3 adds + 1 multiply per output (FLOPs); moves 4*4 B in + 4 B out per output. Summed in
+// the window's row-major order and scaled by 0.25 (exact), as the CPU path divides by 4.
+template <int V>
+__device__ __forceinline__ void avg2x2_fwd(const float* __restrict__ x, float* __restrict__ y, int NC, int H, int W,
+                                           int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float a[2 * V], b[2 * V], out[V];
+        load(x + top, a);
+        load(x + top + W, b);
+#pragma unroll
+        for (int o = 0; o < V; ++o) out[o] = (((a[2 * o] + a[2 * o + 1]) + b[2 * o]) + b[2 * o + 1]) * 0.25f;
+        store(y + i * V, out);
+    }
+}
+
+// Work: 1 multiply per output (FLOPs); moves 4 B in + 4*4 B out per output.
+template <int V>
+__device__ __forceinline__ void avg2x2_bwd(const float* __restrict__ dy, float* __restrict__ dx, int NC, int H, int W,
+                                           int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float d[V], a[2 * V];
+        load(dy + i * V, d);
+#pragma unroll
+        for (int o = 0; o < V; ++o) a[2 * o] = a[2 * o + 1] = d[o] * 0.25f;
+        store(dx + top, a);
+        store(dx + top + W, a);
+        zero_tail_row<V>(dx, top, at, H, W, P);
+    }
+}
+
+// The 2x2 entry points for V outputs per thread (SUFFIX 2x2: V = 1, 2x2w: V = 2; names *_v3_2x2, *_v3_2x2w). Work (per
+// output): forward max 3 compares and 16 B in + 8 B out (y, argmax); backward max 8 B in + 16 B
+// out; forward avg 4 FLOPs and 16 B in + 4 B out; backward avg 1 FLOP and 4 B in + 16 B out.
+#define POOL_2X2_KERNELS(SUFFIX, V)                                                                       \
+    extern "C" __global__ void max_pool2d_forward_v3_##SUFFIX(const float* __restrict__ x,             \
+        float* __restrict__ y, int* __restrict__ argmax, int NC, int H, int W, int P, int Q) {           \
+        max2x2_fwd<V>(x, y, argmax, NC, H, W, P, Q);                                                      \
+    }                                                                                                     \
+    extern "C" __global__ void max_pool2d_backward_v3_##SUFFIX(const float* __restrict__ dy,           \
+        const int* __restrict__ argmax, float* __restrict__ dx, int NC, int H, int W, int P, int Q) {    \
+        max2x2_bwd<V>(dy, argmax, dx, NC, H, W, P, Q);                                                    \
+    }                                                                                                     \
+    extern "C" __global__ void avg_pool2d_forward_v3_##SUFFIX(const float* __restrict__ x,             \
+        float* __restrict__ y, int NC, int H, int W, int P, int Q) {                                      \
+        avg2x2_fwd<V>(x, y, NC, H, W, P, Q);                                                              \
+    }                                                                                                     \
+    extern "C" __global__ void avg_pool2d_backward_v3_##SUFFIX(const float* __restrict__ dy,           \
+        float* __restrict__ dx, int NC, int H, int W, int P, int Q) {                                     \
+        avg2x2_bwd<V>(dy, dx, NC, H, W, P, Q);                                                            \
+    }
+
+POOL_2X2_KERNELS(2x2, 1)
+POOL_2X2_KERNELS(2x2w, 2)
+
+// ---- ReLU + max pooling fused: relu_max_pool2d ------------------------------------------------
+// y = max-pool(relu(x)) in one pass over x; the argmax is the compact uint8 window index r*kw + s of
+// the window's maximum when that maximum is > 0, else NO_GRAD (relu's gradient is 0 there, so no
+// gradient flows); a NaN is its window's maximum (the first NaN in scan order), y = NaN and no
+// gradient, as relu then max-pool do on the CPU path. Backward adds dy at the coded position.
+#define NO_GRAD 255
+
+// y and code of a window whose raw maximum is m at window index k.
+__device__ __forceinline__ float relu_of_max(float m) { return m > 0.f || m != m ? m : 0.f; }
+__device__ __forceinline__ int code_of_max(float m, int k) { return m > 0.f ? k : NO_GRAD; }
+
+// Work: kh*kw compares per output, no FLOPs; moves N*C*H*W*4 B in (re-read per overlap,
+// cache-served) + N*C*P*Q*(4 + 1) B out (y, code).
+extern "C" __global__ void relu_max_pool2d_forward_v1(const float* __restrict__ x, float* __restrict__ y,
+                                                      unsigned char* __restrict__ code, int NC, int H, int W, int P,
+                                                      int Q, int kh, int kw, int sh, int sw, int ph, int pw) {
+    GRID_STRIDE32(i, (u32)NC * P * Q) {
+        u32 nc;
+        int p, q;
+        split3(i, P, Q, nc, p, q);
+        const float* plane = x + nc * (u32)(H * W);
+        const int h0 = p * sh - ph, w0 = q * sw - pw;
+        float best = -FC_INF;
+        int bk = -1;
+        for (int r = 0; r < kh; ++r) {
+            const int h = h0 + r;
+            if (h < 0 || h >= H) continue;
+            for (int s = 0; s < kw; ++s) {
+                const int w = w0 + s;
+                if (w < 0 || w >= W) continue;
+                const float v = plane[h * W + w];
+                if (bk < 0 || v > best || (v != v && best == best)) { best = v; bk = r * kw + s; }
+            }
+        }
+        y[i] = relu_of_max(best);
+        code[i] = (unsigned char)code_of_max(best, bk);
+    }
+}
+
+// Work: per input, one code compare per covering window and 1 FLOP per match; moves
+// N*C*P*Q*(4 + 1) B in (re-read per overlap, cache-served) + N*C*H*W*4 B out.
+extern "C" __global__ void relu_max_pool2d_backward_v1(const float* __restrict__ dy,
+                                                       const unsigned char* __restrict__ code,
+                                                       float* __restrict__ dx, int NC, int H, int W, int P, int Q,
+                                                       int kh, int kw, int sh, int sw, int ph, int pw) {
+    GRID_STRIDE32(i, (u32)NC * H * W) {
+        u32 nc;
+        int h, w;
+        split3(i, H, W, nc, h, w);
+        int plo, phi, qlo, qhi;
+        windows_of(h, kh, sh, ph, P, plo, phi);
+        windows_of(w, kw, sw, pw, Q, qlo, qhi);
+        const u32 off = nc * (u32)(P * Q);
+        float acc = 0.f;
+        for (int p = plo; p <= phi; ++p)
+            for (int q = qlo; q <= qhi; ++q)  // this pixel's index in window (p, q)
+                if (code[off + p * Q + q] == (h - (p * sh - ph)) * kw + (w - (q * sw - pw)))
+                    acc += dy[off + p * Q + q];
+        dx[i] = acc;
+    }
+}
+
+// 2x2 / stride 2 fast path, V outputs per thread as above. Work: 3 compares per output; moves
+// 16 B in + (4 + 1) B out per output.
+template <int V>
+__device__ __forceinline__ void relu_max2x2_fwd(const float* __restrict__ x, float* __restrict__ y,
+                                                unsigned char* __restrict__ code, int NC, int H, int W, int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float a[2 * V], b[2 * V], out[V];
+        int c[V];
+        load(x + top, a);
+        load(x + top + W, b);
+#pragma unroll
+        for (int o = 0; o < V; ++o) {
+            float m;
+            int k;
+            max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], m, k);
+            out[o] = relu_of_max(m);
+            c[o] = code_of_max(m, k);
+        }
+        store(y + i * V, out);
+        store(code + i * V, c);
+    }
+}
+
+// Work: no FLOPs; moves (4 + 1) B in + 16 B out per output.
+template <int V>
+__device__ __forceinline__ void relu_max2x2_bwd(const float* __restrict__ dy, const unsigned char* __restrict__ code,
+                                                float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
+    const int QV = Q / V;
+    GRID_STRIDE32(i, (u32)NC * P * QV) {
+        u32 top;
+        int at;
+        block2x2<V>(i, H, W, P, QV, top, at);
+        float d[V], a[2 * V], b[2 * V];
+        int c[V];
+        load(dy + i * V, d);
+        load(code + i * V, c);
+#pragma unroll
+        for (int o = 0; o < V; ++o) {
+            a[2 * o] = c[o] == 0 ? d[o] : 0.f;
+            a[2 * o + 1] = c[o] == 1 ? d[o] : 0.f;
+            b[2 * o] = c[o] == 2 ? d[o] : 0.f;
+            b[2 * o + 1] = c[o] == 3 ? d[o] : 0.f;
+        }
+        store(dx + top, a);
+        store(dx + top + W, b);
+        zero_tail_row<V>(dx, top, at, H, W, P);
+    }
+}
+
+// The fused 2x2 entry points (SUFFIX 2x2: V = 1, 2x2w: V = 2; names relu_max_pool2d_*_v2_2x2,
+// relu_max_pool2d_*_v2_2x2w). Work per output: forward 3 compares, 16 B in + 5 B out; backward
+// 5 B in + 16 B out, no FLOPs.
+#define RELU_POOL_2X2_KERNELS(SUFFIX, V)                                                                   \
+    extern "C" __global__ void relu_max_pool2d_forward_v2_##SUFFIX(const float* __restrict__ x,           \
+        float* __restrict__ y, unsigned char* __restrict__ code, int NC, int H, int W, int P, int Q) {     \
+        relu_max2x2_fwd<V>(x, y, code, NC, H, W, P, Q);                                                     \
+    }                                                                                                      \
+    extern "C" __global__ void relu_max_pool2d_backward_v2_##SUFFIX(const float* __restrict__ dy,         \
+        const unsigned char* __restrict__ code, float* __restrict__ dx, int NC, int H, int W, int P, int Q) { \
+        relu_max2x2_bwd<V>(dy, code, dx, NC, H, W, P, Q);                                                   \
+    }
+
+RELU_POOL_2X2_KERNELS(2x2, 1)
+RELU_POOL_2X2_KERNELS(2x2w, 2)

@@ -9,9 +9,10 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl numpy==2.4.6
 # The script installs every wheel in .whl/ into .whl/site (no network) and puts it first on
 # PYTHONPATH; without .whl/ it uses the Python environment as it is.
-# Steps (each under its own timeout, the whole run under 3 minutes: 88 s on an H100; a failing step
-# does not stop the next): GPU tests -> $OUT/gpu_tests.log, fastconv check -> $OUT/check.log, the
-# ratio table -> $OUT/bench.log; card, driver and commit -> $OUT/device.txt. Ends with each step's
+# Steps (each under its own timeout, the whole run under 6 minutes; a failing step does not stop the
+# next): GPU tests -> $OUT/gpu_tests.log, fastconv check -> $OUT/check.log, the ratio table
+# (per call and kernel-only) -> $OUT/bench.log and $OUT/gpu_table.json (stamped with card, driver and
+# commit); card, driver and commit -> $OUT/device.txt. Ends with each step's
 # exit status and the tail of each log.
 set -u
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ step() {  # step NAME SECONDS LOG CMD...
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; } > "$OUT/device.txt" 2>&1
 step gpu_tests 75 gpu_tests.log "$PY" -m pytest tests/gpu -x -q -p no:cacheprovider
 step check 30 check.log "$PY" -m fastconv.check --shapes 3 --bench-shapes
-step bench 60 bench.log "$PY" benchmarks/gpu_table.py --reps 15 --warmup 3
+step bench 240 bench.log "$PY" benchmarks/gpu_table.py --reps 15 --warmup 3 --json "$OUT/gpu_table.json"
 
 echo
 echo "================ summary ================"
@@ -47,7 +48,7 @@ for s in gpu_tests check bench; do printf '%-10s exit %s\n' "$s" "${RC[$s]}"; do
 echo "---- gpu_tests.log (tail) ----"; tail -n 12 "$OUT/gpu_tests.log"
 echo "---- check.log (failures and summary) ----"
 grep -E "FAIL|failure|rows," "$OUT/check.log" | tail -n 12
-echo "---- bench.log ----"; tail -n 45 "$OUT/bench.log"
+echo "---- bench.log ----"; tail -n 70 "$OUT/bench.log"
 fail=0
 for s in gpu_tests check bench; do [ "${RC[$s]}" = 0 ] || fail=1; done
 exit $fail

@@ -177,6 +177,7 @@ def _fake_cupy(device_count=1):
     class ndarray:
         def __init__(self, shape, dtype=np.float32):
             self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+            self.ndim, self.size = len(self.shape), int(np.prod(self.shape, dtype=np.int64))
             self.flags = types.SimpleNamespace(c_contiguous=True)
             self.device = types.SimpleNamespace(id=state.device)
 
@@ -248,31 +249,69 @@ def test_int32_arguments_raise_value_errors(fake_cupy):
     assert cuda._i32s("x", "N C", (3, 4)) == (np.int32(3), np.int32(4))
     with pytest.raises(ValueError, match=r"x: got C = 2147483648, expected at most 2147483647"):
         cuda._i32s("x", "N C", (3, 2**31))
-    with pytest.raises(ValueError, match=r"x: got N\*C = 3000000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 48000000000"):
         cuda._pool_ints("x", 3 * 10**9, 4, 4, 2, 2, (2, 2), (2, 2), (0, 0))
-    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*P\*Q = 2200000000"):
+        cuda._pool_ints("x", 2 * 10**8, 3, 3, 11, 1, (1, 1), (1, 1), (4, 0))
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda._pool_ints("dy", 1, 50000, 50000, 25000, 25000, (2, 2), (2, 2), (0, 0))
 
 
 def test_pool_launchers_check_plane_size_before_allocating(fake_cupy):
-    """avg-pool forward/backward and max-pool backward refuse H*W past int32 as max-pool forward
-    does, before any GPU memory is asked for (the stand-in cupy fails any allocation)."""
+    """every pool launcher refuses N*C*H*W past INT32_LIMIT (its kernels index in 32 bits) before
+    any GPU memory is asked for (the stand-in cupy fails any allocation)."""
     fake, cuda = fake_cupy
     big = (1, 1, 50000, 50000)
     dy = fake.ndarray((1, 1, 2, 2))
     am = fake.ndarray((1, 1, 2, 2), np.int32)
     pool = ((2, 2), (2, 2), (0, 0))
-    with pytest.raises(ValueError, match=r"x: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2500000000"):
         cuda.max_pool2d_forward(fake.ndarray(big), *pool)
-    with pytest.raises(ValueError, match=r"x: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2500000000"):
         cuda.avg_pool2d_forward(fake.ndarray(big), *pool, True)
-    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda.avg_pool2d_backward(dy, big, *pool, True)
-    with pytest.raises(ValueError, match=r"dy: got H\*W = 2500000000"):
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda.max_pool2d_backward(dy, am, big, *pool)
     with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2500000000"):
         cuda.conv2d_backward_data(fake.ndarray((1, 1, 2, 2)), fake.ndarray((1, 1, 1, 1)), big, (1, 1), (0, 0),
                                   (1, 1), 1)
+
+
+def test_bandwidth_launchers_check_int32_sizes_before_allocating(fake_cupy):
+    """The 32-bit-indexed bias, batchnorm, activation and dropout launchers refuse a tensor past
+    INT32_LIMIT elements with the argument named, before any GPU memory is asked for."""
+    fake, cuda = fake_cupy
+    big = fake.ndarray((2, 2**20, 32, 32))  # 2^31 elements
+    vec = fake.ndarray((2**20,))
+    with pytest.raises(ValueError, match=r"dy: got N\*C\*H\*W = 2147483648, expected at most 2147479551"):
+        cuda.conv2d_backward_bias(big)
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2147483648"):
+        cuda.batchnorm_forward(big, vec, vec, vec, vec, True, 0.1, 1e-5)
+    with pytest.raises(ValueError, match=r"x: got N\*C\*H\*W = 2147483648"):
+        cuda.batchnorm_backward(big, big, vec, vec, vec, True)
+    with pytest.raises(ValueError, match=r"x: got size = 2147483648"):
+        cuda.relu_forward(big)
+    with pytest.raises(ValueError, match=r"dy: got size = 2147483648"):
+        cuda.tanh_backward(big, big)
+    with pytest.raises(ValueError, match=r"x: got size = 2147483648"):
+        cuda.dropout_forward(big, 0.5, 1)
+
+
+def test_channel_splits_tile_the_rows():
+    assert cfg.channel_splits(64, 128, 784, 132) == (9, 15)   # ~4 blocks per SM over 64 channels
+    assert cfg.channel_splits(1024, 128, 784, 132) == (1, 128)  # channels alone fill the GPU
+    assert cfg.channel_splits(4, 3, 10, 132) == (1, 3)         # too few elements to split
+    with pytest.raises(ValueError, match="channel_splits: got channels=0"):
+        cfg.channel_splits(0, 1, 1, 132)
+
+
+@settings(max_examples=200, deadline=None)
+@given(c=st.integers(1, 70000), rows=st.integers(1, 5000), hw=st.integers(1, 5000), sms=st.integers(1, 200))
+def test_channel_splits_cover_every_row_once(c, rows, hw, sms):
+    splits, chunk = cfg.channel_splits(c, rows, hw, sms)
+    assert (splits - 1) * chunk < rows <= splits * chunk  # non-empty slices tiling [0, rows)
+    assert splits == 1 or chunk * hw >= cfg.MIN_SLICE_ELEMS // 2
 
 
 def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
@@ -280,21 +319,21 @@ def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
     fake, _ = fake_cupy
     monkeypatch.delenv("FASTCONV_CUDA_DEFINES", raising=False)
     built = fake.state.built
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
-    cuda_loader.function("pool.cu", "avg_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
+    cuda_loader.function("pool.cu", "avg_pool2d_forward_v2")
     assert len(built) == 1 and built[0][0] == 0
     fake.state.device = 1
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
     assert len(built) == 2 and built[1][0] == 1
     fake.state.device = 0
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
     assert len(built) == 2  # device 0's module is reused
     monkeypatch.setenv("FASTCONV_CUDA_DEFINES", "CONV_SMALLC_KC=32, FASTCONV_TUNE=2")
     cuda_loader.function("conv.cu", "conv2d_forward_v3_t64x64")
     assert len(built) == 3 and built[2][1].startswith("#define CONV_SMALLC_KC 32\n#define FASTCONV_TUNE 2\n")
     cuda_loader.function("conv.cu", "conv2d_forward_v3_t32x128")
     assert len(built) == 3
-    cuda_loader.function("pool.cu", "max_pool2d_forward_v1")  # the hook applies to every module
+    cuda_loader.function("pool.cu", "max_pool2d_forward_v2")  # the hook applies to every module
     assert len(built) == 4 and built[3][1].startswith("#define CONV_SMALLC_KC 32\n")
     cuda_loader.function("conv.cu", "conv2d_forward_v3_t64x64", {"CONV_SMALLC_KC": 16})  # an argument wins
     assert len(built) == 5 and built[4][1].startswith("#define CONV_SMALLC_KC 16\n#define FASTCONV_TUNE 2\n")
@@ -341,6 +380,7 @@ _CHECK_ROWS = (
     + [(a, p) for a in ("relu", "leaky_relu", "sigmoid", "tanh") for p in ("forward", "backward")]
     + [("max_pool2d", p) for p in ("forward", "argmax", "backward")]
     + [("avg_pool2d", f"{p}_{t}") for p in ("forward", "backward") for t in ("incl_pad", "excl_pad")]
+    + [("relu_max_pool2d", p) for p in ("forward", "argmax", "backward")]
     + [("linear", p) for p in ("forward", "backward_data", "backward_weight", "backward_bias")]
     + [("batchnorm", f"{p}_{m}") for p in ("forward", "mean_invstd", "running_stats", "backward", "backward_params")
        for m in ("train", "eval")]

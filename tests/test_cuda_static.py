@@ -123,6 +123,8 @@ def _entry_points(lines):
         m = _ENTRY.search(text)
         assert m, f"line {i + 1}: cannot read the kernel name in {line.strip()!r}"
         name = m.group(1) + ("*" if m.group(2) else "")
+        if m.group(2) and m.group(1).isupper():  # NAME##_forward_v1: the macro's argument is the prefix
+            name = "*" + m.group(2)
         j = i
         while j > 0 and lines[j - 1].rstrip().endswith("\\"):
             j -= 1

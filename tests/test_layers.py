@@ -164,7 +164,12 @@ def test_sequential_backward_returns_the_input_gradient():
     dy = np.random.default_rng(3).standard_normal(y.shape).astype(np.float32)
     dx = m.backward(dy)
     assert dx.shape == x.shape and dx.dtype == np.float32
-    # the same chain by hand, layer by layer
+    assert m._fused == {3}  # ReLU (2) and MaxPool2d (3) ran as one relu_max_pool2d op
+    # the same chain by hand, layer by layer (unfused)
+    h = x
+    for layer in m.layers:
+        h = layer.forward(h)
+    assert_close(y, h, 1e-6)
     g = dy
     for layer in reversed(m.layers):
         g = layer.backward(g)

@@ -215,12 +215,29 @@ class _Pool(Module):
 
 
 class MaxPool2d(_Pool):
+    fuse_after = ReLU  # in a Sequential, ReLU then MaxPool2d run as one relu_max_pool2d op
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding)
         self._argmax = None
+        self._fused_argmax = None
 
     def _clear_cache(self):
-        self._argmax = None
+        self._argmax = self._fused_argmax = None
+
+    def forward_fused(self, x):
+        """This layer applied to relu(x) (the ReLU before it folded in): one pass over x."""
+        y, self._fused_argmax = ops.relu_max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                                            kernels=self.kernels)
+        self._x_shape = x.shape
+        return y
+
+    def backward_fused(self, dy, input_grad=True):
+        """The gradient with respect to the input of the folded-in ReLU."""
+        if not input_grad:
+            return None
+        return ops.relu_max_pool2d_backward(dy, self._saved(self._fused_argmax, "fused argmax"), self._x_shape,
+                                            self.kernel_size, self.stride, self.padding, kernels=self.kernels)
 
     def forward(self, x):
         y, self._argmax = ops.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, kernels=self.kernels)

@@ -206,14 +206,34 @@ class Sequential(Module):
     def __getitem__(self, i):
         return self.layers[i]
 
+    def _fuses(self, layers, i) -> bool:
+        """Whether layers i and i+1 run as one fused op: layer i+1 names layer i's exact class in
+        ``fuse_after`` (MaxPool2d after ReLU: relu_max_pool2d) and both use the same kernel family."""
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        return getattr(nxt, "fuse_after", None) is type(layers[i]) and nxt.kernels == layers[i].kernels
+
     def forward(self, x):
-        for layer in self._children.values():
-            x = layer.forward(x)
+        layers, i = self.layers, 0
+        self._fused = set()  # indices of the layers that ran fused with the layer before them
+        while i < len(layers):
+            if self._fuses(layers, i):
+                x = layers[i + 1].forward_fused(x)
+                self._fused.add(i + 1)
+                i += 2
+            else:
+                x = layers[i].forward(x)
+                i += 1
         return x
 
     def backward(self, dy, input_grad: bool = True):
-        layers = self.layers
-        for i in range(len(layers) - 1, -1, -1):
-            dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
+        layers, fused = self.layers, getattr(self, "_fused", set())
+        i = len(layers) - 1
+        while i >= 0:
+            if i in fused:
+                dy = layers[i].backward_fused(dy, input_grad=input_grad or i > 1)
+                i -= 2
+            else:
+                dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
+                i -= 1
         return dy
 

@@ -1,4 +1,4 @@
-"""Max and average pooling over NCHW windows."""
+"""Max and average pooling over NCHW windows, and ReLU + max pooling fused."""
 
 from __future__ import annotations
 
@@ -56,3 +56,37 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
     if tuple(dy.shape) != want:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
     return op("avg_pool2d_backward", dy, kernels=kernels)(dy, x_shape, ks, st, pd, bool(count_include_pad))
+
+
+RELU_POOL_NO_GRAD = 255  # relu_max_pool2d argmax code of a window no gradient flows through
+
+
+def relu_max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=None):
+    """max_pool2d_forward(relu_forward(x)) in one pass. Returns (y, argmax): y[N,C,P,Q] as the two ops
+    give it (a NaN in a window is its maximum), argmax uint8 [N,C,P,Q], the index r*kernel_w + s of
+    each window's maximum inside its window, or 255 where that maximum is <= 0 or NaN (ReLU's
+    gradient is 0 there: no gradient flows). kernel_h * kernel_w must be at most 255."""
+    array(x, "x", 4)
+    ks, st, pd, _, _ = _pool_args(x.shape, kernel_size, stride, padding)
+    if ks[0] * ks[1] >= RELU_POOL_NO_GRAD:
+        raise ValueError(f"kernel_size: got {ks}, expected kernel_h * kernel_w < {RELU_POOL_NO_GRAD} (the fused op's "
+                         "uint8 argmax); use relu_forward and max_pool2d_forward")
+    return op("relu_max_pool2d_forward", x, kernels=kernels)(x, ks, st, pd)
+
+
+def relu_max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
+    """dx[N,C,H,W], the gradient with respect to the input of the ReLU: each dy element added at its
+    window's maximum, none where argmax is 255."""
+    array(dy, "dy", 4)
+    array(argmax, "argmax", 4, dtype=np.uint8)
+    same_device(dy=dy, argmax=argmax)
+    x_shape = shape4(x_shape, "x_shape")
+    ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
+    want = (x_shape[0], x_shape[1], p, q)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
+    if tuple(argmax.shape) != want:
+        raise ValueError(f"argmax: got shape {tuple(argmax.shape)}, expected {want}")
+    if ks[0] * ks[1] >= RELU_POOL_NO_GRAD:
+        raise ValueError(f"kernel_size: got {ks}, expected kernel_h * kernel_w < {RELU_POOL_NO_GRAD}")
+    return op("relu_max_pool2d_backward", dy, argmax, kernels=kernels)(dy, argmax, x_shape, ks, st, pd)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import oracle as ref
 from emu_helpers import CONV_VERSIONS, conv_kernels, randn
+from test_emu_bandwidth import every_bandwidth_kernel
 import fastconv
 from fastconv import ops
 from fastconv.backends.cuda.config import KERNELS, TF32_TILES
@@ -242,6 +243,7 @@ def run_every_op(cp, rng):
     test_bce_with_logits(cp, rng, (4, 1))
     test_sgd_update(cp, rng, 0.9, 0.0, False)
     test_adam_update(cp, rng)
+    every_bandwidth_kernel(cp, rng)  # the pool/batchnorm/bias fast paths and multi-block reductions
 
 
 def test_every_op_in_shuffled_thread_order(cp, rng):

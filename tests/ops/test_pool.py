@@ -84,6 +84,40 @@ def test_max_pool_nan_wins_and_takes_the_gradient(ks, stride, padding):
     assert dx[0, 1, 2, 3] + dx[0, 1, 2, 4] >= nan.sum()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: "-".join(map(str, c)).replace(" ", ""))
+def test_relu_max_pool2d(case, dtype, rng):
+    """relu_max_pool2d = max_pool2d of relu(x): y from the oracle's pool of relu(x); argmax the window
+    index of the oracle's argmax where y > 0, else 255; dx the oracle's pool gradient of relu(x)
+    with dy zeroed where y <= 0 (relu passes no gradient there)."""
+    h, w, ks, stride, pad = case
+    x = distinct(rng, (2, 3, h, w), dtype)  # half negative: many windows have y == 0
+    y, code = ops.relu_max_pool2d_forward(x, ks, stride, pad)
+    r = ref.relu(x)
+    want_y, want_arg = ref.max_pool2d_forward(r, ks, stride, pad)
+    check(y, want_y, dtype, "relu_max_pool2d_forward", (x,))
+    assert code.dtype == np.uint8 and (code != 255).any()
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride if stride else (kh, kw)
+    ph, pw = (pad, pad) if isinstance(pad, int) else pad
+    p_i = (np.arange(y.shape[2]) * sh - ph).reshape(-1, 1)
+    q_i = (np.arange(y.shape[3]) * sw - pw).reshape(1, -1)
+    window = (want_arg // w - p_i) * kw + (want_arg % w - q_i)
+    np.testing.assert_array_equal(code, np.where(want_y > 0, window, 255))
+    dy = randn(rng, y.shape, dtype)
+    check(ops.relu_max_pool2d_backward(dy, code, x.shape, ks, stride, pad),
+          ref.max_pool2d_backward(dy * (want_y > 0), r, ks, stride, pad), dtype, "relu_max_pool2d_backward", (dy,))
+
+
+def test_relu_max_pool2d_nan_propagates_without_gradient():
+    x = np.random.default_rng(5).standard_normal((1, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 0, 1] = np.nan
+    y, code = ops.relu_max_pool2d_forward(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and code[0, 0, 0, 0] == 255
+    dx = ops.relu_max_pool2d_backward(np.ones_like(y), code, x.shape, 2)
+    assert (dx[0, 0, :2, :2] == 0).all()
+
+
 # ---- bad arguments ---------------------------------------------------------------------------
 
 def test_pool_errors():
@@ -107,3 +141,10 @@ def test_pool_errors():
         ops.max_pool2d_backward(y, argmax.astype(np.int64), x.shape, 2)
     with raises(ValueError, "dy: got shape (1, 2, 3, 3)", "expected (1, 2, 2, 2)"):
         ops.avg_pool2d_backward(arr(1, 2, 3, 3), x.shape, 2)
+    with raises(ValueError, "kernel_size: got (16, 16)", "expected kernel_h * kernel_w < 255"):
+        ops.relu_max_pool2d_forward(arr(1, 1, 16, 16), 16)
+    y, code = ops.relu_max_pool2d_forward(x, 2)
+    with raises(TypeError, "argmax: got dtype int32", "expected uint8"):
+        ops.relu_max_pool2d_backward(y, argmax, x.shape, 2)
+    with raises(ValueError, "argmax: got shape (1, 2, 1, 2)", "expected (1, 2, 2, 2)"):
+        ops.relu_max_pool2d_backward(y, code[:, :, :1], x.shape, 2)

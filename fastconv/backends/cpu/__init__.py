@@ -8,7 +8,8 @@ the batch. Arguments arrive validated by fastconv.ops.
 """
 
 from .conv import conv2d_forward, conv2d_backward_data, conv2d_backward_weight, conv2d_backward_bias  # noqa: F401
-from .pool import max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward  # noqa: F401
+from .pool import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
+                   relu_max_pool2d_forward, relu_max_pool2d_backward)
 from .activation import (relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,  # noqa: F401
                          sigmoid_forward, sigmoid_backward, tanh_forward, tanh_backward)
 from .batchnorm import batchnorm_forward, batchnorm_backward  # noqa: F401

@@ -127,3 +127,35 @@ def avg_pool2d_backward(dy, x_shape, ks, stride, padding, count_include_pad):
         for j in range(ks[1]):
             dxpad[_offset_slices(i, j, p, q, stride)] += g
     return np.ascontiguousarray(dxpad[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+
+
+NO_GRAD = 255  # relu_max_pool2d argmax code: no gradient flows (the window's maximum is <= 0 or NaN)
+
+
+def _window_origins(p, q, stride, padding):
+    """(P, 1) top rows and (1, Q) left columns of the windows, in input coordinates."""
+    rows = (np.arange(p, dtype=np.int64) * stride[0] - padding[0]).reshape(p, 1)
+    cols = (np.arange(q, dtype=np.int64) * stride[1] - padding[1]).reshape(1, q)
+    return rows, cols
+
+
+def relu_max_pool2d_forward(x, ks, stride, padding):
+    """max_pool2d_forward(relu(x)) and each maximum's uint8 window index r*kW + s (NO_GRAD where the
+    maximum is <= 0 or NaN); the values and positions are the unfused ops', from the same code."""
+    y, plane = max_pool2d_forward(np.maximum(x, x.dtype.type(0)), ks, stride, padding)
+    rows, cols = _window_origins(y.shape[2], y.shape[3], stride, padding)
+    r, s = np.divmod(plane.astype(np.int64), x.shape[3])
+    code = (r - rows) * ks[1] + (s - cols)
+    return y, np.where(y > 0, code, NO_GRAD).astype(np.uint8)
+
+
+def relu_max_pool2d_backward(dy, code, x_shape, ks, stride, padding):
+    """dx[N,C,H,W]: each dy element added at its window's coded position (none for NO_GRAD)."""
+    n, c, h, w = x_shape
+    rows, cols = _window_origins(dy.shape[2], dy.shape[3], stride, padding)
+    r, s = np.divmod(code.astype(np.int64), ks[1])
+    planes = (np.arange(n * c, dtype=np.int64) * (h * w)).reshape(n, c, 1, 1)
+    flat = (r + rows) * w + (s + cols) + planes
+    keep = code != NO_GRAD
+    dx = np.bincount(flat[keep], weights=dy[keep], minlength=n * c * h * w)
+    return dx.astype(dy.dtype, copy=False).reshape(x_shape)

@@ -5,8 +5,8 @@ validated by fastconv.ops; the launchers still check what a RawKernel cannot (dt
 device, C-contiguity: non-contiguous inputs are copied to contiguous ones) and pass scalars as
 numpy int32/int64/float32 so the kernel sees the C types it declares.
 
-One module per op family (conv.py launches kernels/conv.cu, activation.py and dropout.py
-kernels/activation.cu, pool.py kernels/pool.cu, batchnorm.py kernels/batchnorm.cu, loss.py
+One module per op family (conv.py launches kernels/conv.cu and, through bias.py, kernels/bias.cu;
+activation.py and dropout.py kernels/activation.cu, pool.py kernels/pool.cu, batchnorm.py kernels/batchnorm.cu, loss.py
 kernels/loss.cu, optim.py kernels/optim.cu; linear.py is cuBLAS); launch.py holds what they share
 (allocation with NaN poisoning, argument and int32 checks, the launch). Two modules need no CuPy
 and are unit-tested on the CPU: config.py (grids, tile shapes, split-K, the kernel-name table)
@@ -20,7 +20,7 @@ never needs CuPy.
 import importlib
 
 OP_FAMILIES = ("conv", "pool", "activation", "batchnorm", "linear", "dropout", "loss", "optim")
-_SHARED = ("launch",)  # GPUOutOfMemoryError, num_sms
+_SHARED = ("launch", "bias")  # GPUOutOfMemoryError, num_sms; the conv family's bias gradient (bias.cu)
 
 
 def __getattr__(name: str):

@@ -1,11 +1,12 @@
-"""Launchers of kernels/batchnorm.cu."""
+"""Launchers of kernels/batchnorm.cu: the per-channel statistics as deterministic multi-block
+reductions (slices x channels blocks, kernels/reduce.cuh), the element-wise passes in the same blocks."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch
+from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _channel_launch
 
 
 def _bn_dims(x):
@@ -14,34 +15,54 @@ def _bn_dims(x):
     return n, c, hw
 
 
+def _slices(name, x, *others):
+    """(grid, splits, width, the kernels' N C HW chunk ints) for x; width 4 only when every array is
+    16-byte aligned too."""
+    n, c, hw = _bn_dims(x)
+    grid, splits, chunk, width = _channel_launch(name, x, n, c, hw)
+    if width == 4 and not _aligned(*others):
+        width = 1
+    return grid, splits, width, _i32s(name, "N C H*W", (n, c, hw)) + (_i32(chunk),)
+
+
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
     x = _arg(x, "x")
     gamma, beta = _arg(gamma, "gamma"), _arg(beta, "beta")
     running_mean = _arg(running_mean, "running_mean", inplace=True)
     running_var = _arg(running_var, "running_var", inplace=True)
     n, c, hw = _bn_dims(x)
+    cfg.check_int32("x", x.size, "N*C*H*W")
     y = _alloc(x.shape, _F32, "batchnorm_forward output")
     mean = _alloc((c,), _F32, "batchnorm_forward mean")
     invstd = _alloc((c,), _F32, "batchnorm_forward invstd")
-    if training:
-        _launch("batchnorm.cu", "batchnorm_forward_train_v1", (c,), cfg.BLOCK,
-                (x, gamma, beta, running_mean, running_var, y, mean, invstd) + _i32s("x", "N C H*W", (n, c, hw))
-                + (_f32(momentum), _f32(eps)))
-    else:
-        _launch("batchnorm.cu", "batchnorm_forward_eval_v1", _eltwise_grid(max(x.size, c)), cfg.BLOCK,
-                (x, gamma, beta, running_mean, running_var, y, mean, invstd, np.int64(x.size))
-                + _i32s("x", "C H*W", (c, hw)) + (_f32(eps),))
+    if not training:
+        _launch("batchnorm.cu", "batchnorm_forward_eval_v2", _eltwise_grid(max(x.size, c)), cfg.BLOCK,
+                (x, gamma, beta, running_mean, running_var, y, mean, invstd)
+                + _i32s("x", "N*C*H*W C H*W", (x.size, c, hw)) + (_f32(eps),))
+        return y, mean, invstd
+    grid, splits, width, ints = _slices("x", x, y)
+    psum = _alloc((c, splits), np.float64, "batchnorm_forward partial sums")
+    psq = _alloc((c, splits), np.float64, "batchnorm_forward partial squared deviations")
+    _launch("batchnorm.cu", f"batchnorm_sum_v2_f{width}", grid, cfg.BLOCK, (x, psum) + ints)
+    _launch("batchnorm.cu", f"batchnorm_sqdev_v2_f{width}", grid, cfg.BLOCK, (x, psum, psq) + ints)
+    _launch("batchnorm.cu", f"batchnorm_forward_train_v2_f{width}", grid, cfg.BLOCK,
+            (x, gamma, beta, psum, psq, running_mean, running_var, y, mean, invstd) + ints
+            + (_f32(momentum), _f32(eps)))
     return y, mean, invstd
 
 
 def batchnorm_backward(dy, x, gamma, mean, invstd, training):
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     gamma, mean, invstd = _arg(gamma, "gamma"), _arg(mean, "mean"), _arg(invstd, "invstd")
-    n, c, hw = _bn_dims(x)
+    c = x.shape[1]
+    cfg.check_int32("x", x.size, "N*C*H*W")
     dx = _alloc(x.shape, _F32, "batchnorm_backward dx")
     dgamma = _alloc((c,), _F32, "batchnorm_backward dgamma")
     dbeta = _alloc((c,), _F32, "batchnorm_backward dbeta")
-    _launch("batchnorm.cu", "batchnorm_backward_v1", (c,), cfg.BLOCK,
-            (dy, x, gamma, mean, invstd, dx, dgamma, dbeta) + _i32s("x", "N C H*W", (n, c, hw))
-            + (_i32(bool(training)),))
+    grid, splits, width, ints = _slices("x", x, dy, dx)
+    part = _alloc((2, c, splits), np.float64, "batchnorm_backward partial sums")
+    _launch("batchnorm.cu", f"batchnorm_backward_sums_v2_f{width}", grid, cfg.BLOCK,
+            (dy, x, mean, invstd, part) + ints)
+    _launch("batchnorm.cu", f"batchnorm_backward_v2_f{width}", grid, cfg.BLOCK,
+            (dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta) + ints + (_i32(bool(training)),))
     return dx, dgamma, dbeta

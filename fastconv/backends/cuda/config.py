@@ -21,6 +21,7 @@ MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_SPLITS = 64
 MIN_SPLIT_CHUNK = 64        # reduction elements per split-K slice, at least
+MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
 SPLIT_ALIGN = 8             # split-K slices are whole BK tiles for every tile shape (BK 4 or 8)
 SMALLC = 32                 # C/G*R*S limit of the small-channel kernels (CONV_SMALLC in conv.cu)
 SMALLC_THREADS = 256
@@ -47,16 +48,17 @@ KERNELS = {
     + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
     + tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + ("conv2d_forward_smallc_v1", "conv2d_backward_data_smallc_v1", "conv2d_pack_forward_v1",
-       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_backward_bias_v1"),
-    "activation.cu": (
-        "relu_forward_v1", "relu_backward_v1", "relu_forward_v2", "relu_backward_v2",
-        "leaky_relu_forward_v1", "leaky_relu_backward_v1", "leaky_relu_forward_v2", "leaky_relu_backward_v2",
-        "sigmoid_forward_v1", "sigmoid_backward_v1", "tanh_forward_v1", "tanh_backward_v1",
-        "dropout_forward_v1", "dropout_backward_v1",
-    ),
-    "pool.cu": ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
-                "avg_pool2d_backward_v1"),
-    "batchnorm.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
+       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1"),
+    "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
+                           for p in ("forward", "backward") for v in ("v1", "v2"))
+    + ("dropout_forward_v1", "dropout_backward_v1"),
+    "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+                                             "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w"))
+    + tuple(f"relu_max_pool2d_{p}_{v}" for p in ("forward", "backward") for v in ("v1", "v2_2x2", "v2_2x2w")),
+    "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2"),
+    "batchnorm.cu": ("batchnorm_forward_eval_v2",)
+    + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
+            for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1"),
 }
@@ -95,6 +97,21 @@ def elementwise_blocks(n: int, num_sms: int, block: int = BLOCK, per_thread: int
                          f"per_thread={per_thread}; expected n >= 0 and positive others")
     need = cdiv(cdiv(n, per_thread), block)
     return max(1, min(need, 32 * num_sms))
+
+
+def channel_splits(channels: int, rows: int, row_elems: int, num_sms: int) -> tuple[int, int]:
+    """Slices of a per-channel reduction over an (N, C, HW) tensor (kernels/reduce.cuh): returns
+    (splits, chunk), ``chunk`` batch rows per slice and splits = ceil(rows / chunk), so the slices
+    are non-empty and tile [0, rows) exactly. Aims at about 4 blocks per SM in all (channels x
+    splits) while each block keeps >= MIN_SLICE_ELEMS elements (enough loads in flight per thread);
+    the grid's y extent is ``channels`` (<= 65535, checked by the launcher's check_grid)."""
+    if channels < 1 or rows < 1 or row_elems < 1 or num_sms < 1:
+        raise ValueError(f"channel_splits: got channels={channels}, rows={rows}, row_elems={row_elems}, "
+                         f"num_sms={num_sms}; expected positive sizes")
+    want = cdiv(4 * num_sms, channels)
+    want = max(1, min(want, rows, rows * row_elems // MIN_SLICE_ELEMS))
+    chunk = cdiv(rows, want)
+    return cdiv(rows, chunk), chunk
 
 
 def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:

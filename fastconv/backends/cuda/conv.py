@@ -10,6 +10,7 @@ small-channel kernels):
 - otherwise the v3 implicit-GEMM core; forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
   reduction into a workspace summed by conv2d_splitk_reduce_v1 (which then adds bias/activation).
+The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
+from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
 
 
@@ -157,10 +159,3 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw
 
-
-def conv2d_backward_bias(dy):
-    dy = _arg(dy, "dy")
-    n, k, p, q = dy.shape
-    db = _alloc((k,), _F32, "conv2d_backward_bias output")
-    _launch("conv.cu", "conv2d_backward_bias_v1", (k,), cfg.BLOCK, (dy, db) + _i32s("dy", "N K P*Q", (n, k, p * q)))
-    return db

@@ -96,5 +96,16 @@ def _eltwise_grid(n, per_thread=1):
     return (cfg.elementwise_blocks(n, num_sms(), cfg.BLOCK, per_thread),)
 
 
-def _aligned(*arrays):
-    return all(a.data.ptr % 16 == 0 for a in arrays)
+def _aligned(*arrays, nbytes=16):
+    """Whether every array starts on an ``nbytes`` boundary (a view may not: vector loads need it)."""
+    return all(a.data.ptr % nbytes == 0 for a in arrays)
+
+
+def _channel_launch(name, x, n, c, hw):
+    """(grid, slices, chunk, width) of a per-channel reduction over x viewed as (n, c, hw)
+    (kernels/reduce.cuh): blocks = (slices, c); width 4 (the ``_f4`` kernels) when hw % 4 == 0 and
+    x is 16-byte aligned, else 1. Checks the 32-bit offsets (n*c*hw) and the grid."""
+    cfg.check_int32(name, n * c * hw, "N*C*H*W")
+    splits, chunk = cfg.channel_splits(c, n, hw, num_sms())
+    grid = cfg.check_grid(name, (splits, c, 1))
+    return grid, splits, chunk, 4 if hw % 4 == 0 and _aligned(x) else 1

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from numba import cuda, float32
+from numba import cuda, float32, int32
 
-from ...argcheck import conv_out_size
-from ..cuda import config as _cfg
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import (AS_W, BK, BM, BN, BS_W, ELEMENTWISE_THREADS, GEMM_BLOCK, LOADS, REDUCE_THREADS, THREADS, TM,
-                    TN, TX, TY, _gemm_grid, _tile_fma)
+from .tiles import (AS_W, BK, BM, BN, BS_W, DIGITS, ELEMENTWISE_THREADS, GEMM_BLOCK, LOADS, REDUCE_THREADS, THREADS, TM,
+                    TN, TX, TY, _digits_advance, _digits_init, _digits_step, _gemm_grid, _tile_fma,
+                    _conv_geometry, backward_weight_splits)
 
 
 def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
@@ -52,6 +51,13 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
     w_base = bq * sw - pw
     a_kk = tid % BK
     a_m = tid // BK
+    # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
+    bc = cuda.local.array(LOADS, int32)
+    br = cuda.local.array(LOADS, int32)
+    bs = cuda.local.array(LOADS, int32)
+    for l in range(LOADS):
+        _digits_init(b_kk + l * (THREADS // BN), rs, s_k, bc, br, bs, l)
+    dc, dr, ds = _digits_step(rs, s_k)
     for k0 in range(0, kred, BK):
         for l in range(LOADS):
             # A: weights, contiguous along the reduction
@@ -66,15 +72,12 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
             kr = k0 + kk
             v = float32(0.0)
             if col_ok and kr < kred:
-                c = kr // rs
-                t = kr - c * rs
-                r = t // s_k
-                s = t - r * s_k
-                hh = h_base + r * dh
-                ww = w_base + s * dw
+                hh = h_base + br[l] * dh
+                ww = w_base + bs[l] * dw
                 if hh >= 0 and hh < h_in and ww >= 0 and ww < w_in:
-                    v = x[x_img + (c * h_in + hh) * w_in + ww]
+                    v = x[x_img + (bc[l] * h_in + hh) * w_in + ww]
             Bs[kk, b_col] = v
+            _digits_advance(bc, br, bs, l, dc, dr, ds, r_k, s_k)
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
         cuda.syncthreads()
@@ -134,34 +137,40 @@ def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k,
     dy_img = (bn * k_out + g * kg) * pq
     a_kk = tid % BK
     a_m = tid // BK
+    # reduction digits carried by BK per step: (k, r, s) of each B load, (k, t) of the A load in slot LOADS
+    bk = cuda.local.array(DIGITS, int32)
+    br = cuda.local.array(DIGITS, int32)
+    bs = cuda.local.array(DIGITS, int32)
+    for l in range(LOADS):
+        _digits_init(b_kk + l * (THREADS // BN), rs, s_k, bk, br, bs, l)
+    _digits_init(a_kk, rs, 1, bk, br, bs, LOADS)
+    dk, dr, ds = _digits_step(rs, s_k)
+    dka, dta, _ = _digits_step(rs, 1)
     for k0 in range(0, kred, BK):
+        a_ok = k0 + a_kk < kred
+        ka, ta = bk[LOADS], br[LOADS]
+        _digits_advance(bk, br, bs, LOADS, dka, dta, 0, rs, 1)
         for l in range(LOADS):
             # A: w[g*Kg + k, m, r, s] with reduction index (k, r, s)
             m = a_m + l * (THREADS // BK)
-            kr = k0 + a_kk
             v = float32(0.0)
-            if m0 + m < cg and kr < kred:
-                k = kr // rs
-                t = kr - k * rs
-                v = w[((g * kg + k) * cg + m0 + m) * rs + t]
+            if m0 + m < cg and a_ok:
+                v = w[((g * kg + ka) * cg + m0 + m) * rs + ta]
             As[a_kk, m] = v
             # B: dy at the output position whose window tap (r, s) lands on (h, w), if any
             kk = b_kk + l * (THREADS // BN)
             kr = k0 + kk
             v = float32(0.0)
             if col_ok and kr < kred:
-                k = kr // rs
-                t = kr - k * rs
-                r = t // s_k
-                s = t - r * s_k
-                hp = bh + ph - r * dh
-                wq = bw + pw - s * dw
+                hp = bh + ph - br[l] * dh
+                wq = bw + pw - bs[l] * dw
                 if hp >= 0 and wq >= 0:
                     p = hp // sh
                     q = wq // sw
                     if p * sh == hp and q * sw == wq and p < p_out and q < q_out:
-                        v = dy[dy_img + k * pq + p * q_out + q]
+                        v = dy[dy_img + bk[l] * pq + p * q_out + q]
             Bs[kk, b_col] = v
+            _digits_advance(bk, br, bs, l, dk, dr, ds, r_k, s_k)
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
         cuda.syncthreads()
@@ -212,13 +221,25 @@ def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s
     # of rows a_m (+32) of A and of columns a_m (+32) of B, decoding (n, p, q) once per slice
     a_kk = tid % BK
     a_m = tid // BK
+    # the reduction index walks by BK with its (n, p, q) digits carried; the B columns' (c, r, s) are fixed
+    nd = cuda.local.array(1, int32)
+    pd = cuda.local.array(1, int32)
+    qd = cuda.local.array(1, int32)
+    _digits_init(k_begin + a_kk, pq, q_out, nd, pd, qd, 0)
+    dn, dp, dq = _digits_step(pq, q_out)
+    cc = cuda.local.array(LOADS, int32)
+    cr = cuda.local.array(LOADS, int32)
+    cs = cuda.local.array(LOADS, int32)
+    for l in range(LOADS):
+        _digits_init(n0 + a_m + l * (THREADS // BK), rs, s_k, cc, cr, cs, l)
     for k0 in range(k_begin, k_end, BK):
         kr = k0 + a_kk
         kr_ok = kr < k_end
-        n = kr // pq
-        t = kr - n * pq
-        p = t // q_out
-        q = t - p * q_out
+        n = nd[0]
+        p = pd[0]
+        q = qd[0]
+        t = p * q_out + q
+        _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
         for l in range(LOADS):
             m = a_m + l * (THREADS // BK)
             v = float32(0.0)
@@ -228,14 +249,10 @@ def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s
             col = n0 + m
             v = float32(0.0)
             if col < ncols and kr_ok:
-                c = col // rs
-                u = col - c * rs
-                r = u // s_k
-                s = u - r * s_k
-                hh = p * sh - ph + r * dh
-                ww = q * sw - pw + s * dw
+                hh = p * sh - ph + cr[l] * dh
+                ww = q * sw - pw + cs[l] * dw
                 if hh >= 0 and hh < h_in and ww >= 0 and ww < w_in:
-                    v = x[((n * c_in + g * cg + c) * h_in + hh) * w_in + ww]
+                    v = x[((n * c_in + g * cg + cc[l]) * h_in + hh) * w_in + ww]
             Bs[a_kk, m] = v
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
@@ -285,15 +302,6 @@ def conv2d_backward_bias_v1(db, dy, n_img, k_out, pq):
         db[k] = part[0]
 
 
-def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
-    n, c, h, w = x_shape
-    k, _, r, s = w_shape
-    p = conv_out_size(h, r, stride[0], padding[0], dilation[0])
-    q = conv_out_size(w, s, stride[1], padding[1], dilation[1])
-    return (n, c, h, w, k, r, s, p, q, stride[0], stride[1], padding[0], padding[1],
-            dilation[0], dilation[1], groups)
-
-
 def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None):
     _check(x, "x"), _check(w, "w")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
@@ -316,17 +324,6 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     grid = _gemm_grid("conv2d_backward_data", n * h * wd, c // groups, groups)
     launch("conv2d_backward_data_v1", grid, GEMM_BLOCK, (dx, dy, w) + geo, stream)
     return dx
-
-
-def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264) -> int:
-    """How many slices the N*P*Q reduction of the weight gradient is cut into: enough blocks to
-    fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long, and
-    groups*splits within the 65535 blocks grid z allows."""
-    n, k, p, q = dy_shape
-    _, cg, r, s = w_shape
-    base = ((cg * r * s + BN - 1) // BN) * ((k // groups + BM - 1) // BM) * groups
-    kred = n * p * q
-    return max(1, min((target_blocks + base - 1) // base, kred // (8 * BK), _cfg.MAX_GRID_YZ // groups))
 
 
 def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, splits=None, workspace=None,

@@ -1,11 +1,13 @@
-"""Block and tile sizes shared by the numba kernels and their launchers; the register-tile FMA and
-the grid of the implicit-GEMM conv kernels.
+"""Block and tile sizes shared by the numba kernels and their launchers; the register-tile FMA, the
+division-free index digits of the conv loaders, the grid and split-K of the implicit-GEMM conv
+kernels and their geometry argument list.
 """
 
 from __future__ import annotations
 
 from numba import cuda, float32
 
+from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
 
 BM = 64                 # output rows (channels) per block
@@ -36,6 +38,9 @@ PAD = 4                 # shared row padding: k-fast stores hit 8 different bank
 
 
 LOADS = BM * BK // THREADS
+
+
+DIGITS = LOADS + 1      # index-digit slots of a backward-data thread: one per B load, then its A load
 
 
 AS_W = BM + PAD          # row length of the shared A tile
@@ -71,7 +76,66 @@ def _tile_fma(As, Bs, acc, ty, tx):
                 acc[i, j] += a[i] * b[j]
 
 
+@cuda.jit(device=True, inline="always")
+def _digits_init(k, base, inner, hi, mid, lo, l):
+    """Split index k into digits (hi, mid, lo) of the mixed radix (., base/inner, inner):
+    k = hi*base + mid*inner + lo; stored at slot l of the three local arrays."""
+    h = k // base
+    t = k - h * base
+    m = t // inner
+    hi[l] = h
+    mid[l] = m
+    lo[l] = t - m * inner
+
+
+@cuda.jit(device=True, inline="always")
+def _digits_step(base, inner):
+    """BK in the same digits (dh, dm, dl), so that advancing an index by BK needs no division."""
+    dh = BK // base
+    t = BK - dh * base
+    dm = t // inner
+    return dh, dm, t - dm * inner
+
+
+@cuda.jit(device=True, inline="always")
+def _digits_advance(hi, mid, lo, l, dh, dm, dl, mid_n, inner):
+    """Slot l's digits += (dh, dm, dl) with carries (mid_n = base/inner); each digit of the step is
+    below its radix, so one carry per digit suffices."""
+    lo_v = lo[l] + dl
+    mid_v = mid[l] + dm
+    if lo_v >= inner:
+        lo_v -= inner
+        mid_v += 1
+    hi_v = hi[l] + dh
+    if mid_v >= mid_n:
+        mid_v -= mid_n
+        hi_v += 1
+    lo[l] = lo_v
+    mid[l] = mid_v
+    hi[l] = hi_v
+
+
 def _gemm_grid(name: str, cols: int, rows: int, z: int):
     """Grid of a conv GEMM: x over columns, y over row tiles, z = groups (x splits); a ValueError
     naming the pass when y or z passes CUDA's 65535 (instead of a launch failure)."""
     return _cfg.check_grid(name, ((cols + BN - 1) // BN, (rows + BM - 1) // BM, z))
+
+
+def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264) -> int:
+    """How many slices the N*P*Q reduction of the weight gradient is cut into: enough blocks to
+    fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long, and
+    groups*splits within the 65535 blocks grid z allows."""
+    n, k, p, q = dy_shape
+    _, cg, r, s = w_shape
+    base = ((cg * r * s + BN - 1) // BN) * ((k // groups + BM - 1) // BM) * groups
+    kred = n * p * q
+    return max(1, min((target_blocks + base - 1) // base, kred // (8 * BK), _cfg.MAX_GRID_YZ // groups))
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):
+    n, c, h, w = x_shape
+    k, _, r, s = w_shape
+    p = conv_out_size(h, r, stride[0], padding[0], dilation[0])
+    q = conv_out_size(w, s, stride[1], padding[1], dilation[1])
+    return (n, c, h, w, k, r, s, p, q, stride[0], stride[1], padding[0], padding[1],
+            dilation[0], dilation[1], groups)

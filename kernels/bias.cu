@@ -1,0 +1,56 @@
+// bias.cu - the conv bias gradient db[k] = sum over n, p, q of dy[n, k, p, q], fp32 in, double
+// accumulation, deterministic.
+//
+// Kernel versions
+//   conv2d_backward_bias_v2_f1, conv2d_backward_bias_v2_f4
+//                            one block per (slice of batch rows, channel) (reduce.cuh): each
+//                            block sums its rows of dy, 1 (f1) or 4 (f4: P*Q % 4 == 0, 16-byte
+//                            loads) floats at a time; with one slice it writes db[k] itself,
+//                            otherwise a double partial per slice.
+//   conv2d_backward_bias_finish_v2
+//                            one thread per channel sums its partials in slice order into db.
+// The launcher picks the slice count so that about 4 blocks per SM run (fastconv.backends.cuda
+// .config.channel_splits). Work: N*K*P*Q adds; moves N*K*P*Q*4 B in, K*4 B (+ K*S*8 B of
+// partials, written and read once) out: bandwidth-bound, judged against the device copy.
+//
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/bias.cu
+#include "common.cuh"
+#include "reduce.cuh"
+
+template <int V>
+__device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* __restrict__ db,
+                                          double* __restrict__ part, int N, int K, int PQ, int chunk) {
+    __shared__ double buf[32];
+    const int k = blockIdx.y;
+    int n0, n1;
+    slice_rows(N, chunk, n0, n1);
+    double acc = 0.0;
+    for_channel_rows<V>(k, K, PQ, n0, n1, [&](unsigned j) {
+        if constexpr (V == 4) {
+            const float4 v = load4(dy + j);
+            acc += (double)v.x + (double)v.y + (double)v.z + (double)v.w;
+        } else {
+            acc += (double)dy[j];
+        }
+    });
+    acc = block_sum(acc, buf);
+    if (threadIdx.x == 0) {
+        if (gridDim.x == 1) db[k] = (float)acc;
+        else part[k * gridDim.x + blockIdx.x] = acc;
+    }
+}
+
+// Work: (rows in the slice)*P*Q adds per block; moves that many *4 B in and 8 B (or 4 B) out.
+#define BIAS_KERNEL(V)                                                                                     \
+    extern "C" __global__ void conv2d_backward_bias_v2_f##V(const float* __restrict__ dy,                \
+        float* __restrict__ db, double* __restrict__ part, int N, int K, int PQ, int chunk) {             \
+        bias_grad<V>(dy, db, part, N, K, PQ, chunk);                                                      \
+    }
+BIAS_KERNEL(1)
+BIAS_KERNEL(4)
+
+// Work: K*S adds; moves K*S*8 B in and K*4 B out.
+extern "C" __global__ void conv2d_backward_bias_finish_v2(const double* __restrict__ part, float* __restrict__ db,
+                                                          int K, int S) {
+    GRID_STRIDE32(k, K) db[k] = (float)sum_partials(part, (int)k, S);
+}

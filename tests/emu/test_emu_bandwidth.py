@@ -1,0 +1,309 @@
+"""The bandwidth kernels (kernels/pool.cu, activation.cu, batchnorm.cu, bias.cu) on the CPU layer
+(fastconv.emu) through their real launchers, against the float64 oracle of tests/oracle.py.
+
+Outputs are NaN-poisoned before each launch (the ``poison`` setting) and every device access is
+bounds- and alignment-checked. Each case asserts which kernel ran (``emu.trace``), so a dispatch
+change cannot silently skip the fast path under test. The max-pool argmax must equal the CPU
+path's (and the oracle's) exactly, NaN inputs included; the multi-block reductions must give the
+same bits with the threads of every block run in two different shuffled orders.
+"""
+
+import contextlib
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import oracle as ref
+from fastconv import configure, ops
+from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
+
+import fastconv.emu as emu
+
+FEW = settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+@pytest.fixture(scope="module")
+def cp():
+    with emu.activate() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(autouse=True)
+def poisoned():
+    configure(poison=True)  # tests/conftest.py restores the settings after each test
+
+
+def _ran(t, *names):
+    got = t.launch_names
+    for name in names:
+        assert name in got, f"expected kernel {name} to run, got {got}"
+
+
+def _cfg():
+    return sys.modules["fastconv.backends.cuda.config"]  # the one the stand-in's launchers imported
+
+
+@contextlib.contextmanager
+def _min_slice(elems):
+    """Reductions split into slices of at least ``elems`` elements (several blocks per channel even
+    on tiny shapes)."""
+    cfg = _cfg()
+    old, cfg.MIN_SLICE_ELEMS = cfg.MIN_SLICE_ELEMS, elems
+    try:
+        yield
+    finally:
+        cfg.MIN_SLICE_ELEMS = old
+
+
+def every_bandwidth_kernel(cp, rng):
+    """One small case per kernel of pool.cu, batchnorm.cu and bias.cu, against the oracle (run by
+    tests/emu/test_emu_ops.py's coverage and shuffled-thread-order tests too)."""
+    for case in POOL_CASES[:5]:  # the 2x2 kernels (both widths) and a general window
+        _pool_all(cp, rng, *case.values)
+        test_relu_max_pool2d_matches_the_cpu_path(cp, rng, *case.values)
+    for shape in ((3, 5, 4, 4), (40, 2, 1, 3)):
+        for min_slice in (16, 1 << 30):
+            with _min_slice(min_slice):
+                _bn_all(cp, rng, shape, True)
+                dy = rng.standard_normal(shape).astype(np.float32)
+                assert_close(ops.conv2d_backward_bias(cp.asarray(dy)), ref.conv2d_backward_bias(dy), REDUCTION_TOL,
+                             "conv2d_backward_bias")
+
+
+# ---- pooling --------------------------------------------------------------------------------
+
+# (N, C, H, W), kernel, stride, padding, the max/avg kernel suffix that must run
+POOL_CASES = [
+    pytest.param((2, 3, 8, 8), 2, 2, 0, "v3_2x2w", id="2x2-w4"),
+    pytest.param((1, 2, 7, 12), 2, 2, 0, "v3_2x2w", id="2x2-w4-oddH"),
+    pytest.param((2, 2, 6, 14), 2, 2, 0, "v3_2x2", id="2x2-w2"),
+    pytest.param((1, 3, 5, 6), 2, 2, 0, "v3_2x2", id="2x2-w2-oddH"),
+    pytest.param((2, 2, 6, 7), 2, 2, 0, "v2", id="2x2-oddW"),
+    pytest.param((2, 3, 7, 9), 3, 2, 1, "v2", id="3x3-s2-p1"),
+    pytest.param((1, 2, 9, 7), (3, 2), (2, 1), (1, 1), "v2", id="3x2-overlap"),
+    pytest.param((1, 2, 8, 7), 2, 3, 1, "v2", id="stride-gt-kernel"),
+]
+
+
+def _pool_all(cp, rng, shape, ks, stride, pad, kernel):
+    x = ((rng.permutation(int(np.prod(shape))) - 50) * 0.01).reshape(shape).astype(np.float32)  # no ties
+    xd = cp.asarray(x)
+    with emu.trace() as t:
+        y, am = ops.max_pool2d_forward(xd, ks, stride, pad)
+    _ran(t, f"max_pool2d_forward_{kernel}")
+    want_y, want_arg = ref.max_pool2d_forward(x, ks, stride, pad)
+    assert_close(y, want_y, F32_TOL, "max_pool2d_forward")
+    am = cp.asnumpy(am)
+    assert am.dtype == np.int32
+    np.testing.assert_array_equal(am, want_arg)
+    np.testing.assert_array_equal(am, ops.max_pool2d_forward(x, ks, stride, pad)[1])
+    dy = rng.standard_normal(want_y.shape).astype(np.float32)
+    with emu.trace() as t:
+        dx = ops.max_pool2d_backward(cp.asarray(dy), cp.asarray(am), shape, ks, stride, pad)
+    _ran(t, f"max_pool2d_backward_{kernel}")
+    assert_close(dx, ref.max_pool2d_backward(dy, x, ks, stride, pad), F32_TOL, "max_pool2d_backward")
+    for include in (True, False):
+        with emu.trace() as t:
+            y = ops.avg_pool2d_forward(xd + 0.5, ks, stride, pad, include)
+            dx = ops.avg_pool2d_backward(cp.asarray(dy), shape, ks, stride, pad, include)
+        _ran(t, f"avg_pool2d_forward_{kernel}", f"avg_pool2d_backward_{kernel}")
+        assert_close(y, ref.avg_pool2d_forward(x + 0.5, ks, stride, pad, include), F32_TOL, "avg_pool2d_forward")
+        assert_close(dx, ref.avg_pool2d_backward(dy, shape, ks, stride, pad, include), F32_TOL, "avg_pool2d_backward")
+
+
+@pytest.mark.parametrize("shape,ks,stride,pad,kernel", POOL_CASES)
+def test_pool(cp, rng, shape, ks, stride, pad, kernel):
+    _pool_all(cp, rng, shape, ks, stride, pad, kernel)
+
+
+def test_pool_2x2_unaligned_view_takes_the_8_byte_path(cp, rng):
+    """A view starting 8 bytes into an allocation: W % 4 == 0 but not 16-byte aligned."""
+    x = rng.standard_normal((1 * 2 * 4 * 8 + 2,)).astype(np.float32)
+    xd = cp.asarray(x)[2:].reshape(1, 2, 4, 8)
+    with emu.trace() as t:
+        y, am = ops.max_pool2d_forward(xd, 2, 2, 0)
+    _ran(t, "max_pool2d_forward_v3_2x2")
+    want_y, want_arg = ref.max_pool2d_forward(x[2:].reshape(1, 2, 4, 8), 2, 2, 0)
+    assert_close(y, want_y, F32_TOL, "max_pool2d_forward")
+    np.testing.assert_array_equal(cp.asnumpy(am), want_arg)
+
+
+@pytest.mark.parametrize("shape,ks,stride,pad", [((1, 2, 4, 8), 2, 2, 0), ((1, 2, 4, 6), 2, 2, 0),
+                                                 ((1, 2, 5, 5), 3, 2, 1)])
+def test_max_pool_nan_argmax_matches_cpu(cp, rng, shape, ks, stride, pad):
+    """A NaN is its window's maximum and the first NaN in scan order is the argmax, on both paths."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0, 1, 1] = x[0, 0, 1, 0] = x[0, 1, 0, 3] = np.nan
+    y, am = ops.max_pool2d_forward(cp.asarray(x), ks, stride, pad)
+    y_cpu, am_cpu = ops.max_pool2d_forward(x, ks, stride, pad)
+    np.testing.assert_array_equal(cp.asnumpy(am), am_cpu)
+    np.testing.assert_array_equal(np.isnan(cp.asnumpy(y)), np.isnan(y_cpu))
+    assert np.isnan(y_cpu).any()
+    ok = ~np.isnan(y_cpu)
+    np.testing.assert_array_equal(cp.asnumpy(y)[ok], y_cpu[ok])
+
+
+@FEW
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(2, 9), w=st.integers(2, 13),
+       window=st.sampled_from([(2, 2, 0), (3, 2, 1), (2, 1, 0)]))
+def test_pool_hypothesis(cp, n, c, h, w, window):
+    ks, stride, pad = window
+    if h + 2 * pad < ks or w + 2 * pad < ks:
+        return
+    fast = (ks, stride, pad) == (2, 2, 0) and w % 2 == 0
+    kernel = ("v3_2x2w" if w % 4 == 0 else "v3_2x2") if fast else "v2"
+    _pool_all(cp, np.random.default_rng(h * 100 + w), (n, c, h, w), ks, stride, pad, kernel)
+
+
+@pytest.mark.parametrize("shape,ks,stride,pad,kernel", [c.values for c in POOL_CASES])
+def test_relu_max_pool2d_matches_the_cpu_path(cp, rng, shape, ks, stride, pad, kernel):
+    """The fused op: y and the uint8 argmax equal the CPU path's, dx within F32_TOL of it (the
+    oracle comparison of the CPU path is in tests/ops/test_pool.py); NaN included."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0, 1, 1] = np.nan
+    version = {"v2": "v1", "v3_2x2": "v2_2x2", "v3_2x2w": "v2_2x2w"}[kernel]
+    with emu.trace() as t:
+        y, code = ops.relu_max_pool2d_forward(cp.asarray(x), ks, stride, pad)
+    _ran(t, f"relu_max_pool2d_forward_{version}")
+    y_cpu, code_cpu = ops.relu_max_pool2d_forward(x, ks, stride, pad)
+    np.testing.assert_array_equal(cp.asnumpy(y), y_cpu)
+    np.testing.assert_array_equal(cp.asnumpy(code), code_cpu)
+    assert (code_cpu == 255).any() and (code_cpu != 255).any()
+    dy = rng.standard_normal(y_cpu.shape).astype(np.float32)
+    with emu.trace() as t:
+        dx = ops.relu_max_pool2d_backward(cp.asarray(dy), code, shape, ks, stride, pad)
+    _ran(t, f"relu_max_pool2d_backward_{version}")
+    assert_close(dx, ops.relu_max_pool2d_backward(dy, code_cpu, shape, ks, stride, pad), F32_TOL,
+                 "relu_max_pool2d_backward")
+
+
+# ---- activations ----------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "relu": ((), ref.relu),
+    "leaky_relu": ((0.2,), lambda x: ref.leaky_relu(x, 0.2)),
+    "sigmoid": ((), ref.sigmoid),
+    "tanh": ((), lambda x: np.tanh(x.astype(np.float64))),
+}
+
+
+def _grad(name, dy, y):
+    y = y.astype(np.float64)
+    return {"relu": dy * (y > 0), "leaky_relu": np.where(y > 0, dy, 0.2 * dy), "sigmoid": dy * y * (1 - y),
+            "tanh": dy * (1 - y * y)}[name]
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("n,offset,version", [(4099, 0, "v2"), (8, 0, "v2"), (3, 0, "v2"), (37, 1, "v1")])
+def test_activation(cp, rng, name, n, offset, version):
+    extra, fwd = ACTIVATIONS[name]
+    x = (rng.standard_normal(n + offset) * 3).astype(np.float32)
+    dy = rng.standard_normal(n + offset).astype(np.float32)
+    xd, dyd = cp.asarray(x)[offset:], cp.asarray(dy)[offset:]
+    with emu.trace() as t:
+        y = getattr(ops, f"{name}_forward")(xd, *extra)
+    _ran(t, f"{name}_forward_{version}")
+    assert_close(y, fwd(x[offset:]), F32_TOL, f"{name}_forward")
+    y_host = cp.asnumpy(y)
+    yd = cp.asarray(np.concatenate([y_host[:offset], y_host]))[offset:]  # same alignment as x
+    with emu.trace() as t:
+        dx = getattr(ops, f"{name}_backward")(dyd, yd, *extra)
+    _ran(t, f"{name}_backward_{version}")
+    assert_close(dx, _grad(name, dy[offset:], y_host), F32_TOL, f"{name}_backward")
+
+
+def test_dropout_mask_matches_the_oracle(cp, rng):
+    x = rng.standard_normal((3, 37)).astype(np.float32)
+    dy = rng.standard_normal((3, 37)).astype(np.float32)
+    y, mask = ops.dropout_forward(cp.asarray(x), 0.3, 7)
+    want = ref.dropout_mask(x.size, 0.3, 7).reshape(x.shape)
+    np.testing.assert_array_equal(cp.asnumpy(mask), want)
+    scale = np.float32(1 / (1 - 0.3))
+    assert_close(y, np.where(want, x * scale, 0), F32_TOL, "dropout_forward")
+    assert_close(ops.dropout_backward(cp.asarray(dy), mask, 0.3), np.where(want, dy * scale, 0), F32_TOL,
+                 "dropout_backward")
+
+
+# ---- batchnorm and the conv bias gradient: multi-block reductions -----------------------------
+
+# (100, 2, 1, 3): a one-slice block walks 100 rows of 3 with 256 threads, so the row/column step of
+# kernels/reduce.cuh (85 rows + 1 column per stride) wraps
+BN_SHAPES = [(3, 5, 4, 4), (7, 3, 3, 3), (6, 7), (40, 2, 2, 2), (100, 2, 1, 3)]
+
+
+def _bn_all(cp, rng, shape, training):
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    g, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    rm, rv = rng.standard_normal(c).astype(np.float32), (rng.random(c) + 0.5).astype(np.float32)
+    rmd, rvd = cp.asarray(rm), cp.asarray(rv)
+    y, mean, invstd = ops.batchnorm_forward(cp.asarray(x), cp.asarray(g), cp.asarray(b), rmd, rvd, training, 0.1, 1e-5)
+    want_y, want_rm, want_rv = ref.batchnorm_forward(x, g, b, rm, rv, training, 0.1, 1e-5)
+    assert_close(y, want_y, REDUCTION_TOL, "batchnorm_forward")
+    assert_close(rmd, want_rm, F32_TOL, "running_mean")
+    assert_close(rvd, want_rv, F32_TOL, "running_var")
+    grads = ops.batchnorm_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(g), mean, invstd, training)
+    want = ref.batchnorm_backward(dy, x, g, training, rm, rv, 1e-5)
+    for got, exp, what in zip(grads, want, ("dx", "dgamma", "dbeta")):
+        assert_close(got, exp, REDUCTION_TOL, f"batchnorm_backward {what}")
+    return [cp.asnumpy(a) for a in (y, mean, invstd) + tuple(grads)]
+
+
+@pytest.mark.parametrize("min_slice", [16, 1 << 30])  # several slices even on these small shapes; one
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batchnorm(cp, rng, shape, training, min_slice, monkeypatch):
+    monkeypatch.setattr(_cfg(), "MIN_SLICE_ELEMS", min_slice)
+    with emu.trace() as t:
+        _bn_all(cp, rng, shape, training)
+    hw4 = len(shape) == 4 and shape[2] * shape[3] % 4 == 0
+    if training:
+        _ran(t, f"batchnorm_forward_train_v2_f{4 if hw4 else 1}")
+    _ran(t, f"batchnorm_backward_v2_f{4 if hw4 else 1}")
+    splits = [r.grid[0] for r in t.launches if r.name.startswith("batchnorm_backward_v2")]
+    assert (splits[0] > 1) == (min_slice == 16 and shape[0] * int(np.prod(shape[2:])) >= 32), t.launches
+
+
+def test_batchnorm_and_bias_are_deterministic(cp, monkeypatch):
+    """Several slices per channel, two shuffled thread orders: the same bits."""
+    monkeypatch.setattr(_cfg(), "MIN_SLICE_ELEMS", 16)
+    assert _cfg().channel_splits(3, 24, 8, 132)[0] > 1
+    runs = []
+    for seed in (1, 2):
+        with emu.shuffled(seed):
+            out = _bn_all(cp, np.random.default_rng(0), (24, 3, 2, 4), True)
+            dy = np.random.default_rng(1).standard_normal((24, 3, 2, 4)).astype(np.float32)
+            out.append(cp.asnumpy(ops.conv2d_backward_bias(cp.asarray(dy))))
+        runs.append(out)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape,kernel", [((5, 4, 3, 4), "f4"), ((9, 3, 5, 3), "f1"), ((2, 7, 1, 1), "f1"),
+                                          ((200, 1, 2, 6), "f4"), ((100, 2, 1, 3), "f1")])
+@pytest.mark.parametrize("min_slice", [16, 1 << 30])
+def test_conv2d_backward_bias(cp, rng, shape, kernel, min_slice, monkeypatch):
+    monkeypatch.setattr(_cfg(), "MIN_SLICE_ELEMS", min_slice)
+    dy = rng.standard_normal(shape).astype(np.float32) + 0.25
+    with emu.trace() as t:
+        db = ops.conv2d_backward_bias(cp.asarray(dy))
+    _ran(t, f"conv2d_backward_bias_v2_{kernel}")
+    split = t.launches[-1].name == "conv2d_backward_bias_finish_v2"
+    assert split == (min_slice == 16 and shape[0] > 2), t.launch_names
+    assert_close(db, ref.conv2d_backward_bias(dy), REDUCTION_TOL, "conv2d_backward_bias")
+
+
+@FEW
+@given(n=st.integers(1, 40), c=st.integers(1, 4), hw=st.sampled_from([(1, 1), (2, 2), (3, 5), (4, 4)]))
+def test_reductions_hypothesis(cp, n, c, hw):
+    with _min_slice(8):
+        rng = np.random.default_rng(n * 10 + c)
+        shape = (n + 3, c) + hw  # at least 3 samples: with 2, batchnorm dx is 0 up to rounding
+        _bn_all(cp, rng, shape, True)
+        dy = rng.standard_normal(shape).astype(np.float32) + 0.25
+        assert_close(ops.conv2d_backward_bias(cp.asarray(dy)), ref.conv2d_backward_bias(dy), REDUCTION_TOL,
+                     "conv2d_backward_bias")

@@ -1,0 +1,118 @@
+"""The CPU-side logic of benchmarks/gpu_table.py (it runs on a GPU later): the timing helpers of
+benchmarks/timing.py (graph capture and replay exercised on the CPU layer, fastconv.emu), the
+results file and its stamp, the bandwidth byte counts and the table printers."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import gpu_bandwidth  # noqa: E402
+import gpu_table  # noqa: E402
+import timing  # noqa: E402
+
+import fastconv.emu as emu  # noqa: E402
+from fastconv import ops  # noqa: E402
+
+
+class FakeClock:
+    def __init__(self, times):
+        self.times, self.calls = list(times), 0
+
+    def time_ms(self, fn):
+        fn()
+        self.calls += 1
+        return self.times.pop(0)
+
+
+def test_median_ms_runs_warmup_untimed_then_takes_the_median():
+    ran = []
+    clock = FakeClock([5.0, 1.0, 3.0])
+    assert timing.median_ms(clock, lambda: ran.append(1), reps=3, warmup=2) == 3.0
+    assert len(ran) == 5 and clock.calls == 3
+    with pytest.raises(ValueError, match="reps, warmup: got 0, 1"):
+        timing.median_ms(clock, lambda: None, 0, 1)
+
+
+def test_graph_of_calls_replays_every_launch_on_the_cpu_layer():
+    """20 relu calls captured into one graph: 20 launches recorded (not run), 20 distinct outputs
+    kept alive; a replay writes them all; kernel_ms divides a replay by the call count."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(1000).astype(np.float32)
+    with emu.activate() as cp:
+        xd = cp.asarray(x)
+        g = timing.CupyGraph(cp, lambda: ops.relu_forward(xd))
+        assert len(g.graph.launches) == timing.CALLS
+        assert len({id(a) for a in g.keep}) == timing.CALLS
+        for a in g.keep:
+            a.fill(np.nan)
+        g.replay()
+        for a in g.keep:
+            np.testing.assert_array_equal(cp.asnumpy(a), np.maximum(x, 0))
+        assert timing.kernel_ms(timing.HostClock(), g, reps=2, warmup=1) > 0
+
+
+def test_time_both_reports_a_failed_capture_and_keeps_the_per_call_time():
+    def no_graph(fn):
+        raise RuntimeError("cudaErrorStreamCaptureUnsupported: a sync\nmore")
+    t = timing.time_both(FakeClock([2.0, 4.0, 6.0]), no_graph, lambda: None, reps=3, warmup=0)
+    assert t.per_call_ms == 4.0 and t.kernel_ms is None
+    assert t.note == "no graph: RuntimeError: cudaErrorStreamCaptureUnsupported: a sync"
+
+
+def test_time_both_on_the_cpu_layer():
+    with emu.activate() as cp:
+        xd = cp.asarray(np.ones(64, np.float32))
+        t = timing.time_both(timing.HostClock(), lambda f: timing.CupyGraph(cp, f, calls=3),
+                             lambda: ops.tanh_forward(xd), reps=2, warmup=0)
+    assert t.per_call_ms > 0 and t.kernel_ms > 0 and not t.note
+
+
+def test_results_file_is_stamped_and_round_trips(tmp_path):
+    r = timing.stamp("Test Card", 13000, tmp_path, {"reps": 3})  # tmp_path is no git checkout
+    assert r.commit == "unknown" and r.card == "Test Card" and r.driver
+    r.add("bandwidth", op="activation.relu.forward", fastconv=timing.Timing(1.0, 0.5), gbs=np.float64(2.0))
+    out = json.loads(r.write(tmp_path / "t.json").read_text())
+    assert out["card"] == "Test Card" and out["settings"] == {"reps": 3}
+    assert out["rows"] == [{"table": "bandwidth", "op": "activation.relu.forward",
+                            "fastconv": {"per_call_ms": 1.0, "kernel_ms": 0.5, "note": ""}, "gbs": 2.0}]
+    assert not (tmp_path / "t.json.tmp").exists()
+
+
+def test_stamp_names_the_commit_of_this_checkout():
+    r = timing.stamp("c", 1, BENCH.parent, {})
+    assert r.commit == "unknown" or len(r.commit.split("+")[0]) >= 7
+
+
+def test_bandwidth_bytes():
+    n = 2 * 3 * 4 * 4
+    assert gpu_bandwidth.bytes_of("copy", (2, 3, 4, 4)) == 2 * n * 4
+    assert gpu_bandwidth.bytes_of("backward", (2, 3, 4, 4)) == 3 * n * 4
+    assert gpu_bandwidth.bytes_of("max_pool2d.forward", (2, 3, 4, 4)) == n * 4 + n // 4 * 8
+    assert gpu_bandwidth.bytes_of("conv2d_backward_bias", (2, 3, 4, 4)) == n * 4
+    with pytest.raises(ValueError, match="op: got 'nope'"):
+        gpu_bandwidth.bytes_of("nope")
+    size = int(np.prod(gpu_bandwidth.BANDWIDTH_SHAPE)) * 4
+    assert size >= 3 * 60e6  # several times the L2 of an H100 (50 MB) and an H200 (60 MB)
+
+
+def test_printers_fill_the_results(capsys, tmp_path):
+    r = timing.stamp("c", 1, tmp_path, {})
+    T = timing.Timing
+    gpu_table.print_bandwidth([("copy (ceiling)", "-", 800, T(2.0, 1.0), T(2.0, 1.25), True),
+                               ("activation.relu.forward", "cupy", 800, T(3.0, 2.0), T(3.0, None, "no graph: x"),
+                                True)], r)
+    rows = [x for x in r.rows if x["table"] == "bandwidth"]
+    assert rows[1]["of_copy"] == pytest.approx(0.5) and rows[1]["torch_gbs"] == pytest.approx(800 / 3.0 / 1e6)
+    conv = [("lenet.conv1", "forward", {"cupy": (T(1.0, 0.5), True, 0.0)}, T(1.0, 0.25), {}),
+            ("lenet.conv1", "backward_bias", {"cupy": (T(1.0, 0.1), True, 0.0)}, T(1.0, 0.2), {})]
+    gpu_table.print_conv(conv, r, ["cupy"])
+    gm = {x["kind"]: x["value"] for x in r.rows if x["table"] == "conv_geomean"}
+    assert gm == {"kernel": pytest.approx(0.5), "per_call": pytest.approx(1.0)}  # bias row not in the 18
+    out = capsys.readouterr().out
+    assert "no graph: x" in out and "0.50" in out

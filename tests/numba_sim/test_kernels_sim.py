@@ -5,6 +5,8 @@ padding, dilation, groups, odd sizes, overlapping pools and more than one tile i
 dimension. Outputs are poisoned with NaN before each launch so unwritten elements fail.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,47 @@ def test_conv2d_all_passes(rng, x_shape, w_shape, stride, padding, dilation, gro
 
     db = nb.launch_conv2d_backward_bias(_empty(w_shape[0]), dy)
     assert_close(db, cpu.conv2d_backward_bias(_f64(dy)), F32_TOL, "backward_bias")
+
+
+# backward data by stride phases: phases no tap reaches (stride > kernel), dilation sharing a factor
+# with the stride (rstep < stride), negative dy row offsets (padding > 0), odd sizes not divisible by the stride
+BWD_PHASE_CASES = [
+    pytest.param((1, 2, 7, 8), (3, 2, 2, 1), (3, 3), (0, 0), (1, 1), 1, id="s3-k2-untouched-phases"),
+    pytest.param((2, 2, 9, 7), (2, 2, 3, 3), (2, 2), (2, 1), (2, 3), 1, id="s2-dil2-dil3-p21"),
+    pytest.param((1, 4, 8, 9), (4, 1, 5, 3), (2, 3), (2, 1), (1, 1), 4, id="depthwise-s23-k53"),
+    pytest.param((1, 3, 11, 5), (2, 3, 4, 2), (4, 2), (3, 0), (2, 2), 1, id="s4-dil2-taps-every-2nd"),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", BWD_PHASE_CASES)
+def test_conv2d_backward_data_phases(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    args = (stride, padding, dilation, groups)
+    dy, w = _rand(rng, *_geometry(x_shape, w_shape, stride, padding, dilation)), _rand(rng, *w_shape)
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+
+
+def test_bwd_phases_cover_every_tap_once():
+    """Each (h, r) with (h + pad - r*dil) a multiple of the stride and a dy row in range is visited by
+    exactly one phase and tap, and no other pair is (pure Python, many geometries)."""
+    for n, r, st, pd, d in itertools.product((1, 5, 8), (1, 2, 3, 5), (1, 2, 3, 4), (0, 1, 3), (1, 2, 3, 4)):
+        p = (n + 2 * pd - d * (r - 1) - 1) // st + 1
+        if p < 1:
+            continue
+        want = {(h, t) for h in range(n) for t in range(r)
+                if (h + pd - t * d) % st == 0 and 0 <= (h + pd - t * d) // st < p}
+        got, rows = [], []
+        for phi in range(min(st, n)):
+            h0, nt, r0, rstep, nr, base, pstep = K.phase_dim(phi, n, r, st, pd, d)
+            rows += [h0 + i * st for i in range(nt)]
+            for i in range(nt):
+                for j in range(nr):
+                    pp = i + base - j * pstep
+                    assert (h0 + i * st + pd - (r0 + j * rstep) * d) == pp * st
+                    if 0 <= pp < p:
+                        got.append((h0 + i * st, r0 + j * rstep))
+        assert sorted(rows) == list(range(n))
+        assert sorted(got) == sorted(want), (n, r, st, pd, d)
 
 
 def test_conv2d_multi_tile(rng):

@@ -20,7 +20,8 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   block per BM x BN output tile, BK-deep slices of both operands staged in shared memory, each
   of the TY x TX threads accumulating a TM x TN register tile (rows ty + TY*i, columns
   tx + TX*j, so shared reads are broadcast or consecutive and global stores coalesce).
-  backward_data is written as a gather (no atomics); backward_weight splits its long N*P*Q
+  backward_data is written as a gather (no atomics), one launch per stride phase (h % sh,
+  w % sw) visiting only the filter taps that reach it (tiles.bwd_phases); backward_weight splits its long N*P*Q
   reduction over blockIdx.z and writes per-split partial sums that sum_splits_v1 adds in a fixed
   order (deterministic, no atomics).
 - conv2d_backward_bias_v1: one block per output channel, shared-memory tree reduction.

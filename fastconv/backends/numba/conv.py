@@ -6,7 +6,7 @@ from numba import cuda, float32, int32
 
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
 from .tiles import (AS_W, BK, BM, BN, BS_W, DIGITS, ELEMENTWISE_THREADS, GEMM_BLOCK, LOADS, REDUCE_THREADS, THREADS, TM,
-                    TN, TX, TY, _digits_advance, _digits_init, _digits_step, _gemm_grid, _tile_fma,
+                    TN, TX, TY, _digits_advance, bwd_phases, _digits_init, _digits_step, _gemm_grid, _tile_fma,
                     _conv_geometry, backward_weight_splits)
 
 
@@ -97,92 +97,101 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
 
 
 def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
-                            sh, sw, ph, pw, dh, dw, groups):
-    """dx[n, g*Cg + m, h, w] = sum_{k,r,s} w[g*Kg + k, m, r, s] * dy[n, g*Kg + k, p, q]
-    over the (r, s) with h = p*sh - ph + r*dh and w = q*sw - pw + s*dw for integer p < P, q < Q.
+                            sh, sw, ph, pw, dh, dw, groups,
+                            h0, ht, r0, rstep, ri, pbase, pstep, w0, wt, s0, sstep, sj, qbase, qstep):
+    """One stride phase of dx (see tiles.bwd_phases): for h = h0 + th*sh (th < Ht), w = w0 + tw*sw (tw < Wt)
+    dx[n, g*Cg + m, h, w] = sum_{k, i < Ri, j < Sj} w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep]
+                                                  * dy[n, g*Kg + k, th + pbase - i*pstep, tw + qbase - j*qstep]
+    (dy terms outside P x Q are zero). Only the taps that reach the phase are visited and no index
+    is divided in the main loop.
 
-    GEMM per group g: rows m < Cg, columns (n, h, w) < N*H*W, reduction (k, r, s) < Kg*R*S,
-    written as a gather so every dx element is written once by one thread (no atomics).
-    Grid (ceil(N*H*W / BN), ceil(Cg / BM), G), block (TX, TY).
-    Work: 2*N*C*H*W*Kg*R*S FLOPs issued (a fraction 1/(sh*sw) on non-zero operands); compulsory
-    traffic (dy + w + dx) * 4 bytes.
+    GEMM per group g: rows m < Cg, columns (n, th, tw) < N*Ht*Wt, reduction (k, i, j) < Kg*Ri*Sj,
+    a gather so every dx element is written once by one thread (no atomics); Ri*Sj == 0 writes zeros.
+    Grid (ceil(N*Ht*Wt / BN), ceil(Cg / BM), G), block (TX, TY), one launch per phase.
+    Work: 2*N*C*Ht*Wt*Kg*Ri*Sj FLOPs per phase (2*N*C*H*W*Kg*R*S/(sh*sw) in all for dilation 1);
+    compulsory traffic (dy + w + dx) * 4 bytes.
     """
     As = cuda.shared.array((BK, AS_W), float32)
     Bs = cuda.shared.array((BK, BS_W), float32)
     acc = cuda.local.array((TM, TN), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
+    tx = int32(cuda.threadIdx.x)
+    ty = int32(cuda.threadIdx.y)
     tid = ty * TX + tx
-    g = cuda.blockIdx.z
+    g = int32(cuda.blockIdx.z)
     kg = k_out // groups
     cg = c_in // groups
-    rs = r_k * s_k
-    kred = kg * rs
+    ij = ri * sj
+    kred = kg * ij
     hw = h_in * w_in
     pq = p_out * q_out
-    ncols = n_img * hw
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
+    tt = ht * wt
+    ncols = n_img * tt
+    m0 = int32(cuda.blockIdx.y) * BM
+    n0 = int32(cuda.blockIdx.x) * BN
     for i in range(TM):
         for j in range(TN):
             acc[i, j] = 0.0
+    # the column this thread loads is fixed: decode (n, th, tw) once
     b_col = tid % BN
     b_kk = tid // BN
     col = n0 + b_col
     col_ok = col < ncols
-    bn = col // hw
-    bhw = col - bn * hw
-    bh = bhw // w_in
-    bw = bhw - bh * w_in
+    bn = col // tt
+    bt = col - bn * tt
+    bth = bt // wt
+    btw = bt - bth * wt
     dy_img = (bn * k_out + g * kg) * pq
+    p_base = bth + pbase
+    q_base = btw + qbase
     a_kk = tid % BK
     a_m = tid // BK
-    # reduction digits carried by BK per step: (k, r, s) of each B load, (k, t) of the A load in slot LOADS
+    w_row = rstep * s_k
+    # reduction digits (k, i, j) carried by BK per step: one slot per B load, then the A load's slot
+    # (radices kept >= 1 for a phase no tap reaches: its loop does not run)
+    ij_r = max(ij, 1)
+    sj_r = max(sj, 1)
     bk = cuda.local.array(DIGITS, int32)
-    br = cuda.local.array(DIGITS, int32)
-    bs = cuda.local.array(DIGITS, int32)
+    bi = cuda.local.array(DIGITS, int32)
+    bj = cuda.local.array(DIGITS, int32)
     for l in range(LOADS):
-        _digits_init(b_kk + l * (THREADS // BN), rs, s_k, bk, br, bs, l)
-    _digits_init(a_kk, rs, 1, bk, br, bs, LOADS)
-    dk, dr, ds = _digits_step(rs, s_k)
-    dka, dta, _ = _digits_step(rs, 1)
+        _digits_init(b_kk + l * (THREADS // BN), ij_r, sj_r, bk, bi, bj, l)
+    _digits_init(a_kk, ij_r, sj_r, bk, bi, bj, LOADS)
+    dk, di, dj = _digits_step(ij_r, sj_r)
     for k0 in range(0, kred, BK):
         a_ok = k0 + a_kk < kred
-        ka, ta = bk[LOADS], br[LOADS]
-        _digits_advance(bk, br, bs, LOADS, dka, dta, 0, rs, 1)
+        # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep]
+        a_off = ((g * kg + bk[LOADS]) * cg + m0) * (r_k * s_k) + (r0 + bi[LOADS] * rstep) * s_k + s0 + bj[LOADS] * sstep
+        _digits_advance(bk, bi, bj, LOADS, dk, di, dj, ri, sj)
         for l in range(LOADS):
-            # A: w[g*Kg + k, m, r, s] with reduction index (k, r, s)
             m = a_m + l * (THREADS // BK)
             v = float32(0.0)
             if m0 + m < cg and a_ok:
-                v = w[((g * kg + ka) * cg + m0 + m) * rs + ta]
+                v = w[a_off + m * (r_k * s_k)]
             As[a_kk, m] = v
-            # B: dy at the output position whose window tap (r, s) lands on (h, w), if any
+            # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw)
             kk = b_kk + l * (THREADS // BN)
-            kr = k0 + kk
             v = float32(0.0)
-            if col_ok and kr < kred:
-                hp = bh + ph - br[l] * dh
-                wq = bw + pw - bs[l] * dw
-                if hp >= 0 and wq >= 0:
-                    p = hp // sh
-                    q = wq // sw
-                    if p * sh == hp and q * sw == wq and p < p_out and q < q_out:
-                        v = dy[dy_img + bk[l] * pq + p * q_out + q]
+            if col_ok and k0 + kk < kred:
+                p = p_base - bi[l] * pstep
+                q = q_base - bj[l] * qstep
+                if p >= 0 and p < p_out and q >= 0 and q < q_out:
+                    v = dy[dy_img + bk[l] * pq + p * q_out + q]
             Bs[kk, b_col] = v
-            _digits_advance(bk, br, bs, l, dk, dr, ds, r_k, s_k)
+            _digits_advance(bk, bi, bj, l, dk, di, dj, ri, sj)
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
         cuda.syncthreads()
     for j in range(TN):
         col = n0 + tx + TX * j
         if col < ncols:
-            n = col // hw
-            t = col - n * hw
+            n = col // tt
+            t = col - n * tt
+            th = t // wt
+            out = (n * c_in + g * cg) * hw + (h0 + th * sh) * w_in + w0 + (t - th * wt) * sw
             for i in range(TM):
                 m = m0 + ty + TY * i
                 if m < cg:
-                    dx[(n * c_in + g * cg + m) * hw + t] = acc[i, j]
+                    dx[out + m * hw] = acc[i, j]
 
 
 def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
@@ -318,11 +327,12 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
 def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None):
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
-    n, c, h, wd, k, _, _, p, q = geo[:9]
+    n, c, h, wd, k, r, s, p, q = geo[:9]
     _check_out(dx, "dx", dx.shape)
     _check_out(dy, "dy", (n, k, p, q))
-    grid = _gemm_grid("conv2d_backward_data", n * h * wd, c // groups, groups)
-    launch("conv2d_backward_data_v1", grid, GEMM_BLOCK, (dx, dy, w) + geo, stream)
+    for phase in bwd_phases(h, wd, r, s, stride, padding, dilation):
+        grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups)
+        launch("conv2d_backward_data_v1", grid, GEMM_BLOCK, (dx, dy, w) + geo + phase, stream)
     return dx
 
 

@@ -72,7 +72,7 @@ _POOL = "n" * 11  # planes, h, w, p, q, kh, kw, sh, sw, ph, pw
 _PARAMS = {
     "empty_v1": "fn",
     "conv2d_forward_v1": "ffff" + "n" + _GEOM,
-    "conv2d_backward_data_v1": "fff" + _GEOM,
+    "conv2d_backward_data_v1": "fff" + _GEOM + "n" * 14,  # + one phase of tiles.bwd_phases
     "conv2d_backward_weight_v1": "fff" + _GEOM + "nn",
     "sum_splits_v1": "ffnn",
     "conv2d_backward_bias_v1": "ffnnn",

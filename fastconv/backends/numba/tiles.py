@@ -5,6 +5,8 @@ kernels and their geometry argument list.
 
 from __future__ import annotations
 
+import math
+
 from numba import cuda, float32
 
 from ...argcheck import conv_out_size
@@ -130,6 +132,28 @@ def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264) 
     base = ((cg * r * s + BN - 1) // BN) * ((k // groups + BM - 1) // BM) * groups
     kred = n * p * q
     return max(1, min((target_blocks + base - 1) // base, kred // (8 * BK), _cfg.MAX_GRID_YZ // groups))
+
+
+def phase_dim(phi: int, n: int, r: int, st: int, pd: int, d: int) -> tuple[int, int, int, int, int, int, int]:
+    """One dimension of a backward-data phase (host side, as phase_dim in kernels/conv_index.cuh):
+    rows h = phi + t*st (t < nt) receive the taps r0 + i*rstep (i < nr), tap i of row t reading dy
+    row t + base - i*pstep. Returns (phi, nt, r0, rstep, nr, base, pstep); nr == 0 when no tap reaches
+    the phase (its rows are zero), nt == 0 when the phase has no rows."""
+    nt = -(-(n - phi) // st) if phi < n else 0
+    rstep = st // math.gcd(st, d)
+    # tap r reaches row h when h + pd - r*d is a multiple of st; the first such r is below rstep
+    r0 = next((t for t in range(min(r, rstep)) if (phi + pd - t * d) % st == 0), None)
+    if r0 is None:
+        return phi, nt, 0, rstep, 0, 0, 0
+    return phi, nt, r0, rstep, -(-(r - r0) // rstep), (phi + pd - r0 * d) // st, rstep * d // st
+
+
+def bwd_phases(h: int, w: int, r: int, s: int, stride, padding, dilation):
+    """The stride[0]*stride[1] backward-data phases (h % sh, w % sw) that hold outputs, each the 14
+    ints (h0, Ht, r0, rstep, Ri, pbase, pstep, w0, Wt, s0, sstep, Sj, qbase, qstep) of phase_dim."""
+    return [phase_dim(a, h, r, stride[0], padding[0], dilation[0]) + phase_dim(b, w, s, stride[1], padding[1],
+                                                                              dilation[1])
+            for a in range(min(stride[0], h)) for b in range(min(stride[1], w))]
 
 
 def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):

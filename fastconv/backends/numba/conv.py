@@ -5,7 +5,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32
 
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import (AS_W, BK, BM, BN, BS_W, DIGITS, ELEMENTWISE_THREADS, GEMM_BLOCK, LOADS, REDUCE_THREADS, THREADS, TM,
+from .tiles import (AS_SIZE, AS_W, BK, BS_SIZE, BM, BN, BS_W, DIGITS, ELEMENTWISE_THREADS, GEMM_BLOCK, LOADS, REDUCE_THREADS, THREADS, TM,
                     TN, TX, TY, _digits_advance, bwd_phases, _digits_init, _digits_step, _gemm_grid, _tile_fma,
                     _conv_geometry, backward_weight_splits)
 
@@ -19,19 +19,19 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
     Work: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 bytes, x re-read once per
     BM row tile (mostly from L2).
     """
-    As = cuda.shared.array((BK, AS_W), float32)
-    Bs = cuda.shared.array((BK, BS_W), float32)
+    As = cuda.shared.array(AS_SIZE, float32)
+    Bs = cuda.shared.array(BS_SIZE, float32)
     acc = cuda.local.array((TM, TN), float32)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TX + tx
     g = cuda.blockIdx.z
-    kg = k_out // groups
-    cg = c_in // groups
-    rs = r_k * s_k
-    kred = cg * rs
-    pq = p_out * q_out
-    ncols = n_img * pq
+    kg = int32(k_out // groups)
+    cg = int32(c_in // groups)
+    rs = int32(r_k * s_k)
+    kred = int32(cg * rs)
+    pq = int32(p_out * q_out)
+    ncols = int32(n_img * pq)
     m0 = cuda.blockIdx.y * BM
     n0 = cuda.blockIdx.x * BN
     for i in range(TM):
@@ -46,9 +46,9 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
     bpq = col - bn * pq
     bp = bpq // q_out
     bq = bpq - bp * q_out
-    x_img = (bn * c_in + g * cg) * h_in * w_in
-    h_base = bp * sh - ph
-    w_base = bq * sw - pw
+    x_img = int32((bn * c_in + g * cg) * h_in * w_in)
+    h_base = int32(bp * sh - ph)
+    w_base = int32(bq * sw - pw)
     a_kk = tid % BK
     a_m = tid // BK
     # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
@@ -58,29 +58,30 @@ def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k,
     for l in range(LOADS):
         _digits_init(b_kk + l * (THREADS // BN), rs, s_k, bc, br, bs, l)
     dc, dr, ds = _digits_step(rs, s_k)
-    for k0 in range(0, kred, BK):
+    w_row = int32((g * kg + m0 + a_m) * kred + a_kk)
+    k0 = int32(0)
+    while k0 < kred:
         for l in range(LOADS):
             # A: weights, contiguous along the reduction
             m = a_m + l * (THREADS // BK)
-            kr = k0 + a_kk
             v = float32(0.0)
-            if m0 + m < kg and kr < kred:
-                v = w[(g * kg + m0 + m) * kred + kr]
-            As[a_kk, m] = v
+            if m0 + m < kg and int32(k0 + a_kk) < kred:
+                v = w[int32(w_row + l * (THREADS // BK) * kred + k0)]
+            As[a_kk * AS_W + m] = v
             # B: im2col gather of x
             kk = b_kk + l * (THREADS // BN)
-            kr = k0 + kk
             v = float32(0.0)
-            if col_ok and kr < kred:
-                hh = h_base + br[l] * dh
-                ww = w_base + bs[l] * dw
+            if col_ok and int32(k0 + kk) < kred:
+                hh = int32(h_base + br[l] * dh)
+                ww = int32(w_base + bs[l] * dw)
                 if hh >= 0 and hh < h_in and ww >= 0 and ww < w_in:
-                    v = x[x_img + (bc[l] * h_in + hh) * w_in + ww]
-            Bs[kk, b_col] = v
+                    v = x[int32(x_img + (bc[l] * h_in + hh) * w_in + ww)]
+            Bs[kk * BS_W + b_col] = v
             _digits_advance(bc, br, bs, l, dc, dr, ds, r_k, s_k)
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
         cuda.syncthreads()
+        k0 = int32(k0 + BK)
     for j in range(TN):
         col = n0 + tx + TX * j
         if col < ncols:
@@ -111,21 +112,22 @@ def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k,
     Work: 2*N*C*Ht*Wt*Kg*Ri*Sj FLOPs per phase (2*N*C*H*W*Kg*R*S/(sh*sw) in all for dilation 1);
     compulsory traffic (dy + w + dx) * 4 bytes.
     """
-    As = cuda.shared.array((BK, AS_W), float32)
-    Bs = cuda.shared.array((BK, BS_W), float32)
+    As = cuda.shared.array(AS_SIZE, float32)
+    Bs = cuda.shared.array(BS_SIZE, float32)
     acc = cuda.local.array((TM, TN), float32)
     tx = int32(cuda.threadIdx.x)
     ty = int32(cuda.threadIdx.y)
     tid = ty * TX + tx
     g = int32(cuda.blockIdx.z)
-    kg = k_out // groups
-    cg = c_in // groups
-    ij = ri * sj
-    kred = kg * ij
-    hw = h_in * w_in
-    pq = p_out * q_out
-    tt = ht * wt
-    ncols = n_img * tt
+    kg = int32(k_out // groups)
+    cg = int32(c_in // groups)
+    ij = int32(ri * sj)
+    kred = int32(kg * ij)
+    rs = int32(r_k * s_k)
+    hw = int32(h_in * w_in)
+    pq = int32(p_out * q_out)
+    tt = int32(ht * wt)
+    ncols = int32(n_img * tt)
     m0 = int32(cuda.blockIdx.y) * BM
     n0 = int32(cuda.blockIdx.x) * BN
     for i in range(TM):
@@ -140,12 +142,11 @@ def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k,
     bt = col - bn * tt
     bth = bt // wt
     btw = bt - bth * wt
-    dy_img = (bn * k_out + g * kg) * pq
-    p_base = bth + pbase
-    q_base = btw + qbase
+    dy_img = int32((bn * k_out + g * kg) * pq)
+    p_base = int32(bth + pbase)
+    q_base = int32(btw + qbase)
     a_kk = tid % BK
     a_m = tid // BK
-    w_row = rstep * s_k
     # reduction digits (k, i, j) carried by BK per step: one slot per B load, then the A load's slot
     # (radices kept >= 1 for a phase no tap reaches: its loop does not run)
     ij_r = max(ij, 1)
@@ -157,30 +158,35 @@ def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k,
         _digits_init(b_kk + l * (THREADS // BN), ij_r, sj_r, bk, bi, bj, l)
     _digits_init(a_kk, ij_r, sj_r, bk, bi, bj, LOADS)
     dk, di, dj = _digits_step(ij_r, sj_r)
-    for k0 in range(0, kred, BK):
-        a_ok = k0 + a_kk < kred
+    w_img = int32((g * kg * cg + m0 + a_m) * rs + r0 * s_k + s0)
+    w_k = int32(cg * rs)
+    w_i = int32(rstep * s_k)
+    k0 = int32(0)
+    while k0 < kred:
+        a_ok = int32(k0 + a_kk) < kred
         # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep]
-        a_off = ((g * kg + bk[LOADS]) * cg + m0) * (r_k * s_k) + (r0 + bi[LOADS] * rstep) * s_k + s0 + bj[LOADS] * sstep
+        a_off = int32(w_img + int32(bk[LOADS] * w_k) + int32(bi[LOADS] * w_i) + int32(bj[LOADS] * sstep))
         _digits_advance(bk, bi, bj, LOADS, dk, di, dj, ri, sj)
         for l in range(LOADS):
             m = a_m + l * (THREADS // BK)
             v = float32(0.0)
-            if m0 + m < cg and a_ok:
-                v = w[a_off + m * (r_k * s_k)]
-            As[a_kk, m] = v
+            if int32(m0 + m) < cg and a_ok:
+                v = w[int32(a_off + l * (THREADS // BK) * rs)]
+            As[a_kk * AS_W + m] = v
             # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw)
             kk = b_kk + l * (THREADS // BN)
             v = float32(0.0)
-            if col_ok and k0 + kk < kred:
-                p = p_base - bi[l] * pstep
-                q = q_base - bj[l] * qstep
+            if col_ok and int32(k0 + kk) < kred:
+                p = int32(p_base - bi[l] * pstep)
+                q = int32(q_base - bj[l] * qstep)
                 if p >= 0 and p < p_out and q >= 0 and q < q_out:
-                    v = dy[dy_img + bk[l] * pq + p * q_out + q]
-            Bs[kk, b_col] = v
+                    v = dy[int32(dy_img + bk[l] * pq + p * q_out + q)]
+            Bs[kk * BS_W + b_col] = v
             _digits_advance(bk, bi, bj, l, dk, di, dj, ri, sj)
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
         cuda.syncthreads()
+        k0 = int32(k0 + BK)
     for j in range(TN):
         col = n0 + tx + TX * j
         if col < ncols:
@@ -205,22 +211,24 @@ def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s
     Work: 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic (dy + x) * 4 bytes + splits*K*Cg*R*S*4 bytes
     of partial sums written.
     """
-    As = cuda.shared.array((BK, AS_W), float32)
-    Bs = cuda.shared.array((BK, BS_W), float32)
+    As = cuda.shared.array(AS_SIZE, float32)
+    Bs = cuda.shared.array(BS_SIZE, float32)
     acc = cuda.local.array((TM, TN), float32)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TX + tx
     g = cuda.blockIdx.z // splits
     split = cuda.blockIdx.z - g * splits
-    kg = k_out // groups
-    cg = c_in // groups
-    rs = r_k * s_k
-    ncols = cg * rs
-    pq = p_out * q_out
-    kred = n_img * pq
-    k_begin = split * chunk
-    k_end = min(kred, k_begin + chunk)
+    kg = int32(k_out // groups)
+    cg = int32(c_in // groups)
+    rs = int32(r_k * s_k)
+    ncols = int32(cg * rs)
+    pq = int32(p_out * q_out)
+    kred = int32(n_img * pq)
+    k_begin = int32(split * chunk)
+    k_end = int32(min(kred, k_begin + chunk))
+    dy_n = int32(k_out * pq)      # dy and x strides of one image
+    x_n = int32(c_in * h_in * w_in)
     m0 = cuda.blockIdx.y * BM
     n0 = cuda.blockIdx.x * BN
     for i in range(TM):
@@ -239,33 +247,42 @@ def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s
     cc = cuda.local.array(LOADS, int32)
     cr = cuda.local.array(LOADS, int32)
     cs = cuda.local.array(LOADS, int32)
+    # per B column: its offset in x (channel c, taps (r, s) at dilation) relative to the window corner
+    x_col = cuda.local.array(LOADS, int32)
     for l in range(LOADS):
         _digits_init(n0 + a_m + l * (THREADS // BK), rs, s_k, cc, cr, cs, l)
-    for k0 in range(k_begin, k_end, BK):
-        kr = k0 + a_kk
-        kr_ok = kr < k_end
+        cr[l] = int32(cr[l] * dh)
+        cs[l] = int32(cs[l] * dw)
+        x_col[l] = int32(((g * cg + cc[l]) * h_in + cr[l]) * w_in + cs[l])
+    dy_row = int32((g * kg + m0 + a_m) * pq)
+    k0 = k_begin
+    while k0 < k_end:
+        kr_ok = int32(k0 + a_kk) < k_end
         n = nd[0]
         p = pd[0]
         q = qd[0]
-        t = p * q_out + q
+        h0 = int32(p * sh - ph)
+        w0 = int32(q * sw - pw)
+        dy_off = int32(n * dy_n + dy_row + p * q_out + q)
+        x_off = int32(n * x_n + h0 * w_in + w0)
         _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
         for l in range(LOADS):
             m = a_m + l * (THREADS // BK)
             v = float32(0.0)
-            if m0 + m < kg and kr_ok:
-                v = dy[(n * k_out + g * kg + m0 + m) * pq + t]
-            As[a_kk, m] = v
-            col = n0 + m
+            if int32(m0 + m) < kg and kr_ok:
+                v = dy[int32(dy_off + l * (THREADS // BK) * pq)]
+            As[a_kk * AS_W + m] = v
             v = float32(0.0)
-            if col < ncols and kr_ok:
-                hh = p * sh - ph + cr[l] * dh
-                ww = q * sw - pw + cs[l] * dw
+            if int32(n0 + m) < ncols and kr_ok:
+                hh = int32(h0 + cr[l])
+                ww = int32(w0 + cs[l])
                 if hh >= 0 and hh < h_in and ww >= 0 and ww < w_in:
-                    v = x[((n * c_in + g * cg + cc[l]) * h_in + hh) * w_in + ww]
-            Bs[a_kk, m] = v
+                    v = x[int32(x_off + x_col[l])]
+            Bs[a_kk * BS_W + m] = v
         cuda.syncthreads()
         _tile_fma(As, Bs, acc, ty, tx)
         cuda.syncthreads()
+        k0 = int32(k0 + BK)
     base = split * k_out * ncols
     for i in range(TM):
         m = m0 + ty + TY * i

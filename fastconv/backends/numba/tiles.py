@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float32
+from numba import cuda, float32, uint32
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
@@ -51,6 +51,12 @@ AS_W = BM + PAD          # row length of the shared A tile
 BS_W = BN + PAD          # row length of the shared B tile
 
 
+AS_SIZE = BK * AS_W      # floats of the flat shared A tile (row kk at kk*AS_W)
+
+
+BS_SIZE = BK * BS_W      # floats of the flat shared B tile
+
+
 GEMM_BLOCK = (TX, TY, 1)
 
 
@@ -65,17 +71,24 @@ assert BM == BN and THREADS % BK == 0 and THREADS % BN == 0 and LOADS * THREADS 
 
 @cuda.jit(device=True, inline="always")
 def _tile_fma(As, Bs, acc, ty, tx):
-    """acc[i, j] += sum_kk As[kk, ty + TY*i] * Bs[kk, tx + TX*j] over one BK slice."""
+    """acc[i, j] += sum_kk As[kk*AS_W + ty + TY*i] * Bs[kk*BS_W + tx + TX*j] over one BK slice
+    (As, Bs: the flat shared tiles, rows of AS_W and BS_W floats)."""
     a = cuda.local.array(TM, float32)
     b = cuda.local.array(TN, float32)
-    for kk in range(BK):
+    # unsigned 32-bit shared offsets carried by a row per step: no negative-index wraparound and
+    # no 64-bit multiply in the address math
+    a_off = uint32(ty)
+    b_off = uint32(tx)
+    while a_off < AS_SIZE:
         for i in range(TM):
-            a[i] = As[kk, ty + TY * i]
+            a[i] = As[uint32(a_off + TY * i)]
         for j in range(TN):
-            b[j] = Bs[kk, tx + TX * j]
+            b[j] = Bs[uint32(b_off + TX * j)]
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] += a[i] * b[j]
+        a_off = uint32(a_off + AS_W)
+        b_off = uint32(b_off + BS_W)
 
 
 @cuda.jit(device=True, inline="always")

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-CONV_KERNELS = ("conv2d_forward_v1", "conv2d_backward_data_v1", "conv2d_backward_weight_v1")
+CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128")
+                     for op in ("forward", "backward_data", "backward_weight"))
 
 # what the main loop may not hold: integer division / remainder (any width) and 64-bit multiplies
 FORBIDDEN = {

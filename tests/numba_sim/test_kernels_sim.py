@@ -127,6 +127,37 @@ def test_conv2d_multi_tile(rng):
                  "backward_weight")
 
 
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", CONV_CASES + BWD_PHASE_CASES[:2])
+def test_conv2d_all_passes_tile128(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    """The 128x128 / 8x8-per-thread kernels (4 loads per operand per slice) on the same cases."""
+    x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
+    y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
+    dy = _rand(rng, *y_shape)
+    args = (stride, padding, dilation, groups)
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, tile=K.TILE_128)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "forward+bias")
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=K.TILE_128)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, splits=2, tile=K.TILE_128)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "backward_weight")
+
+
+def test_conv2d_multi_tile128(rng):
+    """2 x 2 blocks of 128x128 in each pass, with ragged edges in both GEMM dimensions."""
+    one = ((1, 1), (0, 0), (1, 1), 1)
+    t = K.TILE_128
+    x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 130, 3, 1, 1)  # forward: K=130 rows, 144 columns
+    y = nb.launch_conv2d_forward(_empty(1, 130, 9, 16), x, w, None, *one, tile=t)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *one), F32_TOL, "forward")
+    dy, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 3, 130, 1, 1)  # backward data: C=130 rows, 144 columns
+    dx = nb.launch_conv2d_backward_data(_empty(1, 130, 9, 16), dy, w, *one, tile=t)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), (1, 130, 9, 16), *one), F32_TOL, "backward_data")
+    x, dy = _rand(rng, 1, 131, 3, 3), _rand(rng, 1, 130, 3, 3)  # backward weight: 130 x 131, reduction 9
+    dw = nb.launch_conv2d_backward_weight(_empty(130, 131, 1, 1), dy, x, *one, tile=t)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (130, 131, 1, 1), *one), F32_TOL,
+                 "backward_weight")
+
+
 def test_conv2d_backward_weight_split_reduction(rng):
     """Split-K: 3 slices of the N*P*Q = 60 reduction (chunk 24 = 3 BK steps, last one ragged),
     partial sums in a poisoned workspace, then summed by sum_splits_v1."""
@@ -267,8 +298,16 @@ def test_empty_kernel_launches():
     assert np.all(np.isnan(y))  # the probe kernel writes nothing
 
 
-def test_tile_constants_consistent():
-    assert K.TM * K.TY == K.BM and K.TN * K.TX == K.BN and K.LOADS * K.THREADS == K.BM * K.BK
+def test_conv_tile_choice():
+    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them."""
+    assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
+    assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128        # 2 x 98 blocks of 128x128
+    assert K.conv_tile(512, 128 * 7 * 7, 1) is K.TILE_128
+    assert K.conv_tile(64, 10**6, 1) is K.TILE_64                 # 64 rows: a 128 tile would idle half
+    assert K.conv_tile(256, 100, 8) is K.TILE_64                  # under 128 columns
+    assert K.conv_tile(128, 128 * 131, 1) is K.TILE_64            # 131 big blocks: under a wave
+    assert K.conv_tile(128, 128 * 132, 1) is K.TILE_128
+    assert K.conv_tile(128, 128 * 66, 2) is K.TILE_128            # groups (and phases) count as blocks
 
 
 def test_backend_functions_copy_non_contiguous_inputs(rng):
@@ -291,8 +330,9 @@ def test_grid_limits_are_clear_errors():
     with pytest.raises(ValueError, match=r"conv2d_forward: got a launch grid of \(1, 1, 65536\) blocks"):
         K._gemm_grid("conv2d_forward", 10, 10, 65536)
     with pytest.raises(ValueError, match=r"conv2d_backward_data: got a launch grid of \(1, 65536, 1\)"):
-        K._gemm_grid("conv2d_backward_data", 10, 65536 * K.BM, 1)
-    assert K._gemm_grid("conv2d_forward", 10, 65535 * K.BM, 65535) == (1, 65535, 65535)
+        K._gemm_grid("conv2d_backward_data", 10, 65536 * 64, 1)
+    assert K._gemm_grid("conv2d_forward", 10, 65535 * 64, 65535) == (1, 65535, 65535)
+    assert K._gemm_grid("conv2d_forward", 129, 65535 * 128, 1, K.TILE_128) == (2, 65535, 1)
     # depthwise conv with 65536 groups: refused before any launch
     x, w = np.ones((1, 65536, 1, 1), np.float32), np.ones((65536, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match=r"z <= 65535"):

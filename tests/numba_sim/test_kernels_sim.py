@@ -5,6 +5,8 @@ padding, dilation, groups, odd sizes, overlapping pools and more than one tile i
 dimension. Outputs are poisoned with NaN before each launch so unwritten elements fail.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -68,6 +70,47 @@ def test_conv2d_all_passes(rng, x_shape, w_shape, stride, padding, dilation, gro
     assert_close(db, cpu.conv2d_backward_bias(_f64(dy)), F32_TOL, "backward_bias")
 
 
+# backward data by stride phases: phases no tap reaches (stride > kernel), dilation sharing a factor
+# with the stride (rstep < stride), negative dy row offsets (padding > 0), odd sizes not divisible by the stride
+BWD_PHASE_CASES = [
+    pytest.param((1, 2, 7, 8), (3, 2, 2, 1), (3, 3), (0, 0), (1, 1), 1, id="s3-k2-untouched-phases"),
+    pytest.param((2, 2, 9, 7), (2, 2, 3, 3), (2, 2), (2, 1), (2, 3), 1, id="s2-dil2-dil3-p21"),
+    pytest.param((1, 4, 8, 9), (4, 1, 5, 3), (2, 3), (2, 1), (1, 1), 4, id="depthwise-s23-k53"),
+    pytest.param((1, 3, 11, 5), (2, 3, 4, 2), (4, 2), (3, 0), (2, 2), 1, id="s4-dil2-taps-every-2nd"),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", BWD_PHASE_CASES)
+def test_conv2d_backward_data_phases(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    args = (stride, padding, dilation, groups)
+    dy, w = _rand(rng, *_geometry(x_shape, w_shape, stride, padding, dilation)), _rand(rng, *w_shape)
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+
+
+def test_bwd_phases_cover_every_tap_once():
+    """Each (h, r) with (h + pad - r*dil) a multiple of the stride and a dy row in range is visited by
+    exactly one phase and tap, and no other pair is (pure Python, many geometries)."""
+    for n, r, st, pd, d in itertools.product((1, 5, 8), (1, 2, 3, 5), (1, 2, 3, 4), (0, 1, 3), (1, 2, 3, 4)):
+        p = (n + 2 * pd - d * (r - 1) - 1) // st + 1
+        if p < 1:
+            continue
+        want = {(h, t) for h in range(n) for t in range(r)
+                if (h + pd - t * d) % st == 0 and 0 <= (h + pd - t * d) // st < p}
+        got, rows = [], []
+        for phi in range(min(st, n)):
+            h0, nt, r0, rstep, nr, base, pstep = K.phase_dim(phi, n, r, st, pd, d)
+            rows += [h0 + i * st for i in range(nt)]
+            for i in range(nt):
+                for j in range(nr):
+                    pp = i + base - j * pstep
+                    assert (h0 + i * st + pd - (r0 + j * rstep) * d) == pp * st
+                    if 0 <= pp < p:
+                        got.append((h0 + i * st, r0 + j * rstep))
+        assert sorted(rows) == list(range(n))
+        assert sorted(got) == sorted(want), (n, r, st, pd, d)
+
+
 def test_conv2d_multi_tile(rng):
     """More than one BM row tile and BN column tile in each pass (2 x 2 blocks), on shapes whose
     reductions are short so the simulator stays quick; the cases above cover many BK slices."""
@@ -81,6 +124,37 @@ def test_conv2d_multi_tile(rng):
     x, dy = _rand(rng, 1, 66, 3, 3), _rand(rng, 1, 66, 3, 3)  # backward weight: 66 x 66, reduction 9
     dw = nb.launch_conv2d_backward_weight(_empty(66, 66, 1, 1), dy, x, *one)
     assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (66, 66, 1, 1), *one), F32_TOL,
+                 "backward_weight")
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", CONV_CASES + BWD_PHASE_CASES[:2])
+def test_conv2d_all_passes_tile128(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    """The 128x128 / 8x8-per-thread kernels (4 loads per operand per slice) on the same cases."""
+    x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
+    y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
+    dy = _rand(rng, *y_shape)
+    args = (stride, padding, dilation, groups)
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, tile=K.TILE_128)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "forward+bias")
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=K.TILE_128)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, splits=2, tile=K.TILE_128)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "backward_weight")
+
+
+def test_conv2d_multi_tile128(rng):
+    """2 x 2 blocks of 128x128 in each pass, with ragged edges in both GEMM dimensions."""
+    one = ((1, 1), (0, 0), (1, 1), 1)
+    t = K.TILE_128
+    x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 130, 3, 1, 1)  # forward: K=130 rows, 144 columns
+    y = nb.launch_conv2d_forward(_empty(1, 130, 9, 16), x, w, None, *one, tile=t)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *one), F32_TOL, "forward")
+    dy, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 3, 130, 1, 1)  # backward data: C=130 rows, 144 columns
+    dx = nb.launch_conv2d_backward_data(_empty(1, 130, 9, 16), dy, w, *one, tile=t)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), (1, 130, 9, 16), *one), F32_TOL, "backward_data")
+    x, dy = _rand(rng, 1, 131, 3, 3), _rand(rng, 1, 130, 3, 3)  # backward weight: 130 x 131, reduction 9
+    dw = nb.launch_conv2d_backward_weight(_empty(130, 131, 1, 1), dy, x, *one, tile=t)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (130, 131, 1, 1), *one), F32_TOL,
                  "backward_weight")
 
 
@@ -224,8 +298,16 @@ def test_empty_kernel_launches():
     assert np.all(np.isnan(y))  # the probe kernel writes nothing
 
 
-def test_tile_constants_consistent():
-    assert K.TM * K.TY == K.BM and K.TN * K.TX == K.BN and K.LOADS * K.THREADS == K.BM * K.BK
+def test_conv_tile_choice():
+    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them."""
+    assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
+    assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128        # 2 x 98 blocks of 128x128
+    assert K.conv_tile(512, 128 * 7 * 7, 1) is K.TILE_128
+    assert K.conv_tile(64, 10**6, 1) is K.TILE_64                 # 64 rows: a 128 tile would idle half
+    assert K.conv_tile(256, 100, 8) is K.TILE_64                  # under 128 columns
+    assert K.conv_tile(128, 128 * 131, 1) is K.TILE_64            # 131 big blocks: under a wave
+    assert K.conv_tile(128, 128 * 132, 1) is K.TILE_128
+    assert K.conv_tile(128, 128 * 66, 2) is K.TILE_128            # groups (and phases) count as blocks
 
 
 def test_backend_functions_copy_non_contiguous_inputs(rng):
@@ -248,8 +330,9 @@ def test_grid_limits_are_clear_errors():
     with pytest.raises(ValueError, match=r"conv2d_forward: got a launch grid of \(1, 1, 65536\) blocks"):
         K._gemm_grid("conv2d_forward", 10, 10, 65536)
     with pytest.raises(ValueError, match=r"conv2d_backward_data: got a launch grid of \(1, 65536, 1\)"):
-        K._gemm_grid("conv2d_backward_data", 10, 65536 * K.BM, 1)
-    assert K._gemm_grid("conv2d_forward", 10, 65535 * K.BM, 65535) == (1, 65535, 65535)
+        K._gemm_grid("conv2d_backward_data", 10, 65536 * 64, 1)
+    assert K._gemm_grid("conv2d_forward", 10, 65535 * 64, 65535) == (1, 65535, 65535)
+    assert K._gemm_grid("conv2d_forward", 129, 65535 * 128, 1, K.TILE_128) == (2, 65535, 1)
     # depthwise conv with 65536 groups: refused before any launch
     x, w = np.ones((1, 65536, 1, 1), np.float32), np.ones((65536, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match=r"z <= 65535"):

@@ -7,7 +7,7 @@ The kernel bodies are plain Python; driver.py turns them into kernels.
 
 One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
 outputs; what the simulator tests call) and backend functions (the signatures of
-notes/INTERFACES.md): conv.py, activation.py, pool.py; tiles.py holds the block and tile sizes,
+notes/INTERFACES.md): conv.py (kernels in conv_kernels.py), activation.py, pool.py; tiles.py holds the block and tile sizes,
 driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
 Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
 this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under
@@ -16,13 +16,18 @@ run the same kernel bodies on the CPU.
 
 Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 
-- conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1: implicit GEMM, one
-  block per BM x BN output tile, BK-deep slices of both operands staged in shared memory, each
-  of the TY x TX threads accumulating a TM x TN register tile (rows ty + TY*i, columns
-  tx + TX*j, so shared reads are broadcast or consecutive and global stores coalesce).
-  backward_data is written as a gather (no atomics); backward_weight splits its long N*P*Q
-  reduction over blockIdx.z and writes per-split partial sums that sum_splits_v1 adds in a fixed
-  order (deterministic, no atomics).
+- conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1 (conv_kernels.py):
+  implicit GEMM, one block per 64x64 output tile, BK-deep slices of both operands staged in two
+  shared buffers (loads of the next slice in flight while the current one is multiplied), each
+  of the TY x TX threads accumulating a 4x4 register tile (rows ty + TY*i, columns tx + TX*j, so
+  shared reads are broadcast or consecutive and global stores coalesce); the _t128 kernels
+  (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per thread, chosen
+  by tiles.conv_tile for GEMMs large enough to fill the card with them. Loaders carry their index
+  digits (no division in the main loop) and index math is 32-bit (tests/test_numba_ptx.py checks
+  the PTX). backward_data is written as a gather (no atomics), one launch per stride phase
+  (h % sh, w % sw) visiting only the filter taps that reach it (tiles.bwd_phases); backward_weight
+  splits its long N*P*Q reduction over blockIdx.z and writes per-split partial sums that
+  sum_splits_v1 adds in a fixed order (deterministic, no atomics).
 - conv2d_backward_bias_v1: one block per output channel, shared-memory tree reduction.
 - relu / leaky_relu forward and backward: grid-stride elementwise loops.
 - max_pool2d / avg_pool2d forward: one thread per output; backward: one thread per input

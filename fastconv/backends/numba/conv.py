@@ -1,270 +1,13 @@
-"""Numba conv kernels (implicit GEMM; see the package docstring), launchers and backend functions."""
+"""Numba conv launchers and backend functions (the implicit-GEMM kernels are in conv_kernels.py),
+the split-K sum and the bias-gradient kernels."""
 
 from __future__ import annotations
 
 from numba import cuda, float32, int32
 
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import (AS_W, BK, BM, BN, BS_W, DIGITS, ELEMENTWISE_THREADS, GEMM_BLOCK, LOADS, REDUCE_THREADS, THREADS, TM,
-                    TN, TX, TY, _digits_advance, _digits_init, _digits_step, _gemm_grid, _tile_fma,
-                    _conv_geometry, backward_weight_splits)
-
-
-def conv2d_forward_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
-                      sh, sw, ph, pw, dh, dw, groups):
-    """y[n, g*Kg + m, p, q] = sum_{c,r,s} w[g*Kg + m, c, r, s] * x[n, g*Cg + c, h(p, r), w(q, s)] (+ b).
-
-    GEMM per group g: rows m < Kg, columns (n, p, q) < N*P*Q, reduction (c, r, s) < Cg*R*S.
-    Grid (ceil(N*P*Q / BN), ceil(Kg / BM), G), block (TX, TY).
-    Work: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 bytes, x re-read once per
-    BM row tile (mostly from L2).
-    """
-    As = cuda.shared.array((BK, AS_W), float32)
-    Bs = cuda.shared.array((BK, BS_W), float32)
-    acc = cuda.local.array((TM, TN), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TX + tx
-    g = cuda.blockIdx.z
-    kg = k_out // groups
-    cg = c_in // groups
-    rs = r_k * s_k
-    kred = cg * rs
-    pq = p_out * q_out
-    ncols = n_img * pq
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = 0.0
-    # the column this thread loads is fixed: decode (n, p, q) once
-    b_col = tid % BN
-    b_kk = tid // BN
-    col = n0 + b_col
-    col_ok = col < ncols
-    bn = col // pq
-    bpq = col - bn * pq
-    bp = bpq // q_out
-    bq = bpq - bp * q_out
-    x_img = (bn * c_in + g * cg) * h_in * w_in
-    h_base = bp * sh - ph
-    w_base = bq * sw - pw
-    a_kk = tid % BK
-    a_m = tid // BK
-    # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
-    bc = cuda.local.array(LOADS, int32)
-    br = cuda.local.array(LOADS, int32)
-    bs = cuda.local.array(LOADS, int32)
-    for l in range(LOADS):
-        _digits_init(b_kk + l * (THREADS // BN), rs, s_k, bc, br, bs, l)
-    dc, dr, ds = _digits_step(rs, s_k)
-    for k0 in range(0, kred, BK):
-        for l in range(LOADS):
-            # A: weights, contiguous along the reduction
-            m = a_m + l * (THREADS // BK)
-            kr = k0 + a_kk
-            v = float32(0.0)
-            if m0 + m < kg and kr < kred:
-                v = w[(g * kg + m0 + m) * kred + kr]
-            As[a_kk, m] = v
-            # B: im2col gather of x
-            kk = b_kk + l * (THREADS // BN)
-            kr = k0 + kk
-            v = float32(0.0)
-            if col_ok and kr < kred:
-                hh = h_base + br[l] * dh
-                ww = w_base + bs[l] * dw
-                if hh >= 0 and hh < h_in and ww >= 0 and ww < w_in:
-                    v = x[x_img + (bc[l] * h_in + hh) * w_in + ww]
-            Bs[kk, b_col] = v
-            _digits_advance(bc, br, bs, l, dc, dr, ds, r_k, s_k)
-        cuda.syncthreads()
-        _tile_fma(As, Bs, acc, ty, tx)
-        cuda.syncthreads()
-    for j in range(TN):
-        col = n0 + tx + TX * j
-        if col < ncols:
-            n = col // pq
-            t = col - n * pq
-            for i in range(TM):
-                m = m0 + ty + TY * i
-                if m < kg:
-                    k = g * kg + m
-                    v = acc[i, j]
-                    if has_bias:
-                        v += b[k]
-                    y[(n * k_out + k) * pq + t] = v
-
-
-def conv2d_backward_data_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
-                            sh, sw, ph, pw, dh, dw, groups):
-    """dx[n, g*Cg + m, h, w] = sum_{k,r,s} w[g*Kg + k, m, r, s] * dy[n, g*Kg + k, p, q]
-    over the (r, s) with h = p*sh - ph + r*dh and w = q*sw - pw + s*dw for integer p < P, q < Q.
-
-    GEMM per group g: rows m < Cg, columns (n, h, w) < N*H*W, reduction (k, r, s) < Kg*R*S,
-    written as a gather so every dx element is written once by one thread (no atomics).
-    Grid (ceil(N*H*W / BN), ceil(Cg / BM), G), block (TX, TY).
-    Work: 2*N*C*H*W*Kg*R*S FLOPs issued (a fraction 1/(sh*sw) on non-zero operands); compulsory
-    traffic (dy + w + dx) * 4 bytes.
-    """
-    As = cuda.shared.array((BK, AS_W), float32)
-    Bs = cuda.shared.array((BK, BS_W), float32)
-    acc = cuda.local.array((TM, TN), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TX + tx
-    g = cuda.blockIdx.z
-    kg = k_out // groups
-    cg = c_in // groups
-    rs = r_k * s_k
-    kred = kg * rs
-    hw = h_in * w_in
-    pq = p_out * q_out
-    ncols = n_img * hw
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = 0.0
-    b_col = tid % BN
-    b_kk = tid // BN
-    col = n0 + b_col
-    col_ok = col < ncols
-    bn = col // hw
-    bhw = col - bn * hw
-    bh = bhw // w_in
-    bw = bhw - bh * w_in
-    dy_img = (bn * k_out + g * kg) * pq
-    a_kk = tid % BK
-    a_m = tid // BK
-    # reduction digits carried by BK per step: (k, r, s) of each B load, (k, t) of the A load in slot LOADS
-    bk = cuda.local.array(DIGITS, int32)
-    br = cuda.local.array(DIGITS, int32)
-    bs = cuda.local.array(DIGITS, int32)
-    for l in range(LOADS):
-        _digits_init(b_kk + l * (THREADS // BN), rs, s_k, bk, br, bs, l)
-    _digits_init(a_kk, rs, 1, bk, br, bs, LOADS)
-    dk, dr, ds = _digits_step(rs, s_k)
-    dka, dta, _ = _digits_step(rs, 1)
-    for k0 in range(0, kred, BK):
-        a_ok = k0 + a_kk < kred
-        ka, ta = bk[LOADS], br[LOADS]
-        _digits_advance(bk, br, bs, LOADS, dka, dta, 0, rs, 1)
-        for l in range(LOADS):
-            # A: w[g*Kg + k, m, r, s] with reduction index (k, r, s)
-            m = a_m + l * (THREADS // BK)
-            v = float32(0.0)
-            if m0 + m < cg and a_ok:
-                v = w[((g * kg + ka) * cg + m0 + m) * rs + ta]
-            As[a_kk, m] = v
-            # B: dy at the output position whose window tap (r, s) lands on (h, w), if any
-            kk = b_kk + l * (THREADS // BN)
-            kr = k0 + kk
-            v = float32(0.0)
-            if col_ok and kr < kred:
-                hp = bh + ph - br[l] * dh
-                wq = bw + pw - bs[l] * dw
-                if hp >= 0 and wq >= 0:
-                    p = hp // sh
-                    q = wq // sw
-                    if p * sh == hp and q * sw == wq and p < p_out and q < q_out:
-                        v = dy[dy_img + bk[l] * pq + p * q_out + q]
-            Bs[kk, b_col] = v
-            _digits_advance(bk, br, bs, l, dk, dr, ds, r_k, s_k)
-        cuda.syncthreads()
-        _tile_fma(As, Bs, acc, ty, tx)
-        cuda.syncthreads()
-    for j in range(TN):
-        col = n0 + tx + TX * j
-        if col < ncols:
-            n = col // hw
-            t = col - n * hw
-            for i in range(TM):
-                m = m0 + ty + TY * i
-                if m < cg:
-                    dx[(n * c_in + g * cg + m) * hw + t] = acc[i, j]
-
-
-def conv2d_backward_weight_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
-                              sh, sw, ph, pw, dh, dw, groups, splits, chunk):
-    """Partial dw over one slice of the reduction:
-    out[split, g*Kg + m, (c, r, s)] = sum_{(n,p,q) in slice} dy[n, g*Kg + m, p, q] * x[n, g*Cg + c, h, w].
-
-    GEMM per group g: rows m < Kg, columns (c, r, s) < Cg*R*S, reduction (n, p, q) < N*P*Q cut
-    into ``splits`` slices of ``chunk`` (a multiple of BK). With splits == 1, out is dw itself.
-    Grid (ceil(Cg*R*S / BN), ceil(Kg / BM), G*splits), block (TX, TY).
-    Work: 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic (dy + x) * 4 bytes + splits*K*Cg*R*S*4 bytes
-    of partial sums written.
-    """
-    As = cuda.shared.array((BK, AS_W), float32)
-    Bs = cuda.shared.array((BK, BS_W), float32)
-    acc = cuda.local.array((TM, TN), float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TX + tx
-    g = cuda.blockIdx.z // splits
-    split = cuda.blockIdx.z - g * splits
-    kg = k_out // groups
-    cg = c_in // groups
-    rs = r_k * s_k
-    ncols = cg * rs
-    pq = p_out * q_out
-    kred = n_img * pq
-    k_begin = split * chunk
-    k_end = min(kred, k_begin + chunk)
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
-    for i in range(TM):
-        for j in range(TN):
-            acc[i, j] = 0.0
-    # both operands are contiguous along the reduction: every thread loads reduction index kk
-    # of rows a_m (+32) of A and of columns a_m (+32) of B, decoding (n, p, q) once per slice
-    a_kk = tid % BK
-    a_m = tid // BK
-    # the reduction index walks by BK with its (n, p, q) digits carried; the B columns' (c, r, s) are fixed
-    nd = cuda.local.array(1, int32)
-    pd = cuda.local.array(1, int32)
-    qd = cuda.local.array(1, int32)
-    _digits_init(k_begin + a_kk, pq, q_out, nd, pd, qd, 0)
-    dn, dp, dq = _digits_step(pq, q_out)
-    cc = cuda.local.array(LOADS, int32)
-    cr = cuda.local.array(LOADS, int32)
-    cs = cuda.local.array(LOADS, int32)
-    for l in range(LOADS):
-        _digits_init(n0 + a_m + l * (THREADS // BK), rs, s_k, cc, cr, cs, l)
-    for k0 in range(k_begin, k_end, BK):
-        kr = k0 + a_kk
-        kr_ok = kr < k_end
-        n = nd[0]
-        p = pd[0]
-        q = qd[0]
-        t = p * q_out + q
-        _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
-        for l in range(LOADS):
-            m = a_m + l * (THREADS // BK)
-            v = float32(0.0)
-            if m0 + m < kg and kr_ok:
-                v = dy[(n * k_out + g * kg + m0 + m) * pq + t]
-            As[a_kk, m] = v
-            col = n0 + m
-            v = float32(0.0)
-            if col < ncols and kr_ok:
-                hh = p * sh - ph + cr[l] * dh
-                ww = q * sw - pw + cs[l] * dw
-                if hh >= 0 and hh < h_in and ww >= 0 and ww < w_in:
-                    v = x[((n * c_in + g * cg + cc[l]) * h_in + hh) * w_in + ww]
-            Bs[a_kk, m] = v
-        cuda.syncthreads()
-        _tile_fma(As, Bs, acc, ty, tx)
-        cuda.syncthreads()
-    base = split * k_out * ncols
-    for i in range(TM):
-        m = m0 + ty + TY * i
-        if m < kg:
-            for j in range(TN):
-                col = n0 + tx + TX * j
-                if col < ncols:
-                    out[base + (g * kg + m) * ncols + col] = acc[i, j]
+from .tiles import (BK, ELEMENTWISE_THREADS, GEMM_BLOCK, REDUCE_THREADS, _conv_geometry, _gemm_grid,
+                    backward_weight_splits, bwd_phases, conv_tile)
 
 
 def sum_splits_v1(out, parts, n, splits):
@@ -302,57 +45,65 @@ def conv2d_backward_bias_v1(db, dy, n_img, k_out, pq):
         db[k] = part[0]
 
 
-def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None):
+def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None, tile=None):
+    """y = conv2d(x, w) (+ b); ``tile``: a tiles.Tile, default tiles.conv_tile's choice."""
     _check(x, "x"), _check(w, "w")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     n, _, _, _, k, _, _, p, q = geo[:9]
     _check_out(y, "y", (n, k, p, q))
     if b is not None:
         _check_out(b, "b", (k,))
-    grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups)
-    launch("conv2d_forward_v1", grid, GEMM_BLOCK, (y, x, w, w if b is None else b, int(b is not None)) + geo,
+    tile = tile or conv_tile(k // groups, n * p * q, groups)
+    grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups, tile)
+    launch(f"conv2d_forward{tile.suffix}_v1", grid, GEMM_BLOCK, (y, x, w, w if b is None else b, int(b is not None)) + geo,
            stream)
     return y
 
 
-def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None):
+def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None, tile=None):
+    """dx from dy and w, one launch per stride phase; ``tile`` as for launch_conv2d_forward."""
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
-    n, c, h, wd, k, _, _, p, q = geo[:9]
+    n, c, h, wd, k, r, s, p, q = geo[:9]
     _check_out(dx, "dx", dx.shape)
     _check_out(dy, "dy", (n, k, p, q))
-    grid = _gemm_grid("conv2d_backward_data", n * h * wd, c // groups, groups)
-    launch("conv2d_backward_data_v1", grid, GEMM_BLOCK, (dx, dy, w) + geo, stream)
+    phases = bwd_phases(h, wd, r, s, stride, padding, dilation)
+    tile = tile or conv_tile(c // groups, n * phases[0][1] * phases[0][8], groups * len(phases))
+    for phase in phases:
+        grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups, tile)
+        launch(f"conv2d_backward_data{tile.suffix}_v1", grid, GEMM_BLOCK, (dx, dy, w) + geo + phase, stream)
     return dx
 
 
 def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, splits=None, workspace=None,
-                                  stream=None):
+                                  stream=None, tile=None):
     """dw from dy and x. The reduction is cut into ``splits`` slices (default: see
     backward_weight_splits) whose partial sums go to ``workspace`` (splits*|dw| floats, allocated
-    when None) and are then added in a fixed order, so the result is deterministic."""
+    when None) and are then added in a fixed order, so the result is deterministic. ``tile`` as for
+    launch_conv2d_forward."""
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check_out(dw, "dw", dw.shape)
     _check_out(dy, "dy", (n, k, p, q))
     kred = n * p * q
+    cg = dw.shape[1]
+    tile = tile or conv_tile(k // groups, cg * r * s, groups)
     if splits is None:
-        splits = backward_weight_splits(dy.shape, dw.shape, groups)
+        splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
     if not (isinstance(splits, int) and splits >= 1):
         raise ValueError(f"splits: got {splits!r}, expected a positive int")
     chunk = -(-kred // splits)
     chunk = -(-chunk // BK) * BK
     splits = -(-kred // chunk)
-    cg = dw.shape[1]
-    grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits)
+    grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
     out = dw
     if splits > 1:
         if workspace is None:
             workspace = _empty((splits * dw.size,), dw, what="conv2d_backward_weight split workspace")
         _check_out(workspace, "workspace", (splits * dw.size,))
         out = workspace
-    launch("conv2d_backward_weight_v1", grid, GEMM_BLOCK, (out, dy, x) + geo + (splits, chunk), stream)
+    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, GEMM_BLOCK, (out, dy, x) + geo + (splits, chunk), stream)
     if splits > 1:
         launch("sum_splits_v1", (_blocks(dw.size, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1),
                (dw, workspace, dw.size, splits), stream)

@@ -72,8 +72,11 @@ _POOL = "n" * 11  # planes, h, w, p, q, kh, kw, sh, sw, ph, pw
 _PARAMS = {
     "empty_v1": "fn",
     "conv2d_forward_v1": "ffff" + "n" + _GEOM,
-    "conv2d_backward_data_v1": "fff" + _GEOM,
+    "conv2d_backward_data_v1": "fff" + _GEOM + "n" * 14,  # + one phase of tiles.bwd_phases
     "conv2d_backward_weight_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t128_v1": "ffff" + "n" + _GEOM,
+    "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n" * 14,
+    "conv2d_backward_weight_t128_v1": "fff" + _GEOM + "nn",
     "sum_splits_v1": "ffnn",
     "conv2d_backward_bias_v1": "ffnnn",
     "relu_forward_v1": "ffn",
@@ -207,7 +210,7 @@ def _pointer(a) -> int:
 def _body(name: str):
     """The Python kernel body ``name`` (kernel bodies live in the op-family modules)."""
     import importlib
-    for family in ("conv", "activation", "pool", "driver"):
+    for family in ("conv_kernels", "conv", "activation", "pool", "driver"):
         fn = getattr(importlib.import_module(f"{__package__}.{family}"), name, None)
         if fn is not None:
             return fn

@@ -1,20 +1,18 @@
-"""Block and tile sizes shared by the numba kernels and their launchers; the register-tile FMA, the
-division-free index digits of the conv loaders, the grid and split-K of the implicit-GEMM conv
-kernels and their geometry argument list.
+"""Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64
+and 128x128) with their choice and register-tile FMA, the division-free index digits of the conv
+loaders, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
+their geometry argument list.
 """
 
 from __future__ import annotations
 
-from numba import cuda, float32
+import math
+from typing import NamedTuple
+
+from numba import cuda, float32, uint32
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
-
-BM = 64                 # output rows (channels) per block
-
-
-BN = 64                 # output columns (pixels or filter taps) per block
-
 
 BK = 8                  # reduction slice staged in shared memory per step
 
@@ -25,28 +23,10 @@ TY = 16                 # threads along rows
 TX = 16                 # threads along columns
 
 
-TM = BM // TY           # register tile rows per thread
-
-
-TN = BN // TX           # register tile columns per thread
-
-
-THREADS = TX * TY       # 256 threads: each loads BM*BK/THREADS = 2 elements of each operand
+THREADS = TX * TY       # 256 threads per block
 
 
 PAD = 4                 # shared row padding: k-fast stores hit 8 different banks
-
-
-LOADS = BM * BK // THREADS
-
-
-DIGITS = LOADS + 1      # index-digit slots of a backward-data thread: one per B load, then its A load
-
-
-AS_W = BM + PAD          # row length of the shared A tile
-
-
-BS_W = BN + PAD          # row length of the shared B tile
 
 
 GEMM_BLOCK = (TX, TY, 1)
@@ -58,22 +38,76 @@ ELEMENTWISE_THREADS = 256
 REDUCE_THREADS = 256    # power of two (tree reduction)
 
 
-assert BM == BN and THREADS % BK == 0 and THREADS % BN == 0 and LOADS * THREADS == BM * BK
+WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks than this leave SMs idle
 
 
-@cuda.jit(device=True, inline="always")
-def _tile_fma(As, Bs, acc, ty, tx):
-    """acc[i, j] += sum_kk As[kk, ty + TY*i] * Bs[kk, tx + TX*j] over one BK slice."""
-    a = cuda.local.array(TM, float32)
-    b = cuda.local.array(TN, float32)
-    for kk in range(BK):
-        for i in range(TM):
-            a[i] = As[kk, ty + TY * i]
-        for j in range(TN):
-            b[j] = Bs[kk, tx + TX * j]
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] += a[i] * b[j]
+class Tile(NamedTuple):
+    """Block tile of a conv GEMM: bm rows x bn columns per block of TY x TX threads, each thread
+    holding a tm x tn register tile (rows ty + TY*i, columns tx + TX*j); ``suffix`` names its kernels."""
+    bm: int
+    bn: int
+    suffix: str
+
+    @property
+    def tm(self):
+        return self.bm // TY
+
+    @property
+    def tn(self):
+        return self.bn // TX
+
+    @property
+    def loads(self):
+        """Elements of each operand one thread stages per BK slice."""
+        return self.bm * BK // THREADS
+
+
+TILE_64 = Tile(64, 64, "")          # 4x4 outputs per thread: small GEMMs keep more blocks busy
+
+
+TILE_128 = Tile(128, 128, "_t128")  # 8x8 outputs per thread: half the shared traffic per FMA
+
+
+TILES = (TILE_64, TILE_128)
+
+
+for _t in TILES:
+    assert _t.bm == _t.bn and _t.tm * TY == _t.bm and _t.loads * THREADS == _t.bm * BK and THREADS % _t.bn == 0
+
+
+def conv_tile(rows: int, cols: int, z: int) -> Tile:
+    """Tile of a conv GEMM of rows x cols, z times (groups, x phases): 128x128 when both sides fill
+    it and its blocks still cover a wave of the card, else 64x64."""
+    big = -(-rows // 128) * -(-cols // 128) * z
+    return TILE_128 if rows >= 128 and cols >= 128 and big >= WAVE_BLOCKS else TILE_64
+
+
+def make_tile_fma(tile: Tile):
+    """Device function tile_fma(As, Bs, acc, ty, tx, a_buf, b_buf) for ``tile``:
+    acc[i, j] += sum_kk As[a_buf + kk*(bm+PAD) + ty + TY*i] * Bs[b_buf + kk*(bn+PAD) + tx + TX*j]
+    over one BK slice of the flat shared tiles (a_buf, b_buf: the offsets of the buffer in use)."""
+    tm, tn, as_w, bs_w = tile.tm, tile.tn, tile.bm + PAD, tile.bn + PAD
+
+    @cuda.jit(device=True, inline="always")
+    def tile_fma(As, Bs, acc, ty, tx, a_buf, b_buf):
+        a = cuda.local.array(tm, float32)
+        b = cuda.local.array(tn, float32)
+        # unsigned 32-bit shared offsets carried by a row per step: no negative-index wraparound and
+        # no 64-bit multiply in the address math
+        a_off = uint32(a_buf + ty)
+        b_off = uint32(b_buf + tx)
+        a_end = uint32(a_buf + BK * as_w)
+        while a_off < a_end:
+            for i in range(tm):
+                a[i] = As[uint32(a_off + TY * i)]
+            for j in range(tn):
+                b[j] = Bs[uint32(b_off + TX * j)]
+            for i in range(tm):
+                for j in range(tn):
+                    acc[i, j] += a[i] * b[j]
+            a_off = uint32(a_off + as_w)
+            b_off = uint32(b_off + bs_w)
+    return tile_fma
 
 
 @cuda.jit(device=True, inline="always")
@@ -115,21 +149,43 @@ def _digits_advance(hi, mid, lo, l, dh, dm, dl, mid_n, inner):
     hi[l] = hi_v
 
 
-def _gemm_grid(name: str, cols: int, rows: int, z: int):
-    """Grid of a conv GEMM: x over columns, y over row tiles, z = groups (x splits); a ValueError
+def _gemm_grid(name: str, cols: int, rows: int, z: int, tile: Tile = TILE_64):
+    """Grid of a conv GEMM: x over column tiles, y over row tiles, z = groups (x splits); a ValueError
     naming the pass when y or z passes CUDA's 65535 (instead of a launch failure)."""
-    return _cfg.check_grid(name, ((cols + BN - 1) // BN, (rows + BM - 1) // BM, z))
+    return _cfg.check_grid(name, (-(-cols // tile.bn), -(-rows // tile.bm), z))
 
 
-def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264) -> int:
-    """How many slices the N*P*Q reduction of the weight gradient is cut into: enough blocks to
-    fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long, and
-    groups*splits within the 65535 blocks grid z allows."""
+def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264, tile: Tile = TILE_64) -> int:
+    """How many slices the N*P*Q reduction of the weight gradient is cut into: enough blocks of
+    ``tile`` to fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long,
+    and groups*splits within the 65535 blocks grid z allows."""
     n, k, p, q = dy_shape
     _, cg, r, s = w_shape
-    base = ((cg * r * s + BN - 1) // BN) * ((k // groups + BM - 1) // BM) * groups
+    base = -(-(cg * r * s) // tile.bn) * -(-(k // groups) // tile.bm) * groups
     kred = n * p * q
     return max(1, min((target_blocks + base - 1) // base, kred // (8 * BK), _cfg.MAX_GRID_YZ // groups))
+
+
+def phase_dim(phi: int, n: int, r: int, st: int, pd: int, d: int) -> tuple[int, int, int, int, int, int, int]:
+    """One dimension of a backward-data phase (host side, as phase_dim in kernels/conv_index.cuh):
+    rows h = phi + t*st (t < nt) receive the taps r0 + i*rstep (i < nr), tap i of row t reading dy
+    row t + base - i*pstep. Returns (phi, nt, r0, rstep, nr, base, pstep); nr == 0 when no tap reaches
+    the phase (its rows are zero), nt == 0 when the phase has no rows."""
+    nt = -(-(n - phi) // st) if phi < n else 0
+    rstep = st // math.gcd(st, d)
+    # tap r reaches row h when h + pd - r*d is a multiple of st; the first such r is below rstep
+    r0 = next((t for t in range(min(r, rstep)) if (phi + pd - t * d) % st == 0), None)
+    if r0 is None:
+        return phi, nt, 0, rstep, 0, 0, 0
+    return phi, nt, r0, rstep, -(-(r - r0) // rstep), (phi + pd - r0 * d) // st, rstep * d // st
+
+
+def bwd_phases(h: int, w: int, r: int, s: int, stride, padding, dilation):
+    """The stride[0]*stride[1] backward-data phases (h % sh, w % sw) that hold outputs, each the 14
+    ints (h0, Ht, r0, rstep, Ri, pbase, pstep, w0, Wt, s0, sstep, Sj, qbase, qstep) of phase_dim."""
+    return [phase_dim(a, h, r, stride[0], padding[0], dilation[0]) + phase_dim(b, w, s, stride[1], padding[1],
+                                                                              dilation[1])
+            for a in range(min(stride[0], h)) for b in range(min(stride[1], w))]
 
 
 def _conv_geometry(x_shape, w_shape, stride, padding, dilation, groups):

@@ -252,9 +252,9 @@ def test_conv2d_benchmark_shapes(backend, name):
     judge("conv2d", bench_conv_shapes()[name], backend.name)
 
 
-@pytest.mark.gpu
+@pytest.mark.parametrize("backend", GPU[:1], indirect=True)
 @pytest.mark.parametrize("tile", list(CONV_TILES))
-def test_conv2d_every_tile_on_a_large_shape(tile):
+def test_conv2d_every_tile_on_a_large_shape(backend, tile):
     """Multi-tile reductions, split-K and many blocks on each tile shape (CUDA C family)."""
     with fastconv.using(conv_tile=tile):
         judge("conv2d", (9, 24, 33, 31, 136, 3, 3, 1, 1, 1, 1), "cupy")

@@ -8,12 +8,12 @@ import pytest
 
 import fastconv
 import oracle as ref
-from fastconv import ops
-from fastconv.check import bench_conv_shapes
-from fastconv.backends.cpu import buffers
 from backends import CONV_VERSIONS, GPU, conv_kernels, judge, skip_unless_conv_versions_apply
 from checks import arr, check, DTYPES, raises, randn, W, X
+from fastconv import ops
+from fastconv.backends.cpu import buffers
 from fastconv.backends.cuda.config import CONV_TILES
+from fastconv.check import bench_conv_shapes
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 
 

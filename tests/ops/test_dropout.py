@@ -74,7 +74,7 @@ def test_dropout_masks_equal_the_cpu(backend, rng, size, p, seed):
     dropout_all_passes(backend, rng, size, p, seed)
 
 
-# ---- GPU: fastconv check's judgement (drawn shapes and the design shapes) ---------------------
+# ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
 
 GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 SHAPES = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)

@@ -52,7 +52,7 @@ def test_linear_tf32_setting_rounds_the_operands(backend, rng):
     assert_close(y, exact, F32_TOL, "fp32 again after the block")
 
 
-# ---- GPU: fastconv check's judgement (drawn shapes and the design shapes) ---------------------
+# ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
 
 GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -108,7 +108,7 @@ def test_bce_with_logits_backends(backend, rng, shape):
     bce_with_logits_case(backend, rng, shape)
 
 
-# ---- GPU: fastconv check's judgement (drawn shapes and the design shapes) ---------------------
+# ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
 
 GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -5,7 +5,7 @@ the same values in float64 on the CPU (the oracle); the table lists op, pass, fa
 tried, the largest relative L2 error and pass/fail against fastconv.testing's tolerances.
 Rows of the numba family whose op has no numba kernel (fastconv.backend.op falls back to the
 cupy family's) are labelled "numba->cupy". The conv rows judge the shipped v3 kernels; the v1
-kernels are judged by tests/gpu/test_gpu_ops.py.
+kernels are judged by tests/ops/test_<family>*.py.
 Exit status 0 when everything passes, 1 on any failure, 2 when no GPU can be used.
 
 The case functions here (``CASES``, ``run_case``) are shared with tests/gpu and the GPU

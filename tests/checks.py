@@ -71,3 +71,25 @@ W = arr(4, 3, 3, 3, seed=1)
 def raises(exc, *parts):
     """pytest.raises matching every literal part of the message, in order."""
     return pytest.raises(exc, match=".*".join(re.escape(p) for p in parts))
+
+
+# ---- hypothesis-drawn CPU cases (tests/ops/test_<family>_hypothesis.py) -----------------------
+
+MIN_EXAMPLES = 200  # tiny shapes, so 200 examples per pass stay fast
+
+
+def count_example(name):
+    ref.EXAMPLES[name] = ref.EXAMPLES.get(name, 0) + 1
+
+
+def run_counted(name, inner):
+    """Run a @given function; assert it ran at least MIN_EXAMPLES examples (the counts appear in
+    the terminal summary)."""
+    ref.EXAMPLES[name] = 0
+    inner()
+    assert ref.EXAMPLES[name] >= MIN_EXAMPLES, f"{name}: only {ref.EXAMPLES[name]} hypothesis examples ran"
+
+
+def check_drawn(out, want, dtype, key):
+    assert out.dtype == np.dtype(dtype)
+    ref.record(f"cpu-vs-loops (hypothesis) {key} {np.dtype(dtype).name}", assert_close(out, want, TOL[dtype], key))

@@ -1,8 +1,8 @@
 """The numba kernel family's own launch path on a real GPU (marker ``gpu``).
 
-Op-by-op correctness of every family at the benchmark shapes is tests/gpu/test_gpu_ops.py's job
-(parametrized over "cupy" and "numba"); this file checks what only the numba launcher does:
-launch cost of the empty kernel (reported, never asserted), launches on CuPy's current stream,
+Op-by-op correctness of every family at the benchmark shapes is the op-family tests' job
+(tests/ops/test_<family>*.py, backends "cupy" and "numba"); this file checks what only the numba
+launcher does: launch cost of the empty kernel (reported, never asserted), launches on CuPy's current stream,
 CUDA errors turned into exceptions, the pointer-parameter packing of every kernel (run at a
 benchmark shape through the launch layer with poisoned outputs), and the deterministic
 split-reduction weight gradient.

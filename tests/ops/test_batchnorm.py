@@ -1,12 +1,19 @@
 """batchnorm (forward in training and eval, backward): the CPU path against tests/oracle.py, and bad
-arguments (tolerances and poisoning: tests/ops/__init__.py)."""
+arguments (tolerances and poisoning: tests/ops/__init__.py), the BatchNorm layers against PyTorch CPU,
+and both passes on every backend (tests/backends.py)."""
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import oracle as ref
-from fastconv import ops
+from backends import GPU, judge
 from checks import arr, check, DTYPES, raises, randn
+from fastconv import ops
+import fastconv.nn as nn
+from fastconv.testing import REDUCTION_TOL, assert_close
+import oracle as ref
+from torch_checks import T, check as check_torch
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -57,3 +64,101 @@ def test_batchnorm_backward_checks_its_statistics():
         ops.batchnorm_backward(dy, x, g, m.astype(np.float64), s)
     with raises(ValueError, "invstd: got an array of shape (3, 1)", "expected 1-d"):
         ops.batchnorm_backward(dy, x, g, m, s.reshape(3, 1))
+
+
+# ---- against PyTorch CPU ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["1d", "2d"])
+def test_batchnorm_layer_vs_torch(torch, kind, dtype, rng):
+    """Several training steps (running stats included), then eval mode, forward and backward."""
+    c = 3
+    shape = (6, c) if kind == "1d" else (4, c, 3, 5)
+    layer = (nn.BatchNorm1d if kind == "1d" else nn.BatchNorm2d)(c, eps=1e-5, momentum=0.2).astype(dtype)
+    tl = (torch.nn.BatchNorm1d if kind == "1d" else torch.nn.BatchNorm2d)(c, eps=1e-5, momentum=0.2).double()
+    gamma, beta = randn(rng, (c,), dtype), randn(rng, (c,), dtype)
+    layer.weight.data[...] = gamma
+    layer.bias.data[...] = beta
+    with torch.no_grad():
+        tl.weight.copy_(T(gamma))
+        tl.bias.copy_(T(beta))
+    for step in range(3):
+        for mode in ("train", "eval") if step == 2 else ("train",):
+            layer.train(mode == "train")
+            tl.train(mode == "train")
+            x = (randn(rng, shape, dtype) * 1.7 + 0.8).astype(dtype)
+            tx = T(x, True)
+            ty = tl(tx)
+            layer.zero_grad()
+            tl.zero_grad()
+            y = layer.forward(x)
+            check_torch(y, ty, dtype, f"BatchNorm{kind} forward ({mode})")
+            dy = randn(rng, shape, dtype)
+            ty.backward(T(dy))
+            check_torch(layer.backward(dy), tx.grad, dtype, f"BatchNorm{kind} dx ({mode})")
+            check_torch(layer.weight.grad, tl.weight.grad, dtype, f"BatchNorm{kind} dgamma ({mode})")
+            check_torch(layer.bias.grad, tl.bias.grad, dtype, f"BatchNorm{kind} dbeta ({mode})")
+            check_torch(layer.buffer("running_mean"), tl.running_mean, dtype, f"BatchNorm{kind} running_mean")
+            check_torch(layer.buffer("running_var"), tl.running_var, dtype, f"BatchNorm{kind} running_var")
+
+
+# ---- every backend: float32, outputs poisoned -------------------------------------------------
+
+FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+def batchnorm_all_passes(backend, rng, shape, training):
+    """Forward (training or eval, running statistics) and backward of backend on x of shape."""
+    x = randn(rng, shape, np.float32) * 2 + 0.5
+    c = shape[1]
+    gamma, beta = randn(rng, (c,), np.float32), randn(rng, (c,), np.float32)
+    rm, rv = randn(rng, (c,), np.float32) * 0.1, np.abs(randn(rng, (c,), np.float32)) + 0.5
+    rmd, rvd = backend.asarray(rm), backend.asarray(rv)
+    y, mean, invstd = ops.batchnorm_forward(backend.asarray(x), backend.asarray(gamma), backend.asarray(beta), rmd, rvd,
+                                            training, momentum=0.1, eps=1e-5)
+    y_ref, rm_ref, rv_ref = ref.batchnorm_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+    assert_close(y, y_ref, REDUCTION_TOL, "forward")
+    assert_close(rmd, rm_ref, REDUCTION_TOL, "running_mean")
+    assert_close(rvd, rv_ref, REDUCTION_TOL, "running_var")
+    dy = randn(rng, shape, np.float32)
+    dx, dg, db = ops.batchnorm_backward(backend.asarray(dy), backend.asarray(x), backend.asarray(gamma), mean, invstd,
+                                        training)
+    dx_ref, dg_ref, db_ref = ref.batchnorm_backward(dy, x, gamma, training, rm, rv, 1e-5)
+    assert_close(dx, dx_ref, REDUCTION_TOL, "dx")
+    assert_close(dg, dg_ref, REDUCTION_TOL, "dgamma")
+    assert_close(db, db_ref, REDUCTION_TOL, "dbeta")
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5, 7), (2, 70, 3, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_backends(backend, rng, shape, training):
+    batchnorm_all_passes(backend, rng, shape, training)
+
+@FEW
+@given(c=st.integers(1, 9), hw=st.integers(1, 12))
+def test_batchnorm_drawn(backend, c, hw):
+    # N*H*W >= 4: with 2 samples dx is exactly 0 (all rounding)
+    batchnorm_all_passes(backend, np.random.default_rng(c * 13 + hw), (4, c, 1, hw), True)
+
+
+# ---- GPU: fastconv check's judgement (drawn shapes and the design shapes) ---------------------
+
+GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+@GPU_DRAWN
+@given(shape=st.one_of(st.tuples(st.integers(2, 130), st.integers(1, 70)),
+                       st.tuples(st.integers(1, 9), st.integers(1, 20), st.integers(1, 15), st.integers(1, 15))))
+def test_batchnorm_gpu_drawn(backend, shape):
+    # at least 4 values per channel: with 2, xhat = +-d/sqrt(d^2 + eps) and the training dx is
+    # O(eps/var), a cancellation that no float32 kernel (nor the CPU path) resolves to 1e-4
+    if np.prod(shape) // shape[1] < 4:
+        shape = (4,) + tuple(shape[1:])
+    judge("batchnorm", shape, backend.name)
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+def test_batchnorm_design_shapes(backend):
+    judge("batchnorm", (128, 6272), backend.name)
+    judge("batchnorm", (128, 64, 14, 14), backend.name)

@@ -1,13 +1,20 @@
-"""conv2d (every pass) and conv_transpose2d: the CPU path against tests/oracle.py, and bad
-arguments (tolerances and poisoning: tests/ops/__init__.py)."""
+"""conv2d (every pass) and conv_transpose2d: the CPU path against tests/oracle.py, bad arguments
+(tolerances and poisoning: tests/ops/__init__.py), and every pass on every backend (tests/backends.py).
+More conv tests: test_conv_hypothesis.py (drawn shapes), test_conv_torch.py (PyTorch as the oracle),
+test_conv_kernels.py (each CUDA C conv path on fastconv.emu)."""
 
 import numpy as np
 import pytest
 
+import fastconv
 import oracle as ref
+from backends import CONV_VERSIONS, GPU, conv_kernels, judge, skip_unless_conv_versions_apply
+from checks import arr, check, DTYPES, raises, randn, W, X
 from fastconv import ops
 from fastconv.backends.cpu import buffers
-from checks import arr, check, DTYPES, raises, randn, W, X
+from fastconv.backends.cuda.config import CONV_TILES
+from fastconv.check import bench_conv_shapes
+from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 
 
 # N, C, H, W, K, R, S, stride, padding, dilation, groups
@@ -200,3 +207,55 @@ def test_empty_arrays_are_rejected():
         ops.softmax_cross_entropy(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
     with raises(ValueError, "w: got an empty array", "expected at least one element"):
         ops.conv2d_forward(X, np.zeros((0, 3, 3, 3), np.float32))
+
+
+# ---- every backend: float32, outputs poisoned -------------------------------------------------
+
+# (N, C, H, W), (K, C/G, R, S), stride, padding, dilation, groups
+DEVICE_CASES = [
+    pytest.param((2, 3, 7, 6), (5, 3, 3, 3), 1, 1, 1, 1, id="3x3-p1-odd"),
+    pytest.param((1, 4, 9, 7), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2, id="s21-d12-g2"),
+    pytest.param((2, 3, 6, 6), (3, 1, 3, 3), 2, (2, 1), (2, 1), 3, id="depthwise-s2"),
+    pytest.param((2, 8, 16, 16), (140, 8, 1, 1), 1, 0, 1, 1, id="1x1-k140-splitk"),
+]
+
+
+def conv_all_passes(backend, rng, x_shape, w_shape, stride, padding, dilation, groups, tol=None):
+    """Every conv pass of backend against the oracle, at F32_TOL, or REDUCTION_TOL where a float32
+    sum runs over the batch (weight/bias gradients); at ``tol`` for all when given."""
+    f32_tol, reduction_tol = tol or F32_TOL, tol or REDUCTION_TOL
+    x, w, b = randn(rng, x_shape, np.float32), randn(rng, w_shape, np.float32), randn(rng, w_shape[0], np.float32)
+    args = (stride, padding, dilation, groups)
+    y_ref = ref.conv2d_forward(x, w, b, *args)
+    dy = randn(rng, y_ref.shape, np.float32)
+    xd, wd, bd, dyd = (backend.asarray(a) for a in (x, w, b, dy))
+    assert_close(ops.conv2d_forward(xd, wd, bd, *args), y_ref, f32_tol, "forward+bias")
+    assert_close(ops.conv2d_forward(xd, wd, None, *args), ref.conv2d_forward(x, w, None, *args), f32_tol, "forward")
+    assert_close(ops.conv2d_backward_data(dyd, wd, x.shape, *args), ref.conv2d_backward_data(dy, w, x.shape, *args),
+                 f32_tol, "backward_data")
+    assert_close(ops.conv2d_backward_weight(dyd, xd, w.shape, *args),
+                 ref.conv2d_backward_weight(dy, x, w.shape, *args), reduction_tol, "backward_weight")
+    assert_close(ops.conv2d_backward_bias(dyd), ref.conv2d_backward_bias(dy), reduction_tol, "backward_bias")
+
+
+@pytest.mark.parametrize("version", CONV_VERSIONS)
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", DEVICE_CASES)
+def test_conv2d_backends(backend, rng, version, x_shape, w_shape, stride, padding, dilation, groups):
+    skip_unless_conv_versions_apply(backend, version)
+    with conv_kernels(version):
+        conv_all_passes(backend, rng, x_shape, w_shape, stride, padding, dilation, groups)
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+@pytest.mark.parametrize("name", list(bench_conv_shapes()))
+def test_conv2d_benchmark_shapes(backend, name):
+    judge("conv2d", bench_conv_shapes()[name], backend.name)
+
+
+@pytest.mark.parametrize("backend", GPU[:1], indirect=True)
+@pytest.mark.parametrize("tile", list(CONV_TILES))
+def test_conv2d_every_tile_on_a_large_shape(backend, tile):
+    """Multi-tile reductions, split-K and many blocks on each tile shape (CUDA C family)."""
+    with fastconv.using(conv_tile=tile):
+        judge("conv2d", (9, 24, 33, 31, 136, 3, 3, 1, 1, 1, 1), "cupy")
+        judge("conv2d", (4, 36, 17, 19, 260, 4, 3, (2, 1), (1, 2), (1, 2), 2), "cupy")

@@ -1,12 +1,17 @@
 """dropout (the documented hash mask, forward and backward): the CPU path against tests/oracle.py, and bad
-arguments (tolerances and poisoning: tests/ops/__init__.py)."""
+arguments (tolerances and poisoning: tests/ops/__init__.py), and both passes on every backend
+(tests/backends.py)."""
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import oracle as ref
-from fastconv import ops
+from backends import GPU, judge
 from checks import arr, check, DTYPES, raises, randn
+from fastconv import ops
+from fastconv.testing import F32_TOL, assert_close
+import oracle as ref
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -39,3 +44,44 @@ def test_dropout_errors():
             ops.dropout_forward(arr(5), p, 0)
     with raises(TypeError, "mask: got dtype bool", "expected uint8"):
         ops.dropout_backward(arr(5), np.ones(5, bool), 0.5)
+
+
+# ---- every backend: float32, outputs poisoned -------------------------------------------------
+
+FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+def dropout_all_passes(backend, rng, size, p, seed):
+    """The mask of every backend is the CPU's and the oracle's (the documented hash), bit for bit."""
+    x = randn(rng, (size,), np.float32)
+    y, mask = ops.dropout_forward(backend.asarray(x), p, seed)
+    y_cpu, mask_cpu = ops.dropout_forward(x, p, seed)
+    assert np.array_equal(backend.get(mask), mask_cpu), "dropout mask differs from the CPU's"
+    assert np.array_equal(backend.get(mask), ref.dropout_mask(size, p, seed)), "dropout mask differs from the oracle"
+    keep = ref.dropout_mask(size, p, seed).astype(np.float64)
+    assert_close(y, x * keep / (1 - p), F32_TOL, "dropout forward")
+    dy = randn(rng, (size,), np.float32)
+    assert_close(ops.dropout_backward(backend.asarray(dy), mask, p), dy * keep / (1 - p), F32_TOL, "dropout backward")
+
+@FEW
+@given(size=st.integers(1, 700), p=st.floats(0.05, 0.95))
+def test_dropout_drawn(backend, size, p):
+    dropout_all_passes(backend, np.random.default_rng(size), size, p, size * 7919)
+
+
+@pytest.mark.parametrize("size,p,seed", [(1000, 0.5, 7), (37, 0.1, 2**32 + 5), (300, 0.9, 0)])
+def test_dropout_masks_equal_the_cpu(backend, rng, size, p, seed):
+    dropout_all_passes(backend, rng, size, p, seed)
+
+
+# ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
+
+GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+SHAPES = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+@GPU_DRAWN
+@given(shape=SHAPES)
+def test_dropout_gpu_drawn(backend, shape):
+    judge("dropout", shape, backend.name)

@@ -1,12 +1,18 @@
 """softmax_cross_entropy and bce_with_logits: the CPU path against tests/oracle.py, and bad
-arguments (tolerances and poisoning: tests/ops/__init__.py)."""
+arguments (tolerances and poisoning: tests/ops/__init__.py), PyTorch CPU as a second oracle, and
+both losses on every backend (tests/backends.py)."""
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import oracle as ref
-from fastconv import ops
+from backends import GPU, judge
 from checks import arr, check, DTYPES, raises, randn
+from fastconv import ops
+from fastconv.testing import F32_TOL, assert_close
+import oracle as ref
+from torch_checks import T, check as check_torch
 
 
 @pytest.mark.parametrize("label_dtype", [np.int32, np.int64])
@@ -46,3 +52,69 @@ def test_loss_errors():
         ops.softmax_cross_entropy(z, np.array([0, 1, 2]))
     with raises(ValueError, "targets: got shape (4, 2)", "expected (4, 3)"):
         ops.bce_with_logits(z, arr(4, 2))
+
+
+# ---- against PyTorch CPU ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 50.0])
+def test_losses_vs_torch(torch, scale, dtype, rng):
+    F = torch.nn.functional
+    z = (randn(rng, (9, 6), dtype) * scale).astype(dtype)
+    labels = rng.integers(0, 6, 9)
+    tz = T(z, True)
+    tl = F.cross_entropy(tz, torch.tensor(labels))
+    tl.backward()
+    loss, d = ops.softmax_cross_entropy(z, labels)
+    check_torch(np.reshape(loss, 1), tl.reshape(1), dtype, "softmax_cross_entropy loss")
+    check_torch(d, tz.grad, dtype, "softmax_cross_entropy dlogits")
+    t = rng.random(z.shape).astype(dtype)
+    tz = T(z, True)
+    tl = F.binary_cross_entropy_with_logits(tz, T(t))
+    tl.backward()
+    loss, d = ops.bce_with_logits(z, t)
+    check_torch(np.reshape(loss, 1), tl.reshape(1), dtype, "bce_with_logits loss")
+    check_torch(d, tz.grad, dtype, "bce_with_logits dlogits")
+
+
+# ---- every backend: float32, outputs poisoned -------------------------------------------------
+
+def softmax_cross_entropy_case(backend, rng, n, k):
+    """Loss and dlogits of backend on (n, k) logits."""
+    z = randn(rng, (n, k), np.float32) * 3
+    labels = rng.integers(0, k, n)
+    loss, d = ops.softmax_cross_entropy(backend.asarray(z), backend.asarray(labels))
+    loss_ref, d_ref = ref.softmax_cross_entropy(z, labels)
+    assert_close(loss, loss_ref, F32_TOL, "loss")
+    assert_close(d, d_ref, F32_TOL, "dlogits")
+
+
+@pytest.mark.parametrize("n,k", [(5, 10), (70, 3), (3, 100)])
+def test_softmax_cross_entropy_backends(backend, rng, n, k):
+    softmax_cross_entropy_case(backend, rng, n, k)
+
+
+def bce_with_logits_case(backend, rng, shape):
+    """Loss and dlogits of backend on logits of shape."""
+    z, t = randn(rng, shape, np.float32) * 3, rng.random(shape).astype(np.float32)
+    loss, d = ops.bce_with_logits(backend.asarray(z), backend.asarray(t))
+    loss_ref, d_ref = ref.bce_with_logits(z, t)
+    assert_close(loss, loss_ref, F32_TOL, "loss")
+    assert_close(d, d_ref, F32_TOL, "dlogits")
+
+
+@pytest.mark.parametrize("shape", [(7, 1), (300, 5)])
+def test_bce_with_logits_backends(backend, rng, shape):
+    bce_with_logits_case(backend, rng, shape)
+
+
+# ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
+
+GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+@GPU_DRAWN
+@given(shape=st.tuples(st.integers(1, 300), st.integers(2, 1100)))
+def test_losses_gpu_drawn(backend, shape):
+    judge("losses", shape, backend.name)

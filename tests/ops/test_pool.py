@@ -1,12 +1,16 @@
-"""max_pool2d and avg_pool2d: the CPU path against tests/oracle.py, and bad
-arguments (tolerances and poisoning: tests/ops/__init__.py)."""
+"""max_pool2d, avg_pool2d and relu_max_pool2d: the CPU path against tests/oracle.py and PyTorch, bad
+arguments (tolerances and poisoning: tests/ops/__init__.py), and every pass on every backend
+(tests/backends.py). Drawn shapes: test_pool_hypothesis.py."""
 
 import numpy as np
 import pytest
 
 import oracle as ref
 from fastconv import ops
+from backends import GPU, judge
 from checks import arr, check, distinct, DTYPES, raises, randn
+from fastconv.testing import F32_TOL, assert_close
+from torch_checks import T, check as check_torch
 
 
 # H, W, kernel, stride, padding
@@ -148,3 +152,101 @@ def test_pool_errors():
         ops.relu_max_pool2d_backward(y, argmax, x.shape, 2)
     with raises(ValueError, "argmax: got shape (1, 2, 1, 2)", "expected (1, 2, 2, 2)"):
         ops.relu_max_pool2d_backward(y, code[:, :, :1], x.shape, 2)
+
+
+# ---- against PyTorch CPU ---------------------------------------------------------------------
+
+TORCH_CASES = [(6, 6, 2, None, 0), (7, 9, 3, 2, 1), (5, 5, 3, 1, 1), (9, 7, (3, 2), (2, 1), (1, 1)),
+              (8, 7, 2, 3, 1), (11, 10, 5, 2, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: "-".join(map(str, c)).replace(" ", ""))
+def test_max_pool2d_vs_torch(torch, case, dtype, rng):
+    F = torch.nn.functional
+    h, w, ks, stride, pad = case
+    size = 2 * 3 * h * w
+    x = ((rng.permutation(size) - size / 2) * 0.01).reshape(2, 3, h, w).astype(dtype)  # no ties
+    tx = T(x, True)
+    ty, tidx = F.max_pool2d(tx, ks, stride, pad, return_indices=True)
+    y, argmax = ops.max_pool2d_forward(x, ks, stride, pad)
+    check_torch(y, ty, dtype, "max_pool2d_forward")
+    np.testing.assert_array_equal(argmax, tidx.numpy())
+    dy = randn(rng, y.shape, dtype)
+    ty.backward(T(dy))
+    check_torch(ops.max_pool2d_backward(dy, argmax, x.shape, ks, stride, pad), tx.grad, dtype, "max_pool2d_backward")
+    check_torch(ref.max_pool2d_backward(dy, x, ks, stride, pad), tx.grad, np.float64, "oracle max_pool2d_backward")
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: "-".join(map(str, c)).replace(" ", ""))
+def test_avg_pool2d_vs_torch(torch, case, dtype, count_include_pad, rng):
+    F = torch.nn.functional
+    h, w, ks, stride, pad = case
+    x = randn(rng, (2, 3, h, w), dtype) + 0.5
+    tx = T(x, True)
+    ty = F.avg_pool2d(tx, ks, stride, pad, count_include_pad=count_include_pad)
+    y = ops.avg_pool2d_forward(x, ks, stride, pad, count_include_pad)
+    check_torch(y, ty, dtype, "avg_pool2d_forward")
+    check_torch(ref.avg_pool2d_forward(x, ks, stride, pad, count_include_pad), ty, np.float64, "oracle avg_pool2d_forward")
+    dy = randn(rng, y.shape, dtype)
+    ty.backward(T(dy))
+    check_torch(ops.avg_pool2d_backward(dy, x.shape, ks, stride, pad, count_include_pad), tx.grad, dtype,
+          "avg_pool2d_backward")
+
+
+# ---- every backend: float32, outputs poisoned -------------------------------------------------
+
+DEVICE_CASES = [
+    pytest.param((2, 3, 7, 8), (3, 2), (2, 2), (1, 1), id="k32-s2-p1-overlap"),
+    pytest.param((1, 2, 6, 6), (2, 2), (2, 2), (0, 0), id="k2-s2"),
+    pytest.param((1, 3, 9, 5), (3, 3), (1, 2), (1, 0), id="k3-s12-p10"),
+]
+
+
+def pool_all_passes(backend, rng, x_shape, ks, stride, padding):
+    x = randn(rng, x_shape, np.float32)
+    xd = backend.asarray(x)
+    y, am = ops.max_pool2d_forward(xd, ks, stride, padding)
+    y_ref, am_ref = ref.max_pool2d_forward(x, ks, stride, padding)
+    assert_close(y, y_ref, F32_TOL, "max forward")
+    assert np.array_equal(backend.get(am), am_ref), "max_pool2d argmax differs from the oracle"
+    dy = randn(rng, y_ref.shape, np.float32)
+    dx = ops.max_pool2d_backward(backend.asarray(dy), am, x.shape, ks, stride, padding)
+    assert_close(dx, ref.max_pool2d_backward(dy, x, ks, stride, padding), F32_TOL, "max backward")
+    for inc in (True, False):
+        assert_close(ops.avg_pool2d_forward(xd, ks, stride, padding, inc),
+                     ref.avg_pool2d_forward(x, ks, stride, padding, inc), F32_TOL, f"avg forward pad={inc}")
+        assert_close(ops.avg_pool2d_backward(backend.asarray(dy), x.shape, ks, stride, padding, inc),
+                     ref.avg_pool2d_backward(dy, x.shape, ks, stride, padding, inc), F32_TOL, f"avg backward pad={inc}")
+
+
+@pytest.mark.parametrize("x_shape,ks,stride,padding", DEVICE_CASES)
+def test_pooling_backends(backend, rng, x_shape, ks, stride, padding):
+    pool_all_passes(backend, rng, x_shape, ks, stride, padding)
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+def test_pooling_design_shape(backend):
+    judge("pooling", (64, 64, 56, 56, (2, 2), (2, 2), (0, 0)), backend.name)
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+def test_max_pool2d_nan_inputs(backend):
+    """NaN inputs: y is NaN where a window holds one and argmax points at the first NaN in
+    row-major window order (kernels/pool.cu, fastconv/backends/numba/pool.py and the CPU path agree)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=flat.size // 5, replace=False)] = np.nan
+    flat[:2] = np.nan  # two NaNs in the first window
+    for ks, sd, pd in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 3), (1, 1), (1, 1))]:
+        ref_y, ref_arg = ops.max_pool2d_forward(x.astype(np.float64), ks, sd, pd)
+        y, arg = ops.max_pool2d_forward(backend.asarray(x), ks, sd, pd, kernels=backend.name)
+        np.testing.assert_array_equal(backend.get(y), ref_y.astype(np.float32))  # NaN where the CPU has NaN
+        np.testing.assert_array_equal(backend.get(arg), ref_arg)
+        dy = rng.standard_normal(ref_y.shape).astype(np.float32)
+        dx = ops.max_pool2d_backward(backend.asarray(dy), arg, x.shape, ks, sd, pd, kernels=backend.name)
+        assert_close(dx, ops.max_pool2d_backward(dy.astype(np.float64), ref_arg, x.shape, ks, sd, pd), F32_TOL,
+                     f"max_pool2d backward {ks} {sd} {pd}")

@@ -1,0 +1,30 @@
+"""The numba activation kernels under the CUDA simulator against the NumPy path run in float64.
+
+Shapes are tiny (the simulator runs each GPU thread as a Python thread). Outputs are poisoned with
+NaN before each launch so unwritten elements fail; run by tests/test_numba_sim.py.
+"""
+
+import pytest
+
+from fastconv.backends import cpu
+from fastconv.backends import numba as nb
+from fastconv.testing import F32_TOL, assert_close
+from sim_arrays import _empty, _f64, _rand
+
+assert nb.SIMULATOR
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 47), (2, 3, 4, 5, 2)], ids=["1d", "3d-3blocks", "5d"])
+def test_activations(rng, shape):
+    x, dy = _rand(rng, *shape), _rand(rng, *shape)
+    slope = 0.2
+    y = nb.launch_relu_forward(_empty(*shape), x)
+    ref_y = cpu.relu_forward(_f64(x))
+    assert_close(y, ref_y, F32_TOL, "relu forward")
+    assert_close(nb.launch_relu_backward(_empty(*shape), dy, y), cpu.relu_backward(_f64(dy), ref_y), F32_TOL,
+                 "relu backward")
+    y = nb.launch_leaky_relu_forward(_empty(*shape), x, slope)
+    ref_y = cpu.leaky_relu_forward(_f64(x), slope)
+    assert_close(y, ref_y, F32_TOL, "leaky_relu forward")
+    assert_close(nb.launch_leaky_relu_backward(_empty(*shape), dy, y, slope),
+                 cpu.leaky_relu_backward(_f64(dy), ref_y, slope), F32_TOL, "leaky_relu backward")

@@ -1,0 +1,170 @@
+"""The numba conv kernels under the CUDA simulator against the NumPy path run in float64: every
+pass, stride, padding, dilation, groups, odd sizes, more than one tile in every GEMM dimension, split
+reductions.
+
+Shapes are tiny (the simulator runs each GPU thread as a Python thread). Outputs are poisoned with
+NaN before each launch so unwritten elements fail; run by tests/test_numba_sim.py.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fastconv.backends import cpu
+from fastconv.backends import numba as nb
+from fastconv.backends.numba import tiles as K
+from fastconv.testing import F32_TOL, assert_close
+from sim_arrays import _empty, _f64, _rand
+
+assert nb.SIMULATOR
+
+
+# (N, C, H, W), (K, C/G, R, S), stride, padding, dilation, groups
+CONV_CASES = [
+    pytest.param((2, 3, 5, 6), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, id="3x3-p1-odd"),
+    pytest.param((1, 4, 7, 5), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2, id="stride21-dil12-g2"),
+    pytest.param((2, 2, 6, 7), (3, 2, 1, 1), (2, 2), (0, 0), (1, 1), 1, id="1x1-s2"),
+    pytest.param((1, 3, 6, 6), (3, 1, 3, 3), (2, 2), (2, 1), (2, 1), 3, id="depthwise-s2-p21-dil2"),
+]
+
+
+def _geometry(x_shape, w_shape, stride, padding, dilation):
+    n, _, h, w = x_shape
+    k, _, r, s = w_shape
+    p = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    q = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    return (n, k, p, q)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", CONV_CASES)
+def test_conv2d_all_passes(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
+    y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
+    dy = _rand(rng, *y_shape)
+    args = (stride, padding, dilation, groups)
+
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "forward+bias")
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, None, *args)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *args), F32_TOL, "forward")
+
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args)
+    ref_dw = cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args)
+    assert_close(dw, ref_dw, F32_TOL, "backward_weight")
+
+    db = nb.launch_conv2d_backward_bias(_empty(w_shape[0]), dy)
+    assert_close(db, cpu.conv2d_backward_bias(_f64(dy)), F32_TOL, "backward_bias")
+
+
+# backward data by stride phases: phases no tap reaches (stride > kernel), dilation sharing a factor
+# with the stride (rstep < stride), negative dy row offsets (padding > 0), odd sizes not divisible by the stride
+BWD_PHASE_CASES = [
+    pytest.param((1, 2, 7, 8), (3, 2, 2, 1), (3, 3), (0, 0), (1, 1), 1, id="s3-k2-untouched-phases"),
+    pytest.param((2, 2, 9, 7), (2, 2, 3, 3), (2, 2), (2, 1), (2, 3), 1, id="s2-dil2-dil3-p21"),
+    pytest.param((1, 4, 8, 9), (4, 1, 5, 3), (2, 3), (2, 1), (1, 1), 4, id="depthwise-s23-k53"),
+    pytest.param((1, 3, 11, 5), (2, 3, 4, 2), (4, 2), (3, 0), (2, 2), 1, id="s4-dil2-taps-every-2nd"),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", BWD_PHASE_CASES)
+def test_conv2d_backward_data_phases(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    args = (stride, padding, dilation, groups)
+    dy, w = _rand(rng, *_geometry(x_shape, w_shape, stride, padding, dilation)), _rand(rng, *w_shape)
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+
+
+def test_bwd_phases_cover_every_tap_once():
+    """Each (h, r) with (h + pad - r*dil) a multiple of the stride and a dy row in range is visited by
+    exactly one phase and tap, and no other pair is (pure Python, many geometries)."""
+    for n, r, st, pd, d in itertools.product((1, 5, 8), (1, 2, 3, 5), (1, 2, 3, 4), (0, 1, 3), (1, 2, 3, 4)):
+        p = (n + 2 * pd - d * (r - 1) - 1) // st + 1
+        if p < 1:
+            continue
+        want = {(h, t) for h in range(n) for t in range(r)
+                if (h + pd - t * d) % st == 0 and 0 <= (h + pd - t * d) // st < p}
+        got, rows = [], []
+        for phi in range(min(st, n)):
+            h0, nt, r0, rstep, nr, base, pstep = K.phase_dim(phi, n, r, st, pd, d)
+            rows += [h0 + i * st for i in range(nt)]
+            for i in range(nt):
+                for j in range(nr):
+                    pp = i + base - j * pstep
+                    assert (h0 + i * st + pd - (r0 + j * rstep) * d) == pp * st
+                    if 0 <= pp < p:
+                        got.append((h0 + i * st, r0 + j * rstep))
+        assert sorted(rows) == list(range(n))
+        assert sorted(got) == sorted(want), (n, r, st, pd, d)
+
+
+def test_conv2d_multi_tile(rng):
+    """More than one BM row tile and BN column tile in each pass (2 x 2 blocks), on shapes whose
+    reductions are short so the simulator stays quick; the cases above cover many BK slices."""
+    one = ((1, 1), (0, 0), (1, 1), 1)
+    x, w = _rand(rng, 1, 2, 9, 8), _rand(rng, 66, 2, 1, 1)  # forward: K=66 rows, 72 columns
+    y = nb.launch_conv2d_forward(_empty(1, 66, 9, 8), x, w, None, *one)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *one), F32_TOL, "forward")
+    dy, w = _rand(rng, 1, 2, 9, 8), _rand(rng, 2, 66, 1, 1)  # backward data: C=66 rows, 72 columns
+    dx = nb.launch_conv2d_backward_data(_empty(1, 66, 9, 8), dy, w, *one)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), (1, 66, 9, 8), *one), F32_TOL, "backward_data")
+    x, dy = _rand(rng, 1, 66, 3, 3), _rand(rng, 1, 66, 3, 3)  # backward weight: 66 x 66, reduction 9
+    dw = nb.launch_conv2d_backward_weight(_empty(66, 66, 1, 1), dy, x, *one)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (66, 66, 1, 1), *one), F32_TOL,
+                 "backward_weight")
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", CONV_CASES + BWD_PHASE_CASES[:2])
+def test_conv2d_all_passes_tile128(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    """The 128x128 / 8x8-per-thread kernels (4 loads per operand per slice) on the same cases."""
+    x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
+    y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
+    dy = _rand(rng, *y_shape)
+    args = (stride, padding, dilation, groups)
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, tile=K.TILE_128)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "forward+bias")
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=K.TILE_128)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, splits=2, tile=K.TILE_128)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "backward_weight")
+
+
+def test_conv2d_multi_tile128(rng):
+    """2 x 2 blocks of 128x128 in each pass, with ragged edges in both GEMM dimensions."""
+    one = ((1, 1), (0, 0), (1, 1), 1)
+    t = K.TILE_128
+    x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 130, 3, 1, 1)  # forward: K=130 rows, 144 columns
+    y = nb.launch_conv2d_forward(_empty(1, 130, 9, 16), x, w, None, *one, tile=t)
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *one), F32_TOL, "forward")
+    dy, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 3, 130, 1, 1)  # backward data: C=130 rows, 144 columns
+    dx = nb.launch_conv2d_backward_data(_empty(1, 130, 9, 16), dy, w, *one, tile=t)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), (1, 130, 9, 16), *one), F32_TOL, "backward_data")
+    x, dy = _rand(rng, 1, 131, 3, 3), _rand(rng, 1, 130, 3, 3)  # backward weight: 130 x 131, reduction 9
+    dw = nb.launch_conv2d_backward_weight(_empty(130, 131, 1, 1), dy, x, *one, tile=t)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (130, 131, 1, 1), *one), F32_TOL,
+                 "backward_weight")
+
+
+def test_conv2d_backward_weight_split_reduction(rng):
+    """Split-K: 3 slices of the N*P*Q = 60 reduction (chunk 24 = 3 BK steps, last one ragged),
+    partial sums in a poisoned workspace, then summed by sum_splits_v1."""
+    x_shape, w_shape, args = (2, 4, 5, 6), (6, 2, 3, 3), ((1, 1), (1, 1), (1, 1), 2)
+    x, dy = _rand(rng, *x_shape), _rand(rng, 2, 6, 5, 6)
+    ws = _empty(3 * int(np.prod(w_shape)))
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, splits=3, workspace=ws)
+    assert np.all(np.isfinite(ws))
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "split backward_weight")
+
+
+def test_backward_weight_splits_heuristic():
+    # lenet.conv1: 1 block of output tiles, a 100k-long reduction -> split to fill the card
+    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 264
+    # few reduction steps: never slices shorter than 8 BK steps
+    assert nb.backward_weight_splits((1, 4, 4, 4), (4, 4, 3, 3), 1) == 1
+    # resnet.c4: 144 output tiles -> 2 slices
+    assert nb.backward_weight_splits((32, 256, 14, 14), (256, 256, 3, 3), 1) == 2
+    # 576 output tiles already fill the card: no split
+    assert nb.backward_weight_splits((32, 512, 7, 7), (512, 512, 3, 3), 1) == 1

@@ -1,0 +1,122 @@
+"""What every numba-family launcher shares, under the CUDA simulator: the backend functions allocate
+and match the NumPy path, bad arrays and grids too large are refused with a clear error,
+non-contiguous inputs are copied, empty launches do nothing.
+
+Shapes are tiny (the simulator runs each GPU thread as a Python thread). Outputs are poisoned with
+NaN before each launch so unwritten elements fail; run by tests/test_numba_sim.py.
+"""
+
+import numpy as np
+import pytest
+
+from fastconv.backends import cpu
+from fastconv.backends import numba as nb
+from fastconv.backends.numba import tiles as K
+from fastconv.testing import F32_TOL, assert_close
+from sim_arrays import _empty, _f64, _rand
+
+assert nb.SIMULATOR
+
+
+def test_backend_functions_allocate_and_match(rng):
+    """The backend-level functions (what fastconv.ops calls) on numpy arrays under the simulator."""
+    x, w, b = _rand(rng, 2, 4, 5, 5), _rand(rng, 6, 2, 3, 3), _rand(rng, 6)
+    args = ((2, 1), (1, 1), (1, 1), 2)
+    y = nb.conv2d_forward(x, w, b, *args)
+    assert y.dtype == np.float32 and y.flags.c_contiguous
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args))
+    dy = _rand(rng, *y.shape)
+    assert_close(nb.conv2d_backward_data(dy, w, x.shape, *args), cpu.conv2d_backward_data(_f64(dy), _f64(w),
+                                                                                          x.shape, *args))
+    assert_close(nb.conv2d_backward_weight(dy, x, w.shape, *args),
+                 cpu.conv2d_backward_weight(_f64(dy), _f64(x), w.shape, *args))
+    assert_close(nb.conv2d_backward_bias(dy), cpu.conv2d_backward_bias(_f64(dy)))
+    assert_close(nb.relu_forward(x), cpu.relu_forward(_f64(x)))
+    yr = cpu.relu_forward(x)
+    assert_close(nb.relu_backward(x, yr), cpu.relu_backward(_f64(x), yr))
+    assert_close(nb.leaky_relu_forward(x, 0.1), cpu.leaky_relu_forward(_f64(x), 0.1))
+    assert_close(nb.leaky_relu_backward(x, yr, 0.1), cpu.leaky_relu_backward(_f64(x), yr, 0.1))
+    yp, arg = nb.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1))
+    ref_y, ref_arg = cpu.max_pool2d_forward(_f64(x), (3, 3), (2, 2), (1, 1))
+    assert_close(yp, ref_y)
+    np.testing.assert_array_equal(arg, ref_arg)
+    dyp = _rand(rng, *yp.shape)
+    assert_close(nb.max_pool2d_backward(dyp, arg, x.shape, (3, 3), (2, 2), (1, 1)),
+                 cpu.max_pool2d_backward(_f64(dyp), ref_arg, x.shape, (3, 3), (2, 2), (1, 1)))
+    assert_close(nb.avg_pool2d_forward(x, (3, 3), (2, 2), (1, 1), False),
+                 cpu.avg_pool2d_forward(_f64(x), (3, 3), (2, 2), (1, 1), False))
+    assert_close(nb.avg_pool2d_backward(dyp, x.shape, (3, 3), (2, 2), (1, 1), True),
+                 cpu.avg_pool2d_backward(_f64(dyp), x.shape, (3, 3), (2, 2), (1, 1), True))
+
+
+def test_launchers_reject_bad_arrays(rng):
+    x = _rand(rng, 1, 2, 4, 4)
+    with pytest.raises(TypeError, match=r"x: got dtype float64, expected float32"):
+        nb.relu_forward(x.astype(np.float64))
+    with pytest.raises(TypeError, match=r"argmax: got dtype int64, expected int32"):
+        nb.max_pool2d_backward(_rand(rng, 1, 2, 2, 2), np.zeros((1, 2, 2, 2), np.int64), (1, 2, 4, 4), (2, 2),
+                               (2, 2), (0, 0))
+    # the launch layer takes preallocated arrays as they are: a non-contiguous one is refused there
+    with pytest.raises(ValueError, match=r"x: got a non-contiguous array of shape \(1, 2, 4, 2\)"):
+        nb.launch_relu_forward(_empty(1, 2, 4, 2), x[..., ::2])
+    with pytest.raises(TypeError, match=r"argmax: got dtype int64, expected int32"):
+        nb.launch_max_pool2d_backward(_empty(1, 2, 4, 4), _rand(rng, 1, 2, 2, 2), np.zeros((1, 2, 2, 2), np.int64),
+                                      (2, 2), (2, 2), (0, 0))
+    with pytest.raises(ValueError, match=r"y: got shape \(1, 2, 4, 3\), expected \(1, 2, 4, 4\)"):
+        nb.launch_relu_forward(_empty(1, 2, 4, 3), x)
+    with pytest.raises(ValueError, match=r"splits: got 0, expected a positive int"):
+        nb.launch_conv2d_backward_weight(_empty(2, 2, 1, 1), _rand(rng, 1, 2, 4, 4), x, (1, 1), (0, 0), (1, 1), 1,
+                                         splits=0)
+
+
+def test_empty_kernel_launches():
+    y = _empty(4)
+    nb.launch_empty(y)
+    assert np.all(np.isnan(y))  # the probe kernel writes nothing
+
+
+def test_conv_tile_choice():
+    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them."""
+    assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
+    assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128        # 2 x 98 blocks of 128x128
+    assert K.conv_tile(512, 128 * 7 * 7, 1) is K.TILE_128
+    assert K.conv_tile(64, 10**6, 1) is K.TILE_64                 # 64 rows: a 128 tile would idle half
+    assert K.conv_tile(256, 100, 8) is K.TILE_64                  # under 128 columns
+    assert K.conv_tile(128, 128 * 131, 1) is K.TILE_64            # 131 big blocks: under a wave
+    assert K.conv_tile(128, 128 * 132, 1) is K.TILE_128
+    assert K.conv_tile(128, 128 * 66, 2) is K.TILE_128            # groups (and phases) count as blocks
+
+
+def test_backend_functions_copy_non_contiguous_inputs(rng):
+    """As the cupy family does (fastconv.backends.cuda._arg), a non-contiguous input is copied."""
+    x = _rand(rng, 1, 2, 4, 8)
+    xs = x[..., ::2]
+    assert not xs.flags.c_contiguous
+    assert_close(nb.relu_forward(xs), cpu.relu_forward(_f64(xs)), F32_TOL, "relu of a strided view")
+    y, arg = nb.max_pool2d_forward(xs, (2, 2), (2, 2), (0, 0))
+    ref_y, ref_arg = cpu.max_pool2d_forward(_f64(xs), (2, 2), (2, 2), (0, 0))
+    assert_close(y, ref_y, F32_TOL, "max_pool of a strided view")
+    np.testing.assert_array_equal(arg, ref_arg)
+    w = _rand(rng, 3, 4, 1, 1)[:, ::2]  # (3, 2, 1, 1), non-contiguous
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    assert_close(nb.conv2d_forward(xs, w, None, *args), cpu.conv2d_forward(_f64(xs), _f64(w), None, *args),
+                 F32_TOL, "conv of strided views")
+
+
+def test_grid_limits_are_clear_errors():
+    with pytest.raises(ValueError, match=r"conv2d_forward: got a launch grid of \(1, 1, 65536\) blocks"):
+        K._gemm_grid("conv2d_forward", 10, 10, 65536)
+    with pytest.raises(ValueError, match=r"conv2d_backward_data: got a launch grid of \(1, 65536, 1\)"):
+        K._gemm_grid("conv2d_backward_data", 10, 65536 * 64, 1)
+    assert K._gemm_grid("conv2d_forward", 10, 65535 * 64, 65535) == (1, 65535, 65535)
+    assert K._gemm_grid("conv2d_forward", 129, 65535 * 128, 1, K.TILE_128) == (2, 65535, 1)
+    # depthwise conv with 65536 groups: refused before any launch
+    x, w = np.ones((1, 65536, 1, 1), np.float32), np.ones((65536, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=r"z <= 65535"):
+        nb.conv2d_forward(x, w, None, (1, 1), (0, 0), (1, 1), 65536)
+    # an output too large for the kernels' int32 sizes is refused before it is allocated
+    with pytest.raises(ValueError, match=r"avg_pool2d_backward output: got 2500000000 elements"):
+        nb.avg_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), (1, 1, 50000, 50000), (2, 2), (2, 2), (0, 0), True)
+    # the split heuristic keeps groups*splits within grid z
+    assert nb.backward_weight_splits((4096, 60000, 8, 8), (60000, 1, 1, 1), 60000, target_blocks=10**9) == 1
+    assert nb.backward_weight_splits((4096, 600, 8, 8), (600, 1, 1, 1), 600, target_blocks=10**9) == 65535 // 600

@@ -1,0 +1,64 @@
+"""linear on every backend (tests/backends.py) and against PyTorch CPU; the CPU path against the loop
+oracle and the argument errors are in test_linear.py."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv
+import oracle as ref
+from backends import DEVICES, GPU, judge
+from checks import DTYPES, randn
+from fastconv import ops
+from fastconv.testing import F32_TOL, assert_close
+from torch_checks import T, check as check_torch
+
+
+# ---- against PyTorch CPU ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_vs_torch(torch, dtype, rng):
+    F = torch.nn.functional
+    x, w, b = randn(rng, (8, 20), dtype), randn(rng, (7, 20), dtype), randn(rng, (7,), dtype)
+    tx, tw, tb = T(x, True), T(w, True), T(b, True)
+    ty = F.linear(tx, tw, tb)
+    check_torch(ops.linear_forward(x, w, b), ty, dtype, "linear_forward")
+    dy = randn(rng, (8, 7), dtype)
+    ty.backward(T(dy))
+    check_torch(ops.linear_backward_data(dy, w), tx.grad, dtype, "linear_backward_data")
+    dw, db = ops.linear_backward_weight(dy, x)
+    check_torch(dw, tw.grad, dtype, "linear_backward_weight")
+    check_torch(db, tb.grad, dtype, "linear_backward_bias")
+
+
+# ---- every backend: float32, outputs poisoned -------------------------------------------------
+
+def test_linear_backends(backend, rng):
+    x, w, b = randn(rng, (4, 7), np.float32), randn(rng, (3, 7), np.float32), randn(rng, (3,), np.float32)
+    y = ops.linear_forward(backend.asarray(x), backend.asarray(w), backend.asarray(b))
+    assert_close(y, ref.linear_forward(x, w, b), F32_TOL, "linear forward")
+
+
+@pytest.mark.parametrize("backend", DEVICES[:2], indirect=True)  # the CUDA C family's setting
+def test_linear_tf32_setting_rounds_the_operands(backend, rng):
+    x, w = randn(rng, (8, 64), np.float32), randn(rng, (5, 64), np.float32)
+    exact = ref.linear_forward(x, w)
+    with fastconv.using(tf32=True):
+        y = ops.linear_forward(backend.asarray(x), backend.asarray(w))
+    err = np.abs(backend.get(y) - exact).max() / np.abs(exact).max()
+    assert 1e-5 < err < 1e-2, f"TF32 products should be off by about 2^-11, got {err:.2e}"
+    y = ops.linear_forward(backend.asarray(x), backend.asarray(w))
+    assert_close(y, exact, F32_TOL, "fp32 again after the block")
+
+
+# ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
+
+GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("backend", GPU, indirect=True)
+@GPU_DRAWN
+@given(shape=st.tuples(st.integers(1, 130), st.integers(1, 300), st.integers(1, 130)))
+def test_linear_gpu_drawn(backend, shape):
+    judge("linear", shape, backend.name)

@@ -30,8 +30,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastconv.data import load_dataset  # noqa: E402
-from fastconv.score import frechet_distance_of, generated_features, load_scorer, real_features  # noqa: E402
-from fastconv.train.gan import GANConfig, build_dcgan, generate, generator_from_checkpoint, noise, train_gan  # noqa: E402,E501
+from fastconv.score import (frechet_distance_of, generated_features, load_scorer, real_features,  # noqa: E402
+                            score_generator)
+from fastconv.train.gan import GANConfig, build_dcgan, generator_from_checkpoint, train_gan  # noqa: E402
 
 NZ, WIDTH, BATCH, LR, BETA1 = 100, 64, 64, 2e-4, 0.5
 
@@ -104,11 +105,6 @@ def torch_sampler(torch, G, seed: int):
     return sample
 
 
-def fastconv_sampler(G, seed: int):
-    rng = np.random.default_rng([seed, 2])  # not the training stream, not the fixed grid's
-    return lambda m: generate(G, noise(rng, m, NZ))
-
-
 # ---------------------------------------------------------------------------------------------
 
 def mean_std(values):
@@ -139,14 +135,15 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         if args.only in ("both", "fastconv"):
             G0, _ = build_dcgan(NZ, WIDTH, rng=np.random.default_rng(seed))
-            untrained = frechet_distance_of(real, generated_features(scorer, fastconv_sampler(G0, seed), args.n)[0])
+            # noise from default_rng([seed, 2]): not the training stream, not the fixed grid's
+            untrained = score_generator(G0.eval(), NZ, scorer, real, args.n, np.random.default_rng([seed, 2]))["fd"]
             out = os.path.join(args.out, f"fastconv-seed{seed}")
             t0 = time.perf_counter()
             train_gan(GANConfig(model="dcgan", iterations=args.iterations, seed=seed, out=out, device="cpu",
                                 progress=False, sample_every=10 ** 9, data_dir=args.data_dir))
             seconds = time.perf_counter() - t0
             G, _ = generator_from_checkpoint(os.path.join(out, "checkpoint.safetensors"))
-            fd = frechet_distance_of(real, generated_features(scorer, fastconv_sampler(G, seed), args.n)[0])
+            fd = score_generator(G, NZ, scorer, real, args.n, np.random.default_rng([seed, 2]))["fd"]
             runs["fastconv"].append({"seed": seed, "fd": fd, "untrained_fd": untrained, "seconds": seconds})
             print(f"fastconv seed {seed}: FD {fd:.3f} (untrained {untrained:.3f}), {seconds:.0f} s", flush=True)
         if args.only in ("both", "torch"):

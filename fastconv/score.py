@@ -210,3 +210,110 @@ def real_features(scorer: Scorer, images: np.ndarray, n: int | None = None) -> n
     if n is not None and n > len(images):
         raise ValueError(f"n: got {n}, expected at most {len(images)} (the images in the split)")
     return scorer.features(to_float(images[:n], "pm1"))
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring a GAN checkpoint (``fastconv score``)
+
+def sampler(G, nz: int, rng: np.random.Generator, xp=np):
+    """sample(m) -> (images (m, C, H, W) in [-1, 1] from G in eval mode, requested labels or None).
+
+    A conditional G gets the labels 0, 1, ..., 9, 0, 1, ... in turn, so every class is requested
+    equally often over consecutive calls.
+    """
+    from .nn.conditional import ConditionalGenerator
+    from .train.gan import generate, noise
+
+    conditional = isinstance(G, ConditionalGenerator)
+    count = [0]
+
+    def sample(m):
+        z = noise(rng, m, nz, xp)
+        if not conditional:
+            return generate(G, z), None
+        labels = (np.arange(count[0], count[0] + m) % G.num_classes).astype(np.int64)
+        count[0] += m
+        was = G.training
+        G.eval()
+        images = G.forward(z, xp.asarray(labels))
+        G.train(was)
+        return images, labels
+    return sample
+
+
+def score_generator(G, nz: int, scorer: Scorer, real: np.ndarray, n: int, rng: np.random.Generator,
+                    batch_size: int = 500) -> dict:
+    """{"fd": Fréchet distance of n samples of G (noise size nz) to the real features,
+    "label_fidelity": per class for a conditional G, else None}."""
+    sample = sampler(G, nz, rng, xp=_xp_of(G))
+    requested = []
+
+    def images(m):
+        x, labels = sample(m)
+        if labels is not None:
+            requested.append(labels)
+        return x
+
+    feats, pred = generated_features(scorer, images, n, batch_size)
+    out = {"fd": frechet_distance_of(real, feats), "label_fidelity": None}
+    if requested:
+        out["label_fidelity"] = label_fidelity(pred, np.concatenate(requested), scorer.model.layers[-1].out_features)
+    return out
+
+
+def _xp_of(G):
+    from .backend import array_module
+    return array_module(G.parameters()[0].data)
+
+
+def score_checkpoint(path: str, n: int = 10000, seed: int = 0, data_dir: str | None = None,
+                     device: str = "cpu", kernels: str | None = None) -> dict:
+    """Score a GAN checkpoint on n samples beside its references, on the checkpoint's data set:
+
+    - ``fd``: its generator against the first n training images;
+    - ``real_vs_real``: the first n test images against the same n training images;
+    - ``untrained_fd``: the same architecture freshly initialised (seed ``seed``);
+    - ``label_fidelity`` (conditional models): the scorer's accuracy per requested class.
+    """
+    from .data import load_dataset
+    from .train.gan import build_gan, generator_from_checkpoint
+
+    G, meta = generator_from_checkpoint(path, device=device, kernels=kernels)
+    dataset = meta.get("dataset", "fashion-mnist")
+    scorer = load_scorer(dataset, device=device, kernels=kernels)
+    data = load_dataset(dataset, data_dir)
+    limit = min(len(data.train_labels), len(data.test_labels))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= limit:
+        raise ValueError(f"n: got {n!r}, expected an int in [2, {limit}] ({data.describe()})")
+    real = real_features(scorer, data.train_images, n)
+    result = {"checkpoint": path, "model": meta["arch"]["model"], "dataset": data.describe(), "n": int(n),
+              "scorer_test_accuracy": scorer.record["test_accuracy"],
+              "real_vs_real": frechet_distance_of(real, real_features(scorer, data.test_images, n))}
+    nz = meta["arch"]["nz"]
+    trained = score_generator(G, nz, scorer, real, n, np.random.default_rng([seed, 3]))
+    G0, _ = build_gan(meta["arch"], rng=np.random.default_rng(seed))
+    G0.to(device, kernels=kernels)
+    untrained = score_generator(G0.eval(), nz, scorer, real, n, np.random.default_rng([seed, 3]))
+    result.update(fd=trained["fd"], untrained_fd=untrained["fd"])
+    if trained["label_fidelity"] is not None:
+        result.update(label_fidelity=trained["label_fidelity"].tolist(),
+                      untrained_label_fidelity=untrained["label_fidelity"].tolist())
+    return result
+
+
+def format_score(result: dict, class_names=None) -> str:
+    """The lines ``fastconv score`` prints."""
+    lines = [f"{result['model']} checkpoint {result['checkpoint']}",
+             f"data: {result['dataset']}; {result['n']} images per set; features: the shipped scorer "
+             f"({100 * result['scorer_test_accuracy']:.2f} % test accuracy)",
+             f"Fréchet distance to the training images: {result['fd']:.3f}",
+             f"  reference, real test images:          {result['real_vs_real']:.3f}",
+             f"  reference, untrained generator:       {result['untrained_fd']:.3f}"]
+    if "label_fidelity" in result:
+        fid = result["label_fidelity"]
+        names = class_names or [str(c) for c in range(len(fid))]
+        lines.append(f"label fidelity (scorer accuracy on images generated for each class): mean "
+                     f"{100 * float(np.mean(fid)):.1f} % (untrained generator "
+                     f"{100 * float(np.mean(result['untrained_label_fidelity'])):.1f} %)")
+        lines += [f"  {name:<12} {100 * f:5.1f} %" for name, f in zip(names, fid)]
+    return "\n".join(lines)

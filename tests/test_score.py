@@ -181,3 +181,22 @@ def test_scorer_bad_images(scorer):
         scorer.features(np.zeros((2, 28, 28), np.float32))
     with pytest.raises(ValueError, match="n: got 1"):
         score.generated_features(scorer, lambda m: np.zeros((m, 1, 28, 28), np.float32), 1)
+
+
+def test_score_generator_conditional_requests_every_class_equally(scorer, sample):
+    from fastconv.train.cdcgan import build_cdcgan
+
+    G, _ = build_cdcgan(nz=8, width=4, rng=np.random.default_rng(0))
+    real = score.real_features(scorer, sample.train_images, 200)
+    rng = np.random.default_rng(1)
+    sample_fn = score.sampler(G.eval(), 8, rng)
+    _, a = sample_fn(7)
+    _, b = sample_fn(13)
+    assert np.array_equal(np.concatenate([a, b]), np.arange(20) % 10)
+    out = score.score_generator(G, 8, scorer, real, 200, np.random.default_rng(2), batch_size=64)
+    fid = out["label_fidelity"]
+    assert fid.shape == (10,) and np.all((fid >= 0) & (fid <= 1)) and out["fd"] > 0
+    # the same classifier calls, counted by hand
+    images, labels = score.sampler(G, 8, np.random.default_rng(2))(200)
+    want = score.label_fidelity(scorer.predict(images), labels)
+    assert np.array_equal(fid, want)

@@ -1,8 +1,8 @@
 """GAN augmentation, measured: LeNet on k labelled images per class, with and without classic
 augmentation and the conditional DCGAN's labelled samples.
 
-    python benchmarks/augment_table.py [--k 10 50 100] [--seeds 0 1 2] [--gan-iterations 500]
-                                       [--cnn-steps 300] [--gen-per-class 500] [--out runs/augment]
+    python benchmarks/augment_table.py [--k 10 50 100] [--seeds 0 1 2] [--gan-iterations 200]
+                                       [--cnn-steps 80] [--gen-per-class 300] [--out runs/augment]
 
 For each k and seed: k images of each class are drawn (seeded) from the Fashion-MNIST training
 split, the rest unused. The conditional DCGAN (fastconv.train.cdcgan, batch min(64, 10k), Adam
@@ -18,8 +18,10 @@ momentum 0.9, lr 0.05 cosine-annealed to 0 over the steps) on
 
 and its accuracy on the full 10,000-image test split is recorded. The four runs of one (k, seed)
 start from the same weights and see the same number of images, so only the data differ.
-Results accumulate in <out>/results.json (a rerun skips what is done); the Markdown table (mean ±
-std over seeds) is printed and written to <out>/table.md, the plot to <out>/accuracy.png.
+Results accumulate in <out>/results.json (a rerun with the same settings skips what is done, so
+runs for different k may go to separate folders and their rows be joined); the Markdown table
+(mean ± std over seeds) is printed and written to <out>/table.md, the plot to <out>/accuracy.png.
+The defaults are sized for a shared 2-core CPU (one (k, seed) in about 9 minutes there).
 """
 
 from __future__ import annotations
@@ -123,9 +125,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--k", type=int, nargs="+", default=[10, 50, 100])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--gan-iterations", type=int, default=500)
-    p.add_argument("--cnn-steps", type=int, default=300)
-    p.add_argument("--gen-per-class", type=int, default=500)
+    p.add_argument("--gan-iterations", type=int, default=200)
+    p.add_argument("--cnn-steps", type=int, default=80)
+    p.add_argument("--gen-per-class", type=int, default=300)
     p.add_argument("--out", default="runs/augment")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)

@@ -1,6 +1,7 @@
 """fastconv's DCGAN beside the same recipe in PyTorch, both scored with the shipped Fashion-MNIST scorer.
 
-    python benchmarks/dcgan_torch.py --iterations 1000 --seeds 0 1 2 [--n 10000] [--out runs/dcgan_vs_torch]
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/dcgan_torch.py --iterations 300 --seeds 0 1 2 \
+        [--n 10000] [--out runs/dcgan_vs_torch]
 
 The same recipe on both sides (fastconv.train.gan): G Linear nz->128*7*7 (no bias), BN, ReLU,
 ConvT 128->64 4/2/1 (no bias), BN, ReLU, ConvT 64->1 4/2/1, Tanh; D Conv 1->64 4/2/1, LeakyReLU
@@ -13,7 +14,9 @@ numbers, so the comparison is between the spreads over seeds.
 
 Each generator is scored in eval mode on ``--n`` samples: the Fréchet distance to the first n
 training images, beside real-vs-real (the first n test images) and each side's untrained
-generator. PyTorch is imported here only (a benchmark peer, never a fastconv dependency).
+generator. PyTorch is imported here only (a benchmark peer, never a fastconv dependency). On a
+shared CPU, one thread each (the environment variables above; PyTorch reads OMP_NUM_THREADS)
+keeps both sides off each other's cores.
 Writes <out>/results.json and prints a Markdown table.
 """
 
@@ -114,7 +117,7 @@ def mean_std(values):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n", type=int, default=10000, help="samples scored per generator")
     p.add_argument("--out", default="runs/dcgan_vs_torch")

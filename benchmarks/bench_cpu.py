@@ -1,4 +1,5 @@
-"""CPU benchmarks: fastconv's NumPy path beside PyTorch CPU, one group per op and shape.
+"""CPU benchmarks: fastconv's NumPy path beside PyTorch CPU, one group per op and shape, named
+<family>.<op>.<pass> <shape> (pooling rows are 2x2 windows, stride 2).
 
 Run: python -m pytest benchmarks/bench_cpu.py --benchmark-json=bench_cpu.json
 then: python benchmarks/ratio_table.py bench_cpu.json
@@ -55,7 +56,7 @@ def _torch_conv(pass_, x, wt, dy, st, pd):
 @pytest.mark.parametrize("name", list(CONV_SHAPES))
 @pytest.mark.parametrize("impl", ["fastconv", "torch"])
 def test_conv(benchmark, impl, name, pass_):
-    benchmark.group = f"conv {name} {pass_}"
+    benchmark.group = f"conv.conv2d.{pass_} {name}"
     benchmark.extra_info.update(impl=impl, op="conv", shape=name, pass_=pass_)
     case = _conv_case(CONV_SHAPES[name], np.random.default_rng(0))
     fc = _fastconv_conv(pass_, *case)
@@ -66,13 +67,13 @@ def test_conv(benchmark, impl, name, pass_):
 
 
 ELEMENTWISE = {
-    "relu forward": (lambda x, dy: lambda: ops.relu_forward(x), lambda x, dy: lambda: F.relu(x)),
-    "relu backward": (lambda x, dy: lambda: ops.relu_backward(dy, x),
+    "activation.relu.forward": (lambda x, dy: lambda: ops.relu_forward(x), lambda x, dy: lambda: F.relu(x)),
+    "activation.relu.backward": (lambda x, dy: lambda: ops.relu_backward(dy, x),
                       lambda x, dy: lambda: torch.ops.aten.threshold_backward(dy, x, 0)),
-    "maxpool2x2 forward": (lambda x, dy: lambda: ops.max_pool2d_forward(x, 2),
+    "pool.max_pool2d.forward": (lambda x, dy: lambda: ops.max_pool2d_forward(x, 2),
                            lambda x, dy: lambda: F.max_pool2d(x, 2, return_indices=True)),
-    "avgpool2x2 forward": (lambda x, dy: lambda: ops.avg_pool2d_forward(x, 2), lambda x, dy: lambda: F.avg_pool2d(x, 2)),
-    "avgpool2x2 backward": (lambda x, dy: lambda: ops.avg_pool2d_backward(dy[:, :, ::2, ::2].copy(), x.shape, 2),
+    "pool.avg_pool2d.forward": (lambda x, dy: lambda: ops.avg_pool2d_forward(x, 2), lambda x, dy: lambda: F.avg_pool2d(x, 2)),
+    "pool.avg_pool2d.backward": (lambda x, dy: lambda: ops.avg_pool2d_backward(dy[:, :, ::2, ::2].copy(), x.shape, 2),
                             lambda x, dy: lambda: torch.ops.aten.avg_pool2d_backward(
                                 dy[:, :, ::2, ::2].contiguous(), x, (2, 2), (2, 2), (0, 0), False, True, None)),
 }
@@ -93,8 +94,8 @@ def test_elementwise(benchmark, impl, name):
 
 def test_maxpool_backward(benchmark):
     # separate: the backward needs the forward's argmax
-    benchmark.group = f"maxpool2x2 backward {ELEMENTWISE_SHAPE}"
-    benchmark.extra_info.update(impl="fastconv", op="maxpool2x2 backward")
+    benchmark.group = f"pool.max_pool2d.backward {ELEMENTWISE_SHAPE}"
+    benchmark.extra_info.update(impl="fastconv", op="pool.max_pool2d.backward")
     rng = np.random.default_rng(0)
     x = rng.standard_normal(ELEMENTWISE_SHAPE, dtype=np.float32)
     y, arg = ops.max_pool2d_forward(x, 2)
@@ -103,8 +104,8 @@ def test_maxpool_backward(benchmark):
 
 
 def test_maxpool_backward_torch(benchmark):
-    benchmark.group = f"maxpool2x2 backward {ELEMENTWISE_SHAPE}"
-    benchmark.extra_info.update(impl="torch", op="maxpool2x2 backward")
+    benchmark.group = f"pool.max_pool2d.backward {ELEMENTWISE_SHAPE}"
+    benchmark.extra_info.update(impl="torch", op="pool.max_pool2d.backward")
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal(ELEMENTWISE_SHAPE, dtype=np.float32))
     y, idx = F.max_pool2d(x, 2, return_indices=True)
@@ -116,8 +117,8 @@ def test_maxpool_backward_torch(benchmark):
 @pytest.mark.parametrize("impl", ["fastconv", "torch"])
 def test_lenet_train_step(benchmark, impl):
     """One SGD-momentum step of the design's LeNet at batch 128 (images/s = 128 / time)."""
-    benchmark.group = "lenet train step b128"
-    benchmark.extra_info.update(impl=impl, op="lenet step", images=BATCH)
+    benchmark.group = "model.lenet.train_step b128"
+    benchmark.extra_info.update(impl=impl, op="model.lenet.train_step", images=BATCH)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 1, 28, 28), dtype=np.float32)
     labels = rng.integers(0, 10, BATCH)

@@ -1,7 +1,7 @@
-"""pytest-benchmark GPU rows (skipped without a GPU): the DESIGN.md conv shapes x 3 passes for
-the cupy and numba kernel families and torch cuDNN (fp32, TF32 off), ReLU and 2x2 max/avg
-pooling on 64x64x56x56 beside torch, and a device-to-device copy of the same size.
-Grouped by shape and pass so the backends sit side by side. Each round synchronizes the
+"""pytest-benchmark GPU rows (skipped without a GPU): the benchmarks/shapes.py conv shapes x 3
+passes for the cupy and numba kernel families and torch cuDNN (fp32, TF32 off), ReLU and 2x2
+max/avg pooling on 64x64x56x56 beside torch, and a device-to-device copy of the same size.
+Grouped as <family>.<op>.<pass> <shape> so the backends sit side by side. Each round synchronizes the
 device (pedantic mode), so the time includes the kernel, not only its launch.
 
     python -m pytest benchmarks/bench_gpu.py --benchmark-group-by=group
@@ -49,7 +49,7 @@ def test_conv(benchmark, shape, pass_, backend):
     import cupy as cp
     torch = _backend(backend)
     n, c, h, w, k, r, s, st, pd = CONV_SHAPES[shape]
-    benchmark.group = f"conv {shape} {pass_}"
+    benchmark.group = f"conv.conv2d.{pass_} {shape}"
     rng = np.random.default_rng(0)
     x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
     wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32))
@@ -72,7 +72,8 @@ def test_conv(benchmark, shape, pass_, backend):
                                 "avg_pool2d_forward", "avg_pool2d_backward"])
 def test_bandwidth(benchmark, op, backend):
     import cupy as cp
-    benchmark.group = f"{op} {ELEMENTWISE_SHAPE}"
+    name, pass_ = op.rsplit("_", 1)
+    benchmark.group = f"{'activation' if name == 'relu' else 'pool'}.{name}.{pass_} {ELEMENTWISE_SHAPE}"
     rng = np.random.default_rng(1)
     x = cp.asarray(rng.standard_normal(ELEMENTWISE_SHAPE, dtype=np.float32))
     if backend == "copy":

@@ -8,7 +8,7 @@ Rows (all launch the same do-nothing kernel with one float32 array/pointer and o
   numba naive, no sync   the same with CUDA_ARRAY_INTERFACE_SYNC off
   numba eager, cached    explicit signature, configured kernel[1, 32] object reused
   numba overload.launch  _Kernel.launch with a CPointer signature (skips typing, keeps cuda.core launch)
-  fastconv numba path    fastconv.backends.numba_cuda.launch_empty: pointer-signature kernel,
+  fastconv numba path    fastconv.backends.numba.launch_empty: pointer-signature kernel,
                          packed parameter buffer, cuLaunchKernel via ctypes on CuPy's stream
   cupy RawKernel         the same kernel in CUDA C through CuPy
 Each row: median over repeats of (wall time of N launches / N), in microseconds, then one sync.
@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     from numba import cuda
     from numba.cuda.core import config as numba_config
 
-    from fastconv.backends import numba_cuda as nb
-    from fastconv.backends import numba_kernels as K
+    from fastconv.backends import numba as nb
+    from fastconv.backends.numba import driver as K
 
     y = cp.full(32, 1.0, dtype=cp.float32)
     sync = cp.cuda.get_current_stream().synchronize

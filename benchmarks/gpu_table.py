@@ -1,7 +1,7 @@
 """GPU ratio table: fastconv kernel families beside cuDNN (torch, fp32, TF32 off), CUDA-event timed.
 
 Every fastconv result is validated against torch's before it is timed (relative L2 error; a
-mismatch is printed in the table and makes the exit status 1). Prints, for the DESIGN.md conv
+mismatch is printed in the table and makes the exit status 1). Prints, for the benchmarks/shapes.py conv
 shapes x 3 passes: fastconv-cupy ms, fastconv-numba ms, cuDNN ms and cuDNN/fastconv-cupy; ReLU
 and 2x2 max/avg pooling on 64x64x56x56 in GB/s for each family beside torch and a device-to-device
 copy; the geometric mean of cuDNN/fastconv over the 18 conv rows; and whole training steps (LeNet,
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shapes import CONV_SHAPES, ELEMENTWISE_SHAPE  # noqa: E402
 
+import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
 from fastconv.testing import rel_error  # noqa: E402
 
@@ -78,7 +79,7 @@ def conv_rows(args, torch, cp, fams):
         refs = {"forward": lambda: F.conv2d(dx_, dw_, db_, st, pd),
                 "backward_data": lambda: torch.nn.grad.conv2d_input(dx_.shape, dw_, ddy, st, pd),
                 "backward_weight": lambda: torch.nn.grad.conv2d_weight(dx_, dw_.shape, ddy, st, pd)}
-        from fastconv.backends import cuda, cuda_config
+        from fastconv.backends.cuda import config as cuda_config
         for ps, (fc, tc) in passes.items():
             ref = cp.from_dlpack(refs[ps]())
             t_ref = median_ms(tc, args.reps, args.warmup)
@@ -90,13 +91,10 @@ def conv_rows(args, torch, cp, fams):
                 res[fam] = (median_ms(lambda: fc(fam), args.reps, args.warmup), ok, err)
             tiles = {}
             for tile in cuda_config.CONV_TILES:  # every v2 tile forced, for tuning the heuristic
-                cuda.CONV_TILE = tile
-                try:
+                with fastconv.using(conv_tile=tile):
                     ok = rel_error(fc("cupy"), ref) <= VALIDATE_TOL
                     bad += not ok
                     tiles[tile] = (median_ms(lambda: fc("cupy"), args.reps, args.warmup), ok)
-                finally:
-                    cuda.CONV_TILE = None
             rows.append((name, ps, res, t_ref, tiles))
     return rows, bad
 
@@ -271,13 +269,13 @@ def main(argv=None) -> int:
         print(f"{name:<13}{ps:<17}{cells}{t_ref:>10.4f}{ratio:>12.3f}  {status}")
     gm = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     print(f"geometric mean cuDNN/fastconv-cupy over {len(ratios)} conv rows: {gm:.3f} (target >= 0.85)")
-    from fastconv.backends import cuda_config
+    from fastconv.backends.cuda import config as cuda_config
     tnames = list(cuda_config.CONV_TILES)
     print(f"\n{'v2 tile forced (cupy)':<30}" + "".join(f"{t + ' ms':>14}" for t in tnames) + "  auto tile")
     for name, ps, res, t_ref, tiles in rows:
         x_shape = CONV_SHAPES[name]
         n, c, h, w, k, r, s_, st, pd = x_shape
-        p_ = (h + 2 * pd - r) // st + 1
+        p_ = ops.conv_out_size(h, r, st, pd, 1)
         m, cols = {"forward": (k, n * p_ * p_), "backward_data": (c, n * h * w),
                    "backward_weight": (k, c * r * s_)}[ps]
         auto = cuda_config.conv_tile(m, cols, cp.cuda.Device().attributes["MultiProcessorCount"])

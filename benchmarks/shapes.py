@@ -1,4 +1,5 @@
-"""Benchmark shapes from the design notes, shared by the CPU and GPU benchmarks."""
+"""The benchmark shapes, in this one place: the CPU and GPU benchmarks and ``fastconv check
+--bench-shapes`` (which adds dilation 1, groups 1) read them from here."""
 
 # name: (N, C, H, W, K, R, S, stride, pad)
 CONV_SHAPES = {
@@ -13,32 +14,28 @@ CONV_SHAPES = {
 # ReLU and 2x2 pooling input
 ELEMENTWISE_SHAPE = (64, 64, 56, 56)
 
-# LeNet (DESIGN.md) at batch 128
+# the benchmark LeNet (the trainer's default CNN) at batch 128
 BATCH = 128
 
 
 def conv_flops(shape):
     """Multiply-adds x 2 of one conv pass (all three passes do the same arithmetic)."""
+    from fastconv.argcheck import conv_out_size
+
     n, c, h, w, k, r, s, st, pd = shape
-    p = (h + 2 * pd - r) // st + 1
-    q = (w + 2 * pd - s) // st + 1
-    return 2 * n * k * p * q * c * r * s
+    return 2 * n * k * conv_out_size(h, r, st, pd, 1) * conv_out_size(w, s, st, pd, 1) * c * r * s
 
 
-def lenet(rng, dtype=None):
-    """The LeNet of the design notes for 28x28 single-channel inputs (10 classes)."""
-    import numpy as np
+def lenet(rng):
+    """The benchmark LeNet: the trainer's default CNN (fastconv.train.cnn.build_cnn) for 28x28
+    single-channel inputs and 10 classes, float32."""
+    from fastconv.train.cnn import build_cnn
 
-    from fastconv import nn
-
-    dtype = dtype or np.float32
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 5, padding=2, rng=rng, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2, rng=rng, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(3136, 256, rng=rng, dtype=dtype), nn.ReLU(), nn.Linear(256, 10, rng=rng, dtype=dtype))
+    return build_cnn(rng=rng)
 
 
 def torch_lenet():
+    """The same network in PyTorch (the benchmark peer)."""
     import torch.nn as tnn
 
     return tnn.Sequential(

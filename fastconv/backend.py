@@ -4,12 +4,13 @@ The backend comes from the array type (numpy -> ``fastconv.backends.cpu``, cupy 
 family) and, on the GPU, from the selected kernel family:
 
 - ``"cupy"`` (default): CUDA C kernels in ``kernels/*.cu``, launched through ``cupy.RawModule``
-  (``fastconv.backends.cuda``).
-- ``"numba"``: ``@numba.cuda.jit`` kernels (``fastconv.backends.numba_cuda``); ops that family does
-  not write itself are taken from the ``"cupy"`` family.
+  (the package ``fastconv.backends.cuda``).
+- ``"numba"``: ``@numba.cuda.jit`` kernels (the package ``fastconv.backends.numba``); ops that
+  family does not write itself are taken from the ``"cupy"`` family.
 
-The family is chosen per call (``kernels=`` on every op), per process
-(:func:`set_kernel_family`) or by the ``FASTCONV_KERNELS`` environment variable, in that order.
+The family is chosen per call (``kernels=`` on every op), else by the ``kernels`` setting
+(:mod:`fastconv.settings`: ``fastconv.using``/``fastconv.configure``, which FASTCONV_KERNELS
+initialises).
 Every backend module defines the same op functions with the same signatures; arguments reach
 them already validated by :mod:`fastconv.ops`.
 """
@@ -23,38 +24,38 @@ from types import ModuleType
 
 import numpy as np
 
-FAMILIES = ("cupy", "numba")
-_family_override: str | None = None
+from . import settings
+from .extras import install_hint
+
+if os.environ.get("FASTCONV_DEVICE", "").strip().lower() == "emu":  # CUDA C family on the CPU (fastconv.emu)
+    from .emu import install
+
+    install()
 _modules: dict[str, ModuleType] = {}
 
 
-def _check_family(family: str, argname: str) -> str:
-    if family not in FAMILIES:
-        raise ValueError(f"{argname}: got {family!r}, expected one of {', '.join(map(repr, FAMILIES))}")
-    return family
-
-
 def set_kernel_family(family: str | None) -> None:
-    """Select the GPU kernel family for this process ("cupy" or "numba"); None restores the default."""
-    global _family_override
-    _family_override = None if family is None else _check_family(family, "family")
+    """Select the GPU kernel family for this process ("cupy" or "numba"); None restores the family
+    FASTCONV_KERNELS names (else "cupy"). An alias of ``fastconv.configure(kernels=...)``."""
+    if family is None:
+        settings.configure(kernels=settings.from_environment().kernels)
+    else:
+        settings.configure(kernels=settings.check_family(family, "family"))
 
 
 def kernel_family(kernels: str | None = None) -> str:
-    """The family an op call will use: ``kernels`` argument, then set_kernel_family, then FASTCONV_KERNELS."""
+    """The family an op call will use: the ``kernels`` argument, else the setting."""
     if kernels is not None:
-        return _check_family(kernels, "kernels")
-    if _family_override is not None:
-        return _family_override
-    env = os.environ.get("FASTCONV_KERNELS")
-    if env:
-        return _check_family(env.strip().lower(), "FASTCONV_KERNELS")
-    return "cupy"
+        return settings.check_family(kernels, "kernels")
+    return settings.current().kernels
 
 
 def check_environment() -> None:
-    """Validate FASTCONV_KERNELS now (it is otherwise read only when a GPU op runs)."""
-    kernel_family()
+    """Read and validate FASTCONV_KERNELS now (else it is read when a GPU op first runs) and FASTCONV_DEVICE."""
+    settings.current()
+    device = os.environ.get("FASTCONV_DEVICE", "").strip().lower()
+    if device not in ("", "emu"):
+        raise ValueError(f"FASTCONV_DEVICE: got {device!r}, expected 'emu' (CUDA C kernels on the CPU) or unset")
 
 
 def cupy_module():
@@ -86,10 +87,10 @@ def array_module(*arrays, names=None):
     for i, a in enumerate(arrays):
         if a is None:
             continue
-        if isinstance(a, np.ndarray):
-            k = "numpy"
-        elif is_cupy_array(a):
+        if is_cupy_array(a):  # first: the CPU stand-in's device arrays are numpy subclasses
             k = "cupy"
+        elif isinstance(a, np.ndarray):
+            k = "numpy"
         else:
             raise TypeError(f"{names[i]}: got {type(a).__name__}, expected a numpy.ndarray or cupy.ndarray")
         if kind is None:
@@ -116,14 +117,14 @@ def backend_for(*arrays, kernels: str | None = None) -> ModuleType:
     if array_module(*arrays) is np:
         return _load("cpu")
     family = kernel_family(kernels)
-    return _load("cuda" if family == "cupy" else "numba_cuda")
+    return _load("cuda" if family == "cupy" else "numba")
 
 
 def op(name: str, *arrays, kernels: str | None = None):
     """The function ``name`` of the backend for ``arrays``; the numba family falls back to cupy's."""
     mod = backend_for(*arrays, kernels=kernels)
     fn = getattr(mod, name, None)
-    if fn is None and mod.__name__.endswith("numba_cuda"):
+    if fn is None and mod.__name__ == "fastconv.backends.numba":
         fn = getattr(_load("cuda"), name)
     if fn is None:
         raise AttributeError(f"backend {mod.__name__} has no op {name!r}")
@@ -153,7 +154,7 @@ def require_gpu(argname: str = "device"):
     if cp is None:
         raise RuntimeError(
             f"{argname}: 'cuda' asked for, but CuPy is not installed; expected "
-            "`pip install 'fastconv[cuda12]'` or `'fastconv[cuda13]'` on a machine with an NVIDIA GPU")
+            f"`{install_hint('cupy-cuda12x', 'cuda12')}` (or cuda13) on a machine with an NVIDIA GPU")
     try:
         n = cp.cuda.runtime.getDeviceCount()
     except Exception as e:  # driver missing, no device
@@ -170,10 +171,10 @@ def to_device(x, device: str):
     if x is None:
         return None
     if device == "cpu":
-        if isinstance(x, np.ndarray):
-            return x
         if is_cupy_array(x):
             return x.get()
+        if isinstance(x, np.ndarray):
+            return x
         return np.asarray(x)
     cp = require_gpu()
     if isinstance(x, cp.ndarray):

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import ops
+from . import ops, settings
 from .backend import gpu_available
 from .testing import F32_TOL, REDUCTION_TOL, rel_error
 
@@ -29,15 +29,19 @@ F64 = np.float64
 # ---------------------------------------------------------------------------------------------
 # shapes
 
-# name -> (N, C, H, W, K, R, S, stride, pad, dilation, groups), from DESIGN.md
-BENCH_CONV = {
-    "lenet.conv1": (128, 1, 28, 28, 32, 5, 5, 1, 2, 1, 1),
-    "lenet.conv2": (128, 32, 14, 14, 64, 5, 5, 1, 2, 1, 1),
-    "dcgan.d2": (128, 64, 14, 14, 128, 4, 4, 2, 1, 1, 1),
-    "dcgan.d3": (128, 128, 7, 7, 256, 3, 3, 2, 1, 1, 1),
-    "resnet.c2": (64, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1),
-    "resnet.c4": (32, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1),
-}
+def bench_conv_shapes() -> dict:
+    """name -> (N, C, H, W, K, R, S, stride, pad, dilation, groups): the conv shapes of
+    benchmarks/shapes.py (the one list of benchmark shapes; it needs a source checkout)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "shapes.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"--bench-shapes: got no {path}, expected a source checkout of fastconv "
+                                "(the benchmark shapes live in benchmarks/shapes.py)")
+    spec = importlib.util.spec_from_file_location("fastconv_benchmark_shapes", path)
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    return {name: tuple(s) + (1, 1) for name, s in shapes.CONV_SHAPES.items()}
 
 
 def random_conv_spec(rng) -> tuple:
@@ -283,13 +287,8 @@ CASES = {
 
 def run_case(group: str, spec, family: str, rng):
     """[(op, pass, rel_error, tol)] for one shape of one op group on one family."""
-    from .backends import cuda
-    old = cuda.POISON
-    cuda.POISON = True
-    try:
+    with settings.using(poison=True):
         results = CASES[group][0](spec, family, rng)
-    finally:
-        cuda.POISON = old
     return [(op, ps, rel_error(out, ref), tol) for op, ps, out, ref, tol in results]
 
 
@@ -313,7 +312,7 @@ def family_label(family: str, op: str, ps: str) -> str:
     if family != "numba":
         return family
     import importlib
-    nb = importlib.import_module("fastconv.backends.numba_cuda")
+    nb = importlib.import_module("fastconv.backends.numba")
     return family if hasattr(nb, backend_function(op, ps)) else "numba->cupy"
 
 
@@ -322,7 +321,7 @@ def families() -> list[str]:
     fams = ["cupy"]
     try:
         import importlib
-        importlib.import_module("fastconv.backends.numba_cuda")
+        importlib.import_module("fastconv.backends.numba")
         fams.append("numba")
     except Exception:
         pass
@@ -338,7 +337,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ap.add_argument("--kernels", choices=("cupy", "numba"), default=None,
                     help="check one kernel family only (default: every available one)")
-    ap.add_argument("--bench-shapes", action="store_true", help="also run the DESIGN.md conv shapes")
+    ap.add_argument("--bench-shapes", action="store_true", help="also run the conv shapes of benchmarks/shapes.py (source checkout)")
     args = ap.parse_args(argv)
     if not gpu_available():
         print("fastconv check: no usable CUDA GPU (CuPy missing, no device, or the driver cannot run a "
@@ -358,7 +357,7 @@ def main(argv=None) -> int:
         for group, (_, draw) in CASES.items():
             specs = [draw(rng) for _ in range(args.shapes)]
             if group == "conv2d" and args.bench_shapes:
-                specs += list(BENCH_CONV.values())
+                specs += list(bench_conv_shapes().values())
             for spec in specs:
                 try:
                     res = run_case(group, spec, fam, rng)

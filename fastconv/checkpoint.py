@@ -12,6 +12,8 @@ Writing goes to a temporary file in the destination directory, is fsync'ed, then
 the old checkpoint with ``os.replace``: a crash at any moment leaves either the old or the new
 checkpoint, never a half-written one. A temporary file left behind by a process killed between
 the write and the rename (``.<name>.<random>.tmp``) is removed by the next save to that path.
+The file gets the mode a new file gets under the umask (not mkstemp's 0600), and an OSError
+(a full disk included) names the path being written.
 """
 
 from __future__ import annotations
@@ -81,13 +83,14 @@ def _digest(tensors: dict[str, np.ndarray], meta_text: str) -> str:
     h.update(f"meta|{len(meta_text.encode())}|".encode())
     h.update(meta_text.encode())
     for name in sorted(tensors):
-        a = _host(tensors[name])
+        a = host_array(tensors[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
 
 
-def _host(a) -> np.ndarray:
+def host_array(a) -> np.ndarray:
+    """A C-contiguous numpy array from a numpy or cupy array (a device copy for cupy)."""
     if hasattr(a, "get"):  # cupy
         a = a.get()
     a = np.asarray(a)
@@ -98,7 +101,8 @@ def _safetensors():
     try:
         import safetensors.numpy as st
     except ImportError:
-        raise RuntimeError("checkpoints need the safetensors package; expected `pip install 'fastconv[train]'`") \
+        from .extras import install_hint
+        raise RuntimeError(f"checkpoints need the safetensors package; expected `{install_hint('safetensors')}`") \
             from None
     return st
 
@@ -112,24 +116,44 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict, meta: dict) -> None:
     for name, a in tensors.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"tensors: got key {name!r}, expected non-empty strings")
-        arrays[name] = _host(a)
+        arrays[name] = host_array(a)
     doc = dict(meta, format=FORMAT)
     text = json.dumps(doc, sort_keys=True)
-    blob = save(arrays, metadata={"fastconv": text, "sha256": _digest(arrays, text)})
+    atomic_write(path, save(arrays, metadata={"fastconv": text, "sha256": _digest(arrays, text)}))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically (temporary file, fsync, rename, fsync of the directory).
+
+    The file's mode is 0666 less the umask, as for any new file. An OSError names ``path``.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        os.makedirs(directory, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        if e.filename == path:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), path) from None
     try:  # make the rename itself durable
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -172,14 +196,38 @@ def _lookup(meta: dict, dotted: str):
     return v
 
 
+_TYPE_NAMES = {int: "an int", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
+
+def _has_type(v, kind) -> bool:
+    if kind is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if kind is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, kind)
+
+
 def require_keys(meta: dict, keys, path) -> None:
-    """CheckpointError naming ``path`` and the key unless every dotted key in ``keys`` is in ``meta``."""
-    for key in keys:
+    """CheckpointError naming ``path`` and the key unless every dotted key in ``keys`` is in ``meta``.
+
+    ``keys`` is a sequence of dotted keys, or a dict of dotted key -> type (int, float, str, list,
+    dict, or None for any) that the value must also have; a list's items must be ints when the key
+    is listed with type list (architecture sizes).
+    """
+    types = keys if isinstance(keys, dict) else dict.fromkeys(keys)
+    for key, kind in types.items():
         try:
-            _lookup(meta, key)
+            v = _lookup(meta, key)
         except KeyError:
             raise CheckpointError(f"checkpoint: {os.fspath(path)!r} has no metadata key {key!r}; expected the keys "
-                                  f"{', '.join(keys)} of a checkpoint written by fastconv train") from None
+                                  f"{', '.join(types)} of a checkpoint written by fastconv train") from None
+        if kind is None:
+            continue
+        ok = _has_type(v, kind) and (kind is not list or all(_has_type(e, int) for e in v))
+        if not ok:
+            want = _TYPE_NAMES[kind] + (" of ints" if kind is list else "")
+            raise CheckpointError(f"checkpoint: {os.fspath(path)!r} has metadata {key!r} = {str(v)[:60]!r} "
+                                  f"({type(v).__name__}); expected {want}, as fastconv train writes it")
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, keys=(), arrays=()) \

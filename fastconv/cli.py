@@ -20,6 +20,7 @@ from .data import DATASETS, DataNotFoundError, IdxError
 
 EXIT_ERROR = 2
 EXIT_NONFINITE = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -60,12 +61,23 @@ def _nonnegative_float(text: str) -> float:
     return _float_in(text, low_ok=True)
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected an int >= 0") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"got {v}, expected an int >= 0")
+    return v
+
+
 _positive_int.__name__ = "positive int"  # argparse names the type in "invalid <type> value" messages
 _positive_float.__name__ = "positive number"
 _nonnegative_float.__name__ = "number >= 0"
+_nonnegative_int.__name__ = "int >= 0"
 
 
-def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float, out: str) -> None:
+def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set to train on")
     g.add_argument("--data-dir", default=None, metavar="DIR",
@@ -77,13 +89,18 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
                    help="total epochs (a resumed run continues up to it)")
     g.add_argument("--batch-size", type=_positive_int, default=batch_size, help="images per training step")
     g.add_argument("--lr", type=_positive_float, default=lr, help="learning rate")
-    g.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and noise")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: the GPU when CuPy sees one, else the CPU")
+    g.add_argument("--seed", type=_nonnegative_int, default=0, help="seeds initialisation, shuffling and noise")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto",
+                   help="auto: the GPU when CuPy sees one, else the CPU; emu: the CUDA C kernels run on the CPU "
+                        "(slow; for checking them without a GPU)")
     g.add_argument("--kernels", choices=("cupy", "numba"), default=None,
                    help="GPU kernel family (default: $FASTCONV_KERNELS or cupy)")
-    g.add_argument("--out", default=out, metavar="DIR",
-                   help="output folder: checkpoint, metrics.jsonl, PNGs" + ("" if out else " (default: runs/<model>)"))
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder: checkpoint, metrics.jsonl, PNGs (default: runs/<model>; for --dry-run a new "
+                        "temporary folder); locked while the run lasts")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run even though --out holds another run's checkpoint, replacing it "
+                        "(default: refuse, and say to use --resume or another --out)")
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (without a value: <out>/checkpoint.safetensors; "
                         "default: a fresh run)")
@@ -91,11 +108,14 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
                    help="with --resume: train on with a --lr other than the checkpoint's (a hand-made schedule, or "
                         "after a NaN loss); every other setting that changes the result must match (default: off)")
     g.add_argument("--dry-run", action="store_true",
-                   help="smoke run: fake data, two tiny batches, every output written (default: off)")
+                   help="smoke run: fake data, two tiny batches, every output written (default: off; into a "
+                        "temporary folder unless --out is given)")
     g.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
                    help="log metrics every N steps (the GPU syncs only then)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: only on a terminal)")
+                   help="progress bars (default: a bar on a terminal, plain lines in a log or pipe)")
+    g.add_argument("--progress-seconds", type=_nonnegative_float, default=10.0, metavar="S",
+                   help="without a terminal: a progress line (step, loss, img/s, ETA) at most every S seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cnn = tsub.add_parser("cnn", help="LeNet-style classifier", formatter_class=_Formatter,
                           description="Train a LeNet-style classifier; test accuracy after every epoch.")
-    _common(cnn, epochs=10, batch_size=128, lr=0.05, out="runs/cnn")
+    _common(cnn, epochs=10, batch_size=128, lr=0.05)
     m = cnn.add_argument_group("model and optimizer")
     m.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="SGD with momentum, or Adam")
     m.add_argument("--momentum", type=_nonnegative_float, default=0.9, help="SGD momentum")
@@ -119,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gan = tsub.add_parser("gan", help="MLP GAN or DCGAN", formatter_class=_Formatter,
                           description="Train a GAN; sample grids of a fixed noise batch go to <out>/samples/.")
-    _common(gan, epochs=5, batch_size=64, lr=2e-4, out=None)
+    _common(gan, epochs=5, batch_size=64, lr=2e-4)
     m = gan.add_argument_group("model and optimizer")
     m.add_argument("--model", choices=("mlp", "dcgan"), default="dcgan", help="MLP GAN or DCGAN")
     m.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (G and D)")
@@ -142,16 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", choices=DATASETS, default=None, help="default: the checkpoint's data set")
     ev.add_argument("--data-dir", default=None, metavar="DIR", help="directory of the IDX files")
     ev.add_argument("--batch-size", type=_positive_int, default=250, help="images per evaluation batch")
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto", help="where to run")
     ev.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sa = sub.add_parser("sample", help="PNG grid from a GAN checkpoint", formatter_class=_Formatter)
     sa.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train gan`")
-    sa.add_argument("--output", default="samples.png", help="PNG file to write")
+    sa.add_argument("--output", default="samples.png", help="image file to write (format from its extension: .png, "
+                    ".jpg, ...)")
     sa.add_argument("--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("--nrow", type=_positive_int, default=None, help="images per row (default: square)")
-    sa.add_argument("--seed", type=int, default=0, help="seeds the noise")
-    sa.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    sa.add_argument("--seed", type=_nonnegative_int, default=0, help="seeds the noise")
+    sa.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto", help="where to run")
     sa.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sub.add_parser("check", help="run the GPU kernel checks (fastconv check --help)", add_help=False)
@@ -162,26 +183,27 @@ def _train(args) -> int:
     common = dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
                   dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,
-                  progress=args.progress, allow_lr_change=args.allow_lr_change)
+                  progress=args.progress, progress_seconds=args.progress_seconds,
+                  allow_lr_change=args.allow_lr_change, overwrite=args.overwrite, out=args.out)
     if args.what == "cnn":
         from .train.cnn import CNNConfig, train_cnn
-        cfg = CNNConfig(out=args.out, optimizer=args.optimizer, momentum=args.momentum,
+        cfg = CNNConfig(optimizer=args.optimizer, momentum=args.momentum,
                         weight_decay=args.weight_decay, channels=args.channels, hidden=args.hidden,
                         kernel_size=args.kernel_size, test_batch_size=args.test_batch_size, **common)
         result = train_cnn(cfg)
         acc = result["test_accuracy"]
-        print(f"test accuracy {100 * acc:.2f}% after {result['epochs']} epochs; outputs in {cfg.out}"
-              if acc is not None else f"no epoch trained; outputs in {cfg.out}")
+        print(f"test accuracy {100 * acc:.2f}% after {result['epochs']} epochs; outputs in {result['out']}"
+              if acc is not None else f"no epoch trained; outputs in {result['out']}")
         return 0
     from .train.gan import GANConfig, train_gan
-    cfg = GANConfig(model=args.model, out=args.out or f"runs/{args.model}", beta1=args.beta1, nz=args.nz,
+    cfg = GANConfig(model=args.model, beta1=args.beta1, nz=args.nz,
                     width=args.width, g_hidden=args.g_hidden, d_hidden=args.d_hidden, d_steps=args.d_steps,
                     g_loss=args.g_loss, sample_every=args.sample_every, n_samples=args.n_samples,
                     iterations=args.iterations, **common)
     result = train_gan(cfg)
     if "d_x" in result:
-        print(f"{cfg.model}: {result['iter']} iterations, mean D(x) {result['d_x']:.3f}, "
-              f"mean D(G(z)) {result['d_g_z']:.3f}; samples {result['samples']}")
+        print(f"{cfg.model}: {result['iter']} iterations; over the last {result['means_over_iterations']}: "
+              f"mean D(x) {result['d_x']:.3f}, mean D(G(z)) {result['d_g_z']:.3f}; samples {result['samples']}")
     return 0
 
 
@@ -214,6 +236,7 @@ def _sample(args) -> int:
 
     from .train.common import require_extras, resolve_device, writable_file, xp_for
     from .train.gan import generate, generator_from_checkpoint, noise
+    from .train.images import image_format
 
     if args.num < 1:
         raise ValueError(f"num: got {args.num}, expected a positive number of images")
@@ -221,6 +244,7 @@ def _sample(args) -> int:
         raise ValueError(f"nrow: got {args.nrow}, expected a positive int (images per row)")
     require_extras()
     writable_file(args.output, "output")
+    image_format(args.output)
     device = resolve_device(args.device, args.kernels)
     G, meta = generator_from_checkpoint(args.checkpoint, device, args.kernels)
     z = noise(np.random.default_rng(args.seed), args.num, meta["arch"]["nz"], xp_for(device))
@@ -230,24 +254,45 @@ def _sample(args) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as one line; an OSError always with its path."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename!r}" if e.filename else f"{e.strerror} ({e})"
+    return str(e).replace("\n", " ") or type(e).__name__
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "check":  # the check tool owns its flags
         from .check import main as check_main
         return check_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    from .train.common import NonFiniteLossError
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            return _eval(args)
-        return _sample(args)
-    except NonFiniteLossError as e:
-        print(f"fastconv: stopped: {e}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except (ValueError, KeyError, RuntimeError, OSError, CheckpointError, DataNotFoundError, IdxError) as e:
-        print(f"fastconv: error: {e}", file=sys.stderr)
-        if os.environ.get("FASTCONV_TRACEBACK"):
-            raise
-        return EXIT_ERROR
+        args = build_parser().parse_args(argv)
+        from .train.common import NonFiniteLossError
+        from .train.run import Interrupted
+        try:
+            if args.command == "train":
+                return _train(args)
+            if args.command == "eval":
+                return _eval(args)
+            return _sample(args)
+        except NonFiniteLossError as e:
+            print(f"fastconv: stopped: {e}", file=sys.stderr)
+            return EXIT_NONFINITE
+        except Interrupted as e:
+            print(f"fastconv: {e}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except MemoryError as e:
+            print(f"fastconv: error: out of memory: {_one_line(e)}", file=sys.stderr)
+            if os.environ.get("FASTCONV_TRACEBACK"):
+                raise
+            return EXIT_ERROR
+        except (ValueError, KeyError, TypeError, RuntimeError, OSError, CheckpointError, DataNotFoundError,
+                IdxError) as e:
+            print(f"fastconv: error: {_one_line(e)}", file=sys.stderr)
+            if os.environ.get("FASTCONV_TRACEBACK"):
+                raise
+            return EXIT_ERROR
+    except KeyboardInterrupt:  # outside a run (loading, evaluating, sampling): nothing to resume
+        print("fastconv: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

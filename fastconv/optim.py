@@ -51,22 +51,62 @@ class Optimizer:
         return d
 
     def load_state_dict(self, d: dict):
+        """Restore step count, lr and state arrays from :meth:`state_dict` output.
+
+        Atomic: every key, shape, dtype and value (steps an int >= 0, lr finite and > 0, state
+        arrays floating and finite) is checked, and every array converted, before anything
+        changes, so an error leaves the optimizer as it was.
+        """
+        self._apply(self._check_state(d))
+        return self
+
+    def _scalar(self, d: dict, key: str):
+        a = d[key]
+        if not hasattr(a, "shape") or tuple(a.shape) not in ((), (1,)):
+            raise ValueError(f"state[{key!r}]: got {a!r}, expected a 0-d array")
+        return to_device(a, "cpu").reshape(())
+
+    def _count(self, d: dict, key: str) -> int:
+        a = self._scalar(d, key)
+        if a.dtype.kind not in "iu" or int(a) < 0:
+            raise ValueError(f"state[{key!r}]: got {a!r}, expected an int >= 0")
+        return int(a)
+
+    def _check_state(self, d: dict) -> dict:
+        """The new attribute values from ``d``, all checked; raises before anything is set."""
         if "steps" not in d:
             raise KeyError(f"state: missing key 'steps'; got keys {sorted(d)[:8]}")
-        self.steps = int(to_device(d["steps"], "cpu"))
+        known = {"steps", "lr"} | {f"{slot}.{i}" for slot in self.state for i in range(len(self.params))}
+        unexpected = sorted(set(d) - known - self._extra_keys())
+        if unexpected:
+            raise KeyError(f"state: unexpected keys {unexpected[:8]}; expected 'steps', 'lr' and "
+                           f"{', '.join(repr(s + '.<i>') for s in self.state)} of a {type(self).__name__}")
+        new = {"steps": self._count(d, "steps"), "state": {}}
         if "lr" in d:
-            self.lr = float(to_device(d["lr"], "cpu"))
+            new["lr"] = real(float(self._scalar(d, "lr")), "state['lr']", 0.0, lo_open=True)
         for slot in self.state:
+            arrays = []
             for i, p in enumerate(self.params):
-                key = f"{slot}.{i}"
-                if key in d:
-                    a = d[key]
+                key, a = f"{slot}.{i}", d.get(f"{slot}.{i}")
+                if a is not None:
                     if tuple(a.shape) != tuple(p.data.shape):
                         raise ValueError(f"state[{key!r}]: got shape {tuple(a.shape)}, expected {tuple(p.data.shape)}")
-                    self.state[slot][i] = to_device(a, device_of(p.data)).astype(p.data.dtype, copy=True)
-                else:
-                    self.state[slot][i] = None
-        return self
+                    if a.dtype.kind != "f":
+                        raise TypeError(f"state[{key!r}]: got dtype {a.dtype}, expected a floating dtype")
+                    a = to_device(a, device_of(p.data)).astype(p.data.dtype, copy=True)
+                    if not bool(array_module(a).isfinite(a).all()):
+                        raise ValueError(f"state[{key!r}]: got non-finite values, expected finite optimizer state")
+                arrays.append(a)
+            new["state"][slot] = arrays
+        return new
+
+    def _extra_keys(self) -> set:
+        return set()
+
+    def _apply(self, new: dict) -> None:
+        self.steps = new["steps"]
+        self.lr = new.get("lr", self.lr)
+        self.state = new["state"]
 
 
 class SGD(Optimizer):
@@ -114,7 +154,14 @@ class Adam(Optimizer):
         d.update({f"t.{i}": np.asarray(t, np.int64) for i, t in enumerate(self.t)})
         return d
 
-    def load_state_dict(self, d: dict):
-        super().load_state_dict(d)
-        self.t = [int(to_device(d[f"t.{i}"], "cpu")) if f"t.{i}" in d else self.steps for i in range(len(self.params))]
-        return self
+    def _extra_keys(self) -> set:
+        return {f"t.{i}" for i in range(len(self.params))}
+
+    def _check_state(self, d: dict) -> dict:
+        new = super()._check_state(d)
+        new["t"] = [self._count(d, f"t.{i}") if f"t.{i}" in d else new["steps"] for i in range(len(self.params))]
+        return new
+
+    def _apply(self, new: dict) -> None:
+        super()._apply(new)
+        self.t = new["t"]

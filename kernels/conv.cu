@@ -26,11 +26,11 @@
 //                          a fixed order (deterministic; no atomics). With one split the
 //                          kernel writes dw directly.
 //       Tile shapes (suffix _tBMxBN): 128x128 (TM=TN=8, BK=8), 64x64 (4x4, BK=16) and 32x128
-//       (4x4, BK=16); fastconv/backends/cuda_config.py:conv_tile picks one from measurements.
+//       (4x4, BK=16); fastconv/backends/cuda/config.py:conv_tile picks one from measurements.
 //       Entry points: conv2d_forward_v2_t*, conv2d_backward_data_v2_t*,
 //       conv2d_backward_weight_v2_t* (t128x128, t64x64, t32x128).
 //       Measured on an H100 (benchmarks/gpu_table.py): about 0.45x cuDNN fp32 (geometric mean
-//       over the DESIGN.md shapes x 3 passes); backward-data on strided convs is the weakest
+//       over the benchmarks/shapes.py shapes x 3 passes); backward-data on strided convs is the weakest
 //       (the gather form issues the zero taps too), lenet.conv1 backward-data (M = 1) worst.
 //   conv2d_backward_bias_v1: one block per output channel, double accumulation.
 //   conv2d_wgrad_reduce_v1:  sums the split-K partials of backward-weight.
@@ -72,7 +72,7 @@ extern "C" __global__ void conv2d_forward_v1(
     int sh, int sw, int ph, int pw, int dh, int dw, int G, int has_bias) {
     const i64 total = (i64)N * K * P * Q;
     const int Cg = C / G, Kg = K / G;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         const int q = (int)(i % Q), p = (int)((i / Q) % P), k = (int)((i / ((i64)P * Q)) % K);
         const int n = (int)(i / ((i64)K * P * Q));
         const int g = k / Kg;
@@ -101,7 +101,7 @@ extern "C" __global__ void conv2d_backward_data_v1(
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     const i64 total = (i64)N * C * H * W;
     const int Cg = C / G, Kg = K / G;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         const int ww = (int)(i % W), h = (int)((i / W) % H), c = (int)((i / ((i64)H * W)) % C);
         const int n = (int)(i / ((i64)C * H * W));
         const int g = c / Cg, cl = c - g * Cg;
@@ -136,7 +136,7 @@ extern "C" __global__ void conv2d_backward_weight_v1(
     int sh, int sw, int ph, int pw, int dh, int dw, int G) {
     const int Cg = C / G, Kg = K / G;
     const i64 total = (i64)K * Cg * R * S;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         const int s = (int)(i % S), r = (int)((i / S) % R), c = (int)((i / ((i64)R * S)) % Cg);
         const int k = (int)(i / ((i64)Cg * R * S));
         const int g = k / Kg;
@@ -230,6 +230,14 @@ __device__ __forceinline__ void gemm_tiles(LA& la, LB& lb, int k_begin, int k_en
     }
 }
 
+// The store() of every loader: its L registers v[] into row kk_off of a shared operand tile, at
+// columns off, off + STRIDE, ... (STRIDE: the loader's STEP or LANES).
+template <int L, int STRIDE, int WIDTH>
+__device__ __forceinline__ void store_operand(float (*tile)[WIDTH], int kk_off, int off, const float (&v)[L]) {
+#pragma unroll
+    for (int j = 0; j < L; ++j) tile[kk_off][off + j * STRIDE] = v[j];
+}
+
 // Loader for an A operand whose rows are contiguous along the reduction:
 // A[m][kk] = a[row_off(m) + kk] (forward: the weights, row m = output channel).
 // Thread map: kk fastest (kk_off = tid % BK), rows m_off + j*STEP.
@@ -256,10 +264,7 @@ struct RowA {
 #pragma unroll
         for (int j = 0; j < L; ++j) v[j] = (kk < kend && roff[j] >= 0) ? __ldg(a + roff[j] + kk) : 0.f;
     }
-    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) {
-#pragma unroll
-        for (int j = 0; j < L; ++j) As[kk_off][m_off + j * STEP] = v[j];
-    }
+    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) { store_operand<L, STEP>(As, kk_off, m_off, v); }
 };
 
 // forward B: B[kk=(c,r,s)][n=(img,p,q)] = x[img, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw].
@@ -313,10 +318,7 @@ struct FwdB {
             for (int j = 0; j < L; ++j) v[j] = 0.f;
         }
     }
-    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) {
-#pragma unroll
-        for (int j = 0; j < L; ++j) Bs[kk_off][n_off + j * LANES] = v[j];
-    }
+    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) { store_operand<L, LANES>(Bs, kk_off, n_off, v); }
 };
 
 // backward-data A: A[m=c][kk=(k,rs)] = w[g*Kg+k, c, rs]  (rows not contiguous along kk).
@@ -352,10 +354,7 @@ struct BwdDataA {
             for (int j = 0; j < L; ++j) v[j] = 0.f;
         }
     }
-    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) {
-#pragma unroll
-        for (int j = 0; j < L; ++j) As[kk_off][m_off + j * STEP] = v[j];
-    }
+    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) { store_operand<L, STEP>(As, kk_off, m_off, v); }
 };
 
 // backward-data B: B[kk=(k,r,s)][n=(img,h,w)] = dy[img, g*Kg+k, p, q] where
@@ -412,10 +411,7 @@ struct BwdDataB {
             for (int j = 0; j < L; ++j) v[j] = 0.f;
         }
     }
-    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) {
-#pragma unroll
-        for (int j = 0; j < L; ++j) Bs[kk_off][n_off + j * LANES] = v[j];
-    }
+    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) { store_operand<L, LANES>(Bs, kk_off, n_off, v); }
 };
 
 // backward-weight A: A[m=k][kk=(img,pq)] = dy[img, g*Kg+m, pq]; kk is bounded by the split end.
@@ -450,10 +446,7 @@ struct BwdWA {
             for (int j = 0; j < L; ++j) v[j] = 0.f;
         }
     }
-    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) {
-#pragma unroll
-        for (int j = 0; j < L; ++j) As[kk_off][m_off + j * STEP] = v[j];
-    }
+    __device__ __forceinline__ void store(float (*As)[BM + CONV_PAD]) { store_operand<L, STEP>(As, kk_off, m_off, v); }
 };
 
 // backward-weight B: B[kk=(img,p,q)][n=(c,r,s)] = x[img, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw].
@@ -505,10 +498,7 @@ struct BwdWB {
             for (int j = 0; j < L; ++j) v[j] = 0.f;
         }
     }
-    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) {
-#pragma unroll
-        for (int j = 0; j < L; ++j) Bs[kk_off][n_off + j * STEP] = v[j];
-    }
+    __device__ __forceinline__ void store(float (*Bs)[BN + CONV_PAD]) { store_operand<L, STEP>(Bs, kk_off, n_off, v); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -657,7 +647,7 @@ CONV_V2_KERNELS(t32x128, 32, 128, 4, 4, CONV_BK_T32)
 // traffic (splits+1)*total*4 B.
 extern "C" __global__ void conv2d_wgrad_reduce_v1(const float* __restrict__ ws, float* __restrict__ dw,
                                                   i64 total, int splits) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < total; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, total) {
         float s = 0.f;
         for (int z = 0; z < splits; ++z) s += ws[z * total + i];
         dw[i] = s;

@@ -45,7 +45,7 @@ extern "C" __global__ void bce_logits_v1(const float* __restrict__ z, const floa
                                          float* __restrict__ dz, float* __restrict__ partial, i64 n, float inv_n) {
     __shared__ double buf[64];
     double acc = 0.0;
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         const float v = z[i], tt = t[i];
         const float e = expf(-fabsf(v));
         acc += (double)(fmaxf(v, 0.f) - v * tt + log1pf(e));

@@ -14,7 +14,7 @@
 // (3 + 2) * n * 4 B with momentum (p, g, v read; p, v written).
 extern "C" __global__ void sgd_update_v1(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ v,
                                          i64 n, float lr, float momentum, float wd, int nesterov, int has_v) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         const float pi = p[i];
         float gi = g[i] + wd * pi;
         if (has_v) {
@@ -31,7 +31,7 @@ extern "C" __global__ void sgd_update_v1(float* __restrict__ p, const float* __r
 extern "C" __global__ void adam_update_v1(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, i64 n, float lr, float beta1, float beta2,
                                           float eps, float wd, float bc1, float bc2) {
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    GRID_STRIDE(i, n) {
         const float pi = p[i];
         const float gi = g[i] + wd * pi;
         const float mi = beta1 * m[i] + (1.f - beta1) * gi;

@@ -18,9 +18,6 @@
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/pool.cu
 #include "common.cuh"
 
-#define GRID_STRIDE(i, n) \
-    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
-
 // Range of output rows p whose window [p*s - pad, p*s - pad + k) contains row h: [lo, hi].
 __device__ __forceinline__ void windows_of(int h, int k, int s, int pad, int P, int& lo, int& hi) {
     const int t = h + pad;                        // p*s <= t  and  p*s > t - k

@@ -2,26 +2,83 @@
 # fastconv main job: train the LeNet classifier and the DCGAN on Fashion-MNIST and write the test
 # accuracy, checkpoints, sample grids and curves to runs/ (or $OUT).
 #
-#   bash scripts/main_job.sh            # sets up .venv, installs fastconv[train], trains
+#   bash scripts/main_job.sh            # sets up .venv, installs fastconv[train], gets the data, trains
 #   OUT=/tmp/results bash scripts/main_job.sh
 #   FASTCONV_NO_VENV=1 bash scripts/main_job.sh   # use the current Python environment as is
+#   bash scripts/main_job.sh --data-only          # only the data step: prints the directory it chose
 #
-# Data: the full Fashion-MNIST when it is installed (`sudo apt-get install dataset-fashion-mnist`,
-# or FASTCONV_DATA=DIR), else the 6,000-image sample bundled with the package.
-# Device: the GPU when CuPy sees one (full data, 12 + 5 epochs, well under a minute on an H100);
-# else the NumPy CPU path with settings sized to finish in about five minutes on 2 cores.
+# Data: the full Fashion-MNIST (60,000 + 10,000 images) from $FASTCONV_DATA when set, else from
+# $FASTCONV_APT_DATA_DIR (default /usr/share/datasets/fashion-mnist, where Debian's
+# dataset-fashion-mnist package puts it). When it is not there and this is Debian/Ubuntu with apt-get,
+# run as root or with passwordless sudo, the package is installed; otherwise the job says so in one
+# line and trains on the 6,000-image sample bundled with the package. runs/summary.json says which.
+# Device: the GPU when CuPy sees one (12 + 5 epochs); else the NumPy CPU path with settings sized to
+# finish in about five minutes on 2 cores.
+# Every later argument goes to both trainers (e.g. --overwrite to replace the outputs of an earlier job).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs}
 PYTHON=${PYTHON:-python3}
+APT_DATA_DIR=${FASTCONV_APT_DATA_DIR:-/usr/share/datasets/fashion-mnist}
+PACKAGE=dataset-fashion-mnist
+
+have_full_data() {  # the four IDX files (gzipped or raw) in directory $1
+    local stem
+    for stem in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        [ -f "$1/$stem.gz" ] || [ -f "$1/$stem" ] || return 1
+    done
+}
+
+install_full_data() {  # apt-get install the package as root or with passwordless sudo; 1 when not possible
+    command -v apt-get >/dev/null 2>&1 || return 1
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 1
+        sudo=(sudo -n)
+    fi
+    echo "main job: installing $PACKAGE with apt-get (the full Fashion-MNIST, 30 MB)"
+    "${sudo[@]}" apt-get install -y "$PACKAGE" || { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y "$PACKAGE"; }
+}
+
+# sets DATA_KIND (full|sample) and DATA_ARGS (the --data-dir to pass, if any)
+choose_data() {
+    DATA_ARGS=()
+    if [ -n "${FASTCONV_DATA:-}" ]; then
+        DATA_KIND=full
+        echo "main job: data from FASTCONV_DATA=$FASTCONV_DATA"
+    elif have_full_data "$APT_DATA_DIR"; then
+        DATA_KIND=full
+        DATA_ARGS=(--data-dir "$APT_DATA_DIR")
+        echo "main job: data: the full Fashion-MNIST in $APT_DATA_DIR"
+    elif install_full_data && have_full_data "$APT_DATA_DIR"; then
+        DATA_KIND=full
+        DATA_ARGS=(--data-dir "$APT_DATA_DIR")
+        echo "main job: data: the full Fashion-MNIST, installed in $APT_DATA_DIR"
+    else
+        DATA_KIND=sample
+        DATA_ARGS=(--data-dir "$("$PYTHON" -c 'from fastconv.data.datasets import SAMPLE_DIR; print(SAMPLE_DIR)')")
+        echo "main job: data: the bundled 6,000-image sample (the full set is not installed and cannot be installed" \
+             "here); for the full set run \`sudo apt-get install $PACKAGE\` on Debian/Ubuntu, or put its four IDX" \
+             "files in a directory and set FASTCONV_DATA=DIR"
+    fi
+}
+
+if [ "${1:-}" = "--data-only" ]; then
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the sample's path, without installing anything
+    choose_data
+    echo "$DATA_KIND ${DATA_ARGS[*]:1}"
+    exit 0
+fi
 
 if [ -z "${FASTCONV_NO_VENV:-}" ]; then
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
     # shellcheck disable=SC1091
     . .venv/bin/activate
-    python -m pip install -q -e '.[train]'
+    echo "main job: installing fastconv and its training extras into .venv (pip's own output follows)"
+    python -m pip install -e '.[train]'
     PYTHON=python
 fi
+choose_data
 
 if "$PYTHON" -c 'import sys, fastconv; sys.exit(0 if fastconv.gpu_available() else 1)'; then
     echo "main job: GPU found, full settings"
@@ -33,19 +90,22 @@ else
     GAN_ARGS=(--iterations 400 --sample-every 100 --log-every 20)
 fi
 
-"$PYTHON" -m fastconv train cnn "${CNN_ARGS[@]}" --out "$OUT/cnn" "$@"
-"$PYTHON" -m fastconv train gan --model dcgan "${GAN_ARGS[@]}" --out "$OUT/dcgan" "$@"
+start=$(date +%s)
+"$PYTHON" -m fastconv train cnn "${CNN_ARGS[@]}" "${DATA_ARGS[@]}" --out "$OUT/cnn" "$@"
+"$PYTHON" -m fastconv train gan --model dcgan "${GAN_ARGS[@]}" "${DATA_ARGS[@]}" --out "$OUT/dcgan" "$@"
 
-"$PYTHON" - "$OUT" <<'EOF'
+"$PYTHON" - "$OUT" "$DATA_KIND" "$(( $(date +%s) - start ))" <<'EOF'
 import json, os, sys
-out = sys.argv[1]
+from fastconv.checkpoint import atomic_write
+out, kind, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cnn = json.load(open(os.path.join(out, "cnn", "results.json")))
 gan = json.load(open(os.path.join(out, "dcgan", "results.json")))
-summary = {"cnn_test_accuracy": cnn["test_accuracy"], "cnn_epochs": cnn["epochs"],
-           "cnn_seconds_per_epoch": cnn["seconds_per_epoch"], "data": cnn["dataset"], "device": cnn["device"],
-           "dcgan_iterations": gan["iter"], "dcgan_mean_D_x": gan.get("d_x"), "dcgan_mean_D_G_z": gan.get("d_g_z")}
-with open(os.path.join(out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+summary = {"data_kind": kind, "data": cnn["dataset"], "device": cnn["device"], "training_seconds": seconds,
+           "cnn_test_accuracy": cnn["test_accuracy"], "cnn_epochs": cnn["epochs"],
+           "cnn_seconds_per_epoch": cnn["seconds_per_epoch"], "dcgan_iterations": gan["iter"],
+           "dcgan_means_over_last_iterations": gan.get("means_over_iterations"),
+           "dcgan_mean_D_x": gan.get("d_x"), "dcgan_mean_D_G_z": gan.get("d_g_z")}
+atomic_write(os.path.join(out, "summary.json"), (json.dumps(summary, indent=1) + "\n").encode())
 print(json.dumps(summary, indent=1))
 print(f"outputs: {out}/cnn (checkpoint, metrics.jsonl, loss.png, accuracy.png), "
       f"{out}/dcgan (samples.png, samples/, losses.png, d_outputs.png), {out}/summary.json")

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from fastconv import settings
 from fastconv.backend import gpu_available
 
 _GPU = None
@@ -21,6 +22,15 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def restore_settings():
+    """Each test starts from the settings in force before it (fastconv.configure in a test, or a
+    monkeypatched FASTCONV_KERNELS read by settings.reset(), stays in that test)."""
+    before = settings._current
+    yield
+    settings._current = before
 
 
 @pytest.fixture

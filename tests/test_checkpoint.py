@@ -1,12 +1,14 @@
 """Checkpoints: exact round trip (arrays, metadata, RNG state), atomic writes, damaged files."""
 
+import errno
 import json
 import os
 
 import numpy as np
 import pytest
 
-from fastconv.checkpoint import CheckpointError, load_checkpoint, rng_from_state, rng_state, save_checkpoint
+from fastconv.checkpoint import (CheckpointError, atomic_write, load_checkpoint, rng_from_state, rng_state,
+                                 save_checkpoint)
 
 
 def _tensors(rng):
@@ -133,3 +135,28 @@ def test_kill_between_temp_write_and_rename_keeps_old_checkpoint(tmp_path):
     save_checkpoint(p, {"a": np.full(3, 3.0)}, {"kind": "cnn", "epoch": 3})
     assert sorted(os.listdir(tmp_path)) == ["c.safetensors", "other.tmp"]
     assert load_checkpoint(p)[1]["epoch"] == 3
+
+
+def test_files_get_the_umask_mode_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "c.safetensors", {"a": np.ones(2)}, {"kind": "t"})
+        os.umask(0o027)
+        atomic_write(tmp_path / "r.json", b"{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "c.safetensors").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "r.json").st_mode & 0o777 == 0o640
+
+
+def test_write_error_names_the_path_and_keeps_the_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "results.json"
+    atomic_write(p, b"old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        atomic_write(p, b"new")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(p)
+    assert p.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["results.json"]

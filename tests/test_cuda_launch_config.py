@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastconv.backends import cuda_config as cfg
+from fastconv.backends.cuda import config as cfg
 
 
 def test_elementwise_blocks():
@@ -102,10 +102,12 @@ def test_wgrad_splits_slice_ends_fit_int32(red):
     assert chunk % cfg.SPLIT_ALIGN == 0
 
 
-def test_conv_out_size_matches_ops():
-    from fastconv.ops import conv_out_size
+def test_conv_out_size_matches_the_oracle():
+    """The one output-size formula (fastconv.argcheck, used by ops and every backend)."""
+    import oracle
+    from fastconv.argcheck import conv_out_size
     for args in [(28, 5, 1, 2, 1), (14, 4, 2, 1, 1), (7, 3, 2, 1, 1), (9, 3, 3, 0, 2)]:
-        assert cfg.conv_out_size(*args) == conv_out_size(*args)
+        assert conv_out_size(*args) == oracle.out_size(*args)
 
 
 def test_kernel_registry_covers_every_tile_and_pass():
@@ -118,7 +120,7 @@ def test_kernel_registry_covers_every_tile_and_pass():
 
 
 def test_loader_finds_sources_and_inlines_headers():
-    from fastconv.backends import cuda_loader
+    from fastconv.backends.cuda import loader as cuda_loader
     src = cuda_loader.source("conv.cu", {"CONV_BK_T128": 16})
     assert src.startswith("#define CONV_BK_T128 16\n")
     assert '#include "common.cuh"' not in src.splitlines() and "block_sum" in src and "#pragma once" not in src
@@ -131,8 +133,8 @@ def test_loader_finds_sources_and_inlines_headers():
 def test_cpu_import_does_not_need_cupy():
     import subprocess
     import sys
-    code = ("import sys; sys.modules['cupy'] = None; import fastconv, fastconv.ops, fastconv.backends.cuda_config, "
-            "fastconv.backends.cuda_loader; import numpy as np; "
+    code = ("import sys; sys.modules['cupy'] = None; import fastconv, fastconv.ops, fastconv.backends.cuda.config, "
+            "fastconv.backends.cuda.loader; import numpy as np; "
             "print(fastconv.ops.relu_forward(np.array([-1.0, 2.0])))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -148,7 +150,7 @@ import numpy as np  # noqa: E402
 
 
 def _fake_cupy(device_count=1):
-    """A stand-in for the parts of cupy that cuda.py, cuda_loader and fastconv.backend touch."""
+    """A stand-in for the parts of cupy that fastconv.backends.cuda and fastconv.backend touch."""
     cp = types.ModuleType("cupy")
     state = types.SimpleNamespace(device=0, built=[])
 
@@ -189,29 +191,36 @@ def _fake_cupy(device_count=1):
 
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    """fastconv.backends.cuda imported against the stand-in cupy; the real modules come back after."""
+    """The cupy family's launch modules imported against the stand-in cupy, yielded as one namespace
+    of all their names (private helpers included); the real modules come back after."""
     import importlib
 
-    import fastconv.backends as pkg
-    from fastconv.backends import cuda_loader
+    import fastconv.backends.cuda as pkg
+    from fastconv.backends.cuda import loader as cuda_loader
     fake = _fake_cupy()
-    saved = {k: sys.modules.get(k) for k in ("cupy", "fastconv.backends.cuda")}
-    saved_attr = pkg.__dict__.get("cuda")
+    names = ["cupy"] + [f"fastconv.backends.cuda.{m}" for m in pkg.OP_FAMILIES + pkg._SHARED]
+    saved = {k: sys.modules.get(k) for k in names}
+    saved_attrs = {m: pkg.__dict__.get(m) for m in pkg.OP_FAMILIES + pkg._SHARED}
     sys.modules["cupy"] = fake
-    sys.modules.pop("fastconv.backends.cuda", None)
+    for k in names[1:]:
+        sys.modules.pop(k, None)
     monkeypatch.setattr(cuda_loader, "_modules", {})
     try:
-        yield fake, importlib.import_module("fastconv.backends.cuda")
+        merged = {}
+        for k in names[1:]:
+            merged.update(vars(importlib.import_module(k)))
+        yield fake, types.SimpleNamespace(**merged)
     finally:
         for k, v in saved.items():
             if v is None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-        if saved_attr is None:
-            pkg.__dict__.pop("cuda", None)
-        else:
-            pkg.cuda = saved_attr
+        for m, v in saved_attrs.items():
+            if v is None:
+                pkg.__dict__.pop(m, None)
+            else:
+                setattr(pkg, m, v)
 
 
 def test_int32_arguments_raise_value_errors(fake_cupy):
@@ -247,7 +256,7 @@ def test_pool_launchers_check_plane_size_before_allocating(fake_cupy):
 
 
 def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
-    from fastconv.backends import cuda_loader
+    from fastconv.backends.cuda import loader as cuda_loader
     fake, _ = fake_cupy
     monkeypatch.delenv("FASTCONV_CUDA_DEFINES", raising=False)
     built = fake.state.built
@@ -276,7 +285,7 @@ def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
 
 @pytest.mark.parametrize("raw", ["CONV_BK_T64", "CONV_BK_T64=eight", "conv_bk=8", "A=1,=2"])
 def test_loader_rejects_bad_define_overrides(raw, monkeypatch):
-    from fastconv.backends import cuda_loader
+    from fastconv.backends.cuda import loader as cuda_loader
     monkeypatch.setenv("FASTCONV_CUDA_DEFINES", raw)
     with pytest.raises(ValueError, match="FASTCONV_CUDA_DEFINES: got .* expected NAME=INTEGER items"):
         cuda_loader.env_defines()
@@ -320,9 +329,11 @@ _CHECK_ROWS = (
     + [("sgd_update", "m0.0"), ("sgd_update", "m0.9_nesterov"), ("adam_update", "step3")])
 
 
-def _defs(path):
+def _defs(package_dir):
+    """The top-level functions of every module of a backend package."""
     import ast
-    return {f.name for f in ast.parse(path.read_text()).body if isinstance(f, ast.FunctionDef)}
+    return {f.name for path in package_dir.glob("*.py") for f in ast.parse(path.read_text()).body
+            if isinstance(f, ast.FunctionDef)}
 
 
 def test_check_rows_map_to_backend_functions():
@@ -330,7 +341,7 @@ def test_check_rows_map_to_backend_functions():
 
     import fastconv.backends as pkg
     from fastconv import check
-    cupy_ops = _defs(Path(pkg.__file__).parent / "cuda.py")
+    cupy_ops = _defs(Path(pkg.__file__).parent / "cuda")
     expect = {("conv2d", "backward_bias"): "conv2d_backward_bias", ("max_pool2d", "argmax"): "max_pool2d_forward",
               ("avg_pool2d", "backward_excl_pad"): "avg_pool2d_backward",
               ("linear", "backward_bias"): "linear_backward_weight",
@@ -347,16 +358,16 @@ def test_check_rows_map_to_backend_functions():
 
 def test_check_labels_numba_fallback_rows(monkeypatch):
     """Rows whose op the numba family does not define are labelled numba->cupy (fastconv.backend.op
-    runs the cupy kernel for them); the label follows the real numba_cuda module's definitions."""
+    runs the cupy kernel for them); the label follows the real numba package's definitions."""
     from pathlib import Path
 
     import fastconv.backends as pkg
     from fastconv import check
-    numba_ops = _defs(Path(pkg.__file__).parent / "numba_cuda.py")
-    stand_in = types.ModuleType("fastconv.backends.numba_cuda")
+    numba_ops = _defs(Path(pkg.__file__).parent / "numba")
+    stand_in = types.ModuleType("fastconv.backends.numba")
     for name in numba_ops:
         setattr(stand_in, name, lambda *a: None)
-    monkeypatch.setitem(sys.modules, "fastconv.backends.numba_cuda", stand_in)
+    monkeypatch.setitem(sys.modules, "fastconv.backends.numba", stand_in)
     labels = {(op, ps): check.family_label("numba", op, ps) for op, ps in _CHECK_ROWS}
     own = {k for k, v in labels.items() if v == "numba"}
     assert own == {(op, ps) for op, ps in _CHECK_ROWS if op in ("conv2d", "relu", "leaky_relu", "max_pool2d",

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fastconv.backends import cuda_loader
-from fastconv.backends.cuda_config import CONV_FILES_CHECKED_FOR_SPILLS, KERNELS
+from fastconv.backends.cuda import loader as cuda_loader
+from fastconv.backends.cuda.config import CONV_FILES_CHECKED_FOR_SPILLS, KERNELS
 
 NVCC = shutil.which("nvcc")
 pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH: CUDA C static checks need it")
@@ -96,15 +96,15 @@ def test_conv_bad_tuning_override_fails_to_compile(tmp_path, monkeypatch):
 
 def test_every_cu_file_is_known():
     on_disk = {p.name for p in cuda_loader.kernel_dir().glob("*.cu")}
-    assert on_disk == set(KERNELS), f"kernels/*.cu {sorted(on_disk)} vs cuda_config.KERNELS {sorted(KERNELS)}"
+    assert on_disk == set(KERNELS), f"kernels/*.cu {sorted(on_disk)} vs fastconv.backends.cuda.config.KERNELS {sorted(KERNELS)}"
 
 
 def test_launcher_names_are_registered():
     """Every kernel name written in the launcher is one the registry (and so the build) has."""
     from pathlib import Path
 
-    import fastconv.backends.cuda_config as cfg
-    text = (Path(cfg.__file__).parent / "cuda.py").read_text()
+    import fastconv.backends.cuda.config as cfg
+    text = "\n".join(p.read_text() for p in sorted(Path(cfg.__file__).parent.glob("*.py")))
     every = {n for names in KERNELS.values() for n in names}
     literal = set(re.findall(r'"([a-z0-9_]+_v[12](?:_t\d+x\d+)?)"', text))
     assert literal <= every, sorted(literal - every)
@@ -118,7 +118,7 @@ def test_launcher_names_are_registered():
 
 
 # ---------------------------------------------------------------------------------------------
-# DESIGN.md's kernel conventions, checked on the text (these run without nvcc too)
+# the kernel conventions (docs/ARCHITECTURE.md), checked on the text (these run without nvcc too)
 
 _ENTRY = re.compile(r'extern "C" __global__\s+(?:void\s+)?(?:__launch_bounds__\([^)]*\)\s+)?(?:void\s+)?'
                     r'(\w+?)(?:##(\w+))?\s*\(')
@@ -167,7 +167,7 @@ def _header_names(header):
 
 @pytest.mark.parametrize("filename", sorted(KERNELS))
 def test_each_kernel_states_its_work(filename):
-    """DESIGN.md: a comment on each kernel gives the bytes it moves and the FLOPs it does."""
+    """A comment on each kernel gives the bytes it moves and the FLOPs it does."""
     lines = (cuda_loader.kernel_dir() / filename).read_text().splitlines()
     entries = _entry_points(lines)
     assert entries, f"{filename}: no extern \"C\" __global__ kernels found"
@@ -190,7 +190,7 @@ def test_versions_header_lists_each_kernel(filename):
     for e in entries:
         if "*" in e:
             made = [k for k in KERNELS[filename] if fnmatchcase(k, e)]
-            assert made, f"kernels/{filename}: {e} generates no kernel that cuda_config.KERNELS lists"
+            assert made, f"kernels/{filename}: {e} generates no kernel that fastconv.backends.cuda.config.KERNELS lists"
             concrete += made
         else:
             concrete.append(e)
@@ -207,12 +207,12 @@ def test_numba_kernels_state_their_work():
 
     import fastconv.backends as pkg
     d = Path(pkg.__file__).parent
-    launcher = ast.parse((d / "numba_cuda.py").read_text())
+    launcher = ast.parse((d / "numba" / "driver.py").read_text())
     params = next(n.value for n in ast.walk(launcher) if isinstance(n, ast.Assign)
                   and any(isinstance(t, ast.Name) and t.id == "_PARAMS" for t in n.targets))
     names = [k.value for k in params.keys]
-    bodies = {f.name: ast.get_docstring(f) or "" for f in ast.parse((d / "numba_kernels.py").read_text()).body
-              if isinstance(f, ast.FunctionDef)}
+    bodies = {f.name: ast.get_docstring(f) or "" for path in (d / "numba").glob("*.py")
+              for f in ast.parse(path.read_text()).body if isinstance(f, ast.FunctionDef)}
     assert set(names) <= set(bodies), sorted(set(names) - set(bodies))
     bad = [n for n in names if not (_BYTES.search(bodies[n]) and _FLOPS.search(bodies[n]))]
-    assert not bad, f"numba_kernels.py: kernels whose docstring does not give bytes and FLOPs: {bad}"
+    assert not bad, f"fastconv/backends/numba: kernels whose docstring does not give bytes and FLOPs: {bad}"

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -198,3 +199,43 @@ def test_huge_header_dims_are_clear_error(shape):
     expected = 4 + 4 * len(shape) + int(np.prod([int(s) for s in shape], dtype=object))
     with pytest.raises(IdxError, match=rf"got {len(data)} bytes, expected {expected} for a uint8 array of shape"):
         parse_idx(data, name="huge")
+
+
+@pytest.mark.parametrize("stem", [STEMS[0], STEMS[3]])
+def test_empty_split_is_an_error_naming_the_file(tmp_path, stem):
+    _write_set(tmp_path)
+    shape = (0, 28, 28) if "images" in stem else (0,)
+    write_idx(tmp_path / (stem + ".gz"), np.zeros(shape, np.uint8))
+    with pytest.raises(IdxError, match=f"path '{tmp_path / (stem + '.gz')}': got 0 (images|labels), "
+                                       "expected at least one"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_label_out_of_range_names_the_file(tmp_path):
+    _write_set(tmp_path)
+    write_idx(tmp_path / (STEMS[1] + ".gz"), np.full(30, 10, np.uint8))
+    with pytest.raises(IdxError, match=f"path '{tmp_path / (STEMS[1] + '.gz')}': got label 10, expected labels in"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_gzip_that_inflates_far_past_its_header_is_stopped_early(tmp_path):
+    """10 labels by the header, then 256 MiB of zeros: an IdxError after reading 11 bytes of data,
+    not a 256 MiB inflate (gzip's 1000:1 ratio keeps the file at ~250 kB)."""
+    p = tmp_path / "bomb.gz"
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    body = [z.compress(_idx_bytes(np.arange(10, dtype=np.uint8)))]
+    chunk = bytes(1 << 20)
+    body += [z.compress(chunk) for _ in range(256)]
+    p.write_bytes(b"".join(body) + z.flush())
+    with pytest.raises(IdxError, match="inflates to more than the 18 bytes its IDX header gives"):
+        read_idx(p)
+
+
+def test_fingerprint_tells_same_sized_sets_apart():
+    a, b = ds.fake_dataset(seed=0), ds.fake_dataset(seed=1)
+    fa = ds.fingerprint(a.train_images, a.train_labels)
+    assert fa == ds.fingerprint(a.train_images.copy(), a.train_labels.copy())
+    assert fa != ds.fingerprint(b.train_images, b.train_labels)
+    labels = a.train_labels.copy()
+    labels[0] = (labels[0] + 1) % 10  # one label differs
+    assert fa != ds.fingerprint(a.train_images, labels)

@@ -9,6 +9,7 @@ that names the file, never a silently wrong array.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import zlib
@@ -33,15 +34,45 @@ class IdxError(ValueError):
 
 
 def _read_bytes(path: str) -> bytes:
+    """The IDX bytes of ``path``, gunzipped when it is a .gz. A gzip stream is inflated only as far
+    as its IDX header says the file reaches (plus one byte, to see trailing data), so a file
+    that inflates to gigabytes is an IdxError, not a MemoryError; a MemoryError names the file."""
     with open(path, "rb") as f:
         raw = f.read()
     if raw[:2] != _GZIP_MAGIC:
         return raw
+    expected = None
     try:
-        return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+            data = g.read(4)
+            if len(data) == 4:
+                data += g.read(4 * data[3])
+            expected = _expected_length(data)
+            chunks, size = [data], len(data)
+            while expected is not None and size <= expected:
+                chunk = g.read(min(expected + 1 - size, 1 << 26))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
         raise IdxError(f"path: {path!r} is a damaged or truncated gzip file ({e}); "
                        "expected a complete .gz of an IDX file — download it again") from None
+    except MemoryError:
+        raise MemoryError(f"path {path!r}: not enough memory to inflate it ({expected} bytes by its IDX header)") \
+            from None
+    if expected is not None and size > expected:
+        raise IdxError(f"path {path!r}: inflates to more than the {expected} bytes its IDX header gives (the file "
+                       "has trailing bytes); expected exactly that length")
+    return b"".join(chunks)
+
+
+def _expected_length(head: bytes) -> int | None:
+    """The file length an IDX header promises, or None when ``head`` is no complete IDX header."""
+    if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _TYPES or len(head) < 4 + 4 * head[3]:
+        return None
+    shape = np.frombuffer(head, dtype=">u4", count=head[3], offset=4)
+    return 4 + 4 * head[3] + math.prod(int(d) for d in shape) * _TYPES[head[2]].itemsize
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..ops import _pair, pool_hyper, real
+from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
 from . import init
 from .module import Module
 
@@ -28,10 +28,10 @@ class _ConvBase(Module):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.padding = _pair(padding, "padding", 0)
-        self.dilation = _pair(dilation, "dilation", 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        self.dilation = pair(dilation, "dilation", 1)
         self.groups = g = _positive_int(groups, "groups")
         if self.in_channels % g or self.out_channels % g:
             raise ValueError(f"groups: got {g}, expected a divisor of in_channels={self.in_channels} and "
@@ -89,7 +89,7 @@ class ConvTranspose2d(_ConvBase):
                  groups=1, bias=True, rng=None, dtype=np.float32):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
                          transposed=True)
-        self.output_padding = _pair(output_padding, "output_padding", 0)
+        self.output_padding = pair(output_padding, "output_padding", 0)
 
     def forward(self, x):
         self._x = x
@@ -183,7 +183,7 @@ class Sigmoid(_Activation):
 class LeakyReLU(_Activation):
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = ops._slope(negative_slope)
+        self.negative_slope = leaky_slope(negative_slope)
 
     def forward(self, x):
         self._y = ops.leaky_relu_forward(x, self.negative_slope, kernels=self.kernels)
@@ -306,7 +306,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()
-        self.p = real(p, "p", 0.0, 1.0, hi_open=True, what="a probability")
+        self.p = probability(p)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed: got {seed!r}, expected an int")
         self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..backend import device_of, to_device
+from ..backend import array_module, device_of, to_device
 
 
 class Parameter:
@@ -77,7 +77,12 @@ class Module:
         return d
 
     def load_state_dict(self, state: dict, strict: bool = True):
-        """Copy arrays (numpy or cupy) into the parameters and buffers, keeping their device and dtype."""
+        """Copy arrays (numpy or cupy) into the parameters and buffers, keeping their device and dtype.
+
+        Atomic: every name, shape and dtype (real numbers into floating arrays; integers, or
+        floats of integral value, into integer buffers) is checked, and every array converted,
+        before the first one is written, so an error leaves the module as it was.
+        """
         own = self.state_dict()
         if strict:
             missing = sorted(set(own) - set(state))
@@ -85,13 +90,23 @@ class Module:
             if missing or unexpected:
                 raise KeyError(f"state: missing keys {missing}, unexpected keys {unexpected}; expected exactly "
                                f"{sorted(own)}")
+        staged = []
         for name, target in own.items():
             if name not in state:
                 continue
             value = state[name]
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                raise TypeError(f"state[{name!r}]: got {type(value).__name__}, expected a numpy or cupy array")
             if tuple(value.shape) != tuple(target.shape):
                 raise ValueError(f"state[{name!r}]: got shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-            target[...] = to_device(value, device_of(target)).astype(target.dtype, copy=False)
+            value = to_device(value, device_of(target))
+            if value.dtype.kind not in "fiu" or (target.dtype.kind in "iu" and value.dtype.kind == "f" and not bool(
+                    (value == array_module(value).round(value)).all())):
+                raise TypeError(f"state[{name!r}]: got {value.dtype} values, expected values that fit "
+                                f"{target.dtype}")
+            staged.append((target, value.astype(target.dtype, copy=False)))
+        for target, value in staged:
+            target[...] = value
         return self
 
     # ---- modes and devices ----

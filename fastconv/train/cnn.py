@@ -1,6 +1,6 @@
 """Train and evaluate a LeNet-style image classifier (MNIST-layout data, 10 classes).
 
-The default network is DESIGN.md's LeNet: conv 1->32 5x5 p2, ReLU, maxpool 2; conv 32->64 5x5
+The default network is the project's LeNet: conv 1->32 5x5 p2, ReLU, maxpool 2; conv 32->64 5x5
 p2, ReLU, maxpool 2; Linear 3136->256, ReLU; Linear 256->10. ``channels`` and ``hidden`` change
 its depth and width. One epoch = one seeded shuffle of the training set; after each epoch the
 test accuracy is measured, a JSON line is logged and a checkpoint is written, so ``resume``
@@ -9,28 +9,28 @@ continues exactly where the run stopped (bitwise on the CPU).
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import nn
-from ..checkpoint import load_checkpoint, rng_from_state, rng_state, save_checkpoint, split_prefix, with_prefix
-from ..data import fake_dataset, iterate_batches, load_dataset, to_float
-from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, RunConfig, check_finite, check_nonnegative,
-                     check_positive, check_resume_config, parse_int_list, progress, require_extras, resolve_device,
-                     resume_path, say, to_host_float, writable_dir, xp_for)
-from .images import plot_curves
+from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
+from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
+from .common import (RunConfig, allocating, check_common, check_fits, check_nonnegative, check_positive, config_json,
+                     first_n, parse_int_list, require_extras, resolve_device, say, to_host_float, xp_for)
+from .progress import progress
+from .run import Run
 
 OPTIMIZERS = ("sgd", "adam")
 # metadata a CNN checkpoint must hold: to rebuild the model (eval), and to resume a run
-MODEL_KEYS = ("arch.channels", "arch.hidden", "arch.kernel_size", "arch.in_shape", "arch.classes", "epoch")
+MODEL_KEYS = {"arch.channels": list, "arch.hidden": list, "arch.kernel_size": int, "arch.in_shape": list,
+              "arch.classes": int, "epoch": int}
 # settings that change the trained weights: a resumed run must use the checkpoint's values
 RESUME_MUST_MATCH = ("dataset", "train_size", "batch_size", "seed", "optimizer", "lr", "momentum", "weight_decay")
-RESUME_KEYS = MODEL_KEYS + ("arch", "step", "rng", "history", "train_images") + tuple(
-    "config." + k for k in RESUME_MUST_MATCH)
+RESUME_KEYS = {**MODEL_KEYS, "arch": dict, "step": int, "rng": dict, "history": dict, "train_images": int,
+               "data_sha256": str, **{"config." + k: None for k in RESUME_MUST_MATCH}}
+HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "test_accuracy", "seconds")
 
 
 @dataclass
@@ -45,7 +45,6 @@ class CNNConfig(RunConfig):
     channels: list = field(default_factory=lambda: [32, 64])
     hidden: list = field(default_factory=lambda: [256])
     kernel_size: int = 5
-    out: str = "runs/cnn"
     test_batch_size: int = 250
 
 
@@ -61,19 +60,23 @@ def build_cnn(channels=(32, 64), hidden=(256,), kernel_size=5, in_shape=(1, 28, 
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size: got {kernel_size!r}, expected an odd positive int ('same' padding)")
     c, h, w = in_shape
-    layers = []
+    convs = []  # (in, out) channels of each conv block
     for i, k in enumerate(channels):
         if h < 2 or w < 2:
             raise ValueError(f"channels: got {len(channels)} conv blocks, but a {in_shape[1]}x{in_shape[2]} image "
                              f"is {h}x{w} before block {i + 1}; expected at most {i} blocks")
-        layers += [nn.Conv2d(c, k, kernel_size, padding=kernel_size // 2, rng=rng), nn.ReLU(), nn.MaxPool2d(2)]
+        convs.append((c, k))
         c, h, w = k, h // 2, w // 2
+    sizes = [c * h * w, *hidden, classes]  # Linear layers' in/out features
+    count = sum(a * b * kernel_size ** 2 + b for a, b in convs) + sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    check_fits(4 * count, f"the model (--channels {','.join(map(str, channels))} --hidden "
+                          f"{','.join(map(str, hidden))}: {count:,} float32 parameters)")
+    layers = []
+    for a, b in convs:
+        layers += [nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, rng=rng), nn.ReLU(), nn.MaxPool2d(2)]
     layers.append(nn.Flatten())
-    features = c * h * w
-    for units in hidden:
-        layers += [nn.Linear(features, units, rng=rng), nn.ReLU()]
-        features = units
-    layers.append(nn.Linear(features, classes, rng=rng))
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers += [nn.Linear(a, b, rng=rng)] + ([nn.ReLU()] if i < len(hidden) else [])
     return nn.Sequential(*layers)
 
 
@@ -129,130 +132,124 @@ def _prepare(cfg: CNNConfig) -> CNNConfig:
         cfg.batch_size = min(cfg.batch_size, 8)
         cfg.train_size = 2 * cfg.batch_size
         cfg.test_batch_size = min(cfg.test_batch_size, 16)
+    check_common(cfg)
     check_positive(cfg.epochs, "epochs")
-    check_positive(cfg.batch_size, "batch_size")
-    check_positive(cfg.lr, "lr", float)
-    check_positive(cfg.log_every, "log_every")
     check_positive(cfg.test_batch_size, "test_batch_size")
     check_nonnegative(cfg.momentum, "momentum")
     check_nonnegative(cfg.weight_decay, "weight_decay")
-    if cfg.train_size is not None:
-        check_positive(cfg.train_size, "train_size")
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: got {cfg.optimizer!r}, expected one of {', '.join(map(repr, OPTIMIZERS))}")
     return cfg
+
+
+def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, sync_every: int) -> float:
+    """One pass over (x, y) in batches shuffled by ``rng``; returns the mean training loss.
+
+    run.step counts steps; the loss is read back (and checked finite) every ``sync_every`` steps
+    and at the end, and its running mean is logged every cfg.log_every steps.
+    """
+    model.train()
+    run_sum, run_n, log_sum, log_n, ep_sum, ep_n = 0, 0, 0.0, 0, 0.0, 0
+    nbatches = -(-len(y) // cfg.batch_size)
+    for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, rng)):
+        logits = model.forward(xb)
+        loss = loss_fn.forward(logits, yb)
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+        run.step += 1
+        run_sum, run_n = run_sum + loss, run_n + 1
+        if run.step % sync_every == 0 or i == nbatches - 1:
+            total = to_host_float(run_sum)
+            run.check_loss(total / run_n, "training loss")
+            log_sum, log_n, ep_sum, ep_n = log_sum + total, log_n + run_n, ep_sum + total, ep_n + run_n
+            run_sum, run_n = 0, 0
+        if run.step % cfg.log_every == 0 and log_n:
+            bar.set_postfix(loss=f"{log_sum / log_n:.4f}")
+            run.log(kind="train", epoch=run.epoch, step=run.step, loss=log_sum / log_n)
+            log_sum, log_n = 0.0, 0
+        bar.update(len(yb))
+    return ep_sum / ep_n
+
+
+def _load_data(cfg: CNNConfig):
+    """(x_train, y_train, x_test, y_test, the data set, its fingerprint) as the flags select them."""
+    data = fake_dataset(train=64, test=32) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
+    images, labels = first_n(cfg, (data.train_images, data.train_labels), len(data.train_labels))
+    x_test, y_test = to_float(data.test_images), data.test_labels
+    if cfg.dry_run:
+        x_test, y_test = x_test[:2 * cfg.test_batch_size], y_test[:2 * cfg.test_batch_size]
+    say(f"data: {data.describe()}" + (f"; training on the first {len(labels)}" if cfg.train_size else ""))
+    return to_float(images), labels, x_test, y_test, data, fingerprint(images, labels)
 
 
 def train_cnn(cfg: CNNConfig) -> dict:
     """Run (or resume) training as ``cfg`` says; returns the summary also written to <out>/results.json."""
     cfg = _prepare(cfg)
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
-    writable_dir(cfg.out, "out")
     device = resolve_device(cfg.device, cfg.kernels)
     xp = xp_for(device)
-    data = fake_dataset(train=64, test=32) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
-    x_train, y_train = to_float(data.train_images), data.train_labels
-    if cfg.train_size is not None:
-        x_train, y_train = x_train[:cfg.train_size], y_train[:cfg.train_size]
-    x_test, y_test = to_float(data.test_images), data.test_labels
-    if cfg.dry_run:
-        x_test, y_test = x_test[:2 * cfg.test_batch_size], y_test[:2 * cfg.test_batch_size]
-    say(f"data: {data.describe()}" + (f"; training on the first {len(y_train)}" if cfg.train_size else ""))
-
-    os.makedirs(cfg.out, exist_ok=True)
-    ckpt = os.path.join(cfg.out, CHECKPOINT_NAME)
-    arch = arch_of(cfg, data.image_shape)
-    rng = np.random.default_rng(cfg.seed)
-    model = build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"], data.image_shape, rng=rng)
-    start_epoch, step, history = 0, 0, {"epoch": [], "train_loss": [], "test_loss": [], "test_accuracy": [],
-                                        "seconds": []}
-    opt_state = None
-    src = resume_path(cfg.resume, cfg.out)
-    if src is not None:
-        tensors, meta = load_checkpoint(src, kind="cnn", keys=RESUME_KEYS)
-        if meta["arch"] != arch:
-            raise ValueError(f"resume: checkpoint {src!r} has architecture {meta['arch']}, but the flags give {arch}; "
-                             "expected the same --channels/--hidden/--kernel-size and data set")
-        check_resume_config(src, meta, cfg, RESUME_MUST_MATCH, len(y_train))
-        model.load_state_dict(split_prefix(tensors, "model."))
-        opt_state = split_prefix(tensors, "optim.")
-        rng = rng_from_state(meta["rng"])
-        start_epoch, step, history = meta["epoch"], meta["step"], meta["history"]
-        say(f"resumed from {src}: epoch {start_epoch}, step {step}")
-        if start_epoch >= cfg.epochs:
-            say(f"checkpoint already has {start_epoch} epochs >= --epochs {cfg.epochs}; nothing to train")
-    model.to(device, kernels=cfg.kernels)
-    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-        opt.lr = float(cfg.lr)  # equal to the checkpoint's, or a new rate with --allow-lr-change
-    loss_fn = nn.CrossEntropyLoss(kernels=cfg.kernels)
-    if start_epoch < cfg.epochs:
-        say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
-            f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {start_epoch + 1}..{cfg.epochs}")
-
-    xd, yd = xp.asarray(x_train), xp.asarray(y_train)
-    xt, yt = xp.asarray(x_test), xp.asarray(y_test)
-    sync_every = 1 if device == "cpu" else cfg.log_every  # the GPU keeps losses on the device between syncs
-    with MetricsLog(os.path.join(cfg.out, METRICS_NAME), append=src is not None) as log:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            run_sum, run_n, log_sum, log_n, ep_sum, ep_n = 0, 0, 0.0, 0, 0.0, 0
-            nbatches = -(-len(y_train) // cfg.batch_size)
-            with progress(len(y_train), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress) as bar:
-                for i, (xb, yb) in enumerate(iterate_batches(xd, yd, cfg.batch_size, rng)):
-                    logits = model.forward(xb)
-                    loss = loss_fn.forward(logits, yb)
-                    opt.zero_grad()
-                    model.backward(loss_fn.backward(), input_grad=False)
-                    opt.step()
-                    step += 1
-                    run_sum, run_n = run_sum + loss, run_n + 1
-                    if step % sync_every == 0 or i == nbatches - 1:
-                        total = to_host_float(run_sum)
-                        check_finite(total / run_n, "training loss", f"epoch {epoch + 1}, step {step}", ckpt)
-                        log_sum, log_n, ep_sum, ep_n = log_sum + total, log_n + run_n, ep_sum + total, ep_n + run_n
-                        run_sum, run_n = 0, 0
-                    if step % cfg.log_every == 0 and log_n:
-                        bar.set_postfix(loss=f"{log_sum / log_n:.4f}")
-                        log.write(kind="train", epoch=epoch + 1, step=step, loss=log_sum / log_n)
-                        log_sum, log_n = 0.0, 0
-                    bar.update(len(yb))
+    with Run(cfg, "cnn", "cnn") as run:
+        x_train, y_train, x_test, y_test, data, data_sha = _load_data(cfg)
+        arch = arch_of(cfg, data.image_shape)
+        rng = np.random.default_rng(cfg.seed)
+        model = allocating("the model", lambda: build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"],
+                                                               data.image_shape, rng=rng))
+        history = {k: [] for k in HISTORY_KEYS}
+        opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+        if run.source is not None:
+            rng, history = _resume(run, cfg, model, opt, arch, len(y_train), data_sha)
+        model.to(device, kernels=cfg.kernels)
+        loss_fn = nn.CrossEntropyLoss(kernels=cfg.kernels)
+        if run.epoch < cfg.epochs:
+            say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
+                f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {run.epoch + 1}..{cfg.epochs}")
+        xd, yd, xt, yt = (allocating("the data on the device", lambda a=a: xp.asarray(a))
+                          for a in (x_train, y_train, x_test, y_test))
+        sync_every = 1 if device == "cpu" else cfg.log_every  # the GPU keeps losses on the device between syncs
+        for epoch in range(run.epoch + 1, cfg.epochs + 1):
+            run.epoch, t0 = epoch, time.perf_counter()
+            with progress(len(y_train), f"epoch {epoch}/{cfg.epochs}", cfg.progress, cfg.batch_size,
+                          cfg.progress_seconds) as bar:
+                train_loss = train_epoch(model, opt, loss_fn, xd, yd, cfg, rng, run, bar, sync_every)
             seconds = time.perf_counter() - t0
             test_loss, acc = evaluate(model, xt, yt, cfg.test_batch_size)
-            check_finite(test_loss, "test loss", f"the end of epoch {epoch + 1}", ckpt)
-            train_loss = ep_sum / ep_n
-            for k, v in (("epoch", epoch + 1), ("train_loss", train_loss), ("test_loss", test_loss),
-                         ("test_accuracy", acc), ("seconds", seconds)):
+            run.check_loss(test_loss, "test loss")
+            for k, v in zip(HISTORY_KEYS, (epoch, train_loss, test_loss, acc, seconds)):
                 history[k].append(v)
-            meta = {"kind": "cnn", "arch": arch, "optimizer": cfg.optimizer, "epoch": epoch + 1, "step": step,
-                    "rng": rng_state(rng), "history": history, "dataset": cfg.dataset,
-                    "train_images": len(y_train), "config": _jsonable(cfg)}
-            tensors = with_prefix(model.state_dict(), "model.")
-            tensors.update(with_prefix(opt.state_dict(), "optim."))
-            save_checkpoint(ckpt, tensors, meta)
-            log.write(kind="epoch", epoch=epoch + 1, step=step, train_loss=train_loss, test_loss=test_loss,
-                      test_accuracy=acc, seconds=seconds, images_per_s=len(y_train) / seconds)
-            say(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, test loss {test_loss:.4f}, "
+            meta = {"kind": "cnn", "arch": arch, "optimizer": cfg.optimizer, "epoch": epoch, "step": run.step,
+                    "rng": rng_state(rng), "history": history, "dataset": cfg.dataset, "train_images": len(y_train),
+                    "data_sha256": data_sha, "config": config_json(cfg)}
+            run.save({**with_prefix(model.state_dict(), "model."), **with_prefix(opt.state_dict(), "optim.")}, meta)
+            run.log(kind="epoch", epoch=epoch, step=run.step, train_loss=train_loss, test_loss=test_loss,
+                    test_accuracy=acc, seconds=seconds, images_per_s=len(y_train) / seconds)
+            say(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, test loss {test_loss:.4f}, "
                 f"test accuracy {100 * acc:.2f}% ({seconds:.1f} s, {len(y_train) / seconds:.0f} img/s)")
+        return _finish(run, history, device, data)
 
+
+def _resume(run: Run, cfg: CNNConfig, model, opt, arch: dict, train_images: int, data_sha: str):
+    """Load the checkpoint into model and opt after the must-match checks; (rng, history) to go on with."""
+    tensors, meta = run.resume(RESUME_KEYS)
+    run.check_same_run(meta, arch, RESUME_MUST_MATCH, train_images, data_sha)
+    model.load_state_dict(split_prefix(tensors, "model."))
+    opt.load_state_dict(split_prefix(tensors, "optim."))
+    opt.lr = float(cfg.lr)  # equal to the checkpoint's, or a new rate with --allow-lr-change
+    run.epoch, run.step = meta["epoch"], meta["step"]
+    say(f"resumed from {run.source}: epoch {run.epoch}, step {run.step}")
+    if run.epoch >= cfg.epochs:
+        say(f"checkpoint already has {run.epoch} epochs >= --epochs {cfg.epochs}; nothing to train")
+    return rng_from_state(meta["rng"]), meta["history"]
+
+
+def _finish(run: Run, history: dict, device: str, data) -> dict:
     result = {"test_accuracy": history["test_accuracy"][-1] if history["test_accuracy"] else None,
-              "epochs": len(history["epoch"]), "step": step, "device": device, "dataset": data.describe(),
-              "seconds_per_epoch": history["seconds"], "history": history, "checkpoint": ckpt}
-    with open(os.path.join(cfg.out, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+              "epochs": len(history["epoch"]), "step": run.step, "device": device, "dataset": data.describe(),
+              "seconds_per_epoch": history["seconds"], "history": history, "checkpoint": run.checkpoint}
     if history["epoch"]:
-        plot_curves(os.path.join(cfg.out, "loss.png"), {"train loss": (history["epoch"], history["train_loss"]),
-                                                        "test loss": (history["epoch"], history["test_loss"])},
-                    title="cross-entropy", xlabel="epoch")
-        plot_curves(os.path.join(cfg.out, "accuracy.png"),
-                    {"test accuracy %": (history["epoch"], [100 * a for a in history["test_accuracy"]])},
-                    title="test accuracy (%)", xlabel="epoch")
-    return result
-
-
-def _jsonable(cfg) -> dict:
-    d = asdict(cfg)
-    d["resume"] = None if d["resume"] in (None, False) else str(d["resume"])
-    return d
+        ep = history["epoch"]
+        run.plot("loss.png", {"train loss": (ep, history["train_loss"]), "test loss": (ep, history["test_loss"])},
+                 title="LeNet cross-entropy loss per epoch", xlabel="epoch", ylabel="loss")
+        run.plot("accuracy.png", {"test accuracy": (ep, [100 * a for a in history["test_accuracy"]])},
+                 title="LeNet test accuracy per epoch", xlabel="epoch", ylabel="accuracy (%)")
+    return run.finish(result)

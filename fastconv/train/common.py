@@ -1,22 +1,16 @@
-"""What the CNN and GAN trainers share: device choice, metrics log, progress bars, loss checks."""
+"""What the CNN and GAN trainers share: settings, device choice, messages, argument and loss checks."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .. import backend
-
-CHECKPOINT_NAME = "checkpoint.safetensors"
-METRICS_NAME = "metrics.jsonl"
-
 
 @dataclass
 class RunConfig:
@@ -30,12 +24,16 @@ class RunConfig:
     dry_run: bool = False
     train_size: int | None = None
     log_every: int = 50
-    progress: bool | None = None
+    progress: bool | None = None       # None: a bar on a terminal, plain lines elsewhere
+    progress_seconds: float = 10.0     # plain progress lines: at most one every this many seconds
     allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
+    overwrite: bool = False            # a fresh run may replace the run whose checkpoint is in --out
+    out: str | None = None             # None: runs/<model>, or a temporary folder for a dry run
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training stopped because a loss became NaN or infinite; the last good checkpoint is kept."""
+    """Training stopped because a loss, or a value about to be saved, became NaN or infinite; the
+    last good checkpoint is kept."""
 
 
 def say(msg: str) -> None:
@@ -52,14 +50,19 @@ _fallback_said = False
 
 
 def resolve_device(device: str, kernels: str | None = None) -> str:
-    """"cpu" or "cuda" from --device auto|cpu|cuda; selects the GPU kernel family.
+    """"cpu" or "cuda" from --device auto|cpu|cuda|emu ("emu": "cuda" on fastconv.emu's CPU stand-in
+    for CuPy); selects the GPU kernel family.
 
     "cuda" without a usable GPU raises (fastconv.backend.require_gpu); "auto" falls back to the
     CPU and says so once per process.
     """
     global _fallback_said
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: got {device!r}, expected 'auto', 'cpu' or 'cuda'")
+    if device not in ("auto", "cpu", "cuda", "emu"):
+        raise ValueError(f"device: got {device!r}, expected 'auto', 'cpu', 'cuda' or 'emu'")
+    if device == "emu":  # the CUDA C family on the CPU (fastconv.emu) stands in for the GPU
+        from ..emu import install
+        install()
+        device = "cuda"
     if kernels is not None:
         backend.set_kernel_family(kernels)
     backend.check_environment()  # a bad FASTCONV_KERNELS is an error on CPU runs too
@@ -97,55 +100,6 @@ def check_finite(value: float, what: str, where: str, checkpoint: str | None) ->
     raise NonFiniteLossError(f"{what} became {value} at {where}; training stopped, {keep}")
 
 
-class MetricsLog:
-    """Append-only JSON-lines file, one object per record, flushed as written."""
-
-    def __init__(self, path: str, append: bool):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path = path
-        self._f = open(path, "a" if append else "w", encoding="utf-8")
-
-    def write(self, **record) -> None:
-        record.setdefault("time", round(time.time(), 3))
-        self._f.write(json.dumps(record, sort_keys=True) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class _NoBar:
-    """Stands in for a tqdm bar when tqdm is not installed."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-
-def progress(total: int, desc: str, enabled: bool | None):
-    """A tqdm bar counting images (so its rate is images/s); enabled None: only on a terminal."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False, dynamic_ncols=True,
-                disable=(None if enabled is None else not enabled), file=sys.stderr)
-
-
 def parse_int_list(text, name: str) -> list[int]:
     """'32,64' -> [32, 64]; '' -> []; each must be a positive int."""
     if isinstance(text, (list, tuple)):
@@ -159,15 +113,6 @@ def parse_int_list(text, name: str) -> list[int]:
     if any(v < 1 for v in values):
         raise ValueError(f"{name}: got {text!r}, expected positive ints")
     return values
-
-
-def resume_path(resume, out: str) -> str | None:
-    """--resume: None (fresh run), True/'' (the checkpoint in --out), or an explicit checkpoint path."""
-    if resume is None or resume is False:
-        return None
-    if resume is True or resume == "":
-        return os.path.join(out, CHECKPOINT_NAME)
-    return os.fspath(resume)
 
 
 def check_positive(value, name: str, kind=int):
@@ -205,15 +150,6 @@ def _cannot_write(directory: str) -> str | None:
     return None
 
 
-def writable_dir(path, name: str) -> str:
-    """Create ``path`` if needed and check that a file can be written in it; else a ValueError naming ``name``."""
-    path = os.fspath(path)
-    why = _cannot_write(path)
-    if why:
-        raise ValueError(f"{name}: got {path!r}, which cannot be written ({why}); expected a writable directory")
-    return path
-
-
 def writable_file(path, name: str) -> str:
     """Check that file ``path`` can be written (its directory is created if needed); else a ValueError."""
     path = os.fspath(path)
@@ -226,21 +162,60 @@ def writable_file(path, name: str) -> str:
     return path
 
 
-def check_resume_config(src: str, meta: dict, cfg, keys, train_images: int) -> None:
-    """A resumed run must continue the checkpoint's run: every setting in ``keys`` that changes the
-    result must equal the checkpoint's (--epochs/--iterations may differ: that is how a run is
-    extended; --lr may differ with cfg.allow_lr_change). A mismatch names the flag and both values."""
-    old_cfg = meta["config"]
-    for key in keys:
-        old, new = old_cfg[key], getattr(cfg, key)
-        if old == new or (key == "lr" and getattr(cfg, "allow_lr_change", False)):
-            continue
-        flag = "--" + key.replace("_", "-")
-        hint = " (or add --allow-lr-change to train on with the new rate)" if key == "lr" else ""
-        raise ValueError(f"{flag}: got {new!r}, but the checkpoint {src!r} was trained with {old!r}; expected the "
-                         f"same value when resuming{hint} — only --epochs/--iterations may differ")
-    if meta["train_images"] != train_images:
-        raise ValueError(f"--train-size/--data-dir: got {train_images} training images, but the checkpoint {src!r} "
-                         f"was trained on {meta['train_images']}; expected the same training set when resuming")
-    if getattr(cfg, "allow_lr_change", False) and old_cfg["lr"] != cfg.lr:
-        say(f"resume: --lr {cfg.lr} replaces the checkpoint's {old_cfg['lr']} (--allow-lr-change)")
+def check_common(cfg) -> None:
+    """The RunConfig settings every trainer checks (the API's counterpart of the CLI's types)."""
+    for name in ("batch_size", "log_every"):
+        check_positive(getattr(cfg, name), name)
+    check_positive(cfg.lr, "lr", float)
+    check_nonnegative(cfg.progress_seconds, "progress_seconds")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, (int, np.integer)) or cfg.seed < 0:
+        raise ValueError(f"seed: got {cfg.seed!r}, expected an int >= 0")
+    if cfg.train_size is not None:
+        check_positive(cfg.train_size, "train_size")
+
+
+def first_n(cfg, arrays, available: int):
+    """``arrays`` cut to --train-size items; more than ``available`` is an error, not a silent clamp."""
+    if cfg.train_size is None:
+        return arrays
+    if cfg.train_size > available:
+        raise ValueError(f"train_size: got {cfg.train_size}, but the training set has {available} images; expected "
+                         f"at most {available}")
+    return [a[:cfg.train_size] for a in arrays]
+
+
+def config_json(cfg) -> dict:
+    """The run's settings as saved in checkpoints (resume: the checkpoint path as a string)."""
+    d = asdict(cfg)
+    d["resume"] = None if d["resume"] in (None, False) else str(d["resume"])
+    return d
+
+
+class OutOfMemory(MemoryError):
+    """Not enough memory for something the run needs; the message names it and its size."""
+
+
+def allocating(what: str, make):
+    """make(), with a MemoryError that names ``what`` was being allocated and the flags that size it."""
+    try:
+        return make()
+    except OutOfMemory:
+        raise
+    except MemoryError as e:
+        raise OutOfMemory(f"not enough memory for {what} ({e or 'no details'}); expected smaller sizes "
+                          "(--channels, --hidden, --width, --g-hidden, --d-hidden, --train-size)") from None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2 ** 30:,.1f} GiB"
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """MemoryError naming ``what`` and its size when ``nbytes`` exceed this machine's memory: a clear
+    error up front, where an allocation might fail late or, with overcommit, not at all."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf: leave it to the allocation
+        return
+    if nbytes > total:
+        raise OutOfMemory(f"{what} needs {_gib(nbytes)}, more than this machine's {_gib(total)} of memory")

@@ -1,27 +1,41 @@
-"""PNG output with Pillow alone: image grids and line charts of training curves."""
+"""Image files with Pillow alone: sample grids (PNG, JPEG, ... by the file name) and line charts of
+training curves (PNG). Files are written atomically."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
 import numpy as np
+
+from ..checkpoint import atomic_write
 
 
 def _pil():
     try:
         from PIL import Image, ImageDraw
     except ImportError:
-        raise RuntimeError("Pillow is needed to write PNG files; expected `pip install 'fastconv[train]'`") from None
+        from ..extras import install_hint
+        raise RuntimeError(f"Pillow is needed to write PNG files; expected `{install_hint('Pillow')}`") from None
     return Image, ImageDraw
 
 
+def image_format(path: str) -> str:
+    """The Pillow format that ``path``'s extension names (".png" -> "PNG", ".jpg" -> "JPEG", ...)."""
+    Image, _ = _pil()
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"output: got {os.fspath(path)!r}, expected a file name ending in an image extension "
+                         "Pillow writes, such as .png or .jpg")
+    return fmt
+
+
 def _save(img, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + ".tmp.png"
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    img.save(buf, format=image_format(path))
+    atomic_write(path, buf.getvalue())
 
 
 def save_grid(images, path: str, nrow: int | None = None, value_range=(-1.0, 1.0), padding: int = 2,
@@ -62,7 +76,7 @@ def save_grid(images, path: str, nrow: int | None = None, value_range=(-1.0, 1.0
 _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+def _ticks(lo: float, hi: float, n: int = 8) -> list[float]:
     span = hi - lo
     raw = span / max(n - 1, 1)
     mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
@@ -71,11 +85,14 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
 
 
-def plot_curves(path: str, series: dict, title: str = "", xlabel: str = "", size=(720, 420)) -> None:
-    """Draw line charts: series maps a label to (x values, y values); non-finite points are skipped."""
+def plot_curves(path: str, series: dict, title: str = "", xlabel: str = "", ylabel: str = "",
+                size=(720, 440)) -> None:
+    """Draw line charts: series maps a label to (x values, y values); non-finite points are skipped.
+    The title is centred above the legend; x ticks on an axis of whole numbers (epochs,
+    iterations) are whole numbers."""
     Image, ImageDraw = _pil()
     w, h = size
-    left, right, top, bottom = 64, 16, 34, 44
+    left, right, top, bottom = 64, 16, 52, 44
     img = Image.new("RGB", size, (255, 255, 255))
     d = ImageDraw.Draw(img)
     pts = {}
@@ -105,7 +122,10 @@ def plot_curves(path: str, series: dict, title: str = "", xlabel: str = "", size
         _, yy = px(x0, t)
         d.line([left, yy, w - right, yy], fill=(230, 230, 230))
         d.text((4, yy - 6), f"{t:.4g}", fill=(0, 0, 0))
+    whole = allx.size and np.all(allx == np.round(allx))
     for t in _ticks(x0, x1):
+        if whole and t != round(t):
+            continue
         xx, _ = px(t, y0)
         d.line([xx, h - bottom, xx, h - bottom + 4], fill=(0, 0, 0))
         d.text((xx - 10, h - bottom + 8), f"{t:.4g}", fill=(0, 0, 0))
@@ -118,10 +138,12 @@ def plot_curves(path: str, series: dict, title: str = "", xlabel: str = "", size
             (a, b), = line
             d.ellipse([a - 2, b - 2, a + 2, b + 2], fill=colour)
         lx = left + 10 + 150 * i
-        d.line([lx, top - 12, lx + 20, top - 12], fill=colour, width=3)
-        d.text((lx + 24, top - 18), label, fill=(0, 0, 0))
+        d.line([lx, top - 24, lx + 20, top - 24], fill=colour, width=3)
+        d.text((lx + 24, top - 30), label, fill=(0, 0, 0))
     if title:
-        d.text((w - right - 8 * len(title), 4), title, fill=(0, 0, 0))
+        d.text(((w - 6 * len(title)) // 2, 6), title, fill=(0, 0, 0))
+    if ylabel:
+        d.text((4, top - 13), ylabel, fill=(0, 0, 0))
     if xlabel:
         d.text(((w - 7 * len(xlabel)) // 2, h - 16), xlabel, fill=(0, 0, 0))
     _save(img, path)

@@ -3,7 +3,7 @@
 The op cases are fastconv.check's (the same judge as ``fastconv check``): random non-zero
 float32 data, outputs poisoned with NaN before each launch, relative L2 error <= F32_TOL, or
 REDUCTION_TOL for long reductions (weight/bias gradients, batchnorm statistics), where float32
-summation error grows with the number of terms. Shapes: hypothesis-drawn and DESIGN.md's.
+summation error grows with the number of terms. Shapes: hypothesis-drawn and benchmarks/shapes.py's.
 """
 
 import numpy as np
@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fastconv
 from fastconv import check
 from fastconv.testing import F32_TOL
 
@@ -30,10 +31,8 @@ def family(request):
 @pytest.fixture(params=["v2", "v2_t128x128", "v2_t64x64", "v2_t32x128", "v1"])
 def conv_version(request, monkeypatch):
     """The cupy family's conv kernels: v2 with its own tile choice, v2 forced to each tile, v1."""
-    from fastconv.backends import cuda
-    monkeypatch.setattr(cuda, "CONV_VERSION", 1 if request.param == "v1" else 2)
-    monkeypatch.setattr(cuda, "CONV_TILE", request.param[3:] or None)
-    return request.param
+    with fastconv.using(conv_version=1 if request.param == "v1" else 2, conv_tile=request.param[3:] or None):
+        yield request.param
 
 
 def _judge(group, spec, family, seed=0):
@@ -76,22 +75,21 @@ shapes = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 @given(spec=conv_specs())
 def test_conv2d(family, conv_version, spec):
     if family == "numba" and conv_version != "v2":
-        pytest.skip("CONV_VERSION/CONV_TILE select the cupy family's conv kernels only")
+        pytest.skip("the conv_version/conv_tile settings select the cupy family's conv kernels only")
     _judge("conv2d", spec, family)
 
 
-@pytest.mark.parametrize("name", list(check.BENCH_CONV))
-def test_conv2d_design_shapes(family, name):
-    _judge("conv2d", check.BENCH_CONV[name], family)
+@pytest.mark.parametrize("name", list(check.bench_conv_shapes()))
+def test_conv2d_benchmark_shapes(family, name):
+    _judge("conv2d", check.bench_conv_shapes()[name], family)
 
 
 @pytest.mark.parametrize("tile", ["t128x128", "t64x64", "t32x128"])
 def test_conv2d_every_tile_on_a_large_shape(tile, monkeypatch):
     """Multi-tile reductions, split-K and many blocks on each tile shape (cupy family)."""
-    from fastconv.backends import cuda
-    monkeypatch.setattr(cuda, "CONV_TILE", tile)
-    _judge("conv2d", (9, 24, 33, 31, 136, 3, 3, 1, 1, 1, 1), "cupy")
-    _judge("conv2d", (4, 36, 17, 19, 260, 4, 3, (2, 1), (1, 2), (1, 2), 2), "cupy")
+    with fastconv.using(conv_tile=tile):
+        _judge("conv2d", (9, 24, 33, 31, 136, 3, 3, 1, 1, 1, 1), "cupy")
+        _judge("conv2d", (4, 36, 17, 19, 260, 4, 3, (2, 1), (1, 2), (1, 2), 2), "cupy")
 
 
 @SETTINGS
@@ -159,26 +157,25 @@ def test_poison_catches_unwritten_output(monkeypatch):
     (int32: -1), through the cupy allocator and through the numba family's _empty."""
     import cupy as cp
 
-    from fastconv.backends import cuda
-    monkeypatch.setattr(cuda, "POISON", True)
-    a = cuda._alloc((5,), np.float32, "probe")
-    assert bool(np.isnan(a.get()).all())
-    if "numba" in check.families():
-        from fastconv.backends import numba_cuda
-        like = cp.zeros(1, dtype=cp.float32)
-        assert bool(np.isnan(numba_cuda._empty((5,), like).get()).all())
-        assert bool((numba_cuda._empty((5,), like, np.int32).get() == -1).all())
+    from fastconv.backends.cuda import launch as cuda_launch
+    with fastconv.using(poison=True):
+        a = cuda_launch._alloc((5,), np.float32, "probe")
+        assert bool(np.isnan(a.get()).all())
+        if "numba" in check.families():
+            from fastconv.backends.numba import driver as numba_launch
+            like = cp.zeros(1, dtype=cp.float32)
+            assert bool(np.isnan(numba_launch._empty((5,), like).get()).all())
+            assert bool((numba_launch._empty((5,), like, np.int32).get() == -1).all())
 
 
 def test_max_pool2d_nan_inputs(family, monkeypatch):
     """NaN inputs: y is NaN where a window holds one and argmax points at the first NaN in
-    row-major window order (kernels/pool.cu, numba_kernels.py and the CPU path agree)."""
+    row-major window order (kernels/pool.cu, fastconv/backends/numba/pool.py and the CPU path agree)."""
     import cupy as cp
 
     from fastconv import ops
-    from fastconv.backends import cuda
     from fastconv.testing import assert_close
-    monkeypatch.setattr(cuda, "POISON", True)
+    fastconv.configure(poison=True)  # tests/conftest.py restores the settings after each test
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
     flat = x.reshape(-1)
@@ -201,9 +198,10 @@ def test_errors(family, monkeypatch):
     import cupy as cp
 
     from fastconv.backends import cuda
+    from fastconv.backends.cuda import launch as cuda_launch
     mod = cuda
     if family == "numba":
-        from fastconv.backends import numba_cuda as mod
+        from fastconv.backends import numba as mod
     with pytest.raises(TypeError, match="x: got dtype float64 on the GPU"):
         mod.relu_forward(cp.ones(3))
     xs = (cp.arange(12, dtype=cp.float32).reshape(3, 4) - 3)[:, ::2]
@@ -212,10 +210,10 @@ def test_errors(family, monkeypatch):
     assert y.flags.c_contiguous and y.shape == (3, 2)
     assert y.get().tolist() == [[0, 0], [1, 3], [5, 7]]
     with pytest.raises(cuda.GPUOutOfMemoryError, match="bytes"):
-        cuda._alloc((1 << 50,), np.float32, "huge")
-    if family == "numba":  # its outputs come from the same allocator (POISON, out-of-memory message)
-        calls, real = [], cuda._alloc
-        monkeypatch.setattr(cuda, "_alloc", lambda shape, dtype, what, zero=False: calls.append(what)
+        cuda_launch._alloc((1 << 50,), np.float32, "huge")
+    if family == "numba":  # its outputs come from the same allocator (poisoning, out-of-memory message)
+        calls, real = [], cuda_launch._alloc
+        monkeypatch.setattr(cuda_launch, "_alloc", lambda shape, dtype, what, zero=False: calls.append(what)
                             or real(shape, dtype, what, zero))
         mod.relu_forward(xs)
         assert calls == ["relu_forward output"]

@@ -1,10 +1,10 @@
 """The numba kernel family's own launch path on a real GPU (marker ``gpu``).
 
-Op-by-op correctness of every family at DESIGN.md's shapes is tests/gpu/test_gpu_ops.py's job
+Op-by-op correctness of every family at the benchmark shapes is tests/gpu/test_gpu_ops.py's job
 (parametrized over "cupy" and "numba"); this file checks what only the numba launcher does:
 launch cost of the empty kernel (reported, never asserted), launches on CuPy's current stream,
 CUDA errors turned into exceptions, the pointer-parameter packing of every kernel (run at a
-DESIGN.md shape through the launch layer with poisoned outputs), and the deterministic
+benchmark shape through the launch layer with poisoned outputs), and the deterministic
 split-reduction weight gradient.
 """
 
@@ -28,9 +28,9 @@ def cp():
 
 @pytest.fixture(scope="module")
 def nb(cp):
-    from fastconv.backends import numba_cuda
-    assert not numba_cuda.SIMULATOR, "run the GPU tests without NUMBA_ENABLE_CUDASIM"
-    return numba_cuda
+    from fastconv.backends import numba as numba_family
+    assert not numba_family.SIMULATOR, "run the GPU tests without NUMBA_ENABLE_CUDASIM"
+    return numba_family
 
 
 def _poisoned(cp, shape, dtype=np.float32):
@@ -76,7 +76,7 @@ def test_cuda_error_becomes_exception(cp, nb):
 
 
 def test_launch_layer_every_kernel(cp, nb):
-    """Each kernel once at a DESIGN.md shape through launch_* with poisoned outputs, against the
+    """Each kernel once at a benchmark shape through launch_* with poisoned outputs, against the
     float64 NumPy twin (this exercises the packed parameter layout of every signature)."""
     from fastconv.backends import cpu
     rng = np.random.default_rng(1)
@@ -132,9 +132,10 @@ def test_launch_layer_every_kernel(cp, nb):
 def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
     """Report registers and local memory of the conv kernels (local memory would mean the
     register tile spilled); asserts only that the kernels compiled for this device."""
+    from fastconv.backends.numba import driver as nb_driver
     for name in ("conv2d_forward_v1", "conv2d_backward_data_v1", "conv2d_backward_weight_v1"):
         dev = cp.cuda.runtime.getDevice()
-        kern = nb._gpu_kernels.get((name, dev)) or nb._GpuKernel(name, dev)
+        kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)
         (overload,) = kern.dispatcher.overloads.values()
         print(f"\n{name}: {overload.regs_per_thread} registers, {overload.local_mem_per_thread} B local/thread")
         assert overload.regs_per_thread > 0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fastconv.backends import cpu
-from fastconv.backends import numba_cuda as nb
-from fastconv.backends import numba_kernels as K
+from fastconv.backends import numba as nb
+from fastconv.backends.numba import tiles as K
 from fastconv.testing import F32_TOL, assert_close, poison
 
 assert nb.SIMULATOR
@@ -246,10 +246,10 @@ def test_backend_functions_copy_non_contiguous_inputs(rng):
 
 def test_grid_limits_are_clear_errors():
     with pytest.raises(ValueError, match=r"conv2d_forward: got a launch grid of \(1, 1, 65536\) blocks"):
-        nb._gemm_grid("conv2d_forward", 10, 10, 65536)
+        K._gemm_grid("conv2d_forward", 10, 10, 65536)
     with pytest.raises(ValueError, match=r"conv2d_backward_data: got a launch grid of \(1, 65536, 1\)"):
-        nb._gemm_grid("conv2d_backward_data", 10, 65536 * K.BM, 1)
-    assert nb._gemm_grid("conv2d_forward", 10, 65535 * K.BM, 65535) == (1, 65535, 65535)
+        K._gemm_grid("conv2d_backward_data", 10, 65536 * K.BM, 1)
+    assert K._gemm_grid("conv2d_forward", 10, 65535 * K.BM, 65535) == (1, 65535, 65535)
     # depthwise conv with 65536 groups: refused before any launch
     x, w = np.ones((1, 65536, 1, 1), np.float32), np.ones((65536, 1, 1, 1), np.float32)
     with pytest.raises(ValueError, match=r"z <= 65535"):

@@ -1,0 +1,38 @@
+"""CPU elementwise activations (backward passes take the forward output y)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, y):
+    return dy * (y > 0)
+
+
+def leaky_relu_forward(x, slope):
+    return np.where(x > 0, x, x * x.dtype.type(slope))
+
+
+def leaky_relu_backward(dy, y, slope):
+    return np.where(y > 0, dy, dy * dy.dtype.type(slope))
+
+
+def sigmoid_forward(x):
+    # 1 / (1 + exp(-x)) without overflow for large |x|
+    return np.exp(-np.logaddexp(0, -x)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def tanh_forward(x):
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    return dy * (1 - y * y)

@@ -1,0 +1,44 @@
+"""CPU batch normalisation over axis 1 of (N, C) or (N, C, H, W)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _bn_axes_shape(x):
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, x.shape[1]) if x.ndim == 2 else (1, x.shape[1], 1, 1)
+    return axes, shape
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    axes, shape = _bn_axes_shape(x)
+    if training:
+        count = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        xc = x - mean.reshape(shape)
+        var = np.mean(xc * xc, axis=axes)
+        invstd = 1 / np.sqrt(var + x.dtype.type(eps))
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * count / (count - 1)) * var
+    else:
+        mean = running_mean.copy()
+        invstd = 1 / np.sqrt(running_var + x.dtype.type(eps))
+        xc = x - mean.reshape(shape)
+    y = xc * (invstd * gamma).reshape(shape) + beta.reshape(shape)
+    return y, mean, invstd.astype(x.dtype, copy=False)
+
+
+def batchnorm_backward(dy, x, gamma, mean, invstd, training):
+    axes, shape = _bn_axes_shape(x)
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    if training:
+        count = x.size // x.shape[1]
+        dx = (gamma * invstd / count).reshape(shape) * (count * dy - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))
+    else:
+        dx = dy * (gamma * invstd).reshape(shape)
+    return dx, dgamma, dbeta

@@ -1,0 +1,31 @@
+"""CPU dropout: the counter-based hash mask every backend reproduces bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fmix32(h):
+    """MurmurHash3's 32-bit finaliser on a uint32 array (wrapping arithmetic)."""
+    h = np.asarray(h, dtype=np.uint32)
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def dropout_mask(size, p, seed):
+    """uint8 keep-mask of ``size`` elements for drop probability p (the hash in fastconv.ops)."""
+    key = fmix32(np.array([seed], dtype=np.uint32))[0]  # an array: numpy warns on scalar wrap-around
+    h = fmix32(np.arange(size, dtype=np.uint32) ^ key)
+    return (h.astype(np.uint64) >= np.uint64(int(p * 4294967296.0))).astype(np.uint8)
+
+
+def dropout_forward(x, p, seed):
+    mask = dropout_mask(x.size, p, seed).reshape(x.shape)
+    return x * (mask * x.dtype.type(1.0 / (1.0 - p))), mask
+
+
+def dropout_backward(dy, mask, p):
+    return dy * (mask * dy.dtype.type(1.0 / (1.0 - p)))

@@ -1,0 +1,27 @@
+"""CPU optimizer updates (SGD, Adam), in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    g = grad + param.dtype.type(weight_decay) * param if weight_decay else grad
+    if momentum:
+        velocity *= param.dtype.type(momentum)
+        velocity += g
+        g = g + param.dtype.type(momentum) * velocity if nesterov else velocity
+    param -= param.dtype.type(lr) * g
+
+
+def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param if weight_decay else grad
+    m *= t(beta1)
+    m += t(1 - beta1) * g
+    v *= t(beta2)
+    v += t(1 - beta2) * (g * g)
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    denom = np.sqrt(v / t(bc2)) + t(eps)
+    param -= t(lr / bc1) * m / denom

@@ -1,0 +1,40 @@
+"""The "cupy" GPU kernel family: launchers for the CUDA C kernels in kernels/*.cu.
+
+Every op of notes/INTERFACES.md, with the signature of fastconv.backends.cpu. Arguments arrive
+validated by fastconv.ops; the launchers still check what a RawKernel cannot (dtype float32,
+device, C-contiguity: non-contiguous inputs are copied to contiguous ones) and pass scalars as
+numpy int32/int64/float32 so the kernel sees the C types it declares.
+
+One module per op family (conv.py launches kernels/conv.cu, activation.py and dropout.py
+kernels/activation.cu, pool.py kernels/pool.cu, batchnorm.py kernels/batchnorm.cu, loss.py
+kernels/loss.cu, optim.py kernels/optim.cu; linear.py is cuBLAS); launch.py holds what they share
+(allocation with NaN poisoning, argument and int32 checks, the launch). Two modules need no CuPy
+and are unit-tested on the CPU: config.py (grids, tile shapes, split-K, the kernel-name table)
+and loader.py (finding, #define-ing and compiling the .cu files).
+
+The ops are looked up here by name (``getattr``, as fastconv.backend does); the op-family
+modules, which import CuPy, load on the first such lookup, so that importing config or loader
+never needs CuPy.
+"""
+
+import importlib
+
+OP_FAMILIES = ("conv", "pool", "activation", "batchnorm", "linear", "dropout", "loss", "optim")
+_SHARED = ("launch",)  # GPUOutOfMemoryError, num_sms
+
+
+def __getattr__(name: str):
+    # submodule names fall through, so that ``from . import config`` imports config.py alone
+    if not name.startswith("_") and name not in OP_FAMILIES + _SHARED + ("config", "loader"):
+        for family in OP_FAMILIES + _SHARED:
+            fn = getattr(importlib.import_module(f"{__name__}.{family}"), name, None)
+            if fn is not None:
+                return fn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    names = set(globals())
+    for family in OP_FAMILIES:
+        names.update(n for n in dir(importlib.import_module(f"{__name__}.{family}")) if not n.startswith("_"))
+    return sorted(names)

@@ -1,0 +1,30 @@
+"""Launchers of the dropout kernels in kernels/activation.cu (the counter-based hash mask of
+fastconv.backends.cpu.dropout)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import config as cfg
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _launch
+
+
+def dropout_forward(x, p, seed):
+    x = _arg(x, "x")
+    y = _alloc(x.shape, _F32, "dropout_forward output")
+    mask = _alloc(x.shape, np.uint8, "dropout_forward mask")
+    if x.size:
+        thr = np.uint64(int(p * 4294967296.0))
+        _launch("activation.cu", "dropout_forward_v1", _eltwise_grid(x.size), cfg.BLOCK,
+                (x, y, mask, np.int64(x.size), np.uint32(seed & 0xFFFFFFFF), thr, _f32(1.0 / (1.0 - p))))
+    return y, mask
+
+
+def dropout_backward(dy, mask, p):
+    dy = _arg(dy, "dy")
+    mask = _arg(mask, "mask", np.uint8)
+    dx = _alloc(dy.shape, _F32, "dropout_backward output")
+    if dy.size:
+        _launch("activation.cu", "dropout_backward_v1", _eltwise_grid(dy.size), cfg.BLOCK,
+                (dy, mask, dx, np.int64(dy.size), _f32(1.0 / (1.0 - p))))
+    return dx

@@ -1,0 +1,106 @@
+"""What every cupy-family launcher shares: output allocation (NaN poisoning, out-of-memory
+messages), input checks, int32 argument checks and the RawKernel launch.
+"""
+
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from ... import settings
+from . import config as cfg
+from .loader import function
+
+
+_F32 = np.dtype(np.float32)
+
+
+_sms: dict[int, int] = {}
+
+
+class GPUOutOfMemoryError(MemoryError):
+    """A GPU allocation failed; the message names the bytes asked for."""
+
+
+def num_sms() -> int:
+    dev = cp.cuda.Device()
+    n = _sms.get(dev.id)
+    if n is None:
+        n = _sms[dev.id] = int(dev.attributes["MultiProcessorCount"])
+    return n
+
+
+def _alloc(shape, dtype, what: str, zero: bool = False):
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        a = cp.zeros(shape, dtype) if zero else cp.empty(shape, dtype)
+    except cp.cuda.memory.OutOfMemoryError:
+        free, total = cp.cuda.runtime.memGetInfo()
+        raise GPUOutOfMemoryError(
+            f"{what}: out of GPU memory asking for {nbytes} bytes ({tuple(shape)} {dtype}); "
+            f"{free} of {total} bytes free on GPU {cp.cuda.Device().id}; expected a smaller batch or "
+            "fewer arrays alive") from None
+    if settings.current().poison and not zero:
+        if dtype.kind == "f":
+            a.fill(np.nan)
+        elif dtype.kind == "u":
+            a.fill(np.iinfo(dtype).max)
+        else:
+            a.fill(-1)
+    return a
+
+
+def _arg(a, name: str, dtype=_F32, inplace: bool = False):
+    """Check a device array; return it C-contiguous (a copy when it was not, unless in place)."""
+    if not isinstance(a, cp.ndarray):
+        raise TypeError(f"{name}: got {type(a).__name__}, expected a cupy.ndarray")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: got dtype {a.dtype} on the GPU, expected {np.dtype(dtype)}")
+    dev = cp.cuda.Device().id
+    if a.device.id != dev:
+        raise ValueError(f"{name}: got an array on GPU {a.device.id}, expected the current GPU {dev}")
+    if not a.flags.c_contiguous:
+        if inplace:
+            raise ValueError(f"{name}: got a non-contiguous array, expected a C-contiguous one (updated in place)")
+        a = cp.ascontiguousarray(a)
+    return a
+
+
+def _i32(v):
+    """A small int (flag, split count, chunk) as np.int32; sizes go through _i32s."""
+    return np.int32(v)
+
+
+def _i32s(name: str, labels: str, values) -> tuple:
+    """``values`` as np.int32 scalars; a ValueError naming the argument and the quantity (instead of
+    numpy's OverflowError) when one does not fit the kernel's 32-bit int parameter."""
+    if max(values) > cfg.INT32_MAX or min(values) < -cfg.INT32_MAX - 1:
+        for label, v in zip(labels.split(), values):
+            if not -cfg.INT32_MAX - 1 <= v <= cfg.INT32_MAX:
+                raise ValueError(f"{name}: got {label} = {v}, expected at most {cfg.INT32_MAX} (the GPU kernel "
+                                 "takes it as a 32-bit int); split the batch")
+    return tuple(np.int32(v) for v in values)
+
+
+def _f32(v):
+    return np.float32(v)
+
+
+def _launch(filename, name, grid, block, args):
+    fn = function(filename, name)
+    fn(tuple(int(g) for g in grid), (int(block),), args)
+
+
+def _conv_tile(m, cols):
+    """The v2 tile: the conv_tile setting (checked when set), else the launch heuristic's pick."""
+    tile = settings.current().conv_tile
+    return cfg.conv_tile(m, cols, num_sms()) if tile is None else tile
+
+
+def _eltwise_grid(n, per_thread=1):
+    return (cfg.elementwise_blocks(n, num_sms(), cfg.BLOCK, per_thread),)
+
+
+def _aligned(*arrays):
+    return all(a.data.ptr % 16 == 0 for a in arrays)

@@ -1,0 +1,42 @@
+"""Launchers of kernels/loss.cu; the loss is a 0-d device array, nothing is copied to the host."""
+
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from . import config as cfg
+from .launch import _F32, _alloc, _arg, _f32, _i32s, _launch, num_sms
+
+
+def _sum_scale(values, n, scale, out):
+    _launch("loss.cu", "sum_scale_v1", (1,), cfg.REDUCE_BLOCK, (values, out, np.int64(n), np.float64(scale)))
+
+
+def softmax_cross_entropy(logits, labels):
+    logits = _arg(logits, "logits")
+    if not isinstance(labels, cp.ndarray) or labels.dtype.kind not in "iu":
+        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer "
+                        "cupy array")
+    labels = _arg(labels.astype(np.int32, copy=False), "labels", np.int32)
+    n, k = logits.shape
+    d = _alloc((n, k), _F32, "softmax_cross_entropy dlogits")
+    rows = _alloc((n,), _F32, "softmax_cross_entropy row losses")
+    loss = _alloc((), _F32, "softmax_cross_entropy loss")
+    _launch("loss.cu", "softmax_xent_rows_v1", (cfg.warp_rows_blocks(n),), cfg.BLOCK,
+            (logits, labels, d, rows) + _i32s("logits", "N K", (n, k)) + (_f32(1.0 / n),))
+    _sum_scale(rows, n, 1.0 / n, loss)
+    return loss, d
+
+
+def bce_with_logits(logits, targets):
+    logits, targets = _arg(logits, "logits"), _arg(targets, "targets")
+    n = logits.size
+    d = _alloc(logits.shape, _F32, "bce_with_logits dlogits")
+    loss = _alloc((), _F32, "bce_with_logits loss")
+    blocks = min(cfg.elementwise_blocks(n, num_sms()), 4 * num_sms())
+    partial = _alloc((blocks,), _F32, "bce_with_logits partial sums")
+    _launch("loss.cu", "bce_logits_v1", (blocks,), cfg.BLOCK,
+            (logits, targets, d, partial, np.int64(n), _f32(1.0 / n)))
+    _sum_scale(partial, blocks, 1.0 / n, loss)
+    return loss, d

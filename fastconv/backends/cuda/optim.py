@@ -1,0 +1,31 @@
+"""Launchers of kernels/optim.cu: SGD and Adam updates, in place."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import config as cfg
+from .launch import _arg, _eltwise_grid, _f32, _i32, _launch
+
+
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
+    param = _arg(param, "param", inplace=True)
+    grad = _arg(grad, "grad")
+    has_v = bool(momentum)
+    v = _arg(velocity, "velocity", inplace=True) if has_v else param
+    if param.size:
+        _launch("optim.cu", "sgd_update_v1", _eltwise_grid(param.size), cfg.BLOCK,
+                (param, grad, v, np.int64(param.size), _f32(lr), _f32(momentum), _f32(weight_decay),
+                 _i32(bool(nesterov)), _i32(has_v)))
+
+
+def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = _arg(param, "param", inplace=True)
+    grad = _arg(grad, "grad")
+    m, v = _arg(m, "m", inplace=True), _arg(v, "v", inplace=True)
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    if param.size:
+        _launch("optim.cu", "adam_update_v1", _eltwise_grid(param.size), cfg.BLOCK,
+                (param, grad, m, v, np.int64(param.size), _f32(lr), _f32(beta1), _f32(beta2), _f32(eps),
+                 _f32(weight_decay), _f32(bc1), _f32(bc2)))

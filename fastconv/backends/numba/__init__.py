@@ -1,0 +1,49 @@
+"""The "numba" GPU kernel family: @numba.cuda.jit kernels, their launchers and backend functions.
+
+Every array argument is indexed flat (``x[i]``), so one body serves two argument kinds: raw
+``float32*`` / ``int32*`` pointers on the GPU (the launcher compiles each kernel once with a
+``CPointer`` signature) and 1-d arrays under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1, CI).
+The kernel bodies are plain Python; driver.py turns them into kernels.
+
+One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
+outputs; what the simulator tests call) and backend functions (the signatures of
+notes/INTERFACES.md): conv.py, activation.py, pool.py; tiles.py holds the block and tile sizes,
+driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
+Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
+this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under
+the CUDA simulator (NUMBA_ENABLE_CUDASIM=1, used by CI) the same functions take NumPy arrays and
+run the same kernel bodies on the CPU.
+
+Kernel list (versions as in kernels/*.cu naming: op, pass, version):
+
+- conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1: implicit GEMM, one
+  block per BM x BN output tile, BK-deep slices of both operands staged in shared memory, each
+  of the TY x TX threads accumulating a TM x TN register tile (rows ty + TY*i, columns
+  tx + TX*j, so shared reads are broadcast or consecutive and global stores coalesce).
+  backward_data is written as a gather (no atomics); backward_weight splits its long N*P*Q
+  reduction over blockIdx.z and writes per-split partial sums that sum_splits_v1 adds in a fixed
+  order (deterministic, no atomics).
+- conv2d_backward_bias_v1: one block per output channel, shared-memory tree reduction.
+- relu / leaky_relu forward and backward: grid-stride elementwise loops.
+- max_pool2d / avg_pool2d forward: one thread per output; backward: one thread per input
+  element gathering from the windows that cover it (overlapping windows add, no atomics).
+
+Work per conv pass (for judging speed against the card's ceilings): 2*N*K*P*Q*C/G*R*S FLOPs;
+bytes moved at least 4*(|x| + |w| + |y|).
+"""
+
+import os
+
+# before numba is imported: no stream synchronisation on CuPy arrays passed to other numba launches
+os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
+
+from .conv import (launch_conv2d_forward, launch_conv2d_backward_data, backward_weight_splits,  # noqa: E402,F401
+                   launch_conv2d_backward_weight, launch_conv2d_backward_bias, conv2d_forward,
+                   conv2d_backward_data, conv2d_backward_weight, conv2d_backward_bias)
+from .activation import (launch_relu_forward, launch_relu_backward, launch_leaky_relu_forward,  # noqa: E402,F401
+                         launch_leaky_relu_backward, relu_forward, relu_backward,
+                         leaky_relu_forward, leaky_relu_backward)
+from .pool import (launch_max_pool2d_forward, launch_max_pool2d_backward,  # noqa: E402,F401
+                   launch_avg_pool2d_forward, launch_avg_pool2d_backward, max_pool2d_forward,
+                   max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward)
+from .driver import SIMULATOR, launch, launch_empty  # noqa: E402,F401

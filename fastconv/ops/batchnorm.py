@@ -1,0 +1,47 @@
+"""Batch normalisation over axis 1 of (N, C) or (N, C, H, W)."""
+
+from __future__ import annotations
+
+from ..argcheck import array, real, same_device, same_dtype, same_shape
+from ..backend import op
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5, *,
+                      kernels=None):
+    """Returns (y, mean, invstd) with mean/invstd of shape (C,) as used (batch or running).
+
+    In training, running_mean/running_var are updated in place with the unbiased batch variance
+    (PyTorch's convention): r <- (1 - momentum) * r + momentum * batch_stat.
+    """
+    array(x, "x", (2, 4))
+    c = x.shape[1]
+    for a, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
+                    (running_var, "running_var")):
+        array(a, name, 1)
+        if a.shape[0] != c:
+            raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected ({c},) for x of shape {tuple(x.shape)}")
+    same_dtype(x, "x", (gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
+                (running_var, "running_var"))
+    same_device(x=x, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    count = x.size // c
+    if training and count < 2:
+        raise ValueError(f"x: got shape {tuple(x.shape)}, expected more than 1 value per channel in training")
+    momentum = real(momentum, "momentum", 0.0, 1.0)
+    eps = real(eps, "eps", 0.0, lo_open=True)
+    return op("batchnorm_forward", x, kernels=kernels)(x, gamma, beta, running_mean, running_var, bool(training),
+                                                       momentum, eps)
+
+
+def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=None):
+    """Returns (dx, dgamma, dbeta). training=False differentiates the eval-mode affine map."""
+    array(dy, "dy", (2, 4))
+    array(x, "x", (2, 4))
+    same_shape(dy, "dy", x, "x")
+    c = x.shape[1]
+    for a, name in ((gamma, "gamma"), (mean, "mean"), (invstd, "invstd")):
+        array(a, name, 1)
+        if a.shape[0] != c:
+            raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected ({c},) for x of shape {tuple(x.shape)}")
+    same_dtype(x, "x", (gamma, "gamma"), (mean, "mean"), (invstd, "invstd"))
+    same_device(x=x, gamma=gamma, mean=mean, invstd=invstd)
+    return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training))

@@ -1,0 +1,136 @@
+"""Convolution ops: conv2d and conv_transpose2d, forward and both backward passes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, pair, same_device,
+                        same_dtype, shape4)
+from ..backend import array_module, op
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+    """y[N,K,P,Q] = sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]."""
+    operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
+    stride, padding, dilation = conv_hyper(stride, padding, dilation)
+    conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    if b is not None and b.shape[0] != w.shape[0]:
+        raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({w.shape[0]},) to match w's output channels")
+    return op("conv2d_forward", x, w, b, kernels=kernels)(x, w, b, stride, padding, dilation, int(groups))
+
+
+def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name, stride, padding, dilation,
+                        groups):
+    """Checks shared by the two backward passes: dy against the conv that x_shape and w_shape define."""
+    array(dy, "dy", 4)
+    same_dtype(other, other_name, (dy, "dy"))
+    same_device(dy=dy, **{other_name: other})
+    stride, padding, dilation = conv_hyper(stride, padding, dilation)
+    n, c, h, wd, k, r, s, p, q = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups, x_name, w_name)
+    if tuple(dy.shape) != (n, k, p, q):
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {(n, k, p, q)} (the conv output)")
+    return stride, padding, dilation
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+    """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
+    array(w, "w", 4)
+    x_shape = shape4(x_shape, "x_shape")
+    stride, padding, dilation = _conv_backward_args(dy, w, "w", x_shape, w.shape, "x_shape", "w", stride, padding,
+                                                    dilation, groups)
+    return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
+                                                             int(groups))
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
+    """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
+    array(x, "x", 4)
+    w_shape = shape4(w_shape, "w_shape")
+    stride, padding, dilation = _conv_backward_args(dy, x, "x", x.shape, w_shape, "x", "w_shape", stride, padding,
+                                                    dilation, groups)
+    return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
+                                                               int(groups))
+
+
+def conv2d_backward_bias(dy, *, kernels=None):
+    """db[K] = sum over N, P, Q of dy[N,K,P,Q]."""
+    array(dy, "dy", 4)
+    return op("conv2d_backward_bias", dy, kernels=kernels)(dy)
+
+
+
+def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups, x_name="x"):
+    """Check a transposed conv and return (hyper-parameters, full output shape, core output shape).
+
+    The core is the part of the output that the equivalent conv2d maps back onto x exactly;
+    output_padding beyond stride - 1 (allowed while it is below the dilation) adds rows and
+    columns that only the bias reaches.
+    """
+    stride, padding, dilation = conv_hyper(stride, padding, dilation)
+    output_padding = pair(output_padding, "output_padding", 0)
+    for i in range(2):
+        if output_padding[i] >= max(stride[i], dilation[i]):
+            raise ValueError(f"output_padding: got {output_padding}, expected values smaller than stride "
+                             f"{stride} or dilation {dilation}")
+    n, cin, h, wd = x_shape
+    if w_shape[0] != cin:
+        raise ValueError(f"w: got shape {tuple(w_shape)}, expected dim 0 = {cin} (the channels of {x_name})")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1 or cin % groups:
+        raise ValueError(f"groups: got {groups!r}, expected a positive divisor of the {cin} channels of {x_name}")
+    cout = w_shape[1] * groups
+    full, core = [n, cout], [n, cout]
+    for i, size in enumerate((h, wd)):
+        args = (size, w_shape[2 + i], stride[i], padding[i], dilation[i])
+        full.append(conv_transpose_out_size(*args, output_padding[i]))
+        core.append(conv_transpose_out_size(*args, min(output_padding[i], stride[i] - 1)))
+    if core[2] < 1 or core[3] < 1:
+        raise ValueError(f"padding: got {padding}, leaves an empty output ({full[2]}x{full[3]}); expected less padding")
+    return (stride, padding, dilation, int(groups)), tuple(full), tuple(core)
+
+
+def _crop(a, shape):
+    if tuple(a.shape) == tuple(shape):
+        return a
+    return array_module(a).ascontiguousarray(a[:, :, :shape[2], :shape[3]])
+
+
+def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
+                             kernels=None):
+    """Transposed convolution; w is ``C_in x C_out/groups x R x S`` as in PyTorch's ConvTranspose2d.
+
+    It is conv2d's backward-data pass with x in the role of dy, so it needs no kernels of its own.
+    """
+    xp = operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
+    hyper, full, core = _conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation, groups)
+    if b is not None and b.shape[0] != full[1]:
+        raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({full[1]},)")
+    y = conv2d_backward_data(x, w, core, *hyper, kernels=kernels)
+    if core != full:
+        y_full = xp.zeros(full, dtype=y.dtype)
+        y_full[:, :, :core[2], :core[3]] = y
+        y = y_full
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
+                                   kernels=None):
+    """dx of a transposed conv: conv2d forward of dy (cropped to the core) with w."""
+    x_shape = shape4(x_shape, "x_shape")
+    hyper, full, core = _conv_transpose_geometry(x_shape, array(w, "w", 4).shape, stride, padding, output_padding,
+                                                 dilation, groups, "x_shape")
+    if tuple(array(dy, "dy", 4).shape) != full:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
+    return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels)
+
+
+def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
+                                     kernels=None):
+    """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles."""
+    w_shape = shape4(w_shape, "w_shape")
+    hyper, full, core = _conv_transpose_geometry(array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
+                                                 dilation, groups)
+    if tuple(array(dy, "dy", 4).shape) != full:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
+    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, kernels=kernels)

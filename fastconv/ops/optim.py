@@ -1,0 +1,50 @@
+"""Optimizer updates, in place on param and its state arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..argcheck import FLOAT_DTYPES, real
+from ..backend import array_module, op
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *, kernels=None):
+    """PyTorch's SGD: g += wd*p; v = momentum*v + g; p -= lr * (g + momentum*v if nesterov else v).
+
+    velocity may be None when momentum == 0.
+    """
+    _check_update_arrays(param, grad, velocity, "velocity")
+    if momentum and velocity is None:
+        raise ValueError("velocity: got None, expected an array when momentum != 0")
+    op("sgd_update", param, kernels=kernels)(param, grad, velocity, real(lr, "lr", 0.0, lo_open=True),
+                                             real(momentum, "momentum", 0.0, 1.0, hi_open=True),
+                                             real(weight_decay, "weight_decay", 0.0), bool(nesterov))
+
+
+def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
+                kernels=None):
+    """PyTorch's Adam (L2 weight decay added to the gradient); step counts from 1."""
+    _check_update_arrays(param, grad, m, "m")
+    _check_update_arrays(param, grad, v, "v")
+    if not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step: got {step!r}, expected an int >= 1")
+    op("adam_update", param, kernels=kernels)(param, grad, m, v, int(step), real(lr, "lr", 0.0, lo_open=True),
+                                              real(beta1, "beta1", 0.0, 1.0, hi_open=True),
+                                              real(beta2, "beta2", 0.0, 1.0, hi_open=True),
+                                              real(eps, "eps", 0.0, lo_open=True),
+                                              real(weight_decay, "weight_decay", 0.0))
+
+
+def _check_update_arrays(param, grad, state, state_name):
+    xp = array_module(param, grad, state, names=["param", "grad", state_name])
+    for a, name in ((param, "param"), (grad, "grad"), (state, state_name)):
+        if a is None:
+            continue
+        if a.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name}: got dtype {a.dtype}, expected float32 or float64")
+        if a.shape != param.shape or a.dtype != param.dtype:
+            raise ValueError(f"{name}: got {a.dtype} {tuple(a.shape)}, expected {param.dtype} {tuple(param.shape)} "
+                             "(the param's)")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}: got a non-contiguous array, expected a C-contiguous one (updated in place)")
+    return xp

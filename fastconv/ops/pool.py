@@ -1,0 +1,58 @@
+"""Max and average pooling over NCHW windows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..argcheck import array, conv_out_size, pool_hyper, same_device, shape4
+from ..backend import op
+
+
+def _pool_args(x_shape, kernel_size, stride, padding, x_name="x"):
+    kernel_size, stride, padding = pool_hyper(kernel_size, stride, padding)
+    _, _, h, w = x_shape
+    p = conv_out_size(h, kernel_size[0], stride[0], padding[0], 1)
+    q = conv_out_size(w, kernel_size[1], stride[1], padding[1], 1)
+    if p < 1 or q < 1:
+        raise ValueError(f"kernel_size: got {kernel_size}, larger than the padded input "
+                         f"{h + 2 * padding[0]}x{w + 2 * padding[1]} of {x_name}; expected a window that fits")
+    return kernel_size, stride, padding, p, q
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=None):
+    """Returns (y, argmax): argmax[n,c,p,q] is the int32 index h*W + w of the maximum in x[n,c]."""
+    array(x, "x", 4)
+    ks, st, pd, _, _ = _pool_args(x.shape, kernel_size, stride, padding)
+    return op("max_pool2d_forward", x, kernels=kernels)(x, ks, st, pd)
+
+
+def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
+    """dx[N,C,H,W]: each dy element added at its argmax (windows may overlap)."""
+    array(dy, "dy", 4)
+    array(argmax, "argmax", 4, dtype=np.int32)
+    same_device(dy=dy, argmax=argmax)
+    x_shape = shape4(x_shape, "x_shape")
+    ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
+    want = (x_shape[0], x_shape[1], p, q)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
+    if tuple(argmax.shape) != want:
+        raise ValueError(f"argmax: got shape {tuple(argmax.shape)}, expected {want}")
+    return op("max_pool2d_backward", dy, argmax, kernels=kernels)(dy, argmax, x_shape, ks, st, pd)
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, kernels=None):
+    array(x, "x", 4)
+    ks, st, pd, _, _ = _pool_args(x.shape, kernel_size, stride, padding)
+    return op("avg_pool2d_forward", x, kernels=kernels)(x, ks, st, pd, bool(count_include_pad))
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *,
+                        kernels=None):
+    array(dy, "dy", 4)
+    x_shape = shape4(x_shape, "x_shape")
+    ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
+    want = (x_shape[0], x_shape[1], p, q)
+    if tuple(dy.shape) != want:
+        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
+    return op("avg_pool2d_backward", dy, kernels=kernels)(dy, x_shape, ks, st, pd, bool(count_include_pad))

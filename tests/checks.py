@@ -1,0 +1,73 @@
+"""Helpers shared by the op tests (tests/ops/) and tests/test_errors.py: NumPy with poisoned
+allocations, the output check against an oracle, random inputs that are never all zero, and the
+error-message matcher."""
+
+import re
+
+import numpy as np
+import pytest
+
+import oracle as ref
+from fastconv.testing import assert_close
+
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+class _PoisonedNumpy:
+    """numpy, except that fresh uninitialised arrays come back full of NaN (or -1 for ints)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float, **kw):
+        a = np.empty(shape, dtype=dtype, **kw)
+        a.fill(np.nan if a.dtype.kind == "f" else -1)
+        return a
+
+    @staticmethod
+    def empty_like(proto, dtype=None, **kw):
+        a = np.empty_like(proto, dtype=dtype, **kw)
+        a.fill(np.nan if a.dtype.kind == "f" else -1)
+        return a
+
+
+def check(out, want, dtype, key, inputs=()):
+    """Compare one op output with its oracle; also dtype, contiguity and no aliasing of inputs."""
+    assert out.dtype == np.dtype(dtype), f"{key}: dtype {out.dtype}, expected {np.dtype(dtype)}"
+    assert out.flags.c_contiguous, f"{key}: result is not C-contiguous"
+    for a in inputs:
+        assert not np.shares_memory(out, a), f"{key}: result is a view of an input"
+    err = assert_close(out, want, TOL[dtype], key)
+    ref.record(f"cpu-vs-loops {key} {np.dtype(dtype).name}", err)
+
+
+def randn(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def distinct(rng, shape, dtype):
+    """Values at least 0.01 apart, so a max-pool window never holds a tie."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * 0.01).reshape(shape).astype(dtype)
+
+
+def away_from_zero(rng, shape, dtype, gap=0.05):
+    x = rng.standard_normal(shape)
+    return (x + np.sign(x) * gap).astype(dtype)
+
+
+def arr(*shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+X = arr(2, 3, 8, 8)
+
+
+W = arr(4, 3, 3, 3, seed=1)
+
+
+def raises(exc, *parts):
+    """pytest.raises matching every literal part of the message, in order."""
+    return pytest.raises(exc, match=".*".join(re.escape(p) for p in parts))

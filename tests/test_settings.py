@@ -1,0 +1,113 @@
+"""fastconv.settings: the one settings mechanism (using, configure, current, reset) and the
+kernel-family dispatch that reads it. tests/conftest.py restores the settings after each test."""
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import fastconv
+from checks import raises
+from fastconv import backend, settings
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.delenv("FASTCONV_KERNELS", raising=False)
+    settings.reset()
+    s = settings.current()
+    assert (s.kernels, s.poison, s.conv_version, s.conv_tile, s.tf32) == ("cupy", False, 2, None, False)
+
+
+def test_using_changes_inside_and_restores_on_exit_and_on_error():
+    before = settings.current()
+    with fastconv.using(kernels="numba", poison=True, conv_version=1, conv_tile="t64x64", tf32=True) as inside:
+        assert inside == settings.current()
+        assert (inside.kernels, inside.poison, inside.conv_version, inside.conv_tile, inside.tf32) == (
+            "numba", True, 1, "t64x64", True)
+        assert backend.kernel_family() == "numba"
+    assert settings.current() == before
+    with pytest.raises(KeyError):
+        with fastconv.using(poison=True):
+            raise KeyError("boom")
+    assert settings.current() == before
+
+
+def test_using_nests():
+    with fastconv.using(poison=True):
+        with fastconv.using(kernels="numba"):
+            assert settings.current().poison and settings.current().kernels == "numba"
+        assert settings.current().poison and settings.current().kernels == "cupy"
+    assert not settings.current().poison
+
+
+def test_configure_returns_the_settings_before():
+    before = fastconv.configure(conv_tile="t32x128")
+    assert before.conv_tile is None and settings.current().conv_tile == "t32x128"
+    fastconv.configure(conv_tile=None)
+    assert settings.current().conv_tile is None
+
+
+@pytest.mark.parametrize("changes,exc,parts", [
+    ({"kernels": "triton"}, ValueError, ("kernels: got 'triton'", "expected one of 'cupy', 'numba'")),
+    ({"poison": 1}, TypeError, ("poison: got 1", "expected True or False")),
+    ({"tf32": "yes"}, TypeError, ("tf32: got 'yes'", "expected True or False")),
+    ({"conv_version": 3}, ValueError, ("conv_version: got 3", "expected 1 or 2")),
+    ({"conv_version": True}, ValueError, ("conv_version: got True", "expected 1 or 2")),
+    ({"conv_tile": "t16x16"}, ValueError, ("conv_tile: got 't16x16'", "expected None or one of")),
+    ({"colour": "red"}, TypeError, ("colour: not a setting", "expected one of conv_tile, conv_version")),
+])
+def test_bad_settings_name_the_setting_and_change_nothing(changes, exc, parts):
+    before = settings.current()
+    with raises(exc, *parts):
+        fastconv.configure(**changes)
+    with raises(exc, *parts):
+        with fastconv.using(**changes):
+            pass
+    assert settings.current() == before
+
+
+def test_environment_is_read_once(monkeypatch):
+    monkeypatch.setenv("FASTCONV_KERNELS", " Numba ")
+    settings.reset()
+    assert settings.current().kernels == "numba"
+    monkeypatch.setenv("FASTCONV_KERNELS", "cupy")  # read already: no effect until reset
+    assert settings.current().kernels == "numba"
+    settings.reset()
+    assert settings.current().kernels == "cupy"
+
+
+def test_set_kernel_family_is_an_alias_of_configure(monkeypatch):
+    monkeypatch.setenv("FASTCONV_KERNELS", "numba")
+    settings.reset()
+    fastconv.set_kernel_family("cupy")
+    assert settings.current().kernels == "cupy"
+    fastconv.set_kernel_family(None)  # back to what the environment names
+    assert settings.current().kernels == "numba"
+
+
+def test_the_kernels_argument_wins_over_the_setting():
+    with fastconv.using(kernels="numba"):
+        assert backend.kernel_family("cupy") == "cupy"
+        assert backend.kernel_family() == "numba"
+
+
+class _FakeCupyArray:
+    def __init__(self, a):
+        self.shape, self.ndim, self.dtype, self.size = a.shape, a.ndim, a.dtype, a.size
+
+
+def test_dispatch_follows_the_setting(monkeypatch):
+    """cupy arrays go to the package of the family in force; numpy arrays always to the CPU."""
+    fake = types.ModuleType("cupy")
+    fake.ndarray = _FakeCupyArray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    x = _FakeCupyArray(np.ones((2, 2), np.float32))
+    loaded = []
+    monkeypatch.setattr(backend, "_load", lambda name: loaded.append(name) or types.SimpleNamespace(__name__=name))
+    with fastconv.using(kernels="numba"):
+        backend.backend_for(x)
+        backend.backend_for(x, kernels="cupy")
+        backend.backend_for(np.ones(2))
+    backend.backend_for(x)
+    assert loaded == ["numba", "cuda", "cpu", "cuda"]

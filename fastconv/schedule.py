@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .ops import real
+from .argcheck import real
 
 SCHEDULES = ("constant", "step", "cosine")
 

@@ -286,7 +286,8 @@ def score_checkpoint(path: str, n: int = 10000, seed: int = 0, data_dir: str | N
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= limit:
         raise ValueError(f"n: got {n!r}, expected an int in [2, {limit}] ({data.describe()})")
     real = real_features(scorer, data.train_images, n)
-    result = {"checkpoint": path, "model": meta["arch"]["model"], "dataset": data.describe(), "n": int(n),
+    result = {"checkpoint": path, "model": meta["arch"]["model"], "dataset": dataset, "data": data.describe(),
+              "n": int(n),
               "scorer_test_accuracy": scorer.record["test_accuracy"],
               "real_vs_real": frechet_distance_of(real, real_features(scorer, data.test_images, n))}
     nz = meta["arch"]["nz"]
@@ -304,7 +305,7 @@ def score_checkpoint(path: str, n: int = 10000, seed: int = 0, data_dir: str | N
 def format_score(result: dict, class_names=None) -> str:
     """The lines ``fastconv score`` prints."""
     lines = [f"{result['model']} checkpoint {result['checkpoint']}",
-             f"data: {result['dataset']}; {result['n']} images per set; features: the shipped scorer "
+             f"data: {result['data']}; {result['n']} images per set; features: the shipped scorer "
              f"({100 * result['scorer_test_accuracy']:.2f} % test accuracy)",
              f"Fréchet distance to the training images: {result['fd']:.3f}",
              f"  reference, real test images:          {result['real_vs_real']:.3f}",

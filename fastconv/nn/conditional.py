@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..argcheck import real
 from ..backend import array_module
 from .layers import _positive_int, _rng
 from .module import Module
@@ -90,7 +91,7 @@ class ClassProjection(Module):
         self.embed = self.add_module("embed", Embedding(num_classes, features, rng=rng, dtype=dtype))
         # N(0, std^2): DCGAN's 0.02 keeps the initial class term as small as the rest of D's logit
         w = self.embed.weight.data
-        w *= w.dtype.type(ops.real(std, "std", 0.0, lo_open=True))
+        w *= w.dtype.type(real(std, "std", 0.0, lo_open=True))
         self._cache = None
 
     def _clear_cache(self):

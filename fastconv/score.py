@@ -112,7 +112,8 @@ def load_scorer(dataset: str = "fashion-mnist", device: str = "cpu", kernels: st
     sha = _sha256(path)
     if sha != record.get("sha256"):
         raise CheckpointError(f"scorer: {path!r} has SHA-256 {sha}, expected {record.get('sha256')} as recorded in "
-                              f"{os.path.basename(record_path)}; reinstall the package or rerun scripts/train_scorer.py")
+                              f"{os.path.basename(record_path)}; reinstall the package or rerun "
+                              "scripts/train_scorer.py")
     tensors, meta = load_checkpoint(path, kind="scorer", keys=("arch", "dataset"))
     arch = meta["arch"]
     model = build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"], tuple(arch["in_shape"]),

@@ -118,7 +118,8 @@ def arch_of(cfg: CNNConfig, in_shape) -> dict:
     return {"channels": parse_int_list(cfg.channels, "channels"), "hidden": parse_int_list(cfg.hidden, "hidden"),
             "kernel_size": int(cfg.kernel_size), "in_shape": [int(s) for s in in_shape], "classes": 10,
             # only when used: the plain LeNet's architecture (and its checkpoints) stay as they were
-            **({"batchnorm": True} if cfg.batchnorm else {}), **({"dropout": float(cfg.dropout)} if cfg.dropout else {})}
+            **({"batchnorm": True} if cfg.batchnorm else {}),
+            **({"dropout": float(cfg.dropout)} if cfg.dropout else {})}
 
 
 def build_from_arch(arch: dict, rng=None) -> nn.Sequential:

@@ -4,6 +4,9 @@
     fastconv train gan --model dcgan --epochs 5 --out runs/dcgan
     fastconv eval --checkpoint runs/cnn/checkpoint.safetensors
     fastconv sample --checkpoint runs/dcgan/checkpoint.safetensors --seed 1 --output grid.png
+    fastconv train gan --model cdcgan --out runs/cdcgan      # class-conditional DCGAN
+    fastconv sample --checkpoint runs/cdcgan/checkpoint.safetensors --output classes.png   # a row per class
+    fastconv score --checkpoint runs/cdcgan/checkpoint.safetensors --n 10000   # Fréchet distance, label fidelity
     fastconv check                      # GPU kernels against the NumPy reference
 """
 
@@ -71,10 +74,31 @@ def _nonnegative_int(text: str) -> int:
     return v
 
 
+def _fraction(text: str, zero_ok: bool) -> float:
+    want = "a number in [0, 1)" if zero_ok else "a number in (0, 1)"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}") from None
+    if not (math.isfinite(v) and (v >= 0 if zero_ok else v > 0) and v < 1):
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}")
+    return v
+
+
+def _probability(text: str) -> float:
+    return _fraction(text, zero_ok=True)
+
+
+def _probability_open(text: str) -> float:
+    return _fraction(text, zero_ok=False)
+
+
 _positive_int.__name__ = "positive int"  # argparse names the type in "invalid <type> value" messages
 _positive_float.__name__ = "positive number"
 _nonnegative_float.__name__ = "number >= 0"
 _nonnegative_int.__name__ = "int >= 0"
+_probability.__name__ = "number in [0, 1)"
+_probability_open.__name__ = "number in (0, 1)"
 
 
 def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
@@ -122,7 +146,7 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastconv", description=__doc__, formatter_class=_Formatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,sample,check}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,sample,score,check}")
 
     train = sub.add_parser("train", help="train a model", formatter_class=_Formatter)
     tsub = train.add_subparsers(dest="what", required=True, metavar="{cnn,gan}")
@@ -138,12 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--hidden", default="256", help="hidden Linear widths ('' for none)")
     m.add_argument("--kernel-size", type=_positive_int, default=5, help="odd conv kernel size ('same' padding)")
     m.add_argument("--test-batch-size", type=_positive_int, default=250, help="images per evaluation batch")
+    m.add_argument("--batchnorm", action="store_true", help="BatchNorm after every conv and hidden Linear")
+    m.add_argument("--dropout", type=_probability, default=0.0, metavar="P",
+                   help="Dropout with probability P after every hidden Linear's ReLU (0: none)")
+    m.add_argument("--augment", action="store_true",
+                   help="random shifts of up to 2 pixels (zero padding) and, where labels allow (Fashion-MNIST, not "
+                        "MNIST digits), horizontal flips of each training batch")
+    m.add_argument("--schedule", choices=("constant", "step", "cosine"), default="constant",
+                   help="learning rate per step: constant; step: times --lr-gamma every --lr-step epochs; cosine: "
+                        "from --lr down to 0 at --epochs")
+    m.add_argument("--lr-step", type=_positive_float, default=10.0, metavar="E", help="step schedule: epochs per decay")
+    m.add_argument("--lr-gamma", type=_probability_open, default=0.1, metavar="G", help="step schedule: decay factor")
 
-    gan = tsub.add_parser("gan", help="MLP GAN or DCGAN", formatter_class=_Formatter,
+    gan = tsub.add_parser("gan", help="MLP GAN, DCGAN or conditional DCGAN", formatter_class=_Formatter,
                           description="Train a GAN; sample grids of a fixed noise batch go to <out>/samples/.")
     _common(gan, epochs=5, batch_size=64, lr=2e-4)
     m = gan.add_argument_group("model and optimizer")
-    m.add_argument("--model", choices=("mlp", "dcgan"), default="dcgan", help="MLP GAN or DCGAN")
+    m.add_argument("--model", choices=("mlp", "dcgan", "cdcgan"), default="dcgan",
+                   help="MLP GAN, DCGAN, or the class-conditional DCGAN (its grids: one row per class)")
     m.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (G and D)")
     m.add_argument("--nz", type=_positive_int, default=100, help="noise dimension")
     m.add_argument("--width", type=_positive_int, default=64, help="DCGAN base width (ngf = ndf)")
@@ -174,8 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("--nrow", type=_positive_int, default=None, help="images per row (default: square)")
     sa.add_argument("--seed", type=_nonnegative_int, default=0, help="seeds the noise")
+    sa.add_argument("--class", dest="cls", type=_nonnegative_int, default=None, metavar="C",
+                    help="conditional models: --num images of class C (default: a 10 x 10 grid, one row per class, "
+                         "labelled with the class names)")
     sa.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto", help="where to run")
     sa.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
+
+    sc = sub.add_parser("score", help="image-quality score of a GAN checkpoint", formatter_class=_Formatter,
+                        description="Fréchet distance between the features of n generated and n real images on "
+                                    "the shipped scorer (fastconv/data/scorer/), beside real-vs-real (test split "
+                                    "against training split) and an untrained generator; for a conditional model "
+                                    "also the scorer's accuracy per requested class (label fidelity).")
+    sc.add_argument("--checkpoint", required=True, help="a checkpoint written by `fastconv train gan`")
+    sc.add_argument("--n", type=_positive_int, default=10000, help="images in each set")
+    sc.add_argument("--seed", type=_nonnegative_int, default=0, help="seeds the noise and the untrained generator")
+    sc.add_argument("--data-dir", default=None, metavar="DIR", help="directory of the IDX files")
+    sc.add_argument("--json", default=None, metavar="FILE", help="also write the numbers to FILE as JSON")
+    sc.add_argument("--device", choices=("auto", "cpu", "cuda", "emu"), default="auto", help="where to run")
+    sc.add_argument("--kernels", choices=("cupy", "numba"), default=None, help="GPU kernel family")
 
     sub.add_parser("check", help="run the GPU kernel checks (fastconv check --help)", add_help=False)
     return p
@@ -194,7 +246,9 @@ def _train(args) -> int:
         from .train.cnn import CNNConfig, train_cnn
         cfg = CNNConfig(optimizer=args.optimizer, momentum=args.momentum,
                         weight_decay=args.weight_decay, channels=args.channels, hidden=args.hidden,
-                        kernel_size=args.kernel_size, test_batch_size=args.test_batch_size, **common)
+                        kernel_size=args.kernel_size, test_batch_size=args.test_batch_size,
+                        batchnorm=args.batchnorm, dropout=args.dropout, augment=args.augment, schedule=args.schedule,
+                        lr_step=args.lr_step, lr_gamma=args.lr_gamma, **common)
         result = train_cnn(cfg)
         acc = result["test_accuracy"]
         print(f"test accuracy {100 * acc:.2f}% after {result['epochs']} epochs; outputs in {result['out']}"
@@ -239,9 +293,9 @@ def _eval(args) -> int:
 def _sample(args) -> int:
     import numpy as np
 
+    from .data import CLASS_NAMES
     from .train.common import require_extras, resolve_device, writable_file, xp_for
-    from .train.gan import generate, generator_from_checkpoint, noise
-    from .train.images import image_format
+    from .train.gan import CLASSES, generate, generator_from_checkpoint, grid_labels, is_conditional, noise
 
     if args.num < 1:
         raise ValueError(f"num: got {args.num}, expected a positive number of images")
@@ -249,13 +303,45 @@ def _sample(args) -> int:
         raise ValueError(f"nrow: got {args.nrow}, expected a positive int (images per row)")
     require_extras()
     writable_file(args.output, "output")
-    image_format(args.output)
     device = resolve_device(args.device, args.kernels)
     G, meta = generator_from_checkpoint(args.checkpoint, device, args.kernels)
-    z = noise(np.random.default_rng(args.seed), args.num, meta["arch"]["nz"], xp_for(device))
-    generate(G, z, args.output, nrow=args.nrow)
-    print(f"wrote {args.output}: {args.num} samples of the {meta['arch']['model']} G at epoch {meta['epoch']}, "
-          f"seed {args.seed}")
+    xp, model = xp_for(device), meta["arch"]["model"]
+    if not is_conditional(G):
+        if args.cls is not None:
+            raise ValueError(f"class: got {args.cls} for a {model!r} checkpoint, expected a conditional model "
+                             "(--model cdcgan)")
+        z = noise(np.random.default_rng(args.seed), args.num, meta["arch"]["nz"], xp)
+        generate(G, z, args.output, nrow=args.nrow)
+        print(f"wrote {args.output}: {args.num} samples of the {model} G at epoch {meta['epoch']}, seed {args.seed}")
+        return 0
+    if args.cls is not None and args.cls >= CLASSES:
+        raise ValueError(f"class: got {args.cls}, expected a class in 0..{CLASSES - 1}")
+    names = CLASS_NAMES[meta.get("dataset", "fashion-mnist")]
+    if args.cls is None:  # one row per class
+        labels, nrow, n = grid_labels(CLASSES, CLASSES), CLASSES, CLASSES * CLASSES
+        rows = list(names)
+    else:
+        labels, nrow, n = np.full(args.num, args.cls, np.int64), args.nrow or min(args.num, 10), args.num
+        rows = [names[args.cls]] * -(-n // nrow)
+    z = noise(np.random.default_rng(args.seed), n, meta["arch"]["nz"], xp)
+    generate(G, z, args.output, nrow=nrow, labels=xp.asarray(labels), row_labels=rows)
+    what = (f"{len(rows)} rows, one per class" if args.cls is None else
+            f"{n} images of class {args.cls} ({names[args.cls]})")
+    print(f"wrote {args.output}: {what}, from the {model} G at epoch {meta['epoch']}, seed {args.seed}")
+    return 0
+
+
+def _score(args) -> int:
+    from .data import CLASS_NAMES
+    from .score import format_score, score_checkpoint
+    from .train.common import resolve_device
+
+    device = resolve_device(args.device, args.kernels)
+    result = score_checkpoint(args.checkpoint, args.n, args.seed, args.data_dir, device, args.kernels)
+    print(format_score(result, CLASS_NAMES.get(result["dataset"])))
+    if args.json:
+        from .checkpoint import atomic_write
+        atomic_write(args.json, (json.dumps(result, indent=1) + "\n").encode())
     return 0
 
 
@@ -280,6 +366,8 @@ def main(argv=None) -> int:
                 return _train(args)
             if args.command == "eval":
                 return _eval(args)
+            if args.command == "score":
+                return _score(args)
             return _sample(args)
         except NonFiniteLossError as e:
             print(f"fastconv: stopped: {e}", file=sys.stderr)

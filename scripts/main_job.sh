@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# fastconv main job: train the LeNet classifier and the DCGAN on Fashion-MNIST and write the test
-# accuracy, checkpoints, sample grids and curves to runs/ (or $OUT).
+# fastconv main job: train the LeNet classifier, the DCGAN and the class-conditional DCGAN on
+# Fashion-MNIST, score both GANs (Fréchet distance on the shipped scorer's features, beside
+# real-vs-real and an untrained generator; label fidelity for the conditional one) and write the
+# test accuracy, scores, checkpoints, sample grids and curves to runs/ (or $OUT).
 #
 #   bash scripts/main_job.sh            # sets up .venv, installs fastconv[train], gets the data, trains
 #   OUT=/tmp/results bash scripts/main_job.sh
@@ -84,15 +86,30 @@ if "$PYTHON" -c 'import sys, fastconv; sys.exit(0 if fastconv.gpu_available() el
     echo "main job: GPU found, full settings"
     CNN_ARGS=(--epochs 12)
     GAN_ARGS=(--epochs 5)
+    CGAN_ARGS=(--epochs 5)
+    SCORE_N=10000
 else
-    echo "main job: no GPU, CPU settings (LeNet 3 epochs; DCGAN 400 iterations, whatever the data size)"
+    echo "main job: no GPU, CPU settings (LeNet 3 epochs; DCGAN and conditional DCGAN 400 and 300 iterations," \
+         "whatever the data size; scores on 2,000 images)"
     CNN_ARGS=(--epochs 3)
     GAN_ARGS=(--iterations 400 --sample-every 100 --log-every 20)
+    CGAN_ARGS=(--iterations 300 --sample-every 100 --log-every 20)
+    SCORE_N=2000
 fi
 
 start=$(date +%s)
 "$PYTHON" -m fastconv train cnn "${CNN_ARGS[@]}" "${DATA_ARGS[@]}" --out "$OUT/cnn" "$@"
 "$PYTHON" -m fastconv train gan --model dcgan "${GAN_ARGS[@]}" "${DATA_ARGS[@]}" --out "$OUT/dcgan" "$@"
+"$PYTHON" -m fastconv train gan --model cdcgan "${CGAN_ARGS[@]}" "${DATA_ARGS[@]}" --out "$OUT/cdcgan" "$@"
+DRY_RUN=0
+for arg in "$@"; do [ "$arg" = --dry-run ] && DRY_RUN=1; done
+if [ "$DRY_RUN" = 0 ]; then  # a dry run trains on fake data, which has no scorer
+    for model in dcgan cdcgan; do  # the sample has 1,000 test images: score on at most that many
+        n=$([ "$DATA_KIND" = full ] && echo "$SCORE_N" || echo 1000)
+        "$PYTHON" -m fastconv score --checkpoint "$OUT/$model/checkpoint.safetensors" --n "$n" "${DATA_ARGS[@]}" \
+            --json "$OUT/$model/score.json"
+    done
+fi
 
 "$PYTHON" - "$OUT" "$DATA_KIND" "$(( $(date +%s) - start ))" <<'EOF'
 import json, os, sys
@@ -100,13 +117,22 @@ from fastconv.checkpoint import atomic_write
 out, kind, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cnn = json.load(open(os.path.join(out, "cnn", "results.json")))
 gan = json.load(open(os.path.join(out, "dcgan", "results.json")))
+cgan = json.load(open(os.path.join(out, "cdcgan", "results.json")))
+scores = {m: json.load(open(os.path.join(out, m, "score.json"))) if os.path.exists(os.path.join(out, m, "score.json"))
+          else {} for m in ("dcgan", "cdcgan")}  # none after a dry run
 summary = {"data_kind": kind, "data": cnn["dataset"], "device": cnn["device"], "training_seconds": seconds,
            "cnn_test_accuracy": cnn["test_accuracy"], "cnn_epochs": cnn["epochs"],
            "cnn_seconds_per_epoch": cnn["seconds_per_epoch"], "dcgan_iterations": gan["iter"],
            "dcgan_means_over_last_iterations": gan.get("means_over_iterations"),
-           "dcgan_mean_D_x": gan.get("d_x"), "dcgan_mean_D_G_z": gan.get("d_g_z")}
+           "dcgan_mean_D_x": gan.get("d_x"), "dcgan_mean_D_G_z": gan.get("d_g_z"),
+           "cdcgan_iterations": cgan["iter"], "cdcgan_grid": cgan["samples"],
+           "score_images": scores["dcgan"].get("n"), "fd_real_vs_real": scores["dcgan"].get("real_vs_real"),
+           "dcgan_fd": scores["dcgan"].get("fd"), "dcgan_fd_untrained": scores["dcgan"].get("untrained_fd"),
+           "cdcgan_fd": scores["cdcgan"].get("fd"), "cdcgan_fd_untrained": scores["cdcgan"].get("untrained_fd"),
+           "cdcgan_label_fidelity": scores["cdcgan"].get("label_fidelity")}
 atomic_write(os.path.join(out, "summary.json"), (json.dumps(summary, indent=1) + "\n").encode())
 print(json.dumps(summary, indent=1))
 print(f"outputs: {out}/cnn (checkpoint, metrics.jsonl, loss.png, accuracy.png), "
-      f"{out}/dcgan (samples.png, samples/, losses.png, d_outputs.png), {out}/summary.json")
+      f"{out}/dcgan and {out}/cdcgan (samples.png: the cdcgan's has one row per class, samples/, losses.png, "
+      f"d_outputs.png, score.json), {out}/summary.json")
 EOF

@@ -2,7 +2,11 @@
 
 The default network is the project's LeNet: conv 1->32 5x5 p2, ReLU, maxpool 2; conv 32->64 5x5
 p2, ReLU, maxpool 2; Linear 3136->256, ReLU; Linear 256->10. ``channels`` and ``hidden`` change
-its depth and width. One epoch = one seeded shuffle of the training set; after each epoch the
+its depth and width; ``batchnorm`` adds BatchNorm after every conv and hidden Linear, ``dropout``
+a Dropout after every hidden ReLU. Training options: ``augment`` (random shifts of up to 2 pixels
+and, where the data set allows, horizontal flips; fastconv.data.augment) and a learning-rate
+``schedule`` (constant, step, cosine; fastconv.schedule) set every step. One epoch = one seeded
+shuffle of the training set (augmentation draws from the same generator); after each epoch the
 test accuracy is measured, a JSON line is logged and a checkpoint is written, so ``resume``
 continues exactly where the run stopped (bitwise on the CPU).
 """
@@ -15,8 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import nn
+from ..argcheck import real
+from ..backend import to_device
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
 from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
+from ..data.augment import augment, flips_allowed
+from ..schedule import SCHEDULES, LRSchedule
 from .common import (RunConfig, allocating, check_common, check_fits, check_nonnegative, check_positive, config_json,
                      first_n, parse_int_list, require_extras, resolve_device, say, to_host_float, xp_for)
 from .progress import progress
@@ -27,7 +35,9 @@ OPTIMIZERS = ("sgd", "adam")
 MODEL_KEYS = {"arch.channels": list, "arch.hidden": list, "arch.kernel_size": int, "arch.in_shape": list,
               "arch.classes": int, "epoch": int}
 # settings that change the trained weights: a resumed run must use the checkpoint's values
-RESUME_MUST_MATCH = ("dataset", "train_size", "batch_size", "seed", "optimizer", "lr", "momentum", "weight_decay")
+RESUME_MUST_MATCH = ("dataset", "train_size", "batch_size", "seed", "optimizer", "lr", "momentum", "weight_decay",
+                     "augment", "schedule", "lr_step", "lr_gamma")
+SHIFT = 2  # --augment: largest shift in pixels
 RESUME_KEYS = {**MODEL_KEYS, "arch": dict, "step": int, "rng": dict, "history": dict, "train_images": int,
                "data_sha256": str, **{"config." + k: None for k in RESUME_MUST_MATCH}}
 HISTORY_KEYS = ("epoch", "train_loss", "test_loss", "test_accuracy", "seconds")
@@ -46,15 +56,22 @@ class CNNConfig(RunConfig):
     hidden: list = field(default_factory=lambda: [256])
     kernel_size: int = 5
     test_batch_size: int = 250
+    batchnorm: bool = False
+    dropout: float = 0.0
+    augment: bool = False
+    schedule: str = "constant"         # "step": lr * lr_gamma every lr_step epochs; "cosine": to 0 at --epochs
+    lr_step: float = 10.0
+    lr_gamma: float = 0.1
 
 
 # ---------------------------------------------------------------------------------------------
 # model
 
 def build_cnn(channels=(32, 64), hidden=(256,), kernel_size=5, in_shape=(1, 28, 28), classes=10,
-              rng=None) -> nn.Sequential:
-    """Conv(k x k, 'same' padding) -> ReLU -> MaxPool 2 for each entry of ``channels``, then Flatten,
-    Linear -> ReLU for each entry of ``hidden``, then Linear -> ``classes`` logits."""
+              rng=None, batchnorm: bool = False, dropout: float = 0.0) -> nn.Sequential:
+    """Conv(k x k, 'same' padding) -> [BatchNorm2d] -> ReLU -> MaxPool 2 for each entry of ``channels``,
+    then Flatten, Linear -> [BatchNorm1d] -> ReLU -> [Dropout(dropout)] for each entry of ``hidden``,
+    then Linear -> ``classes`` logits. Layers followed by BatchNorm have no bias (BN's shift replaces it)."""
     channels = parse_int_list(channels, "channels")
     hidden = parse_int_list(hidden, "hidden")
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -71,12 +88,20 @@ def build_cnn(channels=(32, 64), hidden=(256,), kernel_size=5, in_shape=(1, 28, 
     count = sum(a * b * kernel_size ** 2 + b for a, b in convs) + sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     check_fits(4 * count, f"the model (--channels {','.join(map(str, channels))} --hidden "
                           f"{','.join(map(str, hidden))}: {count:,} float32 parameters)")
+    dropout = real(dropout, "dropout", 0.0, 1.0, hi_open=True, what="a probability")
+    init_rng = rng if rng is not None else np.random.default_rng()
     layers = []
     for a, b in convs:
-        layers += [nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, rng=rng), nn.ReLU(), nn.MaxPool2d(2)]
+        layers += [nn.Conv2d(a, b, kernel_size, padding=kernel_size // 2, bias=not batchnorm, rng=rng)]
+        layers += [nn.BatchNorm2d(b)] if batchnorm else []
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
     layers.append(nn.Flatten())
     for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers += [nn.Linear(a, b, rng=rng)] + ([nn.ReLU()] if i < len(hidden) else [])
+        last = i == len(hidden)
+        layers += [nn.Linear(a, b, bias=last or not batchnorm, rng=rng)]
+        if not last:
+            layers += ([nn.BatchNorm1d(b)] if batchnorm else []) + [nn.ReLU()]
+            layers += [nn.Dropout(dropout, seed=int(init_rng.integers(2 ** 31)))] if dropout else []
     return nn.Sequential(*layers)
 
 
@@ -91,15 +116,22 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9, weight_d
 
 def arch_of(cfg: CNNConfig, in_shape) -> dict:
     return {"channels": parse_int_list(cfg.channels, "channels"), "hidden": parse_int_list(cfg.hidden, "hidden"),
-            "kernel_size": int(cfg.kernel_size), "in_shape": [int(s) for s in in_shape], "classes": 10}
+            "kernel_size": int(cfg.kernel_size), "in_shape": [int(s) for s in in_shape], "classes": 10,
+            # only when used: the plain LeNet's architecture (and its checkpoints) stay as they were
+            **({"batchnorm": True} if cfg.batchnorm else {}),
+            **({"dropout": float(cfg.dropout)} if cfg.dropout else {})}
+
+
+def build_from_arch(arch: dict, rng=None) -> nn.Sequential:
+    """The network an architecture dict names (checkpoints from before BatchNorm/Dropout lack those keys)."""
+    return build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"], tuple(arch["in_shape"]), arch["classes"],
+                     rng=rng, batchnorm=arch.get("batchnorm", False), dropout=arch.get("dropout", 0.0))
 
 
 def model_from_checkpoint(path: str, device: str = "cpu", kernels: str | None = None):
     """(model in eval mode, metadata) from a CNN checkpoint."""
     tensors, meta = load_checkpoint(path, kind="cnn", keys=MODEL_KEYS)
-    arch = meta["arch"]
-    model = build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"], tuple(arch["in_shape"]),
-                      arch["classes"], rng=np.random.default_rng(0))
+    model = build_from_arch(meta["arch"], rng=np.random.default_rng(0))
     model.load_state_dict(split_prefix(tensors, "model."))
     model.to(device, kernels=kernels)
     return model.eval(), meta
@@ -139,19 +171,35 @@ def _prepare(cfg: CNNConfig) -> CNNConfig:
     check_nonnegative(cfg.weight_decay, "weight_decay")
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: got {cfg.optimizer!r}, expected one of {', '.join(map(repr, OPTIMIZERS))}")
+    schedule(cfg)  # checks --schedule, --lr-step, --lr-gamma
+    real(cfg.dropout, "dropout", 0.0, 1.0, hi_open=True, what="a probability")
     return cfg
+
+
+def schedule(cfg: CNNConfig) -> LRSchedule:
+    """The learning rate over the run's epochs (cosine: from --lr at the start to 0 at --epochs)."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule: got {cfg.schedule!r}, expected one of {', '.join(map(repr, SCHEDULES))}")
+    return LRSchedule(cfg.schedule, cfg.lr, total=cfg.epochs, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
 
 
 def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, sync_every: int) -> float:
     """One pass over (x, y) in batches shuffled by ``rng``; returns the mean training loss.
 
     run.step counts steps; the loss is read back (and checked finite) every ``sync_every`` steps
-    and at the end, and its running mean is logged every cfg.log_every steps.
+    and at the end, and its running mean is logged every cfg.log_every steps. The learning rate
+    follows cfg's schedule at every step; with cfg.augment each batch is shifted (and flipped)
+    on the host with draws from ``rng``, then moved to the batch's device.
     """
     model.train()
     run_sum, run_n, log_sum, log_n, ep_sum, ep_n = 0, 0, 0.0, 0, 0.0, 0
     nbatches = -(-len(y) // cfg.batch_size)
+    lr_at, flip = schedule(cfg), cfg.augment and flips_allowed(cfg.dataset)
     for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, rng)):
+        opt.lr = lr_at(run.epoch - 1 + i / nbatches)
+        if cfg.augment:
+            device = "cpu" if isinstance(xb, np.ndarray) else "cuda"
+            xb = to_device(augment(to_device(xb, "cpu"), rng, SHIFT, flip, fill=0.0), device)
         logits = model.forward(xb)
         loss = loss_fn.forward(logits, yb)
         opt.zero_grad()
@@ -193,8 +241,7 @@ def train_cnn(cfg: CNNConfig) -> dict:
         x_train, y_train, x_test, y_test, data, data_sha = _load_data(cfg)
         arch = arch_of(cfg, data.image_shape)
         rng = np.random.default_rng(cfg.seed)
-        model = allocating("the model", lambda: build_cnn(arch["channels"], arch["hidden"], arch["kernel_size"],
-                                                               data.image_shape, rng=rng))
+        model = allocating("the model", lambda: build_from_arch(arch, rng=rng))
         history = {k: [] for k in HISTORY_KEYS}
         opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
         if run.source is not None:
@@ -203,7 +250,8 @@ def train_cnn(cfg: CNNConfig) -> dict:
         loss_fn = nn.CrossEntropyLoss(kernels=cfg.kernels)
         if run.epoch < cfg.epochs:
             say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
-                f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {run.epoch + 1}..{cfg.epochs}")
+                f"{cfg.optimizer} lr {cfg.lr} ({cfg.schedule}), batch {cfg.batch_size}, epochs "
+                f"{run.epoch + 1}..{cfg.epochs}" + (", augmented" if cfg.augment else ""))
         xd, yd, xt, yt = (allocating("the data on the device", lambda a=a: xp.asarray(a))
                           for a in (x_train, y_train, x_test, y_test))
         sync_every = 1 if device == "cpu" else cfg.log_every  # the GPU keeps losses on the device between syncs
@@ -234,7 +282,7 @@ def _resume(run: Run, cfg: CNNConfig, model, opt, arch: dict, train_images: int,
     run.check_same_run(meta, arch, RESUME_MUST_MATCH, train_images, data_sha)
     model.load_state_dict(split_prefix(tensors, "model."))
     opt.load_state_dict(split_prefix(tensors, "optim."))
-    opt.lr = float(cfg.lr)  # equal to the checkpoint's, or a new rate with --allow-lr-change
+    opt.lr = float(cfg.lr)  # equal to the checkpoint's, or a new rate with --allow-lr-change (then scheduled)
     run.epoch, run.step = meta["epoch"], meta["step"]
     say(f"resumed from {run.source}: epoch {run.epoch}, step {run.step}")
     if run.epoch >= cfg.epochs:

@@ -1,4 +1,5 @@
-"""Train a generative adversarial network on 28x28 images: the original MLP GAN or DCGAN.
+"""Train a generative adversarial network on 28x28 images: the original MLP GAN, DCGAN, or the
+class-conditional DCGAN (cdcgan: G and D also take the class label; fastconv.train.cdcgan).
 
 G maps noise z ~ N(0, I) to an image in [-1, 1] (tanh); D maps an image to one logit, with
 D(x) = sigmoid(logit) the probability that x is real. Real images are scaled to [-1, 1].
@@ -13,7 +14,11 @@ Each iteration performs ``d_steps`` discriminator updates, then one generator up
     dlogits -> D.backward (returns d image) -> G.backward. D's parameter gradients from this pass
     are discarded (zeroed before D's next update).
 
-A fixed noise batch is rendered to a PNG grid every ``sample_every`` iterations and at the end;
+For cdcgan the real batch comes with its labels, and each fake batch asks G for labels drawn
+uniformly (after its noise, from the same generator); D scores each batch against its labels.
+
+A fixed noise batch is rendered to a PNG grid every ``sample_every`` iterations and at the end
+(cdcgan: a 10 x 10 grid, one row per class, labelled with the class names);
 losses, mean D(x) and mean D(G(z)) are logged; a checkpoint is written after every epoch.
 """
 
@@ -27,10 +32,11 @@ import numpy as np
 from .. import nn
 from ..checkpoint import CheckpointError, load_checkpoint, require_keys, rng_from_state, rng_state, split_prefix, \
     with_prefix
-from ..data import fake_dataset, fingerprint, load_dataset, to_float
+from ..data import CLASS_NAMES, fake_dataset, fingerprint, load_dataset, to_float
 from .common import (RunConfig, allocating, check_common, check_positive, config_json, first_n, require_extras,
                      resolve_device, say, to_host_float, xp_for)
-from .gan_models import MODELS, arch_of, build_dcgan, build_gan, build_mlp_gan  # noqa: F401 (build_*: API)
+from .gan_models import (CLASSES, MODELS, arch_of, build_cdcgan, build_dcgan, build_gan,  # noqa: F401 (API)
+                         build_mlp_gan, grid_labels, is_conditional, random_labels)
 from .images import save_grid
 from .progress import progress
 from .run import Run
@@ -80,15 +86,33 @@ def noise(rng: np.random.Generator, n: int, nz: int, xp=np):
     return xp.asarray(rng.standard_normal((n, nz), dtype=np.float32))
 
 
-def generate(G, z, path: str | None = None, nrow: int | None = None):
-    """G(z) in eval mode (running BN statistics, no side effects); written as a PNG grid if path is given."""
+def generate(G, z, path: str | None = None, nrow: int | None = None, labels=None, row_labels=None):
+    """G(z) (G(z, labels) for a conditional G) in eval mode (running BN statistics, no side effects);
+    written as a PNG grid if path is given, ``row_labels`` written left of the rows."""
     was = G.training
     G.eval()
-    images = G.forward(z)
+    images = G.forward(z) if labels is None else G.forward(z, labels)
     G.train(was)
     if path is not None:
-        save_grid(images, path, nrow=nrow, value_range=(-1.0, 1.0))
+        save_grid(images, path, nrow=nrow, value_range=(-1.0, 1.0), row_labels=row_labels)
     return images
+
+
+class Grid:
+    """The fixed sample grid of a run: noise (and, for a conditional G, one row of each class)."""
+
+    def __init__(self, G, cfg, xp, class_names):
+        rng = np.random.default_rng([cfg.seed, 1])  # the same grid every time
+        self.labels = self.names = self.nrow = None
+        if is_conditional(G):
+            self.nrow = CLASSES
+            self.labels, self.names = xp.asarray(grid_labels(CLASSES, CLASSES)), list(class_names)
+            self.z = xp.asarray(noise(rng, CLASSES * CLASSES, cfg.nz))
+        else:
+            self.z = xp.asarray(noise(rng, cfg.n_samples, cfg.nz))
+
+    def write(self, G, path):
+        return generate(G, self.z, path, nrow=self.nrow, labels=self.labels, row_labels=self.names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,27 +145,30 @@ def _sigmoid_mean(xp, logits):
     return (1.0 / (1.0 + xp.exp(-logits))).mean()
 
 
-def d_step(G, D, opt_d, bce, real, z, ones, zeros):
+def d_step(G, D, opt_d, bce, real, z, ones, zeros, labels=None, fake_labels=None):
     """One D update: descend BCE(D(x), 1) + BCE(D(G(z)), 0), G's output used as a constant.
+    A conditional pair gets the real batch's ``labels`` and the ``fake_labels`` asked of G.
     Returns (D loss, D(x) logits, fake images, D(G(z)) logits), all on the device."""
+    real_y = () if labels is None else (labels,)
+    fake_y = () if fake_labels is None else (fake_labels,)
     D.zero_grad()
-    logits_real = D.forward(real)
+    logits_real = D.forward(real, *real_y)
     loss_real = bce.forward(logits_real, ones)
     D.backward(bce.backward(), input_grad=False)
-    fake = G.forward(z)  # G is not updated here
-    logits_fake = D.forward(fake)
+    fake = G.forward(z, *fake_y)  # G is not updated here
+    logits_fake = D.forward(fake, *fake_y)
     loss_fake = bce.forward(logits_fake, zeros)
     D.backward(bce.backward(), input_grad=False)  # grads add to the real batch's
     opt_d.step()
     return loss_real + loss_fake, logits_real, fake, logits_fake
 
 
-def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros):
-    """One G update on ``fake`` scored by the current D: descend -log D(G(z)) ("nonsat") or
-    log(1 - D(G(z))) ("minimax"); D's parameter gradients from it are left to be zeroed.
-    Returns (G loss, D(G(z)) logits)."""
+def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros, fake_labels=None):
+    """One G update on ``fake`` (G's latest output, for ``fake_labels`` if conditional) scored by the
+    current D: descend -log D(G(z)) ("nonsat") or log(1 - D(G(z))) ("minimax"); D's parameter
+    gradients from it are left to be zeroed. Returns (G loss, D(G(z)) logits)."""
     G.zero_grad()
-    logits = D.forward(fake)
+    logits = D.forward(fake) if fake_labels is None else D.forward(fake, fake_labels)
     if g_loss == "nonsat":
         loss = bce.forward(logits, ones)
         dlogits = bce.backward()
@@ -178,10 +205,13 @@ class _Means:
         return m
 
 
-def train_gan_epoch(G, D, opt_g, opt_d, bce, xd, order, first: int, n_iters: int, cfg: GANConfig, rng, run: Run, bar,
-                    history: dict, fixed_z, xp, sync_every: int) -> int:
+def train_gan_epoch(G, D, opt_g, opt_d, bce, data, order, first: int, n_iters: int, cfg: GANConfig, rng, run: Run,
+                    bar, history: dict, grid: Grid, xp, sync_every: int) -> int:
     """Iterations ``first``..n_iters-1 of one epoch over the shuffle ``order`` (stopping early at
-    cfg.iterations); run.step counts iterations. Returns the index after the last one run."""
+    cfg.iterations); run.step counts iterations. ``data`` is (images, labels) on the device, labels
+    used by a conditional G only. Returns the index after the last one run."""
+    xd, yd = data
+    conditional = is_conditional(G)
     ones = xp.ones((cfg.batch_size, 1), np.float32)
     zeros = xp.zeros((cfg.batch_size, 1), np.float32)
     means = _Means()
@@ -189,9 +219,12 @@ def train_gan_epoch(G, D, opt_g, opt_d, bce, xd, order, first: int, n_iters: int
     while i < n_iters and not (cfg.iterations is not None and run.step >= cfg.iterations):
         for j in range(cfg.d_steps):
             b = (i * cfg.d_steps + j) * cfg.batch_size
-            d_loss, logits_real, fake, logits_fake = d_step(G, D, opt_d, bce, xd[order[b:b + cfg.batch_size]],
-                                                            noise(rng, cfg.batch_size, cfg.nz, xp), ones, zeros)
-        loss_g, logits = g_step(G, D, opt_g, bce, fake, cfg.g_loss, ones, zeros)  # the last fake batch
+            idx = order[b:b + cfg.batch_size]
+            z = noise(rng, cfg.batch_size, cfg.nz, xp)
+            labels, fake_labels = (yd[idx], random_labels(rng, cfg.batch_size, xp=xp)) if conditional else (None, None)
+            d_loss, logits_real, fake, logits_fake = d_step(G, D, opt_d, bce, xd[idx], z, ones, zeros, labels,
+                                                            fake_labels)
+        loss_g, logits = g_step(G, D, opt_g, bce, fake, cfg.g_loss, ones, zeros, fake_labels)  # the last fake batch
         run.step, i = run.step + 1, i + 1
         flush = i == n_iters or (cfg.iterations is not None and run.step >= cfg.iterations)
         means.add((d_loss, loss_g, _sigmoid_mean(xp, logits_real), _sigmoid_mean(xp, logits_fake),
@@ -208,13 +241,13 @@ def train_gan_epoch(G, D, opt_g, opt_d, bce, xd, order, first: int, n_iters: int
             bar.set_postfix(D=f"{m['d_loss']:.3f}", G=f"{m['g_loss']:.3f}", Dx=f"{m['d_x']:.2f}",
                             DGz=f"{m['d_g_z1']:.2f}")
         if run.step % cfg.sample_every == 0:
-            generate(G, fixed_z, run.path(f"samples/iter_{run.step:06d}.png"))
+            grid.write(G, run.path(f"samples/iter_{run.step:06d}.png"))
         bar.update(cfg.batch_size * cfg.d_steps)
     return i
 
 
 def _load_data(cfg: GANConfig):
-    """(training images in [-1, 1], the data set, its fingerprint)."""
+    """(training images in [-1, 1], their labels, the data set, its fingerprint)."""
     data = fake_dataset(train=64, test=8) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
     images, labels = first_n(cfg, (data.train_images, data.train_labels), len(data.train_labels))
     per_iter = cfg.batch_size * cfg.d_steps
@@ -222,7 +255,7 @@ def _load_data(cfg: GANConfig):
         raise ValueError(f"batch_size: got {cfg.batch_size} with d_steps {cfg.d_steps}, but the training set has "
                          f"{len(images)} images; expected batch_size * d_steps <= {len(images)}")
     say(f"data: {data.describe()}" + (f"; training on the first {len(images)}" if cfg.train_size else ""))
-    return to_float(images, "pm1"), data, fingerprint(images, labels)
+    return to_float(images, "pm1"), labels, data, fingerprint(images, labels)
 
 
 def train_gan(cfg: GANConfig) -> dict:
@@ -234,11 +267,11 @@ def train_gan(cfg: GANConfig) -> dict:
     device = resolve_device(cfg.device, cfg.kernels)
     xp = xp_for(device)
     with Run(cfg, "gan", cfg.model) as run:
-        x_train, data, data_sha = _load_data(cfg)
+        x_train, y_train, data, data_sha = _load_data(cfg)
         arch = arch_of(cfg, data.image_shape)
         rng = np.random.default_rng(cfg.seed)
         G, D = allocating("the networks", lambda: build_gan(arch, rng=rng))
-        fixed_z = xp.asarray(noise(np.random.default_rng([cfg.seed, 1]), cfg.n_samples, cfg.nz))  # the same grid
+        grid = Grid(G, cfg, xp, CLASS_NAMES[data.name])
         n_iters = (len(x_train) // cfg.batch_size) // cfg.d_steps  # iterations per epoch (>= 1, checked above)
         end_epoch = cfg.epochs if cfg.iterations is None else -(-cfg.iterations // n_iters)
         opt_g = Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
@@ -250,7 +283,7 @@ def train_gan(cfg: GANConfig) -> dict:
         G.to(device, kernels=cfg.kernels)
         D.to(device, kernels=cfg.kernels)
         bce = nn.BCEWithLogitsLoss(kernels=cfg.kernels)
-        xd = allocating("the data on the device", lambda: xp.asarray(x_train))
+        xd = allocating("the data on the device", lambda: (xp.asarray(x_train), xp.asarray(y_train)))
         say(f"{cfg.model}: G {sum(int(p.data.size) for p in G.parameters())} and D "
             f"{sum(int(p.data.size) for p in D.parameters())} parameters on {device}; Adam lr {cfg.lr} beta1 "
             f"{cfg.beta1}, batch {cfg.batch_size}, {cfg.d_steps} D step(s) per G step, {cfg.g_loss} G loss")
@@ -262,13 +295,13 @@ def train_gan(cfg: GANConfig) -> dict:
             with progress((n_iters - first) * cfg.batch_size * cfg.d_steps, f"epoch {run.epoch}/{end_epoch}",
                           cfg.progress, cfg.batch_size * cfg.d_steps, cfg.progress_seconds) as bar:
                 pos = train_gan_epoch(G, D, opt_g, opt_d, bce, xd, order if device == "cpu" else xp.asarray(order),
-                                      first, n_iters, cfg, rng, run, bar, history, fixed_z, xp,
+                                      first, n_iters, cfg, rng, run, bar, history, grid, xp,
                                       1 if device == "cpu" else cfg.log_every)
             pos, done = (0, done + 1) if pos == n_iters else (pos, done)
             _save(run, cfg, arch, (G, D, opt_g, opt_d), history, rng, order, pos, done, len(x_train), data_sha)
             order = order if pos else None
             _report(run, cfg, history, pos, n_iters, end_epoch, (pos or n_iters) - first, time.perf_counter() - t0)
-        return _finish(run, cfg, G, fixed_z, history, done, pos, n_iters, device, data)
+        return _finish(run, cfg, G, grid, history, done, pos, n_iters, device, data)
 
 
 def _resume(run: Run, cfg: GANConfig, G, D, opt_g, opt_d, arch: dict, train_images: int, data_sha: str):
@@ -326,9 +359,9 @@ def _window(history) -> int:
     return int(it[-1] - it[-2]) if len(it) > 1 else int(it[-1])
 
 
-def _finish(run: Run, cfg, G, fixed_z, history, done, pos, n_iters, device, data) -> dict:
+def _finish(run: Run, cfg, G, grid: Grid, history, done, pos, n_iters, device, data) -> dict:
     final = run.path("samples.png")
-    generate(G, fixed_z, final)
+    grid.write(G, final)
     it = history["iter"]
     if it:
         run.plot("losses.png", {"D loss": (it, history["d_loss"]), "G loss": (it, history["g_loss"])},

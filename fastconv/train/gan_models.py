@@ -1,12 +1,16 @@
-"""The GAN architectures: DCGAN for 28x28 images and the original MLP GAN, and the table that
-names them for ``fastconv train gan --model``."""
+"""The GAN architectures: DCGAN for 28x28 images, its class-conditional form and the original MLP
+GAN, and the table that names them for ``fastconv train gan --model``."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import nn
+from ..nn.conditional import ConditionalGenerator, ProjectionDiscriminator
 from .common import parse_int_list
+
+CLASSES = 10          # labels of a conditional model (the data sets' classes)
+EMBED_DIM = 10        # numbers of the label embedding joined to z
 
 
 def _normal_init(model, rng):
@@ -47,6 +51,33 @@ def build_dcgan(nz=100, width=64, image_shape=(1, 28, 28), rng=None):
     return G, D
 
 
+def build_cdcgan(nz=100, width=64, image_shape=(1, 28, 28), rng=None):
+    """(G, D) of the class-conditional DCGAN (fastconv.train.cdcgan says why this form): DCGAN's
+    layers and initialisation, G's input widened by EMBED_DIM numbers for the label embedding
+    (N(0, 1), like z), D's class projection N(0, 0.02) on the flattened trunk features."""
+    body, plain_d = build_dcgan(nz + EMBED_DIM, width, image_shape, rng=rng)
+    layers = plain_d.layers
+    head = layers[-1]  # Linear(2w * H/4 * W/4 -> 1)
+    G = ConditionalGenerator(body, nz, CLASSES, EMBED_DIM, rng=rng)
+    D = ProjectionDiscriminator(nn.Sequential(*layers[:-1]), head, head.in_features, CLASSES, rng=rng)
+    return G, D
+
+
+def is_conditional(G) -> bool:
+    """Whether G takes class labels beside the noise."""
+    return isinstance(G, ConditionalGenerator)
+
+
+def random_labels(rng: np.random.Generator, n: int, classes: int = CLASSES, xp=np):
+    """n labels drawn uniformly from [0, classes), int64, drawn on the host (same on CPU and GPU)."""
+    return xp.asarray(rng.integers(0, classes, n, dtype=np.int64))
+
+
+def grid_labels(classes: int, per_class: int, xp=np):
+    """Labels for a grid with one row per class: 0 x per_class, 1 x per_class, ..."""
+    return xp.asarray(np.repeat(np.arange(classes, dtype=np.int64), per_class))
+
+
 def build_mlp_gan(nz=100, g_hidden=(256, 512), d_hidden=(512, 256), image_shape=(1, 28, 28), rng=None):
     """The original fully connected GAN: G noise -> ReLU hidden layers -> tanh image; D image ->
     LeakyReLU(0.2) hidden layers -> one logit. Weights He-normal, biases 0."""
@@ -68,6 +99,7 @@ def build_mlp_gan(nz=100, g_hidden=(256, 512), d_hidden=(512, 256), image_shape=
 # a flag's value is a list of ints (hidden sizes) or an int. A new model is one entry here.
 MODELS = {
     "dcgan": (build_dcgan, ("width",)),
+    "cdcgan": (build_cdcgan, ("width",)),
     "mlp": (build_mlp_gan, ("g_hidden", "d_hidden")),
 }
 

@@ -39,11 +39,12 @@ def _save(img, path: str) -> None:
 
 
 def save_grid(images, path: str, nrow: int | None = None, value_range=(-1.0, 1.0), padding: int = 2,
-              scale: int = 2) -> None:
+              scale: int = 2, row_labels=None) -> None:
     """Tile a batch (N, 1|3, H, W) of numpy/cupy images into one PNG, ``nrow`` images per row.
 
     value_range: the values mapped to black and white (tanh outputs: (-1, 1)).
     scale: each pixel drawn as scale x scale (28x28 digits are small on screen).
+    row_labels: one text per row (class names), written in a margin left of the rows.
     """
     if hasattr(images, "get"):
         images = images.get()
@@ -68,9 +69,27 @@ def save_grid(images, path: str, nrow: int | None = None, value_range=(-1.0, 1.0
     pixels = np.round(grid * 255.0).astype(np.uint8)
     if scale > 1:
         pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
-    Image, _ = _pil()
+    Image, ImageDraw = _pil()
     img = Image.fromarray(pixels[0], mode="L") if c == 1 else Image.fromarray(pixels.transpose(1, 2, 0), "RGB")
+    if row_labels is not None:
+        img = _label_rows(img, list(row_labels), rows, (h + padding) * scale, padding * scale)
     _save(img, path)
+
+
+def _label_rows(img, labels: list, rows: int, pitch: int, top: int):
+    """``img`` with a margin on the left holding labels[r] beside row r (Pillow's built-in font)."""
+    if len(labels) != rows:
+        raise ValueError(f"row_labels: got {len(labels)} labels, expected one per row ({rows})")
+    Image, ImageDraw = _pil()
+    draw = ImageDraw.Draw(img)
+    width = max(int(draw.textlength(str(t))) for t in labels) + 8
+    out = Image.new(img.mode, (img.width + width, img.height), 0)
+    out.paste(img, (width, 0))
+    draw = ImageDraw.Draw(out)
+    white = 255 if img.mode == "L" else (255, 255, 255)
+    for r, text in enumerate(labels):
+        draw.text((4, top + r * pitch + pitch // 2 - 6), str(text), fill=white)
+    return out
 
 
 _COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75)]

@@ -89,3 +89,4 @@ def test_whole_job_records_which_data_ran(stubbed):
     summary = json.loads((tmp_path / "runs" / "summary.json").read_text())
     assert summary["data_kind"] == "full" and summary["device"] == "cpu"
     assert 0.0 <= summary["cnn_test_accuracy"] <= 1.0 and summary["dcgan_iterations"] == 2
+    assert summary["cdcgan_iterations"] == 2 and summary["cdcgan_fd"] is None  # fake data: trained, not scored

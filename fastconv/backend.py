@@ -18,6 +18,7 @@ them already validated by :mod:`fastconv.ops`.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from types import ModuleType
 
@@ -25,6 +26,10 @@ import numpy as np
 
 from . import settings
 
+if os.environ.get("FASTCONV_DEVICE", "").strip().lower() == "emu":  # CUDA C family on the CPU (fastconv.emu)
+    from .emu import install
+
+    install()
 _modules: dict[str, ModuleType] = {}
 
 
@@ -78,10 +83,10 @@ def array_module(*arrays, names=None):
     for i, a in enumerate(arrays):
         if a is None:
             continue
-        if isinstance(a, np.ndarray):
-            k = "numpy"
-        elif is_cupy_array(a):
+        if is_cupy_array(a):  # first: the CPU stand-in's device arrays are numpy subclasses
             k = "cupy"
+        elif isinstance(a, np.ndarray):
+            k = "numpy"
         else:
             raise TypeError(f"{names[i]}: got {type(a).__name__}, expected a numpy.ndarray or cupy.ndarray")
         if kind is None:
@@ -162,10 +167,10 @@ def to_device(x, device: str):
     if x is None:
         return None
     if device == "cpu":
-        if isinstance(x, np.ndarray):
-            return x
         if is_cupy_array(x):
             return x.get()
+        if isinstance(x, np.ndarray):
+            return x
         return np.asarray(x)
     cp = require_gpu()
     if isinstance(x, cp.ndarray):

@@ -46,3 +46,122 @@ __device__ __forceinline__ void block_sum2(double& a, double& b, double* buf) {
     for (int i = 0; i < nwarps; ++i) { ta += buf[i]; tb += buf[32 + i]; }
     a = ta; b = tb;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Inline-PTX wrappers (sm_80+): cp.async, ldmatrix, mma.sync TF32 m16n8k8, cvt.rna.tf32.f32.
+// Kernels call these instead of writing asm, so that the CPU execution layer (fastconv.emu,
+// which compiles with FASTCONV_EMU defined) can run them: its versions follow the fragment
+// layouts of the PTX ISA exactly and are warp-collective where the instruction is
+// (tests/emu/test_emu_ptx.py checks both against a plain matrix product and a layout oracle).
+//
+// cp_async_ca4/8/16, cp_async_cg16(dst_shared, src_global, src_bytes): copy 4/8/16 bytes
+//   asynchronously, zero-filling the bytes past src_bytes (0 <= src_bytes <= size; 0 reads
+//   nothing). .cg (L2 only) exists for 16 bytes only. Visible after cp_async_wait_group<N>()
+//   (all but the N most recent committed groups complete) / cp_async_wait_all() and a barrier.
+// ldmatrix_x1/x2/x4[_trans](regs, row): lane 8*j + r passes the 16-byte-aligned shared address
+//   of row r of 8x8 b16 matrix j; lane l gets, per matrix j, regs[j] = elements (l/4, 2*(l%4))
+//   and (l/4, 2*(l%4)+1) (low half first); _trans gives (2*(l%4), l/4) and (2*(l%4)+1, l/4).
+//   Read as 32-bit words, a row holds 4 floats: lane l gets word l%4 of row l/4.
+// mma_tf32_m16n8k8(d, a, b, c): D[16x8] = A[16x8] * B[8x8] + C, A row-major, B column-major,
+//   with g = lane/4, t = lane%4: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];
+//   b0 = B[t][g], b1 = B[t+4][g]; c/d0 = [g][2t], c/d1 = [g][2t+1], c/d2 = [g+8][2t],
+//   c/d3 = [g+8][2t+1]. a and b hold tf32 bit patterns (see cvt_tf32).
+// cvt_tf32(x): x rounded to tf32 (nearest, ties away from zero), as a 32-bit pattern.
+#ifdef FASTCONV_EMU
+__device__ __forceinline__ void cp_async_ca4(float* dst, const float* src, int src_bytes) {
+    fc::cp_async(dst, src, 4, src_bytes);
+}
+__device__ __forceinline__ void cp_async_ca8(float* dst, const float* src, int src_bytes) {
+    fc::cp_async(dst, src, 8, src_bytes);
+}
+__device__ __forceinline__ void cp_async_ca16(float* dst, const float* src, int src_bytes) {
+    fc::cp_async(dst, src, 16, src_bytes);
+}
+__device__ __forceinline__ void cp_async_cg16(float* dst, const float* src, int src_bytes) {
+    fc::cp_async(dst, src, 16, src_bytes);
+}
+__device__ __forceinline__ void cp_async_commit_group() { fc::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() { fc::cp_async_wait(N); }
+__device__ __forceinline__ void cp_async_wait_all() { fc::cp_async_wait(0); }
+__device__ __forceinline__ void ldmatrix_x1(unsigned* r, const float* row) {
+    unsigned t[1];
+    fc::ldmatrix(t, 1, false, row);
+    for (int i = 0; i < 1; ++i) r[i] = t[i];
+}
+__device__ __forceinline__ void ldmatrix_x2(unsigned* r, const float* row) {
+    unsigned t[2];
+    fc::ldmatrix(t, 2, false, row);
+    for (int i = 0; i < 2; ++i) r[i] = t[i];
+}
+__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const float* row) {
+    unsigned t[4];
+    fc::ldmatrix(t, 4, false, row);
+    for (int i = 0; i < 4; ++i) r[i] = t[i];
+}
+__device__ __forceinline__ void ldmatrix_x1_trans(unsigned* r, const float* row) {
+    unsigned t[1];
+    fc::ldmatrix(t, 1, true, row);
+    for (int i = 0; i < 1; ++i) r[i] = t[i];
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned* r, const float* row) {
+    unsigned t[2];
+    fc::ldmatrix(t, 2, true, row);
+    for (int i = 0; i < 2; ++i) r[i] = t[i];
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const float* row) {
+    unsigned t[4];
+    fc::ldmatrix(t, 4, true, row);
+    for (int i = 0; i < 4; ++i) r[i] = t[i];
+}
+__device__ __forceinline__ void mma_tf32_m16n8k8(float* d, const unsigned* a, const unsigned* b, const float* c) {
+    float dd[4];
+    const unsigned aa[4] = {a[0], a[1], a[2], a[3]}, bb[2] = {b[0], b[1]};
+    const float cc[4] = {c[0], c[1], c[2], c[3]};
+    fc::mma_tf32_m16n8k8(dd, aa, bb, cc);
+    for (int i = 0; i < 4; ++i) d[i] = dd[i];
+}
+__device__ __forceinline__ unsigned cvt_tf32(float x) { return fc::cvt_rna_tf32(x); }
+#else
+__device__ __forceinline__ unsigned fc_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cp_async_ca4(float* dst, const float* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_ca8(float* dst, const float* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_ca16(float* dst, const float* src, int src_bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_cg16(float* dst, const float* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
+#define FC_LDMATRIX(NAME, SHAPE, N, OUTS, ...)                                                          \
+    __device__ __forceinline__ void NAME(unsigned* r, const float* row) {                              \
+        asm volatile("ldmatrix.sync.aligned.m8n8." SHAPE ".shared.b16 " OUTS ", [%" #N "];\n"          \
+                     : __VA_ARGS__ : "r"(fc_smem_addr(row)));                                          \
+    }
+FC_LDMATRIX(ldmatrix_x1, "x1", 1, "{%0}", "=r"(r[0]))
+FC_LDMATRIX(ldmatrix_x2, "x2", 2, "{%0, %1}", "=r"(r[0]), "=r"(r[1]))
+FC_LDMATRIX(ldmatrix_x4, "x4", 4, "{%0, %1, %2, %3}", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
+FC_LDMATRIX(ldmatrix_x1_trans, "x1.trans", 1, "{%0}", "=r"(r[0]))
+FC_LDMATRIX(ldmatrix_x2_trans, "x2.trans", 2, "{%0, %1}", "=r"(r[0]), "=r"(r[1]))
+FC_LDMATRIX(ldmatrix_x4_trans, "x4.trans", 4, "{%0, %1, %2, %3}", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
+#undef FC_LDMATRIX
+__device__ __forceinline__ void mma_tf32_m16n8k8(float* d, const unsigned* a, const unsigned* b, const float* c) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%10, %11, %12, %13};\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]),
+                   "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+__device__ __forceinline__ unsigned cvt_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+    return r;
+}
+#endif

@@ -7,8 +7,10 @@ import numpy as np
 from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, pair, same_device,
                         same_dtype, shape4)
 from ..backend import array_module, op
+from ..plan import planned
 
 
+@planned
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
     """y[N,K,P,Q] = sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]."""
     operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
@@ -32,6 +34,7 @@ def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name,
     return stride, padding, dilation
 
 
+@planned
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
     """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
     array(w, "w", 4)
@@ -42,6 +45,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
                                                              int(groups))
 
 
+@planned
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None):
     """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
     array(x, "x", 4)
@@ -52,6 +56,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
                                                                int(groups))
 
 
+@planned
 def conv2d_backward_bias(dy, *, kernels=None):
     """db[K] = sum over N, P, Q of dy[N,K,P,Q]."""
     array(dy, "dy", 4)
@@ -114,6 +119,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     return y
 
 
+@planned
 def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                                    kernels=None):
     """dx of a transposed conv: conv2d forward of dy (cropped to the core) with w."""
@@ -125,6 +131,7 @@ def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_p
     return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels)
 
 
+@planned
 def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                                      kernels=None):
     """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles."""

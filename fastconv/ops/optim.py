@@ -6,8 +6,10 @@ import numpy as np
 
 from ..argcheck import FLOAT_DTYPES, real
 from ..backend import array_module, op
+from ..plan import planned
 
 
+@planned
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *, kernels=None):
     """PyTorch's SGD: g += wd*p; v = momentum*v + g; p -= lr * (g + momentum*v if nesterov else v).
 

@@ -39,6 +39,7 @@ def _rows(cp, rng, N):
     y2 = dev(N, 64, 14, 14)
     p_in, p_out = dev(N, 32, 28, 28), dev(N, 32, 14, 14)
     am = cp.asarray(rng.integers(0, 4, (N, 32, 14, 14)).astype(np.int32))
+    h, wl, bl, dh = dev(N, 3136), dev(256, 3136), dev(256), dev(N, 256)
     logits = dev(N, 10)
     labels = cp.asarray(rng.integers(0, 10, N).astype(np.int32))
     t = cp.asarray(rng.random((N, 1)).astype(np.float32))
@@ -62,6 +63,9 @@ def _rows(cp, rng, N):
         ("batchnorm_forward train", "batchnorm_forward", (bn_x, gamma, beta, rm, rv, True), {}),
         ("dropout_forward", "dropout_forward", (d256, 0.5, 7), {}),
         ("dropout_backward", "dropout_backward", (d256, mask, 0.5), {}),
+        ("linear_forward fc1 relu", "linear_forward", (h, wl, bl), {"activation": "relu"}),
+        ("linear_backward_data fc1", "linear_backward_data", (dh, wl), {}),
+        ("linear_backward_weight fc1", "linear_backward_weight", (dh, h), {}),
         ("softmax_cross_entropy", "softmax_cross_entropy", (logits, labels), {}),
         ("bce_with_logits", "bce_with_logits", (dl, t), {}),
         ("sgd_update fc1.w", "sgd_update", (prm, grd, vel, 0.05, 0.9), {}),

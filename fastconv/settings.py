@@ -11,7 +11,8 @@
 - ``conv_version`` [2]: the cupy family's conv kernels, 2 = tiled implicit GEMM, 1 = direct.
 - ``conv_tile`` [None]: the v2 tile, picked per call by the launch heuristic when None; else one
   of ``fastconv.backends.cuda.config.CONV_TILES`` ("t128x128", "t64x64", "t32x128").
-- ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) may use TF32 tensor cores.
+- ``tf32`` [False]: the cupy family's linear layers run on cuBLAS (CuPy's matmul) with TF32 tensor
+  cores instead of the fp32 kernels of kernels/linear.cu (not capturable in a CUDA graph).
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with

@@ -57,6 +57,9 @@ def _cases(cp, rng):
         ("dropout_backward", (d(2, 3, 8, 8), cp.asarray((rng.random((2, 3, 8, 8)) > 0.5).astype(np.uint8)), 0.5)),
         ("softmax_cross_entropy", (d(6, 5), cp.asarray(rng.integers(0, 5, 6).astype(np.int32)))),
         ("bce_with_logits", (d(6, 1), cp.asarray(rng.random((6, 1)).astype(np.float32)))),
+        ("linear_forward", (d(5, 7), d(3, 7), d(3))),
+        ("linear_backward_data", (d(5, 3), d(3, 7))),
+        ("linear_backward_weight", (d(5, 3), d(5, 7))),
     ]
 
 

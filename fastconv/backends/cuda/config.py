@@ -46,7 +46,12 @@ KERNELS = {
     "batchnorm.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1"),
+    "linear.cu": ("linear_forward_v1", "linear_backward_data_v1", "linear_backward_weight_v1"),
 }
+
+LINEAR_TILE = (64, 64)      # (LIN_BM, LIN_BN) of kernels/linear.cu
+LINEAR_THREADS = 256        # LIN_THREADS
+LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
 CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu",)
 
@@ -138,3 +143,8 @@ def wgrad_splits(m: int, n: int, red: int, tile: str, groups: int, num_sms: int)
     if splits * chunk > INT32_LIMIT:
         splits, chunk = 1, cdiv(red, SPLIT_ALIGN) * SPLIT_ALIGN
     return splits, chunk
+
+
+def linear_grid(m: int, n: int) -> tuple[int, int, int]:
+    """Grid of kernels/linear.cu for an m x n output (x over column tiles, y over row tiles)."""
+    return check_grid("linear", (cdiv(n, LINEAR_TILE[1]), cdiv(m, LINEAR_TILE[0]), 1))

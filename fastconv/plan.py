@@ -29,6 +29,7 @@ call would only cost. Numpy (CPU) calls go straight to the op.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -37,6 +38,46 @@ import threading
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
 _local = threading.local()  # .rec: the Record of the op call being planned on this thread
+
+
+class Arena:
+    """Static buffers for a step run again and again (a CUDA graph's memory): inside
+    ``with arena.step():`` the k-th allocation of the step returns the same array on every pass,
+    allocated on the first pass and kept alive by the arena, so that after one pass a step
+    allocates nothing and every launch sees the same pointers. The k-th allocation must ask for
+    the same shape and dtype each pass (a step whose allocations change raises a ValueError)."""
+
+    def __init__(self):
+        self.buffers = []
+        self._next = 0
+
+    @contextlib.contextmanager
+    def step(self):
+        if getattr(_local, "arena", None) is not None:
+            raise RuntimeError("Arena.step: got a step inside another arena's step, expected one at a time")
+        self._next = 0
+        _local.arena = self
+        try:
+            yield self
+        finally:
+            _local.arena = None
+
+    def take(self, shape, dtype, make):
+        """The buffer of this allocation: ``make()`` on the first pass, then the same array."""
+        k = self._next
+        self._next += 1
+        if k == len(self.buffers):
+            self.buffers.append(make())
+        a = self.buffers[k]
+        if a.shape != tuple(shape) or a.dtype != dtype:
+            raise ValueError(f"arena: got allocation {k} of {tuple(shape)} {dtype}, expected {a.shape} {a.dtype} "
+                             "as on the first pass (a captured step must allocate the same arrays every time)")
+        return a
+
+
+def current_arena():
+    """The Arena whose step is running on this thread, else None."""
+    return getattr(_local, "arena", None)
 
 
 class Record:
@@ -178,8 +219,9 @@ def planned(op):
     @functools.wraps(op)
     def call(*args, kernels=None, **kw):
         cp = sys.modules.get("cupy")
-        if cp is None or getattr(_local, "rec", None) is not None:
-            return op(*args, kernels=kernels, **kw)    # no GPU, or inside another op's planning call
+        if cp is None or getattr(_local, "rec", None) is not None or getattr(_local, "arena", None) is not None:
+            # no GPU, inside another op's planning call, or in an arena (its allocations go through it)
+            return op(*args, kernels=kernels, **kw)
         nd = cp.ndarray
         s = settings_mod._current or settings_mod.current()
         arrays = []

@@ -10,7 +10,7 @@ import cupy as cp
 import numpy as np
 
 from ... import settings
-from ...plan import note_alloc, note_launch
+from ...plan import current_arena, note_alloc, note_launch
 from . import config as cfg
 from .loader import function
 
@@ -35,10 +35,13 @@ def num_sms() -> int:
 
 def _alloc(shape, dtype, what: str, zero: bool = False):
     """A new device array (zeros, or NaN-filled under the poison setting); the one allocator of both
-    kernel families, so launch plans (fastconv.plan) repeat it on a plan hit. ``dtype`` is a numpy
-    dtype (or type); the out-of-memory error names ``what`` and the bytes asked for."""
+    kernel families, so launch plans (fastconv.plan) repeat it on a plan hit and an Arena's step
+    gets its static buffers from it. ``dtype`` is a numpy dtype (or type); the out-of-memory error
+    names ``what`` and the bytes asked for."""
+    make = cp.zeros if zero else cp.empty
+    arena = current_arena()
     try:
-        a = cp.zeros(shape, dtype) if zero else cp.empty(shape, dtype)
+        a = make(shape, dtype) if arena is None else arena.take(shape, dtype, lambda: make(shape, dtype))
     except cp.cuda.memory.OutOfMemoryError:
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -47,10 +50,12 @@ def _alloc(shape, dtype, what: str, zero: bool = False):
             f"{what}: out of GPU memory asking for {nbytes} bytes ({tuple(shape)} {dtype}); "
             f"{free} of {total} bytes free on GPU {cp.cuda.Device().id}; expected a smaller batch or "
             "fewer arrays alive") from None
-    if not zero and settings.current().poison:
+    if zero and arena is not None:
+        a.fill(0)                 # a reused buffer holds the last pass's values
+    elif not zero and settings.current().poison:
         kind = a.dtype.kind
         a.fill(np.nan if kind == "f" else np.iinfo(a.dtype).max if kind == "u" else -1)
-    note_alloc(_alloc, (shape, dtype, what, zero), a, cp.zeros if zero else cp.empty)
+    note_alloc(_alloc, (shape, dtype, what, zero), a, make)
     return a
 
 

@@ -94,6 +94,9 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float,
                    help="smoke run: fake data, two tiny batches, every output written (default: off)")
     g.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
                    help="log metrics every N steps (the GPU syncs only then)")
+    g.add_argument("--graph", choices=("on", "off"), default=None,
+                   help="replay each training step as one CUDA graph (default: on on a GPU where the step can "
+                        "be captured; off: launch every kernel from Python)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: only on a terminal)")
 
@@ -162,7 +165,7 @@ def _train(args) -> int:
     common = dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
                   dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,
-                  progress=args.progress, allow_lr_change=args.allow_lr_change)
+                  progress=args.progress, allow_lr_change=args.allow_lr_change, graph=args.graph)
     if args.what == "cnn":
         from .train.cnn import CNNConfig, train_cnn
         cfg = CNNConfig(out=args.out, optimizer=args.optimizer, momentum=args.momentum,

@@ -123,3 +123,44 @@ def test_arena_refuses_changing_allocations(cp):
     with pytest.raises(ValueError, match=r"arena: got allocation 0 of \(2, 5\) float32, expected \(4, 5\)"):
         with arena.step():
             ops.relu_forward(x[:2])
+
+
+def _train(tmp_path, monkeypatch, name, epochs, graph, resume=None):
+    """fastconv's CNN trainer on the device (the CPU layer): 20 fake images, batch 8 (two full
+    batches and a short one per epoch), a small LeNet."""
+    from fastconv.checkpoint import load_checkpoint
+    from fastconv.data import fake_dataset
+    from fastconv.train import cnn
+
+    monkeypatch.setattr(cnn, "load_dataset", lambda *a, **k: fake_dataset(train=20, test=16))
+    cfg = cnn.CNNConfig(dataset="fashion-mnist", train_size=20, batch_size=8, epochs=epochs, channels=[4, 8],
+                        hidden=[16], device="cuda", kernels="cupy", out=str(tmp_path / name), graph=graph,
+                        progress=False, test_batch_size=8, resume=resume, log_every=2)
+    result = cnn.train_cnn(cfg)
+    tensors, _ = load_checkpoint(result["checkpoint"])
+    return result, tensors
+
+
+def test_cnn_trainer_graph_equals_eager_and_resumes_exactly(cp, tmp_path, monkeypatch):
+    eager, t_eager = _train(tmp_path, monkeypatch, "eager", 2, "off")
+    graph, t_graph = _train(tmp_path, monkeypatch, "graph", 2, "on")
+    _train(tmp_path, monkeypatch, "resumed", 1, "on")
+    resumed, t_resumed = _train(tmp_path, monkeypatch, "resumed", 2, "on", resume=True)
+    assert eager["history"]["train_loss"] == graph["history"]["train_loss"] == resumed["history"]["train_loss"]
+    assert sorted(t_eager) == sorted(t_graph) == sorted(t_resumed)
+    for k in t_eager:
+        np.testing.assert_array_equal(t_graph[k], t_eager[k], err_msg=f"{k}: graph run differs from eager run")
+        np.testing.assert_array_equal(t_resumed[k], t_eager[k], err_msg=f"{k}: resumed graph run differs")
+
+
+def test_graph_flag_errors(cp, tmp_path, monkeypatch):
+    from fastconv.train.common import use_graph
+    with pytest.raises(ValueError, match="graph: got 'on' on the CPU, expected --device cuda"):
+        use_graph("on", "cpu")
+    with pytest.raises(ValueError, match="graph: got 'on', but --optimizer adam"):
+        from fastconv.train import cnn
+        use_graph("on", "cuda", cnn._why_not_capturable(cnn.CNNConfig(optimizer="adam")))
+    with pytest.raises(ValueError, match="graph: got 'sometimes', expected 'on' or 'off'"):
+        use_graph("sometimes", "cuda")
+    assert use_graph(None, "cuda") and not use_graph(None, "cpu") and not use_graph("off", "cuda")
+    assert not use_graph(None, "cuda", "a reason")

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .. import nn
+from .. import nn, settings
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, save_checkpoint, split_prefix, with_prefix
 from ..data import fake_dataset, iterate_batches, load_dataset, to_float
+from ..graph import StepGraph
 from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, RunConfig, check_finite, check_nonnegative,
                      check_positive, check_resume_config, parse_int_list, progress, require_extras, resolve_device,
-                     resume_path, say, to_host_float, writable_dir, xp_for)
+                     resume_path, say, to_host_float, use_graph, writable_dir, xp_for)
 from .images import plot_curves
 
 OPTIMIZERS = ("sgd", "adam")
@@ -143,6 +144,15 @@ def _prepare(cfg: CNNConfig) -> CNNConfig:
     return cfg
 
 
+def _why_not_capturable(cfg: CNNConfig) -> str | None:
+    """Why this run's training step cannot be one CUDA graph (None: it can)."""
+    if cfg.optimizer != "sgd":
+        return f"--optimizer {cfg.optimizer} keeps its step count on the host (only sgd is captured)"
+    if settings.current().tf32:
+        return "the tf32 setting runs the linear layers on cuBLAS, which CuPy cannot capture"
+    return None
+
+
 def train_cnn(cfg: CNNConfig) -> dict:
     """Run (or resume) training as ``cfg`` says; returns the summary also written to <out>/results.json."""
     cfg = _prepare(cfg)
@@ -191,9 +201,23 @@ def train_cnn(cfg: CNNConfig) -> dict:
         say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
             f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, epochs {start_epoch + 1}..{cfg.epochs}")
 
-    xd, yd = xp.asarray(x_train), xp.asarray(y_train)
+    # int32 labels, the loss kernel's type, converted once: a captured step may not convert them
+    xd, yd = xp.asarray(x_train), xp.asarray(y_train.astype(np.int32))
     xt, yt = xp.asarray(x_test), xp.asarray(y_test)
     sync_every = 1 if device == "cpu" else cfg.log_every  # the GPU keeps losses on the device between syncs
+
+    def train_step(xb, yb):
+        loss = loss_fn.forward(model.forward(xb), yb)
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+        return loss
+    graph = None
+    if use_graph(cfg.graph, device, _why_not_capturable(cfg)):
+        # full batches replay one CUDA graph; the last, smaller batch of an epoch runs eagerly (same
+        # kernels, so a graph run equals an eager run and resumes exactly)
+        graph = StepGraph(train_step, on_capture=lambda: setattr(opt, "steps", opt.steps - 1),
+                          on_replay=lambda: setattr(opt, "steps", opt.steps + 1))
     with MetricsLog(os.path.join(cfg.out, METRICS_NAME), append=src is not None) as log:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -202,11 +226,8 @@ def train_cnn(cfg: CNNConfig) -> dict:
             nbatches = -(-len(y_train) // cfg.batch_size)
             with progress(len(y_train), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress) as bar:
                 for i, (xb, yb) in enumerate(iterate_batches(xd, yd, cfg.batch_size, rng)):
-                    logits = model.forward(xb)
-                    loss = loss_fn.forward(logits, yb)
-                    opt.zero_grad()
-                    model.backward(loss_fn.backward(), input_grad=False)
-                    opt.step()
+                    full = len(yb) == cfg.batch_size
+                    loss = graph(xb, yb) if graph is not None and full else train_step(xb, yb)
                     step += 1
                     run_sum, run_n = run_sum + loss, run_n + 1
                     if step % sync_every == 0 or i == nbatches - 1:

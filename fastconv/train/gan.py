@@ -32,7 +32,7 @@ from ..checkpoint import (CheckpointError, load_checkpoint, require_keys, rng_fr
 from ..data import fake_dataset, load_dataset, to_float
 from .common import (CHECKPOINT_NAME, METRICS_NAME, MetricsLog, RunConfig, check_finite, check_positive,
                      check_resume_config, parse_int_list, progress, require_extras, resolve_device, resume_path, say,
-                     to_host_float, writable_dir, xp_for)
+                     to_host_float, use_graph, writable_dir, xp_for)
 from .images import plot_curves, save_grid
 
 MODELS = ("mlp", "dcgan")
@@ -210,6 +210,9 @@ def train_gan(cfg: GANConfig) -> dict:
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
     writable_dir(cfg.out, "out")
     device = resolve_device(cfg.device, cfg.kernels)
+    # eager only: the GAN step accumulates D's gradients and takes Adam's step count on the host
+    use_graph(cfg.graph, device, "the GAN trainers' step is not captured yet (D's gradient sums and Adam's "
+              "step count are host-side)")
     xp = xp_for(device)
     data = fake_dataset(train=64, test=8) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
     x_train = to_float(data.train_images, "pm1")

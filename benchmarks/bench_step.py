@@ -10,14 +10,14 @@ sync per run, after ``--warmup`` steps):
 - LeNet (the trainer's default CNN, SGD momentum 0.9): one step = forward, cross-entropy,
   backward without conv1's input gradient (neither framework computes it), update.
 - DCGAN (fastconv.train.gan.build_dcgan, Adam 2e-4, betas 0.5/0.999): D on a real and a fake
-  batch, then G through D, as the GAN trainer does; fastconv's GAN step is eager only (its
-  D-gradient sums and Adam's step count are host-side), so its graph row says so.
+  batch, then G through D, as the GAN trainer does (fixed real batch and noise).
 - ``--epoch``: one epoch of LeNet on Fashion-MNIST (batch 128) through ``fastconv train cnn``'s
   loop (graph on, then off) and through the same recipe as a PyTorch loop (data on the GPU,
   the same shuffling, eager and whole-step graph), in images per second.
 
 ``--emu`` desk-checks the fastconv rows on the CPU stand-in (fastconv.emu: the CUDA C kernels
-run on the CPU, slowly): LeNet at batch 8, two runs of two steps, PyTorch rows skipped. Its
+run on the CPU, slowly): LeNet at batch 8, two runs of two steps (``--models dcgan``: the DCGAN),
+PyTorch rows skipped. Its
 numbers mean nothing; it shows the code path runs.
 """
 
@@ -76,8 +76,9 @@ def fc_lenet(cp, batch, graph):
     return lambda: step(x, y)
 
 
-def fc_dcgan(cp, batch):
+def fc_dcgan(cp, batch, graph):
     from fastconv import nn, optim
+    from fastconv.graph import StepGraph
     from fastconv.train.gan import build_dcgan
 
     rng = np.random.default_rng(0)
@@ -91,19 +92,22 @@ def fc_dcgan(cp, batch):
     z = cp.asarray(rng.standard_normal((batch, 100)).astype(np.float32))
     ones, zeros = cp.ones((batch, 1), np.float32), cp.zeros((batch, 1), np.float32)
 
-    def step():
+    def step(x, noise):
         oD.zero_grad()
-        bce.forward(D.forward(xs), ones)
-        D.backward(bce.backward())
-        fake = G.forward(z)
+        bce.forward(D.forward(x), ones)
+        D.backward(bce.backward(), input_grad=False)
+        fake = G.forward(noise)
         bce.forward(D.forward(fake), zeros)
-        D.backward(bce.backward())
+        D.backward(bce.backward(), input_grad=False)
         oD.step()
         oG.zero_grad()
         bce.forward(D.forward(fake), ones)
-        G.backward(D.backward(bce.backward()))
+        G.backward(D.backward(bce.backward()), input_grad=False)
         oG.step()
-    return step
+    if graph:
+        g = StepGraph(step)
+        return lambda: g(xs, z)
+    return lambda: step(xs, z)
 
 
 # ---- PyTorch ---------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ def main(argv=None) -> int:
     import fastconv
     if args.emu:
         from fastconv import emu
-        ctx, batches, models = emu.activate(), [8], ["lenet"]
+        ctx, batches, models = emu.activate(), [8], models[:1]
         args.reps, args.steps, args.warmup, args.epoch = 2, 2, 1, False
     else:
         import contextlib
@@ -250,10 +254,9 @@ def main(argv=None) -> int:
               f"{'graph/torch-graph':>19}{'graph/torch-eager':>19}   (images/s)")
         for model in models:
             for b in batches:
-                fe = ips(fc_lenet(cp, b, False) if model == "lenet" else fc_dcgan(cp, b), b, sync, args.steps,
-                         args.reps, args.warmup)
-                fg = ips(fc_lenet(cp, b, True), b, sync, args.steps, args.reps, args.warmup) \
-                    if model == "lenet" else None
+                make_fc = fc_lenet if model == "lenet" else fc_dcgan
+                fe = ips(make_fc(cp, b, False), b, sync, args.steps, args.reps, args.warmup)
+                fg = ips(make_fc(cp, b, True), b, sync, args.steps, args.reps, args.warmup)
                 te = tg = None
                 if torch is not None:
                     tsync = torch.cuda.synchronize

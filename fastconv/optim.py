@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .backend import array_module, device_of, to_device
+from .backend import array_module, device_of, is_cupy_array, to_device
 from .ops import real
 
 
@@ -101,15 +101,32 @@ class Adam(Optimizer):
         self.eps = real(eps, "eps", 0.0, lo_open=True)
         self.weight_decay = real(weight_decay, "weight_decay", 0.0)
         # per-parameter step counts for the bias correction: a parameter without a gradient in
-        # some step is not advanced (as in PyTorch)
+        # some step is not advanced (as in PyTorch). On the GPU they live on the device, as int32
+        # counters (count, 0) that the update advances (so a CUDA graph of the step counts right);
+        # self.t is read back from them when asked for (state_dict).
         self.t = [0] * len(self.params)
+        self._counters = None
 
     def _update(self, i, p):
-        self.t[i] += 1
-        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), self.t[i], self.lr, self.betas[0],
+        if is_cupy_array(p.data):
+            if self._counters is None:
+                cp = array_module(p.data)
+                self._counters = cp.asarray(np.array([[t, 0] for t in self.t], np.int32))
+            step = self._counters[i]
+        else:
+            self.t[i] += 1
+            step = self.t[i]
+        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), step, self.lr, self.betas[0],
                         self.betas[1], self.eps, self.weight_decay)
 
+    def step_counts(self) -> list:
+        """The per-parameter step counts (read from the device counters on the GPU)."""
+        if self._counters is not None:
+            self.t = [int(c) for c in to_device(self._counters[:, 0], "cpu")]
+        return self.t
+
     def state_dict(self) -> dict:
+        self.step_counts()
         d = super().state_dict()
         d.update({f"t.{i}": np.asarray(t, np.int64) for i, t in enumerate(self.t)})
         return d
@@ -117,4 +134,5 @@ class Adam(Optimizer):
     def load_state_dict(self, d: dict):
         super().load_state_dict(d)
         self.t = [int(to_device(d[f"t.{i}"], "cpu")) if f"t.{i}" in d else self.steps for i in range(len(self.params))]
+        self._counters = None   # made again from self.t at the next GPU step
         return self

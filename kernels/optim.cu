@@ -6,6 +6,12 @@
 //   adam_update_v1  g += wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
 //                   p -= lr * (m / bc1) / (sqrt(v / bc2) + eps) with bc = 1 - beta^step computed
 //                   on the host in double. Traffic: (4 + 3) * n * 4 B.
+//   adam_update_v2  adam_update_v1 with the step count on the device (a CUDA graph replays it):
+//                   count[0] is the count before this update; every block uses count[0] + 1 for
+//                   the bias corrections (computed in double from double betas, as the host does
+//                   for v1), and the last block to finish (count[1] counts finished blocks) stores
+//                   count[0] + 1 and resets count[1] to 0.
+//   accumulate_v1   acc += x (gradient sums of a parameter used twice in a step). Traffic: 3 * n * 4 B.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/optim.cu
 #include "common.cuh"
@@ -40,4 +46,35 @@ extern "C" __global__ void adam_update_v1(float* __restrict__ p, const float* __
         v[i] = vi;
         p[i] = pi - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
     }
+}
+
+// Work: as adam_update_v1, + 2 double pow per thread; moves (4 + 3) * n * 4 B + 8 B.
+extern "C" __global__ void adam_update_v2(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                          float* __restrict__ v, i64 n, float lr, double beta1, double beta2,
+                                          float eps, float wd, int* __restrict__ count) {
+    const int step = count[0] + 1;  // read before this block counts itself finished
+    const float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
+    const float b1 = (float)beta1, b2 = (float)beta2;
+    GRID_STRIDE(i, n) {
+        const float pi = p[i];
+        const float gi = g[i] + wd * pi;
+        const float mi = b1 * m[i] + (1.f - b1) * gi;
+        const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+    }
+    __syncthreads();  // every thread of the block has read count[0]
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd((unsigned*)&count[1], 1u) == gridDim.x - 1) {  // the last block: all others have read
+            count[0] = step;
+            count[1] = 0;
+        }
+    }
+}
+
+// Work: n FLOPs; moves 3 * n * 4 B (acc, x in; acc out).
+extern "C" __global__ void accumulate_v1(float* __restrict__ acc, const float* __restrict__ x, i64 n) {
+    GRID_STRIDE(i, n) acc[i] += x[i];
 }

@@ -164,3 +164,98 @@ def test_graph_flag_errors(cp, tmp_path, monkeypatch):
         use_graph("sometimes", "cuda")
     assert use_graph(None, "cuda") and not use_graph(None, "cpu") and not use_graph("off", "cuda")
     assert not use_graph(None, "cuda", "a reason")
+
+
+def _dcgan(cp, seed=0):
+    """A small DCGAN (the trainer's build_dcgan), Adam for G and D, and the GAN step (D on a real
+    and a fake batch, G through D) as one function of the real batch and the noise."""
+    from fastconv.train.gan import build_dcgan
+
+    G, D = build_dcgan(nz=16, width=8, image_shape=(1, 28, 28), rng=np.random.default_rng(seed))
+    G.to("cuda", kernels="cupy")
+    D.to("cuda", kernels="cupy")
+    oG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    oD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCEWithLogitsLoss()
+    ones, zeros = cp.ones((BATCH, 1), np.float32), cp.zeros((BATCH, 1), np.float32)
+
+    def step(x, z):
+        oD.zero_grad()
+        loss_real = bce.forward(D.forward(x), ones)
+        D.backward(bce.backward(), input_grad=False)
+        fake = G.forward(z)
+        loss_fake = bce.forward(D.forward(fake), zeros)
+        D.backward(bce.backward(), input_grad=False)
+        oD.step()
+        oG.zero_grad()
+        loss_g = bce.forward(D.forward(fake), ones)
+        G.backward(D.backward(bce.backward()), input_grad=False)
+        oG.step()
+        return loss_real, loss_fake, loss_g
+    return (G, D), (oG, oD), step
+
+
+def _gan_state(models, opts):
+    out = []
+    for m in models:
+        out += [a.get() for a in m.state_dict().values()]
+    for o in opts:
+        out += [a.get() for a in o.state["m"] + o.state["v"]]
+        out.append(np.asarray(o.step_counts()))
+    return out
+
+
+def test_dcgan_graph_step_equals_eager_step(cp):
+    rng = np.random.default_rng(5)
+    batches = [(cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)),
+                cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32))) for _ in range(4)]
+    models_e, opts_e, step_e = _dcgan(cp)
+    models_g, opts_g, step_g = _dcgan(cp)
+    graph = StepGraph(step_g, on_capture=lambda: [setattr(o, "steps", o.steps - 1) for o in opts_g],
+                      on_replay=lambda: [setattr(o, "steps", o.steps + 1) for o in opts_g])
+    for i, (x, z) in enumerate(batches):
+        losses_e = [float(v) for v in step_e(x, z)]
+        with emu.trace() as t:
+            out = graph(x, z)
+        if i > 0:
+            assert (t.allocations, t.uploads, t.downloads, t.syncs) == (0, 0, 0, 0), \
+                (t.allocations, t.uploads, t.downloads, t.syncs)
+        assert [float(v) for v in out] == losses_e, f"step {i}: graph losses differ from eager"
+        for a, b in zip(_gan_state(models_g, opts_g), _gan_state(models_e, opts_e)):
+            assert not np.isnan(a).any()
+            np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the DCGAN graph step differs from eager")
+    assert opts_g[0].step_counts() == [4] * len(opts_g[0].params)
+
+
+def test_capture_kernels_against_float64(cp):
+    """The kernels a captured step needs beyond the layers: Adam with its device step counter
+    (three updates against the NumPy Adam in float64 with int steps), gradient accumulation and
+    the per-channel bias add; outputs within F32_TOL, the counter exact."""
+    from fastconv import ops
+    from fastconv.testing import F32_TOL, assert_close
+
+    rng = np.random.default_rng(9)
+    p, m, v = (rng.standard_normal(300).astype(np.float32) for _ in range(3))
+    v = np.abs(v)
+    grads = [rng.standard_normal(300).astype(np.float32) for _ in range(3)]
+    dp, dm, dv = (cp.asarray(a) for a in (p, m, v))
+    counter = cp.asarray(np.array([4, 0], np.int32))          # 4 updates done before
+    hp, hm, hv = (a.astype(np.float64) for a in (p, m, v))
+    for k, g in enumerate(grads):
+        ops.adam_update(dp, cp.asarray(g), dm, dv, counter, 1e-2, 0.5, 0.999, 1e-8, 0.01)
+        ops.adam_update(hp, g.astype(np.float64), hm, hv, 5 + k, 1e-2, 0.5, 0.999, 1e-8, 0.01)
+    assert counter.get().tolist() == [7, 0]
+    for got, want, name in ((dp, hp, "param"), (dm, hm, "m"), (dv, hv, "v")):
+        assert_close(got.get(), want, F32_TOL, f"adam_update_v2 {name}")
+    acc, x = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    dacc = cp.asarray(acc)
+    ops.accumulate(dacc, cp.asarray(x))
+    assert_close(dacc.get(), acc.astype(np.float64) + x, F32_TOL, "accumulate")
+    y, b = rng.standard_normal((2, 3, 4, 5)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    dy = cp.asarray(y)
+    ops.bias_add(dy, cp.asarray(b))
+    assert_close(dy.get(), y.astype(np.float64) + b.astype(np.float64)[None, :, None, None], F32_TOL, "bias_add")
+    with pytest.raises(ValueError, match=r"step: got int64 \(2,\)"):
+        ops.adam_update(dp, dp, dm, dv, cp.asarray(np.zeros(2, np.int64)), 1e-2)
+    with pytest.raises(ValueError, match=r"b: got shape \(4,\), expected \(3,\)"):
+        ops.bias_add(dy, cp.asarray(np.ones(4, np.float32)))

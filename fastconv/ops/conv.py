@@ -8,6 +8,7 @@ from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_siz
                         same_dtype, shape4)
 from ..backend import array_module, op
 from ..plan import planned
+from .bias import bias_add
 
 
 @planned
@@ -115,7 +116,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
         y_full[:, :, :core[2], :core[3]] = y
         y = y_full
     if b is not None:
-        y += b.reshape(1, -1, 1, 1)
+        bias_add(y, b, kernels=kernels)   # a kernel on the GPU: a captured step holds no CuPy arithmetic
     return y
 
 

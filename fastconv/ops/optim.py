@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..argcheck import FLOAT_DTYPES, real
+from ..argcheck import ANY_NDIM, FLOAT_DTYPES, array, real, same_shape
 from ..backend import array_module, op
 from ..plan import planned
 
@@ -25,16 +25,33 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
 
 def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
                 kernels=None):
-    """PyTorch's Adam (L2 weight decay added to the gradient); step counts from 1."""
-    _check_update_arrays(param, grad, m, "m")
+    """PyTorch's Adam (L2 weight decay added to the gradient). ``step``: the step count of this
+    update (an int >= 1), or an int32 counter array ``(count, 0)`` on param's device holding the
+    count before it, which the update advances in place (a CUDA graph can replay that one)."""
+    xp = _check_update_arrays(param, grad, m, "m")
     _check_update_arrays(param, grad, v, "v")
-    if not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step: got {step!r}, expected an int >= 1")
-    op("adam_update", param, kernels=kernels)(param, grad, m, v, int(step), real(lr, "lr", 0.0, lo_open=True),
+    if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+        if step < 1:
+            raise ValueError(f"step: got {step!r}, expected an int >= 1")
+        step = int(step)
+    elif not (isinstance(step, xp.ndarray) and step.shape == (2,) and step.dtype == np.int32
+              and step.flags.c_contiguous):
+        raise ValueError(f"step: got {getattr(step, 'dtype', type(step).__name__)} {getattr(step, 'shape', step)!r}, "
+                         "expected an int >= 1 or a C-contiguous int32 counter of shape (2,) beside param")
+    op("adam_update", param, kernels=kernels)(param, grad, m, v, step, real(lr, "lr", 0.0, lo_open=True),
                                               real(beta1, "beta1", 0.0, 1.0, hi_open=True),
                                               real(beta2, "beta2", 0.0, 1.0, hi_open=True),
                                               real(eps, "eps", 0.0, lo_open=True),
                                               real(weight_decay, "weight_decay", 0.0))
+
+
+@planned
+def accumulate(acc, x, *, kernels=None):
+    """acc += x in place (a parameter's gradient summed over its uses in a step)."""
+    same_shape(array(x, "x", ANY_NDIM), "x", array(acc, "acc", ANY_NDIM), "acc")
+    if not acc.flags.c_contiguous:
+        raise ValueError("acc: got a non-contiguous array, expected a C-contiguous one (updated in place)")
+    op("accumulate", acc, kernels=kernels)(acc, x)
 
 
 def _check_update_arrays(param, grad, state, state_name):

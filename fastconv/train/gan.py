@@ -210,9 +210,9 @@ def train_gan(cfg: GANConfig) -> dict:
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
     writable_dir(cfg.out, "out")
     device = resolve_device(cfg.device, cfg.kernels)
-    # eager only: the GAN step accumulates D's gradients and takes Adam's step count on the host
-    use_graph(cfg.graph, device, "the GAN trainers' step is not captured yet (D's gradient sums and Adam's "
-              "step count are host-side)")
+    # eager only for now: fastconv.graph.StepGraph captures the DCGAN step (tests/test_graph_emu.py),
+    # but this loop draws its noise on the host and sums D(x), D(G(z)) with CuPy every step
+    use_graph(cfg.graph, device, "the GAN trainers do not replay their step as a CUDA graph yet")
     xp = xp_for(device)
     data = fake_dataset(train=64, test=8) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
     x_train = to_float(data.train_images, "pm1")

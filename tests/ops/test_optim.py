@@ -53,3 +53,30 @@ def test_optimizer_update_errors():
         ops.adam_update(p, arr(3, 2), np.zeros_like(p), np.zeros_like(p), 0, 1e-3)
     with raises(ValueError, "grad: got a non-contiguous array", "expected a C-contiguous one"):
         ops.sgd_update(arr(2, 2), arr(2, 2).T, None, 0.1)
+
+
+def test_adam_step_counter_equals_int_steps(rng):
+    """The int32 counter form of ``step`` (count before the update, advanced in place) gives the
+    updates of the int form."""
+    p1, m1, v1 = randn(rng, (5, 4), np.float64), randn(rng, (5, 4), np.float64), np.abs(randn(rng, (5, 4), np.float64))
+    p2, m2, v2 = p1.copy(), m1.copy(), v1.copy()
+    counter = np.array([2, 0], np.int32)
+    for k in range(3):
+        g = randn(rng, (5, 4), np.float64)
+        ops.adam_update(p1, g, m1, v1, 3 + k, 1e-2, 0.5)
+        ops.adam_update(p2, g, m2, v2, counter, 1e-2, 0.5)
+    assert counter.tolist() == [5, 0]
+    np.testing.assert_array_equal(p2, p1)
+    np.testing.assert_array_equal(m2, m1)
+    np.testing.assert_array_equal(v2, v1)
+
+
+def test_accumulate_and_its_errors(rng):
+    acc, x = randn(rng, (3, 4), np.float32), randn(rng, (3, 4), np.float32)
+    want = acc.astype(np.float64) + x
+    ops.accumulate(acc, x)
+    np.testing.assert_allclose(acc, want, rtol=1e-6)
+    with raises(ValueError, "x: got shape (4, 3)", "expected (3, 4)"):
+        ops.accumulate(acc, x.T.copy())
+    with raises(ValueError, "acc: got a non-contiguous array"):
+        ops.accumulate(acc.T, x.T)

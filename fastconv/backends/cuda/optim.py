@@ -20,12 +20,27 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
 
 
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """``step``: the int step count, or a device int32 counter (count, 0) advanced by the kernel."""
     param = _arg(param, "param", inplace=True)
     grad = _arg(grad, "grad")
     m, v = _arg(m, "m", inplace=True), _arg(v, "v", inplace=True)
+    if not isinstance(step, int):
+        step = _arg(step, "step", np.int32, inplace=True)
+        if param.size:
+            _launch("optim.cu", "adam_update_v2", _eltwise_grid(param.size), cfg.BLOCK,
+                    (param, grad, m, v, np.int64(param.size), _f32(lr), np.float64(beta1), np.float64(beta2),
+                     _f32(eps), _f32(weight_decay), step))
+        return
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     if param.size:
         _launch("optim.cu", "adam_update_v1", _eltwise_grid(param.size), cfg.BLOCK,
                 (param, grad, m, v, np.int64(param.size), _f32(lr), _f32(beta1), _f32(beta2), _f32(eps),
                  _f32(weight_decay), _f32(bc1), _f32(bc2)))
+
+
+def accumulate(acc, x):
+    acc = _arg(acc, "acc", inplace=True)
+    x = _arg(x, "x")
+    if acc.size:
+        _launch("optim.cu", "accumulate_v1", _eltwise_grid(acc.size), cfg.BLOCK, (acc, x, np.int64(acc.size)))

@@ -157,15 +157,14 @@ class Plan:
 
 
 def _slot_of(a, sources: list):
-    """The index in ``sources`` of the array a is, or views from its first byte; None if none."""
+    """The index in ``sources`` of the array a is, or of the one array it views from its first
+    byte; None if none or several."""
     for i, s in enumerate(sources):
         if a is s:
             return i
     ptr, nbytes = a.data.ptr, a.nbytes
-    for i, s in enumerate(sources):
-        if s.data.ptr == ptr and nbytes <= s.nbytes and a.dtype == s.dtype:
-            return i
-    return None
+    found = [i for i, s in enumerate(sources) if s.data.ptr == ptr and nbytes <= s.nbytes and a.dtype == s.dtype]
+    return found[0] if len(found) == 1 else None
 
 
 def _build(rec: Record, arrays: list, out, settings, nd):
@@ -253,6 +252,8 @@ def planned(op):
             out = op(*args, kernels=kernels, **kw)
         finally:
             _local.rec = None
+        if len({a.data.ptr for a in arrays}) < len(arrays):
+            return out         # inputs sharing memory: a plan would tie their slots; build one from another call
         if len(plans) >= CACHE_LIMIT:
             plans.clear()
         plans[key] = _build(rec, arrays, out, s, nd)

@@ -259,3 +259,14 @@ def test_capture_kernels_against_float64(cp):
         ops.adam_update(dp, dp, dm, dv, cp.asarray(np.zeros(2, np.int64)), 1e-2)
     with pytest.raises(ValueError, match=r"b: got shape \(4,\), expected \(3,\)"):
         ops.bias_add(dy, cp.asarray(np.ones(4, np.float32)))
+
+
+def test_dropout_refused_in_a_captured_step(cp):
+    layer = nn.Dropout(0.5)
+    x = cp.asarray(np.ones((2, 8), np.float32))
+    with pytest.raises(RuntimeError, match="Dropout: got a training forward inside a captured step"):
+        with Arena().step():
+            layer.forward(x)
+    layer.eval()
+    with Arena().step():
+        assert layer.forward(x) is x

@@ -175,6 +175,17 @@ def test_key_covers_settings_and_layout(cp):
         np.testing.assert_array_equal(ops.relu_forward(off).get(), want)
 
 
+def test_aliased_inputs_do_not_tie_a_plan(cp):
+    rng = np.random.default_rng(6)
+    a, b = _dev(cp, rng, 3, 4), _dev(cp, rng, 3, 4)
+    ops.relu_backward.plans.clear()
+    ops.relu_backward(a, a)                    # the same array twice: no plan from this call
+    assert not ops.relu_backward.plans
+    for _ in range(2):
+        np.testing.assert_array_equal(ops.relu_backward(a, b).get(), a.get() * (b.get() > 0))
+    np.testing.assert_array_equal(ops.relu_backward(b, b).get(), b.get() * (b.get() > 0))
+
+
 def test_cpu_calls_are_not_planned():
     x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
     ops.relu_forward.plans.clear()

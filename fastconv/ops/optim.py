@@ -27,17 +27,30 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
                 kernels=None):
     """PyTorch's Adam (L2 weight decay added to the gradient). ``step``: the step count of this
     update (an int >= 1), or an int32 counter array ``(count, 0)`` on param's device holding the
-    count before it, which the update advances in place (a CUDA graph can replay that one)."""
-    xp = _check_update_arrays(param, grad, m, "m")
-    _check_update_arrays(param, grad, v, "v")
+    count before it, which the update advances in place (a CUDA graph can replay that one; calls
+    with a counter take the launch-plan fast path, calls with an int do not: it changes every call)."""
     if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
         if step < 1:
             raise ValueError(f"step: got {step!r}, expected an int >= 1")
-        step = int(step)
-    elif not (isinstance(step, xp.ndarray) and step.shape == (2,) and step.dtype == np.int32
-              and step.flags.c_contiguous):
-        raise ValueError(f"step: got {getattr(step, 'dtype', type(step).__name__)} {getattr(step, 'shape', step)!r}, "
-                         "expected an int >= 1 or a C-contiguous int32 counter of shape (2,) beside param")
+        _adam(param, grad, m, v, int(step), lr, beta1, beta2, eps, weight_decay, kernels)
+    else:
+        _adam_counted(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels=kernels)
+
+
+@planned
+def _adam_counted(param, grad, m, v, counter, lr, beta1, beta2, eps, weight_decay, *, kernels=None):
+    xp = array_module(param, names=["param"])
+    if not (isinstance(counter, xp.ndarray) and counter.shape == (2,) and counter.dtype == np.int32
+            and counter.flags.c_contiguous):
+        raise ValueError(f"step: got {getattr(counter, 'dtype', type(counter).__name__)} "
+                         f"{getattr(counter, 'shape', counter)!r}, expected an int >= 1 or a C-contiguous int32 "
+                         "counter of shape (2,) beside param")
+    _adam(param, grad, m, v, counter, lr, beta1, beta2, eps, weight_decay, kernels)
+
+
+def _adam(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels):
+    _check_update_arrays(param, grad, m, "m")
+    _check_update_arrays(param, grad, v, "v")
     op("adam_update", param, kernels=kernels)(param, grad, m, v, step, real(lr, "lr", 0.0, lo_open=True),
                                               real(beta1, "beta1", 0.0, 1.0, hi_open=True),
                                               real(beta2, "beta2", 0.0, 1.0, hi_open=True),

@@ -132,8 +132,8 @@ class Plan:
                 lines.append(f"    {v} = alloc{j}(*args{j})")
             else:
                 env[f"shape{j}"], env[f"dtype{j}"] = call_args[0], call_args[1]
-                lines += [f"    try:", f"        {v} = raw{j}(shape{j}, dtype{j})",
-                          f"    except Exception:", f"        {v} = alloc{j}(*args{j})  # raises its clear error"]
+                lines += ["    try:", f"        {v} = raw{j}(shape{j}, dtype{j})",
+                          "    except Exception:", f"        {v} = alloc{j}(*args{j})  # raises its clear error"]
         for i, (fn, grid, block, template, slots) in enumerate(self.launches):
             env[f"fn{i}"], env[f"grid{i}"], env[f"block{i}"] = fn, grid, block
             slot_at = dict(slots)

@@ -19,36 +19,17 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import emu, nn, optim
+from fastconv import emu, nn
 from fastconv.graph import StepGraph
 from fastconv.plan import Arena
-from fastconv.train.cnn import build_cnn
+from graph_steps import BATCH, dcgan_trainer, gan_state, lenet_state, lenet_trainer
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")
-
-BATCH = 8
-
 
 @pytest.fixture(scope="module")
 def cp():
     with emu.activate() as stand_in, fastconv.using(kernels="cupy", tf32=False):
         yield stand_in
-
-
-def _trainer(cp, seed=0):
-    """A small LeNet (the trainer's build_cnn) on the device, its SGD and the step function."""
-    model = build_cnn(channels=(4, 8), hidden=(16,), rng=np.random.default_rng(seed))
-    model.to("cuda", kernels="cupy")
-    loss_fn = nn.CrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
-    def step(x, y):
-        loss = loss_fn.forward(model.forward(x), y)
-        opt.zero_grad()
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
-        return loss
-    return model, opt, step
 
 
 def _batches(cp, n):
@@ -57,14 +38,8 @@ def _batches(cp, n):
              cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))) for _ in range(n)]
 
 
-def _state(model, opt):
-    arrays = [p.data.get() for p in model.parameters()]
-    arrays += [v.get() for v in opt.state["velocity"] if v is not None]
-    return arrays
-
-
 def test_arena_step_is_capture_safe(cp):
-    model, opt, step = _trainer(cp)
+    model, opt, step = lenet_trainer(cp)
     (x, y), = _batches(cp, 1)
     arena = Arena()
     with arena.step():
@@ -84,8 +59,8 @@ def test_arena_step_is_capture_safe(cp):
 
 def test_graph_step_equals_eager_step(cp):
     batches = _batches(cp, 4)
-    model_e, opt_e, step_e = _trainer(cp)
-    model_g, opt_g, step_g = _trainer(cp)
+    model_e, opt_e, step_e = lenet_trainer(cp)
+    model_g, opt_g, step_g = lenet_trainer(cp)
     graph = StepGraph(step_g, on_capture=lambda: setattr(opt_g, "steps", opt_g.steps - 1),
                       on_replay=lambda: setattr(opt_g, "steps", opt_g.steps + 1))
     for i, (x, y) in enumerate(batches):
@@ -99,14 +74,14 @@ def test_graph_step_equals_eager_step(cp):
         else:
             loss_g = float(graph(x, y))
         assert loss_g == loss_e, f"step {i}: graph loss {loss_g} != eager loss {loss_e}"
-        for a, b in zip(_state(model_g, opt_g), _state(model_e, opt_e)):
+        for a, b in zip(lenet_state(model_g, opt_g), lenet_state(model_e, opt_e)):
             assert not np.isnan(a).any()
             np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the graph step differs from the eager step")
     assert graph.replays == 3 and opt_g.steps == opt_e.steps == 4
 
 
 def test_graph_refuses_other_shapes(cp):
-    _, _, step = _trainer(cp)
+    _, _, step = lenet_trainer(cp)
     graph = StepGraph(step)
     (x, y), = _batches(cp, 1)
     graph(x, y)
@@ -166,51 +141,12 @@ def test_graph_flag_errors(cp, tmp_path, monkeypatch):
     assert not use_graph(None, "cuda", "a reason")
 
 
-def _dcgan(cp, seed=0):
-    """A small DCGAN (the trainer's build_dcgan), Adam for G and D, and the GAN step (D on a real
-    and a fake batch, G through D) as one function of the real batch and the noise."""
-    from fastconv.train.gan import build_dcgan
-
-    G, D = build_dcgan(nz=16, width=8, image_shape=(1, 28, 28), rng=np.random.default_rng(seed))
-    G.to("cuda", kernels="cupy")
-    D.to("cuda", kernels="cupy")
-    oG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    oD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = nn.BCEWithLogitsLoss()
-    ones, zeros = cp.ones((BATCH, 1), np.float32), cp.zeros((BATCH, 1), np.float32)
-
-    def step(x, z):
-        oD.zero_grad()
-        loss_real = bce.forward(D.forward(x), ones)
-        D.backward(bce.backward(), input_grad=False)
-        fake = G.forward(z)
-        loss_fake = bce.forward(D.forward(fake), zeros)
-        D.backward(bce.backward(), input_grad=False)
-        oD.step()
-        oG.zero_grad()
-        loss_g = bce.forward(D.forward(fake), ones)
-        G.backward(D.backward(bce.backward()), input_grad=False)
-        oG.step()
-        return loss_real, loss_fake, loss_g
-    return (G, D), (oG, oD), step
-
-
-def _gan_state(models, opts):
-    out = []
-    for m in models:
-        out += [a.get() for a in m.state_dict().values()]
-    for o in opts:
-        out += [a.get() for a in o.state["m"] + o.state["v"]]
-        out.append(np.asarray(o.step_counts()))
-    return out
-
-
 def test_dcgan_graph_step_equals_eager_step(cp):
     rng = np.random.default_rng(5)
     batches = [(cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)),
                 cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32))) for _ in range(4)]
-    models_e, opts_e, step_e = _dcgan(cp)
-    models_g, opts_g, step_g = _dcgan(cp)
+    models_e, opts_e, step_e = dcgan_trainer(cp)
+    models_g, opts_g, step_g = dcgan_trainer(cp)
     graph = StepGraph(step_g, on_capture=lambda: [setattr(o, "steps", o.steps - 1) for o in opts_g],
                       on_replay=lambda: [setattr(o, "steps", o.steps + 1) for o in opts_g])
     for i, (x, z) in enumerate(batches):
@@ -221,7 +157,7 @@ def test_dcgan_graph_step_equals_eager_step(cp):
             assert (t.allocations, t.uploads, t.downloads, t.syncs) == (0, 0, 0, 0), \
                 (t.allocations, t.uploads, t.downloads, t.syncs)
         assert [float(v) for v in out] == losses_e, f"step {i}: graph losses differ from eager"
-        for a, b in zip(_gan_state(models_g, opts_g), _gan_state(models_e, opts_e)):
+        for a, b in zip(gan_state(models_g, opts_g), gan_state(models_e, opts_e)):
             assert not np.isnan(a).any()
             np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the DCGAN graph step differs from eager")
     assert opts_g[0].step_counts() == [4] * len(opts_g[0].params)

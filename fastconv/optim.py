@@ -82,9 +82,14 @@ class SGD(Optimizer):
             raise ValueError("nesterov: got True with momentum=0, expected momentum > 0")
         self.nesterov = bool(nesterov)
 
-    def _update(self, i, p):
-        v = self._slot("velocity", i) if self.momentum else None
-        ops.sgd_update(p.data, p.grad, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+    def step(self):
+        """One update of every parameter with a gradient, in one kernel launch on the GPU."""
+        self.steps += 1
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if live:
+            ops.sgd_update_multi([self.params[i].data for i in live], [self.params[i].grad for i in live],
+                                 [self._slot("velocity", i) for i in live] if self.momentum else None, self.lr,
+                                 self.momentum, self.weight_decay, self.nesterov)
 
 
 class Adam(Optimizer):

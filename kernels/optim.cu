@@ -11,6 +11,9 @@
 //                   the bias corrections (computed in double from double betas, as the host does
 //                   for v1), and the last block to finish (count[1] counts finished blocks) stores
 //                   count[0] + 1 and resets count[1] to 0.
+//   sgd_update_multi_v1  sgd_update_v1 over many tensors in one launch: tensor t = blockIdx.y
+//                   takes (param, grad, velocity, n) from row t of a table of 64-bit ints
+//                   (addresses and count); blockIdx.x grid-strides over its elements.
 //   accumulate_v1   acc += x (gradient sums of a parameter used twice in a step). Traffic: 3 * n * 4 B.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/optim.cu
@@ -71,6 +74,26 @@ extern "C" __global__ void adam_update_v2(float* __restrict__ p, const float* __
             count[0] = step;
             count[1] = 0;
         }
+    }
+}
+
+// Work: as sgd_update_v1 for each tensor; moves its bytes + 32 B per tensor (the table row).
+extern "C" __global__ void sgd_update_multi_v1(const i64* __restrict__ table, float lr, float momentum, float wd,
+                                               int nesterov, int has_v) {
+    const i64* row = table + 4 * (i64)blockIdx.y;
+    float* p = (float*)row[0];
+    const float* g = (const float*)row[1];
+    float* v = (float*)row[2];
+    const i64 n = row[3];
+    for (i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+        const float pi = p[i];
+        float gi = g[i] + wd * pi;
+        if (has_v) {
+            const float vi = momentum * v[i] + gi;
+            v[i] = vi;
+            gi = nesterov ? gi + momentum * vi : vi;
+        }
+        p[i] = pi - lr * gi;
     }
 }
 

@@ -206,3 +206,23 @@ def test_dropout_refused_in_a_captured_step(cp):
     layer.eval()
     with Arena().step():
         assert layer.forward(x) is x
+
+
+def test_sgd_update_multi_kernel(cp):
+    """One launch updates every tensor as sgd_update does one by one (bitwise); the address table
+    is uploaded once for a set of tensors."""
+    from fastconv import ops
+
+    rng = np.random.default_rng(12)
+    shapes = [(300,), (4, 70), (1,)]
+    host = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    ps, gs, vs = ([cp.asarray(a) for a in arrays] for arrays in host)
+    ps2, vs2 = [cp.asarray(a) for a in host[0]], [cp.asarray(a) for a in host[2]]
+    for k in range(2):
+        with emu.trace() as t:
+            ops.sgd_update_multi(ps, gs, vs, 0.05, 0.9, 1e-3, True)
+        assert t.launch_names == ["sgd_update_multi_v1"] and t.uploads == (1 if k == 0 else 0)
+        for p, g, v in zip(ps2, gs, vs2):
+            ops.sgd_update(p, g, v, 0.05, 0.9, 1e-3, True)
+    for a, b in zip(ps + vs, ps2 + vs2):
+        np.testing.assert_array_equal(a.get(), b.get())

@@ -23,6 +23,27 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
                                              real(weight_decay, "weight_decay", 0.0), bool(nesterov))
 
 
+def sgd_update_multi(params, grads, velocities, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *,
+                     kernels=None):
+    """sgd_update of every (params[i], grads[i], velocities[i]) with one set of hyper-parameters: one
+    kernel launch on the GPU. ``velocities`` may be None when momentum == 0."""
+    if not (isinstance(params, (list, tuple)) and isinstance(grads, (list, tuple)) and params):
+        raise TypeError(f"params, grads: got {type(params).__name__}, {type(grads).__name__}, expected non-empty "
+                        "lists of arrays")
+    if momentum and velocities is None:
+        raise ValueError("velocities: got None, expected a list of arrays when momentum != 0")
+    if len(grads) != len(params) or (velocities is not None and len(velocities) != len(params)):
+        raise ValueError(f"grads, velocities: got {len(grads)} and {None if velocities is None else len(velocities)} "
+                         f"arrays, expected {len(params)} (one per param)")
+    for i, p in enumerate(params):
+        _check_update_arrays(p, grads[i], None if velocities is None else velocities[i], f"velocities[{i}]",
+                             f"params[{i}]", f"grads[{i}]")
+    array_module(*params, names=[f"params[{i}]" for i in range(len(params))])
+    op("sgd_update_multi", params[0], kernels=kernels)(
+        list(params), list(grads), None if velocities is None else list(velocities), real(lr, "lr", 0.0, lo_open=True),
+        real(momentum, "momentum", 0.0, 1.0, hi_open=True), real(weight_decay, "weight_decay", 0.0), bool(nesterov))
+
+
 def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
                 kernels=None):
     """PyTorch's Adam (L2 weight decay added to the gradient). ``step``: the step count of this
@@ -67,16 +88,16 @@ def accumulate(acc, x, *, kernels=None):
     op("accumulate", acc, kernels=kernels)(acc, x)
 
 
-def _check_update_arrays(param, grad, state, state_name):
-    xp = array_module(param, grad, state, names=["param", "grad", state_name])
-    for a, name in ((param, "param"), (grad, "grad"), (state, state_name)):
+def _check_update_arrays(param, grad, state, state_name, param_name="param", grad_name="grad"):
+    xp = array_module(param, grad, state, names=[param_name, grad_name, state_name])
+    for a, name in ((param, param_name), (grad, grad_name), (state, state_name)):
         if a is None:
             continue
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}: got dtype {a.dtype}, expected float32 or float64")
         if a.shape != param.shape or a.dtype != param.dtype:
             raise ValueError(f"{name}: got {a.dtype} {tuple(a.shape)}, expected {param.dtype} {tuple(param.shape)} "
-                             "(the param's)")
+                             f"(the {param_name}'s)")
         if not a.flags.c_contiguous:
             raise ValueError(f"{name}: got a non-contiguous array, expected a C-contiguous one (updated in place)")
     return xp

@@ -80,3 +80,28 @@ def test_accumulate_and_its_errors(rng):
         ops.accumulate(acc, x.T.copy())
     with raises(ValueError, "acc: got a non-contiguous array"):
         ops.accumulate(acc.T, x.T)
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_update_multi_equals_one_by_one(momentum, nesterov, rng):
+    shapes = [(4, 3), (7,), (2, 2, 5)]
+    ps = [randn(rng, s, np.float32) for s in shapes]
+    gs = [randn(rng, s, np.float32) for s in shapes]
+    vs = [randn(rng, s, np.float32) for s in shapes] if momentum else None
+    ps2, vs2 = [p.copy() for p in ps], [v.copy() for v in vs] if momentum else None
+    ops.sgd_update_multi(ps, gs, vs, 0.1, momentum, 1e-2, nesterov)
+    for i in range(len(shapes)):
+        ops.sgd_update(ps2[i], gs[i], vs2[i] if momentum else None, 0.1, momentum, 1e-2, nesterov)
+        np.testing.assert_array_equal(ps[i], ps2[i])
+
+
+def test_sgd_update_multi_errors(rng):
+    p, g = randn(rng, (3, 2), np.float32), randn(rng, (3, 2), np.float32)
+    with raises(ValueError, "grads[1]: got float32 (2, 3)", "expected float32 (3, 2) (the params[1]'s)"):
+        ops.sgd_update_multi([p, p.copy()], [g, g.T.copy()], None, 0.1)
+    with raises(ValueError, "velocities: got None", "momentum != 0"):
+        ops.sgd_update_multi([p], [g], None, 0.1, 0.9)
+    with raises(ValueError, "expected 2 (one per param)"):
+        ops.sgd_update_multi([p, p], [g], None, 0.1)
+    with raises(TypeError, "params, grads: got ndarray"):
+        ops.sgd_update_multi(p, g, None, 0.1)

@@ -14,6 +14,11 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     param -= param.dtype.type(lr) * g
 
 
+def sgd_update_multi(params, grads, velocities, lr, momentum, weight_decay, nesterov):
+    for i, (p, g) in enumerate(zip(params, grads)):
+        sgd_update(p, g, velocities[i] if momentum else None, lr, momentum, weight_decay, nesterov)
+
+
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     """``step``: the int step count, or an int32 counter (count, 0) advanced here, as the GPU's."""
     if not isinstance(step, int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cupy as cp
 import numpy as np
 
 from . import config as cfg
@@ -17,6 +18,35 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
         _launch("optim.cu", "sgd_update_v1", _eltwise_grid(param.size), cfg.BLOCK,
                 (param, grad, v, np.int64(param.size), _f32(lr), _f32(momentum), _f32(weight_decay),
                  _i32(bool(nesterov)), _i32(has_v)))
+
+
+_tables: dict = {}   # pointer rows -> their device table; the same tensors reuse one upload
+_TABLES_KEPT = 16
+
+
+def sgd_update_multi(params, grads, velocities, lr, momentum, weight_decay, nesterov):
+    """sgd_update of every (param, grad, velocity) in one launch (velocities None without momentum).
+
+    The kernel reads the tensors' addresses from a device table, uploaded once per distinct set
+    of addresses (a step in a fastconv.plan.Arena, and so a captured step, reuses one table)."""
+    has_v = bool(momentum)
+    rows = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        p = _arg(p, f"params[{i}]", inplace=True)
+        g = _arg(g, f"grads[{i}]")
+        v = _arg(velocities[i], f"velocities[{i}]", inplace=True) if has_v else p
+        rows.append((p.data.ptr, g.data.ptr, v.data.ptr, p.size))
+    rows = tuple(rows)
+    table = _tables.get(rows)
+    if table is None:
+        if len(_tables) >= _TABLES_KEPT:
+            _tables.clear()
+        table = _tables[rows] = cp.asarray(np.array(rows, np.int64))
+    largest = max(r[3] for r in rows)
+    if largest:
+        grid = (_eltwise_grid(largest)[0], cfg.check_grid("sgd_update_multi", (1, len(rows), 1))[1])
+        _launch("optim.cu", "sgd_update_multi_v1", grid, cfg.BLOCK,
+                (table, _f32(lr), _f32(momentum), _f32(weight_decay), _i32(bool(nesterov)), _i32(has_v)))
 
 
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):

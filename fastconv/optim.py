@@ -36,12 +36,6 @@ class Optimizer:
             self.state[slot][i] = a
         return a
 
-    def step(self):
-        self.steps += 1
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(i, p)
-
     def state_dict(self) -> dict:
         d = {"steps": np.asarray(self.steps, np.int64), "lr": np.asarray(self.lr, np.float64)}
         for slot, arrays in self.state.items():
@@ -112,17 +106,26 @@ class Adam(Optimizer):
         self.t = [0] * len(self.params)
         self._counters = None
 
-    def _update(self, i, p):
-        if is_cupy_array(p.data):
+    def step(self):
+        """One update of every parameter with a gradient; on the GPU in one kernel launch that also
+        advances the device step counters."""
+        self.steps += 1
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        if is_cupy_array(self.params[live[0]].data):
             if self._counters is None:
-                cp = array_module(p.data)
+                cp = array_module(self.params[live[0]].data)
                 self._counters = cp.asarray(np.array([[t, 0] for t in self.t], np.int32))
-            step = self._counters[i]
-        else:
+            ops.adam_update_multi([self.params[i].data for i in live], [self.params[i].grad for i in live],
+                                  [self._slot("m", i) for i in live], [self._slot("v", i) for i in live],
+                                  [self._counters[i] for i in live], self.lr, self.betas[0], self.betas[1], self.eps,
+                                  self.weight_decay)
+            return
+        for i in live:
             self.t[i] += 1
-            step = self.t[i]
-        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), step, self.lr, self.betas[0],
-                        self.betas[1], self.eps, self.weight_decay)
+            ops.adam_update(self.params[i].data, self.params[i].grad, self._slot("m", i), self._slot("v", i),
+                            self.t[i], self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay)
 
     def step_counts(self) -> list:
         """The per-parameter step counts (read from the device counters on the GPU)."""

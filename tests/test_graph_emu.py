@@ -208,9 +208,9 @@ def test_dropout_refused_in_a_captured_step(cp):
         assert layer.forward(x) is x
 
 
-def test_sgd_update_multi_kernel(cp):
-    """One launch updates every tensor as sgd_update does one by one (bitwise); the address table
-    is uploaded once for a set of tensors."""
+def test_optimizer_multi_kernels(cp):
+    """One launch updates every tensor as sgd_update / adam_update do one by one (bitwise, Adam's
+    device counters too); the address table is uploaded once for a set of tensors."""
     from fastconv import ops
 
     rng = np.random.default_rng(12)
@@ -225,4 +225,15 @@ def test_sgd_update_multi_kernel(cp):
         for p, g, v in zip(ps2, gs, vs2):
             ops.sgd_update(p, g, v, 0.05, 0.9, 1e-3, True)
     for a, b in zip(ps + vs, ps2 + vs2):
+        np.testing.assert_array_equal(a.get(), b.get())
+    ms, ms2 = [cp.asarray(np.abs(a)) for a in host[1]], [cp.asarray(np.abs(a)) for a in host[1]]
+    counters = cp.asarray(np.array([[2, 0]] * len(shapes), np.int32))
+    counters2 = cp.asarray(np.array([[2, 0]] * len(shapes), np.int32))
+    with emu.trace() as t:
+        ops.adam_update_multi(ps, gs, vs, ms, [counters[i] for i in range(len(shapes))], 1e-2, 0.5, 0.999)
+    assert t.launch_names == ["adam_update_multi_v2"]
+    for i in range(len(shapes)):
+        ops.adam_update(ps2[i], gs[i], vs2[i], ms2[i], counters2[i], 1e-2, 0.5, 0.999)
+    assert counters.get().tolist() == counters2.get().tolist() == [[3, 0]] * len(shapes)
+    for a, b in zip(ps + vs + ms, ps2 + vs2 + ms2):
         np.testing.assert_array_equal(a.get(), b.get())

@@ -58,14 +58,39 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
         _adam_counted(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels=kernels)
 
 
-@planned
-def _adam_counted(param, grad, m, v, counter, lr, beta1, beta2, eps, weight_decay, *, kernels=None):
-    xp = array_module(param, names=["param"])
+def adam_update_multi(params, grads, ms, vs, steps, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
+                      kernels=None):
+    """adam_update of every (params[i], grads[i], ms[i], vs[i]) with its int32 step counter
+    ``steps[i]`` (see adam_update) and one set of hyper-parameters: one kernel launch on the GPU."""
+    lists = (params, grads, ms, vs, steps)
+    if not (all(isinstance(a, (list, tuple)) for a in lists) and params):
+        raise TypeError(f"params, grads, ms, vs, steps: got {', '.join(type(a).__name__ for a in lists)}, expected "
+                        "non-empty lists")
+    if any(len(a) != len(params) for a in lists):
+        raise ValueError(f"grads, ms, vs, steps: got {[len(a) for a in lists[1:]]} items, expected {len(params)} "
+                         "(one per param)")
+    for i, p in enumerate(params):
+        xp = _check_update_arrays(p, grads[i], ms[i], f"ms[{i}]", f"params[{i}]", f"grads[{i}]")
+        _check_update_arrays(p, grads[i], vs[i], f"vs[{i}]", f"params[{i}]", f"grads[{i}]")
+        _check_counter(steps[i], xp, f"steps[{i}]")
+    array_module(*params, names=[f"params[{i}]" for i in range(len(params))])
+    op("adam_update_multi", params[0], kernels=kernels)(
+        list(params), list(grads), list(ms), list(vs), list(steps), real(lr, "lr", 0.0, lo_open=True),
+        real(beta1, "beta1", 0.0, 1.0, hi_open=True), real(beta2, "beta2", 0.0, 1.0, hi_open=True),
+        real(eps, "eps", 0.0, lo_open=True), real(weight_decay, "weight_decay", 0.0))
+
+
+def _check_counter(counter, xp, name):
     if not (isinstance(counter, xp.ndarray) and counter.shape == (2,) and counter.dtype == np.int32
             and counter.flags.c_contiguous):
-        raise ValueError(f"step: got {getattr(counter, 'dtype', type(counter).__name__)} "
+        raise ValueError(f"{name}: got {getattr(counter, 'dtype', type(counter).__name__)} "
                          f"{getattr(counter, 'shape', counter)!r}, expected an int >= 1 or a C-contiguous int32 "
                          "counter of shape (2,) beside param")
+
+
+@planned
+def _adam_counted(param, grad, m, v, counter, lr, beta1, beta2, eps, weight_decay, *, kernels=None):
+    _check_counter(counter, array_module(param, names=["param"]), "step")
     _adam(param, grad, m, v, counter, lr, beta1, beta2, eps, weight_decay, kernels)
 
 

@@ -105,3 +105,20 @@ def test_sgd_update_multi_errors(rng):
         ops.sgd_update_multi([p, p], [g], None, 0.1)
     with raises(TypeError, "params, grads: got ndarray"):
         ops.sgd_update_multi(p, g, None, 0.1)
+
+
+def test_adam_update_multi_equals_one_by_one(rng):
+    shapes = [(4, 3), (7,)]
+    ps, gs, ms = ([randn(rng, s, np.float64) for s in shapes] for _ in range(3))
+    vs = [np.abs(randn(rng, s, np.float64)) for s in shapes]
+    ps2, ms2, vs2 = [p.copy() for p in ps], [m.copy() for m in ms], [v.copy() for v in vs]
+    counters = [np.array([3, 0], np.int32), np.array([5, 0], np.int32)]
+    ops.adam_update_multi(ps, gs, ms, vs, counters, 1e-2, 0.5, 0.999, 1e-8, 1e-3)
+    for i, step in enumerate((4, 6)):
+        ops.adam_update(ps2[i], gs[i], ms2[i], vs2[i], step, 1e-2, 0.5, 0.999, 1e-8, 1e-3)
+        np.testing.assert_array_equal(ps[i], ps2[i])
+    assert [c.tolist() for c in counters] == [[4, 0], [6, 0]]
+    with raises(ValueError, "steps[1]: got int64 (2,)", "int32 counter"):
+        ops.adam_update_multi(ps, gs, ms, vs, [counters[0], np.zeros(2, np.int64)], 1e-2)
+    with raises(ValueError, "expected 2 (one per param)"):
+        ops.adam_update_multi(ps, gs, ms, vs[:1], counters, 1e-2)

@@ -19,6 +19,11 @@ def sgd_update_multi(params, grads, velocities, lr, momentum, weight_decay, nest
         sgd_update(p, g, velocities[i] if momentum else None, lr, momentum, weight_decay, nesterov)
 
 
+def adam_update_multi(params, grads, ms, vs, counters, lr, beta1, beta2, eps, weight_decay):
+    for i, (p, g) in enumerate(zip(params, grads)):
+        adam_update(p, g, ms[i], vs[i], counters[i], lr, beta1, beta2, eps, weight_decay)
+
+
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     """``step``: the int step count, or an int32 counter (count, 0) advanced here, as the GPU's."""
     if not isinstance(step, int):

@@ -46,7 +46,7 @@ KERNELS = {
     "batchnorm.cu": ("batchnorm_forward_train_v1", "batchnorm_forward_eval_v1", "batchnorm_backward_v1"),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1", "adam_update_v2", "accumulate_v1",
-                 "sgd_update_multi_v1"),
+                 "sgd_update_multi_v1", "adam_update_multi_v2"),
     "bias.cu": ("bias_add_v1",),
     "linear.cu": ("linear_forward_v1", "linear_backward_data_v1", "linear_backward_weight_v1"),
 }

@@ -24,6 +24,21 @@ _tables: dict = {}   # pointer rows -> their device table; the same tensors reus
 _TABLES_KEPT = 16
 
 
+def _table(rows):
+    """The device table of these pointer rows (uploaded once per distinct rows)."""
+    rows = tuple(rows)
+    table = _tables.get(rows)
+    if table is None:
+        if len(_tables) >= _TABLES_KEPT:
+            _tables.clear()
+        table = _tables[rows] = cp.asarray(np.array(rows, np.int64))
+    return table, max(r[-1] for r in rows), len(rows)
+
+
+def _multi_grid(name, largest, tensors):
+    return (_eltwise_grid(largest)[0], cfg.check_grid(name, (1, tensors, 1))[1])
+
+
 def sgd_update_multi(params, grads, velocities, lr, momentum, weight_decay, nesterov):
     """sgd_update of every (param, grad, velocity) in one launch (velocities None without momentum).
 
@@ -36,17 +51,25 @@ def sgd_update_multi(params, grads, velocities, lr, momentum, weight_decay, nest
         g = _arg(g, f"grads[{i}]")
         v = _arg(velocities[i], f"velocities[{i}]", inplace=True) if has_v else p
         rows.append((p.data.ptr, g.data.ptr, v.data.ptr, p.size))
-    rows = tuple(rows)
-    table = _tables.get(rows)
-    if table is None:
-        if len(_tables) >= _TABLES_KEPT:
-            _tables.clear()
-        table = _tables[rows] = cp.asarray(np.array(rows, np.int64))
-    largest = max(r[3] for r in rows)
+    table, largest, tensors = _table(rows)
     if largest:
-        grid = (_eltwise_grid(largest)[0], cfg.check_grid("sgd_update_multi", (1, len(rows), 1))[1])
-        _launch("optim.cu", "sgd_update_multi_v1", grid, cfg.BLOCK,
+        _launch("optim.cu", "sgd_update_multi_v1", _multi_grid("sgd_update_multi", largest, tensors), cfg.BLOCK,
                 (table, _f32(lr), _f32(momentum), _f32(weight_decay), _i32(bool(nesterov)), _i32(has_v)))
+
+
+def adam_update_multi(params, grads, ms, vs, counters, lr, beta1, beta2, eps, weight_decay):
+    """adam_update of every tensor with its device counter, in one launch (as sgd_update_multi)."""
+    rows = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        p = _arg(p, f"params[{i}]", inplace=True)
+        g = _arg(g, f"grads[{i}]")
+        m, v = _arg(ms[i], f"ms[{i}]", inplace=True), _arg(vs[i], f"vs[{i}]", inplace=True)
+        c = _arg(counters[i], f"steps[{i}]", np.int32, inplace=True)
+        rows.append((p.data.ptr, g.data.ptr, m.data.ptr, v.data.ptr, c.data.ptr, p.size))
+    table, largest, tensors = _table(rows)
+    if largest:
+        _launch("optim.cu", "adam_update_multi_v2", _multi_grid("adam_update_multi", largest, tensors), cfg.BLOCK,
+                (table, _f32(lr), np.float64(beta1), np.float64(beta2), _f32(eps), _f32(weight_decay)))
 
 
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):

@@ -13,7 +13,7 @@ Later calls with the same key compute the key, allocate and launch: no checks, n
 no int32 boxing, no kernel look-up, no keyword parsing.
 
 The key is everything the checks and the launch depend on: the op, the kernel family argument,
-the settings object in force (poison, conv version and tile, family), the current device,
+the settings in force (poison, conv version and tile, family, tf32), the current device,
 ``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
 dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
 choose on that). A call that fails its checks stores nothing, so every error is raised on every
@@ -115,7 +115,7 @@ class Plan:
     __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "run")
 
     def __init__(self, settings, allocs, launches, result, n_inputs):
-        self.settings = settings      # the Settings object the plan was built under (identity-checked)
+        self.settings = settings      # the Settings the plan was built under (part of its key)
         self.allocs = allocs          # [(alloc, call_args, raw)]
         self.launches = launches      # [(fn, grid, block, template args, [(position, slot)])]
         self.result = result          # None, a slot, or a tuple of slots / None
@@ -224,7 +224,8 @@ def planned(op):
         nd = cp.ndarray
         s = settings_mod._current or settings_mod.current()
         arrays = []
-        parts = [kernels, id(s), os.environ.get("FASTCONV_CUDA_DEFINES")]
+        # the settings by value (a frozen dataclass): a per-call settings scope still hits
+        parts = [kernels, s, os.environ.get("FASTCONV_CUDA_DEFINES")]
         try:
             for a in (args if not kw else args + tuple(kw.values())):
                 t = type(a)
@@ -243,7 +244,7 @@ def planned(op):
             plan = plans.get(key)
         except Exception:      # an unhashable argument, an object that is no array: the full path says what
             return op(*args, kernels=kernels, **kw)
-        if plan is not None and plan is not _UNPLANNABLE and plan.settings is s:
+        if plan is not None and plan is not _UNPLANNABLE:
             return plan.run(*arrays)
         if plan is _UNPLANNABLE:
             return op(*args, kernels=kernels, **kw)

@@ -151,10 +151,8 @@ def main(argv=None) -> int:
             for name, op_name, a, kw in rows:
                 if want and not any(name.startswith(p) for p in want):
                     continue
-                op = getattr(ops, op_name)
-
-                def call(op=op, a=a, kw=kw):
-                    return op(*a, **kw)
+                def call(op_name=op_name, a=a, kw=kw):
+                    return getattr(ops, op_name)(*a, **kw)
                 try:
                     call()  # compile/look up once
                 except Exception as e:  # an op this commit lacks (the table is also run on older ones)

@@ -51,6 +51,10 @@ def _cases(cp, rng):
         ("tanh_forward", (p,)), ("tanh_backward", (p, d(2, 3, 8, 8))),
         ("max_pool2d_forward", (p, 2)), ("max_pool2d_backward", (d(2, 3, 4, 4), am, (2, 3, 8, 8), 2)),
         ("avg_pool2d_forward", (p, 2)), ("avg_pool2d_backward", (d(2, 3, 4, 4), (2, 3, 8, 8), 2)),
+        ("relu_max_pool2d_forward", (p, 2)),
+        ("relu_max_pool2d_backward", (d(2, 3, 4, 4), cp.asarray(np.where(rng.random((2, 3, 4, 4)) < 0.2, 255,
+                                                                          rng.integers(0, 4, (2, 3, 4, 4)))
+                                                                 .astype(np.uint8)), (2, 3, 8, 8), 2)),
         ("batchnorm_forward", (p, g, bt, d(3), rv, True)),
         ("batchnorm_forward", (p, g, bt, d(3), rv, False)),
         ("batchnorm_backward", (d(2, 3, 8, 8), p, g, d(3), rv, True)),
@@ -173,6 +177,27 @@ def test_key_covers_settings_and_layout(cp):
     want = np.maximum(off.get(), 0)
     for _ in range(2):
         np.testing.assert_array_equal(ops.relu_forward(off).get(), want)
+
+
+def test_precision_argument_builds_its_own_plan(cp):
+    """precision= on a conv op is part of the key: the tf32 call gets its own plan (TF32 kernels),
+    and the default call after it still replays the fp32 plan."""
+    rng = np.random.default_rng(7)
+    x, w = _dev(cp, rng, 2, 8, 9, 9), _dev(cp, rng, 6, 8, 3, 3)   # C*R*S = 72: the v3 core, not small-channel
+    ops.conv2d_forward.plans.clear()
+    names = {}
+    for precision in (None, "tf32", None, "tf32"):
+        kw = {} if precision is None else {"precision": precision}
+        with emu.trace() as t:
+            y = ops.conv2d_forward(x, w, None, 1, 1, **kw).get()
+        assert not np.isnan(y).any()
+        names.setdefault(precision, (t.launch_names, y))
+        assert t.launch_names == names[precision][0], precision
+        np.testing.assert_array_equal(y, names[precision][1], err_msg=f"precision={precision}: hit != full path")
+    assert len(ops.conv2d_forward.plans) == 2, "precision='tf32' must build a plan of its own"
+    assert any("tf32" in n for n in names["tf32"][0]), names["tf32"][0]
+    assert not any("tf32" in n for n in names[None][0]), names[None][0]
+    assert not np.array_equal(names["tf32"][1], names[None][1]), "TF32 products should round differently"
 
 
 def test_aliased_inputs_do_not_tie_a_plan(cp):

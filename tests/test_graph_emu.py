@@ -139,6 +139,12 @@ def test_graph_flag_errors(cp, tmp_path, monkeypatch):
         use_graph("sometimes", "cuda")
     assert use_graph(None, "cuda") and not use_graph(None, "cpu") and not use_graph("off", "cuda")
     assert not use_graph(None, "cuda", "a reason")
+    sgd = cnn.CNNConfig(optimizer="sgd")
+    assert cnn._graph_wanted(sgd, "cuda") and not cnn._graph_wanted(sgd, "cpu")
+    with fastconv.using(tf32=True):           # default off with TF32 convs; --graph on still captures
+        assert not cnn._graph_wanted(sgd, "cuda")
+        sgd.graph = "on"
+        assert cnn._graph_wanted(sgd, "cuda")
 
 
 def test_dcgan_graph_step_equals_eager_step(cp):

@@ -11,7 +11,8 @@
 //   conv2d_backward_bias_finish_v2
 //                            one thread per channel sums its partials in slice order into db.
 //   bias_add_v1              y[i] += b[(i / inner) % c] over the n elements of a (N, C, inner...)
-//                            array, in place, grid-stride. Traffic: (2 * n + c) * 4 B.
+//                            array, in place, grid-stride in 32-bit indices (the launcher checks
+//                            n <= INT32_LIMIT). Traffic: (2 * n + c) * 4 B.
 // The launcher picks the slice count so that about 4 blocks per SM run (fastconv.backends.cuda
 // .config.channel_splits). Work: N*K*P*Q adds; moves N*K*P*Q*4 B in, K*4 B (+ K*S*8 B of
 // partials, written and read once) out: bandwidth-bound, judged against the device copy.
@@ -58,7 +59,7 @@ extern "C" __global__ void conv2d_backward_bias_finish_v2(const double* __restri
     GRID_STRIDE32(k, K) db[k] = (float)sum_partials(part, (int)k, S);
 }
 
-// Work: n adds (+ one 64-bit division and modulo per element); moves (2 * n + c) * 4 B.
-extern "C" __global__ void bias_add_v1(float* __restrict__ y, const float* __restrict__ b, i64 n, int c, i64 inner) {
-    GRID_STRIDE(i, n) y[i] += b[(i / inner) % c];
+// Work: n adds (+ one 32-bit division and modulo per element); moves (2 * n + c) * 4 B.
+extern "C" __global__ void bias_add_v1(float* __restrict__ y, const float* __restrict__ b, int n, int c, int inner) {
+    GRID_STRIDE32(i, n) y[i] += b[(i / (unsigned)inner) % (unsigned)c];
 }

@@ -30,6 +30,6 @@ def bias_add(y, b):
     b = _arg(b, "b")
     if y.size:
         inner = y.size // (y.shape[0] * y.shape[1])
-        (c,) = _i32s("b", "C", (y.shape[1],))
-        _launch("bias.cu", "bias_add_v1", _eltwise_grid(y.size), cfg.BLOCK, (y, b, np.int64(y.size), c,
-                                                                               np.int64(inner)))
+        cfg.check_int32("y", y.size, "N*C*H*W")  # the kernel indexes y with 32-bit ints
+        _launch("bias.cu", "bias_add_v1", _eltwise_grid(y.size), cfg.BLOCK,
+                (y, b) + _i32s("y", "N*C*H*W C H*W", (y.size, y.shape[1], inner)))

@@ -120,7 +120,8 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float)
     g.add_argument("--kernels", choices=("cupy", "numba"), default=None,
                    help="GPU kernel family (default: $FASTCONV_KERNELS or cupy)")
     g.add_argument("--tf32", action="store_true",
-                   help="TF32 tensor cores for the GPU conv and linear layers (default: off, or $FASTCONV_TF32=1)")
+                   help="TF32 tensor cores for the GPU conv layers; linear layers stay fp32 (kernels/linear.cu), so "
+                        "the step can still be one CUDA graph (default: off, or $FASTCONV_TF32=1)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="output folder: checkpoint, metrics.jsonl, PNGs (default: runs/<model>; for --dry-run a new "
                         "temporary folder); locked while the run lasts")
@@ -138,6 +139,9 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float)
                         "temporary folder unless --out is given)")
     g.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
                    help="log metrics every N steps (the GPU syncs only then)")
+    g.add_argument("--graph", choices=("on", "off"), default=None,
+                   help="replay each training step as one CUDA graph (default: on on a GPU for the CNN trainer with "
+                        "sgd and --tf32 off; off: launch every kernel from Python; the GAN trainers run eagerly)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: a bar on a terminal, plain lines in a log or pipe)")
     g.add_argument("--progress-seconds", type=_nonnegative_float, default=10.0, metavar="S",
@@ -241,7 +245,8 @@ def _train(args) -> int:
                   lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
                   dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,
                   progress=args.progress, progress_seconds=args.progress_seconds,
-                  allow_lr_change=args.allow_lr_change, overwrite=args.overwrite, out=args.out)
+                  allow_lr_change=args.allow_lr_change, overwrite=args.overwrite, out=args.out,
+                  graph=args.graph)
     if args.what == "cnn":
         from .train.cnn import CNNConfig, train_cnn
         cfg = CNNConfig(optimizer=args.optimizer, momentum=args.momentum,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .backend import array_module, device_of, to_device
+from .backend import array_module, device_of, is_cupy_array, to_device
 from .ops import real
 
 
@@ -35,12 +35,6 @@ class Optimizer:
             a = array_module(p).zeros_like(p) if a is None else to_device(a, device_of(p))
             self.state[slot][i] = a
         return a
-
-    def step(self):
-        self.steps += 1
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                self._update(i, p)
 
     def state_dict(self) -> dict:
         d = {"steps": np.asarray(self.steps, np.int64), "lr": np.asarray(self.lr, np.float64)}
@@ -122,9 +116,14 @@ class SGD(Optimizer):
             raise ValueError("nesterov: got True with momentum=0, expected momentum > 0")
         self.nesterov = bool(nesterov)
 
-    def _update(self, i, p):
-        v = self._slot("velocity", i) if self.momentum else None
-        ops.sgd_update(p.data, p.grad, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+    def step(self):
+        """One update of every parameter with a gradient, in one kernel launch on the GPU."""
+        self.steps += 1
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if live:
+            ops.sgd_update_multi([self.params[i].data for i in live], [self.params[i].grad for i in live],
+                                 [self._slot("velocity", i) for i in live] if self.momentum else None, self.lr,
+                                 self.momentum, self.weight_decay, self.nesterov)
 
 
 class Adam(Optimizer):
@@ -141,15 +140,41 @@ class Adam(Optimizer):
         self.eps = real(eps, "eps", 0.0, lo_open=True)
         self.weight_decay = real(weight_decay, "weight_decay", 0.0)
         # per-parameter step counts for the bias correction: a parameter without a gradient in
-        # some step is not advanced (as in PyTorch)
+        # some step is not advanced (as in PyTorch). On the GPU they live on the device, as int32
+        # counters (count, 0) that the update advances (so a CUDA graph of the step counts right);
+        # self.t is read back from them when asked for (state_dict).
         self.t = [0] * len(self.params)
+        self._counters = None
 
-    def _update(self, i, p):
-        self.t[i] += 1
-        ops.adam_update(p.data, p.grad, self._slot("m", i), self._slot("v", i), self.t[i], self.lr, self.betas[0],
-                        self.betas[1], self.eps, self.weight_decay)
+    def step(self):
+        """One update of every parameter with a gradient; on the GPU in one kernel launch that also
+        advances the device step counters."""
+        self.steps += 1
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        if is_cupy_array(self.params[live[0]].data):
+            if self._counters is None:
+                cp = array_module(self.params[live[0]].data)
+                self._counters = cp.asarray(np.array([[t, 0] for t in self.t], np.int32))
+            ops.adam_update_multi([self.params[i].data for i in live], [self.params[i].grad for i in live],
+                                  [self._slot("m", i) for i in live], [self._slot("v", i) for i in live],
+                                  [self._counters[i] for i in live], self.lr, self.betas[0], self.betas[1], self.eps,
+                                  self.weight_decay)
+            return
+        for i in live:
+            self.t[i] += 1
+            ops.adam_update(self.params[i].data, self.params[i].grad, self._slot("m", i), self._slot("v", i),
+                            self.t[i], self.lr, self.betas[0], self.betas[1], self.eps, self.weight_decay)
+
+    def step_counts(self) -> list:
+        """The per-parameter step counts (read from the device counters on the GPU)."""
+        if self._counters is not None:
+            self.t = [int(c) for c in to_device(self._counters[:, 0], "cpu")]
+        return self.t
 
     def state_dict(self) -> dict:
+        self.step_counts()
         d = super().state_dict()
         d.update({f"t.{i}": np.asarray(t, np.int64) for i, t in enumerate(self.t)})
         return d
@@ -165,3 +190,4 @@ class Adam(Optimizer):
     def _apply(self, new: dict) -> None:
         super()._apply(new)
         self.t = new["t"]
+        self._counters = None   # made again from self.t at the next GPU step

@@ -13,10 +13,11 @@
 - ``conv_tile`` [None]: the v3 tile, picked per call by the launch heuristic when None; else one
   of ``fastconv.backends.cuda.config.CONV_TILES`` (e.g. "t128x128", "t64x64"), which also turns
   the small-channel kernels off.
-- ``tf32`` [False]: the cupy family's linear layers (cuBLAS matmul) and conv kernels (mma.sync)
-  use TF32 tensor cores (operands rounded to 10 mantissa bits, fp32 accumulation). The
-  ``FASTCONV_TF32`` environment variable ("1"/"0") is read into it once, on first use; a
-  ``precision="tf32"``/``"fp32"`` argument on a conv op or layer wins for that call or layer.
+- ``tf32`` [False]: the cupy family's conv kernels (mma.sync) use TF32 tensor cores (operands
+  rounded to 10 mantissa bits, fp32 accumulation). The ``FASTCONV_TF32`` environment variable
+  ("1"/"0") is read into it once, on first use; a ``precision="tf32"``/``"fp32"`` argument on a
+  conv op or layer wins for that call or layer. Linear layers stay on the fp32 kernels of
+  kernels/linear.cu either way (no cuBLAS, so a training step stays capturable in a CUDA graph).
   NumPy (CPU) results are exact fp32 either way.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or

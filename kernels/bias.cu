@@ -1,5 +1,6 @@
 // bias.cu - the conv bias gradient db[k] = sum over n, p, q of dy[n, k, p, q], fp32 in, double
-// accumulation, deterministic.
+// accumulation, deterministic; and a per-channel bias added in place, for the ops whose kernels
+// have no bias epilogue (the transposed convolution, which runs conv2d's backward-data kernels).
 //
 // Kernel versions
 //   conv2d_backward_bias_v2_f1, conv2d_backward_bias_v2_f4
@@ -9,6 +10,9 @@
 //                            otherwise a double partial per slice.
 //   conv2d_backward_bias_finish_v2
 //                            one thread per channel sums its partials in slice order into db.
+//   bias_add_v1              y[i] += b[(i / inner) % c] over the n elements of a (N, C, inner...)
+//                            array, in place, grid-stride in 32-bit indices (the launcher checks
+//                            n <= INT32_LIMIT). Traffic: (2 * n + c) * 4 B.
 // The launcher picks the slice count so that about 4 blocks per SM run (fastconv.backends.cuda
 // .config.channel_splits). Work: N*K*P*Q adds; moves N*K*P*Q*4 B in, K*4 B (+ K*S*8 B of
 // partials, written and read once) out: bandwidth-bound, judged against the device copy.
@@ -53,4 +57,9 @@ BIAS_KERNEL(4)
 extern "C" __global__ void conv2d_backward_bias_finish_v2(const double* __restrict__ part, float* __restrict__ db,
                                                           int K, int S) {
     GRID_STRIDE32(k, K) db[k] = (float)sum_partials(part, (int)k, S);
+}
+
+// Work: n adds (+ one 32-bit division and modulo per element); moves (2 * n + c) * 4 B.
+extern "C" __global__ void bias_add_v1(float* __restrict__ y, const float* __restrict__ b, int n, int c, int inner) {
+    GRID_STRIDE32(i, n) y[i] += b[(i / (unsigned)inner) % (unsigned)c];
 }

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import ops, settings
 from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
+from ..plan import current_arena
 from . import init
 from .module import Module
 
@@ -343,6 +344,9 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
+        if current_arena() is not None:  # a CUDA graph would replay one mask for ever
+            raise RuntimeError("Dropout: got a training forward inside a captured step, expected none: its mask "
+                               "counter is host-side; run this model with --graph off (or eval mode)")
         calls = int(self.buffer("calls"))
         self.buffer("calls")[...] = calls + 1
         seed = (int(self.buffer("seed")) * 0x9E3779B1 + calls) & 0xFFFFFFFF

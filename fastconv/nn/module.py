@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import ops
 from ..backend import array_module, device_of, to_device
 
 
@@ -18,7 +19,7 @@ class Parameter:
         if self.grad is None:
             self.grad = g
         else:
-            self.grad += g
+            ops.accumulate(self.grad, g)  # a kernel on the GPU (a captured step may hold no CuPy arithmetic)
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={device_of(self.data)})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..argcheck import ANY_NDIM, array, leaky_slope, same_shape
 from ..backend import op
+from ..plan import planned
 
 
 def _unary(name, x, *extra, kernels=None):
@@ -18,34 +19,42 @@ def _unary_backward(name, dy, y, *extra, kernels=None):
     return op(name, dy, y, kernels=kernels)(dy, y, *extra)
 
 
+@planned
 def relu_forward(x, *, kernels=None):
     return _unary("relu_forward", x, kernels=kernels)
 
 
+@planned
 def relu_backward(dy, y, *, kernels=None):
     return _unary_backward("relu_backward", dy, y, kernels=kernels)
 
 
 
+@planned
 def leaky_relu_forward(x, negative_slope=0.01, *, kernels=None):
     return _unary("leaky_relu_forward", x, leaky_slope(negative_slope), kernels=kernels)
 
 
+@planned
 def leaky_relu_backward(dy, y, negative_slope=0.01, *, kernels=None):
     return _unary_backward("leaky_relu_backward", dy, y, leaky_slope(negative_slope), kernels=kernels)
 
 
+@planned
 def sigmoid_forward(x, *, kernels=None):
     return _unary("sigmoid_forward", x, kernels=kernels)
 
 
+@planned
 def sigmoid_backward(dy, y, *, kernels=None):
     return _unary_backward("sigmoid_backward", dy, y, kernels=kernels)
 
 
+@planned
 def tanh_forward(x, *, kernels=None):
     return _unary("tanh_forward", x, kernels=kernels)
 
 
+@planned
 def tanh_backward(dy, y, *, kernels=None):
     return _unary_backward("tanh_backward", dy, y, kernels=kernels)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ..argcheck import array, real, same_device, same_dtype, same_shape
 from ..backend import op
+from ..plan import planned
 
 
+@planned
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5, *,
                       kernels=None):
     """Returns (y, mean, invstd) with mean/invstd of shape (C,) as used (batch or running).
@@ -32,6 +34,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
                                                        momentum, eps)
 
 
+@planned
 def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=None):
     """Returns (dx, dgamma, dbeta). training=False differentiates the eval-mode affine map."""
     array(dy, "dy", (2, 4))

@@ -13,6 +13,8 @@ from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_siz
                         same_dtype, shape4)
 from .. import settings
 from ..backend import array_module, op
+from ..plan import planned
+from .bias import bias_add
 
 
 def _precision(precision):
@@ -22,6 +24,7 @@ def _precision(precision):
     return settings.using(tf32=precision == "tf32")
 
 
+@planned
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
     """y[N,K,P,Q] = sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]."""
     operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
@@ -46,6 +49,7 @@ def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name,
     return stride, padding, dilation
 
 
+@planned
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
     """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
     array(w, "w", 4)
@@ -57,6 +61,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
                                                                  int(groups))
 
 
+@planned
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
     """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
     array(x, "x", 4)
@@ -68,11 +73,11 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
                                                                    int(groups))
 
 
+@planned
 def conv2d_backward_bias(dy, *, kernels=None):
     """db[K] = sum over N, P, Q of dy[N,K,P,Q]."""
     array(dy, "dy", 4)
     return op("conv2d_backward_bias", dy, kernels=kernels)(dy)
-
 
 
 def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups, x_name="x"):
@@ -126,10 +131,11 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
         y_full[:, :, :core[2], :core[3]] = y
         y = y_full
     if b is not None:
-        y += b.reshape(1, -1, 1, 1)
+        bias_add(y, b, kernels=kernels)   # a kernel on the GPU: a captured step holds no CuPy arithmetic
     return y
 
 
+@planned
 def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                                    kernels=None, precision=None):
     """dx of a transposed conv: conv2d forward of dy (cropped to the core) with w."""
@@ -141,6 +147,7 @@ def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_p
     return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels, precision=precision)
 
 
+@planned
 def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                                      kernels=None, precision=None):
     """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles."""

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..argcheck import ANY_NDIM, array, probability, same_device
 from ..backend import op
+from ..plan import planned
 
 
 def dropout_forward(x, p, seed, *, kernels=None):
@@ -17,6 +18,7 @@ def dropout_forward(x, p, seed, *, kernels=None):
     return op("dropout_forward", x, kernels=kernels)(x, p, int(seed) & 0xFFFFFFFF)
 
 
+@planned
 def dropout_backward(dy, mask, p, *, kernels=None):
     array(dy, "dy", ANY_NDIM)
     array(mask, "mask", dy.ndim, dtype=np.uint8)

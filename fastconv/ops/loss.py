@@ -6,8 +6,10 @@ import numpy as np
 
 from ..argcheck import array, same_device, same_shape
 from ..backend import op
+from ..plan import planned
 
 
+@planned
 def softmax_cross_entropy(logits, labels, *, kernels=None):
     """Mean over N of -log softmax(logits)[n, labels[n]]; labels int32/int64 in [0, K)."""
     array(logits, "logits", 2)
@@ -22,6 +24,7 @@ def softmax_cross_entropy(logits, labels, *, kernels=None):
     return op("softmax_cross_entropy", logits, kernels=kernels)(logits, labels)
 
 
+@planned
 def bce_with_logits(logits, targets, *, kernels=None):
     """Mean of max(z,0) - z*t + log(1 + exp(-|z|)), stable for any logit z; targets in [0, 1]."""
     array(logits, "logits", (1, 2, 3, 4))

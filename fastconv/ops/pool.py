@@ -6,6 +6,7 @@ import numpy as np
 
 from ..argcheck import array, conv_out_size, pool_hyper, same_device, shape4
 from ..backend import op
+from ..plan import planned
 
 
 def _pool_args(x_shape, kernel_size, stride, padding, x_name="x"):
@@ -19,6 +20,7 @@ def _pool_args(x_shape, kernel_size, stride, padding, x_name="x"):
     return kernel_size, stride, padding, p, q
 
 
+@planned
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=None):
     """Returns (y, argmax): argmax[n,c,p,q] is the int32 index h*W + w of the maximum in x[n,c]."""
     array(x, "x", 4)
@@ -26,6 +28,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=None):
     return op("max_pool2d_forward", x, kernels=kernels)(x, ks, st, pd)
 
 
+@planned
 def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
     """dx[N,C,H,W]: each dy element added at its argmax (windows may overlap)."""
     array(dy, "dy", 4)
@@ -41,12 +44,14 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0
     return op("max_pool2d_backward", dy, argmax, kernels=kernels)(dy, argmax, x_shape, ks, st, pd)
 
 
+@planned
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True, *, kernels=None):
     array(x, "x", 4)
     ks, st, pd, _, _ = _pool_args(x.shape, kernel_size, stride, padding)
     return op("avg_pool2d_forward", x, kernels=kernels)(x, ks, st, pd, bool(count_include_pad))
 
 
+@planned
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *,
                         kernels=None):
     array(dy, "dy", 4)
@@ -61,6 +66,7 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
 RELU_POOL_NO_GRAD = 255  # relu_max_pool2d argmax code of a window no gradient flows through
 
 
+@planned
 def relu_max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=None):
     """max_pool2d_forward(relu_forward(x)) in one pass. Returns (y, argmax): y[N,C,P,Q] as the two ops
     give it (a NaN in a window is its maximum), argmax uint8 [N,C,P,Q], the index r*kernel_w + s of
@@ -74,6 +80,7 @@ def relu_max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=N
     return op("relu_max_pool2d_forward", x, kernels=kernels)(x, ks, st, pd)
 
 
+@planned
 def relu_max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
     """dx[N,C,H,W], the gradient with respect to the input of the ReLU: each dy element added at its
     window's maximum, none where argmax is 255."""

@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import nn
+from .. import nn, settings
 from ..argcheck import real
 from ..backend import to_device
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
 from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
 from ..data.augment import augment, flips_allowed
+from ..graph import StepGraph
 from ..schedule import SCHEDULES, LRSchedule
 from .common import (RunConfig, allocating, check_common, check_fits, check_nonnegative, check_positive, config_json,
-                     first_n, parse_int_list, require_extras, resolve_device, say, to_host_float, xp_for)
+                     first_n, parse_int_list, require_extras, resolve_device, say, to_host_float, use_graph, xp_for)
 from .progress import progress
 from .run import Run
 
@@ -183,13 +184,27 @@ def schedule(cfg: CNNConfig) -> LRSchedule:
     return LRSchedule(cfg.schedule, cfg.lr, total=cfg.epochs, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
 
 
-def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, sync_every: int) -> float:
+def train_step(model, opt, loss_fn, xb, yb):
+    """One SGD/Adam step on a batch (xb [B,C,H,W] float32, yb [B] int32); returns the loss (device scalar)."""
+    loss = loss_fn.forward(model.forward(xb), yb)
+    opt.zero_grad()
+    model.backward(loss_fn.backward(), input_grad=False)
+    opt.step()
+    return loss
+
+
+def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, sync_every: int,
+                graph: StepGraph | None = None) -> float:
     """One pass over (x, y) in batches shuffled by ``rng``; returns the mean training loss.
 
-    run.step counts steps; the loss is read back (and checked finite) every ``sync_every`` steps
-    and at the end, and its running mean is logged every cfg.log_every steps. The learning rate
-    follows cfg's schedule at every step; with cfg.augment each batch is shifted (and flipped)
-    on the host with draws from ``rng``, then moved to the batch's device.
+    y holds int32 labels (the loss kernel's type; a captured step may not convert them). With a
+    ``graph`` (a StepGraph of train_step) full batches replay it and the last, smaller batch of
+    the epoch runs eagerly with the same kernels, so a graph run equals an eager run and resumes
+    exactly. run.step counts steps; the loss is read back (and checked finite) every
+    ``sync_every`` steps and at the end, and its running mean is logged every cfg.log_every steps.
+    The learning rate follows cfg's schedule at every step (a graph needs the constant schedule);
+    with cfg.augment each batch is shifted (and flipped) on the host with draws from ``rng``, then
+    moved to the batch's device.
     """
     model.train()
     run_sum, run_n, log_sum, log_n, ep_sum, ep_n = 0, 0, 0.0, 0, 0.0, 0
@@ -200,11 +215,10 @@ def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, s
         if cfg.augment:
             device = "cpu" if isinstance(xb, np.ndarray) else "cuda"
             xb = to_device(augment(to_device(xb, "cpu"), rng, SHIFT, flip, fill=0.0), device)
-        logits = model.forward(xb)
-        loss = loss_fn.forward(logits, yb)
-        opt.zero_grad()
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
+        if graph is not None and len(yb) == cfg.batch_size:
+            loss = graph(xb, yb)
+        else:
+            loss = train_step(model, opt, loss_fn, xb, yb)
         run.step += 1
         run_sum, run_n = run_sum + loss, run_n + 1
         if run.step % sync_every == 0 or i == nbatches - 1:
@@ -218,6 +232,33 @@ def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, s
             log_sum, log_n = 0.0, 0
         bar.update(len(yb))
     return ep_sum / ep_n
+
+
+def _why_not_capturable(cfg: CNNConfig) -> str | None:
+    """Why this run's training step cannot be one CUDA graph (None: it can)."""
+    if cfg.optimizer != "sgd":
+        return f"--optimizer {cfg.optimizer} keeps its step count on the host (only sgd is captured)"
+    if cfg.schedule != "constant":
+        return f"--schedule {cfg.schedule} changes the learning rate every step (a graph holds it fixed)"
+    if cfg.dropout:
+        return "--dropout draws its mask counter on the host (a graph would replay one mask)"
+    return None
+
+
+def _graph_wanted(cfg: CNNConfig, device: str) -> bool:
+    """Whether full batches replay a CUDA graph: --graph on|off, or by default on a GPU with SGD
+    and the tf32 setting off. With tf32 on the step still captures (linear stays on
+    kernels/linear.cu), so --graph on runs it."""
+    flag = cfg.graph if cfg.graph is not None or not settings.current().tf32 else "off"
+    return use_graph(flag, device, _why_not_capturable(cfg))
+
+
+def _step_graph(model, opt, loss_fn) -> StepGraph:
+    """train_step as a StepGraph: the capture pass runs the step once more than it trains (undone
+    on the step count), a replay runs no Python step code (redone)."""
+    return StepGraph(lambda xb, yb: train_step(model, opt, loss_fn, xb, yb),
+                     on_capture=lambda: setattr(opt, "steps", opt.steps - 1),
+                     on_replay=lambda: setattr(opt, "steps", opt.steps + 1))
 
 
 def _load_data(cfg: CNNConfig):
@@ -236,6 +277,7 @@ def train_cnn(cfg: CNNConfig) -> dict:
     cfg = _prepare(cfg)
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
     device = resolve_device(cfg.device, cfg.kernels)
+    graphed = _graph_wanted(cfg, device)  # a --graph error before any work
     xp = xp_for(device)
     with Run(cfg, "cnn", "cnn") as run:
         x_train, y_train, x_test, y_test, data, data_sha = _load_data(cfg)
@@ -252,14 +294,16 @@ def train_cnn(cfg: CNNConfig) -> dict:
             say(f"model: {sum(int(p.data.size) for p in model.parameters())} parameters on {device}; "
                 f"{cfg.optimizer} lr {cfg.lr} ({cfg.schedule}), batch {cfg.batch_size}, epochs "
                 f"{run.epoch + 1}..{cfg.epochs}" + (", augmented" if cfg.augment else ""))
+        # int32 labels, the loss kernel's type, converted once: a captured step may not convert them
         xd, yd, xt, yt = (allocating("the data on the device", lambda a=a: xp.asarray(a))
-                          for a in (x_train, y_train, x_test, y_test))
+                          for a in (x_train, y_train.astype(np.int32), x_test, y_test))
         sync_every = 1 if device == "cpu" else cfg.log_every  # the GPU keeps losses on the device between syncs
+        graph = _step_graph(model, opt, loss_fn) if graphed else None
         for epoch in range(run.epoch + 1, cfg.epochs + 1):
             run.epoch, t0 = epoch, time.perf_counter()
             with progress(len(y_train), f"epoch {epoch}/{cfg.epochs}", cfg.progress, cfg.batch_size,
                           cfg.progress_seconds) as bar:
-                train_loss = train_epoch(model, opt, loss_fn, xd, yd, cfg, rng, run, bar, sync_every)
+                train_loss = train_epoch(model, opt, loss_fn, xd, yd, cfg, rng, run, bar, sync_every, graph)
             seconds = time.perf_counter() - t0
             test_loss, acc = evaluate(model, xt, yt, cfg.test_batch_size)
             run.check_loss(test_loss, "test loss")

@@ -29,6 +29,7 @@ class RunConfig:
     allow_lr_change: bool = False      # resume: train on with a --lr other than the checkpoint's
     overwrite: bool = False            # a fresh run may replace the run whose checkpoint is in --out
     out: str | None = None             # None: runs/<model>, or a temporary folder for a dry run
+    graph: str | None = None           # "on" | "off" | None: on where the step can be captured (GPU)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,6 +81,19 @@ def resolve_device(device: str, kernels: str | None = None) -> str:
         say("device auto: no usable CUDA GPU (CuPy missing or no device), using the CPU (NumPy)")
         _fallback_said = True
     return "cpu"
+
+
+def use_graph(graph, device: str, why_not: str | None = None) -> bool:
+    """Whether a run replays its training step as one CUDA graph (fastconv.graph.StepGraph):
+    ``--graph off`` never, ``on`` always (an error where it cannot), None (the default) on a GPU
+    when the step can be captured. ``why_not`` says why this run's step cannot be (None: it can)."""
+    if graph not in (None, "on", "off"):
+        raise ValueError(f"graph: got {graph!r}, expected 'on' or 'off'")
+    if graph == "on" and device != "cuda":
+        raise ValueError("graph: got 'on' on the CPU, expected --device cuda (a CUDA graph needs a GPU) or --graph off")
+    if graph == "on" and why_not is not None:
+        raise ValueError(f"graph: got 'on', but {why_not}; expected --graph off")
+    return graph != "off" and device == "cuda" and why_not is None
 
 
 def xp_for(device: str):

@@ -34,7 +34,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, require_keys, rng_fro
     with_prefix
 from ..data import CLASS_NAMES, fake_dataset, fingerprint, load_dataset, to_float
 from .common import (RunConfig, allocating, check_common, check_positive, config_json, first_n, require_extras,
-                     resolve_device, say, to_host_float, xp_for)
+                     resolve_device, say, to_host_float, use_graph, xp_for)
 from .gan_models import (CLASSES, MODELS, arch_of, build_cdcgan, build_dcgan, build_gan,  # noqa: F401 (API)
                          build_mlp_gan, grid_labels, is_conditional, random_labels)
 from .images import save_grid
@@ -265,6 +265,9 @@ def train_gan(cfg: GANConfig) -> dict:
     cfg = _prepare(cfg)
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
     device = resolve_device(cfg.device, cfg.kernels)
+    # eager only for now: fastconv.graph.StepGraph captures the DCGAN step (tests/test_graph_emu.py),
+    # but this loop draws its noise on the host and sums D(x), D(G(z)) with CuPy every step
+    use_graph(cfg.graph, device, "the GAN trainers do not replay their step as a CUDA graph yet")
     xp = xp_for(device)
     with Run(cfg, "gan", cfg.model) as run:
         x_train, y_train, data, data_sha = _load_data(cfg)

@@ -9,7 +9,7 @@ same bits with the threads of every block run in two different shuffled orders.
 """
 
 import contextlib
-import sys
+import importlib
 
 import numpy as np
 import pytest
@@ -43,7 +43,21 @@ def _ran(t, *names):
 
 
 def _cfg():
-    return sys.modules["fastconv.backends.cuda.config"]  # the one the stand-in's launchers imported
+    return importlib.import_module("fastconv.backends.cuda.config")  # the one the stand-in's launchers use
+
+
+def _drop_reduction_plans():
+    """A launch plan keeps the slice count it was built with, and these tests change MIN_SLICE_ELEMS
+    (no plan key holds it): the per-channel reductions must take the full path after a change."""
+    for fn in (ops.conv2d_backward_bias, ops.batchnorm_forward, ops.batchnorm_backward):
+        fn.plans.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reduction_plans():
+    _drop_reduction_plans()
+    yield
+    _drop_reduction_plans()
 
 
 @contextlib.contextmanager
@@ -52,10 +66,12 @@ def _min_slice(elems):
     on tiny shapes)."""
     cfg = _cfg()
     old, cfg.MIN_SLICE_ELEMS = cfg.MIN_SLICE_ELEMS, elems
+    _drop_reduction_plans()
     try:
         yield
     finally:
         cfg.MIN_SLICE_ELEMS = old
+        _drop_reduction_plans()
 
 
 def every_bandwidth_kernel(cp, rng):

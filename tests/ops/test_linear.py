@@ -27,6 +27,18 @@ def test_linear(n, fin, fout, dtype, rng):
     check(db, ref._f64(dy).sum(axis=0), dtype, "linear_backward_bias", (dy,))
 
 
+ACTIVATIONS = {"relu": lambda y: ref.relu(y), "leaky_relu": lambda y: ref.leaky_relu(y, 0.2),
+               "sigmoid": lambda y: ref.sigmoid(y), "tanh": lambda y: np.tanh(y)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_linear_forward_activation(activation, dtype, rng):
+    x, w, b = randn(rng, (6, 13), dtype), randn(rng, (7, 13), dtype), randn(rng, (7,), dtype)
+    got = ops.linear_forward(x, w, b, activation=activation, negative_slope=0.2)
+    check(got, ACTIVATIONS[activation](ref.linear_forward(x, w, b)), dtype, f"linear_forward({activation})", (x, w, b))
+
+
 # ---- bad arguments ---------------------------------------------------------------------------
 
 def test_linear_errors():
@@ -36,3 +48,7 @@ def test_linear_errors():
         ops.linear_forward(arr(4, 5, 1), arr(3, 5))
     with raises(TypeError, "x: got dtype float16", "expected float32 or float64"):
         ops.linear_forward(arr(4, 5).astype(np.float16), arr(3, 5))
+    with raises(ValueError, "activation: got 'gelu'", "expected one of"):
+        ops.linear_forward(arr(4, 5), arr(3, 5), activation="gelu")
+    with raises(ValueError, "negative_slope: got 2", "expected"):
+        ops.linear_forward(arr(4, 5), arr(3, 5), activation="leaky_relu", negative_slope=2)

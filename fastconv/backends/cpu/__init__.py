@@ -7,6 +7,7 @@ the R x S window offsets with strided slices (pool.py). There are no Python loop
 the batch. Arguments arrive validated by fastconv.ops.
 """
 
+from .bias import bias_add  # noqa: F401
 from .conv import conv2d_forward, conv2d_backward_data, conv2d_backward_weight, conv2d_backward_bias  # noqa: F401
 from .pool import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,  # noqa: F401
                    relu_max_pool2d_forward, relu_max_pool2d_backward)
@@ -16,4 +17,4 @@ from .batchnorm import batchnorm_forward, batchnorm_backward  # noqa: F401
 from .linear import linear_forward, linear_backward_data, linear_backward_weight  # noqa: F401
 from .dropout import fmix32, dropout_mask, dropout_forward, dropout_backward  # noqa: F401
 from .loss import softmax_cross_entropy, bce_with_logits  # noqa: F401
-from .optim import sgd_update, adam_update  # noqa: F401
+from .optim import accumulate, adam_update, adam_update_multi, sgd_update, sgd_update_multi  # noqa: F401

@@ -1,13 +1,18 @@
-"""CPU linear layer: y = x @ w.T + b through BLAS."""
+"""CPU linear layer: y = act(x @ w.T + b) through BLAS."""
 
 from __future__ import annotations
 
+from . import activation
 
-def linear_forward(x, w, b):
+
+def linear_forward(x, w, b, activation_name=None, slope=0.0):
     y = x @ w.T
     if b is not None:
         y += b
-    return y
+    if activation_name is None:
+        return y
+    extra = (slope,) if activation_name == "leaky_relu" else ()
+    return getattr(activation, f"{activation_name}_forward")(y, *extra)
 
 
 def linear_backward_data(dy, w):

@@ -1,4 +1,5 @@
-"""Launcher of kernels/bias.cu: the conv bias gradient as a deterministic multi-block reduction."""
+"""Launchers of kernels/bias.cu: the conv bias gradient as a deterministic multi-block reduction, and
+a per-channel bias added in place."""
 
 from __future__ import annotations
 
@@ -21,3 +22,14 @@ def conv2d_backward_bias(dy):
         _launch("bias.cu", "conv2d_backward_bias_finish_v2", _eltwise_grid(k), cfg.BLOCK,
                 (part, db, _i32(k), _i32(splits)))
     return db
+
+
+def bias_add(y, b):
+    """y[n, c, ...] += b[c] in place."""
+    y = _arg(y, "y", inplace=True)
+    b = _arg(b, "b")
+    if y.size:
+        inner = y.size // (y.shape[0] * y.shape[1])
+        cfg.check_int32("y", y.size, "N*C*H*W")  # the kernel indexes y with 32-bit ints
+        _launch("bias.cu", "bias_add_v1", _eltwise_grid(y.size), cfg.BLOCK,
+                (y, b) + _i32s("y", "N*C*H*W C H*W", (y.size, y.shape[1], inner)))

@@ -55,13 +55,20 @@ KERNELS = {
     "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                                              "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w"))
     + tuple(f"relu_max_pool2d_{p}_{v}" for p in ("forward", "backward") for v in ("v1", "v2_2x2", "v2_2x2w")),
-    "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2"),
+    "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2",
+                "bias_add_v1"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)
     + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
             for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
-    "optim.cu": ("sgd_update_v1", "adam_update_v1"),
+    "optim.cu": ("sgd_update_v1", "adam_update_v1", "adam_update_v2", "accumulate_v1",
+                 "sgd_update_multi_v1", "adam_update_multi_v2"),
+    "linear.cu": ("linear_forward_v1", "linear_backward_data_v1", "linear_backward_weight_v1"),
 }
+
+LINEAR_TILE = (64, 64)      # (LIN_BM, LIN_BN) of kernels/linear.cu
+LINEAR_THREADS = 256        # LIN_THREADS
+LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
 CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu",)
 
@@ -188,3 +195,8 @@ def activation_code(activation) -> int:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation: got {activation!r}, expected one of None, 'relu', 'leaky_relu', 'tanh'")
     return ACTIVATIONS[activation]
+
+
+def linear_grid(m: int, n: int) -> tuple[int, int, int]:
+    """Grid of kernels/linear.cu for an m x n output (x over column tiles, y over row tiles)."""
+    return check_grid("linear", (cdiv(n, LINEAR_TILE[1]), cdiv(m, LINEAR_TILE[0]), 1))

@@ -1,5 +1,7 @@
 """What every cupy-family launcher shares: output allocation (NaN poisoning, out-of-memory
-messages), input checks, int32 argument checks and the RawKernel launch.
+messages), input checks, int32 argument checks and the RawKernel launch. Allocations and launches
+are reported to fastconv.plan, which records them on an op's first call with a key and repeats
+them on later calls (a plan hit never reaches the launchers).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import cupy as cp
 import numpy as np
 
 from ... import settings
+from ...plan import current_arena, note_alloc, note_launch
 from . import config as cfg
 from .loader import function
 
@@ -31,23 +34,28 @@ def num_sms() -> int:
 
 
 def _alloc(shape, dtype, what: str, zero: bool = False):
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    """A new device array (zeros, or NaN-filled under the poison setting); the one allocator of both
+    kernel families, so launch plans (fastconv.plan) repeat it on a plan hit and an Arena's step
+    gets its static buffers from it. ``dtype`` is a numpy dtype (or type); the out-of-memory error
+    names ``what`` and the bytes asked for."""
+    make = cp.zeros if zero else cp.empty
+    arena = current_arena()
     try:
-        a = cp.zeros(shape, dtype) if zero else cp.empty(shape, dtype)
+        a = make(shape, dtype) if arena is None else arena.take(shape, dtype, lambda: make(shape, dtype))
     except cp.cuda.memory.OutOfMemoryError:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         free, total = cp.cuda.runtime.memGetInfo()
         raise GPUOutOfMemoryError(
             f"{what}: out of GPU memory asking for {nbytes} bytes ({tuple(shape)} {dtype}); "
             f"{free} of {total} bytes free on GPU {cp.cuda.Device().id}; expected a smaller batch or "
             "fewer arrays alive") from None
-    if settings.current().poison and not zero:
-        if dtype.kind == "f":
-            a.fill(np.nan)
-        elif dtype.kind == "u":
-            a.fill(np.iinfo(dtype).max)
-        else:
-            a.fill(-1)
+    if zero and arena is not None:
+        a.fill(0)                 # a reused buffer holds the last pass's values
+    elif not zero and settings.current().poison:
+        kind = a.dtype.kind
+        a.fill(np.nan if kind == "f" else np.iinfo(a.dtype).max if kind == "u" else -1)
+    note_alloc(_alloc, (shape, dtype, what, zero), a, make)
     return a
 
 
@@ -89,7 +97,9 @@ def _f32(v):
 
 def _launch(filename, name, grid, block, args):
     fn = function(filename, name)
-    fn(tuple(int(g) for g in grid), (int(block),), args)
+    grid, block = tuple(int(g) for g in grid), (int(block),)
+    fn(grid, block, args)
+    note_launch(fn, grid, block, args)
 
 
 def _eltwise_grid(n, per_thread=1):

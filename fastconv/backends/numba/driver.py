@@ -39,6 +39,8 @@ import threading
 import numpy as np
 from numba import cuda
 
+from ...plan import note_launch
+
 
 def empty_v1(y, n):
     """Does nothing: launched by benchmarks/bench_numba_launch.py and the GPU tests to measure the
@@ -151,6 +153,13 @@ class _GpuKernel:
                    - struct.calcsize("@" + _STRUCT_CODE[kinds[i]]) for i in range(len(kinds))]
         self.params = (ctypes.c_void_p * len(kinds))(*[base + o for o in offsets])
         self.lock = threading.Lock()
+        self.kinds = kinds
+
+    def __call__(self, grid, block, args):
+        """Launch on CuPy's current stream with ``args`` as launch() takes them (fastconv.plan
+        replays recorded launches through this)."""
+        self.launch(grid, block, _cupy().cuda.get_current_stream().ptr,
+                    [_pointer(a) if k in "fi" else a for k, a in zip(self.kinds, args)])
 
     def launch(self, grid, block, stream: int, values):
         with self.lock:
@@ -240,6 +249,7 @@ def launch(name: str, grid, block, args, stream=None):
         stream = cp.cuda.get_current_stream().ptr
     values = [_pointer(a) if k in "fi" else a for k, a in zip(kinds, args)]
     kernel.launch(grid, block, stream, values)
+    note_launch(kernel, grid, block, args)
 
 
 def _check(a, name: str, dtype=_F32):

@@ -1,0 +1,170 @@
+"""Host cost of the GPU launch path per op, measured on the CPU with the CuPy stand-in.
+
+    python benchmarks/bench_host.py [--calls 2000] [--repeats 7] [--ops relu_forward,...]
+
+Runs each public op (``fastconv.ops.<op>``: the op layer's checks, dispatch, the cupy family's
+launcher, allocation and launch) on device arrays of ``fastconv.emu`` in no-execute mode, where a
+launch is recorded and its kernel not run, so the time measured is what Python spends on the
+host per call. Rows use the LeNet layer shapes at batch ``--batch`` (default 1: the host path does
+not depend on the batch, while the stand-in's allocations fill every new array with 0xFF, which at
+batch 128 would take milliseconds and drown the host cost).
+
+Columns: ``launches`` per call; ``us/call`` the median over repeats of (CPU time of N calls / N);
+``raw us`` the stand-in's own cost of those allocations and launches, timed by allocating the
+same outputs and calling the recorded kernel functions directly with the recorded arguments (the
+new outputs in place of the recorded ones); ``beyond raw`` the median over repeats of us/call - raw us (both timed in the same
+repeat), the part fastconv adds (the target: <= 10 us per op on a plan hit). The stand-in's raw launch (argument packing and checks) is not CuPy's, so compare
+``beyond raw`` across commits, not ``us/call`` with a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def _rows(cp, rng, N):
+    """(row name, op name, positional args, keyword args) on device arrays; LeNet shapes at batch N."""
+    def dev(*shape, dtype=np.float32, scale=1.0):
+        return cp.asarray((rng.standard_normal(shape) * scale).astype(dtype))
+
+    x1, w1, b1 = dev(N, 1, 28, 28), dev(32, 1, 5, 5), dev(32)
+    x2, w2 = dev(N, 32, 14, 14), dev(64, 32, 5, 5)
+    y2 = dev(N, 64, 14, 14)
+    p_in, p_out = dev(N, 32, 28, 28), dev(N, 32, 14, 14)
+    am = cp.asarray(rng.integers(0, 4, (N, 32, 14, 14)).astype(np.int32))
+    h, wl, bl, dh = dev(N, 3136), dev(256, 3136), dev(256), dev(N, 256)
+    logits = dev(N, 10)
+    labels = cp.asarray(rng.integers(0, 10, N).astype(np.int32))
+    t = cp.asarray(rng.random((N, 1)).astype(np.float32))
+    dl = dev(N, 1)
+    bn_x, gamma, beta = dev(N, 64, 7, 7), dev(64), dev(64)
+    rm, rv = dev(64), cp.asarray(rng.random(64).astype(np.float32) + 0.5)
+    prm, grd, vel, m, v = dev(256, 3136), dev(256, 3136), dev(256, 3136), dev(256, 3136), dev(256, 3136)
+    counter = cp.asarray(np.array([3, 0], np.int32))
+    mask = cp.asarray(rng.integers(0, 2, (N, 256)).astype(np.uint8))
+    d256 = dev(N, 256)
+    return [
+        ("conv2d_forward conv1", "conv2d_forward", (x1, w1, b1, 1, 2), {}),
+        ("conv2d_forward conv2", "conv2d_forward", (x2, w2, None, 1, 2), {}),
+        ("conv2d_backward_data conv2", "conv2d_backward_data", (y2, w2, (N, 32, 14, 14), 1, 2), {}),
+        ("conv2d_backward_weight conv2", "conv2d_backward_weight", (y2, x2, (64, 32, 5, 5), 1, 2), {}),
+        ("conv2d_backward_bias conv2", "conv2d_backward_bias", (y2,), {}),
+        ("relu_forward", "relu_forward", (p_in,), {}),
+        ("relu_backward", "relu_backward", (p_in, dev(N, 32, 28, 28)), {}),
+        ("leaky_relu_forward", "leaky_relu_forward", (p_in, 0.2), {}),
+        ("max_pool2d_forward", "max_pool2d_forward", (p_in, 2), {}),
+        ("max_pool2d_backward", "max_pool2d_backward", (p_out, am, (N, 32, 28, 28), 2), {}),
+        ("batchnorm_forward train", "batchnorm_forward", (bn_x, gamma, beta, rm, rv, True), {}),
+        ("dropout_forward", "dropout_forward", (d256, 0.5, 7), {}),
+        ("dropout_backward", "dropout_backward", (d256, mask, 0.5), {}),
+        ("linear_forward fc1 relu", "linear_forward", (h, wl, bl), {"activation": "relu"}),
+        ("linear_backward_data fc1", "linear_backward_data", (dh, wl), {}),
+        ("linear_backward_weight fc1", "linear_backward_weight", (dh, h), {}),
+        ("softmax_cross_entropy", "softmax_cross_entropy", (logits, labels), {}),
+        ("bce_with_logits", "bce_with_logits", (dl, t), {}),
+        ("sgd_update fc1.w", "sgd_update", (prm, grd, vel, 0.05, 0.9), {}),
+        ("accumulate fc1.w", "accumulate", (grd, vel), {}),
+        ("adam_update fc1.w int step", "adam_update", (prm, grd, m, v, 3, 2e-4, 0.5), {}),
+        ("adam_update fc1.w counter", "adam_update", (prm, grd, m, v, counter, 2e-4, 0.5), {}),
+    ]
+
+
+def _paired_us(fn, raw, calls, repeats):
+    """Median over repeats of the CPU time per call of ``fn`` and of ``raw``, and of their difference,
+    timed back to back in each repeat so that the machine's load affects both alike (CPU time of
+    this process, not wall time: the development machine is shared)."""
+    for _ in range(min(200, calls)):
+        fn()
+        raw()
+    us, raw_us, diff = [], [], []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for _ in range(calls):
+            fn()
+        t1 = time.process_time()
+        for _ in range(calls):
+            raw()
+        t2 = time.process_time()
+        us.append((t1 - t0) / calls * 1e6)
+        raw_us.append((t2 - t1) / calls * 1e6)
+        diff.append(us[-1] - raw_us[-1])
+    return statistics.median(us), statistics.median(raw_us), statistics.median(diff)
+
+
+def _raw_launches(cp, emu, fn):
+    """A function doing only what one call of ``fn`` hands the stand-in: allocating its outputs and
+    launching its kernels with the recorded arguments, the new outputs in place of the recorded
+    ones (what a hand-written CuPy program would pay); and the number of launches."""
+    with emu.trace(execute=False) as t:
+        out = fn()
+    outs = [o for o in (out if isinstance(out, tuple) else (out,)) if isinstance(o, cp.ndarray)]
+    shapes = [(o.shape, o.dtype) for o in outs]
+    launches = []
+    for rec in t.launches:
+        slots = [(pos, j) for pos, a in enumerate(rec.args) for j, o in enumerate(outs) if a is o]
+        launches.append((_find_kernel(rec.name), rec.grid, rec.block, list(rec.args), slots))
+
+    def raw():
+        new = [cp.empty(shape, dtype) for shape, dtype in shapes]
+        for kernel, grid, block, args, slots in launches:
+            args = args.copy()
+            for pos, j in slots:
+                args[pos] = new[j]
+            kernel(grid, block, tuple(args))
+    return raw, len(launches)
+
+
+def _find_kernel(name):
+    from fastconv.backends.cuda import config, loader
+
+    for filename, names in config.KERNELS.items():
+        if name in names:
+            return loader.function(filename, name)
+    raise KeyError(name)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=2000, help="calls per repeat (default 2000)")
+    ap.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported (default 7)")
+    ap.add_argument("--batch", type=int, default=1, help="batch size of the LeNet shapes (default 1)")
+    ap.add_argument("--ops", default="", help="comma-separated row-name prefixes to run (default: all)")
+    args = ap.parse_args(argv)
+
+    from fastconv import emu, ops
+
+    with emu.activate() as cp:
+        rows = _rows(cp, np.random.default_rng(0), args.batch)
+        want = [p for p in args.ops.split(",") if p]
+        print(f"{'op':32s} {'launches':>8s} {'us/call':>8s} {'raw us':>8s} {'beyond raw':>10s}")
+        # no-execute mode without a trace: a trace keeps every launch's arguments (and so every
+        # output array) alive, and the growing memory would be timed too
+        emu.SETTINGS.execute = False
+        try:
+            for name, op_name, a, kw in rows:
+                if want and not any(name.startswith(p) for p in want):
+                    continue
+                def call(op_name=op_name, a=a, kw=kw):
+                    return getattr(ops, op_name)(*a, **kw)
+                try:
+                    call()  # compile/look up once
+                except Exception as e:  # an op this commit lacks (the table is also run on older ones)
+                    print(f"{name:32s} not run: {type(e).__name__}: {str(e).splitlines()[0][:60]}")
+                    continue
+                raw, launches = _raw_launches(cp, emu, call)
+                us, raw_us, beyond = _paired_us(call, raw, args.calls, args.repeats)
+                print(f"{name:32s} {launches:8d} {us:8.1f} {raw_us:8.1f} {beyond:10.1f}", flush=True)
+        finally:
+            emu.SETTINGS.execute = True
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

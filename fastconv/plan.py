@@ -1,0 +1,264 @@
+"""Launch plans: the host fast path of every GPU op, for both kernel families.
+
+A public op of :mod:`fastconv.ops` decorated with :func:`planned` runs, on device arrays, as
+follows. The first call with a given key goes the full way (the op layer's argument checks,
+dispatch, the family's launcher with its own checks, int32 limits, grid sizes and tile choice)
+while the families' launch modules report to this module what they do: every allocation
+(``fastconv.backends.cuda.launch._alloc``, which both families use: NaN poisoning, out-of-memory
+message) and every kernel launch (the function object, grid, block and arguments, reported by
+``cuda.launch._launch`` and ``numba.driver.launch``). From that record a :class:`Plan` is built:
+the allocations to repeat (shapes, dtypes) and the launches with their scalar arguments already
+packed, each array argument a slot filled from the call's input arrays or the new allocations.
+Later calls with the same key compute the key, allocate and launch: no checks, no ``np.prod``,
+no int32 boxing, no kernel look-up, no keyword parsing.
+
+The key is everything the checks and the launch depend on: the op, the kernel family argument,
+the settings in force (poison, conv version and tile, family, tf32), the current device,
+``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
+dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
+choose on that). A call that fails its checks stores nothing, so every error is raised on every
+call. Arguments the key cannot hold (unhashable values) take the full path every time.
+
+A call is planned only when its record explains it completely: every array a launch reads or
+writes is an input (or a view starting at the same address) or an allocation of the call, and
+the result is built from inputs and allocations. A launcher doing any other GPU work (a CuPy
+elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Ops whose
+scalars change on every call (dropout's seed, Adam's step) are not decorated either: a plan per
+call would only cost. Numpy (CPU) calls go straight to the op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import threading
+
+CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
+_UNPLANNABLE = object()    # stored for keys whose record does not explain the call
+_local = threading.local()  # .rec: the Record of the op call being planned on this thread
+
+
+class Arena:
+    """Static buffers for a step run again and again (a CUDA graph's memory): inside
+    ``with arena.step():`` the k-th allocation of the step returns the same array on every pass,
+    allocated on the first pass and kept alive by the arena, so that after one pass a step
+    allocates nothing and every launch sees the same pointers. The k-th allocation must ask for
+    the same shape and dtype each pass (a step whose allocations change raises a ValueError)."""
+
+    def __init__(self):
+        self.buffers = []
+        self._next = 0
+
+    @contextlib.contextmanager
+    def step(self):
+        if getattr(_local, "arena", None) is not None:
+            raise RuntimeError("Arena.step: got a step inside another arena's step, expected one at a time")
+        self._next = 0
+        _local.arena = self
+        try:
+            yield self
+        finally:
+            _local.arena = None
+
+    def take(self, shape, dtype, make):
+        """The buffer of this allocation: ``make()`` on the first pass, then the same array."""
+        k = self._next
+        self._next += 1
+        if k == len(self.buffers):
+            self.buffers.append(make())
+        a = self.buffers[k]
+        if a.shape != tuple(shape) or a.dtype != dtype:
+            raise ValueError(f"arena: got allocation {k} of {tuple(shape)} {dtype}, expected {a.shape} {a.dtype} "
+                             "as on the first pass (a captured step must allocate the same arrays every time)")
+        return a
+
+
+def current_arena():
+    """The Arena whose step is running on this thread, else None."""
+    return getattr(_local, "arena", None)
+
+
+class Record:
+    """What one op call did on the GPU: allocations (alloc function, its arguments, the array)
+    and launches (launch callable ``fn(grid, block, args)``, grid, block, args)."""
+    __slots__ = ("allocs", "launches")
+
+    def __init__(self):
+        self.allocs = []
+        self.launches = []
+
+
+def note_alloc(alloc, call_args: tuple, array, raw=None) -> None:
+    """Called by the allocator after ``array = alloc(*call_args)``; records it when planning.
+    ``raw(shape, dtype)`` (call_args[0], call_args[1]) makes the same array without checks or
+    poisoning: a plan built with the poison setting off uses it, and calls ``alloc`` (for its
+    error message) only when it fails."""
+    rec = getattr(_local, "rec", None)
+    if rec is not None:
+        rec.allocs.append((alloc, call_args, array, raw))
+
+
+def note_launch(fn, grid: tuple, block: tuple, args: tuple) -> None:
+    """Called by a family's launch function after ``fn(grid, block, args)``; records it when planning."""
+    rec = getattr(_local, "rec", None)
+    if rec is not None:
+        rec.launches.append((fn, grid, block, args))
+
+
+class Plan:
+    """Allocations and launches of one op call; ``plan.run(*arrays)`` replays them on the call's
+    device arrays (in key order) and returns the result. ``run`` is generated Python source, one
+    statement per allocation and per launch with the scalar arguments bound as constants, so a
+    hit costs the allocations, the launches and a function call."""
+    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "run")
+
+    def __init__(self, settings, allocs, launches, result, n_inputs):
+        self.settings = settings      # the Settings the plan was built under (part of its key)
+        self.allocs = allocs          # [(alloc, call_args, raw)]
+        self.launches = launches      # [(fn, grid, block, template args, [(position, slot)])]
+        self.result = result          # None, a slot, or a tuple of slots / None
+        self.n_inputs = n_inputs
+        self.run = self._compile()
+
+    def _compile(self):
+        env = {}
+        lines = [f"def run({''.join(f'v{i}, ' for i in range(self.n_inputs))}):"]
+        for j, (alloc, call_args, raw) in enumerate(self.allocs):
+            v = f"v{self.n_inputs + j}"
+            env[f"alloc{j}"], env[f"args{j}"], env[f"raw{j}"] = alloc, call_args, raw
+            if raw is None or self.settings.poison:
+                lines.append(f"    {v} = alloc{j}(*args{j})")
+            else:
+                env[f"shape{j}"], env[f"dtype{j}"] = call_args[0], call_args[1]
+                lines += ["    try:", f"        {v} = raw{j}(shape{j}, dtype{j})",
+                          "    except Exception:", f"        {v} = alloc{j}(*args{j})  # raises its clear error"]
+        for i, (fn, grid, block, template, slots) in enumerate(self.launches):
+            env[f"fn{i}"], env[f"grid{i}"], env[f"block{i}"] = fn, grid, block
+            slot_at = dict(slots)
+            items = []
+            for pos, value in enumerate(template):
+                if pos in slot_at:
+                    items.append(f"v{slot_at[pos]}")
+                else:
+                    env[f"c{i}_{pos}"] = value
+                    items.append(f"c{i}_{pos}")
+            lines.append(f"    fn{i}(grid{i}, block{i}, ({''.join(x + ', ' for x in items)}))")
+        res = self.result
+        if res is None:
+            lines.append("    return None")
+        elif isinstance(res, int):
+            lines.append(f"    return v{res}")
+        else:
+            lines.append(f"    return ({''.join(('None' if r is None else f'v{r}') + ', ' for r in res)})")
+        exec(compile("\n".join(lines), "<fastconv launch plan>", "exec"), env)
+        return env["run"]
+
+
+def _slot_of(a, sources: list):
+    """The index in ``sources`` of the array a is, or of the one array it views from its first
+    byte; None if none or several."""
+    for i, s in enumerate(sources):
+        if a is s:
+            return i
+    ptr, nbytes = a.data.ptr, a.nbytes
+    found = [i for i, s in enumerate(sources) if s.data.ptr == ptr and nbytes <= s.nbytes and a.dtype == s.dtype]
+    return found[0] if len(found) == 1 else None
+
+
+def _build(rec: Record, arrays: list, out, settings, nd):
+    """A Plan from the record of a call with device arrays ``arrays``, or _UNPLANNABLE."""
+    sources = list(arrays) + [a for _, _, a, _ in rec.allocs]
+    launches = []
+    for fn, grid, block, args in rec.launches:
+        template, slots = list(args), []
+        for pos, a in enumerate(args):
+            if isinstance(a, nd):
+                slot = _slot_of(a, sources)
+                if slot is None:
+                    return _UNPLANNABLE
+                slots.append((pos, slot))
+                template[pos] = None       # filled per call; the plan keeps no array alive
+        launches.append((fn, grid, block, template, slots))
+    if out is None:
+        result = None
+    elif isinstance(out, nd):
+        result = _exact_slot(out, sources)
+        if result is None:
+            return _UNPLANNABLE
+    elif isinstance(out, tuple):
+        if not all(o is None or isinstance(o, nd) for o in out):
+            return _UNPLANNABLE
+        result = tuple(None if o is None else _exact_slot(o, sources) for o in out)
+        if any(o is not None and r is None for o, r in zip(out, result)):
+            return _UNPLANNABLE
+    else:
+        return _UNPLANNABLE
+    allocs = [(alloc, call_args, raw) for alloc, call_args, _, raw in rec.allocs]
+    return Plan(settings, allocs, launches, result, len(arrays))
+
+
+def _exact_slot(a, sources):
+    """The slot of a result array: the very object (a view would change what the caller gets)."""
+    for i, s in enumerate(sources):
+        if a is s:
+            return i
+    return None
+
+
+def planned(op):
+    """Decorate a public op ``op(*args, kernels=None, **kw)`` with the plan fast path (see the module)."""
+    from . import settings as settings_mod
+    import numpy as np
+
+    plans: dict = {}
+    np_ndarray = np.ndarray
+
+    @functools.wraps(op)
+    def call(*args, kernels=None, **kw):
+        cp = sys.modules.get("cupy")
+        if cp is None or getattr(_local, "rec", None) is not None or getattr(_local, "arena", None) is not None:
+            # no GPU, inside another op's planning call, or in an arena (its allocations go through it)
+            return op(*args, kernels=kernels, **kw)
+        nd = cp.ndarray
+        s = settings_mod._current or settings_mod.current()
+        arrays = []
+        # the settings by value (a frozen dataclass): a per-call settings scope still hits
+        parts = [kernels, s, os.environ.get("FASTCONV_CUDA_DEFINES")]
+        try:
+            for a in (args if not kw else args + tuple(kw.values())):
+                t = type(a)
+                if t is nd:
+                    d = a.data
+                    arrays.append(a)
+                    parts.append((a.shape, a.dtype, a.strides, d.device_id, d.ptr & 15))
+                elif isinstance(a, np_ndarray):
+                    return op(*args, kernels=kernels, **kw)  # the CPU path (or a mix the checks refuse)
+                else:
+                    parts.append((t, a))
+            if kw:
+                parts.append(tuple(kw))
+            parts.append(cp.cuda.Device().id)
+            key = tuple(parts)
+            plan = plans.get(key)
+        except Exception:      # an unhashable argument, an object that is no array: the full path says what
+            return op(*args, kernels=kernels, **kw)
+        if plan is not None and plan is not _UNPLANNABLE:
+            return plan.run(*arrays)
+        if plan is _UNPLANNABLE:
+            return op(*args, kernels=kernels, **kw)
+        rec = _local.rec = Record()
+        try:
+            out = op(*args, kernels=kernels, **kw)
+        finally:
+            _local.rec = None
+        if len({a.data.ptr for a in arrays}) < len(arrays):
+            return out         # inputs sharing memory: a plan would tie their slots; build one from another call
+        if len(plans) >= CACHE_LIMIT:
+            plans.clear()
+        plans[key] = _build(rec, arrays, out, s, nd)
+        return out
+
+    call.plans = plans
+    return call

@@ -1,0 +1,135 @@
+// linear.cu - fully connected layers y = act(x w^T + b), w of shape (out, in), fp32, as tiled
+// GEMMs (shared-memory tiles, a 4x4 register tile per thread); no cuBLAS, so a whole training
+// step can be captured in one CUDA graph.
+//
+// Kernel versions
+//   linear_forward_v1          y[M,N] = act(x[M,K] w[N,K]^T + b[N]); bias and activation fused
+//                              into the epilogue (act: 0 none, 1 relu, 2 leaky relu with slope,
+//                              3 sigmoid, 4 tanh; the formulas of activation.cu).
+//   linear_backward_data_v1    dx[M,N] = dy[M,K] w[K,N].
+//   linear_backward_weight_v1  dw[M,N] = dy[K,M]^T x[K,N]; with has_db the blocks of the first
+//                              column of tiles also sum their rows of dy^T (db[M] = sum over the
+//                              batch of dy) from the shared-memory tiles they load anyway.
+// One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
+// register tile, walking K in steps of LIN_BK through shared memory; out-of-range elements load
+// as 0. Sums run in k order with fmaf, so results do not depend on the grid.
+//
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/linear.cu
+#include "common.cuh"
+
+#define LIN_BM 64
+#define LIN_BN 64
+#define LIN_BK 8
+#define LIN_THREADS 256
+static_assert(LIN_BM * LIN_BN == LIN_THREADS * 16, "each thread owns a 4x4 output tile");
+static_assert(LIN_BM * LIN_BK == 2 * LIN_THREADS && LIN_BN * LIN_BK == 2 * LIN_THREADS,
+              "each thread loads two elements of each shared tile");
+
+// The activations of activation.cu's forward kernels, by number (the epilogue's `act`).
+__device__ __forceinline__ float linear_act(float v, int act, float slope) {
+    switch (act) {
+        case 1: return v > 0.f ? v : 0.f;
+        case 2: return v > 0.f ? v : v * slope;
+        case 3: {
+            const float e = expf(-fabsf(v));
+            return v >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+        }
+        case 4: return tanhf(v);
+        default: return v;
+    }
+}
+
+// acc[i][j] = sum_k A(m0 + 4*ty + i, k) * B(k, n0 + 4*tx + j) over the whole K, where
+// A(m, k) = TA ? a[k*M + m] : a[m*K + k] and B(k, n) = TB ? b[n*K + k] : b[k*N + n] (all
+// C-contiguous). Loads are coalesced along the contiguous index. With rowsum != nullptr the
+// threads tid < LIN_BM also sum A(m0 + tid, k) over K and store it to rowsum[m0 + tid].
+template <bool TA, bool TB>
+__device__ __forceinline__ void linear_tile(const float* __restrict__ a, const float* __restrict__ b, int M, int N,
+                                            int K, float (&acc)[4][4], float* __restrict__ rowsum) {
+    __shared__ float As[LIN_BK][LIN_BM];
+    __shared__ float Bs[LIN_BK][LIN_BN];
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int m0 = blockIdx.y * LIN_BM, n0 = blockIdx.x * LIN_BN;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+    float rs = 0.f;
+    for (int k0 = 0; k0 < K; k0 += LIN_BK) {
+#pragma unroll
+        for (int l = 0; l < 2; ++l) {
+            const int e = tid + l * LIN_THREADS;
+            const int am = TA ? e % LIN_BM : e / LIN_BK, ak = TA ? e / LIN_BM : e % LIN_BK;
+            const int gm = m0 + am, gk = k0 + ak;
+            As[ak][am] = (gm < M && gk < K) ? (TA ? a[(i64)gk * M + gm] : a[(i64)gm * K + gk]) : 0.f;
+            const int bn = TB ? e / LIN_BK : e % LIN_BN, bk = TB ? e % LIN_BK : e / LIN_BN;
+            const int gn = n0 + bn, gk2 = k0 + bk;
+            Bs[bk][bn] = (gn < N && gk2 < K) ? (TB ? b[(i64)gn * K + gk2] : b[(i64)gk2 * N + gn]) : 0.f;
+        }
+        __syncthreads();
+        if (rowsum != nullptr && tid < LIN_BM) {
+#pragma unroll
+            for (int kk = 0; kk < LIN_BK; ++kk) rs += As[kk][tid];
+        }
+#pragma unroll
+        for (int kk = 0; kk < LIN_BK; ++kk) {
+            float ra[4], rb[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                ra[i] = As[kk][4 * ty + i];
+                rb[i] = Bs[kk][4 * tx + i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(ra[i], rb[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    if (rowsum != nullptr && tid < LIN_BM && m0 + tid < M) rowsum[m0 + tid] = rs;
+}
+
+// c[m*N + n] = act(acc + bias[n]) for the thread's 4x4 tile (bias when has_bias).
+__device__ __forceinline__ void linear_store(float* __restrict__ c, const float* __restrict__ bias, int has_bias,
+                                             int M, int N, const float (&acc)[4][4], int act, float slope) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const int m0 = blockIdx.y * LIN_BM + 4 * ty, n0 = blockIdx.x * LIN_BN + 4 * tx;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int n = n0 + j;
+        if (n >= N) continue;
+        const float bn = has_bias ? bias[n] : 0.f;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int m = m0 + i;
+            if (m < M) c[(i64)m * N + n] = linear_act(acc[i][j] + bn, act, slope);
+        }
+    }
+}
+
+// Work: 2*M*N*K FLOPs; moves (M*K + N*K + N + M*N) * 4 B at best (each tile of x and w is read
+// by N/LIN_BN and M/LIN_BM blocks through L2).
+extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_forward_v1(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int M, int N, int K, int has_bias, int act, float slope) {
+    float acc[4][4];
+    linear_tile<false, true>(x, w, M, N, K, acc, nullptr);
+    linear_store(y, b, has_bias, M, N, acc, act, slope);
+}
+
+// Work: 2*M*N*K FLOPs; moves (M*K + K*N + M*N) * 4 B at best.
+extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_data_v1(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, int M, int N, int K) {
+    float acc[4][4];
+    linear_tile<false, false>(dy, w, M, N, K, acc, nullptr);
+    linear_store(dx, nullptr, 0, M, N, acc, 0, 0.f);
+}
+
+// Work: 2*M*N*K FLOPs (+ M*K adds for db); moves (K*M + K*N + M*N + M) * 4 B at best.
+extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_weight_v1(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dw, float* __restrict__ db, int M,
+    int N, int K, int has_db) {
+    float acc[4][4];
+    linear_tile<true, false>(dy, x, M, N, K, acc, (has_db && blockIdx.x == 0) ? db : nullptr);
+    linear_store(dw, nullptr, 0, M, N, acc, 0, 0.f);
+}

@@ -1,0 +1,245 @@
+"""The training step as one CUDA graph (fastconv.graph.StepGraph, fastconv.plan.Arena) on the CPU
+execution layer (fastconv.emu, whose graph capture records launches and whose replay runs only
+them, so any work in the step that is not a kernel launch would be missing from a replay):
+
+- capture safety: after the first pass, a LeNet SGD step in its arena allocates nothing, copies
+  nothing between host and device, synchronises nowhere, and issues the same launches (kernel,
+  grid, block, pointers) in two consecutive passes; a graph replay allocates, copies and syncs
+  nothing either;
+- the graph step equals the eager step bit for bit (same kernels in the same order) over four
+  steps: loss, every parameter and every momentum buffer;
+- a step whose allocations change between passes is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import emu, nn
+from fastconv.graph import StepGraph
+from fastconv.plan import Arena
+from graph_steps import BATCH, dcgan_trainer, gan_state, lenet_state, lenet_trainer
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")
+
+@pytest.fixture(scope="module")
+def cp():
+    with emu.activate() as stand_in, fastconv.using(kernels="cupy", tf32=False):
+        yield stand_in
+
+
+def _batches(cp, n):
+    rng = np.random.default_rng(11)
+    return [(cp.asarray(rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)),
+             cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))) for _ in range(n)]
+
+
+def test_arena_step_is_capture_safe(cp):
+    model, opt, step = lenet_trainer(cp)
+    (x, y), = _batches(cp, 1)
+    arena = Arena()
+    with arena.step():
+        step(x, y)                        # first pass: allocates the static buffers
+    passes = []
+    for _ in range(2):
+        with emu.trace() as t, arena.step():
+            step(x, y)
+        assert t.allocations == 0, f"a step after the first allocated {t.allocations} arrays"
+        assert (t.downloads, t.uploads, t.syncs) == (0, 0, 0), "a step copied to/from the host or synchronised"
+        passes.append([(r.name, r.grid, r.block, r.pointers) for r in t.launches])
+    assert passes[0] == passes[1], "two consecutive steps issued different launches"
+    assert len(passes[0]) >= 20, passes[0]
+    data_grads = [p[0] for p in passes[0] if p[0].startswith("conv2d_backward_data")]
+    assert len(data_grads) == 1, f"only conv2's input gradient is needed, got {data_grads}"
+
+
+def test_graph_step_equals_eager_step(cp):
+    batches = _batches(cp, 4)
+    model_e, opt_e, step_e = lenet_trainer(cp)
+    model_g, opt_g, step_g = lenet_trainer(cp)
+    graph = StepGraph(step_g, on_capture=lambda: setattr(opt_g, "steps", opt_g.steps - 1),
+                      on_replay=lambda: setattr(opt_g, "steps", opt_g.steps + 1))
+    for i, (x, y) in enumerate(batches):
+        loss_e = float(step_e(x, y))
+        if i == 1:
+            with emu.trace() as t:
+                out = graph(x, y)
+            assert t.allocations == 0 and t.syncs == 0 and t.uploads == 0 and t.downloads == 0, \
+                (t.allocations, t.syncs, t.uploads, t.downloads)
+            loss_g = float(out)
+        else:
+            loss_g = float(graph(x, y))
+        assert loss_g == loss_e, f"step {i}: graph loss {loss_g} != eager loss {loss_e}"
+        for a, b in zip(lenet_state(model_g, opt_g), lenet_state(model_e, opt_e)):
+            assert not np.isnan(a).any()
+            np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the graph step differs from the eager step")
+    assert graph.replays == 3 and opt_g.steps == opt_e.steps == 4
+
+
+def test_graph_refuses_other_shapes(cp):
+    _, _, step = lenet_trainer(cp)
+    graph = StepGraph(step)
+    (x, y), = _batches(cp, 1)
+    graph(x, y)
+    with pytest.raises(ValueError, match=r"inputs\[0\]: got \(4, 1, 28, 28\) float32, expected \(8, 1, 28, 28\)"):
+        graph(x[:4], y[:4])
+
+
+def test_arena_refuses_changing_allocations(cp):
+    from fastconv import ops
+    arena = Arena()
+    x = cp.asarray(np.ones((4, 5), np.float32))
+    with arena.step():
+        ops.relu_forward(x)
+    with pytest.raises(ValueError, match=r"arena: got allocation 0 of \(2, 5\) float32, expected \(4, 5\)"):
+        with arena.step():
+            ops.relu_forward(x[:2])
+
+
+def _train(tmp_path, monkeypatch, name, epochs, graph, resume=None):
+    """fastconv's CNN trainer on the device (the CPU layer): 20 fake images, batch 8 (two full
+    batches and a short one per epoch), a small LeNet."""
+    from fastconv.checkpoint import load_checkpoint
+    from fastconv.data import fake_dataset
+    from fastconv.train import cnn
+
+    monkeypatch.setattr(cnn, "load_dataset", lambda *a, **k: fake_dataset(train=20, test=16))
+    cfg = cnn.CNNConfig(dataset="fashion-mnist", train_size=20, batch_size=8, epochs=epochs, channels=[4, 8],
+                        hidden=[16], device="cuda", kernels="cupy", out=str(tmp_path / name), graph=graph,
+                        progress=False, test_batch_size=8, resume=resume, log_every=2)
+    result = cnn.train_cnn(cfg)
+    tensors, _ = load_checkpoint(result["checkpoint"])
+    return result, tensors
+
+
+def test_cnn_trainer_graph_equals_eager_and_resumes_exactly(cp, tmp_path, monkeypatch):
+    eager, t_eager = _train(tmp_path, monkeypatch, "eager", 2, "off")
+    graph, t_graph = _train(tmp_path, monkeypatch, "graph", 2, "on")
+    _train(tmp_path, monkeypatch, "resumed", 1, "on")
+    resumed, t_resumed = _train(tmp_path, monkeypatch, "resumed", 2, "on", resume=True)
+    assert eager["history"]["train_loss"] == graph["history"]["train_loss"] == resumed["history"]["train_loss"]
+    assert sorted(t_eager) == sorted(t_graph) == sorted(t_resumed)
+    for k in t_eager:
+        np.testing.assert_array_equal(t_graph[k], t_eager[k], err_msg=f"{k}: graph run differs from eager run")
+        np.testing.assert_array_equal(t_resumed[k], t_eager[k], err_msg=f"{k}: resumed graph run differs")
+
+
+def test_graph_flag_errors(cp, tmp_path, monkeypatch):
+    from fastconv.train.common import use_graph
+    with pytest.raises(ValueError, match="graph: got 'on' on the CPU, expected --device cuda"):
+        use_graph("on", "cpu")
+    with pytest.raises(ValueError, match="graph: got 'on', but --optimizer adam"):
+        from fastconv.train import cnn
+        use_graph("on", "cuda", cnn._why_not_capturable(cnn.CNNConfig(optimizer="adam")))
+    with pytest.raises(ValueError, match="graph: got 'sometimes', expected 'on' or 'off'"):
+        use_graph("sometimes", "cuda")
+    assert use_graph(None, "cuda") and not use_graph(None, "cpu") and not use_graph("off", "cuda")
+    assert not use_graph(None, "cuda", "a reason")
+    sgd = cnn.CNNConfig(optimizer="sgd")
+    assert cnn._graph_wanted(sgd, "cuda") and not cnn._graph_wanted(sgd, "cpu")
+    with fastconv.using(tf32=True):           # default off with TF32 convs; --graph on still captures
+        assert not cnn._graph_wanted(sgd, "cuda")
+        sgd.graph = "on"
+        assert cnn._graph_wanted(sgd, "cuda")
+
+
+def test_dcgan_graph_step_equals_eager_step(cp):
+    rng = np.random.default_rng(5)
+    batches = [(cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)),
+                cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32))) for _ in range(4)]
+    models_e, opts_e, step_e = dcgan_trainer(cp)
+    models_g, opts_g, step_g = dcgan_trainer(cp)
+    graph = StepGraph(step_g, on_capture=lambda: [setattr(o, "steps", o.steps - 1) for o in opts_g],
+                      on_replay=lambda: [setattr(o, "steps", o.steps + 1) for o in opts_g])
+    for i, (x, z) in enumerate(batches):
+        losses_e = [float(v) for v in step_e(x, z)]
+        with emu.trace() as t:
+            out = graph(x, z)
+        if i > 0:
+            assert (t.allocations, t.uploads, t.downloads, t.syncs) == (0, 0, 0, 0), \
+                (t.allocations, t.uploads, t.downloads, t.syncs)
+        assert [float(v) for v in out] == losses_e, f"step {i}: graph losses differ from eager"
+        for a, b in zip(gan_state(models_g, opts_g), gan_state(models_e, opts_e)):
+            assert not np.isnan(a).any()
+            np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the DCGAN graph step differs from eager")
+    assert opts_g[0].step_counts() == [4] * len(opts_g[0].params)
+
+
+def test_capture_kernels_against_float64(cp):
+    """The kernels a captured step needs beyond the layers: Adam with its device step counter
+    (three updates against the NumPy Adam in float64 with int steps), gradient accumulation and
+    the per-channel bias add; outputs within F32_TOL, the counter exact."""
+    from fastconv import ops
+    from fastconv.testing import F32_TOL, assert_close
+
+    rng = np.random.default_rng(9)
+    p, m, v = (rng.standard_normal(300).astype(np.float32) for _ in range(3))
+    v = np.abs(v)
+    grads = [rng.standard_normal(300).astype(np.float32) for _ in range(3)]
+    dp, dm, dv = (cp.asarray(a) for a in (p, m, v))
+    counter = cp.asarray(np.array([4, 0], np.int32))          # 4 updates done before
+    hp, hm, hv = (a.astype(np.float64) for a in (p, m, v))
+    for k, g in enumerate(grads):
+        ops.adam_update(dp, cp.asarray(g), dm, dv, counter, 1e-2, 0.5, 0.999, 1e-8, 0.01)
+        ops.adam_update(hp, g.astype(np.float64), hm, hv, 5 + k, 1e-2, 0.5, 0.999, 1e-8, 0.01)
+    assert counter.get().tolist() == [7, 0]
+    for got, want, name in ((dp, hp, "param"), (dm, hm, "m"), (dv, hv, "v")):
+        assert_close(got.get(), want, F32_TOL, f"adam_update_v2 {name}")
+    acc, x = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    dacc = cp.asarray(acc)
+    ops.accumulate(dacc, cp.asarray(x))
+    assert_close(dacc.get(), acc.astype(np.float64) + x, F32_TOL, "accumulate")
+    y, b = rng.standard_normal((2, 3, 4, 5)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    dy = cp.asarray(y)
+    ops.bias_add(dy, cp.asarray(b))
+    assert_close(dy.get(), y.astype(np.float64) + b.astype(np.float64)[None, :, None, None], F32_TOL, "bias_add")
+    with pytest.raises(ValueError, match=r"step: got int64 \(2,\)"):
+        ops.adam_update(dp, dp, dm, dv, cp.asarray(np.zeros(2, np.int64)), 1e-2)
+    with pytest.raises(ValueError, match=r"b: got shape \(4,\), expected \(3,\)"):
+        ops.bias_add(dy, cp.asarray(np.ones(4, np.float32)))
+
+
+def test_dropout_refused_in_a_captured_step(cp):
+    layer = nn.Dropout(0.5)
+    x = cp.asarray(np.ones((2, 8), np.float32))
+    with pytest.raises(RuntimeError, match="Dropout: got a training forward inside a captured step"):
+        with Arena().step():
+            layer.forward(x)
+    layer.eval()
+    with Arena().step():
+        assert layer.forward(x) is x
+
+
+def test_optimizer_multi_kernels(cp):
+    """One launch updates every tensor as sgd_update / adam_update do one by one (bitwise, Adam's
+    device counters too); the address table is uploaded once for a set of tensors."""
+    from fastconv import ops
+
+    rng = np.random.default_rng(12)
+    shapes = [(300,), (4, 70), (1,)]
+    host = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    ps, gs, vs = ([cp.asarray(a) for a in arrays] for arrays in host)
+    ps2, vs2 = [cp.asarray(a) for a in host[0]], [cp.asarray(a) for a in host[2]]
+    for k in range(2):
+        with emu.trace() as t:
+            ops.sgd_update_multi(ps, gs, vs, 0.05, 0.9, 1e-3, True)
+        assert t.launch_names == ["sgd_update_multi_v1"] and t.uploads == (1 if k == 0 else 0)
+        for p, g, v in zip(ps2, gs, vs2):
+            ops.sgd_update(p, g, v, 0.05, 0.9, 1e-3, True)
+    for a, b in zip(ps + vs, ps2 + vs2):
+        np.testing.assert_array_equal(a.get(), b.get())
+    ms, ms2 = [cp.asarray(np.abs(a)) for a in host[1]], [cp.asarray(np.abs(a)) for a in host[1]]
+    counters = cp.asarray(np.array([[2, 0]] * len(shapes), np.int32))
+    counters2 = cp.asarray(np.array([[2, 0]] * len(shapes), np.int32))
+    with emu.trace() as t:
+        ops.adam_update_multi(ps, gs, vs, ms, [counters[i] for i in range(len(shapes))], 1e-2, 0.5, 0.999)
+    assert t.launch_names == ["adam_update_multi_v2"]
+    for i in range(len(shapes)):
+        ops.adam_update(ps2[i], gs[i], vs2[i], ms2[i], counters2[i], 1e-2, 0.5, 0.999)
+    assert counters.get().tolist() == counters2.get().tolist() == [[3, 0]] * len(shapes)
+    for a, b in zip(ps + vs + ms, ps2 + vs2 + ms2):
+        np.testing.assert_array_equal(a.get(), b.get())

@@ -1,0 +1,218 @@
+"""Launch plans (fastconv.plan) on the CPU execution layer (fastconv.emu): a plan hit gives the
+same outputs, bit for bit, as the full path it replays, issues the same launches, never reaches
+the launcher, and every argument error is still raised after a hit. Outputs are NaN-poisoned
+(the poison setting) so a launch the replay missed shows as NaN."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import emu, ops, plan
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")
+
+
+@pytest.fixture(scope="module")
+def cp():
+    with emu.activate() as stand_in, fastconv.using(poison=True, kernels="cupy"):
+        yield stand_in
+
+
+def _dev(cp, rng, *shape, dtype=np.float32):
+    if np.dtype(dtype).kind == "f":
+        return cp.asarray(rng.standard_normal(shape).astype(dtype))
+    return cp.asarray(rng.integers(0, 4, shape).astype(dtype))
+
+
+def _cases(cp, rng):
+    """(op name, args) of every planned op, small shapes, non-zero data."""
+    d = lambda *s, **k: _dev(cp, rng, *s, **k)  # noqa: E731
+    x, w, b = d(2, 3, 9, 9), d(4, 3, 3, 3), d(4)
+    dy = d(2, 4, 5, 5)
+    xt, wt = d(2, 4, 5, 5), d(4, 3, 3, 3)
+    p = d(2, 3, 8, 8)
+    am = cp.asarray(rng.integers(0, 4, (2, 3, 4, 4)).astype(np.int32))
+    g, bt = d(3), d(3)
+    rv = cp.asarray(rng.random(3).astype(np.float32) + 0.5)
+    return [
+        ("conv2d_forward", (x, w, b, 2, 1)),
+        ("conv2d_backward_data", (dy, w, (2, 3, 9, 9), 2, 1)),
+        ("conv2d_backward_weight", (dy, x, (4, 3, 3, 3), 2, 1)),
+        ("conv2d_backward_bias", (dy,)),
+        ("conv_transpose2d_backward_data", (d(2, 3, 11, 11), wt, (2, 4, 5, 5), 2, 0)),
+        ("conv_transpose2d_backward_weight", (d(2, 3, 11, 11), xt, (4, 3, 3, 3), 2, 0)),
+        ("relu_forward", (p,)), ("relu_backward", (p, d(2, 3, 8, 8))),
+        ("leaky_relu_forward", (p, 0.2)), ("leaky_relu_backward", (p, d(2, 3, 8, 8), 0.2)),
+        ("sigmoid_forward", (p,)), ("sigmoid_backward", (p, d(2, 3, 8, 8))),
+        ("tanh_forward", (p,)), ("tanh_backward", (p, d(2, 3, 8, 8))),
+        ("max_pool2d_forward", (p, 2)), ("max_pool2d_backward", (d(2, 3, 4, 4), am, (2, 3, 8, 8), 2)),
+        ("avg_pool2d_forward", (p, 2)), ("avg_pool2d_backward", (d(2, 3, 4, 4), (2, 3, 8, 8), 2)),
+        ("relu_max_pool2d_forward", (p, 2)),
+        ("relu_max_pool2d_backward", (d(2, 3, 4, 4), cp.asarray(np.where(rng.random((2, 3, 4, 4)) < 0.2, 255,
+                                                                          rng.integers(0, 4, (2, 3, 4, 4)))
+                                                                 .astype(np.uint8)), (2, 3, 8, 8), 2)),
+        ("batchnorm_forward", (p, g, bt, d(3), rv, True)),
+        ("batchnorm_forward", (p, g, bt, d(3), rv, False)),
+        ("batchnorm_backward", (d(2, 3, 8, 8), p, g, d(3), rv, True)),
+        ("dropout_backward", (d(2, 3, 8, 8), cp.asarray((rng.random((2, 3, 8, 8)) > 0.5).astype(np.uint8)), 0.5)),
+        ("softmax_cross_entropy", (d(6, 5), cp.asarray(rng.integers(0, 5, 6).astype(np.int32)))),
+        ("bce_with_logits", (d(6, 1), cp.asarray(rng.random((6, 1)).astype(np.float32)))),
+        ("linear_forward", (d(5, 7), d(3, 7), d(3))),
+        ("linear_backward_data", (d(5, 3), d(3, 7))),
+        ("linear_backward_weight", (d(5, 3), d(5, 7))),
+        ("accumulate", (d(4, 6), d(4, 6))),
+        ("bias_add", (d(2, 3, 4, 5), d(3))),
+    ]
+
+
+def _host(out):
+    outs = out if isinstance(out, tuple) else (out,)
+    return [None if o is None else o.get() for o in outs]
+
+
+def _copy_inputs(cp, args):
+    """Fresh copies of the array arguments (in-place ops update them)."""
+    return tuple(cp.asarray(a.get()) if isinstance(a, cp.ndarray) else a for a in args)
+
+
+def _plans(name):
+    return getattr(ops, name).plans
+
+
+def test_planned_ops_hit_equals_full_path(cp):
+    rng = np.random.default_rng(0)
+    for name, args in _cases(cp, rng):
+        fn = getattr(ops, name)
+        fn.plans.clear()
+        a1 = _copy_inputs(cp, args)
+        with emu.trace() as t_full:
+            full = _host(fn(*a1))
+        (entry,) = fn.plans.values()
+        assert isinstance(entry, plan.Plan), f"{name}: the first call left no plan"
+        a2 = _copy_inputs(cp, args)
+        with emu.trace() as t_hit:
+            hit = _host(fn(*a2))
+        assert t_hit.launch_names == t_full.launch_names, name
+        assert [r.grid for r in t_hit.launches] == [r.grid for r in t_full.launches], name
+        assert t_hit.allocations == t_full.allocations, name
+        for f, h in zip(full, hit):
+            if f is None and h is None:       # in-place ops return nothing; their inputs are compared below
+                continue
+            assert f is not None and not np.isnan(f).any(), f"{name}: the full path left NaN"
+            np.testing.assert_array_equal(h, f, err_msg=f"{name}: the plan hit differs from the full path")
+        for x1, x2 in zip(a1, a2):  # in-place updates (batchnorm running stats) too
+            if isinstance(x1, cp.ndarray):
+                np.testing.assert_array_equal(x2.get(), x1.get(), err_msg=f"{name}: an in-place update differs")
+
+
+def test_sgd_update_hit_equals_full_path(cp):
+    rng = np.random.default_rng(1)
+    p, g, v = (_dev(cp, rng, 7, 5) for _ in range(3))
+    p2, g2, v2 = (cp.asarray(a.get()) for a in (p, g, v))
+    ops.sgd_update.plans.clear()
+    for _ in range(3):                        # a miss, then two hits
+        ops.sgd_update(p, g, v, 0.1, 0.9)
+    host_p, host_v = p2.get().astype(np.float64), v2.get().astype(np.float64)
+    for _ in range(3):
+        host_v = 0.9 * host_v + g2.get()
+        host_p = host_p - 0.1 * host_v
+    np.testing.assert_allclose(p.get(), host_p, rtol=1e-5)
+    np.testing.assert_allclose(v.get(), host_v, rtol=1e-5)
+
+
+def test_hit_skips_the_checks_and_the_launcher(cp, monkeypatch):
+    from fastconv.ops import activation
+
+    x = _dev(cp, np.random.default_rng(2), 4, 6)
+    ops.relu_forward.plans.clear()
+    ops.relu_forward(x)
+
+    def refuse(*a, **k):
+        raise AssertionError("a plan hit reached the op layer's checks or the launcher")
+    monkeypatch.setattr(activation, "array", refuse)
+    monkeypatch.setattr(activation, "op", refuse)
+    np.testing.assert_array_equal(ops.relu_forward(x).get(), np.maximum(x.get(), 0))
+    with pytest.raises(AssertionError, match="plan hit"):
+        ops.relu_forward(x[:2])            # another shape: a miss takes the full path
+
+
+def test_errors_after_a_hit(cp):
+    rng = np.random.default_rng(3)
+    x, w = _dev(cp, rng, 2, 3, 9, 9), _dev(cp, rng, 4, 3, 3, 3)
+    ops.conv2d_forward(x, w, None, 1, 1)
+    ops.conv2d_forward(x, w, None, 1, 1)        # a hit
+    with pytest.raises(ValueError, match="padding"):
+        ops.conv2d_forward(x, w, None, 1, -1)
+    with pytest.raises(TypeError, match="w: got dtype float64"):
+        ops.conv2d_forward(x, cp.asarray(w.get().astype(np.float64)), None, 1, 1)
+    with pytest.raises(TypeError, match="mixed devices"):
+        ops.conv2d_forward(x, w.get(), None, 1, 1)
+    with pytest.raises(ValueError, match="groups"):
+        ops.conv2d_forward(x, w, None, 1, 1, 1, 2)
+    with pytest.raises(ValueError, match="negative_slope"):
+        ops.leaky_relu_forward(x, 1.5)
+    assert all((int, -1) not in k for k in ops.conv2d_forward.plans), "a failed call left a plan"
+    want = ops.conv2d_forward(x, w, None, 1, 1).get()
+    for _ in range(2):                         # keyword arguments: their own key, the same result
+        np.testing.assert_array_equal(ops.conv2d_forward(x, w, padding=1).get(), want)
+
+
+def test_key_covers_settings_and_layout(cp):
+    rng = np.random.default_rng(4)
+    x = _dev(cp, rng, 2, 3, 8, 8)
+    ops.relu_forward.plans.clear()
+    ops.relu_forward(x)
+    with fastconv.using(poison=False):
+        ops.relu_forward(x)
+    assert len(ops.relu_forward.plans) == 2, "a settings change must build a new plan"
+    xt = x.transpose(0, 1, 3, 2)              # non-contiguous: the launcher copies it, no plan replays that
+    want = np.maximum(xt.get(), 0)
+    for _ in range(2):
+        np.testing.assert_array_equal(ops.relu_forward(xt).get(), want)
+    off = cp.asarray(np.arange(2 * 3 * 8 * 8 + 1, dtype=np.float32) - 60)[1:]   # 4-byte aligned only
+    want = np.maximum(off.get(), 0)
+    for _ in range(2):
+        np.testing.assert_array_equal(ops.relu_forward(off).get(), want)
+
+
+def test_precision_argument_builds_its_own_plan(cp):
+    """precision= on a conv op is part of the key: the tf32 call gets its own plan (TF32 kernels),
+    and the default call after it still replays the fp32 plan."""
+    rng = np.random.default_rng(7)
+    x, w = _dev(cp, rng, 2, 8, 9, 9), _dev(cp, rng, 6, 8, 3, 3)   # C*R*S = 72: the v3 core, not small-channel
+    ops.conv2d_forward.plans.clear()
+    names = {}
+    for precision in (None, "tf32", None, "tf32"):
+        kw = {} if precision is None else {"precision": precision}
+        with emu.trace() as t:
+            y = ops.conv2d_forward(x, w, None, 1, 1, **kw).get()
+        assert not np.isnan(y).any()
+        names.setdefault(precision, (t.launch_names, y))
+        assert t.launch_names == names[precision][0], precision
+        np.testing.assert_array_equal(y, names[precision][1], err_msg=f"precision={precision}: hit != full path")
+    assert len(ops.conv2d_forward.plans) == 2, "precision='tf32' must build a plan of its own"
+    assert any("tf32" in n for n in names["tf32"][0]), names["tf32"][0]
+    assert not any("tf32" in n for n in names[None][0]), names[None][0]
+    assert not np.array_equal(names["tf32"][1], names[None][1]), "TF32 products should round differently"
+
+
+def test_aliased_inputs_do_not_tie_a_plan(cp):
+    rng = np.random.default_rng(6)
+    a, b = _dev(cp, rng, 3, 4), _dev(cp, rng, 3, 4)
+    ops.relu_backward.plans.clear()
+    ops.relu_backward(a, a)                    # the same array twice: no plan from this call
+    assert not ops.relu_backward.plans
+    for _ in range(2):
+        np.testing.assert_array_equal(ops.relu_backward(a, b).get(), a.get() * (b.get() > 0))
+    np.testing.assert_array_equal(ops.relu_backward(b, b).get(), b.get() * (b.get() > 0))
+
+
+def test_cpu_calls_are_not_planned():
+    x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
+    ops.relu_forward.plans.clear()
+    np.testing.assert_array_equal(ops.relu_forward(x), np.maximum(x, 0))
+    assert not ops.relu_forward.plans

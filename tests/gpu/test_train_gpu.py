@@ -41,9 +41,13 @@ def test_cnn_first_steps_match_cpu(tmp_path, kernels):
     init = _initial_lenet()
     for name, w0 in init.items():
         key = "model." + name
-        # compare the change the 4 SGD steps made, not the weights (which hide it)
+        # compare the change the 4 SGD steps made, not the weights (which hide it). Not at 1e-6: a
+        # pre-activation within fp32 rounding of zero may take a different ReLU side on the two
+        # paths (both within rounding of float64; seen: one of 401,408 conv2 outputs at step 3,
+        # +5.7e-8 in float64 against 3.5 of summed |terms|), which moves this update by up to
+        # 2.5e-3; a wrong kernel moves it by O(1).
         err = rel_error(t_gpu[key].astype(np.float64) - w0, t_cpu[key].astype(np.float64) - w0)
-        assert err <= 1e-3, f"{key}: relative error of the update {err:.2e}"
+        assert err <= 1e-2, f"{key}: relative error of the update {err:.2e}"
     h_cpu, h_gpu = m_cpu["history"], m_gpu["history"]
     assert abs(h_gpu["train_loss"][0] - h_cpu["train_loss"][0]) <= 1e-4 * abs(h_cpu["train_loss"][0])
     assert abs(h_gpu["test_accuracy"][0] - h_cpu["test_accuracy"][0]) <= 2 / 64  # near-ties may flip

@@ -243,3 +243,14 @@ def test_optimizer_multi_kernels(cp):
     assert counters.get().tolist() == counters2.get().tolist() == [[3, 0]] * len(shapes)
     for a, b in zip(ps + vs + ms, ps2 + vs2 + ms2):
         np.testing.assert_array_equal(a.get(), b.get())
+
+
+def test_optimizer_tables_survive_a_full_cache(cp, monkeypatch):
+    """With room for one unpinned pointer table, the D and G optimizers' tables evict each other
+    between the warm-up pass and the capture; a table a capture uses is pinned, so the DCGAN step
+    still captures and replays (before the pinning the capture tried to upload a table)."""
+    from fastconv.backends.cuda import optim as cuda_optim
+    monkeypatch.setattr(cuda_optim, "_TABLES_KEPT", 1)
+    monkeypatch.setattr(cuda_optim, "_tables", {})
+    monkeypatch.setattr(cuda_optim, "_pinned", set())
+    test_dcgan_graph_step_equals_eager_step(cp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
+from ...plan import current_arena
 from . import config as cfg
 from .launch import _arg, _eltwise_grid, _f32, _i32, _launch
 
@@ -21,17 +22,23 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
 
 
 _tables: dict = {}   # pointer rows -> their device table; the same tensors reuse one upload
-_TABLES_KEPT = 16
+_pinned: set = set()  # rows a captured graph launches with: their table must outlive the graph
+_TABLES_KEPT = 64
 
 
 def _table(rows):
-    """The device table of these pointer rows (uploaded once per distinct rows)."""
+    """The device table of these pointer rows (uploaded once per distinct rows). Eager steps give
+    new rows as gradients are reallocated, so the oldest unpinned tables are dropped past
+    _TABLES_KEPT; a table used in an arena step (the passes before and during a capture) or while
+    a stream captures is pinned and kept: its graph replays its address."""
     rows = tuple(rows)
     table = _tables.get(rows)
     if table is None:
-        if len(_tables) >= _TABLES_KEPT:
-            _tables.clear()
+        while len(_tables) - len(_pinned) >= _TABLES_KEPT:
+            del _tables[next(r for r in _tables if r not in _pinned)]
         table = _tables[rows] = cp.asarray(np.array(rows, np.int64))
+    if current_arena() is not None or cp.cuda.get_current_stream().is_capturing():
+        _pinned.add(rows)
     return table, max(r[-1] for r in rows), len(rows)
 
 

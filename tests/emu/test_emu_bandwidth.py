@@ -10,6 +10,7 @@ same bits with the threads of every block run in two different shuffled orders.
 
 import contextlib
 import importlib
+import sys
 
 import numpy as np
 import pytest
@@ -37,6 +38,10 @@ def poisoned():
 
 
 def _ran(t, *names):
+    """The named kernels ran (the stand-in's trace; on a real GPU, in the cross-check, the trace
+    sees no launches and each launch is compared with the CPU layer instead)."""
+    if sys.modules.get("cupy") is not emu.cupy:
+        return
     got = t.launch_names
     for name in names:
         assert name in got, f"expected kernel {name} to run, got {got}"

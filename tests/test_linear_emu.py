@@ -37,7 +37,7 @@ def test_linear_forward_kernel(cp, m, n, k):
             with emu.trace() as t:
                 y = ops.linear_forward(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias),
                                        activation=activation, negative_slope=0.1)
-            assert t.launch_names == ["linear_forward_v1"]
+            assert t.launch_names == ["linear_forward_v1"] or cp is not emu.cupy  # a GPU: no trace
             assert_close(y.get(), act(ref.linear_forward(x, w, bias)), F32_TOL, f"linear_forward {activation}")
 
 
@@ -50,6 +50,6 @@ def test_linear_backward_kernels(cp, m, n, k):
     assert_close(dx.get(), np.einsum("mn,nk->mk", dy64, w64), F32_TOL, "linear_backward_data")
     with emu.trace() as t:
         dw, db = ops.linear_backward_weight(cp.asarray(dy), cp.asarray(x))
-    assert t.launch_names == ["linear_backward_weight_v1"], "the bias gradient must be fused"
+    assert t.launch_names == ["linear_backward_weight_v1"] or cp is not emu.cupy, "the bias gradient must be fused"
     assert_close(dw.get(), np.einsum("mn,mk->nk", dy64, x64), F32_TOL, "linear_backward_weight")
     assert_close(db.get(), dy64.sum(axis=0), F32_TOL, "linear_backward_weight bias")

@@ -22,7 +22,10 @@ def test_sigint_exits_130_with_one_line_and_the_run_resumes(tmp_path):
     ckpt = out / "checkpoint.safetensors"
     cmd = [sys.executable, "-m", "fastconv", "train", "cnn", *TINY_CNN, "--epochs", "10000", "--device", "cpu",
            "--out", str(out)]
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell that starts its jobs in the background ignores SIGINT for them, and the ignoring is
+    # inherited: give the run the default disposition, as a terminal's foreground job has
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and p.poll() is None:

@@ -28,19 +28,26 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=None):
     return op("max_pool2d_forward", x, kernels=kernels)(x, ks, st, pd)
 
 
-@planned
-def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
-    """dx[N,C,H,W]: each dy element added at its argmax (windows may overlap)."""
+def _backward_args(dy, argmax, argmax_dtype, x_shape, kernel_size, stride, padding):
+    """The checked (x_shape, kernel, stride, padding) of a pooling backward pass: dy (and argmax, when
+    given, of ``argmax_dtype`` on dy's device) shaped [N, C, P, Q] for x_shape's pooling."""
     array(dy, "dy", 4)
-    array(argmax, "argmax", 4, dtype=np.int32)
-    same_device(dy=dy, argmax=argmax)
+    if argmax is not None:
+        array(argmax, "argmax", 4, dtype=argmax_dtype)
+        same_device(dy=dy, argmax=argmax)
     x_shape = shape4(x_shape, "x_shape")
     ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
     want = (x_shape[0], x_shape[1], p, q)
-    if tuple(dy.shape) != want:
-        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
-    if tuple(argmax.shape) != want:
-        raise ValueError(f"argmax: got shape {tuple(argmax.shape)}, expected {want}")
+    for name, a in (("dy", dy), ("argmax", argmax)):
+        if a is not None and tuple(a.shape) != want:
+            raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected {want}")
+    return x_shape, ks, st, pd
+
+
+@planned
+def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
+    """dx[N,C,H,W]: each dy element added at its argmax (windows may overlap)."""
+    x_shape, ks, st, pd = _backward_args(dy, argmax, np.int32, x_shape, kernel_size, stride, padding)
     return op("max_pool2d_backward", dy, argmax, kernels=kernels)(dy, argmax, x_shape, ks, st, pd)
 
 
@@ -54,12 +61,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
 @planned
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, *,
                         kernels=None):
-    array(dy, "dy", 4)
-    x_shape = shape4(x_shape, "x_shape")
-    ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
-    want = (x_shape[0], x_shape[1], p, q)
-    if tuple(dy.shape) != want:
-        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
+    x_shape, ks, st, pd = _backward_args(dy, None, None, x_shape, kernel_size, stride, padding)
     return op("avg_pool2d_backward", dy, kernels=kernels)(dy, x_shape, ks, st, pd, bool(count_include_pad))
 
 
@@ -84,16 +86,7 @@ def relu_max_pool2d_forward(x, kernel_size, stride=None, padding=0, *, kernels=N
 def relu_max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride=None, padding=0, *, kernels=None):
     """dx[N,C,H,W], the gradient with respect to the input of the ReLU: each dy element added at its
     window's maximum, none where argmax is 255."""
-    array(dy, "dy", 4)
-    array(argmax, "argmax", 4, dtype=np.uint8)
-    same_device(dy=dy, argmax=argmax)
-    x_shape = shape4(x_shape, "x_shape")
-    ks, st, pd, p, q = _pool_args(x_shape, kernel_size, stride, padding, "x_shape")
-    want = (x_shape[0], x_shape[1], p, q)
-    if tuple(dy.shape) != want:
-        raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {want}")
-    if tuple(argmax.shape) != want:
-        raise ValueError(f"argmax: got shape {tuple(argmax.shape)}, expected {want}")
+    x_shape, ks, st, pd = _backward_args(dy, argmax, np.uint8, x_shape, kernel_size, stride, padding)
     if ks[0] * ks[1] >= RELU_POOL_NO_GRAD:
         raise ValueError(f"kernel_size: got {ks}, expected kernel_h * kernel_w < {RELU_POOL_NO_GRAD}")
     return op("relu_max_pool2d_backward", dy, argmax, kernels=kernels)(dy, argmax, x_shape, ks, st, pd)

@@ -13,6 +13,9 @@
 - ``conv_tile`` [None]: the v3 tile, picked per call by the launch heuristic when None; else one
   of ``fastconv.backends.cuda.config.CONV_TILES`` (e.g. "t128x128", "t64x64"), which also turns
   the small-channel kernels off.
+- ``conv_splits`` [None]: the split-K count of the v3 core's GEMMs, picked per call
+  (``config.conv_splits``) when None; else a forced count >= 1 (rounded so that every slice is
+  whole BK tiles, and at most one slice per 8 reduction elements) — for tuning sweeps.
 - ``tf32`` [False]: the cupy family's conv kernels (mma.sync) use TF32 tensor cores (operands
   rounded to 10 mantissa bits, fp32 accumulation). The ``FASTCONV_TF32`` environment variable
   ("1"/"0") is read into it once, on first use; a ``precision="tf32"``/``"fp32"`` argument on a
@@ -43,6 +46,7 @@ class Settings:
     poison: bool = False
     conv_version: int = 3
     conv_tile: str | None = None
+    conv_splits: int | None = None
     tf32: bool = False
 
 
@@ -92,13 +96,16 @@ def _checked(s: Settings) -> Settings:
         from .backends.cuda.config import CONV_TILES  # pure Python; needs no CuPy
         if s.conv_tile not in CONV_TILES:
             raise ValueError(f"conv_tile: got {s.conv_tile!r}, expected None or one of {sorted(CONV_TILES)}")
+    if s.conv_splits is not None and (isinstance(s.conv_splits, bool) or not isinstance(s.conv_splits, int)
+                                      or not 1 <= s.conv_splits <= 65535):
+        raise ValueError(f"conv_splits: got {s.conv_splits!r}, expected None or an int in [1, 65535]")
     return s
 
 
 def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
-    Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, tf32); an
+    Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits, tf32); an
     unknown name or a bad value raises before anything changes.
     """
     global _current

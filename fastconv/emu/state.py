@@ -33,7 +33,7 @@ class LaunchRecord:
         return tuple(a.data.ptr if hasattr(a, "data") and hasattr(a.data, "ptr") else None for a in self.args)
 
 
-@dataclass
+@dataclass(eq=False)  # traces nest: each is removed by identity, never by equal contents
 class Trace:
     """Counters of one ``fastconv.emu.trace()`` block (allocations and copies in bytes too)."""
     launches: list = field(default_factory=list)

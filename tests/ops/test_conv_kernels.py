@@ -104,6 +104,17 @@ def test_split_k(cp, what):
     assert "conv2d_splitk_reduce_v1" in names, names
 
 
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_forced_split_count(cp, what):
+    """The conv_splits setting (tuning sweeps) forces the split count: 3 slices of a 128-long
+    reduction are 48, 48 and 32 long (whole BK tiles), so the grid's z is 3 and the sum is right."""
+    case = (2, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)
+    with fastconv.using(conv_splits=3), emu.trace() as t:
+        names = _check(cp, what, case, tile="t64x64")
+    gemm = [rec for rec in t.launches if rec.name == f"conv2d_{what}_v3_t64x64"]
+    assert "conv2d_splitk_reduce_v1" in names and [rec.grid[2] for rec in gemm] == [3], names
+
+
 @pytest.mark.parametrize("activation", list(ACTS))
 @pytest.mark.parametrize("split", [False, True])
 def test_fused_bias_and_activation(cp, activation, split):

@@ -160,7 +160,7 @@ def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
     return (cdiv(n, bn), gy, z)
 
 
-def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int) -> tuple[int, int]:
+def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None) -> tuple[int, int]:
     """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
     splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
 
@@ -168,14 +168,17 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int) -> tu
     one wave; each slice >= MIN_SPLIT_CHUNK long, splits <= MAX_SPLITS, z*splits <= 65535. The
     kernel computes a slice end as z*chunk + chunk in a 32-bit int (at most splits*chunk): when
     that would pass INT32_LIMIT the reduction is not split. A reduction of 0 (a phase no tap
-    reaches) is one empty slice.
+    reaches) is one empty slice. ``force`` (the conv_splits setting) asks for that many splits
+    instead of the wave rule (still whole SPLIT_ALIGN slices and z*splits <= 65535).
     """
     if red < 0:
         raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
     gx, gy, _ = conv_grid(m, n, tile, z)
     blocks, wave = gx * gy * z, num_sms * CONV_TILES[tile][4]
     want = 1
-    if blocks < wave:
+    if force is not None:
+        want = max(1, min(force, MAX_GRID_YZ // z))
+    elif blocks < wave:
         want = min(cdiv(wave, blocks), MAX_SPLITS, max(1, red // MIN_SPLIT_CHUNK), MAX_GRID_YZ // z)
     chunk = max(SPLIT_ALIGN, cdiv(cdiv(max(red, 1), want), SPLIT_ALIGN) * SPLIT_ALIGN)
     splits = cdiv(max(red, 1), chunk)

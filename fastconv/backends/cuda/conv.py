@@ -57,9 +57,10 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases) into ``out``, split along the
     reduction when the grid is under a wave. Returns the workspace and split count (None, 1 when
     the kernel wrote ``out`` itself)."""
-    tf32 = settings.current().tf32
+    cur = settings.current()
+    tf32 = cur.tf32
     tile = _tile(m, cols, z, tf32)
-    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms())
+    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))

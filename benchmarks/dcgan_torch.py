@@ -1,7 +1,7 @@
 """fastconv's DCGAN beside the same recipe in PyTorch, both scored with the shipped Fashion-MNIST scorer.
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/dcgan_torch.py --iterations 300 --seeds 0 1 2 \
-        [--n 10000] [--out runs/dcgan_vs_torch]
+        [--n 10000] [--out runs/dcgan_vs_torch] [--device cpu|cuda]
 
 The same recipe on both sides (fastconv.train.gan): G Linear nz->128*7*7 (no bias), BN, ReLU,
 ConvT 128->64 4/2/1 (no bias), BN, ReLU, ConvT 64->1 4/2/1, Tanh; D Conv 1->64 4/2/1, LeakyReLU
@@ -65,26 +65,26 @@ def torch_dcgan(torch):
     return G, D
 
 
-def train_torch(torch, x_train, iterations: int, seed: int):
-    """The recipe in PyTorch; returns (G, seconds)."""
+def train_torch(torch, x_train, iterations: int, seed: int, device: str = "cpu"):
+    """The recipe in PyTorch on ``device`` ("cpu" or "cuda"); returns (G, seconds)."""
     F = torch.nn.functional
     torch.manual_seed(seed)
-    G, D = torch_dcgan(torch)
+    G, D = (m.to(device) for m in torch_dcgan(torch))
     opt_g = torch.optim.Adam(G.parameters(), lr=LR, betas=(BETA1, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=LR, betas=(BETA1, 0.999))
-    x = torch.from_numpy(x_train)
+    x = torch.from_numpy(x_train).to(device)
     per_epoch = len(x) // BATCH
-    ones, zeros = torch.ones(BATCH, 1), torch.zeros(BATCH, 1)
+    ones, zeros = torch.ones(BATCH, 1, device=device), torch.zeros(BATCH, 1, device=device)
     t0 = time.perf_counter()
     it = 0
     while it < iterations:
-        order = torch.randperm(len(x))
+        order = torch.randperm(len(x)).to(device)
         for i in range(per_epoch):
             if it == iterations:
                 break
             real = x[order[i * BATCH:(i + 1) * BATCH]]
             opt_d.zero_grad()
-            fake = G(torch.randn(BATCH, NZ))
+            fake = G(torch.randn(BATCH, NZ, device=device))
             d_loss = F.binary_cross_entropy_with_logits(D(real), ones) + \
                 F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
             d_loss.backward()
@@ -96,15 +96,18 @@ def train_torch(torch, x_train, iterations: int, seed: int):
             it += 1
             if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
                 raise SystemExit(f"PyTorch seed {seed}: non-finite loss at iteration {it}")
+    if device != "cpu":
+        torch.cuda.synchronize()
     return G.eval(), time.perf_counter() - t0
 
 
 def torch_sampler(torch, G, seed: int):
-    gen = torch.Generator().manual_seed(10_000 + seed)
+    gen = torch.Generator().manual_seed(10_000 + seed)   # CPU noise: the same on any device
+    device = next(G.parameters()).device
 
     def sample(m):
         with torch.no_grad():
-            return G(torch.randn(m, NZ, generator=gen)).numpy()
+            return G(torch.randn(m, NZ, generator=gen).to(device)).cpu().numpy()
     return sample
 
 
@@ -123,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/dcgan_vs_torch")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--only", choices=("both", "fastconv", "torch"), default="both")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where both sides train (scoring runs on the CPU either way)")
     args = p.parse_args(argv)
     import torch
 
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
             untrained = score_generator(G0.eval(), NZ, scorer, real, args.n, np.random.default_rng([seed, 2]))["fd"]
             out = os.path.join(args.out, f"fastconv-seed{seed}")
             t0 = time.perf_counter()
-            train_gan(GANConfig(model="dcgan", iterations=args.iterations, seed=seed, out=out, device="cpu",
+            train_gan(GANConfig(model="dcgan", iterations=args.iterations, seed=seed, out=out, device=args.device,
                                 progress=False, sample_every=10 ** 9, data_dir=args.data_dir))
             seconds = time.perf_counter() - t0
             G, _ = generator_from_checkpoint(os.path.join(out, "checkpoint.safetensors"))
@@ -156,16 +161,17 @@ def main(argv=None) -> int:
             G0, _ = torch_dcgan(torch)
             untrained = frechet_distance_of(
                 real, generated_features(scorer, torch_sampler(torch, G0.eval(), seed), args.n)[0])
-            G, seconds = train_torch(torch, x_pm1, args.iterations, seed)
+            G, seconds = train_torch(torch, x_pm1, args.iterations, seed, args.device)
+            G = G.cpu()
             fd = frechet_distance_of(real, generated_features(scorer, torch_sampler(torch, G, seed), args.n)[0])
             runs["torch"].append({"seed": seed, "fd": fd, "untrained_fd": untrained, "seconds": seconds})
             print(f"PyTorch seed {seed}: FD {fd:.3f} (untrained {untrained:.3f}), {seconds:.0f} s", flush=True)
-    result = {"iterations": args.iterations, "batch": BATCH, "n": args.n, "seeds": args.seeds, "reference": ref,
+    result = {"iterations": args.iterations, "batch": BATCH, "device": args.device, "n": args.n, "seeds": args.seeds, "reference": ref,
               "runs": runs, "torch": torch.__version__, "threads": torch.get_num_threads()}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
-    print(f"\n| DCGAN, {args.iterations} iterations, batch {BATCH} | FD (mean ± std over seeds {args.seeds}) | "
+    print(f"\n| DCGAN, {args.iterations} iterations, batch {BATCH}, on {args.device} | FD (mean ± std over seeds {args.seeds}) | "
           "untrained G | s per run |\n|---|---|---|---|")
     for side, rows in runs.items():
         if rows:

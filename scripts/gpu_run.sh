@@ -15,6 +15,11 @@
 # gpu_table.json, the training-step and epoch table against PyTorch -> $OUT/steps.log (the epoch
 # rows need Fashion-MNIST: FASTCONV_DATA=DIR); card, driver and commit -> $OUT/device.txt. Ends with each step's
 # exit status and the tail of each log.
+# STEPS="..." picks the steps (default: gpu_tests conv bench steps). Three more are off by default:
+#   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
+#   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
+#   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log
+# (gans and recipe need FASTCONV_DATA; they time nothing, so they run side by side, after the timed steps).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastconv_gpu_out}
@@ -25,33 +30,50 @@ if compgen -G ".whl/*.whl" > /dev/null; then
     "$PY" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target .whl/site .whl/*.whl || exit 1
     export PYTHONPATH="$PWD/.whl/site:$PYTHONPATH"
 fi
-declare -A RC
+mkdir -p "$OUT/rc"; rm -f "$OUT"/rc/*
+STEPS=${STEPS:-gpu_tests conv bench steps}
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step() {  # step NAME SECONDS LOG CMD...
     local name=$1 secs=$2 log=$3; shift 3
     echo "=== $name (timeout ${secs}s) ==="
     local t0=$SECONDS
     timeout --kill-after=10 "$secs" "$@" > "$OUT/$log" 2>&1
-    RC[$name]=$?
-    echo "    exit ${RC[$name]} after $((SECONDS - t0)) s -> $OUT/$log"
+    local rc=$?
+    echo "$rc" > "$OUT/rc/$name"   # a file, so that steps run in the background report too
+    echo "    $name: exit $rc after $((SECONDS - t0)) s -> $OUT/$log"
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; } > "$OUT/device.txt" 2>&1
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
-step gpu_tests 110 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
-step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
-step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles --skip-steps \
+want gpu_tests && step gpu_tests 110 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
+want conv && step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
+want sweep && step sweep 150 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 120 --json "$OUT/sweep.json"
+want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles --skip-steps \
     --json "$OUT/gpu_table.json"
-step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
+want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
+# the untimed long runs, side by side
+RUNS=/tmp/fastconv_long_runs; rm -rf "$RUNS"; mkdir -p "$RUNS"
+recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT
+    local name=$1 epochs=$2; shift 2
+    step "$name" 280 "$name.log" "$PY" -m fastconv train cnn --device cuda --batchnorm --dropout 0.3 --augment \
+        --schedule cosine --epochs "$epochs" --seed 0 --no-progress --out "$RUNS/$name" "$@"
+    cp "$RUNS/$name/results.json" "$OUT/$name.json" 2>/dev/null
+}
+want gans && { step gans 280 gans.log "$PY" benchmarks/dcgan_torch.py --device cuda --iterations 1500 \
+    --seeds 0 1 2 --n 10000 --out "$RUNS/gans"; cp "$RUNS/gans/results.json" "$OUT/gans.json" 2>/dev/null; } &
+want recipe && recipe recipe30 30 &
+want recipe && recipe recipe30w 30 --channels 64,128 --hidden 512 &
+wait
+RAN=""; for s in gpu_tests conv sweep bench steps gans recipe30 recipe30w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
 echo
 echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
-for s in gpu_tests conv bench steps; do printf '%-10s exit %s\n' "$s" "${RC[$s]}"; done
-echo "---- gpu_tests.log (tail) ----"; tail -n 12 "$OUT/gpu_tests.log"
-echo "---- conv.log ----"; tail -n 22 "$OUT/conv.log"
-echo "---- bench.log ----"; tail -n 40 "$OUT/bench.log"
-echo "---- steps.log ----"; tail -n 30 "$OUT/steps.log"
+for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
+tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
+tails gpu_tests.log 12; tails conv.log 22; tails sweep.log 40; tails bench.log 40; tails steps.log 30
+tails gans.log 8; tails recipe30.log 4; tails recipe30w.log 4
 fail=0
-for s in gpu_tests conv bench steps; do [ "${RC[$s]}" = 0 ] || fail=1; done
+for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done
 exit $fail

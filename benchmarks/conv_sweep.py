@@ -1,0 +1,155 @@
+"""Tile x split-K sweep of the cupy family's conv core on a GPU, to tune config.conv_tile and
+config.conv_splits from measurements.
+
+For every benchmarks/shapes.py conv shape x pass, fp32 and TF32, it times the launch heuristic's
+choice ("auto": also the small-channel kernels where they apply) and every forced tile
+(fastconv.using(conv_tile=...)) x split count (conv_splits=...), kernel-only: a CUDA graph of
+--graph-calls back-to-back calls, replayed (benchmarks/timing.py). Each forced configuration is first
+checked against the heuristic's output (relative L2 error <= 1e-4 for fp32, 2e-2 for TF32); a
+configuration that fails is recorded and not timed. Prints per row the heuristic's time, the best
+configuration and its time; writes every measurement to --json.
+
+    python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
+
+Rows run in shapes.py order until --budget-s seconds have passed (the rest are listed as skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shapes import CONV_SHAPES  # noqa: E402
+from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
+
+import fastconv  # noqa: E402
+from fastconv import ops  # noqa: E402
+from fastconv.testing import rel_error  # noqa: E402
+
+SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+TOL = {"fp32": 1e-4, "tf32": 2e-2}
+
+
+def calls(cp, shape, rng):
+    """The three passes of one shape as argument-less calls (fresh random operands)."""
+    n, c, h, w, k, r, s, st, pd = shape
+    x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
+    wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
+    b = cp.asarray(rng.standard_normal((k,), dtype=np.float32))
+    y = ops.conv2d_forward(x, wt, b, st, pd)
+    dy = cp.asarray(rng.standard_normal(y.shape, dtype=np.float32))
+    return {"forward": lambda: ops.conv2d_forward(x, wt, b, st, pd),
+            "backward_data": lambda: ops.conv2d_backward_data(dy, wt, x.shape, st, pd),
+            "backward_weight": lambda: ops.conv2d_backward_weight(dy, x, wt.shape, st, pd)}
+
+
+def gemm_dims(shape, ps):
+    """(m, n, reduction, z, output elements) of one pass's implicit GEMM (the v3 core's view)."""
+    from fastconv.argcheck import conv_out_size
+    n, c, h, w, k, r, s, st, pd = shape
+    p, q = conv_out_size(h, r, st, pd, 1), conv_out_size(w, s, st, pd, 1)
+    if ps == "forward":
+        return k, n * p * q, c * r * s, 1, n * k * p * q
+    if ps == "backward_data":
+        taps = -(-r // st) * -(-s // st)
+        return c, n * -(-h // st) * -(-w // st), k * taps, st * st, n * c * h * w
+    return k, c * r * s, n * p * q, 1, k * c * r * s
+
+
+def configs(prec, dims=None, num_sms=132):
+    """(tile, splits) pairs: the heuristic first, then every forced tile x split count that is worth
+    timing for a GEMM of ``dims`` (gemm_dims): at most 4 waves of blocks, slices of >= 8 reduction
+    elements, a split-K workspace of at most 1 GiB."""
+    from fastconv.backends.cuda import config as cfg
+    tiles = cfg.TF32_TILES if prec == "tf32" else tuple(cfg.CONV_TILES)
+    out = [(None, None)]
+    for t in tiles:
+        for s in SPLITS:
+            if dims is not None and s > 1:
+                m, n, red, z, elems = dims
+                gx, gy, _ = cfg.conv_grid(m, n, t, z)
+                if gx * gy * z * s > 4 * num_sms * cfg.CONV_TILES[t][4] or red < 8 * s or s * elems * 4 > 1 << 30:
+                    continue
+            out.append((t, s))
+    return out
+
+
+def time_config(cp, clock, fn, args):
+    graph = CupyGraph(cp, fn, args.graph_calls)
+    try:
+        return kernel_ms(clock, graph, args.reps, args.warmup, args.graph_calls)
+    finally:
+        del graph
+
+
+def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132):
+    """Every configuration of one row (configs(prec, dims, num_sms)): list of dicts (tile, splits,
+    error, and ms when the output was right; or why the launcher refused it)."""
+    out = []
+    with fastconv.using(tf32=prec == "tf32"):
+        want = cp.asnumpy(fn()).astype(np.float64)
+        for tile, splits in configs(prec, dims, num_sms):
+            rec = {"tile": tile or "auto", "splits": splits or "auto"}
+            try:
+                with fastconv.using(conv_tile=tile, conv_splits=splits):
+                    got = cp.asnumpy(fn())
+                    err = rel_error(got, want) if np.isfinite(got).all() else float("inf")
+                    rec["error"] = err
+                    if err <= TOL[prec]:
+                        rec["ms"] = time_config(cp, clock, fn, args)
+            except Exception as e:  # a configuration the launcher refuses (e.g. grid limits): record why
+                rec["refused"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            out.append(rec)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--graph-calls", type=int, default=10)
+    ap.add_argument("--budget-s", type=float, default=120.0, help="stop starting new rows after this long")
+    ap.add_argument("--precisions", nargs="+", choices=("fp32", "tf32"), default=["fp32", "tf32"])
+    ap.add_argument("--json", default=None, metavar="FILE")
+    args = ap.parse_args(argv)
+    from fastconv.backend import gpu_available
+    if not gpu_available():
+        print("conv_sweep: no usable CUDA GPU (CuPy and a device are needed)", file=sys.stderr)
+        return 2
+    import cupy as cp
+    from fastconv.backends.cuda.launch import num_sms
+    clock, rng, t0 = EventClock(cp), np.random.default_rng(0), time.perf_counter()
+    rows, skipped = [], []
+    with fastconv.using(kernels="cupy"):
+        for name, shape in CONV_SHAPES.items():
+            for ps, fn in calls(cp, shape, rng).items():
+                for prec in args.precisions:
+                    if time.perf_counter() - t0 > args.budget_s:
+                        skipped.append(f"{name} {ps} {prec}")
+                        continue
+                    res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms())
+                    rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
+                    timed = [r for r in res if "ms" in r]
+                    auto = next((r["ms"] for r in res if r["tile"] == "auto" and "ms" in r), float("nan"))
+                    best = min(timed, key=lambda r: r["ms"]) if timed else None
+                    if best:
+                        print(f"{name + ' ' + ps:<28} {prec}  auto {auto:.4f} ms  best {best['ms']:.4f} ms "
+                              f"({best['tile']}, splits {best['splits']})  auto/best {auto / best['ms']:.2f}",
+                              flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
+    if skipped:
+        print(f"skipped after {args.budget_s:.0f} s: {', '.join(skipped)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

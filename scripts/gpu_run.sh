@@ -49,7 +49,7 @@ step() {  # step NAME SECONDS LOG CMD...
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
 want gpu_tests && step gpu_tests 110 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
 want conv && step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
-want sweep && step sweep 150 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 120 --json "$OUT/sweep.json"
+want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json"
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles --skip-steps \
     --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
@@ -57,23 +57,23 @@ want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --
 RUNS=/tmp/fastconv_long_runs; rm -rf "$RUNS"; mkdir -p "$RUNS"
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT
     local name=$1 epochs=$2; shift 2
-    step "$name" 280 "$name.log" "$PY" -m fastconv train cnn --device cuda --batchnorm --dropout 0.3 --augment \
+    step "$name" 200 "$name.log" "$PY" -m fastconv train cnn --device cuda --batchnorm --dropout 0.3 --augment \
         --schedule cosine --epochs "$epochs" --seed 0 --no-progress --out "$RUNS/$name" "$@"
     cp "$RUNS/$name/results.json" "$OUT/$name.json" 2>/dev/null
 }
-want gans && { step gans 280 gans.log "$PY" benchmarks/dcgan_torch.py --device cuda --iterations 1500 \
+want gans && { step gans 200 gans.log "$PY" benchmarks/dcgan_torch.py --device cuda --iterations 1000 \
     --seeds 0 1 2 --n 10000 --out "$RUNS/gans"; cp "$RUNS/gans/results.json" "$OUT/gans.json" 2>/dev/null; } &
-want recipe && recipe recipe30 30 &
-want recipe && recipe recipe30w 30 --channels 64,128 --hidden 512 &
+want recipe && recipe recipe25 25 &
+want recipe && recipe recipe20w 20 --channels 64,128 --hidden 512 &
 wait
-RAN=""; for s in gpu_tests conv sweep bench steps gans recipe30 recipe30w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
+RAN=""; for s in gpu_tests conv sweep bench steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
 echo
 echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
 tails gpu_tests.log 12; tails conv.log 22; tails sweep.log 40; tails bench.log 40; tails steps.log 30
-tails gans.log 8; tails recipe30.log 4; tails recipe30w.log 4
+tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done
 exit $fail

@@ -3,6 +3,7 @@ augmentation and the conditional DCGAN's labelled samples.
 
     python benchmarks/augment_table.py [--k 10 50 100] [--seeds 0 1 2] [--gan-iterations 200]
                                        [--cnn-steps 80] [--gen-per-class 300] [--out runs/augment]
+                                       [--device cpu|cuda]
 
 For each k and seed: k images of each class are drawn (seeded) from the Fashion-MNIST training
 split, the rest unused. The conditional DCGAN (fastconv.train.cdcgan, batch min(64, 10k), Adam
@@ -21,7 +22,8 @@ start from the same weights and see the same number of images, so only the data 
 Results accumulate in <out>/results.json (a rerun with the same settings skips what is done, so
 runs for different k may go to separate folders and their rows be joined); the Markdown table
 (mean ± std over seeds) is printed and written to <out>/table.md, the plot to <out>/accuracy.png.
-The defaults are sized for a shared 2-core CPU (one (k, seed) in about 9 minutes there).
+The defaults are sized for a shared 2-core CPU (one (k, seed) in about 9 minutes there); with
+``--device cuda`` the GAN and LeNet train on the GPU (the scorer runs on the CPU either way).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastconv import nn  # noqa: E402
+from fastconv.backend import to_device  # noqa: E402
 from fastconv.data import load_dataset, to_float  # noqa: E402
 from fastconv.data.augment import augment, flips_allowed  # noqa: E402
 from fastconv.optim import SGD  # noqa: E402
@@ -56,9 +59,11 @@ def pick(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def train_lenet(x_real, y_real, x_gen, y_gen, use_aug: bool, flip: bool, steps: int, seed: int, tag: int,
-                x_test, y_test) -> float:
-    """Test accuracy of the default LeNet after ``steps`` SGD steps on real (and generated) images in [0, 1]."""
+                x_test, y_test, device: str = "cpu") -> float:
+    """Test accuracy of the default LeNet after ``steps`` SGD steps on real (and generated) images in
+    [0, 1] (host arrays; batches are drawn and augmented on the host, then moved to ``device``)."""
     model = build_cnn(rng=np.random.default_rng(seed))  # the same start for every condition of one (k, seed)
+    model.to(device)
     opt = SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     sched = LRSchedule("cosine", LR, total=steps)
     loss_fn = nn.CrossEntropyLoss()
@@ -73,21 +78,25 @@ def train_lenet(x_real, y_real, x_gen, y_gen, use_aug: bool, flip: bool, steps: 
         if use_aug:
             xb = augment(xb, rng, SHIFT, flip, fill=0.0)
         opt.lr = sched(step)
-        loss = loss_fn.forward(model.forward(xb), yb)
+        loss = loss_fn.forward(model.forward(to_device(xb, device)), to_device(yb, device))
         opt.zero_grad()
         model.backward(loss_fn.backward(), input_grad=False)
         opt.step()
         if not np.isfinite(float(loss)):
             raise SystemExit(f"LeNet: loss {float(loss)} at step {step + 1}; expected a finite loss")
-    return evaluate(model, x_test, y_test)[1]
+    return evaluate(model, to_device(x_test, device), to_device(y_test, device))[1]
 
 
 def run_one(k, seed, args, data, scorer, real_ref, x_test, y_test) -> dict:
     t0 = time.perf_counter()
     idx = pick(data.train_labels, k, np.random.default_rng([seed, k]))
     x01, y = to_float(data.train_images[idx]), data.train_labels[idx]
-    G, _, hist = fit_cdcgan(x01 * 2 - 1, y, args.gan_iterations, batch_size=BATCH, seed=seed)
-    gen, gen_labels = generate_labelled(G, args.gen_per_class, np.random.default_rng([seed, k, 2]))
+    G, _, hist = fit_cdcgan(x01 * 2 - 1, y, args.gan_iterations, batch_size=BATCH, seed=seed, device=args.device)
+    xp = np
+    if args.device != "cpu":
+        import cupy as xp
+    gen, gen_labels = generate_labelled(G, args.gen_per_class, np.random.default_rng([seed, k, 2]), xp=xp)
+    gen = to_device(gen, "cpu")
     feats, pred = scorer.run(gen)
     fidelity = label_fidelity(pred, gen_labels)
     gen01 = (gen + 1) * 0.5
@@ -97,7 +106,7 @@ def run_one(k, seed, args, data, scorer, real_ref, x_test, y_test) -> dict:
     for tag, name in enumerate(CONDITIONS):
         use_g, use_aug = "G" in name, "aug" in name
         acc[name] = train_lenet(x01, y, gen01 if use_g else None, gen_labels if use_g else None, use_aug, flip,
-                                args.cnn_steps, seed, tag, x_test, y_test)
+                                args.cnn_steps, seed, tag, x_test, y_test, args.device)
     return {"k": k, "seed": seed, "accuracy": acc, "label_fidelity": fidelity.tolist(),
             "mean_label_fidelity": float(np.nanmean(fidelity)), "gen_fd": frechet_distance_of(real_ref, feats),
             "final_d_x": hist["d_x"][-1], "final_d_g_z": hist["d_g_z"][-1], "gan_seconds": gan_seconds,
@@ -130,6 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--gen-per-class", type=int, default=300)
     p.add_argument("--out", default="runs/augment")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the GAN and LeNet train")
     args = p.parse_args(argv)
     data = load_dataset("fashion-mnist", args.data_dir)
     scorer = load_scorer("fashion-mnist")
@@ -138,7 +148,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "results.json")
     settings = {"gan_iterations": args.gan_iterations, "cnn_steps": args.cnn_steps,
-                "gen_per_class": args.gen_per_class, "data": data.describe()}
+                "gen_per_class": args.gen_per_class, "data": data.describe(), "device": args.device}
     done = {"settings": settings, "rows": []}
     if os.path.exists(path):
         with open(path) as f:

@@ -10,6 +10,7 @@ configuration that fails is recorded and not timed. Prints per row the heuristic
 configuration and its time; writes every measurement to --json.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
+                                    [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data"]
 
 Rows run in shapes.py order until --budget-s seconds have passed (the rest are listed as skipped).
 """
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--graph-calls", type=int, default=10)
     ap.add_argument("--budget-s", type=float, default=120.0, help="stop starting new rows after this long")
     ap.add_argument("--precisions", nargs="+", choices=("fp32", "tf32"), default=["fp32", "tf32"])
+    ap.add_argument("--rows", nargs="+", default=None, metavar="PREFIX",
+                    help="only rows whose 'shape pass' name starts with one of these (e.g. lenet.conv1)")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
     from fastconv.backend import gpu_available
@@ -131,6 +134,8 @@ def main(argv=None) -> int:
     with fastconv.using(kernels="cupy"):
         for name, shape in CONV_SHAPES.items():
             for ps, fn in calls(cp, shape, rng).items():
+                if args.rows and not f"{name} {ps}".startswith(tuple(args.rows)):
+                    continue
                 for prec in args.precisions:
                     if time.perf_counter() - t0 > args.budget_s:
                         skipped.append(f"{name} {ps} {prec}")

@@ -19,7 +19,10 @@
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
 #   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log
-# (gans and recipe need FASTCONV_DATA; they time nothing, so they run side by side, after the timed steps).
+#   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
+# (gans, recipe and augment need FASTCONV_DATA; they time nothing, so they run side by side: augment beside
+# gpu_tests, before the timed steps; gans and recipe after them). SWEEP_ARGS="--rows lenet.conv1" narrows
+# the sweep. PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastconv_gpu_out}
@@ -45,16 +48,20 @@ step() {  # step NAME SECONDS LOG CMD...
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; } > "$OUT/device.txt" 2>&1
+  echo "commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"; } > "$OUT/device.txt" 2>&1
+RUNS=/tmp/fastconv_long_runs; rm -rf "$RUNS"; mkdir -p "$RUNS"
+want augment && { step augment 200 augment.log "$PY" benchmarks/augment_table.py --device cuda --k 10 50 100 \
+    --seeds 0 1 2 --gan-iterations 1500 --cnn-steps 600 --gen-per-class 500 --out "$RUNS/augment";
+    cp "$RUNS/augment/accuracy.png" "$OUT/augment.png" 2>/dev/null; cp "$RUNS/augment/results.json" "$OUT/augment.json" 2>/dev/null; } &
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
 want gpu_tests && step gpu_tests 110 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
+wait  # augment, before anything is timed
 want conv && step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
-want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json"
+want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles --skip-steps \
     --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side
-RUNS=/tmp/fastconv_long_runs; rm -rf "$RUNS"; mkdir -p "$RUNS"
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT
     local name=$1 epochs=$2; shift 2
     step "$name" 200 "$name.log" "$PY" -m fastconv train cnn --device cuda --batchnorm --dropout 0.3 --augment \
@@ -66,14 +73,17 @@ want gans && { step gans 200 gans.log "$PY" benchmarks/dcgan_torch.py --device c
 want recipe && recipe recipe25 25 &
 want recipe && recipe recipe20w 20 --channels 64,128 --hidden 512 &
 wait
-RAN=""; for s in gpu_tests conv sweep bench steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
+RAN=""; for s in augment gpu_tests conv sweep bench steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
 echo
 echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
 tails gpu_tests.log 12; tails conv.log 22; tails sweep.log 40; tails bench.log 40; tails steps.log 30
-tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4
+tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done
+if [ "${PACK:-0}" = 1 ]; then
+    tar -czf /tmp/gpu_run.tar.gz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/gpu_run.tar.gz "$OUT/"
+fi
 exit $fail

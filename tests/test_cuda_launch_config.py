@@ -27,15 +27,25 @@ def test_warp_rows_blocks():
 
 
 def test_conv_tile_choice():
-    assert cfg.conv_tile(32, 25, 132) == "t64x32"            # lenet.conv1 backward-weight: N = C*R*S = 25
-    assert cfg.conv_tile(1, 100352, 132) == "t32x128"
-    assert cfg.conv_tile(32, 100352, 132) == "t32x128"
-    assert cfg.conv_tile(64, 200704, 132) == "t64x128"       # 64 rows: no 128-row tile; enough columns
-    assert cfg.conv_tile(64, 2048, 132) == "t64x64"          # 16 wide tiles < 132 SMs
-    assert cfg.conv_tile(256, 6272, 132) == "t128x64"        # resnet.c4 forward: 98 128x128 tiles < 132
-    assert cfg.conv_tile(256, 100352, 132) == "t128x128"     # 1568 big tiles fill a wave
-    assert cfg.conv_tile(256, 2048, 132) == "t64x64"         # dcgan.d3 forward: split-K fills the rest
-    assert cfg.conv_tile(256, 2048, 132, z=64) == "t128x128"  # many groups/phases give every SM a block
+    """The tuned choices (benchmarks/conv_sweep.py on an H200, 132 SMs) for the benchmark rows."""
+    assert cfg.conv_tile(32, 25, 132, wgrad=True) == "t64x64"      # lenet.conv1 backward-weight
+    assert cfg.conv_tile(64, 800, 132, wgrad=True) == "t64x64"     # lenet.conv2 backward-weight
+    assert cfg.conv_tile(32, 100352, 132) == "t32x128"             # lenet.conv1 forward
+    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128"  # TF32 tiles step k by 8
+    assert cfg.conv_tile(64, 25088, 132) == "t64x128"              # lenet.conv2 forward
+    assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x64"           # dcgan.d2 backward-data: 4 phases
+    assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x128"
+    assert cfg.conv_tile(128, 6272, 132) == "t128x64"              # dcgan.d2 forward: 49 big tiles
+    assert cfg.conv_tile(256, 2048, 132) == "t128x128"             # dcgan.d3 forward: 32 big tiles, split 4
+    assert cfg.conv_tile(128, 1024, 132, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
+    assert cfg.conv_tile(256, 6272, 132) == "t128x64"              # resnet.c4 forward: 98 big tiles
+    assert cfg.conv_tile(256, 2304, 132, wgrad=True) == "t128x64"  # resnet.c4 backward-weight
+    assert cfg.conv_tile(256, 100352, 132) == "t128x128"           # 1568 big tiles: many waves
+    assert cfg.conv_tile(256, 2048, 132, tf32=True) == "t128x64"
+    for m, n, z in [(1, 1, 1), (33, 5, 2), (500, 70000, 3)]:
+        for tf32 in (False, True):
+            for wgrad in (False, True):
+                assert cfg.conv_tile(m, n, 132, z, tf32, wgrad) in (cfg.TF32_TILES if tf32 else cfg.CONV_TILES)
     with pytest.raises(ValueError):
         cfg.conv_tile(0, 5, 132)
 
@@ -50,10 +60,10 @@ def test_conv_grid():
 
 @settings(max_examples=200, deadline=None)
 @given(m=st.integers(1, 600), n=st.integers(1, 5000), red=st.integers(0, 10**6), z=st.integers(1, 64),
-       sms=st.integers(1, 200))
-def test_conv_splits_tile_the_reduction(m, n, red, z, sms):
-    tile = cfg.conv_tile(m, n, sms, z)
-    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms)
+       sms=st.integers(1, 200), wgrad=st.booleans(), tf32=st.booleans())
+def test_conv_splits_tile_the_reduction(m, n, red, z, sms, wgrad, tf32):
+    tile = cfg.conv_tile(m, n, sms, z, tf32, wgrad)
+    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms, wgrad=wgrad)
     assert 1 <= splits <= cfg.MAX_SPLITS
     assert z * splits <= cfg.MAX_GRID_YZ
     assert chunk % cfg.SPLIT_ALIGN == 0
@@ -63,22 +73,33 @@ def test_conv_splits_tile_the_reduction(m, n, red, z, sms):
     assert (splits - 1) * chunk < max(red, 1) <= splits * chunk
     assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
     if splits > 1:
-        assert chunk >= cfg.MIN_SPLIT_CHUNK - cfg.SPLIT_ALIGN
         gx, gy, _ = cfg.conv_grid(m, n, tile, z)
-        assert gx * gy * z < sms * cfg.CONV_TILES[tile][4]  # only grids under a wave are split
+        wave = sms * cfg.CONV_TILES[tile][4]
+        if wgrad:  # slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves; or the one-wave rule
+            assert chunk >= min(cfg.WGRAD_CHUNK, cfg.MIN_SPLIT_CHUNK) - cfg.SPLIT_ALIGN
+            assert gx * gy * z * splits <= max(cfg.WGRAD_WAVES * wave, wave)
+        else:  # only grids under a wave are split, to at most a wave
+            assert chunk >= cfg.MIN_SPLIT_CHUNK - cfg.SPLIT_ALIGN
+            assert gx * gy * z * splits <= wave
 
 
 def test_conv_splits_fill_the_gpu_for_design_shapes():
-    # lenet.conv1 backward-weight: M=32, N=25, reduction 128*28*28
-    splits, _ = cfg.conv_splits(32, 25, 128 * 784, "t64x32", 1, 132)
-    assert splits == cfg.MAX_SPLITS
-    # dcgan.d3 forward: M=256, N=2048 (32x8x8 outputs), reduction 128*4*4
-    tile = cfg.conv_tile(256, 2048, 132)
-    splits, _ = cfg.conv_splits(256, 2048, 128 * 16, tile, 1, 132)
-    gx, gy, _ = cfg.conv_grid(256, 2048, tile, 1)
-    assert gx * gy * splits >= 132 * cfg.CONV_TILES[tile][4] // 2
-    # a grid of a full wave is not split
+    """The tuned split counts for the benchmark rows (132 SMs)."""
+    # lenet.conv1 backward-weight: M=32, N=25, reduction 128*28*28 in slices of about WGRAD_CHUNK
+    splits, chunk = cfg.conv_splits(32, 25, 128 * 784, "t64x64", 1, 132, wgrad=True)
+    assert (splits, chunk) == (392, 256)
+    # resnet.c4 backward-weight: 72 blocks x 16 slices of 392 (under WGRAD_WAVES waves)
+    assert cfg.conv_splits(256, 2304, 32 * 196, "t128x64", 1, 132, wgrad=True) == (16, 392)
+    # resnet.c2 backward-weight: 9 blocks, capped at WGRAD_WAVES waves of t64x64 (6 blocks per SM)
+    splits, _ = cfg.conv_splits(64, 576, 64 * 3136, "t64x64", 1, 132, wgrad=True)
+    assert splits * 9 <= cfg.WGRAD_WAVES * 132 * 6 and splits >= 300
+    # dcgan.d3 forward: 32 blocks of t128x128 split 4 ways (one wave), slices of 288
+    assert cfg.conv_splits(256, 2048, 128 * 9, "t128x128", 1, 132) == (4, 288)
+    # lenet.conv2 forward: 196 blocks of t64x128 (3 per SM) split 2 ways
+    assert cfg.conv_splits(64, 25088, 800, "t64x128", 1, 132) == (2, 400)
+    # a grid of a full wave is not split, nor a reduction under 2 * MIN_SPLIT_CHUNK
     assert cfg.conv_splits(256, 100352, 2304, "t128x128", 1, 132) == (1, 2304)
+    assert cfg.conv_splits(8, 8, 2 * cfg.MIN_SPLIT_CHUNK - 8, "t64x64", 1, 132)[0] == 1
 
 
 def test_conv_splits_of_an_empty_reduction():

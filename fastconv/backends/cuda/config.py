@@ -19,8 +19,11 @@ BLOCK = 256                 # threads per block of element-wise / pooling / redu
 REDUCE_BLOCK = 1024         # threads of the single-block final reductions (sum_scale_v1)
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
-MAX_SPLITS = 64
-MIN_SPLIT_CHUNK = 64        # reduction elements per split-K slice, at least
+MAX_SPLITS = 512
+MIN_SPLIT_CHUNK = 256       # reduction elements per split-K slice of forward / backward-data, at least
+WGRAD_CHUNK = 384           # backward-weight: reduction elements per slice, about (conv_splits)
+WGRAD_WAVES = 4             # backward-weight: split up to this many waves of blocks
+MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
 SPLIT_ALIGN = 8             # split-K slices are whole BK tiles for every tile shape (BK 4 or 8)
 SMALLC = 32                 # C/G*R*S limit of the small-channel kernels (CONV_SMALLC in conv.cu)
@@ -126,29 +129,33 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
     return max(1, cdiv(rows * 32, block))
 
 
-def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False) -> str:
-    """Tile for a GEMM of m rows by n columns, z times (groups x phases); with tf32 one of
-    TF32_TILES (the BK = 8 tiles: t64x64 stands in for the small-m and small-n tiles).
+def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgrad: bool = False) -> str:
+    """Tile for a GEMM of m rows by n columns, z times (groups x phases); ``wgrad``: the GEMM is a
+    backward-weight (n = C/G*R*S columns, a long reduction over N*P*Q); with tf32 one of TF32_TILES.
 
-    N <= 32 (backward-weight of a small-channel conv, N = C/G*R*S): t64x32. m <= 32: t32x128 (no
-    row padding past 32). Otherwise the rows pick 64- or 128-row tiles (m <= 64: 64), and a
-    bigger tile is kept only while it still gives every SM a block; split-K (conv_splits) then
-    fills the rest of the wave. Not yet tuned on a GPU.
+    Tuned on an H200 by benchmarks/conv_sweep.py (every tile x split count of the 18 benchmark rows;
+    the launch then splits the reduction, conv_splits): the fastest tile was the largest one whose
+    rows the GEMM fills, with split-K making up the wave, so
+    - backward-weight with n <= 64 (small-channel convs): t64x64;
+    - m <= 32: t32x128 (TF32: t64x128, its smallest BK = 8 tile with 128 columns);
+    - m <= 64: t64x128; t64x64 for backward-weight (n is the small side there) and, in fp32, for
+      z > 1 (the phases of a strided backward-data: dcgan.d2's ran fastest on t64x64);
+    - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
+      (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
+      waves of them (large GEMMs: its higher arithmetic intensity). TF32 kept t128x64 throughout.
     """
     if m < 1 or n < 1 or z < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
-    if tf32 and (n <= 32 or m <= 32):
+    if wgrad and n <= 64:
         return "t64x64"
-    if n <= 32:
-        return "t64x32"
     if m <= 32:
-        return "t32x128"
-    order = ("t64x128", "t64x64") if m <= 64 else ("t128x128", "t128x64", "t64x64")
-    for tile in order[:-1]:
-        bm, bn = CONV_TILES[tile][:2]
-        if cdiv(m, bm) * cdiv(n, bn) * z >= num_sms:
-            return tile
-    return order[-1]
+        return "t64x128" if tf32 else "t32x128"
+    if m <= 64:
+        return "t64x64" if wgrad or (z > 1 and not tf32) else "t64x128"
+    if tf32:
+        return "t128x64"
+    big = cdiv(m, 128) * cdiv(n, 128) * z
+    return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
 
 
 def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
@@ -160,26 +167,34 @@ def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
     return (cdiv(n, bn), gy, z)
 
 
-def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None) -> tuple[int, int]:
+def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None,
+                wgrad: bool = False) -> tuple[int, int]:
     """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
     splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
 
-    Splits only when the grid is less than one wave (num_sms x the tile's blocks per SM), to about
-    one wave; each slice >= MIN_SPLIT_CHUNK long, splits <= MAX_SPLITS, z*splits <= 65535. The
-    kernel computes a slice end as z*chunk + chunk in a 32-bit int (at most splits*chunk): when
-    that would pass INT32_LIMIT the reduction is not split. A reduction of 0 (a phase no tap
-    reaches) is one empty slice. ``force`` (the conv_splits setting) asks for that many splits
-    instead of the wave rule (still whole SPLIT_ALIGN slices and z*splits <= 65535).
+    Tuned with conv_tile (benchmarks/conv_sweep.py on an H200): forward and backward-data split
+    into as many slices as keep the grid within one wave (num_sms x the tile's blocks per SM) with
+    slices >= MIN_SPLIT_CHUNK long; backward-weight (a long reduction over N*P*Q onto a small
+    output) into slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves, and at least as many as
+    fill one wave. Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
+    (splits x the output) <= MAX_WORKSPACE elements: ``out_elems`` is not known here, so the
+    launcher caps it (conv.py). The kernel computes a slice end as z*chunk + chunk in a 32-bit
+    int: when that would pass INT32_LIMIT the reduction is not split. A reduction of 0 (a phase no
+    tap reaches) is one empty slice. ``force`` (the conv_splits setting) asks for that many splits
+    instead (still whole SPLIT_ALIGN slices and z*splits <= 65535).
     """
     if red < 0:
         raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
     gx, gy, _ = conv_grid(m, n, tile, z)
     blocks, wave = gx * gy * z, num_sms * CONV_TILES[tile][4]
-    want = 1
     if force is not None:
-        want = max(1, min(force, MAX_GRID_YZ // z))
-    elif blocks < wave:
-        want = min(cdiv(wave, blocks), MAX_SPLITS, max(1, red // MIN_SPLIT_CHUNK), MAX_GRID_YZ // z)
+        want = force
+    else:
+        want = min(wave // blocks, red // MIN_SPLIT_CHUNK)
+        if wgrad:
+            want = max(want, min(red // WGRAD_CHUNK, WGRAD_WAVES * wave // blocks))
+        want = min(want, MAX_SPLITS)
+    want = max(1, min(want, MAX_GRID_YZ // z))
     chunk = max(SPLIT_ALIGN, cdiv(cdiv(max(red, 1), want), SPLIT_ALIGN) * SPLIT_ALIGN)
     splits = cdiv(max(red, 1), chunk)
     if splits * chunk > INT32_LIMIT:

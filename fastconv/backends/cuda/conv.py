@@ -39,10 +39,10 @@ def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
     cfg.check_int32(name, k * (c // groups) * r * s, "K*C/groups*R*S")
 
 
-def _tile(m, cols, z, tf32):
+def _tile(m, cols, z, tf32, wgrad):
     tile = settings.current().conv_tile
     if tile is None:
-        return cfg.conv_tile(m, cols, num_sms(), z, tf32)
+        return cfg.conv_tile(m, cols, num_sms(), z, tf32, wgrad)
     if tf32 and tile not in cfg.TF32_TILES:
         raise ValueError(f"conv_tile: got {tile!r} with tf32 on, expected one of {list(cfg.TF32_TILES)}")
     return tile
@@ -58,9 +58,13 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
     reduction when the grid is under a wave. Returns the workspace and split count (None, 1 when
     the kernel wrote ``out`` itself)."""
     cur = settings.current()
-    tf32 = cur.tf32
-    tile = _tile(m, cols, z, tf32)
-    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits)
+    tf32, wgrad = cur.tf32, kernel == "conv2d_backward_weight"
+    tile = _tile(m, cols, z, tf32, wgrad)
+    force = cur.conv_splits
+    if force is None:  # the heuristic's split count, capped so the workspace stays <= MAX_WORKSPACE
+        force = min(cfg.conv_splits(m, cols, red, tile, z, num_sms(), wgrad=wgrad)[0],
+                    max(1, cfg.MAX_WORKSPACE // out.size))
+    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), force)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))

@@ -3,16 +3,24 @@
 // step can be captured in one CUDA graph.
 //
 // Kernel versions
-//   linear_forward_v1          y[M,N] = act(x[M,K] w[N,K]^T + b[N]); bias and activation fused
+//   linear_forward_v2          y[M,N] = act(x[M,K] w[N,K]^T + b[N]); bias and activation fused
 //                              into the epilogue (act: 0 none, 1 relu, 2 leaky relu with slope,
-//                              3 sigmoid, 4 tanh; the formulas of activation.cu).
-//   linear_backward_data_v1    dx[M,N] = dy[M,K] w[K,N].
+//                              3 sigmoid, 4 tanh; the formulas of activation.cu). Split-K: with
+//                              gridDim.z > 1, block z sums k in [z*chunk, (z+1)*chunk) into the
+//                              workspace y + z*M*N, and linear_splitk_reduce_v1 adds the slices
+//                              in z order and applies bias and activation.
+//   linear_backward_data_v2    dx[M,N] = dy[M,K] w[K,N]; split-K as the forward.
 //   linear_backward_weight_v1  dw[M,N] = dy[K,M]^T x[K,N]; with has_db the blocks of the first
 //                              column of tiles also sum their rows of dy^T (db[M] = sum over the
-//                              batch of dy) from the shared-memory tiles they load anyway.
+//                              batch of dy) from the shared-memory tiles they load anyway. (K is
+//                              the batch here, short: never split.)
+//   linear_splitk_reduce_v1    out[i] = act(sum over z of ws[z*MN + i] + b[i % N]).
 // One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
-// register tile, walking K in steps of LIN_BK through shared memory; out-of-range elements load
-// as 0. Sums run in k order with fmaf, so results do not depend on the grid.
+// register tile, walking its k range in steps of LIN_BK through shared memory; out-of-range
+// elements load as 0. Sums run in k order with fmaf (split-K: slice by slice, in z order), so
+// results depend on the split count but not on the schedule. A GEMM whose M x N tiles are fewer
+// than the SMs (LeNet's first Linear: 8 tiles over K = 3136; a discriminator's 1-output Linear:
+// 2 tiles over K = 6272) is split along K so that the card is busy.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/linear.cu
 #include "common.cuh"
@@ -43,9 +51,11 @@ __device__ __forceinline__ float linear_act(float v, int act, float slope) {
 // A(m, k) = TA ? a[k*M + m] : a[m*K + k] and B(k, n) = TB ? b[n*K + k] : b[k*N + n] (all
 // C-contiguous). Loads are coalesced along the contiguous index. With rowsum != nullptr the
 // threads tid < LIN_BM also sum A(m0 + tid, k) over K and store it to rowsum[m0 + tid].
+// Only k in [kbeg, kend) is summed (a split-K slice; the whole K when unsplit).
 template <bool TA, bool TB>
 __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const float* __restrict__ b, int M, int N,
-                                            int K, float (&acc)[4][4], float* __restrict__ rowsum) {
+                                            int K, int kbeg, int kend, float (&acc)[4][4],
+                                            float* __restrict__ rowsum) {
     __shared__ float As[LIN_BK][LIN_BM];
     __shared__ float Bs[LIN_BK][LIN_BN];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -55,16 +65,16 @@ __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const f
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
     float rs = 0.f;
-    for (int k0 = 0; k0 < K; k0 += LIN_BK) {
+    for (int k0 = kbeg; k0 < kend; k0 += LIN_BK) {
 #pragma unroll
         for (int l = 0; l < 2; ++l) {
             const int e = tid + l * LIN_THREADS;
             const int am = TA ? e % LIN_BM : e / LIN_BK, ak = TA ? e / LIN_BM : e % LIN_BK;
             const int gm = m0 + am, gk = k0 + ak;
-            As[ak][am] = (gm < M && gk < K) ? (TA ? a[(i64)gk * M + gm] : a[(i64)gm * K + gk]) : 0.f;
+            As[ak][am] = (gm < M && gk < kend) ? (TA ? a[(i64)gk * M + gm] : a[(i64)gm * K + gk]) : 0.f;
             const int bn = TB ? e / LIN_BK : e % LIN_BN, bk = TB ? e % LIN_BK : e / LIN_BN;
             const int gn = n0 + bn, gk2 = k0 + bk;
-            Bs[bk][bn] = (gn < N && gk2 < K) ? (TB ? b[(i64)gn * K + gk2] : b[(i64)gk2 * N + gn]) : 0.f;
+            Bs[bk][bn] = (gn < N && gk2 < kend) ? (TB ? b[(i64)gn * K + gk2] : b[(i64)gk2 * N + gn]) : 0.f;
         }
         __syncthreads();
         if (rowsum != nullptr && tid < LIN_BM) {
@@ -107,22 +117,50 @@ __device__ __forceinline__ void linear_store(float* __restrict__ c, const float*
     }
 }
 
+// The k range of this block's split-K slice, and where its tile goes: ``out`` itself when the
+// grid is not split, else slice z of the workspace ``out`` (bias and activation then wait for
+// linear_splitk_reduce_v1).
+__device__ __forceinline__ float* linear_slice(float* out, int M, int N, int K, int chunk, int& kbeg, int& kend) {
+    kbeg = blockIdx.z * chunk;
+    kend = min(K, kbeg + chunk);
+    return gridDim.z == 1 ? out : out + (i64)blockIdx.z * M * N;
+}
+
 // Work: 2*M*N*K FLOPs; moves (M*K + N*K + N + M*N) * 4 B at best (each tile of x and w is read
-// by N/LIN_BN and M/LIN_BM blocks through L2).
-extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_forward_v1(
+// by N/LIN_BN and M/LIN_BM blocks through L2), plus splits * M*N * 4 B twice when split.
+extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_forward_v2(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
-    int M, int N, int K, int has_bias, int act, float slope) {
+    int M, int N, int K, int has_bias, int act, float slope, int chunk) {
     float acc[4][4];
-    linear_tile<false, true>(x, w, M, N, K, acc, nullptr);
-    linear_store(y, b, has_bias, M, N, acc, act, slope);
+    int kbeg, kend;
+    float* out = linear_slice(y, M, N, K, chunk, kbeg, kend);
+    linear_tile<false, true>(x, w, M, N, K, kbeg, kend, acc, nullptr);
+    const bool split = gridDim.z > 1;
+    linear_store(out, b, split ? 0 : has_bias, M, N, acc, split ? 0 : act, slope);
 }
 
 // Work: 2*M*N*K FLOPs; moves (M*K + K*N + M*N) * 4 B at best.
-extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_data_v1(
-    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, int M, int N, int K) {
+extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_data_v2(
+    const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, int M, int N, int K,
+    int chunk) {
     float acc[4][4];
-    linear_tile<false, false>(dy, w, M, N, K, acc, nullptr);
-    linear_store(dx, nullptr, 0, M, N, acc, 0, 0.f);
+    int kbeg, kend;
+    float* out = linear_slice(dx, M, N, K, chunk, kbeg, kend);
+    linear_tile<false, false>(dy, w, M, N, K, kbeg, kend, acc, nullptr);
+    linear_store(out, nullptr, 0, M, N, acc, 0, 0.f);
+}
+
+// out[i] = act(sum_z ws[z*mn + i] + b[i % n]) for i < mn, slices summed in z order; a 32-bit
+// grid-stride loop (the launcher checks splits * mn <= INT32_LIMIT). Work: splits * mn adds; moves
+// (splits + 1) * mn * 4 B.
+extern "C" __global__ void __launch_bounds__(256) linear_splitk_reduce_v1(
+    const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, int mn, int n, int splits,
+    int has_bias, int act, float slope) {
+    GRID_STRIDE32(i, mn) {
+        float v = 0.f;
+        for (int z = 0; z < splits; ++z) v += ws[(i64)z * mn + i];
+        out[i] = linear_act(has_bias ? v + b[i % (unsigned)n] : v, act, slope);
+    }
 }
 
 // Work: 2*M*N*K FLOPs (+ M*K adds for db); moves (K*M + K*N + M*N + M) * 4 B at best.
@@ -130,6 +168,6 @@ extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_weight
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dw, float* __restrict__ db, int M,
     int N, int K, int has_db) {
     float acc[4][4];
-    linear_tile<true, false>(dy, x, M, N, K, acc, (has_db && blockIdx.x == 0) ? db : nullptr);
+    linear_tile<true, false>(dy, x, M, N, K, 0, K, acc, (has_db && blockIdx.x == 0) ? db : nullptr);
     linear_store(dw, nullptr, 0, M, N, acc, 0, 0.f);
 }

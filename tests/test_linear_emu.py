@@ -37,7 +37,7 @@ def test_linear_forward_kernel(cp, m, n, k):
             with emu.trace() as t:
                 y = ops.linear_forward(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias),
                                        activation=activation, negative_slope=0.1)
-            assert t.launch_names == ["linear_forward_v1"] or cp is not emu.cupy  # a GPU: no trace
+            assert t.launch_names == ["linear_forward_v2"] or cp is not emu.cupy  # a GPU: no trace
             assert_close(y.get(), act(ref.linear_forward(x, w, bias)), F32_TOL, f"linear_forward {activation}")
 
 
@@ -53,3 +53,41 @@ def test_linear_backward_kernels(cp, m, n, k):
     assert t.launch_names == ["linear_backward_weight_v1"] or cp is not emu.cupy, "the bias gradient must be fused"
     assert_close(dw.get(), np.einsum("mn,mk->nk", dy64, x64), F32_TOL, "linear_backward_weight")
     assert_close(db.get(), dy64.sum(axis=0), F32_TOL, "linear_backward_weight bias")
+
+
+# (M, N, K): LeNet's first Linear at batch 16 (one 64 x 64 tile, K = 3136: 24 slices) and a
+# discriminator's one-output Linear (N = 1, K = 6272) -- split along K on 132 SMs
+SPLIT_SHAPES = [(16, 40, 3136), (20, 1, 6272)]
+
+
+@pytest.mark.parametrize("m,n,k", SPLIT_SHAPES)
+def test_linear_split_k(cp, m, n, k):
+    from fastconv.backends.cuda import config as cfg
+    splits, _ = cfg.linear_splits(m, n, k, 132)
+    assert splits > 1
+    rng = np.random.default_rng(k)
+    x, w, b, dy = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (n, k), (n,), (m, n)))
+    for activation in ("tanh", None):
+        with emu.trace() as t:
+            y = ops.linear_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b), activation=activation)
+        assert t.launch_names == ["linear_forward_v2", "linear_splitk_reduce_v1"]
+        assert [r.grid[2] for r in t.launches[:1]] == [splits]
+        assert_close(y.get(), ACTIVATIONS[activation](ref.linear_forward(x, w, b)), F32_TOL, "split forward")
+    # backward-data of the transposed problem: dx[M, K] = dy[M, N] w[N, K] has K outputs per row, N terms
+    dyt = rng.standard_normal((m, k)).astype(np.float32)
+    wt = rng.standard_normal((k, n)).astype(np.float32)
+    with emu.trace() as t:
+        dx = ops.linear_backward_data(cp.asarray(dyt), cp.asarray(wt))
+    want = np.einsum("mk,kn->mn", dyt.astype(np.float64), wt.astype(np.float64))
+    assert t.launch_names == ["linear_backward_data_v2", "linear_splitk_reduce_v1"]
+    assert_close(dx.get(), want, F32_TOL, "split backward_data")
+
+
+def test_linear_splits_tile_the_reduction():
+    from fastconv.backends.cuda import config as cfg
+    for m, n, k in [(128, 256, 3136), (128, 1, 6272), (1, 1, 8), (128, 3136, 256), (5000, 5000, 10**5), (2, 2, 0)]:
+        splits, chunk = cfg.linear_splits(m, n, k, 132)
+        assert 1 <= splits <= cfg.LINEAR_MAX_SPLITS and chunk % cfg.LINEAR_BK == 0 or splits == 1
+        assert (splits - 1) * chunk < max(k, 1) <= splits * chunk
+    assert cfg.linear_splits(128, 256, 3136, 132)[0] == 24   # LeNet fc1 at batch 128: 8 tiles
+    assert cfg.linear_splits(128, 3136, 256, 132) == (1, 256)  # 98 tiles, a short reduction

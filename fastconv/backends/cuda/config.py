@@ -66,10 +66,14 @@ KERNELS = {
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1", "adam_update_v2", "accumulate_v1",
                  "sgd_update_multi_v1", "adam_update_multi_v2"),
-    "linear.cu": ("linear_forward_v1", "linear_backward_data_v1", "linear_backward_weight_v1"),
+    "linear.cu": ("linear_forward_v2", "linear_backward_data_v2", "linear_backward_weight_v1",
+                  "linear_splitk_reduce_v1"),
 }
 
 LINEAR_TILE = (64, 64)      # (LIN_BM, LIN_BN) of kernels/linear.cu
+LINEAR_BK = 8               # LIN_BK: split-K slices are whole k-steps
+LINEAR_MIN_CHUNK = 128      # reduction elements per split-K slice, at least
+LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
@@ -215,6 +219,23 @@ def activation_code(activation) -> int:
     return ACTIVATIONS[activation]
 
 
-def linear_grid(m: int, n: int) -> tuple[int, int, int]:
-    """Grid of kernels/linear.cu for an m x n output (x over column tiles, y over row tiles)."""
-    return check_grid("linear", (cdiv(n, LINEAR_TILE[1]), cdiv(m, LINEAR_TILE[0]), 1))
+def linear_grid(m: int, n: int, splits: int = 1) -> tuple[int, int, int]:
+    """Grid of kernels/linear.cu for an m x n output (x over column tiles, y over row tiles, z over
+    split-K slices)."""
+    return check_grid("linear", (cdiv(n, LINEAR_TILE[1]), cdiv(m, LINEAR_TILE[0]), splits))
+
+
+def linear_splits(m: int, n: int, k: int, num_sms: int) -> tuple[int, int]:
+    """Split-K of a linear forward / backward-data GEMM (m x n output, reduction k): (splits, chunk),
+    chunk a multiple of LINEAR_BK and splits = ceil(k / chunk) (non-empty slices tiling [0, k)).
+    A grid of at most num_sms / 2 tiles (a card mostly idle) is split towards two blocks per SM,
+    each slice at least LINEAR_MIN_CHUNK long, at most LINEAR_MAX_SPLITS slices, the workspace
+    (splits x m x n) within INT32_LIMIT elements; a larger grid, or a short reduction, is not split."""
+    if m < 1 or n < 1 or k < 0 or num_sms < 1:
+        raise ValueError(f"linear_splits: got m={m}, n={n}, k={k}, num_sms={num_sms}; expected positive sizes")
+    tiles = cdiv(m, LINEAR_TILE[0]) * cdiv(n, LINEAR_TILE[1])
+    want = min(cdiv(2 * num_sms, tiles), k // LINEAR_MIN_CHUNK, LINEAR_MAX_SPLITS, INT32_LIMIT // (m * n))
+    if 2 * tiles > num_sms or want < 2:
+        return 1, max(k, 1)
+    chunk = cdiv(cdiv(k, want), LINEAR_BK) * LINEAR_BK
+    return cdiv(k, chunk), chunk

@@ -6,7 +6,23 @@ step with TF32 conv kernels is still captured whole in a CUDA graph."""
 from __future__ import annotations
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _f32, _i32, _i32s, _launch
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
+
+
+def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0):
+    """Launch ``kernel`` with ``operands``, the output, M N K, ``fused`` and the slice length over
+    the m x n output ``out`` (reduction k), split along k when its tiles are too few for the card
+    (config.linear_splits): the slices then go to a workspace that linear_splitk_reduce_v1 sums in
+    order, adding ``bias`` and the activation ``act``."""
+    splits, chunk = cfg.linear_splits(m, n, k, num_sms())
+    ws = out if splits == 1 else _alloc((splits, m, n), _F32, f"{kernel} split-K workspace")
+    _launch("linear.cu", kernel, cfg.linear_grid(m, n, splits), cfg.LINEAR_THREADS,
+            operands + (ws,) + _i32s(what, "M N K", (m, n, k)) + fused + (_i32(chunk),))
+    if splits > 1:
+        _launch("linear.cu", "linear_splitk_reduce_v1", _eltwise_grid(m * n), cfg.BLOCK,
+                (ws, out, out if bias is None else bias) + _i32s(what, "M*N N splits", (m * n, n, splits))
+                + (_i32(bias is not None), _i32(act), _f32(slope)))
+    return out
 
 
 def linear_forward(x, w, b, activation_name=None, slope=0.0):
@@ -15,10 +31,9 @@ def linear_forward(x, w, b, activation_name=None, slope=0.0):
     b = None if b is None else _arg(b, "b")
     (m, k), n = x.shape, w.shape[0]
     y = _alloc((m, n), _F32, "linear_forward output")
-    _launch("linear.cu", "linear_forward_v1", cfg.linear_grid(m, n), cfg.LINEAR_THREADS,
-            (x, w, y if b is None else b, y) + _i32s("x", "M N K", (m, n, k))
-            + (_i32(b is not None), _i32(cfg.LINEAR_ACTIVATIONS[activation_name]), _f32(slope)))
-    return y
+    act = cfg.LINEAR_ACTIVATIONS[activation_name]
+    return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, w if b is None else b),
+                       (_i32(b is not None), _i32(act), _f32(slope)), b, act, slope)
 
 
 def linear_backward_data(dy, w):
@@ -26,9 +41,7 @@ def linear_backward_data(dy, w):
     dy, w = _arg(dy, "dy"), _arg(w, "w")
     (m, k), n = dy.shape, w.shape[1]
     dx = _alloc((m, n), _F32, "linear_backward_data output")
-    _launch("linear.cu", "linear_backward_data_v1", cfg.linear_grid(m, n), cfg.LINEAR_THREADS,
-            (dy, w, dx) + _i32s("dy", "M N K", (m, n, k)))
-    return dx
+    return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w))
 
 
 def linear_backward_weight(dy, x):

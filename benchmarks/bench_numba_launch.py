@@ -20,24 +20,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import timing  # noqa: E402
 
 
 def _time(fn, launches: int, repeats: int, sync) -> float:
-    for _ in range(50):
-        fn()
-    sync()
-    per = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(launches):
-            fn()
-        per.append((time.perf_counter() - t0) / launches * 1e6)
-        sync()
-    return statistics.median(per)
+    """Median host microseconds per launch (the sync after each repeat is not timed)."""
+    per = timing.wall_times_s(fn, launches, repeats, 50, sync, sync_timed=False)
+    return statistics.median(t / launches * 1e6 for t in per)
 
 
 def main(argv=None) -> int:

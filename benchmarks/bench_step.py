@@ -31,22 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import timing  # noqa: E402
 
 
 def ips(step, batch, sync, steps, reps, warmup):
     """Images per second of ``step``: median over reps of steps*batch / (wall time of steps + sync)."""
-    for _ in range(warmup):
-        step()
-    sync()
-    per = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        per.append(steps * batch / (time.perf_counter() - t0))
-    return statistics.median(per)
+    per = timing.wall_times_s(step, steps, reps, warmup, sync)
+    return statistics.median(steps * batch / t for t in per)
 
 
 # ---- fastconv --------------------------------------------------------------------------------
@@ -54,7 +48,7 @@ def ips(step, batch, sync, steps, reps, warmup):
 def fc_lenet(cp, batch, graph):
     from fastconv import nn, optim
     from fastconv.graph import StepGraph
-    from fastconv.train.cnn import build_cnn
+    from fastconv.train.cnn import build_cnn, train_step
 
     rng = np.random.default_rng(0)
     model = build_cnn(rng=rng)
@@ -65,11 +59,7 @@ def fc_lenet(cp, batch, graph):
     y = cp.asarray(rng.integers(0, 10, batch).astype(np.int32))
 
     def step(xb, yb):
-        loss = loss_fn.forward(model.forward(xb), yb)
-        opt.zero_grad()
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
-        return loss
+        return train_step(model, opt, loss_fn, xb, yb)
     if graph:
         g = StepGraph(step)
         return lambda: g(x, y)

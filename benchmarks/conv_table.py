@@ -8,7 +8,9 @@ marked and makes the exit status 1. Then it times, as medians over --reps:
 
 - per call: CUDA events around one Python call (launch and host overhead included);
 - kernel-only: a CUDA graph of --graph-calls back-to-back calls (cupy stream capture for fastconv,
-  torch.cuda.graph for cuDNN), replayed, divided by the calls.
+  torch.cuda.graph for cuDNN), replayed, divided by the calls;
+
+both with benchmarks/timing.py, as benchmarks/gpu_table.py does.
 
 cuDNN runs with torch.backends.cudnn.benchmark = True (its best algorithm per shape). The table gives
 ms per call and the ratio cuDNN time / fastconv time (> 1: fastconv faster), and the geometric means
@@ -30,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shapes import CONV_SHAPES  # noqa: E402
+import timing  # noqa: E402
+from shapes import CONV_SHAPES, conv_operands  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
@@ -40,79 +43,13 @@ VALIDATE_TOL = 1e-4  # fp32 against float64; REDUCTION_TOL's level (weight gradi
 PASSES = ("forward", "backward_data", "backward_weight")
 
 
-def median_ms(cp, fn, reps, warmup):
-    """Median ms of one fn() between two CUDA events."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(cp.cuda.get_elapsed_time(a, b))
-    return float(np.median(times))
-
-
-def capture(cp, fn, calls):
-    """A CUDA graph of ``calls`` back-to-back fn() on a fresh stream (fn warmed up first, so its
-    module is built and the memory pool holds its buffers); returns (stream, graph)."""
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        fn()
-        stream.synchronize()
-        stream.begin_capture()
-        for _ in range(calls):
-            fn()
-        graph = stream.end_capture()
-    return stream, graph
-
-
-def graph_ms_per_call(cp, fn, calls, reps, warmup):
-    """Kernel-only time of fastconv's fn: median graph replay time / calls."""
-    stream, graph = capture(cp, fn, calls)
-    with stream:
-        return median_ms(cp, lambda: graph.launch(stream), reps, warmup) / calls
-
-
-def torch_graph_ms_per_call(torch, fn, calls, reps, warmup):
-    """Kernel-only time of a torch fn: torch.cuda.graph of ``calls`` calls, replayed."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(calls):
-            fn()
-    times = []
-    for i in range(warmup + reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        g.replay()
-        b.record()
-        b.synchronize()
-        if i >= warmup:
-            times.append(a.elapsed_time(b))
-    return float(np.median(times)) / calls
-
-
 def problem(cp, torch, shape, rng):
     """Inputs of one shape and, per pass: fastconv call (precision), torch call, float64 reference,
     float64 reference on |operands| and reduction length."""
     import torch.nn.functional as F
     n, c, h, w, k, r, s, st, pd = shape
-    x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
-    wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
-    b = cp.asarray(rng.standard_normal((k,), dtype=np.float32))
-    tx, tw, tb = (torch.from_dlpack(a) for a in (x, wt, b))
-    ty = F.conv2d(tx, tw, tb, st, pd)
-    dy = cp.asarray(rng.standard_normal(tuple(ty.shape), dtype=np.float32))
-    tdy = torch.from_dlpack(dy)
-    p, q = ty.shape[2], ty.shape[3]
+    x, wt, b, dy, tx, tw, tb, tdy = conv_operands(cp, torch, shape, rng)
+    p, q = tdy.shape[2], tdy.shape[3]
     d = {name: torch.from_dlpack(a).double() for name, a in (("x", x), ("w", wt), ("b", b), ("dy", dy))}
     a = {name: t.abs() for name, t in d.items()}
     grad = torch.nn.grad
@@ -148,6 +85,14 @@ def run(args):
     import cupy as cp
     import torch
     torch.backends.cudnn.benchmark = True
+    clock = timing.EventClock(cp)
+
+    def per_call(fn):
+        return timing.median_ms(clock, fn, args.reps, args.warmup)
+
+    def kernel_only(graph):
+        return timing.kernel_ms(clock, graph, args.reps, args.warmup, args.graph_calls)
+
     rng = np.random.default_rng(0)
     rows, bad = [], 0
     for name, shape in CONV_SHAPES.items():
@@ -163,11 +108,10 @@ def run(args):
                 if not ok:
                     continue
                 call = (lambda f=fc, p=prec: f(p))
-                row[f"{prec} call ms"] = median_ms(cp, call, args.reps, args.warmup)
-                row[f"{prec} kernel ms"] = graph_ms_per_call(cp, call, args.graph_calls, args.reps, args.warmup)
-                row[f"{prec} cudnn call ms"] = median_ms(cp, tc, args.reps, args.warmup)
-                row[f"{prec} cudnn kernel ms"] = torch_graph_ms_per_call(torch, tc, args.graph_calls, args.reps,
-                                                                         args.warmup)
+                row[f"{prec} call ms"] = per_call(call)
+                row[f"{prec} kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
+                row[f"{prec} cudnn call ms"] = per_call(tc)
+                row[f"{prec} cudnn kernel ms"] = kernel_only(timing.TorchGraph(torch, tc, args.graph_calls))
             rows.append(row)
     torch.backends.cudnn.allow_tf32 = False
     return rows, bad

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import gpu_bandwidth  # noqa: E402
 import timing  # noqa: E402
-from shapes import BANDWIDTH_SHAPE, CONV_SHAPES  # noqa: E402
+from shapes import BANDWIDTH_SHAPE, CONV_SHAPES, conv_operands  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
@@ -75,14 +75,9 @@ def conv_rows(bench, fams, tiles_too):
     torch, cp = bench.torch, bench.cp
     rows, bad = [], 0
     rng = np.random.default_rng(0)
-    for name, (n, c, h, w, k, r, s, st, pd) in CONV_SHAPES.items():
-        x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
-        wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
-        b = cp.asarray(rng.standard_normal((k,), dtype=np.float32))
-        tx, tw, tb = (torch.from_dlpack(a) for a in (x, wt, b))
-        ty = F.conv2d(tx, tw, tb, st, pd)
-        dy = cp.asarray(rng.standard_normal(tuple(ty.shape), dtype=np.float32))
-        tdy = torch.from_dlpack(dy)
+    for name, shape in CONV_SHAPES.items():
+        st, pd = shape[7:]
+        x, wt, b, dy, tx, tw, tb, tdy = conv_operands(cp, torch, shape, rng)
         passes = {
             "forward": (lambda fam: ops.conv2d_forward(x, wt, b, st, pd, kernels=fam),
                         lambda: F.conv2d(tx, tw, tb, st, pd)),

@@ -12,6 +12,9 @@ Every output produced during a capture is kept alive until its graph is dropped,
 pool cannot hand a graph's buffers to anything else while replays write them.
 The clocks are objects with ``time_ms(fn) -> float`` so that the capture and replay logic also runs
 on the CPU layer (fastconv.emu, whose launches are synchronous) with a host clock, in tests.
+
+``wall_times_s`` times runs of many calls by the host clock, for the throughput and launch-cost
+benchmarks (bench_step.py, bench_numba_launch.py).
 """
 
 from __future__ import annotations
@@ -58,6 +61,26 @@ def median_ms(clock, fn, reps: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     return float(np.median([clock.time_ms(fn) for _ in range(reps)]))
+
+
+def wall_times_s(fn, calls: int, reps: int, warmup: int, sync, sync_timed: bool = True) -> list[float]:
+    """Wall seconds of each of ``reps`` runs of ``calls`` back-to-back ``fn()`` calls, after ``warmup``
+    calls and a ``sync()``. Each run ends with a sync: inside the timed span when ``sync_timed``
+    (the device's work counts), after it otherwise (only the host's cost of issuing the calls)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    per = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        if sync_timed:
+            sync()
+        per.append(time.perf_counter() - t0)
+        if not sync_timed:
+            sync()
+    return per
 
 
 class CupyGraph:

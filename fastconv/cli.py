@@ -35,70 +35,34 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected a positive int") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"got {v}, expected a positive int")
-    return v
+def _number(parse, accepts, want: str, name: str):
+    """An argparse type: ``parse`` (int or float) of the text, refused with "got ..., expected <want>"
+    unless ``accepts(value)``. ``name`` is what argparse calls the type in "invalid <name> value"."""
+
+    def convert(text: str):
+        try:
+            v = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}") from None
+        if not accepts(v):
+            # an int is shown as the number; a float as typed, since float() would rewrite '-1e-4'
+            raise argparse.ArgumentTypeError(f"got {v if parse is int else repr(text)}, expected {want}")
+        return v
+
+    convert.__name__ = name
+    return convert
 
 
-def _float_in(text: str, low_ok: bool) -> float:
-    want = "a finite number >= 0" if low_ok else "a positive finite number"
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    return _float_in(text, low_ok=False)
-
-
-def _nonnegative_float(text: str) -> float:
-    return _float_in(text, low_ok=True)
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected an int >= 0") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"got {v}, expected an int >= 0")
-    return v
-
-
-def _fraction(text: str, zero_ok: bool) -> float:
-    want = "a number in [0, 1)" if zero_ok else "a number in (0, 1)"
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}") from None
-    if not (math.isfinite(v) and (v >= 0 if zero_ok else v > 0) and v < 1):
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected {want}")
-    return v
-
-
-def _probability(text: str) -> float:
-    return _fraction(text, zero_ok=True)
-
-
-def _probability_open(text: str) -> float:
-    return _fraction(text, zero_ok=False)
-
-
-_positive_int.__name__ = "positive int"  # argparse names the type in "invalid <type> value" messages
-_positive_float.__name__ = "positive number"
-_nonnegative_float.__name__ = "number >= 0"
-_nonnegative_int.__name__ = "int >= 0"
-_probability.__name__ = "number in [0, 1)"
-_probability_open.__name__ = "number in (0, 1)"
+_positive_int = _number(int, lambda v: v >= 1, "a positive int", "positive int")
+_nonnegative_int = _number(int, lambda v: v >= 0, "an int >= 0", "int >= 0")
+_positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number",
+                          "positive number")
+_nonnegative_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0",
+                             "number >= 0")
+_probability = _number(float, lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)",
+                       "number in [0, 1)")
+_probability_open = _number(float, lambda v: math.isfinite(v) and 0 < v < 1, "a number in (0, 1)",
+                            "number in (0, 1)")
 
 
 def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:

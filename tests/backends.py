@@ -7,18 +7,27 @@
 
 A test that takes the `backend` fixture (tests/ops/conftest.py) runs on all four; a test that
 must run on some only says so with ``@pytest.mark.parametrize("backend", GPU, indirect=True)``.
-The device backends run with their outputs NaN-poisoned (the ``poison`` setting)."""
+The device backends run with their outputs NaN-poisoned (the ``poison`` setting). FEW and
+GPU_DRAWN are the hypothesis settings of drawn cases on every backend and on the GPU."""
 
 import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 NO_GXX = pytest.mark.skipif(shutil.which("g++") is None,
                             reason="fastconv.emu compiles the CUDA C kernels with g++, which is not on PATH")
 GPU = [pytest.param("cupy", marks=pytest.mark.gpu), pytest.param("numba", marks=pytest.mark.gpu)]
 DEVICES = [pytest.param("emu", marks=NO_GXX), *GPU]
 ALL = ["cpu", *DEVICES]
+
+# a few drawn cases on every backend (fixed, so a CPU run repeats); drawn GPU cases: each runs
+# fastconv check's judgement (judge below), so a few dozen per test
+FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+SHAPES = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)  # any array of 1-4 dims
 
 
 class Backend:

@@ -1,11 +1,12 @@
 """Helpers shared by the op tests (tests/ops/) and tests/test_errors.py: NumPy with poisoned
-allocations, the output check against an oracle, random inputs that are never all zero, and the
-error-message matcher."""
+allocations, the output check against an oracle, random inputs that are never all zero, the
+error-message matcher, and the driver of the hypothesis-drawn CPU passes (run_drawn)."""
 
 import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, note, settings
 
 import oracle as ref
 from fastconv.testing import assert_close
@@ -76,10 +77,24 @@ def raises(exc, *parts):
 # ---- hypothesis-drawn CPU cases (tests/ops/test_<family>_hypothesis.py) -----------------------
 
 MIN_EXAMPLES = 200  # tiny shapes, so 200 examples per pass stay fast
+DRAWN = settings(max_examples=MIN_EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def count_example(name):
     ref.EXAMPLES[name] = ref.EXAMPLES.get(name, 0) + 1
+
+
+def run_drawn(name, cases, check_case):
+    """``check_case(case)`` on at least MIN_EXAMPLES cases drawn from the strategy ``cases``, counted
+    under ``name`` (a failing case is printed with hypothesis's note)."""
+    @DRAWN
+    @given(cases)
+    def inner(case):
+        count_example(name)
+        note(case)
+        check_case(case)
+
+    run_counted(name, inner)
 
 
 def run_counted(name, inner):

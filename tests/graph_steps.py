@@ -5,7 +5,7 @@ its step function, and the state a step changes."""
 import numpy as np
 
 from fastconv import nn, optim
-from fastconv.train.cnn import build_cnn
+from fastconv.train.cnn import build_cnn, train_step
 from fastconv.train.gan import build_dcgan
 
 BATCH = 8
@@ -19,11 +19,7 @@ def lenet_trainer(cp, seed=0, kernels="cupy"):
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
     def step(x, y):
-        loss = loss_fn.forward(model.forward(x), y)
-        opt.zero_grad()
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
-        return loss
+        return train_step(model, opt, loss_fn, x, y)
     return model, opt, step
 
 

@@ -43,19 +43,27 @@ def _conv_taps(h, wd, r, s, p, q, stride, padding, dilation):
                         yield pi, qi, ri, si, ih, iw
 
 
+def _grouped_taps(h, wd, w_shape, groups, p, q, stride, padding, dilation):
+    """Yield (xs, ks, p, q, r, s, ih, iw): per group, its input-channel slice xs and output-channel
+    slice ks of a conv with weight shape K x C/G x R x S, with every tap of _conv_taps."""
+    k, cg, r, s = w_shape
+    kg = k // groups
+    for g in range(groups):
+        xs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
+        for tap in _conv_taps(h, wd, r, s, p, q, stride, padding, dilation):
+            yield (xs, ks) + tap
+
+
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     x, w, b = _f64(x), _f64(w), _f64(b)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     n, c, h, wd = x.shape
     k, cg, r, s = w.shape
-    kg = k // groups
     p = out_size(h, r, stride[0], padding[0], dilation[0])
     q = out_size(wd, s, stride[1], padding[1], dilation[1])
     y = np.zeros((n, k, p, q))
-    for g in range(groups):
-        xs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
-        for pi, qi, ri, si, ih, iw in _conv_taps(h, wd, r, s, p, q, stride, padding, dilation):
-            y[:, ks, pi, qi] += x[:, xs, ih, iw] @ w[ks, :, ri, si].T
+    for xs, ks, pi, qi, ri, si, ih, iw in _grouped_taps(h, wd, w.shape, groups, p, q, stride, padding, dilation):
+        y[:, ks, pi, qi] += x[:, xs, ih, iw] @ w[ks, :, ri, si].T
     if b is not None:
         y += b[None, :, None, None]
     return y
@@ -65,15 +73,11 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
     """dx = d(sum(y * dy))/dx: every tap of the forward sends dy * w back to the input it read."""
     dy, w = _f64(dy), _f64(w)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    n, c, h, wd = x_shape
-    k, cg, r, s = w.shape
-    kg = k // groups
+    h, wd = x_shape[2:]
     p, q = dy.shape[2:]
     dx = np.zeros(x_shape)
-    for g in range(groups):
-        xs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
-        for pi, qi, ri, si, ih, iw in _conv_taps(h, wd, r, s, p, q, stride, padding, dilation):
-            dx[:, xs, ih, iw] += dy[:, ks, pi, qi] @ w[ks, :, ri, si]
+    for xs, ks, pi, qi, ri, si, ih, iw in _grouped_taps(h, wd, w.shape, groups, p, q, stride, padding, dilation):
+        dx[:, xs, ih, iw] += dy[:, ks, pi, qi] @ w[ks, :, ri, si]
     return dx
 
 
@@ -81,15 +85,11 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     """dw[k,c,r,s] = sum_{n,p,q} dy[n,k,p,q] * x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
     dy, x = _f64(dy), _f64(x)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    n, c, h, wd = x.shape
-    k, cg, r, s = w_shape
-    kg = k // groups
+    h, wd = x.shape[2:]
     p, q = dy.shape[2:]
     dw = np.zeros(w_shape)
-    for g in range(groups):
-        xs, ks = slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)
-        for pi, qi, ri, si, ih, iw in _conv_taps(h, wd, r, s, p, q, stride, padding, dilation):
-            dw[ks, :, ri, si] += dy[:, ks, pi, qi].T @ x[:, xs, ih, iw]
+    for xs, ks, pi, qi, ri, si, ih, iw in _grouped_taps(h, wd, w_shape, groups, p, q, stride, padding, dilation):
+        dw[ks, :, ri, si] += dy[:, ks, pi, qi].T @ x[:, xs, ih, iw]
     return dw
 
 
@@ -123,35 +123,47 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
 # pooling (floor mode; windows may overlap; padding never wins a max and counts for avg only
 # when count_include_pad)
 
+def _pool_hyper(kernel_size, stride, padding):
+    """(kernel, stride, padding) as pairs; stride None: the kernel size."""
+    ks = _pair(kernel_size)
+    return ks, ks if stride is None else _pair(stride), _pair(padding)
+
+
+def _pool_out(h, wd, ks, stride, padding):
+    return out_size(h, ks[0], stride[0], padding[0]), out_size(wd, ks[1], stride[1], padding[1])
+
+
 def _windows(h, wd, ks, stride, padding):
-    p = out_size(h, ks[0], stride[0], padding[0])
-    q = out_size(wd, ks[1], stride[1], padding[1])
+    p, q = _pool_out(h, wd, ks, stride, padding)
     for pi in range(p):
         for qi in range(q):
             h0, w0 = pi * stride[0] - padding[0], qi * stride[1] - padding[1]
             yield pi, qi, h0, w0
 
 
+def _taps(h, wd, ks, h0, w0):
+    """The input positions (ih, iw) of the window whose corner is (h0, w0) that lie inside the
+    input, in row-major window order."""
+    for ri in range(ks[0]):
+        for si in range(ks[1]):
+            ih, iw = h0 + ri, w0 + si
+            if 0 <= ih < h and 0 <= iw < wd:
+                yield ih, iw
+
+
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """Returns (y, argmax) with argmax = h*W + w of the first maximum in row-major window order."""
     x = _f64(x)
-    ks = _pair(kernel_size)
-    stride = ks if stride is None else _pair(stride)
-    padding = _pair(padding)
+    ks, stride, padding = _pool_hyper(kernel_size, stride, padding)
     n, c, h, wd = x.shape
-    p = out_size(h, ks[0], stride[0], padding[0])
-    q = out_size(wd, ks[1], stride[1], padding[1])
-    y = np.full((n, c, p, q), -np.inf)
-    arg = np.full((n, c, p, q), -1, dtype=np.int64)
+    y = np.full((n, c, *_pool_out(h, wd, ks, stride, padding)), -np.inf)
+    arg = np.full(y.shape, -1, dtype=np.int64)
     for pi, qi, h0, w0 in _windows(h, wd, ks, stride, padding):
-        for ri in range(ks[0]):
-            for si in range(ks[1]):
-                ih, iw = h0 + ri, w0 + si
-                if 0 <= ih < h and 0 <= iw < wd:
-                    v = x[:, :, ih, iw]
-                    better = v > y[:, :, pi, qi]
-                    y[:, :, pi, qi] = np.where(better, v, y[:, :, pi, qi])
-                    arg[:, :, pi, qi] = np.where(better, ih * wd + iw, arg[:, :, pi, qi])
+        for ih, iw in _taps(h, wd, ks, h0, w0):
+            v = x[:, :, ih, iw]
+            better = v > y[:, :, pi, qi]
+            y[:, :, pi, qi] = np.where(better, v, y[:, :, pi, qi])
+            arg[:, :, pi, qi] = np.where(better, ih * wd + iw, arg[:, :, pi, qi])
     return y, arg
 
 
@@ -177,38 +189,26 @@ def _avg_count(h, wd, ks, h0, w0, count_include_pad):
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     x = _f64(x)
-    ks = _pair(kernel_size)
-    stride = ks if stride is None else _pair(stride)
-    padding = _pair(padding)
+    ks, stride, padding = _pool_hyper(kernel_size, stride, padding)
     n, c, h, wd = x.shape
-    p = out_size(h, ks[0], stride[0], padding[0])
-    q = out_size(wd, ks[1], stride[1], padding[1])
-    y = np.zeros((n, c, p, q))
+    y = np.zeros((n, c, *_pool_out(h, wd, ks, stride, padding)))
     for pi, qi, h0, w0 in _windows(h, wd, ks, stride, padding):
         total = np.zeros((n, c))
-        for ri in range(ks[0]):
-            for si in range(ks[1]):
-                ih, iw = h0 + ri, w0 + si
-                if 0 <= ih < h and 0 <= iw < wd:
-                    total += x[:, :, ih, iw]
+        for ih, iw in _taps(h, wd, ks, h0, w0):
+            total += x[:, :, ih, iw]
         y[:, :, pi, qi] = total / _avg_count(h, wd, ks, h0, w0, count_include_pad)
     return y
 
 
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
     dy = _f64(dy)
-    ks = _pair(kernel_size)
-    stride = ks if stride is None else _pair(stride)
-    padding = _pair(padding)
-    n, c, h, wd = x_shape
+    ks, stride, padding = _pool_hyper(kernel_size, stride, padding)
+    h, wd = x_shape[2:]
     dx = np.zeros(x_shape)
     for pi, qi, h0, w0 in _windows(h, wd, ks, stride, padding):
         share = dy[:, :, pi, qi] / _avg_count(h, wd, ks, h0, w0, count_include_pad)
-        for ri in range(ks[0]):
-            for si in range(ks[1]):
-                ih, iw = h0 + ri, w0 + si
-                if 0 <= ih < h and 0 <= iw < wd:
-                    dx[:, :, ih, iw] += share
+        for ih, iw in _taps(h, wd, ks, h0, w0):
+            dx[:, :, ih, iw] += share
     return dx
 
 

@@ -7,12 +7,11 @@ the 16-/8-byte global loads and stores its vector path is written for. Skipped w
 nvdisasm."""
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from cuda_build import find_tool, ptxas_report, sass_by_function
 from fastconv.backends.cuda import loader as cuda_loader
 from fastconv.backends.cuda.config import KERNELS
 
@@ -42,52 +41,9 @@ VECTOR_OPS = {
 }
 
 
-def _tool(name):
-    found = shutil.which(name)
-    if found:
-        return found
-    try:
-        import nvidia
-    except ImportError:
-        return None
-    for root in map(Path, nvidia.__path__):
-        for path in root.glob(f"*/bin/{name}"):
-            return str(path)
-    return None
-
-
-NVCC, NVDISASM = _tool("nvcc"), _tool("nvdisasm")
+NVCC, NVDISASM = find_tool("nvcc"), find_tool("nvdisasm")
 pytestmark = pytest.mark.skipif(NVCC is None or NVDISASM is None,
                                 reason="nvcc and nvdisasm (pip install nvidia-cuda-nvdisasm) are needed")
-
-
-def _ptxas_report(log):
-    """kernel -> (registers, spill store bytes, spill load bytes) from ptxas -v."""
-    out, name = {}, None
-    for line in log.splitlines():
-        m = re.search(r"Compiling entry function '(\w+)'", line)
-        if m:
-            name = m.group(1)
-        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if m and name:
-            out.setdefault(name, [0, int(m.group(1)), int(m.group(2))])
-        m = re.search(r"Used (\d+) registers", line)
-        if m and name:
-            out.setdefault(name, [0, 0, 0])[0] = int(m.group(1))
-    return out
-
-
-def _sass_by_function(text):
-    """function name -> its SASS lines (nvdisasm prints one .text.<name> section per function)."""
-    out, name = {}, None
-    for line in text.splitlines():
-        m = re.match(r"\s*\.section\s+\.text\.(\S+?),", line)
-        if m:
-            name = m.group(1)
-            out[name] = []
-        elif name:
-            out[name].append(line)
-    return out
 
 
 @pytest.fixture(scope="module", params=[(f, a) for f in FILES for a in ARCHS], ids=lambda fa: f"{fa[0]}-{fa[1]}")
@@ -100,7 +56,7 @@ def build(request, tmp_path_factory):
                            str(cubin), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     sass = subprocess.run([NVDISASM, str(cubin)], capture_output=True, text=True, check=True).stdout
-    return filename, arch, _ptxas_report(proc.stderr), _sass_by_function(sass)
+    return filename, arch, ptxas_report(proc.stderr), sass_by_function(sass)
 
 
 def test_registers_and_spills(build):
@@ -136,4 +92,4 @@ def test_sass_helpers_see_a_64_bit_division(tmp_path):
     src.write_text('extern "C" __global__ void k(long long* a, long long d) { a[threadIdx.x] /= d; }\n')
     subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", str(cubin), str(src)], check=True, capture_output=True)
     sass = subprocess.run([NVDISASM, str(cubin)], capture_output=True, text=True, check=True).stdout
-    assert DIV64.search("\n".join(_sass_by_function(sass)["k"])), sass[:2000]
+    assert DIV64.search("\n".join(sass_by_function(sass)["k"])), sass[:2000]

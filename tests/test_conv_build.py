@@ -17,10 +17,10 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from cuda_build import find_tool, ptxas_report, sass_by_function
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import loader
 
@@ -29,18 +29,6 @@ ARCHS = ("sm_80", "sm_90")
 PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
-
-
-def _nvdisasm():
-    found = shutil.which("nvdisasm")
-    if found:
-        return found
-    try:
-        import nvidia
-    except ImportError:
-        return None
-    hits = [p for d in nvidia.__path__ for p in Path(d).glob("cu*/bin/nvdisasm")]
-    return str(hits[0]) if hits else None
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +45,8 @@ def builds(tmp_path_factory):
     for a, p in procs.items():
         log = p.communicate()[1]
         assert p.returncode == 0, log
-        out[a] = (tmp / f"{a}.cubin", _ptxas(log))
+        out[a] = (tmp / f"{a}.cubin", ptxas_report(log))
     return out
-
-
-def _ptxas(log):
-    """{kernel: (registers, spill store bytes, spill load bytes)} from ptxas -v."""
-    res, name = {}, None
-    for line in log.splitlines():
-        m = re.search(r"Compiling entry function '(\w+)'", line)
-        if m:
-            name = m.group(1)
-        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if m and name:
-            spills = (int(m.group(1)), int(m.group(2)))
-        m = re.search(r"Used (\d+) registers", line)
-        if m and name:
-            res[name] = (int(m.group(1)),) + spills
-            name = None
-    return res
 
 
 def _budget(kernel):
@@ -95,14 +66,11 @@ def test_ptxas_budget(builds, arch, kernel):
 
 
 def _sass_functions(cubin):
-    nvdisasm = _nvdisasm()
+    nvdisasm = find_tool("nvdisasm")
     if nvdisasm is None:
         pytest.skip("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
-    text = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True, check=True).stdout
-    funcs = {}
-    for part in re.split(r"\n\s*\.section\s+\.text\.", text)[1:]:
-        funcs[part.split(",")[0].split("\n")[0]] = part.splitlines()
-    return funcs
+    return sass_by_function(subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
+                                           check=True).stdout)
 
 
 def _opcodes(lines):

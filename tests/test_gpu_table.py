@@ -39,6 +39,25 @@ def test_median_ms_runs_warmup_untimed_then_takes_the_median():
         timing.median_ms(clock, lambda: None, 0, 1)
 
 
+def test_wall_times_s_times_runs_of_calls_with_or_without_the_sync(monkeypatch):
+    """bench_step.py counts the closing sync (device work), bench_numba_launch.py does not (host
+    launch cost only); on a fake clock a call takes 1 ms and a sync 1 s."""
+    import types
+    now, log = [0.0], []
+
+    def fn():
+        now[0] += 1e-3
+        log.append("call")
+
+    def sync():
+        now[0] += 1.0
+        log.append("sync")
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    assert timing.wall_times_s(fn, 3, reps=2, warmup=1, sync=sync) == pytest.approx([1.003, 1.003])
+    assert log == ["call", "sync"] + ["call"] * 3 + ["sync"] + ["call"] * 3 + ["sync"]
+    assert timing.wall_times_s(fn, 3, 2, 0, sync, sync_timed=False) == pytest.approx([0.003, 0.003])
+
+
 def test_graph_of_calls_replays_every_launch_on_the_cpu_layer():
     """20 relu calls captured into one graph: 20 launches recorded (not run), 20 distinct outputs
     kept alive; a replay writes them all; kernel_ms divides a replay by the call count."""

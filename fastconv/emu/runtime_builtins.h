@@ -267,37 +267,37 @@ inline void ldmatrix(unsigned* regs, int count, bool trans, P row) {
     }
 }
 
+// Every lane of the full warp posts its 16 bytes `mine`; after the rendezvous all[l] holds lane l's.
+inline void warp_gather16(const void* mine, const char* what, unsigned (*all)[4]) {
+    Block* bl = tb;
+    Thread* t = bl->cur;
+    Warp& w = bl->warps[t->warp];
+    const int buf = (int)(t->warp_seq & 1);
+    std::memcpy(w.slot[buf][t->lane], mine, 16);
+    warp_rendezvous(0xffffffffu, what);
+    for (int l = 0; l < 32; ++l) std::memcpy(all[l], w.slot[buf][l], 16);
+}
+
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 d, a, b, c: the fragment layouts of the PTX
 // ISA (groupID g = lane >> 2, t = lane % 4): A a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
 // B b0 (k=t, n=g), b1 (k=t+4, n=g); C/D c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
 // The tf32 operands keep their upper 19 bits; products are summed in double, rounded once.
 inline void mma_tf32_m16n8k8(float* d, const unsigned* a, const unsigned* bfrag, const float* c) {
-    Block* bl = tb;
-    Thread* t = bl->cur;
-    Warp& w = bl->warps[t->warp];
-    const int buf = (int)(t->warp_seq & 1);
-    std::memcpy(w.slot[buf][t->lane], a, 16);
-    warp_rendezvous(0xffffffffu, "mma.sync (A)");
+    Thread* t = tb->cur;
+    const auto tf32 = [](unsigned v) { return __uint_as_float(v & 0xffffe000u); };
+    unsigned va[32][4], vb[32][4];
+    warp_gather16(a, "mma.sync (A)", va);
+    const unsigned bv[4] = {bfrag[0], bfrag[1], 0, 0};
+    warp_gather16(bv, "mma.sync (B)", vb);
     float A[16][8], B[8][8];
     for (int l = 0; l < 32; ++l) {
-        unsigned v[4];
-        std::memcpy(v, w.slot[buf][l], 16);
         const int g = l >> 2, q = l % 4;
-        A[g][q] = __uint_as_float(v[0] & 0xffffe000u);
-        A[g + 8][q] = __uint_as_float(v[1] & 0xffffe000u);
-        A[g][q + 4] = __uint_as_float(v[2] & 0xffffe000u);
-        A[g + 8][q + 4] = __uint_as_float(v[3] & 0xffffe000u);
-    }
-    const int buf2 = (int)(t->warp_seq & 1);
-    unsigned bv[4] = {bfrag[0], bfrag[1], 0, 0};
-    std::memcpy(w.slot[buf2][t->lane], bv, 16);
-    warp_rendezvous(0xffffffffu, "mma.sync (B)");
-    for (int l = 0; l < 32; ++l) {
-        unsigned v[4];
-        std::memcpy(v, w.slot[buf2][l], 16);
-        const int g = l >> 2, q = l % 4;
-        B[q][g] = __uint_as_float(v[0] & 0xffffe000u);
-        B[q + 4][g] = __uint_as_float(v[1] & 0xffffe000u);
+        A[g][q] = tf32(va[l][0]);
+        A[g + 8][q] = tf32(va[l][1]);
+        A[g][q + 4] = tf32(va[l][2]);
+        A[g + 8][q + 4] = tf32(va[l][3]);
+        B[q][g] = tf32(vb[l][0]);
+        B[q + 4][g] = tf32(vb[l][1]);
     }
     const int g = t->lane >> 2, q = t->lane % 4;
     for (int i = 0; i < 4; ++i) {

@@ -22,7 +22,8 @@ def _positive_int(v, name):
 
 
 class _ConvBase(Module):
-    """Shared by Conv2d and ConvTranspose2d: hyper-parameter checks, weight and bias."""
+    """Shared by Conv2d and ConvTranspose2d: hyper-parameter checks, weight and bias, and the passes, which
+    call the subclass's three conv ops (forward, backward-data, backward-weight) with its hyper-parameters."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
                  transposed, precision):
@@ -55,34 +56,38 @@ class _ConvBase(Module):
     def _hyper(self):
         return self.stride, self.padding, self.dilation, self.groups
 
+    def forward(self, x):
+        self._x = x
+        b = self.bias.data if self.bias is not None else None
+        return self._forward_op(x, self.weight.data, b, *self._hyper(), **self._kw())
+
+    def backward(self, dy, input_grad=True):
+        x = self._saved(self._x, "input")
+        self.weight.accumulate(self._backward_weight_op(dy, x, self.weight.data.shape, *self._hyper(), **self._kw()))
+        if self.bias is not None:
+            self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
+        if not input_grad:
+            return None
+        return self._backward_data_op(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
+
+    def extra_repr(self):
+        hyper = ", ".join(f"{name}={getattr(self, name)}" for name in self._repr_names)
+        return f"{self.in_channels}, {self.out_channels}, {hyper}, bias={self.bias is not None}"
+
 
 class Conv2d(_ConvBase):
     """y = conv2d(x, weight) + bias; weight K x C/groups x R x S. precision: None (the tf32 setting),
     "fp32" or "tf32" (TF32 tensor cores for this layer's conv passes on the GPU)."""
 
+    _forward_op = staticmethod(ops.conv2d_forward)
+    _backward_data_op = staticmethod(ops.conv2d_backward_data)
+    _backward_weight_op = staticmethod(ops.conv2d_backward_weight)
+    _repr_names = ("kernel_size", "stride", "padding", "dilation", "groups")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, rng=None, dtype=np.float32, precision=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
                          transposed=False, precision=precision)
-
-    def forward(self, x):
-        self._x = x
-        b = self.bias.data if self.bias is not None else None
-        return ops.conv2d_forward(x, self.weight.data, b, *self._hyper(), **self._kw())
-
-    def backward(self, dy, input_grad=True):
-        x = self._saved(self._x, "input")
-        self.weight.accumulate(ops.conv2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
-                                                          **self._kw()))
-        if self.bias is not None:
-            self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
-        if not input_grad:
-            return None
-        return ops.conv2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
-
-    def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
 
 
 class ConvTranspose2d(_ConvBase):
@@ -92,34 +97,19 @@ class ConvTranspose2d(_ConvBase):
     conv2d forward, and the weight gradient is conv2d backward-weight with x and dy exchanged.
     """
 
+    _forward_op = staticmethod(ops.conv_transpose2d_forward)
+    _backward_data_op = staticmethod(ops.conv_transpose2d_backward_data)
+    _backward_weight_op = staticmethod(ops.conv_transpose2d_backward_weight)
+    _repr_names = ("kernel_size", "stride", "padding", "output_padding", "dilation", "groups")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,
                  groups=1, bias=True, rng=None, dtype=np.float32, precision=None):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
                          transposed=True, precision=precision)
         self.output_padding = pair(output_padding, "output_padding", 0)
 
-    def forward(self, x):
-        self._x = x
-        b = self.bias.data if self.bias is not None else None
-        return ops.conv_transpose2d_forward(x, self.weight.data, b, *self._hyper(), **self._kw())
-
     def _hyper(self):
         return self.stride, self.padding, self.output_padding, self.dilation, self.groups
-
-    def backward(self, dy, input_grad=True):
-        x = self._saved(self._x, "input")
-        self.weight.accumulate(ops.conv_transpose2d_backward_weight(dy, x, self.weight.data.shape, *self._hyper(),
-                                                                    **self._kw()))
-        if self.bias is not None:
-            self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
-        if not input_grad:
-            return None
-        return ops.conv_transpose2d_backward_data(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
-
-    def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, output_padding={self.output_padding}, dilation={self.dilation}, "
-                f"groups={self.groups}, bias={self.bias is not None}")
 
 
 class Linear(Module):
@@ -211,6 +201,9 @@ class _Pool(Module):
         self.kernel_size, self.stride, self.padding = pool_hyper(kernel_size, stride, padding)
         self._x_shape = None
 
+    def _hyper(self):
+        return self.kernel_size, self.stride, self.padding
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
@@ -228,28 +221,30 @@ class MaxPool2d(_Pool):
 
     def forward_fused(self, x):
         """This layer applied to relu(x) (the ReLU before it folded in): one pass over x."""
-        y, self._fused_argmax = ops.relu_max_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                                            kernels=self.kernels)
-        self._x_shape = x.shape
+        y, self._fused_argmax = self._forward(ops.relu_max_pool2d_forward, x)
         return y
 
     def backward_fused(self, dy, input_grad=True):
         """The gradient with respect to the input of the folded-in ReLU."""
-        if not input_grad:
-            return None
-        return ops.relu_max_pool2d_backward(dy, self._saved(self._fused_argmax, "fused argmax"), self._x_shape,
-                                            self.kernel_size, self.stride, self.padding, kernels=self.kernels)
+        return self._backward(ops.relu_max_pool2d_backward, dy, self._fused_argmax, "fused argmax", input_grad)
 
     def forward(self, x):
-        y, self._argmax = ops.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, kernels=self.kernels)
-        self._x_shape = x.shape
+        y, self._argmax = self._forward(ops.max_pool2d_forward, x)
         return y
 
     def backward(self, dy, input_grad=True):
+        return self._backward(ops.max_pool2d_backward, dy, self._argmax, "argmax", input_grad)
+
+    def _forward(self, op, x):
+        """op's (y, argmax) of x (plain or ReLU-fused max pooling); keeps x's shape for the backward pass."""
+        y, argmax = op(x, *self._hyper(), kernels=self.kernels)
+        self._x_shape = x.shape
+        return y, argmax
+
+    def _backward(self, op, dy, argmax, what, input_grad):
         if not input_grad:
             return None
-        return ops.max_pool2d_backward(dy, self._saved(self._argmax, "argmax"), self._x_shape, self.kernel_size,
-                                       self.stride, self.padding, kernels=self.kernels)
+        return op(dy, self._saved(argmax, what), self._x_shape, *self._hyper(), kernels=self.kernels)
 
 
 class AvgPool2d(_Pool):
@@ -257,16 +252,18 @@ class AvgPool2d(_Pool):
         super().__init__(kernel_size, stride, padding)
         self.count_include_pad = bool(count_include_pad)
 
+    def _hyper(self):
+        return super()._hyper() + (self.count_include_pad,)
+
     def forward(self, x):
         self._x_shape = x.shape
-        return ops.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.count_include_pad,
-                                      kernels=self.kernels)
+        return ops.avg_pool2d_forward(x, *self._hyper(), kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
         if not input_grad:
             return None
-        return ops.avg_pool2d_backward(dy, self._saved(self._x_shape, "input shape"), self.kernel_size, self.stride,
-                                       self.padding, self.count_include_pad, kernels=self.kernels)
+        return ops.avg_pool2d_backward(dy, self._saved(self._x_shape, "input shape"), *self._hyper(),
+                                       kernels=self.kernels)
 
     def extra_repr(self):
         return super().extra_repr() + f", count_include_pad={self.count_include_pad}"

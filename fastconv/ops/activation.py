@@ -19,42 +19,35 @@ def _unary_backward(name, dy, y, *extra, kernels=None):
     return op(name, dy, y, kernels=kernels)(dy, y, *extra)
 
 
-@planned
-def relu_forward(x, *, kernels=None):
-    return _unary("relu_forward", x, kernels=kernels)
+def _activation(name: str, forward_doc: str, backward_doc: str):
+    """The public ``<name>_forward(x)`` and ``<name>_backward(dy, y)`` ops of an activation without parameters."""
+
+    @planned
+    def forward(x, *, kernels=None):
+        return _unary(f"{name}_forward", x, kernels=kernels)
+
+    @planned
+    def backward(dy, y, *, kernels=None):
+        return _unary_backward(f"{name}_backward", dy, y, kernels=kernels)
+
+    for f, pass_, doc in ((forward, "forward", forward_doc), (backward, "backward", backward_doc)):
+        f.__name__ = f.__qualname__ = f"{name}_{pass_}"
+        f.__doc__ = doc
+    return forward, backward
 
 
-@planned
-def relu_backward(dy, y, *, kernels=None):
-    return _unary_backward("relu_backward", dy, y, kernels=kernels)
-
+relu_forward, relu_backward = _activation("relu", "y = max(x, 0)", "dx = dy where y > 0, else 0")
+sigmoid_forward, sigmoid_backward = _activation("sigmoid", "y = 1 / (1 + exp(-x))", "dx = dy * y * (1 - y)")
+tanh_forward, tanh_backward = _activation("tanh", "y = tanh(x)", "dx = dy * (1 - y**2)")
 
 
 @planned
 def leaky_relu_forward(x, negative_slope=0.01, *, kernels=None):
+    """y = x where x > 0, else negative_slope * x."""
     return _unary("leaky_relu_forward", x, leaky_slope(negative_slope), kernels=kernels)
 
 
 @planned
 def leaky_relu_backward(dy, y, negative_slope=0.01, *, kernels=None):
+    """dx = dy where y > 0, else negative_slope * dy."""
     return _unary_backward("leaky_relu_backward", dy, y, leaky_slope(negative_slope), kernels=kernels)
-
-
-@planned
-def sigmoid_forward(x, *, kernels=None):
-    return _unary("sigmoid_forward", x, kernels=kernels)
-
-
-@planned
-def sigmoid_backward(dy, y, *, kernels=None):
-    return _unary_backward("sigmoid_backward", dy, y, kernels=kernels)
-
-
-@planned
-def tanh_forward(x, *, kernels=None):
-    return _unary("tanh_forward", x, kernels=kernels)
-
-
-@planned
-def tanh_backward(dy, y, *, kernels=None):
-    return _unary_backward("tanh_backward", dy, y, kernels=kernels)

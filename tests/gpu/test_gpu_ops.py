@@ -8,6 +8,7 @@ import pytest
 
 import fastconv
 from fastconv import check
+from train_steps import dcgan_step, lenet_step, step_compare
 
 pytestmark = pytest.mark.gpu
 
@@ -69,75 +70,27 @@ def test_errors(family, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# whole training steps: GPU vs CPU (float64) from the same weights
-
-def _step_compare(build, step, family):
-    import cupy as cp
-
-    from fastconv.testing import rel_error
-    cpu = build(np.random.default_rng(7))
-    gpu = build(np.random.default_rng(7))
-    for m in cpu:
-        m.astype(np.float64)
-    for m in gpu:
-        m.to("cuda", kernels=family)
-    rng = np.random.default_rng(3)
-    loss_c = step(cpu, rng, np, family)
-    loss_g = step(gpu, np.random.default_rng(3), cp, family)
-    assert abs(float(loss_g) - float(loss_c)) <= 1e-4 * max(1.0, abs(float(loss_c)))
-    for mc, mg in zip(cpu, gpu):
-        for (name, a), (_, b) in zip(mc.state_dict().items(), mg.state_dict().items()):
-            err = rel_error(b, a)
-            assert err <= 1e-4, f"{name}: relative error {err:.3e} after one step"
-
+# whole training steps: GPU vs CPU (float64) from the same weights (tests/train_steps.py)
 
 def test_lenet_step(family):
-    from fastconv import nn, optim
+    import cupy as cp
+
+    from fastconv import nn
 
     def build(rng):
         return [nn.Sequential(nn.Conv2d(1, 32, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
                               nn.Conv2d(32, 64, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                               nn.Linear(3136, 256, rng=rng), nn.ReLU(), nn.Linear(256, 10, rng=rng))]
 
-    def step(models, rng, xp, family):
-        (m,) = models
-        x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
-        y = rng.integers(0, 10, size=32)
-        dt = np.float64 if xp is np else np.float32
-        x, y = xp.asarray(x.astype(dt)), xp.asarray(y)
-        opt = optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
-        loss_fn = nn.CrossEntropyLoss(kernels=family if xp is not np else None)
-        opt.zero_grad()
-        loss = loss_fn.forward(m.forward(x), y)
-        m.backward(loss_fn.backward())
-        opt.step()
-        return loss
-
-    _step_compare(build, step, family)
+    step_compare(cp, build, lenet_step(32, family), family)
 
 
 def test_dcgan_step(family):
-    from fastconv import nn, optim
+    import cupy as cp
+
     from fastconv.train.gan import build_dcgan
 
     def build(rng):
         return list(build_dcgan(nz=100, width=64, image_shape=(1, 28, 28), rng=rng))
 
-    def step(models, rng, xp, family):
-        G, D = models
-        z = rng.standard_normal((32, 100)).astype(np.float32)
-        dt = np.float64 if xp is np else np.float32
-        z = xp.asarray(z.astype(dt))
-        ones = xp.ones((32, 1), dtype=dt)
-        optG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        optD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        loss_fn = nn.BCEWithLogitsLoss(kernels=family if xp is not np else None)
-        optG.zero_grad()
-        optD.zero_grad()
-        loss = loss_fn.forward(D.forward(G.forward(z)), ones)
-        G.backward(D.backward(loss_fn.backward()))
-        optG.step()
-        optD.step()
-        return loss
-
-    _step_compare(build, step, family)
+    step_compare(cp, build, dcgan_step(100, 32, family), family)

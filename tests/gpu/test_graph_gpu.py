@@ -33,38 +33,50 @@ def _pool_bytes(cp):
     return cp.get_default_memory_pool().used_bytes()
 
 
+def _floats(losses):
+    """A step's loss or tuple of losses (device scalars) as a list of Python floats."""
+    return [float(v) for v in (losses if isinstance(losses, tuple) else (losses,))]
+
+
+def _graph_equals_eager(cp, trainer, state, batch, check_pool):
+    """Two identical trainers ``trainer()`` -> (models, optimizers, step), one stepped eagerly and one
+    through a StepGraph, STEPS steps on the same batches ``batch()``: the losses of every step and
+    the final ``state(models, optimizers)`` equal bit for bit; with ``check_pool``, no replay after
+    the second allocates. Returns the graphed side's optimizers."""
+    models_e, opts_e, step_e = trainer()
+    models_g, opts_g, step_g = trainer()
+    graph = StepGraph(step_g)
+    for i in range(STEPS):
+        args = batch()
+        losses_e = _floats(step_e(*args))
+        used = _pool_bytes(cp) if check_pool and i > 1 else None
+        losses_g = _floats(graph(*args))
+        if used is not None:
+            assert _pool_bytes(cp) == used, f"step {i}: a graph replay allocated"
+        assert losses_g == losses_e, f"step {i}: {losses_g} != {losses_e}"
+    for a, b in zip(state(models_g, opts_g), state(models_e, opts_e)):
+        np.testing.assert_array_equal(a, b)
+    return opts_g
+
+
 @pytest.mark.parametrize("kernels", FAMILIES)
 def test_lenet_graph_equals_eager(cp, kernels):
     rng = np.random.default_rng(1)
-    model_e, opt_e, step_e = lenet_trainer(cp, kernels=kernels)
-    model_g, opt_g, step_g = lenet_trainer(cp, kernels=kernels)
-    graph = StepGraph(step_g)
-    for i in range(STEPS):
-        x = cp.asarray(rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32))
-        y = cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
-        loss_e = float(step_e(x, y))
-        used = _pool_bytes(cp) if i > 1 else None
-        loss_g = float(graph(x, y))
-        if used is not None:
-            assert _pool_bytes(cp) == used, f"step {i}: a graph replay allocated"
-        assert loss_g == loss_e, f"step {i}: {loss_g} != {loss_e}"
-    for a, b in zip(lenet_state(model_g, opt_g), lenet_state(model_e, opt_e)):
-        np.testing.assert_array_equal(a, b)
+
+    def batch():
+        return (cp.asarray(rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)),
+                cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32)))
+    _graph_equals_eager(cp, lambda: lenet_trainer(cp, kernels=kernels), lenet_state, batch, check_pool=True)
 
 
 @pytest.mark.parametrize("kernels", FAMILIES)
 def test_dcgan_graph_equals_eager(cp, kernels):
     rng = np.random.default_rng(2)
-    models_e, opts_e, step_e = dcgan_trainer(cp, kernels=kernels)
-    models_g, opts_g, step_g = dcgan_trainer(cp, kernels=kernels)
-    graph = StepGraph(step_g)
-    for i in range(STEPS):
-        x = cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32))
-        z = cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32))
-        losses_e = [float(v) for v in step_e(x, z)]
-        assert [float(v) for v in graph(x, z)] == losses_e, f"step {i}"
-    for a, b in zip(gan_state(models_g, opts_g), gan_state(models_e, opts_e)):
-        np.testing.assert_array_equal(a, b)
+
+    def batch():
+        return (cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)),
+                cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32)))
+    opts_g = _graph_equals_eager(cp, lambda: dcgan_trainer(cp, kernels=kernels), gan_state, batch, check_pool=False)
     assert opts_g[0].step_counts() == [STEPS] * len(opts_g[0].params)
 
 

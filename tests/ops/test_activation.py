@@ -4,10 +4,10 @@ every pass on every backend (tests/backends.py)."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from backends import GPU, judge
+from backends import FEW, GPU, GPU_DRAWN, SHAPES, judge
 from checks import arr, away_from_zero, check, DTYPES, raises, randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, assert_close
@@ -118,8 +118,6 @@ def activations_all_passes(backend, rng, size, offset):
 def test_activations_backends(backend, rng, size, offset):
     activations_all_passes(backend, rng, size, offset)
 
-FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-
 
 @FEW
 @given(size=st.integers(1, 700))
@@ -128,9 +126,6 @@ def test_activations_drawn(backend, size):
 
 
 # ---- GPU: fastconv check's judgement (drawn shapes and the design shapes) ---------------------
-
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-SHAPES = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 
 
 @pytest.mark.parametrize("backend", GPU, indirect=True)

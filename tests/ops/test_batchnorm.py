@@ -4,10 +4,10 @@ and both passes on every backend (tests/backends.py)."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from backends import GPU, judge
+from backends import FEW, GPU, GPU_DRAWN, judge
 from checks import arr, check, DTYPES, raises, randn
 from fastconv import ops
 import fastconv.nn as nn
@@ -104,8 +104,6 @@ def test_batchnorm_layer_vs_torch(torch, kind, dtype, rng):
 
 # ---- every backend: float32, outputs poisoned -------------------------------------------------
 
-FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-
 
 def batchnorm_all_passes(backend, rng, shape, training):
     """Forward (training or eval, running statistics) and backward of backend on x of shape."""
@@ -142,8 +140,6 @@ def test_batchnorm_drawn(backend, c, hw):
 
 
 # ---- GPU: fastconv check's judgement (drawn shapes and the design shapes) ---------------------
-
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.parametrize("backend", GPU, indirect=True)

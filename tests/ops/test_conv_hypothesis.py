@@ -7,18 +7,14 @@ kernel, padding, dilation, groups and 1-pixel outputs."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import oracle as ref
-from backends import CONV_VERSIONS, GPU, conv_kernels, judge, skip_unless_conv_versions_apply
-from checks import MIN_EXAMPLES, check_drawn, count_example, run_counted
+from backends import CONV_VERSIONS, FEW, GPU, GPU_DRAWN, conv_kernels, judge, skip_unless_conv_versions_apply
+from checks import check_drawn, run_drawn
 from fastconv import check, ops
 from ops.test_conv import conv_all_passes
-
-DRAWN = settings(max_examples=MIN_EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @st.composite
@@ -53,44 +49,24 @@ def _conv_data(case):
     return x, w, dy, kw
 
 
-def test_conv2d_forward_hypothesis():
-    @DRAWN
-    @given(conv_cases())
-    def inner(case):
-        count_example("conv2d_forward")
-        note(case)
-        x, w, _, kw = _conv_data(case)
+# pass -> its call on fastconv.ops or on the oracle module, given (x, w, b, dy, hyper-parameters)
+_PASSES = {
+    "conv2d_forward": lambda m, x, w, b, dy, kw: m.conv2d_forward(x, w, b, **kw),
+    "conv2d_backward_data": lambda m, x, w, b, dy, kw: m.conv2d_backward_data(dy, w, x.shape, **kw),
+    "conv2d_backward_weight": lambda m, x, w, b, dy, kw: m.conv2d_backward_weight(dy, x, w.shape, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(_PASSES))
+def test_conv2d_hypothesis(name):
+    call = _PASSES[name]
+
+    def check_case(case):
+        x, w, dy, kw = _conv_data(case)
         b = np.random.default_rng(case["seed"] + 1).standard_normal(w.shape[0]).astype(case["dtype"])
-        check_drawn(ops.conv2d_forward(x, w, b, **kw), ref.conv2d_forward(x, w, b, **kw), case["dtype"], "conv2d_forward")
+        check_drawn(call(ops, x, w, b, dy, kw), call(ref, x, w, b, dy, kw), case["dtype"], name)
 
-    run_counted("conv2d_forward", inner)
-
-
-def test_conv2d_backward_data_hypothesis():
-    @DRAWN
-    @given(conv_cases())
-    def inner(case):
-        count_example("conv2d_backward_data")
-        note(case)
-        x, w, dy, kw = _conv_data(case)
-        check_drawn(ops.conv2d_backward_data(dy, w, x.shape, **kw), ref.conv2d_backward_data(dy, w, x.shape, **kw),
-               case["dtype"], "conv2d_backward_data")
-
-    run_counted("conv2d_backward_data", inner)
-
-
-def test_conv2d_backward_weight_hypothesis():
-    @DRAWN
-    @given(conv_cases())
-    def inner(case):
-        count_example("conv2d_backward_weight")
-        note(case)
-        x, w, dy, kw = _conv_data(case)
-        check_drawn(ops.conv2d_backward_weight(dy, x, w.shape, **kw), ref.conv2d_backward_weight(dy, x, w.shape, **kw),
-               case["dtype"], "conv2d_backward_weight")
-
-    run_counted("conv2d_backward_weight", inner)
-
+    run_drawn(name, conv_cases(), check_case)
 
 
 # ---- every backend: a few drawn cases -------------------------------------------------------

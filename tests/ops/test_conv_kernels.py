@@ -258,15 +258,13 @@ def test_tf32_cli_flag(monkeypatch):
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
-def test_conv_passes_replay_from_a_cuda_graph(cp, what):
-    """benchmarks/conv_table.py times kernels as a captured CUDA graph: every path's launches
-    (packing, split-K workspace and reduce, phases) capture without a sync and replay to the same
-    result into the buffers captured."""
-    import importlib.util
+def test_conv_passes_replay_from_a_cuda_graph(cp, what, monkeypatch):
+    """benchmarks/conv_table.py and gpu_table.py time kernels as a captured CUDA graph
+    (benchmarks/timing.py): every path's launches (packing, split-K workspace and reduce, phases)
+    capture without a sync and replay to the same result into the buffers captured."""
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location("conv_table", Path(__file__).parents[2] / "benchmarks" / "conv_table.py")
-    table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table)
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
+    import timing
     case = (6, 8, 6, 6, 8, 4, 4, 2, 1, 1, 1)   # split-K and four phases
     rng = np.random.default_rng(9)
     x = rng.standard_normal(case[:4]).astype(np.float32)
@@ -280,10 +278,9 @@ def test_conv_passes_replay_from_a_cuda_graph(cp, what):
         "backward_weight": (lambda: ops.conv2d_backward_weight(gdy, gx, w.shape, 2, 1),
                             ref.conv2d_backward_weight(dy, x, w.shape, 2, 1)),
     }[what]
-    last = []
-    stream, graph = table.capture(cp, lambda: last.append(fn()), 2)
-    out = last[-1]
+    graph = timing.CupyGraph(cp, fn, calls=2)
+    out = graph.keep[-1]
     out.fill(np.nan)
-    graph.launch(stream)
-    stream.synchronize()
+    graph.replay()
+    graph.stream.synchronize()
     assert_close(cp.asnumpy(out), want, F32_TOL, f"{what} replayed")

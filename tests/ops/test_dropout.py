@@ -4,10 +4,10 @@ arguments (tolerances and poisoning: tests/ops/__init__.py), and both passes on 
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from backends import GPU, judge
+from backends import FEW, GPU, GPU_DRAWN, SHAPES, judge
 from checks import arr, check, DTYPES, raises, randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, assert_close
@@ -48,8 +48,6 @@ def test_dropout_errors():
 
 # ---- every backend: float32, outputs poisoned -------------------------------------------------
 
-FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-
 
 def dropout_all_passes(backend, rng, size, p, seed):
     """The mask of every backend is the CPU's and the oracle's (the documented hash), bit for bit."""
@@ -75,9 +73,6 @@ def test_dropout_masks_equal_the_cpu(backend, rng, size, p, seed):
 
 
 # ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
-
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-SHAPES = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 
 
 @pytest.mark.parametrize("backend", GPU, indirect=True)

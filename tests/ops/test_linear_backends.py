@@ -3,12 +3,12 @@ oracle and the argument errors are in test_linear.py."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
 import oracle as ref
-from backends import DEVICES, GPU, judge
+from backends import DEVICES, GPU, GPU_DRAWN, judge
 from checks import DTYPES, randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, assert_close
@@ -51,8 +51,6 @@ def test_linear_stays_fp32_under_the_tf32_setting(backend, rng):
 
 
 # ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
-
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.parametrize("backend", GPU, indirect=True)

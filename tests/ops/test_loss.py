@@ -4,10 +4,10 @@ both losses on every backend (tests/backends.py)."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from backends import GPU, judge
+from backends import GPU, GPU_DRAWN, judge
 from checks import arr, check, DTYPES, raises, randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, assert_close
@@ -109,8 +109,6 @@ def test_bce_with_logits_backends(backend, rng, shape):
 
 
 # ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
-
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.parametrize("backend", GPU, indirect=True)

@@ -3,11 +3,10 @@ oracle; the CPU path in float32/float64 and the argument errors are in test_opti
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 import oracle as ref
-from backends import GPU, judge
+from backends import GPU, GPU_DRAWN, SHAPES, judge
 from checks import randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, assert_close
@@ -46,9 +45,6 @@ def test_adam_update_backends(backend, rng):
 
 
 # ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------
-
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-SHAPES = st.lists(st.integers(1, 9), min_size=1, max_size=4).map(tuple)
 
 
 @pytest.mark.parametrize("backend", GPU, indirect=True)

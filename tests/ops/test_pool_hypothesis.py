@@ -5,18 +5,14 @@ drawn cases on the GPU."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import oracle as ref
-from backends import GPU, judge
-from checks import MIN_EXAMPLES, check_drawn, count_example, run_counted
+from backends import FEW, GPU, GPU_DRAWN, judge
+from checks import check_drawn, run_drawn
 from fastconv import ops
 from ops.test_pool import pool_all_passes
-
-DRAWN = settings(max_examples=MIN_EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-GPU_DRAWN = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @st.composite
@@ -49,61 +45,44 @@ def _pool_data(case, distinct):
 
 
 def test_max_pool2d_forward_hypothesis():
-    @DRAWN
-    @given(cpu_pool_cases())
-    def inner(case):
-        count_example("max_pool2d_forward")
-        note(case)
+    def check_case(case):
         x, _ = _pool_data(case, distinct=True)
         y, argmax = ops.max_pool2d_forward(x, case["ks"], case["stride"], case["padding"])
         want_y, want_arg = ref.max_pool2d_forward(x, case["ks"], case["stride"], case["padding"])
         check_drawn(y, want_y, case["dtype"], "max_pool2d_forward")
         np.testing.assert_array_equal(argmax, want_arg)
 
-    run_counted("max_pool2d_forward", inner)
+    run_drawn("max_pool2d_forward", cpu_pool_cases(), check_case)
 
 
 def test_max_pool2d_backward_hypothesis():
-    @DRAWN
-    @given(cpu_pool_cases())
-    def inner(case):
-        count_example("max_pool2d_backward")
-        note(case)
+    def check_case(case):
         x, dy = _pool_data(case, distinct=True)
         _, argmax = ops.max_pool2d_forward(x, case["ks"], case["stride"], case["padding"])
         check_drawn(ops.max_pool2d_backward(dy, argmax, x.shape, case["ks"], case["stride"], case["padding"]),
-               ref.max_pool2d_backward(dy, x, case["ks"], case["stride"], case["padding"]), case["dtype"],
-               "max_pool2d_backward")
+                    ref.max_pool2d_backward(dy, x, case["ks"], case["stride"], case["padding"]), case["dtype"],
+                    "max_pool2d_backward")
 
-    run_counted("max_pool2d_backward", inner)
-
-
-def test_avg_pool2d_forward_hypothesis():
-    @DRAWN
-    @given(cpu_pool_cases())
-    def inner(case):
-        count_example("avg_pool2d_forward")
-        note(case)
-        x, _ = _pool_data(case, distinct=False)
-        args = (case["ks"], case["stride"], case["padding"], case["count_include_pad"])
-        check_drawn(ops.avg_pool2d_forward(x, *args), ref.avg_pool2d_forward(x, *args), case["dtype"],
-               "avg_pool2d_forward")
-
-    run_counted("avg_pool2d_forward", inner)
+    run_drawn("max_pool2d_backward", cpu_pool_cases(), check_case)
 
 
-def test_avg_pool2d_backward_hypothesis():
-    @DRAWN
-    @given(cpu_pool_cases())
-    def inner(case):
-        count_example("avg_pool2d_backward")
-        note(case)
+# pass -> its call on fastconv.ops or on the oracle module, given (x, dy, hyper-parameters)
+_AVG_PASSES = {
+    "avg_pool2d_forward": lambda m, x, dy, args: m.avg_pool2d_forward(x, *args),
+    "avg_pool2d_backward": lambda m, x, dy, args: m.avg_pool2d_backward(dy, x.shape, *args),
+}
+
+
+@pytest.mark.parametrize("name", list(_AVG_PASSES))
+def test_avg_pool2d_hypothesis(name):
+    call = _AVG_PASSES[name]
+
+    def check_case(case):
         x, dy = _pool_data(case, distinct=False)
         args = (case["ks"], case["stride"], case["padding"], case["count_include_pad"])
-        check_drawn(ops.avg_pool2d_backward(dy, x.shape, *args), ref.avg_pool2d_backward(dy, x.shape, *args),
-               case["dtype"], "avg_pool2d_backward")
+        check_drawn(call(ops, x, dy, args), call(ref, x, dy, args), case["dtype"], name)
 
-    run_counted("avg_pool2d_backward", inner)
+    run_drawn(name, cpu_pool_cases(), check_case)
 
 
 # ---- every backend: a few drawn cases -------------------------------------------------------

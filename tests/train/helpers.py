@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 from fastconv.checkpoint import load_checkpoint
 
@@ -33,3 +34,13 @@ def same_checkpoints(a, b):
         assert ta[k].tobytes() == tb[k].tobytes(), f"{k} differs"
     assert ma["rng"] == mb["rng"] and ma["epoch"] == mb["epoch"]
     return ma
+
+
+def wait_for_epoch(p, ckpt, epoch=2, timeout=90):
+    """Returns once the training child ``p`` has checkpointed ``epoch`` epochs to ``ckpt``, has exited,
+    or ``timeout`` seconds have passed (the caller checks which)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and p.poll() is None:
+        if ckpt.exists() and load_checkpoint(ckpt)[1]["epoch"] >= epoch:
+            return
+        time.sleep(0.02)

@@ -7,14 +7,13 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from fastconv import cli
 from fastconv.checkpoint import load_checkpoint, save_checkpoint
 
-from .helpers import ROOT, TINY_CNN, TINY_GAN, env
+from .helpers import ROOT, TINY_CNN, TINY_GAN, env, wait_for_epoch
 
 
 def test_sigint_exits_130_with_one_line_and_the_run_resumes(tmp_path):
@@ -27,11 +26,7 @@ def test_sigint_exits_130_with_one_line_and_the_run_resumes(tmp_path):
     p = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and p.poll() is None:
-            if ckpt.exists() and load_checkpoint(ckpt)[1]["epoch"] >= 2:
-                break
-            time.sleep(0.02)
+        wait_for_epoch(p, ckpt)
         assert p.poll() is None, p.stderr.read()
         p.send_signal(signal.SIGINT)
         err = p.communicate(timeout=60)[1]

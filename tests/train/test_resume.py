@@ -12,7 +12,7 @@ import pytest
 from fastconv import cli
 from fastconv.checkpoint import load_checkpoint
 
-from .helpers import ROOT, TINY_CNN, TINY_GAN, env, read_lines, same_checkpoints
+from .helpers import ROOT, TINY_CNN, TINY_GAN, env, read_lines, same_checkpoints, wait_for_epoch
 
 # ---------------------------------------------------------------------------------------------
 # resume
@@ -56,11 +56,7 @@ def test_sigkill_mid_training_leaves_loadable_checkpoint(tmp_path):
            "--out", str(out)]
     p = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and p.poll() is None:
-            if ckpt.exists() and load_checkpoint(ckpt)[1]["epoch"] >= 2:
-                break
-            time.sleep(0.02)
+        wait_for_epoch(p, ckpt)
         assert p.poll() is None, p.stderr.read().decode()
         time.sleep(0.05)  # land somewhere inside an epoch or a checkpoint write
         p.send_signal(signal.SIGKILL)

@@ -1,0 +1,51 @@
+"""What the tests that build kernels/*.cu with nvcc share (tests/test_bandwidth_static.py,
+tests/test_conv_build.py): finding the CUDA tools, and reading ptxas -v and nvdisasm output."""
+
+import re
+import shutil
+from pathlib import Path
+
+
+def find_tool(name):
+    """The path of a CUDA tool: on PATH, else in an ``nvidia-*`` wheel (nvidia/<pkg>/bin/); None if neither."""
+    found = shutil.which(name)
+    if found:
+        return found
+    try:
+        import nvidia
+    except ImportError:
+        return None
+    for root in map(Path, nvidia.__path__):
+        for path in root.glob(f"*/bin/{name}"):
+            return str(path)
+    return None
+
+
+def _sections(text, header):
+    """{name: the lines after its header line, up to the next header}; ``header`` is a regex whose
+    group 1 is the name (lines before the first header belong to none)."""
+    out, name = {}, None
+    for line in text.splitlines():
+        m = re.search(header, line)
+        if m:
+            name = m.group(1)
+            out[name] = []
+        elif name:
+            out[name].append(line)
+    return out
+
+
+def ptxas_report(log):
+    """{kernel: (registers, spill store bytes, spill load bytes)} from ptxas -v."""
+    res = {}
+    for name, lines in _sections(log, r"Compiling entry function '(\w+)'").items():
+        text = "\n".join(lines)
+        regs = re.search(r"Used (\d+) registers", text)
+        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+        res[name] = (int(regs.group(1)), int(spills.group(1)), int(spills.group(2)))
+    return res
+
+
+def sass_by_function(text):
+    """{function name: its SASS lines} from nvdisasm, which prints one .text.<name> section per function."""
+    return _sections(text, r"^\s*\.section\s+\.text\.(\S+?),")

@@ -1,0 +1,123 @@
+"""Conv launch configuration of the cupy kernel family (pure Python, no GPU): tile choice, grids,
+split-K slices, transposed-conv phases, the kernel-name table and the output-size formula."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastconv.backends.cuda import config as cfg
+
+
+def test_conv_tile_choice():
+    """The tuned choices (benchmarks/conv_sweep.py on an H200, 132 SMs) for the benchmark rows."""
+    assert cfg.conv_tile(32, 25, 132, wgrad=True) == "t64x64"      # lenet.conv1 backward-weight
+    assert cfg.conv_tile(64, 800, 132, wgrad=True) == "t64x64"     # lenet.conv2 backward-weight
+    assert cfg.conv_tile(32, 100352, 132) == "t32x128"             # lenet.conv1 forward
+    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128"  # TF32 tiles step k by 8
+    assert cfg.conv_tile(64, 25088, 132) == "t64x128"              # lenet.conv2 forward
+    assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x64"           # dcgan.d2 backward-data: 4 phases
+    assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x128"
+    assert cfg.conv_tile(128, 6272, 132) == "t128x64"              # dcgan.d2 forward: 49 big tiles
+    assert cfg.conv_tile(256, 2048, 132) == "t128x128"             # dcgan.d3 forward: 32 big tiles, split 4
+    assert cfg.conv_tile(128, 1024, 132, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
+    assert cfg.conv_tile(256, 6272, 132) == "t128x64"              # resnet.c4 forward: 98 big tiles
+    assert cfg.conv_tile(256, 2304, 132, wgrad=True) == "t128x64"  # resnet.c4 backward-weight
+    assert cfg.conv_tile(256, 100352, 132) == "t128x128"           # 1568 big tiles: many waves
+    assert cfg.conv_tile(256, 2048, 132, tf32=True) == "t128x64"
+    for m, n, z in [(1, 1, 1), (33, 5, 2), (500, 70000, 3)]:
+        for tf32 in (False, True):
+            for wgrad in (False, True):
+                assert cfg.conv_tile(m, n, 132, z, tf32, wgrad) in (cfg.TF32_TILES if tf32 else cfg.CONV_TILES)
+    with pytest.raises(ValueError):
+        cfg.conv_tile(0, 5, 132)
+
+
+def test_conv_grid():
+    assert cfg.conv_grid(256, 6272, "t64x64", 1) == (98, 4, 1)
+    assert cfg.conv_grid(33, 129, "t128x128", 3) == (2, 1, 3)
+    assert cfg.conv_grid(32, 25, "t64x32", 2) == (1, 1, 2)
+    with pytest.raises(ValueError, match="65535"):
+        cfg.conv_grid(64, 64, "t64x64", 70000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=st.integers(1, 600), n=st.integers(1, 5000), red=st.integers(0, 10**6), z=st.integers(1, 64),
+       sms=st.integers(1, 200), wgrad=st.booleans(), tf32=st.booleans())
+def test_conv_splits_tile_the_reduction(m, n, red, z, sms, wgrad, tf32):
+    tile = cfg.conv_tile(m, n, sms, z, tf32, wgrad)
+    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms, wgrad=wgrad)
+    assert 1 <= splits <= cfg.MAX_SPLITS
+    assert z * splits <= cfg.MAX_GRID_YZ
+    assert chunk % cfg.SPLIT_ALIGN == 0
+    for bk in {t[2] for t in cfg.CONV_TILES.values()}:
+        assert chunk % bk == 0
+    # slices [s*chunk, min(red, (s+1)*chunk)) are non-empty and cover [0, red) exactly
+    assert (splits - 1) * chunk < max(red, 1) <= splits * chunk
+    assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
+    if splits > 1:
+        gx, gy, _ = cfg.conv_grid(m, n, tile, z)
+        wave = sms * cfg.CONV_TILES[tile][4]
+        if wgrad:  # slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves; or the one-wave rule
+            assert chunk >= min(cfg.WGRAD_CHUNK, cfg.MIN_SPLIT_CHUNK) - cfg.SPLIT_ALIGN
+            assert gx * gy * z * splits <= max(cfg.WGRAD_WAVES * wave, wave)
+        else:  # only grids under a wave are split, to at most a wave
+            assert chunk >= cfg.MIN_SPLIT_CHUNK - cfg.SPLIT_ALIGN
+            assert gx * gy * z * splits <= wave
+
+
+def test_conv_splits_fill_the_gpu_for_design_shapes():
+    """The tuned split counts for the benchmark rows (132 SMs)."""
+    # lenet.conv1 backward-weight: M=32, N=25, reduction 128*28*28 in slices of about WGRAD_CHUNK
+    splits, chunk = cfg.conv_splits(32, 25, 128 * 784, "t64x64", 1, 132, wgrad=True)
+    assert (splits, chunk) == (392, 256)
+    # resnet.c4 backward-weight: 72 blocks x 16 slices of 392 (under WGRAD_WAVES waves)
+    assert cfg.conv_splits(256, 2304, 32 * 196, "t128x64", 1, 132, wgrad=True) == (16, 392)
+    # resnet.c2 backward-weight: 9 blocks, capped at WGRAD_WAVES waves of t64x64 (6 blocks per SM)
+    splits, _ = cfg.conv_splits(64, 576, 64 * 3136, "t64x64", 1, 132, wgrad=True)
+    assert splits * 9 <= cfg.WGRAD_WAVES * 132 * 6 and splits >= 300
+    # dcgan.d3 forward: 32 blocks of t128x128 split 4 ways (one wave), slices of 288
+    assert cfg.conv_splits(256, 2048, 128 * 9, "t128x128", 1, 132) == (4, 288)
+    # lenet.conv2 forward: 196 blocks of t64x128 (3 per SM) split 2 ways
+    assert cfg.conv_splits(64, 25088, 800, "t64x128", 1, 132) == (2, 400)
+    # a grid of a full wave is not split, nor a reduction under 2 * MIN_SPLIT_CHUNK
+    assert cfg.conv_splits(256, 100352, 2304, "t128x128", 1, 132) == (1, 2304)
+    assert cfg.conv_splits(8, 8, 2 * cfg.MIN_SPLIT_CHUNK - 8, "t64x64", 1, 132)[0] == 1
+
+
+def test_conv_splits_of_an_empty_reduction():
+    """A backward-data phase no filter tap reaches: one empty slice (the kernel writes zeros)."""
+    assert cfg.conv_splits(8, 8, 0, "t64x64", 4, 132) == (1, cfg.SPLIT_ALIGN)
+
+
+@pytest.mark.parametrize("red", [cfg.INT32_LIMIT, cfg.INT32_LIMIT - 100_000, 2**30 + 12345, 1_500_000_000])
+def test_conv_splits_slice_ends_fit_int32(red):
+    """The kernel computes a slice's end as s*chunk + chunk in an int: at most splits*chunk."""
+    splits, chunk = cfg.conv_splits(64, 64, red, "t64x64", 1, 132)
+    assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
+    assert (splits - 1) * chunk < red <= splits * chunk
+    assert chunk % cfg.SPLIT_ALIGN == 0
+
+
+def test_phase_max_taps_and_activation_codes():
+    assert [cfg.phase_max_taps(r, s, d) for r, s, d in [(4, 2, 1), (5, 2, 1), (3, 3, 2), (2, 3, 1), (3, 2, 2)]] == \
+        [2, 3, 1, 1, 3]
+    assert [cfg.activation_code(a) for a in (None, "relu", "leaky_relu", "tanh")] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="activation: got 'elu', expected one of None"):
+        cfg.activation_code("elu")
+
+
+def test_conv_out_size_matches_the_oracle():
+    """The one output-size formula (fastconv.argcheck, used by ops and every backend)."""
+    import oracle
+    from fastconv.argcheck import conv_out_size
+    for args in [(28, 5, 1, 2, 1), (14, 4, 2, 1, 1), (7, 3, 2, 1, 1), (9, 3, 3, 0, 2)]:
+        assert conv_out_size(*args) == oracle.out_size(*args)
+
+
+def test_kernel_registry_covers_every_tile_and_pass():
+    names = set(cfg.KERNELS["conv.cu"])
+    for t in cfg.CONV_TILES:
+        for p in ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"):
+            assert f"{p}_v3_{t}" in names
+    for bm, bn, bk, nt, minb in cfg.CONV_TILES.values():
+        assert nt == bm * bn // 64 and nt % bk == 0 and bn % (nt // bk) == 0  # 8x8 outputs per thread

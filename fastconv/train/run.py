@@ -10,11 +10,14 @@ whose one-line message says where the run stopped and which checkpoint to resume
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -53,6 +56,29 @@ class MetricsLog:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """A Ctrl-C inside the block is held and acted on when the block ends: a checkpoint's
+    replacement and the record of its epoch happen together, so an interrupt message never names an
+    epoch the file no longer holds. (A Python-level handler, not a signal mask: the OS may deliver
+    SIGINT to any thread of the process, e.g. a BLAS worker, but Python runs handlers in the main
+    thread.) Outside the main thread the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(signal.SIGINT, held[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def resume_path(resume, out: str) -> str | None:
@@ -214,8 +240,9 @@ class Run:
                         else "no checkpoint had been written yet")
                 raise NonFiniteLossError(f"{name} has {bad} non-finite value(s) of {a.size} at epoch {self.epoch}, "
                                          f"step {self.step}; training stopped before saving them, {keep}")
-        save_checkpoint(self.checkpoint, arrays, meta)
-        self.saved_epoch = meta["epoch"]
+        with _sigint_held():  # an interrupt must name the epoch the file holds
+            save_checkpoint(self.checkpoint, arrays, meta)
+            self.saved_epoch = meta["epoch"]
 
     # ---- outputs ----
     def log(self, **record) -> None:

@@ -16,5 +16,5 @@ from .activation import (relu_forward, relu_backward, leaky_relu_forward, leaky_
 from .batchnorm import batchnorm_forward, batchnorm_backward  # noqa: F401
 from .linear import linear_forward, linear_backward_data, linear_backward_weight  # noqa: F401
 from .dropout import fmix32, dropout_mask, dropout_forward, dropout_backward  # noqa: F401
-from .loss import softmax_cross_entropy, bce_with_logits  # noqa: F401
+from .loss import softmax_cross_entropy, bce_with_logits, gan_stats  # noqa: F401
 from .optim import accumulate, adam_update, adam_update_multi, sgd_update, sgd_update_multi  # noqa: F401

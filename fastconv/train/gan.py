@@ -168,6 +168,9 @@ def train_gan_epoch(step: GANStep, data, order, first: int, n_iters: int, cfg: G
 
 def _why_not_capturable(cfg: GANConfig) -> str | None:
     """Why this run's GAN step cannot be one CUDA graph (None: it can)."""
+    if cfg.model == "cdcgan":
+        return (f"--model {cfg.model}'s conditional layers (fastconv.nn.conditional) check the labels on the host "
+                "and gather, join and sum with CuPy, which a graph does not replay")
     return None
 
 

@@ -183,7 +183,11 @@ def test_mlp_gan_minimax_graph_step_equals_eager_step(cp):
     _gan_steps(cp, "mlp", 3, g_loss="minimax")
 
 
-@pytest.mark.parametrize("model", ["dcgan"])
+def test_cdcgan_graph_step_equals_eager_step(cp):
+    _gan_steps(cp, "cdcgan", 3)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
 def test_gan_step_is_capture_safe(cp, model):
     """After the first pass, the trainer's GAN step in its arena allocates, copies and syncs nothing
     and issues the same launches in two consecutive passes (the statistics kernel among them)."""

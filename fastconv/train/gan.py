@@ -166,14 +166,6 @@ def train_gan_epoch(step: GANStep, data, order, first: int, n_iters: int, cfg: G
     return i
 
 
-def _why_not_capturable(cfg: GANConfig) -> str | None:
-    """Why this run's GAN step cannot be one CUDA graph (None: it can)."""
-    if cfg.model == "cdcgan":
-        return (f"--model {cfg.model}'s conditional layers (fastconv.nn.conditional) check the labels on the host "
-                "and gather, join and sum with CuPy, which a graph does not replay")
-    return None
-
-
 def _load_data(cfg: GANConfig):
     """(training images in [-1, 1], their labels, the data set, its fingerprint)."""
     data = fake_dataset(train=64, test=8) if cfg.dry_run else load_dataset(cfg.dataset, cfg.data_dir)
@@ -193,7 +185,7 @@ def train_gan(cfg: GANConfig) -> dict:
     cfg = _prepare(cfg)
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
     device = resolve_device(cfg.device, cfg.kernels)
-    graphed = use_graph(cfg.graph, device, _why_not_capturable(cfg))  # a --graph error before any work
+    graphed = use_graph(cfg.graph, device)  # a --graph error before any work
     xp = xp_for(device)
     with Run(cfg, "gan", cfg.model) as run:
         x_train, y_train, data, data_sha = _load_data(cfg)

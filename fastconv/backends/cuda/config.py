@@ -64,6 +64,7 @@ KERNELS = {
     "optim.cu": ("sgd_update_v1", "adam_update_v1", "adam_update_v2", "accumulate_v1",
                  "sgd_update_multi_v1", "adam_update_multi_v2"),
     "linear.cu": ("linear_forward_v1", "linear_backward_data_v1", "linear_backward_weight_v1"),
+    "embedding.cu": ("embedding_forward_v1", "embedding_backward_v1", "class_projection_forward_v1"),
 }
 
 LINEAR_TILE = (64, 64)      # (LIN_BM, LIN_BN) of kernels/linear.cu

@@ -17,6 +17,10 @@ Each iteration performs ``d_steps`` discriminator updates, then one generator up
 For cdcgan the real batch comes with its labels, and each fake batch asks G for labels drawn
 uniformly (after its noise, from the same generator); D scores each batch against its labels.
 
+One iteration is fastconv.train.gan_step.GANStep: on a GPU it is replayed as one CUDA graph
+(``--graph``, default on; off runs the same kernels eagerly). Iterations take full batches only
+(the rest of an epoch's shuffle is left out), so every one can replay the graph.
+
 A fixed noise batch is rendered to a PNG grid every ``sample_every`` iterations and at the end
 (cdcgan: a 10 x 10 grid, one row per class, labelled with the class names);
 losses, mean D(x) and mean D(G(z)) are logged; a checkpoint is written after every epoch.

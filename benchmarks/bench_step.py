@@ -10,7 +10,8 @@ sync per run, after ``--warmup`` steps):
 - LeNet (the trainer's default CNN, SGD momentum 0.9): one step = forward, cross-entropy,
   backward without conv1's input gradient (neither framework computes it), update.
 - DCGAN (fastconv.train.gan.build_dcgan, Adam 2e-4, betas 0.5/0.999): D on a real and a fake
-  batch, then G through D, as the GAN trainer does (fixed real batch and noise).
+  batch, then G through D: the GAN trainer's own step (fastconv.train.gan_step.GANStep, which
+  also sums D(x), D(G(z)) and the losses on the device), on a fixed real batch and noise.
 - ``--epoch``: one epoch of LeNet on Fashion-MNIST (batch 128) through ``fastconv train cnn``'s
   loop (graph on, then off) and through the same recipe as a PyTorch loop (data on the GPU,
   the same shuffling, eager and whole-step graph), in images per second.
@@ -67,9 +68,11 @@ def fc_lenet(cp, batch, graph):
 
 
 def fc_dcgan(cp, batch, graph):
-    from fastconv import nn, optim
-    from fastconv.graph import StepGraph
+    """The GAN trainer's own step (fastconv.train.gan_step.GANStep: D on a real and a fake batch,
+    G through D, the logged statistics summed on the device) on a fixed real batch and noise."""
+    from fastconv import optim
     from fastconv.train.gan import build_dcgan
+    from fastconv.train.gan_step import GANStep
 
     rng = np.random.default_rng(0)
     G, D = build_dcgan(rng=rng)
@@ -77,26 +80,9 @@ def fc_dcgan(cp, batch, graph):
     D.to("cuda")
     oG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     oD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = nn.BCEWithLogitsLoss()
+    step = GANStep(G, D, oG, oD, batch, 100, graph=graph)
     xs = cp.asarray(rng.uniform(-1, 1, (batch, 1, 28, 28)).astype(np.float32))
     z = cp.asarray(rng.standard_normal((batch, 100)).astype(np.float32))
-    ones, zeros = cp.ones((batch, 1), np.float32), cp.zeros((batch, 1), np.float32)
-
-    def step(x, noise):
-        oD.zero_grad()
-        bce.forward(D.forward(x), ones)
-        D.backward(bce.backward(), input_grad=False)
-        fake = G.forward(noise)
-        bce.forward(D.forward(fake), zeros)
-        D.backward(bce.backward(), input_grad=False)
-        oD.step()
-        oG.zero_grad()
-        bce.forward(D.forward(fake), ones)
-        G.backward(D.backward(bce.backward()), input_grad=False)
-        oG.step()
-    if graph:
-        g = StepGraph(step)
-        return lambda: g(xs, z)
     return lambda: step(xs, z)
 
 

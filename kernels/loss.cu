@@ -12,6 +12,9 @@
 //                         dlogits = (sigmoid(z) - t) / n; per-block partial sums (double).
 //   sum_scale_v1          one block: out[0] = scale * sum(in[0:n]) with double accumulation
 //                         (turns row losses / block partials into the mean).
+//   gan_stats_v1          one block: adds a GAN step's logged numbers to five double sums on the
+//                         device (D loss real + fake, G loss, mean sigmoid of the real, fake and
+//                         G-step logits), so a trainer reads them once per log line, not per step.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/loss.cu
 #include "common.cuh"
@@ -63,4 +66,31 @@ extern "C" __global__ void sum_scale_v1(const float* __restrict__ in, float* __r
     for (i64 i = threadIdx.x; i < n; i += blockDim.x) acc += in[i];
     acc = block_sum(acc, buf);
     if (threadIdx.x == 0) out[0] = (float)(acc * scale);
+}
+
+// Work: 3*n expf + about 15*n FLOPs in one block (n = the batch: the logits are (n, 1));
+// moves 3*n*4 B + 3*4 B in, 5*8 B read and written. Sums in a fixed order: deterministic.
+extern "C" __global__ void gan_stats_v1(const float* __restrict__ loss_real, const float* __restrict__ loss_fake,
+                                        const float* __restrict__ loss_g, const float* __restrict__ logits_real,
+                                        const float* __restrict__ logits_fake, const float* __restrict__ logits_g,
+                                        double* __restrict__ sums, i64 n) {
+    __shared__ double buf[64];
+    double sr = 0.0, sf = 0.0, sg = 0.0;
+    for (i64 i = threadIdx.x; i < n; i += blockDim.x) {  // sigmoid(z) = 1 / (1 + exp(-z)), stable both ways
+        const float zr = logits_real[i], zf = logits_fake[i], zg = logits_g[i];
+        const float er = expf(-fabsf(zr)), ef = expf(-fabsf(zf)), eg = expf(-fabsf(zg));
+        sr += zr >= 0.f ? 1.f / (1.f + er) : er / (1.f + er);
+        sf += zf >= 0.f ? 1.f / (1.f + ef) : ef / (1.f + ef);
+        sg += zg >= 0.f ? 1.f / (1.f + eg) : eg / (1.f + eg);
+    }
+    block_sum2(sr, sf, buf);
+    sg = block_sum(sg, buf);
+    if (threadIdx.x == 0) {
+        const double inv_n = 1.0 / (double)n;
+        sums[0] += (double)loss_real[0] + (double)loss_fake[0];
+        sums[1] += (double)loss_g[0];
+        sums[2] += sr * inv_n;
+        sums[3] += sf * inv_n;
+        sums[4] += sg * inv_n;
+    }
 }

@@ -1,12 +1,14 @@
 """Training steps shared by the graph tests on the CPU layer (tests/test_graph_emu.py) and on the
-GPU (tests/gpu/test_graph_gpu.py): a small LeNet with SGD and a small DCGAN with Adam, each with
-its step function, and the state a step changes."""
+GPU (tests/gpu/test_graph_gpu.py): a small LeNet with SGD and its step function, a small GAN of
+the trainer with Adam and the trainer's GAN step (fastconv.train.gan_step.GANStep), and the state
+a step changes."""
 
 import numpy as np
 
 from fastconv import nn, optim
 from fastconv.train.cnn import build_cnn, train_step
-from fastconv.train.gan import build_dcgan
+from fastconv.train.gan import build_gan
+from fastconv.train.gan_step import GANStep
 
 BATCH = 8
 
@@ -29,31 +31,23 @@ def lenet_state(model, opt):
     return arrays
 
 
-def dcgan_trainer(cp, seed=0, batch=BATCH, kernels="cupy"):
-    """A small DCGAN (the trainer's build_dcgan), Adam for G and D, and the GAN step (D on a real
-    and a fake batch, G through D) as one function of the real batch and the noise."""
-    G, D = build_dcgan(nz=16, width=8, image_shape=(1, 28, 28), rng=np.random.default_rng(seed))
+def gan_trainer(cp, model="dcgan", graph=False, seed=0, batch=BATCH, d_steps=1, g_loss="nonsat", kernels="cupy"):
+    """A small GAN of the trainer (build_gan: DCGAN width 8, the MLP GAN, or the conditional DCGAN),
+    Adam for G and D, and the trainer's GANStep (eager, or replayed as a CUDA graph)."""
+    arch = {"model": model, "nz": 16, "image_shape": [1, 28, 28], "width": 8, "g_hidden": [32], "d_hidden": [32]}
+    G, D = build_gan(arch, rng=np.random.default_rng(seed))
     G.to("cuda", kernels=kernels)
     D.to("cuda", kernels=kernels)
     oG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     oD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = nn.BCEWithLogitsLoss(kernels=kernels)
-    ones, zeros = cp.ones((batch, 1), np.float32), cp.zeros((batch, 1), np.float32)
+    return (G, D), (oG, oD), GANStep(G, D, oG, oD, batch, 16, d_steps, g_loss, graph, kernels)
 
-    def step(x, z):
-        oD.zero_grad()
-        loss_real = bce.forward(D.forward(x), ones)
-        D.backward(bce.backward(), input_grad=False)
-        fake = G.forward(z)
-        loss_fake = bce.forward(D.forward(fake), zeros)
-        D.backward(bce.backward(), input_grad=False)
-        oD.step()
-        oG.zero_grad()
-        loss_g = bce.forward(D.forward(fake), ones)
-        G.backward(D.backward(bce.backward()), input_grad=False)
-        oG.step()
-        return loss_real, loss_fake, loss_g
-    return (G, D), (oG, oD), step
+
+def gan_data(cp, n=4 * BATCH, seed=3):
+    """n real images in [-1, 1] and their int32 labels on the device."""
+    rng = np.random.default_rng(seed)
+    return (cp.asarray(rng.uniform(-1, 1, (n, 1, 28, 28)).astype(np.float32)),
+            cp.asarray(rng.integers(0, 10, n).astype(np.int32)))
 
 
 def gan_state(models, opts):

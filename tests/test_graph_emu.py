@@ -22,7 +22,7 @@ import fastconv
 from fastconv import emu, nn
 from fastconv.graph import StepGraph
 from fastconv.plan import Arena
-from graph_steps import BATCH, dcgan_trainer, gan_state, lenet_state, lenet_trainer
+from graph_steps import BATCH, gan_data, gan_state, gan_trainer, lenet_state, lenet_trainer
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")
 
@@ -147,26 +147,65 @@ def test_graph_flag_errors(cp, tmp_path, monkeypatch):
         assert cnn._graph_wanted(sgd, "cuda")
 
 
-def test_dcgan_graph_step_equals_eager_step(cp):
-    rng = np.random.default_rng(5)
-    batches = [(cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)),
-                cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32))) for _ in range(4)]
-    models_e, opts_e, step_e = dcgan_trainer(cp)
-    models_g, opts_g, step_g = dcgan_trainer(cp)
-    graph = StepGraph(step_g, on_capture=lambda: [setattr(o, "steps", o.steps - 1) for o in opts_g],
-                      on_replay=lambda: [setattr(o, "steps", o.steps + 1) for o in opts_g])
-    for i, (x, z) in enumerate(batches):
-        losses_e = [float(v) for v in step_e(x, z)]
+def _gan_steps(cp, model, n, **kw):
+    """n steps of a GANStep eager and of one replayed as a graph on the same inputs; after each, the
+    logged sums and the whole state (weights, BN statistics, Adam's m, v and step counts) agree
+    bit for bit, and a replay allocates, copies and syncs nothing."""
+    images, labels = gan_data(cp)
+    rngs = [np.random.default_rng(7), np.random.default_rng(7)]
+    (models_e, opts_e, step_e), (models_g, opts_g, step_g) = (gan_trainer(cp, model, graph=g, **kw)
+                                                              for g in (False, True))
+    per = step_e.batch_size * step_e.d_steps
+    for i in range(n):
+        idx = cp.asarray((np.arange(per) * 5 + i) % len(images))
+        step_e(*step_e.inputs(rngs[0], images, labels, idx))
+        inputs = step_g.inputs(rngs[1], images, labels, idx)
         with emu.trace() as t:
-            out = graph(x, z)
+            step_g(*inputs)
         if i > 0:
             assert (t.allocations, t.uploads, t.downloads, t.syncs) == (0, 0, 0, 0), \
                 (t.allocations, t.uploads, t.downloads, t.syncs)
-        assert [float(v) for v in out] == losses_e, f"step {i}: graph losses differ from eager"
+        means_e, means_g = step_e.take(), step_g.take()
+        assert means_g == means_e and all(np.isfinite(list(means_e.values()))), (i, means_g, means_e)
         for a, b in zip(gan_state(models_g, opts_g), gan_state(models_e, opts_e)):
             assert not np.isnan(a).any()
-            np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the DCGAN graph step differs from eager")
-    assert opts_g[0].step_counts() == [4] * len(opts_g[0].params)
+            np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the {model} graph step differs from eager")
+    assert step_g.graph.replays == n - 1
+    for o_g, o_e in zip(opts_g, opts_e):
+        assert o_g.steps == o_e.steps and o_g.step_counts() == o_e.step_counts()
+
+
+def test_dcgan_graph_step_equals_eager_step(cp):
+    _gan_steps(cp, "dcgan", 3, d_steps=2)
+
+
+def test_mlp_gan_minimax_graph_step_equals_eager_step(cp):
+    _gan_steps(cp, "mlp", 3, g_loss="minimax")
+
+
+def test_cdcgan_graph_step_equals_eager_step(cp):
+    _gan_steps(cp, "cdcgan", 3)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_gan_step_is_capture_safe(cp, model):
+    """After the first pass, the trainer's GAN step in its arena allocates, copies and syncs nothing
+    and issues the same launches in two consecutive passes (the statistics kernel among them)."""
+    images, labels = gan_data(cp)
+    _, _, step = gan_trainer(cp, model)
+    inputs = step.inputs(np.random.default_rng(1), images, labels, cp.asarray(np.arange(step.batch_size)))
+    arena = Arena()
+    with arena.step():
+        step._step(*inputs)
+    passes = []
+    for _ in range(2):
+        with emu.trace() as t, arena.step():
+            step._step(*inputs)
+        assert t.allocations == 0, f"a step after the first allocated {t.allocations} arrays"
+        assert (t.downloads, t.uploads, t.syncs) == (0, 0, 0), "a step copied to/from the host or synchronised"
+        passes.append([(r.name, r.grid, r.block, r.pointers) for r in t.launches])
+    assert passes[0] == passes[1], "two consecutive steps issued different launches"
+    assert passes[0][-1][0] == "gan_stats_v1" and len(passes[0]) >= 40, passes[0]
 
 
 def test_capture_kernels_against_float64(cp):

@@ -7,8 +7,10 @@
 - ``ProjectionDiscriminator``: D(x, y) = head(phi(x)) + <embed(y), phi(x)> with phi a feature trunk.
 
 Labels carry no gradient: the backward passes return the gradient w.r.t. the float input only.
-Weight gradients of the embeddings are (one-hot labels)^T @ dy, computed by the linear
-backward-weight op, so they run on the same kernels as Linear on every device.
+Every pass is one of the embedding ops (fastconv.ops.embedding: kernels/embedding.cu on the GPU)
+or ops.accumulate, so a training step of these layers can be captured as a CUDA graph; inside a
+captured step (a fastconv.plan.Arena) the label values are not checked on the host (that would
+read them back): a label outside the classes then gives NaN outputs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from .. import ops
 from ..argcheck import real
 from ..backend import array_module
+from ..plan import current_arena
 from .layers import _positive_int, _rng
 from .module import Module
 
@@ -30,23 +33,17 @@ def _check_labels(labels, classes: int, batch: int | None = None):
                          f"{getattr(labels, 'dtype', None)}, expected an integer array (N,)")
     if batch is not None and shape[0] != batch:
         raise ValueError(f"labels: got {shape[0]} labels, expected {batch} (the batch of the input)")
-    if shape[0] and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+    if shape[0] and current_arena() is None and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise ValueError(f"labels: got values in [{int(labels.min())}, {int(labels.max())}], expected class indices "
                          f"in [0, {classes - 1}]")
-
-
-def _one_hot(labels, classes: int, dtype):
-    xp = array_module(labels)
-    out = xp.zeros((labels.shape[0], classes), dtype)
-    out[xp.arange(labels.shape[0]), labels] = 1
-    return out
 
 
 class Embedding(Module):
     """Label -> vector: ``weight`` (num_embeddings, embedding_dim), PyTorch's layout and N(0, 1) init.
 
-    forward(labels int (N,)) -> weight[labels] (N, embedding_dim); backward(dy (N, D)) accumulates
-    dweight = onehot(labels)^T @ dy and returns None (labels have no gradient).
+    forward(labels int (N,), prefix=None) -> weight[labels] (N, embedding_dim), after the columns of
+    ``prefix`` (N, P) if given; backward(dy (N, P + embedding_dim)) accumulates dweight (the sum of
+    dy's last embedding_dim columns by label) and returns None (labels have no gradient).
     """
 
     def __init__(self, num_embeddings, embedding_dim, rng=None, dtype=np.float32):
@@ -60,19 +57,18 @@ class Embedding(Module):
     def _clear_cache(self):
         self._labels = None
 
-    def forward(self, labels):
+    def forward(self, labels, prefix=None):
         _check_labels(labels, self.num_embeddings)
         array_module(labels, self.weight.data, names=["labels", "weight"])  # same device
         self._labels = labels
-        return self.weight.data[labels]
+        return ops.embedding_forward(self.weight.data, labels, prefix=prefix, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
         labels = self._saved(self._labels, "labels")
-        if tuple(dy.shape) != (labels.shape[0], self.embedding_dim):
-            raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected ({labels.shape[0]}, {self.embedding_dim})")
-        onehot = _one_hot(labels, self.num_embeddings, dy.dtype)
-        dw, _ = ops.linear_backward_weight(onehot, dy, kernels=self.kernels)  # onehot^T @ dy
-        self.weight.accumulate(dw)
+        if getattr(dy, "ndim", 0) != 2 or dy.shape[0] != labels.shape[0] or dy.shape[1] < self.embedding_dim:
+            raise ValueError(f"dy: got shape {tuple(getattr(dy, 'shape', ()))}, expected ({labels.shape[0]}, "
+                             f"P + {self.embedding_dim})")
+        self.weight.accumulate(ops.embedding_backward(dy, labels, tuple(self.weight.data.shape), kernels=self.kernels))
         return None
 
     def extra_repr(self):
@@ -83,7 +79,7 @@ class ClassProjection(Module):
     """The class term of a projection discriminator: out (N, 1) = sum_j embed(labels)[:, j] * h[:, j].
 
     forward(h (N, F), labels (N,)); backward(dy (N, 1)) accumulates the embedding's gradient
-    dy * h (by label) and returns dh = dy * embed(labels).
+    dy * h (summed by label) and returns dh = dy * embed(labels).
     """
 
     def __init__(self, num_classes, features, std=0.02, rng=None, dtype=np.float32):
@@ -102,16 +98,16 @@ class ClassProjection(Module):
             raise ValueError(f"h: got shape {tuple(getattr(h, 'shape', ()))}, expected (N, "
                              f"{self.embed.embedding_dim})")
         _check_labels(labels, self.embed.num_embeddings, h.shape[0])
-        e = self.embed.forward(labels)
-        self._cache = (h, e)
-        return (e * h).sum(axis=1, keepdims=True)
+        self._cache = (h, labels)
+        return ops.class_projection_forward(h, self.embed.weight.data, labels, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
-        h, e = self._saved(self._cache, "features")
+        h, labels = self._saved(self._cache, "features")
         if tuple(dy.shape) != (h.shape[0], 1):
             raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected ({h.shape[0]}, 1)")
-        self.embed.backward(dy * h)
-        return dy * e if input_grad else None
+        w = self.embed.weight
+        w.accumulate(ops.embedding_backward(h, labels, tuple(w.data.shape), scale=dy, kernels=self.kernels))
+        return ops.embedding_forward(w.data, labels, scale=dy, kernels=self.kernels) if input_grad else None
 
     def extra_repr(self):
         return f"num_classes={self.embed.num_embeddings}, features={self.embed.embedding_dim}"
@@ -137,12 +133,12 @@ class ConditionalGenerator(Module):
         if getattr(z, "ndim", 0) != 2 or z.shape[1] != self.nz:
             raise ValueError(f"z: got shape {tuple(getattr(z, 'shape', ()))}, expected (N, {self.nz})")
         _check_labels(labels, self.num_classes, z.shape[0])
-        xp = array_module(z, labels, names=["z", "labels"])
-        return self.body.forward(xp.concatenate([z, self.embed.forward(labels)], axis=1))
+        array_module(z, labels, names=["z", "labels"])  # same device
+        return self.body.forward(self.embed.forward(labels, prefix=z))  # [z, embed(labels)]
 
     def backward(self, dy, input_grad=True):
         dh = self.body.backward(dy, input_grad=True)  # the embedding needs its part of dh
-        self.embed.backward(dh[:, self.nz:])
+        self.embed.backward(dh)  # its last embed_dim columns
         return dh[:, :self.nz] if input_grad else None
 
 
@@ -165,8 +161,11 @@ class ProjectionDiscriminator(Module):
 
     def forward(self, x, labels):
         h = self.trunk.forward(x)
-        return self.head.forward(h) + self.project.forward(h, labels)
+        logits = self.head.forward(h)
+        ops.accumulate(logits, self.project.forward(h, labels), kernels=self.kernels)
+        return logits
 
     def backward(self, dy, input_grad=True):
-        dh = self.head.backward(dy, input_grad=True) + self.project.backward(dy)
+        dh = self.head.backward(dy, input_grad=True)
+        ops.accumulate(dh, self.project.backward(dy), kernels=self.kernels)
         return self.trunk.backward(dh, input_grad=input_grad)

@@ -14,16 +14,15 @@ log-linear in those features (Miyato & Koyama 2018); that paper measures better 
 and sample quality for projection than for input concatenation.
 
 Fake batches draw their labels uniformly from the classes; the G step reuses the D step's last
-fake batch and its labels (fastconv.train.gan.d_step and g_step).
+fake batch and its labels (fastconv.train.gan_step.d_step and g_step).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import nn
-from .gan import d_step, g_step, noise
-from .gan_models import CLASSES, build_cdcgan, grid_labels, random_labels
+from .gan_models import build_cdcgan, grid_labels, noise
+from .gan_step import GANStep
 
 
 def generate_labelled(G, n_per_class: int, rng: np.random.Generator, batch_size: int = 500, xp=np):
@@ -63,24 +62,19 @@ def fit_cdcgan(x, labels, iterations: int, batch_size: int = 64, seed: int = 0, 
     D.to(device, kernels=kernels)
     opt_g = Adam(G.parameters(), lr=lr, betas=(beta1, 0.999))
     opt_d = Adam(D.parameters(), lr=lr, betas=(beta1, 0.999))
-    bce = nn.BCEWithLogitsLoss(kernels=kernels)
     b = min(int(batch_size), len(x))
-    ones, zeros = xp.ones((b, 1), np.float32), xp.zeros((b, 1), np.float32)
-    xd, yd = xp.asarray(x), xp.asarray(labels)
+    step = GANStep(G, D, opt_g, opt_d, b, nz, kernels=kernels)
+    xd, yd = xp.asarray(x), xp.asarray(labels.astype(np.int32))
     history = {k: [] for k in ("d_loss", "g_loss", "d_x", "d_g_z")}
     order, pos = rng.permutation(len(x)), 0
     for it in range(int(iterations)):
         if pos + b > len(x):  # a new epoch: a new shuffle
             order, pos = rng.permutation(len(x)), 0
-        idx = xp.asarray(order[pos:pos + b])
+        step(*step.inputs(rng, xd, yd, xp.asarray(order[pos:pos + b])))
         pos += b
-        z = noise(rng, b, nz, xp)
-        fake_labels = random_labels(rng, b, CLASSES, xp)
-        d_loss, lr_real, fake, lr_fake = d_step(G, D, opt_d, bce, xd[idx], z, ones, zeros, yd[idx], fake_labels)
-        g_loss, _ = g_step(G, D, opt_g, bce, fake, "nonsat", ones, zeros, fake_labels)
-        for k, v in (("d_loss", d_loss), ("g_loss", g_loss), ("d_x", (1 / (1 + xp.exp(-lr_real))).mean()),
-                     ("d_g_z", (1 / (1 + xp.exp(-lr_fake))).mean())):
-            history[k].append(float(v))
+        m = step.take()
+        for k, key in (("d_loss", "d_loss"), ("g_loss", "g_loss"), ("d_x", "d_x"), ("d_g_z", "d_g_z1")):
+            history[k].append(m[key])
         if not (np.isfinite(history["d_loss"][-1]) and np.isfinite(history["g_loss"][-1])):
             raise ValueError(f"training: D loss {history['d_loss'][-1]} and G loss {history['g_loss'][-1]} at "
                              f"iteration {it + 1}; expected finite losses (try a lower lr)")

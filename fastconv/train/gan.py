@@ -17,6 +17,10 @@ Each iteration performs ``d_steps`` discriminator updates, then one generator up
 For cdcgan the real batch comes with its labels, and each fake batch asks G for labels drawn
 uniformly (after its noise, from the same generator); D scores each batch against its labels.
 
+One iteration is fastconv.train.gan_step.GANStep: on a GPU it is replayed as one CUDA graph
+(``--graph``, default on; off runs the same kernels eagerly). Iterations take full batches only
+(the rest of an epoch's shuffle is left out), so every one can replay the graph.
+
 A fixed noise batch is rendered to a PNG grid every ``sample_every`` iterations and at the end
 (cdcgan: a 10 x 10 grid, one row per class, labelled with the class names);
 losses, mean D(x) and mean D(G(z)) are logged; a checkpoint is written after every epoch.
@@ -29,14 +33,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import nn
 from ..checkpoint import CheckpointError, load_checkpoint, require_keys, rng_from_state, rng_state, split_prefix, \
     with_prefix
 from ..data import CLASS_NAMES, fake_dataset, fingerprint, load_dataset, to_float
 from .common import (RunConfig, allocating, check_common, check_positive, config_json, first_n, require_extras,
-                     resolve_device, say, to_host_float, use_graph, xp_for)
+                     resolve_device, say, use_graph, xp_for)
 from .gan_models import (CLASSES, MODELS, arch_of, build_cdcgan, build_dcgan, build_gan,  # noqa: F401 (API)
-                         build_mlp_gan, grid_labels, is_conditional, random_labels)
+                         build_mlp_gan, grid_labels, is_conditional, noise, random_labels)
+from .gan_step import GANStep
 from .images import save_grid
 from .progress import progress
 from .run import Run
@@ -79,11 +83,6 @@ def generator_from_checkpoint(path: str, device: str = "cpu", kernels: str | Non
     G.load_state_dict(split_prefix(tensors, "G."))
     G.to(device, kernels=kernels)
     return G.eval(), meta
-
-
-def noise(rng: np.random.Generator, n: int, nz: int, xp=np):
-    """n noise vectors z ~ N(0, I), float32 (n, nz), drawn on the host (same numbers on CPU and GPU)."""
-    return xp.asarray(rng.standard_normal((n, nz), dtype=np.float32))
 
 
 def generate(G, z, path: str | None = None, nrow: int | None = None, labels=None, row_labels=None):
@@ -141,108 +140,33 @@ def _prepare(cfg: GANConfig) -> GANConfig:
     return cfg
 
 
-def _sigmoid_mean(xp, logits):
-    return (1.0 / (1.0 + xp.exp(-logits))).mean()
-
-
-def d_step(G, D, opt_d, bce, real, z, ones, zeros, labels=None, fake_labels=None):
-    """One D update: descend BCE(D(x), 1) + BCE(D(G(z)), 0), G's output used as a constant.
-    A conditional pair gets the real batch's ``labels`` and the ``fake_labels`` asked of G.
-    Returns (D loss, D(x) logits, fake images, D(G(z)) logits), all on the device."""
-    real_y = () if labels is None else (labels,)
-    fake_y = () if fake_labels is None else (fake_labels,)
-    D.zero_grad()
-    logits_real = D.forward(real, *real_y)
-    loss_real = bce.forward(logits_real, ones)
-    D.backward(bce.backward(), input_grad=False)
-    fake = G.forward(z, *fake_y)  # G is not updated here
-    logits_fake = D.forward(fake, *fake_y)
-    loss_fake = bce.forward(logits_fake, zeros)
-    D.backward(bce.backward(), input_grad=False)  # grads add to the real batch's
-    opt_d.step()
-    return loss_real + loss_fake, logits_real, fake, logits_fake
-
-
-def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros, fake_labels=None):
-    """One G update on ``fake`` (G's latest output, for ``fake_labels`` if conditional) scored by the
-    current D: descend -log D(G(z)) ("nonsat") or log(1 - D(G(z))) ("minimax"); D's parameter
-    gradients from it are left to be zeroed. Returns (G loss, D(G(z)) logits)."""
-    G.zero_grad()
-    logits = D.forward(fake) if fake_labels is None else D.forward(fake, fake_labels)
-    if g_loss == "nonsat":
-        loss = bce.forward(logits, ones)
-        dlogits = bce.backward()
-    else:  # log(1 - sigmoid(l)) = -BCE(l, 0)
-        loss = -bce.forward(logits, zeros)
-        dlogits = -bce.backward()
-    G.backward(D.backward(dlogits), input_grad=False)
-    opt_g.step()
-    return loss, logits
-
-
-class _Means:
-    """Running sums of the logged quantities: on the device between syncs, on the host between log lines."""
-    KEYS = ("d_loss", "g_loss", "d_x", "d_g_z1", "d_g_z2")
-
-    def __init__(self):
-        self.dev, self.n_dev = dict.fromkeys(self.KEYS, 0), 0
-        self.host, self.n_host = dict.fromkeys(self.KEYS, 0.0), 0
-
-    def add(self, values):
-        for k, v in zip(self.KEYS, values):
-            self.dev[k] = self.dev[k] + v
-        self.n_dev += 1
-
-    def sync(self):
-        for k in self.KEYS:
-            self.host[k] += to_host_float(self.dev[k])
-            self.dev[k] = 0
-        self.n_host, self.n_dev = self.n_host + self.n_dev, 0
-
-    def take(self) -> dict:
-        m = {k: v / self.n_host for k, v in self.host.items()}
-        self.host, self.n_host = dict.fromkeys(self.KEYS, 0.0), 0
-        return m
-
-
-def train_gan_epoch(G, D, opt_g, opt_d, bce, data, order, first: int, n_iters: int, cfg: GANConfig, rng, run: Run,
-                    bar, history: dict, grid: Grid, xp, sync_every: int) -> int:
-    """Iterations ``first``..n_iters-1 of one epoch over the shuffle ``order`` (stopping early at
-    cfg.iterations); run.step counts iterations. ``data`` is (images, labels) on the device, labels
-    used by a conditional G only. Returns the index after the last one run."""
-    xd, yd = data
-    conditional = is_conditional(G)
-    ones = xp.ones((cfg.batch_size, 1), np.float32)
-    zeros = xp.zeros((cfg.batch_size, 1), np.float32)
-    means = _Means()
+def train_gan_epoch(step: GANStep, data, order, first: int, n_iters: int, cfg: GANConfig, rng, run: Run, bar,
+                    history: dict, grid: Grid, sync_every: int) -> int:
+    """Iterations ``first``..n_iters-1 of one epoch over the shuffle ``order`` (on the data's
+    device; stopping early at cfg.iterations); run.step counts iterations. ``data`` is (images,
+    labels int32) on the device, labels used by a conditional G only. The statistics are read
+    back (losses checked finite) every ``sync_every`` iterations and at the end, and logged every
+    cfg.log_every. Returns the index after the last iteration run."""
+    per = cfg.batch_size * cfg.d_steps
     i = first
     while i < n_iters and not (cfg.iterations is not None and run.step >= cfg.iterations):
-        for j in range(cfg.d_steps):
-            b = (i * cfg.d_steps + j) * cfg.batch_size
-            idx = order[b:b + cfg.batch_size]
-            z = noise(rng, cfg.batch_size, cfg.nz, xp)
-            labels, fake_labels = (yd[idx], random_labels(rng, cfg.batch_size, xp=xp)) if conditional else (None, None)
-            d_loss, logits_real, fake, logits_fake = d_step(G, D, opt_d, bce, xd[idx], z, ones, zeros, labels,
-                                                            fake_labels)
-        loss_g, logits = g_step(G, D, opt_g, bce, fake, cfg.g_loss, ones, zeros, fake_labels)  # the last fake batch
+        step(*step.inputs(rng, *data, order[i * per:(i + 1) * per]))
         run.step, i = run.step + 1, i + 1
         flush = i == n_iters or (cfg.iterations is not None and run.step >= cfg.iterations)
-        means.add((d_loss, loss_g, _sigmoid_mean(xp, logits_real), _sigmoid_mean(xp, logits_fake),
-                   _sigmoid_mean(xp, logits)))
         if run.step % sync_every == 0 or flush:
-            means.sync()
+            means = step.sync()
             for k in ("d_loss", "g_loss"):
-                run.check_loss(means.host[k] / means.n_host, k.replace("_", " "))
-        if (run.step % cfg.log_every == 0 or flush) and means.n_host:
-            m = means.take()
+                run.check_loss(means[k], k.replace("_", " "))
+        if (run.step % cfg.log_every == 0 or flush) and step.host_count:
+            m = step.take()
             run.log(kind="train", epoch=run.epoch, iter=run.step, **m)
             for hk, v in zip(HISTORY_KEYS, (run.step, m["d_loss"], m["g_loss"], m["d_x"], m["d_g_z1"])):
                 history[hk].append(float(v))
             bar.set_postfix(D=f"{m['d_loss']:.3f}", G=f"{m['g_loss']:.3f}", Dx=f"{m['d_x']:.2f}",
                             DGz=f"{m['d_g_z1']:.2f}")
         if run.step % cfg.sample_every == 0:
-            grid.write(G, run.path(f"samples/iter_{run.step:06d}.png"))
-        bar.update(cfg.batch_size * cfg.d_steps)
+            grid.write(step.G, run.path(f"samples/iter_{run.step:06d}.png"))
+        bar.update(per)
     return i
 
 
@@ -265,9 +189,7 @@ def train_gan(cfg: GANConfig) -> dict:
     cfg = _prepare(cfg)
     require_extras()  # before any work: a missing safetensors/Pillow would otherwise show after an epoch
     device = resolve_device(cfg.device, cfg.kernels)
-    # eager only for now: fastconv.graph.StepGraph captures the DCGAN step (tests/test_graph_emu.py),
-    # but this loop draws its noise on the host and sums D(x), D(G(z)) with CuPy every step
-    use_graph(cfg.graph, device, "the GAN trainers do not replay their step as a CUDA graph yet")
+    graphed = use_graph(cfg.graph, device)  # a --graph error before any work
     xp = xp_for(device)
     with Run(cfg, "gan", cfg.model) as run:
         x_train, y_train, data, data_sha = _load_data(cfg)
@@ -285,11 +207,14 @@ def train_gan(cfg: GANConfig) -> dict:
             rng, pos, order, history = _resume(run, cfg, G, D, opt_g, opt_d, arch, len(x_train), data_sha)
         G.to(device, kernels=cfg.kernels)
         D.to(device, kernels=cfg.kernels)
-        bce = nn.BCEWithLogitsLoss(kernels=cfg.kernels)
-        xd = allocating("the data on the device", lambda: (xp.asarray(x_train), xp.asarray(y_train)))
+        step = GANStep(G, D, opt_g, opt_d, cfg.batch_size, cfg.nz, cfg.d_steps, cfg.g_loss, graphed, cfg.kernels)
+        # int32 labels, the layers' type, converted once: a captured step may not convert them
+        xd = allocating("the data on the device",
+                        lambda: (xp.asarray(x_train), xp.asarray(y_train.astype(np.int32))))
         say(f"{cfg.model}: G {sum(int(p.data.size) for p in G.parameters())} and D "
             f"{sum(int(p.data.size) for p in D.parameters())} parameters on {device}; Adam lr {cfg.lr} beta1 "
-            f"{cfg.beta1}, batch {cfg.batch_size}, {cfg.d_steps} D step(s) per G step, {cfg.g_loss} G loss")
+            f"{cfg.beta1}, batch {cfg.batch_size}, {cfg.d_steps} D step(s) per G step, {cfg.g_loss} G loss"
+            + (", the step replayed as a CUDA graph" if graphed else ""))
         done = run.epoch  # complete epochs
         while done < end_epoch and not (cfg.iterations is not None and run.step >= cfg.iterations):
             run.epoch, first, t0 = done + 1, pos, time.perf_counter()
@@ -297,8 +222,7 @@ def train_gan(cfg: GANConfig) -> dict:
                 order = rng.permutation(len(x_train))
             with progress((n_iters - first) * cfg.batch_size * cfg.d_steps, f"epoch {run.epoch}/{end_epoch}",
                           cfg.progress, cfg.batch_size * cfg.d_steps, cfg.progress_seconds) as bar:
-                pos = train_gan_epoch(G, D, opt_g, opt_d, bce, xd, order if device == "cpu" else xp.asarray(order),
-                                      first, n_iters, cfg, rng, run, bar, history, grid, xp,
+                pos = train_gan_epoch(step, xd, xp.asarray(order), first, n_iters, cfg, rng, run, bar, history, grid,
                                       1 if device == "cpu" else cfg.log_every)
             pos, done = (0, done + 1) if pos == n_iters else (pos, done)
             _save(run, cfg, arch, (G, D, opt_g, opt_d), history, rng, order, pos, done, len(x_train), data_sha)

@@ -68,6 +68,11 @@ def is_conditional(G) -> bool:
     return isinstance(G, ConditionalGenerator)
 
 
+def noise(rng: np.random.Generator, n: int, nz: int, xp=np):
+    """n noise vectors z ~ N(0, I), float32 (n, nz), drawn on the host (same numbers on CPU and GPU)."""
+    return xp.asarray(rng.standard_normal((n, nz), dtype=np.float32))
+
+
 def random_labels(rng: np.random.Generator, n: int, classes: int = CLASSES, xp=np):
     """n labels drawn uniformly from [0, classes), int64, drawn on the host (same on CPU and GPU)."""
     return xp.asarray(rng.integers(0, classes, n, dtype=np.int64))

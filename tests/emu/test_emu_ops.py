@@ -17,7 +17,8 @@ from ops.test_activation import activations_all_passes
 from ops.test_batchnorm import batchnorm_all_passes
 from ops.test_conv import DEVICE_CASES as CONV_CASES, conv_all_passes
 from ops.test_dropout import dropout_all_passes
-from ops.test_loss import bce_with_logits_case, softmax_cross_entropy_case
+from ops.test_embedding import embedding_all_passes
+from ops.test_loss import bce_with_logits_case, gan_stats_case, softmax_cross_entropy_case
 from ops.test_optim_backends import adam_update_case, sgd_update_case
 from ops.test_pool import pool_all_passes
 from test_emu_bandwidth import every_bandwidth_kernel
@@ -44,6 +45,8 @@ def run_every_op(cp, rng):
     dropout_all_passes(backend, rng, 50, 0.5, 1)
     softmax_cross_entropy_case(backend, rng, 3, 5)
     bce_with_logits_case(backend, rng, (4, 1))
+    gan_stats_case(backend, rng, 5)
+    embedding_all_passes(cp, rng, 5, 3, 4, 2)
     sgd_update_case(backend, rng, 0.9, 0.0, False)
     adam_update_case(backend, rng)
     every_bandwidth_kernel(cp, rng)  # the pool/batchnorm/bias fast paths and multi-block reductions

@@ -1,6 +1,7 @@
 """The whole training step as one CUDA graph on a GPU, both kernel families: 20 graph replays of
-a LeNet SGD step and of a DCGAN Adam step equal the eager steps bit for bit (the same kernels in
-the same order), no replay allocates; and the kernels the captured step needs beyond the layers
+a LeNet SGD step and of the GAN trainer's step (DCGAN and the conditional DCGAN, Adam) equal the
+eager steps bit for bit (the same kernels in the same order), no replay allocates; the GAN trainer
+with --graph on equals --graph off and resumes exactly; and the kernels the captured step needs beyond the layers
 (Adam with its device step counter, gradient sums, the per-channel bias add, the linear kernels
 with fused activations) against the NumPy path in float64.
 
@@ -14,7 +15,7 @@ import fastconv
 from fastconv import ops
 from fastconv.graph import StepGraph
 from fastconv.testing import F32_TOL, assert_close
-from graph_steps import BATCH, dcgan_trainer, gan_state, lenet_state, lenet_trainer
+from graph_steps import BATCH, gan_data, gan_state, gan_trainer, lenet_state, lenet_trainer
 
 pytestmark = pytest.mark.gpu
 FAMILIES = ["cupy", "numba"]
@@ -70,14 +71,58 @@ def test_lenet_graph_equals_eager(cp, kernels):
 
 
 @pytest.mark.parametrize("kernels", FAMILIES)
-def test_dcgan_graph_equals_eager(cp, kernels):
-    rng = np.random.default_rng(2)
-
-    def batch():
-        return (cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32)),
-                cp.asarray(rng.standard_normal((BATCH, 16)).astype(np.float32)))
-    opts_g = _graph_equals_eager(cp, lambda: dcgan_trainer(cp, kernels=kernels), gan_state, batch, check_pool=False)
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_gan_graph_equals_eager(cp, kernels, model):
+    """The trainer's GAN step (fastconv.train.gan_step.GANStep, two D steps per G step): 20 graph
+    replays equal 20 eager steps bit for bit: the logged sums of every step, and at the end
+    weights, BN statistics, Adam's m, v and device step counts; no replay allocates."""
+    images, labels = gan_data(cp, n=64)
+    rngs = [np.random.default_rng(2), np.random.default_rng(2)]
+    (models_e, opts_e, step_e), (models_g, opts_g, step_g) = (
+        gan_trainer(cp, model, graph=g, d_steps=2, kernels=kernels) for g in (False, True))
+    per = step_e.batch_size * step_e.d_steps
+    for i in range(STEPS):
+        idx = cp.asarray((np.arange(per) * 3 + i) % len(images))
+        step_e(*step_e.inputs(rngs[0], images, labels, idx))
+        inputs = step_g.inputs(rngs[1], images, labels, idx)
+        used = _pool_bytes(cp) if i > 1 else None
+        step_g(*inputs)
+        if used is not None:
+            assert _pool_bytes(cp) == used, f"step {i}: a graph replay allocated"
+        means_e, means_g = step_e.take(), step_g.take()
+        assert means_g == means_e and np.isfinite(list(means_e.values())).all(), (i, means_g, means_e)
+    for a, b in zip(gan_state(models_g, opts_g), gan_state(models_e, opts_e)):
+        np.testing.assert_array_equal(a, b)
+    assert step_g.graph.replays == STEPS - 1
     assert opts_g[0].step_counts() == [STEPS] * len(opts_g[0].params)
+    assert opts_g[1].step_counts() == [2 * STEPS] * len(opts_g[1].params)
+
+
+@pytest.mark.parametrize("model", ["dcgan", "cdcgan"])
+def test_gan_trainer_graph_resumes_exactly(tmp_path, model):
+    """fastconv train gan on the GPU: --graph on equals --graph off bit for bit after 20 iterations
+    (checkpoint arrays, RNG state), and a graph run stopped 8 iterations into an epoch and resumed
+    from its checkpoint equals the uninterrupted graph run."""
+    from fastconv import cli
+    from fastconv.checkpoint import load_checkpoint
+
+    flags = ["train", "gan", "--model", model, "--dataset", "fake", "--train-size", "192", "--batch-size", "16",
+             "--width", "8", "--nz", "16", "--device", "cuda", "--log-every", "4", "--sample-every", "1000",
+             "--n-samples", "4"]
+
+    def run(name, iters, graph, *extra):
+        assert cli.main(flags + ["--iterations", str(iters), "--graph", graph, "--out", str(tmp_path / name),
+                                 *extra]) == 0
+        return load_checkpoint(str(tmp_path / name / "checkpoint.safetensors"))
+
+    (t_eager, m_eager), (t_graph, m_graph) = run("eager", 20, "off"), run("graph", 20, "on")
+    run("resumed", 8, "on")
+    t_resumed, m_resumed = run("resumed", 20, "on", "--resume")
+    assert m_graph["iter"] == m_resumed["iter"] == 20 and m_graph["rng"] == m_eager["rng"] == m_resumed["rng"]
+    assert sorted(t_eager) == sorted(t_graph) == sorted(t_resumed)
+    for k in t_eager:
+        np.testing.assert_array_equal(t_graph[k], t_eager[k], err_msg=f"{k}: graph run differs from eager run")
+        np.testing.assert_array_equal(t_resumed[k], t_graph[k], err_msg=f"{k}: resumed graph run differs")
 
 
 def test_capture_kernels_against_float64(cp):

@@ -1,6 +1,9 @@
 """softmax_cross_entropy and bce_with_logits: the CPU path against tests/oracle.py, and bad
 arguments (tolerances and poisoning: tests/ops/__init__.py), PyTorch CPU as a second oracle, and
-both losses on every backend (tests/backends.py)."""
+both losses on every backend (tests/backends.py); bce_with_logits(negate=True) and gan_stats
+(the GAN trainer's device-side statistics) on every backend against float64 loops."""
+
+import math
 
 import numpy as np
 import pytest
@@ -116,3 +119,59 @@ def test_bce_with_logits_backends(backend, rng, shape):
 @given(shape=st.tuples(st.integers(1, 300), st.integers(2, 1100)))
 def test_losses_gpu_drawn(backend, shape):
     judge("losses", shape, backend.name)
+
+
+# ---- negated BCE (the minimax GAN generator loss) and the GAN statistics ---------------------
+
+def test_bce_with_logits_negate(backend, rng):
+    z = randn(rng, (6, 1), np.float32) * 3
+    t = np.zeros_like(z)
+    loss, d = ops.bce_with_logits(backend.asarray(z), backend.asarray(t), negate=True)
+    loss_ref, d_ref = ref.bce_with_logits(z, t)
+    assert_close(loss, -loss_ref, F32_TOL, "negated loss")
+    assert_close(d, -d_ref, F32_TOL, "negated dlogits")
+
+
+def _gan_stats_loops(sums, losses, logits):
+    """The plain reference: sums + [l_real + l_fake, l_g, then per logits array the mean of
+    1 / (1 + exp(-z)) in float64 loops]."""
+    means = []
+    for z in logits:
+        total = 0.0
+        for v in np.asarray(z, np.float64).ravel():
+            total += 1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0
+        means.append(total / z.size)
+    return np.asarray(sums, np.float64) + np.array([losses[0] + losses[1], losses[2], *means])
+
+
+def gan_stats_case(backend, rng, n):
+    """Two accumulations of gan_stats on backend into non-zero sums, against the loops."""
+    sums = np.array([0.5, -1.0, 2.0, 0.25, 3.0])
+    got = backend.asarray(sums.copy())
+    for k in range(2):
+        losses = [np.asarray(v, np.float32) for v in rng.uniform(0.1, 3.0, 3)]
+        logits = [(randn(rng, (n, 1), np.float32) * 4) for _ in range(3)]
+        logits[0][0, 0] = 90.0 if n > 1 else logits[0][0, 0]   # saturated ends of the sigmoid
+        logits[1][-1, 0] = -90.0 if n > 1 else logits[1][-1, 0]
+        ops.gan_stats(got, *(backend.asarray(a) for a in losses + logits))
+        sums = _gan_stats_loops(sums, [float(v) for v in losses], logits)
+    assert_close(got, sums, F32_TOL, "gan_stats sums")
+
+
+@pytest.mark.parametrize("n", [1, 64, 1500])
+def test_gan_stats_backends(backend, rng, n):
+    gan_stats_case(backend, rng, n)
+
+
+def test_gan_stats_errors():
+    s, z, l0 = np.zeros(5), arr(4, 1), np.asarray(np.float32(1.0))
+    with raises(TypeError, "sums: got dtype float32", "expected float64"):
+        ops.gan_stats(np.zeros(5, np.float32), l0, l0, l0, z, z, z)
+    with raises(ValueError, "sums: got shape (4,)", "expected a C-contiguous (5,) array"):
+        ops.gan_stats(np.zeros(4), l0, l0, l0, z, z, z)
+    with raises(ValueError, "loss_g: got an array of shape (1,) (1-d), expected 0-d"):
+        ops.gan_stats(s, l0, l0, np.ones(1, np.float32), z, z, z)
+    with raises(ValueError, "logits_g: got shape (3, 1), expected (4, 1)"):
+        ops.gan_stats(s, l0, l0, l0, z, z, arr(3, 1))
+    with raises(TypeError, "negate: got 1, expected True or False"):
+        ops.bce_with_logits(z, z, negate=1)

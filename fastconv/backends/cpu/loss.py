@@ -20,8 +20,15 @@ def softmax_cross_entropy(logits, labels):
     return np.asarray(loss, dtype=logits.dtype), d
 
 
-def bce_with_logits(logits, targets):
+def bce_with_logits(logits, targets, negate=False):
     z = logits
     loss = (np.maximum(z, 0) - z * targets + np.log1p(np.exp(-np.abs(z)))).mean()
     d = (sigmoid_forward(z) - targets) / z.size
+    if negate:
+        loss, d = -loss, -d
     return np.asarray(loss, dtype=logits.dtype), d.astype(logits.dtype, copy=False)
+
+
+def gan_stats(sums, loss_real, loss_fake, loss_g, logits_real, logits_fake, logits_g):
+    sums += [float(loss_real) + float(loss_fake), float(loss_g)] + [
+        float(sigmoid_forward(z).astype(np.float64).mean()) for z in (logits_real, logits_fake, logits_g)]

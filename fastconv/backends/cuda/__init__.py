@@ -7,7 +7,7 @@ numpy int32/int64/float32 so the kernel sees the C types it declares.
 
 One module per op family (conv.py launches kernels/conv.cu and, through bias.py, kernels/bias.cu;
 activation.py and dropout.py kernels/activation.cu, pool.py kernels/pool.cu, batchnorm.py kernels/batchnorm.cu, loss.py
-kernels/loss.cu, optim.py kernels/optim.cu, linear.py kernels/linear.cu); launch.py holds what they share
+kernels/loss.cu, optim.py kernels/optim.cu, linear.py kernels/linear.cu, embedding.py kernels/embedding.cu); launch.py holds what they share
 (allocation with NaN poisoning, argument and int32 checks, the launch). Two modules need no CuPy
 and are unit-tested on the CPU: config.py (grids, tile shapes, split-K, the kernel-name table)
 and loader.py (finding, #define-ing and compiling the .cu files).
@@ -19,7 +19,7 @@ never needs CuPy.
 
 import importlib
 
-OP_FAMILIES = ("conv", "pool", "activation", "batchnorm", "linear", "dropout", "loss", "optim")
+OP_FAMILIES = ("conv", "pool", "activation", "batchnorm", "linear", "dropout", "loss", "optim", "embedding")
 _SHARED = ("launch", "bias")  # GPUOutOfMemoryError, num_sms; bias.cu: the conv bias gradient, bias_add
 
 

@@ -63,11 +63,12 @@ KERNELS = {
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)
     + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
             for v in (1, 4)),
-    "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1"),
+    "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1", "gan_stats_v1"),
     "optim.cu": ("sgd_update_v1", "adam_update_v1", "adam_update_v2", "accumulate_v1",
                  "sgd_update_multi_v1", "adam_update_multi_v2"),
     "linear.cu": ("linear_forward_v2", "linear_backward_data_v2", "linear_backward_weight_v1",
                   "linear_splitk_reduce_v1"),
+    "embedding.cu": ("embedding_forward_v1", "embedding_backward_v1", "class_projection_forward_v1"),
 }
 
 LINEAR_TILE = (64, 64)      # (LIN_BM, LIN_BN) of kernels/linear.cu

@@ -29,14 +29,23 @@ def softmax_cross_entropy(logits, labels):
     return loss, d
 
 
-def bce_with_logits(logits, targets):
+def bce_with_logits(logits, targets, negate=False):
     logits, targets = _arg(logits, "logits"), _arg(targets, "targets")
     n = logits.size
     d = _alloc(logits.shape, _F32, "bce_with_logits dlogits")
     loss = _alloc((), _F32, "bce_with_logits loss")
     blocks = min(cfg.elementwise_blocks(n, num_sms()), 4 * num_sms())
     partial = _alloc((blocks,), _F32, "bce_with_logits partial sums")
+    scale = (-1.0 if negate else 1.0) / n
     _launch("loss.cu", "bce_logits_v1", (blocks,), cfg.BLOCK,
-            (logits, targets, d, partial, np.int64(n), _f32(1.0 / n)))
-    _sum_scale(partial, blocks, 1.0 / n, loss)
+            (logits, targets, d, partial, np.int64(n), _f32(scale)))
+    _sum_scale(partial, blocks, scale, loss)
     return loss, d
+
+
+def gan_stats(sums, loss_real, loss_fake, loss_g, logits_real, logits_fake, logits_g):
+    sums = _arg(sums, "sums", np.float64, inplace=True)
+    args = [_arg(a, name) for a, name in ((loss_real, "loss_real"), (loss_fake, "loss_fake"), (loss_g, "loss_g"),
+                                          (logits_real, "logits_real"), (logits_fake, "logits_fake"),
+                                          (logits_g, "logits_g"))]
+    _launch("loss.cu", "gan_stats_v1", (1,), cfg.REDUCE_BLOCK, (*args, sums, np.int64(logits_real.size)))

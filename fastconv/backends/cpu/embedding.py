@@ -1,0 +1,36 @@
+"""CPU label embeddings: rows of a table picked by labels, their gradient summed by label, and the
+projection discriminator's class term (fastconv.ops.embedding states the shapes)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _rows(scale, n):
+    return None if scale is None else scale.reshape(n, 1)
+
+
+def embedding_forward(weight, labels, prefix=None, scale=None):
+    n, d = labels.shape[0], weight.shape[1]
+    p = 0 if prefix is None else prefix.shape[1]
+    out = np.empty((n, p + d), weight.dtype)
+    if p:
+        out[:, :p] = prefix
+    out[:, p:] = weight[labels]
+    if scale is not None:
+        out[:, p:] *= _rows(scale, n)
+    return out
+
+
+def embedding_backward(dy, labels, weight_shape, scale=None):
+    n, d = dy.shape[0], weight_shape[1]
+    g = dy[:, dy.shape[1] - d:]
+    if scale is not None:
+        g = g * _rows(scale, n)
+    dw = np.zeros(weight_shape, dy.dtype)
+    np.add.at(dw, labels, g)  # rows added in order of n
+    return dw
+
+
+def class_projection_forward(h, weight, labels):
+    return np.einsum("nf,nf->n", weight[labels], h)[:, None].astype(h.dtype, copy=False)

@@ -1,0 +1,53 @@
+"""Launchers of kernels/embedding.cu: label embeddings and the projection discriminator's class term."""
+
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from . import config as cfg
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _i32s, _launch
+
+
+def _labels(labels):
+    """int32 labels for the kernels (an int32 array is used as it is: no CuPy work in a captured step)."""
+    if not isinstance(labels, cp.ndarray) or labels.dtype.kind not in "iu":
+        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)}, expected an integer "
+                        "cupy array")
+    return _arg(labels.astype(np.int32, copy=False), "labels", np.int32)
+
+
+def _scale(scale, fallback):
+    """(scale array, use_scale flag): the fallback array stands in (never read) when there is none."""
+    return (fallback, np.int32(0)) if scale is None else (_arg(scale, "scale"), np.int32(1))
+
+
+def embedding_forward(weight, labels, prefix=None, scale=None):
+    weight, labels = _arg(weight, "weight"), _labels(labels)
+    n, (c, d) = labels.shape[0], weight.shape
+    p = 0 if prefix is None else prefix.shape[1]
+    prefix = weight if prefix is None else _arg(prefix, "prefix")
+    scale, use = _scale(scale, weight)
+    out = _alloc((n, p + d), _F32, "embedding_forward output")
+    _launch("embedding.cu", "embedding_forward_v1", _eltwise_grid(n * (p + d)), cfg.BLOCK,
+            (weight, labels, prefix, scale, out, np.int64(n)) + _i32s("weight", "C D P", (c, d, p)) + (use,))
+    return out
+
+
+def embedding_backward(dy, labels, weight_shape, scale=None):
+    dy, labels = _arg(dy, "dy"), _labels(labels)
+    (n, k), (c, d) = dy.shape, weight_shape
+    scale, use = _scale(scale, dy)
+    dw = _alloc((c, d), _F32, "embedding_backward dweight")
+    _launch("embedding.cu", "embedding_backward_v1", _eltwise_grid(c * d), cfg.BLOCK,
+            (dy, labels, scale, dw) + _i32s("dy", "N C D K", (n, c, d, k)) + (use,))
+    return dw
+
+
+def class_projection_forward(h, weight, labels):
+    h, weight, labels = _arg(h, "h"), _arg(weight, "weight"), _labels(labels)
+    (n, f), c = h.shape, weight.shape[0]
+    out = _alloc((n, 1), _F32, "class_projection_forward output")
+    _launch("embedding.cu", "class_projection_forward_v1", (cfg.warp_rows_blocks(n),), cfg.BLOCK,
+            (h, weight, labels, out) + _i32s("h", "N C F", (n, c, f)))
+    return out

@@ -1,0 +1,76 @@
+"""Label embeddings for the class-conditional GAN (fastconv.nn.conditional): a table's rows picked
+by integer labels, their gradient summed by label, and the projection discriminator's class term.
+
+Labels are an integer (N,) array with values in [0, C); on the CPU other values are an error, on
+the GPU (where checking them would read them back to the host) they give NaN outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..argcheck import array, same_device, same_dtype
+from ..backend import op
+from ..plan import planned
+
+
+def _labels(labels, classes: int, n: int | None, xp):
+    if not isinstance(labels, xp.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)} of shape "
+                        f"{getattr(labels, 'shape', None)}, expected a 1-d integer array")
+    if n is not None and labels.shape[0] != n:
+        raise ValueError(f"labels: got {labels.shape[0]} labels, expected {n} (the rows of the other inputs)")
+    if xp is np and labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels: got values in [{labels.min()}, {labels.max()}], expected [0, {classes})")
+
+
+def _rows(a, name: str, n: int, ref, ref_name: str, scale: bool = False):
+    """An optional per-row array: a prefix (N, P), or a scale (N,) / (N, 1); of ref's dtype."""
+    if a is None:
+        return
+    array(a, name, (1, 2) if scale else 2)
+    if a.shape[0] != n or (scale and a.size != n):
+        want = f"({n},) or ({n}, 1)" if scale else f"({n}, P)"
+        raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected {want}")
+    same_dtype(ref, ref_name, (a, name))
+
+
+@planned
+def embedding_forward(weight, labels, *, prefix=None, scale=None, kernels=None):
+    """out (N, P + D): out[n, :P] = prefix[n] (prefix (N, P) optional), out[n, P:] = scale[n] *
+    weight[labels[n]] (weight (C, D); scale (N,) or (N, 1) optional, else 1)."""
+    array(weight, "weight", 2)
+    xp = same_device(weight=weight, labels=labels, **({} if prefix is None else {"prefix": prefix}),
+                     **({} if scale is None else {"scale": scale}))
+    _labels(labels, weight.shape[0], None, xp)
+    n = labels.shape[0]
+    _rows(prefix, "prefix", n, weight, "weight")
+    _rows(scale, "scale", n, weight, "weight", scale=True)
+    return op("embedding_forward", weight, kernels=kernels)(weight, labels, prefix, scale)
+
+
+@planned
+def embedding_backward(dy, labels, weight_shape, *, scale=None, kernels=None):
+    """dweight (C, D) = weight_shape: dweight[c] = sum over n with labels[n] == c of scale[n] *
+    dy[n, K - D:] (the last D of dy's K >= D columns; scale (N,) or (N, 1) optional, else 1)."""
+    array(dy, "dy", 2)
+    xp = same_device(dy=dy, labels=labels, **({} if scale is None else {"scale": scale}))
+    if not (isinstance(weight_shape, tuple) and len(weight_shape) == 2 and all(
+            isinstance(v, int) and v > 0 for v in weight_shape)) or weight_shape[1] > dy.shape[1]:
+        raise ValueError(f"weight_shape: got {weight_shape!r}, expected a tuple (C, D) of positive ints with "
+                         f"D <= {dy.shape[1]} (the columns of dy)")
+    _labels(labels, weight_shape[0], dy.shape[0], xp)
+    _rows(scale, "scale", dy.shape[0], dy, "dy", scale=True)
+    return op("embedding_backward", dy, kernels=kernels)(dy, labels, weight_shape, scale)
+
+
+@planned
+def class_projection_forward(h, weight, labels, *, kernels=None):
+    """out (N, 1): out[n] = sum_j weight[labels[n], j] * h[n, j] (h (N, F), weight (C, F))."""
+    array(h, "h", 2)
+    array(weight, "weight", 2)
+    xp = same_device(h=h, weight=weight, labels=labels)
+    same_dtype(h, "h", (weight, "weight"))
+    if weight.shape[1] != h.shape[1]:
+        raise ValueError(f"weight: got shape {tuple(weight.shape)}, expected (C, {h.shape[1]}) (the columns of h)")
+    _labels(labels, weight.shape[0], h.shape[0], xp)
+    return op("class_projection_forward", h, kernels=kernels)(h, weight, labels)

@@ -36,8 +36,31 @@ import sys
 import threading
 
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
+WORKSPACE_LIMIT = 1 << 20  # bytes: a plan keeps workspaces up to this size between calls (see Plan)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
-_local = threading.local()  # .rec: the Record of the op call being planned on this thread
+
+
+class _ThreadState(threading.local):
+    # class defaults: reading an attribute a thread never set costs no AttributeError (~1 us a call)
+    rec = None     # the Record of the op call being planned on this thread
+    arena = None   # the Arena whose step is running on this thread
+
+
+_local = _ThreadState()
+
+
+def _environ_reader(name: str):
+    """A function returning the environment variable ``name`` as os.environ holds it (encoded), for
+    the plan key: os.environ.get costs about 1 us (it encodes the name and decodes the value),
+    a look-up in the mapping os.environ keeps in sync costs 30 ns."""
+    data, encodekey = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and encodekey is not None:
+        key = encodekey(name)
+        return functools.partial(data.get, key)
+    return functools.partial(os.environ.get, name)
+
+
+_cuda_defines = _environ_reader("FASTCONV_CUDA_DEFINES")   # tuning #defines the loader compiles with
 
 
 class Arena:
@@ -53,7 +76,7 @@ class Arena:
 
     @contextlib.contextmanager
     def step(self):
-        if getattr(_local, "arena", None) is not None:
+        if _local.arena is not None:
             raise RuntimeError("Arena.step: got a step inside another arena's step, expected one at a time")
         self._next = 0
         _local.arena = self
@@ -77,12 +100,13 @@ class Arena:
 
 def current_arena():
     """The Arena whose step is running on this thread, else None."""
-    return getattr(_local, "arena", None)
+    return _local.arena
 
 
 class Record:
-    """What one op call did on the GPU: allocations (alloc function, its arguments, the array)
-    and launches (launch callable ``fn(grid, block, args)``, grid, block, args)."""
+    """What one op call did on the GPU: allocations (alloc function, its arguments, the array, the
+    unchecked allocator, whether a replay may reuse it) and launches (launch callable
+    ``fn(grid, block, args)``, grid, block, args)."""
     __slots__ = ("allocs", "launches")
 
     def __init__(self):
@@ -90,19 +114,21 @@ class Record:
         self.launches = []
 
 
-def note_alloc(alloc, call_args: tuple, array, raw=None) -> None:
+def note_alloc(alloc, call_args: tuple, array, raw=None, reusable: bool = False) -> None:
     """Called by the allocator after ``array = alloc(*call_args)``; records it when planning.
     ``raw(shape, dtype)`` (call_args[0], call_args[1]) makes the same array without checks or
     poisoning: a plan built with the poison setting off uses it, and calls ``alloc`` (for its
-    error message) only when it fails."""
-    rec = getattr(_local, "rec", None)
+    error message) only when it fails. ``reusable``: the array's contents on allocation do not
+    matter (an uninitialised buffer, not zeros), so a plan may hand a workspace the call does not
+    return the same array again on its next call."""
+    rec = _local.rec
     if rec is not None:
-        rec.allocs.append((alloc, call_args, array, raw))
+        rec.allocs.append((alloc, call_args, array, raw, reusable))
 
 
 def note_launch(fn, grid: tuple, block: tuple, args: tuple) -> None:
     """Called by a family's launch function after ``fn(grid, block, args)``; records it when planning."""
-    rec = getattr(_local, "rec", None)
+    rec = _local.rec
     if rec is not None:
         rec.launches.append((fn, grid, block, args))
 
@@ -111,30 +137,51 @@ class Plan:
     """Allocations and launches of one op call; ``plan.run(*arrays)`` replays them on the call's
     device arrays (in key order) and returns the result. ``run`` is generated Python source, one
     statement per allocation and per launch with the scalar arguments bound as constants, so a
-    hit costs the allocations, the launches and a function call."""
-    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "run")
+    hit costs the allocations, the launches and a function call.
 
-    def __init__(self, settings, allocs, launches, result, n_inputs):
+    A workspace (an allocation the call does not return, uninitialised, at most WORKSPACE_LIMIT
+    bytes) is allocated on the first replay and kept by the plan, one per CUDA stream (launches on
+    one stream run in order, so the next call cannot overwrite it while a kernel still reads it):
+    a hit then allocates only what it returns. Not under the poison setting, which wants every
+    buffer refilled with NaN. A launch callable with a ``bind(grid, block, args, slots)`` method
+    (the numba family's kernels) is bound once: its scalar arguments are packed at build time and
+    the bound launch takes the array arguments only."""
+    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "kept", "run")
+
+    def __init__(self, settings, allocs, launches, result, n_inputs, stream=None):
         self.settings = settings      # the Settings the plan was built under (part of its key)
-        self.allocs = allocs          # [(alloc, call_args, raw)]
+        self.allocs = allocs          # [(alloc, call_args, raw, kept: bool)]
         self.launches = launches      # [(fn, grid, block, template args, [(position, slot)])]
         self.result = result          # None, a slot, or a tuple of slots / None
         self.n_inputs = n_inputs
-        self.run = self._compile()
+        self.kept = {}                # stream pointer -> the workspaces kept for launches on it
+        self.run = self._compile(stream)
 
-    def _compile(self):
-        env = {}
+    def _compile(self, stream):
+        env = {"kept": self.kept, "stream": stream}
         lines = [f"def run({''.join(f'v{i}, ' for i in range(self.n_inputs))}):"]
-        for j, (alloc, call_args, raw) in enumerate(self.allocs):
+        kept = []
+        for j, (alloc, call_args, raw, keep) in enumerate(self.allocs):
             v = f"v{self.n_inputs + j}"
             env[f"alloc{j}"], env[f"args{j}"], env[f"raw{j}"] = alloc, call_args, raw
-            if raw is None or self.settings.poison:
+            if keep:
+                kept.append((v, f"alloc{j}(*args{j})"))
+            elif raw is None or self.settings.poison:
                 lines.append(f"    {v} = alloc{j}(*args{j})")
             else:
                 env[f"shape{j}"], env[f"dtype{j}"] = call_args[0], call_args[1]
                 lines += ["    try:", f"        {v} = raw{j}(shape{j}, dtype{j})",
                           "    except Exception:", f"        {v} = alloc{j}(*args{j})  # raises its clear error"]
+        if kept:
+            lines += ["    s = stream().ptr", "    ws = kept.get(s)", "    if ws is None:",
+                      f"        ws = kept[s] = ({''.join(make + ', ' for _, make in kept)})",
+                      f"    {''.join(v + ', ' for v, _ in kept)}= ws"]
         for i, (fn, grid, block, template, slots) in enumerate(self.launches):
+            bind = getattr(fn, "bind", None)
+            if bind is not None:     # scalars packed now; the bound launch takes the arrays in slot order
+                env[f"fn{i}"] = bind(grid, block, template, [pos for pos, _ in slots])
+                lines.append(f"    fn{i}({''.join(f'v{slot}, ' for _, slot in slots)})")
+                continue
             env[f"fn{i}"], env[f"grid{i}"], env[f"block{i}"] = fn, grid, block
             slot_at = dict(slots)
             items = []
@@ -167,9 +214,10 @@ def _slot_of(a, sources: list):
     return found[0] if len(found) == 1 else None
 
 
-def _build(rec: Record, arrays: list, out, settings, nd):
+def _build(rec: Record, arrays: list, out, settings, cp):
     """A Plan from the record of a call with device arrays ``arrays``, or _UNPLANNABLE."""
-    sources = list(arrays) + [a for _, _, a, _ in rec.allocs]
+    nd = cp.ndarray
+    sources = list(arrays) + [a for _, _, a, _, _ in rec.allocs]
     launches = []
     for fn, grid, block, args in rec.launches:
         template, slots = list(args), []
@@ -195,8 +243,11 @@ def _build(rec: Record, arrays: list, out, settings, nd):
             return _UNPLANNABLE
     else:
         return _UNPLANNABLE
-    allocs = [(alloc, call_args, raw) for alloc, call_args, _, raw in rec.allocs]
-    return Plan(settings, allocs, launches, result, len(arrays))
+    returned = {result} if isinstance(result, int) else set(result or ())
+    allocs = [(alloc, call_args, raw,
+               reusable and not settings.poison and a.nbytes <= WORKSPACE_LIMIT and len(arrays) + j not in returned)
+              for j, (alloc, call_args, a, raw, reusable) in enumerate(rec.allocs)]
+    return Plan(settings, allocs, launches, result, len(arrays), cp.cuda.get_current_stream)
 
 
 def _exact_slot(a, sources):
@@ -214,18 +265,19 @@ def planned(op):
 
     plans: dict = {}
     np_ndarray = np.ndarray
+    local = _local
 
     @functools.wraps(op)
     def call(*args, kernels=None, **kw):
         cp = sys.modules.get("cupy")
-        if cp is None or getattr(_local, "rec", None) is not None or getattr(_local, "arena", None) is not None:
+        if cp is None or local.rec is not None or local.arena is not None:
             # no GPU, inside another op's planning call, or in an arena (its allocations go through it)
             return op(*args, kernels=kernels, **kw)
         nd = cp.ndarray
         s = settings_mod._current or settings_mod.current()
         arrays = []
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
-        parts = [kernels, s, os.environ.get("FASTCONV_CUDA_DEFINES")]
+        parts = [kernels, _settings_id(s), _cuda_defines(), tuple(kw) if kw else None]
         try:
             for a in (args if not kw else args + tuple(kw.values())):
                 t = type(a)
@@ -237,8 +289,6 @@ def planned(op):
                     return op(*args, kernels=kernels, **kw)  # the CPU path (or a mix the checks refuse)
                 else:
                     parts.append((t, a))
-            if kw:
-                parts.append(tuple(kw))
             parts.append(cp.cuda.Device().id)
             key = tuple(parts)
             plan = plans.get(key)
@@ -248,17 +298,31 @@ def planned(op):
             return plan.run(*arrays)
         if plan is _UNPLANNABLE:
             return op(*args, kernels=kernels, **kw)
-        rec = _local.rec = Record()
+        rec = local.rec = Record()
         try:
             out = op(*args, kernels=kernels, **kw)
         finally:
-            _local.rec = None
+            local.rec = None
         if len({a.data.ptr for a in arrays}) < len(arrays):
             return out         # inputs sharing memory: a plan would tie their slots; build one from another call
         if len(plans) >= CACHE_LIMIT:
             plans.clear()
-        plans[key] = _build(rec, arrays, out, s, nd)
+        plans[key] = _build(rec, arrays, out, s, cp)
         return out
 
     call.plans = plans
     return call
+
+
+_settings_ids: dict = {}         # Settings (by value) -> a small int standing for it in plan keys
+_last_settings = (None, None)    # (Settings object, its id): most calls see the same object again
+
+
+def _settings_id(s) -> int:
+    """A small int per distinct Settings value, so that a plan key hashes an int, not five fields."""
+    global _last_settings
+    last, sid = _last_settings
+    if s is not last:
+        sid = _settings_ids.setdefault(s, len(_settings_ids))
+        _last_settings = (s, sid)
+    return sid

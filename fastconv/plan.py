@@ -275,9 +275,11 @@ def planned(op):
             return op(*args, kernels=kernels, **kw)
         nd = cp.ndarray
         s = settings_mod._current or settings_mod.current()
+        last = _last_settings
         arrays = []
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
-        parts = [kernels, _settings_id(s), _cuda_defines(), tuple(kw) if kw else None]
+        parts = [kernels, last[1] if s is last[0] else _settings_id(s), _cuda_defines(), tuple(kw) if kw else None,
+                 cp.cuda.runtime.getDevice()]
         try:
             for a in (args if not kw else args + tuple(kw.values())):
                 t = type(a)
@@ -289,7 +291,6 @@ def planned(op):
                     return op(*args, kernels=kernels, **kw)  # the CPU path (or a mix the checks refuse)
                 else:
                     parts.append((t, a))
-            parts.append(cp.cuda.Device().id)
             key = tuple(parts)
             plan = plans.get(key)
         except Exception:      # an unhashable argument, an object that is no array: the full path says what

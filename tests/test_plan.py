@@ -216,3 +216,89 @@ def test_cpu_calls_are_not_planned():
     ops.relu_forward.plans.clear()
     np.testing.assert_array_equal(ops.relu_forward(x), np.maximum(x, 0))
     assert not ops.relu_forward.plans
+
+
+def _misses(fn, call, want):
+    """``call()`` must take the full path (store a new plan) and give ``want`` (host array)."""
+    before = set(fn.plans)
+    out = call()
+    assert set(fn.plans) - before, "a call differing in what the plan baked in hit an old plan"
+    np.testing.assert_array_equal(out.get(), want)
+
+
+def test_every_baked_in_difference_misses(cp, monkeypatch):
+    """dtype, shape, strides, alignment, device, settings, #defines and hyper-parameters are all
+    in the key: a call differing in one of them never replays a plan built without it."""
+    rng = np.random.default_rng(8)
+    x = _dev(cp, rng, 2, 3, 8, 8)
+    ops.leaky_relu_forward.plans.clear()
+    relu = lambda a, s=0.2: ops.leaky_relu_forward(a, s)  # noqa: E731
+    oracle = lambda a, s=0.2: np.where(a > 0, a, np.float32(s) * a)  # noqa: E731
+    for _ in range(2):
+        relu(x)                                                           # a miss, then a hit
+    _misses(ops.leaky_relu_forward, lambda: relu(x[:1]), oracle(x.get()[:1]))                   # shape
+    _misses(ops.leaky_relu_forward, lambda: relu(x.transpose(0, 1, 3, 2)), oracle(x.get().transpose(0, 1, 3, 2)))
+    flat = cp.asarray(np.arange(2 * 3 * 8 * 8 + 1, dtype=np.float32) - 60)[1:]
+    _misses(ops.leaky_relu_forward, lambda: relu(flat.reshape(x.shape)), oracle(flat.get().reshape(x.shape)))
+    _misses(ops.leaky_relu_forward, lambda: relu(x, 0.3), oracle(x.get(), 0.3))               # hyper-parameter
+    _misses(ops.leaky_relu_forward, lambda: relu(x, np.float64(0.2)), oracle(x.get()))         # its type
+    with fastconv.using(poison=False):                                                         # settings
+        _misses(ops.leaky_relu_forward, lambda: relu(x), oracle(x.get()))
+    monkeypatch.setenv("FASTCONV_CUDA_DEFINES", "FASTCONV_PLAN_TEST=1")                        # tuning #defines
+    _misses(ops.leaky_relu_forward, lambda: relu(x), oracle(x.get()))
+    monkeypatch.delenv("FASTCONV_CUDA_DEFINES")
+    with monkeypatch.context() as m:                                                           # current device
+        m.setattr(cp.cuda.runtime, "getDevice", lambda: 1)
+        _misses(ops.leaky_relu_forward, lambda: relu(x), oracle(x.get()))
+    other = cp.asarray(x.get())
+    other.data.device_id = 1          # the array's device (the stand-in keeps .data per array, as CuPy)
+    _misses(ops.leaky_relu_forward, lambda: relu(other), oracle(x.get()))
+    with pytest.raises(TypeError, match="x: got dtype float64"):                              # dtype
+        relu(cp.asarray(x.get().astype(np.float64)))
+
+
+def test_conv_settings_and_hyper_parameters_miss(cp):
+    rng = np.random.default_rng(9)
+    x, w = _dev(cp, rng, 2, 8, 9, 9), _dev(cp, rng, 6, 8, 3, 3)
+    ops.conv2d_forward.plans.clear()
+    cases = [({}, (1, 1)), ({}, (2, 1)), ({}, (1, 0)), ({}, (1, 1, 2)), ({"conv_version": 1}, (1, 1)),
+             ({"conv_tile": "t64x64"}, (1, 1)), ({"tf32": True}, (1, 1))]
+    for i, (changes, hyper) in enumerate(cases):
+        with fastconv.using(**changes):
+            want = None
+            for _ in range(2):        # a miss, then a hit of the plan this case built
+                with emu.trace() as t:
+                    y = ops.conv2d_forward(x, w, None, *hyper).get()
+                assert not np.isnan(y).any(), (changes, hyper)
+                want = y if want is None else np.testing.assert_array_equal(y, want) or want
+        assert len(ops.conv2d_forward.plans) == i + 1, f"{changes} {hyper}: expected a plan of its own"
+        ref = ops.conv2d_forward(x.get().astype(np.float64), w.get().astype(np.float64), None, *hyper)
+        tol = 2e-2 if changes.get("tf32") else 1e-4
+        np.testing.assert_allclose(want, ref, rtol=tol, atol=tol, err_msg=f"{changes} {hyper}")
+        if changes.get("conv_version") == 1:
+            assert not any("v3" in n for n in t.launch_names), t.launch_names
+
+
+def test_workspaces_kept_per_stream(cp):
+    """With poison off a hit allocates only what it returns (conv's packed weights and split-K
+    workspace are kept by the plan), gives the full path's result while earlier results stay alive,
+    and another stream gets workspaces of its own."""
+    rng = np.random.default_rng(10)
+    x, w = _dev(cp, rng, 1, 32, 14, 14), _dev(cp, rng, 64, 32, 5, 5)
+    ops.conv2d_forward.plans.clear()
+    with fastconv.using(poison=False):
+        with emu.trace() as t_full:
+            want = ops.conv2d_forward(x, w, None, 1, 2)
+        assert t_full.allocations >= 2, "expected a conv with workspaces (packed weights, split-K)"
+        outs = []
+        for _ in range(3):
+            with emu.trace() as t:
+                outs.append(ops.conv2d_forward(x, w, None, 1, 2))
+        assert t.allocations == 1, f"a hit allocated {t.allocations} arrays, expected only its output"
+        for y in outs:
+            np.testing.assert_array_equal(y.get(), want.get())
+        (entry,) = ops.conv2d_forward.plans.values()
+        with cp.cuda.Stream():
+            y = ops.conv2d_forward(x, w, None, 1, 2)
+        np.testing.assert_array_equal(y.get(), want.get())
+        assert len(entry.kept) == 2, "a second stream must get workspaces of its own"

@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import sys
 import threading
+
+import numpy as np
 
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
 WORKSPACE_LIMIT = 1 << 20  # bytes: a plan keeps workspaces up to this size between calls (see Plan)
@@ -146,20 +149,23 @@ class Plan:
     buffer refilled with NaN. A launch callable with a ``bind(grid, block, args, slots)`` method
     (the numba family's kernels) is bound once: its scalar arguments are packed at build time and
     the bound launch takes the array arguments only."""
-    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "kept", "run")
+    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "n_per_call", "kept", "run")
 
-    def __init__(self, settings, allocs, launches, result, n_inputs, stream=None):
+    def __init__(self, settings, allocs, launches, result, n_inputs, n_per_call=0, stream=None):
         self.settings = settings      # the Settings the plan was built under (part of its key)
         self.allocs = allocs          # [(alloc, call_args, raw, kept: bool)]
-        self.launches = launches      # [(fn, grid, block, template args, [(position, slot)])]
+        self.launches = launches      # [(fn, grid, block, template args, [(position, slot)],
+        #                                {position: (per-call value index, its kernel scalar type)})]
         self.result = result          # None, a slot, or a tuple of slots / None
         self.n_inputs = n_inputs
+        self.n_per_call = n_per_call  # per-call values run() takes after the arrays
         self.kept = {}                # stream pointer -> the workspaces kept for launches on it
         self.run = self._compile(stream)
 
     def _compile(self, stream):
         env = {"kept": self.kept, "stream": stream}
-        lines = [f"def run({''.join(f'v{i}, ' for i in range(self.n_inputs))}):"]
+        params = [f"v{i}" for i in range(self.n_inputs)] + [f"p{k}" for k in range(self.n_per_call)]
+        lines = [f"def run({''.join(v + ', ' for v in params)}):"]
         kept = []
         for j, (alloc, call_args, raw, keep) in enumerate(self.allocs):
             v = f"v{self.n_inputs + j}"
@@ -176,9 +182,9 @@ class Plan:
             lines += ["    s = stream().ptr", "    ws = kept.get(s)", "    if ws is None:",
                       f"        ws = kept[s] = ({''.join(make + ', ' for _, make in kept)})",
                       f"    {''.join(v + ', ' for v, _ in kept)}= ws"]
-        for i, (fn, grid, block, template, slots) in enumerate(self.launches):
+        for i, (fn, grid, block, template, slots, per_call) in enumerate(self.launches):
             bind = getattr(fn, "bind", None)
-            if bind is not None:     # scalars packed now; the bound launch takes the arrays in slot order
+            if bind is not None and not per_call:  # scalars packed now; the bound launch takes the arrays
                 env[f"fn{i}"] = bind(grid, block, template, [pos for pos, _ in slots])
                 lines.append(f"    fn{i}({''.join(f'v{slot}, ' for _, slot in slots)})")
                 continue
@@ -188,6 +194,9 @@ class Plan:
             for pos, value in enumerate(template):
                 if pos in slot_at:
                     items.append(f"v{slot_at[pos]}")
+                elif pos in per_call:
+                    k, env[f"t{i}_{pos}"] = per_call[pos]
+                    items.append(f"t{i}_{pos}(p{k})")
                 else:
                     env[f"c{i}_{pos}"] = value
                     items.append(f"c{i}_{pos}")
@@ -214,13 +223,15 @@ def _slot_of(a, sources: list):
     return found[0] if len(found) == 1 else None
 
 
-def _build(rec: Record, arrays: list, out, settings, cp):
-    """A Plan from the record of a call with device arrays ``arrays``, or _UNPLANNABLE."""
+def _build(rec: Record, arrays: list, out, settings, cp, per_call: tuple = ()):
+    """A Plan from the record of a call with device arrays ``arrays`` and per-call values
+    ``per_call``, _UNPLANNABLE, or None when a per-call value is not found in exactly one scalar
+    argument of the launches (another call, with another value, may tell)."""
     nd = cp.ndarray
     sources = list(arrays) + [a for _, _, a, _, _ in rec.allocs]
-    launches = []
+    launches, found = [], [0] * len(per_call)
     for fn, grid, block, args in rec.launches:
-        template, slots = list(args), []
+        template, slots, varying = list(args), [], {}
         for pos, a in enumerate(args):
             if isinstance(a, nd):
                 slot = _slot_of(a, sources)
@@ -228,7 +239,15 @@ def _build(rec: Record, arrays: list, out, settings, cp):
                     return _UNPLANNABLE
                 slots.append((pos, slot))
                 template[pos] = None       # filled per call; the plan keeps no array alive
-        launches.append((fn, grid, block, template, slots))
+            elif isinstance(a, (int, float, np.generic)) and not isinstance(a, (bool, np.bool_)):
+                for k, value in enumerate(per_call):
+                    if a == value:         # the kernel's scalar of this value: converted per call to a's type
+                        varying[pos] = (k, type(a))
+                        template[pos] = None
+                        found[k] += 1
+        launches.append((fn, grid, block, template, slots, varying))
+    if rec.launches and any(n != 1 for n in found):
+        return None
     if out is None:
         result = None
     elif isinstance(out, nd):
@@ -247,7 +266,7 @@ def _build(rec: Record, arrays: list, out, settings, cp):
     allocs = [(alloc, call_args, raw,
                reusable and not settings.poison and a.nbytes <= WORKSPACE_LIMIT and len(arrays) + j not in returned)
               for j, (alloc, call_args, a, raw, reusable) in enumerate(rec.allocs)]
-    return Plan(settings, allocs, launches, result, len(arrays), cp.cuda.get_current_stream)
+    return Plan(settings, allocs, launches, result, len(arrays), len(per_call), cp.cuda.get_current_stream)
 
 
 def _exact_slot(a, sources):
@@ -258,14 +277,22 @@ def _exact_slot(a, sources):
     return None
 
 
-def planned(op):
-    """Decorate a public op ``op(*args, kernels=None, **kw)`` with the plan fast path (see the module)."""
+def planned(op=None, *, per_call: dict | None = None):
+    """Decorate a public op ``op(*args, kernels=None, **kw)`` with the plan fast path (see the module).
+
+    ``per_call``: {argument name: normalise}, arguments that change on every call (a dropout
+    seed): the key holds their type, not their value, and a plan replays with the call's
+    ``normalise(value)`` in the one kernel scalar argument that equalled it when the plan was built
+    (converted to that argument's numpy type). ``normalise`` must be what the op hands its
+    launcher, so that the value is found; a plan is built only when each is found exactly once."""
+    if op is None:
+        return functools.partial(planned, per_call=per_call)
     from . import settings as settings_mod
-    import numpy as np
 
     plans: dict = {}
     np_ndarray = np.ndarray
     local = _local
+    split = _per_call_splitter(op, per_call) if per_call else None
 
     @functools.wraps(op)
     def call(*args, kernels=None, **kw):
@@ -281,7 +308,11 @@ def planned(op):
         parts = [kernels, last[1] if s is last[0] else _settings_id(s), _cuda_defines(), tuple(kw) if kw else None,
                  cp.cuda.runtime.getDevice()]
         try:
-            for a in (args if not kw else args + tuple(kw.values())):
+            values = args if not kw else args + tuple(kw.values())
+            per = ()
+            if split is not None:
+                values, per = split(args, kw, values)
+            for a in values:
                 t = type(a)
                 if t is nd:
                     d = a.data
@@ -296,7 +327,7 @@ def planned(op):
         except Exception:      # an unhashable argument, an object that is no array: the full path says what
             return op(*args, kernels=kernels, **kw)
         if plan is not None and plan is not _UNPLANNABLE:
-            return plan.run(*arrays)
+            return plan.run(*arrays, *per)
         if plan is _UNPLANNABLE:
             return op(*args, kernels=kernels, **kw)
         rec = local.rec = Record()
@@ -306,13 +337,55 @@ def planned(op):
             local.rec = None
         if len({a.data.ptr for a in arrays}) < len(arrays):
             return out         # inputs sharing memory: a plan would tie their slots; build one from another call
-        if len(plans) >= CACHE_LIMIT:
-            plans.clear()
-        plans[key] = _build(rec, arrays, out, s, cp)
+        built = _build(rec, arrays, out, s, cp, per)
+        if built is not None:
+            if len(plans) >= CACHE_LIMIT:
+                plans.clear()
+            plans[key] = built
         return out
 
     call.plans = plans
     return call
+
+
+class _PerCall:
+    """Stands in the key for a per-call argument: its type, not its value."""
+    __slots__ = ("type",)
+
+    def __init__(self, t):
+        self.type = t
+
+    def __eq__(self, other):
+        return type(other) is _PerCall and other.type is self.type
+
+    def __hash__(self):
+        return hash(self.type)
+
+
+def _per_call_splitter(op, per_call: dict):
+    """``split(args, kw, values) -> (values with each per-call argument replaced by a _PerCall,
+    the normalised per-call values)`` for ``op``'s signature."""
+    params = list(inspect.signature(op).parameters)
+    where = []
+    for name, normalise in per_call.items():
+        if name not in params:
+            raise ValueError(f"per_call: got {name!r}, expected an argument of {op.__name__}{tuple(params)}")
+        where.append((name, params.index(name), normalise))
+
+    def split(args, kw, values):
+        values, per = list(values), []
+        for name, index, normalise in where:
+            if index < len(args):
+                v = args[index]
+            elif name in kw:
+                index = len(args) + list(kw).index(name)
+                v = kw[name]
+            else:
+                continue       # left at its default: a constant of the key
+            per.append(normalise(v))
+            values[index] = _PerCall(type(v))
+        return values, tuple(per)
+    return split
 
 
 _settings_ids: dict = {}         # Settings (by value) -> a small int standing for it in plan keys

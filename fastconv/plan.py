@@ -9,22 +9,26 @@ message) and every kernel launch (the function object, grid, block and arguments
 ``cuda.launch._launch`` and ``numba.driver.launch``). From that record a :class:`Plan` is built:
 the allocations to repeat (shapes, dtypes) and the launches with their scalar arguments already
 packed, each array argument a slot filled from the call's input arrays or the new allocations.
-Later calls with the same key compute the key, allocate and launch: no checks, no ``np.prod``,
-no int32 boxing, no kernel look-up, no keyword parsing.
+Later calls with the same key compute the key, allocate what they return and launch: no checks,
+no ``np.prod``, no int32 boxing, no kernel look-up, no keyword parsing, and no allocation of
+workspaces (a plan keeps them, per stream; see :class:`Plan`).
 
 The key is everything the checks and the launch depend on: the op, the kernel family argument,
 the settings in force (poison, conv version and tile, family, tf32), the current device,
 ``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
 dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
 choose on that). A call that fails its checks stores nothing, so every error is raised on every
-call. Arguments the key cannot hold (unhashable values) take the full path every time.
+call. Arguments the key cannot hold (unhashable values) take the full path every time. An
+argument that changes on every call (dropout's seed) is declared ``per_call``: the key holds its
+type and the plan fills its value in (see :func:`planned`).
 
 A call is planned only when its record explains it completely: every array a launch reads or
 writes is an input (or a view starting at the same address) or an allocation of the call, and
 the result is built from inputs and allocations. A launcher doing any other GPU work (a CuPy
-elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Ops whose
-scalars change on every call (dropout's seed, Adam's step) are not decorated either: a plan per
-call would only cost. Numpy (CPU) calls go straight to the op.
+elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Adam with an
+int step is not decorated: the step enters the kernel as two host-computed bias corrections, not
+as one scalar a plan could fill in (the counter form, which trainers on a GPU use, is planned).
+Numpy (CPU) calls go straight to the op.
 """
 
 from __future__ import annotations
@@ -146,9 +150,9 @@ class Plan:
     bytes) is allocated on the first replay and kept by the plan, one per CUDA stream (launches on
     one stream run in order, so the next call cannot overwrite it while a kernel still reads it):
     a hit then allocates only what it returns. Not under the poison setting, which wants every
-    buffer refilled with NaN. A launch callable with a ``bind(grid, block, args, slots)`` method
-    (the numba family's kernels) is bound once: its scalar arguments are packed at build time and
-    the bound launch takes the array arguments only."""
+    buffer refilled with NaN. A launch callable with a ``bind_launch(grid, block, args,
+    positions)`` method (the numba family's kernels) is bound once: its scalar arguments are
+    packed at build time and the bound launch takes the array arguments only."""
     __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "n_per_call", "kept", "run")
 
     def __init__(self, settings, allocs, launches, result, n_inputs, n_per_call=0, stream=None):
@@ -183,7 +187,7 @@ class Plan:
                       f"        ws = kept[s] = ({''.join(make + ', ' for _, make in kept)})",
                       f"    {''.join(v + ', ' for v, _ in kept)}= ws"]
         for i, (fn, grid, block, template, slots, per_call) in enumerate(self.launches):
-            bind = getattr(fn, "bind", None)
+            bind = getattr(fn, "bind_launch", None)
             if bind is not None and not per_call:  # scalars packed now; the bound launch takes the arrays
                 env[f"fn{i}"] = bind(grid, block, template, [pos for pos, _ in slots])
                 lines.append(f"    fn{i}({''.join(f'v{slot}, ' for _, slot in slots)})")

@@ -337,3 +337,40 @@ def test_per_call_value_found_once_or_no_plan(cp):
     ops.dropout_forward(x, 0.5, 7)
     assert len(ops.dropout_forward.plans) == 1
     np.testing.assert_array_equal(ops.dropout_forward(x, 0.5, x.size)[0].get(), y.get())
+
+
+def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
+    """A plan binds a numba-family launch once (scalars packed at build time); its replay hands
+    cuLaunchKernel the same parameter bytes as the full path's launch(), with the call's pointers
+    (a stand-in driver reads the parameters back)."""
+    import ctypes
+
+    from fastconv.backends.numba import driver
+
+    read = {"f": ctypes.c_uint64, "n": ctypes.c_int32, "x": ctypes.c_float}
+    seen = []
+
+    class Driver:
+        @staticmethod
+        def cuLaunchKernel(fn, g0, g1, g2, b0, b1, b2, shared, stream, params, extra):
+            kinds = driver._PARAMS["leaky_relu_backward_v1"]
+            seen.append((fn, (g0, g1, g2), (b0, b1, b2), stream,
+                         [read[k].from_address(params[i]).value for i, k in enumerate(kinds)]))
+            return 0
+
+    monkeypatch.setattr(driver, "_driver", Driver)
+    monkeypatch.setattr(driver, "_cp", cp)
+    kernel = driver._GpuKernel.__new__(driver._GpuKernel)
+    kernel._set_layout("leaky_relu_backward_v1", 77)        # dy, y, dx, n, slope
+    rng = np.random.default_rng(13)
+    arrays = [_dev(cp, rng, 5) for _ in range(6)]
+    slope = np.float32(0.2)
+    grid, block = (3, 1, 1), (128, 1, 1)
+    plan_ = plan.Plan(fastconv.settings.current(), [], [(kernel, grid, block, [None, None, None, np.int32(5), slope],
+                                                         [(0, 0), (1, 1), (2, 2)], {})], None, 3)
+    for a, b, c in (arrays[:3], arrays[3:]):
+        kernel.launch(grid, block, 0, [a.data.ptr, b.data.ptr, c.data.ptr, np.int32(5), slope])
+        plan_.run(a, b, c)
+        full, hit = seen[-2:]
+        assert hit == full and full[-1][:3] == [a.data.ptr, b.data.ptr, c.data.ptr] and full[-1][3] == 5
+        assert full[-1][4] == slope

@@ -39,11 +39,12 @@ import inspect
 import os
 import sys
 import threading
+import weakref
 
 import numpy as np
 
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
-WORKSPACE_LIMIT = 1 << 20  # bytes: a plan keeps workspaces up to this size between calls (see Plan)
+WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
 
 
@@ -146,11 +147,12 @@ class Plan:
     statement per allocation and per launch with the scalar arguments bound as constants, so a
     hit costs the allocations, the launches and a function call.
 
-    A workspace (an allocation the call does not return, uninitialised, at most WORKSPACE_LIMIT
-    bytes) is allocated on the first replay and kept by the plan, one per CUDA stream (launches on
-    one stream run in order, so the next call cannot overwrite it while a kernel still reads it):
-    a hit then allocates only what it returns. Not under the poison setting, which wants every
-    buffer refilled with NaN. A launch callable with a ``bind_launch(grid, block, args,
+    The workspaces (the allocations the call does not return, uninitialised ones) are allocated on
+    the first replay and kept by the plan, one set per CUDA stream (launches on one stream run in
+    order, so the next call cannot overwrite them while a kernel still reads them): a hit then
+    allocates only what it returns. All plans together keep at most WORKSPACE_BUDGET bytes
+    (released when a plan is dropped); past it a plan allocates its workspaces on every call, as
+    it does under the poison setting, which wants every buffer refilled with NaN. A launch callable with a ``bind_launch(grid, block, args,
     positions)`` method (the numba family's kernels) is bound once: its scalar arguments are
     packed at build time and the bound launch takes the array arguments only."""
     __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "n_per_call", "kept", "run")
@@ -167,15 +169,16 @@ class Plan:
         self.run = self._compile(stream)
 
     def _compile(self, stream):
-        env = {"kept": self.kept, "stream": stream}
+        env = {"stream": stream}
         params = [f"v{i}" for i in range(self.n_inputs)] + [f"p{k}" for k in range(self.n_per_call)]
         lines = [f"def run({''.join(v + ', ' for v in params)}):"]
-        kept = []
+        kept, makers = [], []
         for j, (alloc, call_args, raw, keep) in enumerate(self.allocs):
             v = f"v{self.n_inputs + j}"
             env[f"alloc{j}"], env[f"args{j}"], env[f"raw{j}"] = alloc, call_args, raw
             if keep:
-                kept.append((v, f"alloc{j}(*args{j})"))
+                kept.append(v)
+                makers.append((alloc, call_args))
             elif raw is None or self.settings.poison:
                 lines.append(f"    {v} = alloc{j}(*args{j})")
             else:
@@ -183,9 +186,8 @@ class Plan:
                 lines += ["    try:", f"        {v} = raw{j}(shape{j}, dtype{j})",
                           "    except Exception:", f"        {v} = alloc{j}(*args{j})  # raises its clear error"]
         if kept:
-            lines += ["    s = stream().ptr", "    ws = kept.get(s)", "    if ws is None:",
-                      f"        ws = kept[s] = ({''.join(make + ', ' for _, make in kept)})",
-                      f"    {''.join(v + ', ' for v, _ in kept)}= ws"]
+            env["workspaces"] = _Workspaces(self.kept, makers).get
+            lines += [f"    {''.join(v + ', ' for v in kept)}= workspaces(stream().ptr)"]
         for i, (fn, grid, block, template, slots, per_call) in enumerate(self.launches):
             bind = getattr(fn, "bind_launch", None)
             if bind is not None and not per_call:  # scalars packed now; the bound launch takes the arrays
@@ -213,7 +215,41 @@ class Plan:
         else:
             lines.append(f"    return ({''.join(('None' if r is None else f'v{r}') + ', ' for r in res)})")
         exec(compile("\n".join(lines), "<fastconv launch plan>", "exec"), env)
-        return env["run"]
+        return env.pop("run")    # not left in its own globals: no cycle, the plan goes when dropped
+
+
+class _Workspaces:
+    """The workspaces one plan keeps, per stream; referenced by the plan's ``run`` alone, so that
+    they (and their share of WORKSPACE_BUDGET) go when the plan goes."""
+    __slots__ = ("by_stream", "makers", "__weakref__")
+
+    def __init__(self, by_stream: dict, makers: list):
+        self.by_stream = by_stream    # stream pointer -> tuple of arrays
+        self.makers = makers          # [(alloc, its arguments)] per workspace
+
+    def get(self, stream_ptr: int) -> tuple:
+        ws = self.by_stream.get(stream_ptr)
+        if ws is None:
+            global _kept_bytes
+            ws = tuple(alloc(*args) for alloc, args in self.makers)
+            nbytes = sum(a.nbytes for a in ws)
+            with _kept_lock:
+                if _kept_bytes + nbytes <= WORKSPACE_BUDGET:
+                    _kept_bytes += nbytes
+                    self.by_stream[stream_ptr] = ws
+                    weakref.finalize(self, _release, nbytes)
+        return ws
+
+
+_kept_bytes = 0                  # bytes of workspaces the live plans keep
+_kept_lock = threading.Lock()
+
+
+def _release(nbytes: int) -> None:
+    """A plan keeping ``nbytes`` of workspaces was dropped."""
+    global _kept_bytes
+    with _kept_lock:
+        _kept_bytes -= nbytes
 
 
 def _slot_of(a, sources: list):
@@ -268,7 +304,7 @@ def _build(rec: Record, arrays: list, out, settings, cp, per_call: tuple = ()):
         return _UNPLANNABLE
     returned = {result} if isinstance(result, int) else set(result or ())
     allocs = [(alloc, call_args, raw,
-               reusable and not settings.poison and a.nbytes <= WORKSPACE_LIMIT and len(arrays) + j not in returned)
+               reusable and not settings.poison and len(arrays) + j not in returned)
               for j, (alloc, call_args, a, raw, reusable) in enumerate(rec.allocs)]
     return Plan(settings, allocs, launches, result, len(arrays), len(per_call), cp.cuda.get_current_stream)
 

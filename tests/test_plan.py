@@ -302,6 +302,30 @@ def test_workspaces_kept_per_stream(cp):
             y = ops.conv2d_forward(x, w, None, 1, 2)
         np.testing.assert_array_equal(y.get(), want.get())
         assert len(entry.kept) == 2, "a second stream must get workspaces of its own"
+        kept = sum(a.nbytes for ws in entry.kept.values() for a in ws)
+        assert plan._kept_bytes >= kept > 0
+        before = plan._kept_bytes
+        del entry
+        ops.conv2d_forward.plans.clear()             # no gc.collect(): a dropped plan frees its workspaces at once
+        assert plan._kept_bytes == before - kept
+
+
+def test_workspace_budget(cp, monkeypatch):
+    """Past WORKSPACE_BUDGET a plan allocates its workspaces on every call, and is still exact."""
+    rng = np.random.default_rng(14)
+    x, w = _dev(cp, rng, 1, 32, 14, 14), _dev(cp, rng, 64, 32, 5, 5)
+    monkeypatch.setattr(plan, "WORKSPACE_BUDGET", plan._kept_bytes)
+    ops.conv2d_forward.plans.clear()
+    with fastconv.using(poison=False):
+        with emu.trace() as t_full:
+            want = ops.conv2d_forward(x, w, None, 1, 2).get()
+        for _ in range(2):
+            with emu.trace() as t:
+                y = ops.conv2d_forward(x, w, None, 1, 2).get()
+            assert t.allocations == t_full.allocations
+            np.testing.assert_array_equal(y, want)
+    (entry,) = ops.conv2d_forward.plans.values()
+    assert not entry.kept
 
 
 def test_dropout_seed_is_filled_in_per_call(cp):

@@ -345,9 +345,9 @@ def planned(op=None, *, per_call: dict | None = None):
         last = _last_settings
         arrays = []
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
-        parts = [kernels, last[1] if s is last[0] else _settings_id(s), _cuda_defines(), tuple(kw) if kw else None,
-                 cp.cuda.runtime.getDevice()]
         try:
+            parts = [kernels, last[1] if s is last[0] else _settings_id(s), _cuda_defines(),
+                     tuple(kw) if kw else None, cp.cuda.runtime.getDevice()]
             values = args if not kw else args + tuple(kw.values())
             per = ()
             if split is not None:

@@ -46,6 +46,7 @@ import numpy as np
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
 WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
+_PER_CALL = object()       # marks a per-call argument in a key
 
 
 class _ThreadState(threading.local):
@@ -55,20 +56,6 @@ class _ThreadState(threading.local):
 
 
 _local = _ThreadState()
-
-
-def _environ_reader(name: str):
-    """A function returning the environment variable ``name`` as os.environ holds it (encoded), for
-    the plan key: os.environ.get costs about 1 us (it encodes the name and decodes the value),
-    a look-up in the mapping os.environ keeps in sync costs 30 ns."""
-    data, encodekey = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
-    if isinstance(data, dict) and encodekey is not None:
-        key = encodekey(name)
-        return functools.partial(data.get, key)
-    return functools.partial(os.environ.get, name)
-
-
-_cuda_defines = _environ_reader("FASTCONV_CUDA_DEFINES")   # tuning #defines the loader compiles with
 
 
 class Arena:
@@ -152,9 +139,11 @@ class Plan:
     order, so the next call cannot overwrite them while a kernel still reads them): a hit then
     allocates only what it returns. All plans together keep at most WORKSPACE_BUDGET bytes
     (released when a plan is dropped); past it a plan allocates its workspaces on every call, as
-    it does under the poison setting, which wants every buffer refilled with NaN. A launch callable with a ``bind_launch(grid, block, args,
-    positions)`` method (the numba family's kernels) is bound once: its scalar arguments are
-    packed at build time and the bound launch takes the array arguments only."""
+    it does under the poison setting, which wants every buffer refilled with NaN.
+
+    A launch callable with a ``bind_launch(grid, block, args, positions)`` method (the numba
+    family's kernels) is bound once: its scalar arguments are packed at build time and the bound
+    launch takes the array arguments only."""
     __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "n_per_call", "kept", "run")
 
     def __init__(self, settings, allocs, launches, result, n_inputs, n_per_call=0, stream=None):
@@ -255,9 +244,9 @@ def _release(nbytes: int) -> None:
 def _slot_of(a, sources: list):
     """The index in ``sources`` of the array a is, or of the one array it views from its first
     byte; None if none or several."""
-    for i, s in enumerate(sources):
-        if a is s:
-            return i
+    i = _exact_slot(a, sources)
+    if i is not None:
+        return i
     ptr, nbytes = a.data.ptr, a.nbytes
     found = [i for i, s in enumerate(sources) if s.data.ptr == ptr and nbytes <= s.nbytes and a.dtype == s.dtype]
     return found[0] if len(found) == 1 else None
@@ -328,6 +317,7 @@ def planned(op=None, *, per_call: dict | None = None):
     if op is None:
         return functools.partial(planned, per_call=per_call)
     from . import settings as settings_mod
+    from .backends.cuda.loader import defines_text
 
     plans: dict = {}
     np_ndarray = np.ndarray
@@ -346,7 +336,7 @@ def planned(op=None, *, per_call: dict | None = None):
         arrays = []
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
         try:
-            parts = [kernels, last[1] if s is last[0] else _settings_id(s), _cuda_defines(),
+            parts = [kernels, last[1] if s is last[0] else _settings_id(s), defines_text(),
                      tuple(kw) if kw else None, cp.cuda.runtime.getDevice()]
             values = args if not kw else args + tuple(kw.values())
             per = ()
@@ -388,23 +378,9 @@ def planned(op=None, *, per_call: dict | None = None):
     return call
 
 
-class _PerCall:
-    """Stands in the key for a per-call argument: its type, not its value."""
-    __slots__ = ("type",)
-
-    def __init__(self, t):
-        self.type = t
-
-    def __eq__(self, other):
-        return type(other) is _PerCall and other.type is self.type
-
-    def __hash__(self):
-        return hash(self.type)
-
-
 def _per_call_splitter(op, per_call: dict):
-    """``split(args, kw, values) -> (values with each per-call argument replaced by a _PerCall,
-    the normalised per-call values)`` for ``op``'s signature."""
+    """``split(args, kw, values) -> (values with each per-call argument replaced by
+    (_PER_CALL, its type), the normalised per-call values)`` for ``op``'s signature."""
     params = list(inspect.signature(op).parameters)
     where = []
     for name, normalise in per_call.items():
@@ -423,7 +399,7 @@ def _per_call_splitter(op, per_call: dict):
             else:
                 continue       # left at its default: a constant of the key
             per.append(normalise(v))
-            values[index] = _PerCall(type(v))
+            values[index] = (_PER_CALL, type(v))  # in the key: the type, not the value
         return values, tuple(per)
     return split
 

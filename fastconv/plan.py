@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import os
 import sys
 import threading
@@ -405,6 +406,7 @@ def _per_call_splitter(op, per_call: dict):
 
 
 _settings_ids: dict = {}         # Settings (by value) -> a small int standing for it in plan keys
+_new_settings_id = itertools.count().__next__   # atomic: two threads never draw one id
 _last_settings = (None, None)    # (Settings object, its id): most calls see the same object again
 
 
@@ -413,6 +415,6 @@ def _settings_id(s) -> int:
     global _last_settings
     last, sid = _last_settings
     if s is not last:
-        sid = _settings_ids.setdefault(s, len(_settings_ids))
+        sid = _settings_ids.setdefault(s, _new_settings_id())
         _last_settings = (s, sid)
     return sid

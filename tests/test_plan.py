@@ -398,3 +398,4 @@ def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
         full, hit = seen[-2:]
         assert hit == full and full[-1][:3] == [a.data.ptr, b.data.ptr, c.data.ptr] and full[-1][3] == 5
         assert full[-1][4] == slope
+

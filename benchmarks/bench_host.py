@@ -1,6 +1,6 @@
 """Host cost of the GPU launch path per op, measured on the CPU with the CuPy stand-in.
 
-    python benchmarks/bench_host.py [--calls 2000] [--repeats 7] [--ops relu_forward,...]
+    python benchmarks/bench_host.py [--calls 4000] [--chunk 50] [--ops relu_forward,...]
 
 Runs each public op (``fastconv.ops.<op>``: the op layer's checks, dispatch, the cupy family's
 launcher, allocation and launch) on device arrays of ``fastconv.emu`` in no-execute mode, where a
@@ -9,11 +9,12 @@ host per call. Rows use the LeNet layer shapes at batch ``--batch`` (default 1: 
 not depend on the batch, while the stand-in's allocations fill every new array with 0xFF, which at
 batch 128 would take milliseconds and drown the host cost).
 
-Columns: ``launches`` per call; ``us/call`` the median over repeats of (CPU time of N calls / N);
-``raw us`` the stand-in's own cost of those allocations and launches, timed by allocating the
-same outputs and calling the recorded kernel functions directly with the recorded arguments (the
-new outputs in place of the recorded ones); ``beyond raw`` the median over repeats of us/call - raw us (both timed in the same
-repeat), the part fastconv adds (the target: <= 10 us per op on a plan hit). The stand-in's raw launch (argument packing and checks) is not CuPy's, so compare
+Columns: ``launches`` per call; ``us/call`` the median over chunks of ``--chunk`` calls of the CPU time
+per call; ``raw us`` the stand-in's own cost of those allocations and launches, timed by
+allocating the same outputs and calling the recorded kernel functions directly with the recorded
+arguments (the new outputs in place of the recorded ones); ``beyond raw`` the median over chunks
+of us/call - raw us (a chunk of each, back to back), the part fastconv adds (the target: <= 10
+us per op on a plan hit). The stand-in's raw launch (argument packing and checks) is not CuPy's, so compare
 ``beyond raw`` across commits, not ``us/call`` with a GPU.
 """
 
@@ -76,24 +77,29 @@ def _rows(cp, rng, N):
     ]
 
 
-def _paired_us(fn, raw, calls, repeats):
-    """Median over repeats of the CPU time per call of ``fn`` and of ``raw``, and of their difference,
-    timed back to back in each repeat so that the machine's load affects both alike (CPU time of
-    this process, not wall time: the development machine is shared)."""
+def _paired_us(fn, raw, calls, chunk):
+    """Median CPU time per call of ``fn`` and of ``raw``, and median of their difference: the
+    ``calls`` calls of each run in chunks of ``chunk``, a chunk of one right after a
+    chunk of the other (in alternating order), so that the load of a shared machine, which
+    changes from second to second, affects both sides of each difference alike (CPU time of this
+    process, not wall time)."""
     for _ in range(min(200, calls)):
         fn()
         raw()
     us, raw_us, diff = [], [], []
-    for _ in range(repeats):
-        t0 = time.process_time()
-        for _ in range(calls):
-            fn()
-        t1 = time.process_time()
-        for _ in range(calls):
-            raw()
-        t2 = time.process_time()
-        us.append((t1 - t0) / calls * 1e6)
-        raw_us.append((t2 - t1) / calls * 1e6)
+    clock = time.process_time
+    for i in range(max(1, calls // chunk)):
+        first, second = (fn, raw) if i % 2 == 0 else (raw, fn)
+        t0 = clock()
+        for _ in range(chunk):
+            first()
+        t1 = clock()
+        for _ in range(chunk):
+            second()
+        t2 = clock()
+        a, b = ((t1 - t0), (t2 - t1)) if i % 2 == 0 else ((t2 - t1), (t1 - t0))
+        us.append(a / chunk * 1e6)
+        raw_us.append(b / chunk * 1e6)
         diff.append(us[-1] - raw_us[-1])
     return statistics.median(us), statistics.median(raw_us), statistics.median(diff)
 
@@ -132,8 +138,10 @@ def _find_kernel(name):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=2000, help="calls per repeat (default 2000)")
-    ap.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported (default 7)")
+    ap.add_argument("--calls", type=int, default=4000, help="timed calls of each op and of its raw launches "
+                    "(default 4000)")
+    ap.add_argument("--chunk", type=int, default=50, help="calls per timed chunk; medians are over chunks "
+                    "(default 50)")
     ap.add_argument("--batch", type=int, default=1, help="batch size of the LeNet shapes (default 1)")
     ap.add_argument("--ops", default="", help="comma-separated row-name prefixes to run (default: all)")
     args = ap.parse_args(argv)
@@ -159,7 +167,7 @@ def main(argv=None) -> int:
                     print(f"{name:32s} not run: {type(e).__name__}: {str(e).splitlines()[0][:60]}")
                     continue
                 raw, launches = _raw_launches(cp, emu, call)
-                us, raw_us, beyond = _paired_us(call, raw, args.calls, args.repeats)
+                us, raw_us, beyond = _paired_us(call, raw, args.calls, args.chunk)
                 print(f"{name:32s} {launches:8d} {us:8.1f} {raw_us:8.1f} {beyond:10.1f}", flush=True)
         finally:
             emu.SETTINGS.execute = True

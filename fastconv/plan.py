@@ -9,35 +9,54 @@ message) and every kernel launch (the function object, grid, block and arguments
 ``cuda.launch._launch`` and ``numba.driver.launch``). From that record a :class:`Plan` is built:
 the allocations to repeat (shapes, dtypes) and the launches with their scalar arguments already
 packed, each array argument a slot filled from the call's input arrays or the new allocations.
-Later calls with the same key compute the key, allocate and launch: no checks, no ``np.prod``,
-no int32 boxing, no kernel look-up, no keyword parsing.
+Later calls with the same key compute the key, allocate what they return and launch: no checks,
+no ``np.prod``, no int32 boxing, no kernel look-up, no keyword parsing, and no allocation of
+workspaces (a plan keeps them, per stream; see :class:`Plan`).
 
 The key is everything the checks and the launch depend on: the op, the kernel family argument,
 the settings in force (poison, conv version and tile, family, tf32), the current device,
 ``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
 dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
 choose on that). A call that fails its checks stores nothing, so every error is raised on every
-call. Arguments the key cannot hold (unhashable values) take the full path every time.
+call. Arguments the key cannot hold (unhashable values) take the full path every time. An
+argument that changes on every call (dropout's seed) is declared ``per_call``: the key holds its
+type and the plan fills its value in (see :func:`planned`).
 
 A call is planned only when its record explains it completely: every array a launch reads or
 writes is an input (or a view starting at the same address) or an allocation of the call, and
 the result is built from inputs and allocations. A launcher doing any other GPU work (a CuPy
-elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Ops whose
-scalars change on every call (dropout's seed, Adam's step) are not decorated either: a plan per
-call would only cost. Numpy (CPU) calls go straight to the op.
+elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Adam with an
+int step is not decorated: the step enters the kernel as two host-computed bias corrections, not
+as one scalar a plan could fill in (the counter form, which trainers on a GPU use, is planned).
+Numpy (CPU) calls go straight to the op.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
+import itertools
 import os
 import sys
 import threading
+import weakref
+
+import numpy as np
 
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
+WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
-_local = threading.local()  # .rec: the Record of the op call being planned on this thread
+_PER_CALL = object()       # marks a per-call argument in a key
+
+
+class _ThreadState(threading.local):
+    # class defaults: reading an attribute a thread never set costs no AttributeError (~1 us a call)
+    rec = None     # the Record of the op call being planned on this thread
+    arena = None   # the Arena whose step is running on this thread
+
+
+_local = _ThreadState()
 
 
 class Arena:
@@ -53,7 +72,7 @@ class Arena:
 
     @contextlib.contextmanager
     def step(self):
-        if getattr(_local, "arena", None) is not None:
+        if _local.arena is not None:
             raise RuntimeError("Arena.step: got a step inside another arena's step, expected one at a time")
         self._next = 0
         _local.arena = self
@@ -77,12 +96,13 @@ class Arena:
 
 def current_arena():
     """The Arena whose step is running on this thread, else None."""
-    return getattr(_local, "arena", None)
+    return _local.arena
 
 
 class Record:
-    """What one op call did on the GPU: allocations (alloc function, its arguments, the array)
-    and launches (launch callable ``fn(grid, block, args)``, grid, block, args)."""
+    """What one op call did on the GPU: allocations (alloc function, its arguments, the array, the
+    unchecked allocator, whether a replay may reuse it) and launches (launch callable
+    ``fn(grid, block, args)``, grid, block, args)."""
     __slots__ = ("allocs", "launches")
 
     def __init__(self):
@@ -90,19 +110,21 @@ class Record:
         self.launches = []
 
 
-def note_alloc(alloc, call_args: tuple, array, raw=None) -> None:
+def note_alloc(alloc, call_args: tuple, array, raw=None, reusable: bool = False) -> None:
     """Called by the allocator after ``array = alloc(*call_args)``; records it when planning.
     ``raw(shape, dtype)`` (call_args[0], call_args[1]) makes the same array without checks or
     poisoning: a plan built with the poison setting off uses it, and calls ``alloc`` (for its
-    error message) only when it fails."""
-    rec = getattr(_local, "rec", None)
+    error message) only when it fails. ``reusable``: the array's contents on allocation do not
+    matter (an uninitialised buffer, not zeros), so a plan may hand a workspace the call does not
+    return the same array again on its next call."""
+    rec = _local.rec
     if rec is not None:
-        rec.allocs.append((alloc, call_args, array, raw))
+        rec.allocs.append((alloc, call_args, array, raw, reusable))
 
 
 def note_launch(fn, grid: tuple, block: tuple, args: tuple) -> None:
     """Called by a family's launch function after ``fn(grid, block, args)``; records it when planning."""
-    rec = getattr(_local, "rec", None)
+    rec = _local.rec
     if rec is not None:
         rec.launches.append((fn, grid, block, args))
 
@@ -111,36 +133,66 @@ class Plan:
     """Allocations and launches of one op call; ``plan.run(*arrays)`` replays them on the call's
     device arrays (in key order) and returns the result. ``run`` is generated Python source, one
     statement per allocation and per launch with the scalar arguments bound as constants, so a
-    hit costs the allocations, the launches and a function call."""
-    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "run")
+    hit costs the allocations, the launches and a function call.
 
-    def __init__(self, settings, allocs, launches, result, n_inputs):
+    The workspaces (the allocations the call does not return, uninitialised ones) are allocated on
+    the first replay and kept by the plan, one set per CUDA stream (launches on one stream run in
+    order, so the next call cannot overwrite them while a kernel still reads them): a hit then
+    allocates only what it returns. All plans together keep at most WORKSPACE_BUDGET bytes
+    (released when a plan is dropped); past it a plan allocates its workspaces on every call, as
+    it does under the poison setting, which wants every buffer refilled with NaN.
+
+    A launch callable with a ``bind_launch(grid, block, args, positions)`` method (the numba
+    family's kernels) is bound once: its scalar arguments are packed at build time and the bound
+    launch takes the array arguments only."""
+    __slots__ = ("settings", "allocs", "launches", "result", "n_inputs", "n_per_call", "kept", "run")
+
+    def __init__(self, settings, allocs, launches, result, n_inputs, n_per_call=0, stream=None):
         self.settings = settings      # the Settings the plan was built under (part of its key)
-        self.allocs = allocs          # [(alloc, call_args, raw)]
-        self.launches = launches      # [(fn, grid, block, template args, [(position, slot)])]
+        self.allocs = allocs          # [(alloc, call_args, raw, kept: bool)]
+        self.launches = launches      # [(fn, grid, block, template args, [(position, slot)],
+        #                                {position: (per-call value index, its kernel scalar type)})]
         self.result = result          # None, a slot, or a tuple of slots / None
         self.n_inputs = n_inputs
-        self.run = self._compile()
+        self.n_per_call = n_per_call  # per-call values run() takes after the arrays
+        self.kept = {}                # stream pointer -> the workspaces kept for launches on it
+        self.run = self._compile(stream)
 
-    def _compile(self):
-        env = {}
-        lines = [f"def run({''.join(f'v{i}, ' for i in range(self.n_inputs))}):"]
-        for j, (alloc, call_args, raw) in enumerate(self.allocs):
+    def _compile(self, stream):
+        env = {"stream": stream}
+        params = [f"v{i}" for i in range(self.n_inputs)] + [f"p{k}" for k in range(self.n_per_call)]
+        lines = [f"def run({''.join(v + ', ' for v in params)}):"]
+        kept, makers = [], []
+        for j, (alloc, call_args, raw, keep) in enumerate(self.allocs):
             v = f"v{self.n_inputs + j}"
             env[f"alloc{j}"], env[f"args{j}"], env[f"raw{j}"] = alloc, call_args, raw
-            if raw is None or self.settings.poison:
+            if keep:
+                kept.append(v)
+                makers.append((alloc, call_args))
+            elif raw is None or self.settings.poison:
                 lines.append(f"    {v} = alloc{j}(*args{j})")
             else:
                 env[f"shape{j}"], env[f"dtype{j}"] = call_args[0], call_args[1]
                 lines += ["    try:", f"        {v} = raw{j}(shape{j}, dtype{j})",
                           "    except Exception:", f"        {v} = alloc{j}(*args{j})  # raises its clear error"]
-        for i, (fn, grid, block, template, slots) in enumerate(self.launches):
+        if kept:
+            env["workspaces"] = _Workspaces(self.kept, makers).get
+            lines += [f"    {''.join(v + ', ' for v in kept)}= workspaces(stream().ptr)"]
+        for i, (fn, grid, block, template, slots, per_call) in enumerate(self.launches):
+            bind = getattr(fn, "bind_launch", None)
+            if bind is not None and not per_call:  # scalars packed now; the bound launch takes the arrays
+                env[f"fn{i}"] = bind(grid, block, template, [pos for pos, _ in slots])
+                lines.append(f"    fn{i}({''.join(f'v{slot}, ' for _, slot in slots)})")
+                continue
             env[f"fn{i}"], env[f"grid{i}"], env[f"block{i}"] = fn, grid, block
             slot_at = dict(slots)
             items = []
             for pos, value in enumerate(template):
                 if pos in slot_at:
                     items.append(f"v{slot_at[pos]}")
+                elif pos in per_call:
+                    k, env[f"t{i}_{pos}"] = per_call[pos]
+                    items.append(f"t{i}_{pos}(p{k})")
                 else:
                     env[f"c{i}_{pos}"] = value
                     items.append(f"c{i}_{pos}")
@@ -153,26 +205,63 @@ class Plan:
         else:
             lines.append(f"    return ({''.join(('None' if r is None else f'v{r}') + ', ' for r in res)})")
         exec(compile("\n".join(lines), "<fastconv launch plan>", "exec"), env)
-        return env["run"]
+        return env.pop("run")    # not left in its own globals: no cycle, the plan goes when dropped
+
+
+class _Workspaces:
+    """The workspaces one plan keeps, per stream; referenced by the plan's ``run`` alone, so that
+    they (and their share of WORKSPACE_BUDGET) go when the plan goes."""
+    __slots__ = ("by_stream", "makers", "__weakref__")
+
+    def __init__(self, by_stream: dict, makers: list):
+        self.by_stream = by_stream    # stream pointer -> tuple of arrays
+        self.makers = makers          # [(alloc, its arguments)] per workspace
+
+    def get(self, stream_ptr: int) -> tuple:
+        ws = self.by_stream.get(stream_ptr)
+        if ws is None:
+            global _kept_bytes
+            ws = tuple(alloc(*args) for alloc, args in self.makers)
+            nbytes = sum(a.nbytes for a in ws)
+            with _kept_lock:
+                if _kept_bytes + nbytes <= WORKSPACE_BUDGET:
+                    _kept_bytes += nbytes
+                    self.by_stream[stream_ptr] = ws
+                    weakref.finalize(self, _release, nbytes)
+        return ws
+
+
+_kept_bytes = 0                  # bytes of workspaces the live plans keep
+_kept_lock = threading.Lock()
+
+
+def _release(nbytes: int) -> None:
+    """A plan keeping ``nbytes`` of workspaces was dropped."""
+    global _kept_bytes
+    with _kept_lock:
+        _kept_bytes -= nbytes
 
 
 def _slot_of(a, sources: list):
     """The index in ``sources`` of the array a is, or of the one array it views from its first
     byte; None if none or several."""
-    for i, s in enumerate(sources):
-        if a is s:
-            return i
+    i = _exact_slot(a, sources)
+    if i is not None:
+        return i
     ptr, nbytes = a.data.ptr, a.nbytes
     found = [i for i, s in enumerate(sources) if s.data.ptr == ptr and nbytes <= s.nbytes and a.dtype == s.dtype]
     return found[0] if len(found) == 1 else None
 
 
-def _build(rec: Record, arrays: list, out, settings, nd):
-    """A Plan from the record of a call with device arrays ``arrays``, or _UNPLANNABLE."""
-    sources = list(arrays) + [a for _, _, a, _ in rec.allocs]
-    launches = []
+def _build(rec: Record, arrays: list, out, settings, cp, per_call: tuple = ()):
+    """A Plan from the record of a call with device arrays ``arrays`` and per-call values
+    ``per_call``, _UNPLANNABLE, or None when a per-call value is not found in exactly one scalar
+    argument of the launches (another call, with another value, may tell)."""
+    nd = cp.ndarray
+    sources = list(arrays) + [a for _, _, a, _, _ in rec.allocs]
+    launches, found = [], [0] * len(per_call)
     for fn, grid, block, args in rec.launches:
-        template, slots = list(args), []
+        template, slots, varying = list(args), [], {}
         for pos, a in enumerate(args):
             if isinstance(a, nd):
                 slot = _slot_of(a, sources)
@@ -180,7 +269,15 @@ def _build(rec: Record, arrays: list, out, settings, nd):
                     return _UNPLANNABLE
                 slots.append((pos, slot))
                 template[pos] = None       # filled per call; the plan keeps no array alive
-        launches.append((fn, grid, block, template, slots))
+            elif isinstance(a, (int, float, np.generic)) and not isinstance(a, (bool, np.bool_)):
+                for k, value in enumerate(per_call):
+                    if a == value:         # the kernel's scalar of this value: converted per call to a's type
+                        varying[pos] = (k, type(a))
+                        template[pos] = None
+                        found[k] += 1
+        launches.append((fn, grid, block, template, slots, varying))
+    if rec.launches and any(n != 1 for n in found):
+        return None
     if out is None:
         result = None
     elif isinstance(out, nd):
@@ -195,8 +292,11 @@ def _build(rec: Record, arrays: list, out, settings, nd):
             return _UNPLANNABLE
     else:
         return _UNPLANNABLE
-    allocs = [(alloc, call_args, raw) for alloc, call_args, _, raw in rec.allocs]
-    return Plan(settings, allocs, launches, result, len(arrays))
+    returned = {result} if isinstance(result, int) else set(result or ())
+    allocs = [(alloc, call_args, raw,
+               reusable and not settings.poison and len(arrays) + j not in returned)
+              for j, (alloc, call_args, a, raw, reusable) in enumerate(rec.allocs)]
+    return Plan(settings, allocs, launches, result, len(arrays), len(per_call), cp.cuda.get_current_stream)
 
 
 def _exact_slot(a, sources):
@@ -207,27 +307,43 @@ def _exact_slot(a, sources):
     return None
 
 
-def planned(op):
-    """Decorate a public op ``op(*args, kernels=None, **kw)`` with the plan fast path (see the module)."""
+def planned(op=None, *, per_call: dict | None = None):
+    """Decorate a public op ``op(*args, kernels=None, **kw)`` with the plan fast path (see the module).
+
+    ``per_call``: {argument name: normalise}, arguments that change on every call (a dropout
+    seed): the key holds their type, not their value, and a plan replays with the call's
+    ``normalise(value)`` in the one kernel scalar argument that equalled it when the plan was built
+    (converted to that argument's numpy type). ``normalise`` must be what the op hands its
+    launcher, so that the value is found; a plan is built only when each is found exactly once."""
+    if op is None:
+        return functools.partial(planned, per_call=per_call)
     from . import settings as settings_mod
-    import numpy as np
+    from .backends.cuda.loader import defines_text
 
     plans: dict = {}
     np_ndarray = np.ndarray
+    local = _local
+    split = _per_call_splitter(op, per_call) if per_call else None
 
     @functools.wraps(op)
     def call(*args, kernels=None, **kw):
         cp = sys.modules.get("cupy")
-        if cp is None or getattr(_local, "rec", None) is not None or getattr(_local, "arena", None) is not None:
+        if cp is None or local.rec is not None or local.arena is not None:
             # no GPU, inside another op's planning call, or in an arena (its allocations go through it)
             return op(*args, kernels=kernels, **kw)
         nd = cp.ndarray
         s = settings_mod._current or settings_mod.current()
+        last = _last_settings
         arrays = []
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
-        parts = [kernels, s, os.environ.get("FASTCONV_CUDA_DEFINES")]
         try:
-            for a in (args if not kw else args + tuple(kw.values())):
+            parts = [kernels, last[1] if s is last[0] else _settings_id(s), defines_text(),
+                     tuple(kw) if kw else None, cp.cuda.runtime.getDevice()]
+            values = args if not kw else args + tuple(kw.values())
+            per = ()
+            if split is not None:
+                values, per = split(args, kw, values)
+            for a in values:
                 t = type(a)
                 if t is nd:
                     d = a.data
@@ -237,28 +353,68 @@ def planned(op):
                     return op(*args, kernels=kernels, **kw)  # the CPU path (or a mix the checks refuse)
                 else:
                     parts.append((t, a))
-            if kw:
-                parts.append(tuple(kw))
-            parts.append(cp.cuda.Device().id)
             key = tuple(parts)
             plan = plans.get(key)
         except Exception:      # an unhashable argument, an object that is no array: the full path says what
             return op(*args, kernels=kernels, **kw)
         if plan is not None and plan is not _UNPLANNABLE:
-            return plan.run(*arrays)
+            return plan.run(*arrays, *per)
         if plan is _UNPLANNABLE:
             return op(*args, kernels=kernels, **kw)
-        rec = _local.rec = Record()
+        rec = local.rec = Record()
         try:
             out = op(*args, kernels=kernels, **kw)
         finally:
-            _local.rec = None
+            local.rec = None
         if len({a.data.ptr for a in arrays}) < len(arrays):
             return out         # inputs sharing memory: a plan would tie their slots; build one from another call
-        if len(plans) >= CACHE_LIMIT:
-            plans.clear()
-        plans[key] = _build(rec, arrays, out, s, nd)
+        built = _build(rec, arrays, out, s, cp, per)
+        if built is not None:
+            if len(plans) >= CACHE_LIMIT:
+                plans.clear()
+            plans[key] = built
         return out
 
     call.plans = plans
     return call
+
+
+def _per_call_splitter(op, per_call: dict):
+    """``split(args, kw, values) -> (values with each per-call argument replaced by
+    (_PER_CALL, its type), the normalised per-call values)`` for ``op``'s signature."""
+    params = list(inspect.signature(op).parameters)
+    where = []
+    for name, normalise in per_call.items():
+        if name not in params:
+            raise ValueError(f"per_call: got {name!r}, expected an argument of {op.__name__}{tuple(params)}")
+        where.append((name, params.index(name), normalise))
+
+    def split(args, kw, values):
+        values, per = list(values), []
+        for name, index, normalise in where:
+            if index < len(args):
+                v = args[index]
+            elif name in kw:
+                index = len(args) + list(kw).index(name)
+                v = kw[name]
+            else:
+                continue       # left at its default: a constant of the key
+            per.append(normalise(v))
+            values[index] = (_PER_CALL, type(v))  # in the key: the type, not the value
+        return values, tuple(per)
+    return split
+
+
+_settings_ids: dict = {}         # Settings (by value) -> a small int standing for it in plan keys
+_new_settings_id = itertools.count().__next__   # atomic: two threads never draw one id
+_last_settings = (None, None)    # (Settings object, its id): most calls see the same object again
+
+
+def _settings_id(s) -> int:
+    """A small int per distinct Settings value, so that a plan key hashes an int, not five fields."""
+    global _last_settings
+    last, sid = _last_settings
+    if s is not last:
+        sid = _settings_ids.setdefault(s, _new_settings_id())
+        _last_settings = (s, sid)
+    return sid

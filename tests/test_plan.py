@@ -216,3 +216,186 @@ def test_cpu_calls_are_not_planned():
     ops.relu_forward.plans.clear()
     np.testing.assert_array_equal(ops.relu_forward(x), np.maximum(x, 0))
     assert not ops.relu_forward.plans
+
+
+def _misses(fn, call, want):
+    """``call()`` must take the full path (store a new plan) and give ``want`` (host array)."""
+    before = set(fn.plans)
+    out = call()
+    assert set(fn.plans) - before, "a call differing in what the plan baked in hit an old plan"
+    np.testing.assert_array_equal(out.get(), want)
+
+
+def test_every_baked_in_difference_misses(cp, monkeypatch):
+    """dtype, shape, strides, alignment, device, settings, #defines and hyper-parameters are all
+    in the key: a call differing in one of them never replays a plan built without it."""
+    rng = np.random.default_rng(8)
+    x = _dev(cp, rng, 2, 3, 8, 8)
+    ops.leaky_relu_forward.plans.clear()
+    relu = lambda a, s=0.2: ops.leaky_relu_forward(a, s)  # noqa: E731
+    oracle = lambda a, s=0.2: np.where(a > 0, a, np.float32(s) * a)  # noqa: E731
+    for _ in range(2):
+        relu(x)                                                           # a miss, then a hit
+    _misses(ops.leaky_relu_forward, lambda: relu(x[:1]), oracle(x.get()[:1]))                   # shape
+    _misses(ops.leaky_relu_forward, lambda: relu(x.transpose(0, 1, 3, 2)), oracle(x.get().transpose(0, 1, 3, 2)))
+    flat = cp.asarray(np.arange(2 * 3 * 8 * 8 + 1, dtype=np.float32) - 60)[1:]
+    _misses(ops.leaky_relu_forward, lambda: relu(flat.reshape(x.shape)), oracle(flat.get().reshape(x.shape)))
+    _misses(ops.leaky_relu_forward, lambda: relu(x, 0.3), oracle(x.get(), 0.3))               # hyper-parameter
+    _misses(ops.leaky_relu_forward, lambda: relu(x, np.float64(0.2)), oracle(x.get()))         # its type
+    with fastconv.using(poison=False):                                                         # settings
+        _misses(ops.leaky_relu_forward, lambda: relu(x), oracle(x.get()))
+    monkeypatch.setenv("FASTCONV_CUDA_DEFINES", "FASTCONV_PLAN_TEST=1")                        # tuning #defines
+    _misses(ops.leaky_relu_forward, lambda: relu(x), oracle(x.get()))
+    monkeypatch.delenv("FASTCONV_CUDA_DEFINES")
+    with monkeypatch.context() as m:                                                           # current device
+        m.setattr(cp.cuda.runtime, "getDevice", lambda: 1)
+        _misses(ops.leaky_relu_forward, lambda: relu(x), oracle(x.get()))
+    other = cp.asarray(x.get())
+    other.data.device_id = 1          # the array's device (the stand-in keeps .data per array, as CuPy)
+    _misses(ops.leaky_relu_forward, lambda: relu(other), oracle(x.get()))
+    with pytest.raises(TypeError, match="x: got dtype float64"):                              # dtype
+        relu(cp.asarray(x.get().astype(np.float64)))
+
+
+def test_conv_settings_and_hyper_parameters_miss(cp):
+    rng = np.random.default_rng(9)
+    x, w = _dev(cp, rng, 2, 8, 9, 9), _dev(cp, rng, 6, 8, 3, 3)
+    ops.conv2d_forward.plans.clear()
+    cases = [({}, (1, 1)), ({}, (2, 1)), ({}, (1, 0)), ({}, (1, 1, 2)), ({"conv_version": 1}, (1, 1)),
+             ({"conv_tile": "t64x64"}, (1, 1)), ({"tf32": True}, (1, 1))]
+    for i, (changes, hyper) in enumerate(cases):
+        with fastconv.using(**changes):
+            want = None
+            for _ in range(2):        # a miss, then a hit of the plan this case built
+                with emu.trace() as t:
+                    y = ops.conv2d_forward(x, w, None, *hyper).get()
+                assert not np.isnan(y).any(), (changes, hyper)
+                want = y if want is None else np.testing.assert_array_equal(y, want) or want
+        assert len(ops.conv2d_forward.plans) == i + 1, f"{changes} {hyper}: expected a plan of its own"
+        ref = ops.conv2d_forward(x.get().astype(np.float64), w.get().astype(np.float64), None, *hyper)
+        tol = 2e-2 if changes.get("tf32") else 1e-4
+        np.testing.assert_allclose(want, ref, rtol=tol, atol=tol, err_msg=f"{changes} {hyper}")
+        if changes.get("conv_version") == 1:
+            assert not any("v3" in n for n in t.launch_names), t.launch_names
+
+
+def test_workspaces_kept_per_stream(cp):
+    """With poison off a hit allocates only what it returns (conv's packed weights and split-K
+    workspace are kept by the plan), gives the full path's result while earlier results stay alive,
+    and another stream gets workspaces of its own."""
+    rng = np.random.default_rng(10)
+    x, w = _dev(cp, rng, 1, 32, 14, 14), _dev(cp, rng, 64, 32, 5, 5)
+    ops.conv2d_forward.plans.clear()
+    with fastconv.using(poison=False):
+        with emu.trace() as t_full:
+            want = ops.conv2d_forward(x, w, None, 1, 2)
+        assert t_full.allocations >= 2, "expected a conv with workspaces (packed weights, split-K)"
+        outs = []
+        for _ in range(3):
+            with emu.trace() as t:
+                outs.append(ops.conv2d_forward(x, w, None, 1, 2))
+        assert t.allocations == 1, f"a hit allocated {t.allocations} arrays, expected only its output"
+        for y in outs:
+            np.testing.assert_array_equal(y.get(), want.get())
+        (entry,) = ops.conv2d_forward.plans.values()
+        with cp.cuda.Stream():
+            y = ops.conv2d_forward(x, w, None, 1, 2)
+        np.testing.assert_array_equal(y.get(), want.get())
+        assert len(entry.kept) == 2, "a second stream must get workspaces of its own"
+        kept = sum(a.nbytes for ws in entry.kept.values() for a in ws)
+        assert plan._kept_bytes >= kept > 0
+        before = plan._kept_bytes
+        del entry
+        ops.conv2d_forward.plans.clear()             # no gc.collect(): a dropped plan frees its workspaces at once
+        assert plan._kept_bytes == before - kept
+
+
+def test_workspace_budget(cp, monkeypatch):
+    """Past WORKSPACE_BUDGET a plan allocates its workspaces on every call, and is still exact."""
+    rng = np.random.default_rng(14)
+    x, w = _dev(cp, rng, 1, 32, 14, 14), _dev(cp, rng, 64, 32, 5, 5)
+    monkeypatch.setattr(plan, "WORKSPACE_BUDGET", plan._kept_bytes)
+    ops.conv2d_forward.plans.clear()
+    with fastconv.using(poison=False):
+        with emu.trace() as t_full:
+            want = ops.conv2d_forward(x, w, None, 1, 2).get()
+        for _ in range(2):
+            with emu.trace() as t:
+                y = ops.conv2d_forward(x, w, None, 1, 2).get()
+            assert t.allocations == t_full.allocations
+            np.testing.assert_array_equal(y, want)
+    (entry,) = ops.conv2d_forward.plans.values()
+    assert not entry.kept
+
+
+def test_dropout_seed_is_filled_in_per_call(cp):
+    """dropout_forward's seed changes every call: one plan per shape replays with the call's seed
+    and gives the full path's mask and output for it; a seed of another type, or a bad one, takes
+    the full path."""
+    rng = np.random.default_rng(11)
+    x = _dev(cp, rng, 3, 50)
+    ops.dropout_forward.plans.clear()
+    ops.dropout_forward(x, 0.5, 1)
+    assert len(ops.dropout_forward.plans) == 1
+    for seed in (2, 3, 2**32 + 5, np.int64(9)):
+        y, mask = ops.dropout_forward(x, 0.5, seed)
+        ref_y, ref_mask = ops.dropout_forward(x.get(), 0.5, seed)          # the NumPy path: the same hash
+        np.testing.assert_array_equal(mask.get(), ref_mask, err_msg=f"seed {seed}")
+        np.testing.assert_array_equal(y.get(), ref_y, err_msg=f"seed {seed}")
+    assert len(ops.dropout_forward.plans) == 2, "an np.int64 seed must get its own plan, an int seed none"
+    assert not np.array_equal(ops.dropout_forward(x, 0.5, 2)[1].get(), ops.dropout_forward(x, 0.5, 3)[1].get())
+    with pytest.raises(TypeError, match="seed: got True"):
+        ops.dropout_forward(x, 0.5, True)
+    with pytest.raises(TypeError, match="seed: got 1.5"):
+        ops.dropout_forward(x, 0.5, 1.5)
+
+
+def test_per_call_value_found_once_or_no_plan(cp):
+    """A seed equal to another scalar the kernel takes (here x.size) cannot be told apart: no plan
+    is stored from that call, and the next call, with another seed, builds one."""
+    x = _dev(cp, np.random.default_rng(12), 4, 8)
+    ops.dropout_forward.plans.clear()
+    y, _ = ops.dropout_forward(x, 0.5, x.size)
+    assert not ops.dropout_forward.plans
+    np.testing.assert_array_equal(y.get(), ops.dropout_forward(x.get(), 0.5, x.size)[0])
+    ops.dropout_forward(x, 0.5, 7)
+    assert len(ops.dropout_forward.plans) == 1
+    np.testing.assert_array_equal(ops.dropout_forward(x, 0.5, x.size)[0].get(), y.get())
+
+
+def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
+    """A plan binds a numba-family launch once (scalars packed at build time); its replay hands
+    cuLaunchKernel the same parameter bytes as the full path's launch(), with the call's pointers
+    (a stand-in driver reads the parameters back)."""
+    import ctypes
+
+    from fastconv.backends.numba import driver
+
+    read = {"f": ctypes.c_uint64, "n": ctypes.c_int32, "x": ctypes.c_float}
+    seen = []
+
+    class Driver:
+        @staticmethod
+        def cuLaunchKernel(fn, g0, g1, g2, b0, b1, b2, shared, stream, params, extra):
+            kinds = driver._PARAMS["leaky_relu_backward_v1"]
+            seen.append((fn, (g0, g1, g2), (b0, b1, b2), stream,
+                         [read[k].from_address(params[i]).value for i, k in enumerate(kinds)]))
+            return 0
+
+    monkeypatch.setattr(driver, "_driver", Driver)
+    monkeypatch.setattr(driver, "_cp", cp)
+    kernel = driver._GpuKernel.__new__(driver._GpuKernel)
+    kernel._set_layout("leaky_relu_backward_v1", 77)        # dy, y, dx, n, slope
+    rng = np.random.default_rng(13)
+    arrays = [_dev(cp, rng, 5) for _ in range(6)]
+    slope = np.float32(0.2)
+    grid, block = (3, 1, 1), (128, 1, 1)
+    plan_ = plan.Plan(fastconv.settings.current(), [], [(kernel, grid, block, [None, None, None, np.int32(5), slope],
+                                                         [(0, 0), (1, 1), (2, 2)], {})], None, 3)
+    for a, b, c in (arrays[:3], arrays[3:]):
+        kernel.launch(grid, block, 0, [a.data.ptr, b.data.ptr, c.data.ptr, np.int32(5), slope])
+        plan_.run(a, b, c)
+        full, hit = seen[-2:]
+        assert hit == full and full[-1][:3] == [a.data.ptr, b.data.ptr, c.data.ptr] and full[-1][3] == 5
+        assert full[-1][4] == slope
+

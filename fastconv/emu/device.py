@@ -79,6 +79,11 @@ def getDeviceCount() -> int:
     return 1
 
 
+def getDevice() -> int:
+    """The current device: the stand-in's one device."""
+    return 0
+
+
 def memGetInfo() -> tuple[int, int]:
     return arrays.TOTAL_MEMORY - arrays.POOL.used_bytes(), arrays.TOTAL_MEMORY
 

@@ -33,7 +33,7 @@ def _module(name, doc, **attrs):
 
 def _make():
     runtime = _module("cupy.cuda.runtime", "CUDA runtime calls of the stand-in device.",
-                      getDeviceCount=device.getDeviceCount, memGetInfo=device.memGetInfo,
+                      getDeviceCount=device.getDeviceCount, getDevice=device.getDevice, memGetInfo=device.memGetInfo,
                       deviceSynchronize=device.deviceSynchronize, getDeviceProperties=device.getDeviceProperties,
                       runtimeGetVersion=device.runtimeGetVersion, driverGetVersion=device.driverGetVersion,
                       CUDARuntimeError=device.CUDARuntimeError)

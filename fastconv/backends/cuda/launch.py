@@ -55,7 +55,7 @@ def _alloc(shape, dtype, what: str, zero: bool = False):
     elif not zero and settings.current().poison:
         kind = a.dtype.kind
         a.fill(np.nan if kind == "f" else np.iinfo(a.dtype).max if kind == "u" else -1)
-    note_alloc(_alloc, (shape, dtype, what, zero), a, make)
+    note_alloc(_alloc, (shape, dtype, what, zero), a, make, reusable=not zero)
     return a
 
 

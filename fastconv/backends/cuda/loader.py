@@ -15,21 +15,38 @@ a RuntimeError naming the defines.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 
 from .config import KERNELS
 
+ENV_DEFINES = "FASTCONV_CUDA_DEFINES"
 NVRTC_OPTIONS = ("-std=c++17",)
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_.]+\.cuh)"\s*$')
 _modules: dict = {}
 _env_cache: dict[str, dict[str, int]] = {}
 
 
+def _environ_reader(name: str):
+    """A function returning the environment variable ``name`` as os.environ holds it (encoded):
+    os.environ.get costs about 1 us (it encodes the name and decodes the value), a look-up in the
+    mapping os.environ keeps in sync 30 ns."""
+    data, encodekey = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and encodekey is not None:
+        return functools.partial(data.get, encodekey(name))
+    return functools.partial(os.environ.get, name)
+
+
+# FASTCONV_CUDA_DEFINES as os.environ holds it, None when unset: in every launch plan's key
+# (fastconv.plan), since the modules a plan's kernels come from depend on it
+defines_text = _environ_reader(ENV_DEFINES)
+
+
 def env_defines() -> dict[str, int]:
     """The tuning #defines of FASTCONV_CUDA_DEFINES ("NAME=VALUE,..."), parsed once per value."""
-    raw = os.environ.get("FASTCONV_CUDA_DEFINES", "")
+    raw = os.environ.get(ENV_DEFINES, "")
     parsed = _env_cache.get(raw)
     if parsed is None:
         parsed = {}

@@ -141,38 +141,73 @@ class _GpuKernel:
         # numba's device scope may leave no context current on exit; CuPy's setDevice makes the
         # device's primary context (the one numba loaded the module into) current again
         _cupy().cuda.runtime.setDevice(device_id)
-        self.name = name
         self.dispatcher = dispatcher  # keeps the loaded module alive
-        self.fn = fn.value
+        self._set_layout(name, fn.value)
+
+    def _set_layout(self, name: str, fn: int):
+        """The CUfunction ``fn`` and the parameter layout of kernel ``name`` (_PARAMS)."""
+        kinds = _PARAMS[name]
+        self.name = name
+        self.fn = fn
         # "@" = native sizes and alignment, the layout the kernel's parameters have
         self.format = "@" + "".join(_STRUCT_CODE[k] for k in kinds)
-        size = struct.calcsize(self.format)
-        self.buffer = (ctypes.c_uint64 * ((size + 7) // 8))()
-        base = ctypes.addressof(self.buffer)
-        offsets = [struct.calcsize("@" + "".join(_STRUCT_CODE[k] for k in kinds[:i]) + _STRUCT_CODE[kinds[i]])
-                   - struct.calcsize("@" + _STRUCT_CODE[kinds[i]]) for i in range(len(kinds))]
-        self.params = (ctypes.c_void_p * len(kinds))(*[base + o for o in offsets])
+        self.offsets = [struct.calcsize("@" + "".join(_STRUCT_CODE[k] for k in kinds[:i]) + _STRUCT_CODE[kinds[i]])
+                        - struct.calcsize("@" + _STRUCT_CODE[kinds[i]]) for i in range(len(kinds))]
+        self.buffer, self.params = self._parameter_buffer()
         self.lock = threading.Lock()
         self.kinds = kinds
 
+    def _parameter_buffer(self):
+        """(buffer, the kernelParams array of pointers into it) for cuLaunchKernel."""
+        buffer = (ctypes.c_uint64 * ((struct.calcsize(self.format) + 7) // 8))()
+        base = ctypes.addressof(buffer)
+        return buffer, (ctypes.c_void_p * len(self.offsets))(*[base + o for o in self.offsets])
+
     def __call__(self, grid, block, args):
-        """Launch on CuPy's current stream with ``args`` as launch() takes them (fastconv.plan
-        replays recorded launches through this)."""
+        """Launch on CuPy's current stream with ``args`` as launch() takes them."""
         self.launch(grid, block, _cupy().cuda.get_current_stream().ptr,
                     [_pointer(a) if k in "fi" else a for k, a in zip(self.kinds, args)])
 
+    def bind_launch(self, grid, block, args, positions):
+        """A launch with the scalars of ``args`` (as launch() takes them) packed now, into a buffer
+        of its own: ``bound(*arrays)`` writes the pointers of the arrays for ``positions`` (in that
+        order) and launches on CuPy's current stream. fastconv.plan binds each recorded launch once,
+        so that a plan hit packs no scalar."""
+        buffer, params = self._parameter_buffer()
+        self._pack(buffer, [0 if i in positions else a for i, a in enumerate(args)])
+        words = [self.offsets[i] // 8 for i in positions]      # pointers are 8-byte aligned parameters
+        g0, g1, g2 = grid
+        b0, b1, b2 = block
+        fn, launch, lock, stream = self.fn, _driver.cuLaunchKernel, threading.Lock(), _cupy().cuda.get_current_stream
+
+        def bound(*arrays):
+            s = stream().ptr
+            with lock:
+                for w, a in zip(words, arrays):
+                    buffer[w] = a.data.ptr
+                err = launch(fn, g0, g1, g2, b0, b1, b2, 0, s, params, None)
+            if err:
+                self._failed(err, grid, block)
+        return bound
+
+    def _pack(self, buffer, values):
+        try:
+            struct.pack_into(self.format, buffer, 0, *values)
+        except struct.error as e:  # an int parameter outside int32 (the launchers check sizes first)
+            raise ValueError(f"numba kernel {self.name}: got parameters {values!r}, expected each int to fit "
+                             f"a 32-bit int ({e})") from None
+
     def launch(self, grid, block, stream: int, values):
         with self.lock:
-            try:
-                struct.pack_into(self.format, self.buffer, 0, *values)
-            except struct.error as e:  # an int parameter outside int32 (the launchers check sizes first)
-                raise ValueError(f"numba kernel {self.name}: got parameters {values!r}, expected each int to fit "
-                                 f"a 32-bit int ({e})") from None
+            self._pack(self.buffer, values)
             err = _driver.cuLaunchKernel(self.fn, grid[0], grid[1], grid[2], block[0], block[1], block[2],
                                          0, stream, self.params, None)
         if err:
-            raise RuntimeError(f"numba kernel {self.name}: cuLaunchKernel(grid {grid}, block {block}) failed "
-                               f"with {_cuda_error(err)}")
+            self._failed(err, grid, block)
+
+    def _failed(self, err: int, grid, block):
+        raise RuntimeError(f"numba kernel {self.name}: cuLaunchKernel(grid {grid}, block {block}) failed "
+                           f"with {_cuda_error(err)}")
 
 
 _gpu_kernels: dict[tuple[str, int], _GpuKernel] = {}

@@ -21,6 +21,6 @@ from .conv import (conv2d_backward_bias, conv2d_backward_data, conv2d_backward_w
 from .dropout import dropout_backward, dropout_forward  # noqa: F401
 from .linear import linear_backward_data, linear_backward_weight, linear_forward  # noqa: F401
 from .loss import bce_with_logits, softmax_cross_entropy  # noqa: F401
-from .optim import accumulate, adam_update, adam_update_multi, sgd_update, sgd_update_multi  # noqa: F401
+from .optim import accumulate, adam_update, sgd_update  # noqa: F401
 from .pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,  # noqa: F401
                    relu_max_pool2d_backward, relu_max_pool2d_forward)

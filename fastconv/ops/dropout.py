@@ -9,13 +9,21 @@ from ..backend import op
 from ..plan import planned
 
 
-def dropout_forward(x, p, seed, *, kernels=None):
-    """Returns (y, mask) with mask uint8; element i is kept when fmix32(i ^ fmix32(seed)) >= p * 2**32."""
+def dropout_forward(x, p, seed, calls=None, *, kernels=None):
+    """Returns (y, mask) with mask uint8; element i is kept when fmix32(i ^ fmix32(s)) >= p * 2**32,
+    s = seed, or with ``calls`` (a uint32 counter (call count, 0) of shape (2,) on x's device)
+    s = seed + calls[0] mod 2**32, and the call advances calls[0] by one: the mask changes at
+    every call, also in the replays of a CUDA graph of the step."""
     array(x, "x", ANY_NDIM)
     p = probability(p)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: got {seed!r}, expected an int")
-    return op("dropout_forward", x, kernels=kernels)(x, p, int(seed) & 0xFFFFFFFF)
+    if calls is not None:
+        same_device(x=x, calls=calls)
+        if not (calls.shape == (2,) and calls.dtype == np.uint32 and calls.flags.c_contiguous):
+            raise ValueError(f"calls: got {calls.dtype} {calls.shape}, expected a C-contiguous uint32 counter of "
+                             "shape (2,) beside x")
+    return op("dropout_forward", x, kernels=kernels)(x, p, int(seed) & 0xFFFFFFFF, calls)
 
 
 @planned

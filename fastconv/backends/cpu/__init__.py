@@ -17,4 +17,4 @@ from .batchnorm import batchnorm_forward, batchnorm_backward  # noqa: F401
 from .linear import linear_forward, linear_backward_data, linear_backward_weight  # noqa: F401
 from .dropout import fmix32, dropout_mask, dropout_forward, dropout_backward  # noqa: F401
 from .loss import softmax_cross_entropy, bce_with_logits  # noqa: F401
-from .optim import accumulate, adam_update, adam_update_multi, sgd_update, sgd_update_multi  # noqa: F401
+from .optim import accumulate, adam_update, sgd_update  # noqa: F401

@@ -131,7 +131,7 @@ __device__ __forceinline__ unsigned int fmix32(unsigned int h) {
     return h;
 }
 
-// Work: a 32-bit hash (integer ops) and 1 FLOP per element. Traffic: n * (4 + 4 + 1) B.
+// The masked, scaled copy of x for the hash seed ``seed`` (see the header), grid-stride.
 __device__ __forceinline__ void dropout_body(const float* __restrict__ x, float* __restrict__ y,
                                              unsigned char* __restrict__ mask, int n, unsigned int seed,
                                              unsigned long long thr, float scale) {
@@ -144,6 +144,7 @@ __device__ __forceinline__ void dropout_body(const float* __restrict__ x, float*
     }
 }
 
+// Work: a 32-bit hash (integer ops) and 1 FLOP per element. Traffic: n * (4 + 4 + 1) B.
 extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float* __restrict__ y,
                                               unsigned char* __restrict__ mask, int n, unsigned int seed,
                                               unsigned long long thr, float scale) {
@@ -152,7 +153,8 @@ extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float
 
 // dropout_forward_v1 with the seed seed + calls[0] (uint32 wrap-around), calls = (call count,
 // finished blocks) on the device: the last block to finish advances calls[0] and resets calls[1],
-// so a CUDA graph of a training step draws a new mask at every replay. + 8 B of traffic.
+// so a CUDA graph of a training step draws a new mask at every replay.
+// Work: as dropout_forward_v1; moves its bytes + 8 B (calls).
 extern "C" __global__ void dropout_forward_v2(const float* __restrict__ x, float* __restrict__ y,
                                               unsigned char* __restrict__ mask, int n, unsigned int seed,
                                               unsigned long long thr, float scale, unsigned int* __restrict__ calls) {

@@ -24,8 +24,7 @@
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/optim.cu
 #include "common.cuh"
 
-// Work: 4 FLOPs per element (6 with momentum, 8 with Nesterov); moves (2 + 1) * n * 4 B, or
-// (3 + 2) * n * 4 B with momentum (p, g, v read; p, v written).
+// The SGD update of elements [0, n) (the header's formula), grid-stride.
 __device__ __forceinline__ void sgd_body(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ v,
                                          i64 n, float lr, float momentum, float wd, int nesterov, int has_v) {
     GRID_STRIDE(i, n) {
@@ -40,20 +39,21 @@ __device__ __forceinline__ void sgd_body(float* __restrict__ p, const float* __r
     }
 }
 
+// Work: 4 FLOPs per element (6 with momentum, 8 with Nesterov); moves (2 + 1) * n * 4 B, or
+// (3 + 2) * n * 4 B with momentum (p, g, v read; p, v written).
 extern "C" __global__ void sgd_update_v1(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ v,
                                          i64 n, float lr, float momentum, float wd, int nesterov, int has_v) {
     sgd_body(p, g, v, n, lr, momentum, wd, nesterov, has_v);
 }
 
-// Work and traffic: as sgd_update_v1, + 4 B (lr).
+// Work: as sgd_update_v1; moves its bytes + 4 B (lr).
 extern "C" __global__ void sgd_update_v2(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ v,
                                          i64 n, const float* __restrict__ lr, float momentum, float wd, int nesterov,
                                          int has_v) {
     sgd_body(p, g, v, n, lr[0], momentum, wd, nesterov, has_v);
 }
 
-// Work: about 15 FLOPs + 1 sqrtf per element; moves (4 + 3) * n * 4 B (p, g, m, v read;
-// p, m, v written).
+// The Adam update of elements [0, n) with the bias corrections bc1, bc2, grid-stride.
 __device__ __forceinline__ void adam_body(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, i64 n, float lr, float b1, float b2, float eps,
                                           float wd, float bc1, float bc2) {
@@ -68,14 +68,15 @@ __device__ __forceinline__ void adam_body(float* __restrict__ p, const float* __
     }
 }
 
+// Work: about 15 FLOPs + 1 sqrtf per element; moves (4 + 3) * n * 4 B (p, g, m, v read;
+// p, m, v written).
 extern "C" __global__ void adam_update_v1(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, i64 n, float lr, float beta1, float beta2,
                                           float eps, float wd, float bc1, float bc2) {
     adam_body(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2);
 }
 
-// adam_update_v2/v3: the update with the device step count (see the header); + 2 double pow per
-// thread and 8 * rows B.
+// adam_update_v2/v3: the update with the device step counts (see the header).
 __device__ __forceinline__ void adam_counted(float* __restrict__ p, const float* __restrict__ g,
                                              float* __restrict__ m, float* __restrict__ v, i64 n, float lr,
                                              double beta1, double beta2, float eps, float wd, int* __restrict__ count,
@@ -93,12 +94,14 @@ __device__ __forceinline__ void adam_counted(float* __restrict__ p, const float*
     }
 }
 
+// Work: as adam_update_v1 + 2 double pow per thread; moves its bytes + 8 * rows B (counters).
 extern "C" __global__ void adam_update_v2(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, i64 n, float lr, double beta1, double beta2,
                                           float eps, float wd, int* __restrict__ count, int rows) {
     adam_counted(p, g, m, v, n, lr, beta1, beta2, eps, wd, count, rows);
 }
 
+// Work: as adam_update_v2; moves its bytes + 4 B (lr).
 extern "C" __global__ void adam_update_v3(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, i64 n, const float* __restrict__ lr, double beta1,
                                           double beta2, float eps, float wd, int* __restrict__ count, int rows) {

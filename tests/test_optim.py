@@ -162,6 +162,7 @@ def test_parameters_are_views_of_the_flat_buffers():
     assert (w.data == -1.0).all()
     assert w.grad is w.grad_buffer and np.shares_memory(w.grad, grad) and np.shares_memory(opt.state["velocity"][2],
                                                                                             slots["velocity"])
+    model.to("cpu")                           # already there: the views stay the parameters
     opt.zero_grad()
     model.forward(x)
     model.backward(np.ones((5, 2), np.float32), input_grad=False)

@@ -143,8 +143,9 @@ class Module:
         for _, m in self.named_modules():
             m._read_back()
             for p in m._params.values():
-                p.data = fn(p.data)
-                p.grad_buffer = None  # the optimizer makes its flat buffers again (fastconv.optim)
+                data = fn(p.data)
+                if data is not p.data:  # a new array: the optimizer makes its flat buffers again
+                    p.data, p.grad_buffer = data, None
                 if p.grad is not None:
                     p.grad = fn(p.grad)
             for name, b in m._buffers.items():

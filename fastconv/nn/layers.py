@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops, settings
 from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
-from ..backend import device_of, to_device
+from ..backend import to_device
 from . import init
 from .module import Module
 
@@ -325,10 +325,10 @@ class Dropout(Module):
     """Zeroes each element with probability p in training and scales the rest by 1/(1-p).
 
     Masks come from a counter-based hash of (seed, call number, element index), identical on the
-    CPU and the GPU. The call number lives in a uint32 counter on the input's device that the
-    forward kernel advances (so a CUDA graph of the training step draws a new mask at every
-    replay); the int64 buffer ``calls`` is read back from it for state_dict, so a resumed run draws
-    the same masks.
+    CPU and the GPU; the call number is the int64 buffer ``calls``, so a resumed run draws the
+    same masks. On the GPU it lives in a uint32 device counter that the forward kernel advances
+    (a CUDA graph of the training step draws a new mask at every replay), made from the buffer
+    at the first forward and read back into it by state_dict and .to().
     """
 
     def __init__(self, p=0.5, seed=0):
@@ -339,7 +339,7 @@ class Dropout(Module):
         self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))
         self.add_buffer("calls", np.zeros((), np.int64))
         self._mask = None
-        self._counter = None   # uint32 (calls mod 2**32, 0) on the device of the last forward
+        self._counter = None   # on the GPU: uint32 (calls mod 2**32, 0)
 
     def _clear_cache(self):
         self._mask = None
@@ -358,12 +358,15 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        if self._counter is None or device_of(self._counter) != device_of(x):
-            self._read_back()
-            counter = np.array([int(self.buffer("calls")) & 0xFFFFFFFF, 0], np.uint32)
-            self._counter = to_device(counter, device_of(x))
-        seed = (int(self.buffer("seed")) * 0x9E3779B1) & 0xFFFFFFFF
-        y, self._mask = ops.dropout_forward(x, self.p, seed, self._counter, kernels=self.kernels)
+        seed = int(self.buffer("seed")) * 0x9E3779B1
+        if isinstance(x, np.ndarray):
+            calls = int(self.buffer("calls"))
+            self.buffer("calls")[...] = calls + 1
+            y, self._mask = ops.dropout_forward(x, self.p, (seed + calls) & 0xFFFFFFFF, kernels=self.kernels)
+            return y
+        if self._counter is None:
+            self._counter = to_device(np.array([int(self.buffer("calls")) & 0xFFFFFFFF, 0], np.uint32), "cuda")
+        y, self._mask = ops.dropout_forward(x, self.p, seed & 0xFFFFFFFF, self._counter, kernels=self.kernels)
         return y
 
     def backward(self, dy, input_grad=True):

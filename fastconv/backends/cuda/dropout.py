@@ -9,7 +9,7 @@ from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _launch
 
 
-def dropout_forward(x, p, seed, calls):
+def dropout_forward(x, p, seed, calls=None):
     x = _arg(x, "x")
     calls = None if calls is None else _arg(calls, "calls", np.uint32, inplace=True)
     cfg.check_int32("x", x.size, "size")

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops, settings
 from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
-from ..backend import to_device
+from ..backend import is_cupy_array, to_device
 from . import init
 from .module import Module
 
@@ -359,7 +359,7 @@ class Dropout(Module):
             self._mask = None
             return x
         seed = int(self.buffer("seed")) * 0x9E3779B1
-        if isinstance(x, np.ndarray):
+        if not is_cupy_array(x):
             calls = int(self.buffer("calls"))
             self.buffer("calls")[...] = calls + 1
             y, self._mask = ops.dropout_forward(x, self.p, (seed + calls) & 0xFFFFFFFF, kernels=self.kernels)

@@ -1,8 +1,11 @@
 """A LeNet and a DCGAN training step through the CUDA C family on the CPU layer (fastconv.emu)
 equal to the NumPy path run in float64: the loss within 1e-4 relative, every parameter and
-buffer after the optimizer step within relative L2 error 1e-4 (the GPU tier's tolerances)."""
+buffer after the optimizer step within relative L2 error 1e-4 (the GPU tier's tolerances); and
+SGD and Adam on device parameters (flat buffers, device learning rate and step counters) against
+the update formulas over steps where some parameters have no gradient."""
 
 import numpy as np
+import pytest
 
 from fastconv import nn, optim
 from fastconv.testing import rel_error
@@ -74,3 +77,9 @@ def test_dcgan_step(cp):
         return loss
 
     _step_compare(cp, build, step)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_optimizer_with_gaps_and_a_changing_lr(cp, kind):
+    from test_optim import gaps_case
+    gaps_case(kind, cp.asarray, lambda a: a.get(), second_dtype=False)

@@ -5,6 +5,7 @@
 //       relu_backward_v1, leaky_relu_forward_v1, leaky_relu_backward_v1, sigmoid_forward_v1,
 //       sigmoid_backward_v1, tanh_forward_v1, tanh_backward_v1, dropout_forward_v1,
 //       dropout_backward_v1.
+//   dropout_forward_v2: dropout_forward_v1 with its call counter on the device (see the kernel).
 //   relu_*_v2, leaky_relu_*_v2, sigmoid_*_v2, tanh_*_v2: float4 grid-stride loop over n/4
 //        vectors, two vectors in flight per thread (both loaded before either is stored), the
 //        n%4 tail done by the first threads; the launcher uses v2 only when every pointer is
@@ -130,16 +131,42 @@ __device__ __forceinline__ unsigned int fmix32(unsigned int h) {
     return h;
 }
 
-// Work: a 32-bit hash (integer ops) and 1 FLOP per element. Traffic: n * (4 + 4 + 1) B.
-extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float* __restrict__ y,
-                                              unsigned char* __restrict__ mask, int n, unsigned int seed,
-                                              unsigned long long thr, float scale) {
+// The masked, scaled copy of x for the hash seed ``seed`` (see the header), grid-stride.
+__device__ __forceinline__ void dropout_body(const float* __restrict__ x, float* __restrict__ y,
+                                             unsigned char* __restrict__ mask, int n, unsigned int seed,
+                                             unsigned long long thr, float scale) {
     const unsigned int hs = fmix32(seed);
     GRID_STRIDE32(i, n) {
         const unsigned int h = fmix32(i ^ hs);
         const bool k = (unsigned long long)h >= thr;
         mask[i] = k ? 1 : 0;
         y[i] = k ? x[i] * scale : 0.f;
+    }
+}
+
+// Work: a 32-bit hash (integer ops) and 1 FLOP per element. Traffic: n * (4 + 4 + 1) B.
+extern "C" __global__ void dropout_forward_v1(const float* __restrict__ x, float* __restrict__ y,
+                                              unsigned char* __restrict__ mask, int n, unsigned int seed,
+                                              unsigned long long thr, float scale) {
+    dropout_body(x, y, mask, n, seed, thr, scale);
+}
+
+// dropout_forward_v1 with the seed seed + calls[0] (uint32 wrap-around), calls = (call count,
+// finished blocks) on the device: the last block to finish advances calls[0] and resets calls[1],
+// so a CUDA graph of a training step draws a new mask at every replay.
+// Work: as dropout_forward_v1; moves its bytes + 8 B (calls).
+extern "C" __global__ void dropout_forward_v2(const float* __restrict__ x, float* __restrict__ y,
+                                              unsigned char* __restrict__ mask, int n, unsigned int seed,
+                                              unsigned long long thr, float scale, unsigned int* __restrict__ calls) {
+    const unsigned int c = calls[0];  // read before this block counts itself finished
+    dropout_body(x, y, mask, n, seed + c, thr, scale);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(&calls[1], 1u) == gridDim.x - 1) {  // the last block: all others have read
+            calls[0] = c + 1u;
+            calls[1] = 0u;
+        }
     }
 }
 // Work: 1 FLOP per element. Traffic: n * (4 + 1 + 4) B.

@@ -13,9 +13,10 @@ from fastconv.train.gan_step import GANStep
 BATCH = 8
 
 
-def lenet_trainer(cp, seed=0, kernels="cupy"):
-    """A small LeNet (the trainer's build_cnn) on the device, its SGD and the step function."""
-    model = build_cnn(channels=(4, 8), hidden=(16,), rng=np.random.default_rng(seed))
+def lenet_trainer(cp, seed=0, kernels="cupy", dropout=0.0):
+    """A small LeNet (the trainer's build_cnn, with ``dropout`` after its hidden layer) on the
+    device, its SGD and the step function."""
+    model = build_cnn(channels=(4, 8), hidden=(16,), rng=np.random.default_rng(seed), dropout=dropout)
     model.to("cuda", kernels=kernels)
     loss_fn = nn.CrossEntropyLoss(kernels=kernels)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

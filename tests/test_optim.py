@@ -108,14 +108,86 @@ def test_adam_matches_torch(cfg, dtype):
     _vs_torch(lambda ps: Adam(ps, lr=1e-2, **cfg), lambda ps: torch.optim.Adam(ps, lr=1e-2, **cfg), dtype)
 
 
-def test_params_without_grad_are_left_alone():
-    params = make_params(np.float32)
-    before = params[1].data.copy()
-    params[0].grad = np.ones_like(params[0].data)
-    params[2].grad = np.ones_like(params[2].data)
-    SGD(params, lr=0.1, momentum=0.9).step()
-    np.testing.assert_array_equal(params[1].data, before)
-    assert not np.array_equal(params[0].data, make_params(np.float32)[0].data)
+def gaps_case(kind, asarray=np.asarray, get=np.asarray, second_dtype=True):
+    """PyTorch's semantics over the flat buffers: a parameter without a gradient in a step is not
+    updated (no momentum, no weight decay) and its Adam count does not advance; the update runs
+    over the runs of parameters that have one (``second_dtype``: a float64 parameter, a second
+    flat buffer); the learning rate changes between steps (on the GPU: the device copy). Against
+    the formula with per-parameter counts; a parameter that never had a gradient keeps its value
+    and has no state entry. ``asarray``/``get``: to and from the device."""
+    params = make_params(np.float32) + ([Parameter(np.linspace(-1, 1, 6))] if second_dtype else [])
+    params.append(Parameter(np.ones(3, np.float32)))                               # never has a gradient
+    never = len(params) - 1
+    for p in params:
+        p.data = asarray(p.data)
+    cfg = dict(momentum=0.9, weight_decay=1e-2) if kind == "sgd" else dict(betas=(0.5, 0.99), weight_decay=1e-2)
+    opt = SGD(params, lr=0.05, **cfg) if kind == "sgd" else Adam(params, lr=0.05, **cfg)
+    want = [(get(p.data).astype(np.float64), np.zeros(p.data.shape), np.zeros(p.data.shape), 0) for p in params]
+    pattern = [(0, 1, 2, 3), (0, 2, 3), (1, 3), (0, 1, 2, 3), (0, 2)]              # parameters with a gradient
+    lrs = [0.05, 0.05, 0.02, 0.02, 0.01]
+    for step, (live, lr) in enumerate(zip(pattern, lrs)):
+        live = [i for i in live if i < never]
+        gs = grads_for(step, np.float32, [Parameter(get(p.data)) for p in params])
+        for i, p in enumerate(params):
+            p.grad = asarray(gs[i].astype(p.data.dtype)) if i in live else None
+        opt.lr = lr
+        opt.step()
+        for i in live:
+            w, m, v, t = want[i]
+            if kind == "sgd":
+                w, m = ref.sgd_step(w, gs[i], m, lr, 0.9, 1e-2, False)
+            else:
+                w, m, v = ref.adam_step(w, gs[i], m, v, t + 1, lr, 0.5, 0.99, 1e-8, 1e-2)
+            want[i] = (w, m, v, t + 1)
+        for p, (w, *_) in zip(params, want):
+            ref.record(f"optim-vs-formula {kind} with gaps", assert_close(get(p.data), w, 1e-5))
+    assert np.array_equal(get(params[never].data), np.ones(3, np.float32))
+    state = opt.state_dict()
+    assert not any(k.endswith(f".{never}") and not k.startswith("t.") for k in state), sorted(state)
+    if kind == "adam":
+        counts = [sum(i in live for live in pattern) for i in range(never)]
+        assert opt.step_counts() == counts + [0]
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_params_without_grad_are_left_alone(kind):
+    gaps_case(kind)
+
+
+def test_parameters_are_views_of_the_flat_buffers():
+    """After the first step each parameter, gradient buffer and state slot is a view into one
+    buffer per dtype: a change of the flat buffer shows in the parameter and the other way round;
+    the backward's gradient lands in the flat gradient buffer; Module.astype makes them again."""
+    model = nn.Sequential(nn.Linear(3, 4, rng=np.random.default_rng(0)), nn.ReLU(),
+                          nn.Linear(4, 2, rng=np.random.default_rng(1)))
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = np.random.default_rng(2).standard_normal((5, 3)).astype(np.float32)
+    for _ in range(2):
+        opt.zero_grad()
+        model.backward(np.ones((5, 2), np.float32) * model.forward(x), input_grad=False)
+        opt.step()
+    (_, bounds, data, grad, slots), = opt._groups
+    assert bounds[-1] == sum(p.data.size for p in model.parameters()) == data.size
+    w = model.parameters()[2]
+    w.data[0, 1] = 7.0
+    assert data[bounds[2] + 1] == 7.0
+    data[bounds[2]:bounds[3]] = -1.0
+    assert (w.data == -1.0).all()
+    assert w.grad is w.grad_buffer and np.shares_memory(w.grad, grad) and np.shares_memory(opt.state["velocity"][2],
+                                                                                            slots["velocity"])
+    model.to("cpu")                           # already there: the views stay the parameters
+    opt.zero_grad()
+    model.forward(x)
+    model.backward(np.ones((5, 2), np.float32), input_grad=False)
+    assert w.grad is w.grad_buffer and np.array_equal(grad[bounds[2]:bounds[3]], w.grad.ravel())
+    model.astype(np.float64)
+    before = [p.data.copy() for p in model.parameters()]
+    velocity = [v.astype(np.float64) for v in opt.state["velocity"]]
+    opt.step()
+    assert opt._groups[0][2].dtype == np.float64 and np.shares_memory(model.parameters()[0].data, opt._groups[0][2])
+    for p, b, v, v2 in zip(model.parameters(), before, velocity, opt.state["velocity"]):
+        np.testing.assert_allclose(v2, 0.9 * v + p.grad, rtol=1e-12)
+        np.testing.assert_allclose(p.data, b - 0.1 * v2, rtol=1e-12)
 
 
 def test_zero_grad():

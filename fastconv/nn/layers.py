@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops, settings
 from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
-from ..plan import current_arena
+from ..backend import is_cupy_array, to_device
 from . import init
 from .module import Module
 
@@ -322,7 +322,10 @@ class Dropout(Module):
     """Zeroes each element with probability p in training and scales the rest by 1/(1-p).
 
     Masks come from a counter-based hash of (seed, call number, element index), identical on the
-    CPU and the GPU; the call counter is a buffer, so a resumed run draws the same masks.
+    CPU and the GPU; the call number is the int64 buffer ``calls``, so a resumed run draws the
+    same masks. On the GPU it lives in a uint32 device counter that the forward kernel advances
+    (a CUDA graph of the training step draws a new mask at every replay), made from the buffer
+    at the first forward and read back into it by state_dict and .to().
     """
 
     def __init__(self, p=0.5, seed=0):
@@ -333,21 +336,34 @@ class Dropout(Module):
         self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))
         self.add_buffer("calls", np.zeros((), np.int64))
         self._mask = None
+        self._counter = None   # on the GPU: uint32 (calls mod 2**32, 0)
 
     def _clear_cache(self):
         self._mask = None
+        self._counter = None   # read back first (Module._map_arrays)
+
+    def _read_back(self):
+        if self._counter is not None:
+            calls = int(self.buffer("calls"))
+            low = int(to_device(self._counter[:1], "cpu")[0])
+            self.buffer("calls")[...] = calls + ((low - calls) & 0xFFFFFFFF)
+
+    def _buffers_loaded(self):
+        self._counter = None
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        if current_arena() is not None:  # a CUDA graph would replay one mask for ever
-            raise RuntimeError("Dropout: got a training forward inside a captured step, expected none: its mask "
-                               "counter is host-side; run this model with --graph off (or eval mode)")
-        calls = int(self.buffer("calls"))
-        self.buffer("calls")[...] = calls + 1
-        seed = (int(self.buffer("seed")) * 0x9E3779B1 + calls) & 0xFFFFFFFF
-        y, self._mask = ops.dropout_forward(x, self.p, seed, kernels=self.kernels)
+        seed = int(self.buffer("seed")) * 0x9E3779B1
+        if not is_cupy_array(x):
+            calls = int(self.buffer("calls"))
+            self.buffer("calls")[...] = calls + 1
+            y, self._mask = ops.dropout_forward(x, self.p, (seed + calls) & 0xFFFFFFFF, kernels=self.kernels)
+            return y
+        if self._counter is None:
+            self._counter = to_device(np.array([int(self.buffer("calls")) & 0xFFFFFFFF, 0], np.uint32), "cuda")
+        y, self._mask = ops.dropout_forward(x, self.p, seed & 0xFFFFFFFF, self._counter, kernels=self.kernels)
         return y
 
     def backward(self, dy, input_grad=True):

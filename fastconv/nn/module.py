@@ -7,19 +7,30 @@ from ..backend import array_module, device_of, to_device
 
 
 class Parameter:
-    """A trainable array and its gradient (None until a backward pass accumulates into it)."""
+    """A trainable array and its gradient (None until a backward pass accumulates into it).
 
-    __slots__ = ("data", "grad")
+    ``grad_buffer``: where the gradient goes, when an optimizer holds the parameters in flat
+    buffers (fastconv.optim): a persistent view into its flat gradient buffer, which the first
+    gradient of a step is written into (zero_grad only sets ``grad`` to None), so the optimizer's
+    one update reads every gradient from one buffer and a CUDA graph keeps its addresses.
+    """
+
+    __slots__ = ("data", "grad", "grad_buffer")
 
     def __init__(self, data):
         self.data = data
         self.grad = None
+        self.grad_buffer = None
 
     def accumulate(self, g):
-        if self.grad is None:
-            self.grad = g
+        # kernels on the GPU (a captured step may hold no CuPy arithmetic)
+        if self.grad is not None:
+            ops.accumulate(self.grad, g)
+        elif self.grad_buffer is not None:
+            ops.accumulate(self.grad_buffer, g, add=False)
+            self.grad = self.grad_buffer
         else:
-            ops.accumulate(self.grad, g)  # a kernel on the GPU (a captured step may hold no CuPy arithmetic)
+            self.grad = g
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={device_of(self.data)})"
@@ -72,7 +83,10 @@ class Module:
 
     # ---- state ----
     def state_dict(self) -> dict:
-        """{name: array} of parameters and buffers, on their current device (no copies)."""
+        """{name: array} of parameters and buffers, on their current device (no copies); buffers
+        a layer keeps on the device are read back into them first (Dropout's call counter)."""
+        for _, m in self.named_modules():
+            m._read_back()
         d = {name: p.data for name, p in self.named_parameters()}
         d.update(self.named_buffers())
         return d
@@ -108,6 +122,8 @@ class Module:
             staged.append((target, value.astype(target.dtype, copy=False)))
         for target, value in staged:
             target[...] = value
+        for _, m in self.named_modules():
+            m._buffers_loaded()
         return self
 
     # ---- modes and devices ----
@@ -125,12 +141,15 @@ class Module:
 
     def _map_arrays(self, fn):
         for _, m in self.named_modules():
+            m._read_back()
             for p in m._params.values():
-                p.data = fn(p.data)
+                data = fn(p.data)
+                if data is not p.data:  # a new array: the optimizer makes its flat buffers again
+                    p.data, p.grad_buffer = data, None
                 if p.grad is not None:
                     p.grad = fn(p.grad)
             for name, b in m._buffers.items():
-                if b.dtype.kind == "f":  # integer buffers are host-side counters (Dropout's calls)
+                if b.dtype.kind == "f":  # integer buffers stay on the host (Dropout's seed and calls)
                     m._buffers[name] = fn(b)
             m._clear_cache()
 
@@ -151,12 +170,18 @@ class Module:
 
     @property
     def device(self) -> str:
-        for _, a in self.state_dict().items():
-            return device_of(a)
+        for _, a in [*self.named_parameters(), *self.named_buffers()]:
+            return device_of(a.data if isinstance(a, Parameter) else a)
         return "cpu"
 
     def _clear_cache(self):
         """Drop arrays kept from the last forward (they are on the old device after .to())."""
+
+    def _read_back(self):
+        """Copy state a layer keeps on the device into its host buffers (before state_dict, .to())."""
+
+    def _buffers_loaded(self):
+        """The buffers were overwritten by load_state_dict: drop device copies made from them."""
 
     def _saved(self, value, what: str):
         """A value kept by forward for backward; backward before any forward is a clear error."""

@@ -22,6 +22,6 @@ from .dropout import dropout_backward, dropout_forward  # noqa: F401
 from .embedding import class_projection_forward, embedding_backward, embedding_forward  # noqa: F401
 from .linear import linear_backward_data, linear_backward_weight, linear_forward  # noqa: F401
 from .loss import bce_with_logits, gan_stats, softmax_cross_entropy  # noqa: F401
-from .optim import accumulate, adam_update, adam_update_multi, sgd_update, sgd_update_multi  # noqa: F401
+from .optim import accumulate, adam_update, sgd_update  # noqa: F401
 from .pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,  # noqa: F401
                    relu_max_pool2d_backward, relu_max_pool2d_forward)

@@ -15,13 +15,21 @@ def _seed32(seed) -> int:
 
 
 @planned(per_call={"seed": _seed32})   # a new seed every call: one plan per shape, the seed filled in
-def dropout_forward(x, p, seed, *, kernels=None):
-    """Returns (y, mask) with mask uint8; element i is kept when fmix32(i ^ fmix32(seed)) >= p * 2**32."""
+def dropout_forward(x, p, seed, calls=None, *, kernels=None):
+    """Returns (y, mask) with mask uint8; element i is kept when fmix32(i ^ fmix32(s)) >= p * 2**32,
+    s = seed, or with ``calls`` (a uint32 counter (call count, 0) of shape (2,) on x's device)
+    s = seed + calls[0] mod 2**32, and the call advances calls[0] by one: the mask changes at
+    every call, also in the replays of a CUDA graph of the step."""
     array(x, "x", ANY_NDIM)
     p = probability(p)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: got {seed!r}, expected an int")
-    return op("dropout_forward", x, kernels=kernels)(x, p, _seed32(seed))
+    if calls is not None:
+        same_device(x=x, calls=calls)
+        if not (calls.shape == (2,) and calls.dtype == np.uint32 and calls.flags.c_contiguous):
+            raise ValueError(f"calls: got {calls.dtype} {calls.shape}, expected a C-contiguous uint32 counter of "
+                             "shape (2,) beside x")
+    return op("dropout_forward", x, kernels=kernels)(x, p, _seed32(seed), calls)
 
 
 @planned

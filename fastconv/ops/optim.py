@@ -13,43 +13,25 @@ from ..plan import planned
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *, kernels=None):
     """PyTorch's SGD: g += wd*p; v = momentum*v + g; p -= lr * (g + momentum*v if nesterov else v).
 
-    velocity may be None when momentum == 0.
+    velocity may be None when momentum == 0. ``lr``: a number > 0, or a float32 array of shape (1,)
+    beside param that the update reads (a CUDA graph of the step reads its current value).
     """
-    _check_update_arrays(param, grad, velocity, "velocity")
+    xp = _check_update_arrays(param, grad, velocity, "velocity")
     if momentum and velocity is None:
         raise ValueError("velocity: got None, expected an array when momentum != 0")
-    op("sgd_update", param, kernels=kernels)(param, grad, velocity, real(lr, "lr", 0.0, lo_open=True),
+    op("sgd_update", param, kernels=kernels)(param, grad, velocity, _lr(lr, xp),
                                              real(momentum, "momentum", 0.0, 1.0, hi_open=True),
                                              real(weight_decay, "weight_decay", 0.0), bool(nesterov))
-
-
-def sgd_update_multi(params, grads, velocities, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *,
-                     kernels=None):
-    """sgd_update of every (params[i], grads[i], velocities[i]) with one set of hyper-parameters: one
-    kernel launch on the GPU. ``velocities`` may be None when momentum == 0."""
-    if not (isinstance(params, (list, tuple)) and isinstance(grads, (list, tuple)) and params):
-        raise TypeError(f"params, grads: got {type(params).__name__}, {type(grads).__name__}, expected non-empty "
-                        "lists of arrays")
-    if momentum and velocities is None:
-        raise ValueError("velocities: got None, expected a list of arrays when momentum != 0")
-    if len(grads) != len(params) or (velocities is not None and len(velocities) != len(params)):
-        raise ValueError(f"grads, velocities: got {len(grads)} and {None if velocities is None else len(velocities)} "
-                         f"arrays, expected {len(params)} (one per param)")
-    for i, p in enumerate(params):
-        _check_update_arrays(p, grads[i], None if velocities is None else velocities[i], f"velocities[{i}]",
-                             f"params[{i}]", f"grads[{i}]")
-    array_module(*params, names=[f"params[{i}]" for i in range(len(params))])
-    op("sgd_update_multi", params[0], kernels=kernels)(
-        list(params), list(grads), None if velocities is None else list(velocities), real(lr, "lr", 0.0, lo_open=True),
-        real(momentum, "momentum", 0.0, 1.0, hi_open=True), real(weight_decay, "weight_decay", 0.0), bool(nesterov))
 
 
 def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
                 kernels=None):
     """PyTorch's Adam (L2 weight decay added to the gradient). ``step``: the step count of this
-    update (an int >= 1), or an int32 counter array ``(count, 0)`` on param's device holding the
-    count before it, which the update advances in place (a CUDA graph can replay that one; calls
-    with a counter take the launch-plan fast path, calls with an int do not: it changes every call)."""
+    update (an int >= 1), or int32 counters on param's device, shape (2,) or (rows, 2), each
+    ``(count, 0)`` holding the count before the update (all equal: the parameters of one flat
+    update), which the update advances in place (a CUDA graph can replay that one; calls with
+    counters take the launch-plan fast path, calls with an int do not: it changes every call).
+    ``lr`` as in sgd_update."""
     if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
         if step < 1:
             raise ValueError(f"step: got {step!r}, expected an int >= 1")
@@ -58,34 +40,22 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
         _adam_counted(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels=kernels)
 
 
-def adam_update_multi(params, grads, ms, vs, steps, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, *,
-                      kernels=None):
-    """adam_update of every (params[i], grads[i], ms[i], vs[i]) with its int32 step counter
-    ``steps[i]`` (see adam_update) and one set of hyper-parameters: one kernel launch on the GPU."""
-    lists = (params, grads, ms, vs, steps)
-    if not (all(isinstance(a, (list, tuple)) for a in lists) and params):
-        raise TypeError(f"params, grads, ms, vs, steps: got {', '.join(type(a).__name__ for a in lists)}, expected "
-                        "non-empty lists")
-    if any(len(a) != len(params) for a in lists):
-        raise ValueError(f"grads, ms, vs, steps: got {[len(a) for a in lists[1:]]} items, expected {len(params)} "
-                         "(one per param)")
-    for i, p in enumerate(params):
-        xp = _check_update_arrays(p, grads[i], ms[i], f"ms[{i}]", f"params[{i}]", f"grads[{i}]")
-        _check_update_arrays(p, grads[i], vs[i], f"vs[{i}]", f"params[{i}]", f"grads[{i}]")
-        _check_counter(steps[i], xp, f"steps[{i}]")
-    array_module(*params, names=[f"params[{i}]" for i in range(len(params))])
-    op("adam_update_multi", params[0], kernels=kernels)(
-        list(params), list(grads), list(ms), list(vs), list(steps), real(lr, "lr", 0.0, lo_open=True),
-        real(beta1, "beta1", 0.0, 1.0, hi_open=True), real(beta2, "beta2", 0.0, 1.0, hi_open=True),
-        real(eps, "eps", 0.0, lo_open=True), real(weight_decay, "weight_decay", 0.0))
+def _lr(lr, xp):
+    """A real lr > 0 as a float, or a float32 array (1,) of param's array module as it is."""
+    if isinstance(lr, xp.ndarray):
+        if lr.shape != (1,) or lr.dtype != np.float32:
+            raise ValueError(f"lr: got a {lr.dtype} array of shape {lr.shape}, expected a number > 0 or a float32 "
+                             "array of shape (1,) beside param")
+        return lr
+    return real(lr, "lr", 0.0, lo_open=True)
 
 
 def _check_counter(counter, xp, name):
-    if not (isinstance(counter, xp.ndarray) and counter.shape == (2,) and counter.dtype == np.int32
-            and counter.flags.c_contiguous):
+    if not (isinstance(counter, xp.ndarray) and counter.ndim in (1, 2) and counter.shape[-1] == 2
+            and counter.size and counter.dtype == np.int32 and counter.flags.c_contiguous):
         raise ValueError(f"{name}: got {getattr(counter, 'dtype', type(counter).__name__)} "
-                         f"{getattr(counter, 'shape', counter)!r}, expected an int >= 1 or a C-contiguous int32 "
-                         "counter of shape (2,) beside param")
+                         f"{getattr(counter, 'shape', counter)!r}, expected an int >= 1 or C-contiguous int32 "
+                         "counters of shape (2,) or (rows, 2) beside param")
 
 
 @planned
@@ -95,9 +65,9 @@ def _adam_counted(param, grad, m, v, counter, lr, beta1, beta2, eps, weight_deca
 
 
 def _adam(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels):
-    _check_update_arrays(param, grad, m, "m")
+    xp = _check_update_arrays(param, grad, m, "m")
     _check_update_arrays(param, grad, v, "v")
-    op("adam_update", param, kernels=kernels)(param, grad, m, v, step, real(lr, "lr", 0.0, lo_open=True),
+    op("adam_update", param, kernels=kernels)(param, grad, m, v, step, _lr(lr, xp),
                                               real(beta1, "beta1", 0.0, 1.0, hi_open=True),
                                               real(beta2, "beta2", 0.0, 1.0, hi_open=True),
                                               real(eps, "eps", 0.0, lo_open=True),
@@ -105,12 +75,13 @@ def _adam(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels)
 
 
 @planned
-def accumulate(acc, x, *, kernels=None):
-    """acc += x in place (a parameter's gradient summed over its uses in a step)."""
+def accumulate(acc, x, add=True, *, kernels=None):
+    """acc += x in place, or acc[...] = x with add=False: a parameter's gradient written into its
+    slice of the optimizer's flat gradient buffer, then summed over its other uses in a step."""
     same_shape(array(x, "x", ANY_NDIM), "x", array(acc, "acc", ANY_NDIM), "acc")
     if not acc.flags.c_contiguous:
         raise ValueError("acc: got a non-contiguous array, expected a C-contiguous one (updated in place)")
-    op("accumulate", acc, kernels=kernels)(acc, x)
+    op("accumulate", acc, kernels=kernels)(acc, x, bool(add))
 
 
 def _check_update_arrays(param, grad, state, state_name, param_name="param", grad_name="grad"):

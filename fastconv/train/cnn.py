@@ -202,8 +202,8 @@ def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, s
     the epoch runs eagerly with the same kernels, so a graph run equals an eager run and resumes
     exactly. run.step counts steps; the loss is read back (and checked finite) every
     ``sync_every`` steps and at the end, and its running mean is logged every cfg.log_every steps.
-    The learning rate follows cfg's schedule at every step (a graph needs the constant schedule);
-    with cfg.augment each batch is shifted (and flipped) on the host with draws from ``rng``, then
+    The learning rate follows cfg's schedule at every step (set before a replay: the graph reads
+    the optimizer's device copy of it); with cfg.augment each batch is shifted (and flipped) on the host with draws from ``rng``, then
     moved to the batch's device.
     """
     model.train()
@@ -234,28 +234,19 @@ def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, s
     return ep_sum / ep_n
 
 
-def _why_not_capturable(cfg: CNNConfig) -> str | None:
-    """Why this run's training step cannot be one CUDA graph (None: it can)."""
-    if cfg.optimizer != "sgd":
-        return f"--optimizer {cfg.optimizer} keeps its step count on the host (only sgd is captured)"
-    if cfg.schedule != "constant":
-        return f"--schedule {cfg.schedule} changes the learning rate every step (a graph holds it fixed)"
-    if cfg.dropout:
-        return "--dropout draws its mask counter on the host (a graph would replay one mask)"
-    return None
-
-
 def _graph_wanted(cfg: CNNConfig, device: str) -> bool:
-    """Whether full batches replay a CUDA graph: --graph on|off, or by default on a GPU with SGD
-    and the tf32 setting off. With tf32 on the step still captures (linear stays on
-    kernels/linear.cu), so --graph on runs it."""
-    flag = cfg.graph if cfg.graph is not None or not settings.current().tf32 else "off"
-    return use_graph(flag, device, _why_not_capturable(cfg))
+    """Whether full batches replay a CUDA graph: --graph on|off, or by default on a GPU with the
+    tf32 setting off. Every CNN step captures: SGD and Adam, a --schedule (the optimizer's device
+    learning rate, set between replays) and --dropout (its device call counter, advanced by the
+    kernel). With tf32 on the step still captures (linear stays on kernels/linear.cu), so
+    --graph on runs it."""
+    return use_graph(cfg.graph if cfg.graph is not None or not settings.current().tf32 else "off", device)
 
 
 def _step_graph(model, opt, loss_fn) -> StepGraph:
     """train_step as a StepGraph: the capture pass runs the step once more than it trains (undone
-    on the step count), a replay runs no Python step code (redone)."""
+    on the step count; the device state it would change, Adam's counters and Dropout's call
+    counters, is not changed by a capture), a replay runs no Python step code (redone)."""
     return StepGraph(lambda xb, yb: train_step(model, opt, loss_fn, xb, yb),
                      on_capture=lambda: setattr(opt, "steps", opt.steps - 1),
                      on_replay=lambda: setattr(opt, "steps", opt.steps + 1))

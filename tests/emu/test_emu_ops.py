@@ -54,26 +54,35 @@ def run_every_op(cp, rng):
         linear_cases.test_linear_forward_kernel(cp, 9, 130, 65)
         linear_cases.test_linear_backward_kernels(cp, 9, 130, 65)
     graph_cases.test_capture_kernels_against_float64(cp)  # adam_update_v2, accumulate, bias_add
-    _multi_updates(cp, rng)
+    _device_scalar_forms(cp, rng)
 
 
-def _multi_updates(cp, rng):
-    """sgd_update_multi / adam_update_multi (one launch for all tensors) equal one update per tensor."""
-    shapes = [(70,), (3, 9)]
-    host = [[randn(rng, *s) for s in shapes] for _ in range(4)]
-    one, multi = ([[cp.asarray(a) for a in arrays] for arrays in host] for _ in range(2))
-    ops.sgd_update_multi(multi[0], multi[1], multi[2], 0.05, 0.9, 1e-3, True)
-    for p, g, v in zip(one[0], one[1], one[2]):
-        ops.sgd_update(p, g, v, 0.05, 0.9, 1e-3, True)
-    counters = [cp.asarray(np.array([[2, 0]] * len(shapes), np.int32)) for _ in range(2)]
-    v_one, v_multi = ([cp.abs(a) for a in arrays[3]] for arrays in (one, multi))
-    ops.adam_update_multi(multi[0], multi[1], multi[2], v_multi, [counters[1][i] for i in range(len(shapes))],
-                          1e-2, 0.5, 0.999)
-    for i in range(len(shapes)):
-        ops.adam_update(one[0][i], one[1][i], one[2][i], v_one[i], counters[0][i], 1e-2, 0.5, 0.999)
-    for a, b in zip(multi[0] + multi[2] + v_multi + [counters[1]], one[0] + one[2] + v_one + [counters[0]]):
-        assert not np.isnan(a.get()).any()
-        np.testing.assert_array_equal(a.get(), b.get())
+def _device_scalar_forms(cp, rng):
+    """The kernels that read per-step scalars from the device (what a captured step needs) equal
+    the forms with host scalars: sgd_update_v2 / adam_update_v3 (lr on the device; Adam's
+    counters over two rows, as a flat update of two parameters) against sgd_update_v1 /
+    adam_update_v2, dropout_forward_v2 (call counter) against dropout_forward_v1 with seed + calls,
+    and accumulate_v2 writing instead of adding."""
+    host = [randn(rng, 300) for _ in range(4)]
+    host[3] = np.abs(host[3])
+    a, b = ([cp.asarray(h) for h in host] for _ in range(2))
+    lr = cp.asarray(np.array([0.05], np.float32))
+    ops.sgd_update(a[0], a[1], a[2], 0.05, 0.9, 1e-3, True)
+    ops.sgd_update(b[0], b[1], b[2], lr, 0.9, 1e-3, True)
+    counters = [cp.asarray(np.array([[2, 0]] * 2, np.int32)) for _ in range(2)]
+    ops.adam_update(a[0], a[1], a[2], a[3], counters[0][:1], 0.05, 0.5, 0.999)
+    ops.adam_update(b[0], b[1], b[2], b[3], counters[1], lr, 0.5, 0.999)
+    assert counters[0].get().tolist() == [[3, 0], [2, 0]] and counters[1].get().tolist() == [[3, 0], [3, 0]]
+    x = b[1].reshape(30, 10)
+    calls = cp.asarray(np.array([0xFFFFFFFF, 0], np.uint32))       # the counter wraps to 0
+    y1, m1 = ops.dropout_forward(x, 0.3, 0x12345678 + 0xFFFFFFFF)
+    y2, m2 = ops.dropout_forward(x, 0.3, 0x12345678, calls)
+    assert calls.get().tolist() == [0, 0]
+    acc = cp.asarray(host[1])
+    ops.accumulate(acc, a[0], add=False)
+    for u, w in zip(a + [y1, m1, acc], b + [y2, m2, a[0]]):
+        assert not np.isnan(u.get()).any()
+        np.testing.assert_array_equal(u.get(), w.get())
 
 
 def test_every_op_in_shuffled_thread_order(cp, rng):

@@ -1,5 +1,9 @@
 """A LeNet and a DCGAN training step through the CUDA C family on the CPU layer (fastconv.emu)
-equal to the NumPy path run in float64 (tests/train_steps.py: the GPU tier's tolerances)."""
+equal to the NumPy path run in float64 (tests/train_steps.py: the GPU tier's tolerances); and
+SGD and Adam on device parameters (flat buffers, device learning rate and step counters) against
+the update formulas over steps where some parameters have no gradient."""
+
+import pytest
 
 from fastconv import nn
 from fastconv.train.gan import build_dcgan
@@ -20,3 +24,9 @@ def test_dcgan_step(cp):
         return list(build_dcgan(nz=16, width=8, image_shape=(1, 28, 28), rng=rng))
 
     step_compare(cp, build, dcgan_step(16, 4, "cupy"), "cupy")
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_optimizer_with_gaps_and_a_changing_lr(cp, kind):
+    from test_optim import gaps_case
+    gaps_case(kind, cp.asarray, lambda a: a.get(), second_dtype=False)

@@ -1,7 +1,8 @@
 """The whole training step as one CUDA graph on a GPU, both kernel families: 20 graph replays of
-a LeNet SGD step and of the GAN trainer's step (DCGAN and the conditional DCGAN, Adam) equal the
-eager steps bit for bit (the same kernels in the same order), no replay allocates; the GAN trainer
-with --graph on equals --graph off and resumes exactly; and the kernels the captured step needs beyond the layers
+a LeNet SGD step (also with a per-step learning rate and dropout) and of the GAN trainer's step
+(DCGAN and the conditional DCGAN, Adam) equal the eager steps bit for bit (the same kernels in the
+same order), no replay allocates; the GAN trainer with --graph on equals --graph off and resumes
+exactly; and the kernels the captured step needs beyond the layers
 (Adam with its device step counter, gradient sums, the per-channel bias add, the linear kernels
 with fused activations) against the NumPy path in float64.
 
@@ -68,6 +69,26 @@ def test_lenet_graph_equals_eager(cp, kernels):
         return (cp.asarray(rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)),
                 cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32)))
     _graph_equals_eager(cp, lambda: lenet_trainer(cp, kernels=kernels), lenet_state, batch, check_pool=True)
+
+
+@pytest.mark.parametrize("kernels", FAMILIES)
+def test_lenet_graph_with_schedule_and_dropout_equals_eager(cp, kernels):
+    """The per-step scalars on the device: a learning rate set before every step (the optimizer's
+    device copy, read by the update kernel) and Dropout's call counter (advanced by its kernel):
+    20 replays equal 20 eager steps bit for bit, and the counter reads back as 20 calls."""
+    rng = np.random.default_rng(3)
+    (model_e, opt_e, step_e), (model_g, opt_g, step_g) = (lenet_trainer(cp, kernels=kernels, dropout=0.5)
+                                                          for _ in range(2))
+    graph = StepGraph(step_g)
+    for i in range(STEPS):
+        x = cp.asarray(rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32))
+        y = cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
+        opt_e.lr = opt_g.lr = 0.05 * (1 - i / STEPS)
+        assert float(graph(x, y)) == float(step_e(x, y)), f"step {i}"
+    for a, b in zip(lenet_state(model_g, opt_g), lenet_state(model_e, opt_e)):
+        np.testing.assert_array_equal(a, b)
+    calls = [int(v) for k, v in model_g.state_dict().items() if k.endswith(".calls")]
+    assert calls == [STEPS], calls
 
 
 @pytest.mark.parametrize("kernels", FAMILIES)

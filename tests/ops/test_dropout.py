@@ -36,6 +36,17 @@ def test_dropout_keep_rate_and_seed_dependence(rng):
     np.testing.assert_array_equal(m0, ops.dropout_forward(x, 0.3, 0)[1])  # and the same seed the same one
 
 
+def test_dropout_call_counter(rng):
+    """With a call counter the mask is the seed + count one (mod 2**32) and the count advances."""
+    x = randn(rng, (40,), np.float32)
+    calls = np.array([2 ** 32 - 2, 0], np.uint32)
+    for k in (2 ** 32 - 2, 2 ** 32 - 1, 0):
+        np.testing.assert_array_equal(ops.dropout_forward(x, 0.5, 9, calls)[1], ref.dropout_mask(40, 0.5, (9 + k) % 2 ** 32))
+    assert calls.tolist() == [1, 0]
+    with raises(ValueError, "calls: got int32 (2,)", "uint32 counter of shape (2,)"):
+        ops.dropout_forward(x, 0.5, 9, np.zeros(2, np.int32))
+
+
 # ---- bad arguments ---------------------------------------------------------------------------
 
 def test_dropout_errors():

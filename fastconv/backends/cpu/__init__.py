@@ -18,4 +18,4 @@ from .linear import linear_forward, linear_backward_data, linear_backward_weight
 from .embedding import embedding_forward, embedding_backward, class_projection_forward  # noqa: F401
 from .dropout import fmix32, dropout_mask, dropout_forward, dropout_backward  # noqa: F401
 from .loss import softmax_cross_entropy, bce_with_logits, gan_stats  # noqa: F401
-from .optim import accumulate, adam_update, adam_update_multi, sgd_update, sgd_update_multi  # noqa: F401
+from .optim import accumulate, adam_update, sgd_update  # noqa: F401

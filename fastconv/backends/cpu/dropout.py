@@ -22,7 +22,11 @@ def dropout_mask(size, p, seed):
     return (h.astype(np.uint64) >= np.uint64(int(p * 4294967296.0))).astype(np.uint8)
 
 
-def dropout_forward(x, p, seed):
+def dropout_forward(x, p, seed, calls=None):
+    """``calls``: None, or the uint32 counter (call count, 0) added to seed and advanced, as the GPU's."""
+    if calls is not None:
+        seed = (seed + int(calls[0])) & 0xFFFFFFFF
+        calls[0] = (int(calls[0]) + 1) & 0xFFFFFFFF
     mask = dropout_mask(x.size, p, seed).reshape(x.shape)
     return x * (mask * x.dtype.type(1.0 / (1.0 - p))), mask
 

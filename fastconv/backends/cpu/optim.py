@@ -1,8 +1,13 @@
-"""CPU optimizer updates (SGD, Adam), in place."""
+"""CPU optimizer updates (SGD, Adam) and gradient accumulation, in place."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def _lr(lr) -> float:
+    """A float, or the float32 array (1,) of a device learning rate (read as the GPU kernel does)."""
+    return lr if isinstance(lr, float) else float(lr[0])
 
 
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
@@ -11,24 +16,14 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
         velocity *= param.dtype.type(momentum)
         velocity += g
         g = g + param.dtype.type(momentum) * velocity if nesterov else velocity
-    param -= param.dtype.type(lr) * g
-
-
-def sgd_update_multi(params, grads, velocities, lr, momentum, weight_decay, nesterov):
-    for i, (p, g) in enumerate(zip(params, grads)):
-        sgd_update(p, g, velocities[i] if momentum else None, lr, momentum, weight_decay, nesterov)
-
-
-def adam_update_multi(params, grads, ms, vs, counters, lr, beta1, beta2, eps, weight_decay):
-    for i, (p, g) in enumerate(zip(params, grads)):
-        adam_update(p, g, ms[i], vs[i], counters[i], lr, beta1, beta2, eps, weight_decay)
+    param -= param.dtype.type(_lr(lr)) * g
 
 
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    """``step``: the int step count, or an int32 counter (count, 0) advanced here, as the GPU's."""
+    """``step``: the int step count, or int32 counters (rows, 2) advanced here, as the GPU's."""
     if not isinstance(step, int):
-        counter, step = step, int(step[0]) + 1
-        counter[0] = step
+        counters, step = step.reshape(-1, 2), int(step.flat[0]) + 1
+        counters[:, 0] = step
     t = param.dtype.type
     g = grad + t(weight_decay) * param if weight_decay else grad
     m *= t(beta1)
@@ -38,8 +33,11 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     bc1 = 1 - beta1 ** step
     bc2 = 1 - beta2 ** step
     denom = np.sqrt(v / t(bc2)) + t(eps)
-    param -= t(lr / bc1) * m / denom
+    param -= t(_lr(lr) / bc1) * m / denom
 
 
-def accumulate(acc, x):
-    acc += x
+def accumulate(acc, x, add):
+    if add:
+        acc += x
+    else:
+        acc[...] = x

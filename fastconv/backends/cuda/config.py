@@ -54,7 +54,7 @@ KERNELS = {
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1"),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
-    + ("dropout_forward_v1", "dropout_backward_v1"),
+    + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
     "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
                                              "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w"))
     + tuple(f"relu_max_pool2d_{p}_{v}" for p in ("forward", "backward") for v in ("v1", "v2_2x2", "v2_2x2w")),
@@ -64,8 +64,8 @@ KERNELS = {
     + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
             for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1", "gan_stats_v1"),
-    "optim.cu": ("sgd_update_v1", "adam_update_v1", "adam_update_v2", "accumulate_v1",
-                 "sgd_update_multi_v1", "adam_update_multi_v2"),
+    "optim.cu": ("sgd_update_v1", "sgd_update_v2", "adam_update_v1", "adam_update_v2", "adam_update_v3",
+                 "accumulate_v2"),
     "linear.cu": ("linear_forward_v2", "linear_backward_data_v2", "linear_backward_weight_v1",
                   "linear_splitk_reduce_v1"),
     "embedding.cu": ("embedding_forward_v1", "embedding_backward_v1", "class_projection_forward_v1"),

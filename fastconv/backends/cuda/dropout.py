@@ -9,15 +9,17 @@ from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _launch
 
 
-def dropout_forward(x, p, seed):
+def dropout_forward(x, p, seed, calls=None):
     x = _arg(x, "x")
+    calls = None if calls is None else _arg(calls, "calls", np.uint32, inplace=True)
     cfg.check_int32("x", x.size, "size")
     y = _alloc(x.shape, _F32, "dropout_forward output")
     mask = _alloc(x.shape, np.uint8, "dropout_forward mask")
     if x.size:
         thr = np.uint64(int(p * 4294967296.0))
-        _launch("activation.cu", "dropout_forward_v1", _eltwise_grid(x.size), cfg.BLOCK,
-                (x, y, mask, np.int32(x.size), np.uint32(seed & 0xFFFFFFFF), thr, _f32(1.0 / (1.0 - p))))
+        args = (x, y, mask, np.int32(x.size), np.uint32(seed & 0xFFFFFFFF), thr, _f32(1.0 / (1.0 - p)))
+        _launch("activation.cu", "dropout_forward_v1" if calls is None else "dropout_forward_v2",
+                _eltwise_grid(x.size), cfg.BLOCK, args if calls is None else args + (calls,))
     return y, mask
 
 

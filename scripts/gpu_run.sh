@@ -9,7 +9,7 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl numpy==2.4.6
 # The script installs every wheel in .whl/ into .whl/site (no network) and puts it first on
 # PYTHONPATH; without .whl/ it uses the Python environment as it is.
-# Steps (each under its own timeout, the whole run under 6 minutes; a failing step does not stop the
+# Steps (each under its own timeout, the default run under 8 minutes; a failing step does not stop the
 # next): every gpu-marked test -> $OUT/gpu_tests.log, the conv table against cuDNN -> $OUT/conv.log
 # and conv_table.json, the bandwidth/numba table (per call and kernel-only) -> $OUT/bench.log and
 # gpu_table.json, the training-step and epoch table against PyTorch -> $OUT/steps.log (the epoch
@@ -54,7 +54,7 @@ want augment && { step augment 200 augment.log "$PY" benchmarks/augment_table.py
     --seeds 0 1 2 --gan-iterations 1500 --cnn-steps 600 --gen-per-class 500 --out "$RUNS/augment";
     cp "$RUNS/augment/accuracy.png" "$OUT/augment.png" 2>/dev/null; cp "$RUNS/augment/results.json" "$OUT/augment.json" 2>/dev/null; } &
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
-want gpu_tests && step gpu_tests 110 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
+want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
 wait  # augment, before anything is timed
 want conv && step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
 want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}

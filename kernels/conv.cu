@@ -20,11 +20,11 @@
 //       per thread in warp tiles, and an epilogue staged through shared memory that stores float4
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
-//       conv2d_splitk_reduce_v1 sums in split order (deterministic), then adds bias/activation.
+//       conv2d_splitk_reduce_v2 sums (deterministic: the order depends on splits only), then adds bias/activation.
 //       Tiles (suffix _tBMxBN) and their __launch_bounds__: the CONV_V3_KERNELS lines below;
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
-//       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1.
+//       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v2.
 //   v3 tf32  the same core with the product done by mma.sync m16n8k8 TF32 (operands rounded by
 //       cvt.rna.tf32, fp32 accumulation), for the BK = 8 tiles: conv2d_forward_v3_tf32_t*,
 //       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
@@ -35,7 +35,7 @@
 //       conv2d_backward_data_smallc_v2 (4 adjacent pixels of one phase per thread, the filters split
 //       over the block's warps; only the taps of the phase), conv2d_backward_weight_smallc_v1 (slices
 //       of (image, rows) per block, 8 filters x 4 taps per thread, partial dw per block summed by
-//       conv2d_splitk_reduce_v1). Tiles: fastconv/backends/cuda/config.py smallc_*.
+//       conv2d_splitk_reduce_v2). Tiles: fastconv/backends/cuda/config.py smallc_*.
 //   The conv bias gradient is in bias.cu.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
@@ -335,17 +335,28 @@ CONV_V3_TF32_KERNELS(t128x64)
 CONV_V3_TF32_KERNELS(t64x128)
 CONV_V3_TF32_KERNELS(t64x64)
 
-// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) in split order
-// (deterministic). Work: splits*total adds; traffic (splits + 1) * total * 4 B.
-extern "C" __global__ void conv2d_splitk_reduce_v1(const float* __restrict__ ws, float* __restrict__ out,
-                                                   const float* __restrict__ b, i64 total, int splits, int plane,
-                                                   int channels, int has_bias, int act, float slope) {
-    GRID_STRIDE(i, total) {
-        float s = 0.f;
-        for (int z = 0; z < splits; ++z) s += ws[z * total + i];
-        if (has_bias) s += b[(i / plane) % channels];
-        out[i] = conv_act(s, act, slope);
-    }
+// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]). Block: 32 consecutive outputs
+// (lanes) x min(32, splits) warps (grid x = ceil(total / 32)); warp w sums splits z = w, w + warps, ...
+// (each load a coalesced 128-byte row), then warp 0 adds the warps' sums in warp order: deterministic
+// (the order depends on splits only). Many splits over few outputs (the small-channel backward-weight:
+// hundreds of slices x K*C*R*S) then keep splits/warps loads per thread, not one serial chain.
+// Work: splits*total adds; traffic (splits + 1) * total * 4 B.
+extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
+    const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, i64 total, int splits,
+    int plane, int channels, int has_bias, int act, float slope) {
+    __shared__ float part[32][32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const i64 i = blockIdx.x * (i64)32 + lane;
+    float s = 0.f;
+    if (i < total)
+#pragma unroll 4
+        for (int z = warp; z < splits; z += nw) s += ws[z * total + i];
+    part[warp][lane] = s;
+    __syncthreads();
+    if (warp > 0 || i >= total) return;
+    for (int w2 = 1; w2 < nw; ++w2) s += part[w2][lane];
+    if (has_bias) s += b[(i / plane) % channels];
+    out[i] = conv_act(s, act, slope);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,19 +457,53 @@ extern "C" __global__ void __launch_bounds__(128, 4) conv2d_forward_smallc_v2(
     }
 }
 
+// backward-data's taps of one staged filter chunk for a lane's quad (acc[v]: pixel u + v of phase row
+// lr): filters k = k0, k0 + kstep, ... < nk, every tap row i of the phase; ws holds the phase's taps
+// as [k][i][jj] with jj = Sj-1-j. Staged dy column 4*qq + v + jj*qstep serves pixel v at tap j.
+// SJ > 0 (qstep == 1, SJ taps a row): the SJ + 3 dy values of a row are loaded once (a register
+// window) and the loop is fully unrolled (SJ + 3 + SJ loads at constant offsets, 4*SJ FMAs).
+// SJ == 0: any qstep and tap count, 4 loads per tap.
+template <int SJ>
+__device__ __forceinline__ void smallc_bwd_taps(const float* __restrict__ ds, const float* __restrict__ ws,
+                                                const Phase& f, int k0, int nk, int kstep, int plane, int IWP,
+                                                int lr, int qq, float (&acc)[4]) {
+    for (int k = k0; k < nk; k += kstep)
+        for (int i = 0; i < f.Ri; ++i) {
+            const int row = k * plane + (lr + (f.Ri - 1 - i) * f.pstep) * IWP + 4 * qq, wrow = (k * f.Ri + i) * f.Sj;
+            if (SJ > 0) {
+                float win[SJ + 3];
+#pragma unroll
+                for (int m = 0; m < SJ + 3; ++m) win[m] = ds[row + m];
+#pragma unroll
+                for (int jj = 0; jj < SJ; ++jj) {
+                    const float wt = ws[wrow + jj];
+#pragma unroll
+                    for (int v = 0; v < 4; ++v) acc[v] = fmaf(win[v + jj], wt, acc[v]);
+                }
+            } else {
+                for (int jj = 0; jj < f.Sj; ++jj) {
+                    const float wt = ws[wrow + jj];
+                    const int col = row + jj * f.qstep;
+#pragma unroll
+                    for (int v = 0; v < 4; ++v) acc[v] = fmaf(ds[col + v], wt, acc[v]);
+                }
+            }
+        }
+}
+
 // dx[img,c,h,w] = sum_{k in c's group} sum over the taps of (h, w)'s phase of dy[img,k,p,q] * w[k,c,r,s]
 // (phase = (h % sh, w % sw): only the taps r = r0 + i*rstep, s = s0 + j*sstep that reach it, dy row
 // p = t + pbase - i*pstep for h = h0 + t*sh; bwd_phase in conv_index.cuh). Block: one image, one
 // channel c (grid y), one phase (grid z), a tile of tpr phase rows x tqq quads of phase columns
 // (grid x = N * tiles of the largest phase). The dy rows of the tile (halo, zero outside dy) for kc
-// filters at a time and their taps for channel c are staged in shared memory; the block's warps
+// filters at a time and the phase's taps of those filters for channel c are staged in shared memory; the block's warps
 // split the filters (warp w takes k = w, w + warps, ...) and sum their 4 partial outputs per lane
 // in warp order through shared memory at the end (deterministic). Lane l computes one quad: when
 // qstep == 1 (every stride-1 conv and stride 2 without dilation) and a phase row has <= CONV_SMALLC_WIN
-// taps, the Sj + 3 dy values the quad's taps of one row read are loaded once into registers and
-// each tap is 4 FMAs on them (a window); otherwise 4 loads per tap. No division in the loops.
+// taps, through a register window unrolled for that tap count (smallc_bwd_taps); otherwise 4 loads
+// per tap. No division in the loops.
 // Work 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (+ halo rows, per channel c) + w + dx) * 4 B.
-extern "C" __global__ void __launch_bounds__(128) conv2d_backward_data_smallc_v2(
+extern "C" __global__ void __launch_bounds__(128, 8) conv2d_backward_data_smallc_v2(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS, int tpr, int tqq,
     int kc, int vec) {
     __shared__ __align__(16) float ds[CONV_SMALLC_BWD_SMEM];
@@ -477,40 +522,26 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_backward_data_smallc_v2
     if (f.Ri > 0 && f.Sj > 0) {  // else no tap reaches the phase: dx = 0
         const int IR = tpr + (f.Ri - 1) * f.pstep, IW = 4 * tqq + (f.Sj - 1) * f.qstep, IWP = smallc_pitch(IW);
         const int plane = IR * IWP, PQ = P * Q;
-        const bool window = f.qstep == 1 && f.Sj <= CONV_SMALLC_WIN;
+        const int window = f.qstep == 1 && f.Sj <= CONV_SMALLC_WIN ? f.Sj : 0, taps = f.Ri * f.Sj;
+        const int ti = lane / f.Sj, tj = lane - ti * f.Sj;  // the tap this lane stages: (i, jj)
+        const int wtap = (f.r0 + ti * f.rstep) * S + f.s0 + (f.Sj - 1 - tj) * f.sstep;
         for (int k0 = 0; k0 < Kg; k0 += kc) {
             const int nk = min(kc, Kg - k0);
             __syncthreads();  // the previous chunk is no longer read
             smallc_stage(ds, dy, (img * K + g * Kg + k0) * PQ, nk, PQ, P, Q, t0 + f.pbase - (f.Ri - 1) * f.pstep, IR,
                          u0 + f.qbase - (f.Sj - 1) * f.qstep, IW, IWP);
-            for (int k = warp; k < nk; k += nw)  // RS <= 32: one tap per lane
-                if (lane < RS) ws[k * RS + lane] = w[((g * Kg + k0 + k) * Cg + cl) * RS + lane];
+            for (int k = warp; k < nk; k += nw)  // Ri*Sj <= R*S <= 32: one tap per lane
+                if (lane < taps) ws[k * taps + lane] = w[((g * Kg + k0 + k) * Cg + cl) * RS + wtap];
             __syncthreads();
             if (!live) continue;
-            for (int k = warp; k < nk; k += nw)
-                for (int i = 0; i < f.Ri; ++i) {
-                    const int row = k * plane + (lr + (f.Ri - 1 - i) * f.pstep) * IWP + 4 * qq;
-                    const int wrow = k * RS + (f.r0 + i * f.rstep) * S + f.s0;
-                    if (window) {  // staged column 4*qq + v + jj serves pixel v at tap j = Sj-1-jj
-                        float win[CONV_SMALLC_WIN + 3];
-#pragma unroll
-                        for (int m = 0; m < CONV_SMALLC_WIN + 3; ++m) win[m] = m < f.Sj + 3 ? ds[row + m] : 0.f;
-#pragma unroll
-                        for (int jj = 0; jj < CONV_SMALLC_WIN; ++jj)
-                            if (jj < f.Sj) {
-                                const float wt = ws[wrow + (f.Sj - 1 - jj) * f.sstep];
-#pragma unroll
-                                for (int v = 0; v < 4; ++v) acc[v] = fmaf(win[v + jj], wt, acc[v]);
-                            }
-                    } else {
-                        for (int j = 0; j < f.Sj; ++j) {
-                            const float wt = ws[wrow + j * f.sstep];
-                            const int col = row + (f.Sj - 1 - j) * f.qstep;
-#pragma unroll
-                            for (int v = 0; v < 4; ++v) acc[v] = fmaf(ds[col + v], wt, acc[v]);
-                        }
-                    }
-                }
+            switch (window) {  // uniform: the phase's taps per row, unrolled
+#define SMALLC_BWD_CASE(SJ) \
+    case SJ: smallc_bwd_taps<SJ>(ds, ws, f, warp, nk, nw, plane, IWP, lr, qq, acc); break;
+                SMALLC_BWD_CASE(1) SMALLC_BWD_CASE(2) SMALLC_BWD_CASE(3) SMALLC_BWD_CASE(4)
+                SMALLC_BWD_CASE(5) SMALLC_BWD_CASE(6) SMALLC_BWD_CASE(7) SMALLC_BWD_CASE(8)
+#undef SMALLC_BWD_CASE
+                default: smallc_bwd_taps<0>(ds, ws, f, warp, nk, nw, plane, IWP, lr, qq, acc);
+            }
         }
     }
     __syncthreads();  // every warp's partial sums are complete
@@ -542,10 +573,10 @@ extern "C" __global__ void __launch_bounds__(128) conv2d_backward_data_smallc_v2
 // 256/NO parts taking every part-th pixel of the slice (per pixel: 4 x loads at offsets fixed per
 // thread, 2 LDS.128 of dy, 32 FMAs; the pixel advanced by a carry iterator, no division). At the
 // end the parts are summed in part order through shared memory and the block writes its partial dw
-// to out[blockIdx.x] ([splits][K][Cg*R*S], summed by conv2d_splitk_reduce_v1; dw itself when one
+// to out[blockIdx.x] ([splits][K][Cg*R*S], summed by conv2d_splitk_reduce_v2; dw itself when one
 // block per chunk). 256 threads. Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x (+ halo rows) +
 // splits * dw) * 4 B.
-extern "C" __global__ void __launch_bounds__(256) conv2d_backward_weight_smallc_v1(
+extern "C" __global__ void __launch_bounds__(256, 2) conv2d_backward_weight_smallc_v1(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int per) {
     __shared__ __align__(16) float sm[CONV_SMALLC_WGRAD_SMEM];
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

@@ -101,7 +101,7 @@ def test_split_k(cp, what):
     # one-block grids with reductions of C*R*S = K*R*S = 128 and N*P*Q = 150 (>= 2 * MIN_SPLIT_CHUNK)
     case = (6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)
     names = _check(cp, what, case, tile="t64x64")
-    assert "conv2d_splitk_reduce_v1" in names, names
+    assert "conv2d_splitk_reduce_v2" in names, names
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
@@ -112,7 +112,7 @@ def test_forced_split_count(cp, what):
     with fastconv.using(conv_splits=3), emu.trace() as t:
         names = _check(cp, what, case, tile="t64x64")
     gemm = [rec for rec in t.launches if rec.name == f"conv2d_{what}_v3_t64x64"]
-    assert "conv2d_splitk_reduce_v1" in names and [rec.grid[2] for rec in gemm] == [3], names
+    assert "conv2d_splitk_reduce_v2" in names and [rec.grid[2] for rec in gemm] == [3], names
 
 
 @pytest.mark.parametrize("activation", list(ACTS))
@@ -120,7 +120,7 @@ def test_forced_split_count(cp, what):
 def test_fused_bias_and_activation(cp, activation, split):
     case = (3, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1) if split else (2, 6, 7, 6, 10, 3, 3, 1, 1, 1, 1)
     names = _check(cp, "forward", case, tile="t64x64", activation=activation)
-    assert ("conv2d_splitk_reduce_v1" in names) == split, names
+    assert ("conv2d_splitk_reduce_v2" in names) == split, names
 
 
 def test_unknown_activation_is_refused(cp):
@@ -146,7 +146,7 @@ def test_small_channel_paths(cp, case):
     assert "conv2d_forward_smallc_v2" in _check(cp, "forward", case, activation="relu")
     assert "conv2d_backward_data_smallc_v2" in _check(cp, "backward_data", case)
     names = _check(cp, "backward_weight", case)
-    assert names[0] == "conv2d_backward_weight_smallc_v1" and names[1:] in ([], ["conv2d_splitk_reduce_v1"]), names
+    assert names[0] == "conv2d_backward_weight_smallc_v1" and names[1:] in ([], ["conv2d_splitk_reduce_v2"]), names
 
 
 def test_small_channel_slices(cp, monkeypatch):

@@ -56,7 +56,7 @@ KERNELS = {
     + tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
        "conv2d_pack_forward_v1",
-       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1"),
+       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v2"),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_backward_v1"),

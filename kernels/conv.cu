@@ -50,9 +50,12 @@
 #define CONV_SMALLC_KT 8             // filters per thread (forward, backward-weight)
 #define CONV_SMALLC_FWD_SMEM 2048    // floats of the forward's staged input tile
 #define CONV_SMALLC_BWD_SMEM 4096    // floats of backward-data's staged dy chunk
+#define CONV_SMALLC_BWD_WS 1024      // floats of backward-data's staged taps (rows padded to 4)
 #define CONV_SMALLC_WGRAD_SMEM 8192  // floats of backward-weight's staged x and dy tiles (32 per thread after)
 #define CONV_SMALLC_WGRAD_PITCH 36   // floats per pixel of backward-weight's dy tile (32 filters, 16-byte rows)
 #define CONV_SMALLC_WIN 8            // backward-data: the most taps of a row served by a register window
+#define CONV_SMALLC_BATCH 8          // loads in flight per thread while staging a tile
+#define CONV_SMALLC_WGRAD_VB 4       // 16-byte loads in flight per thread staging backward-weight's dy
 
 // ---------------------------------------------------------------------------------------------
 // v1: direct kernels
@@ -369,21 +372,30 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
 __device__ __forceinline__ int smallc_pitch(int iw) { return iw + ((1 - iw) & 3); }
 
 // s[ch][i][j] (pitch `pitch`, ch < nch, i < nr, j < nc) = src[base + ch*plane + (h0+i)*W + w0+j], zero
-// outside the H x W plane (padding and halo are then plain reads). Warps over rows, lanes over columns:
-// coalesced global reads, conflict-free shared stores. All threads of the block call it.
+// outside the H x W plane (padding and halo are then plain reads). Consecutive threads take
+// consecutive elements (coalesced), advanced by a carry iterator (no division); each thread issues
+// CONV_SMALLC_BATCH independent loads before it stores them, so that many loads are in flight per SM
+// (a load-store chain per element would leave the staging latency-bound). All threads of the block
+// call it.
 __device__ __forceinline__ void smallc_stage(float* __restrict__ s, const float* __restrict__ src, int base, int nch,
                                              int plane, int H, int W, int h0, int nr, int w0, int nc, int pitch) {
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
-    for (int ch = 0; ch < nch; ++ch)
-        for (int i = warp; i < nr; i += nw) {
-            const int h = h0 + i, so = (ch * nr + i) * pitch, go = base + ch * plane + h * W;
-            const bool hok = (unsigned)h < (unsigned)H;
-#pragma unroll 4
-            for (int j = lane; j < nc; j += 32) {
-                const int wc = w0 + j;
-                s[so + j] = hok && (unsigned)wc < (unsigned)W ? src[go + wc] : 0.f;
-            }
+    const int total = nch * nr * nc;
+    TapIter e;  // (ch, i, j)
+    for (e.init(threadIdx.x, blockDim.x, nr, nc); e.kk < total;) {
+        float v[CONV_SMALLC_BATCH];
+        int so[CONV_SMALLC_BATCH];
+#pragma unroll
+        for (int u = 0; u < CONV_SMALLC_BATCH; ++u) {
+            const int h = h0 + e.i, wc = w0 + e.j;
+            const bool in = e.kk < total, ok = in && (unsigned)h < (unsigned)H && (unsigned)wc < (unsigned)W;
+            v[u] = ok ? src[base + e.a * plane + h * W + wc] : 0.f;
+            so[u] = in ? (e.a * nr + e.i) * pitch + e.j : -1;
+            e.next();
         }
+#pragma unroll
+        for (int u = 0; u < CONV_SMALLC_BATCH; ++u)
+            if (so[u] >= 0) s[so[u]] = v[u];
+    }
 }
 
 // y[img,k,p,q] = act(b[k] + sum_{c,r,s} x[img, g*Cg+c, p*sh-ph+r*dh, q*sw-pw+s*dw] * w[k,c,r,s]).
@@ -459,27 +471,31 @@ extern "C" __global__ void __launch_bounds__(128, 4) conv2d_forward_smallc_v2(
 
 // backward-data's taps of one staged filter chunk for a lane's quad (acc[v]: pixel u + v of phase row
 // lr): filters k = k0, k0 + kstep, ... < nk, every tap row i of the phase; ws holds the phase's taps
-// as [k][i][jj] with jj = Sj-1-j. Staged dy column 4*qq + v + jj*qstep serves pixel v at tap j.
-// SJ > 0 (qstep == 1, SJ taps a row): the SJ + 3 dy values of a row are loaded once (a register
-// window) and the loop is fully unrolled (SJ + 3 + SJ loads at constant offsets, 4*SJ FMAs).
-// SJ == 0: any qstep and tap count, 4 loads per tap.
+// as [k][i][jj < sjp] with jj = Sj-1-j, rows padded with zeros to sjp = Sj rounded up to 4. Staged
+// dy column 4*qq + v + jj*qstep serves pixel v at tap j. SJ > 0 (qstep == 1, SJ taps a row): the
+// SJ + 3 dy values of a row are loaded once (a register window), the row's weights as 16-byte
+// broadcasts, fully unrolled: SJ + 3 + ceil(SJ/4) shared loads for 4*SJ FMAs. SJ == 0: any qstep and
+// tap count, 4 loads per tap.
 template <int SJ>
 __device__ __forceinline__ void smallc_bwd_taps(const float* __restrict__ ds, const float* __restrict__ ws,
                                                 const Phase& f, int k0, int nk, int kstep, int plane, int IWP,
-                                                int lr, int qq, float (&acc)[4]) {
+                                                int sjp, int lr, int qq, float (&acc)[4]) {
     for (int k = k0; k < nk; k += kstep)
         for (int i = 0; i < f.Ri; ++i) {
-            const int row = k * plane + (lr + (f.Ri - 1 - i) * f.pstep) * IWP + 4 * qq, wrow = (k * f.Ri + i) * f.Sj;
+            const int row = k * plane + (lr + (f.Ri - 1 - i) * f.pstep) * IWP + 4 * qq, wrow = (k * f.Ri + i) * sjp;
             if (SJ > 0) {
-                float win[SJ + 3];
+                float win[SJ + 3], wt[SJ > 0 ? (SJ + 3) & ~3 : 4];
 #pragma unroll
                 for (int m = 0; m < SJ + 3; ++m) win[m] = ds[row + m];
 #pragma unroll
-                for (int jj = 0; jj < SJ; ++jj) {
-                    const float wt = ws[wrow + jj];
-#pragma unroll
-                    for (int v = 0; v < 4; ++v) acc[v] = fmaf(win[v + jj], wt, acc[v]);
+                for (int m = 0; m < SJ; m += 4) {
+                    const float4 w4 = *reinterpret_cast<const float4*>(&ws[wrow + m]);
+                    wt[m] = w4.x; wt[m + 1] = w4.y; wt[m + 2] = w4.z; wt[m + 3] = w4.w;
                 }
+#pragma unroll
+                for (int jj = 0; jj < SJ; ++jj)
+#pragma unroll
+                    for (int v = 0; v < 4; ++v) acc[v] = fmaf(win[v + jj], wt[jj], acc[v]);
             } else {
                 for (int jj = 0; jj < f.Sj; ++jj) {
                     const float wt = ws[wrow + jj];
@@ -503,11 +519,11 @@ __device__ __forceinline__ void smallc_bwd_taps(const float* __restrict__ ds, co
 // taps, through a register window unrolled for that tap count (smallc_bwd_taps); otherwise 4 loads
 // per tap. No division in the loops.
 // Work 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (+ halo rows, per channel c) + w + dx) * 4 B.
-extern "C" __global__ void __launch_bounds__(128, 8) conv2d_backward_data_smallc_v2(
+extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc_v2(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS, int tpr, int tqq,
     int kc, int vec) {
     __shared__ __align__(16) float ds[CONV_SMALLC_BWD_SMEM];
-    __shared__ float ws[32 * CONV_SMALLC];
+    __shared__ __align__(16) float ws[CONV_SMALLC_BWD_WS];
     __shared__ float red[3 * 4 * 32];
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int c = blockIdx.y, Cg = C / G, Kg = K / G, g = c / Cg, cl = c - g * Cg, RS = R * S;
@@ -522,25 +538,35 @@ extern "C" __global__ void __launch_bounds__(128, 8) conv2d_backward_data_smallc
     if (f.Ri > 0 && f.Sj > 0) {  // else no tap reaches the phase: dx = 0
         const int IR = tpr + (f.Ri - 1) * f.pstep, IW = 4 * tqq + (f.Sj - 1) * f.qstep, IWP = smallc_pitch(IW);
         const int plane = IR * IWP, PQ = P * Q;
-        const int window = f.qstep == 1 && f.Sj <= CONV_SMALLC_WIN ? f.Sj : 0, taps = f.Ri * f.Sj;
-        const int ti = lane / f.Sj, tj = lane - ti * f.Sj;  // the tap this lane stages: (i, jj)
-        const int wtap = (f.r0 + ti * f.rstep) * S + f.s0 + (f.Sj - 1 - tj) * f.sstep;
+        const int window = f.qstep == 1 && f.Sj <= CONV_SMALLC_WIN ? f.Sj : 0;
+        const int sjp = (f.Sj + 3) & ~3, taps = f.Ri * sjp;  // weight rows padded to 16 bytes (LDS.128)
+        int wtap[4];  // the filter offset of the taps this lane stages, (i, jj) = (t / sjp, t % sjp) for
+                      // t = lane + 32u < taps <= R * (S + 3) <= 128; -1: padding (zero)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int t = lane + 32 * u, ti = t / sjp, tj = t - ti * sjp;
+            wtap[u] = t < taps && tj < f.Sj ? (f.r0 + ti * f.rstep) * S + f.s0 + (f.Sj - 1 - tj) * f.sstep : -1;
+        }
         for (int k0 = 0; k0 < Kg; k0 += kc) {
             const int nk = min(kc, Kg - k0);
             __syncthreads();  // the previous chunk is no longer read
             smallc_stage(ds, dy, (img * K + g * Kg + k0) * PQ, nk, PQ, P, Q, t0 + f.pbase - (f.Ri - 1) * f.pstep, IR,
                          u0 + f.qbase - (f.Sj - 1) * f.qstep, IW, IWP);
-            for (int k = warp; k < nk; k += nw)  // Ri*Sj <= R*S <= 32: one tap per lane
-                if (lane < taps) ws[k * taps + lane] = w[((g * Kg + k0 + k) * Cg + cl) * RS + wtap];
+            for (int k = warp; k < nk; k += nw) {
+                const int wk = ((g * Kg + k0 + k) * Cg + cl) * RS;
+#pragma unroll
+                for (int u = 0; u < 4; ++u)
+                    if (lane + 32 * u < taps) ws[k * taps + lane + 32 * u] = wtap[u] >= 0 ? w[wk + wtap[u]] : 0.f;
+            }
             __syncthreads();
             if (!live) continue;
             switch (window) {  // uniform: the phase's taps per row, unrolled
 #define SMALLC_BWD_CASE(SJ) \
-    case SJ: smallc_bwd_taps<SJ>(ds, ws, f, warp, nk, nw, plane, IWP, lr, qq, acc); break;
+    case SJ: smallc_bwd_taps<SJ>(ds, ws, f, warp, nk, nw, plane, IWP, sjp, lr, qq, acc); break;
                 SMALLC_BWD_CASE(1) SMALLC_BWD_CASE(2) SMALLC_BWD_CASE(3) SMALLC_BWD_CASE(4)
                 SMALLC_BWD_CASE(5) SMALLC_BWD_CASE(6) SMALLC_BWD_CASE(7) SMALLC_BWD_CASE(8)
 #undef SMALLC_BWD_CASE
-                default: smallc_bwd_taps<0>(ds, ws, f, warp, nk, nw, plane, IWP, lr, qq, acc);
+                default: smallc_bwd_taps<0>(ds, ws, f, warp, nk, nw, plane, IWP, sjp, lr, qq, acc);
             }
         }
     }
@@ -577,7 +603,8 @@ extern "C" __global__ void __launch_bounds__(128, 8) conv2d_backward_data_smallc
 // block per chunk). 256 threads. Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x (+ halo rows) +
 // splits * dw) * 4 B.
 extern "C" __global__ void __launch_bounds__(256, 2) conv2d_backward_weight_smallc_v1(
-    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int per) {
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int per,
+    int vec) {
     __shared__ __align__(16) float sm[CONV_SMALLC_WGRAD_SMEM];
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = blockIdx.z, Cg = C / G, Kg = K / G, RS = R * S, crs = Cg * RS, kb0 = blockIdx.y * 32;
@@ -603,11 +630,43 @@ extern "C" __global__ void __launch_bounds__(256, 2) conv2d_backward_weight_smal
         const int p0 = rt * tp, npix = min(tp, P - p0) * Q;
         __syncthreads();  // the previous slice is no longer read
         smallc_stage(sm, x, (img * C + g * Cg) * H * W, Cg, H * W, H, W, p0 * sh - ph, IR, -pw, IW, IWP);
-        const int dbase = (img * K + g * Kg + kb0) * PQ + p0 * Q;
-        for (int k = warp; k < 32; k += nw)
-#pragma unroll 4
-            for (int i = lane; i < npix; i += 32)
-                sm[dso + i * CONV_SMALLC_WGRAD_PITCH + k] = k < nk ? dy[dbase + k * PQ + i] : 0.f;
+        // dy tile: lane = filter (conflict-free transposed stores), warps over pixels, batches of
+        // independent loads (16-byte ones when the rows are 16-byte aligned: vec).
+        const int dbase = (img * K + g * Kg + kb0 + lane) * PQ + p0 * Q, dst = dso + lane;
+        const bool kin = lane < nk;
+        if (vec) {
+            for (int i0 = 4 * warp; i0 < npix; i0 += 4 * nw * CONV_SMALLC_WGRAD_VB) {
+                float4 v[CONV_SMALLC_WGRAD_VB];
+#pragma unroll
+                for (int u = 0; u < CONV_SMALLC_WGRAD_VB; ++u) {
+                    const int i = i0 + 4 * nw * u;
+                    v[u].x = v[u].y = v[u].z = v[u].w = 0.f;
+                    if (kin && i < npix) v[u] = *reinterpret_cast<const float4*>(&dy[dbase + i]);
+                }
+#pragma unroll
+                for (int u = 0; u < CONV_SMALLC_WGRAD_VB; ++u) {
+                    const int i = i0 + 4 * nw * u, o = dst + i * CONV_SMALLC_WGRAD_PITCH;
+                    if (i < npix) {
+                        sm[o] = v[u].x;
+                        sm[o + CONV_SMALLC_WGRAD_PITCH] = v[u].y;
+                        sm[o + 2 * CONV_SMALLC_WGRAD_PITCH] = v[u].z;
+                        sm[o + 3 * CONV_SMALLC_WGRAD_PITCH] = v[u].w;
+                    }
+                }
+            }
+        } else {
+            for (int i0 = warp; i0 < npix; i0 += nw * CONV_SMALLC_BATCH) {
+                float v[CONV_SMALLC_BATCH];
+#pragma unroll
+                for (int u = 0; u < CONV_SMALLC_BATCH; ++u) {
+                    const int i = i0 + nw * u;
+                    v[u] = kin && i < npix ? dy[dbase + i] : 0.f;
+                }
+#pragma unroll
+                for (int u = 0; u < CONV_SMALLC_BATCH; ++u)
+                    if (i0 + nw * u < npix) sm[dst + (i0 + nw * u) * CONV_SMALLC_WGRAD_PITCH] = v[u];
+            }
+        }
         __syncthreads();
         if (part < npart) {
             TapIter px;  // pixel kk = (row a, column j) of the slice

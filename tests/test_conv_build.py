@@ -213,7 +213,8 @@ def test_small_channel_main_loop_sass(sass, arch, kernel):
 def test_small_channel_constants_match_the_kernels():
     text = (loader.kernel_dir() / "conv.cu").read_text()
     defines = {k: int(v) for k, v in re.findall(r"^#define CONV_(SMALLC\w*) (\d+)", text, re.M)}
-    mirrored = ("SMALLC", "SMALLC_KT", "SMALLC_FWD_SMEM", "SMALLC_BWD_SMEM", "SMALLC_WGRAD_SMEM", "SMALLC_WGRAD_PITCH")
+    mirrored = ("SMALLC", "SMALLC_KT", "SMALLC_FWD_SMEM", "SMALLC_BWD_SMEM", "SMALLC_BWD_WS", "SMALLC_WGRAD_SMEM",
+                "SMALLC_WGRAD_PITCH")
     assert {k: defines.get(k) for k in mirrored} == {k: getattr(cfg, k) for k in mirrored}
     assert _launch_bounds("conv2d_backward_weight_smallc_v1")[0] == cfg.SMALLC_WGRAD_THREADS
 

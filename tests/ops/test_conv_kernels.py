@@ -137,7 +137,8 @@ SMALL_CASES = [
     (1, 2, 5, 6, 140, 2, 2, 1, 1, 1, 2),    # 70 filters per group: 3 filter chunks of every pass
     (2, 3, 8, 8, 12, 3, 3, 1, 1, 1, 1),     # C = 3, Q % 4 == 0: float4 stores of forward and backward-data
     (1, 4, 7, 7, 9, 2, 1, (3, 1), (0, 1), 1, 1),  # C = 4, mixed stride (phases no tap reaches), 2x1 taps
-    (1, 2, 4, 14, 5, 1, 12, 1, (0, 3), 1, 1),     # 12 taps a row: more than the window's, 4 load per tap
+    (1, 2, 4, 14, 5, 1, 12, 1, (0, 3), 1, 1),     # 12 taps a row: more than the window's, 4 loads per tap
+    (1, 1, 22, 4, 3, 20, 1, 1, (2, 0), 1, 1),     # 20x1: 80 padded taps staged per filter (4 per lane)
 ]
 
 
@@ -159,10 +160,12 @@ def test_small_channel_slices(cp, monkeypatch):
         _check(cp, "backward_weight", (5, 1, 6, 6, 3, 3, 3, 1, 1, 1, 1))
         for what in ("forward", "backward_data", "backward_weight"):
             _check(cp, what, (1, 1, 28, 28, 9, 5, 5, 1, 2, 1, 1))
-    grids = [(rec.name, rec.grid, rec.args[-1]) for rec in t.launches if "smallc" in rec.name]
-    assert grids[0] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), 3), grids
-    assert grids[1:] == [("conv2d_forward_smallc_v2", (7, 1, 1), 1), ("conv2d_backward_data_smallc_v2", (7, 1, 1), 1),
-                         ("conv2d_backward_weight_smallc_v1", (2, 1, 1), 2)], grids
+    # the last arguments: vec (16-byte stores or loads) and, of backward-weight, slices per block before it
+    grids = [(rec.name, rec.grid, tuple(rec.args[-2:])) for rec in t.launches if "smallc" in rec.name]
+    assert grids[0] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (3, 0)), grids
+    assert [g[:2] + (g[2][-1],) for g in grids[1:3]] == [("conv2d_forward_smallc_v2", (7, 1, 1), 1),
+                                                        ("conv2d_backward_data_smallc_v2", (7, 1, 1), 1)], grids
+    assert grids[3] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (2, 1)), grids
 
 
 def test_small_channel_tiles():

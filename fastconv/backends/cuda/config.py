@@ -28,6 +28,7 @@ SMALLC = 32                 # C/G*R*S limit
 SMALLC_KT = 8               # filters per thread of the forward and backward-weight
 SMALLC_FWD_SMEM = 2048      # floats of the forward's staged input tile
 SMALLC_BWD_SMEM = 4096      # floats of backward-data's staged dy chunk
+SMALLC_BWD_WS = 1024        # floats of backward-data's staged taps (rows padded to 4)
 SMALLC_WGRAD_SMEM = 8192    # floats of backward-weight's staged x and dy tiles
 SMALLC_WGRAD_PITCH = 36     # floats per pixel of backward-weight's dy tile
 SMALLC_WGRAD_THREADS = 256  # backward-weight's block (its final sum holds 32 floats per thread)
@@ -241,10 +242,10 @@ def smallc_forward_tile(cg: int, p: int, q: int, r: int, s: int, stride, dilatio
 
 def smallc_backward_data_tile(kg: int, h: int, w: int, r: int, s: int, stride, dilation) -> tuple[int, int, int] | None:
     """(tpr, tqq, kc) of conv2d_backward_data_smallc_v2: a tile of the largest phase's
-    ceil(H/sh) x ceil(W/sw) grid (see _quad_tile) and kc filters staged at a time (<= 32, the chunks of
-    K/G even), such that kc planes of dy rows tpr + (Ri-1)*pstep x columns 4*tqq + (Sj-1)*qstep
-    (pitched; Ri, Sj the most taps a phase has) fit SMALLC_BWD_SMEM floats. None when one plane of a
-    one-quad tile does not."""
+    ceil(H/sh) x ceil(W/sw) grid (see _quad_tile) and kc filters staged at a time (the chunks of K/G
+    even), such that kc planes of dy rows tpr + (Ri-1)*pstep x columns 4*tqq + (Sj-1)*qstep (pitched;
+    Ri, Sj the most taps a phase has) fit SMALLC_BWD_SMEM floats and kc x Ri x (Sj rounded up to 4)
+    taps SMALLC_BWD_WS. None when one plane of a one-quad tile does not fit."""
     (sh, sw), (dh, dw) = stride, dilation
     ri, sj = phase_max_taps(r, sh, dh), phase_max_taps(s, sw, dw)
     pstep, qstep = dh // math.gcd(sh, dh), dw // math.gcd(sw, dw)
@@ -254,7 +255,8 @@ def smallc_backward_data_tile(kg: int, h: int, w: int, r: int, s: int, stride, d
     tile = _quad_tile(cdiv(h, sh), cdiv(w, sw), lambda tpr, tqq: _fits(plane(tpr, tqq), SMALLC_BWD_SMEM))
     if tile is None:
         return None
-    return tile + (_balanced(kg, min(kg, 32, SMALLC_BWD_SMEM // plane(*tile))),)
+    taps = ri * cdiv(sj, 4) * 4
+    return tile + (_balanced(kg, min(kg, SMALLC_BWD_WS // taps, SMALLC_BWD_SMEM // plane(*tile))),)
 
 
 def smallc_backward_weight_tile(cg: int, p: int, q: int, r: int, s: int, stride, dilation) -> int | None:

@@ -170,7 +170,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
         splits, per = cfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms())
         ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
-                cfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per)))
+                cfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
                            (dy, x, (), ints))

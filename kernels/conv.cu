@@ -594,11 +594,12 @@ extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc
 // axis is the reduction over N*P*Q. A slice is (image, tp output rows); block x takes slices
 // x*per .. x*per+per-1 (grid y = chunks of 32 filters, z = groups), stages each slice's x rows
 // (halo, zero padding) as [c][row][pitch] and its dy as [pixel][32 filters + 4] (16-byte rows for
-// LDS.128) in shared memory, and accumulates in registers: thread = (slot, part), a slot owning 8
-// filters x 4 consecutive (c,r,s) taps (32 outputs; NO = ceil(KB/8) * ceil(Cg*R*S/4) slots), the
+// LDS.128) in shared memory, and accumulates in registers: thread = (slot, part), a slot owning 16
+// filters x 4 consecutive (c,r,s) taps (64 outputs; NO = ceil(KB/16) * ceil(Cg*R*S/4) slots), the
 // 256/NO parts taking every part-th pixel of the slice (per pixel: 4 x loads at offsets fixed per
-// thread, 2 LDS.128 of dy, 32 FMAs; the pixel advanced by a carry iterator, no division). At the
-// end the parts are summed in part order through shared memory and the block writes its partial dw
+// thread, 4 LDS.128 of dy, 64 FMAs; the pixel advanced by a carry iterator, no division). At the
+// end the parts are summed in part order through shared memory (two halves of 8 filters: the buffer
+// holds 32 floats per thread) and the block writes its partial dw
 // to out[blockIdx.x] ([splits][K][Cg*R*S], summed by conv2d_splitk_reduce_v2; dw itself when one
 // block per chunk). 256 threads. Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x (+ halo rows) +
 // splits * dw) * 4 B.
@@ -608,7 +609,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) conv2d_backward_weight_smal
     __shared__ __align__(16) float sm[CONV_SMALLC_WGRAD_SMEM];
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = blockIdx.z, Cg = C / G, Kg = K / G, RS = R * S, crs = Cg * RS, kb0 = blockIdx.y * 32;
-    const int nk = min(32, Kg - kb0), eg = (crs + 3) >> 2, NO = ((min(Kg, 32) + 7) >> 3) * eg;
+    const int nk = min(32, Kg - kb0), eg = (crs + 3) >> 2, NO = ((min(Kg, 32) + 15) >> 4) * eg;
     const int npart = blockDim.x / NO, slot = threadIdx.x % NO, part = threadIdx.x / NO;
     const int kt = slot / eg, e0 = 4 * (slot - kt * eg);
     const int IR = (tp - 1) * sh + (R - 1) * dh + 1, IW = (Q - 1) * sw + (S - 1) * dw + 1, IWP = smallc_pitch(IW);
@@ -619,9 +620,9 @@ extern "C" __global__ void __launch_bounds__(256, 2) conv2d_backward_weight_smal
         const int e = min(e0 + j, crs - 1), c = e / RS, rs = e - c * RS, r = rs / S, s = rs - r * S;
         off[j] = (c * IR + r * dh) * IWP + s * dw;
     }
-    float acc[8][4];
+    float acc[16][4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < 16; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
     const int rtiles = (P + tp - 1) / tp, nsl = N * rtiles, PQ = P * Q;
@@ -671,34 +672,39 @@ extern "C" __global__ void __launch_bounds__(256, 2) conv2d_backward_weight_smal
         if (part < npart) {
             TapIter px;  // pixel kk = (row a, column j) of the slice
             for (px.init(part, npart, 1, Q); px.kk < npix; px.next()) {
-                const int xo = px.a * sh * IWP + px.j * sw, d = dso + px.kk * CONV_SMALLC_WGRAD_PITCH + kt * 8;
-                float xv[4];
+                const int xo = px.a * sh * IWP + px.j * sw, d = dso + px.kk * CONV_SMALLC_WGRAD_PITCH + kt * 16;
+                float xv[4], dv[16];
 #pragma unroll
                 for (int j = 0; j < 4; ++j) xv[j] = sm[xo + off[j]];
-                const float4 d0 = *reinterpret_cast<const float4*>(&sm[d]);
-                const float4 d1 = *reinterpret_cast<const float4*>(&sm[d + 4]);
-                const float dv[8] = {d0.x, d0.y, d0.z, d0.w, d1.x, d1.y, d1.z, d1.w};
 #pragma unroll
-                for (int i = 0; i < 8; ++i)
+                for (int i = 0; i < 16; i += 4) {
+                    const float4 d4 = *reinterpret_cast<const float4*>(&sm[d + i]);
+                    dv[i] = d4.x; dv[i + 1] = d4.y; dv[i + 2] = d4.z; dv[i + 3] = d4.w;
+                }
+#pragma unroll
+                for (int i = 0; i < 16; ++i)
 #pragma unroll
                     for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(dv[i], xv[j], acc[i][j]);
             }
         }
         if (++rt == rtiles) { rt = 0; ++img; }
     }
-    __syncthreads();  // the tiles are no longer read: the buffer holds the parts' sums next
-    if (part < npart)
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) sm[(i * 4 + j) * blockDim.x + threadIdx.x] = acc[i][j];
-    __syncthreads();
     const int e = lane;  // crs <= 32: lane = tap
-    if (e >= crs) return;
-    for (int k = warp; k < nk; k += nw) {
-        const int o = ((k & 7) * 4 + (e & 3)) * blockDim.x + (k >> 3) * eg + (e >> 2);
-        float s = 0.f;
-        for (int q2 = 0; q2 < npart; ++q2) s += sm[o + q2 * NO];
-        out[(i64)blockIdx.x * K * crs + (g * Kg + kb0 + k) * crs + e] = s;
+    for (int half = 0; half < 2; ++half) {  // filters k with (k & 15) / 8 == half
+        __syncthreads();  // the tiles (then the previous half) are no longer read
+        if (part < npart)
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) sm[(i * 4 + j) * blockDim.x + threadIdx.x] = acc[8 * half + i][j];
+        __syncthreads();
+        if (e < crs)
+            for (int k = warp; k < nk; k += nw) {
+                if (((k >> 3) & 1) != half) continue;
+                const int o = ((k & 7) * 4 + (e & 3)) * blockDim.x + (k >> 4) * eg + (e >> 2);
+                float s = 0.f;
+                for (int q2 = 0; q2 < npart; ++q2) s += sm[o + q2 * NO];
+                out[(i64)blockIdx.x * K * crs + (g * Kg + kb0 + k) * crs + e] = s;
+            }
     }
 }

@@ -407,7 +407,7 @@ __device__ __forceinline__ void smallc_stage(float* __restrict__ s, const float*
 // FMAs in registers; no division in the loops. Stores: float4 per filter row when Q % 4 == 0 and y
 // is 16-byte aligned (vec), else masked scalars; a warp writes whole output rows (coalesced).
 // Work 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x (+ its halo, per filter chunk) + w + y) * 4 B.
-extern "C" __global__ void __launch_bounds__(128, 4) conv2d_forward_smallc_v2(
+extern "C" __global__ void __launch_bounds__(128, 7) conv2d_forward_smallc_v2(
     const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
     CONV_ARGS, int tpr, int tqq, int has_bias, int act, float slope, int vec) {
     __shared__ __align__(16) float xs[CONV_SMALLC_FWD_SMEM];
@@ -528,7 +528,8 @@ extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int c = blockIdx.y, Cg = C / G, Kg = K / G, g = c / Cg, cl = c - g * Cg, RS = R * S;
     const Phase f = bwd_phase(blockIdx.z, H, W, R, S, sh, sw, ph, pw, dh, dw);
-    const int ctiles = ((((W + sw - 1) / sw + 3) >> 2) + tqq - 1) / tqq, tiles = ((H + sh - 1) / sh + tpr - 1) / tpr * ctiles;
+    const int ctiles = ((((W + sw - 1) / sw + 3) >> 2) + tqq - 1) / tqq;
+    const int tiles = ((H + sh - 1) / sh + tpr - 1) / tpr * ctiles;
     const int img = blockIdx.x / tiles, t = blockIdx.x - img * tiles, tr = t / ctiles, tc = t - tr * ctiles;
     const int t0 = tr * tpr, u0 = tc * tqq * 4;
     if (t0 >= f.Ht || u0 >= f.Wt) return;  // uniform: this phase is smaller than the largest one

@@ -175,9 +175,11 @@ def test_small_channel_tiles():
     assert cfg.smallc_forward_tile(1, 28, 28, 5, 5, s1, d1) == (4, 7)
     assert cfg.smallc_backward_data_tile(32, 28, 28, 5, 5, s1, d1) == (4, 7, 11)  # 3 chunks of 11, 11, 10 filters
     assert cfg.smallc_backward_weight_tile(1, 28, 28, 5, 5, s1, d1) == 7
-    assert cfg.smallc_backward_weight_splits(128 * 4, 1, 132) == (256, 2)
-    assert cfg.smallc_backward_weight_splits(3, 1, 132) == (3, 1)
-    assert cfg.smallc_backward_weight_splits(10, 4, 1) == (1, 10) and cfg.smallc_backward_weight_splits(9, 1, 2) == (3, 3)
+    assert cfg.smallc_backward_weight_splits(128 * 4, 1, 132, 800) == (256, 2)
+    assert cfg.smallc_backward_weight_splits(3, 1, 132, 800) == (3, 1)
+    assert cfg.smallc_backward_weight_splits(10, 4, 1, 800) == (1, 10)
+    assert cfg.smallc_backward_weight_splits(9, 1, 2, 800) == (3, 3)
+    assert cfg.smallc_backward_weight_splits(512, 1, 132, 2**22) == (4, 128)   # partials capped at 2^24 floats
     assert cfg.smallc_forward_tile(1, 3, 300, 1, 1, s1, d1) == (1, 25)   # 75 quads a row: 3 tiles of 25
     # a tile whose input does not fit shared memory: the GEMM core runs instead
     assert cfg.smallc_forward_tile(1, 9, 9, 5, 5, s1, (60, 60)) is None
@@ -185,7 +187,7 @@ def test_small_channel_tiles():
     assert cfg.smallc_backward_weight_tile(1, 8, 300, 1, 1, s1, d1) is None
     assert cfg.smallc_pitch(32) == 33 and cfg.smallc_pitch(33) == 33 and cfg.smallc_pitch(34) == 37
     with pytest.raises(ValueError, match="smallc_backward_weight_splits: got slices=0"):
-        cfg.smallc_backward_weight_splits(0, 1, 132)
+        cfg.smallc_backward_weight_splits(0, 1, 132, 800)
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])

@@ -33,6 +33,7 @@ SMALLC_WGRAD_SMEM = 8192    # floats of backward-weight's staged x and dy tiles
 SMALLC_WGRAD_PITCH = 36     # floats per pixel of backward-weight's dy tile
 SMALLC_WGRAD_THREADS = 256  # backward-weight's block (its final sum holds 32 floats per thread)
 SMALLC_WGRAD_BLOCKS_PER_SM = 2
+SMALLC_WGRAD_WORKSPACE = 2**24  # floats of backward-weight's per-block partial sums, at most (64 MiB)
 
 # tile name -> (BM, BN, BK, threads, min blocks per SM), as CONV_V3_KERNELS instantiates them in
 # kernels/conv.cu (tests/test_conv_build.py compares the two); every tile holds 8x8 outputs per
@@ -267,20 +268,23 @@ def smallc_backward_weight_tile(cg: int, p: int, q: int, r: int, s: int, stride,
     (sh, sw), (dh, dw) = stride, dilation
     width = smallc_pitch((q - 1) * sw + (s - 1) * dw + 1)
     for tp in range(min(p, SMALLC_WGRAD_SMEM // (q * SMALLC_WGRAD_PITCH)), 0, -1):
-        if cdiv(cg * ((tp - 1) * sh + (r - 1) * dh + 1) * width, 4) * 4 + tp * q * SMALLC_WGRAD_PITCH <= SMALLC_WGRAD_SMEM:
+        x_tile = cdiv(cg * ((tp - 1) * sh + (r - 1) * dh + 1) * width, 4) * 4
+        if x_tile + tp * q * SMALLC_WGRAD_PITCH <= SMALLC_WGRAD_SMEM:
             return _balanced(p, tp)
     return None
 
 
-def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: int) -> tuple[int, int]:
+def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: int, out_size: int) -> tuple[int, int]:
     """(splits, per) of conv2d_backward_weight_smallc_v1: each of ``splits`` blocks (times
     blocks_per_split = filter chunks x groups) sums ``per`` consecutive (image, rows) slices into its
-    own partial dw; about SMALLC_WGRAD_BLOCKS_PER_SM blocks per SM in all (1-2 waves), every block at
-    least one slice, splits = ceil(slices / per) so none is empty."""
-    if slices < 1 or blocks_per_split < 1 or num_sms < 1:
+    own partial dw of out_size floats; about SMALLC_WGRAD_BLOCKS_PER_SM blocks per SM in all (1-2
+    waves), the partials <= SMALLC_WGRAD_WORKSPACE floats, every block at least one slice, and
+    splits = ceil(slices / per) so none is empty."""
+    if min(slices, blocks_per_split, num_sms, out_size) < 1:
         raise ValueError(f"smallc_backward_weight_splits: got slices={slices}, blocks_per_split={blocks_per_split}, "
-                         f"num_sms={num_sms}; expected positive sizes")
-    want = max(1, min(slices, cdiv(SMALLC_WGRAD_BLOCKS_PER_SM * num_sms, blocks_per_split)))
+                         f"num_sms={num_sms}, out_size={out_size}; expected positive sizes")
+    want = min(slices, cdiv(SMALLC_WGRAD_BLOCKS_PER_SM * num_sms, blocks_per_split),
+               max(1, SMALLC_WGRAD_WORKSPACE // out_size))
     per = cdiv(slices, want)
     return cdiv(slices, per), per
 

@@ -114,19 +114,29 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return y
 
 
+def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups):
+    """The shared start of the backward passes: sizes (N, C, H, W, K, C/G, R, S, P, Q), the checked
+    output (dx or dw) and the int arguments; with conv_version 1 the direct kernel has then already
+    filled the output and the ints are None."""
+    n, c, h, wd = x_shape
+    k, cg, r, s = w_shape
+    p, q = dy.shape[2], dy.shape[3]
+    _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
+    out = _alloc(tuple(x_shape) if what == "data" else tuple(w_shape), _F32, f"conv2d_backward_{what} output")
+    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
+    if settings.current().conv_version == 1:
+        _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, out) + ints)
+        ints = None
+    return (n, c, h, wd, k, cg, r, s, p, q), out, ints
+
+
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     """dx of conv2d; one sub-convolution per output phase (h % stride_h, w % stride_w), each with only
     the filter taps that reach it (ConvTranspose2d's forward pass)."""
-    dy = _arg(dy, "dy")
-    w = _arg(w, "w")
-    n, c, h, wd = x_shape
-    k, cg, r, s = w.shape
-    p, q = dy.shape[2], dy.shape[3]
-    _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
-    dx = _alloc((n, c, h, wd), _F32, "conv2d_backward_data output")
-    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
-    if settings.current().conv_version == 1:
-        _launch("conv.cu", "conv2d_backward_data_v1", _eltwise_grid(dx.size), cfg.BLOCK, (dy, w, dx) + ints)
+    dy, w = _arg(dy, "dy"), _arg(w, "w")
+    (n, c, h, wd, k, cg, r, s, p, q), dx, ints = _backward_args("data", dy, w, x_shape, w.shape, stride, padding,
+                                                                 dilation, groups)
+    if ints is None:
         return dx
     tile = _smallc(cg, r, s) and cfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
     if tile:
@@ -153,21 +163,17 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
-    dy = _arg(dy, "dy")
-    x = _arg(x, "x")
-    n, c, h, wd = x.shape
-    k, cg, r, s = w_shape
-    p, q = dy.shape[2], dy.shape[3]
-    _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
-    dw = _alloc((k, cg, r, s), _F32, "conv2d_backward_weight output")
-    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
-    if settings.current().conv_version == 1:
-        _launch("conv.cu", "conv2d_backward_weight_v1", _eltwise_grid(dw.size), cfg.BLOCK, (dy, x, dw) + ints)
+    """dw of conv2d: the small-channel kernel (slices of the batch, partial sums reduced) or the v3
+    core (split along N*P*Q when its grid is under a wave)."""
+    dy, x = _arg(dy, "dy"), _arg(x, "x")
+    (n, c, h, wd, k, cg, r, s, p, q), dw, ints = _backward_args("weight", dy, x, x.shape, w_shape, stride, padding,
+                                                                 dilation, groups)
+    if ints is None:
         return dw
     tp = _smallc(cg, r, s) and cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
     if tp:
         chunks = cfg.cdiv(k // groups, 32)
-        splits, per = cfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms())
+        splits, per = cfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
         ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
                 cfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))

@@ -469,75 +469,112 @@ extern "C" __global__ void __launch_bounds__(128, 7) conv2d_forward_smallc_v2(
     }
 }
 
-// backward-data's taps of one staged filter chunk for a lane's quad (acc[v]: pixel u + v of phase row
-// lr): filters k = k0, k0 + kstep, ... < nk, every tap row i of the phase; ws holds the phase's taps
-// as [k][i][jj < sjp] with jj = Sj-1-j, rows padded with zeros to sjp = Sj rounded up to 4. Staged
-// dy column 4*qq + v + jj*qstep serves pixel v at tap j. SJ > 0 (qstep == 1, SJ taps a row): the
-// SJ + 3 dy values of a row are loaded once (a register window), the row's weights as 16-byte
-// broadcasts, fully unrolled: SJ + 3 + ceil(SJ/4) shared loads for 4*SJ FMAs. SJ == 0: any qstep and
-// tap count, 4 loads per tap.
+// backward-data's taps of one staged filter chunk for a lane's 2 x 4 pixels (acc[rr][v]: phase row
+// 2*lr + rr of the tile, column 4*qq + v): filters k = k0, k0 + kstep, ... < nk, every tap of the
+// phase. ws holds the taps as [k][i][jj < sjp] with jj = Sj-1-j, rows padded with zeros to sjp (Sj
+// rounded up to 4: one 16-byte broadcast per 4 taps). Output row 2*lr + rr at tap row i reads staged
+// row 2*lr + rr + (Ri-1-i)*pstep, and pixel v at tap jj staged column 4*qq + v + jj*qstep.
+// SJ > 0 (qstep == 1, SJ taps a row, fully unrolled): the SJ + 3 dy values of a staged row are loaded
+// once (a register window) for its SJ taps; with pstep == 1 a staged row serves both output rows
+// (Ri + 1 rows loaded per filter, not 2 * Ri). SJ == 0: any qstep and tap count, 4 loads per tap.
+template <int SJ>
+__device__ __forceinline__ void smallc_bwd_row(const float* __restrict__ ds, const float* __restrict__ ws, int row,
+                                               int wrow, int Sj, int qstep, float (&a)[4]) {
+    if (SJ > 0) {
+        float win[SJ + 3], wt[SJ > 0 ? (SJ + 3) & ~3 : 4];
+#pragma unroll
+        for (int m = 0; m < SJ + 3; ++m) win[m] = ds[row + m];
+#pragma unroll
+        for (int m = 0; m < SJ; m += 4) {
+            const float4 w4 = *reinterpret_cast<const float4*>(&ws[wrow + m]);
+            wt[m] = w4.x; wt[m + 1] = w4.y; wt[m + 2] = w4.z; wt[m + 3] = w4.w;
+        }
+#pragma unroll
+        for (int jj = 0; jj < SJ; ++jj)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) a[v] = fmaf(win[v + jj], wt[jj], a[v]);
+    } else {
+        for (int jj = 0; jj < Sj; ++jj) {
+            const float wv = ws[wrow + jj];
+            const int col = row + jj * qstep;
+#pragma unroll
+            for (int v = 0; v < 4; ++v) a[v] = fmaf(ds[col + v], wv, a[v]);
+        }
+    }
+}
+
 template <int SJ>
 __device__ __forceinline__ void smallc_bwd_taps(const float* __restrict__ ds, const float* __restrict__ ws,
                                                 const Phase& f, int k0, int nk, int kstep, int plane, int IWP,
-                                                int sjp, int lr, int qq, float (&acc)[4]) {
-    for (int k = k0; k < nk; k += kstep)
-        for (int i = 0; i < f.Ri; ++i) {
-            const int row = k * plane + (lr + (f.Ri - 1 - i) * f.pstep) * IWP + 4 * qq, wrow = (k * f.Ri + i) * sjp;
-            if (SJ > 0) {
-                float win[SJ + 3], wt[SJ > 0 ? (SJ + 3) & ~3 : 4];
+                                                int sjp, int lr, int qq, float (&acc)[2][4]) {
+    for (int k = k0; k < nk; k += kstep) {
+        const int kb = k * plane + 2 * lr * IWP + 4 * qq, kw = k * f.Ri * sjp;
+        if (SJ > 0 && f.pstep == 1) {
+            for (int rho = 0; rho <= f.Ri; ++rho) {  // staged row 2*lr + rho: tap row Ri-1-rho+rr of row rr
+                float win[SJ + 3];
 #pragma unroll
-                for (int m = 0; m < SJ + 3; ++m) win[m] = ds[row + m];
+                for (int m = 0; m < SJ + 3; ++m) win[m] = ds[kb + rho * IWP + m];
 #pragma unroll
-                for (int m = 0; m < SJ; m += 4) {
-                    const float4 w4 = *reinterpret_cast<const float4*>(&ws[wrow + m]);
-                    wt[m] = w4.x; wt[m + 1] = w4.y; wt[m + 2] = w4.z; wt[m + 3] = w4.w;
-                }
+                for (int rr = 0; rr < 2; ++rr) {
+                    const int i = f.Ri - 1 - rho + rr;
+                    if ((unsigned)i >= (unsigned)f.Ri) continue;  // uniform
+                    float wt[SJ > 0 ? (SJ + 3) & ~3 : 4];
 #pragma unroll
-                for (int jj = 0; jj < SJ; ++jj)
+                    for (int m = 0; m < SJ; m += 4) {
+                        const float4 w4 = *reinterpret_cast<const float4*>(&ws[kw + i * sjp + m]);
+                        wt[m] = w4.x; wt[m + 1] = w4.y; wt[m + 2] = w4.z; wt[m + 3] = w4.w;
+                    }
 #pragma unroll
-                    for (int v = 0; v < 4; ++v) acc[v] = fmaf(win[v + jj], wt[jj], acc[v]);
-            } else {
-                for (int jj = 0; jj < f.Sj; ++jj) {
-                    const float wt = ws[wrow + jj];
-                    const int col = row + jj * f.qstep;
+                    for (int jj = 0; jj < SJ; ++jj)
 #pragma unroll
-                    for (int v = 0; v < 4; ++v) acc[v] = fmaf(ds[col + v], wt, acc[v]);
+                        for (int v = 0; v < 4; ++v) acc[rr][v] = fmaf(win[v + jj], wt[jj], acc[rr][v]);
                 }
             }
+        } else {
+#pragma unroll
+            for (int rr = 0; rr < 2; ++rr)
+                for (int i = 0; i < f.Ri; ++i)
+                    smallc_bwd_row<SJ>(ds, ws, kb + (rr + (f.Ri - 1 - i) * f.pstep) * IWP, kw + i * sjp, f.Sj, f.qstep,
+                                       acc[rr]);
         }
+    }
 }
 
 // dx[img,c,h,w] = sum_{k in c's group} sum over the taps of (h, w)'s phase of dy[img,k,p,q] * w[k,c,r,s]
 // (phase = (h % sh, w % sw): only the taps r = r0 + i*rstep, s = s0 + j*sstep that reach it, dy row
 // p = t + pbase - i*pstep for h = h0 + t*sh; bwd_phase in conv_index.cuh). Block: one image, one
-// channel c (grid y), one phase (grid z), a tile of tpr phase rows x tqq quads of phase columns
-// (grid x = N * tiles of the largest phase). The dy rows of the tile (halo, zero outside dy) for kc
-// filters at a time and the phase's taps of those filters for channel c are staged in shared memory; the block's warps
-// split the filters (warp w takes k = w, w + warps, ...) and sum their 4 partial outputs per lane
-// in warp order through shared memory at the end (deterministic). Lane l computes one quad: when
-// qstep == 1 (every stride-1 conv and stride 2 without dilation) and a phase row has <= CONV_SMALLC_WIN
-// taps, through a register window unrolled for that tap count (smallc_bwd_taps); otherwise 4 loads
-// per tap. No division in the loops.
+// channel c (grid y), one phase (grid z), a tile of tpr pairs of phase rows x tqq quads of phase
+// columns (grid x = N * tiles of the largest phase). The dy rows of the tile (halo, zero outside dy)
+// for kc filters at a time and the phase's taps of those filters for channel c are staged in shared
+// memory; the block's warps split the filters (warp w takes k = w, w + warps, ...) and sum their 8
+// partial outputs per lane in warp order through shared memory at the end (deterministic). Lane l
+// computes 2 rows x 4 adjacent pixels: when qstep == 1 (every stride-1 conv and stride 2 without
+// dilation) and a phase row has <= CONV_SMALLC_WIN taps, through register windows unrolled for that
+// tap count (smallc_bwd_taps); otherwise 4 loads per tap. No division in the loops.
 // Work 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (+ halo rows, per channel c) + w + dx) * 4 B.
 extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc_v2(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS, int tpr, int tqq,
     int kc, int vec) {
     __shared__ __align__(16) float ds[CONV_SMALLC_BWD_SMEM];
     __shared__ __align__(16) float ws[CONV_SMALLC_BWD_WS];
-    __shared__ float red[3 * 4 * 32];
+    __shared__ float red[3 * 8 * 32];
     const int nw = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int c = blockIdx.y, Cg = C / G, Kg = K / G, g = c / Cg, cl = c - g * Cg, RS = R * S;
     const Phase f = bwd_phase(blockIdx.z, H, W, R, S, sh, sw, ph, pw, dh, dw);
     const int ctiles = ((((W + sw - 1) / sw + 3) >> 2) + tqq - 1) / tqq;
-    const int tiles = ((H + sh - 1) / sh + tpr - 1) / tpr * ctiles;
+    const int tiles = (((H + sh - 1) / sh + 1) / 2 + tpr - 1) / tpr * ctiles;
     const int img = blockIdx.x / tiles, t = blockIdx.x - img * tiles, tr = t / ctiles, tc = t - tr * ctiles;
-    const int t0 = tr * tpr, u0 = tc * tqq * 4;
+    const int t0 = tr * tpr * 2, u0 = tc * tqq * 4;
     if (t0 >= f.Ht || u0 >= f.Wt) return;  // uniform: this phase is smaller than the largest one
-    const int lr = lane / tqq, qq = lane - lr * tqq, tt = t0 + lr, uu = u0 + 4 * qq;
+    const int lr = lane / tqq, qq = lane - lr * tqq, tt = t0 + 2 * lr, uu = u0 + 4 * qq;
     const bool live = lr < tpr && tt < f.Ht && uu < f.Wt;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    float acc[2][4];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) acc[rr][v] = 0.f;
     if (f.Ri > 0 && f.Sj > 0) {  // else no tap reaches the phase: dx = 0
-        const int IR = tpr + (f.Ri - 1) * f.pstep, IW = 4 * tqq + (f.Sj - 1) * f.qstep, IWP = smallc_pitch(IW);
+        const int IR = 2 * tpr + (f.Ri - 1) * f.pstep, IW = 4 * tqq + (f.Sj - 1) * f.qstep, IWP = smallc_pitch(IW);
         const int plane = IR * IWP, PQ = P * Q;
         const int window = f.qstep == 1 && f.Sj <= CONV_SMALLC_WIN ? f.Sj : 0;
         const int sjp = (f.Sj + 3) & ~3, taps = f.Ri * sjp;  // weight rows padded to 16 bytes (LDS.128)
@@ -574,20 +611,24 @@ extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc
     __syncthreads();  // every warp's partial sums are complete
     if (warp > 0)
 #pragma unroll
-        for (int v = 0; v < 4; ++v) red[((warp - 1) * 4 + v) * 32 + lane] = acc[v];
+        for (int a = 0; a < 8; ++a) red[((warp - 1) * 8 + a) * 32 + lane] = acc[a >> 2][a & 3];
     __syncthreads();
     if (warp > 0 || !live) return;
     for (int w2 = 1; w2 < nw; ++w2)
 #pragma unroll
-        for (int v = 0; v < 4; ++v) acc[v] += red[((w2 - 1) * 4 + v) * 32 + lane];
-    const int o = (img * C + c) * H * W + (f.h0 + tt * sh) * W + f.w0 + uu * sw;
-    if (vec) {  // sw == 1 and W % 4 == 0: the quad is 4 aligned floats
-        float4 v4; v4.x = acc[0]; v4.y = acc[1]; v4.z = acc[2]; v4.w = acc[3];
-        *reinterpret_cast<float4*>(&dx[o]) = v4;
-    } else {
+        for (int a = 0; a < 8; ++a) acc[a >> 2][a & 3] += red[((w2 - 1) * 8 + a) * 32 + lane];
 #pragma unroll
-        for (int v = 0; v < 4; ++v)
-            if (uu + v < f.Wt) dx[o + v * sw] = acc[v];
+    for (int rr = 0; rr < 2; ++rr) {
+        if (tt + rr >= f.Ht) break;
+        const int o = (img * C + c) * H * W + (f.h0 + (tt + rr) * sh) * W + f.w0 + uu * sw;
+        if (vec) {  // sw == 1 and W % 4 == 0: the quad is 4 aligned floats
+            float4 v4; v4.x = acc[rr][0]; v4.y = acc[rr][1]; v4.z = acc[rr][2]; v4.w = acc[rr][3];
+            *reinterpret_cast<float4*>(&dx[o]) = v4;
+        } else {
+#pragma unroll
+            for (int v = 0; v < 4; ++v)
+                if (uu + v < f.Wt) dx[o + v * sw] = acc[rr][v];
+        }
     }
 }
 

@@ -139,6 +139,7 @@ SMALL_CASES = [
     (1, 4, 7, 7, 9, 2, 1, (3, 1), (0, 1), 1, 1),  # C = 4, mixed stride (phases no tap reaches), 2x1 taps
     (1, 2, 4, 14, 5, 1, 12, 1, (0, 3), 1, 1),     # 12 taps a row: more than the window's, 4 loads per tap
     (1, 1, 22, 4, 3, 20, 1, 1, (2, 0), 1, 1),     # 20x1: 80 padded taps staged per filter (4 per lane)
+    (1, 2, 9, 7, 5, 3, 3, 1, (2, 1), (2, 1), 1),  # row dilation 2: windows along rows only
 ]
 
 
@@ -153,7 +154,7 @@ def test_small_channel_paths(cp, case):
 def test_small_channel_slices(cp, monkeypatch):
     """Backward-weight's slices: a 28x28 LeNet image is 4 slices of 7 rows (the x and dy tiles of 8
     rows do not fit), and with one SM 5 images are 2 blocks of 3 and 2 slices; forward and
-    backward-data tile the image in 4-row tiles with float4 stores, all NaN-poisoned."""
+    backward-data tile the image in 4-row and 8-row tiles with float4 stores, all NaN-poisoned."""
     from fastconv.backends.cuda import conv as launchers
     monkeypatch.setattr(launchers, "num_sms", lambda: 1)
     with emu.trace() as t:
@@ -164,7 +165,7 @@ def test_small_channel_slices(cp, monkeypatch):
     grids = [(rec.name, rec.grid, tuple(rec.args[-2:])) for rec in t.launches if "smallc" in rec.name]
     assert grids[0] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (3, 0)), grids
     assert [g[:2] + (g[2][-1],) for g in grids[1:3]] == [("conv2d_forward_smallc_v2", (7, 1, 1), 1),
-                                                        ("conv2d_backward_data_smallc_v2", (7, 1, 1), 1)], grids
+                                                        ("conv2d_backward_data_smallc_v2", (4, 1, 1), 1)], grids
     assert grids[3] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (2, 1)), grids
 
 
@@ -173,7 +174,8 @@ def test_small_channel_tiles():
     s1, d1 = (1, 1), (1, 1)
     # lenet.conv1 at batch 128: 7 quads x 4 rows (28 of 32 lanes), 8 x 33 floats of input
     assert cfg.smallc_forward_tile(1, 28, 28, 5, 5, s1, d1) == (4, 7)
-    assert cfg.smallc_backward_data_tile(32, 28, 28, 5, 5, s1, d1) == (4, 7, 11)  # 3 chunks of 11, 11, 10 filters
+    # backward-data: 4 pairs of rows x 7 quads (lanes of 2 x 4 pixels), 4 chunks of 8 filters
+    assert cfg.smallc_backward_data_tile(32, 28, 28, 5, 5, s1, d1) == (4, 7, 8)
     assert cfg.smallc_backward_weight_tile(1, 28, 28, 5, 5, s1, d1) == 7
     assert cfg.smallc_backward_weight_splits(128 * 4, 1, 132, 800) == (256, 2)
     assert cfg.smallc_backward_weight_splits(3, 1, 132, 800) == (3, 1)

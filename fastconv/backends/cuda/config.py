@@ -242,18 +242,19 @@ def smallc_forward_tile(cg: int, p: int, q: int, r: int, s: int, stride, dilatio
 
 
 def smallc_backward_data_tile(kg: int, h: int, w: int, r: int, s: int, stride, dilation) -> tuple[int, int, int] | None:
-    """(tpr, tqq, kc) of conv2d_backward_data_smallc_v2: a tile of the largest phase's
-    ceil(H/sh) x ceil(W/sw) grid (see _quad_tile) and kc filters staged at a time (the chunks of K/G
-    even), such that kc planes of dy rows tpr + (Ri-1)*pstep x columns 4*tqq + (Sj-1)*qstep (pitched;
-    Ri, Sj the most taps a phase has) fit SMALLC_BWD_SMEM floats and kc x Ri x (Sj rounded up to 4)
-    taps SMALLC_BWD_WS. None when one plane of a one-quad tile does not fit."""
+    """(tpr, tqq, kc) of conv2d_backward_data_smallc_v2: a tile of tpr pairs of rows x tqq quads (a
+    lane computes 2 x 4 pixels) of the largest phase's ceil(H/sh) x ceil(W/sw) grid (see _quad_tile)
+    and kc filters staged at a time (the chunks of K/G even), such that kc planes of dy rows
+    2*tpr + (Ri-1)*pstep x columns 4*tqq + (Sj-1)*qstep (pitched; Ri, Sj the most taps a phase has)
+    fit SMALLC_BWD_SMEM floats and kc x Ri x (Sj rounded up to 4) taps SMALLC_BWD_WS. None when one
+    plane of a one-lane tile does not fit."""
     (sh, sw), (dh, dw) = stride, dilation
     ri, sj = phase_max_taps(r, sh, dh), phase_max_taps(s, sw, dw)
     pstep, qstep = dh // math.gcd(sh, dh), dw // math.gcd(sw, dw)
 
     def plane(tpr, tqq):
-        return (tpr + (ri - 1) * pstep) * smallc_pitch(4 * tqq + (sj - 1) * qstep)
-    tile = _quad_tile(cdiv(h, sh), cdiv(w, sw), lambda tpr, tqq: _fits(plane(tpr, tqq), SMALLC_BWD_SMEM))
+        return (2 * tpr + (ri - 1) * pstep) * smallc_pitch(4 * tqq + (sj - 1) * qstep)
+    tile = _quad_tile(cdiv(cdiv(h, sh), 2), cdiv(w, sw), lambda tpr, tqq: _fits(plane(tpr, tqq), SMALLC_BWD_SMEM))
     if tile is None:
         return None
     taps = ri * cdiv(sj, 4) * 4

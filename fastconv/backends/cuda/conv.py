@@ -141,7 +141,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     tile = _smallc(cg, r, s) and cfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
     if tile:
         tpr, tqq, kc = tile
-        grid = cfg.check_grid("dy", (n * cfg.cdiv(cfg.cdiv(h, stride[0]), tpr)
+        grid = cfg.check_grid("dy", (n * cfg.cdiv(cfg.cdiv(cfg.cdiv(h, stride[0]), 2), tpr)
                                      * cfg.cdiv(cfg.cdiv(cfg.cdiv(wd, stride[1]), 4), tqq), c, stride[0] * stride[1]))
         vec = stride[1] == 1 and wd % 4 == 0 and _aligned(dx)
         _launch("conv.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),

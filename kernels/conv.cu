@@ -32,10 +32,11 @@
 //       a GEMM tile would be mostly padding: direct kernels that stage a block's input rows (with
 //       halo) and filters in shared memory and hold several outputs per thread in registers.
 //       conv2d_forward_smallc_v2 (8 filters x 4 adjacent pixels per thread),
-//       conv2d_backward_data_smallc_v2 (4 adjacent pixels of one phase per thread, the filters split
+//       conv2d_backward_data_smallc_v2 (2 x 4 pixels of one phase per thread, the filters split
 //       over the block's warps; only the taps of the phase), conv2d_backward_weight_smallc_v1 (slices
-//       of (image, rows) per block, 8 filters x 4 taps per thread, partial dw per block summed by
-//       conv2d_splitk_reduce_v2). Tiles: fastconv/backends/cuda/config.py smallc_*.
+//       of (image, rows) per block, 16 filters x 4 taps per thread, partial dw per block summed by
+//       conv2d_splitk_reduce_v2). All fp32, also under the tf32 setting (they are bound by memory
+//       traffic). Tiles: fastconv/backends/cuda/config.py smallc_*.
 //   The conv bias gradient is in bias.cu.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).

@@ -9,7 +9,11 @@ it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
   MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit) and FFMA at least 60 % of the loop's
   instructions (55 % for the BK = 4 tiles);
 - TF32 kernels: HMMA (mma.sync m16n8k8) and LDGSTS in the main loop, no division;
-- the tile table of fastconv/backends/cuda/config.py equals the CONV_V3_KERNELS lines of conv.cu.
+- small-channel kernels: within the registers of their __launch_bounds__, and in the main loop no
+  division, FFMA at least 45 % of the instructions, 16-byte shared loads where a thread's 8 filters
+  (forward weights, backward-weight dy) are contiguous;
+- the tile table of fastconv/backends/cuda/config.py equals the CONV_V3_KERNELS lines of conv.cu, and
+  its SMALLC* constants the CONV_SMALLC* defines.
 
 Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
 
@@ -28,6 +32,7 @@ NVCC = shutil.which("nvcc")
 ARCHS = ("sm_80", "sm_90")
 PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
+SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
 
 
@@ -49,10 +54,20 @@ def builds(tmp_path_factory):
     return out
 
 
+def _launch_bounds(kernel):
+    """(threads, min blocks) of a kernel's __launch_bounds__ in conv.cu."""
+    text = (loader.kernel_dir() / "conv.cu").read_text()
+    m = re.search(r"__launch_bounds__\((\d+), (\d+)\) " + kernel + r"\(", text)
+    return int(m.group(1)), int(m.group(2))
+
+
 def _budget(kernel):
     tile = kernel.rsplit("_", 1)[1]
     if kernel in V3 or kernel in TF32:
         _, _, _, nt, minb = cfg.CONV_TILES[tile]
+        return min(255, 65536 // (nt * minb))
+    if kernel in SMALLC:
+        nt, minb = _launch_bounds(kernel)
         return min(255, 65536 // (nt * minb))
     return 255
 
@@ -95,6 +110,15 @@ def main_loop(lines, op="FFMA"):
     return best
 
 
+def inner_loops(lines):
+    """The opcodes of every innermost loop (a backward branch whose range holds no other one)."""
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
+    spans = [(labels[m.group(1)], i) for i, line in enumerate(lines)
+             if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
+    return [_opcodes(lines[a:b + 1]) for a, b in spans
+            if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+
+
 @pytest.fixture(scope="module")
 def sass(builds):
     return {a: _sass_functions(builds[a][0]) for a in ARCHS}
@@ -132,6 +156,35 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     assert counts["HMMA"] >= 16, f"{kernel} ({arch}): {counts}"
     assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
     _no_division(kernel, arch, ops)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kernel", SMALLC)
+def test_small_channel_main_loop_sass(sass, arch, kernel):
+    """The small-channel kernels' tap or pixel loop: FFMA-dense, no division; forward and
+    backward-weight read a thread's 8 filters (weights, dy) as two 16-byte shared loads. Backward-data
+    has one unrolled tap loop per taps-a-row count: the densest is checked, and all for division."""
+    if "backward_data" in kernel:
+        loops = [ops for ops in inner_loops(sass[arch][kernel]) if "FFMA" in ops]
+        for ops in loops:
+            _no_division(kernel, arch, ops)
+        ops = max(loops, key=lambda o: sum(op == "FFMA" for op in o) / len(o))
+    else:
+        ops = main_loop(sass[arch][kernel])
+    counts = Counter(op.split(".")[0] for op in ops)
+    assert counts["FFMA"] >= 0.45 * len(ops), f"{kernel} ({arch}): FFMA {counts['FFMA']} of {len(ops)}: {counts}"
+    if "backward_data" not in kernel:
+        assert ops.count("LDS.128") >= 2, f"{kernel} ({arch}): no 16-byte shared loads: {sorted(set(ops))}"
+    _no_division(kernel, arch, ops)
+
+
+def test_small_channel_constants_match_the_kernels():
+    text = (loader.kernel_dir() / "conv.cu").read_text()
+    defines = {k: int(v) for k, v in re.findall(r"^#define CONV_(SMALLC\w*) (\d+)", text, re.M)}
+    mirrored = ("SMALLC", "SMALLC_KT", "SMALLC_FWD_SMEM", "SMALLC_BWD_SMEM", "SMALLC_BWD_WS", "SMALLC_WGRAD_SMEM",
+                "SMALLC_WGRAD_PITCH")
+    assert {k: defines.get(k) for k in mirrored} == {k: getattr(cfg, k) for k in mirrored}
+    assert _launch_bounds("conv2d_backward_weight_smallc_v1")[0] == cfg.SMALLC_WGRAD_THREADS
 
 
 def test_tile_table_matches_the_kernels():

@@ -102,7 +102,7 @@ def test_split_k(cp, what):
     # backward-weight, N*P*Q = 1024 (> 2 * WGRAD_CHUNK)
     case = (16, 2, 8, 8, 2, 3, 3, 1, 1, 1, 1) if what == "backward_weight" else (1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1)
     names = _check(cp, what, case, tile="t64x64")
-    assert "conv2d_splitk_reduce_v1" in names, names
+    assert "conv2d_splitk_reduce_v2" in names, names
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
@@ -113,7 +113,7 @@ def test_forced_split_count(cp, what):
     with fastconv.using(conv_splits=3), emu.trace() as t:
         names = _check(cp, what, case, tile="t64x64")
     gemm = [rec for rec in t.launches if rec.name == f"conv2d_{what}_v3_t64x64"]
-    assert "conv2d_splitk_reduce_v1" in names and [rec.grid[2] for rec in gemm] == [3], names
+    assert "conv2d_splitk_reduce_v2" in names and [rec.grid[2] for rec in gemm] == [3], names
 
 
 @pytest.mark.parametrize("activation", list(ACTS))
@@ -121,7 +121,7 @@ def test_forced_split_count(cp, what):
 def test_fused_bias_and_activation(cp, activation, split):
     case = (1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1) if split else (2, 6, 7, 6, 10, 3, 3, 1, 1, 1, 1)
     names = _check(cp, "forward", case, tile="t64x64", activation=activation)
-    assert ("conv2d_splitk_reduce_v1" in names) == split, names
+    assert ("conv2d_splitk_reduce_v2" in names) == split, names
 
 
 def test_unknown_activation_is_refused(cp):
@@ -132,18 +132,65 @@ def test_unknown_activation_is_refused(cp):
 
 
 SMALL_CASES = [
-    (2, 1, 10, 9, 6, 5, 5, 1, 2, 1, 1),     # LeNet conv1-like: C = 1, 5x5, pad 2
-    (2, 2, 9, 9, 4, 3, 3, 2, 1, 1, 1),      # C*R*S = 18, strided (phases in the direct kernel)
-    (1, 4, 7, 8, 4, 2, 2, 1, 0, 2, 2),      # groups, dilation
-    (1, 2, 5, 6, 140, 2, 2, 1, 1, 1, 2),    # 70 filters per group: the forward stages them in two chunks
+    (2, 1, 10, 9, 6, 5, 5, 1, 2, 1, 1),     # LeNet conv1-like: C = 1, 5x5, pad 2; K, Q not multiples of 8, 4
+    (2, 2, 9, 9, 4, 3, 3, 2, 1, 1, 1),      # C*R*S = 18, stride 2: four phases, register window
+    (1, 4, 7, 8, 4, 2, 2, 1, 0, 2, 2),      # groups, dilation 2: phase columns 2 apart (no window)
+    (1, 2, 5, 6, 140, 2, 2, 1, 1, 1, 2),    # 70 filters per group: 3 filter chunks of every pass
+    (2, 3, 8, 8, 12, 3, 3, 1, 1, 1, 1),     # C = 3, Q % 4 == 0: float4 stores of forward and backward-data
+    (1, 4, 7, 7, 9, 2, 1, (3, 1), (0, 1), 1, 1),  # C = 4, mixed stride (phases no tap reaches), 2x1 taps
+    (1, 2, 4, 14, 5, 1, 12, 1, (0, 3), 1, 1),     # 12 taps a row: more than the window's, 4 loads per tap
+    (1, 1, 22, 4, 3, 20, 1, 1, (2, 0), 1, 1),     # 20x1: 80 padded taps staged per filter (4 per lane)
+    (1, 2, 9, 7, 5, 3, 3, 1, (2, 1), (2, 1), 1),  # row dilation 2: windows along rows only
 ]
 
 
 @pytest.mark.parametrize("case", SMALL_CASES)
 def test_small_channel_paths(cp, case):
-    assert "conv2d_forward_smallc_v1" in _check(cp, "forward", case, activation="relu")
-    assert "conv2d_backward_data_smallc_v1" in _check(cp, "backward_data", case)
-    assert "conv2d_backward_weight_v3_t64x64" in _check(cp, "backward_weight", case)
+    assert "conv2d_forward_smallc_v2" in _check(cp, "forward", case, activation="relu")
+    assert "conv2d_backward_data_smallc_v2" in _check(cp, "backward_data", case)
+    names = _check(cp, "backward_weight", case)
+    assert names[0] == "conv2d_backward_weight_smallc_v1" and names[1:] in ([], ["conv2d_splitk_reduce_v2"]), names
+
+
+def test_small_channel_slices(cp, monkeypatch):
+    """Backward-weight's slices: a 28x28 LeNet image is 4 slices of 7 rows (the x and dy tiles of 8
+    rows do not fit), and with one SM 5 images are 2 blocks of 3 and 2 slices; forward and
+    backward-data tile the image in 4-row and 8-row tiles with float4 stores, all NaN-poisoned."""
+    from fastconv.backends.cuda import conv as launchers
+    monkeypatch.setattr(launchers, "num_sms", lambda: 1)
+    with emu.trace() as t:
+        _check(cp, "backward_weight", (5, 1, 6, 6, 3, 3, 3, 1, 1, 1, 1))
+        for what in ("forward", "backward_data", "backward_weight"):
+            _check(cp, what, (1, 1, 28, 28, 9, 5, 5, 1, 2, 1, 1))
+    # the last arguments: vec (16-byte stores or loads) and, of backward-weight, slices per block before it
+    grids = [(rec.name, rec.grid, tuple(rec.args[-2:])) for rec in t.launches if "smallc" in rec.name]
+    assert grids[0] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (3, 0)), grids
+    assert [g[:2] + (g[2][-1],) for g in grids[1:3]] == [("conv2d_forward_smallc_v2", (7, 1, 1), 1),
+                                                        ("conv2d_backward_data_smallc_v2", (4, 1, 1), 1)], grids
+    assert grids[3] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (2, 1)), grids
+
+
+def test_small_channel_tiles():
+    """The tile functions of the small-channel kernels (pure; the kernels' staging relies on them)."""
+    s1, d1 = (1, 1), (1, 1)
+    # lenet.conv1 at batch 128: 7 quads x 4 rows (28 of 32 lanes), 8 x 33 floats of input
+    assert cfg.smallc_forward_tile(1, 28, 28, 5, 5, s1, d1) == (4, 7)
+    # backward-data: 4 pairs of rows x 7 quads (lanes of 2 x 4 pixels), 4 chunks of 8 filters
+    assert cfg.smallc_backward_data_tile(32, 28, 28, 5, 5, s1, d1) == (4, 7, 8)
+    assert cfg.smallc_backward_weight_tile(1, 28, 28, 5, 5, s1, d1) == 7
+    assert cfg.smallc_backward_weight_splits(128 * 4, 1, 132, 800) == (256, 2)
+    assert cfg.smallc_backward_weight_splits(3, 1, 132, 800) == (3, 1)
+    assert cfg.smallc_backward_weight_splits(10, 4, 1, 800) == (1, 10)
+    assert cfg.smallc_backward_weight_splits(9, 1, 2, 800) == (3, 3)
+    assert cfg.smallc_backward_weight_splits(512, 1, 132, 2**22) == (4, 128)   # partials capped at 2^24 floats
+    assert cfg.smallc_forward_tile(1, 3, 300, 1, 1, s1, d1) == (1, 25)   # 75 quads a row: 3 tiles of 25
+    # a tile whose input does not fit shared memory: the GEMM core runs instead
+    assert cfg.smallc_forward_tile(1, 9, 9, 5, 5, s1, (60, 60)) is None
+    assert cfg.smallc_backward_data_tile(4, 300, 300, 5, 5, s1, (60, 60)) is None
+    assert cfg.smallc_backward_weight_tile(1, 8, 300, 1, 1, s1, d1) is None
+    assert cfg.smallc_pitch(32) == 33 and cfg.smallc_pitch(33) == 33 and cfg.smallc_pitch(34) == 37
+    with pytest.raises(ValueError, match="smallc_backward_weight_splits: got slices=0"):
+        cfg.smallc_backward_weight_splits(0, 1, 132, 800)
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
@@ -204,13 +251,14 @@ def test_tf32_within_its_rounding_bound(cp, what, tile):
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
 
 
-def test_tf32_paths_avoid_fp32_only_kernels(cp):
-    """With tf32 on, small-channel shapes run the TF32 core, not the FFMA direct kernels."""
+def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
+    """With tf32 on, small-channel shapes still run the fp32 small-channel kernels (memory-bound: TF32
+    gains nothing there), to fp32's tolerance; a forced tile runs the TF32 core."""
     case = SMALL_CASES[0]
-    for what in ("forward", "backward_data", "backward_weight"):
-        out, want, names, mag = _run(cp, what, case, tf32=True, absolute=True)
-        assert any(nm.startswith(f"conv2d_{what}_v3_tf32_t") for nm in names), names
-        assert (np.abs(out - want) <= TF32_BOUND * mag + 1e-30).all()
+    for what, kernel in (("forward", "conv2d_forward_smallc_v2"), ("backward_data", "conv2d_backward_data_smallc_v2"),
+                         ("backward_weight", "conv2d_backward_weight_smallc_v1")):
+        assert kernel in _check(cp, what, case, tf32=True)
+    assert "conv2d_forward_v3_tf32_t64x64" in _run(cp, "forward", case, tile="t64x64", tf32=True)[2]
     with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
         _run(cp, "forward", case, tile="t64x32", tf32=True)
 

@@ -1,15 +1,15 @@
 """Launchers of kernels/conv.cu: conv2d forward (bias and activation fused), backward data
 (phase-decomposed), backward weight, bias. Tile, grid and split-K come from ``config``.
 
-Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels; the ``tf32``
-setting runs the core's TF32 tensor-core kernels, on TF32_TILES, instead of FFMA and of the
-small-channel kernels):
-- C/G*R*S <= config.SMALLC and no ``conv_tile`` forced: the small-channel forward and
-  backward-data kernels; backward-weight then has N = C/G*R*S <= 32 and config.conv_tile picks
-  the t64x32 tile of the GEMM core.
-- otherwise the v3 implicit-GEMM core; forward and backward-data read weights packed by
+Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels):
+- C/G*R*S <= config.SMALLC and no ``conv_tile`` forced: the small-channel kernels of all three
+  passes (when their tiles fit shared memory: config.smallc_*_tile), in fp32 also with the ``tf32``
+  setting on: they are bound by memory traffic, not FLOPs, so TF32 would gain nothing there and fp32
+  is the more accurate; backward-weight's per-block partial sums are added by conv2d_splitk_reduce_v2.
+- otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
+  TF32_TILES); forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
-  reduction into a workspace summed by conv2d_splitk_reduce_v1 (which then adds bias/activation).
+  reduction into a workspace summed by conv2d_splitk_reduce_v2 (which then adds bias/activation).
 The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
 """
 
@@ -21,7 +21,7 @@ from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
+from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
 
 
 _CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
@@ -49,8 +49,8 @@ def _tile(m, cols, z, tf32, wgrad):
 
 
 def _smallc(cg, r, s):
-    cur = settings.current()
-    return cur.conv_tile is None and not cur.tf32 and cg * r * s <= cfg.SMALLC
+    """Whether the small-channel kernels may serve this filter shape (their tile must also fit)."""
+    return settings.current().conv_tile is None and cg * r * s <= cfg.SMALLC
 
 
 def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
@@ -74,7 +74,7 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
 
 
 def _reduce(ws, out, splits, b, plane, channels, act, slope):
-    _launch("conv.cu", "conv2d_splitk_reduce_v1", _eltwise_grid(out.size), cfg.BLOCK,
+    _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
             (ws, out, out if b is None else b, np.int64(out.size), _i32(splits), _i32(plane), _i32(channels),
              _i32(b is not None), _i32(act), _f32(slope)))
 
@@ -98,9 +98,14 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     if settings.current().conv_version == 1:
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, w, bias, y) + ints + fused)
         return y
-    if _smallc(cg, r, s):
-        grid = cfg.check_grid("x", (cfg.cdiv(n * p * q, cfg.SMALLC_THREADS), 1, groups))
-        _launch("conv.cu", "conv2d_forward_smallc_v1", grid, cfg.SMALLC_THREADS, (x, w, bias, y) + ints + fused)
+    tile = _smallc(cg, r, s) and cfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
+    if tile:
+        tpr, tqq = tile
+        warps = min(4, cfg.cdiv(k // groups, cfg.SMALLC_KT))
+        grid = cfg.check_grid("x", (n * cfg.cdiv(p, tpr) * cfg.cdiv(cfg.cdiv(q, 4), tqq),
+                                    cfg.cdiv(k // groups, cfg.SMALLC_KT * warps), groups))
+        _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
+                (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
     kg, crs = k // groups, cg * r * s
     kp = cfg.cdiv(kg, 4) * 4
@@ -113,23 +118,38 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return y
 
 
+def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups):
+    """The shared start of the backward passes: sizes (N, C, H, W, K, C/G, R, S, P, Q), the checked
+    output (dx or dw) and the int arguments; with conv_version 1 the direct kernel has then already
+    filled the output and the ints are None."""
+    n, c, h, wd = x_shape
+    k, cg, r, s = w_shape
+    p, q = dy.shape[2], dy.shape[3]
+    _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
+    out = _alloc(tuple(x_shape) if what == "data" else tuple(w_shape), _F32, f"conv2d_backward_{what} output")
+    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
+    if settings.current().conv_version == 1:
+        _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, out) + ints)
+        ints = None
+    return (n, c, h, wd, k, cg, r, s, p, q), out, ints
+
+
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     """dx of conv2d; one sub-convolution per output phase (h % stride_h, w % stride_w), each with only
     the filter taps that reach it (ConvTranspose2d's forward pass)."""
-    dy = _arg(dy, "dy")
-    w = _arg(w, "w")
-    n, c, h, wd = x_shape
-    k, cg, r, s = w.shape
-    p, q = dy.shape[2], dy.shape[3]
-    _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
-    dx = _alloc((n, c, h, wd), _F32, "conv2d_backward_data output")
-    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
-    if settings.current().conv_version == 1:
-        _launch("conv.cu", "conv2d_backward_data_v1", _eltwise_grid(dx.size), cfg.BLOCK, (dy, w, dx) + ints)
+    dy, w = _arg(dy, "dy"), _arg(w, "w")
+    (n, c, h, wd, k, cg, r, s, p, q), dx, ints = _backward_args("data", dy, w, x_shape, w.shape, stride, padding,
+                                                                 dilation, groups)
+    if ints is None:
         return dx
-    if _smallc(cg, r, s):
-        grid = cfg.check_grid("dy", (cfg.cdiv(n * h * wd, cfg.SMALLC_THREADS), c, 1))
-        _launch("conv.cu", "conv2d_backward_data_smallc_v1", grid, cfg.SMALLC_THREADS, (dy, w, dx) + ints)
+    tile = _smallc(cg, r, s) and cfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
+    if tile:
+        tpr, tqq, kc = tile
+        grid = cfg.check_grid("dy", (n * cfg.cdiv(cfg.cdiv(cfg.cdiv(h, stride[0]), 2), tpr)
+                                     * cfg.cdiv(cfg.cdiv(cfg.cdiv(wd, stride[1]), 4), tqq), c, stride[0] * stride[1]))
+        vec = stride[1] == 1 and wd % 4 == 0 and _aligned(dx)
+        _launch("conv.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),
+                (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)))
         return dx
     kg, phases = k // groups, stride[0] * stride[1]
     krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
@@ -147,19 +167,23 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
-    dy = _arg(dy, "dy")
-    x = _arg(x, "x")
-    n, c, h, wd = x.shape
-    k, cg, r, s = w_shape
-    p, q = dy.shape[2], dy.shape[3]
-    _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
-    dw = _alloc((k, cg, r, s), _F32, "conv2d_backward_weight output")
-    ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
-    if settings.current().conv_version == 1:
-        _launch("conv.cu", "conv2d_backward_weight_v1", _eltwise_grid(dw.size), cfg.BLOCK, (dy, x, dw) + ints)
+    """dw of conv2d: the small-channel kernel (slices of the batch, partial sums reduced) or the v3
+    core (split along N*P*Q when its grid is under a wave)."""
+    dy, x = _arg(dy, "dy"), _arg(x, "x")
+    (n, c, h, wd, k, cg, r, s, p, q), dw, ints = _backward_args("weight", dy, x, x.shape, w_shape, stride, padding,
+                                                                 dilation, groups)
+    if ints is None:
         return dw
-    ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
-                       (dy, x, (), ints))
+    tp = _smallc(cg, r, s) and cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
+    if tp:
+        chunks = cfg.cdiv(k // groups, 32)
+        splits, per = cfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
+        ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
+        _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
+                cfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
+    else:
+        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
+                           (dy, x, (), ints))
     if splits > 1:
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw

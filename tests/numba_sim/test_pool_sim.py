@@ -104,3 +104,27 @@ def test_max_pool2d_nan_random(rng, x_shape, ks, stride, padding):
     flat[rng.choice(flat.size, size=max(2, flat.size // 4), replace=False)] = np.nan
     flat[:2] = [np.nan, np.nan]  # two NaNs in the first window of the first plane
     _nan_pool_check(x, ks, stride, padding, rng)
+
+
+@pytest.mark.parametrize("group_elements", [1, 40], ids=["plane-per-slice", "2-planes-per-slice"])
+def test_pool_kernels_walk_planes(rng, monkeypatch, group_elements):
+    """Grid z lowered to 2 slices: every thread walks several planes (plane += 2*group), the last
+    group ragged (9 planes); forward and backward of both pools against the float64 path."""
+    from fastconv.backends.numba import pool
+    monkeypatch.setattr(pool, "POOL_MAX_Z", 2)
+    monkeypatch.setattr(pool, "POOL_GROUP_ELEMENTS", group_elements)
+    x_shape, ks, stride, padding = (3, 3, 5, 6), (3, 2), (2, 2), (1, 1)
+    x = _rand(rng, *x_shape)
+    y_shape = _pool_out(x_shape, ks, stride, padding)
+    y, arg = nb.launch_max_pool2d_forward(_empty(*y_shape), _empty(*y_shape, dtype=np.int32), x, ks, stride,
+                                          padding)
+    ref_y, ref_arg = cpu.max_pool2d_forward(_f64(x), ks, stride, padding)
+    assert_close(y, ref_y, F32_TOL, "max_pool forward")
+    np.testing.assert_array_equal(arg, ref_arg)
+    dy = _rand(rng, *y_shape)
+    assert_close(nb.launch_max_pool2d_backward(_empty(*x_shape), dy, arg, ks, stride, padding),
+                 cpu.max_pool2d_backward(_f64(dy), ref_arg, x_shape, ks, stride, padding), F32_TOL, "max_pool backward")
+    assert_close(nb.launch_avg_pool2d_forward(_empty(*y_shape), x, ks, stride, padding, False),
+                 cpu.avg_pool2d_forward(_f64(x), ks, stride, padding, False), F32_TOL, "avg_pool forward")
+    assert_close(nb.launch_avg_pool2d_backward(_empty(*x_shape), dy, ks, stride, padding, False),
+                 cpu.avg_pool2d_backward(_f64(dy), x_shape, ks, stride, padding, False), F32_TOL, "avg_pool backward")

@@ -101,10 +101,12 @@ def test_conv_main_loop_has_no_division_or_64bit_multiply(ptx_of, name):
 
 @pytest.mark.parametrize("name", CONV_KERNELS)
 def test_conv_tiles_use_vector_shared_loads_and_registers(ptx_of, name):
-    """tile_fma reads runs of 4 rows / columns with ld.shared.v4 (the shared tiles are 16-byte
-    aligned), and nothing spills the accumulators to local memory."""
+    """tile_fma reads every run of 4 rows / columns with one ld.shared.v4 (the shared tiles are
+    16-byte aligned) and no scalar shared load, and nothing puts the accumulators in local memory."""
     ptx = ptx_of(name)
-    assert len(re.findall(r"ld\.shared\.v4\.f32", main_loop(ptx))) >= 2, f"{name}: no 16-byte shared loads"
+    loop = main_loop(ptx)
+    assert len(re.findall(r"ld\.shared\.v4\.f32", loop)) >= 2, f"{name}: no 16-byte shared loads"
+    assert not re.search(r"ld\.shared\.f32", loop), f"{name}: scalar shared loads in the main loop"
     assert ".local" not in ptx, f"{name}: uses local memory"
 
 

@@ -113,18 +113,6 @@ def test_pool_kernels_walk_planes(rng, monkeypatch, group_elements):
     from fastconv.backends.numba import pool
     monkeypatch.setattr(pool, "POOL_MAX_Z", 2)
     monkeypatch.setattr(pool, "POOL_GROUP_ELEMENTS", group_elements)
-    x_shape, ks, stride, padding = (3, 3, 5, 6), (3, 2), (2, 2), (1, 1)
-    x = _rand(rng, *x_shape)
-    y_shape = _pool_out(x_shape, ks, stride, padding)
-    y, arg = nb.launch_max_pool2d_forward(_empty(*y_shape), _empty(*y_shape, dtype=np.int32), x, ks, stride,
-                                          padding)
-    ref_y, ref_arg = cpu.max_pool2d_forward(_f64(x), ks, stride, padding)
-    assert_close(y, ref_y, F32_TOL, "max_pool forward")
-    np.testing.assert_array_equal(arg, ref_arg)
-    dy = _rand(rng, *y_shape)
-    assert_close(nb.launch_max_pool2d_backward(_empty(*x_shape), dy, arg, ks, stride, padding),
-                 cpu.max_pool2d_backward(_f64(dy), ref_arg, x_shape, ks, stride, padding), F32_TOL, "max_pool backward")
-    assert_close(nb.launch_avg_pool2d_forward(_empty(*y_shape), x, ks, stride, padding, False),
-                 cpu.avg_pool2d_forward(_f64(x), ks, stride, padding, False), F32_TOL, "avg_pool forward")
-    assert_close(nb.launch_avg_pool2d_backward(_empty(*x_shape), dy, ks, stride, padding, False),
-                 cpu.avg_pool2d_backward(_f64(dy), x_shape, ks, stride, padding, False), F32_TOL, "avg_pool backward")
+    for count_include_pad in (True, False):
+        test_avg_pool2d(rng, (3, 3, 5, 6), (3, 2), (2, 2), (1, 1), count_include_pad)
+    test_max_pool2d(rng, (3, 3, 5, 6), (3, 2), (2, 2), (1, 1))

@@ -22,11 +22,11 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   of the TY x TX threads accumulating a 4x4 register tile (rows ty*4 + i, columns tx*4 + j, read
   from 16-byte aligned shared tiles with one 16-byte load per operand and step); the _t128
   kernels (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per
-  thread (two runs of 4 rows / columns), chosen by tiles.conv_tile for GEMMs large enough to
-  fill the card with them. One main loop serves the three passes (conv_kernels._main_loop, with
-  a loader per pass). Loaders decode their indices once and then carry index digits (no division
-  in the main loop), index math is 32-bit, and accumulators stay in registers
-  (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no atomics),
+  thread (two 16-byte loads per operand and step), chosen by tiles.conv_tile for GEMMs large
+  enough to fill the card with them. One main loop serves the three passes
+  (conv_kernels._main_loop, with a loader per pass). Loaders decode their indices once and then
+  carry index digits (no division in the main loop), index math is 32-bit, and accumulators stay
+  in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no atomics),
   one launch per stride phase (h % sh, w % sw) visiting only the filter taps that reach it
   (tiles.bwd_phases). Every pass can split its reduction over blockIdx.z (split-K): forward and
   backward_data when their output tiles are under a wave of the card, backward_weight (long

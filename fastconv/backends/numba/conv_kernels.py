@@ -17,10 +17,10 @@ from __future__ import annotations
 from numba import cuda, float32, int32
 
 from .driver import SIMULATOR
-from .tiles import (BK, PAD, THREADS, TILE_64, TILE_128, TX, TY, VEC, _digits_advance, _digits_init,
-                    _digits_split, make_tile_fma, spread)
+from .tiles import (BK, PAD, THREADS, TILE_64, TILE_128, TX, _digits_advance, _digits_init, _digits_split,
+                    make_tile_fma)
 
-# shared tiles 16-byte aligned, so that tile_fma reads runs of VEC floats with vector loads (the
+# shared tiles 16-byte aligned, so that tile_fma reads runs of 4 floats with vector loads (the
 # simulator refuses the argument; it has no vector loads either)
 SHARED_ALIGN = None if SIMULATOR else 16
 
@@ -99,12 +99,77 @@ def _inside(h, h_n, w, w_n):
 
 
 @cuda.jit(device=True, inline="always")
+def _per_group(k_out, c_in, r_k, s_k, groups):
+    """(output channels, input channels per group, filter taps R*S)."""
+    return int32(k_out // groups), int32(c_in // groups), int32(r_k * s_k)
+
+
+@cuda.jit(device=True, inline="always")
 def _split(z, splits, chunk, kred):
     """(group, split, k_begin, k_end) of a block whose blockIdx.z is group*splits + split."""
     g = int32(z // splits)
     split = int32(z - g * splits)
     k_begin = int32(split * chunk)
     return g, split, k_begin, int32(min(kred, k_begin + chunk))
+
+
+def _forward(tile):
+    bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
+    b_step = THREADS // bn
+    thread = _thread(tile)
+    main_loop = _main_loop(tile, _forward_loader(tile))
+
+    def kernel(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
+               sh, sw, ph, pw, dh, dw, groups, splits, chunk):
+        """y[n, g*Kg + m, p, q] = sum_{c,r,s} w[g*Kg + m, c, r, s] * x[n, g*Cg + c, h(p, r), w(q, s)] (+ b).
+
+        GEMM per group g: rows m < Kg, columns (n, p, q) < N*P*Q, reduction (c, r, s) < Cg*R*S cut
+        into ``splits`` slices of ``chunk`` (a multiple of BK); slice s writes y + s*|y| (the bias
+        goes to slice 0), so with splits == 1, y is the output itself.
+        Grid (ceil(N*P*Q / bn), ceil(Kg / bm), G*splits), block (TX, TY).
+        Work: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 bytes, x re-read once per
+        bm row tile (mostly from L2), splits*|y|*4 bytes of partial sums.
+        """
+        acc = cuda.local.array((tm, tn), float32)
+        tx, ty, a_m, a_kk, b_col, b_kk, m0, n0 = thread()
+        kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
+        kred = int32(cg * rs)
+        g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, kred)
+        pq = int32(p_out * q_out)
+        ncols = int32(n_img * pq)
+        # the column this thread loads is fixed: decode (n, p, q) once
+        col = n0 + b_col
+        bn_, bp, bq = _digits_split(col, pq, q_out)
+        # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
+        bc = cuda.local.array(loads, int32)
+        br = cuda.local.array(loads, int32)
+        bs = cuda.local.array(loads, int32)
+        for l in range(loads):
+            _digits_init(k_begin + b_kk + l * b_step, rs, s_k, bc, br, bs, l)
+        dc, dr, ds = _digits_split(BK, rs, s_k)
+        st = (int32(kg - m0 - a_m), a_kk, int32((g * kg + m0 + a_m) * kred + a_kk), kred, col < ncols, b_kk,
+              int32((bn_ * c_in + g * cg) * h_in * w_in), int32(bp * sh - ph), int32(bq * sw - pw), h_in, w_in,
+              dh, dw, r_k, s_k, dc, dr, ds)
+        main_loop(acc, k_begin, k_end, (w, x), st, (bc, br, bs), int32(a_kk * (bm + PAD) + a_m),
+                  int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)))
+        # output offsets of this thread's columns first (-1: past the last column), so that the
+        # loop over acc is a plain unrolled one and acc stays in registers
+        y_col = cuda.local.array(tn, int32)
+        for j in range(tn):
+            col = int32(n0 + tx * tn + j)
+            n = col // pq
+            y_col[j] = int32(split * n_img * k_out * pq + n * (k_out - 1) * pq + col) if col < ncols else int32(-1)
+        bias = has_bias != 0 and split == 0
+        for i in range(tm):
+            m = int32(m0 + ty * tm + i)
+            if m < kg:
+                k = int32(g * kg + m)
+                bk = b[k] if bias else float32(0.0)
+                for j in range(tn):
+                    if y_col[j] >= 0:
+                        y[int32(y_col[j] + k * pq)] = acc[i, j] + bk
+    kernel.__name__ = f"conv2d_forward{tile.suffix}_v1"
+    return kernel
 
 
 def _forward_loader(tile):
@@ -131,64 +196,66 @@ def _forward_loader(tile):
     return load
 
 
-def _forward(tile):
+def _backward_data(tile):
     bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
+    digits = loads + 1  # index-digit slots: one per B load, then the A load's
     b_step = THREADS // bn
     thread = _thread(tile)
-    main_loop = _main_loop(tile, _forward_loader(tile))
+    main_loop = _main_loop(tile, _backward_data_loader(tile))
 
-    def kernel(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
-               sh, sw, ph, pw, dh, dw, groups, splits, chunk):
-        """y[n, g*Kg + m, p, q] = sum_{c,r,s} w[g*Kg + m, c, r, s] * x[n, g*Cg + c, h(p, r), w(q, s)] (+ b).
+    def kernel(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out, sh, sw, ph, pw, dh, dw, groups,
+               h0, ht, r0, rstep, ri, pbase, pstep, w0, wt, s0, sstep, sj, qbase, qstep, splits, chunk):
+        """One stride phase of dx (see tiles.bwd_phases): for h = h0 + th*sh (th < Ht), w = w0 + tw*sw (tw < Wt)
+        dx[n, g*Cg + m, h, w] = sum_{k, i < Ri, j < Sj} w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep]
+                                                      * dy[n, g*Kg + k, th + pbase - i*pstep, tw + qbase - j*qstep]
+        (dy terms outside P x Q are zero). Only the taps that reach the phase are visited.
 
-        GEMM per group g: rows m < Kg, columns (n, p, q) < N*P*Q, reduction (c, r, s) < Cg*R*S cut
-        into ``splits`` slices of ``chunk`` (a multiple of BK); slice s writes y + s*|y| (the bias
-        goes to slice 0), so with splits == 1, y is the output itself.
-        Grid (ceil(N*P*Q / bn), ceil(Kg / bm), G*splits), block (TX, TY).
-        Work: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 bytes, x re-read once per
-        bm row tile (mostly from L2), splits*|y|*4 bytes of partial sums.
+        GEMM per group g: rows m < Cg, columns (n, th, tw) < N*Ht*Wt, reduction (k, i, j) < Kg*Ri*Sj
+        cut into ``splits`` slices of ``chunk``, slice s writing dx + s*|dx|; a gather so every dx
+        element is written once per slice by one thread (no atomics); Ri*Sj == 0 writes zeros.
+        Grid (ceil(N*Ht*Wt / bn), ceil(Cg / bm), G*splits), block (TX, TY), one launch per phase.
+        Work: 2*N*C*Ht*Wt*Kg*Ri*Sj FLOPs per phase (2*N*C*H*W*Kg*R*S/(sh*sw) in all for dilation 1);
+        compulsory traffic (dy + w + dx) * 4 bytes, splits*|dx|*4 bytes of partial sums.
         """
         acc = cuda.local.array((tm, tn), float32)
         tx, ty, a_m, a_kk, b_col, b_kk, m0, n0 = thread()
-        kg = int32(k_out // groups)
-        cg = int32(c_in // groups)
-        rs = int32(r_k * s_k)
-        kred = int32(cg * rs)
-        g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, kred)
+        kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
+        ij = int32(ri * sj)
+        g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, int32(kg * ij))
+        hw = int32(h_in * w_in)
         pq = int32(p_out * q_out)
-        ncols = int32(n_img * pq)
-        # the column this thread loads is fixed: decode (n, p, q) once
+        tt = int32(ht * wt)
+        ncols = int32(n_img * tt)
+        # the column this thread loads is fixed: decode (n, th, tw) once
         col = n0 + b_col
-        bn_, bp, bq = _digits_split(col, pq, q_out)
-        # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
-        bc = cuda.local.array(loads, int32)
-        br = cuda.local.array(loads, int32)
-        bs = cuda.local.array(loads, int32)
+        bn_, bth, btw = _digits_split(col, tt, wt)
+        # reduction digits (k, i, j) carried by BK per step (radices kept >= 1 for a phase no tap
+        # reaches: its loop does not run); slots 0..loads-1 for the B loads, slot `loads` for A's
+        ij_r = max(ij, 1)
+        sj_r = max(sj, 1)
+        bk = cuda.local.array(digits, int32)
+        bi = cuda.local.array(digits, int32)
+        bj = cuda.local.array(digits, int32)
         for l in range(loads):
-            _digits_init(k_begin + b_kk + l * b_step, rs, s_k, bc, br, bs, l)
-        dc, dr, ds = _digits_split(BK, rs, s_k)
-        st = (int32(kg - m0 - a_m), a_kk, int32((g * kg + m0 + a_m) * kred + a_kk), kred, col < ncols, b_kk,
-              int32((bn_ * c_in + g * cg) * h_in * w_in), int32(bp * sh - ph), int32(bq * sw - pw), h_in, w_in,
-              dh, dw, r_k, s_k, dc, dr, ds)
-        main_loop(acc, k_begin, k_end, (w, x), st, (bc, br, bs), int32(a_kk * (bm + PAD) + a_m),
+            _digits_init(k_begin + b_kk + l * b_step, ij_r, sj_r, bk, bi, bj, l)
+        _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, loads)
+        dk, di, dj = _digits_split(BK, ij_r, sj_r)
+        st = (int32(cg - m0 - a_m), a_kk, int32((g * kg * cg + m0 + a_m) * rs + r0 * s_k + s0), int32(cg * rs),
+              int32(rstep * s_k), sstep, rs, col < ncols, b_kk, int32((bn_ * k_out + g * kg) * pq),
+              int32(bth + pbase), int32(btw + qbase), pstep, qstep, p_out, q_out, pq, ri, sj, dk, di, dj)
+        main_loop(acc, k_begin, k_end, (w, dy), st, (bk, bi, bj), int32(a_kk * (bm + PAD) + a_m),
                   int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)))
-        # output offsets of this thread's columns first (-1: past the last column), so that the
-        # loop over acc is a plain unrolled one and acc stays in registers
-        y_col = cuda.local.array(tn, int32)
+        base = int32(split * n_img * c_in * hw)
         for j in range(tn):
-            col = int32(n0 + tx * VEC + spread(j, TX))
-            n = col // pq
-            y_col[j] = int32(split * n_img * k_out * pq + n * (k_out - 1) * pq + col) if col < ncols else int32(-1)
-        bias = has_bias != 0 and split == 0
-        for i in range(tm):
-            m = int32(m0 + ty * VEC + spread(i, TY))
-            if m < kg:
-                k = int32(g * kg + m)
-                bk = b[k] if bias else float32(0.0)
-                for j in range(tn):
-                    if y_col[j] >= 0:
-                        y[int32(y_col[j] + k * pq)] = acc[i, j] + bk
-    kernel.__name__ = f"conv2d_forward{tile.suffix}_v1"
+            col = int32(n0 + tx * tn + j)
+            if col < ncols:
+                n, th, tw = _digits_split(col, tt, wt)
+                out = int32(base + (n * c_in + g * cg) * hw + (h0 + th * sh) * w_in + w0 + tw * sw)
+                for i in range(tm):
+                    m = int32(m0 + ty * tm + i)
+                    if m < cg:
+                        dx[int32(out + m * hw)] = acc[i, j]
+    kernel.__name__ = f"conv2d_backward_data{tile.suffix}_v1"
     return kernel
 
 
@@ -219,98 +286,6 @@ def _backward_data_loader(tile):
     return load
 
 
-def _backward_data(tile):
-    bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
-    digits = loads + 1  # index-digit slots: one per B load, then the A load's
-    b_step = THREADS // bn
-    thread = _thread(tile)
-    main_loop = _main_loop(tile, _backward_data_loader(tile))
-
-    def kernel(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out, sh, sw, ph, pw, dh, dw, groups,
-               h0, ht, r0, rstep, ri, pbase, pstep, w0, wt, s0, sstep, sj, qbase, qstep, splits, chunk):
-        """One stride phase of dx (see tiles.bwd_phases): for h = h0 + th*sh (th < Ht), w = w0 + tw*sw (tw < Wt)
-        dx[n, g*Cg + m, h, w] = sum_{k, i < Ri, j < Sj} w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep]
-                                                      * dy[n, g*Kg + k, th + pbase - i*pstep, tw + qbase - j*qstep]
-        (dy terms outside P x Q are zero). Only the taps that reach the phase are visited.
-
-        GEMM per group g: rows m < Cg, columns (n, th, tw) < N*Ht*Wt, reduction (k, i, j) < Kg*Ri*Sj
-        cut into ``splits`` slices of ``chunk``, slice s writing dx + s*|dx|; a gather so every dx
-        element is written once per slice by one thread (no atomics); Ri*Sj == 0 writes zeros.
-        Grid (ceil(N*Ht*Wt / bn), ceil(Cg / bm), G*splits), block (TX, TY), one launch per phase.
-        Work: 2*N*C*Ht*Wt*Kg*Ri*Sj FLOPs per phase (2*N*C*H*W*Kg*R*S/(sh*sw) in all for dilation 1);
-        compulsory traffic (dy + w + dx) * 4 bytes, splits*|dx|*4 bytes of partial sums.
-        """
-        acc = cuda.local.array((tm, tn), float32)
-        tx, ty, a_m, a_kk, b_col, b_kk, m0, n0 = thread()
-        kg = int32(k_out // groups)
-        cg = int32(c_in // groups)
-        ij = int32(ri * sj)
-        g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, int32(kg * ij))
-        rs = int32(r_k * s_k)
-        hw = int32(h_in * w_in)
-        pq = int32(p_out * q_out)
-        tt = int32(ht * wt)
-        ncols = int32(n_img * tt)
-        # the column this thread loads is fixed: decode (n, th, tw) once
-        col = n0 + b_col
-        bn_, bth, btw = _digits_split(col, tt, wt)
-        # reduction digits (k, i, j) carried by BK per step (radices kept >= 1 for a phase no tap
-        # reaches: its loop does not run); slots 0..loads-1 for the B loads, slot `loads` for A's
-        ij_r = max(ij, 1)
-        sj_r = max(sj, 1)
-        bk = cuda.local.array(digits, int32)
-        bi = cuda.local.array(digits, int32)
-        bj = cuda.local.array(digits, int32)
-        for l in range(loads):
-            _digits_init(k_begin + b_kk + l * b_step, ij_r, sj_r, bk, bi, bj, l)
-        _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, loads)
-        dk, di, dj = _digits_split(BK, ij_r, sj_r)
-        st = (int32(cg - m0 - a_m), a_kk, int32((g * kg * cg + m0 + a_m) * rs + r0 * s_k + s0), int32(cg * rs),
-              int32(rstep * s_k), sstep, rs, col < ncols, b_kk, int32((bn_ * k_out + g * kg) * pq),
-              int32(bth + pbase), int32(btw + qbase), pstep, qstep, p_out, q_out, pq, ri, sj, dk, di, dj)
-        main_loop(acc, k_begin, k_end, (w, dy), st, (bk, bi, bj), int32(a_kk * (bm + PAD) + a_m),
-                  int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)))
-        base = int32(split * n_img * c_in * hw)
-        for j in range(tn):
-            col = int32(n0 + tx * VEC + spread(j, TX))
-            if col < ncols:
-                n, th, tw = _digits_split(col, tt, wt)
-                out = int32(base + (n * c_in + g * cg) * hw + (h0 + th * sh) * w_in + w0 + tw * sw)
-                for i in range(tm):
-                    m = int32(m0 + ty * VEC + spread(i, TY))
-                    if m < cg:
-                        dx[int32(out + m * hw)] = acc[i, j]
-    kernel.__name__ = f"conv2d_backward_data{tile.suffix}_v1"
-    return kernel
-
-
-def _backward_weight_loader(tile):
-    """Device function load(va, vb, k0, k_end, ops, st, ar) of the weight gradient: A = rows of dy,
-    B = x at the thread's fixed (c, r, s) columns, both at the reduction index (n, p, q), whose
-    digits are carried."""
-    loads, a_step = tile.loads, THREADS // BK
-
-    @cuda.jit(device=True, inline="always")
-    def load(va, vb, k0, k_end, ops, st, ar):
-        dy, x = ops
-        a_rows, b_cols, a_kk, dy_row, dy_n, x_n, pq, sh, sw, ph, pw, h_in, w_in, p_out, q_out, dn, dp, dq = st
-        nd, pd, qd, cr, cs, x_col = ar
-        kr_ok = int32(k0 + a_kk) < k_end
-        n = nd[0]
-        p = pd[0]
-        q = qd[0]
-        h0 = int32(p * sh - ph)
-        w0 = int32(q * sw - pw)
-        dy_off = int32(n * dy_n + dy_row + p * q_out + q)
-        x_off = int32(n * x_n + h0 * w_in + w0)
-        _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
-        for l in range(loads):
-            va[l] = _load(dy, int32(dy_off + l * a_step * pq), int32(l * a_step) < a_rows and kr_ok)
-            vb[l] = _load(x, int32(x_off + x_col[l]), int32(l * a_step) < b_cols and kr_ok
-                          and _inside(int32(h0 + cr[l]), h_in, int32(w0 + cs[l]), w_in))
-    return load
-
-
 def _backward_weight(tile):
     bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
     a_step = THREADS // BK
@@ -330,9 +305,7 @@ def _backward_weight(tile):
         """
         acc = cuda.local.array((tm, tn), float32)
         tx, ty, a_m, a_kk, _, _, m0, n0 = thread()
-        kg = int32(k_out // groups)
-        cg = int32(c_in // groups)
-        rs = int32(r_k * s_k)
+        kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
         ncols = int32(cg * rs)
         pq = int32(p_out * q_out)
         g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, int32(n_img * pq))
@@ -361,14 +334,41 @@ def _backward_weight(tile):
                   int32(a_kk * (bn + PAD) + a_m), int32(a_step))
         base = int32(split * k_out * ncols)
         for i in range(tm):
-            m = int32(m0 + ty * VEC + spread(i, TY))
+            m = int32(m0 + ty * tm + i)
             if m < kg:
                 for j in range(tn):
-                    col = int32(n0 + tx * VEC + spread(j, TX))
+                    col = int32(n0 + tx * tn + j)
                     if col < ncols:
                         out[int32(base + (g * kg + m) * ncols + col)] = acc[i, j]
     kernel.__name__ = f"conv2d_backward_weight{tile.suffix}_v1"
     return kernel
+
+
+def _backward_weight_loader(tile):
+    """Device function load(va, vb, k0, k_end, ops, st, ar) of the weight gradient: A = rows of dy,
+    B = x at the thread's fixed (c, r, s) columns, both at the reduction index (n, p, q), whose
+    digits are carried."""
+    loads, a_step = tile.loads, THREADS // BK
+
+    @cuda.jit(device=True, inline="always")
+    def load(va, vb, k0, k_end, ops, st, ar):
+        dy, x = ops
+        a_rows, b_cols, a_kk, dy_row, dy_n, x_n, pq, sh, sw, ph, pw, h_in, w_in, p_out, q_out, dn, dp, dq = st
+        nd, pd, qd, cr, cs, x_col = ar
+        kr_ok = int32(k0 + a_kk) < k_end
+        n = nd[0]
+        p = pd[0]
+        q = qd[0]
+        h0 = int32(p * sh - ph)
+        w0 = int32(q * sw - pw)
+        dy_off = int32(n * dy_n + dy_row + p * q_out + q)
+        x_off = int32(n * x_n + h0 * w_in + w0)
+        _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
+        for l in range(loads):
+            va[l] = _load(dy, int32(dy_off + l * a_step * pq), int32(l * a_step) < a_rows and kr_ok)
+            vb[l] = _load(x, int32(x_off + x_col[l]), int32(l * a_step) < b_cols and kr_ok
+                          and _inside(int32(h0 + cr[l]), h_in, int32(w0 + cs[l]), w_in))
+    return load
 
 
 # module-level names: driver.launch finds kernel bodies by name

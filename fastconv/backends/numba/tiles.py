@@ -29,7 +29,7 @@ THREADS = TX * TY       # 256 threads per block
 PAD = 4                 # shared row padding: k-fast stores hit 8 different banks; keeps rows 16-byte aligned
 
 
-VEC = 4                 # a thread's rows (columns) come in runs of VEC: one 16-byte shared load each
+VEC = 4                 # floats per 16-byte shared load: a thread's rows (columns) come in whole runs of VEC
 
 
 GEMM_BLOCK = (TX, TY, 1)
@@ -46,7 +46,7 @@ WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks
 
 class Tile(NamedTuple):
     """Block tile of a conv GEMM: bm rows x bn columns per block of TY x TX threads, each thread
-    holding a tm x tn register tile (rows ty*VEC + spread(i, TY), columns tx*VEC + spread(j, TX));
+    holding a tm x tn register tile (rows ty*tm + i, columns tx*tn + j);
     ``suffix`` names its kernels."""
     bm: int
     bn: int
@@ -93,41 +93,35 @@ def conv_tile(rows: int, cols: int, z: int) -> Tile:
 
 def make_tile_fma(tile: Tile):
     """Device function tile_fma(As, Bs, acc, ty, tx, a_buf, b_buf) for ``tile``:
-    acc[i, j] += sum_kk As[a_buf + kk*(bm+PAD) + row(i)] * Bs[b_buf + kk*(bn+PAD) + col(j)]
-    over one BK slice of the flat shared tiles (a_buf, b_buf: the offsets of the buffer in use;
-    row(i) = ty*VEC + spread(i, TY), col(j) = tx*VEC + spread(j, TX)). Each run of VEC rows or
-    columns is 16-byte aligned (PAD and the buffer sizes are multiples of VEC), so the compiler
-    reads it with one ld.shared.v4 (tests/test_numba_ptx.py checks)."""
+    acc[i, j] += sum_kk As[a_buf + kk*(bm+PAD) + ty*tm + i] * Bs[b_buf + kk*(bn+PAD) + tx*tn + j]
+    over one BK slice of the flat shared tiles (a_buf, b_buf: the offsets of the buffer in use).
+    A thread's rows (and columns) are contiguous and start on a 16-byte boundary (tm, tn, PAD and
+    the buffer sizes are multiples of VEC), so the compiler reads them with ld.shared.v4
+    (tests/test_numba_ptx.py checks): for 8x8, 4 loads per step instead of 16 (the B reads of 8
+    columns then meet 2-way bank conflicts, cheaper than 12 more load instructions)."""
     tm, tn, as_w, bs_w = tile.tm, tile.tn, tile.bm + PAD, tile.bn + PAD
 
     @cuda.jit(device=True, inline="always")
     def tile_fma(As, Bs, acc, ty, tx, a_buf, b_buf):
         a = cuda.local.array(tm, float32)
         b = cuda.local.array(tn, float32)
-        # shared offsets carried by a row per step, unsigned (no negative-index wraparound code) and
-        # in the pointer width (the shared address is a 64-bit base + offset anyway, and a 32-bit
-        # offset plus a constant might wrap before widening, which hides that a run is 16-byte aligned)
-        a_off = uint64(a_buf + ty * VEC)
-        b_off = uint64(b_buf + tx * VEC)
+        # shared offsets carried by a row per step (no multiply), unsigned (no negative-index
+        # wraparound code) and in the pointer width (the shared address is a 64-bit base + offset
+        # anyway, so no widening per load)
+        a_off = uint64(a_buf + ty * tm)
+        b_off = uint64(b_buf + tx * tn)
         a_end = uint64(a_off + uint64(BK * as_w))
         while a_off < a_end:
             for i in range(tm):
-                a[i] = As[uint64(a_off + uint64(spread(i, TY)))]
+                a[i] = As[uint64(a_off + uint64(i))]
             for j in range(tn):
-                b[j] = Bs[uint64(b_off + uint64(spread(j, TX)))]
+                b[j] = Bs[uint64(b_off + uint64(j))]
             for i in range(tm):
                 for j in range(tn):
                     acc[i, j] += a[i] * b[j]
             a_off = uint64(a_off + uint64(as_w))
             b_off = uint64(b_off + uint64(bs_w))
     return tile_fma
-
-
-@cuda.jit(device=True, inline="always")
-def spread(i, threads):
-    """Offset of a thread's i-th row (or column) from its first: runs of VEC consecutive ones,
-    ``threads`` runs apart (a constant once the loop over i is unrolled)."""
-    return (i // VEC) * (threads * VEC) + i % VEC
 
 
 @cuda.jit(device=True, inline="always")

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128")
+CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128", "_t32x128")
                      for op in ("forward", "backward_data", "backward_weight"))
 
 # what the main loop may not hold: integer division / remainder (any width) and 64-bit multiplies

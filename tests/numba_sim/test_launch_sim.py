@@ -76,7 +76,8 @@ def test_empty_kernel_launches():
 
 
 def test_conv_tile_choice():
-    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them."""
+    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them;
+    32x128 for GEMMs of at most 32 rows."""
     assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
     assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128        # 2 x 98 blocks of 128x128
     assert K.conv_tile(512, 128 * 7 * 7, 1) is K.TILE_128
@@ -85,6 +86,10 @@ def test_conv_tile_choice():
     assert K.conv_tile(128, 128 * 131, 1) is K.TILE_64            # 131 big blocks: under a wave
     assert K.conv_tile(128, 128 * 132, 1) is K.TILE_128
     assert K.conv_tile(128, 128 * 66, 2) is K.TILE_128            # groups (and phases) count as blocks
+    assert K.conv_tile(32, 128 * 784, 1) is K.TILE_32             # lenet.conv1 forward: 32 filters
+    assert K.conv_tile(1, 128 * 784, 1) is K.TILE_32              # its input gradient: 1 channel
+    assert K.conv_tile(32, 25, 1) is K.TILE_64                    # its weight gradient: 25 columns
+    assert K.conv_tile(33, 10**6, 1) is K.TILE_64
 
 
 def test_backend_functions_copy_non_contiguous_inputs(rng):

@@ -19,15 +19,17 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 - conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1 (conv_kernels.py):
   implicit GEMM, one block per 64x64 output tile, BK-deep slices of both operands staged in two
   shared buffers (loads of the next slice in flight while the current one is multiplied), each
-  of the TY x TX threads accumulating a 4x4 register tile (rows ty*4 + i, columns tx*4 + j, read
+  of the 16 x 16 threads accumulating a 4x4 register tile (rows ty*4 + i, columns tx*4 + j, read
   from 16-byte aligned shared tiles with one 16-byte load per operand and step); the _t128
   kernels (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per
   thread (two 16-byte loads per operand and step), chosen by tiles.conv_tile for GEMMs large
-  enough to fill the card with them. One main loop serves the three passes
-  (conv_kernels._main_loop, with a loader per pass). Loaders decode their indices once and then
+  enough to fill the card with them, the _t32x128 ones 32x128 tiles (8 x 32 threads of 4x4) for
+  GEMMs of at most 32 rows (few channels: lenet.conv1's 32 filters, its 1-channel input
+  gradient). One main loop serves the three passes (conv_kernels._main_loop, with a loader per
+  pass). Loaders decode their indices once and then
   carry index digits (no division in the main loop), index math is 32-bit, and accumulators stay
-  in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no atomics),
-  one launch per stride phase (h % sh, w % sw) visiting only the filter taps that reach it
+  in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no
+  atomics), one launch per stride phase (h % sh, w % sw) visiting only the filter taps that reach it
   (tiles.bwd_phases). Every pass can split its reduction over blockIdx.z (split-K): forward and
   backward_data when their output tiles are under a wave of the card, backward_weight (long
   N*P*Q reduction) whatever the grid; each slice writes partial sums that sum_splits_v1 adds in a

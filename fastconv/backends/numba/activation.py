@@ -11,7 +11,7 @@ from .tiles import ELEMENTWISE_THREADS, grid_stride
 def relu_forward_v1(y, x, n):
     """y = max(x, 0). Work: n compares, no FLOPs; traffic 2*n*4 bytes (x in, y out)."""
     i, step = grid_stride()
-    while i < n:
+    while i < uint32(n):
         v = x[i]
         y[i] = v if v > 0 else float32(0.0)
         i = uint32(i + step)
@@ -20,7 +20,7 @@ def relu_forward_v1(y, x, n):
 def relu_backward_v1(dx, dy, y, n):
     """dx = dy where y > 0, else 0. Work: n compares, no FLOPs; traffic 3*n*4 bytes."""
     i, step = grid_stride()
-    while i < n:
+    while i < uint32(n):
         dx[i] = dy[i] if y[i] > 0 else float32(0.0)
         i = uint32(i + step)
 
@@ -28,7 +28,7 @@ def relu_backward_v1(dx, dy, y, n):
 def leaky_relu_forward_v1(y, x, n, slope):
     """y = x if x > 0 else x*slope. Work: n compares, up to n FLOPs; traffic 2*n*4 bytes."""
     i, step = grid_stride()
-    while i < n:
+    while i < uint32(n):
         v = x[i]
         y[i] = v if v > 0 else v * slope
         i = uint32(i + step)
@@ -37,7 +37,7 @@ def leaky_relu_forward_v1(y, x, n, slope):
 def leaky_relu_backward_v1(dx, dy, y, n, slope):
     """dx = dy if y > 0 else dy*slope. Work: n compares, up to n FLOPs; traffic 3*n*4 bytes."""
     i, step = grid_stride()
-    while i < n:
+    while i < uint32(n):
         d = dy[i]
         dx[i] = d if y[i] > 0 else d * slope
         i = uint32(i + step)

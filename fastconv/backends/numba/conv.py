@@ -7,7 +7,7 @@ from numba import cuda, float32, int32, uint32
 
 from ..cuda import config as _cfg
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import (ELEMENTWISE_THREADS, GEMM_BLOCK, REDUCE_THREADS, WAVE_BLOCKS, _conv_geometry, _gemm_grid,
+from .tiles import (ELEMENTWISE_THREADS, REDUCE_THREADS, WAVE_BLOCKS, _conv_geometry, _gemm_grid,
                     backward_weight_splits, bwd_phases, conv_tile, gemm_splits, grid_stride,
                     slice_len, split_chunk)
 
@@ -16,7 +16,7 @@ def sum_splits_v1(out, parts, n, splits):
     """out[i] = sum_s parts[s*n + i], summed in split order (deterministic); 32-bit grid-stride loop.
     Work: splits*n FLOPs (adds); traffic (splits + 1)*n*4 bytes."""
     i, step = grid_stride()
-    while i < n:
+    while i < uint32(n):
         v = float32(0.0)
         j = i
         for _ in range(splits):
@@ -121,7 +121,7 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
     splits, chunk = split_chunk(kred, _slices(splits, tile.blocks(k // groups, n * p * q) * groups, kred, groups))
     grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups * splits, tile)
     out = _partials(y, splits, workspace, "conv2d_forward")
-    launch(f"conv2d_forward{tile.suffix}_v1", grid, GEMM_BLOCK,
+    launch(f"conv2d_forward{tile.suffix}_v1", grid, tile.block,
            (out, x, w, w if b is None else b, int(b is not None)) + geo + (splits, chunk), stream)
     _sum_partials(y, out, splits, stream)
     return y
@@ -147,7 +147,7 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     for phase, kred in zip(phases, kreds):
         grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups * splits, tile)
         chunk = slice_len(kred, splits)
-        launch(f"conv2d_backward_data{tile.suffix}_v1", grid, GEMM_BLOCK, (out, dy, w) + geo + phase + (splits, chunk),
+        launch(f"conv2d_backward_data{tile.suffix}_v1", grid, tile.block, (out, dy, w) + geo + phase + (splits, chunk),
                stream)
     _sum_partials(dx, out, splits, stream)
     return dx
@@ -171,7 +171,7 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     splits, chunk = split_chunk(n * p * q, _positive(splits))
     grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
     out = _partials(dw, splits, workspace, "conv2d_backward_weight")
-    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, GEMM_BLOCK, (out, dy, x) + geo + (splits, chunk), stream)
+    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk), stream)
     _sum_partials(dw, out, splits, stream)
     return dw
 

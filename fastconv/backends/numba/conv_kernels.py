@@ -17,7 +17,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32
 
 from .driver import SIMULATOR
-from .tiles import (BK, PAD, THREADS, TILE_64, TILE_128, TX, _digits_advance, _digits_init, _digits_split,
+from .tiles import (BK, PAD, THREADS, TILE_32, TILE_64, TILE_128, _digits_advance, _digits_init, _digits_split,
                     make_tile_fma)
 
 # shared tiles 16-byte aligned, so that tile_fma reads runs of 4 floats with vector loads (the
@@ -30,7 +30,7 @@ def _main_loop(tile, load):
     acc (tm x tn, zeroed here) = this thread's share of A[:, k_begin:k_end] @ B[k_begin:k_end, :],
     with load(va, vb, k0, k_end, ops, st, ar) filling the registers of slice k0 (zero where out of
     range). Register l of A goes to shared offset a_st + l*(THREADS//BK), of B to b_st + l*b_ls."""
-    tm, tn, loads = tile.tm, tile.tn, tile.loads
+    tm, tn, a_loads, b_loads = tile.tm, tile.tn, tile.a_loads, tile.b_loads
     a_buf, b_buf = BK * (tile.bm + PAD), BK * (tile.bn + PAD)
     a_size, b_size = 2 * a_buf, 2 * b_buf
     a_ls = THREADS // BK
@@ -40,8 +40,8 @@ def _main_loop(tile, load):
     def main_loop(acc, k_begin, k_end, ops, st, ar, a_st, b_st, b_ls):
         As = cuda.shared.array(a_size, float32, alignment=SHARED_ALIGN)
         Bs = cuda.shared.array(b_size, float32, alignment=SHARED_ALIGN)
-        va = cuda.local.array(loads, float32)
-        vb = cuda.local.array(loads, float32)
+        va = cuda.local.array(a_loads, float32)
+        vb = cuda.local.array(b_loads, float32)
         tx = int32(cuda.threadIdx.x)
         ty = int32(cuda.threadIdx.y)
         for i in range(tm):
@@ -58,8 +58,9 @@ def _main_loop(tile, load):
                 tile_fma(As, Bs, acc, ty, tx, int32(a_buf - cur_a), int32(b_buf - cur_b))
             if not more:
                 break
-            for l in range(loads):
+            for l in range(a_loads):
                 As[int32(cur_a + a_st + l * a_ls)] = va[l]
+            for l in range(b_loads):
                 Bs[int32(cur_b + b_st + l * b_ls)] = vb[l]
             cuda.syncthreads()
             cur_a = int32(a_buf - cur_a)
@@ -72,13 +73,13 @@ def _thread(tile):
     """Device function thread() -> (tx, ty, the thread's A row / reduction index a_m, a_kk, its B
     column / reduction index b_col, b_kk when B is loaded column-wise across the tile, the block's
     first row m0 and column n0)."""
-    bm, bn = tile.bm, tile.bn
+    bm, bn, tx_threads = tile.bm, tile.bn, tile.tx_threads
 
     @cuda.jit(device=True, inline="always")
     def thread():
         tx = int32(cuda.threadIdx.x)
         ty = int32(cuda.threadIdx.y)
-        tid = int32(ty * TX + tx)
+        tid = int32(ty * tx_threads + tx)
         return (tx, ty, tid // BK, tid % BK, tid % bn, tid // bn, int32(cuda.blockIdx.y) * bm,
                 int32(cuda.blockIdx.x) * bn)
     return thread
@@ -114,7 +115,7 @@ def _split(z, splits, chunk, kred):
 
 
 def _forward(tile):
-    bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
+    bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
     b_step = THREADS // bn
     thread = _thread(tile)
     main_loop = _main_loop(tile, _forward_loader(tile))
@@ -126,7 +127,7 @@ def _forward(tile):
         GEMM per group g: rows m < Kg, columns (n, p, q) < N*P*Q, reduction (c, r, s) < Cg*R*S cut
         into ``splits`` slices of ``chunk`` (a multiple of BK); slice s writes y + s*|y| (the bias
         goes to slice 0), so with splits == 1, y is the output itself.
-        Grid (ceil(N*P*Q / bn), ceil(Kg / bm), G*splits), block (TX, TY).
+        Grid (ceil(N*P*Q / bn), ceil(Kg / bm), G*splits), block tile.block.
         Work: 2*N*K*P*Q*Cg*R*S FLOPs; compulsory traffic (x + w + y) * 4 bytes, x re-read once per
         bm row tile (mostly from L2), splits*|y|*4 bytes of partial sums.
         """
@@ -141,10 +142,10 @@ def _forward(tile):
         col = n0 + b_col
         bn_, bp, bq = _digits_split(col, pq, q_out)
         # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
-        bc = cuda.local.array(loads, int32)
-        br = cuda.local.array(loads, int32)
-        bs = cuda.local.array(loads, int32)
-        for l in range(loads):
+        bc = cuda.local.array(b_loads, int32)
+        br = cuda.local.array(b_loads, int32)
+        bs = cuda.local.array(b_loads, int32)
+        for l in range(b_loads):
             _digits_init(k_begin + b_kk + l * b_step, rs, s_k, bc, br, bs, l)
         dc, dr, ds = _digits_split(BK, rs, s_k)
         st = (int32(kg - m0 - a_m), a_kk, int32((g * kg + m0 + a_m) * kred + a_kk), kred, col < ncols, b_kk,
@@ -176,7 +177,7 @@ def _forward_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of the forward pass: A = the weights
     w[g*Kg + m, (c, r, s)] (contiguous along the reduction), B = the im2col gather of x, each B
     load's (c, r, s) digits carried."""
-    loads, a_step, b_step = tile.loads, THREADS // BK, THREADS // tile.bn
+    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, THREADS // BK, THREADS // tile.bn
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -184,9 +185,10 @@ def _forward_loader(tile):
         a_rows, a_kk, w_row, kred, col_ok, b_kk, x_img, h_base, w_base, h_in, w_in, dh, dw, r_k, s_k, dc, dr, ds = st
         bc, br, bs = ar
         a_ok = int32(k0 + a_kk) < k_end
-        for l in range(loads):
+        for l in range(a_loads):
             # A: weights, contiguous along the reduction
             va[l] = _load(w, int32(w_row + l * a_step * kred + k0), int32(l * a_step) < a_rows and a_ok)
+        for l in range(b_loads):
             # B: im2col gather of x
             hh = int32(h_base + br[l] * dh)
             ww = int32(w_base + bs[l] * dw)
@@ -197,8 +199,8 @@ def _forward_loader(tile):
 
 
 def _backward_data(tile):
-    bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
-    digits = loads + 1  # index-digit slots: one per B load, then the A load's
+    bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
+    digits = b_loads + 1  # index-digit slots: one per B load, then the A loads' (one reduction index)
     b_step = THREADS // bn
     thread = _thread(tile)
     main_loop = _main_loop(tile, _backward_data_loader(tile))
@@ -213,7 +215,7 @@ def _backward_data(tile):
         GEMM per group g: rows m < Cg, columns (n, th, tw) < N*Ht*Wt, reduction (k, i, j) < Kg*Ri*Sj
         cut into ``splits`` slices of ``chunk``, slice s writing dx + s*|dx|; a gather so every dx
         element is written once per slice by one thread (no atomics); Ri*Sj == 0 writes zeros.
-        Grid (ceil(N*Ht*Wt / bn), ceil(Cg / bm), G*splits), block (TX, TY), one launch per phase.
+        Grid (ceil(N*Ht*Wt / bn), ceil(Cg / bm), G*splits), block tile.block, one launch per phase.
         Work: 2*N*C*Ht*Wt*Kg*Ri*Sj FLOPs per phase (2*N*C*H*W*Kg*R*S/(sh*sw) in all for dilation 1);
         compulsory traffic (dy + w + dx) * 4 bytes, splits*|dx|*4 bytes of partial sums.
         """
@@ -230,15 +232,15 @@ def _backward_data(tile):
         col = n0 + b_col
         bn_, bth, btw = _digits_split(col, tt, wt)
         # reduction digits (k, i, j) carried by BK per step (radices kept >= 1 for a phase no tap
-        # reaches: its loop does not run); slots 0..loads-1 for the B loads, slot `loads` for A's
+        # reaches: its loop does not run); slots 0..b_loads-1 for the B loads, slot b_loads for A's
         ij_r = max(ij, 1)
         sj_r = max(sj, 1)
         bk = cuda.local.array(digits, int32)
         bi = cuda.local.array(digits, int32)
         bj = cuda.local.array(digits, int32)
-        for l in range(loads):
+        for l in range(b_loads):
             _digits_init(k_begin + b_kk + l * b_step, ij_r, sj_r, bk, bi, bj, l)
-        _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, loads)
+        _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, b_loads)
         dk, di, dj = _digits_split(BK, ij_r, sj_r)
         st = (int32(cg - m0 - a_m), a_kk, int32((g * kg * cg + m0 + a_m) * rs + r0 * s_k + s0), int32(cg * rs),
               int32(rstep * s_k), sstep, rs, col < ncols, b_kk, int32((bn_ * k_out + g * kg) * pq),
@@ -261,9 +263,9 @@ def _backward_data(tile):
 
 def _backward_data_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of one backward-data stride phase:
-    A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``loads``), B = dy
+    A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``b_loads``), B = dy
     at the output position tap (i, j) reads for column (n, th, tw)."""
-    loads, a_step, b_step = tile.loads, THREADS // BK, THREADS // tile.bn
+    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, THREADS // BK, THREADS // tile.bn
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -272,11 +274,12 @@ def _backward_data_loader(tile):
             p_out, q_out, pq, ri, sj, dk, di, dj = st
         bk, bi, bj = ar
         a_ok = int32(k0 + a_kk) < k_end
-        # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep], the A digits in slot `loads`
-        a_off = int32(w_img + int32(bk[loads] * w_k) + int32(bi[loads] * w_i) + int32(bj[loads] * sstep))
-        _digits_advance(bk, bi, bj, loads, dk, di, dj, ri, sj)
-        for l in range(loads):
+        # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep], the A digits in slot b_loads
+        a_off = int32(w_img + int32(bk[b_loads] * w_k) + int32(bi[b_loads] * w_i) + int32(bj[b_loads] * sstep))
+        _digits_advance(bk, bi, bj, b_loads, dk, di, dj, ri, sj)
+        for l in range(a_loads):
             va[l] = _load(w, int32(a_off + l * a_step * rs), int32(l * a_step) < a_rows and a_ok)
+        for l in range(b_loads):
             # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw)
             p = int32(p_base - bi[l] * pstep)
             q = int32(q_base - bj[l] * qstep)
@@ -287,7 +290,7 @@ def _backward_data_loader(tile):
 
 
 def _backward_weight(tile):
-    bm, bn, tm, tn, loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.loads
+    bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
     a_step = THREADS // BK
     thread = _thread(tile)
     main_loop = _main_loop(tile, _backward_weight_loader(tile))
@@ -299,7 +302,7 @@ def _backward_weight(tile):
 
         GEMM per group g: rows m < Kg, columns (c, r, s) < Cg*R*S, reduction (n, p, q) < N*P*Q cut
         into ``splits`` slices of ``chunk`` (a multiple of BK). With splits == 1, out is dw itself.
-        Grid (ceil(Cg*R*S / bn), ceil(Kg / bm), G*splits), block (TX, TY).
+        Grid (ceil(Cg*R*S / bn), ceil(Kg / bm), G*splits), block tile.block.
         Work: 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic (dy + x) * 4 bytes + splits*K*Cg*R*S*4 bytes
         of partial sums written.
         """
@@ -317,12 +320,12 @@ def _backward_weight(tile):
         qd = cuda.local.array(1, int32)
         _digits_init(k_begin + a_kk, pq, q_out, nd, pd, qd, 0)
         dn, dp, dq = _digits_split(BK, pq, q_out)
-        cc = cuda.local.array(loads, int32)
-        cr = cuda.local.array(loads, int32)
-        cs = cuda.local.array(loads, int32)
+        cc = cuda.local.array(b_loads, int32)
+        cr = cuda.local.array(b_loads, int32)
+        cs = cuda.local.array(b_loads, int32)
         # per B column: its offset in x (channel c, dilated taps (r, s)) from the window corner
-        x_col = cuda.local.array(loads, int32)
-        for l in range(loads):
+        x_col = cuda.local.array(b_loads, int32)
+        for l in range(b_loads):
             _digits_init(n0 + a_m + l * a_step, rs, s_k, cc, cr, cs, l)
             cr[l] = int32(cr[l] * dh)
             cs[l] = int32(cs[l] * dw)
@@ -348,7 +351,7 @@ def _backward_weight_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of the weight gradient: A = rows of dy,
     B = x at the thread's fixed (c, r, s) columns, both at the reduction index (n, p, q), whose
     digits are carried."""
-    loads, a_step = tile.loads, THREADS // BK
+    a_loads, b_loads, a_step = tile.a_loads, tile.b_loads, THREADS // BK
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -364,8 +367,9 @@ def _backward_weight_loader(tile):
         dy_off = int32(n * dy_n + dy_row + p * q_out + q)
         x_off = int32(n * x_n + h0 * w_in + w0)
         _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
-        for l in range(loads):
+        for l in range(a_loads):
             va[l] = _load(dy, int32(dy_off + l * a_step * pq), int32(l * a_step) < a_rows and kr_ok)
+        for l in range(b_loads):
             vb[l] = _load(x, int32(x_off + x_col[l]), int32(l * a_step) < b_cols and kr_ok
                           and _inside(int32(h0 + cr[l]), h_in, int32(w0 + cs[l]), w_in))
     return load
@@ -378,3 +382,6 @@ conv2d_backward_weight_v1 = _backward_weight(TILE_64)
 conv2d_forward_t128_v1 = _forward(TILE_128)
 conv2d_backward_data_t128_v1 = _backward_data(TILE_128)
 conv2d_backward_weight_t128_v1 = _backward_weight(TILE_128)
+conv2d_forward_t32x128_v1 = _forward(TILE_32)
+conv2d_backward_data_t32x128_v1 = _backward_data(TILE_32)
+conv2d_backward_weight_t32x128_v1 = _backward_weight(TILE_32)

@@ -17,22 +17,13 @@ from ..cuda import config as _cfg
 BK = 8                  # reduction slice staged in shared memory per step
 
 
-TY = 16                 # threads along rows
-
-
-TX = 16                 # threads along columns
-
-
-THREADS = TX * TY       # 256 threads per block
+THREADS = 256           # threads per block of every conv GEMM tile
 
 
 PAD = 4                 # shared row padding: k-fast stores hit 8 different banks; keeps rows 16-byte aligned
 
 
 VEC = 4                 # floats per 16-byte shared load: a thread's rows (columns) come in whole runs of VEC
-
-
-GEMM_BLOCK = (TX, TY, 1)
 
 
 ELEMENTWISE_THREADS = 256
@@ -45,50 +36,67 @@ WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks
 
 
 class Tile(NamedTuple):
-    """Block tile of a conv GEMM: bm rows x bn columns per block of TY x TX threads, each thread
-    holding a tm x tn register tile (rows ty*tm + i, columns tx*tn + j);
-    ``suffix`` names its kernels."""
+    """Block tile of a conv GEMM: bm rows x bn columns per block of ty_threads x tx_threads
+    (= THREADS) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
+    tx*tn + j); ``suffix`` names its kernels."""
     bm: int
     bn: int
+    tm: int
+    tn: int
     suffix: str
 
     @property
-    def tm(self):
-        return self.bm // TY
+    def ty_threads(self):
+        return self.bm // self.tm
 
     @property
-    def tn(self):
-        return self.bn // TX
+    def tx_threads(self):
+        return self.bn // self.tn
+
+    @property
+    def block(self):
+        """The launch block (x over columns, y over rows)."""
+        return (self.tx_threads, self.ty_threads, 1)
 
     def blocks(self, rows: int, cols: int) -> int:
         """Blocks of this tile over a rows x cols GEMM."""
         return -(-rows // self.bm) * -(-cols // self.bn)
 
     @property
-    def loads(self):
-        """Elements of each operand one thread stages per BK slice."""
+    def a_loads(self):
+        """Elements of A (bm x BK) one thread stages per BK slice."""
         return self.bm * BK // THREADS
 
+    @property
+    def b_loads(self):
+        """Elements of B (BK x bn) one thread stages per BK slice."""
+        return self.bn * BK // THREADS
 
-TILE_64 = Tile(64, 64, "")          # 4x4 outputs per thread: small GEMMs keep more blocks busy
+
+TILE_64 = Tile(64, 64, 4, 4, "")              # 4x4 outputs per thread: small GEMMs keep more blocks busy
 
 
-TILE_128 = Tile(128, 128, "_t128")  # 8x8 outputs per thread: half the shared traffic per FMA
+TILE_128 = Tile(128, 128, 8, 8, "_t128")      # 8x8 outputs per thread: half the shared traffic per FMA
 
 
-TILES = (TILE_64, TILE_128)
+TILE_32 = Tile(32, 128, 4, 4, "_t32x128")     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
+
+
+TILES = (TILE_64, TILE_128, TILE_32)
 
 
 for _t in TILES:
-    assert _t.bm == _t.bn and _t.tm * TY == _t.bm and _t.tm % VEC == 0
-    assert _t.loads * THREADS == _t.bm * BK and THREADS % _t.bn == 0
+    assert _t.ty_threads * _t.tx_threads == THREADS and _t.tm % VEC == 0 and _t.tn % VEC == 0
+    assert _t.a_loads * THREADS == _t.bm * BK and _t.b_loads * THREADS == _t.bn * BK and THREADS % _t.bn == 0
 
 
 def conv_tile(rows: int, cols: int, z: int) -> Tile:
     """Tile of a conv GEMM of rows x cols, z times (groups, x phases): 128x128 when both sides fill
-    it and its blocks still cover a wave of the card, else 64x64."""
-    big = TILE_128.blocks(rows, cols) * z
-    return TILE_128 if rows >= 128 and cols >= 128 and big >= WAVE_BLOCKS else TILE_64
+    it and its blocks still cover a wave of the card; 32x128 for at most 32 rows and at least 128
+    columns; else 64x64."""
+    if rows >= 128 and cols >= 128 and TILE_128.blocks(rows, cols) * z >= WAVE_BLOCKS:
+        return TILE_128
+    return TILE_32 if rows <= 32 and cols >= 128 else TILE_64
 
 
 def make_tile_fma(tile: Tile):
@@ -127,7 +135,7 @@ def make_tile_fma(tile: Tile):
 @cuda.jit(device=True, inline="always")
 def grid_stride():
     """(first index, step) of this thread in a 1-d grid-stride loop, as uint32: the loop
-    ``while i < n: ...; i = uint32(i + step)`` then does 32-bit index math (cuda.grid(1) and range()
+    ``while i < uint32(n): ...; i = uint32(i + step)`` then does 32-bit index math (cuda.grid(1) and range()
     would make it 64-bit) and cannot wrap below n (n < 2**31, which the launchers check)."""
     return (uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x),
             uint32(cuda.gridDim.x * cuda.blockDim.x))

@@ -135,8 +135,8 @@ def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
     """Registers and local memory of the conv kernels, reported; local memory would mean the
     register tile spilled (tests/test_numba_ptx.py checks the PTX; this checks the device's cubin)."""
     from fastconv.backends.numba import driver as nb_driver
-    for name in ("conv2d_forward_v1", "conv2d_backward_data_v1", "conv2d_backward_weight_v1",
-                 "conv2d_forward_t128_v1", "conv2d_backward_data_t128_v1", "conv2d_backward_weight_t128_v1"):
+    for name in (f"conv2d_{op}{tile}_v1" for tile in ("", "_t128", "_t32x128")
+                 for op in ("forward", "backward_data", "backward_weight")):
         dev = cp.cuda.runtime.getDevice()
         kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)
         (overload,) = kern.dispatcher.overloads.values()

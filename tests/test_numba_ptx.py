@@ -1,6 +1,8 @@
-"""PTX of the numba conv kernels, compiled without a GPU (numba.cuda.compile_ptx through NVVM):
-the main loop (the loop holding the kernel's bar.sync) has no integer division or remainder and no
-64-bit multiply; addresses are 32-bit index math widened once per load (mul.wide.s32).
+"""PTX of the numba kernels, compiled without a GPU (numba.cuda.compile_ptx through NVVM): the
+conv main loop (the loop holding the kernel's bar.sync) has no integer division or remainder and no
+64-bit multiply, reads its shared tiles with 16-byte loads and keeps the accumulators in registers
+(no local memory); the bandwidth kernels (pooling, bias gradient, split sums, activations) have no
+division and no 64-bit multiply in any loop.
 
 Run as a script to print the counts: PYTHONPATH=$PWD python tests/test_numba_ptx.py
 """
@@ -9,7 +11,7 @@ import re
 
 import pytest
 
-CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128")
+CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128", "_t32x128")
                      for op in ("forward", "backward_data", "backward_weight"))
 
 # what the main loop may not hold: integer division / remainder (any width) and 64-bit multiplies
@@ -17,6 +19,9 @@ FORBIDDEN = {
     "div/rem": re.compile(r"^\s*(?:@%p\d+\s+)?(?:div|rem)\.[su](?:32|64)\b", re.M),
     "mul.lo.s64/mad.lo.s64": re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.lo\.[su]64\b", re.M),
 }
+BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
+                     "avg_pool2d_backward_v1", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v1",
+                     "relu_backward_v1", "leaky_relu_forward_v1", "leaky_relu_backward_v1")
 WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 
 
@@ -48,6 +53,18 @@ def main_loop(ptx: str) -> str:
                 best = (t, i)
     assert best is not None, "no loop encloses the bar.sync"
     return "\n".join(lines[best[0]:best[1] + 1])
+
+
+def loops(ptx: str) -> str:
+    """The lines inside any loop: from each label a later branch jumps back to, to that branch."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): i for i, ln in enumerate(lines) if (m := re.match(r"^(\$L\w+):", ln))}
+    inside = set()
+    for i, ln in enumerate(lines):
+        m = re.search(r"\bbra(?:\.uni)?\s+(\$L\w+);", ln)
+        if m and labels.get(m.group(1), len(lines)) < i:
+            inside.update(range(labels[m.group(1)], i + 1))
+    return "\n".join(lines[i] for i in sorted(inside))
 
 
 def counts(text: str) -> dict:
@@ -82,15 +99,40 @@ def test_conv_main_loop_has_no_division_or_64bit_multiply(ptx_of, name):
     assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} main loop: {got}"
 
 
+@pytest.mark.parametrize("name", CONV_KERNELS)
+def test_conv_tiles_use_vector_shared_loads_and_registers(ptx_of, name):
+    """tile_fma reads every run of 4 rows / columns with one ld.shared.v4 (the shared tiles are
+    16-byte aligned) and no scalar shared load, and nothing puts the accumulators in local memory."""
+    ptx = ptx_of(name)
+    loop = main_loop(ptx)
+    assert len(re.findall(r"ld\.shared\.v4\.f32", loop)) >= 2, f"{name}: no 16-byte shared loads"
+    assert not re.search(r"ld\.shared\.f32", loop), f"{name}: scalar shared loads in the main loop"
+    assert ".local" not in ptx, f"{name}: uses local memory"
+
+
+@pytest.mark.parametrize("name", BANDWIDTH_KERNELS)
+def test_bandwidth_kernel_loops_have_no_division_or_64bit_multiply(ptx_of, name):
+    got = counts(loops(ptx_of(name)))
+    assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} loops: {got}"
+
+
 def test_main_loop_finder_sees_a_division():
     """The check can fail: a loop that divides, around a bar.sync, is found and counted."""
     ptx = "\n".join(["\tmov.u32 %r1, 0;", "$L__BB0_1:", "\tdiv.s32 %r2, %r1, %r3;", "\tbar.sync 0;",
                      "\tfma.rn.f32 %f1, %f2, %f3, %f1;", "\tmul.lo.s64 %rd1, %rd2, %rd3;", "\tbar.sync 0;",
                      "\t@%p1 bra $L__BB0_1;", "\tdiv.s32 %r4, %r1, %r3;", "\tret;"])
     assert counts(main_loop(ptx)) == {"div/rem": 1, "mul.lo.s64/mad.lo.s64": 1, "mul.wide.s32": 0}
+    # loops() takes both loops' lines (set-up before the first label and after the branch are out)
+    nested = "\n".join(["\tdiv.s32 %r0, %r1, %r3;", "$L__BB0_1:", "$L__BB0_2:", "\tmul.lo.s64 %rd1, %rd2, %rd3;",
+                        "\t@%p1 bra $L__BB0_2;", "\trem.u32 %r2, %r1, %r3;", "\t@%p2 bra.uni $L__BB0_1;",
+                        "\tdiv.s32 %r4, %r1, %r3;"])
+    assert counts(loops(nested)) == {"div/rem": 1, "mul.lo.s64/mad.lo.s64": 1, "mul.wide.s32": 0}
 
 
 if __name__ == "__main__":
     for kernel in CONV_KERNELS:
         code = kernel_ptx(kernel)
-        print(f"{kernel}: whole kernel {counts(code)}; main loop {counts(main_loop(code))}")
+        print(f"{kernel}: whole kernel {counts(code)}; main loop {counts(main_loop(code))}, "
+              f"ld.shared.v4 {len(re.findall(r'ld.shared.v4', main_loop(code)))}")
+    for kernel in BANDWIDTH_KERNELS:
+        print(f"{kernel}: loops {counts(loops(kernel_ptx(kernel)))}")

@@ -82,8 +82,10 @@ def test_launch_layer_every_kernel(cp, nb):
     rng = np.random.default_rng(1)
     g = cp.asarray
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
-    # dcgan.d2: 128,64,14,14 -> 128, 4x4, s2, p1 (and groups=2 with dilation on a smaller batch)
+    # dcgan.d2: 128,64,14,14 -> 128, 4x4, s2, p1; dcgan.d3 (its forward and backward-data grids are
+    # under a wave: split-K); groups=2 with dilation on a smaller batch
     for (n, c, h, w, k, r, s), args in [((128, 64, 14, 14, 128, 4, 4), ((2, 2), (1, 1), (1, 1), 1)),
+                                        ((128, 128, 7, 7, 256, 3, 3), ((2, 2), (1, 1), (1, 1), 1)),
                                         ((16, 64, 14, 14, 128, 3, 3), ((1, 2), (2, 1), (2, 1), 2))]:
         x = rng.standard_normal((n, c, h, w)).astype(np.float32)
         wt = rng.standard_normal((k, c // args[3], r, s)).astype(np.float32)
@@ -130,12 +132,14 @@ def test_launch_layer_every_kernel(cp, nb):
 
 
 def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
-    """Report registers and local memory of the conv kernels (local memory would mean the
-    register tile spilled); asserts only that the kernels compiled for this device."""
+    """Registers and local memory of the conv kernels, reported; local memory would mean the
+    register tile spilled (tests/test_numba_ptx.py checks the PTX; this checks the device's cubin)."""
     from fastconv.backends.numba import driver as nb_driver
-    for name in ("conv2d_forward_v1", "conv2d_backward_data_v1", "conv2d_backward_weight_v1"):
+    for name in (f"conv2d_{op}{tile}_v1" for tile in ("", "_t128", "_t32x128")
+                 for op in ("forward", "backward_data", "backward_weight")):
         dev = cp.cuda.runtime.getDevice()
         kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)
         (overload,) = kern.dispatcher.overloads.values()
         print(f"\n{name}: {overload.regs_per_thread} registers, {overload.local_mem_per_thread} B local/thread")
         assert overload.regs_per_thread > 0
+        assert overload.local_mem_per_thread == 0, f"{name}: {overload.local_mem_per_thread} B of local memory"

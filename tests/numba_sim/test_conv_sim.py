@@ -26,6 +26,7 @@ CONV_CASES = [
     pytest.param((1, 4, 7, 5), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2, id="stride21-dil12-g2"),
     pytest.param((2, 2, 6, 7), (3, 2, 1, 1), (2, 2), (0, 0), (1, 1), 1, id="1x1-s2"),
     pytest.param((1, 3, 6, 6), (3, 1, 3, 3), (2, 2), (2, 1), (2, 1), 3, id="depthwise-s2-p21-dil2"),
+    pytest.param((2, 1, 6, 5), (5, 1, 5, 5), (1, 1), (2, 2), (1, 1), 1, id="1-channel-5x5-p2"),
 ]
 
 
@@ -117,34 +118,41 @@ def test_conv2d_multi_tile(rng):
                  "backward_weight")
 
 
-@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", CONV_CASES + BWD_PHASE_CASES[:2])
-def test_conv2d_all_passes_tile128(rng, x_shape, w_shape, stride, padding, dilation, groups):
-    """The 128x128 / 8x8-per-thread kernels (4 loads per operand per slice) on the same cases."""
+# the big tiles' kernels on the cases above: 128x128 (8x8 per thread, 4 A and 4 B loads per
+# thread and slice) and 32x128 (8 x 32 threads of 4x4, 1 A and 4 B loads)
+BIG_TILE_CASES = ([pytest.param(K.TILE_128, *c.values, id=f"t128-{c.id}") for c in CONV_CASES + BWD_PHASE_CASES[:2]]
+                  + [pytest.param(K.TILE_32, *c.values, id=f"t32x128-{c.id}") for c in (CONV_CASES[1], CONV_CASES[4])])
+
+
+@pytest.mark.parametrize("tile,x_shape,w_shape,stride,padding,dilation,groups", BIG_TILE_CASES)
+def test_conv2d_all_passes_big_tiles(rng, tile, x_shape, w_shape, stride, padding, dilation, groups):
     x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
     y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
     dy = _rand(rng, *y_shape)
     args = (stride, padding, dilation, groups)
-    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, tile=K.TILE_128)
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, tile=tile)
     assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "forward+bias")
-    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=K.TILE_128)
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=tile)
     assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
-    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, splits=2, tile=K.TILE_128)
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, splits=2, tile=tile)
     assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "backward_weight")
 
 
-def test_conv2d_multi_tile128(rng):
-    """2 x 2 blocks of 128x128 in each pass, with ragged edges in both GEMM dimensions."""
+@pytest.mark.parametrize("tile", [K.TILE_128, K.TILE_32], ids=["t128", "t32x128"])
+def test_conv2d_multi_big_tile(rng, tile):
+    """2 x 2 blocks of the 128-column tiles in each pass (bm + 2 rows, 144 or 131 columns), with
+    ragged edges in both GEMM dimensions."""
     one = ((1, 1), (0, 0), (1, 1), 1)
-    t = K.TILE_128
-    x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 130, 3, 1, 1)  # forward: K=130 rows, 144 columns
-    y = nb.launch_conv2d_forward(_empty(1, 130, 9, 16), x, w, None, *one, tile=t)
+    m = tile.bm + 2
+    x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, m, 3, 1, 1)  # forward: m rows, 144 columns
+    y = nb.launch_conv2d_forward(_empty(1, m, 9, 16), x, w, None, *one, tile=tile)
     assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *one), F32_TOL, "forward")
-    dy, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 3, 130, 1, 1)  # backward data: C=130 rows, 144 columns
-    dx = nb.launch_conv2d_backward_data(_empty(1, 130, 9, 16), dy, w, *one, tile=t)
-    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), (1, 130, 9, 16), *one), F32_TOL, "backward_data")
-    x, dy = _rand(rng, 1, 131, 3, 3), _rand(rng, 1, 130, 3, 3)  # backward weight: 130 x 131, reduction 9
-    dw = nb.launch_conv2d_backward_weight(_empty(130, 131, 1, 1), dy, x, *one, tile=t)
-    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (130, 131, 1, 1), *one), F32_TOL,
+    dy, w = _rand(rng, 1, 3, 9, 16), _rand(rng, 3, m, 1, 1)  # backward data: m rows, 144 columns
+    dx = nb.launch_conv2d_backward_data(_empty(1, m, 9, 16), dy, w, *one, tile=tile)
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), (1, m, 9, 16), *one), F32_TOL, "backward_data")
+    x, dy = _rand(rng, 1, 131, 3, 3), _rand(rng, 1, m, 3, 3)  # backward weight: m x 131, reduction 9
+    dw = nb.launch_conv2d_backward_weight(_empty(m, 131, 1, 1), dy, x, *one, tile=tile)
+    assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), (m, 131, 1, 1), *one), F32_TOL,
                  "backward_weight")
 
 
@@ -168,3 +176,38 @@ def test_backward_weight_splits_heuristic():
     assert nb.backward_weight_splits((32, 256, 14, 14), (256, 256, 3, 3), 1) == 2
     # 576 output tiles already fill the card: no split
     assert nb.backward_weight_splits((32, 512, 7, 7), (512, 512, 3, 3), 1) == 1
+
+
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", [
+    pytest.param((1, 6, 7, 5), (4, 3, 4, 4), (2, 1), (1, 2), (1, 2), 2, id="g2-s21-dil12-reduction48"),
+    BWD_PHASE_CASES[0]])
+def test_conv2d_split_reduction_forward_backward_data(rng, x_shape, w_shape, stride, padding, dilation, groups):
+    """Split-K for forward (bias added by slice 0 only; a reduction of 48 makes 3 slices of 16, the
+    second case's 4 stays whole) and backward-data (every phase cut into the same 3 slices; slices
+    past a short phase's reduction, and phases no tap reaches, write zeros): partial sums in a
+    poisoned workspace, every element of it written, then summed in order."""
+    args = (stride, padding, dilation, groups)
+    x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
+    y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
+    slices = K.split_chunk(int(np.prod(w_shape[1:])), 3)[0]
+    ws = _empty(slices * int(np.prod(y_shape)))
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, splits=3, workspace=ws)
+    assert slices == 1 or np.all(np.isfinite(ws))
+    assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "split forward+bias")
+    dy = _rand(rng, *y_shape)
+    ws = _empty(3 * int(np.prod(x_shape)))
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, splits=3, workspace=ws)
+    assert np.all(np.isfinite(ws))
+    assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "split backward_data")
+
+
+def test_forward_and_backward_data_split_only_under_a_wave():
+    """Pure Python: the default slices of forward / backward-data (conv._slices)."""
+    from fastconv.backends.numba import conv
+    assert conv._slices(None, 128, 1152, 1) == 3             # dcgan.d3 forward: 128 64x64 blocks < 132
+    assert conv._slices(None, 392, 800, 1) == 1              # lenet.conv2 forward fills the card
+    assert conv._slices(None, 4, 40, 1) == 1                 # reductions under 8 BK steps stay whole
+    assert conv._slices(None, 1, 10**6, 65535) == 1          # grid z has no room
+    assert conv._slices(2, 10**4, 10, 1) == 2                # an explicit count is kept
+    with pytest.raises(ValueError, match=r"splits: got 0, expected a positive int"):
+        conv._slices(0, 1, 1, 1)

@@ -76,7 +76,8 @@ def test_empty_kernel_launches():
 
 
 def test_conv_tile_choice():
-    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them."""
+    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them;
+    32x128 for GEMMs of at most 32 rows."""
     assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
     assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128        # 2 x 98 blocks of 128x128
     assert K.conv_tile(512, 128 * 7 * 7, 1) is K.TILE_128
@@ -85,6 +86,10 @@ def test_conv_tile_choice():
     assert K.conv_tile(128, 128 * 131, 1) is K.TILE_64            # 131 big blocks: under a wave
     assert K.conv_tile(128, 128 * 132, 1) is K.TILE_128
     assert K.conv_tile(128, 128 * 66, 2) is K.TILE_128            # groups (and phases) count as blocks
+    assert K.conv_tile(32, 128 * 784, 1) is K.TILE_32             # lenet.conv1 forward: 32 filters
+    assert K.conv_tile(1, 128 * 784, 1) is K.TILE_32              # its input gradient: 1 channel
+    assert K.conv_tile(32, 25, 1) is K.TILE_64                    # its weight gradient: 25 columns
+    assert K.conv_tile(33, 10**6, 1) is K.TILE_64
 
 
 def test_backend_functions_copy_non_contiguous_inputs(rng):
@@ -120,3 +125,23 @@ def test_grid_limits_are_clear_errors():
     # the split heuristic keeps groups*splits within grid z
     assert nb.backward_weight_splits((4096, 60000, 8, 8), (60000, 1, 1, 1), 60000, target_blocks=10**9) == 1
     assert nb.backward_weight_splits((4096, 600, 8, 8), (600, 1, 1, 1), 600, target_blocks=10**9) == 65535 // 600
+
+
+def test_backward_bias_uses_several_blocks_per_channel(rng, monkeypatch):
+    """The bias gradient is a multi-block reduction: several blocks per channel (grid y) whose
+    partial sums are added in order; checked on the launch a 16x64x56x56 gradient gets (recorded,
+    not run) and, run, on a small one split 3 ways with a poisoned workspace."""
+    from fastconv.backends.numba import conv
+    launches = []
+    monkeypatch.setattr(conv, "launch", lambda name, grid, block, args, stream=None: launches.append((name, grid)))
+    nb.launch_conv2d_backward_bias(_empty(64), np.ones((16, 64, 56, 56), np.float32))
+    assert launches[0][0] == "conv2d_backward_bias_v1" and launches[0][1][:2] == (64, 12), launches
+    assert launches[1][0] == "sum_splits_v1"
+    monkeypatch.undo()
+    dy = _rand(rng, 3, 4, 5, 7)
+    ws = _empty(3 * 4)
+    db = nb.launch_conv2d_backward_bias(_empty(4), dy, splits=3, workspace=ws)
+    assert np.all(np.isfinite(ws))
+    assert_close(db, cpu.conv2d_backward_bias(_f64(dy)), F32_TOL, "split backward_bias")
+    assert nb.backward_bias_splits(256, 64, 56 * 56) * 64 >= 8 * K.WAVE_BLOCKS
+    assert nb.backward_bias_splits(1, 64, 10) == 1

@@ -104,3 +104,15 @@ def test_max_pool2d_nan_random(rng, x_shape, ks, stride, padding):
     flat[rng.choice(flat.size, size=max(2, flat.size // 4), replace=False)] = np.nan
     flat[:2] = [np.nan, np.nan]  # two NaNs in the first window of the first plane
     _nan_pool_check(x, ks, stride, padding, rng)
+
+
+@pytest.mark.parametrize("group_elements", [1, 40], ids=["plane-per-slice", "2-planes-per-slice"])
+def test_pool_kernels_walk_planes(rng, monkeypatch, group_elements):
+    """Grid z lowered to 2 slices: every thread walks several planes (plane += 2*group), the last
+    group ragged (9 planes); forward and backward of both pools against the float64 path."""
+    from fastconv.backends.numba import pool
+    monkeypatch.setattr(pool, "POOL_MAX_Z", 2)
+    monkeypatch.setattr(pool, "POOL_GROUP_ELEMENTS", group_elements)
+    for count_include_pad in (True, False):
+        test_avg_pool2d(rng, (3, 3, 5, 6), (3, 2), (2, 2), (1, 1), count_include_pad)
+    test_max_pool2d(rng, (3, 3, 5, 6), (3, 2), (2, 2), (1, 1))

@@ -19,19 +19,28 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 - conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1 (conv_kernels.py):
   implicit GEMM, one block per 64x64 output tile, BK-deep slices of both operands staged in two
   shared buffers (loads of the next slice in flight while the current one is multiplied), each
-  of the TY x TX threads accumulating a 4x4 register tile (rows ty + TY*i, columns tx + TX*j, so
-  shared reads are broadcast or consecutive and global stores coalesce); the _t128 kernels
-  (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per thread, chosen
-  by tiles.conv_tile for GEMMs large enough to fill the card with them. Loaders carry their index
-  digits (no division in the main loop) and index math is 32-bit (tests/test_numba_ptx.py checks
-  the PTX). backward_data is written as a gather (no atomics), one launch per stride phase
-  (h % sh, w % sw) visiting only the filter taps that reach it (tiles.bwd_phases); backward_weight
-  splits its long N*P*Q reduction over blockIdx.z and writes per-split partial sums that
-  sum_splits_v1 adds in a fixed order (deterministic, no atomics).
-- conv2d_backward_bias_v1: one block per output channel, shared-memory tree reduction.
-- relu / leaky_relu forward and backward: grid-stride elementwise loops.
-- max_pool2d / avg_pool2d forward: one thread per output; backward: one thread per input
-  element gathering from the windows that cover it (overlapping windows add, no atomics).
+  of the 16 x 16 threads accumulating a 4x4 register tile (rows ty*4 + i, columns tx*4 + j, read
+  from 16-byte aligned shared tiles with one 16-byte load per operand and step); the _t128
+  kernels (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per
+  thread (two 16-byte loads per operand and step), chosen by tiles.conv_tile for GEMMs large
+  enough to fill the card with them, the _t32x128 ones 32x128 tiles (8 x 32 threads of 4x4) for
+  GEMMs of at most 32 rows (few channels: lenet.conv1's 32 filters, its 1-channel input
+  gradient). One main loop serves the three passes (conv_kernels._main_loop, with a loader per
+  pass). Loaders decode their indices once and then
+  carry index digits (no division in the main loop), index math is 32-bit, and accumulators stay
+  in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no
+  atomics), one launch per stride phase (h % sh, w % sw) visiting only the filter taps that reach it
+  (tiles.bwd_phases). Every pass can split its reduction over blockIdx.z (split-K): forward and
+  backward_data when their output tiles are under a wave of the card, backward_weight (long
+  N*P*Q reduction) whatever the grid; each slice writes partial sums that sum_splits_v1 adds in a
+  fixed order (deterministic, no atomics).
+- conv2d_backward_bias_v1: several blocks per output channel (each a slice of its N*P*Q
+  elements, position carried without division, shared-memory tree reduction), partial sums added
+  by sum_splits_v1.
+- relu / leaky_relu forward and backward: 32-bit grid-stride elementwise loops.
+- max_pool2d / avg_pool2d forward: one thread per output position; backward: one thread per
+  input position gathering from the windows that cover it (overlapping windows add, no atomics);
+  each thread decodes its window once and walks the N*C planes with 32-bit offsets.
 
 Work per conv pass (for judging speed against the card's ceilings): 2*N*K*P*Q*C/G*R*S FLOPs;
 bytes moved at least 4*(|x| + |w| + |y|).
@@ -43,6 +52,7 @@ import os
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 
 from .conv import (launch_conv2d_forward, launch_conv2d_backward_data, backward_weight_splits,  # noqa: E402,F401
+                   backward_bias_splits,
                    launch_conv2d_backward_weight, launch_conv2d_backward_bias, conv2d_forward,
                    conv2d_backward_data, conv2d_backward_weight, conv2d_backward_bias)
 from .activation import (launch_relu_forward, launch_relu_backward, launch_leaky_relu_forward,  # noqa: E402,F401

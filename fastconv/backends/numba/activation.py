@@ -1,46 +1,46 @@
-"""Numba elementwise activation kernels (grid-stride loops), launchers and backend functions."""
+"""Numba elementwise activation kernels (32-bit grid-stride loops), launchers and backend functions."""
 
 from __future__ import annotations
 
-from numba import cuda, float32
+from numba import float32, uint32
 
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import ELEMENTWISE_THREADS
+from .tiles import ELEMENTWISE_THREADS, grid_stride
 
 
 def relu_forward_v1(y, x, n):
     """y = max(x, 0). Work: n compares, no FLOPs; traffic 2*n*4 bytes (x in, y out)."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    for i in range(start, n, step):
+    i, step = grid_stride()
+    while i < uint32(n):
         v = x[i]
         y[i] = v if v > 0 else float32(0.0)
+        i = uint32(i + step)
 
 
 def relu_backward_v1(dx, dy, y, n):
     """dx = dy where y > 0, else 0. Work: n compares, no FLOPs; traffic 3*n*4 bytes."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    for i in range(start, n, step):
+    i, step = grid_stride()
+    while i < uint32(n):
         dx[i] = dy[i] if y[i] > 0 else float32(0.0)
+        i = uint32(i + step)
 
 
 def leaky_relu_forward_v1(y, x, n, slope):
     """y = x if x > 0 else x*slope. Work: n compares, up to n FLOPs; traffic 2*n*4 bytes."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    for i in range(start, n, step):
+    i, step = grid_stride()
+    while i < uint32(n):
         v = x[i]
         y[i] = v if v > 0 else v * slope
+        i = uint32(i + step)
 
 
 def leaky_relu_backward_v1(dx, dy, y, n, slope):
     """dx = dy if y > 0 else dy*slope. Work: n compares, up to n FLOPs; traffic 3*n*4 bytes."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    for i in range(start, n, step):
+    i, step = grid_stride()
+    while i < uint32(n):
         d = dy[i]
         dx[i] = d if y[i] > 0 else d * slope
+        i = uint32(i + step)
 
 
 def _elementwise(name, out, inputs, scalars, stream):

@@ -1,120 +1,194 @@
 """Numba conv launchers and backend functions (the implicit-GEMM kernels are in conv_kernels.py),
-the split-K sum and the bias-gradient kernels."""
+the split-K sum and the multi-block bias-gradient kernels."""
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint32
 
+from ..cuda import config as _cfg
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import (BK, ELEMENTWISE_THREADS, GEMM_BLOCK, REDUCE_THREADS, _conv_geometry, _gemm_grid,
-                    backward_weight_splits, bwd_phases, conv_tile)
+from .tiles import (ELEMENTWISE_THREADS, REDUCE_THREADS, WAVE_BLOCKS, _conv_geometry, _gemm_grid,
+                    backward_weight_splits, bwd_phases, conv_tile, gemm_splits, grid_stride,
+                    slice_len, split_chunk)
 
 
 def sum_splits_v1(out, parts, n, splits):
-    """out[i] = sum_s parts[s*n + i], summed in split order (deterministic).
+    """out[i] = sum_s parts[s*n + i], summed in split order (deterministic); 32-bit grid-stride loop.
     Work: splits*n FLOPs (adds); traffic (splits + 1)*n*4 bytes."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    for i in range(start, n, step):
+    i, step = grid_stride()
+    while i < uint32(n):
         v = float32(0.0)
-        for s in range(splits):
-            v += parts[s * n + i]
+        j = i
+        for _ in range(splits):
+            v += parts[j]
+            j = int32(j + n)
         out[i] = v
+        i = uint32(i + step)
 
 
-def conv2d_backward_bias_v1(db, dy, n_img, k_out, pq):
-    """db[k] = sum_{n, p, q} dy[n, k, p, q]. Grid (K,), block (REDUCE_THREADS,).
-    Work: N*K*P*Q FLOPs (adds); traffic N*K*P*Q*4 bytes in, K*4 bytes out."""
-    part = cuda.shared.array(REDUCE_THREADS, float32)
-    k = cuda.blockIdx.x
-    tid = cuda.threadIdx.x
-    total = n_img * pq
+def conv2d_backward_bias_v1(part, dy, n_img, k_out, pq, chunk):
+    """part[s, k] = sum of dy[n, k, p, q] over the s-th ``chunk`` of the channel's N*P*Q elements
+    (in (n, p, q) order). Grid (K, splits), block (REDUCE_THREADS,): several blocks per channel fill
+    the card; each thread carries its (n, pq) position and dy offset by REDUCE_THREADS per step (no
+    division in the loop), then a shared-memory tree reduction. With one split, part is db itself.
+    Work: N*K*P*Q FLOPs (adds); traffic N*K*P*Q*4 bytes in, splits*K*4 bytes out."""
+    buf = cuda.shared.array(REDUCE_THREADS, float32)
+    k = int32(cuda.blockIdx.x)
+    s = int32(cuda.blockIdx.y)
+    tid = int32(cuda.threadIdx.x)
+    kpq = int32(k_out * pq)
+    e = int32(s * chunk + tid)
+    end = int32(min(n_img * pq, s * chunk + chunk))
+    n = int32(e // pq)
+    i = int32(e - n * pq)
+    off = int32(n * kpq + k * pq + i)
+    dn = int32(REDUCE_THREADS // pq)  # the step in (n, i) digits, and in dy
+    di = int32(REDUCE_THREADS - dn * pq)
+    d_off = int32(dn * kpq + di)
     v = float32(0.0)
-    for i in range(tid, total, REDUCE_THREADS):
-        n = i // pq
-        v += dy[(n * k_out + k) * pq + i - n * pq]
-    part[tid] = v
+    while e < end:
+        v += dy[off]
+        e = int32(e + REDUCE_THREADS)
+        i = int32(i + di)
+        off = int32(off + d_off)
+        if i >= pq:  # into the next image's plane of channel k
+            i = int32(i - pq)
+            off = int32(off + kpq - pq)
+    buf[tid] = v
     cuda.syncthreads()
     width = REDUCE_THREADS // 2
     while width > 0:
         if tid < width:
-            part[tid] += part[tid + width]
+            buf[tid] += buf[tid + width]
         cuda.syncthreads()
         width //= 2
     if tid == 0:
-        db[k] = part[0]
+        part[int32(s * k_out + k)] = buf[0]
 
 
-def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None, tile=None):
-    """y = conv2d(x, w) (+ b); ``tile``: a tiles.Tile, default tiles.conv_tile's choice."""
+def backward_bias_splits(n_img: int, k_out: int, pq: int) -> int:
+    """Blocks per channel of the bias gradient: about 8 blocks per SM of an H100 in all, each thread
+    summing at least 16 elements."""
+    return max(1, min(-(-8 * WAVE_BLOCKS // k_out), n_img * pq // (16 * REDUCE_THREADS), _cfg.MAX_GRID_YZ))
+
+
+def _slices(splits, base_blocks: int, kred: int, z: int) -> int:
+    """Slices of a forward or backward-data reduction: ``splits`` as given (a positive int) or,
+    when None, tiles.gemm_splits' choice where the base_blocks output tiles are under a wave (else
+    1: partial sums cost traffic)."""
+    if splits is None:
+        return gemm_splits(base_blocks, kred, z) if base_blocks < WAVE_BLOCKS else 1
+    return _positive(splits)
+
+
+def _positive(splits) -> int:
+    if not (isinstance(splits, int) and splits >= 1):
+        raise ValueError(f"splits: got {splits!r}, expected a positive int")
+    return splits
+
+
+def _partials(dst, splits: int, workspace, what: str):
+    """Where a split-K kernel writes: ``dst`` itself for one slice, else ``workspace`` (splits*|dst|
+    floats, allocated when None)."""
+    if splits == 1:
+        return dst
+    if workspace is None:
+        workspace = _empty((splits * dst.size,), dst, what=f"{what} split workspace")
+    return _check_out(workspace, "workspace", (splits * dst.size,))
+
+
+def _sum_partials(dst, parts, splits: int, stream):
+    """dst = the sum of the splits partial results in parts, added in slice order (deterministic)."""
+    if splits > 1:
+        launch("sum_splits_v1", (_blocks(dst.size, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1),
+               (dst, parts, dst.size, splits), stream)
+
+
+def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
+                          workspace=None):
+    """y = conv2d(x, w) (+ b); ``tile``: a tiles.Tile, default tiles.conv_tile's choice. The
+    reduction is cut into ``splits`` slices (default: split only when the grid is under a wave) whose
+    partial sums go to ``workspace`` (splits*|y| floats, allocated when None) and are added in a
+    fixed order."""
     _check(x, "x"), _check(w, "w")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
-    n, _, _, _, k, _, _, p, q = geo[:9]
+    n, _, _, _, k, r, s, p, q = geo[:9]
     _check_out(y, "y", (n, k, p, q))
     if b is not None:
         _check_out(b, "b", (k,))
     tile = tile or conv_tile(k // groups, n * p * q, groups)
-    grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups, tile)
-    launch(f"conv2d_forward{tile.suffix}_v1", grid, GEMM_BLOCK, (y, x, w, w if b is None else b, int(b is not None)) + geo,
-           stream)
+    kred = w.shape[1] * r * s
+    splits, chunk = split_chunk(kred, _slices(splits, tile.blocks(k // groups, n * p * q) * groups, kred, groups))
+    grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups * splits, tile)
+    out = _partials(y, splits, workspace, "conv2d_forward")
+    launch(f"conv2d_forward{tile.suffix}_v1", grid, tile.block,
+           (out, x, w, w if b is None else b, int(b is not None)) + geo + (splits, chunk), stream)
+    _sum_partials(y, out, splits, stream)
     return y
 
 
-def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None, tile=None):
-    """dx from dy and w, one launch per stride phase; ``tile`` as for launch_conv2d_forward."""
+def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
+                                workspace=None):
+    """dx from dy and w, one launch per stride phase; ``tile``, ``splits`` and ``workspace`` as
+    for launch_conv2d_forward (every phase cuts its reduction into the same number of slices; a
+    slice past a phase's reduction writes zeros)."""
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
     n, c, h, wd, k, r, s, p, q = geo[:9]
     _check_out(dx, "dx", dx.shape)
     _check_out(dy, "dy", (n, k, p, q))
     phases = bwd_phases(h, wd, r, s, stride, padding, dilation)
-    tile = tile or conv_tile(c // groups, n * phases[0][1] * phases[0][8], groups * len(phases))
-    for phase in phases:
-        grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups, tile)
-        launch(f"conv2d_backward_data{tile.suffix}_v1", grid, GEMM_BLOCK, (dx, dy, w) + geo + phase, stream)
+    z = groups * len(phases)
+    tile = tile or conv_tile(c // groups, n * phases[0][1] * phases[0][8], z)
+    kreds = [k // groups * ph[4] * ph[11] for ph in phases]
+    splits = _slices(splits, sum(tile.blocks(c // groups, n * ph[1] * ph[8]) for ph in phases) * groups,
+                     max(kreds), z)
+    out = _partials(dx, splits, workspace, "conv2d_backward_data")
+    for phase, kred in zip(phases, kreds):
+        grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups * splits, tile)
+        chunk = slice_len(kred, splits)
+        launch(f"conv2d_backward_data{tile.suffix}_v1", grid, tile.block, (out, dy, w) + geo + phase + (splits, chunk),
+               stream)
+    _sum_partials(dx, out, splits, stream)
     return dx
 
 
 def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, splits=None, workspace=None,
                                   stream=None, tile=None):
     """dw from dy and x. The reduction is cut into ``splits`` slices (default: see
-    backward_weight_splits) whose partial sums go to ``workspace`` (splits*|dw| floats, allocated
-    when None) and are then added in a fixed order, so the result is deterministic. ``tile`` as for
-    launch_conv2d_forward."""
+    backward_weight_splits, whatever the grid) whose partial sums go to ``workspace`` (splits*|dw|
+    floats, allocated when None) and are then added in a fixed order, so the result is
+    deterministic. ``tile`` as for launch_conv2d_forward."""
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check_out(dw, "dw", dw.shape)
     _check_out(dy, "dy", (n, k, p, q))
-    kred = n * p * q
     cg = dw.shape[1]
     tile = tile or conv_tile(k // groups, cg * r * s, groups)
     if splits is None:
         splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
-    if not (isinstance(splits, int) and splits >= 1):
-        raise ValueError(f"splits: got {splits!r}, expected a positive int")
-    chunk = -(-kred // splits)
-    chunk = -(-chunk // BK) * BK
-    splits = -(-kred // chunk)
+    splits, chunk = split_chunk(n * p * q, _positive(splits))
     grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
-    out = dw
-    if splits > 1:
-        if workspace is None:
-            workspace = _empty((splits * dw.size,), dw, what="conv2d_backward_weight split workspace")
-        _check_out(workspace, "workspace", (splits * dw.size,))
-        out = workspace
-    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, GEMM_BLOCK, (out, dy, x) + geo + (splits, chunk), stream)
-    if splits > 1:
-        launch("sum_splits_v1", (_blocks(dw.size, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1),
-               (dw, workspace, dw.size, splits), stream)
+    out = _partials(dw, splits, workspace, "conv2d_backward_weight")
+    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk), stream)
+    _sum_partials(dw, out, splits, stream)
     return dw
 
 
-def launch_conv2d_backward_bias(db, dy, stream=None):
+def launch_conv2d_backward_bias(db, dy, stream=None, splits=None, workspace=None):
+    """db = dy summed over (n, p, q): ``splits`` blocks per channel (default backward_bias_splits)
+    whose partial sums go to ``workspace`` (splits*K floats, allocated when None) and are added in
+    a fixed order."""
     _check(dy, "dy")
     n, k, p, q = dy.shape
     _check_out(db, "db", (k,))
-    launch("conv2d_backward_bias_v1", (k, 1, 1), (REDUCE_THREADS, 1, 1), (db, dy, n, k, p * q), stream)
+    splits = _positive(backward_bias_splits(n, k, p * q) if splits is None else splits)
+    chunk = -(-(n * p * q) // splits)
+    grid = _cfg.check_grid("conv2d_backward_bias", (k, splits, 1))
+    out = _partials(db, splits, workspace, "conv2d_backward_bias")
+    launch("conv2d_backward_bias_v1", grid, (REDUCE_THREADS, 1, 1), (out, dy, n, k, p * q, chunk), stream)
+    _sum_partials(db, out, splits, stream)
     return db
 
 

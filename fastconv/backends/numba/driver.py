@@ -73,22 +73,25 @@ _POOL = "n" * 11  # planes, h, w, p, q, kh, kw, sh, sw, ph, pw
 
 _PARAMS = {
     "empty_v1": "fn",
-    "conv2d_forward_v1": "ffff" + "n" + _GEOM,
-    "conv2d_backward_data_v1": "fff" + _GEOM + "n" * 14,  # + one phase of tiles.bwd_phases
+    "conv2d_forward_v1": "ffff" + "n" + _GEOM + "nn",  # + splits, chunk
+    "conv2d_backward_data_v1": "fff" + _GEOM + "n" * 14 + "nn",  # + one phase of tiles.bwd_phases
     "conv2d_backward_weight_v1": "fff" + _GEOM + "nn",
-    "conv2d_forward_t128_v1": "ffff" + "n" + _GEOM,
-    "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n" * 14,
+    "conv2d_forward_t128_v1": "ffff" + "n" + _GEOM + "nn",
+    "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n" * 14 + "nn",
     "conv2d_backward_weight_t128_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t32x128_v1": "ffff" + "n" + _GEOM + "nn",
+    "conv2d_backward_data_t32x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_weight_t32x128_v1": "fff" + _GEOM + "nn",
     "sum_splits_v1": "ffnn",
-    "conv2d_backward_bias_v1": "ffnnn",
+    "conv2d_backward_bias_v1": "ffnnnn",
     "relu_forward_v1": "ffn",
     "relu_backward_v1": "fffn",
     "leaky_relu_forward_v1": "ffnx",
     "leaky_relu_backward_v1": "fffnx",
-    "max_pool2d_forward_v1": "fif" + _POOL,
-    "max_pool2d_backward_v1": "ffi" + _POOL,
-    "avg_pool2d_forward_v1": "ff" + _POOL + "n",
-    "avg_pool2d_backward_v1": "ff" + _POOL + "n",
+    "max_pool2d_forward_v1": "fif" + _POOL + "n",  # + planes per grid z-slice
+    "max_pool2d_backward_v1": "ffi" + _POOL + "n",
+    "avg_pool2d_forward_v1": "ff" + _POOL + "nn",  # + planes per z-slice, count_include_pad
+    "avg_pool2d_backward_v1": "ff" + _POOL + "nn",
 }
 
 

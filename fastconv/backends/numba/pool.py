@@ -1,137 +1,191 @@
-"""Numba max/avg pooling kernels, launchers and backend functions."""
+"""Numba max/avg pooling kernels, launchers and backend functions.
+
+Every kernel has one thread per position of a plane (an output for forward, an input for
+backward) that walks the N*C planes: its window (or the windows covering it) is decoded once with
+32-bit divisions, and the loop over planes only adds offsets (no division, 32-bit index math)."""
 
 from __future__ import annotations
 
 import math
 
-from numba import cuda, float32
+from numba import cuda, float32, int32
 
 from ...argcheck import conv_out_size
-from .driver import _I32, _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import ELEMENTWISE_THREADS
+from ..cuda import config as _cfg
+from .driver import _F32, _I32, _check, _check_out, _empty, _in, launch
+from .tiles import ELEMENTWISE_THREADS, _digits_split
+
+# elements (of whole planes) one z-slice of a pooling grid covers: a 28x28 plane alone would
+# leave 240 of its 1024 threads idle, 6 of them 160 of 4864
+POOL_GROUP_ELEMENTS = 4096
+
+# grid z of the pooling kernels: CUDA's limit (tests lower it to make the kernels walk planes)
+POOL_MAX_Z = _cfg.MAX_GRID_YZ
 
 
-def max_pool2d_forward_v1(y, argmax, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw):
-    """y = max over the in-bounds part of each window; argmax = h*W + w of the first maximum
-    in row-major window order (padding never wins; a NaN is the maximum, the first NaN wins).
-    One thread per output. Work: kh*kw compares per output, no FLOPs; traffic N*C*H*W*4 bytes in
-    (re-read per overlapping window, cache-served) + N*C*P*Q*(4 + 4) bytes out (y, argmax)."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    total = planes * p_out * q_out
-    for o in range(start, total, step):
-        plane = o // (p_out * q_out)
-        t = o - plane * (p_out * q_out)
-        p = t // q_out
-        q = t - p * q_out
-        h0 = p * sh - ph
-        w0 = q * sw - pw
-        best = float32(-math.inf)
-        best_i = -1
-        for r in range(kh):
-            hh = h0 + r
-            if hh >= 0 and hh < h_in:
-                for s in range(kw):
-                    ww = w0 + s
-                    if ww >= 0 and ww < w_in:
-                        v = x[(plane * h_in + hh) * w_in + ww]
-                        # the first maximum in scan order wins; a NaN beats everything (first NaN kept)
-                        if best_i < 0 or v > best or (v != v and best == best):
-                            best = v
-                            best_i = hh * w_in + ww
-        y[o] = best
-        argmax[o] = best_i
+@cuda.jit(device=True, inline="always")
+def _plane_slot(per_plane, inner, group):
+    """This thread's element of a pooling grid: blockIdx.z and x (blocks of ELEMENTWISE_THREADS)
+    cover ``group`` planes of ``per_plane`` elements (rows of ``inner``). Returns (ok, plane, row,
+    column, plane step): decoded once here with 32-bit divisions, then the kernel walks planes
+    (plane += plane step) with no division."""
+    t = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    pl, row, col = _digits_split(t, per_plane, inner)
+    return (t < int32(group * per_plane), int32(cuda.blockIdx.z * group + pl), int32(row), int32(col),
+            int32(cuda.gridDim.z * group))
 
 
 @cuda.jit(device=True, inline="always")
 def _window_range(i, pad, k, stride, n_out):
     """Outputs o with o*stride - pad <= i <= o*stride - pad + k - 1, clipped to [0, n_out)."""
-    hi = (i + pad) // stride
-    lo_num = i + pad - k + 1
-    lo = 0
+    hi = int32((i + pad) // stride)
+    lo_num = int32(i + pad - k + 1)
+    lo = int32(0)
     if lo_num > 0:
-        lo = (lo_num + stride - 1) // stride
-    return lo, min(hi + 1, n_out)
-
-
-def max_pool2d_backward_v1(dx, dy, argmax, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw):
-    """dx[h, w] = sum of dy over the windows covering (h, w) whose argmax is h*W + w.
-    Work: one argmax compare per covering window and 1 FLOP per match; traffic N*C*P*Q*(4 + 4)
-    bytes in (dy, argmax; re-read per overlap, cache-served) + N*C*H*W*4 bytes out."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    hw = h_in * w_in
-    total = planes * hw
-    for o in range(start, total, step):
-        plane = o // hw
-        idx = o - plane * hw
-        hh = idx // w_in
-        ww = idx - hh * w_in
-        p_lo, p_hi = _window_range(hh, ph, kh, sh, p_out)
-        q_lo, q_hi = _window_range(ww, pw, kw, sw, q_out)
-        v = float32(0.0)
-        for p in range(p_lo, p_hi):
-            for q in range(q_lo, q_hi):
-                j = (plane * p_out + p) * q_out + q
-                if argmax[j] == idx:
-                    v += dy[j]
-        dx[o] = v
+        lo = int32((lo_num + stride - 1) // stride)
+    return lo, int32(min(hi + 1, n_out))
 
 
 @cuda.jit(device=True, inline="always")
-def _avg_divisor(p, q, h_in, w_in, kh, kw, sh, sw, ph, pw, include_pad):
-    """Window size: kh*kw with padding counted (floor-mode windows never pass the padded
-    edge), else the number of in-bounds elements."""
+def _window_rows(o, stride, pad, k, n_in):
+    """In-bounds input rows [lo, hi) of output row o's window."""
+    h0 = int32(o * stride - pad)
+    return int32(max(h0, 0)), int32(min(h0 + k, n_in))
+
+
+def max_pool2d_forward_v1(y, argmax, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, group):
+    """y = max over the in-bounds part of each window; argmax = h*W + w of the first maximum
+    in row-major window order (padding never wins; a NaN is the maximum, the first NaN wins).
+    One thread per output position, walking the planes (see _plane_slot); 32-bit index math, the
+    window decoded once per thread. Work: kh*kw compares per output, no FLOPs; traffic N*C*H*W*4
+    bytes in (re-read per overlapping window, cache-served) + N*C*P*Q*(4 + 4) bytes out (y, argmax)."""
+    ok, plane, p, q, step = _plane_slot(int32(p_out * q_out), q_out, group)
+    h_lo, h_hi = _window_rows(p, sh, ph, kh, h_in)
+    w_lo, w_hi = _window_rows(q, sw, pw, kw, w_in)
+    hw = int32(h_in * w_in)
+    pq = int32(p_out * q_out)
+    first = int32(h_lo * w_in + w_lo)  # window corner in the plane
+    x_off = int32(plane * hw)
+    y_off = int32(plane * pq + p * q_out + q)
+    while ok and plane < planes:
+        best = float32(-math.inf)
+        best_i = int32(-1)
+        row = first
+        for _ in range(h_hi - h_lo):
+            i = row
+            for _ in range(w_hi - w_lo):
+                v = x[int32(x_off + i)]
+                # the first maximum in scan order wins; a NaN beats everything (first NaN kept)
+                if best_i < 0 or v > best or (v != v and best == best):
+                    best = v
+                    best_i = i
+                i = int32(i + 1)
+            row = int32(row + w_in)
+        y[y_off] = best
+        argmax[y_off] = best_i
+        plane = int32(plane + step)
+        x_off = int32(x_off + step * hw)
+        y_off = int32(y_off + step * pq)
+
+
+def max_pool2d_backward_v1(dx, dy, argmax, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, group):
+    """dx[h, w] = sum of dy over the windows covering (h, w) whose argmax is h*W + w.
+    One thread per input position, walking the planes; the covering windows decoded once per
+    thread. Work: one argmax compare per covering window and 1 FLOP per match; traffic
+    N*C*P*Q*(4 + 4) bytes in (dy, argmax; re-read per overlap, cache-served) + N*C*H*W*4 bytes out."""
+    ok, plane, hh, ww, step = _plane_slot(int32(h_in * w_in), w_in, group)
+    p_lo, p_hi = _window_range(hh, ph, kh, sh, p_out)
+    q_lo, q_hi = _window_range(ww, pw, kw, sw, q_out)
+    idx = int32(hh * w_in + ww)
+    hw = int32(h_in * w_in)
+    pq = int32(p_out * q_out)
+    first = int32(p_lo * q_out + q_lo)
+    dx_off = int32(plane * hw + idx)
+    dy_off = int32(plane * pq)
+    while ok and plane < planes:
+        v = float32(0.0)
+        row = int32(dy_off + first)
+        for _ in range(p_hi - p_lo):
+            j = row
+            for _ in range(q_hi - q_lo):
+                if argmax[j] == idx:
+                    v += dy[j]
+                j = int32(j + 1)
+            row = int32(row + q_out)
+        dx[dx_off] = v
+        plane = int32(plane + step)
+        dx_off = int32(dx_off + step * hw)
+        dy_off = int32(dy_off + step * pq)
+
+
+@cuda.jit(device=True, inline="always")
+def _avg_divisor(h_lo, h_hi, w_lo, w_hi, kh, kw, include_pad):
+    """Size of the window whose in-bounds rows and columns are [h_lo, h_hi) x [w_lo, w_hi):
+    kh*kw with padding counted (floor-mode windows never pass the padded edge), else the number
+    of in-bounds elements."""
     if include_pad:
-        return float32(kh * kw)
-    h0 = p * sh - ph
-    w0 = q * sw - pw
-    hc = min(h0 + kh, h_in) - max(h0, 0)
-    wc = min(w0 + kw, w_in) - max(w0, 0)
-    return float32(hc * wc)
+        return float32(int32(kh * kw))
+    return float32(int32((h_hi - h_lo) * (w_hi - w_lo)))
 
 
-def avg_pool2d_forward_v1(y, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, include_pad):
-    """y = mean over each window (divisor as _avg_divisor). Work: kh*kw adds + 1 divide per output
-    (FLOPs); traffic N*C*H*W*4 bytes in (re-read per overlap, cache-served) + N*C*P*Q*4 bytes out."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    total = planes * p_out * q_out
-    for o in range(start, total, step):
-        plane = o // (p_out * q_out)
-        t = o - plane * (p_out * q_out)
-        p = t // q_out
-        q = t - p * q_out
-        h0 = p * sh - ph
-        w0 = q * sw - pw
+def avg_pool2d_forward_v1(y, x, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, group, include_pad):
+    """y = mean over each window (divisor as _avg_divisor, computed once per thread). One thread
+    per output position, walking the planes. Work: kh*kw adds + 1 divide per output (FLOPs);
+    traffic N*C*H*W*4 bytes in (re-read per overlap, cache-served) + N*C*P*Q*4 bytes out."""
+    ok, plane, p, q, step = _plane_slot(int32(p_out * q_out), q_out, group)
+    h_lo, h_hi = _window_rows(p, sh, ph, kh, h_in)
+    w_lo, w_hi = _window_rows(q, sw, pw, kw, w_in)
+    d = _avg_divisor(h_lo, h_hi, w_lo, w_hi, kh, kw, include_pad)
+    hw = int32(h_in * w_in)
+    pq = int32(p_out * q_out)
+    x_off = int32(plane * hw + h_lo * w_in + w_lo)
+    y_off = int32(plane * pq + p * q_out + q)
+    while ok and plane < planes:
         v = float32(0.0)
-        for hh in range(max(h0, 0), min(h0 + kh, h_in)):
-            for ww in range(max(w0, 0), min(w0 + kw, w_in)):
-                v += x[(plane * h_in + hh) * w_in + ww]
-        y[o] = v / _avg_divisor(p, q, h_in, w_in, kh, kw, sh, sw, ph, pw, include_pad)
+        row = x_off
+        for _ in range(h_hi - h_lo):
+            i = row
+            for _ in range(w_hi - w_lo):
+                v += x[i]
+                i = int32(i + 1)
+            row = int32(row + w_in)
+        y[y_off] = v / d
+        plane = int32(plane + step)
+        x_off = int32(x_off + step * hw)
+        y_off = int32(y_off + step * pq)
 
 
-def avg_pool2d_backward_v1(dx, dy, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, include_pad):
+def avg_pool2d_backward_v1(dx, dy, planes, h_in, w_in, p_out, q_out, kh, kw, sh, sw, ph, pw, group, include_pad):
     """dx[h, w] = sum over the windows covering (h, w) of dy / window size.
-    Work: 1 divide + 1 add per covering window (FLOPs); traffic N*C*P*Q*4 bytes in (re-read per
-    overlap, cache-served) + N*C*H*W*4 bytes out."""
-    start = cuda.grid(1)
-    step = cuda.gridsize(1)
-    hw = h_in * w_in
-    total = planes * hw
-    for o in range(start, total, step):
-        plane = o // hw
-        idx = o - plane * hw
-        hh = idx // w_in
-        ww = idx - hh * w_in
-        p_lo, p_hi = _window_range(hh, ph, kh, sh, p_out)
-        q_lo, q_hi = _window_range(ww, pw, kw, sw, q_out)
+    One thread per input position, walking the planes. Work: 1 divide + 1 add per covering
+    window (FLOPs); traffic N*C*P*Q*4 bytes in (re-read per overlap, cache-served) + N*C*H*W*4
+    bytes out."""
+    ok, plane, hh, ww, step = _plane_slot(int32(h_in * w_in), w_in, group)
+    p_lo, p_hi = _window_range(hh, ph, kh, sh, p_out)
+    q_lo, q_hi = _window_range(ww, pw, kw, sw, q_out)
+    hw = int32(h_in * w_in)
+    pq = int32(p_out * q_out)
+    dx_off = int32(plane * hw + hh * w_in + ww)
+    dy_off = int32(plane * pq + p_lo * q_out + q_lo)
+    while ok and plane < planes:
         v = float32(0.0)
-        for p in range(p_lo, p_hi):
-            for q in range(q_lo, q_hi):
-                d = _avg_divisor(p, q, h_in, w_in, kh, kw, sh, sw, ph, pw, include_pad)
-                v += dy[(plane * p_out + p) * q_out + q] / d
-        dx[o] = v
+        row = dy_off
+        h0 = int32(p_lo * sh - ph)  # window rows h0 .. h0 + kh - 1, carried by the stride
+        for _ in range(p_hi - p_lo):
+            j = row
+            w0 = int32(q_lo * sw - pw)
+            for _ in range(q_hi - q_lo):
+                d = _avg_divisor(max(h0, 0), min(int32(h0 + kh), h_in), max(w0, 0), min(int32(w0 + kw), w_in), kh, kw,
+                                 include_pad)
+                v += dy[j] / d
+                j = int32(j + 1)
+                w0 = int32(w0 + sw)
+            row = int32(row + q_out)
+            h0 = int32(h0 + sh)
+        dx[dx_off] = v
+        plane = int32(plane + step)
+        dx_off = int32(dx_off + step * hw)
+        dy_off = int32(dy_off + step * pq)
 
 
 def _pool_geometry(x_shape, ks, stride, padding):
@@ -141,41 +195,50 @@ def _pool_geometry(x_shape, ks, stride, padding):
     return (n * c, h, w, p, q, ks[0], ks[1], stride[0], stride[1], padding[0], padding[1])
 
 
+def _launch_pool(name, x_side, pooled, ks, stride, padding, scalars, stream):
+    """Check and launch pooling kernel ``name``. x_side: ((array, argument name), ...) of the input's
+    shape, pooled: ((array, argument name, dtype), ...) of the pooled shape, each in the kernel's
+    order (a forward kernel takes the pooled arrays first, a backward one the input-shaped ones).
+    One thread per element of a plane (outputs for forward, inputs for backward); blockIdx.z walks
+    groups of planes, each group at least POOL_GROUP_ELEMENTS long so that ragged plane ends idle
+    few threads."""
+    _check(*x_side[0])
+    geo = _pool_geometry(x_side[0][0].shape, ks, stride, padding)
+    shape = x_side[0][0].shape[:2] + geo[3:5]
+    for a, what, dtype in pooled:
+        _check_out(a, what, shape, dtype)
+    forward = name.endswith("_forward_v1")
+    per_plane = geo[3] * geo[4] if forward else geo[1] * geo[2]
+    ins, outs = tuple(a for a, _ in x_side), tuple(a for a, _, _ in pooled)
+    arrays = outs + ins if forward else ins + outs
+    planes = geo[0]
+    group = max(1, min(planes, -(-POOL_GROUP_ELEMENTS // max(per_plane, 1))))
+    grid = _cfg.check_grid(name, (max(1, -(-(group * per_plane) // ELEMENTWISE_THREADS)), 1,
+                                  max(1, min(-(-planes // group), POOL_MAX_Z))))
+    launch(name, grid, (ELEMENTWISE_THREADS, 1, 1), arrays + geo + (group,) + scalars, stream)
+
+
 def launch_max_pool2d_forward(y, argmax, x, ks, stride, padding, stream=None):
-    _check(x, "x")
-    geo = _pool_geometry(x.shape, ks, stride, padding)
-    shape = x.shape[:2] + geo[3:5]
-    _check_out(y, "y", shape), _check_out(argmax, "argmax", shape, _I32)
-    launch("max_pool2d_forward_v1", (_blocks(y.size, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1),
-           (y, argmax, x) + geo, stream)
+    _launch_pool("max_pool2d_forward_v1", [(x, "x")], [(y, "y", _F32), (argmax, "argmax", _I32)], ks, stride,
+                 padding, (), stream)
     return y, argmax
 
 
 def launch_max_pool2d_backward(dx, dy, argmax, ks, stride, padding, stream=None):
-    _check(dx, "dx")
-    geo = _pool_geometry(dx.shape, ks, stride, padding)
-    shape = dx.shape[:2] + geo[3:5]
-    _check_out(dy, "dy", shape), _check_out(argmax, "argmax", shape, _I32)
-    launch("max_pool2d_backward_v1", (_blocks(dx.size, ELEMENTWISE_THREADS), 1, 1),
-           (ELEMENTWISE_THREADS, 1, 1), (dx, dy, argmax) + geo, stream)
+    _launch_pool("max_pool2d_backward_v1", [(dx, "dx")], [(dy, "dy", _F32), (argmax, "argmax", _I32)], ks, stride,
+                 padding, (), stream)
     return dx
 
 
 def launch_avg_pool2d_forward(y, x, ks, stride, padding, count_include_pad, stream=None):
-    _check(x, "x")
-    geo = _pool_geometry(x.shape, ks, stride, padding)
-    _check_out(y, "y", x.shape[:2] + geo[3:5])
-    launch("avg_pool2d_forward_v1", (_blocks(y.size, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1),
-           (y, x) + geo + (int(bool(count_include_pad)),), stream)
+    _launch_pool("avg_pool2d_forward_v1", [(x, "x")], [(y, "y", _F32)], ks, stride, padding,
+                 (int(bool(count_include_pad)),), stream)
     return y
 
 
 def launch_avg_pool2d_backward(dx, dy, ks, stride, padding, count_include_pad, stream=None):
-    _check(dx, "dx")
-    geo = _pool_geometry(dx.shape, ks, stride, padding)
-    _check_out(dy, "dy", dx.shape[:2] + geo[3:5])
-    launch("avg_pool2d_backward_v1", (_blocks(dx.size, ELEMENTWISE_THREADS), 1, 1),
-           (ELEMENTWISE_THREADS, 1, 1), (dx, dy) + geo + (int(bool(count_include_pad)),), stream)
+    _launch_pool("avg_pool2d_backward_v1", [(dx, "dx")], [(dy, "dy", _F32)], ks, stride, padding,
+                 (int(bool(count_include_pad)),), stream)
     return dx
 
 

@@ -1,7 +1,7 @@
 """Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64
 and 128x128) with their choice and register-tile FMA, the division-free index digits of the conv
-loaders, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
-their geometry argument list.
+loaders and pooling kernels, the 32-bit grid-stride loop, the backward-data stride phases, the grid
+and split-K of the implicit-GEMM conv kernels and their geometry argument list.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from numba import cuda, float32, uint32
+from numba import cuda, float32, uint32, uint64
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
@@ -17,19 +17,13 @@ from ..cuda import config as _cfg
 BK = 8                  # reduction slice staged in shared memory per step
 
 
-TY = 16                 # threads along rows
+THREADS = 256           # threads per block of every conv GEMM tile
 
 
-TX = 16                 # threads along columns
+PAD = 4                 # shared row padding: k-fast stores hit 8 different banks; keeps rows 16-byte aligned
 
 
-THREADS = TX * TY       # 256 threads per block
-
-
-PAD = 4                 # shared row padding: k-fast stores hit 8 different banks
-
-
-GEMM_BLOCK = (TX, TY, 1)
+VEC = 4                 # floats per 16-byte shared load: a thread's rows (columns) come in whole runs of VEC
 
 
 ELEMENTWISE_THREADS = 256
@@ -42,93 +36,126 @@ WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks
 
 
 class Tile(NamedTuple):
-    """Block tile of a conv GEMM: bm rows x bn columns per block of TY x TX threads, each thread
-    holding a tm x tn register tile (rows ty + TY*i, columns tx + TX*j); ``suffix`` names its kernels."""
+    """Block tile of a conv GEMM: bm rows x bn columns per block of ty_threads x tx_threads
+    (= THREADS) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
+    tx*tn + j); ``suffix`` names its kernels."""
     bm: int
     bn: int
+    tm: int
+    tn: int
     suffix: str
 
     @property
-    def tm(self):
-        return self.bm // TY
+    def ty_threads(self):
+        return self.bm // self.tm
 
     @property
-    def tn(self):
-        return self.bn // TX
+    def tx_threads(self):
+        return self.bn // self.tn
 
     @property
-    def loads(self):
-        """Elements of each operand one thread stages per BK slice."""
+    def block(self):
+        """The launch block (x over columns, y over rows)."""
+        return (self.tx_threads, self.ty_threads, 1)
+
+    def blocks(self, rows: int, cols: int) -> int:
+        """Blocks of this tile over a rows x cols GEMM."""
+        return -(-rows // self.bm) * -(-cols // self.bn)
+
+    @property
+    def a_loads(self):
+        """Elements of A (bm x BK) one thread stages per BK slice."""
         return self.bm * BK // THREADS
 
+    @property
+    def b_loads(self):
+        """Elements of B (BK x bn) one thread stages per BK slice."""
+        return self.bn * BK // THREADS
 
-TILE_64 = Tile(64, 64, "")          # 4x4 outputs per thread: small GEMMs keep more blocks busy
+
+TILE_64 = Tile(64, 64, 4, 4, "")              # 4x4 outputs per thread: small GEMMs keep more blocks busy
 
 
-TILE_128 = Tile(128, 128, "_t128")  # 8x8 outputs per thread: half the shared traffic per FMA
+TILE_128 = Tile(128, 128, 8, 8, "_t128")      # 8x8 outputs per thread: half the shared traffic per FMA
 
 
-TILES = (TILE_64, TILE_128)
+TILE_32 = Tile(32, 128, 4, 4, "_t32x128")     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
+
+
+TILES = (TILE_64, TILE_128, TILE_32)
 
 
 for _t in TILES:
-    assert _t.bm == _t.bn and _t.tm * TY == _t.bm and _t.loads * THREADS == _t.bm * BK and THREADS % _t.bn == 0
+    assert _t.ty_threads * _t.tx_threads == THREADS and _t.tm % VEC == 0 and _t.tn % VEC == 0
+    assert _t.a_loads * THREADS == _t.bm * BK and _t.b_loads * THREADS == _t.bn * BK and THREADS % _t.bn == 0
 
 
 def conv_tile(rows: int, cols: int, z: int) -> Tile:
     """Tile of a conv GEMM of rows x cols, z times (groups, x phases): 128x128 when both sides fill
-    it and its blocks still cover a wave of the card, else 64x64."""
-    big = -(-rows // 128) * -(-cols // 128) * z
-    return TILE_128 if rows >= 128 and cols >= 128 and big >= WAVE_BLOCKS else TILE_64
+    it and its blocks still cover a wave of the card; 32x128 for at most 32 rows and at least 128
+    columns; else 64x64."""
+    if rows >= 128 and cols >= 128 and TILE_128.blocks(rows, cols) * z >= WAVE_BLOCKS:
+        return TILE_128
+    return TILE_32 if rows <= 32 and cols >= 128 else TILE_64
 
 
 def make_tile_fma(tile: Tile):
     """Device function tile_fma(As, Bs, acc, ty, tx, a_buf, b_buf) for ``tile``:
-    acc[i, j] += sum_kk As[a_buf + kk*(bm+PAD) + ty + TY*i] * Bs[b_buf + kk*(bn+PAD) + tx + TX*j]
-    over one BK slice of the flat shared tiles (a_buf, b_buf: the offsets of the buffer in use)."""
+    acc[i, j] += sum_kk As[a_buf + kk*(bm+PAD) + ty*tm + i] * Bs[b_buf + kk*(bn+PAD) + tx*tn + j]
+    over one BK slice of the flat shared tiles (a_buf, b_buf: the offsets of the buffer in use).
+    A thread's rows (and columns) are contiguous and start on a 16-byte boundary (tm, tn, PAD and
+    the buffer sizes are multiples of VEC), so the compiler reads them with ld.shared.v4
+    (tests/test_numba_ptx.py checks): for 8x8, 4 loads per step instead of 16 (the B reads of 8
+    columns then meet 2-way bank conflicts, cheaper than 12 more load instructions)."""
     tm, tn, as_w, bs_w = tile.tm, tile.tn, tile.bm + PAD, tile.bn + PAD
 
     @cuda.jit(device=True, inline="always")
     def tile_fma(As, Bs, acc, ty, tx, a_buf, b_buf):
         a = cuda.local.array(tm, float32)
         b = cuda.local.array(tn, float32)
-        # unsigned 32-bit shared offsets carried by a row per step: no negative-index wraparound and
-        # no 64-bit multiply in the address math
-        a_off = uint32(a_buf + ty)
-        b_off = uint32(b_buf + tx)
-        a_end = uint32(a_buf + BK * as_w)
+        # shared offsets carried by a row per step (no multiply), unsigned (no negative-index
+        # wraparound code) and in the pointer width (the shared address is a 64-bit base + offset
+        # anyway, so no widening per load)
+        a_off = uint64(a_buf + ty * tm)
+        b_off = uint64(b_buf + tx * tn)
+        a_end = uint64(a_off + uint64(BK * as_w))
         while a_off < a_end:
             for i in range(tm):
-                a[i] = As[uint32(a_off + TY * i)]
+                a[i] = As[uint64(a_off + uint64(i))]
             for j in range(tn):
-                b[j] = Bs[uint32(b_off + TX * j)]
+                b[j] = Bs[uint64(b_off + uint64(j))]
             for i in range(tm):
                 for j in range(tn):
                     acc[i, j] += a[i] * b[j]
-            a_off = uint32(a_off + as_w)
-            b_off = uint32(b_off + bs_w)
+            a_off = uint64(a_off + uint64(as_w))
+            b_off = uint64(b_off + uint64(bs_w))
     return tile_fma
 
 
 @cuda.jit(device=True, inline="always")
-def _digits_init(k, base, inner, hi, mid, lo, l):
-    """Split index k into digits (hi, mid, lo) of the mixed radix (., base/inner, inner):
-    k = hi*base + mid*inner + lo; stored at slot l of the three local arrays."""
-    h = k // base
-    t = k - h * base
-    m = t // inner
-    hi[l] = h
-    mid[l] = m
-    lo[l] = t - m * inner
+def grid_stride():
+    """(first index, step) of this thread in a 1-d grid-stride loop, as uint32: the loop
+    ``while i < uint32(n): ...; i = uint32(i + step)`` then does 32-bit index math (cuda.grid(1) and range()
+    would make it 64-bit) and cannot wrap below n (n < 2**31, which the launchers check)."""
+    return (uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x),
+            uint32(cuda.gridDim.x * cuda.blockDim.x))
 
 
 @cuda.jit(device=True, inline="always")
-def _digits_step(base, inner):
-    """BK in the same digits (dh, dm, dl), so that advancing an index by BK needs no division."""
-    dh = BK // base
-    t = BK - dh * base
-    dm = t // inner
-    return dh, dm, t - dm * inner
+def _digits_split(k, base, inner):
+    """Index k as digits (hi, mid, lo) of the mixed radix (., base/inner, inner):
+    k = hi*base + mid*inner + lo. Divides: for set-up before a loop, which then steps the digits
+    with _digits_advance (a step split the same way) instead of dividing."""
+    h = k // base
+    t = k - h * base
+    m = t // inner
+    return h, m, t - m * inner
+
+
+@cuda.jit(device=True, inline="always")
+def _digits_init(k, base, inner, hi, mid, lo, l):
+    """_digits_split(k, base, inner) stored at slot l of the three local arrays."""
+    hi[l], mid[l], lo[l] = _digits_split(k, base, inner)
 
 
 @cuda.jit(device=True, inline="always")
@@ -155,15 +182,34 @@ def _gemm_grid(name: str, cols: int, rows: int, z: int, tile: Tile = TILE_64):
     return _cfg.check_grid(name, (-(-cols // tile.bn), -(-rows // tile.bm), z))
 
 
-def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 264, tile: Tile = TILE_64) -> int:
-    """How many slices the N*P*Q reduction of the weight gradient is cut into: enough blocks of
-    ``tile`` to fill the card (about 2 per SM of an H100/H200), each slice at least 8 BK-steps long,
-    and groups*splits within the 65535 blocks grid z allows."""
+def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int = 2 * WAVE_BLOCKS) -> int:
+    """How many slices a conv GEMM's reduction of length ``kred`` is cut into (split-K) when its
+    output tiles make ``base_blocks`` blocks: enough blocks to fill the card (about 2 per SM of an
+    H100/H200), each slice at least 8 BK-steps long, and z*splits within the 65535 blocks grid z
+    allows (z: the groups the grid's z already holds)."""
+    return max(1, min(-(-target_blocks // base_blocks), kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
+
+
+def slice_len(kred: int, splits: int) -> int:
+    """Length of each of ``splits`` slices of a reduction of ``kred``: a multiple of BK, at least BK."""
+    return max(BK, -(-(-(-kred // splits)) // BK) * BK)
+
+
+def split_chunk(kred: int, splits: int) -> tuple[int, int]:
+    """(splits, chunk): the reduction cut into slices of slice_len, as few slices as that leaves
+    (at most ``splits``, at least 1)."""
+    chunk = slice_len(kred, splits)
+    return max(1, -(-kred // chunk)), chunk
+
+
+def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 2 * WAVE_BLOCKS,
+                           tile: Tile = TILE_64) -> int:
+    """gemm_splits for the weight gradient: its N*P*Q reduction is long and its Kg x Cg*R*S output
+    often a few tiles, so it splits whatever the grid."""
     n, k, p, q = dy_shape
     _, cg, r, s = w_shape
-    base = -(-(cg * r * s) // tile.bn) * -(-(k // groups) // tile.bm) * groups
-    kred = n * p * q
-    return max(1, min((target_blocks + base - 1) // base, kred // (8 * BK), _cfg.MAX_GRID_YZ // groups))
+    base = tile.blocks(k // groups, cg * r * s) * groups
+    return gemm_splits(base, n * p * q, groups, target_blocks)
 
 
 def phase_dim(phi: int, n: int, r: int, st: int, pd: int, d: int) -> tuple[int, int, int, int, int, int, int]:

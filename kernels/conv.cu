@@ -25,9 +25,11 @@
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
 //       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1.
-//   v3 tf32  the same core with the product done by mma.sync m16n8k8 TF32 (operands rounded by
-//       cvt.rna.tf32, fp32 accumulation), for the BK = 8 tiles: conv2d_forward_v3_tf32_t*,
-//       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
+//   v3 tf32  the same core (loaders, pipeline, epilogue) with the product done by mma.sync
+//       m16n8k8 TF32 (operands rounded by cvt.rna.tf32, fp32 accumulation) on its own tiles
+//       (CONV_V3_TF32_KERNELS below: warp tiles of up to 4 x 8 mma tiles fed by 128-bit
+//       conflict-free fragment loads): conv2d_forward_v3_tf32_t*, conv2d_backward_data_v3_tf32_t*,
+//       conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5):
 //       conv2d_forward_smallc_v1 (direct: one output pixel per thread, its C/G*R*S inputs in
 //       registers, all K/G filters from shared memory) and conv2d_backward_data_smallc_v1 (one
@@ -188,7 +190,7 @@ __device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return
 
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
-template <class T, bool TF32>
+template <class T>
 __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
@@ -203,8 +205,8 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
     GatherB<T> lb(x, gg, n0, npq, kbeg, kend);
-    float acc[8][8];
-    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    typename T::Acc acc;
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -215,13 +217,13 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     };
     const bool fused = splits == 1;
     const i64 zoff = (i64)z * N * KPQ;
-    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
                      fused ? act : 0, slope);
 }
 
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
 // taps); traffic (dy + packed w + dx) * 4 B compulsory.
-template <class T, bool TF32>
+template <class T>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -240,8 +242,8 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
     GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend);
-    float acc[8][8];
-    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    typename T::Acc acc;
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -251,12 +253,12 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
         }
     };
     const i64 zoff = (i64)zs * N * CHW;
-    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
 // splits * K*Cg*R*S * 4 B of partials when split.
-template <class T, bool TF32>
+template <class T>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                    int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -270,14 +272,14 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     WgradA<T> la(dy, K, P * Q, g * Kg, Kg, m0, kbeg, kend);
     const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
     WgradB<T> lb(x, wg, P, Q, crs, n0, kbeg, kend);
-    float acc[8][8];
-    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    typename T::Acc acc;
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
     };
     const i64 zoff = (i64)z * K * crs;
-    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
 }
 
 #define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
@@ -289,32 +291,34 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
 // per SM that allow <= 170 registers (255 for t128x128), which ptxas fits without spills.
-#define CONV_V3_ENTRIES(SUFFIX, TILE, TF32)                                                              \
+#define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
                                 int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE, TF32>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
+        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
                                       int krs_max) {                                                       \
-        conv_bwd_data_v3<TILE, TF32>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
+        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
                                         float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
-        conv_bwd_weight_v3<TILE, TF32>(dy, x, out, CONV_PASS, splits, chunk);                              \
+        conv_bwd_weight_v3<TILE>(dy, x, out, CONV_PASS, splits, chunk);                              \
     }
 // The v3 entry points of one tile, fp32 (FFMA) ...
 #define CONV_V3_KERNELS(SUFFIX, ...)              \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
-    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX, false)
-// ... and TF32 (mma.sync m16n8k8; BK = 8 tiles only), conv2d_<pass>_v3_tf32_<tile>.
-#define CONV_V3_TF32_KERNELS(SUFFIX) CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tile_##SUFFIX, true)
+    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
+// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>.
+#define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
+    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
+    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX)
 
-// CONV_V3_TILES: suffix, BM, BN, BK, warps (rows x cols), lane rows, stages, min blocks per SM.
+// CONV_V3_KERNELS: suffix, BM, BN, BK, warps (rows x cols), lane rows, stages, min blocks per SM.
 // Mirrored by fastconv/backends/cuda/config.py CONV_TILES (tests compare the two).
 CONV_V3_KERNELS(t128x128, 128, 128, 8, 4, 2, 4, 3, 1)
 CONV_V3_KERNELS(t128x64, 128, 64, 8, 4, 1, 4, 3, 3)
@@ -322,10 +326,12 @@ CONV_V3_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3, 3)
 CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
 CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
-CONV_V3_TF32_KERNELS(t128x128)
-CONV_V3_TF32_KERNELS(t128x64)
-CONV_V3_TF32_KERNELS(t64x128)
-CONV_V3_TF32_KERNELS(t64x64)
+// CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
+// tiles 64x64 (t128x128), 64x32, 32x64 and 32x64. Mirrored by config.py TF32_TILES.
+CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
+CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
+CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3)
+CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 6)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) in split order
 // (deterministic). Work: splits*total adds; traffic (splits + 1) * total * 4 B.

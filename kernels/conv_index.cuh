@@ -160,3 +160,9 @@ FC_HD int phase_max_taps(int R, int st, int d) {
     const int rstep = st / gcd_int(st, d);
     return (R + rstep - 1) / rstep;
 }
+
+// The TF32 warp tile's fragment layout (kernels/conv_gemm.cuh MmaTile): the warp row of row r
+// (0..15) of m16n8k8 A / C tile mt. Lane (g, t) holds rows g and g + 8 of every tile; placed at
+// 16*mt + 2g and 16*mt + 2g + 1 they are one 64-bit shared load per k row (columns stay in order:
+// column c of tile nt is warp column 8*nt + c).
+FC_HD int mma_row(int mt, int r) { return 16 * mt + 2 * (r & 7) + (r >> 3); }

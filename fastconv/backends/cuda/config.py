@@ -22,7 +22,7 @@ MAX_GRID_YZ = 65535
 MAX_SPLITS = 64
 MIN_SPLIT_CHUNK = 64        # reduction elements per split-K slice, at least
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
-SPLIT_ALIGN = 8             # split-K slices are whole BK tiles for every tile shape (BK 4 or 8)
+SPLIT_ALIGN = 8             # split-K slices are whole BK tiles (BK 4 or 8; the BK 16 TF32 tiles: 16)
 SMALLC = 32                 # C/G*R*S limit of the small-channel kernels (CONV_SMALLC in conv.cu)
 SMALLC_THREADS = 256
 
@@ -38,7 +38,17 @@ CONV_TILES = {
     "t32x128": (32, 128, 4, 64, 6),
     "t64x32": (64, 32, 4, 32, 12),
 }
-TF32_TILES = tuple(t for t, v in CONV_TILES.items() if v[2] == 8)  # mma.sync m16n8k8 steps k by 8
+# The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
+# same fields; each has the BM x BN of the CONV_TILES entry of its name (conv_grid serves both).
+# Warp tiles: t128x128 64x64 (4 x 8 mma tiles per warp: an A fragment serves 8 mma, a B fragment
+# 4), t128x64 64x32, t64x128 32x64, t64x64 32x64 (2 warps). Registers (sm_90, no spills): 220-229,
+# 160-166, 147-157 and 148-156 of their 255, 170, 170, 170.
+TF32_TILES = {
+    "t128x128": (128, 128, 8, 128, 2),
+    "t128x64": (128, 64, 16, 128, 3),
+    "t64x128": (64, 128, 8, 128, 3),
+    "t64x64": (64, 64, 8, 64, 6),
+}
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -126,9 +136,14 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
     return max(1, cdiv(rows * 32, block))
 
 
+def tile_spec(tile: str, tf32: bool = False) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, threads, min blocks per SM) of a v3 tile: TF32_TILES with tf32, else CONV_TILES."""
+    return (TF32_TILES if tf32 else CONV_TILES)[tile]
+
+
 def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False) -> str:
     """Tile for a GEMM of m rows by n columns, z times (groups x phases); with tf32 one of
-    TF32_TILES (the BK = 8 tiles: t64x64 stands in for the small-m and small-n tiles).
+    TF32_TILES (t64x64 stands in for the small-m and small-n tiles).
 
     N <= 32 (backward-weight of a small-channel conv, N = C/G*R*S): t64x32. m <= 32: t32x128 (no
     row padding past 32). Otherwise the rows pick 64- or 128-row tiles (m <= 64: 64), and a
@@ -160,9 +175,11 @@ def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
     return (cdiv(n, bn), gy, z)
 
 
-def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None) -> tuple[int, int]:
-    """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
-    splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
+def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None,
+                tf32: bool = False) -> tuple[int, int]:
+    """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN (and of the tile's
+    BK: tile_spec(tile, tf32)) and splits = ceil(red / chunk), so every slice is non-empty and they
+    tile [0, red) exactly.
 
     Splits only when the grid is less than one wave (num_sms x the tile's blocks per SM), to about
     one wave; each slice >= MIN_SPLIT_CHUNK long, splits <= MAX_SPLITS, z*splits <= 65535. The
@@ -174,16 +191,18 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     if red < 0:
         raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
     gx, gy, _ = conv_grid(m, n, tile, z)
-    blocks, wave = gx * gy * z, num_sms * CONV_TILES[tile][4]
+    _, _, bk, _, minb = tile_spec(tile, tf32)
+    align = max(SPLIT_ALIGN, bk)
+    blocks, wave = gx * gy * z, num_sms * minb
     want = 1
     if force is not None:
         want = max(1, min(force, MAX_GRID_YZ // z))
     elif blocks < wave:
         want = min(cdiv(wave, blocks), MAX_SPLITS, max(1, red // MIN_SPLIT_CHUNK), MAX_GRID_YZ // z)
-    chunk = max(SPLIT_ALIGN, cdiv(cdiv(max(red, 1), want), SPLIT_ALIGN) * SPLIT_ALIGN)
+    chunk = max(align, cdiv(cdiv(max(red, 1), want), align) * align)
     splits = cdiv(max(red, 1), chunk)
     if splits * chunk > INT32_LIMIT:
-        splits, chunk = 1, cdiv(red, SPLIT_ALIGN) * SPLIT_ALIGN
+        splits, chunk = 1, cdiv(red, align) * align
     return splits, chunk
 
 

@@ -60,11 +60,11 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
     cur = settings.current()
     tf32 = cur.tf32
     tile = _tile(m, cols, z, tf32)
-    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits)
+    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits, tf32)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.CONV_TILES[tile][3],
+    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.tile_spec(tile, tf32)[3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
     return ws, splits
 

@@ -74,8 +74,10 @@ __device__ __forceinline__ void block_sum2(double& a, double& b, double* buf) {
 //   c/d3 = [g+8][2t+1]. a and b hold tf32 bit patterns (see cvt_tf32).
 // cvt_tf32(x): x rounded to tf32 (nearest, ties away from zero), as a 32-bit pattern.
 #ifdef FASTCONV_EMU
-#define FC_CP_ASYNC(NAME, CACHE, BYTES) \
-    __device__ __forceinline__ void NAME(float* dst, const float* src, int src_bytes) { fc::cp_async(dst, src, BYTES, src_bytes); }
+#define FC_CP_ASYNC(NAME, CACHE, BYTES)                                               \
+    __device__ __forceinline__ void NAME(float* dst, const float* src, int src_bytes) { \
+        fc::cp_async(dst, src, BYTES, src_bytes);                                     \
+    }
 #define FC_LDMATRIX(NAME, N, TRANS)                                         \
     __device__ __forceinline__ void NAME(unsigned* r, const float* row) {   \
         unsigned t[N];                                                      \

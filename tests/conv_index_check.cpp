@@ -140,11 +140,12 @@ static void check_mma_layout(int WM, int pitch) {
             EXPECT(row >= 0 && row < WM, "mma_row(%d, %d) = %d outside %d rows", mt, r, row, WM);
             ++seen[row];
             EXPECT(row / (WM / 2) == mma_row(mt, 0) / (WM / 2), "tile %d split across epilogue halves", mt);
-            if (r < 8) EXPECT(row % 2 == 0 && mma_row(mt, r + 8) == row + 1, "rows %d, %d of tile %d not a pair", r, r + 8, mt);
+            if (r < 8)
+                EXPECT(row % 2 == 0 && mma_row(mt, r + 8) == row + 1, "rows %d, %d of tile %d apart", r, r + 8, mt);
         }
     for (int row = 0; row < WM; ++row) EXPECT(seen[row] == 1, "warp row %d held %d times", row, seen[row]);
-    for (int w0 = 0; w0 + WM <= pitch; w0 += WM)
-        for (int mt = 0; mt < WM / 16; ++mt) {
+    for (int w0 = 0; w0 + WM <= pitch; w0 += WM) {  // every warp's origin in the block tile
+        for (int mt = 0; mt < WM / 16; ++mt)
             for (int half = 0; half < 2; ++half) {
                 std::vector<int> bank(32, 0);
                 for (int l = 16 * half; l < 16 * half + 16; ++l) {
@@ -152,12 +153,14 @@ static void check_mma_layout(int WM, int pitch) {
                     ++bank[word % 32];
                     ++bank[(word + 1) % 32];
                 }
-                for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "A loads, pitch %d tile %d: bank %d x%d", pitch, mt, b, bank[b]);
+                for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "A loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
             }
+        for (int nt = 0; nt < WM / 8; ++nt) {  // B: warp tiles as wide as A's are tall
             std::vector<int> bank(32, 0);
-            for (int l = 0; l < 32; ++l) ++bank[((l % 4) * pitch + w0 + 8 * mt + l / 4) % 32];
-            for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "B loads, pitch %d tile %d: bank %d x%d", pitch, mt, b, bank[b]);
+            for (int l = 0; l < 32; ++l) ++bank[((l % 4) * pitch + w0 + 8 * nt + l / 4) % 32];
+            for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "B loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
         }
+    }
 }
 
 int main(int argc, char** argv) {

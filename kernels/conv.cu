@@ -204,7 +204,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    GatherB<T> lb(x, gg, n0, npq, kbeg, kend);
+    GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
@@ -241,7 +241,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend);
+    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
@@ -269,9 +269,10 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    WgradA<T> la(dy, K, P * Q, g * Kg, Kg, m0, kbeg, kend);
+    const WgradRows wr = {K * P * Q, P * Q, g * Kg};
+    WgradA<T> la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
     const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
-    WgradB<T> lb(x, wg, P, Q, crs, n0, kbeg, kend);
+    WgradB<T> lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     auto col_of = [&](int n, int (&co)[4]) {

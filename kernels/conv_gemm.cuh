@@ -31,7 +31,6 @@ struct TileGeom {
     static constexpr int STAGE = BK * (AS + BS);                 // floats per pipeline stage
     static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C
     static constexpr int SMEM = STAGES * STAGE > EPI ? STAGES * STAGE : EPI;
-    static_assert(NT % BK == 0 && BN % (NT / BK) == 0, "gather loader: NT/BK threads per k row must tile BN");
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
     static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
@@ -108,103 +107,49 @@ struct PackedA {
     }
 };
 
-// B operand gathered from T[img][a][Th][Tw] (Gather in conv_index.cuh): thread kk_off = tid / TPR
-// loads row kk_off of each stage at columns n_off + j*TPR; per column the offset and first
-// row/column are decoded once (gather_col), per k step only the iterator advances.
-template <class T>
-struct GatherB {
-    static constexpr int TPR = T::NT / T::BK, L = T::BN / TPR;
+// A gathered operand tile (Geo: a geometry of conv_index.cuh), EXTENT columns (rows of A) by BK k
+// rows, stored k-major with row pitch PITCH, 4-byte cp.async with zero-fill: thread (kk_off,
+// n_off) loads k row kk_off of each stage at columns n_off + j*STEP, STEP = NT/BK threads per k
+// row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
+// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step only the tap
+// iterator (ni x nj inner digits) advances.
+template <class T, int EXTENT, int PITCH, bool KK_FAST, class Geo>
+struct GatherTile {
+    static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
+    static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
     const float* src;
-    Gather g;
+    Geo g;
     int kend;
     TapIter it;
-    GatherCol col[L];
-    __device__ __forceinline__ GatherB(const float* t, const Gather& g_, int n0, int ncols, int kbeg, int kend_) {
-        src = t; g = g_; kend = kend_;
-        const int kk_off = threadIdx.x / TPR, n_off = threadIdx.x - kk_off * TPR;
-        it.init(kbeg + kk_off, T::BK, g.ni, g.nj);
+    typename Geo::Col col[L];
+    __device__ __forceinline__ static int kk_off() { return KK_FAST ? threadIdx.x % T::BK : threadIdx.x / STEP; }
+    __device__ __forceinline__ static int n_off() { return KK_FAST ? threadIdx.x / T::BK : threadIdx.x % STEP; }
+    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend_,
+                                          int ni, int nj) {
+        src = src_; g = g_; kend = kend_;
+        it.init(kbeg + kk_off(), T::BK, ni, nj);
 #pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * TPR, ncols);
+        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
-    __device__ __forceinline__ void issue(float* Bs) {
-        const int kk_off = threadIdx.x / TPR, n_off = threadIdx.x - kk_off * TPR;
-        float* dst = Bs + kk_off * T::BS + n_off;
+    __device__ __forceinline__ void issue(float* S) {
+        float* dst = S + kk_off() * PITCH + n_off();
         const bool kok = it.kk < kend;
 #pragma unroll
         for (int j = 0; j < L; ++j) {
             bool ok;
             const int a = gather_addr(g, col[j], it, ok);
             ok = ok && kok;
-            cp_async_ca4(dst + j * TPR, ok ? src + a : src, ok ? 4 : 0);
+            cp_async_ca4(dst + j * STEP, ok ? src + a : src, ok ? 4 : 0);
         }
     }
     __device__ __forceinline__ void next() { it.next(); }
 };
-
-// backward-weight A: A[m][kk=(img,pq)] = dy[img][k0g + m][pq]; kk fastest over threads.
 template <class T>
-struct WgradA {
-    static constexpr int STEP = T::NT / T::BK, L = T::BM / STEP;
-    static_assert(T::NT % T::BK == 0 && T::BM % STEP == 0, "WgradA: NT/BK must divide BM");
-    const float* dy;
-    int KPQ, kend;
-    TapIter it;   // (img, 0, pq)
-    int roff[L];
-    __device__ __forceinline__ WgradA(const float* dy_, int K, int PQ, int k0g, int Mg, int m0, int kbeg, int kend_) {
-        dy = dy_; KPQ = K * PQ; kend = kend_;
-        const int kk_off = threadIdx.x % T::BK, m_off = threadIdx.x / T::BK;
-        it.init(kbeg + kk_off, T::BK, 1, PQ);
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int m = m0 + m_off + j * STEP;
-            roff[j] = m < Mg ? (k0g + m) * PQ : -1;
-        }
-    }
-    __device__ __forceinline__ void issue(float* As) {
-        const int kk_off = threadIdx.x % T::BK, m_off = threadIdx.x / T::BK;
-        const bool kok = it.kk < kend;
-        const int koff = it.a * KPQ + it.j;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const bool ok = kok && roff[j] >= 0;
-            cp_async_ca4(As + kk_off * T::AS + m_off + j * STEP, ok ? dy + (roff[j] + koff) : dy, ok ? 4 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() { it.next(); }
-};
-
-// backward-weight B: B[kk=(img,p,q)][n=(c,r,s)] (wgrad_col / wgrad_addr in conv_index.cuh);
-// kk fastest over threads, so consecutive threads read consecutive q.
+using GatherB = GatherTile<T, T::BN, T::BS, false, Gather>;     // forward, backward-data B
 template <class T>
-struct WgradB {
-    static constexpr int STEP = T::NT / T::BK, L = T::BN / STEP;
-    static_assert(T::NT % T::BK == 0 && T::BN % STEP == 0, "WgradB: NT/BK must divide BN");
-    const float* x;
-    WgradGeom g;
-    int kend;
-    TapIter it;   // (img, p, q)
-    WgradCol col[L];
-    __device__ __forceinline__ WgradB(const float* x_, const WgradGeom& g_, int P, int Q, int crs, int n0, int kbeg,
-                                      int kend_) {
-        x = x_; g = g_; kend = kend_;
-        const int kk_off = threadIdx.x % T::BK, n_off = threadIdx.x / T::BK;
-        it.init(kbeg + kk_off, T::BK, P, Q);
-#pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = wgrad_col(g, n0 + n_off + j * STEP, crs);
-    }
-    __device__ __forceinline__ void issue(float* Bs) {
-        const int kk_off = threadIdx.x % T::BK, n_off = threadIdx.x / T::BK;
-        const bool kok = it.kk < kend;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            bool ok;
-            const int a = wgrad_addr(g, col[j], it, ok);
-            ok = ok && kok;
-            cp_async_ca4(Bs + kk_off * T::BS + n_off + j * STEP, ok ? x + a : x, ok ? 4 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() { it.next(); }
-};
+using WgradA = GatherTile<T, T::BM, T::AS, true, WgradRows>;    // backward-weight A (dy)
+template <class T>
+using WgradB = GatherTile<T, T::BN, T::BS, true, WgradGeom>;    // backward-weight B (x)
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>

@@ -115,7 +115,7 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, crs = Cg * c.R * c.S, kred = c.N * P * Q;
     for (int g = 0; g < c.G; ++g) {
         const WgradGeom wg = {c.C, c.H, c.W, g * Cg, c.R, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return wgrad_addr(wg, wgrad_col(wg, n, crs), it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(wg, gather_col(wg, n, crs), it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int img = kk / (P * Q), p = kk / Q % P, q = kk % Q;
             const int ch = n / (c.R * c.S), r = n / c.S % c.R, s = n % c.S;

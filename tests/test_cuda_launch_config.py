@@ -50,22 +50,21 @@ def test_conv_grid():
 
 @settings(max_examples=200, deadline=None)
 @given(m=st.integers(1, 600), n=st.integers(1, 5000), red=st.integers(0, 10**6), z=st.integers(1, 64),
-       sms=st.integers(1, 200))
-def test_conv_splits_tile_the_reduction(m, n, red, z, sms):
-    tile = cfg.conv_tile(m, n, sms, z)
-    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms)
+       sms=st.integers(1, 200), tf32=st.booleans())
+def test_conv_splits_tile_the_reduction(m, n, red, z, sms, tf32):
+    tile = cfg.conv_tile(m, n, sms, z, tf32)
+    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms, tf32=tf32)
     assert 1 <= splits <= cfg.MAX_SPLITS
     assert z * splits <= cfg.MAX_GRID_YZ
     assert chunk % cfg.SPLIT_ALIGN == 0
-    for bk in {t[2] for t in cfg.CONV_TILES.values()}:
-        assert chunk % bk == 0
+    assert chunk % cfg.tile_spec(tile, tf32)[2] == 0  # whole BK tiles
     # slices [s*chunk, min(red, (s+1)*chunk)) are non-empty and cover [0, red) exactly
     assert (splits - 1) * chunk < max(red, 1) <= splits * chunk
     assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
     if splits > 1:
         assert chunk >= cfg.MIN_SPLIT_CHUNK - cfg.SPLIT_ALIGN
         gx, gy, _ = cfg.conv_grid(m, n, tile, z)
-        assert gx * gy * z < sms * cfg.CONV_TILES[tile][4]  # only grids under a wave are split
+        assert gx * gy * z < sms * cfg.tile_spec(tile, tf32)[4]  # only grids under a wave are split
 
 
 def test_conv_splits_fill_the_gpu_for_design_shapes():
@@ -79,6 +78,21 @@ def test_conv_splits_fill_the_gpu_for_design_shapes():
     assert gx * gy * splits >= 132 * cfg.CONV_TILES[tile][4] // 2
     # a grid of a full wave is not split
     assert cfg.conv_splits(256, 100352, 2304, "t128x128", 1, 132) == (1, 2304)
+
+
+def test_tf32_tile_choice_and_splits():
+    """TF32 picks from TF32_TILES (t64x64 for small m or n), splits in whole BK tiles of that table
+    and counts a wave with its tiles' blocks per SM."""
+    assert cfg.conv_tile(32, 25, 132, tf32=True) == "t64x64"          # lenet.conv1 backward-weight
+    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x64"       # lenet.conv2 backward-data: m = 32
+    assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"     # resnet.c2 forward
+    assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"      # resnet.c4 forward
+    assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"
+    assert cfg.tile_spec("t128x64", tf32=True) == cfg.TF32_TILES["t128x64"] != cfg.tile_spec("t128x64")
+    splits, chunk = cfg.conv_splits(256, 2048, 1152, "t128x64", 1, 132, tf32=True)  # dcgan.d3-sized, BK 16
+    assert (splits, chunk) == (7, 176)  # 64 blocks, wave 132 x 3: 7 slices of 11 BK tiles
+    with pytest.raises(KeyError):
+        cfg.tile_spec("t64x32", tf32=True)  # no TF32 tile of that name (the launcher names the setting)
 
 
 def test_conv_splits_of_an_empty_reduction():

@@ -273,11 +273,12 @@ __device__ __forceinline__ float conv_act(float v, int act, float slope) {
 }
 
 // Writes the block's C tile: out[row_off(m) + col_off(n)] = act(C[m][n] + bias[m]) with
-// row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (quad rows
-// a = 0, 1), then each thread stores 4 consecutive columns: one float4 when its 4 column offsets
-// are consecutive and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte
-// aligned), else 4 scalars. Columns whose
-// col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4 offsets of columns n..n+3.
+// row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (the upper
+// and lower half of every warp tile: fp32 quad rows a = 0, 1; TF32 mma rows by mma_row), then
+// each thread stores 4 consecutive columns: one float4 when its 4 column offsets are consecutive
+// and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte aligned), else 4
+// scalars. Columns whose col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4
+// offsets of columns n..n+3.
 template <class T, class ColOff>
 __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc& acc, const ColOff& col_of, int m0,
                                               int n0, int Mg, int mg0, int rstride, float* out, bool out_aligned,

@@ -159,7 +159,7 @@ def _no_division(kernel, arch, ops):
 
 
 # Instructions per HMMA in the TF32 main loop (sm_90, mma tiles per warp and k step of 8): t128x128
-# 9.8-10.8 (32), t128x64 12.5-13.8 (16, BK 16), t64x128 15.6-17.8 (16), t64x64 16.5-18.9 (16); the
+# 9.7-10.5 (32), t128x64 12.5-13.8 (16, BK 16), t64x128 15.6-17.6 (16), t64x64 16.5-18.8 (16); the
 # rest is the cvt.rna pair (FSETP, IADD) per fragment element, one shared load per 1-2 elements and
 # the gather loaders' address math. Before the fragment-layout rework: 13.0-19.3 with 16 HMMA per
 # step on every tile and register moves between loads and mma.

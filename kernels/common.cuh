@@ -72,7 +72,9 @@ __device__ __forceinline__ void block_sum2(double& a, double& b, double* buf) {
 //   with g = lane/4, t = lane%4: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];
 //   b0 = B[t][g], b1 = B[t+4][g]; c/d0 = [g][2t], c/d1 = [g][2t+1], c/d2 = [g+8][2t],
 //   c/d3 = [g+8][2t+1]. a and b hold tf32 bit patterns (see cvt_tf32).
-// cvt_tf32(x): x rounded to tf32 (nearest, ties away from zero), as a 32-bit pattern.
+// cvt_tf32(x): x rounded to tf32 (nearest, ties away from zero), as a 32-bit pattern (the mma
+//   reads its upper 19 bits; the lower 13 are not cleared). tf32_value(x): the same rounding as a
+//   float whose lower 13 bits are zero, i.e. exactly a tf32 (an mma operand without another cvt).
 #ifdef FASTCONV_EMU
 #define FC_CP_ASYNC(NAME, CACHE, BYTES)                                               \
     __device__ __forceinline__ void NAME(float* dst, const float* src, int src_bytes) { \
@@ -150,3 +152,4 @@ __device__ __forceinline__ unsigned cvt_tf32(float x) {
     return r;
 }
 #endif
+__device__ __forceinline__ float tf32_value(float x) { return __uint_as_float(cvt_tf32(x) & 0xffffe000u); }

@@ -15,9 +15,10 @@
 //       is multiplied; the sh*sw phases run in one launch (grid z). ConvTranspose2d forward is
 //       this pass. Per thread: offsets and validity masks decoded before the main loop, the
 //       reduction index advanced by a carry iterator (no division in the loop), weights read as
-//       16-byte cp.async from a packed copy [kk][M rounded up to 4] (conv2d_pack_*_v1), the
-//       gathered operand as 4-byte cp.async with zero-fill, a STAGES-deep pipeline, 8x8 outputs
-//       per thread in warp tiles, and an epilogue staged through shared memory that stores float4
+//       16-byte cp.async from a packed copy [kk][M rounded up to 4] (conv2d_pack_*_v1; rounded to
+//       tf32 there for the TF32 kernels), the gathered operand as 4-byte cp.async with zero-fill,
+//       a STAGES-deep pipeline, 8x8 outputs per thread in warp tiles (fp32), and an epilogue
+//       staged through shared memory that stores float4
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
 //       conv2d_splitk_reduce_v1 sums in split order (deterministic), then adds bias/activation.
@@ -147,25 +148,27 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // packing
 
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
-// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. Work: no FLOPs; traffic
-// (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
+// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. tf32: each value rounded to tf32
+// here (tf32_value), once, so the TF32 kernels feed it to the mma without a cvt per fragment.
+// Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
-                                                  int Kg, int Kp, int crs, int G) {
+                                                  int Kg, int Kp, int crs, int G, int tf32) {
     const i64 total = (i64)G * crs * Kp;
     GRID_STRIDE(i, total) {
         const int m = (int)(i % Kp), kk = (int)((i / Kp) % crs), g = (int)(i / ((i64)Kp * crs));
-        wp[i] = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
+        const float v = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
+        wp[i] = tf32 ? tf32_value(v) : v;
     }
 }
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
 // the phase (bwd_phase), zero past it and for c >= Cg: the backward-data A operand of every phase,
-// each phase a slab of Kg*maxRi*maxSj rows. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B
-// (the phases' taps partition the filter) plus the zero padding.
+// each phase a slab of Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Work: no FLOPs;
+// traffic about 2 * K*Cg*R*S * 4 B (the phases' taps partition the filter) plus the zero padding.
 extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                         int Kg, int Cg, int Cp, int H, int W, int R, int S,
                                                         int sh, int sw, int ph, int pw, int dh, int dw, int G,
-                                                        int krs_max) {
+                                                        int krs_max, int tf32) {
     const i64 total = (i64)sh * sw * G * krs_max * Cp;
     GRID_STRIDE(i, total) {
         const int c = (int)(i % Cp);
@@ -178,7 +181,7 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
             const int r = f.r0 + ii * f.rstep, s = f.s0 + jj * f.sstep;
             v = w[(((i64)(g * Kg + k) * Cg + c) * R + r) * S + s];
         }
-        wp[i] = v;
+        wp[i] = tf32 ? tf32_value(v) : v;
     }
 }
 

@@ -71,9 +71,11 @@ struct ThreadPos {
 };
 
 // A operand from packed weights Ap[kk][Mp] (Mp = rows padded to a multiple of 4, pad zeroed by
-// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk.
+// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. TF32_VALUES: for a TF32
+// tile the pack kernel has rounded the weights to tf32 already.
 template <class T>
 struct PackedA {
+    static constexpr bool TF32_VALUES = T::TF32;
     static constexpr int VECS = T::BK * T::BM / 4, V = (VECS + T::NT - 1) / T::NT, RV = T::BM / 4;
     const float* ap;
     int Mp, kend, kbase;
@@ -115,6 +117,7 @@ struct PackedA {
 // iterator (ni x nj inner digits) advances.
 template <class T, int EXTENT, int PITCH, bool KK_FAST, class Geo>
 struct GatherTile {
+    static constexpr bool TF32_VALUES = false;  // gathered straight from the tensor: rounded in mma_step
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
     const float* src;
@@ -185,8 +188,9 @@ struct MmaPos {
 // One stage of TF32 mma.sync m16n8k8, BK/8 k steps. Per k step a lane reads k rows t and t + 4:
 // of A the float2 at warp row 16*mt + 2g (rows g, g + 8 of tile mt: mma_row) per tile, landing
 // as registers a0, a1 (k t) and a2, a3 (k t + 4); of B column 8*nt + g per tile (b0, b1). Each
-// value is rounded in the register it was loaded into, so no register moves feed the mma.
-template <class T>
+// value is rounded in the register it was loaded into, so no register moves feed the mma; A_TF32:
+// A holds tf32 values already (packed weights, rounded by the pack kernel) and is not rounded.
+template <class T, bool A_TF32>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
     const float* ap = As + mp.t * T::AS + mp.wm + 2 * mp.g;
@@ -199,8 +203,8 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typen
 #pragma unroll
             for (int mt = 0; mt < T::MT; ++mt) {
                 const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
-                a[mt][2 * kh] = cvt_tf32(v.x);
-                a[mt][2 * kh + 1] = cvt_tf32(v.y);
+                a[mt][2 * kh] = A_TF32 ? __float_as_uint(v.x) : cvt_tf32(v.x);
+                a[mt][2 * kh + 1] = A_TF32 ? __float_as_uint(v.y) : cvt_tf32(v.y);
             }
 #pragma unroll
             for (int nt = 0; nt < T::NT8; ++nt) b[nt][kh] = cvt_tf32(bp[(k8 + 4 * kh) * T::BS + 8 * nt]);
@@ -254,7 +258,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
         const float* As = smem + rs * T::STAGE;
         const float* Bs = As + T::BK * T::AS;
         if constexpr (T::TF32)
-            mma_step<T>(As, Bs, acc);
+            mma_step<T, LA::TF32_VALUES>(As, Bs, acc);
         else
             ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;

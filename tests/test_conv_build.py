@@ -158,11 +158,12 @@ def _no_division(kernel, arch, ops):
     assert not bad, f"{kernel} ({arch}): division-like instructions in the main loop: {bad}"
 
 
-# Instructions per HMMA in the TF32 main loop (sm_90, mma tiles per warp and k step of 8): t128x128
-# 9.7-10.5 (32), t128x64 12.5-13.8 (16, BK 16), t64x128 15.6-17.6 (16), t64x64 16.5-18.8 (16); the
-# rest is the cvt.rna pair (FSETP, IADD) per fragment element, one shared load per 1-2 elements and
-# the gather loaders' address math. Before the fragment-layout rework: 13.0-19.3 with 16 HMMA per
-# step on every tile and register moves between loads and mma.
+# Instructions per HMMA in the TF32 main loop (sm_90, mma tiles per warp and k step of 8; forward
+# and backward-data, then backward-weight): t128x128 8.7, 10.5 (32), t128x64 10.5-10.6, 13.8 (16,
+# BK 16), t64x128 14.6-14.9, 17.6 (16), t64x64 15.5-16.0, 18.8 (16); the rest is the cvt.rna pair
+# (FSETP, IADD) per fragment element of a gathered operand, one shared load per 1-2 elements and
+# the gather loaders' address math. Before the rework: 13.0-19.3 with 16 HMMA per step on every
+# tile, a cvt.rna per fragment element of both operands and register moves between loads and mma.
 TF32_MAX_PER_HMMA = {"t128x128": 12, "t128x64": 15, "t64x128": 19, "t64x64": 20}
 
 
@@ -170,14 +171,19 @@ TF32_MAX_PER_HMMA = {"t128x128": 12, "t128x64": 15, "t64x128": 19, "t64x64": 20}
 @pytest.mark.parametrize("kernel", TF32)
 def test_tf32_main_loop_sass(sass, arch, kernel):
     """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
-    A fragments by 64-bit shared loads, no division; on sm_90 at most one register move per HMMA
-    (the loaders' own) and at most TF32_MAX_PER_HMMA instructions per HMMA."""
+    A fragments by 64-bit shared loads, cvt.rna only for B where A is packed weights, no division;
+    on sm_90 at most one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA
+    instructions per HMMA."""
     tile = kernel.rsplit("_", 1)[1]
     bm, bn, bk, nt, _ = cfg.TF32_TILES[tile]
+    _, wc = _tf32_warps()[tile]
     ops = main_loop(sass[arch][kernel], "HMMA")
     counts = Counter(op.split(".")[0] for op in ops)
     per_warp = bm * bn // (nt // 32) // 128  # m16n8 tiles per warp
     assert counts["HMMA"] == per_warp * bk // 8, f"{kernel} ({arch}): {counts}"
+    if "backward_weight" not in kernel:  # packed weights are tf32 already: cvt (FSETP + IADD) on B only
+        b_elems = 2 * (bn // wc // 8) * bk // 8
+        assert counts["FSETP"] == b_elems, f"{kernel} ({arch}): {counts['FSETP']} cvt.rna, B has {b_elems}"
     assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
     assert "LDS.64" in ops, f"{kernel} ({arch}): A fragments not loaded as 64-bit pairs"
     _no_division(kernel, arch, ops)
@@ -185,6 +191,13 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
         moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
         assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
         assert len(ops) <= TF32_MAX_PER_HMMA[tile] * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA"
+
+
+def _tf32_warps():
+    """{tile: (warp rows, warp columns)} of the CONV_V3_TF32_KERNELS lines of conv.cu."""
+    text = (loader.kernel_dir() / "conv.cu").read_text()
+    rows = re.findall(r"^CONV_V3_TF32_KERNELS\((\w+), \d+, \d+, \d+, (\d+), (\d+), \d+, \d+\)", text, re.M)
+    return {name: (int(wr), int(wc)) for name, wr, wc in rows}
 
 
 def test_tile_table_matches_the_kernels():

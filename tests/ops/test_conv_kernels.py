@@ -207,6 +207,31 @@ def test_tf32_within_its_rounding_bound(cp, what, tile):
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
 
 
+@pytest.mark.parametrize("tf32", [False, True])
+def test_packed_weights_are_tf32_values_for_the_tf32_kernels(cp, tf32):
+    """With tf32 the pack kernels round each weight to tf32 once (nearest, ties away from zero,
+    lower 13 bits zero), so the TF32 kernels feed them to the mma without cvt.rna; fp32 packs copy
+    them exactly. Forward and the 4 phases of a stride-2 backward-data each hold every weight once."""
+    from fastconv.argcheck import conv_hyper
+    from fastconv.backends.cuda import conv as launchers
+    n, c, h, w, k, r, s, *hyper = (1, 10, 8, 9, 5, 4, 4, 2, 1, 1, 1)
+    rng = np.random.default_rng(3)
+    wt = rng.standard_normal((k, c, r, s)).astype(np.float32)
+    u = wt.view(np.uint32).ravel()
+    want = np.sort(((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32) if tf32 else wt.ravel())
+    x = cp.asarray(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    dy = cp.asarray(rng.standard_normal((n, k, 4, 4)).astype(np.float32))
+    with fastconv.using(tf32=tf32), emu.trace() as t:
+        launchers.conv2d_forward(x, cp.asarray(wt), None, *conv_hyper(*hyper[:3]), hyper[3])
+        ops.conv2d_backward_data(dy, cp.asarray(wt), (n, c, h, w), *hyper)
+    packs = [rec for rec in t.launches if rec.name.startswith("conv2d_pack_")]
+    assert [rec.name for rec in packs] == ["conv2d_pack_forward_v1", "conv2d_pack_backward_data_v1"]
+    for rec in packs:
+        wp = cp.asnumpy(rec.args[1]).ravel()
+        got = np.sort(wp[wp != 0])
+        np.testing.assert_array_equal(got, want, err_msg=rec.name)
+
+
 def test_tf32_paths_avoid_fp32_only_kernels(cp):
     """With tf32 on, small-channel shapes run the TF32 core (t64x64), not the FFMA direct kernels."""
     case = SMALL_CASES[0]

@@ -102,7 +102,8 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     kp = cfg.cdiv(kg, 4) * 4
     wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
     _launch("conv.cu", "conv2d_pack_forward_v1", _eltwise_grid(wp.size), cfg.BLOCK,
-            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups)))
+            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups))
+            + (_i32(settings.current().tf32),))
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (bias,), ints), fused)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
@@ -133,7 +134,8 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
     _launch("conv.cu", "conv2d_pack_backward_data_v1", _eltwise_grid(wp.size), cfg.BLOCK,
-            (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:] + (_i32(krs_max),))
+            (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
+            + (_i32(krs_max), _i32(settings.current().tf32)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
                        (_i32(krs_max),))

@@ -72,54 +72,60 @@ __device__ __forceinline__ void block_sum2(double& a, double& b, double* buf) {
 //   with g = lane/4, t = lane%4: a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];
 //   b0 = B[t][g], b1 = B[t+4][g]; c/d0 = [g][2t], c/d1 = [g][2t+1], c/d2 = [g+8][2t],
 //   c/d3 = [g+8][2t+1]. a and b hold tf32 bit patterns (see cvt_tf32).
-// cvt_tf32(x): x rounded to tf32 (nearest, ties away from zero), as a 32-bit pattern.
+// cvt_tf32(x): x rounded to tf32 (nearest, ties away from zero), as a 32-bit pattern (the mma
+//   reads its upper 19 bits; the lower 13 are not cleared). tf32_value(x): the same rounding as a
+//   float whose lower 13 bits are zero, i.e. exactly a tf32 (an mma operand without another cvt).
 #ifdef FASTCONV_EMU
-__device__ __forceinline__ void cp_async_ca4(float* dst, const float* src, int src_bytes) {
-    fc::cp_async(dst, src, 4, src_bytes);
-}
-__device__ __forceinline__ void cp_async_ca8(float* dst, const float* src, int src_bytes) {
-    fc::cp_async(dst, src, 8, src_bytes);
-}
-__device__ __forceinline__ void cp_async_ca16(float* dst, const float* src, int src_bytes) {
-    fc::cp_async(dst, src, 16, src_bytes);
-}
-__device__ __forceinline__ void cp_async_cg16(float* dst, const float* src, int src_bytes) {
-    fc::cp_async(dst, src, 16, src_bytes);
-}
+#define FC_CP_ASYNC(NAME, CACHE, BYTES)                                               \
+    __device__ __forceinline__ void NAME(float* dst, const float* src, int src_bytes) { \
+        fc::cp_async(dst, src, BYTES, src_bytes);                                     \
+    }
+#define FC_LDMATRIX(NAME, N, TRANS)                                         \
+    __device__ __forceinline__ void NAME(unsigned* r, const float* row) {   \
+        unsigned t[N];                                                      \
+        fc::ldmatrix(t, N, sizeof(TRANS) > 1, row);                         \
+        for (int i = 0; i < N; ++i) r[i] = t[i];                            \
+    }
+#else
+__device__ __forceinline__ unsigned fc_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+#define FC_CP_ASYNC(NAME, CACHE, BYTES)                                                                    \
+    __device__ __forceinline__ void NAME(float* dst, const float* src, int src_bytes) {                    \
+        asm volatile("cp.async." CACHE ".shared.global [%0], [%1], " #BYTES ", %2;\n" ::"r"(fc_smem_addr(dst)), \
+                     "l"(src), "r"(src_bytes));                                                            \
+    }
+#define FC_LDMATRIX_ASM(NAME, SHAPE, N, OUTS, ...)                                                      \
+    __device__ __forceinline__ void NAME(unsigned* r, const float* row) {                              \
+        asm volatile("ldmatrix.sync.aligned.m8n8." SHAPE ".shared.b16 " OUTS ", [%" #N "];\n"          \
+                     : __VA_ARGS__ : "r"(fc_smem_addr(row)));                                          \
+    }
+#define FC_LDMATRIX_OUTS1 "{%0}", "=r"(r[0])
+#define FC_LDMATRIX_OUTS2 "{%0, %1}", "=r"(r[0]), "=r"(r[1])
+#define FC_LDMATRIX_OUTS4 "{%0, %1, %2, %3}", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+#define FC_LDMATRIX_CALL(...) FC_LDMATRIX_ASM(__VA_ARGS__)
+#define FC_LDMATRIX(NAME, N, TRANS) FC_LDMATRIX_CALL(NAME, "x" #N TRANS, N, FC_LDMATRIX_OUTS##N)
+#endif
+FC_CP_ASYNC(cp_async_ca4, "ca", 4)
+FC_CP_ASYNC(cp_async_ca8, "ca", 8)
+FC_CP_ASYNC(cp_async_ca16, "ca", 16)
+FC_CP_ASYNC(cp_async_cg16, "cg", 16)
+FC_LDMATRIX(ldmatrix_x1, 1, "")
+FC_LDMATRIX(ldmatrix_x2, 2, "")
+FC_LDMATRIX(ldmatrix_x4, 4, "")
+FC_LDMATRIX(ldmatrix_x1_trans, 1, ".trans")
+FC_LDMATRIX(ldmatrix_x2_trans, 2, ".trans")
+FC_LDMATRIX(ldmatrix_x4_trans, 4, ".trans")
+#undef FC_CP_ASYNC
+#undef FC_LDMATRIX
+#undef FC_LDMATRIX_ASM
+#undef FC_LDMATRIX_CALL
+#undef FC_LDMATRIX_OUTS1
+#undef FC_LDMATRIX_OUTS2
+#undef FC_LDMATRIX_OUTS4
+#ifdef FASTCONV_EMU
 __device__ __forceinline__ void cp_async_commit_group() { fc::cp_async_commit(); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() { fc::cp_async_wait(N); }
 __device__ __forceinline__ void cp_async_wait_all() { fc::cp_async_wait(0); }
-__device__ __forceinline__ void ldmatrix_x1(unsigned* r, const float* row) {
-    unsigned t[1];
-    fc::ldmatrix(t, 1, false, row);
-    for (int i = 0; i < 1; ++i) r[i] = t[i];
-}
-__device__ __forceinline__ void ldmatrix_x2(unsigned* r, const float* row) {
-    unsigned t[2];
-    fc::ldmatrix(t, 2, false, row);
-    for (int i = 0; i < 2; ++i) r[i] = t[i];
-}
-__device__ __forceinline__ void ldmatrix_x4(unsigned* r, const float* row) {
-    unsigned t[4];
-    fc::ldmatrix(t, 4, false, row);
-    for (int i = 0; i < 4; ++i) r[i] = t[i];
-}
-__device__ __forceinline__ void ldmatrix_x1_trans(unsigned* r, const float* row) {
-    unsigned t[1];
-    fc::ldmatrix(t, 1, true, row);
-    for (int i = 0; i < 1; ++i) r[i] = t[i];
-}
-__device__ __forceinline__ void ldmatrix_x2_trans(unsigned* r, const float* row) {
-    unsigned t[2];
-    fc::ldmatrix(t, 2, true, row);
-    for (int i = 0; i < 2; ++i) r[i] = t[i];
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(unsigned* r, const float* row) {
-    unsigned t[4];
-    fc::ldmatrix(t, 4, true, row);
-    for (int i = 0; i < 4; ++i) r[i] = t[i];
-}
 __device__ __forceinline__ void mma_tf32_m16n8k8(float* d, const unsigned* a, const unsigned* b, const float* c) {
     float dd[4];
     const unsigned aa[4] = {a[0], a[1], a[2], a[3]}, bb[2] = {b[0], b[1]};
@@ -129,35 +135,10 @@ __device__ __forceinline__ void mma_tf32_m16n8k8(float* d, const unsigned* a, co
 }
 __device__ __forceinline__ unsigned cvt_tf32(float x) { return fc::cvt_rna_tf32(x); }
 #else
-__device__ __forceinline__ unsigned fc_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void cp_async_ca4(float* dst, const float* src, int src_bytes) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_ca8(float* dst, const float* src, int src_bytes) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_ca16(float* dst, const float* src, int src_bytes) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_cg16(float* dst, const float* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fc_smem_addr(dst)), "l"(src), "r"(src_bytes));
-}
 __device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::); }
-#define FC_LDMATRIX(NAME, SHAPE, N, OUTS, ...)                                                          \
-    __device__ __forceinline__ void NAME(unsigned* r, const float* row) {                              \
-        asm volatile("ldmatrix.sync.aligned.m8n8." SHAPE ".shared.b16 " OUTS ", [%" #N "];\n"          \
-                     : __VA_ARGS__ : "r"(fc_smem_addr(row)));                                          \
-    }
-FC_LDMATRIX(ldmatrix_x1, "x1", 1, "{%0}", "=r"(r[0]))
-FC_LDMATRIX(ldmatrix_x2, "x2", 2, "{%0, %1}", "=r"(r[0]), "=r"(r[1]))
-FC_LDMATRIX(ldmatrix_x4, "x4", 4, "{%0, %1, %2, %3}", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
-FC_LDMATRIX(ldmatrix_x1_trans, "x1.trans", 1, "{%0}", "=r"(r[0]))
-FC_LDMATRIX(ldmatrix_x2_trans, "x2.trans", 2, "{%0, %1}", "=r"(r[0]), "=r"(r[1]))
-FC_LDMATRIX(ldmatrix_x4_trans, "x4.trans", 4, "{%0, %1, %2, %3}", "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]))
-#undef FC_LDMATRIX
 __device__ __forceinline__ void mma_tf32_m16n8k8(float* d, const unsigned* a, const unsigned* b, const float* c) {
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
                  "{%8, %9}, {%10, %11, %12, %13};\n"
@@ -171,3 +152,4 @@ __device__ __forceinline__ unsigned cvt_tf32(float x) {
     return r;
 }
 #endif
+__device__ __forceinline__ float tf32_value(float x) { return __uint_as_float(cvt_tf32(x) & 0xffffe000u); }

@@ -15,9 +15,10 @@
 //       is multiplied; the sh*sw phases run in one launch (grid z). ConvTranspose2d forward is
 //       this pass. Per thread: offsets and validity masks decoded before the main loop, the
 //       reduction index advanced by a carry iterator (no division in the loop), weights read as
-//       16-byte cp.async from a packed copy [kk][M rounded up to 4] (conv2d_pack_*_v1), the
-//       gathered operand as 4-byte cp.async with zero-fill, a STAGES-deep pipeline, 8x8 outputs
-//       per thread in warp tiles, and an epilogue staged through shared memory that stores float4
+//       16-byte cp.async from a packed copy [kk][M rounded up to 4] (conv2d_pack_*_v1; rounded to
+//       tf32 there for the TF32 kernels), the gathered operand as 4-byte cp.async with zero-fill,
+//       a STAGES-deep pipeline, 8x8 outputs per thread in warp tiles (fp32), and an epilogue
+//       staged through shared memory that stores float4
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
 //       conv2d_splitk_reduce_v2 sums (deterministic: the order depends on splits only), then adds bias/activation.
@@ -25,9 +26,11 @@
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
 //       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v2.
-//   v3 tf32  the same core with the product done by mma.sync m16n8k8 TF32 (operands rounded by
-//       cvt.rna.tf32, fp32 accumulation), for the BK = 8 tiles: conv2d_forward_v3_tf32_t*,
-//       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
+//   v3 tf32  the same core (loaders, pipeline, epilogue) with the product done by mma.sync
+//       m16n8k8 TF32 (operands rounded by cvt.rna.tf32, fp32 accumulation) on its own tiles
+//       (CONV_V3_TF32_KERNELS below: warp tiles of up to 4 x 8 mma tiles fed by conflict-free
+//       fragment loads): conv2d_forward_v3_tf32_t*, conv2d_backward_data_v3_tf32_t*,
+//       conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5), where
 //       a GEMM tile would be mostly padding: direct kernels that stage a block's input rows (with
 //       halo) and filters in shared memory and hold several outputs per thread in registers.
@@ -157,25 +160,27 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // packing
 
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
-// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. Work: no FLOPs; traffic
-// (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
+// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. tf32: each value rounded to tf32
+// here (tf32_value), once, so the TF32 kernels feed it to the mma without a cvt per fragment.
+// Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
-                                                  int Kg, int Kp, int crs, int G) {
+                                                  int Kg, int Kp, int crs, int G, int tf32) {
     const i64 total = (i64)G * crs * Kp;
     GRID_STRIDE(i, total) {
         const int m = (int)(i % Kp), kk = (int)((i / Kp) % crs), g = (int)(i / ((i64)Kp * crs));
-        wp[i] = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
+        const float v = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
+        wp[i] = tf32 ? tf32_value(v) : v;
     }
 }
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
 // the phase (bwd_phase), zero past it and for c >= Cg: the backward-data A operand of every phase,
-// each phase a slab of Kg*maxRi*maxSj rows. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B
-// (the phases' taps partition the filter) plus the zero padding.
+// each phase a slab of Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Work: no FLOPs;
+// traffic about 2 * K*Cg*R*S * 4 B (the phases' taps partition the filter) plus the zero padding.
 extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                         int Kg, int Cg, int Cp, int H, int W, int R, int S,
                                                         int sh, int sw, int ph, int pw, int dh, int dw, int G,
-                                                        int krs_max) {
+                                                        int krs_max, int tf32) {
     const i64 total = (i64)sh * sw * G * krs_max * Cp;
     GRID_STRIDE(i, total) {
         const int c = (int)(i % Cp);
@@ -188,7 +193,7 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
             const int r = f.r0 + ii * f.rstep, s = f.s0 + jj * f.sstep;
             v = w[(((i64)(g * Kg + k) * Cg + c) * R + r) * S + s];
         }
-        wp[i] = v;
+        wp[i] = tf32 ? tf32_value(v) : v;
     }
 }
 
@@ -200,7 +205,7 @@ __device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return
 
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
-template <class T, bool TF32>
+template <class T>
 __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
@@ -214,9 +219,9 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    GatherB<T> lb(x, gg, n0, npq, kbeg, kend);
-    float acc[8][8];
-    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
+    typename T::Acc acc;
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -227,13 +232,13 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     };
     const bool fused = splits == 1;
     const i64 zoff = (i64)z * N * KPQ;
-    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
                      fused ? act : 0, slope);
 }
 
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
 // taps); traffic (dy + packed w + dx) * 4 B compulsory.
-template <class T, bool TF32>
+template <class T>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -251,9 +256,9 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend);
-    float acc[8][8];
-    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
+    typename T::Acc acc;
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -263,12 +268,12 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
         }
     };
     const i64 zoff = (i64)zs * N * CHW;
-    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
 // splits * K*Cg*R*S * 4 B of partials when split.
-template <class T, bool TF32>
+template <class T>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                    int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -279,17 +284,18 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    WgradA<T> la(dy, K, P * Q, g * Kg, Kg, m0, kbeg, kend);
+    const WgradRows wr = {K * P * Q, P * Q, g * Kg};
+    WgradA<T> la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
     const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
-    WgradB<T> lb(x, wg, P, Q, crs, n0, kbeg, kend);
-    float acc[8][8];
-    gemm_mainloop<T, TF32>(smem, la, lb, ktiles, acc);
+    WgradB<T> lb(x, wg, n0, crs, kbeg, kend, P, Q);
+    typename T::Acc acc;
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
     };
     const i64 zoff = (i64)z * K * crs;
-    gemm_epilogue<T, TF32>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
 }
 
 #define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
@@ -301,32 +307,34 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
 // per SM that allow <= 170 registers (255 for t128x128), which ptxas fits without spills.
-#define CONV_V3_ENTRIES(SUFFIX, TILE, TF32)                                                              \
+#define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
                                 int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE, TF32>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
+        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
                                       int krs_max) {                                                       \
-        conv_bwd_data_v3<TILE, TF32>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
+        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
                                         float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
-        conv_bwd_weight_v3<TILE, TF32>(dy, x, out, CONV_PASS, splits, chunk);                              \
+        conv_bwd_weight_v3<TILE>(dy, x, out, CONV_PASS, splits, chunk);                              \
     }
 // The v3 entry points of one tile, fp32 (FFMA) ...
 #define CONV_V3_KERNELS(SUFFIX, ...)              \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
-    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX, false)
-// ... and TF32 (mma.sync m16n8k8; BK = 8 tiles only), conv2d_<pass>_v3_tf32_<tile>.
-#define CONV_V3_TF32_KERNELS(SUFFIX) CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tile_##SUFFIX, true)
+    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
+// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>.
+#define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
+    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
+    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX)
 
-// CONV_V3_TILES: suffix, BM, BN, BK, warps (rows x cols), lane rows, stages, min blocks per SM.
+// CONV_V3_KERNELS: suffix, BM, BN, BK, warps (rows x cols), lane rows, stages, min blocks per SM.
 // Mirrored by fastconv/backends/cuda/config.py CONV_TILES (tests compare the two).
 CONV_V3_KERNELS(t128x128, 128, 128, 8, 4, 2, 4, 3, 1)
 CONV_V3_KERNELS(t128x64, 128, 64, 8, 4, 1, 4, 3, 3)
@@ -334,10 +342,12 @@ CONV_V3_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3, 3)
 CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
 CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
-CONV_V3_TF32_KERNELS(t128x128)
-CONV_V3_TF32_KERNELS(t128x64)
-CONV_V3_TF32_KERNELS(t64x128)
-CONV_V3_TF32_KERNELS(t64x64)
+// CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
+// tiles 64x64 (t128x128), 64x32, 32x64 and 32x64. Mirrored by config.py TF32_TILES.
+CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
+CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
+CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3)
+CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 6)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]). Block: 32 consecutive outputs
 // (lanes) x min(32, splits) warps (grid x = ceil(total / 32)); warp w sums splits z = w, w + warps, ...

@@ -1,24 +1,29 @@
-// conv_gemm.cuh - the fp32 implicit-GEMM core of kernels/conv.cu (forward, backward-data phases,
+// conv_gemm.cuh - the implicit-GEMM core of kernels/conv.cu (forward, backward-data phases,
 // backward-weight): tile shapes, the multistage cp.async main loop, the operand loaders and the
 // shared-memory-staged epilogue. Needs common.cuh (cp.async wrappers) and conv_index.cuh first.
 //
-// Block tile BM x BN of C = A (BM x Kred) * B (Kred x BN), BK reduction rows per stage.
-// Warps: WR x WC, each a WM x WN warp tile; lanes LR x LC in a warp; every thread holds 8 x 8
-// outputs as 2 x 2 quads of 4 x 4, half a warp tile apart, so each k row costs the thread two
-// float4 shared loads of A and two of B for 64 FFMA, and a warp's loads hit distinct banks
-// (A: LR distinct float4 broadcast over LC lanes; B: LC distinct float4 = one 128-byte row).
-// Shared operand tiles are k-major: As[BK][BM + 8], Bs[BK][BN + 8] (the +8 floats keep rows
-// 16-byte aligned and put row t, column g of a TF32 fragment load on bank 8t + g).
-// TF32 (TF32 = true, BK = 8 tiles): the same warp tile as m16n8k8 mma.sync: 2 x 8 tiles of 16 x 8
-// per warp, lane (g = lane/4, t = lane%4) holding per tile rows g, g+8 and columns 2t, 2t+1;
-// operands rounded with cvt.rna.tf32 as they leave shared memory.
+// Block tile BM x BN of C = A (BM x Kred) * B (Kred x BN), BK reduction rows per stage, WR x WC
+// warps each owning a WM x WN warp tile. Shared operand tiles are k-major: As[BK][BM + 8],
+// Bs[BK][BN + 8] (the +8 floats keep rows 16-byte aligned and put k row t of a TF32 fragment load
+// on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank).
+// fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
+// 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
+// two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
+// over LC lanes; B: LC distinct float4 = one 128-byte row).
+// TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
+// fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
+// row tiles. Warp rows are permuted (mma_row in conv_index.cuh) so that a lane's two A rows of a
+// tile are adjacent: one 64-bit shared load per tile and k row lands in the mma's registers, each
+// element rounded there once by cvt.rna.tf32 (per warp that reads it).
 #pragma once
 
-#define CONV_PAD 8  // floats; 8 keeps the TF32 fragment loads (rows t, columns g) on distinct banks
+#define CONV_PAD 8  // floats; row pitch = 8 words mod 32: conflict-free fragment loads of both products
 
-template <int BM_, int BN_, int BK_, int WR_, int WC_, int LR_, int STAGES_, int MINB_>
-struct ConvTile {
-    static constexpr int BM = BM_, BN = BN_, BK = BK_, WR = WR_, WC = WC_, LR = LR_, LC = 32 / LR_;
+// What both products share: the block tile, warps, pipeline depth and shared memory (pipeline
+// stages, reused by the epilogue for half of C at a time).
+template <int BM_, int BN_, int BK_, int WR_, int WC_, int STAGES_, int MINB_>
+struct TileGeom {
+    static constexpr int BM = BM_, BN = BN_, BK = BK_, WR = WR_, WC = WC_;
     static constexpr int STAGES = STAGES_, MINB = MINB_;
     static constexpr int NT = WR * WC * 32;
     static constexpr int WM = BM / WR, WN = BN / WC;
@@ -26,10 +31,30 @@ struct ConvTile {
     static constexpr int STAGE = BK * (AS + BS);                 // floats per pipeline stage
     static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C
     static constexpr int SMEM = STAGES * STAGE > EPI ? STAGES * STAGE : EPI;
-    static_assert(WM == 8 * LR && WN == 8 * LC, "a thread holds 8x8 outputs: WM = 8*LR, WN = 8*LC");
-    static_assert(NT % BK == 0 && BN % (NT / BK) == 0, "gather loader: NT/BK threads per k row must tile BN");
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
+    static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
+};
+
+// fp32 (FFMA) tile: LR lane rows per warp, 8 x 8 outputs per thread.
+template <int BM_, int BN_, int BK_, int WR_, int WC_, int LR_, int STAGES_, int MINB_>
+struct ConvTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
+    typedef TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> G;
+    static constexpr bool TF32 = false;
+    static constexpr int LR = LR_, LC = 32 / LR_;
+    typedef float Acc[8][8];
+    static_assert(G::WM == 8 * LR && G::WN == 8 * LC, "a thread holds 8x8 outputs: WM = 8*LR, WN = 8*LC");
+};
+
+// TF32 tile: MT x NT8 m16n8k8 tiles per warp; acc[mt][nt][c] is register c of tile (mt, nt).
+template <int BM_, int BN_, int BK_, int WR_, int WC_, int STAGES_, int MINB_>
+struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
+    typedef TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> G;
+    static constexpr bool TF32 = true;
+    static constexpr int MT = G::WM / 16, NT8 = G::WN / 8;
+    typedef float Acc[MT][NT8][4];
+    static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
+    static_assert(G::BK % 8 == 0, "mma.sync m16n8k8 steps k by 8");
 };
 
 // Thread position in the block tile: first row/column of its quads.
@@ -46,9 +71,11 @@ struct ThreadPos {
 };
 
 // A operand from packed weights Ap[kk][Mp] (Mp = rows padded to a multiple of 4, pad zeroed by
-// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk.
+// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. TF32_VALUES: for a TF32
+// tile the pack kernel has rounded the weights to tf32 already.
 template <class T>
 struct PackedA {
+    static constexpr bool TF32_VALUES = T::TF32;
     static constexpr int VECS = T::BK * T::BM / 4, V = (VECS + T::NT - 1) / T::NT, RV = T::BM / 4;
     const float* ap;
     int Mp, kend, kbase;
@@ -82,103 +109,50 @@ struct PackedA {
     }
 };
 
-// B operand gathered from T[img][a][Th][Tw] (Gather in conv_index.cuh): thread kk_off = tid / TPR
-// loads row kk_off of each stage at columns n_off + j*TPR; per column the offset and first
-// row/column are decoded once (gather_col), per k step only the iterator advances.
-template <class T>
-struct GatherB {
-    static constexpr int TPR = T::NT / T::BK, L = T::BN / TPR;
+// A gathered operand tile (Geo: a geometry of conv_index.cuh), EXTENT columns (rows of A) by BK k
+// rows, stored k-major with row pitch PITCH, 4-byte cp.async with zero-fill: thread (kk_off,
+// n_off) loads k row kk_off of each stage at columns n_off + j*STEP, STEP = NT/BK threads per k
+// row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
+// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step only the tap
+// iterator (ni x nj inner digits) advances.
+template <class T, int EXTENT, int PITCH, bool KK_FAST, class Geo>
+struct GatherTile {
+    static constexpr bool TF32_VALUES = false;  // gathered straight from the tensor: rounded in mma_step
+    static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
+    static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
     const float* src;
-    Gather g;
+    Geo g;
     int kend;
     TapIter it;
-    GatherCol col[L];
-    __device__ __forceinline__ GatherB(const float* t, const Gather& g_, int n0, int ncols, int kbeg, int kend_) {
-        src = t; g = g_; kend = kend_;
-        const int kk_off = threadIdx.x / TPR, n_off = threadIdx.x - kk_off * TPR;
-        it.init(kbeg + kk_off, T::BK, g.ni, g.nj);
+    typename Geo::Col col[L];
+    __device__ __forceinline__ static int kk_off() { return KK_FAST ? threadIdx.x % T::BK : threadIdx.x / STEP; }
+    __device__ __forceinline__ static int n_off() { return KK_FAST ? threadIdx.x / T::BK : threadIdx.x % STEP; }
+    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend_,
+                                          int ni, int nj) {
+        src = src_; g = g_; kend = kend_;
+        it.init(kbeg + kk_off(), T::BK, ni, nj);
 #pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * TPR, ncols);
+        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
-    __device__ __forceinline__ void issue(float* Bs) {
-        const int kk_off = threadIdx.x / TPR, n_off = threadIdx.x - kk_off * TPR;
-        float* dst = Bs + kk_off * T::BS + n_off;
+    __device__ __forceinline__ void issue(float* S) {
+        float* dst = S + kk_off() * PITCH + n_off();
         const bool kok = it.kk < kend;
 #pragma unroll
         for (int j = 0; j < L; ++j) {
             bool ok;
             const int a = gather_addr(g, col[j], it, ok);
             ok = ok && kok;
-            cp_async_ca4(dst + j * TPR, ok ? src + a : src, ok ? 4 : 0);
+            cp_async_ca4(dst + j * STEP, ok ? src + a : src, ok ? 4 : 0);
         }
     }
     __device__ __forceinline__ void next() { it.next(); }
 };
-
-// backward-weight A: A[m][kk=(img,pq)] = dy[img][k0g + m][pq]; kk fastest over threads.
 template <class T>
-struct WgradA {
-    static constexpr int STEP = T::NT / T::BK, L = T::BM / STEP;
-    static_assert(T::NT % T::BK == 0 && T::BM % STEP == 0, "WgradA: NT/BK must divide BM");
-    const float* dy;
-    int KPQ, kend;
-    TapIter it;   // (img, 0, pq)
-    int roff[L];
-    __device__ __forceinline__ WgradA(const float* dy_, int K, int PQ, int k0g, int Mg, int m0, int kbeg, int kend_) {
-        dy = dy_; KPQ = K * PQ; kend = kend_;
-        const int kk_off = threadIdx.x % T::BK, m_off = threadIdx.x / T::BK;
-        it.init(kbeg + kk_off, T::BK, 1, PQ);
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int m = m0 + m_off + j * STEP;
-            roff[j] = m < Mg ? (k0g + m) * PQ : -1;
-        }
-    }
-    __device__ __forceinline__ void issue(float* As) {
-        const int kk_off = threadIdx.x % T::BK, m_off = threadIdx.x / T::BK;
-        const bool kok = it.kk < kend;
-        const int koff = it.a * KPQ + it.j;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const bool ok = kok && roff[j] >= 0;
-            cp_async_ca4(As + kk_off * T::AS + m_off + j * STEP, ok ? dy + (roff[j] + koff) : dy, ok ? 4 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() { it.next(); }
-};
-
-// backward-weight B: B[kk=(img,p,q)][n=(c,r,s)] (wgrad_col / wgrad_addr in conv_index.cuh);
-// kk fastest over threads, so consecutive threads read consecutive q.
+using GatherB = GatherTile<T, T::BN, T::BS, false, Gather>;     // forward, backward-data B
 template <class T>
-struct WgradB {
-    static constexpr int STEP = T::NT / T::BK, L = T::BN / STEP;
-    static_assert(T::NT % T::BK == 0 && T::BN % STEP == 0, "WgradB: NT/BK must divide BN");
-    const float* x;
-    WgradGeom g;
-    int kend;
-    TapIter it;   // (img, p, q)
-    WgradCol col[L];
-    __device__ __forceinline__ WgradB(const float* x_, const WgradGeom& g_, int P, int Q, int crs, int n0, int kbeg,
-                                      int kend_) {
-        x = x_; g = g_; kend = kend_;
-        const int kk_off = threadIdx.x % T::BK, n_off = threadIdx.x / T::BK;
-        it.init(kbeg + kk_off, T::BK, P, Q);
-#pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = wgrad_col(g, n0 + n_off + j * STEP, crs);
-    }
-    __device__ __forceinline__ void issue(float* Bs) {
-        const int kk_off = threadIdx.x % T::BK, n_off = threadIdx.x / T::BK;
-        const bool kok = it.kk < kend;
-#pragma unroll
-        for (int j = 0; j < L; ++j) {
-            bool ok;
-            const int a = wgrad_addr(g, col[j], it, ok);
-            ok = ok && kok;
-            cp_async_ca4(Bs + kk_off * T::BS + n_off + j * STEP, ok ? x + a : x, ok ? 4 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() { it.next(); }
-};
+using WgradA = GatherTile<T, T::BM, T::AS, true, WgradRows>;    // backward-weight A (dy)
+template <class T>
+using WgradB = GatherTile<T, T::BN, T::BS, true, WgradGeom>;    // backward-weight B (x)
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
@@ -211,48 +185,55 @@ struct MmaPos {
     }
 };
 
-// One stage (k = 8) of TF32 mma.sync m16n8k8: acc[mt*4 + c][nt] is register c of the 16 x 8 tile
-// (mt, nt) of the warp (WM/16 = 2 row tiles, WN/8 = 8 column tiles).
-template <class T>
-__device__ __forceinline__ void mma_step(const float* As, const float* Bs, float (&acc)[8][8]) {
-    static_assert(T::WM == 32 && T::WN == 64, "TF32 warp tile: 2 x 8 mma tiles");
+// One stage of TF32 mma.sync m16n8k8, BK/8 k steps. Per k step a lane reads k rows t and t + 4:
+// of A the float2 at warp row 16*mt + 2g (rows g, g + 8 of tile mt: mma_row) per tile, landing
+// as registers a0, a1 (k t) and a2, a3 (k t + 4); of B column 8*nt + g per tile (b0, b1). Each
+// value is rounded in the register it was loaded into, so no register moves feed the mma; A_TF32:
+// A holds tf32 values already (packed weights, rounded by the pack kernel) and is not rounded.
+template <class T, bool A_TF32>
+__device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
-    unsigned a[2][4], b[8][2];
+    const float* ap = As + mp.t * T::AS + mp.wm + 2 * mp.g;
+    const float* bp = Bs + mp.t * T::BS + mp.wn + mp.g;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-        const float* p = As + mp.t * T::AS + mp.wm + mt * 16 + mp.g;
-        a[mt][0] = cvt_tf32(p[0]);
-        a[mt][1] = cvt_tf32(p[8]);
-        a[mt][2] = cvt_tf32(p[4 * T::AS]);
-        a[mt][3] = cvt_tf32(p[4 * T::AS + 8]);
-    }
+    for (int k8 = 0; k8 < T::BK; k8 += 8) {
+        unsigned a[T::MT][4], b[T::NT8][2];
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-        const float* p = Bs + mp.t * T::BS + mp.wn + nt * 8 + mp.g;
-        b[nt][0] = cvt_tf32(p[0]);
-        b[nt][1] = cvt_tf32(p[4 * T::BS]);
-    }
+        for (int kh = 0; kh < 2; ++kh) {
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+            for (int mt = 0; mt < T::MT; ++mt) {
+                const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
+                a[mt][2 * kh] = A_TF32 ? __float_as_uint(v.x) : cvt_tf32(v.x);
+                a[mt][2 * kh + 1] = A_TF32 ? __float_as_uint(v.y) : cvt_tf32(v.y);
+            }
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-            float c[4] = {acc[mt * 4][nt], acc[mt * 4 + 1][nt], acc[mt * 4 + 2][nt], acc[mt * 4 + 3][nt]};
-            float d[4];
-            mma_tf32_m16n8k8(d, a[mt], b[nt], c);
-            acc[mt * 4][nt] = d[0]; acc[mt * 4 + 1][nt] = d[1]; acc[mt * 4 + 2][nt] = d[2]; acc[mt * 4 + 3][nt] = d[3];
+            for (int nt = 0; nt < T::NT8; ++nt) b[nt][kh] = cvt_tf32(bp[(k8 + 4 * kh) * T::BS + 8 * nt]);
         }
+#pragma unroll
+        for (int mt = 0; mt < T::MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < T::NT8; ++nt) mma_tf32_m16n8k8(acc[mt][nt], a[mt], b[nt], acc[mt][nt]);
+    }
 }
 
-// acc = A[.., kbeg:kend] * B[kbeg:kend, ..] for the thread's 8x8 outputs. STAGES-1 k tiles are
-// in flight while one is multiplied; stage indices are running counters (no modulo).
-template <class T, bool TF32, class LA, class LB>
-__device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, float (&acc)[8][8]) {
-    const ThreadPos<T> tp;
-    static_assert(!TF32 || T::BK == 8, "TF32 tiles step k by the mma's 8");
+template <int A, int B>
+__device__ __forceinline__ void acc_zero(float (&acc)[A][B]) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
+    for (int i = 0; i < A; ++i)
 #pragma unroll
-        for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
+        for (int j = 0; j < B; ++j) acc[i][j] = 0.f;
+}
+template <int A, int B, int C>
+__device__ __forceinline__ void acc_zero(float (&acc)[A][B][C]) {
+#pragma unroll
+    for (int i = 0; i < A; ++i) acc_zero(acc[i]);
+}
+
+// acc = A[.., kbeg:kend] * B[kbeg:kend, ..] for the thread's outputs. STAGES-1 k tiles are in
+// flight while one is multiplied; stage indices are running counters (no modulo).
+template <class T, class LA, class LB>
+__device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, typename T::Acc& acc) {
+    acc_zero(acc);
 #pragma unroll
     for (int s = 0; s < T::STAGES - 1; ++s) {
         if (s < ktiles) {
@@ -276,10 +257,10 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
         cp_async_commit_group();
         const float* As = smem + rs * T::STAGE;
         const float* Bs = As + T::BK * T::AS;
-        if constexpr (TF32)
-            mma_step<T>(As, Bs, acc);
+        if constexpr (T::TF32)
+            mma_step<T, LA::TF32_VALUES>(As, Bs, acc);
         else
-            ffma_step<T>(As, Bs, tp, acc);
+            ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;
         ws = ws == T::STAGES - 1 ? 0 : ws + 1;
     }
@@ -296,37 +277,45 @@ __device__ __forceinline__ float conv_act(float v, int act, float slope) {
 }
 
 // Writes the block's C tile: out[row_off(m) + col_off(n)] = act(C[m][n] + bias[m]) with
-// row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (quad rows
-// a = 0, 1), then each thread stores 4 consecutive columns: one float4 when its 4 column offsets
-// are consecutive and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte
-// aligned), else 4 scalars. Columns whose
-// col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4 offsets of columns n..n+3.
-template <class T, bool TF32, class ColOff>
-__device__ __forceinline__ void gemm_epilogue(float* smem, const float (&acc)[8][8], const ColOff& col_of, int m0,
+// row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (the upper
+// and lower half of every warp tile: fp32 quad rows a = 0, 1; TF32 mma rows by mma_row), then
+// each thread stores 4 consecutive columns: one float4 when its 4 column offsets are consecutive
+// and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte aligned), else 4
+// scalars. Columns whose col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4
+// offsets of columns n..n+3.
+template <class T, class ColOff>
+__device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc& acc, const ColOff& col_of, int m0,
                                               int n0, int Mg, int mg0, int rstride, float* out, bool out_aligned,
                                               const float* bias, int has_bias, int act, float slope) {
-    const ThreadPos<T> tp;
     constexpr int ES = T::BN + CONV_PAD, CPR = T::BN / 4, RPP = T::NT / CPR;
     const int cg = threadIdx.x % CPR, rr = threadIdx.x / CPR;
     int co[4];
     col_of(n0 + cg * 4, co);
     const bool vec = co[0] >= 0 && co[1] == co[0] + 1 && co[2] == co[0] + 2 && co[3] == co[0] + 3 &&
                      (co[0] & 3) == 0 && (rstride & 3) == 0 && out_aligned;
-    const int wr_row = (tp.row0 / T::WM) * (T::WM / 2) + (tp.row0 % T::WM);  // staged row of quad row a
+    // half a holds rows [a*WM/2, (a+1)*WM/2) of every warp tile, staged at row wr*WM/2 + row % (WM/2)
 #pragma unroll
     for (int a = 0; a < 2; ++a) {
-        if constexpr (TF32) {  // half a = mma row tile a: rows g and g + 8, columns 2t, 2t + 1
+        if constexpr (T::TF32) {  // lane: rows mma_row(mt, g + 8*hi), columns wn + 8*nt + 2t, + 1
             const MmaPos<T> mp;
-            const int srow = (mp.wm / T::WM) * (T::WM / 2) + mp.g;
+            const int wbase = (mp.wm / T::WM) * (T::WM / 2);
 #pragma unroll
-            for (int nt = 0; nt < 8; ++nt)
+            for (int mt = 0; mt < T::MT; ++mt)
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    float2 v;
-                    v.x = acc[a * 4 + 2 * h][nt]; v.y = acc[a * 4 + 2 * h + 1][nt];
-                    *reinterpret_cast<float2*>(smem + (srow + 8 * h) * ES + mp.wn + nt * 8 + 2 * mp.t) = v;
+                for (int hi = 0; hi < 2; ++hi) {
+                    const int rw = mma_row(mt, mp.g + 8 * hi);
+                    if (rw / (T::WM / 2) != a) continue;
+                    float* srow = smem + (wbase + rw % (T::WM / 2)) * ES + mp.wn + 2 * mp.t;
+#pragma unroll
+                    for (int nt = 0; nt < T::NT8; ++nt) {
+                        float2 v;
+                        v.x = acc[mt][nt][2 * hi]; v.y = acc[mt][nt][2 * hi + 1];
+                        *reinterpret_cast<float2*>(srow + 8 * nt) = v;
+                    }
                 }
         } else {
+            const ThreadPos<T> tp;
+            const int wr_row = (tp.row0 / T::WM) * (T::WM / 2) + (tp.row0 % T::WM);  // staged row of quad row a
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll

@@ -19,6 +19,15 @@
 #define FC_HD __host__ __device__ __forceinline__
 #endif
 
+// Digits (a, i, j) of n = (a*ni + i)*nj + j, j < nj, i < ni.
+FC_HD void digits3(int n, int ni, int nj, int& a, int& i, int& j) {
+    const int nij = ni * nj;
+    a = n / nij;
+    const int rem = n - a * nij;
+    i = rem / nj;
+    j = rem - i * nj;
+}
+
 // Mixed-radix counter over (a, i, j) with j fastest (j < nj, i < ni), advanced by a fixed step
 // without division: the step is split once into (da, di, dj) digits and each advance carries at
 // most one unit per digit. kk is the flat index a*ni*nj + i*nj + j.
@@ -27,10 +36,9 @@ struct TapIter {
     int da, di, dj, ni, nj;
     FC_HD void init(int kk0, int step, int ni_, int nj_) {
         ni = ni_; nj = nj_;
-        const int nij = ni_ * nj_;
         kk = kk0;
-        a = kk0 / nij; const int rem = kk0 - a * nij; i = rem / nj_; j = rem - i * nj_;
-        da = step / nij; const int srem = step - da * nij; di = srem / nj_; dj = srem - di * nj_;
+        digits3(kk0, ni_, nj_, a, i, j);
+        digits3(step, ni_, nj_, da, di, dj);
     }
     FC_HD void next() {
         kk += da * ni * nj + di * nj + dj;
@@ -44,63 +52,75 @@ struct TapIter {
     }
 };
 
-// The gathered operand's geometry (see the header comment).
+// The gathered operands, each a geometry G with gather_col(g, n, ncols) -> G::Col, decoded once per
+// thread and GEMM column n (row n for WgradRows) before the main loop, and gather_addr(g, col, it,
+// ok): the element offset at the reduction index of iterator it, and whether it lies inside the
+// tensor (else zero). A column n >= ncols gets a value that fails every address test.
+struct GatherCol {  // the column's offset at reduction index 0 and the row / column it adds
+    int off, h, w;
+};
+FC_HD GatherCol gather_col_outside() {
+    GatherCol c;
+    c.off = 0; c.h = -(1 << 29); c.w = 0;
+    return c;
+}
+
+// Forward B and backward-data B (see the header comment): column n = (img, t, u).
 struct Gather {
+    typedef GatherCol Col;
     int Tc, Th, Tw;          // the tensor's channels (all groups), rows, columns
     int a0;                  // first channel of the group
     int na, ni, nj;          // reduction digits: channels of the group, taps along h, taps along w
     int nt, nu;              // output sub-grid rows/cols (P, Q for forward; Ht, Wt of a phase)
     int hs, hb, hd, ws, wb, wd;
 };
-
-// Column n = (img, t, u) of the gathered operand: its offset at reduction index 0 and first
-// row/column (decoded once per thread, before the main loop). Columns n >= ncols get a row far
-// out of range, so every address test fails for them.
-struct GatherCol {
-    int off, hb, wb;
-};
 FC_HD GatherCol gather_col(const Gather& g, int n, int ncols) {
+    if (n >= ncols) return gather_col_outside();
+    int img, t, u;
+    digits3(n, g.nt, g.nu, img, t, u);
     GatherCol c;
-    if (n < ncols) {
-        const int tu = g.nt * g.nu, img = n / tu, rem = n - img * tu, t = rem / g.nu, u = rem - t * g.nu;
-        c.hb = t * g.hs + g.hb;
-        c.wb = u * g.ws + g.wb;
-        c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.hb * g.Tw + c.wb;
-    } else {
-        c.hb = -(1 << 29); c.wb = 0; c.off = 0;
-    }
+    c.h = t * g.hs + g.hb;
+    c.w = u * g.ws + g.wb;
+    c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.h * g.Tw + c.w;
     return c;
 }
-// The element offset of (it, column c) in T and whether it lies inside the tensor (else zero).
 FC_HD int gather_addr(const Gather& g, const GatherCol& c, const TapIter& it, bool& ok) {
-    const int rd = it.i * g.hd, sd = it.j * g.wd, h = c.hb + rd, w = c.wb + sd;
+    const int rd = it.i * g.hd, sd = it.j * g.wd, h = c.h + rd, w = c.w + sd;
     ok = (unsigned)h < (unsigned)g.Th && (unsigned)w < (unsigned)g.Tw;
     return c.off + it.a * g.Th * g.Tw + rd * g.Tw + sd;
 }
 
-// backward-weight B: column n = (c, r, s) of x (decoded once) and row kk = (img, p, q) (the
-// iterator): x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
+// backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
+// x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
 struct WgradGeom {
+    typedef GatherCol Col;
     int C, H, W, c0g, R, S, sh, sw, ph, pw, dh, dw;
 };
-struct WgradCol {
-    int coff, rd, sd;
-};
-FC_HD WgradCol wgrad_col(const WgradGeom& g, int n, int crs) {
-    WgradCol c;
-    if (n < crs) {
-        const int RS = g.R * g.S, ch = n / RS, rs = n - ch * RS, r = rs / g.S, s = rs - r * g.S;
-        c.rd = r * g.dh; c.sd = s * g.dw;
-        c.coff = (g.c0g + ch) * g.H * g.W + c.rd * g.W + c.sd;
-    } else {
-        c.rd = -(1 << 29); c.sd = 0; c.coff = 0;
-    }
+FC_HD GatherCol gather_col(const WgradGeom& g, int n, int crs) {
+    if (n >= crs) return gather_col_outside();
+    int ch, r, s;
+    digits3(n, g.R, g.S, ch, r, s);
+    GatherCol c;
+    c.h = r * g.dh; c.w = s * g.dw;
+    c.off = (g.c0g + ch) * g.H * g.W + c.h * g.W + c.w;
     return c;
 }
-FC_HD int wgrad_addr(const WgradGeom& g, const WgradCol& c, const TapIter& it, bool& ok) {
-    const int h0 = it.i * g.sh - g.ph, w0 = it.j * g.sw - g.pw, h = h0 + c.rd, w = w0 + c.sd;
+FC_HD int gather_addr(const WgradGeom& g, const GatherCol& c, const TapIter& it, bool& ok) {
+    const int h0 = it.i * g.sh - g.ph, w0 = it.j * g.sw - g.pw, h = h0 + c.h, w = w0 + c.w;
     ok = (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
-    return it.a * g.C * g.H * g.W + h0 * g.W + w0 + c.coff;
+    return it.a * g.C * g.H * g.W + h0 * g.W + w0 + c.off;
+}
+
+// backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row
+// is its offset (k0g + m)*PQ, -1 past the group's rows.
+struct WgradRows {
+    typedef int Col;
+    int KPQ, PQ, k0g;
+};
+FC_HD int gather_col(const WgradRows& g, int m, int rows) { return m < rows ? (g.k0g + m) * g.PQ : -1; }
+FC_HD int gather_addr(const WgradRows& g, int roff, const TapIter& it, bool& ok) {
+    ok = roff >= 0;
+    return roff + (it.a * g.KPQ + it.j);
 }
 
 // One backward-data output phase: rows h = h0 + t*sh (t < Ht) use the taps r = r0 + i*rstep
@@ -160,3 +180,9 @@ FC_HD int phase_max_taps(int R, int st, int d) {
     const int rstep = st / gcd_int(st, d);
     return (R + rstep - 1) / rstep;
 }
+
+// The TF32 warp tile's fragment layout (kernels/conv_gemm.cuh MmaTile): the warp row of row r
+// (0..15) of m16n8k8 A / C tile mt. Lane (g, t) holds rows g and g + 8 of every tile; placed at
+// 16*mt + 2g and 16*mt + 2g + 1 they are one 64-bit shared load per k row (columns stay in order:
+// column c of tile nt is warp column 8*nt + c).
+FC_HD int mma_row(int mt, int r) { return 16 * mt + 2 * (r & 7) + (r >> 3); }

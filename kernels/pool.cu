@@ -50,29 +50,61 @@ __device__ __forceinline__ void split3(u32 i, u32 R, u32 C, u32& plane, int& r, 
     r = (int)(row - plane * R);
 }
 
+// The maximum of output i's window (plane nc, row p, column q of NC*P*Q) over its in-range
+// elements of x: its value and index, the plane index h*W + w (PLANE) or the window index
+// r*kw + s; -1 when no element is in range. The first maximum in row-major window order wins, and
+// the first NaN.
+template <bool PLANE>
+__device__ __forceinline__ void window_max(const float* __restrict__ x, u32 i, int H, int W, int P, int Q, int kh,
+                                           int kw, int sh, int sw, int ph, int pw, float& best, int& bi) {
+    u32 nc;
+    int p, q;
+    split3(i, P, Q, nc, p, q);
+    const float* plane = x + nc * (u32)(H * W);
+    const int h0 = p * sh - ph, w0 = q * sw - pw;
+    best = -FC_INF;
+    bi = -1;
+    for (int r = 0; r < kh; ++r) {
+        const int h = h0 + r;
+        if (h < 0 || h >= H) continue;
+        for (int s = 0; s < kw; ++s) {
+            const int w = w0 + s;
+            if (w < 0 || w >= W) continue;
+            const float v = plane[h * W + w];
+            if (bi < 0 || v > best || (v != v && best == best)) { best = v; bi = PLANE ? h * W + w : r * kw + s; }
+        }
+    }
+}
+
+// The gradient of input pixel i of NC*H*W (plane nc, row h, column w): starting from 0, add(acc,
+// off, p*Q + q, h, w, p, q) for every window (p, q) that contains it, off = the plane's offset in
+// NC*P*Q.
+template <class Add>
+__device__ __forceinline__ float sum_covering_windows(u32 i, int H, int W, int P, int Q, int kh, int kw, int sh,
+                                                      int sw, int ph, int pw, Add add) {
+    u32 nc;
+    int h, w;
+    split3(i, H, W, nc, h, w);
+    int plo, phi, qlo, qhi;
+    windows_of(h, kh, sh, ph, P, plo, phi);
+    windows_of(w, kw, sw, pw, Q, qlo, qhi);
+    const u32 off = nc * (u32)(P * Q);
+    float acc = 0.f;
+    for (int p = plo; p <= phi; ++p)
+        for (int q = qlo; q <= qhi; ++q)
+            add(acc, off, p * Q + q, h, w, p, q);
+    return acc;
+}
+
 // Work: kh*kw compares per output, no FLOPs; moves N*C*H*W*4 B in (re-read per overlapping
 // window, cache-served) + N*C*P*Q*(4 + 4) B out (y, argmax).
 extern "C" __global__ void max_pool2d_forward_v2(const float* __restrict__ x, float* __restrict__ y,
                                                  int* __restrict__ argmax, int NC, int H, int W, int P, int Q,
                                                  int kh, int kw, int sh, int sw, int ph, int pw) {
     GRID_STRIDE32(i, (u32)NC * P * Q) {
-        u32 nc;
-        int p, q;
-        split3(i, P, Q, nc, p, q);
-        const float* plane = x + nc * (u32)(H * W);
-        const int h0 = p * sh - ph, w0 = q * sw - pw;
-        float best = -FC_INF;
-        int bi = -1;
-        for (int r = 0; r < kh; ++r) {
-            const int h = h0 + r;
-            if (h < 0 || h >= H) continue;
-            for (int s = 0; s < kw; ++s) {
-                const int w = w0 + s;
-                if (w < 0 || w >= W) continue;
-                const float v = plane[h * W + w];
-                if (bi < 0 || v > best || (v != v && best == best)) { best = v; bi = h * W + w; }
-            }
-        }
+        float best;
+        int bi;
+        window_max<true>(x, i, H, W, P, Q, kh, kw, sh, sw, ph, pw, best, bi);
         y[i] = best;
         argmax[i] = bi;
     }
@@ -83,21 +115,10 @@ extern "C" __global__ void max_pool2d_forward_v2(const float* __restrict__ x, fl
 extern "C" __global__ void max_pool2d_backward_v2(const float* __restrict__ dy, const int* __restrict__ argmax,
                                                   float* __restrict__ dx, int NC, int H, int W, int P, int Q,
                                                   int kh, int kw, int sh, int sw, int ph, int pw) {
-    GRID_STRIDE32(i, (u32)NC * H * W) {
-        u32 nc;
-        int h, w;
-        split3(i, H, W, nc, h, w);
-        const int me = h * W + w;
-        int plo, phi, qlo, qhi;
-        windows_of(h, kh, sh, ph, P, plo, phi);
-        windows_of(w, kw, sw, pw, Q, qlo, qhi);
-        const u32 off = nc * (u32)(P * Q);
-        float acc = 0.f;
-        for (int p = plo; p <= phi; ++p)
-            for (int q = qlo; q <= qhi; ++q)
-                if (argmax[off + p * Q + q] == me) acc += dy[off + p * Q + q];
-        dx[i] = acc;
-    }
+    const auto add = [&](float& acc, u32 off, int pq, int h, int w, int, int) {
+        if (argmax[off + pq] == h * W + w) acc += dy[off + pq];
+    };
+    GRID_STRIDE32(i, (u32)NC * H * W) dx[i] = sum_covering_windows(i, H, W, P, Q, kh, kw, sh, sw, ph, pw, add);
 }
 
 // Divisor of window (p, q): with count_include_pad the whole window (it never crosses the
@@ -135,23 +156,11 @@ extern "C" __global__ void avg_pool2d_backward_v2(const float* __restrict__ dy, 
                                                   int H, int W, int P, int Q, int kh, int kw, int sh, int sw,
                                                   int ph, int pw, int include_pad) {
     const float whole = __frcp_rn((float)(kh * kw));
-    GRID_STRIDE32(i, (u32)NC * H * W) {
-        u32 nc;
-        int h, w;
-        split3(i, H, W, nc, h, w);
-        int plo, phi, qlo, qhi;
-        windows_of(h, kh, sh, ph, P, plo, phi);
-        windows_of(w, kw, sw, pw, Q, qlo, qhi);
-        const float* d = dy + nc * (u32)(P * Q);
-        float acc = 0.f;
-        for (int p = plo; p <= phi; ++p)
-            for (int q = qlo; q <= qhi; ++q) {
-                const float inv = include_pad ? whole
-                                              : __frcp_rn((float)avg_divisor(p, q, H, W, kh, kw, sh, sw, ph, pw, 0));
-                acc = fmaf(d[p * Q + q], inv, acc);
-            }
-        dx[i] = acc;
-    }
+    const auto add = [&](float& acc, u32 off, int pq, int, int, int p, int q) {
+        const float inv = include_pad ? whole : __frcp_rn((float)avg_divisor(p, q, H, W, kh, kw, sh, sw, ph, pw, 0));
+        acc = fmaf((dy + off)[pq], inv, acc);
+    };
+    GRID_STRIDE32(i, (u32)NC * H * W) dx[i] = sum_covering_windows(i, H, W, P, Q, kh, kw, sh, sw, ph, pw, add);
 }
 
 // ---- 2x2 / stride 2 / no padding ------------------------------------------------------------
@@ -215,28 +224,27 @@ __device__ __forceinline__ void max4(float a, float b, float c, float d, float& 
         if (win[t] > m || (win[t] != win[t] && m == m)) { m = win[t]; k = t; }
 }
 
-// Work: 3 compares per output, no FLOPs; moves 4*4 B in + (4 + 4) B out per output.
-template <int V>
-__device__ __forceinline__ void max2x2_fwd(const float* __restrict__ x, float* __restrict__ y, int* __restrict__ am,
-                                           int NC, int H, int W, int P, int Q) {
+// for each item i of NC*P*(Q/V): body(i, top, at) with block2x2's top and plane_top (at).
+template <int V, class Body>
+__device__ __forceinline__ void for_blocks2x2(int NC, int H, int W, int P, int Q, Body body) {
     const int QV = Q / V;
     GRID_STRIDE32(i, (u32)NC * P * QV) {
         u32 top;
         int at;
         block2x2<V>(i, H, W, P, QV, top, at);
-        float a[2 * V], b[2 * V], best[V];
-        int arg[V];
-        load(x + top, a);
-        load(x + top + W, b);
-#pragma unroll
-        for (int o = 0; o < V; ++o) {
-            int k;
-            max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], best[o], k);
-            arg[o] = at + (k >> 1) * W + 2 * o + (k & 1);
-        }
-        store(y + i * V, best);
-        store(am + i * V, arg);
+        body(i, top, at);
     }
+}
+
+// The maxima m[o] of the thread's V windows and their indices k[o] in scan order (max4), read
+// from the input block at top.
+template <int V>
+__device__ __forceinline__ void max_block2x2(const float* __restrict__ x, u32 top, int W, float (&m)[V], int (&k)[V]) {
+    float a[2 * V], b[2 * V];
+    load(x + top, a);
+    load(x + top + W, b);
+#pragma unroll
+    for (int o = 0; o < V; ++o) max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], m[o], k[o]);
 }
 
 // The last input row of each plane when H is odd belongs to no window: the thread of the last
@@ -249,31 +257,51 @@ __device__ __forceinline__ void zero_tail_row(float* __restrict__ dx, u32 top, i
     }
 }
 
+// Writes the input block at top of dx: window o's pixel k (0..3 in scan order) gets d[o] where
+// gets(o, k), else 0; and the tail row (zero_tail_row).
+template <int V, class Gets>
+__device__ __forceinline__ void put_block2x2(float* __restrict__ dx, u32 top, int at, int H, int W, int P,
+                                             const float (&d)[V], Gets gets) {
+    float a[2 * V], b[2 * V];
+#pragma unroll
+    for (int o = 0; o < V; ++o) {
+        a[2 * o] = gets(o, 0) ? d[o] : 0.f;
+        a[2 * o + 1] = gets(o, 1) ? d[o] : 0.f;
+        b[2 * o] = gets(o, 2) ? d[o] : 0.f;
+        b[2 * o + 1] = gets(o, 3) ? d[o] : 0.f;
+    }
+    store(dx + top, a);
+    store(dx + top + W, b);
+    zero_tail_row<V>(dx, top, at, H, W, P);
+}
+
+// Work: 3 compares per output, no FLOPs; moves 4*4 B in + (4 + 4) B out per output.
+template <int V>
+__device__ __forceinline__ void max2x2_fwd(const float* __restrict__ x, float* __restrict__ y, int* __restrict__ am,
+                                           int NC, int H, int W, int P, int Q) {
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
+        float best[V];
+        int k[V], arg[V];
+        max_block2x2(x, top, W, best, k);
+#pragma unroll
+        for (int o = 0; o < V; ++o) arg[o] = at + (k[o] >> 1) * W + 2 * o + (k[o] & 1);
+        store(y + i * V, best);
+        store(am + i * V, arg);
+    });
+}
+
 // Work: no FLOPs; moves (4 + 4) B in + 4*4 B out per output.
 template <int V>
 __device__ __forceinline__ void max2x2_bwd(const float* __restrict__ dy, const int* __restrict__ am,
                                            float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
-    const int QV = Q / V;
-    GRID_STRIDE32(i, (u32)NC * P * QV) {
-        u32 top;
-        int at;
-        block2x2<V>(i, H, W, P, QV, top, at);
-        float d[V], a[2 * V], b[2 * V];
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
+        float d[V];
         int arg[V];
         load(dy + i * V, d);
         load(am + i * V, arg);
-#pragma unroll
-        for (int o = 0; o < V; ++o) {
-            const int c = at + 2 * o;
-            a[2 * o] = arg[o] == c ? d[o] : 0.f;
-            a[2 * o + 1] = arg[o] == c + 1 ? d[o] : 0.f;
-            b[2 * o] = arg[o] == c + W ? d[o] : 0.f;
-            b[2 * o + 1] = arg[o] == c + W + 1 ? d[o] : 0.f;
-        }
-        store(dx + top, a);
-        store(dx + top + W, b);
-        zero_tail_row<V>(dx, top, at, H, W, P);
-    }
+        put_block2x2(dx, top, at, H, W, P, d,
+                     [&](int o, int k) { return arg[o] == at + 2 * o + (k >> 1) * W + (k & 1); });
+    });
 }
 
 // Work: 3 adds + 1 multiply per output (FLOPs); moves 4*4 B in + 4 B out per output. Summed in
@@ -281,37 +309,27 @@ __device__ __forceinline__ void max2x2_bwd(const float* __restrict__ dy, const i
 template <int V>
 __device__ __forceinline__ void avg2x2_fwd(const float* __restrict__ x, float* __restrict__ y, int NC, int H, int W,
                                            int P, int Q) {
-    const int QV = Q / V;
-    GRID_STRIDE32(i, (u32)NC * P * QV) {
-        u32 top;
-        int at;
-        block2x2<V>(i, H, W, P, QV, top, at);
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int) {
         float a[2 * V], b[2 * V], out[V];
         load(x + top, a);
         load(x + top + W, b);
 #pragma unroll
         for (int o = 0; o < V; ++o) out[o] = (((a[2 * o] + a[2 * o + 1]) + b[2 * o]) + b[2 * o + 1]) * 0.25f;
         store(y + i * V, out);
-    }
+    });
 }
 
 // Work: 1 multiply per output (FLOPs); moves 4 B in + 4*4 B out per output.
 template <int V>
 __device__ __forceinline__ void avg2x2_bwd(const float* __restrict__ dy, float* __restrict__ dx, int NC, int H, int W,
                                            int P, int Q) {
-    const int QV = Q / V;
-    GRID_STRIDE32(i, (u32)NC * P * QV) {
-        u32 top;
-        int at;
-        block2x2<V>(i, H, W, P, QV, top, at);
-        float d[V], a[2 * V];
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
+        float d[V];
         load(dy + i * V, d);
 #pragma unroll
-        for (int o = 0; o < V; ++o) a[2 * o] = a[2 * o + 1] = d[o] * 0.25f;
-        store(dx + top, a);
-        store(dx + top + W, a);
-        zero_tail_row<V>(dx, top, at, H, W, P);
-    }
+        for (int o = 0; o < V; ++o) d[o] *= 0.25f;
+        put_block2x2(dx, top, at, H, W, P, d, [](int, int) { return true; });
+    });
 }
 
 // The 2x2 entry points for V outputs per thread (SUFFIX 2x2: V = 1, 2x2w: V = 2; names *_v3_2x2, *_v3_2x2w). Work (per
@@ -355,23 +373,9 @@ extern "C" __global__ void relu_max_pool2d_forward_v1(const float* __restrict__ 
                                                       unsigned char* __restrict__ code, int NC, int H, int W, int P,
                                                       int Q, int kh, int kw, int sh, int sw, int ph, int pw) {
     GRID_STRIDE32(i, (u32)NC * P * Q) {
-        u32 nc;
-        int p, q;
-        split3(i, P, Q, nc, p, q);
-        const float* plane = x + nc * (u32)(H * W);
-        const int h0 = p * sh - ph, w0 = q * sw - pw;
-        float best = -FC_INF;
-        int bk = -1;
-        for (int r = 0; r < kh; ++r) {
-            const int h = h0 + r;
-            if (h < 0 || h >= H) continue;
-            for (int s = 0; s < kw; ++s) {
-                const int w = w0 + s;
-                if (w < 0 || w >= W) continue;
-                const float v = plane[h * W + w];
-                if (bk < 0 || v > best || (v != v && best == best)) { best = v; bk = r * kw + s; }
-            }
-        }
+        float best;
+        int bk;
+        window_max<false>(x, i, H, W, P, Q, kh, kw, sh, sw, ph, pw, best, bk);
         y[i] = relu_of_max(best);
         code[i] = (unsigned char)code_of_max(best, bk);
     }
@@ -383,21 +387,10 @@ extern "C" __global__ void relu_max_pool2d_backward_v1(const float* __restrict__
                                                        const unsigned char* __restrict__ code,
                                                        float* __restrict__ dx, int NC, int H, int W, int P, int Q,
                                                        int kh, int kw, int sh, int sw, int ph, int pw) {
-    GRID_STRIDE32(i, (u32)NC * H * W) {
-        u32 nc;
-        int h, w;
-        split3(i, H, W, nc, h, w);
-        int plo, phi, qlo, qhi;
-        windows_of(h, kh, sh, ph, P, plo, phi);
-        windows_of(w, kw, sw, pw, Q, qlo, qhi);
-        const u32 off = nc * (u32)(P * Q);
-        float acc = 0.f;
-        for (int p = plo; p <= phi; ++p)
-            for (int q = qlo; q <= qhi; ++q)  // this pixel's index in window (p, q)
-                if (code[off + p * Q + q] == (h - (p * sh - ph)) * kw + (w - (q * sw - pw)))
-                    acc += dy[off + p * Q + q];
-        dx[i] = acc;
-    }
+    const auto add = [&](float& acc, u32 off, int pq, int h, int w, int p, int q) {  // code: index in window
+        if (code[off + pq] == (h - (p * sh - ph)) * kw + (w - (q * sw - pw))) acc += dy[off + pq];
+    };
+    GRID_STRIDE32(i, (u32)NC * H * W) dx[i] = sum_covering_windows(i, H, W, P, Q, kh, kw, sh, sw, ph, pw, add);
 }
 
 // 2x2 / stride 2 fast path, V outputs per thread as above. Work: 3 compares per output; moves
@@ -405,52 +398,31 @@ extern "C" __global__ void relu_max_pool2d_backward_v1(const float* __restrict__
 template <int V>
 __device__ __forceinline__ void relu_max2x2_fwd(const float* __restrict__ x, float* __restrict__ y,
                                                 unsigned char* __restrict__ code, int NC, int H, int W, int P, int Q) {
-    const int QV = Q / V;
-    GRID_STRIDE32(i, (u32)NC * P * QV) {
-        u32 top;
-        int at;
-        block2x2<V>(i, H, W, P, QV, top, at);
-        float a[2 * V], b[2 * V], out[V];
-        int c[V];
-        load(x + top, a);
-        load(x + top + W, b);
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int) {
+        float m[V], out[V];
+        int k[V], c[V];
+        max_block2x2(x, top, W, m, k);
 #pragma unroll
         for (int o = 0; o < V; ++o) {
-            float m;
-            int k;
-            max4(a[2 * o], a[2 * o + 1], b[2 * o], b[2 * o + 1], m, k);
-            out[o] = relu_of_max(m);
-            c[o] = code_of_max(m, k);
+            out[o] = relu_of_max(m[o]);
+            c[o] = code_of_max(m[o], k[o]);
         }
         store(y + i * V, out);
         store(code + i * V, c);
-    }
+    });
 }
 
 // Work: no FLOPs; moves (4 + 1) B in + 16 B out per output.
 template <int V>
 __device__ __forceinline__ void relu_max2x2_bwd(const float* __restrict__ dy, const unsigned char* __restrict__ code,
                                                 float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
-    const int QV = Q / V;
-    GRID_STRIDE32(i, (u32)NC * P * QV) {
-        u32 top;
-        int at;
-        block2x2<V>(i, H, W, P, QV, top, at);
-        float d[V], a[2 * V], b[2 * V];
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
+        float d[V];
         int c[V];
         load(dy + i * V, d);
         load(code + i * V, c);
-#pragma unroll
-        for (int o = 0; o < V; ++o) {
-            a[2 * o] = c[o] == 0 ? d[o] : 0.f;
-            a[2 * o + 1] = c[o] == 1 ? d[o] : 0.f;
-            b[2 * o] = c[o] == 2 ? d[o] : 0.f;
-            b[2 * o + 1] = c[o] == 3 ? d[o] : 0.f;
-        }
-        store(dx + top, a);
-        store(dx + top + W, b);
-        zero_tail_row<V>(dx, top, at, H, W, P);
-    }
+        put_block2x2(dx, top, at, H, W, P, d, [&](int o, int k) { return c[o] == k; });
+    });
 }
 
 // The fused 2x2 entry points (SUFFIX 2x2: V = 1, 2x2w: V = 2; names relu_max_pool2d_*_v2_2x2,

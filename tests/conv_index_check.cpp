@@ -1,6 +1,7 @@
 // Host check of kernels/conv_index.cuh (built and run by tests/test_conv_index.py with g++):
 // every (block, thread, k-step) address the v3 loaders form, through the same functions and thread
-// maps, against a naive im2col; the backward-data phases against the plain tap condition.
+// maps, against a naive im2col; the backward-data phases against the plain tap condition; the
+// TF32 fragment layout (mma_row) and its shared-memory banks.
 // argv: BN BK NT for each tile. Prints "ok <checks>" or the first mismatch, exit status 1.
 #define __host__
 #define __device__
@@ -114,7 +115,7 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, crs = Cg * c.R * c.S, kred = c.N * P * Q;
     for (int g = 0; g < c.G; ++g) {
         const WgradGeom wg = {c.C, c.H, c.W, g * Cg, c.R, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return wgrad_addr(wg, wgrad_col(wg, n, crs), it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(wg, gather_col(wg, n, crs), it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int img = kk / (P * Q), p = kk / Q % P, q = kk % Q;
             const int ch = n / (c.R * c.S), r = n / c.S % c.R, s = n % c.S;
@@ -123,6 +124,42 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
             return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
         };
         walk(crs, kred, BN, BK, NT, true, P, Q, addr, naive);
+    }
+}
+
+// The TF32 fragment layout (mma_row) of a WM-row warp tile: (tile mt, row r) onto the warp rows
+// one to one, rows g and g + 8 of a tile adjacent and 8-byte aligned (one float2), a tile's rows
+// inside one epilogue half; with row pitch `pitch` (BM or BN + CONV_PAD) the 64-bit A loads of a
+// half warp (lane g = l/4, k row t = l%4) and the 32-bit B loads of a warp (column 8*nt + g) hit
+// 32 distinct banks.
+static void check_mma_layout(int WM, int pitch) {
+    std::vector<int> seen(WM, 0);
+    for (int mt = 0; mt < WM / 16; ++mt)
+        for (int r = 0; r < 16; ++r) {
+            const int row = mma_row(mt, r);
+            EXPECT(row >= 0 && row < WM, "mma_row(%d, %d) = %d outside %d rows", mt, r, row, WM);
+            ++seen[row];
+            EXPECT(row / (WM / 2) == mma_row(mt, 0) / (WM / 2), "tile %d split across epilogue halves", mt);
+            if (r < 8)
+                EXPECT(row % 2 == 0 && mma_row(mt, r + 8) == row + 1, "rows %d, %d of tile %d apart", r, r + 8, mt);
+        }
+    for (int row = 0; row < WM; ++row) EXPECT(seen[row] == 1, "warp row %d held %d times", row, seen[row]);
+    for (int w0 = 0; w0 + WM <= pitch; w0 += WM) {  // every warp's origin in the block tile
+        for (int mt = 0; mt < WM / 16; ++mt)
+            for (int half = 0; half < 2; ++half) {
+                std::vector<int> bank(32, 0);
+                for (int l = 16 * half; l < 16 * half + 16; ++l) {
+                    const int word = (l % 4) * pitch + w0 + mma_row(mt, l / 4);
+                    ++bank[word % 32];
+                    ++bank[(word + 1) % 32];
+                }
+                for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "A loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
+            }
+        for (int nt = 0; nt < WM / 8; ++nt) {  // B: warp tiles as wide as A's are tall
+            std::vector<int> bank(32, 0);
+            for (int l = 0; l < 32; ++l) ++bank[((l % 4) * pitch + w0 + 8 * nt + l / 4) % 32];
+            for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "B loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
+        }
     }
 }
 
@@ -148,6 +185,8 @@ int main(int argc, char** argv) {
                                "TapIter ni %d nj %d step %d at %d", ni, nj, step, kk);
                     }
                 }
+    for (int wm = 32; wm <= 64; wm += 32)
+        for (int pitch = 64 + 8; pitch <= 128 + 8; pitch += 64) check_mma_layout(wm, pitch);
     for (int t = 1; t + 2 < argc; t += 3) {
         const int BN = std::atoi(argv[t]), BK = std::atoi(argv[t + 1]), NT = std::atoi(argv[t + 2]);
         for (const Conv& c : convs) {

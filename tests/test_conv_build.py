@@ -8,12 +8,14 @@ it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
   for the packed weights of forward and backward-data, no integer-division sequence (IMAD.HI,
   MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit) and FFMA at least 60 % of the loop's
   instructions (55 % for the BK = 4 tiles);
-- TF32 kernels: HMMA (mma.sync m16n8k8) and LDGSTS in the main loop, no division;
+- TF32 kernels: the warp tile's HMMA (mma.sync m16n8k8) per k step, LDGSTS and 64-bit fragment
+  loads in the main loop, no register moves feeding the mma, no division, a bound on instructions
+  per HMMA;
 - small-channel kernels: within the registers of their __launch_bounds__, and in the main loop no
   division, FFMA at least 45 % of the instructions, 16-byte shared loads where a thread's 8 filters
   (forward weights, backward-weight dy) are contiguous;
-- the tile table of fastconv/backends/cuda/config.py equals the CONV_V3_KERNELS lines of conv.cu, and
-  its SMALLC* constants the CONV_SMALLC* defines.
+- the tile tables of fastconv/backends/cuda/config.py equal the CONV_V3_KERNELS and
+  CONV_V3_TF32_KERNELS lines of conv.cu, and its SMALLC* constants the CONV_SMALLC* defines.
 
 Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
 
@@ -64,7 +66,7 @@ def _launch_bounds(kernel):
 def _budget(kernel):
     tile = kernel.rsplit("_", 1)[1]
     if kernel in V3 or kernel in TF32:
-        _, _, _, nt, minb = cfg.CONV_TILES[tile]
+        _, _, _, nt, minb = cfg.tile_spec(tile, kernel in TF32)
         return min(255, 65536 // (nt * minb))
     if kernel in SMALLC:
         nt, minb = _launch_bounds(kernel)
@@ -147,15 +149,46 @@ def _no_division(kernel, arch, ops):
     assert not bad, f"{kernel} ({arch}): division-like instructions in the main loop: {bad}"
 
 
+# Instructions per HMMA in the TF32 main loop (sm_90, mma tiles per warp and k step of 8; forward
+# and backward-data, then backward-weight): t128x128 8.7, 10.5 (32), t128x64 10.5-10.6, 13.8 (16,
+# BK 16), t64x128 14.6-14.9, 17.6 (16), t64x64 15.5-16.0, 18.8 (16); the rest is the cvt.rna pair
+# (FSETP, IADD) per fragment element of a gathered operand, one shared load per 1-2 elements and
+# the gather loaders' address math. Before the rework: 13.0-19.3 with 16 HMMA per step on every
+# tile, a cvt.rna per fragment element of both operands and register moves between loads and mma.
+TF32_MAX_PER_HMMA = {"t128x128": 12, "t128x64": 15, "t64x128": 19, "t64x64": 20}
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kernel", TF32)
 def test_tf32_main_loop_sass(sass, arch, kernel):
-    """TF32 kernels: 16 HMMA (m16n8k8) per k step of 8 in the main loop, fed by cp.async."""
+    """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
+    A fragments by 64-bit shared loads, cvt.rna only for B where A is packed weights, no division;
+    on sm_90 at most one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA
+    instructions per HMMA."""
+    tile = kernel.rsplit("_", 1)[1]
+    bm, bn, bk, nt, _ = cfg.TF32_TILES[tile]
+    _, wc = _tf32_warps()[tile]
     ops = main_loop(sass[arch][kernel], "HMMA")
     counts = Counter(op.split(".")[0] for op in ops)
-    assert counts["HMMA"] >= 16, f"{kernel} ({arch}): {counts}"
+    per_warp = bm * bn // (nt // 32) // 128  # m16n8 tiles per warp
+    assert counts["HMMA"] == per_warp * bk // 8, f"{kernel} ({arch}): {counts}"
+    if "backward_weight" not in kernel:  # packed weights are tf32 already: cvt (FSETP + IADD) on B only
+        b_elems = 2 * (bn // wc // 8) * bk // 8
+        assert counts["FSETP"] == b_elems, f"{kernel} ({arch}): {counts['FSETP']} cvt.rna, B has {b_elems}"
     assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
+    assert "LDS.64" in ops, f"{kernel} ({arch}): A fragments not loaded as 64-bit pairs"
     _no_division(kernel, arch, ops)
+    if arch == "sm_90":  # fragments loaded into other registers than the mma's cost 4 moves per HMMA
+        moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
+        assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
+        assert len(ops) <= TF32_MAX_PER_HMMA[tile] * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA"
+
+
+def _tf32_warps():
+    """{tile: (warp rows, warp columns)} of the CONV_V3_TF32_KERNELS lines of conv.cu."""
+    text = (loader.kernel_dir() / "conv.cu").read_text()
+    rows = re.findall(r"^CONV_V3_TF32_KERNELS\((\w+), \d+, \d+, \d+, (\d+), (\d+), \d+, \d+\)", text, re.M)
+    return {name: (int(wr), int(wc)) for name, wr, wc in rows}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -193,3 +226,9 @@ def test_tile_table_matches_the_kernels():
     table = {name: (int(bm), int(bn), int(bk), 32 * int(wr) * int(wc), int(minb))
              for name, bm, bn, bk, wr, wc, _, _, minb in rows}
     assert table == cfg.CONV_TILES
+    rows = re.findall(r"^CONV_V3_TF32_KERNELS\((\w+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", text, re.M)
+    table = {name: (int(bm), int(bn), int(bk), 32 * int(wr) * int(wc), int(minb))
+             for name, bm, bn, bk, wr, wc, _, minb in rows}
+    assert table == cfg.TF32_TILES
+    for name, (bm, bn, *_) in cfg.TF32_TILES.items():  # conv_grid serves both tables by name
+        assert cfg.CONV_TILES[name][:2] == (bm, bn)

@@ -1,8 +1,9 @@
 """The index math of the v3 conv kernels (kernels/conv_index.cuh), compiled with g++ on the host:
 every (block, thread, k-step) address of the forward, backward-data-phase and backward-weight
-loaders, with each tile's thread map, against a naive im2col; the phases of backward-data cover
+loaders, with each tile's thread map, against a naive im2col (fp32 and TF32 tiles); the phases of backward-data cover
 each input-gradient element exactly once with exactly the taps that reach it; the carry iterator
-against division (tests/conv_index_check.cpp)."""
+against division; the TF32 fragment layout (mma_row: a bijection, pairs adjacent, conflict-free
+fragment loads for the tiles' row pitches) (tests/conv_index_check.cpp)."""
 
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ def test_conv_index_math_on_the_host(tmp_path):
     exe = tmp_path / "conv_index_check"
     subprocess.run(["g++", "-std=c++17", "-O1", "-I", str(kernel_dir()), "-o", str(exe),
                     str(HERE / "conv_index_check.cpp")], check=True, capture_output=True, text=True)
-    tiles = [str(v) for bm, bn, bk, nt, _ in cfg.CONV_TILES.values() for v in (bn, bk, nt)]
+    specs = set(cfg.CONV_TILES.values()) | set(cfg.TF32_TILES.values())
+    tiles = [str(v) for bm, bn, bk, nt, _ in sorted(specs) for v in (bn, bk, nt)]
     out = subprocess.run([str(exe), *tiles], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("ok"), out.stdout + out.stderr
     assert int(out.stdout.split()[1]) > 100_000  # the walk really visited the addresses

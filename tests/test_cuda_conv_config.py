@@ -45,18 +45,17 @@ def test_conv_grid():
        sms=st.integers(1, 200), wgrad=st.booleans(), tf32=st.booleans())
 def test_conv_splits_tile_the_reduction(m, n, red, z, sms, wgrad, tf32):
     tile = cfg.conv_tile(m, n, sms, z, tf32, wgrad)
-    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms, wgrad=wgrad)
+    splits, chunk = cfg.conv_splits(m, n, red, tile, z, sms, wgrad=wgrad, tf32=tf32)
     assert 1 <= splits <= cfg.MAX_SPLITS
     assert z * splits <= cfg.MAX_GRID_YZ
     assert chunk % cfg.SPLIT_ALIGN == 0
-    for bk in {t[2] for t in cfg.CONV_TILES.values()}:
-        assert chunk % bk == 0
+    assert chunk % cfg.tile_spec(tile, tf32)[2] == 0  # whole BK tiles
     # slices [s*chunk, min(red, (s+1)*chunk)) are non-empty and cover [0, red) exactly
     assert (splits - 1) * chunk < max(red, 1) <= splits * chunk
     assert splits * chunk <= cfg.INT32_LIMIT + cfg.SPLIT_ALIGN
     if splits > 1:
         gx, gy, _ = cfg.conv_grid(m, n, tile, z)
-        wave = sms * cfg.CONV_TILES[tile][4]
+        wave = sms * cfg.tile_spec(tile, tf32)[4]
         if wgrad:  # slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves; or the one-wave rule
             assert chunk >= min(cfg.WGRAD_CHUNK, cfg.MIN_SPLIT_CHUNK) - cfg.SPLIT_ALIGN
             assert gx * gy * z * splits <= max(cfg.WGRAD_WAVES * wave, wave)
@@ -82,6 +81,21 @@ def test_conv_splits_fill_the_gpu_for_design_shapes():
     # a grid of a full wave is not split, nor a reduction under 2 * MIN_SPLIT_CHUNK
     assert cfg.conv_splits(256, 100352, 2304, "t128x128", 1, 132) == (1, 2304)
     assert cfg.conv_splits(8, 8, 2 * cfg.MIN_SPLIT_CHUNK - 8, "t64x64", 1, 132)[0] == 1
+
+
+def test_tf32_tile_choice_and_splits():
+    """TF32 picks from TF32_TILES, splits in whole BK tiles of that table and counts a wave with
+    its tiles' blocks per SM."""
+    assert cfg.conv_tile(32, 25, 132, tf32=True, wgrad=True) == "t64x64"   # lenet.conv1 backward-weight
+    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x128"           # lenet.conv2 backward-data: m = 32
+    assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"          # resnet.c2 forward
+    assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
+    assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
+    assert cfg.tile_spec("t128x64", tf32=True) == cfg.TF32_TILES["t128x64"] != cfg.tile_spec("t128x64")
+    # dcgan.d3-sized forward on the BK 16 tile: 64 blocks, a wave of 132 x 3: 4 slices of 18 BK tiles
+    assert cfg.conv_splits(256, 2048, 1152, "t128x64", 1, 132, tf32=True) == (4, 288)
+    with pytest.raises(KeyError):
+        cfg.tile_spec("t64x32", tf32=True)  # no TF32 tile of that name (the launcher names the setting)
 
 
 def test_conv_splits_of_an_empty_reduction():

@@ -232,23 +232,52 @@ def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, d
 
 
 # TF32 is judged elementwise by fastconv.testing.tf32_bound (its derivation is there) times the same
-# pass on |operands|, for 216 terms (more than any reduction of these shapes, at most 160); its error must
-# also be above fp32's (TF32 really ran).
+# pass on |operands|, for 216 terms (more than any reduction of GEMM_CASES, at most 160) or 1296
+# for TF32_FULL; its error must also be above fp32's (TF32 really ran). TF32_FULL fills every warp,
+# mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
+# filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges.
 TF32_BOUND = tf32_bound(216)
+TF32_FULL = (2, 70, 6, 6, 136, 3, 3, 1, 1, 1, 1)
 
 
 @pytest.mark.parametrize("tile", cfg.TF32_TILES)
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
 def test_tf32_within_its_rounding_bound(cp, what, tile):
     worst = 0.0
-    for case in GEMM_CASES[:3] + [(6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)]:  # the last one is split along K
+    for case in GEMM_CASES + [(6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1), TF32_FULL]:  # (6, 8, ...) is split along K
+        bound = tf32_bound(1296) if case == TF32_FULL else TF32_BOUND
         out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True)
         assert f"conv2d_{what}_v3_tf32_{tile}" in names, names
         assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
         err = np.abs(out.astype(np.float64) - want)
-        assert (err <= TF32_BOUND * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (TF32_BOUND * mag)).max()}"
+        assert (err <= bound * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (bound * mag)).max()}"
         worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_packed_weights_are_tf32_values_for_the_tf32_kernels(cp, tf32):
+    """With tf32 the pack kernels round each weight to tf32 once (nearest, ties away from zero,
+    lower 13 bits zero), so the TF32 kernels feed them to the mma without cvt.rna; fp32 packs copy
+    them exactly. Forward and the 4 phases of a stride-2 backward-data each hold every weight once."""
+    from fastconv.argcheck import conv_hyper
+    from fastconv.backends.cuda import conv as launchers
+    n, c, h, w, k, r, s, *hyper = (1, 10, 8, 9, 5, 4, 4, 2, 1, 1, 1)
+    rng = np.random.default_rng(3)
+    wt = rng.standard_normal((k, c, r, s)).astype(np.float32)
+    u = wt.view(np.uint32).ravel()
+    want = np.sort(((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32) if tf32 else wt.ravel())
+    x = cp.asarray(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    dy = cp.asarray(rng.standard_normal((n, k, 4, 4)).astype(np.float32))
+    with fastconv.using(tf32=tf32), emu.trace() as t:
+        launchers.conv2d_forward(x, cp.asarray(wt), None, *conv_hyper(*hyper[:3]), hyper[3])
+        ops.conv2d_backward_data(dy, cp.asarray(wt), (n, c, h, w), *hyper)
+    packs = [rec for rec in t.launches if rec.name.startswith("conv2d_pack_")]
+    assert [rec.name for rec in packs] == ["conv2d_pack_forward_v1", "conv2d_pack_backward_data_v1"]
+    for rec in packs:
+        wp = cp.asnumpy(rec.args[1]).ravel()
+        got = np.sort(wp[wp != 0])
+        np.testing.assert_array_equal(got, want, err_msg=rec.name)
 
 
 def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):

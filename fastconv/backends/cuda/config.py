@@ -25,7 +25,7 @@ WGRAD_CHUNK = 384           # backward-weight: reduction elements per slice, abo
 WGRAD_WAVES = 4             # backward-weight: split up to this many waves of blocks
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
-SPLIT_ALIGN = 8             # split-K slices are whole BK tiles for every tile shape (BK 4 or 8)
+SPLIT_ALIGN = 8             # split-K slices are whole BK tiles (BK 4 or 8; the BK 16 TF32 tiles: 16)
 # The small-channel kernels of kernels/conv.cu (its CONV_SMALLC* defines; tests compare the two).
 SMALLC = 32                 # C/G*R*S limit
 SMALLC_KT = 8               # filters per thread of the forward and backward-weight
@@ -49,7 +49,17 @@ CONV_TILES = {
     "t32x128": (32, 128, 4, 64, 6),
     "t64x32": (64, 32, 4, 32, 12),
 }
-TF32_TILES = tuple(t for t, v in CONV_TILES.items() if v[2] == 8)  # mma.sync m16n8k8 steps k by 8
+# The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
+# same fields; each has the BM x BN of the CONV_TILES entry of its name (conv_grid serves both).
+# Warp tiles: t128x128 64x64 (4 x 8 mma tiles per warp: an A fragment serves 8 mma, a B fragment
+# 4), t128x64 64x32, t64x128 32x64, t64x64 32x64 (2 warps). Registers (sm_90, no spills): 220-231,
+# 162-166, 147-157 and 148-157 of their 255, 170, 170, 170.
+TF32_TILES = {
+    "t128x128": (128, 128, 8, 128, 2),
+    "t128x64": (128, 64, 16, 128, 3),
+    "t64x128": (64, 128, 8, 128, 3),
+    "t64x64": (64, 64, 8, 64, 6),
+}
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -143,6 +153,11 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
     return max(1, cdiv(rows * 32, block))
 
 
+def tile_spec(tile: str, tf32: bool = False) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, threads, min blocks per SM) of a v3 tile: TF32_TILES with tf32, else CONV_TILES."""
+    return (TF32_TILES if tf32 else CONV_TILES)[tile]
+
+
 def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgrad: bool = False) -> str:
     """Tile for a GEMM of m rows by n columns, z times (groups x phases); ``wgrad``: the GEMM is a
     backward-weight (n = C/G*R*S columns, a long reduction over N*P*Q); with tf32 one of TF32_TILES.
@@ -156,7 +171,8 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
       z > 1 (the phases of a strided backward-data: dcgan.d2's ran fastest on t64x64);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
-      waves of them (large GEMMs: its higher arithmetic intensity). TF32 kept t128x64 throughout.
+      waves of them (large GEMMs: its higher arithmetic intensity). TF32: t128x64, t128x128 for the
+      large GEMMs.
     """
     if m < 1 or n < 1 or z < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
@@ -166,9 +182,9 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
         return "t64x128" if tf32 else "t32x128"
     if m <= 64:
         return "t64x64" if wgrad or (z > 1 and not tf32) else "t64x128"
-    if tf32:
-        return "t128x64"
     big = cdiv(m, 128) * cdiv(n, 128) * z
+    if tf32:  # the sweep found t128x64 fastest on every TF32 row; large GEMMs keep the 64x64 warp tiles
+        return "t128x128" if big >= 2 * num_sms else "t128x64"
     return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
 
 
@@ -182,9 +198,10 @@ def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
 
 
 def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None,
-                wgrad: bool = False) -> tuple[int, int]:
-    """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN and
-    splits = ceil(red / chunk), so every slice is non-empty and they tile [0, red) exactly.
+                wgrad: bool = False, tf32: bool = False) -> tuple[int, int]:
+    """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN (and of the tile's
+    BK: tile_spec(tile, tf32)) and splits = ceil(red / chunk), so every slice is non-empty and they
+    tile [0, red) exactly.
 
     Tuned with conv_tile (benchmarks/conv_sweep.py on an H200): forward and backward-data split
     into as many slices as keep the grid within one wave (num_sms x the tile's blocks per SM) with
@@ -200,7 +217,9 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     if red < 0:
         raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
     gx, gy, _ = conv_grid(m, n, tile, z)
-    blocks, wave = gx * gy * z, num_sms * CONV_TILES[tile][4]
+    _, _, bk, _, minb = tile_spec(tile, tf32)
+    align = max(SPLIT_ALIGN, bk)
+    blocks, wave = gx * gy * z, num_sms * minb
     if force is not None:
         want = force
     else:
@@ -209,10 +228,10 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
             want = max(want, min(red // WGRAD_CHUNK, WGRAD_WAVES * wave // blocks))
         want = min(want, MAX_SPLITS)
     want = max(1, min(want, MAX_GRID_YZ // z))
-    chunk = max(SPLIT_ALIGN, cdiv(cdiv(max(red, 1), want), SPLIT_ALIGN) * SPLIT_ALIGN)
+    chunk = max(align, cdiv(cdiv(max(red, 1), want), align) * align)
     splits = cdiv(max(red, 1), chunk)
     if splits * chunk > INT32_LIMIT:
-        splits, chunk = 1, cdiv(red, SPLIT_ALIGN) * SPLIT_ALIGN
+        splits, chunk = 1, cdiv(red, align) * align
     return splits, chunk
 
 

@@ -62,13 +62,13 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
     tile = _tile(m, cols, z, tf32, wgrad)
     force = cur.conv_splits
     if force is None:  # the heuristic's split count, capped so the workspace stays <= MAX_WORKSPACE
-        force = min(cfg.conv_splits(m, cols, red, tile, z, num_sms(), wgrad=wgrad)[0],
+        force = min(cfg.conv_splits(m, cols, red, tile, z, num_sms(), wgrad=wgrad, tf32=tf32)[0],
                     max(1, cfg.MAX_WORKSPACE // out.size))
-    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), force)
+    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), force, tf32=tf32)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.CONV_TILES[tile][3],
+    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.tile_spec(tile, tf32)[3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
     return ws, splits
 
@@ -111,7 +111,8 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     kp = cfg.cdiv(kg, 4) * 4
     wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
     _launch("conv.cu", "conv2d_pack_forward_v1", _eltwise_grid(wp.size), cfg.BLOCK,
-            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups)))
+            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups))
+            + (_i32(settings.current().tf32),))
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (bias,), ints), fused)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
@@ -157,7 +158,8 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
     _launch("conv.cu", "conv2d_pack_backward_data_v1", _eltwise_grid(wp.size), cfg.BLOCK,
-            (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:] + (_i32(krs_max),))
+            (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
+            + (_i32(krs_max), _i32(settings.current().tf32)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
                        (_i32(krs_max),))

@@ -21,11 +21,12 @@
 //       staged through shared memory that stores float4
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
-//       conv2d_splitk_reduce_v2 sums (deterministic: the order depends on splits only), then adds bias/activation.
+//       conv2d_splitk_reduce_v1 (a few splits: a thread per 4 outputs) or _v2 (many: warps share the
+//       splits of 32 outputs) sums (deterministic: the order depends on splits only), then adds bias/activation.
 //       Tiles (suffix _tBMxBN) and their __launch_bounds__: the CONV_V3_KERNELS lines below;
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
-//       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v2.
+//       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1, _v2.
 //   v3 tf32  the same core (loaders, pipeline, epilogue) with the product done by mma.sync
 //       m16n8k8 TF32 (operands rounded by cvt.rna.tf32, fp32 accumulation) on its own tiles
 //       (CONV_V3_TF32_KERNELS below: warp tiles of up to 4 x 8 mma tiles fed by conflict-free
@@ -349,6 +350,39 @@ CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
 CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3)
 CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 6)
 
+// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
+// launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4
+// consecutive outputs in z order with 16-byte loads and stores (vec = 1: total % 4 == 0; else one
+// output per thread). The launcher checks total <= INT32_LIMIT.
+// Work: splits*total adds; traffic (splits + 1) * total * 4 B.
+extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
+    const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, int total, int splits,
+    int plane, int channels, int has_bias, int act, float slope, int vec) {
+    const int per = vec ? 4 : 1;
+    GRID_STRIDE32(j, total / per) {
+        float r[4];
+        if (vec) {
+            float4 s = reinterpret_cast<const float4*>(ws)[j];
+            for (int z = 1; z < splits; ++z) {
+                const float4 v = reinterpret_cast<const float4*>(ws + (i64)z * total)[j];
+                s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+            }
+            r[0] = s.x; r[1] = s.y; r[2] = s.z; r[3] = s.w;
+        } else {
+            r[0] = ws[j];
+            for (int z = 1; z < splits; ++z) r[0] += ws[(i64)z * total + j];
+        }
+        for (int e = 0; e < per; ++e) {
+            const unsigned i = j * per + e;
+            r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
+        }
+        if (vec)
+            reinterpret_cast<float4*>(out)[j] = make_float4(r[0], r[1], r[2], r[3]);
+        else
+            out[j] = r[0];
+    }
+}
+
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]). Block: 32 consecutive outputs
 // (lanes) x min(32, splits) warps (grid x = ceil(total / 32)); warp w sums splits z = w, w + warps, ...
 // (each load a coalesced 128-byte row), then warp 0 adds the warps' sums in warp order: deterministic
@@ -369,7 +403,7 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     __syncthreads();
     if (warp > 0 || i >= total) return;
     for (int w2 = 1; w2 < nw; ++w2) s += part[w2][lane];
-    if (has_bias) s += b[(i / plane) % channels];
+    if (has_bias) s += b[((unsigned)i / (unsigned)plane) % (unsigned)channels];   // total <= INT32_LIMIT
     out[i] = conv_act(s, act, slope);
 }
 

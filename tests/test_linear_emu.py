@@ -70,8 +70,9 @@ def test_linear_split_k(cp, m, n, k):
     for activation in ("tanh", None):
         with emu.trace() as t:
             y = ops.linear_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b), activation=activation)
-        assert t.launch_names == ["linear_forward_v2", "linear_splitk_reduce_v1"]
-        assert [r.grid[2] for r in t.launches[:1]] == [splits]
+        if cp is emu.cupy:  # (the GPU cross-check runs this on CuPy: nothing to trace there)
+            assert t.launch_names == ["linear_forward_v2", "linear_splitk_reduce_v1"]
+            assert [r.grid[2] for r in t.launches[:1]] == [splits]
         assert_close(y.get(), ACTIVATIONS[activation](ref.linear_forward(x, w, b)), F32_TOL, "split forward")
     # backward-data of the transposed problem: dx[M, K] = dy[M, N] w[N, K] has K outputs per row, N terms
     dyt = rng.standard_normal((m, k)).astype(np.float32)
@@ -79,7 +80,7 @@ def test_linear_split_k(cp, m, n, k):
     with emu.trace() as t:
         dx = ops.linear_backward_data(cp.asarray(dyt), cp.asarray(wt))
     want = np.einsum("mk,kn->mn", dyt.astype(np.float64), wt.astype(np.float64))
-    assert t.launch_names == ["linear_backward_data_v2", "linear_splitk_reduce_v1"]
+    assert t.launch_names == ["linear_backward_data_v2", "linear_splitk_reduce_v1"] or cp is not emu.cupy
     assert_close(dx.get(), want, F32_TOL, "split backward_data")
 
 

@@ -11,7 +11,7 @@ import test_graph_emu as graph_cases
 import test_linear_emu as linear_cases
 from backends import CONV_VERSIONS, Backend, conv_kernels
 from fastconv import ops
-from fastconv.backends.cuda.config import KERNELS, TF32_TILES
+from fastconv.backends.cuda.config import KERNELS, REDUCE_WARP_SPLITS, TF32_TILES
 from checks import randn as _randn
 from ops.test_activation import activations_all_passes
 from ops.test_batchnorm import batchnorm_all_passes
@@ -34,6 +34,8 @@ def run_every_op(cp, rng):
     for version in CONV_VERSIONS:
         with conv_kernels(version):
             conv_all_passes(backend, rng, *CONV_CASES[3].values)
+    with fastconv.using(conv_tile="t64x64", conv_splits=REDUCE_WARP_SPLITS):  # the many-split reduce
+        conv_all_passes(backend, rng, *CONV_CASES[3].values)
     for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_kernels.py)
         with fastconv.using(tf32=True, conv_tile=tile):
             conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=2.0**-9)

@@ -102,7 +102,7 @@ def test_split_k(cp, what):
     # backward-weight, N*P*Q = 1024 (> 2 * WGRAD_CHUNK)
     case = (16, 2, 8, 8, 2, 3, 3, 1, 1, 1, 1) if what == "backward_weight" else (1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1)
     names = _check(cp, what, case, tile="t64x64")
-    assert "conv2d_splitk_reduce_v2" in names, names
+    assert "conv2d_splitk_reduce_v1" in names, names
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
@@ -113,7 +113,15 @@ def test_forced_split_count(cp, what):
     with fastconv.using(conv_splits=3), emu.trace() as t:
         names = _check(cp, what, case, tile="t64x64")
     gemm = [rec for rec in t.launches if rec.name == f"conv2d_{what}_v3_t64x64"]
-    assert "conv2d_splitk_reduce_v2" in names and [rec.grid[2] for rec in gemm] == [3], names
+    assert "conv2d_splitk_reduce_v1" in names and [rec.grid[2] for rec in gemm] == [3], names
+
+
+def test_many_splits_share_warps(cp):
+    """From config.REDUCE_WARP_SPLITS splits on, conv2d_splitk_reduce_v2 sums them (warps share the
+    splits of 32 outputs): a backward-weight over N*P*Q = 1024 forced into 32 slices of 32."""
+    with fastconv.using(conv_splits=40):
+        names = _check(cp, "backward_weight", (16, 2, 8, 8, 2, 3, 3, 1, 1, 1, 1), tile="t64x64")
+    assert names[-1] == "conv2d_splitk_reduce_v2", names
 
 
 @pytest.mark.parametrize("activation", list(ACTS))
@@ -121,7 +129,7 @@ def test_forced_split_count(cp, what):
 def test_fused_bias_and_activation(cp, activation, split):
     case = (1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1) if split else (2, 6, 7, 6, 10, 3, 3, 1, 1, 1, 1)
     names = _check(cp, "forward", case, tile="t64x64", activation=activation)
-    assert ("conv2d_splitk_reduce_v2" in names) == split, names
+    assert ("conv2d_splitk_reduce_v1" in names) == split, names
 
 
 def test_unknown_activation_is_refused(cp):
@@ -149,7 +157,7 @@ def test_small_channel_paths(cp, case):
     assert "conv2d_forward_smallc_v2" in _check(cp, "forward", case, activation="relu")
     assert "conv2d_backward_data_smallc_v2" in _check(cp, "backward_data", case)
     names = _check(cp, "backward_weight", case)
-    assert names[0] == "conv2d_backward_weight_smallc_v1" and names[1:] in ([], ["conv2d_splitk_reduce_v2"]), names
+    assert names[0] == "conv2d_backward_weight_smallc_v1" and names[1:] in ([], ["conv2d_splitk_reduce_v1"], ["conv2d_splitk_reduce_v2"]), names
 
 
 def test_small_channel_slices(cp, monkeypatch):

@@ -24,6 +24,7 @@ MIN_SPLIT_CHUNK = 256       # reduction elements per split-K slice of forward / 
 WGRAD_CHUNK = 384           # backward-weight: reduction elements per slice, about (conv_splits)
 WGRAD_WAVES = 4             # backward-weight: split up to this many waves of blocks
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
+REDUCE_WARP_SPLITS = 32     # split counts from which conv2d_splitk_reduce_v2 (warps share the splits) sums them
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
 SPLIT_ALIGN = 8             # split-K slices are whole BK tiles (BK 4 or 8; the BK 16 TF32 tiles: 16)
 # The small-channel kernels of kernels/conv.cu (its CONV_SMALLC* defines; tests compare the two).
@@ -70,7 +71,7 @@ KERNELS = {
     + tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
        "conv2d_pack_forward_v1",
-       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v2"),
+       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),

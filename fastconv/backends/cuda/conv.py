@@ -5,11 +5,12 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
 - C/G*R*S <= config.SMALLC and no ``conv_tile`` forced: the small-channel kernels of all three
   passes (when their tiles fit shared memory: config.smallc_*_tile), in fp32 also with the ``tf32``
   setting on: they are bound by memory traffic, not FLOPs, so TF32 would gain nothing there and fp32
-  is the more accurate; backward-weight's per-block partial sums are added by conv2d_splitk_reduce_v2.
+  is the more accurate; backward-weight's per-block partial sums are added by the split-K reduce.
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
   TF32_TILES); forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
-  reduction into a workspace summed by conv2d_splitk_reduce_v2 (which then adds bias/activation).
+  reduction into a workspace summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
+  config.REDUCE_WARP_SPLITS on), which then adds bias/activation.
 The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
 """
 
@@ -74,9 +75,17 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
 
 
 def _reduce(ws, out, splits, b, plane, channels, act, slope):
-    _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
-            (ws, out, out if b is None else b, np.int64(out.size), _i32(splits), _i32(plane), _i32(channels),
-             _i32(b is not None), _i32(act), _f32(slope)))
+    """out = act(sum of the split-K workspace's slices + bias): a thread per 4 outputs for a few
+    splits, warps sharing the splits of 32 outputs from config.REDUCE_WARP_SPLITS on."""
+    tail = (_i32(plane), _i32(channels), _i32(b is not None), _i32(act), _f32(slope))
+    bias = out if b is None else b
+    if splits >= cfg.REDUCE_WARP_SPLITS:
+        _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
+                (ws, out, bias, np.int64(out.size), _i32(splits)) + tail)
+        return
+    vec = out.size % 4 == 0 and _aligned(ws, out)
+    _launch("conv.cu", "conv2d_splitk_reduce_v1", _eltwise_grid(out.size, 4 if vec else 1), cfg.BLOCK,
+            (ws, out, bias, _i32(out.size), _i32(splits)) + tail + (_i32(vec),))
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, slope=0.01):

@@ -14,7 +14,8 @@ no ``np.prod``, no int32 boxing, no kernel look-up, no keyword parsing, and no a
 workspaces (a plan keeps them, per stream; see :class:`Plan`).
 
 The key is everything the checks and the launch depend on: the op, the kernel family argument,
-the settings in force (poison, conv version and tile, family, tf32), the current device,
+the array type (CuPy's or the CPU layer's stand-in: a process may use both), the settings in force
+(poison, conv version and tile, family, tf32), the current device,
 ``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
 dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
 choose on that). A call that fails its checks stores nothing, so every error is raised on every
@@ -337,7 +338,8 @@ def planned(op=None, *, per_call: dict | None = None):
         arrays = []
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
         try:
-            parts = [kernels, last[1] if s is last[0] else _settings_id(s), defines_text(),
+            # nd: which CuPy (the real one or fastconv.emu's stand-in) made the arrays and will launch
+            parts = [nd, kernels, last[1] if s is last[0] else _settings_id(s), defines_text(),
                      tuple(kw) if kw else None, cp.cuda.runtime.getDevice()]
             values = args if not kw else args + tuple(kw.values())
             per = ()

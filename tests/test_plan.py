@@ -257,6 +257,15 @@ def test_every_baked_in_difference_misses(cp, monkeypatch):
         relu(cp.asarray(x.get().astype(np.float64)))
 
 
+def test_the_key_names_the_array_type(cp):
+    """One process may plan ops for the real CuPy and for the CPU layer's stand-in (the GPU cross-check
+    runs both): every key starts with the array type, so a plan built for one never launches the
+    other's arrays (the same shapes, device 0 and alignment otherwise made equal keys)."""
+    ops.relu_forward.plans.clear()
+    ops.relu_forward(_dev(cp, np.random.default_rng(1), 3, 5))
+    assert [k[0] for k in ops.relu_forward.plans] == [cp.ndarray]
+
+
 def test_conv_settings_and_hyper_parameters_miss(cp):
     rng = np.random.default_rng(9)
     x, w = _dev(cp, rng, 2, 8, 9, 9), _dev(cp, rng, 6, 8, 3, 3)

@@ -91,6 +91,10 @@ def test_tf32_tile_choice_and_splits():
     assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"          # resnet.c2 forward
     assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
     assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
+    assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
+    # a strided backward-data's phases are not split with TF32 (dcgan.d2: 4 phases, 392 t64x128 blocks)
+    assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True) == (1, 512)
+    assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True, force=2)[0] == 2
     assert cfg.tile_spec("t128x64", tf32=True) == cfg.TF32_TILES["t128x64"] != cfg.tile_spec("t128x64")
     # dcgan.d3-sized forward on the BK 16 tile: 64 blocks, a wave of 132 x 3: 4 slices of 18 BK tiles
     assert cfg.conv_splits(256, 2048, 1152, "t128x64", 1, 132, tf32=True) == (4, 288)

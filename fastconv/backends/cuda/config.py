@@ -172,8 +172,8 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
       z > 1 (the phases of a strided backward-data: dcgan.d2's ran fastest on t64x64);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
-      waves of them (large GEMMs: its higher arithmetic intensity). TF32: t128x64, t128x128 for the
-      large GEMMs.
+      waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at
+      commit d780806): t128x64, t128x128 for backward-weight (dcgan.d2/d3: 1.11x / 1.04x) and large GEMMs.
     """
     if m < 1 or n < 1 or z < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
@@ -184,8 +184,8 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     if m <= 64:
         return "t64x64" if wgrad or (z > 1 and not tf32) else "t64x128"
     big = cdiv(m, 128) * cdiv(n, 128) * z
-    if tf32:  # the sweep found t128x64 fastest on every TF32 row; large GEMMs keep the 64x64 warp tiles
-        return "t128x128" if big >= 2 * num_sms else "t128x64"
+    if tf32:  # t128x64 was fastest for TF32 forward and backward-data; backward-weight and large GEMMs
+        return "t128x128" if wgrad or big >= 2 * num_sms else "t128x64"  # want t128x128's 64x64 warp tiles
     return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
 
 
@@ -199,7 +199,7 @@ def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
 
 
 def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None,
-                wgrad: bool = False, tf32: bool = False) -> tuple[int, int]:
+                wgrad: bool = False, tf32: bool = False, phased: bool = False) -> tuple[int, int]:
     """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN (and of the tile's
     BK: tile_spec(tile, tf32)) and splits = ceil(red / chunk), so every slice is non-empty and they
     tile [0, red) exactly.
@@ -213,7 +213,8 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     launcher caps it (conv.py). The kernel computes a slice end as z*chunk + chunk in a 32-bit
     int: when that would pass INT32_LIMIT the reduction is not split. A reduction of 0 (a phase no
     tap reaches) is one empty slice. ``force`` (the conv_splits setting) asks for that many splits
-    instead (still whole SPLIT_ALIGN slices and z*splits <= 65535).
+    instead (still whole SPLIT_ALIGN slices and z*splits <= 65535). ``phased``: the phase GEMMs of a
+    strided backward-data, which TF32 does not split (dcgan.d2 / d3 ran 1.30x / 1.04x faster unsplit).
     """
     if red < 0:
         raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
@@ -223,6 +224,8 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     blocks, wave = gx * gy * z, num_sms * minb
     if force is not None:
         want = force
+    elif tf32 and phased:
+        want = 1
     else:
         want = min(wave // blocks, red // MIN_SPLIT_CHUNK)
         if wgrad:

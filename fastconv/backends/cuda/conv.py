@@ -54,16 +54,16 @@ def _smallc(cg, r, s):
     return settings.current().conv_tile is None and cg * r * s <= cfg.SMALLC
 
 
-def _gemm(kernel, m, cols, red, z, out, what, args, tail=()):
-    """Launch a v3 kernel over an m x cols GEMM (z = groups x phases) into ``out``, split along the
-    reduction when the grid is under a wave. Returns the workspace and split count (None, 1 when
-    the kernel wrote ``out`` itself)."""
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False):
+    """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
+    phase) into ``out``, split along the reduction as config.conv_splits says. Returns the workspace
+    and split count (``out``, 1 when the kernel wrote ``out`` itself)."""
     cur = settings.current()
     tf32, wgrad = cur.tf32, kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad)
     force = cur.conv_splits
     if force is None:  # the heuristic's split count, capped so the workspace stays <= MAX_WORKSPACE
-        force = min(cfg.conv_splits(m, cols, red, tile, z, num_sms(), wgrad=wgrad, tf32=tf32)[0],
+        force = min(cfg.conv_splits(m, cols, red, tile, z, num_sms(), wgrad=wgrad, tf32=tf32, phased=phased)[0],
                     max(1, cfg.MAX_WORKSPACE // out.size))
     splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), force, tf32=tf32)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
@@ -171,7 +171,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
             + (_i32(krs_max), _i32(settings.current().tf32)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
-                       (_i32(krs_max),))
+                       (_i32(krs_max),), phased=phases > 1)
     if splits > 1:
         _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
     return dx

@@ -2,7 +2,7 @@
 
 ``g = StepGraph(step)`` wraps ``step(*inputs) -> outputs`` (device arrays in, device arrays or
 None out). The first call ``g(*batch)`` copies the batch into static input buffers, runs the step
-eagerly inside a :class:`fastconv.plan.Arena` (this is a real training step; it also builds the
+eagerly inside a :class:`fastconv.arena.Arena` (this is a real training step; it also builds the
 launch plans, compiles the kernels and allocates every activation, gradient, workspace and argmax
 buffer once), then captures the same step on a capturing stream: with the arena every allocation
 returns the buffer of the eager pass, so the capture allocates nothing and the graph's pointers
@@ -23,7 +23,7 @@ step count.
 from __future__ import annotations
 
 from .backend import require_gpu
-from .plan import Arena
+from .arena import Arena
 
 
 class StepGraph:

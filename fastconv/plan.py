@@ -34,16 +34,16 @@ Numpy (CPU) calls go straight to the op.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import itertools
-import os
 import sys
 import threading
 import weakref
 
 import numpy as np
+
+from .arena import arena_state
 
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
 WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
@@ -54,50 +54,9 @@ _PER_CALL = object()       # marks a per-call argument in a key
 class _ThreadState(threading.local):
     # class defaults: reading an attribute a thread never set costs no AttributeError (~1 us a call)
     rec = None     # the Record of the op call being planned on this thread
-    arena = None   # the Arena whose step is running on this thread
 
 
 _local = _ThreadState()
-
-
-class Arena:
-    """Static buffers for a step run again and again (a CUDA graph's memory): inside
-    ``with arena.step():`` the k-th allocation of the step returns the same array on every pass,
-    allocated on the first pass and kept alive by the arena, so that after one pass a step
-    allocates nothing and every launch sees the same pointers. The k-th allocation must ask for
-    the same shape and dtype each pass (a step whose allocations change raises a ValueError)."""
-
-    def __init__(self):
-        self.buffers = []
-        self._next = 0
-
-    @contextlib.contextmanager
-    def step(self):
-        if _local.arena is not None:
-            raise RuntimeError("Arena.step: got a step inside another arena's step, expected one at a time")
-        self._next = 0
-        _local.arena = self
-        try:
-            yield self
-        finally:
-            _local.arena = None
-
-    def take(self, shape, dtype, make):
-        """The buffer of this allocation: ``make()`` on the first pass, then the same array."""
-        k = self._next
-        self._next += 1
-        if k == len(self.buffers):
-            self.buffers.append(make())
-        a = self.buffers[k]
-        if a.shape != tuple(shape) or a.dtype != dtype:
-            raise ValueError(f"arena: got allocation {k} of {tuple(shape)} {dtype}, expected {a.shape} {a.dtype} "
-                             "as on the first pass (a captured step must allocate the same arrays every time)")
-        return a
-
-
-def current_arena():
-    """The Arena whose step is running on this thread, else None."""
-    return _local.arena
 
 
 class Record:
@@ -329,7 +288,7 @@ def planned(op=None, *, per_call: dict | None = None):
     @functools.wraps(op)
     def call(*args, kernels=None, **kw):
         cp = sys.modules.get("cupy")
-        if cp is None or local.rec is not None or local.arena is not None:
+        if cp is None or local.rec is not None or arena_state.arena is not None:
             # no GPU, inside another op's planning call, or in an arena (its allocations go through it)
             return op(*args, kernels=kernels, **kw)
         nd = cp.ndarray

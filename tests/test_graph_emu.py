@@ -1,4 +1,4 @@
-"""The training step as one CUDA graph (fastconv.graph.StepGraph, fastconv.plan.Arena) on the CPU
+"""The training step as one CUDA graph (fastconv.graph.StepGraph, fastconv.arena.Arena) on the CPU
 execution layer (fastconv.emu, whose graph capture records launches and whose replay runs only
 them, so any work in the step that is not a kernel launch would be missing from a replay):
 
@@ -21,7 +21,7 @@ import pytest
 import fastconv
 from fastconv import emu, nn
 from fastconv.graph import StepGraph
-from fastconv.plan import Arena
+from fastconv.arena import Arena
 from graph_steps import BATCH, gan_data, gan_state, gan_trainer, lenet_state, lenet_trainer
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")

@@ -9,7 +9,7 @@
 Labels carry no gradient: the backward passes return the gradient w.r.t. the float input only.
 Every pass is one of the embedding ops (fastconv.ops.embedding: kernels/embedding.cu on the GPU)
 or ops.accumulate, so a training step of these layers can be captured as a CUDA graph; inside a
-captured step (a fastconv.plan.Arena) the label values are not checked on the host (that would
+captured step (a fastconv.arena.Arena) the label values are not checked on the host (that would
 read them back): a label outside the classes then gives NaN outputs.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from .. import ops
 from ..argcheck import real
 from ..backend import array_module
-from ..plan import current_arena
+from ..arena import current_arena
 from .layers import _positive_int, _rng
 from .module import Module
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops, settings
-from ..argcheck import leaky_slope, pair, pool_hyper, probability, real
-from ..backend import is_cupy_array, to_device
+from ..argcheck import leaky_slope, pair, pool_hyper
 from . import init
 from .module import Module
 
@@ -267,114 +266,6 @@ class AvgPool2d(_Pool):
 
     def extra_repr(self):
         return super().extra_repr() + f", count_include_pad={self.count_include_pad}"
-
-
-class _BatchNorm(Module):
-    _ndim = None
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
-        super().__init__()
-        self.num_features = _positive_int(num_features, "num_features")
-        self.eps = real(eps, "eps", 0.0, lo_open=True)
-        self.momentum = real(momentum, "momentum", 0.0, 1.0)
-        self.weight = self.add_parameter("weight", np.ones(self.num_features, dtype))
-        self.bias = self.add_parameter("bias", np.zeros(self.num_features, dtype))
-        self.add_buffer("running_mean", np.zeros(self.num_features, dtype))
-        self.add_buffer("running_var", np.ones(self.num_features, dtype))
-        self._cache = None
-
-    def _clear_cache(self):
-        self._cache = None
-
-    def forward(self, x):
-        if x.ndim != self._ndim:
-            raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for "
-                             f"{type(self).__name__}")
-        y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
-                                                self.buffer("running_var"), self.training, self.momentum, self.eps,
-                                                kernels=self.kernels)
-        self._cache = (x, mean, invstd, self.training)
-        return y
-
-    def backward(self, dy, input_grad=True):
-        x, mean, invstd, training = self._saved(self._cache, "batch statistics")
-        dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
-                                                   kernels=self.kernels)
-        self.weight.accumulate(dgamma)
-        self.bias.accumulate(dbeta)
-        return dx if input_grad else None
-
-    def extra_repr(self):
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
-
-
-class BatchNorm1d(_BatchNorm):
-    """Batch normalisation of (N, C) inputs over N."""
-    _ndim = 2
-
-
-class BatchNorm2d(_BatchNorm):
-    """Batch normalisation of (N, C, H, W) inputs over N, H, W."""
-    _ndim = 4
-
-
-class Dropout(Module):
-    """Zeroes each element with probability p in training and scales the rest by 1/(1-p).
-
-    Masks come from a counter-based hash of (seed, call number, element index), identical on the
-    CPU and the GPU; the call number is the int64 buffer ``calls``, so a resumed run draws the
-    same masks. On the GPU it lives in a uint32 device counter that the forward kernel advances
-    (a CUDA graph of the training step draws a new mask at every replay), made from the buffer
-    at the first forward and read back into it by state_dict and .to().
-    """
-
-    def __init__(self, p=0.5, seed=0):
-        super().__init__()
-        self.p = probability(p)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed: got {seed!r}, expected an int")
-        self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))
-        self.add_buffer("calls", np.zeros((), np.int64))
-        self._mask = None
-        self._counter = None   # on the GPU: uint32 (calls mod 2**32, 0)
-
-    def _clear_cache(self):
-        self._mask = None
-        self._counter = None   # read back first (Module._map_arrays)
-
-    def _read_back(self):
-        if self._counter is not None:
-            calls = int(self.buffer("calls"))
-            low = int(to_device(self._counter[:1], "cpu")[0])
-            self.buffer("calls")[...] = calls + ((low - calls) & 0xFFFFFFFF)
-
-    def _buffers_loaded(self):
-        self._counter = None
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            self._mask = None
-            return x
-        seed = int(self.buffer("seed")) * 0x9E3779B1
-        if not is_cupy_array(x):
-            calls = int(self.buffer("calls"))
-            self.buffer("calls")[...] = calls + 1
-            y, self._mask = ops.dropout_forward(x, self.p, (seed + calls) & 0xFFFFFFFF, kernels=self.kernels)
-            return y
-        if self._counter is None:
-            self._counter = to_device(np.array([int(self.buffer("calls")) & 0xFFFFFFFF, 0], np.uint32), "cuda")
-        y, self._mask = ops.dropout_forward(x, self.p, seed & 0xFFFFFFFF, self._counter, kernels=self.kernels)
-        return y
-
-    def backward(self, dy, input_grad=True):
-        if not input_grad:
-            return None
-        if self._mask is None:
-            return dy
-        return ops.dropout_backward(dy, self._mask, self.p, kernels=self.kernels)
-
-    def extra_repr(self):
-        return f"p={self.p}"
 
 
 class Flatten(Module):

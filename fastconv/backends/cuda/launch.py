@@ -10,7 +10,8 @@ import cupy as cp
 import numpy as np
 
 from ... import settings
-from ...plan import current_arena, note_alloc, note_launch
+from ...arena import current_arena
+from ...plan import note_alloc, note_launch
 from . import config as cfg
 from .loader import function
 

@@ -1,0 +1,60 @@
+"""BatchNorm1d and BatchNorm2d: per-feature normalisation with running statistics (the
+batchnorm op family)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..argcheck import real
+from .layers import _positive_int
+from .module import Module
+
+
+class _BatchNorm(Module):
+    _ndim = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features")
+        self.eps = real(eps, "eps", 0.0, lo_open=True)
+        self.momentum = real(momentum, "momentum", 0.0, 1.0)
+        self.weight = self.add_parameter("weight", np.ones(self.num_features, dtype))
+        self.bias = self.add_parameter("bias", np.zeros(self.num_features, dtype))
+        self.add_buffer("running_mean", np.zeros(self.num_features, dtype))
+        self.add_buffer("running_var", np.ones(self.num_features, dtype))
+        self._cache = None
+
+    def _clear_cache(self):
+        self._cache = None
+
+    def forward(self, x):
+        if x.ndim != self._ndim:
+            raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for "
+                             f"{type(self).__name__}")
+        y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
+                                                self.buffer("running_var"), self.training, self.momentum, self.eps,
+                                                kernels=self.kernels)
+        self._cache = (x, mean, invstd, self.training)
+        return y
+
+    def backward(self, dy, input_grad=True):
+        x, mean, invstd, training = self._saved(self._cache, "batch statistics")
+        dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
+                                                   kernels=self.kernels)
+        self.weight.accumulate(dgamma)
+        self.bias.accumulate(dbeta)
+        return dx if input_grad else None
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) inputs over N."""
+    _ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) inputs over N, H, W."""
+    _ndim = 4

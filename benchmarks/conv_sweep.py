@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shapes import CONV_SHAPES  # noqa: E402
+from shapes import CONV_SHAPES, conv_arrays  # noqa: E402
 from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
@@ -40,13 +40,9 @@ TOL = {"fp32": 1e-4, "tf32": 2e-2}
 
 
 def calls(cp, shape, rng):
-    """The three passes of one shape as argument-less calls (fresh random operands)."""
-    n, c, h, w, k, r, s, st, pd = shape
-    x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
-    wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
-    b = cp.asarray(rng.standard_normal((k,), dtype=np.float32))
-    y = ops.conv2d_forward(x, wt, b, st, pd)
-    dy = cp.asarray(rng.standard_normal(y.shape, dtype=np.float32))
+    """The three passes of one shape as argument-less calls (operands: shapes.conv_arrays)."""
+    x, wt, b, dy = conv_arrays(cp, shape, rng)
+    st, pd = shape[7:]
     return {"forward": lambda: ops.conv2d_forward(x, wt, b, st, pd),
             "backward_data": lambda: ops.conv2d_backward_data(dy, wt, x.shape, st, pd),
             "backward_weight": lambda: ops.conv2d_backward_weight(dy, x, wt.shape, st, pd)}

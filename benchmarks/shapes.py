@@ -30,21 +30,26 @@ def conv_flops(shape):
     return 2 * n * k * conv_out_size(h, r, st, pd, 1) * conv_out_size(w, s, st, pd, 1) * c * r * s
 
 
-def conv_operands(cp, torch, shape, rng):
-    """The float32 GPU operands of one CONV_SHAPES shape, drawn from ``rng``: x (N, C, H, W),
-    w (K, C, R, S) scaled by 0.1, b (K,), dy (N, K, P, Q) as CuPy arrays, then torch views of the
-    four: (x, w, b, dy, tx, tw, tb, tdy)."""
+def conv_arrays(cp, shape, rng):
+    """The float32 operands of one CONV_SHAPES shape as ``cp`` arrays, drawn from ``rng`` in this
+    order: x (N, C, H, W), w (K, C, R, S) scaled by 0.1, b (K,), dy (N, K, P, Q): (x, w, b, dy)."""
     import numpy as np
-    import torch.nn.functional as F
+
+    from fastconv.argcheck import conv_out_size
 
     n, c, h, w, k, r, s, st, pd = shape
     x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
     wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
     b = cp.asarray(rng.standard_normal((k,), dtype=np.float32))
-    tx, tw, tb = (torch.from_dlpack(a) for a in (x, wt, b))
-    ty = F.conv2d(tx, tw, tb, st, pd)
-    dy = cp.asarray(rng.standard_normal(tuple(ty.shape), dtype=np.float32))
-    return x, wt, b, dy, tx, tw, tb, torch.from_dlpack(dy)
+    p, q = conv_out_size(h, r, st, pd, 1), conv_out_size(w, s, st, pd, 1)
+    dy = cp.asarray(rng.standard_normal((n, k, p, q), dtype=np.float32))
+    return x, wt, b, dy
+
+
+def conv_operands(cp, torch, shape, rng):
+    """conv_arrays on the GPU, then torch views of the four: (x, w, b, dy, tx, tw, tb, tdy)."""
+    arrays = conv_arrays(cp, shape, rng)
+    return (*arrays, *(torch.from_dlpack(a) for a in arrays))
 
 
 def lenet(rng):

@@ -119,9 +119,9 @@ def torch_lenet_step(torch, batch, graph):
 
 
 def torch_dcgan_step(torch, batch, graph):
-    from gpu_table import _torch_dcgan
+    from dcgan_torch import torch_dcgan
 
-    tG, tD = _torch_dcgan(torch)
+    tG, tD = (m.cuda() for m in torch_dcgan(torch))
     toG = torch.optim.Adam(tG.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=graph)
     toD = torch.optim.Adam(tD.parameters(), lr=2e-4, betas=(0.5, 0.999), capturable=graph)
     x = torch.rand(batch, 1, 28, 28, device="cuda") * 2 - 1

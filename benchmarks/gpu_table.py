@@ -130,18 +130,9 @@ def bandwidth_rows(bench, fams):
     return rows, bad
 
 
-def _torch_dcgan(torch):
-    tnn = torch.nn
-    G = tnn.Sequential(tnn.Linear(100, 128 * 49, bias=False), tnn.BatchNorm1d(128 * 49), tnn.ReLU(),
-                       tnn.Unflatten(1, (128, 7, 7)), tnn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False),
-                       tnn.BatchNorm2d(64), tnn.ReLU(), tnn.ConvTranspose2d(64, 1, 4, 2, 1), tnn.Tanh())
-    D = tnn.Sequential(tnn.Conv2d(1, 64, 4, 2, 1), tnn.LeakyReLU(0.2), tnn.Conv2d(64, 128, 4, 2, 1, bias=False),
-                       tnn.BatchNorm2d(128), tnn.LeakyReLU(0.2), tnn.Flatten(), tnn.Linear(128 * 49, 1))
-    return G.cuda(), D.cuda()
-
-
 def step_rows(bench, fams):
     torch, cp = bench.torch, bench.cp
+    from dcgan_torch import torch_dcgan
     from shapes import lenet, torch_lenet
 
     from fastconv import nn, optim
@@ -195,7 +186,7 @@ def step_rows(bench, fams):
         torch.nn.functional.cross_entropy(tm(tx), ty).backward()
         topt.step()
     rows.append(("LeNet PyTorch eager", B / bench.per_call(t_lenet) * 1e3))
-    tG, tD = _torch_dcgan(torch)
+    tG, tD = (m.cuda() for m in torch_dcgan(torch))
     toG = torch.optim.Adam(tG.parameters(), lr=2e-4, betas=(0.5, 0.999))
     toD = torch.optim.Adam(tD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     tz, t1, t0 = torch.from_dlpack(z), torch.from_dlpack(ones), torch.from_dlpack(zeros)

@@ -33,10 +33,10 @@ from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
-from fastconv.testing import rel_error  # noqa: E402
+from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-TOL = {"fp32": 1e-4, "tf32": 2e-2}
+TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
 
 
 def calls(cp, shape, rng):

@@ -15,7 +15,7 @@
 # gpu_table.json, the training-step and epoch table against PyTorch -> $OUT/steps.log (the epoch
 # rows need Fashion-MNIST: FASTCONV_DATA=DIR); card, driver and commit -> $OUT/device.txt. Ends with each step's
 # exit status and the tail of each log.
-# STEPS="..." picks the steps (default: gpu_tests conv bench steps). Three more are off by default:
+# STEPS="..." picks the steps (default: gpu_tests conv bench steps). Four more are off by default:
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
 #   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log

@@ -81,8 +81,7 @@ def main(argv=None) -> int:
     raw = cp.RawKernel('extern "C" __global__ void empty_v1(float* y, int n) {}', "empty_v1")
     rows.append(("cupy RawKernel", _time(lambda: raw((1,), (32,), (y, n0)), args.launches, args.repeats, sync)))
 
-    dev = cp.cuda.Device()
-    name = cp.cuda.runtime.getDeviceProperties(dev.id)["name"].decode()
+    name = timing.card_name(cp)
     print(f"launch cost of an empty kernel, {name}, median of {args.repeats} x {args.launches} launches")
     print(f"{'path':40s} | us/launch")
     print("-" * 40 + "-+-" + "-" * 9)

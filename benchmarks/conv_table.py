@@ -158,8 +158,7 @@ def main(argv=None) -> int:
         print("conv_table: no usable CUDA GPU (CuPy and a device are needed)", file=sys.stderr)
         return 2
     import cupy as cp
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    device = f"{props['name'].decode() if isinstance(props['name'], bytes) else props['name']}"
+    device = timing.card_name(cp)
     with fastconv.using(kernels="cupy"):
         rows, bad = run(args)
     print_table(rows, device)

@@ -194,6 +194,12 @@ def _run(cmd) -> str:
         return ""
 
 
+def card_name(cp) -> str:
+    """The name of CuPy's current device (CUDA reports it as bytes)."""
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
 def stamp(card: str, driver_api_version: int, repo: Path, settings: dict) -> Results:
     """The run's stamp: card name, driver (nvidia-smi's version, else the CUDA driver API's),
     commit (short hash, '+dirty' when the checkout has changes; 'unknown' outside git), UTC date."""

@@ -103,6 +103,11 @@ def test_results_file_is_stamped_and_round_trips(tmp_path):
     assert not (tmp_path / "t.json.tmp").exists()
 
 
+def test_card_name_reads_the_current_device_as_text():
+    with emu.activate() as cp:
+        assert timing.card_name(cp) == "fastconv emu (CUDA C on the CPU)"
+
+
 def test_stamp_names_the_commit_of_this_checkout():
     r = timing.stamp("c", 1, BENCH.parent, {})
     assert r.commit == "unknown" or len(r.commit.split("+")[0]) >= 7

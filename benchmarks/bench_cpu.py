@@ -12,7 +12,7 @@ import pytest
 from fastconv import nn, ops
 from fastconv.optim import SGD
 from fastconv.testing import assert_close
-from shapes import BATCH, CONV_SHAPES, ELEMENTWISE_SHAPE, lenet, torch_lenet
+from shapes import BATCH, CONV_SHAPES, ELEMENTWISE_SHAPE, conv_arrays, lenet, torch_lenet
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -21,12 +21,9 @@ ROUNDS = dict(rounds=5, warmup_rounds=1, iterations=1)
 
 
 def _conv_case(shape, rng):
-    n, c, h, w, k, r, s, st, pd = shape
-    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
-    wt = (rng.standard_normal((k, c, r, s)) / np.sqrt(c * r * s)).astype(np.float32)
-    y = ops.conv2d_forward(x, wt, None, st, pd)
-    dy = rng.standard_normal(y.shape, dtype=np.float32)
-    return x, wt, dy, st, pd
+    """(x, w, dy, stride, pad) of one shape: shapes.conv_arrays on the host (the bias is not used)."""
+    x, wt, _, dy = conv_arrays(np, shape, rng)
+    return x, wt, dy, *shape[7:]
 
 
 def _fastconv_conv(pass_, x, wt, dy, st, pd):

@@ -13,7 +13,7 @@ import pytest
 
 from fastconv import ops
 from fastconv.backend import gpu_available
-from shapes import CONV_SHAPES, ELEMENTWISE_SHAPE
+from shapes import CONV_SHAPES, ELEMENTWISE_SHAPE, conv_arrays
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gpu_available(), reason="no usable CUDA GPU")]
 BACKENDS = ["cupy", "numba", "cudnn"]
@@ -48,13 +48,9 @@ def _backend(name):
 def test_conv(benchmark, shape, pass_, backend):
     import cupy as cp
     torch = _backend(backend)
-    n, c, h, w, k, r, s, st, pd = CONV_SHAPES[shape]
     benchmark.group = f"conv.conv2d.{pass_} {shape}"
-    rng = np.random.default_rng(0)
-    x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
-    wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32))
-    p, q = ops.conv_out_size(h, r, st, pd, 1), ops.conv_out_size(w, s, st, pd, 1)
-    dy = cp.asarray(rng.standard_normal((n, k, p, q), dtype=np.float32))
+    x, wt, _, dy = conv_arrays(cp, CONV_SHAPES[shape], np.random.default_rng(0))
+    st, pd = CONV_SHAPES[shape][7:]
     if torch is None:
         fn = {"forward": lambda: ops.conv2d_forward(x, wt, None, st, pd, kernels=backend),
               "backward_data": lambda: ops.conv2d_backward_data(dy, wt, x.shape, st, pd, kernels=backend),

@@ -7,18 +7,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import conv_sweep  # noqa: E402
 import timing  # noqa: E402
+from backends import NO_GXX  # noqa: E402
 
 import fastconv.emu as emu  # noqa: E402
 from fastconv.backends.cuda import config as cfg  # noqa: E402
 
-pytestmark = pytest.mark.skipif(__import__("shutil").which("g++") is None,
-                                reason="fastconv.emu compiles the CUDA C kernels with g++")
+pytestmark = NO_GXX
 ARGS = SimpleNamespace(graph_calls=1, reps=1, warmup=0)
 
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 import gpu_bandwidth  # noqa: E402
 import gpu_table  # noqa: E402
 import timing  # noqa: E402
+from backends import NO_GXX  # noqa: E402
 
 import fastconv.emu as emu  # noqa: E402
 from fastconv import ops  # noqa: E402
@@ -58,6 +59,7 @@ def test_wall_times_s_times_runs_of_calls_with_or_without_the_sync(monkeypatch):
     assert timing.wall_times_s(fn, 3, 2, 0, sync, sync_timed=False) == pytest.approx([0.003, 0.003])
 
 
+@NO_GXX
 def test_graph_of_calls_replays_every_launch_on_the_cpu_layer():
     """20 relu calls captured into one graph: 20 launches recorded (not run), 20 distinct outputs
     kept alive; a replay writes them all; kernel_ms divides a replay by the call count."""
@@ -84,6 +86,7 @@ def test_time_both_reports_a_failed_capture_and_keeps_the_per_call_time():
     assert t.note == "no graph: RuntimeError: cudaErrorStreamCaptureUnsupported: a sync"
 
 
+@NO_GXX
 def test_time_both_on_the_cpu_layer():
     with emu.activate() as cp:
         xd = cp.asarray(np.ones(64, np.float32))

@@ -162,3 +162,17 @@ def leaky_slope(slope) -> float:
 def probability(p, name: str = "p") -> float:
     """A drop probability: a real in [0, 1)."""
     return real(p, name, 0.0, 1.0, hi_open=True, what="a probability")
+
+
+def class_labels(labels, classes: int, n: int | None, xp, rows: str = "the rows of the other inputs"):
+    """Class labels: a 1-d integer array of xp (n of them when n is given: ``rows`` names what
+    fixes n) with values in [0, classes), those checked on the CPU only (on the GPU that would
+    read them back to the host)."""
+    if not isinstance(labels, xp.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)} of shape "
+                        f"{getattr(labels, 'shape', None)}, expected a 1-d integer array")
+    if n is not None and labels.shape[0] != n:
+        raise ValueError(f"labels: got {labels.shape[0]} labels, expected {n} ({rows})")
+    if xp is np and labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels: got values in [{labels.min()}, {labels.max()}], expected [0, {classes})")
+    return labels

@@ -135,8 +135,29 @@ def test_bad_labels(labels, match):
 def test_label_count_must_match_the_batch():
     with pytest.raises(ValueError, match=r"labels: got 2 labels, expected 5"):
         _small_g().forward(np.zeros((5, 3), np.float32), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"labels: got values in \[0, 9\], expected class indices in \[0, 3\]"):
+        _small_g().forward(np.zeros((2, 3), np.float32), np.array([0, 9]))
     with pytest.raises(ValueError, match=r"z: got shape \(5, 4\), expected \(N, 3\)"):
         _small_g().forward(np.zeros((5, 4), np.float32), LABELS)
+
+
+class _CountedMin(np.ndarray):
+    """Labels that count their min() calls (each is a device read on a GPU)."""
+    calls = 0
+
+    def min(self, *args, **kw):
+        type(self).calls += 1
+        return super().min(*args, **kw)
+
+
+def test_generator_reads_the_label_values_as_its_embedding_does():
+    """G(z, y) checks the label values once, in its embedding's forward (not again before it)."""
+    labels = np.array([0, 3, 1]).view(_CountedMin)
+    g = _small_g()
+    g.embed.forward(labels)
+    by_embedding, _CountedMin.calls = _CountedMin.calls, 0
+    g.forward(np.ones((3, 3), np.float32), labels)
+    assert by_embedding >= 1 and _CountedMin.calls == by_embedding
 
 
 def test_backward_before_forward_is_a_clear_error():

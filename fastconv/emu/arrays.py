@@ -297,43 +297,13 @@ def _forward(name):
     return f
 
 
-# cuBLAS compute type of float32 matmul (cupy._core._routines_linalg): TF32 rounds the operands to
-# 10 mantissa bits (nearest, as cvt.rna.tf32) before a float32 product.
-COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32 = 0, 1
-_compute_type = {np.dtype(np.float32): COMPUTE_TYPE_DEFAULT}
-
-
-def get_compute_type(dtype) -> int:
-    return _compute_type.get(np.dtype(dtype), COMPUTE_TYPE_DEFAULT)
-
-
-def set_compute_type(dtype, compute_type) -> None:
-    if compute_type not in (COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32):
-        raise ValueError(f"compute_type: got {compute_type!r}, expected COMPUTE_TYPE_DEFAULT or COMPUTE_TYPE_TF32")
-    _compute_type[np.dtype(dtype)] = compute_type
-
-
-def _tf32(a):
-    u = a.astype(np.float32).view(np.uint32)
-    special = (u & 0x7F800000) == 0x7F800000
-    return np.where(special, u, (u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).astype(np.uint32).view(np.float32)
-
-
-def matmul(a, b, out=None):
-    """cupy.matmul of the stand-in; float32 operands are rounded to TF32 when that compute type is set."""
-    a, b = unwrap(a), unwrap(b)
-    if a.dtype == np.float32 and b.dtype == np.float32 and get_compute_type(np.float32) == COMPUTE_TYPE_TF32:
-        a, b = _tf32(a), _tf32(b)
-    return wrap(np.matmul(a, b, out=None if out is None else unwrap(out)))
-
-
 # NumPy functions the stand-in offers under their CuPy names (element-wise math, reductions,
 # shape functions); anything else raises AttributeError naming it.
 FORWARDED = {n: _forward(n) for n in (
     "abs", "absolute", "add", "subtract", "multiply", "divide", "true_divide", "negative", "power", "square",
     "sqrt", "exp", "log", "log1p", "expm1", "tanh", "sign", "floor", "ceil", "maximum", "minimum", "clip",
     "where", "isfinite", "isnan", "isinf", "sum", "mean", "var", "std", "prod", "max", "min", "amax", "amin",
-    "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "dot", "einsum", "outer",
+    "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "matmul", "dot", "einsum", "outer",
     "concatenate", "stack", "reshape", "ravel", "transpose", "expand_dims", "squeeze", "broadcast_to",
     "take", "repeat", "tile", "sort", "argsort", "unique", "flip", "pad", "allclose", "array_equal",
     "arange", "linspace", "eye", "round", "equal", "not_equal", "less", "greater", "logical_not",

@@ -42,26 +42,22 @@ def _make():
     compiler = _module("cupy.cuda.compiler", "Kernel compilation errors.", CompileException=device.CompileException)
     driver = _module("cupy.cuda.driver", "Driver errors.", CUDADriverError=device.CUDADriverError)
     graph = _module("cupy.cuda.graph", "CUDA graphs as recorded launches.", Graph=device.Graph)
-    linalg = _module("cupy._core._routines_linalg", "cuBLAS compute types of the stand-in's matmul.",
-                     COMPUTE_TYPE_DEFAULT=arrays.COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32=arrays.COMPUTE_TYPE_TF32,
-                     get_compute_type=arrays.get_compute_type, set_compute_type=arrays.set_compute_type)
-    core = _module("cupy._core", "Internals of the stand-in the launchers reach.", _routines_linalg=linalg)
     cuda = _module("cupy.cuda", "cupy.cuda of the stand-in.", Device=device.Device, Stream=device.Stream,
                    get_current_stream=device.get_current_stream, runtime=runtime, memory=memory,
                    compiler=compiler, driver=driver, graph=graph, is_available=lambda: True,
                    MemoryPool=arrays.MemoryPool, OutOfMemoryError=arrays.OutOfMemoryError)
     cp = _module("cupy", "CPU stand-in for CuPy (fastconv.emu): CUDA C kernels compiled with g++ and run on the CPU.",
-                 cuda=cuda, _core=core, ndarray=arrays.ndarray, RawModule=device.RawModule, RawKernel=device.RawKernel,
+                 cuda=cuda, ndarray=arrays.ndarray, RawModule=device.RawModule, RawKernel=device.RawKernel,
                  get_default_memory_pool=lambda: arrays.POOL, get_default_pinned_memory_pool=lambda: arrays.POOL,
                  __version__="13.0.0+fastconv.emu")
     for name in ("asarray", "array", "asnumpy", "empty", "zeros", "ones", "full", "empty_like", "zeros_like",
-                 "ones_like", "full_like", "ascontiguousarray", "matmul"):
+                 "ones_like", "full_like", "ascontiguousarray"):
         setattr(cp, name, getattr(arrays, name))
     for name, fn in arrays.FORWARDED.items():
         setattr(cp, name, fn)
     for name in _DTYPE_NAMES:
         setattr(cp, name, getattr(np, name))
-    return {m.__name__: m for m in (cp, cuda, runtime, memory, compiler, driver, graph, core, linalg)}
+    return {m.__name__: m for m in (cp, cuda, runtime, memory, compiler, driver, graph)}
 
 
 MODULES = _make()

@@ -25,15 +25,16 @@ from .layers import _positive_int, _rng
 from .module import Module
 
 
-def _check_labels(labels, classes: int, batch: int | None = None):
-    """A clear error unless ``labels`` is an integer (N,) array with values in [0, classes)."""
+def _check_labels(labels, classes: int, batch: int | None = None, values: bool = True):
+    """A clear error unless ``labels`` is an integer (N,) array with values in [0, classes)
+    (``values=False``: their values are left to a check that follows, which reads them once)."""
     shape, kind = tuple(getattr(labels, "shape", ())), getattr(getattr(labels, "dtype", None), "kind", None)
     if len(shape) != 1 or kind not in ("i", "u"):
         raise ValueError(f"labels: got {type(labels).__name__} of shape {shape} and dtype "
                          f"{getattr(labels, 'dtype', None)}, expected an integer array (N,)")
     if batch is not None and shape[0] != batch:
         raise ValueError(f"labels: got {shape[0]} labels, expected {batch} (the batch of the input)")
-    if shape[0] and current_arena() is None and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+    if values and shape[0] and current_arena() is None and (int(labels.min()) < 0 or int(labels.max()) >= classes):
         raise ValueError(f"labels: got values in [{int(labels.min())}, {int(labels.max())}], expected class indices "
                          f"in [0, {classes - 1}]")
 
@@ -132,7 +133,7 @@ class ConditionalGenerator(Module):
     def forward(self, z, labels):
         if getattr(z, "ndim", 0) != 2 or z.shape[1] != self.nz:
             raise ValueError(f"z: got shape {tuple(getattr(z, 'shape', ()))}, expected (N, {self.nz})")
-        _check_labels(labels, self.num_classes, z.shape[0])
+        _check_labels(labels, self.num_classes, z.shape[0], values=False)  # values: by the embedding's forward
         array_module(z, labels, names=["z", "labels"])  # same device
         return self.body.forward(self.embed.forward(labels, prefix=z))  # [z, embed(labels)]
 

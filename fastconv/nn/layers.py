@@ -145,7 +145,8 @@ class Linear(Module):
 
 
 class _Activation(Module):
-    """Elementwise activation whose backward needs only its output y."""
+    """Elementwise activation whose backward needs only its output y (and the op's extra
+    arguments, :meth:`_args`, after x in the forward and after y in the backward)."""
 
     _fwd = _bwd = None
 
@@ -156,12 +157,17 @@ class _Activation(Module):
     def _clear_cache(self):
         self._y = None
 
+    def _args(self) -> tuple:
+        return ()
+
     def forward(self, x):
-        self._y = type(self)._fwd(x, kernels=self.kernels)
+        self._y = type(self)._fwd(x, *self._args(), kernels=self.kernels)
         return self._y
 
     def backward(self, dy, input_grad=True):
-        return type(self)._bwd(dy, self._saved(self._y, "output"), kernels=self.kernels) if input_grad else None
+        if not input_grad:
+            return None
+        return type(self)._bwd(dy, self._saved(self._y, "output"), *self._args(), kernels=self.kernels)
 
 
 class ReLU(_Activation):
@@ -177,18 +183,14 @@ class Sigmoid(_Activation):
 
 
 class LeakyReLU(_Activation):
+    _fwd, _bwd = ops.leaky_relu_forward, ops.leaky_relu_backward
+
     def __init__(self, negative_slope=0.01):
         super().__init__()
         self.negative_slope = leaky_slope(negative_slope)
 
-    def forward(self, x):
-        self._y = ops.leaky_relu_forward(x, self.negative_slope, kernels=self.kernels)
-        return self._y
-
-    def backward(self, dy, input_grad=True):
-        if not input_grad:
-            return None
-        return ops.leaky_relu_backward(dy, self._saved(self._y, "output"), self.negative_slope, kernels=self.kernels)
+    def _args(self) -> tuple:
+        return (self.negative_slope,)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"

@@ -6,21 +6,9 @@ the GPU (where checking them would read them back to the host) they give NaN out
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..argcheck import array, same_device, same_dtype
+from ..argcheck import array, class_labels, same_device, same_dtype
 from ..backend import op
 from ..plan import planned
-
-
-def _labels(labels, classes: int, n: int | None, xp):
-    if not isinstance(labels, xp.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise TypeError(f"labels: got {getattr(labels, 'dtype', type(labels).__name__)} of shape "
-                        f"{getattr(labels, 'shape', None)}, expected a 1-d integer array")
-    if n is not None and labels.shape[0] != n:
-        raise ValueError(f"labels: got {labels.shape[0]} labels, expected {n} (the rows of the other inputs)")
-    if xp is np and labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(f"labels: got values in [{labels.min()}, {labels.max()}], expected [0, {classes})")
 
 
 def _rows(a, name: str, n: int, ref, ref_name: str, scale: bool = False):
@@ -41,7 +29,7 @@ def embedding_forward(weight, labels, *, prefix=None, scale=None, kernels=None):
     array(weight, "weight", 2)
     xp = same_device(weight=weight, labels=labels, **({} if prefix is None else {"prefix": prefix}),
                      **({} if scale is None else {"scale": scale}))
-    _labels(labels, weight.shape[0], None, xp)
+    class_labels(labels, weight.shape[0], None, xp)
     n = labels.shape[0]
     _rows(prefix, "prefix", n, weight, "weight")
     _rows(scale, "scale", n, weight, "weight", scale=True)
@@ -58,7 +46,7 @@ def embedding_backward(dy, labels, weight_shape, *, scale=None, kernels=None):
             isinstance(v, int) and v > 0 for v in weight_shape)) or weight_shape[1] > dy.shape[1]:
         raise ValueError(f"weight_shape: got {weight_shape!r}, expected a tuple (C, D) of positive ints with "
                          f"D <= {dy.shape[1]} (the columns of dy)")
-    _labels(labels, weight_shape[0], dy.shape[0], xp)
+    class_labels(labels, weight_shape[0], dy.shape[0], xp)
     _rows(scale, "scale", dy.shape[0], dy, "dy", scale=True)
     return op("embedding_backward", dy, kernels=kernels)(dy, labels, weight_shape, scale)
 
@@ -72,5 +60,5 @@ def class_projection_forward(h, weight, labels, *, kernels=None):
     same_dtype(h, "h", (weight, "weight"))
     if weight.shape[1] != h.shape[1]:
         raise ValueError(f"weight: got shape {tuple(weight.shape)}, expected (C, {h.shape[1]}) (the columns of h)")
-    _labels(labels, weight.shape[0], h.shape[0], xp)
+    class_labels(labels, weight.shape[0], h.shape[0], xp)
     return op("class_projection_forward", h, kernels=kernels)(h, weight, labels)

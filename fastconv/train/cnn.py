@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import nn, settings
 from ..argcheck import real
-from ..backend import to_device
+from ..backend import device_of, to_device
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix
 from ..data import fake_dataset, fingerprint, iterate_batches, load_dataset, to_float
 from ..data.augment import augment, flips_allowed
@@ -213,8 +213,7 @@ def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, s
     for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, rng)):
         opt.lr = lr_at(run.epoch - 1 + i / nbatches)
         if cfg.augment:
-            device = "cpu" if isinstance(xb, np.ndarray) else "cuda"
-            xb = to_device(augment(to_device(xb, "cpu"), rng, SHIFT, flip, fill=0.0), device)
+            xb = to_device(augment(to_device(xb, "cpu"), rng, SHIFT, flip, fill=0.0), device_of(xb))
         if graph is not None and len(yb) == cfg.batch_size:
             loss = graph(xb, yb)
         else:

@@ -1,6 +1,8 @@
 """The stronger classifier recipe's options of `fastconv train cnn`: --batchnorm, --dropout,
 --augment and the learning-rate --schedule; each resumes bitwise like the plain recipe."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,17 @@ def test_augment_changes_training_and_is_seeded(tmp_path):
     w = {n: load_checkpoint(tmp_path / n / "checkpoint.safetensors")[0]["model.0.weight"] for n in ("plain", "aug1",
                                                                                                    "aug2")}
     assert np.array_equal(w["aug1"], w["aug2"]) and not np.array_equal(w["plain"], w["aug1"])
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")
+def test_augment_on_device_arrays_matches_the_cpu(tmp_path):
+    """The batch comes back from the host augmentation to the device it came from (emu: device arrays)."""
+    base = TINY_CNN + ["--epochs", "1", "--augment", "--kernels", "cupy"]
+    for device in ("cpu", "emu"):
+        assert cli.main(["train", "cnn", *base, "--device", device, "--out", str(tmp_path / device)]) == 0
+    w = {d: load_checkpoint(tmp_path / d / "checkpoint.safetensors")[0]["model.0.weight"] for d in ("cpu", "emu")}
+    assert np.isfinite(w["emu"]).all()
+    np.testing.assert_allclose(w["emu"], w["cpu"], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("flag,value,match", [("--schedule", "linear", "invalid choice: 'linear'"),

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastconv.score import SCORER_ARCH, scorer_paths, save_scorer  # noqa: E402
+from fastconv.score import SCORER_ARCH, save_scorer  # noqa: E402
 from fastconv.train.cnn import CNNConfig, model_from_checkpoint, train_cnn  # noqa: E402
 
 

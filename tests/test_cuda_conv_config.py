@@ -64,6 +64,19 @@ def test_conv_splits_tile_the_reduction(m, n, red, z, sms, wgrad, tf32):
             assert gx * gy * z * splits <= wave
 
 
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 5000), red=st.integers(0, 10**7), out_elems=st.integers(1, 10**8), wgrad=st.booleans())
+def test_conv_splits_cap_the_workspace(n, red, out_elems, wgrad):
+    """The heuristic's workspace (splits x out_elems) stays <= MAX_WORKSPACE, with the split count
+    it would pick uncapped when that fits; a forced count is not capped."""
+    capped = cfg.conv_splits(8, n, red, "t64x64", 1, 132, wgrad=wgrad, out_elems=out_elems)
+    free = cfg.conv_splits(8, n, red, "t64x64", 1, 132, wgrad=wgrad)
+    assert capped[0] == 1 or capped[0] * out_elems <= cfg.MAX_WORKSPACE
+    assert capped == free or free[0] * out_elems > cfg.MAX_WORKSPACE
+    assert cfg.conv_splits(8, n, red, "t64x64", 1, 132, 64, out_elems=out_elems) == cfg.conv_splits(
+        8, n, red, "t64x64", 1, 132, 64)
+
+
 def test_conv_splits_fill_the_gpu_for_design_shapes():
     """The tuned split counts for the benchmark rows (132 SMs)."""
     # lenet.conv1 backward-weight: M=32, N=25, reduction 128*28*28 in slices of about WGRAD_CHUNK

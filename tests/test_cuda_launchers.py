@@ -13,7 +13,7 @@ import pytest
 def _fake_cupy(device_count=1):
     """A stand-in for the parts of cupy that fastconv.backends.cuda and fastconv.backend touch."""
     cp = types.ModuleType("cupy")
-    state = types.SimpleNamespace(device=0, built=[])
+    state = types.SimpleNamespace(device=0, built=[], lookups=[])
 
     class ndarray:
         def __init__(self, shape, dtype=np.float32):
@@ -32,6 +32,7 @@ def _fake_cupy(device_count=1):
             self.code = code
 
         def get_function(self, name):
+            state.lookups.append((state.device, name))
             return name
 
     def get_device_count():
@@ -166,6 +167,7 @@ def test_loader_builds_once_per_device_and_defines(fake_cupy, monkeypatch):
     fake.state.device = 0
     cuda_loader.function("pool.cu", "max_pool2d_forward_v2")
     assert len(built) == 2  # device 0's module is reused
+    assert fake.state.lookups.count((0, "max_pool2d_forward_v2")) == 1  # and its function, looked up once
     monkeypatch.setenv("FASTCONV_CUDA_DEFINES", "CONV_SMALLC_KC=32, FASTCONV_TUNE=2")
     cuda_loader.function("conv.cu", "conv2d_forward_v3_t64x64")
     assert len(built) == 3 and built[2][1].startswith("#define CONV_SMALLC_KC 32\n#define FASTCONV_TUNE 2\n")

@@ -199,7 +199,8 @@ def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
 
 
 def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force: int | None = None,
-                wgrad: bool = False, tf32: bool = False, phased: bool = False) -> tuple[int, int]:
+                wgrad: bool = False, tf32: bool = False, phased: bool = False,
+                out_elems: int = 1) -> tuple[int, int]:
     """Split-K for any pass: (splits, chunk) with chunk a multiple of SPLIT_ALIGN (and of the tile's
     BK: tile_spec(tile, tf32)) and splits = ceil(red / chunk), so every slice is non-empty and they
     tile [0, red) exactly.
@@ -209,12 +210,12 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     slices >= MIN_SPLIT_CHUNK long; backward-weight (a long reduction over N*P*Q onto a small
     output) into slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves, and at least as many as
     fill one wave. Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
-    (splits x the output) <= MAX_WORKSPACE elements: ``out_elems`` is not known here, so the
-    launcher caps it (conv.py). The kernel computes a slice end as z*chunk + chunk in a 32-bit
-    int: when that would pass INT32_LIMIT the reduction is not split. A reduction of 0 (a phase no
-    tap reaches) is one empty slice. ``force`` (the conv_splits setting) asks for that many splits
-    instead (still whole SPLIT_ALIGN slices and z*splits <= 65535). ``phased``: the phase GEMMs of a
-    strided backward-data, which TF32 does not split (dcgan.d2 / d3 ran 1.30x / 1.04x faster unsplit).
+    (splits x the output's ``out_elems`` elements) <= MAX_WORKSPACE elements. The kernel computes
+    a slice end as z*chunk + chunk in a 32-bit int: when that would pass INT32_LIMIT the reduction
+    is not split. A reduction of 0 (a phase no tap reaches) is one empty slice. ``force`` (the
+    conv_splits setting) asks for that many splits instead (still whole SPLIT_ALIGN slices and
+    z*splits <= 65535, but no workspace cap). ``phased``: the phase GEMMs of a strided
+    backward-data, which TF32 does not split (dcgan.d2 / d3 ran 1.30x / 1.04x faster unsplit).
     """
     if red < 0:
         raise ValueError(f"conv_splits: got a reduction of {red}, expected >= 0")
@@ -230,7 +231,7 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
         want = min(wave // blocks, red // MIN_SPLIT_CHUNK)
         if wgrad:
             want = max(want, min(red // WGRAD_CHUNK, WGRAD_WAVES * wave // blocks))
-        want = min(want, MAX_SPLITS)
+        want = min(want, MAX_SPLITS, MAX_WORKSPACE // out_elems)
     want = max(1, min(want, MAX_GRID_YZ // z))
     chunk = max(align, cdiv(cdiv(max(red, 1), want), align) * align)
     splits = cdiv(max(red, 1), chunk)

@@ -61,11 +61,8 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False):
     cur = settings.current()
     tf32, wgrad = cur.tf32, kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad)
-    force = cur.conv_splits
-    if force is None:  # the heuristic's split count, capped so the workspace stays <= MAX_WORKSPACE
-        force = min(cfg.conv_splits(m, cols, red, tile, z, num_sms(), wgrad=wgrad, tf32=tf32, phased=phased)[0],
-                    max(1, cfg.MAX_WORKSPACE // out.size))
-    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), force, tf32=tf32)
+    splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits, wgrad=wgrad, tf32=tf32,
+                                    phased=phased, out_elems=out.size)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))

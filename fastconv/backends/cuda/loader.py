@@ -26,6 +26,7 @@ ENV_DEFINES = "FASTCONV_CUDA_DEFINES"
 NVRTC_OPTIONS = ("-std=c++17",)
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_.]+\.cuh)"\s*$')
 _modules: dict = {}
+_functions: dict = {}   # (module key, kernel name) -> its cupy Function (CuPy looks a name up anew per call)
 _env_cache: dict[str, dict[str, int]] = {}
 
 
@@ -107,9 +108,8 @@ def module(filename: str, defines: dict | None = None):
     and ``defines`` in front (built once per device, file and defines)."""
     import cupy as cp
 
-    dev = cp.cuda.Device().id
     defines = _all_defines(defines)
-    key = (dev, filename, tuple(sorted(defines.items())))
+    key = _module_key(filename, defines)
     mod = _modules.get(key)
     if mod is None:
         mod = cp.RawModule(code=source(filename, defines), options=NVRTC_OPTIONS)
@@ -117,16 +117,28 @@ def module(filename: str, defines: dict | None = None):
     return mod
 
 
+def _module_key(filename: str, defines: dict) -> tuple:
+    import cupy as cp
+
+    return cp.cuda.Device().id, filename, tuple(sorted(defines.items()))
+
+
 def function(filename: str, name: str, defines: dict | None = None):
-    """The kernel ``name`` of ``filename`` (which must list it in config.KERNELS)."""
+    """The kernel ``name`` of ``filename`` (which must list it in config.KERNELS); looked up in its
+    module once per device, file, defines and name."""
     if name not in KERNELS.get(filename, ()):
         raise ValueError(f"kernel: got {name!r}, expected one of the kernels of {filename} listed in "
                          "fastconv.backends.cuda.config.KERNELS")
     import cupy as cp
 
+    key = (_module_key(filename, _all_defines(defines)), name)
+    fn = _functions.get(key)
+    if fn is not None:
+        return fn
     try:
-        return module(filename, defines).get_function(name)
+        fn = _functions[key] = module(filename, defines).get_function(name)
     except cp.cuda.compiler.CompileException as e:
         used = _all_defines(defines)
         extra = f" with the #defines {used} (FASTCONV_CUDA_DEFINES / defines)" if used else ""
         raise RuntimeError(f"kernels/{filename}: NVRTC could not compile it for this GPU{extra}:\n{e}") from None
+    return fn

@@ -55,6 +55,16 @@ def _forward_args(x, ks, stride, padding):
     return x, (n, c, p, q), _pool_ints("x", n * c, h, w, p, q, ks, stride, padding)
 
 
+def _backward_args(op, dy, argmax, x_shape, ks, stride, padding):
+    """The checked dy and ``argmax`` (the forward's (array, dtype), or None: average pooling), the
+    new dx of shape ``x_shape`` (N, C, H, W) and the int32 kernel arguments of ``op``'s backward pass."""
+    dy = _arg(dy, "dy")
+    argmax = None if argmax is None else _arg(argmax[0], "argmax", argmax[1])
+    n, c, h, w = x_shape
+    ints = _pool_ints("dy", n * c, h, w, dy.shape[2], dy.shape[3], ks, stride, padding)
+    return dy, argmax, _alloc((n, c, h, w), _F32, f"{op}_backward output"), ints
+
+
 def max_pool2d_forward(x, ks, stride, padding):
     x, (n, c, p, q), ints = _forward_args(x, ks, stride, padding)
     y = _alloc((n, c, p, q), _F32, "max_pool2d_forward output")
@@ -64,13 +74,8 @@ def max_pool2d_forward(x, ks, stride, padding):
 
 
 def max_pool2d_backward(dy, argmax, x_shape, ks, stride, padding):
-    dy = _arg(dy, "dy")
-    argmax = _arg(argmax, "argmax", np.int32)
-    n, c, h, w = x_shape
-    p, q = dy.shape[2], dy.shape[3]
-    ints = _pool_ints("dy", n * c, h, w, p, q, ks, stride, padding)
-    dx = _alloc((n, c, h, w), _F32, "max_pool2d_backward output")
-    _run("max_pool2d_backward", _fast_2x2(ks, stride, padding, w, dy, argmax, dx), (dy, argmax, dx), ints,
+    dy, argmax, dx, ints = _backward_args("max_pool2d", dy, (argmax, np.int32), x_shape, ks, stride, padding)
+    _run("max_pool2d_backward", _fast_2x2(ks, stride, padding, dx.shape[3], dy, argmax, dx), (dy, argmax, dx), ints,
          dy.size, dx.size)
     return dx
 
@@ -84,12 +89,8 @@ def avg_pool2d_forward(x, ks, stride, padding, count_include_pad):
 
 
 def avg_pool2d_backward(dy, x_shape, ks, stride, padding, count_include_pad):
-    dy = _arg(dy, "dy")
-    n, c, h, w = x_shape
-    p, q = dy.shape[2], dy.shape[3]
-    ints = _pool_ints("dy", n * c, h, w, p, q, ks, stride, padding)
-    dx = _alloc((n, c, h, w), _F32, "avg_pool2d_backward output")
-    _run("avg_pool2d_backward", _fast_2x2(ks, stride, padding, w, dy, dx), (dy, dx), ints, dy.size, dx.size,
+    dy, _, dx, ints = _backward_args("avg_pool2d", dy, None, x_shape, ks, stride, padding)
+    _run("avg_pool2d_backward", _fast_2x2(ks, stride, padding, dx.shape[3], dy, dx), (dy, dx), ints, dy.size, dx.size,
          (_i32(bool(count_include_pad)),))
     return dx
 
@@ -104,11 +105,7 @@ def relu_max_pool2d_forward(x, ks, stride, padding):
 
 
 def relu_max_pool2d_backward(dy, code, x_shape, ks, stride, padding):
-    dy = _arg(dy, "dy")
-    code = _arg(code, "argmax", np.uint8)
-    n, c, h, w = x_shape
-    ints = _pool_ints("dy", n * c, h, w, dy.shape[2], dy.shape[3], ks, stride, padding)
-    dx = _alloc((n, c, h, w), _F32, "relu_max_pool2d_backward output")
-    _run("relu_max_pool2d_backward", _fast_2x2(ks, stride, padding, w, dy, code, dx), (dy, code, dx), ints,
+    dy, code, dx, ints = _backward_args("relu_max_pool2d", dy, (code, np.uint8), x_shape, ks, stride, padding)
+    _run("relu_max_pool2d_backward", _fast_2x2(ks, stride, padding, dx.shape[3], dy, code, dx), (dy, code, dx), ints,
          dy.size, dx.size, versions=("v2", "v1"))
     return dx

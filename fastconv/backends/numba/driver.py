@@ -98,6 +98,14 @@ _PARAMS = {
 _STRUCT_CODE = {"f": "Q", "i": "Q", "n": "i", "x": "f"}
 
 
+def signature(name: str):
+    """The numba signature kernel ``name`` is compiled with on the GPU: ``float32*`` / ``int32*``
+    pointers for its arrays, int32 and float32 scalars, in the order of _PARAMS."""
+    t = cuda.types
+    kind = {"f": t.CPointer(t.float32), "i": t.CPointer(t.int32), "n": t.int32, "x": t.float32}
+    return t.void(*(kind[k] for k in _PARAMS[name]))
+
+
 def _libcuda():
     name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     lib = ctypes.CDLL(name)
@@ -127,13 +135,8 @@ class _GpuKernel:
         global _driver
         if _driver is None:
             _driver = _libcuda()
-        kinds = _PARAMS[name]
-        t = cuda.types
-        argtypes = [{"f": t.CPointer(t.float32), "i": t.CPointer(t.int32), "n": t.int32,
-                     "x": t.float32}[k] for k in kinds]
-        sig = t.void(*argtypes)
         with cuda.gpus[device_id]:
-            dispatcher = cuda.jit(sig)(_body(name))
+            dispatcher = cuda.jit(signature(name))(_body(name))
             (overload,) = dispatcher.overloads.values()
             overload.bind()
             kernel_handle = int(overload._codelibrary.get_cufunc().handle)

@@ -169,10 +169,12 @@ class _GpuKernel:
         base = ctypes.addressof(buffer)
         return buffer, (ctypes.c_void_p * len(self.offsets))(*[base + o for o in self.offsets])
 
-    def __call__(self, grid, block, args):
-        """Launch on CuPy's current stream with ``args`` as launch() takes them."""
-        self.launch(grid, block, _cupy().cuda.get_current_stream().ptr,
-                    [_pointer(a) if k in "fi" else a for k, a in zip(self.kinds, args)])
+    def __call__(self, grid, block, args, stream=None):
+        """Launch with ``args`` as launch() takes them on ``stream`` (a raw CUstream; default: CuPy's
+        current stream)."""
+        if stream is None:
+            stream = _cupy().cuda.get_current_stream().ptr
+        self.launch(grid, block, stream, [_pointer(a) if k in "fi" else a for k, a in zip(self.kinds, args)])
 
     def bind_launch(self, grid, block, args, positions):
         """A launch with the scalars of ``args`` (as launch() takes them) packed now, into a buffer
@@ -273,23 +275,18 @@ def launch(name: str, grid, block, args, stream=None):
     Arrays must already be checked (dtype, C-contiguous); grid and block are 3-tuples. On the GPU
     ``stream`` is a raw CUstream (default: CuPy's current stream); the simulator ignores it.
     """
-    kinds = _PARAMS[name]
     if SIMULATOR:
         kernel = _sim_kernels.get(name)
         if kernel is None:
             kernel = _sim_kernels[name] = cuda.jit(_body(name))
-        flat = [a.reshape(-1) if k in "fi" else a for k, a in zip(kinds, args)]
+        flat = [a.reshape(-1) if k in "fi" else a for k, a in zip(_PARAMS[name], args)]
         kernel[grid, block](*flat)
         return
-    cp = _cupy()
-    dev = cp.cuda.runtime.getDevice()
+    dev = _cupy().cuda.runtime.getDevice()
     kernel = _gpu_kernels.get((name, dev))
     if kernel is None:
         kernel = _gpu_kernels[(name, dev)] = _GpuKernel(name, dev)
-    if stream is None:
-        stream = cp.cuda.get_current_stream().ptr
-    values = [_pointer(a) if k in "fi" else a for k, a in zip(kinds, args)]
-    kernel.launch(grid, block, stream, values)
+    kernel(grid, block, args, stream)
     note_launch(kernel, grid, block, args)
 
 

@@ -12,6 +12,7 @@ from numba import cuda, float32, int32
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
+from ..cuda.config import cdiv
 from .driver import _F32, _I32, _check, _check_out, _empty, _in, launch
 from .tiles import ELEMENTWISE_THREADS, _digits_split
 
@@ -212,9 +213,9 @@ def _launch_pool(name, x_side, pooled, ks, stride, padding, scalars, stream):
     outs = tuple(a for a, _, _ in pooled)
     arrays = outs + (x,) if forward else (x,) + outs
     planes = geo[0]
-    group = max(1, min(planes, -(-POOL_GROUP_ELEMENTS // max(per_plane, 1))))
-    grid = _cfg.check_grid(name, (max(1, -(-(group * per_plane) // ELEMENTWISE_THREADS)), 1,
-                                  max(1, min(-(-planes // group), POOL_MAX_Z))))
+    group = max(1, min(planes, cdiv(POOL_GROUP_ELEMENTS, max(per_plane, 1))))
+    grid = _cfg.check_grid(name, (max(1, cdiv(group * per_plane, ELEMENTWISE_THREADS)), 1,
+                                  max(1, min(cdiv(planes, group), POOL_MAX_Z))))
     launch(name, grid, (ELEMENTWISE_THREADS, 1, 1), arrays + geo + (group,) + scalars, stream)
 
 

@@ -136,7 +136,7 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
     n, c, h, wd, k, r, s, p, q = geo[:9]
-    _check_out(dx, "dx", dx.shape)
+    _check(dx, "dx")
     _check_out(dy, "dy", (n, k, p, q))
     phases = bwd_phases(h, wd, r, s, stride, padding, dilation)
     z = groups * len(phases)
@@ -163,7 +163,7 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
-    _check_out(dw, "dw", dw.shape)
+    _check(dw, "dw")
     _check_out(dy, "dy", (n, k, p, q))
     cg = dw.shape[1]
     tile = tile or conv_tile(k // groups, cg * r * s, groups)

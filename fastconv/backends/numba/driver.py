@@ -40,6 +40,7 @@ import numpy as np
 from numba import cuda
 
 from ...plan import note_launch
+from ..cuda.config import cdiv
 from .tiles import TILES
 
 
@@ -337,7 +338,7 @@ def _in(a, name: str, dtype=_F32):
 
 def _blocks(n: int, threads: int) -> int:
     """1-d grid for a grid-stride loop over n items (a cap keeps the grid a few waves deep)."""
-    return max(1, min((n + threads - 1) // threads, 65535))
+    return max(1, min(cdiv(n, threads), 65535))
 
 
 def launch_empty(y, stream=None):

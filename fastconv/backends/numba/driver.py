@@ -41,7 +41,6 @@ from numba import cuda
 
 from ...plan import note_launch
 from ..cuda.config import cdiv
-from .tiles import TILES
 
 
 def empty_v1(y, n):
@@ -73,16 +72,17 @@ _GEOM = "n" * 16  # n, c, h, w, k, r, s, p, q, sh, sw, ph, pw, dh, dw, groups
 _POOL = "n" * 11  # planes, h, w, p, q, kh, kw, sh, sw, ph, pw
 
 
-_CONV = {  # the parameters of conv2d_<pass><tile suffix>_v1, the same for every tile
-    "forward": "ffff" + "n" + _GEOM + "nn",  # y, x, w, b, has_bias, geometry, splits, chunk
-    "backward_data": "fff" + _GEOM + "n" * 14 + "nn",  # + one phase of tiles.bwd_phases
-    "backward_weight": "fff" + _GEOM + "nn",
-}
-
-
 _PARAMS = {
     "empty_v1": "fn",
-    **{f"conv2d_{op}{tile.suffix}_v1": kinds for tile in TILES for op, kinds in _CONV.items()},
+    "conv2d_forward_v1": "ffff" + "n" + _GEOM + "nn",  # + splits, chunk
+    "conv2d_backward_data_v1": "fff" + _GEOM + "n" * 14 + "nn",  # + one phase of tiles.bwd_phases
+    "conv2d_backward_weight_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t128_v1": "ffff" + "n" + _GEOM + "nn",
+    "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_weight_t128_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t32x128_v1": "ffff" + "n" + _GEOM + "nn",
+    "conv2d_backward_data_t32x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_weight_t32x128_v1": "fff" + _GEOM + "nn",
     "sum_splits_v1": "ffnn",
     "conv2d_backward_bias_v1": "ffnnnn",
     "relu_forward_v1": "ffn",

@@ -28,12 +28,9 @@ WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 def kernel_ptx(name: str) -> str:
     """PTX (sm_80) of numba kernel ``name`` with the pointer signature the GPU launcher compiles."""
     from numba import cuda
-    from numba.cuda import types as t
 
     from fastconv.backends.numba import driver
-    argtypes = [{"f": t.CPointer(t.float32), "i": t.CPointer(t.int32), "n": t.int32, "x": t.float32}[k]
-                for k in driver._PARAMS[name]]
-    ptx, _ = cuda.compile_ptx(driver._body(name), t.void(*argtypes), cc=(8, 0))
+    ptx, _ = cuda.compile_ptx(driver._body(name), driver.signature(name), cc=(8, 0))
     return ptx
 
 

@@ -403,8 +403,9 @@ def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
                                                          [(0, 0), (1, 1), (2, 2)], {})], None, 3)
     for a, b, c in (arrays[:3], arrays[3:]):
         kernel.launch(grid, block, 0, [a.data.ptr, b.data.ptr, c.data.ptr, np.int32(5), slope])
+        kernel(grid, block, (a, b, c, np.int32(5), slope), 0)  # launch()'s path: arrays as arrays
         plan_.run(a, b, c)
-        full, hit = seen[-2:]
-        assert hit == full and full[-1][:3] == [a.data.ptr, b.data.ptr, c.data.ptr] and full[-1][3] == 5
+        full, called, hit = seen[-3:]
+        assert called == full and hit == full and full[-1][:3] == [a.data.ptr, b.data.ptr, c.data.ptr] and full[-1][3] == 5
         assert full[-1][4] == slope
 

@@ -135,7 +135,8 @@ def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
     """Registers and local memory of the conv kernels, reported; local memory would mean the
     register tile spilled (tests/test_numba_ptx.py checks the PTX; this checks the device's cubin)."""
     from fastconv.backends.numba import driver as nb_driver
-    for name in (f"conv2d_{op}{tile}_v1" for tile in ("", "_t128", "_t32x128")
+    from fastconv.backends.numba.tiles import TILES
+    for name in (f"conv2d_{op}{tile.suffix}_v1" for tile in TILES
                  for op in ("forward", "backward_data", "backward_weight")):
         dev = cp.cuda.runtime.getDevice()
         kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)

@@ -44,33 +44,33 @@ def leaky_relu_backward_v1(dx, dy, y, n, slope):
 
 
 def _elementwise(name, out, inputs, scalars, stream):
-    n = out.size
-    for a, an in inputs:
-        _check_out(a, an, out.shape)
+    """Check and launch elementwise kernel ``name``: ``out`` and ``inputs`` are (array, argument
+    name) pairs, every array of the first input's shape, in the kernel's order after ``out``."""
+    first = _check(*inputs[0])
+    _check_out(*out, first.shape)
+    for a, an in inputs[1:]:
+        _check_out(a, an, first.shape)
+    n = first.size
     grid = (_blocks(n, ELEMENTWISE_THREADS), 1, 1)
-    launch(name, grid, (ELEMENTWISE_THREADS, 1, 1), (out,) + tuple(a for a, _ in inputs) + (n,) + scalars,
+    launch(name, grid, (ELEMENTWISE_THREADS, 1, 1), (out[0],) + tuple(a for a, _ in inputs) + (n,) + scalars,
            stream)
-    return out
+    return out[0]
 
 
 def launch_relu_forward(y, x, stream=None):
-    _check(x, "x"), _check_out(y, "y", x.shape)
-    return _elementwise("relu_forward_v1", y, [(x, "x")], (), stream)
+    return _elementwise("relu_forward_v1", (y, "y"), [(x, "x")], (), stream)
 
 
 def launch_relu_backward(dx, dy, y, stream=None):
-    _check(dy, "dy"), _check_out(dx, "dx", dy.shape)
-    return _elementwise("relu_backward_v1", dx, [(dy, "dy"), (y, "y")], (), stream)
+    return _elementwise("relu_backward_v1", (dx, "dx"), [(dy, "dy"), (y, "y")], (), stream)
 
 
 def launch_leaky_relu_forward(y, x, slope, stream=None):
-    _check(x, "x"), _check_out(y, "y", x.shape)
-    return _elementwise("leaky_relu_forward_v1", y, [(x, "x")], (float(slope),), stream)
+    return _elementwise("leaky_relu_forward_v1", (y, "y"), [(x, "x")], (float(slope),), stream)
 
 
 def launch_leaky_relu_backward(dx, dy, y, slope, stream=None):
-    _check(dy, "dy"), _check_out(dx, "dx", dy.shape)
-    return _elementwise("leaky_relu_backward_v1", dx, [(dy, "dy"), (y, "y")], (float(slope),), stream)
+    return _elementwise("leaky_relu_backward_v1", (dx, "dx"), [(dy, "dy"), (y, "y")], (float(slope),), stream)
 
 
 def relu_forward(x):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32, uint32
 
 from ..cuda import config as _cfg
+from ..cuda.config import cdiv
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
 from .tiles import (ELEMENTWISE_THREADS, REDUCE_THREADS, WAVE_BLOCKS, _conv_geometry, _gemm_grid,
                     backward_weight_splits, bwd_phases, conv_tile, gemm_splits, grid_stride,
@@ -69,7 +70,7 @@ def conv2d_backward_bias_v1(part, dy, n_img, k_out, pq, chunk):
 def backward_bias_splits(n_img: int, k_out: int, pq: int) -> int:
     """Blocks per channel of the bias gradient: about 8 blocks per SM of an H100 in all, each thread
     summing at least 16 elements."""
-    return max(1, min(-(-8 * WAVE_BLOCKS // k_out), n_img * pq // (16 * REDUCE_THREADS), _cfg.MAX_GRID_YZ))
+    return max(1, min(cdiv(8 * WAVE_BLOCKS, k_out), n_img * pq // (16 * REDUCE_THREADS), _cfg.MAX_GRID_YZ))
 
 
 def _slices(splits, base_blocks: int, kred: int, z: int) -> int:
@@ -135,7 +136,7 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
     n, c, h, wd, k, r, s, p, q = geo[:9]
-    _check_out(dx, "dx", dx.shape)
+    _check(dx, "dx")
     _check_out(dy, "dy", (n, k, p, q))
     phases = bwd_phases(h, wd, r, s, stride, padding, dilation)
     z = groups * len(phases)
@@ -162,7 +163,7 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
-    _check_out(dw, "dw", dw.shape)
+    _check(dw, "dw")
     _check_out(dy, "dy", (n, k, p, q))
     cg = dw.shape[1]
     tile = tile or conv_tile(k // groups, cg * r * s, groups)
@@ -184,7 +185,7 @@ def launch_conv2d_backward_bias(db, dy, stream=None, splits=None, workspace=None
     n, k, p, q = dy.shape
     _check_out(db, "db", (k,))
     splits = _positive(backward_bias_splits(n, k, p * q) if splits is None else splits)
-    chunk = -(-(n * p * q) // splits)
+    chunk = cdiv(n * p * q, splits)
     grid = _cfg.check_grid("conv2d_backward_bias", (k, splits, 1))
     out = _partials(db, splits, workspace, "conv2d_backward_bias")
     launch("conv2d_backward_bias_v1", grid, (REDUCE_THREADS, 1, 1), (out, dy, n, k, p * q, chunk), stream)

@@ -40,6 +40,7 @@ import numpy as np
 from numba import cuda
 
 from ...plan import note_launch
+from ..cuda.config import cdiv
 
 
 def empty_v1(y, n):
@@ -98,6 +99,14 @@ _PARAMS = {
 _STRUCT_CODE = {"f": "Q", "i": "Q", "n": "i", "x": "f"}
 
 
+def signature(name: str):
+    """The numba signature kernel ``name`` is compiled with on the GPU: ``float32*`` / ``int32*``
+    pointers for its arrays, int32 and float32 scalars, in the order of _PARAMS."""
+    t = cuda.types
+    kind = {"f": t.CPointer(t.float32), "i": t.CPointer(t.int32), "n": t.int32, "x": t.float32}
+    return t.void(*(kind[k] for k in _PARAMS[name]))
+
+
 def _libcuda():
     name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     lib = ctypes.CDLL(name)
@@ -127,13 +136,8 @@ class _GpuKernel:
         global _driver
         if _driver is None:
             _driver = _libcuda()
-        kinds = _PARAMS[name]
-        t = cuda.types
-        argtypes = [{"f": t.CPointer(t.float32), "i": t.CPointer(t.int32), "n": t.int32,
-                     "x": t.float32}[k] for k in kinds]
-        sig = t.void(*argtypes)
         with cuda.gpus[device_id]:
-            dispatcher = cuda.jit(sig)(_body(name))
+            dispatcher = cuda.jit(signature(name))(_body(name))
             (overload,) = dispatcher.overloads.values()
             overload.bind()
             kernel_handle = int(overload._codelibrary.get_cufunc().handle)
@@ -166,10 +170,12 @@ class _GpuKernel:
         base = ctypes.addressof(buffer)
         return buffer, (ctypes.c_void_p * len(self.offsets))(*[base + o for o in self.offsets])
 
-    def __call__(self, grid, block, args):
-        """Launch on CuPy's current stream with ``args`` as launch() takes them."""
-        self.launch(grid, block, _cupy().cuda.get_current_stream().ptr,
-                    [_pointer(a) if k in "fi" else a for k, a in zip(self.kinds, args)])
+    def __call__(self, grid, block, args, stream=None):
+        """Launch with ``args`` as launch() takes them on ``stream`` (a raw CUstream; default: CuPy's
+        current stream)."""
+        if stream is None:
+            stream = _cupy().cuda.get_current_stream().ptr
+        self.launch(grid, block, stream, [_pointer(a) if k in "fi" else a for k, a in zip(self.kinds, args)])
 
     def bind_launch(self, grid, block, args, positions):
         """A launch with the scalars of ``args`` (as launch() takes them) packed now, into a buffer
@@ -270,23 +276,18 @@ def launch(name: str, grid, block, args, stream=None):
     Arrays must already be checked (dtype, C-contiguous); grid and block are 3-tuples. On the GPU
     ``stream`` is a raw CUstream (default: CuPy's current stream); the simulator ignores it.
     """
-    kinds = _PARAMS[name]
     if SIMULATOR:
         kernel = _sim_kernels.get(name)
         if kernel is None:
             kernel = _sim_kernels[name] = cuda.jit(_body(name))
-        flat = [a.reshape(-1) if k in "fi" else a for k, a in zip(kinds, args)]
+        flat = [a.reshape(-1) if k in "fi" else a for k, a in zip(_PARAMS[name], args)]
         kernel[grid, block](*flat)
         return
-    cp = _cupy()
-    dev = cp.cuda.runtime.getDevice()
+    dev = _cupy().cuda.runtime.getDevice()
     kernel = _gpu_kernels.get((name, dev))
     if kernel is None:
         kernel = _gpu_kernels[(name, dev)] = _GpuKernel(name, dev)
-    if stream is None:
-        stream = cp.cuda.get_current_stream().ptr
-    values = [_pointer(a) if k in "fi" else a for k, a in zip(kinds, args)]
-    kernel.launch(grid, block, stream, values)
+    kernel(grid, block, args, stream)
     note_launch(kernel, grid, block, args)
 
 
@@ -337,7 +338,7 @@ def _in(a, name: str, dtype=_F32):
 
 def _blocks(n: int, threads: int) -> int:
     """1-d grid for a grid-stride loop over n items (a cap keeps the grid a few waves deep)."""
-    return max(1, min((n + threads - 1) // threads, 65535))
+    return max(1, min(cdiv(n, threads), 65535))
 
 
 def launch_empty(y, stream=None):

@@ -12,6 +12,7 @@ from numba import cuda, float32, int32
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
+from ..cuda.config import cdiv
 from .driver import _F32, _I32, _check, _check_out, _empty, _in, launch
 from .tiles import ELEMENTWISE_THREADS, _digits_split
 
@@ -196,48 +197,48 @@ def _pool_geometry(x_shape, ks, stride, padding):
 
 
 def _launch_pool(name, x_side, pooled, ks, stride, padding, scalars, stream):
-    """Check and launch pooling kernel ``name``. x_side: ((array, argument name), ...) of the input's
-    shape, pooled: ((array, argument name, dtype), ...) of the pooled shape, each in the kernel's
-    order (a forward kernel takes the pooled arrays first, a backward one the input-shaped ones).
+    """Check and launch pooling kernel ``name``. x_side: (array, argument name) of the input's shape
+    (x forward, dx backward), pooled: ((array, argument name, dtype), ...) of the pooled shape in the
+    kernel's order (a forward kernel takes the pooled arrays first, a backward one dx first).
     One thread per element of a plane (outputs for forward, inputs for backward); blockIdx.z walks
     groups of planes, each group at least POOL_GROUP_ELEMENTS long so that ragged plane ends idle
     few threads."""
-    _check(*x_side[0])
-    geo = _pool_geometry(x_side[0][0].shape, ks, stride, padding)
-    shape = x_side[0][0].shape[:2] + geo[3:5]
+    x = _check(*x_side)
+    geo = _pool_geometry(x.shape, ks, stride, padding)
+    shape = x.shape[:2] + geo[3:5]
     for a, what, dtype in pooled:
         _check_out(a, what, shape, dtype)
     forward = name.endswith("_forward_v1")
     per_plane = geo[3] * geo[4] if forward else geo[1] * geo[2]
-    ins, outs = tuple(a for a, _ in x_side), tuple(a for a, _, _ in pooled)
-    arrays = outs + ins if forward else ins + outs
+    outs = tuple(a for a, _, _ in pooled)
+    arrays = outs + (x,) if forward else (x,) + outs
     planes = geo[0]
-    group = max(1, min(planes, -(-POOL_GROUP_ELEMENTS // max(per_plane, 1))))
-    grid = _cfg.check_grid(name, (max(1, -(-(group * per_plane) // ELEMENTWISE_THREADS)), 1,
-                                  max(1, min(-(-planes // group), POOL_MAX_Z))))
+    group = max(1, min(planes, cdiv(POOL_GROUP_ELEMENTS, max(per_plane, 1))))
+    grid = _cfg.check_grid(name, (max(1, cdiv(group * per_plane, ELEMENTWISE_THREADS)), 1,
+                                  max(1, min(cdiv(planes, group), POOL_MAX_Z))))
     launch(name, grid, (ELEMENTWISE_THREADS, 1, 1), arrays + geo + (group,) + scalars, stream)
 
 
 def launch_max_pool2d_forward(y, argmax, x, ks, stride, padding, stream=None):
-    _launch_pool("max_pool2d_forward_v1", [(x, "x")], [(y, "y", _F32), (argmax, "argmax", _I32)], ks, stride,
+    _launch_pool("max_pool2d_forward_v1", (x, "x"), [(y, "y", _F32), (argmax, "argmax", _I32)], ks, stride,
                  padding, (), stream)
     return y, argmax
 
 
 def launch_max_pool2d_backward(dx, dy, argmax, ks, stride, padding, stream=None):
-    _launch_pool("max_pool2d_backward_v1", [(dx, "dx")], [(dy, "dy", _F32), (argmax, "argmax", _I32)], ks, stride,
+    _launch_pool("max_pool2d_backward_v1", (dx, "dx"), [(dy, "dy", _F32), (argmax, "argmax", _I32)], ks, stride,
                  padding, (), stream)
     return dx
 
 
 def launch_avg_pool2d_forward(y, x, ks, stride, padding, count_include_pad, stream=None):
-    _launch_pool("avg_pool2d_forward_v1", [(x, "x")], [(y, "y", _F32)], ks, stride, padding,
+    _launch_pool("avg_pool2d_forward_v1", (x, "x"), [(y, "y", _F32)], ks, stride, padding,
                  (int(bool(count_include_pad)),), stream)
     return y
 
 
 def launch_avg_pool2d_backward(dx, dy, ks, stride, padding, count_include_pad, stream=None):
-    _launch_pool("avg_pool2d_backward_v1", [(dx, "dx")], [(dy, "dy", _F32)], ks, stride, padding,
+    _launch_pool("avg_pool2d_backward_v1", (dx, "dx"), [(dy, "dy", _F32)], ks, stride, padding,
                  (int(bool(count_include_pad)),), stream)
     return dx
 

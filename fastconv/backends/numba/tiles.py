@@ -13,6 +13,7 @@ from numba import cuda, float32, uint32, uint64
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
+from ..cuda.config import cdiv
 
 BK = 8                  # reduction slice staged in shared memory per step
 
@@ -60,7 +61,7 @@ class Tile(NamedTuple):
 
     def blocks(self, rows: int, cols: int) -> int:
         """Blocks of this tile over a rows x cols GEMM."""
-        return -(-rows // self.bm) * -(-cols // self.bn)
+        return cdiv(rows, self.bm) * cdiv(cols, self.bn)
 
     @property
     def a_loads(self):
@@ -179,7 +180,7 @@ def _digits_advance(hi, mid, lo, l, dh, dm, dl, mid_n, inner):
 def _gemm_grid(name: str, cols: int, rows: int, z: int, tile: Tile = TILE_64):
     """Grid of a conv GEMM: x over column tiles, y over row tiles, z = groups (x splits); a ValueError
     naming the pass when y or z passes CUDA's 65535 (instead of a launch failure)."""
-    return _cfg.check_grid(name, (-(-cols // tile.bn), -(-rows // tile.bm), z))
+    return _cfg.check_grid(name, (cdiv(cols, tile.bn), cdiv(rows, tile.bm), z))
 
 
 def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int = 2 * WAVE_BLOCKS) -> int:
@@ -187,19 +188,19 @@ def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int = 2 * WA
     output tiles make ``base_blocks`` blocks: enough blocks to fill the card (about 2 per SM of an
     H100/H200), each slice at least 8 BK-steps long, and z*splits within the 65535 blocks grid z
     allows (z: the groups the grid's z already holds)."""
-    return max(1, min(-(-target_blocks // base_blocks), kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
+    return max(1, min(cdiv(target_blocks, base_blocks), kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
 
 
 def slice_len(kred: int, splits: int) -> int:
     """Length of each of ``splits`` slices of a reduction of ``kred``: a multiple of BK, at least BK."""
-    return max(BK, -(-(-(-kred // splits)) // BK) * BK)
+    return max(BK, cdiv(cdiv(kred, splits), BK) * BK)
 
 
 def split_chunk(kred: int, splits: int) -> tuple[int, int]:
     """(splits, chunk): the reduction cut into slices of slice_len, as few slices as that leaves
     (at most ``splits``, at least 1)."""
     chunk = slice_len(kred, splits)
-    return max(1, -(-kred // chunk)), chunk
+    return max(1, cdiv(kred, chunk)), chunk
 
 
 def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 2 * WAVE_BLOCKS,
@@ -217,13 +218,13 @@ def phase_dim(phi: int, n: int, r: int, st: int, pd: int, d: int) -> tuple[int, 
     rows h = phi + t*st (t < nt) receive the taps r0 + i*rstep (i < nr), tap i of row t reading dy
     row t + base - i*pstep. Returns (phi, nt, r0, rstep, nr, base, pstep); nr == 0 when no tap reaches
     the phase (its rows are zero), nt == 0 when the phase has no rows."""
-    nt = -(-(n - phi) // st) if phi < n else 0
+    nt = cdiv(n - phi, st) if phi < n else 0
     rstep = st // math.gcd(st, d)
     # tap r reaches row h when h + pd - r*d is a multiple of st; the first such r is below rstep
     r0 = next((t for t in range(min(r, rstep)) if (phi + pd - t * d) % st == 0), None)
     if r0 is None:
         return phi, nt, 0, rstep, 0, 0, 0
-    return phi, nt, r0, rstep, -(-(r - r0) // rstep), (phi + pd - r0 * d) // st, rstep * d // st
+    return phi, nt, r0, rstep, cdiv(r - r0, rstep), (phi + pd - r0 * d) // st, rstep * d // st
 
 
 def bwd_phases(h: int, w: int, r: int, s: int, stride, padding, dilation):

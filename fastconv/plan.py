@@ -21,15 +21,13 @@ dtype, strides, device and whether its address is 16-byte aligned (the vectorise
 choose on that). A call that fails its checks stores nothing, so every error is raised on every
 call. Arguments the key cannot hold (unhashable values) take the full path every time. An
 argument that changes on every call (dropout's seed) is declared ``per_call``: the key holds its
-type and the plan fills its value in (see :func:`planned`).
+type and the plan fills its value in (see :func:`planned`); so is Adam's int step.
 
 A call is planned only when its record explains it completely: every array a launch reads or
 writes is an input (or a view starting at the same address) or an allocation of the call, and
 the result is built from inputs and allocations. A launcher doing any other GPU work (a CuPy
-elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Adam with an
-int step is not decorated: the step enters the kernel as two host-computed bias corrections, not
-as one scalar a plan could fill in (the counter form, which trainers on a GPU use, is planned).
-Numpy (CPU) calls go straight to the op.
+elementwise call, cuBLAS) must not be decorated: its work would not be replayed. Numpy (CPU)
+calls go straight to the op.
 """
 
 from __future__ import annotations

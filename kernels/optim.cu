@@ -6,15 +6,17 @@
 //   sgd_update_v2   sgd_update_v1 with lr read from device memory (lr[0]): a schedule changes it
 //                   with a 4-byte copy between replays of a CUDA graph of the step.
 //   adam_update_v1  g += wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
-//                   p -= lr * (m / bc1) / (sqrt(v / bc2) + eps) with bc = 1 - beta^step computed
-//                   on the host in double. Traffic: (4 + 3) * n * 4 B.
+//                   p -= lr * (m / bc1) / (sqrt(v / bc2) + eps) with bc = 1 - beta^step, the int
+//                   step an argument; each thread computes bc in double from double betas, so
+//                   the host passes the step as it is (a launch plan fills it in per call).
+//                   Traffic: (4 + 3) * n * 4 B.
 //   adam_update_v2  adam_update_v1 with the step count on the device (a CUDA graph replays it):
 //                   count holds `rows` int32 pairs (count, finished blocks), every count equal (the
-//                   parameters a flat launch updates); every block uses count[0] + 1 for the bias
-//                   corrections (computed in double from double betas, as the host does for v1),
+//                   parameters a flat launch updates); every block uses count[0] + 1 as the step,
 //                   and the last block to finish (count[1] counts finished blocks) stores
 //                   count[0] + 1 in every row and resets count[1] to 0.
 //   adam_update_v3  adam_update_v2 with lr read from device memory (as sgd_update_v2).
+//   adam_update_v4  adam_update_v1 with lr read from device memory.
 //   accumulate_v2   acc += x, or acc = x with add == 0: a parameter's gradient written into (or
 //                   summed over its uses in a step into) its slice of the flat gradient buffer.
 //                   Traffic: 3 * n * 4 B (2 * n * 4 B with add == 0).
@@ -53,10 +55,12 @@ extern "C" __global__ void sgd_update_v2(float* __restrict__ p, const float* __r
     sgd_body(p, g, v, n, lr[0], momentum, wd, nesterov, has_v);
 }
 
-// The Adam update of elements [0, n) with the bias corrections bc1, bc2, grid-stride.
+// The Adam update of elements [0, n) at step `step` >= 1 (the header's formula), grid-stride.
 __device__ __forceinline__ void adam_body(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                          float* __restrict__ v, i64 n, float lr, float b1, float b2, float eps,
-                                          float wd, float bc1, float bc2) {
+                                          float* __restrict__ v, i64 n, float lr, double beta1, double beta2,
+                                          float eps, float wd, int step) {
+    const float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
+    const float b1 = (float)beta1, b2 = (float)beta2;
     GRID_STRIDE(i, n) {
         const float pi = p[i];
         const float gi = g[i] + wd * pi;
@@ -68,22 +72,28 @@ __device__ __forceinline__ void adam_body(float* __restrict__ p, const float* __
     }
 }
 
-// Work: about 15 FLOPs + 1 sqrtf per element; moves (4 + 3) * n * 4 B (p, g, m, v read;
-// p, m, v written).
+// Work: about 15 FLOPs + 1 sqrtf per element and 2 double pow per thread; moves (4 + 3) * n * 4 B
+// (p, g, m, v read; p, m, v written).
 extern "C" __global__ void adam_update_v1(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                          float* __restrict__ v, i64 n, float lr, float beta1, float beta2,
-                                          float eps, float wd, float bc1, float bc2) {
-    adam_body(p, g, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2);
+                                          float* __restrict__ v, i64 n, float lr, double beta1, double beta2,
+                                          float eps, float wd, int step) {
+    adam_body(p, g, m, v, n, lr, beta1, beta2, eps, wd, step);
 }
 
-// adam_update_v2/v3: the update with the device step counts (see the header).
+// Work: as adam_update_v1; moves its bytes + 4 B (lr).
+extern "C" __global__ void adam_update_v4(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                          float* __restrict__ v, i64 n, const float* __restrict__ lr, double beta1,
+                                          double beta2, float eps, float wd, int step) {
+    adam_body(p, g, m, v, n, lr[0], beta1, beta2, eps, wd, step);
+}
+
+// adam_update_v2/v3: the update at the device step count (see the header).
 __device__ __forceinline__ void adam_counted(float* __restrict__ p, const float* __restrict__ g,
                                              float* __restrict__ m, float* __restrict__ v, i64 n, float lr,
                                              double beta1, double beta2, float eps, float wd, int* __restrict__ count,
                                              int rows) {
     const int step = count[0] + 1;  // read before this block counts itself finished
-    const float bc1 = (float)(1.0 - pow(beta1, (double)step)), bc2 = (float)(1.0 - pow(beta2, (double)step));
-    adam_body(p, g, m, v, n, lr, (float)beta1, (float)beta2, eps, wd, bc1, bc2);
+    adam_body(p, g, m, v, n, lr, beta1, beta2, eps, wd, step);
     __syncthreads();  // every thread of the block has read count[0]
     if (threadIdx.x == 0) {
         __threadfence();
@@ -94,7 +104,7 @@ __device__ __forceinline__ void adam_counted(float* __restrict__ p, const float*
     }
 }
 
-// Work: as adam_update_v1 + 2 double pow per thread; moves its bytes + 8 * rows B (counters).
+// Work: as adam_update_v1; moves its bytes + 8 * rows B (counters).
 extern "C" __global__ void adam_update_v2(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                           float* __restrict__ v, i64 n, float lr, double beta1, double beta2,
                                           float eps, float wd, int* __restrict__ count, int rows) {

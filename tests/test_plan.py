@@ -337,41 +337,6 @@ def test_workspace_budget(cp, monkeypatch):
     assert not entry.kept
 
 
-def test_dropout_seed_is_filled_in_per_call(cp):
-    """dropout_forward's seed changes every call: one plan per shape replays with the call's seed
-    and gives the full path's mask and output for it; a seed of another type, or a bad one, takes
-    the full path."""
-    rng = np.random.default_rng(11)
-    x = _dev(cp, rng, 3, 50)
-    ops.dropout_forward.plans.clear()
-    ops.dropout_forward(x, 0.5, 1)
-    assert len(ops.dropout_forward.plans) == 1
-    for seed in (2, 3, 2**32 + 5, np.int64(9)):
-        y, mask = ops.dropout_forward(x, 0.5, seed)
-        ref_y, ref_mask = ops.dropout_forward(x.get(), 0.5, seed)          # the NumPy path: the same hash
-        np.testing.assert_array_equal(mask.get(), ref_mask, err_msg=f"seed {seed}")
-        np.testing.assert_array_equal(y.get(), ref_y, err_msg=f"seed {seed}")
-    assert len(ops.dropout_forward.plans) == 2, "an np.int64 seed must get its own plan, an int seed none"
-    assert not np.array_equal(ops.dropout_forward(x, 0.5, 2)[1].get(), ops.dropout_forward(x, 0.5, 3)[1].get())
-    with pytest.raises(TypeError, match="seed: got True"):
-        ops.dropout_forward(x, 0.5, True)
-    with pytest.raises(TypeError, match="seed: got 1.5"):
-        ops.dropout_forward(x, 0.5, 1.5)
-
-
-def test_per_call_value_found_once_or_no_plan(cp):
-    """A seed equal to another scalar the kernel takes (here x.size) cannot be told apart: no plan
-    is stored from that call, and the next call, with another seed, builds one."""
-    x = _dev(cp, np.random.default_rng(12), 4, 8)
-    ops.dropout_forward.plans.clear()
-    y, _ = ops.dropout_forward(x, 0.5, x.size)
-    assert not ops.dropout_forward.plans
-    np.testing.assert_array_equal(y.get(), ops.dropout_forward(x.get(), 0.5, x.size)[0])
-    ops.dropout_forward(x, 0.5, 7)
-    assert len(ops.dropout_forward.plans) == 1
-    np.testing.assert_array_equal(ops.dropout_forward(x, 0.5, x.size)[0].get(), y.get())
-
-
 def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
     """A plan binds a numba-family launch once (scalars packed at build time); its replay hands
     cuLaunchKernel the same parameter bytes as the full path's launch(), with the call's pointers

@@ -29,15 +29,18 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
     """PyTorch's Adam (L2 weight decay added to the gradient). ``step``: the step count of this
     update (an int >= 1), or int32 counters on param's device, shape (2,) or (rows, 2), each
     ``(count, 0)`` holding the count before the update (all equal: the parameters of one flat
-    update), which the update advances in place (a CUDA graph can replay that one; calls with
-    counters take the launch-plan fast path, calls with an int do not: it changes every call).
+    update), which the update advances in place (a CUDA graph can replay that one). Both forms
+    take the launch-plan fast path; the int is a per-call value of the plan.
     ``lr`` as in sgd_update."""
     if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
-        if step < 1:
-            raise ValueError(f"step: got {step!r}, expected an int >= 1")
-        _adam(param, grad, m, v, int(step), lr, beta1, beta2, eps, weight_decay, kernels)
+        if not 1 <= step <= _STEP_MAX:
+            raise ValueError(f"step: got {step!r}, expected an int in [1, {_STEP_MAX}]")
+        _adam_stepped(param, grad, m, v, int(step), lr, beta1, beta2, eps, weight_decay, kernels=kernels)
     else:
         _adam_counted(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels=kernels)
+
+
+_STEP_MAX = 2**31 - 1   # the kernels take the step as an int32
 
 
 def _lr(lr, xp):
@@ -56,6 +59,11 @@ def _check_counter(counter, xp, name):
         raise ValueError(f"{name}: got {getattr(counter, 'dtype', type(counter).__name__)} "
                          f"{getattr(counter, 'shape', counter)!r}, expected an int >= 1 or C-contiguous int32 "
                          "counters of shape (2,) or (rows, 2) beside param")
+
+
+@planned(per_call={"step": int})
+def _adam_stepped(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, *, kernels=None):
+    _adam(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels)
 
 
 @planned

@@ -64,7 +64,8 @@ def _device_scalar_forms(cp, rng):
     """The kernels that read per-step scalars from the device (what a captured step needs) equal
     the forms with host scalars: sgd_update_v2 / adam_update_v3 (lr on the device; Adam's
     counters over two rows, as a flat update of two parameters) against sgd_update_v1 /
-    adam_update_v2, dropout_forward_v2 (call counter) against dropout_forward_v1 with seed + calls,
+    adam_update_v2, then adam_update_v4 (int step, lr on the device) against adam_update_v1,
+    dropout_forward_v2 (call counter) against dropout_forward_v1 with seed + calls,
     and accumulate_v2 writing instead of adding."""
     host = [randn(rng, 300) for _ in range(4)]
     host[3] = np.abs(host[3])
@@ -76,6 +77,8 @@ def _device_scalar_forms(cp, rng):
     ops.adam_update(a[0], a[1], a[2], a[3], counters[0][:1], 0.05, 0.5, 0.999)
     ops.adam_update(b[0], b[1], b[2], b[3], counters[1], lr, 0.5, 0.999)
     assert counters[0].get().tolist() == [[3, 0], [2, 0]] and counters[1].get().tolist() == [[3, 0], [3, 0]]
+    ops.adam_update(a[0], a[1], a[2], a[3], 4, 0.05, 0.5, 0.999)
+    ops.adam_update(b[0], b[1], b[2], b[3], 4, lr, 0.5, 0.999)
     x = b[1].reshape(30, 10)
     calls = cp.asarray(np.array([0xFFFFFFFF, 0], np.uint32))       # the counter wraps to 0
     y1, m1 = ops.dropout_forward(x, 0.3, 0x12345678 + 0xFFFFFFFF)

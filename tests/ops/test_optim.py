@@ -49,7 +49,7 @@ def test_optimizer_update_errors():
         ops.sgd_update(p, arr(3, 2), None, 0.1, momentum=0.9)
     with raises(ValueError, "grad: got float32 (2, 3)", "expected float32 (3, 2)"):
         ops.sgd_update(p, arr(2, 3), None, 0.1)
-    with raises(ValueError, "step: got 0", "expected an int >= 1"):
+    with raises(ValueError, "step: got 0", "expected an int in [1, 2147483647]"):
         ops.adam_update(p, arr(3, 2), np.zeros_like(p), np.zeros_like(p), 0, 1e-3)
     with raises(ValueError, "grad: got a non-contiguous array", "expected a C-contiguous one"):
         ops.sgd_update(arr(2, 2), arr(2, 2).T, None, 0.1)

@@ -28,20 +28,24 @@ def test_sgd_update_backends(backend, rng, momentum, wd, nesterov):
     sgd_update_case(backend, rng, momentum, wd, nesterov)
 
 
-def adam_update_case(backend, rng):
-    """One Adam step of backend (param, m, v) against the oracle."""
+def adam_update_case(backend, rng, device_lr=False):
+    """Two Adam steps of backend (param, m, v) against the oracle; lr a float or a float32 array
+    (1,) on the backend's device."""
     p, g = randn(rng, (257,), np.float32), randn(rng, (257,), np.float32)
     m, v = randn(rng, (257,), np.float32) * 0.1, np.abs(randn(rng, (257,), np.float32)) * 0.1
     pd, md, vd = backend.asarray(p), backend.asarray(m), backend.asarray(v)
-    ops.adam_update(pd, backend.asarray(g), md, vd, 3, 1e-2, 0.9, 0.999, 1e-8, 1e-2)
-    p_ref, m_ref, v_ref = ref.adam_step(p, g, m, v, 3, 1e-2, 0.9, 0.999, 1e-8, 1e-2)
-    assert_close(pd, p_ref, F32_TOL, "param")
-    assert_close(md, m_ref, F32_TOL, "m")
-    assert_close(vd, v_ref, F32_TOL, "v")
+    lr = backend.asarray(np.array([1e-2], np.float32)) if device_lr else 1e-2
+    for step in (3, 4):
+        ops.adam_update(pd, backend.asarray(g), md, vd, step, lr, 0.9, 0.999, 1e-8, 1e-2)
+        p, m, v = ref.adam_step(p, g, m, v, step, 1e-2, 0.9, 0.999, 1e-8, 1e-2)
+        assert_close(pd, p, F32_TOL, f"param at step {step}")
+        assert_close(md, m, F32_TOL, f"m at step {step}")
+        assert_close(vd, v, F32_TOL, f"v at step {step}")
 
 
-def test_adam_update_backends(backend, rng):
-    adam_update_case(backend, rng)
+@pytest.mark.parametrize("device_lr", [False, True])
+def test_adam_update_backends(backend, rng, device_lr):
+    adam_update_case(backend, rng, device_lr)
 
 
 # ---- GPU: fastconv check's judgement of drawn shapes ------------------------------------------

@@ -85,7 +85,7 @@ KERNELS = {
             for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1", "gan_stats_v1"),
     "optim.cu": ("sgd_update_v1", "sgd_update_v2", "adam_update_v1", "adam_update_v2", "adam_update_v3",
-                 "accumulate_v2"),
+                 "adam_update_v4", "accumulate_v2"),
     "linear.cu": ("linear_forward_v2", "linear_backward_data_v2", "linear_backward_weight_v1",
                   "linear_splitk_reduce_v1"),
     "embedding.cu": ("embedding_forward_v1", "embedding_backward_v1", "class_projection_forward_v1"),

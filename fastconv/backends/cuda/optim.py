@@ -34,19 +34,15 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     grad = _arg(grad, "grad")
     m, v = _arg(m, "m", inplace=True), _arg(v, "v", inplace=True)
     on_device, lr = _lr(lr)
-    if not isinstance(step, int):
+    if isinstance(step, int):
+        name, step_args = ("adam_update_v4" if on_device else "adam_update_v1"), (_i32(step),)
+    else:
         step = _arg(step, "step", np.int32, inplace=True)
-        if param.size:
-            _launch("optim.cu", "adam_update_v3" if on_device else "adam_update_v2", _eltwise_grid(param.size),
-                    cfg.BLOCK, (param, grad, m, v, np.int64(param.size), lr, np.float64(beta1), np.float64(beta2),
-                                _f32(eps), _f32(weight_decay), step, _i32(step.size // 2)))
-        return
-    bc1 = 1.0 - beta1 ** step
-    bc2 = 1.0 - beta2 ** step
+        name, step_args = ("adam_update_v3" if on_device else "adam_update_v2"), (step, _i32(step.size // 2))
     if param.size:
-        _launch("optim.cu", "adam_update_v1", _eltwise_grid(param.size), cfg.BLOCK,
-                (param, grad, m, v, np.int64(param.size), lr, _f32(beta1), _f32(beta2), _f32(eps),
-                 _f32(weight_decay), _f32(bc1), _f32(bc2)))
+        _launch("optim.cu", name, _eltwise_grid(param.size), cfg.BLOCK,
+                (param, grad, m, v, np.int64(param.size), lr, np.float64(beta1), np.float64(beta2), _f32(eps),
+                 _f32(weight_decay)) + step_args)
 
 
 def accumulate(acc, x, add):

@@ -6,8 +6,9 @@ Runs each public op (``fastconv.ops.<op>``: the op layer's checks, dispatch, the
 launcher, allocation and launch) on device arrays of ``fastconv.emu`` in no-execute mode, where a
 launch is recorded and its kernel not run, so the time measured is what Python spends on the
 host per call. Rows use the LeNet layer shapes at batch ``--batch`` (default 1: the host path does
-not depend on the batch, while the stand-in's allocations fill every new array with 0xFF, which at
-batch 128 would take milliseconds and drown the host cost).
+not depend on the batch). The stand-in's allocations are not filled with 0xFF here (``emu.SETTINGS.fill``
+off): a GPU allocation writes no host memory, and filling fc1's 3.2 MB weight gradient on every
+call evicted the host caches and slowed the Python that followed it.
 
 Columns: ``launches`` per call; ``us/call`` the median over chunks of ``--chunk`` calls of the CPU time
 per call; ``raw us`` the stand-in's own cost of those allocations and launches, timed by
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
         print(f"{'op':32s} {'launches':>8s} {'us/call':>8s} {'raw us':>8s} {'beyond raw':>10s}")
         # no-execute mode without a trace: a trace keeps every launch's arguments (and so every
         # output array) alive, and the growing memory would be timed too
-        emu.SETTINGS.execute = False
+        emu.SETTINGS.execute = emu.SETTINGS.fill = False
         try:
             for name, op_name, a, kw in rows:
                 if want and not any(name.startswith(p) for p in want):
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
                 us, raw_us, beyond = _paired_us(call, raw, args.calls, args.chunk)
                 print(f"{name:32s} {launches:8d} {us:8.1f} {raw_us:8.1f} {beyond:10.1f}", flush=True)
         finally:
-            emu.SETTINGS.execute = True
+            emu.SETTINGS.execute = emu.SETTINGS.fill = True
     return 0
 
 

@@ -72,7 +72,8 @@ def _free(n: int) -> None:
 
 
 def empty(shape, dtype=float, order="C"):
-    """A new device array of 0xFF bytes (NaN for floats), 256-byte aligned (float64 by default, as CuPy)."""
+    """A new device array of 0xFF bytes (NaN for floats; left unfilled when ``SETTINGS.fill`` is off),
+    256-byte aligned (float64 by default, as CuPy)."""
     if order not in ("C", None):
         raise ValueError(f"order: got {order!r}, expected 'C' (the stand-in allocates C-contiguous arrays)")
     dtype = np.dtype(dtype)
@@ -83,7 +84,8 @@ def empty(shape, dtype=float, order="C"):
     buf = np.empty(nbytes + ALIGN, np.uint8)
     off = (-buf.ctypes.data) % ALIGN
     raw = buf[off:off + nbytes]
-    raw.fill(0xFF)
+    if state.SETTINGS.fill:
+        raw.fill(0xFF)
     POOL._used += nbytes
     weakref.finalize(buf, _free, nbytes)
     state.count("allocations")

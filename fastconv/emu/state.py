@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 class Settings:
     execute: bool = True      # False: launches are recorded, kernels do not run
     shuffle_seed: int = 0     # != 0: threads of a block run in a seeded random order between barriers
+    fill: bool = True         # False: new arrays are not filled with 0xFF (a GPU allocation writes no
+    #                           host memory; benchmarks/bench_host.py times the host path without it)
 
 
 @dataclass(frozen=True)

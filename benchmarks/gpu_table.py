@@ -8,11 +8,11 @@ stream capture for fastconv, torch.cuda.graphs for cuDNN/PyTorch). The targets a
 times. Prints, for the benchmarks/shapes.py conv shapes x 3 passes (+ the bias gradient): both
 times of each family and of cuDNN and cuDNN/fastconv-cupy; every conv tile forced (kernel-only);
 the bandwidth rows of benchmarks/gpu_bandwidth.py (activations, 2x2 pooling, batchnorm, the bias
-gradient on 256x64x56x56) in GB/s beside PyTorch and the device copy; whole training steps (LeNet,
-DCGAN, batch 128) in images/s beside PyTorch eager. Writes everything to one JSON file stamped with
-card, driver and commit (--json).
+gradient on 256x64x56x56) in GB/s beside PyTorch and the device copy. Writes everything to one
+JSON file stamped with card, driver and commit (--json). Whole training steps and epochs are
+benchmarks/bench_step.py's.
 
-    python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-steps] [--skip-tiles] [--json FILE]
+    python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-tiles] [--json FILE]
 """
 
 from __future__ import annotations
@@ -129,81 +129,6 @@ def bandwidth_rows(bench, fams):
     return rows, bad
 
 
-def step_rows(bench, fams):
-    torch, cp = bench.torch, bench.cp
-    from dcgan_torch import torch_dcgan
-    from shapes import lenet, torch_lenet
-
-    from fastconv import nn, optim
-    from fastconv.train.gan import build_dcgan
-    B, rows = 128, []
-    rng = np.random.default_rng(2)
-    xs = cp.asarray(rng.standard_normal((B, 1, 28, 28), dtype=np.float32))
-    labels = cp.asarray(rng.integers(0, 10, size=B))
-    z = cp.asarray(rng.standard_normal((B, 100), dtype=np.float32))
-    ones = cp.ones((B, 1), dtype=cp.float32)
-    zeros = cp.zeros((B, 1), dtype=cp.float32)
-    for fam in fams:
-        m = lenet(np.random.default_rng(0)).to("cuda", kernels=fam)
-        opt = optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-        lf = nn.CrossEntropyLoss(kernels=fam)
-
-        def lenet_step():
-            opt.zero_grad()
-            lf.forward(m.forward(xs), labels)
-            m.backward(lf.backward())
-            opt.step()
-        rows.append((f"LeNet fastconv-{fam}", B / bench.per_call(lenet_step) * 1e3))
-        G, D = build_dcgan(rng=np.random.default_rng(0))
-        G.to("cuda", kernels=fam)
-        D.to("cuda", kernels=fam)
-        oG = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        oD = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        bce = nn.BCEWithLogitsLoss(kernels=fam)
-
-        def dcgan_step():
-            # (1) update D: real batch labelled 1, fake batch labelled 0
-            oD.zero_grad()
-            bce.forward(D.forward(xs), ones)
-            D.backward(bce.backward())
-            fake = G.forward(z)
-            bce.forward(D.forward(fake), zeros)
-            D.backward(bce.backward())
-            oD.step()
-            # (2) update G: fake batch labelled 1 through D
-            oG.zero_grad()
-            bce.forward(D.forward(fake), ones)
-            G.backward(D.backward(bce.backward()))
-            oG.step()
-        rows.append((f"DCGAN fastconv-{fam}", B / bench.per_call(dcgan_step) * 1e3))
-    tm = torch_lenet().cuda()
-    topt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
-    tx, ty = torch.from_dlpack(xs), torch.from_dlpack(labels)
-
-    def t_lenet():
-        topt.zero_grad()
-        torch.nn.functional.cross_entropy(tm(tx), ty).backward()
-        topt.step()
-    rows.append(("LeNet PyTorch eager", B / bench.per_call(t_lenet) * 1e3))
-    tG, tD = (m.cuda() for m in torch_dcgan(torch))
-    toG = torch.optim.Adam(tG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    toD = torch.optim.Adam(tD.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    tz, t1, t0 = torch.from_dlpack(z), torch.from_dlpack(ones), torch.from_dlpack(zeros)
-    bce_t = torch.nn.functional.binary_cross_entropy_with_logits
-
-    def t_dcgan():
-        toD.zero_grad()
-        bce_t(tD(tx), t1).backward()
-        fake = tG(tz)
-        bce_t(tD(fake.detach()), t0).backward()
-        toD.step()
-        toG.zero_grad()
-        bce_t(tD(fake), t1).backward()
-        toG.step()
-    rows.append(("DCGAN PyTorch eager", B / bench.per_call(t_dcgan) * 1e3))
-    return rows
-
-
 def _ms(t):
     return f"{t.per_call_ms:.4f}/" + (f"{t.kernel_ms:.4f}" if t.kernel_ms is not None else "-")
 
@@ -259,7 +184,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--skip-steps", action="store_true", help="skip the whole-training-step rows")
     ap.add_argument("--skip-tiles", action="store_true", help="skip timing every conv tile forced")
     ap.add_argument("--json", default=str(Path(os.environ.get("OUT", ".")) / "gpu_table.json"),
                     help="results file, stamped with card, driver and commit (default $OUT/gpu_table.json)")
@@ -283,16 +207,6 @@ def main(argv=None) -> int:
     brow, bbad = bandwidth_rows(bench, fams)
     bad += bbad
     print_bandwidth(brow, results)
-    if not args.skip_steps:
-        try:
-            srows = step_rows(bench, fams)
-            print(f"\n{'training step, batch 128':<28}{'images/s':>12}  (per call)")
-            for name, ips in srows:
-                print(f"{name:<28}{ips:>12.0f}")
-                results.add("step", name=name, images_per_s=ips)
-        except Exception as e:  # report and go on: the kernel rows above stand on their own
-            print(f"\ntraining steps: failed with {type(e).__name__}: {e}")
-            bad += 1
     results.add("summary", validation_failures=bad)
     print(f"\n{bad} validation failures; results in {results.write(args.json)}")
     return 1 if bad else 0

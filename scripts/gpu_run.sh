@@ -58,7 +58,7 @@ want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests 
 wait  # augment, before anything is timed
 want conv && step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
 want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
-want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles --skip-steps \
+want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side

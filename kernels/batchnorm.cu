@@ -33,6 +33,17 @@
 
 #define BN_SLICE_ARGS int N, int C, int HW, int chunk
 
+// dy and x at the same offset j (the backward passes read both).
+template <int V>
+struct DyX {
+    Vec<V> dy, x;
+};
+
+template <int V>
+__device__ __forceinline__ DyX<V> load_dy_x(const float* __restrict__ dy, const float* __restrict__ x, unsigned j) {
+    return {load_vec<V>(dy + j), load_vec<V>(x + j)};
+}
+
 // Partial sum of src (or of (src - mean)^2 when SQDEV) over this block's rows of channel blockIdx.y.
 template <int V, bool SQDEV>
 __device__ __forceinline__ double slice_sum(const float* __restrict__ src, double mean, BN_SLICE_ARGS) {
@@ -40,20 +51,15 @@ __device__ __forceinline__ double slice_sum(const float* __restrict__ src, doubl
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
     double acc = 0.0;
-    for_channel_rows<V>(blockIdx.y, C, HW, n0, n1, [&](unsigned j) {
-        float v[V];
-        if constexpr (V == 4) {
-            const float4 t = load4(src + j);
-            v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
-        } else {
-            v[0] = src[j];
-        }
+    for_channel_rows<V, 4>(
+        blockIdx.y, C, HW, n0, n1, [&](unsigned j) { return load_vec<V>(src + j); },
+        [&](unsigned, const Vec<V>& t) {
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-            const double d = SQDEV ? (double)v[e] - mean : (double)v[e];
-            acc += SQDEV ? d * d : d;
-        }
-    });
+            for (int e = 0; e < V; ++e) {
+                const double d = SQDEV ? (double)t.e[e] - mean : (double)t.e[e];
+                acc += SQDEV ? d * d : d;
+            }
+        });
     return block_sum(acc, buf);
 }
 
@@ -95,15 +101,13 @@ __device__ __forceinline__ void bn_forward_train(
     const float m = (float)mean, is = (float)invstd, gm = gamma[c], bt = beta[c];
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
-    for_channel_rows<V>(c, C, HW, n0, n1, [&](unsigned j) {
-        if constexpr (V == 4) {
-            const float4 t = load4(x + j);
-            store4(y + j, make_float4((t.x - m) * is * gm + bt, (t.y - m) * is * gm + bt, (t.z - m) * is * gm + bt,
-                                      (t.w - m) * is * gm + bt));
-        } else {
-            y[j] = (x[j] - m) * is * gm + bt;
-        }
-    });
+    for_channel_rows<V, 4>(
+        c, C, HW, n0, n1, [&](unsigned j) { return load_vec<V>(x + j); },
+        [&](unsigned j, Vec<V> t) {
+#pragma unroll
+            for (int e = 0; e < V; ++e) t.e[e] = (t.e[e] - m) * is * gm + bt;
+            store_vec(y + j, t);
+        });
 }
 
 // Work: about 6 FLOPs per element; moves 2*(rows in the slice)*HW*4 B in (dy, x), 16 B out per block.
@@ -117,22 +121,15 @@ __device__ __forceinline__ void bn_backward_sums(const float* __restrict__ dy, c
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
     double sdy = 0.0, sdyx = 0.0;
-    for_channel_rows<V>(c, C, HW, n0, n1, [&](unsigned j) {
-        float d[V], v[V];
-        if constexpr (V == 4) {
-            const float4 a = load4(dy + j), b = load4(x + j);
-            d[0] = a.x; d[1] = a.y; d[2] = a.z; d[3] = a.w;
-            v[0] = b.x; v[1] = b.y; v[2] = b.z; v[3] = b.w;
-        } else {
-            d[0] = dy[j];
-            v[0] = x[j];
-        }
+    for_channel_rows<V, 2>(
+        c, C, HW, n0, n1, [&](unsigned j) { return load_dy_x<V>(dy, x, j); },
+        [&](unsigned, const DyX<V>& t) {
 #pragma unroll
-        for (int e = 0; e < V; ++e) {
-            sdy += d[e];
-            sdyx += (double)d[e] * (double)((v[e] - m) * is);
-        }
-    });
+            for (int e = 0; e < V; ++e) {
+                sdy += t.dy.e[e];
+                sdyx += (double)t.dy.e[e] * (double)((t.x.e[e] - m) * is);
+            }
+        });
     block_sum2(sdy, sdyx, buf);
     if (threadIdx.x == 0) {
         const int at = c * gridDim.x + blockIdx.x;
@@ -160,15 +157,14 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
     const float b = training ? (float)(sdyx / count) : 0.f;
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
-    for_channel_rows<V>(c, C, HW, n0, n1, [&](unsigned j) {
-        if constexpr (V == 4) {
-            const float4 d = load4(dy + j), v = load4(x + j);
-            store4(dx + j, make_float4(scale * (d.x - a - ((v.x - m) * is) * b), scale * (d.y - a - ((v.y - m) * is) * b),
-                                       scale * (d.z - a - ((v.z - m) * is) * b), scale * (d.w - a - ((v.w - m) * is) * b)));
-        } else {
-            dx[j] = scale * (dy[j] - a - ((x[j] - m) * is) * b);
-        }
-    });
+    for_channel_rows<V, 2>(
+        c, C, HW, n0, n1, [&](unsigned j) { return load_dy_x<V>(dy, x, j); },
+        [&](unsigned j, const DyX<V>& t) {
+            Vec<V> r;
+#pragma unroll
+            for (int e = 0; e < V; ++e) r.e[e] = scale * (t.dy.e[e] - a - ((t.x.e[e] - m) * is) * b);
+            store_vec(dx + j, r);
+        });
 }
 
 // The per-(slice, channel) entry points for V floats per access (f1, f4). Work and bytes of each:

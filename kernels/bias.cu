@@ -29,14 +29,14 @@ __device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* _
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
     double acc = 0.0;
-    for_channel_rows<V>(k, K, PQ, n0, n1, [&](unsigned j) {
-        if constexpr (V == 4) {
-            const float4 v = load4(dy + j);
-            acc += (double)v.x + (double)v.y + (double)v.z + (double)v.w;
-        } else {
-            acc += (double)dy[j];
-        }
-    });
+    for_channel_rows<V, 4>(
+        k, K, PQ, n0, n1, [&](unsigned j) { return load_vec<V>(dy + j); },
+        [&](unsigned, const Vec<V>& t) {
+            double s = (double)t.e[0];
+#pragma unroll
+            for (int e = 1; e < V; ++e) s += (double)t.e[e];
+            acc += s;
+        });
     acc = block_sum(acc, buf);
     if (threadIdx.x == 0) {
         if (gridDim.x == 1) db[k] = (float)acc;

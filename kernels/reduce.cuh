@@ -10,20 +10,59 @@
 // Include after common.cuh (the loader pastes headers; it does not nest them).
 #pragma once
 
-// Calls f(offset) for the V-element vectors of channel c in rows [n0, n1) (V = 4 needs HW % 4 == 0
-// and a 16-byte-aligned base), the block's threads striding over (row, vector) pairs with the
-// row/column step precomputed: no division inside the loop.
-template <int V, typename F>
-__device__ __forceinline__ void for_channel_rows(int c, int C, int HW, int n0, int n1, F f) {
+// V consecutive floats of a channel row, loaded as one 16-byte access when V = 4.
+template <int V>
+struct Vec {
+    float e[V];
+};
+
+template <int V>
+__device__ __forceinline__ Vec<V> load_vec(const float* __restrict__ p) {
+    Vec<V> r;
+    if constexpr (V == 4) {
+        const float4 t = *reinterpret_cast<const float4*>(p);
+        r.e[0] = t.x; r.e[1] = t.y; r.e[2] = t.z; r.e[3] = t.w;
+    } else {
+        r.e[0] = *p;
+    }
+    return r;
+}
+
+template <int V>
+__device__ __forceinline__ void store_vec(float* __restrict__ p, const Vec<V>& r) {
+    if constexpr (V == 4) *reinterpret_cast<float4*>(p) = make_float4(r.e[0], r.e[1], r.e[2], r.e[3]);
+    else *p = r.e[0];
+}
+
+// For the V-element vectors of channel c in rows [n0, n1) (V = 4 needs HW % 4 == 0 and a
+// 16-byte-aligned base): t = load(offset), then use(offset, t). The block's threads stride over
+// (row, vector) pairs with the row/column step precomputed (no division inside the loop). Each
+// thread takes U vectors per iteration and loads all of them before using any, so that U loads
+// are in flight per thread (one at a time left these kernels latency-bound); the uses run in the
+// order a one-at-a-time loop would, so sums keep their bits. U = 4 for one array read, 2 for
+// two (dy and x), within the 40-register budget of the bandwidth kernels.
+template <int V, int U, typename Load, typename Use>
+__device__ __forceinline__ void for_channel_rows(int c, int C, int HW, int n0, int n1, Load load, Use use) {
     const int per_row = HW / V;
     const int dn = blockDim.x / per_row, dv = blockDim.x - dn * per_row;
     int n = n0 + (int)threadIdx.x / per_row;
     int v = (int)threadIdx.x - ((int)threadIdx.x / per_row) * per_row;
     while (n < n1) {
-        f(((unsigned)n * C + c) * (unsigned)HW + (unsigned)(v * V));
-        v += dv;
-        n += dn;
-        if (v >= per_row) { v -= per_row; ++n; }
+        unsigned off[U];
+        bool ok[U];
+        decltype(load(0u)) t[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            ok[u] = n < n1;
+            off[u] = ((unsigned)n * C + c) * (unsigned)HW + (unsigned)(v * V);
+            t[u] = load(ok[u] ? off[u] : off[0]);  // unpredicated (off[0] is in range): issued together
+            v += dv;
+            n += dn;
+            if (v >= per_row) { v -= per_row; ++n; }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (ok[u]) use(off[u], t[u]);
     }
 }
 
@@ -40,5 +79,3 @@ __device__ __forceinline__ double sum_partials(const double* __restrict__ part, 
     return t;
 }
 
-__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
-__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }

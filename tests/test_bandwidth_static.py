@@ -40,6 +40,12 @@ VECTOR_OPS = {
     r"^conv2d_backward_bias_v2_f4$": ("LDG.E.128",),
 }
 
+# loops over channel rows (kernels/reduce.cuh for_channel_rows): 16-byte loads the main loop issues
+# before the first instruction that uses a loaded value (the loads in flight per thread). ptxas
+# sinks some of the batchnorm forward-pass loads toward their uses (1-4 ahead, by arch), so
+# those are not listed.
+LOADS_IN_FLIGHT = {"conv2d_backward_bias_v2_f4": 4, "batchnorm_backward_sums_v2_f4": 4, "batchnorm_backward_v2_f4": 4}
+USES = re.compile(r"\b(DADD|DFMA|F2F|FADD|FMUL|FFMA|STG)\b")
 
 NVCC, NVDISASM = find_tool("nvcc"), find_tool("nvdisasm")
 pytestmark = pytest.mark.skipif(NVCC is None or NVDISASM is None,
@@ -84,6 +90,30 @@ def test_vector_loads_and_stores(build):
                 assert not missing, f"kernels/{filename} ({arch}) {kernel}: no {missing} in its SASS"
                 checked += 1
     assert checked, f"kernels/{filename}: no kernel matched VECTOR_OPS"
+
+
+def loops(lines):
+    """The instruction lists of the loops in one function's SASS (a branch back to a label)."""
+    labels, ins = {}, []
+    for line in lines:
+        if m := re.match(r"^\s*(\.L_x_\d+):", line):
+            labels[m.group(1)] = len(ins)
+        elif m := re.search(r"/\*[0-9a-f]{4}\*/\s+(.*?)\s*;", line):
+            ins.append(m.group(1))
+    return [ins[labels[m.group(1)]:i] for i, op in enumerate(ins)
+            if (m := re.search(r"BRA `\((\.L_x_\d+)\)", op)) and labels.get(m.group(1), i + 1) <= i]
+
+
+def test_reduction_loops_keep_loads_in_flight(build):
+    filename, arch, _, sass = build
+    for kernel, want in LOADS_IN_FLIGHT.items():
+        if kernel not in KERNELS[filename]:
+            continue
+        (body,) = [b for b in loops(sass[kernel]) if any("LDG.E.128" in op for op in b)]
+        first_use = next(i for i, op in enumerate(body) if USES.search(op))
+        got = sum("LDG.E.128" in op for op in body[:first_use])
+        assert got >= want, (f"kernels/{filename} ({arch}) {kernel}: {got} 16-byte loads before the first use in "
+                             f"its main loop, expected >= {want}")
 
 
 def test_sass_helpers_see_a_64_bit_division(tmp_path):

@@ -52,6 +52,12 @@ def _rows(cp, rng, N):
     counter = cp.asarray(np.array([3, 0], np.int32))
     mask = cp.asarray(rng.integers(0, 2, (N, 256)).astype(np.uint8))
     d256 = dev(N, 256)
+    code = cp.asarray(rng.integers(0, 4, (N, 32, 14, 14)).astype(np.uint8))
+    g7, g14, wg = dev(N, 128, 7, 7), dev(N, 64, 14, 14), dev(128, 64, 4, 4)   # a DCGAN stride-2 layer
+    emb, cls, fh = dev(10, 50), cp.asarray(rng.integers(0, 10, N).astype(np.int32)), dev(N, 6272)
+    loss0 = [cp.asarray(np.float32(rng.random())) for _ in range(3)]
+    sums = cp.asarray(np.zeros(5))
+    bn_mean, bn_invstd = dev(64), cp.asarray(rng.random(64).astype(np.float32) + 0.5)
     return [
         ("conv2d_forward conv1", "conv2d_forward", (x1, w1, b1, 1, 2), {}),
         ("conv2d_forward conv2", "conv2d_forward", (x2, w2, None, 1, 2), {}),
@@ -75,6 +81,27 @@ def _rows(cp, rng, N):
         ("accumulate fc1.w", "accumulate", (grd, vel), {}),
         ("adam_update fc1.w int step", "adam_update", (prm, grd, m, v, 3, 2e-4, 0.5), {}),
         ("adam_update fc1.w counter", "adam_update", (prm, grd, m, v, counter, 2e-4, 0.5), {}),
+        # the other planned ops, on LeNet and DCGAN shapes
+        ("conv2d_backward_data s2 dcgan", "conv2d_backward_data", (g7, wg, (N, 64, 14, 14), 2, 1), {}),
+        ("conv_transpose2d_bwd_data dcgan", "conv_transpose2d_backward_data", (g14, wg, (N, 128, 7, 7), 2, 1), {}),
+        ("conv_transpose2d_bwd_weight dcgan", "conv_transpose2d_backward_weight", (g14, g7, (128, 64, 4, 4), 2, 1),
+         {}),
+        ("leaky_relu_backward", "leaky_relu_backward", (p_in, dev(N, 32, 28, 28), 0.2), {}),
+        ("sigmoid_forward", "sigmoid_forward", (p_in,), {}),
+        ("sigmoid_backward", "sigmoid_backward", (p_in, dev(N, 32, 28, 28)), {}),
+        ("tanh_forward", "tanh_forward", (p_in,), {}),
+        ("tanh_backward", "tanh_backward", (p_in, dev(N, 32, 28, 28)), {}),
+        ("avg_pool2d_forward", "avg_pool2d_forward", (p_in, 2), {}),
+        ("avg_pool2d_backward", "avg_pool2d_backward", (p_out, (N, 32, 28, 28), 2), {}),
+        ("relu_max_pool2d_forward", "relu_max_pool2d_forward", (p_in, 2), {}),
+        ("relu_max_pool2d_backward", "relu_max_pool2d_backward", (p_out, code, (N, 32, 28, 28), 2), {}),
+        ("batchnorm_forward eval", "batchnorm_forward", (bn_x, gamma, beta, rm, rv, False), {}),
+        ("batchnorm_backward", "batchnorm_backward", (bn_x, dev(N, 64, 7, 7), gamma, bn_mean, bn_invstd), {}),
+        ("bias_add", "bias_add", (dev(N, 64, 14, 14), dev(64)), {}),
+        ("embedding_forward", "embedding_forward", (emb, cls), {}),
+        ("embedding_backward", "embedding_backward", (dev(N, 50), cls, (10, 50)), {}),
+        ("class_projection_forward", "class_projection_forward", (fh, dev(10, 6272), cls), {}),
+        ("gan_stats", "gan_stats", (sums, *loss0, dl, dev(N, 1), dev(N, 1)), {}),
     ]
 
 
@@ -152,7 +179,7 @@ def main(argv=None) -> int:
     with emu.activate() as cp:
         rows = _rows(cp, np.random.default_rng(0), args.batch)
         want = [p for p in args.ops.split(",") if p]
-        print(f"{'op':32s} {'launches':>8s} {'us/call':>8s} {'raw us':>8s} {'beyond raw':>10s}")
+        print(f"{'op':34s} {'launches':>8s} {'us/call':>8s} {'raw us':>8s} {'beyond raw':>10s}")
         # no-execute mode without a trace: a trace keeps every launch's arguments (and so every
         # output array) alive, and the growing memory would be timed too
         emu.SETTINGS.execute = emu.SETTINGS.fill = False
@@ -165,11 +192,11 @@ def main(argv=None) -> int:
                 try:
                     call()  # compile/look up once
                 except Exception as e:  # an op this commit lacks (the table is also run on older ones)
-                    print(f"{name:32s} not run: {type(e).__name__}: {str(e).splitlines()[0][:60]}")
+                    print(f"{name:34s} not run: {type(e).__name__}: {str(e).splitlines()[0][:60]}")
                     continue
                 raw, launches = _raw_launches(cp, emu, call)
                 us, raw_us, beyond = _paired_us(call, raw, args.calls, args.chunk)
-                print(f"{name:32s} {launches:8d} {us:8.1f} {raw_us:8.1f} {beyond:10.1f}", flush=True)
+                print(f"{name:34s} {launches:8d} {us:8.1f} {raw_us:8.1f} {beyond:10.1f}", flush=True)
         finally:
             emu.SETTINGS.execute = emu.SETTINGS.fill = True
     return 0

@@ -20,7 +20,8 @@ FORBIDDEN = {
     "mul.lo.s64/mad.lo.s64": re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.lo\.[su]64\b", re.M),
 }
 BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
-                     "avg_pool2d_backward_v1", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v1",
+                     "avg_pool2d_backward_v1", "max_pool2d_forward_v2_2x2", "max_pool2d_backward_v2_2x2",
+                     "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v1",
                      "relu_backward_v1", "leaky_relu_forward_v1", "leaky_relu_backward_v1")
 WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 

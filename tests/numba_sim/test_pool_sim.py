@@ -19,6 +19,8 @@ assert nb.SIMULATOR
 # (N, C, H, W), kernel, stride, padding
 POOL_CASES = [
     pytest.param((2, 3, 6, 8), (2, 2), (2, 2), (0, 0), id="2x2-s2"),
+    pytest.param((1, 2, 7, 5), (2, 2), (2, 2), (0, 0), id="2x2-s2-odd-h-w"),
+    pytest.param((2, 1, 5, 4), (2, 2), (2, 2), (0, 0), id="2x2-s2-odd-h"),
     pytest.param((2, 2, 7, 5), (3, 3), (2, 2), (1, 1), id="3x3-s2-p1-overlap"),
     pytest.param((1, 3, 5, 7), (3, 2), (1, 2), (1, 0), id="3x2-s12-p10-odd"),
     pytest.param((1, 2, 4, 4), (2, 2), (3, 3), (1, 1), id="stride-gt-kernel"),
@@ -116,3 +118,21 @@ def test_pool_kernels_walk_planes(rng, monkeypatch, group_elements):
     for count_include_pad in (True, False):
         test_avg_pool2d(rng, (3, 3, 5, 6), (3, 2), (2, 2), (1, 1), count_include_pad)
     test_max_pool2d(rng, (3, 3, 5, 6), (3, 2), (2, 2), (1, 1))
+    test_max_pool2d(rng, (3, 3, 5, 7), (2, 2), (2, 2), (0, 0))      # the 2x2 kernels walk planes too
+    test_avg_pool2d(rng, (3, 3, 5, 7), (2, 2), (2, 2), (0, 0), True)
+
+
+def test_2x2_kernels_chosen_for_2x2_stride_2_only(rng, monkeypatch):
+    """The *_v2_2x2 kernels run for 2x2 windows, stride 2, no padding, and only there."""
+    from fastconv.backends.numba import pool
+    names = []
+    launch = pool.launch
+    monkeypatch.setattr(pool, "launch", lambda name, *a, **k: (names.append(name), launch(name, *a, **k)))
+    test_max_pool2d(rng, (1, 2, 6, 6), (2, 2), (2, 2), (0, 0))
+    test_avg_pool2d(rng, (1, 2, 6, 6), (2, 2), (2, 2), (0, 0), False)
+    assert names == ["max_pool2d_forward_v2_2x2", "max_pool2d_backward_v2_2x2", "avg_pool2d_forward_v2_2x2",
+                     "avg_pool2d_backward_v2_2x2"]
+    names.clear()
+    for ks, stride, padding in (((2, 2), (2, 2), (1, 1)), ((2, 2), (1, 1), (0, 0)), ((3, 3), (2, 2), (0, 0))):
+        test_max_pool2d(rng, (1, 2, 6, 6), ks, stride, padding)
+    assert set(names) == {"max_pool2d_forward_v1", "max_pool2d_backward_v1"}

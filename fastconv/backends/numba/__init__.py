@@ -40,7 +40,9 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 - relu / leaky_relu forward and backward: 32-bit grid-stride elementwise loops.
 - max_pool2d / avg_pool2d forward: one thread per output position; backward: one thread per
   input position gathering from the windows that cover it (overlapping windows add, no atomics);
-  each thread decodes its window once and walks the N*C planes with 32-bit offsets.
+  each thread decodes its window once and walks the N*C planes with 32-bit offsets. 2x2 windows
+  at stride 2 without padding run *_v2_2x2 kernels: straight-line window code, and backward as
+  one thread per output writing its four input pixels (and the uncovered odd row/column).
 
 Work per conv pass (for judging speed against the card's ceilings): 2*N*K*P*Q*C/G*R*S FLOPs;
 bytes moved at least 4*(|x| + |w| + |y|).

@@ -93,6 +93,10 @@ _PARAMS = {
     "max_pool2d_backward_v1": "ffi" + _POOL + "n",
     "avg_pool2d_forward_v1": "ff" + _POOL + "nn",  # + planes per z-slice, count_include_pad
     "avg_pool2d_backward_v1": "ff" + _POOL + "nn",
+    "max_pool2d_forward_v2_2x2": "fif" + "n" * 5 + "n",  # planes, h, w, p, q + planes per z-slice
+    "max_pool2d_backward_v2_2x2": "ffi" + "n" * 5 + "n",
+    "avg_pool2d_forward_v2_2x2": "ff" + "n" * 5 + "n",
+    "avg_pool2d_backward_v2_2x2": "ff" + "n" * 5 + "n",
 }
 
 

@@ -21,8 +21,8 @@ FORBIDDEN = {
 }
 BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
                      "avg_pool2d_backward_v1", "max_pool2d_forward_v2_2x2", "max_pool2d_backward_v2_2x2",
-                     "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v1",
-                     "relu_backward_v1", "leaky_relu_forward_v1", "leaky_relu_backward_v1")
+                     "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v2",
+                     "relu_backward_v2", "leaky_relu_forward_v2", "leaky_relu_backward_v2")
 WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 
 

@@ -351,7 +351,7 @@ def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
     class Driver:
         @staticmethod
         def cuLaunchKernel(fn, g0, g1, g2, b0, b1, b2, shared, stream, params, extra):
-            kinds = driver._PARAMS["leaky_relu_backward_v1"]
+            kinds = driver._PARAMS["leaky_relu_backward_v2"]
             seen.append((fn, (g0, g1, g2), (b0, b1, b2), stream,
                          [read[k].from_address(params[i]).value for i, k in enumerate(kinds)]))
             return 0
@@ -359,7 +359,7 @@ def test_numba_bound_launch_packs_as_launch(cp, monkeypatch):
     monkeypatch.setattr(driver, "_driver", Driver)
     monkeypatch.setattr(driver, "_cp", cp)
     kernel = driver._GpuKernel.__new__(driver._GpuKernel)
-    kernel._set_layout("leaky_relu_backward_v1", 77)        # dy, y, dx, n, slope
+    kernel._set_layout("leaky_relu_backward_v2", 77)        # dy, y, dx, n, slope
     rng = np.random.default_rng(13)
     arrays = [_dev(cp, rng, 5) for _ in range(6)]
     slope = np.float32(0.2)

@@ -14,7 +14,8 @@ from sim_arrays import _empty, _f64, _rand
 assert nb.SIMULATOR
 
 
-@pytest.mark.parametrize("shape", [(7,), (3, 5, 47), (2, 3, 4, 5, 2)], ids=["1d", "3d-3blocks", "5d"])
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 47), (2, 3, 4, 5, 2), (2, 1100)],
+                         ids=["1d", "3d-3blocks", "5d", "2-full-blocks-and-a-ragged-one"])
 def test_activations(rng, shape):
     x, dy = _rand(rng, *shape), _rand(rng, *shape)
     slope = 0.2
@@ -28,3 +29,11 @@ def test_activations(rng, shape):
     assert_close(y, ref_y, F32_TOL, "leaky_relu forward")
     assert_close(nb.launch_leaky_relu_backward(_empty(*shape), dy, y, slope),
                  cpu.leaky_relu_backward(_f64(dy), ref_y, slope), F32_TOL, "leaky_relu backward")
+
+
+def test_activations_walk_the_grid(rng, monkeypatch):
+    """A grid capped at one block: its threads take several trips of UNROLL elements, the last
+    one ragged (2200 elements, 1024 per trip)."""
+    from fastconv.backends.numba import activation
+    monkeypatch.setattr(activation, "MAX_BLOCKS", 1)
+    test_activations(rng, (2200,))

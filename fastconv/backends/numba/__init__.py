@@ -37,7 +37,8 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 - conv2d_backward_bias_v1: several blocks per output channel (each a slice of its N*P*Q
   elements, position carried without division, shared-memory tree reduction), partial sums added
   by sum_splits_v1.
-- relu / leaky_relu forward and backward: 32-bit grid-stride elementwise loops.
+- relu / leaky_relu forward and backward: 32-bit grid-stride elementwise loops, 4 elements per
+  thread per trip, loaded before any is stored (4 loads in flight per thread).
 - max_pool2d / avg_pool2d forward: one thread per output position; backward: one thread per
   input position gathering from the windows that cover it (overlapping windows add, no atomics);
   each thread decodes its window once and walks the N*C planes with 32-bit offsets. 2x2 windows

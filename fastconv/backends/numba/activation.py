@@ -1,46 +1,99 @@
-"""Numba elementwise activation kernels (32-bit grid-stride loops), launchers and backend functions."""
+"""Numba elementwise activation kernels, launchers and backend functions.
+
+Each thread takes UNROLL elements a block width apart per trip of a 32-bit grid-stride loop and
+loads all of them before storing any: UNROLL loads in flight per thread, where one element per
+trip left one (a thread waits for its load before the next trip) and the kernels short of the
+memory bandwidth (ReLU 0.74 / 0.67 of the device copy on an H200). The kernels come from two
+factories over the elementwise function: forward ``y = f(x, slope)``, backward
+``dx = g(dy, y, slope)`` (ReLU's kernels take no slope)."""
 
 from __future__ import annotations
 
-from numba import float32, uint32
+from numba import cuda, float32, uint32
 
-from .driver import _blocks, _check, _check_out, _empty, _in, launch
-from .tiles import ELEMENTWISE_THREADS, grid_stride
+from ..cuda.config import cdiv
+from .driver import _check, _check_out, _empty, _in, launch
+from .tiles import ELEMENTWISE_THREADS
 
-
-def relu_forward_v1(y, x, n):
-    """y = max(x, 0). Work: n compares, no FLOPs; traffic 2*n*4 bytes (x in, y out)."""
-    i, step = grid_stride()
-    while i < uint32(n):
-        v = x[i]
-        y[i] = v if v > 0 else float32(0.0)
-        i = uint32(i + step)
+UNROLL = 4                 # elements per thread per trip (the kernels below are written for 4)
+MAX_BLOCKS = 65535         # grid cap; the loop walks what a full grid does not cover (tests lower it)
 
 
-def relu_backward_v1(dx, dy, y, n):
-    """dx = dy where y > 0, else 0. Work: n compares, no FLOPs; traffic 3*n*4 bytes."""
-    i, step = grid_stride()
-    while i < uint32(n):
-        dx[i] = dy[i] if y[i] > 0 else float32(0.0)
-        i = uint32(i + step)
+@cuda.jit(device=True, inline="always")
+def _unrolled_stride():
+    """(first element, distance between a thread's UNROLL elements, grid step), as uint32: block b
+    covers [b*B*UNROLL, (b + 1)*B*UNROLL) on each trip (B threads), each load coalesced across a warp."""
+    b = uint32(cuda.blockDim.x)
+    tile = uint32(b * uint32(UNROLL))
+    return uint32(uint32(cuda.blockIdx.x) * tile + uint32(cuda.threadIdx.x)), b, uint32(uint32(cuda.gridDim.x) * tile)
 
 
-def leaky_relu_forward_v1(y, x, n, slope):
-    """y = x if x > 0 else x*slope. Work: n compares, up to n FLOPs; traffic 2*n*4 bytes."""
-    i, step = grid_stride()
-    while i < uint32(n):
-        v = x[i]
-        y[i] = v if v > 0 else v * slope
-        i = uint32(i + step)
+@cuda.jit(device=True, inline="always")
+def _relu(v, slope):
+    return v if v > 0 else float32(0.0)
 
 
-def leaky_relu_backward_v1(dx, dy, y, n, slope):
-    """dx = dy if y > 0 else dy*slope. Work: n compares, up to n FLOPs; traffic 3*n*4 bytes."""
-    i, step = grid_stride()
-    while i < uint32(n):
-        d = dy[i]
-        dx[i] = d if y[i] > 0 else d * slope
-        i = uint32(i + step)
+@cuda.jit(device=True, inline="always")
+def _leaky_relu(v, slope):
+    return v if v > 0 else v * slope
+
+
+@cuda.jit(device=True, inline="always")
+def _relu_grad(d, y, slope):
+    return d if y > 0 else float32(0.0)
+
+
+@cuda.jit(device=True, inline="always")
+def _leaky_relu_grad(d, y, slope):
+    return d if y > 0 else d * slope
+
+
+def _forward_kernel(f):
+    """y = f(x, slope) over n elements (see the module docstring). Work: n compares (+ n FLOPs
+    leaky); traffic 2*n*4 bytes (x in, y out)."""
+    def kernel(y, x, n, slope):
+        i, b, step = _unrolled_stride()
+        n = uint32(n)
+        while i < n:
+            if i + uint32(3) * b < n:
+                j1, j2, j3 = uint32(i + b), uint32(i + uint32(2) * b), uint32(i + uint32(3) * b)
+                v0, v1, v2, v3 = x[i], x[j1], x[j2], x[j3]
+                y[i], y[j1], y[j2], y[j3] = f(v0, slope), f(v1, slope), f(v2, slope), f(v3, slope)
+            else:
+                j = i
+                while j < n:
+                    y[j] = f(x[j], slope)
+                    j = uint32(j + b)
+            i = uint32(i + step)
+    return kernel
+
+
+def _backward_kernel(g):
+    """dx = g(dy, y, slope) over n elements (see the module docstring). Work: n compares (+ n
+    FLOPs leaky); traffic 3*n*4 bytes (dy, y in, dx out)."""
+    def kernel(dx, dy, y, n, slope):
+        i, b, step = _unrolled_stride()
+        n = uint32(n)
+        while i < n:
+            if i + uint32(3) * b < n:
+                j1, j2, j3 = uint32(i + b), uint32(i + uint32(2) * b), uint32(i + uint32(3) * b)
+                d0, d1, d2, d3 = dy[i], dy[j1], dy[j2], dy[j3]
+                y0, y1, y2, y3 = y[i], y[j1], y[j2], y[j3]
+                dx[i], dx[j1] = g(d0, y0, slope), g(d1, y1, slope)
+                dx[j2], dx[j3] = g(d2, y2, slope), g(d3, y3, slope)
+            else:
+                j = i
+                while j < n:
+                    dx[j] = g(dy[j], y[j], slope)
+                    j = uint32(j + b)
+            i = uint32(i + step)
+    return kernel
+
+
+relu_forward_v2 = _forward_kernel(_relu)
+relu_backward_v2 = _backward_kernel(_relu_grad)
+leaky_relu_forward_v2 = _forward_kernel(_leaky_relu)
+leaky_relu_backward_v2 = _backward_kernel(_leaky_relu_grad)
 
 
 def _elementwise(name, out, inputs, scalars, stream):
@@ -51,26 +104,26 @@ def _elementwise(name, out, inputs, scalars, stream):
     for a, an in inputs[1:]:
         _check_out(a, an, first.shape)
     n = first.size
-    grid = (_blocks(n, ELEMENTWISE_THREADS), 1, 1)
+    grid = (max(1, min(cdiv(n, ELEMENTWISE_THREADS * UNROLL), MAX_BLOCKS)), 1, 1)
     launch(name, grid, (ELEMENTWISE_THREADS, 1, 1), (out[0],) + tuple(a for a, _ in inputs) + (n,) + scalars,
            stream)
     return out[0]
 
 
 def launch_relu_forward(y, x, stream=None):
-    return _elementwise("relu_forward_v1", (y, "y"), [(x, "x")], (), stream)
+    return _elementwise("relu_forward_v2", (y, "y"), [(x, "x")], (0.0,), stream)
 
 
 def launch_relu_backward(dx, dy, y, stream=None):
-    return _elementwise("relu_backward_v1", (dx, "dx"), [(dy, "dy"), (y, "y")], (), stream)
+    return _elementwise("relu_backward_v2", (dx, "dx"), [(dy, "dy"), (y, "y")], (0.0,), stream)
 
 
 def launch_leaky_relu_forward(y, x, slope, stream=None):
-    return _elementwise("leaky_relu_forward_v1", (y, "y"), [(x, "x")], (float(slope),), stream)
+    return _elementwise("leaky_relu_forward_v2", (y, "y"), [(x, "x")], (float(slope),), stream)
 
 
 def launch_leaky_relu_backward(dx, dy, y, slope, stream=None):
-    return _elementwise("leaky_relu_backward_v1", (dx, "dx"), [(dy, "dy"), (y, "y")], (float(slope),), stream)
+    return _elementwise("leaky_relu_backward_v2", (dx, "dx"), [(dy, "dy"), (y, "y")], (float(slope),), stream)
 
 
 def relu_forward(x):

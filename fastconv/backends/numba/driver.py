@@ -85,10 +85,10 @@ _PARAMS = {
     "conv2d_backward_weight_t32x128_v1": "fff" + _GEOM + "nn",
     "sum_splits_v1": "ffnn",
     "conv2d_backward_bias_v1": "ffnnnn",
-    "relu_forward_v1": "ffn",
-    "relu_backward_v1": "fffn",
-    "leaky_relu_forward_v1": "ffnx",
-    "leaky_relu_backward_v1": "fffnx",
+    "relu_forward_v2": "ffnx",      # + slope (unused by relu)
+    "relu_backward_v2": "fffnx",
+    "leaky_relu_forward_v2": "ffnx",
+    "leaky_relu_backward_v2": "fffnx",
     "max_pool2d_forward_v1": "fif" + _POOL + "n",  # + planes per grid z-slice
     "max_pool2d_backward_v1": "ffi" + _POOL + "n",
     "avg_pool2d_forward_v1": "ff" + _POOL + "nn",  # + planes per z-slice, count_include_pad

@@ -154,6 +154,36 @@ def same_shape(a, an, b, bn):
 ANY_NDIM = (1, 2, 3, 4, 5)
 
 
+def out_array(out, name: str, shape, ref, ref_name: str):
+    """``out`` (None: the op allocates its result) checked as an array an op writes its result of
+    ``shape`` into: that shape, the dtype and device of ``ref``, C-contiguous (a view, such as a
+    parameter's slice of an optimizer's flat gradient buffer, is written in place, never copied)."""
+    if out is None:
+        return None
+    xp = array_module(ref, out, names=[ref_name, name])
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name}: got shape {tuple(out.shape)}, expected {tuple(shape)}")
+    same_dtype(ref, ref_name, (out, name))
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name}: got a non-contiguous array, expected a C-contiguous one (the result is written "
+                         "into it)")
+    if xp is not np and out.device.id != ref.device.id:
+        raise ValueError(f"{name}: got an array on GPU {out.device.id}, expected GPU {ref.device.id} (the device of "
+                         f"{ref_name})")
+    return out
+
+
+def out_pair(out, name: str, shapes, ref, ref_name: str, what: str):
+    """``out`` of an op returning two gradients ``what`` (e.g. "(dw, db)"): None, or a pair whose
+    entries are each None (allocated) or checked by :func:`out_array` against ``shapes``; returned
+    as a tuple of two."""
+    if out is None:
+        return None, None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{name}: got {type(out).__name__}, expected None or a pair {what} of arrays or None")
+    return tuple(out_array(o, f"{name}[{i}]", shape, ref, ref_name) for i, (o, shape) in enumerate(zip(out, shapes)))
+
+
 def leaky_slope(slope) -> float:
     """The negative_slope of a leaky ReLU: a real in [0, 1)."""
     return real(slope, "negative_slope", 0.0, 1.0, hi_open=True)

@@ -1,11 +1,13 @@
 """Optimizers: SGD (momentum, weight decay, Nesterov) and Adam, with PyTorch's update rules.
 
-Flat storage: at its first step an optimizer moves its parameters into one contiguous buffer per
+Flat storage: at its first step (at the first gradient a layer asks to write: Parameter.grad_out)
+an optimizer moves its parameters into one contiguous buffer per
 dtype (each Parameter's ``data`` becomes a view into it), with a gradient buffer and one buffer
 per state slot (velocity; m and v) of the same layout, so one launch of the single-tensor update
 (ops.sgd_update, ops.adam_update) updates every parameter. Each Parameter's ``grad_buffer`` is
-its view of the gradient buffer: the backward writes the first gradient of a step into it (see
-fastconv.nn.Parameter) and the buffers persist, so a CUDA graph of the step keeps its addresses.
+its view of the gradient buffer: the gradient ops write the first gradient of a step into it
+(their ``out``; see fastconv.nn.Parameter), with no copy, and the buffers persist, so a CUDA graph
+of the step keeps its addresses.
 The buffers are made again when a parameter's array was replaced (Module.to, astype).
 
 Parameters without a gradient in a step are neither updated nor advanced (PyTorch's semantics):
@@ -22,6 +24,8 @@ appears once it has had a gradient.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -45,6 +49,8 @@ class Optimizer:
         self._slot_views = {}    # slot -> each parameter's view of that slot's flat buffer
         self._groups = []        # (param indices, element bounds, data, grad, {slot: buffer}) per dtype
         self._runs = {}          # labels of a step -> the argument tuples of its update launches
+        for p in self.params:    # a parameter asked for its first gradient's place makes the buffers
+            p.make_buffers = weakref.WeakMethod(self._storage)
 
     @property
     def lr(self) -> float:

@@ -18,7 +18,8 @@ the array type (CuPy's or the CPU layer's stand-in: a process may use both), the
 (poison, conv version and tile, family, tf32), the current device,
 ``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
 dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
-choose on that). A call that fails its checks stores nothing, so every error is raised on every
+choose on that); when a keyword argument is a tuple (``out=(dw, db)``), the items of every tuple
+count as arguments. An ``out`` array is an input like any other: a plan writes into the call's. A call that fails its checks stores nothing, so every error is raised on every
 call. Arguments the key cannot hold (unhashable values) take the full path every time. An
 argument that changes on every call (dropout's seed) is declared ``per_call``: the key holds its
 type and the plan fills its value in (see :func:`planned`); so is Adam's int step.
@@ -47,6 +48,7 @@ CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shape
 WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
 _PER_CALL = object()       # marks a per-call argument in a key
+_TUPLE = object()          # marks where a tuple's items start in a flattened key (see _flat)
 
 
 class _ThreadState(threading.local):
@@ -302,6 +304,8 @@ def planned(op=None, *, per_call: dict | None = None):
             per = ()
             if split is not None:
                 values, per = split(args, kw, values)
+            if kw and tuple in map(type, kw.values()):
+                values = _flat(values)   # out=(dw, db): its arrays are slotted like the others
             for a in values:
                 t = type(a)
                 if t is nd:
@@ -336,6 +340,20 @@ def planned(op=None, *, per_call: dict | None = None):
 
     call.plans = plans
     return call
+
+
+def _flat(values) -> list:
+    """``values`` with each tuple replaced by (_TUPLE, its length) and its items, so that the device
+    arrays in a tuple (an op's ``out=(dw, db)``) are keyed and slotted like array arguments; the
+    marker keeps apart keys whose tuples nest differently."""
+    flat = []
+    for v in values:
+        if type(v) is tuple:
+            flat.append((_TUPLE, len(v)))
+            flat.extend(v)
+        else:
+            flat.append(v)
+    return flat
 
 
 def _per_call_splitter(op, per_call: dict):

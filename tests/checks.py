@@ -69,6 +69,33 @@ X = arr(2, 3, 8, 8)
 W = arr(4, 3, 3, 3, seed=1)
 
 
+GUARD = 7.0   # the values around an out view (out_view): an op writing outside its out changes them
+
+
+def out_view(backend, shape, dtype=np.float32, offset=1):
+    """(view, untouched): a NaN-filled C-contiguous view of ``shape`` on ``backend``
+    (tests/backends.py) starting ``offset`` elements into a buffer of GUARD values, as a parameter's
+    slice of an optimizer's flat gradient buffer (offset 1: not 16-byte aligned); ``untouched()``
+    says whether the buffer around the view still holds GUARD."""
+    size = int(np.prod(shape))
+    buf = backend.asarray(np.full(offset + size + 3, GUARD, dtype))
+    view = buf[offset:offset + size].reshape(shape)
+    view.fill(np.nan)
+
+    def untouched():
+        host = backend.get(buf)
+        return bool((host[:offset] == GUARD).all() and (host[offset + size:] == GUARD).all())
+    return view, untouched
+
+
+def check_out(result, out, untouched, want, tol, key):
+    """``result`` is ``out`` itself, out holds ``want`` (within relative L2 error tol) and nothing
+    around it was written."""
+    assert result is out, f"{key}: returned {type(result).__name__}, expected the out array itself"
+    ref.record(f"into out {key}", assert_close(out, want, tol, key))
+    assert untouched(), f"{key}: wrote outside out"
+
+
 def raises(exc, *parts):
     """pytest.raises matching every literal part of the message, in order."""
     return pytest.raises(exc, match=".*".join(re.escape(p) for p in parts))

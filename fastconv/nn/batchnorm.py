@@ -41,6 +41,7 @@ class _BatchNorm(Module):
     def backward(self, dy, input_grad=True):
         x, mean, invstd, training = self._saved(self._cache, "batch statistics")
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
+                                                   out=(self.weight.grad_out(), self.bias.grad_out()),
                                                    kernels=self.kernels)
         self.weight.accumulate(dgamma)
         self.bias.accumulate(dbeta)

@@ -1,4 +1,5 @@
-"""Layers: each forward keeps what its backward needs; backward accumulates into .grad."""
+"""Layers: each forward keeps what its backward needs; backward accumulates into .grad (the first
+gradient of a step written straight into the parameter's grad_buffer: Parameter.grad_out)."""
 
 from __future__ import annotations
 
@@ -62,9 +63,10 @@ class _ConvBase(Module):
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x, "input")
-        self.weight.accumulate(self._backward_weight_op(dy, x, self.weight.data.shape, *self._hyper(), **self._kw()))
+        self.weight.accumulate(self._backward_weight_op(dy, x, self.weight.data.shape, *self._hyper(),
+                                                        out=self.weight.grad_out(), **self._kw()))
         if self.bias is not None:
-            self.bias.accumulate(ops.conv2d_backward_bias(dy, kernels=self.kernels))
+            self.bias.accumulate(ops.conv2d_backward_bias(dy, out=self.bias.grad_out(), kernels=self.kernels))
         if not input_grad:
             return None
         return self._backward_data_op(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
@@ -132,7 +134,8 @@ class Linear(Module):
         return ops.linear_forward(x, self.weight.data, b, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
-        dw, db = ops.linear_backward_weight(dy, self._saved(self._x, "input"), kernels=self.kernels)
+        out = (self.weight.grad_out(), None if self.bias is None else self.bias.grad_out())
+        dw, db = ops.linear_backward_weight(dy, self._saved(self._x, "input"), out=out, kernels=self.kernels)
         self.weight.accumulate(dw)
         if self.bias is not None:
             self.bias.accumulate(db)

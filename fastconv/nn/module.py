@@ -12,25 +12,45 @@ class Parameter:
     ``grad_buffer``: where the gradient goes, when an optimizer holds the parameters in flat
     buffers (fastconv.optim): a persistent view into its flat gradient buffer, which the first
     gradient of a step is written into (zero_grad only sets ``grad`` to None), so the optimizer's
-    one update reads every gradient from one buffer and a CUDA graph keeps its addresses.
+    one update reads every gradient from one buffer and a CUDA graph keeps its addresses. A layer
+    passes :meth:`grad_out` as its gradient op's ``out``, so that first gradient is written there
+    by the op itself, not copied. ``make_buffers``: a weak reference to the optimizer's method that
+    makes its flat buffers (set by the optimizer), so that they exist before the first gradient of
+    the first step (a step captured as a CUDA graph allocates the same arrays on every pass).
     """
 
-    __slots__ = ("data", "grad", "grad_buffer")
+    __slots__ = ("data", "grad", "grad_buffer", "make_buffers")
 
     def __init__(self, data):
         self.data = data
         self.grad = None
         self.grad_buffer = None
+        self.make_buffers = None
+
+    def grad_out(self):
+        """Where the next gradient is to be written (a gradient op's ``out``): the grad_buffer while
+        this step has no gradient yet (made now if an optimizer holds this parameter and has no
+        current flat buffers: the first step, or the first after .to()), else None (the op
+        allocates, :meth:`accumulate` adds)."""
+        if self.grad is not None:
+            return None
+        if self.grad_buffer is None and self.make_buffers is not None:
+            make = self.make_buffers()
+            if make is not None:
+                make()
+        return self.grad_buffer
 
     def accumulate(self, g):
-        # kernels on the GPU (a captured step may hold no CuPy arithmetic)
+        """Add g to the gradient, or make it the gradient: g is the grad_buffer when the op wrote
+        it there (:meth:`grad_out`), else a copy puts it there (a kernel on the GPU: a captured
+        step may hold no CuPy arithmetic)."""
         if self.grad is not None:
             ops.accumulate(self.grad, g)
-        elif self.grad_buffer is not None:
+        elif g is self.grad_buffer or self.grad_buffer is None:
+            self.grad = g
+        else:
             ops.accumulate(self.grad_buffer, g, add=False)
             self.grad = self.grad_buffer
-        else:
-            self.grad = g
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={device_of(self.data)})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..argcheck import array, real, same_device, same_dtype, same_shape
+from ..argcheck import array, out_pair, real, same_device, same_dtype, same_shape
 from ..backend import op
 from ..plan import planned
 
@@ -35,8 +35,10 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
 
 
 @planned
-def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=None):
-    """Returns (dx, dgamma, dbeta). training=False differentiates the eval-mode affine map."""
+def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, out=None, kernels=None):
+    """Returns (dx, dgamma, dbeta). training=False differentiates the eval-mode affine map. ``out``:
+    None, or a pair (dgamma, dbeta) whose arrays (each may be None: allocated) the parameter
+    gradients are written into (shape (C,), C-contiguous, of x's dtype and device) and returned."""
     array(dy, "dy", (2, 4))
     array(x, "x", (2, 4))
     same_shape(dy, "dy", x, "x")
@@ -47,4 +49,5 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, kernels=Non
             raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected ({c},) for x of shape {tuple(x.shape)}")
     same_dtype(x, "x", (gamma, "gamma"), (mean, "mean"), (invstd, "invstd"))
     same_device(x=x, gamma=gamma, mean=mean, invstd=invstd)
-    return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training))
+    out = out_pair(out, "out", ((c,), (c,)), x, "x", "(dgamma, dbeta)")
+    return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training), out=out)

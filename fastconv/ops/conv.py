@@ -1,7 +1,10 @@
 """Convolution ops: conv2d and conv_transpose2d, forward and both backward passes.
 
 Every conv op takes ``precision``: None (the ``tf32`` setting decides), "fp32" or "tf32" (the cupy
-family's TF32 tensor-core kernels for this call; NumPy results stay exact fp32)."""
+family's TF32 tensor-core kernels for this call; NumPy results stay exact fp32). The parameter
+gradients (backward-weight, bias) take ``out``: an array the result is written into and returned
+(shape, dtype and device of the result, C-contiguous; a layer passes its parameter's slice of the
+optimizer's flat gradient buffer), None to allocate it."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import contextlib
 
 import numpy as np
 
-from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, pair, same_device,
-                        same_dtype, shape4)
+from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, out_array, pair,
+                        same_device, same_dtype, shape4)
 from .. import settings
 from ..backend import array_module, op
 from ..plan import planned
@@ -62,22 +65,26 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
 
 
 @planned
-def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
-    """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]."""
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, out=None, kernels=None,
+                           precision=None):
+    """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] (into ``out``
+    when given)."""
     array(x, "x", 4)
     w_shape = shape4(w_shape, "w_shape")
     stride, padding, dilation = _conv_backward_args(dy, x, "x", x.shape, w_shape, "x", "w_shape", stride, padding,
                                                     dilation, groups)
+    out = out_array(out, "out", w_shape, dy, "dy")
     with _precision(precision):
         return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
-                                                                   int(groups))
+                                                                   int(groups), out=out)
 
 
 @planned
-def conv2d_backward_bias(dy, *, kernels=None):
-    """db[K] = sum over N, P, Q of dy[N,K,P,Q]."""
+def conv2d_backward_bias(dy, *, out=None, kernels=None):
+    """db[K] = sum over N, P, Q of dy[N,K,P,Q] (into ``out`` when given)."""
     array(dy, "dy", 4)
-    return op("conv2d_backward_bias", dy, kernels=kernels)(dy)
+    out = out_array(out, "out", (dy.shape[1],), dy, "dy")
+    return op("conv2d_backward_bias", dy, kernels=kernels)(dy, out=out)
 
 
 def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups, x_name="x"):
@@ -149,12 +156,14 @@ def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_p
 
 @planned
 def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                                     kernels=None, precision=None):
-    """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles."""
+                                     out=None, kernels=None, precision=None):
+    """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles (into ``out``
+    when given)."""
     w_shape = shape4(w_shape, "w_shape")
     hyper, full, core = _conv_transpose_geometry(array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
                                                  dilation, groups)
     if tuple(array(dy, "dy", 4).shape) != full:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
-    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, kernels=kernels,
+    out_array(out, "out", w_shape, x, "x")   # named as this op's caller knows them
+    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, out=out, kernels=kernels,
                                   precision=precision)

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backends import FEW, GPU, GPU_DRAWN, judge
-from checks import arr, check, DTYPES, raises, randn
+from checks import arr, check, check_out, DTYPES, out_view, raises, randn
 from fastconv import ops
 import fastconv.nn as nn
 from fastconv.testing import REDUCTION_TOL, assert_close
@@ -53,6 +53,10 @@ def test_batchnorm_errors():
         ops.batchnorm_forward(arr(1, 3), ones, ones, ones, ones, True)
     with raises(ValueError, "x: got an array of shape (4, 3, 2) (3-d)", "expected 2 or 4-d"):
         ops.batchnorm_forward(arr(4, 3, 2), ones, ones, ones, ones, True)
+    with raises(ValueError, "out[0]: got shape (4,)", "expected (3,)"):
+        ops.batchnorm_backward(x, x, ones, ones, ones, out=(np.zeros(4, np.float32), None))
+    with raises(ValueError, "out[1]: got a non-contiguous array", "expected a C-contiguous one"):
+        ops.batchnorm_backward(x, x, ones, ones, ones, out=(None, np.zeros(6, np.float32)[::2]))
 
 
 def test_batchnorm_backward_checks_its_statistics():
@@ -125,6 +129,12 @@ def batchnorm_all_passes(backend, rng, shape, training):
     assert_close(dx, dx_ref, REDUCTION_TOL, "dx")
     assert_close(dg, dg_ref, REDUCTION_TOL, "dgamma")
     assert_close(db, db_ref, REDUCTION_TOL, "dbeta")
+    (og, g_untouched), (ob, b_untouched) = out_view(backend, (c,)), out_view(backend, (c,), offset=2)
+    dx, dg, db = ops.batchnorm_backward(backend.asarray(dy), backend.asarray(x), backend.asarray(gamma), mean, invstd,
+                                        training, out=(og, ob))
+    assert_close(dx, dx_ref, REDUCTION_TOL, "dx (out given)")
+    check_out(dg, og, g_untouched, dg_ref, REDUCTION_TOL, "batchnorm_backward dgamma")
+    check_out(db, ob, b_untouched, db_ref, REDUCTION_TOL, "batchnorm_backward dbeta")
 
 
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5, 7), (2, 70, 3, 3)])

@@ -9,7 +9,7 @@ import pytest
 import fastconv
 import oracle as ref
 from backends import CONV_VERSIONS, GPU, conv_kernels, judge, skip_unless_conv_versions_apply
-from checks import arr, check, DTYPES, raises, randn, W, X
+from checks import arr, check, check_out, DTYPES, out_view, raises, randn, W, X
 from fastconv import ops
 from fastconv.backends.cpu import buffers
 from fastconv.backends.cuda.config import CONV_TILES
@@ -200,6 +200,22 @@ def test_conv_transpose_checks():
         ops.conv_transpose2d_forward(x, arr(4, 2, 3, 3), groups=3)
 
 
+def test_conv_gradient_out_errors():
+    dy, out_f32 = arr(2, 4, 8, 8), np.zeros(W.shape, np.float32)
+    with raises(ValueError, "out: got shape (3, 3, 3)", "expected (4, 3, 3, 3)"):
+        ops.conv2d_backward_weight(dy, X, W.shape, 1, 1, out=out_f32[0])
+    with raises(TypeError, "out: got dtype float64", "expected float32 (the dtype of dy)"):
+        ops.conv2d_backward_weight(dy, X, W.shape, 1, 1, out=np.zeros(W.shape))
+    with raises(ValueError, "out: got a non-contiguous array", "expected a C-contiguous one"):
+        ops.conv2d_backward_weight(dy, X, W.shape, 1, 1, out=np.zeros((4, 3, 3, 6), np.float32)[..., ::2])
+    with raises(TypeError, "out: got list", "expected a numpy.ndarray or cupy.ndarray"):
+        ops.conv2d_backward_weight(dy, X, W.shape, 1, 1, out=out_f32.tolist())
+    with raises(ValueError, "out: got shape (3,)", "expected (4,)"):
+        ops.conv2d_backward_bias(dy, out=np.zeros(3, np.float32))
+    with raises(TypeError, "out: got dtype float64", "expected float32 (the dtype of x)"):
+        ops.conv_transpose2d_backward_weight(arr(2, 3, 10, 10), X, (3, 3, 3, 3), out=np.zeros((3, 3, 3, 3)))
+
+
 def test_empty_arrays_are_rejected():
     with raises(ValueError, "x: got an empty array of shape (0, 3, 5, 5)", "expected at least one element"):
         ops.conv2d_forward(np.zeros((0, 3, 5, 5), np.float32), W)
@@ -259,3 +275,35 @@ def test_conv2d_every_tile_on_a_large_shape(backend, tile):
     with fastconv.using(conv_tile=tile):
         judge("conv2d", (9, 24, 33, 31, 136, 3, 3, 1, 1, 1, 1), "cupy")
         judge("conv2d", (4, 36, 17, 19, 260, 4, 3, (2, 1), (1, 2), (1, 2), 2), "cupy")
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("x_shape,w_shape", [((2, 3, 8, 8), (4, 3, 3, 3)), ((2, 8, 6, 6), (6, 8, 3, 3))],
+                         ids=["smallc", "v3"])
+def test_conv_gradients_into_out(backend, rng, x_shape, w_shape, offset):
+    """conv2d backward-weight (on the CUDA C family its small-channel and v3 paths, one slice and
+    split), the bias gradient and conv_transpose2d backward-weight written into out: a NaN-poisoned
+    view ``offset`` elements into a larger buffer (offset 1: not 16-byte aligned, where the v3
+    kernel's float4 stores cannot go), against the loops; nothing around it written."""
+    x, k = randn(rng, x_shape, np.float32), w_shape[0]
+    dy = randn(rng, (x_shape[0], k) + x_shape[2:], np.float32)
+    xd, dyd, kw = backend.asarray(x), backend.asarray(dy), {"kernels": backend.kernels}
+    want = ref.conv2d_backward_weight(dy, x, w_shape, 1, 1)
+    for splits in (1, 3):
+        with fastconv.using(conv_splits=splits):
+            out, untouched = out_view(backend, w_shape, offset=offset)
+            check_out(ops.conv2d_backward_weight(dyd, xd, w_shape, 1, 1, out=out, **kw), out, untouched, want,
+                      REDUCTION_TOL, "conv2d_backward_weight")
+    out, untouched = out_view(backend, (k,), offset=offset)
+    check_out(ops.conv2d_backward_bias(dyd, out=out, **kw), out, untouched, ref.conv2d_backward_bias(dy),
+              REDUCTION_TOL, "conv2d_backward_bias")
+    # ConvTranspose2d 4/2/1 from x's k channels: the conv2d of its output dy_t gives back x's shape
+    dy_t = randn(rng, (x_shape[0], 2, 2 * x_shape[2], 2 * x_shape[3]), np.float32)
+    out, untouched = out_view(backend, (x_shape[1], 2, 4, 4), offset=offset)
+    check_out(ops.conv_transpose2d_backward_weight(backend.asarray(dy_t), xd, (x_shape[1], 2, 4, 4), 2, 1, out=out,
+                                                   **kw),
+              out, untouched, ref.conv2d_backward_weight(x, dy_t, (x_shape[1], 2, 4, 4), 2, 1), REDUCTION_TOL,
+              "conv_transpose2d_backward_weight")
+    if backend.xp is not np:
+        with raises(TypeError, "out: got a numpy array while dy is a cupy array"):
+            ops.conv2d_backward_bias(dyd, out=np.zeros(k, np.float32), **kw)

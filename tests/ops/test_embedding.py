@@ -6,7 +6,7 @@ NaN rows on the GPU), and bad arguments."""
 import numpy as np
 import pytest
 
-from checks import DTYPES, arr, raises, randn
+from checks import DTYPES, arr, check_out, out_view, raises, randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 
@@ -70,6 +70,18 @@ def test_embedding_backends(backend, rng, n, classes, d, p):
     embedding_all_passes(backend.xp, rng, n, classes, d, p)
 
 
+def test_embedding_backward_into_out(backend, rng):
+    """dweight written into a NaN-poisoned view (not 16-byte aligned), a class no label names
+    among its rows (zeros), with and without scale, against the loops."""
+    dy, scale = randn(rng, (6, 5), np.float32), randn(rng, (6, 1), np.float32)
+    labels = np.array([0, 3, 1, 3, 0, 1])       # class 2 absent
+    for sc in (None, scale):
+        out, untouched = out_view(backend, (4, 3))
+        got = ops.embedding_backward(backend.asarray(dy), backend.asarray(labels), (4, 3),
+                                     scale=None if sc is None else backend.asarray(sc), out=out, kernels=backend.kernels)
+        check_out(got, out, untouched, _backward_loops(dy, labels, (4, 3), sc), REDUCTION_TOL, "embedding_backward")
+
+
 def test_embedding_bad_label_values(backend, rng):
     weight, labels = randn(rng, (3, 4), np.float32), np.array([0, 3, 1])
     if backend.xp is np:
@@ -97,5 +109,7 @@ def test_embedding_errors():
         ops.embedding_backward(arr(2, 3), labels, (4, 5))
     with raises(ValueError, "labels: got 2 labels, expected 3"):
         ops.embedding_backward(arr(3, 3), labels, (4, 3))
+    with raises(ValueError, "out: got shape (3, 4), expected (4, 3)"):
+        ops.embedding_backward(arr(2, 3), labels, (4, 3), out=arr(3, 4))
     with raises(ValueError, "weight: got shape (4, 3), expected (C, 5) (the columns of h)"):
         ops.class_projection_forward(arr(2, 5), w, labels)

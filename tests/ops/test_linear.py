@@ -52,3 +52,10 @@ def test_linear_errors():
         ops.linear_forward(arr(4, 5), arr(3, 5), activation="gelu")
     with raises(ValueError, "negative_slope: got 2", "expected"):
         ops.linear_forward(arr(4, 5), arr(3, 5), activation="leaky_relu", negative_slope=2)
+    dy, x = arr(4, 3), arr(4, 5)
+    with raises(TypeError, "out: got ndarray", "expected None or a pair (dw, db) of arrays or None"):
+        ops.linear_backward_weight(dy, x, out=np.zeros((3, 5), np.float32))
+    with raises(ValueError, "out[1]: got shape (5,)", "expected (3,)"):
+        ops.linear_backward_weight(dy, x, out=(None, np.zeros(5, np.float32)))
+    with raises(TypeError, "out[0]: got dtype float64", "expected float32 (the dtype of dy)"):
+        ops.linear_backward_weight(dy, x, out=(np.zeros((3, 5)), None))

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 import fastconv
 import oracle as ref
 from backends import DEVICES, GPU, GPU_DRAWN, judge
-from checks import DTYPES, randn
+from checks import DTYPES, check_out, out_view, randn
 from fastconv import ops
-from fastconv.testing import F32_TOL, assert_close
+from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 from torch_checks import T, check as check_torch
 
 
@@ -38,6 +38,23 @@ def test_linear_backends(backend, rng):
     x, w, b = randn(rng, (4, 7), np.float32), randn(rng, (3, 7), np.float32), randn(rng, (3,), np.float32)
     y = ops.linear_forward(backend.asarray(x), backend.asarray(w), backend.asarray(b))
     assert_close(y, ref.linear_forward(x, w, b), F32_TOL, "linear forward")
+
+
+@pytest.mark.parametrize("which", ["both", "dw", "db"])
+def test_linear_backward_weight_into_out(backend, rng, which):
+    """out=(dw, db), (dw, None) and (None, db): NaN-poisoned views one element into larger buffers
+    (not 16-byte aligned) get the gradients, the other is allocated; against float64 products."""
+    dy, x = randn(rng, (9, 5), np.float32), randn(rng, (9, 7), np.float32)
+    want = (dy.astype(np.float64).T @ x, dy.astype(np.float64).sum(axis=0))
+    views = [out_view(backend, shape) if which in ("both", name) else (None, None)
+             for name, shape in (("dw", (5, 7)), ("db", (5,)))]
+    got = ops.linear_backward_weight(backend.asarray(dy), backend.asarray(x), out=tuple(v for v, _ in views),
+                                     kernels=backend.kernels)
+    for (out, untouched), g, w, key in zip(views, got, want, ("linear_backward_weight", "linear_backward_bias")):
+        if out is None:
+            assert_close(g, w, REDUCTION_TOL, key)
+        else:
+            check_out(g, out, untouched, w, REDUCTION_TOL, key)
 
 
 @pytest.mark.parametrize("backend", DEVICES[:2], indirect=True)  # the CUDA C family's setting

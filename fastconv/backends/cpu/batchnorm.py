@@ -31,11 +31,12 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return y, mean, invstd.astype(x.dtype, copy=False)
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, training):
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None)):
+    """(dx, dgamma, dbeta), the last two written into their entries of ``out`` when those are arrays."""
     axes, shape = _bn_axes_shape(x)
     xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
-    dbeta = dy.sum(axis=axes)
-    dgamma = (dy * xhat).sum(axis=axes)
+    dbeta = dy.sum(axis=axes, out=out[1])
+    dgamma = (dy * xhat).sum(axis=axes, out=out[0])
     if training:
         count = x.size // x.shape[1]
         dx = (gamma * invstd / count).reshape(shape) * (count * dy - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))

@@ -22,12 +22,13 @@ def embedding_forward(weight, labels, prefix=None, scale=None):
     return out
 
 
-def embedding_backward(dy, labels, weight_shape, scale=None):
+def embedding_backward(dy, labels, weight_shape, scale=None, out=None):
     n, d = dy.shape[0], weight_shape[1]
     g = dy[:, dy.shape[1] - d:]
     if scale is not None:
         g = g * _rows(scale, n)
-    dw = np.zeros(weight_shape, dy.dtype)
+    dw = np.empty(weight_shape, dy.dtype) if out is None else out
+    dw.fill(0)
     np.add.at(dw, labels, g)  # rows added in order of n
     return dw
 

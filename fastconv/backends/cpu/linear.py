@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import activation
 
 
@@ -19,5 +21,6 @@ def linear_backward_data(dy, w):
     return dy @ w
 
 
-def linear_backward_weight(dy, x):
-    return dy.T @ x, dy.sum(axis=0)
+def linear_backward_weight(dy, x, out=(None, None)):
+    """(dw, db), each written into its entry of ``out`` when that is an array."""
+    return np.matmul(dy.T, x, out=out[0]), dy.sum(axis=0, out=out[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _channel_launch
+from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _channel_launch, _out
 
 
 def _bn_dims(x):
@@ -51,14 +51,15 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return y, mean, invstd
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, training):
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None)):
+    """(dx, dgamma, dbeta), the last two into their entries of ``out`` when those are arrays."""
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     gamma, mean, invstd = _arg(gamma, "gamma"), _arg(mean, "mean"), _arg(invstd, "invstd")
     c = x.shape[1]
     cfg.check_int32("x", x.size, "N*C*H*W")
     dx = _alloc(x.shape, _F32, "batchnorm_backward dx")
-    dgamma = _alloc((c,), _F32, "batchnorm_backward dgamma")
-    dbeta = _alloc((c,), _F32, "batchnorm_backward dbeta")
+    dgamma = _out(out[0], (c,), "batchnorm_backward dgamma")
+    dbeta = _out(out[1], (c,), "batchnorm_backward dbeta")
     grid, splits, width, ints = _slices("x", x, dy, dx)
     part = _alloc((2, c, splits), np.float64, "batchnorm_backward partial sums")
     _launch("batchnorm.cu", f"batchnorm_backward_sums_v2_f{width}", grid, cfg.BLOCK,

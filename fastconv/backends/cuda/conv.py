@@ -22,7 +22,7 @@ from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
-from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
+from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
 
 
 _CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
@@ -57,14 +57,17 @@ def _smallc(cg, r, s):
 def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
     phase) into ``out``, split along the reduction as config.conv_splits says. Returns the workspace
-    and split count (``out``, 1 when the kernel wrote ``out`` itself)."""
+    and split count (the workspace is ``out`` when the kernel wrote ``out`` itself)."""
     cur = settings.current()
     tf32, wgrad = cur.tf32, kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad)
     splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits, wgrad=wgrad, tf32=tf32,
                                     phased=phased, out_elems=out.size)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
-    ws = out if splits == 1 else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
+    # the epilogue's float4 stores need a 16-byte aligned out: a given dw (a view) that is not gets
+    # its one slice in a workspace too
+    direct = splits == 1 and (not wgrad or _aligned(out))
+    ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
     _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.tile_spec(tile, tf32)[3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
@@ -125,15 +128,15 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return y
 
 
-def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups):
+def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None):
     """The shared start of the backward passes: sizes (N, C, H, W, K, C/G, R, S, P, Q), the checked
-    output (dx or dw) and the int arguments; with conv_version 1 the direct kernel has then already
-    filled the output and the ints are None."""
+    output (dx or dw: ``out`` when given, else new) and the int arguments; with conv_version 1 the
+    direct kernel has then already filled the output and the ints are None."""
     n, c, h, wd = x_shape
     k, cg, r, s = w_shape
     p, q = dy.shape[2], dy.shape[3]
     _conv_shape_checks("dy", n, c, h, wd, k, r, s, p, q, groups)
-    out = _alloc(tuple(x_shape) if what == "data" else tuple(w_shape), _F32, f"conv2d_backward_{what} output")
+    out = _out(out, tuple(x_shape) if what == "data" else tuple(w_shape), f"conv2d_backward_{what} output")
     ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     if settings.current().conv_version == 1:
         _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, out) + ints)
@@ -174,12 +177,13 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
-    """dw of conv2d: the small-channel kernel (slices of the batch, partial sums reduced) or the v3
-    core (split along N*P*Q when its grid is under a wave)."""
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
+    """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
+    sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
+    workspace is the launcher's own, its final sum goes into dw."""
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     (n, c, h, wd, k, cg, r, s, p, q), dw, ints = _backward_args("weight", dy, x, x.shape, w_shape, stride, padding,
-                                                                 dilation, groups)
+                                                                 dilation, groups, out)
     if ints is None:
         return dw
     tp = _smallc(cg, r, s) and cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
@@ -192,7 +196,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
     else:
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
                            (dy, x, (), ints))
-    if splits > 1:
+    if ws is not dw:
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw
 

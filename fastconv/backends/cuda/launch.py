@@ -76,6 +76,12 @@ def _arg(a, name: str, dtype=_F32, inplace: bool = False):
     return a
 
 
+def _out(out, shape, what: str):
+    """The array a launcher writes a result into: ``out`` checked (a cupy float32 array on the
+    current GPU, C-contiguous: fastconv.ops has checked its shape), else a new one (see _alloc)."""
+    return _alloc(shape, _F32, what) if out is None else _arg(out, "out", inplace=True)
+
+
 def _i32(v):
     """A small int (flag, split count, chunk) as np.int32; sizes go through _i32s."""
     return np.int32(v)

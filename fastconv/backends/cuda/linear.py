@@ -6,7 +6,7 @@ step with TF32 conv kernels is still captured whole in a CUDA graph."""
 from __future__ import annotations
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, num_sms
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
 
 
 def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0):
@@ -44,12 +44,13 @@ def linear_backward_data(dy, w):
     return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w))
 
 
-def linear_backward_weight(dy, x):
-    """(dw[M,N] = dy[K,M]^T x[K,N], db[M] = sum over K of dy)."""
+def linear_backward_weight(dy, x, out=(None, None)):
+    """(dw[M,N] = dy[K,M]^T x[K,N], db[M] = sum over K of dy), each into its entry of ``out`` when
+    that is an array."""
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     (k, m), n = dy.shape, x.shape[1]
-    dw = _alloc((m, n), _F32, "linear_backward_weight output")
-    db = _alloc((m,), _F32, "linear_backward_weight bias gradient")
+    dw = _out(out[0], (m, n), "linear_backward_weight output")
+    db = _out(out[1], (m,), "linear_backward_weight bias gradient")
     _launch("linear.cu", "linear_backward_weight_v1", cfg.linear_grid(m, n), cfg.LINEAR_THREADS,
             (dy, x, dw, db) + _i32s("dy", "M N K", (m, n, k)) + (_i32(1),))
     return dw, db

@@ -211,12 +211,18 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups)
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups):
+def _result(out, shape, like, what):
+    """The array a backend function writes into: ``out`` (checked as an input written in place:
+    fastconv.ops has checked its shape) when given, else a new one."""
+    return _empty(shape, like, what=what) if out is None else _in(out, "out", inplace=True)
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     dy, x = _in(dy, "dy"), _in(x, "x")
-    dw = _empty(tuple(w_shape), dy, what="conv2d_backward_weight output")
+    dw = _result(out, tuple(w_shape), dy, "conv2d_backward_weight output")
     return launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups)
 
 
-def conv2d_backward_bias(dy):
+def conv2d_backward_bias(dy, out=None):
     dy = _in(dy, "dy")
-    return launch_conv2d_backward_bias(_empty((dy.shape[1],), dy, what="conv2d_backward_bias output"), dy)
+    return launch_conv2d_backward_bias(_result(out, (dy.shape[1],), dy, "conv2d_backward_bias output"), dy)

@@ -328,16 +328,18 @@ def _empty(shape, like, dtype=_F32, what: str = "numba kernel output"):
     return _cuda()._alloc(shape, dtype, what)
 
 
-def _in(a, name: str, dtype=_F32):
+def _in(a, name: str, dtype=_F32, inplace: bool = False):
     """An input of a backend function, checked as the cupy family checks it
     (fastconv.backends.cuda.launch._arg: a cupy array of ``dtype`` on the current GPU; a non-contiguous
-    array is copied to a C-contiguous one), so both families treat the same call alike. Under the
-    simulator numpy arrays get the same dtype check and contiguous copy."""
+    array is copied to a C-contiguous one, or refused when ``inplace``: written in place), so both
+    families treat the same call alike. Under the simulator numpy arrays get the same checks."""
     if SIMULATOR and isinstance(a, np.ndarray):
         if a.dtype != dtype:
             raise TypeError(f"{name}: got dtype {a.dtype}, expected {np.dtype(dtype)} for the numba kernels")
+        if inplace and not a.flags.c_contiguous:
+            raise ValueError(f"{name}: got a non-contiguous array, expected a C-contiguous one (written in place)")
         return np.ascontiguousarray(a)
-    return _cuda()._arg(a, name, dtype)
+    return _cuda()._arg(a, name, dtype, inplace)
 
 
 def _blocks(n: int, threads: int) -> int:

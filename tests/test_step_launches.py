@@ -1,0 +1,81 @@
+"""Kernel launches per training step on the CPU execution layer (fastconv.emu, launches recorded,
+not run): the trainers' LeNet (SGD and Adam) and DCGAN / cDCGAN steps at batch 128, after two
+warm-up steps. The gradient ops write the first gradient of a step straight into the optimizer's
+flat gradient buffer (their ``out``), so no accumulate_v2 copies it there: the only accumulate
+launches left are the adds of a second gradient (D's fake batch after its real one, D's gradient
+in the G step, the projection discriminator's class term).
+
+Before the gradient ops took ``out`` these steps issued 40, 40, 150 and 173 launches, of which
+8, 8, 15 and 17 were copies."""
+
+from __future__ import annotations
+
+import collections
+import shutil
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import emu, nn, optim
+from fastconv.train.cnn import build_cnn, train_step
+from fastconv.train.gan import build_gan
+from fastconv.train.gan_step import GANStep
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="fastconv.emu compiles the kernels with g++")
+
+BATCH = 128
+
+
+@pytest.fixture(scope="module")
+def cp():
+    with emu.activate() as stand_in, fastconv.using(kernels="cupy", tf32=False):
+        yield stand_in
+
+
+def _lenet(cp, opt_cls, **kw):
+    rng = np.random.default_rng(0)
+    model = build_cnn(rng=rng)
+    opt = opt_cls(model.parameters(), **kw)      # before .to(), as the trainer does
+    model.to("cuda")
+    loss_fn = nn.CrossEntropyLoss()
+    x = cp.asarray(rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32))
+    y = cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
+    return lambda: train_step(model, opt, loss_fn, x, y)
+
+
+def _gan(cp, model):
+    G, D = build_gan({"model": model, "nz": 100, "image_shape": [1, 28, 28], "width": 64},
+                     rng=np.random.default_rng(0))
+    opts = [optim.Adam(m.parameters(), lr=2e-4, betas=(0.5, 0.999)) for m in (G, D)]
+    G.to("cuda")
+    D.to("cuda")
+    step = GANStep(G, D, *opts, BATCH, 100)
+    rng = np.random.default_rng(1)
+    images = cp.asarray(rng.uniform(-1, 1, (BATCH, 1, 28, 28)).astype(np.float32))
+    labels = cp.asarray(rng.integers(0, 10, BATCH).astype(np.int32))
+    inputs = step.inputs(rng, images, labels, cp.asarray(np.arange(BATCH)))
+    return lambda: step(*inputs)
+
+
+# step -> (launches per step, accumulate_v2 launches among them: adds only)
+STEPS = {
+    "lenet-sgd": (lambda cp: _lenet(cp, optim.SGD, lr=0.05, momentum=0.9), 32, 0),
+    "lenet-adam": (lambda cp: _lenet(cp, optim.Adam, lr=1e-3), 32, 0),
+    "dcgan": (lambda cp: _gan(cp, "dcgan"), 135, 14),
+    "cdcgan": (lambda cp: _gan(cp, "cdcgan"), 156, 22),
+}
+
+
+@pytest.mark.parametrize("name", list(STEPS))
+def test_launches_per_step(cp, name):
+    make, launches, adds = STEPS[name]
+    with emu.trace(execute=False):
+        step = make(cp)
+        counts = []
+        for _ in range(3):           # the first step makes the flat buffers (at its first gradient)
+            with emu.trace(execute=False) as t:
+                step()
+            names = collections.Counter(r.name for r in t.launches)
+            counts.append((len(t.launches), names["accumulate_v2"]))
+    assert counts == [(launches, adds)] * 3, (counts, dict(names))

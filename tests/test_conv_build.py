@@ -21,12 +21,13 @@ Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
 
 import re
 import shutil
-import subprocess
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cuda_build import find_tool, ptxas_report, sass_by_function
+from conv_sass import compile_conv, inner_loops, main_loop, sass_functions
+from cuda_build import find_tool
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import loader
 
@@ -43,17 +44,8 @@ def builds(tmp_path_factory):
     if NVCC is None:
         pytest.skip("nvcc is not on PATH")
     tmp = tmp_path_factory.mktemp("conv_build")
-    src = tmp / "conv.cu"
-    src.write_text(loader.source("conv.cu"))
-    out = {}
-    procs = {a: subprocess.Popen([NVCC, f"-arch={a}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu", "-o",
-                                  str(tmp / f"{a}.cubin"), str(src)], stderr=subprocess.PIPE, text=True)
-             for a in ARCHS}
-    for a, p in procs.items():
-        log = p.communicate()[1]
-        assert p.returncode == 0, log
-        out[a] = (tmp / f"{a}.cubin", ptxas_report(log))
-    return out
+    with ThreadPoolExecutor(len(ARCHS)) as pool:  # nvcc runs as a subprocess: the builds overlap
+        return dict(zip(ARCHS, pool.map(lambda a: compile_conv(a, tmp / a), ARCHS)))
 
 
 def _launch_bounds(kernel):
@@ -86,39 +78,7 @@ def _sass_functions(cubin):
     nvdisasm = find_tool("nvdisasm")
     if nvdisasm is None:
         pytest.skip("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
-    return sass_by_function(subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
-                                           check=True).stdout)
-
-
-def _opcodes(lines):
-    ops = []
-    for line in lines:
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
-        if m:
-            ops.append(m.group(1))
-    return ops
-
-
-def main_loop(lines, op="FFMA"):
-    """The opcodes of the loop (a backward branch to a label) that holds the most ``op``."""
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
-    best = []
-    for i, line in enumerate(lines):
-        m = re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)
-        if m and labels.get(m.group(1), i + 1) < i:
-            ops = _opcodes(lines[labels[m.group(1)]:i + 1])
-            if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
-                best = ops
-    return best
-
-
-def inner_loops(lines):
-    """The opcodes of every innermost loop (a backward branch whose range holds no other one)."""
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
-    spans = [(labels[m.group(1)], i) for i, line in enumerate(lines)
-             if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
-    return [_opcodes(lines[a:b + 1]) for a, b in spans
-            if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+    return sass_functions(cubin, nvdisasm)
 
 
 @pytest.fixture(scope="module")

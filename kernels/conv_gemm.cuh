@@ -71,41 +71,37 @@ struct ThreadPos {
 };
 
 // A operand from packed weights Ap[kk][Mp] (Mp = rows padded to a multiple of 4, pad zeroed by
-// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. TF32_VALUES: for a TF32
-// tile the pack kernel has rounded the weights to tf32 already.
+// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. Thread tid loads column
+// group tid % RV of k rows tid / RV + v*RS (v < V) of each k tile: one pointer, one shared offset
+// and one count of the k rows left, all advanced per tile, so a vector costs an address, a compare
+// and the cp.async. TF32_VALUES: for a TF32 tile the pack kernel has rounded the weights already.
 template <class T>
 struct PackedA {
     static constexpr bool TF32_VALUES = T::TF32;
-    static constexpr int VECS = T::BK * T::BM / 4, V = (VECS + T::NT - 1) / T::NT, RV = T::BM / 4;
-    const float* ap;
-    int Mp, kend, kbase;
-    int off[V], row[V];
-    bool live[V];
-    __device__ __forceinline__ PackedA(const float* ap_, int Mp_, int m0, int kbeg, int kend_) {
-        ap = ap_; Mp = Mp_; kend = kend_; kbase = kbeg;
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-            const int idx = threadIdx.x + v * T::NT;
-            row[v] = idx / RV;
-            const int m = m0 + (idx - row[v] * RV) * 4;
-            live[v] = idx < VECS && m < Mp;
-            off[v] = (kbeg + row[v]) * Mp + m;
-        }
+    static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
+    static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
+    const float* p;  // the thread's first vector in the current k tile
+    int Mp;
+    int kleft;       // k rows of the reduction left from the thread's first row (<= 0: none; 0 past Mp)
+    int row, dst;    // the thread's first k row in a tile, its shared offset in a stage
+    __device__ __forceinline__ PackedA(const float* ap, int Mp_, int m0, int kbeg, int kend) {
+        Mp = Mp_;
+        row = threadIdx.x / RV;
+        const int mq = threadIdx.x - row * RV, m = m0 + mq * 4;
+        p = ap + (kbeg + row) * Mp + m;
+        kleft = m < Mp ? kend - kbeg - row : 0;
+        dst = row * T::AS + mq * 4;
     }
-    __device__ __forceinline__ void issue(float* As) {
+    __device__ __forceinline__ void issue(float* As) const {
 #pragma unroll
         for (int v = 0; v < V; ++v) {
-            const int idx = threadIdx.x + v * T::NT;
-            if (idx < VECS) {
-                const bool ok = live[v] && kbase + row[v] < kend;
-                cp_async_cg16(As + row[v] * T::AS + (idx - row[v] * RV) * 4, ok ? ap + off[v] : ap, ok ? 16 : 0);
-            }
+            if (T::BK % RS != 0 && row + v * RS >= T::BK) break;  // only a tile with RS > BK: the last rows
+            cp_async_cg16(As + dst + v * RS * T::AS, p + v * RS * Mp, v * RS < kleft ? 16 : 0);
         }
     }
     __device__ __forceinline__ void next() {
-        kbase += T::BK;
-#pragma unroll
-        for (int v = 0; v < V; ++v) off[v] += T::BK * Mp;
+        p += T::BK * Mp;
+        kleft -= T::BK;
     }
 };
 
@@ -113,8 +109,9 @@ struct PackedA {
 // rows, stored k-major with row pitch PITCH, 4-byte cp.async with zero-fill: thread (kk_off,
 // n_off) loads k row kk_off of each stage at columns n_off + j*STEP, STEP = NT/BK threads per k
 // row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
-// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step only the tap
-// iterator (ni x nj inner digits) advances.
+// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step the tap iterator
+// advances and gather_step forms the part shared by the thread's columns (one base pointer), so a
+// column costs its two bounds compares, an address and the cp.async.
 template <class T, int EXTENT, int PITCH, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool TF32_VALUES = false;  // gathered straight from the tensor: rounded in mma_step
@@ -122,30 +119,31 @@ struct GatherTile {
     static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
     const float* src;
     Geo g;
-    int kend;
+    int kleft, dst;  // k rows of the reduction left from the thread's row; its shared offset in a stage
     TapIter it;
     typename Geo::Col col[L];
     __device__ __forceinline__ static int kk_off() { return KK_FAST ? threadIdx.x % T::BK : threadIdx.x / STEP; }
     __device__ __forceinline__ static int n_off() { return KK_FAST ? threadIdx.x / T::BK : threadIdx.x % STEP; }
-    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend_,
+    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend,
                                           int ni, int nj) {
-        src = src_; g = g_; kend = kend_;
+        src = src_; g = g_;
+        kleft = kend - kbeg - kk_off();
+        dst = kk_off() * PITCH + n_off();
         it.init(kbeg + kk_off(), T::BK, ni, nj);
 #pragma unroll
         for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
-    __device__ __forceinline__ void issue(float* S) {
-        float* dst = S + kk_off() * PITCH + n_off();
-        const bool kok = it.kk < kend;
+    __device__ __forceinline__ void issue(float* S) const {
+        const GatherStep s = gather_step(g, it);
+        const bool kok = kleft > 0;
 #pragma unroll
-        for (int j = 0; j < L; ++j) {
-            bool ok;
-            const int a = gather_addr(g, col[j], it, ok);
-            ok = ok && kok;
-            cp_async_ca4(dst + j * STEP, ok ? src + a : src, ok ? 4 : 0);
-        }
+        for (int j = 0; j < L; ++j)
+            cp_async_ca4(S + dst + j * STEP, src + (s.off + col_off(col[j])), kok & gather_ok(g, col[j], s) ? 4 : 0);
     }
-    __device__ __forceinline__ void next() { it.next(); }
+    __device__ __forceinline__ void next() {
+        it.next();
+        kleft -= T::BK;
+    }
 };
 template <class T>
 using GatherB = GatherTile<T, T::BN, T::BS, false, Gather>;     // forward, backward-data B

@@ -26,6 +26,15 @@ struct Conv { int N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, G; };
 
 static int out_size(int h, int r, int st, int pd, int d) { return (h + 2 * pd - d * (r - 1) - 1) / st + 1; }
 
+// The offset a loader forms for column n at iterator it (gather_col once, gather_step per k step).
+template <class Geo>
+static int gather_offset(const Geo& g, int n, int ncols, const TapIter& it, bool& ok) {
+    const typename Geo::Col c = gather_col(g, n, ncols);
+    const GatherStep s = gather_step(g, it);
+    ok = gather_ok(g, c, s);
+    return col_off(c) + s.off;
+}
+
 // Walk every block column tile, thread and k step of a gather loader with TPR threads per k row.
 template <class Addr, class Naive>
 static void walk(int ncols, int kred, int BN, int BK, int NT, bool kk_fastest, int ni, int nj, Addr addr, Naive naive) {
@@ -55,7 +64,7 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
     for (int g = 0; g < c.G; ++g) {
         const Gather gg = {c.C, c.H, c.W, g * Cg, Cg, c.R, c.S, P, Q, c.sh, -c.ph, c.dh, c.sw, -c.pw, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(gg, gather_col(gg, n, ncols), it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(gg, n, ncols, it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int ch = kk / (c.R * c.S), r = kk / c.S % c.R, s = kk % c.S;
             const int img = n / (P * Q), p = n / Q % P, q = n % Q;
@@ -95,7 +104,7 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
         for (int g = 0; g < c.G; ++g) {
             const Gather gg = {c.K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                                1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(gg, gather_col(gg, n, ncols), it, ok); };
+            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(gg, n, ncols, it, ok); };
             auto naive = [&](int kk, int n, bool& ok) {
                 const int k = kk / (f.Ri * f.Sj), i = kk / f.Sj % f.Ri, j = kk % f.Sj;
                 const int img = n / (f.Ht * f.Wt), t = n / f.Wt % f.Ht, u = n % f.Wt;
@@ -115,7 +124,7 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, crs = Cg * c.R * c.S, kred = c.N * P * Q;
     for (int g = 0; g < c.G; ++g) {
         const WgradGeom wg = {c.C, c.H, c.W, g * Cg, c.R, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(wg, gather_col(wg, n, crs), it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(wg, n, crs, it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int img = kk / (P * Q), p = kk / Q % P, q = kk % Q;
             const int ch = n / (c.R * c.S), r = n / c.S % c.R, s = n % c.S;

@@ -134,11 +134,10 @@ struct GatherTile {
         for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
     __device__ __forceinline__ void issue(float* S) const {
-        const GatherStep s = gather_step(g, it);
-        const bool kok = kleft > 0;
+        const GatherStep s = gather_step(g, it, kleft > 0);
 #pragma unroll
         for (int j = 0; j < L; ++j)
-            cp_async_ca4(S + dst + j * STEP, src + (s.off + col_off(col[j])), kok & gather_ok(g, col[j], s) ? 4 : 0);
+            cp_async_ca4(S + dst + j * STEP, src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
     }
     __device__ __forceinline__ void next() {
         it.next();

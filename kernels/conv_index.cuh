@@ -53,16 +53,17 @@ struct TapIter {
 };
 
 // The gathered operands, each a geometry G with gather_col(g, n, ncols) -> G::Col, decoded once per
-// thread and GEMM column n (row n for WgradRows) before the main loop; gather_step(g, it) -> GatherStep,
-// the part of every address at the reduction index of iterator it, formed once per k step for all of
-// a thread's columns; and gather_ok(g, col, step): whether the element lies inside the tensor (else
-// it reads zero). The element's offset is col_off(col) + step.off, so a loader forms one base pointer
-// per k step and one address per column. A column n >= ncols gets a value that fails every gather_ok.
+// thread and GEMM column n (row n for WgradRows) before the main loop; gather_step(g, it, live) ->
+// GatherStep, the part of every address at the reduction index of iterator it, formed once per k step
+// for all of a thread's columns (live = false: the index is past the reduction, no element is
+// inside); and gather_ok(g, col, step): whether the element lies inside the tensor (else it reads
+// zero). The element's offset is col_off(col) + step.off, so a loader forms one base pointer per k
+// step and one address per column. A column n >= ncols gets a value that fails every gather_ok.
 struct GatherCol {  // the column's offset at reduction index 0 and the row / column it adds
     int off, h, w;
 };
-struct GatherStep {  // the offset, row and column a k step adds to every column
-    int off, h, w;
+struct GatherStep {  // the offset, row and column a k step adds to every column, and the bound of
+    int off, h, w, wlim;  // the column test (0 when the step is not live: every test fails)
 };
 FC_HD int col_off(const GatherCol& c) { return c.off; }
 FC_HD GatherCol gather_col_outside() {
@@ -70,9 +71,9 @@ FC_HD GatherCol gather_col_outside() {
     c.off = 0; c.h = -(1 << 29); c.w = 0;
     return c;
 }
-// Inside a th x tw plane at row c.h + s.h, column c.w + s.w (one unsigned compare per side).
-FC_HD bool gather_inside(const GatherCol& c, const GatherStep& s, int th, int tw) {
-    return (unsigned)(c.h + s.h) < (unsigned)th && (unsigned)(c.w + s.w) < (unsigned)tw;
+// Inside a th x s.wlim plane at row c.h + s.h, column c.w + s.w (one unsigned compare per side).
+FC_HD bool gather_inside(const GatherCol& c, const GatherStep& s, int th) {
+    return (unsigned)(c.h + s.h) < (unsigned)th && (unsigned)(c.w + s.w) < (unsigned)s.wlim;
 }
 
 // Forward B and backward-data B (see the header comment): column n = (img, t, u).
@@ -94,13 +95,14 @@ FC_HD GatherCol gather_col(const Gather& g, int n, int ncols) {
     c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.h * g.Tw + c.w;
     return c;
 }
-FC_HD GatherStep gather_step(const Gather& g, const TapIter& it) {
+FC_HD GatherStep gather_step(const Gather& g, const TapIter& it, bool live) {
     GatherStep s;
     s.h = it.i * g.hd; s.w = it.j * g.wd;
     s.off = it.a * g.Th * g.Tw + s.h * g.Tw + s.w;
+    s.wlim = live ? g.Tw : 0;
     return s;
 }
-FC_HD bool gather_ok(const Gather& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.Th, g.Tw); }
+FC_HD bool gather_ok(const Gather& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.Th); }
 
 // backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
 // x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
@@ -117,13 +119,14 @@ FC_HD GatherCol gather_col(const WgradGeom& g, int n, int crs) {
     c.off = (g.c0g + ch) * g.H * g.W + c.h * g.W + c.w;
     return c;
 }
-FC_HD GatherStep gather_step(const WgradGeom& g, const TapIter& it) {
+FC_HD GatherStep gather_step(const WgradGeom& g, const TapIter& it, bool live) {
     GatherStep s;
     s.h = it.i * g.sh - g.ph; s.w = it.j * g.sw - g.pw;
     s.off = it.a * g.C * g.H * g.W + s.h * g.W + s.w;
+    s.wlim = live ? g.W : 0;
     return s;
 }
-FC_HD bool gather_ok(const WgradGeom& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.H, g.W); }
+FC_HD bool gather_ok(const WgradGeom& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.H); }
 
 // backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row
 // is its offset (k0g + m)*PQ, -1 past the group's rows.
@@ -133,12 +136,13 @@ struct WgradRows {
 };
 FC_HD int col_off(int roff) { return roff; }
 FC_HD int gather_col(const WgradRows& g, int m, int rows) { return m < rows ? (g.k0g + m) * g.PQ : -1; }
-FC_HD GatherStep gather_step(const WgradRows& g, const TapIter& it) {
+FC_HD GatherStep gather_step(const WgradRows& g, const TapIter& it, bool live) {
     GatherStep s;
     s.off = it.a * g.KPQ + it.j; s.h = 0; s.w = 0;
+    s.wlim = live ? 0x7fffffff : 0;
     return s;
 }
-FC_HD bool gather_ok(const WgradRows&, int roff, const GatherStep&) { return roff >= 0; }
+FC_HD bool gather_ok(const WgradRows&, int roff, const GatherStep& s) { return (unsigned)roff < (unsigned)s.wlim; }
 
 // One backward-data output phase: rows h = h0 + t*sh (t < Ht) use the taps r = r0 + i*rstep
 // (i < Ri) and read dy row p = t + pbase - i*pstep; the same along w. A phase with Ht or Wt == 0

@@ -30,7 +30,7 @@ static int out_size(int h, int r, int st, int pd, int d) { return (h + 2 * pd - 
 template <class Geo>
 static int gather_offset(const Geo& g, int n, int ncols, const TapIter& it, bool& ok) {
     const typename Geo::Col c = gather_col(g, n, ncols);
-    const GatherStep s = gather_step(g, it);
+    const GatherStep s = gather_step(g, it, true);
     ok = gather_ok(g, c, s);
     return col_off(c) + s.off;
 }

@@ -5,7 +5,9 @@
 // Block tile BM x BN of C = A (BM x Kred) * B (Kred x BN), BK reduction rows per stage, WR x WC
 // warps each owning a WM x WN warp tile. Shared operand tiles are k-major: As[BK][BM + 8],
 // Bs[BK][BN + 8] (the +8 floats keep rows 16-byte aligned and put k row t of a TF32 fragment load
-// on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank).
+// on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank);
+// a TF32 tile's B is k-quad-major instead, Bs[BK/4][BN][4] in the same space (b_off): 16-byte rows
+// of 4 k per column, as ldmatrix reads B fragments.
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
 // 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
 // two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
@@ -34,6 +36,9 @@ struct TileGeom {
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
     static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
+    // shared offset of A element (kk, m) and of B element (kk, n) in a stage's A and B tiles
+    __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
+    __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
 };
 
 // fp32 (FFMA) tile: LR lane rows per warp, 8 x 8 outputs per thread.
@@ -53,8 +58,10 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
     static constexpr bool TF32 = true;
     static constexpr int MT = G::WM / 16, NT8 = G::WN / 8;
     typedef float Acc[MT][NT8][4];
+    // B as [BK/4][BN][4] (planes of 4*BS floats: BK*BS in all, as the k-major tile): ldmatrix rows
+    __host__ __device__ static constexpr int b_off(int kk, int n) { return (kk >> 2) * 4 * G::BS + 4 * n + (kk & 3); }
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
-    static_assert(G::BK % 8 == 0, "mma.sync m16n8k8 steps k by 8");
+    static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
 };
 
 // Thread position in the block tile: first row/column of its quads.
@@ -106,16 +113,18 @@ struct PackedA {
 };
 
 // A gathered operand tile (Geo: a geometry of conv_index.cuh), EXTENT columns (rows of A) by BK k
-// rows, stored k-major with row pitch PITCH, 4-byte cp.async with zero-fill: thread (kk_off,
+// rows, element (kk, n) stored at T::b_off (B_OP) or T::a_off, 4-byte cp.async with zero-fill: thread (kk_off,
 // n_off) loads k row kk_off of each stage at columns n_off + j*STEP, STEP = NT/BK threads per k
 // row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
 // else n_off = tid % STEP. Each column is decoded once (gather_col); per k step the tap iterator
 // advances and gather_step forms the part shared by the thread's columns (one base pointer), so a
 // column costs its two bounds compares, an address and the cp.async.
-template <class T, int EXTENT, int PITCH, bool KK_FAST, class Geo>
+template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool TF32_VALUES = false;  // gathered straight from the tensor: rounded in mma_step
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
+    __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::a_off(kk, n); }
+    static constexpr int CSTEP = off(0, STEP) - off(0, 0);  // shared floats between a thread's columns
     static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
     const float* src;
     Geo g;
@@ -128,7 +137,7 @@ struct GatherTile {
                                           int ni, int nj) {
         src = src_; g = g_;
         kleft = kend - kbeg - kk_off();
-        dst = kk_off() * PITCH + n_off();
+        dst = off(kk_off(), n_off());
         it.init(kbeg + kk_off(), T::BK, ni, nj);
 #pragma unroll
         for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
@@ -137,7 +146,7 @@ struct GatherTile {
         const GatherStep s = gather_step(g, it, kleft > 0);
 #pragma unroll
         for (int j = 0; j < L; ++j)
-            cp_async_ca4(S + dst + j * STEP, src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
+            cp_async_ca4(S + dst + j * CSTEP, src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
     }
     __device__ __forceinline__ void next() {
         it.next();
@@ -145,11 +154,11 @@ struct GatherTile {
     }
 };
 template <class T>
-using GatherB = GatherTile<T, T::BN, T::BS, false, Gather>;     // forward, backward-data B
+using GatherB = GatherTile<T, T::BN, true, false, Gather>;     // forward, backward-data B
 template <class T>
-using WgradA = GatherTile<T, T::BM, T::AS, true, WgradRows>;    // backward-weight A (dy)
+using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weight A (dy)
 template <class T>
-using WgradB = GatherTile<T, T::BN, T::BS, true, WgradGeom>;    // backward-weight B (x)
+using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
@@ -184,14 +193,17 @@ struct MmaPos {
 
 // One stage of TF32 mma.sync m16n8k8, BK/8 k steps. Per k step a lane reads k rows t and t + 4:
 // of A the float2 at warp row 16*mt + 2g (rows g, g + 8 of tile mt: mma_row) per tile, landing
-// as registers a0, a1 (k t) and a2, a3 (k t + 4); of B column 8*nt + g per tile (b0, b1). Each
+// as registers a0, a1 (k t) and a2, a3 (k t + 4); B by one ldmatrix.x4 per two tiles nt, nt + 1:
+// lane 8j + r addresses row (column 8*(nt + j/2) + r, k quad j%2) of the k-quad-major tile, and
+// receives b0, b1 of both tiles (word t of column g in k quads 0 and 1) in consecutive registers. Each
 // value is rounded in the register it was loaded into, so no register moves feed the mma; A_TF32:
 // A holds tf32 values already (packed weights, rounded by the pack kernel) and is not rounded.
 template <class T, bool A_TF32>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
     const float* ap = As + mp.t * T::AS + mp.wm + 2 * mp.g;
-    const float* bp = Bs + mp.t * T::BS + mp.wn + mp.g;
+    const int lane = threadIdx.x & 31;
+    const float* bp = Bs + T::b_off(4 * ((lane >> 3) & 1), mp.wn + 8 * (lane >> 4) + (lane & 7));
 #pragma unroll
     for (int k8 = 0; k8 < T::BK; k8 += 8) {
         unsigned a[T::MT][4], b[T::NT8][2];
@@ -203,8 +215,12 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typen
                 a[mt][2 * kh] = A_TF32 ? __float_as_uint(v.x) : cvt_tf32(v.x);
                 a[mt][2 * kh + 1] = A_TF32 ? __float_as_uint(v.y) : cvt_tf32(v.y);
             }
+        }
 #pragma unroll
-            for (int nt = 0; nt < T::NT8; ++nt) b[nt][kh] = cvt_tf32(bp[(k8 + 4 * kh) * T::BS + 8 * nt]);
+        for (int nt = 0; nt < T::NT8; nt += 2) {
+            ldmatrix_x4(&b[nt][0], bp + T::b_off(k8, 8 * nt));
+#pragma unroll
+            for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = cvt_tf32(__uint_as_float(b[nt + e / 2][e % 2]));
         }
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt)

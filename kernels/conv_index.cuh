@@ -207,3 +207,8 @@ FC_HD int phase_max_taps(int R, int st, int d) {
 // 16*mt + 2g and 16*mt + 2g + 1 they are one 64-bit shared load per k row (columns stay in order:
 // column c of tile nt is warp column 8*nt + c).
 FC_HD int mma_row(int mt, int r) { return 16 * mt + 2 * (r & 7) + (r >> 3); }
+// Where a gathered TF32 A tile (k-quad-major rows of 4 k, read by ldmatrix) keeps warp row m: rows
+// mma_row(mt, 0..7) and mma_row(mt, 8..15) of each tile in 8 consecutive slots apiece, so one
+// ldmatrix matrix reads 8 consecutive 16-byte rows (all 32 banks). A permutation of the low 4 bits:
+// mma_slot(x + y) = mma_slot(x) + mma_slot(y) when x and y share no bit.
+FC_HD int mma_slot(int m) { return (m & ~15) | ((m & 1) << 3) | ((m >> 1) & 7); }

@@ -153,6 +153,14 @@ static void check_mma_layout(int WM, int pitch) {
                 EXPECT(row % 2 == 0 && mma_row(mt, r + 8) == row + 1, "rows %d, %d of tile %d apart", r, r + 8, mt);
         }
     for (int row = 0; row < WM; ++row) EXPECT(seen[row] == 1, "warp row %d held %d times", row, seen[row]);
+    // mma_slot: the rows of each ldmatrix matrix (rows r and r + 8 of a tile, r < 8) in 8 consecutive
+    // slots, and linear over disjoint bits (a gather loader's column offsets are n_off's plus j's)
+    for (int mt = 0; mt < WM / 16; ++mt)
+        for (int r = 0; r < 16; ++r) EXPECT(mma_slot(mma_row(mt, r)) == 16 * mt + r, "mma_slot of tile %d row %d", mt, r);
+    for (int step = 1; step <= 64; step *= 2)
+        for (int x = 0; x < step; ++x)
+            for (int j = 0; j * step < 2 * WM; ++j)
+                EXPECT(mma_slot(x + j * step) == mma_slot(x) + mma_slot(j * step), "mma_slot(%d + %d*%d)", x, j, step);
     for (int w0 = 0; w0 + WM <= pitch; w0 += WM) {  // every warp's origin in the block tile
         for (int mt = 0; mt < WM / 16; ++mt)
             for (int half = 0; half < 2; ++half) {

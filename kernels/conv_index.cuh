@@ -58,7 +58,8 @@ struct TapIter {
 // for all of a thread's columns (live = false: the index is past the reduction, no element is
 // inside); and gather_ok(g, col, step): whether the element lies inside the tensor (else it reads
 // zero). The element's offset is col_off(col) + step.off, so a loader forms one base pointer per k
-// step and one address per column. A column n >= ncols gets a value that fails every gather_ok.
+// step and one address per column. A column n >= ncols gets a value that fails every gather_ok
+// (WgradRows: one whose products are never stored).
 struct GatherCol {  // the column's offset at reduction index 0 and the row / column it adds
     int off, h, w;
 };
@@ -129,20 +130,21 @@ FC_HD GatherStep gather_step(const WgradGeom& g, const TapIter& it, bool live) {
 FC_HD bool gather_ok(const WgradGeom& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.H); }
 
 // backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row
-// is its offset (k0g + m)*PQ, -1 past the group's rows.
+// is its offset (k0g + m)*PQ. Rows past the group's read its last row instead of zero: they only
+// feed output rows that are never stored, so every element of a live k step is inside.
 struct WgradRows {
     typedef int Col;
     int KPQ, PQ, k0g;
 };
 FC_HD int col_off(int roff) { return roff; }
-FC_HD int gather_col(const WgradRows& g, int m, int rows) { return m < rows ? (g.k0g + m) * g.PQ : -1; }
+FC_HD int gather_col(const WgradRows& g, int m, int rows) { return (g.k0g + (m < rows ? m : rows - 1)) * g.PQ; }
 FC_HD GatherStep gather_step(const WgradRows& g, const TapIter& it, bool live) {
     GatherStep s;
     s.off = it.a * g.KPQ + it.j; s.h = 0; s.w = 0;
-    s.wlim = live ? 0x7fffffff : 0;
+    s.wlim = live;
     return s;
 }
-FC_HD bool gather_ok(const WgradRows&, int roff, const GatherStep& s) { return (unsigned)roff < (unsigned)s.wlim; }
+FC_HD bool gather_ok(const WgradRows&, int, const GatherStep& s) { return s.wlim != 0; }
 
 // One backward-data output phase: rows h = h0 + t*sh (t < Ht) use the taps r = r0 + i*rstep
 // (i < Ri) and read dy row p = t + pbase - i*pstep; the same along w. A phase with Ht or Wt == 0

@@ -62,7 +62,9 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
     // B as [BK/4][BN][4] (planes of 4*BS floats: BK*BS in all, as the k-major tile), a gathered A
     // as [BK/4][BM][4] with rows at mma_slot: ldmatrix rows
     __host__ __device__ static constexpr int b_off(int kk, int n) { return (kk >> 2) * 4 * G::BS + 4 * n + (kk & 3); }
-    __host__ __device__ static constexpr int aq_off(int kk, int slot) { return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3); }
+    __host__ __device__ static constexpr int aq_off(int kk, int slot) {
+        return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3);
+    }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return aq_off(kk, mma_slot(m)); }
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
     static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
@@ -209,7 +211,8 @@ template <class T, bool A_PACKED>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
     const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-    const float* ap = A_PACKED ? As + mp.t * T::AS + mp.wm + 2 * mp.g : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+    const float* ap = A_PACKED ? As + mp.t * T::AS + mp.wm + 2 * mp.g
+                               : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
     const float* bp = Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
 #pragma unroll
     for (int k8 = 0; k8 < T::BK; k8 += 8) {

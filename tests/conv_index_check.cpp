@@ -156,7 +156,8 @@ static void check_mma_layout(int WM, int pitch) {
     // mma_slot: the rows of each ldmatrix matrix (rows r and r + 8 of a tile, r < 8) in 8 consecutive
     // slots, and linear over disjoint bits (a gather loader's column offsets are n_off's plus j's)
     for (int mt = 0; mt < WM / 16; ++mt)
-        for (int r = 0; r < 16; ++r) EXPECT(mma_slot(mma_row(mt, r)) == 16 * mt + r, "mma_slot of tile %d row %d", mt, r);
+        for (int r = 0; r < 16; ++r)
+            EXPECT(mma_slot(mma_row(mt, r)) == 16 * mt + r, "mma_slot of tile %d row %d", mt, r);
     for (int step = 1; step <= 64; step *= 2)
         for (int x = 0; x < step; ++x)
             for (int j = 0; j * step < 2 * WM; ++j)

@@ -347,8 +347,8 @@ CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 // tiles 64x64 (t128x128), 64x32, 32x64 and 32x64. Mirrored by config.py TF32_TILES.
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
-CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3)
-CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 6)
+CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 1, 4, 4, 3)
+CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 1, 2, 4, 6)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4

@@ -5,7 +5,9 @@
 // Block tile BM x BN of C = A (BM x Kred) * B (Kred x BN), BK reduction rows per stage, WR x WC
 // warps each owning a WM x WN warp tile. Shared operand tiles are k-major: As[BK][BM + 8],
 // Bs[BK][BN + 8] (the +8 floats keep rows 16-byte aligned and put k row t of a TF32 fragment load
-// on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank).
+// on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank);
+// a TF32 tile's B, and its A when gathered, are k-quad-major instead, [BK/4][BN or BM][4] in the
+// same space (b_off, ag_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments.
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
 // 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
 // two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
@@ -34,6 +36,10 @@ struct TileGeom {
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
     static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
+    // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off) and of B element (kk, n)
+    __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
+    __host__ __device__ static constexpr int ag_off(int kk, int m) { return kk * AS + m; }
+    __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
 };
 
 // fp32 (FFMA) tile: LR lane rows per warp, 8 x 8 outputs per thread.
@@ -53,8 +59,15 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
     static constexpr bool TF32 = true;
     static constexpr int MT = G::WM / 16, NT8 = G::WN / 8;
     typedef float Acc[MT][NT8][4];
+    // B as [BK/4][BN][4] (planes of 4*BS floats: BK*BS in all, as the k-major tile), a gathered A
+    // as [BK/4][BM][4] with rows at mma_slot: ldmatrix rows
+    __host__ __device__ static constexpr int b_off(int kk, int n) { return (kk >> 2) * 4 * G::BS + 4 * n + (kk & 3); }
+    __host__ __device__ static constexpr int aq_off(int kk, int slot) {
+        return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3);
+    }
+    __host__ __device__ static constexpr int ag_off(int kk, int m) { return aq_off(kk, mma_slot(m)); }
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
-    static_assert(G::BK % 8 == 0, "mma.sync m16n8k8 steps k by 8");
+    static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
 };
 
 // Thread position in the block tile: first row/column of its quads.
@@ -71,88 +84,90 @@ struct ThreadPos {
 };
 
 // A operand from packed weights Ap[kk][Mp] (Mp = rows padded to a multiple of 4, pad zeroed by
-// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. TF32_VALUES: for a TF32
-// tile the pack kernel has rounded the weights to tf32 already.
+// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. Thread tid loads column
+// group tid % RV of k rows tid / RV + v*RS (v < V) of each k tile: one pointer, one shared offset
+// and one count of the k rows left, all advanced per tile, so a vector costs an address, a compare
+// and the cp.async. PACKED: k-major at a_off, on a TF32 tile rounded to tf32 by the pack kernel.
 template <class T>
 struct PackedA {
-    static constexpr bool TF32_VALUES = T::TF32;
-    static constexpr int VECS = T::BK * T::BM / 4, V = (VECS + T::NT - 1) / T::NT, RV = T::BM / 4;
-    const float* ap;
-    int Mp, kend, kbase;
-    int off[V], row[V];
-    bool live[V];
-    __device__ __forceinline__ PackedA(const float* ap_, int Mp_, int m0, int kbeg, int kend_) {
-        ap = ap_; Mp = Mp_; kend = kend_; kbase = kbeg;
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-            const int idx = threadIdx.x + v * T::NT;
-            row[v] = idx / RV;
-            const int m = m0 + (idx - row[v] * RV) * 4;
-            live[v] = idx < VECS && m < Mp;
-            off[v] = (kbeg + row[v]) * Mp + m;
-        }
+    static constexpr bool PACKED = true;
+    static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
+    static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
+    const float* p;  // the thread's first vector in the current k tile
+    int Mp;
+    int kleft;       // k rows of the reduction left from the thread's first row (<= 0: none; 0 past Mp)
+    int row, dst;    // the thread's first k row in a tile, its shared offset in a stage
+    __device__ __forceinline__ PackedA(const float* ap, int Mp_, int m0, int kbeg, int kend) {
+        Mp = Mp_;
+        row = threadIdx.x / RV;
+        const int mq = threadIdx.x - row * RV, m = m0 + mq * 4;
+        p = ap + (kbeg + row) * Mp + m;
+        kleft = m < Mp ? kend - kbeg - row : 0;
+        dst = row * T::AS + mq * 4;
     }
-    __device__ __forceinline__ void issue(float* As) {
+    __device__ __forceinline__ void issue(float* As) const {
 #pragma unroll
         for (int v = 0; v < V; ++v) {
-            const int idx = threadIdx.x + v * T::NT;
-            if (idx < VECS) {
-                const bool ok = live[v] && kbase + row[v] < kend;
-                cp_async_cg16(As + row[v] * T::AS + (idx - row[v] * RV) * 4, ok ? ap + off[v] : ap, ok ? 16 : 0);
-            }
+            if (T::BK % RS != 0 && row + v * RS >= T::BK) break;  // only a tile with RS > BK: the last rows
+            cp_async_cg16(As + dst + v * RS * T::AS, p + v * RS * Mp, v * RS < kleft ? 16 : 0);
         }
     }
     __device__ __forceinline__ void next() {
-        kbase += T::BK;
-#pragma unroll
-        for (int v = 0; v < V; ++v) off[v] += T::BK * Mp;
+        p += T::BK * Mp;
+        kleft -= T::BK;
     }
 };
 
 // A gathered operand tile (Geo: a geometry of conv_index.cuh), EXTENT columns (rows of A) by BK k
-// rows, stored k-major with row pitch PITCH, 4-byte cp.async with zero-fill: thread (kk_off,
+// rows, element (kk, n) stored at T::b_off (B_OP) or T::ag_off, 4-byte cp.async with zero-fill: thread (kk_off,
 // n_off) loads k row kk_off of each stage at columns n_off + j*STEP, STEP = NT/BK threads per k
 // row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
-// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step only the tap
-// iterator (ni x nj inner digits) advances.
-template <class T, int EXTENT, int PITCH, bool KK_FAST, class Geo>
+// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step the tap iterator
+// advances and gather_step forms the part shared by the thread's columns (one base pointer), so a
+// column costs its two bounds compares, an address and the cp.async.
+template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
-    static constexpr bool TF32_VALUES = false;  // gathered straight from the tensor: rounded in mma_step
+    static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in mma_step
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
+    __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
+    // column j's shared offset past column 0's: the offsets are linear in n over disjoint bits
+    // (mma_slot permutes the low 4), and n_off < STEP, a power of two
+    __host__ __device__ static constexpr int coff(int j) { return off(0, j * STEP) - off(0, 0); }
+    static_assert((STEP & (STEP - 1)) == 0, "gather loader: NT/BK a power of two");
     static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
     const float* src;
     Geo g;
-    int kend;
+    int kleft, dst;  // k rows of the reduction left from the thread's row; its shared offset in a stage
     TapIter it;
     typename Geo::Col col[L];
     __device__ __forceinline__ static int kk_off() { return KK_FAST ? threadIdx.x % T::BK : threadIdx.x / STEP; }
     __device__ __forceinline__ static int n_off() { return KK_FAST ? threadIdx.x / T::BK : threadIdx.x % STEP; }
-    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend_,
+    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend,
                                           int ni, int nj) {
-        src = src_; g = g_; kend = kend_;
+        src = src_; g = g_;
+        kleft = kend - kbeg - kk_off();
+        dst = off(kk_off(), n_off());
         it.init(kbeg + kk_off(), T::BK, ni, nj);
 #pragma unroll
         for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
-    __device__ __forceinline__ void issue(float* S) {
-        float* dst = S + kk_off() * PITCH + n_off();
-        const bool kok = it.kk < kend;
+    __device__ __forceinline__ void issue(float* S) const {
+        const GatherStep s = gather_step(g, it, kleft > 0);
 #pragma unroll
-        for (int j = 0; j < L; ++j) {
-            bool ok;
-            const int a = gather_addr(g, col[j], it, ok);
-            ok = ok && kok;
-            cp_async_ca4(dst + j * STEP, ok ? src + a : src, ok ? 4 : 0);
-        }
+        for (int j = 0; j < L; ++j)
+            cp_async_ca4(S + dst + coff(j), src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
     }
-    __device__ __forceinline__ void next() { it.next(); }
+    __device__ __forceinline__ void next() {
+        it.next();
+        kleft -= T::BK;
+    }
 };
 template <class T>
-using GatherB = GatherTile<T, T::BN, T::BS, false, Gather>;     // forward, backward-data B
+using GatherB = GatherTile<T, T::BN, true, false, Gather>;     // forward, backward-data B
 template <class T>
-using WgradA = GatherTile<T, T::BM, T::AS, true, WgradRows>;    // backward-weight A (dy)
+using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weight A (dy)
 template <class T>
-using WgradB = GatherTile<T, T::BN, T::BS, true, WgradGeom>;    // backward-weight B (x)
+using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
@@ -185,29 +200,43 @@ struct MmaPos {
     }
 };
 
-// One stage of TF32 mma.sync m16n8k8, BK/8 k steps. Per k step a lane reads k rows t and t + 4:
-// of A the float2 at warp row 16*mt + 2g (rows g, g + 8 of tile mt: mma_row) per tile, landing
-// as registers a0, a1 (k t) and a2, a3 (k t + 4); of B column 8*nt + g per tile (b0, b1). Each
-// value is rounded in the register it was loaded into, so no register moves feed the mma; A_TF32:
-// A holds tf32 values already (packed weights, rounded by the pack kernel) and is not rounded.
-template <class T, bool A_TF32>
+// One stage of TF32 mma.sync m16n8k8, BK/8 k steps, fragments loaded straight into the mma's
+// registers and rounded there (cvt.rna.tf32), so no register moves feed the mma. A, packed (A_PACKED:
+// tf32 values already, not rounded): per k step and tile the float2 at warp row 16*mt + 2g (rows g,
+// g + 8 of tile mt: mma_row) of k rows t and t + 4 lands as a0, a1 and a2, a3. A, gathered: one
+// ldmatrix.x4 per tile, lane 8j + r addressing slot 16*mt + 8*(j%2) + r (mma_slot) of k quad j/2:
+// a0..a3 in order. B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing column
+// 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers.
+template <class T, bool A_PACKED>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
-    const float* ap = As + mp.t * T::AS + mp.wm + 2 * mp.g;
-    const float* bp = Bs + mp.t * T::BS + mp.wn + mp.g;
+    const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
+    const float* ap = A_PACKED ? As + mp.t * T::AS + mp.wm + 2 * mp.g
+                               : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+    const float* bp = Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
 #pragma unroll
     for (int k8 = 0; k8 < T::BK; k8 += 8) {
         unsigned a[T::MT][4], b[T::NT8][2];
 #pragma unroll
-        for (int kh = 0; kh < 2; ++kh) {
+        for (int mt = 0; mt < T::MT; ++mt) {
+            if (A_PACKED) {
 #pragma unroll
-            for (int mt = 0; mt < T::MT; ++mt) {
-                const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
-                a[mt][2 * kh] = A_TF32 ? __float_as_uint(v.x) : cvt_tf32(v.x);
-                a[mt][2 * kh + 1] = A_TF32 ? __float_as_uint(v.y) : cvt_tf32(v.y);
+                for (int kh = 0; kh < 2; ++kh) {
+                    const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
+                    a[mt][2 * kh] = __float_as_uint(v.x);
+                    a[mt][2 * kh + 1] = __float_as_uint(v.y);
+                }
+            } else {
+                ldmatrix_x4(a[mt], ap + T::aq_off(k8, 16 * mt));
+#pragma unroll
+                for (int e = 0; e < 4; ++e) a[mt][e] = cvt_tf32(__uint_as_float(a[mt][e]));
             }
+        }
 #pragma unroll
-            for (int nt = 0; nt < T::NT8; ++nt) b[nt][kh] = cvt_tf32(bp[(k8 + 4 * kh) * T::BS + 8 * nt]);
+        for (int nt = 0; nt < T::NT8; nt += 2) {
+            ldmatrix_x4(&b[nt][0], bp + T::b_off(k8, 8 * nt));
+#pragma unroll
+            for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = cvt_tf32(__uint_as_float(b[nt + e / 2][e % 2]));
         }
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt)
@@ -258,7 +287,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
         const float* As = smem + rs * T::STAGE;
         const float* Bs = As + T::BK * T::AS;
         if constexpr (T::TF32)
-            mma_step<T, LA::TF32_VALUES>(As, Bs, acc);
+            mma_step<T, LA::PACKED>(As, Bs, acc);
         else
             ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;

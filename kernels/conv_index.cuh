@@ -53,16 +53,28 @@ struct TapIter {
 };
 
 // The gathered operands, each a geometry G with gather_col(g, n, ncols) -> G::Col, decoded once per
-// thread and GEMM column n (row n for WgradRows) before the main loop, and gather_addr(g, col, it,
-// ok): the element offset at the reduction index of iterator it, and whether it lies inside the
-// tensor (else zero). A column n >= ncols gets a value that fails every address test.
+// thread and GEMM column n (row n for WgradRows) before the main loop; gather_step(g, it, live) ->
+// GatherStep, the part of every address at the reduction index of iterator it, formed once per k step
+// for all of a thread's columns (live = false: the index is past the reduction, no element is
+// inside); and gather_ok(g, col, step): whether the element lies inside the tensor (else it reads
+// zero). The element's offset is col_off(col) + step.off, so a loader forms one base pointer per k
+// step and one address per column. A column n >= ncols gets a value that fails every gather_ok
+// (WgradRows: one whose products are never stored).
 struct GatherCol {  // the column's offset at reduction index 0 and the row / column it adds
     int off, h, w;
 };
+struct GatherStep {  // the offset, row and column a k step adds to every column, and the bound of
+    int off, h, w, wlim;  // the column test (0 when the step is not live: every test fails)
+};
+FC_HD int col_off(const GatherCol& c) { return c.off; }
 FC_HD GatherCol gather_col_outside() {
     GatherCol c;
     c.off = 0; c.h = -(1 << 29); c.w = 0;
     return c;
+}
+// Inside a th x s.wlim plane at row c.h + s.h, column c.w + s.w (one unsigned compare per side).
+FC_HD bool gather_inside(const GatherCol& c, const GatherStep& s, int th) {
+    return (unsigned)(c.h + s.h) < (unsigned)th && (unsigned)(c.w + s.w) < (unsigned)s.wlim;
 }
 
 // Forward B and backward-data B (see the header comment): column n = (img, t, u).
@@ -84,11 +96,14 @@ FC_HD GatherCol gather_col(const Gather& g, int n, int ncols) {
     c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.h * g.Tw + c.w;
     return c;
 }
-FC_HD int gather_addr(const Gather& g, const GatherCol& c, const TapIter& it, bool& ok) {
-    const int rd = it.i * g.hd, sd = it.j * g.wd, h = c.h + rd, w = c.w + sd;
-    ok = (unsigned)h < (unsigned)g.Th && (unsigned)w < (unsigned)g.Tw;
-    return c.off + it.a * g.Th * g.Tw + rd * g.Tw + sd;
+FC_HD GatherStep gather_step(const Gather& g, const TapIter& it, bool live) {
+    GatherStep s;
+    s.h = it.i * g.hd; s.w = it.j * g.wd;
+    s.off = it.a * g.Th * g.Tw + s.h * g.Tw + s.w;
+    s.wlim = live ? g.Tw : 0;
+    return s;
 }
+FC_HD bool gather_ok(const Gather& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.Th); }
 
 // backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
 // x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
@@ -105,23 +120,31 @@ FC_HD GatherCol gather_col(const WgradGeom& g, int n, int crs) {
     c.off = (g.c0g + ch) * g.H * g.W + c.h * g.W + c.w;
     return c;
 }
-FC_HD int gather_addr(const WgradGeom& g, const GatherCol& c, const TapIter& it, bool& ok) {
-    const int h0 = it.i * g.sh - g.ph, w0 = it.j * g.sw - g.pw, h = h0 + c.h, w = w0 + c.w;
-    ok = (unsigned)h < (unsigned)g.H && (unsigned)w < (unsigned)g.W;
-    return it.a * g.C * g.H * g.W + h0 * g.W + w0 + c.off;
+FC_HD GatherStep gather_step(const WgradGeom& g, const TapIter& it, bool live) {
+    GatherStep s;
+    s.h = it.i * g.sh - g.ph; s.w = it.j * g.sw - g.pw;
+    s.off = it.a * g.C * g.H * g.W + s.h * g.W + s.w;
+    s.wlim = live ? g.W : 0;
+    return s;
 }
+FC_HD bool gather_ok(const WgradGeom& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.H); }
 
 // backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row
-// is its offset (k0g + m)*PQ, -1 past the group's rows.
+// is its offset (k0g + m)*PQ. Rows past the group's read its last row instead of zero: they only
+// feed output rows that are never stored, so every element of a live k step is inside.
 struct WgradRows {
     typedef int Col;
     int KPQ, PQ, k0g;
 };
-FC_HD int gather_col(const WgradRows& g, int m, int rows) { return m < rows ? (g.k0g + m) * g.PQ : -1; }
-FC_HD int gather_addr(const WgradRows& g, int roff, const TapIter& it, bool& ok) {
-    ok = roff >= 0;
-    return roff + (it.a * g.KPQ + it.j);
+FC_HD int col_off(int roff) { return roff; }
+FC_HD int gather_col(const WgradRows& g, int m, int rows) { return (g.k0g + (m < rows ? m : rows - 1)) * g.PQ; }
+FC_HD GatherStep gather_step(const WgradRows& g, const TapIter& it, bool live) {
+    GatherStep s;
+    s.off = it.a * g.KPQ + it.j; s.h = 0; s.w = 0;
+    s.wlim = live;
+    return s;
 }
+FC_HD bool gather_ok(const WgradRows&, int, const GatherStep& s) { return s.wlim != 0; }
 
 // One backward-data output phase: rows h = h0 + t*sh (t < Ht) use the taps r = r0 + i*rstep
 // (i < Ri) and read dy row p = t + pbase - i*pstep; the same along w. A phase with Ht or Wt == 0
@@ -186,3 +209,8 @@ FC_HD int phase_max_taps(int R, int st, int d) {
 // 16*mt + 2g and 16*mt + 2g + 1 they are one 64-bit shared load per k row (columns stay in order:
 // column c of tile nt is warp column 8*nt + c).
 FC_HD int mma_row(int mt, int r) { return 16 * mt + 2 * (r & 7) + (r >> 3); }
+// Where a gathered TF32 A tile (k-quad-major rows of 4 k, read by ldmatrix) keeps warp row m: rows
+// mma_row(mt, 0..7) and mma_row(mt, 8..15) of each tile in 8 consecutive slots apiece, so one
+// ldmatrix matrix reads 8 consecutive 16-byte rows (all 32 banks). A permutation of the low 4 bits:
+// mma_slot(x + y) = mma_slot(x) + mma_slot(y) when x and y share no bit.
+FC_HD int mma_slot(int m) { return (m & ~15) | ((m & 1) << 3) | ((m >> 1) & 7); }

@@ -1,7 +1,7 @@
 // Host check of kernels/conv_index.cuh (built and run by tests/test_conv_index.py with g++):
 // every (block, thread, k-step) address the v3 loaders form, through the same functions and thread
 // maps, against a naive im2col; the backward-data phases against the plain tap condition; the
-// TF32 fragment layout (mma_row) and its shared-memory banks.
+// TF32 fragment layout (mma_row, mma_slot) and its shared-memory banks.
 // argv: BN BK NT for each tile. Prints "ok <checks>" or the first mismatch, exit status 1.
 #define __host__
 #define __device__
@@ -25,6 +25,16 @@ static long checks = 0;
 struct Conv { int N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, G; };
 
 static int out_size(int h, int r, int st, int pd, int d) { return (h + 2 * pd - d * (r - 1) - 1) / st + 1; }
+
+// The offset a loader forms for column n at iterator it (gather_col once, gather_step per k step).
+template <class Geo>
+static int gather_offset(const Geo& g, int n, int ncols, const TapIter& it, bool& ok) {
+    const typename Geo::Col c = gather_col(g, n, ncols);
+    const GatherStep s = gather_step(g, it, true);
+    ok = gather_ok(g, c, s);
+    EXPECT(!gather_ok(g, c, gather_step(g, it, false)), "kk %d n %d: inside at a step past the reduction", it.kk, n);
+    return col_off(c) + s.off;
+}
 
 // Walk every block column tile, thread and k step of a gather loader with TPR threads per k row.
 template <class Addr, class Naive>
@@ -55,7 +65,7 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
     for (int g = 0; g < c.G; ++g) {
         const Gather gg = {c.C, c.H, c.W, g * Cg, Cg, c.R, c.S, P, Q, c.sh, -c.ph, c.dh, c.sw, -c.pw, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(gg, gather_col(gg, n, ncols), it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(gg, n, ncols, it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int ch = kk / (c.R * c.S), r = kk / c.S % c.R, s = kk % c.S;
             const int img = n / (P * Q), p = n / Q % P, q = n % Q;
@@ -95,7 +105,7 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
         for (int g = 0; g < c.G; ++g) {
             const Gather gg = {c.K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                                1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(gg, gather_col(gg, n, ncols), it, ok); };
+            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(gg, n, ncols, it, ok); };
             auto naive = [&](int kk, int n, bool& ok) {
                 const int k = kk / (f.Ri * f.Sj), i = kk / f.Sj % f.Ri, j = kk % f.Sj;
                 const int img = n / (f.Ht * f.Wt), t = n / f.Wt % f.Ht, u = n % f.Wt;
@@ -115,7 +125,7 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, crs = Cg * c.R * c.S, kred = c.N * P * Q;
     for (int g = 0; g < c.G; ++g) {
         const WgradGeom wg = {c.C, c.H, c.W, g * Cg, c.R, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_addr(wg, gather_col(wg, n, crs), it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(wg, n, crs, it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int img = kk / (P * Q), p = kk / Q % P, q = kk % Q;
             const int ch = n / (c.R * c.S), r = n / c.S % c.R, s = n % c.S;
@@ -127,11 +137,12 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
     }
 }
 
-// The TF32 fragment layout (mma_row) of a WM-row warp tile: (tile mt, row r) onto the warp rows
-// one to one, rows g and g + 8 of a tile adjacent and 8-byte aligned (one float2), a tile's rows
-// inside one epilogue half; with row pitch `pitch` (BM or BN + CONV_PAD) the 64-bit A loads of a
-// half warp (lane g = l/4, k row t = l%4) and the 32-bit B loads of a warp (column 8*nt + g) hit
-// 32 distinct banks.
+// The TF32 fragment layout (mma_row, mma_slot) of a WM-row warp tile: (tile mt, row r) onto the
+// warp rows one to one, rows g and g + 8 of a tile adjacent and 8-byte aligned (one float2), a
+// tile's rows inside one epilogue half; with row pitch `pitch` (BM + CONV_PAD) the 64-bit packed-A
+// loads of a half warp (lane g = l/4, k row t = l%4) hit 32 distinct banks. Gathered fragments are
+// read by ldmatrix from 8 consecutive 16-byte rows per matrix (B columns; A rows at mma_slot), which
+// covers the 32 banks by construction.
 static void check_mma_layout(int WM, int pitch) {
     std::vector<int> seen(WM, 0);
     for (int mt = 0; mt < WM / 16; ++mt)
@@ -144,6 +155,15 @@ static void check_mma_layout(int WM, int pitch) {
                 EXPECT(row % 2 == 0 && mma_row(mt, r + 8) == row + 1, "rows %d, %d of tile %d apart", r, r + 8, mt);
         }
     for (int row = 0; row < WM; ++row) EXPECT(seen[row] == 1, "warp row %d held %d times", row, seen[row]);
+    // mma_slot: the rows of each ldmatrix matrix (rows r and r + 8 of a tile, r < 8) in 8 consecutive
+    // slots, and linear over disjoint bits (a gather loader's column offsets are n_off's plus j's)
+    for (int mt = 0; mt < WM / 16; ++mt)
+        for (int r = 0; r < 16; ++r)
+            EXPECT(mma_slot(mma_row(mt, r)) == 16 * mt + r, "mma_slot of tile %d row %d", mt, r);
+    for (int step = 1; step <= 64; step *= 2)
+        for (int x = 0; x < step; ++x)
+            for (int j = 0; j * step < 2 * WM; ++j)
+                EXPECT(mma_slot(x + j * step) == mma_slot(x) + mma_slot(j * step), "mma_slot(%d + %d*%d)", x, j, step);
     for (int w0 = 0; w0 + WM <= pitch; w0 += WM) {  // every warp's origin in the block tile
         for (int mt = 0; mt < WM / 16; ++mt)
             for (int half = 0; half < 2; ++half) {
@@ -155,11 +175,6 @@ static void check_mma_layout(int WM, int pitch) {
                 }
                 for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "A loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
             }
-        for (int nt = 0; nt < WM / 8; ++nt) {  // B: warp tiles as wide as A's are tall
-            std::vector<int> bank(32, 0);
-            for (int l = 0; l < 32; ++l) ++bank[((l % 4) * pitch + w0 + 8 * nt + l / 4) % 32];
-            for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "B loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
-        }
     }
 }
 

@@ -8,9 +8,10 @@ it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
   for the packed weights of forward and backward-data, no integer-division sequence (IMAD.HI,
   MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit) and FFMA at least 60 % of the loop's
   instructions (55 % for the BK = 4 tiles);
-- TF32 kernels: the warp tile's HMMA (mma.sync m16n8k8) per k step, LDGSTS and 64-bit fragment
-  loads in the main loop, no register moves feeding the mma, no division, a bound on instructions
-  per HMMA;
+- TF32 kernels: the warp tile's HMMA (mma.sync m16n8k8) per k step, LDGSTS, ldmatrix (LDSM) for
+  the gathered fragments and 64-bit loads for packed weights in the main loop, one cvt.rna per
+  gathered fragment element, no register moves feeding the mma, no division, a bound on
+  instructions per HMMA (tests/conv_sass.py prints the table);
 - small-channel kernels: within the registers of their __launch_bounds__, and in the main loop no
   division, FFMA at least 45 % of the instructions, 16-byte shared loads where a thread's 8 filters
   (forward weights, backward-weight dy) are contiguous;
@@ -21,12 +22,13 @@ Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
 
 import re
 import shutil
-import subprocess
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cuda_build import find_tool, ptxas_report, sass_by_function
+from conv_sass import compile_conv, inner_loops, main_loop, sass_functions
+from cuda_build import find_tool
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import loader
 
@@ -43,17 +45,8 @@ def builds(tmp_path_factory):
     if NVCC is None:
         pytest.skip("nvcc is not on PATH")
     tmp = tmp_path_factory.mktemp("conv_build")
-    src = tmp / "conv.cu"
-    src.write_text(loader.source("conv.cu"))
-    out = {}
-    procs = {a: subprocess.Popen([NVCC, f"-arch={a}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu", "-o",
-                                  str(tmp / f"{a}.cubin"), str(src)], stderr=subprocess.PIPE, text=True)
-             for a in ARCHS}
-    for a, p in procs.items():
-        log = p.communicate()[1]
-        assert p.returncode == 0, log
-        out[a] = (tmp / f"{a}.cubin", ptxas_report(log))
-    return out
+    with ThreadPoolExecutor(len(ARCHS)) as pool:  # nvcc runs as a subprocess: the builds overlap
+        return dict(zip(ARCHS, pool.map(lambda a: compile_conv(a, tmp / a), ARCHS)))
 
 
 def _launch_bounds(kernel):
@@ -86,39 +79,7 @@ def _sass_functions(cubin):
     nvdisasm = find_tool("nvdisasm")
     if nvdisasm is None:
         pytest.skip("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
-    return sass_by_function(subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
-                                           check=True).stdout)
-
-
-def _opcodes(lines):
-    ops = []
-    for line in lines:
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
-        if m:
-            ops.append(m.group(1))
-    return ops
-
-
-def main_loop(lines, op="FFMA"):
-    """The opcodes of the loop (a backward branch to a label) that holds the most ``op``."""
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
-    best = []
-    for i, line in enumerate(lines):
-        m = re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)
-        if m and labels.get(m.group(1), i + 1) < i:
-            ops = _opcodes(lines[labels[m.group(1)]:i + 1])
-            if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
-                best = ops
-    return best
-
-
-def inner_loops(lines):
-    """The opcodes of every innermost loop (a backward branch whose range holds no other one)."""
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
-    spans = [(labels[m.group(1)], i) for i, line in enumerate(lines)
-             if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
-    return [_opcodes(lines[a:b + 1]) for a, b in spans
-            if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+    return sass_functions(cubin, nvdisasm)
 
 
 @pytest.fixture(scope="module")
@@ -149,39 +110,43 @@ def _no_division(kernel, arch, ops):
     assert not bad, f"{kernel} ({arch}): division-like instructions in the main loop: {bad}"
 
 
-# Instructions per HMMA in the TF32 main loop (sm_90, mma tiles per warp and k step of 8; forward
-# and backward-data, then backward-weight): t128x128 8.7, 10.5 (32), t128x64 10.5-10.6, 13.8 (16,
-# BK 16), t64x128 14.6-14.9, 17.6 (16), t64x64 15.5-16.0, 18.8 (16); the rest is the cvt.rna pair
-# (FSETP, IADD) per fragment element of a gathered operand, one shared load per 1-2 elements and
-# the gather loaders' address math. Before the rework: 13.0-19.3 with 16 HMMA per step on every
-# tile, a cvt.rna per fragment element of both operands and register moves between loads and mma.
-TF32_MAX_PER_HMMA = {"t128x128": 12, "t128x64": 15, "t64x128": 19, "t64x64": 20}
+# Instructions per HMMA in the TF32 main loop, at most (sm_90; forward and backward-data, then
+# backward-weight). Measured (tests/conv_sass.py): t128x128 6.34-6.44, 8.22 (32 HMMA per loop),
+# t128x64 6.94-7.09, 10.62 (32, BK 16), t64x128 10.19-10.50, 13.88 (16), t64x64 10.25-11.00, 14.44
+# (16); the rest is the cvt.rna pair (FSETP, IADD) per gathered fragment element, one shared load
+# per 2-8 elements and the gather loaders' two compares and address per column. Before the loader
+# rework: 8.7-8.8, 10.5; 10.5-10.6, 13.8; 14.6-14.9, 17.6; 15.5-16.0, 18.8.
+TF32_MAX_PER_HMMA = {"t128x128": (6.75, 8.5), "t128x64": (7.5, 11), "t64x128": (11, 14.25), "t64x64": (11.5, 14.75)}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kernel", TF32)
 def test_tf32_main_loop_sass(sass, arch, kernel):
     """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
-    A fragments by 64-bit shared loads, cvt.rna only for B where A is packed weights, no division;
-    on sm_90 at most one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA
-    instructions per HMMA."""
+    packed A fragments by 64-bit shared loads, gathered fragments by ldmatrix, one cvt.rna per
+    gathered fragment element (B only where A is packed weights), no division; on sm_90 at most
+    one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA instructions per
+    HMMA."""
     tile = kernel.rsplit("_", 1)[1]
     bm, bn, bk, nt, _ = cfg.TF32_TILES[tile]
-    _, wc = _tf32_warps()[tile]
+    wr, wc = _tf32_warps()[tile]
+    wgrad = "backward_weight" in kernel
     ops = main_loop(sass[arch][kernel], "HMMA")
     counts = Counter(op.split(".")[0] for op in ops)
     per_warp = bm * bn // (nt // 32) // 128  # m16n8 tiles per warp
     assert counts["HMMA"] == per_warp * bk // 8, f"{kernel} ({arch}): {counts}"
-    if "backward_weight" not in kernel:  # packed weights are tf32 already: cvt (FSETP + IADD) on B only
-        b_elems = 2 * (bn // wc // 8) * bk // 8
-        assert counts["FSETP"] == b_elems, f"{kernel} ({arch}): {counts['FSETP']} cvt.rna, B has {b_elems}"
+    # a cvt.rna (FSETP + IADD) per fragment element of a gathered operand: packed weights are tf32 already
+    b_elems, a_elems = 2 * (bn // wc // 8) * bk // 8, 4 * (bm // wr // 16) * bk // 8
+    assert counts["FSETP"] == b_elems + wgrad * a_elems, f"{kernel} ({arch}): {counts['FSETP']} cvt.rna"
     assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
-    assert "LDS.64" in ops, f"{kernel} ({arch}): A fragments not loaded as 64-bit pairs"
+    assert counts["LDSM"] > 0, f"{kernel} ({arch}): gathered fragments not loaded by ldmatrix"
+    assert wgrad or "LDS.64" in ops, f"{kernel} ({arch}): packed A fragments not loaded as 64-bit pairs"
     _no_division(kernel, arch, ops)
     if arch == "sm_90":  # fragments loaded into other registers than the mma's cost 4 moves per HMMA
         moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
         assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
-        assert len(ops) <= TF32_MAX_PER_HMMA[tile] * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA"
+        most = TF32_MAX_PER_HMMA[tile][wgrad]
+        assert len(ops) <= most * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA, at most {most} each"
 
 
 def _tf32_warps():

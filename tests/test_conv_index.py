@@ -3,7 +3,8 @@ every (block, thread, k-step) address of the forward, backward-data-phase and ba
 loaders, with each tile's thread map, against a naive im2col (fp32 and TF32 tiles); the phases of backward-data cover
 each input-gradient element exactly once with exactly the taps that reach it; the carry iterator
 against division; the TF32 fragment layout (mma_row: a bijection, pairs adjacent, conflict-free
-fragment loads for the tiles' row pitches) (tests/conv_index_check.cpp)."""
+packed-A loads for the tiles' row pitches; mma_slot: each ldmatrix matrix's rows consecutive, linear
+over disjoint bits); a step past the reduction reads nothing (tests/conv_index_check.cpp)."""
 
 import shutil
 import subprocess

@@ -53,8 +53,8 @@ CONV_TILES = {
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
 # same fields; each has the BM x BN of the CONV_TILES entry of its name (conv_grid serves both).
 # Warp tiles: t128x128 64x64 (4 x 8 mma tiles per warp: an A fragment serves 8 mma, a B fragment
-# 4), t128x64 64x32, t64x128 32x64, t64x64 32x64 (2 warps). Registers (sm_90, no spills): 220-231,
-# 162-166, 147-157 and 148-157 of their 255, 170, 170, 170.
+# 4), t128x64, t64x128 and t64x64 64x32 (warps 2x2, 1x4, 1x2: a B fragment serves 4 mma). Registers
+# (sm_90, no spills): 221-236, 154-164, 142-152 and 143-154 of their 255, 170, 170, 170.
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),

@@ -1,0 +1,134 @@
+"""The main loops of the v3 conv kernels in SASS: kernels/conv.cu as the loader hands it to NVRTC,
+compiled by nvcc to a cubin, disassembled by nvdisasm, and each kernel's main loop (the loop that
+holds most of its HMMA, or FFMA for the fp32 tiles) split into what it spends its instructions on.
+tests/test_conv_build.py checks these loops; run as a script it prints the table that a loader or
+tile change is judged by (instructions per HMMA / FFMA must not rise):
+
+    PYTHONPATH=$PWD python tests/conv_sass.py [--arch sm_90] [--fp32]
+
+Columns: instructions of the loop, its HMMA (FFMA), instructions per HMMA (per 16 FFMA for fp32,
+the work of one thread's share of an m16n8k8 mma), then the loop's shared loads (LDS, LDSM), cvt.rna
+pairs (FSETP: one per rounded fragment element), cp.async (LDGSTS), and the rest (address,
+predicate and loop work)."""
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cuda_build import find_tool, ptxas_report, sass_by_function  # noqa: E402
+
+PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+
+
+def compile_conv(arch, out_dir):
+    """(cubin path, ptxas report) of kernels/conv.cu built by nvcc for ``arch`` in out_dir; the
+    report as cuda_build.ptxas_report. Raises RuntimeError with nvcc's log when the build fails."""
+    from fastconv.backends.cuda import loader
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = out_dir / "conv.cu"
+    src.write_text(loader.source("conv.cu"))
+    cubin = out_dir / f"{arch}.cubin"
+    p = subprocess.run([find_tool("nvcc") or "nvcc", f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v",
+                        "-x", "cu", "-o", str(cubin), str(src)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr)
+    return cubin, ptxas_report(p.stderr)
+
+
+def sass_functions(cubin, nvdisasm):
+    """{function: SASS lines} of a cubin."""
+    return sass_by_function(subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
+                                           check=True).stdout)
+
+
+def opcodes(lines):
+    """The opcodes of SASS lines (predicates dropped, modifiers kept: 'LDGSTS.E.BYPASS.128')."""
+    ops = []
+    for line in lines:
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if m:
+            ops.append(m.group(1))
+    return ops
+
+
+def _loop_spans(lines):
+    """(first, last) line of every loop: a backward branch to a label."""
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
+    return [(labels[m.group(1)], i) for i, line in enumerate(lines)
+            if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
+
+
+def main_loop(lines, op="FFMA"):
+    """The opcodes of the loop that holds the most ``op``."""
+    best = []
+    for a, b in _loop_spans(lines):
+        ops = opcodes(lines[a:b + 1])
+        if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
+            best = ops
+    return best
+
+
+def inner_loops(lines):
+    """The opcodes of every innermost loop (a backward branch whose range holds no other one)."""
+    spans = _loop_spans(lines)
+    return [opcodes(lines[a:b + 1]) for a, b in spans
+            if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+
+
+def loop_profile(ops, op):
+    """{'instructions', op, 'per', 'shared', 'cvt', 'cp.async', 'other'} of a main loop's opcodes;
+    'per' is instructions per HMMA, or per 16 FFMA for op='FFMA'."""
+    counts = Counter(o.split(".")[0] for o in ops)
+    work = counts[op] / (16 if op == "FFMA" else 1)
+    cvt = counts["FSETP"] if op == "HMMA" else 0
+    shared = counts["LDS"] + counts["LDSM"]
+    return {"instructions": len(ops), op: counts[op], "per": len(ops) / work if work else float("inf"),
+            "shared": shared, "cvt": cvt, "cp.async": counts["LDGSTS"],
+            "other": len(ops) - counts[op] - shared - 2 * cvt - counts["LDGSTS"]}
+
+
+def kernels(fp32=False):
+    """The v3 kernel names: every TF32 tile, and with fp32 every fp32 tile after them."""
+    from fastconv.backends.cuda import config as cfg
+    names = [f"{p}_v3_tf32_{t}" for t in cfg.TF32_TILES for p in PASSES]
+    if fp32:
+        names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES]
+    return names
+
+
+def table(arch="sm_90", fp32=False):
+    """Rows (kernel, registers, loop_profile) for kernels(fp32) built for arch."""
+    nvdisasm = find_tool("nvdisasm")
+    if nvdisasm is None:
+        raise RuntimeError("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin, report = compile_conv(arch, tmp)
+        funcs = sass_functions(cubin, nvdisasm)
+    rows = []
+    for name in kernels(fp32):
+        op = "HMMA" if "_tf32_" in name else "FFMA"
+        rows.append((name, report[name][0], loop_profile(main_loop(funcs[name], op), op)))
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--fp32", action="store_true", help="the fp32 (FFMA) tiles too")
+    args = ap.parse_args(argv)
+    print(f"{'kernel':44} {'regs':>4} {'instr':>5} {'mma':>4} {'per':>6} {'lds':>4} {'cvt':>4} {'ldgsts':>6} "
+          f"{'other':>5}")
+    for name, regs, p in table(args.arch, args.fp32):
+        op = "HMMA" if "HMMA" in p else "FFMA"
+        print(f"{name:44} {regs:4d} {p['instructions']:5d} {p[op]:4d} {p['per']:6.2f} {p['shared']:4d} "
+              f"{p['cvt']:4d} {p['cp.async']:6d} {p['other']:5d}")
+
+
+if __name__ == "__main__":
+    main()

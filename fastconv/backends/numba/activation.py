@@ -49,9 +49,10 @@ def _leaky_relu_grad(d, y, slope):
 
 
 def _forward_kernel(f):
-    """y = f(x, slope) over n elements (see the module docstring). Work: n compares (+ n FLOPs
-    leaky); traffic 2*n*4 bytes (x in, y out)."""
+    """The forward kernel of elementwise function f (see the module docstring)."""
     def kernel(y, x, n, slope):
+        """y = f(x, slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic 2*n*4
+        bytes (x in, y out)."""
         i, b, step = _unrolled_stride()
         n = uint32(n)
         while i < n:
@@ -69,9 +70,10 @@ def _forward_kernel(f):
 
 
 def _backward_kernel(g):
-    """dx = g(dy, y, slope) over n elements (see the module docstring). Work: n compares (+ n
-    FLOPs leaky); traffic 3*n*4 bytes (dy, y in, dx out)."""
+    """The backward kernel of elementwise gradient g (see the module docstring)."""
     def kernel(dx, dy, y, n, slope):
+        """dx = g(dy, y, slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic
+        3*n*4 bytes (dy, y in, dx out)."""
         i, b, step = _unrolled_stride()
         n = uint32(n)
         while i < n:

@@ -17,7 +17,7 @@ Index math is 32-bit; the loops carry their indices (no division inside them).
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint64
 
 from ..cuda.config import SMALLC, SMALLC_BWD_SMEM, SMALLC_BWD_WS, SMALLC_FWD_SMEM, SMALLC_KT
 from .conv_kernels import SHARED_ALIGN, _inside, _load, _per_group
@@ -125,7 +125,10 @@ def conv2d_forward_smallc_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_ou
             acc[i, j] = float32(0.0)
     xv = cuda.local.array(4, float32)
     wv = cuda.local.array(SMALLC_KT, float32)
-    wo = int32(warp * SMALLC_KT)
+    # the warp's 8 filters of a tap: 16-byte aligned runs of 4 (w4: their offset / 4, unsigned and
+    # pointer-wide so that the compiler sees the alignment and reads them with ld.shared.v4)
+    w4 = uint64(warp * (SMALLC_KT // 4))
+    w4_step = uint64(kb_n >> 2)
     xrow = int32(lr * sh * iwp + (q - q0) * sw)  # channel 0, tap row 0
     row_step = int32(dh * iwp)
     chan_step = int32(ir * iwp - r_k * row_step)
@@ -139,11 +142,11 @@ def conv2d_forward_smallc_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_ou
                 for j in range(4):
                     xv[j] = xs[int32(xo + j * sw)]
                 for i in range(SMALLC_KT):
-                    wv[i] = ws[int32(wo + i)]
+                    wv[i] = ws[uint64(w4 * uint64(4) + uint64(i))]
                 for i in range(SMALLC_KT):
                     for j in range(4):
                         acc[i, j] += xv[j] * wv[i]
-                wo = int32(wo + kb_n)
+                w4 = uint64(w4 + w4_step)
                 xo = int32(xo + dw)
                 s = int32(s + 1)
             xrow = int32(xrow + row_step)
@@ -163,6 +166,20 @@ def conv2d_forward_smallc_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_ou
 
 
 @cuda.jit(device=True, inline="always")
+def _tap(d, ws, wa, wb, use_a, use_b, a, b):
+    """One tap for 4 pixels d of two output rows: a += d * ws[wa] (when use_a), b += d * ws[wb]
+    (when use_b)."""
+    if use_a:
+        wv = ws[wa]
+        for v in range(4):
+            a[v] += d[v] * wv
+    if use_b:
+        wv = ws[wb]
+        for v in range(4):
+            b[v] += d[v] * wv
+
+
+@cuda.jit(device=True, inline="always")
 def _row_taps(ds, ws, drow, wa, wb, use_a, use_b, sj, qstep, a, b):
     """The taps of one staged dy row for two output rows: a[v] += sum_jj ds[drow + v + jj*qstep] *
     ws[wa + jj] (when use_a), b[v] likewise with ws[wb + jj] (when use_b), jj < sj, v < 4. With
@@ -176,14 +193,7 @@ def _row_taps(ds, ws, drow, wa, wb, use_a, use_b, sj, qstep, a, b):
         col = int32(drow + 3)
         while jj < sj:
             d[3] = ds[col]
-            if use_a:
-                wv = ws[int32(wa + jj)]
-                for v in range(4):
-                    a[v] += d[v] * wv
-            if use_b:
-                wv = ws[int32(wb + jj)]
-                for v in range(4):
-                    b[v] += d[v] * wv
+            _tap(d, ws, int32(wa + jj), int32(wb + jj), use_a, use_b, a, b)
             for v in range(3):
                 d[v] = d[v + 1]
             col = int32(col + 1)
@@ -193,14 +203,7 @@ def _row_taps(ds, ws, drow, wa, wb, use_a, use_b, sj, qstep, a, b):
         while jj < sj:
             for v in range(4):
                 d[v] = ds[int32(col + v)]
-            if use_a:
-                wv = ws[int32(wa + jj)]
-                for v in range(4):
-                    a[v] += d[v] * wv
-            if use_b:
-                wv = ws[int32(wb + jj)]
-                for v in range(4):
-                    b[v] += d[v] * wv
+            _tap(d, ws, int32(wa + jj), int32(wb + jj), use_a, use_b, a, b)
             col = int32(col + qstep)
             jj = int32(jj + 1)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint64
 
 from ..cuda.config import SMALLC_WGRAD_PITCH, SMALLC_WGRAD_SMEM, SMALLC_WGRAD_THREADS
 from .conv_kernels import SHARED_ALIGN, _load, _per_group
@@ -76,6 +76,7 @@ def conv2d_backward_weight_smallc_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out,
     rt = int32(sl - img * rtiles)
     sl_end = int32(min(sl + per, n_img * rtiles))
     dig = _stage_digits(ir, iw)
+    d4_step = uint64(npart * (SMALLC_WGRAD_PITCH // 4))
     while sl < sl_end:
         p0 = int32(rt * tp)
         npix = int32(min(tp, p_out - p0) * q_out)
@@ -97,20 +98,23 @@ def conv2d_backward_weight_smallc_v1(out, dy, x, n_img, c_in, h_in, w_in, k_out,
             i0 = int32(i0 + STAGE_BATCH * nw)
         cuda.syncthreads()
         if part < npart:
+            # the slot's 16 filters of a pixel: 16-byte aligned runs of 4 (d4: their offset / 4,
+            # unsigned and pointer-wide so that the compiler reads them with ld.shared.v4)
+            d4 = uint64((dso + part * SMALLC_WGRAD_PITCH + kt * SLOT_FILTERS) >> 2)
             kk = part
             a = a_first
             jc = j_first
             while kk < npix:
                 xo = int32(a * sh * iwp + jc * sw)
-                d = int32(dso + kk * SMALLC_WGRAD_PITCH + kt * SLOT_FILTERS)
                 for j in range(SLOT_TAPS):
                     xv[j] = sm[int32(xo + off[j])]
                 for i in range(SLOT_FILTERS):
-                    dv[i] = sm[int32(d + i)]
+                    dv[i] = sm[uint64(d4 * uint64(4) + uint64(i))]
                 for i in range(SLOT_FILTERS):
                     for j in range(SLOT_TAPS):
                         acc[i, j] += dv[i] * xv[j]
                 kk = int32(kk + npart)
+                d4 = uint64(d4 + d4_step)
                 a = int32(a + a_step)
                 jc = int32(jc + j_step)
                 if jc >= q_out:

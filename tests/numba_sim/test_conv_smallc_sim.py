@@ -18,8 +18,10 @@ from test_conv_sim import BWD_PHASE_CASES, CONV_CASES, _geometry
 assert nb.SIMULATOR
 
 
-# (N, C, H, W), (K, C/G, R, S), stride, padding, dilation, groups
-SMALLC_CASES = CONV_CASES + BWD_PHASE_CASES + [
+# (N, C, H, W), (K, C/G, R, S), stride, padding, dilation, groups: of the GEMM tests' cases C/G = 2
+# with stride (2, 1) and dilation (1, 2), depthwise stride 2 dilated, C = 1 5x5, phases no tap
+# reaches, taps of every second phase row (the simulator is slow: the others add no new path)
+SMALLC_CASES = [CONV_CASES[i] for i in (1, 3, 4)] + [BWD_PHASE_CASES[i] for i in (0, 3)] + [
     # 2 row tiles x 1 quad tile per image (forward), 2 pairs-of-rows tiles (backward-data)
     pytest.param((1, 1, 20, 8), (3, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1, id="c1-tall-2-tiles"),
     # 40 filters: 2 forward chunks of 32 (4 warps), 2 staged dy chunks of 20 (backward-data), 2

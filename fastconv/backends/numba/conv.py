@@ -137,8 +137,8 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
 def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
                                 workspace=None):
     """dx from dy and w, one launch per stride phase; ``tile``, ``splits`` and ``workspace`` (and the
-    small-channel kernel) as for launch_conv2d_forward (every phase cuts its reduction into the same number of slices; a
-    slice past a phase's reduction writes zeros)."""
+    small-channel kernel) as for launch_conv2d_forward (every phase cuts its reduction into the same
+    number of slices; a slice past a phase's reduction writes zeros)."""
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
     n, c, h, wd, k, r, s, p, q = geo[:9]

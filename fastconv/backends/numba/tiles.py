@@ -1,7 +1,8 @@
 """Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64
 and 128x128) with their choice and register-tile FMA, the small-channel kernels' tiles (smallc_tile),
-the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride loop, the backward-data stride phases, the grid
-and split-K of the implicit-GEMM conv kernels and their geometry argument list.
+the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
+loop, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
+their geometry argument list.
 """
 
 from __future__ import annotations

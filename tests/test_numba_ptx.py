@@ -1,8 +1,9 @@
 """PTX of the numba kernels, compiled without a GPU (numba.cuda.compile_ptx through NVVM): the
 conv main loop (the loop holding the kernel's bar.sync) has no integer division or remainder and no
 64-bit multiply, reads its shared tiles with 16-byte loads and keeps the accumulators in registers
-(no local memory); the bandwidth kernels (pooling, bias gradient, split sums, activations) have no
-division and no 64-bit multiply in any loop.
+(no local memory); the small-channel conv kernels' innermost loops (the FMA loops and the staging
+loops) have no integer division or remainder and no 64-bit multiply; the bandwidth kernels (pooling,
+bias gradient, split sums, activations) have no division and no 64-bit multiply in any loop.
 
 Run as a script to print the counts: PYTHONPATH=$PWD python tests/test_numba_ptx.py
 """
@@ -19,6 +20,7 @@ FORBIDDEN = {
     "div/rem": re.compile(r"^\s*(?:@%p\d+\s+)?(?:div|rem)\.[su](?:32|64)\b", re.M),
     "mul.lo.s64/mad.lo.s64": re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.lo\.[su]64\b", re.M),
 }
+SMALLC_KERNELS = tuple(f"conv2d_{op}_smallc_v1" for op in ("forward", "backward_data", "backward_weight"))
 BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
                      "avg_pool2d_backward_v1", "max_pool2d_forward_v2_2x2", "max_pool2d_backward_v2_2x2",
                      "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v2",
@@ -65,6 +67,18 @@ def loops(ptx: str) -> str:
     return "\n".join(lines[i] for i in sorted(inside))
 
 
+def inner_loops(ptx: str) -> list[str]:
+    """The innermost loops, each from a label a later branch jumps back to, to that branch, holding
+    no other such span (a block the compiler placed after the code it returns to also branches
+    back; the spans it makes enclose the real loops, so they are not innermost)."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): i for i, ln in enumerate(lines) if (m := re.match(r"^(\$L\w+):", ln))}
+    spans = [(labels[m.group(1)], i) for i, ln in enumerate(lines)
+             if (m := re.search(r"\bbra(?:\.uni)?\s+(\$L\w+);", ln)) and labels.get(m.group(1), len(lines)) < i]
+    return ["\n".join(lines[a:b + 1]) for a, b in spans
+            if not any(o != (a, b) and a <= o[0] and o[1] <= b for o in spans)]
+
+
 def counts(text: str) -> dict:
     out = {k: len(p.findall(text)) for k, p in FORBIDDEN.items()}
     out["mul.wide.s32"] = len(WIDE.findall(text))
@@ -108,6 +122,26 @@ def test_conv_tiles_use_vector_shared_loads_and_registers(ptx_of, name):
     assert ".local" not in ptx, f"{name}: uses local memory"
 
 
+@pytest.mark.parametrize("name", SMALLC_KERNELS)
+def test_smallc_inner_loops_have_no_division_or_64bit_multiply(ptx_of, name):
+    """Every innermost loop (the register-tile FMA loops, the staging loops) does 32-bit index math
+    without division, the FMA loops are there (8x4, 2x4 and 16x4 per thread; forward and
+    backward-weight read their filters with 16-byte loads) and the register tiles stay out of local
+    memory."""
+    ptx = ptx_of(name)
+    inner = inner_loops(ptx)
+    fma_loop = max(inner, key=lambda loop: loop.count("fma.rn.f32"))
+    op = name[7:-10]
+    fmas = fma_loop.count("fma.rn.f32")
+    assert fmas >= {"forward": 32, "backward_data": 8, "backward_weight": 64}[op], f"{name}: {fmas} FMAs"
+    if op != "backward_data":  # the filters of a tap (a pixel) come in 16-byte shared loads
+        assert len(re.findall(r"ld\.shared\.v4\.f32", fma_loop)) >= 2, f"{name}: no 16-byte shared loads"
+    for loop in inner:
+        got = counts(loop)
+        assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} loop: {got}\n{loop}"
+    assert ".local" not in ptx, f"{name}: uses local memory"
+
+
 @pytest.mark.parametrize("name", BANDWIDTH_KERNELS)
 def test_bandwidth_kernel_loops_have_no_division_or_64bit_multiply(ptx_of, name):
     got = counts(loops(ptx_of(name)))
@@ -125,6 +159,9 @@ def test_main_loop_finder_sees_a_division():
                         "\t@%p1 bra $L__BB0_2;", "\trem.u32 %r2, %r1, %r3;", "\t@%p2 bra.uni $L__BB0_1;",
                         "\tdiv.s32 %r4, %r1, %r3;"])
     assert counts(loops(nested)) == {"div/rem": 1, "mul.lo.s64/mad.lo.s64": 1, "mul.wide.s32": 0}
+    # inner_loops() takes the inner loop only (the outer one holds the division)
+    assert [counts(loop) for loop in inner_loops(nested)] == [{"div/rem": 0, "mul.lo.s64/mad.lo.s64": 1,
+                                                                "mul.wide.s32": 0}]
 
 
 if __name__ == "__main__":
@@ -132,5 +169,7 @@ if __name__ == "__main__":
         code = kernel_ptx(kernel)
         print(f"{kernel}: whole kernel {counts(code)}; main loop {counts(main_loop(code))}, "
               f"ld.shared.v4 {len(re.findall(r'ld.shared.v4', main_loop(code)))}")
+    for kernel in SMALLC_KERNELS:
+        print(f"{kernel}: innermost loops {[counts(loop) for loop in inner_loops(kernel_ptx(kernel))]}")
     for kernel in BANDWIDTH_KERNELS:
         print(f"{kernel}: loops {counts(loops(kernel_ptx(kernel)))}")

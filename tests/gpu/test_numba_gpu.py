@@ -84,7 +84,10 @@ def test_launch_layer_every_kernel(cp, nb):
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
     # dcgan.d2: 128,64,14,14 -> 128, 4x4, s2, p1; dcgan.d3 (its forward and backward-data grids are
     # under a wave: split-K); groups=2 with dilation on a smaller batch
-    for (n, c, h, w, k, r, s), args in [((128, 64, 14, 14, 128, 4, 4), ((2, 2), (1, 1), (1, 1), 1)),
+    # lenet.conv1 (C = 1, 5x5: the small-channel kernels), then the same with C/G = 2, stride 2, dilation
+    for (n, c, h, w, k, r, s), args in [((128, 1, 28, 28, 32, 5, 5), ((1, 1), (2, 2), (1, 1), 1)),
+                                        ((32, 8, 15, 17, 40, 3, 3), ((2, 2), (1, 2), (1, 2), 4)),
+                                        ((128, 64, 14, 14, 128, 4, 4), ((2, 2), (1, 1), (1, 1), 1)),
                                         ((128, 128, 7, 7, 256, 3, 3), ((2, 2), (1, 1), (1, 1), 1)),
                                         ((16, 64, 14, 14, 128, 3, 3), ((1, 2), (2, 1), (2, 1), 2))]:
         x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -131,13 +134,35 @@ def test_launch_layer_every_kernel(cp, nb):
             assert_close(dx, cpu.avg_pool2d_backward(f64(dyp), x.shape, ks, st, pd, cip), F32_TOL, "avg_pool bwd")
 
 
+def test_smallc_matches_the_gemm(cp, nb):
+    """lenet.conv1 by the small-channel kernels (default) and by the implicit GEMM (tile forced):
+    both against the float64 oracle, poisoned outputs."""
+    from fastconv.backends import cpu
+    from fastconv.backends.numba.tiles import TILE_64
+    rng = np.random.default_rng(2)
+    args = ((1, 1), (2, 2), (1, 1), 1)
+    x = rng.standard_normal((128, 1, 28, 28)).astype(np.float32)
+    wt = rng.standard_normal((32, 1, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((128, 32, 28, 28)).astype(np.float32)
+    f64, g = (lambda a: a.astype(np.float64)), cp.asarray
+    ref = (cpu.conv2d_forward(f64(x), f64(wt), None, *args), cpu.conv2d_backward_data(f64(dy), f64(wt), x.shape, *args),
+           cpu.conv2d_backward_weight(f64(dy), f64(x), wt.shape, *args))
+    for force in ({}, {"tile": TILE_64}):
+        assert_close(nb.launch_conv2d_forward(_poisoned(cp, dy.shape), g(x), g(wt), None, *args, **force), ref[0],
+                     F32_TOL, f"forward {force}")
+        assert_close(nb.launch_conv2d_backward_data(_poisoned(cp, x.shape), g(dy), g(wt), *args, **force), ref[1],
+                     F32_TOL, f"backward_data {force}")
+        assert_close(nb.launch_conv2d_backward_weight(_poisoned(cp, wt.shape), g(dy), g(x), *args, **force), ref[2],
+                     REDUCTION_TOL, f"backward_weight {force}")
+
+
 def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
     """Registers and local memory of the conv kernels, reported; local memory would mean the
     register tile spilled (tests/test_numba_ptx.py checks the PTX; this checks the device's cubin)."""
     from fastconv.backends.numba import driver as nb_driver
-    from fastconv.backends.numba.tiles import TILES
-    for name in (f"conv2d_{op}{tile.suffix}_v1" for tile in TILES
-                 for op in ("forward", "backward_data", "backward_weight")):
+    from fastconv.backends.numba.tiles import SMALLC_PASSES, TILES
+    for name in [f"conv2d_{op}{tile.suffix}_v1" for tile in TILES for op in SMALLC_PASSES] + [
+            f"conv2d_{op}_smallc_v1" for op in SMALLC_PASSES]:
         dev = cp.cuda.runtime.getDevice()
         kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)
         (overload,) = kern.dispatcher.overloads.values()

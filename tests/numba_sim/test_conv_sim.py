@@ -1,6 +1,7 @@
-"""The numba conv kernels under the CUDA simulator against the NumPy path run in float64: every
-pass, stride, padding, dilation, groups, odd sizes, more than one tile in every GEMM dimension, split
-reductions.
+"""The numba implicit-GEMM conv kernels under the CUDA simulator against the NumPy path run in
+float64: every pass, stride, padding, dilation, groups, odd sizes, more than one tile in every GEMM
+dimension, split reductions. These shapes have C/G*R*S <= 32, which the small-channel kernels serve
+by default (test_conv_smallc_sim.py), so the tests here name a GEMM tile or split count.
 
 Shapes are tiny (the simulator runs each GPU thread as a Python thread). Outputs are poisoned with
 NaN before each launch so unwritten elements fail; run by tests/test_numba_sim.py.
@@ -45,15 +46,16 @@ def test_conv2d_all_passes(rng, x_shape, w_shape, stride, padding, dilation, gro
     dy = _rand(rng, *y_shape)
     args = (stride, padding, dilation, groups)
 
-    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args)
+    gemm = K.TILE_64
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, b, *args, tile=gemm)
     assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "forward+bias")
-    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, None, *args)
+    y = nb.launch_conv2d_forward(_empty(*y_shape), x, w, None, *args, tile=gemm)
     assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *args), F32_TOL, "forward")
 
-    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args)
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=gemm)
     assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
 
-    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args)
+    dw = nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args, tile=gemm)
     ref_dw = cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args)
     assert_close(dw, ref_dw, F32_TOL, "backward_weight")
 
@@ -75,7 +77,7 @@ BWD_PHASE_CASES = [
 def test_conv2d_backward_data_phases(rng, x_shape, w_shape, stride, padding, dilation, groups):
     args = (stride, padding, dilation, groups)
     dy, w = _rand(rng, *_geometry(x_shape, w_shape, stride, padding, dilation)), _rand(rng, *w_shape)
-    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args)
+    dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=K.TILE_64)
     assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
 
 
@@ -107,7 +109,7 @@ def test_conv2d_multi_tile(rng):
     reductions are short so the simulator stays quick; the cases above cover many BK slices."""
     one = ((1, 1), (0, 0), (1, 1), 1)
     x, w = _rand(rng, 1, 2, 9, 8), _rand(rng, 66, 2, 1, 1)  # forward: K=66 rows, 72 columns
-    y = nb.launch_conv2d_forward(_empty(1, 66, 9, 8), x, w, None, *one)
+    y = nb.launch_conv2d_forward(_empty(1, 66, 9, 8), x, w, None, *one, tile=K.TILE_64)
     assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), None, *one), F32_TOL, "forward")
     dy, w = _rand(rng, 1, 2, 9, 8), _rand(rng, 2, 66, 1, 1)  # backward data: C=66 rows, 72 columns
     dx = nb.launch_conv2d_backward_data(_empty(1, 66, 9, 8), dy, w, *one)

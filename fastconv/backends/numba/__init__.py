@@ -7,7 +7,8 @@ The kernel bodies are plain Python; driver.py turns them into kernels.
 
 One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
 outputs; what the simulator tests call) and backend functions (the signatures of
-notes/INTERFACES.md): conv.py (kernels in conv_kernels.py), activation.py, pool.py; tiles.py holds the block and tile sizes,
+notes/INTERFACES.md): conv.py (kernels in conv_kernels.py and the conv_smallc* modules),
+activation.py, pool.py; tiles.py holds the block and tile sizes,
 driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
 Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
 this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under
@@ -34,6 +35,15 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   backward_data when their output tiles are under a wave of the card, backward_weight (long
   N*P*Q reduction) whatever the grid; each slice writes partial sums that sum_splits_v1 adds in a
   fixed order (deterministic, no atomics).
+- conv2d_forward_smallc_v1, conv2d_backward_data_smallc_v1 (conv_smallc.py),
+  conv2d_backward_weight_smallc_v1 (conv_smallc_wgrad.py): direct kernels for C/G*R*S <=
+  config.SMALLC (lenet.conv1), where a GEMM tile would be mostly padding; the CUDA C family's
+  small-channel tiles (tiles.smallc_tile), picked by the launchers unless a tile or split count is
+  given (conv_smallc_launch.py). Forward: 8 filters x 4 adjacent pixels per thread from an input
+  tile and filters staged in shared memory; backward-data: per stride phase only its taps, 2 x 4
+  pixels per thread, filters split over warps and summed in warp order, a sliding register window
+  along rows; backward-weight: slices of output rows per block, 16 filters x 4 taps per thread,
+  partial dw per block added by sum_splits_v1 (deterministic).
 - conv2d_backward_bias_v1: several blocks per output channel (each a slice of its N*P*Q
   elements, position carried without division, shared-memory tree reduction), partial sums added
   by sum_splits_v1.

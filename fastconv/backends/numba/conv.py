@@ -7,10 +7,12 @@ from numba import cuda, float32, int32, uint32
 
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
+from .conv_smallc_launch import (backward_weight_smallc_splits, launch_conv2d_backward_data_smallc,
+                                 launch_conv2d_backward_weight_smallc, launch_conv2d_forward_smallc)
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
 from .tiles import (ELEMENTWISE_THREADS, REDUCE_THREADS, WAVE_BLOCKS, _conv_geometry, _gemm_grid,
                     backward_weight_splits, bwd_phases, conv_tile, gemm_splits, grid_stride,
-                    slice_len, split_chunk)
+                    slice_len, split_chunk, smallc_tile)
 
 
 def sum_splits_v1(out, parts, n, splits):
@@ -110,13 +112,17 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
     """y = conv2d(x, w) (+ b); ``tile``: a tiles.Tile, default tiles.conv_tile's choice. The
     reduction is cut into ``splits`` slices (default: split only when the grid is under a wave) whose
     partial sums go to ``workspace`` (splits*|y| floats, allocated when None) and are added in a
-    fixed order."""
+    fixed order. With neither ``tile`` nor ``splits`` given, the small-channel kernel runs where
+    tiles.smallc_tile serves the shape (a given tile or split count forces the implicit GEMM)."""
     _check(x, "x"), _check(w, "w")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check_out(y, "y", (n, k, p, q))
     if b is not None:
         _check_out(b, "b", (k,))
+    small = tile is None and splits is None and smallc_tile("forward", geo)
+    if small:
+        return launch_conv2d_forward_smallc(y, x, w, b, geo, small, stream)
     tile = tile or conv_tile(k // groups, n * p * q, groups)
     kred = w.shape[1] * r * s
     splits, chunk = split_chunk(kred, _slices(splits, tile.blocks(k // groups, n * p * q) * groups, kred, groups))
@@ -130,14 +136,17 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
 
 def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
                                 workspace=None):
-    """dx from dy and w, one launch per stride phase; ``tile``, ``splits`` and ``workspace`` as
-    for launch_conv2d_forward (every phase cuts its reduction into the same number of slices; a
-    slice past a phase's reduction writes zeros)."""
+    """dx from dy and w, one launch per stride phase; ``tile``, ``splits`` and ``workspace`` (and the
+    small-channel kernel) as for launch_conv2d_forward (every phase cuts its reduction into the same
+    number of slices; a slice past a phase's reduction writes zeros)."""
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
     n, c, h, wd, k, r, s, p, q = geo[:9]
     _check(dx, "dx")
     _check_out(dy, "dy", (n, k, p, q))
+    small = tile is None and splits is None and smallc_tile("backward_data", geo)
+    if small:
+        return launch_conv2d_backward_data_smallc(dx, dy, w, geo, small, stream)
     phases = bwd_phases(h, wd, r, s, stride, padding, dilation)
     z = groups * len(phases)
     tile = tile or conv_tile(c // groups, n * phases[0][1] * phases[0][8], z)
@@ -159,13 +168,21 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     """dw from dy and x. The reduction is cut into ``splits`` slices (default: see
     backward_weight_splits, whatever the grid) whose partial sums go to ``workspace`` (splits*|dw|
     floats, allocated when None) and are then added in a fixed order, so the result is
-    deterministic. ``tile`` as for launch_conv2d_forward."""
+    deterministic. ``tile`` (and the small-channel kernel, its blocks' partial sums added the same
+    way) as for launch_conv2d_forward."""
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check(dw, "dw")
     _check_out(dy, "dy", (n, k, p, q))
     cg = dw.shape[1]
+    small = tile is None and splits is None and smallc_tile("backward_weight", geo)
+    if small:
+        splits, per = backward_weight_smallc_splits(geo, small)
+        out = _partials(dw, splits, workspace, "conv2d_backward_weight")
+        launch_conv2d_backward_weight_smallc(out, dy, x, geo, small, splits, per, stream)
+        _sum_partials(dw, out, splits, stream)
+        return dw
     tile = tile or conv_tile(k // groups, cg * r * s, groups)
     if splits is None:
         splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)

@@ -83,6 +83,9 @@ _PARAMS = {
     "conv2d_forward_t32x128_v1": "ffff" + "n" + _GEOM + "nn",
     "conv2d_backward_data_t32x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
     "conv2d_backward_weight_t32x128_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_smallc_v1": "ffff" + "n" + _GEOM + "n" * 7,  # + tpr, tqq, ctiles, tiles, ir, iw, iwp
+    "conv2d_backward_data_smallc_v1": "fff" + _GEOM + "n" * 14 + "n" * 8,  # + a phase, tpr, tqq, kc, ctiles, ...
+    "conv2d_backward_weight_smallc_v1": "fff" + _GEOM + "n" * 10,  # + tp, per, rtiles, no, eg, npart, ir, iw, ...
     "sum_splits_v1": "ffnn",
     "conv2d_backward_bias_v1": "ffnnnn",
     "relu_forward_v2": "ffnx",      # + slope (unused by relu)
@@ -267,7 +270,7 @@ def _pointer(a) -> int:
 def _body(name: str):
     """The Python kernel body ``name`` (kernel bodies live in the op-family modules)."""
     import importlib
-    for family in ("conv_kernels", "conv", "activation", "pool", "driver"):
+    for family in ("conv_kernels", "conv_smallc", "conv_smallc_wgrad", "conv", "activation", "pool", "driver"):
         fn = getattr(importlib.import_module(f"{__package__}.{family}"), name, None)
         if fn is not None:
             return fn

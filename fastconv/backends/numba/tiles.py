@@ -1,7 +1,8 @@
 """Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64
-and 128x128) with their choice and register-tile FMA, the division-free index digits of the conv
-loaders and pooling kernels, the 32-bit grid-stride loop, the backward-data stride phases, the grid
-and split-K of the implicit-GEMM conv kernels and their geometry argument list.
+and 128x128) with their choice and register-tile FMA, the small-channel kernels' tiles (smallc_tile),
+the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
+loop, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
+their geometry argument list.
 """
 
 from __future__ import annotations
@@ -98,6 +99,27 @@ def conv_tile(rows: int, cols: int, z: int) -> Tile:
     if rows >= 128 and cols >= 128 and TILE_128.blocks(rows, cols) * z >= WAVE_BLOCKS:
         return TILE_128
     return TILE_32 if rows <= 32 and cols >= 128 else TILE_64
+
+
+SMALLC_PASSES = ("forward", "backward_data", "backward_weight")
+
+
+def smallc_tile(pass_name: str, geo):
+    """The small-channel kernels' tile of conv pass ``pass_name`` (one of SMALLC_PASSES) for the
+    _conv_geometry ``geo``: the CUDA C family's choice (config.smallc_forward_tile (tpr, tqq),
+    smallc_backward_data_tile (tpr, tqq, kc), smallc_backward_weight_tile tp) where C/G*R*S <=
+    config.SMALLC and the staged tiles fit shared memory; None (the implicit GEMM runs) otherwise."""
+    n, c, h, w, k, r, s, p, q, sh, sw, _, _, dh, dw, groups = geo
+    cg, stride, dilation = c // groups, (sh, sw), (dh, dw)
+    if cg * r * s > _cfg.SMALLC:
+        return None
+    if pass_name == "forward":
+        return _cfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
+    if pass_name == "backward_data":
+        return _cfg.smallc_backward_data_tile(k // groups, h, w, r, s, stride, dilation)
+    if pass_name == "backward_weight":
+        return _cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
+    raise ValueError(f"pass_name: got {pass_name!r}, expected one of {SMALLC_PASSES}")
 
 
 def make_tile_fma(tile: Tile):

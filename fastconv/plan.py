@@ -19,8 +19,8 @@ the array type (CuPy's or the CPU layer's stand-in: a process may use both), the
 ``FASTCONV_CUDA_DEFINES``, and per argument its type and value, or for a device array its shape,
 dtype, strides, device and whether its address is 16-byte aligned (the vectorised kernels
 choose on that); when a keyword argument is a tuple (``out=(dw, db)``), the items of every tuple
-count as arguments. An ``out`` array is an input like any other: a plan writes into the call's. A call that fails its checks stores nothing, so every error is raised on every
-call. Arguments the key cannot hold (unhashable values) take the full path every time. An
+count as arguments. An ``out`` array is an input like any other: a plan writes into the call's.
+A call that fails its checks stores nothing, so every error is raised on every call. Arguments the key cannot hold (unhashable values) take the full path every time. An
 argument that changes on every call (dropout's seed) is declared ``per_call``: the key holds its
 type and the plan fills its value in (see :func:`planned`); so is Adam's int step.
 
@@ -298,24 +298,27 @@ def planned(op=None, *, per_call: dict | None = None):
         # the settings by value (a frozen dataclass): a per-call settings scope still hits
         try:
             # nd: which CuPy (the real one or fastconv.emu's stand-in) made the arrays and will launch
-            parts = [nd, kernels, last[1] if s is last[0] else _settings_id(s), defines_text(),
-                     tuple(kw) if kw else None, cp.cuda.runtime.getDevice()]
-            values = args if not kw else args + tuple(kw.values())
-            per = ()
+            parts = [nd, kernels, last[1] if s is last[0] else _settings_id(s), defines_text(), None,
+                     cp.cuda.runtime.getDevice()]
+            values, per = args, ()
+            if kw:
+                parts[4] = tuple(kw)
+                kv = tuple(kw.values())
+                values = args + kv
             if split is not None:
                 values, per = split(args, kw, values)
-            if kw and tuple in map(type, kw.values()):
+            if kw and tuple in map(type, kv):
                 values = _flat(values)   # out=(dw, db): its arrays are slotted like the others
-            for a in values:
+            for a in values:   # flat: an array's entry starts with its shape (a tuple), another's with its type
                 t = type(a)
                 if t is nd:
                     d = a.data
                     arrays.append(a)
-                    parts.append((a.shape, a.dtype, a.strides, d.device_id, d.ptr & 15))
+                    parts += (a.shape, a.dtype, a.strides, d.device_id, d.ptr & 15)
                 elif isinstance(a, np_ndarray):
                     return op(*args, kernels=kernels, **kw)  # the CPU path (or a mix the checks refuse)
                 else:
-                    parts.append((t, a))
+                    parts += (t, a)
             key = tuple(parts)
             plan = plans.get(key)
         except Exception:      # an unhashable argument, an object that is no array: the full path says what

@@ -21,7 +21,7 @@ def test_every_row_runs_and_settings_come_back(capsys):
     assert lines[0].split() == ["op", "launches", "us/call", "raw", "us", "beyond", "raw"]
     rows = {line[:34].strip(): line[34:].split() for line in lines[1:]}
     assert "not run" not in " ".join(lines), lines
-    assert len(rows) == 41
+    assert len(rows) == 43
     assert rows["adam_update fc1.w int step"][0] == "1" and rows["conv2d_forward conv2"][0] == "3"
     for name, (launches, *times) in rows.items():
         assert int(launches) >= 1 and all(float(t) > 0 for t in times[:2]), (name, times)

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..argcheck import ANY_NDIM, FLOAT_DTYPES, array, real, same_shape
 from ..backend import array_module, op
+from ..backends.cuda.config import INT32_MAX
 from ..plan import planned
 
 
@@ -33,14 +34,11 @@ def adam_update(param, grad, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, w
     take the launch-plan fast path; the int is a per-call value of the plan.
     ``lr`` as in sgd_update."""
     if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
-        if not 1 <= step <= _STEP_MAX:
-            raise ValueError(f"step: got {step!r}, expected an int in [1, {_STEP_MAX}]")
+        if not 1 <= step <= INT32_MAX:   # the kernels take the step as an int32
+            raise ValueError(f"step: got {step!r}, expected an int in [1, {INT32_MAX}]")
         _adam_stepped(param, grad, m, v, int(step), lr, beta1, beta2, eps, weight_decay, kernels=kernels)
     else:
         _adam_counted(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, kernels=kernels)
-
-
-_STEP_MAX = 2**31 - 1   # the kernels take the step as an int32
 
 
 def _lr(lr, xp):

@@ -103,7 +103,7 @@ struct PackedA {
         const int mq = threadIdx.x - row * RV, m = m0 + mq * 4;
         p = ap + (kbeg + row) * Mp + m;
         kleft = m < Mp ? kend - kbeg - row : 0;
-        dst = row * T::AS + mq * 4;
+        dst = T::a_off(row, mq * 4);
     }
     __device__ __forceinline__ void issue(float* As) const {
 #pragma unroll

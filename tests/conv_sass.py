@@ -12,7 +12,6 @@ pairs (FSETP: one per rounded fragment element), cp.async (LDGSTS), and the rest
 predicate and loop work)."""
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_build import find_tool, ptxas_report, sass_by_function  # noqa: E402
+from cuda_build import find_tool, loop_spans, loops, opcodes, ptxas_report, sass_by_function  # noqa: E402
 
 PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
@@ -47,28 +46,10 @@ def sass_functions(cubin, nvdisasm):
                                            check=True).stdout)
 
 
-def opcodes(lines):
-    """The opcodes of SASS lines (predicates dropped, modifiers kept: 'LDGSTS.E.BYPASS.128')."""
-    ops = []
-    for line in lines:
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
-        if m:
-            ops.append(m.group(1))
-    return ops
-
-
-def _loop_spans(lines):
-    """(first, last) line of every loop: a backward branch to a label."""
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
-    return [(labels[m.group(1)], i) for i, line in enumerate(lines)
-            if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
-
-
 def main_loop(lines, op="FFMA"):
     """The opcodes of the loop that holds the most ``op``."""
     best = []
-    for a, b in _loop_spans(lines):
-        ops = opcodes(lines[a:b + 1])
+    for ops in loops(lines):
         if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
             best = ops
     return best
@@ -76,7 +57,7 @@ def main_loop(lines, op="FFMA"):
 
 def inner_loops(lines):
     """The opcodes of every innermost loop (a backward branch whose range holds no other one)."""
-    spans = _loop_spans(lines)
+    spans = loop_spans(lines)
     return [opcodes(lines[a:b + 1]) for a, b in spans
             if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
 

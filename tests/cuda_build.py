@@ -1,5 +1,6 @@
 """What the tests that build kernels/*.cu with nvcc share (tests/test_bandwidth_static.py,
-tests/test_conv_build.py): finding the CUDA tools, and reading ptxas -v and nvdisasm output."""
+tests/test_conv_build.py, tests/conv_sass.py): finding the CUDA tools, reading ptxas -v and
+nvdisasm output, and finding the loops of a function's SASS."""
 
 import re
 import shutil
@@ -49,3 +50,25 @@ def ptxas_report(log):
 def sass_by_function(text):
     """{function name: its SASS lines} from nvdisasm, which prints one .text.<name> section per function."""
     return _sections(text, r"^\s*\.section\s+\.text\.(\S+?),")
+
+
+def opcodes(lines):
+    """The opcodes of SASS lines (predicates dropped, modifiers kept: 'LDGSTS.E.BYPASS.128')."""
+    ops = []
+    for line in lines:
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if m:
+            ops.append(m.group(1))
+    return ops
+
+
+def loop_spans(lines):
+    """(first, last) line of every loop in one function's SASS lines: a backward branch to a label."""
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
+    return [(labels[m.group(1)], i) for i, line in enumerate(lines)
+            if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
+
+
+def loops(lines):
+    """The opcodes of every loop in one function's SASS lines, its backward branch last."""
+    return [opcodes(lines[a:b + 1]) for a, b in loop_spans(lines)]

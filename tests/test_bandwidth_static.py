@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from cuda_build import find_tool, ptxas_report, sass_by_function
+from cuda_build import find_tool, loops, ptxas_report, sass_by_function
 from fastconv.backends.cuda import loader as cuda_loader
 from fastconv.backends.cuda.config import KERNELS
 
@@ -90,18 +90,6 @@ def test_vector_loads_and_stores(build):
                 assert not missing, f"kernels/{filename} ({arch}) {kernel}: no {missing} in its SASS"
                 checked += 1
     assert checked, f"kernels/{filename}: no kernel matched VECTOR_OPS"
-
-
-def loops(lines):
-    """The instruction lists of the loops in one function's SASS (a branch back to a label)."""
-    labels, ins = {}, []
-    for line in lines:
-        if m := re.match(r"^\s*(\.L_x_\d+):", line):
-            labels[m.group(1)] = len(ins)
-        elif m := re.search(r"/\*[0-9a-f]{4}\*/\s+(.*?)\s*;", line):
-            ins.append(m.group(1))
-    return [ins[labels[m.group(1)]:i] for i, op in enumerate(ins)
-            if (m := re.search(r"BRA `\((\.L_x_\d+)\)", op)) and labels.get(m.group(1), i + 1) <= i]
 
 
 def test_reduction_loops_keep_loads_in_flight(build):

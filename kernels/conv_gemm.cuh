@@ -14,9 +14,10 @@
 // over LC lanes; B: LC distinct float4 = one 128-byte row).
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
-// row tiles. Warp rows are permuted (mma_row in conv_index.cuh) so that a lane's two A rows of a
-// tile are adjacent: one 64-bit shared load per tile and k row lands in the mma's registers, each
-// element rounded there once by cvt.rna.tf32 (per warp that reads it).
+// row tiles. Packed A: warp rows are permuted (mma_row in conv_index.cuh) so that a lane's two A
+// rows of a tile are adjacent: one 64-bit shared load per tile and k row lands in the mma's
+// registers. Gathered operands: ldmatrix from the k-quad-major tiles, each element rounded in the
+// mma's registers once by cvt.rna.tf32 (per warp that reads it).
 #pragma once
 
 #define CONV_PAD 8  // floats; row pitch = 8 words mod 32: conflict-free fragment loads of both products

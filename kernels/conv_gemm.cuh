@@ -37,9 +37,10 @@ struct TileGeom {
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
     static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
-    // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off) and of B element (kk, n)
+    // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off, the same k-major layout
+    // here, MmaTile's own) and of B element (kk, n)
     __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
-    __host__ __device__ static constexpr int ag_off(int kk, int m) { return kk * AS + m; }
+    __host__ __device__ static constexpr int ag_off(int kk, int m) { return a_off(kk, m); }
     __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
 };
 

@@ -344,7 +344,7 @@ CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
 CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 // CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
-// tiles 64x64 (t128x128), 64x32, 32x64 and 32x64. Mirrored by config.py TF32_TILES.
+// tiles 64x64 (t128x128), else 64x32. Mirrored by config.py TF32_TILES.
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
 CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 1, 4, 4, 3)

@@ -14,9 +14,10 @@
 // over LC lanes; B: LC distinct float4 = one 128-byte row).
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
-// row tiles. Warp rows are permuted (mma_row in conv_index.cuh) so that a lane's two A rows of a
-// tile are adjacent: one 64-bit shared load per tile and k row lands in the mma's registers, each
-// element rounded there once by cvt.rna.tf32 (per warp that reads it).
+// row tiles. Packed A: warp rows are permuted (mma_row in conv_index.cuh) so that a lane's two A
+// rows of a tile are adjacent: one 64-bit shared load per tile and k row lands in the mma's
+// registers. Gathered operands: ldmatrix from the k-quad-major tiles, each element rounded in the
+// mma's registers once by cvt.rna.tf32 (per warp that reads it).
 #pragma once
 
 #define CONV_PAD 8  // floats; row pitch = 8 words mod 32: conflict-free fragment loads of both products
@@ -36,9 +37,10 @@ struct TileGeom {
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
     static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
-    // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off) and of B element (kk, n)
+    // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off, the same k-major layout
+    // here, MmaTile's own) and of B element (kk, n)
     __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
-    __host__ __device__ static constexpr int ag_off(int kk, int m) { return kk * AS + m; }
+    __host__ __device__ static constexpr int ag_off(int kk, int m) { return a_off(kk, m); }
     __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
 };
 
@@ -103,7 +105,7 @@ struct PackedA {
         const int mq = threadIdx.x - row * RV, m = m0 + mq * 4;
         p = ap + (kbeg + row) * Mp + m;
         kleft = m < Mp ? kend - kbeg - row : 0;
-        dst = row * T::AS + mq * 4;
+        dst = T::a_off(row, mq * 4);
     }
     __device__ __forceinline__ void issue(float* As) const {
 #pragma unroll

@@ -12,63 +12,21 @@ pairs (FSETP: one per rounded fragment element), cp.async (LDGSTS), and the rest
 predicate and loop work)."""
 
 import argparse
-import re
-import subprocess
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cuda_build import find_tool, ptxas_report, sass_by_function  # noqa: E402
+from cuda_build import build_cubin, find_tool, loop_spans, loops, opcodes, sass_functions  # noqa: E402
 
 PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
-
-
-def compile_conv(arch, out_dir):
-    """(cubin path, ptxas report) of kernels/conv.cu built by nvcc for ``arch`` in out_dir; the
-    report as cuda_build.ptxas_report. Raises RuntimeError with nvcc's log when the build fails."""
-    from fastconv.backends.cuda import loader
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = out_dir / "conv.cu"
-    src.write_text(loader.source("conv.cu"))
-    cubin = out_dir / f"{arch}.cubin"
-    p = subprocess.run([find_tool("nvcc") or "nvcc", f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v",
-                        "-x", "cu", "-o", str(cubin), str(src)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(p.stderr)
-    return cubin, ptxas_report(p.stderr)
-
-
-def sass_functions(cubin, nvdisasm):
-    """{function: SASS lines} of a cubin."""
-    return sass_by_function(subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
-                                           check=True).stdout)
-
-
-def opcodes(lines):
-    """The opcodes of SASS lines (predicates dropped, modifiers kept: 'LDGSTS.E.BYPASS.128')."""
-    ops = []
-    for line in lines:
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
-        if m:
-            ops.append(m.group(1))
-    return ops
-
-
-def _loop_spans(lines):
-    """(first, last) line of every loop: a backward branch to a label."""
-    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
-    return [(labels[m.group(1)], i) for i, line in enumerate(lines)
-            if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
 
 
 def main_loop(lines, op="FFMA"):
     """The opcodes of the loop that holds the most ``op``."""
     best = []
-    for a, b in _loop_spans(lines):
-        ops = opcodes(lines[a:b + 1])
+    for ops in loops(lines):
         if sum(o.startswith(op) for o in ops) > sum(o.startswith(op) for o in best):
             best = ops
     return best
@@ -76,7 +34,7 @@ def main_loop(lines, op="FFMA"):
 
 def inner_loops(lines):
     """The opcodes of every innermost loop (a backward branch whose range holds no other one)."""
-    spans = _loop_spans(lines)
+    spans = loop_spans(lines)
     return [opcodes(lines[a:b + 1]) for a, b in spans
             if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
 
@@ -108,7 +66,7 @@ def table(arch="sm_90", fp32=False):
     if nvdisasm is None:
         raise RuntimeError("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
     with tempfile.TemporaryDirectory() as tmp:
-        cubin, report = compile_conv(arch, tmp)
+        cubin, report = build_cubin("conv.cu", arch, tmp)
         funcs = sass_functions(cubin, nvdisasm)
     rows = []
     for name in kernels(fp32):

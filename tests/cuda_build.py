@@ -1,8 +1,10 @@
 """What the tests that build kernels/*.cu with nvcc share (tests/test_bandwidth_static.py,
-tests/test_conv_build.py): finding the CUDA tools, and reading ptxas -v and nvdisasm output."""
+tests/test_conv_build.py, tests/conv_sass.py): finding the CUDA tools, building a kernel file to a
+cubin, reading ptxas -v and nvdisasm output, and finding the loops of a function's SASS."""
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 
@@ -19,6 +21,29 @@ def find_tool(name):
         for path in root.glob(f"*/bin/{name}"):
             return str(path)
     return None
+
+
+def build_cubin(filename, arch, out_dir):
+    """(cubin path, ptxas report) of kernels/<filename>, as the loader hands it to NVRTC, built by
+    nvcc for ``arch`` in out_dir; the report as ptxas_report. Raises RuntimeError with nvcc's log
+    when the build fails."""
+    from fastconv.backends.cuda import loader
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = out_dir / filename
+    src.write_text(loader.source(filename))
+    cubin = out_dir / f"{arch}.cubin"
+    p = subprocess.run([find_tool("nvcc") or "nvcc", f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v",
+                        "-x", "cu", "-o", str(cubin), str(src)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr)
+    return cubin, ptxas_report(p.stderr)
+
+
+def sass_functions(cubin, nvdisasm):
+    """{function: SASS lines} of a cubin, disassembled by ``nvdisasm`` (its path)."""
+    return sass_by_function(subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True,
+                                           check=True).stdout)
 
 
 def _sections(text, header):
@@ -49,3 +74,25 @@ def ptxas_report(log):
 def sass_by_function(text):
     """{function name: its SASS lines} from nvdisasm, which prints one .text.<name> section per function."""
     return _sections(text, r"^\s*\.section\s+\.text\.(\S+?),")
+
+
+def opcodes(lines):
+    """The opcodes of SASS lines (predicates dropped, modifiers kept: 'LDGSTS.E.BYPASS.128')."""
+    ops = []
+    for line in lines:
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
+        if m:
+            ops.append(m.group(1))
+    return ops
+
+
+def loop_spans(lines):
+    """(first, last) line of every loop in one function's SASS lines: a backward branch to a label."""
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := re.match(r"\s*\.(L_x_\d+):", line))}
+    return [(labels[m.group(1)], i) for i, line in enumerate(lines)
+            if (m := re.search(r"\bBRA\b.*?\.?(L_x_\d+)", line)) and labels.get(m.group(1), i + 1) < i]
+
+
+def loops(lines):
+    """The opcodes of every loop in one function's SASS lines, its backward branch last."""
+    return [opcodes(lines[a:b + 1]) for a, b in loop_spans(lines)]

@@ -11,8 +11,7 @@ import subprocess
 
 import pytest
 
-from cuda_build import find_tool, ptxas_report, sass_by_function
-from fastconv.backends.cuda import loader as cuda_loader
+from cuda_build import build_cubin, find_tool, loops, sass_functions
 from fastconv.backends.cuda.config import KERNELS
 
 FILES = ("activation.cu", "batchnorm.cu", "bias.cu", "pool.cu")
@@ -55,14 +54,8 @@ pytestmark = pytest.mark.skipif(NVCC is None or NVDISASM is None,
 @pytest.fixture(scope="module", params=[(f, a) for f in FILES for a in ARCHS], ids=lambda fa: f"{fa[0]}-{fa[1]}")
 def build(request, tmp_path_factory):
     filename, arch = request.param
-    tmp = tmp_path_factory.mktemp("sass")
-    src, cubin = tmp / filename, tmp / f"{filename}.cubin"
-    src.write_text(cuda_loader.source(filename))
-    proc = subprocess.run([NVCC, f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu", "-o",
-                           str(cubin), str(src)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    sass = subprocess.run([NVDISASM, str(cubin)], capture_output=True, text=True, check=True).stdout
-    return filename, arch, ptxas_report(proc.stderr), sass_by_function(sass)
+    cubin, report = build_cubin(filename, arch, tmp_path_factory.mktemp("sass"))
+    return filename, arch, report, sass_functions(cubin, NVDISASM)
 
 
 def test_registers_and_spills(build):
@@ -92,18 +85,6 @@ def test_vector_loads_and_stores(build):
     assert checked, f"kernels/{filename}: no kernel matched VECTOR_OPS"
 
 
-def loops(lines):
-    """The instruction lists of the loops in one function's SASS (a branch back to a label)."""
-    labels, ins = {}, []
-    for line in lines:
-        if m := re.match(r"^\s*(\.L_x_\d+):", line):
-            labels[m.group(1)] = len(ins)
-        elif m := re.search(r"/\*[0-9a-f]{4}\*/\s+(.*?)\s*;", line):
-            ins.append(m.group(1))
-    return [ins[labels[m.group(1)]:i] for i, op in enumerate(ins)
-            if (m := re.search(r"BRA `\((\.L_x_\d+)\)", op)) and labels.get(m.group(1), i + 1) <= i]
-
-
 def test_reduction_loops_keep_loads_in_flight(build):
     filename, arch, _, sass = build
     for kernel, want in LOADS_IN_FLIGHT.items():
@@ -121,5 +102,5 @@ def test_sass_helpers_see_a_64_bit_division(tmp_path):
     src, cubin = tmp_path / "div.cu", tmp_path / "div.cubin"
     src.write_text('extern "C" __global__ void k(long long* a, long long d) { a[threadIdx.x] /= d; }\n')
     subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", str(cubin), str(src)], check=True, capture_output=True)
-    sass = subprocess.run([NVDISASM, str(cubin)], capture_output=True, text=True, check=True).stdout
-    assert DIV64.search("\n".join(sass_by_function(sass)["k"])), sass[:2000]
+    sass = sass_functions(cubin, NVDISASM)["k"]
+    assert DIV64.search("\n".join(sass)), "\n".join(sass[:60])

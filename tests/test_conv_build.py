@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conv_sass import compile_conv, inner_loops, main_loop, sass_functions
-from cuda_build import find_tool
+from conv_sass import inner_loops, main_loop
+from cuda_build import build_cubin, find_tool, sass_functions
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import loader
 
@@ -46,7 +46,7 @@ def builds(tmp_path_factory):
         pytest.skip("nvcc is not on PATH")
     tmp = tmp_path_factory.mktemp("conv_build")
     with ThreadPoolExecutor(len(ARCHS)) as pool:  # nvcc runs as a subprocess: the builds overlap
-        return dict(zip(ARCHS, pool.map(lambda a: compile_conv(a, tmp / a), ARCHS)))
+        return dict(zip(ARCHS, pool.map(lambda a: build_cubin("conv.cu", a, tmp / a), ARCHS)))
 
 
 def _launch_bounds(kernel):

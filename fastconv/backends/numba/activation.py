@@ -5,7 +5,7 @@ loads all of them before storing any: UNROLL loads in flight per thread, where o
 trip left one (a thread waits for its load before the next trip) and the kernels short of the
 memory bandwidth (ReLU 0.74 / 0.67 of the device copy on an H200). The kernels come from two
 factories over the elementwise function: forward ``y = f(x, slope)``, backward
-``dx = g(dy, y, slope)`` (ReLU's kernels take no slope)."""
+``dx = g((dy, y), slope)`` (ReLU's kernels take no slope)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,14 @@ def _leaky_relu(v, slope):
 
 
 @cuda.jit(device=True, inline="always")
-def _relu_grad(d, y, slope):
+def _relu_grad(dy_y, slope):
+    d, y = dy_y
     return d if y > 0 else float32(0.0)
 
 
 @cuda.jit(device=True, inline="always")
-def _leaky_relu_grad(d, y, slope):
+def _leaky_relu_grad(dy_y, slope):
+    d, y = dy_y
     return d if y > 0 else d * slope
 
 
@@ -91,14 +93,11 @@ def _forward_kernel(f):
 
 
 def _backward_kernel(g):
-    """The backward kernel of elementwise gradient g (see the module docstring)."""
-    @cuda.jit(device=True, inline="always")
-    def g_pair(dy_y, slope):
-        return g(dy_y[0], dy_y[1], slope)
-    loop = _unrolled_loop(_pair_at, g_pair)
+    """The backward kernel of elementwise gradient g((dy, y), slope) (see the module docstring)."""
+    loop = _unrolled_loop(_pair_at, g)
 
     def kernel(dx, dy, y, n, slope):
-        """dx = g(dy, y, slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic
+        """dx = g((dy, y), slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic
         3*n*4 bytes (dy, y in, dx out)."""
         loop(dx, (dy, y), n, slope)
     return kernel

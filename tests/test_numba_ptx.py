@@ -12,19 +12,20 @@ import re
 
 import pytest
 
-CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128", "_t32x128")
-                     for op in ("forward", "backward_data", "backward_weight"))
+PASSES = ("forward", "backward_data", "backward_weight")
+CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128", "_t32x128") for op in PASSES)
 
 # what the main loop may not hold: integer division / remainder (any width) and 64-bit multiplies
 FORBIDDEN = {
     "div/rem": re.compile(r"^\s*(?:@%p\d+\s+)?(?:div|rem)\.[su](?:32|64)\b", re.M),
     "mul.lo.s64/mad.lo.s64": re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.lo\.[su]64\b", re.M),
 }
-SMALLC_KERNELS = tuple(f"conv2d_{op}_smallc_v1" for op in ("forward", "backward_data", "backward_weight"))
+SMALLC_KERNELS = tuple(f"conv2d_{op}_smallc_v1" for op in PASSES)
 BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_pool2d_forward_v1",
                      "avg_pool2d_backward_v1", "max_pool2d_forward_v2_2x2", "max_pool2d_backward_v2_2x2",
-                     "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1", "sum_splits_v1", "relu_forward_v2",
-                     "relu_backward_v2", "leaky_relu_forward_v2", "leaky_relu_backward_v2")
+                     "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1",
+                     "sum_splits_v1", "relu_forward_v2", "relu_backward_v2", "leaky_relu_forward_v2",
+                     "leaky_relu_backward_v2")
 WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 
 

@@ -5,7 +5,7 @@ loads all of them before storing any: UNROLL loads in flight per thread, where o
 trip left one (a thread waits for its load before the next trip) and the kernels short of the
 memory bandwidth (ReLU 0.74 / 0.67 of the device copy on an H200). The kernels come from two
 factories over the elementwise function: forward ``y = f(x, slope)``, backward
-``dx = g(dy, y, slope)`` (ReLU's kernels take no slope)."""
+``dx = g((dy, y), slope)`` (ReLU's kernels take no slope)."""
 
 from __future__ import annotations
 
@@ -39,56 +39,67 @@ def _leaky_relu(v, slope):
 
 
 @cuda.jit(device=True, inline="always")
-def _relu_grad(d, y, slope):
+def _relu_grad(dy_y, slope):
+    d, y = dy_y
     return d if y > 0 else float32(0.0)
 
 
 @cuda.jit(device=True, inline="always")
-def _leaky_relu_grad(d, y, slope):
+def _leaky_relu_grad(dy_y, slope):
+    d, y = dy_y
     return d if y > 0 else d * slope
+
+
+def _unrolled_loop(load, f):
+    """Device function loop(out, ins, n, slope): out[j] = f(load(ins, j), slope) for j < n, as the
+    module docstring says (UNROLL = 4 values loaded, then 4 stored; a tail trip one at a time)."""
+    @cuda.jit(device=True, inline="always")
+    def loop(out, ins, n, slope):
+        i, b, step = _unrolled_stride()
+        n = uint32(n)
+        while i < n:
+            if i + uint32(3) * b < n:
+                j1, j2, j3 = uint32(i + b), uint32(i + uint32(2) * b), uint32(i + uint32(3) * b)
+                v0, v1, v2, v3 = load(ins, i), load(ins, j1), load(ins, j2), load(ins, j3)
+                out[i], out[j1], out[j2], out[j3] = f(v0, slope), f(v1, slope), f(v2, slope), f(v3, slope)
+            else:
+                j = i
+                while j < n:
+                    out[j] = f(load(ins, j), slope)
+                    j = uint32(j + b)
+            i = uint32(i + step)
+    return loop
+
+
+@cuda.jit(device=True, inline="always")
+def _at(x, j):
+    return x[j]
+
+
+@cuda.jit(device=True, inline="always")
+def _pair_at(dy_y, j):
+    return dy_y[0][j], dy_y[1][j]
 
 
 def _forward_kernel(f):
     """The forward kernel of elementwise function f (see the module docstring)."""
+    loop = _unrolled_loop(_at, f)
+
     def kernel(y, x, n, slope):
         """y = f(x, slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic 2*n*4
         bytes (x in, y out)."""
-        i, b, step = _unrolled_stride()
-        n = uint32(n)
-        while i < n:
-            if i + uint32(3) * b < n:
-                j1, j2, j3 = uint32(i + b), uint32(i + uint32(2) * b), uint32(i + uint32(3) * b)
-                v0, v1, v2, v3 = x[i], x[j1], x[j2], x[j3]
-                y[i], y[j1], y[j2], y[j3] = f(v0, slope), f(v1, slope), f(v2, slope), f(v3, slope)
-            else:
-                j = i
-                while j < n:
-                    y[j] = f(x[j], slope)
-                    j = uint32(j + b)
-            i = uint32(i + step)
+        loop(y, x, n, slope)
     return kernel
 
 
 def _backward_kernel(g):
-    """The backward kernel of elementwise gradient g (see the module docstring)."""
+    """The backward kernel of elementwise gradient g((dy, y), slope) (see the module docstring)."""
+    loop = _unrolled_loop(_pair_at, g)
+
     def kernel(dx, dy, y, n, slope):
-        """dx = g(dy, y, slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic
+        """dx = g((dy, y), slope) over n elements. Work: n compares (+ n FLOPs leaky); traffic
         3*n*4 bytes (dy, y in, dx out)."""
-        i, b, step = _unrolled_stride()
-        n = uint32(n)
-        while i < n:
-            if i + uint32(3) * b < n:
-                j1, j2, j3 = uint32(i + b), uint32(i + uint32(2) * b), uint32(i + uint32(3) * b)
-                d0, d1, d2, d3 = dy[i], dy[j1], dy[j2], dy[j3]
-                y0, y1, y2, y3 = y[i], y[j1], y[j2], y[j3]
-                dx[i], dx[j1] = g(d0, y0, slope), g(d1, y1, slope)
-                dx[j2], dx[j3] = g(d2, y2, slope), g(d3, y3, slope)
-            else:
-                j = i
-                while j < n:
-                    dx[j] = g(dy[j], y[j], slope)
-                    j = uint32(j + b)
-            i = uint32(i + step)
+        loop(dx, (dy, y), n, slope)
     return kernel
 
 

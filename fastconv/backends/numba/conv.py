@@ -181,15 +181,15 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
         splits, per = backward_weight_smallc_splits(geo, small)
         out = _partials(dw, splits, workspace, "conv2d_backward_weight")
         launch_conv2d_backward_weight_smallc(out, dy, x, geo, small, splits, per, stream)
-        _sum_partials(dw, out, splits, stream)
-        return dw
-    tile = tile or conv_tile(k // groups, cg * r * s, groups)
-    if splits is None:
-        splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
-    splits, chunk = split_chunk(n * p * q, _positive(splits))
-    grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
-    out = _partials(dw, splits, workspace, "conv2d_backward_weight")
-    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk), stream)
+    else:
+        tile = tile or conv_tile(k // groups, cg * r * s, groups)
+        if splits is None:
+            splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
+        splits, chunk = split_chunk(n * p * q, _positive(splits))
+        grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
+        out = _partials(dw, splits, workspace, "conv2d_backward_weight")
+        launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk),
+               stream)
     _sum_partials(dw, out, splits, stream)
     return dw
 

@@ -43,6 +43,18 @@ def _stage_digits(nr, nc):
 
 
 @cuda.jit(device=True, inline="always")
+def _block_tile(tiles, ctiles):
+    """(image, tile row, tile column) of this block: blockIdx.x = image*tiles + row*ctiles + column.
+    _digits_split's digits with every step truncated to 32 bits (_digits_split itself keeps 64-bit
+    intermediates here: two more 64-bit multiplies in the PTX)."""
+    bx = int32(cuda.blockIdx.x)
+    img = int32(bx // tiles)
+    t = int32(bx - img * tiles)
+    tr = int32(t // ctiles)
+    return img, tr, int32(t - tr * ctiles)
+
+
+@cuda.jit(device=True, inline="always")
 def _stage(s, src, base, nch, plane, h_n, w_n, h0, nr, w0, nc, pitch, dig):
     """s[(ch*nr + i)*pitch + j] = src[base + ch*plane + (h0 + i)*w_n + w0 + j] for ch < nch, i < nr,
     j < nc; zero outside the h_n x w_n plane (padding and halo become plain reads). Consecutive
@@ -97,12 +109,9 @@ def conv2d_forward_smallc_v1(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_ou
     kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
     crs = int32(cg * rs)
     kb0 = int32(int32(cuda.blockIdx.y) * kb_n)
-    bx = int32(cuda.blockIdx.x)
-    img = int32(bx // tiles)
-    t = int32(bx - img * tiles)
-    tr = int32(t // ctiles)
+    img, tr, tc = _block_tile(tiles, ctiles)
     p0 = int32(tr * tpr)
-    q0 = int32((t - tr * ctiles) * tqq * 4)
+    q0 = int32(tc * tqq * 4)
     hw = int32(h_in * w_in)
     _stage(xs, x, int32((img * c_in + g * cg) * hw), cg, hw, h_in, w_in, int32(p0 * sh - ph), ir,
            int32(q0 * sw - pw), iw, iwp, _stage_digits(ir, iw))
@@ -233,12 +242,9 @@ def conv2d_backward_data_smallc_v1(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_
     c = int32(cuda.blockIdx.y)
     kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
     g = int32(c // cg)
-    bx = int32(cuda.blockIdx.x)
-    img = int32(bx // tiles)
-    t = int32(bx - img * tiles)
-    tr = int32(t // ctiles)
+    img, tr, tc = _block_tile(tiles, ctiles)
     t0 = int32(tr * tpr * 2)
-    u0 = int32((t - tr * ctiles) * tqq * 4)
+    u0 = int32(tc * tqq * 4)
     lr = int32(lane // tqq)
     qq = int32(lane - lr * tqq)
     tt = int32(t0 + 2 * lr)

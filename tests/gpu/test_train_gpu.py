@@ -11,6 +11,7 @@ import pytest
 from fastconv import cli
 from fastconv.checkpoint import load_checkpoint
 from fastconv.testing import rel_error
+from fastconv.train.gan import build_gan
 
 pytestmark = pytest.mark.gpu
 
@@ -60,11 +61,18 @@ def test_dcgan_first_iterations_match_cpu(tmp_path, kernels):
     assert m_gpu["iter"] == m_cpu["iter"] == 3 and m_gpu["rng"] == m_cpu["rng"]
     for k in ("history.d_loss", "history.g_loss", "history.d_x", "history.d_g_z"):
         assert rel_error(t_gpu[k], t_cpu[k]) <= 1e-3, k
-    for key in t_cpu:
-        if key.startswith(("G.", "D.")) and t_cpu[key].dtype.kind == "f":
-            # Adam's first steps move each weight by about lr whatever the gradient's size, so
-            # a gradient near zero whose sign rounds differently moves the other way: compare in L2.
-            assert rel_error(t_gpu[key], t_cpu[key]) <= 1e-3, key
+    G0, D0 = build_gan(m_cpu["arch"], rng=np.random.default_rng(0))  # the weights both runs start from
+    init = {**{"G." + k: v for k, v in G0.state_dict().items()}, **{"D." + k: v for k, v in D0.state_dict().items()}}
+    for key, w0 in init.items():
+        if np.asarray(w0).dtype.kind != "f":
+            continue
+        # compare the change the 3 Adam steps made (the weights would hide it), in L2. Adam moves each
+        # weight by about lr whatever its gradient's size, so a bias gradient that is a sum of
+        # cancelling terms carries the other path's rounding into its step (seen on an H100, Numba
+        # family: one of D.0.bias's 16 entries 1 % off, 3.1e-3 in L2); a wrong kernel moves it by O(1).
+        w0 = np.asarray(w0, dtype=np.float64)
+        err = rel_error(t_gpu[key].astype(np.float64) - w0, t_cpu[key].astype(np.float64) - w0)
+        assert err <= 1e-2, f"{key}: relative error of the update {err:.2e}"
     lines = [json.loads(s) for s in (tmp_path / "gpu" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["d_loss"]) for r in lines if r["kind"] == "train")
     assert (tmp_path / "gpu" / "samples.png").is_file()

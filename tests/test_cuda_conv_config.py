@@ -9,14 +9,14 @@ from fastconv.backends.cuda import config as cfg
 
 
 def test_conv_tile_choice():
-    """The tuned choices (benchmarks/conv_sweep.py on an H200, 132 SMs) for the benchmark rows."""
+    """The tuned choices (benchmarks/conv_sweep.py on an H200 and an H100, 132 SMs) for the benchmark rows."""
     assert cfg.conv_tile(32, 25, 132, wgrad=True) == "t64x64"      # lenet.conv1 backward-weight
     assert cfg.conv_tile(64, 800, 132, wgrad=True) == "t64x64"     # lenet.conv2 backward-weight
     assert cfg.conv_tile(32, 100352, 132) == "t32x128"             # lenet.conv1 forward
     assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128"  # TF32 tiles step k by 8
     assert cfg.conv_tile(64, 25088, 132) == "t64x128"              # lenet.conv2 forward
     assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x64"           # dcgan.d2 backward-data: 4 phases
-    assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x128"
+    assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x64"
     assert cfg.conv_tile(128, 6272, 132) == "t128x64"              # dcgan.d2 forward: 49 big tiles
     assert cfg.conv_tile(256, 2048, 132) == "t128x128"             # dcgan.d3 forward: 32 big tiles, split 4
     assert cfg.conv_tile(128, 1024, 132, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
@@ -60,7 +60,7 @@ def test_conv_splits_tile_the_reduction(m, n, red, z, sms, wgrad, tf32):
             assert chunk >= min(cfg.WGRAD_CHUNK, cfg.MIN_SPLIT_CHUNK) - cfg.SPLIT_ALIGN
             assert gx * gy * z * splits <= max(cfg.WGRAD_WAVES * wave, wave)
         else:  # only grids under a wave are split, to at most a wave
-            assert chunk >= cfg.MIN_SPLIT_CHUNK - cfg.SPLIT_ALIGN
+            assert chunk >= (cfg.TF32_MIN_SPLIT_CHUNK if tf32 else cfg.MIN_SPLIT_CHUNK) - cfg.SPLIT_ALIGN
             assert gx * gy * z * splits <= wave
 
 
@@ -91,6 +91,10 @@ def test_conv_splits_fill_the_gpu_for_design_shapes():
     assert cfg.conv_splits(256, 2048, 128 * 9, "t128x128", 1, 132) == (4, 288)
     # lenet.conv2 forward: 196 blocks of t64x128 (3 per SM) split 2 ways
     assert cfg.conv_splits(64, 25088, 800, "t64x128", 1, 132) == (2, 400)
+    # strided backward-data phases count a wave at 3 blocks per SM: dcgan.d2's 392 t64x64 blocks
+    # are not split, dcgan.d3's 128 t128x64 blocks are split 3 ways
+    assert cfg.conv_splits(64, 6272, 512, "t64x64", 4, 132, phased=True) == (1, 512)
+    assert cfg.conv_splits(128, 2048, 1024, "t128x64", 4, 132, phased=True) == (3, 344)
     # a grid of a full wave is not split, nor a reduction under 2 * MIN_SPLIT_CHUNK
     assert cfg.conv_splits(256, 100352, 2304, "t128x128", 1, 132) == (1, 2304)
     assert cfg.conv_splits(8, 8, 2 * cfg.MIN_SPLIT_CHUNK - 8, "t64x64", 1, 132)[0] == 1
@@ -105,12 +109,24 @@ def test_tf32_tile_choice_and_splits():
     assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
     assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
     assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
+    assert cfg.conv_tile(64, 800, 132, tf32=True, wgrad=True) == "t64x128"  # lenet.conv2 backward-weight
     # a strided backward-data's phases are not split with TF32 (dcgan.d2: 4 phases, 392 t64x128 blocks)
     assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True) == (1, 512)
+    # backward-weight: the largest power of two of slices within 1.75 blocks per SM (lenet.conv2: 7
+    # blocks, 32 slices; dcgan.d2: 8 blocks, 16; dcgan.d3: 18 blocks, 8)
+    assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True) == (32, 784)
+    assert cfg.conv_splits(128, 1024, 128 * 49, "t128x128", 1, 132, wgrad=True, tf32=True) == (16, 392)
+    assert cfg.conv_splits(256, 1152, 128 * 16, "t128x128", 1, 132, wgrad=True, tf32=True) == (8, 256)
+    # a grid of more than 1.75 blocks per SM is not split; the workspace cap still holds
+    assert cfg.conv_splits(256, 100352, 6272, "t128x128", 1, 132, wgrad=True, tf32=True) == (1, 6272)
+    assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True, out_elems=1 << 21)[0] == 8
+    # forward: slices of at least TF32_MIN_SPLIT_CHUNK (dcgan.d2: 98 t128x64 blocks, 2 slices of 512)
+    assert cfg.conv_splits(128, 6272, 1024, "t128x64", 1, 132, tf32=True) == (2, 512)
     assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True, force=2)[0] == 2
     assert cfg.tile_spec("t128x64", tf32=True) == cfg.TF32_TILES["t128x64"] != cfg.tile_spec("t128x64")
-    # dcgan.d3-sized forward on the BK 16 tile: 64 blocks, a wave of 132 x 3: 4 slices of 18 BK tiles
-    assert cfg.conv_splits(256, 2048, 1152, "t128x64", 1, 132, tf32=True) == (4, 288)
+    # dcgan.d3-sized forward on the BK 16 tile: 64 blocks, a wave of 132 x 3, but slices of at least
+    # TF32_MIN_SPLIT_CHUNK: 2 slices of 36 BK tiles
+    assert cfg.conv_splits(256, 2048, 1152, "t128x64", 1, 132, tf32=True) == (2, 576)
     with pytest.raises(KeyError):
         cfg.tile_spec("t64x32", tf32=True)  # no TF32 tile of that name (the launcher names the setting)
 

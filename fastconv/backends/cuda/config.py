@@ -21,8 +21,11 @@ MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
 MAX_SPLITS = 512
 MIN_SPLIT_CHUNK = 256       # reduction elements per split-K slice of forward / backward-data, at least
+TF32_MIN_SPLIT_CHUNK = 400  # the same for the TF32 tiles
 WGRAD_CHUNK = 384           # backward-weight: reduction elements per slice, about (conv_splits)
 WGRAD_WAVES = 4             # backward-weight: split up to this many waves of blocks
+TF32_WGRAD_BLOCKS_PER_SM = 1.75  # TF32 backward-weight: split up to this many blocks per SM (conv_splits)
+PHASED_BLOCKS_PER_SM = 3    # fp32 backward-data phases: split up to this many blocks per SM (conv_splits)
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 REDUCE_WARP_SPLITS = 32     # split counts from which conv2d_splitk_reduce_v2 (warps share the splits) sums them
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
@@ -168,8 +171,9 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     rows the GEMM fills, with split-K making up the wave, so
     - backward-weight with n <= 64 (small-channel convs): t64x64;
     - m <= 32: t32x128 (TF32: t64x128, its smallest BK = 8 tile with 128 columns);
-    - m <= 64: t64x128; t64x64 for backward-weight (n is the small side there) and, in fp32, for
-      z > 1 (the phases of a strided backward-data: dcgan.d2's ran fastest on t64x64);
+    - m <= 64: t64x128; t64x64 for z > 1 (the phases of a strided backward-data: dcgan.d2's ran
+      fastest on t64x64, 1.13x / 1.07x t64x128 in fp32 / TF32 on an H100) and for fp32
+      backward-weight (n is the small side there; TF32 lenet.conv2 ran 1.13x faster on t64x128);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
       waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at
@@ -182,7 +186,7 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     if m <= 32:
         return "t64x128" if tf32 else "t32x128"
     if m <= 64:
-        return "t64x64" if wgrad or (z > 1 and not tf32) else "t64x128"
+        return "t64x64" if z > 1 or (wgrad and not tf32) else "t64x128"
     big = cdiv(m, 128) * cdiv(n, 128) * z
     if tf32:  # t128x64 was fastest for TF32 forward and backward-data; backward-weight and large GEMMs
         return "t128x128" if wgrad or big >= 2 * num_sms else "t128x64"  # want t128x128's 64x64 warp tiles
@@ -205,11 +209,17 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     BK: tile_spec(tile, tf32)) and splits = ceil(red / chunk), so every slice is non-empty and they
     tile [0, red) exactly.
 
-    Tuned with conv_tile (benchmarks/conv_sweep.py on an H200): forward and backward-data split
-    into as many slices as keep the grid within one wave (num_sms x the tile's blocks per SM) with
-    slices >= MIN_SPLIT_CHUNK long; backward-weight (a long reduction over N*P*Q onto a small
+    Tuned with conv_tile (benchmarks/conv_sweep.py on an H200, retuned on an H100): forward and
+    backward-data split into as many slices as keep the grid within one wave (num_sms x the tile's
+    blocks per SM, at most PHASED_BLOCKS_PER_SM for the phases of a strided backward-data: dcgan.d2's
+    392 t64x64 blocks ran 1.13x faster unsplit, dcgan.d3's 128 t128x64 blocks fastest in 3 slices)
+    with slices >= MIN_SPLIT_CHUNK long (TF32: TF32_MIN_SPLIT_CHUNK; dcgan.d2 forward ran 1.12x
+    faster in 2 slices than in 4); backward-weight (a long reduction over N*P*Q onto a small
     output) into slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves, and at least as many as
-    fill one wave. Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
+    fill one wave; TF32 backward-weight into the largest power of two of slices that keeps the grid
+    within TF32_WGRAD_BLOCKS_PER_SM blocks per SM, slices >= MIN_SPLIT_CHUNK (the fastest split of lenet.conv2, dcgan.d2 and
+    dcgan.d3 on an H100: 32, 16 and 8; a power of two divides N*P*Q evenly for a power-of-two
+    batch). Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
     (splits x the output's ``out_elems`` elements) <= MAX_WORKSPACE elements. The kernel computes
     a slice end as z*chunk + chunk in a 32-bit int: when that would pass INT32_LIMIT the reduction
     is not split. A reduction of 0 (a phase no tap reaches) is one empty slice. ``force`` (the
@@ -227,8 +237,14 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
         want = force
     elif tf32 and phased:
         want = 1
+    elif tf32 and wgrad:
+        want = min(int(TF32_WGRAD_BLOCKS_PER_SM * num_sms / blocks), red // MIN_SPLIT_CHUNK)
+        want = 1 << max(0, want.bit_length() - 1)
+        want = min(want, MAX_SPLITS, MAX_WORKSPACE // out_elems)
     else:
-        want = min(wave // blocks, red // MIN_SPLIT_CHUNK)
+        if phased:
+            wave = num_sms * min(minb, PHASED_BLOCKS_PER_SM)
+        want = min(wave // blocks, red // (TF32_MIN_SPLIT_CHUNK if tf32 else MIN_SPLIT_CHUNK))
         if wgrad:
             want = max(want, min(red // WGRAD_CHUNK, WGRAD_WAVES * wave // blocks))
         want = min(want, MAX_SPLITS, MAX_WORKSPACE // out_elems)

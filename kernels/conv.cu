@@ -307,7 +307,8 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
-// per SM that allow <= 170 registers (255 for t128x128), which ptxas fits without spills.
+// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t*k16, t32x128k8,
+// t32x256, whose 16 gathered columns per thread need ~200), which ptxas fits without spills.
 #define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
@@ -343,6 +344,10 @@ CONV_V3_KERNELS(t64x128, 64, 128, 8, 2, 2, 4, 3, 3)
 CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
 CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
+CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
+CONV_V3_KERNELS(t64x64k16, 64, 64, 16, 2, 1, 4, 3, 4)
+CONV_V3_KERNELS(t32x128k8, 32, 128, 8, 1, 2, 4, 4, 4)
+CONV_V3_KERNELS(t32x256, 32, 256, 8, 1, 4, 4, 3, 2)
 // CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
 // tiles 64x64 (t128x128), else 64x32. Mirrored by config.py TF32_TILES.
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)

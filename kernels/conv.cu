@@ -308,8 +308,8 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
 // per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t*k16, t32x128k8,
-// t32x256, whose 16 gathered columns per thread need ~200, and the 8x16-per-thread tiles t*n16,
-// 223-252), which ptxas fits without spills.
+// whose 16 gathered columns per thread need ~200, and the 8x16-per-thread tiles t*n16, 223-252),
+// which ptxas fits without spills.
 #define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
@@ -348,7 +348,6 @@ CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
 CONV_V3_KERNELS(t64x64k16, 64, 64, 16, 2, 1, 4, 3, 4)
 CONV_V3_KERNELS(t32x128k8, 32, 128, 8, 1, 2, 4, 4, 4)
-CONV_V3_KERNELS(t32x256, 32, 256, 8, 1, 4, 4, 3, 2)
 CONV_V3_KERNELS(t32x128n16, 32, 128, 4, 1, 1, 4, 4, 8)
 CONV_V3_KERNELS(t64x128n16, 64, 128, 8, 2, 1, 4, 3, 4)
 CONV_V3_KERNELS(t64x64n16, 64, 64, 4, 1, 1, 8, 4, 8)

@@ -6,8 +6,9 @@ it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
 - SASS (nvdisasm, from the nvidia-cuda-nvdisasm wheel or PATH) of each v3 kernel's main loop (the
   loop holding most of the kernel's FFMA): LDGSTS (cp.async) and LDS.128 present, 16-byte LDGSTS
   for the packed weights of forward and backward-data, no integer-division sequence (IMAD.HI,
-  MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit) and FFMA at least 60 % of the loop's
-  instructions (55 % for the BK = 4 tiles);
+  MUFU.RCP, I2F/F2I, a CALL other than sm_80's loop exit), FFMA at least 60 % of the loop's
+  instructions (55 % for the BK = 4 tiles) and per k row exactly 2 + TN/4 LDS.128 (8 x TN outputs
+  per thread: TN = 8, or 16 for the *n16 tiles);
 - TF32 kernels: the warp tile's HMMA (mma.sync m16n8k8) per k step, LDGSTS, ldmatrix (LDSM) for
   the gathered fragments and 64-bit loads for packed weights in the main loop, one cvt.rna per
   gathered fragment element, no register moves feeding the mma, no division, a bound on
@@ -98,8 +99,11 @@ def test_main_loop_sass(sass, arch, kernel):
     if "backward_weight" not in kernel:  # packed weights: 16-byte cp.async
         assert any(op.startswith("LDGSTS") and op.endswith(".128") for op in ops), sorted(set(ops))
     _no_division(kernel, arch, ops)
-    share = 0.6 if cfg.CONV_TILES[kernel.rsplit("_", 1)[1]][2] >= 8 else 0.55  # BK 4: loads weigh more
+    bm, bn, bk, nt, _ = cfg.CONV_TILES[kernel.rsplit("_", 1)[1]]
+    share = 0.6 if bk >= 8 else 0.55  # BK 4: loads weigh more
     assert counts["FFMA"] >= share * len(ops), f"{kernel} ({arch}): FFMA {counts['FFMA']} of {len(ops)}"
+    tn = bm * bn // nt // 8  # outputs per thread: 8 x tn; per k row 2 + tn/4 float4 shared loads
+    assert ops.count("LDS.128") == bk * (2 + tn // 4), f"{kernel} ({arch}): {ops.count('LDS.128')} LDS.128"
 
 
 def _no_division(kernel, arch, ops):

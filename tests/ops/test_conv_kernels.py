@@ -116,6 +116,20 @@ def test_forced_split_count(cp, what):
     assert "conv2d_splitk_reduce_v1" in names and [rec.grid[2] for rec in gemm] == [3], names
 
 
+@pytest.mark.parametrize("tile", TILES)
+def test_every_tile_split_across_row_tiles(cp, tile):
+    """Each tile, every pass, forced into split-K (3 slices asked; slices are whole BK tiles, so the
+    BK 16 tiles get 2 or 3, the last one partial) on a grouped, strided, dilated case, then
+    unsplit with more GEMM rows than any tile has (70 filters: a partial last row tile) and
+    reductions of 42 to 630 (partial last k tiles)."""
+    for what in ("forward", "backward_data", "backward_weight"):
+        with fastconv.using(conv_splits=3):
+            names = _check(cp, what, (2, 12, 9, 11, 10, 3, 3, (2, 1), (1, 1), (1, 2), 2), tile=tile)
+        assert f"conv2d_{what}_v3_{tile}" in names and "conv2d_splitk_reduce_v1" in names, names
+        names = _check(cp, what, (1, 5, 6, 7, 70, 3, 3, 1, 1, 1, 1), tile=tile)
+        assert f"conv2d_{what}_v3_{tile}" in names, names
+
+
 def test_many_splits_share_warps(cp):
     """From config.REDUCE_WARP_SPLITS splits on, conv2d_splitk_reduce_v2 sums them (warps share the
     splits of 32 outputs): a backward-weight over N*P*Q = 1024 forced into 32 slices of 32."""

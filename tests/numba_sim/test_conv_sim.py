@@ -121,9 +121,13 @@ def test_conv2d_multi_tile(rng):
 
 
 # the big tiles' kernels on the cases above: 128x128 (8x8 per thread, 4 A and 4 B loads per
-# thread and slice) and 32x128 (8 x 32 threads of 4x4, 1 A and 4 B loads)
+# thread and slice), 32x128 (8 x 32 threads of 4x4, 1 A and 4 B loads), 128x64 and 64x128
+# (128 threads of 8x8: 8 A and 4 B loads, B two reduction rows apart; 4 A and 8 B loads, B in
+# consecutive reduction rows)
 BIG_TILE_CASES = ([pytest.param(K.TILE_128, *c.values, id=f"t128-{c.id}") for c in CONV_CASES + BWD_PHASE_CASES[:2]]
-                  + [pytest.param(K.TILE_32, *c.values, id=f"t32x128-{c.id}") for c in (CONV_CASES[1], CONV_CASES[4])])
+                  + [pytest.param(K.TILE_32, *c.values, id=f"t32x128-{c.id}") for c in (CONV_CASES[1], CONV_CASES[4])]
+                  + [pytest.param(t, *c.values, id=f"{t.suffix[1:]}-{c.id}") for t in (K.TILE_128X64, K.TILE_64X128)
+                     for c in (CONV_CASES[1], BWD_PHASE_CASES[1])])
 
 
 @pytest.mark.parametrize("tile,x_shape,w_shape,stride,padding,dilation,groups", BIG_TILE_CASES)
@@ -140,10 +144,11 @@ def test_conv2d_all_passes_big_tiles(rng, tile, x_shape, w_shape, stride, paddin
     assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "backward_weight")
 
 
-@pytest.mark.parametrize("tile", [K.TILE_128, K.TILE_32], ids=["t128", "t32x128"])
+@pytest.mark.parametrize("tile", [K.TILE_128, K.TILE_32, K.TILE_128X64, K.TILE_64X128],
+                         ids=["t128", "t32x128", "t128x64", "t64x128"])
 def test_conv2d_multi_big_tile(rng, tile):
-    """2 x 2 blocks of the 128-column tiles in each pass (bm + 2 rows, 144 or 131 columns), with
-    ragged edges in both GEMM dimensions."""
+    """2 x 2 (3 x 2 for 64 columns) blocks of the big tiles in each pass (bm + 2 rows, 144 or 131
+    columns), with ragged edges in both GEMM dimensions."""
     one = ((1, 1), (0, 0), (1, 1), 1)
     m = tile.bm + 2
     x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, m, 3, 1, 1)  # forward: m rows, 144 columns

@@ -182,7 +182,7 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
         out = _partials(dw, splits, workspace, "conv2d_backward_weight")
         launch_conv2d_backward_weight_smallc(out, dy, x, geo, small, splits, per, stream)
     else:
-        tile = tile or conv_tile(k // groups, cg * r * s, groups)
+        tile = tile or conv_tile(k // groups, cg * r * s, groups, wgrad=True)
         if splits is None:
             splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
         splits, chunk = split_chunk(n * p * q, _positive(splits))

@@ -1,6 +1,6 @@
-"""Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64
-and 128x128) with their choice and register-tile FMA, the small-channel kernels' tiles (smallc_tile),
-the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
+"""Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64,
+128x128, 32x128, 128x64 and 64x128) with their choice and register-tile FMA, the small-channel
+kernels' tiles (smallc_tile), the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
 loop, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
 their geometry argument list.
 """
@@ -10,16 +10,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from numba import cuda, float32, uint32, uint64
+from numba import cuda, float32, int32, uint32, uint64
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 
 BK = 8                  # reduction slice staged in shared memory per step
-
-
-THREADS = 256           # threads per block of every conv GEMM tile
 
 
 PAD = 4                 # shared row padding: k-fast stores hit 8 different banks; keeps rows 16-byte aligned
@@ -39,7 +36,7 @@ WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks
 
 class Tile(NamedTuple):
     """Block tile of a conv GEMM: bm rows x bn columns per block of ty_threads x tx_threads
-    (= THREADS) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
+    (= threads) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
     tx*tn + j); ``suffix`` names its kernels."""
     bm: int
     bn: int
@@ -56,6 +53,10 @@ class Tile(NamedTuple):
         return self.bn // self.tn
 
     @property
+    def threads(self):
+        return self.ty_threads * self.tx_threads
+
+    @property
     def block(self):
         """The launch block (x over columns, y over rows)."""
         return (self.tx_threads, self.ty_threads, 1)
@@ -67,12 +68,12 @@ class Tile(NamedTuple):
     @property
     def a_loads(self):
         """Elements of A (bm x BK) one thread stages per BK slice."""
-        return self.bm * BK // THREADS
+        return self.bm * BK // self.threads
 
     @property
     def b_loads(self):
         """Elements of B (BK x bn) one thread stages per BK slice."""
-        return self.bn * BK // THREADS
+        return self.bn * BK // self.threads
 
 
 TILE_64 = Tile(64, 64, 4, 4, "")              # 4x4 outputs per thread: small GEMMs keep more blocks busy
@@ -84,21 +85,35 @@ TILE_128 = Tile(128, 128, 8, 8, "_t128")      # 8x8 outputs per thread: half the
 TILE_32 = Tile(32, 128, 4, 4, "_t32x128")     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
 
 
-TILES = (TILE_64, TILE_128, TILE_32)
+TILE_128X64 = Tile(128, 64, 8, 8, "_t128x64")   # 8x8 per thread, 128 threads: GEMMs of > 64 rows
+
+
+TILE_64X128 = Tile(64, 128, 8, 8, "_t64x128")   # 8x8 per thread, 128 threads: GEMMs of 33..64 rows
+
+
+TILES = (TILE_64, TILE_128, TILE_32, TILE_128X64, TILE_64X128)
 
 
 for _t in TILES:
-    assert _t.ty_threads * _t.tx_threads == THREADS and _t.tm % VEC == 0 and _t.tn % VEC == 0
-    assert _t.a_loads * THREADS == _t.bm * BK and _t.b_loads * THREADS == _t.bn * BK and THREADS % _t.bn == 0
+    assert _t.tm % VEC == 0 and _t.tn % VEC == 0 and _t.threads % BK == 0
+    assert _t.a_loads * _t.threads == _t.bm * BK and _t.b_loads * _t.threads == _t.bn * BK and _t.threads % _t.bn == 0
 
 
-def conv_tile(rows: int, cols: int, z: int) -> Tile:
-    """Tile of a conv GEMM of rows x cols, z times (groups, x phases): 128x128 when both sides fill
-    it and its blocks still cover a wave of the card; 32x128 for at most 32 rows and at least 128
-    columns; else 64x64."""
-    if rows >= 128 and cols >= 128 and TILE_128.blocks(rows, cols) * z >= WAVE_BLOCKS:
-        return TILE_128
-    return TILE_32 if rows <= 32 and cols >= 128 else TILE_64
+def conv_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
+    """Tile of a conv GEMM of rows x cols, z times (groups x phases); ``wgrad``: a backward-weight
+    (cols = Cg*R*S, the short side). The CUDA C family's choice (config.conv_tile, swept on an H200:
+    the largest tile whose rows the GEMM fills, split-K making up the wave) over the tiles here:
+    64x64 for a backward-weight of at most 64 columns; 32x128 for at most 32 rows (64x64 under 128
+    columns); for at most 64 rows 64x64 (backward-weight, strided backward-data phases) or 64x128;
+    else 128x128 when its blocks make at most a quarter wave or at least two waves, 128x64 between."""
+    if wgrad and cols <= 64:
+        return TILE_64
+    if rows <= 32:
+        return TILE_32 if cols >= 128 else TILE_64
+    if rows <= 64:
+        return TILE_64 if wgrad or z > 1 else TILE_64X128
+    big = TILE_128.blocks(rows, cols) * z
+    return TILE_128 if 4 * big <= WAVE_BLOCKS or big >= 2 * WAVE_BLOCKS else TILE_128X64
 
 
 SMALLC_PASSES = ("forward", "backward_data", "backward_weight")
@@ -185,15 +200,17 @@ def _digits_init(k, base, inner, hi, mid, lo, l):
 def _digits_advance(hi, mid, lo, l, dh, dm, dl, mid_n, inner):
     """Slot l's digits += (dh, dm, dl) with carries (mid_n = base/inner); each digit of the step is
     below its radix, so one carry per digit suffices."""
-    lo_v = lo[l] + dl
-    mid_v = mid[l] + dm
+    # int32 throughout (numba widens int32 + int32 to int64; LLVM then rewrote the carries of
+    # consecutive slots into a 64-bit multiply in the main loop)
+    lo_v = int32(lo[l] + dl)
+    mid_v = int32(mid[l] + dm)
     if lo_v >= inner:
-        lo_v -= inner
-        mid_v += 1
-    hi_v = hi[l] + dh
+        lo_v = int32(lo_v - inner)
+        mid_v = int32(mid_v + 1)
+    hi_v = int32(hi[l] + dh)
     if mid_v >= mid_n:
-        mid_v -= mid_n
-        hi_v += 1
+        mid_v = int32(mid_v - mid_n)
+        hi_v = int32(hi_v + 1)
     lo[l] = lo_v
     mid[l] = mid_v
     hi[l] = hi_v

@@ -132,8 +132,8 @@ MIN_FFMA_SHARE = {4: 0.25, 8: 0.42}
 
 @pytest.mark.parametrize("name", CONV_KERNELS)
 def test_conv_main_loop_sass(ptx_of, name):
-    """ptxas (sm_90) keeps every conv GEMM kernel free of spills, its main loop touches no local
-    memory and spends at least MIN_FFMA_SHARE of its instructions on FFMA (tm*tn*BK per step)."""
+    """ptxas (sm_90) keeps every conv GEMM kernel free of spills and within the registers that let
+    tile.per_sm blocks share an SM, its main loop touches no local memory and spends at least MIN_FFMA_SHARE of its instructions on FFMA (tm*tn*BK per step)."""
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -146,6 +146,8 @@ def test_conv_main_loop_sass(ptx_of, name):
     tile = {f"conv2d_{op}{t.suffix}_v1": t for t in TILES for op in PASSES}[name]
     got = profile(ptx_of(name))
     assert got["spills"] == 0 and got["local"] == 0, f"{name}: {got}"
+    # registers are allocated in 8s per thread; tile.per_sm blocks must fit the 64K of an SM
+    assert tile.per_sm * tile.threads * -(-got["registers"] // 8) * 8 <= 65536, f"{name}: {got}"
     assert got["FFMA"] == tile.tm * tile.tn * BK, f"{name}: {got}"
     assert got["share"] >= MIN_FFMA_SHARE[tile.tm], f"{name}: {got}"
 

@@ -175,8 +175,12 @@ def test_conv2d_backward_weight_split_reduction(rng):
 
 
 def test_backward_weight_splits_heuristic():
-    # lenet.conv1: 1 block of output tiles, a 100k-long reduction -> split to fill the card
-    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 264
+    # lenet.conv1: 1 block of output tiles, a 100k-long reduction -> split to fill the card (one
+    # wave of 3 64x64 blocks per SM)
+    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 396
+    # dcgan.d3 on 128x128 tiles (1 per SM): 18 output tiles -> 14 slices, 252 blocks in 2 waves (15
+    # would begin a third)
+    assert nb.backward_weight_splits((128, 256, 4, 4), (256, 128, 3, 3), 1, tile=K.TILE_128) == 14
     # few reduction steps: never slices shorter than 8 BK steps
     assert nb.backward_weight_splits((1, 4, 4, 4), (4, 4, 3, 3), 1) == 1
     # resnet.c4: 144 output tiles -> 2 slices
@@ -211,10 +215,12 @@ def test_conv2d_split_reduction_forward_backward_data(rng, x_shape, w_shape, str
 def test_forward_and_backward_data_split_only_under_a_wave():
     """Pure Python: the default slices of forward / backward-data (conv._slices)."""
     from fastconv.backends.numba import conv
-    assert conv._slices(None, 128, 1152, 1) == 3             # dcgan.d3 forward: 128 64x64 blocks < 132
-    assert conv._slices(None, 392, 800, 1) == 1              # lenet.conv2 forward fills the card
-    assert conv._slices(None, 4, 40, 1) == 1                 # reductions under 8 BK steps stay whole
-    assert conv._slices(None, 1, 10**6, 65535) == 1          # grid z has no room
-    assert conv._slices(2, 10**4, 10, 1) == 2                # an explicit count is kept
+    t64 = K.TILE_64
+    assert conv._slices(None, 128, 1152, 1, t64) == 3        # 128 64x64 blocks, 396 fit the card
+    assert conv._slices(None, 32, 1152, 1, K.TILE_128) == 4  # dcgan.d3 forward: 32 128x128 blocks, 1 per SM
+    assert conv._slices(None, 392, 800, 1, t64) == 1         # lenet.conv2 forward fills the card
+    assert conv._slices(None, 4, 40, 1, t64) == 1            # reductions under 8 BK steps stay whole
+    assert conv._slices(None, 1, 10**6, 65535, t64) == 1     # grid z has no room
+    assert conv._slices(2, 10**4, 10, 1, t64) == 2           # an explicit count is kept
     with pytest.raises(ValueError, match=r"splits: got 0, expected a positive int"):
-        conv._slices(0, 1, 1, 1)
+        conv._slices(0, 1, 1, 1, t64)

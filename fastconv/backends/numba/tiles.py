@@ -37,12 +37,19 @@ WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks
 class Tile(NamedTuple):
     """Block tile of a conv GEMM: bm rows x bn columns per block of ty_threads x tx_threads
     (= threads) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
-    tx*tn + j); ``suffix`` names its kernels."""
+    tx*tn + j); ``suffix`` names its kernels; ``per_sm``: its blocks resident per SM of an H100
+    (registers: tests/test_numba_ptx.py checks ptxas' count against it)."""
     bm: int
     bn: int
     tm: int
     tn: int
     suffix: str
+    per_sm: int
+
+    @property
+    def wave(self):
+        """Blocks of this tile the whole card holds at once."""
+        return WAVE_BLOCKS * self.per_sm
 
     @property
     def ty_threads(self):
@@ -76,19 +83,19 @@ class Tile(NamedTuple):
         return self.bn * BK // self.threads
 
 
-TILE_64 = Tile(64, 64, 4, 4, "")              # 4x4 outputs per thread: small GEMMs keep more blocks busy
+TILE_64 = Tile(64, 64, 4, 4, "", 3)              # 4x4 outputs per thread: small GEMMs keep more blocks busy
 
 
-TILE_128 = Tile(128, 128, 8, 8, "_t128")      # 8x8 outputs per thread: half the shared traffic per FMA
+TILE_128 = Tile(128, 128, 8, 8, "_t128", 1)      # 8x8 outputs per thread: half the shared traffic per FMA
 
 
-TILE_32 = Tile(32, 128, 4, 4, "_t32x128")     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
+TILE_32 = Tile(32, 128, 4, 4, "_t32x128", 2)     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
 
 
-TILE_128X64 = Tile(128, 64, 8, 8, "_t128x64")   # 8x8 per thread, 128 threads: GEMMs of > 64 rows
+TILE_128X64 = Tile(128, 64, 8, 8, "_t128x64", 3)   # 8x8 per thread, 128 threads: GEMMs of > 64 rows
 
 
-TILE_64X128 = Tile(64, 128, 8, 8, "_t64x128")   # 8x8 per thread, 128 threads: GEMMs of 33..64 rows
+TILE_64X128 = Tile(64, 128, 8, 8, "_t64x128", 3)   # 8x8 per thread, 128 threads: GEMMs of 33..64 rows
 
 
 TILES = (TILE_64, TILE_128, TILE_32, TILE_128X64, TILE_64X128)
@@ -222,12 +229,13 @@ def _gemm_grid(name: str, cols: int, rows: int, z: int, tile: Tile = TILE_64):
     return _cfg.check_grid(name, (cdiv(cols, tile.bn), cdiv(rows, tile.bm), z))
 
 
-def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int = 2 * WAVE_BLOCKS) -> int:
+def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int) -> int:
     """How many slices a conv GEMM's reduction of length ``kred`` is cut into (split-K) when its
-    output tiles make ``base_blocks`` blocks: enough blocks to fill the card (about 2 per SM of an
-    H100/H200), each slice at least 8 BK-steps long, and z*splits within the 65535 blocks grid z
-    allows (z: the groups the grid's z already holds)."""
-    return max(1, min(cdiv(target_blocks, base_blocks), kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
+    output tiles make ``base_blocks`` blocks: as many as keep the grid within ``target_blocks``
+    (whole waves of the tile, Tile.wave: a wave begun by a few blocks costs as much as a full one),
+    each slice at least 8 BK-steps long, and z*splits within the 65535 blocks grid z allows (z: the
+    groups the grid's z already holds)."""
+    return max(1, min(target_blocks // base_blocks, kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
 
 
 def slice_len(kred: int, splits: int) -> int:
@@ -242,13 +250,16 @@ def split_chunk(kred: int, splits: int) -> tuple[int, int]:
     return max(1, cdiv(kred, chunk)), chunk
 
 
-def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 2 * WAVE_BLOCKS,
+def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int | None = None,
                            tile: Tile = TILE_64) -> int:
     """gemm_splits for the weight gradient: its N*P*Q reduction is long and its Kg x Cg*R*S output
-    often a few tiles, so it splits whatever the grid."""
+    often a few tiles, so it splits whatever the grid, by default into the whole waves of ``tile``
+    within about 2 blocks per SM (one wave where the tile holds more)."""
     n, k, p, q = dy_shape
     _, cg, r, s = w_shape
     base = tile.blocks(k // groups, cg * r * s) * groups
+    if target_blocks is None:
+        target_blocks = max(tile.wave, 2 * WAVE_BLOCKS // tile.wave * tile.wave)
     return gemm_splits(base, n * p * q, groups, target_blocks)
 
 

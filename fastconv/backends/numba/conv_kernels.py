@@ -14,7 +14,7 @@ Kernel names: conv2d_<pass><tile.suffix>_v1.
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint32
 
 from .driver import SIMULATOR
 from .tiles import (BK, PAD, TILES, _digits_advance, _digits_init, _digits_split,
@@ -95,8 +95,9 @@ def _load(a, i, ok):
 
 @cuda.jit(device=True, inline="always")
 def _inside(h, h_n, w, w_n):
-    """(h, w) lies in an h_n x w_n plane."""
-    return h >= 0 and h < h_n and w >= 0 and w < w_n
+    """(h, w) lies in an h_n x w_n plane: one unsigned compare per side (a negative int32 is
+    above every plane size as uint32)."""
+    return uint32(h) < uint32(h_n) and uint32(w) < uint32(w_n)
 
 
 @cuda.jit(device=True, inline="always")

@@ -13,7 +13,8 @@ import re
 import pytest
 
 PASSES = ("forward", "backward_data", "backward_weight")
-CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128", "_t32x128") for op in PASSES)
+CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("", "_t128", "_t32x128", "_t128x64", "_t64x128")
+                     for op in PASSES)
 
 # what the main loop may not hold: integer division / remainder (any width) and 64-bit multiplies
 FORBIDDEN = {
@@ -121,6 +122,34 @@ def test_conv_tiles_use_vector_shared_loads_and_registers(ptx_of, name):
     assert len(re.findall(r"ld\.shared\.v4\.f32", loop)) >= 2, f"{name}: no 16-byte shared loads"
     assert not re.search(r"ld\.shared\.f32", loop), f"{name}: scalar shared loads in the main loop"
     assert ".local" not in ptx, f"{name}: uses local memory"
+
+
+# FFMA share of one BK step of the main loop in sm_90 SASS (tests/numba_sass.py prints the table;
+# measured: 4x4 tiles 0.28-0.37, 8x8 tiles 0.48-0.63): the loaders' index work per staged element
+# must not grow past these floors
+MIN_FFMA_SHARE = {4: 0.25, 8: 0.42}
+
+
+@pytest.mark.parametrize("name", CONV_KERNELS)
+def test_conv_main_loop_sass(ptx_of, name):
+    """ptxas (sm_90) keeps every conv GEMM kernel free of spills and within the registers that let
+    tile.per_sm blocks share an SM, its main loop touches no local memory and spends at least MIN_FFMA_SHARE of its instructions on FFMA (tm*tn*BK per step)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cuda_build import find_tool
+    from numba_sass import profile
+
+    from fastconv.backends.numba.tiles import BK, TILES
+    if not (find_tool("ptxas") and find_tool("nvdisasm")):
+        pytest.skip("ptxas or nvdisasm not installed")
+    tile = {f"conv2d_{op}{t.suffix}_v1": t for t in TILES for op in PASSES}[name]
+    got = profile(ptx_of(name))
+    assert got["spills"] == 0 and got["local"] == 0, f"{name}: {got}"
+    # registers are allocated in 8s per thread; tile.per_sm blocks must fit the 64K of an SM
+    assert tile.per_sm * tile.threads * -(-got["registers"] // 8) * 8 <= 65536, f"{name}: {got}"
+    assert got["FFMA"] == tile.tm * tile.tn * BK, f"{name}: {got}"
+    assert got["share"] >= MIN_FFMA_SHARE[tile.tm], f"{name}: {got}"
 
 
 @pytest.mark.parametrize("name", SMALLC_KERNELS)

@@ -161,11 +161,14 @@ def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
     register tile spilled (tests/test_numba_ptx.py checks the PTX; this checks the device's cubin)."""
     from fastconv.backends.numba import driver as nb_driver
     from fastconv.backends.numba.tiles import SMALLC_PASSES, TILES
-    for name in [f"conv2d_{op}{tile.suffix}_v1" for tile in TILES for op in SMALLC_PASSES] + [
-            f"conv2d_{op}_smallc_v1" for op in SMALLC_PASSES]:
+    tiles = {f"conv2d_{op}{tile.suffix}_v1": tile for tile in TILES for op in SMALLC_PASSES}
+    for name in list(tiles) + [f"conv2d_{op}_smallc_v1" for op in SMALLC_PASSES]:
         dev = cp.cuda.runtime.getDevice()
         kern = nb_driver._gpu_kernels.get((name, dev)) or nb_driver._GpuKernel(name, dev)
         (overload,) = kern.dispatcher.overloads.values()
         print(f"\n{name}: {overload.regs_per_thread} registers, {overload.local_mem_per_thread} B local/thread")
         assert overload.regs_per_thread > 0
+        if name in tiles:  # the blocks per SM the split-K choice counts on (Tile.per_sm) fit its registers
+            t = tiles[name]
+            assert t.per_sm * t.threads * -(-overload.regs_per_thread // 8) * 8 <= 65536, (name, t.per_sm)
         assert overload.local_mem_per_thread == 0, f"{name}: {overload.local_mem_per_thread} B of local memory"

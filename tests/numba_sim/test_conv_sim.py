@@ -121,9 +121,13 @@ def test_conv2d_multi_tile(rng):
 
 
 # the big tiles' kernels on the cases above: 128x128 (8x8 per thread, 4 A and 4 B loads per
-# thread and slice) and 32x128 (8 x 32 threads of 4x4, 1 A and 4 B loads)
+# thread and slice), 32x128 (8 x 32 threads of 4x4, 1 A and 4 B loads), 128x64 and 64x128
+# (128 threads of 8x8: 8 A and 4 B loads, B two reduction rows apart; 4 A and 8 B loads, B in
+# consecutive reduction rows)
 BIG_TILE_CASES = ([pytest.param(K.TILE_128, *c.values, id=f"t128-{c.id}") for c in CONV_CASES + BWD_PHASE_CASES[:2]]
-                  + [pytest.param(K.TILE_32, *c.values, id=f"t32x128-{c.id}") for c in (CONV_CASES[1], CONV_CASES[4])])
+                  + [pytest.param(K.TILE_32, *c.values, id=f"t32x128-{c.id}") for c in (CONV_CASES[1], CONV_CASES[4])]
+                  + [pytest.param(t, *c.values, id=f"{t.suffix[1:]}-{c.id}") for t in (K.TILE_128X64, K.TILE_64X128)
+                     for c in (CONV_CASES[1], BWD_PHASE_CASES[1])])
 
 
 @pytest.mark.parametrize("tile,x_shape,w_shape,stride,padding,dilation,groups", BIG_TILE_CASES)
@@ -140,10 +144,11 @@ def test_conv2d_all_passes_big_tiles(rng, tile, x_shape, w_shape, stride, paddin
     assert_close(dw, cpu.conv2d_backward_weight(_f64(dy), _f64(x), w_shape, *args), F32_TOL, "backward_weight")
 
 
-@pytest.mark.parametrize("tile", [K.TILE_128, K.TILE_32], ids=["t128", "t32x128"])
+@pytest.mark.parametrize("tile", [K.TILE_128, K.TILE_32, K.TILE_128X64, K.TILE_64X128],
+                         ids=["t128", "t32x128", "t128x64", "t64x128"])
 def test_conv2d_multi_big_tile(rng, tile):
-    """2 x 2 blocks of the 128-column tiles in each pass (bm + 2 rows, 144 or 131 columns), with
-    ragged edges in both GEMM dimensions."""
+    """2 x 2 (3 x 2 for 64 columns) blocks of the big tiles in each pass (bm + 2 rows, 144 or 131
+    columns), with ragged edges in both GEMM dimensions."""
     one = ((1, 1), (0, 0), (1, 1), 1)
     m = tile.bm + 2
     x, w = _rand(rng, 1, 3, 9, 16), _rand(rng, m, 3, 1, 1)  # forward: m rows, 144 columns
@@ -170,8 +175,12 @@ def test_conv2d_backward_weight_split_reduction(rng):
 
 
 def test_backward_weight_splits_heuristic():
-    # lenet.conv1: 1 block of output tiles, a 100k-long reduction -> split to fill the card
-    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 264
+    # lenet.conv1: 1 block of output tiles, a 100k-long reduction -> split to fill the card (one
+    # wave of 3 64x64 blocks per SM)
+    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 396
+    # dcgan.d3 on 128x128 tiles (1 per SM): 18 output tiles -> 14 slices, 252 blocks in 2 waves (15
+    # would begin a third)
+    assert nb.backward_weight_splits((128, 256, 4, 4), (256, 128, 3, 3), 1, tile=K.TILE_128) == 14
     # few reduction steps: never slices shorter than 8 BK steps
     assert nb.backward_weight_splits((1, 4, 4, 4), (4, 4, 3, 3), 1) == 1
     # resnet.c4: 144 output tiles -> 2 slices
@@ -206,10 +215,12 @@ def test_conv2d_split_reduction_forward_backward_data(rng, x_shape, w_shape, str
 def test_forward_and_backward_data_split_only_under_a_wave():
     """Pure Python: the default slices of forward / backward-data (conv._slices)."""
     from fastconv.backends.numba import conv
-    assert conv._slices(None, 128, 1152, 1) == 3             # dcgan.d3 forward: 128 64x64 blocks < 132
-    assert conv._slices(None, 392, 800, 1) == 1              # lenet.conv2 forward fills the card
-    assert conv._slices(None, 4, 40, 1) == 1                 # reductions under 8 BK steps stay whole
-    assert conv._slices(None, 1, 10**6, 65535) == 1          # grid z has no room
-    assert conv._slices(2, 10**4, 10, 1) == 2                # an explicit count is kept
+    t64 = K.TILE_64
+    assert conv._slices(None, 128, 1152, 1, t64) == 3        # 128 64x64 blocks, 396 fit the card
+    assert conv._slices(None, 32, 1152, 1, K.TILE_128) == 4  # dcgan.d3 forward: 32 128x128 blocks, 1 per SM
+    assert conv._slices(None, 392, 800, 1, t64) == 1         # lenet.conv2 forward fills the card
+    assert conv._slices(None, 4, 40, 1, t64) == 1            # reductions under 8 BK steps stay whole
+    assert conv._slices(None, 1, 10**6, 65535, t64) == 1     # grid z has no room
+    assert conv._slices(2, 10**4, 10, 1, t64) == 2           # an explicit count is kept
     with pytest.raises(ValueError, match=r"splits: got 0, expected a positive int"):
-        conv._slices(0, 1, 1, 1)
+        conv._slices(0, 1, 1, 1, t64)

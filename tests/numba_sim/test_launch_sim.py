@@ -76,20 +76,29 @@ def test_empty_kernel_launches():
 
 
 def test_conv_tile_choice():
-    """Pure Python: 128x128 tiles only where both GEMM sides fill one and there are a wave of them;
-    32x128 for GEMMs of at most 32 rows."""
+    """Pure Python: the CUDA C family's choice over the numba tiles (8x8 per thread in the 128x128,
+    128x64 and 64x128 tiles): the largest tile whose rows the GEMM fills, 128x128 at most a quarter
+    wave or at least two waves of it; 32x128 for at most 32 rows, 64x64 for weight gradients of at
+    most 64 columns and the strided backward-data phases of at most 64 rows."""
     assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
-    assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128        # 2 x 98 blocks of 128x128
-    assert K.conv_tile(512, 128 * 7 * 7, 1) is K.TILE_128
-    assert K.conv_tile(64, 10**6, 1) is K.TILE_64                 # 64 rows: a 128 tile would idle half
-    assert K.conv_tile(256, 100, 8) is K.TILE_64                  # under 128 columns
-    assert K.conv_tile(128, 128 * 131, 1) is K.TILE_64            # 131 big blocks: under a wave
-    assert K.conv_tile(128, 128 * 132, 1) is K.TILE_128
-    assert K.conv_tile(128, 128 * 66, 2) is K.TILE_128            # groups (and phases) count as blocks
+    assert K.TILE_128X64.block == (8, 16, 1) and K.TILE_64X128.block == (16, 8, 1)
+    assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128X64     # resnet.c4 forward: 98 blocks of 128x128
+    assert K.conv_tile(256, 32 * 14 * 14, 1) is K.TILE_128X64
+    assert K.conv_tile(256, 128 * 4 * 4, 1) is K.TILE_128         # dcgan.d3 forward: 32 blocks, split-K fills
+    assert K.conv_tile(128, 128 * 264, 1) is K.TILE_128           # two waves of 128x128 blocks
+    assert K.conv_tile(128, 128 * 263, 1) is K.TILE_128X64
+    assert K.conv_tile(128, 128 * 132, 2) is K.TILE_128           # groups (and phases) count as blocks
+    assert K.conv_tile(64, 10**6, 1) is K.TILE_64X128             # 64 rows: a 128 tile would idle half
+    assert K.conv_tile(64, 10**6, 4) is K.TILE_64                 # strided backward-data phases
+    assert K.conv_tile(64, 1600, 1, wgrad=True) is K.TILE_64
+    assert K.conv_tile(256, 2304, 1, wgrad=True) is K.TILE_128X64  # resnet.c4 weight gradient: 36 big blocks
+    assert K.conv_tile(128, 1024, 1, wgrad=True) is K.TILE_128    # dcgan.d2 weight gradient: 8
+    assert K.conv_tile(256, 64, 1, wgrad=True) is K.TILE_64       # at most 64 columns
     assert K.conv_tile(32, 128 * 784, 1) is K.TILE_32             # lenet.conv1 forward: 32 filters
     assert K.conv_tile(1, 128 * 784, 1) is K.TILE_32              # its input gradient: 1 channel
-    assert K.conv_tile(32, 25, 1) is K.TILE_64                    # its weight gradient: 25 columns
-    assert K.conv_tile(33, 10**6, 1) is K.TILE_64
+    assert K.conv_tile(32, 25, 1, wgrad=True) is K.TILE_64        # its weight gradient: 25 columns
+    assert K.conv_tile(2, 16, 1) is K.TILE_64                     # under 128 columns
+    assert K.conv_tile(33, 10**6, 1) is K.TILE_64X128
 
 
 def test_backend_functions_copy_non_contiguous_inputs(rng):

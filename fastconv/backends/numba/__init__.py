@@ -23,10 +23,11 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   of the 16 x 16 threads accumulating a 4x4 register tile (rows ty*4 + i, columns tx*4 + j, read
   from 16-byte aligned shared tiles with one 16-byte load per operand and step); the _t128
   kernels (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per
-  thread (two 16-byte loads per operand and step), chosen by tiles.conv_tile for GEMMs large
-  enough to fill the card with them, the _t32x128 ones 32x128 tiles (8 x 32 threads of 4x4) for
-  GEMMs of at most 32 rows (few channels: lenet.conv1's 32 filters, its 1-channel input
-  gradient). One main loop serves the three passes (conv_kernels._main_loop, with a loader per
+  thread (two 16-byte loads per operand and step), the _t128x64 and _t64x128 ones 128x64 and
+  64x128 tiles of 128 threads with 8x8 each, the _t32x128 ones 32x128 tiles (8 x 32 threads of
+  4x4) for GEMMs of at most 32 rows (few channels: lenet.conv1's 32 filters, its 1-channel input
+  gradient); tiles.conv_tile picks one as the CUDA C family does (the largest tile whose rows the
+  GEMM fills, split-K making up the wave). One main loop serves the three passes (conv_kernels._main_loop, with a loader per
   pass). Loaders decode their indices once and then
   carry index digits (no division in the main loop), index math is 32-bit, and accumulators stay
   in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no

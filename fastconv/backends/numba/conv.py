@@ -75,12 +75,12 @@ def backward_bias_splits(n_img: int, k_out: int, pq: int) -> int:
     return max(1, min(cdiv(8 * WAVE_BLOCKS, k_out), n_img * pq // (16 * REDUCE_THREADS), _cfg.MAX_GRID_YZ))
 
 
-def _slices(splits, base_blocks: int, kred: int, z: int) -> int:
+def _slices(splits, base_blocks: int, kred: int, z: int, tile) -> int:
     """Slices of a forward or backward-data reduction: ``splits`` as given (a positive int) or,
-    when None, tiles.gemm_splits' choice where the base_blocks output tiles are under a wave (else
-    1: partial sums cost traffic)."""
+    when None, tiles.gemm_splits' choice within one wave of ``tile`` (1 where the base_blocks
+    output tiles fill it: partial sums cost traffic)."""
     if splits is None:
-        return gemm_splits(base_blocks, kred, z) if base_blocks < WAVE_BLOCKS else 1
+        return gemm_splits(base_blocks, kred, z, tile.wave)
     return _positive(splits)
 
 
@@ -125,7 +125,8 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
         return launch_conv2d_forward_smallc(y, x, w, b, geo, small, stream)
     tile = tile or conv_tile(k // groups, n * p * q, groups)
     kred = w.shape[1] * r * s
-    splits, chunk = split_chunk(kred, _slices(splits, tile.blocks(k // groups, n * p * q) * groups, kred, groups))
+    splits, chunk = split_chunk(kred, _slices(splits, tile.blocks(k // groups, n * p * q) * groups, kred, groups,
+                                                tile))
     grid = _gemm_grid("conv2d_forward", n * p * q, k // groups, groups * splits, tile)
     out = _partials(y, splits, workspace, "conv2d_forward")
     launch(f"conv2d_forward{tile.suffix}_v1", grid, tile.block,
@@ -152,7 +153,7 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     tile = tile or conv_tile(c // groups, n * phases[0][1] * phases[0][8], z)
     kreds = [k // groups * ph[4] * ph[11] for ph in phases]
     splits = _slices(splits, sum(tile.blocks(c // groups, n * ph[1] * ph[8]) for ph in phases) * groups,
-                     max(kreds), z)
+                     max(kreds), z, tile)
     out = _partials(dx, splits, workspace, "conv2d_backward_data")
     for phase, kred in zip(phases, kreds):
         grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups * splits, tile)
@@ -182,7 +183,7 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
         out = _partials(dw, splits, workspace, "conv2d_backward_weight")
         launch_conv2d_backward_weight_smallc(out, dy, x, geo, small, splits, per, stream)
     else:
-        tile = tile or conv_tile(k // groups, cg * r * s, groups)
+        tile = tile or conv_tile(k // groups, cg * r * s, groups, wgrad=True)
         if splits is None:
             splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
         splits, chunk = split_chunk(n * p * q, _positive(splits))

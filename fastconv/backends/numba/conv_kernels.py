@@ -14,10 +14,10 @@ Kernel names: conv2d_<pass><tile.suffix>_v1.
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint32
 
 from .driver import SIMULATOR
-from .tiles import (BK, PAD, THREADS, TILE_32, TILE_64, TILE_128, _digits_advance, _digits_init, _digits_split,
+from .tiles import (BK, PAD, TILES, _digits_advance, _digits_init, _digits_split,
                     make_tile_fma)
 
 # shared tiles 16-byte aligned, so that tile_fma reads runs of 4 floats with vector loads (the
@@ -29,11 +29,11 @@ def _main_loop(tile, load):
     """Device function main_loop(acc, k_begin, k_end, ops, st, ar, a_st, b_st, b_ls) for ``tile``:
     acc (tm x tn, zeroed here) = this thread's share of A[:, k_begin:k_end] @ B[k_begin:k_end, :],
     with load(va, vb, k0, k_end, ops, st, ar) filling the registers of slice k0 (zero where out of
-    range). Register l of A goes to shared offset a_st + l*(THREADS//BK), of B to b_st + l*b_ls."""
+    range). Register l of A goes to shared offset a_st + l*(tile.threads//BK), of B to b_st + l*b_ls."""
     tm, tn, a_loads, b_loads = tile.tm, tile.tn, tile.a_loads, tile.b_loads
     a_buf, b_buf = BK * (tile.bm + PAD), BK * (tile.bn + PAD)
     a_size, b_size = 2 * a_buf, 2 * b_buf
-    a_ls = THREADS // BK
+    a_ls = tile.threads // BK
     tile_fma = make_tile_fma(tile)
 
     @cuda.jit(device=True, inline="always")
@@ -95,8 +95,9 @@ def _load(a, i, ok):
 
 @cuda.jit(device=True, inline="always")
 def _inside(h, h_n, w, w_n):
-    """(h, w) lies in an h_n x w_n plane."""
-    return h >= 0 and h < h_n and w >= 0 and w < w_n
+    """(h, w) lies in an h_n x w_n plane: one unsigned compare per side (a negative int32 is
+    above every plane size as uint32)."""
+    return uint32(h) < uint32(h_n) and uint32(w) < uint32(w_n)
 
 
 @cuda.jit(device=True, inline="always")
@@ -116,7 +117,7 @@ def _split(z, splits, chunk, kred):
 
 def _forward(tile):
     bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
-    b_step = THREADS // bn
+    b_step = tile.threads // bn
     thread = _thread(tile)
     main_loop = _main_loop(tile, _forward_loader(tile))
 
@@ -177,7 +178,7 @@ def _forward_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of the forward pass: A = the weights
     w[g*Kg + m, (c, r, s)] (contiguous along the reduction), B = the im2col gather of x, each B
     load's (c, r, s) digits carried."""
-    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, THREADS // BK, THREADS // tile.bn
+    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, tile.threads // BK, tile.threads // tile.bn
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -201,7 +202,7 @@ def _forward_loader(tile):
 def _backward_data(tile):
     bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
     digits = b_loads + 1  # index-digit slots: one per B load, then the A loads' (one reduction index)
-    b_step = THREADS // bn
+    b_step = tile.threads // bn
     thread = _thread(tile)
     main_loop = _main_loop(tile, _backward_data_loader(tile))
 
@@ -265,7 +266,7 @@ def _backward_data_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of one backward-data stride phase:
     A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``b_loads``), B = dy
     at the output position tap (i, j) reads for column (n, th, tw)."""
-    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, THREADS // BK, THREADS // tile.bn
+    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, tile.threads // BK, tile.threads // tile.bn
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -291,7 +292,7 @@ def _backward_data_loader(tile):
 
 def _backward_weight(tile):
     bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
-    a_step = THREADS // BK
+    a_step = tile.threads // BK
     thread = _thread(tile)
     main_loop = _main_loop(tile, _backward_weight_loader(tile))
 
@@ -351,7 +352,7 @@ def _backward_weight_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of the weight gradient: A = rows of dy,
     B = x at the thread's fixed (c, r, s) columns, both at the reduction index (n, p, q), whose
     digits are carried."""
-    a_loads, b_loads, a_step = tile.a_loads, tile.b_loads, THREADS // BK
+    a_loads, b_loads, a_step = tile.a_loads, tile.b_loads, tile.threads // BK
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -376,6 +377,7 @@ def _backward_weight_loader(tile):
 
 
 # module-level names: driver.launch finds kernel bodies by name
+TILE_64, TILE_128, TILE_32, TILE_128X64, TILE_64X128 = TILES
 conv2d_forward_v1 = _forward(TILE_64)
 conv2d_backward_data_v1 = _backward_data(TILE_64)
 conv2d_backward_weight_v1 = _backward_weight(TILE_64)
@@ -385,3 +387,9 @@ conv2d_backward_weight_t128_v1 = _backward_weight(TILE_128)
 conv2d_forward_t32x128_v1 = _forward(TILE_32)
 conv2d_backward_data_t32x128_v1 = _backward_data(TILE_32)
 conv2d_backward_weight_t32x128_v1 = _backward_weight(TILE_32)
+conv2d_forward_t128x64_v1 = _forward(TILE_128X64)
+conv2d_backward_data_t128x64_v1 = _backward_data(TILE_128X64)
+conv2d_backward_weight_t128x64_v1 = _backward_weight(TILE_128X64)
+conv2d_forward_t64x128_v1 = _forward(TILE_64X128)
+conv2d_backward_data_t64x128_v1 = _backward_data(TILE_64X128)
+conv2d_backward_weight_t64x128_v1 = _backward_weight(TILE_64X128)

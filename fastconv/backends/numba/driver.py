@@ -83,6 +83,12 @@ _PARAMS = {
     "conv2d_forward_t32x128_v1": "ffff" + "n" + _GEOM + "nn",
     "conv2d_backward_data_t32x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
     "conv2d_backward_weight_t32x128_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t128x64_v1": "ffff" + "n" + _GEOM + "nn",
+    "conv2d_backward_data_t128x64_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_weight_t128x64_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t64x128_v1": "ffff" + "n" + _GEOM + "nn",
+    "conv2d_backward_data_t64x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_weight_t64x128_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_smallc_v1": "ffff" + "n" + _GEOM + "n" * 7,  # + tpr, tqq, ctiles, tiles, ir, iw, iwp
     "conv2d_backward_data_smallc_v1": "fff" + _GEOM + "n" * 14 + "n" * 8,  # + a phase, tpr, tqq, kc, ctiles, ...
     "conv2d_backward_weight_smallc_v1": "fff" + _GEOM + "n" * 10,  # + tp, per, rtiles, no, eg, npart, ir, iw, ...

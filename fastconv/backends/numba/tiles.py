@@ -1,6 +1,6 @@
-"""Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64
-and 128x128) with their choice and register-tile FMA, the small-channel kernels' tiles (smallc_tile),
-the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
+"""Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64,
+128x128, 32x128, 128x64 and 64x128) with their choice and register-tile FMA, the small-channel
+kernels' tiles (smallc_tile), the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
 loop, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
 their geometry argument list.
 """
@@ -10,16 +10,13 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from numba import cuda, float32, uint32, uint64
+from numba import cuda, float32, int32, uint32, uint64
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 
 BK = 8                  # reduction slice staged in shared memory per step
-
-
-THREADS = 256           # threads per block of every conv GEMM tile
 
 
 PAD = 4                 # shared row padding: k-fast stores hit 8 different banks; keeps rows 16-byte aligned
@@ -39,13 +36,20 @@ WAVE_BLOCKS = 132       # one block per SM of an H100 SXM: fewer big-tile blocks
 
 class Tile(NamedTuple):
     """Block tile of a conv GEMM: bm rows x bn columns per block of ty_threads x tx_threads
-    (= THREADS) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
-    tx*tn + j); ``suffix`` names its kernels."""
+    (= threads) threads, each thread holding a tm x tn register tile (rows ty*tm + i, columns
+    tx*tn + j); ``suffix`` names its kernels; ``per_sm``: its blocks resident per SM of an H100
+    (registers: tests/test_numba_ptx.py checks ptxas' count against it)."""
     bm: int
     bn: int
     tm: int
     tn: int
     suffix: str
+    per_sm: int
+
+    @property
+    def wave(self):
+        """Blocks of this tile the whole card holds at once."""
+        return WAVE_BLOCKS * self.per_sm
 
     @property
     def ty_threads(self):
@@ -54,6 +58,10 @@ class Tile(NamedTuple):
     @property
     def tx_threads(self):
         return self.bn // self.tn
+
+    @property
+    def threads(self):
+        return self.ty_threads * self.tx_threads
 
     @property
     def block(self):
@@ -67,38 +75,52 @@ class Tile(NamedTuple):
     @property
     def a_loads(self):
         """Elements of A (bm x BK) one thread stages per BK slice."""
-        return self.bm * BK // THREADS
+        return self.bm * BK // self.threads
 
     @property
     def b_loads(self):
         """Elements of B (BK x bn) one thread stages per BK slice."""
-        return self.bn * BK // THREADS
+        return self.bn * BK // self.threads
 
 
-TILE_64 = Tile(64, 64, 4, 4, "")              # 4x4 outputs per thread: small GEMMs keep more blocks busy
+TILE_64 = Tile(64, 64, 4, 4, "", 3)              # 4x4 outputs per thread: small GEMMs keep more blocks busy
 
 
-TILE_128 = Tile(128, 128, 8, 8, "_t128")      # 8x8 outputs per thread: half the shared traffic per FMA
+TILE_128 = Tile(128, 128, 8, 8, "_t128", 1)      # 8x8 outputs per thread: half the shared traffic per FMA
 
 
-TILE_32 = Tile(32, 128, 4, 4, "_t32x128")     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
+TILE_32 = Tile(32, 128, 4, 4, "_t32x128", 2)     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
 
 
-TILES = (TILE_64, TILE_128, TILE_32)
+TILE_128X64 = Tile(128, 64, 8, 8, "_t128x64", 3)   # 8x8 per thread, 128 threads: GEMMs of > 64 rows
+
+
+TILE_64X128 = Tile(64, 128, 8, 8, "_t64x128", 3)   # 8x8 per thread, 128 threads: GEMMs of 33..64 rows
+
+
+TILES = (TILE_64, TILE_128, TILE_32, TILE_128X64, TILE_64X128)
 
 
 for _t in TILES:
-    assert _t.ty_threads * _t.tx_threads == THREADS and _t.tm % VEC == 0 and _t.tn % VEC == 0
-    assert _t.a_loads * THREADS == _t.bm * BK and _t.b_loads * THREADS == _t.bn * BK and THREADS % _t.bn == 0
+    assert _t.tm % VEC == 0 and _t.tn % VEC == 0 and _t.threads % BK == 0
+    assert _t.a_loads * _t.threads == _t.bm * BK and _t.b_loads * _t.threads == _t.bn * BK and _t.threads % _t.bn == 0
 
 
-def conv_tile(rows: int, cols: int, z: int) -> Tile:
-    """Tile of a conv GEMM of rows x cols, z times (groups, x phases): 128x128 when both sides fill
-    it and its blocks still cover a wave of the card; 32x128 for at most 32 rows and at least 128
-    columns; else 64x64."""
-    if rows >= 128 and cols >= 128 and TILE_128.blocks(rows, cols) * z >= WAVE_BLOCKS:
-        return TILE_128
-    return TILE_32 if rows <= 32 and cols >= 128 else TILE_64
+def conv_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
+    """Tile of a conv GEMM of rows x cols, z times (groups x phases); ``wgrad``: a backward-weight
+    (cols = Cg*R*S, the short side). The CUDA C family's choice (config.conv_tile, swept on an H200:
+    the largest tile whose rows the GEMM fills, split-K making up the wave) over the tiles here:
+    64x64 for a backward-weight of at most 64 columns; 32x128 for at most 32 rows (64x64 under 128
+    columns); for at most 64 rows 64x64 (backward-weight, strided backward-data phases) or 64x128;
+    else 128x128 when its blocks make at most a quarter wave or at least two waves, 128x64 between."""
+    if wgrad and cols <= 64:
+        return TILE_64
+    if rows <= 32:
+        return TILE_32 if cols >= 128 else TILE_64
+    if rows <= 64:
+        return TILE_64 if wgrad or z > 1 else TILE_64X128
+    big = TILE_128.blocks(rows, cols) * z
+    return TILE_128 if 4 * big <= WAVE_BLOCKS or big >= 2 * WAVE_BLOCKS else TILE_128X64
 
 
 SMALLC_PASSES = ("forward", "backward_data", "backward_weight")
@@ -185,15 +207,17 @@ def _digits_init(k, base, inner, hi, mid, lo, l):
 def _digits_advance(hi, mid, lo, l, dh, dm, dl, mid_n, inner):
     """Slot l's digits += (dh, dm, dl) with carries (mid_n = base/inner); each digit of the step is
     below its radix, so one carry per digit suffices."""
-    lo_v = lo[l] + dl
-    mid_v = mid[l] + dm
+    # int32 throughout (numba widens int32 + int32 to int64; LLVM then rewrote the carries of
+    # consecutive slots into a 64-bit multiply in the main loop)
+    lo_v = int32(lo[l] + dl)
+    mid_v = int32(mid[l] + dm)
     if lo_v >= inner:
-        lo_v -= inner
-        mid_v += 1
-    hi_v = hi[l] + dh
+        lo_v = int32(lo_v - inner)
+        mid_v = int32(mid_v + 1)
+    hi_v = int32(hi[l] + dh)
     if mid_v >= mid_n:
-        mid_v -= mid_n
-        hi_v += 1
+        mid_v = int32(mid_v - mid_n)
+        hi_v = int32(hi_v + 1)
     lo[l] = lo_v
     mid[l] = mid_v
     hi[l] = hi_v
@@ -205,12 +229,13 @@ def _gemm_grid(name: str, cols: int, rows: int, z: int, tile: Tile = TILE_64):
     return _cfg.check_grid(name, (cdiv(cols, tile.bn), cdiv(rows, tile.bm), z))
 
 
-def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int = 2 * WAVE_BLOCKS) -> int:
+def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int) -> int:
     """How many slices a conv GEMM's reduction of length ``kred`` is cut into (split-K) when its
-    output tiles make ``base_blocks`` blocks: enough blocks to fill the card (about 2 per SM of an
-    H100/H200), each slice at least 8 BK-steps long, and z*splits within the 65535 blocks grid z
-    allows (z: the groups the grid's z already holds)."""
-    return max(1, min(cdiv(target_blocks, base_blocks), kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
+    output tiles make ``base_blocks`` blocks: as many as keep the grid within ``target_blocks``
+    (whole waves of the tile, Tile.wave: a wave begun by a few blocks costs as much as a full one),
+    each slice at least 8 BK-steps long, and z*splits within the 65535 blocks grid z allows (z: the
+    groups the grid's z already holds)."""
+    return max(1, min(target_blocks // base_blocks, kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
 
 
 def slice_len(kred: int, splits: int) -> int:
@@ -225,13 +250,16 @@ def split_chunk(kred: int, splits: int) -> tuple[int, int]:
     return max(1, cdiv(kred, chunk)), chunk
 
 
-def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int = 2 * WAVE_BLOCKS,
+def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int | None = None,
                            tile: Tile = TILE_64) -> int:
     """gemm_splits for the weight gradient: its N*P*Q reduction is long and its Kg x Cg*R*S output
-    often a few tiles, so it splits whatever the grid."""
+    often a few tiles, so it splits whatever the grid, by default into the whole waves of ``tile``
+    within about 2 blocks per SM (one wave where the tile holds more)."""
     n, k, p, q = dy_shape
     _, cg, r, s = w_shape
     base = tile.blocks(k // groups, cg * r * s) * groups
+    if target_blocks is None:
+        target_blocks = max(tile.wave, 2 * WAVE_BLOCKS // tile.wave * tile.wave)
     return gemm_splits(base, n * p * q, groups, target_blocks)
 
 

@@ -61,6 +61,7 @@ TF32_TILES = {
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
     "t64x128k16": (64, 128, 16, 128, 3),
+    "t64x64k16": (64, 64, 16, 64, 4),
 }
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 

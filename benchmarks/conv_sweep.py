@@ -73,7 +73,7 @@ def configs(prec, dims=None, num_sms=132):
             if dims is not None and s > 1:
                 m, n, red, z, elems = dims
                 gx, gy, _ = cfg.conv_grid(m, n, t, z)
-                if gx * gy * z * s > 4 * num_sms * cfg.CONV_TILES[t][4] or red < 8 * s or s * elems * 4 > 1 << 30:
+                if gx * gy * z * s > 4 * num_sms * cfg.tile_spec(t, prec == "tf32")[4] or red < 8 * s or s * elems * 4 > 1 << 30:
                     continue
             out.append((t, s))
     return out

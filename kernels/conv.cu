@@ -357,6 +357,11 @@ CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
 CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 1, 4, 4, 3)
 CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 1, 2, 4, 6)
+// BK 16: one barrier and cp.async stage per two mma k steps (half the per-stage overhead of BK 8);
+// t64x128k16: 3 stages, 39,936 B of static shared memory (under the 48 KB static limit);
+// t64x64k16: 4 stages, 36,864 B, 4 blocks per SM (at 5 or 6, backward-weight spills).
+CONV_V3_TF32_KERNELS(t64x128k16, 64, 128, 16, 1, 4, 3, 3)
+CONV_V3_TF32_KERNELS(t64x64k16, 64, 64, 16, 1, 2, 4, 4)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4

@@ -312,6 +312,8 @@ def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
     assert "conv2d_forward_v3_tf32_t64x64" in _run(cp, "forward", case, tile="t64x64", tf32=True)[2]
     with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
         _run(cp, "forward", case, tile="t64x32", tf32=True)
+    with pytest.raises(ValueError, match="conv_tile: got 't64x128k16' with tf32 off"):  # a TF32-only tile
+        _run(cp, "forward", case, tile="t64x128k16")
 
 
 def test_precision_argument_on_ops_and_layers(cp):

@@ -72,6 +72,8 @@ TF32_TILES = {
     "t128x64": (128, 64, 16, 128, 3),
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
+    "t64x128k16": (64, 128, 16, 128, 3),
+    "t64x64k16": (64, 64, 16, 64, 4),
 }
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
@@ -204,7 +206,7 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
 
 def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
     """Grid (x over GEMM columns, y over GEMM rows, z = groups x phases x splits)."""
-    bm, bn = CONV_TILES[tile][:2]
+    bm, bn = (CONV_TILES[tile] if tile in CONV_TILES else TF32_TILES[tile])[:2]
     gy = cdiv(m, bm)
     if gy > MAX_GRID_YZ or z > MAX_GRID_YZ:
         raise ValueError(f"conv grid: got {gy} row tiles and z = {z}, expected at most {MAX_GRID_YZ} each")

@@ -46,6 +46,8 @@ def _tile(m, cols, z, tf32, wgrad):
         return cfg.conv_tile(m, cols, num_sms(), z, tf32, wgrad)
     if tf32 and tile not in cfg.TF32_TILES:
         raise ValueError(f"conv_tile: got {tile!r} with tf32 on, expected one of {list(cfg.TF32_TILES)}")
+    if not tf32 and tile not in cfg.CONV_TILES:
+        raise ValueError(f"conv_tile: got {tile!r} with tf32 off, expected one of {list(cfg.CONV_TILES)}")
     return tile
 
 

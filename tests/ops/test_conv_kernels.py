@@ -312,8 +312,14 @@ def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
     assert "conv2d_forward_v3_tf32_t64x64" in _run(cp, "forward", case, tile="t64x64", tf32=True)[2]
     with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
         _run(cp, "forward", case, tile="t64x32", tf32=True)
-    with pytest.raises(ValueError, match="conv_tile: got 't64x128k16' with tf32 off"):  # a TF32-only tile
-        _run(cp, "forward", case, tile="t64x128k16")
+
+def test_tf32_only_tile_with_tf32_off_is_refused(cp, monkeypatch):
+    """A tile name only TF32_TILES holds (none today: every TF32 tile has an fp32 namesake) with tf32
+    off is a one-line error, not a launch of a kernel that does not exist."""
+    from fastconv.backends.cuda import config as cfg
+    monkeypatch.setitem(cfg.TF32_TILES, "t64x64only", cfg.TF32_TILES["t64x64"])
+    with pytest.raises(ValueError, match="conv_tile: got 't64x64only' with tf32 off"):
+        _run(cp, "forward", SMALL_CASES[0], tile="t64x64only")
 
 
 def test_precision_argument_on_ops_and_layers(cp):

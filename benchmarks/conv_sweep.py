@@ -145,6 +145,8 @@ def main(argv=None) -> int:
                         print(f"{name + ' ' + ps:<28} {prec}  auto {auto:.4f} ms  best {best['ms']:.4f} ms "
                               f"({best['tile']}, splits {best['splits']})  auto/best {auto / best['ms']:.2f}",
                               flush=True)
+                    if args.json:  # after every row: a run stopped by its timeout keeps what it measured
+                        Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
         if args.json:
             Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
     if skipped:

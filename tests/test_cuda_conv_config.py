@@ -13,9 +13,9 @@ def test_conv_tile_choice():
     assert cfg.conv_tile(32, 25, 132, wgrad=True) == "t64x64"      # lenet.conv1 backward-weight
     assert cfg.conv_tile(64, 800, 132, wgrad=True) == "t64x64"     # lenet.conv2 backward-weight
     assert cfg.conv_tile(32, 100352, 132) == "t32x128"             # lenet.conv1 forward
-    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128"  # TF32 tiles step k by 8
+    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128k16"  # TF32: no 32-row tile
     assert cfg.conv_tile(64, 25088, 132) == "t64x128"              # lenet.conv2 forward
-    assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x64"           # dcgan.d2 backward-data: 4 phases
+    assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x128k16"       # dcgan.d2 backward-data: 4 phases
     assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x64"
     assert cfg.conv_tile(128, 6272, 132) == "t128x64"              # dcgan.d2 forward: 49 big tiles
     assert cfg.conv_tile(256, 2048, 132) == "t128x128"             # dcgan.d3 forward: 32 big tiles, split 4
@@ -104,20 +104,23 @@ def test_tf32_tile_choice_and_splits():
     """TF32 picks from TF32_TILES, splits in whole BK tiles of that table and counts a wave with
     its tiles' blocks per SM."""
     assert cfg.conv_tile(32, 25, 132, tf32=True, wgrad=True) == "t64x64"   # lenet.conv1 backward-weight
-    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x128"           # lenet.conv2 backward-data: m = 32
-    assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"          # resnet.c2 forward
+    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x128k16"        # lenet.conv2 backward-data: m = 32
+    assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128k16"       # resnet.c2 forward
     assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
     assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
     assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
     assert cfg.conv_tile(64, 800, 132, tf32=True, wgrad=True) == "t64x128"  # lenet.conv2 backward-weight
     # a strided backward-data's phases are not split with TF32 (dcgan.d2: 4 phases, 392 t64x128 blocks)
     assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True) == (1, 512)
-    # backward-weight: the largest power of two of slices within 1.75 blocks per SM (lenet.conv2: 7
-    # blocks, 32 slices; dcgan.d2: 8 blocks, 16; dcgan.d3: 18 blocks, 8)
+    # backward-weight: a power of two of slices for about TF32_WGRAD_BLOCK_MACS per block or one
+    # block per SM (lenet.conv2: 7 blocks, 32 slices; dcgan.d2: 8 blocks, 16; dcgan.d3: 18 blocks,
+    # 8 to fill the SMs; resnet.c2: 5 blocks, 128; resnet.c4: 36 blocks, 16)
     assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True) == (32, 784)
     assert cfg.conv_splits(128, 1024, 128 * 49, "t128x128", 1, 132, wgrad=True, tf32=True) == (16, 392)
     assert cfg.conv_splits(256, 1152, 128 * 16, "t128x128", 1, 132, wgrad=True, tf32=True) == (8, 256)
-    # a grid of more than 1.75 blocks per SM is not split; the workspace cap still holds
+    assert cfg.conv_splits(64, 576, 64 * 3136, "t64x128", 1, 132, wgrad=True, tf32=True) == (128, 1568)
+    assert cfg.conv_splits(256, 2304, 32 * 196, "t128x128", 1, 132, wgrad=True, tf32=True) == (16, 392)
+    # 1568 blocks, more than WGRAD_WAVES waves already: not split; the workspace cap holds
     assert cfg.conv_splits(256, 100352, 6272, "t128x128", 1, 132, wgrad=True, tf32=True) == (1, 6272)
     assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True, out_elems=1 << 21)[0] == 8
     # forward: slices of at least TF32_MIN_SPLIT_CHUNK (dcgan.d2: 98 t128x64 blocks, 2 slices of 512)

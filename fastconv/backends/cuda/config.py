@@ -24,7 +24,7 @@ MIN_SPLIT_CHUNK = 256       # reduction elements per split-K slice of forward / 
 TF32_MIN_SPLIT_CHUNK = 400  # the same for the TF32 tiles
 WGRAD_CHUNK = 384           # backward-weight: reduction elements per slice, about (conv_splits)
 WGRAD_WAVES = 4             # backward-weight: split up to this many waves of blocks
-TF32_WGRAD_BLOCKS_PER_SM = 1.75  # TF32 backward-weight: split up to this many blocks per SM (conv_splits)
+TF32_WGRAD_BLOCK_MACS = 400 * 128 * 128  # TF32 backward-weight: multiply-adds per block, about (conv_splits)
 PHASED_BLOCKS_PER_SM = 3    # fp32 backward-data phases: split up to this many blocks per SM (conv_splits)
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 REDUCE_WARP_SPLITS = 32     # split counts from which conv2d_splitk_reduce_v2 (warps share the splits) sums them
@@ -181,10 +181,12 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     the launch then splits the reduction, conv_splits): the fastest tile was the largest one whose
     rows the GEMM fills, with split-K making up the wave, so
     - backward-weight with n <= 64 (small-channel convs): t64x64;
-    - m <= 32: t32x128 (TF32: t64x128, its smallest BK = 8 tile with 128 columns);
-    - m <= 64: t64x128; t64x64 for z > 1 (the phases of a strided backward-data: dcgan.d2's ran
-      fastest on t64x64, 1.13x / 1.07x t64x128 in fp32 / TF32 on an H100) and for fp32
+    - m <= 32: t32x128 (TF32: t64x128k16, as below);
+    - m <= 64: t64x128; for z > 1 (the phases of a strided backward-data) t64x128k16 in fp32 and
+      t64x64 in TF32 (dcgan.d2's fastest on an H200: 1.04x t64x64 / 1.02x t64x128); t64x64 for fp32
       backward-weight (n is the small side there; TF32 lenet.conv2 ran 1.13x faster on t64x128);
+      TF32 forward and backward-data t64x128k16 (its BK 16: lenet.conv2 backward-data, resnet.c2
+      forward / backward-data 1.02x / 1.07x / 1.04x t64x128 on an H200);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
       waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at
@@ -194,10 +196,14 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
     if wgrad and n <= 64:
         return "t64x64"
+    if m <= 64 and z > 1:
+        return "t64x64" if tf32 else "t64x128k16"
+    if m <= 64 and tf32:
+        return "t64x128" if wgrad else "t64x128k16"
     if m <= 32:
-        return "t64x128" if tf32 else "t32x128"
+        return "t32x128"
     if m <= 64:
-        return "t64x64" if z > 1 or (wgrad and not tf32) else "t64x128"
+        return "t64x64" if wgrad else "t64x128"
     big = cdiv(m, 128) * cdiv(n, 128) * z
     if tf32:  # t128x64 was fastest for TF32 forward and backward-data; backward-weight and large GEMMs
         return "t128x128" if wgrad or big >= 2 * num_sms else "t128x64"  # want t128x128's 64x64 warp tiles
@@ -227,10 +233,11 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     with slices >= MIN_SPLIT_CHUNK long (TF32: TF32_MIN_SPLIT_CHUNK; dcgan.d2 forward ran 1.12x
     faster in 2 slices than in 4); backward-weight (a long reduction over N*P*Q onto a small
     output) into slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves, and at least as many as
-    fill one wave; TF32 backward-weight into the largest power of two of slices that keeps the grid
-    within TF32_WGRAD_BLOCKS_PER_SM blocks per SM, slices >= MIN_SPLIT_CHUNK (the fastest split of lenet.conv2, dcgan.d2 and
-    dcgan.d3 on an H100: 32, 16 and 8; a power of two divides N*P*Q evenly for a power-of-two
-    batch). Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
+    fill one wave; TF32 backward-weight into a power of two of slices, the largest not above the
+    count that gives each block about TF32_WGRAD_BLOCK_MACS multiply-adds or fills one wave of one
+    block per SM, whichever is more, with slices >= MIN_SPLIT_CHUNK and up to WGRAD_WAVES waves (the fastest split of lenet.conv2,
+    dcgan.d2, dcgan.d3, resnet.c2 and resnet.c4 on an H100 and an H200: 32, 16, 8, 128 and 16; a
+    power of two divides N*P*Q evenly for a power-of-two batch). Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
     (splits x the output's ``out_elems`` elements) <= MAX_WORKSPACE elements. The kernel computes
     a slice end as z*chunk + chunk in a 32-bit int: when that would pass INT32_LIMIT the reduction
     is not split. A reduction of 0 (a phase no tap reaches) is one empty slice. ``force`` (the
@@ -249,7 +256,9 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     elif tf32 and phased:
         want = 1
     elif tf32 and wgrad:
-        want = min(int(TF32_WGRAD_BLOCKS_PER_SM * num_sms / blocks), red // MIN_SPLIT_CHUNK)
+        bm, bn = tile_spec(tile, tf32)[:2]
+        want = min(max(cdiv(red * bm * bn, TF32_WGRAD_BLOCK_MACS), cdiv(num_sms, blocks)), red // MIN_SPLIT_CHUNK,
+                   WGRAD_WAVES * wave // blocks)
         want = 1 << max(0, want.bit_length() - 1)
         want = min(want, MAX_SPLITS, MAX_WORKSPACE // out_elems)
     else:

@@ -17,7 +17,7 @@
 //       reduction index advanced by a carry iterator (no division in the loop), weights read as
 //       16-byte cp.async from a packed copy [kk][M rounded up to 4] (conv2d_pack_*_v1; rounded to
 //       tf32 there for the TF32 kernels), the gathered operand as 4-byte cp.async with zero-fill,
-//       a STAGES-deep pipeline, 8x8 (8x16: tiles *n16) outputs per thread in warp tiles (fp32), and an epilogue
+//       a STAGES-deep pipeline, 8x8 outputs per thread in warp tiles (fp32), and an epilogue
 //       staged through shared memory that stores float4
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
@@ -307,9 +307,8 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
-// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t*k16, t32x128k8,
-// whose 16 gathered columns per thread need ~200, and the 8x16-per-thread tiles t*n16, 223-252),
-// which ptxas fits without spills.
+// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tile
+// t64x128k16, whose 16 gathered columns per thread need ~200), which ptxas fits without spills.
 #define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
@@ -346,11 +345,6 @@ CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
 CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
-CONV_V3_KERNELS(t64x64k16, 64, 64, 16, 2, 1, 4, 3, 4)
-CONV_V3_KERNELS(t32x128k8, 32, 128, 8, 1, 2, 4, 4, 4)
-CONV_V3_KERNELS(t32x128n16, 32, 128, 4, 1, 1, 4, 4, 8)
-CONV_V3_KERNELS(t64x128n16, 64, 128, 8, 2, 1, 4, 3, 4)
-CONV_V3_KERNELS(t64x64n16, 64, 64, 4, 1, 1, 8, 4, 8)
 // CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
 // tiles 64x64 (t128x128), else 64x32. Mirrored by config.py TF32_TILES.
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
@@ -359,9 +353,7 @@ CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 1, 4, 4, 3)
 CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 1, 2, 4, 6)
 // BK 16: one barrier and cp.async stage per two mma k steps (half the per-stage overhead of BK 8);
 // t64x128k16: 3 stages, 39,936 B of static shared memory (under the 48 KB static limit);
-// t64x64k16: 4 stages, 36,864 B, 4 blocks per SM (at 5 or 6, backward-weight spills).
 CONV_V3_TF32_KERNELS(t64x128k16, 64, 128, 16, 1, 4, 3, 3)
-CONV_V3_TF32_KERNELS(t64x64k16, 64, 64, 16, 1, 2, 4, 4)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4

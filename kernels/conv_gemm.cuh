@@ -8,10 +8,9 @@
 // on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank);
 // a TF32 tile's B, and its A when gathered, are k-quad-major instead, [BK/4][BN or BM][4] in the
 // same space (b_off, ag_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments.
-// fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x TN outputs (TN = 8 or 16) as
-// 2 x TN/4 quads of 4 x 4, half a warp tile apart in rows and WN/(TN/4) in columns, so each k row
-// costs the thread two float4 shared loads of A and TN/4 of B for 8*TN FFMA (TN = 16: 6 loads
-// per 128 FFMA, not 8), and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
+// fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
+// 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
+// two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
 // over LC lanes; B: LC distinct float4 = one 128-byte row).
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
@@ -45,15 +44,14 @@ struct TileGeom {
     __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
 };
 
-// fp32 (FFMA) tile: LR lane rows per warp, 8 x TN outputs per thread, TN = WN / LC.
+// fp32 (FFMA) tile: LR lane rows per warp, 8 x 8 outputs per thread.
 template <int BM_, int BN_, int BK_, int WR_, int WC_, int LR_, int STAGES_, int MINB_>
 struct ConvTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
     typedef TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> G;
     static constexpr bool TF32 = false;
-    static constexpr int LR = LR_, LC = 32 / LR_, TN = G::WN / LC, QN = TN / 4;
-    typedef float Acc[8][TN];
-    static_assert(G::WM == 8 * LR && G::WN % LC == 0 && (TN == 8 || TN == 16),
-                  "a thread holds 8 x 8 or 8 x 16 outputs: WM = 8*LR, WN = 8*LC or 16*LC");
+    static constexpr int LR = LR_, LC = 32 / LR_;
+    typedef float Acc[8][8];
+    static_assert(G::WM == 8 * LR && G::WN == 8 * LC, "a thread holds 8x8 outputs: WM = 8*LR, WN = 8*LC");
 };
 
 // TF32 tile: MT x NT8 m16n8k8 tiles per warp; acc[mt][nt][c] is register c of tile (mt, nt).
@@ -77,7 +75,7 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
 // Thread position in the block tile: first row/column of its quads.
 template <class T>
 struct ThreadPos {
-    int row0, col0;  // quad (a, b) element (i, j) is C[row0 + a*WM/2 + i][col0 + b*WN/QN + j]
+    int row0, col0;  // quad (a, b) element (i, j) is C[row0 + a*WM/2 + i][col0 + b*WN/2 + j]
     __device__ __forceinline__ ThreadPos() {
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
         const int wr = warp / T::WC, wc = warp - wr * T::WC;   // constants: shifts
@@ -173,25 +171,23 @@ using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weig
 template <class T>
 using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
-// One stage of FFMA: per k row, two float4 of A and QN of B from shared memory, 8*TN FFMA.
+// One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
 __device__ __forceinline__ void ffma_step(const float* As, const float* Bs, const ThreadPos<T>& tp,
-                                          typename T::Acc& acc) {
+                                          float (&acc)[8][8]) {
 #pragma unroll
     for (int kk = 0; kk < T::BK; ++kk) {
-        float a[8], b[T::TN];
+        float a[8], b[8];
         const float4 a0 = *reinterpret_cast<const float4*>(As + kk * T::AS + tp.row0);
         const float4 a1 = *reinterpret_cast<const float4*>(As + kk * T::AS + tp.row0 + T::WM / 2);
+        const float4 b0 = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0);
+        const float4 b1 = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0 + T::WN / 2);
         a[0] = a0.x; a[1] = a0.y; a[2] = a0.z; a[3] = a0.w; a[4] = a1.x; a[5] = a1.y; a[6] = a1.z; a[7] = a1.w;
-#pragma unroll
-        for (int q = 0; q < T::QN; ++q) {
-            const float4 bq = *reinterpret_cast<const float4*>(Bs + kk * T::BS + tp.col0 + q * (T::WN / T::QN));
-            b[4 * q] = bq.x; b[4 * q + 1] = bq.y; b[4 * q + 2] = bq.z; b[4 * q + 3] = bq.w;
-        }
+        b[0] = b0.x; b[1] = b0.y; b[2] = b0.z; b[3] = b0.w; b[4] = b1.x; b[5] = b1.y; b[6] = b1.z; b[7] = b1.w;
 #pragma unroll
         for (int i = 0; i < 8; ++i)
 #pragma unroll
-            for (int j = 0; j < T::TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
 }
 
@@ -354,11 +350,11 @@ __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int b = 0; b < T::QN; ++b) {
+                for (int b = 0; b < 2; ++b) {
                     float4 v;
                     v.x = acc[a * 4 + i][b * 4]; v.y = acc[a * 4 + i][b * 4 + 1];
                     v.z = acc[a * 4 + i][b * 4 + 2]; v.w = acc[a * 4 + i][b * 4 + 3];
-                    *reinterpret_cast<float4*>(smem + (wr_row + i) * ES + tp.col0 + b * (T::WN / T::QN)) = v;
+                    *reinterpret_cast<float4*>(smem + (wr_row + i) * ES + tp.col0 + b * (T::WN / 2)) = v;
                 }
         }
         __syncthreads();

@@ -170,4 +170,4 @@ def test_kernel_registry_covers_every_tile_and_pass():
         for p in ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"):
             assert f"{p}_v3_{t}" in names
     for bm, bn, bk, nt, minb in cfg.CONV_TILES.values():
-        assert bm * bn // nt in (64, 128) and nt % bk == 0 and bn % (nt // bk) == 0  # 8x8 or 8x16 per thread
+        assert nt == bm * bn // 64 and nt % bk == 0 and bn % (nt // bk) == 0  # 8x8 outputs per thread

@@ -43,11 +43,10 @@ SMALLC_WGRAD_BLOCKS_PER_SM = 2
 
 # tile name -> (BM, BN, BK, threads, min blocks per SM), as CONV_V3_KERNELS instantiates them in
 # kernels/conv.cu (tests/test_conv_build.py compares the two); every tile holds 8x8 outputs per
-# thread but the *n16 tiles, 8x16 (6 shared float4 loads per 128 FFMA, not 8). The min blocks let
-# ptxas use up to 170 registers (255 for t128x128): 155-167 with no spills (sm_90), where 128
-# spilled. The wide-k tiles (t64x128k16, t64x64k16: BK 16; t32x128k8: BK 8) halve the loop's fixed
-# work per FFMA but hold 16 gathered columns per thread: 197-231 registers (sm_90), so they run 8
-# warps per SM (at 170 they spilled); the *n16 tiles 223-252 of 255 (8 warps per SM).
+# thread. The min blocks let ptxas use up to 170 registers (255 for t128x128): 155-167 with no
+# spills (sm_90), where 128 spilled. The wide-k tile t64x128k16 (BK 16) halves the loop's fixed
+# work per FFMA but holds 16 gathered columns per thread: 197-213 registers (sm_90), so it runs 8
+# warps per SM (at 170 it spilled).
 CONV_TILES = {
     "t128x128": (128, 128, 8, 256, 1),
     "t128x64": (128, 64, 8, 128, 3),
@@ -56,11 +55,6 @@ CONV_TILES = {
     "t32x128": (32, 128, 4, 64, 6),
     "t64x32": (64, 32, 4, 32, 12),
     "t64x128k16": (64, 128, 16, 128, 2),
-    "t64x64k16": (64, 64, 16, 64, 4),
-    "t32x128k8": (32, 128, 8, 64, 4),
-    "t32x128n16": (32, 128, 4, 32, 8),
-    "t64x128n16": (64, 128, 8, 64, 4),
-    "t64x64n16": (64, 64, 4, 32, 8),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
 # same fields; each has the BM x BN of the CONV_TILES entry of its name (conv_grid serves both).
@@ -73,7 +67,6 @@ TF32_TILES = {
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
     "t64x128k16": (64, 128, 16, 128, 3),
-    "t64x64k16": (64, 64, 16, 64, 4),
 }
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 

@@ -56,7 +56,7 @@ want augment && { step augment 200 augment.log "$PY" benchmarks/augment_table.py
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
 want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
 wait  # augment, before anything is timed
-want conv && step conv 40 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
+want conv && step conv 90 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
 want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"

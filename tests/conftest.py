@@ -17,6 +17,9 @@ def _gpu():
 
 
 def pytest_collection_modifyitems(config, items):
+    # the simulator children are the longest tests (minutes each): first, so that pytest -n spreads
+    # the rest around them instead of starting them last
+    items.sort(key=lambda item: item.fspath.basename != "test_numba_sim.py")
     if any("gpu" in item.keywords for item in items) and not _gpu():
         skip = pytest.mark.skip(reason="no usable CUDA GPU (CuPy missing or no device)")
         for item in items:

@@ -127,6 +127,11 @@ def main(argv=None) -> int:
     from fastconv.backends.cuda.launch import num_sms
     clock, rng, t0 = EventClock(cp), np.random.default_rng(0), time.perf_counter()
     rows, skipped = [], []
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
+
     with fastconv.using(kernels="cupy"):
         for name, shape in CONV_SHAPES.items():
             for ps, fn in calls(cp, shape, rng).items():
@@ -145,10 +150,8 @@ def main(argv=None) -> int:
                         print(f"{name + ' ' + ps:<28} {prec}  auto {auto:.4f} ms  best {best['ms']:.4f} ms "
                               f"({best['tile']}, splits {best['splits']})  auto/best {auto / best['ms']:.2f}",
                               flush=True)
-                    if args.json:  # after every row: a run stopped by its timeout keeps what it measured
-                        Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
-        if args.json:
-            Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
+                    save()  # after every row: a run stopped by its timeout keeps what it measured
+        save()
     if skipped:
         print(f"skipped after {args.budget_s:.0f} s: {', '.join(skipped)}")
     return 0

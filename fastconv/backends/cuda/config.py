@@ -228,9 +228,10 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     output) into slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves, and at least as many as
     fill one wave; TF32 backward-weight into a power of two of slices, the largest not above the
     count that gives each block about TF32_WGRAD_BLOCK_MACS multiply-adds or fills one wave of one
-    block per SM, whichever is more, with slices >= MIN_SPLIT_CHUNK and up to WGRAD_WAVES waves (the fastest split of lenet.conv2,
-    dcgan.d2, dcgan.d3, resnet.c2 and resnet.c4 on an H100 and an H200: 32, 16, 8, 128 and 16; a
-    power of two divides N*P*Q evenly for a power-of-two batch). Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
+    block per SM, whichever is more, with slices >= MIN_SPLIT_CHUNK and up to WGRAD_WAVES waves
+    (the fastest split of lenet.conv2, dcgan.d2, dcgan.d3, resnet.c2 and resnet.c4 on an H100 and
+    an H200: 32, 16, 8, 128 and 16; a power of two divides N*P*Q evenly for a power-of-two batch).
+    Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
     (splits x the output's ``out_elems`` elements) <= MAX_WORKSPACE elements. The kernel computes
     a slice end as z*chunk + chunk in a 32-bit int: when that would pass INT32_LIMIT the reduction
     is not split. A reduction of 0 (a phase no tap reaches) is one empty slice. ``force`` (the
@@ -246,20 +247,20 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     blocks, wave = gx * gy * z, num_sms * minb
     if force is not None:
         want = force
-    elif tf32 and phased:
-        want = 1
-    elif tf32 and wgrad:
-        bm, bn = tile_spec(tile, tf32)[:2]
-        want = min(max(cdiv(red * bm * bn, TF32_WGRAD_BLOCK_MACS), cdiv(num_sms, blocks)), red // MIN_SPLIT_CHUNK,
-                   WGRAD_WAVES * wave // blocks)
-        want = 1 << max(0, want.bit_length() - 1)
-        want = min(want, MAX_SPLITS, MAX_WORKSPACE // out_elems)
     else:
-        if phased:
-            wave = num_sms * min(minb, PHASED_BLOCKS_PER_SM)
-        want = min(wave // blocks, red // (TF32_MIN_SPLIT_CHUNK if tf32 else MIN_SPLIT_CHUNK))
-        if wgrad:
-            want = max(want, min(red // WGRAD_CHUNK, WGRAD_WAVES * wave // blocks))
+        if tf32 and phased:
+            want = 1
+        elif tf32 and wgrad:
+            bm, bn = tile_spec(tile, tf32)[:2]
+            want = min(max(cdiv(red * bm * bn, TF32_WGRAD_BLOCK_MACS), cdiv(num_sms, blocks)),
+                       red // MIN_SPLIT_CHUNK, WGRAD_WAVES * wave // blocks)
+            want = 1 << max(0, want.bit_length() - 1)
+        else:
+            if phased:
+                wave = num_sms * min(minb, PHASED_BLOCKS_PER_SM)
+            want = min(wave // blocks, red // (TF32_MIN_SPLIT_CHUNK if tf32 else MIN_SPLIT_CHUNK))
+            if wgrad:
+                want = max(want, min(red // WGRAD_CHUNK, WGRAD_WAVES * wave // blocks))
         want = min(want, MAX_SPLITS, MAX_WORKSPACE // out_elems)
     want = max(1, min(want, MAX_GRID_YZ // z))
     chunk = max(align, cdiv(cdiv(max(red, 1), want), align) * align)

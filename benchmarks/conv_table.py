@@ -12,7 +12,10 @@ marked and makes the exit status 1. Then it times, as medians over --reps:
 
 both with benchmarks/timing.py, as benchmarks/gpu_table.py does.
 
-cuDNN runs with torch.backends.cudnn.benchmark = True (its best algorithm per shape). The table gives
+cuDNN runs with torch.backends.cudnn.benchmark = True (its best algorithm per shape); the GPU kernels
+of one cuDNN call are recorded per row and precision (torch.profiler; "cudnn kernels" in the JSON,
+listed under the table), so a row shows which algorithm it is measured against (implicit GEMM,
+FFT, Winograd). The table gives
 ms per call and the ratio cuDNN time / fastconv time (> 1: fastconv faster), and the geometric means
 over the 18 rows, with the lenet and dcgan rows' minimum for the fp32 kernel-only ratio.
 
@@ -78,6 +81,22 @@ def valid(cp, out, ref, mag, prec, terms):
     return ratio <= 1.0, ratio
 
 
+def kernel_names(events) -> list[str]:
+    """Names of the GPU activities (kernels, memsets, copies) among torch.profiler ``events``, in
+    their order."""
+    from torch.autograd import DeviceType
+    return [e.name for e in events if e.device_type == DeviceType.CUDA]
+
+
+def cudnn_kernels(torch, fn) -> list[str]:
+    """The GPU kernels one call of ``fn`` runs (after the timing: cuDNN's chosen algorithm)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return kernel_names(prof.events())
+
+
 def run(args):
     import cupy as cp
     import torch
@@ -109,6 +128,7 @@ def run(args):
                 row[f"{prec} kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
                 row[f"{prec} cudnn call ms"] = per_call(tc)
                 row[f"{prec} cudnn kernel ms"] = kernel_only(timing.TorchGraph(torch, tc, args.graph_calls))
+                row[f"{prec} cudnn kernels"] = cudnn_kernels(torch, tc)
             rows.append(row)
     torch.backends.cudnn.allow_tf32 = False
     return rows, bad
@@ -144,6 +164,16 @@ def print_table(rows, device):
           f"{geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {geomean(fp32):.2f} "
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
           f"TF32 kernel-only {geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0)")
+    print("cuDNN's kernels per call (fp32 | tf32):")
+    for r in rows:
+        names = [", ".join(short(k) for k in r.get(f"{prec} cudnn kernels", [])) or "-" for prec in ("fp32", "tf32")]
+        print(f"  {r['row']:<28}{names[0]} | {names[1]}")
+
+
+def short(name: str, width: int = 90) -> str:
+    """A kernel name without its template arguments / parameter list, at most ``width`` characters."""
+    base = name.split("(")[0].split("<")[0].strip()
+    return base if len(base) <= width else base[:width - 3] + "..."
 
 
 def main(argv=None) -> int:

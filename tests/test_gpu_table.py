@@ -2,6 +2,8 @@
 benchmarks/timing.py (graph capture and replay exercised on the CPU layer, fastconv.emu), the
 results file and its stamp, the bandwidth byte counts and the table printers."""
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -143,3 +145,32 @@ def test_printers_fill_the_results(capsys, tmp_path):
     assert gm == {"kernel": pytest.approx(0.5), "per_call": pytest.approx(1.0)}  # bias row not in the 18
     out = capsys.readouterr().out
     assert "no graph: x" in out and "0.50" in out
+
+
+def test_conv_table_lists_cudnn_kernels_by_name():
+    """conv_table keeps the GPU activities of a profiled cuDNN call (not its CPU ops) and prints
+    them per row without template arguments."""
+    import conv_table
+    DeviceType = pytest.importorskip("torch.autograd").DeviceType
+
+    class Event:
+        def __init__(self, name, device_type):
+            self.name, self.device_type = name, device_type
+
+    events = [Event("aten::conv2d", DeviceType.CPU), Event("Memset (Device)", DeviceType.CUDA),
+              Event("fft2d_r2c_32x32<float, false, 1u>(float2*, float const*)", DeviceType.CUDA)]
+    names = conv_table.kernel_names(events)
+    assert names == ["Memset (Device)", "fft2d_r2c_32x32<float, false, 1u>(float2*, float const*)"]
+    assert conv_table.short(names[1]) == "fft2d_r2c_32x32"
+    assert conv_table.short("k" * 100, width=10) == "kkkkkkk..."
+    row = {"row": "lenet.conv2 backward_weight"}
+    for prec, t in (("fp32", 0.2), ("tf32", 0.1)):
+        row.update({f"{prec} ok": True, f"{prec} call ms": t, f"{prec} cudnn call ms": 0.1,
+                    f"{prec} kernel ms": t, f"{prec} cudnn kernel ms": 0.1})
+    row["fp32 cudnn kernels"] = names
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        conv_table.print_table([row], "card")
+    text = out.getvalue()
+    assert "lenet.conv2 backward_weight Memset, fft2d_r2c_32x32 | -" in text
+    assert "fp32 kernel-only 0.50" in text and "TF32 kernel-only 1.00" in text

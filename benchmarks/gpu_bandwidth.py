@@ -1,6 +1,7 @@
 """The bandwidth rows of benchmarks/gpu_table.py: activations, 2x2 pooling, batchnorm and the conv
 bias gradient on BANDWIDTH_SHAPE (several times the L2 of an H100/H200), each beside its PyTorch
-peer, plus the device-to-device copy that is their ceiling.
+peer, plus the device-to-device copy that is their ceiling and a write-only fill: pooling backward
+writes 4/5 of its bytes, so the fill's share of the copy bounds what such a kernel can reach.
 
 Each case names the bytes it must move at least (its inputs read once and outputs written once:
 the compulsory traffic), so GB/s = those bytes / kernel-only time, and fc/copy compares it with the
@@ -39,6 +40,7 @@ def bytes_of(op: str, shape=BANDWIDTH_SHAPE) -> int:
     q = n // 4
     table = {
         "copy": 2 * n * F4,
+        "fill": n * F4,                             # y out only
         "forward": 2 * n * F4,                      # x in, y out
         "backward": 3 * n * F4,                     # dy, y in, dx out
         "max_pool2d.forward": n * F4 + q * (F4 + 4),
@@ -126,3 +128,16 @@ def copy_case(cp, torch, rng, shape=BANDWIDTH_SHAPE):
         return xc
 
     return bytes_of("copy", shape), memcpy, lambda: tx.clone(), lambda: bool((memcpy() == x).all())
+
+
+def fill_case(cp, torch, shape=BANDWIDTH_SHAPE):
+    """(bytes, CuPy fill call, torch fill_ call, check) of the write-only row (a non-zero value, so
+    no zero-fill shortcut of the memory system is measured)."""
+    y = cp.empty(shape, np.float32)
+    ty = torch.from_dlpack(cp.empty(shape, np.float32))
+
+    def fill():
+        y.fill(1.5)
+        return y
+
+    return bytes_of("fill", shape), fill, lambda: ty.fill_(1.5), lambda: bool((fill() == 1.5).all())

@@ -113,12 +113,17 @@ def conv_rows(bench, fams, tiles_too):
 
 def bandwidth_rows(bench, fams):
     """(case name, family, bytes, fastconv Timing, torch Timing, ok) rows, the copy first (on its
-    row "fastconv" is cudaMemcpy D2D and "torch" a tensor clone)."""
+    row "fastconv" is cudaMemcpy D2D and "torch" a tensor clone), then the write-only fill (CuPy's
+    fill and torch's fill_)."""
     torch, cp = bench.torch, bench.cp
     rng = np.random.default_rng(1)
     nbytes, memcpy, clone, check = gpu_bandwidth.copy_case(cp, torch, rng)
     ok = check()
     rows, bad = [("copy (ceiling)", "-", nbytes, bench.fastconv(memcpy), bench.torch_side(clone), ok)], int(not ok)
+    nbytes, fill, torch_fill, check = gpu_bandwidth.fill_case(cp, torch)
+    ok = check()
+    rows.append(("fill (write-only)", "-", nbytes, bench.fastconv(fill), bench.torch_side(torch_fill), ok))
+    bad += not ok
     for case in gpu_bandwidth.cases(cp, torch, rng):
         ref = cp.from_dlpack(case.reference() if case.reference else case.torch())
         t_torch = bench.torch_side(case.torch)

@@ -121,6 +121,7 @@ def test_stamp_names_the_commit_of_this_checkout():
 def test_bandwidth_bytes():
     n = 2 * 3 * 4 * 4
     assert gpu_bandwidth.bytes_of("copy", (2, 3, 4, 4)) == 2 * n * 4
+    assert gpu_bandwidth.bytes_of("fill", (2, 3, 4, 4)) == n * 4
     assert gpu_bandwidth.bytes_of("backward", (2, 3, 4, 4)) == 3 * n * 4
     assert gpu_bandwidth.bytes_of("max_pool2d.forward", (2, 3, 4, 4)) == n * 4 + n // 4 * 8
     assert gpu_bandwidth.bytes_of("conv2d_backward_bias", (2, 3, 4, 4)) == n * 4
@@ -174,3 +175,11 @@ def test_conv_table_lists_cudnn_kernels_by_name():
     text = out.getvalue()
     assert "lenet.conv2 backward_weight Memset, fft2d_r2c_32x32 | -" in text
     assert "fp32 kernel-only 0.50" in text and "TF32 kernel-only 1.00" in text
+
+
+def test_fill_case_writes_its_value_on_both_sides():
+    torch = pytest.importorskip("torch")
+    with emu.activate() as cp:  # torch.from_dlpack of the CPU layer's arrays: CPU tensors
+        nbytes, fill, torch_fill, check = gpu_bandwidth.fill_case(cp, torch, (2, 3, 4, 4))
+        assert nbytes == 2 * 3 * 4 * 4 * 4 and check()
+        assert bool((torch_fill() == 1.5).all())

@@ -68,6 +68,15 @@ TF32_TILES = {
     "t64x64": (64, 64, 8, 64, 6),
     "t64x128k16": (64, 128, 16, 128, 3),
 }
+# The direct backward-weight of kernels/conv_wgrad.cu (its CONV_WGRAD_* defines; tests compare the
+# two): run by the conv_tile setting WGRAD_DIRECT (not picked by conv_tile yet), a block of
+# WGRAD_DIRECT_KB filters x WGRAD_DIRECT_CB channels x up to WGRAD_DIRECT_TAPS taps, 8 threads a tap.
+WGRAD_DIRECT = "wgrad_direct"
+WGRAD_DIRECT_KB = 64
+WGRAD_DIRECT_CB = 8
+WGRAD_DIRECT_TAPS = 32
+WGRAD_DIRECT_STAGE = 6144   # floats of one of its two pipeline stages
+WGRAD_DIRECT_MINB = 2       # its __launch_bounds__ min blocks per SM
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -79,6 +88,7 @@ KERNELS = {
     + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
+    "conv_wgrad.cu": ("conv2d_backward_weight_direct_v1",),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
@@ -105,7 +115,7 @@ LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
-CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu",)
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_wgrad.cu")
 
 
 def cdiv(a: int, b: int) -> int:
@@ -348,19 +358,49 @@ def smallc_backward_weight_tile(cg: int, p: int, q: int, r: int, s: int, stride,
     return None
 
 
-def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: int, out_size: int) -> tuple[int, int]:
-    """(splits, per) of conv2d_backward_weight_smallc_v1: each of ``splits`` blocks (times
-    blocks_per_split = filter chunks x groups) sums ``per`` consecutive (image, rows) slices into its
-    own partial dw of out_size floats; about SMALLC_WGRAD_BLOCKS_PER_SM blocks per SM in all (1-2
+def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: int, out_size: int,
+                                  blocks_per_sm: int = SMALLC_WGRAD_BLOCKS_PER_SM,
+                                  force: int | None = None) -> tuple[int, int]:
+    """(splits, per) of conv2d_backward_weight_smallc_v1 (and, with its blocks_per_sm,
+    conv2d_backward_weight_direct_v1): each of ``splits`` blocks (times blocks_per_split = the
+    blocks of one slice range: filter chunks x groups ...) sums ``per`` consecutive (image, rows)
+    slices into its own partial dw of out_size floats; about blocks_per_sm blocks per SM in all (1-2
     waves), the partials <= MAX_WORKSPACE floats, every block at least one slice, and
-    splits = ceil(slices / per) so none is empty."""
-    if min(slices, blocks_per_split, num_sms, out_size) < 1:
+    splits = ceil(slices / per) so none is empty. ``force`` (the conv_splits setting) asks for that
+    many splits instead (at most one per slice)."""
+    if min(slices, blocks_per_split, num_sms, out_size, blocks_per_sm) < 1:
         raise ValueError(f"smallc_backward_weight_splits: got slices={slices}, blocks_per_split={blocks_per_split}, "
-                         f"num_sms={num_sms}, out_size={out_size}; expected positive sizes")
-    want = min(slices, cdiv(SMALLC_WGRAD_BLOCKS_PER_SM * num_sms, blocks_per_split),
-               max(1, MAX_WORKSPACE // out_size))
+                         f"num_sms={num_sms}, out_size={out_size}, blocks_per_sm={blocks_per_sm}; "
+                         "expected positive sizes")
+    if force is not None:
+        want = min(slices, force)
+    else:
+        want = min(slices, cdiv(blocks_per_sm * num_sms, blocks_per_split), max(1, MAX_WORKSPACE // out_size))
     per = cdiv(slices, want)
     return cdiv(slices, per), per
+
+
+def wgrad_direct_rows(p: int, q: int, r: int, s: int, stride, dilation) -> int | None:
+    """Output rows per slice of conv2d_backward_weight_direct_v1: the most (then split evenly over
+    P) whose stage fits WGRAD_DIRECT_STAGE floats: the x tile of WGRAD_DIRECT_CB channels x
+    (tp-1)*sh + (R-1)*dh + 1 rows x (Q-1)*sw + (S-1)*dw + 1 columns, 8 zeros, and the dy tile of
+    WGRAD_DIRECT_KB filters x tp*Q pixels rounded up to 4. None when one row does not fit."""
+    (sh, sw), (dh, dw) = stride, dilation
+    xc = (q - 1) * sw + (s - 1) * dw + 1
+    for tp in range(p, 0, -1):
+        dp = cdiv(tp * q, 4) * 4
+        xr = (tp - 1) * sh + (r - 1) * dh + 1
+        if WGRAD_DIRECT_CB * (xr * xc + 1) + WGRAD_DIRECT_KB * dp <= WGRAD_DIRECT_STAGE:
+            return _balanced(p, tp)
+    return None
+
+
+def wgrad_direct_grid(kg: int, cg: int, r: int, s: int, groups: int, splits: int) -> tuple[tuple[int, int, int], int]:
+    """(grid, threads) of conv2d_backward_weight_direct_v1: x = splits, y = channel blocks x tap
+    chunks, z = groups x filter blocks; 8 threads per tap of a chunk, whole warps."""
+    taps = min(r * s, WGRAD_DIRECT_TAPS)
+    grid = (splits, cdiv(cg, WGRAD_DIRECT_CB) * cdiv(r * s, WGRAD_DIRECT_TAPS), groups * cdiv(kg, WGRAD_DIRECT_KB))
+    return grid, 32 * cdiv(8 * taps, 32)
 
 
 def activation_code(activation) -> int:

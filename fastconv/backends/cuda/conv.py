@@ -6,6 +6,8 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   passes (when their tiles fit shared memory: config.smallc_*_tile), in fp32 also with the ``tf32``
   setting on: they are bound by memory traffic, not FLOPs, so TF32 would gain nothing there and fp32
   is the more accurate; backward-weight's per-block partial sums are added by the split-K reduce.
+- backward-weight with the ``conv_tile`` setting config.WGRAD_DIRECT: the direct kernel of
+  kernels/conv_wgrad.cu (fp32; staged x and dy slices, partial sums reduced as a split's);
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
   TF32_TILES); forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
@@ -179,6 +181,28 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
+def _backward_weight_direct(dy, x, dw, ints, sizes, stride, dilation):
+    """conv2d_backward_weight_direct_v1 (kernels/conv_wgrad.cu) into dw or a split workspace: slices
+    of config.wgrad_direct_rows output rows, ``per`` of them summed by each block (the conv_splits
+    setting forces the split count). Returns the workspace and split count."""
+    n, kg, cg, r, s, p, q, groups = sizes
+    tp = cfg.wgrad_direct_rows(p, q, r, s, stride, dilation)
+    if tp is None:
+        raise ValueError(f"conv_tile: got {cfg.WGRAD_DIRECT!r} for a backward-weight whose stage (8 channels x "
+                         f"{r}x{s} taps over output rows of {q} columns, stride {stride}, dilation {dilation}) does "
+                         f"not fit {cfg.WGRAD_DIRECT_STAGE} floats; expected a shape it fits or another conv_tile")
+    slices = n * cfg.cdiv(p, tp)
+    (_, gy, gz), threads = cfg.wgrad_direct_grid(kg, cg, r, s, groups, 1)
+    splits, per = cfg.smallc_backward_weight_splits(slices, gy * gz, num_sms(), dw.size, cfg.WGRAD_DIRECT_MINB,
+                                                    settings.current().conv_splits)
+    cfg.check_int32("dy", splits * dw.size, "split-K workspace size")
+    ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
+    grid, _ = cfg.wgrad_direct_grid(kg, cg, r, s, groups, splits)
+    _launch("conv_wgrad.cu", "conv2d_backward_weight_direct_v1", cfg.check_grid("dy", grid), threads,
+            (dy, x, ws) + ints + (_i32(tp), _i32(per)))
+    return ws, splits
+
+
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
     sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
@@ -189,7 +213,10 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     if ints is None:
         return dw
     tp = _smallc(cg, r, s) and cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
-    if tp:
+    if settings.current().conv_tile == cfg.WGRAD_DIRECT:
+        ws, splits = _backward_weight_direct(dy, x, dw, ints, (n, k // groups, cg, r, s, p, q, groups), stride,
+                                             dilation)
+    elif tp:
         chunks = cfg.cdiv(k // groups, 32)
         splits, per = cfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
         ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")

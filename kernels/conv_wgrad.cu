@@ -1,0 +1,163 @@
+// conv_wgrad.cu - direct fp32 backward-weight of 2-D convolution (NCHW, weights K x C/G x R x S):
+// dw[k,c,r,s] = sum_{img,p,q} dy[img,k,p,q] * x[img, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw].
+//
+// The v3 core runs this pass as a GEMM (M = K/G, N = C/G*R*S, reduction N*P*Q) whose B operand is
+// gathered from x element by element: per B element an address, two bounds compares and a 4-byte
+// cp.async, on lenet.conv2 (800 columns) as many as the FFMAs of a 64-row tile divided by 64, and
+// the 128-slice split that fills the card writes 26 MB of partials. This kernel stages instead
+// each slice of the reduction (one image, tp output rows) once per block in shared memory: the
+// x rows the slice reads for 8 channels (halo and zero padding staged as zeros, channel-last so a
+// tap's 8 channels are two 16-byte loads) and the slice's dy rows of 64 filters ([pixel / 4][k][4]:
+// a filter's 4 consecutive pixels one 16-byte load, the 64 filters of 4 pixels 1 KiB contiguous). Every tap (r, s) of the filter is then a fixed
+// offset into the staged x: no address or bounds work per element in the main loop, and a block
+// sums many slices (long loops, about half the partials of the GEMM's split).
+//
+// Block (256 threads at most): 64 filters (grid z = groups x ceil(K/G / 64)) x 8 channels x up to
+// 32 taps (grid y = ceil(C/G / 8) x ceil(R*S / 32)); thread (kg = tid % 8, tap = tid / 8) holds
+// filters kg + 8i (i < 8) x the 8 channels at its tap: 64 outputs. Lanes 8j..8j+7 share a tap,
+// so a warp's x loads are 4 distinct float4 (8 floats apart: conflict-free) and its dy loads 8
+// consecutive float4 (conflict-free, at offsets fixed per thread: no address work). Per 4 pixels: 8 LDS.128 of dy,
+// 8 of x, 256 FFMA. Grid x = splits: block x sums slices x*per .. x*per + per - 1 (of N * row
+// tiles), two stages of cp.async in flight (the next slice staged while this one is summed), and
+// writes its partial dw to out[blockIdx.x] ([splits][K][C/G*R*S], summed by conv.cu's
+// conv2d_splitk_reduce_v1 / _v2; dw itself when unsplit).
+// fastconv/backends/cuda/config.py wgrad_direct_* mirrors the geometry (tests compare the defines).
+// Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x ceil(C/G / 8) x ceil(R*S / 32) + x (+ halo rows) x
+// ceil(K/G / 64) x ceil(R*S / 32) + splits * dw) * 4 B.
+#include "common.cuh"
+#include "conv_index.cuh"
+
+#define CONV_WGRAD_KB 64       // filters per block (8 per thread, kg + 8i)
+#define CONV_WGRAD_CB 8        // channels per block: a thread's 8, at one tap
+#define CONV_WGRAD_TAPS 32     // taps per block, at most (8 threads each)
+#define CONV_WGRAD_STAGE 6144  // floats of one pipeline stage (x tile, 8 zeros, dy tile); two: 48 KiB
+#define CONV_WGRAD_MINB 2      // blocks per SM of __launch_bounds__ (<= 128 registers)
+
+// A block's operands and staged geometry. Stage layout (floats): x tile [XR][XC][8] (x row
+// p0*sh - ph + row, column col - pw, channel cbase + ch), 8 zeros (read by the pixels past a
+// slice's end), dy tile [NP / 4][64][4] at DOFF (filter kbase + k, pixel p0*Q + pix; zero past the
+// slice; NP = tp*Q rounded up to 4).
+struct WgradDirect {
+    const float* x;
+    const float* dy;
+    int C, H, W, K, Q, PQ, sh, ph, pw;
+    int cbase, ncb;  // first channel of the block (all groups), channels of the 8 inside the group
+    int kbase, nkb;  // first filter of the block (all groups), filters of the 64 inside the group
+    int XR, XC, NP, ZOFF, DOFF;
+    // cp.async of one slice (image img, output rows from p0, npix pixels) into stage st: consecutive
+    // threads take consecutive x columns (coalesced) and consecutive dy tile elements (runs of 4
+    // pixels of a filter), each element a 4-byte copy with zero-fill.
+    __device__ __forceinline__ void stage(float* st, int img, int p0, int npix) const {
+        const int xn = CONV_WGRAD_CB * XR * XC, h0 = p0 * sh - ph;
+        TapIter e;  // (ch, row, col)
+        for (e.init(threadIdx.x, blockDim.x, XR, XC); e.kk < xn; e.next()) {
+            const int h = h0 + e.i, w = e.j - pw;
+            const bool ok = e.a < ncb && (unsigned)h < (unsigned)H && (unsigned)w < (unsigned)W;
+            cp_async_ca4(st + (e.i * XC + e.j) * CONV_WGRAD_CB + e.a, ok ? x + ((img * C + cbase + e.a) * H + h) * W + w : x,
+                         ok ? 4 : 0);
+        }
+        const int dn = CONV_WGRAD_KB * NP, d0 = (img * K + kbase) * PQ + p0 * Q;
+        for (e.init(threadIdx.x, blockDim.x, CONV_WGRAD_KB, 4); e.kk < dn; e.next()) {  // (pix / 4, k, pix % 4)
+            const int pix = 4 * e.a + e.j;
+            const bool ok = e.i < nkb && pix < npix;
+            cp_async_ca4(st + DOFF + e.kk, ok ? dy + d0 + e.i * PQ + pix : dy, ok ? 4 : 0);
+        }
+    }
+};
+
+// acc[i][c] += sum over the slice's npix pixels of dy[kg + 8i][pix] * x[ch c at the thread's tap of
+// pix], from the stage at sm + sb. Pixel (row a, column j) of the slice reads staged x at
+// (a*sh*XC + j*sw)*8 past the thread's tap offset, advanced per pixel by a carry (no division);
+// pixels npix..npix+3 (the last group of 4) read the zeros at ZOFF (their dy is staged zero). Offsets
+// are from sm, so a load's address is sm + offset (the stage base is not re-formed per load).
+__device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, const WgradDirect& d, int tapoff, int kg,
+                                                    int npix, int sw, float (&acc)[8][8]) {
+    const float* ds = sm + sb + d.DOFF + 4 * kg;
+    const int step = sw * CONV_WGRAD_CB, rowstep = (d.sh * d.XC - d.Q * sw) * CONV_WGRAD_CB, zo = sb + d.ZOFF;
+    int xo = sb + tapoff, j = 0;
+    for (int pix = 0; pix < npix; pix += 4, ds += 4 * CONV_WGRAD_KB) {
+        float4 dv[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) dv[i] = *reinterpret_cast<const float4*>(ds + 32 * i);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int o = pix + u < npix ? xo : zo;
+            const float4 x0 = *reinterpret_cast<const float4*>(sm + o);
+            const float4 x1 = *reinterpret_cast<const float4*>(sm + o + 4);
+            const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const float dk = u == 0 ? dv[i].x : u == 1 ? dv[i].y : u == 2 ? dv[i].z : dv[i].w;
+#pragma unroll
+                for (int c = 0; c < 8; ++c) acc[i][c] = fmaf(dk, xv[c], acc[i][c]);
+            }
+            xo += step;
+            if (++j == d.Q) { j = 0; xo += rowstep; }
+        }
+    }
+}
+
+#define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
+                  int sh, int sw, int ph, int pw, int dh, int dw, int G
+
+// tp: output rows per slice (config.wgrad_direct_rows: two stages fit CONV_WGRAD_STAGE each);
+// per: slices per block. Block: 32 * ceil(8 * min(R*S, 32) / 32) threads.
+extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backward_weight_direct_v1(
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int per) {
+    __shared__ __align__(16) float sm[2 * CONV_WGRAD_STAGE];
+    const int Cg = C / G, Kg = K / G, RS = R * S, crs = Cg * RS;
+    const int tchunks = (RS + CONV_WGRAD_TAPS - 1) / CONV_WGRAD_TAPS, kchunks = (Kg + CONV_WGRAD_KB - 1) / CONV_WGRAD_KB;
+    const int co = blockIdx.y / tchunks, tc = blockIdx.y - co * tchunks;
+    const int g = blockIdx.z / kchunks, kb0 = (blockIdx.z - g * kchunks) * CONV_WGRAD_KB, c0 = co * CONV_WGRAD_CB;
+    WgradDirect d;
+    d.x = x; d.dy = dy;
+    d.C = C; d.H = H; d.W = W; d.K = K; d.Q = Q; d.PQ = P * Q; d.sh = sh; d.ph = ph; d.pw = pw;
+    d.cbase = g * Cg + c0; d.ncb = min(CONV_WGRAD_CB, Cg - c0);
+    d.kbase = g * Kg + kb0; d.nkb = min(CONV_WGRAD_KB, Kg - kb0);
+    d.XR = (tp - 1) * sh + (R - 1) * dh + 1;
+    d.XC = (Q - 1) * sw + (S - 1) * dw + 1;
+    d.NP = (tp * Q + 3) & ~3;
+    d.ZOFF = CONV_WGRAD_CB * d.XR * d.XC;
+    d.DOFF = d.ZOFF + CONV_WGRAD_CB;
+    if (threadIdx.x < 2 * CONV_WGRAD_CB)  // the zeros of both stages (never a cp.async target)
+        sm[(threadIdx.x / CONV_WGRAD_CB) * CONV_WGRAD_STAGE + d.ZOFF + threadIdx.x % CONV_WGRAD_CB] = 0.f;
+    const int kg = threadIdx.x % 8, tg = threadIdx.x / 8, t = tc * CONV_WGRAD_TAPS + tg;
+    const bool live = tg < CONV_WGRAD_TAPS && t < RS;
+    const int r = live ? t / S : 0, s = live ? t - r * S : 0;
+    const int tapoff = (r * dh * d.XC + s * dw) * CONV_WGRAD_CB;
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[i][c] = 0.f;
+    const int rtiles = (P + tp - 1) / tp, sl0 = blockIdx.x * per, nloc = min(per, N * rtiles - sl0);
+    int img = sl0 / rtiles, rt = sl0 - img * rtiles;  // the slice being summed
+    int simg = img, srt = rt;                          // the next slice to stage
+    auto stage_next = [&](int buf) {
+        const int p0 = srt * tp;
+        d.stage(sm + buf * CONV_WGRAD_STAGE, simg, p0, min(tp, P - p0) * Q);
+        if (++srt == rtiles) { srt = 0; ++simg; }
+    };
+    if (nloc > 0) stage_next(0);
+    cp_async_commit_group();
+    for (int n = 0; n < nloc; ++n) {
+        if (n + 1 < nloc) stage_next((n + 1) & 1);
+        cp_async_commit_group();
+        cp_async_wait_group<1>();
+        __syncthreads();  // slice n is staged for all threads (and the zeros written)
+        const int p0 = rt * tp;
+        if (live) wgrad_direct_pixels(sm, (n & 1) * CONV_WGRAD_STAGE, d, tapoff, kg, min(tp, P - p0) * Q, sw, acc);
+        __syncthreads();  // stage n & 1 is restaged at n + 1
+        if (++rt == rtiles) { rt = 0; ++img; }
+    }
+    cp_async_wait_all();
+    if (!live) return;
+    float* o = out + (i64)blockIdx.x * K * crs;  // this block's split slice
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        if (kb0 + kg + 8 * i >= Kg) break;
+#pragma unroll
+        for (int c = 0; c < 8; ++c)
+            if (c < d.ncb) o[(d.kbase + kg + 8 * i) * crs + (c0 + c) * RS + t] = acc[i][c];
+    }
+}

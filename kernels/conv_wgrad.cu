@@ -30,24 +30,28 @@
 #define CONV_WGRAD_KB 64       // filters per block (8 per thread, kg + 8i)
 #define CONV_WGRAD_CB 8        // channels per block: a thread's 8, at one tap
 #define CONV_WGRAD_TAPS 32     // taps per block, at most (8 threads each)
-#define CONV_WGRAD_STAGE 6144  // floats of one pipeline stage (x tile, 8 zeros, dy tile); two: 48 KiB
+#define CONV_WGRAD_STAGE 6136  // floats of one pipeline stage (x tile, pixel table, dy tile); two: 49,088 B
 #define CONV_WGRAD_MINB 2      // blocks per SM of __launch_bounds__ (<= 128 registers)
 
-// A block's operands and staged geometry. Stage layout (floats): x tile [XR][XC][8] (x row
-// p0*sh - ph + row, column col - pw, channel cbase + ch), 8 zeros (read by the pixels past a
-// slice's end), dy tile [NP / 4][64][4] at DOFF (filter kbase + k, pixel p0*Q + pix; zero past the
-// slice; NP = tp*Q rounded up to 4).
+// A block's operands and staged geometry. Stage layout (floats, from the stage's offset sb in sm):
+// x tile [XR][XC][8] (x row p0*sh - ph + row, column col - pw, channel cbase + ch), the pixel table
+// at TOFF (NP ints: where pixel pix's x starts, from sm), dy tile [NP / 4][64][4] at DOFF (filter
+// kbase + k, pixel p0*Q + pix; zero past the slice). NP = tp*Q rounded up to 4.
 struct WgradDirect {
     const float* x;
     const float* dy;
-    int C, H, W, K, Q, PQ, sh, ph, pw;
+    int C, H, W, K, Q, PQ, sh, sw, ph, pw;
     int cbase, ncb;  // first channel of the block (all groups), channels of the 8 inside the group
     int kbase, nkb;  // first filter of the block (all groups), filters of the 64 inside the group
-    int XR, XC, NP, ZOFF, DOFF;
-    // cp.async of one slice (image img, output rows from p0, npix pixels) into stage st: consecutive
-    // threads take consecutive x columns (coalesced) and consecutive dy tile elements (runs of 4
-    // pixels of a filter), each element a 4-byte copy with zero-fill.
-    __device__ __forceinline__ void stage(float* st, int img, int p0, int npix) const {
+    int XR, XC, NP, TOFF, DOFF;
+    // One slice (image img, output rows from p0, npix pixels) into the stage at sm + sb: x and dy by
+    // cp.async, consecutive threads taking consecutive x columns (coalesced) and consecutive dy tile
+    // elements (runs of 4 pixels of a filter), each a 4-byte copy with zero-fill; the pixel table by
+    // plain stores. Pixel (a, j) of the slice (row a, column j) starts at sb + (a*sh*XC + j*sw)*8;
+    // pixels npix..NP-1 (the last group of 4 past the slice) point at pixel 0, whose finite x their
+    // zero dy multiplies.
+    __device__ __forceinline__ void stage(float* sm, int sb, int img, int p0, int npix) const {
+        float* st = sm + sb;
         const int xn = CONV_WGRAD_CB * XR * XC, h0 = p0 * sh - ph;
         TapIter e;  // (ch, row, col)
         for (e.init(threadIdx.x, blockDim.x, XR, XC); e.kk < xn; e.next()) {
@@ -62,28 +66,32 @@ struct WgradDirect {
             const bool ok = e.i < nkb && pix < npix;
             cp_async_ca4(st + DOFF + e.kk, ok ? dy + d0 + e.i * PQ + pix : dy, ok ? 4 : 0);
         }
+        int* tab = reinterpret_cast<int*>(st + TOFF);
+        for (int pix = threadIdx.x; pix < NP; pix += blockDim.x) {
+            const int a = pix / Q, j = pix - a * Q;
+            tab[pix] = sb + (pix < npix ? (a * sh * XC + j * sw) * CONV_WGRAD_CB : 0);
+        }
     }
 };
 
 // acc[i][c] += sum over the slice's npix pixels of dy[kg + 8i][pix] * x[ch c at the thread's tap of
-// pix], from the stage at sm + sb. Pixel (row a, column j) of the slice reads staged x at
-// (a*sh*XC + j*sw)*8 past the thread's tap offset, advanced per pixel by a carry (no division);
-// pixels npix..npix+3 (the last group of 4) read the zeros at ZOFF (their dy is staged zero). Offsets
-// are from sm, so a load's address is sm + offset (the stage base is not re-formed per load).
+// pix], from the stage at sm + sb: per 4 pixels one 16-byte load of the pixel table, 8 of dy (the
+// thread's 8 filters x 4 pixels) and 2 of x per pixel (its 8 channels at its tap, tapoff past the
+// pixel's start), 256 FFMA; no division, no bounds test.
 __device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, const WgradDirect& d, int tapoff, int kg,
-                                                    int npix, int sw, float (&acc)[8][8]) {
+                                                    int npix, float (&acc)[8][8]) {
     const float* ds = sm + sb + d.DOFF + 4 * kg;
-    const int step = sw * CONV_WGRAD_CB, rowstep = (d.sh * d.XC - d.Q * sw) * CONV_WGRAD_CB, zo = sb + d.ZOFF;
-    int xo = sb + tapoff, j = 0;
-    for (int pix = 0; pix < npix; pix += 4, ds += 4 * CONV_WGRAD_KB) {
+    const int* tab = reinterpret_cast<const int*>(sm + sb + d.TOFF);
+    for (int pix = 0; pix < npix; pix += 4, ds += 4 * CONV_WGRAD_KB, tab += 4) {
         float4 dv[8];
 #pragma unroll
         for (int i = 0; i < 8; ++i) dv[i] = *reinterpret_cast<const float4*>(ds + 32 * i);
+        const int4 t4 = *reinterpret_cast<const int4*>(tab);
+        const int xo[4] = {t4.x + tapoff, t4.y + tapoff, t4.z + tapoff, t4.w + tapoff};
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
-            const int o = pix + u < npix ? xo : zo;
-            const float4 x0 = *reinterpret_cast<const float4*>(sm + o);
-            const float4 x1 = *reinterpret_cast<const float4*>(sm + o + 4);
+            const float4 x0 = *reinterpret_cast<const float4*>(sm + xo[u]);
+            const float4 x1 = *reinterpret_cast<const float4*>(sm + xo[u] + 4);
             const float xv[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
@@ -91,8 +99,6 @@ __device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, con
 #pragma unroll
                 for (int c = 0; c < 8; ++c) acc[i][c] = fmaf(dk, xv[c], acc[i][c]);
             }
-            xo += step;
-            if (++j == d.Q) { j = 0; xo += rowstep; }
         }
     }
 }
@@ -111,16 +117,14 @@ extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backwa
     const int g = blockIdx.z / kchunks, kb0 = (blockIdx.z - g * kchunks) * CONV_WGRAD_KB, c0 = co * CONV_WGRAD_CB;
     WgradDirect d;
     d.x = x; d.dy = dy;
-    d.C = C; d.H = H; d.W = W; d.K = K; d.Q = Q; d.PQ = P * Q; d.sh = sh; d.ph = ph; d.pw = pw;
+    d.C = C; d.H = H; d.W = W; d.K = K; d.Q = Q; d.PQ = P * Q; d.sh = sh; d.sw = sw; d.ph = ph; d.pw = pw;
     d.cbase = g * Cg + c0; d.ncb = min(CONV_WGRAD_CB, Cg - c0);
     d.kbase = g * Kg + kb0; d.nkb = min(CONV_WGRAD_KB, Kg - kb0);
     d.XR = (tp - 1) * sh + (R - 1) * dh + 1;
     d.XC = (Q - 1) * sw + (S - 1) * dw + 1;
     d.NP = (tp * Q + 3) & ~3;
-    d.ZOFF = CONV_WGRAD_CB * d.XR * d.XC;
-    d.DOFF = d.ZOFF + CONV_WGRAD_CB;
-    if (threadIdx.x < 2 * CONV_WGRAD_CB)  // the zeros of both stages (never a cp.async target)
-        sm[(threadIdx.x / CONV_WGRAD_CB) * CONV_WGRAD_STAGE + d.ZOFF + threadIdx.x % CONV_WGRAD_CB] = 0.f;
+    d.TOFF = CONV_WGRAD_CB * d.XR * d.XC;
+    d.DOFF = d.TOFF + d.NP;
     const int kg = threadIdx.x % 8, tg = threadIdx.x / 8, t = tc * CONV_WGRAD_TAPS + tg;
     const bool live = tg < CONV_WGRAD_TAPS && t < RS;
     const int r = live ? t / S : 0, s = live ? t - r * S : 0;
@@ -135,7 +139,7 @@ extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backwa
     int simg = img, srt = rt;                          // the next slice to stage
     auto stage_next = [&](int buf) {
         const int p0 = srt * tp;
-        d.stage(sm + buf * CONV_WGRAD_STAGE, simg, p0, min(tp, P - p0) * Q);
+        d.stage(sm, buf * CONV_WGRAD_STAGE, simg, p0, min(tp, P - p0) * Q);
         if (++srt == rtiles) { srt = 0; ++simg; }
     };
     if (nloc > 0) stage_next(0);
@@ -144,9 +148,9 @@ extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backwa
         if (n + 1 < nloc) stage_next((n + 1) & 1);
         cp_async_commit_group();
         cp_async_wait_group<1>();
-        __syncthreads();  // slice n is staged for all threads (and the zeros written)
+        __syncthreads();  // slice n is staged for all threads
         const int p0 = rt * tp;
-        if (live) wgrad_direct_pixels(sm, (n & 1) * CONV_WGRAD_STAGE, d, tapoff, kg, min(tp, P - p0) * Q, sw, acc);
+        if (live) wgrad_direct_pixels(sm, (n & 1) * CONV_WGRAD_STAGE, d, tapoff, kg, min(tp, P - p0) * Q, acc);
         __syncthreads();  // stage n & 1 is restaged at n + 1
         if (++rt == rtiles) { rt = 0; ++img; }
     }

@@ -215,6 +215,37 @@ def test_small_channel_tiles():
         cfg.smallc_backward_weight_splits(0, 1, 132, 800)
 
 
+def test_backward_weight_direct(cp):
+    """conv2d_backward_weight_direct_v1 (conv_tile=config.WGRAD_DIRECT): the GEMM cases (groups,
+    stride, dilation, padding, a split); 70 filters x 10 channels x 7x5 taps (two blocks along each
+    of filters, channel octets and tap chunks: partial ones); rows of 58 pixels (one row a slice, the
+    last 4 pixels 2 past it), 2 images x 6 slices forced into 3 blocks of 4 (both pipeline stages
+    reused, the second block's slices in both images), also with the threads shuffled between
+    barriers."""
+    for case in GEMM_CASES + [(1, 10, 8, 9, 70, 7, 5, 1, 2, 1, 1)]:
+        names = _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)
+        assert names[0] == "conv2d_backward_weight_direct_v1", names
+    case = (2, 3, 6, 58, 5, 3, 3, 1, 1, 1, 1)
+    with fastconv.using(conv_splits=3), emu.trace() as t:
+        assert _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)[-1] == "conv2d_splitk_reduce_v1"
+        with emu.shuffled(7):
+            _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)
+    # (grid, threads, rows per slice, slices per block): 8 threads per tap, 9 taps
+    assert [(rec.grid, rec.block[0], tuple(rec.args[-2:])) for rec in t.launches
+            if rec.name == "conv2d_backward_weight_direct_v1"] == [((3, 1, 1), 96, (1, 4))] * 2
+
+
+def test_backward_weight_direct_refusals(cp):
+    with pytest.raises(ValueError, match="conv_tile: got 'wgrad_direct' for a backward-weight whose stage"):
+        _run(cp, "backward_weight", (1, 2, 4, 200, 3, 3, 3, 1, 1, 1, 1), tile=cfg.WGRAD_DIRECT)
+    with pytest.raises(ValueError, match="conv_tile: got 'wgrad_direct' with tf32 off"):
+        _run(cp, "forward", GEMM_CASES[0], tile=cfg.WGRAD_DIRECT)
+    # lenet.conv2 (14x14 output, 5x5 taps): slices of 5 rows (3 per image), 4 channel octets
+    assert cfg.wgrad_direct_rows(14, 14, 5, 5, (1, 1), (1, 1)) == 5
+    assert cfg.wgrad_direct_grid(64, 32, 5, 5, 1, 64) == ((64, 4, 1), 224)
+    assert cfg.smallc_backward_weight_splits(128 * 3, 4, 132, 64 * 800, cfg.WGRAD_DIRECT_MINB) == (64, 6)
+
+
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
 def test_direct_reference_v1(cp, what):
     for case in GEMM_CASES[:2] + SMALL_CASES[:1]:

@@ -75,7 +75,7 @@ WGRAD_DIRECT = "wgrad_direct"
 WGRAD_DIRECT_KB = 64
 WGRAD_DIRECT_CB = 8
 WGRAD_DIRECT_TAPS = 32
-WGRAD_DIRECT_STAGE = 6144   # floats of one of its two pipeline stages
+WGRAD_DIRECT_STAGE = 6136   # floats of one of its two pipeline stages (both within 48 KiB of static shared memory)
 WGRAD_DIRECT_MINB = 2       # its __launch_bounds__ min blocks per SM
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
@@ -383,14 +383,14 @@ def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: i
 def wgrad_direct_rows(p: int, q: int, r: int, s: int, stride, dilation) -> int | None:
     """Output rows per slice of conv2d_backward_weight_direct_v1: the most (then split evenly over
     P) whose stage fits WGRAD_DIRECT_STAGE floats: the x tile of WGRAD_DIRECT_CB channels x
-    (tp-1)*sh + (R-1)*dh + 1 rows x (Q-1)*sw + (S-1)*dw + 1 columns, 8 zeros, and the dy tile of
-    WGRAD_DIRECT_KB filters x tp*Q pixels rounded up to 4. None when one row does not fit."""
+    (tp-1)*sh + (R-1)*dh + 1 rows x (Q-1)*sw + (S-1)*dw + 1 columns, then for tp*Q pixels rounded up
+    to 4 a table entry and WGRAD_DIRECT_KB filters of dy. None when one row does not fit."""
     (sh, sw), (dh, dw) = stride, dilation
     xc = (q - 1) * sw + (s - 1) * dw + 1
     for tp in range(p, 0, -1):
         dp = cdiv(tp * q, 4) * 4
         xr = (tp - 1) * sh + (r - 1) * dh + 1
-        if WGRAD_DIRECT_CB * (xr * xc + 1) + WGRAD_DIRECT_KB * dp <= WGRAD_DIRECT_STAGE:
+        if WGRAD_DIRECT_CB * xr * xc + (1 + WGRAD_DIRECT_KB) * dp <= WGRAD_DIRECT_STAGE:
             return _balanced(p, tp)
     return None
 

@@ -12,52 +12,56 @@
 // offset into the staged x: no address or bounds work per element in the main loop, and a block
 // sums many slices (long loops, about half the partials of the GEMM's split).
 //
-// Block (256 threads at most): 64 filters (grid z = groups x ceil(K/G / 64)) x 8 channels x up to
-// 32 taps (grid y = ceil(C/G / 8) x ceil(R*S / 32)); thread (kg = tid % 8, tap = tid / 8) holds
-// filters kg + 8i (i < 8) x the 8 channels at its tap: 64 outputs. Lanes 8j..8j+7 share a tap,
-// so a warp's x loads are 4 distinct float4 (8 floats apart: conflict-free) and its dy loads 8
-// consecutive float4 (conflict-free, at offsets fixed per thread: no address work). Per 4 pixels: 8 LDS.128 of dy,
-// 8 of x, 256 FFMA. Grid x = splits: block x sums slices x*per .. x*per + per - 1 (of N * row
-// tiles), two stages of cp.async in flight (the next slice staged while this one is summed), and
-// writes its partial dw to out[blockIdx.x] ([splits][K][C/G*R*S], summed by conv.cu's
-// conv2d_splitk_reduce_v1 / _v2; dw itself when unsplit).
+// Block: 64 filters (grid z = groups x ceil(K/G / 64)) x tgb (channel octet, tap) pairs (grid y =
+// ceil(ceil(C/G / 8) * R*S / tgb): consecutive pairs, tap fastest, so a block's pairs span one or a
+// few octets; config.wgrad_direct_tile picks tgb, a multiple of 4 <= 32, for the fewest idle pairs).
+// Thread (kg = tid % 8, pair = tid / 8), 8 * tgb threads (whole warps), holds filters kg + 8i
+// (i < 8) x the 8 channels of its octet at its tap: 64 outputs. Lanes 8j..8j+7 share a pair, so a
+// warp's x loads are 4 distinct float4 (consecutive taps, CP = 8 floats apart, or CP = 8*octets + 4
+// when the block spans several: conflict-free) and its dy loads 8 consecutive float4
+// (conflict-free, at offsets fixed per thread: no address work). Per 4 pixels: one 16-byte load of
+// the pixel table, 8 of dy, 8 of x, 256 FFMA. Grid x = splits: block x sums slices
+// x*per .. x*per + per - 1 (of N * row tiles), two stages of cp.async in flight (the next slice
+// staged while this one is summed), and writes its partial dw to out[blockIdx.x] ([splits][K][C/G*R*S],
+// summed by conv.cu's conv2d_splitk_reduce_v1 / _v2; dw itself when unsplit).
 // fastconv/backends/cuda/config.py wgrad_direct_* mirrors the geometry (tests compare the defines).
-// Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x ceil(C/G / 8) x ceil(R*S / 32) + x (+ halo rows) x
-// ceil(K/G / 64) x ceil(R*S / 32) + splits * dw) * 4 B.
+// Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x grid y + x (+ halo rows) x ceil(K/G / 64) x about
+// (1 + R*S / tgb) + splits * dw) * 4 B.
 #include "common.cuh"
 #include "conv_index.cuh"
 
 #define CONV_WGRAD_KB 64       // filters per block (8 per thread, kg + 8i)
-#define CONV_WGRAD_CB 8        // channels per block: a thread's 8, at one tap
-#define CONV_WGRAD_TAPS 32     // taps per block, at most (8 threads each)
+#define CONV_WGRAD_CB 8        // channels of a thread (an octet), at one tap
+#define CONV_WGRAD_PAIRS 32    // (octet, tap) pairs per block, at most (8 threads each)
 #define CONV_WGRAD_STAGE 6136  // floats of one pipeline stage (x tile, pixel table, dy tile); two: 49,088 B
 #define CONV_WGRAD_MINB 2      // blocks per SM of __launch_bounds__ (<= 128 registers)
 
 // A block's operands and staged geometry. Stage layout (floats, from the stage's offset sb in sm):
-// x tile [XR][XC][8] (x row p0*sh - ph + row, column col - pw, channel cbase + ch), the pixel table
+// x tile [XR][XC][CP] (x row p0*sh - ph + row, column col - pw, channel cbase + ch for ch < NCH, the
+// block's octets; CP >= NCH the pitch), the pixel table
 // at TOFF (NP ints: where pixel pix's x starts, from sm), dy tile [NP / 4][64][4] at DOFF (filter
 // kbase + k, pixel p0*Q + pix; zero past the slice). NP = tp*Q rounded up to 4.
 struct WgradDirect {
     const float* x;
     const float* dy;
     int C, H, W, K, Q, PQ, sh, sw, ph, pw;
-    int cbase, ncb;  // first channel of the block (all groups), channels of the 8 inside the group
+    int cbase, NCH, ncb;  // first channel of the block (all groups), its octets' channels, those inside the group
     int kbase, nkb;  // first filter of the block (all groups), filters of the 64 inside the group
-    int XR, XC, NP, TOFF, DOFF;
+    int XR, XC, CP, NP, TOFF, DOFF;
     // One slice (image img, output rows from p0, npix pixels) into the stage at sm + sb: x and dy by
     // cp.async, consecutive threads taking consecutive x columns (coalesced) and consecutive dy tile
     // elements (runs of 4 pixels of a filter), each a 4-byte copy with zero-fill; the pixel table by
-    // plain stores. Pixel (a, j) of the slice (row a, column j) starts at sb + (a*sh*XC + j*sw)*8;
+    // plain stores. Pixel (a, j) of the slice (row a, column j) starts at sb + (a*sh*XC + j*sw)*CP;
     // pixels npix..NP-1 (the last group of 4 past the slice) point at pixel 0, whose finite x their
     // zero dy multiplies.
     __device__ __forceinline__ void stage(float* sm, int sb, int img, int p0, int npix) const {
         float* st = sm + sb;
-        const int xn = CONV_WGRAD_CB * XR * XC, h0 = p0 * sh - ph;
+        const int xn = NCH * XR * XC, h0 = p0 * sh - ph;
         TapIter e;  // (ch, row, col)
         for (e.init(threadIdx.x, blockDim.x, XR, XC); e.kk < xn; e.next()) {
             const int h = h0 + e.i, w = e.j - pw;
             const bool ok = e.a < ncb && (unsigned)h < (unsigned)H && (unsigned)w < (unsigned)W;
-            cp_async_ca4(st + (e.i * XC + e.j) * CONV_WGRAD_CB + e.a, ok ? x + ((img * C + cbase + e.a) * H + h) * W + w : x,
+            cp_async_ca4(st + (e.i * XC + e.j) * CP + e.a, ok ? x + ((img * C + cbase + e.a) * H + h) * W + w : x,
                          ok ? 4 : 0);
         }
         const int dn = CONV_WGRAD_KB * NP, d0 = (img * K + kbase) * PQ + p0 * Q;
@@ -69,7 +73,7 @@ struct WgradDirect {
         int* tab = reinterpret_cast<int*>(st + TOFF);
         for (int pix = threadIdx.x; pix < NP; pix += blockDim.x) {
             const int a = pix / Q, j = pix - a * Q;
-            tab[pix] = sb + (pix < npix ? (a * sh * XC + j * sw) * CONV_WGRAD_CB : 0);
+            tab[pix] = sb + (pix < npix ? (a * sh * XC + j * sw) * CP : 0);
         }
     }
 };
@@ -106,29 +110,31 @@ __device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, con
 #define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 
-// tp: output rows per slice (config.wgrad_direct_rows: two stages fit CONV_WGRAD_STAGE each);
-// per: slices per block. Block: 32 * ceil(8 * min(R*S, 32) / 32) threads.
+// tp: output rows per slice, tgb: (octet, tap) pairs per block (config.wgrad_direct_tile: two stages
+// fit CONV_WGRAD_STAGE each); per: slices per block. Block: 8 * tgb threads.
 extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backward_weight_direct_v1(
-    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int per) {
+    const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int tgb,
+    int per) {
     __shared__ __align__(16) float sm[2 * CONV_WGRAD_STAGE];
     const int Cg = C / G, Kg = K / G, RS = R * S, crs = Cg * RS;
-    const int tchunks = (RS + CONV_WGRAD_TAPS - 1) / CONV_WGRAD_TAPS, kchunks = (Kg + CONV_WGRAD_KB - 1) / CONV_WGRAD_KB;
-    const int co = blockIdx.y / tchunks, tc = blockIdx.y - co * tchunks;
-    const int g = blockIdx.z / kchunks, kb0 = (blockIdx.z - g * kchunks) * CONV_WGRAD_KB, c0 = co * CONV_WGRAD_CB;
+    const int kchunks = (Kg + CONV_WGRAD_KB - 1) / CONV_WGRAD_KB, npair = (Cg + CONV_WGRAD_CB - 1) / CONV_WGRAD_CB * RS;
+    const int g = blockIdx.z / kchunks, kb0 = (blockIdx.z - g * kchunks) * CONV_WGRAD_KB;
+    const int e0 = blockIdx.y * tgb, o0 = e0 / RS, octs = (min(e0 + tgb, npair) - 1) / RS - o0 + 1;
     WgradDirect d;
     d.x = x; d.dy = dy;
     d.C = C; d.H = H; d.W = W; d.K = K; d.Q = Q; d.PQ = P * Q; d.sh = sh; d.sw = sw; d.ph = ph; d.pw = pw;
-    d.cbase = g * Cg + c0; d.ncb = min(CONV_WGRAD_CB, Cg - c0);
+    d.cbase = g * Cg + o0 * CONV_WGRAD_CB; d.NCH = octs * CONV_WGRAD_CB; d.ncb = Cg - o0 * CONV_WGRAD_CB;
     d.kbase = g * Kg + kb0; d.nkb = min(CONV_WGRAD_KB, Kg - kb0);
     d.XR = (tp - 1) * sh + (R - 1) * dh + 1;
     d.XC = (Q - 1) * sw + (S - 1) * dw + 1;
+    d.CP = octs == 1 ? CONV_WGRAD_CB : d.NCH + 4;  // + 4: consecutive taps' float4 in distinct banks
     d.NP = (tp * Q + 3) & ~3;
-    d.TOFF = CONV_WGRAD_CB * d.XR * d.XC;
+    d.TOFF = d.CP * d.XR * d.XC;
     d.DOFF = d.TOFF + d.NP;
-    const int kg = threadIdx.x % 8, tg = threadIdx.x / 8, t = tc * CONV_WGRAD_TAPS + tg;
-    const bool live = tg < CONV_WGRAD_TAPS && t < RS;
-    const int r = live ? t / S : 0, s = live ? t - r * S : 0;
-    const int tapoff = (r * dh * d.XC + s * dw) * CONV_WGRAD_CB;
+    const int kg = threadIdx.x % 8, e = e0 + threadIdx.x / 8;
+    const bool live = e < npair;
+    const int o = live ? e / RS : o0, t = live ? e - o * RS : 0, r = t / S, s = t - r * S;
+    const int tapoff = (r * dh * d.XC + s * dw) * d.CP + (o - o0) * CONV_WGRAD_CB;
     float acc[8][8];
 #pragma unroll
     for (int i = 0; i < 8; ++i)
@@ -156,12 +162,12 @@ extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backwa
     }
     cp_async_wait_all();
     if (!live) return;
-    float* o = out + (i64)blockIdx.x * K * crs;  // this block's split slice
+    float* op = out + (i64)blockIdx.x * K * crs;  // this block's split slice
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         if (kb0 + kg + 8 * i >= Kg) break;
 #pragma unroll
         for (int c = 0; c < 8; ++c)
-            if (c < d.ncb) o[(d.kbase + kg + 8 * i) * crs + (c0 + c) * RS + t] = acc[i][c];
+            if (o * CONV_WGRAD_CB + c < Cg) op[(d.kbase + kg + 8 * i) * crs + (o * CONV_WGRAD_CB + c) * RS + t] = acc[i][c];
     }
 }

@@ -243,6 +243,6 @@ def test_backward_weight_direct_constants_match_the_kernel():
     text = (loader.kernel_dir() / "conv_wgrad.cu").read_text()
     defines = {k: int(v) for k, v in re.findall(r"^#define CONV_(WGRAD_\w+) (\d+)", text, re.M)}
     assert defines == {k.replace("WGRAD_DIRECT", "WGRAD"): getattr(cfg, k) for k in
-                       ("WGRAD_DIRECT_KB", "WGRAD_DIRECT_CB", "WGRAD_DIRECT_TAPS", "WGRAD_DIRECT_STAGE",
+                       ("WGRAD_DIRECT_KB", "WGRAD_DIRECT_CB", "WGRAD_DIRECT_PAIRS", "WGRAD_DIRECT_STAGE",
                         "WGRAD_DIRECT_MINB")}
     assert re.search(r"__launch_bounds__\(256, CONV_WGRAD_MINB\) " + WGRAD_DIRECT, text)

@@ -70,13 +70,15 @@ TF32_TILES = {
 }
 # The direct backward-weight of kernels/conv_wgrad.cu (its CONV_WGRAD_* defines; tests compare the
 # two): run by the conv_tile setting WGRAD_DIRECT (not picked by conv_tile yet), a block of
-# WGRAD_DIRECT_KB filters x WGRAD_DIRECT_CB channels x up to WGRAD_DIRECT_TAPS taps, 8 threads a tap.
+# WGRAD_DIRECT_KB filters x up to WGRAD_DIRECT_PAIRS (octet of WGRAD_DIRECT_CB channels, tap) pairs,
+# 8 threads a pair.
 WGRAD_DIRECT = "wgrad_direct"
 WGRAD_DIRECT_KB = 64
 WGRAD_DIRECT_CB = 8
-WGRAD_DIRECT_TAPS = 32
+WGRAD_DIRECT_PAIRS = 32
 WGRAD_DIRECT_STAGE = 6136   # floats of one of its two pipeline stages (both within 48 KiB of static shared memory)
-WGRAD_DIRECT_MINB = 2       # its __launch_bounds__ min blocks per SM
+WGRAD_DIRECT_MINB = 2       # its __launch_bounds__ min blocks per SM (<= 128 registers a thread)
+WGRAD_DIRECT_SMEM_BLOCKS = 4  # its blocks an SM's shared memory holds (227 KiB / 48 KiB)
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -358,49 +360,72 @@ def smallc_backward_weight_tile(cg: int, p: int, q: int, r: int, s: int, stride,
     return None
 
 
-def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: int, out_size: int,
-                                  blocks_per_sm: int = SMALLC_WGRAD_BLOCKS_PER_SM,
-                                  force: int | None = None) -> tuple[int, int]:
-    """(splits, per) of conv2d_backward_weight_smallc_v1 (and, with its blocks_per_sm,
-    conv2d_backward_weight_direct_v1): each of ``splits`` blocks (times blocks_per_split = the
-    blocks of one slice range: filter chunks x groups ...) sums ``per`` consecutive (image, rows)
-    slices into its own partial dw of out_size floats; about blocks_per_sm blocks per SM in all (1-2
+def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: int, out_size: int) -> tuple[int, int]:
+    """(splits, per) of conv2d_backward_weight_smallc_v1: each of ``splits`` blocks (times
+    blocks_per_split = filter chunks x groups) sums ``per`` consecutive (image, rows) slices into its
+    own partial dw of out_size floats; about SMALLC_WGRAD_BLOCKS_PER_SM blocks per SM in all (1-2
     waves), the partials <= MAX_WORKSPACE floats, every block at least one slice, and
-    splits = ceil(slices / per) so none is empty. ``force`` (the conv_splits setting) asks for that
-    many splits instead (at most one per slice)."""
-    if min(slices, blocks_per_split, num_sms, out_size, blocks_per_sm) < 1:
+    splits = ceil(slices / per) so none is empty."""
+    if min(slices, blocks_per_split, num_sms, out_size) < 1:
         raise ValueError(f"smallc_backward_weight_splits: got slices={slices}, blocks_per_split={blocks_per_split}, "
-                         f"num_sms={num_sms}, out_size={out_size}, blocks_per_sm={blocks_per_sm}; "
-                         "expected positive sizes")
-    if force is not None:
-        want = min(slices, force)
-    else:
-        want = min(slices, cdiv(blocks_per_sm * num_sms, blocks_per_split), max(1, MAX_WORKSPACE // out_size))
+                         f"num_sms={num_sms}, out_size={out_size}; expected positive sizes")
+    want = min(slices, cdiv(SMALLC_WGRAD_BLOCKS_PER_SM * num_sms, blocks_per_split),
+               max(1, MAX_WORKSPACE // out_size))
     per = cdiv(slices, want)
     return cdiv(slices, per), per
 
 
-def wgrad_direct_rows(p: int, q: int, r: int, s: int, stride, dilation) -> int | None:
-    """Output rows per slice of conv2d_backward_weight_direct_v1: the most (then split evenly over
-    P) whose stage fits WGRAD_DIRECT_STAGE floats: the x tile of WGRAD_DIRECT_CB channels x
-    (tp-1)*sh + (R-1)*dh + 1 rows x (Q-1)*sw + (S-1)*dw + 1 columns, then for tp*Q pixels rounded up
-    to 4 a table entry and WGRAD_DIRECT_KB filters of dy. None when one row does not fit."""
+def wgrad_direct_pairs(cg: int, r: int, s: int) -> int:
+    """(channel octet, tap) pairs per block of conv2d_backward_weight_direct_v1: the multiple of 4 (8
+    threads a pair: whole warps) up to WGRAD_DIRECT_PAIRS that leaves the fewest idle pairs in the
+    last block over the ceil(Cg / 8) * R*S pairs (ties: the larger; lenet.conv2's 100 pairs: 5 blocks
+    of 20)."""
+    pairs = cdiv(cg, WGRAD_DIRECT_CB) * r * s
+    return min(range(WGRAD_DIRECT_PAIRS, 0, -4), key=lambda t: cdiv(pairs, t) * t)
+
+
+def wgrad_direct_tile(cg: int, p: int, q: int, r: int, s: int, stride, dilation) -> tuple[int, int] | None:
+    """(tp, tgb) of conv2d_backward_weight_direct_v1: tgb = wgrad_direct_pairs, and tp output rows per
+    slice, the most (then split evenly over P) whose stage fits WGRAD_DIRECT_STAGE floats in the
+    widest block: the x tile of (tgb - 2) // (R*S) + 2 octets (at most all) x (tp-1)*sh + (R-1)*dh + 1
+    rows x (Q-1)*sw + (S-1)*dw + 1 columns (channel pitch 8, or 8 per octet + 4 for several), then for
+    tp*Q pixels rounded up to 4 a table entry and WGRAD_DIRECT_KB filters of dy. None when one row
+    does not fit."""
     (sh, sw), (dh, dw) = stride, dilation
+    tgb = wgrad_direct_pairs(cg, r, s)
+    octs = min(cdiv(cg, WGRAD_DIRECT_CB), max(1, (tgb - 2) // (r * s) + 2))
+    pitch = WGRAD_DIRECT_CB if octs == 1 else WGRAD_DIRECT_CB * octs + 4
     xc = (q - 1) * sw + (s - 1) * dw + 1
     for tp in range(p, 0, -1):
-        dp = cdiv(tp * q, 4) * 4
-        xr = (tp - 1) * sh + (r - 1) * dh + 1
-        if WGRAD_DIRECT_CB * xr * xc + (1 + WGRAD_DIRECT_KB) * dp <= WGRAD_DIRECT_STAGE:
-            return _balanced(p, tp)
+        if pitch * ((tp - 1) * sh + (r - 1) * dh + 1) * xc + (1 + WGRAD_DIRECT_KB) * cdiv(tp * q, 4) * 4 \
+                <= WGRAD_DIRECT_STAGE:
+            return _balanced(p, tp), tgb
     return None
 
 
-def wgrad_direct_grid(kg: int, cg: int, r: int, s: int, groups: int, splits: int) -> tuple[tuple[int, int, int], int]:
-    """(grid, threads) of conv2d_backward_weight_direct_v1: x = splits, y = channel blocks x tap
-    chunks, z = groups x filter blocks; 8 threads per tap of a chunk, whole warps."""
-    taps = min(r * s, WGRAD_DIRECT_TAPS)
-    grid = (splits, cdiv(cg, WGRAD_DIRECT_CB) * cdiv(r * s, WGRAD_DIRECT_TAPS), groups * cdiv(kg, WGRAD_DIRECT_KB))
-    return grid, 32 * cdiv(8 * taps, 32)
+def wgrad_direct_grid(kg: int, cg: int, r: int, s: int, groups: int, splits: int, tgb: int) -> tuple[int, int, int]:
+    """Grid of conv2d_backward_weight_direct_v1 (8 * tgb threads): x = splits, y = blocks of tgb
+    (octet, tap) pairs, z = groups x filter blocks."""
+    return splits, cdiv(cdiv(cg, WGRAD_DIRECT_CB) * r * s, tgb), groups * cdiv(kg, WGRAD_DIRECT_KB)
+
+
+def wgrad_direct_splits(slices: int, blocks_per_split: int, threads: int, num_sms: int, out_size: int,
+                        force: int | None = None) -> tuple[int, int]:
+    """(splits, per) of conv2d_backward_weight_direct_v1: each of ``splits`` blocks (times
+    blocks_per_split = pair blocks x filter blocks x groups) sums ``per`` consecutive (image, rows)
+    slices into its own partial dw of out_size floats. As many blocks as are resident at once (one
+    wave: its __launch_bounds__ registers, 128 a thread, for blocks of ``threads``, at most
+    WGRAD_DIRECT_SMEM_BLOCKS by shared memory) or ``force`` (the conv_splits setting), at most one
+    per slice, the partials <= MAX_WORKSPACE floats; splits = ceil(slices / per), so none is empty."""
+    if min(slices, blocks_per_split, threads, num_sms, out_size) < 1:
+        raise ValueError(f"wgrad_direct_splits: got slices={slices}, blocks_per_split={blocks_per_split}, "
+                         f"threads={threads}, num_sms={num_sms}, out_size={out_size}; expected positive sizes")
+    regs = 65536 // (256 * WGRAD_DIRECT_MINB)
+    per_sm = min(65536 // (threads * regs), WGRAD_DIRECT_SMEM_BLOCKS)
+    want = force if force is not None else max(1, per_sm * num_sms // blocks_per_split)
+    want = min(want, slices, max(1, MAX_WORKSPACE // out_size))
+    per = cdiv(slices, want)
+    return cdiv(slices, per), per
 
 
 def activation_code(activation) -> int:

@@ -183,23 +183,23 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
 
 def _backward_weight_direct(dy, x, dw, ints, sizes, stride, dilation):
     """conv2d_backward_weight_direct_v1 (kernels/conv_wgrad.cu) into dw or a split workspace: slices
-    of config.wgrad_direct_rows output rows, ``per`` of them summed by each block (the conv_splits
-    setting forces the split count). Returns the workspace and split count."""
+    and pairs per block from config.wgrad_direct_tile, ``per`` slices summed by each block (the
+    conv_splits setting forces the split count). Returns the workspace and split count."""
     n, kg, cg, r, s, p, q, groups = sizes
-    tp = cfg.wgrad_direct_rows(p, q, r, s, stride, dilation)
-    if tp is None:
+    tile = cfg.wgrad_direct_tile(cg, p, q, r, s, stride, dilation)
+    if tile is None:
         raise ValueError(f"conv_tile: got {cfg.WGRAD_DIRECT!r} for a backward-weight whose stage (8 channels x "
                          f"{r}x{s} taps over output rows of {q} columns, stride {stride}, dilation {dilation}) does "
                          f"not fit {cfg.WGRAD_DIRECT_STAGE} floats; expected a shape it fits or another conv_tile")
-    slices = n * cfg.cdiv(p, tp)
-    (_, gy, gz), threads = cfg.wgrad_direct_grid(kg, cg, r, s, groups, 1)
-    splits, per = cfg.smallc_backward_weight_splits(slices, gy * gz, num_sms(), dw.size, cfg.WGRAD_DIRECT_MINB,
-                                                    settings.current().conv_splits)
+    tp, tgb = tile
+    _, gy, gz = cfg.wgrad_direct_grid(kg, cg, r, s, groups, 1, tgb)
+    splits, per = cfg.wgrad_direct_splits(n * cfg.cdiv(p, tp), gy * gz, 8 * tgb, num_sms(), dw.size,
+                                          settings.current().conv_splits)
     cfg.check_int32("dy", splits * dw.size, "split-K workspace size")
     ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
-    grid, _ = cfg.wgrad_direct_grid(kg, cg, r, s, groups, splits)
-    _launch("conv_wgrad.cu", "conv2d_backward_weight_direct_v1", cfg.check_grid("dy", grid), threads,
-            (dy, x, ws) + ints + (_i32(tp), _i32(per)))
+    grid = cfg.check_grid("dy", cfg.wgrad_direct_grid(kg, cg, r, s, groups, splits, tgb))
+    _launch("conv_wgrad.cu", "conv2d_backward_weight_direct_v1", grid, 8 * tgb,
+            (dy, x, ws) + ints + (_i32(tp), _i32(tgb), _i32(per)))
     return ws, splits
 
 

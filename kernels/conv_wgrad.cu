@@ -1,16 +1,22 @@
 // conv_wgrad.cu - direct fp32 backward-weight of 2-D convolution (NCHW, weights K x C/G x R x S):
 // dw[k,c,r,s] = sum_{img,p,q} dy[img,k,p,q] * x[img, g*Cg + c, p*sh - ph + r*dh, q*sw - pw + s*dw].
 //
-// The v3 core runs this pass as a GEMM (M = K/G, N = C/G*R*S, reduction N*P*Q) whose B operand is
-// gathered from x element by element: per B element an address, two bounds compares and a 4-byte
-// cp.async, on lenet.conv2 (800 columns) as many as the FFMAs of a 64-row tile divided by 64, and
-// the 128-slice split that fills the card writes 26 MB of partials. This kernel stages instead
+// Kernel versions
+//   conv2d_backward_weight_direct_v1  staged slices of the reduction, 8 filters x 8 channels per
+//       thread at one tap; run with the conv_tile setting "wgrad_direct" (fastconv/backends/cuda/
+//       config.py WGRAD_DIRECT), next to conv.cu's GEMM kernels (conv2d_backward_weight_v3_t*).
+//
+// Why: the v3 core runs this pass as a GEMM (M = K/G, N = C/G*R*S, reduction N*P*Q) whose B
+// operand is gathered from x element by element (an address, two bounds compares and a 4-byte
+// cp.async per element), with loops of 12-50 k steps per block on lenet.conv2 and a 64-128 slice
+// split whose partials (13-26 MB there) a second kernel reads back. This kernel stages instead
 // each slice of the reduction (one image, tp output rows) once per block in shared memory: the
-// x rows the slice reads for 8 channels (halo and zero padding staged as zeros, channel-last so a
-// tap's 8 channels are two 16-byte loads) and the slice's dy rows of 64 filters ([pixel / 4][k][4]:
-// a filter's 4 consecutive pixels one 16-byte load, the 64 filters of 4 pixels 1 KiB contiguous). Every tap (r, s) of the filter is then a fixed
-// offset into the staged x: no address or bounds work per element in the main loop, and a block
-// sums many slices (long loops, about half the partials of the GEMM's split).
+// x rows the slice reads for the block's channel octets (halo and zero padding staged as zeros,
+// channel-last so a tap's 8 channels are two 16-byte loads) and the slice's dy rows of 64 filters
+// ([pixel / 4][k][4]: a filter's 4 consecutive pixels one 16-byte load, the 64 filters of 4 pixels
+// 1 KiB contiguous). Every tap (r, s) is then a fixed offset into the staged x and every pixel an
+// entry of a per-slice table: no address or bounds work per element in the main loop, and a block
+// sums many slices (long loops, one wave of blocks).
 //
 // Block: 64 filters (grid z = groups x ceil(K/G / 64)) x tgb (channel octet, tap) pairs (grid y =
 // ceil(ceil(C/G / 8) * R*S / tgb): consecutive pairs, tap fastest, so a block's pairs span one or a
@@ -25,8 +31,8 @@
 // staged while this one is summed), and writes its partial dw to out[blockIdx.x] ([splits][K][C/G*R*S],
 // summed by conv.cu's conv2d_splitk_reduce_v1 / _v2; dw itself when unsplit).
 // fastconv/backends/cuda/config.py wgrad_direct_* mirrors the geometry (tests compare the defines).
-// Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x grid y + x (+ halo rows) x ceil(K/G / 64) x about
-// (1 + R*S / tgb) + splits * dw) * 4 B.
+//
+// Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
 #include "common.cuh"
 #include "conv_index.cuh"
 
@@ -38,9 +44,9 @@
 
 // A block's operands and staged geometry. Stage layout (floats, from the stage's offset sb in sm):
 // x tile [XR][XC][CP] (x row p0*sh - ph + row, column col - pw, channel cbase + ch for ch < NCH, the
-// block's octets; CP >= NCH the pitch), the pixel table
-// at TOFF (NP ints: where pixel pix's x starts, from sm), dy tile [NP / 4][64][4] at DOFF (filter
-// kbase + k, pixel p0*Q + pix; zero past the slice). NP = tp*Q rounded up to 4.
+// block's octets; CP >= NCH the pitch), the pixel table at TOFF (NP ints: where pixel pix's x
+// starts, from sm), dy tile [NP / 4][64][4] at DOFF (filter kbase + k, pixel p0*Q + pix; zero past
+// the slice). NP = tp*Q rounded up to 4.
 struct WgradDirect {
     const float* x;
     const float* dy;
@@ -112,6 +118,8 @@ __device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, con
 
 // tp: output rows per slice, tgb: (octet, tap) pairs per block (config.wgrad_direct_tile: two stages
 // fit CONV_WGRAD_STAGE each); per: slices per block. Block: 8 * tgb threads.
+// Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x grid y + x (+ halo rows) x ceil(K/G / 64) x about
+// (1 + R*S / tgb) + splits * K*Cg*R*S) * 4 B.
 extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backward_weight_direct_v1(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int tgb,
     int per) {

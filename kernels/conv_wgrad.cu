@@ -56,11 +56,12 @@ struct WgradDirect {
     int XR, XC, CP, NP, TOFF, DOFF;
     // One slice (image img, output rows from p0, npix pixels) into the stage at sm + sb: x and dy by
     // cp.async, consecutive threads taking consecutive x columns (coalesced) and consecutive dy tile
-    // elements (runs of 4 pixels of a filter), each a 4-byte copy with zero-fill; the pixel table by
-    // plain stores. Pixel (a, j) of the slice (row a, column j) starts at sb + (a*sh*XC + j*sw)*CP;
+    // elements (runs of 4 pixels of a filter), each a 4-byte copy with zero-fill, or with vec (P*Q
+    // and tp*Q multiples of 4, dy 16-byte aligned: every run 16-byte aligned) one 16-byte copy per
+    // run, zero-filled past npix; the pixel table by plain stores. Pixel (a, j) of the slice (row a, column j) starts at sb + (a*sh*XC + j*sw)*CP;
     // pixels npix..NP-1 (the last group of 4 past the slice) point at pixel 0, whose finite x their
     // zero dy multiplies.
-    __device__ __forceinline__ void stage(float* sm, int sb, int img, int p0, int npix) const {
+    __device__ __forceinline__ void stage(float* sm, int sb, int img, int p0, int npix, int vec) const {
         float* st = sm + sb;
         const int xn = NCH * XR * XC, h0 = p0 * sh - ph;
         TapIter e;  // (ch, row, col)
@@ -71,10 +72,17 @@ struct WgradDirect {
                          ok ? 4 : 0);
         }
         const int dn = CONV_WGRAD_KB * NP, d0 = (img * K + kbase) * PQ + p0 * Q;
-        for (e.init(threadIdx.x, blockDim.x, CONV_WGRAD_KB, 4); e.kk < dn; e.next()) {  // (pix / 4, k, pix % 4)
-            const int pix = 4 * e.a + e.j;
-            const bool ok = e.i < nkb && pix < npix;
-            cp_async_ca4(st + DOFF + e.kk, ok ? dy + d0 + e.i * PQ + pix : dy, ok ? 4 : 0);
+        if (vec) {
+            for (e.init(threadIdx.x, blockDim.x, 1, CONV_WGRAD_KB); e.kk < dn / 4; e.next()) {  // (pix / 4, 0, k)
+                const int pix = 4 * e.a, left = e.j < nkb ? npix - pix : 0;
+                cp_async_cg16(st + DOFF + 4 * e.kk, left > 0 ? dy + d0 + e.j * PQ + pix : dy, left >= 4 ? 16 : max(left, 0) * 4);
+            }
+        } else {
+            for (e.init(threadIdx.x, blockDim.x, CONV_WGRAD_KB, 4); e.kk < dn; e.next()) {  // (pix / 4, k, pix % 4)
+                const int pix = 4 * e.a + e.j;
+                const bool ok = e.i < nkb && pix < npix;
+                cp_async_ca4(st + DOFF + e.kk, ok ? dy + d0 + e.i * PQ + pix : dy, ok ? 4 : 0);
+            }
         }
         int* tab = reinterpret_cast<int*>(st + TOFF);
         for (int pix = threadIdx.x; pix < NP; pix += blockDim.x) {
@@ -117,12 +125,13 @@ __device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, con
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 
 // tp: output rows per slice, tgb: (octet, tap) pairs per block (config.wgrad_direct_tile: two stages
-// fit CONV_WGRAD_STAGE each); per: slices per block. Block: 8 * tgb threads.
+// fit CONV_WGRAD_STAGE each); per: slices per block; vec: dy staged by 16-byte copies (stage()).
+// Block: 8 * tgb threads.
 // Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x grid y + x (+ halo rows) x ceil(K/G / 64) x about
 // (1 + R*S / tgb) + splits * K*Cg*R*S) * 4 B.
 extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backward_weight_direct_v1(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ out, CONV_ARGS, int tp, int tgb,
-    int per) {
+    int per, int vec) {
     __shared__ __align__(16) float sm[2 * CONV_WGRAD_STAGE];
     const int Cg = C / G, Kg = K / G, RS = R * S, crs = Cg * RS;
     const int kchunks = (Kg + CONV_WGRAD_KB - 1) / CONV_WGRAD_KB, npair = (Cg + CONV_WGRAD_CB - 1) / CONV_WGRAD_CB * RS;
@@ -153,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(256, CONV_WGRAD_MINB) conv2d_backwa
     int simg = img, srt = rt;                          // the next slice to stage
     auto stage_next = [&](int buf) {
         const int p0 = srt * tp;
-        d.stage(sm, buf * CONV_WGRAD_STAGE, simg, p0, min(tp, P - p0) * Q);
+        d.stage(sm, buf * CONV_WGRAD_STAGE, simg, p0, min(tp, P - p0) * Q, vec);
         if (++srt == rtiles) { srt = 0; ++simg; }
     };
     if (nloc > 0) stage_next(0);

@@ -219,20 +219,23 @@ def test_backward_weight_direct(cp):
     """conv2d_backward_weight_direct_v1 (conv_tile=config.WGRAD_DIRECT): the GEMM cases (groups,
     stride, dilation, padding, a split); 70 filters x 10 channels x 7x5 taps (two filter blocks, the
     second partial; 70 (octet, tap) pairs in 3 blocks of 24, the second across both octets, the last
-    partial; the second octet partial); rows of 58 pixels (one row a slice, the last 4 pixels 2 past
-    it), 2 images x 6 slices forced into 3 blocks of 4 (both pipeline stages reused, the second
-    block's slices in both images), also with the threads shuffled between barriers."""
-    for case in GEMM_CASES + [(1, 10, 8, 9, 70, 7, 5, 1, 2, 1, 1)]:
-        names = _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)
-        assert names[0] == "conv2d_backward_weight_direct_v1", names
+    partial; the second octet partial); 8x8 outputs (dy staged as 16-byte runs: the last argument);
+    rows of 58 pixels (one row a slice, the last 4 pixels 2 past it), 2 images x 6 slices forced
+    into 3 blocks of 4 (both pipeline stages reused, the second block's slices in both images), also
+    with the threads shuffled between barriers."""
+    with emu.trace() as t:
+        for case in GEMM_CASES + [(1, 10, 8, 9, 70, 7, 5, 1, 2, 1, 1), (3, 10, 8, 8, 12, 3, 3, 1, 1, 1, 1)]:
+            names = _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)
+            assert names[0] == "conv2d_backward_weight_direct_v1", names
+    assert [rec.args[-1] for rec in t.launches if rec.name == names[0]][-2:] == [0, 1]
     case = (2, 3, 6, 58, 5, 3, 3, 1, 1, 1, 1)
     with fastconv.using(conv_splits=3), emu.trace() as t:
         assert _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)[-1] == "conv2d_splitk_reduce_v1"
         with emu.shuffled(7):
             _check(cp, "backward_weight", case, tile=cfg.WGRAD_DIRECT)
-    # (grid, threads, (rows per slice, pairs per block, slices per block)): 9 taps in a block of 12 pairs
-    assert [(rec.grid, rec.block[0], tuple(rec.args[-3:])) for rec in t.launches
-            if rec.name == "conv2d_backward_weight_direct_v1"] == [((3, 1, 1), 96, (1, 12, 3 + 1))] * 2
+    # (grid, threads, (rows per slice, pairs per block, slices per block, vec)): 9 taps in a block of 12 pairs
+    assert [(rec.grid, rec.block[0], tuple(rec.args[-4:])) for rec in t.launches
+            if rec.name == "conv2d_backward_weight_direct_v1"] == [((3, 1, 1), 96, (1, 12, 4, 0))] * 2
 
 
 def test_backward_weight_direct_refusals(cp):
@@ -241,11 +244,13 @@ def test_backward_weight_direct_refusals(cp):
     with pytest.raises(ValueError, match="conv_tile: got 'wgrad_direct' with tf32 off"):
         _run(cp, "forward", GEMM_CASES[0], tile=cfg.WGRAD_DIRECT)
     # lenet.conv2 (C 32, 14x14 output, 5x5 taps): 100 (octet, tap) pairs in 5 blocks of 20 (160
-    # threads, blocks spanning 2 octets: pitch 20), slices of 3 rows (5 per image)
-    assert cfg.wgrad_direct_tile(32, 14, 14, 5, 5, (1, 1), (1, 1)) == (3, 20)
-    assert cfg.wgrad_direct_grid(64, 32, 5, 5, 1, 80, 20) == (80, 5, 1)
-    # 3 blocks of 160 threads per SM: 79 splits of 5 blocks asked, 72 of 9 slices (360 blocks)
-    assert cfg.wgrad_direct_splits(128 * 5, 5, 160, 132, 64 * 800) == (72, 9)
+    # threads, blocks spanning 2 octets: pitch 20), slices of 2 rows (7 per image: 28 pixels, 16-byte
+    # dy runs; 3 rows fit too, but 42 pixels pad to 44)
+    assert cfg.wgrad_direct_tile(32, 14, 14, 5, 5, (1, 1), (1, 1)) == (2, 20)
+    assert cfg.wgrad_direct_vec(14, 14, 2) and not cfg.wgrad_direct_vec(14, 14, 3)
+    assert cfg.wgrad_direct_grid(64, 32, 5, 5, 1, 75, 20) == (75, 5, 1)
+    # 3 blocks of 160 threads per SM: 79 splits of 5 blocks asked, 75 of 12 slices (375 blocks)
+    assert cfg.wgrad_direct_splits(128 * 7, 5, 160, 132, 64 * 800) == (75, 12)
     assert cfg.wgrad_direct_splits(12, 1, 96, 132, 135, force=5) == (4, 3)
     assert [cfg.wgrad_direct_pairs(*crs) for crs in ((10, 7, 5), (6, 3, 3), (64, 3, 3), (1, 1, 1))] == [24, 12, 24, 4]
 

@@ -386,21 +386,39 @@ def wgrad_direct_pairs(cg: int, r: int, s: int) -> int:
 
 def wgrad_direct_tile(cg: int, p: int, q: int, r: int, s: int, stride, dilation) -> tuple[int, int] | None:
     """(tp, tgb) of conv2d_backward_weight_direct_v1: tgb = wgrad_direct_pairs, and tp output rows per
-    slice, the most (then split evenly over P) whose stage fits WGRAD_DIRECT_STAGE floats in the
-    widest block: the x tile of (tgb - 2) // (R*S) + 2 octets (at most all) x (tp-1)*sh + (R-1)*dh + 1
-    rows x (Q-1)*sw + (S-1)*dw + 1 columns (channel pitch 8, or 8 per octet + 4 for several), then for
-    tp*Q pixels rounded up to 4 a table entry and WGRAD_DIRECT_KB filters of dy. None when one row
-    does not fit."""
+    slice. A stage must fit WGRAD_DIRECT_STAGE floats in the widest block: the x tile of
+    (tgb - 2) // (R*S) + 2 octets (at most all) x (tp-1)*sh + (R-1)*dh + 1 rows x (Q-1)*sw + (S-1)*dw + 1
+    columns (channel pitch 8, or 8 per octet + 4 for several), then for tp*Q pixels rounded up to 4 a
+    table entry and WGRAD_DIRECT_KB filters of dy. Of the tp that fit, the one with the fewest thread
+    instructions per image in a model of the kernel: 72 per pixel slot (64 FFMA and their loads; a
+    slice's pixels rounded up to 4 are slots) for each of the block's 8 * tgb threads, 8 per staged x
+    element and dy element (2 when whole slices are 16-byte runs: wgrad_direct_vec), 32 per thread and
+    slice (barriers, table); ties: the larger tp. lenet.conv2: tp 2 (28-pixel slices, 16-byte dy runs)
+    over tp 3 (42 pixels: 4 % of the FFMA on padding). None when one row does not fit."""
     (sh, sw), (dh, dw) = stride, dilation
     tgb = wgrad_direct_pairs(cg, r, s)
     octs = min(cdiv(cg, WGRAD_DIRECT_CB), max(1, (tgb - 2) // (r * s) + 2))
     pitch = WGRAD_DIRECT_CB if octs == 1 else WGRAD_DIRECT_CB * octs + 4
     xc = (q - 1) * sw + (s - 1) * dw + 1
-    for tp in range(p, 0, -1):
-        if pitch * ((tp - 1) * sh + (r - 1) * dh + 1) * xc + (1 + WGRAD_DIRECT_KB) * cdiv(tp * q, 4) * 4 \
-                <= WGRAD_DIRECT_STAGE:
-            return _balanced(p, tp), tgb
-    return None
+    best = None
+    for tp in range(1, p + 1):
+        x_tile, n_pix = pitch * ((tp - 1) * sh + (r - 1) * dh + 1) * xc, cdiv(tp * q, 4) * 4
+        if x_tile + (1 + WGRAD_DIRECT_KB) * n_pix > WGRAD_DIRECT_STAGE:
+            break
+        slices = cdiv(p, tp)
+        slots = (p // tp) * n_pix + (cdiv(p % tp * q, 4) * 4 if p % tp else 0)
+        staged = slices * (8 * x_tile * WGRAD_DIRECT_CB * octs // pitch
+                           + (2 if wgrad_direct_vec(p, q, tp) else 8) * WGRAD_DIRECT_KB * n_pix)
+        cost = 8 * tgb * (72 * slots + 32 * slices) + staged
+        if best is None or cost <= best[0]:
+            best = cost, tp
+    return None if best is None else (best[1], tgb)
+
+
+def wgrad_direct_vec(p: int, q: int, tp: int) -> bool:
+    """Whether conv2d_backward_weight_direct_v1 may stage dy as 16-byte runs with slices of tp rows:
+    P*Q and tp*Q multiples of 4 (the launcher also needs dy 16-byte aligned)."""
+    return p * q % 4 == 0 and tp * q % 4 == 0
 
 
 def wgrad_direct_grid(kg: int, cg: int, r: int, s: int, groups: int, splits: int, tgb: int) -> tuple[int, int, int]:

@@ -82,10 +82,10 @@ def configs(prec, dims=None, num_sms=132):
 
 
 def direct_configs(prec, ps):
-    """(tile, splits) pairs of the direct backward-weight (config.WGRAD_DIRECT, fp32) x DIRECT_SPLITS
-    for an fp32 backward_weight row; none for the others."""
-    from fastconv.backends.cuda import config as cfg
-    return [(cfg.WGRAD_DIRECT, s) for s in DIRECT_SPLITS] if prec == "fp32" and ps == "backward_weight" else []
+    """(tile, splits) pairs of the direct backward-weight (wgrad_config.WGRAD_DIRECT, fp32) x
+    DIRECT_SPLITS for an fp32 backward_weight row; none for the others."""
+    from fastconv.backends.cuda.wgrad_config import WGRAD_DIRECT
+    return [(WGRAD_DIRECT, s) for s in DIRECT_SPLITS] if prec == "fp32" and ps == "backward_weight" else []
 
 
 def time_config(cp, clock, fn, args):

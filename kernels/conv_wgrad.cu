@@ -4,7 +4,7 @@
 // Kernel versions
 //   conv2d_backward_weight_direct_v1  staged slices of the reduction, 8 filters x 8 channels per
 //       thread at one tap; run with the conv_tile setting "wgrad_direct" (fastconv/backends/cuda/
-//       config.py WGRAD_DIRECT), next to conv.cu's GEMM kernels (conv2d_backward_weight_v3_t*).
+//       wgrad_config.py WGRAD_DIRECT), next to conv.cu's GEMM kernels (conv2d_backward_weight_v3_t*).
 //
 // Why: the v3 core runs this pass as a GEMM (M = K/G, N = C/G*R*S, reduction N*P*Q) whose B
 // operand is gathered from x element by element (an address, two bounds compares and a 4-byte
@@ -20,7 +20,7 @@
 //
 // Block: 64 filters (grid z = groups x ceil(K/G / 64)) x tgb (channel octet, tap) pairs (grid y =
 // ceil(ceil(C/G / 8) * R*S / tgb): consecutive pairs, tap fastest, so a block's pairs span one or a
-// few octets; config.wgrad_direct_tile picks tgb, a multiple of 4 <= 32, for the fewest idle pairs).
+// few octets; wgrad_config.wgrad_direct_tile picks tgb, a multiple of 4 <= 32, for the fewest idle pairs).
 // Thread (kg = tid % 8, pair = tid / 8), 8 * tgb threads (whole warps), holds filters kg + 8i
 // (i < 8) x the 8 channels of its octet at its tap: 64 outputs. Lanes 8j..8j+7 share a pair, so a
 // warp's x loads are 4 distinct float4 (consecutive taps, CP = 8 floats apart, or CP = 8*octets + 4
@@ -30,7 +30,7 @@
 // x*per .. x*per + per - 1 (of N * row tiles), two stages of cp.async in flight (the next slice
 // staged while this one is summed), and writes its partial dw to out[blockIdx.x] ([splits][K][C/G*R*S],
 // summed by conv.cu's conv2d_splitk_reduce_v1 / _v2; dw itself when unsplit).
-// fastconv/backends/cuda/config.py wgrad_direct_* mirrors the geometry (tests compare the defines).
+// fastconv/backends/cuda/wgrad_config.py mirrors the geometry (tests compare the defines).
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
 #include "common.cuh"
@@ -124,7 +124,7 @@ __device__ __forceinline__ void wgrad_direct_pixels(const float* sm, int sb, con
 #define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 
-// tp: output rows per slice, tgb: (octet, tap) pairs per block (config.wgrad_direct_tile: two stages
+// tp: output rows per slice, tgb: (octet, tap) pairs per block (wgrad_config.wgrad_direct_tile: two stages
 // fit CONV_WGRAD_STAGE each); per: slices per block; vec: dy staged by 16-byte copies (stage()).
 // Block: 8 * tgb threads.
 // Work 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy x grid y + x (+ halo rows) x ceil(K/G / 64) x about

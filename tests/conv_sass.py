@@ -52,11 +52,12 @@ def loop_profile(ops, op):
 
 
 def kernels(fp32=False):
-    """The v3 kernel names: every TF32 tile, and with fp32 every fp32 tile after them."""
+    """The v3 kernel names: every TF32 tile, and with fp32 every fp32 tile after them, then the
+    direct backward-weight of conv_wgrad.cu."""
     from fastconv.backends.cuda import config as cfg
     names = [f"{p}_v3_tf32_{t}" for t in cfg.TF32_TILES for p in PASSES]
     if fp32:
-        names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES]
+        names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES] + list(cfg.KERNELS["conv_wgrad.cu"])
     return names
 
 
@@ -68,6 +69,10 @@ def table(arch="sm_90", fp32=False):
     with tempfile.TemporaryDirectory() as tmp:
         cubin, report = build_cubin("conv.cu", arch, tmp)
         funcs = sass_functions(cubin, nvdisasm)
+        if fp32:
+            cubin, more = build_cubin("conv_wgrad.cu", arch, Path(tmp) / "wgrad")
+            report.update(more)
+            funcs.update(sass_functions(cubin, nvdisasm))
     rows = []
     for name in kernels(fp32):
         op = "HMMA" if "_tf32_" in name else "FFMA"
@@ -78,7 +83,7 @@ def table(arch="sm_90", fp32=False):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="sm_90")
-    ap.add_argument("--fp32", action="store_true", help="the fp32 (FFMA) tiles too")
+    ap.add_argument("--fp32", action="store_true", help="the fp32 (FFMA) tiles and the direct backward-weight too")
     args = ap.parse_args(argv)
     print(f"{'kernel':44} {'regs':>4} {'instr':>5} {'mma':>4} {'per':>6} {'lds':>4} {'cvt':>4} {'ldgsts':>6} "
           f"{'other':>5}")

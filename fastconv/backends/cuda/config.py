@@ -79,6 +79,7 @@ KERNELS = {
     + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
+    "conv_wgrad.cu": ("conv2d_backward_weight_direct_v1",),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
@@ -105,7 +106,7 @@ LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
-CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu",)
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_wgrad.cu")
 
 
 def cdiv(a: int, b: int) -> int:

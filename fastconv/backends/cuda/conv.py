@@ -72,7 +72,8 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False):
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
     _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.tile_spec(tile, tf32)[3],
-            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
+            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail,
+            cfg.conv_dynamic_smem(tile, tf32))
     return ws, splits
 
 

@@ -45,6 +45,7 @@ struct TileGeom {
     __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return a_off(kk, m); }
     __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
+    typedef Gather GatherGeo;  // the geometry of forward and backward-data B (GatherB)
 };
 
 // fp32 (FFMA) tile: LR lane rows per warp, 8 x 8 outputs per thread.
@@ -72,6 +73,7 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
         return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3);
     }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return aq_off(kk, mma_slot(m)); }
+    typedef GatherMasked GatherGeo;  // B's bounds as per-column bitmasks: one test per element
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
     static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
 };
@@ -130,7 +132,8 @@ struct PackedA {
 // row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
 // else n_off = tid % STEP. Each column is decoded once (gather_col); per k step the tap iterator
 // advances and gather_step forms the part shared by the thread's columns (one base pointer), so a
-// column costs its two bounds compares, an address and the cp.async.
+// column costs its two bounds compares (a TF32 tile's forward / backward-data B, GatherMasked: one
+// AND-NOT of its bounds bitmask), an address and the cp.async.
 template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in mma_step
@@ -158,7 +161,7 @@ struct GatherTile {
         for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
     __device__ __forceinline__ void issue(float* S) const {
-        const GatherStep s = gather_step(g, it, kleft > 0);
+        const auto s = gather_step(g, it, kleft > 0);
 #pragma unroll
         for (int j = 0; j < L; ++j)
             cp_async_ca4(S + dst + coff(j), src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
@@ -169,7 +172,7 @@ struct GatherTile {
     }
 };
 template <class T>
-using GatherB = GatherTile<T, T::BN, true, false, Gather>;     // forward, backward-data B
+using GatherB = GatherTile<T, T::BN, true, false, typename T::GatherGeo>;  // forward, backward-data B
 template <class T>
 using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weight A (dy)
 template <class T>

@@ -337,6 +337,22 @@ def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
     with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
         _run(cp, "forward", case, tile="t64x32", tf32=True)
 
+def test_tf32_setting_runs_filters_wider_than_the_masks_in_fp32(cp):
+    """The TF32 tiles' forward and backward-data test bounds by per-column bitmasks of at most
+    config.GATHER_MASK_TAPS taps per dimension: a filter one tap wider runs those passes on the fp32
+    tiles (to fp32's tolerance, weights packed unrounded), backward-weight still on TF32; a forced
+    TF32-only tile is a one-line error naming the filter."""
+    taps = cfg.GATHER_MASK_TAPS + 1
+    case = (1, 3, taps + 1, 4, 4, taps, 1, 1, 0, 1, 1)  # C*R*S = 48: past the small-channel kernels
+    for what in ("forward", "backward_data"):
+        names = _check(cp, what, case, tf32=True)
+        assert any(n.startswith(f"conv2d_{what}_v3_t") for n in names), names
+        assert not any("tf32" in n for n in names), names  # and F32_TOL held: weights packed unrounded
+    assert any("_v3_tf32_" in n for n in _run(cp, "backward_weight", case, tf32=True)[2])
+    with pytest.raises(ValueError, match=f"conv_tile: got 't128x128k16' for a filter wider than {taps - 1} taps"):
+        _run(cp, "forward", case, tile="t128x128k16", tf32=True)
+
+
 def test_tf32_only_tile_with_tf32_off_is_refused(cp):
     """A tile name only TF32_TILES holds (the deep-k t128x128k16, t128x64k32) with tf32 off is a
     one-line error, not a launch of a kernel that does not exist."""

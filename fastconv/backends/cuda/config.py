@@ -59,11 +59,11 @@ CONV_TILES = {
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
 # same fields; conv_grid serves each by its BM x BN. Warp tiles: t128x128 and t128x128k16 64x64 (4 x 8
 # mma tiles per warp: an A fragment serves 8 mma, a B fragment 4), the others 64x32 (a B fragment
-# serves 4 mma). Registers (sm_90, no spills): 221-236, 154-164, 142-152, 143-154, 166, 242-255 and
-# 188-224 of their 255, 170, 170, 170, 170, 255, 255. The deep-k tiles t128x128k16 (BK 16, 4 stages)
-# and t128x64k32 (BK 32, 3 stages) take one barrier per 64 mma per warp against 32 for t128x128
-# and t128x64: 5.4-5.5 and 5.6-5.9 instructions per mma in forward and backward-data (sm_90, tests/
-# conv_sass.py) against 6.3-6.4 and 6.9-7.1; their 68 and 78 KiB of shared memory (two blocks per
+# serves 4 mma). Registers (sm_90, no spills): 211-236, 141-164, 135-152, 135-154, 156-166, 236-255
+# and 166-224 of their 255, 170, 170, 170, 170, 255, 255. The deep-k tiles t128x128k16 (BK 16, 4
+# stages) and t128x64k32 (BK 32, 3 stages) take one barrier per 64 mma per warp against 32 for
+# t128x128 and t128x64: 4.7-4.8 and 5.2 instructions per mma in forward and backward-data (sm_90,
+# tests/conv_sass.py) against 5.8 and 6.2-6.3; their 68 and 78 KiB of shared memory (two blocks per
 # SM) are dynamic (tile_smem_bytes).
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
@@ -80,6 +80,9 @@ TF32_STAGES = {"t128x128": 4, "t128x64": 3, "t64x128": 4, "t64x64": 4, "t64x128k
                "t128x64k32": 3}
 STATIC_SMEM = 48 * 1024     # bytes of static shared memory a block may declare; above it a tile's is dynamic
 CONV_PAD = 8                # floats of padding per shared row of a v3 tile (CONV_PAD of kernels/conv_gemm.cuh)
+# Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
+# of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).
+GATHER_MASK_TAPS = 15
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")

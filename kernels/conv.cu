@@ -321,8 +321,8 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
 // per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t64x128k16,
-// t128x128k16 and t128x64k32, whose 16 gathered columns per thread need ~200), which ptxas fits
-// without spills.
+// t128x128k16, t128x64k32, t64x128k32 and t64x64k32, whose 16-32 gathered columns per thread need
+// ~200), which ptxas fits without spills.
 #define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
@@ -369,12 +369,14 @@ CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 1, 2, 4, 6)
 // BK 16: one barrier and cp.async stage per two mma k steps (half the per-stage overhead of BK 8);
 // t64x128k16: 3 stages, 39,936 B of static shared memory (under the 48 KB static limit);
 CONV_V3_TF32_KERNELS(t64x128k16, 64, 128, 16, 1, 4, 3, 3)
-// Deep k, dynamic shared memory (above 48 KiB), two blocks per SM: one barrier and cp.async stage
-// per 64 mma of a warp. t128x128k16: 4 stages, 69,632 B; t128x64k32: 3 stages, 79,872 B. (BK 32 on
-// t128x128 spills at 128 threads, and at 256 threads, 64x32 warp tiles, needs more instructions per
-// mma than BK 16 at 128.)
+// Deep k, dynamic shared memory (above 48 KiB): one barrier and cp.async stage per 64 mma of a
+// warp. t128x128k16: 4 stages, 69,632 B, two blocks per SM; t128x64k32 and t64x128k32: 3 stages,
+// 79,872 B, two blocks; t64x64k32: 3 stages, 55,296 B, three blocks. (BK 32 on t128x128 spills at
+// 128 threads, and at 256 threads, 64x32 warp tiles, needs more instructions per mma than BK 16.)
 CONV_V3_TF32_KERNELS(t128x128k16, 128, 128, 16, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64k32, 128, 64, 32, 2, 2, 3, 2)
+CONV_V3_TF32_KERNELS(t64x128k32, 64, 128, 32, 1, 4, 3, 2)
+CONV_V3_TF32_KERNELS(t64x64k32, 64, 64, 32, 1, 2, 3, 3)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4

@@ -354,7 +354,7 @@ def test_tf32_setting_runs_filters_wider_than_the_masks_in_fp32(cp):
 
 
 def test_tf32_only_tile_with_tf32_off_is_refused(cp):
-    """A tile name only TF32_TILES holds (the deep-k t128x128k16, t128x64k32) with tf32 off is a
+    """A tile name only TF32_TILES holds (the deep-k tiles, e.g. t128x128k16) with tf32 off is a
     one-line error, not a launch of a kernel that does not exist."""
     only = sorted(set(cfg.TF32_TILES) - set(cfg.CONV_TILES))
     assert only

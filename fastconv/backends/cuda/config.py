@@ -59,12 +59,13 @@ CONV_TILES = {
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
 # same fields; conv_grid serves each by its BM x BN. Warp tiles: t128x128 and t128x128k16 64x64 (4 x 8
 # mma tiles per warp: an A fragment serves 8 mma, a B fragment 4), the others 64x32 (a B fragment
-# serves 4 mma). Registers (sm_90, no spills): 211-236, 141-164, 135-152, 135-154, 156-166, 236-255
-# and 166-224 of their 255, 170, 170, 170, 170, 255, 255. The deep-k tiles t128x128k16 (BK 16, 4
-# stages) and t128x64k32 (BK 32, 3 stages) take one barrier per 64 mma per warp against 32 for
-# t128x128 and t128x64: 4.7-4.8 and 5.2 instructions per mma in forward and backward-data (sm_90,
-# tests/conv_sass.py) against 5.8 and 6.2-6.3; their 68 and 78 KiB of shared memory (two blocks per
-# SM) are dynamic (tile_smem_bytes).
+# serves 4 mma). Registers (sm_90, no spills): 211-236, 141-164, 135-152, 135-154, 156-166, 236-255,
+# 166-224, 200-248 and 196-250 of their 255, 170, 170, 170, 170, 255, 255, 255, 255. The deep-k tiles
+# (BK 16 at 4 stages for t128x128k16, else BK 32 at 3) take one barrier per 64 mma per warp against
+# 16-32 for the others: instructions per mma in forward and backward-data (sm_90, tests/conv_sass.py)
+# t128x128k16 4.7-4.8 (t128x128 5.8), t128x64k32 5.2 (t128x64 6.2-6.3), t64x128k32 5.8-5.9
+# (t64x128k16 7.0-7.2), t64x64k32 6.1-6.3 (t64x64 9.1-9.4); their 54-78 KiB of shared memory (two
+# blocks per SM, three for t64x64k32) are dynamic (tile_smem_bytes).
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),
@@ -73,11 +74,13 @@ TF32_TILES = {
     "t64x128k16": (64, 128, 16, 128, 3),
     "t128x128k16": (128, 128, 16, 128, 2),
     "t128x64k32": (128, 64, 32, 128, 2),
+    "t64x128k32": (64, 128, 32, 128, 2),
+    "t64x64k32": (64, 64, 32, 64, 3),
 }
 # The pipeline stages of each TF32 tile (its CONV_V3_TF32_KERNELS line; tests compare): with the
 # tile's BM, BN and BK they give its shared memory (tile_smem_bytes).
 TF32_STAGES = {"t128x128": 4, "t128x64": 3, "t64x128": 4, "t64x64": 4, "t64x128k16": 3, "t128x128k16": 4,
-               "t128x64k32": 3}
+               "t128x64k32": 3, "t64x128k32": 3, "t64x64k32": 3}
 STATIC_SMEM = 48 * 1024     # bytes of static shared memory a block may declare; above it a tile's is dynamic
 CONV_PAD = 8                # floats of padding per shared row of a v3 tile (CONV_PAD of kernels/conv_gemm.cuh)
 # Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS

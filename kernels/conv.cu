@@ -204,6 +204,19 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
 
 __device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return min(kred, kbeg + chunk); }
 
+// The tile's shared memory (pipeline stages, then the epilogue): static up to 48 KiB, else the
+// launch's dynamic shared memory (T::DYNAMIC: the launcher passes T::SMEM * 4 bytes).
+template <class T>
+__device__ __forceinline__ float* conv_smem() {
+    if constexpr (T::DYNAMIC) {
+        extern __shared__ __align__(16) float conv_dynamic_smem[];
+        return conv_dynamic_smem;
+    } else {
+        __shared__ __align__(16) float smem[T::SMEM];
+        return smem;
+    }
+}
+
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
 template <class T>
@@ -212,7 +225,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
                                             int ph, int pw, int dh, int dw, int G, int has_bias, int act, float slope,
                                             int splits, int chunk) {
-    __shared__ __align__(16) float smem[T::SMEM];
+    float* smem = conv_smem<T>();
     const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
     const int Cg = C / G, Kg = K / G, Kp = (Kg + 3) & ~3, PQ = P * Q, npq = N * PQ, crs = Cg * R * S;
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
@@ -244,7 +257,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
                                                  int G, int splits, int chunk, int krs_max) {
-    __shared__ __align__(16) float smem[T::SMEM];
+    float* smem = conv_smem<T>();
     const int zs = blockIdx.z % splits, gp = blockIdx.z / splits, g = gp % G, phase = gp / G;
     const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
     const int tu = f.Ht * f.Wt, ncols = N * tu;
@@ -279,7 +292,7 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                    int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
                                                    int G, int splits, int chunk) {
-    __shared__ __align__(16) float smem[T::SMEM];
+    float* smem = conv_smem<T>();
     const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
     const int Cg = C / G, Kg = K / G, crs = Cg * R * S, npq = N * P * Q;
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
@@ -307,8 +320,9 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
-// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tile
-// t64x128k16, whose 16 gathered columns per thread need ~200), which ptxas fits without spills.
+// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t64x128k16,
+// t128x128k16, t128x64k32, t64x128k32 and t64x64k32, whose 16-32 gathered columns per thread need
+// ~200), which ptxas fits without spills.
 #define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
@@ -346,7 +360,8 @@ CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
 // CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
-// tiles 64x64 (t128x128), else 64x32. Mirrored by config.py TF32_TILES.
+// tiles 64x64 (t128x128, t128x128k16), else 64x32. Mirrored by config.py TF32_TILES (stages:
+// TF32_STAGES).
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
 CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 1, 4, 4, 3)
@@ -354,6 +369,14 @@ CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 1, 2, 4, 6)
 // BK 16: one barrier and cp.async stage per two mma k steps (half the per-stage overhead of BK 8);
 // t64x128k16: 3 stages, 39,936 B of static shared memory (under the 48 KB static limit);
 CONV_V3_TF32_KERNELS(t64x128k16, 64, 128, 16, 1, 4, 3, 3)
+// Deep k, dynamic shared memory (above 48 KiB): one barrier and cp.async stage per 64 mma of a
+// warp. t128x128k16: 4 stages, 69,632 B, two blocks per SM; t128x64k32 and t64x128k32: 3 stages,
+// 79,872 B, two blocks; t64x64k32: 3 stages, 55,296 B, three blocks. (BK 32 on t128x128 spills at
+// 128 threads, and at 256 threads, 64x32 warp tiles, needs more instructions per mma than BK 16.)
+CONV_V3_TF32_KERNELS(t128x128k16, 128, 128, 16, 2, 2, 4, 2)
+CONV_V3_TF32_KERNELS(t128x64k32, 128, 64, 32, 2, 2, 3, 2)
+CONV_V3_TF32_KERNELS(t64x128k32, 64, 128, 32, 1, 4, 3, 2)
+CONV_V3_TF32_KERNELS(t64x64k32, 64, 64, 32, 1, 2, 3, 3)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4

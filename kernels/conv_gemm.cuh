@@ -34,14 +34,18 @@ struct TileGeom {
     static constexpr int STAGE = BK * (AS + BS);                 // floats per pipeline stage
     static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C
     static constexpr int SMEM = STAGES * STAGE > EPI ? STAGES * STAGE : EPI;
+    // above 48 KiB (the static limit) the kernel's shared memory is dynamic: the launcher passes
+    // SMEM * 4 bytes (config.tile_smem_bytes) and raises the kernel's dynamic limit to them
+    static constexpr bool DYNAMIC = SMEM * 4 > 48 * 1024;
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
-    static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
+    static_assert(SMEM * 4 <= 227 * 1024, "shared memory: at most 227 KiB per block");
     // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off, the same k-major layout
     // here, MmaTile's own) and of B element (kk, n)
     __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return a_off(kk, m); }
     __host__ __device__ static constexpr int b_off(int kk, int n) { return kk * BS + n; }
+    typedef Gather GatherGeo;  // the geometry of forward and backward-data B (GatherB)
 };
 
 // fp32 (FFMA) tile: LR lane rows per warp, 8 x 8 outputs per thread.
@@ -52,6 +56,7 @@ struct ConvTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
     static constexpr int LR = LR_, LC = 32 / LR_;
     typedef float Acc[8][8];
     static_assert(G::WM == 8 * LR && G::WN == 8 * LC, "a thread holds 8x8 outputs: WM = 8*LR, WN = 8*LC");
+    static_assert(!G::DYNAMIC, "fp32 tiles: static shared memory (config.CONV_TILES holds no stage count)");
 };
 
 // TF32 tile: MT x NT8 m16n8k8 tiles per warp; acc[mt][nt][c] is register c of tile (mt, nt).
@@ -68,6 +73,7 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
         return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3);
     }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return aq_off(kk, mma_slot(m)); }
+    typedef GatherMasked GatherGeo;  // B's bounds as per-column bitmasks: one test per element
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
     static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
 };
@@ -126,7 +132,8 @@ struct PackedA {
 // row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
 // else n_off = tid % STEP. Each column is decoded once (gather_col); per k step the tap iterator
 // advances and gather_step forms the part shared by the thread's columns (one base pointer), so a
-// column costs its two bounds compares, an address and the cp.async.
+// column costs its two bounds compares (a TF32 tile's forward / backward-data B, GatherMasked: one
+// AND-NOT of its bounds bitmask), an address and the cp.async.
 template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in mma_step
@@ -154,7 +161,7 @@ struct GatherTile {
         for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
     }
     __device__ __forceinline__ void issue(float* S) const {
-        const GatherStep s = gather_step(g, it, kleft > 0);
+        const auto s = gather_step(g, it, kleft > 0);
 #pragma unroll
         for (int j = 0; j < L; ++j)
             cp_async_ca4(S + dst + coff(j), src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
@@ -165,7 +172,7 @@ struct GatherTile {
     }
 };
 template <class T>
-using GatherB = GatherTile<T, T::BN, true, false, Gather>;     // forward, backward-data B
+using GatherB = GatherTile<T, T::BN, true, false, typename T::GatherGeo>;  // forward, backward-data B
 template <class T>
 using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weight A (dy)
 template <class T>

@@ -105,6 +105,48 @@ FC_HD GatherStep gather_step(const Gather& g, const TapIter& it, bool live) {
 }
 FC_HD bool gather_ok(const Gather& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.Th); }
 
+// The same B with the bounds test as a bitmask (the TF32 tiles): bit i (i < GATHER_MASK_TAPS) of
+// a column's mask is set when its tap row i lies inside the tensor, bit 16 + j when its tap column
+// j does, both decoded once per column; a live step needs bits i and 16 + j of the iterator's tap
+// (a step that is not live bit 31, never set), so the test is one AND-NOT and the column keeps two
+// registers instead of three. Serves at most GATHER_MASK_TAPS taps per dimension (ni, nj: the
+// launcher runs wider filters on the fp32 tiles).
+#define GATHER_MASK_TAPS 15
+struct GatherMaskCol {
+    int off;
+    unsigned mask;
+};
+struct GatherMaskStep {
+    int off;
+    unsigned need;
+};
+struct GatherMasked {
+    typedef GatherMaskCol Col;
+    Gather g;
+    GatherMasked() = default;
+    FC_HD GatherMasked(const Gather& g_) : g(g_) {}  // implicit: the launch code builds a Gather
+};
+FC_HD int col_off(const GatherMaskCol& c) { return c.off; }
+FC_HD GatherMaskCol gather_col(const GatherMasked& m, int n, int ncols) {
+    GatherMaskCol c;
+    c.off = 0; c.mask = 0;
+    if (n >= ncols) return c;
+    const GatherCol b = gather_col(m.g, n, ncols);
+    c.off = b.off;
+    for (int i = 0; i < m.g.ni; ++i) c.mask |= (unsigned)((unsigned)(b.h + i * m.g.hd) < (unsigned)m.g.Th) << (16 + i);
+    for (int j = 0; j < m.g.nj; ++j) c.mask |= (unsigned)((unsigned)(b.w + j * m.g.wd) < (unsigned)m.g.Tw) << j;
+    return c;
+}
+FC_HD GatherMaskStep gather_step(const GatherMasked& m, const TapIter& it, bool live) {
+    GatherMaskStep s;
+    s.off = gather_step(m.g, it, live).off;
+    s.need = live ? (1u << (16 + it.i)) | (1u << it.j) : 1u << 31;
+    return s;
+}
+FC_HD bool gather_ok(const GatherMasked&, const GatherMaskCol& c, const GatherMaskStep& s) {
+    return (s.need & ~c.mask) == 0;
+}
+
 // backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
 // x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
 struct WgradGeom {

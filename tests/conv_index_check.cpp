@@ -30,10 +30,21 @@ static int out_size(int h, int r, int st, int pd, int d) { return (h + 2 * pd - 
 template <class Geo>
 static int gather_offset(const Geo& g, int n, int ncols, const TapIter& it, bool& ok) {
     const typename Geo::Col c = gather_col(g, n, ncols);
-    const GatherStep s = gather_step(g, it, true);
+    const auto s = gather_step(g, it, true);
     ok = gather_ok(g, c, s);
     EXPECT(!gather_ok(g, c, gather_step(g, it, false)), "kk %d n %d: inside at a step past the reduction", it.kk, n);
     return col_off(c) + s.off;
+}
+
+// The same through GatherMasked (the TF32 tiles' bounds as per-column bitmasks): the same validity
+// and, where valid, the same offset.
+static int gather_offset_masked(const Gather& g, int n, int ncols, const TapIter& it, bool& ok) {
+    const int a = gather_offset(g, n, ncols, it, ok);
+    bool mok;
+    const int b = gather_offset(GatherMasked(g), n, ncols, it, mok);
+    EXPECT(mok == ok && (!ok || a == b), "kk %d n %d: masked valid %d at %d, bounds valid %d at %d", it.kk, n, mok, b,
+           ok, a);
+    return a;
 }
 
 // Walk every block column tile, thread and k step of a gather loader with TPR threads per k row.
@@ -65,7 +76,7 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
     const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
     for (int g = 0; g < c.G; ++g) {
         const Gather gg = {c.C, c.H, c.W, g * Cg, Cg, c.R, c.S, P, Q, c.sh, -c.ph, c.dh, c.sw, -c.pw, c.dw};
-        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(gg, n, ncols, it, ok); };
+        auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset_masked(gg, n, ncols, it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int ch = kk / (c.R * c.S), r = kk / c.S % c.R, s = kk % c.S;
             const int img = n / (P * Q), p = n / Q % P, q = n % Q;
@@ -105,7 +116,7 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
         for (int g = 0; g < c.G; ++g) {
             const Gather gg = {c.K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                                1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset(gg, n, ncols, it, ok); };
+            auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset_masked(gg, n, ncols, it, ok); };
             auto naive = [&](int kk, int n, bool& ok) {
                 const int k = kk / (f.Ri * f.Sj), i = kk / f.Sj % f.Ri, j = kk % f.Sj;
                 const int img = n / (f.Ht * f.Wt), t = n / f.Wt % f.Ht, u = n % f.Wt;
@@ -186,6 +197,7 @@ int main(int argc, char** argv) {
         {2, 1, 12, 12, 8, 5, 5, 1, 1, 2, 2, 1, 1, 1}, {2, 4, 8, 8, 8, 4, 4, 2, 2, 1, 1, 1, 1, 1},
         {1, 5, 7, 7, 4, 3, 3, 3, 3, 1, 1, 2, 2, 1},   {1, 6, 5, 5, 6, 2, 2, 3, 3, 0, 0, 1, 1, 1},
         {1, 2, 9, 10, 3, 4, 5, 4, 3, 3, 2, 2, 3, 1},  {2, 2, 1, 1, 2, 1, 1, 2, 2, 0, 0, 1, 1, 1},
+        {1, 1, 16, 17, 2, 15, 15, 1, 1, 7, 6, 1, 1, 1},  // GATHER_MASK_TAPS taps: every bit of the masks
     };
     // TapIter against division for many steps and shapes
     for (int ni = 1; ni < 6; ++ni)

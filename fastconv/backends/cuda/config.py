@@ -57,17 +57,35 @@ CONV_TILES = {
     "t64x128k16": (64, 128, 16, 128, 2),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
-# same fields; each has the BM x BN of the CONV_TILES entry of its name (conv_grid serves both).
-# Warp tiles: t128x128 64x64 (4 x 8 mma tiles per warp: an A fragment serves 8 mma, a B fragment
-# 4), t128x64, t64x128 and t64x64 64x32 (warps 2x2, 1x4, 1x2: a B fragment serves 4 mma). Registers
-# (sm_90, no spills): 221-236, 154-164, 142-152 and 143-154 of their 255, 170, 170, 170.
+# same fields; conv_grid serves each by its BM x BN. Warp tiles: t128x128 and t128x128k16 64x64 (4 x 8
+# mma tiles per warp: an A fragment serves 8 mma, a B fragment 4), the others 64x32 (a B fragment
+# serves 4 mma). Registers (sm_90, no spills): 211-236, 141-164, 135-152, 135-154, 156-166, 236-255,
+# 166-224, 200-248 and 196-250 of their 255, 170, 170, 170, 170, 255, 255, 255, 255. The deep-k tiles
+# (BK 16 at 4 stages for t128x128k16, else BK 32 at 3) take one barrier per 64 mma per warp against
+# 16-32 for the others: instructions per mma in forward and backward-data (sm_90, tests/conv_sass.py)
+# t128x128k16 4.7-4.8 (t128x128 5.8), t128x64k32 5.2 (t128x64 6.2-6.3), t64x128k32 5.8-5.9
+# (t64x128k16 7.0-7.2), t64x64k32 6.1-6.3 (t64x64 9.1-9.4); their 54-78 KiB of shared memory (two
+# blocks per SM, three for t64x64k32) are dynamic (tile_smem_bytes).
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
     "t64x128k16": (64, 128, 16, 128, 3),
+    "t128x128k16": (128, 128, 16, 128, 2),
+    "t128x64k32": (128, 64, 32, 128, 2),
+    "t64x128k32": (64, 128, 32, 128, 2),
+    "t64x64k32": (64, 64, 32, 64, 3),
 }
+# The pipeline stages of each TF32 tile (its CONV_V3_TF32_KERNELS line; tests compare): with the
+# tile's BM, BN and BK they give its shared memory (tile_smem_bytes).
+TF32_STAGES = {"t128x128": 4, "t128x64": 3, "t64x128": 4, "t64x64": 4, "t64x128k16": 3, "t128x128k16": 4,
+               "t128x64k32": 3, "t64x128k32": 3, "t64x64k32": 3}
+STATIC_SMEM = 48 * 1024     # bytes of static shared memory a block may declare; above it a tile's is dynamic
+CONV_PAD = 8                # floats of padding per shared row of a v3 tile (CONV_PAD of kernels/conv_gemm.cuh)
+# Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
+# of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).
+GATHER_MASK_TAPS = 15
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -165,6 +183,22 @@ def warp_rows_blocks(rows: int, block: int = BLOCK) -> int:
 def tile_spec(tile: str, tf32: bool = False) -> tuple[int, int, int, int, int]:
     """(BM, BN, BK, threads, min blocks per SM) of a v3 tile: TF32_TILES with tf32, else CONV_TILES."""
     return (TF32_TILES if tf32 else CONV_TILES)[tile]
+
+
+def tile_smem_bytes(tile: str) -> int:
+    """Shared memory of a TF32 tile in bytes, as TileGeom::SMEM of kernels/conv_gemm.cuh counts it:
+    its pipeline stages, BK rows of BM + CONV_PAD and BN + CONV_PAD floats each, or the epilogue's half
+    of C staged (BM/2 rows of BN + CONV_PAD floats), whichever is more. Above STATIC_SMEM the kernel
+    takes it as dynamic shared memory: the launch passes these bytes (conv_dynamic_smem)."""
+    bm, bn, bk = TF32_TILES[tile][:3]
+    return 4 * max(TF32_STAGES[tile] * bk * (bm + bn + 2 * CONV_PAD), bm // 2 * (bn + CONV_PAD))
+
+
+def conv_dynamic_smem(tile: str, tf32: bool = False) -> int:
+    """Bytes of dynamic shared memory a v3 launch passes: a TF32 tile's tile_smem_bytes when above
+    STATIC_SMEM, else 0 (static shared memory; every fp32 tile's is static)."""
+    smem = tile_smem_bytes(tile) if tf32 else 0
+    return smem if smem > STATIC_SMEM else 0
 
 
 def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgrad: bool = False) -> str:

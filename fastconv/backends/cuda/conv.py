@@ -9,7 +9,9 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
 - backward-weight with the ``conv_tile`` setting wgrad_config.WGRAD_DIRECT: the direct kernel of
   kernels/conv_wgrad.cu (fp32; staged x and dy slices, partial sums reduced as a split's);
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
-  TF32_TILES); forward and backward-data read weights packed by
+  TF32_TILES, for forward and backward-data of filters up to config.GATHER_MASK_TAPS taps per
+  dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
+  the fp32 tiles); forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
   reduction into a workspace summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
   config.REDUCE_WARP_SPLITS on), which then adds bias/activation.
@@ -50,8 +52,17 @@ def _tile(m, cols, z, tf32, wgrad):
     if tf32 and tile not in cfg.TF32_TILES:
         raise ValueError(f"conv_tile: got {tile!r} with tf32 on, expected one of {list(cfg.TF32_TILES)}")
     if not tf32 and tile not in cfg.CONV_TILES:
-        raise ValueError(f"conv_tile: got {tile!r} with tf32 off, expected one of {list(cfg.CONV_TILES)}")
+        why = (f"for a filter wider than {cfg.GATHER_MASK_TAPS} taps (it runs the fp32 tiles)"
+               if settings.current().tf32 else "with tf32 off")
+        raise ValueError(f"conv_tile: got {tile!r} {why}, expected one of {list(cfg.CONV_TILES)}")
     return tile
+
+
+def _tf32(r, s):
+    """Whether a forward or backward-data GEMM of an R x S filter runs on the TF32 tiles: the tf32
+    setting, and at most config.GATHER_MASK_TAPS taps per dimension (the bitmasks of their gathered
+    operand's bounds)."""
+    return settings.current().tf32 and max(r, s) <= cfg.GATHER_MASK_TAPS
 
 
 def _smallc(cg, r, s):
@@ -59,12 +70,13 @@ def _smallc(cg, r, s):
     return settings.current().conv_tile is None and cg * r * s <= cfg.SMALLC
 
 
-def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False):
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
-    phase) into ``out``, split along the reduction as config.conv_splits says. Returns the workspace
-    and split count (the workspace is ``out`` when the kernel wrote ``out`` itself)."""
+    phase; ``tf32``: on a TF32 tile) into ``out``, split along the reduction as config.conv_splits
+    says. Returns the workspace and split count (the workspace is ``out`` when the kernel wrote
+    ``out`` itself)."""
     cur = settings.current()
-    tf32, wgrad = cur.tf32, kernel == "conv2d_backward_weight"
+    wgrad = kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad)
     splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits, wgrad=wgrad, tf32=tf32,
                                     phased=phased, out_elems=out.size)
@@ -75,7 +87,8 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False):
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
     _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.tile_spec(tile, tf32)[3],
-            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
+            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail,
+            cfg.conv_dynamic_smem(tile, tf32))
     return ws, splits
 
 
@@ -121,13 +134,14 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
         _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
-    kg, crs = k // groups, cg * r * s
+    kg, crs, tf32 = k // groups, cg * r * s, _tf32(r, s)
     kp = cfg.cdiv(kg, 4) * 4
     wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
     _launch("conv.cu", "conv2d_pack_forward_v1", _eltwise_grid(wp.size), cfg.BLOCK,
             (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups))
-            + (_i32(settings.current().tf32),))
-    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (bias,), ints), fused)
+            + (_i32(tf32),))
+    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (bias,), ints), fused,
+                       tf32=tf32)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
     return y
@@ -166,17 +180,17 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
         _launch("conv.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),
                 (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)))
         return dx
-    kg, phases = k // groups, stride[0] * stride[1]
+    kg, phases, tf32 = k // groups, stride[0] * stride[1], _tf32(r, s)
     krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
     cp_ = cfg.cdiv(cg, 4) * 4
     wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
     _launch("conv.cu", "conv2d_pack_backward_data_v1", _eltwise_grid(wp.size), cfg.BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
-            + (_i32(krs_max), _i32(settings.current().tf32)))
+            + (_i32(krs_max), _i32(tf32)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
-                       (_i32(krs_max),), phased=phases > 1)
+                       (_i32(krs_max),), phased=phases > 1, tf32=tf32)
     if splits > 1:
         _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
     return dx
@@ -225,7 +239,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
                 cfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
-                           (dy, x, (), ints))
+                           (dy, x, (), ints), tf32=settings.current().tf32)
     if ws is not dw:
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw

@@ -57,15 +57,11 @@ CONV_TILES = {
     "t64x128k16": (64, 128, 16, 128, 2),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
-# same fields; conv_grid serves each by its BM x BN. Warp tiles: t128x128 and t128x128k16 64x64 (4 x 8
-# mma tiles per warp: an A fragment serves 8 mma, a B fragment 4), the others 64x32 (a B fragment
-# serves 4 mma). Registers (sm_90, no spills): 211-236, 141-164, 135-152, 135-154, 156-166, 236-255,
-# 166-224, 200-248 and 196-250 of their 255, 170, 170, 170, 170, 255, 255, 255, 255. The deep-k tiles
-# (BK 16 at 4 stages for t128x128k16, else BK 32 at 3) take one barrier per 64 mma per warp against
-# 16-32 for the others: instructions per mma in forward and backward-data (sm_90, tests/conv_sass.py)
-# t128x128k16 4.7-4.8 (t128x128 5.8), t128x64k32 5.2 (t128x64 6.2-6.3), t64x128k32 5.8-5.9
-# (t64x128k16 7.0-7.2), t64x64k32 6.1-6.3 (t64x64 9.1-9.4); their 54-78 KiB of shared memory (two
-# blocks per SM, three for t64x64k32) are dynamic (tile_smem_bytes).
+# same fields; conv_grid serves each by its BM x BN. Warp tiles: 64x64 for t128x128 and t128x128k16
+# (an A fragment serves 8 mma, a B fragment 4), else 64x32. The deep-k tiles (BK 16 at 4 stages for
+# t128x128k16, else BK 32 at 3: one barrier per 64 mma per warp, 4.7-6.3 instructions per mma in
+# forward and backward-data against 5.8-9.4 for the others, tests/conv_sass.py) take 54-78 KiB of
+# dynamic shared memory (tile_smem_bytes), two blocks per SM (t64x64k32 three).
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),

@@ -27,11 +27,8 @@
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
 //       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1, _v2.
-//   v3 tf32  the same core (loaders, pipeline, epilogue) with the product done by mma.sync
-//       m16n8k8 TF32 (operands rounded by cvt.rna.tf32, fp32 accumulation) on its own tiles
-//       (CONV_V3_TF32_KERNELS below: warp tiles of up to 4 x 8 mma tiles fed by conflict-free
-//       fragment loads): conv2d_forward_v3_tf32_t*, conv2d_backward_data_v3_tf32_t*,
-//       conv2d_backward_weight_v3_tf32_t*. Opt-in (tf32 setting).
+//   v3 tf32  the same core with the product on TF32 tensor cores: kernels/conv_tf32.cu (its own
+//       module, so fp32 use never compiles it); it shares the pack kernels and split-K reduces here.
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5), where
 //       a GEMM tile would be mostly padding: direct kernels that stage a block's input rows (with
 //       halo) and filters in shared memory and hold several outputs per thread in registers.
@@ -199,156 +196,8 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
 }
 
 // ---------------------------------------------------------------------------------------------
-// v3: the implicit-GEMM core. Grid: x = column tiles, y = row tiles, z = (phase,) group, split.
-// out is the result (splits == 1: bias and activation fused) or the workspace [splits][result].
-
-__device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return min(kred, kbeg + chunk); }
-
-// The tile's shared memory (pipeline stages, then the epilogue): static up to 48 KiB, else the
-// launch's dynamic shared memory (T::DYNAMIC: the launcher passes T::SMEM * 4 bytes).
-template <class T>
-__device__ __forceinline__ float* conv_smem() {
-    if constexpr (T::DYNAMIC) {
-        extern __shared__ __align__(16) float conv_dynamic_smem[];
-        return conv_dynamic_smem;
-    } else {
-        __shared__ __align__(16) float smem[T::SMEM];
-        return smem;
-    }
-}
-
-// forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
-// per row tile (mostly from L2).
-template <class T>
-__device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
-                                            const float* __restrict__ b, float* __restrict__ out, int N, int C,
-                                            int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
-                                            int ph, int pw, int dh, int dw, int G, int has_bias, int act, float slope,
-                                            int splits, int chunk) {
-    float* smem = conv_smem<T>();
-    const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
-    const int Cg = C / G, Kg = K / G, Kp = (Kg + 3) & ~3, PQ = P * Q, npq = N * PQ, crs = Cg * R * S;
-    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
-    const int kbeg = z * chunk, kend = split_end(kbeg, chunk, crs);
-    const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
-    const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
-    typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
-    const int KPQ = K * PQ;
-    auto col_of = [&](int n, int (&co)[4]) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int nj = n + j, img = nj / PQ;
-            co[j] = nj < npq ? img * KPQ + (nj - img * PQ) : -1;
-        }
-    };
-    const bool fused = splits == 1;
-    const i64 zoff = (i64)z * N * KPQ;
-    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
-                     fused ? act : 0, slope);
-}
-
-// backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
-// taps); traffic (dy + packed w + dx) * 4 B compulsory.
-template <class T>
-__device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
-                                                 float* __restrict__ out, int N, int C, int H, int W, int K, int R,
-                                                 int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
-                                                 int G, int splits, int chunk, int krs_max) {
-    float* smem = conv_smem<T>();
-    const int zs = blockIdx.z % splits, gp = blockIdx.z / splits, g = gp % G, phase = gp / G;
-    const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
-    const int tu = f.Ht * f.Wt, ncols = N * tu;
-    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
-    if (n0 >= ncols) return;  // uniform over the block: this phase has fewer columns than the grid
-    const int Cg = C / G, Kg = K / G, Cp = (Cg + 3) & ~3, HW = H * W;
-    const int kred = Kg * f.Ri * f.Sj;
-    const int kbeg = zs * chunk, kend = split_end(kbeg, chunk, kred);
-    const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
-    const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
-                       1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
-    typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
-    const int CHW = C * HW;
-    auto col_of = [&](int n, int (&co)[4]) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int nj = n + j, img = nj / tu, rem = nj - img * tu, t = rem / f.Wt, u = rem - t * f.Wt;
-            co[j] = nj < ncols ? img * CHW + (f.h0 + t * sh) * W + f.w0 + u * sw : -1;
-        }
-    };
-    const i64 zoff = (i64)zs * N * CHW;
-    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
-}
-
-// backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
-// splits * K*Cg*R*S * 4 B of partials when split.
-template <class T>
-__device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
-                                                   float* __restrict__ out, int N, int C, int H, int W, int K, int R,
-                                                   int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
-                                                   int G, int splits, int chunk) {
-    float* smem = conv_smem<T>();
-    const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
-    const int Cg = C / G, Kg = K / G, crs = Cg * R * S, npq = N * P * Q;
-    const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
-    const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
-    const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    const WgradRows wr = {K * P * Q, P * Q, g * Kg};
-    WgradA<T> la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
-    const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
-    WgradB<T> lb(x, wg, n0, crs, kbeg, kend, P, Q);
-    typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
-    auto col_of = [&](int n, int (&co)[4]) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
-    };
-    const i64 zoff = (i64)z * K * crs;
-    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
-}
-
-#define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
-                  int sh, int sw, int ph, int pw, int dh, int dw, int G
-#define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G
-
-// The v3 entry points of one tile. Work: forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data
-// 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
-// compulsory traffic of each is its two operands and its result * 4 bytes (plus
-// splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
-// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t64x128k16,
-// t128x128k16, t128x64k32, t64x128k32 and t64x64k32, whose 16-32 gathered columns per thread need
-// ~200), which ptxas fits without spills.
-#define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
-    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
-        conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
-                                const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
-                                int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
-        conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
-                                      float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
-                                      int krs_max) {                                                       \
-        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
-        conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
-                                        float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
-        conv_bwd_weight_v3<TILE>(dy, x, out, CONV_PASS, splits, chunk);                              \
-    }
-// The v3 entry points of one tile, fp32 (FFMA) ...
-#define CONV_V3_KERNELS(SUFFIX, ...)              \
-    typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
-    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
-// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>.
-#define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
-    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
-    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX)
+// v3: the implicit-GEMM core (conv_v3.cuh), fp32 tiles; the TF32 tiles are in conv_tf32.cu.
+#include "conv_v3.cuh"
 
 // CONV_V3_KERNELS: suffix, BM, BN, BK, warps (rows x cols), lane rows, stages, min blocks per SM.
 // Mirrored by fastconv/backends/cuda/config.py CONV_TILES (tests compare the two).
@@ -359,24 +208,6 @@ CONV_V3_KERNELS(t64x64, 64, 64, 8, 2, 1, 4, 3, 6)
 CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
-// CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
-// tiles 64x64 (t128x128, t128x128k16), else 64x32. Mirrored by config.py TF32_TILES (stages:
-// TF32_STAGES).
-CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
-CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
-CONV_V3_TF32_KERNELS(t64x128, 64, 128, 8, 1, 4, 4, 3)
-CONV_V3_TF32_KERNELS(t64x64, 64, 64, 8, 1, 2, 4, 6)
-// BK 16: one barrier and cp.async stage per two mma k steps (half the per-stage overhead of BK 8);
-// t64x128k16: 3 stages, 39,936 B of static shared memory (under the 48 KB static limit);
-CONV_V3_TF32_KERNELS(t64x128k16, 64, 128, 16, 1, 4, 3, 3)
-// Deep k, dynamic shared memory (above 48 KiB): one barrier and cp.async stage per 64 mma of a
-// warp. t128x128k16: 4 stages, 69,632 B, two blocks per SM; t128x64k32 and t64x128k32: 3 stages,
-// 79,872 B, two blocks; t64x64k32: 3 stages, 55,296 B, three blocks. (BK 32 on t128x128 spills at
-// 128 threads, and at 256 threads, 64x32 warp tiles, needs more instructions per mma than BK 16.)
-CONV_V3_TF32_KERNELS(t128x128k16, 128, 128, 16, 2, 2, 4, 2)
-CONV_V3_TF32_KERNELS(t128x64k32, 128, 64, 32, 2, 2, 3, 2)
-CONV_V3_TF32_KERNELS(t64x128k32, 64, 128, 32, 1, 4, 3, 2)
-CONV_V3_TF32_KERNELS(t64x64k32, 64, 64, 32, 1, 2, 3, 3)
 
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4

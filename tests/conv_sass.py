@@ -1,6 +1,7 @@
-"""The main loops of the v3 conv kernels in SASS: kernels/conv.cu as the loader hands it to NVRTC,
-compiled by nvcc to a cubin, disassembled by nvdisasm, and each kernel's main loop (the loop that
-holds most of its HMMA, or FFMA for the fp32 tiles) split into what it spends its instructions on.
+"""The main loops of the v3 conv kernels in SASS: kernels/conv_tf32.cu (and conv.cu) as the loader
+hands them to NVRTC, compiled by nvcc to a cubin, disassembled by nvdisasm, and each kernel's main
+loop (the loop that holds most of its HMMA, or FFMA for the fp32 tiles) split into what it spends
+its instructions on.
 tests/test_conv_build.py checks these loops; run as a script it prints the table that a loader or
 tile change is judged by (instructions per HMMA / FFMA must not rise):
 
@@ -66,11 +67,10 @@ def table(arch="sm_90", fp32=False):
     nvdisasm = find_tool("nvdisasm")
     if nvdisasm is None:
         raise RuntimeError("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
+    report, funcs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        cubin, report = build_cubin("conv.cu", arch, tmp)
-        funcs = sass_functions(cubin, nvdisasm)
-        if fp32:
-            cubin, more = build_cubin("conv_wgrad.cu", arch, Path(tmp) / "wgrad")
+        for filename in ("conv_tf32.cu",) + (("conv.cu", "conv_wgrad.cu") if fp32 else ()):
+            cubin, more = build_cubin(filename, arch, Path(tmp) / filename)
             report.update(more)
             funcs.update(sass_functions(cubin, nvdisasm))
     rows = []

@@ -1,5 +1,5 @@
-"""The conv kernels as built for the GPU, checked without one: kernels/conv.cu (as the loader hands
-it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
+"""The conv kernels as built for the GPU, checked without one: kernels/conv.cu and conv_tf32.cu (as
+the loader hands them to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
 
 - ptxas budget per kernel: zero spill bytes for every conv kernel, and each v3 tile within the
   registers its __launch_bounds__ allows (65536 / (threads x min blocks), at most 255);
@@ -16,8 +16,8 @@ it to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
 - small-channel kernels: within the registers of their __launch_bounds__, and in the main loop no
   division, FFMA at least 45 % of the instructions, 16-byte shared loads where a thread's 8 filters
   (forward weights, backward-weight dy) are contiguous;
-- the tile tables of fastconv/backends/cuda/config.py equal the CONV_V3_KERNELS and
-  CONV_V3_TF32_KERNELS lines of conv.cu, and its SMALLC* constants the CONV_SMALLC* defines;
+- the tile tables of fastconv/backends/cuda/config.py equal the CONV_V3_KERNELS lines of conv.cu
+  and the CONV_V3_TF32_KERNELS lines of conv_tf32.cu, and its SMALLC* constants the CONV_SMALLC* defines;
 - the direct backward-weight of kernels/conv_wgrad.cu: within the registers of its
   __launch_bounds__, its pixel loop FFMA-dense (16-byte shared loads only, no division), its
   staging by cp.async, and wgrad_config's WGRAD_DIRECT_* constants equal to its CONV_WGRAD_* defines;
@@ -46,6 +46,7 @@ PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
+FILES = ("conv.cu", "conv_tf32.cu")  # the fp32 tiles, small-channel and helper kernels; the TF32 tiles
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,12 @@ def builds(tmp_path_factory):
     if NVCC is None:
         pytest.skip("nvcc is not on PATH")
     tmp = tmp_path_factory.mktemp("conv_build")
-    with ThreadPoolExecutor(len(ARCHS)) as pool:  # nvcc runs as a subprocess: the builds overlap
-        return dict(zip(ARCHS, pool.map(lambda a: build_cubin("conv.cu", a, tmp / a), ARCHS)))
+    jobs = [(f, a) for a in ARCHS for f in FILES]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # nvcc runs as a subprocess: the builds overlap
+        done = dict(zip(jobs, pool.map(lambda j: build_cubin(j[0], j[1], tmp / j[1] / j[0]), jobs)))
+    # per arch: the cubins of both files, and one register / spill report of all their kernels
+    return {a: ([done[f, a][0] for f in FILES], {k: v for f in FILES for k, v in done[f, a][1].items()})
+            for a in ARCHS}
 
 
 def _launch_bounds(kernel):
@@ -76,7 +81,7 @@ def _budget(kernel):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kernel", cfg.KERNELS["conv.cu"])
+@pytest.mark.parametrize("kernel", [k for f in FILES for k in cfg.KERNELS[f]])
 def test_ptxas_budget(builds, arch, kernel):
     regs, stores, loads = builds[arch][1][kernel]
     assert stores == 0 and loads == 0, f"{kernel} ({arch}): {stores} B spill stores, {loads} B spill loads"
@@ -92,7 +97,7 @@ def _sass_functions(cubin):
 
 @pytest.fixture(scope="module")
 def sass(builds):
-    return {a: _sass_functions(builds[a][0]) for a in ARCHS}
+    return {a: {k: v for cubin in builds[a][0] for k, v in _sass_functions(cubin).items()} for a in ARCHS}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -168,14 +173,14 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
 
 def _tf32_lines():
     """{tile: (BM, BN, BK, warp rows, warp columns, stages, min blocks)} of the CONV_V3_TF32_KERNELS
-    lines of conv.cu."""
-    text = (loader.kernel_dir() / "conv.cu").read_text()
+    lines of conv_tf32.cu."""
+    text = (loader.kernel_dir() / "conv_tf32.cu").read_text()
     rows = re.findall(r"^CONV_V3_TF32_KERNELS\((\w+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)", text, re.M)
     return {name: tuple(map(int, fields)) for name, *fields in rows}
 
 
 def _tf32_warps():
-    """{tile: (warp rows, warp columns)} of the CONV_V3_TF32_KERNELS lines of conv.cu."""
+    """{tile: (warp rows, warp columns)} of the CONV_V3_TF32_KERNELS lines of conv_tf32.cu."""
     return {name: line[3:5] for name, line in _tf32_lines().items()}
 
 

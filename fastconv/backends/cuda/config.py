@@ -56,9 +56,9 @@ CONV_TILES = {
     "t64x32": (64, 32, 4, 32, 12),
     "t64x128k16": (64, 128, 16, 128, 2),
 }
-# The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them (tests compare),
-# same fields; conv_grid serves each by its BM x BN. Warp tiles: 64x64 for t128x128 and t128x128k16
-# (an A fragment serves 8 mma, a B fragment 4), else 64x32. The deep-k tiles (BK 16 at 4 stages for
+# The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them in
+# kernels/conv_tf32.cu (tests compare), same fields; conv_grid serves each by its BM x BN. Warp
+# tiles: 64x64 for t128x128 and t128x128k16 (an A fragment serves 8 mma, a B fragment 4), else 64x32. The deep-k tiles (BK 16 at 4 stages for
 # t128x128k16, else BK 32 at 3: one barrier per 64 mma per warp, 4.7-6.3 instructions per mma in
 # forward and backward-data against 5.8-9.4 for the others, tests/conv_sass.py) take 54-78 KiB of
 # dynamic shared memory (tile_smem_bytes), two blocks per SM (t64x64k32 three).
@@ -89,10 +89,10 @@ _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weigh
 KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
     + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
-    + tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
+    "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES),
     "conv_wgrad.cu": ("conv2d_backward_weight_direct_v1",),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
@@ -120,7 +120,7 @@ LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
-CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_wgrad.cu")
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_tf32.cu", "conv_wgrad.cu")
 
 
 def cdiv(a: int, b: int) -> int:

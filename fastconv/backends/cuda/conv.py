@@ -1,4 +1,4 @@
-"""Launchers of kernels/conv.cu: conv2d forward (bias and activation fused), backward data
+"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu): conv2d forward (bias and activation fused), backward data
 (phase-decomposed), backward weight, bias. Tile, grid and split-K come from ``config``.
 
 Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels):
@@ -86,7 +86,8 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     direct = splits == 1 and (not wgrad or _aligned(out))
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    _launch("conv.cu", f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}", grid, cfg.tile_spec(tile, tf32)[3],
+    name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}"
+    _launch("conv_tf32.cu" if tf32 else "conv.cu", name, grid, cfg.tile_spec(tile, tf32)[3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail,
             cfg.conv_dynamic_smem(tile, tf32))
     return ws, splits

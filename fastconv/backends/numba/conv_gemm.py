@@ -10,7 +10,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32, uint32, uint64
 
 from .driver import SIMULATOR
-from .tiles import BK, PAD, _digits_split, make_tile_fma
+from .tiles import BK, PAD, _digits_advance, _digits_split, make_tile_fma
 
 # shared tiles 16-byte aligned, so that tile_fma reads runs of 4 floats with vector loads (the
 # simulator refuses the argument; it has no vector loads either)
@@ -102,6 +102,37 @@ def _columns(tile):
             a_at[j] = int32(a * a_mul + a_add)
             b_at[j] = int32(b * b_mul + b_add)
     return columns
+
+
+def _gather(tile):
+    """Device function gather(vb, src, k0, k_end, b_kk, dig, scale, step, radix, cols, plane): the
+    B gather of forward and backward-data. Row l < tile.b_rows of the slice (reduction index
+    k0 + b_kk + l*tile.b_step, digits (d0, d1, d2) = dig[0][l], dig[1][l], dig[2][l]) of the
+    thread's column j (cols = (ok, img, a_at, b_at) of columns()):
+    vb[l*b_cols + j] = src[img[j] + d0*s0 + a*b_n + b], a = a_at[j] + d1*s1, b = b_at[j] + d2*s2
+    ((s0, s1, s2) = scale, (a_n, b_n) = plane), zero where the column or the row is out of range
+    or (a, b) lies outside the a_n x b_n plane; then the row's digits advance by BK (step: BK's
+    digits, radix: (mid_n, inner) of _digits_advance)."""
+    b_rows, b_cols, b_step = tile.b_rows, tile.b_cols, tile.b_step
+
+    @cuda.jit(device=True, inline="always")
+    def gather(vb, src, k0, k_end, b_kk, dig, scale, step, radix, cols, plane):
+        d0, d1, d2 = dig
+        s0, s1, s2 = scale
+        ok, img, a_at, b_at = cols
+        a_n, b_n = plane
+        for l in range(b_rows):
+            k_ok = int32(k0 + b_kk + l * b_step) < k_end
+            off0 = int32(d0[l] * s0)
+            off1 = int32(d1[l] * s1)
+            off2 = int32(d2[l] * s2)
+            for j in range(b_cols):
+                a = int32(a_at[j] + off1)
+                b = int32(b_at[j] + off2)
+                vb[l * b_cols + j] = _load(src, int32(img[j] + off0 + a * b_n + b),
+                                           (ok[j] != 0) & k_ok & _inside(a, a_n, b, b_n))
+            _digits_advance(d0, d1, d2, l, step[0], step[1], step[2], radix[0], radix[1])
+    return gather
 
 
 @cuda.jit(device=True, inline="always")

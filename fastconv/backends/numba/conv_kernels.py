@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32
 
-from .conv_gemm import _columns, _inside, _load, _main_loop, _per_group, _split, _thread
+from .conv_gemm import _columns, _gather, _inside, _load, _main_loop, _per_group, _split, _thread
 from .tiles import BK, PAD, TILES, _digits_advance, _digits_init, _digits_split
 
 
@@ -88,8 +88,7 @@ def _forward_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of the forward pass: A = the weights
     w[g*Kg + m, (c, r, s)] (contiguous along the reduction), B = the im2col gather of x, each B
     row's (c, r, s) digits carried and shared by the thread's b_cols columns."""
-    a_loads, a_step = tile.a_loads, tile.threads // BK
-    b_rows, b_cols, b_step = tile.b_rows, tile.b_cols, tile.b_step
+    a_loads, a_step, gather = tile.a_loads, tile.threads // BK, _gather(tile)
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
@@ -100,18 +99,9 @@ def _forward_loader(tile):
         for l in range(a_loads):
             # A: weights, contiguous along the reduction
             va[l] = _load(w, int32(w_row + l * a_step * kred + k0), (int32(l * a_step) < a_rows) & a_ok)
-        for l in range(b_rows):
-            # B: im2col gather of x, row l of each of the thread's columns
-            k_ok = int32(k0 + b_kk + l * b_step) < k_end
-            c_off = int32(bc[l] * hw)
-            r_off = int32(br[l] * dh)
-            s_off = int32(bs[l] * dw)
-            for j in range(b_cols):
-                hh = int32(h_base[j] + r_off)
-                ww = int32(w_base[j] + s_off)
-                vb[l * b_cols + j] = _load(x, int32(x_img[j] + c_off + hh * w_in + ww),
-                                           (col_ok[j] != 0) & k_ok & _inside(hh, h_in, ww, w_in))
-            _digits_advance(bc, br, bs, l, dc, dr, ds, r_k, s_k)
+        # B: im2col gather of x
+        gather(vb, x, k0, k_end, b_kk, (bc, br, bs), (hw, dh, dw), (dc, dr, ds), (r_k, s_k),
+               (col_ok, x_img, h_base, w_base), (h_in, w_in))
     return load
 
 
@@ -165,7 +155,7 @@ def _backward_data(tile):
         _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, b_rows)
         dk, di, dj = _digits_split(BK, ij_r, sj_r)
         st = (int32(cg - m0 - a_m), a_kk, int32((g * kg * cg + m0 + a_m) * rs + r0 * s_k + s0), int32(cg * rs),
-              int32(rstep * s_k), sstep, rs, b_kk, pstep, qstep, p_out, q_out, pq, ri, sj, dk, di, dj)
+              int32(rstep * s_k), sstep, rs, b_kk, int32(-pstep), int32(-qstep), p_out, q_out, pq, ri, sj, dk, di, dj)
         main_loop(acc, k_begin, k_end, (w, dy), st, (bk, bi, bj, col_ok, dy_img, p_base, q_base),
                   int32(a_kk * (bm + PAD) + a_m), int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)),
                   int32(threads))
@@ -188,13 +178,12 @@ def _backward_data_loader(tile):
     A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``b_rows``), B = dy
     at the output position tap (i, j) reads for column (n, th, tw), each B row's digits shared by
     the thread's b_cols columns."""
-    a_loads, a_step = tile.a_loads, tile.threads // BK
-    b_rows, b_cols, b_step = tile.b_rows, tile.b_cols, tile.b_step
+    a_loads, a_step, b_rows, gather = tile.a_loads, tile.threads // BK, tile.b_rows, _gather(tile)
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
         w, dy = ops
-        a_rows, a_kk, w_img, w_k, w_i, sstep, rs, b_kk, pstep, qstep, p_out, q_out, pq, ri, sj, dk, di, dj = st
+        a_rows, a_kk, w_img, w_k, w_i, sstep, rs, b_kk, m_pstep, m_qstep, p_out, q_out, pq, ri, sj, dk, di, dj = st
         bk, bi, bj, col_ok, dy_img, p_base, q_base = ar
         a_ok = int32(k0 + a_kk) < k_end
         # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep], the A digits in slot b_rows
@@ -202,18 +191,10 @@ def _backward_data_loader(tile):
         _digits_advance(bk, bi, bj, b_rows, dk, di, dj, ri, sj)
         for l in range(a_loads):
             va[l] = _load(w, int32(a_off + l * a_step * rs), (int32(l * a_step) < a_rows) & a_ok)
-        for l in range(b_rows):
-            # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw)
-            k_ok = int32(k0 + b_kk + l * b_step) < k_end
-            k_off = int32(bk[l] * pq)
-            p_off = int32(bi[l] * pstep)
-            q_off = int32(bj[l] * qstep)
-            for j in range(b_cols):
-                p = int32(p_base[j] - p_off)
-                q = int32(q_base[j] - q_off)
-                vb[l * b_cols + j] = _load(dy, int32(dy_img[j] + k_off + p * q_out + q),
-                                           (col_ok[j] != 0) & k_ok & _inside(p, p_out, q, q_out))
-            _digits_advance(bk, bi, bj, l, dk, di, dj, ri, sj)
+        # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw): row
+        # th + pbase - i*pstep, column tw + qbase - j*qstep
+        gather(vb, dy, k0, k_end, b_kk, (bk, bi, bj), (pq, m_pstep, m_qstep), (dk, di, dj), (ri, sj),
+               (col_ok, dy_img, p_base, q_base), (p_out, q_out))
     return load
 
 

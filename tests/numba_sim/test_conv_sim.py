@@ -120,10 +120,10 @@ def test_conv2d_multi_tile(rng):
                  "backward_weight")
 
 
-# the big tiles' kernels on the cases above: 128x128 (8x8 per thread, 4 A and 4 B loads per
-# thread and slice), 32x128 (8 x 32 threads of 4x4, 1 A and 4 B loads), 128x64 and 64x128
-# (128 threads of 8x8: 8 A and 4 B loads, B two reduction rows apart; 4 A and 8 B loads, B in
-# consecutive reduction rows)
+# the other tiles' kernels on the cases above (all 8x8 per thread): 128x128 (4 A and 4 B loads
+# per thread and slice), 32x128 (64 threads: 4 A loads, 2 B columns of 8 reduction rows each),
+# 128x64 and 64x128 (128 threads: 8 A and 4 B loads, B two reduction rows apart; 4 A and 8 B loads,
+# B in consecutive reduction rows)
 BIG_TILE_CASES = ([pytest.param(K.TILE_128, *c.values, id=f"t128-{c.id}") for c in CONV_CASES + BWD_PHASE_CASES[:2]]
                   + [pytest.param(K.TILE_32, *c.values, id=f"t32x128-{c.id}") for c in (CONV_CASES[1], CONV_CASES[4])]
                   + [pytest.param(t, *c.values, id=f"{t.suffix[1:]}-{c.id}") for t in (K.TILE_128X64, K.TILE_64X128)
@@ -176,15 +176,15 @@ def test_conv2d_backward_weight_split_reduction(rng):
 
 def test_backward_weight_splits_heuristic():
     # lenet.conv1: 1 block of output tiles, a 100k-long reduction -> split to fill the card (one
-    # wave of 3 64x64 blocks per SM)
-    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 396
+    # wave of 6 64x64 blocks per SM)
+    assert nb.backward_weight_splits((128, 32, 28, 28), (32, 1, 5, 5), 1) == 792
     # dcgan.d3 on 128x128 tiles (1 per SM): 18 output tiles -> 14 slices, 252 blocks in 2 waves (15
     # would begin a third)
     assert nb.backward_weight_splits((128, 256, 4, 4), (256, 128, 3, 3), 1, tile=K.TILE_128) == 14
     # few reduction steps: never slices shorter than 8 BK steps
     assert nb.backward_weight_splits((1, 4, 4, 4), (4, 4, 3, 3), 1) == 1
-    # resnet.c4: 144 output tiles -> 2 slices
-    assert nb.backward_weight_splits((32, 256, 14, 14), (256, 256, 3, 3), 1) == 2
+    # resnet.c4 on 64x64 tiles: 144 output tiles -> 5 slices
+    assert nb.backward_weight_splits((32, 256, 14, 14), (256, 256, 3, 3), 1) == 5
     # 576 output tiles already fill the card: no split
     assert nb.backward_weight_splits((32, 512, 7, 7), (512, 512, 3, 3), 1) == 1
 
@@ -216,9 +216,9 @@ def test_forward_and_backward_data_split_only_under_a_wave():
     """Pure Python: the default slices of forward / backward-data (conv._slices)."""
     from fastconv.backends.numba import conv
     t64 = K.TILE_64
-    assert conv._slices(None, 128, 1152, 1, t64) == 3        # 128 64x64 blocks, 396 fit the card
+    assert conv._slices(None, 128, 1152, 1, t64) == 6        # 128 64x64 blocks, 792 fit the card
     assert conv._slices(None, 32, 1152, 1, K.TILE_128) == 4  # dcgan.d3 forward: 32 128x128 blocks, 1 per SM
-    assert conv._slices(None, 392, 800, 1, t64) == 1         # lenet.conv2 forward fills the card
+    assert conv._slices(None, 400, 800, 1, t64) == 1         # over half a wave: no room for a second slice
     assert conv._slices(None, 4, 40, 1, t64) == 1            # reductions under 8 BK steps stay whole
     assert conv._slices(None, 1, 10**6, 65535, t64) == 1     # grid z has no room
     assert conv._slices(2, 10**4, 10, 1, t64) == 2           # an explicit count is kept

@@ -76,12 +76,14 @@ def test_empty_kernel_launches():
 
 
 def test_conv_tile_choice():
-    """Pure Python: the CUDA C family's choice over the numba tiles (8x8 per thread in the 128x128,
-    128x64 and 64x128 tiles): the largest tile whose rows the GEMM fills, 128x128 at most a quarter
-    wave or at least two waves of it; 32x128 for at most 32 rows, 64x64 for weight gradients of at
-    most 64 columns and the strided backward-data phases of at most 64 rows."""
-    assert K.TILE_128.tm == K.TILE_128.tn == 8 and K.TILE_64.tm == K.TILE_64.tn == 4
+    """Pure Python: the CUDA C family's choice (config.conv_tile) over the numba tiles, all 8x8 per
+    thread: the largest tile whose rows the GEMM fills, 128x128 at most a quarter wave or at least
+    two waves of it; 32x128 for at most 32 rows, 64x64 for weight gradients of at most 64 columns
+    (and of at most 64 rows), the strided backward-data phases of at most 64 rows on 64x128 (the
+    CUDA C family's BK-16 t64x128k16)."""
+    assert all(t.tm == t.tn == 8 for t in K.TILES)
     assert K.TILE_128X64.block == (8, 16, 1) and K.TILE_64X128.block == (16, 8, 1)
+    assert K.TILE_64.block == (8, 8, 1) and K.TILE_32.block == (16, 4, 1) and K.TILE_32.b_cols == 2
     assert K.conv_tile(256, 64 * 14 * 14, 1) is K.TILE_128X64     # resnet.c4 forward: 98 blocks of 128x128
     assert K.conv_tile(256, 32 * 14 * 14, 1) is K.TILE_128X64
     assert K.conv_tile(256, 128 * 4 * 4, 1) is K.TILE_128         # dcgan.d3 forward: 32 blocks, split-K fills
@@ -89,7 +91,7 @@ def test_conv_tile_choice():
     assert K.conv_tile(128, 128 * 263, 1) is K.TILE_128X64
     assert K.conv_tile(128, 128 * 132, 2) is K.TILE_128           # groups (and phases) count as blocks
     assert K.conv_tile(64, 10**6, 1) is K.TILE_64X128             # 64 rows: a 128 tile would idle half
-    assert K.conv_tile(64, 10**6, 4) is K.TILE_64                 # strided backward-data phases
+    assert K.conv_tile(64, 10**6, 4) is K.TILE_64X128             # strided backward-data phases (dcgan.d2)
     assert K.conv_tile(64, 1600, 1, wgrad=True) is K.TILE_64
     assert K.conv_tile(256, 2304, 1, wgrad=True) is K.TILE_128X64  # resnet.c4 weight gradient: 36 big blocks
     assert K.conv_tile(128, 1024, 1, wgrad=True) is K.TILE_128    # dcgan.d2 weight gradient: 8
@@ -97,7 +99,7 @@ def test_conv_tile_choice():
     assert K.conv_tile(32, 128 * 784, 1) is K.TILE_32             # lenet.conv1 forward: 32 filters
     assert K.conv_tile(1, 128 * 784, 1) is K.TILE_32              # its input gradient: 1 channel
     assert K.conv_tile(32, 25, 1, wgrad=True) is K.TILE_64        # its weight gradient: 25 columns
-    assert K.conv_tile(2, 16, 1) is K.TILE_64                     # under 128 columns
+    assert K.conv_tile(2, 16, 1) is K.TILE_32                     # under 128 columns too
     assert K.conv_tile(33, 10**6, 1) is K.TILE_64X128
 
 

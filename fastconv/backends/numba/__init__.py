@@ -7,8 +7,8 @@ The kernel bodies are plain Python; driver.py turns them into kernels.
 
 One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
 outputs; what the simulator tests call) and backend functions (the signatures of
-notes/INTERFACES.md): conv.py (kernels in conv_kernels.py and the conv_smallc* modules),
-activation.py, pool.py; tiles.py holds the block and tile sizes,
+notes/INTERFACES.md): conv.py (kernels in conv_kernels.py with their main loop in conv_gemm.py,
+and the conv_smallc* modules), activation.py, pool.py; tiles.py holds the block and tile sizes,
 driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
 Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
 this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under
@@ -17,17 +17,15 @@ run the same kernel bodies on the CPU.
 
 Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 
-- conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1 (conv_kernels.py):
-  implicit GEMM, one block per 64x64 output tile, BK-deep slices of both operands staged in two
-  shared buffers (loads of the next slice in flight while the current one is multiplied), each
-  of the 16 x 16 threads accumulating a 4x4 register tile (rows ty*4 + i, columns tx*4 + j, read
-  from 16-byte aligned shared tiles with one 16-byte load per operand and step); the _t128
-  kernels (conv2d_forward_t128_v1, ...) are the same bodies with 128x128 tiles and 8x8 per
-  thread (two 16-byte loads per operand and step), the _t128x64 and _t64x128 ones 128x64 and
-  64x128 tiles of 128 threads with 8x8 each, the _t32x128 ones 32x128 tiles (8 x 32 threads of
-  4x4) for GEMMs of at most 32 rows (few channels: lenet.conv1's 32 filters, its 1-channel input
-  gradient); tiles.conv_tile picks one as the CUDA C family does (the largest tile whose rows the
-  GEMM fills, split-K making up the wave). One main loop serves the three passes (conv_kernels._main_loop, with a loader per
+- conv2d_forward<tile>_v1, conv2d_backward_data<tile>_v1, conv2d_backward_weight<tile>_v1
+  (conv_kernels.py) for the tiles _t64x64, _t128 (128x128), _t32x128, _t128x64 and _t64x128:
+  implicit GEMM, one block per output tile, BK-deep slices of both operands staged in two shared
+  buffers (loads of the next slice in flight while the current one is multiplied), each thread
+  accumulating an 8x8 register tile (rows ty*8 + i, columns tx*8 + j, read from 16-byte aligned
+  shared tiles with two 16-byte loads per operand and step); 256 threads in 128x128, 128 in
+  128x64 and 64x128, 64 in 64x64 and 32x128 (each thread gathering two B columns there);
+  tiles.conv_tile takes the CUDA C family's choice (config.conv_tile: the largest tile whose rows the
+  GEMM fills, split-K making up the wave). One main loop serves the three passes (conv_gemm._main_loop, with a loader per
   pass). Loaders decode their indices once and then
   carry index digits (no division in the main loop), index math is 32-bit, and accumulators stay
   in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no

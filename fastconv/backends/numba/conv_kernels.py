@@ -1,5 +1,5 @@
-"""The numba implicit-GEMM conv kernels: one main loop, one loader and one kernel factory per pass,
-each built for every tile of tiles.TILES.
+"""The numba implicit-GEMM conv kernels: one loader and one kernel factory per pass, each built for
+every tile of tiles.TILES around the main loop of conv_gemm.py.
 
 Every kernel runs main_loop over its slice [k_begin, k_end) of the reduction (split-K: blockIdx.z
 carries the slice), with two shared buffers per operand and one barrier per BK-deep step: step j
@@ -14,111 +14,16 @@ Kernel names: conv2d_<pass><tile.suffix>_v1.
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32, uint32
+from numba import cuda, float32, int32
 
-from .driver import SIMULATOR
-from .tiles import (BK, PAD, TILES, _digits_advance, _digits_init, _digits_split,
-                    make_tile_fma)
-
-# shared tiles 16-byte aligned, so that tile_fma reads runs of 4 floats with vector loads (the
-# simulator refuses the argument; it has no vector loads either)
-SHARED_ALIGN = None if SIMULATOR else 16
-
-
-def _main_loop(tile, load):
-    """Device function main_loop(acc, k_begin, k_end, ops, st, ar, a_st, b_st, b_ls) for ``tile``:
-    acc (tm x tn, zeroed here) = this thread's share of A[:, k_begin:k_end] @ B[k_begin:k_end, :],
-    with load(va, vb, k0, k_end, ops, st, ar) filling the registers of slice k0 (zero where out of
-    range). Register l of A goes to shared offset a_st + l*(tile.threads//BK), of B to b_st + l*b_ls."""
-    tm, tn, a_loads, b_loads = tile.tm, tile.tn, tile.a_loads, tile.b_loads
-    a_buf, b_buf = BK * (tile.bm + PAD), BK * (tile.bn + PAD)
-    a_size, b_size = 2 * a_buf, 2 * b_buf
-    a_ls = tile.threads // BK
-    tile_fma = make_tile_fma(tile)
-
-    @cuda.jit(device=True, inline="always")
-    def main_loop(acc, k_begin, k_end, ops, st, ar, a_st, b_st, b_ls):
-        As = cuda.shared.array(a_size, float32, alignment=SHARED_ALIGN)
-        Bs = cuda.shared.array(b_size, float32, alignment=SHARED_ALIGN)
-        va = cuda.local.array(a_loads, float32)
-        vb = cuda.local.array(b_loads, float32)
-        tx = int32(cuda.threadIdx.x)
-        ty = int32(cuda.threadIdx.y)
-        for i in range(tm):
-            for j in range(tn):
-                acc[i, j] = 0.0
-        k0 = int32(k_begin)
-        cur_a = int32(0)  # offsets of the buffers being filled; the other one (a_buf - cur_a) is multiplied
-        cur_b = int32(0)
-        while True:
-            more = k0 < k_end
-            if more:
-                load(va, vb, k0, k_end, ops, st, ar)
-            if k0 > k_begin:
-                tile_fma(As, Bs, acc, ty, tx, int32(a_buf - cur_a), int32(b_buf - cur_b))
-            if not more:
-                break
-            for l in range(a_loads):
-                As[int32(cur_a + a_st + l * a_ls)] = va[l]
-            for l in range(b_loads):
-                Bs[int32(cur_b + b_st + l * b_ls)] = vb[l]
-            cuda.syncthreads()
-            cur_a = int32(a_buf - cur_a)
-            cur_b = int32(b_buf - cur_b)
-            k0 = int32(k0 + BK)
-    return main_loop
-
-
-def _thread(tile):
-    """Device function thread() -> (tx, ty, the thread's A row / reduction index a_m, a_kk, its B
-    column / reduction index b_col, b_kk when B is loaded column-wise across the tile, the block's
-    first row m0 and column n0)."""
-    bm, bn, tx_threads = tile.bm, tile.bn, tile.tx_threads
-
-    @cuda.jit(device=True, inline="always")
-    def thread():
-        tx = int32(cuda.threadIdx.x)
-        ty = int32(cuda.threadIdx.y)
-        tid = int32(ty * tx_threads + tx)
-        return (tx, ty, tid // BK, tid % BK, tid % bn, tid // bn, int32(cuda.blockIdx.y) * bm,
-                int32(cuda.blockIdx.x) * bn)
-    return thread
-
-
-@cuda.jit(device=True, inline="always")
-def _load(a, i, ok):
-    """a[i] where ok, else 0 (a[i] is then not read)."""
-    if ok:
-        return a[i]
-    return float32(0.0)
-
-
-@cuda.jit(device=True, inline="always")
-def _inside(h, h_n, w, w_n):
-    """(h, w) lies in an h_n x w_n plane: one unsigned compare per side (a negative int32 is
-    above every plane size as uint32)."""
-    return uint32(h) < uint32(h_n) and uint32(w) < uint32(w_n)
-
-
-@cuda.jit(device=True, inline="always")
-def _per_group(k_out, c_in, r_k, s_k, groups):
-    """(output channels, input channels per group, filter taps R*S)."""
-    return int32(k_out // groups), int32(c_in // groups), int32(r_k * s_k)
-
-
-@cuda.jit(device=True, inline="always")
-def _split(z, splits, chunk, kred):
-    """(group, split, k_begin, k_end) of a block whose blockIdx.z is group*splits + split."""
-    g = int32(z // splits)
-    split = int32(z - g * splits)
-    k_begin = int32(split * chunk)
-    return g, split, k_begin, int32(min(kred, k_begin + chunk))
+from .conv_gemm import _columns, _gather, _inside, _load, _main_loop, _per_group, _split, _thread
+from .tiles import BK, PAD, TILES, _digits_advance, _digits_init, _digits_split
 
 
 def _forward(tile):
-    bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
-    b_step = tile.threads // bn
-    thread = _thread(tile)
+    bm, bn, tm, tn, threads = tile.bm, tile.bn, tile.tm, tile.tn, tile.threads
+    b_rows, b_cols, b_step = tile.b_rows, tile.b_cols, tile.b_step
+    thread, columns = _thread(tile), _columns(tile)
     main_loop = _main_loop(tile, _forward_loader(tile))
 
     def kernel(y, x, w, b, has_bias, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out,
@@ -139,21 +44,26 @@ def _forward(tile):
         g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, kred)
         pq = int32(p_out * q_out)
         ncols = int32(n_img * pq)
-        # the column this thread loads is fixed: decode (n, p, q) once
-        col = n0 + b_col
-        bn_, bp, bq = _digits_split(col, pq, q_out)
-        # each B load's reduction index walks by BK: its (c, r, s) digits are carried, not divided
-        bc = cuda.local.array(b_loads, int32)
-        br = cuda.local.array(b_loads, int32)
-        bs = cuda.local.array(b_loads, int32)
-        for l in range(b_loads):
+        # the columns this thread loads are fixed: decode (n, p, q) once per column into its image
+        # offset and window corner (col_ok: the column is inside the GEMM)
+        col_ok = cuda.local.array(b_cols, int32)
+        x_img = cuda.local.array(b_cols, int32)
+        h_base = cuda.local.array(b_cols, int32)
+        w_base = cuda.local.array(b_cols, int32)
+        columns(col_ok, x_img, h_base, w_base, n0 + b_col, ncols, pq, q_out, int32(c_in * h_in * w_in),
+                int32(g * cg * h_in * w_in), sh, -ph, sw, -pw)
+        # each B row's reduction index walks by BK: its (c, r, s) digits are carried, not divided
+        bc = cuda.local.array(b_rows, int32)
+        br = cuda.local.array(b_rows, int32)
+        bs = cuda.local.array(b_rows, int32)
+        for l in range(b_rows):
             _digits_init(k_begin + b_kk + l * b_step, rs, s_k, bc, br, bs, l)
         dc, dr, ds = _digits_split(BK, rs, s_k)
-        st = (int32(kg - m0 - a_m), a_kk, int32((g * kg + m0 + a_m) * kred + a_kk), kred, col < ncols, b_kk,
-              int32((bn_ * c_in + g * cg) * h_in * w_in), int32(bp * sh - ph), int32(bq * sw - pw), h_in, w_in,
-              dh, dw, r_k, s_k, dc, dr, ds)
-        main_loop(acc, k_begin, k_end, (w, x), st, (bc, br, bs), int32(a_kk * (bm + PAD) + a_m),
-                  int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)))
+        st = (int32(kg - m0 - a_m), a_kk, int32((g * kg + m0 + a_m) * kred + a_kk), kred, b_kk,
+              int32(h_in * w_in), h_in, w_in, dh, dw, r_k, s_k, dc, dr, ds)
+        main_loop(acc, k_begin, k_end, (w, x), st, (bc, br, bs, col_ok, x_img, h_base, w_base),
+                  int32(a_kk * (bm + PAD) + a_m), int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)),
+                  int32(threads))
         # output offsets of this thread's columns first (-1: past the last column), so that the
         # loop over acc is a plain unrolled one and acc stays in registers
         y_col = cuda.local.array(tn, int32)
@@ -177,33 +87,29 @@ def _forward(tile):
 def _forward_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of the forward pass: A = the weights
     w[g*Kg + m, (c, r, s)] (contiguous along the reduction), B = the im2col gather of x, each B
-    load's (c, r, s) digits carried."""
-    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, tile.threads // BK, tile.threads // tile.bn
+    row's (c, r, s) digits carried and shared by the thread's b_cols columns."""
+    a_loads, a_step, gather = tile.a_loads, tile.threads // BK, _gather(tile)
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
         w, x = ops
-        a_rows, a_kk, w_row, kred, col_ok, b_kk, x_img, h_base, w_base, h_in, w_in, dh, dw, r_k, s_k, dc, dr, ds = st
-        bc, br, bs = ar
+        a_rows, a_kk, w_row, kred, b_kk, hw, h_in, w_in, dh, dw, r_k, s_k, dc, dr, ds = st
+        bc, br, bs, col_ok, x_img, h_base, w_base = ar
         a_ok = int32(k0 + a_kk) < k_end
         for l in range(a_loads):
             # A: weights, contiguous along the reduction
-            va[l] = _load(w, int32(w_row + l * a_step * kred + k0), int32(l * a_step) < a_rows and a_ok)
-        for l in range(b_loads):
-            # B: im2col gather of x
-            hh = int32(h_base + br[l] * dh)
-            ww = int32(w_base + bs[l] * dw)
-            vb[l] = _load(x, int32(x_img + (bc[l] * h_in + hh) * w_in + ww),
-                          col_ok and int32(k0 + b_kk + l * b_step) < k_end and _inside(hh, h_in, ww, w_in))
-            _digits_advance(bc, br, bs, l, dc, dr, ds, r_k, s_k)
+            va[l] = _load(w, int32(w_row + l * a_step * kred + k0), (int32(l * a_step) < a_rows) & a_ok)
+        # B: im2col gather of x
+        gather(vb, x, k0, k_end, b_kk, (bc, br, bs), (hw, dh, dw), (dc, dr, ds), (r_k, s_k),
+               (col_ok, x_img, h_base, w_base), (h_in, w_in))
     return load
 
 
 def _backward_data(tile):
-    bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
-    digits = b_loads + 1  # index-digit slots: one per B load, then the A loads' (one reduction index)
-    b_step = tile.threads // bn
-    thread = _thread(tile)
+    bm, bn, tm, tn, threads = tile.bm, tile.bn, tile.tm, tile.tn, tile.threads
+    b_rows, b_cols, b_step = tile.b_rows, tile.b_cols, tile.b_step
+    digits = b_rows + 1  # index-digit slots: one per B row, then the A loads' (one reduction index)
+    thread, columns = _thread(tile), _columns(tile)
     main_loop = _main_loop(tile, _backward_data_loader(tile))
 
     def kernel(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out, sh, sw, ph, pw, dh, dw, groups,
@@ -229,25 +135,30 @@ def _backward_data(tile):
         pq = int32(p_out * q_out)
         tt = int32(ht * wt)
         ncols = int32(n_img * tt)
-        # the column this thread loads is fixed: decode (n, th, tw) once
-        col = n0 + b_col
-        bn_, bth, btw = _digits_split(col, tt, wt)
+        # the columns this thread loads are fixed: decode (n, th, tw) once per column into its dy
+        # image offset and the dy position of tap (0, 0) (col_ok: the column is inside the GEMM)
+        col_ok = cuda.local.array(b_cols, int32)
+        dy_img = cuda.local.array(b_cols, int32)
+        p_base = cuda.local.array(b_cols, int32)
+        q_base = cuda.local.array(b_cols, int32)
+        columns(col_ok, dy_img, p_base, q_base, n0 + b_col, ncols, tt, wt, int32(k_out * pq), int32(g * kg * pq),
+                1, pbase, 1, qbase)
         # reduction digits (k, i, j) carried by BK per step (radices kept >= 1 for a phase no tap
-        # reaches: its loop does not run); slots 0..b_loads-1 for the B loads, slot b_loads for A's
+        # reaches: its loop does not run); slots 0..b_rows-1 for the B rows, slot b_rows for A's
         ij_r = max(ij, 1)
         sj_r = max(sj, 1)
         bk = cuda.local.array(digits, int32)
         bi = cuda.local.array(digits, int32)
         bj = cuda.local.array(digits, int32)
-        for l in range(b_loads):
+        for l in range(b_rows):
             _digits_init(k_begin + b_kk + l * b_step, ij_r, sj_r, bk, bi, bj, l)
-        _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, b_loads)
+        _digits_init(k_begin + a_kk, ij_r, sj_r, bk, bi, bj, b_rows)
         dk, di, dj = _digits_split(BK, ij_r, sj_r)
         st = (int32(cg - m0 - a_m), a_kk, int32((g * kg * cg + m0 + a_m) * rs + r0 * s_k + s0), int32(cg * rs),
-              int32(rstep * s_k), sstep, rs, col < ncols, b_kk, int32((bn_ * k_out + g * kg) * pq),
-              int32(bth + pbase), int32(btw + qbase), pstep, qstep, p_out, q_out, pq, ri, sj, dk, di, dj)
-        main_loop(acc, k_begin, k_end, (w, dy), st, (bk, bi, bj), int32(a_kk * (bm + PAD) + a_m),
-                  int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)))
+              int32(rstep * s_k), sstep, rs, b_kk, int32(-pstep), int32(-qstep), p_out, q_out, pq, ri, sj, dk, di, dj)
+        main_loop(acc, k_begin, k_end, (w, dy), st, (bk, bi, bj, col_ok, dy_img, p_base, q_base),
+                  int32(a_kk * (bm + PAD) + a_m), int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)),
+                  int32(threads))
         base = int32(split * n_img * c_in * hw)
         for j in range(tn):
             col = int32(n0 + tx * tn + j)
@@ -264,35 +175,32 @@ def _backward_data(tile):
 
 def _backward_data_loader(tile):
     """Device function load(va, vb, k0, k_end, ops, st, ar) of one backward-data stride phase:
-    A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``b_loads``), B = dy
-    at the output position tap (i, j) reads for column (n, th, tw)."""
-    a_loads, b_loads, a_step, b_step = tile.a_loads, tile.b_loads, tile.threads // BK, tile.threads // tile.bn
+    A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``b_rows``), B = dy
+    at the output position tap (i, j) reads for column (n, th, tw), each B row's digits shared by
+    the thread's b_cols columns."""
+    a_loads, a_step, b_rows, gather = tile.a_loads, tile.threads // BK, tile.b_rows, _gather(tile)
 
     @cuda.jit(device=True, inline="always")
     def load(va, vb, k0, k_end, ops, st, ar):
         w, dy = ops
-        a_rows, a_kk, w_img, w_k, w_i, sstep, rs, col_ok, b_kk, dy_img, p_base, q_base, pstep, qstep, \
-            p_out, q_out, pq, ri, sj, dk, di, dj = st
-        bk, bi, bj = ar
+        a_rows, a_kk, w_img, w_k, w_i, sstep, rs, b_kk, m_pstep, m_qstep, p_out, q_out, pq, ri, sj, dk, di, dj = st
+        bk, bi, bj, col_ok, dy_img, p_base, q_base = ar
         a_ok = int32(k0 + a_kk) < k_end
-        # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep], the A digits in slot b_loads
-        a_off = int32(w_img + int32(bk[b_loads] * w_k) + int32(bi[b_loads] * w_i) + int32(bj[b_loads] * sstep))
-        _digits_advance(bk, bi, bj, b_loads, dk, di, dj, ri, sj)
+        # A: w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep], the A digits in slot b_rows
+        a_off = int32(w_img + int32(bk[b_rows] * w_k) + int32(bi[b_rows] * w_i) + int32(bj[b_rows] * sstep))
+        _digits_advance(bk, bi, bj, b_rows, dk, di, dj, ri, sj)
         for l in range(a_loads):
-            va[l] = _load(w, int32(a_off + l * a_step * rs), int32(l * a_step) < a_rows and a_ok)
-        for l in range(b_loads):
-            # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw)
-            p = int32(p_base - bi[l] * pstep)
-            q = int32(q_base - bj[l] * qstep)
-            vb[l] = _load(dy, int32(dy_img + bk[l] * pq + p * q_out + q),
-                          col_ok and int32(k0 + b_kk + l * b_step) < k_end and _inside(p, p_out, q, q_out))
-            _digits_advance(bk, bi, bj, l, dk, di, dj, ri, sj)
+            va[l] = _load(w, int32(a_off + l * a_step * rs), (int32(l * a_step) < a_rows) & a_ok)
+        # B: dy at the output position tap (i, j) of this phase reads for column (n, th, tw): row
+        # th + pbase - i*pstep, column tw + qbase - j*qstep
+        gather(vb, dy, k0, k_end, b_kk, (bk, bi, bj), (pq, m_pstep, m_qstep), (dk, di, dj), (ri, sj),
+               (col_ok, dy_img, p_base, q_base), (p_out, q_out))
     return load
 
 
 def _backward_weight(tile):
     bm, bn, tm, tn, b_loads = tile.bm, tile.bn, tile.tm, tile.tn, tile.b_loads
-    a_step = tile.threads // BK
+    a_step, b_ls = tile.threads // BK, tile.b_cols * tile.threads // BK
     thread = _thread(tile)
     main_loop = _main_loop(tile, _backward_weight_loader(tile))
 
@@ -334,8 +242,9 @@ def _backward_weight(tile):
         st = (int32(kg - m0 - a_m), int32(ncols - n0 - a_m), a_kk, int32((g * kg + m0 + a_m) * pq),
               int32(k_out * pq), int32(c_in * h_in * w_in), pq, sh, sw, ph, pw, h_in, w_in, p_out, q_out, dn, dp, dq)
         a_st = int32(a_kk * (bm + PAD) + a_m)
+        # B register l*b_cols + j holds column a_m + (l*b_cols + j)*a_step
         main_loop(acc, k_begin, k_end, (dy, x), st, (nd, pd, qd, cr, cs, x_col), a_st,
-                  int32(a_kk * (bn + PAD) + a_m), int32(a_step))
+                  int32(a_kk * (bn + PAD) + a_m), int32(b_ls), int32(a_step))
         base = int32(split * k_out * ncols)
         for i in range(tm):
             m = int32(m0 + ty * tm + i)
@@ -369,18 +278,18 @@ def _backward_weight_loader(tile):
         x_off = int32(n * x_n + h0 * w_in + w0)
         _digits_advance(nd, pd, qd, 0, dn, dp, dq, p_out, q_out)
         for l in range(a_loads):
-            va[l] = _load(dy, int32(dy_off + l * a_step * pq), int32(l * a_step) < a_rows and kr_ok)
+            va[l] = _load(dy, int32(dy_off + l * a_step * pq), (int32(l * a_step) < a_rows) & kr_ok)
         for l in range(b_loads):
-            vb[l] = _load(x, int32(x_off + x_col[l]), int32(l * a_step) < b_cols and kr_ok
-                          and _inside(int32(h0 + cr[l]), h_in, int32(w0 + cs[l]), w_in))
+            vb[l] = _load(x, int32(x_off + x_col[l]), (int32(l * a_step) < b_cols) & kr_ok
+                          & _inside(int32(h0 + cr[l]), h_in, int32(w0 + cs[l]), w_in))
     return load
 
 
 # module-level names: driver.launch finds kernel bodies by name
 TILE_64, TILE_128, TILE_32, TILE_128X64, TILE_64X128 = TILES
-conv2d_forward_v1 = _forward(TILE_64)
-conv2d_backward_data_v1 = _backward_data(TILE_64)
-conv2d_backward_weight_v1 = _backward_weight(TILE_64)
+conv2d_forward_t64x64_v1 = _forward(TILE_64)
+conv2d_backward_data_t64x64_v1 = _backward_data(TILE_64)
+conv2d_backward_weight_t64x64_v1 = _backward_weight(TILE_64)
 conv2d_forward_t128_v1 = _forward(TILE_128)
 conv2d_backward_data_t128_v1 = _backward_data(TILE_128)
 conv2d_backward_weight_t128_v1 = _backward_weight(TILE_128)

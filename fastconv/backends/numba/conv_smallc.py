@@ -20,7 +20,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32, uint64
 
 from ..cuda.config import SMALLC, SMALLC_BWD_SMEM, SMALLC_BWD_WS, SMALLC_FWD_SMEM, SMALLC_KT
-from .conv_kernels import SHARED_ALIGN, _inside, _load, _per_group
+from .conv_gemm import SHARED_ALIGN, _inside, _load, _per_group
 from .tiles import _digits_advance, _digits_split
 
 STAGE_BATCH = 4   # loads in flight per thread while staging a tile (a load-store chain per element stalls)

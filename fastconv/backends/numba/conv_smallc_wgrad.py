@@ -5,7 +5,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32, uint64
 
 from ..cuda.config import SMALLC_WGRAD_PITCH, SMALLC_WGRAD_SMEM, SMALLC_WGRAD_THREADS
-from .conv_kernels import SHARED_ALIGN, _load, _per_group
+from .conv_gemm import SHARED_ALIGN, _load, _per_group
 from .conv_smallc import STAGE_BATCH, _stage, _stage_digits
 
 FILTERS = 32        # filters per block (grid y: chunks of them); the dy tile holds 32 per pixel

@@ -74,9 +74,9 @@ _POOL = "n" * 11  # planes, h, w, p, q, kh, kw, sh, sw, ph, pw
 
 _PARAMS = {
     "empty_v1": "fn",
-    "conv2d_forward_v1": "ffff" + "n" + _GEOM + "nn",  # + splits, chunk
-    "conv2d_backward_data_v1": "fff" + _GEOM + "n" * 14 + "nn",  # + one phase of tiles.bwd_phases
-    "conv2d_backward_weight_v1": "fff" + _GEOM + "nn",
+    "conv2d_forward_t64x64_v1": "ffff" + "n" + _GEOM + "nn",  # + splits, chunk
+    "conv2d_backward_data_t64x64_v1": "fff" + _GEOM + "n" * 14 + "nn",  # + one phase of tiles.bwd_phases
+    "conv2d_backward_weight_t64x64_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_t128_v1": "ffff" + "n" + _GEOM + "nn",
     "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n" * 14 + "nn",
     "conv2d_backward_weight_t128_v1": "fff" + _GEOM + "nn",

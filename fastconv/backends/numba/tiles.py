@@ -1,8 +1,8 @@
 """Block and tile sizes shared by the numba kernels and their launchers; the conv GEMM tiles (64x64,
-128x128, 32x128, 128x64 and 64x128) with their choice and register-tile FMA, the small-channel
-kernels' tiles (smallc_tile), the division-free index digits of the conv loaders and pooling kernels, the 32-bit grid-stride
-loop, the backward-data stride phases, the grid and split-K of the implicit-GEMM conv kernels and
-their geometry argument list.
+128x128, 32x128, 128x64 and 64x128, 8x8 outputs per thread) with their choice and register-tile
+FMA, the small-channel kernels' tiles (smallc_tile), the division-free index digits of the conv
+loaders and pooling kernels, the 32-bit grid-stride loop, the backward-data stride phases, the
+grid and split-K of the implicit-GEMM conv kernels and their geometry argument list.
 """
 
 from __future__ import annotations
@@ -82,14 +82,31 @@ class Tile(NamedTuple):
         """Elements of B (BK x bn) one thread stages per BK slice."""
         return self.bn * BK // self.threads
 
+    @property
+    def b_cols(self):
+        """B columns one thread gathers in forward / backward-data: columns tid + j*threads (j <
+        b_cols), more than one where the tile has fewer threads than columns."""
+        return max(1, self.bn // self.threads)
 
-TILE_64 = Tile(64, 64, 4, 4, "", 3)              # 4x4 outputs per thread: small GEMMs keep more blocks busy
+    @property
+    def b_step(self):
+        """Reduction rows between one thread's B gathers in forward / backward-data (it gathers
+        rows tid // bn + l*b_step, l < b_rows, of each of its columns)."""
+        return max(1, self.threads // self.bn)
+
+    @property
+    def b_rows(self):
+        return self.b_loads // self.b_cols
+
+
+TILE_64 = Tile(64, 64, 8, 8, "_t64x64", 6)        # 8x8 per thread, 64 threads: weight gradients of <= 64 columns
 
 
 TILE_128 = Tile(128, 128, 8, 8, "_t128", 1)      # 8x8 outputs per thread: half the shared traffic per FMA
 
 
-TILE_32 = Tile(32, 128, 4, 4, "_t32x128", 2)     # GEMMs of at most 32 rows (few channels): 64-row tiles idle half
+TILE_32 = Tile(32, 128, 8, 8, "_t32x128", 5)     # 8x8 per thread, 64 threads (2 B columns each): <= 32 rows
+#                                                   (5 per SM: its backward-weight takes 183 registers)
 
 
 TILE_128X64 = Tile(128, 64, 8, 8, "_t128x64", 3)   # 8x8 per thread, 128 threads: GEMMs of > 64 rows
@@ -103,24 +120,17 @@ TILES = (TILE_64, TILE_128, TILE_32, TILE_128X64, TILE_64X128)
 
 for _t in TILES:
     assert _t.tm % VEC == 0 and _t.tn % VEC == 0 and _t.threads % BK == 0
-    assert _t.a_loads * _t.threads == _t.bm * BK and _t.b_loads * _t.threads == _t.bn * BK and _t.threads % _t.bn == 0
+    assert _t.a_loads * _t.threads == _t.bm * BK and _t.b_loads * _t.threads == _t.bn * BK
+    assert _t.threads % _t.bn == 0 or _t.bn % _t.threads == 0
 
 
 def conv_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
     """Tile of a conv GEMM of rows x cols, z times (groups x phases); ``wgrad``: a backward-weight
-    (cols = Cg*R*S, the short side). The CUDA C family's choice (config.conv_tile, swept on an H200:
-    the largest tile whose rows the GEMM fills, split-K making up the wave) over the tiles here:
-    64x64 for a backward-weight of at most 64 columns; 32x128 for at most 32 rows (64x64 under 128
-    columns); for at most 64 rows 64x64 (backward-weight, strided backward-data phases) or 64x128;
-    else 128x128 when its blocks make at most a quarter wave or at least two waves, 128x64 between."""
-    if wgrad and cols <= 64:
-        return TILE_64
-    if rows <= 32:
-        return TILE_32 if cols >= 128 else TILE_64
-    if rows <= 64:
-        return TILE_64 if wgrad or z > 1 else TILE_64X128
-    big = TILE_128.blocks(rows, cols) * z
-    return TILE_128 if 4 * big <= WAVE_BLOCKS or big >= 2 * WAVE_BLOCKS else TILE_128X64
+    (cols = Cg*R*S, the short side). The CUDA C family's choice (config.conv_tile on WAVE_BLOCKS
+    SMs) mapped by its BM x BN to the tile here of the same shape, else the nearest one (its BK-16
+    t64x128k16 of the strided backward-data phases to 64x128)."""
+    bm, bn = _cfg.tile_spec(_cfg.conv_tile(rows, cols, WAVE_BLOCKS, z, wgrad=wgrad))[:2]
+    return min(TILES, key=lambda t: abs(t.bm - bm) + abs(t.bn - bn))
 
 
 SMALLC_PASSES = ("forward", "backward_data", "backward_weight")

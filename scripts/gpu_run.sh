@@ -22,7 +22,7 @@
 #   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
 # (gans, recipe and augment need FASTCONV_DATA; they time nothing, so they run side by side: augment beside
 # gpu_tests, before the timed steps; gans and recipe after them). SWEEP_ARGS="--rows lenet.conv1" narrows
-# the sweep. PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch).
+# the sweep (a later --budget-s in it wins; SWEEP_TIMEOUT, default 120 s, bounds the step). PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastconv_gpu_out}
@@ -56,8 +56,8 @@ want augment && { step augment 200 augment.log "$PY" benchmarks/augment_table.py
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
 want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
 wait  # augment, before anything is timed
-want conv && step conv 90 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
-want sweep && step sweep 120 sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
+want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
+want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs

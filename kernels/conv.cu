@@ -37,7 +37,7 @@
 //       over the block's warps; only the taps of the phase), conv2d_backward_weight_smallc_v1 (slices
 //       of (image, rows) per block, 16 filters x 4 taps per thread, partial dw per block summed by
 //       conv2d_splitk_reduce_v2). All fp32, also under the tf32 setting (they are bound by memory
-//       traffic). Tiles: fastconv/backends/cuda/config.py smallc_*.
+//       traffic). Tiles: fastconv/backends/cuda/smallc_config.py smallc_*.
 //   The conv bias gradient is in bias.cu.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
@@ -47,7 +47,7 @@
 #include "conv_index.cuh"
 #include "conv_gemm.cuh"
 
-// The small-channel kernels' limits, mirrored by fastconv/backends/cuda/config.py (tests compare them).
+// The small-channel kernels' limits, mirrored by fastconv/backends/cuda/smallc_config.py (tests compare them).
 #define CONV_SMALLC 32               // C/G*R*S limit
 #define CONV_SMALLC_KT 8             // filters per thread (forward, backward-weight)
 #define CONV_SMALLC_FWD_SMEM 2048    // floats of the forward's staged input tile
@@ -268,7 +268,7 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
 
 // ---------------------------------------------------------------------------------------------
 // small-channel kernels (C/G*R*S <= CONV_SMALLC). Their tiles are chosen by
-// fastconv/backends/cuda/config.py smallc_*_tile so that the staged tiles fit the shared arrays below.
+// fastconv/backends/cuda/smallc_config.py smallc_*_tile so that the staged tiles fit the shared arrays below.
 
 // Row pitch of a staged tile: >= iw and = 1 (mod 4). A warp's quads (4 adjacent outputs, 4*stride
 // floats apart along a row) then start in a different bank on each of 4 consecutive tile rows, so a

@@ -37,6 +37,7 @@ import pytest
 from conv_sass import inner_loops, main_loop
 from cuda_build import build_cubin, find_tool, opcodes, sass_functions
 from fastconv.backends.cuda import config as cfg
+from fastconv.backends.cuda import smallc_config as scfg
 from fastconv.backends.cuda import wgrad_config as wcfg
 from fastconv.backends.cuda import loader
 
@@ -209,8 +210,8 @@ def test_small_channel_constants_match_the_kernels():
     defines = {k: int(v) for k, v in re.findall(r"^#define CONV_(SMALLC\w*) (\d+)", text, re.M)}
     mirrored = ("SMALLC", "SMALLC_KT", "SMALLC_FWD_SMEM", "SMALLC_BWD_SMEM", "SMALLC_BWD_WS", "SMALLC_WGRAD_SMEM",
                 "SMALLC_WGRAD_PITCH")
-    assert {k: defines.get(k) for k in mirrored} == {k: getattr(cfg, k) for k in mirrored}
-    assert _launch_bounds("conv2d_backward_weight_smallc_v1")[0] == cfg.SMALLC_WGRAD_THREADS
+    assert {k: defines.get(k) for k in mirrored} == {k: getattr(scfg, k) for k in mirrored}
+    assert _launch_bounds("conv2d_backward_weight_smallc_v1")[0] == scfg.SMALLC_WGRAD_THREADS
 
 
 def test_tile_table_matches_the_kernels():

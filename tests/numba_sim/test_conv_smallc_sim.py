@@ -69,7 +69,7 @@ def test_backward_weight_smallc_several_slices_per_block(rng):
 
 def test_smallc_tile_choice():
     """Pure Python: the shapes the small-channel kernels serve and their tiles, the CUDA C family's
-    (config.smallc_*_tile) for C/G*R*S <= config.SMALLC."""
+    (config.smallc_*_tile) for C/G*R*S <= smallc_config.SMALLC."""
     one = ((1, 1), (2, 2), (1, 1), 1)
     lenet1 = K._conv_geometry((128, 1, 28, 28), (32, 1, 5, 5), *one)
     assert [K.smallc_tile(p, lenet1) for p in K.SMALLC_PASSES] == [(4, 7), (4, 7, 8), 7]

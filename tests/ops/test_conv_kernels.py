@@ -15,6 +15,7 @@ import fastconv
 import oracle as ref
 from fastconv import emu, ops
 from fastconv.backends.cuda import config as cfg
+from fastconv.backends.cuda import smallc_config as scfg
 from fastconv.backends.cuda import wgrad_config as wcfg
 from fastconv.testing import F32_TOL, assert_close, tf32_bound
 
@@ -199,23 +200,23 @@ def test_small_channel_tiles():
     """The tile functions of the small-channel kernels (pure; the kernels' staging relies on them)."""
     s1, d1 = (1, 1), (1, 1)
     # lenet.conv1 at batch 128: 7 quads x 4 rows (28 of 32 lanes), 8 x 33 floats of input
-    assert cfg.smallc_forward_tile(1, 28, 28, 5, 5, s1, d1) == (4, 7)
+    assert scfg.smallc_forward_tile(1, 28, 28, 5, 5, s1, d1) == (4, 7)
     # backward-data: 4 pairs of rows x 7 quads (lanes of 2 x 4 pixels), 4 chunks of 8 filters
-    assert cfg.smallc_backward_data_tile(32, 28, 28, 5, 5, s1, d1) == (4, 7, 8)
-    assert cfg.smallc_backward_weight_tile(1, 28, 28, 5, 5, s1, d1) == 7
-    assert cfg.smallc_backward_weight_splits(128 * 4, 1, 132, 800) == (256, 2)
-    assert cfg.smallc_backward_weight_splits(3, 1, 132, 800) == (3, 1)
-    assert cfg.smallc_backward_weight_splits(10, 4, 1, 800) == (1, 10)
-    assert cfg.smallc_backward_weight_splits(9, 1, 2, 800) == (3, 3)
-    assert cfg.smallc_backward_weight_splits(512, 1, 132, 2**22) == (4, 128)   # partials capped at 2^24 floats
-    assert cfg.smallc_forward_tile(1, 3, 300, 1, 1, s1, d1) == (1, 25)   # 75 quads a row: 3 tiles of 25
+    assert scfg.smallc_backward_data_tile(32, 28, 28, 5, 5, s1, d1) == (4, 7, 8)
+    assert scfg.smallc_backward_weight_tile(1, 28, 28, 5, 5, s1, d1) == 7
+    assert scfg.smallc_backward_weight_splits(128 * 4, 1, 132, 800) == (256, 2)
+    assert scfg.smallc_backward_weight_splits(3, 1, 132, 800) == (3, 1)
+    assert scfg.smallc_backward_weight_splits(10, 4, 1, 800) == (1, 10)
+    assert scfg.smallc_backward_weight_splits(9, 1, 2, 800) == (3, 3)
+    assert scfg.smallc_backward_weight_splits(512, 1, 132, 2**22) == (4, 128)   # partials capped at 2^24 floats
+    assert scfg.smallc_forward_tile(1, 3, 300, 1, 1, s1, d1) == (1, 25)   # 75 quads a row: 3 tiles of 25
     # a tile whose input does not fit shared memory: the GEMM core runs instead
-    assert cfg.smallc_forward_tile(1, 9, 9, 5, 5, s1, (60, 60)) is None
-    assert cfg.smallc_backward_data_tile(4, 300, 300, 5, 5, s1, (60, 60)) is None
-    assert cfg.smallc_backward_weight_tile(1, 8, 300, 1, 1, s1, d1) is None
-    assert cfg.smallc_pitch(32) == 33 and cfg.smallc_pitch(33) == 33 and cfg.smallc_pitch(34) == 37
+    assert scfg.smallc_forward_tile(1, 9, 9, 5, 5, s1, (60, 60)) is None
+    assert scfg.smallc_backward_data_tile(4, 300, 300, 5, 5, s1, (60, 60)) is None
+    assert scfg.smallc_backward_weight_tile(1, 8, 300, 1, 1, s1, d1) is None
+    assert scfg.smallc_pitch(32) == 33 and scfg.smallc_pitch(33) == 33 and scfg.smallc_pitch(34) == 37
     with pytest.raises(ValueError, match="smallc_backward_weight_splits: got slices=0"):
-        cfg.smallc_backward_weight_splits(0, 1, 132, 800)
+        scfg.smallc_backward_weight_splits(0, 1, 132, 800)
 
 
 def test_backward_weight_direct(cp):

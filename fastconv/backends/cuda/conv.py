@@ -1,11 +1,13 @@
-"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu): conv2d forward (bias and activation fused), backward data
-(phase-decomposed), backward weight, bias. Tile, grid and split-K come from ``config``.
+"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu): conv2d forward (bias and activation
+fused), backward data (phase-decomposed), backward weight, bias. Tile, grid and split-K come from
+``config``.
 
 Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels):
-- C/G*R*S <= config.SMALLC and no ``conv_tile`` forced: the small-channel kernels of all three
-  passes (when their tiles fit shared memory: config.smallc_*_tile), in fp32 also with the ``tf32``
-  setting on: they are bound by memory traffic, not FLOPs, so TF32 would gain nothing there and fp32
-  is the more accurate; backward-weight's per-block partial sums are added by the split-K reduce.
+- C/G*R*S <= smallc_config.SMALLC and no ``conv_tile`` forced: the small-channel kernels of all
+  three passes (when their tiles fit shared memory: smallc_config.smallc_*_tile), in fp32 also with
+  the ``tf32`` setting on: they are bound by memory traffic, not FLOPs, so TF32 would gain nothing
+  there and fp32 is the more accurate; backward-weight's per-block partial sums are added by the
+  split-K reduce.
 - backward-weight with the ``conv_tile`` setting wgrad_config.WGRAD_DIRECT: the direct kernel of
   kernels/conv_wgrad.cu (fp32; staged x and dy slices, partial sums reduced as a split's);
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
@@ -25,6 +27,7 @@ import numpy as np
 from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
+from . import smallc_config as scfg
 from . import wgrad_config as wcfg
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
@@ -67,7 +70,7 @@ def _tf32(r, s):
 
 def _smallc(cg, r, s):
     """Whether the small-channel kernels may serve this filter shape (their tile must also fit)."""
-    return settings.current().conv_tile is None and cg * r * s <= cfg.SMALLC
+    return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
 
 
 def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False):
@@ -126,12 +129,12 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     if settings.current().conv_version == 1:
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, w, bias, y) + ints + fused)
         return y
-    tile = _smallc(cg, r, s) and cfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
+    tile = _smallc(cg, r, s) and scfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
     if tile:
         tpr, tqq = tile
-        warps = min(4, cfg.cdiv(k // groups, cfg.SMALLC_KT))
+        warps = min(4, cfg.cdiv(k // groups, scfg.SMALLC_KT))
         grid = cfg.check_grid("x", (n * cfg.cdiv(p, tpr) * cfg.cdiv(cfg.cdiv(q, 4), tqq),
-                                    cfg.cdiv(k // groups, cfg.SMALLC_KT * warps), groups))
+                                    cfg.cdiv(k // groups, scfg.SMALLC_KT * warps), groups))
         _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
@@ -172,7 +175,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
                                                                  dilation, groups)
     if ints is None:
         return dx
-    tile = _smallc(cg, r, s) and cfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
+    tile = _smallc(cg, r, s) and scfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
     if tile:
         tpr, tqq, kc = tile
         grid = cfg.check_grid("dy", (n * cfg.cdiv(cfg.cdiv(cfg.cdiv(h, stride[0]), 2), tpr)
@@ -228,16 +231,16 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
                                                                  dilation, groups, out)
     if ints is None:
         return dw
-    tp = _smallc(cg, r, s) and cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
+    tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
     if settings.current().conv_tile == wcfg.WGRAD_DIRECT:
         ws, splits = _backward_weight_direct(dy, x, dw, ints, (n, k // groups, cg, r, s, p, q, groups), stride,
                                              dilation)
     elif tp:
         chunks = cfg.cdiv(k // groups, 32)
-        splits, per = cfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
+        splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
         ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
-                cfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
+                scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
                            (dy, x, (), ints), tf32=settings.current().tf32)

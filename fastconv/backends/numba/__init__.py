@@ -36,7 +36,7 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   fixed order (deterministic, no atomics).
 - conv2d_forward_smallc_v1, conv2d_backward_data_smallc_v1 (conv_smallc.py),
   conv2d_backward_weight_smallc_v1 (conv_smallc_wgrad.py): direct kernels for C/G*R*S <=
-  config.SMALLC (lenet.conv1), where a GEMM tile would be mostly padding; the CUDA C family's
+  smallc_config.SMALLC (lenet.conv1), where a GEMM tile would be mostly padding; the CUDA C family's
   small-channel tiles (tiles.smallc_tile), picked by the launchers unless a tile or split count is
   given (conv_smallc_launch.py). Forward: 8 filters x 4 adjacent pixels per thread from an input
   tile and filters staged in shared memory; backward-data: per stride phase only its taps, 2 x 4

@@ -1,4 +1,4 @@
-"""The numba small-channel conv kernels (C/G*R*S <= config.SMALLC, e.g. LeNet's conv1: C = 1, 5x5),
+"""The numba small-channel conv kernels (C/G*R*S <= smallc_config.SMALLC, e.g. LeNet's conv1: C = 1, 5x5),
 where an implicit-GEMM tile would be mostly padding: direct kernels that stage a block's input rows
 (with halo, zeros outside the plane) and its filters in shared memory and hold several outputs per
 thread in registers. Tiles and shared sizes are the CUDA C family's (fastconv/backends/cuda/config.py
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32, uint64
 
-from ..cuda.config import SMALLC, SMALLC_BWD_SMEM, SMALLC_BWD_WS, SMALLC_FWD_SMEM, SMALLC_KT
+from ..cuda.smallc_config import SMALLC, SMALLC_BWD_SMEM, SMALLC_BWD_WS, SMALLC_FWD_SMEM, SMALLC_KT
 from .conv_gemm import SHARED_ALIGN, _inside, _load, _per_group
 from .tiles import _digits_advance, _digits_split
 

@@ -5,7 +5,9 @@ choice serves (unless a GEMM tile or split count is forced)."""
 from __future__ import annotations
 
 from ..cuda import config as _cfg
-from ..cuda.config import SMALLC_KT, SMALLC_WGRAD_THREADS, cdiv, smallc_pitch
+from ..cuda import smallc_config as scfg
+from ..cuda.config import cdiv
+from ..cuda.smallc_config import SMALLC_KT, SMALLC_WGRAD_THREADS, smallc_pitch
 from .conv_smallc_wgrad import FILTERS, SLOT_FILTERS, SLOT_TAPS
 from .driver import launch
 from .tiles import WAVE_BLOCKS, bwd_phases
@@ -47,10 +49,10 @@ def launch_conv2d_backward_data_smallc(dx, dy, w, geo, tile, stream=None):
 
 def backward_weight_smallc_splits(geo, tp: int) -> tuple[int, int]:
     """(splits, per) of conv2d_backward_weight_smallc_v1 with tp output rows per slice: blocks of
-    ``per`` (image, rows) slices each, about config.SMALLC_WGRAD_BLOCKS_PER_SM blocks per SM of an
-    H100 (config.smallc_backward_weight_splits); splits partial dw's."""
+    ``per`` (image, rows) slices each, about smallc_config.SMALLC_WGRAD_BLOCKS_PER_SM blocks per SM of an
+    H100 (smallc_config.smallc_backward_weight_splits); splits partial dw's."""
     n, c, _, _, k, r, s, p, _, _, _, _, _, _, _, groups = geo
-    return _cfg.smallc_backward_weight_splits(n * cdiv(p, tp), cdiv(k // groups, FILTERS) * groups, WAVE_BLOCKS,
+    return scfg.smallc_backward_weight_splits(n * cdiv(p, tp), cdiv(k // groups, FILTERS) * groups, WAVE_BLOCKS,
                                               k * c // groups * r * s)
 
 

@@ -1,10 +1,10 @@
-"""The numba small-channel weight-gradient kernel (C/G*R*S <= config.SMALLC; see conv_smallc.py)."""
+"""The numba small-channel weight-gradient kernel (C/G*R*S <= smallc_config.SMALLC; see conv_smallc.py)."""
 
 from __future__ import annotations
 
 from numba import cuda, float32, int32, uint64
 
-from ..cuda.config import SMALLC_WGRAD_PITCH, SMALLC_WGRAD_SMEM, SMALLC_WGRAD_THREADS
+from ..cuda.smallc_config import SMALLC_WGRAD_PITCH, SMALLC_WGRAD_SMEM, SMALLC_WGRAD_THREADS
 from .conv_gemm import SHARED_ALIGN, _load, _per_group
 from .conv_smallc import STAGE_BATCH, _stage, _stage_digits
 

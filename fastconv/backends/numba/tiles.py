@@ -14,6 +14,7 @@ from numba import cuda, float32, int32, uint32, uint64
 
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
+from ..cuda import smallc_config as scfg
 from ..cuda.config import cdiv
 
 BK = 8                  # reduction slice staged in shared memory per step
@@ -138,19 +139,19 @@ SMALLC_PASSES = ("forward", "backward_data", "backward_weight")
 
 def smallc_tile(pass_name: str, geo):
     """The small-channel kernels' tile of conv pass ``pass_name`` (one of SMALLC_PASSES) for the
-    _conv_geometry ``geo``: the CUDA C family's choice (config.smallc_forward_tile (tpr, tqq),
+    _conv_geometry ``geo``: the CUDA C family's choice (smallc_config.smallc_forward_tile (tpr, tqq),
     smallc_backward_data_tile (tpr, tqq, kc), smallc_backward_weight_tile tp) where C/G*R*S <=
-    config.SMALLC and the staged tiles fit shared memory; None (the implicit GEMM runs) otherwise."""
+    smallc_config.SMALLC and the staged tiles fit shared memory; None (the implicit GEMM runs) otherwise."""
     n, c, h, w, k, r, s, p, q, sh, sw, _, _, dh, dw, groups = geo
     cg, stride, dilation = c // groups, (sh, sw), (dh, dw)
-    if cg * r * s > _cfg.SMALLC:
+    if cg * r * s > scfg.SMALLC:
         return None
     if pass_name == "forward":
-        return _cfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
+        return scfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
     if pass_name == "backward_data":
-        return _cfg.smallc_backward_data_tile(k // groups, h, w, r, s, stride, dilation)
+        return scfg.smallc_backward_data_tile(k // groups, h, w, r, s, stride, dilation)
     if pass_name == "backward_weight":
-        return _cfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
+        return scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
     raise ValueError(f"pass_name: got {pass_name!r}, expected one of {SMALLC_PASSES}")
 
 

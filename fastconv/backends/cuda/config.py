@@ -291,6 +291,16 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     return splits, chunk
 
 
+def slice_splits(slices: int, want: int, out_size: int) -> tuple[int, int]:
+    """(splits, per) of a kernel whose blocks each sum ``per`` consecutive slices of a reduction into
+    their own partial output of out_size floats (the small-channel and the direct backward-weight):
+    about ``want`` blocks along the slices, at most one per slice, the partials <= MAX_WORKSPACE
+    floats, and splits = ceil(slices / per), so none is empty."""
+    want = max(1, min(want, slices, MAX_WORKSPACE // out_size))
+    per = cdiv(slices, want)
+    return cdiv(slices, per), per
+
+
 def phase_max_taps(r: int, stride: int, dilation: int) -> int:
     """The most filter taps one backward-data phase has along a dimension (phase_max_taps in
     kernels/conv_index.cuh): ceil(r / (stride / gcd(stride, dilation)))."""

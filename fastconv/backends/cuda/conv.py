@@ -216,7 +216,7 @@ def _backward_weight_direct(dy, x, dw, ints, sizes, stride, dilation):
                                           settings.current().conv_splits)
     cfg.check_int32("dy", splits * dw.size, "split-K workspace size")
     ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
-    grid = cfg.check_grid("dy", wcfg.wgrad_direct_grid(kg, cg, r, s, groups, splits, tgb))
+    grid = cfg.check_grid("dy", (splits, gy, gz))
     _launch("conv_wgrad.cu", "conv2d_backward_weight_direct_v1", grid, 8 * tgb,
             (dy, x, ws) + ints + (_i32(tp), _i32(tgb), _i32(per), _i32(wcfg.wgrad_direct_vec(p, q, tp) and _aligned(dy))))
     return ws, splits

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .config import MAX_WORKSPACE, cdiv, phase_max_taps
+from .config import cdiv, phase_max_taps, slice_splits
 
 SMALLC = 32                 # C/G*R*S limit
 SMALLC_KT = 8               # filters per thread of the forward and backward-weight
@@ -102,7 +102,4 @@ def smallc_backward_weight_splits(slices: int, blocks_per_split: int, num_sms: i
     if min(slices, blocks_per_split, num_sms, out_size) < 1:
         raise ValueError(f"smallc_backward_weight_splits: got slices={slices}, blocks_per_split={blocks_per_split}, "
                          f"num_sms={num_sms}, out_size={out_size}; expected positive sizes")
-    want = min(slices, cdiv(SMALLC_WGRAD_BLOCKS_PER_SM * num_sms, blocks_per_split),
-               max(1, MAX_WORKSPACE // out_size))
-    per = cdiv(slices, want)
-    return cdiv(slices, per), per
+    return slice_splits(slices, cdiv(SMALLC_WGRAD_BLOCKS_PER_SM * num_sms, blocks_per_split), out_size)

@@ -4,7 +4,7 @@ WGRAD_DIRECT as a conv_tile)."""
 
 from __future__ import annotations
 
-from .config import MAX_WORKSPACE, cdiv
+from .config import cdiv, slice_splits
 
 # Its CONV_WGRAD_* defines (tests compare the two). Run by the conv_tile setting WGRAD_DIRECT (not
 # picked by config.conv_tile yet), a block of WGRAD_DIRECT_KB filters x up to WGRAD_DIRECT_PAIRS
@@ -83,7 +83,4 @@ def wgrad_direct_splits(slices: int, blocks_per_split: int, threads: int, num_sm
                          f"threads={threads}, num_sms={num_sms}, out_size={out_size}; expected positive sizes")
     regs = 65536 // (256 * WGRAD_DIRECT_MINB)
     per_sm = min(65536 // (threads * regs), WGRAD_DIRECT_SMEM_BLOCKS)
-    want = force if force is not None else max(1, per_sm * num_sms // blocks_per_split)
-    want = min(want, slices, max(1, MAX_WORKSPACE // out_size))
-    per = cdiv(slices, want)
-    return cdiv(slices, per), per
+    return slice_splits(slices, force if force is not None else per_sm * num_sms // blocks_per_split, out_size)

@@ -105,9 +105,9 @@ FC_HD GatherStep gather_step(const Gather& g, const TapIter& it, bool live) {
 }
 FC_HD bool gather_ok(const Gather& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.Th); }
 
-// The same B with the bounds test as a bitmask (the TF32 tiles): bit i (i < GATHER_MASK_TAPS) of
-// a column's mask is set when its tap row i lies inside the tensor, bit 16 + j when its tap column
-// j does, both decoded once per column; a live step needs bits i and 16 + j of the iterator's tap
+// The same B with the bounds test as a bitmask (the TF32 tiles): bit 16 + i (i < GATHER_MASK_TAPS)
+// of a column's mask is set when its tap row i lies inside the tensor, bit j when its tap column j
+// does, both decoded once per column; a live step needs bits i and 16 + j of the iterator's tap
 // (a step that is not live bit 31, never set), so the test is one AND-NOT and the column keeps two
 // registers instead of three. Serves at most GATHER_MASK_TAPS taps per dimension (ni, nj: the
 // launcher runs wider filters on the fp32 tiles).

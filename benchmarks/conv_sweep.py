@@ -11,14 +11,18 @@ configuration and its time; writes every measurement to --json. fp32 backward-we
 the direct kernel of kernels/conv_wgrad.cu (tile "wgrad_direct") with its own and forced split counts.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
-                                    [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data"]
+                                    [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data" "* tf32"]
 
-Rows run in shapes.py order until --budget-s seconds have passed (the rest are listed as skipped).
+A row is named "shape pass precision" ("lenet.conv2 backward_weight fp32"); each --rows pattern selects
+the rows it matches as a prefix or a shell pattern, and rows run in the order of the patterns (each
+pattern's rows in shapes.py order), until --budget-s seconds have passed (the rest are listed as
+skipped). picks() turns a sweep into the configuration to force per row, for conv_table.py --picks.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 import time
@@ -39,6 +43,31 @@ from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 DIRECT_SPLITS = (None, 16, 32, 64, 128, 256)  # the direct backward-weight: its own split count, then forced ones
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
+PASSES = ("forward", "backward_data", "backward_weight")
+MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
+
+
+def row_order(patterns, precisions):
+    """(shape name, pass, precision) of every row the ``patterns`` select (all rows when None), in the
+    patterns' order, each row once."""
+    rows = [(n, ps, prec) for n in CONV_SHAPES for ps in PASSES for prec in precisions]
+    out = []
+    for pat in patterns or ["*"]:
+        out += [r for r in rows if r not in out and (" ".join(r).startswith(pat) or fnmatch.fnmatchcase(" ".join(r), pat))]
+    return out
+
+
+def picks(sweep_rows, min_gain=MIN_GAIN):
+    """{"shape pass precision": (tile, splits)} for every swept row whose fastest forced configuration
+    beats the heuristic's by at least ``min_gain`` (splits None: the launcher's own count)."""
+    out = {}
+    for row in sweep_rows:
+        timed = [c for c in row["configs"] if "ms" in c]
+        auto = next((c["ms"] for c in timed if c["tile"] == "auto"), None)
+        best = min(timed, key=lambda c: c["ms"], default=None)
+        if auto and best and best["tile"] != "auto" and best["ms"] <= auto * (1 - min_gain):
+            out[f"{row['row']} {row['precision']}"] = (best["tile"], None if best["splits"] == "auto" else best["splits"])
+    return out
 
 
 def calls(cp, shape, rng):
@@ -126,7 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=120.0, help="stop starting new rows after this long")
     ap.add_argument("--precisions", nargs="+", choices=("fp32", "tf32"), default=["fp32", "tf32"])
     ap.add_argument("--rows", nargs="+", default=None, metavar="PREFIX",
-                    help="only rows whose 'shape pass' name starts with one of these (e.g. lenet.conv1)")
+                    help="rows whose 'shape pass precision' name starts with or matches one of these, in this order")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
     from fastconv.backend import gpu_available
@@ -142,26 +171,25 @@ def main(argv=None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=1))
 
+    arrays = {}  # shape name -> its three calls, made when its first row runs
     with fastconv.using(kernels="cupy"):
-        for name, shape in CONV_SHAPES.items():
-            for ps, fn in calls(cp, shape, rng).items():
-                if args.rows and not f"{name} {ps}".startswith(tuple(args.rows)):
-                    continue
-                for prec in args.precisions:
-                    if time.perf_counter() - t0 > args.budget_s:
-                        skipped.append(f"{name} {ps} {prec}")
-                        continue
-                    res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms(),
-                                    direct_configs(prec, ps))
-                    rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
-                    timed = [r for r in res if "ms" in r]
-                    auto = next((r["ms"] for r in res if r["tile"] == "auto" and "ms" in r), float("nan"))
-                    best = min(timed, key=lambda r: r["ms"]) if timed else None
-                    if best:
-                        print(f"{name + ' ' + ps:<28} {prec}  auto {auto:.4f} ms  best {best['ms']:.4f} ms "
-                              f"({best['tile']}, splits {best['splits']})  auto/best {auto / best['ms']:.2f}",
-                              flush=True)
-                    save()  # after every row: a run stopped by its timeout keeps what it measured
+        for name, ps, prec in row_order(args.rows, args.precisions):
+            if time.perf_counter() - t0 > args.budget_s:
+                skipped.append(f"{name} {ps} {prec}")
+                continue
+            if name not in arrays:
+                arrays[name] = calls(cp, CONV_SHAPES[name], rng)
+            shape, fn = CONV_SHAPES[name], arrays[name][ps]
+            res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms(), direct_configs(prec, ps))
+            rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
+            timed = [r for r in res if "ms" in r]
+            auto = next((r["ms"] for r in res if r["tile"] == "auto" and "ms" in r), float("nan"))
+            best = min(timed, key=lambda r: r["ms"]) if timed else None
+            if best:
+                print(f"{name + ' ' + ps:<28} {prec}  auto {auto:.4f} ms  best {best['ms']:.4f} ms "
+                      f"({best['tile']}, splits {best['splits']})  auto/best {auto / best['ms']:.2f}",
+                      flush=True)
+            save()  # after every row: a run stopped by its timeout keeps what it measured
         save()
     if skipped:
         print(f"skipped after {args.budget_s:.0f} s: {', '.join(skipped)}")

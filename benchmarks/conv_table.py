@@ -19,7 +19,12 @@ FFT, Winograd). The table gives
 ms per call and the ratio cuDNN time / fastconv time (> 1: fastconv faster), and the geometric means
 over the 18 rows, with the lenet and dcgan rows' minimum for the fp32 kernel-only ratio.
 
-    python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json]
+With --picks SWEEP.json (benchmarks/conv_sweep.py's output), every row where the sweep found a forced
+tile / split count faster than the heuristic's (conv_sweep.picks) is also validated and timed kernel-only
+under that configuration, in the same run: the table adds "picked" ratios and the geometric means with
+the picks, i.e. what a retuned heuristic would give.
+
+    python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json] [--picks sweep.json]
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ def cudnn_kernels(torch, fn) -> list[str]:
     return kernel_names(prof.events())
 
 
-def run(args):
+def run(args, picked=None):
     import cupy as cp
     import torch
     torch.backends.cudnn.benchmark = True
@@ -129,13 +134,26 @@ def run(args):
                 row[f"{prec} cudnn call ms"] = per_call(tc)
                 row[f"{prec} cudnn kernel ms"] = kernel_only(timing.TorchGraph(torch, tc, args.graph_calls))
                 row[f"{prec} cudnn kernels"] = cudnn_kernels(torch, tc)
+                pick = (picked or {}).get(f"{row['row']} {prec}")
+                if pick:
+                    with fastconv.using(conv_tile=pick[0], conv_splits=pick[1]):
+                        ok, err = valid(cp, fc(prec), ref, mag, prec, terms)
+                        bad += not ok
+                        row[f"{prec} picked"] = list(pick)
+                        row[f"{prec} picked error"] = err
+                        if ok:
+                            row[f"{prec} picked kernel ms"] = kernel_only(
+                                timing.CupyGraph(cp, call, args.graph_calls))
             rows.append(row)
     torch.backends.cudnn.allow_tf32 = False
     return rows, bad
 
 
-def ratio(row, prec, kind):
+def ratio(row, prec, kind, picked=False):
+    """cuDNN time / fastconv time; ``picked``: fastconv's with the row's picked configuration where it
+    has a valid one."""
     t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
+    t = row.get(f"{prec} picked {kind} ms", t) if picked else t
     return c / t if t and c else float("nan")
 
 
@@ -164,6 +182,18 @@ def print_table(rows, device):
           f"{geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {geomean(fp32):.2f} "
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
           f"TF32 kernel-only {geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0)")
+    if any(f"{p} picked" in r for r in rows for p in ("fp32", "tf32")):
+        print("with the sweep's picks (kernel-only ratio, default -> picked, configuration):")
+        for r in rows:
+            for p in ("fp32", "tf32"):
+                if f"{p} picked" in r:
+                    got = f"{ratio(r, p, 'kernel', True):.2f}" if f"{p} picked kernel ms" in r else "INVALID"
+                    print(f"  {r['row']:<28}{p}  {ratio(r, p, 'kernel'):.2f} -> {got}  {tuple(r[f'{p} picked'])}")
+        small = [ratio(r, "fp32", "kernel", True) for r in rows if r["row"].startswith(("lenet", "dcgan"))]
+        print(f"geometric means with the picks: fp32 kernel-only "
+              f"{geomean(ratio(r, 'fp32', 'kernel', True) for r in rows):.2f} (lenet/dcgan minimum "
+              f"{min(small, default=float('nan')):.2f}), TF32 kernel-only "
+              f"{geomean(ratio(r, 'tf32', 'kernel', True) for r in rows):.2f}")
     print("cuDNN's kernels per call (fp32 | tf32):")
     for r in rows:
         names = [", ".join(short(k) for k in r.get(f"{prec} cudnn kernels", [])) or "-" for prec in ("fp32", "tf32")]
@@ -182,7 +212,17 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--graph-calls", type=int, default=20)
     ap.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
+    ap.add_argument("--picks", default=None, metavar="SWEEP_JSON",
+                    help="also time each row's fastest swept configuration (conv_sweep.py --json output)")
     args = ap.parse_args(argv)
+    picked = None
+    if args.picks:
+        from conv_sweep import picks
+        try:
+            picked = picks(json.loads(Path(args.picks).read_text())["rows"])
+        except (OSError, ValueError, KeyError) as e:
+            print(f"conv_table: --picks {args.picks}: no sweep to pick from ({type(e).__name__}); default rows only",
+                  file=sys.stderr)
     from fastconv.backend import gpu_available
     if not gpu_available():
         print("conv_table: no usable CUDA GPU (CuPy and a device are needed)", file=sys.stderr)
@@ -190,7 +230,7 @@ def main(argv=None) -> int:
     import cupy as cp
     device = timing.card_name(cp)
     with fastconv.using(kernels="cupy"):
-        rows, bad = run(args)
+        rows, bad = run(args, picked)
     print_table(rows, device)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "rows": rows}, indent=1))

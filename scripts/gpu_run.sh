@@ -22,7 +22,11 @@
 #   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
 # (gans, recipe and augment need FASTCONV_DATA; they time nothing, so they run side by side: augment beside
 # gpu_tests, before the timed steps; gans and recipe after them). SWEEP_ARGS="--rows lenet.conv1" narrows
-# the sweep (a later --budget-s in it wins; SWEEP_TIMEOUT, default 120 s, bounds the step). PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch).
+# the sweep (a later --budget-s in it wins; SWEEP_TIMEOUT, default 120 s, bounds the step). When the sweep
+# runs, it runs before the conv table, and the table also times each row's fastest swept configuration
+# (conv_table.py --picks). DEADLINE=SECONDS ends the whole script in time: each step's timeout is cut to
+# what is left (a step with under 20 s left is skipped). GPU_TEST_WORKERS (default 4) sets pytest's -n.
+# PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastconv_gpu_out}
@@ -39,6 +43,11 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 step() {  # step NAME SECONDS LOG CMD...
     local name=$1 secs=$2 log=$3; shift 3
+    if [ -n "${DEADLINE:-}" ]; then
+        local left=$((DEADLINE - SECONDS - 5))
+        [ "$left" -lt 20 ] && { echo "=== $name skipped: ${left} s left before DEADLINE ==="; return; }
+        [ "$secs" -gt "$left" ] && secs=$left
+    fi
     echo "=== $name (timeout ${secs}s) ==="
     local t0=$SECONDS
     timeout --kill-after=10 "$secs" "$@" > "$OUT/$log" 2>&1
@@ -54,10 +63,12 @@ want augment && { step augment 200 augment.log "$PY" benchmarks/augment_table.py
     --seeds 0 1 2 --gan-iterations 1500 --cnn-steps 600 --gen-per-class 500 --out "$RUNS/augment";
     cp "$RUNS/augment/accuracy.png" "$OUT/augment.png" 2>/dev/null; cp "$RUNS/augment/results.json" "$OUT/augment.json" 2>/dev/null; } &
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
-want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider -n 4 --maxfail 30 -rf
+want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
+    -n "${GPU_TEST_WORKERS:-4}" --maxfail 30 -rf
 wait  # augment, before anything is timed
-want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json"
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
+PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
+want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
@@ -79,7 +90,7 @@ echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
-tails gpu_tests.log 12; tails conv.log 22; tails sweep.log 40; tails bench.log 40; tails steps.log 30
+tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails bench.log 40; tails steps.log 30
 tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done

@@ -45,3 +45,26 @@ def test_a_wrong_configuration_is_recorded_not_timed(monkeypatch):
             return y if state["n"] == 1 else y * 1.01
         res = conv_sweep.sweep_row(cp, timing.HostClock(), flaky, "fp32", ARGS)
     assert "ms" not in res[1] and res[1]["error"] > 1e-3, res
+
+
+def test_rows_run_in_the_order_of_their_patterns():
+    """--rows patterns pick rows by prefix or shell pattern, in the patterns' order, each row once."""
+    got = conv_sweep.row_order(["lenet.conv2 backward_weight", "* tf32", "dcgan.d2 forward"], ["fp32", "tf32"])
+    assert got[:2] == [("lenet.conv2", "backward_weight", "fp32"), ("lenet.conv2", "backward_weight", "tf32")]
+    tf32 = got[2:-1]
+    assert len(tf32) == 3 * len(conv_sweep.CONV_SHAPES) - 1 and all(p == "tf32" for _, _, p in tf32)
+    assert got[-1] == ("dcgan.d2", "forward", "fp32")
+    assert len(conv_sweep.row_order(None, ["fp32"])) == 3 * len(conv_sweep.CONV_SHAPES)
+
+
+def test_picks_keep_only_clear_wins_over_the_heuristic():
+    def row(name, prec, *cfgs):
+        return {"row": name, "precision": prec, "configs": [c if isinstance(c, dict) else dict(zip(("tile", "splits", "ms"), c))
+                                                          for c in cfgs]}
+    rows = [row("a forward", "fp32", ("auto", "auto", 1.0), ("t64x64", 2, 0.9), ("t32x128", 1, 0.95)),
+            row("a forward", "tf32", ("auto", "auto", 1.0), ("t64x64", 2, 0.99)),  # under MIN_GAIN
+            row("b backward_weight", "fp32", ("auto", "auto", 1.0), ("wgrad_direct", "auto", 0.5),
+                {"tile": "t64x32", "splits": 4, "refused": "ValueError"}),
+            row("c forward", "fp32", ("auto", "auto", None), ("t64x64", 1, 0.5))]  # no heuristic time
+    rows[3]["configs"][0].pop("ms")
+    assert conv_sweep.picks(rows) == {"a forward fp32": ("t64x64", 2), "b backward_weight fp32": ("wgrad_direct", None)}

@@ -13,7 +13,7 @@ def test_conv_tile_choice():
     assert cfg.conv_tile(32, 25, 132, wgrad=True) == "t64x64"      # lenet.conv1 backward-weight
     assert cfg.conv_tile(64, 800, 132, wgrad=True) == "t64x64"     # lenet.conv2 backward-weight
     assert cfg.conv_tile(32, 100352, 132) == "t32x128"             # lenet.conv1 forward
-    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128k16"  # TF32: no 32-row tile
+    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128"     # TF32: no 32-row tile
     assert cfg.conv_tile(64, 25088, 132) == "t64x128"              # lenet.conv2 forward
     assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x128k16"       # dcgan.d2 backward-data: 4 phases
     assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x64"
@@ -104,8 +104,8 @@ def test_tf32_tile_choice_and_splits():
     """TF32 picks from TF32_TILES, splits in whole BK tiles of that table and counts a wave with
     its tiles' blocks per SM."""
     assert cfg.conv_tile(32, 25, 132, tf32=True, wgrad=True) == "t64x64"   # lenet.conv1 backward-weight
-    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x128k16"        # lenet.conv2 backward-data: m = 32
-    assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128k16"       # resnet.c2 forward
+    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x128"           # lenet.conv2 backward-data: m = 32
+    assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"          # resnet.c2 forward
     assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
     assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
     assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight

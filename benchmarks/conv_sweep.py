@@ -7,8 +7,7 @@ choice ("auto": also the small-channel kernels where they apply) and every force
 --graph-calls back-to-back calls, replayed (benchmarks/timing.py). Each forced configuration is first
 checked against the heuristic's output (relative L2 error <= 1e-4 for fp32, 2e-2 for TF32); a
 configuration that fails is recorded and not timed. Prints per row the heuristic's time, the best
-configuration and its time; writes every measurement to --json. fp32 backward-weight rows also time
-the direct kernel of kernels/conv_wgrad.cu (tile "wgrad_direct") with its own and forced split counts.
+configuration and its time; writes every measurement to --json.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
                                     [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data" "* tf32"]
@@ -41,7 +40,6 @@ from fastconv import ops  # noqa: E402
 from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-DIRECT_SPLITS = (None, 16, 32, 64, 128, 256)  # the direct backward-weight: its own split count, then forced ones
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
 PASSES = ("forward", "backward_data", "backward_weight")
 MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
@@ -110,13 +108,6 @@ def configs(prec, dims=None, num_sms=132):
     return out
 
 
-def direct_configs(prec, ps):
-    """(tile, splits) pairs of the direct backward-weight (wgrad_config.WGRAD_DIRECT, fp32) x
-    DIRECT_SPLITS for an fp32 backward_weight row; none for the others."""
-    from fastconv.backends.cuda.wgrad_config import WGRAD_DIRECT
-    return [(WGRAD_DIRECT, s) for s in DIRECT_SPLITS] if prec == "fp32" and ps == "backward_weight" else []
-
-
 def time_config(cp, clock, fn, args):
     graph = CupyGraph(cp, fn, args.graph_calls)
     try:
@@ -125,14 +116,13 @@ def time_config(cp, clock, fn, args):
         del graph
 
 
-def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132, extra=()):
-    """Every configuration of one row (configs(prec, dims, num_sms), then the ``extra`` (tile, splits)
-    pairs): list of dicts (tile, splits, error, and ms when the output was right; or why the launcher
-    refused it)."""
+def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132):
+    """Every configuration of one row (configs(prec, dims, num_sms)): list of dicts (tile, splits,
+    error, and ms when the output was right; or why the launcher refused it)."""
     out = []
     with fastconv.using(tf32=prec == "tf32"):
         want = cp.asnumpy(fn()).astype(np.float64)
-        for tile, splits in list(configs(prec, dims, num_sms)) + list(extra):
+        for tile, splits in configs(prec, dims, num_sms):
             rec = {"tile": tile or "auto", "splits": splits or "auto"}
             try:
                 with fastconv.using(conv_tile=tile, conv_splits=splits):
@@ -180,7 +170,7 @@ def main(argv=None) -> int:
             if name not in arrays:
                 arrays[name] = calls(cp, CONV_SHAPES[name], rng)
             shape, fn = CONV_SHAPES[name], arrays[name][ps]
-            res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms(), direct_configs(prec, ps))
+            res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms())
             rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
             timed = [r for r in res if "ms" in r]
             auto = next((r["ms"] for r in res if r["tile"] == "auto" and "ms" in r), float("nan"))

@@ -53,12 +53,11 @@ def loop_profile(ops, op):
 
 
 def kernels(fp32=False):
-    """The v3 kernel names: every TF32 tile, and with fp32 every fp32 tile after them, then the
-    direct backward-weight of conv_wgrad.cu."""
+    """The v3 kernel names: every TF32 tile, and with fp32 every fp32 tile after them."""
     from fastconv.backends.cuda import config as cfg
     names = [f"{p}_v3_tf32_{t}" for t in cfg.TF32_TILES for p in PASSES]
     if fp32:
-        names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES] + list(cfg.KERNELS["conv_wgrad.cu"])
+        names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES]
     return names
 
 
@@ -69,7 +68,7 @@ def table(arch="sm_90", fp32=False):
         raise RuntimeError("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
     report, funcs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for filename in ("conv_tf32.cu",) + (("conv.cu", "conv_wgrad.cu") if fp32 else ()):
+        for filename in ("conv_tf32.cu",) + (("conv.cu",) if fp32 else ()):
             cubin, more = build_cubin(filename, arch, Path(tmp) / filename)
             report.update(more)
             funcs.update(sass_functions(cubin, nvdisasm))
@@ -83,7 +82,7 @@ def table(arch="sm_90", fp32=False):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="sm_90")
-    ap.add_argument("--fp32", action="store_true", help="the fp32 (FFMA) tiles and the direct backward-weight too")
+    ap.add_argument("--fp32", action="store_true", help="the fp32 (FFMA) tiles too")
     args = ap.parse_args(argv)
     print(f"{'kernel':44} {'regs':>4} {'instr':>5} {'mma':>4} {'per':>6} {'lds':>4} {'cvt':>4} {'ldgsts':>6} "
           f"{'other':>5}")

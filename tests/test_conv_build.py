@@ -18,9 +18,6 @@ the loader hands them to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-X
   (forward weights, backward-weight dy) are contiguous;
 - the tile tables of fastconv/backends/cuda/config.py equal the CONV_V3_KERNELS lines of conv.cu
   and the CONV_V3_TF32_KERNELS lines of conv_tf32.cu, and its SMALLC* constants the CONV_SMALLC* defines;
-- the direct backward-weight of kernels/conv_wgrad.cu: within the registers of its
-  __launch_bounds__, its pixel loop FFMA-dense (16-byte shared loads only, no division), its
-  staging by cp.async, and wgrad_config's WGRAD_DIRECT_* constants equal to its CONV_WGRAD_* defines;
 - each TF32 tile's shared memory as the launcher counts it (config.tile_smem_bytes, passed as
   dynamic shared memory above 48 KiB) equals TileGeom::SMEM of the tile compiled with g++.
 
@@ -35,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conv_sass import inner_loops, main_loop
-from cuda_build import build_cubin, find_tool, opcodes, sass_functions
+from cuda_build import build_cubin, find_tool, sass_functions
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import smallc_config as scfg
-from fastconv.backends.cuda import wgrad_config as wcfg
 from fastconv.backends.cuda import loader
 
 NVCC = shutil.which("nvcc")
@@ -230,44 +226,6 @@ def test_tile_table_matches_the_kernels():
         assert cfg.conv_grid(bm + 1, bn + 1, name, 1) == (2, 2, 1)
         if name in cfg.CONV_TILES:
             assert cfg.CONV_TILES[name][:2] == (bm, bn)
-
-
-WGRAD_KERNEL = "conv2d_backward_weight_direct_v1"
-
-
-@pytest.fixture(scope="module")
-def wgrad_builds(tmp_path_factory):
-    if NVCC is None:
-        pytest.skip("nvcc is not on PATH")
-    tmp = tmp_path_factory.mktemp("conv_wgrad_build")
-    with ThreadPoolExecutor(len(ARCHS)) as pool:
-        builds = dict(zip(ARCHS, pool.map(lambda a: build_cubin("conv_wgrad.cu", a, tmp / a), ARCHS)))
-    return {a: (report, _sass_functions(cubin)[WGRAD_KERNEL]) for a, (cubin, report) in builds.items()}
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_backward_weight_direct_build(wgrad_builds, arch):
-    """Registers within __launch_bounds__(256, CONV_WGRAD_MINB), no spills; the pixel loop (the loop
-    of most FFMA): per 4 pixels 256 FFMA and 17 LDS.128 (8 of dy, 8 of x, one of the pixel table), FFMA
-    at least 85 % of it (sm_90: 256 of 287), no division; cp.async (LDGSTS) staging in the kernel."""
-    report, lines = wgrad_builds[arch]
-    regs, stores, loads = report[WGRAD_KERNEL]
-    assert stores == 0 and loads == 0 and regs <= 65536 // (256 * wcfg.WGRAD_DIRECT_MINB), report
-    ops = main_loop(lines)
-    counts = Counter(op.split(".")[0] for op in ops)
-    assert counts["FFMA"] == 256 and ops.count("LDS.128") == 17 and counts["LDS"] == 17, counts
-    assert counts["FFMA"] >= 0.85 * len(ops), f"{arch}: FFMA {counts['FFMA']} of {len(ops)}: {counts}"
-    _no_division(WGRAD_KERNEL, arch, ops)
-    assert any(op.startswith("LDGSTS") for op in opcodes(lines)), f"{arch}: no cp.async (LDGSTS) staging"
-
-
-def test_backward_weight_direct_constants_match_the_kernel():
-    text = (loader.kernel_dir() / "conv_wgrad.cu").read_text()
-    defines = {k: int(v) for k, v in re.findall(r"^#define CONV_(WGRAD_\w+) (\d+)", text, re.M)}
-    assert defines == {k.replace("WGRAD_DIRECT", "WGRAD"): getattr(wcfg, k) for k in
-                       ("WGRAD_DIRECT_KB", "WGRAD_DIRECT_CB", "WGRAD_DIRECT_PAIRS", "WGRAD_DIRECT_STAGE",
-                        "WGRAD_DIRECT_MINB")}
-    assert re.search(r"__launch_bounds__\(256, CONV_WGRAD_MINB\) " + WGRAD_KERNEL, text)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")

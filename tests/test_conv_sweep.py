@@ -63,8 +63,8 @@ def test_picks_keep_only_clear_wins_over_the_heuristic():
                                                           for c in cfgs]}
     rows = [row("a forward", "fp32", ("auto", "auto", 1.0), ("t64x64", 2, 0.9), ("t32x128", 1, 0.95)),
             row("a forward", "tf32", ("auto", "auto", 1.0), ("t64x64", 2, 0.99)),  # under MIN_GAIN
-            row("b backward_weight", "fp32", ("auto", "auto", 1.0), ("wgrad_direct", "auto", 0.5),
+            row("b backward_weight", "fp32", ("auto", "auto", 1.0), ("t64x64", "auto", 0.5),
                 {"tile": "t64x32", "splits": 4, "refused": "ValueError"}),
             row("c forward", "fp32", ("auto", "auto", None), ("t64x64", 1, 0.5))]  # no heuristic time
     rows[3]["configs"][0].pop("ms")
-    assert conv_sweep.picks(rows) == {"a forward fp32": ("t64x64", 2), "b backward_weight fp32": ("wgrad_direct", None)}
+    assert conv_sweep.picks(rows) == {"a forward fp32": ("t64x64", 2), "b backward_weight fp32": ("t64x64", None)}

@@ -69,6 +69,20 @@ def test_bad_settings_name_the_setting_and_change_nothing(changes, exc, parts):
     assert settings.current() == before
 
 
+def test_bad_conv_tile_lists_the_kernels_tiles():
+    """The conv_tile error offers exactly the tiles the kernel tables instantiate, each of which the
+    setting then takes."""
+    import ast
+    from fastconv.backends.cuda.config import CONV_TILES, TF32_TILES
+    with pytest.raises(ValueError) as err:
+        fastconv.configure(conv_tile="t16x16")
+    offered = ast.literal_eval(str(err.value).split("expected None or one of ", 1)[1])
+    assert sorted(offered) == offered and set(offered) == set(CONV_TILES) | set(TF32_TILES)
+    for tile in offered:
+        with fastconv.using(conv_tile=tile):
+            assert settings.current().conv_tile == tile
+
+
 def test_environment_is_read_once(monkeypatch):
     monkeypatch.setenv("FASTCONV_KERNELS", " Numba ")
     settings.reset()

@@ -7,14 +7,11 @@ import numpy as np
 
 import fastconv
 import fastconv.emu as emu
-import oracle as ref
 import test_graph_emu as graph_cases
 import test_linear_emu as linear_cases
 from backends import CONV_VERSIONS, Backend, conv_kernels
 from fastconv import ops
 from fastconv.backends.cuda.config import KERNELS, REDUCE_WARP_SPLITS, TF32_TILES
-from fastconv.backends.cuda.wgrad_config import WGRAD_DIRECT
-from fastconv.testing import REDUCTION_TOL, assert_close
 from checks import randn as _randn
 from ops.test_activation import activations_all_passes
 from ops.test_batchnorm import batchnorm_all_passes
@@ -31,17 +28,6 @@ def randn(rng, *shape):
     return _randn(rng, shape, np.float32)
 
 
-def _backward_weight_direct(backend, rng):
-    """The direct backward-weight of kernels/conv_wgrad.cu (conv_tile WGRAD_DIRECT; backward-weight
-    only) on CONV_CASES[0] against the oracle."""
-    x_shape, w_shape, *hyper = CONV_CASES[0].values
-    x, w = randn(rng, *x_shape), randn(rng, *w_shape)
-    dy = randn(rng, *ref.conv2d_forward(x, w, None, *hyper).shape)
-    with fastconv.using(conv_tile=WGRAD_DIRECT):
-        got = ops.conv2d_backward_weight(backend.asarray(dy), backend.asarray(x), w_shape, *hyper)
-    assert_close(got, ref.conv2d_backward_weight(dy, x, w_shape, *hyper), REDUCTION_TOL, "backward_weight direct")
-
-
 def run_every_op(cp, rng):
     """One small case of every op group and conv version: launches every kernel of the family."""
     backend = Backend("cupy", cp, "cupy")
@@ -50,7 +36,6 @@ def run_every_op(cp, rng):
             conv_all_passes(backend, rng, *CONV_CASES[3].values)
     with fastconv.using(conv_tile="t64x64", conv_splits=REDUCE_WARP_SPLITS):  # the many-split reduce
         conv_all_passes(backend, rng, *CONV_CASES[3].values)
-    _backward_weight_direct(backend, rng)
     for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_kernels.py)
         with fastconv.using(tf32=True, conv_tile=tile):
             conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=2.0**-9)

@@ -16,7 +16,6 @@ import oracle as ref
 from fastconv import emu, ops
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import smallc_config as scfg
-from fastconv.backends.cuda import wgrad_config as wcfg
 from fastconv.testing import F32_TOL, assert_close, tf32_bound
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("g++") is None,
@@ -217,46 +216,6 @@ def test_small_channel_tiles():
     assert scfg.smallc_pitch(32) == 33 and scfg.smallc_pitch(33) == 33 and scfg.smallc_pitch(34) == 37
     with pytest.raises(ValueError, match="smallc_backward_weight_splits: got slices=0"):
         scfg.smallc_backward_weight_splits(0, 1, 132, 800)
-
-
-def test_backward_weight_direct(cp):
-    """conv2d_backward_weight_direct_v1 (conv_tile=wgrad_config.WGRAD_DIRECT): the GEMM cases (groups,
-    stride, dilation, padding, a split); 70 filters x 10 channels x 7x5 taps (two filter blocks, the
-    second partial; 70 (octet, tap) pairs in 3 blocks of 24, the second across both octets, the last
-    partial; the second octet partial); 8x8 outputs (dy staged as 16-byte runs: the last argument);
-    rows of 58 pixels (one row a slice, the last 4 pixels 2 past it), 2 images x 6 slices forced
-    into 3 blocks of 4 (both pipeline stages reused, the second block's slices in both images), also
-    with the threads shuffled between barriers."""
-    with emu.trace() as t:
-        for case in GEMM_CASES + [(1, 10, 8, 9, 70, 7, 5, 1, 2, 1, 1), (3, 10, 8, 8, 12, 3, 3, 1, 1, 1, 1)]:
-            names = _check(cp, "backward_weight", case, tile=wcfg.WGRAD_DIRECT)
-            assert names[0] == "conv2d_backward_weight_direct_v1", names
-    assert [rec.args[-1] for rec in t.launches if rec.name == names[0]][-2:] == [0, 1]
-    case = (2, 3, 6, 58, 5, 3, 3, 1, 1, 1, 1)
-    with fastconv.using(conv_splits=3), emu.trace() as t:
-        assert _check(cp, "backward_weight", case, tile=wcfg.WGRAD_DIRECT)[-1] == "conv2d_splitk_reduce_v1"
-        with emu.shuffled(7):
-            _check(cp, "backward_weight", case, tile=wcfg.WGRAD_DIRECT)
-    # (grid, threads, (rows per slice, pairs per block, slices per block, vec)): 9 taps in a block of 12 pairs
-    assert [(rec.grid, rec.block[0], tuple(rec.args[-4:])) for rec in t.launches
-            if rec.name == "conv2d_backward_weight_direct_v1"] == [((3, 1, 1), 96, (1, 12, 4, 0))] * 2
-
-
-def test_backward_weight_direct_refusals(cp):
-    with pytest.raises(ValueError, match="conv_tile: got 'wgrad_direct' for a backward-weight whose stage"):
-        _run(cp, "backward_weight", (1, 2, 4, 200, 3, 3, 3, 1, 1, 1, 1), tile=wcfg.WGRAD_DIRECT)
-    with pytest.raises(ValueError, match="conv_tile: got 'wgrad_direct' with tf32 off"):
-        _run(cp, "forward", GEMM_CASES[0], tile=wcfg.WGRAD_DIRECT)
-    # lenet.conv2 (C 32, 14x14 output, 5x5 taps): 100 (octet, tap) pairs in 5 blocks of 20 (160
-    # threads, blocks spanning 2 octets: pitch 20), slices of 2 rows (7 per image: 28 pixels, 16-byte
-    # dy runs; 3 rows fit too, but 42 pixels pad to 44)
-    assert wcfg.wgrad_direct_tile(32, 14, 14, 5, 5, (1, 1), (1, 1)) == (2, 20)
-    assert wcfg.wgrad_direct_vec(14, 14, 2) and not wcfg.wgrad_direct_vec(14, 14, 3)
-    assert wcfg.wgrad_direct_grid(64, 32, 5, 5, 1, 75, 20) == (75, 5, 1)
-    # 3 blocks of 160 threads per SM: 79 splits of 5 blocks asked, 75 of 12 slices (375 blocks)
-    assert wcfg.wgrad_direct_splits(128 * 7, 5, 160, 132, 64 * 800) == (75, 12)
-    assert wcfg.wgrad_direct_splits(12, 1, 96, 132, 135, force=5) == (4, 3)
-    assert [wcfg.wgrad_direct_pairs(*crs) for crs in ((10, 7, 5), (6, 3, 3), (64, 3, 3), (1, 1, 1))] == [24, 12, 24, 4]
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])

@@ -8,11 +8,10 @@ numpy int32/int64/float32 so the kernel sees the C types it declares.
 One module per op family (conv.py launches kernels/conv.cu and, through bias.py, kernels/bias.cu;
 activation.py and dropout.py kernels/activation.cu, pool.py kernels/pool.cu, batchnorm.py kernels/batchnorm.cu, loss.py
 kernels/loss.cu, optim.py kernels/optim.cu, linear.py kernels/linear.cu, embedding.py kernels/embedding.cu); launch.py holds what they share
-(allocation with NaN poisoning, argument and int32 checks, the launch). Four modules need no CuPy
+(allocation with NaN poisoning, argument and int32 checks, the launch). Three modules need no CuPy
 and are unit-tested on the CPU: config.py (grids, tile shapes, split-K, the kernel-name table),
-wgrad_config.py (the same for kernels/conv_wgrad.cu, which conv.py launches too), smallc_config.py
-(the small-channel kernels' limits and tiles, shared with the Numba family) and loader.py
-(finding, #define-ing and compiling the .cu files).
+smallc_config.py (the small-channel kernels' limits and tiles, shared with the Numba family) and
+loader.py (finding, #define-ing and compiling the .cu files).
 
 The ops are looked up here by name (``getattr``, as fastconv.backend does); the op-family
 modules, which import CuPy, load on the first such lookup, so that importing config or loader
@@ -27,7 +26,7 @@ _SHARED = ("launch", "bias")  # GPUOutOfMemoryError, num_sms; bias.cu: the conv 
 
 def __getattr__(name: str):
     # submodule names fall through, so that ``from . import config`` imports config.py alone
-    if not name.startswith("_") and name not in OP_FAMILIES + _SHARED + ("config", "wgrad_config", "smallc_config", "loader"):
+    if not name.startswith("_") and name not in OP_FAMILIES + _SHARED + ("config", "smallc_config", "loader"):
         for family in OP_FAMILIES + _SHARED:
             fn = getattr(importlib.import_module(f"{__name__}.{family}"), name, None)
             if fn is not None:

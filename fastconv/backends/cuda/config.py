@@ -83,7 +83,6 @@ KERNELS = {
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES),
-    "conv_wgrad.cu": ("conv2d_backward_weight_direct_v1",),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
@@ -110,7 +109,7 @@ LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
-CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_tf32.cu", "conv_wgrad.cu")
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_tf32.cu")
 
 
 def cdiv(a: int, b: int) -> int:
@@ -294,7 +293,7 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
 
 def slice_splits(slices: int, want: int, out_size: int) -> tuple[int, int]:
     """(splits, per) of a kernel whose blocks each sum ``per`` consecutive slices of a reduction into
-    their own partial output of out_size floats (the small-channel and the direct backward-weight):
+    their own partial output of out_size floats (the small-channel backward-weight):
     about ``want`` blocks along the slices, at most one per slice, the partials <= MAX_WORKSPACE
     floats, and splits = ceil(slices / per), so none is empty."""
     want = max(1, min(want, slices, MAX_WORKSPACE // out_size))

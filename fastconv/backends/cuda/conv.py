@@ -8,8 +8,6 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   the ``tf32`` setting on: they are bound by memory traffic, not FLOPs, so TF32 would gain nothing
   there and fp32 is the more accurate; backward-weight's per-block partial sums are added by the
   split-K reduce.
-- backward-weight with the ``conv_tile`` setting wgrad_config.WGRAD_DIRECT: the direct kernel of
-  kernels/conv_wgrad.cu (fp32; staged x and dy slices, partial sums reduced as a split's);
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
   TF32_TILES, for forward and backward-data of filters up to config.GATHER_MASK_TAPS taps per
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
@@ -28,7 +26,6 @@ from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
 from . import smallc_config as scfg
-from . import wgrad_config as wcfg
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
 
@@ -200,28 +197,6 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
-def _backward_weight_direct(dy, x, dw, ints, sizes, stride, dilation):
-    """conv2d_backward_weight_direct_v1 (kernels/conv_wgrad.cu) into dw or a split workspace: slices
-    and pairs per block from wgrad_config.wgrad_direct_tile, ``per`` slices summed by each block (the
-    conv_splits setting forces the split count). Returns the workspace and split count."""
-    n, kg, cg, r, s, p, q, groups = sizes
-    tile = wcfg.wgrad_direct_tile(cg, p, q, r, s, stride, dilation)
-    if tile is None:
-        raise ValueError(f"conv_tile: got {wcfg.WGRAD_DIRECT!r} for a backward-weight whose stage (8 channels x "
-                         f"{r}x{s} taps over output rows of {q} columns, stride {stride}, dilation {dilation}) does "
-                         f"not fit {wcfg.WGRAD_DIRECT_STAGE} floats; expected a shape it fits or another conv_tile")
-    tp, tgb = tile
-    _, gy, gz = wcfg.wgrad_direct_grid(kg, cg, r, s, groups, 1, tgb)
-    splits, per = wcfg.wgrad_direct_splits(n * cfg.cdiv(p, tp), gy * gz, 8 * tgb, num_sms(), dw.size,
-                                          settings.current().conv_splits)
-    cfg.check_int32("dy", splits * dw.size, "split-K workspace size")
-    ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
-    grid = cfg.check_grid("dy", (splits, gy, gz))
-    _launch("conv_wgrad.cu", "conv2d_backward_weight_direct_v1", grid, 8 * tgb,
-            (dy, x, ws) + ints + (_i32(tp), _i32(tgb), _i32(per), _i32(wcfg.wgrad_direct_vec(p, q, tp) and _aligned(dy))))
-    return ws, splits
-
-
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
     sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
@@ -232,10 +207,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     if ints is None:
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
-    if settings.current().conv_tile == wcfg.WGRAD_DIRECT:
-        ws, splits = _backward_weight_direct(dy, x, dw, ints, (n, k // groups, cg, r, s, p, q, groups), stride,
-                                             dilation)
-    elif tp:
+    if tp:
         chunks = cfg.cdiv(k // groups, 32)
         splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
         ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")

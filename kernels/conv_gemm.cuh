@@ -34,12 +34,9 @@ struct TileGeom {
     static constexpr int STAGE = BK * (AS + BS);                 // floats per pipeline stage
     static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C
     static constexpr int SMEM = STAGES * STAGE > EPI ? STAGES * STAGE : EPI;
-    // above 48 KiB (the static limit) the kernel's shared memory is dynamic: the launcher passes
-    // SMEM * 4 bytes (config.tile_smem_bytes) and raises the kernel's dynamic limit to them
-    static constexpr bool DYNAMIC = SMEM * 4 > 48 * 1024;
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
-    static_assert(SMEM * 4 <= 227 * 1024, "shared memory: at most 227 KiB per block");
+    static_assert(SMEM * 4 <= 48 * 1024, "static shared memory: at most 48 KiB");
     // shared offset of A element (kk, m) (packed: a_off; gathered: ag_off, the same k-major layout
     // here, MmaTile's own) and of B element (kk, n)
     __host__ __device__ static constexpr int a_off(int kk, int m) { return kk * AS + m; }
@@ -56,7 +53,6 @@ struct ConvTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
     static constexpr int LR = LR_, LC = 32 / LR_;
     typedef float Acc[8][8];
     static_assert(G::WM == 8 * LR && G::WN == 8 * LC, "a thread holds 8x8 outputs: WM = 8*LR, WN = 8*LC");
-    static_assert(!G::DYNAMIC, "fp32 tiles: static shared memory (config.CONV_TILES holds no stage count)");
 };
 
 // TF32 tile: MT x NT8 m16n8k8 tiles per warp; acc[mt][nt][c] is register c of tile (mt, nt).

@@ -8,17 +8,13 @@
 
 __device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return min(kred, kbeg + chunk); }
 
-// The tile's shared memory (pipeline stages, then the epilogue): static up to 48 KiB, else the
-// launch's dynamic shared memory (T::DYNAMIC: the launcher passes T::SMEM * 4 bytes).
+// The tile's shared memory (pipeline stages, then the epilogue). Declared here, not in each pass
+// body: ptxas then schedules the main loops shorter (sm_90, tests/conv_sass.py: fp32 t128x128 and
+// t64x128 11-13 fewer instructions per loop, TF32 t128x64 forward 4).
 template <class T>
 __device__ __forceinline__ float* conv_smem() {
-    if constexpr (T::DYNAMIC) {
-        extern __shared__ __align__(16) float conv_dynamic_smem[];
-        return conv_dynamic_smem;
-    } else {
-        __shared__ __align__(16) float smem[T::SMEM];
-        return smem;
-    }
+    __shared__ __align__(16) float smem[T::SMEM];
+    return smem;
 }
 
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
@@ -124,9 +120,8 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
 // splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
-// per SM that allow <= 170 registers (255 for t128x128 and the wide-k tiles t64x128k16,
-// t128x128k16, t128x64k32, t64x128k32 and t64x64k32, whose 16-32 gathered columns per thread need
-// ~200), which ptxas fits without spills.
+// per SM that allow <= 170 registers (255 for t128x128 and the fp32 wide-k tile t64x128k16,
+// whose 16 gathered columns per thread need ~200), which ptxas fits without spills.
 #define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \

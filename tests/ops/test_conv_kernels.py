@@ -261,7 +261,7 @@ def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, d
 # for TF32_FULL; its error must also be above fp32's (TF32 really ran). TF32_FULL fills every warp,
 # mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
 # filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges. TF32_SPLIT
-# runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 32).
+# runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 16).
 TF32_BOUND = tf32_bound(216)
 TF32_FULL = (2, 70, 6, 6, 136, 3, 3, 1, 1, 1, 1)
 TF32_SPLIT = (6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)
@@ -282,24 +282,6 @@ def test_tf32_within_its_rounding_bound(cp, what, tile):
         assert (err <= bound * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (bound * mag)).max()}"
         worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
-
-
-def test_deep_k_tiles_launch_with_their_dynamic_shared_memory(cp):
-    """A tile above 48 KiB of shared memory takes it as dynamic shared memory: the launch passes
-    config.tile_smem_bytes (the kernel's limit raised to it), also on a launch-plan hit, and a
-    static tile passes none."""
-    rng = np.random.default_rng(5)
-    x = cp.asarray(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
-    w = cp.asarray(rng.standard_normal((8, 8, 3, 3)).astype(np.float32))
-    ops.conv2d_forward.plans.clear()
-    for tile in ("t128x64k32", "t128x128k16", "t128x64"):
-        with fastconv.using(tf32=True, conv_tile=tile), emu.trace() as t:
-            for _ in range(2):  # the full path, then a plan hit
-                ops.conv2d_forward(x, w, None, 1, 1)
-        smem = [r.shared_mem for r in t.launches if r.name == f"conv2d_forward_v3_tf32_{tile}"]
-        assert smem == [cfg.conv_dynamic_smem(tile, tf32=True)] * 2, (tile, smem)
-        assert (smem[0] > cfg.STATIC_SMEM) == (tile != "t128x64"), (tile, smem)
-    assert len(ops.conv2d_forward.plans) == 3  # one per tile: the second calls were hits
 
 
 @pytest.mark.parametrize("tf32", [False, True])
@@ -338,30 +320,31 @@ def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
     with pytest.raises(ValueError, match="conv_tile: got 't64x32' with tf32 on"):
         _run(cp, "forward", case, tile="t64x32", tf32=True)
 
+# a filter one tap wider than the TF32 tiles' bitmasks hold; C*R*S = 48: past the small-channel kernels
+WIDE = (1, 3, cfg.GATHER_MASK_TAPS + 2, 4, 4, cfg.GATHER_MASK_TAPS + 1, 1, 1, 0, 1, 1)
+
+
 def test_tf32_setting_runs_filters_wider_than_the_masks_in_fp32(cp):
     """The TF32 tiles' forward and backward-data test bounds by per-column bitmasks of at most
     config.GATHER_MASK_TAPS taps per dimension: a filter one tap wider runs those passes on the fp32
-    tiles (to fp32's tolerance, weights packed unrounded), backward-weight still on TF32; a forced
-    TF32-only tile is a one-line error naming the filter."""
-    taps = cfg.GATHER_MASK_TAPS + 1
-    case = (1, 3, taps + 1, 4, 4, taps, 1, 1, 0, 1, 1)  # C*R*S = 48: past the small-channel kernels
+    tiles (to fp32's tolerance, weights packed unrounded), backward-weight still on TF32."""
     for what in ("forward", "backward_data"):
-        names = _check(cp, what, case, tf32=True)
+        names = _check(cp, what, WIDE, tf32=True)
         assert any(n.startswith(f"conv2d_{what}_v3_t") for n in names), names
         assert not any("tf32" in n for n in names), names  # and F32_TOL held: weights packed unrounded
-    assert any("_v3_tf32_" in n for n in _run(cp, "backward_weight", case, tf32=True)[2])
-    with pytest.raises(ValueError, match=f"conv_tile: got 't128x128k16' for a filter wider than {taps - 1} taps"):
-        _run(cp, "forward", case, tile="t128x128k16", tf32=True)
+    assert any("_v3_tf32_" in n for n in _run(cp, "backward_weight", WIDE, tf32=True)[2])
 
 
-def test_tf32_only_tile_with_tf32_off_is_refused(cp):
-    """A tile name only TF32_TILES holds (the deep-k tiles, e.g. t128x128k16) with tf32 off is a
-    one-line error, not a launch of a kernel that does not exist."""
-    only = sorted(set(cfg.TF32_TILES) - set(cfg.CONV_TILES))
-    assert only
-    for tile in only:
-        with pytest.raises(ValueError, match=f"conv_tile: got '{tile}' with tf32 off"):
-            _run(cp, "forward", SMALL_CASES[0], tile=tile)
+def test_tf32_only_tile_where_the_fp32_tiles_run_is_refused(cp, monkeypatch):
+    """A tile name only TF32_TILES holds (none today: each TF32 tile has an fp32 namesake) forced
+    where the fp32 tiles run, with tf32 off or for a filter wider than the masks, is a one-line error
+    saying which, not a launch of a kernel that does not exist."""
+    from fastconv.backends.cuda import config  # the module the launchers use: the CPU layer re-imports them
+    monkeypatch.setitem(config.TF32_TILES, "t64x64only", config.TF32_TILES["t64x64"])
+    with pytest.raises(ValueError, match="conv_tile: got 't64x64only' with tf32 off"):
+        _run(cp, "forward", SMALL_CASES[0], tile="t64x64only")
+    with pytest.raises(ValueError, match=f"got 't64x64only' for a filter wider than {cfg.GATHER_MASK_TAPS} taps"):
+        _run(cp, "forward", WIDE, tile="t64x64only", tf32=True)
 
 
 def test_precision_argument_on_ops_and_layers(cp):

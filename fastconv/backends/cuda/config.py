@@ -29,7 +29,7 @@ PHASED_BLOCKS_PER_SM = 3    # fp32 backward-data phases: split up to this many b
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 REDUCE_WARP_SPLITS = 32     # split counts from which conv2d_splitk_reduce_v2 (warps share the splits) sums them
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
-SPLIT_ALIGN = 8             # split-K slices are whole BK tiles (BK 4 or 8; the BK 16 TF32 tiles: 16)
+SPLIT_ALIGN = 8             # split-K slices are whole BK tiles (BK 4 or 8; the BK 16 tiles: 16)
 
 # tile name -> (BM, BN, BK, threads, min blocks per SM), as CONV_V3_KERNELS instantiates them in
 # kernels/conv.cu (tests/test_conv_build.py compares the two); every tile holds 8x8 outputs per
@@ -47,28 +47,19 @@ CONV_TILES = {
     "t64x128k16": (64, 128, 16, 128, 2),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them in
-# kernels/conv_tf32.cu (tests compare), same fields; conv_grid serves each by its BM x BN. Warp
-# tiles: 64x64 for t128x128 and t128x128k16 (an A fragment serves 8 mma, a B fragment 4), else 64x32. The deep-k tiles (BK 16 at 4 stages for
-# t128x128k16, else BK 32 at 3: one barrier per 64 mma per warp, 4.7-6.3 instructions per mma in
-# forward and backward-data against 5.8-9.4 for the others, tests/conv_sass.py) take 54-78 KiB of
-# dynamic shared memory (tile_smem_bytes), two blocks per SM (t64x64k32 three).
+# kernels/conv_tf32.cu (tests compare), same fields: the BM x BN of four fp32 tiles (conv_grid serves
+# both tables by name), warp tiles 64x64 for t128x128 (an A fragment serves 8 mma, a B fragment 4),
+# else 64x32, BK 16 for t128x64, else 8; each within 48 KiB of static shared memory (TileGeom
+# asserts it). Deeper-k TF32 tiles won no row of an H200 sweep (benchmarks/conv_sweep.py at commit
+# 522e92d) and were dropped: t128x128k16, t128x64k32, t64x128k32 and t64x64k32 (54-78 KiB of
+# dynamic shared memory) ran >= 1.04x slower than the heuristic's tile on every row, and
+# t64x128k16 lost to t64x128 (conv_tile).
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
-    "t64x128k16": (64, 128, 16, 128, 3),
-    "t128x128k16": (128, 128, 16, 128, 2),
-    "t128x64k32": (128, 64, 32, 128, 2),
-    "t64x128k32": (64, 128, 32, 128, 2),
-    "t64x64k32": (64, 64, 32, 64, 3),
 }
-# The pipeline stages of each TF32 tile (its CONV_V3_TF32_KERNELS line; tests compare): with the
-# tile's BM, BN and BK they give its shared memory (tile_smem_bytes).
-TF32_STAGES = {"t128x128": 4, "t128x64": 3, "t64x128": 4, "t64x64": 4, "t64x128k16": 3, "t128x128k16": 4,
-               "t128x64k32": 3, "t64x128k32": 3, "t64x64k32": 3}
-STATIC_SMEM = 48 * 1024     # bytes of static shared memory a block may declare; above it a tile's is dynamic
-CONV_PAD = 8                # floats of padding per shared row of a v3 tile (CONV_PAD of kernels/conv_gemm.cuh)
 # Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
 # of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).
 GATHER_MASK_TAPS = 15
@@ -170,22 +161,6 @@ def tile_spec(tile: str, tf32: bool = False) -> tuple[int, int, int, int, int]:
     return (TF32_TILES if tf32 else CONV_TILES)[tile]
 
 
-def tile_smem_bytes(tile: str) -> int:
-    """Shared memory of a TF32 tile in bytes, as TileGeom::SMEM of kernels/conv_gemm.cuh counts it:
-    its pipeline stages, BK rows of BM + CONV_PAD and BN + CONV_PAD floats each, or the epilogue's half
-    of C staged (BM/2 rows of BN + CONV_PAD floats), whichever is more. Above STATIC_SMEM the kernel
-    takes it as dynamic shared memory: the launch passes these bytes (conv_dynamic_smem)."""
-    bm, bn, bk = TF32_TILES[tile][:3]
-    return 4 * max(TF32_STAGES[tile] * bk * (bm + bn + 2 * CONV_PAD), bm // 2 * (bn + CONV_PAD))
-
-
-def conv_dynamic_smem(tile: str, tf32: bool = False) -> int:
-    """Bytes of dynamic shared memory a v3 launch passes: a TF32 tile's tile_smem_bytes when above
-    STATIC_SMEM, else 0 (static shared memory; every fp32 tile's is static)."""
-    smem = tile_smem_bytes(tile) if tf32 else 0
-    return smem if smem > STATIC_SMEM else 0
-
-
 def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgrad: bool = False) -> str:
     """Tile for a GEMM of m rows by n columns, z times (groups x phases); ``wgrad``: the GEMM is a
     backward-weight (n = C/G*R*S columns, a long reduction over N*P*Q); with tf32 one of TF32_TILES.
@@ -200,7 +175,7 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
       backward-weight (n is the small side there; TF32 lenet.conv2 ran 1.13x faster on t64x128);
       TF32 t64x128 (with the bitmask loaders, commit 522e92d on an H200: lenet.conv2 forward /
       backward-data and resnet.c2 forward / backward-data 1.05x / 1.04x / 1.01x / 1.02x faster than
-      the BK-16 t64x128k16 that won before them);
+      the BK-16 TF32 t64x128k16 that won before them, since dropped);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
       waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at

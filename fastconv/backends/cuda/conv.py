@@ -88,8 +88,7 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
     name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}"
     _launch("conv_tf32.cu" if tf32 else "conv.cu", name, grid, cfg.tile_spec(tile, tf32)[3],
-            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail,
-            cfg.conv_dynamic_smem(tile, tf32))
+            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
     return ws, splits
 
 

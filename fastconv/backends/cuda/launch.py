@@ -6,8 +6,6 @@ them on later calls (a plan hit never reaches the launchers).
 
 from __future__ import annotations
 
-import functools
-
 import cupy as cp
 import numpy as np
 
@@ -104,28 +102,9 @@ def _f32(v):
     return np.float32(v)
 
 
-_dynamic: dict = {}  # (kernel, bytes) -> the launch callable passing them as dynamic shared memory
-
-
-def _with_smem(fn, smem: int):
-    """``fn(grid, block, args)`` with ``smem`` bytes of dynamic shared memory: the kernel's limit of
-    it (48 KiB unless raised) raised to ``smem`` once, then the same callable for every launch (a
-    launch plan repeats the launches it records as fn(grid, block, args))."""
-    key = (fn, smem)
-    launch = _dynamic.get(key)
-    if launch is None:
-        if fn.max_dynamic_shared_size_bytes < smem:
-            fn.max_dynamic_shared_size_bytes = smem
-        launch = _dynamic[key] = functools.partial(fn, shared_mem=smem)
-    return launch
-
-
-def _launch(filename, name, grid, block, args, smem=0):
-    """Launch kernel ``name`` of ``filename`` on a grid of 1-d blocks; ``smem``: bytes of dynamic
-    shared memory (0: the kernel's shared memory is static)."""
+def _launch(filename, name, grid, block, args):
+    """Launch kernel ``name`` of ``filename`` on a grid of 1-d blocks."""
     fn = function(filename, name)
-    if smem:
-        fn = _with_smem(fn, smem)
     grid, block = tuple(int(g) for g in grid), (int(block),)
     fn(grid, block, args)
     note_launch(fn, grid, block, args)

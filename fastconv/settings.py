@@ -12,7 +12,8 @@
   small-channel kernels), 1 = the direct reference kernels.
 - ``conv_tile`` [None]: the v3 tile, picked per call by the launch heuristic when None; else one
   of ``fastconv.backends.cuda.config.CONV_TILES`` (e.g. "t128x128", "t64x64"; TF32_TILES with tf32), which
-  also turns the small-channel kernels off.
+  also turns the small-channel kernels off; ``config.WINOGRAD`` ("winograd") runs backward-weight on the
+  Winograd kernels of kernels/winograd.cu (3x3 / 5x5, stride 1; the other passes refuse it).
 - ``conv_splits`` [None]: the split-K count of the v3 core's GEMMs, picked per call
   (``config.conv_splits``) when None; else a forced count >= 1 (rounded so that every slice is
   whole BK tiles, and at most one slice per 8 reduction elements) — for tuning sweeps.
@@ -93,10 +94,10 @@ def _checked(s: Settings) -> Settings:
     if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
         raise ValueError(f"conv_version: got {s.conv_version!r}, expected 1 or 3")
     if s.conv_tile is not None:
-        from .backends.cuda.config import CONV_TILES, TF32_TILES  # pure Python; needs no CuPy
-        if s.conv_tile not in CONV_TILES and s.conv_tile not in TF32_TILES:
+        from .backends.cuda.config import CONV_TILES, TF32_TILES, WINOGRAD  # pure Python; needs no CuPy
+        if s.conv_tile not in CONV_TILES and s.conv_tile not in TF32_TILES and s.conv_tile != WINOGRAD:
             raise ValueError(f"conv_tile: got {s.conv_tile!r}, expected None or one of "
-                             f"{sorted(set(CONV_TILES) | set(TF32_TILES))}")
+                             f"{sorted(set(CONV_TILES) | set(TF32_TILES) | {WINOGRAD})}")
     if s.conv_splits is not None and (isinstance(s.conv_splits, bool) or not isinstance(s.conv_splits, int)
                                       or not 1 <= s.conv_splits <= 65535):
         raise ValueError(f"conv_splits: got {s.conv_splits!r}, expected None or an int in [1, 65535]")

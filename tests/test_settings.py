@@ -70,14 +70,14 @@ def test_bad_settings_name_the_setting_and_change_nothing(changes, exc, parts):
 
 
 def test_bad_conv_tile_lists_the_kernels_tiles():
-    """The conv_tile error offers exactly the tiles the kernel tables instantiate, each of which the
-    setting then takes."""
+    """The conv_tile error offers exactly the tiles the kernel tables instantiate and "winograd", each
+    of which the setting then takes."""
     import ast
-    from fastconv.backends.cuda.config import CONV_TILES, TF32_TILES
+    from fastconv.backends.cuda.config import CONV_TILES, TF32_TILES, WINOGRAD
     with pytest.raises(ValueError) as err:
         fastconv.configure(conv_tile="t16x16")
     offered = ast.literal_eval(str(err.value).split("expected None or one of ", 1)[1])
-    assert sorted(offered) == offered and set(offered) == set(CONV_TILES) | set(TF32_TILES)
+    assert sorted(offered) == offered and set(offered) == set(CONV_TILES) | set(TF32_TILES) | {WINOGRAD}
     for tile in offered:
         with fastconv.using(conv_tile=tile):
             assert settings.current().conv_tile == tile

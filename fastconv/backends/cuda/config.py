@@ -63,6 +63,11 @@ TF32_TILES = {
 # Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
 # of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).
 GATHER_MASK_TAPS = 15
+# Backward-weight by Winograd's F(R x R, 4 x 4) (kernels/winograd.cu): the conv_tile setting value
+# that asks for it, the filter sizes it has tables for, and its output tile side (WINO_M).
+WINOGRAD = "winograd"
+WINOGRAD_TAPS = (3, 5)
+WINOGRAD_TILE = 4
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -74,6 +79,7 @@ KERNELS = {
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES),
+    "winograd.cu": tuple(f"conv2d_backward_weight_winograd_{k}_v1_r{r}" for r in WINOGRAD_TAPS for k in ("x", "dy", "out")),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
@@ -100,7 +106,7 @@ LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
-CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_tf32.cu")
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_tf32.cu", "winograd.cu")
 
 
 def cdiv(a: int, b: int) -> int:
@@ -197,6 +203,12 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     if tf32:  # t128x64 was fastest for TF32 forward and backward-data; backward-weight and large GEMMs
         return "t128x128" if wgrad or big >= 2 * num_sms else "t128x64"  # want t128x128's 64x64 warp tiles
     return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
+
+
+def winograd_wgrad(r: int, s: int, stride, dilation, groups: int) -> bool:
+    """Whether kernels/winograd.cu computes this backward-weight: a square filter of WINOGRAD_TAPS
+    taps, stride 1, dilation 1, one group."""
+    return r == s and r in WINOGRAD_TAPS and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
 
 
 def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:

@@ -196,6 +196,30 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
+def _backward_weight_winograd(dy, x, dw, sizes, padding):
+    """dw by F(R x R, 4 x 4) (kernels/winograd.cu): the transforms of x's patches (V) and dy's 4x4 tiles (U),
+    their products summed over images and tiles as the backward-weight of a 1x1 convolution in A^2
+    groups on the v3 core (fp32; the conv_splits setting splits it, the conv_tile setting is not a
+    tile there), then the output transform summing its splits into dw."""
+    n, c, h, wd, k, r, p, q = sizes
+    a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
+    for what, planes in (("x", c), ("dy", k)):
+        cfg.check_int32(what, n * a * a * planes * tp * tq, f"Winograd transform of {what}: N*A^2*channels*tiles")
+    v = _alloc((n, a * a * c, tp, tq), _F32, "conv2d_backward_weight Winograd transform of x")
+    u = _alloc((n, a * a * k, tp, tq), _F32, "conv2d_backward_weight Winograd transform of dy")
+    tiles = _i32s("dy", "tile_rows tile_cols", (tp, tq))
+    _launch("winograd.cu", f"conv2d_backward_weight_winograd_x_v1_r{r}", _eltwise_grid(n * c * tp * tq), cfg.BLOCK,
+            (x, v) + _i32s("x", "N C H W pad_h pad_w", (n, c, h, wd, padding[0], padding[1])) + tiles)
+    _launch("winograd.cu", f"conv2d_backward_weight_winograd_dy_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
+            (dy, u) + _i32s("dy", "N K P Q", (n, k, p, q)) + tiles)
+    m = _alloc((a * a * k, c, 1, 1), _F32, "conv2d_backward_weight Winograd products")
+    ints = _conv_ints("dy", n, a * a * c, tp, tq, a * a * k, 1, 1, tp, tq, (1, 1), (0, 0), (1, 1), a * a)
+    with settings.using(conv_tile=None):
+        ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy", (u, v, (), ints))
+    _launch("winograd.cu", f"conv2d_backward_weight_winograd_out_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
+            (ws, dw, _i32(k), _i32(c), _i32(splits)))
+
+
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
     sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
@@ -206,6 +230,13 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     if ints is None:
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
+    if settings.current().conv_tile == cfg.WINOGRAD:
+        if not cfg.winograd_wgrad(r, s, stride, dilation, groups):
+            raise ValueError(f"conv_tile: got {cfg.WINOGRAD!r} for a backward-weight of {r}x{s} taps, stride {stride}, "
+                             f"dilation {dilation}, {groups} groups; expected a square filter of "
+                             f"{' or '.join(map(str, cfg.WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
+        _backward_weight_winograd(dy, x, dw, (n, c, h, wd, k, r, p, q), padding)
+        return dw
     if tp:
         chunks = cfg.cdiv(k // groups, 32)
         splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)

@@ -7,7 +7,9 @@ choice ("auto": also the small-channel kernels where they apply) and every force
 --graph-calls back-to-back calls, replayed (benchmarks/timing.py). Each forced configuration is first
 checked against the heuristic's output (relative L2 error <= 1e-4 for fp32, 2e-2 for TF32); a
 configuration that fails is recorded and not timed. Prints per row the heuristic's time, the best
-configuration and its time; writes every measurement to --json.
+configuration and its time; writes every measurement to --json. Backward-weight rows that the Winograd
+kernels serve (3x3 / 5x5, stride 1) also time conv_tile "winograd" with its products' GEMM split the
+launcher's way and WINOGRAD_SPLITS ways.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
                                     [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data" "* tf32"]
@@ -37,9 +39,11 @@ from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
+from fastconv.backends.cuda import config as cfg  # noqa: E402
 from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+WINOGRAD_SPLITS = (None, 1, 2, 4, 8, 16, 32, 64)
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
 PASSES = ("forward", "backward_data", "backward_weight")
 MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
@@ -90,11 +94,10 @@ def gemm_dims(shape, ps):
     return k, c * r * s, n * p * q, 1, k * c * r * s
 
 
-def configs(prec, dims=None, num_sms=132):
+def configs(prec, dims=None, num_sms=132, winograd=False):
     """(tile, splits) pairs: the heuristic first, then every forced tile x split count that is worth
     timing for a GEMM of ``dims`` (gemm_dims): at most 4 waves of blocks, slices of >= 8 reduction
-    elements, a split-K workspace of at most 1 GiB."""
-    from fastconv.backends.cuda import config as cfg
+    elements, a split-K workspace of at most 1 GiB; with ``winograd`` then "winograd" x WINOGRAD_SPLITS."""
     tiles = cfg.TF32_TILES if prec == "tf32" else tuple(cfg.CONV_TILES)
     out = [(None, None)]
     for t in tiles:
@@ -105,7 +108,7 @@ def configs(prec, dims=None, num_sms=132):
                 if gx * gy * z * s > 4 * num_sms * cfg.tile_spec(t, prec == "tf32")[4] or red < 8 * s or s * elems * 4 > 1 << 30:
                     continue
             out.append((t, s))
-    return out
+    return out + [(cfg.WINOGRAD, s) for s in WINOGRAD_SPLITS] * winograd
 
 
 def time_config(cp, clock, fn, args):
@@ -116,13 +119,13 @@ def time_config(cp, clock, fn, args):
         del graph
 
 
-def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132):
-    """Every configuration of one row (configs(prec, dims, num_sms)): list of dicts (tile, splits,
-    error, and ms when the output was right; or why the launcher refused it)."""
+def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132, winograd=False):
+    """Every configuration of one row (configs(prec, dims, num_sms, winograd)): list of dicts (tile,
+    splits, error, and ms when the output was right; or why the launcher refused it)."""
     out = []
     with fastconv.using(tf32=prec == "tf32"):
         want = cp.asnumpy(fn()).astype(np.float64)
-        for tile, splits in configs(prec, dims, num_sms):
+        for tile, splits in configs(prec, dims, num_sms, winograd):
             rec = {"tile": tile or "auto", "splits": splits or "auto"}
             try:
                 with fastconv.using(conv_tile=tile, conv_splits=splits):
@@ -170,7 +173,9 @@ def main(argv=None) -> int:
             if name not in arrays:
                 arrays[name] = calls(cp, CONV_SHAPES[name], rng)
             shape, fn = CONV_SHAPES[name], arrays[name][ps]
-            res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms())
+            n, c, h, w, k, r, s, st, pd = shape
+            wino = ps == "backward_weight" and cfg.winograd_wgrad(r, s, (st, st), (1, 1), 1)
+            res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms(), wino)
             rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
             timed = [r for r in res if "ms" in r]
             auto = next((r["ms"] for r in res if r["tile"] == "auto" and "ms" in r), float("nan"))

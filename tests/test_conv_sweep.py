@@ -34,7 +34,7 @@ def test_every_configuration_is_validated_then_timed(monkeypatch):
 
 def test_a_wrong_configuration_is_recorded_not_timed(monkeypatch):
     monkeypatch.setattr(conv_sweep, "SPLITS", (2,))
-    monkeypatch.setattr(conv_sweep, "configs", lambda prec, dims=None, num_sms=132: [(None, None), ("t64x64", 2)])
+    monkeypatch.setattr(conv_sweep, "configs", lambda prec, dims=None, num_sms=132, winograd=False: [(None, None), ("t64x64", 2)])
     with emu.activate() as cp:
         fns = conv_sweep.calls(cp, (2, 3, 6, 6, 4, 3, 3, 1, 1), np.random.default_rng(0))
         state = {"n": 0}
@@ -68,3 +68,12 @@ def test_picks_keep_only_clear_wins_over_the_heuristic():
             row("c forward", "fp32", ("auto", "auto", None), ("t64x64", 1, 0.5))]  # no heuristic time
     rows[3]["configs"][0].pop("ms")
     assert conv_sweep.picks(rows) == {"a forward fp32": ("t64x64", 2), "b backward_weight fp32": ("t64x64", None)}
+
+
+def test_winograd_configurations_follow_the_tiles():
+    """A backward-weight row the Winograd kernels serve times "winograd" at each WINOGRAD_SPLITS count
+    after the tiles; other rows do not."""
+    plain = conv_sweep.configs("fp32", None)
+    assert conv_sweep.configs("fp32", None, winograd=True) == plain + [
+        (cfg.WINOGRAD, s) for s in conv_sweep.WINOGRAD_SPLITS]
+    assert all(t != cfg.WINOGRAD for t, _ in plain)

@@ -7,9 +7,9 @@ choice ("auto": also the small-channel kernels where they apply) and every force
 --graph-calls back-to-back calls, replayed (benchmarks/timing.py). Each forced configuration is first
 checked against the heuristic's output (relative L2 error <= 1e-4 for fp32, 2e-2 for TF32); a
 configuration that fails is recorded and not timed. Prints per row the heuristic's time, the best
-configuration and its time; writes every measurement to --json. Backward-weight rows that the Winograd
-kernels serve (3x3 / 5x5, stride 1) also time conv_tile "winograd" with its products' GEMM split the
-launcher's way and WINOGRAD_SPLITS ways.
+configuration and its time; writes every measurement to --json. Rows of shapes that the Winograd
+kernels serve (3x3 / 5x5, stride 1: every pass) also time conv_tile "winograd" with its products' GEMM
+split the launcher's way and WINOGRAD_SPLITS ways.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
                                     [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data" "* tf32"]
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
                 arrays[name] = calls(cp, CONV_SHAPES[name], rng)
             shape, fn = CONV_SHAPES[name], arrays[name][ps]
             n, c, h, w, k, r, s, st, pd = shape
-            wino = ps == "backward_weight" and cfg.winograd_wgrad(r, s, (st, st), (1, 1), 1)
+            wino = cfg.winograd(r, s, (st, st), (1, 1), 1)
             res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms(), wino)
             rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
             timed = [r for r in res if "ms" in r]

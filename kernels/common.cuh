@@ -23,6 +23,14 @@ typedef long long i64;
 #define GRID_STRIDE32(i, n) \
     for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)(n); i += gridDim.x * blockDim.x)
 
+// The conv epilogues' activation (config.ACTIVATIONS codes): 0 none, 1 ReLU, 2 LeakyReLU(slope), 3 tanh.
+__device__ __forceinline__ float conv_act(float v, int act, float slope) {
+    if (act == 1) return v > 0.f ? v : 0.f;
+    if (act == 2) return v > 0.f ? v : v * slope;
+    if (act == 3) return tanhf(v);
+    return v;
+}
+
 // Sum of a double over the block; every thread gets the result. `buf` holds >= 32 doubles.
 // All threads of the block must call it (it has __syncthreads inside).
 __device__ __forceinline__ double block_sum(double v, double* buf) {

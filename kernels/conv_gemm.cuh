@@ -302,14 +302,6 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
     __syncthreads();  // the epilogue reuses the pipeline's shared memory
 }
 
-// act: 0 none, 1 ReLU, 2 LeakyReLU(slope), 3 tanh
-__device__ __forceinline__ float conv_act(float v, int act, float slope) {
-    if (act == 1) return v > 0.f ? v : 0.f;
-    if (act == 2) return v > 0.f ? v : v * slope;
-    if (act == 3) return tanhf(v);
-    return v;
-}
-
 // Writes the block's C tile: out[row_off(m) + col_off(n)] = act(C[m][n] + bias[m]) with
 // row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (the upper
 // and lower half of every warp tile: fp32 quad rows a = 0, 1; TF32 mma rows by mma_row), then

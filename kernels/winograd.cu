@@ -1,104 +1,114 @@
-// winograd.cu - conv2d's backward-weight by Winograd's minimal filtering F(R x R, 4 x 4): for
-// stride 1, dilation 1, one group and a square R x R filter (R = 3 or 5), the weight gradient
-//     dw[k, c] = AT [ sum over tiles t of (G dy_t G^T)[k] (.) (BT x_t B)[c] ] A
-// where tile t is a 4 x 4 block of output pixels of one image, dy_t its dy values (zeros past P, Q)
-// and x_t the A x A patch of x (A = R + 3, zeros outside the image) that those pixels' windows read.
-// Each tile then costs A^2 multiply-adds per (k, c) instead of 16 R^2 (lenet.conv2's 5 x 5: 64
-// against 400; 3 x 3: 36 against 144). Three kernels and the v3 GEMM core between them:
-//   1. _x: V[n, xi, c, t] = (BT x_t B)[xi]; 2. _dy: U[n, xi, k, t] = (G dy_t G^T)[xi];
-//   3. (conv.cu) M[xi, k, c] = sum over n, t of U[n, xi, k, t] V[n, xi, c, t]: a backward-weight of
-//      a 1x1 convolution in A^2 groups (U as its dy, V as its x), split along n, t as any;
-//   4. _out: dw[k, c] = AT (sum of M's splits)[k, c] A.
-// The transforms' points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook); the tables below are
-// exact fractions, derived and checked in the tests (tests/winograd_tables.py).
+// winograd.cu - conv2d by Winograd's minimal filtering on 4 x 4 tiles, for stride 1, dilation 1, one
+// group and a square R x R filter (R = 3 or 5): A = R + 3 points, so a tile costs A^2 multiply-adds
+// per (channel pair) instead of 16 R^2 (5 x 5: 64 against 400; 3 x 3: 36 against 144).
+//   forward        y_t = AT [ sum over c of (G w G^T)[k, c] (.) (BT x_t B)[c] ] A  (F(4, R)),
+//                  x_t the A x A patch of x that output tile t's windows read (zeros outside);
+//   backward-data  the forward of dy with the filter flipped and transposed, padding R - 1 - pad;
+//   backward-weight dw[k, c] = AT [ sum over n, t of (G dy_t G^T)[k] (.) (BT x_t B)[c] ] A  (F(R, 4)),
+//                  dy_t the 4 x 4 tile t of dy (zeros past P, Q).
+// The sums are the v3 GEMM core's (conv.cu), fp32: forward and backward-data as a 1x1 forward in A^2
+// groups (input V[n, xi, c, t], weights U[xi, k, c], output Y[n, xi, k, t]), backward-weight as a 1x1
+// backward-weight in A^2 groups (dy U[n, xi, k, t], x V[n, xi, c, t]), split along their reduction
+// as any. The transforms' points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook): A - 1 finite points
+// p_j and 1 / prod_{l != j} (p_j - p_l) give AT[i][j] = p_j^i and G[j][k] = p_j^k / prod (the
+// infinity column / row is the unit vector at the last index), BT is tabled; every power of these
+// points is 0 or a power of 2, so AT and G are exact products. tests/ops/test_conv_winograd.py derives
+// all of them in exact fractions and checks the tables.
 //
-// Kernel versions (R = 3 or 5 in the suffix)
-//   conv2d_backward_weight_winograd_x_v1_r3, conv2d_backward_weight_winograd_x_v1_r5
-//                            one thread per (n, c, tile): its A x A patch in registers, BT d B.
-//   conv2d_backward_weight_winograd_dy_v1_r3, conv2d_backward_weight_winograd_dy_v1_r5
-//                            one thread per (n, k, tile): its 4 x 4 tile, G d G^T.
-//   conv2d_backward_weight_winograd_out_v1_r3, conv2d_backward_weight_winograd_out_v1_r5
-//                            one thread per (k, c): the A^2 products summed over the splits in
-//                            split order, then AT m A.
-// Consecutive threads take consecutive tiles, so each xi's stores are coalesced; index math is
-// 32-bit (the launcher checks every array against INT32_LIMIT).
+// Kernel versions (suffix _r3 / _r5: R)
+//   conv2d_winograd_input_v1_r*   one thread per (n, channel, tile): its A x A patch, BT d B -> V.
+//   conv2d_winograd_filter_v1_r*  one thread per (k, c): G w G^T -> U[xi, k, c] (flip: of the
+//                                 flipped filter, at U[xi, c, k]: backward-data's weights).
+//   conv2d_winograd_output_v1_r*  one thread per (n, k, tile): AT Y_t A, + bias, activation, the
+//                                 tile's in-range pixels written.
+//   conv2d_winograd_wgrad_dy_v1_r*      one thread per (n, k, tile): its 4 x 4 dy tile, G d G^T -> U.
+//   conv2d_winograd_wgrad_output_v1_r*  one thread per (k, c): the A^2 products summed over the GEMM's
+//                                 splits in split order, then AT m A -> dw[k, c].
+// Consecutive threads take consecutive tiles (or input channels), so each xi's stores are coalesced;
+// index math is 32-bit (the launcher checks every array against INT32_LIMIT).
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/winograd.cu
 #include "common.cuh"
 
 typedef unsigned int u32;
 
-// F(3 x 3, 4 x 4): A = 6.
-__constant__ float WINO3_AT[3][6] = {
-    {1.f, 1.f, 1.f, 1.f, 1.f, 0.f},
-    {0.f, 1.f, -1.f, 2.f, -2.f, 0.f},
-    {0.f, 1.f, 1.f, 4.f, 4.f, 1.f},
-};
-__constant__ float WINO3_G[6][4] = {
-    {1.f / 4, 0.f, 0.f, 0.f},
-    {-1.f / 6, -1.f / 6, -1.f / 6, -1.f / 6},
-    {-1.f / 6, 1.f / 6, -1.f / 6, 1.f / 6},
-    {1.f / 24, 1.f / 12, 1.f / 6, 1.f / 3},
-    {1.f / 24, -1.f / 12, 1.f / 6, -1.f / 3},
-    {0.f, 0.f, 0.f, 1.f},
-};
-__constant__ float WINO3_BT[6][6] = {
-    {4.f, 0.f, -5.f, 0.f, 1.f, 0.f},
-    {0.f, -4.f, -4.f, 1.f, 1.f, 0.f},
-    {0.f, 4.f, -4.f, -1.f, 1.f, 0.f},
-    {0.f, -2.f, -1.f, 2.f, 1.f, 0.f},
-    {0.f, 2.f, -1.f, -2.f, 1.f, 0.f},
-    {0.f, 4.f, 0.f, -5.f, 0.f, 1.f},
-};
+constexpr int WINO_M = 4;  // tile side (config.WINOGRAD_TILE)
 
-// F(5 x 5, 4 x 4): A = 8.
-__constant__ float WINO5_AT[5][8] = {
-    {1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 1.f, 0.f},
-    {0.f, 1.f, -1.f, 2.f, -2.f, 1.f / 2, -1.f / 2, 0.f},
-    {0.f, 1.f, 1.f, 4.f, 4.f, 1.f / 4, 1.f / 4, 0.f},
-    {0.f, 1.f, -1.f, 8.f, -8.f, 1.f / 8, -1.f / 8, 0.f},
-    {0.f, 1.f, 1.f, 16.f, 16.f, 1.f / 16, 1.f / 16, 1.f},
-};
-__constant__ float WINO5_G[8][4] = {
-    {-1.f, 0.f, 0.f, 0.f},
-    {-2.f / 9, -2.f / 9, -2.f / 9, -2.f / 9},
-    {-2.f / 9, 2.f / 9, -2.f / 9, 2.f / 9},
-    {1.f / 90, 1.f / 45, 2.f / 45, 4.f / 45},
-    {1.f / 90, -1.f / 45, 2.f / 45, -4.f / 45},
-    {32.f / 45, 16.f / 45, 8.f / 45, 4.f / 45},
-    {32.f / 45, -16.f / 45, 8.f / 45, -4.f / 45},
-    {0.f, 0.f, 0.f, 1.f},
-};
-__constant__ float WINO5_BT[8][8] = {
-    {-1.f, 0.f, 21.f / 4, 0.f, -21.f / 4, 0.f, 1.f, 0.f},
-    {0.f, 1.f, 1.f, -17.f / 4, -17.f / 4, 1.f, 1.f, 0.f},
-    {0.f, -1.f, 1.f, 17.f / 4, -17.f / 4, -1.f, 1.f, 0.f},
-    {0.f, 1.f / 2, 1.f / 4, -5.f / 2, -5.f / 4, 2.f, 1.f, 0.f},
-    {0.f, -1.f / 2, 1.f / 4, 5.f / 2, -5.f / 4, -2.f, 1.f, 0.f},
-    {0.f, 2.f, 4.f, -5.f / 2, -5.f, 1.f / 2, 1.f, 0.f},
-    {0.f, -2.f, 4.f, 5.f / 2, -5.f, -1.f / 2, 1.f, 0.f},
-    {0.f, -1.f, 0.f, 21.f / 4, 0.f, -21.f / 4, 0.f, 1.f},
-};
-
-constexpr int WINO_M = 4;  // output pixels per tile side
-
-// The tables of F(R x R, 4 x 4) by R, and A = R + 3.
+// The points, inverse denominators and BT of A = R + 3, as local constant tables: every index is a
+// compile-time constant once the transforms' loops are unrolled, so the entries fold into the FMAs
+// (zeros and ones drop out) instead of being loaded.
 template <int R> struct Wino;
-template <> struct Wino<3> {
+template <> struct Wino<3> {  // A = 6: points 0, 1, -1, 2, -2
     static constexpr int A = 6;
-    __device__ static float at(int i, int j) { return WINO3_AT[i][j]; }
-    __device__ static float g(int i, int j) { return WINO3_G[i][j]; }
-    __device__ static float bt(int i, int j) { return WINO3_BT[i][j]; }
+    __device__ static float p(int j) {
+        const float WINO6_P[5] = {0.f, 1.f, -1.f, 2.f, -2.f};
+        return WINO6_P[j];
+    }
+    __device__ static float inv(int j) {
+        const float WINO6_INV[5] = {1.f / 4, -1.f / 6, -1.f / 6, 1.f / 24, 1.f / 24};
+        return WINO6_INV[j];
+    }
+    __device__ static float bt(int i, int j) {
+        const float WINO6_BT[6][6] = {
+            {4.f, 0.f, -5.f, 0.f, 1.f, 0.f},
+            {0.f, -4.f, -4.f, 1.f, 1.f, 0.f},
+            {0.f, 4.f, -4.f, -1.f, 1.f, 0.f},
+            {0.f, -2.f, -1.f, 2.f, 1.f, 0.f},
+            {0.f, 2.f, -1.f, -2.f, 1.f, 0.f},
+            {0.f, 4.f, 0.f, -5.f, 0.f, 1.f},
+        };
+        return WINO6_BT[i][j];
+    }
 };
-template <> struct Wino<5> {
+template <> struct Wino<5> {  // A = 8: points 0, 1, -1, 2, -2, 1/2, -1/2
     static constexpr int A = 8;
-    __device__ static float at(int i, int j) { return WINO5_AT[i][j]; }
-    __device__ static float g(int i, int j) { return WINO5_G[i][j]; }
-    __device__ static float bt(int i, int j) { return WINO5_BT[i][j]; }
+    __device__ static float p(int j) {
+        const float WINO8_P[7] = {0.f, 1.f, -1.f, 2.f, -2.f, 1.f / 2, -1.f / 2};
+        return WINO8_P[j];
+    }
+    __device__ static float inv(int j) {
+        const float WINO8_INV[7] = {-1.f, -2.f / 9, -2.f / 9, 1.f / 90, 1.f / 90, 32.f / 45, 32.f / 45};
+        return WINO8_INV[j];
+    }
+    __device__ static float bt(int i, int j) {
+        const float WINO8_BT[8][8] = {
+            {-1.f, 0.f, 21.f / 4, 0.f, -21.f / 4, 0.f, 1.f, 0.f},
+            {0.f, 1.f, 1.f, -17.f / 4, -17.f / 4, 1.f, 1.f, 0.f},
+            {0.f, -1.f, 1.f, 17.f / 4, -17.f / 4, -1.f, 1.f, 0.f},
+            {0.f, 1.f / 2, 1.f / 4, -5.f / 2, -5.f / 4, 2.f, 1.f, 0.f},
+            {0.f, -1.f / 2, 1.f / 4, 5.f / 2, -5.f / 4, -2.f, 1.f, 0.f},
+            {0.f, 2.f, 4.f, -5.f / 2, -5.f, 1.f / 2, 1.f, 0.f},
+            {0.f, -2.f, 4.f, 5.f / 2, -5.f, -1.f / 2, 1.f, 0.f},
+            {0.f, -1.f, 0.f, 21.f / 4, 0.f, -21.f / 4, 0.f, 1.f},
+        };
+        return WINO8_BT[i][j];
+    }
 };
 
-// out = L d L^T for an I x J block d and an O x I (and O x J) matrix L given as l(o, i): the 2-D
-// transform of every stage (BT d B with L = BT; G d G^T with L = G; AT m A with L = AT).
+__device__ __forceinline__ float ipow(float p, int e) {
+    float v = 1.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+        if (i < e) v *= p;
+    return v;
+}
+
+// AT of F(O, .) (O outputs): row i < O, column j < A.
+template <int R, int O>
+__device__ __forceinline__ float wino_at(int i, int j) {
+    constexpr int A = Wino<R>::A;
+    return j < A - 1 ? ipow(Wino<R>::p(j), i) : (i == O - 1 ? 1.f : 0.f);
+}
+
+// G of F(., T) (T taps): row j < A, column k < T.
+template <int R, int T>
+__device__ __forceinline__ float wino_g(int j, int k) {
+    constexpr int A = Wino<R>::A;
+    return j < A - 1 ? ipow(Wino<R>::p(j), k) * Wino<R>::inv(j) : (k == T - 1 ? 1.f : 0.f);
+}
+
+// out = L d L^T for an I x I block d and an O x I matrix L given as l(o, i): every 2-D transform
+// (BT d B with L = BT, G d G^T with L = G, AT m A with L = AT).
 template <int O, int I, class L>
 __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)[O][O], L l) {
     float e[O][I];
@@ -122,8 +132,8 @@ __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)
         }
 }
 
-// Thread i of planes * TP * TQ: its plane (n * channels + c), the tile's top-left output pixel
-// (tile row tp, column tq) and the tile index t = tp * TQ + tq.
+// Thread i of planes * TP * TQ: its plane (n * channels + c), tile index t = tp * TQ + tq and the
+// tile's top-left pixel (p0, q0).
 __device__ __forceinline__ void wino_tile(u32 i, int TP, int TQ, u32& plane, u32& t, int& p0, int& q0) {
     const u32 TT = (u32)(TP * TQ);
     plane = i / TT;
@@ -133,7 +143,7 @@ __device__ __forceinline__ void wino_tile(u32 i, int TP, int TQ, u32& plane, u32
     q0 = ((int)t - tp * TQ) * WINO_M;
 }
 
-// Store a tile's A x A values at out[xi * stride], xi = u * A + v.
+// A tile's A x A values to out[xi * stride], xi = u * A + v.
 template <int A>
 __device__ __forceinline__ void store_xi(float* __restrict__ out, u32 stride, const float (&v)[A][A]) {
 #pragma unroll
@@ -142,10 +152,11 @@ __device__ __forceinline__ void store_xi(float* __restrict__ out, u32 stride, co
         for (int w = 0; w < A; ++w) out[(u32)(u * A + w) * stride] = v[u][w];
 }
 
-// V[n, xi, c, t] of each (n, c, tile t).
+// V[n, xi, c, t] of each (n, c, tile t) of an N x C x H x W input, the patch's top-left pixel at
+// (4 tp - pad_h, 4 tq - pad_w).
 template <int R>
-__device__ __forceinline__ void wino_x(const float* __restrict__ x, float* __restrict__ V, int N, int C, int H,
-                                       int W, int pad_h, int pad_w, int TP, int TQ) {
+__device__ __forceinline__ void wino_input(const float* __restrict__ x, float* __restrict__ V, int N, int C, int H,
+                                           int W, int pad_h, int pad_w, int TP, int TQ) {
     constexpr int A = Wino<R>::A;
     GRID_STRIDE32(i, (u32)N * C * TP * TQ) {
         u32 nc, t;
@@ -167,10 +178,57 @@ __device__ __forceinline__ void wino_x(const float* __restrict__ x, float* __res
     }
 }
 
-// U[n, xi, k, t] of each (n, k, tile t).
+// U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by 180
+// degrees, at U[xi, c, k] (the forward weights of backward-data).
 template <int R>
-__device__ __forceinline__ void wino_dy(const float* __restrict__ dy, float* __restrict__ U, int N, int K, int P,
-                                        int Q, int TP, int TQ) {
+__device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* __restrict__ U, int K, int C, int flip) {
+    constexpr int A = Wino<R>::A;
+    GRID_STRIDE32(i, (u32)(K * C)) {
+        const float* f = w + i * (u32)(R * R);
+        float d[R][R], u[A][A];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int s = 0; s < R; ++s) d[r][s] = flip ? f[(R - 1 - r) * R + (R - 1 - s)] : f[r * R + s];
+        transform2d<A>(d, u, [](int o, int j) { return wino_g<R, R>(o, j); });
+        const u32 k = i / (u32)C, c = i - k * (u32)C;
+        store_xi<A>(U + (flip ? c * (u32)K + k : i), (u32)(K * C), u);
+    }
+}
+
+// y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated, its pixels inside
+// P x Q written.
+template <int R>
+__device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* __restrict__ y,
+                                            const float* __restrict__ bias, int N, int K, int P, int Q, int TP,
+                                            int TQ, int has_bias, int act, float slope) {
+    constexpr int A = Wino<R>::A;
+    GRID_STRIDE32(i, (u32)N * K * TP * TQ) {
+        u32 nk, t;
+        int p0, q0;
+        wino_tile(i, TP, TQ, nk, t, p0, q0);
+        const u32 n = nk / (u32)K, k = nk - n * (u32)K, TT = (u32)(TP * TQ);
+        const float* src = Y + (n * (u32)(A * A * K) + k) * TT + t;
+        float m[A][A], o[WINO_M][WINO_M];
+#pragma unroll
+        for (int u = 0; u < A; ++u)
+#pragma unroll
+            for (int v = 0; v < A; ++v) m[u][v] = src[(u32)(u * A + v) * (u32)K * TT];
+        transform2d<WINO_M>(m, o, [](int r, int j) { return wino_at<R, WINO_M>(r, j); });
+        const float b = has_bias ? bias[k] : 0.f;
+        float* plane = y + nk * (u32)(P * Q);
+#pragma unroll
+        for (int a = 0; a < WINO_M; ++a)
+#pragma unroll
+            for (int c = 0; c < WINO_M; ++c)
+                if (p0 + a < P && q0 + c < Q) plane[(p0 + a) * Q + q0 + c] = conv_act(o[a][c] + b, act, slope);
+    }
+}
+
+// U[n, xi, k, t] = (G dy_t G^T)[xi] of each (n, k, tile t) of an N x K x P x Q dy.
+template <int R>
+__device__ __forceinline__ void wino_wgrad_dy(const float* __restrict__ dy, float* __restrict__ U, int N, int K,
+                                              int P, int Q, int TP, int TQ) {
     constexpr int A = Wino<R>::A;
     GRID_STRIDE32(i, (u32)N * K * TP * TQ) {
         u32 nk, t;
@@ -185,16 +243,16 @@ __device__ __forceinline__ void wino_dy(const float* __restrict__ dy, float* __r
                 const int p = p0 + a, q = q0 + b;
                 d[a][b] = (p < P && q < Q) ? plane[p * Q + q] : 0.f;
             }
-        transform2d<A>(d, u, [](int o, int j) { return Wino<R>::g(o, j); });
+        transform2d<A>(d, u, [](int o, int j) { return wino_g<R, WINO_M>(o, j); });
         const u32 n = nk / (u32)K, k = nk - n * (u32)K, TT = (u32)(TP * TQ);
         store_xi<A>(U + (n * (u32)(A * A * K) + k) * TT + t, (u32)K * TT, u);
     }
 }
 
-// dw[k, c] of each (k, c) from the products M[split, xi, k, c].
+// dw[k, c] of each (k, c): AT m A, m the products M[split, xi, k, c] summed over the splits.
 template <int R>
-__device__ __forceinline__ void wino_out(const float* __restrict__ M, float* __restrict__ dw, int K, int C,
-                                         int splits) {
+__device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, float* __restrict__ dw, int K, int C,
+                                                  int splits) {
     constexpr int A = Wino<R>::A;
     const u32 KC = (u32)(K * C);
     GRID_STRIDE32(i, KC) {
@@ -207,7 +265,7 @@ __device__ __forceinline__ void wino_out(const float* __restrict__ M, float* __r
                 for (int s = 0; s < splits; ++s) acc += M[((u32)s * (A * A) + (u32)(u * A + v)) * KC + i];
                 m[u][v] = acc;
             }
-        transform2d<R>(m, y, [](int o, int j) { return Wino<R>::at(o, j); });
+        transform2d<R>(m, y, [](int r, int j) { return wino_at<R, R>(r, j); });
         float* out = dw + i * (u32)(R * R);
 #pragma unroll
         for (int r = 0; r < R; ++r)
@@ -216,29 +274,39 @@ __device__ __forceinline__ void wino_out(const float* __restrict__ M, float* __r
     }
 }
 
-// Work: 2 A^3 FMAs per (n, c, tile); moves A^2 * 4 B in (rows of x, each read by the 2 or 3 tiles
-// that overlap it, cache-served) and A^2 * 4 B out.
-#define WINOGRAD_X_KERNEL(R)                                                                               \
-    extern "C" __global__ void conv2d_backward_weight_winograd_x_v1_r##R(const float* __restrict__ x,     \
+// Work: 2 A^3 FMAs per (n, channel, tile); moves A^2 * 4 B in (rows each read by the 2 or 3 tiles
+// that overlap them, cache-served) and A^2 * 4 B out.
+#define WINO_INPUT(R)                                                                                      \
+    extern "C" __global__ void conv2d_winograd_input_v1_r##R(const float* __restrict__ x,                 \
         float* __restrict__ V, int N, int C, int H, int W, int pad_h, int pad_w, int TP, int TQ) {        \
-        wino_x<R>(x, V, N, C, H, W, pad_h, pad_w, TP, TQ);                                                \
+        wino_input<R>(x, V, N, C, H, W, pad_h, pad_w, TP, TQ);                                            \
+    }
+// Work: 2 (A R^2 + A^2 R) FMAs per (k, c); moves R^2 * 4 B in and A^2 * 4 B out.
+#define WINO_FILTER(R)                                                                                     \
+    extern "C" __global__ void conv2d_winograd_filter_v1_r##R(const float* __restrict__ w,                \
+        float* __restrict__ U, int K, int C, int flip) {                                                  \
+        wino_filter<R>(w, U, K, C, flip);                                                                 \
+    }
+// Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out.
+#define WINO_OUTPUT(R)                                                                                     \
+    extern "C" __global__ void conv2d_winograd_output_v1_r##R(const float* __restrict__ Y,                \
+        float* __restrict__ y, const float* __restrict__ bias, int N, int K, int P, int Q, int TP, int TQ, \
+        int has_bias, int act, float slope) {                                                             \
+        wino_output<R>(Y, y, bias, N, K, P, Q, TP, TQ, has_bias, act, slope);                             \
     }
 // Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most; moves 16 * 4 B in and A^2 * 4 B out.
-#define WINOGRAD_DY_KERNEL(R)                                                                              \
-    extern "C" __global__ void conv2d_backward_weight_winograd_dy_v1_r##R(const float* __restrict__ dy,   \
+#define WINO_WGRAD_DY(R)                                                                                   \
+    extern "C" __global__ void conv2d_winograd_wgrad_dy_v1_r##R(const float* __restrict__ dy,             \
         float* __restrict__ U, int N, int K, int P, int Q, int TP, int TQ) {                              \
-        wino_dy<R>(dy, U, N, K, P, Q, TP, TQ);                                                            \
+        wino_wgrad_dy<R>(dy, U, N, K, P, Q, TP, TQ);                                                      \
     }
 // Work: A^2 * splits adds and 2 (R A^2 + R^2 A) FMAs per (k, c); moves A^2 * splits * 4 B in and
 // R^2 * 4 B out.
-#define WINOGRAD_OUT_KERNEL(R)                                                                             \
-    extern "C" __global__ void conv2d_backward_weight_winograd_out_v1_r##R(const float* __restrict__ M,   \
+#define WINO_WGRAD_OUTPUT(R)                                                                               \
+    extern "C" __global__ void conv2d_winograd_wgrad_output_v1_r##R(const float* __restrict__ M,          \
         float* __restrict__ dw, int K, int C, int splits) {                                               \
-        wino_out<R>(M, dw, K, C, splits);                                                                 \
+        wino_wgrad_output<R>(M, dw, K, C, splits);                                                        \
     }
-WINOGRAD_X_KERNEL(3)
-WINOGRAD_X_KERNEL(5)
-WINOGRAD_DY_KERNEL(3)
-WINOGRAD_DY_KERNEL(5)
-WINOGRAD_OUT_KERNEL(3)
-WINOGRAD_OUT_KERNEL(5)
+#define WINO_KERNELS(R) WINO_INPUT(R) WINO_FILTER(R) WINO_OUTPUT(R) WINO_WGRAD_DY(R) WINO_WGRAD_OUTPUT(R)
+WINO_KERNELS(3)
+WINO_KERNELS(5)

@@ -16,7 +16,7 @@ from checks import randn as _randn
 from ops.test_activation import activations_all_passes
 from ops.test_batchnorm import batchnorm_all_passes
 from ops.test_conv import DEVICE_CASES as CONV_CASES, conv_all_passes
-from ops.test_conv_winograd import CASES as WINOGRAD_CASES, winograd_backward_weight_case
+from ops.test_conv_winograd import CASES as WINOGRAD_CASES, PASSES as WINOGRAD_PASSES, winograd_case
 from ops.test_dropout import dropout_all_passes
 from ops.test_embedding import embedding_all_passes
 from ops.test_loss import bce_with_logits_case, gan_stats_case, softmax_cross_entropy_case
@@ -40,8 +40,9 @@ def run_every_op(cp, rng):
     for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_kernels.py)
         with fastconv.using(tf32=True, conv_tile=tile):
             conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=2.0**-9)
-    for case in WINOGRAD_CASES[:3]:  # 5x5 and 3x3
-        winograd_backward_weight_case(cp, case)
+    for case in WINOGRAD_CASES[1:3]:  # 5x5 and 3x3, every pass
+        for what in WINOGRAD_PASSES:
+            winograd_case(cp, what, case)
     pool_all_passes(backend, rng, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1))
     for size, offset in ((13, 0), (13, 1)):
         activations_all_passes(backend, rng, size, offset)

@@ -1,7 +1,8 @@
-"""conv2d backward-weight by Winograd's F(R x R, 4 x 4) (kernels/winograd.cu, conv_tile="winograd") on
-the CPU execution layer (fastconv.emu) through its real launcher, outputs NaN-poisoned, against the
-float64 loop oracle of tests/oracle.py; and the kernel's transform tables against an exact Toom-Cook
-derivation in fractions (points 0, +-1, +-2, +-1/2 and infinity).
+"""conv2d's three passes by Winograd's minimal filtering on 4 x 4 tiles (kernels/winograd.cu,
+conv_tile="winograd") on the CPU execution layer (fastconv.emu) through the real launchers, outputs
+NaN-poisoned, against the float64 loop oracle of tests/oracle.py; and the kernel's tables (points,
+inverse denominators, BT) against an exact Toom-Cook derivation in fractions (points 0, +-1, +-2,
++-1/2 and infinity), for both roles: F(4, R) (forward, backward-data) and F(R, 4) (backward-weight).
 
 Tolerance: the transforms scale products by up to 21/4 (BT) and 16 (AT) before the sums cancel, so
 Winograd's float32 error is some ten times the direct GEMM's; it is judged at REDUCTION_TOL (1e-4; a
@@ -69,27 +70,42 @@ def _solve(rows, n):
 
 
 def kernel_table(name):
-    """The __constant__ table ``name`` of kernels/winograd.cu as a float64 array."""
-    body = re.search(rf"__constant__ float {name}\[\d+\]\[\d+\] = \{{(.*?)\}};", KERNELS.read_text(), re.S).group(1)
-    rows = re.findall(r"\{([^{}]*)\}", body)
-    return np.array([[eval(v.replace(".f", ".")) for v in row.split(",") if v.strip()] for row in rows])
+    """The constant table ``name`` of kernels/winograd.cu (1-d or 2-d) as a float64 array."""
+    m = re.search(rf"const float {name}((?:\[\d+\])+) = \{{(.*?)\}};", KERNELS.read_text(), re.S)
+    value = lambda v: eval(v.replace(".f", "."))  # noqa: E731  (literals such as -21.f / 4)
+    rows = re.findall(r"\{([^{}]*)\}", m.group(2))
+    if m.group(1).count("[") == 1:
+        return np.array([value(v) for v in m.group(2).split(",") if v.strip()])
+    return np.array([[value(v) for v in row.split(",") if v.strip()] for row in rows])
+
+
+def kernel_matrices(r, outputs, taps):
+    """(AT, G, BT) of F(outputs, taps) as the kernel builds them from its tables (wino_at, wino_g)."""
+    a = r + cfg.WINOGRAD_TILE - 1
+    p, inv, bt = (kernel_table(f"WINO{a}_{t}") for t in ("P", "INV", "BT"))
+    at = np.array([[p[j] ** i if j < a - 1 else float(i == outputs - 1) for j in range(a)] for i in range(outputs)])
+    g = np.array([[p[j] ** k * inv[j] if j < a - 1 else float(k == taps - 1) for k in range(taps)] for j in range(a)])
+    return at, g, bt
 
 
 @pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
 def test_tables_are_the_exact_transforms(r):
-    """Every table entry is the float32 rounding of the exact fraction, and the fractions satisfy
-    the identity (checked inside toom_cook's solve, and here for the roles: R outputs, 4-tap tiles)."""
-    at, g, bt = toom_cook(r, cfg.WINOGRAD_TILE)
-    for name, exact in (("AT", at), ("G", g), ("BT", bt)):
-        got = kernel_table(f"WINO{r}_{name}")
-        want = np.array([[float(v) for v in row] for row in exact])
-        assert got.shape == want.shape, name
-        np.testing.assert_allclose(got, want, rtol=2 ** -23, atol=0, err_msg=f"WINO{r}_{name}")
+    """The kernel's points, inverse denominators and BT are the float32 roundings of the exact
+    fractions, and the AT and G it builds from them equal the exact ones of both roles: F(4, R)
+    (forward: 4 outputs of an R-tap filter) and F(R, 4) (backward-weight: R taps from 4-pixel tiles)."""
     a = r + cfg.WINOGRAD_TILE - 1
-    rng = np.random.default_rng(r)
-    d, gg = rng.standard_normal(a), rng.standard_normal(cfg.WINOGRAD_TILE)
-    y = np.array(at, float) @ ((np.array(g, float) @ gg) * (np.array(bt, float) @ d))
-    np.testing.assert_allclose(y, [gg @ d[i:i + 4] for i in range(r)], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(kernel_table(f"WINO{a}_P"), [float(v) for v in POINTS[:a - 1]])
+    for outputs, taps in ((cfg.WINOGRAD_TILE, r), (r, cfg.WINOGRAD_TILE)):
+        exact = toom_cook(outputs, taps)
+        for name, got, want in zip(("AT", "G", "BT"), kernel_matrices(r, outputs, taps), exact):
+            want = np.array([[float(v) for v in row] for row in want])
+            assert got.shape == want.shape, name
+            np.testing.assert_allclose(got, want, rtol=2 ** -23, atol=0, err_msg=f"F({outputs}, {taps}) {name}")
+        rng = np.random.default_rng(r)
+        d, gg = rng.standard_normal(a), rng.standard_normal(taps)
+        at, g, bt = (np.array(m, float) for m in exact)
+        np.testing.assert_allclose(at @ ((g @ gg) * (bt @ d)), [gg @ d[i:i + taps] for i in range(outputs)],
+                                   rtol=1e-12, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -98,24 +114,38 @@ def cp():
         yield stand_in
 
 
-def winograd_backward_weight_case(cp, case, splits=None, seed=0):
-    """Backward-weight of case (N, C, H, W, K, R, padding) on the Winograd kernels (cp: the CPU layer's
-    stand-in or CuPy), NaN-poisoned, against the oracle."""
+def winograd_case(cp, what, case, splits=None, seed=0, activation=None):
+    """Pass ``what`` of case (N, C, H, W, K, R, padding) on the Winograd kernels (cp: the CPU layer's
+    stand-in or CuPy), NaN-poisoned, against the oracle (forward with bias and ``activation``)."""
     n, c, h, w, k, r, pad = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, r, r)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
     p, q = h + 2 * pad - r + 1, w + 2 * pad - r + 1
     dy = rng.standard_normal((n, k, p, q)).astype(np.float32)
     with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD, conv_splits=splits):
-        out = cp.asnumpy(ops.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), (k, c, r, r), 1, pad, 1, 1))
-    assert np.isfinite(out).all(), f"NaN left in dw {case}"
-    assert_close(out, ref.conv2d_backward_weight(dy, x, (k, c, r, r), 1, pad), REDUCTION_TOL, f"winograd {case}")
+        if what == "forward":  # the launcher: the ops interface has no fused activation
+            from fastconv.backends.cuda import conv as launchers
+            out = launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), cp.asarray(b), (1, 1), (pad, pad), (1, 1), 1,
+                                           activation=activation)
+            want = ref.conv2d_forward(x, wt, b, 1, pad)
+            want = {None: want, "relu": np.maximum(want, 0), "tanh": np.tanh(want)}[activation]
+        elif what == "backward_data":
+            out = ops.conv2d_backward_data(cp.asarray(dy), cp.asarray(wt), x.shape, 1, pad, 1, 1)
+            want = ref.conv2d_backward_data(dy, wt, x.shape, 1, pad)
+        else:
+            out = ops.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), wt.shape, 1, pad, 1, 1)
+            want = ref.conv2d_backward_weight(dy, x, wt.shape, 1, pad)
+    out = cp.asnumpy(out)
+    assert np.isfinite(out).all(), f"{what}: NaN left in the output {case}"
+    assert_close(out, want, REDUCTION_TOL, f"winograd {what} {case}")
 
 
-def _check(cp, case, splits=None):
-    """winograd_backward_weight_case on the CPU layer; returns the names of the kernels launched."""
+def _check(cp, what, case, **kw):
+    """winograd_case on the CPU layer; returns the names of the kernels launched."""
     with emu.trace() as t:
-        winograd_backward_weight_case(cp, case, splits)
+        winograd_case(cp, what, case, **kw)
     return t.launch_names
 
 
@@ -125,22 +155,41 @@ CASES = [(2, 3, 14, 14, 5, 5, 2), (1, 4, 9, 7, 3, 5, 1), (3, 2, 6, 11, 4, 3, 1),
          (1, 2, 3, 5, 2, 3, 1)]
 
 
+PASSES = ("forward", "backward_data", "backward_weight")
+
+
+@pytest.mark.parametrize("what", PASSES)
 @pytest.mark.parametrize("case", CASES)
-def test_backward_weight_matches_the_oracle(cp, case):
+def test_every_pass_matches_the_oracle(cp, what, case):
     r = case[5]
-    names = _check(cp, case)
-    assert names[:2] == [f"conv2d_backward_weight_winograd_x_v1_r{r}", f"conv2d_backward_weight_winograd_dy_v1_r{r}"]
-    assert names[-1] == f"conv2d_backward_weight_winograd_out_v1_r{r}" and names[2].startswith(
-        "conv2d_backward_weight_v3_"), names
-    assert not any("splitk_reduce" in nm for nm in names), names  # the output transform sums the splits
+    names = _check(cp, what, case)
+    if what == "backward_weight":
+        assert names[:2] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_wgrad_dy_v1_r{r}"], names
+        assert names[2].startswith("conv2d_backward_weight_v3_"), names
+        assert names[-1] == f"conv2d_winograd_wgrad_output_v1_r{r}", names
+        assert not any("splitk_reduce" in nm for nm in names), names  # the output transform sums the splits
+    else:
+        assert names[:3] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_filter_v1_r{r}",
+                             "conv2d_pack_forward_v1"], names
+        assert names[3].startswith("conv2d_forward_v3_t") and names[-1] == f"conv2d_winograd_output_v1_r{r}", names
 
 
-def test_products_split_along_images_and_tiles(cp):
-    """A forced split of the products' GEMM: the output kernel sums its slices (3 of 4 x 16 tiles)."""
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_forward_fuses_bias_and_activation(cp, activation):
+    _check(cp, "forward", CASES[1], activation=activation)
+
+
+@pytest.mark.parametrize("what", PASSES)
+def test_products_split_along_their_reduction(cp, what):
+    """A forced 3-way split of the products' GEMM (backward-weight: 4 images x 16 tiles; forward
+    and backward-data: over 24 channels): summed by the output transform or the split-K reduce."""
+    case = (4, 24, 14, 14, 24, 5, 2)
     with emu.trace() as t:
-        _check(cp, (4, 3, 14, 14, 5, 5, 2), splits=3)
-    out = [rec for rec in t.launches if rec.name.startswith("conv2d_backward_weight_winograd_out")]
-    assert [int(rec.args[-1]) for rec in out] == [3]
+        _check(cp, what, case, splits=3)
+    splits = [rec for rec in t.launches if rec.name.startswith(("conv2d_winograd_wgrad_output", "conv2d_splitk"))]
+    assert splits, t.launch_names
+    if what == "backward_weight":
+        assert [int(rec.args[-1]) for rec in splits] == [3]
 
 
 @pytest.mark.parametrize("case, why", [
@@ -154,8 +203,11 @@ def test_refusals(cp, case, why):
     p = (h + 2 * pad - dil * (r - 1) - 1) // stride + 1
     dy = cp.asarray(np.ones((n, k, p, (w + 2 * pad - dil * (s - 1) - 1) // stride + 1), np.float32))
     x = cp.asarray(np.ones((n, c, h, w), np.float32))
-    with fastconv.using(conv_tile=cfg.WINOGRAD), pytest.raises(ValueError, match="conv_tile: got 'winograd' for a "
-                                                                                  "backward-weight of"):
-        ops.conv2d_backward_weight(dy, x, (k, c // groups, r, s), stride, pad, dil, groups)
-    with fastconv.using(conv_tile=cfg.WINOGRAD), pytest.raises(ValueError, match="conv_tile: got 'winograd'"):
-        ops.conv2d_forward(x, cp.asarray(np.ones((k, c // groups, r, s), np.float32)), None, stride, pad, dil, groups)
+    wt = cp.asarray(np.ones((k, c // groups, r, s), np.float32))
+    calls = (lambda: ops.conv2d_forward(x, wt, None, stride, pad, dil, groups),
+             lambda: ops.conv2d_backward_data(dy, wt, x.shape, stride, pad, dil, groups),
+             lambda: ops.conv2d_backward_weight(dy, x, wt.shape, stride, pad, dil, groups))
+    for call in calls:
+        with fastconv.using(conv_tile=cfg.WINOGRAD), pytest.raises(
+                ValueError, match=f"conv_tile: got 'winograd' for a convolution of {r}x{s} taps"):
+            call()

@@ -63,8 +63,8 @@ TF32_TILES = {
 # Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
 # of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).
 GATHER_MASK_TAPS = 15
-# Backward-weight by Winograd's F(R x R, 4 x 4) (kernels/winograd.cu): the conv_tile setting value
-# that asks for it, the filter sizes it has tables for, and its output tile side (WINO_M).
+# conv2d by Winograd's minimal filtering on 4 x 4 tiles (kernels/winograd.cu): the conv_tile setting
+# value that asks for it, the filter sizes it has tables for, and its tile side (WINO_M).
 WINOGRAD = "winograd"
 WINOGRAD_TAPS = (3, 5)
 WINOGRAD_TILE = 4
@@ -79,7 +79,8 @@ KERNELS = {
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES),
-    "winograd.cu": tuple(f"conv2d_backward_weight_winograd_{k}_v1_r{r}" for r in WINOGRAD_TAPS for k in ("x", "dy", "out")),
+    "winograd.cu": tuple(f"conv2d_winograd_{k}_v1_r{r}" for r in WINOGRAD_TAPS
+                         for k in ("input", "filter", "output", "wgrad_dy", "wgrad_output")),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
@@ -205,9 +206,9 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
 
 
-def winograd_wgrad(r: int, s: int, stride, dilation, groups: int) -> bool:
-    """Whether kernels/winograd.cu computes this backward-weight: a square filter of WINOGRAD_TAPS
-    taps, stride 1, dilation 1, one group."""
+def winograd(r: int, s: int, stride, dilation, groups: int) -> bool:
+    """Whether kernels/winograd.cu computes this convolution's passes: a square filter of
+    WINOGRAD_TAPS taps, stride 1, dilation 1, one group."""
     return r == s and r in WINOGRAD_TAPS and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
 
 

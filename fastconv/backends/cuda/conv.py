@@ -125,6 +125,9 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     if settings.current().conv_version == 1:
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, w, bias, y) + ints + fused)
         return y
+    if _winograd(r, s, stride, dilation, groups):
+        _winograd_forward(x, w, b, y, padding, act, slope)
+        return y
     tile = _smallc(cg, r, s) and scfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
     if tile:
         tpr, tqq = tile
@@ -134,17 +137,25 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
         _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
-    kg, crs, tf32 = k // groups, cg * r * s, _tf32(r, s)
+    _forward_gemm(x, w, b, y, ints, groups, act, slope, _tf32(r, s))
+    return y
+
+
+def _forward_gemm(x, w, b, y, ints, groups, act, slope, tf32):
+    """y = act(conv2d(x, w) + b) on the v3 core: w packed (conv2d_pack_forward_v1), the GEMM split along
+    C/G*R*S as config.conv_splits says, the splits summed with bias and activation."""
+    n, k, p, q = y.shape
+    kg, crs = k // groups, w.size // w.shape[0]
     kp = cfg.cdiv(kg, 4) * 4
     wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
     _launch("conv.cu", "conv2d_pack_forward_v1", _eltwise_grid(wp.size), cfg.BLOCK,
             (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups))
             + (_i32(tf32),))
-    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (bias,), ints), fused,
-                       tf32=tf32)
+    fused = (_i32(b is not None), _i32(act), _f32(slope))
+    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (w if b is None else b,), ints),
+                       fused, tf32=tf32)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
-    return y
 
 
 def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None):
@@ -171,6 +182,9 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
                                                                  dilation, groups)
     if ints is None:
         return dx
+    if _winograd(r, s, stride, dilation, groups):
+        _winograd_forward(dy, w, None, dx, (r - 1 - padding[0], s - 1 - padding[1]), 0, 0.0, flip=True)
+        return dx
     tile = _smallc(cg, r, s) and scfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
     if tile:
         tpr, tqq, kc = tile
@@ -196,30 +210,6 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
-def _backward_weight_winograd(dy, x, dw, sizes, padding):
-    """dw by F(R x R, 4 x 4) (kernels/winograd.cu): the transforms of x's patches (V) and dy's 4x4 tiles (U),
-    their products summed over images and tiles as the backward-weight of a 1x1 convolution in A^2
-    groups on the v3 core (fp32; the conv_splits setting splits it, the conv_tile setting is not a
-    tile there), then the output transform summing its splits into dw."""
-    n, c, h, wd, k, r, p, q = sizes
-    a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
-    for what, planes in (("x", c), ("dy", k)):
-        cfg.check_int32(what, n * a * a * planes * tp * tq, f"Winograd transform of {what}: N*A^2*channels*tiles")
-    v = _alloc((n, a * a * c, tp, tq), _F32, "conv2d_backward_weight Winograd transform of x")
-    u = _alloc((n, a * a * k, tp, tq), _F32, "conv2d_backward_weight Winograd transform of dy")
-    tiles = _i32s("dy", "tile_rows tile_cols", (tp, tq))
-    _launch("winograd.cu", f"conv2d_backward_weight_winograd_x_v1_r{r}", _eltwise_grid(n * c * tp * tq), cfg.BLOCK,
-            (x, v) + _i32s("x", "N C H W pad_h pad_w", (n, c, h, wd, padding[0], padding[1])) + tiles)
-    _launch("winograd.cu", f"conv2d_backward_weight_winograd_dy_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
-            (dy, u) + _i32s("dy", "N K P Q", (n, k, p, q)) + tiles)
-    m = _alloc((a * a * k, c, 1, 1), _F32, "conv2d_backward_weight Winograd products")
-    ints = _conv_ints("dy", n, a * a * c, tp, tq, a * a * k, 1, 1, tp, tq, (1, 1), (0, 0), (1, 1), a * a)
-    with settings.using(conv_tile=None):
-        ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy", (u, v, (), ints))
-    _launch("winograd.cu", f"conv2d_backward_weight_winograd_out_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
-            (ws, dw, _i32(k), _i32(c), _i32(splits)))
-
-
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
     sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
@@ -230,12 +220,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     if ints is None:
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
-    if settings.current().conv_tile == cfg.WINOGRAD:
-        if not cfg.winograd_wgrad(r, s, stride, dilation, groups):
-            raise ValueError(f"conv_tile: got {cfg.WINOGRAD!r} for a backward-weight of {r}x{s} taps, stride {stride}, "
-                             f"dilation {dilation}, {groups} groups; expected a square filter of "
-                             f"{' or '.join(map(str, cfg.WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
-        _backward_weight_winograd(dy, x, dw, (n, c, h, wd, k, r, p, q), padding)
+    if _winograd(r, s, stride, dilation, groups):
+        _winograd_backward_weight(dy, x, dw, padding)
         return dw
     if tp:
         chunks = cfg.cdiv(k // groups, 32)
@@ -250,3 +236,73 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw
 
+
+# ---- Winograd (kernels/winograd.cu): the conv_tile setting "winograd", 3x3 / 5x5 stride 1 ----------------
+
+def _winograd(r, s, stride, dilation, groups):
+    """Whether this pass runs on kernels/winograd.cu: the conv_tile setting asks for it (refused in one
+    line for a shape it has no tables for)."""
+    if settings.current().conv_tile != cfg.WINOGRAD:
+        return False
+    if not cfg.winograd(r, s, stride, dilation, groups):
+        raise ValueError(f"conv_tile: got {cfg.WINOGRAD!r} for a convolution of {r}x{s} taps, stride {tuple(stride)}, "
+                         f"dilation {tuple(dilation)}, {groups} groups; expected a square filter of "
+                         f"{' or '.join(map(str, cfg.WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
+    return True
+
+
+def _winograd_input(x, padding, tp, tq, r, what):
+    """V = BT x_t B of every (image, channel, 4x4 tile) of x: (N, A^2 * C, TP, TQ)."""
+    n, c, h, wd = x.shape
+    a = r + 3
+    cfg.check_int32(what, n * a * a * c * tp * tq, "Winograd transform: N*A^2*C*tiles")
+    v = _alloc((n, a * a * c, tp, tq), _F32, f"Winograd transform of {what}")
+    _launch("winograd.cu", f"conv2d_winograd_input_v1_r{r}", _eltwise_grid(n * c * tp * tq), cfg.BLOCK,
+            (x, v) + _i32s(what, "N C H W pad_h pad_w tile_rows tile_cols", (n, c, h, wd) + tuple(padding) + (tp, tq)))
+    return v
+
+
+def _product_ints(n, a, c, k, tp, tq):
+    """The int arguments of the products' GEMM: a 1x1 convolution of C to K channels in A^2 groups
+    on TP x TQ tiles."""
+    return _conv_ints("x", n, a * a * c, tp, tq, a * a * k, 1, 1, tp, tq, (1, 1), (0, 0), (1, 1), a * a)
+
+
+def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
+    """y = act(conv2d(x, w) + b) by F(4x4, RxR): V of x's patches, U = G w G^T (flip: of w rotated and
+    transposed, backward-data's weights), their products summed over channels as a 1x1 forward in A^2
+    groups on the v3 core (fp32), then AT Y_t A per tile with bias and activation."""
+    n, k, p, q = y.shape
+    c, r = x.shape[1], w.shape[2]
+    a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
+    v = _winograd_input(x, padding, tp, tq, r, "dy" if flip else "x")
+    u = _alloc((a * a * k, c, 1, 1), _F32, "Winograd transform of w")
+    _launch("winograd.cu", f"conv2d_winograd_filter_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
+            (w, u) + ((_i32(c), _i32(k)) if flip else (_i32(k), _i32(c))) + (_i32(flip),))
+    cfg.check_int32("x", n * a * a * k * tp * tq, "Winograd products: N*A^2*K*tiles")
+    prod = _alloc((n, a * a * k, tp, tq), _F32, "Winograd products")
+    with settings.using(conv_tile=None):
+        _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False)
+    _launch("winograd.cu", f"conv2d_winograd_output_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
+            (prod, y, w if b is None else b) + _i32s("y", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq))
+            + (_i32(b is not None), _i32(act), _f32(slope)))
+
+
+def _winograd_backward_weight(dy, x, dw, padding):
+    """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4x4 tiles, their products summed
+    over images and tiles as a 1x1 backward-weight in A^2 groups on the v3 core (fp32; the conv_splits
+    setting splits it), then AT m A summing the splits into dw."""
+    n, k, p, q = dy.shape
+    c, r = x.shape[1], dw.shape[2]
+    a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
+    v = _winograd_input(x, padding, tp, tq, r, "x")
+    cfg.check_int32("dy", n * a * a * k * tp * tq, "Winograd transform: N*A^2*K*tiles")
+    u = _alloc((n, a * a * k, tp, tq), _F32, "Winograd transform of dy")
+    _launch("winograd.cu", f"conv2d_winograd_wgrad_dy_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
+            (dy, u) + _i32s("dy", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq)))
+    m = _alloc((a * a * k, c, 1, 1), _F32, "Winograd products")
+    with settings.using(conv_tile=None):
+        ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy",
+                           (u, v, (), _product_ints(n, a, c, k, tp, tq)))
+    _launch("winograd.cu", f"conv2d_winograd_wgrad_output_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
+            (ws, dw, _i32(k), _i32(c), _i32(splits)))

@@ -13,6 +13,7 @@ split the launcher's way and WINOGRAD_SPLITS ways.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
                                     [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data" "* tf32"]
+                                    [--tiles winograd t64x64]
 
 A row is named "shape pass precision" ("lenet.conv2 backward_weight fp32"); each --rows pattern selects
 the rows it matches as a prefix or a shell pattern, and rows run in the order of the patterns (each
@@ -120,12 +121,16 @@ def time_config(cp, clock, fn, args):
 
 
 def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132, winograd=False):
-    """Every configuration of one row (configs(prec, dims, num_sms, winograd)): list of dicts (tile,
-    splits, error, and ms when the output was right; or why the launcher refused it)."""
+    """Every configuration of one row (configs(prec, dims, num_sms, winograd); with args.tiles only the
+    heuristic's and those tiles'): list of dicts (tile, splits, error, and ms when the output was right;
+    or why the launcher refused it)."""
     out = []
+    only = getattr(args, "tiles", None)
     with fastconv.using(tf32=prec == "tf32"):
         want = cp.asnumpy(fn()).astype(np.float64)
         for tile, splits in configs(prec, dims, num_sms, winograd):
+            if only and tile is not None and tile not in only:
+                continue
             rec = {"tile": tile or "auto", "splits": splits or "auto"}
             try:
                 with fastconv.using(conv_tile=tile, conv_splits=splits):
@@ -149,6 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", nargs="+", choices=("fp32", "tf32"), default=["fp32", "tf32"])
     ap.add_argument("--rows", nargs="+", default=None, metavar="PREFIX",
                     help="rows whose 'shape pass precision' name starts with or matches one of these, in this order")
+    ap.add_argument("--tiles", nargs="+", default=None, metavar="TILE",
+                    help="time only these forced tiles beside the heuristic ('winograd' among them to time it)")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
     from fastconv.backend import gpu_available

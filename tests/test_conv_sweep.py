@@ -77,3 +77,12 @@ def test_winograd_configurations_follow_the_tiles():
     assert conv_sweep.configs("fp32", None, winograd=True) == plain + [
         (cfg.WINOGRAD, s) for s in conv_sweep.WINOGRAD_SPLITS]
     assert all(t != cfg.WINOGRAD for t, _ in plain)
+
+
+def test_tiles_option_keeps_the_heuristic_and_the_named_tiles(monkeypatch):
+    monkeypatch.setattr(conv_sweep, "SPLITS", (1,))
+    args = SimpleNamespace(graph_calls=1, reps=1, warmup=0, tiles=["t64x64"])
+    with emu.activate() as cp:
+        fns = conv_sweep.calls(cp, (2, 3, 6, 6, 4, 3, 3, 1, 1), np.random.default_rng(0))
+        res = conv_sweep.sweep_row(cp, timing.HostClock(), fns["forward"], "fp32", args, winograd=True)
+    assert [(r["tile"], r["splits"]) for r in res] == [("auto", "auto"), ("t64x64", 1)]

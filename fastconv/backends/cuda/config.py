@@ -212,6 +212,18 @@ def winograd(r: int, s: int, stride, dilation, groups: int) -> bool:
     return r == s and r in WINOGRAD_TAPS and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
 
 
+def use_winograd(conv_tile, r: int, s: int, stride, dilation, groups: int) -> bool:
+    """Whether a conv pass runs by Winograd (either kernel family): the conv_tile setting
+    ``conv_tile`` asks for it; a shape it has no tables for is refused in one line."""
+    if conv_tile != WINOGRAD:
+        return False
+    if not winograd(r, s, stride, dilation, groups):
+        raise ValueError(f"conv_tile: got {WINOGRAD!r} for a convolution of {r}x{s} taps, stride {tuple(stride)}, "
+                         f"dilation {tuple(dilation)}, {groups} groups; expected a square filter of "
+                         f"{' or '.join(map(str, WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
+    return True
+
+
 def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:
     """Grid (x over GEMM columns, y over GEMM rows, z = groups x phases x splits)."""
     bm, bn = (CONV_TILES[tile] if tile in CONV_TILES else TF32_TILES[tile])[:2]

@@ -240,15 +240,8 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
 # ---- Winograd (kernels/winograd.cu): the conv_tile setting "winograd", 3x3 / 5x5 stride 1 ----------------
 
 def _winograd(r, s, stride, dilation, groups):
-    """Whether this pass runs on kernels/winograd.cu: the conv_tile setting asks for it (refused in one
-    line for a shape it has no tables for)."""
-    if settings.current().conv_tile != cfg.WINOGRAD:
-        return False
-    if not cfg.winograd(r, s, stride, dilation, groups):
-        raise ValueError(f"conv_tile: got {cfg.WINOGRAD!r} for a convolution of {r}x{s} taps, stride {tuple(stride)}, "
-                         f"dilation {tuple(dilation)}, {groups} groups; expected a square filter of "
-                         f"{' or '.join(map(str, cfg.WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
-    return True
+    """Whether this pass runs on kernels/winograd.cu (config.use_winograd)."""
+    return cfg.use_winograd(settings.current().conv_tile, r, s, stride, dilation, groups)
 
 
 def _winograd_input(x, padding, tp, tq, r, what):

@@ -211,3 +211,28 @@ def test_refusals(cp, case, why):
         with fastconv.using(conv_tile=cfg.WINOGRAD), pytest.raises(
                 ValueError, match=f"conv_tile: got 'winograd' for a convolution of {r}x{s} taps"):
             call()
+
+
+def test_default_takes_winograd_for_3x3_in_fp32_only(cp):
+    """With conv_tile unset, fp32 3x3 stride-1 convolutions above the small-channel limit run by
+    Winograd (config.WINOGRAD_PASSES); 5x5 (opt-in), TF32, a forced tile and a small-channel shape do not."""
+    rng = np.random.default_rng(5)
+
+    def names(case, **settings):
+        n, c, h, w, k, r, pad = case
+        x = cp.asarray(rng.standard_normal((n, c, h, w)).astype(np.float32))
+        wt = cp.asarray(rng.standard_normal((k, c, r, r)).astype(np.float32))
+        with fastconv.using(**settings), emu.trace() as t:
+            y = ops.conv2d_forward(x, wt, None, 1, pad, 1, 1)
+            ops.conv2d_backward_data(y, wt, x.shape, 1, pad, 1, 1)
+            ops.conv2d_backward_weight(y, x, wt.shape, 1, pad, 1, 1)
+        return t.launch_names
+
+    got = names((2, 5, 8, 8, 6, 3, 1))  # C*R*S = 45 > SMALLC
+    assert got.count("conv2d_winograd_input_v1_r3") == 3 and "conv2d_winograd_wgrad_output_v1_r3" in got, got
+    for case, settings in (((2, 5, 8, 8, 6, 5, 2), {}), ((2, 5, 8, 8, 6, 3, 1), {"tf32": True}),
+                           ((2, 5, 8, 8, 6, 3, 1), {"conv_tile": "t64x64"}), ((2, 3, 8, 8, 6, 3, 1), {})):
+        got = names(case, **settings)
+        assert not any(nm.startswith("conv2d_winograd") for nm in got), (case, settings, got)
+    assert cfg.use_winograd(None, False, "backward_weight", 3, 3, (1, 1), (1, 1), 1, 4)
+    assert not cfg.use_winograd(None, False, "forward", 3, 3, (1, 1), (1, 2), 1, 64)  # dilation

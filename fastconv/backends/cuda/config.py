@@ -212,16 +212,30 @@ def winograd(r: int, s: int, stride, dilation, groups: int) -> bool:
     return r == s and r in WINOGRAD_TAPS and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
 
 
-def use_winograd(conv_tile, r: int, s: int, stride, dilation, groups: int) -> bool:
-    """Whether a conv pass runs by Winograd (either kernel family): the conv_tile setting
-    ``conv_tile`` asks for it; a shape it has no tables for is refused in one line."""
-    if conv_tile != WINOGRAD:
-        return False
-    if not winograd(r, s, stride, dilation, groups):
-        raise ValueError(f"conv_tile: got {WINOGRAD!r} for a convolution of {r}x{s} taps, stride {tuple(stride)}, "
-                         f"dilation {tuple(dilation)}, {groups} groups; expected a square filter of "
-                         f"{' or '.join(map(str, WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
-    return True
+# The passes that run by Winograd by default (fp32, conv_tile unset), per filter size: on an H200
+# (benchmarks/conv_sweep.py at commit ecba0d3) it ran resnet.c2 / resnet.c4's 3x3 forward 1.26x / 1.41x,
+# backward-data 1.19x / 1.18x and backward-weight 1.60x / 1.79x faster than the GEMM. 5x5 stays opt-in:
+# lenet.conv2's forward ran 1.08x faster (for 3 more launches), its backward-data 0.93x, its
+# backward-weight 1.00x (A = 8 expands each tile 4-fold, against 2.25-fold at A = 6). TF32's GEMM beat
+# it on every row but resnet.c4 backward-weight (1.09x), so TF32 never takes it by default.
+WINOGRAD_PASSES = {3: ("forward", "backward_data", "backward_weight"), 5: ()}
+
+
+def use_winograd(conv_tile, tf32: bool, what: str, r: int, s: int, stride, dilation, groups: int,
+                 cg: int) -> bool:
+    """Whether pass ``what`` ("forward", "backward_data", "backward_weight") of a convolution runs by
+    Winograd (either kernel family): asked for by the conv_tile setting ``conv_tile`` (a shape it has
+    no tables for is refused in one line), or by default in fp32 for the passes WINOGRAD_PASSES lists,
+    when C/G*R*S is above the small-channel kernels' limit (they serve those shapes)."""
+    if conv_tile == WINOGRAD:
+        if not winograd(r, s, stride, dilation, groups):
+            raise ValueError(f"conv_tile: got {WINOGRAD!r} for a convolution of {r}x{s} taps, stride {tuple(stride)}, "
+                             f"dilation {tuple(dilation)}, {groups} groups; expected a square filter of "
+                             f"{' or '.join(map(str, WINOGRAD_TAPS))} taps, stride 1, dilation 1, one group")
+        return True
+    from .smallc_config import SMALLC  # it imports this module
+    return (conv_tile is None and not tf32 and winograd(r, s, stride, dilation, groups) and cg * r * s > SMALLC
+            and what in WINOGRAD_PASSES[r])
 
 
 def conv_grid(m: int, n: int, tile: str, z: int) -> tuple[int, int, int]:

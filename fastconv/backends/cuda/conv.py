@@ -125,7 +125,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     if settings.current().conv_version == 1:
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, w, bias, y) + ints + fused)
         return y
-    if _winograd(r, s, stride, dilation, groups):
+    if _winograd("forward", r, s, stride, dilation, groups, cg):
         _winograd_forward(x, w, b, y, padding, act, slope)
         return y
     tile = _smallc(cg, r, s) and scfg.smallc_forward_tile(cg, p, q, r, s, stride, dilation)
@@ -182,7 +182,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
                                                                  dilation, groups)
     if ints is None:
         return dx
-    if _winograd(r, s, stride, dilation, groups):
+    if _winograd("backward_data", r, s, stride, dilation, groups, cg):
         _winograd_forward(dy, w, None, dx, (r - 1 - padding[0], s - 1 - padding[1]), 0, 0.0, flip=True)
         return dx
     tile = _smallc(cg, r, s) and scfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
@@ -220,7 +220,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     if ints is None:
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
-    if _winograd(r, s, stride, dilation, groups):
+    if _winograd("backward_weight", r, s, stride, dilation, groups, cg):
         _winograd_backward_weight(dy, x, dw, padding)
         return dw
     if tp:
@@ -239,9 +239,10 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
 
 # ---- Winograd (kernels/winograd.cu): the conv_tile setting "winograd", 3x3 / 5x5 stride 1 ----------------
 
-def _winograd(r, s, stride, dilation, groups):
-    """Whether this pass runs on kernels/winograd.cu (config.use_winograd)."""
-    return cfg.use_winograd(settings.current().conv_tile, r, s, stride, dilation, groups)
+def _winograd(what, r, s, stride, dilation, groups, cg):
+    """Whether pass ``what`` runs on kernels/winograd.cu (config.use_winograd)."""
+    cur = settings.current()
+    return cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 
 def _winograd_input(x, padding, tp, tq, r, what):

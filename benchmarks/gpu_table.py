@@ -142,6 +142,7 @@ def print_conv(rows, results, fams):
     print(f"\n{'shape':<13}{'pass':<17}" + "".join(f"{'fc-' + f + ' ms':>22}" for f in fams)
           + f"{'cuDNN ms':>22}{'cuDNN/cupy':>12}  check    (ms: per call / kernel-only)")
     ratios = {"per_call": [], "kernel": []}
+    numba = []  # numba family speed / cupy family speed (kernel-only) of the 18 conv rows
     for name, ps, res, t_ref, tiles in rows:
         cells = "".join(f"{_ms(res[f][0]):>22}" for f in fams)
         ratio_k = _k(t_ref) / _k(res["cupy"][0])
@@ -149,6 +150,8 @@ def print_conv(rows, results, fams):
         if ps != "backward_bias":  # the targets' 18 conv rows
             ratios["kernel"].append(ratio_k)
             ratios["per_call"].append(ratio_c)
+            if "numba" in res:
+                numba.append(_k(res["cupy"][0]) / _k(res["numba"][0]))
         status = "ok" if all(v[1] for v in res.values()) else \
             "MISMATCH " + " ".join(f"{f}:{v[2]:.1e}" for f, v in res.items() if not v[1])
         notes = " ".join(t.note for t in [t_ref] + [v[0] for v in res.values()] if t.note)
@@ -161,6 +164,11 @@ def print_conv(rows, results, fams):
         print(f"geometric mean cuDNN/fastconv-cupy over {len(rs)} conv rows, {kind}: {gm:.3f}"
               + (" (target >= 0.85)" if kind == "kernel" else ""))
         results.add("conv_geomean", kind=kind, rows=len(rs), value=gm)
+    if numba:
+        gm = math.exp(sum(math.log(r) for r in numba) / len(numba))
+        print(f"geometric mean fastconv-numba speed / fastconv-cupy speed over {len(numba)} conv rows, kernel: "
+              f"{gm:.3f} (target >= 0.6)")
+        results.add("conv_geomean", kind="numba/cupy kernel", rows=len(numba), value=gm)
     if any(r[4] for r in rows):
         tnames = list(next(r[4] for r in rows if r[4]))
         print(f"\n{'tile forced (cupy), kernel-only':<32}" + "".join(f"{t + ' ms':>14}" for t in tnames))

@@ -146,6 +146,10 @@ def test_printers_fill_the_results(capsys, tmp_path):
     assert gm == {"kernel": pytest.approx(0.5), "per_call": pytest.approx(1.0)}  # bias row not in the 18
     out = capsys.readouterr().out
     assert "no graph: x" in out and "0.50" in out
+    conv[0][2]["numba"] = (T(1.0, 0.8), True, 0.0)  # the numba family at 0.5 / 0.8 of the cupy family's speed
+    gpu_table.print_conv(conv, r, ["cupy", "numba"])
+    assert "fastconv-numba speed / fastconv-cupy speed over 1 conv rows, kernel: 0.625 (target >= 0.6)" in \
+        capsys.readouterr().out
 
 
 def test_conv_table_lists_cudnn_kernels_by_name():

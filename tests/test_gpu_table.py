@@ -147,6 +147,7 @@ def test_printers_fill_the_results(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "no graph: x" in out and "0.50" in out
     conv[0][2]["numba"] = (T(1.0, 0.8), True, 0.0)  # the numba family at 0.5 / 0.8 of the cupy family's speed
+    conv[1][2]["numba"] = (T(1.0, 0.3), True, 0.0)  # a bias row: not among the 18
     gpu_table.print_conv(conv, r, ["cupy", "numba"])
     assert "fastconv-numba speed / fastconv-cupy speed over 1 conv rows, kernel: 0.625 (target >= 0.6)" in \
         capsys.readouterr().out

@@ -15,8 +15,12 @@
 # gpu_table.json, the training-step and epoch table against PyTorch -> $OUT/steps.log (the epoch
 # rows need Fashion-MNIST: FASTCONV_DATA=DIR); card, driver and commit -> $OUT/device.txt. Ends with each step's
 # exit status and the tail of each log.
-# STEPS="..." picks the steps (default: gpu_tests conv bench steps). Four more are off by default:
+# STEPS="..." picks the steps (default: gpu_tests conv bench steps). More are off by default:
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
+#   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 rows timed alone, with
+#           the heuristic's configuration and with Winograd -> $OUT/kernels.log
+#   ncu     Nsight Compute (when the machine has it) on the lenet.conv2 backward-weight GEMM, a TF32
+#           resnet.c4 forward and the Winograd lenet.conv2 forward -> $OUT/ncu.log
 #   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
 #   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log
 #   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
@@ -69,6 +73,14 @@ wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
 want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
+want kernels && step kernels 60 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 \
+    && \"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 --tile winograd"
+want ncu && step ncu 90 ncu.log ncu --clock-control none --target-processes all --launch-count 14 \
+    -k regex:"conv2d_backward_weight_v3_t64x64|conv2d_forward_v3_tf32_t128x64|conv2d_winograd|conv2d_forward_v3_t64x128k16" \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
+    bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' \
+    && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' \
+    && \"$PY\" benchmarks/kernel_times.py --once --tile winograd --rows 'lenet.conv2 forward'"
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
@@ -84,13 +96,13 @@ want gans && { step gans 200 gans.log "$PY" benchmarks/dcgan_torch.py --device c
 want recipe && recipe recipe25 25 &
 want recipe && recipe recipe20w 20 --channels 64,128 --hidden 512 &
 wait
-RAN=""; for s in augment gpu_tests conv sweep bench steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
+RAN=""; for s in augment gpu_tests conv sweep kernels ncu bench steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
 echo
 echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
-tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails bench.log 40; tails steps.log 30
+tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 40; tails bench.log 40; tails steps.log 30
 tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done

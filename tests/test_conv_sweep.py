@@ -14,6 +14,7 @@ import conv_sweep  # noqa: E402
 import timing  # noqa: E402
 from backends import NO_GXX  # noqa: E402
 
+import fastconv  # noqa: E402
 import fastconv.emu as emu  # noqa: E402
 from fastconv.backends.cuda import config as cfg  # noqa: E402
 
@@ -86,3 +87,17 @@ def test_tiles_option_keeps_the_heuristic_and_the_named_tiles(monkeypatch):
         fns = conv_sweep.calls(cp, (2, 3, 6, 6, 4, 3, 3, 1, 1), np.random.default_rng(0))
         res = conv_sweep.sweep_row(cp, timing.HostClock(), fns["forward"], "fp32", args, winograd=True)
     assert [(r["tile"], r["splits"]) for r in res] == [("auto", "auto"), ("t64x64", 1)]
+
+
+def test_kernel_times_lists_each_launch_of_a_call():
+    """benchmarks/kernel_times.py on the CPU layer: the Winograd forward's five launches by name, in
+    order, each timed, then the whole call."""
+    import kernel_times
+    args = SimpleNamespace(graph_calls=1, reps=1, warmup=0)
+    with emu.activate() as cp, fastconv.using(conv_tile=cfg.WINOGRAD):
+        fns = conv_sweep.calls(cp, (2, 5, 6, 6, 4, 3, 3, 1, 1), np.random.default_rng(0))
+        res = kernel_times.kernel_times(cp, timing.HostClock(), fns["forward"], args)
+    names = [r[0] for r in res]
+    assert names[:3] == ["conv2d_winograd_input_v1_r3", "conv2d_winograd_filter_v1_r3", "conv2d_pack_forward_v1"]
+    assert names[3].startswith("conv2d_forward_v3_t") and names[4:] == ["conv2d_winograd_output_v1_r3", "total"], res
+    assert all(ms > 0 for *_, ms in res)

@@ -75,14 +75,14 @@ PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
 want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
 want kernels && step kernels 60 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 \
     && \"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 --tile winograd"
+want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
+    --json "$OUT/gpu_table.json"
 want ncu && step ncu 90 ncu.log ncu --clock-control none --target-processes all --launch-count 14 \
     -k regex:"conv2d_backward_weight_v3_t64x64|conv2d_forward_v3_tf32_t128x64|conv2d_winograd|conv2d_forward_v3_t64x128k16" \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
     bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' \
     && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' \
     && \"$PY\" benchmarks/kernel_times.py --once --tile winograd --rows 'lenet.conv2 forward'"
-want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
-    --json "$OUT/gpu_table.json"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT

@@ -106,6 +106,12 @@ _PARAMS = {
     "max_pool2d_backward_v2_2x2": "ffi" + "n" * 5 + "n",
     "avg_pool2d_forward_v2_2x2": "ff" + "n" * 5 + "n",
     "avg_pool2d_backward_v2_2x2": "ff" + "n" * 5 + "n",
+    **{f"conv2d_winograd_{kind}_v1_r{r}": params for r in (3, 5) for kind, params in (
+        ("input", "ff" + "n" * 8),         # N, C, H, W, pad_h, pad_w, tile rows, tile columns
+        ("filter", "ff" + "n" * 3),        # K, C, flip
+        ("output", "fff" + "n" * 7),       # N, K, P, Q, tile rows, tile columns, has_bias
+        ("wgrad_dy", "ff" + "n" * 6),      # N, K, P, Q, tile rows, tile columns
+        ("wgrad_output", "ff" + "n" * 3))},  # K, C, splits
 }
 
 
@@ -276,7 +282,8 @@ def _pointer(a) -> int:
 def _body(name: str):
     """The Python kernel body ``name`` (kernel bodies live in the op-family modules)."""
     import importlib
-    for family in ("conv_kernels", "conv_smallc", "conv_smallc_wgrad", "conv", "activation", "pool", "driver"):
+    for family in ("conv_kernels", "conv_smallc", "conv_smallc_wgrad", "conv", "winograd", "activation", "pool",
+                   "driver"):
         fn = getattr(importlib.import_module(f"{__package__}.{family}"), name, None)
         if fn is not None:
             return fn

@@ -100,6 +100,53 @@ def _transform(lmat):
     return cuda.jit(device=True, inline="always")(scope["t"])
 
 
+@cuda.jit(device=True, inline="always")
+def _tile_slot(rows, aa, ph, pw, pad_h, pad_w, tp_n, tq_n):
+    """This thread's item of a transform grid over (row, tile) along x and images along z: an
+    N x rows x ph x pw array of planes on one side, an (N, A^2, rows, TP x TQ) one on the other.
+    Returns (ok, row, h0, w0, n, pixel offset of (n, row, h0, w0), xi offset of (n, 0, row, t), their
+    steps per gridDim.z images, the xi step), (h0, w0) the tile's top-left pixel less the padding.
+    Divides here once; the kernels' loops only add."""
+    tt = int32(tp_n * tq_n)
+    i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    row, tp, tq = _digits_split(i, tt, tq_n)
+    h0 = int32(tp * M - pad_h)
+    w0 = int32(tq * M - pad_w)
+    n = int32(cuda.blockIdx.z)
+    pix = int32(int32(n * rows + row) * int32(ph * pw) + h0 * pw + w0)
+    xi = int32(n * aa * rows * tt + i)
+    return (i < int32(rows * tt), row, h0, w0, n, pix, xi, int32(cuda.gridDim.z * rows * ph * pw),
+            int32(cuda.gridDim.z * aa * rows * tt), int32(rows * tt))
+
+
+def _tile_access(size: int):
+    """Device functions (patch, load_xi, store_xi) for size x size tiles d:
+    patch(src, at, h0, w0, ph, pw, d): d[u, v] = src[at + u * pw + v] where (h0 + u, w0 + v) is inside
+    ph x pw, else 0; load_xi(src, at, step, d): d[u, v] = src[at + (u * size + v) * step];
+    store_xi(dst, at, step, d): the reverse (the A^2 values of a tile, xi-major)."""
+    @cuda.jit(device=True, inline="always")
+    def patch(src, at, h0, w0, ph, pw, d):
+        for u in range(size):
+            for v in range(size):
+                d[u, v] = src[int32(at + v)] if 0 <= h0 + u < ph and 0 <= w0 + v < pw else float32(0.0)
+            at = int32(at + pw)
+
+    @cuda.jit(device=True, inline="always")
+    def load_xi(src, at, step, d):
+        for u in range(size):
+            for v in range(size):
+                d[u, v] = src[at]
+                at = int32(at + step)
+
+    @cuda.jit(device=True, inline="always")
+    def store_xi(dst, at, step, d):
+        for u in range(size):
+            for v in range(size):
+                dst[at] = d[u, v]
+                at = int32(at + step)
+    return patch, load_xi, store_xi
+
+
 def _kernels(r: int):
     """The five kernel bodies for R = r (named as in kernels/winograd.cu by the module's globals)."""
     a = r + M - 1
@@ -107,41 +154,22 @@ def _kernels(r: int):
     at4, g_r, bt = matrices(r, M, r)          # F(4, R): forward and backward-data
     at_r, g_4, _ = matrices(r, r, M)          # F(R, 4): backward-weight
     input_t, filter_t, output_t, dy_t, wgrad_t = (_transform(t) for t in (bt, g_r, at4, g_4, at_r))
+    patch_a, load_a, store_a = _tile_access(a)
+    patch_m = _tile_access(M)[0]
 
     def input_v1(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
         """V[n, xi, c, t] = (BT x_t B)[xi] of each (channel c, tile t) of images n = blockIdx.z, +
         gridDim.z, ...; the patch's top-left pixel at (4 tp - pad_h, 4 tq - pad_w). Work: 2 A^3 FMAs
         per (n, c, tile); traffic A^2 * 4 bytes in (rows shared by overlapping patches, cache-served)
         and A^2 * 4 bytes out."""
-        tt = int32(tp_n * tq_n)
-        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
-        if i >= int32(c_in * tt):
-            return
-        c, tp, tq = _digits_split(i, tt, tq_n)
-        h0 = int32(tp * M - pad_h)
-        w0 = int32(tq * M - pad_w)
-        n = int32(cuda.blockIdx.z)
-        x_off = int32(int32(n * c_in + c) * int32(h_in * w_in))
-        v_off = int32(n * aa * c_in * tt + i)
-        x_step = int32(cuda.gridDim.z * c_in * h_in * w_in)
-        v_step = int32(cuda.gridDim.z * aa * c_in * tt)
-        xi_step = int32(c_in * tt)
-        corner = int32(h0 * w_in + w0)  # the patch's first pixel in its plane (outside it near edges)
+        ok, _, h0, w0, n, x_off, v_off, x_step, v_step, xi_step = _tile_slot(c_in, aa, h_in, w_in, pad_h, pad_w,
+                                                                             tp_n, tq_n)
         d = cuda.local.array((a, a), float32)
         out = cuda.local.array((a, a), float32)
-        while n < n_img:
-            row = int32(x_off + corner)
-            for u in range(a):
-                for w in range(a):
-                    inside = 0 <= h0 + u < h_in and 0 <= w0 + w < w_in
-                    d[u, w] = x[int32(row + w)] if inside else float32(0.0)
-                row = int32(row + w_in)
+        while ok and n < n_img:
+            patch_a(x, x_off, h0, w0, h_in, w_in, d)
             input_t(d, out)
-            dst = v_off
-            for u in range(a):
-                for w in range(a):
-                    v_out[dst] = out[u, w]
-                    dst = int32(dst + xi_step)
+            store_a(v_out, v_off, xi_step, out)
             n = int32(n + cuda.gridDim.z)
             x_off = int32(x_off + x_step)
             v_off = int32(v_off + v_step)
@@ -162,38 +190,21 @@ def _kernels(r: int):
                 d[y, z] = w[f + (r * r - 1 - y * r - z if flip else y * r + z)]
         filter_t(d, out)
         k = int32(i // c_in)
-        dst = int32(int32(i - k * c_in) * k_out + k) if flip else i
-        for y in range(a):
-            for z in range(a):
-                u_out[dst] = out[y, z]
-                dst = int32(dst + kc)
+        store_a(u_out, int32(int32(i - k * c_in) * k_out + k) if flip else i, kc, out)
 
     def output_v1(y_in, y, bias, n_img, k_out, p_out, q_out, tp_n, tq_n, has_bias):
         """y[n, k] of each (filter k, tile t), images n = blockIdx.z, + gridDim.z, ...: AT Y_t A
         (Y[n, xi, k, t]) + bias[k], its pixels inside P x Q written. Work: 2 (4 A^2 + 16 A) FMAs per
         (n, k, tile); traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
-        tt = int32(tp_n * tq_n)
-        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
-        if i >= int32(k_out * tt):
+        ok, k, p0, q0, n, dst, src, dst_step, src_step, xi_step = _tile_slot(k_out, aa, p_out, q_out, 0, 0, tp_n,
+                                                                             tq_n)
+        if not ok:
             return
-        k, tp, tq = _digits_split(i, tt, tq_n)
-        p0 = int32(tp * M)
-        q0 = int32(tq * M)
         b = bias[k] if has_bias else float32(0.0)
-        n = int32(cuda.blockIdx.z)
-        src = int32(n * aa * k_out * tt + i)
-        dst = int32(int32(n * k_out + k) * int32(p_out * q_out) + p0 * q_out + q0)
-        src_step = int32(cuda.gridDim.z * aa * k_out * tt)
-        dst_step = int32(cuda.gridDim.z * k_out * p_out * q_out)
-        xi_step = int32(k_out * tt)
         m = cuda.local.array((a, a), float32)
         out = cuda.local.array((M, M), float32)
         while n < n_img:
-            at = src
-            for u in range(a):
-                for v in range(a):
-                    m[u, v] = y_in[at]
-                    at = int32(at + xi_step)
+            load_a(y_in, src, xi_step, m)
             output_t(m, out)
             row = dst
             for e in range(M):
@@ -209,33 +220,14 @@ def _kernels(r: int):
         """U[n, xi, k, t] = (G dy_t G^T)[xi] of each (filter k, 4 x 4 tile t) of dy, images n =
         blockIdx.z, + gridDim.z, ... Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most; traffic
         16 * 4 bytes in, A^2 * 4 bytes out."""
-        tt = int32(tp_n * tq_n)
-        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
-        if i >= int32(k_out * tt):
-            return
-        k, tp, tq = _digits_split(i, tt, tq_n)
-        p0 = int32(tp * M)
-        q0 = int32(tq * M)
-        n = int32(cuda.blockIdx.z)
-        src = int32(int32(n * k_out + k) * int32(p_out * q_out) + p0 * q_out + q0)
-        dst = int32(n * aa * k_out * tt + i)
-        src_step = int32(cuda.gridDim.z * k_out * p_out * q_out)
-        dst_step = int32(cuda.gridDim.z * aa * k_out * tt)
-        xi_step = int32(k_out * tt)
+        ok, _, p0, q0, n, src, dst, src_step, dst_step, xi_step = _tile_slot(k_out, aa, p_out, q_out, 0, 0, tp_n,
+                                                                             tq_n)
         d = cuda.local.array((M, M), float32)
         out = cuda.local.array((a, a), float32)
-        while n < n_img:
-            row = src
-            for e in range(M):
-                for f in range(M):
-                    d[e, f] = dy[int32(row + f)] if p0 + e < p_out and q0 + f < q_out else float32(0.0)
-                row = int32(row + q_out)
+        while ok and n < n_img:
+            patch_m(dy, src, p0, q0, p_out, q_out, d)
             dy_t(d, out)
-            at = dst
-            for u in range(a):
-                for v in range(a):
-                    u_out[at] = out[u, v]
-                    at = int32(at + xi_step)
+            store_a(u_out, dst, xi_step, out)
             n = int32(n + cuda.gridDim.z)
             src = int32(src + src_step)
             dst = int32(dst + dst_step)

@@ -147,6 +147,29 @@ def _tile_access(size: int):
     return patch, load_xi, store_xi
 
 
+def _patch_transform(size: int, a: int, transform, store_a):
+    """Device function run(src, dst, n_img, rows, ph, pw, pad_h, pad_w, tp_n, tq_n) of the input and
+    wgrad dy kernels: per (row, tile) of an N x rows x ph x pw ``src`` and images n = blockIdx.z, +
+    gridDim.z, ..., the size x size patch at (4 tp - pad_h, 4 tq - pad_w) (zeros outside the plane),
+    ``transform``-ed to A x A and stored xi-major at dst[n, xi, row, t] (store_a)."""
+    patch = _tile_access(size)[0]
+
+    @cuda.jit(device=True, inline="always")
+    def run(src, dst, n_img, rows, ph, pw, pad_h, pad_w, tp_n, tq_n):
+        ok, _, h0, w0, n, s_off, d_off, s_step, d_step, xi_step = _tile_slot(rows, a * a, ph, pw, pad_h, pad_w, tp_n,
+                                                                             tq_n)
+        d = cuda.local.array((size, size), float32)
+        out = cuda.local.array((a, a), float32)
+        while ok and n < n_img:
+            patch(src, s_off, h0, w0, ph, pw, d)
+            transform(d, out)
+            store_a(dst, d_off, xi_step, out)
+            n = int32(n + cuda.gridDim.z)
+            s_off = int32(s_off + s_step)
+            d_off = int32(d_off + d_step)
+    return run
+
+
 def _kernels(r: int):
     """The five kernel bodies for R = r (named as in kernels/winograd.cu by the module's globals)."""
     a = r + M - 1
@@ -154,25 +177,15 @@ def _kernels(r: int):
     at4, g_r, bt = matrices(r, M, r)          # F(4, R): forward and backward-data
     at_r, g_4, _ = matrices(r, r, M)          # F(R, 4): backward-weight
     input_t, filter_t, output_t, dy_t, wgrad_t = (_transform(t) for t in (bt, g_r, at4, g_4, at_r))
-    patch_a, load_a, store_a = _tile_access(a)
-    patch_m = _tile_access(M)[0]
+    load_a, store_a = _tile_access(a)[1:]
+    input_run, dy_run = _patch_transform(a, a, input_t, store_a), _patch_transform(M, a, dy_t, store_a)
 
     def input_v1(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
         """V[n, xi, c, t] = (BT x_t B)[xi] of each (channel c, tile t) of images n = blockIdx.z, +
         gridDim.z, ...; the patch's top-left pixel at (4 tp - pad_h, 4 tq - pad_w). Work: 2 A^3 FMAs
         per (n, c, tile); traffic A^2 * 4 bytes in (rows shared by overlapping patches, cache-served)
         and A^2 * 4 bytes out."""
-        ok, _, h0, w0, n, x_off, v_off, x_step, v_step, xi_step = _tile_slot(c_in, aa, h_in, w_in, pad_h, pad_w,
-                                                                             tp_n, tq_n)
-        d = cuda.local.array((a, a), float32)
-        out = cuda.local.array((a, a), float32)
-        while ok and n < n_img:
-            patch_a(x, x_off, h0, w0, h_in, w_in, d)
-            input_t(d, out)
-            store_a(v_out, v_off, xi_step, out)
-            n = int32(n + cuda.gridDim.z)
-            x_off = int32(x_off + x_step)
-            v_off = int32(v_off + v_step)
+        input_run(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n)
 
     def filter_v1(w, u_out, k_out, c_in, flip):
         """U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by
@@ -217,20 +230,10 @@ def _kernels(r: int):
             dst = int32(dst + dst_step)
 
     def wgrad_dy_v1(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
-        """U[n, xi, k, t] = (G dy_t G^T)[xi] of each (filter k, 4 x 4 tile t) of dy, images n =
-        blockIdx.z, + gridDim.z, ... Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most; traffic
-        16 * 4 bytes in, A^2 * 4 bytes out."""
-        ok, _, p0, q0, n, src, dst, src_step, dst_step, xi_step = _tile_slot(k_out, aa, p_out, q_out, 0, 0, tp_n,
-                                                                             tq_n)
-        d = cuda.local.array((M, M), float32)
-        out = cuda.local.array((a, a), float32)
-        while ok and n < n_img:
-            patch_m(dy, src, p0, q0, p_out, q_out, d)
-            dy_t(d, out)
-            store_a(u_out, dst, xi_step, out)
-            n = int32(n + cuda.gridDim.z)
-            src = int32(src + src_step)
-            dst = int32(dst + dst_step)
+        """U[n, xi, k, t] = (G dy_t G^T)[xi] of each (filter k, 4 x 4 tile t) of dy (zeros past P, Q),
+        images n = blockIdx.z, + gridDim.z, ... Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most;
+        traffic 16 * 4 bytes in, A^2 * 4 bytes out."""
+        dy_run(dy, u_out, n_img, k_out, p_out, q_out, 0, 0, tp_n, tq_n)
 
     def wgrad_output_v1(parts, dw, k_out, c_in, splits):
         """dw[k, c] of each (k, c): AT m A, m the products M[split, xi, k, c] summed over the splits in

@@ -70,14 +70,14 @@ def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
     into 2 slices where their reduction (N x tiles) is long enough (the 3x3 case: 3 x 2 x 2 = 12),
     which the output transform adds (no separate reduction)."""
     launched, slices = [], []
-    launch, gemm = winograd.launch, nb_conv.backward_weight_gemm
+    launch, gemm = winograd.launch, winograd.backward_weight_gemm
     monkeypatch.setattr(winograd, "launch", lambda name, *a: launched.append(name) or launch(name, *a))
 
     def two_slices(dw, dy, x, geo, splits, workspace, stream, tile):
         parts, got = gemm(dw, dy, x, geo, 2, workspace, stream, tile)
         slices.append((parts.size // dw.size, got))
         return parts, got
-    monkeypatch.setattr(nb_conv, "backward_weight_gemm", two_slices)
+    monkeypatch.setattr(winograd, "backward_weight_gemm", two_slices)
     out, want = run_pass(rng, what, case)
     assert np.isfinite(out).all(), f"{what}: NaN left in the output"
     assert_close(out, want, REDUCTION_TOL, f"winograd {what}")

@@ -110,7 +110,8 @@ def _sum_partials(dst, parts, splits: int, stream):
 
 def _winograd(r, s, stride, dilation, groups):
     """Whether this pass runs on the Winograd kernels (winograd.py): config.use_winograd of the
-    conv_tile setting, which refuses the shapes it has no tables for."""
+    conv_tile setting, which refuses the shapes it has no tables for. The launchers import
+    winograd.py where they take it (it builds on this module's GEMM launchers)."""
     return _cfg.use_winograd(settings.current().conv_tile, r, s, stride, dilation, groups)
 
 

@@ -33,6 +33,7 @@ from numba import cuda, float32, int32
 from ... import settings
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
+from .conv import backward_weight_gemm, launch_conv2d_forward
 from .driver import _empty, launch
 from .tiles import ELEMENTWISE_THREADS, _conv_geometry, _digits_split, conv_tile
 
@@ -170,15 +171,12 @@ def _patch_transform(size: int, a: int, transform, store_a):
     return run
 
 
-def _kernels(r: int):
-    """The five kernel bodies for R = r (named as in kernels/winograd.cu by the module's globals)."""
+# Kernel factories, one per kernel and R (the CUDA C kernels' templates): F(4, R) for forward and
+# backward-data (matrices(r, M, r)), F(R, 4) for backward-weight (matrices(r, r, M)).
+
+def _input_kernel(r: int):
     a = r + M - 1
-    aa = a * a
-    at4, g_r, bt = matrices(r, M, r)          # F(4, R): forward and backward-data
-    at_r, g_4, _ = matrices(r, r, M)          # F(R, 4): backward-weight
-    input_t, filter_t, output_t, dy_t, wgrad_t = (_transform(t) for t in (bt, g_r, at4, g_4, at_r))
-    load_a, store_a = _tile_access(a)[1:]
-    input_run, dy_run = _patch_transform(a, a, input_t, store_a), _patch_transform(M, a, dy_t, store_a)
+    input_run = _patch_transform(a, a, _transform(matrices(r, M, r)[2]), _tile_access(a)[2])
 
     def input_v1(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
         """V[n, xi, c, t] = (BT x_t B)[xi] of each (channel c, tile t) of images n = blockIdx.z, +
@@ -186,6 +184,12 @@ def _kernels(r: int):
         per (n, c, tile); traffic A^2 * 4 bytes in (rows shared by overlapping patches, cache-served)
         and A^2 * 4 bytes out."""
         input_run(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n)
+    return input_v1
+
+
+def _filter_kernel(r: int):
+    a = r + M - 1
+    filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[2]
 
     def filter_v1(w, u_out, k_out, c_in, flip):
         """U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by
@@ -204,6 +208,13 @@ def _kernels(r: int):
         filter_t(d, out)
         k = int32(i // c_in)
         store_a(u_out, int32(int32(i - k * c_in) * k_out + k) if flip else i, kc, out)
+    return filter_v1
+
+
+def _output_kernel(r: int):
+    a = r + M - 1
+    aa = a * a
+    output_t, load_a = _transform(matrices(r, M, r)[0]), _tile_access(a)[1]
 
     def output_v1(y_in, y, bias, n_img, k_out, p_out, q_out, tp_n, tq_n, has_bias):
         """y[n, k] of each (filter k, tile t), images n = blockIdx.z, + gridDim.z, ...: AT Y_t A
@@ -228,12 +239,25 @@ def _kernels(r: int):
             n = int32(n + cuda.gridDim.z)
             src = int32(src + src_step)
             dst = int32(dst + dst_step)
+    return output_v1
+
+
+def _wgrad_dy_kernel(r: int):
+    a = r + M - 1
+    dy_run = _patch_transform(M, a, _transform(matrices(r, r, M)[1]), _tile_access(a)[2])
 
     def wgrad_dy_v1(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
         """U[n, xi, k, t] = (G dy_t G^T)[xi] of each (filter k, 4 x 4 tile t) of dy (zeros past P, Q),
         images n = blockIdx.z, + gridDim.z, ... Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most;
         traffic 16 * 4 bytes in, A^2 * 4 bytes out."""
         dy_run(dy, u_out, n_img, k_out, p_out, q_out, 0, 0, tp_n, tq_n)
+    return wgrad_dy_v1
+
+
+def _wgrad_output_kernel(r: int):
+    a = r + M - 1
+    aa = a * a
+    wgrad_t = _transform(matrices(r, r, M)[0])
 
     def wgrad_output_v1(parts, dw, k_out, c_in, splits):
         """dw[k, c] of each (k, c): AT m A, m the products M[split, xi, k, c] summed over the splits in
@@ -262,17 +286,19 @@ def _kernels(r: int):
         for y in range(r):
             for z in range(r):
                 dw[f + y * r + z] = out[y, z]
-
-    return {"input": input_v1, "filter": filter_v1, "output": output_v1, "wgrad_dy": wgrad_dy_v1,
-            "wgrad_output": wgrad_output_v1}
+    return wgrad_output_v1
 
 
-_R3, _R5 = _kernels(3), _kernels(5)
-conv2d_winograd_input_v1_r3, conv2d_winograd_input_v1_r5 = _R3["input"], _R5["input"]
-conv2d_winograd_filter_v1_r3, conv2d_winograd_filter_v1_r5 = _R3["filter"], _R5["filter"]
-conv2d_winograd_output_v1_r3, conv2d_winograd_output_v1_r5 = _R3["output"], _R5["output"]
-conv2d_winograd_wgrad_dy_v1_r3, conv2d_winograd_wgrad_dy_v1_r5 = _R3["wgrad_dy"], _R5["wgrad_dy"]
-conv2d_winograd_wgrad_output_v1_r3, conv2d_winograd_wgrad_output_v1_r5 = _R3["wgrad_output"], _R5["wgrad_output"]
+conv2d_winograd_input_v1_r3 = _input_kernel(3)
+conv2d_winograd_input_v1_r5 = _input_kernel(5)
+conv2d_winograd_filter_v1_r3 = _filter_kernel(3)
+conv2d_winograd_filter_v1_r5 = _filter_kernel(5)
+conv2d_winograd_output_v1_r3 = _output_kernel(3)
+conv2d_winograd_output_v1_r5 = _output_kernel(5)
+conv2d_winograd_wgrad_dy_v1_r3 = _wgrad_dy_kernel(3)
+conv2d_winograd_wgrad_dy_v1_r5 = _wgrad_dy_kernel(5)
+conv2d_winograd_wgrad_output_v1_r3 = _wgrad_output_kernel(3)
+conv2d_winograd_wgrad_output_v1_r5 = _wgrad_output_kernel(5)
 
 
 def _grid(items: int, n_img: int = 1):
@@ -298,8 +324,6 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     transposed, backward-data's weights, x then dy and y dx), their products summed over channels as
     a 1x1 forward in A^2 groups (the family's GEMM on tiles.conv_tile's tile, fp32), then AT Y_t A per
     tile with the bias. Shapes: x (N, C, H, W), w (K, C, R, R) (flip: (C, K, R, R)), y (N, K, P, Q)."""
-    from .conv import launch_conv2d_forward
-
     n, k, p, q = y.shape
     c, r = x.shape[1], w.shape[2]
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
@@ -321,8 +345,6 @@ def winograd_backward_weight(dw, dy, x, padding, stream=None):
     over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM, split as
     tiles.backward_weight_splits says), then AT m A summing the splits into dw. Shapes: dy (N, K, P, Q),
     x (N, C, H, W), dw (K, C, R, R)."""
-    from .conv import backward_weight_gemm
-
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)

@@ -3,7 +3,8 @@ conv main loop (the loop holding the kernel's bar.sync) has no integer division 
 64-bit multiply, reads its shared tiles with 16-byte loads and keeps the accumulators in registers
 (no local memory); the small-channel conv kernels' innermost loops (the FMA loops and the staging
 loops) have no integer division or remainder and no 64-bit multiply; the bandwidth kernels (pooling,
-bias gradient, split sums, activations) have no division and no 64-bit multiply in any loop.
+bias gradient, split sums, activations) have no division and no 64-bit multiply in any loop; the
+Winograd transforms neither (and no table or tile left in constant or local memory).
 
 Run as a script to print the counts: PYTHONPATH=$PWD python tests/test_numba_ptx.py
 """
@@ -11,6 +12,8 @@ Run as a script to print the counts: PYTHONPATH=$PWD python tests/test_numba_ptx
 import re
 
 import pytest
+
+from fastconv.backends.cuda.config import KERNELS
 
 PASSES = ("forward", "backward_data", "backward_weight")
 CONV_KERNELS = tuple(f"conv2d_{op}{suffix}_v1" for suffix in ("_t64x64", "_t128", "_t32x128", "_t128x64", "_t64x128")
@@ -27,6 +30,7 @@ BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_poo
                      "avg_pool2d_forward_v2_2x2", "avg_pool2d_backward_v2_2x2", "conv2d_backward_bias_v1",
                      "sum_splits_v1", "relu_forward_v2", "relu_backward_v2", "leaky_relu_forward_v2",
                      "leaky_relu_backward_v2")
+WINOGRAD_KERNELS = KERNELS["winograd.cu"]  # the numba family's Winograd kernels carry the CUDA C names
 WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 
 
@@ -179,6 +183,18 @@ def test_bandwidth_kernel_loops_have_no_division_or_64bit_multiply(ptx_of, name)
     assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} loops: {got}"
 
 
+@pytest.mark.parametrize("name", WINOGRAD_KERNELS)
+def test_winograd_transforms_fold_their_tables(ptx_of, name):
+    """The Winograd kernels' transforms are straight-line code: their matrices are folded into the
+    arithmetic (no constant-memory loads), their tiles stay in registers (no local memory) and their
+    loops (over images, over splits) neither divide nor multiply in 64 bits."""
+    ptx = ptx_of(name)
+    assert "ld.const" not in ptx and ".local" not in ptx, f"{name}: tables or tiles left in memory"
+    assert re.search(r"\b(?:fma\.rn|mul|add|sub)(?:\.rn)?\.f32\b", ptx), f"{name}: no transform arithmetic"
+    got = counts(loops(ptx))
+    assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} loops: {got}"
+
+
 def test_main_loop_finder_sees_a_division():
     """The check can fail: a loop that divides, around a bar.sync, is found and counted."""
     ptx = "\n".join(["\tmov.u32 %r1, 0;", "$L__BB0_1:", "\tdiv.s32 %r2, %r1, %r3;", "\tbar.sync 0;",
@@ -202,5 +218,5 @@ if __name__ == "__main__":
               f"ld.shared.v4 {len(re.findall(r'ld.shared.v4', main_loop(code)))}")
     for kernel in SMALLC_KERNELS:
         print(f"{kernel}: innermost loops {[counts(loop) for loop in inner_loops(kernel_ptx(kernel))]}")
-    for kernel in BANDWIDTH_KERNELS:
+    for kernel in BANDWIDTH_KERNELS + WINOGRAD_KERNELS:
         print(f"{kernel}: loops {counts(loops(kernel_ptx(kernel)))}")

@@ -172,3 +172,37 @@ def test_gemm_kernels_keep_tiles_in_registers(cp, nb):
             t = tiles[name]
             assert t.per_sm * t.threads * -(-overload.regs_per_thread // 8) * 8 <= 65536, (name, t.per_sm)
         assert overload.local_mem_per_thread == 0, f"{name}: {overload.local_mem_per_thread} B of local memory"
+
+
+@pytest.mark.parametrize("r, pad", [(3, 1), (5, 2)])
+def test_winograd_every_pass_matches_the_oracle(cp, nb, r, pad):
+    """conv_tile="winograd" (fastconv/backends/numba/winograd.py) on the device: the three passes at a
+    ragged shape (15 x 18 outputs: tiles cut at P and Q) against the float64 loop oracle at REDUCTION_TOL,
+    every allocation NaN-poisoned; its kernels keep their tiles out of local memory."""
+    import fastconv
+    import oracle as ref
+    from fastconv.backends.cuda import config as cfg
+    from fastconv.backends.numba import driver as nb_driver
+    rng = np.random.default_rng(r)
+    n, c, h, w, k = 6, 20, 15, 18, 24
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, r, r)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    dy = rng.standard_normal((n, k, h + 2 * pad - r + 1, w + 2 * pad - r + 1)).astype(np.float32)
+    args, g = ((1, 1), (pad, pad), (1, 1), 1), cp.asarray
+    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD):
+        y = nb.conv2d_forward(g(x), g(wt), g(b), *args)
+        dx = nb.conv2d_backward_data(g(dy), g(wt), x.shape, *args)
+        dw = nb.conv2d_backward_weight(g(dy), g(x), wt.shape, *args)
+    for name, got, want in (("forward", y, ref.conv2d_forward(x, wt, b, 1, pad)),
+                            ("backward_data", dx, ref.conv2d_backward_data(dy, wt, x.shape, 1, pad)),
+                            ("backward_weight", dw, ref.conv2d_backward_weight(dy, x, wt.shape, 1, pad))):
+        got = cp.asnumpy(got)
+        assert np.isfinite(got).all(), f"winograd {name} r={r}: NaN left in the output"
+        assert_close(got, want, REDUCTION_TOL, f"winograd {name} r={r}")
+    dev = cp.cuda.runtime.getDevice()
+    for name in cfg.KERNELS["winograd.cu"]:
+        if name.endswith(f"_r{r}"):
+            (overload,) = nb_driver._gpu_kernels[(name, dev)].dispatcher.overloads.values()
+            print(f"\n{name}: {overload.regs_per_thread} registers, {overload.local_mem_per_thread} B local/thread")
+            assert overload.local_mem_per_thread == 0, f"{name}: {overload.local_mem_per_thread} B of local memory"

@@ -8,7 +8,7 @@ The kernel bodies are plain Python; driver.py turns them into kernels.
 One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
 outputs; what the simulator tests call) and backend functions (the signatures of
 notes/INTERFACES.md): conv.py (kernels in conv_kernels.py with their main loop in conv_gemm.py,
-and the conv_smallc* modules), activation.py, pool.py; tiles.py holds the block and tile sizes,
+the conv_smallc* modules and winograd.py), activation.py, pool.py; tiles.py holds the block and tile sizes,
 driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
 Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
 this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under
@@ -43,6 +43,11 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   pixels per thread, filters split over warps and summed in warp order, a sliding register window
   along rows; backward-weight: slices of output rows per block, 16 filters x 4 taps per thread,
   partial dw per block added by sum_splits_v1 (deterministic).
+- conv2d_winograd_{input,filter,output,wgrad_dy,wgrad_output}_v1_r{3,5} (winograd.py): conv2d by
+  Winograd's F(4x4, RxR) for 3x3 / 5x5 stride-1 one-group filters when the conv_tile setting is
+  "winograd" (config.use_winograd), the port of kernels/winograd.cu (same layouts and tables): the
+  transforms around 1x1 products in A^2 groups on the implicit GEMM above; one thread per tile or
+  filter pair, straight-line transforms, images walked by grid z.
 - conv2d_backward_bias_v1: several blocks per output channel (each a slice of its N*P*Q
   elements, position carried without division, shared-memory tree reduction), partial sums added
   by sum_splits_v1.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32, uint32
 
+from ... import settings
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 from .conv_smallc_launch import (backward_weight_smallc_splits, launch_conv2d_backward_data_smallc,
@@ -107,19 +108,31 @@ def _sum_partials(dst, parts, splits: int, stream):
                (dst, parts, dst.size, splits), stream)
 
 
+def _winograd(r, s, stride, dilation, groups):
+    """Whether this pass runs on the Winograd kernels (winograd.py): config.use_winograd of the
+    conv_tile setting, which refuses the shapes it has no tables for. The launchers import
+    winograd.py where they take it (it builds on this module's GEMM launchers)."""
+    return _cfg.use_winograd(settings.current().conv_tile, r, s, stride, dilation, groups)
+
+
 def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
                           workspace=None):
     """y = conv2d(x, w) (+ b); ``tile``: a tiles.Tile, default tiles.conv_tile's choice. The
     reduction is cut into ``splits`` slices (default: split only when the grid is under a wave) whose
     partial sums go to ``workspace`` (splits*|y| floats, allocated when None) and are added in a
     fixed order. With neither ``tile`` nor ``splits`` given, the small-channel kernel runs where
-    tiles.smallc_tile serves the shape (a given tile or split count forces the implicit GEMM)."""
+    tiles.smallc_tile serves the shape (a given tile or split count forces the implicit GEMM). With
+    the conv_tile setting "winograd" the Winograd kernels run instead (winograd.py; no tile or split
+    count applies)."""
     _check(x, "x"), _check(w, "w")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check_out(y, "y", (n, k, p, q))
     if b is not None:
         _check_out(b, "b", (k,))
+    if _winograd(r, s, stride, dilation, groups):
+        from .winograd import winograd_forward
+        return winograd_forward(y, x, w, b, padding, stream)
     small = tile is None and splits is None and smallc_tile("forward", geo)
     if small:
         return launch_conv2d_forward_smallc(y, x, w, b, geo, small, stream)
@@ -139,12 +152,16 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
                                 workspace=None):
     """dx from dy and w, one launch per stride phase; ``tile``, ``splits`` and ``workspace`` (and the
     small-channel kernel) as for launch_conv2d_forward (every phase cuts its reduction into the same
-    number of slices; a slice past a phase's reduction writes zeros)."""
+    number of slices; a slice past a phase's reduction writes zeros; the Winograd kernels run as
+    for launch_conv2d_forward, on dy with the filter flipped and transposed)."""
     _check(dy, "dy"), _check(w, "w")
     geo = _conv_geometry(dx.shape, w.shape, stride, padding, dilation, groups)
     n, c, h, wd, k, r, s, p, q = geo[:9]
     _check(dx, "dx")
     _check_out(dy, "dy", (n, k, p, q))
+    if _winograd(r, s, stride, dilation, groups):
+        from .winograd import winograd_forward
+        return winograd_forward(dx, dy, w, None, (r - 1 - padding[0], s - 1 - padding[1]), stream, flip=True)
     small = tile is None and splits is None and smallc_tile("backward_data", geo)
     if small:
         return launch_conv2d_backward_data_smallc(dx, dy, w, geo, small, stream)
@@ -170,29 +187,40 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     backward_weight_splits, whatever the grid) whose partial sums go to ``workspace`` (splits*|dw|
     floats, allocated when None) and are then added in a fixed order, so the result is
     deterministic. ``tile`` (and the small-channel kernel, its blocks' partial sums added the same
-    way) as for launch_conv2d_forward."""
+    way) and the Winograd kernels as for launch_conv2d_forward."""
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check(dw, "dw")
     _check_out(dy, "dy", (n, k, p, q))
-    cg = dw.shape[1]
+    if _winograd(r, s, stride, dilation, groups):
+        from .winograd import winograd_backward_weight
+        return winograd_backward_weight(dw, dy, x, padding, stream)
     small = tile is None and splits is None and smallc_tile("backward_weight", geo)
     if small:
         splits, per = backward_weight_smallc_splits(geo, small)
         out = _partials(dw, splits, workspace, "conv2d_backward_weight")
         launch_conv2d_backward_weight_smallc(out, dy, x, geo, small, splits, per, stream)
     else:
-        tile = tile or conv_tile(k // groups, cg * r * s, groups, wgrad=True)
-        if splits is None:
-            splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
-        splits, chunk = split_chunk(n * p * q, _positive(splits))
-        grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
-        out = _partials(dw, splits, workspace, "conv2d_backward_weight")
-        launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk),
-               stream)
+        out, splits = backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile)
     _sum_partials(dw, out, splits, stream)
     return dw
+
+
+def backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile):
+    """The implicit-GEMM weight gradient of the _conv_geometry ``geo`` (``tile``, ``splits`` and
+    ``workspace`` as for launch_conv2d_backward_weight, None: the default); returns (partial sums,
+    splits): dw itself for one slice, else the workspace's ``splits`` slices of |dw| floats, unsummed."""
+    n, _, _, _, k, r, s, p, q = geo[:9]
+    groups, cg = geo[15], dw.shape[1]
+    tile = tile or conv_tile(k // groups, cg * r * s, groups, wgrad=True)
+    if splits is None:
+        splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
+    splits, chunk = split_chunk(n * p * q, _positive(splits))
+    grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
+    out = _partials(dw, splits, workspace, "conv2d_backward_weight")
+    launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk), stream)
+    return out, splits
 
 
 def launch_conv2d_backward_bias(db, dy, stream=None, splits=None, workspace=None):

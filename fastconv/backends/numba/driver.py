@@ -106,6 +106,16 @@ _PARAMS = {
     "max_pool2d_backward_v2_2x2": "ffi" + "n" * 5 + "n",
     "avg_pool2d_forward_v2_2x2": "ff" + "n" * 5 + "n",
     "avg_pool2d_backward_v2_2x2": "ff" + "n" * 5 + "n",
+    "conv2d_winograd_input_v1_r3": "ff" + "n" * 8,  # N, C, H, W, pad_h, pad_w, tile rows, tile columns
+    "conv2d_winograd_filter_v1_r3": "ff" + "n" * 3,  # K, C, flip
+    "conv2d_winograd_output_v1_r3": "fff" + "n" * 7,  # N, K, P, Q, tile rows, tile columns, has_bias
+    "conv2d_winograd_wgrad_dy_v1_r3": "ff" + "n" * 6,  # N, K, P, Q, tile rows, tile columns
+    "conv2d_winograd_wgrad_output_v1_r3": "ff" + "n" * 3,  # K, C, splits
+    "conv2d_winograd_input_v1_r5": "ff" + "n" * 8,
+    "conv2d_winograd_filter_v1_r5": "ff" + "n" * 3,
+    "conv2d_winograd_output_v1_r5": "fff" + "n" * 7,
+    "conv2d_winograd_wgrad_dy_v1_r5": "ff" + "n" * 6,
+    "conv2d_winograd_wgrad_output_v1_r5": "ff" + "n" * 3,
 }
 
 
@@ -276,7 +286,8 @@ def _pointer(a) -> int:
 def _body(name: str):
     """The Python kernel body ``name`` (kernel bodies live in the op-family modules)."""
     import importlib
-    for family in ("conv_kernels", "conv_smallc", "conv_smallc_wgrad", "conv", "activation", "pool", "driver"):
+    for family in ("conv_kernels", "conv_smallc", "conv_smallc_wgrad", "conv", "winograd", "activation", "pool",
+                   "driver"):
         fn = getattr(importlib.import_module(f"{__package__}.{family}"), name, None)
         if fn is not None:
             return fn

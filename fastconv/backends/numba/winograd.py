@@ -1,0 +1,358 @@
+"""conv2d by Winograd's minimal filtering on 4 x 4 tiles in the numba family: the port of
+kernels/winograd.cu (its header comment holds the math), for stride 1, dilation 1, one group and a
+square R x R filter (R = 3 or 5, A = R + 3 points), taken when the conv_tile setting is "winograd"
+(config.use_winograd).
+
+    forward        y_t = AT [ sum over c of (G w G^T)[k, c] (.) (BT x_t B)[c] ] A  (F(4, R)), + bias;
+    backward-data  the forward of dy with the filter flipped and transposed, padding R - 1 - pad;
+    backward-weight dw[k, c] = AT [ sum over n, t of (G dy_t G^T)[k] (.) (BT x_t B)[c] ] A  (F(R, 4)).
+
+The layouts are the CUDA C kernels': V[n, xi, c, t] (xi = u * A + v, t the tile), U[xi, k, c] (flip:
+U[xi, c, k]), products Y[n, xi, k, t] and M[split, xi, k, c]. The sums between the transforms are this
+family's implicit GEMM (conv.py), fp32: a 1x1 forward in A^2 groups (forward, backward-data) and a
+1x1 backward-weight in A^2 groups whose split partial sums the last kernel adds.
+
+Kernels (suffix _r3 / _r5: R), one thread per item of the grid's x (no grid-stride loop: the set-up
+divides once), the transforms over images walking n by blockIdx.z (offsets added, no division):
+- conv2d_winograd_input_v1_r*   per (channel, tile) x n: its A x A patch (zeros outside), BT d B -> V.
+- conv2d_winograd_filter_v1_r*  per (k, c): G w G^T -> U (flip: of w rotated by 180 degrees, at U[xi, c, k]).
+- conv2d_winograd_output_v1_r*  per (k, tile) x n: AT Y_t A + bias, the tile's pixels inside P x Q.
+- conv2d_winograd_wgrad_dy_v1_r*      per (k, tile) x n: the 4 x 4 dy tile (zeros past P, Q), G d G^T -> U.
+- conv2d_winograd_wgrad_output_v1_r*  per (k, c): M summed over the splits in split order, AT m A -> dw.
+The transforms are straight-line code over fixed-size local arrays (see _transform), the tile loops
+have constant trip counts (tests/test_numba_ptx.py checks: no local memory, no division or 64-bit
+multiply in any loop). Index math is 32-bit (every array's size is checked below
+2^31 by the allocation).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda, float32, int32
+
+from ... import settings
+from ..cuda import config as _cfg
+from ..cuda.config import cdiv
+from .conv import backward_weight_gemm, launch_conv2d_forward
+from .driver import _empty, launch
+from .tiles import ELEMENTWISE_THREADS, _conv_geometry, _digits_split, conv_tile
+
+M = _cfg.WINOGRAD_TILE   # output tile side (WINO_M)
+
+# grid z of the transforms over images: CUDA's limit (tests lower it to make the kernels walk images)
+WINO_MAX_Z = _cfg.MAX_GRID_YZ
+
+# The points, inverse denominators and BT of A = R + 3 (kernels/winograd.cu's WINO6_* and WINO8_*;
+# tests/ops/test_conv_winograd.py checks these equal the .cu's, which it checks against the exact
+# Toom-Cook fractions)
+WINO6_P = (0.0, 1.0, -1.0, 2.0, -2.0)
+WINO6_INV = (1 / 4, -1 / 6, -1 / 6, 1 / 24, 1 / 24)
+WINO6_BT = ((4, 0, -5, 0, 1, 0),
+            (0, -4, -4, 1, 1, 0),
+            (0, 4, -4, -1, 1, 0),
+            (0, -2, -1, 2, 1, 0),
+            (0, 2, -1, -2, 1, 0),
+            (0, 4, 0, -5, 0, 1))
+WINO8_P = (0.0, 1.0, -1.0, 2.0, -2.0, 1 / 2, -1 / 2)
+WINO8_INV = (-1.0, -2 / 9, -2 / 9, 1 / 90, 1 / 90, 32 / 45, 32 / 45)
+WINO8_BT = ((-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0),
+            (0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0),
+            (0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0),
+            (0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0),
+            (0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0),
+            (0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0),
+            (0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0),
+            (0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1))
+TABLES = {6: (WINO6_P, WINO6_INV, WINO6_BT), 8: (WINO8_P, WINO8_INV, WINO8_BT)}
+
+
+def matrices(r: int, outputs: int, taps: int):
+    """(AT, G, BT) of F(outputs, taps) for A = r + 3 points, float32, built from TABLES as the CUDA
+    C kernels build them (wino_at, wino_g: float32 products, exact for these points): AT[i][j] = p_j^i,
+    G[j][k] = p_j^k * inv_j, the infinity column / row the unit vector at the last index."""
+    a = r + M - 1
+    p, inv, bt = (np.asarray(t, np.float32) for t in TABLES[a])
+    at = np.array([[p[j] ** i if j < a - 1 else float(i == outputs - 1) for j in range(a)] for i in range(outputs)],
+                  np.float32)
+    g = np.array([[p[j] ** k * inv[j] if j < a - 1 else float(k == taps - 1) for k in range(taps)]
+                  for j in range(a)], np.float32)
+    return at, g, bt
+
+
+def _transform(lmat):
+    """Device function t(d, out): out = L d L^T for the O x I constant matrix ``lmat`` (a numpy
+    array), d an I x I and out an O x O local array (BT d B, G d G^T, AT m A). Written out here as
+    straight-line code from L's entries, zero terms dropped and unit factors unmultiplied (what the
+    CUDA C kernels' unrolled loops fold to): NVVM leaves the A^3-step loops of A = 8 partly rolled,
+    their arrays in local memory, so the unrolling is done before compiling."""
+    o_n, i_n = lmat.shape
+
+    def dot(row, terms):
+        parts = [t if c == 1 else f"-{t}" if c == -1 else f"float32({float(c)!r}) * {t}"
+                 for c, t in zip(row, terms) if c != 0]
+        return " + ".join(parts) or "float32(0.0)"
+    lines = ["def t(d, out):"]
+    lines += [f"    e{o}_{j} = {dot(lmat[o], [f'd[{i}, {j}]' for i in range(i_n)])}"
+              for o in range(o_n) for j in range(i_n)]
+    lines += [f"    out[{o}, {p}] = {dot(lmat[p], [f'e{o}_{j}' for j in range(i_n)])}"
+              for o in range(o_n) for p in range(o_n)]
+    scope = {"float32": float32}
+    exec("\n".join(lines), scope)  # noqa: S102  (source built above from the constant tables only)
+    return cuda.jit(device=True, inline="always")(scope["t"])
+
+
+@cuda.jit(device=True, inline="always")
+def _tile_slot(rows, aa, ph, pw, pad_h, pad_w, tp_n, tq_n):
+    """This thread's item of a transform grid over (row, tile) along x and images along z: an
+    N x rows x ph x pw array of planes on one side, an (N, A^2, rows, TP x TQ) one on the other.
+    Returns (ok, row, h0, w0, n, pixel offset of (n, row, h0, w0), xi offset of (n, 0, row, t), their
+    steps per gridDim.z images, the xi step), (h0, w0) the tile's top-left pixel less the padding.
+    Divides here once; the kernels' loops only add."""
+    tt = int32(tp_n * tq_n)
+    i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    row, tp, tq = _digits_split(i, tt, tq_n)
+    h0 = int32(tp * M - pad_h)
+    w0 = int32(tq * M - pad_w)
+    n = int32(cuda.blockIdx.z)
+    pix = int32(int32(n * rows + row) * int32(ph * pw) + h0 * pw + w0)
+    xi = int32(n * aa * rows * tt + i)
+    return (i < int32(rows * tt), row, h0, w0, n, pix, xi, int32(cuda.gridDim.z * rows * ph * pw),
+            int32(cuda.gridDim.z * aa * rows * tt), int32(rows * tt))
+
+
+def _tile_access(size: int):
+    """Device functions (patch, load_xi, store_xi) for size x size tiles d:
+    patch(src, at, h0, w0, ph, pw, d): d[u, v] = src[at + u * pw + v] where (h0 + u, w0 + v) is inside
+    ph x pw, else 0; load_xi(src, at, step, d): d[u, v] = src[at + (u * size + v) * step];
+    store_xi(dst, at, step, d): the reverse (the A^2 values of a tile, xi-major)."""
+    @cuda.jit(device=True, inline="always")
+    def patch(src, at, h0, w0, ph, pw, d):
+        for u in range(size):
+            for v in range(size):
+                d[u, v] = src[int32(at + v)] if 0 <= h0 + u < ph and 0 <= w0 + v < pw else float32(0.0)
+            at = int32(at + pw)
+
+    @cuda.jit(device=True, inline="always")
+    def load_xi(src, at, step, d):
+        for u in range(size):
+            for v in range(size):
+                d[u, v] = src[at]
+                at = int32(at + step)
+
+    @cuda.jit(device=True, inline="always")
+    def store_xi(dst, at, step, d):
+        for u in range(size):
+            for v in range(size):
+                dst[at] = d[u, v]
+                at = int32(at + step)
+    return patch, load_xi, store_xi
+
+
+def _patch_transform(size: int, a: int, transform, store_a):
+    """Device function run(src, dst, n_img, rows, ph, pw, pad_h, pad_w, tp_n, tq_n) of the input and
+    wgrad dy kernels: per (row, tile) of an N x rows x ph x pw ``src`` and images n = blockIdx.z, +
+    gridDim.z, ..., the size x size patch at (4 tp - pad_h, 4 tq - pad_w) (zeros outside the plane),
+    ``transform``-ed to A x A and stored xi-major at dst[n, xi, row, t] (store_a)."""
+    patch = _tile_access(size)[0]
+
+    @cuda.jit(device=True, inline="always")
+    def run(src, dst, n_img, rows, ph, pw, pad_h, pad_w, tp_n, tq_n):
+        ok, _, h0, w0, n, s_off, d_off, s_step, d_step, xi_step = _tile_slot(rows, a * a, ph, pw, pad_h, pad_w, tp_n,
+                                                                             tq_n)
+        d = cuda.local.array((size, size), float32)
+        out = cuda.local.array((a, a), float32)
+        while ok and n < n_img:
+            patch(src, s_off, h0, w0, ph, pw, d)
+            transform(d, out)
+            store_a(dst, d_off, xi_step, out)
+            n = int32(n + cuda.gridDim.z)
+            s_off = int32(s_off + s_step)
+            d_off = int32(d_off + d_step)
+    return run
+
+
+# Kernel factories, one per kernel and R (the CUDA C kernels' templates): F(4, R) for forward and
+# backward-data (matrices(r, M, r)), F(R, 4) for backward-weight (matrices(r, r, M)).
+
+def _input_kernel(r: int):
+    a = r + M - 1
+    input_run = _patch_transform(a, a, _transform(matrices(r, M, r)[2]), _tile_access(a)[2])
+
+    def input_v1(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
+        """V[n, xi, c, t] = (BT x_t B)[xi] of each (channel c, tile t) of images n = blockIdx.z, +
+        gridDim.z, ...; the patch's top-left pixel at (4 tp - pad_h, 4 tq - pad_w). Work: 2 A^3 FMAs
+        per (n, c, tile); traffic A^2 * 4 bytes in (rows shared by overlapping patches, cache-served)
+        and A^2 * 4 bytes out."""
+        input_run(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n)
+    return input_v1
+
+
+def _filter_kernel(r: int):
+    a = r + M - 1
+    filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[2]
+
+    def filter_v1(w, u_out, k_out, c_in, flip):
+        """U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by
+        180 degrees, at U[xi, c, k] (the forward weights of backward-data). Work: 2 (A R^2 + A^2 R)
+        FMAs per (k, c); traffic R^2 * 4 bytes in, A^2 * 4 bytes out."""
+        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+        kc = int32(k_out * c_in)
+        if i >= kc:
+            return
+        f = int32(i * r * r)
+        d = cuda.local.array((r, r), float32)
+        out = cuda.local.array((a, a), float32)
+        for y in range(r):
+            for z in range(r):
+                d[y, z] = w[f + (r * r - 1 - y * r - z if flip else y * r + z)]
+        filter_t(d, out)
+        k = int32(i // c_in)
+        store_a(u_out, int32(int32(i - k * c_in) * k_out + k) if flip else i, kc, out)
+    return filter_v1
+
+
+def _output_kernel(r: int):
+    a = r + M - 1
+    aa = a * a
+    output_t, load_a = _transform(matrices(r, M, r)[0]), _tile_access(a)[1]
+
+    def output_v1(y_in, y, bias, n_img, k_out, p_out, q_out, tp_n, tq_n, has_bias):
+        """y[n, k] of each (filter k, tile t), images n = blockIdx.z, + gridDim.z, ...: AT Y_t A
+        (Y[n, xi, k, t]) + bias[k], its pixels inside P x Q written. Work: 2 (4 A^2 + 16 A) FMAs per
+        (n, k, tile); traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
+        ok, k, p0, q0, n, dst, src, dst_step, src_step, xi_step = _tile_slot(k_out, aa, p_out, q_out, 0, 0, tp_n,
+                                                                             tq_n)
+        if not ok:
+            return
+        b = bias[k] if has_bias else float32(0.0)
+        m = cuda.local.array((a, a), float32)
+        out = cuda.local.array((M, M), float32)
+        while n < n_img:
+            load_a(y_in, src, xi_step, m)
+            output_t(m, out)
+            row = dst
+            for e in range(M):
+                for f in range(M):
+                    if p0 + e < p_out and q0 + f < q_out:
+                        y[int32(row + f)] = out[e, f] + b
+                row = int32(row + q_out)
+            n = int32(n + cuda.gridDim.z)
+            src = int32(src + src_step)
+            dst = int32(dst + dst_step)
+    return output_v1
+
+
+def _wgrad_dy_kernel(r: int):
+    a = r + M - 1
+    dy_run = _patch_transform(M, a, _transform(matrices(r, r, M)[1]), _tile_access(a)[2])
+
+    def wgrad_dy_v1(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
+        """U[n, xi, k, t] = (G dy_t G^T)[xi] of each (filter k, 4 x 4 tile t) of dy (zeros past P, Q),
+        images n = blockIdx.z, + gridDim.z, ... Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most;
+        traffic 16 * 4 bytes in, A^2 * 4 bytes out."""
+        dy_run(dy, u_out, n_img, k_out, p_out, q_out, 0, 0, tp_n, tq_n)
+    return wgrad_dy_v1
+
+
+def _wgrad_output_kernel(r: int):
+    a = r + M - 1
+    aa = a * a
+    wgrad_t = _transform(matrices(r, r, M)[0])
+
+    def wgrad_output_v1(parts, dw, k_out, c_in, splits):
+        """dw[k, c] of each (k, c): AT m A, m the products M[split, xi, k, c] summed over the splits in
+        split order. Work: A^2 * splits adds and 2 (R A^2 + R^2 A) FMAs per (k, c); traffic
+        A^2 * splits * 4 bytes in, R^2 * 4 bytes out."""
+        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+        kc = int32(k_out * c_in)
+        if i >= kc:
+            return
+        split_step = int32(aa * kc)
+        m = cuda.local.array((a, a), float32)
+        out = cuda.local.array((r, r), float32)
+        for u in range(a):
+            for v in range(a):
+                m[u, v] = float32(0.0)
+        off = i  # M[split, 0, k, c]
+        for _ in range(splits):
+            at = off
+            for u in range(a):
+                for v in range(a):
+                    m[u, v] += parts[at]
+                    at = int32(at + kc)
+            off = int32(off + split_step)
+        wgrad_t(m, out)
+        f = int32(i * r * r)
+        for y in range(r):
+            for z in range(r):
+                dw[f + y * r + z] = out[y, z]
+    return wgrad_output_v1
+
+
+conv2d_winograd_input_v1_r3 = _input_kernel(3)
+conv2d_winograd_input_v1_r5 = _input_kernel(5)
+conv2d_winograd_filter_v1_r3 = _filter_kernel(3)
+conv2d_winograd_filter_v1_r5 = _filter_kernel(5)
+conv2d_winograd_output_v1_r3 = _output_kernel(3)
+conv2d_winograd_output_v1_r5 = _output_kernel(5)
+conv2d_winograd_wgrad_dy_v1_r3 = _wgrad_dy_kernel(3)
+conv2d_winograd_wgrad_dy_v1_r5 = _wgrad_dy_kernel(5)
+conv2d_winograd_wgrad_output_v1_r3 = _wgrad_output_kernel(3)
+conv2d_winograd_wgrad_output_v1_r5 = _wgrad_output_kernel(5)
+
+
+def _grid(items: int, n_img: int = 1):
+    """One thread per item along x; images along z (the kernels walk n past CUDA's 65535)."""
+    return (max(1, cdiv(items, ELEMENTWISE_THREADS)), 1, min(n_img, WINO_MAX_Z))
+
+
+_BLOCK = (ELEMENTWISE_THREADS, 1, 1)
+
+
+def _input(x, padding, tp, tq, r, what, stream):
+    """V = BT x_t B of every (image, channel, 4 x 4 tile) of x: (N, A^2 * C, TP, TQ)."""
+    n, c, h, w = x.shape
+    a = r + M - 1
+    v = _empty((n, a * a * c, tp, tq), x, what=f"Winograd transform of {what}")
+    launch(f"conv2d_winograd_input_v1_r{r}", _grid(c * tp * tq, n), _BLOCK,
+           (x, v, n, c, h, w, padding[0], padding[1], tp, tq), stream)
+    return v
+
+
+def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
+    """y = conv2d(x, w) (+ b) by F(4x4, RxR): V of x's patches, U = G w G^T (flip: of w rotated and
+    transposed, backward-data's weights, x then dy and y dx), their products summed over channels as
+    a 1x1 forward in A^2 groups (the family's GEMM on tiles.conv_tile's tile, fp32), then AT Y_t A per
+    tile with the bias. Shapes: x (N, C, H, W), w (K, C, R, R) (flip: (C, K, R, R)), y (N, K, P, Q)."""
+    n, k, p, q = y.shape
+    c, r = x.shape[1], w.shape[2]
+    a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
+    v = _input(x, padding, tp, tq, r, "dy" if flip else "x", stream)
+    u = _empty((a * a * k, c, 1, 1), x, what="Winograd transform of w")
+    launch(f"conv2d_winograd_filter_v1_r{r}", _grid(k * c), _BLOCK, (w, u) + ((c, k) if flip else (k, c)) + (int(flip),),
+           stream)
+    prod = _empty((n, a * a * k, tp, tq), x, what="Winograd products")
+    with settings.using(conv_tile=None):
+        launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream,
+                              tile=conv_tile(k, n * tp * tq, a * a))
+    launch(f"conv2d_winograd_output_v1_r{r}", _grid(k * tp * tq, n), _BLOCK,
+           (prod, y, w if b is None else b, n, k, p, q, tp, tq, int(b is not None)), stream)
+    return y
+
+
+def winograd_backward_weight(dw, dy, x, padding, stream=None):
+    """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4 x 4 tiles, their products summed
+    over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM, split as
+    tiles.backward_weight_splits says), then AT m A summing the splits into dw. Shapes: dy (N, K, P, Q),
+    x (N, C, H, W), dw (K, C, R, R)."""
+    n, k, p, q = dy.shape
+    c, r = x.shape[1], dw.shape[2]
+    a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
+    v = _input(x, padding, tp, tq, r, "x", stream)
+    u = _empty((n, a * a * k, tp, tq), dy, what="Winograd transform of dy")
+    launch(f"conv2d_winograd_wgrad_dy_v1_r{r}", _grid(k * tp * tq, n), _BLOCK, (dy, u, n, k, p, q, tp, tq), stream)
+    m = _empty((a * a * k, c, 1, 1), dy, what="Winograd products")
+    geo = _conv_geometry(v.shape, m.shape, (1, 1), (0, 0), (1, 1), a * a)
+    parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, conv_tile(k, c, a * a, wgrad=True))
+    launch(f"conv2d_winograd_wgrad_output_v1_r{r}", _grid(k * c), _BLOCK, (parts, dw, k, c, splits), stream)
+    return dw

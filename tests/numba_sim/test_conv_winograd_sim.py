@@ -1,0 +1,112 @@
+"""The numba family's Winograd conv (fastconv/backends/numba/winograd.py, conv_tile="winograd") under
+the CUDA simulator through the family's launchers, against the float64 loop oracle of tests/oracle.py
+at REDUCTION_TOL (the transforms scale products by up to 21/4 and 16 before the sums cancel; see
+tests/ops/test_conv_winograd.py): every pass on a 3x3 case (padding 0, backward-data's 2; three images
+on a grid of two z-slices, so the transforms walk images; tiles cut at P and Q) and a 5x5 case
+(padding 1, backward-data's 3; one image narrower than two tiles), outputs and every intermediate
+array NaN-poisoned, the backward-weight products forced into 2 slices (summed by the output
+transform); refusals. Run by tests/test_numba_sim.py; the products' GEMM blocks (A^2 groups) make each pass take
+seconds here, so the cases stay tiny.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.backends import numba as nb
+from fastconv.backends.cuda import config as cfg
+from fastconv.backends.numba import conv as nb_conv
+from fastconv.backends.numba import winograd
+from fastconv.testing import REDUCTION_TOL, assert_close
+from sim_arrays import _empty, _rand
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the float64 oracle
+import oracle as ref  # noqa: E402
+
+assert nb.SIMULATOR
+
+# N, C, H, W, K, R, padding
+CASES = [pytest.param((3, 2, 7, 10, 2, 3, 0), id="3x3-p0-3images"),
+         pytest.param((1, 2, 7, 6, 3, 5, 1), id="5x5-p1")]
+PASSES = ("forward", "backward_data", "backward_weight")
+
+
+@pytest.fixture
+def poisoned(monkeypatch):
+    """Every array the Winograd path allocates (transforms, products, split workspace) NaN-filled, and
+    the transforms' grids two images deep in z."""
+    def nan_empty(shape, like, dtype=np.float32, what=""):
+        return np.full(shape, np.nan, dtype)
+    monkeypatch.setattr(winograd, "_empty", nan_empty)
+    monkeypatch.setattr(nb_conv, "_empty", nan_empty)
+    monkeypatch.setattr(winograd, "WINO_MAX_Z", 2)
+
+
+def run_pass(rng, what, case):
+    """(output, float64 oracle) of pass ``what`` on the Winograd path (forward with bias)."""
+    n, c, h, w, k, r, pad = case
+    x, wt, b = _rand(rng, n, c, h, w), _rand(rng, k, c, r, r), _rand(rng, k)
+    p, q = h + 2 * pad - r + 1, w + 2 * pad - r + 1
+    dy = _rand(rng, n, k, p, q)
+    args = ((1, 1), (pad, pad), (1, 1), 1)
+    with fastconv.using(conv_tile=cfg.WINOGRAD):
+        if what == "forward":
+            return (nb.launch_conv2d_forward(_empty(n, k, p, q), x, wt, b, *args),
+                    ref.conv2d_forward(x, wt, b, 1, pad))
+        if what == "backward_data":
+            return (nb.launch_conv2d_backward_data(_empty(n, c, h, w), dy, wt, *args),
+                    ref.conv2d_backward_data(dy, wt, x.shape, 1, pad))
+        return (nb.launch_conv2d_backward_weight(_empty(k, c, r, r), dy, x, *args),
+                ref.conv2d_backward_weight(dy, x, wt.shape, 1, pad))
+
+
+@pytest.mark.parametrize("what", PASSES)
+@pytest.mark.parametrize("case", CASES)
+def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
+    """The pass's three Winograd kernels run around the GEMM; backward-weight's products are forced
+    into 2 slices where their reduction (N x tiles) is long enough (the 3x3 case: 3 x 2 x 2 = 12),
+    which the output transform adds (no separate reduction)."""
+    launched, slices = [], []
+    launch, gemm = winograd.launch, winograd.backward_weight_gemm
+    monkeypatch.setattr(winograd, "launch", lambda name, *a: launched.append(name) or launch(name, *a))
+
+    def two_slices(dw, dy, x, geo, splits, workspace, stream, tile):
+        parts, got = gemm(dw, dy, x, geo, 2, workspace, stream, tile)
+        slices.append((parts.size // dw.size, got))
+        return parts, got
+    monkeypatch.setattr(winograd, "backward_weight_gemm", two_slices)
+    out, want = run_pass(rng, what, case)
+    assert np.isfinite(out).all(), f"{what}: NaN left in the output"
+    assert_close(out, want, REDUCTION_TOL, f"winograd {what}")
+    n, _, h, w, _, r, pad = case
+    kinds = ["input", "wgrad_dy", "wgrad_output"] if what == "backward_weight" else ["input", "filter", "output"]
+    assert launched == [f"conv2d_winograd_{k}_v1_r{r}" for k in kinds], launched
+    if what == "backward_weight":
+        long = n * -(-(h + 2 * pad - r + 1) // 4) * -(-(w + 2 * pad - r + 1) // 4) > 8
+        assert slices == [(2, 2) if long else (1, 1)], slices
+
+
+@pytest.mark.parametrize("w_shape, stride, dilation, groups", [
+    ((3, 4, 3, 3), (2, 2), (1, 1), 1), ((3, 4, 4, 4), (1, 1), (1, 1), 1), ((4, 2, 3, 3), (1, 1), (1, 1), 2),
+    ((3, 4, 3, 3), (1, 1), (2, 2), 1), ((3, 4, 5, 3), (1, 1), (1, 1), 1)], ids=["stride", "4x4", "groups", "dilation",
+                                                                                  "5x3"])
+def test_refusals(w_shape, stride, dilation, groups):
+    """Every pass refuses a shape the Winograd tables do not serve in config.use_winograd's one line,
+    before it launches anything."""
+    k, _, r, s = w_shape
+    x = np.ones((1, 4, 9, 9), np.float32)
+    wt = np.ones(w_shape, np.float32)
+    p = (9 + 2 - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    q = (9 + 2 - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    dy = np.ones((1, k, p, q), np.float32)
+    args = (stride, (1, 1), dilation, groups)
+    calls = (lambda: nb.launch_conv2d_forward(_empty(1, k, p, q), x, wt, None, *args),
+             lambda: nb.launch_conv2d_backward_data(_empty(*x.shape), dy, wt, *args),
+             lambda: nb.launch_conv2d_backward_weight(_empty(*w_shape), dy, x, *args))
+    for call in calls:
+        with fastconv.using(conv_tile=cfg.WINOGRAD), pytest.raises(
+                ValueError, match=f"conv_tile: got 'winograd' for a convolution of {r}x{s} taps"):
+            call()

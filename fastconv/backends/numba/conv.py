@@ -108,11 +108,17 @@ def _sum_partials(dst, parts, splits: int, stream):
                (dst, parts, dst.size, splits), stream)
 
 
-def _winograd(r, s, stride, dilation, groups):
-    """Whether this pass runs on the Winograd kernels (winograd.py): config.use_winograd of the
-    conv_tile setting, which refuses the shapes it has no tables for. The launchers import
-    winograd.py where they take it (it builds on this module's GEMM launchers)."""
-    return _cfg.use_winograd(settings.current().conv_tile, r, s, stride, dilation, groups)
+def _winograd(what, w_shape, stride, dilation, groups, forced=False):
+    """Whether pass ``what`` runs on the Winograd kernels (winograd.py): config.use_winograd of the
+    conv_tile and tf32 settings (the CUDA C family's rule, so both families take the same path;
+    it refuses the shapes it has no tables for), never by default when the caller ``forced`` a GEMM
+    tile or split count. The launchers import winograd.py where they take it (it builds on this
+    module's GEMM launchers)."""
+    cur = settings.current()
+    k, cg, r, s = w_shape
+    if forced and cur.conv_tile != _cfg.WINOGRAD:
+        return False
+    return _cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 
 def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
@@ -130,7 +136,7 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
     _check_out(y, "y", (n, k, p, q))
     if b is not None:
         _check_out(b, "b", (k,))
-    if _winograd(r, s, stride, dilation, groups):
+    if _winograd("forward", w.shape, stride, dilation, groups, tile is not None or splits is not None):
         from .winograd import winograd_forward
         return winograd_forward(y, x, w, b, padding, stream)
     small = tile is None and splits is None and smallc_tile("forward", geo)
@@ -159,7 +165,7 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     n, c, h, wd, k, r, s, p, q = geo[:9]
     _check(dx, "dx")
     _check_out(dy, "dy", (n, k, p, q))
-    if _winograd(r, s, stride, dilation, groups):
+    if _winograd("backward_data", w.shape, stride, dilation, groups, tile is not None or splits is not None):
         from .winograd import winograd_forward
         return winograd_forward(dx, dy, w, None, (r - 1 - padding[0], s - 1 - padding[1]), stream, flip=True)
     small = tile is None and splits is None and smallc_tile("backward_data", geo)
@@ -193,7 +199,7 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     n, _, _, _, k, r, s, p, q = geo[:9]
     _check(dw, "dw")
     _check_out(dy, "dy", (n, k, p, q))
-    if _winograd(r, s, stride, dilation, groups):
+    if _winograd("backward_weight", dw.shape, stride, dilation, groups, tile is not None or splits is not None):
         from .winograd import winograd_backward_weight
         return winograd_backward_weight(dw, dy, x, padding, stream)
     small = tile is None and splits is None and smallc_tile("backward_weight", geo)

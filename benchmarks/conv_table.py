@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -157,11 +156,6 @@ def ratio(row, prec, kind, picked=False):
     return c / t if t and c else float("nan")
 
 
-def geomean(values):
-    vals = [v for v in values if v > 0 and math.isfinite(v)]
-    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
-
-
 def print_table(rows, device):
     print(f"conv, fastconv (cupy family) vs cuDNN, ms per call; ratio = cuDNN / fastconv; {device}")
     head = f"{'row':<28}" + "".join(f"{h:>11}" for h in ("fp32 call", "cudnn", "ratio", "fp32 kern", "cudnn",
@@ -179,9 +173,9 @@ def print_table(rows, device):
     fp32 = [ratio(r, "fp32", "kernel") for r in rows]
     small = [ratio(r, "fp32", "kernel") for r in rows if r["row"].startswith(("lenet", "dcgan"))]
     print(f"geometric mean cuDNN/fastconv over {len(rows)} rows: fp32 per call "
-          f"{geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {geomean(fp32):.2f} "
+          f"{timing.geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {timing.geomean(fp32):.2f} "
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
-          f"TF32 kernel-only {geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0)")
+          f"TF32 kernel-only {timing.geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0)")
     if any(f"{p} picked" in r for r in rows for p in ("fp32", "tf32")):
         print("with the sweep's picks (kernel-only ratio, default -> picked, configuration):")
         for r in rows:
@@ -191,9 +185,9 @@ def print_table(rows, device):
                     print(f"  {r['row']:<28}{p}  {ratio(r, p, 'kernel'):.2f} -> {got}  {tuple(r[f'{p} picked'])}")
         small = [ratio(r, "fp32", "kernel", True) for r in rows if r["row"].startswith(("lenet", "dcgan"))]
         print(f"geometric means with the picks: fp32 kernel-only "
-              f"{geomean(ratio(r, 'fp32', 'kernel', True) for r in rows):.2f} (lenet/dcgan minimum "
+              f"{timing.geomean(ratio(r, 'fp32', 'kernel', True) for r in rows):.2f} (lenet/dcgan minimum "
               f"{min(small, default=float('nan')):.2f}), TF32 kernel-only "
-              f"{geomean(ratio(r, 'tf32', 'kernel', True) for r in rows):.2f}")
+              f"{timing.geomean(ratio(r, 'tf32', 'kernel', True) for r in rows):.2f}")
     print("cuDNN's kernels per call (fp32 | tf32):")
     for r in rows:
         names = [", ".join(short(k) for k in r.get(f"{prec} cudnn kernels", [])) or "-" for prec in ("fp32", "tf32")]

@@ -18,7 +18,6 @@ benchmarks/bench_step.py's.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -160,12 +159,12 @@ def print_conv(rows, results, fams):
                     **{f"fastconv_{f}": res[f][0] for f in fams}, ok=all(v[1] for v in res.values()),
                     tiles={t: v[0] for t, v in tiles.items()})
     for kind, rs in ratios.items():
-        gm = math.exp(sum(math.log(r) for r in rs) / len(rs))
+        gm = timing.geomean(rs)
         print(f"geometric mean cuDNN/fastconv-cupy over {len(rs)} conv rows, {kind}: {gm:.3f}"
               + (" (target >= 0.85)" if kind == "kernel" else ""))
         results.add("conv_geomean", kind=kind, rows=len(rs), value=gm)
     if numba:
-        gm = math.exp(sum(math.log(r) for r in numba) / len(numba))
+        gm = timing.geomean(numba)
         print(f"geometric mean fastconv-numba speed / fastconv-cupy speed over {len(numba)} conv rows, kernel: "
               f"{gm:.3f} (target >= 0.6)")
         results.add("conv_geomean", kind="numba/cupy kernel", rows=len(numba), value=gm)

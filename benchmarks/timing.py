@@ -20,6 +20,7 @@ benchmarks (bench_step.py, bench_numba_launch.py).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,12 @@ from pathlib import Path
 import numpy as np
 
 CALLS = 20  # calls per captured graph
+
+
+def geomean(values) -> float:
+    """Geometric mean of the positive, finite ``values`` (NaN when there are none)."""
+    vals = [v for v in values if v > 0 and math.isfinite(v)]
+    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else float("nan")
 
 
 class EventClock:

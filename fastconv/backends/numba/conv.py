@@ -111,13 +111,14 @@ def _sum_partials(dst, parts, splits: int, stream):
 def _winograd(what, w_shape, stride, dilation, groups, forced=False):
     """Whether pass ``what`` runs on the Winograd kernels (winograd.py): config.use_winograd of the
     conv_tile and tf32 settings (the CUDA C family's rule, so both families take the same path;
-    it refuses the shapes it has no tables for), never by default when the caller ``forced`` a GEMM
-    tile or split count. The launchers import winograd.py where they take it (it builds on this
+    it refuses the shapes it has no tables for), never when the caller ``forced`` a GEMM tile or
+    split count (an explicit launcher argument wins over the setting; Winograd's own products are so
+    launched). The launchers import winograd.py where they take it (it builds on this
     module's GEMM launchers)."""
+    if forced:
+        return False
     cur = settings.current()
     k, cg, r, s = w_shape
-    if forced and cur.conv_tile != _cfg.WINOGRAD:
-        return False
     return _cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32, int32
 
-from ... import settings
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 from .conv import backward_weight_gemm, launch_conv2d_forward
@@ -332,9 +331,7 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     launch(f"conv2d_winograd_filter_v1_r{r}", _grid(k * c), _BLOCK, (w, u) + ((c, k) if flip else (k, c)) + (int(flip),),
            stream)
     prod = _empty((n, a * a * k, tp, tq), x, what="Winograd products")
-    with settings.using(conv_tile=None):
-        launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream,
-                              tile=conv_tile(k, n * tp * tq, a * a))
+    launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream, tile=conv_tile(k, n * tp * tq, a * a))
     launch(f"conv2d_winograd_output_v1_r{r}", _grid(k * tp * tq, n), _BLOCK,
            (prod, y, w if b is None else b, n, k, p, q, tp, tq, int(b is not None)), stream)
     return y

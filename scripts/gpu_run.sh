@@ -17,10 +17,11 @@
 # exit status and the tail of each log.
 # STEPS="..." picks the steps (default: gpu_tests conv bench steps). More are off by default:
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
-#   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 rows timed alone, with
-#           the heuristic's configuration and with Winograd -> $OUT/kernels.log
-#   ncu     Nsight Compute (when the machine has it) on the lenet.conv2 backward-weight GEMM, a TF32
-#           resnet.c4 forward and the Winograd lenet.conv2 forward -> $OUT/ncu.log
+#   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
+#           alone, with the heuristic's configuration (fp32 and TF32) and with Winograd -> $OUT/kernels.log
+#   ncu     Nsight Compute (when the machine has it) on the lenet.conv2 backward-weight and backward-data
+#           GEMMs, the TF32 resnet.c4 forward and dcgan.d3 backward-data and the Winograd lenet.conv2
+#           forward (bank conflicts included) -> $OUT/ncu.log
 #   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
 #   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log
 #   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
@@ -73,15 +74,18 @@ wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
 want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
-want kernels && step kernels 60 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 \
+want kernels && step kernels 90 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
+    && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 --tile winograd"
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
-want ncu && step ncu 90 ncu.log ncu --clock-control none --target-processes all --launch-count 14 \
-    -k regex:"conv2d_backward_weight_v3_t64x64|conv2d_forward_v3_tf32_t128x64|conv2d_winograd|conv2d_forward_v3_t64x128k16" \
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 24 \
+    -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3_t64x128k16|conv2d_backward_data_v3" \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
-    bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' \
-    && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' \
+    --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis \
+    bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' 'lenet.conv2 backward_data' \
+    && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --tile winograd --rows 'lenet.conv2 forward'"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side

@@ -9,7 +9,8 @@ checked against the heuristic's output (relative L2 error <= 1e-4 for fp32, 2e-2
 configuration that fails is recorded and not timed. Prints per row the heuristic's time, the best
 configuration and its time; writes every measurement to --json. Rows of shapes that the Winograd
 kernels serve (3x3 / 5x5, stride 1: every pass) also time conv_tile "winograd" with its products' GEMM
-split the launcher's way and WINOGRAD_SPLITS ways.
+split the launcher's way and WINOGRAD_SPLITS ways on the heuristic's products tile, and on every other
+tile (the winograd_tile setting) split the launcher's way and PRODUCT_SPLITS ways.
 
     python benchmarks/conv_sweep.py [--reps 5] [--warmup 2] [--graph-calls 10] [--budget-s 120] [--json FILE]
                                     [--precisions fp32 tf32] [--rows lenet.conv1 "dcgan.d2 backward_data" "* tf32"]
@@ -45,6 +46,7 @@ from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 WINOGRAD_SPLITS = (None, 1, 2, 4, 8, 16, 32, 64)
+PRODUCT_SPLITS = (None, 4, 16)   # with a forced products tile (winograd_tile)
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
 PASSES = ("forward", "backward_data", "backward_weight")
 MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
@@ -60,16 +62,27 @@ def row_order(patterns, precisions):
     return out
 
 
+def settings_of(config):
+    """The fastconv.using() settings of one swept configuration (a sweep record or configs() entry):
+    conv_tile, conv_splits and, for Winograd with a forced products tile, winograd_tile."""
+    tile, splits, *products = config
+    out = {"conv_tile": None if tile == "auto" else tile, "conv_splits": None if splits == "auto" else splits}
+    if products and products[0] not in (None, "auto"):
+        out["winograd_tile"] = products[0]
+    return out
+
+
 def picks(sweep_rows, min_gain=MIN_GAIN):
-    """{"shape pass precision": (tile, splits)} for every swept row whose fastest forced configuration
-    beats the heuristic's by at least ``min_gain`` (splits None: the launcher's own count)."""
+    """{"shape pass precision": settings_of(fastest)} for every swept row whose fastest forced
+    configuration beats the heuristic's by at least ``min_gain``."""
     out = {}
     for row in sweep_rows:
         timed = [c for c in row["configs"] if "ms" in c]
         auto = next((c["ms"] for c in timed if c["tile"] == "auto"), None)
         best = min(timed, key=lambda c: c["ms"], default=None)
         if auto and best and best["tile"] != "auto" and best["ms"] <= auto * (1 - min_gain):
-            out[f"{row['row']} {row['precision']}"] = (best["tile"], None if best["splits"] == "auto" else best["splits"])
+            out[f"{row['row']} {row['precision']}"] = settings_of(
+                (best["tile"], best["splits"]) + ((best["products"],) if "products" in best else ()))
     return out
 
 
@@ -98,7 +111,8 @@ def gemm_dims(shape, ps):
 def configs(prec, dims=None, num_sms=132, winograd=False):
     """(tile, splits) pairs: the heuristic first, then every forced tile x split count that is worth
     timing for a GEMM of ``dims`` (gemm_dims): at most 4 waves of blocks, slices of >= 8 reduction
-    elements, a split-K workspace of at most 1 GiB; with ``winograd`` then "winograd" x WINOGRAD_SPLITS."""
+    elements, a split-K workspace of at most 1 GiB; with ``winograd`` then "winograd" x WINOGRAD_SPLITS,
+    then (WINOGRAD, splits, products tile) for every other tile x PRODUCT_SPLITS."""
     tiles = cfg.TF32_TILES if prec == "tf32" else tuple(cfg.CONV_TILES)
     out = [(None, None)]
     for t in tiles:
@@ -109,7 +123,10 @@ def configs(prec, dims=None, num_sms=132, winograd=False):
                 if gx * gy * z * s > 4 * num_sms * cfg.tile_spec(t, prec == "tf32")[4] or red < 8 * s or s * elems * 4 > 1 << 30:
                     continue
             out.append((t, s))
-    return out + [(cfg.WINOGRAD, s) for s in WINOGRAD_SPLITS] * winograd
+    if not winograd:
+        return out
+    return (out + [(cfg.WINOGRAD, s) for s in WINOGRAD_SPLITS]
+            + [(cfg.WINOGRAD, s, t) for t in cfg.CONV_TILES for s in PRODUCT_SPLITS])
 
 
 def time_config(cp, clock, fn, args):
@@ -128,12 +145,14 @@ def sweep_row(cp, clock, fn, prec, args, dims=None, num_sms=132, winograd=False)
     only = getattr(args, "tiles", None)
     with fastconv.using(tf32=prec == "tf32"):
         want = cp.asnumpy(fn()).astype(np.float64)
-        for tile, splits in configs(prec, dims, num_sms, winograd):
+        for config in configs(prec, dims, num_sms, winograd):
+            tile, splits, *products = config
             if only and tile is not None and tile not in only:
                 continue
             rec = {"tile": tile or "auto", "splits": splits or "auto"}
+            rec.update({"products": products[0]} if products else {})
             try:
-                with fastconv.using(conv_tile=tile, conv_splits=splits):
+                with fastconv.using(**settings_of(config)):
                     got = cp.asnumpy(fn())
                     err = rel_error(got, want) if np.isfinite(got).all() else float("inf")
                     rec["error"] = err
@@ -189,7 +208,7 @@ def main(argv=None) -> int:
             best = min(timed, key=lambda r: r["ms"]) if timed else None
             if best:
                 print(f"{name + ' ' + ps:<28} {prec}  auto {auto:.4f} ms  best {best['ms']:.4f} ms "
-                      f"({best['tile']}, splits {best['splits']})  auto/best {auto / best['ms']:.2f}",
+                      f"({best['tile']}, splits {best['splits']}{', products ' + best['products'] if 'products' in best else ''})  auto/best {auto / best['ms']:.2f}",
                       flush=True)
             save()  # after every row: a run stopped by its timeout keeps what it measured
         save()

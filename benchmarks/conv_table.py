@@ -135,10 +135,10 @@ def run(args, picked=None):
                 row[f"{prec} cudnn kernels"] = cudnn_kernels(torch, tc)
                 pick = (picked or {}).get(f"{row['row']} {prec}")
                 if pick:
-                    with fastconv.using(conv_tile=pick[0], conv_splits=pick[1]):
+                    with fastconv.using(**pick):
                         ok, err = valid(cp, fc(prec), ref, mag, prec, terms)
                         bad += not ok
-                        row[f"{prec} picked"] = list(pick)
+                        row[f"{prec} picked"] = pick
                         row[f"{prec} picked error"] = err
                         if ok:
                             row[f"{prec} picked kernel ms"] = kernel_only(
@@ -182,7 +182,7 @@ def print_table(rows, device):
             for p in ("fp32", "tf32"):
                 if f"{p} picked" in r:
                     got = f"{ratio(r, p, 'kernel', True):.2f}" if f"{p} picked kernel ms" in r else "INVALID"
-                    print(f"  {r['row']:<28}{p}  {ratio(r, p, 'kernel'):.2f} -> {got}  {tuple(r[f'{p} picked'])}")
+                    print(f"  {r['row']:<28}{p}  {ratio(r, p, 'kernel'):.2f} -> {got}  {r[f'{p} picked']}")
         small = [ratio(r, "fp32", "kernel", True) for r in rows if r["row"].startswith(("lenet", "dcgan"))]
         print(f"geometric means with the picks: fp32 kernel-only "
               f"{timing.geomean(ratio(r, 'fp32', 'kernel', True) for r in rows):.2f} (lenet/dcgan minimum "

@@ -17,6 +17,9 @@
 - ``conv_splits`` [None]: the split-K count of the v3 core's GEMMs, picked per call
   (``config.conv_splits``) when None; else a forced count >= 1 (rounded so that every slice is
   whole BK tiles, and at most one slice per 8 reduction elements) — for tuning sweeps.
+- ``winograd_tile`` [None]: the v3 tile of the cupy family's Winograd product GEMMs (a 1x1
+  convolution in A^2 groups per pass), picked per call (``config.winograd_tile``) when None; else
+  one of ``CONV_TILES`` — for tuning sweeps. The conv_splits setting splits those GEMMs too.
 - ``tf32`` [False]: the cupy family's conv kernels (mma.sync) use TF32 tensor cores (operands
   rounded to 10 mantissa bits, fp32 accumulation). The ``FASTCONV_TF32`` environment variable
   ("1"/"0") is read into it once, on first use; a ``precision="tf32"``/``"fp32"`` argument on a
@@ -48,6 +51,7 @@ class Settings:
     conv_version: int = 3
     conv_tile: str | None = None
     conv_splits: int | None = None
+    winograd_tile: str | None = None
     tf32: bool = False
 
 
@@ -98,6 +102,10 @@ def _checked(s: Settings) -> Settings:
         if s.conv_tile not in CONV_TILES and s.conv_tile not in TF32_TILES and s.conv_tile != WINOGRAD:
             raise ValueError(f"conv_tile: got {s.conv_tile!r}, expected None or one of "
                              f"{sorted(set(CONV_TILES) | set(TF32_TILES) | {WINOGRAD})}")
+    if s.winograd_tile is not None:
+        from .backends.cuda.config import CONV_TILES
+        if s.winograd_tile not in CONV_TILES:
+            raise ValueError(f"winograd_tile: got {s.winograd_tile!r}, expected None or one of {sorted(CONV_TILES)}")
     if s.conv_splits is not None and (isinstance(s.conv_splits, bool) or not isinstance(s.conv_splits, int)
                                       or not 1 <= s.conv_splits <= 65535):
         raise ValueError(f"conv_splits: got {s.conv_splits!r}, expected None or an int in [1, 65535]")
@@ -107,8 +115,8 @@ def _checked(s: Settings) -> Settings:
 def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
-    Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits, tf32); an
-    unknown name or a bad value raises before anything changes.
+    Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits,
+    winograd_tile, tf32); an unknown name or a bad value raises before anything changes.
     """
     global _current
     fields = {f.name for f in dataclasses.fields(Settings)}

@@ -157,41 +157,62 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // ---------------------------------------------------------------------------------------------
 // packing
 
+#define PACK_TILE 32
+#define PACK_ROWS 8   // warps per block (PACK_ROWS * 32 threads): each lane moves PACK_TILE / PACK_ROWS values each way
+
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
 // operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. tf32: each value rounded to tf32
 // here (tf32_value), once, so the TF32 kernels feed it to the mma without a cvt per fragment.
+// A transpose of each group's Kg x crs matrix through a 32 x 33 shared tile (the pad column keeps
+// the column reads free of bank conflicts): blocks of 256 threads, a warp per row pass (lane along
+// the row), grid (crs / 32, Kp / 32, G) rounded up; reads run along kk and writes along m, both
+// coalesced. The launcher checks both sizes <= INT32_LIMIT.
 // Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                   int Kg, int Kp, int crs, int G, int tf32) {
-    const i64 total = (i64)G * crs * Kp;
-    GRID_STRIDE(i, total) {
-        const int m = (int)(i % Kp), kk = (int)((i / Kp) % crs), g = (int)(i / ((i64)Kp * crs));
-        const float v = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
-        wp[i] = tf32 ? tf32_value(v) : v;
+    __shared__ float tile[PACK_TILE][PACK_TILE + 1];
+    const int kk0 = blockIdx.x * PACK_TILE, m0 = blockIdx.y * PACK_TILE, g = blockIdx.z;
+    const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+#pragma unroll
+    for (int j = ty; j < PACK_TILE; j += PACK_ROWS) {
+        const int m = m0 + j, kk = kk0 + tx;
+        tile[j][tx] = m < Kg && kk < crs ? w[(g * Kg + m) * crs + kk] : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = ty; j < PACK_TILE; j += PACK_ROWS) {
+        const int kk = kk0 + j, m = m0 + tx;
+        if (kk < crs && m < Kp) {
+            const float v = tile[tx][j];
+            wp[(g * crs + kk) * Kp + m] = tf32 ? tf32_value(v) : v;
+        }
     }
 }
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
 // the phase (bwd_phase), zero past it and for c >= Cg: the backward-data A operand of every phase,
-// each phase a slab of Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Work: no FLOPs;
-// traffic about 2 * K*Cg*R*S * 4 B (the phases' taps partition the filter) plus the zero padding.
+// each phase a slab of Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Blocks of PACK_ROWS
+// warps: each warp a row of wp (phase, g, kk decoded once), its lanes along c (consecutive writes; the
+// reads stride R*S floats, served by L2). Grid (rows / PACK_ROWS rounded up). The launcher checks the
+// sizes <= INT32_LIMIT. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B (the phases' taps partition
+// the filter) plus the zero padding.
 extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                         int Kg, int Cg, int Cp, int H, int W, int R, int S,
                                                         int sh, int sw, int ph, int pw, int dh, int dw, int G,
                                                         int krs_max, int tf32) {
-    const i64 total = (i64)sh * sw * G * krs_max * Cp;
-    GRID_STRIDE(i, total) {
-        const int c = (int)(i % Cp);
-        const i64 row = i / Cp;
-        const int kk = (int)(row % krs_max), g = (int)((row / krs_max) % G), phase = (int)(row / ((i64)krs_max * G));
-        const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
-        float v = 0.f;
-        if (c < Cg && kk < Kg * f.Ri * f.Sj) {
-            const int k = kk / (f.Ri * f.Sj), ij = kk - k * f.Ri * f.Sj, ii = ij / f.Sj, jj = ij - ii * f.Sj;
-            const int r = f.r0 + ii * f.rstep, s = f.s0 + jj * f.sstep;
-            v = w[(((i64)(g * Kg + k) * Cg + c) * R + r) * S + s];
-        }
-        wp[i] = tf32 ? tf32_value(v) : v;
+    const int row = blockIdx.x * PACK_ROWS + (threadIdx.x >> 5);
+    if (row >= sh * sw * G * krs_max) return;
+    const int kk = row % krs_max, g = (row / krs_max) % G, phase = row / (krs_max * G);
+    const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
+    const bool tap = kk < Kg * f.Ri * f.Sj;
+    int src = 0;
+    if (tap) {
+        const int k = kk / (f.Ri * f.Sj), ij = kk - k * f.Ri * f.Sj, ii = ij / f.Sj, jj = ij - ii * f.Sj;
+        src = (g * Kg + k) * Cg * R * S + (f.r0 + ii * f.rstep) * S + f.s0 + jj * f.sstep;
+    }
+    for (int c = threadIdx.x & 31; c < Cp; c += 32) {
+        const float v = tap && c < Cg ? w[src + c * R * S] : 0.f;
+        wp[row * Cp + c] = tf32 ? tf32_value(v) : v;
     }
 }
 

@@ -214,6 +214,8 @@ def test_tile_table_matches_the_kernels():
         == cfg.TF32_TILES
     index = (loader.kernel_dir() / "conv_index.cuh").read_text()
     assert int(re.search(r"^#define GATHER_MASK_TAPS (\d+)", index, re.M).group(1)) == cfg.GATHER_MASK_TAPS
+    pack = {k: int(v) for k, v in re.findall(r"^#define PACK_(TILE|ROWS) (\d+)", text, re.M)}
+    assert (pack["TILE"], 32 * pack["ROWS"]) == (cfg.PACK_TILE, cfg.PACK_BLOCK)
     for name, (bm, bn, *_) in cfg.TF32_TILES.items():  # conv_grid serves both tables by name
         assert cfg.conv_grid(bm + 1, bn + 1, name, 1) == (2, 2, 1)
         assert cfg.CONV_TILES[name][:2] == (bm, bn)

@@ -68,15 +68,21 @@ def test_picks_keep_only_clear_wins_over_the_heuristic():
                 {"tile": "t64x32", "splits": 4, "refused": "ValueError"}),
             row("c forward", "fp32", ("auto", "auto", None), ("t64x64", 1, 0.5))]  # no heuristic time
     rows[3]["configs"][0].pop("ms")
-    assert conv_sweep.picks(rows) == {"a forward fp32": ("t64x64", 2), "b backward_weight fp32": ("t64x64", None)}
+    rows.append(row("d forward", "fp32", ("auto", "auto", 1.0), ("winograd", "auto", 0.8),
+                    {"tile": "winograd", "splits": 4, "products": "t64x32", "ms": 0.7}))
+    assert conv_sweep.picks(rows) == {
+        "a forward fp32": {"conv_tile": "t64x64", "conv_splits": 2},
+        "b backward_weight fp32": {"conv_tile": "t64x64", "conv_splits": None},
+        "d forward fp32": {"conv_tile": "winograd", "conv_splits": 4, "winograd_tile": "t64x32"}}
 
 
 def test_winograd_configurations_follow_the_tiles():
-    """A backward-weight row the Winograd kernels serve times "winograd" at each WINOGRAD_SPLITS count
-    after the tiles; other rows do not."""
+    """A row the Winograd kernels serve times "winograd" at each WINOGRAD_SPLITS count after the
+    tiles, then each products tile (winograd_tile) at each PRODUCT_SPLITS count; other rows do not."""
     plain = conv_sweep.configs("fp32", None)
     assert conv_sweep.configs("fp32", None, winograd=True) == plain + [
-        (cfg.WINOGRAD, s) for s in conv_sweep.WINOGRAD_SPLITS]
+        (cfg.WINOGRAD, s) for s in conv_sweep.WINOGRAD_SPLITS] + [
+        (cfg.WINOGRAD, s, t) for t in cfg.CONV_TILES for s in conv_sweep.PRODUCT_SPLITS]
     assert all(t != cfg.WINOGRAD for t, _ in plain)
 
 

@@ -55,6 +55,7 @@ def test_configure_returns_the_settings_before():
     ({"conv_version": 2}, ValueError, ("conv_version: got 2", "expected 1 or 3")),
     ({"conv_version": True}, ValueError, ("conv_version: got True", "expected 1 or 3")),
     ({"conv_tile": "t16x16"}, ValueError, ("conv_tile: got 't16x16'", "expected None or one of")),
+    ({"winograd_tile": "winograd"}, ValueError, ("winograd_tile: got 'winograd'", "expected None or one of")),
     ({"conv_splits": 0}, ValueError, ("conv_splits: got 0", "expected None or an int in [1, 65535]")),
     ({"conv_splits": 2.0}, ValueError, ("conv_splits: got 2.0", "expected None or an int in [1, 65535]")),
     ({"colour": "red"}, TypeError, ("colour: not a setting", "expected one of conv_splits, conv_tile, conv_version")),

@@ -309,6 +309,25 @@ def test_packed_weights_are_tf32_values_for_the_tf32_kernels(cp, tf32):
         np.testing.assert_array_equal(got, want, err_msg=rec.name)
 
 
+def test_forward_pack_is_the_transposed_weights_padded_to_4_rows(cp):
+    """conv2d_pack_forward_v1 transposes each group's K/G x C/G*R*S weights through 32 x 32 tiles:
+    wp[g][kk][m] = w[g*K/G + m][kk], zero for the rows m >= K/G up to the multiple of 4; shapes whose
+    sides are not multiples of the tile (37 filters per group, 45 taps x channels, 2 groups) check the
+    tile edges."""
+    from fastconv.backends.cuda import conv as launchers
+    n, c, k, g = 1, 10, 74, 2
+    rng = np.random.default_rng(5)
+    wt = rng.standard_normal((k, c // g, 3, 3)).astype(np.float32)
+    x = cp.asarray(rng.standard_normal((n, c, 6, 7)).astype(np.float32))
+    with fastconv.using(conv_tile="t64x64"), emu.trace() as t:
+        launchers.conv2d_forward(x, cp.asarray(wt), None, (1, 1), (1, 1), (1, 1), g)
+    rec = next(rec for rec in t.launches if rec.name == "conv2d_pack_forward_v1")
+    kg, crs = k // g, c // g * 9
+    want = np.zeros((g, crs, 40), np.float32)
+    want[:, :, :kg] = wt.reshape(g, kg, crs).transpose(0, 2, 1)
+    np.testing.assert_array_equal(cp.asnumpy(rec.args[1]).reshape(want.shape), want)
+
+
 def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
     """With tf32 on, small-channel shapes still run the fp32 small-channel kernels (memory-bound: TF32
     gains nothing there), to fp32's tolerance; a forced tile runs the TF32 core."""

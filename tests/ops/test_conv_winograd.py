@@ -128,9 +128,10 @@ def cp():
         yield stand_in
 
 
-def winograd_case(cp, what, case, splits=None, seed=0, activation=None):
+def winograd_case(cp, what, case, splits=None, seed=0, activation=None, products=None):
     """Pass ``what`` of case (N, C, H, W, K, R, padding) on the Winograd kernels (cp: the CPU layer's
-    stand-in or CuPy), NaN-poisoned, against the oracle (forward with bias and ``activation``)."""
+    stand-in or CuPy), NaN-poisoned, against the oracle (forward with bias and ``activation``;
+    ``products``: the products' tile, the winograd_tile setting)."""
     n, c, h, w, k, r, pad = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -138,7 +139,7 @@ def winograd_case(cp, what, case, splits=None, seed=0, activation=None):
     b = rng.standard_normal(k).astype(np.float32)
     p, q = h + 2 * pad - r + 1, w + 2 * pad - r + 1
     dy = rng.standard_normal((n, k, p, q)).astype(np.float32)
-    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD, conv_splits=splits):
+    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD, conv_splits=splits, winograd_tile=products):
         if what == "forward":  # the launcher: the ops interface has no fused activation
             from fastconv.backends.cuda import conv as launchers
             out = launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), cp.asarray(b), (1, 1), (pad, pad), (1, 1), 1,
@@ -204,6 +205,25 @@ def test_products_split_along_their_reduction(cp, what):
     assert splits, t.launch_names
     if what == "backward_weight":
         assert [int(rec.args[-1]) for rec in splits] == [3]
+
+
+@pytest.mark.parametrize("what", PASSES)
+@pytest.mark.parametrize("tile", ["t64x32", "t128x128"])
+def test_products_run_on_the_winograd_tile_setting(cp, what, tile):
+    """winograd_tile forces the products' GEMM tile (the rest of the path unchanged), right at any tile."""
+    names = _check(cp, what, CASES[1], products=tile)
+    kernel = "conv2d_backward_weight_v3_" if what == "backward_weight" else "conv2d_forward_v3_"
+    assert [nm for nm in names if nm.startswith(kernel)] == [kernel + tile], names
+
+
+def test_products_tile_rule():
+    """config.winograd_tile on the benchmark shapes' product GEMMs (132 SMs): the rows pick it, not the
+    phase rule (z > 1 is A^2 groups here); backward-weight and wide GEMMs as config.conv_tile."""
+    a5, a3, sms = 64, 36, 132
+    assert cfg.winograd_tile(64, 128 * 16, sms, a5) == "t64x128"          # lenet.conv2 forward: K = 64
+    assert cfg.winograd_tile(32, 128 * 16, sms, a5) == "t32x128"          # lenet.conv2 backward-data: C = 32
+    assert cfg.winograd_tile(64, 32, sms, a5, wgrad=True) == cfg.conv_tile(64, 32, sms, a5, False, True)
+    assert cfg.winograd_tile(256, 32 * 16, sms, a3) == cfg.conv_tile(256, 32 * 16, sms, a3)  # resnet.c4
 
 
 @pytest.mark.parametrize("case, why", [

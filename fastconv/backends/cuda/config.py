@@ -16,6 +16,8 @@ INT32_MAX = 2**31 - 1
 INT32_MARGIN = 4096
 INT32_LIMIT = INT32_MAX - INT32_MARGIN
 BLOCK = 256                 # threads per block of element-wise / pooling / reduction kernels
+PACK_TILE = 32              # the weight pack kernels' transpose tile (kernels/conv.cu PACK_TILE) ...
+PACK_BLOCK = 256            # ... and their threads per block (PACK_ROWS warps)
 REDUCE_BLOCK = 1024         # threads of the single-block final reductions (sum_scale_v1)
 MAX_GRID_X = 2**31 - 1
 MAX_GRID_YZ = 65535
@@ -204,6 +206,18 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     if tf32:  # t128x64 was fastest for TF32 forward and backward-data; backward-weight and large GEMMs
         return "t128x128" if wgrad or big >= 2 * num_sms else "t128x64"  # want t128x128's 64x64 warp tiles
     return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
+
+
+def winograd_tile(m: int, n: int, num_sms: int, z: int, wgrad: bool = False) -> str:
+    """Tile of a Winograd product GEMM (fp32): z = A^2 groups of m x n, each over a reduction of
+    C or K (forward, backward-data: n = N x tiles) or of N x tiles (``wgrad``: n = C). The groups are
+    independent GEMMs, not the phases conv_tile's z > 1 rule was tuned for, so the tile follows the
+    rows (m <= 32: t32x128, m <= 64: t64x128) and conv_tile otherwise."""
+    if not wgrad and m <= 32:
+        return "t32x128"
+    if not wgrad and m <= 64:
+        return "t64x128"
+    return conv_tile(m, n, num_sms, z, False, wgrad)
 
 
 def winograd(r: int, s: int, stride, dilation, groups: int) -> bool:

@@ -45,10 +45,13 @@ def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
     cfg.check_int32(name, k * (c // groups) * r * s, "K*C/groups*R*S")
 
 
-def _tile(m, cols, z, tf32, wgrad, heuristic=False):
-    """The v3 tile: the conv_tile setting's, else (or with ``heuristic``: for a GEMM the setting does
-    not describe, Winograd's products) config.conv_tile's."""
-    tile = None if heuristic else settings.current().conv_tile
+def _tile(m, cols, z, tf32, wgrad, products=False):
+    """The v3 tile: the conv_tile setting's, else config.conv_tile's; for Winograd's ``products`` the
+    winograd_tile setting's, else config.winograd_tile's."""
+    if products:
+        tile = settings.current().winograd_tile
+        return cfg.winograd_tile(m, cols, num_sms(), z, wgrad) if tile is None else tile
+    tile = settings.current().conv_tile
     if tile is None:
         return cfg.conv_tile(m, cols, num_sms(), z, tf32, wgrad)
     if tf32 and tile not in cfg.TF32_TILES:
@@ -72,14 +75,14 @@ def _smallc(cg, r, s):
     return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
 
 
-def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, heuristic=False):
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
-    phase; ``tf32``: on a TF32 tile) into ``out``, split along the reduction as config.conv_splits
-    says. Returns the workspace and split count (the workspace is ``out`` when the kernel wrote
+    phase; ``tf32``: on a TF32 tile; ``products``: Winograd's products, see _tile) into ``out``, split
+    along the reduction as config.conv_splits says. Returns the workspace and split count (the workspace is ``out`` when the kernel wrote
     ``out`` itself)."""
     cur = settings.current()
     wgrad = kernel == "conv2d_backward_weight"
-    tile = _tile(m, cols, z, tf32, wgrad, heuristic)
+    tile = _tile(m, cols, z, tf32, wgrad, products)
     splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits, wgrad=wgrad, tf32=tf32,
                                     phased=phased, out_elems=out.size)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
@@ -143,20 +146,22 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return y
 
 
-def _forward_gemm(x, w, b, y, ints, groups, act, slope, tf32, heuristic=False):
+def _forward_gemm(x, w, b, y, ints, groups, act, slope, tf32, products=False):
     """y = act(conv2d(x, w) + b) on the v3 core: w packed (conv2d_pack_forward_v1), the GEMM split along
-    C/G*R*S as config.conv_splits says, the splits summed with bias and activation (``heuristic``:
-    as _tile)."""
+    C/G*R*S as config.conv_splits says, the splits summed with bias and activation (``products``:
+    Winograd's, as _tile)."""
     n, k, p, q = y.shape
     kg, crs = k // groups, w.size // w.shape[0]
     kp = cfg.cdiv(kg, 4) * 4
     wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
-    _launch("conv.cu", "conv2d_pack_forward_v1", _eltwise_grid(wp.size), cfg.BLOCK,
+    cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
+    _launch("conv.cu", "conv2d_pack_forward_v1",
+            cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(kp, cfg.PACK_TILE), groups)), cfg.PACK_BLOCK,
             (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups))
             + (_i32(tf32),))
     fused = (_i32(b is not None), _i32(act), _f32(slope))
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (w if b is None else b,), ints),
-                       fused, tf32=tf32, heuristic=heuristic)
+                       fused, tf32=tf32, products=products)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
 
@@ -202,7 +207,8 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     cp_ = cfg.cdiv(cg, 4) * 4
     wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
-    _launch("conv.cu", "conv2d_pack_backward_data_v1", _eltwise_grid(wp.size), cfg.BLOCK,
+    _launch("conv.cu", "conv2d_pack_backward_data_v1", (cfg.cdiv(wp.size // cp_, cfg.PACK_BLOCK // 32),),
+            cfg.PACK_BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
             + (_i32(krs_max), _i32(tf32)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
@@ -278,7 +284,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
             (w, u) + ((_i32(c), _i32(k)) if flip else (_i32(k), _i32(c))) + (_i32(flip),))
     cfg.check_int32("x", n * a * a * k * tp * tq, "Winograd products: N*A^2*K*tiles")
     prod = _alloc((n, a * a * k, tp, tq), _F32, "Winograd products")
-    _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False, heuristic=True)
+    _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False, products=True)
     _launch("winograd.cu", f"conv2d_winograd_output_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
             (prod, y, w if b is None else b) + _i32s("y", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq))
             + (_i32(b is not None), _i32(act), _f32(slope)))
@@ -298,6 +304,6 @@ def _winograd_backward_weight(dy, x, dw, padding):
             (dy, u) + _i32s("dy", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq)))
     m = _alloc((a * a * k, c, 1, 1), _F32, "Winograd products")
     ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy",
-                       (u, v, (), _product_ints(n, a, c, k, tp, tq)), heuristic=True)
+                       (u, v, (), _product_ints(n, a, c, k, tp, tq)), products=True)
     _launch("winograd.cu", f"conv2d_winograd_wgrad_output_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
             (ws, dw, _i32(k), _i32(c), _i32(splits)))

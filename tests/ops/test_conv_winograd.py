@@ -217,13 +217,14 @@ def test_products_run_on_the_winograd_tile_setting(cp, what, tile):
 
 
 def test_products_tile_rule():
-    """config.winograd_tile on the benchmark shapes' product GEMMs (132 SMs): the rows pick it, not the
-    phase rule (z > 1 is A^2 groups here); backward-weight and wide GEMMs as config.conv_tile."""
+    """config.winograd_tile on the benchmark shapes' product GEMMs (132 SMs): by the rows, not by the
+    phase rule (z > 1 is A^2 groups here); backward-weight as config.conv_tile past 32 channels."""
     a5, a3, sms = 64, 36, 132
-    assert cfg.winograd_tile(64, 128 * 16, sms, a5) == "t64x128"          # lenet.conv2 forward: K = 64
-    assert cfg.winograd_tile(32, 128 * 16, sms, a5) == "t32x128"          # lenet.conv2 backward-data: C = 32
-    assert cfg.winograd_tile(64, 32, sms, a5, wgrad=True) == cfg.conv_tile(64, 32, sms, a5, False, True)
-    assert cfg.winograd_tile(256, 32 * 16, sms, a3) == cfg.conv_tile(256, 32 * 16, sms, a3)  # resnet.c4
+    assert cfg.winograd_tile(64, 128 * 16, sms, a5) == "t64x64"            # lenet.conv2 forward: K = 64
+    assert cfg.winograd_tile(32, 128 * 16, sms, a5) == "t32x128"           # lenet.conv2 backward-data: C = 32
+    assert cfg.winograd_tile(256, 32 * 16, sms, a3) == "t128x64"           # resnet.c4 forward / backward-data
+    assert cfg.winograd_tile(64, 32, sms, a5, wgrad=True) == "t64x32"      # lenet.conv2 backward-weight
+    assert cfg.winograd_tile(256, 256, sms, a3, wgrad=True) == cfg.conv_tile(256, 256, sms, a3, False, True)
 
 
 @pytest.mark.parametrize("case, why", [

@@ -211,13 +211,18 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
 def winograd_tile(m: int, n: int, num_sms: int, z: int, wgrad: bool = False) -> str:
     """Tile of a Winograd product GEMM (fp32): z = A^2 groups of m x n, each over a reduction of
     C or K (forward, backward-data: n = N x tiles) or of N x tiles (``wgrad``: n = C). The groups are
-    independent GEMMs, not the phases conv_tile's z > 1 rule was tuned for, so the tile follows the
-    rows (m <= 32: t32x128, m <= 64: t64x128) and conv_tile otherwise."""
-    if not wgrad and m <= 32:
-        return "t32x128"
-    if not wgrad and m <= 64:
-        return "t64x128"
-    return conv_tile(m, n, num_sms, z, False, wgrad)
+    independent GEMMs, not the phases conv_tile's z > 1 rule was tuned for.
+
+    Swept on an H100 (benchmarks/conv_sweep.py, every products tile; commit d1de1c8), fastest:
+    - forward / backward-data: m <= 32 t32x128 (lenet.conv2 backward-data: 84.7 us against 94.4 on
+      t64x32 and 95.5 on t64x128); m <= 64 t64x64 (resnet.c2: 305.5 / 314.7 us against 311.6 / 319.4 on
+      t64x128; lenet.conv2 forward: every 64-row tile within 1 %); wider t128x64 (resnet.c4: 115.7 /
+      155.0 us against 134.9 / 173.5 on t128x128);
+    - backward-weight with n <= 32: t64x32 (lenet.conv2: 115.8 us against 124.1 on t64x64), else as
+      config.conv_tile."""
+    if wgrad:
+        return "t64x32" if n <= 32 else conv_tile(m, n, num_sms, z, False, True)
+    return "t32x128" if m <= 32 else "t64x64" if m <= 64 else "t128x64"
 
 
 def winograd(r: int, s: int, stride, dilation, groups: int) -> bool:

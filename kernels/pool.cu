@@ -467,29 +467,28 @@ __device__ __forceinline__ void bwd_blocks2x2v4(float* __restrict__ dx, int NC, 
     }
 }
 
-// 6 blocks of 256 threads (config.BLOCK) per SM: at most 40 registers (ptxas gives the U = 2
-// kernels 45-46 otherwise, 5 blocks).
-#define V4_BOUNDS __launch_bounds__(256, 6)
-
 // The V = 4 backward entry points (SUFFIX 2x2v4: U = 1, 2x2v4x2: U = 2). Work per output: max 8 B
-// in + 16 B out, avg 1 FLOP and 4 B in + 16 B out.
-#define POOL_2X2V4_BACKWARD_KERNELS(SUFFIX, U)                                                            \
-    extern "C" __global__ void V4_BOUNDS max_pool2d_backward_v3_##SUFFIX(const float* __restrict__ dy, \
-        const int* __restrict__ argmax, float* __restrict__ dx, int NC, int H, int W, int P, int Q) {    \
-        bwd_blocks2x2v4<U, true>(                                                                         \
-            dx, NC, H, W, P, Q,                                                                           \
-            [&](u32 i, float(&d)[4], int(&a)[4]) { load(dy + i * 4, d); load(argmax + i * 4, a); },       \
-            [&](int a, int at, int o, int k) { return is_argmax(a, at, o, k, W); });                     \
-    }                                                                                                     \
-    extern "C" __global__ void V4_BOUNDS avg_pool2d_backward_v3_##SUFFIX(const float* __restrict__ dy, \
-        float* __restrict__ dx, int NC, int H, int W, int P, int Q) {                                     \
-        bwd_blocks2x2v4<U, false>(                                                                        \
-            dx, NC, H, W, P, Q,                                                                           \
-            [&](u32 i, float(&d)[4], int(&)[4]) {                                                         \
-                load(dy + i * 4, d);                                                                      \
-                for (int o = 0; o < 4; ++o) d[o] *= 0.25f;                                                \
-            },                                                                                            \
-            [](int, int, int, int) { return true; });                                                     \
+// in + 16 B out, avg 1 FLOP and 4 B in + 16 B out. __launch_bounds__(256, 6): 6 blocks of 256
+// threads (config.BLOCK) per SM, at most 40 registers (ptxas gives the U = 2 kernels 45-46
+// otherwise, 5 blocks).
+#define POOL_2X2V4_BACKWARD_KERNELS(SUFFIX, U)                                                                 \
+    extern "C" __global__ void __launch_bounds__(256, 6) max_pool2d_backward_v3_##SUFFIX(                      \
+        const float* __restrict__ dy, const int* __restrict__ argmax, float* __restrict__ dx, int NC, int H, int W, \
+        int P, int Q) {                                                                                        \
+        bwd_blocks2x2v4<U, true>(                                                                              \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 i, float(&d)[4], int(&a)[4]) { load(dy + i * 4, d); load(argmax + i * 4, a); },            \
+            [&](int a, int at, int o, int k) { return is_argmax(a, at, o, k, W); });                           \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256, 6) avg_pool2d_backward_v3_##SUFFIX(                      \
+        const float* __restrict__ dy, float* __restrict__ dx, int NC, int H, int W, int P, int Q) {            \
+        bwd_blocks2x2v4<U, false>(                                                                             \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 i, float(&d)[4], int(&)[4]) {                                                              \
+                load(dy + i * 4, d);                                                                           \
+                for (int o = 0; o < 4; ++o) d[o] *= 0.25f;                                                     \
+            },                                                                                                 \
+            [](int, int, int, int) { return true; });                                                          \
     }
 
 POOL_2X2V4_BACKWARD_KERNELS(2x2v4, 1)
@@ -580,15 +579,16 @@ __device__ __forceinline__ void relu_max2x2_bwd(const float* __restrict__ dy, co
 RELU_POOL_2X2_KERNELS(2x2, 1)
 RELU_POOL_2X2_KERNELS(2x2w, 2)
 
-// Its V = 4 backward (relu_max_pool2d_backward_v2_2x2v4, _2x2v4x2; bwd_blocks2x2v4). Work per
-// output: 5 B in + 16 B out, no FLOPs.
-#define RELU_POOL_2X2V4_BACKWARD_KERNEL(SUFFIX, U)                                                         \
-    extern "C" __global__ void V4_BOUNDS relu_max_pool2d_backward_v2_##SUFFIX(const float* __restrict__ dy, \
-        const unsigned char* __restrict__ code, float* __restrict__ dx, int NC, int H, int W, int P, int Q) { \
-        bwd_blocks2x2v4<U, true>(                                                                          \
-            dx, NC, H, W, P, Q,                                                                            \
-            [&](u32 i, float(&d)[4], int(&c)[4]) { load(dy + i * 4, d); load(code + i * 4, c); },          \
-            [](int c, int, int, int k) { return c == k; });                                               \
+// Its V = 4 backward (relu_max_pool2d_backward_v2_2x2v4, _2x2v4x2; bwd_blocks2x2v4, launch bounds
+// as above). Work per output: 5 B in + 16 B out, no FLOPs.
+#define RELU_POOL_2X2V4_BACKWARD_KERNEL(SUFFIX, U)                                                             \
+    extern "C" __global__ void __launch_bounds__(256, 6) relu_max_pool2d_backward_v2_##SUFFIX(                 \
+        const float* __restrict__ dy, const unsigned char* __restrict__ code, float* __restrict__ dx, int NC, int H, \
+        int W, int P, int Q) {                                                                                 \
+        bwd_blocks2x2v4<U, true>(                                                                              \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 i, float(&d)[4], int(&c)[4]) { load(dy + i * 4, d); load(code + i * 4, c); },              \
+            [](int c, int, int, int k) { return c == k; });                                                    \
     }
 
 RELU_POOL_2X2V4_BACKWARD_KERNEL(2x2v4, 1)

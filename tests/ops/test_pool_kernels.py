@@ -85,6 +85,13 @@ def _check_variant(cp, rng, shape, variant):
     assert want <= set(t.launch_names), (want, t.launch_names)
 
 
+def every_pool_2x2_variant(cp, rng):
+    """Every 2x2 kernel and the general one forced on a shape all fit (tests/emu/test_emu_ops.py's
+    coverage and shuffled-thread-order tests run it)."""
+    for variant in (*POOL_2X2, POOL_GENERAL):
+        _check_variant(cp, rng, SHAPES[0], variant)
+
+
 @pytest.mark.parametrize("shape,variant", [pytest.param(s, v, id=f"{'x'.join(map(str, s))}-{v}") for s in SHAPES
                                            for v in (*POOL_2X2, POOL_GENERAL)
                                            if v == POOL_GENERAL or s[3] % POOL_2X2[v][1] == 0])

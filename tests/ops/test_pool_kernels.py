@@ -9,6 +9,7 @@ does not fit."""
 
 import contextlib
 import importlib
+import sys
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def _check_variant(cp, rng, shape, variant):
                      f"relu_max_pool2d_backward {variant}")
     want = {f"{op}_{'v2' if op.startswith('relu') else 'v3'}_{suffix}" if suffix else
             f"{op}_{'v1' if op.startswith('relu') else 'v2'}" for op in POOL_OPS}
-    assert want <= set(t.launch_names), (want, t.launch_names)
+    if sys.modules.get("cupy") is emu.cupy:  # on a GPU (tests/emu/test_emu_gpu_crosscheck.py) nothing is traced
+        assert want <= set(t.launch_names), (want, t.launch_names)
 
 
 def every_pool_2x2_variant(cp, rng):

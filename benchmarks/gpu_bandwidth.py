@@ -7,7 +7,9 @@ Each case names the bytes it must move at least (its inputs read once and output
 the compulsory traffic), so GB/s = those bytes / kernel-only time, and fc/copy compares it with the
 copy's 2 * size bytes over its time. Batchnorm reads x (forward) or dy and x (backward) twice or
 three times for its two-pass statistics; its GB/s still counts the compulsory bytes, so its fc/copy
-says how far it is from a one-pass ideal.
+says how far it is from a one-pass ideal. The pool cases also name the pool_variant settings (the
+CUDA C family's 2x2 kernels, config.POOL_2X2, and the general kernel) that gpu_table.py times
+beside the launcher's pick.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from shapes import BANDWIDTH_SHAPE
 
 from fastconv import ops
+from fastconv.backends.cuda.config import POOL_2X2, POOL_GENERAL
 
 F4 = 4  # bytes per float32
 
@@ -31,6 +34,13 @@ class Case:
     fastconv: Callable              # fastconv call taking the kernel family; returns the checked array
     torch: Callable                 # the PyTorch peer's call (its result is the checked reference)
     reference: Callable | None = None  # a float64 reference when the peer's own fp32 is not used
+    variants: tuple = ()            # pool_variant settings timed on the cupy family beside its pick
+
+
+def pool_variants(pass_name: str) -> tuple:
+    """The pool_variant settings that serve a pooling pass ("forward" or "backward"): every 2x2
+    kernel of config.POOL_2X2 that has it, then the general kernel."""
+    return tuple(v for v, spec in POOL_2X2.items() if pass_name in spec[3]) + (POOL_GENERAL,)
 
 
 def bytes_of(op: str, shape=BANDWIDTH_SHAPE) -> int:
@@ -81,18 +91,20 @@ def cases(cp, torch, rng, shape=BANDWIDTH_SHAPE) -> list[Case]:
                         lambda f=tb, ty=ty: f(tdy, ty)))
     _, am = ops.max_pool2d_forward(x, 2)
     _, tidx = F.max_pool2d(tx, 2, return_indices=True)
+    fwd, bwd = pool_variants("forward"), pool_variants("backward")
     out += [
         Case("pool.max_pool2d.forward", bytes_of("max_pool2d.forward", shape),
-             lambda fam: ops.max_pool2d_forward(x, 2, kernels=fam)[0], lambda: F.max_pool2d(tx, 2)),
+             lambda fam: ops.max_pool2d_forward(x, 2, kernels=fam)[0], lambda: F.max_pool2d(tx, 2), variants=fwd),
         Case("pool.max_pool2d.backward", bytes_of("max_pool2d.backward", shape),
              lambda fam: ops.max_pool2d_backward(dyq, am, shape, 2, kernels=fam),
              lambda: torch.ops.aten.max_pool2d_with_indices_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], [1, 1],
-                                                                     False, tidx)),
+                                                                     False, tidx), variants=bwd),
         Case("pool.avg_pool2d.forward", bytes_of("avg_pool2d.forward", shape),
-             lambda fam: ops.avg_pool2d_forward(x, 2, kernels=fam), lambda: F.avg_pool2d(tx, 2)),
+             lambda fam: ops.avg_pool2d_forward(x, 2, kernels=fam), lambda: F.avg_pool2d(tx, 2), variants=fwd),
         Case("pool.avg_pool2d.backward", bytes_of("avg_pool2d.backward", shape),
              lambda fam: ops.avg_pool2d_backward(dyq, shape, 2, kernels=fam),
-             lambda: torch.ops.aten.avg_pool2d_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], False, True, None)),
+             lambda: torch.ops.aten.avg_pool2d_backward(tdyq, tx, [2, 2], [2, 2], [0, 0], False, True, None),
+             variants=bwd),
     ]
     gamma = cp.asarray(rng.standard_normal(c, dtype=np.float32))
     beta = cp.asarray(rng.standard_normal(c, dtype=np.float32))

@@ -8,11 +8,12 @@ stream capture for fastconv, torch.cuda.graphs for cuDNN/PyTorch). The targets a
 times. Prints, for the benchmarks/shapes.py conv shapes x 3 passes (+ the bias gradient): both
 times of each family and of cuDNN and cuDNN/fastconv-cupy; every conv tile forced (kernel-only);
 the bandwidth rows of benchmarks/gpu_bandwidth.py (activations, 2x2 pooling, batchnorm, the bias
-gradient on 256x64x56x56) in GB/s beside PyTorch and the device copy. Writes everything to one
-JSON file stamped with card, driver and commit (--json). Whole training steps and epochs are
-benchmarks/bench_step.py's.
+gradient on 256x64x56x56) in GB/s beside PyTorch and the device copy, and each pooling row again
+with every kernel of the CUDA C family forced (pool_variant; family column "cupy:<variant>").
+--bandwidth-only skips the conv rows. Writes everything to one JSON file stamped with card, driver
+and commit (--json). Whole training steps and epochs are benchmarks/bench_step.py's.
 
-    python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-tiles] [--json FILE]
+    python benchmarks/gpu_table.py [--reps 30] [--warmup 5] [--skip-tiles] [--bandwidth-only] [--json FILE]
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def conv_rows(bench, fams, tiles_too):
 def bandwidth_rows(bench, fams):
     """(case name, family, bytes, fastconv Timing, torch Timing, ok) rows, the copy first (on its
     row "fastconv" is cudaMemcpy D2D and "torch" a tensor clone), then the write-only fill (CuPy's
-    fill and torch's fill_)."""
+    fill and torch's fill_); after a pooling case's family rows, one per forced pool_variant of the
+    cupy family (family "cupy:<variant>")."""
     torch, cp = bench.torch, bench.cp
     rng = np.random.default_rng(1)
     nbytes, memcpy, clone, check = gpu_bandwidth.copy_case(cp, torch, rng)
@@ -130,6 +132,12 @@ def bandwidth_rows(bench, fams):
             ok = rel_error(case.fastconv(fam), ref) <= REDUCTION_TOL
             bad += not ok
             rows.append((case.name, fam, case.nbytes, bench.fastconv(lambda: case.fastconv(fam)), t_torch, ok))
+        for variant in case.variants if "cupy" in fams else ():
+            with fastconv.using(pool_variant=variant):  # every pooling kernel forced, for the launcher's rule
+                ok = rel_error(case.fastconv("cupy"), ref) <= REDUCTION_TOL
+                bad += not ok
+                rows.append((case.name, f"cupy:{variant}", case.nbytes, bench.fastconv(lambda: case.fastconv("cupy")),
+                             t_torch, ok))
     return rows, bad
 
 
@@ -180,13 +188,13 @@ def print_conv(rows, results, fams):
 def print_bandwidth(rows, results):
     copy = rows[0]
     copy_gbs = copy[2] / min(_k(copy[3]), _k(copy[4])) / 1e6  # the faster device copy is the ceiling
-    print(f"\n{'op ' + 'x'.join(map(str, BANDWIDTH_SHAPE)):<30}{'family':<7}{'fc ms':>18}{'fc GB/s':>9}"
+    print(f"\n{'op ' + 'x'.join(map(str, BANDWIDTH_SHAPE)):<30}{'family':<13}{'fc ms':>18}{'fc GB/s':>9}"
           f"{'torch ms':>18}{'torch GB/s':>11}{'fc/copy':>9}  check    (ms: per call / kernel-only; GB/s and "
           "fc/copy on kernel-only)")
     for name, fam, nbytes, t_fc, t_tc, ok in rows:
         gbs, tgbs = nbytes / _k(t_fc) / 1e6, nbytes / _k(t_tc) / 1e6
         notes = " ".join(t.note for t in (t_fc, t_tc) if t.note)
-        print(f"{name:<30}{fam:<7}{_ms(t_fc):>18}{gbs:>9.0f}{_ms(t_tc):>18}{tgbs:>11.0f}{gbs / copy_gbs:>9.2f}  "
+        print(f"{name:<30}{fam:<13}{_ms(t_fc):>18}{gbs:>9.0f}{_ms(t_tc):>18}{tgbs:>11.0f}{gbs / copy_gbs:>9.2f}  "
               f"{'ok' if ok else 'MISMATCH'} {notes}")
         results.add("bandwidth", op=name, family=fam, bytes=nbytes, fastconv=t_fc, torch=t_tc, gbs=gbs,
                     torch_gbs=tgbs, of_copy=gbs / copy_gbs, ok=ok)
@@ -197,6 +205,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--skip-tiles", action="store_true", help="skip timing every conv tile forced")
+    ap.add_argument("--bandwidth-only", action="store_true", help="skip the conv rows")
     ap.add_argument("--json", default=str(Path(os.environ.get("OUT", ".")) / "gpu_table.json"),
                     help="results file, stamped with card, driver and commit (default $OUT/gpu_table.json)")
     args = ap.parse_args(argv)
@@ -214,8 +223,10 @@ def main(argv=None) -> int:
     print(f"card: {card}; driver {results.driver}; commit {results.commit}; torch {torch.__version__} cuDNN "
           f"{torch.backends.cudnn.version()} (TF32 off); families: {', '.join(fams)}; median of {args.reps} after "
           f"{args.warmup} warm-up calls (kernel-only: graphs of {timing.CALLS} calls)")
-    rows, bad = conv_rows(bench, fams, not args.skip_tiles)
-    print_conv(rows, results, fams)
+    bad = 0
+    if not args.bandwidth_only:
+        rows, bad = conv_rows(bench, fams, not args.skip_tiles)
+        print_conv(rows, results, fams)
     brow, bbad = bandwidth_rows(bench, fams)
     bad += bbad
     print_bandwidth(brow, results)

@@ -20,6 +20,11 @@
 - ``winograd_tile`` [None]: the v3 tile of the cupy family's Winograd product GEMMs (a 1x1
   convolution in A^2 groups per pass), picked per call (``config.winograd_tile``) when None; else
   one of ``CONV_TILES`` — for tuning sweeps. The conv_splits setting splits those GEMMs too.
+- ``pool_variant`` [None]: the CUDA C family's 2x2 / stride-2 / unpadded pooling kernels, picked per
+  call by the launcher's rule when None; else one forced for every pooling call: a key of
+  ``fastconv.backends.cuda.config.POOL_2X2`` ("2x2", "2x2w", "2x2v4", "2x2v4x2") or "general" (the
+  any-window kernels). A call the forced kernel cannot serve (another window, W not a multiple of
+  its vector, unaligned arrays, a pass it lacks) raises a ValueError — for tuning benchmarks.
 - ``tf32`` [False]: the cupy family's conv kernels (mma.sync) use TF32 tensor cores (operands
   rounded to 10 mantissa bits, fp32 accumulation). The ``FASTCONV_TF32`` environment variable
   ("1"/"0") is read into it once, on first use; a ``precision="tf32"``/``"fp32"`` argument on a
@@ -52,6 +57,7 @@ class Settings:
     conv_tile: str | None = None
     conv_splits: int | None = None
     winograd_tile: str | None = None
+    pool_variant: str | None = None
     tf32: bool = False
 
 
@@ -106,6 +112,11 @@ def _checked(s: Settings) -> Settings:
         from .backends.cuda.config import CONV_TILES
         if s.winograd_tile not in CONV_TILES:
             raise ValueError(f"winograd_tile: got {s.winograd_tile!r}, expected None or one of {sorted(CONV_TILES)}")
+    if s.pool_variant is not None:
+        from .backends.cuda.config import POOL_2X2, POOL_GENERAL  # pure Python; needs no CuPy
+        if s.pool_variant not in POOL_2X2 and s.pool_variant != POOL_GENERAL:
+            raise ValueError(f"pool_variant: got {s.pool_variant!r}, expected None, {POOL_GENERAL!r} or one of "
+                             f"{sorted(POOL_2X2)}")
     if s.conv_splits is not None and (isinstance(s.conv_splits, bool) or not isinstance(s.conv_splits, int)
                                       or not 1 <= s.conv_splits <= 65535):
         raise ValueError(f"conv_splits: got {s.conv_splits!r}, expected None or an int in [1, 65535]")
@@ -116,7 +127,7 @@ def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
     Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits,
-    winograd_tile, tf32); an unknown name or a bad value raises before anything changes.
+    winograd_tile, pool_variant, tf32); an unknown name or a bad value raises before anything changes.
     """
     global _current
     fields = {f.name for f in dataclasses.fields(Settings)}

@@ -20,6 +20,12 @@
 //                           adjacent outputs; backward writes each input pixel once (windows do
 //                           not overlap), zeroing the last row when H is odd. The argmax is the
 //                           same int32 plane index as the general kernels'.
+//   max_pool2d_backward_v3_2x2v4*, avg_pool2d_backward_v3_2x2v4*, relu_max_pool2d_backward_v2_2x2v4*
+//                           backward of the same windows at V = 4 (W % 8 == 0): one 16-byte dy (and
+//                           argmax) load per thread, its 2 x 8 dx floats written as four 16-byte
+//                           stores that pair with the neighbour lane's so that each store
+//                           instruction writes whole 32-byte sectors; _2x2v4x2 keeps the loads of
+//                           two items per thread in flight before it stores either.
 //   relu_max_pool2d_forward_v1, relu_max_pool2d_backward_v1
 //                           ReLU + max pooling fused, any window: y = max-pool(relu(x)) and a compact
 //                           uint8 argmax (window index r*kw + s, 255 = no gradient: max <= 0 or NaN).
@@ -192,10 +198,18 @@ __device__ __forceinline__ void store(float* p, const float (&v)[4]) {
 }
 __device__ __forceinline__ void store(int* p, const int (&v)[1]) { *p = v[0]; }
 __device__ __forceinline__ void store(int* p, const int (&v)[2]) { *reinterpret_cast<int2*>(p) = make_int2(v[0], v[1]); }
+__device__ __forceinline__ void load(const int* p, int (&v)[4]) {
+    const int4 r = *reinterpret_cast<const int4*>(p);
+    v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
+}
 __device__ __forceinline__ void load(const unsigned char* p, int (&v)[1]) { v[0] = *p; }
 __device__ __forceinline__ void load(const unsigned char* p, int (&v)[2]) {
     const uchar2 r = *reinterpret_cast<const uchar2*>(p);
     v[0] = r.x; v[1] = r.y;
+}
+__device__ __forceinline__ void load(const unsigned char* p, int (&v)[4]) {
+    const uchar4 r = *reinterpret_cast<const uchar4*>(p);
+    v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
 }
 __device__ __forceinline__ void store(unsigned char* p, const int (&v)[1]) { *p = (unsigned char)v[0]; }
 __device__ __forceinline__ void store(unsigned char* p, const int (&v)[2]) {
@@ -205,9 +219,9 @@ __device__ __forceinline__ void store(unsigned char* p, const int (&v)[2]) {
 // Item i of NC*P*(Q/V) (plane nc, output row p, column group j): the flat offset of its input
 // block's top-left pixel and that pixel's index in its plane (2p rows down, 2Vj columns across).
 template <int V>
-__device__ __forceinline__ void block2x2(u32 i, int H, int W, int P, int QV, u32& top, int& plane_top) {
+__device__ __forceinline__ void block2x2(u32 i, int H, int W, int P, int QV, u32& top, int& plane_top, int& p) {
     u32 nc;
-    int p, j;
+    int j;
     split3(i, P, QV, nc, p, j);
     plane_top = 2 * p * W + 2 * V * j;
     top = nc * (u32)(H * W) + plane_top;
@@ -230,8 +244,8 @@ __device__ __forceinline__ void for_blocks2x2(int NC, int H, int W, int P, int Q
     const int QV = Q / V;
     GRID_STRIDE32(i, (u32)NC * P * QV) {
         u32 top;
-        int at;
-        block2x2<V>(i, H, W, P, QV, top, at);
+        int at, p;
+        block2x2<V>(i, H, W, P, QV, top, at, p);
         body(i, top, at);
     }
 }
@@ -290,6 +304,12 @@ __device__ __forceinline__ void max2x2_fwd(const float* __restrict__ x, float* _
     });
 }
 
+// Whether pixel k (0..3 in scan order) of window o of the input block whose top-left pixel has plane
+// index at is the window's argmax a (the int32 plane index of max_pool2d_forward).
+__device__ __forceinline__ bool is_argmax(int a, int at, int o, int k, int W) {
+    return a == at + 2 * o + (k >> 1) * W + (k & 1);
+}
+
 // Work: no FLOPs; moves (4 + 4) B in + 4*4 B out per output.
 template <int V>
 __device__ __forceinline__ void max2x2_bwd(const float* __restrict__ dy, const int* __restrict__ am,
@@ -300,7 +320,7 @@ __device__ __forceinline__ void max2x2_bwd(const float* __restrict__ dy, const i
         load(dy + i * V, d);
         load(am + i * V, arg);
         put_block2x2(dx, top, at, H, W, P, d,
-                     [&](int o, int k) { return arg[o] == at + 2 * o + (k >> 1) * W + (k & 1); });
+                     [&](int o, int k) { return is_argmax(arg[o], at, o, k, W); });
     });
 }
 
@@ -355,6 +375,124 @@ __device__ __forceinline__ void avg2x2_bwd(const float* __restrict__ dy, float* 
 
 POOL_2X2_KERNELS(2x2, 1)
 POOL_2X2_KERNELS(2x2w, 2)
+
+// ---- 2x2 backward at V = 4 --------------------------------------------------------------------
+// A thread owns 4 adjacent windows (item i of NC*P*(Q/4)): one 16-byte dy (and argmax) load, and
+// 2 rows x 8 floats (2 x 32 B) of dx to write. As four 16-byte stores of its own, each store
+// instruction of a warp would fill half of 32 sectors (32-byte stride across lanes). Instead the
+// lanes pair up (lane, lane ^ 1) and write the even lane's block, then the odd lane's, each lane
+// one half of it (half b = lane & 1: windows 2b and 2b + 1, 4 columns of each row): every store
+// instruction writes 16 whole 32-byte sectors. The partners trade the two windows the other one
+// writes, and its block's offsets, by __shfl_xor_sync; the loop is warp-uniform (blockDim.x is a
+// multiple of 32), so a lane past the end still trades, and a half is stored only for a valid
+// owner. U items per thread per step: all their loads are issued before the first store.
+
+// One 16-byte store of (x, y, z, w) at p (16-byte aligned). Written as PTX on the GPU: from
+// plain float4 stores NVVM splits some of put_half2x2's into four 4-byte ones (the values picked
+// per lane by selects). No "memory" clobber: nothing in these kernels reads dx back.
+__device__ __forceinline__ void store16(float* p, float x, float y, float z, float w) {
+#ifdef FASTCONV_EMU
+    *reinterpret_cast<float4*>(p) = make_float4(x, y, z, w);
+#else
+    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(x), "f"(y), "f"(z), "f"(w));
+#endif
+}
+
+// One half of an owner's block: top-left pixel at flat offset top (at < 0: no owner), its windows
+// 2b + t (t = 0, 1) with gradients d[t] and pixel masks m[t] (bit k: pixel k, 0..3 in scan order,
+// gets d[t], the others 0). tail: the owner's block is in the last output row and H is odd, so the
+// row under it (no window's) is zeroed too.
+__device__ __forceinline__ void put_half2x2(float* __restrict__ dx, u32 top, int at, int tail, int b, int W,
+                                            const float (&d)[2], const int (&m)[2]) {
+    if (at < 0) return;
+    const auto pick = [&](int t, int k) { return m[t] >> k & 1 ? d[t] : 0.f; };
+    float* out = dx + top + 4 * b;
+    store16(out, pick(0, 0), pick(0, 1), pick(1, 0), pick(1, 1));
+    store16(out + W, pick(0, 2), pick(0, 3), pick(1, 2), pick(1, 3));
+    if (tail) store16(out + 2 * W, 0.f, 0.f, 0.f, 0.f);
+}
+
+// for each item i of NC*P*(Q/4), U per thread per step: fetch(i, d, a) loads its 4 windows'
+// gradients d and argmax codes a; with MASKED, window o's pixel k gets d[o] where gets(a[o], at, o,
+// k) (at: the block's top-left plane index), else every pixel does (average pooling); the pair of
+// lanes writes both lanes' blocks (put_half2x2).
+template <int U, bool MASKED, class Fetch, class Gets>
+__device__ __forceinline__ void bwd_blocks2x2v4(float* __restrict__ dx, int NC, int H, int W, int P, int Q,
+                                                Fetch fetch, Gets gets) {
+    const u32 QV = (u32)Q / 4, n = (u32)NC * P * QV, stride = gridDim.x * blockDim.x, lane = threadIdx.x & 31;
+    const int b = lane & 1;
+    for (u32 base = blockIdx.x * blockDim.x + (threadIdx.x - lane); base < n; base += U * stride) {
+        float d[U][4] = {};
+        int a[U][4] = {};
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (base + u * stride + lane < n) fetch(base + u * stride + lane, d[u], a[u]);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const u32 i = base + u * stride + lane;
+            u32 top = 0;
+            int at = -1, p = 0;
+            if (i < n) block2x2<4>(i, H, W, P, QV, top, at, p);
+            const int tail = (H & 1) && p == P - 1;
+            int m[4] = {15, 15, 15, 15};
+            if (MASKED)
+#pragma unroll
+                for (int o = 0; o < 4; ++o) {
+                    m[o] = 0;
+#pragma unroll
+                    for (int k = 0; k < 4; ++k) m[o] |= gets(a[u][o], at, o, k) << k;
+                }
+            // half b of the even lane's block (d0, m0) and of the odd lane's (d1, m1): this lane's
+            // windows 2b + t, and the partner's, which it sends (its windows 2(1 - b) + t)
+            float d0[2], d1[2];
+            int m0[2] = {15, 15}, m1[2] = {15, 15};
+#pragma unroll
+            for (int t = 0; t < 2; ++t) {
+                const float own = b ? d[u][2 + t] : d[u][t];
+                const float got = __shfl_xor_sync(0xffffffffu, b ? d[u][t] : d[u][2 + t], 1);
+                d0[t] = b ? got : own;
+                d1[t] = b ? own : got;
+                if (MASKED) {
+                    const int mown = b ? m[2 + t] : m[t];
+                    const int mgot = __shfl_xor_sync(0xffffffffu, b ? m[t] : m[2 + t], 1);
+                    m0[t] = b ? mgot : mown;
+                    m1[t] = b ? mown : mgot;
+                }
+            }
+            const u32 ptop = __shfl_xor_sync(0xffffffffu, top, 1);
+            const int pat = __shfl_xor_sync(0xffffffffu, at, 1), ptail = __shfl_xor_sync(0xffffffffu, tail, 1);
+            put_half2x2(dx, b ? ptop : top, b ? pat : at, b ? ptail : tail, b, W, d0, m0);
+            put_half2x2(dx, b ? top : ptop, b ? at : pat, b ? tail : ptail, b, W, d1, m1);
+        }
+    }
+}
+
+// The V = 4 backward entry points (SUFFIX 2x2v4: U = 1, 2x2v4x2: U = 2). Work per output: max 8 B
+// in + 16 B out, avg 1 FLOP and 4 B in + 16 B out. __launch_bounds__(256, 6): 6 blocks of 256
+// threads (config.BLOCK) per SM, at most 40 registers (ptxas gives the U = 2 kernels 45-46
+// otherwise, 5 blocks).
+#define POOL_2X2V4_BACKWARD_KERNELS(SUFFIX, U)                                                                 \
+    extern "C" __global__ void __launch_bounds__(256, 6) max_pool2d_backward_v3_##SUFFIX(                      \
+        const float* __restrict__ dy, const int* __restrict__ argmax, float* __restrict__ dx, int NC, int H, int W, \
+        int P, int Q) {                                                                                        \
+        bwd_blocks2x2v4<U, true>(                                                                              \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 i, float(&d)[4], int(&a)[4]) { load(dy + i * 4, d); load(argmax + i * 4, a); },            \
+            [&](int a, int at, int o, int k) { return is_argmax(a, at, o, k, W); });                           \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256, 6) avg_pool2d_backward_v3_##SUFFIX(                      \
+        const float* __restrict__ dy, float* __restrict__ dx, int NC, int H, int W, int P, int Q) {            \
+        bwd_blocks2x2v4<U, false>(                                                                             \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 i, float(&d)[4], int(&)[4]) {                                                              \
+                load(dy + i * 4, d);                                                                           \
+                for (int o = 0; o < 4; ++o) d[o] *= 0.25f;                                                     \
+            },                                                                                                 \
+            [](int, int, int, int) { return true; });                                                          \
+    }
+
+POOL_2X2V4_BACKWARD_KERNELS(2x2v4, 1)
+POOL_2X2V4_BACKWARD_KERNELS(2x2v4x2, 2)
 
 // ---- ReLU + max pooling fused: relu_max_pool2d ------------------------------------------------
 // y = max-pool(relu(x)) in one pass over x; the argmax is the compact uint8 window index r*kw + s of
@@ -440,3 +578,18 @@ __device__ __forceinline__ void relu_max2x2_bwd(const float* __restrict__ dy, co
 
 RELU_POOL_2X2_KERNELS(2x2, 1)
 RELU_POOL_2X2_KERNELS(2x2w, 2)
+
+// Its V = 4 backward (relu_max_pool2d_backward_v2_2x2v4, _2x2v4x2; bwd_blocks2x2v4, launch bounds
+// as above). Work per output: 5 B in + 16 B out, no FLOPs.
+#define RELU_POOL_2X2V4_BACKWARD_KERNEL(SUFFIX, U)                                                             \
+    extern "C" __global__ void __launch_bounds__(256, 6) relu_max_pool2d_backward_v2_##SUFFIX(                 \
+        const float* __restrict__ dy, const unsigned char* __restrict__ code, float* __restrict__ dx, int NC, int H, \
+        int W, int P, int Q) {                                                                                 \
+        bwd_blocks2x2v4<U, true>(                                                                              \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 i, float(&d)[4], int(&c)[4]) { load(dy + i * 4, d); load(code + i * 4, c); },              \
+            [](int c, int, int, int k) { return c == k; });                                                    \
+    }
+
+RELU_POOL_2X2V4_BACKWARD_KERNEL(2x2v4, 1)
+RELU_POOL_2X2V4_BACKWARD_KERNEL(2x2v4x2, 2)

@@ -17,7 +17,8 @@ from fastconv.backends.cuda.config import KERNELS
 FILES = ("activation.cu", "batchnorm.cu", "bias.cu", "pool.cu")
 ARCHS = ("sm_80", "sm_90")
 # 256-thread blocks at <= 40 registers keep 6 blocks (1536 threads, 75% occupancy) per SM; the
-# largest measured is 40 (pool 2x2 backward, two outputs per thread), most use 14-32
+# largest measured is 40 (pool 2x2 backward, two outputs per thread; the V = 4 max-pool backward
+# with two items in flight, held there by __launch_bounds__), most use 14-32
 REGISTER_BUDGET = 40
 DIV64 = re.compile(r"__cuda_sm\d+_(?:div|rem)_[us]64")
 
@@ -30,6 +31,8 @@ VECTOR_OPS = {
     r"^avg_pool2d_backward_v3_2x2w$": ("LDG.E.64", "STG.E.128"),
     r"^(max|avg)_pool2d_forward_v3_2x2$": ("LDG.E.64",),
     r"^(max|avg)_pool2d_backward_v3_2x2$": ("STG.E.64",),
+    r"^(max|avg)_pool2d_backward_v3_2x2v4(x2)?$": ("LDG.E.128", "STG.E.128", "SHFL.BFLY"),
+    r"^relu_max_pool2d_backward_v2_2x2v4(x2)?$": ("LDG.E.128", "LDG.E.CONSTANT", "STG.E.128", "SHFL.BFLY"),
     r"^relu_max_pool2d_forward_v2_2x2w$": ("LDG.E.128", "STG.E.64"),
     r"^relu_max_pool2d_backward_v2_2x2w$": ("LDG.E.64", "STG.E.128"),
     r"^relu_max_pool2d_forward_v2_2x2$": ("LDG.E.64",),
@@ -38,6 +41,12 @@ VECTOR_OPS = {
     r"^batchnorm_(forward_train|backward)_v2_f4$": ("LDG.E.128", "STG.E.128"),
     r"^conv2d_backward_bias_v2_f4$": ("LDG.E.128",),
 }
+
+# the V = 4 pool backward kernels pair lanes so that each store instruction writes whole 32-byte
+# sectors: every global store they issue is 16 bytes wide (NVVM splits plain float4 stores of
+# selected values into 4-byte ones, hence their PTX store)
+WIDE_STORES_ONLY = re.compile(r"^(max|avg)_pool2d_backward_v3_2x2v4(x2)?$|^relu_max_pool2d_backward_v2_2x2v4(x2)?$")
+STG = re.compile(r"\bSTG\.[A-Z0-9.]+")
 
 # loops over channel rows (kernels/reduce.cuh for_channel_rows): 16-byte loads the main loop issues
 # before the first instruction that uses a loaded value (the loads in flight per thread). ptxas
@@ -83,6 +92,15 @@ def test_vector_loads_and_stores(build):
                 assert not missing, f"kernels/{filename} ({arch}) {kernel}: no {missing} in its SASS"
                 checked += 1
     assert checked, f"kernels/{filename}: no kernel matched VECTOR_OPS"
+
+
+def test_pool_v4_kernels_store_16_bytes_at_a_time(build):
+    filename, arch, _, sass = build
+    kernels = [k for k in KERNELS[filename] if WIDE_STORES_ONLY.search(k)]
+    assert kernels or filename != "pool.cu"
+    for kernel in kernels:
+        stores = STG.findall("\n".join(sass[kernel]))
+        assert stores and set(stores) == {"STG.E.128"}, f"kernels/{filename} ({arch}) {kernel}: stores {stores}"
 
 
 def test_reduction_loops_keep_loads_in_flight(build):

@@ -196,3 +196,25 @@ def test_fill_case_writes_its_value_on_both_sides():
         nbytes, fill, torch_fill, check = gpu_bandwidth.fill_case(cp, torch, (2, 3, 4, 4))
         assert nbytes == 2 * 3 * 4 * 4 * 4 and check()
         assert bool((torch_fill() == 1.5).all())
+
+
+@NO_GXX
+def test_pool_cases_run_every_kernel_forced():
+    """Each pooling case names the pool_variant settings of its pass, and each, forced, runs its own
+    kernel (on the CPU layer) and gives the launcher's pick's result."""
+    import fastconv
+    torch = pytest.importorskip("torch")
+    fwd, bwd = ("2x2", "2x2w", "general"), ("2x2", "2x2w", "2x2v4", "2x2v4x2", "general")
+    assert (gpu_bandwidth.pool_variants("forward"), gpu_bandwidth.pool_variants("backward")) == (fwd, bwd)
+    with emu.activate() as cp, fastconv.using(poison=True):
+        cases = [c for c in gpu_bandwidth.cases(cp, torch, np.random.default_rng(0), (2, 3, 6, 16))
+                 if c.name.startswith("pool.")]
+        assert [c.variants for c in cases] == [fwd, bwd, fwd, bwd]
+        for case in cases:
+            want = cp.asnumpy(case.fastconv("cupy"))
+            for variant in case.variants:
+                with fastconv.using(pool_variant=variant), emu.trace() as t:
+                    got = cp.asnumpy(case.fastconv("cupy"))
+                suffix = "_v2" if variant == "general" else f"_v3_{variant}"
+                assert [n for n in t.launch_names if n.endswith(suffix)], (case.name, variant, t.launch_names)
+                np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"{case.name} {variant}")

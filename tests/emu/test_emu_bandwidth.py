@@ -82,7 +82,7 @@ def _min_slice(elems):
 def every_bandwidth_kernel(cp, rng):
     """One small case per kernel of pool.cu, batchnorm.cu and bias.cu, against the oracle (run by
     tests/emu/test_emu_ops.py's coverage and shuffled-thread-order tests too)."""
-    for case in POOL_CASES[:5]:  # the 2x2 kernels (both widths) and a general window
+    for case in POOL_CASES[:6]:  # the 2x2 kernels (every default width) and a general window
         _pool_all(cp, rng, *case.values)
         test_relu_max_pool2d_matches_the_cpu_path(cp, rng, *case.values)
     for shape in ((3, 5, 4, 4), (40, 2, 1, 3)):
@@ -96,20 +96,26 @@ def every_bandwidth_kernel(cp, rng):
 
 # ---- pooling --------------------------------------------------------------------------------
 
-# (N, C, H, W), kernel, stride, padding, the max/avg kernel suffix that must run
+# (N, C, H, W), kernel, stride, padding, the max/avg forward and backward kernel suffixes that must run
 POOL_CASES = [
-    pytest.param((2, 3, 8, 8), 2, 2, 0, "v3_2x2w", id="2x2-w4"),
-    pytest.param((1, 2, 7, 12), 2, 2, 0, "v3_2x2w", id="2x2-w4-oddH"),
-    pytest.param((2, 2, 6, 14), 2, 2, 0, "v3_2x2", id="2x2-w2"),
-    pytest.param((1, 3, 5, 6), 2, 2, 0, "v3_2x2", id="2x2-w2-oddH"),
-    pytest.param((2, 2, 6, 7), 2, 2, 0, "v2", id="2x2-oddW"),
-    pytest.param((2, 3, 7, 9), 3, 2, 1, "v2", id="3x3-s2-p1"),
-    pytest.param((1, 2, 9, 7), (3, 2), (2, 1), (1, 1), "v2", id="3x2-overlap"),
-    pytest.param((1, 2, 8, 7), 2, 3, 1, "v2", id="stride-gt-kernel"),
+    pytest.param((2, 3, 8, 8), 2, 2, 0, "v3_2x2w", "v3_2x2v4", id="2x2-w8"),
+    pytest.param((1, 2, 7, 16), 2, 2, 0, "v3_2x2w", "v3_2x2v4", id="2x2-w8-oddH"),
+    pytest.param((1, 2, 7, 12), 2, 2, 0, "v3_2x2w", "v3_2x2w", id="2x2-w4-oddH"),
+    pytest.param((2, 2, 6, 14), 2, 2, 0, "v3_2x2", "v3_2x2", id="2x2-w2"),
+    pytest.param((1, 3, 5, 6), 2, 2, 0, "v3_2x2", "v3_2x2", id="2x2-w2-oddH"),
+    pytest.param((2, 2, 6, 7), 2, 2, 0, "v2", "v2", id="2x2-oddW"),
+    pytest.param((2, 3, 7, 9), 3, 2, 1, "v2", "v2", id="3x3-s2-p1"),
+    pytest.param((1, 2, 9, 7), (3, 2), (2, 1), (1, 1), "v2", "v2", id="3x2-overlap"),
+    pytest.param((1, 2, 8, 7), 2, 3, 1, "v2", "v2", id="stride-gt-kernel"),
 ]
 
 
-def _pool_all(cp, rng, shape, ks, stride, pad, kernel):
+def _fused(kernel):
+    """The fused relu_max_pool2d kernel's suffix where max_pool2d runs ``kernel`` (v3_* -> v2_*, v2 -> v1)."""
+    return "v1" if kernel == "v2" else kernel.replace("v3", "v2")
+
+
+def _pool_all(cp, rng, shape, ks, stride, pad, kernel, bwd):
     x = ((rng.permutation(int(np.prod(shape))) - 50) * 0.01).reshape(shape).astype(np.float32)  # no ties
     xd = cp.asarray(x)
     with emu.trace() as t:
@@ -124,20 +130,20 @@ def _pool_all(cp, rng, shape, ks, stride, pad, kernel):
     dy = rng.standard_normal(want_y.shape).astype(np.float32)
     with emu.trace() as t:
         dx = ops.max_pool2d_backward(cp.asarray(dy), cp.asarray(am), shape, ks, stride, pad)
-    _ran(t, f"max_pool2d_backward_{kernel}")
+    _ran(t, f"max_pool2d_backward_{bwd}")
     assert_close(dx, ref.max_pool2d_backward(dy, x, ks, stride, pad), F32_TOL, "max_pool2d_backward")
     for include in (True, False):
         with emu.trace() as t:
             y = ops.avg_pool2d_forward(xd + 0.5, ks, stride, pad, include)
             dx = ops.avg_pool2d_backward(cp.asarray(dy), shape, ks, stride, pad, include)
-        _ran(t, f"avg_pool2d_forward_{kernel}", f"avg_pool2d_backward_{kernel}")
+        _ran(t, f"avg_pool2d_forward_{kernel}", f"avg_pool2d_backward_{bwd}")
         assert_close(y, ref.avg_pool2d_forward(x + 0.5, ks, stride, pad, include), F32_TOL, "avg_pool2d_forward")
         assert_close(dx, ref.avg_pool2d_backward(dy, shape, ks, stride, pad, include), F32_TOL, "avg_pool2d_backward")
 
 
-@pytest.mark.parametrize("shape,ks,stride,pad,kernel", POOL_CASES)
-def test_pool(cp, rng, shape, ks, stride, pad, kernel):
-    _pool_all(cp, rng, shape, ks, stride, pad, kernel)
+@pytest.mark.parametrize("shape,ks,stride,pad,kernel,bwd", POOL_CASES)
+def test_pool(cp, rng, shape, ks, stride, pad, kernel, bwd):
+    _pool_all(cp, rng, shape, ks, stride, pad, kernel, bwd)
 
 
 def test_pool_2x2_unaligned_view_takes_the_8_byte_path(cp, rng):
@@ -176,19 +182,19 @@ def test_pool_hypothesis(cp, n, c, h, w, window):
         return
     fast = (ks, stride, pad) == (2, 2, 0) and w % 2 == 0
     kernel = ("v3_2x2w" if w % 4 == 0 else "v3_2x2") if fast else "v2"
-    _pool_all(cp, np.random.default_rng(h * 100 + w), (n, c, h, w), ks, stride, pad, kernel)
+    bwd = "v3_2x2v4" if fast and w % 8 == 0 else kernel
+    _pool_all(cp, np.random.default_rng(h * 100 + w), (n, c, h, w), ks, stride, pad, kernel, bwd)
 
 
-@pytest.mark.parametrize("shape,ks,stride,pad,kernel", [c.values for c in POOL_CASES])
-def test_relu_max_pool2d_matches_the_cpu_path(cp, rng, shape, ks, stride, pad, kernel):
+@pytest.mark.parametrize("shape,ks,stride,pad,kernel,bwd", [c.values for c in POOL_CASES])
+def test_relu_max_pool2d_matches_the_cpu_path(cp, rng, shape, ks, stride, pad, kernel, bwd):
     """The fused op: y and the uint8 argmax equal the CPU path's, dx within F32_TOL of it (the
     oracle comparison of the CPU path is in tests/ops/test_pool.py); NaN included."""
     x = rng.standard_normal(shape).astype(np.float32)
     x[0, 0, 1, 1] = np.nan
-    version = {"v2": "v1", "v3_2x2": "v2_2x2", "v3_2x2w": "v2_2x2w"}[kernel]
     with emu.trace() as t:
         y, code = ops.relu_max_pool2d_forward(cp.asarray(x), ks, stride, pad)
-    _ran(t, f"relu_max_pool2d_forward_{version}")
+    _ran(t, f"relu_max_pool2d_forward_{_fused(kernel)}")
     y_cpu, code_cpu = ops.relu_max_pool2d_forward(x, ks, stride, pad)
     np.testing.assert_array_equal(cp.asnumpy(y), y_cpu)
     np.testing.assert_array_equal(cp.asnumpy(code), code_cpu)
@@ -196,7 +202,7 @@ def test_relu_max_pool2d_matches_the_cpu_path(cp, rng, shape, ks, stride, pad, k
     dy = rng.standard_normal(y_cpu.shape).astype(np.float32)
     with emu.trace() as t:
         dx = ops.relu_max_pool2d_backward(cp.asarray(dy), code, shape, ks, stride, pad)
-    _ran(t, f"relu_max_pool2d_backward_{version}")
+    _ran(t, f"relu_max_pool2d_backward_{_fused(bwd)}")
     assert_close(dx, ops.relu_max_pool2d_backward(dy, code_cpu, shape, ks, stride, pad), F32_TOL,
                  "relu_max_pool2d_backward")
 

@@ -22,6 +22,7 @@ from ops.test_embedding import embedding_all_passes
 from ops.test_loss import bce_with_logits_case, gan_stats_case, softmax_cross_entropy_case
 from ops.test_optim_backends import adam_update_case, sgd_update_case
 from ops.test_pool import pool_all_passes
+from ops.test_pool_kernels import every_pool_2x2_variant
 from test_emu_bandwidth import every_bandwidth_kernel
 
 
@@ -44,6 +45,7 @@ def run_every_op(cp, rng):
         for what in WINOGRAD_PASSES:
             winograd_case(cp, what, case)
     pool_all_passes(backend, rng, (1, 2, 5, 5), (2, 2), (2, 2), (1, 1))
+    every_pool_2x2_variant(cp, rng)
     for size, offset in ((13, 0), (13, 1)):
         activations_all_passes(backend, rng, size, offset)
     for training in (True, False):

@@ -71,6 +71,19 @@ WINOGRAD = "winograd"
 WINOGRAD_TAPS = (3, 5)
 WINOGRAD_TILE = 4
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
+# The 2x2 / stride-2 / unpadded pooling kernels of kernels/pool.cu, by suffix (max_pool2d_*_v3_<suffix>,
+# avg_pool2d_*_v3_<suffix>, relu_max_pool2d_*_v2_<suffix>): (outputs per thread per grid-stride step,
+# the multiple of W they need, the byte alignment every array needs, the passes they serve). The
+# launcher takes the first of POOL_2X2_ORDER that fits a call, else the general kernels; the
+# pool_variant setting forces one of these or POOL_GENERAL (benchmarks/gpu_table.py times each).
+POOL_2X2 = {
+    "2x2": (1, 2, 8, ("forward", "backward")),
+    "2x2w": (2, 4, 16, ("forward", "backward")),
+    "2x2v4": (4, 8, 16, ("backward",)),      # one 16-byte dy load per thread, sector-whole stores
+    "2x2v4x2": (8, 8, 16, ("backward",)),    # the same with two items' loads in flight per thread
+}
+POOL_2X2_ORDER = ("2x2v4", "2x2w", "2x2")
+POOL_GENERAL = "general"
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 
@@ -86,9 +99,10 @@ KERNELS = {
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
-    "pool.cu": tuple(f"{op}_{v}" for op in ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-                                             "avg_pool2d_backward") for v in ("v2", "v3_2x2", "v3_2x2w"))
-    + tuple(f"relu_max_pool2d_{p}_{v}" for p in ("forward", "backward") for v in ("v1", "v2_2x2", "v2_2x2w")),
+    "pool.cu": tuple(f"{op}_{p}_v2" for op in ("max_pool2d", "avg_pool2d") for p in ("forward", "backward"))
+    + ("relu_max_pool2d_forward_v1", "relu_max_pool2d_backward_v1")
+    + tuple(f"{op}_{p}_{v}_{s}" for op, v in (("max_pool2d", "v3"), ("avg_pool2d", "v3"), ("relu_max_pool2d", "v2"))
+            for s, spec in POOL_2X2.items() for p in spec[3]),
     "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2",
                 "bias_add_v1"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)

@@ -158,16 +158,16 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // packing
 
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
-// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. tf32: each value rounded to tf32
-// here (tf32_value), once, so the TF32 kernels feed it to the mma without a cvt per fragment.
-// Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
+// operand (conv_index.cuh packed_forward_at), rows of 4 floats contiguous. Kp = Kg rounded up to 4.
+// tf32: each value rounded to tf32 here (tf32_value), once, so the TF32 kernels feed it to the mma
+// without a cvt per fragment. Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                   int Kg, int Kp, int crs, int G, int tf32) {
     const i64 total = (i64)G * crs * Kp;
-    GRID_STRIDE(i, total) {
-        const int m = (int)(i % Kp), kk = (int)((i / Kp) % crs), g = (int)(i / ((i64)Kp * crs));
-        const float v = m < Kg ? w[((i64)g * Kg + m) * crs + kk] : 0.f;
-        wp[i] = tf32 ? tf32_value(v) : v;
+    GRID_STRIDE(i, total) {  // i runs over wp in order: i == packed_forward_at(g, kk, m, crs, Kp)
+        const i64 m = i % Kp, kk = (i / Kp) % crs, g = i / ((i64)Kp * crs);
+        const float v = m < Kg ? w[(g * Kg + m) * crs + kk] : 0.f;
+        wp[packed_forward_at<i64>(g, kk, m, crs, Kp)] = tf32 ? tf32_value(v) : v;
     }
 }
 

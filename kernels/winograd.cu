@@ -189,36 +189,40 @@ __device__ __forceinline__ void wino_input(const float* __restrict__ x, float* _
 }
 
 // U = G w[k, c] G^T of a K x C x R x R filter as the forward GEMM's packed weights in A^2 groups
-// (packed_forward_at(xi, kk, m, KK, Mp)): m = k, kk = c, or with flip of w[k, c] rotated by 180
+// (packed_forward_at(xi, kk, m, KK, Mp)): m = k, kk = c, or with FLIP of w[k, c] rotated by 180
 // degrees at m = c, kk = k (backward-data's weights); zero for M <= m < Mp (M rounded up to 4). The
-// block's tile is WINO_FT_M m x WINO_FT_KK kk, thread m fastest; its filters are first copied to
-// shared memory a k at a time (the tile's c range of one k is contiguous in w), rows at an odd pitch
-// so both orientations' reads (lanes R^2 or WINO_FT_KK R^2 + 1 floats apart) are free of conflicts.
-template <int R>
+// block's tile is WINO_FT_M m x WINO_FT_KK kk, thread m fastest. Its filters are first copied to
+// shared memory (``tile``, WINO_FT_SMEM(R) floats): the tile's c range of one k is contiguous in w,
+// so the block reads rows of ROW floats, R^2 loads per thread all in flight (unrolled); rows at an odd
+// pitch, so both orientations' reads (lanes R^2 or WINO_FT_KK R^2 + 1 floats apart) are free of conflicts.
+#define WINO_FT_SMEM(R) (WINO_FT_M * WINO_FT_KK * (R) * (R) + WINO_FT_M)
+template <int R, bool FLIP>
 __device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* __restrict__ U, int K, int C,
-                                            int flip) {
-    constexpr int A = Wino<R>::A, RR = R * R;
-    __shared__ float tile[WINO_FT_M * WINO_FT_KK * RR + WINO_FT_M];
-    const int M = flip ? C : K, KK = flip ? K : C, Mp = (M + 3) & ~3;
+                                            float* tile) {
+    constexpr int A = Wino<R>::A, RR = R * R, THREADS = WINO_FT_M * WINO_FT_KK;
+    constexpr int NK = FLIP ? WINO_FT_KK : WINO_FT_M, ROW = (FLIP ? WINO_FT_M : WINO_FT_KK) * RR, PITCH = ROW + 1;
+    static_assert(NK * ROW == THREADS * RR && NK * PITCH <= WINO_FT_SMEM(R), "the staged tile");
+    const int M = FLIP ? C : K, KK = FLIP ? K : C, Mp = (M + 3) & ~3;
     const int m0 = blockIdx.x * WINO_FT_M, kk0 = blockIdx.y * WINO_FT_KK;
-    const int k0 = flip ? kk0 : m0, c0 = flip ? m0 : kk0;
-    const int nk = flip ? WINO_FT_KK : WINO_FT_M, row = (flip ? WINO_FT_M : WINO_FT_KK) * RR, pitch = row + 1;
-    const int have = min(row, (C - c0) * RR);  // the row's floats inside w (c < C)
-    for (int kl = 0; kl < nk && k0 + kl < K; ++kl) {
-        const float* src = w + ((u32)(k0 + kl) * (u32)C + (u32)c0) * RR;
-        for (int j = threadIdx.x; j < have; j += blockDim.x) tile[kl * pitch + j] = src[j];
+    const int k0 = FLIP ? kk0 : m0, c0 = FLIP ? m0 : kk0;
+    const int kn = min(NK, K - k0), have = min(ROW, (C - c0) * RR);  // the tile's k and row floats inside w
+    const float* src = w + ((u32)k0 * (u32)C + (u32)c0) * RR;
+#pragma unroll
+    for (int j = 0; j < RR; ++j) {
+        const int e = j * THREADS + (int)threadIdx.x, kl = e / ROW, rem = e - kl * ROW;
+        if (kl < kn && rem < have) tile[kl * PITCH + rem] = src[(u32)kl * (u32)C * RR + rem];
     }
     __syncthreads();
     const int ml = threadIdx.x % WINO_FT_M, kkl = threadIdx.x / WINO_FT_M, m = m0 + ml, kk = kk0 + kkl;
     if (m >= Mp || kk >= KK) return;
     float u[A][A];
     if (m < M) {
-        const float* f = tile + (flip ? kkl * pitch + ml * RR : ml * pitch + kkl * RR);
+        const float* f = tile + (FLIP ? kkl * PITCH + ml * RR : ml * PITCH + kkl * RR);
         float d[R][R];
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
-            for (int s = 0; s < R; ++s) d[r][s] = flip ? f[(R - 1 - r) * R + (R - 1 - s)] : f[r * R + s];
+            for (int s = 0; s < R; ++s) d[r][s] = FLIP ? f[(R - 1 - r) * R + (R - 1 - s)] : f[r * R + s];
         transform2d<A>(d, u, [](int o, int j) { return wino_g<R, R>(o, j); });
     } else {
 #pragma unroll
@@ -337,7 +341,11 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
 #define WINO_FILTER(R)                                                                                     \
     extern "C" __global__ void conv2d_winograd_filter_v2_r##R(const float* __restrict__ w,                \
         float* __restrict__ U, int K, int C, int flip) {                                                  \
-        wino_filter<R>(w, U, K, C, flip);                                                                 \
+        __shared__ float tile[WINO_FT_SMEM(R)];                                                           \
+        if (flip)                                                                                         \
+            wino_filter<R, true>(w, U, K, C, tile);                                                       \
+        else                                                                                              \
+            wino_filter<R, false>(w, U, K, C, tile);                                                      \
     }
 // Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out.
 #define WINO_OUTPUT(R)                                                                                     \

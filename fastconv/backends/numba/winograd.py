@@ -211,43 +211,68 @@ def _input_kernel(r: int):
     return input_v1
 
 
+def _filter_stage(r: int, nk: int, row: int):
+    """Device function stage(w, tile, src, src_step, kn, have) of the filter transform: a block's
+    nk x ``row`` floats of w (row i at src + i * src_step; only rows < kn and floats < have exist)
+    to tile[i * (row + 1) + j]; thread t takes element t + FT_KK FT_M j, R^2 per thread, (row, j)
+    carried without division."""
+    threads, pitch = FT_KK * FT_M, row + 1
+    step_kl, step_rem = divmod(threads, row)
+
+    @cuda.jit(device=True, inline="always")
+    def stage(w, tile, src, src_step, kn, have):
+        kl = int32(cuda.threadIdx.x // row)
+        rem = int32(cuda.threadIdx.x - kl * row)
+        dst = int32(kl * pitch + rem)
+        at = int32(src + kl * src_step + rem)
+        at_step = int32(step_kl * src_step + step_rem)
+        at_wrap = int32(src_step - row)
+        for _ in range(r * r):
+            if kl < kn and rem < have:
+                tile[dst] = w[at]
+            kl = int32(kl + step_kl)
+            rem = int32(rem + step_rem)
+            dst = int32(dst + step_kl * pitch + step_rem)
+            at = int32(at + at_step)
+            if rem >= row:
+                rem = int32(rem - row)
+                kl = int32(kl + 1)
+                dst = int32(dst + 1)
+                at = int32(at + at_wrap)
+    return stage
+
+
 def _filter_kernel(r: int):
     a, rr = r + M - 1, r * r
-    staged = FT_KK * FT_M * rr + FT_KK  # floats of the shared tile: the larger orientation's rows + pitch
+    staged = FT_KK * FT_M * rr + FT_KK  # floats of the shared tile: either orientation's rows at their pitch
     filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[2]
+    stage_w = _filter_stage(r, FT_M, FT_KK * rr)  # m = k, kk = c: FT_M rows of k, each FT_KK filters long
+    stage_flip = _filter_stage(r, FT_KK, FT_M * rr)  # m = c, kk = k: FT_KK rows of k, each FT_M filters long
 
     def filter_v2(w, u_out, k_out, c_in, flip):
         """U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by
         180 degrees, at U[xi, c, k] (the forward weights of backward-data). U[xi, m, kk]: block
         (x, y) takes kk in FT_KK x, m in FT_M y, thread kk fastest; its filters are first copied to
-        shared memory a k at a time (the tile's c range of one k is contiguous in w), rows at an odd
+        shared memory (_filter_stage: the tile's c range of one k is contiguous in w), rows at an odd
         pitch so both orientations' reads (lanes R^2 or FT_M R^2 + 1 floats apart) are free of
         conflicts. Work: 2 (A R^2 + A^2 R) FMAs per (k, c); traffic R^2 * 4 bytes in, A^2 * 4 bytes out."""
         tile = cuda.shared.array(staged, float32)
-        tid = int32(cuda.threadIdx.x)
         kk0 = int32(cuda.blockIdx.x * FT_KK)
         m0 = int32(cuda.blockIdx.y * FT_M)
-        if flip:  # m = c, kk = k: FT_KK rows of k, each FT_M filters long
-            k0, c0, nk, row, m_n, kk_n = kk0, m0, int32(FT_KK), int32(FT_M * rr), c_in, k_out
-        else:     # m = k, kk = c: FT_M rows of k, each FT_KK filters long
-            k0, c0, nk, row, m_n, kk_n = m0, kk0, int32(FT_M), int32(FT_KK * rr), k_out, c_in
-        pitch = int32(row + 1)
-        have = int32(min(row, (c_in - c0) * rr))  # the row's floats inside w (c < C)
+        if flip:
+            k0, c0, m_n, kk_n, pitch = kk0, m0, c_in, k_out, int32(FT_M * rr + 1)
+        else:
+            k0, c0, m_n, kk_n, pitch = m0, kk0, k_out, c_in, int32(FT_KK * rr + 1)
         src = int32((k0 * c_in + c0) * rr)
-        src_step = int32(c_in * rr)
-        kl = int32(0)
-        dst = int32(0)
-        while kl < nk and k0 + kl < k_out:
-            j = tid
-            while j < have:
-                tile[int32(dst + j)] = w[int32(src + j)]
-                j = int32(j + cuda.blockDim.x)
-            kl = int32(kl + 1)
-            src = int32(src + src_step)
-            dst = int32(dst + pitch)
+        kn = int32(k_out - k0)
+        have = int32((c_in - c0) * rr)  # the rows' floats inside w (c < C), or more
+        if flip:
+            stage_flip(w, tile, src, int32(c_in * rr), kn, have)
+        else:
+            stage_w(w, tile, src, int32(c_in * rr), kn, have)
         cuda.syncthreads()
-        kkl = int32(tid % FT_KK)
-        ml = int32(tid // FT_KK)
+        kkl = int32(cuda.threadIdx.x % FT_KK)
+        ml = int32(cuda.threadIdx.x // FT_KK)
         m = int32(m0 + ml)
         kk = int32(kk0 + kkl)
         if m >= m_n or kk >= kk_n:

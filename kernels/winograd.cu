@@ -10,8 +10,9 @@
 // groups (input V[n, xi, c, t], weights U[xi, c, k] written in the GEMM's packed layout, so no pack
 // launch; output Y[n, xi, k, t]), backward-weight as a 1x1 backward-weight in A^2 groups (dy
 // U[n, xi, k, t], x V[n, xi, c, t]), split along their reduction as any (the split-K reduce adds the
-// splits of backward-weight's products M[xi, k, c] before its output transform). The transforms' points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook): A - 1 finite points
-// p_j and 1 / prod_{l != j} (p_j - p_l) give AT[i][j] = p_j^i and G[j][k] = p_j^k / prod (the
+// splits of backward-weight's products M[xi, k, c] before its output transform). The transforms'
+// points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook): A - 1 finite points p_j and
+// 1 / prod_{l != j} (p_j - p_l) give AT[i][j] = p_j^i and G[j][k] = p_j^k / prod (the
 // infinity column / row is the unit vector at the last index), BT is tabled; every power of these
 // points is 0 or a power of 2, so AT and G are exact products. tests/ops/test_conv_winograd.py derives
 // all of them in exact fractions and checks the tables.

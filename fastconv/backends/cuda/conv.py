@@ -289,8 +289,9 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
     u = _packed_forward(k, c, a * a, "Winograd transform of w")
     cfg.check_int32("w", u.size, "Winograd transform of w: A^2*C*K")
     bm, bkk = cfg.WINOGRAD_FILTER_BLOCK
-    _launch("winograd.cu", f"conv2d_winograd_filter_v2_r{r}", cfg.check_grid("w", (cfg.cdiv(k, bm), cfg.cdiv(c, bkk), 1)),
-            bm * bkk, (w, u) + ((_i32(c), _i32(k)) if flip else (_i32(k), _i32(c))) + (_i32(flip),))
+    grid = cfg.check_grid("w", (cfg.cdiv(k, bm), cfg.cdiv(c, bkk), 1))
+    _launch("winograd.cu", f"conv2d_winograd_filter_v2_r{r}", grid, bm * bkk,
+            (w, u) + ((_i32(c), _i32(k)) if flip else (_i32(k), _i32(c))) + (_i32(flip),))
     cfg.check_int32("x", n * a * a * k * tp * tq, "Winograd products: N*A^2*K*tiles")
     prod = _alloc((n, a * a * k, tp, tq), _F32, "Winograd products")
     _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False, heuristic=True)

@@ -161,8 +161,9 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 #define PACK_ROWS 8   // warps per block (PACK_ROWS * 32 threads): each lane moves PACK_TILE / PACK_ROWS values each way
 
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
-// operand, rows of 4 floats contiguous. Kp = Kg rounded up to 4. tf32: each value rounded to tf32
-// here (tf32_value), once, so the TF32 kernels feed it to the mma without a cvt per fragment.
+// operand (conv_index.cuh packed_forward_at), rows of 4 floats contiguous. Kp = Kg rounded up to 4.
+// tf32: each value rounded to tf32 here (tf32_value), once, so the TF32 kernels feed it to the mma
+// without a cvt per fragment.
 // A transpose of each group's Kg x crs matrix through a 32 x 33 shared tile (the pad column keeps
 // the column reads free of bank conflicts): blocks of 256 threads, a warp per row pass (lane along
 // the row), grid (crs / 32, Kp / 32, G) rounded up; reads run along kk and writes along m, both
@@ -184,7 +185,7 @@ extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, f
         const int kk = kk0 + j, m = m0 + tx;
         if (kk < crs && m < Kp) {
             const float v = tile[tx][j];
-            wp[(g * crs + kk) * Kp + m] = tf32 ? tf32_value(v) : v;
+            wp[packed_forward_at(g, kk, m, crs, Kp)] = tf32 ? tf32_value(v) : v;
         }
     }
 }

@@ -28,6 +28,15 @@ FC_HD void digits3(int n, int ni, int nj, int& a, int& i, int& j) {
     j = rem - i * nj;
 }
 
+// Element (g, kk, m) of the forward pass's packed weights wp[G][Cg*R*S][Kp]: per group, one row of
+// Kp = K/G rounded up to 4 output channels m per reduction index kk = (c, r, s), so the v3 forward's
+// A loader reads 4 consecutive m as one 16-byte copy. conv2d_pack_forward_v1 writes this layout from
+// w, Winograd's filter transform (winograd.cu) writes its U into it directly. I: the index type.
+template <class I>
+FC_HD I packed_forward_at(I g, I kk, I m, I crs, I Kp) {
+    return (g * crs + kk) * Kp + m;
+}
+
 // Mixed-radix counter over (a, i, j) with j fastest (j < nj, i < ni), advanced by a fixed step
 // without division: the step is split once into (da, di, dj) digits and each advance carries at
 // most one unit per digit. kk is the flat index a*ni*nj + i*nj + j.

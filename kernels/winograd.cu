@@ -7,32 +7,43 @@
 //   backward-weight dw[k, c] = AT [ sum over n, t of (G dy_t G^T)[k] (.) (BT x_t B)[c] ] A  (F(R, 4)),
 //                  dy_t the 4 x 4 tile t of dy (zeros past P, Q).
 // The sums are the v3 GEMM core's (conv.cu), fp32: forward and backward-data as a 1x1 forward in A^2
-// groups (input V[n, xi, c, t], weights U[xi, k, c], output Y[n, xi, k, t]), backward-weight as a 1x1
-// backward-weight in A^2 groups (dy U[n, xi, k, t], x V[n, xi, c, t]), split along their reduction
-// as any. The transforms' points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook): A - 1 finite points
-// p_j and 1 / prod_{l != j} (p_j - p_l) give AT[i][j] = p_j^i and G[j][k] = p_j^k / prod (the
+// groups (input V[n, xi, c, t], weights U[xi, c, k] written in the GEMM's packed layout, so no pack
+// launch; output Y[n, xi, k, t]), backward-weight as a 1x1 backward-weight in A^2 groups (dy
+// U[n, xi, k, t], x V[n, xi, c, t]), split along their reduction as any (the split-K reduce adds the
+// splits of backward-weight's products M[xi, k, c] before its output transform). The transforms'
+// points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook): A - 1 finite points p_j and
+// 1 / prod_{l != j} (p_j - p_l) give AT[i][j] = p_j^i and G[j][k] = p_j^k / prod (the
 // infinity column / row is the unit vector at the last index), BT is tabled; every power of these
 // points is 0 or a power of 2, so AT and G are exact products. tests/ops/test_conv_winograd.py derives
 // all of them in exact fractions and checks the tables.
 //
 // Kernel versions (suffix _r3 / _r5: R)
 //   conv2d_winograd_input_v1_r*   one thread per (n, channel, tile): its A x A patch, BT d B -> V.
-//   conv2d_winograd_filter_v1_r*  one thread per (k, c): G w G^T -> U[xi, k, c] (flip: of the
-//                                 flipped filter, at U[xi, c, k]: backward-data's weights).
+//   conv2d_winograd_filter_v2_r*  one thread per (k, c): G w G^T -> U, packed as the forward GEMM's
+//                                 weights (conv_index.cuh packed_forward_at: group xi, reduction
+//                                 index c, output channel k); flip: of the flipped filter with k and
+//                                 c swapped (backward-data's weights). Blocks of WINO_FT_M output
+//                                 channels x WINO_FT_KK reduction indices, output channels fastest
+//                                 (coalesced stores in both orientations), the block's filters
+//                                 staged in shared memory by contiguous row loads.
 //   conv2d_winograd_output_v1_r*  one thread per (n, k, tile): AT Y_t A, + bias, activation, the
 //                                 tile's in-range pixels written.
 //   conv2d_winograd_wgrad_dy_v1_r*      one thread per (n, k, tile): its 4 x 4 dy tile, G d G^T -> U.
-//   conv2d_winograd_wgrad_output_v1_r*  one thread per (k, c): the A^2 products summed over the GEMM's
-//                                 splits in split order, then AT m A -> dw[k, c].
-// Consecutive threads take consecutive tiles (or input channels), so each xi's stores are coalesced;
-// index math is 32-bit (the launcher checks every array against INT32_LIMIT).
+//   conv2d_winograd_wgrad_output_v2_r*  one thread per (k, c, output row r): row r of AT m A ->
+//                                 dw[k, c, r], m the products M[xi, k, c] (their splits already summed).
+// Consecutive threads take consecutive tiles (or channels), so each xi's stores are coalesced; index
+// math is 32-bit (the launcher checks every array against INT32_LIMIT).
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/winograd.cu
 #include "common.cuh"
+#include "conv_index.cuh"
 
 typedef unsigned int u32;
 
 constexpr int WINO_M = 4;  // tile side (config.WINOGRAD_TILE)
+// The filter transform's block: WINO_FT_M output channels x WINO_FT_KK reduction indices of the
+// products' GEMM, one thread each (config.WINOGRAD_FILTER_BLOCK).
+constexpr int WINO_FT_M = 32, WINO_FT_KK = 8;
 
 // The points, inverse denominators and BT of A = R + 3, as local constant tables: every index is a
 // compile-time constant once the transforms' loops are unrolled, so the entries fold into the FMAs
@@ -178,22 +189,53 @@ __device__ __forceinline__ void wino_input(const float* __restrict__ x, float* _
     }
 }
 
-// U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by 180
-// degrees, at U[xi, c, k] (the forward weights of backward-data).
-template <int R>
-__device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* __restrict__ U, int K, int C, int flip) {
-    constexpr int A = Wino<R>::A;
-    GRID_STRIDE32(i, (u32)(K * C)) {
-        const float* f = w + i * (u32)(R * R);
-        float d[R][R], u[A][A];
+// U = G w[k, c] G^T of a K x C x R x R filter as the forward GEMM's packed weights in A^2 groups
+// (packed_forward_at(xi, kk, m, KK, Mp)): m = k, kk = c, or with FLIP of w[k, c] rotated by 180
+// degrees at m = c, kk = k (backward-data's weights); zero for M <= m < Mp (M rounded up to 4). The
+// block's tile is WINO_FT_M m x WINO_FT_KK kk, thread m fastest. Its filters are first copied to
+// shared memory (``tile``, WINO_FT_SMEM(R) floats): the tile's c range of one k is contiguous in w,
+// so the block reads rows of ROW floats, R^2 loads per thread all in flight (unrolled); rows at an odd
+// pitch, so both orientations' reads (lanes R^2 or WINO_FT_KK R^2 + 1 floats apart) are free of conflicts.
+#define WINO_FT_SMEM(R) (WINO_FT_M * WINO_FT_KK * (R) * (R) + WINO_FT_M)
+template <int R, bool FLIP>
+__device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* __restrict__ U, int K, int C,
+                                            float* tile) {
+    constexpr int A = Wino<R>::A, RR = R * R, THREADS = WINO_FT_M * WINO_FT_KK;
+    constexpr int NK = FLIP ? WINO_FT_KK : WINO_FT_M, ROW = (FLIP ? WINO_FT_M : WINO_FT_KK) * RR, PITCH = ROW + 1;
+    static_assert(NK * ROW == THREADS * RR && NK * PITCH <= WINO_FT_SMEM(R), "the staged tile");
+    const int M = FLIP ? C : K, KK = FLIP ? K : C, Mp = (M + 3) & ~3;
+    const int m0 = blockIdx.x * WINO_FT_M, kk0 = blockIdx.y * WINO_FT_KK;
+    const int k0 = FLIP ? kk0 : m0, c0 = FLIP ? m0 : kk0;
+    const int kn = min(NK, K - k0), have = min(ROW, (C - c0) * RR);  // the tile's k and row floats inside w
+    const float* src = w + ((u32)k0 * (u32)C + (u32)c0) * RR;
+#pragma unroll
+    for (int j = 0; j < RR; ++j) {
+        const int e = j * THREADS + (int)threadIdx.x, kl = e / ROW, rem = e - kl * ROW;
+        if (kl < kn && rem < have) tile[kl * PITCH + rem] = src[(u32)kl * (u32)C * RR + rem];
+    }
+    __syncthreads();
+    const int ml = threadIdx.x % WINO_FT_M, kkl = threadIdx.x / WINO_FT_M, m = m0 + ml, kk = kk0 + kkl;
+    if (m >= Mp || kk >= KK) return;
+    float u[A][A];
+    if (m < M) {
+        const float* f = tile + (FLIP ? kkl * PITCH + ml * RR : ml * PITCH + kkl * RR);
+        float d[R][R];
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
-            for (int s = 0; s < R; ++s) d[r][s] = flip ? f[(R - 1 - r) * R + (R - 1 - s)] : f[r * R + s];
+            for (int s = 0; s < R; ++s) d[r][s] = FLIP ? f[(R - 1 - r) * R + (R - 1 - s)] : f[r * R + s];
         transform2d<A>(d, u, [](int o, int j) { return wino_g<R, R>(o, j); });
-        const u32 k = i / (u32)C, c = i - k * (u32)C;
-        store_xi<A>(U + (flip ? c * (u32)K + k : i), (u32)(K * C), u);
+    } else {
+#pragma unroll
+        for (int a = 0; a < A; ++a)
+#pragma unroll
+            for (int b = 0; b < A; ++b) u[a][b] = 0.f;
     }
+#pragma unroll
+    for (int a = 0; a < A; ++a)
+#pragma unroll
+        for (int b = 0; b < A; ++b)
+            U[packed_forward_at<u32>(a * A + b, kk, m, KK, Mp)] = u[a][b];
 }
 
 // y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated, its pixels inside
@@ -249,28 +291,43 @@ __device__ __forceinline__ void wino_wgrad_dy(const float* __restrict__ dy, floa
     }
 }
 
-// dw[k, c] of each (k, c): AT m A, m the products M[split, xi, k, c] summed over the splits.
+// dw[k, c, r, :] of each (k, c, r): row r of AT m A, m = M[xi, k, c]. Thread i = (k C + c) R + r, so a
+// warp's stores cover 32 R consecutive floats of dw and its loads 32 / R + 1 consecutive (k, c); the
+// row is a run-time index, so each row's code is unrolled separately (the tables fold in every one).
 template <int R>
-__device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, float* __restrict__ dw, int K, int C,
-                                                  int splits) {
+__device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, float* __restrict__ dw, int K, int C) {
     constexpr int A = Wino<R>::A;
     const u32 KC = (u32)(K * C);
-    GRID_STRIDE32(i, KC) {
-        float m[A][A], y[R][R];
+    GRID_STRIDE32(i, KC * R) {
+        const u32 kc = i / R;
+        const int r = (int)(i - kc * R);
+        float m[A][A], y[R];
 #pragma unroll
         for (int u = 0; u < A; ++u)
 #pragma unroll
-            for (int v = 0; v < A; ++v) {
-                float acc = 0.f;
-                for (int s = 0; s < splits; ++s) acc += M[((u32)s * (A * A) + (u32)(u * A + v)) * KC + i];
-                m[u][v] = acc;
+            for (int v = 0; v < A; ++v) m[u][v] = M[(u32)(u * A + v) * KC + kc];
+#pragma unroll
+        for (int rr = 0; rr < R; ++rr)
+            if (rr == r) {
+                float e[A];  // row rr of AT m
+#pragma unroll
+                for (int j = 0; j < A; ++j) {
+                    float acc = 0.f;
+#pragma unroll
+                    for (int u = 0; u < A; ++u) acc = fmaf(wino_at<R, R>(rr, u), m[u][j], acc);
+                    e[j] = acc;
+                }
+#pragma unroll
+                for (int s = 0; s < R; ++s) {
+                    float acc = 0.f;
+#pragma unroll
+                    for (int j = 0; j < A; ++j) acc = fmaf(e[j], wino_at<R, R>(s, j), acc);
+                    y[s] = acc;
+                }
             }
-        transform2d<R>(m, y, [](int r, int j) { return wino_at<R, R>(r, j); });
-        float* out = dw + i * (u32)(R * R);
+        float* out = dw + i * (u32)R;
 #pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-            for (int s = 0; s < R; ++s) out[r * R + s] = y[r][s];
+        for (int s = 0; s < R; ++s) out[s] = y[s];
     }
 }
 
@@ -283,9 +340,13 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
     }
 // Work: 2 (A R^2 + A^2 R) FMAs per (k, c); moves R^2 * 4 B in and A^2 * 4 B out.
 #define WINO_FILTER(R)                                                                                     \
-    extern "C" __global__ void conv2d_winograd_filter_v1_r##R(const float* __restrict__ w,                \
+    extern "C" __global__ void conv2d_winograd_filter_v2_r##R(const float* __restrict__ w,                \
         float* __restrict__ U, int K, int C, int flip) {                                                  \
-        wino_filter<R>(w, U, K, C, flip);                                                                 \
+        __shared__ float tile[WINO_FT_SMEM(R)];                                                           \
+        if (flip)                                                                                         \
+            wino_filter<R, true>(w, U, K, C, tile);                                                       \
+        else                                                                                              \
+            wino_filter<R, false>(w, U, K, C, tile);                                                      \
     }
 // Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out.
 #define WINO_OUTPUT(R)                                                                                     \
@@ -300,12 +361,12 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
         float* __restrict__ U, int N, int K, int P, int Q, int TP, int TQ) {                              \
         wino_wgrad_dy<R>(dy, U, N, K, P, Q, TP, TQ);                                                      \
     }
-// Work: A^2 * splits adds and 2 (R A^2 + R^2 A) FMAs per (k, c); moves A^2 * splits * 4 B in and
-// R^2 * 4 B out.
+// Work: 2 (A^2 + R A) FMAs per (k, c, r); moves A^2 * 4 B in (each (k, c)'s read by its R rows,
+// cache-served) and R * 4 B out.
 #define WINO_WGRAD_OUTPUT(R)                                                                               \
-    extern "C" __global__ void conv2d_winograd_wgrad_output_v1_r##R(const float* __restrict__ M,          \
-        float* __restrict__ dw, int K, int C, int splits) {                                               \
-        wino_wgrad_output<R>(M, dw, K, C, splits);                                                        \
+    extern "C" __global__ void conv2d_winograd_wgrad_output_v2_r##R(const float* __restrict__ M,          \
+        float* __restrict__ dw, int K, int C) {                                                           \
+        wino_wgrad_output<R>(M, dw, K, C);                                                                \
     }
 #define WINO_KERNELS(R) WINO_INPUT(R) WINO_FILTER(R) WINO_OUTPUT(R) WINO_WGRAD_DY(R) WINO_WGRAD_OUTPUT(R)
 WINO_KERNELS(3)

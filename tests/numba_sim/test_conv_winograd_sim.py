@@ -4,8 +4,9 @@ at REDUCTION_TOL (the transforms scale products by up to 21/4 and 16 before the 
 tests/ops/test_conv_winograd.py): every pass on a 3x3 case (padding 0, backward-data's 2; three images
 on a grid of two z-slices, so the transforms walk images; tiles cut at P and Q) and a 5x5 case
 (padding 1, backward-data's 3; one image narrower than two tiles), outputs and every intermediate
-array NaN-poisoned, the backward-weight products forced into 2 slices (summed by the output
-transform); refusals. Run by tests/test_numba_sim.py; the products' GEMM blocks (A^2 groups) make each pass take
+array NaN-poisoned, the backward-weight products forced into 2 slices (summed by sum_splits_v1
+before the output transform); the filter transform's tiles of both orientations on a filter of
+several blocks; refusals. Run by tests/test_numba_sim.py; the products' GEMM blocks (A^2 groups) make each pass take
 seconds here, so the cases stay tiny.
 """
 
@@ -68,10 +69,11 @@ def run_pass(rng, what, case):
 def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
     """The pass's three Winograd kernels run around the GEMM; backward-weight's products are forced
     into 2 slices where their reduction (N x tiles) is long enough (the 3x3 case: 3 x 2 x 2 = 12),
-    which the output transform adds (no separate reduction)."""
+    which sum_splits_v1 adds before the output transform."""
     launched, slices = [], []
-    launch, gemm = winograd.launch, winograd.backward_weight_gemm
+    launch, conv_launch, gemm = winograd.launch, nb_conv.launch, winograd.backward_weight_gemm
     monkeypatch.setattr(winograd, "launch", lambda name, *a: launched.append(name) or launch(name, *a))
+    monkeypatch.setattr(nb_conv, "launch", lambda name, *a: launched.append(name) or conv_launch(name, *a))
 
     def two_slices(dw, dy, x, geo, splits, workspace, stream, tile):
         parts, got = gemm(dw, dy, x, geo, 2, workspace, stream, tile)
@@ -82,11 +84,33 @@ def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
     assert np.isfinite(out).all(), f"{what}: NaN left in the output"
     assert_close(out, want, REDUCTION_TOL, f"winograd {what}")
     n, _, h, w, _, r, pad = case
-    kinds = ["input", "wgrad_dy", "wgrad_output"] if what == "backward_weight" else ["input", "filter", "output"]
-    assert launched == [f"conv2d_winograd_{k}_v1_r{r}" for k in kinds], launched
+    long = n * -(-(h + 2 * pad - r + 1) // 4) * -(-(w + 2 * pad - r + 1) // 4) > 8
+    kinds = ((["input_v1", "wgrad_dy_v1"] + ["sum_splits_v1"] * long + ["wgrad_output_v2"])
+             if what == "backward_weight" else ["input_v1", "filter_v2", "output_v1"])
+    assert [nm for nm in launched if not nm.startswith(("conv2d_forward", "conv2d_backward"))] == [
+        nm if nm.startswith("sum") else f"conv2d_winograd_{nm}_r{r}" for nm in kinds], launched
     if what == "backward_weight":
-        long = n * -(-(h + 2 * pad - r + 1) // 4) * -(-(w + 2 * pad - r + 1) // 4) > 8
         assert slices == [(2, 2) if long else (1, 1)], slices
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["forward", "backward_data"])
+def test_filter_transform_tiles(rng, flip):
+    """conv2d_winograd_filter_v2_r3 on a K = 33, C = 9 filter (blocks of 32 reduction indices x 8
+    output channels: 2 x 2 blocks flipped, 1 x 5 not, the last ones partial) into a NaN-filled U:
+    every element is G w G^T (float64, the family's G) at U[xi, k, c], flipped: of w rotated by
+    180 degrees at U[xi, c, k]."""
+    k, c, r = 33, 9, 3
+    a = r + winograd.M - 1
+    wt = _rand(rng, k, c, r, r)
+    u = np.full((a * a * k, c, 1, 1), np.nan, np.float32)
+    winograd.launch("conv2d_winograd_filter_v2_r3",
+              (-(-(k if flip else c) // winograd.FT_KK), -(-(c if flip else k) // winograd.FT_M), 1),
+              (winograd.FT_KK * winograd.FT_M, 1, 1), (wt, u, k, c, int(flip)))
+    g = winograd.matrices(r, winograd.M, r)[1].astype(np.float64)
+    taps = wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3) if flip else wt
+    want = np.einsum("ia,mkab,jb->ijmk", g, taps.astype(np.float64), g).reshape(u.shape)
+    assert not np.isnan(u).any()
+    np.testing.assert_allclose(u, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("w_shape, stride, dilation, groups", [

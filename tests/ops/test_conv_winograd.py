@@ -181,12 +181,11 @@ def test_every_pass_matches_the_oracle(cp, what, case):
     if what == "backward_weight":
         assert names[:2] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_wgrad_dy_v1_r{r}"], names
         assert names[2].startswith("conv2d_backward_weight_v3_"), names
-        assert names[-1] == f"conv2d_winograd_wgrad_output_v1_r{r}", names
-        assert not any("splitk_reduce" in nm for nm in names), names  # the output transform sums the splits
-    else:
-        assert names[:3] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_filter_v1_r{r}",
-                             "conv2d_pack_forward_v1"], names
-        assert names[3].startswith("conv2d_forward_v3_t") and names[-1] == f"conv2d_winograd_output_v1_r{r}", names
+        assert names[-1] == f"conv2d_winograd_wgrad_output_v2_r{r}", names
+    else:  # the filter transform writes the GEMM's packed weights: no pack launch
+        assert names[:2] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_filter_v2_r{r}"], names
+        assert names[2].startswith("conv2d_forward_v3_t") and names[-1] == f"conv2d_winograd_output_v1_r{r}", names
+    assert "conv2d_pack_forward_v1" not in names, names
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
@@ -197,14 +196,85 @@ def test_forward_fuses_bias_and_activation(cp, activation):
 @pytest.mark.parametrize("what", PASSES)
 def test_products_split_along_their_reduction(cp, what):
     """A forced 3-way split of the products' GEMM (backward-weight: 4 images x 16 tiles; forward
-    and backward-data: over 24 channels): summed by the output transform or the split-K reduce."""
+    and backward-data: over 24 channels): the split-K reduce sums the splits before the output
+    transform (backward-weight's: into the products its output transform then reads)."""
     case = (4, 24, 14, 14, 24, 5, 2)
     with emu.trace() as t:
         _check(cp, what, case, splits=3)
-    splits = [rec for rec in t.launches if rec.name.startswith(("conv2d_winograd_wgrad_output", "conv2d_splitk"))]
-    assert splits, t.launch_names
-    if what == "backward_weight":
-        assert [int(rec.args[-1]) for rec in splits] == [3]
+    names = t.launch_names
+    reduce = [rec for rec in t.launches if rec.name.startswith("conv2d_splitk_reduce")]
+    assert len(reduce) == 1 and int(reduce[0].args[4]) > 1, names  # (ws, out, bias, size, splits, ...)
+    if what == "backward_weight":  # 64 images x tiles in 3 slices (24 + 24 + 16); 24 channels: 16 + 8
+        assert int(reduce[0].args[4]) == 3
+    last = t.launches[-1]
+    assert names.index(reduce[0].name) == len(names) - 2, names
+    assert last.args[0] is reduce[0].args[1], "the output transform reads what the reduce summed"
+
+
+def test_filter_block_is_the_kernels():
+    """config.WINOGRAD_FILTER_BLOCK, the launcher's grid of the filter transform, is the kernel's tile."""
+    m = re.search(r"constexpr int WINO_FT_M = (\d+), WINO_FT_KK = (\d+);", KERNELS.read_text())
+    assert m and tuple(map(int, m.groups())) == cfg.WINOGRAD_FILTER_BLOCK
+
+
+def _exact(r, outputs, taps):
+    """(AT, G) of F(outputs, taps) in float64 from the exact fractions."""
+    return [np.array([[float(v) for v in row] for row in m]) for m in toom_cook(outputs, taps)[:2]]
+
+
+@pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
+@pytest.mark.parametrize("what", ["forward", "backward_data"])
+def test_filter_transform_writes_the_packed_weights(cp, r, what):
+    """conv2d_winograd_filter_v2 with K = 37, C = 19 filters (forward: 37 -> 40 output channels
+    packed, two blocks of them; backward-data: the filter flipped, k and c swapped, 19 -> 20),
+    threads in shuffled order, into a NaN-filled array: every element is G w G^T (exact G, float64)
+    at the forward GEMM's packed index, the padding zero, exactly what conv2d_pack_forward_v1 makes of
+    the transform laid out (A^2 * M, KK)."""
+    from fastconv.backends.cuda import conv as launchers
+    k, c, a = 37, 19, r + cfg.WINOGRAD_TILE - 1
+    rng = np.random.default_rng(r)
+    wt = rng.standard_normal((k, c, r, r)).astype(np.float32)
+    x = cp.asarray(rng.standard_normal((1, k if what == "backward_data" else c, 4, 4)).astype(np.float32))
+    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD), emu.shuffled(7), emu.trace() as t:
+        if what == "forward":
+            ops.conv2d_forward(x, cp.asarray(wt), None, 1, r // 2, 1, 1)
+        else:
+            ops.conv2d_backward_data(x, cp.asarray(wt), (1, c, 4, 4), 1, r // 2, 1, 1)
+    rec = next(rec for rec in t.launches if rec.name == f"conv2d_winograd_filter_v2_r{r}")
+    got = cp.asnumpy(rec.args[1])
+    taps = wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3) if what == "backward_data" else wt  # (M, KK, R, R)
+    m_, kk = taps.shape[:2]
+    g = _exact(r, cfg.WINOGRAD_TILE, r)[1]
+    u = np.einsum("ia,mkab,jb->ijmk", g, taps.astype(np.float64), g).reshape(a * a, m_, kk)
+    want = np.zeros((a * a, kk, -(-m_ // 4) * 4))
+    want[:, :, :m_] = u.transpose(0, 2, 1)
+    assert got.shape == want.shape and not np.isnan(got).any(), (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    assert (got[:, :, m_:] == 0).all(), "the packed padding"
+    packed = launchers._pack_forward(cp.asarray(u.reshape(a * a * m_, kk, 1, 1).astype(np.float32)), a * a, False)
+    np.testing.assert_array_equal(cp.asnumpy(packed), np.float32(want), err_msg="the pack kernel's layout")
+
+
+@pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
+def test_wgrad_output_transform_adds_the_summed_splits(cp, r):
+    """Backward-weight with K = 37, C = 19 and its products split 3 ways: the split-K reduce's output
+    is the sum of the three slices, and conv2d_winograd_wgrad_output_v2 (a thread per (k, c, row))
+    writes AT m A of it (exact AT, float64) into the NaN-filled dw, every (k, c) and row."""
+    k, c, a = 37, 19, r + cfg.WINOGRAD_TILE - 1
+    rng = np.random.default_rng(r)
+    x = cp.asarray(rng.standard_normal((3, c, 16, 16)).astype(np.float32))
+    dy = cp.asarray(rng.standard_normal((3, k, 16, 16)).astype(np.float32))
+    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD, conv_splits=3), emu.trace() as t:
+        dw = cp.asnumpy(ops.conv2d_backward_weight(dy, x, (k, c, r, r), 1, r // 2, 1, 1))
+    reduce, out = t.launches[-2:]
+    assert reduce.name.startswith("conv2d_splitk_reduce") and out.name == f"conv2d_winograd_wgrad_output_v2_r{r}"
+    parts, m = cp.asnumpy(reduce.args[0]).astype(np.float64), cp.asnumpy(out.args[0]).astype(np.float64)
+    assert parts.shape[0] == 3 and out.args[0] is reduce.args[1], parts.shape
+    np.testing.assert_allclose(m.ravel(), parts.sum(0), rtol=1e-6, atol=1e-6 * np.abs(m).max())
+    at = _exact(r, r, cfg.WINOGRAD_TILE)[0]
+    want, mag = (np.einsum("ia,abkc,jb->kcij", f(at), f(m.reshape(a, a, k, c)), f(at)) for f in (np.asarray, np.abs))
+    err = np.abs(dw - want)  # fp32 sums of A^2 terms up to 16 times m, so judged against their magnitudes
+    assert not np.isnan(dw).any() and (err <= 1e-6 * mag).all(), (err / mag).max()
 
 
 @pytest.mark.parametrize("what", PASSES)
@@ -264,7 +334,7 @@ def test_default_takes_winograd_for_3x3_in_fp32_only(cp):
         return t.launch_names
 
     got = names((2, 5, 8, 8, 6, 3, 1))  # C*R*S = 45 > SMALLC
-    assert got.count("conv2d_winograd_input_v1_r3") == 3 and "conv2d_winograd_wgrad_output_v1_r3" in got, got
+    assert got.count("conv2d_winograd_input_v1_r3") == 3 and "conv2d_winograd_wgrad_output_v2_r3" in got, got
     for case, settings in (((2, 5, 8, 8, 6, 5, 2), {}), ((2, 5, 8, 8, 6, 3, 1), {"tf32": True}),
                            ((2, 5, 8, 8, 6, 3, 1), {"conv_tile": "t64x64"}), ((2, 3, 8, 8, 6, 3, 1), {})):
         got = names(case, **settings)

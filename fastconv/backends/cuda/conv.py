@@ -142,25 +142,38 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
         _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
-    _forward_gemm(x, w, b, y, ints, groups, act, slope, _tf32(r, s))
+    tf32 = _tf32(r, s)
+    _forward_gemm(x, _pack_forward(w, groups, tf32), b, y, ints, groups, act, slope, tf32)
     return y
 
 
-def _forward_gemm(x, w, b, y, ints, groups, act, slope, tf32, products=False):
-    """y = act(conv2d(x, w) + b) on the v3 core: w packed (conv2d_pack_forward_v1), the GEMM split along
-    C/G*R*S as config.conv_splits says, the splits summed with bias and activation (``products``:
-    Winograd's, as _tile)."""
-    n, k, p, q = y.shape
-    kg, crs = k // groups, w.size // w.shape[0]
-    kp = cfg.cdiv(kg, 4) * 4
-    wp = _alloc((groups, crs, kp), _F32, "conv2d_forward packed weights")
+def _packed_forward(kg, crs, groups, what):
+    """A new array for the forward GEMM's packed weights: (groups, C/G*R*S, K/G rounded up to 4), the
+    layout of kernels/conv_index.cuh packed_forward_at."""
+    return _alloc((groups, crs, cfg.cdiv(kg, 4) * 4), _F32, what)
+
+
+def _pack_forward(w, groups, tf32):
+    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded)."""
+    kg, crs = w.shape[0] // groups, w.size // w.shape[0]
+    wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights")
     cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
     _launch("conv.cu", "conv2d_pack_forward_v1",
-            cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(kp, cfg.PACK_TILE), groups)), cfg.PACK_BLOCK,
-            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, kp, crs, groups))
+            cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(wp.shape[2], cfg.PACK_TILE), groups)),
+            cfg.PACK_BLOCK,
+            (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, wp.shape[2], crs, groups))
             + (_i32(tf32),))
+    return wp
+
+
+def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False):
+    """y = act(conv2d(x, w) + b) on the v3 core from w packed (wp: _packed_forward's layout), the GEMM
+    split along C/G*R*S as config.conv_splits says, the splits summed with bias and activation
+    (``products``: Winograd's, as _tile)."""
+    n, k, p, q = y.shape
+    kg, crs = k // groups, wp.shape[1]
     fused = (_i32(b is not None), _i32(act), _f32(slope))
-    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (w if b is None else b,), ints),
+    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
                        fused, tf32=tf32, products=products)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
@@ -273,14 +286,18 @@ def _product_ints(n, a, c, k, tp, tq):
 
 def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
     """y = act(conv2d(x, w) + b) by F(4x4, RxR): V of x's patches, U = G w G^T (flip: of w rotated and
-    transposed, backward-data's weights), their products summed over channels as a 1x1 forward in A^2
-    groups on the v3 core (fp32), then AT Y_t A per tile with bias and activation."""
+    transposed, backward-data's weights) written packed for the forward GEMM (no pack launch), their
+    products summed over channels as a 1x1 forward in A^2 groups on the v3 core (fp32), then AT Y_t A
+    per tile with bias and activation."""
     n, k, p, q = y.shape
     c, r = x.shape[1], w.shape[2]
     a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
     v = _winograd_input(x, padding, tp, tq, r, "dy" if flip else "x")
-    u = _alloc((a * a * k, c, 1, 1), _F32, "Winograd transform of w")
-    _launch("winograd.cu", f"conv2d_winograd_filter_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
+    u = _packed_forward(k, c, a * a, "Winograd transform of w")
+    cfg.check_int32("w", u.size, "Winograd transform of w: A^2*C*K")
+    bm, bkk = cfg.WINOGRAD_FILTER_BLOCK
+    grid = cfg.check_grid("w", (cfg.cdiv(k, bm), cfg.cdiv(c, bkk), 1))
+    _launch("winograd.cu", f"conv2d_winograd_filter_v2_r{r}", grid, bm * bkk,
             (w, u) + ((_i32(c), _i32(k)) if flip else (_i32(k), _i32(c))) + (_i32(flip),))
     cfg.check_int32("x", n * a * a * k * tp * tq, "Winograd products: N*A^2*K*tiles")
     prod = _alloc((n, a * a * k, tp, tq), _F32, "Winograd products")
@@ -293,7 +310,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
 def _winograd_backward_weight(dy, x, dw, padding):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4x4 tiles, their products summed
     over images and tiles as a 1x1 backward-weight in A^2 groups on the v3 core (fp32; the conv_splits
-    setting splits it), then AT m A summing the splits into dw."""
+    setting splits it, the split-K reduce adds the splits), then AT m A into dw, a thread per row."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
@@ -305,5 +322,8 @@ def _winograd_backward_weight(dy, x, dw, padding):
     m = _alloc((a * a * k, c, 1, 1), _F32, "Winograd products")
     ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy",
                        (u, v, (), _product_ints(n, a, c, k, tp, tq)), products=True)
-    _launch("winograd.cu", f"conv2d_winograd_wgrad_output_v1_r{r}", _eltwise_grid(k * c), cfg.BLOCK,
-            (ws, dw, _i32(k), _i32(c), _i32(splits)))
+    if splits > 1:
+        _reduce(ws, m, splits, None, 1, 1, 0, 0.0)
+    _launch("winograd.cu", f"conv2d_winograd_wgrad_output_v2_r{r}",
+            (cfg.elementwise_blocks(k * c * r, num_sms(), cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK),),
+            cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK, (m, dw, _i32(k), _i32(c)))

@@ -7,18 +7,22 @@ square R x R filter (R = 3 or 5, A = R + 3 points), taken when the conv_tile set
     backward-data  the forward of dy with the filter flipped and transposed, padding R - 1 - pad;
     backward-weight dw[k, c] = AT [ sum over n, t of (G dy_t G^T)[k] (.) (BT x_t B)[c] ] A  (F(R, 4)).
 
-The layouts are the CUDA C kernels': V[n, xi, c, t] (xi = u * A + v, t the tile), U[xi, k, c] (flip:
-U[xi, c, k]), products Y[n, xi, k, t] and M[split, xi, k, c]. The sums between the transforms are this
-family's implicit GEMM (conv.py), fp32: a 1x1 forward in A^2 groups (forward, backward-data) and a
-1x1 backward-weight in A^2 groups whose split partial sums the last kernel adds.
+The layouts are the CUDA C kernels' but for U: V[n, xi, c, t] (xi = u * A + v, t the tile), products
+Y[n, xi, k, t] and M[xi, k, c]; U[xi, k, c] (flip: U[xi, c, k]) is the weight layout this family's
+GEMM reads (it packs nothing; the CUDA C filter transform writes its GEMM's packed layout instead).
+The sums between the transforms are this family's implicit GEMM (conv.py), fp32: a 1x1 forward in
+A^2 groups (forward, backward-data) and a 1x1 backward-weight in A^2 groups whose split partial sums
+sum_splits_v1 adds before the output transform.
 
 Kernels (suffix _r3 / _r5: R), one thread per item of the grid's x (no grid-stride loop: the set-up
 divides once), the transforms over images walking n by blockIdx.z (offsets added, no division):
 - conv2d_winograd_input_v1_r*   per (channel, tile) x n: its A x A patch (zeros outside), BT d B -> V.
-- conv2d_winograd_filter_v1_r*  per (k, c): G w G^T -> U (flip: of w rotated by 180 degrees, at U[xi, c, k]).
+- conv2d_winograd_filter_v2_r*  per (k, c): G w G^T -> U (flip: of w rotated by 180 degrees, at U[xi, c, k]);
+  blocks of FT_KK reduction indices (U's last index, fastest: coalesced stores in both orientations) x
+  FT_M output channels, the block's filters staged in shared memory by contiguous row loads.
 - conv2d_winograd_output_v1_r*  per (k, tile) x n: AT Y_t A + bias, the tile's pixels inside P x Q.
 - conv2d_winograd_wgrad_dy_v1_r*      per (k, tile) x n: the 4 x 4 dy tile (zeros past P, Q), G d G^T -> U.
-- conv2d_winograd_wgrad_output_v1_r*  per (k, c): M summed over the splits in split order, AT m A -> dw.
+- conv2d_winograd_wgrad_output_v2_r*  per (k, c, row r): row r of AT m A -> dw[k, c, r] (m = M[xi, k, c]).
 The transforms are straight-line code over fixed-size local arrays (see _transform), the tile loops
 have constant trip counts (tests/test_numba_ptx.py checks: no local memory, no division or 64-bit
 multiply in any loop). Index math is 32-bit (every array's size is checked below
@@ -32,11 +36,14 @@ from numba import cuda, float32, int32
 
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
-from .conv import backward_weight_gemm, launch_conv2d_forward
+from .conv import _sum_partials, backward_weight_gemm, launch_conv2d_forward
 from .driver import _empty, launch
 from .tiles import ELEMENTWISE_THREADS, _conv_geometry, _digits_split, conv_tile
 
 M = _cfg.WINOGRAD_TILE   # output tile side (WINO_M)
+# the filter transform's block: FT_KK reduction indices (stored fastest) x FT_M output channels of the
+# products' GEMM, a thread each
+FT_KK, FT_M = 32, 8
 
 # grid z of the transforms over images: CUDA's limit (tests lower it to make the kernels walk images)
 WINO_MAX_Z = _cfg.MAX_GRID_YZ
@@ -78,26 +85,44 @@ def matrices(r: int, outputs: int, taps: int):
     return at, g, bt
 
 
+def _dot(row, terms):
+    """Source of sum_i row[i] * terms[i] for constants ``row``: zero terms dropped, units unmultiplied."""
+    parts = [t if c == 1 else f"-{t}" if c == -1 else f"float32({float(c)!r}) * {t}"
+             for c, t in zip(row, terms) if c != 0]
+    return " + ".join(parts) or "float32(0.0)"
+
+
+def _rows(lmat, o, out_row, indent="    "):
+    """Source lines of row ``o`` of L d L^T (L = lmat, O x I) into out[out_row, :]."""
+    o_n, i_n = lmat.shape
+    lines = [f"{indent}e{o}_{j} = {_dot(lmat[o], [f'd[{i}, {j}]' for i in range(i_n)])}" for j in range(i_n)]
+    return lines + [f"{indent}out[{out_row}, {p}] = {_dot(lmat[p], [f'e{o}_{j}' for j in range(i_n)])}"
+                    for p in range(o_n)]
+
+
+def _device(lines):
+    """The device function ``t`` of the source ``lines``."""
+    scope = {"float32": float32}
+    exec("\n".join(lines), scope)  # noqa: S102  (source built from the constant tables only)
+    return cuda.jit(device=True, inline="always")(scope["t"])
+
+
 def _transform(lmat):
     """Device function t(d, out): out = L d L^T for the O x I constant matrix ``lmat`` (a numpy
     array), d an I x I and out an O x O local array (BT d B, G d G^T, AT m A). Written out here as
     straight-line code from L's entries, zero terms dropped and unit factors unmultiplied (what the
     CUDA C kernels' unrolled loops fold to): NVVM leaves the A^3-step loops of A = 8 partly rolled,
     their arrays in local memory, so the unrolling is done before compiling."""
-    o_n, i_n = lmat.shape
+    return _device(["def t(d, out):"] + [ln for o in range(lmat.shape[0]) for ln in _rows(lmat, o, o)])
 
-    def dot(row, terms):
-        parts = [t if c == 1 else f"-{t}" if c == -1 else f"float32({float(c)!r}) * {t}"
-                 for c, t in zip(row, terms) if c != 0]
-        return " + ".join(parts) or "float32(0.0)"
-    lines = ["def t(d, out):"]
-    lines += [f"    e{o}_{j} = {dot(lmat[o], [f'd[{i}, {j}]' for i in range(i_n)])}"
-              for o in range(o_n) for j in range(i_n)]
-    lines += [f"    out[{o}, {p}] = {dot(lmat[p], [f'e{o}_{j}' for j in range(i_n)])}"
-              for o in range(o_n) for p in range(o_n)]
-    scope = {"float32": float32}
-    exec("\n".join(lines), scope)  # noqa: S102  (source built above from the constant tables only)
-    return cuda.jit(device=True, inline="always")(scope["t"])
+
+def _row_transform(lmat):
+    """Device function t(d, row, out): out[0, :] = row ``row`` (a run-time index) of L d L^T, as
+    _transform's straight-line code, one branch per row."""
+    lines = ["def t(d, row, out):"]
+    for o in range(lmat.shape[0]):
+        lines += [f"    {'if' if o == 0 else 'elif'} row == {o}:"] + _rows(lmat, o, 0, "        ")
+    return _device(lines)
 
 
 @cuda.jit(device=True, inline="always")
@@ -186,28 +211,81 @@ def _input_kernel(r: int):
     return input_v1
 
 
-def _filter_kernel(r: int):
-    a = r + M - 1
-    filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[2]
+def _filter_stage(r: int, nk: int, row: int):
+    """Device function stage(w, tile, src, src_step, kn, have) of the filter transform: a block's
+    nk x ``row`` floats of w (row i at src + i * src_step; only rows < kn and floats < have exist)
+    to tile[i * (row + 1) + j]; thread t takes element t + FT_KK FT_M j, R^2 per thread, (row, j)
+    carried without division."""
+    threads, pitch = FT_KK * FT_M, row + 1
+    step_kl, step_rem = divmod(threads, row)
 
-    def filter_v1(w, u_out, k_out, c_in, flip):
+    @cuda.jit(device=True, inline="always")
+    def stage(w, tile, src, src_step, kn, have):
+        kl = int32(cuda.threadIdx.x // row)
+        rem = int32(cuda.threadIdx.x - kl * row)
+        dst = int32(kl * pitch + rem)
+        at = int32(src + kl * src_step + rem)
+        at_step = int32(step_kl * src_step + step_rem)
+        at_wrap = int32(src_step - row)
+        for _ in range(r * r):
+            if kl < kn and rem < have:
+                tile[dst] = w[at]
+            kl = int32(kl + step_kl)
+            rem = int32(rem + step_rem)
+            dst = int32(dst + step_kl * pitch + step_rem)
+            at = int32(at + at_step)
+            if rem >= row:
+                rem = int32(rem - row)
+                kl = int32(kl + 1)
+                dst = int32(dst + 1)
+                at = int32(at + at_wrap)
+    return stage
+
+
+def _filter_kernel(r: int):
+    a, rr = r + M - 1, r * r
+    staged = FT_KK * FT_M * rr + FT_KK  # floats of the shared tile: either orientation's rows at their pitch
+    filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[2]
+    stage_w = _filter_stage(r, FT_M, FT_KK * rr)  # m = k, kk = c: FT_M rows of k, each FT_KK filters long
+    stage_flip = _filter_stage(r, FT_KK, FT_M * rr)  # m = c, kk = k: FT_KK rows of k, each FT_M filters long
+
+    def filter_v2(w, u_out, k_out, c_in, flip):
         """U[xi, k, c] = (G w[k, c] G^T)[xi] of a K x C x R x R filter; flip: of w[k, c] rotated by
-        180 degrees, at U[xi, c, k] (the forward weights of backward-data). Work: 2 (A R^2 + A^2 R)
-        FMAs per (k, c); traffic R^2 * 4 bytes in, A^2 * 4 bytes out."""
-        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
-        kc = int32(k_out * c_in)
-        if i >= kc:
+        180 degrees, at U[xi, c, k] (the forward weights of backward-data). U[xi, m, kk]: block
+        (x, y) takes kk in FT_KK x, m in FT_M y, thread kk fastest; its filters are first copied to
+        shared memory (_filter_stage: the tile's c range of one k is contiguous in w), rows at an odd
+        pitch so both orientations' reads (lanes R^2 or FT_M R^2 + 1 floats apart) are free of
+        conflicts. Work: 2 (A R^2 + A^2 R) FMAs per (k, c); traffic R^2 * 4 bytes in, A^2 * 4 bytes out."""
+        tile = cuda.shared.array(staged, float32)
+        kk0 = int32(cuda.blockIdx.x * FT_KK)
+        m0 = int32(cuda.blockIdx.y * FT_M)
+        if flip:
+            k0, c0, m_n, kk_n, pitch = kk0, m0, c_in, k_out, int32(FT_M * rr + 1)
+        else:
+            k0, c0, m_n, kk_n, pitch = m0, kk0, k_out, c_in, int32(FT_KK * rr + 1)
+        src = int32((k0 * c_in + c0) * rr)
+        kn = int32(k_out - k0)
+        have = int32((c_in - c0) * rr)  # the rows' floats inside w (c < C), or more
+        if flip:
+            stage_flip(w, tile, src, int32(c_in * rr), kn, have)
+        else:
+            stage_w(w, tile, src, int32(c_in * rr), kn, have)
+        cuda.syncthreads()
+        kkl = int32(cuda.threadIdx.x % FT_KK)
+        ml = int32(cuda.threadIdx.x // FT_KK)
+        m = int32(m0 + ml)
+        kk = int32(kk0 + kkl)
+        if m >= m_n or kk >= kk_n:
             return
-        f = int32(i * r * r)
+        f = int32(kkl * pitch + ml * rr) if flip else int32(ml * pitch + kkl * rr)
         d = cuda.local.array((r, r), float32)
         out = cuda.local.array((a, a), float32)
         for y in range(r):
             for z in range(r):
-                d[y, z] = w[f + (r * r - 1 - y * r - z if flip else y * r + z)]
+                d[y, z] = tile[f + (rr - 1 - y * r - z if flip else y * r + z)]
         filter_t(d, out)
-        k = int32(i // c_in)
-        store_a(u_out, int32(int32(i - k * c_in) * k_out + k) if flip else i, kc, out)
-    return filter_v1
+        store_a(u_out, int32(m * kk_n + kk), int32(k_out * c_in), out)
+    return filter_v2
 
 
 def _output_kernel(r: int):
@@ -255,49 +333,38 @@ def _wgrad_dy_kernel(r: int):
 
 def _wgrad_output_kernel(r: int):
     a = r + M - 1
-    aa = a * a
-    wgrad_t = _transform(matrices(r, r, M)[0])
+    row_t, load_a = _row_transform(matrices(r, r, M)[0]), _tile_access(a)[1]
 
-    def wgrad_output_v1(parts, dw, k_out, c_in, splits):
-        """dw[k, c] of each (k, c): AT m A, m the products M[split, xi, k, c] summed over the splits in
-        split order. Work: A^2 * splits adds and 2 (R A^2 + R^2 A) FMAs per (k, c); traffic
-        A^2 * splits * 4 bytes in, R^2 * 4 bytes out."""
+    def wgrad_output_v2(m_in, dw, k_out, c_in):
+        """dw[k, c, row] of each (k, c, row): row of AT m A, m the products M[xi, k, c] (their splits
+        already summed). Thread i = (k C + c) R + row: a warp's stores cover 32 R consecutive floats.
+        Work: 2 (A^2 + R A) FMAs per (k, c, row); traffic A^2 * 4 bytes in (each (k, c)'s read by its
+        R rows, cache-served), R * 4 bytes out."""
         i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
         kc = int32(k_out * c_in)
-        if i >= kc:
+        if i >= kc * r:
             return
-        split_step = int32(aa * kc)
+        j = int32(i // r)
         m = cuda.local.array((a, a), float32)
-        out = cuda.local.array((r, r), float32)
-        for u in range(a):
-            for v in range(a):
-                m[u, v] = float32(0.0)
-        off = i  # M[split, 0, k, c]
-        for _ in range(splits):
-            at = off
-            for u in range(a):
-                for v in range(a):
-                    m[u, v] += parts[at]
-                    at = int32(at + kc)
-            off = int32(off + split_step)
-        wgrad_t(m, out)
-        f = int32(i * r * r)
-        for y in range(r):
-            for z in range(r):
-                dw[f + y * r + z] = out[y, z]
-    return wgrad_output_v1
+        out = cuda.local.array((1, r), float32)
+        load_a(m_in, j, kc, m)
+        row_t(m, int32(i - j * r), out)
+        f = int32(i * r)
+        for z in range(r):
+            dw[f + z] = out[0, z]
+    return wgrad_output_v2
 
 
 conv2d_winograd_input_v1_r3 = _input_kernel(3)
 conv2d_winograd_input_v1_r5 = _input_kernel(5)
-conv2d_winograd_filter_v1_r3 = _filter_kernel(3)
-conv2d_winograd_filter_v1_r5 = _filter_kernel(5)
+conv2d_winograd_filter_v2_r3 = _filter_kernel(3)
+conv2d_winograd_filter_v2_r5 = _filter_kernel(5)
 conv2d_winograd_output_v1_r3 = _output_kernel(3)
 conv2d_winograd_output_v1_r5 = _output_kernel(5)
 conv2d_winograd_wgrad_dy_v1_r3 = _wgrad_dy_kernel(3)
 conv2d_winograd_wgrad_dy_v1_r5 = _wgrad_dy_kernel(5)
-conv2d_winograd_wgrad_output_v1_r3 = _wgrad_output_kernel(3)
-conv2d_winograd_wgrad_output_v1_r5 = _wgrad_output_kernel(5)
+conv2d_winograd_wgrad_output_v2_r3 = _wgrad_output_kernel(3)
+conv2d_winograd_wgrad_output_v2_r5 = _wgrad_output_kernel(5)
 
 
 def _grid(items: int, n_img: int = 1):
@@ -328,8 +395,8 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
     v = _input(x, padding, tp, tq, r, "dy" if flip else "x", stream)
     u = _empty((a * a * k, c, 1, 1), x, what="Winograd transform of w")
-    launch(f"conv2d_winograd_filter_v1_r{r}", _grid(k * c), _BLOCK, (w, u) + ((c, k) if flip else (k, c)) + (int(flip),),
-           stream)
+    launch(f"conv2d_winograd_filter_v2_r{r}", (cdiv(c, FT_KK), cdiv(k, FT_M), 1), (FT_KK * FT_M, 1, 1),
+           (w, u) + ((c, k) if flip else (k, c)) + (int(flip),), stream)
     prod = _empty((n, a * a * k, tp, tq), x, what="Winograd products")
     launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream, tile=conv_tile(k, n * tp * tq, a * a))
     launch(f"conv2d_winograd_output_v1_r{r}", _grid(k * tp * tq, n), _BLOCK,
@@ -340,8 +407,8 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
 def winograd_backward_weight(dw, dy, x, padding, stream=None):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4 x 4 tiles, their products summed
     over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM, split as
-    tiles.backward_weight_splits says), then AT m A summing the splits into dw. Shapes: dy (N, K, P, Q),
-    x (N, C, H, W), dw (K, C, R, R)."""
+    tiles.backward_weight_splits says, the splits added by sum_splits_v1), then AT m A into dw, a
+    thread per row. Shapes: dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
@@ -351,5 +418,8 @@ def winograd_backward_weight(dw, dy, x, padding, stream=None):
     m = _empty((a * a * k, c, 1, 1), dy, what="Winograd products")
     geo = _conv_geometry(v.shape, m.shape, (1, 1), (0, 0), (1, 1), a * a)
     parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, conv_tile(k, c, a * a, wgrad=True))
-    launch(f"conv2d_winograd_wgrad_output_v1_r{r}", _grid(k * c), _BLOCK, (parts, dw, k, c, splits), stream)
+    _sum_partials(m, parts, splits, stream)
+    threads = _cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK
+    launch(f"conv2d_winograd_wgrad_output_v2_r{r}", (cdiv(k * c * r, threads), 1, 1), (threads, 1, 1), (m, dw, k, c),
+           stream)
     return dw

@@ -318,9 +318,9 @@ def test_refusals(cp, case, why):
             call()
 
 
-def test_default_takes_winograd_for_3x3_in_fp32_only(cp):
-    """With conv_tile unset, fp32 3x3 stride-1 convolutions above the small-channel limit run by
-    Winograd (config.WINOGRAD_PASSES); 5x5 (opt-in), TF32, a forced tile and a small-channel shape do not."""
+def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
+    """With conv_tile unset, fp32 3x3 and 5x5 stride-1 convolutions above the small-channel limit run
+    by Winograd (config.WINOGRAD_PASSES); TF32, a forced tile and a small-channel shape do not."""
     rng = np.random.default_rng(5)
 
     def names(case, **settings):
@@ -333,9 +333,11 @@ def test_default_takes_winograd_for_3x3_in_fp32_only(cp):
             ops.conv2d_backward_weight(y, x, wt.shape, 1, pad, 1, 1)
         return t.launch_names
 
-    got = names((2, 5, 8, 8, 6, 3, 1))  # C*R*S = 45 > SMALLC
-    assert got.count("conv2d_winograd_input_v1_r3") == 3 and "conv2d_winograd_wgrad_output_v2_r3" in got, got
-    for case, settings in (((2, 5, 8, 8, 6, 5, 2), {}), ((2, 5, 8, 8, 6, 3, 1), {"tf32": True}),
+    for r, pad in ((3, 1), (5, 2)):  # C*R*S = 45, 125 > SMALLC
+        got = names((2, 5, 8, 8, 6, r, pad))
+        assert got.count(f"conv2d_winograd_input_v1_r{r}") == 3, got
+        assert f"conv2d_winograd_wgrad_output_v2_r{r}" in got, got
+    for case, settings in (((2, 5, 8, 8, 6, 3, 1), {"tf32": True}),
                            ((2, 5, 8, 8, 6, 3, 1), {"conv_tile": "t64x64"}), ((2, 3, 8, 8, 6, 3, 1), {})):
         got = names(case, **settings)
         assert not any(nm.startswith("conv2d_winograd") for nm in got), (case, settings, got)

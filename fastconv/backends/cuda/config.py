@@ -253,11 +253,12 @@ def winograd(r: int, s: int, stride, dilation, groups: int) -> bool:
 
 # The passes that run by Winograd by default (fp32, conv_tile unset), per filter size: on an H200
 # (benchmarks/conv_sweep.py at commit ecba0d3) it ran resnet.c2 / resnet.c4's 3x3 forward 1.26x / 1.41x,
-# backward-data 1.19x / 1.18x and backward-weight 1.60x / 1.79x faster than the GEMM. 5x5 stays opt-in:
-# lenet.conv2's forward ran 1.08x faster (for 3 more launches), its backward-data 0.93x, its
-# backward-weight 1.00x (A = 8 expands each tile 4-fold, against 2.25-fold at A = 6). TF32's GEMM beat
-# it on every row but resnet.c4 backward-weight (1.09x), so TF32 never takes it by default.
-WINOGRAD_PASSES = {3: ("forward", "backward_data", "backward_weight"), 5: ()}
+# backward-data 1.19x / 1.18x and backward-weight 1.60x / 1.79x faster than the GEMM. 5x5 (lenet.conv2)
+# since its products take config.winograd_tile (H100 sweep of d1de1c8): forward 1.18x, backward-data
+# 1.09x, backward-weight 1.01x faster than the GEMM, before the packed filter transform and the
+# per-row weight-gradient output transform took 17-35 us more off those passes. TF32's GEMM beat it
+# on every row but resnet.c4 backward-weight (1.09x), so TF32 never takes it by default.
+WINOGRAD_PASSES = {r: ("forward", "backward_data", "backward_weight") for r in WINOGRAD_TAPS}
 
 
 def use_winograd(conv_tile, tf32: bool, what: str, r: int, s: int, stride, dilation, groups: int,

@@ -196,11 +196,13 @@ def test_forward_fuses_bias_and_activation(cp, activation):
 @pytest.mark.parametrize("what", PASSES)
 def test_products_split_along_their_reduction(cp, what):
     """A forced 3-way split of the products' GEMM (backward-weight: 4 images x 16 tiles; forward
-    and backward-data: over 24 channels): summed by the output transform or the split-K reduce."""
+    and backward-data: over 24 channels): summed by the output transform, or in the GEMM launch by
+    its last block per output tile (given tile counters: its last argument)."""
     case = (4, 24, 14, 14, 24, 5, 2)
     with emu.trace() as t:
         _check(cp, what, case, splits=3)
-    splits = [rec for rec in t.launches if rec.name.startswith(("conv2d_winograd_wgrad_output", "conv2d_splitk"))]
+    splits = [rec for rec in t.launches if rec.name.startswith("conv2d_winograd_wgrad_output")
+              or "_v3_" in rec.name and rec.args[-1] is not None]
     assert splits, t.launch_names
     if what == "backward_weight":
         assert [int(rec.args[-1]) for rec in splits] == [3]

@@ -63,8 +63,8 @@ def kernel_times(cp, clock, call, args):
 
 
 def splitk_table(rows, a: str, b: str) -> str:
-    """The whole call's kernel-only time of each row under conv_splitk ``a`` and ``b`` (kernel_times
-    rows, both modes of a row adjacent) and their ratio."""
+    """The whole call's kernel-only time (us) of each row under conv_splitk ``a`` and ``b``, and their
+    ratio; ``rows`` as main records them."""
     total = {(r["row"], r["splitk"]): r["launches"][-1]["ms"] * 1000 for r in rows}
     lines = [f"{'row (us per call, kernel-only)':<34}{a:>12}{b:>12}{a + '/' + b:>20}"]
     for row in dict.fromkeys(r["row"] for r in rows):

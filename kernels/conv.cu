@@ -234,7 +234,8 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
         }
         for (int e = 0; e < per; ++e) {
             const unsigned i = j * per + e;
-            r[e] = splitk_out(r[e], has_bias ? b[(i / (unsigned)plane) % (unsigned)channels] : 0.f, has_bias, act, slope);
+            const float bv = has_bias ? b[(i / (unsigned)plane) % (unsigned)channels] : 0.f;
+            r[e] = splitk_out(r[e], bv, has_bias, act, slope);
         }
         if (vec)
             reinterpret_cast<float4*>(out)[j] = make_float4(r[0], r[1], r[2], r[3]);

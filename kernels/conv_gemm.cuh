@@ -406,13 +406,13 @@ __device__ __forceinline__ float splitk_out(float s, float b, int has_bias, int 
 // y[row_off(m) + col_off(n)] = act(sum_z ws[z][...] + bias[mg0 + m]) in z order, exactly as
 // conv2d_splitk_reduce_v1, over gemm_epilogue's rows and columns; y is 16-byte aligned (the launcher
 // sums in the kernel only then). Reading costs the last block splits * BM * BN * 4 bytes from L2.
-// Not inlined: inlined, it changed how ptxas scheduled the main loops before it (sm_90, tests/conv_sass.py:
-// the TF32 t128x64 backward-weight loop 340 -> 396 instructions); called, the loops stay within
-// 2-9 instructions of their length without it.
+// Not inlined: inlined, it changed how ptxas scheduled the main loops before it (sm_90,
+// tests/conv_sass.py: the TF32 t128x64 backward-weight loop 340 -> 396 instructions); called, the
+// loops stay within 2-9 instructions of their length without it.
 template <class T, class ColOff>
 __device__ __noinline__ void splitk_last_block(const ColOff& col_of, int m0, int n0, int Mg, int mg0, int rstride,
-                                                  const float* ws, i64 slice, int splits, unsigned* count, float* y,
-                                                  const float* bias, int has_bias, int act, float slope) {
+                                               const float* ws, i64 slice, int splits, unsigned* count, float* y,
+                                               const float* bias, int has_bias, int act, float slope) {
     __threadfence();  // this thread's partials are visible device-wide before the block is counted
     __syncthreads();
     const unsigned tile = (blockIdx.z / splits * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
@@ -434,7 +434,8 @@ __device__ __noinline__ void splitk_last_block(const ColOff& col_of, int m0, int
         } else {
 #pragma unroll
             for (int j = 0; j < 4; ++j)
-                if (co[j] >= 0) y[row + co[j]] = splitk_out(splitk_sum(ws + row + co[j], slice, splits), bv, has_bias, act, slope);
+                if (co[j] >= 0)
+                    y[row + co[j]] = splitk_out(splitk_sum(ws + row + co[j], slice, splits), bv, has_bias, act, slope);
         }
     }
 }

@@ -64,7 +64,8 @@ def _oracle(what, operands, hyper, activation):
     x, w, b, dy = operands
     if what == "forward":
         y = ref.conv2d_forward(x, w, b, *hyper)
-        return {None: y, "relu": np.maximum(y, 0), "leaky_relu": np.where(y > 0, y, 0.2 * y), "tanh": np.tanh(y)}[activation]
+        acts = {None: y, "relu": np.maximum(y, 0), "leaky_relu": np.where(y > 0, y, 0.2 * y), "tanh": np.tanh(y)}
+        return acts[activation]
     if what == "backward_data":
         return ref.conv2d_backward_data(dy, w, x.shape, *hyper)
     return ref.conv2d_backward_weight(dy, x, w.shape, *hyper)

@@ -374,3 +374,68 @@ __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc
         __syncthreads();
     }
 }
+
+// Split-K: the sum over `splits` workspace slices `slice` floats apart of one output at p (float4:
+// 4 consecutive outputs), in z order, read through L2 (__ldcg: other blocks of the same launch may
+// have written them), and the output act(sum + bias). conv2d_splitk_reduce_v1 and splitk_last_block
+// both use these, so the two give the same bits.
+__device__ __forceinline__ float splitk_sum(const float* p, i64 slice, int splits) {
+    float s = __ldcg(p);
+    for (int z = 1; z < splits; ++z) s += __ldcg(p + z * slice);
+    return s;
+}
+__device__ __forceinline__ float4 splitk_sum4(const float* p, i64 slice, int splits) {
+    float4 s = __ldcg(reinterpret_cast<const float4*>(p));
+    for (int z = 1; z < splits; ++z) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(p + z * slice));
+        s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+    }
+    return s;
+}
+__device__ __forceinline__ float splitk_out(float s, float b, int has_bias, int act, float slope) {
+    return conv_act(has_bias ? s + b : s, act, slope);
+}
+
+// Split-K summed inside the GEMM launch ("serial split-K"; the launcher passes tile counters): every
+// split block of an output tile has written its partial to its slice ws[z] (gemm_epilogue), fences
+// those stores and counts itself in count[tile], where tile numbers (blockIdx.x, blockIdx.y, the
+// grid-z slice / splits). atomicInc wraps the counter to 0 at the splits-th arrival, so the counters
+// are zero again after every launch (the next launch and each CUDA graph replay start from zero;
+// launches sharing counters must not overlap: the launcher's counters, like its workspace, belong to
+// one call on one stream). The block that arrives last reads the tile's slices and writes
+// y[row_off(m) + col_off(n)] = act(sum_z ws[z][...] + bias[mg0 + m]) in z order, exactly as
+// conv2d_splitk_reduce_v1, over gemm_epilogue's rows and columns; y is 16-byte aligned (the launcher
+// sums in the kernel only then). Reading costs the last block splits * BM * BN * 4 bytes from L2.
+// Not inlined: inlined, it changed how ptxas scheduled the main loops before it (sm_90,
+// tests/conv_sass.py: the TF32 t128x64 backward-weight loop 340 -> 396 instructions); called, the
+// loops stay within 2-9 instructions of their length without it.
+template <class T, class ColOff>
+__device__ __noinline__ void splitk_last_block(const ColOff& col_of, int m0, int n0, int Mg, int mg0, int rstride,
+                                               const float* ws, i64 slice, int splits, unsigned* count, float* y,
+                                               const float* bias, int has_bias, int act, float slope) {
+    __threadfence();  // this thread's partials are visible device-wide before the block is counted
+    __syncthreads();
+    const unsigned tile = (blockIdx.z / splits * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+    if (!__syncthreads_or(threadIdx.x == 0 && atomicInc(count + tile, splits - 1) == (unsigned)(splits - 1))) return;
+    __threadfence();  // the other blocks' partials are read after their counts
+    constexpr int CPR = T::BN / 4, RPP = T::NT / CPR;
+    int co[4];
+    col_of(n0 + threadIdx.x % CPR * 4, co);
+    const bool vec = co[0] >= 0 && co[1] == co[0] + 1 && co[2] == co[0] + 2 && co[3] == co[0] + 3 &&
+                     (co[0] & 3) == 0 && (rstride & 3) == 0 && (slice & 3) == 0;
+    for (int m = m0 + threadIdx.x / CPR; m < m0 + T::BM && m < Mg; m += RPP) {
+        const i64 row = (mg0 + m) * (i64)rstride;
+        const float bv = has_bias ? bias[mg0 + m] : 0.f;
+        if (vec) {
+            const float4 s = splitk_sum4(ws + row + co[0], slice, splits);
+            *reinterpret_cast<float4*>(y + row + co[0]) =
+                make_float4(splitk_out(s.x, bv, has_bias, act, slope), splitk_out(s.y, bv, has_bias, act, slope),
+                            splitk_out(s.z, bv, has_bias, act, slope), splitk_out(s.w, bv, has_bias, act, slope));
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+                if (co[j] >= 0)
+                    y[row + co[j]] = splitk_out(splitk_sum(ws + row + co[j], slice, splits), bv, has_bias, act, slope);
+        }
+    }
+}

@@ -19,6 +19,9 @@
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
 #           alone, with the heuristic's configuration (fp32 and TF32) and with Winograd -> $OUT/kernels.log
+#   splitk  benchmarks/kernel_times.py --splitk last_block reduce: the split rows (lenet.conv2, dcgan.d2,
+#           dcgan.d3, resnet.c4; fp32 and TF32) with split-K summed in the GEMM launch and by the reduce
+#           launch, each launch and the whole call, then the totals side by side -> $OUT/splitk.log
 #   ncu     Nsight Compute (when the machine has it) on the lenet.conv2 backward-weight and backward-data
 #           GEMMs, the TF32 resnet.c4 forward and dcgan.d3 backward-data and the Winograd lenet.conv2
 #           forward (bank conflicts included) -> $OUT/ncu.log
@@ -77,6 +80,9 @@ want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --w
 want kernels && step kernels 90 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 --tile winograd"
+want splitk && step splitk 150 splitk.log bash -c "\"$PY\" benchmarks/kernel_times.py --splitk last_block reduce \
+    --rows lenet.conv2 dcgan.d2 dcgan.d3 resnet.c4 \
+    && \"$PY\" benchmarks/kernel_times.py --tf32 --splitk last_block reduce --rows lenet.conv2 dcgan.d2 dcgan.d3 resnet.c4"
 want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)

@@ -18,7 +18,7 @@
 # STEPS="..." picks the steps (default: gpu_tests conv bench steps). More are off by default:
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
-#           alone, with the heuristic's configuration (fp32 and TF32) and with Winograd -> $OUT/kernels.log
+#           alone, with the heuristic's configuration, fp32 and TF32 -> $OUT/kernels.log
 #   splitk  benchmarks/kernel_times.py --splitk last_block reduce: the split rows (lenet.conv2, dcgan.d2,
 #           dcgan.d3, resnet.c4; fp32 and TF32) with split-K summed in the GEMM launch and by the reduce
 #           launch, each launch and the whole call, then the totals side by side -> $OUT/splitk.log
@@ -77,14 +77,13 @@ wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
 want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
+want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
+    --json "$OUT/gpu_table.json"
 want kernels && step kernels 90 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
-    && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3 \
-    && \"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 --tile winograd"
+    && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3"
 want splitk && step splitk 150 splitk.log bash -c "\"$PY\" benchmarks/kernel_times.py --splitk last_block reduce \
     --rows lenet.conv2 dcgan.d2 dcgan.d3 resnet.c4 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --splitk last_block reduce --rows lenet.conv2 dcgan.d2 dcgan.d3 resnet.c4"
-want bench && step bench 80 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
-    --json "$OUT/gpu_table.json"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 24 \
     -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3_t64x128k16|conv2d_backward_data_v3" \

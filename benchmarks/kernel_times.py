@@ -5,12 +5,9 @@ kernel-only time. For multi-kernel paths (Winograd's transforms, products and ou
 weight packing and split-K reduce around a GEMM) it shows which launch to work on.
 
     python benchmarks/kernel_times.py [--rows lenet.conv2 "resnet.c4 backward_weight"] [--tile winograd]
-                                      [--tf32] [--splitk last_block reduce] [--reps 5] [--warmup 2]
-                                      [--graph-calls 10] [--json FILE] [--once]
+                                      [--tf32] [--reps 5] [--warmup 2] [--graph-calls 10] [--json FILE] [--once]
 
---once runs each row's call once and times nothing: the run a profiler (ncu) looks at. --splitk times
-each row under each conv_splitk setting named (who sums a split GEMM: its own last block per output
-tile, or the reduce launch) and, given two, ends with a table of the whole calls' times side by side.
+--once runs each row's call once and times nothing: the run a profiler (ncu) looks at.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from shapes import CONV_SHAPES  # noqa: E402
 from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv import plan, settings  # noqa: E402
+from fastconv import plan  # noqa: E402
 
 
 def launches(call):
@@ -62,17 +59,6 @@ def kernel_times(cp, clock, call, args):
     return out + [("total", None, None, timed(call))]
 
 
-def splitk_table(rows, a: str, b: str) -> str:
-    """The whole call's kernel-only time (us) of each row under conv_splitk ``a`` and ``b``, and their
-    ratio; ``rows`` as main records them."""
-    total = {(r["row"], r["splitk"]): r["launches"][-1]["ms"] * 1000 for r in rows}
-    lines = [f"{'row (us per call, kernel-only)':<34}{a:>12}{b:>12}{a + '/' + b:>20}"]
-    for row in dict.fromkeys(r["row"] for r in rows):
-        ta, tb = total[row, a], total[row, b]
-        lines.append(f"{row:<34}{ta:>12.1f}{tb:>12.1f}{ta / tb:>20.3f}")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", nargs="+", default=["lenet.conv2", "resnet.c4"], metavar="PREFIX",
@@ -82,8 +68,6 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--graph-calls", type=int, default=10)
     ap.add_argument("--tf32", action="store_true", help="the tf32 setting on")
-    ap.add_argument("--splitk", nargs="+", choices=settings.SPLITK, default=[settings.Settings.conv_splitk],
-                    help="time each row under each of these conv_splitk settings (default: the default setting)")
     ap.add_argument("--once", action="store_true", help="call each row once, time nothing (for a profiler)")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
@@ -93,24 +77,21 @@ def main(argv=None) -> int:
         return 2
     import cupy as cp
     clock, rng, rows = EventClock(cp), np.random.default_rng(0), []
-    for name, shape in CONV_SHAPES.items():
-        for ps, call in calls(cp, shape, rng).items():
-            if not f"{name} {ps}".startswith(tuple(args.rows)):
-                continue
-            for mode in args.splitk:
-                with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32, conv_splitk=mode):
-                    if args.once:
-                        call()
-                        cp.cuda.Device().synchronize()
-                        continue
-                    res = kernel_times(cp, clock, call, args)
-                rows.append({"row": f"{name} {ps}", "tile": args.tile, "tf32": args.tf32, "splitk": mode, "launches": [
+    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32):
+        for name, shape in CONV_SHAPES.items():
+            for ps, call in calls(cp, shape, rng).items():
+                if not f"{name} {ps}".startswith(tuple(args.rows)):
+                    continue
+                if args.once:
+                    call()
+                    cp.cuda.Device().synchronize()
+                    continue
+                res = kernel_times(cp, clock, call, args)
+                rows.append({"row": f"{name} {ps}", "tile": args.tile, "launches": [
                     {"kernel": k, "grid": g, "block": b, "ms": ms} for k, g, b, ms in res]})
-                print(f"{name} {ps} (conv_tile {args.tile}, tf32 {args.tf32}, conv_splitk {mode}):")
+                print(f"{name} {ps} (conv_tile {args.tile}, tf32 {args.tf32}):")
                 for k, g, b, ms in res:
                     print(f"  {k:<44}{str(g or ''):>18}{str(b or ''):>8}{ms * 1000:>10.1f} us")
-    if len(args.splitk) == 2 and rows:
-        print(splitk_table(rows, *args.splitk))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
     return 0

@@ -17,10 +17,6 @@
 - ``conv_splits`` [None]: the split-K count of the v3 core's GEMMs, picked per call
   (``config.conv_splits``) when None; else a forced count >= 1 (rounded so that every slice is
   whole BK tiles, and at most one slice per 8 reduction elements) — for tuning sweeps.
-- ``conv_splitk`` ["last_block"]: who sums the slices of a split v3 GEMM (fewer than
-  ``config.REDUCE_WARP_SPLITS`` of them): "last_block", the last block of each output tile to
-  finish, inside the GEMM launch; "reduce", a second launch (conv2d_splitk_reduce_v1). The same bits
-  either way; a switch for benchmarks (``benchmarks/kernel_times.py --splitk``).
 - ``winograd_tile`` [None]: the v3 tile of the cupy family's Winograd product GEMMs (a 1x1
   convolution in A^2 groups per pass), picked per call (``config.winograd_tile``) when None; else
   one of ``CONV_TILES`` — for tuning sweeps. The conv_splits setting splits those GEMMs too.
@@ -48,7 +44,6 @@ import dataclasses
 import os
 
 FAMILIES = ("cupy", "numba")
-SPLITK = ("last_block", "reduce")  # the conv_splitk values
 ENV_KERNELS = "FASTCONV_KERNELS"
 ENV_TF32 = "FASTCONV_TF32"
 PRECISIONS = ("fp32", "tf32")
@@ -61,7 +56,6 @@ class Settings:
     conv_version: int = 3
     conv_tile: str | None = None
     conv_splits: int | None = None
-    conv_splitk: str = "last_block"
     winograd_tile: str | None = None
     pool_variant: str | None = None
     tf32: bool = False
@@ -126,8 +120,6 @@ def _checked(s: Settings) -> Settings:
     if s.conv_splits is not None and (isinstance(s.conv_splits, bool) or not isinstance(s.conv_splits, int)
                                       or not 1 <= s.conv_splits <= 65535):
         raise ValueError(f"conv_splits: got {s.conv_splits!r}, expected None or an int in [1, 65535]")
-    if s.conv_splitk not in SPLITK:
-        raise ValueError(f"conv_splitk: got {s.conv_splitk!r}, expected one of {', '.join(map(repr, SPLITK))}")
     return s
 
 
@@ -135,8 +127,7 @@ def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
     Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits,
-    conv_splitk, winograd_tile, pool_variant, tf32); an unknown name or a bad value raises before
-    anything changes.
+    winograd_tile, pool_variant, tf32); an unknown name or a bad value raises before anything changes.
     """
     global _current
     fields = {f.name for f in dataclasses.fields(Settings)}

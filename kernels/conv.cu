@@ -20,14 +20,9 @@
 //       a STAGES-deep pipeline, 8x8 outputs per thread in warp tiles (fp32), and an epilogue
 //       staged through shared memory that stores float4
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
-//       Split-K (grid z) writes partial outputs to a workspace [splits][output]. With fewer than
-//       the launcher's REDUCE_WARP_SPLITS splits (and the conv_splitk setting "last_block", the
-//       default), the last block of each output tile to finish sums the tile's slices inside the
-//       same launch (splitk_last_block in conv_gemm.cuh, arrivals counted in per-tile counters the
-//       launcher passes); else conv2d_splitk_reduce_v1 (a few splits: a thread per 4 outputs) or
-//       _v2 (many: warps share the splits of 32 outputs) sums them in a second launch. Either is
-//       deterministic (the order depends on splits only; _v1 and the in-kernel sum add in z order,
-//       the same bits), then adds bias/activation.
+//       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
+//       conv2d_splitk_reduce_v1 (a few splits: a thread per 4 outputs) or _v2 (many: warps share the
+//       splits of 32 outputs) sums (deterministic: the order depends on splits only), then adds bias/activation.
 //       Tiles (suffix _tBMxBN) and their __launch_bounds__: the CONV_V3_KERNELS lines below;
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
@@ -239,8 +234,7 @@ CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4
 // consecutive outputs in z order with 16-byte loads and stores (vec = 1: total % 4 == 0; else one
-// output per thread): splitk_sum, as the GEMM kernels' own split-K sum (splitk_last_block), so both
-// give the same bits. The launcher checks total <= INT32_LIMIT.
+// output per thread). The launcher checks total <= INT32_LIMIT.
 // Work: splits*total adds; traffic (splits + 1) * total * 4 B.
 extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, int total, int splits,
@@ -249,15 +243,19 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
     GRID_STRIDE32(j, total / per) {
         float r[4];
         if (vec) {
-            const float4 s = splitk_sum4(ws + (i64)j * 4, total, splits);
+            float4 s = reinterpret_cast<const float4*>(ws)[j];
+            for (int z = 1; z < splits; ++z) {
+                const float4 v = reinterpret_cast<const float4*>(ws + (i64)z * total)[j];
+                s.x += v.x; s.y += v.y; s.z += v.z; s.w += v.w;
+            }
             r[0] = s.x; r[1] = s.y; r[2] = s.z; r[3] = s.w;
         } else {
-            r[0] = splitk_sum(ws + j, total, splits);
+            r[0] = ws[j];
+            for (int z = 1; z < splits; ++z) r[0] += ws[(i64)z * total + j];
         }
         for (int e = 0; e < per; ++e) {
             const unsigned i = j * per + e;
-            const float bv = has_bias ? b[(i / (unsigned)plane) % (unsigned)channels] : 0.f;
-            r[e] = splitk_out(r[e], bv, has_bias, act, slope);
+            r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
         }
         if (vec)
             reinterpret_cast<float4*>(out)[j] = make_float4(r[0], r[1], r[2], r[3]);

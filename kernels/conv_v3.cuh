@@ -4,9 +4,7 @@
 #pragma once
 
 // v3: the implicit-GEMM core. Grid: x = column tiles, y = row tiles, z = (phase,) group, split.
-// out is the result (splits == 1: bias and activation fused) or the workspace [splits][result];
-// given tile_count (split only), the last block of each output tile to finish sums the workspace
-// into the result y (splitk_last_block: bias and activation there), else y is unused (null).
+// out is the result (splits == 1: bias and activation fused) or the workspace [splits][result].
 
 __device__ __forceinline__ int split_end(int kbeg, int chunk, int kred) { return min(kred, kbeg + chunk); }
 
@@ -26,8 +24,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
                                             int ph, int pw, int dh, int dw, int G, int has_bias, int act, float slope,
-                                            int splits, int chunk, float* __restrict__ y,
-                                            unsigned* __restrict__ tile_count) {
+                                            int splits, int chunk) {
     float* smem = conv_smem<T>();
     const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
     const int Cg = C / G, Kg = K / G, Kp = (Kg + 3) & ~3, PQ = P * Q, npq = N * PQ, crs = Cg * R * S;
@@ -51,9 +48,6 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const i64 zoff = (i64)z * N * KPQ;
     gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
                      fused ? act : 0, slope);
-    if (tile_count)
-        splitk_last_block<T>(col_of, m0, n0, Kg, g * Kg, PQ, out, (i64)N * KPQ, splits, tile_count, y, b, has_bias, act,
-                             slope);
 }
 
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
@@ -62,8 +56,7 @@ template <class T>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
-                                                 int G, int splits, int chunk, int krs_max, float* __restrict__ y,
-                                                 unsigned* __restrict__ tile_count) {
+                                                 int G, int splits, int chunk, int krs_max) {
     float* smem = conv_smem<T>();
     const int zs = blockIdx.z % splits, gp = blockIdx.z / splits, g = gp % G, phase = gp / G;
     const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
@@ -90,8 +83,6 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     };
     const i64 zoff = (i64)zs * N * CHW;
     gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
-    if (tile_count)
-        splitk_last_block<T>(col_of, m0, n0, Cg, g * Cg, HW, out, (i64)N * CHW, splits, tile_count, y, wp, 0, 0, 0.f);
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
@@ -100,8 +91,7 @@ template <class T>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                    int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
-                                                   int G, int splits, int chunk, float* __restrict__ y,
-                                                   unsigned* __restrict__ tile_count) {
+                                                   int G, int splits, int chunk) {
     float* smem = conv_smem<T>();
     const int g = blockIdx.z / splits, z = blockIdx.z - g * splits;
     const int Cg = C / G, Kg = K / G, crs = Cg * R * S, npq = N * P * Q;
@@ -120,8 +110,6 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     };
     const i64 zoff = (i64)z * K * crs;
     gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
-    if (tile_count)
-        splitk_last_block<T>(col_of, m0, n0, Kg, g * Kg, crs, out, (i64)K * crs, splits, tile_count, y, dy, 0, 0, 0.f);
 }
 
 #define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
@@ -138,21 +126,19 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
-                                int splits, int chunk, int has_bias, int act, float slope,                 \
-                                float* __restrict__ y, unsigned* __restrict__ tile_count) {                \
-        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk, y, tile_count); \
+                                int splits, int chunk, int has_bias, int act, float slope) {               \
+        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
-                                      int krs_max, float* __restrict__ y, unsigned* __restrict__ tile_count) { \
-        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max, y, tile_count);      \
+                                      int krs_max) {                                                       \
+        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
-                                        float* __restrict__ out, CONV_ARGS, int splits, int chunk,         \
-                                        float* __restrict__ y, unsigned* __restrict__ tile_count) {        \
-        conv_bwd_weight_v3<TILE>(dy, x, out, CONV_PASS, splits, chunk, y, tile_count);               \
+                                        float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
+        conv_bwd_weight_v3<TILE>(dy, x, out, CONV_PASS, splits, chunk);                              \
     }
 // The v3 entry points of one tile, fp32 (FFMA) ...
 #define CONV_V3_KERNELS(SUFFIX, ...)              \

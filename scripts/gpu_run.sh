@@ -19,9 +19,6 @@
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
 #           alone, with the heuristic's configuration, fp32 and TF32 -> $OUT/kernels.log
-#   splitk  benchmarks/kernel_times.py --splitk last_block reduce: the split rows (lenet.conv2, dcgan.d2,
-#           dcgan.d3, resnet.c4; fp32 and TF32) with split-K summed in the GEMM launch and by the reduce
-#           launch, each launch and the whole call, then the totals side by side -> $OUT/splitk.log
 #   ncu     Nsight Compute (when the machine has it) on the lenet.conv2 backward-weight and backward-data
 #           GEMMs, the TF32 resnet.c4 forward and dcgan.d3 backward-data and the Winograd lenet.conv2
 #           forward (bank conflicts included) -> $OUT/ncu.log
@@ -71,7 +68,7 @@ want augment && { step augment 200 augment.log "$PY" benchmarks/augment_table.py
     --seeds 0 1 2 --gan-iterations 1500 --cnn-steps 600 --gen-per-class 500 --out "$RUNS/augment";
     cp "$RUNS/augment/accuracy.png" "$OUT/augment.png" 2>/dev/null; cp "$RUNS/augment/results.json" "$OUT/augment.json" 2>/dev/null; } &
 # every test marked gpu (the cupy/numba cases of tests/ops, tests/gpu, the CPU layer's GPU cross-check)
-want gpu_tests && step gpu_tests 170 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
+want gpu_tests && step gpu_tests 240 gpu_tests.log "$PY" -m pytest -m gpu tests -q -p no:cacheprovider \
     -n "${GPU_TEST_WORKERS:-4}" --maxfail 30 -rf
 wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
@@ -81,9 +78,6 @@ want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 -
     --json "$OUT/gpu_table.json"
 want kernels && step kernels 90 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3"
-want splitk && step splitk 150 splitk.log bash -c "\"$PY\" benchmarks/kernel_times.py --splitk last_block reduce \
-    --rows lenet.conv2 dcgan.d2 dcgan.d3 resnet.c4 \
-    && \"$PY\" benchmarks/kernel_times.py --tf32 --splitk last_block reduce --rows lenet.conv2 dcgan.d2 dcgan.d3 resnet.c4"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 24 \
     -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3_t64x128k16|conv2d_backward_data_v3" \

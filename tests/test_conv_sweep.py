@@ -107,24 +107,3 @@ def test_kernel_times_lists_each_launch_of_a_call():
     assert names[:2] == ["conv2d_winograd_input_v1_r3", "conv2d_winograd_filter_v2_r3"]
     assert names[2].startswith("conv2d_forward_v3_t") and names[3:] == ["conv2d_winograd_output_v1_r3", "total"], res
     assert all(ms > 0 for *_, ms in res)
-
-
-def test_kernel_times_both_split_k_ways():
-    """kernel_times under each conv_splitk setting on the CPU layer: a split forward is its GEMM
-    launch alone (its last blocks sum the split) or the GEMM then the reduce; splitk_table puts the
-    whole calls' times side by side."""
-    import kernel_times
-    rows = []
-    with emu.activate() as cp:
-        fns = conv_sweep.calls(cp, (2, 16, 6, 6, 8, 4, 4, 1, 1), np.random.default_rng(0))
-        for mode in ("last_block", "reduce"):
-            with fastconv.using(conv_tile="t64x64", conv_splits=2, conv_splitk=mode):
-                res = kernel_times.kernel_times(cp, timing.HostClock(), fns["forward"], ARGS)
-            rows.append({"row": "x forward", "splitk": mode, "launches": [{"kernel": r[0], "ms": r[3]} for r in res]})
-    gemm = ["conv2d_pack_forward_v1", "conv2d_forward_v3_t64x64"]
-    assert [r["kernel"] for r in rows[0]["launches"]] == gemm + ["total"], rows[0]
-    assert [r["kernel"] for r in rows[1]["launches"]] == gemm + ["conv2d_splitk_reduce_v1", "total"], rows[1]
-    table = kernel_times.splitk_table(rows, "last_block", "reduce").splitlines()
-    ratio = rows[0]["launches"][-1]["ms"] / rows[1]["launches"][-1]["ms"]
-    assert len(table) == 2 and table[1].split()[:2] == ["x", "forward"]
-    assert float(table[1].split()[-1]) == round(ratio, 3)

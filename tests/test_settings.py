@@ -58,8 +58,7 @@ def test_configure_returns_the_settings_before():
     ({"winograd_tile": "winograd"}, ValueError, ("winograd_tile: got 'winograd'", "expected None or one of")),
     ({"conv_splits": 0}, ValueError, ("conv_splits: got 0", "expected None or an int in [1, 65535]")),
     ({"conv_splits": 2.0}, ValueError, ("conv_splits: got 2.0", "expected None or an int in [1, 65535]")),
-    ({"conv_splitk": "atomic"}, ValueError, ("conv_splitk: got 'atomic'", "expected one of 'last_block', 'reduce'")),
-    ({"colour": "red"}, TypeError, ("colour: not a setting", "expected one of conv_splitk, conv_splits, conv_tile, conv_version")),
+    ({"colour": "red"}, TypeError, ("colour: not a setting", "expected one of conv_splits, conv_tile, conv_version")),
 ])
 def test_bad_settings_name_the_setting_and_change_nothing(changes, exc, parts):
     before = settings.current()

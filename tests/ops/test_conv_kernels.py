@@ -24,17 +24,6 @@ TILES = list(cfg.CONV_TILES)
 ACTS = {"relu": lambda v: np.maximum(v, 0), "leaky_relu": lambda v: np.where(v > 0, v, 0.2 * v), "tanh": np.tanh}
 
 
-def _names(t):
-    """The kernels a trace launched, with "splitk_last_block" after each v3 GEMM launch given tile
-    counters (its last argument): the last block of each output tile summed the split in the kernel."""
-    names = []
-    for rec in t.launches:
-        names.append(rec.name)
-        if "_v3_" in rec.name and rec.args[-1] is not None:
-            names.append("splitk_last_block")
-    return names
-
-
 @pytest.fixture(scope="module")
 def cp():
     with emu.activate() as stand_in:
@@ -74,8 +63,8 @@ def _run(cp, what, case, *, tile=None, version=3, activation=None, seed=0, tf32=
         mag = {"forward": lambda: ref.conv2d_forward(ax, aw, None, *hyper),
                "backward_data": lambda: ref.conv2d_backward_data(ady, aw, x.shape, *hyper),
                "backward_weight": lambda: ref.conv2d_backward_weight(ady, ax, wt.shape, *hyper)}[what]()
-        return cp.asnumpy(out), want, _names(t), mag
-    return cp.asnumpy(out), want, _names(t)
+        return cp.asnumpy(out), want, t.launch_names, mag
+    return cp.asnumpy(out), want, t.launch_names
 
 
 def _check(cp, what, case, **kw):
@@ -116,7 +105,7 @@ def test_split_k(cp, what):
     # backward-weight, N*P*Q = 1024 (> 2 * WGRAD_CHUNK)
     case = (16, 2, 8, 8, 2, 3, 3, 1, 1, 1, 1) if what == "backward_weight" else (1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1)
     names = _check(cp, what, case, tile="t64x64")
-    assert "splitk_last_block" in names, names
+    assert "conv2d_splitk_reduce_v1" in names, names
 
 
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
@@ -127,7 +116,7 @@ def test_forced_split_count(cp, what):
     with fastconv.using(conv_splits=3), emu.trace() as t:
         names = _check(cp, what, case, tile="t64x64")
     gemm = [rec for rec in t.launches if rec.name == f"conv2d_{what}_v3_t64x64"]
-    assert "splitk_last_block" in names and [rec.grid[2] for rec in gemm] == [3], names
+    assert "conv2d_splitk_reduce_v1" in names and [rec.grid[2] for rec in gemm] == [3], names
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -139,7 +128,7 @@ def test_every_tile_split_across_row_tiles(cp, tile):
     for what in ("forward", "backward_data", "backward_weight"):
         with fastconv.using(conv_splits=3):
             names = _check(cp, what, (2, 12, 9, 11, 10, 3, 3, (2, 1), (1, 1), (1, 2), 2), tile=tile)
-        assert f"conv2d_{what}_v3_{tile}" in names and "splitk_last_block" in names, names
+        assert f"conv2d_{what}_v3_{tile}" in names and "conv2d_splitk_reduce_v1" in names, names
         names = _check(cp, what, (1, 5, 6, 7, 70, 3, 3, 1, 1, 1, 1), tile=tile)
         assert f"conv2d_{what}_v3_{tile}" in names, names
 
@@ -157,7 +146,7 @@ def test_many_splits_share_warps(cp):
 def test_fused_bias_and_activation(cp, activation, split):
     case = (1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1) if split else (2, 6, 7, 6, 10, 3, 3, 1, 1, 1, 1)
     names = _check(cp, "forward", case, tile="t64x64", activation=activation)
-    assert ("splitk_last_block" in names) == split, names
+    assert ("conv2d_splitk_reduce_v1" in names) == split, names
 
 
 def test_unknown_activation_is_refused(cp):
@@ -287,7 +276,7 @@ def test_tf32_within_its_rounding_bound(cp, what, tile):
         split = case == TF32_SPLIT
         out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True, splits=3 if split else None)
         assert f"conv2d_{what}_v3_tf32_{tile}" in names, names
-        assert not split or "splitk_last_block" in names, names
+        assert not split or "conv2d_splitk_reduce_v1" in names, names
         assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
         err = np.abs(out.astype(np.float64) - want)
         assert (err <= bound * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (bound * mag)).max()}"
@@ -422,13 +411,12 @@ def test_tf32_cli_flag(monkeypatch):
 @pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
 def test_conv_passes_replay_from_a_cuda_graph(cp, what, monkeypatch):
     """benchmarks/conv_table.py and gpu_table.py time kernels as a captured CUDA graph
-    (benchmarks/timing.py): every path's launches (packing, split-K workspace and tile counters,
-    phases) capture without a sync and replay to the same result into the buffers captured, again on
-    a second replay (the counters are zero again after each)."""
+    (benchmarks/timing.py): every path's launches (packing, split-K workspace and reduce, phases)
+    capture without a sync and replay to the same result into the buffers captured."""
     from pathlib import Path
     monkeypatch.syspath_prepend(str(Path(__file__).parents[2] / "benchmarks"))
     import timing
-    case = (6, 8, 6, 6, 8, 4, 4, 2, 1, 1, 1)   # four phases; split-K forced
+    case = (6, 8, 6, 6, 8, 4, 4, 2, 1, 1, 1)   # split-K and four phases
     rng = np.random.default_rng(9)
     x = rng.standard_normal(case[:4]).astype(np.float32)
     w = rng.standard_normal((8, 8, 4, 4)).astype(np.float32)
@@ -441,12 +429,9 @@ def test_conv_passes_replay_from_a_cuda_graph(cp, what, monkeypatch):
         "backward_weight": (lambda: ops.conv2d_backward_weight(gdy, gx, w.shape, 2, 1),
                             ref.conv2d_backward_weight(dy, x, w.shape, 2, 1)),
     }[what]
-    with fastconv.using(conv_splits=3), emu.trace() as t:
-        graph = timing.CupyGraph(cp, fn, calls=2)
-    assert "splitk_last_block" in _names(t), t.launch_names
+    graph = timing.CupyGraph(cp, fn, calls=2)
     out = graph.keep[-1]
-    for _ in range(2):
-        out.fill(np.nan)
-        graph.replay()
-        graph.stream.synchronize()
-        assert_close(cp.asnumpy(out), want, F32_TOL, f"{what} replayed")
+    out.fill(np.nan)
+    graph.replay()
+    graph.stream.synchronize()
+    assert_close(cp.asnumpy(out), want, F32_TOL, f"{what} replayed")

@@ -196,16 +196,19 @@ def test_forward_fuses_bias_and_activation(cp, activation):
 @pytest.mark.parametrize("what", PASSES)
 def test_products_split_along_their_reduction(cp, what):
     """A forced 3-way split of the products' GEMM (backward-weight: 4 images x 16 tiles; forward
-    and backward-data: over 24 channels), summed in the GEMM launch by its last block per output
-    tile (given tile counters: its last argument), no reduce launch; backward-weight: 64 images x
-    tiles in 3 slices (24 + 24 + 16)."""
+    and backward-data: over 24 channels): the split-K reduce sums the splits before the output
+    transform (backward-weight's: into the products its output transform then reads)."""
     case = (4, 24, 14, 14, 24, 5, 2)
     with emu.trace() as t:
         _check(cp, what, case, splits=3)
-    gemm = [rec for rec in t.launches if "_v3_" in rec.name]
-    a = case[5] + cfg.WINOGRAD_TILE - 1
-    assert len(gemm) == 1 and gemm[0].grid[2] == 3 * a * a and gemm[0].args[-1] is not None, t.launch_names
-    assert not any(nm.startswith("conv2d_splitk_reduce") for nm in t.launch_names), t.launch_names
+    names = t.launch_names
+    reduce = [rec for rec in t.launches if rec.name.startswith("conv2d_splitk_reduce")]
+    assert len(reduce) == 1 and int(reduce[0].args[4]) > 1, names  # (ws, out, bias, size, splits, ...)
+    if what == "backward_weight":  # 64 images x tiles in 3 slices (24 + 24 + 16); 24 channels: 16 + 8
+        assert int(reduce[0].args[4]) == 3
+    last = t.launches[-1]
+    assert names.index(reduce[0].name) == len(names) - 2, names
+    assert last.args[0] is reduce[0].args[1], "the output transform reads what the reduce summed"
 
 
 def test_filter_block_is_the_kernels():
@@ -254,15 +257,14 @@ def test_filter_transform_writes_the_packed_weights(cp, r, what):
 
 @pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
 def test_wgrad_output_transform_adds_the_summed_splits(cp, r):
-    """Backward-weight with K = 37, C = 19 and its products split 3 ways, summed by the split-K reduce
-    launch (conv_splitk "reduce", so the slices can be read): the reduce's output
+    """Backward-weight with K = 37, C = 19 and its products split 3 ways: the split-K reduce's output
     is the sum of the three slices, and conv2d_winograd_wgrad_output_v2 (a thread per (k, c, row))
     writes AT m A of it (exact AT, float64) into the NaN-filled dw, every (k, c) and row."""
     k, c, a = 37, 19, r + cfg.WINOGRAD_TILE - 1
     rng = np.random.default_rng(r)
     x = cp.asarray(rng.standard_normal((3, c, 16, 16)).astype(np.float32))
     dy = cp.asarray(rng.standard_normal((3, k, 16, 16)).astype(np.float32))
-    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD, conv_splits=3, conv_splitk="reduce"), emu.trace() as t:
+    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD, conv_splits=3), emu.trace() as t:
         dw = cp.asnumpy(ops.conv2d_backward_weight(dy, x, (k, c, r, r), 1, r // 2, 1, 1))
     reduce, out = t.launches[-2:]
     assert reduce.name.startswith("conv2d_splitk_reduce") and out.name == f"conv2d_winograd_wgrad_output_v2_r{r}"
@@ -293,7 +295,6 @@ def test_products_tile_rule():
     assert cfg.winograd_tile(256, 32 * 16, sms, a3) == "t128x64"           # resnet.c4 forward / backward-data
     assert cfg.winograd_tile(64, 32, sms, a5, wgrad=True) == "t64x32"      # lenet.conv2 backward-weight
     assert cfg.winograd_tile(256, 256, sms, a3, wgrad=True) == cfg.conv_tile(256, 256, sms, a3, False, True)
-
 
 
 @pytest.mark.parametrize("case, why", [

@@ -13,10 +13,8 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
   the fp32 tiles); forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
-  reduction into a workspace, summed with bias/activation by the last block of each output tile
-  inside the GEMM launch (fewer than config.REDUCE_WARP_SPLITS splits, the ``conv_splitk`` setting
-  "last_block": _gemm's tile counters), else by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
-  config.REDUCE_WARP_SPLITS on).
+  reduction into a workspace summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
+  config.REDUCE_WARP_SPLITS on), which then adds bias/activation.
 The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
 """
 
@@ -77,15 +75,11 @@ def _smallc(cg, r, s):
     return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
 
 
-def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False,
-          finish=None):
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
     phase; ``tf32``: on a TF32 tile; ``products``: Winograd's products, see _tile) into ``out``, split
-    along the reduction as config.conv_splits says. Returns the workspace and split count (the
-    workspace is ``out`` when the kernel wrote ``out`` itself), or with ``finish`` = (b, plane,
-    channels, act, slope) (_reduce's arguments) None: ``out`` is then complete, a split's sum with
-    bias and activation done by the kernel's last block of each output tile (see _last_block) or by
-    _reduce."""
+    along the reduction as config.conv_splits says. Returns the workspace and split count (the workspace is ``out`` when the kernel wrote
+    ``out`` itself)."""
     cur = settings.current()
     wgrad = kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad, products)
@@ -97,32 +91,10 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     direct = splits == 1 and (not wgrad or _aligned(out))
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    last = finish is not None and _last_block(splits, out)
-    counters = (_alloc((grid[0] * grid[1] * z,), np.uint32, f"{what} split-K tile counters", zero=True, restored=True)
-                if last else None)
     name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{tile}"
     _launch("conv_tf32.cu" if tf32 else "conv.cu", name, grid, cfg.tile_spec(tile, tf32)[3],
-            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail
-            + (out if last else None, counters))
-    if finish is None:
-        return ws, splits
-    if ws is not out and not last:
-        _reduce(ws, out, splits, *finish)
-
-
-def _last_block(splits, out):
-    """Whether the last block of each output tile sums a split GEMM's slices inside its launch
-    (kernels/conv_gemm.cuh splitk_last_block): the conv_splitk setting "last_block", 2 to
-    config.REDUCE_WARP_SPLITS - 1 splits (from there conv2d_splitk_reduce_v2 spreads the many slices'
-    reads over warps of the whole GPU, where one block per tile would read them alone), and an out
-    its float4 stores may write (16-byte aligned). Its tile counters, zero before the launch and
-    after it, belong to the call like its workspace (a plan keeps both per stream): launches that
-    share them never overlap."""
-    return (settings.current().conv_splitk == "last_block" and 1 < splits < cfg.REDUCE_WARP_SPLITS
-            and _aligned(out))
-
-
-_SUM = (None, 1, 1, 0, 0.0)  # _reduce's arguments after splits for a plain sum (no bias, no activation)
+            (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
+    return ws, splits
 
 
 def _reduce(ws, out, splits, b, plane, channels, act, slope):
@@ -201,8 +173,10 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False):
     n, k, p, q = y.shape
     kg, crs = k // groups, wp.shape[1]
     fused = (_i32(b is not None), _i32(act), _f32(slope))
-    _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints), fused,
-          tf32=tf32, products=products, finish=(b, p * q, k, act, slope))
+    ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
+                       fused, tf32=tf32, products=products)
+    if splits > 1:
+        _reduce(ws, y, splits, b, p * q, k, act, slope)
 
 
 def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None):
@@ -251,8 +225,10 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
             + (_i32(krs_max), _i32(tf32)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
-    _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints), (_i32(krs_max),),
-          phased=phases > 1, tf32=tf32, finish=_SUM)
+    ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
+                       (_i32(krs_max),), phased=phases > 1, tf32=tf32)
+    if splits > 1:
+        _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
     return dx
 
 
@@ -275,11 +251,11 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
-        if ws is not dw:
-            _reduce(ws, dw, splits, *_SUM)
     else:
-        _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy", (dy, x, (), ints),
-              tf32=settings.current().tf32, finish=_SUM)
+        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
+                           (dy, x, (), ints), tf32=settings.current().tf32)
+    if ws is not dw:
+        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw
 
 
@@ -334,7 +310,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
 def _winograd_backward_weight(dy, x, dw, padding):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4x4 tiles, their products summed
     over images and tiles as a 1x1 backward-weight in A^2 groups on the v3 core (fp32; the conv_splits
-    setting splits it, the splits summed as _gemm's finish does), then AT m A into dw, a thread per row."""
+    setting splits it, the split-K reduce adds the splits), then AT m A into dw, a thread per row."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
@@ -344,8 +320,10 @@ def _winograd_backward_weight(dy, x, dw, padding):
     _launch("winograd.cu", f"conv2d_winograd_wgrad_dy_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
             (dy, u) + _i32s("dy", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq)))
     m = _alloc((a * a * k, c, 1, 1), _F32, "Winograd products")
-    _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy", (u, v, (), _product_ints(n, a, c, k, tp, tq)),
-          products=True, finish=_SUM)
+    ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy",
+                       (u, v, (), _product_ints(n, a, c, k, tp, tq)), products=True)
+    if splits > 1:
+        _reduce(ws, m, splits, None, 1, 1, 0, 0.0)
     _launch("winograd.cu", f"conv2d_winograd_wgrad_output_v2_r{r}",
             (cfg.elementwise_blocks(k * c * r, num_sms(), cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK),),
             cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK, (m, dw, _i32(k), _i32(c)))

@@ -34,13 +34,11 @@ def num_sms() -> int:
     return n
 
 
-def _alloc(shape, dtype, what: str, zero: bool = False, restored: bool = False):
+def _alloc(shape, dtype, what: str, zero: bool = False):
     """A new device array (zeros, or NaN-filled under the poison setting); the one allocator of both
     kernel families, so launch plans (fastconv.plan) repeat it on a plan hit and an Arena's step
     gets its static buffers from it. ``dtype`` is a numpy dtype (or type); the out-of-memory error
-    names ``what`` and the bytes asked for. ``restored`` (with ``zero``): the call's launches leave
-    the array zero again (split-K tile counters), so a plan may keep it between calls like a
-    workspace and an arena's step reuses it without zeroing it again."""
+    names ``what`` and the bytes asked for."""
     make = cp.zeros if zero else cp.empty
     arena = current_arena()
     try:
@@ -53,12 +51,12 @@ def _alloc(shape, dtype, what: str, zero: bool = False, restored: bool = False):
             f"{what}: out of GPU memory asking for {nbytes} bytes ({tuple(shape)} {dtype}); "
             f"{free} of {total} bytes free on GPU {cp.cuda.Device().id}; expected a smaller batch or "
             "fewer arrays alive") from None
-    if zero and arena is not None and not restored:
+    if zero and arena is not None:
         a.fill(0)                 # a reused buffer holds the last pass's values
     elif not zero and settings.current().poison:
         kind = a.dtype.kind
         a.fill(np.nan if kind == "f" else np.iinfo(a.dtype).max if kind == "u" else -1)
-    note_alloc(_alloc, (shape, dtype, what, zero, restored), a, make, reusable=not zero or restored)
+    note_alloc(_alloc, (shape, dtype, what, zero), a, make, reusable=not zero)
     return a
 
 

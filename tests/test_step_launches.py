@@ -60,8 +60,8 @@ def _gan(cp, model):
 
 # step -> (launches per step, accumulate_v2 launches among them: adds only)
 STEPS = {
-    "lenet-sgd": (lambda cp: _lenet(cp, optim.SGD, lr=0.05, momentum=0.9), 32, 0),
-    "lenet-adam": (lambda cp: _lenet(cp, optim.Adam, lr=1e-3), 32, 0),
+    "lenet-sgd": (lambda cp: _lenet(cp, optim.SGD, lr=0.05, momentum=0.9), 37, 0),
+    "lenet-adam": (lambda cp: _lenet(cp, optim.Adam, lr=1e-3), 37, 0),
     "dcgan": (lambda cp: _gan(cp, "dcgan"), 131, 14),   # the 4 phase GEMMs of the generator unsplit
     "cdcgan": (lambda cp: _gan(cp, "cdcgan"), 152, 22),
 }

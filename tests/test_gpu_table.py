@@ -181,12 +181,13 @@ def test_conv_table_lists_cudnn_kernels_by_name():
     assert "lenet.conv2 backward_weight Memset, fft2d_r2c_32x32 | -" in text
     assert "fp32 kernel-only 0.50" in text and "TF32 kernel-only 1.00" in text
     assert "with the sweep's picks" not in text
-    row.update({"fp32 picked": ["t64x32", 4], "fp32 picked kernel ms": 0.05, "tf32 picked": ["t64x64", None]})
+    row.update({"fp32 picked": {"conv_tile": "t64x32", "conv_splits": 4}, "fp32 picked kernel ms": 0.05,
+                "tf32 picked": {"conv_tile": "t64x64", "conv_splits": None}})
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         conv_table.print_table([row], "card")
     text = out.getvalue()
-    assert "fp32  0.50 -> 2.00  ('t64x32', 4)" in text and "tf32  1.00 -> INVALID" in text
+    assert "fp32  0.50 -> 2.00  {'conv_tile': 't64x32', 'conv_splits': 4}" in text and "tf32  1.00 -> INVALID" in text
     assert "with the picks: fp32 kernel-only 2.00 (lenet/dcgan minimum 2.00), TF32 kernel-only 1.00" in text
 
 

@@ -19,9 +19,9 @@
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
 #           alone, with the heuristic's configuration, fp32 and TF32 -> $OUT/kernels.log
-#   ncu     Nsight Compute (when the machine has it) on the lenet.conv2 backward-weight and backward-data
-#           GEMMs, the TF32 resnet.c4 forward and dcgan.d3 backward-data and the Winograd lenet.conv2
-#           forward (bank conflicts included) -> $OUT/ncu.log
+#   ncu     Nsight Compute (when the machine has it) on every launch of the lenet.conv2 passes and the
+#           resnet.c4 forward (Winograd: transforms and products' GEMMs) and the TF32 resnet.c4 forward
+#           and dcgan.d3 backward-data GEMMs (bank conflicts included) -> $OUT/ncu.log
 #   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
 #   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log
 #   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
@@ -79,13 +79,13 @@ want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 -
 want kernels && step kernels 90 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
-want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 24 \
-    -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3_t64x128k16|conv2d_backward_data_v3" \
+want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 32 \
+    -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3|conv2d_backward_data_v3" \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
     --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis \
     bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' 'lenet.conv2 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
-    && \"$PY\" benchmarks/kernel_times.py --once --tile winograd --rows 'lenet.conv2 forward'"
+    && \"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 forward' 'resnet.c4 forward'"
 want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT

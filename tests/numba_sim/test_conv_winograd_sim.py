@@ -20,7 +20,7 @@ import fastconv
 from fastconv.backends import numba as nb
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.numba import conv as nb_conv
-from fastconv.backends.numba import winograd
+from fastconv.backends.numba import winograd, winograd_tables
 from fastconv.testing import REDUCTION_TOL, assert_close
 from sim_arrays import _empty, _rand
 
@@ -106,7 +106,7 @@ def test_filter_transform_tiles(rng, flip):
     winograd.launch("conv2d_winograd_filter_v2_r3",
               (-(-(k if flip else c) // winograd.FT_KK), -(-(c if flip else k) // winograd.FT_M), 1),
               (winograd.FT_KK * winograd.FT_M, 1, 1), (wt, u, k, c, int(flip)))
-    g = winograd.matrices(r, winograd.M, r)[1].astype(np.float64)
+    g = winograd_tables.matrices(r, winograd.M, r)[1].astype(np.float64)
     taps = wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3) if flip else wt
     want = np.einsum("ia,mkab,jb->ijmk", g, taps.astype(np.float64), g).reshape(u.shape)
     assert not np.isnan(u).any()

@@ -110,10 +110,10 @@ def test_tables_are_the_exact_transforms(r):
 
 @pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
 def test_numba_tables_are_the_kernels(r):
-    """The numba family's copy of the tables (fastconv/backends/numba/winograd.py) equals the .cu's
+    """The numba family's copy of the tables (fastconv/backends/numba/winograd_tables.py) equals the .cu's
     entry for entry (float32), and the AT, G and BT it builds from them equal the kernel's, both roles."""
     pytest.importorskip("numba.cuda")
-    from fastconv.backends.numba import winograd as nw
+    from fastconv.backends.numba import winograd_tables as nw
     a = r + cfg.WINOGRAD_TILE - 1
     for got, kind in zip(nw.TABLES[a], ("P", "INV", "BT")):
         np.testing.assert_array_equal(np.float32(got), np.float32(kernel_table(f"WINO{a}_{kind}")), err_msg=kind)

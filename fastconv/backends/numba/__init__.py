@@ -8,7 +8,7 @@ The kernel bodies are plain Python; driver.py turns them into kernels.
 One module per op family holds its kernel bodies, ``launch_*`` functions (preallocated
 outputs; what the simulator tests call) and backend functions (the signatures of
 notes/INTERFACES.md): conv.py (kernels in conv_kernels.py with their main loop in conv_gemm.py,
-the conv_smallc* modules and winograd.py), activation.py, pool.py; tiles.py holds the block and tile sizes,
+the conv_smallc* modules, winograd.py and its tables winograd_tables.py), activation.py, pool.py; tiles.py holds the block and tile sizes,
 driver.py the launch path (straight to the CUDA driver) and the checks all launchers share.
 Backend functions take CuPy arrays (validated by fastconv.ops) and return new CuPy arrays; ops
 this family does not define come from fastconv.backends.cuda (see fastconv.backend.op). Under

@@ -1,7 +1,8 @@
 """conv2d by Winograd's minimal filtering on 4 x 4 tiles in the numba family: the port of
 kernels/winograd.cu (its header comment holds the math), for stride 1, dilation 1, one group and a
-square R x R filter (R = 3 or 5, A = R + 3 points), taken when the conv_tile setting is "winograd"
-(config.use_winograd).
+square R x R filter (R = 3 or 5, A = R + 3 points), taken by the CUDA C family's rule
+(config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"). The
+tables and the straight-line transforms are in winograd_tables.py.
 
     forward        y_t = AT [ sum over c of (G w G^T)[k, c] (.) (BT x_t B)[c] ] A  (F(4, R)), + bias;
     backward-data  the forward of dy with the filter flipped and transposed, padding R - 1 - pad;
@@ -23,7 +24,7 @@ divides once), the transforms over images walking n by blockIdx.z (offsets added
 - conv2d_winograd_output_v1_r*  per (k, tile) x n: AT Y_t A + bias, the tile's pixels inside P x Q.
 - conv2d_winograd_wgrad_dy_v1_r*      per (k, tile) x n: the 4 x 4 dy tile (zeros past P, Q), G d G^T -> U.
 - conv2d_winograd_wgrad_output_v2_r*  per (k, c, row r): row r of AT m A -> dw[k, c, r] (m = M[xi, k, c]).
-The transforms are straight-line code over fixed-size local arrays (see _transform), the tile loops
+The transforms are straight-line code over fixed-size local arrays (winograd_tables._transform), the tile loops
 have constant trip counts (tests/test_numba_ptx.py checks: no local memory, no division or 64-bit
 multiply in any loop). Index math is 32-bit (every array's size is checked below
 2^31 by the allocation).
@@ -31,7 +32,6 @@ multiply in any loop). Index math is 32-bit (every array's size is checked below
 
 from __future__ import annotations
 
-import numpy as np
 from numba import cuda, float32, int32
 
 from ..cuda import config as _cfg
@@ -39,6 +39,7 @@ from ..cuda.config import cdiv
 from .conv import _sum_partials, backward_weight_gemm, launch_conv2d_forward
 from .driver import _empty, launch
 from .tiles import ELEMENTWISE_THREADS, _conv_geometry, _digits_split, conv_tile
+from .winograd_tables import _row_transform, _transform, matrices
 
 M = _cfg.WINOGRAD_TILE   # output tile side (WINO_M)
 # the filter transform's block: FT_KK reduction indices (stored fastest) x FT_M output channels of the
@@ -47,83 +48,6 @@ FT_KK, FT_M = 32, 8
 
 # grid z of the transforms over images: CUDA's limit (tests lower it to make the kernels walk images)
 WINO_MAX_Z = _cfg.MAX_GRID_YZ
-
-# The points, inverse denominators and BT of A = R + 3 (kernels/winograd.cu's WINO6_* and WINO8_*;
-# tests/ops/test_conv_winograd.py checks these equal the .cu's, which it checks against the exact
-# Toom-Cook fractions)
-WINO6_P = (0.0, 1.0, -1.0, 2.0, -2.0)
-WINO6_INV = (1 / 4, -1 / 6, -1 / 6, 1 / 24, 1 / 24)
-WINO6_BT = ((4, 0, -5, 0, 1, 0),
-            (0, -4, -4, 1, 1, 0),
-            (0, 4, -4, -1, 1, 0),
-            (0, -2, -1, 2, 1, 0),
-            (0, 2, -1, -2, 1, 0),
-            (0, 4, 0, -5, 0, 1))
-WINO8_P = (0.0, 1.0, -1.0, 2.0, -2.0, 1 / 2, -1 / 2)
-WINO8_INV = (-1.0, -2 / 9, -2 / 9, 1 / 90, 1 / 90, 32 / 45, 32 / 45)
-WINO8_BT = ((-1, 0, 21 / 4, 0, -21 / 4, 0, 1, 0),
-            (0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0),
-            (0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0),
-            (0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0),
-            (0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0),
-            (0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0),
-            (0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0),
-            (0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1))
-TABLES = {6: (WINO6_P, WINO6_INV, WINO6_BT), 8: (WINO8_P, WINO8_INV, WINO8_BT)}
-
-
-def matrices(r: int, outputs: int, taps: int):
-    """(AT, G, BT) of F(outputs, taps) for A = r + 3 points, float32, built from TABLES as the CUDA
-    C kernels build them (wino_at, wino_g: float32 products, exact for these points): AT[i][j] = p_j^i,
-    G[j][k] = p_j^k * inv_j, the infinity column / row the unit vector at the last index."""
-    a = r + M - 1
-    p, inv, bt = (np.asarray(t, np.float32) for t in TABLES[a])
-    at = np.array([[p[j] ** i if j < a - 1 else float(i == outputs - 1) for j in range(a)] for i in range(outputs)],
-                  np.float32)
-    g = np.array([[p[j] ** k * inv[j] if j < a - 1 else float(k == taps - 1) for k in range(taps)]
-                  for j in range(a)], np.float32)
-    return at, g, bt
-
-
-def _dot(row, terms):
-    """Source of sum_i row[i] * terms[i] for constants ``row``: zero terms dropped, units unmultiplied."""
-    parts = [t if c == 1 else f"-{t}" if c == -1 else f"float32({float(c)!r}) * {t}"
-             for c, t in zip(row, terms) if c != 0]
-    return " + ".join(parts) or "float32(0.0)"
-
-
-def _rows(lmat, o, out_row, indent="    "):
-    """Source lines of row ``o`` of L d L^T (L = lmat, O x I) into out[out_row, :]."""
-    o_n, i_n = lmat.shape
-    lines = [f"{indent}e{o}_{j} = {_dot(lmat[o], [f'd[{i}, {j}]' for i in range(i_n)])}" for j in range(i_n)]
-    return lines + [f"{indent}out[{out_row}, {p}] = {_dot(lmat[p], [f'e{o}_{j}' for j in range(i_n)])}"
-                    for p in range(o_n)]
-
-
-def _device(lines):
-    """The device function ``t`` of the source ``lines``."""
-    scope = {"float32": float32}
-    exec("\n".join(lines), scope)  # noqa: S102  (source built from the constant tables only)
-    return cuda.jit(device=True, inline="always")(scope["t"])
-
-
-def _transform(lmat):
-    """Device function t(d, out): out = L d L^T for the O x I constant matrix ``lmat`` (a numpy
-    array), d an I x I and out an O x O local array (BT d B, G d G^T, AT m A). Written out here as
-    straight-line code from L's entries, zero terms dropped and unit factors unmultiplied (what the
-    CUDA C kernels' unrolled loops fold to): NVVM leaves the A^3-step loops of A = 8 partly rolled,
-    their arrays in local memory, so the unrolling is done before compiling."""
-    return _device(["def t(d, out):"] + [ln for o in range(lmat.shape[0]) for ln in _rows(lmat, o, o)])
-
-
-def _row_transform(lmat):
-    """Device function t(d, row, out): out[0, :] = row ``row`` (a run-time index) of L d L^T, as
-    _transform's straight-line code, one branch per row."""
-    lines = ["def t(d, row, out):"]
-    for o in range(lmat.shape[0]):
-        lines += [f"    {'if' if o == 0 else 'elif'} row == {o}:"] + _rows(lmat, o, 0, "        ")
-    return _device(lines)
-
 
 @cuda.jit(device=True, inline="always")
 def _tile_slot(rows, aa, ph, pw, pad_h, pad_w, tp_n, tq_n):

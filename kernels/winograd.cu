@@ -18,7 +18,8 @@
 // all of them in exact fractions and checks the tables.
 //
 // Kernel versions (suffix _r3 / _r5: R)
-//   conv2d_winograd_input_v1_r*   one thread per (n, channel, tile): its A x A patch, BT d B -> V.
+//   conv2d_winograd_input_v2_r*   A threads per slot (n, channel, tile) (slot_transform): its A x A
+//                                 patch, BT d B -> V.
 //   conv2d_winograd_filter_v2_r*  one thread per (k, c): G w G^T -> U, packed as the forward GEMM's
 //                                 weights (conv_index.cuh packed_forward_at: group xi, reduction
 //                                 index c, output channel k); flip: of the flipped filter with k and
@@ -26,9 +27,9 @@
 //                                 channels x WINO_FT_KK reduction indices, output channels fastest
 //                                 (coalesced stores in both orientations), the block's filters
 //                                 staged in shared memory by contiguous row loads.
-//   conv2d_winograd_output_v1_r*  one thread per (n, k, tile): AT Y_t A, + bias, activation, the
+//   conv2d_winograd_output_v2_r*  A threads per slot (n, k, tile): AT Y_t A, + bias, activation, the
 //                                 tile's in-range pixels written.
-//   conv2d_winograd_wgrad_dy_v1_r*      one thread per (n, k, tile): its 4 x 4 dy tile, G d G^T -> U.
+//   conv2d_winograd_wgrad_dy_v2_r*      A threads per slot (n, k, tile): its 4 x 4 dy tile, G d G^T -> U.
 //   conv2d_winograd_wgrad_output_v2_r*  one thread per (k, c, output row r): row r of AT m A ->
 //                                 dw[k, c, r], m the products M[xi, k, c] (their splits already summed).
 // Consecutive threads take consecutive tiles (or channels), so each xi's stores are coalesced; index
@@ -143,7 +144,51 @@ __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)
         }
 }
 
-// Thread i of planes * TP * TQ: its plane (n * channels + c), tile index t = tp * TQ + tq and the
+// The slot transforms (input, output and dy): a block serves WINO_SLOTS consecutive slots (one
+// (image, channel, tile) each), A * WINO_SLOTS threads, in two stages through shared memory
+// T[o][j][slot] (o < O rows of L d, j < I columns of the slot's I x I block d):
+//   stage 1, thread (column j = tid / WINO_SLOTS, slot = tid % WINO_SLOTS), j < I: loads column j of
+//     its slot's block (I loads, the lanes' slots adjacent: each load a contiguous run) and writes
+//     column j of L d;
+//   stage 2: every (o, p) of every slot = row o of T times row p of L, L's row picked once per thread.
+// So a slot's A^2 loads or stores are spread over A threads: A times the threads of a thread per
+// slot, each with A loads in flight instead of A^2 (the thread-per-slot kernels ran latency-bound:
+// lenet.conv2's output transform at 0.17 issued warps per scheduler and 6 of every 32 bytes it
+// stored used).
+constexpr int WINO_SLOTS = 32;  // config.WINOGRAD_SLOTS
+
+// Stage 1 for the thread's column: T[o][j][slot] = sum_i L(o, i) d[i], o < O.
+template <int O, int I, class L>
+__device__ __forceinline__ void slot_columns(float* __restrict__ T, int j, int slot, const float (&d)[I], L l) {
+#pragma unroll
+    for (int o = 0; o < O; ++o) {
+        float acc = 0.f;
+#pragma unroll
+        for (int i = 0; i < I; ++i) acc = fmaf(l(o, i), d[i], acc);
+        T[(o * I + j) * WINO_SLOTS + slot] = acc;
+    }
+}
+
+// Row p (a run-time index < O) of L, once per thread: the unrolled tables fold, p selects.
+template <int O, int I, class L>
+__device__ __forceinline__ void slot_coef(int p, L l, float (&c)[I]) {
+#pragma unroll
+    for (int q = 0; q < O; ++q)
+        if (q == p)
+#pragma unroll
+            for (int j = 0; j < I; ++j) c[j] = l(q, j);
+}
+
+// Stage 2's value (o, p) of a slot: row o of T times c = row p of L.
+template <int I>
+__device__ __forceinline__ float slot_row(const float* __restrict__ T, int o, int slot, const float (&c)[I]) {
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < I; ++j) acc = fmaf(T[(o * I + j) * WINO_SLOTS + slot], c[j], acc);
+    return acc;
+}
+
+// Slot i of planes * TP * TQ: its plane (n * channels + c), tile index t = tp * TQ + tq and the
 // tile's top-left pixel (p0, q0).
 __device__ __forceinline__ void wino_tile(u32 i, int TP, int TQ, u32& plane, u32& t, int& p0, int& q0) {
     const u32 TT = (u32)(TP * TQ);
@@ -154,39 +199,50 @@ __device__ __forceinline__ void wino_tile(u32 i, int TP, int TQ, u32& plane, u32
     q0 = ((int)t - tp * TQ) * WINO_M;
 }
 
-// A tile's A x A values to out[xi * stride], xi = u * A + v.
-template <int A>
-__device__ __forceinline__ void store_xi(float* __restrict__ out, u32 stride, const float (&v)[A][A]) {
+// out[n, xi, c, t] = (L d_t L^T)[xi = u * A + v] (A x A) of every slot (n, c, t) of planes N x C (C
+// channels, TP x TQ tiles), d_t the I x I block col(plane, p0, q0, j, d) loads column j of. Stage 2:
+// thread (v = tid / WINO_SLOTS, slot) writes column v of its slot's A rows, the lanes' slots adjacent:
+// coalesced stores.
+template <int A, int I, class L, class Col>
+__device__ __forceinline__ void slot_transform(float* __restrict__ out, int N, int C, int TP, int TQ, L l, Col col) {
+    __shared__ float T[A * I * WINO_SLOTS];
+    const u32 TT = (u32)(TP * TQ), total = (u32)N * (u32)C * TT, i = blockIdx.x * WINO_SLOTS + threadIdx.x % WINO_SLOTS;
+    const int j = threadIdx.x / WINO_SLOTS, slot = threadIdx.x % WINO_SLOTS;
+    u32 plane = 0, t = 0;
+    int p0 = 0, q0 = 0;
+    if (i < total) wino_tile(i, TP, TQ, plane, t, p0, q0);
+    if (j < I) {
+        float d[I];
 #pragma unroll
-    for (int u = 0; u < A; ++u)
+        for (int r = 0; r < I; ++r) d[r] = 0.f;
+        if (i < total) col(plane, p0, q0, j, d);
+        slot_columns<A>(T, j, slot, d, l);
+    }
+    __syncthreads();
+    if (i >= total) return;
+    float c[I];
+    slot_coef<A>(j, l, c);
+    const u32 n = plane / (u32)C, ch = plane - n * (u32)C, stride = (u32)C * TT;
+    float* dst = out + (n * (u32)(A * A * C) + ch) * TT + t + (u32)j * stride;
 #pragma unroll
-        for (int w = 0; w < A; ++w) out[(u32)(u * A + w) * stride] = v[u][w];
+    for (int u = 0; u < A; ++u) dst[(u32)(u * A) * stride] = slot_row(T, u, slot, c);
 }
 
-// V[n, xi, c, t] of each (n, c, tile t) of an N x C x H x W input, the patch's top-left pixel at
-// (4 tp - pad_h, 4 tq - pad_w).
+// V[n, xi, c, t] of each (n, c, tile t) of an N x C x H x W input: BT x_t B, x_t the A x A patch whose
+// top-left pixel is (4 tp - pad_h, 4 tq - pad_w), zeros outside.
 template <int R>
 __device__ __forceinline__ void wino_input(const float* __restrict__ x, float* __restrict__ V, int N, int C, int H,
                                            int W, int pad_h, int pad_w, int TP, int TQ) {
     constexpr int A = Wino<R>::A;
-    GRID_STRIDE32(i, (u32)N * C * TP * TQ) {
-        u32 nc, t;
-        int p0, q0;
-        wino_tile(i, TP, TQ, nc, t, p0, q0);
-        const float* plane = x + nc * (u32)(H * W);
-        const int h0 = p0 - pad_h, w0 = q0 - pad_w;
-        float d[A][A], v[A][A];
+    slot_transform<A, A>(V, N, C, TP, TQ, [](int o, int j) { return Wino<R>::bt(o, j); },
+                         [&](u32 plane, int p0, int q0, int j, float (&d)[A]) {
+                             const float* src = x + plane * (u32)(H * W);
+                             const int h0 = p0 - pad_h, w = q0 - pad_w + j;
+                             if (w < 0 || w >= W) return;
 #pragma unroll
-        for (int u = 0; u < A; ++u)
-#pragma unroll
-            for (int w = 0; w < A; ++w) {
-                const int h = h0 + u, col = w0 + w;
-                d[u][w] = (h >= 0 && h < H && col >= 0 && col < W) ? plane[h * W + col] : 0.f;
-            }
-        transform2d<A>(d, v, [](int o, int j) { return Wino<R>::bt(o, j); });
-        const u32 n = nc / (u32)C, c = nc - n * (u32)C, TT = (u32)(TP * TQ);
-        store_xi<A>(V + (n * (u32)(A * A * C) + c) * TT + t, (u32)C * TT, v);
-    }
+                             for (int u = 0; u < A; ++u)
+                                 if (h0 + u >= 0 && h0 + u < H) d[u] = src[(h0 + u) * W + w];
+                         });
 }
 
 // U = G w[k, c] G^T of a K x C x R x R filter as the forward GEMM's packed weights in A^2 groups
@@ -239,56 +295,63 @@ __device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* 
 }
 
 // y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated, its pixels inside
-// P x Q written.
+// P x Q written. Stage 1 as slot_transform's (the products' column j of the slot, I = A, O = 4 rows of
+// AT); stage 2: thread f = tid + m * blockDim takes output (o, p) of slot s with p = f % 4 (fixed per
+// thread), s = f / 4 % WINO_SLOTS, o = f / (4 * WINO_SLOTS): a warp writes 8 slots' 4 adjacent pixels
+// of one output row, runs of 16 bytes per slot that adjacent tiles continue.
 template <int R>
 __device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* __restrict__ y,
                                             const float* __restrict__ bias, int N, int K, int P, int Q, int TP,
                                             int TQ, int has_bias, int act, float slope) {
-    constexpr int A = Wino<R>::A;
-    GRID_STRIDE32(i, (u32)N * K * TP * TQ) {
+    constexpr int A = Wino<R>::A, O = WINO_M;
+    __shared__ float T[O * A * WINO_SLOTS];
+    auto at = [](int o, int j) { return wino_at<R, O>(o, j); };
+    const u32 TT = (u32)(TP * TQ), total = (u32)N * (u32)K * TT, first = blockIdx.x * WINO_SLOTS;
+    {
+        const int j = threadIdx.x / WINO_SLOTS, slot = threadIdx.x % WINO_SLOTS;
+        const u32 i = first + slot;
+        float d[A];
+#pragma unroll
+        for (int u = 0; u < A; ++u) d[u] = 0.f;
+        if (i < total) {
+            const u32 nk = i / TT, n = nk / (u32)K, stride = (u32)K * TT;
+            const float* src = Y + (n * (u32)(A * A - 1) * (u32)K) * TT + i + (u32)j * stride;  // Y[n, j, k, t]
+#pragma unroll
+            for (int u = 0; u < A; ++u) d[u] = src[(u32)(u * A) * stride];
+        }
+        slot_columns<O>(T, j, slot, d, at);
+    }
+    __syncthreads();
+    const int p = threadIdx.x % O;
+    float c[A];
+    slot_coef<O>(p, at, c);
+    for (int f = threadIdx.x; f < O * O * WINO_SLOTS; f += A * WINO_SLOTS) {
+        const int slot = f / O % WINO_SLOTS, o = f / (O * WINO_SLOTS);
+        const u32 i = first + slot;
+        if (i >= total) continue;
         u32 nk, t;
         int p0, q0;
         wino_tile(i, TP, TQ, nk, t, p0, q0);
-        const u32 n = nk / (u32)K, k = nk - n * (u32)K, TT = (u32)(TP * TQ);
-        const float* src = Y + (n * (u32)(A * A * K) + k) * TT + t;
-        float m[A][A], o[WINO_M][WINO_M];
-#pragma unroll
-        for (int u = 0; u < A; ++u)
-#pragma unroll
-            for (int v = 0; v < A; ++v) m[u][v] = src[(u32)(u * A + v) * (u32)K * TT];
-        transform2d<WINO_M>(m, o, [](int r, int j) { return wino_at<R, WINO_M>(r, j); });
-        const float b = has_bias ? bias[k] : 0.f;
-        float* plane = y + nk * (u32)(P * Q);
-#pragma unroll
-        for (int a = 0; a < WINO_M; ++a)
-#pragma unroll
-            for (int c = 0; c < WINO_M; ++c)
-                if (p0 + a < P && q0 + c < Q) plane[(p0 + a) * Q + q0 + c] = conv_act(o[a][c] + b, act, slope);
+        if (p0 + o >= P || q0 + p >= Q) continue;
+        const float b = has_bias ? bias[nk % (u32)K] : 0.f;
+        y[nk * (u32)(P * Q) + (u32)((p0 + o) * Q + q0 + p)] = conv_act(slot_row(T, o, slot, c) + b, act, slope);
     }
 }
 
-// U[n, xi, k, t] = (G dy_t G^T)[xi] of each (n, k, tile t) of an N x K x P x Q dy.
+// U[n, xi, k, t] = (G dy_t G^T)[xi] of each (n, k, tile t) of an N x K x P x Q dy, dy_t its 4 x 4
+// tile (zeros past P, Q).
 template <int R>
 __device__ __forceinline__ void wino_wgrad_dy(const float* __restrict__ dy, float* __restrict__ U, int N, int K,
                                               int P, int Q, int TP, int TQ) {
     constexpr int A = Wino<R>::A;
-    GRID_STRIDE32(i, (u32)N * K * TP * TQ) {
-        u32 nk, t;
-        int p0, q0;
-        wino_tile(i, TP, TQ, nk, t, p0, q0);
-        const float* plane = dy + nk * (u32)(P * Q);
-        float d[WINO_M][WINO_M], u[A][A];
+    slot_transform<A, WINO_M>(U, N, K, TP, TQ, [](int o, int j) { return wino_g<R, WINO_M>(o, j); },
+                              [&](u32 plane, int p0, int q0, int j, float (&d)[WINO_M]) {
+                                  const float* src = dy + plane * (u32)(P * Q);
+                                  if (q0 + j >= Q) return;
 #pragma unroll
-        for (int a = 0; a < WINO_M; ++a)
-#pragma unroll
-            for (int b = 0; b < WINO_M; ++b) {
-                const int p = p0 + a, q = q0 + b;
-                d[a][b] = (p < P && q < Q) ? plane[p * Q + q] : 0.f;
-            }
-        transform2d<A>(d, u, [](int o, int j) { return wino_g<R, WINO_M>(o, j); });
-        const u32 n = nk / (u32)K, k = nk - n * (u32)K, TT = (u32)(TP * TQ);
-        store_xi<A>(U + (n * (u32)(A * A * K) + k) * TT + t, (u32)K * TT, u);
-    }
+                                  for (int a = 0; a < WINO_M; ++a)
+                                      if (p0 + a < P) d[a] = src[(p0 + a) * Q + q0 + j];
+                              });
 }
 
 // dw[k, c, r, :] of each (k, c, r): row r of AT m A, m = M[xi, k, c]. Thread i = (k C + c) R + r, so a
@@ -332,10 +395,12 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
 }
 
 // Work: 2 A^3 FMAs per (n, channel, tile); moves A^2 * 4 B in (rows each read by the 2 or 3 tiles
-// that overlap them, cache-served) and A^2 * 4 B out.
+// that overlap them, cache-served) and A^2 * 4 B out. Blocks of A * WINO_SLOTS threads, a block per
+// WINO_SLOTS slots.
 #define WINO_INPUT(R)                                                                                      \
-    extern "C" __global__ void conv2d_winograd_input_v1_r##R(const float* __restrict__ x,                 \
-        float* __restrict__ V, int N, int C, int H, int W, int pad_h, int pad_w, int TP, int TQ) {        \
+    extern "C" __global__ void __launch_bounds__(Wino<R>::A * WINO_SLOTS) conv2d_winograd_input_v2_r##R(  \
+        const float* __restrict__ x, float* __restrict__ V, int N, int C, int H, int W, int pad_h,        \
+        int pad_w, int TP, int TQ) {                                                                      \
         wino_input<R>(x, V, N, C, H, W, pad_h, pad_w, TP, TQ);                                            \
     }
 // Work: 2 (A R^2 + A^2 R) FMAs per (k, c); moves R^2 * 4 B in and A^2 * 4 B out.
@@ -348,17 +413,19 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
         else                                                                                              \
             wino_filter<R, false>(w, U, K, C, tile);                                                      \
     }
-// Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out.
+// Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out. Blocks as the
+// input transform's.
 #define WINO_OUTPUT(R)                                                                                     \
-    extern "C" __global__ void conv2d_winograd_output_v1_r##R(const float* __restrict__ Y,                \
-        float* __restrict__ y, const float* __restrict__ bias, int N, int K, int P, int Q, int TP, int TQ, \
-        int has_bias, int act, float slope) {                                                             \
+    extern "C" __global__ void __launch_bounds__(Wino<R>::A * WINO_SLOTS) conv2d_winograd_output_v2_r##R( \
+        const float* __restrict__ Y, float* __restrict__ y, const float* __restrict__ bias, int N, int K, \
+        int P, int Q, int TP, int TQ, int has_bias, int act, float slope) {                               \
         wino_output<R>(Y, y, bias, N, K, P, Q, TP, TQ, has_bias, act, slope);                             \
     }
-// Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most; moves 16 * 4 B in and A^2 * 4 B out.
+// Work: 2 (4 A^2 + 4 A^2) FMAs per (n, k, tile); moves 16 * 4 B in and A^2 * 4 B out. Blocks as the
+// input transform's.
 #define WINO_WGRAD_DY(R)                                                                                   \
-    extern "C" __global__ void conv2d_winograd_wgrad_dy_v1_r##R(const float* __restrict__ dy,             \
-        float* __restrict__ U, int N, int K, int P, int Q, int TP, int TQ) {                              \
+    extern "C" __global__ void __launch_bounds__(Wino<R>::A * WINO_SLOTS) conv2d_winograd_wgrad_dy_v2_r##R(\
+        const float* __restrict__ dy, float* __restrict__ U, int N, int K, int P, int Q, int TP, int TQ) { \
         wino_wgrad_dy<R>(dy, U, N, K, P, Q, TP, TQ);                                                      \
     }
 // Work: 2 (A^2 + R A) FMAs per (k, c, r); moves A^2 * 4 B in (each (k, c)'s read by its R rows,

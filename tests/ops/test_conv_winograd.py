@@ -179,12 +179,12 @@ def test_every_pass_matches_the_oracle(cp, what, case):
     r = case[5]
     names = _check(cp, what, case)
     if what == "backward_weight":
-        assert names[:2] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_wgrad_dy_v1_r{r}"], names
+        assert names[:2] == [f"conv2d_winograd_input_v2_r{r}", f"conv2d_winograd_wgrad_dy_v2_r{r}"], names
         assert names[2].startswith("conv2d_backward_weight_v3_"), names
         assert names[-1] == f"conv2d_winograd_wgrad_output_v2_r{r}", names
     else:  # the filter transform writes the GEMM's packed weights: no pack launch
-        assert names[:2] == [f"conv2d_winograd_input_v1_r{r}", f"conv2d_winograd_filter_v2_r{r}"], names
-        assert names[2].startswith("conv2d_forward_v3_t") and names[-1] == f"conv2d_winograd_output_v1_r{r}", names
+        assert names[:2] == [f"conv2d_winograd_input_v2_r{r}", f"conv2d_winograd_filter_v2_r{r}"], names
+        assert names[2].startswith("conv2d_forward_v3_t") and names[-1] == f"conv2d_winograd_output_v2_r{r}", names
     assert "conv2d_pack_forward_v1" not in names, names
 
 
@@ -335,7 +335,7 @@ def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
 
     for r, pad in ((3, 1), (5, 2)):  # C*R*S = 45, 125 > SMALLC
         got = names((2, 5, 8, 8, 6, r, pad))
-        assert got.count(f"conv2d_winograd_input_v1_r{r}") == 3, got
+        assert got.count(f"conv2d_winograd_input_v2_r{r}") == 3, got
         assert f"conv2d_winograd_wgrad_output_v2_r{r}" in got, got
     for case, settings in (((2, 5, 8, 8, 6, 3, 1), {"tf32": True}),
                            ((2, 5, 8, 8, 6, 3, 1), {"conv_tile": "t64x64"}), ((2, 3, 8, 8, 6, 3, 1), {})):

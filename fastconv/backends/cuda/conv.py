@@ -267,13 +267,19 @@ def _winograd(what, r, s, stride, dilation, groups, cg):
     return cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 
+def _slot_launch(slots, r):
+    """(grid, block) of a slot transform (input, output, dy) over ``slots`` (image, channel, tile)
+    slots: a block of A * WINOGRAD_SLOTS threads per WINOGRAD_SLOTS slots."""
+    return (cfg.cdiv(slots, cfg.WINOGRAD_SLOTS),), (r + cfg.WINOGRAD_TILE - 1) * cfg.WINOGRAD_SLOTS
+
+
 def _winograd_input(x, padding, tp, tq, r, what):
     """V = BT x_t B of every (image, channel, 4x4 tile) of x: (N, A^2 * C, TP, TQ)."""
     n, c, h, wd = x.shape
     a = r + 3
     cfg.check_int32(what, n * a * a * c * tp * tq, "Winograd transform: N*A^2*C*tiles")
     v = _alloc((n, a * a * c, tp, tq), _F32, f"Winograd transform of {what}")
-    _launch("winograd.cu", f"conv2d_winograd_input_v1_r{r}", _eltwise_grid(n * c * tp * tq), cfg.BLOCK,
+    _launch("winograd.cu", f"conv2d_winograd_input_v2_r{r}", *_slot_launch(n * c * tp * tq, r),
             (x, v) + _i32s(what, "N C H W pad_h pad_w tile_rows tile_cols", (n, c, h, wd) + tuple(padding) + (tp, tq)))
     return v
 
@@ -302,7 +308,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
     cfg.check_int32("x", n * a * a * k * tp * tq, "Winograd products: N*A^2*K*tiles")
     prod = _alloc((n, a * a * k, tp, tq), _F32, "Winograd products")
     _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False, products=True)
-    _launch("winograd.cu", f"conv2d_winograd_output_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
+    _launch("winograd.cu", f"conv2d_winograd_output_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
             (prod, y, w if b is None else b) + _i32s("y", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq))
             + (_i32(b is not None), _i32(act), _f32(slope)))
 
@@ -317,7 +323,7 @@ def _winograd_backward_weight(dy, x, dw, padding):
     v = _winograd_input(x, padding, tp, tq, r, "x")
     cfg.check_int32("dy", n * a * a * k * tp * tq, "Winograd transform: N*A^2*K*tiles")
     u = _alloc((n, a * a * k, tp, tq), _F32, "Winograd transform of dy")
-    _launch("winograd.cu", f"conv2d_winograd_wgrad_dy_v1_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
+    _launch("winograd.cu", f"conv2d_winograd_wgrad_dy_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
             (dy, u) + _i32s("dy", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq)))
     m = _alloc((a * a * k, c, 1, 1), _F32, "Winograd products")
     ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy",

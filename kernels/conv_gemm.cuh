@@ -32,7 +32,7 @@ struct TileGeom {
     static constexpr int WM = BM / WR, WN = BN / WC;
     static constexpr int AS = BM + CONV_PAD, BS = BN + CONV_PAD;
     static constexpr int STAGE = BK * (AS + BS);                 // floats per pipeline stage
-    static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C
+    static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C (at most)
     static constexpr int SMEM = STAGES * STAGE > EPI ? STAGES * STAGE : EPI;
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
@@ -313,7 +313,7 @@ template <class T, class ColOff>
 __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc& acc, const ColOff& col_of, int m0,
                                               int n0, int Mg, int mg0, int rstride, float* out, bool out_aligned,
                                               const float* bias, int has_bias, int act, float slope) {
-    constexpr int ES = T::BN + CONV_PAD, CPR = T::BN / 4, RPP = T::NT / CPR;
+    constexpr int ES = T::TF32 ? mma_epi_pitch(T::BN) : T::BN + CONV_PAD, CPR = T::BN / 4, RPP = T::NT / CPR;
     const int cg = threadIdx.x % CPR, rr = threadIdx.x / CPR;
     int co[4];
     col_of(n0 + cg * 4, co);

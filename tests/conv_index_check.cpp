@@ -1,12 +1,13 @@
 // Host check of kernels/conv_index.cuh (built and run by tests/test_conv_index.py with g++):
 // every (block, thread, k-step) address the v3 loaders form, through the same functions and thread
 // maps, against a naive im2col; the backward-data phases against the plain tap condition; the
-// TF32 fragment layout (mma_row, mma_slot) and its shared-memory banks.
+// TF32 fragment layout (mma_row, mma_slot) and its shared-memory banks (fragment loads, epilogue stores).
 // argv: BN BK NT for each tile. Prints "ok <checks>" or the first mismatch, exit status 1.
 #define __host__
 #define __device__
 #define __forceinline__ inline
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <vector>
 #include "conv_index.cuh"
@@ -189,6 +190,24 @@ static void check_mma_layout(int WM, int pitch) {
     }
 }
 
+// The most lanes of a half warp whose 8-byte epilogue stores (lane g = l/4, t = l%4: row
+// mma_row(mt, g + 8*hi) of the staged half, columns 2t of mma column tile nt) share a bank, at row
+// pitch `pitch`: 1 = conflict-free.
+static int epilogue_conflicts(int WM, int pitch) {
+    int worst = 0;
+    for (int mt = 0; mt < WM / 16; ++mt)
+        for (int hi = 0; hi < 2; ++hi)
+            for (int nt = 0; nt < 4; ++nt)
+                for (int half = 0; half < 2; ++half) {
+                    std::vector<int> bank(32, 0);
+                    for (int l = 16 * half; l < 16 * half + 16; ++l) {
+                        const int word = (mma_row(mt, l / 4 + 8 * hi) % (WM / 2)) * pitch + 8 * nt + 2 * (l % 4);
+                        for (int w = word; w < word + 2; ++w) worst = std::max(worst, ++bank[w % 32]);
+                    }
+                }
+    return worst;
+}
+
 int main(int argc, char** argv) {
     // N, C, H, W, K, R, S, sh, sw, ph, pw, dh, dw, G
     const Conv convs[] = {
@@ -214,6 +233,12 @@ int main(int argc, char** argv) {
                 }
     for (int wm = 32; wm <= 64; wm += 32)
         for (int pitch = 64 + 8; pitch <= 128 + 8; pitch += 64) check_mma_layout(wm, pitch);
+    for (int wm = 32; wm <= 64; wm += 32)
+        for (int bn = 64; bn <= 128; bn += 64) {
+            EXPECT(epilogue_conflicts(wm, mma_epi_pitch(bn)) == 1, "epilogue stores, BN %d: %d-way conflicts", bn,
+                   epilogue_conflicts(wm, mma_epi_pitch(bn)));
+            EXPECT(epilogue_conflicts(wm, bn + 8) == 2, "the check sees the fp32 pitch's 2-way conflicts");
+        }
     for (int t = 1; t + 2 < argc; t += 3) {
         const int BN = std::atoi(argv[t]), BK = std::atoi(argv[t + 1]), NT = std::atoi(argv[t + 2]);
         for (const Conv& c : convs) {

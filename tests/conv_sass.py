@@ -14,7 +14,6 @@ predicate and loop work)."""
 
 import argparse
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -67,11 +66,10 @@ def table(arch="sm_90", fp32=False):
     if nvdisasm is None:
         raise RuntimeError("nvdisasm not found (pip install nvidia-cuda-nvdisasm)")
     report, funcs = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for filename in ("conv_tf32.cu",) + (("conv.cu",) if fp32 else ()):
-            cubin, more = build_cubin(filename, arch, Path(tmp) / filename)
-            report.update(more)
-            funcs.update(sass_functions(cubin, nvdisasm))
+    for filename in ("conv_tf32.cu",) + (("conv.cu",) if fp32 else ()):
+        cubin, more = build_cubin(filename, arch)
+        report.update(more)
+        funcs.update(sass_functions(cubin, nvdisasm))
     rows = []
     for name in kernels(fp32):
         op = "HMMA" if "_tf32_" in name else "FFMA"

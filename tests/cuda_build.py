@@ -1,10 +1,15 @@
 """What the tests that build kernels/*.cu with nvcc share (tests/test_bandwidth_static.py,
-tests/test_conv_build.py, tests/conv_sass.py): finding the CUDA tools, building a kernel file to a
-cubin, reading ptxas -v and nvdisasm output, and finding the loops of a function's SASS."""
+tests/test_conv_build.py, tests/test_cuda_static.py, tests/conv_sass.py): finding the CUDA tools,
+building a kernel file to a cubin once per run, reading ptxas -v and nvdisasm output, and finding the loops of a function's SASS."""
 
+import fcntl
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -23,21 +28,44 @@ def find_tool(name):
     return None
 
 
-def build_cubin(filename, arch, out_dir):
-    """(cubin path, ptxas report) of kernels/<filename>, as the loader hands it to NVRTC, built by
-    nvcc for ``arch`` in out_dir; the report as ptxas_report. Raises RuntimeError with nvcc's log
-    when the build fails."""
+# Where compile_cubin keeps its builds: one folder per (source text, arch, nvcc), shared by the test
+# processes of a run (pytest-xdist workers) and by later runs.
+CUBIN_CACHE = Path(tempfile.gettempdir()) / f"fastconv-cubins-{os.getuid()}"
+
+
+def compile_cubin(filename, arch):
+    """(nvcc's exit status, its log with ptxas -v, the cubin path) of kernels/<filename> as the loader
+    hands it to NVRTC, built by nvcc for ``arch``. Built once per source text, arch and nvcc, under a
+    file lock, into CUBIN_CACHE: three test modules read the conv files' builds (10-20 s of nvcc each
+    on a 2-core CPU) and each xdist worker that runs one of their tests would build them again."""
     from fastconv.backends.cuda import loader
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = out_dir / filename
-    src.write_text(loader.source(filename))
-    cubin = out_dir / f"{arch}.cubin"
-    p = subprocess.run([find_tool("nvcc") or "nvcc", f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v",
-                        "-x", "cu", "-o", str(cubin), str(src)], capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(p.stderr)
-    return cubin, ptxas_report(p.stderr)
+    src = loader.source(filename)
+    nvcc = find_tool("nvcc") or "nvcc"
+    cmd = [nvcc, f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu"]
+    stamp = os.stat(shutil.which(nvcc) or nvcc).st_mtime_ns
+    key = hashlib.sha256("\0".join(cmd + [str(stamp), src]).encode()).hexdigest()[:32]
+    folder = CUBIN_CACHE / f"{filename}-{arch}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    result, cubin = folder / "result.json", folder / "out.cubin"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's build
+        if not result.exists():
+            (folder / filename).write_text(src)
+            p = subprocess.run(cmd + ["-o", str(cubin), str(folder / filename)], capture_output=True, text=True)
+            tmp = folder / "result.tmp"
+            tmp.write_text(json.dumps({"returncode": p.returncode, "log": p.stderr}))
+            tmp.replace(result)
+        done = json.loads(result.read_text())
+    return done["returncode"], done["log"], cubin
+
+
+def build_cubin(filename, arch):
+    """(cubin path, ptxas report) of kernels/<filename> for ``arch`` (compile_cubin), the report as
+    ptxas_report. Raises RuntimeError with nvcc's log when the build fails."""
+    returncode, log, cubin = compile_cubin(filename, arch)
+    if returncode != 0:
+        raise RuntimeError(log)
+    return cubin, ptxas_report(log)
 
 
 def sass_functions(cubin, nvdisasm):

@@ -61,9 +61,9 @@ pytestmark = pytest.mark.skipif(NVCC is None or NVDISASM is None,
 
 
 @pytest.fixture(scope="module", params=[(f, a) for f in FILES for a in ARCHS], ids=lambda fa: f"{fa[0]}-{fa[1]}")
-def build(request, tmp_path_factory):
+def build(request):
     filename, arch = request.param
-    cubin, report = build_cubin(filename, arch, tmp_path_factory.mktemp("sass"))
+    cubin, report = build_cubin(filename, arch)
     return filename, arch, report, sass_functions(cubin, NVDISASM)
 
 

@@ -44,13 +44,12 @@ FILES = ("conv.cu", "conv_tf32.cu")  # the fp32 tiles, small-channel and helper 
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory):
+def builds():
     if NVCC is None:
         pytest.skip("nvcc is not on PATH")
-    tmp = tmp_path_factory.mktemp("conv_build")
     jobs = [(f, a) for a in ARCHS for f in FILES]
     with ThreadPoolExecutor(len(jobs)) as pool:  # nvcc runs as a subprocess: the builds overlap
-        done = dict(zip(jobs, pool.map(lambda j: build_cubin(j[0], j[1], tmp / j[1] / j[0]), jobs)))
+        done = dict(zip(jobs, pool.map(lambda j: build_cubin(*j), jobs)))
     # per arch: the cubins of both files, and one register / spill report of all their kernels
     return {a: ([done[f, a][0] for f in FILES], {k: v for f in FILES for k, v in done[f, a][1].items()})
             for a in ARCHS}

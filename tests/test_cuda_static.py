@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fastconv.backends.cuda import loader as cuda_loader
+from cuda_build import compile_cubin
 from fastconv.backends.cuda.config import CONV_FILES_CHECKED_FOR_SPILLS, KERNELS
 
 NVCC = shutil.which("nvcc")
@@ -17,29 +18,25 @@ pytestmark = pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH: CUDA 
 ARCHS = ("sm_80", "sm_90")
 
 
-def _compile(tmp, filename, arch):
-    src = tmp / f"{arch}_{filename}"
-    src.write_text(cuda_loader.source(filename))
-    out = tmp / f"{arch}_{filename}.cubin"
-    proc = subprocess.run([NVCC, f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu",
-                           "-o", str(out), str(src)], capture_output=True, text=True)
+def _compile(filename, arch):
+    """(nvcc's exit status, its log, the entry points) of kernels/<filename> for arch."""
+    returncode, log, cubin = compile_cubin(filename, arch)
     names = set()
-    if proc.returncode == 0:
+    if returncode == 0:
         # entry points: cuobjdump's symbol table when it is installed, else ptxas's report
-        names = set(re.findall(r"Compiling entry function '([^']+)'", proc.stderr))
+        names = set(re.findall(r"Compiling entry function '([^']+)'", log))
         if shutil.which("cuobjdump"):
-            dump = subprocess.run([shutil.which("cuobjdump"), "-symbols", str(out)], capture_output=True,
+            dump = subprocess.run([shutil.which("cuobjdump"), "-symbols", str(cubin)], capture_output=True,
                                   text=True).stdout
             names = set(re.findall(r"STO_ENTRY\s+(\S+)", dump)) or names
-    return proc.returncode, proc.stderr, names
+    return returncode, log, names
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cubin")
+def builds():
     jobs = [(f, a) for f in KERNELS for a in ARCHS]
     with ThreadPoolExecutor(max_workers=4) as ex:
-        results = list(ex.map(lambda fa: _compile(tmp, *fa), jobs))
+        results = list(ex.map(lambda fa: _compile(*fa), jobs))
     return dict(zip(jobs, results))
 
 

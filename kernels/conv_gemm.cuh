@@ -32,7 +32,7 @@ struct TileGeom {
     static constexpr int WM = BM / WR, WN = BN / WC;
     static constexpr int AS = BM + CONV_PAD, BS = BN + CONV_PAD;
     static constexpr int STAGE = BK * (AS + BS);                 // floats per pipeline stage
-    static constexpr int EPI = (BM / 2) * (BN + CONV_PAD);       // floats of one staged half of C (at most)
+    static constexpr int EPI = (BM / 2) * epi_pitch(BN);         // floats of one staged half of C
     static constexpr int SMEM = STAGES * STAGE > EPI ? STAGES * STAGE : EPI;
     static_assert(BN % 4 == 0 && NT % (BN / 4) == 0, "epilogue: a pass of NT threads covers whole float4 rows");
     static_assert(STAGES >= 3, "the pipeline keeps >= 2 stages in flight");
@@ -304,8 +304,8 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
 
 // Writes the block's C tile: out[row_off(m) + col_off(n)] = act(C[m][n] + bias[m]) with
 // row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (the upper
-// and lower half of every warp tile: fp32 quad rows a = 0, 1; TF32 mma rows by mma_row), then
-// each thread stores 4 consecutive columns: one float4 when its 4 column offsets are consecutive
+// and lower half of every warp tile: fp32 quad rows a = 0, 1; TF32 mma rows by mma_row; rows
+// epi_pitch apart, so the staging stores are free of bank conflicts), then each thread stores 4 consecutive columns: one float4 when its 4 column offsets are consecutive
 // and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte aligned), else 4
 // scalars. Columns whose col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4
 // offsets of columns n..n+3.
@@ -313,7 +313,7 @@ template <class T, class ColOff>
 __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc& acc, const ColOff& col_of, int m0,
                                               int n0, int Mg, int mg0, int rstride, float* out, bool out_aligned,
                                               const float* bias, int has_bias, int act, float slope) {
-    constexpr int ES = T::TF32 ? mma_epi_pitch(T::BN) : T::BN + CONV_PAD, CPR = T::BN / 4, RPP = T::NT / CPR;
+    constexpr int ES = epi_pitch(T::BN), CPR = T::BN / 4, RPP = T::NT / CPR;
     const int cg = threadIdx.x % CPR, rr = threadIdx.x / CPR;
     int co[4];
     col_of(n0 + cg * 4, co);

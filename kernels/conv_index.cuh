@@ -260,11 +260,13 @@ FC_HD int phase_max_taps(int R, int st, int d) {
 // 16*mt + 2g and 16*mt + 2g + 1 they are one 64-bit shared load per k row (columns stay in order:
 // column c of tile nt is warp column 8*nt + c).
 FC_HD int mma_row(int mt, int r) { return 16 * mt + 2 * (r & 7) + (r >> 3); }
-// Row pitch (floats) of a TF32 tile's staged epilogue half (BN columns): 16-byte rows 4 banks apart
-// mod 32. Lane (g, t) stores rows 2g + hi of a tile (mma_row) at columns 2t as one float2, so the 8-byte
-// stores of a half warp (g < 4) start at banks 8g + 2t: all 32 distinct. The fp32 pitch BN + CONV_PAD
-// (8 banks mod 32) put rows 2g and 2g + 4 on the same banks: 2-way conflicts on every store.
-FC_HD constexpr int mma_epi_pitch(int bn) { return bn + 4; }
+// Row pitch (floats) of the staged epilogue half of a BN-column tile (kernels/conv_gemm.cuh
+// gemm_epilogue): 16-byte rows 4 banks apart mod 32. TF32: lane (g, t) stores rows 2g + hi of an mma
+// tile (mma_row) at columns 2t as one float2, so a half warp's 8-byte stores (g < 4) start at banks
+// 8g + 2t, all 32 distinct. fp32: a quarter warp's 16-byte stores cover one row of 8 lanes' quads, or,
+// with 4 lanes per row (LC = 4), two rows 4 apart: 16 banks apart. The stage pitch BN + CONV_PAD (8
+// banks mod 32) put TF32 rows 2g and 2g + 4, and the LC = 4 rows, on the same banks (2-way conflicts).
+FC_HD constexpr int epi_pitch(int bn) { return bn + 4; }
 // Where a gathered TF32 A tile (k-quad-major rows of 4 k, read by ldmatrix) keeps warp row m: rows
 // mma_row(mt, 0..7) and mma_row(mt, 8..15) of each tile in 8 consecutive slots apiece, so one
 // ldmatrix matrix reads 8 consecutive 16-byte rows (all 32 banks). A permutation of the low 4 bits:

@@ -190,21 +190,31 @@ static void check_mma_layout(int WM, int pitch) {
     }
 }
 
-// The most lanes of a half warp whose 8-byte epilogue stores (lane g = l/4, t = l%4: row
-// mma_row(mt, g + 8*hi) of the staged half, columns 2t of mma column tile nt) share a bank, at row
-// pitch `pitch`: 1 = conflict-free.
-static int epilogue_conflicts(int WM, int pitch) {
+// The most lanes of a store phase of gemm_epilogue's staging that share a bank, at row pitch `pitch`
+// (1 = conflict-free). TF32 (lc = 0): 8-byte stores by half warps, lane g = l/4, t = l%4 at row
+// mma_row(mt, g + 8*hi) of the staged half, columns 8*nt + 2t. fp32: 16-byte stores by quarter warps,
+// lc lanes per row, lane (l / lc, l % lc) at staged row 4*(l / lc) + i, columns 4*(l % lc) + b*WN/2.
+static int epilogue_conflicts(int WM, int lc, int pitch) {
     int worst = 0;
-    for (int mt = 0; mt < WM / 16; ++mt)
-        for (int hi = 0; hi < 2; ++hi)
-            for (int nt = 0; nt < 4; ++nt)
-                for (int half = 0; half < 2; ++half) {
-                    std::vector<int> bank(32, 0);
-                    for (int l = 16 * half; l < 16 * half + 16; ++l) {
-                        const int word = (mma_row(mt, l / 4 + 8 * hi) % (WM / 2)) * pitch + 8 * nt + 2 * (l % 4);
-                        for (int w = word; w < word + 2; ++w) worst = std::max(worst, ++bank[w % 32]);
+    auto count = [&](std::vector<int>& bank, int word, int words) {
+        for (int w = word; w < word + words; ++w) worst = std::max(worst, ++bank[w % 32]);
+    };
+    if (lc == 0) {
+        for (int mt = 0; mt < WM / 16; ++mt)
+            for (int hi = 0; hi < 2; ++hi)
+                for (int nt = 0; nt < 4; ++nt)
+                    for (int half = 0; half < 2; ++half) {
+                        std::vector<int> bank(32, 0);
+                        for (int l = 16 * half; l < 16 * half + 16; ++l)
+                            count(bank, (mma_row(mt, l / 4 + 8 * hi) % (WM / 2)) * pitch + 8 * nt + 2 * (l % 4), 2);
                     }
-                }
+        return worst;
+    }
+    for (int i = 0; i < 4; ++i)
+        for (int q = 0; q < 4; ++q) {
+            std::vector<int> bank(32, 0);
+            for (int l = 8 * q; l < 8 * q + 8; ++l) count(bank, (4 * (l / lc) + i) * pitch + 4 * (l % lc), 4);
+        }
     return worst;
 }
 
@@ -233,12 +243,17 @@ int main(int argc, char** argv) {
                 }
     for (int wm = 32; wm <= 64; wm += 32)
         for (int pitch = 64 + 8; pitch <= 128 + 8; pitch += 64) check_mma_layout(wm, pitch);
-    for (int wm = 32; wm <= 64; wm += 32)
-        for (int bn = 64; bn <= 128; bn += 64) {
-            EXPECT(epilogue_conflicts(wm, mma_epi_pitch(bn)) == 1, "epilogue stores, BN %d: %d-way conflicts", bn,
-                   epilogue_conflicts(wm, mma_epi_pitch(bn)));
-            EXPECT(epilogue_conflicts(wm, bn + 8) == 2, "the check sees the fp32 pitch's 2-way conflicts");
+    for (int bn = 32; bn <= 128; bn *= 2) {
+        for (int wm = 32; wm <= 64; wm += 32) {  // TF32 warp tiles
+            EXPECT(epilogue_conflicts(wm, 0, epi_pitch(bn)) == 1, "TF32 epilogue stores, BN %d: %d-way conflicts", bn,
+                   epilogue_conflicts(wm, 0, epi_pitch(bn)));
+            EXPECT(epilogue_conflicts(wm, 0, bn + 8) == 2, "the check sees the BN + 8 pitch's TF32 conflicts");
         }
+        for (int lc = 4; lc <= 16; lc *= 2)  // fp32 lanes per row (t64x32: 4)
+            EXPECT(epilogue_conflicts(8 * (32 / lc), lc, epi_pitch(bn)) == 1, "fp32 epilogue stores, BN %d, %d lanes a row",
+                   bn, lc);
+        EXPECT(epilogue_conflicts(64, 4, bn + 8) == 2, "the check sees the BN + 8 pitch's fp32 conflicts at 4 lanes a row");
+    }
     for (int t = 1; t + 2 < argc; t += 3) {
         const int BN = std::atoi(argv[t]), BK = std::atoi(argv[t + 1]), NT = std::atoi(argv[t + 2]);
         for (const Conv& c : convs) {

@@ -296,15 +296,19 @@ __device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* 
 
 // y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated, its pixels inside
 // P x Q written. Stage 1 as slot_transform's (the products' column j of the slot, I = A, O = 4 rows of
-// AT); stage 2: thread f = tid + m * blockDim takes output (o, p) of slot s with p = f % 4 (fixed per
-// thread), s = f / 4 % WINO_SLOTS, o = f / (4 * WINO_SLOTS): a warp writes 8 slots' 4 adjacent pixels
-// of one output row, runs of 16 bytes per slot that adjacent tiles continue.
+// AT; warp 0 also puts each slot's y offset, pixels inside P x Q and bias in shared memory, so stage 2
+// divides nothing); stage 2: thread f = tid + m * blockDim takes output (o, p) of slot s with p = f % 4
+// (fixed per thread), s = f / 4 % WINO_SLOTS, o = f / (4 * WINO_SLOTS): a warp writes 8 slots' 4
+// adjacent pixels of one output row, runs of 16 bytes per slot that adjacent tiles continue.
 template <int R>
 __device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* __restrict__ y,
                                             const float* __restrict__ bias, int N, int K, int P, int Q, int TP,
                                             int TQ, int has_bias, int act, float slope) {
     constexpr int A = Wino<R>::A, O = WINO_M;
     __shared__ float T[O * A * WINO_SLOTS];
+    __shared__ u32 s_off[WINO_SLOTS];   // a slot's y offset of its tile's top-left pixel
+    __shared__ int s_lim[WINO_SLOTS];   // its rows | columns << 8 inside P x Q (0: no slot)
+    __shared__ float s_bias[WINO_SLOTS];
     auto at = [](int o, int j) { return wino_at<R, O>(o, j); };
     const u32 TT = (u32)(TP * TQ), total = (u32)N * (u32)K * TT, first = blockIdx.x * WINO_SLOTS;
     {
@@ -320,21 +324,23 @@ __device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* 
             for (int u = 0; u < A; ++u) d[u] = src[(u32)(u * A) * stride];
         }
         slot_columns<O>(T, j, slot, d, at);
+        if (j == 0) {  // warp 0: the slot's geometry and bias, once for stage 2
+            u32 nk = 0, t;
+            int p0 = 0, q0 = 0;
+            if (i < total) wino_tile(i, TP, TQ, nk, t, p0, q0);
+            s_off[slot] = nk * (u32)(P * Q) + (u32)(p0 * Q + q0);
+            s_lim[slot] = i < total ? min(O, P - p0) | min(O, Q - q0) << 8 : 0;
+            s_bias[slot] = has_bias && i < total ? bias[nk - nk / (u32)K * (u32)K] : 0.f;
+        }
     }
     __syncthreads();
     const int p = threadIdx.x % O;
     float c[A];
     slot_coef<O>(p, at, c);
     for (int f = threadIdx.x; f < O * O * WINO_SLOTS; f += A * WINO_SLOTS) {
-        const int slot = f / O % WINO_SLOTS, o = f / (O * WINO_SLOTS);
-        const u32 i = first + slot;
-        if (i >= total) continue;
-        u32 nk, t;
-        int p0, q0;
-        wino_tile(i, TP, TQ, nk, t, p0, q0);
-        if (p0 + o >= P || q0 + p >= Q) continue;
-        const float b = has_bias ? bias[nk % (u32)K] : 0.f;
-        y[nk * (u32)(P * Q) + (u32)((p0 + o) * Q + q0 + p)] = conv_act(slot_row(T, o, slot, c) + b, act, slope);
+        const int slot = f / O % WINO_SLOTS, o = f / (O * WINO_SLOTS), lim = s_lim[slot];
+        if (o < (lim & 255) && p < lim >> 8)
+            y[s_off[slot] + (u32)(o * Q + p)] = conv_act(slot_row(T, o, slot, c) + s_bias[slot], act, slope);
     }
 }
 

@@ -343,3 +343,50 @@ def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
         assert not any(nm.startswith("conv2d_winograd") for nm in got), (case, settings, got)
     assert cfg.use_winograd(None, False, "backward_weight", 3, 3, (1, 1), (1, 1), 1, 4)
     assert not cfg.use_winograd(None, False, "forward", 3, 3, (1, 1), (1, 2), 1, 64)  # dilation
+
+
+def _tiles(a, size, tiles):
+    """[..., tp, tq, i, j] = a[..., size*tp + i, size*tq + j] (i, j < size + (a's extent past the
+    tiles)): the overlapping patches a Winograd transform reads, a zero-extended as needed."""
+    span = a.shape[-1] - size * (tiles - 1)
+    return np.stack([np.stack([a[..., size * tp:size * tp + span, size * tq:size * tq + span]
+                               for tq in range(tiles)], -3) for tp in range(tiles)], -4)
+
+
+@pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
+def test_slot_transforms_against_the_exact_matrices(cp, r):
+    """The slot transforms (A threads per (image, channel, tile) slot, two stages through shared
+    memory): conv2d_winograd_input_v2 (V = BT d B), output_v2 (y = AT Y A + b) and wgrad_dy_v2
+    (U = G dy G^T) on 9 x 9 images (3 x 3 tiles, the last ones cut at P and Q), 2 x 3 and 2 x 5
+    planes (54 and 90 slots: partial last blocks), threads in shuffled order, NaN-poisoned, against
+    the exact matrices in float64, every slot."""
+    n, c, k, hw, pad, tiles = 2, 3, 5, 9, r // 2, 3
+    a = r + cfg.WINOGRAD_TILE - 1
+    at, _, bt = (np.array([[float(v) for v in row] for row in m]) for m in toom_cook(cfg.WINOGRAD_TILE, r))
+    g4 = np.array([[float(v) for v in row] for row in toom_cook(r, cfg.WINOGRAD_TILE)[1]])
+    rng = np.random.default_rng(r)
+    x, wt = rng.standard_normal((n, c, hw, hw)), rng.standard_normal((k, c, r, r))
+    b, dy = rng.standard_normal(k), rng.standard_normal((n, k, hw, hw))
+    f32 = lambda v: cp.asarray(v.astype(np.float32))  # noqa: E731
+    with fastconv.using(poison=True, conv_tile=cfg.WINOGRAD), emu.shuffled(11), emu.trace() as t:
+        y = cp.asnumpy(ops.conv2d_forward(f32(x), f32(wt), f32(b), 1, pad, 1, 1))
+        ops.conv2d_backward_weight(f32(dy), f32(x), wt.shape, 1, pad, 1, 1)
+    rec = {}
+    for launch in t.launches:
+        rec.setdefault(launch.name, launch)
+    x, dy = (v.astype(np.float32).astype(np.float64) for v in (x, dy))
+    xp = np.zeros((n, c, 4 * tiles + a - 4, 4 * tiles + a - 4))
+    xp[:, :, pad:pad + hw, pad:pad + hw] = x
+    want_v = np.einsum("ui,ncpqij,vj->nuvcpq", bt, _tiles(xp, 4, tiles), bt).reshape(n, a * a * c, tiles, tiles)
+    got_v = cp.asnumpy(rec[f"conv2d_winograd_input_v2_r{r}"].args[1])
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5 * np.abs(want_v).max())
+    prod = cp.asnumpy(rec[f"conv2d_winograd_output_v2_r{r}"].args[0]).astype(np.float64)
+    out = np.einsum("au,nuvkpq,bv->nkpaqb", at, prod.reshape(n, a, a, k, tiles, tiles), at)
+    want_y = out.reshape(n, k, 4 * tiles, 4 * tiles)[:, :, :hw, :hw] + b.astype(np.float32)[:, None, None]
+    assert not np.isnan(y).any()
+    np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5 * np.abs(want_y).max())
+    dyp = np.zeros((n, k, 4 * tiles, 4 * tiles))
+    dyp[:, :, :hw, :hw] = dy
+    want_u = np.einsum("ui,nkpqij,vj->nuvkpq", g4, _tiles(dyp, 4, tiles), g4).reshape(n, a * a * k, tiles, tiles)
+    got_u = cp.asnumpy(rec[f"conv2d_winograd_wgrad_dy_v2_r{r}"].args[1])
+    np.testing.assert_allclose(got_u, want_u, rtol=1e-5, atol=1e-5 * np.abs(want_u).max())

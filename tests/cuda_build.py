@@ -28,35 +28,43 @@ def find_tool(name):
     return None
 
 
-# Where compile_cubin keeps its builds: one folder per (source text, arch, nvcc), shared by the test
-# processes of a run (pytest-xdist workers) and by later runs.
-CUBIN_CACHE = Path(tempfile.gettempdir()) / f"fastconv-cubins-{os.getuid()}"
+# Where build_once keeps its builds: one folder per (what, inputs), shared by the test processes of a
+# run (pytest-xdist workers) and by later runs.
+BUILD_CACHE = Path(tempfile.gettempdir()) / f"fastconv-test-builds-{os.getuid()}"
+
+
+def build_once(what, inputs, make):
+    """The folder in which make(folder) has written ``what``'s build, run once per ``inputs`` (the
+    text the build depends on) under a file lock: a second process waits for the first one's build
+    and reads it. The costly builds (nvcc of the conv files, 10-20 s each; numba's PTX of a conv
+    kernel, 2-20 s) are read by tests that xdist spreads over its workers."""
+    folder = BUILD_CACHE / f"{what}-{hashlib.sha256(inputs.encode()).hexdigest()[:32]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").exists():
+            make(folder)
+            (folder / "done").touch()
+    return folder
 
 
 def compile_cubin(filename, arch):
     """(nvcc's exit status, its log with ptxas -v, the cubin path) of kernels/<filename> as the loader
-    hands it to NVRTC, built by nvcc for ``arch``. Built once per source text, arch and nvcc, under a
-    file lock, into CUBIN_CACHE: three test modules read the conv files' builds (10-20 s of nvcc each
-    on a 2-core CPU) and each xdist worker that runs one of their tests would build them again."""
+    hands it to NVRTC, built by nvcc for ``arch`` once per source text, arch and nvcc (build_once)."""
     from fastconv.backends.cuda import loader
     src = loader.source(filename)
     nvcc = find_tool("nvcc") or "nvcc"
     cmd = [nvcc, f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu"]
-    stamp = os.stat(shutil.which(nvcc) or nvcc).st_mtime_ns
-    key = hashlib.sha256("\0".join(cmd + [str(stamp), src]).encode()).hexdigest()[:32]
-    folder = CUBIN_CACHE / f"{filename}-{arch}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    result, cubin = folder / "result.json", folder / "out.cubin"
-    with open(folder / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits for the first one's build
-        if not result.exists():
-            (folder / filename).write_text(src)
-            p = subprocess.run(cmd + ["-o", str(cubin), str(folder / filename)], capture_output=True, text=True)
-            tmp = folder / "result.tmp"
-            tmp.write_text(json.dumps({"returncode": p.returncode, "log": p.stderr}))
-            tmp.replace(result)
-        done = json.loads(result.read_text())
-    return done["returncode"], done["log"], cubin
+
+    def make(folder):
+        (folder / filename).write_text(src)
+        p = subprocess.run(cmd + ["-o", str(folder / "out.cubin"), str(folder / filename)], capture_output=True,
+                           text=True)
+        (folder / "result.json").write_text(json.dumps({"returncode": p.returncode, "log": p.stderr}))
+    stamp = str(os.stat(shutil.which(nvcc) or nvcc).st_mtime_ns)
+    folder = build_once(f"{filename}-{arch}", "\0".join(cmd + [stamp, src]), make)
+    done = json.loads((folder / "result.json").read_text())
+    return done["returncode"], done["log"], folder / "out.cubin"
 
 
 def build_cubin(filename, arch):

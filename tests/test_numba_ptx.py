@@ -10,6 +10,7 @@ Run as a script to print the counts: PYTHONPATH=$PWD python tests/test_numba_ptx
 """
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -100,11 +101,17 @@ def ptx_of():
         nvvm.NVVM()
     except Exception as e:  # no libNVVM (no CUDA toolkit and no nvidia-cuda-nvcc wheel)
         pytest.skip(f"libNVVM not available: {e}")
+    import numba
+
+    from cuda_build import build_once
+    package = Path(__file__).resolve().parents[1] / "fastconv"  # the kernels' code and tables
+    inputs = "\0".join([numba.__version__] + [p.read_text() for p in sorted(package.rglob("*.py"))])
     cache = {}
 
     def get(name):
         if name not in cache:
-            cache[name] = kernel_ptx(name)
+            folder = build_once(f"numba-{name}", inputs, lambda f: (f / "out.ptx").write_text(kernel_ptx(name)))
+            cache[name] = (folder / "out.ptx").read_text()
         return cache[name]
     return get
 
@@ -140,7 +147,6 @@ def test_conv_main_loop_sass(ptx_of, name):
     """ptxas (sm_90) keeps every conv GEMM kernel free of spills and within the registers that let
     tile.per_sm blocks share an SM, its main loop touches no local memory and spends at least MIN_FFMA_SHARE of its instructions on FFMA (tm*tn*BK per step)."""
     import sys
-    from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cuda_build import find_tool
     from numba_sass import profile

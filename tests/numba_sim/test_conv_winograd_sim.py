@@ -7,8 +7,10 @@ image narrower than two tiles), outputs and every intermediate array NaN-poisone
 products forced into 2 slices (summed by sum_splits_v1 before the output transform); the slot
 transforms (input, dy, output) alone against their tables on two blocks of slots, the last partial,
 with shared memory NaN-poisoned (a missing barrier reads it); the filter transform's tiles of both
-orientations on a filter of several blocks; refusals. Run by tests/test_numba_sim.py; every simulated
-thread is a Python thread, so the cases stay tiny.
+orientations on a filter of several blocks; refusals. Run by tests/test_numba_sim.py. Every simulated
+thread is a Python thread: nearly all of a pass's time here is its products' GEMM, A^2 groups of at
+least one block of 64 threads (the smallest tile, which config.winograd_tile picks for these few rows)
+whatever the case's size, so the cases stay tiny.
 """
 import sys
 from pathlib import Path
@@ -84,9 +86,10 @@ def run_pass(rng, what, case):
 @pytest.mark.parametrize("what", PASSES)
 @pytest.mark.parametrize("case", CASES)
 def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
-    """The pass's three Winograd kernels run around the GEMM; backward-weight's products are forced
-    into 2 slices where their reduction (N x tiles) is long enough (the 3x3 case: 3 x 2 x 2 = 12),
-    which sum_splits_v1 adds before the output transform."""
+    """The pass's three Winograd kernels run around the GEMM, on the CUDA C family's products tile
+    (config.winograd_tile: t32x128 for these few rows; backward-weight's t64x32 as t64x64 here);
+    backward-weight's products are forced into 2 slices where their reduction (N x tiles) is long
+    enough (the 3x3 case: 3 x 2 x 2 = 12), which sum_splits_v1 adds before the output transform."""
     launched, slices = [], []
     launch, conv_launch, gemm = winograd.launch, nb_conv.launch, winograd.backward_weight_gemm
     monkeypatch.setattr(winograd, "launch", lambda name, *a: launched.append(name) or launch(name, *a))
@@ -104,8 +107,11 @@ def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
     long = n * -(-(h + 2 * pad - r + 1) // 4) * -(-(w + 2 * pad - r + 1) // 4) > 8
     kinds = ((["input_v2", "wgrad_dy_v2"] + ["sum_splits_v1"] * long + ["wgrad_output_v2"])
              if what == "backward_weight" else ["input_v2", "filter_v2", "output_v2"])
-    assert [nm for nm in launched if not nm.startswith(("conv2d_forward", "conv2d_backward"))] == [
+    gemm_names = ("conv2d_forward", "conv2d_backward")
+    assert [nm for nm in launched if not nm.startswith(gemm_names)] == [
         nm if nm.startswith("sum") else f"conv2d_winograd_{nm}_r{r}" for nm in kinds], launched
+    assert [nm for nm in launched if nm.startswith(gemm_names)] == [
+        "conv2d_backward_weight_t64x64_v1" if what == "backward_weight" else "conv2d_forward_t32x128_v1"], launched
     if what == "backward_weight":
         assert slices == [(2, 2) if long else (1, 1)], slices
 

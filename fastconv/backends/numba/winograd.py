@@ -11,9 +11,10 @@ tables, the straight-line transforms and the slot transforms' stages are in wino
 The layouts are the CUDA C kernels' but for U: V[n, xi, c, t] (xi = u * A + v, t the tile), products
 Y[n, xi, k, t] and M[xi, k, c]; U[xi, k, c] (flip: U[xi, c, k]) is the weight layout this family's
 GEMM reads (it packs nothing; the CUDA C filter transform writes its GEMM's packed layout instead).
-The sums between the transforms are this family's implicit GEMM (conv.py), fp32: a 1x1 forward in
-A^2 groups (forward, backward-data) and a 1x1 backward-weight in A^2 groups whose split partial sums
-sum_splits_v1 adds before the output transform.
+The sums between the transforms are this family's implicit GEMM (conv.py), fp32, on the tile the
+CUDA C family takes for its products (tiles.winograd_tile): a 1x1 forward in A^2 groups (forward,
+backward-data) and a 1x1 backward-weight in A^2 groups whose split partial sums sum_splits_v1 adds
+before the output transform.
 
 Kernels (suffix _r3 / _r5: R):
 - conv2d_winograd_input_v2_r*   A threads per slot (image, channel, tile): its A x A patch (zeros
@@ -48,7 +49,7 @@ from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 from .conv import _sum_partials, backward_weight_gemm, launch_conv2d_forward
 from .driver import _empty, launch
-from .tiles import _conv_geometry, _digits_split, conv_tile
+from .tiles import _conv_geometry, _digits_split, winograd_tile
 from .winograd_tables import SLOTS, _columns, _pick_row, _row_dot, _row_transform, _transform, matrices
 
 M = _cfg.WINOGRAD_TILE   # output tile side (WINO_M)
@@ -343,7 +344,7 @@ def _input(x, padding, tp, tq, r, what, stream):
 def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     """y = conv2d(x, w) (+ b) by F(4x4, RxR): V of x's patches, U = G w G^T (flip: of w rotated and
     transposed, backward-data's weights, x then dy and y dx), their products summed over channels as
-    a 1x1 forward in A^2 groups (the family's GEMM on tiles.conv_tile's tile, fp32), then AT Y_t A per
+    a 1x1 forward in A^2 groups (the family's GEMM on tiles.winograd_tile's tile, fp32), then AT Y_t A per
     tile with the bias. Shapes: x (N, C, H, W), w (K, C, R, R) (flip: (C, K, R, R)), y (N, K, P, Q)."""
     n, k, p, q = y.shape
     c, r = x.shape[1], w.shape[2]
@@ -353,7 +354,8 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     launch(f"conv2d_winograd_filter_v2_r{r}", (cdiv(c, FT_KK), cdiv(k, FT_M), 1), (FT_KK * FT_M, 1, 1),
            (w, u) + ((c, k) if flip else (k, c)) + (int(flip),), stream)
     prod = _empty((n, a * a * k, tp, tq), x, what="Winograd products")
-    launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream, tile=conv_tile(k, n * tp * tq, a * a))
+    launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream,
+                          tile=winograd_tile(k, n * tp * tq, a * a))
     launch(f"conv2d_winograd_output_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
            (prod, y, w if b is None else b, n, k, p, q, tp, tq, int(b is not None)), stream)
     return y
@@ -361,8 +363,9 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
 
 def winograd_backward_weight(dw, dy, x, padding, stream=None):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4 x 4 tiles, their products summed
-    over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM, split as
-    tiles.backward_weight_splits says, the splits added by sum_splits_v1), then AT m A into dw, a
+    over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM on
+    tiles.winograd_tile's tile, split as tiles.backward_weight_splits says, the splits added by
+    sum_splits_v1), then AT m A into dw, a
     thread per row. Shapes: dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
@@ -373,7 +376,7 @@ def winograd_backward_weight(dw, dy, x, padding, stream=None):
            stream)
     m = _empty((a * a * k, c, 1, 1), dy, what="Winograd products")
     geo = _conv_geometry(v.shape, m.shape, (1, 1), (0, 0), (1, 1), a * a)
-    parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, conv_tile(k, c, a * a, wgrad=True))
+    parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, winograd_tile(k, c, a * a, wgrad=True))
     _sum_partials(m, parts, splits, stream)
     threads = _cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK
     launch(f"conv2d_winograd_wgrad_output_v2_r{r}", (cdiv(k * c * r, threads), 1, 1), (threads, 1, 1), (m, dw, k, c),

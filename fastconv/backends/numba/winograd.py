@@ -232,9 +232,9 @@ def _output_kernel(r: int):
         thread (slot, j) loads column j of the slot's products (A loads, the lanes' slots adjacent)
         into T[o][j][slot] = (AT m)[o][j], and thread j = 0 the slot's pixel offset, rows and columns
         left inside P x Q (none past the last slot) and bias into shared memory; stage 2: thread
-        f = tid + s * blockDim (tid = threadIdx.y * SLOTS + threadIdx.x) takes output (o, p) of block
-        slot f / M % SLOTS, p = f % M (fixed per thread: its row of AT picked once), o = f / (M SLOTS):
-        a warp writes 8 slots' 4 adjacent pixels of a row. Work: 2 (4 A^2 + 16 A) FMAs per slot;
+        f = tid + m * blockDim (tid = threadIdx.y * SLOTS + threadIdx.x, m < ceil(M^2 / A)) takes
+        output (o, p) of block slot f / M % SLOTS, p = f % M (fixed per thread: its row of AT picked
+        once), o = f / (M SLOTS): a warp writes 8 slots' 4 adjacent pixels of a row. Work: 2 (4 A^2 + 16 A) FMAs per slot;
         traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
         sh = cuda.shared.array(staged, float32)
         pix = cuda.shared.array(SLOTS, int32)  # y offset of the slot's top-left pixel
@@ -260,8 +260,8 @@ def _output_kernel(r: int):
             cols[slot] = int32(q_out - q0)
             b_sh[slot] = bias[nk - int32(nk // k_out) * k_out] if ok and has_bias else float32(0.0)
         cuda.syncthreads()
-        # output (o, s, p) of thread f = tid + step * blockDim: f = (o * SLOTS + s) * M + p; the steps
-        # carried by adding (s_step, o_step) = blockDim / M split at SLOTS, no division
+        # output (o, s, p) of f = (o * SLOTS + s) * M + p; f's steps of blockDim carried by adding
+        # (o_step, s_step) = blockDim / M split at SLOTS, no division; o < M: f inside the block's outputs
         p = int32(slot % M)
         c = pick(p)
         tid = int32(j * SLOTS + slot)

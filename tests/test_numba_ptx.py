@@ -4,7 +4,8 @@ conv main loop (the loop holding the kernel's bar.sync) has no integer division 
 (no local memory); the small-channel conv kernels' innermost loops (the FMA loops and the staging
 loops) have no integer division or remainder and no 64-bit multiply; the bandwidth kernels (pooling,
 bias gradient, split sums, activations) have no division and no 64-bit multiply in any loop; the
-Winograd transforms neither (and no table or tile left in constant or local memory).
+Winograd transforms neither (and no table or tile left in constant or local memory), and the slot
+transforms (input, output, dy) divide only before their one barrier.
 
 Run as a script to print the counts: PYTHONPATH=$PWD python tests/test_numba_ptx.py
 """
@@ -32,6 +33,8 @@ BANDWIDTH_KERNELS = ("max_pool2d_forward_v1", "max_pool2d_backward_v1", "avg_poo
                      "sum_splits_v1", "relu_forward_v2", "relu_backward_v2", "leaky_relu_forward_v2",
                      "leaky_relu_backward_v2")
 WINOGRAD_KERNELS = KERNELS["winograd.cu"]  # the numba family's Winograd kernels carry the CUDA C names
+SLOT_KERNELS = tuple(k for k in WINOGRAD_KERNELS if k.startswith(("conv2d_winograd_input", "conv2d_winograd_output",
+                                                                  "conv2d_winograd_wgrad_dy")))
 WIDE = re.compile(r"^\s*(?:@%p\d+\s+)?(?:mul|mad)\.wide\.[su]32\b", re.M)
 
 
@@ -193,12 +196,26 @@ def test_bandwidth_kernel_loops_have_no_division_or_64bit_multiply(ptx_of, name)
 def test_winograd_transforms_fold_their_tables(ptx_of, name):
     """The Winograd kernels' transforms are straight-line code: their matrices are folded into the
     arithmetic (no constant-memory loads), their tiles stay in registers (no local memory) and their
-    loops (over images, over splits) neither divide nor multiply in 64 bits."""
+    loops (the filter transform's staging, any the compiler leaves rolled) neither divide nor multiply
+    in 64 bits."""
     ptx = ptx_of(name)
     assert "ld.const" not in ptx and ".local" not in ptx, f"{name}: tables or tiles left in memory"
     assert re.search(r"\b(?:fma\.rn|mul|add|sub)(?:\.rn)?\.f32\b", ptx), f"{name}: no transform arithmetic"
     got = counts(loops(ptx))
     assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} loops: {got}"
+
+
+@pytest.mark.parametrize("name", SLOT_KERNELS)
+def test_winograd_slot_transforms_divide_only_before_the_barrier(ptx_of, name):
+    """A slot transform's two stages meet at its one barrier: stage 1 stores its columns of L d to
+    shared memory before it, stage 2 reads them after it, and stage 2 (its row of L picked once, the
+    output transform's slots stepped by adding) neither divides nor multiplies in 64 bits: each
+    thread finds its slot once, in stage 1."""
+    before, bar, after = ptx_of(name).partition("bar.sync")
+    assert bar and "bar.sync" not in after, f"{name}: expected one barrier"
+    assert "st.shared.f32" in before and "ld.shared.f32" in after, f"{name}: no columns through shared memory"
+    got = counts(after)
+    assert got["div/rem"] == 0 and got["mul.lo.s64/mad.lo.s64"] == 0, f"{name} after the barrier: {got}"
 
 
 def test_main_loop_finder_sees_a_division():

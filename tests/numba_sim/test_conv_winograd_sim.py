@@ -1,20 +1,24 @@
 """The numba family's Winograd conv (fastconv/backends/numba/winograd.py, conv_tile="winograd") under
 the CUDA simulator through the family's launchers, against the float64 loop oracle of tests/oracle.py
 at REDUCTION_TOL (the transforms scale products by up to 21/4 and 16 before the sums cancel; see
-tests/ops/test_conv_winograd.py): every pass on a 3x3 case (padding 0, backward-data's 2; three images
-on a grid of two z-slices, so the transforms walk images; tiles cut at P and Q) and a 5x5 case
-(padding 1, backward-data's 3; one image narrower than two tiles), outputs and every intermediate
-array NaN-poisoned, the backward-weight products forced into 2 slices (summed by sum_splits_v1
-before the output transform); the filter transform's tiles of both orientations on a filter of
-several blocks; refusals. Run by tests/test_numba_sim.py; the products' GEMM blocks (A^2 groups) make each pass take
-seconds here, so the cases stay tiny.
+tests/ops/test_conv_winograd.py): every pass on a 3x3 case (padding 0, backward-data's 2; three images,
+so a block's slots span images; tiles cut at P and Q) and a 5x5 case (padding 1, backward-data's 3; one
+image narrower than two tiles), outputs and every intermediate array NaN-poisoned, the backward-weight
+products forced into 2 slices (summed by sum_splits_v1 before the output transform); the slot
+transforms (input, dy, output) alone against their tables on two blocks of slots, the last partial,
+with shared memory NaN-poisoned (a missing barrier reads it); the filter transform's tiles of both
+orientations on a filter of several blocks; refusals. Run by tests/test_numba_sim.py. Every simulated
+thread is a Python thread: nearly all of a pass's time here is its products' GEMM, A^2 groups of at
+least one block of 64 threads (the smallest tile, which config.winograd_tile picks for these few rows)
+whatever the case's size, so the cases stay tiny.
 """
-
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from numba.cuda.simulator import kernelapi
 
 import fastconv
 from fastconv.backends import numba as nb
@@ -37,13 +41,28 @@ PASSES = ("forward", "backward_data", "backward_weight")
 
 @pytest.fixture
 def poisoned(monkeypatch):
-    """Every array the Winograd path allocates (transforms, products, split workspace) NaN-filled, and
-    the transforms' grids two images deep in z."""
+    """Every array the Winograd path allocates (transforms, products, split workspace) NaN-filled."""
     def nan_empty(shape, like, dtype=np.float32, what=""):
         return np.full(shape, np.nan, dtype)
     monkeypatch.setattr(winograd, "_empty", nan_empty)
     monkeypatch.setattr(nb_conv, "_empty", nan_empty)
-    monkeypatch.setattr(winograd, "WINO_MAX_Z", 2)
+
+
+class _NanNumpy:
+    """numpy for the simulator's kernel API, whose empty() (its shared and local arrays) fills floats
+    with NaN."""
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype):
+        return np.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f" else np.empty(shape, dtype)
+
+
+@pytest.fixture
+def nan_shared(monkeypatch):
+    """The simulator's shared (and local) float arrays NaN-filled when a launch first allocates them."""
+    monkeypatch.setattr(kernelapi, "np", _NanNumpy())
 
 
 def run_pass(rng, what, case):
@@ -67,9 +86,10 @@ def run_pass(rng, what, case):
 @pytest.mark.parametrize("what", PASSES)
 @pytest.mark.parametrize("case", CASES)
 def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
-    """The pass's three Winograd kernels run around the GEMM; backward-weight's products are forced
-    into 2 slices where their reduction (N x tiles) is long enough (the 3x3 case: 3 x 2 x 2 = 12),
-    which sum_splits_v1 adds before the output transform."""
+    """The pass's three Winograd kernels run around the GEMM, on the CUDA C family's products tile
+    (config.winograd_tile: t32x128 for these few rows; backward-weight's t64x32 as t64x64 here);
+    backward-weight's products are forced into 2 slices where their reduction (N x tiles) is long
+    enough (the 3x3 case: 3 x 2 x 2 = 12), which sum_splits_v1 adds before the output transform."""
     launched, slices = [], []
     launch, conv_launch, gemm = winograd.launch, nb_conv.launch, winograd.backward_weight_gemm
     monkeypatch.setattr(winograd, "launch", lambda name, *a: launched.append(name) or launch(name, *a))
@@ -85,12 +105,55 @@ def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
     assert_close(out, want, REDUCTION_TOL, f"winograd {what}")
     n, _, h, w, _, r, pad = case
     long = n * -(-(h + 2 * pad - r + 1) // 4) * -(-(w + 2 * pad - r + 1) // 4) > 8
-    kinds = ((["input_v1", "wgrad_dy_v1"] + ["sum_splits_v1"] * long + ["wgrad_output_v2"])
-             if what == "backward_weight" else ["input_v1", "filter_v2", "output_v1"])
-    assert [nm for nm in launched if not nm.startswith(("conv2d_forward", "conv2d_backward"))] == [
+    kinds = ((["input_v2", "wgrad_dy_v2"] + ["sum_splits_v1"] * long + ["wgrad_output_v2"])
+             if what == "backward_weight" else ["input_v2", "filter_v2", "output_v2"])
+    gemm_names = ("conv2d_forward", "conv2d_backward")
+    assert [nm for nm in launched if not nm.startswith(gemm_names)] == [
         nm if nm.startswith("sum") else f"conv2d_winograd_{nm}_r{r}" for nm in kinds], launched
+    assert [nm for nm in launched if nm.startswith(gemm_names)] == [
+        "conv2d_backward_weight_t64x64_v1" if what == "backward_weight" else "conv2d_forward_t32x128_v1"], launched
     if what == "backward_weight":
         assert slices == [(2, 2) if long else (1, 1)], slices
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_slot_transforms_match_their_tables(rng, poisoned, nan_shared, r):
+    """conv2d_winograd_input_v2, wgrad_dy_v2 and output_v2 alone on 36 slots (1 image x 3 channels x
+    3 x 4 tiles: a full block and a partial one of 4 slots; P = 9, Q = 13 cut the last tiles), into
+    NaN-filled outputs with NaN-filled shared memory: every element is its slot's L d L^T (float64, the
+    family's tables), each pixel of y written once inside P x Q."""
+    n, c, pad = 1, 3, (r - 1) // 2
+    p, q = 9, 13
+    a, tp, tq = r + winograd.M - 1, -(-p // winograd.M), -(-q // winograd.M)
+    at, g, bt = (m.astype(np.float64) for m in winograd_tables.matrices(r, winograd.M, r))
+    g_dy = winograd_tables.matrices(r, r, winograd.M)[1].astype(np.float64)
+    x, dy, prod, b = _rand(rng, n, c, p, q), _rand(rng, n, c, p, q), _rand(rng, n, a * a * c, tp, tq), _rand(rng, c)
+
+    def tiles(img, size, lo):
+        """(N, C, TP, TQ, size, size) patches of ``img`` at (4 tp - lo, 4 tq - lo), zeros outside."""
+        big = np.zeros(img.shape[:2] + (4 * tp + size, 4 * tq + size))
+        big[:, :, lo:lo + p, lo:lo + q] = img
+        return np.stack([np.stack([big[:, :, 4 * i:4 * i + size, 4 * j:4 * j + size] for j in range(tq)], 2)
+                         for i in range(tp)], 2)
+
+    def xi_major(t):  # (N, C, TP, TQ, A, A) -> (N, A^2 * C, TP, TQ) at [n, xi * C + c, tp, tq]
+        return t.reshape(n, c, tp, tq, a * a).transpose(0, 4, 1, 2, 3).reshape(n, a * a * c, tp, tq)
+
+    v = winograd._input(x, (pad, pad), tp, tq, r, "x", None)
+    want_v = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", bt, tiles(x, a, pad), bt))
+    u = np.full((n, a * a * c, tp, tq), np.nan, np.float32)
+    winograd.launch(f"conv2d_winograd_wgrad_dy_v2_r{r}", *winograd._slot_launch(n * c * tp * tq, r),
+                    (dy, u, n, c, p, q, tp, tq))
+    want_u = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", g_dy, tiles(dy, winograd.M, 0), g_dy))
+    y = np.full((n, c, p, q), np.nan, np.float32)
+    winograd.launch(f"conv2d_winograd_output_v2_r{r}", *winograd._slot_launch(n * c * tp * tq, r),
+                    (prod, y, b, n, c, p, q, tp, tq, 1))
+    m = prod.astype(np.float64).reshape(n, a, a, c, tp, tq)
+    full = np.einsum("oi,nijcst,pj->ncsotp", at, m, at).reshape(n, c, tp * winograd.M, tq * winograd.M)
+    want_y = full[:, :, :p, :q] + b[:, None, None]
+    for what, got, want in (("input", v, want_v), ("wgrad_dy", u, want_u), ("output", y, want_y)):
+        assert not np.isnan(got).any(), f"{what}_v2_r{r}: NaN left in the output"
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=f"{what}_v2_r{r}")
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["forward", "backward_data"])

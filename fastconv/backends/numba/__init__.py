@@ -43,13 +43,14 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   pixels per thread, filters split over warps and summed in warp order, a sliding register window
   along rows; backward-weight: slices of output rows per block, 16 filters x 4 taps per thread,
   partial dw per block added by sum_splits_v1 (deterministic).
-- conv2d_winograd_{input,output,wgrad_dy}_v1_r{3,5}, conv2d_winograd_{filter,wgrad_output}_v2_r{3,5}
+- conv2d_winograd_{input,filter,output,wgrad_dy,wgrad_output}_v2_r{3,5}
   (winograd.py): conv2d by Winograd's F(4x4, RxR) for 3x3 / 5x5 stride-1 one-group filters by the CUDA C family's
   rule (config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"), the port of kernels/winograd.cu (same
   tables; the weights in the layout this family's GEMM reads): the transforms around 1x1 products
-  in A^2 groups on the implicit GEMM above; one thread per tile, filter pair or dw row, the filters
-  staged in shared memory, straight-line transforms, images walked by grid z; backward-weight's
-  split products added by sum_splits_v1 first.
+  in A^2 groups on the implicit GEMM above; A threads per (image, channel, tile) slot in two stages
+  through shared memory (input, output, dy), one thread per filter pair (filters staged in shared
+  memory) or dw row, straight-line transforms; backward-weight's split products added by
+  sum_splits_v1 first.
 - conv2d_backward_bias_v1: several blocks per output channel (each a slice of its N*P*Q
   elements, position carried without division, shared-memory tree reduction), partial sums added
   by sum_splits_v1.

@@ -130,7 +130,19 @@ def conv_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
     (cols = Cg*R*S, the short side). The CUDA C family's choice (config.conv_tile on WAVE_BLOCKS
     SMs) mapped by its BM x BN to the tile here of the same shape, else the nearest one (its BK-16
     t64x128k16 of the strided backward-data phases to 64x128)."""
-    bm, bn = _cfg.tile_spec(_cfg.conv_tile(rows, cols, WAVE_BLOCKS, z, wgrad=wgrad))[:2]
+    return _nearest(_cfg.conv_tile(rows, cols, WAVE_BLOCKS, z, wgrad=wgrad))
+
+
+def winograd_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
+    """Tile of a Winograd products GEMM: z = A^2 groups of rows x cols (``wgrad``: the backward-weight
+    products, cols = C). The CUDA C family's choice for its products (config.winograd_tile on
+    WAVE_BLOCKS SMs), mapped as conv_tile maps its."""
+    return _nearest(_cfg.winograd_tile(rows, cols, WAVE_BLOCKS, z, wgrad))
+
+
+def _nearest(name: str) -> Tile:
+    """The tile here nearest the CUDA C family's tile ``name`` by its BM x BN."""
+    bm, bn = _cfg.tile_spec(name)[:2]
     return min(TILES, key=lambda t: abs(t.bm - bm) + abs(t.bn - bn))
 
 

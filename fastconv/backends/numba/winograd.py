@@ -2,7 +2,7 @@
 kernels/winograd.cu (its header comment holds the math), for stride 1, dilation 1, one group and a
 square R x R filter (R = 3 or 5, A = R + 3 points), taken by the CUDA C family's rule
 (config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"). The
-tables and the straight-line transforms are in winograd_tables.py.
+tables, the straight-line transforms and the slot transforms' stages are in winograd_tables.py.
 
     forward        y_t = AT [ sum over c of (G w G^T)[k, c] (.) (BT x_t B)[c] ] A  (F(4, R)), + bias;
     backward-data  the forward of dy with the filter flipped and transposed, padding R - 1 - pad;
@@ -11,75 +11,57 @@ tables and the straight-line transforms are in winograd_tables.py.
 The layouts are the CUDA C kernels' but for U: V[n, xi, c, t] (xi = u * A + v, t the tile), products
 Y[n, xi, k, t] and M[xi, k, c]; U[xi, k, c] (flip: U[xi, c, k]) is the weight layout this family's
 GEMM reads (it packs nothing; the CUDA C filter transform writes its GEMM's packed layout instead).
-The sums between the transforms are this family's implicit GEMM (conv.py), fp32: a 1x1 forward in
-A^2 groups (forward, backward-data) and a 1x1 backward-weight in A^2 groups whose split partial sums
-sum_splits_v1 adds before the output transform.
+The sums between the transforms are this family's implicit GEMM (conv.py), fp32, on the tile the
+CUDA C family takes for its products (tiles.winograd_tile): a 1x1 forward in A^2 groups (forward,
+backward-data) and a 1x1 backward-weight in A^2 groups whose split partial sums sum_splits_v1 adds
+before the output transform.
 
-Kernels (suffix _r3 / _r5: R), one thread per item of the grid's x (no grid-stride loop: the set-up
-divides once), the transforms over images walking n by blockIdx.z (offsets added, no division):
-- conv2d_winograd_input_v1_r*   per (channel, tile) x n: its A x A patch (zeros outside), BT d B -> V.
+Kernels (suffix _r3 / _r5: R):
+- conv2d_winograd_input_v2_r*   A threads per slot (image, channel, tile): its A x A patch (zeros
+  outside), BT d B -> V.
 - conv2d_winograd_filter_v2_r*  per (k, c): G w G^T -> U (flip: of w rotated by 180 degrees, at U[xi, c, k]);
   blocks of FT_KK reduction indices (U's last index, fastest: coalesced stores in both orientations) x
   FT_M output channels, the block's filters staged in shared memory by contiguous row loads.
-- conv2d_winograd_output_v1_r*  per (k, tile) x n: AT Y_t A + bias, the tile's pixels inside P x Q.
-- conv2d_winograd_wgrad_dy_v1_r*      per (k, tile) x n: the 4 x 4 dy tile (zeros past P, Q), G d G^T -> U.
+- conv2d_winograd_output_v2_r*  A threads per slot (image, k, tile): AT Y_t A + bias, the tile's pixels
+  inside P x Q.
+- conv2d_winograd_wgrad_dy_v2_r*      A threads per slot (image, k, tile): the 4 x 4 dy tile (zeros past
+  P, Q), G d G^T -> U.
 - conv2d_winograd_wgrad_output_v2_r*  per (k, c, row r): row r of AT m A -> dw[k, c, r] (m = M[xi, k, c]).
-The transforms are straight-line code over fixed-size local arrays (winograd_tables._transform), the tile loops
-have constant trip counts (tests/test_numba_ptx.py checks: no local memory, no division or 64-bit
-multiply in any loop). Index math is 32-bit (every array's size is checked below
-2^31 by the allocation).
+The slot transforms (input, output, dy; kernels/winograd.cu's slot_transform) take blocks of (SLOTS, A)
+threads serving SLOTS consecutive slots in two stages through shared memory T[o][j][slot]: stage 1,
+thread (slot = threadIdx.x, column j = threadIdx.y), loads column j of its slot's I x I block d (the
+lanes' slots adjacent: each load a contiguous run) and writes column j of L d; a barrier; stage 2
+forms (L d L^T)[o][p] = row o of T times row p of L, the row picked once per thread. So a slot's A^2
+loads or stores are spread over A threads (the thread-per-slot kernels ran latency-bound). Their grid
+is 1-D, a block per SLOTS slots: slots <= the transformed array's size / A^2 < 2^31 / A^2 (the
+allocation checks it), so ceil(slots / SLOTS) stays far below MAX_GRID_X and no image walk is needed.
+The transforms are straight-line code over fixed-size local arrays (winograd_tables), the tile loops
+have constant trip counts, each thread divides only to find its slot (tests/test_numba_ptx.py checks:
+no local memory, no division or 64-bit multiply in any loop, none after the barrier). Index math is
+32-bit (every array's size is checked below 2^31 by the allocation).
 """
 
 from __future__ import annotations
 
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint32
 
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 from .conv import _sum_partials, backward_weight_gemm, launch_conv2d_forward
 from .driver import _empty, launch
-from .tiles import ELEMENTWISE_THREADS, _conv_geometry, _digits_split, conv_tile
-from .winograd_tables import _row_transform, _transform, matrices
+from .tiles import _conv_geometry, _digits_split, winograd_tile
+from .winograd_tables import SLOTS, _columns, _pick_row, _row_dot, _row_transform, _transform, matrices
 
 M = _cfg.WINOGRAD_TILE   # output tile side (WINO_M)
 # the filter transform's block: FT_KK reduction indices (stored fastest) x FT_M output channels of the
 # products' GEMM, a thread each
 FT_KK, FT_M = 32, 8
 
-# grid z of the transforms over images: CUDA's limit (tests lower it to make the kernels walk images)
-WINO_MAX_Z = _cfg.MAX_GRID_YZ
-
-@cuda.jit(device=True, inline="always")
-def _tile_slot(rows, aa, ph, pw, pad_h, pad_w, tp_n, tq_n):
-    """This thread's item of a transform grid over (row, tile) along x and images along z: an
-    N x rows x ph x pw array of planes on one side, an (N, A^2, rows, TP x TQ) one on the other.
-    Returns (ok, row, h0, w0, n, pixel offset of (n, row, h0, w0), xi offset of (n, 0, row, t), their
-    steps per gridDim.z images, the xi step), (h0, w0) the tile's top-left pixel less the padding.
-    Divides here once; the kernels' loops only add."""
-    tt = int32(tp_n * tq_n)
-    i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
-    row, tp, tq = _digits_split(i, tt, tq_n)
-    h0 = int32(tp * M - pad_h)
-    w0 = int32(tq * M - pad_w)
-    n = int32(cuda.blockIdx.z)
-    pix = int32(int32(n * rows + row) * int32(ph * pw) + h0 * pw + w0)
-    xi = int32(n * aa * rows * tt + i)
-    return (i < int32(rows * tt), row, h0, w0, n, pix, xi, int32(cuda.gridDim.z * rows * ph * pw),
-            int32(cuda.gridDim.z * aa * rows * tt), int32(rows * tt))
-
 
 def _tile_access(size: int):
-    """Device functions (patch, load_xi, store_xi) for size x size tiles d:
-    patch(src, at, h0, w0, ph, pw, d): d[u, v] = src[at + u * pw + v] where (h0 + u, w0 + v) is inside
-    ph x pw, else 0; load_xi(src, at, step, d): d[u, v] = src[at + (u * size + v) * step];
-    store_xi(dst, at, step, d): the reverse (the A^2 values of a tile, xi-major)."""
-    @cuda.jit(device=True, inline="always")
-    def patch(src, at, h0, w0, ph, pw, d):
-        for u in range(size):
-            for v in range(size):
-                d[u, v] = src[int32(at + v)] if 0 <= h0 + u < ph and 0 <= w0 + v < pw else float32(0.0)
-            at = int32(at + pw)
-
+    """Device functions (load_xi, store_xi) for size x size tiles d: load_xi(src, at, step, d):
+    d[u, v] = src[at + (u * size + v) * step]; store_xi(dst, at, step, d): the reverse (the A^2 values
+    of a tile, xi-major)."""
     @cuda.jit(device=True, inline="always")
     def load_xi(src, at, step, d):
         for u in range(size):
@@ -93,29 +75,55 @@ def _tile_access(size: int):
             for v in range(size):
                 dst[at] = d[u, v]
                 at = int32(at + step)
-    return patch, load_xi, store_xi
+    return load_xi, store_xi
 
 
-def _patch_transform(size: int, a: int, transform, store_a):
-    """Device function run(src, dst, n_img, rows, ph, pw, pad_h, pad_w, tp_n, tq_n) of the input and
-    wgrad dy kernels: per (row, tile) of an N x rows x ph x pw ``src`` and images n = blockIdx.z, +
-    gridDim.z, ..., the size x size patch at (4 tp - pad_h, 4 tq - pad_w) (zeros outside the plane),
-    ``transform``-ed to A x A and stored xi-major at dst[n, xi, row, t] (store_a)."""
-    patch = _tile_access(size)[0]
+@cuda.jit(device=True, inline="always")
+def _slot(chans, tt, tq_n, aa):
+    """This thread's slot i = blockIdx.x * SLOTS + threadIdx.x of a slot transform over N x ``chans``
+    planes of tt = TP x TQ tiles: (i, plane (n * chans + channel), tp, tq, the offset of (n, xi = 0,
+    channel, t) in an (N, aa * chans, TP, TQ) array). Divides: once per thread, before any loop."""
+    i = int32(cuda.blockIdx.x * SLOTS + cuda.threadIdx.x)
+    plane, tp, tq = _digits_split(i, tt, tq_n)
+    return i, plane, tp, tq, int32(i + int32(plane // chans) * int32((aa - 1) * chans * tt))
+
+
+def _slot_transform(lmat):
+    """Device function run(src, dst, n_img, chans, ph, pw, pad_h, pad_w, tp_n, tq_n) of the input and
+    wgrad dy kernels (block (SLOTS, A)): dst[n, xi, channel, t] = (L d L^T)[xi] (L = ``lmat``, A x I) of
+    every slot (n, channel, tile t) of an N x chans x ph x pw ``src``, d its I x I patch at
+    (4 tp - pad_h, 4 tq - pad_w) (zeros outside the plane). Stage 1: thread j < I loads the patch's
+    column j (I loads, a row apart); stage 2: thread v writes column v of the slot's A rows (the lanes'
+    slots adjacent: coalesced stores)."""
+    a, i_n = lmat.shape
+    columns, pick, row_dot = _columns(lmat), _pick_row(lmat), _row_dot(i_n)
+    staged = a * i_n * SLOTS  # floats of T[o][j][slot]
 
     @cuda.jit(device=True, inline="always")
-    def run(src, dst, n_img, rows, ph, pw, pad_h, pad_w, tp_n, tq_n):
-        ok, _, h0, w0, n, s_off, d_off, s_step, d_step, xi_step = _tile_slot(rows, a * a, ph, pw, pad_h, pad_w, tp_n,
-                                                                             tq_n)
-        d = cuda.local.array((size, size), float32)
-        out = cuda.local.array((a, a), float32)
-        while ok and n < n_img:
-            patch(src, s_off, h0, w0, ph, pw, d)
-            transform(d, out)
-            store_a(dst, d_off, xi_step, out)
-            n = int32(n + cuda.gridDim.z)
-            s_off = int32(s_off + s_step)
-            d_off = int32(d_off + d_step)
+    def run(src, dst, n_img, chans, ph, pw, pad_h, pad_w, tp_n, tq_n):
+        sh = cuda.shared.array(staged, float32)
+        tt = int32(tp_n * tq_n)
+        i, plane, tp, tq, at = _slot(chans, tt, tq_n, a * a)
+        ok = i < int32(n_img * chans * tt)
+        slot = int32(cuda.threadIdx.x)
+        j = int32(cuda.threadIdx.y)
+        if j < i_n:
+            h0 = int32(tp * M - pad_h)
+            w = int32(tq * M - pad_w + j)
+            src_at = int32(int32(plane * ph + h0) * pw + w)
+            inside = ok and 0 <= w < pw
+            d = cuda.local.array(i_n, float32)
+            for u in range(i_n):
+                d[u] = src[src_at] if inside and 0 <= h0 + u < ph else float32(0.0)
+                src_at = int32(src_at + pw)
+            columns(d, sh, uint32(j * SLOTS + slot))
+        cuda.syncthreads()
+        if ok:
+            c = pick(j)
+            at = int32(at + j * chans * tt)
+            for u in range(a):
+                dst[at] = row_dot(sh, uint32(u * i_n * SLOTS + slot), c)
+                at = int32(at + a * chans * tt)
     return run
 
 
@@ -123,17 +131,15 @@ def _patch_transform(size: int, a: int, transform, store_a):
 # backward-data (matrices(r, M, r)), F(R, 4) for backward-weight (matrices(r, r, M)).
 
 def _input_kernel(r: int):
-    a = r + M - 1
-    input_run = _patch_transform(a, a, _transform(matrices(r, M, r)[2]), _tile_access(a)[2])
+    input_run = _slot_transform(matrices(r, M, r)[2])
 
-    def input_v1(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
-        """V[n, xi, c, t] = (BT x_t B)[xi] of each (channel c, tile t) of images n = blockIdx.z, +
-        gridDim.z, ...; the patch's top-left pixel at (4 tp - pad_h, 4 tq - pad_w). Work: 2 A^3 FMAs
-        per (n, c, tile); traffic A^2 * 4 bytes in (rows shared by overlapping patches, cache-served)
-        and A^2 * 4 bytes out."""
+    def input_v2(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
+        """V[n, xi, c, t] = (BT x_t B)[xi] of each slot (image n, channel c, tile t) of x, the patch's
+        top-left pixel at (4 tp - pad_h, 4 tq - pad_w); blocks of (SLOTS, A) threads, a block per SLOTS
+        slots. Work: 2 A^3 FMAs per slot; traffic A^2 * 4 bytes in (rows shared by overlapping patches,
+        cache-served) and A^2 * 4 bytes out."""
         input_run(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n)
-    return input_v1
-
+    return input_v2
 
 def _filter_stage(r: int, nk: int, row: int):
     """Device function stage(w, tile, src, src_step, kn, have) of the filter transform: a block's
@@ -169,7 +175,7 @@ def _filter_stage(r: int, nk: int, row: int):
 def _filter_kernel(r: int):
     a, rr = r + M - 1, r * r
     staged = FT_KK * FT_M * rr + FT_KK  # floats of the shared tile: either orientation's rows at their pitch
-    filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[2]
+    filter_t, store_a = _transform(matrices(r, M, r)[1]), _tile_access(a)[1]
     stage_w = _filter_stage(r, FT_M, FT_KK * rr)  # m = k, kk = c: FT_M rows of k, each FT_KK filters long
     stage_flip = _filter_stage(r, FT_KK, FT_M * rr)  # m = c, kk = k: FT_KK rows of k, each FT_M filters long
 
@@ -214,50 +220,78 @@ def _filter_kernel(r: int):
 
 def _output_kernel(r: int):
     a = r + M - 1
-    aa = a * a
-    output_t, load_a = _transform(matrices(r, M, r)[0]), _tile_access(a)[1]
+    at_m = matrices(r, M, r)[0]
+    columns, pick, row_dot = _columns(at_m), _pick_row(at_m), _row_dot(a)
+    steps = cdiv(M * M, a)  # stage 2's trips: M * M * SLOTS outputs over a * SLOTS threads
+    staged = M * a * SLOTS  # floats of T[o][j][slot]
+    o_step, s_step = divmod(a * SLOTS // M, SLOTS)
 
-    def output_v1(y_in, y, bias, n_img, k_out, p_out, q_out, tp_n, tq_n, has_bias):
-        """y[n, k] of each (filter k, tile t), images n = blockIdx.z, + gridDim.z, ...: AT Y_t A
-        (Y[n, xi, k, t]) + bias[k], its pixels inside P x Q written. Work: 2 (4 A^2 + 16 A) FMAs per
-        (n, k, tile); traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
-        ok, k, p0, q0, n, dst, src, dst_step, src_step, xi_step = _tile_slot(k_out, aa, p_out, q_out, 0, 0, tp_n,
-                                                                             tq_n)
-        if not ok:
-            return
-        b = bias[k] if has_bias else float32(0.0)
-        m = cuda.local.array((a, a), float32)
-        out = cuda.local.array((M, M), float32)
-        while n < n_img:
-            load_a(y_in, src, xi_step, m)
-            output_t(m, out)
-            row = dst
-            for e in range(M):
-                for f in range(M):
-                    if p0 + e < p_out and q0 + f < q_out:
-                        y[int32(row + f)] = out[e, f] + b
-                row = int32(row + q_out)
-            n = int32(n + cuda.gridDim.z)
-            src = int32(src + src_step)
-            dst = int32(dst + dst_step)
-    return output_v1
+    def output_v2(y_in, y, bias, n_img, k_out, p_out, q_out, tp_n, tq_n, has_bias):
+        """y[n, k] of each slot (image n, filter k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], its
+        pixels inside P x Q written; blocks of (SLOTS, A) threads, a block per SLOTS slots. Stage 1:
+        thread (slot, j) loads column j of the slot's products (A loads, the lanes' slots adjacent)
+        into T[o][j][slot] = (AT m)[o][j], and thread j = 0 the slot's pixel offset, rows and columns
+        left inside P x Q (none past the last slot) and bias into shared memory; stage 2: thread
+        f = tid + m * blockDim (tid = threadIdx.y * SLOTS + threadIdx.x, m < ceil(M^2 / A)) takes
+        output (o, p) of block slot f / M % SLOTS, p = f % M (fixed per thread: its row of AT picked
+        once), o = f / (M SLOTS): a warp writes 8 slots' 4 adjacent pixels of a row. Work: 2 (4 A^2 + 16 A) FMAs per slot;
+        traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
+        sh = cuda.shared.array(staged, float32)
+        pix = cuda.shared.array(SLOTS, int32)  # y offset of the slot's top-left pixel
+        rows = cuda.shared.array(SLOTS, int32)  # its rows inside P (0: no slot)
+        cols = cuda.shared.array(SLOTS, int32)  # its columns inside Q
+        b_sh = cuda.shared.array(SLOTS, float32)
+        tt = int32(tp_n * tq_n)
+        i, nk, tp, tq, at = _slot(k_out, tt, tq_n, a * a)
+        slot = int32(cuda.threadIdx.x)
+        j = int32(cuda.threadIdx.y)
+        ok = i < int32(n_img * k_out * tt)
+        d = cuda.local.array(a, float32)
+        at = int32(at + j * k_out * tt)
+        for u in range(a):
+            d[u] = y_in[at] if ok else float32(0.0)
+            at = int32(at + a * k_out * tt)
+        columns(d, sh, uint32(j * SLOTS + slot))
+        if j == 0:
+            p0 = int32(tp * M)
+            q0 = int32(tq * M)
+            pix[slot] = int32(int32(nk * p_out + p0) * q_out + q0)
+            rows[slot] = int32(p_out - p0) if ok else int32(0)
+            cols[slot] = int32(q_out - q0)
+            b_sh[slot] = bias[nk - int32(nk // k_out) * k_out] if ok and has_bias else float32(0.0)
+        cuda.syncthreads()
+        # output (o, s, p) of f = (o * SLOTS + s) * M + p; f's steps of blockDim carried by adding
+        # (o_step, s_step) = blockDim / M split at SLOTS, no division; o < M: f inside the block's outputs
+        p = int32(slot % M)
+        c = pick(p)
+        tid = int32(j * SLOTS + slot)
+        s = int32(tid // M % SLOTS)
+        o = int32(tid // (M * SLOTS))
+        for _ in range(steps):
+            if o < M and o < rows[s] and p < cols[s]:
+                y[int32(pix[s] + o * q_out + p)] = row_dot(sh, uint32(o * a * SLOTS + s), c) + b_sh[s]
+            s = int32(s + s_step)
+            o = int32(o + o_step)
+            if s >= SLOTS:
+                s = int32(s - SLOTS)
+                o = int32(o + 1)
+    return output_v2
 
 
 def _wgrad_dy_kernel(r: int):
-    a = r + M - 1
-    dy_run = _patch_transform(M, a, _transform(matrices(r, r, M)[1]), _tile_access(a)[2])
+    dy_run = _slot_transform(matrices(r, r, M)[1])
 
-    def wgrad_dy_v1(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
-        """U[n, xi, k, t] = (G dy_t G^T)[xi] of each (filter k, 4 x 4 tile t) of dy (zeros past P, Q),
-        images n = blockIdx.z, + gridDim.z, ... Work: 2 (4 A^2 + A^3) FMAs per (n, k, tile) at most;
-        traffic 16 * 4 bytes in, A^2 * 4 bytes out."""
+    def wgrad_dy_v2(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
+        """U[n, xi, k, t] = (G dy_t G^T)[xi] of each slot (image n, filter k, 4 x 4 tile t) of dy (zeros
+        past P, Q); blocks of (SLOTS, A) threads, a block per SLOTS slots (stage 1 by the 4 threads
+        j < 4 of a slot). Work: 2 (4 A^2 + 4 A^2) FMAs per slot; traffic 16 * 4 bytes in, A^2 * 4
+        bytes out."""
         dy_run(dy, u_out, n_img, k_out, p_out, q_out, 0, 0, tp_n, tq_n)
-    return wgrad_dy_v1
-
+    return wgrad_dy_v2
 
 def _wgrad_output_kernel(r: int):
     a = r + M - 1
-    row_t, load_a = _row_transform(matrices(r, r, M)[0]), _tile_access(a)[1]
+    row_t, load_a = _row_transform(matrices(r, r, M)[0]), _tile_access(a)[0]
 
     def wgrad_output_v2(m_in, dw, k_out, c_in):
         """dw[k, c, row] of each (k, c, row): row of AT m A, m the products M[xi, k, c] (their splits
@@ -279,24 +313,22 @@ def _wgrad_output_kernel(r: int):
     return wgrad_output_v2
 
 
-conv2d_winograd_input_v1_r3 = _input_kernel(3)
-conv2d_winograd_input_v1_r5 = _input_kernel(5)
+conv2d_winograd_input_v2_r3 = _input_kernel(3)
+conv2d_winograd_input_v2_r5 = _input_kernel(5)
 conv2d_winograd_filter_v2_r3 = _filter_kernel(3)
 conv2d_winograd_filter_v2_r5 = _filter_kernel(5)
-conv2d_winograd_output_v1_r3 = _output_kernel(3)
-conv2d_winograd_output_v1_r5 = _output_kernel(5)
-conv2d_winograd_wgrad_dy_v1_r3 = _wgrad_dy_kernel(3)
-conv2d_winograd_wgrad_dy_v1_r5 = _wgrad_dy_kernel(5)
+conv2d_winograd_output_v2_r3 = _output_kernel(3)
+conv2d_winograd_output_v2_r5 = _output_kernel(5)
+conv2d_winograd_wgrad_dy_v2_r3 = _wgrad_dy_kernel(3)
+conv2d_winograd_wgrad_dy_v2_r5 = _wgrad_dy_kernel(5)
 conv2d_winograd_wgrad_output_v2_r3 = _wgrad_output_kernel(3)
 conv2d_winograd_wgrad_output_v2_r5 = _wgrad_output_kernel(5)
 
 
-def _grid(items: int, n_img: int = 1):
-    """One thread per item along x; images along z (the kernels walk n past CUDA's 65535)."""
-    return (max(1, cdiv(items, ELEMENTWISE_THREADS)), 1, min(n_img, WINO_MAX_Z))
-
-
-_BLOCK = (ELEMENTWISE_THREADS, 1, 1)
+def _slot_launch(slots: int, r: int):
+    """(grid, block) of a slot transform (input, output, dy) over ``slots`` (image, channel, tile)
+    slots: a block of (SLOTS, A) threads per SLOTS slots."""
+    return (cdiv(slots, SLOTS), 1, 1), (SLOTS, r + M - 1, 1)
 
 
 def _input(x, padding, tp, tq, r, what, stream):
@@ -304,7 +336,7 @@ def _input(x, padding, tp, tq, r, what, stream):
     n, c, h, w = x.shape
     a = r + M - 1
     v = _empty((n, a * a * c, tp, tq), x, what=f"Winograd transform of {what}")
-    launch(f"conv2d_winograd_input_v1_r{r}", _grid(c * tp * tq, n), _BLOCK,
+    launch(f"conv2d_winograd_input_v2_r{r}", *_slot_launch(n * c * tp * tq, r),
            (x, v, n, c, h, w, padding[0], padding[1], tp, tq), stream)
     return v
 
@@ -312,7 +344,7 @@ def _input(x, padding, tp, tq, r, what, stream):
 def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     """y = conv2d(x, w) (+ b) by F(4x4, RxR): V of x's patches, U = G w G^T (flip: of w rotated and
     transposed, backward-data's weights, x then dy and y dx), their products summed over channels as
-    a 1x1 forward in A^2 groups (the family's GEMM on tiles.conv_tile's tile, fp32), then AT Y_t A per
+    a 1x1 forward in A^2 groups (the family's GEMM on tiles.winograd_tile's tile, fp32), then AT Y_t A per
     tile with the bias. Shapes: x (N, C, H, W), w (K, C, R, R) (flip: (C, K, R, R)), y (N, K, P, Q)."""
     n, k, p, q = y.shape
     c, r = x.shape[1], w.shape[2]
@@ -322,26 +354,29 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     launch(f"conv2d_winograd_filter_v2_r{r}", (cdiv(c, FT_KK), cdiv(k, FT_M), 1), (FT_KK * FT_M, 1, 1),
            (w, u) + ((c, k) if flip else (k, c)) + (int(flip),), stream)
     prod = _empty((n, a * a * k, tp, tq), x, what="Winograd products")
-    launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream, tile=conv_tile(k, n * tp * tq, a * a))
-    launch(f"conv2d_winograd_output_v1_r{r}", _grid(k * tp * tq, n), _BLOCK,
+    launch_conv2d_forward(prod, v, u, None, (1, 1), (0, 0), (1, 1), a * a, stream,
+                          tile=winograd_tile(k, n * tp * tq, a * a))
+    launch(f"conv2d_winograd_output_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
            (prod, y, w if b is None else b, n, k, p, q, tp, tq, int(b is not None)), stream)
     return y
 
 
 def winograd_backward_weight(dw, dy, x, padding, stream=None):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4 x 4 tiles, their products summed
-    over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM, split as
-    tiles.backward_weight_splits says, the splits added by sum_splits_v1), then AT m A into dw, a
+    over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM on
+    tiles.winograd_tile's tile, split as tiles.backward_weight_splits says, the splits added by
+    sum_splits_v1), then AT m A into dw, a
     thread per row. Shapes: dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
     v = _input(x, padding, tp, tq, r, "x", stream)
     u = _empty((n, a * a * k, tp, tq), dy, what="Winograd transform of dy")
-    launch(f"conv2d_winograd_wgrad_dy_v1_r{r}", _grid(k * tp * tq, n), _BLOCK, (dy, u, n, k, p, q, tp, tq), stream)
+    launch(f"conv2d_winograd_wgrad_dy_v2_r{r}", *_slot_launch(n * k * tp * tq, r), (dy, u, n, k, p, q, tp, tq),
+           stream)
     m = _empty((a * a * k, c, 1, 1), dy, what="Winograd products")
     geo = _conv_geometry(v.shape, m.shape, (1, 1), (0, 0), (1, 1), a * a)
-    parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, conv_tile(k, c, a * a, wgrad=True))
+    parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, winograd_tile(k, c, a * a, wgrad=True))
     _sum_partials(m, parts, splits, stream)
     threads = _cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK
     launch(f"conv2d_winograd_wgrad_output_v2_r{r}", (cdiv(k * c * r, threads), 1, 1), (threads, 1, 1), (m, dw, k, c),

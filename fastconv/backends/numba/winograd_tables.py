@@ -1,12 +1,14 @@
 """Winograd's tables and transforms as straight-line device code, for the numba family's Winograd
 kernels (winograd.py): the points, inverse denominators and BT of kernels/winograd.cu, the AT, G and
-BT built from them, and device functions t(d, out) = L d L^T written out from a constant L."""
+BT built from them, device functions t(d, out) = L d L^T written out from a constant L, and the
+slot transforms' two stages (columns of L d into shared memory, rows of L picked at run time)."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, uint32
 
+from ..cuda.config import WINOGRAD_SLOTS as SLOTS  # slots per block of the slot transforms (WINO_SLOTS)
 from ..cuda.config import WINOGRAD_TILE as M  # output tile side (WINO_M)
 
 # The points, inverse denominators and BT of A = R + 3 (kernels/winograd.cu's WINO6_* and WINO8_*;
@@ -63,7 +65,7 @@ def _rows(lmat, o, out_row, indent="    "):
 
 def _device(lines):
     """The device function ``t`` of the source ``lines``."""
-    scope = {"float32": float32}
+    scope = {"float32": float32, "uint32": uint32}
     exec("\n".join(lines), scope)  # noqa: S102  (source built from the constant tables only)
     return cuda.jit(device=True, inline="always")(scope["t"])
 
@@ -84,3 +86,33 @@ def _row_transform(lmat):
     for o in range(lmat.shape[0]):
         lines += [f"    {'if' if o == 0 else 'elif'} row == {o}:"] + _rows(lmat, o, 0, "        ")
     return _device(lines)
+
+
+# The slot transforms' stages (winograd.py): a block's shared T[o][j][slot] (O x I x SLOTS floats)
+# holds column j of L d of each of its SLOTS slots (d a slot's I x I block).
+
+def _columns(lmat):
+    """Device function t(d, sh, at): sh[at + o * I * SLOTS] = (L d)[o] for o < O, d the I values of one
+    column (a local array) and at = j * SLOTS + slot (stage 1: column j of L d into T[o][j][slot]).
+    Straight-line from L's entries as _transform."""
+    o_n, i_n = lmat.shape
+    return _device(["def t(d, sh, at):"] + [
+        f"    sh[uint32(at + {o * i_n * SLOTS})] = {_dot(lmat[o], [f'd[{i}]' for i in range(i_n)])}"
+        for o in range(o_n)])
+
+
+def _pick_row(lmat):
+    """Device function t(p): row ``p`` (a run-time index < O) of L as a tuple of I float32 constants,
+    one branch per row (stage 2 picks its row once per thread: registers, no table in memory)."""
+    rows = ["(" + ", ".join(f"float32({float(c)!r})" for c in row) + ",)" for row in lmat]
+    lines = ["def t(p):"]
+    for o, row in enumerate(rows[:-1]):
+        lines += [f"    if p == {o}:", f"        return {row}"]
+    return _device(lines + [f"    return {rows[-1]}"])  # p == O - 1
+
+
+def _row_dot(i_n: int):
+    """Device function t(sh, at, c): sum over j < i_n of sh[at + j * SLOTS] * c[j] (stage 2: row o of T
+    of one slot, at = o * i_n * SLOTS + slot, times a row c of L picked by _pick_row)."""
+    terms = " + ".join(f"sh[uint32(at + {j * SLOTS})] * c[{j}]" for j in range(i_n))
+    return _device(["def t(sh, at, c):", f"    return {terms}"])

@@ -138,6 +138,23 @@ def test_conv_tiles_use_vector_shared_loads_and_registers(ptx_of, name):
     assert ".local" not in ptx, f"{name}: uses local memory"
 
 
+@pytest.mark.parametrize("name", [k for k in CONV_KERNELS if "backward_data" in k])
+def test_backward_data_decodes_its_phase_before_the_main_loop(ptx_of, name):
+    """One launch serves every stride phase: the block reads its phase from %ctaid.z and decodes it
+    (tiles._phase_dim and the slice length divide) before the main loop, which holds no division
+    (test above), and a block past its phase's columns branches to the kernel's return before the
+    first barrier."""
+    ptx = ptx_of(name)
+    head = ptx[:ptx.index(main_loop(ptx))]
+    assert "%ctaid.z" in head and counts(head)["div/rem"] > 0, f"{name}: no phase decode before the main loop"
+    lines = ptx.splitlines()
+    exits = {m.group(1) for i, ln in enumerate(lines[:-1])
+             if (m := re.match(r"^(\$L\w+):", ln)) and lines[i + 1].strip() == "ret;"}
+    first_bar = next(i for i, ln in enumerate(lines) if "bar.sync" in ln)
+    assert any(m and m.group(1) in exits for m in (re.search(r"\bbra(?:\.uni)?\s+(\$L\w+);", ln)
+                                                   for ln in lines[:first_bar])), f"{name}: no return before the first barrier"
+
+
 # FFMA share of one BK step of the main loop in sm_90 SASS (tests/numba_sass.py prints the table;
 # measured: 0.54-0.67 for the tiles of 128 and more threads, 0.46-0.61 for the 64-thread 32x128 and
 # 64x64 ones, which stage 20 and 16 elements per 512 FFMA): the loaders' index work per staged

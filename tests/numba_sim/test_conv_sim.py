@@ -64,21 +64,50 @@ def test_conv2d_all_passes(rng, x_shape, w_shape, stride, padding, dilation, gro
 
 
 # backward data by stride phases: phases no tap reaches (stride > kernel), dilation sharing a factor
-# with the stride (rstep < stride), negative dy row offsets (padding > 0), odd sizes not divisible by the stride
+# with the stride (rstep < stride), negative dy row offsets (padding > 0), odd sizes not divisible by the
+# stride, phases of different column tiles (17 x 17 at stride 2: 81 columns of phase (0, 0) in two 64-wide
+# tiles, 64 of phase (1, 1) in one, so its second block returns at once)
 BWD_PHASE_CASES = [
     pytest.param((1, 2, 7, 8), (3, 2, 2, 1), (3, 3), (0, 0), (1, 1), 1, id="s3-k2-untouched-phases"),
     pytest.param((2, 2, 9, 7), (2, 2, 3, 3), (2, 2), (2, 1), (2, 3), 1, id="s2-dil2-dil3-p21"),
     pytest.param((1, 4, 8, 9), (4, 1, 5, 3), (2, 3), (2, 1), (1, 1), 4, id="depthwise-s23-k53"),
     pytest.param((1, 3, 11, 5), (2, 3, 4, 2), (4, 2), (3, 0), (2, 2), 1, id="s4-dil2-taps-every-2nd"),
+    pytest.param((1, 2, 17, 17), (2, 2, 3, 3), (2, 2), (1, 1), (1, 1), 1, id="s2-odd-phase-column-tiles"),
 ]
 
 
+@pytest.fixture
+def launched(monkeypatch):
+    """The names of the kernels the conv launchers start, in order."""
+    from fastconv.backends.numba import conv
+    names, launch = [], conv.launch
+    monkeypatch.setattr(conv, "launch", lambda name, *a: names.append(name) or launch(name, *a))
+    return names
+
+
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", BWD_PHASE_CASES)
-def test_conv2d_backward_data_phases(rng, x_shape, w_shape, stride, padding, dilation, groups):
+def test_conv2d_backward_data_phases(rng, launched, x_shape, w_shape, stride, padding, dilation, groups):
+    """Every stride phase in one launch into a NaN-poisoned dx."""
     args = (stride, padding, dilation, groups)
     dy, w = _rand(rng, *_geometry(x_shape, w_shape, stride, padding, dilation)), _rand(rng, *w_shape)
     dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, tile=K.TILE_64)
+    assert launched == ["conv2d_backward_data_t64x64_v1"]
     assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "backward_data")
+
+
+def test_bwd_phase_column_tiles_differ():
+    """The last BWD_PHASE_CASES case has blocks past their phase's columns (pure Python)."""
+    (n, _, h, w), (_, _, r, s), stride, padding, dilation, _ = BWD_PHASE_CASES[-1].values
+    tiles = [-(-n * ph[1] * ph[8] // K.TILE_64.bn) for ph in K.bwd_phases(h, w, r, s, stride, padding, dilation)]
+    assert tiles == [2, 2, 2, 1]
+
+
+def test_conv2d_backward_data_grid_z_limit(rng):
+    """Phases x groups x splits past CUDA's 65535 grid z: a ValueError naming them, before any launch."""
+    dy, w = _rand(rng, 1, 16384, 1, 1), _rand(rng, 16384, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"conv2d_backward_data: got a grid z of 4 stride phases x 16384 groups x 1 "
+                                         r"splits = 65536 blocks, expected at most 65535"):
+        nb.launch_conv2d_backward_data(_empty(1, 16384, 2, 2), dy, w, (2, 2), (0, 0), (1, 1), 16384, tile=K.TILE_64)
 
 
 def test_bwd_phases_cover_every_tap_once():
@@ -192,11 +221,12 @@ def test_backward_weight_splits_heuristic():
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", [
     pytest.param((1, 6, 7, 5), (4, 3, 4, 4), (2, 1), (1, 2), (1, 2), 2, id="g2-s21-dil12-reduction48"),
     BWD_PHASE_CASES[0]])
-def test_conv2d_split_reduction_forward_backward_data(rng, x_shape, w_shape, stride, padding, dilation, groups):
+def test_conv2d_split_reduction_forward_backward_data(rng, launched, x_shape, w_shape, stride, padding, dilation,
+                                                      groups):
     """Split-K for forward (bias added by slice 0 only; a reduction of 48 makes 3 slices of 16, the
-    second case's 4 stays whole) and backward-data (every phase cut into the same 3 slices; slices
-    past a short phase's reduction, and phases no tap reaches, write zeros): partial sums in a
-    poisoned workspace, every element of it written, then summed in order."""
+    second case's 4 stays whole) and backward-data (every phase cut into the same 3 slices in one
+    launch; slices past a short phase's reduction, and phases no tap reaches, write zeros): partial
+    sums in a poisoned workspace, every element of it written, then summed in order."""
     args = (stride, padding, dilation, groups)
     x, w, b = _rand(rng, *x_shape), _rand(rng, *w_shape), _rand(rng, w_shape[0])
     y_shape = _geometry(x_shape, w_shape, stride, padding, dilation)
@@ -207,7 +237,9 @@ def test_conv2d_split_reduction_forward_backward_data(rng, x_shape, w_shape, str
     assert_close(y, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), F32_TOL, "split forward+bias")
     dy = _rand(rng, *y_shape)
     ws = _empty(3 * int(np.prod(x_shape)))
+    del launched[:]
     dx = nb.launch_conv2d_backward_data(_empty(*x_shape), dy, w, *args, splits=3, workspace=ws)
+    assert len(launched) == 2 and launched[0].startswith("conv2d_backward_data_t") and launched[1] == "sum_splits_v1"
     assert np.all(np.isfinite(ws))
     assert_close(dx, cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args), F32_TOL, "split backward_data")
 

@@ -29,11 +29,12 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   pass). Loaders decode their indices once and then
   carry index digits (no division in the main loop), index math is 32-bit, and accumulators stay
   in registers (tests/test_numba_ptx.py checks the PTX). backward_data is written as a gather (no
-  atomics), one launch per stride phase (h % sh, w % sw) visiting only the filter taps that reach it
-  (tiles.bwd_phases). Every pass can split its reduction over blockIdx.z (split-K): forward and
-  backward_data when their output tiles are under a wave of the card, backward_weight (long
-  N*P*Q reduction) whatever the grid; each slice writes partial sums that sum_splits_v1 adds in a
-  fixed order (deterministic, no atomics).
+  atomics), all stride phases (h % sh, w % sw) in one launch, each block decoding its phase from
+  blockIdx.z and visiting only the filter taps that reach it (tiles.bwd_phases). Every pass can
+  split its reduction over blockIdx.z (split-K): forward and backward_data when their output
+  tiles are under a wave of the card, backward_weight (long N*P*Q reduction) whatever the grid;
+  each slice writes partial sums that sum_splits_v1 adds in a fixed order (deterministic, no
+  atomics).
 - conv2d_forward_smallc_v1, conv2d_backward_data_smallc_v1 (conv_smallc.py),
   conv2d_backward_weight_smallc_v1 (conv_smallc_wgrad.py): direct kernels for C/G*R*S <=
   smallc_config.SMALLC (lenet.conv1), where a GEMM tile would be mostly padding; the CUDA C family's

@@ -13,7 +13,7 @@ from .conv_smallc_launch import (backward_weight_smallc_splits, launch_conv2d_ba
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
 from .tiles import (ELEMENTWISE_THREADS, REDUCE_THREADS, WAVE_BLOCKS, _conv_geometry, _gemm_grid,
                     backward_weight_splits, bwd_phases, conv_tile, gemm_splits, grid_stride,
-                    slice_len, split_chunk, smallc_tile)
+                    split_chunk, smallc_tile)
 
 
 def sum_splits_v1(out, parts, n, splits):
@@ -157,7 +157,8 @@ def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=
 
 def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, stream=None, tile=None, splits=None,
                                 workspace=None):
-    """dx from dy and w, one launch per stride phase; ``tile``, ``splits`` and ``workspace`` (and the
+    """dx from dy and w, all stride phases in one launch (grid z = phases x groups x splits, each
+    block decoding its phase on the device); ``tile``, ``splits`` and ``workspace`` (and the
     small-channel kernel) as for launch_conv2d_forward (every phase cuts its reduction into the same
     number of slices; a slice past a phase's reduction writes zeros; the Winograd kernels run as
     for launch_conv2d_forward, on dy with the filter flipped and transposed)."""
@@ -173,17 +174,18 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
     if small:
         return launch_conv2d_backward_data_smallc(dx, dy, w, geo, small, stream)
     phases = bwd_phases(h, wd, r, s, stride, padding, dilation)
-    z = groups * len(phases)
-    tile = tile or conv_tile(c // groups, n * phases[0][1] * phases[0][8], z)
-    kreds = [k // groups * ph[4] * ph[11] for ph in phases]
+    z = groups * stride[0] * stride[1]
+    cols = n * phases[0][1] * phases[0][8]  # phase (0, 0) has the most columns
+    tile = tile or conv_tile(c // groups, cols, z)
     splits = _slices(splits, sum(tile.blocks(c // groups, n * ph[1] * ph[8]) for ph in phases) * groups,
-                     max(kreds), z, tile)
+                     max(k // groups * ph[4] * ph[11] for ph in phases), z, tile)
+    if z * splits > _cfg.MAX_GRID_YZ:
+        raise ValueError(f"conv2d_backward_data: got a grid z of {stride[0] * stride[1]} stride phases x {groups} "
+                         f"groups x {splits} splits = {z * splits} blocks, expected at most {_cfg.MAX_GRID_YZ}; "
+                         "use fewer groups or splits per call")
+    grid = _gemm_grid("conv2d_backward_data", cols, c // groups, z * splits, tile)
     out = _partials(dx, splits, workspace, "conv2d_backward_data")
-    for phase, kred in zip(phases, kreds):
-        grid = _gemm_grid("conv2d_backward_data", n * phase[1] * phase[8], c // groups, groups * splits, tile)
-        chunk = slice_len(kred, splits)
-        launch(f"conv2d_backward_data{tile.suffix}_v1", grid, tile.block, (out, dy, w) + geo + phase + (splits, chunk),
-               stream)
+    launch(f"conv2d_backward_data{tile.suffix}_v1", grid, tile.block, (out, dy, w) + geo + (splits,), stream)
     _sum_partials(dx, out, splits, stream)
     return dx
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from numba import cuda, float32, int32
 
 from .conv_gemm import _columns, _gather, _inside, _load, _main_loop, _per_group, _split, _thread
-from .tiles import BK, PAD, TILES, _digits_advance, _digits_init, _digits_split
+from .tiles import BK, PAD, TILES, _digits_advance, _digits_init, _digits_split, _phase_dim, _slice_len
 
 
 def _forward(tile):
@@ -113,28 +113,43 @@ def _backward_data(tile):
     main_loop = _main_loop(tile, _backward_data_loader(tile))
 
     def kernel(dx, dy, w, n_img, c_in, h_in, w_in, k_out, r_k, s_k, p_out, q_out, sh, sw, ph, pw, dh, dw, groups,
-               h0, ht, r0, rstep, ri, pbase, pstep, w0, wt, s0, sstep, sj, qbase, qstep, splits, chunk):
-        """One stride phase of dx (see tiles.bwd_phases): for h = h0 + th*sh (th < Ht), w = w0 + tw*sw (tw < Wt)
+               splits):
+        """dx, all stride phases in one launch (tiles.bwd_phases): phase (a, b) holds, for h = h0 + th*sh
+        (th < Ht), w = w0 + tw*sw (tw < Wt), h0 = a, w0 = b,
         dx[n, g*Cg + m, h, w] = sum_{k, i < Ri, j < Sj} w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep]
                                                       * dy[n, g*Kg + k, th + pbase - i*pstep, tw + qbase - j*qstep]
         (dy terms outside P x Q are zero). Only the taps that reach the phase are visited.
 
-        GEMM per group g: rows m < Cg, columns (n, th, tw) < N*Ht*Wt, reduction (k, i, j) < Kg*Ri*Sj
-        cut into ``splits`` slices of ``chunk``, slice s writing dx + s*|dx|; a gather so every dx
-        element is written once per slice by one thread (no atomics); Ri*Sj == 0 writes zeros.
-        Grid (ceil(N*Ht*Wt / bn), ceil(Cg / bm), G*splits), block tile.block, one launch per phase.
+        GEMM per phase and group g: rows m < Cg, columns (n, th, tw) < N*Ht*Wt, reduction
+        (k, i, j) < Kg*Ri*Sj cut into ``splits`` slices of tiles.slice_len, slice s writing
+        dx + s*|dx|; a gather so every dx element is written once per slice by one thread (no
+        atomics); Ri*Sj == 0 and slices past the phase's reduction write zeros.
+        Grid (ceil(N*ceil(H/sh)*ceil(W/sw) / bn), ceil(Cg / bm), sh*sw*G*splits), block tile.block:
+        blockIdx.z = (phase*G + g)*splits + split, phase = a*sw + b, decoded here by tiles._phase_dim
+        before the main loop; blocks past their phase's columns return at once.
         Work: 2*N*C*Ht*Wt*Kg*Ri*Sj FLOPs per phase (2*N*C*H*W*Kg*R*S/(sh*sw) in all for dilation 1);
         compulsory traffic (dy + w + dx) * 4 bytes, splits*|dx|*4 bytes of partial sums.
         """
-        acc = cuda.local.array((tm, tn), float32)
         tx, ty, a_m, a_kk, b_col, b_kk, m0, n0 = thread()
-        kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
-        ij = int32(ri * sj)
-        g, split, k_begin, k_end = _split(int32(cuda.blockIdx.z), splits, chunk, int32(kg * ij))
-        hw = int32(h_in * w_in)
-        pq = int32(p_out * q_out)
+        z = int32(cuda.blockIdx.z)
+        phase = int32(z // int32(groups * splits))
+        a = int32(phase // sw)
+        h0, ht, r0, rstep, ri, pbase, pstep = _phase_dim(a, h_in, r_k, sh, ph, dh)
+        w0, wt, s0, sstep, sj, qbase, qstep = _phase_dim(int32(phase - a * sw), w_in, s_k, sw, pw, dw)
         tt = int32(ht * wt)
         ncols = int32(n_img * tt)
+        if n0 >= ncols:  # uniform over the block, before any barrier: this phase has fewer columns
+            return
+        acc = cuda.local.array((tm, tn), float32)
+        kg, cg, rs = _per_group(k_out, c_in, r_k, s_k, groups)
+        ij = int32(ri * sj)
+        kred = int32(kg * ij)
+        g, split, k_begin, k_end = _split(int32(z - phase * groups * splits), splits, _slice_len(kred, splits), kred)
+        hw = int32(h_in * w_in)
+        pq = int32(p_out * q_out)
+        # dx offset of this block's slice, group and phase corner: one value (not five) lives
+        # across the main loop for the stores
+        dx0 = int32((split * n_img * c_in + g * cg) * hw + h0 * w_in + w0)
         # the columns this thread loads are fixed: decode (n, th, tw) once per column into its dy
         # image offset and the dy position of tap (0, 0) (col_ok: the column is inside the GEMM)
         col_ok = cuda.local.array(b_cols, int32)
@@ -159,12 +174,11 @@ def _backward_data(tile):
         main_loop(acc, k_begin, k_end, (w, dy), st, (bk, bi, bj, col_ok, dy_img, p_base, q_base),
                   int32(a_kk * (bm + PAD) + a_m), int32(b_kk * (bn + PAD) + b_col), int32(b_step * (bn + PAD)),
                   int32(threads))
-        base = int32(split * n_img * c_in * hw)
         for j in range(tn):
             col = int32(n0 + tx * tn + j)
             if col < ncols:
                 n, th, tw = _digits_split(col, tt, wt)
-                out = int32(base + (n * c_in + g * cg) * hw + (h0 + th * sh) * w_in + w0 + tw * sw)
+                out = int32(dx0 + n * c_in * hw + th * sh * w_in + tw * sw)
                 for i in range(tm):
                     m = int32(m0 + ty * tm + i)
                     if m < cg:
@@ -174,7 +188,7 @@ def _backward_data(tile):
 
 
 def _backward_data_loader(tile):
-    """Device function load(va, vb, k0, k_end, ops, st, ar) of one backward-data stride phase:
+    """Device function load(va, vb, k0, k_end, ops, st, ar) of a backward-data stride phase:
     A = w[g*Kg + k, m, r0 + i*rstep, s0 + j*sstep] (its (k, i, j) digits in slot ``b_rows``), B = dy
     at the output position tap (i, j) reads for column (n, th, tw), each B row's digits shared by
     the thread's b_cols columns."""

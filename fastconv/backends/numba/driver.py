@@ -75,19 +75,19 @@ _POOL = "n" * 11  # planes, h, w, p, q, kh, kw, sh, sw, ph, pw
 _PARAMS = {
     "empty_v1": "fn",
     "conv2d_forward_t64x64_v1": "ffff" + "n" + _GEOM + "nn",  # + splits, chunk
-    "conv2d_backward_data_t64x64_v1": "fff" + _GEOM + "n" * 14 + "nn",  # + one phase of tiles.bwd_phases
+    "conv2d_backward_data_t64x64_v1": "fff" + _GEOM + "n",  # + splits (phases decoded on the device)
     "conv2d_backward_weight_t64x64_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_t128_v1": "ffff" + "n" + _GEOM + "nn",
-    "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_data_t128_v1": "fff" + _GEOM + "n",
     "conv2d_backward_weight_t128_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_t32x128_v1": "ffff" + "n" + _GEOM + "nn",
-    "conv2d_backward_data_t32x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_data_t32x128_v1": "fff" + _GEOM + "n",
     "conv2d_backward_weight_t32x128_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_t128x64_v1": "ffff" + "n" + _GEOM + "nn",
-    "conv2d_backward_data_t128x64_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_data_t128x64_v1": "fff" + _GEOM + "n",
     "conv2d_backward_weight_t128x64_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_t64x128_v1": "ffff" + "n" + _GEOM + "nn",
-    "conv2d_backward_data_t64x128_v1": "fff" + _GEOM + "n" * 14 + "nn",
+    "conv2d_backward_data_t64x128_v1": "fff" + _GEOM + "n",
     "conv2d_backward_weight_t64x128_v1": "fff" + _GEOM + "nn",
     "conv2d_forward_smallc_v1": "ffff" + "n" + _GEOM + "n" * 7,  # + tpr, tqq, ctiles, tiles, ir, iw, iwp
     "conv2d_backward_data_smallc_v1": "fff" + _GEOM + "n" * 14 + "n" * 8,  # + a phase, tpr, tqq, kc, ctiles, ...

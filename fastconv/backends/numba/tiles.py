@@ -7,7 +7,6 @@ grid and split-K of the implicit-GEMM conv kernels and their geometry argument l
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 from numba import cuda, float32, int32, uint32, uint64
@@ -261,9 +260,18 @@ def gemm_splits(base_blocks: int, kred: int, z: int, target_blocks: int) -> int:
     return max(1, min(target_blocks // base_blocks, kred // (8 * BK), _cfg.MAX_GRID_YZ // z))
 
 
+@cuda.jit(device=True, inline="always")
+def _slice_len(kred, splits):
+    """slice_len on the device (int32; divides: for set-up before a kernel's main loop). Rounds up
+    as (x - 1) // y + 1 (floor division: 0 for x == 0), which cannot pass int32 for kred < 2**31 - BK."""
+    per = int32(int32(int32(kred - 1) // splits) + 1)
+    return int32(max(BK, int32(int32(int32(per - 1) // BK) + 1) * BK))
+
+
 def slice_len(kred: int, splits: int) -> int:
-    """Length of each of ``splits`` slices of a reduction of ``kred``: a multiple of BK, at least BK."""
-    return max(BK, cdiv(cdiv(kred, splits), BK) * BK)
+    """Length of each of ``splits`` slices of a reduction of ``kred``: a multiple of BK, at least BK
+    (_slice_len's body, which the backward-data kernels run on the device)."""
+    return int(_slice_len.py_func(kred, splits))
 
 
 def split_chunk(kred: int, splits: int) -> tuple[int, int]:
@@ -286,18 +294,47 @@ def backward_weight_splits(dy_shape, w_shape, groups, target_blocks: int | None 
     return gemm_splits(base, n * p * q, groups, target_blocks)
 
 
+@cuda.jit(device=True, inline="always")
+def _phase_dim(phi, n, r, st, pd, d):
+    """One dimension of a backward-data phase (as phase_dim in kernels/conv_index.cuh): rows
+    h = phi + t*st (t < nt) of an extent n receive the taps r0 + i*rstep (i < nr) of a filter of r
+    taps at dilation d, padding pd, tap i of row t reading dy row t + base - i*pstep. Returns
+    (phi, nt, r0, rstep, nr, base, pstep) as int32; nr == 0 when no tap reaches the phase (its rows
+    are zero), nt == 0 when the phase has no rows. The backward-data kernels decode their phase
+    with it on the device (it divides: set-up before the main loop); phase_dim runs its body on the
+    host."""
+    nt = int32(0)
+    if phi < n:
+        nt = int32(int32(n - phi + st - 1) // st)
+    a = int32(st)  # gcd(st, d), Euclid's
+    b = int32(d)
+    while b != 0:
+        a, b = b, int32(a % b)
+    rstep = int32(st // a)
+    # tap t reaches row phi when phi + pd - t*d is a multiple of st; the first such t is below
+    # rstep. res = (phi + pd - t*d) mod st as t grows
+    res = int32(int32(phi + pd) % st)
+    dm = int32(d % st)
+    r0 = int32(-1)
+    t = int32(0)
+    last = min(r, rstep)
+    while r0 < 0 and t < last:
+        if res == 0:
+            r0 = t
+        res = int32(res - dm)
+        if res < 0:
+            res = int32(res + st)
+        t = int32(t + 1)
+    if r0 < 0:
+        return int32(phi), nt, int32(0), rstep, int32(0), int32(0), int32(0)
+    nr = int32(int32(r - r0 + rstep - 1) // rstep)
+    base = int32(int32(phi + pd - r0 * d) // st)  # an exact multiple: floor is the quotient
+    return int32(phi), nt, r0, rstep, nr, base, int32(int32(rstep * d) // st)
+
+
 def phase_dim(phi: int, n: int, r: int, st: int, pd: int, d: int) -> tuple[int, int, int, int, int, int, int]:
-    """One dimension of a backward-data phase (host side, as phase_dim in kernels/conv_index.cuh):
-    rows h = phi + t*st (t < nt) receive the taps r0 + i*rstep (i < nr), tap i of row t reading dy
-    row t + base - i*pstep. Returns (phi, nt, r0, rstep, nr, base, pstep); nr == 0 when no tap reaches
-    the phase (its rows are zero), nt == 0 when the phase has no rows."""
-    nt = cdiv(n - phi, st) if phi < n else 0
-    rstep = st // math.gcd(st, d)
-    # tap r reaches row h when h + pd - r*d is a multiple of st; the first such r is below rstep
-    r0 = next((t for t in range(min(r, rstep)) if (phi + pd - t * d) % st == 0), None)
-    if r0 is None:
-        return phi, nt, 0, rstep, 0, 0, 0
-    return phi, nt, r0, rstep, cdiv(r - r0, rstep), (phi + pd - r0 * d) // st, rstep * d // st
+    """_phase_dim on the host (its body, as Python ints)."""
+    return tuple(int(v) for v in _phase_dim.py_func(phi, n, r, st, pd, d))
 
 
 def bwd_phases(h: int, w: int, r: int, s: int, stride, padding, dilation):

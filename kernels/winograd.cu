@@ -14,8 +14,7 @@
 // points are 0, +-1, +-2, +-1/2 and infinity (Toom-Cook): A - 1 finite points p_j and
 // 1 / prod_{l != j} (p_j - p_l) give AT[i][j] = p_j^i and G[j][k] = p_j^k / prod (the
 // infinity column / row is the unit vector at the last index), BT is tabled; every power of these
-// points is 0 or a power of 2, so AT and G are exact products. tests/ops/test_conv_winograd.py derives
-// all of them in exact fractions and checks the tables.
+// points is 0 or a power of 2, so AT and G are exact products. The tables are winograd_tables.cuh.
 //
 // Kernel versions (suffix _r3 / _r5: R)
 //   conv2d_winograd_input_v2_r*   A threads per slot (n, channel, tile) (slot_transform): its A x A
@@ -38,6 +37,7 @@
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/winograd.cu
 #include "common.cuh"
 #include "conv_index.cuh"
+#include "winograd_tables.cuh"
 
 typedef unsigned int u32;
 
@@ -46,81 +46,8 @@ constexpr int WINO_M = 4;  // tile side (config.WINOGRAD_TILE)
 // products' GEMM, one thread each (config.WINOGRAD_FILTER_BLOCK).
 constexpr int WINO_FT_M = 32, WINO_FT_KK = 8;
 
-// The points, inverse denominators and BT of A = R + 3, as local constant tables: every index is a
-// compile-time constant once the transforms' loops are unrolled, so the entries fold into the FMAs
-// (zeros and ones drop out) instead of being loaded.
-template <int R> struct Wino;
-template <> struct Wino<3> {  // A = 6: points 0, 1, -1, 2, -2
-    static constexpr int A = 6;
-    __device__ static float p(int j) {
-        const float WINO6_P[5] = {0.f, 1.f, -1.f, 2.f, -2.f};
-        return WINO6_P[j];
-    }
-    __device__ static float inv(int j) {
-        const float WINO6_INV[5] = {1.f / 4, -1.f / 6, -1.f / 6, 1.f / 24, 1.f / 24};
-        return WINO6_INV[j];
-    }
-    __device__ static float bt(int i, int j) {
-        const float WINO6_BT[6][6] = {
-            {4.f, 0.f, -5.f, 0.f, 1.f, 0.f},
-            {0.f, -4.f, -4.f, 1.f, 1.f, 0.f},
-            {0.f, 4.f, -4.f, -1.f, 1.f, 0.f},
-            {0.f, -2.f, -1.f, 2.f, 1.f, 0.f},
-            {0.f, 2.f, -1.f, -2.f, 1.f, 0.f},
-            {0.f, 4.f, 0.f, -5.f, 0.f, 1.f},
-        };
-        return WINO6_BT[i][j];
-    }
-};
-template <> struct Wino<5> {  // A = 8: points 0, 1, -1, 2, -2, 1/2, -1/2
-    static constexpr int A = 8;
-    __device__ static float p(int j) {
-        const float WINO8_P[7] = {0.f, 1.f, -1.f, 2.f, -2.f, 1.f / 2, -1.f / 2};
-        return WINO8_P[j];
-    }
-    __device__ static float inv(int j) {
-        const float WINO8_INV[7] = {-1.f, -2.f / 9, -2.f / 9, 1.f / 90, 1.f / 90, 32.f / 45, 32.f / 45};
-        return WINO8_INV[j];
-    }
-    __device__ static float bt(int i, int j) {
-        const float WINO8_BT[8][8] = {
-            {-1.f, 0.f, 21.f / 4, 0.f, -21.f / 4, 0.f, 1.f, 0.f},
-            {0.f, 1.f, 1.f, -17.f / 4, -17.f / 4, 1.f, 1.f, 0.f},
-            {0.f, -1.f, 1.f, 17.f / 4, -17.f / 4, -1.f, 1.f, 0.f},
-            {0.f, 1.f / 2, 1.f / 4, -5.f / 2, -5.f / 4, 2.f, 1.f, 0.f},
-            {0.f, -1.f / 2, 1.f / 4, 5.f / 2, -5.f / 4, -2.f, 1.f, 0.f},
-            {0.f, 2.f, 4.f, -5.f / 2, -5.f, 1.f / 2, 1.f, 0.f},
-            {0.f, -2.f, 4.f, 5.f / 2, -5.f, -1.f / 2, 1.f, 0.f},
-            {0.f, -1.f, 0.f, 21.f / 4, 0.f, -21.f / 4, 0.f, 1.f},
-        };
-        return WINO8_BT[i][j];
-    }
-};
-
-__device__ __forceinline__ float ipow(float p, int e) {
-    float v = 1.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-        if (i < e) v *= p;
-    return v;
-}
-
-// AT of F(O, .) (O outputs): row i < O, column j < A.
-template <int R, int O>
-__device__ __forceinline__ float wino_at(int i, int j) {
-    constexpr int A = Wino<R>::A;
-    return j < A - 1 ? ipow(Wino<R>::p(j), i) : (i == O - 1 ? 1.f : 0.f);
-}
-
-// G of F(., T) (T taps): row j < A, column k < T.
-template <int R, int T>
-__device__ __forceinline__ float wino_g(int j, int k) {
-    constexpr int A = Wino<R>::A;
-    return j < A - 1 ? ipow(Wino<R>::p(j), k) * Wino<R>::inv(j) : (k == T - 1 ? 1.f : 0.f);
-}
-
-// out = L d L^T for an I x I block d and an O x I matrix L given as l(o, i): every 2-D transform
-// (BT d B with L = BT, G d G^T with L = G, AT m A with L = AT).
+// out = L d L^T for an I x I block d and an O x I matrix L given as l(o, i), in one thread: the filter
+// transform's G w G^T (the slot transforms below spread theirs over A threads).
 template <int O, int I, class L>
 __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)[O][O], L l) {
     float e[O][I];

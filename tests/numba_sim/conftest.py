@@ -32,9 +32,9 @@ def shared_arrays_made_once(monkeypatch):
     from numba.np import numpy_support
     lock, plain = threading.Lock(), kernelapi.FakeCUDAShared.array
 
-    def array(self, shape, dtype):
-        if shape == 0:
-            return plain(self, shape, dtype)
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # the dynamic array; an alignment the simulator refuses
+            return plain(self, shape, dtype, alignment)
         if isinstance(dtype, types.Type):
             dtype = numpy_support.as_dtype(dtype)
         caller = tuple(traceback.extract_stack(sys._getframe(1), limit=1)[-1])[0:2]

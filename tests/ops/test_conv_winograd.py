@@ -24,6 +24,7 @@ from fastconv.testing import REDUCTION_TOL, assert_close
 pytestmark = pytest.mark.skipif(__import__("shutil").which("g++") is None,
                                 reason="fastconv.emu compiles the CUDA C kernels with g++")
 KERNELS = Path(__file__).resolve().parents[2] / "kernels" / "winograd.cu"
+TABLES = KERNELS.with_name("winograd_tables.cuh")
 POINTS = [Fraction(0), Fraction(1), Fraction(-1), Fraction(2), Fraction(-2), Fraction(1, 2), Fraction(-1, 2)]
 
 
@@ -70,8 +71,8 @@ def _solve(rows, n):
 
 
 def kernel_table(name):
-    """The constant table ``name`` of kernels/winograd.cu (1-d or 2-d) as a float64 array."""
-    m = re.search(rf"const float {name}((?:\[\d+\])+) = \{{(.*?)\}};", KERNELS.read_text(), re.S)
+    """The constant table ``name`` of kernels/winograd_tables.cuh (1-d or 2-d) as a float64 array."""
+    m = re.search(rf"const float {name}((?:\[\d+\])+) = \{{(.*?)\}};", TABLES.read_text(), re.S)
     value = lambda v: eval(v.replace(".f", "."))  # noqa: E731  (literals such as -21.f / 4)
     rows = re.findall(r"\{([^{}]*)\}", m.group(2))
     if m.group(1).count("[") == 1:

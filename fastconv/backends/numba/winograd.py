@@ -234,8 +234,8 @@ def _output_kernel(r: int):
         left inside P x Q (none past the last slot) and bias into shared memory; stage 2: thread
         f = tid + m * blockDim (tid = threadIdx.y * SLOTS + threadIdx.x, m < ceil(M^2 / A)) takes
         output (o, p) of block slot f / M % SLOTS, p = f % M (fixed per thread: its row of AT picked
-        once), o = f / (M SLOTS): a warp writes 8 slots' 4 adjacent pixels of a row. Work: 2 (4 A^2 + 16 A) FMAs per slot;
-        traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
+        once), o = f / (M SLOTS): a warp writes 8 slots' 4 adjacent pixels of a row. Work: 2 (4 A^2 +
+        16 A) FMAs per slot; traffic A^2 * 4 bytes in, 16 * 4 bytes out."""
         sh = cuda.shared.array(staged, float32)
         pix = cuda.shared.array(SLOTS, int32)  # y offset of the slot's top-left pixel
         rows = cuda.shared.array(SLOTS, int32)  # its rows inside P (0: no slot)

@@ -1,6 +1,6 @@
 """Winograd's tables and transforms as straight-line device code, for the numba family's Winograd
-kernels (winograd.py): the points, inverse denominators and BT of kernels/winograd.cu, the AT, G and
-BT built from them, device functions t(d, out) = L d L^T written out from a constant L, and the
+kernels (winograd.py): the points, inverse denominators and BT of kernels/winograd_tables.cuh, the
+AT, G and BT built from them, device functions t(d, out) = L d L^T written out from a constant L, and the
 slot transforms' two stages (columns of L d into shared memory, rows of L picked at run time)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from numba import cuda, float32, uint32
 from ..cuda.config import WINOGRAD_SLOTS as SLOTS  # slots per block of the slot transforms (WINO_SLOTS)
 from ..cuda.config import WINOGRAD_TILE as M  # output tile side (WINO_M)
 
-# The points, inverse denominators and BT of A = R + 3 (kernels/winograd.cu's WINO6_* and WINO8_*;
+# The points, inverse denominators and BT of A = R + 3 (kernels/winograd_tables.cuh's WINO6_* and WINO8_*;
 # tests/ops/test_conv_winograd.py checks these equal the .cu's, which it checks against the exact
 # Toom-Cook fractions)
 WINO6_P = (0.0, 1.0, -1.0, 2.0, -2.0)

@@ -75,8 +75,9 @@ __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)
 // (image, channel, tile) each), A * WINO_SLOTS threads, in two stages through shared memory
 // T[o][j][slot] (o < O rows of L d, j < I columns of the slot's I x I block d):
 //   stage 1, thread (column j = tid / WINO_SLOTS, slot = tid % WINO_SLOTS), j < I: loads column j of
-//     its slot's block (I loads, the lanes' slots adjacent: each load a contiguous run) and writes
-//     column j of L d;
+//     its slot's block (I loads; the lanes' slots adjacent: the output transform's loads are
+//     contiguous runs, the input's and dy's 16 bytes apart, the block's other column warps reading
+//     the rest of those lines from L1) and writes column j of L d;
 //   stage 2: every (o, p) of every slot = row o of T times row p of L, L's row picked once per thread.
 // So a slot's A^2 loads or stores are spread over A threads: A times the threads of a thread per
 // slot, each with A loads in flight instead of A^2 (the thread-per-slot kernels ran latency-bound:

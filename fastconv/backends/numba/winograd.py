@@ -30,7 +30,8 @@ Kernels (suffix _r3 / _r5: R):
 The slot transforms (input, output, dy; kernels/winograd.cu's slot_transform) take blocks of (SLOTS, A)
 threads serving SLOTS consecutive slots in two stages through shared memory T[o][j][slot]: stage 1,
 thread (slot = threadIdx.x, column j = threadIdx.y), loads column j of its slot's I x I block d (the
-lanes' slots adjacent: each load a contiguous run) and writes column j of L d; a barrier; stage 2
+lanes' slots adjacent: the output's loads contiguous runs, the input's and dy's 16 bytes apart) and
+writes column j of L d; a barrier; stage 2
 forms (L d L^T)[o][p] = row o of T times row p of L, the row picked once per thread. So a slot's A^2
 loads or stores are spread over A threads (the thread-per-slot kernels ran latency-bound). Their grid
 is 1-D, a block per SLOTS slots: slots <= the transformed array's size / A^2 < 2^31 / A^2 (the
@@ -140,6 +141,7 @@ def _input_kernel(r: int):
         cache-served) and A^2 * 4 bytes out."""
         input_run(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n)
     return input_v2
+
 
 def _filter_stage(r: int, nk: int, row: int):
     """Device function stage(w, tile, src, src_step, kn, have) of the filter transform: a block's
@@ -288,6 +290,7 @@ def _wgrad_dy_kernel(r: int):
         bytes out."""
         dy_run(dy, u_out, n_img, k_out, p_out, q_out, 0, 0, tp_n, tq_n)
     return wgrad_dy_v2
+
 
 def _wgrad_output_kernel(r: int):
     a = r + M - 1

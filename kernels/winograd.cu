@@ -242,23 +242,24 @@ __device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* 
     {
         const int j = threadIdx.x / WINO_SLOTS, slot = threadIdx.x % WINO_SLOTS;
         const u32 i = first + slot;
+        u32 nk = 0, t = 0;
+        int p0 = 0, q0 = 0;
+        if (i < total) wino_tile(i, TP, TQ, nk, t, p0, q0);
+        const u32 n = nk / (u32)K, k = nk - n * (u32)K;
         float d[A];
 #pragma unroll
         for (int u = 0; u < A; ++u) d[u] = 0.f;
         if (i < total) {
-            const u32 nk = i / TT, n = nk / (u32)K, stride = (u32)K * TT;
+            const u32 stride = (u32)K * TT;
             const float* src = Y + (n * (u32)(A * A - 1) * (u32)K) * TT + i + (u32)j * stride;  // Y[n, j, k, t]
 #pragma unroll
             for (int u = 0; u < A; ++u) d[u] = src[(u32)(u * A) * stride];
         }
         slot_columns<O>(T, j, slot, d, at);
         if (j == 0) {  // warp 0: the slot's geometry and bias, once for stage 2
-            u32 nk = 0, t;
-            int p0 = 0, q0 = 0;
-            if (i < total) wino_tile(i, TP, TQ, nk, t, p0, q0);
             s_off[slot] = nk * (u32)(P * Q) + (u32)(p0 * Q + q0);
             s_lim[slot] = i < total ? min(O, P - p0) | min(O, Q - q0) << 8 : 0;
-            s_bias[slot] = has_bias && i < total ? bias[nk - nk / (u32)K * (u32)K] : 0.f;
+            s_bias[slot] = has_bias && i < total ? bias[k] : 0.f;
         }
     }
     __syncthreads();

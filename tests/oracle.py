@@ -123,6 +123,16 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
 # pooling (floor mode; windows may overlap; padding never wins a max and counts for avg only
 # when count_include_pad)
 
+def winograd_patches(img, size, lo, tp, tq):
+    """(N, C, TP, TQ, size, size) float64 patches of ``img`` (N, C, H, W) at (4 tp - lo, 4 tq - lo),
+    zeros outside: the blocks Winograd's F(4, .) transforms read (size = A for the input, 4 for dy)."""
+    n, c, h, w = img.shape
+    big = np.zeros((n, c, 4 * tp + size, 4 * tq + size))
+    big[:, :, lo:lo + h, lo:lo + w] = img
+    return np.stack([np.stack([big[:, :, 4 * i:4 * i + size, 4 * j:4 * j + size] for j in range(tq)], 2)
+                     for i in range(tp)], 2)
+
+
 def _pool_hyper(kernel_size, stride, padding):
     """(kernel, stride, padding) as pairs; stride None: the kernel size."""
     ks = _pair(kernel_size)

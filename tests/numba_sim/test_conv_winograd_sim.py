@@ -129,22 +129,15 @@ def test_slot_transforms_match_their_tables(rng, poisoned, nan_shared, r):
     g_dy = winograd_tables.matrices(r, r, winograd.M)[1].astype(np.float64)
     x, dy, prod, b = _rand(rng, n, c, p, q), _rand(rng, n, c, p, q), _rand(rng, n, a * a * c, tp, tq), _rand(rng, c)
 
-    def tiles(img, size, lo):
-        """(N, C, TP, TQ, size, size) patches of ``img`` at (4 tp - lo, 4 tq - lo), zeros outside."""
-        big = np.zeros(img.shape[:2] + (4 * tp + size, 4 * tq + size))
-        big[:, :, lo:lo + p, lo:lo + q] = img
-        return np.stack([np.stack([big[:, :, 4 * i:4 * i + size, 4 * j:4 * j + size] for j in range(tq)], 2)
-                         for i in range(tp)], 2)
-
     def xi_major(t):  # (N, C, TP, TQ, A, A) -> (N, A^2 * C, TP, TQ) at [n, xi * C + c, tp, tq]
         return t.reshape(n, c, tp, tq, a * a).transpose(0, 4, 1, 2, 3).reshape(n, a * a * c, tp, tq)
 
     v = winograd._input(x, (pad, pad), tp, tq, r, "x", None)
-    want_v = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", bt, tiles(x, a, pad), bt))
+    want_v = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", bt, ref.winograd_patches(x, a, pad, tp, tq), bt))
     u = np.full((n, a * a * c, tp, tq), np.nan, np.float32)
     winograd.launch(f"conv2d_winograd_wgrad_dy_v2_r{r}", *winograd._slot_launch(n * c * tp * tq, r),
                     (dy, u, n, c, p, q, tp, tq))
-    want_u = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", g_dy, tiles(dy, winograd.M, 0), g_dy))
+    want_u = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", g_dy, ref.winograd_patches(dy, winograd.M, 0, tp, tq), g_dy))
     y = np.full((n, c, p, q), np.nan, np.float32)
     winograd.launch(f"conv2d_winograd_output_v2_r{r}", *winograd._slot_launch(n * c * tp * tq, r),
                     (prod, y, b, n, c, p, q, tp, tq, 1))

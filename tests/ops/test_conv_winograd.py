@@ -212,10 +212,13 @@ def test_products_split_along_their_reduction(cp, what):
     assert last.args[0] is reduce[0].args[1], "the output transform reads what the reduce summed"
 
 
-def test_filter_block_is_the_kernels():
-    """config.WINOGRAD_FILTER_BLOCK, the launcher's grid of the filter transform, is the kernel's tile."""
+def test_filter_block_and_slots_are_the_kernels():
+    """config.WINOGRAD_FILTER_BLOCK, the launcher's grid of the filter transform, is the kernel's tile;
+    config.WINOGRAD_SLOTS, the slot transforms' slots per block, the kernels' WINO_SLOTS."""
     m = re.search(r"constexpr int WINO_FT_M = (\d+), WINO_FT_KK = (\d+);", KERNELS.read_text())
     assert m and tuple(map(int, m.groups())) == cfg.WINOGRAD_FILTER_BLOCK
+    m = re.search(r"constexpr int WINO_SLOTS = (\d+);", KERNELS.read_text())
+    assert m and int(m.group(1)) == cfg.WINOGRAD_SLOTS
 
 
 def _exact(r, outputs, taps):
@@ -346,14 +349,6 @@ def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
     assert not cfg.use_winograd(None, False, "forward", 3, 3, (1, 1), (1, 2), 1, 64)  # dilation
 
 
-def _tiles(a, size, tiles):
-    """[..., tp, tq, i, j] = a[..., size*tp + i, size*tq + j] (i, j < size + (a's extent past the
-    tiles)): the overlapping patches a Winograd transform reads, a zero-extended as needed."""
-    span = a.shape[-1] - size * (tiles - 1)
-    return np.stack([np.stack([a[..., size * tp:size * tp + span, size * tq:size * tq + span]
-                               for tq in range(tiles)], -3) for tp in range(tiles)], -4)
-
-
 @pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
 def test_slot_transforms_against_the_exact_matrices(cp, r):
     """The slot transforms (A threads per (image, channel, tile) slot, two stages through shared
@@ -376,9 +371,8 @@ def test_slot_transforms_against_the_exact_matrices(cp, r):
     for launch in t.launches:
         rec.setdefault(launch.name, launch)
     x, dy = (v.astype(np.float32).astype(np.float64) for v in (x, dy))
-    xp = np.zeros((n, c, 4 * tiles + a - 4, 4 * tiles + a - 4))
-    xp[:, :, pad:pad + hw, pad:pad + hw] = x
-    want_v = np.einsum("ui,ncpqij,vj->nuvcpq", bt, _tiles(xp, 4, tiles), bt).reshape(n, a * a * c, tiles, tiles)
+    want_v = np.einsum("ui,ncpqij,vj->nuvcpq", bt, ref.winograd_patches(x, a, pad, tiles, tiles), bt).reshape(
+        n, a * a * c, tiles, tiles)
     got_v = cp.asnumpy(rec[f"conv2d_winograd_input_v2_r{r}"].args[1])
     np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5 * np.abs(want_v).max())
     prod = cp.asnumpy(rec[f"conv2d_winograd_output_v2_r{r}"].args[0]).astype(np.float64)
@@ -386,8 +380,7 @@ def test_slot_transforms_against_the_exact_matrices(cp, r):
     want_y = out.reshape(n, k, 4 * tiles, 4 * tiles)[:, :, :hw, :hw] + b.astype(np.float32)[:, None, None]
     assert not np.isnan(y).any()
     np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5 * np.abs(want_y).max())
-    dyp = np.zeros((n, k, 4 * tiles, 4 * tiles))
-    dyp[:, :, :hw, :hw] = dy
-    want_u = np.einsum("ui,nkpqij,vj->nuvkpq", g4, _tiles(dyp, 4, tiles), g4).reshape(n, a * a * k, tiles, tiles)
+    want_u = np.einsum("ui,nkpqij,vj->nuvkpq", g4, ref.winograd_patches(dy, 4, 0, tiles, tiles), g4).reshape(
+        n, a * a * k, tiles, tiles)
     got_u = cp.asnumpy(rec[f"conv2d_winograd_wgrad_dy_v2_r{r}"].args[1])
     np.testing.assert_allclose(got_u, want_u, rtol=1e-5, atol=1e-5 * np.abs(want_u).max())

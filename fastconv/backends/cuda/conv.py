@@ -267,16 +267,21 @@ def _winograd(what, r, s, stride, dilation, groups, cg):
     return cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 
+def _points(r):
+    """A, the points of F(4, r) (WINOGRAD_TILE outputs of an r-tap filter): the side of a transformed tile."""
+    return r + cfg.WINOGRAD_TILE - 1
+
+
 def _slot_launch(slots, r):
     """(grid, block) of a slot transform (input, output, dy) over ``slots`` (image, channel, tile)
     slots: a block of A * WINOGRAD_SLOTS threads per WINOGRAD_SLOTS slots."""
-    return (cfg.cdiv(slots, cfg.WINOGRAD_SLOTS),), (r + cfg.WINOGRAD_TILE - 1) * cfg.WINOGRAD_SLOTS
+    return (cfg.cdiv(slots, cfg.WINOGRAD_SLOTS),), _points(r) * cfg.WINOGRAD_SLOTS
 
 
 def _winograd_input(x, padding, tp, tq, r, what):
     """V = BT x_t B of every (image, channel, 4x4 tile) of x: (N, A^2 * C, TP, TQ)."""
     n, c, h, wd = x.shape
-    a = r + 3
+    a = _points(r)
     cfg.check_int32(what, n * a * a * c * tp * tq, "Winograd transform: N*A^2*C*tiles")
     v = _alloc((n, a * a * c, tp, tq), _F32, f"Winograd transform of {what}")
     _launch("winograd.cu", f"conv2d_winograd_input_v2_r{r}", *_slot_launch(n * c * tp * tq, r),
@@ -297,7 +302,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
     per tile with bias and activation."""
     n, k, p, q = y.shape
     c, r = x.shape[1], w.shape[2]
-    a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
+    a, tp, tq = _points(r), cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
     v = _winograd_input(x, padding, tp, tq, r, "dy" if flip else "x")
     u = _packed_forward(k, c, a * a, "Winograd transform of w")
     cfg.check_int32("w", u.size, "Winograd transform of w: A^2*C*K")
@@ -319,7 +324,7 @@ def _winograd_backward_weight(dy, x, dw, padding):
     setting splits it, the split-K reduce adds the splits), then AT m A into dw, a thread per row."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
-    a, tp, tq = r + 3, cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
+    a, tp, tq = _points(r), cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
     v = _winograd_input(x, padding, tp, tq, r, "x")
     cfg.check_int32("dy", n * a * a * k * tp * tq, "Winograd transform: N*A^2*K*tiles")
     u = _alloc((n, a * a * k, tp, tq), _F32, "Winograd transform of dy")

@@ -174,6 +174,55 @@ using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weig
 template <class T>
 using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
+// A TF32 tile's B gathered from a channels-last copy (GatherNhwc: reduction index (tap row, tap
+// column, channel), channels per group a multiple of 4): one 16-byte cp.async per k quad and column,
+// straight into the k-quad-major row (b_off) that ldmatrix reads, where GatherB issues four 4-byte
+// ones. Thread map quad_thread: k quad kq of each stage, L columns QSTEP apart; per k step the
+// iterator advances and one base offset serves the thread's columns (a bitmask test, an address and
+// the cp.async each). The constructor takes GatherB's arguments (ni, nj: the filter's taps).
+template <class T>
+struct GatherQuadB {
+    static constexpr bool PACKED = false;  // rounded in mma_step, as GatherB
+    static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = T::BN / QSTEP;
+    static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "NHWC loader: a TF32 tile, BK / 4 a power of two");
+    static_assert(T::NT % (8 * KQ) == 0 && T::BN % QSTEP == 0, "NHWC loader: whole quarter warps, whole passes");
+    const float* src;
+    GatherNhwc g;
+    int kleft, dst;  // reduction rows left from the thread's k quad; its shared offset in a stage
+    TapIter it;
+    GatherMaskCol col[L];
+    __device__ __forceinline__ GatherQuadB(const float* src_, const Gather& g_, int n0, int ncols, int kbeg,
+                                           int kend, int, int nj) {
+        int kq, n_off;
+        quad_thread(threadIdx.x, KQ, kq, n_off);
+        src = src_; g = GatherNhwc(g_);
+        kleft = kend - kbeg - 4 * kq;
+        dst = T::b_off(4 * kq, n_off);
+        it.init(kbeg + 4 * kq, T::BK, nj, g_.na);
+#pragma unroll
+        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * QSTEP, ncols);
+    }
+    __device__ __forceinline__ void issue(float* S) const {
+        const auto s = gather_step(g, it, kleft > 0);
+#pragma unroll
+        for (int j = 0; j < L; ++j)
+            cp_async_ca16(S + dst + T::b_off(0, j * QSTEP), src + (s.off + col[j].off), gather_ok(g, col[j], s) ? 16 : 0);
+    }
+    __device__ __forceinline__ void next() {
+        it.next();
+        kleft -= T::BK;
+    }
+};
+// forward / backward-data B: from the tensor itself, or (NHWC) from its channels-last copy
+template <class T, bool NHWC>
+struct BLoader {
+    typedef GatherB<T> type;
+};
+template <class T>
+struct BLoader<T, true> {
+    typedef GatherQuadB<T> type;
+};
+
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
 __device__ __forceinline__ void ffma_step(const float* As, const float* Bs, const ThreadPos<T>& tp,

@@ -19,7 +19,8 @@ __device__ __forceinline__ float* conv_smem() {
 
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
-template <class T>
+// NHWC (TF32 tiles, Cg % 4 == 0): x is its channels-last copy, w packed with channel-fastest rows.
+template <class T, bool NHWC = false>
 __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
@@ -33,7 +34,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
+    typename BLoader<T, NHWC>::type lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
@@ -52,7 +53,8 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
 
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
 // taps); traffic (dy + packed w + dx) * 4 B compulsory.
-template <class T>
+// NHWC (TF32 tiles, Kg % 4 == 0): dy is its channels-last copy, w packed with channel-fastest rows.
+template <class T, bool NHWC = false>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -70,7 +72,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
+    typename BLoader<T, NHWC>::type lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
@@ -144,7 +146,24 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 #define CONV_V3_KERNELS(SUFFIX, ...)              \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
     CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
-// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>.
+// The NHWC forward and backward-data entry points of a TF32 tile (work as CONV_V3_ENTRIES', plus
+// the channels-last copy of x or dy that the launcher makes: 2 * its size * 4 B).
+#define CONV_V3_NHWC_ENTRIES(SUFFIX, TILE)                                                         \
+    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
+        conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
+                                const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
+                                int splits, int chunk, int has_bias, int act, float slope) {               \
+        conv_fwd_v3<TILE, true>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);      \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
+        conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
+                                      float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
+                                      int krs_max) {                                                       \
+        conv_bwd_data_v3<TILE, true>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                \
+    }
+// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile> and, for forward and backward-data
+// from channels-last copies, conv2d_<pass>_v3_tf32_nhwc_<tile>.
 #define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
     typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
-    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX)
+    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX) \
+    CONV_V3_NHWC_ENTRIES(v3_tf32_nhwc_##SUFFIX, Tf32Tile_##SUFFIX)

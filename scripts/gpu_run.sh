@@ -73,7 +73,7 @@ want gpu_tests && step gpu_tests 240 gpu_tests.log "$PY" -m pytest -m gpu tests 
 wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
-want conv && step conv 120 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
+want conv && step conv 150 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
 want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want kernels && step kernels 90 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \

@@ -40,6 +40,7 @@ PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
+NHWC = [f"{p}_v3_tf32_nhwc_{t}" for p in PASSES[:2] for t in cfg.TF32_TILES]  # forward, backward-data
 FILES = ("conv.cu", "conv_tf32.cu")  # the fp32 tiles, small-channel and helper kernels; the TF32 tiles
 
 
@@ -64,8 +65,8 @@ def _launch_bounds(kernel):
 
 def _budget(kernel):
     tile = kernel.rsplit("_", 1)[1]
-    if kernel in V3 or kernel in TF32:
-        _, _, _, nt, minb = cfg.tile_spec(tile, kernel in TF32)
+    if kernel in V3 or kernel in TF32 or kernel in NHWC:
+        _, _, _, nt, minb = cfg.tile_spec(tile, kernel not in V3)
         return min(255, 65536 // (nt * minb))
     if kernel in SMALLC:
         nt, minb = _launch_bounds(kernel)
@@ -127,17 +128,21 @@ def _no_division(kernel, arch, ops):
 # of the column's bounds bitmask and an address (GatherMasked), backward-weight two compares and an
 # address. Before the bitmasks (two compares): 6.34-6.44; 6.94-7.09; 10.19-10.50; 10.25-11.00.
 # Before the loader rework: 8.7-8.8, 10.5; 10.5-10.6, 13.8; 14.6-14.9, 17.6; 15.5-16.0, 18.8.
-TF32_MAX_PER_HMMA = {"t128x128": (6.1, 8.5), "t128x64": (6.5, 11), "t64x128": (9.5, 14.25), "t64x64": (9.75, 14.75)}
+# Third: the NHWC kernels (forward and backward-data), whose B loader issues one 16-byte cp.async per
+# 4 channels: t128x128 4.78-4.94, t128x64 5.28-5.41, t64x128 7.06-7.56, t64x64 7.25-7.81.
+TF32_MAX_PER_HMMA = {"t128x128": (6.1, 8.5, 5.1), "t128x64": (6.5, 11, 5.6), "t64x128": (9.5, 14.25, 7.75),
+                     "t64x64": (9.75, 14.75, 8.0)}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kernel", TF32)
+@pytest.mark.parametrize("kernel", TF32 + NHWC)
 def test_tf32_main_loop_sass(sass, arch, kernel):
     """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
     packed A fragments by 64-bit shared loads, gathered fragments by ldmatrix, one cvt.rna per
     gathered fragment element (B only where A is packed weights), no division; on sm_90 at most
     one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA instructions per
-    HMMA."""
+    HMMA. The NHWC kernels' cp.async are all 16-byte, as many per stage as a thread's k quads and
+    columns plus the packed weights'."""
     tile = kernel.rsplit("_", 1)[1]
     bm, bn, bk, nt, _ = cfg.TF32_TILES[tile]
     wr, wc = _tf32_warps()[tile]
@@ -156,8 +161,13 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     if arch == "sm_90":  # fragments loaded into other registers than the mma's cost 4 moves per HMMA
         moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
         assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
-        most = TF32_MAX_PER_HMMA[tile][wgrad]
+        most = TF32_MAX_PER_HMMA[tile][2 if kernel in NHWC else wgrad]
         assert len(ops) <= most * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA, at most {most} each"
+    if kernel in NHWC:
+        copies = [op for op in ops if op.startswith("LDGSTS")]
+        a_copies = bk * bm // 4 // nt  # packed weights: 16-byte rows of 4 filters
+        assert all(op.endswith(".128") for op in copies), f"{kernel} ({arch}): {copies}"
+        assert len(copies) == a_copies + bk * bn // 4 // nt, f"{kernel} ({arch}): {len(copies)} cp.async a stage"
 
 
 def _tf32_lines():

@@ -262,20 +262,46 @@ def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, d
 # mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
 # filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges. TF32_SPLIT
 # runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 16).
+# The NHWC kernels (the tf32_nhwc setting, forward and backward-data) serve the cases whose channels
+# per group are multiples of 4: NHWC_CASES (every one of them, both passes: groups, mixed stride and
+# dilation, phases with 1 or 2 taps and none, GATHER_MASK_TAPS taps), TF32_SPLIT and TF32_FULL_NHWC.
 TF32_BOUND = tf32_bound(216)
 TF32_FULL = (2, 70, 6, 6, 136, 3, 3, 1, 1, 1, 1)
+TF32_FULL_NHWC = (2, 72, 6, 6, 136, 3, 3, 1, 1, 1, 1)
 TF32_SPLIT = (6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)
+NHWC_CASES = [
+    (2, 8, 7, 6, 12, 3, 3, 1, 1, 1, 1),
+    (2, 16, 9, 8, 8, 3, 2, (2, 1), (1, 0), (1, 2), 2),
+    (1, 12, 8, 9, 8, 4, 4, 2, 1, 1, 1),
+    (2, 4, 7, 7, 4, 3, 3, 3, 1, 2, 1),
+    (1, 8, 5, 5, 4, 2, 2, 3, 0, 1, 1),
+    (1, 4, 16, 17, 4, 15, 15, 1, (7, 6), 1, 1),
+]
+
+
+def _nhwc_case(what, case):
+    """Whether the NHWC kernel serves this pass of case (channels per group a multiple of 4)."""
+    n, c, h, w, k, *_, groups = case
+    return what != "backward_weight" and (c if what == "forward" else k) // groups % 4 == 0
 
 
 @pytest.mark.parametrize("tile", cfg.TF32_TILES)
-@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
-def test_tf32_within_its_rounding_bound(cp, what, tile):
+@pytest.mark.parametrize("what,nhwc", [("forward", False), ("forward", True), ("backward_data", False),
+                                       ("backward_data", True), ("backward_weight", False)])
+def test_tf32_within_its_rounding_bound(cp, what, nhwc, tile):
     worst = 0.0
-    for case in GEMM_CASES + [TF32_SPLIT, TF32_FULL]:
-        bound = tf32_bound(1296) if case == TF32_FULL else TF32_BOUND
+    cases = NHWC_CASES + [TF32_SPLIT, TF32_FULL_NHWC] if nhwc else GEMM_CASES + [TF32_SPLIT, TF32_FULL]
+    for case in cases:
+        bound = tf32_bound(1296) if case in (TF32_FULL, TF32_FULL_NHWC) else TF32_BOUND
+        bound = tf32_bound(225 * 4) if case == NHWC_CASES[-1] else bound
         split = case == TF32_SPLIT
-        out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True, splits=3 if split else None)
-        assert f"conv2d_{what}_v3_tf32_{tile}" in names, names
+        with fastconv.using(tf32_nhwc=nhwc):
+            out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True,
+                                         splits=3 if split else None)
+        assert not nhwc or _nhwc_case(what, case), case
+        layout = "nhwc_" if nhwc else ""
+        assert f"conv2d_{what}_v3_tf32_{layout}{tile}" in names, names
+        assert ("nchw_to_nhwc_v1" in names) == nhwc, names
         assert not split or "conv2d_splitk_reduce_v1" in names, names
         assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
         err = np.abs(out.astype(np.float64) - want)
@@ -326,6 +352,42 @@ def test_forward_pack_is_the_transposed_weights_padded_to_4_rows(cp):
     want = np.zeros((g, crs, 40), np.float32)
     want[:, :, :kg] = wt.reshape(g, kg, crs).transpose(0, 2, 1)
     np.testing.assert_array_equal(cp.asnumpy(rec.args[1]).reshape(want.shape), want)
+
+
+def test_nhwc_copy_and_packs_are_channel_fastest(cp):
+    """The TF32 NHWC path's three preparations, exactly: nchw_to_nhwc_v1 is x (forward) or dy
+    (backward-data) transposed to (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both
+    sides cross a tile edge); the forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg +
+    c][m] = w[g*Kg + m][c][rs]); the backward-data pack's rows (i, j, k) with k fastest, here at stride 1
+    (one phase holding every tap: wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s]); all rounded to
+    tf32."""
+    from fastconv.argcheck import conv_hyper
+    from fastconv.backends.cuda import conv as launchers
+    n, c, h, w, k, r, s, g = 2, 40, 5, 7, 16, 3, 2, 2
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
+    dy = rng.standard_normal((n, k, h, w - 1)).astype(np.float32)
+    with fastconv.using(tf32=True, conv_tile="t64x64"), emu.trace() as t:
+        launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), None, *conv_hyper(1, (1, 0), 1), g)
+        ops.conv2d_backward_data(cp.asarray(dy), cp.asarray(wt), x.shape, 1, (1, 0), 1, g)
+    recs = {}
+    for rec in t.launches:
+        recs.setdefault(rec.name, []).append(rec)
+    copies = [cp.asnumpy(rec.args[1]) for rec in recs["nchw_to_nhwc_v1"]]
+    np.testing.assert_array_equal(copies[0], x.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(copies[1], dy.transpose(0, 2, 3, 1))
+    tf32 = lambda a: ((a.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)  # noqa: E731
+    kg, cg = k // g, c // g
+    want = np.zeros((g, r * s * cg, kg), np.float32)
+    want[:] = wt.reshape(g, kg, cg, r * s).transpose(0, 3, 2, 1).reshape(g, r * s * cg, kg)
+    got = cp.asnumpy(recs["conv2d_pack_forward_v1"][0].args[1]).reshape(g, r * s * cg, -1)
+    np.testing.assert_array_equal(got[:, :, :kg], tf32(want))
+    assert not got[:, :, kg:].any()
+    taps = wt.reshape(g, kg, cg, r * s)                          # stride 1: tap (i, j) = (r, s)
+    want = taps.transpose(0, 3, 1, 2).reshape(g, r * s * kg, cg)  # rows (i, j, k), k fastest
+    got = cp.asnumpy(recs["conv2d_pack_backward_data_v1"][0].args[1]).reshape(g, r * s * kg, -1)
+    np.testing.assert_array_equal(got[:, :, :cg], tf32(want))
 
 
 def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):

@@ -16,7 +16,7 @@ INT32_MAX = 2**31 - 1
 INT32_MARGIN = 4096
 INT32_LIMIT = INT32_MAX - INT32_MARGIN
 BLOCK = 256                 # threads per block of element-wise / pooling / reduction kernels
-PACK_TILE = 32              # the weight pack kernels' transpose tile (kernels/conv.cu PACK_TILE) ...
+PACK_TILE = 32              # the weight pack and nchw_to_nhwc kernels' transpose tile (kernels/conv.cu PACK_TILE) ...
 PACK_BLOCK = 256            # ... and their threads per block (PACK_ROWS warps)
 REDUCE_BLOCK = 1024         # threads of the single-block final reductions (sum_scale_v1)
 MAX_GRID_X = 2**31 - 1
@@ -100,8 +100,9 @@ KERNELS = {
     + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
     + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
        "conv2d_pack_forward_v1",
-       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2"),
-    "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES),
+       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2", "nchw_to_nhwc_v1"),
+    "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
+    + tuple(f"{p}_v3_tf32_nhwc_{t}" for p in _CONV_PASSES[:2] for t in TF32_TILES),
     "winograd.cu": tuple(f"conv2d_winograd_{k}_v2_r{r}" for r in WINOGRAD_TAPS
                          for k in ("input", "filter", "output", "wgrad_dy", "wgrad_output")),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")

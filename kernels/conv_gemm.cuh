@@ -133,6 +133,7 @@ struct PackedA {
 template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in mma_step
+    static constexpr bool ROUNDED = false;  // as a TF32 B operand: rounded in mma_step
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
     // column j's shared offset past column 0's: the offsets are linear in n over disjoint bits
@@ -175,14 +176,15 @@ template <class T>
 using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
 // A TF32 tile's B gathered from a channels-last copy (GatherNhwc: reduction index (tap row, tap
-// column, channel), channels per group a multiple of 4): one 16-byte cp.async per k quad and column,
-// straight into the k-quad-major row (b_off) that ldmatrix reads, where GatherB issues four 4-byte
-// ones. Thread map quad_thread: k quad kq of each stage, L columns QSTEP apart; per k step the
+// column, channel), channels per group a multiple of 4; rounded to tf32 by nchw_to_nhwc_v1): one
+// 16-byte cp.async per k quad and column, straight into the k-quad-major row (b_off) that ldmatrix
+// reads, where GatherB issues four 4-byte ones. Thread map quad_thread: k quad kq of each stage, L columns QSTEP apart; per k step the
 // iterator advances and one base offset serves the thread's columns (a bitmask test, an address and
 // the cp.async each). The constructor takes GatherB's arguments (ni, nj: the filter's taps).
 template <class T>
 struct GatherQuadB {
-    static constexpr bool PACKED = false;  // rounded in mma_step, as GatherB
+    static constexpr bool PACKED = false;
+    static constexpr bool ROUNDED = true;  // the channels-last copy holds tf32 values: no cvt in mma_step
     static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = T::BN / QSTEP;
     static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "NHWC loader: a TF32 tile, BK / 4 a power of two");
     static_assert(T::NT % (8 * KQ) == 0 && T::BN % QSTEP == 0, "NHWC loader: whole quarter warps, whole passes");
@@ -260,8 +262,9 @@ struct MmaPos {
 // g + 8 of tile mt: mma_row) of k rows t and t + 4 lands as a0, a1 and a2, a3. A, gathered: one
 // ldmatrix.x4 per tile, lane 8j + r addressing slot 16*mt + 8*(j%2) + r (mma_slot) of k quad j/2:
 // a0..a3 in order. B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing column
-// 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers.
-template <class T, bool A_PACKED>
+// 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
+// B_ROUNDED (gathered from tf32 values already).
+template <class T, bool A_PACKED, bool B_ROUNDED>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
     const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
@@ -289,8 +292,10 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typen
 #pragma unroll
         for (int nt = 0; nt < T::NT8; nt += 2) {
             ldmatrix_x4(&b[nt][0], bp + T::b_off(k8, 8 * nt));
+            if (!B_ROUNDED) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = cvt_tf32(__uint_as_float(b[nt + e / 2][e % 2]));
+                for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = cvt_tf32(__uint_as_float(b[nt + e / 2][e % 2]));
+            }
         }
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt)
@@ -341,7 +346,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
         const float* As = smem + rs * T::STAGE;
         const float* Bs = As + T::BK * T::AS;
         if constexpr (T::TF32)
-            mma_step<T, LA::PACKED>(As, Bs, acc);
+            mma_step<T, LA::PACKED, LB::ROUNDED>(As, Bs, acc);
         else
             ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;

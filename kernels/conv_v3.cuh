@@ -146,8 +146,9 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 #define CONV_V3_KERNELS(SUFFIX, ...)              \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
     CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
-// The NHWC forward and backward-data entry points of a TF32 tile (work as CONV_V3_ENTRIES', plus
-// the channels-last copy of x or dy that the launcher makes: 2 * its size * 4 B).
+// The NHWC forward and backward-data entry points of a TF32 tile. Work: the FLOPs and compulsory
+// traffic of CONV_V3_ENTRIES' two, reading the channels-last copy of x or dy (nchw_to_nhwc_v1 moves
+// 2 * its size * 4 B more) instead of the tensor.
 #define CONV_V3_NHWC_ENTRIES(SUFFIX, TILE)                                                         \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \

@@ -355,12 +355,12 @@ def test_forward_pack_is_the_transposed_weights_padded_to_4_rows(cp):
 
 
 def test_nhwc_copy_and_packs_are_channel_fastest(cp):
-    """The TF32 NHWC path's three preparations, exactly: nchw_to_nhwc_v1 is x (forward) or dy
-    (backward-data) transposed to (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both
-    sides cross a tile edge); the forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg +
-    c][m] = w[g*Kg + m][c][rs]); the backward-data pack's rows (i, j, k) with k fastest, here at stride 1
-    (one phase holding every tap: wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s]); all rounded to
-    tf32."""
+    """The TF32 NHWC path's three preparations, exactly, all rounded to tf32 (the kernels feed them
+    to the mma as they are): nchw_to_nhwc_v1 is x (forward) or dy (backward-data) transposed to
+    (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both sides cross a tile edge); the
+    forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg + c][m] = w[g*Kg + m][c][rs]); the
+    backward-data pack's rows (i, j, k) with k fastest, here at stride 1 (one phase holding every tap:
+    wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s])."""
     from fastconv.argcheck import conv_hyper
     from fastconv.backends.cuda import conv as launchers
     n, c, h, w, k, r, s, g = 2, 40, 5, 7, 16, 3, 2, 2
@@ -374,10 +374,10 @@ def test_nhwc_copy_and_packs_are_channel_fastest(cp):
     recs = {}
     for rec in t.launches:
         recs.setdefault(rec.name, []).append(rec)
-    copies = [cp.asnumpy(rec.args[1]) for rec in recs["nchw_to_nhwc_v1"]]
-    np.testing.assert_array_equal(copies[0], x.transpose(0, 2, 3, 1))
-    np.testing.assert_array_equal(copies[1], dy.transpose(0, 2, 3, 1))
     tf32 = lambda a: ((a.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)  # noqa: E731
+    copies = [cp.asnumpy(rec.args[1]) for rec in recs["nchw_to_nhwc_v1"]]
+    np.testing.assert_array_equal(copies[0], tf32(x.transpose(0, 2, 3, 1).copy()))
+    np.testing.assert_array_equal(copies[1], tf32(dy.transpose(0, 2, 3, 1).copy()))
     kg, cg = k // g, c // g
     want = np.zeros((g, r * s * cg, kg), np.float32)
     want[:] = wt.reshape(g, kg, cg, r * s).transpose(0, 3, 2, 1).reshape(g, r * s * cg, kg)

@@ -80,12 +80,12 @@ def _nhwc(tf32, channels):
 
 
 def _to_nhwc(t, what):
-    """A channels-last copy (N, H, W, C) of the NCHW tensor t, by nchw_to_nhwc_v1."""
+    """A channels-last copy (N, H, W, C) of the NCHW tensor t rounded to tf32, by nchw_to_nhwc_v1."""
     n, c, h, wd = t.shape
     out = _alloc((n, h, wd, c), _F32, f"channels-last copy of {what}")
     _launch("conv.cu", "nchw_to_nhwc_v1",
             cfg.check_grid(what, (cfg.cdiv(h * wd, cfg.PACK_TILE), cfg.cdiv(c, cfg.PACK_TILE), n)), cfg.PACK_BLOCK,
-            (t, out, _i32(c), _i32(h * wd)))
+            (t, out, _i32(c), _i32(h * wd), _i32(1)))
     return out
 
 

@@ -24,9 +24,9 @@ tile / split count faster than the heuristic's (conv_sweep.picks) is also valida
 under that configuration, in the same run: the table adds "picked" ratios and the geometric means with
 the picks, i.e. what a retuned heuristic would give.
 
-The TF32 forward and backward-data rows are also validated and timed kernel-only with the tf32_nhwc
-setting off (their gathers from the NCHW tensor instead of a channels-last copy), in the same run: the
-"nchw" column and geometric mean show what the channels-last path gains.
+The TF32 rows are also validated and timed kernel-only with the tf32_vector_gather setting off (4-byte
+gathers from the NCHW tensors instead of the vec kernels' 16-byte ones), in the same run: the "4-byte"
+column and geometric mean show what the vec kernels gain.
 
     python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json] [--picks sweep.json]
 """
@@ -137,12 +137,12 @@ def run(args, picked=None):
                 row[f"{prec} cudnn call ms"] = per_call(tc)
                 row[f"{prec} cudnn kernel ms"] = kernel_only(timing.TorchGraph(torch, tc, args.graph_calls))
                 row[f"{prec} cudnn kernels"] = cudnn_kernels(torch, tc)
-                if prec == "tf32" and ps != "backward_weight":
-                    with fastconv.using(tf32_nhwc=False):
-                        ok, row["tf32 nchw error"] = valid(cp, fc(prec), ref, mag, prec, terms)
+                if prec == "tf32":
+                    with fastconv.using(tf32_vector_gather=False):
+                        ok, row["tf32 4-byte error"] = valid(cp, fc(prec), ref, mag, prec, terms)
                         bad += not ok
                         if ok:
-                            row["tf32 nchw kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
+                            row["tf32 4-byte kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
                 pick = (picked or {}).get(f"{row['row']} {prec}")
                 if pick:
                     with fastconv.using(**pick):
@@ -158,19 +158,19 @@ def run(args, picked=None):
     return rows, bad
 
 
-def ratio(row, prec, kind, picked=False, nchw=False):
+def ratio(row, prec, kind, picked=False, narrow=False):
     """cuDNN time / fastconv time; ``picked``: fastconv's with the row's picked configuration where it
-    has a valid one; ``nchw``: TF32 with the tf32_nhwc setting off where the row timed it."""
+    has a valid one; ``narrow``: with the tf32_vector_gather setting off where the row timed it."""
     t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
     t = row.get(f"{prec} picked {kind} ms", t) if picked else t
-    t = row.get(f"{prec} nchw {kind} ms", t) if nchw else t
+    t = row.get(f"{prec} 4-byte {kind} ms", t) if narrow else t
     return c / t if t and c else float("nan")
 
 
 def print_table(rows, device):
     print(f"conv, fastconv (cupy family) vs cuDNN, ms per call; ratio = cuDNN / fastconv; {device}")
     head = f"{'row':<28}" + "".join(f"{h:>11}" for h in ("fp32 call", "cudnn", "ratio", "fp32 kern", "cudnn",
-                                                         "ratio", "tf32 kern", "cudnn", "ratio", "nchw"))
+                                                         "ratio", "tf32 kern", "cudnn", "ratio", "4-byte"))
     print(head)
     for r in rows:
         cells = []
@@ -180,15 +180,15 @@ def print_table(rows, device):
                 continue
             cells += [f"{r[f'{prec} {kind} ms']:>11.4f}", f"{r[f'{prec} cudnn {kind} ms']:>11.4f}",
                       f"{ratio(r, prec, kind):>11.2f}"]
-        nchw = f"{ratio(r, 'tf32', 'kernel', nchw=True):.2f}" if "tf32 nchw kernel ms" in r else "-"
-        print(f"{r['row']:<28}" + "".join(cells) + f"{nchw:>11}")
+        narrow = f"{ratio(r, 'tf32', 'kernel', narrow=True):.2f}" if "tf32 4-byte kernel ms" in r else "-"
+        print(f"{r['row']:<28}" + "".join(cells) + f"{narrow:>11}")
     fp32 = [ratio(r, "fp32", "kernel") for r in rows]
     small = [ratio(r, "fp32", "kernel") for r in rows if r["row"].startswith(("lenet", "dcgan"))]
     print(f"geometric mean cuDNN/fastconv over {len(rows)} rows: fp32 per call "
           f"{timing.geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {timing.geomean(fp32):.2f} "
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
           f"TF32 kernel-only {timing.geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0; "
-          f"gathering from NCHW: {timing.geomean(ratio(r, 'tf32', 'kernel', nchw=True) for r in rows):.2f})")
+          f"with 4-byte gathers: {timing.geomean(ratio(r, 'tf32', 'kernel', narrow=True) for r in rows):.2f})")
     if any(f"{p} picked" in r for r in rows for p in ("fp32", "tf32")):
         print("with the sweep's picks (kernel-only ratio, default -> picked, configuration):")
         for r in rows:

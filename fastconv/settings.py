@@ -31,10 +31,11 @@
   conv op or layer wins for that call or layer. Linear layers stay on the fp32 kernels of
   kernels/linear.cu either way (no cuBLAS, so a training step stays capturable in a CUDA graph).
   NumPy (CPU) results are exact fp32 either way.
-- ``tf32_nhwc`` [True]: with ``tf32``, the forward and backward-data GEMMs whose channels per group
-  (forward: C/groups, backward-data: K/groups) are a multiple of 4 gather from a channels-last copy
-  of x or dy (one transpose launch): 16-byte copies of 4 channels instead of 4-byte ones per element.
-  False gathers from the NCHW tensor itself — for benchmarks comparing the two.
+- ``tf32_vector_gather`` [True]: with ``tf32``, the conv GEMMs gather their operand 16 bytes per copy
+  where the layout allows (the ``vec`` kernels): forward and backward-data whose channels per group
+  (C/groups, K/groups) are a multiple of 4 from a channels-last copy of x or dy (one transpose
+  launch), backward-weight's dy when P*Q is a multiple of 4; False: 4 bytes per copy, from the NCHW
+  tensors themselves — for benchmarks comparing the two.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with
@@ -63,7 +64,7 @@ class Settings:
     winograd_tile: str | None = None
     pool_variant: str | None = None
     tf32: bool = False
-    tf32_nhwc: bool = True
+    tf32_vector_gather: bool = True
 
 
 _current: Settings | None = None  # None until first use, when FASTCONV_KERNELS and FASTCONV_TF32 are read
@@ -103,7 +104,7 @@ def current() -> Settings:
 
 def _checked(s: Settings) -> Settings:
     check_family(s.kernels)
-    for name in ("poison", "tf32", "tf32_nhwc"):
+    for name in ("poison", "tf32", "tf32_vector_gather"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: got {getattr(s, name)!r}, expected True or False")
     if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
@@ -132,7 +133,7 @@ def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
     Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits,
-    winograd_tile, pool_variant, tf32, tf32_nhwc); an unknown name or a bad value raises before
+    winograd_tile, pool_variant, tf32, tf32_vector_gather); an unknown name or a bad value raises before
     anything changes.
     """
     global _current

@@ -29,7 +29,7 @@
 //       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1, _v2.
 //   v3 tf32  the same core with the product on TF32 tensor cores: kernels/conv_tf32.cu (its own
 //       module, so fp32 use never compiles it); it shares the pack kernels and split-K reduces here,
-//       and its NHWC kernels gather from the channels-last copy nchw_to_nhwc_v1 makes.
+//       and its vec kernels gather from the channels-last copy nchw_to_nhwc_v1 makes.
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5), where
 //       a GEMM tile would be mostly padding: direct kernels that stage a block's input rows (with
 //       halo) and filters in shared memory and hold several outputs per thread in registers.
@@ -169,7 +169,7 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // the column reads free of bank conflicts): blocks of 256 threads, a warp per row pass (lane along
 // the row), grid (crs / 32, Kp / 32, G) rounded up; reads run along kk and writes along m, both
 // coalesced. The launcher checks both sizes <= INT32_LIMIT.
-// nhwc = R*S (the TF32 NHWC kernels): rows in (r, s, c) order instead, channel fastest: row
+// nhwc = R*S (the TF32 vec kernels): rows in (r, s, c) order instead, channel fastest: row
 // kk = rs*Cg + c holds w[..][c][rs] (its reads then stride R*S floats, served by L2); nhwc = 0: (c, r, s).
 // Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
@@ -196,7 +196,7 @@ extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, f
 }
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
-// the phase (bwd_phase; nhwc = 1, the TF32 NHWC kernels: kk = (i,j,k), k fastest), zero past it and
+// the phase (bwd_phase; nhwc = 1, the TF32 vec kernels: kk = (i,j,k), k fastest), zero past it and
 // for c >= Cg: the backward-data A operand of every phase,
 // each phase a slab of Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Blocks of PACK_ROWS
 // warps: each warp a row of wp (phase, g, kk decoded once), its lanes along c (consecutive writes; the
@@ -225,7 +225,7 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
 }
 
 // out[img][hw][c] = x[img][c][hw]: the channels-last copy of x (forward) or dy (backward-data) that
-// the TF32 NHWC kernels gather from; tf32: each value rounded to tf32 here (tf32_value), once, as the
+// the TF32 vec kernels gather from; tf32: each value rounded to tf32 here (tf32_value), once, as the
 // packs round the weights, so those kernels feed both operands to the mma without a cvt per fragment.
 // The pack's 32 x 33 shared tile per 32 pixels x 32 channels of an image: reads along hw, writes
 // along c, both coalesced. Grid (HW / 32, C / 32, N) rounded up, blocks of PACK_ROWS warps. The

@@ -175,54 +175,75 @@ using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weig
 template <class T>
 using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
-// A TF32 tile's B gathered from a channels-last copy (GatherNhwc: reduction index (tap row, tap
-// column, channel), channels per group a multiple of 4; rounded to tf32 by nchw_to_nhwc_v1): one
-// 16-byte cp.async per k quad and column, straight into the k-quad-major row (b_off) that ldmatrix
-// reads, where GatherB issues four 4-byte ones. Thread map quad_thread: k quad kq of each stage, L columns QSTEP apart; per k step the
-// iterator advances and one base offset serves the thread's columns (a bitmask test, an address and
-// the cp.async each). The constructor takes GatherB's arguments (ni, nj: the filter's taps).
-template <class T>
-struct GatherQuadB {
+// A TF32 tile's gathered operand 16 bytes per copy: EXTENT rows (columns of B, or rows of A) by BK
+// k rows, 4 consecutive k rows of one row in one 16-byte cp.async straight into the k-quad-major
+// shared row that ldmatrix reads, where GatherTile issues four 4-byte ones. B (B_OP): forward and
+// backward-data from a channels-last copy (GatherNhwc: reduction (tap row, tap column, channel),
+// channels per group a multiple of 4), rounded to tf32 by nchw_to_nhwc_v1 (ROUNDED: no cvt.rna in
+// mma_step). A: backward-weight's dy (WgradRows, P*Q a multiple of 4: 4 consecutive pixels of one
+// image), its shared rows in mma_slot order, so a quarter warp's 8 stores fill 8 consecutive slots.
+// Thread map quad_thread: k quad kq of each stage, L rows QSTEP apart; per k step the iterator
+// (digits ni, nj) advances and one base offset serves the thread's rows (a bounds test, an address and
+// the cp.async each).
+template <class T, int EXTENT, bool B_OP, class Geo>
+struct GatherQuad {
     static constexpr bool PACKED = false;
-    static constexpr bool ROUNDED = true;  // the channels-last copy holds tf32 values: no cvt in mma_step
-    static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = T::BN / QSTEP;
-    static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "NHWC loader: a TF32 tile, BK / 4 a power of two");
-    static_assert(T::NT % (8 * KQ) == 0 && T::BN % QSTEP == 0, "NHWC loader: whole quarter warps, whole passes");
+    static constexpr bool ROUNDED = B_OP;
+    static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = EXTENT / QSTEP;
+    static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "16-byte gathers: a TF32 tile, BK / 4 a power of two");
+    static_assert(T::NT % (8 * KQ) == 0 && EXTENT % QSTEP == 0, "16-byte gathers: whole quarter warps, whole passes");
     const float* src;
-    GatherNhwc g;
+    Geo g;
     int kleft, dst;  // reduction rows left from the thread's k quad; its shared offset in a stage
     TapIter it;
-    GatherMaskCol col[L];
-    __device__ __forceinline__ GatherQuadB(const float* src_, const Gather& g_, int n0, int ncols, int kbeg,
-                                           int kend, int, int nj) {
+    typename Geo::Col col[L];
+    __device__ __forceinline__ GatherQuad(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend,
+                                          int ni, int nj) {
         int kq, n_off;
         quad_thread(threadIdx.x, KQ, kq, n_off);
-        src = src_; g = GatherNhwc(g_);
+        src = src_; g = g_;
         kleft = kend - kbeg - 4 * kq;
-        dst = T::b_off(4 * kq, n_off);
-        it.init(kbeg + 4 * kq, T::BK, nj, g_.na);
+        dst = B_OP ? T::b_off(4 * kq, n_off) : T::aq_off(4 * kq, n_off);
+        it.init(kbeg + 4 * kq, T::BK, ni, nj);
 #pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * QSTEP, ncols);
+        for (int j = 0; j < L; ++j) {
+            const int n = n_off + j * QSTEP;
+            col[j] = gather_col(g, n0 + (B_OP ? n : mma_unslot(n)), ncols);
+        }
     }
     __device__ __forceinline__ void issue(float* S) const {
         const auto s = gather_step(g, it, kleft > 0);
 #pragma unroll
-        for (int j = 0; j < L; ++j)
-            cp_async_ca16(S + dst + T::b_off(0, j * QSTEP), src + (s.off + col[j].off), gather_ok(g, col[j], s) ? 16 : 0);
+        for (int j = 0; j < L; ++j) {
+            const int bytes = gather_ok(g, col[j], s) ? 16 : 0;
+            if (B_OP)  // taps re-read a pixel's channels: keep them in L1
+                cp_async_ca16(S + dst + 4 * j * QSTEP, src + (s.off + col_off(col[j])), bytes);
+            else
+                cp_async_cg16(S + dst + 4 * j * QSTEP, src + (s.off + col_off(col[j])), bytes);
+        }
     }
     __device__ __forceinline__ void next() {
         it.next();
         kleft -= T::BK;
     }
 };
-// forward / backward-data B: from the tensor itself, or (NHWC) from its channels-last copy
-template <class T, bool NHWC>
+// forward / backward-data B: from the tensor itself, or (VEC) 16 bytes per copy from its channels-last
+// copy; backward-weight A: dy 4 or (VEC) 16 bytes per copy
+template <class T, bool VEC>
 struct BLoader {
     typedef GatherB<T> type;
 };
 template <class T>
 struct BLoader<T, true> {
-    typedef GatherQuadB<T> type;
+    typedef GatherQuad<T, T::BN, true, GatherNhwc> type;
+};
+template <class T, bool VEC>
+struct WgradALoader {
+    typedef WgradA<T> type;
+};
+template <class T>
+struct WgradALoader<T, true> {
+    typedef GatherQuad<T, T::BM, false, WgradRows> type;
 };
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.

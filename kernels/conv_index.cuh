@@ -162,9 +162,9 @@ FC_HD bool gather_ok(const GatherMasked&, const GatherMaskCol& c, const GatherMa
     return (s.need & ~c.mask) == 0;
 }
 
-// The same B gathered from a channels-last copy T[img][row][col][Tc] (the TF32 tiles' NHWC kernels,
+// The same B gathered from a channels-last copy T[img][row][col][Tc] (the TF32 tiles' vec kernels,
 // for channels per group a multiple of 4): the reduction index runs kk = (i, j, a), channel a fastest,
-// so 4 consecutive kk are 4 consecutive floats of one pixel, one 16-byte copy (quad_thread's loader).
+// so 4 consecutive kk are 4 consecutive floats of one pixel, one 16-byte copy (GatherQuad).
 // Its iterator's digits are TapIter's (a, i, j) = (tap row i, tap column j, channel a): ni = nj taps,
 // nj = na channels. Bounds as GatherMasked's bitmasks. The packed weights' rows run in the same order
 // (conv2d_pack_forward_v1 / conv2d_pack_backward_data_v1 with their nhwc argument).
@@ -194,11 +194,11 @@ FC_HD GatherMaskStep gather_step(const GatherNhwc& m, const TapIter& it, bool li
 FC_HD bool gather_ok(const GatherNhwc&, const GatherMaskCol& c, const GatherMaskStep& s) {
     return (s.need & ~c.mask) == 0;
 }
-// The NHWC loader's thread map (KQ = BK / 4 k quads per stage, a power of two): thread tid copies k
-// quad kq of each stage at columns n_off + j * (NT / KQ). A quarter warp's 8 lanes take 8 consecutive
-// columns of one k quad, so its 16-byte shared stores (k-quad-major rows) cover all 32 banks; the
-// quarter warps of a warp take the KQ quads of the same columns first (KQ * 16 contiguous bytes of
-// each pixel in global memory), then the next 8 columns.
+// The 16-byte gathers' thread map (KQ = BK / 4 k quads per stage, a power of two): thread tid copies k
+// quad kq of each stage at shared rows n_off + j * (NT / KQ). A quarter warp's 8 lanes take 8
+// consecutive rows of one k quad, so its 16-byte shared stores (k-quad-major rows) cover all 32 banks;
+// the quarter warps of a warp take the KQ quads of the same rows first (KQ * 16 contiguous bytes of
+// each pixel or dy row in global memory), then the next 8 rows.
 FC_HD void quad_thread(int tid, int KQ, int& kq, int& n_off) {
     kq = (tid >> 3) % KQ;
     n_off = (tid & 7) + 8 * (tid / (8 * KQ));
@@ -320,3 +320,5 @@ FC_HD constexpr int epi_pitch(int bn) { return bn + 4; }
 // ldmatrix matrix reads 8 consecutive 16-byte rows (all 32 banks). A permutation of the low 4 bits:
 // mma_slot(x + y) = mma_slot(x) + mma_slot(y) when x and y share no bit.
 FC_HD int mma_slot(int m) { return (m & ~15) | ((m & 1) << 3) | ((m >> 1) & 7); }
+// The warp row kept at slot s: mma_slot's inverse.
+FC_HD int mma_unslot(int s) { return (s & ~15) | ((s & 7) << 1) | ((s >> 3) & 1); }

@@ -10,12 +10,13 @@
 //       by conflict-free fragment loads; forward and backward-data test bounds by per-column
 //       bitmasks, filters of up to GATHER_MASK_TAPS taps per dimension): conv2d_forward_v3_tf32_t*,
 //       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*.
-//   v3 tf32 nhwc  forward and backward-data gathering from a channels-last copy of x or dy
-//       (conv.cu's nchw_to_nhwc_v1; channels per group a multiple of 4): the reduction runs (tap,
-//       channel) with the channel fastest, so the gathered operand arrives as one 16-byte cp.async per
-//       4 channels of a pixel (conv_gemm.cuh GatherQuadB) instead of four 4-byte ones, the form of
-//       the k-quad-major shared rows ldmatrix reads: conv2d_forward_v3_tf32_nhwc_t*,
-//       conv2d_backward_data_v3_tf32_nhwc_t*.
+//   v3 tf32 vec  the same with the gathered operand 16 bytes per cp.async (conv_gemm.cuh
+//       GatherQuad) instead of 4, each copy one k-quad-major shared row as ldmatrix reads it:
+//       forward and backward-data from a channels-last copy of x or dy (conv.cu's nchw_to_nhwc_v1,
+//       rounded to tf32 there; channels per group a multiple of 4) with the reduction run (tap,
+//       channel), channel fastest, so 4 channels of a pixel are one copy; backward-weight's dy as 4
+//       consecutive pixels (P*Q a multiple of 4): conv2d_forward_v3_tf32_vec_t*,
+//       conv2d_backward_data_v3_tf32_vec_t*, conv2d_backward_weight_v3_tf32_vec_t*.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
 #include "common.cuh"

@@ -19,8 +19,8 @@ __device__ __forceinline__ float* conv_smem() {
 
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
-// NHWC (TF32 tiles, Cg % 4 == 0): x is its channels-last copy, w packed with channel-fastest rows.
-template <class T, bool NHWC = false>
+// VEC (TF32 tiles, Cg % 4 == 0): x is its channels-last copy, w packed with channel-fastest rows.
+template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
@@ -34,7 +34,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    typename BLoader<T, NHWC>::type lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
+    typename BLoader<T, VEC>::type lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
@@ -53,8 +53,8 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
 
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
 // taps); traffic (dy + packed w + dx) * 4 B compulsory.
-// NHWC (TF32 tiles, Kg % 4 == 0): dy is its channels-last copy, w packed with channel-fastest rows.
-template <class T, bool NHWC = false>
+// VEC (TF32 tiles, Kg % 4 == 0): dy is its channels-last copy, w packed with channel-fastest rows.
+template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -72,7 +72,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    typename BLoader<T, NHWC>::type lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
+    typename BLoader<T, VEC>::type lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
@@ -88,8 +88,8 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
-// splits * K*Cg*R*S * 4 B of partials when split.
-template <class T>
+// splits * K*Cg*R*S * 4 B of partials when split. VEC (TF32 tiles, P*Q % 4 == 0): dy 16 bytes per copy.
+template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                    int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -101,7 +101,7 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     const WgradRows wr = {K * P * Q, P * Q, g * Kg};
-    WgradA<T> la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
+    typename WgradALoader<T, VEC>::type la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
     const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
     WgradB<T> lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
@@ -146,10 +146,10 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 #define CONV_V3_KERNELS(SUFFIX, ...)              \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
     CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
-// The NHWC forward and backward-data entry points of a TF32 tile. Work: the FLOPs and compulsory
-// traffic of CONV_V3_ENTRIES' two, reading the channels-last copy of x or dy (nchw_to_nhwc_v1 moves
-// 2 * its size * 4 B more) instead of the tensor.
-#define CONV_V3_NHWC_ENTRIES(SUFFIX, TILE)                                                         \
+// The 16-byte-gather entry points of a TF32 tile. Work: the FLOPs and compulsory traffic of
+// CONV_V3_ENTRIES' three; forward and backward-data read the channels-last copy of x or dy
+// (nchw_to_nhwc_v1 moves 2 * its size * 4 B more) instead of the tensor.
+#define CONV_V3_VEC_ENTRIES(SUFFIX, TILE)                                                          \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
@@ -161,10 +161,15 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
                                       int krs_max) {                                                       \
         conv_bwd_data_v3<TILE, true>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
+        conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
+                                        float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
+        conv_bwd_weight_v3<TILE, true>(dy, x, out, CONV_PASS, splits, chunk);                        \
     }
-// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile> and, for forward and backward-data
-// from channels-last copies, conv2d_<pass>_v3_tf32_nhwc_<tile>.
+// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile> and, gathering 16 bytes per copy,
+// conv2d_<pass>_v3_tf32_vec_<tile>.
 #define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
     typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
     CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX) \
-    CONV_V3_NHWC_ENTRIES(v3_tf32_nhwc_##SUFFIX, Tf32Tile_##SUFFIX)
+    CONV_V3_VEC_ENTRIES(v3_tf32_vec_##SUFFIX, Tf32Tile_##SUFFIX)

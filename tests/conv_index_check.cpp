@@ -72,7 +72,7 @@ static void walk(int ncols, int kred, int BN, int BK, int NT, bool kk_fastest, i
         }
 }
 
-// Walk every block column tile, thread and k step of the NHWC quad loader (quad_thread's map, the
+// Walk every block column tile, thread and k step of the channels-last 16-byte loader (quad_thread's map, the
 // iterator over (tap row, tap column, channel) with nj taps a row and na channels): each quad's
 // address is its first element's, its 4 elements consecutive channels of one pixel, valid together.
 template <class Naive>
@@ -279,12 +279,14 @@ int main(int argc, char** argv) {
         {1, 5, 7, 7, 4, 3, 3, 3, 3, 1, 1, 2, 2, 1},   {1, 6, 5, 5, 6, 2, 2, 3, 3, 0, 0, 1, 1, 1},
         {1, 2, 9, 10, 3, 4, 5, 4, 3, 3, 2, 2, 3, 1},  {2, 2, 1, 1, 2, 1, 1, 2, 2, 0, 0, 1, 1, 1},
         {1, 1, 16, 17, 2, 15, 15, 1, 1, 7, 6, 1, 1, 1},  // GATHER_MASK_TAPS taps: every bit of the masks
-        // channels per group multiples of 4 (the NHWC loader): groups, mixed stride and dilation,
+        // channels per group multiples of 4 (the channels-last loader): groups, mixed stride and dilation,
         // stride 3 at dilation 2, GATHER_MASK_TAPS taps
         {2, 8, 9, 8, 8, 3, 2, 2, 1, 1, 0, 1, 2, 2},   {1, 12, 7, 7, 8, 3, 3, 3, 3, 1, 1, 2, 2, 1},
         {1, 4, 16, 17, 4, 15, 15, 1, 1, 7, 6, 1, 1, 1},
     };
-    // the NHWC loader's thread map: each (k quad, column) of a stage once; a quarter warp's 8 lanes
+    for (int m = 0; m < 512; ++m)  // backward-weight's 16-byte dy loader finds a slot's row by mma_unslot
+        EXPECT(mma_unslot(mma_slot(m)) == m && mma_slot(mma_unslot(m)) == m, "mma_unslot at %d", m);
+    // the 16-byte loaders' thread map: each (k quad, row) of a stage once; a quarter warp's 8 lanes
     // take 8 consecutive columns of one k quad (16-byte rows: all 32 banks)
     for (int KQ = 1; KQ <= 8; KQ *= 2)
         for (int NT = 32 * KQ; NT <= 256; NT *= 2) {

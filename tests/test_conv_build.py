@@ -40,7 +40,7 @@ PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
-NHWC = [f"{p}_v3_tf32_nhwc_{t}" for p in PASSES[:2] for t in cfg.TF32_TILES]  # forward, backward-data
+VEC = [f"{p}_v3_tf32_vec_{t}" for p in PASSES for t in cfg.TF32_TILES]
 FILES = ("conv.cu", "conv_tf32.cu")  # the fp32 tiles, small-channel and helper kernels; the TF32 tiles
 
 
@@ -65,7 +65,7 @@ def _launch_bounds(kernel):
 
 def _budget(kernel):
     tile = kernel.rsplit("_", 1)[1]
-    if kernel in V3 or kernel in TF32 or kernel in NHWC:
+    if kernel in V3 or kernel in TF32 or kernel in VEC:
         _, _, _, nt, minb = cfg.tile_spec(tile, kernel not in V3)
         return min(255, 65536 // (nt * minb))
     if kernel in SMALLC:
@@ -128,22 +128,24 @@ def _no_division(kernel, arch, ops):
 # of the column's bounds bitmask and an address (GatherMasked), backward-weight two compares and an
 # address. Before the bitmasks (two compares): 6.34-6.44; 6.94-7.09; 10.19-10.50; 10.25-11.00.
 # Before the loader rework: 8.7-8.8, 10.5; 10.5-10.6, 13.8; 14.6-14.9, 17.6; 15.5-16.0, 18.8.
-# Third: the NHWC kernels (forward and backward-data), whose B loader issues one 16-byte cp.async per
-# 4 channels of a copy already rounded to tf32 (no cvt.rna): t128x128 3.75-3.91, t128x64 4.25-4.38,
-# t64x128 6.00-6.50, t64x64 6.19-6.75 (with the cvt.rna pairs: 4.78-4.94, 5.28-5.41, 7.06-7.56, 7.25-7.81).
-TF32_MAX_PER_HMMA = {"t128x128": (6.1, 8.5, 4.2), "t128x64": (6.5, 11, 4.7), "t64x128": (9.5, 14.25, 6.8),
-                     "t64x64": (9.75, 14.75, 7.0)}
+# The vec kernels (16-byte gathers), third and fourth: forward and backward-data, whose B is 4 channels
+# per copy of a channels-last copy already rounded to tf32 (no cvt.rna): t128x128 3.75-3.91, t128x64
+# 4.25-4.38, t64x128 6.00-6.50, t64x64 6.19-6.75 (with the cvt.rna pairs: 4.78-4.94, 5.28-5.41,
+# 7.06-7.56, 7.25-7.81); backward-weight, whose A (dy) is 4 pixels per copy: 7.69, 9.19, 13.44, 13.12.
+TF32_MAX_PER_HMMA = {"t128x128": (6.1, 8.5, 4.2, 8.0), "t128x64": (6.5, 11, 4.7, 9.5),
+                     "t64x128": (9.5, 14.25, 6.8, 13.75), "t64x64": (9.75, 14.75, 7.0, 13.5)}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kernel", TF32 + NHWC)
+@pytest.mark.parametrize("kernel", TF32 + VEC)
 def test_tf32_main_loop_sass(sass, arch, kernel):
     """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
     packed A fragments by 64-bit shared loads, gathered fragments by ldmatrix, one cvt.rna per
     gathered fragment element (B only where A is packed weights), no division; on sm_90 at most
     one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA instructions per
-    HMMA. The NHWC kernels' cp.async are all 16-byte, as many per stage as a thread's k quads and
-    columns plus the packed weights', and their B needs no cvt.rna (rounded by nchw_to_nhwc_v1)."""
+    HMMA. The vec kernels' 16-byte gathers: forward and backward-data issue only 16-byte cp.async, as
+    many per stage as a thread's k quads and columns plus the packed weights', and their B needs no
+    cvt.rna (rounded by nchw_to_nhwc_v1); backward-weight copies dy 16 bytes at a time (x 4)."""
     tile = kernel.rsplit("_", 1)[1]
     bm, bn, bk, nt, _ = cfg.TF32_TILES[tile]
     wr, wc = _tf32_warps()[tile]
@@ -153,8 +155,8 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     per_warp = bm * bn // (nt // 32) // 128  # m16n8 tiles per warp
     assert counts["HMMA"] == per_warp * bk // 8, f"{kernel} ({arch}): {counts}"
     # a cvt.rna (FSETP + IADD) per fragment element of a gathered operand: packed weights are tf32 already,
-    # and so is the NHWC kernels' channels-last copy
-    b_elems, a_elems = 2 * (bn // wc // 8) * bk // 8 * (kernel not in NHWC), 4 * (bm // wr // 16) * bk // 8
+    # and so is the vec forward / backward-data's channels-last copy
+    b_elems, a_elems = 2 * (bn // wc // 8) * bk // 8 * (wgrad or kernel not in VEC), 4 * (bm // wr // 16) * bk // 8
     assert counts["FSETP"] == b_elems + wgrad * a_elems, f"{kernel} ({arch}): {counts['FSETP']} cvt.rna"
     assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
     assert counts["LDSM"] > 0, f"{kernel} ({arch}): gathered fragments not loaded by ldmatrix"
@@ -163,13 +165,15 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     if arch == "sm_90":  # fragments loaded into other registers than the mma's cost 4 moves per HMMA
         moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
         assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
-        most = TF32_MAX_PER_HMMA[tile][2 if kernel in NHWC else wgrad]
+        most = TF32_MAX_PER_HMMA[tile][(2 if kernel in VEC else 0) + wgrad]
         assert len(ops) <= most * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA, at most {most} each"
-    if kernel in NHWC:
-        copies = [op for op in ops if op.startswith("LDGSTS")]
-        a_copies = bk * bm // 4 // nt  # packed weights: 16-byte rows of 4 filters
-        assert all(op.endswith(".128") for op in copies), f"{kernel} ({arch}): {copies}"
-        assert len(copies) == a_copies + bk * bn // 4 // nt, f"{kernel} ({arch}): {len(copies)} cp.async a stage"
+    if kernel in VEC:
+        wide = [op for op in ops if op.startswith("LDGSTS") and op.endswith(".128")]
+        narrow = [op for op in ops if op.startswith("LDGSTS") and not op.endswith(".128")]
+        # per stage: 16-byte copies of A (packed weights, or dy) and, but in backward-weight, of B;
+        # backward-weight's x 4 bytes per element
+        assert len(wide) == bk * bm // 4 // nt + (not wgrad) * bk * bn // 4 // nt, f"{kernel} ({arch}): {wide}"
+        assert len(narrow) == wgrad * bk * bn // nt, f"{kernel} ({arch}): {narrow}"
 
 
 def _tf32_lines():

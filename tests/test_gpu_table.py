@@ -180,14 +180,14 @@ def test_conv_table_lists_cudnn_kernels_by_name():
     text = out.getvalue()
     assert "lenet.conv2 backward_weight Memset, fft2d_r2c_32x32 | -" in text
     assert "fp32 kernel-only 0.50" in text and "TF32 kernel-only 1.00" in text
-    assert "gathering from NCHW: 1.00" in text  # a row without the NCHW timing keeps its own
+    assert "with 4-byte gathers: 1.00" in text  # a row without that timing keeps its own
     assert "with the sweep's picks" not in text
-    nchw = dict(row, **{"row": "lenet.conv2 forward", "tf32 nchw kernel ms": 0.2})
+    narrow = dict(row, **{"row": "lenet.conv2 forward", "tf32 4-byte kernel ms": 0.2})
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        conv_table.print_table([nchw], "card")
+        conv_table.print_table([narrow], "card")
     text = out.getvalue()
-    assert "TF32 kernel-only 1.00 (target >= 1.0; gathering from NCHW: 0.50)" in text
+    assert "TF32 kernel-only 1.00 (target >= 1.0; with 4-byte gathers: 0.50)" in text
     assert next(ln for ln in text.splitlines() if ln.startswith("lenet.conv2 forward")).split()[-1] == "0.50"
     row.update({"fp32 picked": {"conv_tile": "t64x32", "conv_splits": 4}, "fp32 picked kernel ms": 0.05,
                 "tf32 picked": {"conv_tile": "t64x64", "conv_splits": None}})

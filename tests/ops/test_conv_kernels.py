@@ -262,14 +262,16 @@ def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, d
 # mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
 # filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges. TF32_SPLIT
 # runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 16).
-# The NHWC kernels (the tf32_nhwc setting, forward and backward-data) serve the cases whose channels
-# per group are multiples of 4: NHWC_CASES (every one of them, both passes: groups, mixed stride and
-# dilation, phases with 1 or 2 taps and none, GATHER_MASK_TAPS taps), TF32_SPLIT and TF32_FULL_NHWC.
+# The vec kernels (the tf32_vector_gather setting: 16-byte gathers) serve forward and backward-data
+# whose channels per group are multiples of 4 and backward-weight whose P*Q is: VEC_CASES (groups,
+# mixed stride and dilation, phases with 1 or 2 taps and none, GATHER_MASK_TAPS taps), VEC_SPLIT
+# and TF32_FULL_VEC serve every pass but the first two cases' backward-weight (P*Q = 42, 30).
 TF32_BOUND = tf32_bound(216)
 TF32_FULL = (2, 70, 6, 6, 136, 3, 3, 1, 1, 1, 1)
-TF32_FULL_NHWC = (2, 72, 6, 6, 136, 3, 3, 1, 1, 1, 1)
+TF32_FULL_VEC = (2, 72, 6, 6, 136, 3, 3, 1, 1, 1, 1)
 TF32_SPLIT = (6, 8, 6, 6, 8, 4, 4, 1, 1, 1, 1)
-NHWC_CASES = [
+VEC_SPLIT = (6, 8, 7, 7, 8, 4, 4, 1, 1, 1, 1)
+VEC_CASES = [
     (2, 8, 7, 6, 12, 3, 3, 1, 1, 1, 1),
     (2, 16, 9, 8, 8, 3, 2, (2, 1), (1, 0), (1, 2), 2),
     (1, 12, 8, 9, 8, 4, 4, 2, 1, 1, 1),
@@ -279,35 +281,41 @@ NHWC_CASES = [
 ]
 
 
-def _nhwc_case(what, case):
-    """Whether the NHWC kernel serves this pass of case (channels per group a multiple of 4)."""
-    n, c, h, w, k, *_, groups = case
-    return what != "backward_weight" and (c if what == "forward" else k) // groups % 4 == 0
+def _vec_case(what, case):
+    """Whether the vec kernel serves this pass of case: channels per group (forward, backward-data)
+    or output pixels (backward-weight) a multiple of 4."""
+    from fastconv.argcheck import conv_hyper, conv_out_size
+    n, c, h, w, k, r, s, stride, padding, dilation, groups = case
+    if what != "backward_weight":
+        return (c if what == "forward" else k) // groups % 4 == 0
+    (sh, sw), (ph, pw), (dh, dw) = conv_hyper(stride, padding, dilation)
+    return conv_out_size(h, r, sh, ph, dh) * conv_out_size(w, s, sw, pw, dw) % 4 == 0
 
 
 @pytest.mark.parametrize("tile", cfg.TF32_TILES)
-@pytest.mark.parametrize("what,nhwc", [("forward", False), ("forward", True), ("backward_data", False),
-                                       ("backward_data", True), ("backward_weight", False)])
-def test_tf32_within_its_rounding_bound(cp, what, nhwc, tile):
-    worst = 0.0
-    cases = NHWC_CASES + [TF32_SPLIT, TF32_FULL_NHWC] if nhwc else GEMM_CASES + [TF32_SPLIT, TF32_FULL]
+@pytest.mark.parametrize("vec", [False, True])
+@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+def test_tf32_within_its_rounding_bound(cp, what, vec, tile):
+    worst, ran_vec = 0.0, 0
+    cases = VEC_CASES + [VEC_SPLIT, TF32_FULL_VEC] if vec else GEMM_CASES + [TF32_SPLIT, TF32_FULL]
     for case in cases:
-        bound = tf32_bound(1296) if case in (TF32_FULL, TF32_FULL_NHWC) else TF32_BOUND
-        bound = tf32_bound(225 * 4) if case == NHWC_CASES[-1] else bound
-        split = case == TF32_SPLIT
-        with fastconv.using(tf32_nhwc=nhwc):
+        bound = tf32_bound(1296) if case in (TF32_FULL, TF32_FULL_VEC) else TF32_BOUND
+        bound = tf32_bound(240) if case == VEC_CASES[-1] else bound
+        split = case in (TF32_SPLIT, VEC_SPLIT)
+        with fastconv.using(tf32_vector_gather=vec):
             out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True,
                                          splits=3 if split else None)
-        assert not nhwc or _nhwc_case(what, case), case
-        layout = "nhwc_" if nhwc else ""
-        assert f"conv2d_{what}_v3_tf32_{layout}{tile}" in names, names
-        assert ("nchw_to_nhwc_v1" in names) == nhwc, names
+        served = vec and _vec_case(what, case)
+        ran_vec += served
+        assert f"conv2d_{what}_v3_tf32_{'vec_' if served else ''}{tile}" in names, names
+        assert ("nchw_to_nhwc_v1" in names) == (served and what != "backward_weight"), names
         assert not split or "conv2d_splitk_reduce_v1" in names, names
         assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
         err = np.abs(out.astype(np.float64) - want)
         assert (err <= bound * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (bound * mag)).max()}"
         worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
+    assert ran_vec >= (6 if what == "backward_weight" else 8) * vec, f"{what} {tile}: {ran_vec} cases on the vec kernel"
 
 
 @pytest.mark.parametrize("tf32", [False, True])
@@ -354,8 +362,8 @@ def test_forward_pack_is_the_transposed_weights_padded_to_4_rows(cp):
     np.testing.assert_array_equal(cp.asnumpy(rec.args[1]).reshape(want.shape), want)
 
 
-def test_nhwc_copy_and_packs_are_channel_fastest(cp):
-    """The TF32 NHWC path's three preparations, exactly, all rounded to tf32 (the kernels feed them
+def test_vec_copy_and_packs_are_channel_fastest(cp):
+    """The TF32 vec kernels' three preparations, exactly, all rounded to tf32 (the kernels feed them
     to the mma as they are): nchw_to_nhwc_v1 is x (forward) or dy (backward-data) transposed to
     (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both sides cross a tile edge); the
     forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg + c][m] = w[g*Kg + m][c][rs]); the

@@ -11,9 +11,10 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
   TF32_TILES, for forward and backward-data of filters up to config.GATHER_MASK_TAPS taps per
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
-  the fp32 tiles; with the ``tf32_nhwc`` setting, forward and backward-data whose channels per group
-  are a multiple of 4 gather from a channels-last copy made by nchw_to_nhwc_v1, their weights packed
-  in the same (tap, channel) order); forward and backward-data read weights packed by
+  the fp32 tiles; with the ``tf32_vector_gather`` setting its vec kernels gather 16 bytes per copy:
+  forward and backward-data whose channels per group are a multiple of 4 from a channels-last copy made
+  by nchw_to_nhwc_v1, their weights packed in the same (tap, channel) order, backward-weight's dy when
+  P*Q is a multiple of 4); forward and backward-data read weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
   reduction into a workspace summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
   config.REDUCE_WARP_SPLITS on), which then adds bias/activation.
@@ -72,11 +73,12 @@ def _tf32(r, s):
     return settings.current().tf32 and max(r, s) <= cfg.GATHER_MASK_TAPS
 
 
-def _nhwc(tf32, channels):
-    """Whether a TF32 forward or backward-data GEMM gathers from a channels-last copy: the tf32_nhwc
-    setting, and ``channels`` per group (C/G forward, K/G backward-data) a multiple of 4, so that 4
-    consecutive reduction indices are one aligned 16-byte copy."""
-    return tf32 and settings.current().tf32_nhwc and channels % 4 == 0
+def _vec(tf32, run):
+    """Whether a TF32 GEMM runs its vec kernel (16-byte gathers): the tf32_vector_gather setting, and
+    ``run`` (forward: C/G, backward-data: K/G channels of a pixel in the channels-last copy,
+    backward-weight: P*Q pixels of a dy row) a multiple of 4, so that 4 consecutive reduction indices
+    are one aligned 16-byte copy."""
+    return tf32 and settings.current().tf32_vector_gather and run % 4 == 0
 
 
 def _to_nhwc(t, what):
@@ -94,10 +96,10 @@ def _smallc(cg, r, s):
     return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
 
 
-def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False, nhwc=False):
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False, vec=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
-    phase; ``tf32``: on a TF32 tile, ``nhwc``: its channels-last kernel; ``products``: Winograd's
-    products, see _tile) into ``out``, split
+    phase; ``tf32``: on a TF32 tile, ``vec``: its vec kernel; ``products``: Winograd's products, see
+    _tile) into ``out``, split
     along the reduction as config.conv_splits says. Returns the workspace and split count (the workspace is ``out`` when the kernel wrote
     ``out`` itself)."""
     cur = settings.current()
@@ -111,7 +113,7 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     direct = splits == 1 and (not wgrad or _aligned(out))
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{'nhwc_' if nhwc else ''}{tile}"
+    name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{'vec_' if vec else ''}{tile}"
     _launch("conv_tf32.cu" if tf32 else "conv.cu", name, grid, cfg.tile_spec(tile, tf32)[3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
     return ws, splits
@@ -163,9 +165,9 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
     tf32 = _tf32(r, s)
-    nhwc = _nhwc(tf32, cg)
-    _forward_gemm(_to_nhwc(x, "x") if nhwc else x, _pack_forward(w, groups, tf32, nhwc), b, y, ints, groups, act,
-                  slope, tf32, nhwc=nhwc)
+    vec = _vec(tf32, cg)
+    _forward_gemm(_to_nhwc(x, "x") if vec else x, _pack_forward(w, groups, tf32, vec), b, y, ints, groups, act,
+                  slope, tf32, vec=vec)
     return y
 
 
@@ -176,8 +178,8 @@ def _packed_forward(kg, crs, groups, what):
 
 
 def _pack_forward(w, groups, tf32, nhwc=False):
-    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; nhwc:
-    rows in (r, s, c) order)."""
+    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; nhwc, the
+    vec kernel's: rows in (r, s, c) order)."""
     kg, crs = w.shape[0] // groups, w.size // w.shape[0]
     wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights")
     cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
@@ -189,15 +191,15 @@ def _pack_forward(w, groups, tf32, nhwc=False):
     return wp
 
 
-def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, nhwc=False):
+def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, vec=False):
     """y = act(conv2d(x, w) + b) on the v3 core from w packed (wp: _packed_forward's layout), the GEMM
     split along C/G*R*S as config.conv_splits says, the splits summed with bias and activation
-    (``products``: Winograd's, as _tile; ``nhwc``: x is the channels-last copy)."""
+    (``products``: Winograd's, as _tile; ``vec``: the vec kernel, x the channels-last copy)."""
     n, k, p, q = y.shape
     kg, crs = k // groups, wp.shape[1]
     fused = (_i32(b is not None), _i32(act), _f32(slope))
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
-                       fused, tf32=tf32, products=products, nhwc=nhwc)
+                       fused, tf32=tf32, products=products, vec=vec)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
 
@@ -239,7 +241,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
                 (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)))
         return dx
     kg, phases, tf32 = k // groups, stride[0] * stride[1], _tf32(r, s)
-    nhwc = _nhwc(tf32, kg)
+    vec = _vec(tf32, kg)
     krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
     cp_ = cfg.cdiv(cg, 4) * 4
     wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
@@ -247,11 +249,11 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     _launch("conv.cu", "conv2d_pack_backward_data_v1", (cfg.cdiv(wp.size // cp_, cfg.PACK_BLOCK // 32),),
             cfg.PACK_BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
-            + (_i32(krs_max), _i32(tf32), _i32(nhwc)))
+            + (_i32(krs_max), _i32(tf32), _i32(vec)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
-    src = _to_nhwc(dy, "dy") if nhwc else dy
+    src = _to_nhwc(dy, "dy") if vec else dy
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
-                       (_i32(krs_max),), phased=phases > 1, tf32=tf32, nhwc=nhwc)
+                       (_i32(krs_max),), phased=phases > 1, tf32=tf32, vec=vec)
     if splits > 1:
         _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
     return dx
@@ -277,8 +279,9 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
+        tf32 = settings.current().tf32
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
-                           (dy, x, (), ints), tf32=settings.current().tf32)
+                           (dy, x, (), ints), tf32=tf32, vec=_vec(tf32, p * q))
     if ws is not dw:
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw

@@ -49,10 +49,11 @@ CONV_TILES = {
     "t64x128k16": (64, 128, 16, 128, 2),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them in
-# kernels/conv_tf32.cu (tests compare), same fields: the BM x BN of four fp32 tiles (conv_grid serves
-# both tables by name), warp tiles 64x64 for t128x128 (an A fragment serves 8 mma, a B fragment 4),
-# else 64x32, BK 16 for t128x64, else 8; each within 48 KiB of static shared memory (TileGeom
-# asserts it). Deeper-k TF32 tiles won no row of an H200 sweep (benchmarks/conv_sweep.py at commit
+# kernels/conv_tf32.cu (tests compare), same fields: the BM x BN of four fp32 tiles, whose names they
+# share, and t128x64w2 (conv_grid serves both tables by name), warp tiles 64x64 for t128x128 and
+# t128x64w2 (an A fragment serves 8 mma, a B fragment 4), else 64x32, BK 16 for t128x64 and t128x64w2,
+# else 8; each within 48 KiB of static shared memory (TileGeom asserts it). t128x64w2 (t128x64 on two
+# warps of 64x64, 4 blocks per SM) is for sweeps only until a GPU has timed it: conv_tile never picks it. Deeper-k TF32 tiles won no row of an H200 sweep (benchmarks/conv_sweep.py at commit
 # 522e92d) and were dropped: t128x128k16, t128x64k32, t64x128k32 and t64x64k32 (54-78 KiB of
 # dynamic shared memory) ran >= 1.04x slower than the heuristic's tile on every row, and
 # t64x128k16 lost to t64x128 (conv_tile).
@@ -61,6 +62,7 @@ TF32_TILES = {
     "t128x64": (128, 64, 16, 128, 3),
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
+    "t128x64w2": (128, 64, 16, 64, 4),
 }
 # Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
 # of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).

@@ -134,6 +134,7 @@ template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in mma_step
     static constexpr bool ROUNDED = false;  // as a TF32 B operand: rounded in mma_step
+    static constexpr bool KMAJOR = false;   // as a TF32 B operand: k-quad rows (MmaTile::b_off)
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
     // column j's shared offset past column 0's: the offsets are linear in n over disjoint bits
@@ -188,7 +189,7 @@ using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weigh
 template <class T, int EXTENT, bool B_OP, class Geo>
 struct GatherQuad {
     static constexpr bool PACKED = false;
-    static constexpr bool ROUNDED = B_OP;
+    static constexpr bool ROUNDED = B_OP, KMAJOR = false;
     static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = EXTENT / QSTEP;
     static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "16-byte gathers: a TF32 tile, BK / 4 a power of two");
     static_assert(T::NT % (8 * KQ) == 0 && EXTENT % QSTEP == 0, "16-byte gathers: whole quarter warps, whole passes");
@@ -227,6 +228,56 @@ struct GatherQuad {
         kleft -= T::BK;
     }
 };
+// Backward-weight B of a TF32 vec kernel: x from its channels-last copy (WgradNhwc: columns (r, s, c),
+// channel fastest; rounded to tf32 by nchw_to_nhwc_v1), 16 bytes = 4 columns per cp.async, so the
+// stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and mma_step reads
+// its fragments with 32-bit shared loads (KMAJOR). Thread map row_quad_cell: V cells per thread, on KI
+// distinct k rows (one iterator each, advanced BK per stage); cell v lies coff(v) floats past cell 0.
+template <class T>
+struct GatherRowQuad {
+    static constexpr bool PACKED = false, ROUNDED = true, KMAJOR = true;
+    static constexpr int V = T::BK * T::BN / (4 * T::NT), KI = 8 * T::BK > T::NT ? 8 * T::BK / T::NT : 1;
+    static_assert(T::TF32 && V >= 1 && V % KI == 0 && (T::NT & (T::NT - 1)) == 0 && (T::BK & (T::BK - 1)) == 0,
+                  "16-byte x loader: whole cells per thread, powers of two");
+    __host__ __device__ static constexpr int coff(int v) { return row_quad_off(v, T::NT, T::BK, T::BS); }
+    const float* src;
+    WgradNhwc g;
+    int kleft[KI], dst;
+    TapIter it[KI];
+    GatherCol col[V];
+    __device__ __forceinline__ GatherRowQuad(const float* src_, const WgradNhwc& g_, int n0, int ncols, int kbeg,
+                                             int kend, int ni, int nj) {
+        src = src_; g = g_;
+        int kk, nq;
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            row_quad_cell(threadIdx.x, v, T::NT, T::BK, kk, nq);
+            if (v == 0) dst = kk * T::BS + 4 * nq;
+            if (v < KI) {
+                kleft[v] = kend - kbeg - kk;
+                it[v].init(kbeg + kk, T::BK, ni, nj);
+            }
+            col[v] = gather_col(g, n0 + 4 * nq, ncols);
+        }
+    }
+    __device__ __forceinline__ void issue(float* S) const {
+#pragma unroll
+        for (int q = 0; q < KI; ++q) {
+            const GatherStep s = gather_step(g, it[q], kleft[q] > 0);
+#pragma unroll
+            for (int v = q; v < V; v += KI)  // taps re-read a pixel's channels: keep them in L1
+                cp_async_ca16(S + dst + coff(v), src + (s.off + col[v].off), gather_ok(g, col[v], s) ? 16 : 0);
+        }
+    }
+    __device__ __forceinline__ void next() {
+#pragma unroll
+        for (int q = 0; q < KI; ++q) {
+            it[q].next();
+            kleft[q] -= T::BK;
+        }
+    }
+};
+
 // forward / backward-data B: from the tensor itself, or (VEC) 16 bytes per copy from its channels-last
 // copy; backward-weight A: dy 4 or (VEC) 16 bytes per copy
 template <class T, bool VEC>
@@ -244,6 +295,16 @@ struct WgradALoader {
 template <class T>
 struct WgradALoader<T, true> {
     typedef GatherQuad<T, T::BM, false, WgradRows> type;
+};
+template <class T, bool VEC>
+struct WgradBLoader {
+    typedef WgradB<T> type;
+    typedef WgradGeom Geo;
+};
+template <class T>
+struct WgradBLoader<T, true> {
+    typedef GatherRowQuad<T> type;
+    typedef WgradNhwc Geo;
 };
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
@@ -284,14 +345,15 @@ struct MmaPos {
 // ldmatrix.x4 per tile, lane 8j + r addressing slot 16*mt + 8*(j%2) + r (mma_slot) of k quad j/2:
 // a0..a3 in order. B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing column
 // 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
-// B_ROUNDED (gathered from tf32 values already).
-template <class T, bool A_PACKED, bool B_ROUNDED>
+// B_ROUNDED (gathered from tf32 values already); B k-major (B_KMAJOR: GatherRowQuad's tile): lane (g, t)
+// loads column 8*nt + g of k rows t and t + 4 (banks 8t + g: rows BS = 8 mod 32 apart).
+template <class T, bool A_PACKED, bool B_ROUNDED, bool B_KMAJOR>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
     const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
     const float* ap = A_PACKED ? As + mp.t * T::AS + mp.wm + 2 * mp.g
                                : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
-    const float* bp = Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
+    const float* bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
 #pragma unroll
     for (int k8 = 0; k8 < T::BK; k8 += 8) {
         unsigned a[T::MT][4], b[T::NT8][2];
@@ -312,7 +374,12 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typen
         }
 #pragma unroll
         for (int nt = 0; nt < T::NT8; nt += 2) {
-            ldmatrix_x4(&b[nt][0], bp + T::b_off(k8, 8 * nt));
+            if (B_KMAJOR) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = __float_as_uint(bp[(k8 + 4 * (e % 2)) * T::BS + 8 * (nt + e / 2)]);
+            } else {
+                ldmatrix_x4(&b[nt][0], bp + T::b_off(k8, 8 * nt));
+            }
             if (!B_ROUNDED) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = cvt_tf32(__uint_as_float(b[nt + e / 2][e % 2]));
@@ -367,7 +434,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
         const float* As = smem + rs * T::STAGE;
         const float* Bs = As + T::BK * T::AS;
         if constexpr (T::TF32)
-            mma_step<T, LA::PACKED, LB::ROUNDED>(As, Bs, acc);
+            mma_step<T, LA::PACKED, LB::ROUNDED, LB::KMAJOR>(As, Bs, acc);
         else
             ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;

@@ -228,6 +228,46 @@ FC_HD GatherStep gather_step(const WgradGeom& g, const TapIter& it, bool live) {
 }
 FC_HD bool gather_ok(const WgradGeom& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.H); }
 
+// The same B gathered from a channels-last copy x[img][h][w][C] (the TF32 vec backward-weight, channels
+// per group a multiple of 4): columns run n = (r, s, c), channel fastest, so 4 consecutive columns
+// (n a multiple of 4) are 4 consecutive floats of one pixel, one 16-byte copy (GatherRowQuad). Same
+// bounds as WgradGeom.
+struct WgradNhwc {
+    typedef GatherCol Col;
+    int C, H, W, c0g, Cg, S, sh, sw, ph, pw, dh, dw;
+};
+FC_HD GatherCol gather_col(const WgradNhwc& g, int n, int crs) {
+    if (n >= crs) return gather_col_outside();
+    const int rs = n / g.Cg, ch = n - rs * g.Cg, r = rs / g.S, s = rs - r * g.S;
+    GatherCol c;
+    c.h = r * g.dh; c.w = s * g.dw;
+    c.off = (c.h * g.W + c.w) * g.C + g.c0g + ch;
+    return c;
+}
+FC_HD GatherStep gather_step(const WgradNhwc& g, const TapIter& it, bool live) {
+    GatherStep s;
+    s.h = it.i * g.sh - g.ph; s.w = it.j * g.sw - g.pw;
+    s.off = ((it.a * g.H + s.h) * g.W + s.w) * g.C;
+    s.wlim = live ? g.W : 0;
+    return s;
+}
+FC_HD bool gather_ok(const WgradNhwc& g, const GatherCol& c, const GatherStep& s) { return gather_inside(c, s, g.H); }
+// Its thread map (a BK x BN/4 grid of 16-byte cells, k-major: cell (kk, nq) holds columns 4nq..4nq+3
+// of k row kk): units of 8 lanes, unit U = tid/8 + v*NT/8 for the thread's cells v < BK*BN/(4*NT),
+// take 8 consecutive cells of one k row, kk = U % BK, nq = 8*(U / BK) + tid % 8: a quarter warp's
+// 16-byte stores are one 128-byte row piece (all 32 banks), and its global reads 32 consecutive
+// columns (channels of one tap). A thread's k rows repeat with period BK / gcd(BK, NT/8) cells.
+FC_HD void row_quad_cell(int tid, int v, int NT, int BK, int& kk, int& nq) {
+    const int unit = (tid >> 3) + v * (NT >> 3);
+    kk = unit % BK;
+    nq = 8 * (unit / BK) + (tid & 7);
+}
+// Cell v's shared offset past cell 0's in a k-major tile of row pitch bs (NT, BK powers of two): one k
+// row and columns 4*NT/BK apart when NT/8 >= BK, else ki = 8*BK/NT k rows NT/8 apart, then 32 columns on.
+FC_HD constexpr int row_quad_off(int v, int NT, int BK, int bs) {
+    return 8 * BK > NT ? (v % (8 * BK / NT)) * (NT / 8) * bs + 32 * (v / (8 * BK / NT)) : v * 4 * NT / BK;
+}
+
 // backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row
 // is its offset (k0g + m)*PQ. Rows past the group's read its last row instead of zero: they only
 // feed output rows that are never stored, so every element of a live k step is inside.

@@ -15,7 +15,9 @@
 //       forward and backward-data from a channels-last copy of x or dy (conv.cu's nchw_to_nhwc_v1,
 //       rounded to tf32 there; channels per group a multiple of 4) with the reduction run (tap,
 //       channel), channel fastest, so 4 channels of a pixel are one copy; backward-weight's dy as 4
-//       consecutive pixels (P*Q a multiple of 4): conv2d_forward_v3_tf32_vec_t*,
+//       consecutive pixels and x from its channels-last copy as 4 channels, its columns run (tap,
+//       channel) into a k-major stage tile (GatherRowQuad; P*Q and C/G multiples of 4):
+//       conv2d_forward_v3_tf32_vec_t*,
 //       conv2d_backward_data_v3_tf32_vec_t*, conv2d_backward_weight_v3_tf32_vec_t*.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).

@@ -88,7 +88,8 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
-// splits * K*Cg*R*S * 4 B of partials when split. VEC (TF32 tiles, P*Q % 4 == 0): dy 16 bytes per copy.
+// splits * K*Cg*R*S * 4 B of partials when split. VEC (TF32 tiles, P*Q and Cg multiples of 4): dy 16
+// bytes per copy, x from its channels-last copy 16 bytes per copy, columns (r, s, c), channel fastest.
 template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
@@ -102,13 +103,22 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     const WgradRows wr = {K * P * Q, P * Q, g * Kg};
     typename WgradALoader<T, VEC>::type la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
-    const WgradGeom wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
-    WgradB<T> lb(x, wg, n0, crs, kbeg, kend, P, Q);
+    typedef WgradBLoader<T, VEC> LB;
+    typename LB::Geo wg;
+    if constexpr (VEC)
+        wg = {C, H, W, g * Cg, Cg, S, sh, sw, ph, pw, dh, dw};
+    else
+        wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
+    typename LB::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
-    auto col_of = [&](int n, int (&co)[4]) {
+    const int RS = R * S;
+    auto col_of = [&](int n, int (&co)[4]) {  // VEC: column (rs, c) is dw's c*R*S + rs
 #pragma unroll
-        for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
+        for (int j = 0; j < 4; ++j) {
+            const int nj = n + j, rs = VEC ? nj / Cg : 0;
+            co[j] = nj >= crs ? -1 : VEC ? (nj - rs * Cg) * RS + rs : nj;
+        }
     };
     const i64 zoff = (i64)z * K * crs;
     gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);

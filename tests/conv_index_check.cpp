@@ -198,6 +198,33 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
             return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
         };
         walk(crs, kred, BN, BK, NT, true, P, Q, addr, naive);
+        if (Cg % 4 != 0 || BK * BN < 4 * NT) continue;
+        // the TF32 vec kernel's B: x[img][h][w][C], columns (r, s, c) with c fastest, 16-byte cells by
+        // row_quad_cell, one iterator per distinct k row
+        const WgradNhwc wn = {c.C, c.H, c.W, g * Cg, Cg, c.S, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw};
+        for (int n0 = 0; n0 < crs; n0 += BN)
+            for (int tid = 0; tid < NT; ++tid)
+                for (int v = 0; v < BK * BN / (4 * NT); ++v) {
+                    int kk, nq;
+                    row_quad_cell(tid, v, NT, BK, kk, nq);
+                    const GatherCol col = gather_col(wn, n0 + 4 * nq, crs);
+                    TapIter it;
+                    it.init(kk, BK, P, Q);
+                    for (; it.kk < kred; it.next()) {
+                        const GatherStep st = gather_step(wn, it, true);
+                        const bool ok = gather_ok(wn, col, st);
+                        EXPECT(!gather_ok(wn, col, gather_step(wn, it, false)), "x quad kk %d: inside past the end", it.kk);
+                        for (int e = 0; e < 4; ++e) {
+                            const int n = n0 + 4 * nq + e, img = it.kk / (P * Q), p = it.kk / Q % P, q = it.kk % Q;
+                            const int rs = n / Cg, ch = n % Cg, r = rs / c.S, s = rs % c.S;
+                            const int h = p * c.sh - c.ph + r * c.dh, w = q * c.sw - c.pw + s * c.dw;
+                            const bool nok = n < crs && h >= 0 && h < c.H && w >= 0 && w < c.W;
+                            EXPECT(ok == nok, "x quad kk %d n %d: valid %d, naive %d", it.kk, n, ok, nok);
+                            if (ok) EXPECT(col.off + st.off + e == ((img * c.H + h) * c.W + w) * c.C + g * Cg + ch,
+                                           "x quad kk %d n %d: address", it.kk, n);
+                        }
+                    }
+                }
     }
 }
 
@@ -282,8 +309,32 @@ int main(int argc, char** argv) {
         // channels per group multiples of 4 (the channels-last loader): groups, mixed stride and dilation,
         // stride 3 at dilation 2, GATHER_MASK_TAPS taps
         {2, 8, 9, 8, 8, 3, 2, 2, 1, 1, 0, 1, 2, 2},   {1, 12, 7, 7, 8, 3, 3, 3, 3, 1, 1, 2, 2, 1},
-        {1, 4, 16, 17, 4, 15, 15, 1, 1, 7, 6, 1, 1, 1},
+        {1, 4, 16, 17, 4, 15, 15, 1, 1, 7, 6, 1, 1, 1},  {2, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1, 2, 2, 2},
     };
+    // the vec backward-weight's x loader: row_quad_cell covers each 16-byte cell of a BK x BN stage
+    // once, a quarter warp 8 consecutive cells of one k row, and row_quad_off is cell v's offset
+    for (int NT = 64; NT <= 256; NT *= 2)
+        for (int BK = 8; BK <= 32; BK *= 2)
+            for (int BN = 64; BN <= 128; BN *= 2) {
+                if (BK * BN < 4 * NT) continue;
+                const int bs = BN + 8;
+                std::vector<int> seen(BK * BN / 4, 0);
+                for (int tid = 0; tid < NT; ++tid) {
+                    int kk0, nq0;
+                    row_quad_cell(tid, 0, NT, BK, kk0, nq0);
+                    for (int v = 0; v < BK * BN / (4 * NT); ++v) {
+                        int kk, nq, qk, qn;
+                        row_quad_cell(tid, v, NT, BK, kk, nq);
+                        row_quad_cell(tid & ~7, v, NT, BK, qk, qn);
+                        EXPECT(kk < BK && nq < BN / 4, "row_quad_cell NT %d BK %d BN %d: (%d, %d)", NT, BK, BN, kk, nq);
+                        EXPECT(qk == kk && nq == qn + (tid & 7), "row_quad_cell: quarter warp not one row piece");
+                        EXPECT(kk * bs + 4 * nq == kk0 * bs + 4 * nq0 + row_quad_off(v, NT, BK, bs),
+                               "row_quad_off NT %d BK %d BN %d cell %d", NT, BK, BN, v);
+                        ++seen[kk * (BN / 4) + nq];
+                    }
+                }
+                for (int e = 0; e < BK * BN / 4; ++e) EXPECT(seen[e] == 1, "row_quad_cell: cell %d taken %d times", e, seen[e]);
+            }
     for (int m = 0; m < 512; ++m)  // backward-weight's 16-byte dy loader finds a slot's row by mma_unslot
         EXPECT(mma_unslot(mma_slot(m)) == m && mma_slot(mma_unslot(m)) == m, "mma_unslot at %d", m);
     // the 16-byte loaders' thread map: each (k quad, row) of a stage once; a quarter warp's 8 lanes

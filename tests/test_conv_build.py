@@ -133,10 +133,11 @@ def _no_division(kernel, arch, ops):
 # 4.25-4.38, t64x128 6.00-6.50, t64x64 6.19-6.75 (with the cvt.rna pairs: 4.78-4.94, 5.28-5.41,
 # 7.06-7.56, 7.25-7.81); backward-weight, whose A (dy) is 4 pixels per copy and B (x, channels-last,
 # rounded) 4 channels per copy: 5.62, 7.00, 9.25, 9.62 (with x 4 bytes per copy: 7.69, 9.19, 13.44, 13.12).
-# t128x64w2 (two warps of 64x64, 64 HMMA per loop): 5.00-5.08, 8.08; vec 3.19-3.20, 4.97.
+# t128x64w2 (two warps of 64x64, 64 HMMA per loop): 5.00-5.08, 8.08; vec 3.19-3.20, 4.97. t32x128 (warp
+# tiles 32x32, 16 HMMA per BK-16 loop): 12.44, 19.12; vec 6.62-6.88, 10.81.
 TF32_MAX_PER_HMMA = {"t128x128": (6.1, 8.5, 4.2, 5.9), "t128x64": (6.5, 11, 4.7, 7.3),
                      "t64x128": (9.5, 14.25, 6.8, 9.5), "t64x64": (9.75, 14.75, 7.0, 9.9),
-                     "t128x64w2": (5.3, 8.4, 3.5, 5.2)}
+                     "t128x64w2": (5.3, 8.4, 3.5, 5.2), "t32x128": (12.75, 19.5, 7.1, 11.1)}
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -9,11 +9,15 @@ from fastconv.backends.cuda import config as cfg
 
 
 def test_conv_tile_choice():
-    """The tuned choices (benchmarks/conv_sweep.py on an H200 and an H100, 132 SMs) for the benchmark rows."""
+    """The tuned choices (benchmarks/conv_sweep.py on an H200 and an H100, 132 SMs) for the benchmark rows,
+    and TF32's untimed t32x128 for GEMMs of at most 32 rows."""
     assert cfg.conv_tile(32, 25, 132, wgrad=True) == "t64x64"      # lenet.conv1 backward-weight
     assert cfg.conv_tile(64, 800, 132, wgrad=True) == "t64x64"     # lenet.conv2 backward-weight
     assert cfg.conv_tile(32, 100352, 132) == "t32x128"             # lenet.conv1 forward
-    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t64x128"     # TF32: no 32-row tile
+    assert cfg.conv_tile(32, 100352, 132, tf32=True) == "t32x128"  # TF32's own 32-row tile (untimed)
+    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t32x128"   # lenet.conv2 backward-data
+    assert cfg.conv_tile(32, 6272, 132, z=4) == "t64x128k16"       # fp32 phases keep their rule
+    assert cfg.conv_tile(32, 6272, 132, z=4, tf32=True) == "t32x128"
     assert cfg.conv_tile(64, 25088, 132) == "t64x128"              # lenet.conv2 forward
     assert cfg.conv_tile(64, 6272, 132, z=4) == "t64x128k16"       # dcgan.d2 backward-data: 4 phases
     assert cfg.conv_tile(64, 6272, 132, z=4, tf32=True) == "t64x64"
@@ -104,7 +108,7 @@ def test_tf32_tile_choice_and_splits():
     """TF32 picks from TF32_TILES, splits in whole BK tiles of that table and counts a wave with
     its tiles' blocks per SM."""
     assert cfg.conv_tile(32, 25, 132, tf32=True, wgrad=True) == "t64x64"   # lenet.conv1 backward-weight
-    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t64x128"           # lenet.conv2 backward-data: m = 32
+    assert cfg.conv_tile(32, 25088, 132, tf32=True) == "t32x128"           # lenet.conv2 backward-data: m = 32
     assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"          # resnet.c2 forward
     assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
     assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
@@ -123,6 +127,8 @@ def test_tf32_tile_choice_and_splits():
     # 1568 blocks, more than WGRAD_WAVES waves already: not split; the workspace cap holds
     assert cfg.conv_splits(256, 100352, 6272, "t128x128", 1, 132, wgrad=True, tf32=True) == (1, 6272)
     assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True, out_elems=1 << 21)[0] == 8
+    # lenet.conv2 backward-data: 196 t32x128 blocks, 4 per SM: 2 slices of 800 (whole BK-16 tiles)
+    assert cfg.conv_splits(32, 25088, 1600, "t32x128", 1, 132, tf32=True) == (2, 800)
     # forward: slices of at least TF32_MIN_SPLIT_CHUNK (dcgan.d2: 98 t128x64 blocks, 2 slices of 512)
     assert cfg.conv_splits(128, 6272, 1024, "t128x64", 1, 132, tf32=True) == (2, 512)
     assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True, force=2)[0] == 2

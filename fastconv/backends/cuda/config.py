@@ -49,11 +49,12 @@ CONV_TILES = {
     "t64x128k16": (64, 128, 16, 128, 2),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them in
-# kernels/conv_tf32.cu (tests compare), same fields: the BM x BN of four fp32 tiles, whose names they
+# kernels/conv_tf32.cu (tests compare), same fields: the BM x BN of five fp32 tiles, whose names they
 # share, and t128x64w2 (conv_grid serves both tables by name), warp tiles 64x64 for t128x128 and
-# t128x64w2 (an A fragment serves 8 mma, a B fragment 4), else 64x32, BK 16 for t128x64 and t128x64w2,
-# else 8; each within 48 KiB of static shared memory (TileGeom asserts it). t128x64w2 (t128x64 on two
-# warps of 64x64, 4 blocks per SM) is for sweeps only until a GPU has timed it: conv_tile never picks it. Deeper-k TF32 tiles won no row of an H200 sweep (benchmarks/conv_sweep.py at commit
+# t128x64w2 (an A fragment serves 8 mma, a B fragment 4), 32x32 for t32x128, else 64x32, BK 16 for
+# t128x64, t128x64w2 and t32x128, else 8; each within 48 KiB of static shared memory (TileGeom asserts
+# it). t128x64w2 (t128x64 on two warps of 64x64, 4 blocks per SM) is for sweeps only until a GPU has
+# timed it: conv_tile never picks it. Deeper-k TF32 tiles won no row of an H200 sweep (benchmarks/conv_sweep.py at commit
 # 522e92d) and were dropped: t128x128k16, t128x64k32, t64x128k32 and t64x64k32 (54-78 KiB of
 # dynamic shared memory) ran >= 1.04x slower than the heuristic's tile on every row, and
 # t64x128k16 lost to t64x128 (conv_tile).
@@ -63,6 +64,7 @@ TF32_TILES = {
     "t64x128": (64, 128, 8, 128, 3),
     "t64x64": (64, 64, 8, 64, 6),
     "t128x64w2": (128, 64, 16, 64, 4),
+    "t32x128": (32, 128, 16, 128, 4),
 }
 # Filter taps per dimension the TF32 tiles' forward and backward-data serve, at most (GATHER_MASK_TAPS
 # of kernels/conv_index.cuh: their loaders test bounds by per-column bitmasks; tests compare).
@@ -203,7 +205,9 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     the launch then splits the reduction, conv_splits): the fastest tile was the largest one whose
     rows the GEMM fills, with split-K making up the wave, so
     - backward-weight with n <= 64 (small-channel convs): t64x64;
-    - m <= 32: t32x128 (TF32: t64x128, as below);
+    - m <= 32: t32x128, TF32 too (its own t32x128, not yet timed: a 64-row tile does twice the mma
+      work there, half of it on padding rows; lenet.conv2 backward-data, 32 rows, ran TF32 at 0.73x
+      cuDNN on t64x128);
     - m <= 64: t64x128; for z > 1 (the phases of a strided backward-data) t64x128k16 in fp32 and
       t64x64 in TF32 (dcgan.d2's fastest on an H200: 1.04x t64x64 / 1.02x t64x128); t64x64 for fp32
       backward-weight (n is the small side there; TF32 lenet.conv2 ran 1.13x faster on t64x128);
@@ -219,12 +223,12 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
     if wgrad and n <= 64:
         return "t64x64"
+    if m <= 32 and (tf32 or z == 1):
+        return "t32x128"
     if m <= 64 and z > 1:
         return "t64x64" if tf32 else "t64x128k16"
     if m <= 64 and tf32:
         return "t64x128"
-    if m <= 32:
-        return "t32x128"
     if m <= 64:
         return "t64x64" if wgrad else "t64x128"
     big = cdiv(m, 128) * cdiv(n, 128) * z

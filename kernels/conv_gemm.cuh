@@ -278,33 +278,15 @@ struct GatherRowQuad {
     }
 };
 
-// forward / backward-data B: from the tensor itself, or (VEC) 16 bytes per copy from its channels-last
-// copy; backward-weight A: dy 4 or (VEC) 16 bytes per copy
-template <class T, bool VEC>
-struct BLoader {
-    typedef GatherB<T> type;
+// Pick<C, A, B>::type is A when C, else B: a pass body's loaders by its VEC flag (naming a loader here
+// does not instantiate it, so a fp32 tile never meets the TF32-only ones).
+template <bool C, class A, class B>
+struct Pick {
+    typedef A type;
 };
-template <class T>
-struct BLoader<T, true> {
-    typedef GatherQuad<T, T::BN, true, GatherNhwc> type;
-};
-template <class T, bool VEC>
-struct WgradALoader {
-    typedef WgradA<T> type;
-};
-template <class T>
-struct WgradALoader<T, true> {
-    typedef GatherQuad<T, T::BM, false, WgradRows> type;
-};
-template <class T, bool VEC>
-struct WgradBLoader {
-    typedef WgradB<T> type;
-    typedef WgradGeom Geo;
-};
-template <class T>
-struct WgradBLoader<T, true> {
-    typedef GatherRowQuad<T> type;
-    typedef WgradNhwc Geo;
+template <class A, class B>
+struct Pick<false, A, B> {
+    typedef B type;
 };
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.

@@ -34,7 +34,8 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    typename BLoader<T, VEC>::type lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
+    typename Pick<VEC, GatherQuad<T, T::BN, true, GatherNhwc>, GatherB<T>>::type lb(
+        x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
@@ -72,7 +73,8 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    typename BLoader<T, VEC>::type lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
+    typename Pick<VEC, GatherQuad<T, T::BN, true, GatherNhwc>, GatherB<T>>::type lb(
+        dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
@@ -102,14 +104,13 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     const WgradRows wr = {K * P * Q, P * Q, g * Kg};
-    typename WgradALoader<T, VEC>::type la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
-    typedef WgradBLoader<T, VEC> LB;
-    typename LB::Geo wg;
+    typename Pick<VEC, GatherQuad<T, T::BM, false, WgradRows>, WgradA<T>>::type la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
+    typename Pick<VEC, WgradNhwc, WgradGeom>::type wg;
     if constexpr (VEC)
         wg = {C, H, W, g * Cg, Cg, S, sh, sw, ph, pw, dh, dw};
     else
         wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
-    typename LB::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
+    typename Pick<VEC, GatherRowQuad<T>, WgradB<T>>::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int RS = R * S;

@@ -132,55 +132,36 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // The v3 entry points of one tile. Work: forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data
 // 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus
-// splits * result * 4 B of partials when split). Launch bounds: the tile's threads and min blocks
-// per SM that allow <= 170 registers (255 for t128x128 and the fp32 wide-k tile t64x128k16,
-// whose 16 gathered columns per thread need ~200), which ptxas fits without spills.
-#define CONV_V3_ENTRIES(SUFFIX, TILE)                                                              \
+// splits * result * 4 B of partials when split); VEC (the TF32 vec kernels) the same, reading the
+// channels-last copies of x or dy (nchw_to_nhwc_v1 moves 2 * their size * 4 B more). Launch bounds: the
+// tile's threads and min blocks per SM that allow <= 170 registers (255 for t128x128, t128x64w2 and
+// the fp32 wide-k tile t64x128k16, whose 16 gathered columns per thread need ~200), which ptxas fits
+// without spills.
+#define CONV_V3_ENTRIES(SUFFIX, TILE, VEC)                                                         \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
                                 int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
+        conv_fwd_v3<TILE, VEC>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);       \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
                                       int krs_max) {                                                       \
-        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                      \
+        conv_bwd_data_v3<TILE, VEC>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                 \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
                                         float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
-        conv_bwd_weight_v3<TILE>(dy, x, out, CONV_PASS, splits, chunk);                              \
+        conv_bwd_weight_v3<TILE, VEC>(dy, x, out, CONV_PASS, splits, chunk);                         \
     }
 // The v3 entry points of one tile, fp32 (FFMA) ...
 #define CONV_V3_KERNELS(SUFFIX, ...)              \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
-    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)
-// The 16-byte-gather entry points of a TF32 tile. Work: the FLOPs and compulsory traffic of
-// CONV_V3_ENTRIES' three; forward and backward-data read the channels-last copy of x or dy
-// (nchw_to_nhwc_v1 moves 2 * its size * 4 B more) instead of the tensor.
-#define CONV_V3_VEC_ENTRIES(SUFFIX, TILE)                                                          \
-    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
-        conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
-                                const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
-                                int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE, true>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);      \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
-        conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
-                                      float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
-                                      int krs_max) {                                                       \
-        conv_bwd_data_v3<TILE, true>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
-        conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
-                                        float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
-        conv_bwd_weight_v3<TILE, true>(dy, x, out, CONV_PASS, splits, chunk);                        \
-    }
+    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX, false)
 // ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile> and, gathering 16 bytes per copy,
 // conv2d_<pass>_v3_tf32_vec_<tile>.
 #define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
     typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
-    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX) \
-    CONV_V3_VEC_ENTRIES(v3_tf32_vec_##SUFFIX, Tf32Tile_##SUFFIX)
+    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX, false) \
+    CONV_V3_ENTRIES(v3_tf32_vec_##SUFFIX, Tf32Tile_##SUFFIX, true)

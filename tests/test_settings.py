@@ -17,6 +17,7 @@ def test_defaults(monkeypatch):
     settings.reset()
     s = settings.current()
     assert (s.kernels, s.poison, s.conv_version, s.conv_tile, s.tf32) == ("cupy", False, 3, None, False)
+    assert s.tf32_vector_gather is True  # the TF32 vec kernels where the layout allows
 
 
 def test_using_changes_inside_and_restores_on_exit_and_on_error():
@@ -52,6 +53,7 @@ def test_configure_returns_the_settings_before():
     ({"kernels": "triton"}, ValueError, ("kernels: got 'triton'", "expected one of 'cupy', 'numba'")),
     ({"poison": 1}, TypeError, ("poison: got 1", "expected True or False")),
     ({"tf32": "yes"}, TypeError, ("tf32: got 'yes'", "expected True or False")),
+    ({"tf32_vector_gather": 0}, TypeError, ("tf32_vector_gather: got 0", "expected True or False")),
     ({"conv_version": 2}, ValueError, ("conv_version: got 2", "expected 1 or 3")),
     ({"conv_version": True}, ValueError, ("conv_version: got True", "expected 1 or 3")),
     ({"conv_tile": "t16x16"}, ValueError, ("conv_tile: got 't16x16'", "expected None or one of")),

@@ -5,9 +5,11 @@ kernel-only time. For multi-kernel paths (Winograd's transforms, products and ou
 weight packing and split-K reduce around a GEMM) it shows which launch to work on.
 
     python benchmarks/kernel_times.py [--rows lenet.conv2 "resnet.c4 backward_weight"] [--tile winograd]
-                                      [--tf32] [--reps 5] [--warmup 2] [--graph-calls 10] [--json FILE] [--once]
+                                      [--tf32 [--gather4]] [--reps 5] [--warmup 2] [--graph-calls 10] [--json FILE]
+                                      [--once]
 
---once runs each row's call once and times nothing: the run a profiler (ncu) looks at.
+--once runs each row's call once and times nothing: the run a profiler (ncu) looks at. --gather4 turns
+the tf32_vector_gather setting off (the TF32 kernels' 4-byte gathers, no channels-last copies).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--graph-calls", type=int, default=10)
     ap.add_argument("--tf32", action="store_true", help="the tf32 setting on")
+    ap.add_argument("--gather4", action="store_true", help="the tf32_vector_gather setting off")
     ap.add_argument("--once", action="store_true", help="call each row once, time nothing (for a profiler)")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
         return 2
     import cupy as cp
     clock, rng, rows = EventClock(cp), np.random.default_rng(0), []
-    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32):
+    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32, tf32_vector_gather=not args.gather4):
         for name, shape in CONV_SHAPES.items():
             for ps, call in calls(cp, shape, rng).items():
                 if not f"{name} {ps}".startswith(tuple(args.rows)):
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
                 res = kernel_times(cp, clock, call, args)
                 rows.append({"row": f"{name} {ps}", "tile": args.tile, "launches": [
                     {"kernel": k, "grid": g, "block": b, "ms": ms} for k, g, b, ms in res]})
-                print(f"{name} {ps} (conv_tile {args.tile}, tf32 {args.tf32}):")
+                print(f"{name} {ps} (conv_tile {args.tile}, tf32 {args.tf32}, 4-byte gathers {args.gather4}):")
                 for k, g, b, ms in res:
                     print(f"  {k:<44}{str(g or ''):>18}{str(b or ''):>8}{ms * 1000:>10.1f} us")
     if args.json:

@@ -228,13 +228,14 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
 // the TF32 vec kernels gather from; tf32: each value rounded to tf32 here (tf32_value), once, as the
 // packs round the weights, so those kernels feed both operands to the mma without a cvt per fragment.
 // The pack's 32 x 33 shared tile per 32 pixels x 32 channels of an image: reads along hw, writes
-// along c, both coalesced. Grid (HW / 32, C / 32, N) rounded up, blocks of PACK_ROWS warps. The
-// launcher checks N*C*HW <= INT32_LIMIT.
+// along c, both coalesced. Grid (N * (HW / 32), C / 32) rounded up (images in x: any batch fits),
+// blocks of PACK_ROWS warps. The launcher checks N*C*HW <= INT32_LIMIT.
 // Work: no FLOPs; traffic 2 * N*C*HW * 4 B.
 extern "C" __global__ void nchw_to_nhwc_v1(const float* __restrict__ x, float* __restrict__ out, int C, int HW,
                                            int tf32) {
     __shared__ float tile[PACK_TILE][PACK_TILE + 1];
-    const int hw0 = blockIdx.x * PACK_TILE, c0 = blockIdx.y * PACK_TILE, base = blockIdx.z * C * HW;
+    const int tiles = (HW + PACK_TILE - 1) / PACK_TILE, img = blockIdx.x / tiles;
+    const int hw0 = (blockIdx.x - img * tiles) * PACK_TILE, c0 = blockIdx.y * PACK_TILE, base = img * C * HW;
     const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
 #pragma unroll
     for (int j = ty; j < PACK_TILE; j += PACK_ROWS) {

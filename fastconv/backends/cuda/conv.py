@@ -87,7 +87,7 @@ def _to_nhwc(t, what):
     n, c, h, wd = t.shape
     out = _alloc((n, h, wd, c), _F32, f"channels-last copy of {what}")
     _launch("conv.cu", "nchw_to_nhwc_v1",
-            cfg.check_grid(what, (cfg.cdiv(h * wd, cfg.PACK_TILE), cfg.cdiv(c, cfg.PACK_TILE), n)), cfg.PACK_BLOCK,
+            cfg.check_grid(what, (n * cfg.cdiv(h * wd, cfg.PACK_TILE), cfg.cdiv(c, cfg.PACK_TILE), 1)), cfg.PACK_BLOCK,
             (t, out, _i32(c), _i32(h * wd), _i32(1)))
     return out
 

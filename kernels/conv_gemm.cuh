@@ -228,6 +228,7 @@ struct GatherQuad {
         kleft -= T::BK;
     }
 };
+
 // Backward-weight B of a TF32 vec kernel: x from its channels-last copy (WgradNhwc: columns (r, s, c),
 // channel fastest; rounded to tf32 by nchw_to_nhwc_v1), 16 bytes = 4 columns per cp.async, so the
 // stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and mma_step reads

@@ -91,7 +91,8 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
 // splits * K*Cg*R*S * 4 B of partials when split. VEC (TF32 tiles, P*Q and Cg multiples of 4): dy 16
-// bytes per copy, x from its channels-last copy 16 bytes per copy, columns (r, s, c), channel fastest.
+// bytes per copy, x from its channels-last copy 16 bytes per copy, columns (r, s, c), channel fastest:
+// out is dw as [K][R*S][Cg] (the launcher transposes it to dw's [K][Cg][R*S]).
 template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
@@ -113,13 +114,9 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     typename Pick<VEC, GatherRowQuad<T>, WgradB<T>>::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
-    const int RS = R * S;
-    auto col_of = [&](int n, int (&co)[4]) {  // VEC: column (rs, c) is dw's c*R*S + rs
+    auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int nj = n + j, rs = VEC ? nj / Cg : 0;
-            co[j] = nj >= crs ? -1 : VEC ? (nj - rs * Cg) * RS + rs : nj;
-        }
+        for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
     };
     const i64 zoff = (i64)z * K * crs;
     gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);

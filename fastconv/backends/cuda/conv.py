@@ -82,13 +82,14 @@ def _vec(tf32, run):
     return tf32 and settings.current().tf32_vector_gather and run % 4 == 0
 
 
-def _to_nhwc(t, what):
-    """A channels-last copy (N, H, W, C) of the NCHW tensor t rounded to tf32, by nchw_to_nhwc_v1."""
+def _to_nhwc(t, what, out=None, tf32=True):
+    """A channels-last copy (N, H, W, C) of the NCHW tensor t (into ``out`` when given), rounded to tf32
+    unless ``tf32`` is False, by nchw_to_nhwc_v1."""
     n, c, h, wd = t.shape
-    out = _alloc((n, h, wd, c), _F32, f"channels-last copy of {what}")
+    out = _alloc((n, h, wd, c), _F32, f"channels-last copy of {what}") if out is None else out
     _launch("conv.cu", "nchw_to_nhwc_v1",
             cfg.check_grid(what, (n * cfg.cdiv(h * wd, cfg.PACK_TILE), cfg.cdiv(c, cfg.PACK_TILE), 1)), cfg.PACK_BLOCK,
-            (t, out, _i32(c), _i32(h * wd), _i32(1)))
+            (t, out, _i32(c), _i32(h * wd), _i32(tf32)))
     return out
 
 
@@ -282,8 +283,15 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     else:
         tf32 = settings.current().tf32
         vec = _vec(tf32, p * q) and cg % 4 == 0
-        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
+        # the vec kernel's columns run (r, s, c): it fills dw as (K, R*S, C/G), transposed into dw below
+        gemm_out = _alloc((k, r * s, cg, 1), _F32, "conv2d_backward_weight (r, s, c) order") if vec else dw
+        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, gemm_out, "dy",
                            (dy, _to_nhwc(x, "x") if vec else x, (), ints), tf32=tf32, vec=vec)
+        if ws is not gemm_out:
+            _reduce(ws, gemm_out, splits, None, 1, 1, 0, 0.0)
+        if vec:
+            _to_nhwc(gemm_out, "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
+        return dw
     if ws is not dw:
         _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
     return dw

@@ -224,9 +224,11 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
     }
 }
 
-// out[img][hw][c] = x[img][c][hw]: the channels-last copy of x (forward) or dy (backward-data) that
-// the TF32 vec kernels gather from; tf32: each value rounded to tf32 here (tf32_value), once, as the
-// packs round the weights, so those kernels feed both operands to the mma without a cvt per fragment.
+// out[img][hw][c] = x[img][c][hw]: the channels-last copy of x (forward, backward-weight) or dy
+// (backward-data) that the TF32 vec kernels gather from; tf32: each value rounded to tf32 here
+// (tf32_value), once, as the packs round the weights, so those kernels feed both operands to the mma
+// without a cvt per fragment. Unrounded, it also turns the vec backward-weight's (K, R*S, C/G) result
+// into dw's (K, C/G, R*S).
 // The pack's 32 x 33 shared tile per 32 pixels x 32 channels of an image: reads along hw, writes
 // along c, both coalesced. Grid (N * (HW / 32), C / 32) rounded up (images in x: any batch fits),
 // blocks of PACK_ROWS warps. The launcher checks N*C*HW <= INT32_LIMIT.

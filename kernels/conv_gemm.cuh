@@ -289,6 +289,9 @@ template <class A, class B>
 struct Pick<false, A, B> {
     typedef B type;
 };
+// forward / backward-data B: from the tensor itself, or (VEC) from its channels-last copy
+template <class T, bool VEC>
+using GatherBOf = typename Pick<VEC, GatherQuad<T, T::BN, true, GatherNhwc>, GatherB<T>>::type;
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>

@@ -179,9 +179,9 @@ def _packed_forward(kg, crs, groups, what):
     return _alloc((groups, crs, cfg.cdiv(kg, 4) * 4), _F32, what)
 
 
-def _pack_forward(w, groups, tf32, nhwc=False):
-    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; nhwc, the
-    vec kernel's: rows in (r, s, c) order)."""
+def _pack_forward(w, groups, tf32, vec=False):
+    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; vec, for the
+    vec kernel: rows in (r, s, c) order)."""
     kg, crs = w.shape[0] // groups, w.size // w.shape[0]
     wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights")
     cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
@@ -189,7 +189,7 @@ def _pack_forward(w, groups, tf32, nhwc=False):
             cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(wp.shape[2], cfg.PACK_TILE), groups)),
             cfg.PACK_BLOCK,
             (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, wp.shape[2], crs, groups))
-            + (_i32(tf32), _i32(w.shape[2] * w.shape[3] if nhwc else 0)))
+            + (_i32(tf32), _i32(w.shape[2] * w.shape[3] if vec else 0)))
     return wp
 
 
@@ -274,6 +274,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         _winograd_backward_weight(dy, x, dw, padding)
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
+    res = dw  # what the kernel fills: dw, or the vec kernel's (K, R*S, C/G), transposed into dw at the end
     if tp:
         chunks = cfg.cdiv(k // groups, 32)
         splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
@@ -283,17 +284,14 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     else:
         tf32 = settings.current().tf32
         vec = _vec(tf32, p * q) and cg % 4 == 0
-        # the vec kernel's columns run (r, s, c): it fills dw as (K, R*S, C/G), transposed into dw below
-        gemm_out = _alloc((k, r * s, cg, 1), _F32, "conv2d_backward_weight (r, s, c) order") if vec else dw
-        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, gemm_out, "dy",
+        if vec:  # its columns run (r, s, c)
+            res = _alloc((k, r * s, cg, 1), _F32, "conv2d_backward_weight (r, s, c) order")
+        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, res, "dy",
                            (dy, _to_nhwc(x, "x") if vec else x, (), ints), tf32=tf32, vec=vec)
-        if ws is not gemm_out:
-            _reduce(ws, gemm_out, splits, None, 1, 1, 0, 0.0)
-        if vec:
-            _to_nhwc(gemm_out, "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
-        return dw
-    if ws is not dw:
-        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0)
+    if ws is not res:
+        _reduce(ws, res, splits, None, 1, 1, 0, 0.0)
+    if res is not dw:
+        _to_nhwc(res, "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
     return dw
 
 

@@ -47,6 +47,7 @@ from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 WINOGRAD_SPLITS = (None, 1, 2, 4, 8, 16, 32, 64)
 PRODUCT_SPLITS = (None, 4, 16)   # with a forced products tile (winograd_tile)
+WAVE_SPLIT_WAVES = 3             # configs(): also the split counts that fill 1..3 whole waves (wave_splits)
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
 PASSES = ("forward", "backward_data", "backward_weight")
 MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
@@ -108,19 +109,32 @@ def gemm_dims(shape, ps):
     return k, c * r * s, n * p * q, 1, k * c * r * s
 
 
+def wave_splits(blocks, wave, waves=WAVE_SPLIT_WAVES):
+    """Split counts >= 2 that fill 1..``waves`` whole waves of ``wave`` blocks as nearly as they can
+    without passing them: floor(k * wave / blocks) for a grid of ``blocks`` unsplit blocks. The powers
+    of two of SPLITS leave a last wave partly empty (resnet.c4's TF32 backward-weight: 576 t128x128
+    blocks on a 264-block wave), so the sweep times these beside them."""
+    return sorted({k * wave // blocks for k in range(1, waves + 1)} - {0, 1})
+
+
 def configs(prec, dims=None, num_sms=132, winograd=False):
     """(tile, splits) pairs: the heuristic first, then every forced tile x split count that is worth
-    timing for a GEMM of ``dims`` (gemm_dims): at most 4 waves of blocks, slices of >= 8 reduction
+    timing for a GEMM of ``dims`` (gemm_dims; SPLITS and, with dims, the tile's wave_splits, in
+    increasing order): at most 4 waves of blocks, slices of >= 8 reduction
     elements, a split-K workspace of at most 1 GiB; with ``winograd`` then "winograd" x WINOGRAD_SPLITS,
     then (WINOGRAD, splits, products tile) for every other tile x PRODUCT_SPLITS."""
     tiles = cfg.TF32_TILES if prec == "tf32" else tuple(cfg.CONV_TILES)
     out = [(None, None)]
     for t in tiles:
-        for s in SPLITS:
+        splits = SPLITS
+        if dims is not None:
+            m, n, red, z, elems = dims
+            gx, gy, _ = cfg.conv_grid(m, n, t, z)
+            blocks, wave = gx * gy * z, num_sms * cfg.tile_spec(t, prec == "tf32")[4]
+            splits = sorted(set(SPLITS) | set(wave_splits(blocks, wave)))
+        for s in splits:
             if dims is not None and s > 1:
-                m, n, red, z, elems = dims
-                gx, gy, _ = cfg.conv_grid(m, n, t, z)
-                if gx * gy * z * s > 4 * num_sms * cfg.tile_spec(t, prec == "tf32")[4] or red < 8 * s or s * elems * 4 > 1 << 30:
+                if blocks * s > 4 * wave or red < 8 * s or s * elems * 4 > 1 << 30:
                     continue
             out.append((t, s))
     if not winograd:

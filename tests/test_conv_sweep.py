@@ -86,6 +86,19 @@ def test_winograd_configurations_follow_the_tiles():
     assert all(t != cfg.WINOGRAD for t, _ in plain)
 
 
+def test_wave_filling_split_counts_join_the_powers_of_two():
+    """Besides SPLITS, a GEMM's configurations time the split counts that fill whole waves: resnet.c4's
+    TF32 backward-weight on t128x128 (36 blocks unsplit, a wave of 132 SMs x 2 blocks) at 7, 14 and
+    22 slices, where 16 leaves its third wave 18 % full."""
+    assert conv_sweep.wave_splits(36, 264) == [7, 14, 22]
+    assert conv_sweep.wave_splits(300, 264) == [2]  # 600 blocks: within 3 waves
+    assert conv_sweep.wave_splits(800, 264) == []  # 3 waves or more unsplit: nothing to fill
+    dims = conv_sweep.gemm_dims(conv_sweep.CONV_SHAPES["resnet.c4"], "backward_weight")
+    got = [s for t, s in conv_sweep.configs("tf32", dims) if t == "t128x128"]
+    assert got == sorted(got) and {7, 14, 22, 16} <= set(got) and 1 in got
+    assert 36 * max(got) <= 4 * 264  # still within 4 waves
+
+
 def test_tiles_option_keeps_the_heuristic_and_the_named_tiles(monkeypatch):
     monkeypatch.setattr(conv_sweep, "SPLITS", (1,))
     args = SimpleNamespace(graph_calls=1, reps=1, warmup=0, tiles=["t64x64"])

@@ -6,18 +6,18 @@
 // warps each owning a WM x WN warp tile. Shared operand tiles are k-major: As[BK][BM + 8],
 // Bs[BK][BN + 8] (the +8 floats keep rows 16-byte aligned and put k row t of a TF32 fragment load
 // on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank);
-// a TF32 tile's B, and its A when gathered, are k-quad-major instead, [BK/4][BN or BM][4] in the
-// same space (b_off, ag_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments.
+// a TF32 tile's A and B are k-quad-major instead, [BK/4][BM or BN][4] in the same space (aq_off,
+// b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments.
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
 // 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
 // two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
 // over LC lanes; B: LC distinct float4 = one 128-byte row).
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
-// row tiles. Packed A: warp rows are permuted (mma_row in conv_index.cuh) so that a lane's two A
-// rows of a tile are adjacent: one 64-bit shared load per tile and k row lands in the mma's
-// registers. Gathered operands: ldmatrix from the k-quad-major tiles, each element rounded in the
-// mma's registers once by cvt.rna.tf32 (per warp that reads it).
+// row tiles. Fragments come by ldmatrix from the k-quad-major tiles, A's warp rows kept at mma_slot
+// (conv_index.cuh) so that an mma tile's rows g and g + 8 are warp rows 2g and 2g + 1 (mma_row, the
+// epilogue's order); packed weights are tf32 already, a gathered element is rounded in the mma's
+// registers once by cvt.rna.tf32 (per warp that reads it).
 #pragma once
 
 #define CONV_PAD 8  // floats; row pitch = 8 words mod 32: conflict-free fragment loads of both products
@@ -91,10 +91,11 @@ struct ThreadPos {
 // the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. Thread tid loads column
 // group tid % RV of k rows tid / RV + v*RS (v < V) of each k tile: one pointer, one shared offset
 // and one count of the k rows left, all advanced per tile, so a vector costs an address, a compare
-// and the cp.async. PACKED: k-major at a_off, on a TF32 tile rounded to tf32 by the pack kernel.
+// and the cp.async. k-major at a_off: the fp32 tiles' (TF32: PackedQuadA).
 template <class T>
 struct PackedA {
     static constexpr bool PACKED = true;
+    static_assert(!T::TF32, "packed rows of 4 m: the fp32 tiles");
     static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
     static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
     const float* p;  // the thread's first vector in the current k tile
@@ -118,6 +119,48 @@ struct PackedA {
     }
     __device__ __forceinline__ void next() {
         p += T::BK * Mp;
+        kleft -= T::BK;
+    }
+};
+
+// A operand of a TF32 tile from its packed weights in k quads (conv_index.cuh packed_quad_at, rounded
+// to tf32 by the pack): 16-byte cp.async, each 4 consecutive k of one row m into a row of the k-quad
+// tile (aq_off) that ldmatrix reads. Cell v of thread tid: slot tid % BM + (v % R) * NT of quad
+// tid / BM + (v / R) * Q (R = BM / NT, Q = NT / BM, whichever is whole, the other 1), holding row
+// mma_unslot(slot): consecutive threads fill consecutive 16-byte rows (all 32 banks), a warp reads 32
+// whole rows (512 contiguous bytes). One pointer, one shared offset and one count of k left, advanced
+// per tile; the cells' offsets from them are constants but for the runtime quad stride 4 * Mp.
+template <class T>
+struct PackedQuadA {
+    static constexpr bool PACKED = true;
+    static constexpr int KQ = T::BK / 4, R = T::BM > T::NT ? T::BM / T::NT : 1, Q = T::NT > T::BM ? T::NT / T::BM : 1;
+    static constexpr int V = KQ * T::BM / T::NT;
+    static_assert(T::TF32 && V >= 1 && V % R == 0 && (T::BM >= T::NT ? T::BM % T::NT : T::NT % T::BM) == 0,
+                  "packed k quads: whole cells per thread");
+    const float* p;  // the thread's cell 0 in the current k tile
+    int qstride;     // floats between quads: 4 * Mp
+    int kleft;       // k of the reduction left from the thread's first quad (<= 0: none; 0 past Mp)
+    int dst;         // cell 0's shared offset in a stage
+    bool row_ok[R];  // the cells' rows m < Mp
+    __device__ __forceinline__ PackedQuadA(const float* ap, int Mp, int m0, int kbeg, int kend) {
+        const int tid = threadIdx.x, slot = tid % T::BM, kq = tid / T::BM, m = m0 + mma_unslot(slot);
+        qstride = 4 * Mp;
+        p = ap + (kbeg / 4 + kq) * qstride + 4 * m;
+        kleft = kend - kbeg - 4 * kq;
+        dst = T::aq_off(4 * kq, slot);
+#pragma unroll
+        for (int r = 0; r < R; ++r) row_ok[r] = m + r * T::NT < Mp;
+    }
+    __device__ __forceinline__ void issue(float* As) const {
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            const int r = v % R, q = (v / R) * Q;
+            cp_async_cg16(As + dst + q * 4 * T::AS + 4 * r * T::NT, p + q * qstride + 4 * r * T::NT,
+                          row_ok[r] && 4 * q < kleft ? 16 : 0);
+        }
+    }
+    __device__ __forceinline__ void next() {
+        p += KQ * qstride;
         kleft -= T::BK;
     }
 };
@@ -279,8 +322,8 @@ struct GatherRowQuad {
     }
 };
 
-// Pick<C, A, B>::type is A when C, else B: a pass body's loaders by its VEC flag (naming a loader here
-// does not instantiate it, so a fp32 tile never meets the TF32-only ones).
+// Pick<C, A, B>::type is A when C, else B: a pass body's loaders by its VEC flag or its tile's kind
+// (naming a loader here does not instantiate it, so a fp32 tile never meets the TF32-only ones).
 template <bool C, class A, class B>
 struct Pick {
     typedef A type;
@@ -292,6 +335,9 @@ struct Pick<false, A, B> {
 // forward / backward-data B: from the tensor itself, or (VEC) from its channels-last copy
 template <class T, bool VEC>
 using GatherBOf = typename Pick<VEC, GatherQuad<T, T::BN, true, GatherNhwc>, GatherB<T>>::type;
+// forward / backward-data A: packed weights, in k quads on a TF32 tile
+template <class T>
+using PackedAOf = typename Pick<T::TF32, PackedQuadA<T>, PackedA<T>>::type;
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
@@ -325,35 +371,26 @@ struct MmaPos {
 };
 
 // One stage of TF32 mma.sync m16n8k8, BK/8 k steps, fragments loaded straight into the mma's
-// registers and rounded there (cvt.rna.tf32), so no register moves feed the mma. A, packed (A_PACKED:
-// tf32 values already, not rounded): per k step and tile the float2 at warp row 16*mt + 2g (rows g,
-// g + 8 of tile mt: mma_row) of k rows t and t + 4 lands as a0, a1 and a2, a3. A, gathered: one
-// ldmatrix.x4 per tile, lane 8j + r addressing slot 16*mt + 8*(j%2) + r (mma_slot) of k quad j/2:
-// a0..a3 in order. B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing column
+// registers by ldmatrix (rounded there by cvt.rna.tf32 unless already tf32 values), so no register
+// moves feed the mma. A (k-quad rows, warp rows at mma_slot): one ldmatrix.x4 per tile, lane 8j + r
+// addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; rounded unless A_ROUNDED (packed
+// weights, tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing column
 // 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
 // B_ROUNDED (gathered from tf32 values already); B k-major (B_KMAJOR: GatherRowQuad's tile): lane (g, t)
 // loads column 8*nt + g of k rows t and t + 4 (banks 8t + g: rows BS = 8 mod 32 apart).
-template <class T, bool A_PACKED, bool B_ROUNDED, bool B_KMAJOR>
+template <class T, bool A_ROUNDED, bool B_ROUNDED, bool B_KMAJOR>
 __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
     const MmaPos<T> mp;
     const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-    const float* ap = A_PACKED ? As + mp.t * T::AS + mp.wm + 2 * mp.g
-                               : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+    const float* ap = As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
     const float* bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
 #pragma unroll
     for (int k8 = 0; k8 < T::BK; k8 += 8) {
         unsigned a[T::MT][4], b[T::NT8][2];
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt) {
-            if (A_PACKED) {
-#pragma unroll
-                for (int kh = 0; kh < 2; ++kh) {
-                    const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
-                    a[mt][2 * kh] = __float_as_uint(v.x);
-                    a[mt][2 * kh + 1] = __float_as_uint(v.y);
-                }
-            } else {
-                ldmatrix_x4(a[mt], ap + T::aq_off(k8, 16 * mt));
+            ldmatrix_x4(a[mt], ap + T::aq_off(k8, 16 * mt));
+            if (!A_ROUNDED) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) a[mt][e] = cvt_tf32(__uint_as_float(a[mt][e]));
             }

@@ -363,13 +363,48 @@ def test_forward_pack_is_the_transposed_weights_padded_to_4_rows(cp):
     np.testing.assert_array_equal(cp.asnumpy(rec.args[1]).reshape(want.shape), want)
 
 
+def _unquad(wp, slabs, mp):
+    """Packed TF32 weights (conv_index.cuh packed_quad_at: slabs of k quads, 4 consecutive reduction
+    rows of a column m per 16 bytes) as (slabs, rows, mp), the rows in order."""
+    return wp.reshape(slabs, -1, mp, 4).transpose(0, 1, 3, 2).reshape(slabs, -1, mp)
+
+
+def test_tf32_packs_hold_k_quads_with_zero_pad_rows(cp):
+    """For the TF32 tiles both packs write their rows in k quads (packed_quad_at: wp[g][kk/4][m][kk%4]),
+    a reduction that is not whole quads padded with zero rows: forward C/G*R*S = 5*3*3 = 45 rows
+    -> 48, backward-data K/G*R*S = 3*3*3 = 27 -> 28, exactly the weights fp32's pack holds in its
+    own row order, rounded to tf32."""
+    from fastconv.backends.cuda import conv as launchers
+    n, c, h, w, k, g = 1, 10, 7, 6, 6, 2
+    rng = np.random.default_rng(11)
+    wt = rng.standard_normal((k, c // g, 3, 3)).astype(np.float32)
+    x = cp.asarray(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    dy = cp.asarray(rng.standard_normal((n, k, h, w)).astype(np.float32))
+    packs = {}
+    for tf32 in (False, True):
+        with fastconv.using(tf32=tf32, conv_tile="t64x64"), emu.trace() as t:
+            launchers.conv2d_forward(x, cp.asarray(wt), None, (1, 1), (1, 1), (1, 1), g)
+            ops.conv2d_backward_data(dy, cp.asarray(wt), (n, c, h, w), 1, 1, 1, g)
+        packs[tf32] = [cp.asnumpy(rec.args[1]) for rec in t.launches if rec.name.startswith("conv2d_pack_")]
+    tf32 = lambda a: ((a.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)  # noqa: E731
+    (fwd, bwd), (qfwd, qbwd) = packs[False], packs[True]
+    assert fwd.shape == (g, 45, 4) and qfwd.shape == (g, 48, 4), (fwd.shape, qfwd.shape)
+    got = _unquad(qfwd, g, 4)
+    np.testing.assert_array_equal(got[:, :45], tf32(fwd))
+    assert not got[:, 45:].any()
+    assert bwd.shape == (1, g, 27, 8) and qbwd.shape == (1, g, 28, 8), (bwd.shape, qbwd.shape)
+    got = _unquad(qbwd, g, 8)
+    np.testing.assert_array_equal(got[:, :27], tf32(bwd[0]))
+    assert not got[:, 27:].any()
+
+
 def test_vec_copy_and_packs_are_channel_fastest(cp):
     """The TF32 vec kernels' three preparations, exactly, all rounded to tf32 (the kernels feed them
     to the mma as they are): nchw_to_nhwc_v1 is x (forward) or dy (backward-data) transposed to
     (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both sides cross a tile edge); the
     forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg + c][m] = w[g*Kg + m][c][rs]); the
     backward-data pack's rows (i, j, k) with k fastest, here at stride 1 (one phase holding every tap:
-    wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s])."""
+    wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s]); both in k quads (_unquad)."""
     from fastconv.argcheck import conv_hyper
     from fastconv.backends.cuda import conv as launchers
     n, c, h, w, k, r, s, g = 2, 40, 5, 7, 16, 3, 2, 2
@@ -390,12 +425,12 @@ def test_vec_copy_and_packs_are_channel_fastest(cp):
     kg, cg = k // g, c // g
     want = np.zeros((g, r * s * cg, kg), np.float32)
     want[:] = wt.reshape(g, kg, cg, r * s).transpose(0, 3, 2, 1).reshape(g, r * s * cg, kg)
-    got = cp.asnumpy(recs["conv2d_pack_forward_v1"][0].args[1]).reshape(g, r * s * cg, -1)
+    got = _unquad(cp.asnumpy(recs["conv2d_pack_forward_v1"][0].args[1]), g, 8)
     np.testing.assert_array_equal(got[:, :, :kg], tf32(want))
     assert not got[:, :, kg:].any()
     taps = wt.reshape(g, kg, cg, r * s)                          # stride 1: tap (i, j) = (r, s)
     want = taps.transpose(0, 3, 1, 2).reshape(g, r * s * kg, cg)  # rows (i, j, k), k fastest
-    got = cp.asnumpy(recs["conv2d_pack_backward_data_v1"][0].args[1]).reshape(g, r * s * kg, -1)
+    got = _unquad(cp.asnumpy(recs["conv2d_pack_backward_data_v1"][0].args[1]), g, 20)
     np.testing.assert_array_equal(got[:, :, :cg], tf32(want))
 
 

@@ -364,6 +364,12 @@ def slice_splits(slices: int, want: int, out_size: int) -> tuple[int, int]:
     return cdiv(slices, per), per
 
 
+def packed_rows(rows: int, tf32: bool) -> int:
+    """Reduction rows of one slab of packed weights (kernels/conv_index.cuh packed_rows): the TF32
+    tiles' k quads take whole quads, the pad rows zero."""
+    return cdiv(rows, 4) * 4 if tf32 else rows
+
+
 def phase_max_taps(r: int, stride: int, dilation: int) -> int:
     """The most filter taps one backward-data phase has along a dimension (phase_max_taps in
     kernels/conv_index.cuh): ceil(r / (stride / gcd(stride, dilation)))."""

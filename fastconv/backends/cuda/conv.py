@@ -173,17 +173,18 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return y
 
 
-def _packed_forward(kg, crs, groups, what):
+def _packed_forward(kg, crs, groups, what, tf32=False):
     """A new array for the forward GEMM's packed weights: (groups, C/G*R*S, K/G rounded up to 4), the
-    layout of kernels/conv_index.cuh packed_forward_at."""
-    return _alloc((groups, crs, cfg.cdiv(kg, 4) * 4), _F32, what)
+    layout of kernels/conv_index.cuh packed_forward_at; tf32: packed_quad_at's, C/G*R*S rounded up to
+    whole quads (config.packed_rows)."""
+    return _alloc((groups, cfg.packed_rows(crs, tf32), cfg.cdiv(kg, 4) * 4), _F32, what)
 
 
 def _pack_forward(w, groups, tf32, vec=False):
-    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; vec, for the
-    vec kernel: rows in (r, s, c) order)."""
+    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded, in k quads;
+    vec, for the vec kernel: rows in (r, s, c) order)."""
     kg, crs = w.shape[0] // groups, w.size // w.shape[0]
-    wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights")
+    wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights", tf32)
     cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
     _launch("conv.cu", "conv2d_pack_forward_v1",
             cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(wp.shape[2], cfg.PACK_TILE), groups)),
@@ -245,17 +246,17 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     kg, phases, tf32 = k // groups, stride[0] * stride[1], _tf32(r, s)
     vec = _vec(tf32, kg)
     krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
-    cp_ = cfg.cdiv(cg, 4) * 4
-    wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
+    rows, cp_ = cfg.packed_rows(krs_max, tf32), cfg.cdiv(cg, 4) * 4   # a phase's slab of packed rows
+    wp = _alloc((phases, groups, rows, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
-    _launch("conv.cu", "conv2d_pack_backward_data_v1", (cfg.cdiv(wp.size // cp_, cfg.PACK_BLOCK // 32),),
-            cfg.PACK_BLOCK,
+    _launch("conv.cu", "conv2d_pack_backward_data_v1",   # a warp per row, or with tf32 per quad of rows
+            (cfg.cdiv(wp.size // cp_ // (4 if tf32 else 1), cfg.PACK_BLOCK // 32),), cfg.PACK_BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
-            + (_i32(krs_max), _i32(tf32), _i32(vec)))
+            + (_i32(rows), _i32(tf32), _i32(vec)))
     cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
     src = _to_nhwc(dy, "dy") if vec else dy
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
-                       (_i32(krs_max),), phased=phases > 1, tf32=tf32, vec=vec)
+                       (_i32(rows),), phased=phases > 1, tf32=tf32, vec=vec)
     if splits > 1:
         _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
     return dx

@@ -175,8 +175,8 @@ struct PackedQuadA {
 // AND-NOT of its bounds bitmask), an address and the cp.async.
 template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
-    static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in mma_step
-    static constexpr bool ROUNDED = false;  // as a TF32 B operand: rounded in mma_step
+    static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in MmaStep
+    static constexpr bool ROUNDED = false;  // as a TF32 B operand: rounded in MmaStep
     static constexpr bool KMAJOR = false;   // as a TF32 B operand: k-quad rows (MmaTile::b_off)
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
@@ -224,7 +224,7 @@ using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weigh
 // shared row that ldmatrix reads, where GatherTile issues four 4-byte ones. B (B_OP): forward and
 // backward-data from a channels-last copy (GatherNhwc: reduction (tap row, tap column, channel),
 // channels per group a multiple of 4), rounded to tf32 by nchw_to_nhwc_v1 (ROUNDED: no cvt.rna in
-// mma_step). A: backward-weight's dy (WgradRows, P*Q a multiple of 4: 4 consecutive pixels of one
+// MmaStep). A: backward-weight's dy (WgradRows, P*Q a multiple of 4: 4 consecutive pixels of one
 // image), its shared rows in mma_slot order, so a quarter warp's 8 stores fill 8 consecutive slots.
 // Thread map quad_thread: k quad kq of each stage, L rows QSTEP apart; per k step the iterator
 // (digits ni, nj) advances and one base offset serves the thread's rows (a bounds test, an address and
@@ -274,7 +274,7 @@ struct GatherQuad {
 
 // Backward-weight B of a TF32 vec kernel: x from its channels-last copy (WgradNhwc: columns (r, s, c),
 // channel fastest; rounded to tf32 by nchw_to_nhwc_v1), 16 bytes = 4 columns per cp.async, so the
-// stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and mma_step reads
+// stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and MmaStep reads
 // its fragments with 32-bit shared loads (KMAJOR). Thread map row_quad_cell: V cells per thread, on KI
 // distinct k rows (one iterator each, advanced BK per stage); cell v lies coff(v) floats past cell 0.
 template <class T>
@@ -370,23 +370,26 @@ struct MmaPos {
     }
 };
 
-// One stage of TF32 mma.sync m16n8k8, BK/8 k steps, fragments loaded straight into the mma's
-// registers by ldmatrix (rounded there by cvt.rna.tf32 unless already tf32 values), so no register
-// moves feed the mma. A (k-quad rows, warp rows at mma_slot): one ldmatrix.x4 per tile, lane 8j + r
-// addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; rounded unless A_ROUNDED (packed
-// weights, tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing column
-// 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
+// TF32 mma.sync m16n8k8 on a stage, BK/8 k steps (gemm_mainloop), fragments loaded straight into
+// the mma's registers by ldmatrix (rounded there by cvt.rna.tf32 unless already tf32 values), so no
+// register moves feed the mma. A (k-quad rows, warp rows at mma_slot): one ldmatrix.x4 per tile, lane
+// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; rounded unless A_ROUNDED
+// (packed weights, tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing
+// column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
 // B_ROUNDED (gathered from tf32 values already); B k-major (B_KMAJOR: GatherRowQuad's tile): lane (g, t)
 // loads column 8*nt + g of k rows t and t + 4 (banks 8t + g: rows BS = 8 mod 32 apart).
 template <class T, bool A_ROUNDED, bool B_ROUNDED, bool B_KMAJOR>
-__device__ __forceinline__ void mma_step(const float* As, const float* Bs, typename T::Acc& acc) {
-    const MmaPos<T> mp;
-    const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-    const float* ap = As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
-    const float* bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
-#pragma unroll
-    for (int k8 = 0; k8 < T::BK; k8 += 8) {
-        unsigned a[T::MT][4], b[T::NT8][2];
+struct MmaStep {
+    const float* ap;  // the lane's fragment addresses in a stage, A's
+    const float* bp;  // and B's
+    __device__ __forceinline__ MmaStep(const float* As, const float* Bs) {
+        const MmaPos<T> mp;
+        const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
+        ap = As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+        bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
+    }
+    // the fragments of k step k8 (0, 8, .. BK - 8) of the stage
+    __device__ __forceinline__ void load(int k8, unsigned (&a)[T::MT][4], unsigned (&b)[T::NT8][2]) const {
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt) {
             ldmatrix_x4(a[mt], ap + T::aq_off(k8, 16 * mt));
@@ -408,11 +411,16 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, typen
                 for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = cvt_tf32(__uint_as_float(b[nt + e / 2][e % 2]));
             }
         }
-#pragma unroll
-        for (int mt = 0; mt < T::MT; ++mt)
-#pragma unroll
-            for (int nt = 0; nt < T::NT8; ++nt) mma_tf32_m16n8k8(acc[mt][nt], a[mt], b[nt], acc[mt][nt]);
     }
+};
+
+template <class T>
+__device__ __forceinline__ void mma_tiles(const unsigned (&a)[T::MT][4], const unsigned (&b)[T::NT8][2],
+                                          typename T::Acc& acc) {
+#pragma unroll
+    for (int mt = 0; mt < T::MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < T::NT8; ++nt) mma_tf32_m16n8k8(acc[mt][nt], a[mt], b[nt], acc[mt][nt]);
 }
 
 template <int A, int B>
@@ -429,37 +437,60 @@ __device__ __forceinline__ void acc_zero(float (&acc)[A][B][C]) {
 }
 
 // acc = A[.., kbeg:kend] * B[kbeg:kend, ..] for the thread's outputs. STAGES-1 k tiles are in
-// flight while one is multiplied; stage indices are running counters (no modulo).
+// flight while one is multiplied; stage indices are running counters (no modulo). EARLY (the TF32
+// vec forward and backward-data): each stage's first fragments are loaded before the next stage's
+// copies are issued, so the loaders' address work covers their latency; the other kernels issue first
+// (the 4-byte TF32 gather loaders leave no registers for it: t128x64w2's backward-weight would spill;
+// the vec backward-weight's k-major B costs 2-9 % more instructions a stage with it).
 template <class T, class LA, class LB>
+__device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more) {
+    if (more) {
+        la.issue(S);
+        lb.issue(S + T::BK * T::AS);
+        la.next();
+        lb.next();
+    }
+    cp_async_commit_group();
+}
+
+template <class T, bool EARLY = false, class LA, class LB>
 __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, typename T::Acc& acc) {
     acc_zero(acc);
 #pragma unroll
-    for (int s = 0; s < T::STAGES - 1; ++s) {
-        if (s < ktiles) {
-            la.issue(smem + s * T::STAGE);
-            lb.issue(smem + s * T::STAGE + T::BK * T::AS);
-            la.next();
-            lb.next();
-        }
-        cp_async_commit_group();
-    }
+    for (int s = 0; s < T::STAGES - 1; ++s) issue_stage<T>(smem + s * T::STAGE, la, lb, s < ktiles);
     int rs = 0, ws = T::STAGES - 1;
     for (int t = 0; t < ktiles; ++t) {
         cp_async_wait_group<T::STAGES - 2>();
         __syncthreads();  // stage rs is complete for all threads; stage ws was read at t-1 by all
-        if (t + T::STAGES - 1 < ktiles) {
-            la.issue(smem + ws * T::STAGE);
-            lb.issue(smem + ws * T::STAGE + T::BK * T::AS);
-            la.next();
-            lb.next();
+        if constexpr (EARLY) {
+            // k step 0's fragments before the next stage's copies are issued, each later k step's
+            // under the mma of the one before
+            const float* As = smem + rs * T::STAGE;
+            const MmaStep<T, LA::PACKED, LB::ROUNDED, LB::KMAJOR> ms(As, As + T::BK * T::AS);
+            unsigned a[T::BK / 8][T::MT][4], b[T::BK / 8][T::NT8][2];
+            ms.load(0, a[0], b[0]);
+            issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
+#pragma unroll
+            for (int k = 0; k < T::BK / 8; ++k) {
+                if (k + 1 < T::BK / 8) ms.load(8 * (k + 1), a[k + 1], b[k + 1]);
+                mma_tiles<T>(a[k], b[k], acc);
+            }
+        } else {
+            issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
+            const float* As = smem + rs * T::STAGE;
+            const float* Bs = As + T::BK * T::AS;
+            if constexpr (T::TF32) {
+                const MmaStep<T, LA::PACKED, LB::ROUNDED, LB::KMAJOR> ms(As, Bs);
+#pragma unroll
+                for (int k8 = 0; k8 < T::BK; k8 += 8) {
+                    unsigned a[T::MT][4], b[T::NT8][2];
+                    ms.load(k8, a, b);
+                    mma_tiles<T>(a, b, acc);
+                }
+            } else {
+                ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
+            }
         }
-        cp_async_commit_group();
-        const float* As = smem + rs * T::STAGE;
-        const float* Bs = As + T::BK * T::AS;
-        if constexpr (T::TF32)
-            mma_step<T, LA::PACKED, LB::ROUNDED, LB::KMAJOR>(As, Bs, acc);
-        else
-            ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;
         ws = ws == T::STAGES - 1 ? 0 : ws + 1;
     }

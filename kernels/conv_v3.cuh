@@ -36,7 +36,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
     GatherBOf<T, VEC> lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T, VEC>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -74,7 +74,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
     GatherBOf<T, VEC> lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T, VEC>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -111,7 +111,7 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
         wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
     typename Pick<VEC, GatherRowQuad<T>, WgradB<T>>::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);  // not EARLY: more instructions a stage with B k-major
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;

@@ -34,8 +34,8 @@
 - ``tf32_vector_gather`` [True]: with ``tf32``, the conv GEMMs gather their operand 16 bytes per copy
   where the layout allows (the ``vec`` kernels): forward and backward-data whose channels per group
   (C/groups, K/groups) are a multiple of 4 from a channels-last copy of x or dy (one transpose
-  launch), backward-weight's dy and a channels-last copy of x when P*Q and C/groups are; False: 4
-  bytes per copy, from the NCHW tensors themselves — for benchmarks comparing the two.
+  launch), backward-weight from channels-last copies of dy and x when K/groups and C/groups are;
+  False: 4 bytes per copy, from the NCHW tensors themselves — for benchmarks comparing the two.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with

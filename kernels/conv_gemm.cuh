@@ -87,38 +87,41 @@ struct ThreadPos {
     }
 };
 
-// A operand from packed weights Ap[kk][Mp] (Mp = rows padded to a multiple of 4, pad zeroed by
-// the pack kernel): 16-byte cp.async of 4 consecutive rows m at one kk. Thread tid loads column
-// group tid % RV of k rows tid / RV + v*RS (v < V) of each k tile: one pointer, one shared offset
-// and one count of the k rows left, all advanced per tile, so a vector costs an address, a compare
-// and the cp.async. k-major at a_off: the fp32 tiles' (TF32: PackedQuadA).
+// A operand from a k-major matrix Ap[kk][stride] of which the first `cols` columns are the GEMM's rows
+// (cols a multiple of 4): the fp32 tiles' packed weights (stride = cols = Mp, rows padded to a
+// multiple of 4 and the pad zeroed by the pack kernel), and a TF32 vec backward-weight's dy from its
+// channels-last copy (stride K, cols K/G, rounded to tf32 by nchw_to_nhwc_v1). 16-byte cp.async of 4
+// consecutive rows m at one kk. Thread tid loads column group tid % RV of k rows tid / RV + v*RS
+// (v < V) of each k tile: one pointer, one shared offset and one count of the k rows left, all
+// advanced per tile, so a vector costs an address, a compare and the cp.async. k-major at a_off
+// (KMAJOR: on a TF32 tile MmaStep reads its fragments as 64-bit pairs, rows 2g and 2g + 1 being an
+// mma tile's rows g and g + 8, mma_row).
 template <class T>
 struct PackedA {
-    static constexpr bool PACKED = true;
-    static_assert(!T::TF32, "packed rows of 4 m: the fp32 tiles");
+    static constexpr bool PACKED = true, KMAJOR = true;
     static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
     static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
     const float* p;  // the thread's first vector in the current k tile
-    int Mp;
-    int kleft;       // k rows of the reduction left from the thread's first row (<= 0: none; 0 past Mp)
+    int stride;
+    int kleft;       // k rows of the reduction left from the thread's first row (<= 0: none; 0 past cols)
     int row, dst;    // the thread's first k row in a tile, its shared offset in a stage
-    __device__ __forceinline__ PackedA(const float* ap, int Mp_, int m0, int kbeg, int kend) {
-        Mp = Mp_;
+    __device__ __forceinline__ PackedA(const float* ap, int stride_, int cols, int m0, int kbeg, int kend) {
+        stride = stride_;
         row = threadIdx.x / RV;
         const int mq = threadIdx.x - row * RV, m = m0 + mq * 4;
-        p = ap + (kbeg + row) * Mp + m;
-        kleft = m < Mp ? kend - kbeg - row : 0;
+        p = ap + (kbeg + row) * stride + m;
+        kleft = m < cols ? kend - kbeg - row : 0;
         dst = T::a_off(row, mq * 4);
     }
     __device__ __forceinline__ void issue(float* As) const {
 #pragma unroll
         for (int v = 0; v < V; ++v) {
             if (T::BK % RS != 0 && row + v * RS >= T::BK) break;  // only a tile with RS > BK: the last rows
-            cp_async_cg16(As + dst + v * RS * T::AS, p + v * RS * Mp, v * RS < kleft ? 16 : 0);
+            cp_async_cg16(As + dst + v * RS * T::AS, p + v * RS * stride, v * RS < kleft ? 16 : 0);
         }
     }
     __device__ __forceinline__ void next() {
-        p += T::BK * Mp;
+        p += T::BK * stride;
         kleft -= T::BK;
     }
 };
@@ -132,24 +135,24 @@ struct PackedA {
 // per tile; the cells' offsets from them are constants but for the runtime quad stride 4 * Mp.
 template <class T>
 struct PackedQuadA {
-    static constexpr bool PACKED = true;
+    static constexpr bool PACKED = true, KMAJOR = false;
     static constexpr int KQ = T::BK / 4, R = T::BM > T::NT ? T::BM / T::NT : 1, Q = T::NT > T::BM ? T::NT / T::BM : 1;
     static constexpr int V = KQ * T::BM / T::NT;
     static_assert(T::TF32 && V >= 1 && V % R == 0 && (T::BM >= T::NT ? T::BM % T::NT : T::NT % T::BM) == 0,
                   "packed k quads: whole cells per thread");
     const float* p;  // the thread's cell 0 in the current k tile
     int qstride;     // floats between quads: 4 * Mp
-    int kleft;       // k of the reduction left from the thread's first quad (<= 0: none; 0 past Mp)
+    int kleft;       // k of the reduction left from the thread's first quad (<= 0: none)
     int dst;         // cell 0's shared offset in a stage
-    bool row_ok[R];  // the cells' rows m < Mp
-    __device__ __forceinline__ PackedQuadA(const float* ap, int Mp, int m0, int kbeg, int kend) {
+    bool row_ok[R];  // the cells' rows m < cols (the packs' Mp)
+    __device__ __forceinline__ PackedQuadA(const float* ap, int Mp, int cols, int m0, int kbeg, int kend) {
         const int tid = threadIdx.x, slot = tid % T::BM, kq = tid / T::BM, m = m0 + mma_unslot(slot);
         qstride = 4 * Mp;
         p = ap + (kbeg / 4 + kq) * qstride + 4 * m;
         kleft = kend - kbeg - 4 * kq;
         dst = T::aq_off(4 * kq, slot);
 #pragma unroll
-        for (int r = 0; r < R; ++r) row_ok[r] = m + r * T::NT < Mp;
+        for (int r = 0; r < R; ++r) row_ok[r] = m + r * T::NT < cols;
     }
     __device__ __forceinline__ void issue(float* As) const {
 #pragma unroll
@@ -177,7 +180,7 @@ template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in MmaStep
     static constexpr bool ROUNDED = false;  // as a TF32 B operand: rounded in MmaStep
-    static constexpr bool KMAJOR = false;   // as a TF32 B operand: k-quad rows (MmaTile::b_off)
+    static constexpr bool KMAJOR = false;   // as a TF32 operand: k-quad rows (MmaTile::b_off, aq_off)
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
     // column j's shared offset past column 0's: the offsets are linear in n over disjoint bits
@@ -219,20 +222,18 @@ using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weig
 template <class T>
 using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
-// A TF32 tile's gathered operand 16 bytes per copy: EXTENT rows (columns of B, or rows of A) by BK
-// k rows, 4 consecutive k rows of one row in one 16-byte cp.async straight into the k-quad-major
-// shared row that ldmatrix reads, where GatherTile issues four 4-byte ones. B (B_OP): forward and
-// backward-data from a channels-last copy (GatherNhwc: reduction (tap row, tap column, channel),
-// channels per group a multiple of 4), rounded to tf32 by nchw_to_nhwc_v1 (ROUNDED: no cvt.rna in
-// MmaStep). A: backward-weight's dy (WgradRows, P*Q a multiple of 4: 4 consecutive pixels of one
-// image), its shared rows in mma_slot order, so a quarter warp's 8 stores fill 8 consecutive slots.
-// Thread map quad_thread: k quad kq of each stage, L rows QSTEP apart; per k step the iterator
-// (digits ni, nj) advances and one base offset serves the thread's rows (a bounds test, an address and
-// the cp.async each).
-template <class T, int EXTENT, bool B_OP, class Geo>
+// A TF32 tile's gathered B 16 bytes per copy: EXTENT columns by BK k rows, 4 consecutive k rows of
+// one column in one 16-byte cp.async straight into the k-quad-major shared row that ldmatrix reads,
+// where GatherTile issues four 4-byte ones: forward and backward-data from a channels-last copy
+// (GatherNhwc: reduction (tap row, tap column, channel), channels per group a multiple of 4),
+// rounded to tf32 by nchw_to_nhwc_v1 (ROUNDED: no cvt.rna in MmaStep). Thread map quad_thread: k
+// quad kq of each stage, L columns QSTEP apart, a quarter warp's 8 stores on 8 consecutive rows; per
+// k step the iterator (digits ni, nj) advances and one base offset serves the thread's columns (a
+// bounds test, an address and the cp.async each).
+template <class T, int EXTENT, class Geo>
 struct GatherQuad {
     static constexpr bool PACKED = false;
-    static constexpr bool ROUNDED = B_OP, KMAJOR = false;
+    static constexpr bool ROUNDED = true, KMAJOR = false;
     static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = EXTENT / QSTEP;
     static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "16-byte gathers: a TF32 tile, BK / 4 a power of two");
     static_assert(T::NT % (8 * KQ) == 0 && EXTENT % QSTEP == 0, "16-byte gathers: whole quarter warps, whole passes");
@@ -247,24 +248,16 @@ struct GatherQuad {
         quad_thread(threadIdx.x, KQ, kq, n_off);
         src = src_; g = g_;
         kleft = kend - kbeg - 4 * kq;
-        dst = B_OP ? T::b_off(4 * kq, n_off) : T::aq_off(4 * kq, n_off);
+        dst = T::b_off(4 * kq, n_off);
         it.init(kbeg + 4 * kq, T::BK, ni, nj);
 #pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int n = n_off + j * QSTEP;
-            col[j] = gather_col(g, n0 + (B_OP ? n : mma_unslot(n)), ncols);
-        }
+        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * QSTEP, ncols);
     }
     __device__ __forceinline__ void issue(float* S) const {
         const auto s = gather_step(g, it, kleft > 0);
 #pragma unroll
-        for (int j = 0; j < L; ++j) {
-            const int bytes = gather_ok(g, col[j], s) ? 16 : 0;
-            if (B_OP)  // taps re-read a pixel's channels: keep them in L1
-                cp_async_ca16(S + dst + 4 * j * QSTEP, src + (s.off + col_off(col[j])), bytes);
-            else
-                cp_async_cg16(S + dst + 4 * j * QSTEP, src + (s.off + col_off(col[j])), bytes);
-        }
+        for (int j = 0; j < L; ++j)  // taps re-read a pixel's channels: keep them in L1
+            cp_async_ca16(S + dst + 4 * j * QSTEP, src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 16 : 0);
     }
     __device__ __forceinline__ void next() {
         it.next();
@@ -334,7 +327,7 @@ struct Pick<false, A, B> {
 };
 // forward / backward-data B: from the tensor itself, or (VEC) from its channels-last copy
 template <class T, bool VEC>
-using GatherBOf = typename Pick<VEC, GatherQuad<T, T::BN, true, GatherNhwc>, GatherB<T>>::type;
+using GatherBOf = typename Pick<VEC, GatherQuad<T, T::BN, GatherNhwc>, GatherB<T>>::type;
 // forward / backward-data A: packed weights, in k quads on a TF32 tile
 template <class T>
 using PackedAOf = typename Pick<T::TF32, PackedQuadA<T>, PackedA<T>>::type;
@@ -373,26 +366,37 @@ struct MmaPos {
 // TF32 mma.sync m16n8k8 on a stage, BK/8 k steps (gemm_mainloop), fragments loaded straight into
 // the mma's registers by ldmatrix (rounded there by cvt.rna.tf32 unless already tf32 values), so no
 // register moves feed the mma. A (k-quad rows, warp rows at mma_slot): one ldmatrix.x4 per tile, lane
-// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; rounded unless A_ROUNDED
-// (packed weights, tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing
+// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; A k-major (A_KMAJOR:
+// PackedA's tile): per tile the float2 at warp row 16*mt + 2g (rows g, g + 8: mma_row) of k rows t
+// and t + 4 as a0, a1 and a2, a3 (a half warp's 64-bit loads on banks 8t + 2g, + 1: all 32); rounded
+// unless A_ROUNDED (tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing
 // column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
 // B_ROUNDED (gathered from tf32 values already); B k-major (B_KMAJOR: GatherRowQuad's tile): lane (g, t)
 // loads column 8*nt + g of k rows t and t + 4 (banks 8t + g: rows BS = 8 mod 32 apart).
-template <class T, bool A_ROUNDED, bool B_ROUNDED, bool B_KMAJOR>
+template <class T, bool A_ROUNDED, bool A_KMAJOR, bool B_ROUNDED, bool B_KMAJOR>
 struct MmaStep {
     const float* ap;  // the lane's fragment addresses in a stage, A's
     const float* bp;  // and B's
     __device__ __forceinline__ MmaStep(const float* As, const float* Bs) {
         const MmaPos<T> mp;
         const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-        ap = As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+        ap = A_KMAJOR ? As + mp.t * T::AS + mp.wm + 2 * mp.g : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
         bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
     }
     // the fragments of k step k8 (0, 8, .. BK - 8) of the stage
     __device__ __forceinline__ void load(int k8, unsigned (&a)[T::MT][4], unsigned (&b)[T::NT8][2]) const {
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt) {
-            ldmatrix_x4(a[mt], ap + T::aq_off(k8, 16 * mt));
+            if (A_KMAJOR) {
+#pragma unroll
+                for (int kh = 0; kh < 2; ++kh) {
+                    const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
+                    a[mt][2 * kh] = __float_as_uint(v.x);
+                    a[mt][2 * kh + 1] = __float_as_uint(v.y);
+                }
+            } else {
+                ldmatrix_x4(a[mt], ap + T::aq_off(k8, 16 * mt));
+            }
             if (!A_ROUNDED) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) a[mt][e] = cvt_tf32(__uint_as_float(a[mt][e]));
@@ -441,7 +445,7 @@ __device__ __forceinline__ void acc_zero(float (&acc)[A][B][C]) {
 // vec forward and backward-data): each stage's first fragments are loaded before the next stage's
 // copies are issued, so the loaders' address work covers their latency; the other kernels issue first
 // (the 4-byte TF32 gather loaders leave no registers for it: t128x64w2's backward-weight would spill;
-// the vec backward-weight's k-major B costs 2-9 % more instructions a stage with it).
+// the vec backward-weight, both operands k-major, runs 0-4 % more instructions a stage with it).
 template <class T, class LA, class LB>
 __device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more) {
     if (more) {
@@ -466,7 +470,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
             // k step 0's fragments before the next stage's copies are issued, each later k step's
             // under the mma of the one before
             const float* As = smem + rs * T::STAGE;
-            const MmaStep<T, LA::PACKED, LB::ROUNDED, LB::KMAJOR> ms(As, As + T::BK * T::AS);
+            const MmaStep<T, LA::PACKED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR> ms(As, As + T::BK * T::AS);
             unsigned a[T::BK / 8][T::MT][4], b[T::BK / 8][T::NT8][2];
             ms.load(0, a[0], b[0]);
             issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
@@ -480,7 +484,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
             const float* As = smem + rs * T::STAGE;
             const float* Bs = As + T::BK * T::AS;
             if constexpr (T::TF32) {
-                const MmaStep<T, LA::PACKED, LB::ROUNDED, LB::KMAJOR> ms(As, Bs);
+                const MmaStep<T, LA::PACKED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR> ms(As, Bs);
 #pragma unroll
                 for (int k8 = 0; k8 < T::BK; k8 += 8) {
                     unsigned a[T::MT][4], b[T::NT8][2];

@@ -14,9 +14,10 @@
 //       GatherQuad) instead of 4, each copy one k-quad-major shared row as ldmatrix reads it:
 //       forward and backward-data from a channels-last copy of x or dy (conv.cu's nchw_to_nhwc_v1,
 //       rounded to tf32 there; channels per group a multiple of 4) with the reduction run (tap,
-//       channel), channel fastest, so 4 channels of a pixel are one copy; backward-weight's dy as 4
-//       consecutive pixels and x from its channels-last copy as 4 channels, its columns run (tap,
-//       channel) into a k-major stage tile (GatherRowQuad; P*Q and C/G multiples of 4):
+//       channel), channel fastest, so 4 channels of a pixel are one copy; backward-weight from
+//       channels-last copies of dy and x, dy as the k-major A (4 channels per copy, PackedA), x as
+//       4 channels per copy, its columns run (tap, channel) into a k-major stage tile
+//       (GatherRowQuad; K/G and C/G multiples of 4); no cvt.rna anywhere:
 //       conv2d_forward_v3_tf32_vec_t*,
 //       conv2d_backward_data_v3_tf32_vec_t*, conv2d_backward_weight_v3_tf32_vec_t*.
 //

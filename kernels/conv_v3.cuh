@@ -32,7 +32,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, crs);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    PackedAOf<T> la(wp + g * packed_rows(crs, T::TF32) * Kp, Kp, m0, kbeg, kend);
+    PackedAOf<T> la(wp + g * packed_rows(crs, T::TF32) * Kp, Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
     GatherBOf<T, VEC> lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
@@ -69,7 +69,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     const int kred = Kg * f.Ri * f.Sj;
     const int kbeg = zs * chunk, kend = split_end(kbeg, chunk, kred);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    PackedAOf<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, m0, kbeg, kend);
+    PackedAOf<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
     GatherBOf<T, VEC> lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
@@ -88,9 +88,10 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
-// splits * K*Cg*R*S * 4 B of partials when split. VEC (TF32 tiles, P*Q and Cg multiples of 4): dy 16
-// bytes per copy, x from its channels-last copy 16 bytes per copy, columns (r, s, c), channel fastest:
-// out is dw as [K][R*S][Cg] (the launcher transposes it to dw's [K][Cg][R*S]).
+// splits * K*Cg*R*S * 4 B of partials when split. VEC (TF32 tiles, Kg and Cg multiples of 4): dy and
+// x are their channels-last copies (tf32 values), dy read as the k-major A [N*P*Q][K] (4 channels per
+// copy, PackedA), x 4 channels per copy with columns (r, s, c), channel fastest: out is dw as
+// [K][R*S][Cg] (the launcher transposes it to dw's [K][Cg][R*S]).
 template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy, const float* __restrict__ x,
                                                    float* __restrict__ out, int N, int C, int H, int W, int K, int R,
@@ -102,8 +103,12 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, npq);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    const WgradRows wr = {K * P * Q, P * Q, g * Kg};
-    typename Pick<VEC, GatherQuad<T, T::BM, false, WgradRows>, WgradA<T>>::type la(dy, wr, m0, Kg, kbeg, kend, 1, P * Q);
+    auto la = [&] {
+        if constexpr (VEC)
+            return PackedA<T>(dy + g * Kg, K, Kg, m0, kbeg, kend);
+        else
+            return WgradA<T>(dy, WgradRows{K * P * Q, P * Q, g * Kg}, m0, Kg, kbeg, kend, 1, P * Q);
+    }();
     typename Pick<VEC, WgradNhwc, WgradGeom>::type wg;
     if constexpr (VEC)
         wg = {C, H, W, g * Cg, Cg, S, sh, sw, ph, pw, dh, dw};
@@ -111,7 +116,7 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
         wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
     typename Pick<VEC, GatherRowQuad<T>, WgradB<T>>::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);  // not EARLY: more instructions a stage with B k-major
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);  // not EARLY: more instructions a stage with k-major operands
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;

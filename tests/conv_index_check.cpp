@@ -342,7 +342,7 @@ int main(int argc, char** argv) {
                 }
                 for (int e = 0; e < BK * BN / 4; ++e) EXPECT(seen[e] == 1, "row_quad_cell: cell %d taken %d times", e, seen[e]);
             }
-    for (int m = 0; m < 512; ++m)  // backward-weight's 16-byte dy loader finds a slot's row by mma_unslot
+    for (int m = 0; m < 512; ++m)  // the TF32 packed-weight loader finds a slot's row by mma_unslot
         EXPECT(mma_unslot(mma_slot(m)) == m && mma_slot(mma_unslot(m)) == m, "mma_unslot at %d", m);
     // the 16-byte loaders' thread map: each (k quad, row) of a stage once; a quarter warp's 8 lanes
     // take 8 consecutive columns of one k quad (16-byte rows: all 32 banks)

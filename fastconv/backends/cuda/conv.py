@@ -13,8 +13,8 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
   the fp32 tiles; with the ``tf32_vector_gather`` setting its vec kernels gather 16 bytes per copy:
   forward and backward-data whose channels per group are a multiple of 4 from a channels-last copy made
-  by nchw_to_nhwc_v1, their weights packed in the same (tap, channel) order, backward-weight's dy and
-  the channels-last copy of x when P*Q and C/G are multiples of 4); forward and backward-data read
+  by nchw_to_nhwc_v1, their weights packed in the same (tap, channel) order, backward-weight from
+  channels-last copies of dy and x when K/G and C/G are multiples of 4); forward and backward-data read
   weights packed by
   conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
   reduction into a workspace summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
@@ -77,8 +77,8 @@ def _tf32(r, s):
 def _vec(tf32, run):
     """Whether a TF32 GEMM may run its vec kernel (16-byte gathers): the tf32_vector_gather setting, and
     ``run`` (forward: C/G, backward-data: K/G channels of a pixel in the channels-last copy,
-    backward-weight: P*Q pixels of a dy row, and its C/G channels of an x pixel too) a multiple of 4,
-    so that 4 consecutive reduction indices (or x's columns) are one aligned 16-byte copy."""
+    backward-weight: K/G channels of a dy pixel, and C/G of an x pixel too) a multiple of 4, so that 4
+    consecutive reduction indices (or GEMM rows, or x's columns) are one aligned 16-byte copy."""
     return tf32 and settings.current().tf32_vector_gather and run % 4 == 0
 
 
@@ -284,11 +284,12 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         tf32 = settings.current().tf32
-        vec = _vec(tf32, p * q) and cg % 4 == 0
+        vec = _vec(tf32, k // groups) and cg % 4 == 0
         if vec:  # its columns run (r, s, c)
             res = _alloc((k, r * s, cg, 1), _F32, "conv2d_backward_weight (r, s, c) order")
+            dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, res, "dy",
-                           (dy, _to_nhwc(x, "x") if vec else x, (), ints), tf32=tf32, vec=vec)
+                           (dy, x, (), ints), tf32=tf32, vec=vec)
     if ws is not res:
         _reduce(ws, res, splits, None, 1, 1, 0, 0.0)
     if res is not dw:

@@ -7,16 +7,18 @@
 // Bs[BK][BN + 8] (the +8 floats keep rows 16-byte aligned and put k row t of a TF32 fragment load
 // on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank);
 // a TF32 tile's A and B are k-quad-major instead, [BK/4][BM or BN][4] in the same space (aq_off,
-// b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments.
+// b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments; the vec backward-weight's
+// operands, 4 rows or columns per copy from channels-last copies, stay k-major (PackedA, GatherRowQuad).
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
 // 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
 // two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
 // over LC lanes; B: LC distinct float4 = one 128-byte row).
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
-// row tiles. Fragments come by ldmatrix from the k-quad-major tiles, A's warp rows kept at mma_slot
-// (conv_index.cuh) so that an mma tile's rows g and g + 8 are warp rows 2g and 2g + 1 (mma_row, the
-// epilogue's order); packed weights are tf32 already, a gathered element is rounded in the mma's
+// row tiles. Fragments come by ldmatrix from the k-quad-major tiles (from k-major ones by 64-bit and
+// 32-bit shared loads), an mma tile's rows g and g + 8 being warp rows 2g and 2g + 1 (mma_row in
+// conv_index.cuh, the epilogue's order; a k-quad A tile keeps its rows at mma_slot); packed weights
+// and channels-last copies hold tf32 values already, any other element is rounded in the mma's
 // registers once by cvt.rna.tf32 (per warp that reads it).
 #pragma once
 

@@ -3,6 +3,13 @@
 // kernels. Needs common.cuh, conv_index.cuh and conv_gemm.cuh first.
 #pragma once
 
+// TF32_EARLY (a tuning #define, FASTCONV_CUDA_DEFINES=TF32_EARLY=0 in cuda/loader.py): the vec
+// forward and backward-data load a stage's first fragments before they issue the next stage's copies
+// (gemm_mainloop's EARLY); 0 turns it off, for timing the two orders against each other.
+#ifndef TF32_EARLY
+#define TF32_EARLY 1
+#endif
+
 // v3: the implicit-GEMM core. Grid: x = column tiles, y = row tiles, z = (phase,) group, split.
 // out is the result (splits == 1: bias and activation fused) or the workspace [splits][result].
 
@@ -36,7 +43,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
     GatherBOf<T, VEC> lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
-    gemm_mainloop<T, VEC>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T, VEC && TF32_EARLY>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -74,7 +81,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
     GatherBOf<T, VEC> lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
-    gemm_mainloop<T, VEC>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T, VEC && TF32_EARLY>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll

@@ -48,11 +48,12 @@ def build_once(what, inputs, make):
     return folder
 
 
-def compile_cubin(filename, arch):
+def compile_cubin(filename, arch, defines=None):
     """(nvcc's exit status, its log with ptxas -v, the cubin path) of kernels/<filename> as the loader
-    hands it to NVRTC, built by nvcc for ``arch`` once per source text, arch and nvcc (build_once)."""
+    hands it to NVRTC (with the tuning ``defines``), built by nvcc for ``arch`` once per source text,
+    arch and nvcc (build_once)."""
     from fastconv.backends.cuda import loader
-    src = loader.source(filename)
+    src = loader.source(filename, defines)
     nvcc = find_tool("nvcc") or "nvcc"
     cmd = [nvcc, f"-arch={arch}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-x", "cu"]
 
@@ -67,10 +68,10 @@ def compile_cubin(filename, arch):
     return done["returncode"], done["log"], folder / "out.cubin"
 
 
-def build_cubin(filename, arch):
+def build_cubin(filename, arch, defines=None):
     """(cubin path, ptxas report) of kernels/<filename> for ``arch`` (compile_cubin), the report as
     ptxas_report. Raises RuntimeError with nvcc's log when the build fails."""
-    returncode, log, cubin = compile_cubin(filename, arch)
+    returncode, log, cubin = compile_cubin(filename, arch, defines)
     if returncode != 0:
         raise RuntimeError(log)
     return cubin, ptxas_report(log)

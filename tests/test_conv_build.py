@@ -199,6 +199,19 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
         assert len(copies) == bk * (bm + bn) // 4 // nt, f"{kernel} ({arch}): {len(copies)} cp.async a stage"
 
 
+def test_tf32_early_define_turns_the_order_back():
+    """FASTCONV_CUDA_DEFINES=TF32_EARLY=0, the knob a GPU run times the two orders with: the vec forward
+    and backward-data then issue a stage's copies before they load its first fragments, like the rest."""
+    if NVCC is None:
+        pytest.skip("nvcc is not on PATH")
+    cubin, _ = build_cubin("conv_tf32.cu", "sm_90", {"TF32_EARLY": 0})
+    funcs = _sass_functions(cubin)
+    for kernel in (k for k in VEC if "backward_weight" not in k):
+        ops = main_loop(funcs[kernel], "HMMA")
+        first = [next(i for i, op in enumerate(ops) if op.startswith(name)) for name in ("LDGSTS", "LDSM")]
+        assert first[0] < first[1], f"{kernel}: copies not first with TF32_EARLY=0: {ops[:40]}"
+
+
 def _tf32_lines():
     """{tile: (BM, BN, BK, warp rows, warp columns, stages, min blocks)} of the CONV_V3_TF32_KERNELS
     lines of conv_tf32.cu."""

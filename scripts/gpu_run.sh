@@ -18,7 +18,8 @@
 # STEPS="..." picks the steps (default: gpu_tests conv bench steps). More are off by default:
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
-#           alone, with the heuristic's configuration, fp32 and TF32 (16- and 4-byte gathers) -> $OUT/kernels.log
+#           alone, with the heuristic's configuration, fp32 and TF32 (16- and 4-byte gathers; the vec
+#           kernels again with TF32_EARLY=0, their old fragment order) -> $OUT/kernels.log
 #   ncu     Nsight Compute (when the machine has it) on every launch of the lenet.conv2 passes and the
 #           resnet.c4 forward (Winograd: transforms and products' GEMMs) and the TF32 resnet.c4 forward
 #           and dcgan.d3 backward-data GEMMs (bank conflicts included) -> $OUT/ncu.log
@@ -76,9 +77,11 @@ PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
 want conv && step conv 150 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
 want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
-want kernels && step kernels 120 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
+want kernels && step kernels 150 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3 \
-    && \"$PY\" benchmarks/kernel_times.py --tf32 --gather4 --rows lenet.conv2 resnet.c4 dcgan.d3"
+    && \"$PY\" benchmarks/kernel_times.py --tf32 --gather4 --rows lenet.conv2 resnet.c4 dcgan.d3 \
+    && echo 'TF32_EARLY=0 (copies before fragments):' \
+    && FASTCONV_CUDA_DEFINES=TF32_EARLY=0 \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 32 \
     -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3|conv2d_backward_data_v3" \
@@ -106,7 +109,7 @@ echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
-tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 40; tails bench.log 40; tails steps.log 30
+tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 60; tails bench.log 40; tails steps.log 30
 tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done

@@ -214,9 +214,10 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     - m <= 64: t64x128; for z > 1 (the phases of a strided backward-data) t64x128k16 in fp32 and
       t64x64 in TF32 (dcgan.d2's fastest on an H200: 1.04x t64x64 / 1.02x t64x128); t64x64 for fp32
       backward-weight (n is the small side there; TF32 lenet.conv2 ran 1.13x faster on t64x128);
-      TF32 t64x128 (with the bitmask loaders, commit 522e92d on an H200: lenet.conv2 forward /
-      backward-data and resnet.c2 forward / backward-data 1.05x / 1.04x / 1.01x / 1.02x faster than
-      the BK-16 TF32 t64x128k16 that won before them, since dropped);
+      TF32 t64x128 (at BK 8 with the 4-byte bitmask loaders, commit 522e92d on an H200: lenet.conv2
+      forward / backward-data and resnet.c2 forward / backward-data 1.05x / 1.04x / 1.01x / 1.02x
+      faster than the BK-16 t64x128k16 that won before them; with the vec kernels' 16-byte gathers
+      t64x128 itself takes BK 16, untimed: TF32_TILES);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
       waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at

@@ -34,11 +34,10 @@
 // t128x128's BK 8 at 4 stages is (BK 16 would not fit; t64x64's 4-byte backward-weight spills with
 // it); with the vec kernels' 16-byte gathers a stage's fixed work (barrier, loaders' addresses) is
 // most of a BK-8 loop: t64x128 vec forward / backward-data 5.88 -> 4.03-4.09 instructions per HMMA
-// at BK 16 (sm_90). t128x64w2 is t128x64 on
-// two warps of 64x64 (each A fragment serves 8 mma, each B fragment 4: 0.42 shared loads per HMMA
-// instead of 0.72), 4 blocks per SM (226-253 registers, sm_90, no spills). t32x128 (warp tiles
-// 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles would fill half with padding; 4
-// blocks per SM (5 spill).
+// at BK 16 (sm_90). t128x64w2 is t128x64 on two warps of 64x64 (each A fragment serves 8 mma, each B
+// fragment 4: 0.42 shared loads per HMMA instead of 0.72), 4 blocks per SM (226-253 registers, sm_90,
+// no spills). t32x128 (warp tiles 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles
+// would fill half with padding; 4 blocks per SM (5 spill).
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
 CONV_V3_TF32_KERNELS(t64x128, 64, 128, 16, 1, 4, 3, 3)

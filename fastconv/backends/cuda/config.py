@@ -49,18 +49,13 @@ CONV_TILES = {
     "t64x128k16": (64, 128, 16, 128, 2),
 }
 # The TF32 (mma.sync m16n8k8) tiles, as CONV_V3_TF32_KERNELS instantiates them in
-# kernels/conv_tf32.cu (tests compare), same fields: the BM x BN of five fp32 tiles, whose names they
-# share, and t128x64w2 (conv_grid serves both tables by name), warp tiles 64x64 for t128x128 and
-# t128x64w2 (an A fragment serves 8 mma, a B fragment 4), 32x32 for t32x128, else 64x32, BK 16 but
-# t128x128's and t64x64's 8 (t128x128 would pass 48 KiB at 3 stages, t64x64's 4-byte backward-weight
-# spill at 6 blocks per SM); each within 48 KiB of static shared memory
-# (TileGeom asserts it). t128x64w2 (t128x64 on two warps of 64x64, 4 blocks per SM) is for sweeps
-# only until a GPU has timed it: conv_tile never picks it. Deeper-k TF32 tiles won no row of an H200
-# sweep (benchmarks/conv_sweep.py at commit 522e92d, 4-byte gathers) and were dropped: t128x128k16,
-# t128x64k32, t64x128k32 and t64x64k32 (54-78 KiB of dynamic shared memory) ran >= 1.04x slower than
-# the heuristic's tile on every row, and t64x128k16 lost to t64x128 by 2-4 %. With the vec kernels'
-# 16-byte gathers a stage's fixed work is most of the loop, so t64x128 now takes BK 16 (untimed;
-# sm_90 vec instructions per HMMA 5.88 -> 4.03-4.09, conv_tf32.cu).
+# kernels/conv_tf32.cu (tests compare; its comment says why each has its warp tiles and BK), same
+# fields: the BM x BN of five fp32 tiles, whose names they share, and t128x64w2 (conv_grid serves both
+# tables by name), all within 48 KiB of static shared memory (TileGeom asserts it). t128x64w2 is for
+# sweeps only until a GPU has timed it: conv_tile never picks it. Deeper-k TF32 tiles won no row of an
+# H200 sweep (commit 522e92d, 4-byte gathers) and were dropped: t128x128k16, t128x64k32, t64x128k32 and
+# t64x64k32 (54-78 KiB of dynamic shared memory) ran >= 1.04x slower than the heuristic's tile on
+# every row; with 16-byte gathers t64x128 itself takes BK 16 (untimed; see conv_tile).
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),

@@ -100,7 +100,7 @@ struct ThreadPos {
 // mma tile's rows g and g + 8, mma_row).
 template <class T>
 struct PackedA {
-    static constexpr bool PACKED = true, KMAJOR = true;
+    static constexpr bool ROUNDED = true, KMAJOR = true;  // on a TF32 tile: tf32 values (the copy's)
     static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
     static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
     const float* p;  // the thread's first vector in the current k tile
@@ -137,7 +137,7 @@ struct PackedA {
 // per tile; the cells' offsets from them are constants but for the runtime quad stride 4 * Mp.
 template <class T>
 struct PackedQuadA {
-    static constexpr bool PACKED = true, KMAJOR = false;
+    static constexpr bool ROUNDED = true, KMAJOR = false;
     static constexpr int KQ = T::BK / 4, R = T::BM > T::NT ? T::BM / T::NT : 1, Q = T::NT > T::BM ? T::NT / T::BM : 1;
     static constexpr int V = KQ * T::BM / T::NT;
     static_assert(T::TF32 && V >= 1 && V % R == 0 && (T::BM >= T::NT ? T::BM % T::NT : T::NT % T::BM) == 0,
@@ -180,8 +180,7 @@ struct PackedQuadA {
 // AND-NOT of its bounds bitmask), an address and the cp.async.
 template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
-    static constexpr bool PACKED = false;  // gathered straight from the tensor: rounded in MmaStep
-    static constexpr bool ROUNDED = false;  // as a TF32 B operand: rounded in MmaStep
+    static constexpr bool ROUNDED = false;  // gathered straight from the tensor: rounded in MmaStep
     static constexpr bool KMAJOR = false;   // as a TF32 operand: k-quad rows (MmaTile::b_off, aq_off)
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
@@ -234,7 +233,6 @@ using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weigh
 // bounds test, an address and the cp.async each).
 template <class T, int EXTENT, class Geo>
 struct GatherQuad {
-    static constexpr bool PACKED = false;
     static constexpr bool ROUNDED = true, KMAJOR = false;
     static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = EXTENT / QSTEP;
     static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "16-byte gathers: a TF32 tile, BK / 4 a power of two");
@@ -274,7 +272,7 @@ struct GatherQuad {
 // distinct k rows (one iterator each, advanced BK per stage); cell v lies coff(v) floats past cell 0.
 template <class T>
 struct GatherRowQuad {
-    static constexpr bool PACKED = false, ROUNDED = true, KMAJOR = true;
+    static constexpr bool ROUNDED = true, KMAJOR = true;
     static constexpr int V = T::BK * T::BN / (4 * T::NT), KI = 8 * T::BK > T::NT ? 8 * T::BK / T::NT : 1;
     static_assert(T::TF32 && V >= 1 && V % KI == 0 && (T::NT & (T::NT - 1)) == 0 && (T::BK & (T::BK - 1)) == 0,
                   "16-byte x loader: whole cells per thread, powers of two");
@@ -461,6 +459,7 @@ __device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more)
 
 template <class T, bool EARLY = false, class LA, class LB>
 __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, typename T::Acc& acc) {
+    using Step = MmaStep<T, LA::ROUNDED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR>;  // TF32 tiles
     acc_zero(acc);
 #pragma unroll
     for (int s = 0; s < T::STAGES - 1; ++s) issue_stage<T>(smem + s * T::STAGE, la, lb, s < ktiles);
@@ -472,7 +471,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
             // k step 0's fragments before the next stage's copies are issued, each later k step's
             // under the mma of the one before
             const float* As = smem + rs * T::STAGE;
-            const MmaStep<T, LA::PACKED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR> ms(As, As + T::BK * T::AS);
+            const Step ms(As, As + T::BK * T::AS);
             unsigned a[T::BK / 8][T::MT][4], b[T::BK / 8][T::NT8][2];
             ms.load(0, a[0], b[0]);
             issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
@@ -486,7 +485,7 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
             const float* As = smem + rs * T::STAGE;
             const float* Bs = As + T::BK * T::AS;
             if constexpr (T::TF32) {
-                const MmaStep<T, LA::PACKED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR> ms(As, Bs);
+                const Step ms(As, Bs);
 #pragma unroll
                 for (int k8 = 0; k8 < T::BK; k8 += 8) {
                     unsigned a[T::MT][4], b[T::NT8][2];

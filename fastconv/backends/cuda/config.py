@@ -53,9 +53,8 @@ CONV_TILES = {
 # fields: the BM x BN of five fp32 tiles, whose names they share, and t128x64w2 (conv_grid serves both
 # tables by name), all within 48 KiB of static shared memory (TileGeom asserts it). t128x64w2 is for
 # sweeps only until a GPU has timed it: conv_tile never picks it. Deeper-k TF32 tiles won no row of an
-# H200 sweep (commit 522e92d, 4-byte gathers) and were dropped: t128x128k16, t128x64k32, t64x128k32 and
-# t64x64k32 (54-78 KiB of dynamic shared memory) ran >= 1.04x slower than the heuristic's tile on
-# every row; with 16-byte gathers t64x128 itself takes BK 16 (untimed; see conv_tile).
+# H200 sweep (522e92d, 4-byte gathers) and were dropped: t128x128k16, t128x64k32, t64x128k32 and
+# t64x64k32 (54-78 KiB of dynamic shared memory) ran >= 1.04x slower than the heuristic's tile on every row.
 TF32_TILES = {
     "t128x128": (128, 128, 8, 128, 2),
     "t128x64": (128, 64, 16, 128, 3),
@@ -203,16 +202,13 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     the launch then splits the reduction, conv_splits): the fastest tile was the largest one whose
     rows the GEMM fills, with split-K making up the wave, so
     - backward-weight with n <= 64 (small-channel convs): t64x64;
-    - m <= 32: t32x128, TF32 too (its own t32x128, not yet timed: a 64-row tile does twice the mma
-      work there, half of it on padding rows; lenet.conv2 backward-data, 32 rows, ran TF32 at 0.73x
-      cuDNN on t64x128);
+    - m <= 32: t32x128, TF32 too (untimed: a 64-row tile wastes half its mma work on padding rows;
+      lenet.conv2 backward-data, 32 rows, ran TF32 at 0.73x cuDNN on t64x128);
     - m <= 64: t64x128; for z > 1 (the phases of a strided backward-data) t64x128k16 in fp32 and
       t64x64 in TF32 (dcgan.d2's fastest on an H200: 1.04x t64x64 / 1.02x t64x128); t64x64 for fp32
       backward-weight (n is the small side there; TF32 lenet.conv2 ran 1.13x faster on t64x128);
-      TF32 t64x128 (at BK 8 with the 4-byte bitmask loaders, commit 522e92d on an H200: lenet.conv2
-      forward / backward-data and resnet.c2 forward / backward-data 1.05x / 1.04x / 1.01x / 1.02x
-      faster than the BK-16 t64x128k16 that won before them; with the vec kernels' 16-byte gathers
-      t64x128 itself takes BK 16, untimed: TF32_TILES);
+      TF32 t64x128 (at BK 8 with 4-byte gathers, 522e92d, H200: lenet.conv2 / resnet.c2 forward and
+      backward-data 1.01-1.05x faster than at BK 16; with 16-byte gathers it takes BK 16, untimed);
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
       waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at
@@ -364,8 +360,7 @@ def slice_splits(slices: int, want: int, out_size: int) -> tuple[int, int]:
 
 
 def packed_rows(rows: int, tf32: bool) -> int:
-    """Reduction rows of one slab of packed weights (kernels/conv_index.cuh packed_rows): the TF32
-    tiles' k quads take whole quads, the pad rows zero."""
+    """Reduction rows of a slab of packed weights (conv_index.cuh packed_rows): TF32 whole k quads."""
     return cdiv(rows, 4) * 4 if tf32 else rows
 
 

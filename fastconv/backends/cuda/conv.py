@@ -199,7 +199,7 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, v
     split along C/G*R*S as config.conv_splits says, the splits summed with bias and activation
     (``products``: Winograd's, as _tile; ``vec``: the vec kernel, x the channels-last copy)."""
     n, k, p, q = y.shape
-    kg, crs = k // groups, wp.shape[1]
+    kg, crs = k // groups, int(ints[1]) // groups * int(ints[5]) * int(ints[6])  # C/G*R*S (TF32 packs pad it)
     fused = (_i32(b is not None), _i32(act), _f32(slope))
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
                        fused, tf32=tf32, products=products, vec=vec)

@@ -189,6 +189,17 @@ def leaky_slope(slope) -> float:
     return real(slope, "negative_slope", 0.0, 1.0, hi_open=True)
 
 
+FUSED_ACTIVATIONS = (None, "relu", "leaky_relu", "tanh")  # what conv2d_forward and batchnorm fuse
+
+
+def fused_activation(activation, negative_slope) -> tuple:
+    """(activation, slope) of an op's fused ``activation`` (one of FUSED_ACTIVATIONS); the slope is
+    ``negative_slope`` for leaky_relu, else 0."""
+    if activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: got {activation!r}, expected one of {FUSED_ACTIVATIONS}")
+    return activation, leaky_slope(negative_slope) if activation == "leaky_relu" else 0.0
+
+
 def probability(p, name: str = "p") -> float:
     """A drop probability: a real in [0, 1)."""
     return real(p, name, 0.0, 1.0, hi_open=True, what="a probability")

@@ -12,16 +12,20 @@
 //                               the same blocks: mean and biased variance from the partials; the
 //                               slice-0 block writes mean/invstd and updates running_mean and
 //                               running_var (unbiased) in place; each block normalises its rows:
-//                               y = (x - mean) * invstd * gamma + beta.
+//                               y = act((x - mean) * invstd * gamma + beta).
 //   batchnorm_forward_eval_v2   grid-stride element-wise with the running statistics; the first
 //                               C threads also write mean = running_mean, invstd.
 //   batchnorm_backward_sums_v2_f1, batchnorm_backward_sums_v2_f4
-//                               partial sum(dy) and sum(dy * xhat) per block.
+//                               partial sum(dz) and sum(dz * xhat) per block.
 //   batchnorm_backward_v2_f1, batchnorm_backward_v2_f4
 //                               the same blocks: the sums from the partials; the slice-0 block
-//                               writes dgamma = sum(dy*xhat), dbeta = sum(dy); each block writes
-//                               dx = gamma*invstd*(dy - sum(dy)/M - xhat*sum(dy*xhat)/M) for its rows
-//                               in training, gamma*invstd*dy in eval.
+//                               writes dgamma = sum(dz*xhat), dbeta = sum(dz); each block writes
+//                               dx = gamma*invstd*(dz - sum(dz)/M - xhat*sum(dz*xhat)/M) for its rows
+//                               in training, gamma*invstd*dz in eval.
+// act: the activation fused after the normalisation (common.cuh conv_act codes; 0 none). The
+// backward passes then take dz = the activation's backward of dy at y = act(z), z recomputed from x
+// by bn_affine, the forward's expression, so z and y are the forward's bit for bit and no pre-
+// activation copy is kept (with act 0, dz = dy and beta is not read).
 // Every (slice, channel) block of a launch computes a channel's statistics from the same partials
 // in the same order, so all agree bit for bit and the results are deterministic. The launcher picks
 // the slices for about 4 blocks per SM (fastconv.backends.cuda.config.channel_splits); offsets are
@@ -32,6 +36,18 @@
 #include "reduce.cuh"
 
 #define BN_SLICE_ARGS int N, int C, int HW, int chunk
+
+// z = (x - mean) * invstd * gamma + beta: the forward's value before the activation, recomputed by
+// the fused backward passes from the same expression.
+__device__ __forceinline__ float bn_affine(float x, float m, float is, float gm, float bt) {
+    return (x - m) * is * gm + bt;
+}
+
+// dz: dy through the activation's backward at y = act(z) (dy itself for act 0).
+__device__ __forceinline__ float bn_act_grad(float dy, float x, float m, float is, float gm, float bt, int act,
+                                             float slope) {
+    return act ? conv_act_grad(dy, conv_act(bn_affine(x, m, is, gm, bt), act, slope), act, slope) : dy;
+}
 
 // dy and x at the same offset j (the backward passes read both).
 template <int V>
@@ -85,7 +101,7 @@ __device__ __forceinline__ void bn_forward_train(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
     const double* __restrict__ psum, const double* __restrict__ psq, float* __restrict__ running_mean,
     float* __restrict__ running_var, float* __restrict__ y, float* __restrict__ mean_out,
-    float* __restrict__ invstd_out, BN_SLICE_ARGS, float momentum, float eps) {
+    float* __restrict__ invstd_out, BN_SLICE_ARGS, float momentum, float eps, int act, float slope) {
     const int c = blockIdx.y;
     const double count = (double)N * HW;
     const double mean = sum_partials(psum, c, gridDim.x) / count;
@@ -105,7 +121,7 @@ __device__ __forceinline__ void bn_forward_train(
         c, C, HW, n0, n1, [&](unsigned j) { return load_vec<V>(x + j); },
         [&](unsigned j, Vec<V> t) {
 #pragma unroll
-            for (int e = 0; e < V; ++e) t.e[e] = (t.e[e] - m) * is * gm + bt;
+            for (int e = 0; e < V; ++e) t.e[e] = conv_act(bn_affine(t.e[e], m, is, gm, bt), act, slope);
             store_vec(y + j, t);
         });
 }
@@ -113,11 +129,12 @@ __device__ __forceinline__ void bn_forward_train(
 // Work: about 6 FLOPs per element; moves 2*(rows in the slice)*HW*4 B in (dy, x), 16 B out per block.
 template <int V>
 __device__ __forceinline__ void bn_backward_sums(const float* __restrict__ dy, const float* __restrict__ x,
+                                                 const float* __restrict__ gamma, const float* __restrict__ beta,
                                                  const float* __restrict__ mean, const float* __restrict__ invstd,
-                                                 double* __restrict__ part, BN_SLICE_ARGS) {
+                                                 double* __restrict__ part, BN_SLICE_ARGS, int act, float slope) {
     __shared__ double buf[64];
     const int c = blockIdx.y;
-    const float m = mean[c], is = invstd[c];
+    const float m = mean[c], is = invstd[c], gm = act ? gamma[c] : 0.f, bt = act ? beta[c] : 0.f;
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
     double sdy = 0.0, sdyx = 0.0;
@@ -126,8 +143,9 @@ __device__ __forceinline__ void bn_backward_sums(const float* __restrict__ dy, c
         [&](unsigned, const DyX<V>& t) {
 #pragma unroll
             for (int e = 0; e < V; ++e) {
-                sdy += t.dy.e[e];
-                sdyx += (double)t.dy.e[e] * (double)((t.x.e[e] - m) * is);
+                const float dz = bn_act_grad(t.dy.e[e], t.x.e[e], m, is, gm, bt, act, slope);
+                sdy += dz;
+                sdyx += (double)dz * (double)((t.x.e[e] - m) * is);
             }
         });
     block_sum2(sdy, sdyx, buf);
@@ -144,7 +162,8 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
                                             const float* __restrict__ gamma, const float* __restrict__ mean,
                                             const float* __restrict__ invstd, const double* __restrict__ part,
                                             float* __restrict__ dx, float* __restrict__ dgamma,
-                                            float* __restrict__ dbeta, BN_SLICE_ARGS, int training) {
+                                            float* __restrict__ dbeta, BN_SLICE_ARGS, int training,
+                                            const float* __restrict__ beta, int act, float slope) {
     const int c = blockIdx.y, S = gridDim.x;
     const double sdy = sum_partials(part, c, S), sdyx = sum_partials(part + C * S, c, S);
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -152,7 +171,7 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
         dbeta[c] = (float)sdy;
     }
     const double count = (double)N * HW;
-    const float m = mean[c], is = invstd[c], scale = gamma[c] * is;
+    const float m = mean[c], is = invstd[c], gm = gamma[c], bt = act ? beta[c] : 0.f, scale = gm * is;
     const float a = training ? (float)(sdy / count) : 0.f;
     const float b = training ? (float)(sdyx / count) : 0.f;
     int n0, n1;
@@ -162,7 +181,9 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
         [&](unsigned j, const DyX<V>& t) {
             Vec<V> r;
 #pragma unroll
-            for (int e = 0; e < V; ++e) r.e[e] = scale * (t.dy.e[e] - a - ((t.x.e[e] - m) * is) * b);
+            for (int e = 0; e < V; ++e)
+                r.e[e] = scale * (bn_act_grad(t.dy.e[e], t.x.e[e], m, is, gm, bt, act, slope) - a
+                                  - ((t.x.e[e] - m) * is) * b);
             store_vec(dx + j, r);
         });
 }
@@ -183,20 +204,23 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
         const float* __restrict__ gamma, const float* __restrict__ beta, const double* __restrict__ psum,   \
         const double* __restrict__ psq, float* __restrict__ running_mean, float* __restrict__ running_var,  \
         float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ invstd_out, BN_SLICE_ARGS, \
-        float momentum, float eps) {                                                                        \
+        float momentum, float eps, int act, float slope) {                                                  \
         bn_forward_train<V>(x, gamma, beta, psum, psq, running_mean, running_var, y, mean_out, invstd_out,  \
-                            N, C, HW, chunk, momentum, eps);                                                \
+                            N, C, HW, chunk, momentum, eps, act, slope);                                    \
     }                                                                                                      \
     extern "C" __global__ void batchnorm_backward_sums_v2_f##V(const float* __restrict__ dy,               \
-        const float* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ invstd,     \
-        double* __restrict__ part, BN_SLICE_ARGS) {                                                         \
-        bn_backward_sums<V>(dy, x, mean, invstd, part, N, C, HW, chunk);                                    \
+        const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,      \
+        const float* __restrict__ mean, const float* __restrict__ invstd, double* __restrict__ part,       \
+        BN_SLICE_ARGS, int act, float slope) {                                                              \
+        bn_backward_sums<V>(dy, x, gamma, beta, mean, invstd, part, N, C, HW, chunk, act, slope);           \
     }                                                                                                      \
     extern "C" __global__ void batchnorm_backward_v2_f##V(const float* __restrict__ dy,                    \
         const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,      \
         const float* __restrict__ invstd, const double* __restrict__ part, float* __restrict__ dx,         \
-        float* __restrict__ dgamma, float* __restrict__ dbeta, BN_SLICE_ARGS, int training) {              \
-        bn_backward<V>(dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta, N, C, HW, chunk, training);     \
+        float* __restrict__ dgamma, float* __restrict__ dbeta, BN_SLICE_ARGS, int training,                \
+        const float* __restrict__ beta, int act, float slope) {                                             \
+        bn_backward<V>(dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta, N, C, HW, chunk, training, beta, \
+                       act, slope);                                                                         \
     }
 BN_KERNELS(1)
 BN_KERNELS(4)
@@ -206,11 +230,12 @@ BN_KERNELS(4)
 extern "C" __global__ void batchnorm_forward_eval_v2(
     const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
     const float* __restrict__ running_mean, const float* __restrict__ running_var, float* __restrict__ y,
-    float* __restrict__ mean_out, float* __restrict__ invstd_out, int total, int C, int HW, float eps) {
+    float* __restrict__ mean_out, float* __restrict__ invstd_out, int total, int C, int HW, float eps, int act,
+    float slope) {
     GRID_STRIDE32(i, total) {
         const int c = (int)((i / (unsigned)HW) % (unsigned)C);
         const float is = 1.0f / sqrtf(running_var[c] + eps);
-        y[i] = (x[i] - running_mean[c]) * is * gamma[c] + beta[c];
+        y[i] = conv_act(bn_affine(x[i], running_mean[c], is, gamma[c], beta[c]), act, slope);
         if (i < (unsigned)C) {
             mean_out[i] = running_mean[i];
             invstd_out[i] = 1.0f / sqrtf(running_var[i] + eps);

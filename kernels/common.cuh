@@ -31,6 +31,15 @@ __device__ __forceinline__ float conv_act(float v, int act, float slope) {
     return v;
 }
 
+// The backward of conv_act from its output y (the activation kernels' rule: y > 0 <=> v > 0 for
+// ReLU and a LeakyReLU slope in [0, 1); tanh' = 1 - y^2).
+__device__ __forceinline__ float conv_act_grad(float dy, float y, int act, float slope) {
+    if (act == 1) return y > 0.f ? dy : 0.f;
+    if (act == 2) return y > 0.f ? dy : dy * slope;
+    if (act == 3) return dy * (1.f - y * y);
+    return dy;
+}
+
 // Sum of a double over the block; every thread gets the result. `buf` holds >= 32 doubles.
 // All threads of the block must call it (it has __syncthreads inside).
 __device__ __forceinline__ double block_sum(double v, double* buf) {

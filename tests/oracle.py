@@ -239,6 +239,23 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-_f64(x)))
 
 
+# the activations ops fuse into conv2d_forward and batchnorm (argcheck.FUSED_ACTIVATIONS), with
+# negative slopes for leaky_relu
+FUSED = [("relu", 0.0), ("leaky_relu", 0.2), ("tanh", 0.0)]
+
+
+def activation(name, z, slope=0.0):
+    """A fused activation of z: "relu", "leaky_relu" (``slope``), "tanh"."""
+    return {"relu": lambda: relu(z), "leaky_relu": lambda: leaky_relu(z, slope), "tanh": lambda: np.tanh(_f64(z))}[name]()
+
+
+def activation_backward(name, dy, z, slope=0.0):
+    """dy through the derivative of activation ``name`` at its input z."""
+    dy, z = _f64(dy), _f64(z)
+    return {"relu": lambda: np.where(z > 0, dy, 0.0), "leaky_relu": lambda: np.where(z > 0, dy, slope * dy),
+            "tanh": lambda: dy * (1 - np.tanh(z) ** 2)}[name]()
+
+
 def linear_forward(x, w, b=None):
     x, w = _f64(x), _f64(w)
     n, _ = x.shape

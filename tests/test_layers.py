@@ -181,6 +181,60 @@ def test_sequential_backward_returns_the_input_gradient():
     assert all(p.grad is not None for p in m.parameters())
 
 
+def fusion_net(seed=0):
+    """Every fused pair a Sequential makes, and a layer two pairs claim (Conv2d, ReLU, MaxPool2d)."""
+    rng = np.random.default_rng(seed)
+    m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, rng=rng), nn.LeakyReLU(0.2),            # 0-1
+                      nn.Conv2d(4, 4, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),  # 2-4
+                      nn.Conv2d(4, 4, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),  # 5-8
+                      nn.Linear(16, 8, bias=False, rng=rng), nn.BatchNorm1d(8), nn.Tanh(),  # 9-11
+                      nn.Linear(8, 6, rng=rng), nn.LeakyReLU(0.1), nn.Linear(6, 5, rng=rng), nn.Sigmoid())  # 12-15
+    for _, layer in m.named_modules():
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):  # shifts that put values on both sides of 0
+            layer.weight.data[...] = rng.uniform(0.5, 1.5, layer.weight.data.shape)
+            layer.bias.data[...] = rng.uniform(-0.5, 0.5, layer.bias.data.shape)
+    return m
+
+
+FUSED_INDICES = {1, 4, 7, 11, 13}  # the second layer of each pair that ran as one pass
+
+
+def fusion_matches_unfused(m, x, dy, get):
+    """The Sequential's fused passes equal the same layers run one at a time, bit for bit: output,
+    input gradient and every parameter gradient, in training and in eval mode (``get``: to host)."""
+    for training in (True, False):
+        m.train(training)
+        m.zero_grad()
+        y = m.forward(x)
+        assert m._fused == FUSED_INDICES
+        dx = m.backward(dy)
+        fused = [get(y), get(dx)] + [get(p.grad) for p in m.parameters()]
+        m.zero_grad()
+        h = x
+        for layer in m.layers:
+            h = layer.forward(h)
+        g = dy
+        for layer in reversed(m.layers):
+            g = layer.backward(g)
+        unfused = [get(h), get(g)] + [get(p.grad) for p in m.parameters()]
+        for a, b in zip(fused, unfused):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_sequential_fuses_activations():
+    m = fusion_net()
+    x = np.random.default_rng(1).standard_normal((5, 2, 6, 6)).astype(np.float32)
+    dy = np.random.default_rng(2).standard_normal((5, 5)).astype(np.float32)
+    fusion_matches_unfused(m, x, dy, np.asarray)
+    # not fused: a ConvTranspose2d (its forward op has no activation), a Sigmoid, a non-activation
+    rng = np.random.default_rng(0)
+    other = nn.Sequential(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1, rng=rng), nn.Tanh(),
+                          nn.Conv2d(3, 3, 3, rng=rng), nn.Sigmoid(), nn.Flatten(), nn.Linear(300, 4, rng=rng),
+                          nn.Dropout(0.0))
+    other.forward(x)
+    assert other._fused == set()
+
+
 def test_layer_forward_is_the_op():
     rng = np.random.default_rng(0)
     conv = nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1, groups=2, rng=rng)

@@ -13,6 +13,9 @@ from .module import Module
 
 class _BatchNorm(Module):
     _ndim = None
+    # forward(x, activation) / backward(dy, input_grad, activation): the activation after it in a
+    # Sequential, fused into both passes (the backward recomputes it from x)
+    takes_activation = backward_takes_activation = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         super().__init__()
@@ -28,19 +31,24 @@ class _BatchNorm(Module):
     def _clear_cache(self):
         self._cache = None
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
         if x.ndim != self._ndim:
             raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for "
                              f"{type(self).__name__}")
+        name, slope = (None, 0.01) if activation is None else activation
         y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
                                                 self.buffer("running_var"), self.training, self.momentum, self.eps,
-                                                kernels=self.kernels)
+                                                activation=name, negative_slope=slope, kernels=self.kernels)
         self._cache = (x, mean, invstd, self.training)
         return y
 
-    def backward(self, dy, input_grad=True):
+    def backward(self, dy, input_grad=True, activation=None):
+        """dy: the gradient of the output, or with the forward's fused ``activation`` of its output."""
         x, mean, invstd, training = self._saved(self._cache, "batch statistics")
+        name, slope = (None, 0.01) if activation is None else activation
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
+                                                   beta=None if name is None else self.bias.data, activation=name,
+                                                   negative_slope=slope,
                                                    out=(self.weight.grad_out(), self.bias.grad_out()),
                                                    kernels=self.kernels)
         self.weight.accumulate(dgamma)

@@ -56,10 +56,13 @@ class _ConvBase(Module):
     def _hyper(self):
         return self.stride, self.padding, self.dilation, self.groups
 
-    def forward(self, x):
+    def forward(self, x, activation=None):
+        """y = conv(x) + bias; Conv2d also takes a fused ``activation`` (name, negative slope)."""
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        return self._forward_op(x, self.weight.data, b, *self._hyper(), **self._kw())
+        kw = self._kw() if activation is None else dict(self._kw(), activation=activation[0],
+                                                        negative_slope=activation[1])
+        return self._forward_op(x, self.weight.data, b, *self._hyper(), **kw)
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x, "input")
@@ -84,6 +87,7 @@ class Conv2d(_ConvBase):
     _backward_data_op = staticmethod(ops.conv2d_backward_data)
     _backward_weight_op = staticmethod(ops.conv2d_backward_weight)
     _repr_names = ("kernel_size", "stride", "padding", "dilation", "groups")
+    takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, rng=None, dtype=np.float32, precision=None):
@@ -128,10 +132,14 @@ class Linear(Module):
     def _clear_cache(self):
         self._x = None
 
-    def forward(self, x):
+    takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
+
+    def forward(self, x, activation=None):
+        """y = x @ weight.T + bias, through a fused ``activation`` (name, negative slope) when given."""
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        return ops.linear_forward(x, self.weight.data, b, kernels=self.kernels)
+        name, slope = (None, 0.01) if activation is None else activation
+        return ops.linear_forward(x, self.weight.data, b, activation=name, negative_slope=slope, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
         out = (self.weight.grad_out(), None if self.bias is None else self.bias.grad_out())
@@ -149,9 +157,15 @@ class Linear(Module):
 
 class _Activation(Module):
     """Elementwise activation whose backward needs only its output y (and the op's extra
-    arguments, :meth:`_args`, after x in the forward and after y in the backward)."""
+    arguments, :meth:`_args`, after x in the forward and after y in the backward).
+
+    In a Sequential, one with a ``_name`` right after a layer that ``takes_activation`` (Conv2d,
+    Linear, BatchNorm) runs as that layer's fused activation: no pass of its own forward, and none
+    backward either after a layer whose backward recomputes it (``backward_takes_activation``:
+    BatchNorm)."""
 
     _fwd = _bwd = None
+    _name = None  # the fused-activation name of the ops (argcheck.FUSED_ACTIVATIONS), None: never fused
 
     def __init__(self):
         super().__init__()
@@ -172,13 +186,31 @@ class _Activation(Module):
             return None
         return type(self)._bwd(dy, self._saved(self._y, "output"), *self._args(), kernels=self.kernels)
 
+    def _spec(self):
+        """(name, negative slope) of this activation fused into another op."""
+        return self._name, (self._args() or (0.01,))[0]
+
+    def fuses_after(self, prev) -> bool:
+        return self._name is not None and getattr(prev, "takes_activation", False)
+
+    def forward_fused(self, prev, x):
+        """prev's forward with this activation in its pass."""
+        self._y = prev.forward(x, activation=self._spec())
+        return self._y
+
+    def backward_fused(self, prev, dy, input_grad=True):
+        """The gradient with respect to prev's input."""
+        if getattr(prev, "backward_takes_activation", False):
+            return prev.backward(dy, input_grad, activation=self._spec())
+        return prev.backward(self.backward(dy), input_grad)
+
 
 class ReLU(_Activation):
-    _fwd, _bwd = ops.relu_forward, ops.relu_backward
+    _fwd, _bwd, _name = ops.relu_forward, ops.relu_backward, "relu"
 
 
 class Tanh(_Activation):
-    _fwd, _bwd = ops.tanh_forward, ops.tanh_backward
+    _fwd, _bwd, _name = ops.tanh_forward, ops.tanh_backward, "tanh"
 
 
 class Sigmoid(_Activation):
@@ -186,7 +218,7 @@ class Sigmoid(_Activation):
 
 
 class LeakyReLU(_Activation):
-    _fwd, _bwd = ops.leaky_relu_forward, ops.leaky_relu_backward
+    _fwd, _bwd, _name = ops.leaky_relu_forward, ops.leaky_relu_backward, "leaky_relu"
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -213,7 +245,7 @@ class _Pool(Module):
 
 
 class MaxPool2d(_Pool):
-    fuse_after = ReLU  # in a Sequential, ReLU then MaxPool2d run as one relu_max_pool2d op
+    """Max pooling; in a Sequential, ReLU then MaxPool2d run as one relu_max_pool2d op."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding)
@@ -223,12 +255,15 @@ class MaxPool2d(_Pool):
     def _clear_cache(self):
         self._argmax = self._fused_argmax = None
 
-    def forward_fused(self, x):
+    def fuses_after(self, prev) -> bool:
+        return type(prev) is ReLU
+
+    def forward_fused(self, prev, x):
         """This layer applied to relu(x) (the ReLU before it folded in): one pass over x."""
         y, self._fused_argmax = self._forward(ops.relu_max_pool2d_forward, x)
         return y
 
-    def backward_fused(self, dy, input_grad=True):
+    def backward_fused(self, prev, dy, input_grad=True):
         """The gradient with respect to the input of the folded-in ReLU."""
         return self._backward(ops.relu_max_pool2d_backward, dy, self._fused_argmax, "fused argmax", input_grad)
 

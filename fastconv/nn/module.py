@@ -220,6 +220,12 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    # ---- fusion in a Sequential: layer `prev` then this one as one pass ----
+    def fuses_after(self, prev) -> bool:
+        """Whether this layer runs fused with ``prev``, the layer before it in a Sequential (then
+        ``forward_fused(prev, x)`` and ``backward_fused(prev, dy, input_grad)`` run both)."""
+        return False
+
     def extra_repr(self) -> str:
         return ""
 
@@ -253,17 +259,21 @@ class Sequential(Module):
         return self.layers[i]
 
     def _fuses(self, layers, i) -> bool:
-        """Whether layers i and i+1 run as one fused op: layer i+1 names layer i's exact class in
-        ``fuse_after`` (MaxPool2d after ReLU: relu_max_pool2d) and both use the same kernel family."""
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        return getattr(nxt, "fuse_after", None) is type(layers[i]) and nxt.kernels == layers[i].kernels
+        """Whether layers i and i+1 run as one fused pass: layer i+1 fuses after layer i
+        (Module.fuses_after: MaxPool2d after ReLU as one relu_max_pool2d op; ReLU, LeakyReLU and Tanh
+        after Conv2d, Linear and BatchNorm as those ops' fused activation) and both use the same
+        kernel family."""
+        nxt = layers[i + 1] if 0 <= i < len(layers) - 1 else None
+        return nxt is not None and nxt.kernels == layers[i].kernels and nxt.fuses_after(layers[i])
 
     def forward(self, x):
         layers, i = self.layers, 0
         self._fused = set()  # indices of the layers that ran fused with the layer before them
         while i < len(layers):
-            if self._fuses(layers, i):
-                x = layers[i + 1].forward_fused(x)
+            # a layer both pairs claim goes to the later one (Conv2d, ReLU, MaxPool2d: relu_max_pool2d,
+            # whose backward is one launch, where the activation's backward would be one of its own)
+            if self._fuses(layers, i) and not self._fuses(layers, i + 1):
+                x = layers[i + 1].forward_fused(layers[i], x)
                 self._fused.add(i + 1)
                 i += 2
             else:
@@ -276,7 +286,7 @@ class Sequential(Module):
         i = len(layers) - 1
         while i >= 0:
             if i in fused:
-                dy = layers[i].backward_fused(dy, input_grad=input_grad or i > 1)
+                dy = layers[i].backward_fused(layers[i - 1], dy, input_grad=input_grad or i > 1)
                 i -= 2
             else:
                 dy = layers[i].backward(dy, input_grad=input_grad or i > 0)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from ..argcheck import array, out_pair, real, same_device, same_dtype, same_shape
+from ..argcheck import array, fused_activation, out_pair, real, same_device, same_dtype, same_shape
 from ..backend import op
 from ..plan import planned
 
 
 @planned
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5, *,
-                      kernels=None):
+                      activation=None, negative_slope=0.01, kernels=None):
     """Returns (y, mean, invstd) with mean/invstd of shape (C,) as used (batch or running).
 
     In training, running_mean/running_var are updated in place with the unbiased batch variance
-    (PyTorch's convention): r <- (1 - momentum) * r + momentum * batch_stat.
+    (PyTorch's convention): r <- (1 - momentum) * r + momentum * batch_stat. ``activation`` (one of
+    argcheck.FUSED_ACTIVATIONS; ``negative_slope`` is leaky_relu's) is applied to y in the same pass:
+    y = act((x - mean) * invstd * gamma + beta).
     """
+    activation, slope = fused_activation(activation, negative_slope)
     array(x, "x", (2, 4))
     c = x.shape[1]
     for a, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"),
@@ -31,23 +34,32 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     momentum = real(momentum, "momentum", 0.0, 1.0)
     eps = real(eps, "eps", 0.0, lo_open=True)
     return op("batchnorm_forward", x, kernels=kernels)(x, gamma, beta, running_mean, running_var, bool(training),
-                                                       momentum, eps)
+                                                       momentum, eps, activation, slope)
 
 
 @planned
-def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, out=None, kernels=None):
+def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, beta=None, activation=None,
+                       negative_slope=0.01, out=None, kernels=None):
     """Returns (dx, dgamma, dbeta). training=False differentiates the eval-mode affine map. ``out``:
     None, or a pair (dgamma, dbeta) whose arrays (each may be None: allocated) the parameter
-    gradients are written into (shape (C,), C-contiguous, of x's dtype and device) and returned."""
+    gradients are written into (shape (C,), C-contiguous, of x's dtype and device) and returned.
+    ``activation``: the forward's fused activation, dy the gradient of its output; the backward
+    recomputes the output from x, the statistics, gamma and ``beta`` (then required), bit for bit."""
+    activation, slope = fused_activation(activation, negative_slope)
+    if activation is not None and beta is None:
+        raise ValueError(f"beta: got None with activation={activation!r}, expected the forward's beta (the "
+                         "backward recomputes the activation's input from it)")
     array(dy, "dy", (2, 4))
     array(x, "x", (2, 4))
     same_shape(dy, "dy", x, "x")
     c = x.shape[1]
-    for a, name in ((gamma, "gamma"), (mean, "mean"), (invstd, "invstd")):
+    stats = ((gamma, "gamma"), (mean, "mean"), (invstd, "invstd")) + (() if beta is None else ((beta, "beta"),))
+    for a, name in stats:
         array(a, name, 1)
         if a.shape[0] != c:
             raise ValueError(f"{name}: got shape {tuple(a.shape)}, expected ({c},) for x of shape {tuple(x.shape)}")
-    same_dtype(x, "x", (gamma, "gamma"), (mean, "mean"), (invstd, "invstd"))
-    same_device(x=x, gamma=gamma, mean=mean, invstd=invstd)
+    same_dtype(x, "x", *stats)
+    same_device(x=x, **{name: a for a, name in stats})
     out = out_pair(out, "out", ((c,), (c,)), x, "x", "(dgamma, dbeta)")
-    return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training), out=out)
+    return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training), out=out,
+                                                          beta=beta, activation=activation, slope=slope)

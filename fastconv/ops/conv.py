@@ -12,8 +12,8 @@ import contextlib
 
 import numpy as np
 
-from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, operands, out_array, pair,
-                        same_device, same_dtype, shape4)
+from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, fused_activation, operands,
+                        out_array, pair, same_device, same_dtype, shape4)
 from .. import settings
 from ..backend import array_module, op
 from ..plan import planned
@@ -28,15 +28,20 @@ def _precision(precision):
 
 
 @planned
-def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
-    """y[N,K,P,Q] = sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]."""
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, negative_slope=0.01,
+                   kernels=None, precision=None):
+    """y[N,K,P,Q] = act(sum_{c,r,s} x[n, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw] * w[k,c,r,s] + b[k]);
+    ``activation`` (one of argcheck.FUSED_ACTIVATIONS, ``negative_slope`` leaky_relu's) is applied in
+    the CUDA C family's epilogue."""
+    activation, slope = fused_activation(activation, negative_slope)
     operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
     stride, padding, dilation = conv_hyper(stride, padding, dilation)
     conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({w.shape[0]},) to match w's output channels")
     with _precision(precision):
-        return op("conv2d_forward", x, w, b, kernels=kernels)(x, w, b, stride, padding, dilation, int(groups))
+        return op("conv2d_forward", x, w, b, kernels=kernels)(x, w, b, stride, padding, dilation, int(groups),
+                                                             activation, slope)
 
 
 def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name, stride, padding, dilation,

@@ -26,6 +26,16 @@ def test_dcgan_step(cp):
     step_compare(cp, build, dcgan_step(16, 4, "cupy"), "cupy")
 
 
+def test_sequential_fusion_matches_unfused(cp):
+    """A Sequential's fused activations (test_layers.fusion_net) on the CUDA C family: bit for bit the
+    layers run one at a time."""
+    import numpy as np
+    from test_layers import fusion_matches_unfused, fusion_net
+    x = cp.asarray(np.random.default_rng(1).standard_normal((5, 2, 6, 6)).astype(np.float32))
+    dy = cp.asarray(np.random.default_rng(2).standard_normal((5, 5)).astype(np.float32))
+    fusion_matches_unfused(fusion_net().to("cuda", kernels="cupy"), x, dy, cp.asnumpy)
+
+
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
 def test_optimizer_with_gaps_and_a_changing_lr(cp, kind):
     from test_optim import gaps_case

@@ -29,6 +29,11 @@ def test_activations(rng, shape):
     assert_close(y, ref_y, F32_TOL, "leaky_relu forward")
     assert_close(nb.launch_leaky_relu_backward(_empty(*shape), dy, y, slope),
                  cpu.leaky_relu_backward(_f64(dy), ref_y, slope), F32_TOL, "leaky_relu backward")
+    y = nb.launch_tanh_forward(_empty(*shape), x)
+    ref_y = cpu.tanh_forward(_f64(x))
+    assert_close(y, ref_y, F32_TOL, "tanh forward")
+    assert_close(nb.launch_tanh_backward(_empty(*shape), dy, y), cpu.tanh_backward(_f64(dy), ref_y), F32_TOL,
+                 "tanh backward")
 
 
 def test_activations_walk_the_grid(rng, monkeypatch):

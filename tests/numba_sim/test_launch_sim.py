@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastconv.backends import cpu
+from fastconv.backends.cpu.activation import activate
 from fastconv.backends import numba as nb
 from fastconv.backends.numba import tiles as K
 from fastconv.testing import F32_TOL, assert_close
@@ -36,6 +37,12 @@ def test_backend_functions_allocate_and_match(rng):
     assert_close(nb.relu_backward(x, yr), cpu.relu_backward(_f64(x), yr))
     assert_close(nb.leaky_relu_forward(x, 0.1), cpu.leaky_relu_forward(_f64(x), 0.1))
     assert_close(nb.leaky_relu_backward(x, yr, 0.1), cpu.leaky_relu_backward(_f64(x), yr, 0.1))
+    assert_close(nb.tanh_forward(x), cpu.tanh_forward(_f64(x)))
+    yt = cpu.tanh_forward(x)
+    assert_close(nb.tanh_backward(x, yt), cpu.tanh_backward(_f64(x), yt))
+    for act, slope in (("relu", 0.0), ("leaky_relu", 0.2), ("tanh", 0.0)):  # the fused activation: a second launch
+        assert_close(nb.conv2d_forward(x, w, b, *args, act, slope),
+                     activate(act, cpu.conv2d_forward(_f64(x), _f64(w), _f64(b), *args), slope), F32_TOL, act)
     yp, arg = nb.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1))
     ref_y, ref_arg = cpu.max_pool2d_forward(_f64(x), (3, 3), (2, 2), (1, 1))
     assert_close(yp, ref_y)

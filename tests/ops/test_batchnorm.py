@@ -142,6 +142,52 @@ def batchnorm_all_passes(backend, rng, shape, training):
 def test_batchnorm_backends(backend, rng, shape, training):
     batchnorm_all_passes(backend, rng, shape, training)
 
+
+@pytest.mark.parametrize("activation,slope", ref.FUSED, ids=[a for a, _ in ref.FUSED])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5, 8)], ids=["1d", "2d-f4"])
+def test_batchnorm_fused_activation(backend, rng, shape, training, activation, slope):
+    """y = act(batchnorm(x)) and its backward, which recomputes act's input from x and beta: against
+    the float64 oracle, and equal bit for bit to the unfused ops (batchnorm, then the activation's own
+    op) on the CPU and on the CPU execution layer."""
+    x = randn(rng, shape, np.float32) * 2 + 0.5
+    c = shape[1]
+    gamma, beta = randn(rng, (c,), np.float32), randn(rng, (c,), np.float32)
+    rm, rv = randn(rng, (c,), np.float32) * 0.1, np.abs(randn(rng, (c,), np.float32)) + 0.5
+    dy = randn(rng, shape, np.float32)
+    xd, gd, bd, dyd = (backend.asarray(a) for a in (x, gamma, beta, dy))
+    act = {"negative_slope": slope} if activation == "leaky_relu" else {}
+    rmd, rvd = backend.asarray(rm), backend.asarray(rv)
+    y, mean, invstd = ops.batchnorm_forward(xd, gd, bd, rmd, rvd, training, activation=activation, **act)
+    z_ref, rm_ref, rv_ref = ref.batchnorm_forward(x, gamma, beta, rm, rv, training, 0.1, 1e-5)
+    assert_close(y, ref.activation(activation, z_ref, slope), REDUCTION_TOL, "forward")
+    assert_close(rmd, rm_ref, REDUCTION_TOL, "running_mean")
+    assert_close(rvd, rv_ref, REDUCTION_TOL, "running_var")
+    fused = ops.batchnorm_backward(dyd, xd, gd, mean, invstd, training, beta=bd, activation=activation, **act)
+    dz = ref.activation_backward(activation, dy, z_ref, slope)
+    for got, want, name in zip(fused, ref.batchnorm_backward(dz, x, gamma, training, rm, rv, 1e-5),
+                               ("dx", "dgamma", "dbeta")):
+        assert_close(got, want, REDUCTION_TOL, name)
+    z, m2, s2 = ops.batchnorm_forward(xd, gd, bd, backend.asarray(rm), backend.asarray(rv), training)
+    y2 = getattr(ops, f"{activation}_forward")(z, *act.values())
+    unfused = ops.batchnorm_backward(getattr(ops, f"{activation}_backward")(dyd, y2, *act.values()), xd, gd, m2, s2,
+                                     training)
+    if backend.name in ("cpu", "emu"):
+        for got, want, name in zip((y,) + tuple(fused), (y2,) + tuple(unfused), ("y", "dx", "dgamma", "dbeta")):
+            np.testing.assert_array_equal(backend.get(got), backend.get(want), err_msg=name)
+
+
+def test_batchnorm_fused_activation_errors():
+    x, ones = arr(4, 3, 2, 2), np.ones(3, np.float32)
+    with raises(ValueError, "activation: got 'sigmoid'", "expected one of (None, 'relu', 'leaky_relu', 'tanh')"):
+        ops.batchnorm_forward(x, ones, ones, ones, ones, True, activation="sigmoid")
+    with raises(ValueError, "negative_slope: got 1.5"):
+        ops.batchnorm_forward(x, ones, ones, ones, ones, True, activation="leaky_relu", negative_slope=1.5)
+    with raises(ValueError, "beta: got None with activation='relu'", "expected the forward's beta"):
+        ops.batchnorm_backward(x, x, ones, ones, ones, activation="relu")
+    with raises(ValueError, "beta: got shape (2,)", "expected (3,)"):
+        ops.batchnorm_backward(x, x, ones, ones, ones, beta=np.ones(2, np.float32), activation="relu")
+
 @FEW
 @given(c=st.integers(1, 9), hw=st.integers(1, 12))
 def test_batchnorm_drawn(backend, c, hw):

@@ -185,6 +185,13 @@ def test_conv_backward_shape_checks():
         ops.conv2d_backward_weight(dy, X, (4, 3, 0, 3))
 
 
+def test_conv_fused_activation_checks():
+    with raises(ValueError, "activation: got 'gelu'", "expected one of (None, 'relu', 'leaky_relu', 'tanh')"):
+        ops.conv2d_forward(X, W, activation="gelu")
+    with raises(ValueError, "negative_slope: got -0.1"):
+        ops.conv2d_forward(X, W, activation="leaky_relu", negative_slope=-0.1)
+
+
 def test_conv_bias_shape():
     with raises(ValueError, "b: got shape (3,)", "expected (4,)"):
         ops.conv2d_forward(X, W, arr(3))
@@ -247,6 +254,9 @@ def conv_all_passes(backend, rng, x_shape, w_shape, stride, padding, dilation, g
     xd, wd, bd, dyd = (backend.asarray(a) for a in (x, w, b, dy))
     assert_close(ops.conv2d_forward(xd, wd, bd, *args), y_ref, f32_tol, "forward+bias")
     assert_close(ops.conv2d_forward(xd, wd, None, *args), ref.conv2d_forward(x, w, None, *args), f32_tol, "forward")
+    for act, slope in ref.FUSED:
+        assert_close(ops.conv2d_forward(xd, wd, bd, *args, activation=act, negative_slope=slope),
+                     ref.activation(act, y_ref, slope), f32_tol, f"forward+bias+{act}")
     assert_close(ops.conv2d_backward_data(dyd, wd, x.shape, *args), ref.conv2d_backward_data(dy, w, x.shape, *args),
                  f32_tol, "backward_data")
     assert_close(ops.conv2d_backward_weight(dyd, xd, w.shape, *args),

@@ -36,3 +36,17 @@ def tanh_forward(x):
 
 def tanh_backward(dy, y):
     return dy * (1 - y * y)
+
+
+def activate(activation, x, slope=0.0):
+    """x through a fused activation (None, "relu", "leaky_relu" with ``slope``, "tanh")."""
+    if activation is None:
+        return x
+    return leaky_relu_forward(x, slope) if activation == "leaky_relu" else globals()[f"{activation}_forward"](x)
+
+
+def activate_backward(activation, dy, y, slope=0.0):
+    """dy through the backward of a fused activation at its output y."""
+    if activation is None:
+        return dy
+    return leaky_relu_backward(dy, y, slope) if activation == "leaky_relu" else globals()[f"{activation}_backward"](dy, y)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activation import activate, activate_backward
+
 
 def _bn_axes_shape(x):
     axes = (0,) if x.ndim == 2 else (0, 2, 3)
@@ -11,7 +13,14 @@ def _bn_axes_shape(x):
     return axes, shape
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+def _affine(xc, gamma, beta, invstd, shape):
+    """(x - mean) * invstd * gamma + beta from xc = x - mean: the forward's output before its
+    activation, which the fused backward recomputes with this same expression."""
+    return xc * (invstd * gamma).reshape(shape) + beta.reshape(shape)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, activation=None,
+                      slope=0.0):
     axes, shape = _bn_axes_shape(x)
     if training:
         count = x.size // x.shape[1]
@@ -27,13 +36,17 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         mean = running_mean.copy()
         invstd = 1 / np.sqrt(running_var + x.dtype.type(eps))
         xc = x - mean.reshape(shape)
-    y = xc * (invstd * gamma).reshape(shape) + beta.reshape(shape)
-    return y, mean, invstd.astype(x.dtype, copy=False)
+    invstd = invstd.astype(x.dtype, copy=False)
+    return activate(activation, _affine(xc, gamma, beta, invstd, shape), slope), mean, invstd
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None)):
-    """(dx, dgamma, dbeta), the last two written into their entries of ``out`` when those are arrays."""
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), beta=None, activation=None, slope=0.0):
+    """(dx, dgamma, dbeta), the last two written into their entries of ``out`` when those are arrays;
+    with an ``activation``, dy is the gradient of act(y), y recomputed from x and ``beta``."""
     axes, shape = _bn_axes_shape(x)
+    if activation is not None:
+        y = activate(activation, _affine(x - mean.reshape(shape), gamma, beta, invstd, shape), slope)
+        dy = activate_backward(activation, dy, y, slope)
     xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
     dbeta = dy.sum(axis=axes, out=out[1])
     dgamma = (dy * xhat).sum(axis=axes, out=out[0])

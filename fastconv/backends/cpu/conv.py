@@ -6,6 +6,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...argcheck import conv_out_size
+from .activation import activate
 from .buffers import _batch_chunk, _scratch
 
 
@@ -69,7 +70,7 @@ def _stage_dy(dy, n0, n1, inner):
     return mat
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, slope=0.0):
     n, c, h, wd = x.shape
     k, cg, r, s = w.shape
     p = conv_out_size(h, r, stride[0], padding[0], dilation[0])
@@ -92,7 +93,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups):
             np.copyto(y[n0:n1], chunk)
         else:
             np.add(chunk, bias, out=y[n0:n1])
-    return y
+    return activate(activation, y, slope)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):

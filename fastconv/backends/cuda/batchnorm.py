@@ -1,5 +1,6 @@
 """Launchers of kernels/batchnorm.cu: the per-channel statistics as deterministic multi-block
-reductions (slices x channels blocks, kernels/reduce.cuh), the element-wise passes in the same blocks."""
+reductions (slices x channels blocks, kernels/reduce.cuh), the element-wise passes in the same blocks,
+an activation (config.ACTIVATIONS) fused after the normalisation in both passes."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def _slices(name, x, *others):
     return grid, splits, width, _i32s(name, "N C H*W", (n, c, hw)) + (_i32(chunk),)
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, activation=None,
+                      slope=0.0):
+    act = (_i32(cfg.activation_code(activation)), _f32(slope))
     x = _arg(x, "x")
     gamma, beta = _arg(gamma, "gamma"), _arg(beta, "beta")
     running_mean = _arg(running_mean, "running_mean", inplace=True)
@@ -38,7 +41,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     if not training:
         _launch("batchnorm.cu", "batchnorm_forward_eval_v2", _eltwise_grid(max(x.size, c)), cfg.BLOCK,
                 (x, gamma, beta, running_mean, running_var, y, mean, invstd)
-                + _i32s("x", "N*C*H*W C H*W", (x.size, c, hw)) + (_f32(eps),))
+                + _i32s("x", "N*C*H*W C H*W", (x.size, c, hw)) + (_f32(eps),) + act)
         return y, mean, invstd
     grid, splits, width, ints = _slices("x", x, y)
     psum = _alloc((c, splits), np.float64, "batchnorm_forward partial sums")
@@ -47,14 +50,17 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     _launch("batchnorm.cu", f"batchnorm_sqdev_v2_f{width}", grid, cfg.BLOCK, (x, psum, psq) + ints)
     _launch("batchnorm.cu", f"batchnorm_forward_train_v2_f{width}", grid, cfg.BLOCK,
             (x, gamma, beta, psum, psq, running_mean, running_var, y, mean, invstd) + ints
-            + (_f32(momentum), _f32(eps)))
+            + (_f32(momentum), _f32(eps)) + act)
     return y, mean, invstd
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None)):
-    """(dx, dgamma, dbeta), the last two into their entries of ``out`` when those are arrays."""
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), beta=None, activation=None, slope=0.0):
+    """(dx, dgamma, dbeta), the last two into their entries of ``out`` when those are arrays; with an
+    ``activation``, dy is the gradient of act(y) and the kernels recompute y from x and ``beta``."""
+    act = (_i32(cfg.activation_code(activation)), _f32(slope))
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     gamma, mean, invstd = _arg(gamma, "gamma"), _arg(mean, "mean"), _arg(invstd, "invstd")
+    beta = gamma if beta is None else _arg(beta, "beta")  # read only with an activation
     c = x.shape[1]
     cfg.check_int32("x", x.size, "N*C*H*W")
     dx = _alloc(x.shape, _F32, "batchnorm_backward dx")
@@ -63,7 +69,7 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None)):
     grid, splits, width, ints = _slices("x", x, dy, dx)
     part = _alloc((2, c, splits), np.float64, "batchnorm_backward partial sums")
     _launch("batchnorm.cu", f"batchnorm_backward_sums_v2_f{width}", grid, cfg.BLOCK,
-            (dy, x, mean, invstd, part) + ints)
+            (dy, x, gamma, beta, mean, invstd, part) + ints + act)
     _launch("batchnorm.cu", f"batchnorm_backward_v2_f{width}", grid, cfg.BLOCK,
-            (dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta) + ints + (_i32(bool(training)),))
+            (dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta) + ints + (_i32(bool(training)), beta) + act)
     return dx, dgamma, dbeta

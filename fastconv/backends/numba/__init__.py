@@ -55,7 +55,7 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
 - conv2d_backward_bias_v1: several blocks per output channel (each a slice of its N*P*Q
   elements, position carried without division, shared-memory tree reduction), partial sums added
   by sum_splits_v1.
-- relu / leaky_relu forward and backward: 32-bit grid-stride elementwise loops, 4 elements per
+- relu / leaky_relu / tanh forward and backward: 32-bit grid-stride elementwise loops, 4 elements per
   thread per trip, loaded before any is stored (4 loads in flight per thread).
 - max_pool2d / avg_pool2d forward: one thread per output position; backward: one thread per
   input position gathering from the windows that cover it (overlapping windows add, no atomics);
@@ -77,8 +77,8 @@ from .conv import (launch_conv2d_forward, launch_conv2d_backward_data, backward_
                    launch_conv2d_backward_weight, launch_conv2d_backward_bias, conv2d_forward,
                    conv2d_backward_data, conv2d_backward_weight, conv2d_backward_bias)
 from .activation import (launch_relu_forward, launch_relu_backward, launch_leaky_relu_forward,  # noqa: E402,F401
-                         launch_leaky_relu_backward, relu_forward, relu_backward,
-                         leaky_relu_forward, leaky_relu_backward)
+                         launch_leaky_relu_backward, launch_tanh_forward, launch_tanh_backward, relu_forward,
+                         relu_backward, leaky_relu_forward, leaky_relu_backward, tanh_forward, tanh_backward)
 from .pool import (launch_max_pool2d_forward, launch_max_pool2d_backward,  # noqa: E402,F401
                    launch_avg_pool2d_forward, launch_avg_pool2d_backward, max_pool2d_forward,
                    max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward)

@@ -5,9 +5,11 @@ loads all of them before storing any: UNROLL loads in flight per thread, where o
 trip left one (a thread waits for its load before the next trip) and the kernels short of the
 memory bandwidth (ReLU 0.74 / 0.67 of the device copy on an H200). The kernels come from two
 factories over the elementwise function: forward ``y = f(x, slope)``, backward
-``dx = g((dy, y), slope)`` (ReLU's kernels take no slope)."""
+``dx = g((dy, y), slope)`` (ReLU's and tanh's kernels ignore the slope)."""
 
 from __future__ import annotations
+
+import math
 
 from numba import cuda, float32, uint32
 
@@ -48,6 +50,17 @@ def _relu_grad(dy_y, slope):
 def _leaky_relu_grad(dy_y, slope):
     d, y = dy_y
     return d if y > 0 else d * slope
+
+
+@cuda.jit(device=True, inline="always")
+def _tanh(v, slope):
+    return math.tanh(v)
+
+
+@cuda.jit(device=True, inline="always")
+def _tanh_grad(dy_y, slope):
+    d, y = dy_y
+    return d * (float32(1.0) - y * y)
 
 
 def _unrolled_loop(load, f):
@@ -106,6 +119,8 @@ def _backward_kernel(g):
 relu_forward_v2 = _forward_kernel(_relu)
 relu_backward_v2 = _backward_kernel(_relu_grad)
 leaky_relu_forward_v2 = _forward_kernel(_leaky_relu)
+tanh_forward_v2 = _forward_kernel(_tanh)
+tanh_backward_v2 = _backward_kernel(_tanh_grad)
 leaky_relu_backward_v2 = _backward_kernel(_leaky_relu_grad)
 
 
@@ -139,6 +154,14 @@ def launch_leaky_relu_backward(dx, dy, y, slope, stream=None):
     return _elementwise("leaky_relu_backward_v2", (dx, "dx"), [(dy, "dy"), (y, "y")], (float(slope),), stream)
 
 
+def launch_tanh_forward(y, x, stream=None):
+    return _elementwise("tanh_forward_v2", (y, "y"), [(x, "x")], (0.0,), stream)
+
+
+def launch_tanh_backward(dx, dy, y, stream=None):
+    return _elementwise("tanh_backward_v2", (dx, "dx"), [(dy, "dy"), (y, "y")], (0.0,), stream)
+
+
 def relu_forward(x):
     x = _in(x, "x")
     return launch_relu_forward(_empty(x.shape, x, what="relu_forward output"), x)
@@ -157,3 +180,21 @@ def leaky_relu_forward(x, slope):
 def leaky_relu_backward(dy, y, slope):
     dy, y = _in(dy, "dy"), _in(y, "y")
     return launch_leaky_relu_backward(_empty(dy.shape, dy, what="leaky_relu_backward output"), dy, y, slope)
+
+
+def tanh_forward(x):
+    x = _in(x, "x")
+    return launch_tanh_forward(_empty(x.shape, x, what="tanh_forward output"), x)
+
+
+def tanh_backward(dy, y):
+    dy, y = _in(dy, "dy"), _in(y, "y")
+    return launch_tanh_backward(_empty(dy.shape, dy, what="tanh_backward output"), dy, y)
+
+
+def activate(activation, y, slope):
+    """act(y), a fused activation of another op's output (None, "relu", "leaky_relu", "tanh"), as one
+    elementwise launch into a new array (y itself for None)."""
+    if activation is None:
+        return y
+    return leaky_relu_forward(y, slope) if activation == "leaky_relu" else globals()[f"{activation}_forward"](y)

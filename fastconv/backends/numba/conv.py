@@ -8,6 +8,7 @@ from numba import cuda, float32, int32, uint32
 from ... import settings
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
+from .activation import activate
 from .conv_smallc_launch import (backward_weight_smallc_splits, launch_conv2d_backward_data_smallc,
                                  launch_conv2d_backward_weight_smallc, launch_conv2d_forward_smallc)
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
@@ -252,12 +253,13 @@ def launch_conv2d_backward_bias(db, dy, stream=None, splits=None, workspace=None
 # allocate (NaN-poisoned under the poison setting), then launch on the current stream
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, groups):
+def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, slope=0.0):
+    """y = act(conv2d(x, w) + b): this family applies the activation by a second, elementwise launch."""
     x, w = _in(x, "x"), _in(w, "w")
     b = None if b is None else _in(b, "b")
     geo = _conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     y = _empty((geo[0], geo[4], geo[7], geo[8]), x, what="conv2d_forward output")
-    return launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups)
+    return activate(activation, launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups), slope)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):

@@ -98,6 +98,8 @@ _PARAMS = {
     "relu_backward_v2": "fffnx",
     "leaky_relu_forward_v2": "ffnx",
     "leaky_relu_backward_v2": "fffnx",
+    "tanh_forward_v2": "ffnx",      # + slope (unused)
+    "tanh_backward_v2": "fffnx",
     "max_pool2d_forward_v1": "fif" + _POOL + "n",  # + planes per grid z-slice
     "max_pool2d_backward_v1": "ffi" + _POOL + "n",
     "avg_pool2d_forward_v1": "ff" + _POOL + "nn",  # + planes per z-slice, count_include_pad

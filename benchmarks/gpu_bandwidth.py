@@ -5,8 +5,8 @@ writes 4/5 of its bytes, so the fill's share of the copy bounds what such a kern
 
 Each case names the bytes it must move at least (its inputs read once and outputs written once:
 the compulsory traffic), so GB/s = those bytes / kernel-only time, and fc/copy compares it with the
-copy's 2 * size bytes over its time. Batchnorm reads x (forward) or dy and x (backward) twice or
-three times for its two-pass statistics; its GB/s still counts the compulsory bytes, so its fc/copy
+copy's 2 * size bytes over its time. Batchnorm reads x (forward) or dy and x (backward) twice: once
+for the statistics, once to normalise; its GB/s still counts the compulsory bytes, so its fc/copy
 says how far it is from a one-pass ideal. The pool cases also name the pool_variant settings (the
 CUDA C family's 2x2 kernels, config.POOL_2X2, and the general kernel) that gpu_table.py times
 beside the launcher's pick.

@@ -2,14 +2,16 @@
 // data with double accumulators in the per-channel reductions.
 //
 // Kernel versions (f1: 1 float per access; f4: HW % 4 == 0, 16-byte loads and stores)
-//   batchnorm_sum_v2_f1, batchnorm_sum_v2_f4
-//                               per (slice of batch rows, channel) block (reduce.cuh): a double
-//                               partial sum of x.
-//   batchnorm_sqdev_v2_f1, batchnorm_sqdev_v2_f4
-//                               the same blocks: mean from the partial sums (slice order), then a
-//                               partial sum of (x - mean)^2 (two-pass variance, as v1 was).
-//   batchnorm_forward_train_v2_f1, batchnorm_forward_train_v2_f4
-//                               the same blocks: mean and biased variance from the partials; the
+//   batchnorm_stats_v3_f1, batchnorm_stats_v3_f4
+//                               per (slice of batch rows, channel) block (reduce.cuh): double
+//                               partial sums of d = x - x0 and of d^2, x0 the channel's first element
+//                               (one pass over x; v2 read it twice, for the sum and then the squared
+//                               deviations from the mean).
+//   batchnorm_forward_train_v3_f1, batchnorm_forward_train_v3_f4
+//                               the same blocks: mean = x0 + S1/M and biased variance
+//                               S2/M - (S1/M)^2 from the partials (M = N*HW; in double, where the
+//                               shift keeps the cancellation to the ratio of (mean - x0)^2 to the
+//                               variance times 2^-52); the
 //                               slice-0 block writes mean/invstd and updates running_mean and
 //                               running_var (unbiased) in place; each block normalises its rows:
 //                               y = act((x - mean) * invstd * gamma + beta).
@@ -60,39 +62,37 @@ __device__ __forceinline__ DyX<V> load_dy_x(const float* __restrict__ dy, const 
     return {load_vec<V>(dy + j), load_vec<V>(x + j)};
 }
 
-// Partial sum of src (or of (src - mean)^2 when SQDEV) over this block's rows of channel blockIdx.y.
-template <int V, bool SQDEV>
-__device__ __forceinline__ double slice_sum(const float* __restrict__ src, double mean, BN_SLICE_ARGS) {
-    __shared__ double buf[32];
+// The shift of channel c's one-pass sums: its first element (any value of the channel keeps
+// (mean - shift)^2 within a few variances but for outliers).
+__device__ __forceinline__ double bn_shift(const float* __restrict__ x, int c, int HW) {
+    return (double)x[(unsigned)c * (unsigned)HW];
+}
+
+// Work: 3 double FLOPs per element; moves (rows in the slice)*HW*4 B in, 16 B out per block.
+template <int V>
+__device__ __forceinline__ void bn_stats(const float* __restrict__ x, double* __restrict__ psum,
+                                         double* __restrict__ psq, BN_SLICE_ARGS) {
+    __shared__ double buf[64];
+    const int c = blockIdx.y;
+    const double shift = bn_shift(x, c, HW);
     int n0, n1;
     slice_rows(N, chunk, n0, n1);
-    double acc = 0.0;
+    double s1 = 0.0, s2 = 0.0;
     for_channel_rows<V, 4>(
-        blockIdx.y, C, HW, n0, n1, [&](unsigned j) { return load_vec<V>(src + j); },
+        c, C, HW, n0, n1, [&](unsigned j) { return load_vec<V>(x + j); },
         [&](unsigned, const Vec<V>& t) {
 #pragma unroll
             for (int e = 0; e < V; ++e) {
-                const double d = SQDEV ? (double)t.e[e] - mean : (double)t.e[e];
-                acc += SQDEV ? d * d : d;
+                const double d = (double)t.e[e] - shift;
+                s1 += d;
+                s2 += d * d;
             }
         });
-    return block_sum(acc, buf);
-}
-
-// Work: (rows in the slice)*HW adds per block; moves that many *4 B in, 8 B out.
-template <int V>
-__device__ __forceinline__ void bn_sum(const float* __restrict__ x, double* __restrict__ psum, BN_SLICE_ARGS) {
-    const double s = slice_sum<V, false>(x, 0.0, N, C, HW, chunk);
-    if (threadIdx.x == 0) psum[blockIdx.y * gridDim.x + blockIdx.x] = s;
-}
-
-// Work: 3 FLOPs per element; moves (rows in the slice)*HW*4 B in, 8 B out per block.
-template <int V>
-__device__ __forceinline__ void bn_sqdev(const float* __restrict__ x, const double* __restrict__ psum,
-                                         double* __restrict__ psq, BN_SLICE_ARGS) {
-    const double mean = sum_partials(psum, blockIdx.y, gridDim.x) / ((double)N * HW);
-    const double s = slice_sum<V, true>(x, mean, N, C, HW, chunk);
-    if (threadIdx.x == 0) psq[blockIdx.y * gridDim.x + blockIdx.x] = s;
+    block_sum2(s1, s2, buf);
+    if (threadIdx.x == 0) {
+        psum[c * gridDim.x + blockIdx.x] = s1;
+        psq[c * gridDim.x + blockIdx.x] = s2;
+    }
 }
 
 // Work: 3 FLOPs per element (FMA form); moves 2*(rows in the slice)*HW*4 B per block (x in, y out).
@@ -104,8 +104,9 @@ __device__ __forceinline__ void bn_forward_train(
     float* __restrict__ invstd_out, BN_SLICE_ARGS, float momentum, float eps, int act, float slope) {
     const int c = blockIdx.y;
     const double count = (double)N * HW;
-    const double mean = sum_partials(psum, c, gridDim.x) / count;
-    const double var = sum_partials(psq, c, gridDim.x) / count;
+    const double m1 = sum_partials(psum, c, gridDim.x) / count;  // the mean of x - shift
+    const double mean = bn_shift(x, c, HW) + m1;
+    const double var = fmax(sum_partials(psq, c, gridDim.x) / count - m1 * m1, 0.0);
     const double invstd = 1.0 / sqrt(var + (double)eps);
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         mean_out[c] = (float)mean;
@@ -188,19 +189,18 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
         });
 }
 
-// The per-(slice, channel) entry points for V floats per access (f1, f4). Work and bytes of each:
-// see bn_sum, bn_sqdev, bn_forward_train, bn_backward_sums, bn_backward above (per element: 1 to 6
+// The per-(slice, channel) entry points for V floats per access (f1, f4). forward_train's
+// __launch_bounds__(256, 6) holds it at 40 registers (6 blocks of 256 threads per SM, no spills):
+// the fused tanh beside 4 loads in flight took 48. Work and bytes of each:
+// see bn_stats, bn_forward_train, bn_backward_sums, bn_backward above (per element: 1 to 6
 // FLOPs, 4 B per array read or written).
 #define BN_KERNELS(V)                                                                                      \
-    extern "C" __global__ void batchnorm_sum_v2_f##V(const float* __restrict__ x, double* __restrict__ psum, \
-                                                     BN_SLICE_ARGS) {                                       \
-        bn_sum<V>(x, psum, N, C, HW, chunk);                                                                \
+    extern "C" __global__ void batchnorm_stats_v3_f##V(const float* __restrict__ x, double* __restrict__ psum, \
+                                                       double* __restrict__ psq, BN_SLICE_ARGS) {           \
+        bn_stats<V>(x, psum, psq, N, C, HW, chunk);                                                         \
     }                                                                                                      \
-    extern "C" __global__ void batchnorm_sqdev_v2_f##V(const float* __restrict__ x,                        \
-        const double* __restrict__ psum, double* __restrict__ psq, BN_SLICE_ARGS) {                        \
-        bn_sqdev<V>(x, psum, psq, N, C, HW, chunk);                                                         \
-    }                                                                                                      \
-    extern "C" __global__ void batchnorm_forward_train_v2_f##V(const float* __restrict__ x,                \
+    extern "C" __global__ void __launch_bounds__(256, 6) batchnorm_forward_train_v3_f##V(                \
+        const float* __restrict__ x,                                                                        \
         const float* __restrict__ gamma, const float* __restrict__ beta, const double* __restrict__ psum,   \
         const double* __restrict__ psq, float* __restrict__ running_mean, float* __restrict__ running_var,  \
         float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ invstd_out, BN_SLICE_ARGS, \

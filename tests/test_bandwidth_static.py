@@ -37,8 +37,8 @@ VECTOR_OPS = {
     r"^relu_max_pool2d_backward_v2_2x2w$": ("LDG.E.64", "STG.E.128"),
     r"^relu_max_pool2d_forward_v2_2x2$": ("LDG.E.64",),
     r"^relu_max_pool2d_backward_v2_2x2$": ("STG.E.64",),
-    r"^batchnorm_(sum|sqdev|backward_sums)_v2_f4$": ("LDG.E.128",),
-    r"^batchnorm_(forward_train|backward)_v2_f4$": ("LDG.E.128", "STG.E.128"),
+    r"^batchnorm_(stats_v3|backward_sums_v2)_f4$": ("LDG.E.128",),
+    r"^batchnorm_(forward_train_v3|backward_v2)_f4$": ("LDG.E.128", "STG.E.128"),
     r"^conv2d_backward_bias_v2_f4$": ("LDG.E.128",),
 }
 

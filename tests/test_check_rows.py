@@ -74,7 +74,7 @@ def test_check_labels_numba_fallback_rows(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastconv.backends.numba", stand_in)
     labels = {(op, ps): check.family_label("numba", op, ps) for op, ps in _CHECK_ROWS}
     own = {k for k, v in labels.items() if v == "numba"}
-    assert own == {(op, ps) for op, ps in _CHECK_ROWS if op in ("conv2d", "relu", "leaky_relu", "max_pool2d",
-                                                                  "avg_pool2d")}
+    assert own == {(op, ps) for op, ps in _CHECK_ROWS if op in ("conv2d", "relu", "leaky_relu", "tanh",
+                                                                  "max_pool2d", "avg_pool2d")}
     assert all(v == "numba->cupy" for k, v in labels.items() if k not in own)
     assert check.family_label("cupy", "linear", "forward") == "cupy"

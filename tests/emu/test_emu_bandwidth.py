@@ -288,11 +288,33 @@ def test_batchnorm(cp, rng, shape, training, min_slice, monkeypatch):
     with emu.trace() as t:
         _bn_all(cp, rng, shape, training)
     hw4 = len(shape) == 4 and shape[2] * shape[3] % 4 == 0
-    if training:
-        _ran(t, f"batchnorm_forward_train_v2_f{4 if hw4 else 1}")
+    if training:  # one pass over x for the statistics, one to normalise
+        _ran(t, f"batchnorm_stats_v3_f{4 if hw4 else 1}")
+        _ran(t, f"batchnorm_forward_train_v3_f{4 if hw4 else 1}")
     _ran(t, f"batchnorm_backward_v2_f{4 if hw4 else 1}")
     splits = [r.grid[0] for r in t.launches if r.name.startswith("batchnorm_backward_v2")]
     assert (splits[0] > 1) == (min_slice == 16 and shape[0] * int(np.prod(shape[2:])) >= 32), t.launches
+
+
+@pytest.mark.parametrize("first", ["typical", "outlier"])
+def test_batchnorm_one_pass_variance_of_an_offset_channel(cp, rng, first, monkeypatch):
+    """Statistics in one pass (sums of x - x0 and its square, x0 the channel's first element) on
+    channels whose mean is 10^6 standard deviations from 0: mean and invstd within 1e-6 of the
+    float64 two-pass oracle, also when x0 is 300 deviations off. Unshifted sums (E[x^2] - E[x]^2 in
+    double) lose about 2^-52 * 10^12 of the variance here: 2e-4."""
+    monkeypatch.setattr(_cfg(), "MIN_SLICE_ELEMS", 16)  # several slices: the partials merged too
+    x = (1e4 + 0.01 * rng.standard_normal((8, 3, 4, 4))).astype(np.float32)
+    if first == "outlier":
+        x[0, :, 0, 0] = 1e4 + 3.0
+    c = x.shape[1]
+    g, b = np.ones(c, np.float32), np.zeros(c, np.float32)
+    _, mean, invstd = ops.batchnorm_forward(cp.asarray(x), cp.asarray(g), cp.asarray(b), cp.zeros(c, np.float32),
+                                            cp.ones(c, np.float32), True, 0.1, 0.0 + 1e-12)
+    x64 = x.astype(np.float64)
+    want_mean = x64.mean(axis=(0, 2, 3))
+    want_invstd = 1 / np.sqrt(((x64 - want_mean[None, :, None, None]) ** 2).mean(axis=(0, 2, 3)) + 1e-12)
+    assert_close(mean, want_mean, 2e-7, "mean")  # float32 rounding of 1e4: 6e-8
+    assert_close(invstd, want_invstd, 1e-6, "invstd")
 
 
 def test_batchnorm_and_bias_are_deterministic(cp, monkeypatch):

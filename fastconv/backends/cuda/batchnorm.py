@@ -45,10 +45,9 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         return y, mean, invstd
     grid, splits, width, ints = _slices("x", x, y)
     psum = _alloc((c, splits), np.float64, "batchnorm_forward partial sums")
-    psq = _alloc((c, splits), np.float64, "batchnorm_forward partial squared deviations")
-    _launch("batchnorm.cu", f"batchnorm_sum_v2_f{width}", grid, cfg.BLOCK, (x, psum) + ints)
-    _launch("batchnorm.cu", f"batchnorm_sqdev_v2_f{width}", grid, cfg.BLOCK, (x, psum, psq) + ints)
-    _launch("batchnorm.cu", f"batchnorm_forward_train_v2_f{width}", grid, cfg.BLOCK,
+    psq = _alloc((c, splits), np.float64, "batchnorm_forward partial sums of squares")
+    _launch("batchnorm.cu", f"batchnorm_stats_v3_f{width}", grid, cfg.BLOCK, (x, psum, psq) + ints)
+    _launch("batchnorm.cu", f"batchnorm_forward_train_v3_f{width}", grid, cfg.BLOCK,
             (x, gamma, beta, psum, psq, running_mean, running_var, y, mean, invstd) + ints
             + (_f32(momentum), _f32(eps)) + act)
     return y, mean, invstd

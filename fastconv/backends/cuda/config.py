@@ -116,8 +116,8 @@ KERNELS = {
     "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2",
                 "bias_add_v1"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)
-    + tuple(f"batchnorm_{k}_v2_f{v}" for k in ("sum", "sqdev", "forward_train", "backward_sums", "backward")
-            for v in (1, 4)),
+    + tuple(f"batchnorm_{k}_v{ver}_f{v}" for k, ver in (("stats", 3), ("forward_train", 3), ("backward_sums", 2),
+                                                        ("backward", 2)) for v in (1, 4)),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1", "gan_stats_v1"),
     "optim.cu": ("sgd_update_v1", "sgd_update_v2", "adam_update_v1", "adam_update_v2", "adam_update_v3",
                  "adam_update_v4", "accumulate_v2"),

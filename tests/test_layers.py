@@ -235,6 +235,40 @@ def test_sequential_fuses_activations():
     assert other._fused == set()
 
 
+def test_requires_grad_false_skips_parameter_gradients():
+    """requires_grad_(False): the input gradient unchanged, bit for bit; no parameter gradient made,
+    one already there kept; True restores them. Every kind of parameterised layer of the GANs."""
+    from fastconv.nn.conditional import ProjectionDiscriminator
+    m = fusion_net()
+    x = np.random.default_rng(1).standard_normal((5, 2, 6, 6)).astype(np.float32)
+    dy = np.random.default_rng(2).standard_normal((5, 5)).astype(np.float32)
+    m.forward(x)
+    dx = m.backward(dy)
+    before = [p.grad.copy() for p in m.parameters()]
+    assert m.requires_grad_(False) is m
+    m.forward(x)
+    np.testing.assert_array_equal(m.backward(dy), dx)
+    for p, g in zip(m.parameters(), before):
+        np.testing.assert_array_equal(p.grad, g)   # not accumulated into
+    m.zero_grad()
+    m.forward(x)
+    m.backward(dy)
+    assert all(p.grad is None and not p.requires_grad for p in m.parameters())
+    m.requires_grad_(True)
+    m.forward(x)
+    m.backward(dy)
+    for p, g in zip(m.parameters(), before):
+        np.testing.assert_array_equal(p.grad, g)
+    rng = np.random.default_rng(0)
+    d = ProjectionDiscriminator(nn.Sequential(nn.Flatten(), nn.Linear(72, 4, rng=rng)), nn.Linear(4, 1, rng=rng),
+                                4, 3, rng=rng).requires_grad_(False)
+    d.forward(x, np.array([0, 1, 2, 1, 0]))
+    assert d.backward(np.ones((5, 1), np.float32)).shape == x.shape
+    assert all(p.grad is None for p in d.parameters())
+    with pytest.raises(ValueError, match="requires_grad: got 0, expected True or False"):
+        m.requires_grad_(0)
+
+
 def test_layer_forward_is_the_op():
     rng = np.random.default_rng(0)
     conv = nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1, groups=2, rng=rng)

@@ -49,10 +49,12 @@ class _BatchNorm(Module):
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
                                                    beta=None if name is None else self.bias.data, activation=name,
                                                    negative_slope=slope,
-                                                   out=(self.weight.grad_out(), self.bias.grad_out()),
+                                                   out=tuple(p.grad_out() if p.requires_grad else None
+                                                             for p in (self.weight, self.bias)),
                                                    kernels=self.kernels)
-        self.weight.accumulate(dgamma)
-        self.bias.accumulate(dbeta)
+        for p, g in ((self.weight, dgamma), (self.bias, dbeta)):  # the op computes both for dx anyway
+            if p.requires_grad:
+                p.accumulate(g)
         return dx if input_grad else None
 
     def extra_repr(self):

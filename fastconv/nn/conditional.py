@@ -69,8 +69,9 @@ class Embedding(Module):
         if getattr(dy, "ndim", 0) != 2 or dy.shape[0] != labels.shape[0] or dy.shape[1] < self.embedding_dim:
             raise ValueError(f"dy: got shape {tuple(getattr(dy, 'shape', ()))}, expected ({labels.shape[0]}, "
                              f"P + {self.embedding_dim})")
-        self.weight.accumulate(ops.embedding_backward(dy, labels, tuple(self.weight.data.shape),
-                                                      out=self.weight.grad_out(), kernels=self.kernels))
+        if self.weight.requires_grad:
+            self.weight.accumulate(ops.embedding_backward(dy, labels, tuple(self.weight.data.shape),
+                                                          out=self.weight.grad_out(), kernels=self.kernels))
         return None
 
     def extra_repr(self):
@@ -108,8 +109,9 @@ class ClassProjection(Module):
         if tuple(dy.shape) != (h.shape[0], 1):
             raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected ({h.shape[0]}, 1)")
         w = self.embed.weight
-        w.accumulate(ops.embedding_backward(h, labels, tuple(w.data.shape), scale=dy, out=w.grad_out(),
-                                            kernels=self.kernels))
+        if w.requires_grad:
+            w.accumulate(ops.embedding_backward(h, labels, tuple(w.data.shape), scale=dy, out=w.grad_out(),
+                                                kernels=self.kernels))
         return ops.embedding_forward(w.data, labels, scale=dy, kernels=self.kernels) if input_grad else None
 
     def extra_repr(self):

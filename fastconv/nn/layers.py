@@ -66,9 +66,10 @@ class _ConvBase(Module):
 
     def backward(self, dy, input_grad=True):
         x = self._saved(self._x, "input")
-        self.weight.accumulate(self._backward_weight_op(dy, x, self.weight.data.shape, *self._hyper(),
-                                                        out=self.weight.grad_out(), **self._kw()))
-        if self.bias is not None:
+        if self.weight.requires_grad:
+            self.weight.accumulate(self._backward_weight_op(dy, x, self.weight.data.shape, *self._hyper(),
+                                                            out=self.weight.grad_out(), **self._kw()))
+        if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(ops.conv2d_backward_bias(dy, out=self.bias.grad_out(), kernels=self.kernels))
         if not input_grad:
             return None
@@ -142,11 +143,16 @@ class Linear(Module):
         return ops.linear_forward(x, self.weight.data, b, activation=name, negative_slope=slope, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
-        out = (self.weight.grad_out(), None if self.bias is None else self.bias.grad_out())
-        dw, db = ops.linear_backward_weight(dy, self._saved(self._x, "input"), out=out, kernels=self.kernels)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
+        x = self._saved(self._x, "input")
+        bias = self.bias if self.bias is not None and self.bias.requires_grad else None
+        if self.weight.requires_grad or bias is not None:  # one op computes both
+            out = (self.weight.grad_out() if self.weight.requires_grad else None,
+                   None if bias is None else bias.grad_out())
+            dw, db = ops.linear_backward_weight(dy, x, out=out, kernels=self.kernels)
+            if self.weight.requires_grad:
+                self.weight.accumulate(dw)
+            if bias is not None:
+                bias.accumulate(db)
         if not input_grad:
             return None
         return ops.linear_backward_data(dy, self.weight.data, kernels=self.kernels)

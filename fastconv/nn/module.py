@@ -17,15 +17,18 @@ class Parameter:
     by the op itself, not copied. ``make_buffers``: a weak reference to the optimizer's method that
     makes its flat buffers (set by the optimizer), so that they exist before the first gradient of
     the first step (a step captured as a CUDA graph allocates the same arrays on every pass).
+    ``requires_grad`` False (Module.requires_grad_): backward passes compute no gradient for it
+    (not even the op) and leave ``grad`` as it is.
     """
 
-    __slots__ = ("data", "grad", "grad_buffer", "make_buffers")
+    __slots__ = ("data", "grad", "grad_buffer", "make_buffers", "requires_grad")
 
     def __init__(self, data):
         self.data = data
         self.grad = None
         self.grad_buffer = None
         self.make_buffers = None
+        self.requires_grad = True
 
     def grad_out(self):
         """Where the next gradient is to be written (a gradient op's ``out``): the grad_buffer while
@@ -158,6 +161,16 @@ class Module:
     def zero_grad(self):
         for p in self.parameters():
             p.grad = None
+
+    def requires_grad_(self, requires_grad: bool = True):
+        """Whether backward computes this module's parameter gradients (PyTorch's requires_grad_):
+        False skips their ops (a GAN's generator step through the discriminator needs only its
+        input gradient); input gradients are computed either way. Returns self."""
+        if not isinstance(requires_grad, bool):
+            raise ValueError(f"requires_grad: got {requires_grad!r}, expected True or False")
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
 
     def _map_arrays(self, fn):
         for _, m in self.named_modules():

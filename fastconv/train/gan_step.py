@@ -48,8 +48,9 @@ def d_step(G, D, opt_d, bce, real, z, ones, zeros, labels=None, fake_labels=None
 
 def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros, fake_labels=None):
     """One G update on ``fake`` (G's latest output, for ``fake_labels`` if conditional) scored by the
-    current D: descend -log D(G(z)) ("nonsat") or log(1 - D(G(z))) = -BCE(D(G(z)), 0) ("minimax");
-    D's parameter gradients from it are left to be zeroed. Returns (G loss, D(G(z)) logits)."""
+    current D: descend -log D(G(z)) ("nonsat") or log(1 - D(G(z))) = -BCE(D(G(z)), 0) ("minimax").
+    D's backward computes only its input gradient (D.requires_grad_(False) meanwhile: its parameter
+    gradients would be discarded, so their ops are not run). Returns (G loss, D(G(z)) logits)."""
     G.zero_grad()
     logits = D.forward(fake) if fake_labels is None else D.forward(fake, fake_labels)
     if g_loss == "nonsat":
@@ -57,7 +58,15 @@ def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros, fake_labels=None):
         dlogits = bce.backward()
     else:
         loss, dlogits = ops.bce_with_logits(logits, zeros, negate=True, kernels=bce.kernels)
-    G.backward(D.backward(dlogits), input_grad=False)
+    params = D.parameters()
+    wanted = [p.requires_grad for p in params]
+    D.requires_grad_(False)
+    try:
+        dfake = D.backward(dlogits)
+    finally:
+        for p, w in zip(params, wanted):
+            p.requires_grad = w
+    G.backward(dfake, input_grad=False)
     opt_g.step()
     return loss, logits
 

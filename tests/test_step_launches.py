@@ -83,3 +83,20 @@ def test_launches_per_step(cp, name):
             names = collections.Counter(r.name for r in t.launches)
             counts.append((len(t.launches), names["accumulate_v2"]))
     assert counts == [(launches, adds)] * 3, (counts, dict(names))
+
+
+# TF32 steps: (launches per step, channels-last copies among them). Each conv layer's backward makes
+# dy's copy once for both passes (ops.conv2d_backward); before, LeNet made 5 copies in 37 launches and
+# DCGAN 20 in 151 (with the fp32 steps' fusions above not yet made).
+TF32_STEPS = {"lenet-sgd": (35, 4), "dcgan": (113, 14)}
+
+
+@pytest.mark.parametrize("name", list(TF32_STEPS))
+def test_tf32_launches_per_step(cp, name):
+    with fastconv.using(tf32=True), emu.trace(execute=False):
+        step = STEPS[name][0](cp)
+        for _ in range(3):
+            with emu.trace(execute=False) as t:
+                step()
+    names = collections.Counter(r.name for r in t.launches)
+    assert (len(t.launches), names["nchw_to_nhwc_v1"]) == TF32_STEPS[name], dict(names)

@@ -23,7 +23,7 @@ def _positive_int(v, name):
 
 class _ConvBase(Module):
     """Shared by Conv2d and ConvTranspose2d: hyper-parameter checks, weight and bias, and the passes, which
-    call the subclass's three conv ops (forward, backward-data, backward-weight) with its hyper-parameters."""
+    call the subclass's conv ops (forward, and backward: both passes in one op) with its hyper-parameters."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
                  transposed, precision):
@@ -65,15 +65,14 @@ class _ConvBase(Module):
         return self._forward_op(x, self.weight.data, b, *self._hyper(), **kw)
 
     def backward(self, dy, input_grad=True):
-        x = self._saved(self._x, "input")
-        if self.weight.requires_grad:
-            self.weight.accumulate(self._backward_weight_op(dy, x, self.weight.data.shape, *self._hyper(),
-                                                            out=self.weight.grad_out(), **self._kw()))
+        x, w = self._saved(self._x, "input"), self.weight
+        dx, dw = self._backward_op(dy, x, w.data, *self._hyper(), input_grad=input_grad, weight_grad=w.requires_grad,
+                                   out=w.grad_out() if w.requires_grad else None, **self._kw())
+        if w.requires_grad:
+            w.accumulate(dw)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(ops.conv2d_backward_bias(dy, out=self.bias.grad_out(), kernels=self.kernels))
-        if not input_grad:
-            return None
-        return self._backward_data_op(dy, self.weight.data, x.shape, *self._hyper(), **self._kw())
+        return dx
 
     def extra_repr(self):
         hyper = ", ".join(f"{name}={getattr(self, name)}" for name in self._repr_names)
@@ -85,8 +84,7 @@ class Conv2d(_ConvBase):
     "fp32" or "tf32" (TF32 tensor cores for this layer's conv passes on the GPU)."""
 
     _forward_op = staticmethod(ops.conv2d_forward)
-    _backward_data_op = staticmethod(ops.conv2d_backward_data)
-    _backward_weight_op = staticmethod(ops.conv2d_backward_weight)
+    _backward_op = staticmethod(ops.conv2d_backward)
     _repr_names = ("kernel_size", "stride", "padding", "dilation", "groups")
     takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
 
@@ -104,8 +102,7 @@ class ConvTranspose2d(_ConvBase):
     """
 
     _forward_op = staticmethod(ops.conv_transpose2d_forward)
-    _backward_data_op = staticmethod(ops.conv_transpose2d_backward_data)
-    _backward_weight_op = staticmethod(ops.conv_transpose2d_backward_weight)
+    _backward_op = staticmethod(ops.conv_transpose2d_backward)
     _repr_names = ("kernel_size", "stride", "padding", "output_padding", "dilation", "groups")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0, dilation=1,

@@ -16,8 +16,9 @@ from .activation import (leaky_relu_backward, leaky_relu_forward, relu_backward,
                          sigmoid_backward, sigmoid_forward, tanh_backward, tanh_forward)
 from .batchnorm import batchnorm_backward, batchnorm_forward  # noqa: F401
 from .bias import bias_add  # noqa: F401
-from .conv import (conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, conv2d_forward,  # noqa: F401
-                   conv_transpose2d_backward_data, conv_transpose2d_backward_weight, conv_transpose2d_forward)
+from .conv import (conv2d_backward, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight,  # noqa: F401
+                   conv2d_forward, conv_transpose2d_backward, conv_transpose2d_backward_data,
+                   conv_transpose2d_backward_weight, conv_transpose2d_forward)
 from .dropout import dropout_backward, dropout_forward  # noqa: F401
 from .embedding import class_projection_forward, embedding_backward, embedding_forward  # noqa: F401
 from .linear import linear_backward_data, linear_backward_weight, linear_forward  # noqa: F401

@@ -15,7 +15,7 @@ import numpy as np
 from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, fused_activation, operands,
                         out_array, pair, same_device, same_dtype, shape4)
 from .. import settings
-from ..backend import array_module, op
+from ..backend import array_module, backend_for, op
 from ..plan import planned
 from .bias import bias_add
 
@@ -82,6 +82,27 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     with _precision(precision):
         return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
                                                                    int(groups), out=out)
+
+
+def _shared_copies(dy, kernels):
+    """The backend's scope for one call of several passes on the same arrays (the CUDA C family's
+    shared_copies: a tensor's channels-last copy made once), else none."""
+    return getattr(backend_for(dy, kernels=kernels), "shared_copies", contextlib.nullcontext)()
+
+
+@planned
+def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True, weight_grad=True,
+                    out=None, kernels=None, precision=None):
+    """(dx, dw) of y = conv2d(x, w) in one call: conv2d_backward_data unless input_grad is False,
+    conv2d_backward_weight (into ``out`` when given) unless weight_grad is False, None for a pass not
+    run. What both passes make of dy is made once (the CUDA C family's TF32 kernels: its
+    channels-last copy)."""
+    with _shared_copies(dy, kernels):
+        dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, kernels=kernels,
+                                     precision=precision) if weight_grad else None)
+        dx = (conv2d_backward_data(dy, w, x.shape, stride, padding, dilation, groups, kernels=kernels,
+                                   precision=precision) if input_grad else None)
+    return dx, dw
 
 
 @planned
@@ -172,3 +193,17 @@ def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output
     out_array(out, "out", w_shape, x, "x")   # named as this op's caller knows them
     return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, out=out, kernels=kernels,
                                   precision=precision)
+
+
+@planned
+def conv_transpose2d_backward(dy, x, w, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
+                              input_grad=True, weight_grad=True, out=None, kernels=None, precision=None):
+    """(dx, dw) of a transposed conv in one call, as conv2d_backward: dy's channels-last copy serves
+    the conv2d forward (dx) and backward-weight (dw) that both read it."""
+    with _shared_copies(dy, kernels):
+        hyper = (stride, padding, output_padding, dilation, groups)
+        dw = (conv_transpose2d_backward_weight(dy, x, w.shape, *hyper, out=out, kernels=kernels, precision=precision)
+              if weight_grad else None)
+        dx = (conv_transpose2d_backward_data(dy, w, x.shape, *hyper, kernels=kernels, precision=precision)
+              if input_grad else None)
+    return dx, dw

@@ -264,6 +264,30 @@ def conv_all_passes(backend, rng, x_shape, w_shape, stride, padding, dilation, g
     assert_close(ops.conv2d_backward_bias(dyd), ref.conv2d_backward_bias(dy), reduction_tol, "backward_bias")
 
 
+@pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", DEVICE_CASES[:2])
+def test_fused_backward_is_the_two_passes(backend, rng, x_shape, w_shape, stride, padding, dilation, groups):
+    """conv2d_backward and conv_transpose2d_backward: (dx, dw) bit for bit the separate passes, a pass
+    not asked for None, dw into ``out``."""
+    args = (stride, padding, dilation, groups)
+    x, w = backend.asarray(randn(rng, x_shape, np.float32)), backend.asarray(randn(rng, w_shape, np.float32))
+    dy = backend.asarray(randn(rng, ops.conv2d_forward(x, w, None, *args).shape, np.float32))
+    dx, dw = ops.conv2d_backward(dy, x, w, *args)
+    np.testing.assert_array_equal(backend.get(dx), backend.get(ops.conv2d_backward_data(dy, w, x.shape, *args)))
+    np.testing.assert_array_equal(backend.get(dw), backend.get(ops.conv2d_backward_weight(dy, x, w.shape, *args)))
+    assert ops.conv2d_backward(dy, x, w, *args, input_grad=False)[0] is None
+    assert ops.conv2d_backward(dy, x, w, *args, weight_grad=False)[1] is None
+    out = backend.xp.zeros(w.shape, np.float32)
+    assert ops.conv2d_backward(dy, x, w, *args, input_grad=False, out=out)[1] is out
+    np.testing.assert_array_equal(backend.get(out), backend.get(dw))
+    # the transposed conv whose forward is this conv's backward-data: dy of the shape of x
+    hyper = (stride, padding, 0, dilation, groups)
+    tdx, tdw = ops.conv_transpose2d_backward(x, dy, w, *hyper)
+    np.testing.assert_array_equal(backend.get(tdx), backend.get(ops.conv_transpose2d_backward_data(x, w, dy.shape,
+                                                                                                   *hyper)))
+    np.testing.assert_array_equal(backend.get(tdw), backend.get(ops.conv_transpose2d_backward_weight(x, dy, w.shape,
+                                                                                                     *hyper)))
+
+
 @pytest.mark.parametrize("version", CONV_VERSIONS)
 @pytest.mark.parametrize("x_shape,w_shape,stride,padding,dilation,groups", DEVICE_CASES)
 def test_conv2d_backends(backend, rng, version, x_shape, w_shape, stride, padding, dilation, groups):

@@ -430,6 +430,36 @@ def test_vec_copy_and_packs_are_channel_fastest(cp):
     np.testing.assert_array_equal(got[:, :, :cg], tf32(want))
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+def test_fused_backward_makes_dy_channels_last_once(cp, transposed):
+    """TF32 vec kernels: conv2d_backward transposes dy once for both passes (backward-data and
+    backward-weight read the same copy), x once, dw's (r, s, c) order back once: 3 copies where the
+    separate passes make 4; conv_transpose2d_backward likewise (its conv2d forward and backward-weight
+    both read dy as their x). The results are the separate passes' bit for bit."""
+    rng = np.random.default_rng(3)
+    x = cp.asarray(rng.standard_normal((2, 8, 6, 5)).astype(np.float32))
+    w = cp.asarray(rng.standard_normal((12, 8, 3, 3)).astype(np.float32))
+    hyper = (1, 1, 0, 1, 1) if transposed else (1, 1, 1, 1)
+    if transposed:   # ConvTranspose2d of x (8 channels) to 12: its weight is C_in x C_out
+        w = cp.asarray(rng.standard_normal((8, 12, 3, 3)).astype(np.float32))
+        fused, data, weight = ops.conv_transpose2d_backward, ops.conv_transpose2d_backward_data, \
+            ops.conv_transpose2d_backward_weight
+        dy = cp.asarray(rng.standard_normal(ops.conv_transpose2d_forward(x, w, None, *hyper).shape).astype(np.float32))
+    else:
+        fused, data, weight = ops.conv2d_backward, ops.conv2d_backward_data, ops.conv2d_backward_weight
+        dy = cp.asarray(rng.standard_normal(ops.conv2d_forward(x, w, None, *hyper).shape).astype(np.float32))
+    with fastconv.using(tf32=True, poison=True):
+        with emu.trace() as t:
+            dx, dw = fused(dy, x, w, *hyper)
+        with emu.trace() as t2:
+            want_dx, want_dw = data(dy, w, x.shape, *hyper), weight(dy, x, w.shape, *hyper)
+    copies = lambda tr: sum(r.name == "nchw_to_nhwc_v1" for r in tr.launches)  # noqa: E731
+    assert (copies(t), copies(t2)) == (3, 4), [r.name for r in t.launches]
+    assert any("_tf32_vec_" in r.name for r in t.launches)
+    np.testing.assert_array_equal(cp.asnumpy(dx), cp.asnumpy(want_dx))
+    np.testing.assert_array_equal(cp.asnumpy(dw), cp.asnumpy(want_dw))
+
+
 def test_tf32_setting_keeps_small_channel_kernels_in_fp32(cp):
     """With tf32 on, small-channel shapes still run the fp32 small-channel kernels (memory-bound: TF32
     gains nothing there), to fp32's tolerance; a forced tile runs the TF32 core."""

@@ -13,12 +13,12 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
   the fp32 tiles; with the ``tf32_vector_gather`` setting its vec kernels gather 16 bytes per copy:
   forward and backward-data whose channels per group are a multiple of 4 from a channels-last copy made
-  by nchw_to_nhwc_v1, their weights packed in the same (tap, channel) order, backward-weight from
-  channels-last copies of dy and x when K/G and C/G are multiples of 4); forward and backward-data read
-  weights packed by
-  conv2d_pack_*_v1 into a scratch array; any pass whose grid is under a wave is split along its
-  reduction into a workspace summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from
-  config.REDUCE_WARP_SPLITS on), which then adds bias/activation.
+  by nchw_to_nhwc_v1 (once per tensor inside shared_copies), their weights packed in the same (tap,
+  channel) order, backward-weight from channels-last copies of dy and x when K/G and C/G are multiples
+  of 4); forward and backward-data read weights packed by conv2d_pack_*_v1 into a scratch array; any
+  pass whose grid is under a wave is split along its reduction into a workspace summed by
+  conv2d_splitk_reduce_v1 (a few splits) or _v2 (from config.REDUCE_WARP_SPLITS on), which then adds
+  bias/activation.
 The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
 """
 
@@ -31,6 +31,7 @@ from ...argcheck import conv_out_size
 from . import config as cfg
 from . import smallc_config as scfg
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
+from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
 
 
@@ -82,17 +83,6 @@ def _vec(tf32, run):
     return tf32 and settings.current().tf32_vector_gather and run % 4 == 0
 
 
-def _to_nhwc(t, what, out=None, tf32=True):
-    """A channels-last copy (N, H, W, C) of the NCHW tensor t (into ``out`` when given), rounded to tf32
-    unless ``tf32`` is False, by nchw_to_nhwc_v1."""
-    n, c, h, wd = t.shape
-    out = _alloc((n, h, wd, c), _F32, f"channels-last copy of {what}") if out is None else out
-    _launch("conv.cu", "nchw_to_nhwc_v1",
-            cfg.check_grid(what, (n * cfg.cdiv(h * wd, cfg.PACK_TILE), cfg.cdiv(c, cfg.PACK_TILE), 1)), cfg.PACK_BLOCK,
-            (t, out, _i32(c), _i32(h * wd), _i32(tf32)))
-    return out
-
-
 def _smallc(cg, r, s):
     """Whether the small-channel kernels may serve this filter shape (their tile must also fit)."""
     return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
@@ -101,9 +91,8 @@ def _smallc(cg, r, s):
 def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False, vec=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
     phase; ``tf32``: on a TF32 tile, ``vec``: its vec kernel; ``products``: Winograd's products, see
-    _tile) into ``out``, split
-    along the reduction as config.conv_splits says. Returns the workspace and split count (the workspace is ``out`` when the kernel wrote
-    ``out`` itself)."""
+    _tile) into ``out``, split along the reduction as config.conv_splits says. Returns the workspace
+    and split count (the workspace is ``out`` when the kernel wrote ``out`` itself)."""
     cur = settings.current()
     wgrad = kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad, products)

@@ -34,10 +34,18 @@ _CHECK_ROWS = (
 
 
 def _defs(package_dir):
-    """The top-level functions of every module of a backend package."""
+    """The top-level functions of every module of a backend package: defined, or assigned from a
+    factory (``relu_forward, relu_backward = _backend_functions("relu")``)."""
     import ast
-    return {f.name for path in package_dir.glob("*.py") for f in ast.parse(path.read_text()).body
-            if isinstance(f, ast.FunctionDef)}
+    names = set()
+    for path in package_dir.glob("*.py"):
+        for f in ast.parse(path.read_text()).body:
+            if isinstance(f, ast.FunctionDef):
+                names.add(f.name)
+            elif isinstance(f, ast.Assign) and isinstance(f.value, ast.Call):
+                for t in f.targets:
+                    names.update(e.id for e in (t.elts if isinstance(t, ast.Tuple) else [t]) if isinstance(e, ast.Name))
+    return names
 
 
 def test_check_rows_map_to_backend_functions():

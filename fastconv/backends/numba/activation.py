@@ -162,34 +162,26 @@ def launch_tanh_backward(dx, dy, y, stream=None):
     return _elementwise("tanh_backward_v2", (dx, "dx"), [(dy, "dy"), (y, "y")], (0.0,), stream)
 
 
-def relu_forward(x):
-    x = _in(x, "x")
-    return launch_relu_forward(_empty(x.shape, x, what="relu_forward output"), x)
+def _backend_functions(name):
+    """The backend functions ``<name>_forward(x, *slope)`` and ``<name>_backward(dy, y, *slope)``
+    (leaky_relu's take the slope): new outputs, then the launch_ functions above."""
+    launch_forward, launch_backward = globals()[f"launch_{name}_forward"], globals()[f"launch_{name}_backward"]
+
+    def forward(x, *slope):
+        x = _in(x, "x")
+        return launch_forward(_empty(x.shape, x, what=f"{name}_forward output"), x, *slope)
+
+    def backward(dy, y, *slope):
+        dy, y = _in(dy, "dy"), _in(y, "y")
+        return launch_backward(_empty(dy.shape, dy, what=f"{name}_backward output"), dy, y, *slope)
+
+    forward.__name__, backward.__name__ = f"{name}_forward", f"{name}_backward"
+    return forward, backward
 
 
-def relu_backward(dy, y):
-    dy, y = _in(dy, "dy"), _in(y, "y")
-    return launch_relu_backward(_empty(dy.shape, dy, what="relu_backward output"), dy, y)
-
-
-def leaky_relu_forward(x, slope):
-    x = _in(x, "x")
-    return launch_leaky_relu_forward(_empty(x.shape, x, what="leaky_relu_forward output"), x, slope)
-
-
-def leaky_relu_backward(dy, y, slope):
-    dy, y = _in(dy, "dy"), _in(y, "y")
-    return launch_leaky_relu_backward(_empty(dy.shape, dy, what="leaky_relu_backward output"), dy, y, slope)
-
-
-def tanh_forward(x):
-    x = _in(x, "x")
-    return launch_tanh_forward(_empty(x.shape, x, what="tanh_forward output"), x)
-
-
-def tanh_backward(dy, y):
-    dy, y = _in(dy, "dy"), _in(y, "y")
-    return launch_tanh_backward(_empty(dy.shape, dy, what="tanh_backward output"), dy, y)
+relu_forward, relu_backward = _backend_functions("relu")
+leaky_relu_forward, leaky_relu_backward = _backend_functions("leaky_relu")
+tanh_forward, tanh_backward = _backend_functions("tanh")
 
 
 def activate(activation, y, slope):

@@ -22,7 +22,8 @@
 //       where 4 outputs are contiguous and fuses bias and activation (none/ReLU/LeakyReLU/tanh).
 //       Split-K (grid z) writes partial outputs to a workspace [splits][output] that
 //       conv2d_splitk_reduce_v1 (a few splits: a thread per 4 outputs) or _v2 (many: warps share the
-//       splits of 32 outputs) sums (deterministic: the order depends on splits only), then adds bias/activation.
+//       splits of 32 outputs) sums (deterministic: the order depends on splits only), then adds bias/activation
+//       (the TF32 vec backward-weight's sums it writes in dw's order: reduce_out_index).
 //       Tiles (suffix _tBMxBN) and their __launch_bounds__: the CONV_V3_KERNELS lines below;
 //       fastconv/backends/cuda/config.py conv_tile / conv_splits pick tile and splits.
 //       Entry points: conv2d_forward_v3_t*, conv2d_backward_data_v3_t*, conv2d_backward_weight_v3_t*;
@@ -278,14 +279,25 @@ CONV_V3_KERNELS(t32x128, 32, 128, 4, 1, 2, 4, 4, 6)
 CONV_V3_KERNELS(t64x32, 64, 32, 4, 1, 1, 8, 4, 12)
 CONV_V3_KERNELS(t64x128k16, 64, 128, 16, 2, 2, 4, 3, 2)
 
+// Where both reduces write sum i: i itself, or with t_rows > 0 (the sums of a (M, t_rows, t_cols)
+// array written as (M, t_cols, t_rows): the TF32 vec backward-weight's (K, R*S, C/G) into dw's
+// (K, C/G, R*S), no transpose launch after) its transposed place.
+__device__ __forceinline__ unsigned reduce_out_index(unsigned i, int t_rows, int t_cols) {
+    if (!t_rows) return i;
+    const unsigned plane = (unsigned)t_rows * t_cols, m = i / plane, rem = i - m * plane;
+    const unsigned row = rem / (unsigned)t_cols, col = rem - row * (unsigned)t_cols;
+    return m * plane + col * (unsigned)t_rows + row;
+}
+
 // out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4
 // consecutive outputs in z order with 16-byte loads and stores (vec = 1: total % 4 == 0; else one
-// output per thread). The launcher checks total <= INT32_LIMIT.
+// output per thread; transposed (t_rows > 0, reduce_out_index): 4-byte stores). The launcher checks
+// total <= INT32_LIMIT.
 // Work: splits*total adds; traffic (splits + 1) * total * 4 B.
 extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, int total, int splits,
-    int plane, int channels, int has_bias, int act, float slope, int vec) {
+    int plane, int channels, int has_bias, int act, float slope, int vec, int t_rows, int t_cols) {
     const int per = vec ? 4 : 1;
     GRID_STRIDE32(j, total / per) {
         float r[4];
@@ -304,7 +316,9 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
             const unsigned i = j * per + e;
             r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
         }
-        if (vec)
+        if (t_rows)
+            for (int e = 0; e < per; ++e) out[reduce_out_index(j * per + e, t_rows, t_cols)] = r[e];
+        else if (vec)
             reinterpret_cast<float4*>(out)[j] = make_float4(r[0], r[1], r[2], r[3]);
         else
             out[j] = r[0];
@@ -315,11 +329,12 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
 // (lanes) x min(32, splits) warps (grid x = ceil(total / 32)); warp w sums splits z = w, w + warps, ...
 // (each load a coalesced 128-byte row), then warp 0 adds the warps' sums in warp order: deterministic
 // (the order depends on splits only). Many splits over few outputs (the small-channel backward-weight:
-// hundreds of slices x K*C*R*S) then keep splits/warps loads per thread, not one serial chain.
+// hundreds of slices x K*C*R*S) then keep splits/warps loads per thread, not one serial chain. Sum i
+// goes to reduce_out_index(i, t_rows, t_cols).
 // Work: splits*total adds; traffic (splits + 1) * total * 4 B.
 extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, i64 total, int splits,
-    int plane, int channels, int has_bias, int act, float slope) {
+    int plane, int channels, int has_bias, int act, float slope, int t_rows, int t_cols) {
     __shared__ float part[32][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     const i64 i = blockIdx.x * (i64)32 + lane;
@@ -332,7 +347,7 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     if (warp > 0 || i >= total) return;
     for (int w2 = 1; w2 < nw; ++w2) s += part[w2][lane];
     if (has_bias) s += b[((unsigned)i / (unsigned)plane) % (unsigned)channels];   // total <= INT32_LIMIT
-    out[i] = conv_act(s, act, slope);
+    out[reduce_out_index((unsigned)i, t_rows, t_cols)] = conv_act(s, act, slope);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def test_numba_kernels_state_their_work():
         bodies.update((name, ast.get_docstring(f) or "") for name, f in funcs.items())
         # kernels built by a factory per tile (name = _factory(tile)): the factory's inner kernel
         for a in tree.body:
-            if (isinstance(a, ast.Assign) and isinstance(a.value, ast.Call)
+            if (isinstance(a, ast.Assign) and isinstance(a.value, ast.Call) and isinstance(a.targets[0], ast.Name)
                     and isinstance(a.value.func, ast.Name) and a.value.func.id in funcs):
                 inner = [f for f in ast.walk(funcs[a.value.func.id]) if isinstance(f, ast.FunctionDef)][1:]
                 bodies[a.targets[0].id] = ast.get_docstring(inner[0]) if inner else ""

@@ -315,6 +315,22 @@ def test_tf32_within_its_rounding_bound(cp, what, vec, tile):
     assert ran_vec >= 9 * vec, f"{what} {tile}: {ran_vec} cases on the vec kernel"
 
 
+@pytest.mark.parametrize("splits,reduce", [(1, None), (3, "v1"), (40, "v2")])
+def test_vec_backward_weight_sums_splits_into_dw_order(cp, splits, reduce):
+    """The vec backward-weight's columns run (r, s, c): split, its reduce (either kernel) writes the
+    sums in dw's (K, C/G, R*S) order itself, so only dy and x are transposed; unsplit, one transpose
+    of the kernel's output follows. Within the TF32 bound either way."""
+    case = (8, 8, 14, 14, 8, 3, 2, 1, 1, 1, 1)   # N*P*Q = 1,560: 40 slices of whole BK tiles
+    with fastconv.using(tf32_vector_gather=True):
+        out, want, names, mag = _run(cp, "backward_weight", case, tile="t64x64", tf32=True, absolute=True,
+                                     splits=splits)
+    assert "conv2d_backward_weight_v3_tf32_vec_t64x64" in names, names
+    assert names.count("nchw_to_nhwc_v1") == (3 if reduce is None else 2), names
+    assert reduce is None or f"conv2d_splitk_reduce_{reduce}" in names, names
+    err = np.abs(out.astype(np.float64) - want)
+    assert np.isfinite(out).all() and (err <= TF32_BOUND * mag + 1e-30).all(), (err / (TF32_BOUND * mag)).max()
+
+
 @pytest.mark.parametrize("tf32", [False, True])
 def test_packed_weights_are_tf32_values_for_the_tf32_kernels(cp, tf32):
     """With tf32 the pack kernels round each weight to tf32 once (nearest, ties away from zero,

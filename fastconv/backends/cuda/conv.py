@@ -110,18 +110,19 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     return ws, splits
 
 
-def _reduce(ws, out, splits, b, plane, channels, act, slope):
+def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0)):
     """out = act(sum of the split-K workspace's slices + bias): a thread per 4 outputs for a few
-    splits, warps sharing the splits of 32 outputs from config.REDUCE_WARP_SPLITS on."""
+    splits, warps sharing the splits of 32 outputs from config.REDUCE_WARP_SPLITS on; ``transpose``
+    (rows, cols): the sums of a (M, rows, cols) array written into out as (M, cols, rows)."""
     tail = (_i32(plane), _i32(channels), _i32(b is not None), _i32(act), _f32(slope))
-    bias = out if b is None else b
+    bias, t = out if b is None else b, _i32s("dw", "rows cols", transpose)
     if splits >= cfg.REDUCE_WARP_SPLITS:
         _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
-                (ws, out, bias, np.int64(out.size), _i32(splits)) + tail)
+                (ws, out, bias, np.int64(out.size), _i32(splits)) + tail + t)
         return
     vec = out.size % 4 == 0 and _aligned(ws, out)
     _launch("conv.cu", "conv2d_splitk_reduce_v1", _eltwise_grid(out.size, 4 if vec else 1), cfg.BLOCK,
-            (ws, out, bias, _i32(out.size), _i32(splits)) + tail + (_i32(vec),))
+            (ws, out, bias, _i32(out.size), _i32(splits)) + tail + (_i32(vec),) + t)
 
 
 def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, slope=0.01):
@@ -279,9 +280,9 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
             dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, res, "dy",
                            (dy, x, (), ints), tf32=tf32, vec=vec)
-    if ws is not res:
-        _reduce(ws, res, splits, None, 1, 1, 0, 0.0)
-    if res is not dw:
+    if ws is not res:   # the vec kernel's splits summed straight into dw's order
+        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0, (r * s, cg) if res is not dw else (0, 0))
+    elif res is not dw:
         _to_nhwc(res, "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
     return dw
 

@@ -118,6 +118,8 @@ class ConvTranspose2d(_ConvBase):
 class Linear(Module):
     """y = x @ weight.T + bias; weight out_features x in_features."""
 
+    takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
+
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
@@ -129,8 +131,6 @@ class Linear(Module):
 
     def _clear_cache(self):
         self._x = None
-
-    takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
 
     def forward(self, x, activation=None):
         """y = x @ weight.T + bias, through a fused ``activation`` (name, negative slope) when given."""

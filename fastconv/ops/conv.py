@@ -97,6 +97,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, inpu
     conv2d_backward_weight (into ``out`` when given) unless weight_grad is False, None for a pass not
     run. What both passes make of dy is made once (the CUDA C family's TF32 kernels: its
     channels-last copy)."""
+    array(x, "x", 4), array(w, "w", 4)
     with _shared_copies(dy, kernels):
         dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, kernels=kernels,
                                      precision=precision) if weight_grad else None)
@@ -200,6 +201,7 @@ def conv_transpose2d_backward(dy, x, w, stride=1, padding=0, output_padding=0, d
                               input_grad=True, weight_grad=True, out=None, kernels=None, precision=None):
     """(dx, dw) of a transposed conv in one call, as conv2d_backward: dy's channels-last copy serves
     the conv2d forward (dx) and backward-weight (dw) that both read it."""
+    array(x, "x", 4), array(w, "w", 4)
     with _shared_copies(dy, kernels):
         hyper = (stride, padding, output_padding, dilation, groups)
         dw = (conv_transpose2d_backward_weight(dy, x, w.shape, *hyper, out=out, kernels=kernels, precision=precision)

@@ -192,6 +192,17 @@ def test_conv_fused_activation_checks():
         ops.conv2d_forward(X, W, activation="leaky_relu", negative_slope=-0.1)
 
 
+def test_fused_backward_checks():
+    """The one-call backward passes check as the separate ones do, x and w first."""
+    dy = arr(2, 4, 5, 5)
+    with raises(TypeError, "x: got list", "expected a numpy.ndarray or cupy.ndarray"):
+        ops.conv2d_backward(dy, [1.0], W)
+    with raises(ValueError, "w: got an array of shape (3, 3, 3) (3-d)", "expected 4-d"):
+        ops.conv_transpose2d_backward(dy, X, W[0])
+    with raises(ValueError, "dy: got shape (2, 4, 5, 5)", "expected"):
+        ops.conv2d_backward(dy, X, W)
+
+
 def test_conv_bias_shape():
     with raises(ValueError, "b: got shape (3,)", "expected (4,)"):
         ops.conv2d_forward(X, W, arr(3))

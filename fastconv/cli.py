@@ -104,8 +104,8 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float)
     g.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
                    help="log metrics every N steps (the GPU syncs only then)")
     g.add_argument("--graph", choices=("on", "off"), default=None,
-                   help="replay each training step as one CUDA graph (default: on on a GPU for the GAN trainers, and "
-                        "for the CNN trainer with --tf32 off; off: launch every kernel from Python)")
+                   help="replay each training step as one CUDA graph (default: on on a GPU, for every trainer; "
+                        "off: launch every kernel from Python)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: a bar on a terminal, plain lines in a log or pipe)")
     g.add_argument("--progress-seconds", type=_nonnegative_float, default=10.0, metavar="S",

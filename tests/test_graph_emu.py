@@ -60,14 +60,24 @@ def test_arena_step_is_capture_safe(cp):
     assert len([n for n in names if n.startswith("conv2d_winograd_filter")]) == 2, names
 
 
-def test_graph_step_equals_eager_step(cp):
+@pytest.mark.parametrize("tf32", [False, True])
+def test_graph_step_equals_eager_step(cp, tf32):
+    """Also with the tf32 setting on: conv2 (4 channels, 5x5) then runs the TF32 vec kernels, its
+    channels-last copies and packs inside the captured step."""
+    with fastconv.using(tf32=tf32):
+        _graph_equals_eager(cp)
+
+
+def _graph_equals_eager(cp):
     batches = _batches(cp, 4)
     model_e, opt_e, step_e = lenet_trainer(cp)
     model_g, opt_g, step_g = lenet_trainer(cp)
     graph = StepGraph(step_g, on_capture=lambda: setattr(opt_g, "steps", opt_g.steps - 1),
                       on_replay=lambda: setattr(opt_g, "steps", opt_g.steps + 1))
     for i, (x, y) in enumerate(batches):
-        loss_e = float(step_e(x, y))
+        with emu.trace() as t:
+            loss_e = float(step_e(x, y))
+        assert any("_tf32_vec_" in r.name for r in t.launches) == fastconv.settings.current().tf32, t.launch_names
         if i == 1:
             with emu.trace() as t:
                 out = graph(x, y)
@@ -169,10 +179,10 @@ def test_graph_flag_errors(cp, tmp_path, monkeypatch):
     from fastconv.train import cnn
     sgd = cnn.CNNConfig(optimizer="sgd")
     assert cnn._graph_wanted(sgd, "cuda") and not cnn._graph_wanted(sgd, "cpu")
-    with fastconv.using(tf32=True):           # default off with TF32 convs; --graph on still captures
-        assert not cnn._graph_wanted(sgd, "cuda")
-        sgd.graph = "on"
+    with fastconv.using(tf32=True):           # TF32 convs capture too (test_graph_step_equals_eager_step)
         assert cnn._graph_wanted(sgd, "cuda")
+        sgd.graph = "off"
+        assert not cnn._graph_wanted(sgd, "cuda")
 
 
 def _gan_steps(cp, model, n, **kw):

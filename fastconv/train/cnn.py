@@ -234,12 +234,11 @@ def train_epoch(model, opt, loss_fn, x, y, cfg: CNNConfig, rng, run: Run, bar, s
 
 
 def _graph_wanted(cfg: CNNConfig, device: str) -> bool:
-    """Whether full batches replay a CUDA graph: --graph on|off, or by default on a GPU with the
-    tf32 setting off. Every CNN step captures: SGD and Adam, a --schedule (the optimizer's device
-    learning rate, set between replays) and --dropout (its device call counter, advanced by the
-    kernel). With tf32 on the step still captures (linear stays on kernels/linear.cu), so
-    --graph on runs it."""
-    return use_graph(cfg.graph if cfg.graph is not None or not settings.current().tf32 else "off", device)
+    """Whether full batches replay a CUDA graph: --graph on|off, or by default on a GPU. Every CNN
+    step captures: SGD and Adam, a --schedule (the optimizer's device learning rate, set between
+    replays), --dropout (its device call counter, advanced by the kernel) and --tf32 (the TF32
+    kernels, their channels-last copies and packs; linear stays on kernels/linear.cu)."""
+    return use_graph(cfg.graph, device)
 
 
 def _step_graph(model, opt, loss_fn) -> StepGraph:

@@ -149,6 +149,20 @@ def test_fused_bias_and_activation(cp, activation, split):
     assert ("conv2d_splitk_reduce_v1" in names) == split, names
 
 
+@pytest.mark.parametrize("activation", list(ACTS))
+def test_tf32_vec_epilogue_fuses_bias_and_activation(cp, activation):
+    """The TF32 vec forward (what a Sequential's Conv2d + activation runs under --tf32), split and
+    not: act(conv + b) within the TF32 bound of conv + b (the activations are 1-Lipschitz)."""
+    for case, splits in (((2, 8, 7, 6, 12, 3, 3, 1, 1, 1, 1), None), ((1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1), 3)):
+        with fastconv.using(tf32_vector_gather=True):
+            out, want, names, mag = _run(cp, "forward", case, tile="t64x64", tf32=True, activation=activation,
+                                         absolute=True, splits=splits)
+        assert "conv2d_forward_v3_tf32_vec_t64x64" in names and ("conv2d_splitk_reduce_v1" in names) == bool(splits)
+        err = np.abs(out.astype(np.float64) - want)   # the products' TF32 rounding, + fp32's of the bias add
+        assert np.isfinite(out).all() and (err <= TF32_BOUND * mag + 1e-6 * np.abs(want) + 1e-30).all(), activation
+        assert np.linalg.norm(err) > F32_TOL * np.linalg.norm(want), "fp32's error: the TF32 kernel did not run"
+
+
 def test_unknown_activation_is_refused(cp):
     from fastconv.backends.cuda import conv as launchers
     x, w = cp.zeros((1, 1, 3, 3), np.float32), cp.zeros((1, 1, 1, 1), np.float32)

@@ -38,7 +38,7 @@ def run_every_op(cp, rng):
             conv_all_passes(backend, rng, *CONV_CASES[3].values)
     with fastconv.using(conv_tile="t64x64", conv_splits=REDUCE_WARP_SPLITS):  # the many-split reduce
         conv_all_passes(backend, rng, *CONV_CASES[3].values)
-    for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_kernels.py)
+    for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_tf32.py)
         for vec in (False, True):  # C = 8, K = 140, P*Q = 256: every pass's both gathers
             with fastconv.using(tf32=True, conv_tile=tile, tf32_vector_gather=vec):
                 conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=2.0**-9)

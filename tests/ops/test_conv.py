@@ -1,7 +1,7 @@
 """conv2d (every pass) and conv_transpose2d: the CPU path against tests/oracle.py, bad arguments
 (tolerances and poisoning: tests/ops/__init__.py), and every pass on every backend (tests/backends.py).
 More conv tests: test_conv_hypothesis.py (drawn shapes), test_conv_torch.py (PyTorch as the oracle),
-test_conv_kernels.py (each CUDA C conv path on fastconv.emu)."""
+test_conv_kernels.py and test_conv_tf32.py (each CUDA C conv path on fastconv.emu)."""
 
 import numpy as np
 import pytest

@@ -258,7 +258,7 @@ def test_dropout_mask_matches_the_oracle(cp, rng):
 
 # (100, 2, 1, 3): a one-slice block walks 100 rows of 3 with 256 threads, so the row/column step of
 # kernels/reduce.cuh (85 rows + 1 column per stride) wraps
-BN_SHAPES = [(3, 5, 4, 4), (7, 3, 3, 3), (6, 7), (40, 2, 2, 2), (100, 2, 1, 3)]
+BN_SHAPES = [(3, 5, 4, 4), (7, 3, 3, 3), (6, 7), (40, 70), (40, 2, 2, 2), (100, 2, 1, 3)]  # (40, 70): 3 c32 blocks
 
 
 def _bn_all(cp, rng, shape, training):
@@ -287,13 +287,15 @@ def test_batchnorm(cp, rng, shape, training, min_slice, monkeypatch):
     monkeypatch.setattr(_cfg(), "MIN_SLICE_ELEMS", min_slice)
     with emu.trace() as t:
         _bn_all(cp, rng, shape, training)
-    hw4 = len(shape) == 4 and shape[2] * shape[3] % 4 == 0
+    # (N, C): the c32 kernels, a block per 32 channels; else f4 when H*W % 4 == 0
+    form = "c32" if len(shape) == 2 else "f4" if shape[2] * shape[3] % 4 == 0 else "f1"
     if training:  # one pass over x for the statistics, one to normalise
-        _ran(t, f"batchnorm_stats_v3_f{4 if hw4 else 1}")
-        _ran(t, f"batchnorm_forward_train_v3_f{4 if hw4 else 1}")
-    _ran(t, f"batchnorm_backward_v2_f{4 if hw4 else 1}")
+        _ran(t, f"batchnorm_stats_v3_{form}")
+        _ran(t, f"batchnorm_forward_train_v3_{form}")
+    _ran(t, f"batchnorm_backward_v2_{form}")
     splits = [r.grid[0] for r in t.launches if r.name.startswith("batchnorm_backward_v2")]
-    assert (splits[0] > 1) == (min_slice == 16 and shape[0] * int(np.prod(shape[2:])) >= 32), t.launches
+    elems = shape[0] * (32 if form == "c32" else int(np.prod(shape[2:])))   # of a block's rows
+    assert (splits[0] > 1) == (min_slice == 16 and elems >= 32), t.launches
 
 
 @pytest.mark.parametrize("first", ["typical", "outlier"])
@@ -325,6 +327,7 @@ def test_batchnorm_and_bias_are_deterministic(cp, monkeypatch):
     for seed in (1, 2):
         with emu.shuffled(seed):
             out = _bn_all(cp, np.random.default_rng(0), (24, 3, 2, 4), True)
+            out += _bn_all(cp, np.random.default_rng(0), (24, 40), True)     # the c32 kernels: warps' sums
             dy = np.random.default_rng(1).standard_normal((24, 3, 2, 4)).astype(np.float32)
             out.append(cp.asnumpy(ops.conv2d_backward_bias(cp.asarray(dy))))
         runs.append(out)

@@ -1,13 +1,15 @@
 """Launchers of kernels/batchnorm.cu: the per-channel statistics as deterministic multi-block
-reductions (slices x channels blocks, kernels/reduce.cuh), the element-wise passes in the same blocks,
-an activation (config.ACTIVATIONS) fused after the normalisation in both passes."""
+reductions (slices x channels blocks, kernels/reduce.cuh; for (N, C) inputs slices x 32-channel
+blocks, the c32 kernels), the element-wise passes in the same blocks, an activation
+(config.ACTIVATIONS) fused after the normalisation in both passes."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _channel_launch, _out
+from .launch import (_F32, _aligned, _alloc, _arg, _channel_launch, _eltwise_grid, _f32, _i32, _i32s, _launch, _out,
+                     num_sms)
 
 
 def _bn_dims(x):
@@ -17,13 +19,19 @@ def _bn_dims(x):
 
 
 def _slices(name, x, *others):
-    """(grid, splits, width, the kernels' N C HW chunk ints) for x; width 4 only when every array is
-    16-byte aligned too."""
+    """(grid, splits, the kernels' suffix, their N C HW chunk ints) for x: c32 for (N, C) (HW = 1: a
+    block per slice x 32 channels), f4 when HW % 4 == 0 and every array is 16-byte aligned, else f1."""
     n, c, hw = _bn_dims(x)
+    if hw == 1:
+        groups = cfg.cdiv(c, cfg.BN_COLS)
+        cfg.check_int32(name, n * c, "N*C")
+        splits, chunk = cfg.channel_splits(groups, n, cfg.BN_COLS, num_sms())
+        return (cfg.check_grid(name, (splits, groups, 1)), splits, "c32",
+                _i32s(name, "N C H*W", (n, c, hw)) + (_i32(chunk),))
     grid, splits, chunk, width = _channel_launch(name, x, n, c, hw)
     if width == 4 and not _aligned(*others):
         width = 1
-    return grid, splits, width, _i32s(name, "N C H*W", (n, c, hw)) + (_i32(chunk),)
+    return grid, splits, f"f{width}", _i32s(name, "N C H*W", (n, c, hw)) + (_i32(chunk),)
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, activation=None,
@@ -43,11 +51,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
                 (x, gamma, beta, running_mean, running_var, y, mean, invstd)
                 + _i32s("x", "N*C*H*W C H*W", (x.size, c, hw)) + (_f32(eps),) + act)
         return y, mean, invstd
-    grid, splits, width, ints = _slices("x", x, y)
+    grid, splits, form, ints = _slices("x", x, y)
     psum = _alloc((c, splits), np.float64, "batchnorm_forward partial sums")
     psq = _alloc((c, splits), np.float64, "batchnorm_forward partial sums of squares")
-    _launch("batchnorm.cu", f"batchnorm_stats_v3_f{width}", grid, cfg.BLOCK, (x, psum, psq) + ints)
-    _launch("batchnorm.cu", f"batchnorm_forward_train_v3_f{width}", grid, cfg.BLOCK,
+    _launch("batchnorm.cu", f"batchnorm_stats_v3_{form}", grid, cfg.BLOCK, (x, psum, psq) + ints)
+    _launch("batchnorm.cu", f"batchnorm_forward_train_v3_{form}", grid, cfg.BLOCK,
             (x, gamma, beta, psum, psq, running_mean, running_var, y, mean, invstd) + ints
             + (_f32(momentum), _f32(eps)) + act)
     return y, mean, invstd
@@ -65,10 +73,10 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), b
     dx = _alloc(x.shape, _F32, "batchnorm_backward dx")
     dgamma = _out(out[0], (c,), "batchnorm_backward dgamma")
     dbeta = _out(out[1], (c,), "batchnorm_backward dbeta")
-    grid, splits, width, ints = _slices("x", x, dy, dx)
+    grid, splits, form, ints = _slices("x", x, dy, dx)
     part = _alloc((2, c, splits), np.float64, "batchnorm_backward partial sums")
-    _launch("batchnorm.cu", f"batchnorm_backward_sums_v2_f{width}", grid, cfg.BLOCK,
+    _launch("batchnorm.cu", f"batchnorm_backward_sums_v2_{form}", grid, cfg.BLOCK,
             (dy, x, gamma, beta, mean, invstd, part) + ints + act)
-    _launch("batchnorm.cu", f"batchnorm_backward_v2_f{width}", grid, cfg.BLOCK,
+    _launch("batchnorm.cu", f"batchnorm_backward_v2_{form}", grid, cfg.BLOCK,
             (dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta) + ints + (_i32(bool(training)), beta) + act)
     return dx, dgamma, dbeta

@@ -31,6 +31,7 @@ PHASED_BLOCKS_PER_SM = 3    # fp32 backward-data phases: split up to this many b
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 REDUCE_WARP_SPLITS = 32     # split counts from which conv2d_splitk_reduce_v2 (warps share the splits) sums them
 MIN_SLICE_ELEMS = 4096      # elements per block of a split per-channel reduction, at least
+BN_COLS = 32                # channels per block (one per lane) of batchnorm.cu's c32 kernels, for (N, C) inputs
 SPLIT_ALIGN = 8             # split-K slices are whole BK tiles (BK 4 or 8; the BK 16 tiles: 16)
 
 # tile name -> (BM, BN, BK, threads, min blocks per SM), as CONV_V3_KERNELS instantiates them in
@@ -116,8 +117,8 @@ KERNELS = {
     "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2",
                 "bias_add_v1"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)
-    + tuple(f"batchnorm_{k}_v{ver}_f{v}" for k, ver in (("stats", 3), ("forward_train", 3), ("backward_sums", 2),
-                                                        ("backward", 2)) for v in (1, 4)),
+    + tuple(f"batchnorm_{k}_v{ver}_{form}" for k, ver in (("stats", 3), ("forward_train", 3), ("backward_sums", 2),
+                                                           ("backward", 2)) for form in ("f1", "f4", "c32")),
     "loss.cu": ("softmax_xent_rows_v1", "bce_logits_v1", "sum_scale_v1", "gan_stats_v1"),
     "optim.cu": ("sgd_update_v1", "sgd_update_v2", "adam_update_v1", "adam_update_v2", "adam_update_v3",
                  "adam_update_v4", "accumulate_v2"),

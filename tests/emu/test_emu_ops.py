@@ -51,6 +51,7 @@ def run_every_op(cp, rng):
         activations_all_passes(backend, rng, size, offset)
     for training in (True, False):
         batchnorm_all_passes(backend, rng, (3, 4, 2, 2), training)
+        batchnorm_all_passes(backend, rng, (6, 5), training)   # (N, C): the c32 kernels
     dropout_all_passes(backend, rng, 50, 0.5, 1)
     softmax_cross_entropy_case(backend, rng, 3, 5)
     bce_with_logits_case(backend, rng, (4, 1))

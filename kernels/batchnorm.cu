@@ -1,11 +1,12 @@
 // batchnorm.cu - batch normalisation over axis 1 of x viewed as (N, C, HW) (HW = 1 for (N, C)), fp32
 // data with double accumulators in the per-channel reductions.
 //
-// Kernel versions (f1: 1 float per access; f4: HW % 4 == 0, 16-byte loads and stores; c32: HW == 1,
-// BatchNorm1d's (N, C), where a channel is a column: a block per (slice, 32 channels), lane = channel,
-// the warps striding over the rows, so that a warp reads 128 contiguous bytes of a row (the row
-// kernels' block per channel read its N floats C apart, a sector each, and left a block of 256
-// threads 64 rows at a batch of 64))
+// Kernel versions, each in three layouts (the Rows / Cols structs below):
+//   f1  a block per (slice, channel), 1 float per access;
+//   f4  the same, HW % 4 == 0: 16-byte loads and stores;
+//   c32 HW == 1 (BatchNorm1d's (N, C), where a channel is a column): a block per (slice, 32
+//       channels), lane = channel, the warps striding over the rows, so that a warp reads 128
+//       contiguous bytes of a row (a block per channel read its N floats C apart, a sector each).
 //   batchnorm_stats_v3_f1, batchnorm_stats_v3_f4, batchnorm_stats_v3_c32
 //                               per (slice of batch rows, channel) block (reduce.cuh): double
 //                               partial sums of d = x - x0 and of d^2, x0 the channel's first element
@@ -15,9 +16,9 @@
 //                               the same blocks: mean = x0 + S1/M and biased variance
 //                               S2/M - (S1/M)^2 from the partials (M = N*HW; in double, where the
 //                               shift keeps the cancellation to the ratio of (mean - x0)^2 to the
-//                               variance times 2^-52); the
-//                               slice-0 block writes mean/invstd and updates running_mean and
-//                               running_var (unbiased) in place; each block normalises its rows:
+//                               variance times 2^-52); the slice-0 block writes mean/invstd and
+//                               updates running_mean and running_var (unbiased) in place; each
+//                               block normalises its rows:
 //                               y = act((x - mean) * invstd * gamma + beta).
 //   batchnorm_forward_eval_v2   grid-stride element-wise with the running statistics; the first
 //                               C threads also write mean = running_mean, invstd.
@@ -34,9 +35,9 @@
 // activation copy is kept (with act 0, dz = dy and beta is not read).
 // Every (slice, channel) block of a launch computes a channel's statistics from the same partials
 // in the same order, so all agree bit for bit and the results are deterministic (c32: the warps'
-// sums added in warp order). The launcher picks
-// the slices for about 4 blocks per SM (fastconv.backends.cuda.config.channel_splits); offsets are
-// 32-bit (N*C*HW <= INT32_LIMIT, checked by the launcher).
+// sums added in warp order). The launcher picks the slices for about 4 blocks per SM
+// (fastconv.backends.cuda.config.channel_splits); offsets are 32-bit (N*C*HW <= INT32_LIMIT,
+// checked by the launcher).
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/batchnorm.cu
 #include "common.cuh"

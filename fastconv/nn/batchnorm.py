@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import ops
 from ..argcheck import real
-from .layers import _positive_int
+from .layers import NO_ACTIVATION, _positive_int
 from .module import Module
 
 
@@ -31,21 +31,21 @@ class _BatchNorm(Module):
     def _clear_cache(self):
         self._cache = None
 
-    def forward(self, x, activation=None):
+    def forward(self, x, activation=NO_ACTIVATION):
         if x.ndim != self._ndim:
             raise ValueError(f"x: got shape {tuple(x.shape)}, expected a {self._ndim}-d input for "
                              f"{type(self).__name__}")
-        name, slope = (None, 0.01) if activation is None else activation
+        name, slope = activation
         y, mean, invstd = ops.batchnorm_forward(x, self.weight.data, self.bias.data, self.buffer("running_mean"),
                                                 self.buffer("running_var"), self.training, self.momentum, self.eps,
                                                 activation=name, negative_slope=slope, kernels=self.kernels)
         self._cache = (x, mean, invstd, self.training)
         return y
 
-    def backward(self, dy, input_grad=True, activation=None):
+    def backward(self, dy, input_grad=True, activation=NO_ACTIVATION):
         """dy: the gradient of the output, or with the forward's fused ``activation`` of its output."""
         x, mean, invstd, training = self._saved(self._cache, "batch statistics")
-        name, slope = (None, 0.01) if activation is None else activation
+        name, slope = activation
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
                                                    beta=None if name is None else self.bias.data, activation=name,
                                                    negative_slope=slope,

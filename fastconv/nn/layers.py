@@ -11,6 +11,10 @@ from . import init
 from .module import Module
 
 
+# the (name, negative slope) a layer's forward takes when no activation is fused into it
+NO_ACTIVATION = (None, 0.01)
+
+
 def _rng(rng):
     return rng if rng is not None else np.random.default_rng()
 
@@ -56,12 +60,12 @@ class _ConvBase(Module):
     def _hyper(self):
         return self.stride, self.padding, self.dilation, self.groups
 
-    def forward(self, x, activation=None):
+    def forward(self, x, activation=NO_ACTIVATION):
         """y = conv(x) + bias; Conv2d also takes a fused ``activation`` (name, negative slope)."""
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        kw = self._kw() if activation is None else dict(self._kw(), activation=activation[0],
-                                                        negative_slope=activation[1])
+        name, slope = activation
+        kw = self._kw() if name is None else dict(self._kw(), activation=name, negative_slope=slope)
         return self._forward_op(x, self.weight.data, b, *self._hyper(), **kw)
 
     def backward(self, dy, input_grad=True):
@@ -132,11 +136,11 @@ class Linear(Module):
     def _clear_cache(self):
         self._x = None
 
-    def forward(self, x, activation=None):
+    def forward(self, x, activation=NO_ACTIVATION):
         """y = x @ weight.T + bias, through a fused ``activation`` (name, negative slope) when given."""
         self._x = x
         b = self.bias.data if self.bias is not None else None
-        name, slope = (None, 0.01) if activation is None else activation
+        name, slope = activation
         return ops.linear_forward(x, self.weight.data, b, activation=name, negative_slope=slope, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True):
@@ -191,7 +195,7 @@ class _Activation(Module):
 
     def _spec(self):
         """(name, negative slope) of this activation fused into another op."""
-        return self._name, (self._args() or (0.01,))[0]
+        return (self._name,) + (self._args() or (0.0,))   # LeakyReLU's args are its slope
 
     def fuses_after(self, prev) -> bool:
         return self._name is not None and getattr(prev, "takes_activation", False)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import fused_activation
+
 
 def relu_forward(x):
     return np.maximum(x, 0)
@@ -40,13 +42,9 @@ def tanh_backward(dy, y):
 
 def activate(activation, x, slope=0.0):
     """x through a fused activation (None, "relu", "leaky_relu" with ``slope``, "tanh")."""
-    if activation is None:
-        return x
-    return leaky_relu_forward(x, slope) if activation == "leaky_relu" else globals()[f"{activation}_forward"](x)
+    return fused_activation(globals(), activation, "forward", x, slope=slope)
 
 
 def activate_backward(activation, dy, y, slope=0.0):
     """dy through the backward of a fused activation at its output y."""
-    if activation is None:
-        return dy
-    return leaky_relu_backward(dy, y, slope) if activation == "leaky_relu" else globals()[f"{activation}_backward"](dy, y)
+    return fused_activation(globals(), activation, "backward", dy, y, slope=slope)

@@ -44,10 +44,11 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), b
     """(dx, dgamma, dbeta), the last two written into their entries of ``out`` when those are arrays;
     with an ``activation``, dy is the gradient of act(y), y recomputed from x and ``beta``."""
     axes, shape = _bn_axes_shape(x)
+    xc = x - mean.reshape(shape)
     if activation is not None:
-        y = activate(activation, _affine(x - mean.reshape(shape), gamma, beta, invstd, shape), slope)
-        dy = activate_backward(activation, dy, y, slope)
-    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+        dy = activate_backward(activation, dy, activate(activation, _affine(xc, gamma, beta, invstd, shape), slope),
+                               slope)
+    xhat = xc * invstd.reshape(shape)
     dbeta = dy.sum(axis=axes, out=out[1])
     dgamma = (dy * xhat).sum(axis=axes, out=out[0])
     if training:

@@ -100,8 +100,8 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
                                     phased=phased, out_elems=out.size)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     # the epilogue's float4 stores need a 16-byte aligned out: a given dw (a view) that is not gets
-    # its one slice in a workspace too
-    direct = splits == 1 and (not wgrad or _aligned(out))
+    # its one slice in a workspace too, and so does the vec backward-weight's, in (r, s, c) order
+    direct = splits == 1 and (not wgrad or (_aligned(out) and not vec))
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
     name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{'vec_' if vec else ''}{tile}"
@@ -265,7 +265,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         _winograd_backward_weight(dy, x, dw, padding)
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
-    res = dw  # what the kernel fills: dw, or the vec kernel's (K, R*S, C/G), transposed into dw at the end
+    vec = False  # the TF32 vec kernel: its columns run (r, s, c), its workspace is (K, R*S, C/G)
     if tp:
         chunks = cfg.cdiv(k // groups, 32)
         splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
@@ -275,15 +275,14 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     else:
         tf32 = settings.current().tf32
         vec = _vec(tf32, k // groups) and cg % 4 == 0
-        if vec:  # its columns run (r, s, c)
-            res = _alloc((k, r * s, cg, 1), _F32, "conv2d_backward_weight (r, s, c) order")
+        if vec:
             dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")
-        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, res, "dy",
+        ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
                            (dy, x, (), ints), tf32=tf32, vec=vec)
-    if ws is not res:   # the vec kernel's splits summed straight into dw's order
-        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0, (r * s, cg) if res is not dw else (0, 0))
-    elif res is not dw:
-        _to_nhwc(res, "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
+    if vec and splits == 1:   # the vec kernel's one slice, transposed into dw
+        _to_nhwc(ws.reshape(k, r * s, cg, 1), "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
+    elif ws is not dw:        # the splits summed (a vec kernel's straight into dw's order)
+        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0, (r * s, cg) if vec else (0, 0))
     return dw
 
 

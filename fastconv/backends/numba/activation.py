@@ -13,6 +13,7 @@ import math
 
 from numba import cuda, float32, uint32
 
+from .. import fused_activation
 from ..cuda.config import cdiv
 from .driver import _check, _check_out, _empty, _in, launch
 from .tiles import ELEMENTWISE_THREADS
@@ -187,6 +188,4 @@ tanh_forward, tanh_backward = _backend_functions("tanh")
 def activate(activation, y, slope):
     """act(y), a fused activation of another op's output (None, "relu", "leaky_relu", "tanh"), as one
     elementwise launch into a new array (y itself for None)."""
-    if activation is None:
-        return y
-    return leaky_relu_forward(y, slope) if activation == "leaky_relu" else globals()[f"{activation}_forward"](y)
+    return fused_activation(globals(), activation, "forward", y, slope=slope)

@@ -16,6 +16,10 @@ sync per run, after ``--warmup`` steps):
   loop (graph on, then off) and through the same recipe as a PyTorch loop (data on the GPU,
   the same shuffling, eager and whole-step graph), in images per second.
 
+Each fastconv graph row is also timed with the autotune setting on (the "fc tuned" column: conv passes
+pick their kernels by timing them in the first step's eager pass, as PyTorch's rows do with
+torch.backends.cudnn.benchmark) and set against PyTorch's graph ("tuned/torch-graph"); not with --emu.
+
 ``--emu`` desk-checks the fastconv rows on the CPU stand-in (fastconv.emu: the CUDA C kernels
 run on the CPU, slowly): LeNet at batch 8, two runs of two steps (``--models dcgan``: the DCGAN),
 PyTorch rows skipped. Its
@@ -227,12 +231,17 @@ def main(argv=None) -> int:
             torch.backends.cudnn.benchmark = True
             print(f"card: {torch.cuda.get_device_name()}; torch {torch.__version__} (TF32 off)")
         print(f"{'model':<7}{'batch':>6}{'fc eager':>12}{'fc graph':>12}{'torch eager':>13}{'torch graph':>13}"
-              f"{'graph/torch-graph':>19}{'graph/torch-eager':>19}   (images/s)")
+              f"{'graph/torch-graph':>19}{'graph/torch-eager':>19}{'fc tuned':>12}{'tuned/torch-graph':>19}"
+              "   (images/s)")
         for model in models:
             for b in batches:
                 make_fc = fc_lenet if model == "lenet" else fc_dcgan
                 fe = ips(make_fc(cp, b, False), b, sync, args.steps, args.reps, args.warmup)
                 fg = ips(make_fc(cp, b, True), b, sync, args.steps, args.reps, args.warmup)
+                ft = None
+                if not args.emu:   # on the CPU layer its trials take minutes (tests/emu/test_emu_autotune.py runs them)
+                    with fastconv.using(autotune=True):   # tuned in the graph's first (eager) pass
+                        ft = ips(make_fc(cp, b, True), b, sync, args.steps, args.reps, args.warmup)
                 te = tg = None
                 if torch is not None:
                     tsync = torch.cuda.synchronize
@@ -241,8 +250,8 @@ def main(argv=None) -> int:
                     tg = ips(make(torch, b, True), b, tsync, args.steps, args.reps, args.warmup)
                 cell = lambda v: f"{v:>12.0f}" if v is not None else f"{'-':>12}"  # noqa: E731
                 ratio = lambda a, c: f"{a / c:>19.2f}" if a and c else f"{'-':>19}"  # noqa: E731
-                print(f"{model:<7}{b:>6}{cell(fe)}{cell(fg)} {cell(te)} {cell(tg)}{ratio(fg, tg)}{ratio(fg, te)}",
-                      flush=True)
+                print(f"{model:<7}{b:>6}{cell(fe)}{cell(fg)} {cell(te)} {cell(tg)}{ratio(fg, tg)}{ratio(fg, te)}"
+                      f"{cell(ft)}{ratio(ft, tg)}", flush=True)
         if args.epoch:
             print(f"\nLeNet epoch, Fashion-MNIST, batch 128 (images/s): fastconv graph "
                   f"{fc_epoch('on', args.out + '/graph'):.0f}, eager {fc_epoch('off', args.out + '/eager'):.0f}; "

@@ -41,13 +41,13 @@ from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
-from fastconv.backends.cuda import config as cfg  # noqa: E402
+from fastconv.backends.cuda import autotune, config as cfg  # noqa: E402
 from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 WINOGRAD_SPLITS = (None, 1, 2, 4, 8, 16, 32, 64)
 PRODUCT_SPLITS = (None, 4, 16)   # with a forced products tile (winograd_tile)
-WAVE_SPLIT_WAVES = 3             # configs(): also the split counts that fill 1..3 whole waves (wave_splits)
+WAVE_SPLIT_WAVES = 3             # configs(): also the split counts that fill 1..3 whole waves (autotune.wave_splits)
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
 PASSES = ("forward", "backward_data", "backward_weight")
 MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
@@ -98,23 +98,8 @@ def calls(cp, shape, rng):
 
 def gemm_dims(shape, ps):
     """(m, n, reduction, z, output elements) of one pass's implicit GEMM (the v3 core's view)."""
-    from fastconv.argcheck import conv_out_size
     n, c, h, w, k, r, s, st, pd = shape
-    p, q = conv_out_size(h, r, st, pd, 1), conv_out_size(w, s, st, pd, 1)
-    if ps == "forward":
-        return k, n * p * q, c * r * s, 1, n * k * p * q
-    if ps == "backward_data":
-        taps = -(-r // st) * -(-s // st)
-        return c, n * -(-h // st) * -(-w // st), k * taps, st * st, n * c * h * w
-    return k, c * r * s, n * p * q, 1, k * c * r * s
-
-
-def wave_splits(blocks, wave, waves=WAVE_SPLIT_WAVES):
-    """Split counts >= 2 that fill 1..``waves`` whole waves of ``wave`` blocks as nearly as they can
-    without passing them: floor(k * wave / blocks) for a grid of ``blocks`` unsplit blocks. The powers
-    of two of SPLITS leave a last wave partly empty (resnet.c4's TF32 backward-weight: 576 t128x128
-    blocks on a 264-block wave), so the sweep times these beside them."""
-    return sorted({k * wave // blocks for k in range(1, waves + 1)} - {0, 1})
+    return autotune.gemm_dims(ps, n, c, h, w, k, r, s, (st, st), (pd, pd), (1, 1), 1)
 
 
 def configs(prec, dims=None, num_sms=132, winograd=False):
@@ -131,7 +116,7 @@ def configs(prec, dims=None, num_sms=132, winograd=False):
             m, n, red, z, elems = dims
             gx, gy, _ = cfg.conv_grid(m, n, t, z)
             blocks, wave = gx * gy * z, num_sms * cfg.tile_spec(t, prec == "tf32")[4]
-            splits = sorted(set(SPLITS) | set(wave_splits(blocks, wave)))
+            splits = sorted(set(SPLITS) | set(autotune.wave_splits(blocks, wave, WAVE_SPLIT_WAVES)))
         for s in splits:
             if dims is not None and s > 1:
                 if blocks * s > 4 * wave or red < 8 * s or s * elems * 4 > 1 << 30:

@@ -24,6 +24,11 @@ tile / split count faster than the heuristic's (conv_sweep.picks) is also valida
 under that configuration, in the same run: the table adds "picked" ratios and the geometric means with
 the picks, i.e. what a retuned heuristic would give.
 
+Every row is also run with the autotune setting on (fastconv.backends.cuda.autotune: the first call
+times the candidates on this card and keeps the fastest, as cuDNN's benchmark mode does), validated
+and timed kernel-only in the same run: the "tuned" columns, the pick per row and the geometric means
+with it.
+
 The TF32 rows are also validated and timed kernel-only with the tf32_vector_gather setting off (4-byte
 gathers from the NCHW tensors instead of the vec kernels' 16-byte ones), in the same run: the "4-byte"
 column and geometric mean show what the vec kernels gain.
@@ -108,6 +113,8 @@ def cudnn_kernels(torch, fn) -> list[str]:
 def run(args, picked=None):
     import cupy as cp
     import torch
+
+    from fastconv.backends.cuda import autotune
     torch.backends.cudnn.benchmark = True
     clock = timing.EventClock(cp)
 
@@ -143,6 +150,13 @@ def run(args, picked=None):
                         bad += not ok
                         if ok:
                             row["tf32 4-byte kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
+                tuned = autotune.results()
+                with fastconv.using(autotune=True):
+                    ok, row[f"{prec} tuned error"] = valid(cp, fc(prec), ref, mag, prec, terms)
+                    bad += not ok
+                    row[f"{prec} tuned pick"] = [t.pick for k, t in autotune.results().items() if k not in tuned]
+                    if ok:
+                        row[f"{prec} tuned kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
                 pick = (picked or {}).get(f"{row['row']} {prec}")
                 if pick:
                     with fastconv.using(**pick):
@@ -158,11 +172,13 @@ def run(args, picked=None):
     return rows, bad
 
 
-def ratio(row, prec, kind, picked=False, narrow=False):
+def ratio(row, prec, kind, picked=False, narrow=False, tuned=False):
     """cuDNN time / fastconv time; ``picked``: fastconv's with the row's picked configuration where it
-    has a valid one; ``narrow``: with the tf32_vector_gather setting off where the row timed it."""
+    has a valid one; ``narrow``: with the tf32_vector_gather setting off where the row timed it;
+    ``tuned``: with the autotune setting on."""
     t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
     t = row.get(f"{prec} picked {kind} ms", t) if picked else t
+    t = row.get(f"{prec} tuned {kind} ms") if tuned else t
     t = row.get(f"{prec} 4-byte {kind} ms", t) if narrow else t
     return c / t if t and c else float("nan")
 
@@ -189,6 +205,16 @@ def print_table(rows, device):
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
           f"TF32 kernel-only {timing.geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0; "
           f"with 4-byte gathers: {timing.geomean(ratio(r, 'tf32', 'kernel', narrow=True) for r in rows):.2f})")
+    print("with the autotune setting (kernel-only ratio, default -> tuned, the pick of each pass it ran):")
+    for r in rows:
+        for p in ("fp32", "tf32"):
+            if f"{p} tuned pick" in r:
+                print(f"  {r['row']:<28}{p}  {ratio(r, p, 'kernel'):.2f} -> {ratio(r, p, 'kernel', tuned=True):.2f}  "
+                      f"{r[f'{p} tuned pick']}")
+    tuned = {p: [ratio(r, p, "kernel", tuned=True) for r in rows] for p in ("fp32", "tf32")}
+    small = [t for r, t in zip(rows, tuned["fp32"]) if r["row"].startswith(("lenet", "dcgan"))]
+    print(f"geometric means tuned: fp32 kernel-only {timing.geomean(tuned['fp32']):.2f} (lenet/dcgan minimum "
+          f"{min(small, default=float('nan')):.2f}), TF32 kernel-only {timing.geomean(tuned['tf32']):.2f}")
     if any(f"{p} picked" in r for r in rows for p in ("fp32", "tf32")):
         print("with the sweep's picks (kernel-only ratio, default -> picked, configuration):")
         for r in rows:

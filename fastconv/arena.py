@@ -51,6 +51,17 @@ class Arena:
         return a
 
 
+@contextlib.contextmanager
+def outside_arena():
+    """Within: this thread's allocations bypass the arena of a running step (an autotuner's trial
+    calls, which must not take the step's static buffers)."""
+    outer, arena_state.arena = arena_state.arena, None
+    try:
+        yield
+    finally:
+        arena_state.arena = outer
+
+
 def current_arena():
     """The Arena whose step is running on this thread, else None."""
     return arena_state.arena

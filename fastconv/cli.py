@@ -86,6 +86,9 @@ def _common(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float)
     g.add_argument("--tf32", action="store_true",
                    help="TF32 tensor cores for the GPU conv layers; linear layers stay fp32 (kernels/linear.cu), so "
                         "the step can still be one CUDA graph (default: off, or $FASTCONV_TF32=1)")
+    g.add_argument("--autotune", action="store_true",
+                   help="the CUDA C conv passes time their candidate kernels on the first step and run the fastest "
+                        "(as cudnn.benchmark; default: off, or $FASTCONV_AUTOTUNE=1)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="output folder: checkpoint, metrics.jsonl, PNGs (default: runs/<model>; for --dry-run a new "
                         "temporary folder); locked while the run lasts")
@@ -202,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    if args.tf32:
+    if args.tf32 or args.autotune:
         from . import settings
-        settings.configure(tf32=True)
+        settings.configure(**{name: True for name in ("tf32", "autotune") if getattr(args, name)})
     common = dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
                   lr=args.lr, seed=args.seed, device=args.device, kernels=args.kernels, resume=args.resume,
                   dry_run=args.dry_run, train_size=args.train_size, log_every=args.log_every,

@@ -33,6 +33,7 @@ calls go straight to the op.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -48,6 +49,7 @@ CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shape
 WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
 _UNPLANNABLE = object()    # stored for keys whose record does not explain the call
 _PER_CALL = object()       # marks a per-call argument in a key
+_caches: list = []         # every planned op's plans
 _TUPLE = object()          # marks where a tuple's items start in a flattened key (see _flat)
 
 
@@ -62,12 +64,13 @@ _local = _ThreadState()
 class Record:
     """What one op call did on the GPU: allocations (alloc function, its arguments, the array, the
     unchecked allocator, whether a replay may reuse it) and launches (launch callable
-    ``fn(grid, block, args)``, grid, block, args)."""
-    __slots__ = ("allocs", "launches")
+    ``fn(grid, block, args)``, grid, block, args); ``keep`` False: build no plan from this call."""
+    __slots__ = ("allocs", "launches", "keep")
 
     def __init__(self):
         self.allocs = []
         self.launches = []
+        self.keep = True
 
 
 def note_alloc(alloc, call_args: tuple, array, raw=None, reusable: bool = False) -> None:
@@ -87,6 +90,31 @@ def note_launch(fn, grid: tuple, block: tuple, args: tuple) -> None:
     rec = _local.rec
     if rec is not None:
         rec.launches.append((fn, grid, block, args))
+
+
+@contextlib.contextmanager
+def not_recording():
+    """Within: this thread's allocations and launches are not recorded into the op call being
+    planned (the trial calls of fastconv.backends.cuda.autotune)."""
+    outer, _local.rec = _local.rec, None
+    try:
+        yield
+    finally:
+        _local.rec = outer
+
+
+def clear_all() -> None:
+    """Drop every op's plans (their next calls go the full way: after the conv autotuner forgets its
+    picks, fastconv.backends.cuda.autotune.clear)."""
+    for plans in _caches:
+        plans.clear()
+
+
+def provisional() -> None:
+    """The op call being planned on this thread (if any) makes no plan: a later call with its key
+    goes the full way again (a conv pass that could not be autotuned during a graph capture)."""
+    if _local.rec is not None:
+        _local.rec.keep = False
 
 
 class Plan:
@@ -281,6 +309,7 @@ def planned(op=None, *, per_call: dict | None = None):
     from .backends.cuda.loader import defines_text
 
     plans: dict = {}
+    _caches.append(plans)
     np_ndarray = np.ndarray
     local = _local
     split = _per_call_splitter(op, per_call) if per_call else None
@@ -332,8 +361,8 @@ def planned(op=None, *, per_call: dict | None = None):
             out = op(*args, kernels=kernels, **kw)
         finally:
             local.rec = None
-        if len({a.data.ptr for a in arrays}) < len(arrays):
-            return out         # inputs sharing memory: a plan would tie their slots; build one from another call
+        if not rec.keep or len({a.data.ptr for a in arrays}) < len(arrays):
+            return out   # provisional, or inputs sharing memory (a plan would tie their slots): plan another call
         built = _build(rec, arrays, out, s, cp, per)
         if built is not None:
             if len(plans) >= CACHE_LIMIT:

@@ -31,6 +31,13 @@
   conv op or layer wins for that call or layer. Linear layers stay on the fp32 kernels of
   kernels/linear.cu either way (no cuBLAS, so a training step stays capturable in a CUDA graph).
   NumPy (CPU) results are exact fp32 either way.
+- ``autotune`` [False]: the cupy family's conv passes pick their kernel by timing (as PyTorch's
+  ``torch.backends.cudnn.benchmark``): the first call of a pass with a given shape, precision and
+  device times the launch heuristic's choice, every tile with its split counts and, where it
+  applies, Winograd, each as a CUDA graph of repeated calls, and that call and every later one run
+  the fastest (``fastconv.backends.cuda.autotune``). The ``FASTCONV_AUTOTUNE`` environment variable
+  ("1"/"0") is read into it once, on first use. A forced ``conv_tile``, ``conv_splits`` or
+  ``winograd_tile`` setting, or ``conv_version`` 1, turns it off for the calls they govern.
 - ``tf32_vector_gather`` [True]: with ``tf32``, the conv GEMMs gather their operand 16 bytes per copy
   where the layout allows (the ``vec`` kernels): forward and backward-data whose channels per group
   (C/groups, K/groups) are a multiple of 4 from a channels-last copy of x or dy (one transpose
@@ -51,6 +58,7 @@ import os
 FAMILIES = ("cupy", "numba")
 ENV_KERNELS = "FASTCONV_KERNELS"
 ENV_TF32 = "FASTCONV_TF32"
+ENV_AUTOTUNE = "FASTCONV_AUTOTUNE"
 PRECISIONS = ("fp32", "tf32")
 
 
@@ -65,9 +73,10 @@ class Settings:
     pool_variant: str | None = None
     tf32: bool = False
     tf32_vector_gather: bool = True
+    autotune: bool = False
 
 
-_current: Settings | None = None  # None until first use, when FASTCONV_KERNELS and FASTCONV_TF32 are read
+_current: Settings | None = None  # None until first use, when the environment variables are read
 
 
 def check_family(family, argname: str = "kernels") -> str:
@@ -84,18 +93,24 @@ def check_precision(precision, argname: str = "precision"):
     return precision
 
 
+def _env_flag(name: str, what: str) -> bool:
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{name}: got {value!r}, expected '1' ({what}) or '0'")
+    return value == "1"
+
+
 def from_environment() -> Settings:
-    """The defaults, with the kernel family FASTCONV_KERNELS names and FASTCONV_TF32 ("1" or "0");
-    a bad value is a ValueError naming the variable."""
-    env, tf32 = os.environ.get(ENV_KERNELS), os.environ.get(ENV_TF32, "").strip()
-    if tf32 not in ("", "0", "1"):
-        raise ValueError(f"{ENV_TF32}: got {tf32!r}, expected '1' (TF32 tensor cores) or '0'")
+    """The defaults, with the kernel family FASTCONV_KERNELS names, FASTCONV_TF32 and
+    FASTCONV_AUTOTUNE ("1" or "0"); a bad value is a ValueError naming the variable."""
+    env = os.environ.get(ENV_KERNELS)
+    tf32, autotune = _env_flag(ENV_TF32, "TF32 tensor cores"), _env_flag(ENV_AUTOTUNE, "conv autotuning")
     kernels = check_family(env.strip().lower(), ENV_KERNELS) if env else Settings.kernels
-    return Settings(kernels=kernels, tf32=tf32 == "1")
+    return Settings(kernels=kernels, tf32=tf32, autotune=autotune)
 
 
 def current() -> Settings:
-    """The settings now in force (reads FASTCONV_KERNELS and FASTCONV_TF32 the first time)."""
+    """The settings now in force (reads the environment variables the first time)."""
     global _current
     if _current is None:
         _current = from_environment()
@@ -104,7 +119,7 @@ def current() -> Settings:
 
 def _checked(s: Settings) -> Settings:
     check_family(s.kernels)
-    for name in ("poison", "tf32", "tf32_vector_gather"):
+    for name in ("poison", "tf32", "tf32_vector_gather", "autotune"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: got {getattr(s, name)!r}, expected True or False")
     if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
@@ -133,8 +148,8 @@ def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
     Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits,
-    winograd_tile, pool_variant, tf32, tf32_vector_gather); an unknown name or a bad value raises before
-    anything changes.
+    winograd_tile, pool_variant, tf32, tf32_vector_gather, autotune); an unknown name or a bad value
+    raises before anything changes.
     """
     global _current
     fields = {f.name for f in dataclasses.fields(Settings)}
@@ -159,6 +174,6 @@ def using(**changes):
 
 
 def reset() -> None:
-    """Back to the defaults; FASTCONV_KERNELS and FASTCONV_TF32 are read again on next use (for tests)."""
+    """Back to the defaults; the environment variables are read again on next use (for tests)."""
     global _current
     _current = None

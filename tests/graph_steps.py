@@ -32,6 +32,25 @@ def lenet_state(model, opt):
     return arrays
 
 
+def lenet_graph_equals_eager(cp, batches, after_first=lambda: None):
+    """A LeNet step as a StepGraph and eagerly, on each of ``batches`` in turn (the graph first, so
+    its eager pass meets every shape first; ``after_first()`` runs after that call): the same loss
+    and the same parameters and momentum, bit for bit."""
+    from fastconv.graph import StepGraph
+    model_g, opt_g, step_g = lenet_trainer(cp)
+    model_e, opt_e, step_e = lenet_trainer(cp)
+    graph = StepGraph(step_g, on_capture=lambda: setattr(opt_g, "steps", opt_g.steps - 1),
+                      on_replay=lambda: setattr(opt_g, "steps", opt_g.steps + 1))
+    for i, (x, y) in enumerate(batches):
+        loss_g = float(graph(x, y))
+        if i == 0:
+            after_first()
+        assert float(step_e(x, y)) == loss_g, f"step {i}"
+        for a, b in zip(lenet_state(model_g, opt_g), lenet_state(model_e, opt_e)):
+            assert not np.isnan(a).any()
+            np.testing.assert_array_equal(a, b, err_msg=f"step {i}: the graph step differs from the eager step")
+
+
 def gan_trainer(cp, model="dcgan", graph=False, seed=0, batch=BATCH, d_steps=1, g_loss="nonsat", kernels="cupy"):
     """A small GAN of the trainer (build_gan: DCGAN width 8, the MLP GAN, or the conditional DCGAN),
     Adam for G and D, and the trainer's GANStep (eager, or replayed as a CUDA graph)."""

@@ -90,9 +90,10 @@ def test_wave_filling_split_counts_join_the_powers_of_two():
     """Besides SPLITS, a GEMM's configurations time the split counts that fill whole waves: resnet.c4's
     TF32 backward-weight on t128x128 (36 blocks unsplit, a wave of 132 SMs x 2 blocks) at 7, 14 and
     22 slices, where 16 leaves its third wave 18 % full."""
-    assert conv_sweep.wave_splits(36, 264) == [7, 14, 22]
-    assert conv_sweep.wave_splits(300, 264) == [2]  # 600 blocks: within 3 waves
-    assert conv_sweep.wave_splits(800, 264) == []  # 3 waves or more unsplit: nothing to fill
+    from fastconv.backends.cuda.autotune import wave_splits   # the autotune setting's candidates too
+    assert wave_splits(36, 264, conv_sweep.WAVE_SPLIT_WAVES) == [7, 14, 22]
+    assert wave_splits(300, 264, conv_sweep.WAVE_SPLIT_WAVES) == [2]  # 600 blocks: within 3 waves
+    assert wave_splits(800, 264, conv_sweep.WAVE_SPLIT_WAVES) == []  # 3 waves or more unsplit: nothing to fill
     dims = conv_sweep.gemm_dims(conv_sweep.CONV_SHAPES["resnet.c4"], "backward_weight")
     got = [s for t, s in conv_sweep.configs("tf32", dims) if t == "t128x128"]
     assert got == sorted(got) and {7, 14, 22, 16} <= set(got) and 1 in got

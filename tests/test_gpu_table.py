@@ -153,6 +153,13 @@ def test_printers_fill_the_results(capsys, tmp_path):
         capsys.readouterr().out
 
 
+def _printed(conv_table, row) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        conv_table.print_table([row], "card")
+    return out.getvalue()
+
+
 def test_conv_table_lists_cudnn_kernels_by_name():
     """conv_table keeps the GPU activities of a profiled cuDNN call (not its CPU ops) and prints
     them per row without template arguments."""
@@ -174,29 +181,26 @@ def test_conv_table_lists_cudnn_kernels_by_name():
         row.update({f"{prec} ok": True, f"{prec} call ms": t, f"{prec} cudnn call ms": 0.1,
                     f"{prec} kernel ms": t, f"{prec} cudnn kernel ms": 0.1})
     row["fp32 cudnn kernels"] = names
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        conv_table.print_table([row], "card")
-    text = out.getvalue()
+    text = _printed(conv_table, row)
     assert "lenet.conv2 backward_weight Memset, fft2d_r2c_32x32 | -" in text
     assert "fp32 kernel-only 0.50" in text and "TF32 kernel-only 1.00" in text
     assert "with 4-byte gathers: 1.00" in text  # a row without that timing keeps its own
     assert "with the sweep's picks" not in text
     narrow = dict(row, **{"row": "lenet.conv2 forward", "tf32 4-byte kernel ms": 0.2})
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        conv_table.print_table([narrow], "card")
-    text = out.getvalue()
+    text = _printed(conv_table, narrow)
     assert "TF32 kernel-only 1.00 (target >= 1.0; with 4-byte gathers: 0.50)" in text
     assert next(ln for ln in text.splitlines() if ln.startswith("lenet.conv2 forward")).split()[-1] == "0.50"
     row.update({"fp32 picked": {"conv_tile": "t64x32", "conv_splits": 4}, "fp32 picked kernel ms": 0.05,
                 "tf32 picked": {"conv_tile": "t64x64", "conv_splits": None}})
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        conv_table.print_table([row], "card")
-    text = out.getvalue()
+    text = _printed(conv_table, row)
     assert "fp32  0.50 -> 2.00  {'conv_tile': 't64x32', 'conv_splits': 4}" in text and "tf32  1.00 -> INVALID" in text
     assert "with the picks: fp32 kernel-only 2.00 (lenet/dcgan minimum 2.00), TF32 kernel-only 1.00" in text
+    assert "geometric means tuned: fp32 kernel-only nan" in text   # a table without tuned timings
+    row.update({"fp32 tuned pick": [{}], "fp32 tuned kernel ms": 0.25, "tf32 tuned pick": [{"conv_tile": "winograd"}],
+                "tf32 tuned kernel ms": 0.05})
+    text = _printed(conv_table, row)
+    assert "fp32  0.50 -> 0.40  [{}]" in text and "tf32  1.00 -> 2.00  [{'conv_tile': 'winograd'}]" in text
+    assert "geometric means tuned: fp32 kernel-only 0.40 (lenet/dcgan minimum 0.40), TF32 kernel-only 2.00" in text
 
 
 def test_fill_case_writes_its_value_on_both_sides():

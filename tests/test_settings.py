@@ -18,6 +18,23 @@ def test_defaults(monkeypatch):
     s = settings.current()
     assert (s.kernels, s.poison, s.conv_version, s.conv_tile, s.tf32) == ("cupy", False, 3, None, False)
     assert s.tf32_vector_gather is True  # the TF32 vec kernels where the layout allows
+    assert s.autotune is False
+
+
+@pytest.mark.parametrize("value,want", [("1", True), ("0", False), ("", False), (" 1 ", True)])
+def test_autotune_from_the_environment(monkeypatch, value, want):
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", value)
+    settings.reset()
+    assert settings.current().autotune is want
+
+
+def test_bad_autotune_variable_names_it(monkeypatch):
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "yes")
+    settings.reset()
+    with raises(ValueError, "FASTCONV_AUTOTUNE: got 'yes'", "expected '1' (conv autotuning) or '0'"):
+        settings.current()
+    monkeypatch.delenv("FASTCONV_AUTOTUNE")
+    settings.reset()
 
 
 def test_using_changes_inside_and_restores_on_exit_and_on_error():
@@ -60,7 +77,8 @@ def test_configure_returns_the_settings_before():
     ({"winograd_tile": "winograd"}, ValueError, ("winograd_tile: got 'winograd'", "expected None or one of")),
     ({"conv_splits": 0}, ValueError, ("conv_splits: got 0", "expected None or an int in [1, 65535]")),
     ({"conv_splits": 2.0}, ValueError, ("conv_splits: got 2.0", "expected None or an int in [1, 65535]")),
-    ({"colour": "red"}, TypeError, ("colour: not a setting", "expected one of conv_splits, conv_tile, conv_version")),
+    ({"autotune": "on"}, TypeError, ("autotune: got 'on'", "expected True or False")),
+    ({"colour": "red"}, TypeError, ("colour: not a setting", "expected one of autotune, conv_splits, conv_tile")),
 ])
 def test_bad_settings_name_the_setting_and_change_nothing(changes, exc, parts):
     before = settings.current()
@@ -130,3 +148,17 @@ def test_dispatch_follows_the_setting(monkeypatch):
         backend.backend_for(np.ones(2))
     backend.backend_for(x)
     assert loaded == ["numba", "cuda", "cpu", "cuda"]
+
+
+@pytest.mark.parametrize("what", ["cnn", "gan"])
+def test_autotune_cli_flag(monkeypatch, what):
+    """``fastconv train cnn|gan --autotune`` turns the setting on for the run (tf32 left as it was)."""
+    import fastconv.train.cnn as cnn
+    import fastconv.train.gan as gan
+    from fastconv import cli
+    seen = []
+    result = {"test_accuracy": None, "epochs": 0}
+    monkeypatch.setattr(cnn, "train_cnn", lambda cfg: seen.append(settings.current()) or result)
+    monkeypatch.setattr(gan, "train_gan", lambda cfg: seen.append(settings.current()) or result)
+    cli.main(["train", what, "--dry-run", "--autotune"])
+    assert [(s.autotune, s.tf32) for s in seen] == [(True, False)]

@@ -1,4 +1,4 @@
-"""The ``cupy.cuda`` part of the stand-in: one device, streams, graph capture, compiled modules.
+"""The ``cupy.cuda`` part of the stand-in: one device, streams, events, graph capture, compiled modules.
 
 Kernel launches go through :class:`RawKernel`: the grid, block and shared-memory size are checked
 against the limits of an H100 (what CUDA would refuse is refused), every argument is checked
@@ -9,6 +9,8 @@ launches are kept in the graph that ``end_capture()`` returns and run by ``Graph
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -170,6 +172,33 @@ class Stream:
 
 
 Stream.null = Stream(null=True)
+
+
+class Event:
+    """cupy.cuda.Event: record() notes the host clock (launches run synchronously here, so the time
+    between two events is the CPU execution of the kernels launched between them)."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.time = None
+
+    def record(self, stream=None):
+        _refuse_in_capture("Event.record()")   # a captured event would time nothing here
+        self.time = time.perf_counter()
+
+    def synchronize(self):
+        if self.time is None:
+            raise CUDARuntimeError("cudaErrorInvalidResourceHandle: synchronize() on an event never recorded")
+
+    @property
+    def done(self):
+        return self.time is not None
+
+
+def get_elapsed_time(start: Event, end: Event) -> float:
+    """Milliseconds from ``start`` to ``end`` (both recorded)."""
+    if start.time is None or end.time is None:
+        raise CUDARuntimeError("cudaErrorInvalidResourceHandle: get_elapsed_time() of an event never recorded")
+    return (end.time - start.time) * 1e3
 
 
 def get_current_stream(device_id=None):

@@ -43,6 +43,7 @@ def _make():
     driver = _module("cupy.cuda.driver", "Driver errors.", CUDADriverError=device.CUDADriverError)
     graph = _module("cupy.cuda.graph", "CUDA graphs as recorded launches.", Graph=device.Graph)
     cuda = _module("cupy.cuda", "cupy.cuda of the stand-in.", Device=device.Device, Stream=device.Stream,
+                   Event=device.Event, get_elapsed_time=device.get_elapsed_time,
                    get_current_stream=device.get_current_stream, runtime=runtime, memory=memory,
                    compiler=compiler, driver=driver, graph=graph, is_available=lambda: True,
                    MemoryPool=arrays.MemoryPool, OutOfMemoryError=arrays.OutOfMemoryError)

@@ -29,6 +29,16 @@ def shared_copies():
         _copies.memo = outer
 
 
+@contextlib.contextmanager
+def unshared_copies():
+    """Within: no copy is shared (an autotuner's trial calls each pay for the copies they make)."""
+    outer, _copies.memo = _copies.memo, None
+    try:
+        yield
+    finally:
+        _copies.memo = outer
+
+
 def to_nhwc(t, what, out=None, tf32=True):
     """A channels-last copy (N, H, W, C) of the NCHW tensor t (into ``out`` when given), rounded to tf32
     unless ``tf32`` is False, by nchw_to_nhwc_v1; inside shared_copies() a tensor's copy is made once."""

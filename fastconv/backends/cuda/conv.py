@@ -20,6 +20,8 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   conv2d_splitk_reduce_v1 (a few splits) or _v2 (from config.REDUCE_WARP_SPLITS on), which then adds
   bias/activation.
 The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
+With the ``autotune`` setting the three passes' tile and split count (and Winograd or not) are picked
+by timing, per shape (autotune.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
 from . import smallc_config as scfg
+from .autotune import tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
@@ -68,11 +71,11 @@ def _tile(m, cols, z, tf32, wgrad, products=False):
     return tile
 
 
-def _tf32(r, s):
-    """Whether a forward or backward-data GEMM of an R x S filter runs on the TF32 tiles: the tf32
-    setting, and at most config.GATHER_MASK_TAPS taps per dimension (the bitmasks of their gathered
-    operand's bounds)."""
-    return settings.current().tf32 and max(r, s) <= cfg.GATHER_MASK_TAPS
+def gemm_tf32(what, r, s):
+    """Whether pass ``what``'s GEMM runs on the TF32 tiles: the tf32 setting, and for forward and
+    backward-data at most config.GATHER_MASK_TAPS taps per dimension (the bitmasks of their gathered
+    operand's bounds; wider filters run the fp32 tiles there)."""
+    return settings.current().tf32 and (what == "backward_weight" or max(r, s) <= cfg.GATHER_MASK_TAPS)
 
 
 def _vec(tf32, run):
@@ -125,6 +128,7 @@ def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0)):
             (ws, out, bias, _i32(out.size), _i32(splits)) + tail + (_i32(vec),) + t)
 
 
+@tuned("forward")
 def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, slope=0.01):
     """y = act(conv2d(x, w) + b); activation None, "relu", "leaky_relu" (negative slope ``slope``)
     or "tanh", fused into the kernel's epilogue."""
@@ -156,7 +160,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
         _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
-    tf32 = _tf32(r, s)
+    tf32 = gemm_tf32("forward", r, s)
     vec = _vec(tf32, cg)
     _forward_gemm(_to_nhwc(x, "x") if vec else x, _pack_forward(w, groups, tf32, vec), b, y, ints, groups, act,
                   slope, tf32, vec=vec)
@@ -213,6 +217,7 @@ def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation,
     return (n, c, h, wd, k, cg, r, s, p, q), out, ints
 
 
+@tuned("backward_data")
 def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     """dx of conv2d; one sub-convolution per output phase (h % stride_h, w % stride_w), each with only
     the filter taps that reach it (ConvTranspose2d's forward pass)."""
@@ -233,7 +238,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
         _launch("conv.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),
                 (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)))
         return dx
-    kg, phases, tf32 = k // groups, stride[0] * stride[1], _tf32(r, s)
+    kg, phases, tf32 = k // groups, stride[0] * stride[1], gemm_tf32("backward_data", r, s)
     vec = _vec(tf32, kg)
     krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
     rows, cp_ = cfg.packed_rows(krs_max, tf32), cfg.cdiv(cg, 4) * 4   # a phase's slab of packed rows
@@ -252,6 +257,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
+@tuned("backward_weight")
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
     sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
@@ -273,7 +279,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
-        tf32 = settings.current().tf32
+        tf32 = gemm_tf32("backward_weight", r, s)
         vec = _vec(tf32, k // groups) and cg % 4 == 0
         if vec:
             dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")

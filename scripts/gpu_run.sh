@@ -10,8 +10,8 @@
 # The script installs every wheel in .whl/ into .whl/site (no network) and puts it first on
 # PYTHONPATH; without .whl/ it uses the Python environment as it is.
 # Steps (each under its own timeout, the default run under 8 minutes; a failing step does not stop the
-# next): every gpu-marked test -> $OUT/gpu_tests.log, the conv table against cuDNN -> $OUT/conv.log
-# and conv_table.json, the bandwidth/numba table (per call and kernel-only) -> $OUT/bench.log and
+# next): every gpu-marked test -> $OUT/gpu_tests.log, the conv table against cuDNN (also with the
+# autotune setting on) -> $OUT/conv.log and conv_table.json, the bandwidth/numba table (per call and kernel-only) -> $OUT/bench.log and
 # gpu_table.json, the training-step and epoch table against PyTorch -> $OUT/steps.log (the epoch
 # rows need Fashion-MNIST: FASTCONV_DATA=DIR); card, driver and commit -> $OUT/device.txt. Ends with each step's
 # exit status and the tail of each log.
@@ -74,7 +74,7 @@ want gpu_tests && step gpu_tests 240 gpu_tests.log "$PY" -m pytest -m gpu tests 
 wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
-want conv && step conv 150 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
+want conv && step conv 180 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
 want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want kernels && step kernels 150 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
@@ -90,7 +90,7 @@ want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-pro
     bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' 'lenet.conv2 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 forward' 'resnet.c4 forward'"
-want steps && step steps 90 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
+want steps && step steps 120 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT
     local name=$1 epochs=$2; shift 2

@@ -32,13 +32,18 @@ def autotune(cp, monkeypatch):
     autotune.clear()
 
 
-def fake_times(monkeypatch, autotune, times, refuse=()):
+def fake_times(monkeypatch, autotune, times, refuse=(), oom=()):
     """kernel_ms runs the call once and reports times[(conv_tile, conv_splits)] (default 1.0) ms, or
-    raises the launchers' ValueError for a conv_tile in ``refuse``."""
+    raises the launchers' ValueError for a conv_tile in ``refuse``, their out-of-memory error for one
+    in ``oom``."""
+    from fastconv.backends.cuda.launch import GPUOutOfMemoryError
+
     def kernel_ms(fn, calls=1, reps=1):
         cur = settings.current()
         if cur.conv_tile in refuse:
             raise ValueError(f"conv_tile: got {cur.conv_tile!r}, refused by the test")
+        if cur.conv_tile in oom:
+            raise GPUOutOfMemoryError("trial: out of GPU memory asking for 1 bytes (the test's)")
         fn()
         return times.get((cur.conv_tile, cur.conv_splits), 1.0)
     monkeypatch.setattr(autotune, "kernel_ms", kernel_ms)
@@ -103,6 +108,21 @@ def test_refused_candidates_are_listed_and_the_heuristics_error_raised(cp, autot
     with fastconv.using(autotune=True), pytest.raises(ValueError, match="refused by the test"):
         call()
     assert autotune.results() == {}
+
+
+def test_out_of_memory_in_trials(cp, autotune, monkeypatch):
+    """A candidate whose trial runs out of memory is listed and skipped; when the heuristic's does,
+    tuning stops there and the call runs the heuristic's choice."""
+    call, want, tol = conv_pass(cp, "backward_weight", np.random.default_rng(8))
+    for oom, pick in ((("t64x64",), {"conv_tile": "t32x128", "conv_splits": None}), ((None,), {})):
+        autotune.clear()
+        fake_times(monkeypatch, autotune, {("t64x64", None): 0.25, ("t32x128", None): 0.5}, oom=oom)
+        with fastconv.using(autotune=True):
+            assert_close(call(), want, tol, "backward_weight")
+        (found,) = autotune.results().values()
+        failed = [t for t in found.trials if t[1] is None]
+        assert failed and all(t[2].startswith("GPUOutOfMemoryError: trial: out of GPU memory") for t in failed)
+        assert found.pick == pick and (len(found.trials) == 1) == (oom == (None,))
 
 
 @pytest.mark.parametrize("forced", [{"conv_tile": "t64x64"}, {"conv_splits": 2}, {"winograd_tile": "t64x64"},

@@ -174,23 +174,27 @@ def _key(what, args, kw):
 
 
 def _tune(what, launcher, args, kw) -> Tuned:
-    """Time every candidate of one call (the heuristic's first, its errors the caller's) and pick."""
+    """Time every candidate of one call and pick. The heuristic's ValueError is the caller's error;
+    when its trial runs out of memory (CALLS outputs alive at once), tuning stops and the call keeps
+    the heuristic's choice; any other candidate that fails so is listed and skipped."""
     from .channels_last import unshared_copies
     from .conv import gemm_tf32
     from .launch import num_sms
     geom = geometry(what, args)
     cands = candidates(what, geom, gemm_tf32(what, geom[5], geom[6]), num_sms())
-    sys.modules["cupy"].cuda.get_current_stream().synchronize()   # the inputs are ready before the trial stream reads them
+    sys.modules["cupy"].cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
     tuned = Tuned({})
     with not_recording(), outside_arena(), unshared_copies():
         for cand in cands:
             try:
                 with settings.using(**cand):
                     tuned.trials.append((cand, kernel_ms(lambda: launcher(*args, **kw)), ""))
-            except ValueError as e:
-                if not cand:
+            except (ValueError, MemoryError) as e:
+                if not cand and isinstance(e, ValueError):
                     raise
-                tuned.trials.append((cand, None, str(e).splitlines()[0]))
+                tuned.trials.append((cand, None, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
+                if not cand:
+                    return tuned
     base = tuned.trials[0][1]
     best = min((t for t in tuned.trials if t[1] is not None), key=lambda t: t[1])
     if best[1] <= base * (1 - MIN_GAIN):

@@ -29,16 +29,16 @@ from shapes import CONV_SHAPES  # noqa: E402
 from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
-from fastconv import plan  # noqa: E402
+from fastconv import plan_record  # noqa: E402
 
 
 def launches(call):
     """The launches (fn, grid, block, args) one ``call()`` makes, as fastconv.plan records them."""
-    plan._local.rec = rec = plan.Record()
+    plan_record._local.rec = rec = plan_record.Record()
     try:
         call()
     finally:
-        plan._local.rec = None
+        plan_record._local.rec = None
     return rec.launches
 
 

@@ -3,7 +3,7 @@
 A public op of :mod:`fastconv.ops` decorated with :func:`planned` runs, on device arrays, as
 follows. The first call with a given key goes the full way (the op layer's argument checks,
 dispatch, the family's launcher with its own checks, int32 limits, grid sizes and tile choice)
-while the families' launch modules report to this module what they do: every allocation
+while the families' launch modules report what they do (into fastconv.plan_record): every allocation
 (``fastconv.backends.cuda.launch._alloc``, which both families use: NaN poisoning, out-of-memory
 message) and every kernel launch (the function object, grid, block and arguments, reported by
 ``cuda.launch._launch`` and ``numba.driver.launch``). From that record a :class:`Plan` is built:
@@ -33,7 +33,6 @@ calls go straight to the op.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import itertools
@@ -44,6 +43,7 @@ import weakref
 import numpy as np
 
 from .arena import arena_state
+from .plan_record import Record, _local
 
 CACHE_LIMIT = 512          # plans per op; the cache is emptied when full (shapes seldom vary that much)
 WORKSPACE_BUDGET = 128 << 20  # bytes of workspaces all plans together keep between calls (see Plan)
@@ -53,68 +53,11 @@ _caches: list = []         # every planned op's plans
 _TUPLE = object()          # marks where a tuple's items start in a flattened key (see _flat)
 
 
-class _ThreadState(threading.local):
-    # class defaults: reading an attribute a thread never set costs no AttributeError (~1 us a call)
-    rec = None     # the Record of the op call being planned on this thread
-
-
-_local = _ThreadState()
-
-
-class Record:
-    """What one op call did on the GPU: allocations (alloc function, its arguments, the array, the
-    unchecked allocator, whether a replay may reuse it) and launches (launch callable
-    ``fn(grid, block, args)``, grid, block, args); ``keep`` False: build no plan from this call."""
-    __slots__ = ("allocs", "launches", "keep")
-
-    def __init__(self):
-        self.allocs = []
-        self.launches = []
-        self.keep = True
-
-
-def note_alloc(alloc, call_args: tuple, array, raw=None, reusable: bool = False) -> None:
-    """Called by the allocator after ``array = alloc(*call_args)``; records it when planning.
-    ``raw(shape, dtype)`` (call_args[0], call_args[1]) makes the same array without checks or
-    poisoning: a plan built with the poison setting off uses it, and calls ``alloc`` (for its
-    error message) only when it fails. ``reusable``: the array's contents on allocation do not
-    matter (an uninitialised buffer, not zeros), so a plan may hand a workspace the call does not
-    return the same array again on its next call."""
-    rec = _local.rec
-    if rec is not None:
-        rec.allocs.append((alloc, call_args, array, raw, reusable))
-
-
-def note_launch(fn, grid: tuple, block: tuple, args: tuple) -> None:
-    """Called by a family's launch function after ``fn(grid, block, args)``; records it when planning."""
-    rec = _local.rec
-    if rec is not None:
-        rec.launches.append((fn, grid, block, args))
-
-
-@contextlib.contextmanager
-def not_recording():
-    """Within: this thread's allocations and launches are not recorded into the op call being
-    planned (the trial calls of fastconv.backends.cuda.autotune)."""
-    outer, _local.rec = _local.rec, None
-    try:
-        yield
-    finally:
-        _local.rec = outer
-
-
 def clear_all() -> None:
     """Drop every op's plans (their next calls go the full way: after the conv autotuner forgets its
     picks, fastconv.backends.cuda.autotune.clear)."""
     for plans in _caches:
         plans.clear()
-
-
-def provisional() -> None:
-    """The op call being planned on this thread (if any) makes no plan: a later call with its key
-    goes the full way again (a conv pass that could not be autotuned during a graph capture)."""
-    if _local.rec is not None:
-        _local.rec.keep = False
 
 
 class Plan:

@@ -41,7 +41,8 @@ import numpy as np
 from ... import settings
 from ...arena import outside_arena
 from ...argcheck import conv_out_size
-from ...plan import clear_all, not_recording, provisional
+from ...plan import clear_all
+from ...plan_record import not_recording, provisional
 from . import config as cfg
 
 CALLS = 5          # calls per captured graph

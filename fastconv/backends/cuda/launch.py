@@ -11,7 +11,7 @@ import numpy as np
 
 from ... import settings
 from ...arena import current_arena
-from ...plan import note_alloc, note_launch
+from ...plan_record import note_alloc, note_launch
 from . import config as cfg
 from .loader import function
 

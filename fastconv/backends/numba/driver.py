@@ -39,7 +39,7 @@ import threading
 import numpy as np
 from numba import cuda
 
-from ...plan import note_launch
+from ...plan_record import note_launch
 from ..cuda.config import cdiv
 
 

@@ -217,6 +217,7 @@ def _refuse_in_capture(what: str) -> None:
 
 
 arrays._capture_check[0] = _refuse_in_capture
+arrays._capturing[0] = _capturing
 
 
 # ---- modules and kernels ------------------------------------------------------------------------

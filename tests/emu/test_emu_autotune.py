@@ -192,8 +192,8 @@ def test_capture_runs_the_heuristic_and_keeps_no_plan(cp, autotune, monkeypatch)
 def test_graph_step_tunes_outside_its_arena_and_equals_eager(cp, autotune, monkeypatch):
     """A LeNet step captured with autotune on, first tuned inside the graph's eager pass (its trial
     calls must not take arena buffers, or the capture pass would allocate fewer), then the eager
-    step with the same picks: bit for bit the same over three steps. Poison off: the stand-in fills
-    a poisoned buffer at once even while capturing, so the first call's outputs would read NaN."""
+    step with the same picks: bit for bit the same over three steps (poison on: every buffer of the
+    captured step is refilled with NaN at each replay before its kernel writes it)."""
     fake_times(monkeypatch, autotune, {("t32x128", None): 0.5, ("t64x64", None): 0.4})
     rng = np.random.default_rng(6)
     batches = [(cp.asarray(rng.standard_normal((8, 1, 28, 28)).astype(np.float32)),
@@ -202,7 +202,7 @@ def test_graph_step_tunes_outside_its_arena_and_equals_eager(cp, autotune, monke
     def picked():
         picks = [t.pick for t in autotune.results().values()]
         assert len(picks) >= 4 and {"conv_tile": "t64x64", "conv_splits": None} in picks, picks
-    with fastconv.using(autotune=True, poison=False):
+    with fastconv.using(autotune=True):
         lenet_graph_equals_eager(cp, batches, picked)
 
 

@@ -58,6 +58,42 @@ def test_graph_capture_records_and_replays(cp, rng):
     assert_close(y, np.tanh(-x.astype(np.float64)), 1e-5, "second replay reads the new input")
 
 
+def test_fill_while_capturing_is_captured(cp):
+    """CuPy's fill is a kernel: while a stream captures, the stand-in keeps it for the graph (each
+    launch refills), as a GPU does, instead of filling at once; outside a capture it fills now. So a
+    poisoned step's capture pass does not overwrite the eager pass's outputs."""
+    a = cp.zeros(8, np.float32)
+    a.fill(2.0)
+    assert (a.get() == 2.0).all()
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        a.fill(np.nan)
+        graph = stream.end_capture()
+        assert (a.view(np.ndarray) == 2.0).all(), "a captured fill must not run before the graph is launched"
+        graph.launch(stream)
+        assert np.isnan(a.view(np.ndarray)).all()
+        a.fill(5.0)
+        graph.launch(stream)
+    assert np.isnan(a.get()).all()
+
+
+def test_event_times_the_host(cp):
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="never recorded"):
+        cp.cuda.get_elapsed_time(start, end)
+    start.record()
+    end.record()
+    end.synchronize()
+    assert 0 <= cp.cuda.get_elapsed_time(start, end) < 1e3
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="capturing"):
+            start.record(stream)
+        stream.end_capture()
+
+
 def test_memory_pool_limit_raises_out_of_memory(cp):
     pool = cp.get_default_memory_pool()
     pool.set_limit(size=pool.used_bytes() + 4096)

@@ -116,7 +116,10 @@ def candidates(what: str, geom, tf32: bool, sms: int) -> list[dict]:
     wgrad, phased = what == "backward_weight", what == "backward_data" and stride != (1, 1)
     out, seen = [{}], set()
     for tile in cfg.TF32_TILES if tf32 else cfg.CONV_TILES:
-        gx, gy, _ = cfg.conv_grid(m, cols, tile, z)
+        try:
+            gx, gy, _ = cfg.conv_grid(m, cols, tile, z)
+        except ValueError:       # more row tiles than a grid holds: the launcher would refuse it too
+            continue
         blocks, wave = gx * gy * z, sms * cfg.tile_spec(tile, tf32)[4]
         for force in [None, 1] + wave_splits(blocks, wave):
             try:

@@ -14,6 +14,7 @@ import oracle as ref
 from checks import randn
 from fastconv import ops, settings
 from fastconv.backends.cuda import config as cfg
+from fastconv.emu.device import CUDADriverError
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 from graph_steps import lenet_graph_equals_eager
 
@@ -32,10 +33,10 @@ def autotune(cp, monkeypatch):
     autotune.clear()
 
 
-def fake_times(monkeypatch, autotune, times, refuse=(), oom=()):
+def fake_times(monkeypatch, autotune, times, refuse=(), oom=(), broken=()):
     """kernel_ms runs the call once and reports times[(conv_tile, conv_splits)] (default 1.0) ms, or
     raises the launchers' ValueError for a conv_tile in ``refuse``, their out-of-memory error for one
-    in ``oom``."""
+    in ``oom``, a driver's launch error for one in ``broken``."""
     from fastconv.backends.cuda.launch import GPUOutOfMemoryError
 
     def kernel_ms(fn, calls=1, reps=1):
@@ -44,6 +45,8 @@ def fake_times(monkeypatch, autotune, times, refuse=(), oom=()):
             raise ValueError(f"conv_tile: got {cur.conv_tile!r}, refused by the test")
         if cur.conv_tile in oom:
             raise GPUOutOfMemoryError("trial: out of GPU memory asking for 1 bytes (the test's)")
+        if cur.conv_tile in broken:
+            raise CUDADriverError("CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (the test's)")
         fn()
         return times.get((cur.conv_tile, cur.conv_splits), 1.0)
     monkeypatch.setattr(autotune, "kernel_ms", kernel_ms)
@@ -82,6 +85,7 @@ def test_pick_runs_now_and_in_the_plan(cp, autotune, monkeypatch, what, tf32):
     (key, found), = autotune.results().items()
     assert key[0] == what and found.pick == split
     assert found.trials[0][0] == {} and len(found.trials) > len(cfg.TF32_TILES if tf32 else cfg.CONV_TILES)
+    assert all(ms is not None for _, ms, _ in found.trials), found.trials   # no candidate failed
     assert t.launch_names == forced.launch_names and not np.isnan(got.get()).any()
 
 
@@ -95,19 +99,23 @@ def test_heuristic_kept_within_min_gain(cp, autotune, monkeypatch):
 
 
 def test_refused_candidates_are_listed_and_the_heuristics_error_raised(cp, autotune, monkeypatch):
-    fake_times(monkeypatch, autotune, {("t64x32", None): 0.25}, refuse=("t128x128",))
+    """A candidate the launchers refuse, or whose launch fails, is listed with why and skipped; the
+    heuristic's own error (either kind) is the call's, and nothing is stored."""
+    fake_times(monkeypatch, autotune, {("t64x32", None): 0.25}, refuse=("t128x128",), broken=("t64x64",))
     call, want, tol = conv_pass(cp, "backward_data", np.random.default_rng(3))
     with fastconv.using(autotune=True):
         assert_close(call(), want, tol, "backward_data")
     (found,) = autotune.results().values()
-    refused = [t for t in found.trials if t[1] is None]
-    assert refused and all(t[0]["conv_tile"] == "t128x128" and "refused by the test" in t[2] for t in refused)
+    why = {t[0]["conv_tile"]: t[2] for t in found.trials if t[1] is None}
+    assert set(why) == {"t128x128", "t64x64"} and "refused by the test" in why["t128x128"]
+    assert why["t64x64"].startswith("CUDADriverError: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES")
     assert found.pick == {"conv_tile": "t64x32", "conv_splits": None}
-    autotune.clear()
-    fake_times(monkeypatch, autotune, {}, refuse=(None,))   # the heuristic's own refusal is the call's error
-    with fastconv.using(autotune=True), pytest.raises(ValueError, match="refused by the test"):
-        call()
-    assert autotune.results() == {}
+    for kind, error in (("refuse", ValueError), ("broken", CUDADriverError)):
+        autotune.clear()
+        fake_times(monkeypatch, autotune, {}, **{kind: (None,)})
+        with fastconv.using(autotune=True), pytest.raises(error, match="the test"):
+            call()
+        assert autotune.results() == {}
 
 
 def test_out_of_memory_in_trials(cp, autotune, monkeypatch):

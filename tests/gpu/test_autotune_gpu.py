@@ -50,6 +50,7 @@ def test_every_pass_tuned_and_right(autotune, tf32):
     assert sorted(k[0] for k in found) == sorted(calls)
     for tuned in found.values():
         assert all(ms > 0 for _, ms, why in tuned.trials if ms is not None), tuned.trials
+        assert all(why.startswith("ValueError") for _, ms, why in tuned.trials if ms is None), tuned.trials
         assert tuned.trials[0][1] is not None and tuned.pick in [c for c, ms, _ in tuned.trials if ms is not None]
 
 

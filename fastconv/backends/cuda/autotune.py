@@ -13,10 +13,11 @@ Candidates (candidates()): the heuristic's choice first; then every tile of the 
 (TF32_TILES or CONV_TILES) split the heuristic's way, unsplit, and into the counts that fill 1 to
 WAVES whole waves of the card (wave_splits), each count once; then Winograd (fp32, also with tf32
 on: the more accurate, as cuDNN may pick) where it serves the shape and the heuristic does not
-take it already. A candidate the launchers refuse (a ValueError: a grid or workspace limit) is
-skipped and listed. Each is timed kernel-only: CALLS calls captured as a CUDA graph on a stream of
-its own, the median of REPS replays over CALLS, so host time is left out. Another candidate replaces
-the heuristic's only when it is at least MIN_GAIN faster.
+take it already. A candidate that fails (the launchers' ValueError for a grid or workspace limit,
+out of memory, a launch the card refuses) is skipped and listed with why. Each is timed
+kernel-only: CALLS calls captured as a CUDA graph on a stream of its own, the median of REPS
+replays over CALLS, so host time is left out. Another candidate replaces the heuristic's only when
+it is at least MIN_GAIN faster.
 
 Trial calls record nothing into a launch plan, take no arena buffer and share no channels-last copy,
 and their outputs are dropped (a given ``out`` is written, then written again by the real call).
@@ -178,9 +179,10 @@ def _key(what, args, kw):
 
 
 def _tune(what, launcher, args, kw) -> Tuned:
-    """Time every candidate of one call and pick. The heuristic's ValueError is the caller's error;
-    when its trial runs out of memory (CALLS outputs alive at once), tuning stops and the call keeps
-    the heuristic's choice; any other candidate that fails so is listed and skipped."""
+    """Time every candidate of one call and pick. The heuristic's errors are the caller's, except
+    running out of memory (CALLS outputs alive at once): then tuning stops and the call keeps the
+    heuristic's choice; any other candidate that fails (a refusal, memory, a launch the card
+    refuses) is listed with why and skipped."""
     from .channels_last import unshared_copies
     from .conv import gemm_tf32
     from .launch import num_sms
@@ -193,10 +195,10 @@ def _tune(what, launcher, args, kw) -> Tuned:
             try:
                 with settings.using(**cand):
                     tuned.trials.append((cand, kernel_ms(lambda: launcher(*args, **kw)), ""))
-            except (ValueError, MemoryError) as e:
-                if not cand and isinstance(e, ValueError):
+            except Exception as e:   # another candidate's failure (a launch the card refuses) is not the call's
+                if not cand and not isinstance(e, MemoryError):
                     raise
-                tuned.trials.append((cand, None, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
+                tuned.trials.append((cand, None, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"))
                 if not cand:
                     return tuned
     base = tuned.trials[0][1]

@@ -6,8 +6,8 @@ What makes it behave like a CuPy array rather than a NumPy one:
 - reductions and scalar indexing give 0-d device arrays, not numpy scalars; the host sees a value
   only through ``.get()``, ``asnumpy``, ``float()``/``int()``/``bool()``/``.item()``, each counted
   as a device->host copy (and refused during graph capture, like a synchronous copy on a GPU);
-- ``fill`` on a stream that captures a graph is captured (done by each launch of the graph), as
-  CuPy's fill kernel is on a GPU;
+- ``fill`` and assignment (``a[...] = b``) on a stream that captures a graph are captured (done by
+  each launch of the graph, reading ``b`` then), as CuPy's kernels for them are on a GPU;
 - ``.data.ptr`` and ``.device`` exist; arrays from the creation functions are 256-byte aligned
   like CuPy's pool, ``empty`` memory holds 0xFF bytes (NaN) so a forgotten write shows, and the
   bytes alive count against the memory pool's limit (``OutOfMemoryError`` past it).
@@ -70,14 +70,15 @@ _capture_check = [lambda what: None]   # set by device.py: raises while a stream
 _capturing = [lambda: None]            # set by device.py: the stream capturing now, or None
 
 
-class _Fill:
-    """A fill captured into a graph: done when the graph is launched (Graph.launch calls _execute)."""
+class _Deferred:
+    """An array write captured into a graph (a fill, an assignment): done when the graph is launched
+    (Graph.launch calls _execute), reading its source then, as a GPU kernel would."""
 
-    def __init__(self, array, value):
-        self.array, self.value = array, value
+    def __init__(self, write, *args):
+        self.write, self.args = write, args
 
     def _execute(self, rec):
-        np.ndarray.fill(self.array, self.value)
+        self.write(*self.args)
 
 
 def _free(n: int) -> None:
@@ -165,15 +166,20 @@ class ndarray(np.ndarray):
         return wrap(r)
 
     def __setitem__(self, key, value):
-        super().__setitem__(key if not isinstance(key, ndarray) else key.view(np.ndarray), unwrap(value))
+        """CuPy's assignment and fill are kernels on the current stream: while that stream captures
+        a graph they are captured too (done by each launch of the graph), not done now."""
+        write = np.ndarray.__setitem__
+        key = key if not isinstance(key, ndarray) else key.view(np.ndarray)
+        stream = _capturing[0]()
+        if stream is None:
+            return write(self, key, unwrap(value))
+        stream._capture.append((_Deferred(write, self, key, unwrap(value)), None))
 
     def fill(self, value):
-        """CuPy's fill is a kernel on the current stream: while that stream captures a graph, the
-        fill is captured too (done by each launch of the graph), not done now."""
         stream = _capturing[0]()
         if stream is None:
             return super().fill(value)
-        stream._capture.append((_Fill(self, value), None))
+        stream._capture.append((_Deferred(np.ndarray.fill, self, value), None))
 
     # ---- host views of device data: each one is a device->host copy --------------------------
 

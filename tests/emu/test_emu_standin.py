@@ -58,10 +58,11 @@ def test_graph_capture_records_and_replays(cp, rng):
     assert_close(y, np.tanh(-x.astype(np.float64)), 1e-5, "second replay reads the new input")
 
 
-def test_fill_while_capturing_is_captured(cp):
-    """CuPy's fill is a kernel: while a stream captures, the stand-in keeps it for the graph (each
-    launch refills), as a GPU does, instead of filling at once; outside a capture it fills now. So a
-    poisoned step's capture pass does not overwrite the eager pass's outputs."""
+def test_writes_while_capturing_are_captured(cp):
+    """CuPy's fill and assignment are kernels: while a stream captures, the stand-in keeps them for
+    the graph (each launch writes again, reading the source then), as a GPU does, instead of writing
+    at once; outside a capture they write now. So a poisoned step's capture pass does not overwrite
+    the eager pass's outputs."""
     a = cp.zeros(8, np.float32)
     a.fill(2.0)
     assert (a.get() == 2.0).all()
@@ -75,7 +76,15 @@ def test_fill_while_capturing_is_captured(cp):
         assert np.isnan(a.view(np.ndarray)).all()
         a.fill(5.0)
         graph.launch(stream)
-    assert np.isnan(a.get()).all()
+        assert np.isnan(a.view(np.ndarray)).all()
+        src, dst = cp.full(4, 1.0, np.float32), cp.zeros(8, np.float32)
+        stream.begin_capture()
+        dst[2:6] = src
+        graph = stream.end_capture()
+        assert (dst.view(np.ndarray) == 0).all(), "a captured assignment must not run before the graph is launched"
+        src[...] = 7.0
+        graph.launch(stream)
+    assert dst.get().tolist() == [0, 0, 7, 7, 7, 7, 0, 0]
 
 
 def test_event_times_the_host(cp):

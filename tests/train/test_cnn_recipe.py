@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastconv.nn as nn
-from fastconv import cli
+from fastconv import cli, emu
 from fastconv.checkpoint import load_checkpoint
 from fastconv.train.cnn import CNNConfig, arch_of, build_cnn
 
@@ -55,8 +55,9 @@ def test_augment_changes_training_and_is_seeded(tmp_path):
 def test_augment_on_device_arrays_matches_the_cpu(tmp_path):
     """The batch comes back from the host augmentation to the device it came from (emu: device arrays)."""
     base = TINY_CNN + ["--epochs", "1", "--augment", "--kernels", "cupy"]
-    for device in ("cpu", "emu"):
-        assert cli.main(["train", "cnn", *base, "--device", device, "--out", str(tmp_path / device)]) == 0
+    with emu.activate():   # --device emu installs the stand-in for the process: gone again after the test
+        for device in ("cpu", "emu"):
+            assert cli.main(["train", "cnn", *base, "--device", device, "--out", str(tmp_path / device)]) == 0
     w = {d: load_checkpoint(tmp_path / d / "checkpoint.safetensors")[0]["model.0.weight"] for d in ("cpu", "emu")}
     assert np.isfinite(w["emu"]).all()
     np.testing.assert_allclose(w["emu"], w["cpu"], rtol=1e-4, atol=1e-5)

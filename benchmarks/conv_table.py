@@ -144,29 +144,24 @@ def run(args, picked=None):
                 row[f"{prec} cudnn call ms"] = per_call(tc)
                 row[f"{prec} cudnn kernel ms"] = kernel_only(timing.TorchGraph(torch, tc, args.graph_calls))
                 row[f"{prec} cudnn kernels"] = cudnn_kernels(torch, tc)
-                if prec == "tf32":
-                    with fastconv.using(tf32_vector_gather=False):
-                        ok, row["tf32 4-byte error"] = valid(cp, fc(prec), ref, mag, prec, terms)
+
+                def variant(label, **changes):
+                    """fastconv validated and timed kernel-only again under ``changes`` ("{prec} {label} ...")."""
+                    nonlocal bad
+                    with fastconv.using(**changes):
+                        ok, row[f"{prec} {label} error"] = valid(cp, fc(prec), ref, mag, prec, terms)
                         bad += not ok
                         if ok:
-                            row["tf32 4-byte kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
+                            row[f"{prec} {label} kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
+                if prec == "tf32":
+                    variant("4-byte", tf32_vector_gather=False)
                 tuned = autotune.results()
-                with fastconv.using(autotune=True):
-                    ok, row[f"{prec} tuned error"] = valid(cp, fc(prec), ref, mag, prec, terms)
-                    bad += not ok
-                    row[f"{prec} tuned pick"] = [t.pick for k, t in autotune.results().items() if k not in tuned]
-                    if ok:
-                        row[f"{prec} tuned kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
+                variant("tuned", autotune=True)
+                row[f"{prec} tuned pick"] = [t.pick for k, t in autotune.results().items() if k not in tuned]
                 pick = (picked or {}).get(f"{row['row']} {prec}")
                 if pick:
-                    with fastconv.using(**pick):
-                        ok, err = valid(cp, fc(prec), ref, mag, prec, terms)
-                        bad += not ok
-                        row[f"{prec} picked"] = pick
-                        row[f"{prec} picked error"] = err
-                        if ok:
-                            row[f"{prec} picked kernel ms"] = kernel_only(
-                                timing.CupyGraph(cp, call, args.graph_calls))
+                    row[f"{prec} picked"] = pick
+                    variant("picked", **pick)
             rows.append(row)
     torch.backends.cudnn.allow_tf32 = False
     return rows, bad

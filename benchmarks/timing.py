@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastconv.graph import CallGraph, event_ms
+
 CALLS = 20  # calls per captured graph
 
 
@@ -38,18 +40,13 @@ def geomean(values) -> float:
 
 
 class EventClock:
-    """GPU time of ``fn`` on the current CuPy stream, by two CUDA events."""
+    """GPU time of ``fn`` on the current CuPy stream, by two CUDA events (fastconv.graph.event_ms)."""
 
     def __init__(self, cp):
         self.cp = cp
 
     def time_ms(self, fn) -> float:
-        a, b = self.cp.cuda.Event(), self.cp.cuda.Event()
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        return float(self.cp.cuda.get_elapsed_time(a, b))
+        return event_ms(self.cp, fn)
 
 
 class HostClock:
@@ -90,28 +87,10 @@ def wall_times_s(fn, calls: int, reps: int, warmup: int, sync, sync_timed: bool 
     return per
 
 
-class CupyGraph:
-    """``calls`` calls of ``fn`` captured on a fresh CuPy stream; ``replay()`` launches the graph on
-    that stream (EventClock then times it on that stream too: call within ``with graph.stream``)."""
-
-    def __init__(self, cp, fn, calls: int = CALLS):
-        self.stream = cp.cuda.Stream(non_blocking=True)
-        self.keep = []
-        with self.stream:
-            # the calls once outside the capture (module builds), their outputs then freed: the
-            # pool holds blocks for all of them, so the capture allocates without cudaMalloc
-            warm = [fn() for _ in range(calls)]
-            del warm
-            self.stream.synchronize()
-            self.stream.begin_capture(getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None))
-            try:
-                for _ in range(calls):
-                    self.keep.append(fn())
-            finally:
-                self.graph = self.stream.end_capture()
-
-    def replay(self):
-        self.graph.launch(self.stream)
+def CupyGraph(cp, fn, calls: int = CALLS) -> CallGraph:
+    """``calls`` calls of ``fn`` captured on a fresh CuPy stream (fastconv.graph.CallGraph); EventClock
+    times its ``replay()`` on that stream too (call within ``with graph.stream``)."""
+    return CallGraph(cp, fn, calls)
 
 
 class TorchGraph:

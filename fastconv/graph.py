@@ -1,4 +1,5 @@
-"""A training step as one CUDA graph: captured once, then replayed per batch with one launch.
+"""A training step as one CUDA graph: captured once, then replayed per batch with one launch (and
+CallGraph, repeated calls of one function as a graph, with event_ms: timing GPU work alone).
 
 ``g = StepGraph(step)`` wraps ``step(*inputs) -> outputs`` (device arrays in, device arrays or
 None out). The first call ``g(*batch)`` copies the batch into static input buffers, runs the step
@@ -81,3 +82,39 @@ class StepGraph:
         if self.on_capture is not None:
             self.on_capture()
         return out
+
+
+class CallGraph:
+    """``calls`` calls of ``fn`` captured as a CUDA graph on a fresh stream, for timing them without the
+    host (the autotune setting's trials, the benchmarks' kernel-only figures). The calls run once
+    outside the capture first (kernel builds; their outputs then freed, so the memory pool holds
+    blocks for all of them and the capture allocates without cudaMalloc); the captured calls'
+    outputs are kept until the graph is dropped, so the pool cannot hand a graph's buffers to
+    anything else while replays write them. ``replay()`` launches the graph on its stream."""
+
+    def __init__(self, cp, fn, calls: int):
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.keep = []
+        with self.stream:
+            warm = [fn() for _ in range(calls)]
+            del warm
+            self.stream.synchronize()
+            self.stream.begin_capture(getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None))
+            try:
+                for _ in range(calls):
+                    self.keep.append(fn())
+            finally:
+                self.graph = self.stream.end_capture()
+
+    def replay(self):
+        self.graph.launch(self.stream)
+
+
+def event_ms(cp, fn) -> float:
+    """GPU milliseconds of the work ``fn`` puts on the current stream, between two CUDA events."""
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return float(cp.cuda.get_elapsed_time(start, end))

@@ -41,6 +41,7 @@ import numpy as np
 
 from ... import settings
 from ...arena import outside_arena
+from ...graph import CallGraph, event_ms
 from ...argcheck import conv_out_size
 from ...plan import clear_all
 from ...plan_record import not_recording, provisional
@@ -138,34 +139,14 @@ def candidates(what: str, geom, tf32: bool, sms: int) -> list[dict]:
 
 
 def kernel_ms(fn, calls: int = CALLS, reps: int = REPS) -> float:
-    """GPU milliseconds per call of ``fn``: ``calls`` calls (compiling, allocating; a refusal raises
-    here) whose outputs are then freed, so that the memory pool holds blocks for all of them and the
-    capture of ``calls`` more as a CUDA graph on a new stream allocates no new memory; the median of
-    ``reps`` timed replays divided by ``calls``. The captured outputs stay alive until the replays
-    are done."""
+    """GPU milliseconds per call of ``fn``: ``calls`` calls as a fastconv.graph.CallGraph (its first
+    calls, outside the capture, compile, allocate and raise a refusal), replayed once, then the
+    median of ``reps`` replays timed by events, divided by ``calls``."""
     cp = sys.modules["cupy"]
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        warm = [fn() for _ in range(calls)]
-        del warm
-        stream.synchronize()
-        keep = []
-        stream.begin_capture(getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None))
-        try:
-            for _ in range(calls):
-                keep.append(fn())
-        finally:
-            graph = stream.end_capture()
-        graph.launch(stream)
-        times = []
-        for _ in range(reps):
-            start, end = cp.cuda.Event(), cp.cuda.Event()
-            start.record(stream)
-            graph.launch(stream)
-            end.record(stream)
-            end.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, end))
-    return float(np.median(times)) / calls
+    graph = CallGraph(cp, fn, calls)
+    with graph.stream:
+        graph.replay()
+        return float(np.median([event_ms(cp, graph.replay) for _ in range(reps)])) / calls
 
 
 def _key(what, args, kw):

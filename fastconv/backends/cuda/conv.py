@@ -32,7 +32,7 @@ from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
 from . import smallc_config as scfg
-from .autotune import tuned
+from .autotune import gemm_dims, tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
@@ -240,7 +240,8 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
         return dx
     kg, phases, tf32 = k // groups, stride[0] * stride[1], gemm_tf32("backward_data", r, s)
     vec = _vec(tf32, kg)
-    krs_max = kg * cfg.phase_max_taps(r, stride[0], dilation[0]) * cfg.phase_max_taps(s, stride[1], dilation[1])
+    # the phase GEMMs: the largest phase's columns, its reduction (K/G x the most taps a phase has)
+    _, cols, krs_max, _, _ = gemm_dims("backward_data", n, c, h, wd, k, r, s, stride, padding, dilation, groups)
     rows, cp_ = cfg.packed_rows(krs_max, tf32), cfg.cdiv(cg, 4) * 4   # a phase's slab of packed rows
     wp = _alloc((phases, groups, rows, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
@@ -248,7 +249,6 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
             (cfg.cdiv(wp.size // cp_ // (4 if tf32 else 1), cfg.PACK_BLOCK // 32),), cfg.PACK_BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
             + (_i32(rows), _i32(tf32), _i32(vec)))
-    cols = n * cfg.cdiv(h, stride[0]) * cfg.cdiv(wd, stride[1])   # the largest phase's columns
     src = _to_nhwc(dy, "dy") if vec else dy
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
                        (_i32(rows),), phased=phases > 1, tf32=tf32, vec=vec)

@@ -184,6 +184,23 @@ def out_pair(out, name: str, shapes, ref, ref_name: str, what: str):
     return tuple(out_array(o, f"{name}[{i}]", shape, ref, ref_name) for i, (o, shape) in enumerate(zip(out, shapes)))
 
 
+def accumulate_flags(accumulate, out, name: str = "accumulate"):
+    """The ``accumulate`` of a gradient op whose ``out`` is an array or None (or the pair
+    :func:`out_pair` returned): whether the result is added into out instead of written there; a
+    bool (for a pair: a pair of bools, or one bool for both). True needs an array to add into."""
+    pair = isinstance(out, tuple)
+    flags = tuple(accumulate) if pair and isinstance(accumulate, (tuple, list)) else (accumulate,) * (1 + pair)
+    if len(flags) != 1 + pair or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+        raise TypeError(f"{name}: got {accumulate!r}, expected a bool" + (" or a pair of bools" if pair else ""))
+    for i, (add, o) in enumerate(zip(flags, out if pair else (out,))):
+        if add and o is None:
+            where = f"{name}[{i}]" if pair and isinstance(accumulate, (tuple, list)) else name
+            raise ValueError(f"{where}: got True with out{f'[{i}]' if pair else ''} None, expected False or an out "
+                             "array to add the result into")
+    flags = tuple(bool(f) for f in flags)
+    return flags if pair else flags[0]
+
+
 def leaky_slope(slope) -> float:
     """The negative_slope of a leaky ReLU: a real in [0, 1)."""
     return real(slope, "negative_slope", 0.0, 1.0, hi_open=True)

@@ -26,7 +26,9 @@
 //                               partial sum(dz) and sum(dz * xhat) per block.
 //   batchnorm_backward_v2_f1, batchnorm_backward_v2_f4, batchnorm_backward_v2_c32
 //                               the same blocks: the sums from the partials; the slice-0 block
-//                               writes dgamma = sum(dz*xhat), dbeta = sum(dz); each block writes
+//                               writes dgamma = sum(dz*xhat), dbeta = sum(dz) (each added to
+//                               the array instead with add_dgamma / add_dbeta: put_grad, the
+//                               op's accumulate); each block writes
 //                               dx = gamma*invstd*(dz - sum(dz)/M - xhat*sum(dz*xhat)/M) for its rows
 //                               in training, gamma*invstd*dz in eval.
 // act: the activation fused after the normalisation (common.cuh conv_act codes; 0 none). The
@@ -224,13 +226,14 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
                                             const float* __restrict__ invstd, const double* __restrict__ part,
                                             float* __restrict__ dx, float* __restrict__ dgamma,
                                             float* __restrict__ dbeta, BN_SLICE_ARGS, int training,
-                                            const float* __restrict__ beta, int act, float slope) {
+                                            const float* __restrict__ beta, int act, float slope, int add_dgamma,
+                                            int add_dbeta) {
     const int c = L::channel(), S = gridDim.x;
     if (c >= C) return;
     const double sdy = sum_partials(part, c, S), sdyx = sum_partials(part + C * S, c, S);
     if (blockIdx.x == 0 && L::lead()) {
-        dgamma[c] = (float)sdyx;
-        dbeta[c] = (float)sdy;
+        put_grad(dgamma + c, (float)sdyx, add_dgamma);
+        put_grad(dbeta + c, (float)sdy, add_dbeta);
     }
     const double count = (double)N * HW;
     const float m = mean[c], is = invstd[c], gm = gamma[c], bt = act ? beta[c] : 0.f, scale = gm * is;
@@ -279,9 +282,9 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
         const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ mean,      \
         const float* __restrict__ invstd, const double* __restrict__ part, float* __restrict__ dx,         \
         float* __restrict__ dgamma, float* __restrict__ dbeta, BN_SLICE_ARGS, int training,                \
-        const float* __restrict__ beta, int act, float slope) {                                             \
+        const float* __restrict__ beta, int act, float slope, int add_dgamma, int add_dbeta) {              \
         bn_backward<L, V>(dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta, N, C, HW, chunk, training, beta, \
-                       act, slope);                                                                         \
+                       act, slope, add_dgamma, add_dbeta);                                                  \
     }
 BN_KERNELS(f1, Rows<1>, 1)
 BN_KERNELS(f4, Rows<4>, 4)

@@ -6,10 +6,12 @@
 //   conv2d_backward_bias_v2_f1, conv2d_backward_bias_v2_f4
 //                            one block per (slice of batch rows, channel) (reduce.cuh): each
 //                            block sums its rows of dy, 1 (f1) or 4 (f4: P*Q % 4 == 0, 16-byte
-//                            loads) floats at a time; with one slice it writes db[k] itself,
-//                            otherwise a double partial per slice.
+//                            loads) floats at a time; with one slice it writes db[k] itself
+//                            (adds to it with add: put_grad, the op's accumulate), otherwise a
+//                            double partial per slice.
 //   conv2d_backward_bias_finish_v2
-//                            one thread per channel sums its partials in slice order into db.
+//                            one thread per channel sums its partials in slice order into db
+//                            (or adds the sum to it, add).
 //   bias_add_v1              y[i] += b[(i / inner) % c] over the n elements of a (N, C, inner...)
 //                            array, in place, grid-stride in 32-bit indices (the launcher checks
 //                            n <= INT32_LIMIT). Traffic: (2 * n + c) * 4 B.
@@ -23,7 +25,7 @@
 
 template <int V>
 __device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* __restrict__ db,
-                                          double* __restrict__ part, int N, int K, int PQ, int chunk) {
+                                          double* __restrict__ part, int N, int K, int PQ, int chunk, int add) {
     __shared__ double buf[32];
     const int k = blockIdx.y;
     int n0, n1;
@@ -39,7 +41,7 @@ __device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* _
         });
     acc = block_sum(acc, buf);
     if (threadIdx.x == 0) {
-        if (gridDim.x == 1) db[k] = (float)acc;
+        if (gridDim.x == 1) put_grad(db + k, (float)acc, add);
         else part[k * gridDim.x + blockIdx.x] = acc;
     }
 }
@@ -47,16 +49,16 @@ __device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* _
 // Work: (rows in the slice)*P*Q adds per block; moves that many *4 B in and 8 B (or 4 B) out.
 #define BIAS_KERNEL(V)                                                                                     \
     extern "C" __global__ void conv2d_backward_bias_v2_f##V(const float* __restrict__ dy,                \
-        float* __restrict__ db, double* __restrict__ part, int N, int K, int PQ, int chunk) {             \
-        bias_grad<V>(dy, db, part, N, K, PQ, chunk);                                                      \
+        float* __restrict__ db, double* __restrict__ part, int N, int K, int PQ, int chunk, int add) {    \
+        bias_grad<V>(dy, db, part, N, K, PQ, chunk, add);                                                 \
     }
 BIAS_KERNEL(1)
 BIAS_KERNEL(4)
 
 // Work: K*S adds; moves K*S*8 B in and K*4 B out.
 extern "C" __global__ void conv2d_backward_bias_finish_v2(const double* __restrict__ part, float* __restrict__ db,
-                                                          int K, int S) {
-    GRID_STRIDE32(k, K) db[k] = (float)sum_partials(part, (int)k, S);
+                                                          int K, int S, int add) {
+    GRID_STRIDE32(k, K) put_grad(db + k, (float)sum_partials(part, (int)k, S), add);
 }
 
 // Work: n adds (+ one 32-bit division and modulo per element); moves (2 * n + c) * 4 B.

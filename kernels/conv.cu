@@ -293,14 +293,14 @@ __device__ __forceinline__ unsigned reduce_out_index(unsigned i, int t_rows, int
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4
 // consecutive outputs in z order with 16-byte loads and stores (vec = 1: total % 4 == 0; else one
 // output per thread; transposed (t_rows > 0, reduce_out_index): 4-byte stores). The launcher checks
-// total <= INT32_LIMIT.
-// Work: splits*total adds; traffic (splits + 1) * total * 4 B.
+// total <= INT32_LIMIT. add: out += that (put_grad; the backward-weight ops' accumulate), reading out too.
+// Work: splits*total adds; traffic (splits + 1) * total * 4 B (+ total * 4 B read with add).
 extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, int total, int splits,
-    int plane, int channels, int has_bias, int act, float slope, int vec, int t_rows, int t_cols) {
+    int plane, int channels, int has_bias, int act, float slope, int vec, int t_rows, int t_cols, int add) {
     const int per = vec ? 4 : 1;
     GRID_STRIDE32(j, total / per) {
-        float r[4];
+        float r[4] = {0.f, 0.f, 0.f, 0.f};   // indexed by unrolled loops only: registers
         if (vec) {
             float4 s = reinterpret_cast<const float4*>(ws)[j];
             for (int z = 1; z < splits; ++z) {
@@ -312,16 +312,23 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
             r[0] = ws[j];
             for (int z = 1; z < splits; ++z) r[0] += ws[(i64)z * total + j];
         }
-        for (int e = 0; e < per; ++e) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
             const unsigned i = j * per + e;
-            r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
+            if (e < per) r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
         }
-        if (t_rows)
-            for (int e = 0; e < per; ++e) out[reduce_out_index(j * per + e, t_rows, t_cols)] = r[e];
-        else if (vec)
-            reinterpret_cast<float4*>(out)[j] = make_float4(r[0], r[1], r[2], r[3]);
-        else
-            out[j] = r[0];
+        if (vec && !t_rows) {
+            float4* o = reinterpret_cast<float4*>(out) + j;
+            if (add) {
+                const float4 t = *o;
+                r[0] += t.x; r[1] += t.y; r[2] += t.z; r[3] += t.w;   // put_grad's sum, 16 bytes at a time
+            }
+            *o = make_float4(r[0], r[1], r[2], r[3]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (e < per) put_grad(out + reduce_out_index(j * per + e, t_rows, t_cols), r[e], add);
+        }
     }
 }
 
@@ -330,11 +337,11 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
 // (each load a coalesced 128-byte row), then warp 0 adds the warps' sums in warp order: deterministic
 // (the order depends on splits only). Many splits over few outputs (the small-channel backward-weight:
 // hundreds of slices x K*C*R*S) then keep splits/warps loads per thread, not one serial chain. Sum i
-// goes to reduce_out_index(i, t_rows, t_cols).
+// goes to reduce_out_index(i, t_rows, t_cols), or is added there (add, as in _v1).
 // Work: splits*total adds; traffic (splits + 1) * total * 4 B.
 extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, i64 total, int splits,
-    int plane, int channels, int has_bias, int act, float slope, int t_rows, int t_cols) {
+    int plane, int channels, int has_bias, int act, float slope, int t_rows, int t_cols, int add) {
     __shared__ float part[32][32];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     const i64 i = blockIdx.x * (i64)32 + lane;
@@ -347,7 +354,7 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     if (warp > 0 || i >= total) return;
     for (int w2 = 1; w2 < nw; ++w2) s += part[w2][lane];
     if (has_bias) s += b[((unsigned)i / (unsigned)plane) % (unsigned)channels];   // total <= INT32_LIMIT
-    out[reduce_out_index((unsigned)i, t_rows, t_cols)] = conv_act(s, act, slope);
+    put_grad(out + reduce_out_index((unsigned)i, t_rows, t_cols), conv_act(s, act, slope), add);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 //                                  label outside [0, C) gives a NaN row.
 //   embedding_backward_v1          grid-stride over dW (C, D): dW[c, j] = sum over n with labels[n] == c,
 //                                  in order of n, of scale[n] * dy[n, K - D + j] (the last D columns
-//                                  of dy (N, K); scale 1 unless use_scale); deterministic, no atomics.
+//                                  of dy (N, K); scale 1 unless use_scale); deterministic, no atomics;
+//                                  add: added into dW (put_grad; the op's accumulate).
 //   class_projection_forward_v1    one warp per row: out[n] = sum_j W[labels[n], j] * h[n, j] in
 //                                  double; NaN for a label outside [0, C).
 //
@@ -41,7 +42,7 @@ extern "C" __global__ void embedding_forward_v1(const float* __restrict__ w, con
 // column, the N labels and the matching rows of that dy column in.
 extern "C" __global__ void embedding_backward_v1(const float* __restrict__ dy, const int* __restrict__ labels,
                                                  const float* __restrict__ scale, float* __restrict__ dw, int n,
-                                                 int C, int D, int K, int use_scale) {
+                                                 int C, int D, int K, int use_scale, int add) {
     GRID_STRIDE(i, (i64)C * D) {
         const int c = (int)(i / D), j = (int)(i - (i64)c * D);
         float acc = 0.f;
@@ -50,7 +51,7 @@ extern "C" __global__ void embedding_backward_v1(const float* __restrict__ dy, c
             const float g = dy[(i64)r * K + (K - D) + j];
             acc += use_scale ? scale[r] * g : g;
         }
-        dw[i] = acc;
+        put_grad(dw + i, acc, add);
     }
 }
 

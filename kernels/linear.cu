@@ -13,7 +13,8 @@
 //   linear_backward_weight_v1  dw[M,N] = dy[K,M]^T x[K,N]; with has_db the blocks of the first
 //                              column of tiles also sum their rows of dy^T (db[M] = sum over the
 //                              batch of dy) from the shared-memory tiles they load anyway. (K is
-//                              the batch here, short: never split.)
+//                              the batch here, short: never split.) add_dw, add_db: each added
+//                              into rather than written (put_grad; the op's accumulate).
 //   linear_splitk_reduce_v1    out[i] = act(sum over z of ws[z*MN + i] + b[i % N]).
 // One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
 // register tile, walking its k range in steps of LIN_BK through shared memory; out-of-range
@@ -50,12 +51,13 @@ __device__ __forceinline__ float linear_act(float v, int act, float slope) {
 // acc[i][j] = sum_k A(m0 + 4*ty + i, k) * B(k, n0 + 4*tx + j) over the whole K, where
 // A(m, k) = TA ? a[k*M + m] : a[m*K + k] and B(k, n) = TB ? b[n*K + k] : b[k*N + n] (all
 // C-contiguous). Loads are coalesced along the contiguous index. With rowsum != nullptr the
-// threads tid < LIN_BM also sum A(m0 + tid, k) over K and store it to rowsum[m0 + tid].
+// threads tid < LIN_BM also sum A(m0 + tid, k) over K and store it to rowsum[m0 + tid] (add it
+// there with rowsum_add: put_grad).
 // Only k in [kbeg, kend) is summed (a split-K slice; the whole K when unsplit).
 template <bool TA, bool TB>
 __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const float* __restrict__ b, int M, int N,
                                             int K, int kbeg, int kend, float (&acc)[4][4],
-                                            float* __restrict__ rowsum) {
+                                            float* __restrict__ rowsum, int rowsum_add = 0) {
     __shared__ float As[LIN_BK][LIN_BM];
     __shared__ float Bs[LIN_BK][LIN_BN];
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -96,12 +98,14 @@ __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const f
         }
         __syncthreads();
     }
-    if (rowsum != nullptr && tid < LIN_BM && m0 + tid < M) rowsum[m0 + tid] = rs;
+    if (rowsum != nullptr && tid < LIN_BM && m0 + tid < M) put_grad(rowsum + m0 + tid, rs, rowsum_add);
 }
 
-// c[m*N + n] = act(acc + bias[n]) for the thread's 4x4 tile (bias when has_bias).
+// c[m*N + n] = act(acc + bias[n]) for the thread's 4x4 tile (bias when has_bias; added to c with
+// add: put_grad).
 __device__ __forceinline__ void linear_store(float* __restrict__ c, const float* __restrict__ bias, int has_bias,
-                                             int M, int N, const float (&acc)[4][4], int act, float slope) {
+                                             int M, int N, const float (&acc)[4][4], int act, float slope,
+                                             int add = 0) {
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int m0 = blockIdx.y * LIN_BM + 4 * ty, n0 = blockIdx.x * LIN_BN + 4 * tx;
 #pragma unroll
@@ -112,7 +116,7 @@ __device__ __forceinline__ void linear_store(float* __restrict__ c, const float*
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int m = m0 + i;
-            if (m < M) c[(i64)m * N + n] = linear_act(acc[i][j] + bn, act, slope);
+            if (m < M) put_grad(c + (i64)m * N + n, linear_act(acc[i][j] + bn, act, slope), add);
         }
     }
 }
@@ -166,8 +170,8 @@ extern "C" __global__ void __launch_bounds__(256) linear_splitk_reduce_v1(
 // Work: 2*M*N*K FLOPs (+ M*K adds for db); moves (K*M + K*N + M*N + M) * 4 B at best.
 extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_weight_v1(
     const float* __restrict__ dy, const float* __restrict__ x, float* __restrict__ dw, float* __restrict__ db, int M,
-    int N, int K, int has_db) {
+    int N, int K, int has_db, int add_dw, int add_db) {
     float acc[4][4];
-    linear_tile<true, false>(dy, x, M, N, K, 0, K, acc, (has_db && blockIdx.x == 0) ? db : nullptr);
-    linear_store(dw, nullptr, 0, M, N, acc, 0, 0.f);
+    linear_tile<true, false>(dy, x, M, N, K, 0, K, acc, (has_db && blockIdx.x == 0) ? db : nullptr, add_db);
+    linear_store(dw, nullptr, 0, M, N, acc, 0, 0.f, add_dw);
 }

@@ -30,7 +30,8 @@
 //                                 tile's in-range pixels written.
 //   conv2d_winograd_wgrad_dy_v2_r*      A threads per slot (n, k, tile): its 4 x 4 dy tile, G d G^T -> U.
 //   conv2d_winograd_wgrad_output_v2_r*  one thread per (k, c, output row r): row r of AT m A ->
-//                                 dw[k, c, r], m the products M[xi, k, c] (their splits already summed).
+//                                 dw[k, c, r] (or added to it), m the products M[xi, k, c] (their
+//                                 splits already summed).
 // Consecutive threads take consecutive tiles (or channels), so each xi's stores are coalesced; index
 // math is 32-bit (the launcher checks every array against INT32_LIMIT).
 //
@@ -292,8 +293,10 @@ __device__ __forceinline__ void wino_wgrad_dy(const float* __restrict__ dy, floa
 // dw[k, c, r, :] of each (k, c, r): row r of AT m A, m = M[xi, k, c]. Thread i = (k C + c) R + r, so a
 // warp's stores cover 32 R consecutive floats of dw and its loads 32 / R + 1 consecutive (k, c); the
 // row is a run-time index, so each row's code is unrolled separately (the tables fold in every one).
+// add: the rows are added into dw (put_grad; the op's accumulate).
 template <int R>
-__device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, float* __restrict__ dw, int K, int C) {
+__device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, float* __restrict__ dw, int K, int C,
+                                                  int add) {
     constexpr int A = Wino<R>::A;
     const u32 KC = (u32)(K * C);
     GRID_STRIDE32(i, KC * R) {
@@ -325,7 +328,7 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
             }
         float* out = dw + i * (u32)R;
 #pragma unroll
-        for (int s = 0; s < R; ++s) out[s] = y[s];
+        for (int s = 0; s < R; ++s) put_grad(out + s, y[s], add);
     }
 }
 
@@ -364,11 +367,11 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
         wino_wgrad_dy<R>(dy, U, N, K, P, Q, TP, TQ);                                                      \
     }
 // Work: 2 (A^2 + R A) FMAs per (k, c, r); moves A^2 * 4 B in (each (k, c)'s read by its R rows,
-// cache-served) and R * 4 B out.
+// cache-served) and R * 4 B out (+ R * 4 B in with add).
 #define WINO_WGRAD_OUTPUT(R)                                                                               \
     extern "C" __global__ void conv2d_winograd_wgrad_output_v2_r##R(const float* __restrict__ M,          \
-        float* __restrict__ dw, int K, int C) {                                                           \
-        wino_wgrad_output<R>(M, dw, K, C);                                                                \
+        float* __restrict__ dw, int K, int C, int add) {                                                  \
+        wino_wgrad_output<R>(M, dw, K, C, add);                                                           \
     }
 #define WINO_KERNELS(R) WINO_INPUT(R) WINO_FILTER(R) WINO_OUTPUT(R) WINO_WGRAD_DY(R) WINO_WGRAD_OUTPUT(R)
 WINO_KERNELS(3)

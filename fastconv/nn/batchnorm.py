@@ -46,11 +46,11 @@ class _BatchNorm(Module):
         """dy: the gradient of the output, or with the forward's fused ``activation`` of its output."""
         x, mean, invstd, training = self._saved(self._cache, "batch statistics")
         name, slope = activation
+        (g_out, g_add), (b_out, b_add) = (p.grad_out() if p.requires_grad else (None, False)
+                                          for p in (self.weight, self.bias))
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, x, self.weight.data, mean, invstd, training,
                                                    beta=None if name is None else self.bias.data, activation=name,
-                                                   negative_slope=slope,
-                                                   out=tuple(p.grad_out() if p.requires_grad else None
-                                                             for p in (self.weight, self.bias)),
+                                                   negative_slope=slope, out=(g_out, b_out), accumulate=(g_add, b_add),
                                                    kernels=self.kernels)
         for p, g in ((self.weight, dgamma), (self.bias, dbeta)):  # the op computes both for dx anyway
             if p.requires_grad:

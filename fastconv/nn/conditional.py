@@ -70,8 +70,9 @@ class Embedding(Module):
             raise ValueError(f"dy: got shape {tuple(getattr(dy, 'shape', ()))}, expected ({labels.shape[0]}, "
                              f"P + {self.embedding_dim})")
         if self.weight.requires_grad:
-            self.weight.accumulate(ops.embedding_backward(dy, labels, tuple(self.weight.data.shape),
-                                                          out=self.weight.grad_out(), kernels=self.kernels))
+            out, add = self.weight.grad_out()
+            self.weight.accumulate(ops.embedding_backward(dy, labels, tuple(self.weight.data.shape), out=out,
+                                                          accumulate=add, kernels=self.kernels))
         return None
 
     def extra_repr(self):
@@ -110,7 +111,8 @@ class ClassProjection(Module):
             raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected ({h.shape[0]}, 1)")
         w = self.embed.weight
         if w.requires_grad:
-            w.accumulate(ops.embedding_backward(h, labels, tuple(w.data.shape), scale=dy, out=w.grad_out(),
+            out, add = w.grad_out()
+            w.accumulate(ops.embedding_backward(h, labels, tuple(w.data.shape), scale=dy, out=out, accumulate=add,
                                                 kernels=self.kernels))
         return ops.embedding_forward(w.data, labels, scale=dy, kernels=self.kernels) if input_grad else None
 

@@ -70,12 +70,14 @@ class _ConvBase(Module):
 
     def backward(self, dy, input_grad=True):
         x, w = self._saved(self._x, "input"), self.weight
+        out, add = w.grad_out() if w.requires_grad else (None, False)
         dx, dw = self._backward_op(dy, x, w.data, *self._hyper(), input_grad=input_grad, weight_grad=w.requires_grad,
-                                   out=w.grad_out() if w.requires_grad else None, **self._kw())
+                                   out=out, accumulate=add, **self._kw())
         if w.requires_grad:
             w.accumulate(dw)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate(ops.conv2d_backward_bias(dy, out=self.bias.grad_out(), kernels=self.kernels))
+            out, add = self.bias.grad_out()
+            self.bias.accumulate(ops.conv2d_backward_bias(dy, out=out, accumulate=add, kernels=self.kernels))
         return dx
 
     def extra_repr(self):
@@ -147,9 +149,10 @@ class Linear(Module):
         x = self._saved(self._x, "input")
         bias = self.bias if self.bias is not None and self.bias.requires_grad else None
         if self.weight.requires_grad or bias is not None:  # one op computes both
-            out = (self.weight.grad_out() if self.weight.requires_grad else None,
-                   None if bias is None else bias.grad_out())
-            dw, db = ops.linear_backward_weight(dy, x, out=out, kernels=self.kernels)
+            (w_out, w_add), (b_out, b_add) = (p.grad_out() if p is not None and p.requires_grad else (None, False)
+                                              for p in (self.weight, bias))
+            dw, db = ops.linear_backward_weight(dy, x, out=(w_out, b_out), accumulate=(w_add, b_add),
+                                                kernels=self.kernels)
             if self.weight.requires_grad:
                 self.weight.accumulate(dw)
             if bias is not None:

@@ -13,8 +13,10 @@ class Parameter:
     buffers (fastconv.optim): a persistent view into its flat gradient buffer, which the first
     gradient of a step is written into (zero_grad only sets ``grad`` to None), so the optimizer's
     one update reads every gradient from one buffer and a CUDA graph keeps its addresses. A layer
-    passes :meth:`grad_out` as its gradient op's ``out``, so that first gradient is written there
-    by the op itself, not copied. ``make_buffers``: a weak reference to the optimizer's method that
+    passes :meth:`grad_out` as its gradient op's ``out`` and ``accumulate``, so that first gradient
+    is written there by the op itself, not copied, and a second one of the same step (a
+    discriminator's fake batch after its real one) is added into ``grad`` by the op's own kernel,
+    not by a separate add. ``make_buffers``: a weak reference to the optimizer's method that
     makes its flat buffers (set by the optimizer), so that they exist before the first gradient of
     the first step (a step captured as a CUDA graph allocates the same arrays on every pass).
     ``requires_grad`` False (Module.requires_grad_): backward passes compute no gradient for it
@@ -31,22 +33,25 @@ class Parameter:
         self.requires_grad = True
 
     def grad_out(self):
-        """Where the next gradient is to be written (a gradient op's ``out``): the grad_buffer while
-        this step has no gradient yet (made now if an optimizer holds this parameter and has no
-        current flat buffers: the first step, or the first after .to()), else None (the op
-        allocates, :meth:`accumulate` adds)."""
+        """(out, accumulate) of the next gradient op: the gradient and True once this step has one
+        (the op adds into it), else the grad_buffer (made now if an optimizer holds this parameter
+        and has no current flat buffers: the first step, or the first after .to()) and False; the
+        grad_buffer is None without an optimizer's buffers (the op allocates)."""
         if self.grad is not None:
-            return None
+            return self.grad, True
         if self.grad_buffer is None and self.make_buffers is not None:
             make = self.make_buffers()
             if make is not None:
                 make()
-        return self.grad_buffer
+        return self.grad_buffer, False
 
     def accumulate(self, g):
-        """Add g to the gradient, or make it the gradient: g is the grad_buffer when the op wrote
-        it there (:meth:`grad_out`), else a copy puts it there (a kernel on the GPU: a captured
-        step may hold no CuPy arithmetic)."""
+        """Take the gradient op's result g: nothing to do when the op added it into the gradient
+        (g is ``grad``, :meth:`grad_out`) or wrote it into the grad_buffer (g is the buffer: it
+        becomes ``grad``); otherwise g is added to the gradient, or becomes it, or a copy puts it
+        into the grad_buffer (a kernel on the GPU: a captured step may hold no CuPy arithmetic)."""
+        if g is self.grad:
+            return
         if self.grad is not None:
             ops.accumulate(self.grad, g)
         elif g is self.grad_buffer or self.grad_buffer is None:

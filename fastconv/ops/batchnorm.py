@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..argcheck import array, fused_activation, out_pair, real, same_device, same_dtype, same_shape
+from ..argcheck import accumulate_flags, array, fused_activation, out_pair, real, same_device, same_dtype, same_shape
 from ..backend import op
 from ..plan import planned
 
@@ -39,10 +39,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
 
 @planned
 def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, beta=None, activation=None,
-                       negative_slope=0.01, out=None, kernels=None):
+                       negative_slope=0.01, out=None, accumulate=False, kernels=None):
     """Returns (dx, dgamma, dbeta). training=False differentiates the eval-mode affine map. ``out``:
     None, or a pair (dgamma, dbeta) whose arrays (each may be None: allocated) the parameter
-    gradients are written into (shape (C,), C-contiguous, of x's dtype and device) and returned.
+    gradients are written into (shape (C,), C-contiguous, of x's dtype and device) and returned;
+    ``accumulate`` (a bool, or a pair for dgamma and dbeta): added into them instead.
     ``activation``: the forward's fused activation, dy the gradient of its output; the backward
     recomputes the output from x, the statistics, gamma and ``beta`` (then required), bit for bit."""
     activation, slope = fused_activation(activation, negative_slope)
@@ -62,4 +63,5 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training=True, *, beta=None, 
     same_device(x=x, **{name: a for a, name in stats})
     out = out_pair(out, "out", ((c,), (c,)), x, "x", "(dgamma, dbeta)")
     return op("batchnorm_backward", dy, kernels=kernels)(dy, x, gamma, mean, invstd, bool(training), out=out,
-                                                          beta=beta, activation=activation, slope=slope)
+                                                          beta=beta, activation=activation, slope=slope,
+                                                          accumulate=accumulate_flags(accumulate, out))

@@ -4,7 +4,9 @@ Every conv op takes ``precision``: None (the ``tf32`` setting decides), "fp32" o
 family's TF32 tensor-core kernels for this call; NumPy results stay exact fp32). The parameter
 gradients (backward-weight, bias) take ``out``: an array the result is written into and returned
 (shape, dtype and device of the result, C-contiguous; a layer passes its parameter's slice of the
-optimizer's flat gradient buffer), None to allocate it."""
+optimizer's flat gradient buffer), None to allocate it; and ``accumulate``: True adds the result into
+``out`` instead (a second gradient of the same parameter in one step), in the kernel that writes it
+(no extra pass over out on the GPU)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import contextlib
 
 import numpy as np
 
-from ..argcheck import (array, conv_geometry, conv_hyper, conv_transpose_out_size, fused_activation, operands,
-                        out_array, pair, same_device, same_dtype, shape4)
+from ..argcheck import (accumulate_flags, array, conv_geometry, conv_hyper, conv_transpose_out_size,
+                        fused_activation, operands, out_array, pair, same_device, same_dtype, shape4)
 from .. import settings
 from ..backend import array_module, backend_for, op
 from ..plan import planned
@@ -70,18 +72,19 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
 
 
 @planned
-def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, out=None, kernels=None,
-                           precision=None):
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, *, out=None, accumulate=False,
+                           kernels=None, precision=None):
     """dw[K,C/G,R,S] = sum_{n,p,q} dy[n,k,p,q] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw] (into ``out``
-    when given)."""
+    when given; added into it with ``accumulate``)."""
     array(x, "x", 4)
     w_shape = shape4(w_shape, "w_shape")
     stride, padding, dilation = _conv_backward_args(dy, x, "x", x.shape, w_shape, "x", "w_shape", stride, padding,
                                                     dilation, groups)
     out = out_array(out, "out", w_shape, dy, "dy")
+    accumulate = accumulate_flags(accumulate, out)
     with _precision(precision):
         return op("conv2d_backward_weight", dy, x, kernels=kernels)(dy, x, w_shape, stride, padding, dilation,
-                                                                   int(groups), out=out)
+                                                                   int(groups), out=out, accumulate=accumulate)
 
 
 def _shared_copies(dy, kernels):
@@ -92,26 +95,26 @@ def _shared_copies(dy, kernels):
 
 @planned
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True, weight_grad=True,
-                    out=None, kernels=None, precision=None):
+                    out=None, accumulate=False, kernels=None, precision=None):
     """(dx, dw) of y = conv2d(x, w) in one call: conv2d_backward_data unless input_grad is False,
-    conv2d_backward_weight (into ``out`` when given) unless weight_grad is False, None for a pass not
+    conv2d_backward_weight (into ``out`` when given, added with ``accumulate``) unless weight_grad is False, None for a pass not
     run. What both passes make of dy is made once (the CUDA C family's TF32 kernels: its
     channels-last copy)."""
     array(x, "x", 4), array(w, "w", 4)
     with _shared_copies(dy, kernels):
-        dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, kernels=kernels,
-                                     precision=precision) if weight_grad else None)
+        dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, accumulate=accumulate,
+                                     kernels=kernels, precision=precision) if weight_grad else None)
         dx = (conv2d_backward_data(dy, w, x.shape, stride, padding, dilation, groups, kernels=kernels,
                                    precision=precision) if input_grad else None)
     return dx, dw
 
 
 @planned
-def conv2d_backward_bias(dy, *, out=None, kernels=None):
-    """db[K] = sum over N, P, Q of dy[N,K,P,Q] (into ``out`` when given)."""
+def conv2d_backward_bias(dy, *, out=None, accumulate=False, kernels=None):
+    """db[K] = sum over N, P, Q of dy[N,K,P,Q] (into ``out`` when given; added into it with ``accumulate``)."""
     array(dy, "dy", 4)
     out = out_array(out, "out", (dy.shape[1],), dy, "dy")
-    return op("conv2d_backward_bias", dy, kernels=kernels)(dy, out=out)
+    return op("conv2d_backward_bias", dy, kernels=kernels)(dy, out=out, accumulate=accumulate_flags(accumulate, out))
 
 
 def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups, x_name="x"):
@@ -183,29 +186,30 @@ def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_p
 
 @planned
 def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                                     out=None, kernels=None, precision=None):
+                                     out=None, accumulate=False, kernels=None, precision=None):
     """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles (into ``out``
-    when given)."""
+    when given; added into it with ``accumulate``)."""
     w_shape = shape4(w_shape, "w_shape")
     hyper, full, core = _conv_transpose_geometry(array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
                                                  dilation, groups)
     if tuple(array(dy, "dy", 4).shape) != full:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
-    out_array(out, "out", w_shape, x, "x")   # named as this op's caller knows them
-    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, out=out, kernels=kernels,
+    accumulate_flags(accumulate, out_array(out, "out", w_shape, x, "x"))   # named as this op's caller knows them
+    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, out=out, accumulate=accumulate, kernels=kernels,
                                   precision=precision)
 
 
 @planned
 def conv_transpose2d_backward(dy, x, w, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                              input_grad=True, weight_grad=True, out=None, kernels=None, precision=None):
+                              input_grad=True, weight_grad=True, out=None, accumulate=False, kernels=None,
+                              precision=None):
     """(dx, dw) of a transposed conv in one call, as conv2d_backward: dy's channels-last copy serves
     the conv2d forward (dx) and backward-weight (dw) that both read it."""
     array(x, "x", 4), array(w, "w", 4)
     with _shared_copies(dy, kernels):
         hyper = (stride, padding, output_padding, dilation, groups)
-        dw = (conv_transpose2d_backward_weight(dy, x, w.shape, *hyper, out=out, kernels=kernels, precision=precision)
-              if weight_grad else None)
+        dw = (conv_transpose2d_backward_weight(dy, x, w.shape, *hyper, out=out, accumulate=accumulate, kernels=kernels,
+                                               precision=precision) if weight_grad else None)
         dx = (conv_transpose2d_backward_data(dy, w, x.shape, *hyper, kernels=kernels, precision=precision)
               if input_grad else None)
     return dx, dw

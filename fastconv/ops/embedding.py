@@ -6,7 +6,7 @@ the GPU (where checking them would read them back to the host) they give NaN out
 
 from __future__ import annotations
 
-from ..argcheck import array, class_labels, out_array, same_device, same_dtype
+from ..argcheck import accumulate_flags, array, class_labels, out_array, same_device, same_dtype
 from ..backend import op
 from ..plan import planned
 
@@ -37,10 +37,11 @@ def embedding_forward(weight, labels, *, prefix=None, scale=None, kernels=None):
 
 
 @planned
-def embedding_backward(dy, labels, weight_shape, *, scale=None, out=None, kernels=None):
+def embedding_backward(dy, labels, weight_shape, *, scale=None, out=None, accumulate=False, kernels=None):
     """dweight (C, D) = weight_shape: dweight[c] = sum over n with labels[n] == c of scale[n] *
     dy[n, K - D:] (the last D of dy's K >= D columns; scale (N,) or (N, 1) optional, else 1);
-    written into ``out`` (C-contiguous, dy's dtype and device) when given."""
+    written into ``out`` (C-contiguous, dy's dtype and device) when given, added into it with
+    ``accumulate``."""
     array(dy, "dy", 2)
     xp = same_device(dy=dy, labels=labels, **({} if scale is None else {"scale": scale}))
     if not (isinstance(weight_shape, tuple) and len(weight_shape) == 2 and all(
@@ -50,7 +51,8 @@ def embedding_backward(dy, labels, weight_shape, *, scale=None, out=None, kernel
     class_labels(labels, weight_shape[0], dy.shape[0], xp)
     _rows(scale, "scale", dy.shape[0], dy, "dy", scale=True)
     out = out_array(out, "out", weight_shape, dy, "dy")
-    return op("embedding_backward", dy, kernels=kernels)(dy, labels, weight_shape, scale, out=out)
+    return op("embedding_backward", dy, kernels=kernels)(dy, labels, weight_shape, scale, out=out,
+                                                          accumulate=accumulate_flags(accumulate, out))
 
 
 @planned

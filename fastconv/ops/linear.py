@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..argcheck import leaky_slope, operands, out_pair
+from ..argcheck import accumulate_flags, leaky_slope, operands, out_pair
 from ..backend import op
 from ..plan import planned
 
@@ -37,11 +37,13 @@ def linear_backward_data(dy, w, *, kernels=None):
 
 
 @planned
-def linear_backward_weight(dy, x, *, out=None, kernels=None):
+def linear_backward_weight(dy, x, *, out=None, accumulate=False, kernels=None):
     """Returns (dw[out, in] = dy[N, out].T @ x[N, in], db[out] = dy summed over N). ``out``: None, or
     a pair (dw, db) whose arrays (each may be None: allocated) the gradients are written into
-    (C-contiguous, of dy's dtype and device) and returned."""
+    (C-contiguous, of dy's dtype and device) and returned; ``accumulate`` (a bool, or a pair for dw
+    and db): added into them instead."""
     operands("dy", (dy, "dy", 2), (x, "x", 2))
     _dim(dy, "dy", 0, x.shape[0], "rows (the batch of x)")
     out = out_pair(out, "out", ((dy.shape[1], x.shape[1]), (dy.shape[1],)), dy, "dy", "(dw, db)")
-    return op("linear_backward_weight", dy, x, kernels=kernels)(dy, x, out=out)
+    return op("linear_backward_weight", dy, x, kernels=kernels)(dy, x, out=out,
+                                                               accumulate=accumulate_flags(accumulate, out))

@@ -244,3 +244,21 @@ def test_trials_share_no_channels_last_copy(cp, autotune, monkeypatch):
         ops.conv2d_backward(dy, x, w, *HYPER)
     gemm = [n for tile, n in copies if tile not in (None, cfg.WINOGRAD)]
     assert len(gemm) > 2 * len(cfg.TF32_TILES) and all(n >= 1 for n in gemm), copies
+
+
+def test_accumulating_call_tunes_on_a_copy_of_out(cp, autotune, monkeypatch):
+    """A backward-weight call that adds into out (accumulate=True): every trial adds into a copy, so
+    the call adds once, on the pick (the fastest candidate, split), into out's prior values."""
+    split = [c for c in autotune.candidates("backward_weight", GEOM, False, 132) if c.get("conv_tile") == "t64x64"][-1]
+    fake_times(monkeypatch, autotune, {("t64x64", split["conv_splits"]): 0.5})
+    rng = np.random.default_rng(5)
+    x, dy, prior = randn(rng, X, np.float32), randn(rng, (2, 12, 6, 6), np.float32), randn(rng, W, np.float32)
+    xd, dyd, out = cp.asarray(x), cp.asarray(dy), cp.asarray(prior)
+    with fastconv.using(**split):
+        alone = ops.conv2d_backward_weight(dyd, xd, W, *HYPER).get()
+    with fastconv.using(autotune=True):
+        got = ops.conv2d_backward_weight(dyd, xd, W, *HYPER, out=out, accumulate=True)
+    (found,) = autotune.results().values()
+    assert got is out and found.pick == split and len(found.trials) > 2
+    np.testing.assert_array_equal(out.get(), prior + alone)
+    assert_close(out, prior.astype(np.float64) + ref.conv2d_backward_weight(dy, x, W, *HYPER), REDUCTION_TOL)

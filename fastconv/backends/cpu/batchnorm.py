@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activation import activate, activate_backward
+from .optim import adds_into
 
 
 def _bn_axes_shape(x):
@@ -40,6 +41,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return activate(activation, _affine(xc, gamma, beta, invstd, shape), slope), mean, invstd
 
 
+@adds_into
 def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), beta=None, activation=None, slope=0.0):
     """(dx, dgamma, dbeta), the last two written into their entries of ``out`` when those are arrays;
     with an ``activation``, dy is the gradient of act(y), y recomputed from x and ``beta``."""

@@ -8,6 +8,7 @@ from numpy.lib.stride_tricks import as_strided
 from ...argcheck import conv_out_size
 from .activation import activate
 from .buffers import _batch_chunk, _scratch
+from .optim import adds_into
 
 
 # Per batch chunk of m samples, the convolution is ONE GEMM per group with a long N dimension:
@@ -126,6 +127,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
+@adds_into
 def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
     n, c, h, wd = x.shape
     k, cg, r, s = w_shape
@@ -157,5 +159,6 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
     return dw
 
 
+@adds_into
 def conv2d_backward_bias(dy, out=None):
     return dy.sum(axis=(0, 2, 3), out=out)

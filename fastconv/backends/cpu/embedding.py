@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .optim import adds_into
+
 
 def _rows(scale, n):
     return None if scale is None else scale.reshape(n, 1)
@@ -22,6 +24,7 @@ def embedding_forward(weight, labels, prefix=None, scale=None):
     return out
 
 
+@adds_into
 def embedding_backward(dy, labels, weight_shape, scale=None, out=None):
     n, d = dy.shape[0], weight_shape[1]
     g = dy[:, dy.shape[1] - d:]

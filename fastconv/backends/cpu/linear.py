@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import activation
+from .optim import adds_into
 
 
 def linear_forward(x, w, b, activation_name=None, slope=0.0):
@@ -21,6 +22,7 @@ def linear_backward_data(dy, w):
     return dy @ w
 
 
+@adds_into
 def linear_backward_weight(dy, x, out=(None, None)):
     """(dw, db), each written into its entry of ``out`` when that is an array."""
     return np.matmul(dy.T, x, out=out[0]), dy.sum(axis=0, out=out[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -41,3 +43,24 @@ def accumulate(acc, x, add):
         acc += x
     else:
         acc[...] = x
+
+
+def adds_into(fn):
+    """Give a CPU gradient function ``accumulate``: each ``out`` array to be added into is computed
+    into a new array by ``fn`` and then added to (accumulate's ``acc += x``: the same two fp32
+    roundings as the GPU kernels' put_grad). ``out`` is one array (``accumulate`` a bool) or a
+    pair, the last two of ``fn``'s results (``accumulate`` a pair of bools)."""
+    @functools.wraps(fn)
+    def call(*args, out=None, accumulate=False, **kw):
+        if not isinstance(out, tuple):
+            if not accumulate:
+                return fn(*args, out=out, **kw)
+            out += fn(*args, out=None, **kw)
+            return out
+        res = fn(*args, out=tuple(None if add else o for o, add in zip(out, accumulate)), **kw)
+        head, grads = res[:-2], res[-2:]
+        for o, add, g in zip(out, accumulate, grads):
+            if add:
+                o += g
+        return head + tuple(o if add else g for o, add, g in zip(out, accumulate, grads))
+    return call

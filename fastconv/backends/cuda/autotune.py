@@ -20,7 +20,8 @@ replays over CALLS, so host time is left out. Another candidate replaces the heu
 it is at least MIN_GAIN faster.
 
 Trial calls record nothing into a launch plan, take no arena buffer and share no channels-last copy,
-and their outputs are dropped (a given ``out`` is written, then written again by the real call).
+and their outputs are dropped (a given ``out`` is written, then written again by the real call; one
+to be added into, ``accumulate``, is copied and the trials add into the copy).
 Not tuned: a call while the current stream captures a CUDA graph (it runs the heuristic's choice, and
 its launch plan is not kept, so a later call tunes), calls under a forced conv_tile, conv_splits or
 winograd_tile setting, and conv_version 1. The Numba family does not tune.
@@ -169,9 +170,12 @@ def _tune(what, launcher, args, kw) -> Tuned:
     from .launch import num_sms
     geom = geometry(what, args)
     cands = candidates(what, geom, gemm_tf32(what, geom[5], geom[6]), num_sms())
-    sys.modules["cupy"].cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
+    cp = sys.modules["cupy"]
+    cp.cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
     tuned = Tuned({})
     with not_recording(), outside_arena(), unshared_copies():
+        if kw.get("accumulate"):   # trials add into a copy: the call's out keeps its values for the call
+            kw = dict(kw, out=kw["out"].copy())
         for cand in cands:
             try:
                 with settings.using(**cand):

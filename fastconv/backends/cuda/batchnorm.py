@@ -61,9 +61,11 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     return y, mean, invstd
 
 
-def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), beta=None, activation=None, slope=0.0):
-    """(dx, dgamma, dbeta), the last two into their entries of ``out`` when those are arrays; with an
-    ``activation``, dy is the gradient of act(y) and the kernels recompute y from x and ``beta``."""
+def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), beta=None, activation=None, slope=0.0,
+                       accumulate=(False, False)):
+    """(dx, dgamma, dbeta), the last two into their entries of ``out`` when those are arrays (added
+    into them where ``accumulate`` says so, by the kernel); with an ``activation``, dy is the
+    gradient of act(y) and the kernels recompute y from x and ``beta``."""
     act = (_i32(cfg.activation_code(activation)), _f32(slope))
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     gamma, mean, invstd = _arg(gamma, "gamma"), _arg(mean, "mean"), _arg(invstd, "invstd")
@@ -78,5 +80,6 @@ def batchnorm_backward(dy, x, gamma, mean, invstd, training, out=(None, None), b
     _launch("batchnorm.cu", f"batchnorm_backward_sums_v2_{form}", grid, cfg.BLOCK,
             (dy, x, gamma, beta, mean, invstd, part) + ints + act)
     _launch("batchnorm.cu", f"batchnorm_backward_v2_{form}", grid, cfg.BLOCK,
-            (dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta) + ints + (_i32(bool(training)), beta) + act)
+            (dy, x, gamma, mean, invstd, part, dx, dgamma, dbeta) + ints + (_i32(bool(training)), beta) + act
+            + (_i32(accumulate[0]), _i32(accumulate[1])))
     return dx, dgamma, dbeta

@@ -9,18 +9,19 @@ from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _i32, _i32s, _launch, _channel_launch, _out
 
 
-def conv2d_backward_bias(dy, out=None):
-    """db[K] = dy[N, K, P, Q] summed over N, P, Q (into ``out`` when given)."""
+def conv2d_backward_bias(dy, out=None, accumulate=False):
+    """db[K] = dy[N, K, P, Q] summed over N, P, Q (into ``out`` when given; added into it with
+    ``accumulate``, by the kernel that writes it)."""
     dy = _arg(dy, "dy")
     n, k, p, q = dy.shape
     grid, splits, chunk, width = _channel_launch("dy", dy, n, k, p * q)
     db = _out(out, (k,), "conv2d_backward_bias output")
     part = _alloc((k, splits), np.float64, "conv2d_backward_bias partial sums")  # unread when splits == 1
     _launch("bias.cu", f"conv2d_backward_bias_v2_f{width}", grid, cfg.BLOCK,
-            (dy, db, part) + _i32s("dy", "N K P*Q", (n, k, p * q)) + (_i32(chunk),))
+            (dy, db, part) + _i32s("dy", "N K P*Q", (n, k, p * q)) + (_i32(chunk), _i32(accumulate)))
     if splits > 1:
         _launch("bias.cu", "conv2d_backward_bias_finish_v2", _eltwise_grid(k), cfg.BLOCK,
-                (part, db, _i32(k), _i32(splits)))
+                (part, db, _i32(k), _i32(splits), _i32(accumulate)))
     return db
 
 

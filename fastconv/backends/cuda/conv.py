@@ -36,6 +36,7 @@ from .autotune import gemm_dims, tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
+from .optim import accumulate
 
 
 _CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
@@ -91,11 +92,13 @@ def _smallc(cg, r, s):
     return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
 
 
-def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False, vec=False):
+def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False, vec=False,
+          add=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
     phase; ``tf32``: on a TF32 tile, ``vec``: its vec kernel; ``products``: Winograd's products, see
     _tile) into ``out``, split along the reduction as config.conv_splits says. Returns the workspace
-    and split count (the workspace is ``out`` when the kernel wrote ``out`` itself)."""
+    and split count (the workspace is ``out`` when the kernel wrote ``out`` itself; never with
+    ``add``: the sum is to be added into ``out`` by the split-K reduce)."""
     cur = settings.current()
     wgrad = kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, z, tf32, wgrad, products)
@@ -104,7 +107,7 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     cfg.check_int32(what, splits * out.size, "split-K workspace size")
     # the epilogue's float4 stores need a 16-byte aligned out: a given dw (a view) that is not gets
     # its one slice in a workspace too, and so does the vec backward-weight's, in (r, s, c) order
-    direct = splits == 1 and (not wgrad or (_aligned(out) and not vec))
+    direct = splits == 1 and not add and (not wgrad or (_aligned(out) and not vec))
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
     name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{'vec_' if vec else ''}{tile}"
@@ -113,12 +116,13 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     return ws, splits
 
 
-def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0)):
-    """out = act(sum of the split-K workspace's slices + bias): a thread per 4 outputs for a few
-    splits, warps sharing the splits of 32 outputs from config.REDUCE_WARP_SPLITS on; ``transpose``
-    (rows, cols): the sums of a (M, rows, cols) array written into out as (M, cols, rows)."""
+def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0), add=False):
+    """out = act(sum of the split-K workspace's slices + bias), or out += that with ``add``: a thread
+    per 4 outputs for a few splits, warps sharing the splits of 32 outputs from
+    config.REDUCE_WARP_SPLITS on; ``transpose`` (rows, cols): the sums of a (M, rows, cols) array
+    written into out as (M, cols, rows)."""
     tail = (_i32(plane), _i32(channels), _i32(b is not None), _i32(act), _f32(slope))
-    bias, t = out if b is None else b, _i32s("dw", "rows cols", transpose)
+    bias, t = out if b is None else b, _i32s("dw", "rows cols", transpose) + (_i32(add),)
     if splits >= cfg.REDUCE_WARP_SPLITS:
         _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
                 (ws, out, bias, np.int64(out.size), _i32(splits)) + tail + t)
@@ -201,10 +205,11 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, v
         _reduce(ws, y, splits, b, p * q, k, act, slope)
 
 
-def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None):
+def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None, add=False):
     """The shared start of the backward passes: sizes (N, C, H, W, K, C/G, R, S, P, Q), the checked
     output (dx or dw: ``out`` when given, else new) and the int arguments; with conv_version 1 the
-    direct kernel has then already filled the output and the ints are None."""
+    direct kernel has then already filled the output (``add``: into a new array then added to it,
+    by the accumulate kernel of optim.cu) and the ints are None."""
     n, c, h, wd = x_shape
     k, cg, r, s = w_shape
     p, q = dy.shape[2], dy.shape[3]
@@ -212,7 +217,10 @@ def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation,
     out = _out(out, tuple(x_shape) if what == "data" else tuple(w_shape), f"conv2d_backward_{what} output")
     ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     if settings.current().conv_version == 1:
-        _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, out) + ints)
+        into = _alloc(out.shape, _F32, f"conv2d_backward_{what} output") if add else out
+        _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, into) + ints)
+        if add:
+            accumulate(out, into, True)
         ints = None
     return (n, c, h, wd, k, cg, r, s, p, q), out, ints
 
@@ -258,24 +266,27 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
 
 
 @tuned("backward_weight")
-def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
-    """dw of conv2d (into ``out`` when given): the small-channel kernel (slices of the batch, partial
-    sums reduced) or the v3 core (split along N*P*Q when its grid is under a wave); a split's
-    workspace is the launcher's own, its final sum goes into dw."""
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None, accumulate=False):
+    """dw of conv2d (into ``out`` when given; added into it with ``accumulate``): the small-channel
+    kernel (slices of the batch, partial sums reduced) or the v3 core (split along N*P*Q when its
+    grid is under a wave); a split's workspace is the launcher's own, its final sum goes into dw.
+    With ``accumulate`` the last kernel adds: the split-K reduce (one slice of a workspace when
+    the pass is not split) or Winograd's output transform."""
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     (n, c, h, wd, k, cg, r, s, p, q), dw, ints = _backward_args("weight", dy, x, x.shape, w_shape, stride, padding,
-                                                                 dilation, groups, out)
+                                                                 dilation, groups, out, accumulate)
     if ints is None:
         return dw
     if _winograd("backward_weight", r, s, stride, dilation, groups, cg):
-        _winograd_backward_weight(dy, x, dw, padding)
+        _winograd_backward_weight(dy, x, dw, padding, accumulate)
         return dw
     tp = _smallc(cg, r, s) and scfg.smallc_backward_weight_tile(cg, p, q, r, s, stride, dilation)
     vec = False  # the TF32 vec kernel: its columns run (r, s, c), its workspace is (K, R*S, C/G)
     if tp:
         chunks = cfg.cdiv(k // groups, 32)
         splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
-        ws = dw if splits == 1 else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace")
+        ws = (dw if splits == 1 and not accumulate
+              else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace"))
         _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
@@ -284,11 +295,11 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         if vec:
             dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",
-                           (dy, x, (), ints), tf32=tf32, vec=vec)
-    if vec and splits == 1:   # the vec kernel's one slice, transposed into dw
+                           (dy, x, (), ints), tf32=tf32, vec=vec, add=accumulate)
+    if vec and splits == 1 and not accumulate:   # the vec kernel's one slice, transposed into dw
         _to_nhwc(ws.reshape(k, r * s, cg, 1), "dw", dw.reshape(k, cg, 1, r * s), tf32=False)
     elif ws is not dw:        # the splits summed (a vec kernel's straight into dw's order)
-        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0, (r * s, cg) if vec else (0, 0))
+        _reduce(ws, dw, splits, None, 1, 1, 0, 0.0, (r * s, cg) if vec else (0, 0), add=accumulate)
     return dw
 
 
@@ -351,10 +362,11 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
             + (_i32(b is not None), _i32(act), _f32(slope)))
 
 
-def _winograd_backward_weight(dy, x, dw, padding):
+def _winograd_backward_weight(dy, x, dw, padding, add=False):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4x4 tiles, their products summed
     over images and tiles as a 1x1 backward-weight in A^2 groups on the v3 core (fp32; the conv_splits
-    setting splits it, the split-K reduce adds the splits), then AT m A into dw, a thread per row."""
+    setting splits it, the split-K reduce adds the splits), then AT m A into dw (added with ``add``),
+    a thread per row."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = _points(r), cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
@@ -370,4 +382,4 @@ def _winograd_backward_weight(dy, x, dw, padding):
         _reduce(ws, m, splits, None, 1, 1, 0, 0.0)
     _launch("winograd.cu", f"conv2d_winograd_wgrad_output_v2_r{r}",
             (cfg.elementwise_blocks(k * c * r, num_sms(), cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK),),
-            cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK, (m, dw, _i32(k), _i32(c)))
+            cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK, (m, dw, _i32(k), _i32(c), _i32(add)))

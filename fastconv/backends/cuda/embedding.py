@@ -6,7 +6,7 @@ import cupy as cp
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _i32s, _launch, _out
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _i32, _i32s, _launch, _out
 
 
 def _labels(labels):
@@ -34,13 +34,14 @@ def embedding_forward(weight, labels, prefix=None, scale=None):
     return out
 
 
-def embedding_backward(dy, labels, weight_shape, scale=None, out=None):
+def embedding_backward(dy, labels, weight_shape, scale=None, out=None, accumulate=False):
+    """dweight, into ``out`` when given (added into it with ``accumulate``, by the kernel)."""
     dy, labels = _arg(dy, "dy"), _labels(labels)
     (n, k), (c, d) = dy.shape, weight_shape
     scale, use = _scale(scale, dy)
     dw = _out(out, (c, d), "embedding_backward dweight")
     _launch("embedding.cu", "embedding_backward_v1", _eltwise_grid(c * d), cfg.BLOCK,
-            (dy, labels, scale, dw) + _i32s("dy", "N C D K", (n, c, d, k)) + (use,))
+            (dy, labels, scale, dw) + _i32s("dy", "N C D K", (n, c, d, k)) + (use, _i32(accumulate)))
     return dw
 
 

@@ -44,13 +44,13 @@ def linear_backward_data(dy, w):
     return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w))
 
 
-def linear_backward_weight(dy, x, out=(None, None)):
+def linear_backward_weight(dy, x, out=(None, None), accumulate=(False, False)):
     """(dw[M,N] = dy[K,M]^T x[K,N], db[M] = sum over K of dy), each into its entry of ``out`` when
-    that is an array."""
+    that is an array (added into it where ``accumulate`` says so, by the kernel)."""
     dy, x = _arg(dy, "dy"), _arg(x, "x")
     (k, m), n = dy.shape, x.shape[1]
     dw = _out(out[0], (m, n), "linear_backward_weight output")
     db = _out(out[1], (m,), "linear_backward_weight bias gradient")
     _launch("linear.cu", "linear_backward_weight_v1", cfg.linear_grid(m, n), cfg.LINEAR_THREADS,
-            (dy, x, dw, db) + _i32s("dy", "M N K", (m, n, k)) + (_i32(1),))
+            (dy, x, dw, db) + _i32s("dy", "M N K", (m, n, k)) + (_i32(1), _i32(accumulate[0]), _i32(accumulate[1])))
     return dw, db

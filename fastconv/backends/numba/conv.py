@@ -17,9 +17,10 @@ from .tiles import (ELEMENTWISE_THREADS, REDUCE_THREADS, WAVE_BLOCKS, _conv_geom
                     split_chunk, smallc_tile)
 
 
-def sum_splits_v1(out, parts, n, splits):
-    """out[i] = sum_s parts[s*n + i], summed in split order (deterministic); 32-bit grid-stride loop.
-    Work: splits*n FLOPs (adds); traffic (splits + 1)*n*4 bytes."""
+def sum_splits_v1(out, parts, n, splits, add):
+    """out[i] = sum_s parts[s*n + i], summed in split order (deterministic), or out[i] += that sum
+    when ``add`` (a gradient op's accumulate); 32-bit grid-stride loop.
+    Work: splits*n FLOPs (adds); traffic (splits + 1)*n*4 bytes (+ n*4 read with add)."""
     i, step = grid_stride()
     while i < uint32(n):
         v = float32(0.0)
@@ -27,7 +28,7 @@ def sum_splits_v1(out, parts, n, splits):
         for _ in range(splits):
             v += parts[j]
             j = int32(j + n)
-        out[i] = v
+        out[i] = out[i] + v if add else v
         i = uint32(i + step)
 
 
@@ -92,21 +93,22 @@ def _positive(splits) -> int:
     return splits
 
 
-def _partials(dst, splits: int, workspace, what: str):
-    """Where a split-K kernel writes: ``dst`` itself for one slice, else ``workspace`` (splits*|dst|
-    floats, allocated when None)."""
-    if splits == 1:
+def _partials(dst, splits: int, workspace, what: str, add=False):
+    """Where a split-K kernel writes: ``dst`` itself for one slice (unless its sum is to be added
+    into dst, ``add``), else ``workspace`` (splits*|dst| floats, allocated when None)."""
+    if splits == 1 and not add:
         return dst
     if workspace is None:
         workspace = _empty((splits * dst.size,), dst, what=f"{what} split workspace")
     return _check_out(workspace, "workspace", (splits * dst.size,))
 
 
-def _sum_partials(dst, parts, splits: int, stream):
-    """dst = the sum of the splits partial results in parts, added in slice order (deterministic)."""
-    if splits > 1:
+def _sum_partials(dst, parts, splits: int, stream, add=False):
+    """dst = the sum of the splits partial results in parts, added in slice order (deterministic);
+    dst += that sum with ``add``."""
+    if parts is not dst:
         launch("sum_splits_v1", (_blocks(dst.size, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1),
-               (dst, parts, dst.size, splits), stream)
+               (dst, parts, dst.size, splits, int(add)), stream)
 
 
 def _winograd(what, w_shape, stride, dilation, groups, forced=False):
@@ -192,12 +194,12 @@ def launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups, st
 
 
 def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, splits=None, workspace=None,
-                                  stream=None, tile=None):
-    """dw from dy and x. The reduction is cut into ``splits`` slices (default: see
-    backward_weight_splits, whatever the grid) whose partial sums go to ``workspace`` (splits*|dw|
-    floats, allocated when None) and are then added in a fixed order, so the result is
-    deterministic. ``tile`` (and the small-channel kernel, its blocks' partial sums added the same
-    way) and the Winograd kernels as for launch_conv2d_forward."""
+                                  stream=None, tile=None, add=False):
+    """dw from dy and x (added into dw with ``add``). The reduction is cut into ``splits`` slices
+    (default: see backward_weight_splits, whatever the grid) whose partial sums go to ``workspace``
+    (splits*|dw| floats, allocated when None) and are then added in a fixed order, so the result
+    is deterministic. ``tile`` (and the small-channel kernel, its blocks' partial sums added the
+    same way) and the Winograd kernels as for launch_conv2d_forward."""
     _check(dy, "dy"), _check(x, "x")
     geo = _conv_geometry(x.shape, dw.shape, stride, padding, dilation, groups)
     n, _, _, _, k, r, s, p, q = geo[:9]
@@ -205,22 +207,23 @@ def launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, 
     _check_out(dy, "dy", (n, k, p, q))
     if _winograd("backward_weight", dw.shape, stride, dilation, groups, tile is not None or splits is not None):
         from .winograd import winograd_backward_weight
-        return winograd_backward_weight(dw, dy, x, padding, stream)
+        return winograd_backward_weight(dw, dy, x, padding, stream, add)
     small = tile is None and splits is None and smallc_tile("backward_weight", geo)
     if small:
         splits, per = backward_weight_smallc_splits(geo, small)
-        out = _partials(dw, splits, workspace, "conv2d_backward_weight")
+        out = _partials(dw, splits, workspace, "conv2d_backward_weight", add)
         launch_conv2d_backward_weight_smallc(out, dy, x, geo, small, splits, per, stream)
     else:
-        out, splits = backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile)
-    _sum_partials(dw, out, splits, stream)
+        out, splits = backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile, add)
+    _sum_partials(dw, out, splits, stream, add)
     return dw
 
 
-def backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile):
+def backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile, add=False):
     """The implicit-GEMM weight gradient of the _conv_geometry ``geo`` (``tile``, ``splits`` and
     ``workspace`` as for launch_conv2d_backward_weight, None: the default); returns (partial sums,
-    splits): dw itself for one slice, else the workspace's ``splits`` slices of |dw| floats, unsummed."""
+    splits): dw itself for one slice (not with ``add``), else the workspace's ``splits`` slices of
+    |dw| floats, unsummed."""
     n, _, _, _, k, r, s, p, q = geo[:9]
     groups, cg = geo[15], dw.shape[1]
     tile = tile or conv_tile(k // groups, cg * r * s, groups, wgrad=True)
@@ -228,24 +231,24 @@ def backward_weight_gemm(dw, dy, x, geo, splits, workspace, stream, tile):
         splits = backward_weight_splits(dy.shape, dw.shape, groups, tile=tile)
     splits, chunk = split_chunk(n * p * q, _positive(splits))
     grid = _gemm_grid("conv2d_backward_weight", cg * r * s, k // groups, groups * splits, tile)
-    out = _partials(dw, splits, workspace, "conv2d_backward_weight")
+    out = _partials(dw, splits, workspace, "conv2d_backward_weight", add)
     launch(f"conv2d_backward_weight{tile.suffix}_v1", grid, tile.block, (out, dy, x) + geo + (splits, chunk), stream)
     return out, splits
 
 
-def launch_conv2d_backward_bias(db, dy, stream=None, splits=None, workspace=None):
-    """db = dy summed over (n, p, q): ``splits`` blocks per channel (default backward_bias_splits)
-    whose partial sums go to ``workspace`` (splits*K floats, allocated when None) and are added in
-    a fixed order."""
+def launch_conv2d_backward_bias(db, dy, stream=None, splits=None, workspace=None, add=False):
+    """db = dy summed over (n, p, q) (db += that with ``add``): ``splits`` blocks per channel
+    (default backward_bias_splits) whose partial sums go to ``workspace`` (splits*K floats,
+    allocated when None) and are added in a fixed order."""
     _check(dy, "dy")
     n, k, p, q = dy.shape
     _check_out(db, "db", (k,))
     splits = _positive(backward_bias_splits(n, k, p * q) if splits is None else splits)
     chunk = cdiv(n * p * q, splits)
     grid = _cfg.check_grid("conv2d_backward_bias", (k, splits, 1))
-    out = _partials(db, splits, workspace, "conv2d_backward_bias")
+    out = _partials(db, splits, workspace, "conv2d_backward_bias", add)
     launch("conv2d_backward_bias_v1", grid, (REDUCE_THREADS, 1, 1), (out, dy, n, k, p * q, chunk), stream)
-    _sum_partials(db, out, splits, stream)
+    _sum_partials(db, out, splits, stream, add)
     return db
 
 
@@ -274,12 +277,13 @@ def _result(out, shape, like, what):
     return _empty(shape, like, what=what) if out is None else _in(out, "out", inplace=True)
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None):
+def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out=None, accumulate=False):
     dy, x = _in(dy, "dy"), _in(x, "x")
     dw = _result(out, tuple(w_shape), dy, "conv2d_backward_weight output")
-    return launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups)
+    return launch_conv2d_backward_weight(dw, dy, x, stride, padding, dilation, groups, add=accumulate)
 
 
-def conv2d_backward_bias(dy, out=None):
+def conv2d_backward_bias(dy, out=None, accumulate=False):
     dy = _in(dy, "dy")
-    return launch_conv2d_backward_bias(_result(out, (dy.shape[1],), dy, "conv2d_backward_bias output"), dy)
+    return launch_conv2d_backward_bias(_result(out, (dy.shape[1],), dy, "conv2d_backward_bias output"), dy,
+                                       add=accumulate)

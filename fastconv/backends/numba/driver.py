@@ -92,7 +92,7 @@ _PARAMS = {
     "conv2d_forward_smallc_v1": "ffff" + "n" + _GEOM + "n" * 7,  # + tpr, tqq, ctiles, tiles, ir, iw, iwp
     "conv2d_backward_data_smallc_v1": "fff" + _GEOM + "n" * 14 + "n" * 8,  # + a phase, tpr, tqq, kc, ctiles, ...
     "conv2d_backward_weight_smallc_v1": "fff" + _GEOM + "n" * 10,  # + tp, per, rtiles, no, eg, npart, ir, iw, ...
-    "sum_splits_v1": "ffnn",
+    "sum_splits_v1": "ffnnn",   # + add
     "conv2d_backward_bias_v1": "ffnnnn",
     "relu_forward_v2": "ffnx",      # + slope (unused by relu)
     "relu_backward_v2": "fffnx",
@@ -112,12 +112,12 @@ _PARAMS = {
     "conv2d_winograd_filter_v2_r3": "ff" + "n" * 3,  # K, C, flip
     "conv2d_winograd_output_v2_r3": "fff" + "n" * 7,  # N, K, P, Q, tile rows, tile columns, has_bias
     "conv2d_winograd_wgrad_dy_v2_r3": "ff" + "n" * 6,  # N, K, P, Q, tile rows, tile columns
-    "conv2d_winograd_wgrad_output_v2_r3": "ff" + "n" * 2,  # K, C
+    "conv2d_winograd_wgrad_output_v2_r3": "ff" + "n" * 3,  # K, C, add
     "conv2d_winograd_input_v2_r5": "ff" + "n" * 8,
     "conv2d_winograd_filter_v2_r5": "ff" + "n" * 3,
     "conv2d_winograd_output_v2_r5": "fff" + "n" * 7,
     "conv2d_winograd_wgrad_dy_v2_r5": "ff" + "n" * 6,
-    "conv2d_winograd_wgrad_output_v2_r5": "ff" + "n" * 2,
+    "conv2d_winograd_wgrad_output_v2_r5": "ff" + "n" * 3,
 }
 
 

@@ -296,9 +296,10 @@ def _wgrad_output_kernel(r: int):
     a = r + M - 1
     row_t, load_a = _row_transform(matrices(r, r, M)[0]), _tile_access(a)[0]
 
-    def wgrad_output_v2(m_in, dw, k_out, c_in):
+    def wgrad_output_v2(m_in, dw, k_out, c_in, add):
         """dw[k, c, row] of each (k, c, row): row of AT m A, m the products M[xi, k, c] (their splits
-        already summed). Thread i = (k C + c) R + row: a warp's stores cover 32 R consecutive floats.
+        already summed); added into dw when ``add`` (the op's accumulate). Thread i = (k C + c) R +
+        row: a warp's stores cover 32 R consecutive floats.
         Work: 2 (A^2 + R A) FMAs per (k, c, row); traffic A^2 * 4 bytes in (each (k, c)'s read by its
         R rows, cache-served), R * 4 bytes out."""
         i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
@@ -312,7 +313,7 @@ def _wgrad_output_kernel(r: int):
         row_t(m, int32(i - j * r), out)
         f = int32(i * r)
         for z in range(r):
-            dw[f + z] = out[0, z]
+            dw[f + z] = dw[f + z] + out[0, z] if add else out[0, z]
     return wgrad_output_v2
 
 
@@ -364,12 +365,11 @@ def winograd_forward(y, x, w, b, padding, stream=None, flip=False):
     return y
 
 
-def winograd_backward_weight(dw, dy, x, padding, stream=None):
+def winograd_backward_weight(dw, dy, x, padding, stream=None, add=False):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4 x 4 tiles, their products summed
     over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM on
     tiles.winograd_tile's tile, split as tiles.backward_weight_splits says, the splits added by
-    sum_splits_v1), then AT m A into dw, a
-    thread per row. Shapes: dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
+    sum_splits_v1), then AT m A into dw (added into it with ``add``), a thread per row. Shapes: dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
@@ -382,6 +382,6 @@ def winograd_backward_weight(dw, dy, x, padding, stream=None):
     parts, splits = backward_weight_gemm(m, u, v, geo, None, None, stream, winograd_tile(k, c, a * a, wgrad=True))
     _sum_partials(m, parts, splits, stream)
     threads = _cfg.WINOGRAD_WGRAD_OUTPUT_BLOCK
-    launch(f"conv2d_winograd_wgrad_output_v2_r{r}", (cdiv(k * c * r, threads), 1, 1), (threads, 1, 1), (m, dw, k, c),
-           stream)
+    launch(f"conv2d_winograd_wgrad_output_v2_r{r}", (cdiv(k * c * r, threads), 1, 1), (threads, 1, 1),
+           (m, dw, k, c, int(add)), stream)
     return dw

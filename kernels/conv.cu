@@ -545,11 +545,12 @@ __device__ __forceinline__ void smallc_bwd_taps(const float* __restrict__ ds, co
 // partial outputs per lane in warp order through shared memory at the end (deterministic). Lane l
 // computes 2 rows x 4 adjacent pixels: when qstep == 1 (every stride-1 conv and stride 2 without
 // dilation) and a phase row has <= CONV_SMALLC_WIN taps, through register windows unrolled for that
-// tap count (smallc_bwd_taps); otherwise 4 loads per tap. No division in the loops.
+// tap count (smallc_bwd_taps); otherwise 4 loads per tap. No division in the loops. The stores add
+// b[c] (has_bias) and apply the activation act (conv_act): ConvTranspose2d's bias and activation.
 // Work 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (+ halo rows, per channel c) + w + dx) * 4 B.
 extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc_v2(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS, int tpr, int tqq,
-    int kc, int vec) {
+    int kc, int vec, const float* __restrict__ b, int has_bias, int act, float slope) {
     __shared__ __align__(16) float ds[CONV_SMALLC_BWD_SMEM];
     __shared__ __align__(16) float ws[CONV_SMALLC_BWD_WS];
     __shared__ float red[3 * 8 * 32];
@@ -612,17 +613,20 @@ extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc
     for (int w2 = 1; w2 < nw; ++w2)
 #pragma unroll
         for (int a = 0; a < 8; ++a) acc[a >> 2][a & 3] += red[((w2 - 1) * 8 + a) * 32 + lane];
+    const float bc = has_bias ? b[c] : 0.f;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
         if (tt + rr >= f.Ht) break;
         const int o = (img * C + c) * H * W + (f.h0 + (tt + rr) * sh) * W + f.w0 + uu * sw;
+        float y[4];
+#pragma unroll
+        for (int v = 0; v < 4; ++v) y[v] = conv_act(acc[rr][v] + bc, act, slope);
         if (vec) {  // sw == 1 and W % 4 == 0: the quad is 4 aligned floats
-            float4 v4; v4.x = acc[rr][0]; v4.y = acc[rr][1]; v4.z = acc[rr][2]; v4.w = acc[rr][3];
-            *reinterpret_cast<float4*>(&dx[o]) = v4;
+            *reinterpret_cast<float4*>(&dx[o]) = make_float4(y[0], y[1], y[2], y[3]);
         } else {
 #pragma unroll
             for (int v = 0; v < 4; ++v)
-                if (uu + v < f.Wt) dx[o + v * sw] = acc[rr][v];
+                if (uu + v < f.Wt) dx[o + v * sw] = y[v];
         }
     }
 }

@@ -59,13 +59,15 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
 }
 
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
-// taps); traffic (dy + packed w + dx) * 4 B compulsory.
+// taps); traffic (dy + packed w + dx) * 4 B compulsory. Unsplit, the epilogue adds b[c] (has_bias)
+// and the activation: ConvTranspose2d's bias and activation (split: the split-K reduce's).
 // VEC (TF32 tiles, Kg % 4 == 0): dy is its channels-last copy, w packed with channel-fastest rows.
 template <class T, bool VEC = false>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
-                                                 int G, int splits, int chunk, int krs_max) {
+                                                 int G, int splits, int chunk, int krs_max,
+                                                 const float* __restrict__ b, int has_bias, int act, float slope) {
     float* smem = conv_smem<T>();
     const int zs = blockIdx.z % splits, gp = blockIdx.z / splits, g = gp % G, phase = gp / G;
     const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
@@ -91,7 +93,9 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
         }
     };
     const i64 zoff = (i64)zs * N * CHW;
-    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, wp, 0, 0, 0.f);
+    const bool fused = splits == 1;   // else the split-K reduce adds bias and activation
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
+                     fused ? act : 0, slope);
 }
 
 // backward-weight: 2*K*Cg*R*S*N*P*Q FLOPs; traffic (dy + x) * 4 B compulsory plus
@@ -154,8 +158,9 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
-                                      int krs_max) {                                                       \
-        conv_bwd_data_v3<TILE, VEC>(dy, wp, out, CONV_PASS, splits, chunk, krs_max);                 \
+                                      int krs_max, const float* __restrict__ b, int has_bias, int act,     \
+                                      float slope) {                                                       \
+        conv_bwd_data_v3<TILE, VEC>(dy, wp, out, CONV_PASS, splits, chunk, krs_max, b, has_bias, act, slope); \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \

@@ -186,9 +186,11 @@ def fusion_net(seed=0):
     rng = np.random.default_rng(seed)
     m = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, rng=rng), nn.LeakyReLU(0.2),            # 0-1
                       nn.Conv2d(4, 4, 3, padding=1, bias=False, rng=rng), nn.BatchNorm2d(4), nn.ReLU(),  # 2-4
-                      nn.Conv2d(4, 4, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),  # 5-8
-                      nn.Linear(16, 8, bias=False, rng=rng), nn.BatchNorm1d(8), nn.Tanh(),  # 9-11
-                      nn.Linear(8, 6, rng=rng), nn.LeakyReLU(0.1), nn.Linear(6, 5, rng=rng), nn.Sigmoid())  # 12-15
+                      nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1, rng=rng), nn.Tanh(),  # 5-6
+                      nn.Conv2d(3, 4, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),  # 7-10
+                      nn.Linear(100, 8, bias=False, rng=rng), nn.BatchNorm1d(8), nn.Tanh(),  # 11-13
+                      nn.Linear(8, 6, rng=rng), nn.LeakyReLU(0.1), nn.Linear(6, 5, rng=rng), nn.Sigmoid())  # 14-17
+    m.layers[5].bias.data[...] = rng.uniform(-0.5, 0.5, 3)   # a bias that moves tanh's input
     for _, layer in m.named_modules():
         if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):  # shifts that put values on both sides of 0
             layer.weight.data[...] = rng.uniform(0.5, 1.5, layer.weight.data.shape)
@@ -196,7 +198,7 @@ def fusion_net(seed=0):
     return m
 
 
-FUSED_INDICES = {1, 4, 7, 11, 13}  # the second layer of each pair that ran as one pass
+FUSED_INDICES = {1, 4, 6, 9, 13, 15}  # the second layer of each pair that ran as one pass
 
 
 def fusion_matches_unfused(m, x, dy, get):
@@ -226,11 +228,10 @@ def test_sequential_fuses_activations():
     x = np.random.default_rng(1).standard_normal((5, 2, 6, 6)).astype(np.float32)
     dy = np.random.default_rng(2).standard_normal((5, 5)).astype(np.float32)
     fusion_matches_unfused(m, x, dy, np.asarray)
-    # not fused: a ConvTranspose2d (its forward op has no activation), a Sigmoid, a non-activation
+    # not fused: a Sigmoid (no op fuses it), an activation after a non-activation layer
     rng = np.random.default_rng(0)
-    other = nn.Sequential(nn.ConvTranspose2d(2, 3, 4, stride=2, padding=1, rng=rng), nn.Tanh(),
-                          nn.Conv2d(3, 3, 3, rng=rng), nn.Sigmoid(), nn.Flatten(), nn.Linear(300, 4, rng=rng),
-                          nn.Dropout(0.0))
+    other = nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.Sigmoid(), nn.Flatten(), nn.Linear(48, 4, rng=rng),
+                          nn.Dropout(0.0), nn.ReLU())
     other.forward(x)
     assert other._fused == set()
 

@@ -29,6 +29,8 @@ class _ConvBase(Module):
     """Shared by Conv2d and ConvTranspose2d: hyper-parameter checks, weight and bias, and the passes, which
     call the subclass's conv ops (forward, and backward: both passes in one op) with its hyper-parameters."""
 
+    takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
+
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, rng, dtype,
                  transposed, precision):
         super().__init__()
@@ -61,7 +63,7 @@ class _ConvBase(Module):
         return self.stride, self.padding, self.dilation, self.groups
 
     def forward(self, x, activation=NO_ACTIVATION):
-        """y = conv(x) + bias; Conv2d also takes a fused ``activation`` (name, negative slope)."""
+        """y = conv(x) + bias, through a fused ``activation`` (name, negative slope) when given."""
         self._x = x
         b = self.bias.data if self.bias is not None else None
         name, slope = activation
@@ -92,7 +94,6 @@ class Conv2d(_ConvBase):
     _forward_op = staticmethod(ops.conv2d_forward)
     _backward_op = staticmethod(ops.conv2d_backward)
     _repr_names = ("kernel_size", "stride", "padding", "dilation", "groups")
-    takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, rng=None, dtype=np.float32, precision=None):
@@ -170,7 +171,7 @@ class _Activation(Module):
     arguments, :meth:`_args`, after x in the forward and after y in the backward).
 
     In a Sequential, one with a ``_name`` right after a layer that ``takes_activation`` (Conv2d,
-    Linear, BatchNorm) runs as that layer's fused activation: no pass of its own forward, and none
+    ConvTranspose2d, Linear, BatchNorm) runs as that layer's fused activation: no pass of its own forward, and none
     backward either after a layer whose backward recomputes it (``backward_takes_activation``:
     BatchNorm)."""
 

@@ -279,8 +279,8 @@ class Sequential(Module):
     def _fuses(self, layers, i) -> bool:
         """Whether layers i and i+1 run as one fused pass: layer i+1 fuses after layer i
         (Module.fuses_after: MaxPool2d after ReLU as one relu_max_pool2d op; ReLU, LeakyReLU and Tanh
-        after Conv2d, Linear and BatchNorm as those ops' fused activation) and both use the same
-        kernel family."""
+        after Conv2d, ConvTranspose2d, Linear and BatchNorm as those ops' fused activation) and both use
+        the same kernel family."""
         nxt = layers[i + 1] if 0 <= i < len(layers) - 1 else None
         return nxt is not None and nxt.kernels == layers[i].kernels and nxt.fuses_after(layers[i])
 

@@ -19,7 +19,6 @@ from ..argcheck import (accumulate_flags, array, conv_geometry, conv_hyper, conv
 from .. import settings
 from ..backend import array_module, backend_for, op
 from ..plan import planned
-from .bias import bias_add
 
 
 def _precision(precision):
@@ -60,15 +59,22 @@ def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name,
 
 
 @planned
-def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, kernels=None, precision=None):
-    """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w."""
-    array(w, "w", 4)
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, b=None, activation=None,
+                         negative_slope=0.01, kernels=None, precision=None):
+    """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w. As a transposed
+    convolution's forward it also takes a bias ``b`` (C,) and an ``activation`` (as conv2d_forward's):
+    act(dx + b[c]), in the CUDA C family's epilogue."""
+    activation, slope = fused_activation(activation, negative_slope)
+    operands("w", (w, "w", 4), (b, "b", 1))
     x_shape = shape4(x_shape, "x_shape")
     stride, padding, dilation = _conv_backward_args(dy, w, "w", x_shape, w.shape, "x_shape", "w", stride, padding,
                                                     dilation, groups)
+    if b is not None and b.shape[0] != x_shape[1]:
+        raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({x_shape[1]},) to match x_shape's channels")
+    fused = {} if b is None and activation is None else {"b": b, "activation": activation, "slope": slope}
     with _precision(precision):
         return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
-                                                                 int(groups))
+                                                                 int(groups), **fused)
 
 
 @planned
@@ -118,11 +124,13 @@ def conv2d_backward_bias(dy, *, out=None, accumulate=False, kernels=None):
 
 
 def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, dilation, groups, x_name="x"):
-    """Check a transposed conv and return (hyper-parameters, full output shape, core output shape).
+    """Check a transposed conv and return (hyper-parameters, output shape, x's extent).
 
-    The core is the part of the output that the equivalent conv2d maps back onto x exactly;
-    output_padding beyond stride - 1 (allowed while it is below the dilation) adds rows and
-    columns that only the bias reaches.
+    The transposed conv is conv2d's backward-data pass onto its output. The conv2d that maps the
+    output back has an input of x's extent: x's own shape, except where output_padding reaches the
+    stride (allowed while it is below the dilation), whose extra output rows and columns the conv2d
+    maps onto rows and columns past x's. Those hold zeros (_extend), and every pass runs on that
+    extent: the extra output rows get what the taps bring them, as PyTorch's.
     """
     stride, padding, dilation = conv_hyper(stride, padding, dilation)
     output_padding = pair(output_padding, "output_padding", 0)
@@ -135,68 +143,75 @@ def _conv_transpose_geometry(x_shape, w_shape, stride, padding, output_padding, 
         raise ValueError(f"w: got shape {tuple(w_shape)}, expected dim 0 = {cin} (the channels of {x_name})")
     if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1 or cin % groups:
         raise ValueError(f"groups: got {groups!r}, expected a positive divisor of the {cin} channels of {x_name}")
-    cout = w_shape[1] * groups
-    full, core = [n, cout], [n, cout]
+    full, extent = [n, w_shape[1] * groups], [n, cin]
     for i, size in enumerate((h, wd)):
-        args = (size, w_shape[2 + i], stride[i], padding[i], dilation[i])
-        full.append(conv_transpose_out_size(*args, output_padding[i]))
-        core.append(conv_transpose_out_size(*args, min(output_padding[i], stride[i] - 1)))
-    if core[2] < 1 or core[3] < 1:
+        args = (w_shape[2 + i], stride[i], padding[i], dilation[i])
+        full.append(conv_transpose_out_size(size, *args, output_padding[i]))
+        extent.append(size + output_padding[i] // stride[i])   # conv_out_size(full[2 + i], *args)
+    if full[2] < 1 or full[3] < 1:
         raise ValueError(f"padding: got {padding}, leaves an empty output ({full[2]}x{full[3]}); expected less padding")
-    return (stride, padding, dilation, int(groups)), tuple(full), tuple(core)
+    return (stride, padding, dilation, int(groups)), tuple(full), tuple(extent)
+
+
+def _extend(a, shape):
+    """a (N, C, H, W) with zero rows and columns after its own up to ``shape`` (a itself if it has it)."""
+    if tuple(a.shape) == tuple(shape):
+        return a
+    out = array_module(a).zeros(shape, dtype=a.dtype)
+    out[:, :, :a.shape[2], :a.shape[3]] = a
+    return out
 
 
 def _crop(a, shape):
+    """The first rows and columns of a (N, C, H, W) up to ``shape`` (a itself if it has it)."""
     if tuple(a.shape) == tuple(shape):
         return a
     return array_module(a).ascontiguousarray(a[:, :, :shape[2], :shape[3]])
 
 
+@planned
 def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
-                             kernels=None, precision=None):
-    """Transposed convolution; w is ``C_in x C_out/groups x R x S`` as in PyTorch's ConvTranspose2d.
+                             activation=None, negative_slope=0.01, kernels=None, precision=None):
+    """Transposed convolution; w is ``C_in x C_out/groups x R x S`` as in PyTorch's ConvTranspose2d;
+    y = act(conv_transpose2d(x, w) + b), ``activation`` as conv2d_forward's.
 
-    It is conv2d's backward-data pass with x in the role of dy, so it needs no kernels of its own.
+    It is conv2d's backward-data pass with x in the role of dy, so it needs no kernels of its own; the
+    bias and activation go into that pass's epilogue.
     """
-    xp = operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
-    hyper, full, core = _conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation, groups)
+    operands("w", (x, "x", 4), (w, "w", 4), (b, "b", 1))
+    hyper, full, extent = _conv_transpose_geometry(x.shape, w.shape, stride, padding, output_padding, dilation,
+                                                   groups)
     if b is not None and b.shape[0] != full[1]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({full[1]},)")
-    y = conv2d_backward_data(x, w, core, *hyper, kernels=kernels, precision=precision)
-    if core != full:
-        y_full = xp.zeros(full, dtype=y.dtype)
-        y_full[:, :, :core[2], :core[3]] = y
-        y = y_full
-    if b is not None:
-        bias_add(y, b, kernels=kernels)   # a kernel on the GPU: a captured step holds no CuPy arithmetic
-    return y
+    return conv2d_backward_data(_extend(x, extent), w, full, *hyper, b=b, activation=activation,
+                                negative_slope=negative_slope, kernels=kernels, precision=precision)
 
 
 @planned
 def conv_transpose2d_backward_data(dy, w, x_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                                    kernels=None, precision=None):
-    """dx of a transposed conv: conv2d forward of dy (cropped to the core) with w."""
+    """dx of a transposed conv: conv2d forward of dy with w (its rows and columns past x's dropped)."""
     x_shape = shape4(x_shape, "x_shape")
-    hyper, full, core = _conv_transpose_geometry(x_shape, array(w, "w", 4).shape, stride, padding, output_padding,
-                                                 dilation, groups, "x_shape")
+    hyper, full, _ = _conv_transpose_geometry(x_shape, array(w, "w", 4).shape, stride, padding, output_padding,
+                                              dilation, groups, "x_shape")
     if tuple(array(dy, "dy", 4).shape) != full:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
-    return conv2d_forward(_crop(dy, core), w, None, *hyper, kernels=kernels, precision=precision)
+    return _crop(conv2d_forward(dy, w, None, *hyper, kernels=kernels, precision=precision), x_shape)
 
 
 @planned
 def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                                      out=None, accumulate=False, kernels=None, precision=None):
-    """dw of a transposed conv: conv2d backward-weight with x and dy in exchanged roles (into ``out``
-    when given; added into it with ``accumulate``)."""
+    """dw of a transposed conv: conv2d backward-weight with x (at its extent) and dy in exchanged
+    roles (into ``out`` when given; added into it with ``accumulate``)."""
     w_shape = shape4(w_shape, "w_shape")
-    hyper, full, core = _conv_transpose_geometry(array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
-                                                 dilation, groups)
+    hyper, full, extent = _conv_transpose_geometry(array(x, "x", 4).shape, w_shape, stride, padding, output_padding,
+                                                   dilation, groups)
     if tuple(array(dy, "dy", 4).shape) != full:
         raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected {full} (the transposed conv's output)")
     accumulate_flags(accumulate, out_array(out, "out", w_shape, x, "x"))   # named as this op's caller knows them
-    return conv2d_backward_weight(x, _crop(dy, core), w_shape, *hyper, out=out, accumulate=accumulate, kernels=kernels,
-                                  precision=precision)
+    return conv2d_backward_weight(_extend(x, extent), dy, w_shape, *hyper, out=out, accumulate=accumulate,
+                                  kernels=kernels, precision=precision)
 
 
 @planned

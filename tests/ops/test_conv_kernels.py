@@ -188,8 +188,10 @@ def test_small_channel_slices(cp, monkeypatch):
         _check(cp, "backward_weight", (5, 1, 6, 6, 3, 3, 3, 1, 1, 1, 1))
         for what in ("forward", "backward_data", "backward_weight"):
             _check(cp, what, (1, 1, 28, 28, 9, 5, 5, 1, 2, 1, 1))
-    # the last arguments: vec (16-byte stores or loads) and, of backward-weight, slices per block before it
-    grids = [(rec.name, rec.grid, tuple(rec.args[-2:])) for rec in t.launches if "smallc" in rec.name]
+    # vec (16-byte stores or loads: the last argument, before backward-data's bias and activation)
+    # and, of backward-weight, slices per block before it
+    grids = [(rec.name, rec.grid, tuple(rec.args[-6:-4] if "backward_data" in rec.name else rec.args[-2:]))
+             for rec in t.launches if "smallc" in rec.name]
     assert grids[0] == ("conv2d_backward_weight_smallc_v1", (2, 1, 1), (3, 0)), grids
     assert [g[:2] + (g[2][-1],) for g in grids[1:3]] == [("conv2d_forward_smallc_v2", (7, 1, 1), 1),
                                                         ("conv2d_backward_data_smallc_v2", (4, 1, 1), 1)], grids

@@ -54,6 +54,8 @@ CONVT_CASES = [  # N, C_in, H, W, C_out, R, S, stride, padding, output_padding, 
     (2, 2, 4, 4, 2, 1, 1, 3, 0, 2, 1, 1),
     (2, 8, 7, 7, 4, 4, 4, 2, 1, 0, 1, 1),        # DCGAN generator 7 -> 14
     (1, 2, 3, 3, 3, 2, 2, 1, 0, 1, 2, 1),        # output_padding < dilation (allowed by PyTorch) with stride 1
+    (1, 2, 5, 5, 3, 3, 3, 1, 1, 1, 2, 1),        # ... with padding: the taps reach the extra row and column
+    (2, 2, 4, 5, 4, 3, 2, (1, 2), (2, 1), (2, 1), (3, 2), 2),   # two extra rows (output_padding 2, stride 1)
 ]
 
 

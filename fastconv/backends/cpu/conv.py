@@ -97,7 +97,8 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return activate(activation, y, slope)
 
 
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0):
+    """act(dx + b[c]): no bias or activation by default (ConvTranspose2d's forward takes both)."""
     n, c, h, wd = x_shape
     k, cg, r, s = w.shape
     p, q = dy.shape[2:]
@@ -124,7 +125,9 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
             for j in range(s):
                 dxt[:, i * dh:i * dh + sh * (p - 1) + 1:sh, j * dw:j * dw + sw * (q - 1) + 1:sw] += dcols[:, i, j]
         np.copyto(dx[n0:n1], dxt[:, ph:ph + h, pw:pw + wd].transpose(3, 0, 1, 2))
-    return dx
+    if b is not None:
+        dx += b.reshape(1, -1, 1, 1)
+    return activate(activation, dx, slope)
 
 
 @adds_into

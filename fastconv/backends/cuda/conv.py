@@ -36,7 +36,6 @@ from .autotune import gemm_dims, tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
-from .optim import accumulate
 
 
 _CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
@@ -205,11 +204,13 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, v
         _reduce(ws, y, splits, b, p * q, k, act, slope)
 
 
-def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None, add=False):
+def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None, add=False,
+                   b=None, act=0, slope=0.0):
     """The shared start of the backward passes: sizes (N, C, H, W, K, C/G, R, S, P, Q), the checked
     output (dx or dw: ``out`` when given, else new) and the int arguments; with conv_version 1 the
-    direct kernel has then already filled the output (``add``: into a new array then added to it,
-    by the accumulate kernel of optim.cu) and the ints are None."""
+    direct kernel has then already filled the output and the ints are None. That kernel has no
+    epilogue: to add into the output (``add``) or add a bias ``b`` and activation ``act`` to it, it
+    writes a new array that a one-slice split-K reduce then adds or finishes."""
     n, c, h, wd = x_shape
     k, cg, r, s = w_shape
     p, q = dy.shape[2], dy.shape[3]
@@ -217,25 +218,31 @@ def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation,
     out = _out(out, tuple(x_shape) if what == "data" else tuple(w_shape), f"conv2d_backward_{what} output")
     ints = _conv_ints("dy", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
     if settings.current().conv_version == 1:
-        into = _alloc(out.shape, _F32, f"conv2d_backward_{what} output") if add else out
+        direct = not add and b is None and not act
+        into = out if direct else _alloc(out.shape, _F32, f"conv2d_backward_{what} output")
         _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, into) + ints)
-        if add:
-            accumulate(out, into, True)
+        if not direct:
+            _reduce(into, out, 1, b, h * wd, c, act, slope, add=add)
         ints = None
     return (n, c, h, wd, k, cg, r, s, p, q), out, ints
 
 
 @tuned("backward_data")
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
-    """dx of conv2d; one sub-convolution per output phase (h % stride_h, w % stride_w), each with only
-    the filter taps that reach it (ConvTranspose2d's forward pass)."""
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0):
+    """act(dx of conv2d + b[c]) (ConvTranspose2d's forward pass, its bias and activation fused: no
+    bias or activation by default); one sub-convolution per output phase (h % stride_h, w %
+    stride_w), each with only the filter taps that reach it. Bias and activation go into the
+    kernel's epilogue (split: the split-K reduce's)."""
+    act = cfg.activation_code(activation)
     dy, w = _arg(dy, "dy"), _arg(w, "w")
+    b = None if b is None else _arg(b, "b")
     (n, c, h, wd, k, cg, r, s, p, q), dx, ints = _backward_args("data", dy, w, x_shape, w.shape, stride, padding,
-                                                                 dilation, groups)
+                                                                 dilation, groups, b=b, act=act, slope=slope)
     if ints is None:
         return dx
+    fused = (w if b is None else b, _i32(b is not None), _i32(act), _f32(slope))
     if _winograd("backward_data", r, s, stride, dilation, groups, cg):
-        _winograd_forward(dy, w, None, dx, (r - 1 - padding[0], s - 1 - padding[1]), 0, 0.0, flip=True)
+        _winograd_forward(dy, w, b, dx, (r - 1 - padding[0], s - 1 - padding[1]), act, slope, flip=True)
         return dx
     tile = _smallc(cg, r, s) and scfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
     if tile:
@@ -244,7 +251,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
                                      * cfg.cdiv(cfg.cdiv(cfg.cdiv(wd, stride[1]), 4), tqq), c, stride[0] * stride[1]))
         vec = stride[1] == 1 and wd % 4 == 0 and _aligned(dx)
         _launch("conv.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),
-                (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)))
+                (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)) + fused)
         return dx
     kg, phases, tf32 = k // groups, stride[0] * stride[1], gemm_tf32("backward_data", r, s)
     vec = _vec(tf32, kg)
@@ -259,9 +266,9 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
             + (_i32(rows), _i32(tf32), _i32(vec)))
     src = _to_nhwc(dy, "dy") if vec else dy
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
-                       (_i32(rows),), phased=phases > 1, tf32=tf32, vec=vec)
+                       (_i32(rows),) + fused, phased=phases > 1, tf32=tf32, vec=vec)
     if splits > 1:
-        _reduce(ws, dx, splits, None, 1, 1, 0, 0.0)
+        _reduce(ws, dx, splits, b, h * wd, c, act, slope)
     return dx
 
 

@@ -265,10 +265,16 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return activate(activation, launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups), slope)
 
 
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups):
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0):
+    """act(dx + b[c]) (ConvTranspose2d's forward): the bias added by the CUDA C family's bias_add_v1,
+    the activation by a second elementwise launch of this family."""
     dy, w = _in(dy, "dy"), _in(w, "w")
     dx = _empty(tuple(x_shape), dy, what="conv2d_backward_data output")
-    return launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups)
+    launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups)
+    if b is not None:
+        from ..cuda.bias import bias_add
+        bias_add(dx, b)
+    return activate(activation, dx, slope)
 
 
 def _result(out, shape, like, what):

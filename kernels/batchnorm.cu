@@ -27,7 +27,7 @@
 //   batchnorm_backward_v2_f1, batchnorm_backward_v2_f4, batchnorm_backward_v2_c32
 //                               the same blocks: the sums from the partials; the slice-0 block
 //                               writes dgamma = sum(dz*xhat), dbeta = sum(dz) (each added to
-//                               the array instead with add_dgamma / add_dbeta: put_grad, the
+//                               the array instead with add_dgamma / add_dbeta: store_or_add, the
 //                               op's accumulate); each block writes
 //                               dx = gamma*invstd*(dz - sum(dz)/M - xhat*sum(dz*xhat)/M) for its rows
 //                               in training, gamma*invstd*dz in eval.
@@ -232,8 +232,8 @@ __device__ __forceinline__ void bn_backward(const float* __restrict__ dy, const 
     if (c >= C) return;
     const double sdy = sum_partials(part, c, S), sdyx = sum_partials(part + C * S, c, S);
     if (blockIdx.x == 0 && L::lead()) {
-        put_grad(dgamma + c, (float)sdyx, add_dgamma);
-        put_grad(dbeta + c, (float)sdy, add_dbeta);
+        store_or_add(dgamma + c, (float)sdyx, add_dgamma);
+        store_or_add(dbeta + c, (float)sdy, add_dbeta);
     }
     const double count = (double)N * HW;
     const float m = mean[c], is = invstd[c], gm = gamma[c], bt = act ? beta[c] : 0.f, scale = gm * is;

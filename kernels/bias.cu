@@ -7,7 +7,7 @@
 //                            one block per (slice of batch rows, channel) (reduce.cuh): each
 //                            block sums its rows of dy, 1 (f1) or 4 (f4: P*Q % 4 == 0, 16-byte
 //                            loads) floats at a time; with one slice it writes db[k] itself
-//                            (adds to it with add: put_grad, the op's accumulate), otherwise a
+//                            (adds to it with add: store_or_add, the op's accumulate), otherwise a
 //                            double partial per slice.
 //   conv2d_backward_bias_finish_v2
 //                            one thread per channel sums its partials in slice order into db
@@ -41,7 +41,7 @@ __device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* _
         });
     acc = block_sum(acc, buf);
     if (threadIdx.x == 0) {
-        if (gridDim.x == 1) put_grad(db + k, (float)acc, add);
+        if (gridDim.x == 1) store_or_add(db + k, (float)acc, add);
         else part[k * gridDim.x + blockIdx.x] = acc;
     }
 }
@@ -58,7 +58,7 @@ BIAS_KERNEL(4)
 // Work: K*S adds; moves K*S*8 B in and K*4 B out.
 extern "C" __global__ void conv2d_backward_bias_finish_v2(const double* __restrict__ part, float* __restrict__ db,
                                                           int K, int S, int add) {
-    GRID_STRIDE32(k, K) put_grad(db + k, (float)sum_partials(part, (int)k, S), add);
+    GRID_STRIDE32(k, K) store_or_add(db + k, (float)sum_partials(part, (int)k, S), add);
 }
 
 // Work: n adds (+ one 32-bit division and modulo per element); moves (2 * n + c) * 4 B.

@@ -31,9 +31,10 @@ __device__ __forceinline__ float conv_act(float v, int act, float slope) {
     return v;
 }
 
-// A gradient kernel's store: *p = v, or with `add` (the op's accumulate: a second gradient of the
-// same parameter in one step) *p + v, the same fp32 sum a separate add of v into *p would make.
-__device__ __forceinline__ void put_grad(float* p, float v, int add) { *p = add ? *p + v : v; }
+// The store of an op that takes ``accumulate``: *p = v, or with `add` *p + v, the same fp32 sum a
+// separate add of v into *p would make (a second gradient of a parameter in one step; the
+// projection discriminator's class term added into the logits).
+__device__ __forceinline__ void store_or_add(float* p, float v, int add) { *p = add ? *p + v : v; }
 
 // The backward of conv_act from its output y (the activation kernels' rule: y > 0 <=> v > 0 for
 // ReLU and a LeakyReLU slope in [0, 1); tanh' = 1 - y^2).

@@ -293,7 +293,7 @@ __device__ __forceinline__ unsigned reduce_out_index(unsigned i, int t_rows, int
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4
 // consecutive outputs in z order with 16-byte loads and stores (vec = 1: total % 4 == 0; else one
 // output per thread; transposed (t_rows > 0, reduce_out_index): 4-byte stores). The launcher checks
-// total <= INT32_LIMIT. add: out += that (put_grad; the backward-weight ops' accumulate), reading out too.
+// total <= INT32_LIMIT. add: out += that (store_or_add; the backward-weight ops' accumulate), reading out too.
 // Work: splits*total adds; traffic (splits + 1) * total * 4 B (+ total * 4 B read with add).
 extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, int total, int splits,
@@ -321,13 +321,13 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
             float4* o = reinterpret_cast<float4*>(out) + j;
             if (add) {
                 const float4 t = *o;
-                r[0] += t.x; r[1] += t.y; r[2] += t.z; r[3] += t.w;   // put_grad's sum, 16 bytes at a time
+                r[0] += t.x; r[1] += t.y; r[2] += t.z; r[3] += t.w;   // store_or_add's sum, 16 bytes at a time
             }
             *o = make_float4(r[0], r[1], r[2], r[3]);
         } else {
 #pragma unroll
             for (int e = 0; e < 4; ++e)
-                if (e < per) put_grad(out + reduce_out_index(j * per + e, t_rows, t_cols), r[e], add);
+                if (e < per) store_or_add(out + reduce_out_index(j * per + e, t_rows, t_cols), r[e], add);
         }
     }
 }
@@ -354,7 +354,7 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     if (warp > 0 || i >= total) return;
     for (int w2 = 1; w2 < nw; ++w2) s += part[w2][lane];
     if (has_bias) s += b[((unsigned)i / (unsigned)plane) % (unsigned)channels];   // total <= INT32_LIMIT
-    put_grad(out + reduce_out_index((unsigned)i, t_rows, t_cols), conv_act(s, act, slope), add);
+    store_or_add(out + reduce_out_index((unsigned)i, t_rows, t_cols), conv_act(s, act, slope), add);
 }
 
 // ---------------------------------------------------------------------------------------------

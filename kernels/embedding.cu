@@ -6,13 +6,13 @@
 // Kernel versions
 //   embedding_forward_v1           grid-stride over out (N, P + D): out[n, :P] = prefix[n] (P may be
 //                                  0), out[n, P:] = scale[n] * W[labels[n]] (scale 1 unless use_scale); a
-//                                  label outside [0, C) gives a NaN row.
+//                                  label outside [0, C) gives a NaN row; add: added into out.
 //   embedding_backward_v1          grid-stride over dW (C, D): dW[c, j] = sum over n with labels[n] == c,
 //                                  in order of n, of scale[n] * dy[n, K - D + j] (the last D columns
 //                                  of dy (N, K); scale 1 unless use_scale); deterministic, no atomics;
-//                                  add: added into dW (put_grad; the op's accumulate).
+//                                  add: added into dW (store_or_add; the op's accumulate).
 //   class_projection_forward_v1    one warp per row: out[n] = sum_j W[labels[n], j] * h[n, j] in
-//                                  double; NaN for a label outside [0, C).
+//                                  double; NaN for a label outside [0, C); add: added into out.
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v -I kernels kernels/embedding.cu
 #include "common.cuh"
@@ -21,7 +21,8 @@
 // from cache) + N*4 B of labels.
 extern "C" __global__ void embedding_forward_v1(const float* __restrict__ w, const int* __restrict__ labels,
                                                 const float* __restrict__ prefix, const float* __restrict__ scale,
-                                                float* __restrict__ out, i64 n, int C, int D, int P, int use_scale) {
+                                                float* __restrict__ out, i64 n, int C, int D, int P, int use_scale,
+                                                int add) {
     const int cols = P + D;
     GRID_STRIDE(i, n * cols) {
         const i64 row = i / cols;
@@ -34,7 +35,7 @@ extern "C" __global__ void embedding_forward_v1(const float* __restrict__ w, con
             v = (label >= 0 && label < C) ? w[(i64)label * D + (col - P)] : FC_NAN;
             if (use_scale) v *= scale[row];
         }
-        out[i] = v;
+        store_or_add(out + i, v, add);
     }
 }
 
@@ -51,14 +52,14 @@ extern "C" __global__ void embedding_backward_v1(const float* __restrict__ dy, c
             const float g = dy[(i64)r * K + (K - D) + j];
             acc += use_scale ? scale[r] * g : g;
         }
-        put_grad(dw + i, acc, add);
+        store_or_add(dw + i, acc, add);
     }
 }
 
 // Work: 2*N*F FLOPs (double); moves N*F*4 B of h and the N table rows in, N*4 B out.
 extern "C" __global__ void class_projection_forward_v1(const float* __restrict__ h, const float* __restrict__ w,
                                                        const int* __restrict__ labels, float* __restrict__ out,
-                                                       int N, int C, int F) {
+                                                       int N, int C, int F, int add) {
     const i64 row = (blockIdx.x * (i64)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (row >= N) return;  // whole warps leave together; no block barrier follows
@@ -68,5 +69,5 @@ extern "C" __global__ void class_projection_forward_v1(const float* __restrict__
     if (ok)
         for (int j = lane; j < F; j += 32) acc += (double)w[(i64)label * F + j] * (double)h[row * F + j];
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (lane == 0) out[row] = ok ? (float)acc : FC_NAN;
+    if (lane == 0) store_or_add(out + row, ok ? (float)acc : FC_NAN, add);
 }

@@ -14,7 +14,7 @@
 //                              column of tiles also sum their rows of dy^T (db[M] = sum over the
 //                              batch of dy) from the shared-memory tiles they load anyway. (K is
 //                              the batch here, short: never split.) add_dw, add_db: each added
-//                              into rather than written (put_grad; the op's accumulate).
+//                              into rather than written (store_or_add; the op's accumulate).
 //   linear_splitk_reduce_v1    out[i] = act(sum over z of ws[z*MN + i] + b[i % N]).
 // One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
 // register tile, walking its k range in steps of LIN_BK through shared memory; out-of-range
@@ -52,7 +52,7 @@ __device__ __forceinline__ float linear_act(float v, int act, float slope) {
 // A(m, k) = TA ? a[k*M + m] : a[m*K + k] and B(k, n) = TB ? b[n*K + k] : b[k*N + n] (all
 // C-contiguous). Loads are coalesced along the contiguous index. With rowsum != nullptr the
 // threads tid < LIN_BM also sum A(m0 + tid, k) over K and store it to rowsum[m0 + tid] (add it
-// there with rowsum_add: put_grad).
+// there with rowsum_add: store_or_add).
 // Only k in [kbeg, kend) is summed (a split-K slice; the whole K when unsplit).
 template <bool TA, bool TB>
 __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const float* __restrict__ b, int M, int N,
@@ -98,11 +98,11 @@ __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const f
         }
         __syncthreads();
     }
-    if (rowsum != nullptr && tid < LIN_BM && m0 + tid < M) put_grad(rowsum + m0 + tid, rs, rowsum_add);
+    if (rowsum != nullptr && tid < LIN_BM && m0 + tid < M) store_or_add(rowsum + m0 + tid, rs, rowsum_add);
 }
 
 // c[m*N + n] = act(acc + bias[n]) for the thread's 4x4 tile (bias when has_bias; added to c with
-// add: put_grad).
+// add: store_or_add).
 __device__ __forceinline__ void linear_store(float* __restrict__ c, const float* __restrict__ bias, int has_bias,
                                              int M, int N, const float (&acc)[4][4], int act, float slope,
                                              int add = 0) {
@@ -116,7 +116,7 @@ __device__ __forceinline__ void linear_store(float* __restrict__ c, const float*
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int m = m0 + i;
-            if (m < M) put_grad(c + (i64)m * N + n, linear_act(acc[i][j] + bn, act, slope), add);
+            if (m < M) store_or_add(c + (i64)m * N + n, linear_act(acc[i][j] + bn, act, slope), add);
         }
     }
 }

@@ -293,7 +293,7 @@ __device__ __forceinline__ void wino_wgrad_dy(const float* __restrict__ dy, floa
 // dw[k, c, r, :] of each (k, c, r): row r of AT m A, m = M[xi, k, c]. Thread i = (k C + c) R + r, so a
 // warp's stores cover 32 R consecutive floats of dw and its loads 32 / R + 1 consecutive (k, c); the
 // row is a run-time index, so each row's code is unrolled separately (the tables fold in every one).
-// add: the rows are added into dw (put_grad; the op's accumulate).
+// add: the rows are added into dw (store_or_add; the op's accumulate).
 template <int R>
 __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, float* __restrict__ dw, int K, int C,
                                                   int add) {
@@ -328,7 +328,7 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
             }
         float* out = dw + i * (u32)R;
 #pragma unroll
-        for (int s = 0; s < R; ++s) put_grad(out + s, y[s], add);
+        for (int s = 0; s < R; ++s) store_or_add(out + s, y[s], add);
     }
 }
 

@@ -7,8 +7,9 @@
 - ``ProjectionDiscriminator``: D(x, y) = head(phi(x)) + <embed(y), phi(x)> with phi a feature trunk.
 
 Labels carry no gradient: the backward passes return the gradient w.r.t. the float input only.
-Every pass is one of the embedding ops (fastconv.ops.embedding: kernels/embedding.cu on the GPU)
-or ops.accumulate, so a training step of these layers can be captured as a CUDA graph; inside a
+Every pass is one of the embedding ops (fastconv.ops.embedding: kernels/embedding.cu on the GPU;
+the projection's terms added into the head's logits and input gradient by those kernels, their
+``accumulate``), so a training step of these layers can be captured as a CUDA graph; inside a
 captured step (a fastconv.arena.Arena) the label values are not checked on the host (that would
 read them back): a label outside the classes then gives NaN outputs.
 """
@@ -83,7 +84,8 @@ class ClassProjection(Module):
     """The class term of a projection discriminator: out (N, 1) = sum_j embed(labels)[:, j] * h[:, j].
 
     forward(h (N, F), labels (N,)); backward(dy (N, 1)) accumulates the embedding's gradient
-    dy * h (summed by label) and returns dh = dy * embed(labels).
+    dy * h (summed by label) and returns dh = dy * embed(labels). Both take ``add_to``: an array
+    of their result's shape that the result is added into by the op's kernel and returned.
     """
 
     def __init__(self, num_classes, features, std=0.02, rng=None, dtype=np.float32):
@@ -97,15 +99,16 @@ class ClassProjection(Module):
     def _clear_cache(self):
         self._cache = None
 
-    def forward(self, h, labels):
+    def forward(self, h, labels, add_to=None):
         if getattr(h, "ndim", 0) != 2 or h.shape[1] != self.embed.embedding_dim:
             raise ValueError(f"h: got shape {tuple(getattr(h, 'shape', ()))}, expected (N, "
                              f"{self.embed.embedding_dim})")
         _check_labels(labels, self.embed.num_embeddings, h.shape[0])
         self._cache = (h, labels)
-        return ops.class_projection_forward(h, self.embed.weight.data, labels, kernels=self.kernels)
+        return ops.class_projection_forward(h, self.embed.weight.data, labels, out=add_to,
+                                            accumulate=add_to is not None, kernels=self.kernels)
 
-    def backward(self, dy, input_grad=True):
+    def backward(self, dy, input_grad=True, add_to=None):
         h, labels = self._saved(self._cache, "features")
         if tuple(dy.shape) != (h.shape[0], 1):
             raise ValueError(f"dy: got shape {tuple(dy.shape)}, expected ({h.shape[0]}, 1)")
@@ -114,7 +117,10 @@ class ClassProjection(Module):
             out, add = w.grad_out()
             w.accumulate(ops.embedding_backward(h, labels, tuple(w.data.shape), scale=dy, out=out, accumulate=add,
                                                 kernels=self.kernels))
-        return ops.embedding_forward(w.data, labels, scale=dy, kernels=self.kernels) if input_grad else None
+        if not input_grad:
+            return None
+        return ops.embedding_forward(w.data, labels, scale=dy, out=add_to, accumulate=add_to is not None,
+                                     kernels=self.kernels)
 
     def extra_repr(self):
         return f"num_classes={self.embed.num_embeddings}, features={self.embed.embedding_dim}"
@@ -168,11 +174,8 @@ class ProjectionDiscriminator(Module):
 
     def forward(self, x, labels):
         h = self.trunk.forward(x)
-        logits = self.head.forward(h)
-        ops.accumulate(logits, self.project.forward(h, labels), kernels=self.kernels)
-        return logits
+        return self.project.forward(h, labels, add_to=self.head.forward(h))
 
     def backward(self, dy, input_grad=True):
-        dh = self.head.backward(dy, input_grad=True)
-        ops.accumulate(dh, self.project.backward(dy), kernels=self.kernels)
+        dh = self.project.backward(dy, add_to=self.head.backward(dy, input_grad=True))
         return self.trunk.backward(dh, input_grad=input_grad)

@@ -23,9 +23,10 @@ def _rows(a, name: str, n: int, ref, ref_name: str, scale: bool = False):
 
 
 @planned
-def embedding_forward(weight, labels, *, prefix=None, scale=None, kernels=None):
+def embedding_forward(weight, labels, *, prefix=None, scale=None, out=None, accumulate=False, kernels=None):
     """out (N, P + D): out[n, :P] = prefix[n] (prefix (N, P) optional), out[n, P:] = scale[n] *
-    weight[labels[n]] (weight (C, D); scale (N,) or (N, 1) optional, else 1)."""
+    weight[labels[n]] (weight (C, D); scale (N,) or (N, 1) optional, else 1); written into ``out``
+    when given (C-contiguous, weight's dtype and device), added into it with ``accumulate``."""
     array(weight, "weight", 2)
     xp = same_device(weight=weight, labels=labels, **({} if prefix is None else {"prefix": prefix}),
                      **({} if scale is None else {"scale": scale}))
@@ -33,7 +34,9 @@ def embedding_forward(weight, labels, *, prefix=None, scale=None, kernels=None):
     n = labels.shape[0]
     _rows(prefix, "prefix", n, weight, "weight")
     _rows(scale, "scale", n, weight, "weight", scale=True)
-    return op("embedding_forward", weight, kernels=kernels)(weight, labels, prefix, scale)
+    out = out_array(out, "out", (n, weight.shape[1] + (0 if prefix is None else prefix.shape[1])), weight, "weight")
+    return op("embedding_forward", weight, kernels=kernels)(weight, labels, prefix, scale, out=out,
+                                                         accumulate=accumulate_flags(accumulate, out))
 
 
 @planned
@@ -56,8 +59,10 @@ def embedding_backward(dy, labels, weight_shape, *, scale=None, out=None, accumu
 
 
 @planned
-def class_projection_forward(h, weight, labels, *, kernels=None):
-    """out (N, 1): out[n] = sum_j weight[labels[n], j] * h[n, j] (h (N, F), weight (C, F))."""
+def class_projection_forward(h, weight, labels, *, out=None, accumulate=False, kernels=None):
+    """out (N, 1): out[n] = sum_j weight[labels[n], j] * h[n, j] (h (N, F), weight (C, F)); written
+    into ``out`` when given (C-contiguous, h's dtype and device), added into it with ``accumulate``
+    (the projection discriminator adds it to its head's logits)."""
     array(h, "h", 2)
     array(weight, "weight", 2)
     xp = same_device(h=h, weight=weight, labels=labels)
@@ -65,4 +70,6 @@ def class_projection_forward(h, weight, labels, *, kernels=None):
     if weight.shape[1] != h.shape[1]:
         raise ValueError(f"weight: got shape {tuple(weight.shape)}, expected (C, {h.shape[1]}) (the columns of h)")
     class_labels(labels, weight.shape[0], h.shape[0], xp)
-    return op("class_projection_forward", h, kernels=kernels)(h, weight, labels)
+    out = out_array(out, "out", (h.shape[0], 1), h, "h")
+    return op("class_projection_forward", h, kernels=kernels)(h, weight, labels, out=out,
+                                                             accumulate=accumulate_flags(accumulate, out))

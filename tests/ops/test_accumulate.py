@@ -1,6 +1,7 @@
 """``accumulate=True`` on every parameter-gradient op (conv2d and conv_transpose2d backward-weight,
-the conv bias gradient, linear backward-weight, batchnorm backward, embedding backward): the result
-is added into ``out`` by the op's own last kernel on the GPU. On every backend (tests/backends.py)
+the conv bias gradient, linear backward-weight, batchnorm backward, embedding backward) and on the
+projection discriminator's two terms (class_projection_forward, embedding_forward): the result is
+added into ``out`` by the op's own last kernel on the GPU. On every backend (tests/backends.py)
 and every CUDA C path (small-channel, v3 GEMM unsplit and split, Winograd, TF32 vec, the v1
 reference kernel, each confirmed by its launches on fastconv.emu):
 
@@ -183,6 +184,27 @@ def test_embedding_backward_accumulates(backend, rng):
     want = np.zeros((4, 5))
     np.add.at(want, labels, scale[:, None].astype(np.float64) * dy[:, 2:])
     _added(backend, got, out, untouched, prior, alone, want, F32_TOL, "embedding_backward")
+
+
+def test_projection_terms_accumulate(backend, rng):
+    """The projection discriminator's two adds: class_projection_forward into the head's logits and
+    embedding_forward (scale = dlogits) into the head's input gradient."""
+    h, w = randn(rng, (6, 5), np.float32), randn(rng, (4, 5), np.float32)
+    scale, labels = randn(rng, (6, 1), np.float32), np.array([0, 3, 3, 1, 0, 2], np.int32)
+    hd, wd, sd, ld = (backend.asarray(a) for a in (h, w, scale, labels))
+    kw = {"kernels": backend.kernels}
+    cases = (("class_projection_forward", (6, 1), lambda **o: ops.class_projection_forward(hd, wd, ld, **o, **kw),
+              (w[labels].astype(np.float64) * h).sum(1, keepdims=True)),
+             ("embedding_forward", (6, 5), lambda **o: ops.embedding_forward(wd, ld, scale=sd, **o, **kw),
+              scale.astype(np.float64) * w[labels]))
+    for name, shape, call, want in cases:
+        alone = call()
+        out, untouched, prior = _prior(backend, rng, shape, 1)
+        _added(backend, call(out=out, accumulate=True), out, untouched, prior, alone, want, F32_TOL, name)
+        out, untouched = out_view(backend, shape, offset=1)
+        got = call(out=out)
+        assert got is out and untouched()
+        np.testing.assert_array_equal(backend.get(got), backend.get(alone))
 
 
 def test_bad_accumulate():

@@ -12,10 +12,11 @@ def _rows(scale, n):
     return None if scale is None else scale.reshape(n, 1)
 
 
-def embedding_forward(weight, labels, prefix=None, scale=None):
+@adds_into
+def embedding_forward(weight, labels, prefix=None, scale=None, out=None):
     n, d = labels.shape[0], weight.shape[1]
     p = 0 if prefix is None else prefix.shape[1]
-    out = np.empty((n, p + d), weight.dtype)
+    out = np.empty((n, p + d), weight.dtype) if out is None else out
     if p:
         out[:, :p] = prefix
     out[:, p:] = weight[labels]
@@ -36,5 +37,10 @@ def embedding_backward(dy, labels, weight_shape, scale=None, out=None):
     return dw
 
 
-def class_projection_forward(h, weight, labels):
-    return np.einsum("nf,nf->n", weight[labels], h)[:, None].astype(h.dtype, copy=False)
+@adds_into
+def class_projection_forward(h, weight, labels, out=None):
+    y = np.einsum("nf,nf->n", weight[labels], h)[:, None].astype(h.dtype, copy=False)
+    if out is None:
+        return y
+    out[...] = y
+    return out

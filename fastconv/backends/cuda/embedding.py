@@ -22,15 +22,17 @@ def _scale(scale, fallback):
     return (fallback, np.int32(0)) if scale is None else (_arg(scale, "scale"), np.int32(1))
 
 
-def embedding_forward(weight, labels, prefix=None, scale=None):
+def embedding_forward(weight, labels, prefix=None, scale=None, out=None, accumulate=False):
+    """(N, P + D) rows, into ``out`` when given (added into it with ``accumulate``, by the kernel)."""
     weight, labels = _arg(weight, "weight"), _labels(labels)
     n, (c, d) = labels.shape[0], weight.shape
     p = 0 if prefix is None else prefix.shape[1]
     prefix = weight if prefix is None else _arg(prefix, "prefix")
     scale, use = _scale(scale, weight)
-    out = _alloc((n, p + d), _F32, "embedding_forward output")
+    out = _out(out, (n, p + d), "embedding_forward output")
     _launch("embedding.cu", "embedding_forward_v1", _eltwise_grid(n * (p + d)), cfg.BLOCK,
-            (weight, labels, prefix, scale, out, np.int64(n)) + _i32s("weight", "C D P", (c, d, p)) + (use,))
+            (weight, labels, prefix, scale, out, np.int64(n)) + _i32s("weight", "C D P", (c, d, p))
+            + (use, _i32(accumulate)))
     return out
 
 
@@ -45,10 +47,11 @@ def embedding_backward(dy, labels, weight_shape, scale=None, out=None, accumulat
     return dw
 
 
-def class_projection_forward(h, weight, labels):
+def class_projection_forward(h, weight, labels, out=None, accumulate=False):
+    """(N, 1) class terms, into ``out`` when given (added into it with ``accumulate``, by the kernel)."""
     h, weight, labels = _arg(h, "h"), _arg(weight, "weight"), _labels(labels)
     (n, f), c = h.shape, weight.shape[0]
-    out = _alloc((n, 1), _F32, "class_projection_forward output")
+    out = _out(out, (n, 1), "class_projection_forward output")
     _launch("embedding.cu", "class_projection_forward_v1", (cfg.warp_rows_blocks(n),), cfg.BLOCK,
-            (h, weight, labels, out) + _i32s("h", "N C F", (n, c, f)))
+            (h, weight, labels, out) + _i32s("h", "N C F", (n, c, f)) + (_i32(accumulate),))
     return out

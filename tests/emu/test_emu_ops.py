@@ -53,8 +53,10 @@ def run_every_op(cp, rng):
         batchnorm_all_passes(backend, rng, (3, 4, 2, 2), training)
         batchnorm_all_passes(backend, rng, (6, 5), training)   # (N, C): the c32 kernels
     dropout_all_passes(backend, rng, 50, 0.5, 1)
-    softmax_cross_entropy_case(backend, rng, 3, 5)
+    softmax_cross_entropy_case(backend, rng, 3, 5)       # one block: the kernel finishes the mean ...
+    softmax_cross_entropy_case(backend, rng, 700, 100)   # ... more logits than ONE_BLOCK_ELEMS: sum_scale_v1
     bce_with_logits_case(backend, rng, (4, 1))
+    bce_with_logits_case(backend, rng, (300, 5))
     gan_stats_case(backend, rng, 5)
     embedding_all_passes(cp, rng, 5, 3, 4, 2)
     sgd_update_case(backend, rng, 0.9, 0.0, False)
@@ -114,3 +116,27 @@ def test_every_kernel_is_launched(cp, rng):
     missing = sorted(listed - set(t.launch_names))
     assert not missing, f"kernels never launched by the ops: {missing}"
 
+
+
+def test_one_block_losses_equal_the_two_launch_form(cp, rng, monkeypatch):
+    """softmax_cross_entropy on a classifier's batch runs as one block that finishes the mean with
+    sum_scale_v1's sum in its order: bit for bit the loss and dlogits of the two-launch form (forced
+    by ONE_BLOCK_ELEMS = 0). bce_with_logits on a GAN's logits: one launch, the oracle's loss."""
+    from fastconv import plan
+    from fastconv.backends.cuda import loss as launchers
+    z = cp.asarray(randn(rng, 128, 10) * 3)
+    labels = cp.asarray(rng.integers(0, 10, 128).astype(np.int32))
+    with emu.trace() as one:
+        loss1, d1 = ops.softmax_cross_entropy(z, labels)
+    monkeypatch.setattr(launchers, "ONE_BLOCK_ELEMS", 0)
+    plan.clear_all()
+    with emu.trace() as two:
+        loss2, d2 = ops.softmax_cross_entropy(z, labels)
+    plan.clear_all()
+    assert one.launch_names == ["softmax_xent_rows_v1"], one.launch_names
+    assert two.launch_names == ["softmax_xent_rows_v1", "sum_scale_v1"], two.launch_names
+    assert np.isfinite(loss1.get()) and loss1.get().tobytes() == loss2.get().tobytes()
+    np.testing.assert_array_equal(d1.get(), d2.get())
+    with emu.trace() as t:
+        bce_with_logits_case(Backend("cupy", cp, "cupy"), rng, (128, 1))
+    assert t.launch_names == ["bce_logits_v1"], t.launch_names

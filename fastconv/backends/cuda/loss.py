@@ -8,6 +8,10 @@ import numpy as np
 from . import config as cfg
 from .launch import _F32, _alloc, _arg, _f32, _i32s, _launch, num_sms
 
+# logits elements up to which softmax_xent_rows_v1 runs as one block of REDUCE_BLOCK threads and
+# finishes the mean itself (a classifier's batch: LeNet's 128 x 10), saving sum_scale_v1's launch
+ONE_BLOCK_ELEMS = 1 << 16
+
 
 def _sum_scale(values, n, scale, out):
     _launch("loss.cu", "sum_scale_v1", (1,), cfg.REDUCE_BLOCK, (values, out, np.int64(n), np.float64(scale)))
@@ -23,9 +27,12 @@ def softmax_cross_entropy(logits, labels):
     d = _alloc((n, k), _F32, "softmax_cross_entropy dlogits")
     rows = _alloc((n,), _F32, "softmax_cross_entropy row losses")
     loss = _alloc((), _F32, "softmax_cross_entropy loss")
-    _launch("loss.cu", "softmax_xent_rows_v1", (cfg.warp_rows_blocks(n),), cfg.BLOCK,
-            (logits, labels, d, rows) + _i32s("logits", "N K", (n, k)) + (_f32(1.0 / n),))
-    _sum_scale(rows, n, 1.0 / n, loss)
+    one = n * k <= ONE_BLOCK_ELEMS
+    _launch("loss.cu", "softmax_xent_rows_v1", (1 if one else cfg.warp_rows_blocks(n),),
+            cfg.REDUCE_BLOCK if one else cfg.BLOCK,
+            (logits, labels, d, rows) + _i32s("logits", "N K", (n, k)) + (_f32(1.0 / n), loss, np.float64(1.0 / n)))
+    if not one:
+        _sum_scale(rows, n, 1.0 / n, loss)
     return loss, d
 
 
@@ -38,8 +45,9 @@ def bce_with_logits(logits, targets, negate=False):
     partial = _alloc((blocks,), _F32, "bce_with_logits partial sums")
     scale = (-1.0 if negate else 1.0) / n
     _launch("loss.cu", "bce_logits_v1", (blocks,), cfg.BLOCK,
-            (logits, targets, d, partial, np.int64(n), _f32(scale)))
-    _sum_scale(partial, blocks, scale, loss)
+            (logits, targets, d, partial, np.int64(n), _f32(scale), loss, np.float64(scale)))
+    if blocks > 1:   # one block finishes the mean itself
+        _sum_scale(partial, blocks, scale, loss)
     return loss, d
 
 

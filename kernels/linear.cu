@@ -16,6 +16,8 @@
 //                              the batch here, short: never split.) add_dw, add_db: each added
 //                              into rather than written (store_or_add; the op's accumulate).
 //   linear_splitk_reduce_v1    out[i] = act(sum over z of ws[z*MN + i] + b[i % N]).
+//   linear_forward_rows_v1     the forward for at most LIN_ROWS_N outputs whose tiled GEMM would be
+//                              split (a long reduction, few tiles): a block per row, one launch.
 // One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
 // register tile, walking its k range in steps of LIN_BK through shared memory; out-of-range
 // elements load as 0. Sums run in k order with fmaf (split-K: slice by slice, in z order), so
@@ -30,6 +32,8 @@
 #define LIN_BN 64
 #define LIN_BK 8
 #define LIN_THREADS 256
+#define LIN_ROWS_N 8           // linear_forward_rows_v1: the most outputs (linear.py ROWS_MAX_OUT)
+#define LIN_ROWS_THREADS 256
 static_assert(LIN_BM * LIN_BN == LIN_THREADS * 16, "each thread owns a 4x4 output tile");
 static_assert(LIN_BM * LIN_BK == 2 * LIN_THREADS && LIN_BN * LIN_BK == 2 * LIN_THREADS,
               "each thread loads two elements of each shared tile");
@@ -141,6 +145,40 @@ extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_forward_v2(
     linear_tile<false, true>(x, w, M, N, K, kbeg, kend, acc, nullptr);
     const bool split = gridDim.z > 1;
     linear_store(out, b, split ? 0 : has_bias, M, N, acc, split ? 0 : act, slope);
+}
+
+// y[m, n] = act(sum_k x[m, k] * w[n, k] + b[n]) for N <= LIN_ROWS_N outputs: one block per row m,
+// its threads striding over k (coalesced), each holding N partial sums, then the warps' sums added
+// in warp order through shared memory (deterministic). For a narrow output over a long reduction
+// (a discriminator's 1-logit head, 6272 -> 1), where the tiled GEMM would split K and need a reduce.
+// Work: 2*M*N*K FLOPs; moves (M*K + N*K (L2-served after the first blocks) + M*N) * 4 B.
+extern "C" __global__ void __launch_bounds__(LIN_ROWS_THREADS) linear_forward_rows_v1(
+    const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+    int M, int N, int K, int has_bias, int act, float slope) {
+    __shared__ float red[LIN_ROWS_THREADS / 32][LIN_ROWS_N];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const float* __restrict__ xr = x + (i64)blockIdx.x * K;
+    float acc[LIN_ROWS_N];
+#pragma unroll
+    for (int n = 0; n < LIN_ROWS_N; ++n) acc[n] = 0.f;
+    for (int k = threadIdx.x; k < K; k += LIN_ROWS_THREADS) {
+        const float v = xr[k];
+#pragma unroll
+        for (int n = 0; n < LIN_ROWS_N; ++n)
+            if (n < N) acc[n] = fmaf(v, w[(i64)n * K + k], acc[n]);
+    }
+#pragma unroll
+    for (int n = 0; n < LIN_ROWS_N; ++n) {
+        for (int o = 16; o > 0; o >>= 1) acc[n] += __shfl_xor_sync(0xffffffffu, acc[n], o);
+        if (lane == 0) red[warp][n] = acc[n];
+    }
+    __syncthreads();
+    if (threadIdx.x < N) {
+        float v = 0.f;
+#pragma unroll
+        for (int w2 = 0; w2 < LIN_ROWS_THREADS / 32; ++w2) v += red[w2][threadIdx.x];
+        y[(i64)blockIdx.x * N + threadIdx.x] = linear_act(has_bias ? v + b[threadIdx.x] : v, act, slope);
+    }
 }
 
 // Work: 2*M*N*K FLOPs; moves (M*K + K*N + M*N) * 4 B at best.

@@ -56,8 +56,9 @@ def test_linear_backward_kernels(cp, m, n, k):
 
 
 # (M, N, K): LeNet's first Linear at batch 16 (one 64 x 64 tile, K = 3136: 24 slices) and a
-# discriminator's one-output Linear (N = 1, K = 6272) -- split along K on 132 SMs
-SPLIT_SHAPES = [(16, 40, 3136), (20, 1, 6272)]
+# 9-output Linear (N = 9, K = 6272: one output more than linear_forward_rows_v1 takes) -- split
+# along K on 132 SMs
+SPLIT_SHAPES = [(16, 40, 3136), (20, 9, 6272)]
 
 
 @pytest.mark.parametrize("m,n,k", SPLIT_SHAPES)
@@ -82,6 +83,36 @@ def test_linear_split_k(cp, m, n, k):
     want = np.einsum("mk,kn->mn", dyt.astype(np.float64), wt.astype(np.float64))
     assert t.launch_names == ["linear_backward_data_v2", "linear_splitk_reduce_v1"] or cp is not emu.cupy
     assert_close(dx.get(), want, F32_TOL, "split backward_data")
+
+
+# (M, N, K) of linear_forward_rows_v1: a discriminator's one-logit head (6272 -> 1), a few outputs
+# over a reduction that is no multiple of the block, the most outputs it takes
+ROWS_SHAPES = [(20, 1, 6272), (130, 3, 4001), (5, 8, 2000)]
+
+
+@pytest.mark.parametrize("m,n,k", ROWS_SHAPES)
+def test_linear_forward_rows(cp, m, n, k):
+    """A narrow output over a long reduction (whose tiled GEMM would split K) is one launch of
+    linear_forward_rows_v1: every activation, with and without bias, against the float64 loops."""
+    from fastconv.backends.cuda import config as cfg
+    assert cfg.linear_splits(m, n, k, 132)[0] > 1
+    rng = np.random.default_rng(k)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (n, k), (n,)))
+    for activation, act in ACTIVATIONS.items():
+        for bias in (b, None):
+            with emu.trace() as t:
+                y = ops.linear_forward(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias),
+                                       activation=activation, negative_slope=0.1)
+            assert t.launch_names == ["linear_forward_rows_v1"] or cp is not emu.cupy
+            assert_close(y.get(), act(ref.linear_forward(x, w, bias)), F32_TOL, f"rows forward {activation}")
+
+
+def test_rows_kernel_constants_match():
+    import re
+    from fastconv.backends.cuda import linear, loader
+    text = (loader.kernel_dir() / "linear.cu").read_text()
+    defines = dict(re.findall(r"^#define (LIN_ROWS_\w+) (\d+)", text, re.M))
+    assert (int(defines["LIN_ROWS_N"]), int(defines["LIN_ROWS_THREADS"])) == (linear.ROWS_MAX_OUT, linear.ROWS_THREADS)
 
 
 def test_linear_splits_tile_the_reduction():

@@ -8,6 +8,9 @@ from __future__ import annotations
 from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
 
+ROWS_MAX_OUT = 8     # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's most outputs ...
+ROWS_THREADS = 256   # ... and its threads (LIN_ROWS_THREADS)
+
 
 def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0):
     """Launch ``kernel`` with ``operands``, the output, M N K, ``fused`` and the slice length over
@@ -26,12 +29,18 @@ def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act
 
 
 def linear_forward(x, w, b, activation_name=None, slope=0.0):
-    """y[M,N] = act(x[M,K] w[N,K]^T + b[N])."""
+    """y[M,N] = act(x[M,K] w[N,K]^T + b[N]): the tiled GEMM, or for at most ROWS_MAX_OUT outputs
+    whose GEMM would be split (a discriminator's 1-logit head) linear_forward_rows_v1, one launch."""
     x, w = _arg(x, "x"), _arg(w, "w")
     b = None if b is None else _arg(b, "b")
     (m, k), n = x.shape, w.shape[0]
     y = _alloc((m, n), _F32, "linear_forward output")
     act = cfg.LINEAR_ACTIVATIONS[activation_name]
+    if n <= ROWS_MAX_OUT and cfg.linear_splits(m, n, k, num_sms())[0] > 1:
+        _launch("linear.cu", "linear_forward_rows_v1", cfg.check_grid("x", (m, 1, 1)), ROWS_THREADS,
+                (x, w, w if b is None else b, y) + _i32s("x", "M N K", (m, n, k))
+                + (_i32(b is not None), _i32(act), _f32(slope)))
+        return y
     return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, w if b is None else b),
                        (_i32(b is not None), _i32(act), _f32(slope)), b, act, slope)
 

@@ -28,17 +28,23 @@ def cp():
         yield stand_in
 
 
-@pytest.mark.parametrize("m,n,k", SHAPES)
-def test_linear_forward_kernel(cp, m, n, k):
-    rng = np.random.default_rng(m * 1000 + n)
+def forward_every_activation(cp, m, n, k, seed, kernel):
+    """linear_forward of an (m, k) x (n, k) problem, every activation, with and without bias, against
+    the float64 loops, as one launch of ``kernel`` (traced on fastconv.emu; a GPU has no trace)."""
+    rng = np.random.default_rng(seed)
     x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (n, k), (n,)))
     for activation, act in ACTIVATIONS.items():
         for bias in (b, None):
             with emu.trace() as t:
                 y = ops.linear_forward(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias),
                                        activation=activation, negative_slope=0.1)
-            assert t.launch_names == ["linear_forward_v2"] or cp is not emu.cupy  # a GPU: no trace
-            assert_close(y.get(), act(ref.linear_forward(x, w, bias)), F32_TOL, f"linear_forward {activation}")
+            assert t.launch_names == [kernel] or cp is not emu.cupy, t.launch_names
+            assert_close(y.get(), act(ref.linear_forward(x, w, bias)), F32_TOL, f"{kernel} {activation}")
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_linear_forward_kernel(cp, m, n, k):
+    forward_every_activation(cp, m, n, k, m * 1000 + n, "linear_forward_v2")
 
 
 @pytest.mark.parametrize("m,n,k", SHAPES)
@@ -96,15 +102,7 @@ def test_linear_forward_rows(cp, m, n, k):
     linear_forward_rows_v1: every activation, with and without bias, against the float64 loops."""
     from fastconv.backends.cuda import config as cfg
     assert cfg.linear_splits(m, n, k, 132)[0] > 1
-    rng = np.random.default_rng(k)
-    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (n, k), (n,)))
-    for activation, act in ACTIVATIONS.items():
-        for bias in (b, None):
-            with emu.trace() as t:
-                y = ops.linear_forward(cp.asarray(x), cp.asarray(w), None if bias is None else cp.asarray(bias),
-                                       activation=activation, negative_slope=0.1)
-            assert t.launch_names == ["linear_forward_rows_v1"] or cp is not emu.cupy
-            assert_close(y.get(), act(ref.linear_forward(x, w, bias)), F32_TOL, f"rows forward {activation}")
+    forward_every_activation(cp, m, n, k, k, "linear_forward_rows_v1")
 
 
 def test_rows_kernel_constants_match():

@@ -185,9 +185,10 @@ def out_pair(out, name: str, shapes, ref, ref_name: str, what: str):
 
 
 def accumulate_flags(accumulate, out, name: str = "accumulate"):
-    """The ``accumulate`` of a gradient op whose ``out`` is an array or None (or the pair
-    :func:`out_pair` returned): whether the result is added into out instead of written there; a
-    bool (for a pair: a pair of bools, or one bool for both). True needs an array to add into."""
+    """The ``accumulate`` of an op whose ``out`` is an array or None (or the pair :func:`out_pair`
+    returned; the parameter-gradient ops, the projection discriminator's terms): whether the result
+    is added into out instead of written there; a bool (for a pair: a pair of bools, or one bool for
+    both). True needs an array to add into."""
     pair = isinstance(out, tuple)
     flags = tuple(accumulate) if pair and isinstance(accumulate, (tuple, list)) else (accumulate,) * (1 + pair)
     if len(flags) != 1 + pair or not all(isinstance(f, (bool, np.bool_)) for f in flags):

@@ -46,10 +46,11 @@ def accumulate(acc, x, add):
 
 
 def adds_into(fn):
-    """Give a CPU gradient function ``accumulate``: each ``out`` array to be added into is computed
-    into a new array by ``fn`` and then added to (accumulate's ``acc += x``: the same two fp32
-    roundings as the GPU kernels' store_or_add). ``out`` is one array (``accumulate`` a bool) or a
-    pair, the last two of ``fn``'s results (``accumulate`` a pair of bools)."""
+    """Give a CPU function with ``out`` (a gradient op's, an embedding's) ``accumulate``: each ``out``
+    array to be added into is computed into a new array by ``fn`` and then added to (accumulate's
+    ``acc += x``: the same two fp32 roundings as the GPU kernels' store_or_add). ``out`` is one
+    array (``accumulate`` a bool) or a pair, the last two of ``fn``'s results (``accumulate`` a
+    pair of bools)."""
     @functools.wraps(fn)
     def call(*args, out=None, accumulate=False, **kw):
         if not isinstance(out, tuple):

@@ -51,9 +51,9 @@ __device__ __forceinline__ void xent_row(const float* __restrict__ z, int label,
 // Work: 2*N*K expf and about 6*N*K FLOPs; moves 4*N*K*4 B (logits read three times, dlogits
 // written) + N*(4 + 4) B (labels in, row losses out). Rows grid-stride over the warps; a launch of
 // one block also writes loss[0] = scale * the sum of the row losses (sum_scale_v1's sum).
-extern "C" __global__ void softmax_xent_rows_v1(const float* __restrict__ logits, const int* __restrict__ labels,
-                                                float* __restrict__ dlogits, float* __restrict__ row_loss, int N,
-                                                int K, float inv_n, float* __restrict__ loss, double scale) {
+extern "C" __global__ void __launch_bounds__(1024) softmax_xent_rows_v1(   // 1024: the one-block launch
+    const float* __restrict__ logits, const int* __restrict__ labels, float* __restrict__ dlogits,
+    float* __restrict__ row_loss, int N, int K, float inv_n, float* __restrict__ loss, double scale) {
     __shared__ double buf[64];
     const int lane = threadIdx.x & 31;
     const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;

@@ -315,7 +315,8 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const unsigned i = j * per + e;
-            if (e < per) r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
+            if (e < per)
+                r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
         }
         if (vec && !t_rows) {
             float4* o = reinterpret_cast<float4*>(out) + j;

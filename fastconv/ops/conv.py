@@ -103,9 +103,9 @@ def _shared_copies(dy, kernels):
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True, weight_grad=True,
                     out=None, accumulate=False, kernels=None, precision=None):
     """(dx, dw) of y = conv2d(x, w) in one call: conv2d_backward_data unless input_grad is False,
-    conv2d_backward_weight (into ``out`` when given, added with ``accumulate``) unless weight_grad is False, None for a pass not
-    run. What both passes make of dy is made once (the CUDA C family's TF32 kernels: its
-    channels-last copy)."""
+    conv2d_backward_weight (into ``out`` when given, added into it with ``accumulate``) unless
+    weight_grad is False, None for a pass not run. What both passes make of dy is made once (the
+    CUDA C family's TF32 kernels: its channels-last copy)."""
     array(x, "x", 4), array(w, "w", 4)
     with _shared_copies(dy, kernels):
         dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, accumulate=accumulate,

@@ -369,7 +369,8 @@ def winograd_backward_weight(dw, dy, x, padding, stream=None, add=False):
     """dw by F(RxR, 4x4): V of x's patches, U = G dy_t G^T of dy's 4 x 4 tiles, their products summed
     over images and tiles as a 1x1 backward-weight in A^2 groups (the family's GEMM on
     tiles.winograd_tile's tile, split as tiles.backward_weight_splits says, the splits added by
-    sum_splits_v1), then AT m A into dw (added into it with ``add``), a thread per row. Shapes: dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
+    sum_splits_v1), then AT m A into dw (added into it with ``add``), a thread per row. Shapes:
+    dy (N, K, P, Q), x (N, C, H, W), dw (K, C, R, R)."""
     n, k, p, q = dy.shape
     c, r = x.shape[1], dw.shape[2]
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)

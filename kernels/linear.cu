@@ -32,7 +32,7 @@
 #define LIN_BN 64
 #define LIN_BK 8
 #define LIN_THREADS 256
-#define LIN_ROWS_N 8           // linear_forward_rows_v1: the most outputs (linear.py ROWS_MAX_OUT)
+#define LIN_ROWS_N 16          // linear_forward_rows_v1: the most outputs (linear.py ROWS_MAX_OUT)
 #define LIN_ROWS_THREADS 256
 static_assert(LIN_BM * LIN_BN == LIN_THREADS * 16, "each thread owns a 4x4 output tile");
 static_assert(LIN_BM * LIN_BK == 2 * LIN_THREADS && LIN_BN * LIN_BK == 2 * LIN_THREADS,

@@ -62,9 +62,9 @@ def test_linear_backward_kernels(cp, m, n, k):
 
 
 # (M, N, K): LeNet's first Linear at batch 16 (one 64 x 64 tile, K = 3136: 24 slices) and a
-# 9-output Linear (N = 9, K = 6272: one output more than linear_forward_rows_v1 takes) -- split
+# 17-output Linear (N = 17, K = 6272: one output more than linear_forward_rows_v1 takes) -- split
 # along K on 132 SMs
-SPLIT_SHAPES = [(16, 40, 3136), (20, 9, 6272)]
+SPLIT_SHAPES = [(16, 40, 3136), (20, 17, 6272)]
 
 
 @pytest.mark.parametrize("m,n,k", SPLIT_SHAPES)
@@ -91,9 +91,10 @@ def test_linear_split_k(cp, m, n, k):
     assert_close(dx.get(), want, F32_TOL, "split backward_data")
 
 
-# (M, N, K) of linear_forward_rows_v1: a discriminator's one-logit head (6272 -> 1), a few outputs
-# over a reduction that is no multiple of the block, the most outputs it takes
-ROWS_SHAPES = [(20, 1, 6272), (130, 3, 4001), (5, 8, 2000)]
+# (M, N, K) of linear_forward_rows_v1: a discriminator's one-logit head (6272 -> 1), LeNet's last
+# Linear at batch 128 (256 -> 10), a few outputs over a reduction that is no multiple of the block,
+# the most outputs it takes
+ROWS_SHAPES = [(20, 1, 6272), (128, 10, 256), (130, 3, 4001), (5, 16, 2000)]
 
 
 @pytest.mark.parametrize("m,n,k", ROWS_SHAPES)
@@ -105,7 +106,7 @@ def test_linear_forward_rows(cp, m, n, k):
     forward_every_activation(cp, m, n, k, k, "linear_forward_rows_v1")
 
 
-def test_rows_kernel_constants_match():
+def test_rows_kernel_constants_match(cp):   # cp: the launcher module imports CuPy (here the stand-in)
     import re
     from fastconv.backends.cuda import linear, loader
     text = (loader.kernel_dir() / "linear.cu").read_text()

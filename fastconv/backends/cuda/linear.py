@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
 
-ROWS_MAX_OUT = 8     # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's most outputs ...
+ROWS_MAX_OUT = 16    # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's most outputs ...
 ROWS_THREADS = 256   # ... and its threads (LIN_ROWS_THREADS)
 
 

@@ -12,6 +12,9 @@ import oracle as ref
 from fastconv.testing import assert_close
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
+# a TF32 result's relative L2 error, at most: twice a product's rounding (10-bit mantissas; the
+# elementwise bounds are fastconv.testing.tf32_bound's, used by tests/ops/test_conv_tf32.py)
+TF32_L2 = 2.0**-9
 DTYPES = [np.float32, np.float64]
 
 

@@ -71,10 +71,9 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
                                                     dilation, groups)
     if b is not None and b.shape[0] != x_shape[1]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({x_shape[1]},) to match x_shape's channels")
-    fused = {} if b is None and activation is None else {"b": b, "activation": activation, "slope": slope}
     with _precision(precision):
         return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
-                                                                 int(groups), **fused)
+                                                                 int(groups), b=b, activation=activation, slope=slope)
 
 
 @planned

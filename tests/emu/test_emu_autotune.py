@@ -11,7 +11,7 @@ import pytest
 import fastconv
 import fastconv.emu as emu
 import oracle as ref
-from checks import randn
+from checks import TF32_L2, randn
 from fastconv import ops, settings
 from fastconv.backends.cuda import config as cfg
 from fastconv.emu.device import CUDADriverError
@@ -79,7 +79,7 @@ def test_pick_runs_now_and_in_the_plan(cp, autotune, monkeypatch, what, tf32):
         with fastconv.using(**split), emu.trace() as forced:
             call()
         with fastconv.using(autotune=True):
-            assert_close(call(), want, 2.0**-9 if tf32 else tol, what)   # TF32: the bound of test_conv_tf32.py
+            assert_close(call(), want, TF32_L2 if tf32 else tol, what)
             with emu.trace() as t:
                 got = call()
     (key, found), = autotune.results().items()

@@ -12,7 +12,7 @@ import test_linear_emu as linear_cases
 from backends import CONV_VERSIONS, Backend, conv_kernels
 from fastconv import ops
 from fastconv.backends.cuda.config import KERNELS, REDUCE_WARP_SPLITS, TF32_TILES
-from checks import randn as _randn
+from checks import TF32_L2, randn as _randn
 from ops.test_activation import activations_all_passes
 from ops.test_batchnorm import batchnorm_all_passes
 from ops.test_conv import DEVICE_CASES as CONV_CASES, conv_all_passes
@@ -38,10 +38,10 @@ def run_every_op(cp, rng):
             conv_all_passes(backend, rng, *CONV_CASES[3].values)
     with fastconv.using(conv_tile="t64x64", conv_splits=REDUCE_WARP_SPLITS):  # the many-split reduce
         conv_all_passes(backend, rng, *CONV_CASES[3].values)
-    for tile in TF32_TILES:  # TF32 (2^-9: twice the per-product rounding; bounds in tests/ops/test_conv_tf32.py)
+    for tile in TF32_TILES:  # TF32, at checks.TF32_L2
         for vec in (False, True):  # C = 8, K = 140, P*Q = 256: every pass's both gathers
             with fastconv.using(tf32=True, conv_tile=tile, tf32_vector_gather=vec):
-                conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=2.0**-9)
+                conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=TF32_L2)
     for case in WINOGRAD_CASES[1:3]:  # 5x5 and 3x3, every pass
         for what in WINOGRAD_PASSES:
             winograd_case(cp, what, case)

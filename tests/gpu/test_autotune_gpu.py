@@ -11,7 +11,7 @@ import pytest
 
 import fastconv
 import oracle as ref
-from checks import randn
+from checks import TF32_L2, randn
 from fastconv import ops
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
 from graph_steps import BATCH, lenet_graph_equals_eager
@@ -43,7 +43,7 @@ def test_every_pass_tuned_and_right(autotune, tf32):
                                  ref.conv2d_backward_weight(dy, x, W, *HYPER), REDUCTION_TOL)}
     with fastconv.using(autotune=True, tf32=tf32, poison=True):
         for what, (call, want, tol) in calls.items():
-            tol = 2.0**-9 if tf32 else tol   # the TF32 bound of tests/ops/test_conv_tf32.py
+            tol = TF32_L2 if tf32 else tol
             assert_close(call(), want, tol, f"{what}, tuning call")
             assert_close(call(), want, tol, f"{what}, plan replay")
     found = autotune.results()

@@ -19,11 +19,9 @@ import pytest
 
 import fastconv
 import oracle as ref
-from checks import out_view, raises, randn
+from checks import TF32_L2, out_view, raises, randn
 from fastconv import emu, ops
 from fastconv.testing import F32_TOL, REDUCTION_TOL, assert_close
-
-TF32_L2 = 2.0**-9   # TF32's products (10-bit mantissas, fastconv.testing.tf32_bound) as a relative L2 error
 
 
 def _prior(backend, rng, shape, offset):

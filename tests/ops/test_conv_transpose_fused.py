@@ -11,11 +11,9 @@ import pytest
 
 import fastconv
 import oracle as ref
-from checks import raises, randn
+from checks import TF32_L2, raises, randn
 from fastconv import emu, ops
 from fastconv.testing import F32_TOL, assert_close
-
-TF32_L2 = 2.0**-9   # TF32's products (10-bit mantissas, fastconv.testing.tf32_bound) as a relative L2 error
 
 # name: x (N, C_in, H, W), w (C_in, C_out, R, S), stride, padding, output_padding, dilation, settings,
 # the emu kernel that shows the path

@@ -170,8 +170,7 @@ def _tune(what, launcher, args, kw) -> Tuned:
     from .launch import num_sms
     geom = geometry(what, args)
     cands = candidates(what, geom, gemm_tf32(what, geom[5], geom[6]), num_sms())
-    cp = sys.modules["cupy"]
-    cp.cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
+    sys.modules["cupy"].cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
     tuned = Tuned({})
     with not_recording(), outside_arena(), unshared_copies():
         if kw.get("accumulate"):   # trials add into a copy: the call's out keeps its values for the call

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _i32, _i32s, _launch, _channel_launch, _out
+from .launch import _alloc, _arg, _eltwise_grid, _i32, _i32s, _launch, _channel_launch, _out
 
 
 def conv2d_backward_bias(dy, out=None, accumulate=False):

@@ -35,7 +35,7 @@ from . import smallc_config as scfg
 from .autotune import gemm_dims, tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
-from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
+from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _epilogue, _i32, _i32s, _launch, _out, num_sms
 
 
 _CONV_LABELS = "N C H W K R S P Q stride_h stride_w pad_h pad_w dilation_h dilation_w groups"
@@ -120,7 +120,7 @@ def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0), a
     per 4 outputs for a few splits, warps sharing the splits of 32 outputs from
     config.REDUCE_WARP_SPLITS on; ``transpose`` (rows, cols): the sums of a (M, rows, cols) array
     written into out as (M, cols, rows)."""
-    tail = (_i32(plane), _i32(channels), _i32(b is not None), _i32(act), _f32(slope))
+    tail = (_i32(plane), _i32(channels)) + _epilogue(b, act, slope)
     bias, t = out if b is None else b, _i32s("dw", "rows cols", transpose) + (_i32(add),)
     if splits >= cfg.REDUCE_WARP_SPLITS:
         _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
@@ -146,8 +146,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     _conv_shape_checks("x", n, c, h, wd, k, r, s, p, q, groups)
     y = _alloc((n, k, p, q), _F32, "conv2d_forward output")
     ints = _conv_ints("x", n, c, h, wd, k, r, s, p, q, stride, padding, dilation, groups)
-    fused = (_i32(b is not None), _i32(act), _f32(slope))
-    bias = w if b is None else b
+    fused, bias = _epilogue(b, act, slope), w if b is None else b
     if settings.current().conv_version == 1:
         _launch("conv.cu", "conv2d_forward_v1", _eltwise_grid(y.size), cfg.BLOCK, (x, w, bias, y) + ints + fused)
         return y
@@ -197,7 +196,7 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, v
     (``products``: Winograd's, as _tile; ``vec``: the vec kernel, x the channels-last copy)."""
     n, k, p, q = y.shape
     kg, crs = k // groups, int(ints[1]) // groups * int(ints[5]) * int(ints[6])  # C/G*R*S (TF32 packs pad it)
-    fused = (_i32(b is not None), _i32(act), _f32(slope))
+    fused = _epilogue(b, act, slope)
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
                        fused, tf32=tf32, products=products, vec=vec)
     if splits > 1:
@@ -240,7 +239,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
                                                                  dilation, groups, b=b, act=act, slope=slope)
     if ints is None:
         return dx
-    fused = (w if b is None else b, _i32(b is not None), _i32(act), _f32(slope))
+    fused = (w if b is None else b,) + _epilogue(b, act, slope)
     if _winograd("backward_data", r, s, stride, dilation, groups, cg):
         _winograd_forward(dy, w, b, dx, (r - 1 - padding[0], s - 1 - padding[1]), act, slope, flip=True)
         return dx
@@ -366,7 +365,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
     _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False, products=True)
     _launch("winograd.cu", f"conv2d_winograd_output_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
             (prod, y, w if b is None else b) + _i32s("y", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq))
-            + (_i32(b is not None), _i32(act), _f32(slope)))
+            + _epilogue(b, act, slope))
 
 
 def _winograd_backward_weight(dy, x, dw, padding, add=False):

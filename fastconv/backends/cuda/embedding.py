@@ -6,7 +6,7 @@ import cupy as cp
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _i32, _i32s, _launch, _out
+from .launch import _arg, _eltwise_grid, _i32, _i32s, _launch, _out
 
 
 def _labels(labels):

@@ -82,6 +82,11 @@ def _out(out, shape, what: str):
     return _alloc(shape, _F32, what) if out is None else _arg(out, "out", inplace=True)
 
 
+def _epilogue(b, act, slope):
+    """The int arguments of a fused bias-and-activation epilogue: (has_bias, act, slope)."""
+    return _i32(b is not None), _i32(act), _f32(slope)
+
+
 def _i32(v):
     """A small int (flag, split count, chunk) as np.int32; sizes go through _i32s."""
     return np.int32(v)

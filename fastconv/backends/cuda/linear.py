@@ -6,7 +6,7 @@ step with TF32 conv kernels is still captured whole in a CUDA graph."""
 from __future__ import annotations
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _i32, _i32s, _launch, _out, num_sms
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _epilogue, _i32, _i32s, _launch, _out, num_sms
 
 ROWS_MAX_OUT = 16    # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's most outputs ...
 ROWS_THREADS = 256   # ... and its threads (LIN_ROWS_THREADS)
@@ -24,7 +24,7 @@ def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act
     if splits > 1:
         _launch("linear.cu", "linear_splitk_reduce_v1", _eltwise_grid(m * n), cfg.BLOCK,
                 (ws, out, out if bias is None else bias) + _i32s(what, "M*N N splits", (m * n, n, splits))
-                + (_i32(bias is not None), _i32(act), _f32(slope)))
+                + _epilogue(bias, act, slope))
     return out
 
 
@@ -36,13 +36,12 @@ def linear_forward(x, w, b, activation_name=None, slope=0.0):
     (m, k), n = x.shape, w.shape[0]
     y = _alloc((m, n), _F32, "linear_forward output")
     act = cfg.LINEAR_ACTIVATIONS[activation_name]
+    bias, fused = w if b is None else b, _epilogue(b, act, slope)
     if n <= ROWS_MAX_OUT and cfg.linear_splits(m, n, k, num_sms())[0] > 1:
         _launch("linear.cu", "linear_forward_rows_v1", cfg.check_grid("x", (m, 1, 1)), ROWS_THREADS,
-                (x, w, w if b is None else b, y) + _i32s("x", "M N K", (m, n, k))
-                + (_i32(b is not None), _i32(act), _f32(slope)))
+                (x, w, bias, y) + _i32s("x", "M N K", (m, n, k)) + fused)
         return y
-    return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, w if b is None else b),
-                       (_i32(b is not None), _i32(act), _f32(slope)), b, act, slope)
+    return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, bias), fused, b, act, slope)
 
 
 def linear_backward_data(dy, w):

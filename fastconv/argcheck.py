@@ -218,6 +218,25 @@ def fused_activation(activation, negative_slope) -> tuple:
     return activation, leaky_slope(negative_slope) if activation == "leaky_relu" else 0.0
 
 
+def activation_output(y, activation, shape, ref, ref_name: str, b=None) -> None:
+    """Check a backward-data op's ``activation_output``: the outputs of ``activation`` (given, not
+    None) that were the op's input, so of the input's ``shape`` and of ref's dtype and device; the
+    op then returns the gradient through that activation and adds no bias ``b``."""
+    if y is None:
+        return
+    if activation is None:
+        raise ValueError("activation: got None with an activation_output, expected the activation whose outputs it "
+                         "holds")
+    if b is not None:
+        raise ValueError("b: got a bias with an activation_output, expected None (a gradient through an activation "
+                         "takes no bias)")
+    array(y, "activation_output", len(shape))
+    if tuple(y.shape) != tuple(shape):
+        raise ValueError(f"activation_output: got shape {tuple(y.shape)}, expected {tuple(shape)} (the input's)")
+    same_dtype(ref, ref_name, (y, "activation_output"))
+    same_device(**{ref_name: ref, "activation_output": y})
+
+
 def probability(p, name: str = "p") -> float:
     """A drop probability: a real in [0, 1)."""
     return real(p, name, 0.0, 1.0, hi_open=True, what="a probability")

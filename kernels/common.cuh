@@ -45,6 +45,21 @@ __device__ __forceinline__ float conv_act_grad(float dy, float y, int act, float
     return dy;
 }
 
+// A fused epilogue's operand b, by the launchers' mode (launch._epilogue; named has_bias in the
+// kernels): EPI_NONE: none; EPI_BIAS: a bias, act(v + b[channel]); EPI_GRAD: b is an array of the
+// output's shape holding the outputs y of the activation act, and the epilogue applies that
+// activation's backward, conv_act_grad(v, b[i]) at the output's own index i: a backward-data pass
+// whose input x was that activation's output returns the gradient w.r.t. the activation's input,
+// with no pass of its own (the activation kernels' arithmetic, so the same floats).
+#define EPI_NONE 0
+#define EPI_BIAS 1
+#define EPI_GRAD 2
+__device__ __forceinline__ float conv_epilogue(float v, const float* b, int mode, unsigned channel, i64 i, int act,
+                                               float slope) {
+    if (mode == EPI_GRAD) return conv_act_grad(v, b[i], act, slope);
+    return conv_act(mode == EPI_BIAS ? v + b[channel] : v, act, slope);
+}
+
 // Sum of a double over the block; every thread gets the result. `buf` holds >= 32 doubles.
 // All threads of the block must call it (it has __syncthreads inside).
 __device__ __forceinline__ double block_sum(double v, double* buf) {

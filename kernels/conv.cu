@@ -289,7 +289,8 @@ __device__ __forceinline__ unsigned reduce_out_index(unsigned i, int t_rows, int
     return m * plane + col * (unsigned)t_rows + row;
 }
 
-// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) for a few splits (< the
+// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) (or with has_bias EPI_GRAD
+// the activation's backward at y = b[i]: conv_epilogue) for a few splits (< the
 // launcher's REDUCE_WARP_SPLITS): a 32-bit grid-stride loop in which a thread sums the splits of 4
 // consecutive outputs in z order with 16-byte loads and stores (vec = 1: total % 4 == 0; else one
 // output per thread; transposed (t_rows > 0, reduce_out_index): 4-byte stores). The launcher checks
@@ -316,7 +317,7 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
         for (int e = 0; e < 4; ++e) {
             const unsigned i = j * per + e;
             if (e < per)
-                r[e] = conv_act(has_bias ? r[e] + b[(i / (unsigned)plane) % (unsigned)channels] : r[e], act, slope);
+                r[e] = conv_epilogue(r[e], b, has_bias, (i / (unsigned)plane) % (unsigned)channels, i, act, slope);
         }
         if (vec && !t_rows) {
             float4* o = reinterpret_cast<float4*>(out) + j;
@@ -333,13 +334,12 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_splitk_reduce_v1(
     }
 }
 
-// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]). Block: 32 consecutive outputs
-// (lanes) x min(32, splits) warps (grid x = ceil(total / 32)); warp w sums splits z = w, w + warps, ...
-// (each load a coalesced 128-byte row), then warp 0 adds the warps' sums in warp order: deterministic
-// (the order depends on splits only). Many splits over few outputs (the small-channel backward-weight:
-// hundreds of slices x K*C*R*S) then keep splits/warps loads per thread, not one serial chain. Sum i
-// goes to reduce_out_index(i, t_rows, t_cols), or is added there (add, as in _v1).
-// Work: splits*total adds; traffic (splits + 1) * total * 4 B.
+// out[i] = act(sum_z ws[z*total + i] + bias[(i / plane) % channels]) (conv_epilogue, as _v1). Block: 32 consecutive
+// outputs (lanes) x min(32, splits) warps (grid x = ceil(total / 32)); warp w sums splits z = w, w + warps, ... (each
+// load a coalesced 128-byte row), then warp 0 adds the warps' sums in warp order: deterministic (the order depends on
+// splits only). Many splits over few outputs (the small-channel backward-weight: hundreds of slices x K*C*R*S) then
+// keep splits/warps loads per thread, not one serial chain. Sum i goes to reduce_out_index(i, t_rows, t_cols), or is
+// added there (add, as in _v1). Work: splits*total adds; traffic (splits + 1) * total * 4 B.
 extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     const float* __restrict__ ws, float* __restrict__ out, const float* __restrict__ b, i64 total, int splits,
     int plane, int channels, int has_bias, int act, float slope, int t_rows, int t_cols, int add) {
@@ -354,8 +354,8 @@ extern "C" __global__ void __launch_bounds__(1024) conv2d_splitk_reduce_v2(
     __syncthreads();
     if (warp > 0 || i >= total) return;
     for (int w2 = 1; w2 < nw; ++w2) s += part[w2][lane];
-    if (has_bias) s += b[((unsigned)i / (unsigned)plane) % (unsigned)channels];   // total <= INT32_LIMIT
-    store_or_add(out + reduce_out_index((unsigned)i, t_rows, t_cols), conv_act(s, act, slope), add);
+    s = conv_epilogue(s, b, has_bias, ((unsigned)i / (unsigned)plane) % (unsigned)channels, i, act, slope);
+    store_or_add(out + reduce_out_index((unsigned)i, t_rows, t_cols), s, add);   // total <= INT32_LIMIT
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,7 +547,8 @@ __device__ __forceinline__ void smallc_bwd_taps(const float* __restrict__ ds, co
 // computes 2 rows x 4 adjacent pixels: when qstep == 1 (every stride-1 conv and stride 2 without
 // dilation) and a phase row has <= CONV_SMALLC_WIN taps, through register windows unrolled for that
 // tap count (smallc_bwd_taps); otherwise 4 loads per tap. No division in the loops. The stores add
-// b[c] (has_bias) and apply the activation act (conv_act): ConvTranspose2d's bias and activation.
+// b[c] (has_bias EPI_BIAS) and apply the activation act (conv_act): ConvTranspose2d's bias and
+// activation; or (EPI_GRAD) the backward of act at y = b[dx's index] (conv_epilogue).
 // Work 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs; traffic (dy (+ halo rows, per channel c) + w + dx) * 4 B.
 extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc_v2(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, CONV_ARGS, int tpr, int tqq,
@@ -614,6 +615,17 @@ extern "C" __global__ void __launch_bounds__(128, 6) conv2d_backward_data_smallc
     for (int w2 = 1; w2 < nw; ++w2)
 #pragma unroll
         for (int a = 0; a < 8; ++a) acc[a >> 2][a & 3] += red[((w2 - 1) * 8 + a) * 32 + lane];
+    if (has_bias == EPI_GRAD) {   // the activation's outputs at dx's indices, read (and dx written) in range only
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+            if (tt + rr >= f.Ht) break;
+            const int o = (img * C + c) * H * W + (f.h0 + (tt + rr) * sh) * W + f.w0 + uu * sw;
+#pragma unroll
+            for (int v = 0; v < 4; ++v)
+                if (uu + v < f.Wt) dx[o + v * sw] = conv_act_grad(acc[rr][v], b[o + v * sw], act, slope);
+        }
+        return;
+    }
     const float bc = has_bias ? b[c] : 0.f;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {

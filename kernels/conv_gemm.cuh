@@ -503,13 +503,13 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
     __syncthreads();  // the epilogue reuses the pipeline's shared memory
 }
 
-// Writes the block's C tile: out[row_off(m) + col_off(n)] = act(C[m][n] + bias[m]) with
-// row_off(m) = (mg0 + m) * rstride. The tile goes through shared memory in two halves (the upper
-// and lower half of every warp tile: fp32 quad rows a = 0, 1; TF32 mma rows by mma_row; rows
-// epi_pitch apart, so the staging stores are free of bank conflicts), then each thread stores 4 consecutive columns: one float4 when its 4 column offsets are consecutive
-// and 16-byte aligned (checked once per thread; out_aligned: out is 16-byte aligned), else 4
-// scalars. Columns whose col_off is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4
-// offsets of columns n..n+3.
+// Writes the block's C tile: out[row_off(m) + col_off(n)] = act(C[m][n] + bias[m]) with row_off(m) = (mg0 + m) *
+// rstride (has_bias EPI_GRAD: the backward of act at y = bias[that offset], conv_epilogue; only an unsplit out, whose
+// offsets are y's). The tile goes through shared memory in two halves (the upper and lower half of every warp tile:
+// fp32 quad rows a = 0, 1; TF32 mma rows by mma_row; rows epi_pitch apart, so the staging stores are free of bank
+// conflicts), then each thread stores 4 consecutive columns: one float4 when its 4 column offsets are consecutive and
+// 16-byte aligned (checked once per thread; out_aligned: out is 16-byte aligned), else 4 scalars. Columns whose col_off
+// is < 0 and rows m >= Mg are skipped. col_of(n, j) fills the 4 offsets of columns n..n+3.
 template <class T, class ColOff>
 __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc& acc, const ColOff& col_of, int m0,
                                               int n0, int Mg, int mg0, int rstride, float* out, bool out_aligned,
@@ -558,11 +558,18 @@ __device__ __forceinline__ void gemm_epilogue(float* smem, const typename T::Acc
             const int ml = (sr / (T::WM / 2)) * T::WM + a * (T::WM / 2) + sr % (T::WM / 2);
             const int m = m0 + ml;
             if (m >= Mg) continue;
-            const float bv = has_bias ? bias[mg0 + m] : 0.f;
+            const float bv = has_bias == EPI_BIAS ? bias[mg0 + m] : 0.f;
             const float4 v = *reinterpret_cast<const float4*>(smem + sr * ES + cg * 4);
             float o[4] = {conv_act(v.x + bv, act, slope), conv_act(v.y + bv, act, slope),
                           conv_act(v.z + bv, act, slope), conv_act(v.w + bv, act, slope)};
-            float* row = out + (mg0 + m) * (long long)rstride;
+            const long long roff = (mg0 + m) * (long long)rstride;
+            if (has_bias == EPI_GRAD) {   // bias: the activation's outputs, at out's offsets
+                const float vs[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    o[j] = co[j] >= 0 ? conv_act_grad(vs[j], bias[roff + co[j]], act, slope) : 0.f;
+            }
+            float* row = out + roff;
             if (vec) {
                 float4 w4; w4.x = o[0]; w4.y = o[1]; w4.z = o[2]; w4.w = o[3];
                 *reinterpret_cast<float4*>(row + co[0]) = w4;

@@ -54,7 +54,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     };
     const bool fused = splits == 1;
     const i64 zoff = (i64)z * N * KPQ;
-    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, PQ, out + zoff, (zoff & 3) == 0, b, fused ? has_bias : 0,
                      fused ? act : 0, slope);
 }
 
@@ -94,7 +94,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     };
     const i64 zoff = (i64)zs * N * CHW;
     const bool fused = splits == 1;   // else the split-K reduce adds bias and activation
-    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, b, fused && has_bias,
+    gemm_epilogue<T>(smem, acc, col_of, m0, n0, Cg, g * Cg, HW, out + zoff, (zoff & 3) == 0, b, fused ? has_bias : 0,
                      fused ? act : 0, slope);
 }
 

@@ -9,7 +9,9 @@
 //                              gridDim.z > 1, block z sums k in [z*chunk, (z+1)*chunk) into the
 //                              workspace y + z*M*N, and linear_splitk_reduce_v1 adds the slices
 //                              in z order and applies bias and activation.
-//   linear_backward_data_v2    dx[M,N] = dy[M,K] w[K,N]; split-K as the forward.
+//   linear_backward_data_v2    dx[M,N] = dy[M,K] w[K,N]; split-K as the forward. With has_bias
+//                              EPI_GRAD (common.cuh), dx through the backward of the activation
+//                              act whose outputs y (M x N) were the Linear's input.
 //   linear_backward_weight_v1  dw[M,N] = dy[K,M]^T x[K,N]; with has_db the blocks of the first
 //                              column of tiles also sum their rows of dy^T (db[M] = sum over the
 //                              batch of dy) from the shared-memory tiles they load anyway. (K is
@@ -50,6 +52,25 @@ __device__ __forceinline__ float linear_act(float v, int act, float slope) {
         case 4: return tanhf(v);
         default: return v;
     }
+}
+
+// The backward of linear_act from its output y, as activation.cu's backward kernels compute it.
+__device__ __forceinline__ float linear_act_grad(float dy, float y, int act, float slope) {
+    switch (act) {
+        case 1: return y > 0.f ? dy : 0.f;
+        case 2: return y > 0.f ? dy : dy * slope;
+        case 3: return dy * y * (1.f - y);
+        case 4: return dy * (1.f - y * y);
+        default: return dy;
+    }
+}
+
+// The epilogue of output i in column n (common.cuh's modes: EPI_BIAS adds bias[n]; EPI_GRAD applies
+// the backward of act at y = bias[i], the outputs of the activation whose input gets this gradient).
+__device__ __forceinline__ float linear_epilogue(float v, const float* bias, int mode, int n, i64 i, int act,
+                                                 float slope) {
+    if (mode == EPI_GRAD) return linear_act_grad(v, bias[i], act, slope);
+    return linear_act(mode == EPI_BIAS ? v + bias[n] : v, act, slope);
 }
 
 // acc[i][j] = sum_k A(m0 + 4*ty + i, k) * B(k, n0 + 4*tx + j) over the whole K, where
@@ -105,8 +126,8 @@ __device__ __forceinline__ void linear_tile(const float* __restrict__ a, const f
     if (rowsum != nullptr && tid < LIN_BM && m0 + tid < M) store_or_add(rowsum + m0 + tid, rs, rowsum_add);
 }
 
-// c[m*N + n] = act(acc + bias[n]) for the thread's 4x4 tile (bias when has_bias; added to c with
-// add: store_or_add).
+// c[m*N + n] = act(acc + bias[n]) for the thread's 4x4 tile (linear_epilogue by the mode has_bias;
+// added to c with add: store_or_add).
 __device__ __forceinline__ void linear_store(float* __restrict__ c, const float* __restrict__ bias, int has_bias,
                                              int M, int N, const float (&acc)[4][4], int act, float slope,
                                              int add = 0) {
@@ -116,11 +137,11 @@ __device__ __forceinline__ void linear_store(float* __restrict__ c, const float*
     for (int j = 0; j < 4; ++j) {
         const int n = n0 + j;
         if (n >= N) continue;
-        const float bn = has_bias ? bias[n] : 0.f;
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int m = m0 + i;
-            if (m < M) store_or_add(c + (i64)m * N + n, linear_act(acc[i][j] + bn, act, slope), add);
+            const i64 at = (i64)m * N + n;
+            if (m < M) store_or_add(c + at, linear_epilogue(acc[i][j], bias, has_bias, n, at, act, slope), add);
         }
     }
 }
@@ -184,15 +205,16 @@ extern "C" __global__ void __launch_bounds__(LIN_ROWS_THREADS) linear_forward_ro
 // Work: 2*M*N*K FLOPs; moves (M*K + K*N + M*N) * 4 B at best.
 extern "C" __global__ void __launch_bounds__(LIN_THREADS) linear_backward_data_v2(
     const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx, int M, int N, int K,
-    int chunk) {
+    const float* __restrict__ y, int has_bias, int act, float slope, int chunk) {
     float acc[4][4];
     int kbeg, kend;
     float* out = linear_slice(dx, M, N, K, chunk, kbeg, kend);
     linear_tile<false, false>(dy, w, M, N, K, kbeg, kend, acc, nullptr);
-    linear_store(out, nullptr, 0, M, N, acc, 0, 0.f);
+    const bool split = gridDim.z > 1;
+    linear_store(out, y, split ? 0 : has_bias, M, N, acc, split ? 0 : act, slope);
 }
 
-// out[i] = act(sum_z ws[z*mn + i] + b[i % n]) for i < mn, slices summed in z order; a 32-bit
+// out[i] = act(sum_z ws[z*mn + i] + b[i % n]) (linear_epilogue) for i < mn, slices summed in z order; a 32-bit
 // grid-stride loop (the launcher checks splits * mn <= INT32_LIMIT). Work: splits * mn adds; moves
 // (splits + 1) * mn * 4 B.
 extern "C" __global__ void __launch_bounds__(256) linear_splitk_reduce_v1(
@@ -201,7 +223,7 @@ extern "C" __global__ void __launch_bounds__(256) linear_splitk_reduce_v1(
     GRID_STRIDE32(i, mn) {
         float v = 0.f;
         for (int z = 0; z < splits; ++z) v += ws[(i64)z * mn + i];
-        out[i] = linear_act(has_bias ? v + b[i % (unsigned)n] : v, act, slope);
+        out[i] = linear_epilogue(v, b, has_bias, i % (unsigned)n, i, act, slope);
     }
 }
 

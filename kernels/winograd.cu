@@ -223,7 +223,8 @@ __device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* 
             U[packed_forward_at<u32>(a * A + b, kk, m, KK, Mp)] = u[a][b];
 }
 
-// y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated, its pixels inside
+// y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated (has_bias EPI_GRAD:
+// the backward of act at the activation output bias[pixel's index] instead), its pixels inside
 // P x Q written. Stage 1 as slot_transform's (the products' column j of the slot, I = A, O = 4 rows of
 // AT; warp 0 also puts each slot's y offset, pixels inside P x Q and bias in shared memory, so stage 2
 // divides nothing); stage 2: thread f = tid + m * blockDim takes output (o, p) of slot s with p = f % 4
@@ -260,7 +261,7 @@ __device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* 
         if (j == 0) {  // warp 0: the slot's geometry and bias, once for stage 2
             s_off[slot] = nk * (u32)(P * Q) + (u32)(p0 * Q + q0);
             s_lim[slot] = i < total ? min(O, P - p0) | min(O, Q - q0) << 8 : 0;
-            s_bias[slot] = has_bias && i < total ? bias[k] : 0.f;
+            s_bias[slot] = has_bias == EPI_BIAS && i < total ? bias[k] : 0.f;
         }
     }
     __syncthreads();
@@ -269,8 +270,12 @@ __device__ __forceinline__ void wino_output(const float* __restrict__ Y, float* 
     slot_coef<O>(p, at, c);
     for (int f = threadIdx.x; f < O * O * WINO_SLOTS; f += A * WINO_SLOTS) {
         const int slot = f / O % WINO_SLOTS, o = f / (O * WINO_SLOTS), lim = s_lim[slot];
-        if (o < (lim & 255) && p < lim >> 8)
-            y[s_off[slot] + (u32)(o * Q + p)] = conv_act(slot_row(T, o, slot, c) + s_bias[slot], act, slope);
+        if (o < (lim & 255) && p < lim >> 8) {
+            const u32 at_y = s_off[slot] + (u32)(o * Q + p);
+            const float v = slot_row(T, o, slot, c);
+            y[at_y] = has_bias == EPI_GRAD ? conv_act_grad(v, bias[at_y], act, slope)
+                                           : conv_act(v + s_bias[slot], act, slope);
+        }
     }
 }
 

@@ -14,8 +14,9 @@ import contextlib
 
 import numpy as np
 
-from ..argcheck import (accumulate_flags, array, conv_geometry, conv_hyper, conv_transpose_out_size,
-                        fused_activation, operands, out_array, pair, same_device, same_dtype, shape4)
+from ..argcheck import (accumulate_flags, activation_output as check_activation_output, array, conv_geometry,
+                        conv_hyper, conv_transpose_out_size, fused_activation, operands, out_array, pair, same_device,
+                        same_dtype, shape4)
 from .. import settings
 from ..backend import array_module, backend_for, op
 from ..plan import planned
@@ -60,10 +61,12 @@ def _conv_backward_args(dy, other, other_name, x_shape, w_shape, x_name, w_name,
 
 @planned
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, *, b=None, activation=None,
-                         negative_slope=0.01, kernels=None, precision=None):
+                         negative_slope=0.01, activation_output=None, kernels=None, precision=None):
     """dx[N,C,H,W] for y = conv2d(x, w): the transposed convolution of dy with w. As a transposed
     convolution's forward it also takes a bias ``b`` (C,) and an ``activation`` (as conv2d_forward's):
-    act(dx + b[c]), in the CUDA C family's epilogue."""
+    act(dx + b[c]), in the CUDA C family's epilogue. With ``activation_output`` (x itself, when x was
+    the output of ``activation``; no b) it returns the gradient w.r.t. that activation's input
+    instead: dx through the activation's backward, in the same epilogue (no pass of its own)."""
     activation, slope = fused_activation(activation, negative_slope)
     operands("w", (w, "w", 4), (b, "b", 1))
     x_shape = shape4(x_shape, "x_shape")
@@ -71,9 +74,11 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
                                                     dilation, groups)
     if b is not None and b.shape[0] != x_shape[1]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({x_shape[1]},) to match x_shape's channels")
+    check_activation_output(activation_output, activation, x_shape, dy, "dy", b)
     with _precision(precision):
         return op("conv2d_backward_data", dy, w, kernels=kernels)(dy, w, x_shape, stride, padding, dilation,
-                                                                 int(groups), b=b, activation=activation, slope=slope)
+                                                                 int(groups), b=b, activation=activation, slope=slope,
+                                                                 activation_output=activation_output)
 
 
 @planned
@@ -100,16 +105,21 @@ def _shared_copies(dy, kernels):
 
 @planned
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True, weight_grad=True,
-                    out=None, accumulate=False, kernels=None, precision=None):
+                    out=None, accumulate=False, input_activation=None, input_negative_slope=0.01, kernels=None,
+                    precision=None):
     """(dx, dw) of y = conv2d(x, w) in one call: conv2d_backward_data unless input_grad is False,
     conv2d_backward_weight (into ``out`` when given, added into it with ``accumulate``) unless
     weight_grad is False, None for a pass not run. What both passes make of dy is made once (the
-    CUDA C family's TF32 kernels: its channels-last copy)."""
+    CUDA C family's TF32 kernels: its channels-last copy). ``input_activation`` (one of
+    argcheck.FUSED_ACTIVATIONS, ``input_negative_slope`` leaky_relu's): x is that activation's
+    output, and dx is the gradient w.r.t. its input (conv2d_backward_data's activation_output)."""
     array(x, "x", 4), array(w, "w", 4)
     with _shared_copies(dy, kernels):
         dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, accumulate=accumulate,
                                      kernels=kernels, precision=precision) if weight_grad else None)
-        dx = (conv2d_backward_data(dy, w, x.shape, stride, padding, dilation, groups, kernels=kernels,
+        dx = (conv2d_backward_data(dy, w, x.shape, stride, padding, dilation, groups, activation=input_activation,
+                                   negative_slope=input_negative_slope,
+                                   activation_output=None if input_activation is None else x, kernels=kernels,
                                    precision=precision) if input_grad else None)
     return dx, dw
 

@@ -42,3 +42,17 @@ def test_activations_walk_the_grid(rng, monkeypatch):
     from fastconv.backends.numba import activation
     monkeypatch.setattr(activation, "MAX_BLOCKS", 1)
     test_activations(rng, (2200,))
+
+
+@pytest.mark.parametrize("act,slope", [("relu", 0.0), ("leaky_relu", 0.2), ("tanh", 0.0)])
+def test_backward_data_through_activation_output(rng, act, slope):
+    """The family's conv2d_backward_data with ``activation_output``: its backward-data launch, then the
+    activation's backward at those outputs (a second launch of this family), against the CPU path."""
+    x_shape, w = (2, 3, 5, 4), _rand(rng, 4, 3, 3, 3)
+    dy, z = _rand(rng, 2, 4, 3, 2), _rand(rng, *x_shape)
+    y = cpu.activation.activate(act, z, slope)
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    got = nb.conv2d_backward_data(dy, w, x_shape, *args, activation=act, slope=slope, activation_output=y)
+    want = cpu.conv2d_backward_data(_f64(dy), _f64(w), x_shape, *args, activation=act, slope=slope,
+                                    activation_output=_f64(y))
+    assert_close(got, want, F32_TOL, f"conv2d_backward_data through {act}")

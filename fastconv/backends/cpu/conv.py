@@ -6,7 +6,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...argcheck import conv_out_size
-from .activation import activate
+from .activation import activate, activate_backward
 from .buffers import _batch_chunk, _scratch
 from .optim import adds_into
 
@@ -97,8 +97,10 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return activate(activation, y, slope)
 
 
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0):
-    """act(dx + b[c]): no bias or activation by default (ConvTranspose2d's forward takes both)."""
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0,
+                         activation_output=None):
+    """act(dx + b[c]): no bias or activation by default (ConvTranspose2d's forward takes both); given
+    ``activation_output`` (the outputs of ``activation`` that were x), dx through its backward."""
     n, c, h, wd = x_shape
     k, cg, r, s = w.shape
     p, q = dy.shape[2:]
@@ -125,6 +127,8 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
             for j in range(s):
                 dxt[:, i * dh:i * dh + sh * (p - 1) + 1:sh, j * dw:j * dw + sw * (q - 1) + 1:sw] += dcols[:, i, j]
         np.copyto(dx[n0:n1], dxt[:, ph:ph + h, pw:pw + wd].transpose(3, 0, 1, 2))
+    if activation_output is not None:
+        return activate_backward(activation, dx, activation_output, slope)
     if b is not None:
         dx += b.reshape(1, -1, 1, 1)
     return activate(activation, dx, slope)

@@ -18,8 +18,12 @@ def linear_forward(x, w, b, activation_name=None, slope=0.0):
     return getattr(activation, f"{activation_name}_forward")(y, *extra)
 
 
-def linear_backward_data(dy, w):
-    return dy @ w
+def linear_backward_data(dy, w, activation_name=None, slope=0.0, activation_output=None):
+    """dx = dy @ w; given ``activation_output`` (the outputs of the activation that were x), through
+    that activation's backward."""
+    dx = dy @ w
+    return dx if activation_output is None else activation.activate_backward(activation_name, dx, activation_output,
+                                                                             slope)
 
 
 @adds_into

@@ -115,12 +115,13 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     return ws, splits
 
 
-def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0), add=False):
-    """out = act(sum of the split-K workspace's slices + bias), or out += that with ``add``: a thread
+def _reduce(ws, out, splits, b, plane, channels, act, slope, transpose=(0, 0), add=False, grad=False):
+    """out = act(sum of the split-K workspace's slices + bias) (``grad``: through the backward of act at
+    its outputs b, launch._epilogue), or out += that with ``add``: a thread
     per 4 outputs for a few splits, warps sharing the splits of 32 outputs from
     config.REDUCE_WARP_SPLITS on; ``transpose`` (rows, cols): the sums of a (M, rows, cols) array
     written into out as (M, cols, rows)."""
-    tail = (_i32(plane), _i32(channels)) + _epilogue(b, act, slope)
+    tail = (_i32(plane), _i32(channels)) + _epilogue(b, act, slope, grad)
     bias, t = out if b is None else b, _i32s("dw", "rows cols", transpose) + (_i32(add),)
     if splits >= cfg.REDUCE_WARP_SPLITS:
         _launch("conv.cu", "conv2d_splitk_reduce_v2", (cfg.cdiv(out.size, 32),), 32 * min(32, splits),
@@ -204,12 +205,13 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, v
 
 
 def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation, groups, out=None, add=False,
-                   b=None, act=0, slope=0.0):
+                   b=None, act=0, slope=0.0, grad=False):
     """The shared start of the backward passes: sizes (N, C, H, W, K, C/G, R, S, P, Q), the checked
     output (dx or dw: ``out`` when given, else new) and the int arguments; with conv_version 1 the
     direct kernel has then already filled the output and the ints are None. That kernel has no
     epilogue: to add into the output (``add``) or add a bias ``b`` and activation ``act`` to it, it
-    writes a new array that a one-slice split-K reduce then adds or finishes."""
+    writes a new array that a one-slice split-K reduce then adds or finishes (``grad``: b holds act's
+    outputs, see _reduce)."""
     n, c, h, wd = x_shape
     k, cg, r, s = w_shape
     p, q = dy.shape[2], dy.shape[3]
@@ -221,27 +223,32 @@ def _backward_args(what, dy, other, x_shape, w_shape, stride, padding, dilation,
         into = out if direct else _alloc(out.shape, _F32, f"conv2d_backward_{what} output")
         _launch("conv.cu", f"conv2d_backward_{what}_v1", _eltwise_grid(out.size), cfg.BLOCK, (dy, other, into) + ints)
         if not direct:
-            _reduce(into, out, 1, b, h * wd, c, act, slope, add=add)
+            _reduce(into, out, 1, b, h * wd, c, act, slope, add=add, grad=grad)
         ints = None
     return (n, c, h, wd, k, cg, r, s, p, q), out, ints
 
 
 @tuned("backward_data")
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0):
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0,
+                         activation_output=None):
     """act(dx of conv2d + b[c]) (ConvTranspose2d's forward pass, its bias and activation fused: no
-    bias or activation by default); one sub-convolution per output phase (h % stride_h, w %
-    stride_w), each with only the filter taps that reach it. Bias and activation go into the
-    kernel's epilogue (split: the split-K reduce's)."""
+    bias or activation by default); or, given ``activation_output`` (x's shape: the outputs of
+    ``activation`` that were x; b None), dx through that activation's backward. One sub-convolution
+    per output phase (h % stride_h, w % stride_w), each with only the filter taps that reach it. The
+    bias and activation (or its backward) go into the kernel's epilogue (split: the split-K
+    reduce's)."""
     act = cfg.activation_code(activation)
     dy, w = _arg(dy, "dy"), _arg(w, "w")
-    b = None if b is None else _arg(b, "b")
+    grad = activation_output is not None
+    b = _arg(activation_output, "activation_output") if grad else None if b is None else _arg(b, "b")
     (n, c, h, wd, k, cg, r, s, p, q), dx, ints = _backward_args("data", dy, w, x_shape, w.shape, stride, padding,
-                                                                 dilation, groups, b=b, act=act, slope=slope)
+                                                                 dilation, groups, b=b, act=act, slope=slope,
+                                                                 grad=grad)
     if ints is None:
         return dx
-    fused = (w if b is None else b,) + _epilogue(b, act, slope)
+    fused = (w if b is None else b,) + _epilogue(b, act, slope, grad)
     if _winograd("backward_data", r, s, stride, dilation, groups, cg):
-        _winograd_forward(dy, w, b, dx, (r - 1 - padding[0], s - 1 - padding[1]), act, slope, flip=True)
+        _winograd_forward(dy, w, b, dx, (r - 1 - padding[0], s - 1 - padding[1]), act, slope, flip=True, grad=grad)
         return dx
     tile = _smallc(cg, r, s) and scfg.smallc_backward_data_tile(k // groups, h, wd, r, s, stride, dilation)
     if tile:
@@ -267,7 +274,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
                        (_i32(rows),) + fused, phased=phases > 1, tf32=tf32, vec=vec)
     if splits > 1:
-        _reduce(ws, dx, splits, b, h * wd, c, act, slope)
+        _reduce(ws, dx, splits, b, h * wd, c, act, slope, grad=grad)
     return dx
 
 
@@ -345,11 +352,11 @@ def _product_ints(n, a, c, k, tp, tq):
     return _conv_ints("x", n, a * a * c, tp, tq, a * a * k, 1, 1, tp, tq, (1, 1), (0, 0), (1, 1), a * a)
 
 
-def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
+def _winograd_forward(x, w, b, y, padding, act, slope, flip=False, grad=False):
     """y = act(conv2d(x, w) + b) by F(4x4, RxR): V of x's patches, U = G w G^T (flip: of w rotated and
     transposed, backward-data's weights) written packed for the forward GEMM (no pack launch), their
     products summed over channels as a 1x1 forward in A^2 groups on the v3 core (fp32), then AT Y_t A
-    per tile with bias and activation."""
+    per tile with bias and activation (``grad``: the backward of act at its outputs b)."""
     n, k, p, q = y.shape
     c, r = x.shape[1], w.shape[2]
     a, tp, tq = _points(r), cfg.cdiv(p, cfg.WINOGRAD_TILE), cfg.cdiv(q, cfg.WINOGRAD_TILE)
@@ -365,7 +372,7 @@ def _winograd_forward(x, w, b, y, padding, act, slope, flip=False):
     _forward_gemm(v, u, None, prod, _product_ints(n, a, c, k, tp, tq), a * a, 0, 0.0, False, products=True)
     _launch("winograd.cu", f"conv2d_winograd_output_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
             (prod, y, w if b is None else b) + _i32s("y", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq))
-            + _epilogue(b, act, slope))
+            + _epilogue(b, act, slope, grad))
 
 
 def _winograd_backward_weight(dy, x, dw, padding, add=False):

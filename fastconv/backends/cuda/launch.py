@@ -82,9 +82,14 @@ def _out(out, shape, what: str):
     return _alloc(shape, _F32, what) if out is None else _arg(out, "out", inplace=True)
 
 
-def _epilogue(b, act, slope):
-    """The int arguments of a fused bias-and-activation epilogue: (has_bias, act, slope)."""
-    return _i32(b is not None), _i32(act), _f32(slope)
+EPI_NONE, EPI_BIAS, EPI_GRAD = 0, 1, 2   # a fused epilogue's modes (kernels/common.cuh, the same names)
+
+
+def _epilogue(b, act, slope, grad=False):
+    """The int arguments of a fused epilogue: (mode, act, slope); the mode is EPI_GRAD with ``grad``
+    (b is then the outputs of the activation act, shaped as the kernel's output: the epilogue
+    applies that activation's backward), else EPI_BIAS with a bias b, else EPI_NONE."""
+    return _i32(EPI_GRAD if grad else EPI_BIAS if b is not None else EPI_NONE), _i32(act), _f32(slope)
 
 
 def _i32(v):

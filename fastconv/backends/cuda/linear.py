@@ -12,11 +12,12 @@ ROWS_MAX_OUT = 16    # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's mo
 ROWS_THREADS = 256   # ... and its threads (LIN_ROWS_THREADS)
 
 
-def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0):
+def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0, grad=False):
     """Launch ``kernel`` with ``operands``, the output, M N K, ``fused`` and the slice length over
     the m x n output ``out`` (reduction k), split along k when its tiles are too few for the card
     (config.linear_splits): the slices then go to a workspace that linear_splitk_reduce_v1 sums in
-    order, adding ``bias`` and the activation ``act``."""
+    order, adding ``bias`` and the activation ``act`` (``grad``: the backward of act at its outputs
+    ``bias``, launch._epilogue)."""
     splits, chunk = cfg.linear_splits(m, n, k, num_sms())
     ws = out if splits == 1 else _alloc((splits, m, n), _F32, f"{kernel} split-K workspace")
     _launch("linear.cu", kernel, cfg.linear_grid(m, n, splits), cfg.LINEAR_THREADS,
@@ -24,7 +25,7 @@ def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act
     if splits > 1:
         _launch("linear.cu", "linear_splitk_reduce_v1", _eltwise_grid(m * n), cfg.BLOCK,
                 (ws, out, out if bias is None else bias) + _i32s(what, "M*N N splits", (m * n, n, splits))
-                + _epilogue(bias, act, slope))
+                + _epilogue(bias, act, slope, grad))
     return out
 
 
@@ -44,12 +45,17 @@ def linear_forward(x, w, b, activation_name=None, slope=0.0):
     return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, bias), fused, b, act, slope)
 
 
-def linear_backward_data(dy, w):
-    """dx[M,N] = dy[M,K] w[K,N]."""
+def linear_backward_data(dy, w, activation_name=None, slope=0.0, activation_output=None):
+    """dx[M,N] = dy[M,K] w[K,N]; given ``activation_output`` (M x N, the outputs of the activation
+    ``activation_name`` that were x), dx through that activation's backward, in the epilogue."""
     dy, w = _arg(dy, "dy"), _arg(w, "w")
     (m, k), n = dy.shape, w.shape[1]
     dx = _alloc((m, n), _F32, "linear_backward_data output")
-    return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w))
+    grad = activation_output is not None
+    y = _arg(activation_output, "activation_output") if grad else None
+    act = cfg.LINEAR_ACTIVATIONS[activation_name] if grad else 0
+    return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w),
+                         (dx if y is None else y,) + _epilogue(y, act, slope, grad), y, act, slope, grad)
 
 
 def linear_backward_weight(dy, x, out=(None, None), accumulate=(False, False)):

@@ -189,3 +189,9 @@ def activate(activation, y, slope):
     """act(y), a fused activation of another op's output (None, "relu", "leaky_relu", "tanh"), as one
     elementwise launch into a new array (y itself for None)."""
     return fused_activation(globals(), activation, "forward", y, slope=slope)
+
+
+def activate_backward(activation, dy, y, slope):
+    """dy through the backward of a fused activation at its output y, one elementwise launch into a new
+    array (dy itself for None)."""
+    return fused_activation(globals(), activation, "backward", dy, y, slope=slope)

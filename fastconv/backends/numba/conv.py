@@ -8,7 +8,7 @@ from numba import cuda, float32, int32, uint32
 from ... import settings
 from ..cuda import config as _cfg
 from ..cuda.config import cdiv
-from .activation import activate
+from .activation import activate, activate_backward
 from .conv_smallc_launch import (backward_weight_smallc_splits, launch_conv2d_backward_data_smallc,
                                  launch_conv2d_backward_weight_smallc, launch_conv2d_forward_smallc)
 from .driver import _blocks, _check, _check_out, _empty, _in, launch
@@ -265,12 +265,16 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
     return activate(activation, launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups), slope)
 
 
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0):
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=None, activation=None, slope=0.0,
+                         activation_output=None):
     """act(dx + b[c]) (ConvTranspose2d's forward): the bias added by the CUDA C family's bias_add_v1,
-    the activation by a second elementwise launch of this family."""
+    the activation by a second elementwise launch of this family; or, given ``activation_output`` (the
+    outputs of ``activation`` that were x), dx through that activation's backward, a second launch too."""
     dy, w = _in(dy, "dy"), _in(w, "w")
     dx = _empty(tuple(x_shape), dy, what="conv2d_backward_data output")
     launch_conv2d_backward_data(dx, dy, w, stride, padding, dilation, groups)
+    if activation_output is not None:
+        return activate_backward(activation, dx, _in(activation_output, "activation_output"), slope)
     if b is not None:
         from ..cuda.bias import bias_add
         bias_add(dx, b)

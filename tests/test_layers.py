@@ -236,6 +236,45 @@ def test_sequential_fuses_activations():
     assert other._fused == set()
 
 
+def test_activation_backward_across_modules():
+    """A GAN's generator ending in ConvTranspose2d + Tanh and a discriminator starting with a Conv2d:
+    D.backward(input_activation=G.output_activation()) then G.backward(skip_output_activation=True)
+    give, bit for bit, the plain passes' gradients (the Tanh's backward in D's first backward-data
+    pass); the same through the conditional pair's wrappers; and the errors of both arguments."""
+    from fastconv.nn.conditional import ConditionalGenerator, ProjectionDiscriminator
+    rng = np.random.default_rng(0)
+    g_body = nn.Sequential(nn.Linear(6, 32, rng=rng), nn.ReLU(), nn.Unflatten((2, 4, 4)),
+                           nn.ConvTranspose2d(2, 2, 4, stride=2, padding=1, rng=rng), nn.Tanh())
+    d_trunk = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1, rng=rng), nn.LeakyReLU(0.2), nn.Flatten())
+    G = ConditionalGenerator(g_body, 4, 3, 2, rng=rng)
+    D = ProjectionDiscriminator(d_trunk, nn.Linear(48, 1, rng=rng), 48, 3, rng=rng)
+    z, labels = rng.standard_normal((5, 4)).astype(np.float32), np.array([0, 1, 2, 1, 0])
+    dlogits = rng.standard_normal((5, 1)).astype(np.float32)
+    assert G.output_activation() == ("tanh", 0.0) and D.takes_input_activation
+    grads = []
+    for fused in (False, True):
+        G.zero_grad(), D.zero_grad()
+        D.forward(G.forward(z, labels), labels)
+        if fused:
+            G.backward(D.backward(dlogits, input_activation=G.output_activation()), skip_output_activation=True)
+        else:
+            G.backward(D.backward(dlogits))
+        grads.append([p.grad.copy() for p in (*G.parameters(), *D.parameters())])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    assert d_trunk.output_activation() is None and g_body.takes_input_activation   # ends in Flatten; starts a Linear
+    with pytest.raises(ValueError, match=r"skip_output_activation: got True, expected False"):
+        d_trunk.backward(np.ones((5, 48), np.float32), skip_output_activation=True)
+    tconv = nn.Sequential(nn.ConvTranspose2d(2, 2, 3, rng=rng))
+    tconv.forward(np.ones((1, 2, 4, 4), np.float32))
+    assert not tconv.takes_input_activation
+    with pytest.raises(ValueError, match=r"input_activation: got \('relu', 0.0\), expected None \(the first layer, "
+                                         r"ConvTranspose2d, takes none\)"):
+        tconv.backward(np.ones((1, 2, 6, 6), np.float32), input_activation=("relu", 0.0))
+    with pytest.raises(ValueError, match=r"input_activation: got \('relu', 0.0\), expected None \(ConvTranspose2d"):
+        tconv.layers[0].backward(np.ones((1, 2, 6, 6), np.float32), input_activation=("relu", 0.0))
+
+
 def test_requires_grad_false_skips_parameter_gradients():
     """requires_grad_(False): the input gradient unchanged, bit for bit; no parameter gradient made,
     one already there kept; True restores them. Every kind of parameterised layer of the GANs."""

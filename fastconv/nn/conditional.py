@@ -149,8 +149,13 @@ class ConditionalGenerator(Module):
         array_module(z, labels, names=["z", "labels"])  # same device
         return self.body.forward(self.embed.forward(labels, prefix=z))  # [z, embed(labels)]
 
-    def backward(self, dy, input_grad=True):
-        dh = self.body.backward(dy, input_grad=True)  # the embedding needs its part of dh
+    def output_activation(self):
+        return self.body.output_activation()
+
+    def backward(self, dy, input_grad=True, skip_output_activation=False):
+        """``skip_output_activation`` as Sequential's: dy is through the body's last activation."""
+        # the embedding needs its part of dh
+        dh = self.body.backward(dy, input_grad=True, skip_output_activation=skip_output_activation)
         self.embed.backward(dh)  # its last embed_dim columns
         return dh[:, :self.nz] if input_grad else None
 
@@ -176,6 +181,12 @@ class ProjectionDiscriminator(Module):
         h = self.trunk.forward(x)
         return self.project.forward(h, labels, add_to=self.head.forward(h))
 
-    def backward(self, dy, input_grad=True):
+    @property
+    def takes_input_activation(self):
+        return self.trunk.takes_input_activation
+
+    def backward(self, dy, input_grad=True, input_activation=None):
+        """``input_activation`` as Sequential's: passed to the trunk, which x goes into."""
         dh = self.project.backward(dy, add_to=self.head.backward(dy, input_grad=True))
-        return self.trunk.backward(dh, input_grad=input_grad)
+        kw = {} if input_activation is None else {"input_activation": input_activation}
+        return self.trunk.backward(dh, input_grad=input_grad, **kw)

@@ -70,11 +70,18 @@ class _ConvBase(Module):
         kw = self._kw() if name is None else dict(self._kw(), activation=name, negative_slope=slope)
         return self._forward_op(x, self.weight.data, b, *self._hyper(), **kw)
 
-    def backward(self, dy, input_grad=True):
+    def backward(self, dy, input_grad=True, input_activation=None):
+        """``input_activation`` (name, negative slope), Conv2d only (takes_input_activation): x is
+        that activation's output, and dx the gradient w.r.t. its input (in the backward-data pass)."""
+        if input_activation is not None and not self.takes_input_activation:
+            raise ValueError(f"input_activation: got {input_activation!r}, expected None ({type(self).__name__} "
+                             "takes none)")
         x, w = self._saved(self._x, "input"), self.weight
         out, add = w.grad_out() if w.requires_grad else (None, False)
+        kw = self._kw() if input_activation is None else dict(self._kw(), input_activation=input_activation[0],
+                                                              input_negative_slope=input_activation[1])
         dx, dw = self._backward_op(dy, x, w.data, *self._hyper(), input_grad=input_grad, weight_grad=w.requires_grad,
-                                   out=out, accumulate=add, **self._kw())
+                                   out=out, accumulate=add, **kw)
         if w.requires_grad:
             w.accumulate(dw)
         if self.bias is not None and self.bias.requires_grad:
@@ -94,6 +101,7 @@ class Conv2d(_ConvBase):
     _forward_op = staticmethod(ops.conv2d_forward)
     _backward_op = staticmethod(ops.conv2d_backward)
     _repr_names = ("kernel_size", "stride", "padding", "dilation", "groups")
+    takes_input_activation = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, rng=None, dtype=np.float32, precision=None):
@@ -126,6 +134,7 @@ class Linear(Module):
     """y = x @ weight.T + bias; weight out_features x in_features."""
 
     takes_activation = True  # forward(x, activation): the activation after it in a Sequential, fused
+    takes_input_activation = True
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
         super().__init__()
@@ -146,7 +155,9 @@ class Linear(Module):
         name, slope = activation
         return ops.linear_forward(x, self.weight.data, b, activation=name, negative_slope=slope, kernels=self.kernels)
 
-    def backward(self, dy, input_grad=True):
+    def backward(self, dy, input_grad=True, input_activation=None):
+        """``input_activation`` (name, negative slope): x is that activation's output, and dx the
+        gradient w.r.t. its input (in the backward-data GEMM's epilogue)."""
         x = self._saved(self._x, "input")
         bias = self.bias if self.bias is not None and self.bias.requires_grad else None
         if self.weight.requires_grad or bias is not None:  # one op computes both
@@ -160,7 +171,11 @@ class Linear(Module):
                 bias.accumulate(db)
         if not input_grad:
             return None
-        return ops.linear_backward_data(dy, self.weight.data, kernels=self.kernels)
+        if input_activation is None:
+            return ops.linear_backward_data(dy, self.weight.data, kernels=self.kernels)
+        name, slope = input_activation
+        return ops.linear_backward_data(dy, self.weight.data, activation=name, negative_slope=slope,
+                                        activation_output=x, kernels=self.kernels)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -201,6 +216,9 @@ class _Activation(Module):
         """(name, negative slope) of this activation fused into another op."""
         return (self._name,) + (self._args() or (0.0,))   # LeakyReLU's args are its slope
 
+    def output_activation(self):
+        return self._spec() if self._name is not None else None
+
     def fuses_after(self, prev) -> bool:
         return self._name is not None and getattr(prev, "takes_activation", False)
 
@@ -209,11 +227,11 @@ class _Activation(Module):
         self._y = prev.forward(x, activation=self._spec())
         return self._y
 
-    def backward_fused(self, prev, dy, input_grad=True):
-        """The gradient with respect to prev's input."""
+    def backward_fused(self, prev, dy, input_grad=True, **kw):
+        """The gradient with respect to prev's input (``kw``: prev's input_activation)."""
         if getattr(prev, "backward_takes_activation", False):
-            return prev.backward(dy, input_grad, activation=self._spec())
-        return prev.backward(self.backward(dy), input_grad)
+            return prev.backward(dy, input_grad, activation=self._spec(), **kw)
+        return prev.backward(self.backward(dy), input_grad, **kw)
 
 
 class ReLU(_Activation):

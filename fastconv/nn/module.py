@@ -67,7 +67,17 @@ class Parameter:
 class Module:
     """Base layer. ``forward(x)`` keeps what ``backward`` needs; ``backward(dy)`` accumulates into
     each parameter's ``.grad`` and returns the gradient w.r.t. the input (None when
-    ``input_grad=False``)."""
+    ``input_grad=False``).
+
+    An activation's backward can run inside the backward of the module after it: one whose
+    ``takes_input_activation`` is True (Conv2d, Linear, a Sequential starting with one) takes
+    ``backward(dy, input_grad, input_activation=(name, negative slope))`` and then returns the
+    gradient w.r.t. the input of that activation, whose output was its input x (the kernel's
+    epilogue applies the activation's backward at x: no pass of its own). The module before it
+    reports that activation by ``output_activation()`` and skips its backward when told so (a
+    Sequential's ``skip_output_activation``)."""
+
+    takes_input_activation = False
 
     def __init__(self):
         self._params: dict[str, Parameter] = {}
@@ -238,6 +248,11 @@ class Module:
     def __call__(self, x):
         return self.forward(x)
 
+    def output_activation(self):
+        """(name, negative slope) of the activation this module's output comes out of, when its
+        backward is a pass that a later module can take over (input_activation), else None."""
+        return None
+
     # ---- fusion in a Sequential: layer `prev` then this one as one pass ----
     def fuses_after(self, prev) -> bool:
         """Whether this layer runs fused with ``prev``, the layer before it in a Sequential (then
@@ -299,15 +314,50 @@ class Sequential(Module):
                 i += 1
         return x
 
-    def backward(self, dy, input_grad: bool = True):
+    @property
+    def takes_input_activation(self):
+        return bool(self._children) and self.layers[0].takes_input_activation
+
+    def _activation_pass(self, layers, j):
+        """Layer j's output_activation() when its backward is a pass of its own: not recomputed by
+        the layer it runs fused after (``backward_takes_activation``: BatchNorm), else None."""
+        spec = layers[j].output_activation()
+        if spec is None or (j in getattr(self, "_fused", ()) and getattr(layers[j - 1], "backward_takes_activation",
+                                                                         False)):
+            return None
+        return spec
+
+    def output_activation(self):
+        return self._activation_pass(self.layers, len(self) - 1) if len(self) else None
+
+    def backward(self, dy, input_grad: bool = True, input_activation=None, skip_output_activation: bool = False):
+        """The layers' backward in reverse. A layer that takes_input_activation after an activation
+        whose backward is a pass of its own (_activation_pass) takes that backward into its own
+        (input_activation), and the activation's pass is skipped; ``input_activation`` is passed so to
+        the first layer. ``skip_output_activation``: dy is the gradient w.r.t. the input of the
+        activation this Sequential ends with (output_activation()), a later module having applied
+        its backward."""
         layers, fused = self.layers, getattr(self, "_fused", set())
-        i = len(layers) - 1
+        if input_activation is not None and not self.takes_input_activation:
+            raise ValueError(f"input_activation: got {input_activation!r}, expected None (the first layer, "
+                             f"{type(layers[0]).__name__ if layers else 'none'}, takes none)")
+        if skip_output_activation and self.output_activation() is None:
+            raise ValueError("skip_output_activation: got True, expected False (this Sequential does not end with an "
+                             "activation pass of its own: output_activation() is None)")
+        i, skip = len(layers) - 1, skip_output_activation
         while i >= 0:
-            if i in fused:
-                dy = layers[i].backward_fused(layers[i - 1], dy, input_grad=input_grad or i > 1)
-                i -= 2
+            first = i - 1 if i in fused else i   # the unit layers[first..i] runs as one
+            want = input_grad or first > 0
+            act = input_activation if first == 0 else (
+                self._activation_pass(layers, first - 1) if layers[first].takes_input_activation else None)
+            kw = {"input_activation": act} if want and act is not None else {}
+            if skip:   # layers[i] is the activation whose backward was applied after it
+                dy = layers[first].backward(dy, input_grad=want, **kw) if first < i else dy
+            elif first < i:
+                dy = layers[i].backward_fused(layers[first], dy, input_grad=want, **kw)
             else:
-                dy = layers[i].backward(dy, input_grad=input_grad or i > 0)
-                i -= 1
+                dy = layers[i].backward(dy, input_grad=want, **kw)
+            skip = bool(kw) and first > 0
+            i = first - 1
         return dy
 

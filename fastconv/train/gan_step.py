@@ -50,7 +50,9 @@ def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros, fake_labels=None):
     """One G update on ``fake`` (G's latest output, for ``fake_labels`` if conditional) scored by the
     current D: descend -log D(G(z)) ("nonsat") or log(1 - D(G(z))) = -BCE(D(G(z)), 0) ("minimax").
     D's backward computes only its input gradient (D.requires_grad_(False) meanwhile: its parameter
-    gradients would be discarded, so their ops are not run). Returns (G loss, D(G(z)) logits)."""
+    gradients would be discarded, so their ops are not run), through G's last activation when D's
+    first layer can take it (Module.takes_input_activation: G then skips that activation's pass).
+    Returns (G loss, D(G(z)) logits)."""
     G.zero_grad()
     logits = D.forward(fake) if fake_labels is None else D.forward(fake, fake_labels)
     if g_loss == "nonsat":
@@ -61,12 +63,16 @@ def g_step(G, D, opt_g, bce, fake, g_loss: str, ones, zeros, fake_labels=None):
     params = D.parameters()
     wanted = [p.requires_grad for p in params]
     D.requires_grad_(False)
+    act = G.output_activation() if D.takes_input_activation else None
     try:
-        dfake = D.backward(dlogits)
+        dfake = D.backward(dlogits) if act is None else D.backward(dlogits, input_activation=act)
     finally:
         for p, w in zip(params, wanted):
             p.requires_grad = w
-    G.backward(dfake, input_grad=False)
+    if act is None:
+        G.backward(dfake, input_grad=False)
+    else:
+        G.backward(dfake, input_grad=False, skip_output_activation=True)
     opt_g.step()
     return loss, logits
 

@@ -28,12 +28,21 @@ def test_dcgan_step(cp):
 
 def test_sequential_fusion_matches_unfused(cp):
     """A Sequential's fused activations (test_layers.fusion_net) on the CUDA C family: bit for bit the
-    layers run one at a time."""
+    layers run one at a time. Its backward launches no activation kernel but the Sigmoid's: the
+    LeakyReLU, Tanh and LeakyReLU before a Conv2d, a Conv2d and a Linear run in their backward-data
+    epilogues, the rest in batchnorm's and the pooling's backward."""
     import numpy as np
+    from fastconv import emu
     from test_layers import fusion_matches_unfused, fusion_net
     x = cp.asarray(np.random.default_rng(1).standard_normal((5, 2, 6, 6)).astype(np.float32))
     dy = cp.asarray(np.random.default_rng(2).standard_normal((5, 5)).astype(np.float32))
-    fusion_matches_unfused(fusion_net().to("cuda", kernels="cupy"), x, dy, cp.asnumpy)
+    m = fusion_net().to("cuda", kernels="cupy")
+    fusion_matches_unfused(m, x, dy, cp.asnumpy)
+    m.forward(x)
+    with emu.trace() as t:
+        m.backward(dy)
+    assert [n for n in t.launch_names if "_backward_v" in n and n.split("_backward")[0] in
+            ("relu", "leaky_relu", "tanh", "sigmoid")] == ["sigmoid_backward_v2"], t.launch_names
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adam"])

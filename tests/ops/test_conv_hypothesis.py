@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 import oracle as ref
 from backends import CONV_VERSIONS, FEW, GPU, GPU_DRAWN, conv_kernels, judge, skip_unless_conv_versions_apply
 from checks import check_drawn, run_drawn
-from fastconv import check, ops
+from fastconv import check, ops, settings
+from fastconv.testing import F32_TOL, assert_close
 from ops.test_conv import conv_all_passes
 
 
@@ -90,6 +91,29 @@ def backend_conv_specs(draw):
 def test_conv2d_drawn(backend, spec, version):
     with conv_kernels(version):
         conv_all_passes(backend, np.random.default_rng(5), *spec)
+
+
+@FEW.__class__(parent=FEW, max_examples=20)
+@given(spec=backend_conv_specs(), wide=st.sampled_from([1, 6]), act=st.sampled_from(ref.FUSED),
+       splits=st.sampled_from([None, 2]))
+def test_conv2d_backward_data_activation_output_drawn(backend, spec, wide, act, splits):
+    """Drawn shapes through backward-data's activation_output, against the float64 oracle: the
+    epilogue's EPI_GRAD on the CUDA C paths (``wide``: 6x the channels, past the small-channel
+    kernels to the GEMM and Winograd; a split count of 2 for the GEMM's reduce)."""
+    (n, c, h, wd), (k, cg, r, s), stride, pad, dil, g = spec
+    x_shape, w_shape = (n, c * wide, h, wd), (k, cg * wide, r, s)
+    rng = np.random.default_rng(6)
+    hyper = dict(stride=stride, padding=pad, dilation=dil, groups=g)
+    p, q = (ref.out_size(x_shape[2 + i], w_shape[2 + i], stride[i], pad[i], dil[i]) for i in range(2))
+    dy, w = (rng.standard_normal(shape).astype(np.float32) for shape in ((x_shape[0], w_shape[0], p, q), w_shape))
+    z = rng.standard_normal(x_shape).astype(np.float32)
+    y = ref.activation(act[0], z, act[1]).astype(np.float32)
+    want = ref.activation_backward(act[0], ref.conv2d_backward_data(dy, w, x_shape, **hyper), z, act[1])
+    with settings.using(conv_splits=splits if backend.kernels == "cupy" else None):
+        dx = ops.conv2d_backward_data(backend.asarray(dy), backend.asarray(w), x_shape, **hyper, activation=act[0],
+                                      negative_slope=act[1], activation_output=backend.asarray(y),
+                                      kernels=backend.kernels)
+    assert_close(dx, want, F32_TOL, f"conv2d_backward_data {spec} through {act[0]}, splits {splits}")
 
 
 # ---- GPU: fastconv check's judgement of drawn cases -------------------------------------------

@@ -20,6 +20,10 @@
 //   linear_splitk_reduce_v1    out[i] = act(sum over z of ws[z*MN + i] + b[i % N]).
 //   linear_forward_rows_v1     the forward for at most LIN_ROWS_N outputs whose tiled GEMM would be
 //                              split (a long reduction, few tiles): a block per row, one launch.
+//   linear_backward_rows_v1    the backward of at most LIN_ROWS_N outputs in one launch: dw, db and
+//                              dx (with linear_backward_data_v2's EPI_GRAD) from one pass over x,
+//                              a thread per input feature; the sums of linear_backward_weight_v1
+//                              and linear_backward_data_v2, in their order.
 // One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
 // register tile, walking its k range in steps of LIN_BK through shared memory; out-of-range
 // elements load as 0. Sums run in k order with fmaf (split-K: slice by slice, in z order), so
@@ -36,6 +40,8 @@
 #define LIN_THREADS 256
 #define LIN_ROWS_N 16          // linear_forward_rows_v1: the most outputs (linear.py ROWS_MAX_OUT)
 #define LIN_ROWS_THREADS 256
+#define LIN_BACK_THREADS 128   // linear_backward_rows_v1: a thread per input feature (linear.py BACK_THREADS)
+#define LIN_BACK_ROWS 32       // its batch rows of dy staged per step
 static_assert(LIN_BM * LIN_BN == LIN_THREADS * 16, "each thread owns a 4x4 output tile");
 static_assert(LIN_BM * LIN_BK == 2 * LIN_THREADS && LIN_BN * LIN_BK == 2 * LIN_THREADS,
               "each thread loads two elements of each shared tile");
@@ -200,6 +206,59 @@ extern "C" __global__ void __launch_bounds__(LIN_ROWS_THREADS) linear_forward_ro
         for (int w2 = 0; w2 < LIN_ROWS_THREADS / 32; ++w2) v += red[w2][threadIdx.x];
         y[(i64)blockIdx.x * N + threadIdx.x] = linear_act(has_bias ? v + b[threadIdx.x] : v, act, slope);
     }
+}
+
+// dw[o, n] = sum_m dy[m, o] x[m, n] and db[o] = sum_m dy[m, o] (has_dw; added into with add_dw /
+// add_db: store_or_add), dx[m, n] = linear_epilogue(sum_o dy[m, o] w[o, n]) (has_dx; mode EPI_GRAD:
+// through the backward of act at y[m, n]) for O <= LIN_ROWS_N outputs, M batch rows, N input
+// features: thread n of the grid holds column n of w and its O sums of dw in registers and walks
+// the batch rows in order (the rows of dy staged LIN_BACK_ROWS at a time in shared memory), so x is
+// read once and dx written once; block 0's threads o < O sum db. Every sum runs in the order (and
+// with the fmaf) of linear_backward_weight_v1 (m ascending) and linear_backward_data_v2 (o ascending):
+// the same floats as those two launches. Work 4*M*N*O FLOPs; moves (2*M*N + M*O + 2*O*N) * 4 B.
+extern "C" __global__ void __launch_bounds__(LIN_BACK_THREADS) linear_backward_rows_v1(
+    const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ dw,
+    float* __restrict__ db, float* __restrict__ dx, int M, int N, int O, int has_dw, int has_dx, int add_dw,
+    int add_db, const float* __restrict__ y, int mode, int act, float slope) {
+    __shared__ float ds[LIN_BACK_ROWS][LIN_ROWS_N];
+    const int n = blockIdx.x * LIN_BACK_THREADS + threadIdx.x;
+    const bool col = n < N, sums_db = has_dw && blockIdx.x == 0 && threadIdx.x < O;
+    float acc[LIN_ROWS_N], wn[LIN_ROWS_N], bsum = 0.f;
+#pragma unroll
+    for (int o = 0; o < LIN_ROWS_N; ++o) {
+        acc[o] = 0.f;
+        wn[o] = has_dx && col && o < O ? w[(i64)o * N + n] : 0.f;
+    }
+    for (int m0 = 0; m0 < M; m0 += LIN_BACK_ROWS) {
+        const int rows = min(LIN_BACK_ROWS, M - m0);
+        __syncthreads();   // the previous rows are no longer read
+        for (int e = threadIdx.x; e < rows * O; e += LIN_BACK_THREADS) ds[e / O][e % O] = dy[(i64)m0 * O + e];
+        __syncthreads();
+        if (sums_db)
+            for (int r = 0; r < rows; ++r) bsum += ds[r][threadIdx.x];
+        if (!col) continue;
+        for (int r = 0; r < rows; ++r) {
+            const i64 at = (i64)(m0 + r) * N + n;
+            if (has_dw) {
+                const float xv = x[at];
+#pragma unroll
+                for (int o = 0; o < LIN_ROWS_N; ++o)
+                    if (o < O) acc[o] = fmaf(ds[r][o], xv, acc[o]);
+            }
+            if (has_dx) {
+                float s = 0.f;
+#pragma unroll
+                for (int o = 0; o < LIN_ROWS_N; ++o)
+                    if (o < O) s = fmaf(ds[r][o], wn[o], s);
+                dx[at] = linear_epilogue(s, y, mode, n, at, act, slope);
+            }
+        }
+    }
+    if (sums_db) store_or_add(db + threadIdx.x, bsum, add_db);
+    if (has_dw && col)
+#pragma unroll
+        for (int o = 0; o < LIN_ROWS_N; ++o)
+            if (o < O) store_or_add(dw + (i64)o * N + n, acc[o], add_dw);
 }
 
 // Work: 2*M*N*K FLOPs; moves (M*K + K*N + M*N) * 4 B at best.

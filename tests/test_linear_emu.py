@@ -106,12 +106,75 @@ def test_linear_forward_rows(cp, m, n, k):
     forward_every_activation(cp, m, n, k, k, "linear_forward_rows_v1")
 
 
+# (M batch rows, O outputs, N input features) of linear_backward_rows_v1: the heads above at batch 128,
+# batch rows that are no multiple of its 32 staged rows and features that are none of its 128 threads
+BACK_ROWS_SHAPES = [(128, 1, 6272), (128, 10, 256), (33, 16, 129), (70, 3, 300)]
+
+
+@pytest.mark.parametrize("m,o,n", BACK_ROWS_SHAPES)
+def test_linear_backward_rows(cp, m, o, n):
+    """ops.linear_backward of at most 16 outputs is one launch of linear_backward_rows_v1: dx, dw and
+    db equal, bit for bit, linear_backward_data_v2's and linear_backward_weight_v1's (the same sums in
+    the same order), with and without accumulate and an activation_output (every activation), and are
+    close to the float64 loops."""
+    rng = np.random.default_rng(m + o + n)
+    dy, x, w = (rng.standard_normal(s).astype(np.float32) for s in ((m, o), (m, n), (o, n)))
+    prior_w, prior_b = rng.standard_normal((o, n)).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    dy64, x64, w64 = (a.astype(np.float64) for a in (dy, x, w))
+    for act, fn in ACTIVATIONS.items():
+        slope = 0.1 if act == "leaky_relu" else 0.0
+        y = fn(x64).astype(np.float32) if act else None   # x taken as the activation's outputs
+        for add in (False, True):
+            outs = [(cp.asarray(prior_w), cp.asarray(prior_b)) if add else (None, None) for _ in range(2)]
+            kw = dict(activation=act, negative_slope=0.1, activation_output=None if y is None else cp.asarray(y))
+            with emu.trace() as t:
+                dx, dw, db = ops.linear_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), out=outs[0],
+                                                 accumulate=add, **kw)
+            assert t.launch_names == ["linear_backward_rows_v1"], t.launch_names
+            dx2 = ops.linear_backward_data(cp.asarray(dy), cp.asarray(w), **kw)
+            dw2, db2 = ops.linear_backward_weight(cp.asarray(dy), cp.asarray(x), out=outs[1], accumulate=add)
+            for a, b in ((dx, dx2), (dw, dw2), (db, db2)):
+                assert np.isfinite(a.get()).all()
+                np.testing.assert_array_equal(a.get(), b.get())
+            want_dx = dy64 @ w64
+            if act:
+                want_dx = ref.activation_backward(act, want_dx, x64, slope) if act != "sigmoid" else \
+                    want_dx * y * (1 - y)
+            assert_close(dx.get(), want_dx, F32_TOL, f"linear_backward_rows_v1 dx {act}")
+            assert_close(dw.get(), dy64.T @ x64 + (prior_w if add else 0), F32_TOL, "linear_backward_rows_v1 dw")
+            assert_close(db.get(), dy64.sum(axis=0) + (prior_b if add else 0), F32_TOL, "linear_backward_rows_v1 db")
+
+
+def test_linear_backward_one_pass_or_wider():
+    """ops.linear_backward with one pass asked for, or more than 16 outputs, runs the two kernels (or
+    one of them): the CPU composes the two ops the same way."""
+    rng = np.random.default_rng(3)
+    dy, x, w = (rng.standard_normal(s).astype(np.float32) for s in ((6, 17), (6, 9), (17, 9)))
+    dx, dw, db = ops.linear_backward(dy, x, w)
+    np.testing.assert_array_equal(dx, ops.linear_backward_data(dy, w))
+    np.testing.assert_array_equal(dw, ops.linear_backward_weight(dy, x)[0])
+    assert ops.linear_backward(dy, x, w, weight_grad=False)[1:] == (None, None)
+    assert ops.linear_backward(dy, x, w, input_grad=False)[0] is None
+    with pytest.raises(ValueError, match=r"x: got shape \(6, 9\), expected 8 features"):
+        ops.linear_backward(dy, x, w[:, :8])
+
+
+@pytest.mark.parametrize("input_grad,weight_grad,o", [(True, False, 3), (False, True, 3), (True, True, 17)])
+def test_linear_backward_other_kernels(cp, input_grad, weight_grad, o):
+    rng = np.random.default_rng(4)
+    dy, x, w = (cp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((6, o), (6, 9), (o, 9)))
+    with emu.trace() as t:
+        ops.linear_backward(dy, x, w, input_grad=input_grad, weight_grad=weight_grad)
+    assert t.launch_names == ["linear_backward_data_v2"] * input_grad + ["linear_backward_weight_v1"] * weight_grad
+
+
 def test_rows_kernel_constants_match(cp):   # cp: the launcher module imports CuPy (here the stand-in)
     import re
     from fastconv.backends.cuda import linear, loader
     text = (loader.kernel_dir() / "linear.cu").read_text()
-    defines = dict(re.findall(r"^#define (LIN_ROWS_\w+) (\d+)", text, re.M))
-    assert (int(defines["LIN_ROWS_N"]), int(defines["LIN_ROWS_THREADS"])) == (linear.ROWS_MAX_OUT, linear.ROWS_THREADS)
+    defines = dict(re.findall(r"^#define (LIN_(?:ROWS|BACK)_\w+) (\d+)", text, re.M))
+    assert (int(defines["LIN_ROWS_N"]), int(defines["LIN_ROWS_THREADS"]), int(defines["LIN_BACK_THREADS"])) == \
+        (linear.ROWS_MAX_OUT, linear.ROWS_THREADS, linear.BACK_THREADS)
 
 
 def test_linear_splits_tile_the_reduction():

@@ -156,26 +156,23 @@ class Linear(Module):
         return ops.linear_forward(x, self.weight.data, b, activation=name, negative_slope=slope, kernels=self.kernels)
 
     def backward(self, dy, input_grad=True, input_activation=None):
-        """``input_activation`` (name, negative slope): x is that activation's output, and dx the
-        gradient w.r.t. its input (in the backward-data GEMM's epilogue)."""
+        """Both passes in one op (ops.linear_backward). ``input_activation`` (name, negative slope): x is
+        that activation's output, and dx the gradient w.r.t. its input (in the backward-data epilogue)."""
         x = self._saved(self._x, "input")
         bias = self.bias if self.bias is not None and self.bias.requires_grad else None
-        if self.weight.requires_grad or bias is not None:  # one op computes both
-            (w_out, w_add), (b_out, b_add) = (p.grad_out() if p is not None and p.requires_grad else (None, False)
-                                              for p in (self.weight, bias))
-            dw, db = ops.linear_backward_weight(dy, x, out=(w_out, b_out), accumulate=(w_add, b_add),
-                                                kernels=self.kernels)
-            if self.weight.requires_grad:
-                self.weight.accumulate(dw)
-            if bias is not None:
-                bias.accumulate(db)
-        if not input_grad:
-            return None
-        if input_activation is None:
-            return ops.linear_backward_data(dy, self.weight.data, kernels=self.kernels)
-        name, slope = input_activation
-        return ops.linear_backward_data(dy, self.weight.data, activation=name, negative_slope=slope,
-                                        activation_output=x, kernels=self.kernels)
+        weight_grad = self.weight.requires_grad or bias is not None   # one pass computes both
+        (w_out, w_add), (b_out, b_add) = (p.grad_out() if p is not None and p.requires_grad and weight_grad
+                                          else (None, False) for p in (self.weight, bias))
+        name, slope = input_activation or (None, 0.01)
+        dx, dw, db = ops.linear_backward(dy, x, self.weight.data, input_grad=input_grad, weight_grad=weight_grad,
+                                         out=(w_out, b_out), accumulate=(w_add, b_add), activation=name,
+                                         negative_slope=slope, activation_output=None if name is None else x,
+                                         kernels=self.kernels)
+        if self.weight.requires_grad:
+            self.weight.accumulate(dw)
+        if bias is not None:
+            bias.accumulate(db)
+        return dx
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -21,7 +21,7 @@ from .conv import (conv2d_backward, conv2d_backward_bias, conv2d_backward_data, 
                    conv_transpose2d_backward_weight, conv_transpose2d_forward)
 from .dropout import dropout_backward, dropout_forward  # noqa: F401
 from .embedding import class_projection_forward, embedding_backward, embedding_forward  # noqa: F401
-from .linear import linear_backward_data, linear_backward_weight, linear_forward  # noqa: F401
+from .linear import linear_backward, linear_backward_data, linear_backward_weight, linear_forward  # noqa: F401
 from .loss import bce_with_logits, gan_stats, softmax_cross_entropy  # noqa: F401
 from .optim import accumulate, adam_update, sgd_update  # noqa: F401
 from .pool import (avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,  # noqa: F401

@@ -57,3 +57,23 @@ def linear_backward_weight(dy, x, *, out=None, accumulate=False, kernels=None):
     out = out_pair(out, "out", ((dy.shape[1], x.shape[1]), (dy.shape[1],)), dy, "dy", "(dw, db)")
     return op("linear_backward_weight", dy, x, kernels=kernels)(dy, x, out=out,
                                                                accumulate=accumulate_flags(accumulate, out))
+
+
+@planned
+def linear_backward(dy, x, w, *, input_grad=True, weight_grad=True, out=None, accumulate=False, activation=None,
+                    negative_slope=0.01, activation_output=None, kernels=None):
+    """(dx, dw, db) of y = x @ w.T + b in one call: linear_backward_data (with its ``activation``,
+    ``negative_slope`` and ``activation_output``) unless input_grad is False, linear_backward_weight
+    (into ``out``, added with ``accumulate``) unless weight_grad is False; None for a pass not run.
+    The CUDA C family runs both passes of at most 16 outputs (a classifier's or a discriminator's
+    head) as one launch."""
+    operands("dy", (dy, "dy", 2), (x, "x", 2), (w, "w", 2))
+    _dim(dy, "dy", 0, x.shape[0], "rows (the batch of x)")
+    _dim(dy, "dy", 1, w.shape[0], f"columns to match w of shape {tuple(w.shape)}")
+    _dim(x, "x", 1, w.shape[1], f"features (dim 1) to match w of shape {tuple(w.shape)}")
+    activation, slope = _activation(activation, negative_slope)
+    check_activation_output(activation_output, activation, x.shape, dy, "dy")
+    out = out_pair(out, "out", ((dy.shape[1], x.shape[1]), (dy.shape[1],)), dy, "dy", "(dw, db)")
+    return op("linear_backward", dy, x, w, kernels=kernels)(dy, x, w, bool(input_grad), bool(weight_grad), out,
+                                                           accumulate_flags(accumulate, out), activation, slope,
+                                                           activation_output)

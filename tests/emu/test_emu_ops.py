@@ -67,6 +67,7 @@ def run_every_op(cp, rng):
         linear_cases.test_linear_backward_kernels(cp, 9, 130, 65)
         linear_cases.test_linear_split_k(cp, *linear_cases.SPLIT_SHAPES[0])
         linear_cases.test_linear_forward_rows(cp, *linear_cases.ROWS_SHAPES[0])
+        linear_cases.test_linear_backward_rows(cp, *linear_cases.BACK_ROWS_SHAPES[2])
     graph_cases.test_capture_kernels_against_float64(cp)  # adam_update_v2, accumulate, bias_add
     _device_scalar_forms(cp, rng)
 

@@ -14,7 +14,7 @@ from .pool import (max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, 
 from .activation import (relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,  # noqa: F401
                          sigmoid_forward, sigmoid_backward, tanh_forward, tanh_backward)
 from .batchnorm import batchnorm_forward, batchnorm_backward  # noqa: F401
-from .linear import linear_forward, linear_backward_data, linear_backward_weight  # noqa: F401
+from .linear import linear_forward, linear_backward, linear_backward_data, linear_backward_weight  # noqa: F401
 from .embedding import embedding_forward, embedding_backward, class_projection_forward  # noqa: F401
 from .dropout import fmix32, dropout_mask, dropout_forward, dropout_backward  # noqa: F401
 from .loss import softmax_cross_entropy, bce_with_logits, gan_stats  # noqa: F401

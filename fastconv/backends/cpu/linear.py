@@ -30,3 +30,10 @@ def linear_backward_data(dy, w, activation_name=None, slope=0.0, activation_outp
 def linear_backward_weight(dy, x, out=(None, None)):
     """(dw, db), each written into its entry of ``out`` when that is an array."""
     return np.matmul(dy.T, x, out=out[0]), dy.sum(axis=0, out=out[1])
+
+
+def linear_backward(dy, x, w, input_grad=True, weight_grad=True, out=(None, None), accumulate=(False, False),
+                    activation_name=None, slope=0.0, activation_output=None):
+    """(dx, dw, db): linear_backward_data and linear_backward_weight, None for a pass not run."""
+    dx = linear_backward_data(dy, w, activation_name, slope, activation_output) if input_grad else None
+    return (dx,) + (linear_backward_weight(dy, x, out=out, accumulate=accumulate) if weight_grad else (None, None))

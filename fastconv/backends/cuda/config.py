@@ -123,7 +123,7 @@ KERNELS = {
     "optim.cu": ("sgd_update_v1", "sgd_update_v2", "adam_update_v1", "adam_update_v2", "adam_update_v3",
                  "adam_update_v4", "accumulate_v2"),
     "linear.cu": ("linear_forward_v2", "linear_backward_data_v2", "linear_backward_weight_v1",
-                  "linear_splitk_reduce_v1", "linear_forward_rows_v1"),
+                  "linear_splitk_reduce_v1", "linear_forward_rows_v1", "linear_backward_rows_v1"),
     "embedding.cu": ("embedding_forward_v1", "embedding_backward_v1", "class_projection_forward_v1"),
 }
 

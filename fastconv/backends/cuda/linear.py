@@ -8,8 +8,9 @@ from __future__ import annotations
 from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _epilogue, _i32, _i32s, _launch, _out, num_sms
 
-ROWS_MAX_OUT = 16    # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's most outputs ...
+ROWS_MAX_OUT = 16    # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's (and _backward's) most outputs ...
 ROWS_THREADS = 256   # ... and its threads (LIN_ROWS_THREADS)
+BACK_THREADS = 128   # linear_backward_rows_v1's threads, one per input feature (LIN_BACK_THREADS)
 
 
 def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0, grad=False):
@@ -68,3 +69,25 @@ def linear_backward_weight(dy, x, out=(None, None), accumulate=(False, False)):
     _launch("linear.cu", "linear_backward_weight_v1", cfg.linear_grid(m, n), cfg.LINEAR_THREADS,
             (dy, x, dw, db) + _i32s("dy", "M N K", (m, n, k)) + (_i32(1), _i32(accumulate[0]), _i32(accumulate[1])))
     return dw, db
+
+
+def linear_backward(dy, x, w, input_grad=True, weight_grad=True, out=(None, None), accumulate=(False, False),
+                    activation_name=None, slope=0.0, activation_output=None):
+    """(dx, dw, db) of y = x w^T + b: linear_backward_data's dx (None unless input_grad) and
+    linear_backward_weight's (dw, db) (None, None unless weight_grad). Both, for at most ROWS_MAX_OUT
+    outputs, in one launch of linear_backward_rows_v1 (the same sums: one pass over x)."""
+    if not (input_grad and weight_grad) or dy.shape[1] > ROWS_MAX_OUT:
+        dx = linear_backward_data(dy, w, activation_name, slope, activation_output) if input_grad else None
+        return (dx,) + (linear_backward_weight(dy, x, out, accumulate) if weight_grad else (None, None))
+    dy, x, w = _arg(dy, "dy"), _arg(x, "x"), _arg(w, "w")
+    (m, o), n = dy.shape, x.shape[1]
+    dw = _out(out[0], (o, n), "linear_backward_weight output")
+    db = _out(out[1], (o,), "linear_backward_weight bias gradient")
+    dx = _alloc((m, n), _F32, "linear_backward_data output")
+    grad = activation_output is not None
+    y = _arg(activation_output, "activation_output") if grad else None
+    act = cfg.LINEAR_ACTIVATIONS[activation_name] if grad else 0
+    _launch("linear.cu", "linear_backward_rows_v1", cfg.check_grid("x", (cfg.cdiv(n, BACK_THREADS), 1, 1)),
+            BACK_THREADS, (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n)) + (_i32(o), _i32(1), _i32(1))
+            + (_i32(accumulate[0]), _i32(accumulate[1]), dx if y is None else y) + _epilogue(y, act, slope, grad))
+    return dx, dw, db

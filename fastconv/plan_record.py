@@ -36,8 +36,9 @@ def note_alloc(alloc, call_args: tuple, array, raw=None, reusable: bool = False)
     ``raw(shape, dtype)`` (call_args[0], call_args[1]) makes the same array without checks or
     poisoning: a plan built with the poison setting off uses it, and calls ``alloc`` (for its
     error message) only when it fails. ``reusable``: the array's contents on allocation do not
-    matter (an uninitialised buffer, not zeros), so a plan may hand a workspace the call does not
-    return the same array again on its next call."""
+    matter (an uninitialised buffer), or its kernels leave it as it was made (zeros: a last-block
+    counter), so a plan may hand a workspace the call does not return the same array again on its
+    next call."""
     rec = _local.rec
     if rec is not None:
         rec.allocs.append((alloc, call_args, array, raw, reusable))

@@ -39,7 +39,7 @@ VECTOR_OPS = {
     r"^relu_max_pool2d_backward_v2_2x2$": ("STG.E.64",),
     r"^batchnorm_(stats_v3|backward_sums_v2)_f4$": ("LDG.E.128",),
     r"^batchnorm_(forward_train_v3|backward_v2)_f4$": ("LDG.E.128", "STG.E.128"),
-    r"^conv2d_backward_bias_v2_f4$": ("LDG.E.128",),
+    r"^conv2d_backward_bias_v3_f4$": ("LDG.E.128",),
 }
 
 # the V = 4 pool backward kernels pair lanes so that each store instruction writes whole 32-byte
@@ -52,7 +52,7 @@ STG = re.compile(r"\bSTG\.[A-Z0-9.]+")
 # before the first instruction that uses a loaded value (the loads in flight per thread). ptxas
 # sinks some of the batchnorm forward-pass loads toward their uses (1-4 ahead, by arch), so
 # those are not listed.
-LOADS_IN_FLIGHT = {"conv2d_backward_bias_v2_f4": 4, "batchnorm_backward_sums_v2_f4": 4, "batchnorm_backward_v2_f4": 4}
+LOADS_IN_FLIGHT = {"conv2d_backward_bias_v3_f4": 4, "batchnorm_backward_sums_v2_f4": 4, "batchnorm_backward_v2_f4": 4}
 USES = re.compile(r"\b(DADD|DFMA|F2F|FADD|FMUL|FFMA|STG)\b")
 
 NVCC, NVDISASM = find_tool("nvcc"), find_tool("nvdisasm")

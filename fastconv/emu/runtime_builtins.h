@@ -47,6 +47,8 @@ inline auto max(A a, B b) -> std::common_type_t<A, B> { return a < b ? b : a; }
 
 template <class P>
 inline auto __ldg(const P& p) -> std::remove_cv_t<typename fc::strip<std::remove_pointer_t<P>>::type> { return *p; }
+template <class P>
+inline auto __ldcg(const P& p) -> std::remove_cv_t<typename fc::strip<std::remove_pointer_t<P>>::type> { return *p; }
 
 inline void __threadfence() {}
 inline void __threadfence_block() {}

@@ -17,11 +17,9 @@ def conv2d_backward_bias(dy, out=None, accumulate=False):
     grid, splits, chunk, width = _channel_launch("dy", dy, n, k, p * q)
     db = _out(out, (k,), "conv2d_backward_bias output")
     part = _alloc((k, splits), np.float64, "conv2d_backward_bias partial sums")  # unread when splits == 1
-    _launch("bias.cu", f"conv2d_backward_bias_v2_f{width}", grid, cfg.BLOCK,
-            (dy, db, part) + _i32s("dy", "N K P*Q", (n, k, p * q)) + (_i32(chunk), _i32(accumulate)))
-    if splits > 1:
-        _launch("bias.cu", "conv2d_backward_bias_finish_v2", _eltwise_grid(k), cfg.BLOCK,
-                (part, db, _i32(k), _i32(splits), _i32(accumulate)))
+    count = _alloc((k,), np.uint32, "conv2d_backward_bias counters", zero=True)  # left zero; unread when splits == 1
+    _launch("bias.cu", f"conv2d_backward_bias_v3_f{width}", grid, cfg.BLOCK,
+            (dy, db, part, count) + _i32s("dy", "N K P*Q", (n, k, p * q)) + (_i32(chunk), _i32(accumulate)))
     return db
 
 

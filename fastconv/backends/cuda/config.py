@@ -114,8 +114,7 @@ KERNELS = {
     + ("relu_max_pool2d_forward_v1", "relu_max_pool2d_backward_v1")
     + tuple(f"{op}_{p}_{v}_{s}" for op, v in (("max_pool2d", "v3"), ("avg_pool2d", "v3"), ("relu_max_pool2d", "v2"))
             for s, spec in POOL_2X2.items() for p in spec[3]),
-    "bias.cu": ("conv2d_backward_bias_v2_f1", "conv2d_backward_bias_v2_f4", "conv2d_backward_bias_finish_v2",
-                "bias_add_v1"),
+    "bias.cu": ("conv2d_backward_bias_v3_f1", "conv2d_backward_bias_v3_f4", "bias_add_v1"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)
     + tuple(f"batchnorm_{k}_v{ver}_{form}" for k, ver in (("stats", 3), ("forward_train", 3), ("backward_sums", 2),
                                                            ("backward", 2)) for form in ("f1", "f4", "c32")),

@@ -35,10 +35,11 @@ def num_sms() -> int:
 
 
 def _alloc(shape, dtype, what: str, zero: bool = False):
-    """A new device array (zeros, or NaN-filled under the poison setting); the one allocator of both
-    kernel families, so launch plans (fastconv.plan) repeat it on a plan hit and an Arena's step
-    gets its static buffers from it. ``dtype`` is a numpy dtype (or type); the out-of-memory error
-    names ``what`` and the bytes asked for."""
+    """A new device array (NaN-filled under the poison setting); the one allocator of both kernel
+    families, so launch plans (fastconv.plan) repeat it on a plan hit and an Arena's step gets its
+    static buffers from it. ``zero``: zeros when made, for a workspace its kernel leaves zero again
+    (a last-block counter): a plan keeps it and an Arena's later passes take it as it is. ``dtype``
+    is a numpy dtype (or type); the out-of-memory error names ``what`` and the bytes asked for."""
     make = cp.zeros if zero else cp.empty
     arena = current_arena()
     try:
@@ -51,12 +52,10 @@ def _alloc(shape, dtype, what: str, zero: bool = False):
             f"{what}: out of GPU memory asking for {nbytes} bytes ({tuple(shape)} {dtype}); "
             f"{free} of {total} bytes free on GPU {cp.cuda.Device().id}; expected a smaller batch or "
             "fewer arrays alive") from None
-    if zero and arena is not None:
-        a.fill(0)                 # a reused buffer holds the last pass's values
-    elif not zero and settings.current().poison:
+    if not zero and settings.current().poison:
         kind = a.dtype.kind
         a.fill(np.nan if kind == "f" else np.iinfo(a.dtype).max if kind == "u" else -1)
-    note_alloc(_alloc, (shape, dtype, what, zero), a, make, reusable=not zero)
+    note_alloc(_alloc, (shape, dtype, what, zero), a, make, reusable=True)
     return a
 
 

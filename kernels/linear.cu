@@ -42,6 +42,7 @@
 #define LIN_ROWS_THREADS 256
 #define LIN_BACK_THREADS 128   // linear_backward_rows_v1: a thread per input feature (linear.py BACK_THREADS)
 #define LIN_BACK_ROWS 32       // its batch rows of dy staged per step
+#define LIN_BACK_BATCH 4       // its rows of x loaded at once
 static_assert(LIN_BM * LIN_BN == LIN_THREADS * 16, "each thread owns a 4x4 output tile");
 static_assert(LIN_BM * LIN_BK == 2 * LIN_THREADS && LIN_BN * LIN_BK == 2 * LIN_THREADS,
               "each thread loads two elements of each shared tile");
@@ -208,54 +209,61 @@ extern "C" __global__ void __launch_bounds__(LIN_ROWS_THREADS) linear_forward_ro
     }
 }
 
-// dw[o, n] = sum_m dy[m, o] x[m, n] and db[o] = sum_m dy[m, o] (has_dw; added into with add_dw /
-// add_db: store_or_add), dx[m, n] = linear_epilogue(sum_o dy[m, o] w[o, n]) (has_dx; mode EPI_GRAD:
-// through the backward of act at y[m, n]) for O <= LIN_ROWS_N outputs, M batch rows, N input
-// features: thread n of the grid holds column n of w and its O sums of dw in registers and walks
-// the batch rows in order (the rows of dy staged LIN_BACK_ROWS at a time in shared memory), so x is
-// read once and dx written once; block 0's threads o < O sum db. Every sum runs in the order (and
-// with the fmaf) of linear_backward_weight_v1 (m ascending) and linear_backward_data_v2 (o ascending):
-// the same floats as those two launches. Work 4*M*N*O FLOPs; moves (2*M*N + M*O + 2*O*N) * 4 B.
+// dw[o, n] = sum_m dy[m, o] x[m, n] and db[o] = sum_m dy[m, o] (added into with add_dw / add_db:
+// store_or_add), dx[m, n] = linear_epilogue(sum_o dy[m, o] w[o, n]) (mode EPI_GRAD: through the
+// backward of act at y[m, n]) for O <= LIN_ROWS_N outputs, M batch rows, N input features: thread n
+// of the grid holds column n of w and its dw sums in registers and walks the batch rows in order
+// (the rows of dy staged LIN_BACK_ROWS at a time in shared memory, zero past O, so every row is the
+// same straight-line code: LIN_ROWS_N FMAs for dw and for dx; LIN_BACK_BATCH rows' x loaded at once), so x
+// is read once and dx written once; block 0's threads o < O sum db. Every sum runs in the order (and
+// with the fmaf) of linear_backward_weight_v1 (m ascending) and linear_backward_data_v2 (o
+// ascending; both add products of zeros past the real terms too): the same floats as those two
+// launches. Work 4*M*N*LIN_ROWS_N FLOPs issued; moves (2*M*N + M*O + 2*O*N) * 4 B.
 extern "C" __global__ void __launch_bounds__(LIN_BACK_THREADS) linear_backward_rows_v1(
     const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ dw,
-    float* __restrict__ db, float* __restrict__ dx, int M, int N, int O, int has_dw, int has_dx, int add_dw,
-    int add_db, const float* __restrict__ y, int mode, int act, float slope) {
-    __shared__ float ds[LIN_BACK_ROWS][LIN_ROWS_N];
+    float* __restrict__ db, float* __restrict__ dx, int M, int N, int O, int add_dw, int add_db,
+    const float* __restrict__ y, int mode, int act, float slope) {
+    __shared__ __align__(16) float ds[LIN_BACK_ROWS][LIN_ROWS_N];
     const int n = blockIdx.x * LIN_BACK_THREADS + threadIdx.x;
-    const bool col = n < N, sums_db = has_dw && blockIdx.x == 0 && threadIdx.x < O;
+    const bool col = n < N, sums_db = blockIdx.x == 0 && threadIdx.x < O;
     float acc[LIN_ROWS_N], wn[LIN_ROWS_N], bsum = 0.f;
 #pragma unroll
     for (int o = 0; o < LIN_ROWS_N; ++o) {
         acc[o] = 0.f;
-        wn[o] = has_dx && col && o < O ? w[(i64)o * N + n] : 0.f;
+        wn[o] = col && o < O ? w[(i64)o * N + n] : 0.f;
     }
     for (int m0 = 0; m0 < M; m0 += LIN_BACK_ROWS) {
         const int rows = min(LIN_BACK_ROWS, M - m0);
         __syncthreads();   // the previous rows are no longer read
-        for (int e = threadIdx.x; e < rows * O; e += LIN_BACK_THREADS) ds[e / O][e % O] = dy[(i64)m0 * O + e];
+        for (int e = threadIdx.x; e < LIN_BACK_ROWS * LIN_ROWS_N; e += LIN_BACK_THREADS) {
+            const int r = e / LIN_ROWS_N, o = e % LIN_ROWS_N;
+            ds[r][o] = r < rows && o < O ? dy[(i64)(m0 + r) * O + o] : 0.f;
+        }
         __syncthreads();
         if (sums_db)
             for (int r = 0; r < rows; ++r) bsum += ds[r][threadIdx.x];
         if (!col) continue;
-        for (int r = 0; r < rows; ++r) {
-            const i64 at = (i64)(m0 + r) * N + n;
-            if (has_dw) {
-                const float xv = x[at];
+        for (int r0 = 0; r0 < rows; r0 += LIN_BACK_BATCH) {
+            float xv[LIN_BACK_BATCH];   // a batch of rows' x loads in flight together
 #pragma unroll
-                for (int o = 0; o < LIN_ROWS_N; ++o)
-                    if (o < O) acc[o] = fmaf(ds[r][o], xv, acc[o]);
-            }
-            if (has_dx) {
+            for (int u = 0; u < LIN_BACK_BATCH; ++u) xv[u] = r0 + u < rows ? x[(i64)(m0 + r0 + u) * N + n] : 0.f;
+#pragma unroll
+            for (int u = 0; u < LIN_BACK_BATCH; ++u) {
+                const int r = r0 + u;
+                if (r >= rows) break;   // uniform over the block
                 float s = 0.f;
 #pragma unroll
-                for (int o = 0; o < LIN_ROWS_N; ++o)
-                    if (o < O) s = fmaf(ds[r][o], wn[o], s);
+                for (int o = 0; o < LIN_ROWS_N; ++o) {
+                    acc[o] = fmaf(ds[r][o], xv[u], acc[o]);
+                    s = fmaf(ds[r][o], wn[o], s);
+                }
+                const i64 at = (i64)(m0 + r) * N + n;
                 dx[at] = linear_epilogue(s, y, mode, n, at, act, slope);
             }
         }
     }
     if (sums_db) store_or_add(db + threadIdx.x, bsum, add_db);
-    if (has_dw && col)
+    if (col)
 #pragma unroll
         for (int o = 0; o < LIN_ROWS_N; ++o)
             if (o < O) store_or_add(dw + (i64)o * N + n, acc[o], add_dw);

@@ -88,6 +88,6 @@ def linear_backward(dy, x, w, input_grad=True, weight_grad=True, out=(None, None
     y = _arg(activation_output, "activation_output") if grad else None
     act = cfg.LINEAR_ACTIVATIONS[activation_name] if grad else 0
     _launch("linear.cu", "linear_backward_rows_v1", cfg.check_grid("x", (cfg.cdiv(n, BACK_THREADS), 1, 1)),
-            BACK_THREADS, (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n)) + (_i32(o), _i32(1), _i32(1))
-            + (_i32(accumulate[0]), _i32(accumulate[1]), dx if y is None else y) + _epilogue(y, act, slope, grad))
+            BACK_THREADS, (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n))
+            + (_i32(o), _i32(accumulate[0]), _i32(accumulate[1]), dx if y is None else y) + _epilogue(y, act, slope, grad))
     return dx, dw, db

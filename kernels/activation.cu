@@ -169,8 +169,14 @@ extern "C" __global__ void dropout_forward_v2(const float* __restrict__ x, float
         }
     }
 }
-// Work: 1 FLOP per element. Traffic: n * (4 + 1 + 4) B.
+// mode EPI_GRAD (common.cuh): then through the backward of the activation act whose outputs y were
+// the dropout's input (the Dropout layer's input_activation), in the same pass.
+// Work: 1 FLOP per element (+ act's backward). Traffic: n * (4 + 1 + 4) B (+ n * 4 B of y).
 extern "C" __global__ void dropout_backward_v1(const float* __restrict__ dy, const unsigned char* __restrict__ mask,
-                                               float* __restrict__ dx, int n, float scale) {
-    GRID_STRIDE32(i, n) dx[i] = mask[i] ? dy[i] * scale : 0.f;
+                                               float* __restrict__ dx, int n, float scale, const float* __restrict__ y,
+                                               int mode, int act, float slope) {
+    GRID_STRIDE32(i, n) {
+        const float v = mask[i] ? dy[i] * scale : 0.f;
+        dx[i] = mode == EPI_GRAD ? conv_act_grad(v, y[i], act, slope) : v;
+    }
 }

@@ -275,6 +275,38 @@ def test_activation_backward_across_modules():
         tconv.layers[0].backward(np.ones((1, 2, 6, 6), np.float32), input_activation=("relu", 0.0))
 
 
+def dropout_handoff(xp=np, get=np.asarray, kernels=None):
+    """Linear -> ReLU -> Dropout -> Linear -> LeakyReLU -> Dropout(0) -> Linear: each Dropout takes the
+    activation's backward before it (in its kernel; with no mask, the activation's own op), and the
+    Sequential's backward equals, bit for bit, the layers' own backward passes run one at a time on
+    the same forward (the same masks), in training and in eval mode. Returns the Sequential."""
+    rng = np.random.default_rng(0)
+    m = nn.Sequential(nn.Linear(6, 8, rng=rng), nn.ReLU(), nn.Dropout(0.5, seed=3), nn.Linear(8, 5, rng=rng),
+                      nn.LeakyReLU(0.2), nn.Dropout(0.0), nn.Linear(5, 3, rng=rng))
+    if xp is not np:
+        m.to("cuda", kernels=kernels)
+    x = xp.asarray(rng.standard_normal((7, 6)).astype(np.float32))
+    dy = xp.asarray(rng.standard_normal((7, 3)).astype(np.float32))
+    for training in (True, False):
+        m.train(training)
+        m.zero_grad()
+        m.forward(x)
+        fused = [get(m.backward(dy))] + [get(p.grad) for p in m.parameters()]
+        m.zero_grad()
+        g = dy
+        for layer in reversed(m.layers):
+            g = layer.backward(g)
+        unfused = [get(g)] + [get(p.grad) for p in m.parameters()]
+        for a, b in zip(fused, unfused):
+            assert np.isfinite(a).all()
+            np.testing.assert_array_equal(a, b)
+    return m
+
+
+def test_dropout_takes_the_activation_backward():
+    dropout_handoff()
+
+
 def test_requires_grad_false_skips_parameter_gradients():
     """requires_grad_(False): the input gradient unchanged, bit for bit; no parameter gradient made,
     one already there kept; True restores them. Every kind of parameterised layer of the GANs."""

@@ -53,9 +53,9 @@ def cp():
         yield stand_in
 
 
-def _lenet(cp, opt_cls, **kw):
+def _lenet(cp, opt_cls, dropout=0.0, **kw):
     rng = np.random.default_rng(0)
-    model = build_cnn(rng=rng)
+    model = build_cnn(rng=rng, dropout=dropout)
     opt = opt_cls(model.parameters(), **kw)      # before .to(), as the trainer does
     model.to("cuda")
     loss_fn = nn.CrossEntropyLoss()
@@ -82,6 +82,8 @@ def _gan(cp, model):
 STEPS = {
     "lenet-sgd": (lambda cp: _lenet(cp, optim.SGD, lr=0.05, momentum=0.9), 30, 0),
     "lenet-adam": (lambda cp: _lenet(cp, optim.Adam, lr=1e-3), 30, 0),
+    # + dropout_forward_v2 and dropout_backward_v1, which takes the ReLU's backward (33 before)
+    "lenet-dropout": (lambda cp: _lenet(cp, optim.SGD, dropout=0.3, lr=0.05, momentum=0.9), 32, 0),
     "dcgan": (lambda cp: _gan(cp, "dcgan"), 75, 0),   # the 4 phase GEMMs of the generator unsplit
     "cdcgan": (lambda cp: _gan(cp, "cdcgan"), 87, 0),
 }

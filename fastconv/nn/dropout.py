@@ -19,7 +19,12 @@ class Dropout(Module):
     same masks. On the GPU it lives in a uint32 device counter that the forward kernel advances
     (a CUDA graph of the training step draws a new mask at every replay), made from the buffer
     at the first forward and read back into it by state_dict and .to().
+
+    It takes the backward of an activation before it into its own (``takes_input_activation``: a
+    Linear -> ReLU -> Dropout -> Linear stack runs the ReLU's backward in the dropout's pass).
     """
+
+    takes_input_activation = True
 
     def __init__(self, p=0.5, seed=0):
         super().__init__()
@@ -28,11 +33,11 @@ class Dropout(Module):
             raise TypeError(f"seed: got {seed!r}, expected an int")
         self.add_buffer("seed", np.asarray(int(seed) & 0xFFFFFFFF, np.int64))
         self.add_buffer("calls", np.zeros((), np.int64))
-        self._mask = None
+        self._mask = self._x = None
         self._counter = None   # on the GPU: uint32 (calls mod 2**32, 0)
 
     def _clear_cache(self):
-        self._mask = None
+        self._mask = self._x = None
         self._counter = None   # read back first (Module._map_arrays)
 
     def _read_back(self):
@@ -45,6 +50,7 @@ class Dropout(Module):
         self._counter = None
 
     def forward(self, x):
+        self._x = x   # the outputs of an activation before it, for backward's input_activation
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
@@ -59,12 +65,20 @@ class Dropout(Module):
         y, self._mask = ops.dropout_forward(x, self.p, seed & 0xFFFFFFFF, self._counter, kernels=self.kernels)
         return y
 
-    def backward(self, dy, input_grad=True):
+    def backward(self, dy, input_grad=True, input_activation=None):
+        """``input_activation`` (name, negative slope): x is that activation's output, and dx the
+        gradient w.r.t. its input (in dropout's backward kernel; with no mask, the activation's own)."""
         if not input_grad:
             return None
-        if self._mask is None:
-            return dy
-        return ops.dropout_backward(dy, self._mask, self.p, kernels=self.kernels)
+        if input_activation is None:
+            return dy if self._mask is None else ops.dropout_backward(dy, self._mask, self.p, kernels=self.kernels)
+        name, slope = input_activation
+        x = self._saved(self._x, "input")
+        if self._mask is None:   # eval, or p = 0: the identity, then the activation's backward
+            extra = (slope,) if name == "leaky_relu" else ()
+            return getattr(ops, f"{name}_backward")(dy, x, *extra, kernels=self.kernels)
+        return ops.dropout_backward(dy, self._mask, self.p, activation=name, negative_slope=slope, activation_output=x,
+                                    kernels=self.kernels)
 
     def extra_repr(self):
         return f"p={self.p}"

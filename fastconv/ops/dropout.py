@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..argcheck import ANY_NDIM, array, probability, same_device
+from ..argcheck import ANY_NDIM, activation_output as check_activation_output, array, fused_activation, probability, \
+    same_device
 from ..backend import op
 from ..plan import planned
 
@@ -33,11 +34,16 @@ def dropout_forward(x, p, seed, calls=None, *, kernels=None):
 
 
 @planned
-def dropout_backward(dy, mask, p, *, kernels=None):
+def dropout_backward(dy, mask, p, *, activation=None, negative_slope=0.01, activation_output=None, kernels=None):
+    """dx = dy * mask / (1 - p). With ``activation_output`` (the dropout's input x, when x was the
+    output of ``activation``, one of argcheck.FUSED_ACTIVATIONS) the gradient w.r.t. that
+    activation's input instead, in the same pass."""
     array(dy, "dy", ANY_NDIM)
     array(mask, "mask", dy.ndim, dtype=np.uint8)
     if tuple(mask.shape) != tuple(dy.shape):
         raise ValueError(f"mask: got shape {tuple(mask.shape)}, expected {tuple(dy.shape)}")
     same_device(dy=dy, mask=mask)
     p = probability(p)
-    return op("dropout_backward", dy, kernels=kernels)(dy, mask, p)
+    activation, slope = fused_activation(activation, negative_slope)
+    check_activation_output(activation_output, activation, dy.shape, dy, "dy")
+    return op("dropout_backward", dy, kernels=kernels)(dy, mask, p, activation, slope, activation_output)

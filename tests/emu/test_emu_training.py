@@ -49,3 +49,21 @@ def test_sequential_fusion_matches_unfused(cp):
 def test_optimizer_with_gaps_and_a_changing_lr(cp, kind):
     from test_optim import gaps_case
     gaps_case(kind, cp.asarray, lambda a: a.get(), second_dtype=False)
+
+
+def test_dropout_takes_the_activation_backward(cp):
+    """test_layers.dropout_handoff on the CUDA C family; in training the backward launches no
+    activation kernel (the ReLU's backward runs in dropout_backward_v1, the LeakyReLU's in the
+    Dropout(0)'s place: its own op, as the identity has no kernel)."""
+    import numpy as np
+    from fastconv import emu
+    from test_layers import dropout_handoff
+    m = dropout_handoff(cp, cp.asnumpy, "cupy")
+    m.train()
+    x = cp.asarray(np.random.default_rng(1).standard_normal((7, 6)).astype(np.float32))
+    m.forward(x)
+    with emu.trace() as t:
+        m.backward(cp.ones((7, 3), np.float32))
+    names = t.launch_names
+    assert "relu_backward_v1" not in names and "relu_backward_v2" not in names, names
+    assert names.count("dropout_backward_v1") == 1, names

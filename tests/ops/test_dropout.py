@@ -91,3 +91,24 @@ def test_dropout_masks_equal_the_cpu(backend, rng, size, p, seed):
 @given(shape=SHAPES)
 def test_dropout_gpu_drawn(backend, shape):
     judge("dropout", shape, backend.name)
+
+
+@pytest.mark.parametrize("act,slope", ref.FUSED)
+def test_dropout_backward_through_activation_output(backend, rng, act, slope):
+    """dropout_backward with activation_output (the dropout's input, an activation's outputs) returns
+    the gradient w.r.t. the activation's input, in the dropout kernel on the GPU families (no
+    activation kernel), against the float64 oracle at the activation's input z."""
+    from fastconv import emu
+    z = randn(rng, (5, 37), np.float32)
+    y = ref.activation(act, z, slope).astype(np.float32)
+    dy, p = randn(rng, z.shape, np.float32), 0.4
+    mask = ref.dropout_mask(z.size, p, 9).reshape(z.shape)
+    with emu.trace() as t:
+        dx = ops.dropout_backward(backend.asarray(dy), backend.asarray(mask), p, activation=act, negative_slope=slope,
+                                  activation_output=backend.asarray(y), kernels=backend.kernels)
+    assert_close(dx, ref.activation_backward(act, ref._f64(dy) * mask / (1 - p), z, slope), F32_TOL,
+                 f"dropout_backward through {act}")
+    if backend.name == "emu":
+        assert t.launch_names == ["dropout_backward_v1"], t.launch_names
+    with raises(ValueError, "activation: got None with an activation_output"):
+        ops.dropout_backward(backend.asarray(dy), backend.asarray(mask), p, activation_output=backend.asarray(y))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activation import activate_backward
+
 
 def fmix32(h):
     """MurmurHash3's 32-bit finaliser on a uint32 array (wrapping arithmetic)."""
@@ -31,5 +33,8 @@ def dropout_forward(x, p, seed, calls=None):
     return x * (mask * x.dtype.type(1.0 / (1.0 - p))), mask
 
 
-def dropout_backward(dy, mask, p):
-    return dy * (mask * dy.dtype.type(1.0 / (1.0 - p)))
+def dropout_backward(dy, mask, p, activation=None, slope=0.0, activation_output=None):
+    """dy * mask / (1 - p); given ``activation_output`` (the outputs of ``activation`` that were the
+    dropout's input), through that activation's backward."""
+    dx = dy * (mask * dy.dtype.type(1.0 / (1.0 - p)))
+    return dx if activation_output is None else activate_backward(activation, dx, activation_output, slope)

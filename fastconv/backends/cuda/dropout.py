@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import config as cfg
-from .launch import _F32, _alloc, _arg, _eltwise_grid, _f32, _launch
+from .launch import _F32, _alloc, _arg, _eltwise_grid, _epilogue, _f32, _launch
 
 
 def dropout_forward(x, p, seed, calls=None):
@@ -23,12 +23,17 @@ def dropout_forward(x, p, seed, calls=None):
     return y, mask
 
 
-def dropout_backward(dy, mask, p):
+def dropout_backward(dy, mask, p, activation=None, slope=0.0, activation_output=None):
+    """dx = dy * mask / (1 - p); given ``activation_output`` (the outputs of ``activation`` that were
+    the dropout's input), through that activation's backward, in the same kernel."""
     dy = _arg(dy, "dy")
     mask = _arg(mask, "mask", np.uint8)
     cfg.check_int32("dy", dy.size, "size")
     dx = _alloc(dy.shape, _F32, "dropout_backward output")
+    grad = activation_output is not None
+    y = _arg(activation_output, "activation_output") if grad else None
     if dy.size:
         _launch("activation.cu", "dropout_backward_v1", _eltwise_grid(dy.size), cfg.BLOCK,
-                (dy, mask, dx, np.int32(dy.size), _f32(1.0 / (1.0 - p))))
+                (dy, mask, dx, np.int32(dy.size), _f32(1.0 / (1.0 - p)), dx if y is None else y)
+                + _epilogue(y, cfg.activation_code(activation) if grad else 0, slope, grad))
     return dx

@@ -262,9 +262,13 @@ def test_activation_backward_across_modules():
         grads.append([p.grad.copy() for p in (*G.parameters(), *D.parameters())])
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
-    assert d_trunk.output_activation() is None and g_body.takes_input_activation   # ends in Flatten; starts a Linear
+    assert d_trunk.output_activation() == ("leaky_relu", 0.2)   # looked for through its Flatten
+    assert g_body.takes_input_activation   # it starts with a Linear
+    head = nn.Sequential(nn.Linear(48, 4, rng=rng))
+    head.forward(np.ones((5, 48), np.float32))
+    assert head.output_activation() is None
     with pytest.raises(ValueError, match=r"skip_output_activation: got True, expected False"):
-        d_trunk.backward(np.ones((5, 48), np.float32), skip_output_activation=True)
+        head.backward(np.ones((5, 4), np.float32), skip_output_activation=True)
     tconv = nn.Sequential(nn.ConvTranspose2d(2, 2, 3, rng=rng))
     tconv.forward(np.ones((1, 2, 4, 4), np.float32))
     assert not tconv.takes_input_activation
@@ -275,18 +279,28 @@ def test_activation_backward_across_modules():
         tconv.layers[0].backward(np.ones((1, 2, 6, 6), np.float32), input_activation=("relu", 0.0))
 
 
-def dropout_handoff(xp=np, get=np.asarray, kernels=None):
-    """Linear -> ReLU -> Dropout -> Linear -> LeakyReLU -> Dropout(0) -> Linear: each Dropout takes the
-    activation's backward before it (in its kernel; with no mask, the activation's own op), and the
-    Sequential's backward equals, bit for bit, the layers' own backward passes run one at a time on
-    the same forward (the same masks), in training and in eval mode. Returns the Sequential."""
+def handoff_nets():
+    """(Sequential, x shape, dy shape) of the activation hand-offs past a fused pair: Linear -> ReLU
+    -> Dropout -> Linear -> LeakyReLU -> Dropout(0) -> Linear (each Dropout takes the activation's
+    backward before it: in its kernel; with no mask, the activation's own op), and Conv2d ->
+    LeakyReLU -> Flatten -> Linear -> ReLU -> Unflatten -> Conv2d (the Linear and the last Conv2d
+    take the activation before the reshape)."""
     rng = np.random.default_rng(0)
-    m = nn.Sequential(nn.Linear(6, 8, rng=rng), nn.ReLU(), nn.Dropout(0.5, seed=3), nn.Linear(8, 5, rng=rng),
-                      nn.LeakyReLU(0.2), nn.Dropout(0.0), nn.Linear(5, 3, rng=rng))
+    return [(nn.Sequential(nn.Linear(6, 8, rng=rng), nn.ReLU(), nn.Dropout(0.5, seed=3), nn.Linear(8, 5, rng=rng),
+                           nn.LeakyReLU(0.2), nn.Dropout(0.0), nn.Linear(5, 3, rng=rng)), (7, 6), (7, 3)),
+            (nn.Sequential(nn.Conv2d(2, 3, 3, rng=rng), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(48, 4, rng=rng),
+                           nn.ReLU(), nn.Unflatten((4, 1, 1)), nn.Conv2d(4, 2, 1, rng=rng)), (5, 2, 6, 6),
+             (5, 2, 1, 1))]
+
+
+def handoff_matches_layers(m, x_shape, dy_shape, xp=np, get=np.asarray, kernels=None):
+    """The Sequential's backward equals, bit for bit, its layers' own backward passes run one at a
+    time on the same forward (the same masks), in training and in eval mode."""
+    rng = np.random.default_rng(1)
     if xp is not np:
         m.to("cuda", kernels=kernels)
-    x = xp.asarray(rng.standard_normal((7, 6)).astype(np.float32))
-    dy = xp.asarray(rng.standard_normal((7, 3)).astype(np.float32))
+    x = xp.asarray(rng.standard_normal(x_shape).astype(np.float32))
+    dy = xp.asarray(rng.standard_normal(dy_shape).astype(np.float32))
     for training in (True, False):
         m.train(training)
         m.zero_grad()
@@ -300,11 +314,13 @@ def dropout_handoff(xp=np, get=np.asarray, kernels=None):
         for a, b in zip(fused, unfused):
             assert np.isfinite(a).all()
             np.testing.assert_array_equal(a, b)
-    return m
+    return x, dy
 
 
-def test_dropout_takes_the_activation_backward():
-    dropout_handoff()
+def test_activation_backward_handed_past_dropout_and_reshapes():
+    for m, x_shape, dy_shape in handoff_nets():
+        handoff_matches_layers(m, x_shape, dy_shape)
+    assert nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Flatten()).output_activation() == ("tanh", 0.0)
 
 
 def test_requires_grad_false_skips_parameter_gradients():

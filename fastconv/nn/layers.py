@@ -337,6 +337,8 @@ class AvgPool2d(_Pool):
 class Flatten(Module):
     """(N, ...) -> (N, prod(...))."""
 
+    reshapes = True   # a Sequential looks through it for an activation's backward (input_activation)
+
     def __init__(self):
         super().__init__()
         self._shape = None
@@ -351,6 +353,8 @@ class Flatten(Module):
 
 class Unflatten(Module):
     """(N, prod(shape)) -> (N, *shape)."""
+
+    reshapes = True
 
     def __init__(self, shape):
         super().__init__()

@@ -320,7 +320,11 @@ class Sequential(Module):
 
     def _activation_pass(self, layers, j):
         """Layer j's output_activation() when its backward is a pass of its own: not recomputed by
-        the layer it runs fused after (``backward_takes_activation``: BatchNorm), else None."""
+        the layer it runs fused after (``backward_takes_activation``: BatchNorm), else None. Layers
+        that only reshape (Flatten, Unflatten: ``reshapes``) are looked through: the activation's
+        outputs, reshaped, are then the input of the layer after them."""
+        while j > 0 and getattr(layers[j], "reshapes", False):
+            j -= 1
         spec = layers[j].output_activation()
         if spec is None or (j in getattr(self, "_fused", ()) and getattr(layers[j - 1], "backward_takes_activation",
                                                                          False)):
@@ -351,13 +355,14 @@ class Sequential(Module):
             act = input_activation if first == 0 else (
                 self._activation_pass(layers, first - 1) if layers[first].takes_input_activation else None)
             kw = {"input_activation": act} if want and act is not None else {}
-            if skip:   # layers[i] is the activation whose backward was applied after it
+            reshapes = getattr(layers[i], "reshapes", False)
+            if skip and not reshapes:   # layers[i] is the activation whose backward was applied after it
                 dy = layers[first].backward(dy, input_grad=want, **kw) if first < i else dy
             elif first < i:
                 dy = layers[i].backward_fused(layers[first], dy, input_grad=want, **kw)
             else:
                 dy = layers[i].backward(dy, input_grad=want, **kw)
-            skip = bool(kw) and first > 0
+            skip = (bool(kw) and first > 0) or (skip and reshapes)   # a reshape passes the skip on
             i = first - 1
         return dy
 

@@ -51,19 +51,16 @@ def test_optimizer_with_gaps_and_a_changing_lr(cp, kind):
     gaps_case(kind, cp.asarray, lambda a: a.get(), second_dtype=False)
 
 
-def test_dropout_takes_the_activation_backward(cp):
-    """test_layers.dropout_handoff on the CUDA C family; in training the backward launches no
-    activation kernel (the ReLU's backward runs in dropout_backward_v1, the LeakyReLU's in the
-    Dropout(0)'s place: its own op, as the identity has no kernel)."""
-    import numpy as np
+def test_activation_backward_handed_past_dropout_and_reshapes(cp):
+    """test_layers.handoff_nets on the CUDA C family, bit for bit their layers' own passes; in
+    training the backward launches only the LeakyReLU's activation kernel in place of the Dropout(0)
+    (the identity has no kernel to take it), none in the net with the reshapes."""
     from fastconv import emu
-    from test_layers import dropout_handoff
-    m = dropout_handoff(cp, cp.asnumpy, "cupy")
-    m.train()
-    x = cp.asarray(np.random.default_rng(1).standard_normal((7, 6)).astype(np.float32))
-    m.forward(x)
-    with emu.trace() as t:
-        m.backward(cp.ones((7, 3), np.float32))
-    names = t.launch_names
-    assert "relu_backward_v1" not in names and "relu_backward_v2" not in names, names
-    assert names.count("dropout_backward_v1") == 1, names
+    from test_layers import handoff_matches_layers, handoff_nets
+    for (m, x_shape, dy_shape), want in zip(handoff_nets(), (["leaky_relu_backward_v2"], [])):
+        x, dy = handoff_matches_layers(m, x_shape, dy_shape, cp, cp.asnumpy, "cupy")
+        m.train()
+        m.forward(x)
+        with emu.trace() as t:
+            m.backward(dy)
+        assert [n for n in t.launch_names if "relu_backward" in n or "tanh_backward" in n] == want, t.launch_names

@@ -22,8 +22,9 @@
 //                              split (a long reduction, few tiles): a block per row, one launch.
 //   linear_backward_rows_v1    the backward of at most LIN_ROWS_N outputs in one launch: dw, db and
 //                              dx (with linear_backward_data_v2's EPI_GRAD) from one pass over x,
-//                              a thread per input feature; the sums of linear_backward_weight_v1
-//                              and linear_backward_data_v2, in their order.
+//                              a thread per input feature and LIN_BACK_ROWS batch rows per block;
+//                              the row groups' dw and db partials summed in order by the last
+//                              block of each column tile.
 // One block computes a LIN_BM x LIN_BN tile of the output with LIN_THREADS threads, each a 4x4
 // register tile, walking its k range in steps of LIN_BK through shared memory; out-of-range
 // elements load as 0. Sums run in k order with fmaf (split-K: slice by slice, in z order), so
@@ -40,9 +41,9 @@
 #define LIN_THREADS 256
 #define LIN_ROWS_N 16          // linear_forward_rows_v1: the most outputs (linear.py ROWS_MAX_OUT)
 #define LIN_ROWS_THREADS 256
-#define LIN_BACK_THREADS 128   // linear_backward_rows_v1: a thread per input feature (linear.py BACK_THREADS)
-#define LIN_BACK_ROWS 32       // its batch rows of dy staged per step
-#define LIN_BACK_BATCH 4       // its rows of x loaded at once
+#define LIN_BACK_THREADS 128   // linear_backward_rows_v1: a thread per input feature (linear.py BACK_THREADS) ...
+#define LIN_BACK_ROWS 16       // ... its batch rows per block (grid y; linear.py BACK_ROWS) ...
+#define LIN_BACK_BATCH 8       // ... and its rows of x loaded at once
 static_assert(LIN_BM * LIN_BN == LIN_THREADS * 16, "each thread owns a 4x4 output tile");
 static_assert(LIN_BM * LIN_BK == 2 * LIN_THREADS && LIN_BN * LIN_BK == 2 * LIN_THREADS,
               "each thread loads two elements of each shared tile");
@@ -211,20 +212,25 @@ extern "C" __global__ void __launch_bounds__(LIN_ROWS_THREADS) linear_forward_ro
 
 // dw[o, n] = sum_m dy[m, o] x[m, n] and db[o] = sum_m dy[m, o] (added into with add_dw / add_db:
 // store_or_add), dx[m, n] = linear_epilogue(sum_o dy[m, o] w[o, n]) (mode EPI_GRAD: through the
-// backward of act at y[m, n]) for O <= LIN_ROWS_N outputs, M batch rows, N input features: thread n
-// of the grid holds column n of w and its dw sums in registers and walks the batch rows in order
-// (the rows of dy staged LIN_BACK_ROWS at a time in shared memory, zero past O, so every row is the
-// same straight-line code: LIN_ROWS_N FMAs for dw and for dx; LIN_BACK_BATCH rows' x loaded at once), so x
-// is read once and dx written once; block 0's threads o < O sum db. Every sum runs in the order (and
-// with the fmaf) of linear_backward_weight_v1 (m ascending) and linear_backward_data_v2 (o
-// ascending; both add products of zeros past the real terms too): the same floats as those two
-// launches. Work 4*M*N*LIN_ROWS_N FLOPs issued; moves (2*M*N + M*O + 2*O*N) * 4 B.
+// backward of act at y[m, n]) for O <= LIN_ROWS_N outputs, M batch rows, N input features. Block
+// (x, y) takes input features x*LIN_BACK_THREADS.. (a thread each: its column of w and its dw sums
+// in registers) and batch rows y*LIN_BACK_ROWS.., whose dy rows it stages in shared memory (zero
+// past O, so every row is the same straight-line code: LIN_ROWS_N FMAs for dw and for dx;
+// LIN_BACK_BATCH rows' x loaded at once): x is read once and dx written once, by blocks that each
+// walk a few rows. dw sums the rows in order with fmaf, dx the outputs in order with fmaf (the
+// floats of linear_backward_data_v2). With one row group the block writes dw (and, column tile 0,
+// db) itself; with several it writes partials (pw [y][O][N], pb [y][O]) and the last block of its
+// column tile to finish (count[x], left zero again: a launcher workspace made as zeros) sums them in
+// row-group order: deterministic. Work 4*M*N*LIN_ROWS_N FLOPs issued; moves (2*M*N + M*O + 2*O*N) * 4
+// B, + 2 * gridDim.y * (O*N + O) * 4 B of partials with several row groups.
 extern "C" __global__ void __launch_bounds__(LIN_BACK_THREADS) linear_backward_rows_v1(
     const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ dw,
     float* __restrict__ db, float* __restrict__ dx, int M, int N, int O, int add_dw, int add_db,
-    const float* __restrict__ y, int mode, int act, float slope) {
+    const float* __restrict__ y, int mode, int act, float slope, float* pw, float* pb, unsigned* count) {
     __shared__ __align__(16) float ds[LIN_BACK_ROWS][LIN_ROWS_N];
-    const int n = blockIdx.x * LIN_BACK_THREADS + threadIdx.x;
+    __shared__ bool last;
+    const int n = blockIdx.x * LIN_BACK_THREADS + threadIdx.x, m0 = blockIdx.y * LIN_BACK_ROWS;
+    const int rows = min(LIN_BACK_ROWS, M - m0), groups = gridDim.y;
     const bool col = n < N, sums_db = blockIdx.x == 0 && threadIdx.x < O;
     float acc[LIN_ROWS_N], wn[LIN_ROWS_N], bsum = 0.f;
 #pragma unroll
@@ -232,17 +238,14 @@ extern "C" __global__ void __launch_bounds__(LIN_BACK_THREADS) linear_backward_r
         acc[o] = 0.f;
         wn[o] = col && o < O ? w[(i64)o * N + n] : 0.f;
     }
-    for (int m0 = 0; m0 < M; m0 += LIN_BACK_ROWS) {
-        const int rows = min(LIN_BACK_ROWS, M - m0);
-        __syncthreads();   // the previous rows are no longer read
-        for (int e = threadIdx.x; e < LIN_BACK_ROWS * LIN_ROWS_N; e += LIN_BACK_THREADS) {
-            const int r = e / LIN_ROWS_N, o = e % LIN_ROWS_N;
-            ds[r][o] = r < rows && o < O ? dy[(i64)(m0 + r) * O + o] : 0.f;
-        }
-        __syncthreads();
-        if (sums_db)
-            for (int r = 0; r < rows; ++r) bsum += ds[r][threadIdx.x];
-        if (!col) continue;
+    for (int e = threadIdx.x; e < LIN_BACK_ROWS * LIN_ROWS_N; e += LIN_BACK_THREADS) {
+        const int r = e / LIN_ROWS_N, o = e % LIN_ROWS_N;
+        ds[r][o] = r < rows && o < O ? dy[(i64)(m0 + r) * O + o] : 0.f;
+    }
+    __syncthreads();
+    if (sums_db)
+        for (int r = 0; r < rows; ++r) bsum += ds[r][threadIdx.x];
+    if (col)
         for (int r0 = 0; r0 < rows; r0 += LIN_BACK_BATCH) {
             float xv[LIN_BACK_BATCH];   // a batch of rows' x loads in flight together
 #pragma unroll
@@ -261,12 +264,36 @@ extern "C" __global__ void __launch_bounds__(LIN_BACK_THREADS) linear_backward_r
                 dx[at] = linear_epilogue(s, y, mode, n, at, act, slope);
             }
         }
+    if (groups == 1) {
+        if (sums_db) store_or_add(db + threadIdx.x, bsum, add_db);
+        if (col)
+#pragma unroll
+            for (int o = 0; o < LIN_ROWS_N; ++o)
+                if (o < O) store_or_add(dw + (i64)o * N + n, acc[o], add_dw);
+        return;
     }
-    if (sums_db) store_or_add(db + threadIdx.x, bsum, add_db);
+    if (sums_db) pb[blockIdx.y * O + threadIdx.x] = bsum;
     if (col)
 #pragma unroll
         for (int o = 0; o < LIN_ROWS_N; ++o)
-            if (o < O) store_or_add(dw + (i64)o * N + n, acc[o], add_dw);
+            if (o < O) pw[((i64)blockIdx.y * O + o) * N + n] = acc[o];
+    __threadfence();   // every thread's partials visible before the block counts itself finished
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&count[blockIdx.x], 1u) == (unsigned)groups - 1;
+    __syncthreads();
+    if (!last) return;   // uniform: the column tile's last block sums every row group's partials
+    if (sums_db) {
+        float t = 0.f;
+        for (int g = 0; g < groups; ++g) t += __ldcg(pb + g * O + threadIdx.x);
+        store_or_add(db + threadIdx.x, t, add_db);
+    }
+    if (col)
+        for (int o = 0; o < O; ++o) {
+            float t = 0.f;
+            for (int g = 0; g < groups; ++g) t += __ldcg(pw + ((i64)g * O + o) * N + n);
+            store_or_add(dw + (i64)o * N + n, t, add_dw);
+        }
+    if (threadIdx.x == 0) count[blockIdx.x] = 0u;   // zero again for the next launch
 }
 
 // Work: 2*M*N*K FLOPs; moves (M*K + K*N + M*N) * 4 B at best.

@@ -5,12 +5,15 @@ step with TF32 conv kernels is still captured whole in a CUDA graph."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import config as cfg
 from .launch import _F32, _alloc, _arg, _eltwise_grid, _epilogue, _i32, _i32s, _launch, _out, num_sms
 
 ROWS_MAX_OUT = 16    # kernels/linear.cu LIN_ROWS_N: linear_forward_rows_v1's (and _backward's) most outputs ...
 ROWS_THREADS = 256   # ... and its threads (LIN_ROWS_THREADS)
-BACK_THREADS = 128   # linear_backward_rows_v1's threads, one per input feature (LIN_BACK_THREADS)
+BACK_THREADS = 128   # linear_backward_rows_v1's threads, one per input feature (LIN_BACK_THREADS) ...
+BACK_ROWS = 16       # ... and its batch rows per block (LIN_BACK_ROWS)
 
 
 def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0, grad=False):
@@ -75,7 +78,8 @@ def linear_backward(dy, x, w, input_grad=True, weight_grad=True, out=(None, None
                     activation_name=None, slope=0.0, activation_output=None):
     """(dx, dw, db) of y = x w^T + b: linear_backward_data's dx (None unless input_grad) and
     linear_backward_weight's (dw, db) (None, None unless weight_grad). Both, for at most ROWS_MAX_OUT
-    outputs, in one launch of linear_backward_rows_v1 (the same sums: one pass over x)."""
+    outputs, in one launch of linear_backward_rows_v1 (one pass over x; BACK_ROWS batch rows per
+    block, their partial sums added by the last block of each column tile)."""
     if not (input_grad and weight_grad) or dy.shape[1] > ROWS_MAX_OUT:
         dx = linear_backward_data(dy, w, activation_name, slope, activation_output) if input_grad else None
         return (dx,) + (linear_backward_weight(dy, x, out, accumulate) if weight_grad else (None, None))
@@ -87,7 +91,12 @@ def linear_backward(dy, x, w, input_grad=True, weight_grad=True, out=(None, None
     grad = activation_output is not None
     y = _arg(activation_output, "activation_output") if grad else None
     act = cfg.LINEAR_ACTIVATIONS[activation_name] if grad else 0
-    _launch("linear.cu", "linear_backward_rows_v1", cfg.check_grid("x", (cfg.cdiv(n, BACK_THREADS), 1, 1)),
-            BACK_THREADS, (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n))
-            + (_i32(o), _i32(accumulate[0]), _i32(accumulate[1]), dx if y is None else y) + _epilogue(y, act, slope, grad))
+    grid = cfg.check_grid("x", (cfg.cdiv(n, BACK_THREADS), cfg.cdiv(m, BACK_ROWS), 1))
+    split = grid[1] > 1   # row groups: partials for each column tile's last block (a counter each, left zero)
+    pw = _alloc((grid[1], o, n), _F32, "linear_backward partial dw") if split else dw
+    pb = _alloc((grid[1], o), _F32, "linear_backward partial db") if split else db
+    count = _alloc((grid[0],), np.uint32, "linear_backward counters", zero=True)
+    _launch("linear.cu", "linear_backward_rows_v1", grid, BACK_THREADS,
+            (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n)) + (_i32(o), _i32(accumulate[0]), _i32(accumulate[1]), dx if y is None else y)
+            + _epilogue(y, act, slope, grad) + (pw, pb, count))
     return dx, dw, db

@@ -133,7 +133,7 @@ def test_linear_backward_rows(cp, m, o, n):
             with emu.trace() as t:
                 dx, dw, db = ops.linear_backward(cp.asarray(dy), cp.asarray(x), cp.asarray(w), out=outs[0],
                                                  accumulate=add, **kw)
-            assert t.launch_names == ["linear_backward_rows_v1"], t.launch_names
+            assert t.launch_names == ["linear_backward_rows_v1"] or cp is not emu.cupy, t.launch_names
             dx2 = ops.linear_backward_data(cp.asarray(dy), cp.asarray(w), **kw)
             dw2, db2 = ops.linear_backward_weight(cp.asarray(dy), cp.asarray(x), out=outs[1], accumulate=add)
             for a, b in ((dx, dx2), (dw, dw2), (db, db2)):

@@ -105,6 +105,11 @@ def _rows(cp, rng, N):
         ("embedding_backward", "embedding_backward", (dev(N, 50), cls, (10, 50)), {}),
         ("class_projection_forward", "class_projection_forward", (fh, dev(10, 6272), cls), {}),
         ("gan_stats", "gan_stats", (sums, *loss0, dl, dev(N, 1), dev(N, 1)), {}),
+        # the backward passes that take an activation's backward, and the one-launch narrow Linear backward
+        ("conv2d_backward_data s2 lrelu", "conv2d_backward_data", (g7, wg, (N, 64, 14, 14), 2, 1),
+         {"activation": "leaky_relu", "negative_slope": 0.2, "activation_output": g14}),
+        ("dropout_backward relu", "dropout_backward", (d256, mask, 0.5), {"activation": "relu", "activation_output": dh}),
+        ("linear_backward fc2", "linear_backward", (logits, d256, dev(10, 256)), {}),
     ]
 
 

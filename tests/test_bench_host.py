@@ -21,7 +21,7 @@ def test_every_row_runs_and_settings_come_back(capsys):
     assert lines[0].split() == ["op", "launches", "us/call", "raw", "us", "beyond", "raw"]
     rows = {line[:34].strip(): line[34:].split() for line in lines[1:]}
     assert "not run" not in " ".join(lines), lines
-    assert len(rows) == 43
+    assert len(rows) == 46
     # conv2 (5x5) by Winograd: input and filter transforms, the products' GEMM, the output transform
     assert rows["adam_update fc1.w int step"][0] == "1" and rows["conv2d_forward conv2"][0] == "4"
     for name, (launches, *times) in rows.items():

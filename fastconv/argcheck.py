@@ -210,11 +210,11 @@ def leaky_slope(slope) -> float:
 FUSED_ACTIVATIONS = (None, "relu", "leaky_relu", "tanh")  # what conv2d_forward and batchnorm fuse
 
 
-def fused_activation(activation, negative_slope) -> tuple:
-    """(activation, slope) of an op's fused ``activation`` (one of FUSED_ACTIVATIONS); the slope is
-    ``negative_slope`` for leaky_relu, else 0."""
-    if activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation: got {activation!r}, expected one of {FUSED_ACTIVATIONS}")
+def fused_activation(activation, negative_slope, allowed=FUSED_ACTIVATIONS) -> tuple:
+    """(activation, slope) of an op's fused ``activation`` (one of ``allowed``: FUSED_ACTIVATIONS, or
+    an op's own set); the slope is ``negative_slope`` for leaky_relu, else 0."""
+    if activation not in allowed:
+        raise ValueError(f"activation: got {activation!r}, expected one of {allowed}")
     return activation, leaky_slope(negative_slope) if activation == "leaky_relu" else 0.0
 
 

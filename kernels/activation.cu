@@ -161,12 +161,9 @@ extern "C" __global__ void dropout_forward_v2(const float* __restrict__ x, float
     const unsigned int c = calls[0];  // read before this block counts itself finished
     dropout_body(x, y, mask, n, seed + c, thr, scale);
     __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        if (atomicAdd(&calls[1], 1u) == gridDim.x - 1) {  // the last block: all others have read
-            calls[0] = c + 1u;
-            calls[1] = 0u;
-        }
+    if (threadIdx.x == 0 && counts_last(&calls[1], gridDim.x)) {  // the last block: all others have read
+        calls[0] = c + 1u;
+        calls[1] = 0u;
     }
 }
 // mode EPI_GRAD (common.cuh): then through the backward of the activation act whose outputs y were

@@ -47,8 +47,7 @@ __device__ __forceinline__ void bias_grad(const float* __restrict__ dy, float* _
         return;
     }
     part[k * gridDim.x + blockIdx.x] = acc;
-    __threadfence();   // the partial is visible before this block counts itself finished
-    if (atomicAdd(&count[k], 1u) == gridDim.x - 1) {   // the channel's last block: every partial is written
+    if (counts_last(&count[k], gridDim.x)) {   // the channel's last block: every partial is written
         double t = 0.0;   // sum_partials' order, read past L1 (written by other blocks of this launch)
         for (int s = 0; s < (int)gridDim.x; ++s) t += __ldcg(part + k * gridDim.x + s);
         store_or_add(db + k, (float)t, add);

@@ -45,6 +45,15 @@ __device__ __forceinline__ float conv_act_grad(float dy, float y, int act, float
     return dy;
 }
 
+// A block's thread 0 counts its block finished, after the writes that the last block will read
+// (made by thread 0, or by every thread that then passed a __syncthreads): true in exactly one
+// block, the last of ``total`` to count, which may then read those writes (__ldcg) and must set
+// *count back to 0 (a counter on the device: a CUDA graph's replays use it again).
+__device__ __forceinline__ bool counts_last(unsigned* count, unsigned total) {
+    __threadfence();   // this block's writes are visible before it counts itself finished
+    return atomicAdd(count, 1u) == total - 1u;
+}
+
 // A fused epilogue's operand b, by the launchers' mode (launch._epilogue; named has_bias in the
 // kernels): EPI_NONE: none; EPI_BIAS: a bias, act(v + b[channel]); EPI_GRAD: b is an array of the
 // output's shape holding the outputs y of the activation act, and the epilogue applies that

@@ -277,9 +277,9 @@ extern "C" __global__ void __launch_bounds__(LIN_BACK_THREADS) linear_backward_r
 #pragma unroll
         for (int o = 0; o < LIN_ROWS_N; ++o)
             if (o < O) pw[((i64)blockIdx.y * O + o) * N + n] = acc[o];
-    __threadfence();   // every thread's partials visible before the block counts itself finished
+    __threadfence();   // every thread's partials visible before thread 0 counts the block finished
     __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&count[blockIdx.x], 1u) == (unsigned)groups - 1;
+    if (threadIdx.x == 0) last = counts_last(&count[blockIdx.x], groups);
     __syncthreads();
     if (!last) return;   // uniform: the column tile's last block sums every row group's partials
     if (sums_db) {

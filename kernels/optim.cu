@@ -95,12 +95,9 @@ __device__ __forceinline__ void adam_counted(float* __restrict__ p, const float*
     const int step = count[0] + 1;  // read before this block counts itself finished
     adam_body(p, g, m, v, n, lr, beta1, beta2, eps, wd, step);
     __syncthreads();  // every thread of the block has read count[0]
-    if (threadIdx.x == 0) {
-        __threadfence();
-        if (atomicAdd((unsigned*)&count[1], 1u) == gridDim.x - 1) {  // the last block: all others have read
-            for (int r = 0; r < rows; ++r) count[2 * r] = step;
-            count[1] = 0;
-        }
+    if (threadIdx.x == 0 && counts_last((unsigned*)&count[1], gridDim.x)) {  // the last block: all others have read
+        for (int r = 0; r < rows; ++r) count[2 * r] = step;
+        count[1] = 0;
     }
 }
 

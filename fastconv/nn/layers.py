@@ -163,7 +163,7 @@ class Linear(Module):
         weight_grad = self.weight.requires_grad or bias is not None   # one pass computes both
         (w_out, w_add), (b_out, b_add) = (p.grad_out() if p is not None and p.requires_grad and weight_grad
                                           else (None, False) for p in (self.weight, bias))
-        name, slope = input_activation or (None, 0.01)
+        name, slope = input_activation or NO_ACTIVATION
         dx, dw, db = ops.linear_backward(dy, x, self.weight.data, input_grad=input_grad, weight_grad=weight_grad,
                                          out=(w_out, b_out), accumulate=(w_add, b_add), activation=name,
                                          negative_slope=slope, activation_output=None if name is None else x,

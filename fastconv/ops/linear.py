@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..argcheck import accumulate_flags, activation_output as check_activation_output, leaky_slope, operands, out_pair
+from ..argcheck import accumulate_flags, activation_output as check_activation_output, fused_activation, operands, \
+    out_pair
 from ..backend import op
 from ..plan import planned
 
@@ -20,18 +21,11 @@ def linear_forward(x, w, b=None, *, activation=None, negative_slope=0.01, kernel
     """y[N, out] = act(x[N, in] @ w[out, in].T + b[out]); ``activation`` (one of ACTIVATIONS) is
     applied in the GEMM's epilogue on the GPU, ``negative_slope`` is leaky_relu's."""
     operands("w", (x, "x", 2), (w, "w", 2), (b, "b", 1))
-    activation, slope = _activation(activation, negative_slope)
+    activation, slope = fused_activation(activation, negative_slope, ACTIVATIONS)
     _dim(x, "x", 1, w.shape[1], f"features (dim 1) to match w of shape {tuple(w.shape)}")
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"b: got shape {tuple(b.shape)}, expected ({w.shape[0]},)")
     return op("linear_forward", x, w, b, kernels=kernels)(x, w, b, activation, slope)
-
-
-def _activation(activation, negative_slope):
-    """(activation, slope) of an activation these ops fuse: one of ACTIVATIONS; the slope leaky_relu's."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation: got {activation!r}, expected one of {ACTIVATIONS}")
-    return activation, leaky_slope(negative_slope) if activation == "leaky_relu" else 0.0
 
 
 @planned
@@ -41,7 +35,7 @@ def linear_backward_data(dy, w, *, activation=None, negative_slope=0.01, activat
     through the activation's backward, in the GEMM's epilogue on the GPU."""
     operands("w", (dy, "dy", 2), (w, "w", 2))
     _dim(dy, "dy", 1, w.shape[0], "columns")
-    activation, slope = _activation(activation, negative_slope)
+    activation, slope = fused_activation(activation, negative_slope, ACTIVATIONS)
     check_activation_output(activation_output, activation, (dy.shape[0], w.shape[1]), dy, "dy")
     return op("linear_backward_data", dy, w, kernels=kernels)(dy, w, activation, slope, activation_output)
 
@@ -71,7 +65,7 @@ def linear_backward(dy, x, w, *, input_grad=True, weight_grad=True, out=None, ac
     _dim(dy, "dy", 0, x.shape[0], "rows (the batch of x)")
     _dim(dy, "dy", 1, w.shape[0], f"columns to match w of shape {tuple(w.shape)}")
     _dim(x, "x", 1, w.shape[1], f"features (dim 1) to match w of shape {tuple(w.shape)}")
-    activation, slope = _activation(activation, negative_slope)
+    activation, slope = fused_activation(activation, negative_slope, ACTIVATIONS)
     check_activation_output(activation_output, activation, x.shape, dy, "dy")
     out = out_pair(out, "out", ((dy.shape[1], x.shape[1]), (dy.shape[1],)), dy, "dy", "(dw, db)")
     return op("linear_backward", dy, x, w, kernels=kernels)(dy, x, w, bool(input_grad), bool(weight_grad), out,

@@ -16,21 +16,30 @@ BACK_THREADS = 128   # linear_backward_rows_v1's threads, one per input feature 
 BACK_ROWS = 16       # ... and its batch rows per block (LIN_BACK_ROWS)
 
 
-def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), bias=None, act=0, slope=0.0, grad=False):
+def _gemm_split_k(kernel, what, out, m, n, k, operands, fused=(), operand=None, epi=None):
     """Launch ``kernel`` with ``operands``, the output, M N K, ``fused`` and the slice length over
     the m x n output ``out`` (reduction k), split along k when its tiles are too few for the card
     (config.linear_splits): the slices then go to a workspace that linear_splitk_reduce_v1 sums in
-    order, adding ``bias`` and the activation ``act`` (``grad``: the backward of act at its outputs
-    ``bias``, launch._epilogue)."""
+    order, then applies the epilogue ``epi`` (launch._epilogue's ints; none by default) with its
+    ``operand`` (a bias, or with EPI_GRAD an activation's outputs)."""
     splits, chunk = cfg.linear_splits(m, n, k, num_sms())
     ws = out if splits == 1 else _alloc((splits, m, n), _F32, f"{kernel} split-K workspace")
     _launch("linear.cu", kernel, cfg.linear_grid(m, n, splits), cfg.LINEAR_THREADS,
             operands + (ws,) + _i32s(what, "M N K", (m, n, k)) + fused + (_i32(chunk),))
     if splits > 1:
         _launch("linear.cu", "linear_splitk_reduce_v1", _eltwise_grid(m * n), cfg.BLOCK,
-                (ws, out, out if bias is None else bias) + _i32s(what, "M*N N splits", (m * n, n, splits))
-                + _epilogue(bias, act, slope, grad))
+                (ws, out, out if operand is None else operand) + _i32s(what, "M*N N splits", (m * n, n, splits))
+                + (epi or _epilogue(None, 0, 0.0)))
     return out
+
+
+def _activation_grad(activation_name, slope, activation_output):
+    """(y, the epilogue's ints) of a pass whose dx goes through the backward of an activation at its
+    outputs ``activation_output`` (EPI_GRAD), or (None, no epilogue) without them."""
+    if activation_output is None:
+        return None, _epilogue(None, 0, 0.0)
+    return (_arg(activation_output, "activation_output"),
+            _epilogue(activation_output, cfg.LINEAR_ACTIVATIONS[activation_name], slope, grad=True))
 
 
 def linear_forward(x, w, b, activation_name=None, slope=0.0):
@@ -46,7 +55,7 @@ def linear_forward(x, w, b, activation_name=None, slope=0.0):
         _launch("linear.cu", "linear_forward_rows_v1", cfg.check_grid("x", (m, 1, 1)), ROWS_THREADS,
                 (x, w, bias, y) + _i32s("x", "M N K", (m, n, k)) + fused)
         return y
-    return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, bias), fused, b, act, slope)
+    return _gemm_split_k("linear_forward_v2", "x", y, m, n, k, (x, w, bias), fused, b, fused)
 
 
 def linear_backward_data(dy, w, activation_name=None, slope=0.0, activation_output=None):
@@ -55,11 +64,9 @@ def linear_backward_data(dy, w, activation_name=None, slope=0.0, activation_outp
     dy, w = _arg(dy, "dy"), _arg(w, "w")
     (m, k), n = dy.shape, w.shape[1]
     dx = _alloc((m, n), _F32, "linear_backward_data output")
-    grad = activation_output is not None
-    y = _arg(activation_output, "activation_output") if grad else None
-    act = cfg.LINEAR_ACTIVATIONS[activation_name] if grad else 0
-    return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w),
-                         (dx if y is None else y,) + _epilogue(y, act, slope, grad), y, act, slope, grad)
+    y, epi = _activation_grad(activation_name, slope, activation_output)
+    return _gemm_split_k("linear_backward_data_v2", "dy", dx, m, n, k, (dy, w), (dx if y is None else y,) + epi, y,
+                         epi)
 
 
 def linear_backward_weight(dy, x, out=(None, None), accumulate=(False, False)):
@@ -88,15 +95,13 @@ def linear_backward(dy, x, w, input_grad=True, weight_grad=True, out=(None, None
     dw = _out(out[0], (o, n), "linear_backward_weight output")
     db = _out(out[1], (o,), "linear_backward_weight bias gradient")
     dx = _alloc((m, n), _F32, "linear_backward_data output")
-    grad = activation_output is not None
-    y = _arg(activation_output, "activation_output") if grad else None
-    act = cfg.LINEAR_ACTIVATIONS[activation_name] if grad else 0
+    y, epi = _activation_grad(activation_name, slope, activation_output)
     grid = cfg.check_grid("x", (cfg.cdiv(n, BACK_THREADS), cfg.cdiv(m, BACK_ROWS), 1))
     split = grid[1] > 1   # row groups: partials for each column tile's last block (a counter each, left zero)
     pw = _alloc((grid[1], o, n), _F32, "linear_backward partial dw") if split else dw
     pb = _alloc((grid[1], o), _F32, "linear_backward partial db") if split else db
     count = _alloc((grid[0],), np.uint32, "linear_backward counters", zero=True)
     _launch("linear.cu", "linear_backward_rows_v1", grid, BACK_THREADS,
-            (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n)) + (_i32(o), _i32(accumulate[0]), _i32(accumulate[1]), dx if y is None else y)
-            + _epilogue(y, act, slope, grad) + (pw, pb, count))
+            (dy, x, w, dw, db, dx) + _i32s("x", "M N", (m, n)) + (_i32(o), _i32(accumulate[0]), _i32(accumulate[1]))
+            + (dx if y is None else y,) + epi + (pw, pb, count))
     return dx, dw, db

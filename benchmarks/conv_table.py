@@ -30,8 +30,9 @@ and timed kernel-only in the same run: the "tuned" columns, the pick per row and
 with it.
 
 The TF32 rows are also validated and timed kernel-only with the tf32_vector_gather setting off (4-byte
-gathers from the NCHW tensors instead of the vec kernels' 16-byte ones), in the same run: the "4-byte"
-column and geometric mean show what the vec kernels gain.
+gathers from the NCHW tensors in every pass) and on for every pass (the vec kernels' 16-byte gathers from
+channels-last copies), in the same run: the "4-byte" and "16-byte" columns and geometric means show what
+each choice gives against the default (16-byte in backward-weight only).
 
     python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json] [--picks sweep.json]
 """
@@ -155,6 +156,7 @@ def run(args, picked=None):
                             row[f"{prec} {label} kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
                 if prec == "tf32":
                     variant("4-byte", tf32_vector_gather=False)
+                    variant("16-byte", tf32_vector_gather=True)
                 tuned = autotune.results()
                 variant("tuned", autotune=True)
                 row[f"{prec} tuned pick"] = [t.pick for k, t in autotune.results().items() if k not in tuned]
@@ -167,21 +169,21 @@ def run(args, picked=None):
     return rows, bad
 
 
-def ratio(row, prec, kind, picked=False, narrow=False, tuned=False):
+def ratio(row, prec, kind, picked=False, gather=None, tuned=False):
     """cuDNN time / fastconv time; ``picked``: fastconv's with the row's picked configuration where it
-    has a valid one; ``narrow``: with the tf32_vector_gather setting off where the row timed it;
+    has a valid one; ``gather`` ("4-byte", "16-byte"): with the tf32_vector_gather setting off, or on for every pass, where the row timed it;
     ``tuned``: with the autotune setting on."""
     t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
     t = row.get(f"{prec} picked {kind} ms", t) if picked else t
     t = row.get(f"{prec} tuned {kind} ms") if tuned else t
-    t = row.get(f"{prec} 4-byte {kind} ms", t) if narrow else t
+    t = row.get(f"{prec} {gather} {kind} ms", t) if gather else t
     return c / t if t and c else float("nan")
 
 
 def print_table(rows, device):
     print(f"conv, fastconv (cupy family) vs cuDNN, ms per call; ratio = cuDNN / fastconv; {device}")
     head = f"{'row':<28}" + "".join(f"{h:>11}" for h in ("fp32 call", "cudnn", "ratio", "fp32 kern", "cudnn",
-                                                         "ratio", "tf32 kern", "cudnn", "ratio", "4-byte"))
+                                                         "ratio", "tf32 kern", "cudnn", "ratio", "4-byte", "16-byte"))
     print(head)
     for r in rows:
         cells = []
@@ -191,15 +193,18 @@ def print_table(rows, device):
                 continue
             cells += [f"{r[f'{prec} {kind} ms']:>11.4f}", f"{r[f'{prec} cudnn {kind} ms']:>11.4f}",
                       f"{ratio(r, prec, kind):>11.2f}"]
-        narrow = f"{ratio(r, 'tf32', 'kernel', narrow=True):.2f}" if "tf32 4-byte kernel ms" in r else "-"
-        print(f"{r['row']:<28}" + "".join(cells) + f"{narrow:>11}")
+        for gather in ("4-byte", "16-byte"):
+            cells.append(f"{ratio(r, 'tf32', 'kernel', gather=gather):>11.2f}" if f"tf32 {gather} kernel ms" in r
+                         else f"{'-':>11}")
+        print(f"{r['row']:<28}" + "".join(cells))
     fp32 = [ratio(r, "fp32", "kernel") for r in rows]
     small = [ratio(r, "fp32", "kernel") for r in rows if r["row"].startswith(("lenet", "dcgan"))]
     print(f"geometric mean cuDNN/fastconv over {len(rows)} rows: fp32 per call "
           f"{timing.geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {timing.geomean(fp32):.2f} "
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
           f"TF32 kernel-only {timing.geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0; "
-          f"with 4-byte gathers: {timing.geomean(ratio(r, 'tf32', 'kernel', narrow=True) for r in rows):.2f})")
+          f"with 4-byte gathers: {timing.geomean(ratio(r, 'tf32', 'kernel', gather='4-byte') for r in rows):.2f}, "
+          f"16-byte: {timing.geomean(ratio(r, 'tf32', 'kernel', gather='16-byte') for r in rows):.2f})")
     print("with the autotune setting (kernel-only ratio, default -> tuned, the pick of each pass it ran):")
     for r in rows:
         for p in ("fp32", "tf32"):

@@ -164,9 +164,8 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 
 // wp[g][kk][Kp] = w[g*Kg + m][kk] (kk = (c,r,s) < Cg*R*S), zero for m >= Kg: the forward A
 // operand (conv_index.cuh packed_forward_at), rows of 4 floats contiguous. Kp = Kg rounded up to 4.
-// tf32: for the TF32 tiles, in k quads (conv_index.cuh packed_quad_at: 4 consecutive kk of a row m per
-// 16 bytes, crs rounded up to whole quads with zero rows) and each value rounded to tf32 here
-// (tf32_value), once, so the TF32 kernels load fragments by ldmatrix and feed them to the mma as they are.
+// tf32: for the TF32 tiles, each value rounded to tf32 here (tf32_value), once, so the TF32 kernels
+// feed A's fragments to the mma as they are.
 // A transpose of each group's Kg x crs matrix through a 32 x 33 shared tile (the pad column keeps
 // the column reads free of bank conflicts): blocks of 256 threads, a warp per row pass (lane along
 // the row), grid (crs / 32, Kp / 32, G) rounded up; reads run along kk and writes along m, both
@@ -187,37 +186,29 @@ extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, f
         tile[j][tx] = m < Kg && kk < crs ? w[(g * Kg + m) * crs + src] : 0.f;
     }
     __syncthreads();
-    if (tf32) {  // k quads (packed_quad_at): a warp writes one quad of 8 rows m, 128 contiguous bytes
-        const int rows4 = packed_rows(crs, true);
-#pragma unroll
-        for (int e = threadIdx.x; e < PACK_TILE * PACK_TILE; e += PACK_ROWS * 32) {
-            const int kq = e / (4 * PACK_TILE), mm = (e >> 2) % PACK_TILE, kr = e & 3, kk = kk0 + 4 * kq + kr;
-            if (kk < rows4 && m0 + mm < Kp) wp[packed_quad_at(g, kk, m0 + mm, rows4, Kp)] = tf32_value(tile[mm][kk - kk0]);
-        }
-        return;
-    }
 #pragma unroll
     for (int j = ty; j < PACK_TILE; j += PACK_ROWS) {
         const int kk = kk0 + j, m = m0 + tx;
-        if (kk < crs && m < Kp) wp[packed_forward_at(g, kk, m, crs, Kp)] = tile[tx][j];
+        if (kk < crs && m < Kp) {
+            const float v = tile[tx][j];
+            wp[packed_forward_at(g, kk, m, crs, Kp)] = tf32 ? tf32_value(v) : v;
+        }
     }
 }
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
 // the phase (bwd_phase; nhwc = 1, the TF32 vec kernels: kk = (i,j,k), k fastest), zero past it and
 // for c >= Cg: the backward-data A operand of every phase,
-// each phase a slab of krs_max >= Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1 (k quads:
-// krs_max a multiple of 4). Blocks of PACK_ROWS warps: each warp a row of wp (phase, g, kk decoded
-// once), its lanes along c, or with tf32 a quad of rows, lane (c, kk % 4) (consecutive writes; the
-// reads stride R*S floats, served by L2). Grid (rows or quads / PACK_ROWS rounded up). The launcher checks the
-// sizes <= INT32_LIMIT. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B (the phases' taps partition
+// each phase a slab of krs_max >= Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Blocks of
+// PACK_ROWS warps: each warp a row of wp (phase, g, kk decoded once), its lanes along c (consecutive
+// writes; the reads stride R*S floats, served by L2). Grid (rows / PACK_ROWS rounded up). The launcher
+// checks the sizes <= INT32_LIMIT. Work: no FLOPs; traffic about 2 * K*Cg*R*S * 4 B (the phases' taps partition
 // the filter) plus the zero padding.
 extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                         int Kg, int Cg, int Cp, int H, int W, int R, int S,
                                                         int sh, int sw, int ph, int pw, int dh, int dw, int G,
                                                         int krs_max, int tf32, int nhwc) {
-    const int lane = threadIdx.x & 31, unit = blockIdx.x * PACK_ROWS + (threadIdx.x >> 5);
-    const int row = tf32 ? 4 * unit + (lane & 3) : unit, c0 = tf32 ? lane >> 2 : lane, cstep = tf32 ? 8 : 32;
+    const int row = blockIdx.x * PACK_ROWS + (threadIdx.x >> 5);
     if (row >= sh * sw * G * krs_max) return;
     const int kk = row % krs_max, g = (row / krs_max) % G, phase = row / (krs_max * G);
     const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
@@ -228,12 +219,9 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
         const int ii = ij / f.Sj, jj = ij - ii * f.Sj;
         src = (g * Kg + k) * Cg * R * S + (f.r0 + ii * f.rstep) * S + f.s0 + jj * f.sstep;
     }
-    for (int c = c0; c < Cp; c += cstep) {
+    for (int c = threadIdx.x & 31; c < Cp; c += 32) {
         const float v = tap && c < Cg ? w[src + c * R * S] : 0.f;
-        if (tf32)
-            wp[packed_quad_at(row / krs_max, kk, c, krs_max, Cp)] = tf32_value(v);
-        else
-            wp[row * Cp + c] = v;
+        wp[row * Cp + c] = tf32 ? tf32_value(v) : v;
     }
 }
 

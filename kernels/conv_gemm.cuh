@@ -6,9 +6,12 @@
 // warps each owning a WM x WN warp tile. Shared operand tiles are k-major: As[BK][BM + 8],
 // Bs[BK][BN + 8] (the +8 floats keep rows 16-byte aligned and put k row t of a TF32 fragment load
 // on banks 8t + 0..7, so the four k rows of a quarter or half warp's loads never share a bank);
-// a TF32 tile's A and B are k-quad-major instead, [BK/4][BM or BN][4] in the same space (aq_off,
-// b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments; the vec backward-weight's
-// operands, 4 rows or columns per copy from channels-last copies, stay k-major (PackedA, GatherRowQuad).
+// a TF32 tile's gathered operands are k-quad-major instead, [BK/4][BM or BN][4] in the same space
+// (aq_off, b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments; its packed A (weights,
+// or the vec backward-weight's dy copy) and the vec backward-weight's x stay k-major (PackedA,
+// GatherRowQuad). TF32 weights in k quads (one ldmatrix per A tile) ran resnet.c4's forward t128x64
+// GEMM at half the speed of these k-major ones on an H200 (143 against 77 us, same grid and occupancy,
+// twice the L2 traffic), so the packs keep k-major rows.
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
 // 4 x 4, half a warp tile apart, so each k row costs the thread two float4 shared loads of A and
 // two of B for 64 FFMA, and a warp's loads hit distinct banks (A: LR distinct float4 broadcast
@@ -124,48 +127,6 @@ struct PackedA {
     }
     __device__ __forceinline__ void next() {
         p += T::BK * stride;
-        kleft -= T::BK;
-    }
-};
-
-// A operand of a TF32 tile from its packed weights in k quads (conv_index.cuh packed_quad_at, rounded
-// to tf32 by the pack): 16-byte cp.async, each 4 consecutive k of one row m into a row of the k-quad
-// tile (aq_off) that ldmatrix reads. Cell v of thread tid: slot tid % BM + (v % R) * NT of quad
-// tid / BM + (v / R) * Q (R = BM / NT, Q = NT / BM, whichever is whole, the other 1), holding row
-// mma_unslot(slot): consecutive threads fill consecutive 16-byte rows (all 32 banks), a warp reads 32
-// whole rows (512 contiguous bytes). One pointer, one shared offset and one count of k left, advanced
-// per tile; the cells' offsets from them are constants but for the runtime quad stride 4 * Mp.
-template <class T>
-struct PackedQuadA {
-    static constexpr bool ROUNDED = true, KMAJOR = false;
-    static constexpr int KQ = T::BK / 4, R = T::BM > T::NT ? T::BM / T::NT : 1, Q = T::NT > T::BM ? T::NT / T::BM : 1;
-    static constexpr int V = KQ * T::BM / T::NT;
-    static_assert(T::TF32 && V >= 1 && V % R == 0 && (T::BM >= T::NT ? T::BM % T::NT : T::NT % T::BM) == 0,
-                  "packed k quads: whole cells per thread");
-    const float* p;  // the thread's cell 0 in the current k tile
-    int qstride;     // floats between quads: 4 * Mp
-    int kleft;       // k of the reduction left from the thread's first quad (<= 0: none)
-    int dst;         // cell 0's shared offset in a stage
-    bool row_ok[R];  // the cells' rows m < cols (the packs' Mp)
-    __device__ __forceinline__ PackedQuadA(const float* ap, int Mp, int cols, int m0, int kbeg, int kend) {
-        const int tid = threadIdx.x, slot = tid % T::BM, kq = tid / T::BM, m = m0 + mma_unslot(slot);
-        qstride = 4 * Mp;
-        p = ap + (kbeg / 4 + kq) * qstride + 4 * m;
-        kleft = kend - kbeg - 4 * kq;
-        dst = T::aq_off(4 * kq, slot);
-#pragma unroll
-        for (int r = 0; r < R; ++r) row_ok[r] = m + r * T::NT < cols;
-    }
-    __device__ __forceinline__ void issue(float* As) const {
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-            const int r = v % R, q = (v / R) * Q;
-            cp_async_cg16(As + dst + q * 4 * T::AS + 4 * r * T::NT, p + q * qstride + 4 * r * T::NT,
-                          row_ok[r] && 4 * q < kleft ? 16 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() {
-        p += KQ * qstride;
         kleft -= T::BK;
     }
 };
@@ -328,9 +289,6 @@ struct Pick<false, A, B> {
 // forward / backward-data B: from the tensor itself, or (VEC) from its channels-last copy
 template <class T, bool VEC>
 using GatherBOf = typename Pick<VEC, GatherQuad<T, T::BN, GatherNhwc>, GatherB<T>>::type;
-// forward / backward-data A: packed weights, in k quads on a TF32 tile
-template <class T>
-using PackedAOf = typename Pick<T::TF32, PackedQuadA<T>, PackedA<T>>::type;
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>

@@ -37,17 +37,6 @@ FC_HD I packed_forward_at(I g, I kk, I m, I crs, I Kp) {
     return (g * crs + kk) * Kp + m;
 }
 
-// The TF32 tiles' packed weights, forward and backward-data alike: slab g (a group, or a phase's
-// group) of `rows` reduction indices kk, in k quads of 4 consecutive kk per row m, so one 16-byte
-// copy is one row of the k-quad tile that ldmatrix reads (conv_gemm.cuh PackedQuadA): element
-// (g, kk, m) at ((g*rows4 + kk) / 4 * Mp + m) * 4 + kk % 4, rows4 = packed_rows(rows, true) (whole
-// quads, the pad rows zero). fp32 tiles keep packed_forward_at's rows (4 consecutive m per copy).
-FC_HD int packed_rows(int rows, bool quads) { return quads ? (rows + 3) & ~3 : rows; }
-template <class I>
-FC_HD I packed_quad_at(I g, I kk, I m, I rows4, I Mp) {
-    return (g * rows4 + (kk & ~3)) * Mp + 4 * m + (kk & 3);
-}
-
 // Mixed-radix counter over (a, i, j) with j fastest (j < nj, i < ni), advanced by a fixed step
 // without division: the step is split once into (da, di, dj) digits and each advance carries at
 // most one unit per digit. kk is the flat index a*ni*nj + i*nj + j.

@@ -39,7 +39,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int m0 = blockIdx.y * T::BM, n0 = blockIdx.x * T::BN;
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, crs);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    PackedAOf<T> la(wp + g * packed_rows(crs, T::TF32) * Kp, Kp, Kp, m0, kbeg, kend);
+    PackedA<T> la(wp + g * crs * Kp, Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
     GatherBOf<T, VEC> lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
     typename T::Acc acc;
@@ -78,7 +78,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     const int kred = Kg * f.Ri * f.Sj;
     const int kbeg = zs * chunk, kend = split_end(kbeg, chunk, kred);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
-    PackedAOf<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, Cp, m0, kbeg, kend);
+    PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
     GatherBOf<T, VEC> lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);

@@ -229,11 +229,12 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
 }
 
 // The TF32 fragment layout (mma_row, mma_slot) of a WM-row warp tile: (tile mt, row r) onto the
-// warp rows one to one, rows g and g + 8 of a tile adjacent (the epilogue stores them as one float2),
-// a tile's rows inside one epilogue half. Fragments of both operands are read by ldmatrix from 8
-// consecutive 16-byte rows per matrix (B columns; A rows at mma_slot), which covers the 32 banks by
-// construction.
-static void check_mma_layout(int WM) {
+// warp rows one to one, rows g and g + 8 of a tile adjacent and 8-byte aligned (one float2), a
+// tile's rows inside one epilogue half; with row pitch `pitch` (BM + CONV_PAD) the 64-bit k-major A
+// loads of a half warp (lane g = l/4, k row t = l%4; PackedA's tiles) hit 32 distinct banks. Gathered fragments are
+// read by ldmatrix from 8 consecutive 16-byte rows per matrix (B columns; A rows at mma_slot), which
+// covers the 32 banks by construction.
+static void check_mma_layout(int WM, int pitch) {
     std::vector<int> seen(WM, 0);
     for (int mt = 0; mt < WM / 16; ++mt)
         for (int r = 0; r < 16; ++r) {
@@ -254,26 +255,18 @@ static void check_mma_layout(int WM) {
         for (int x = 0; x < step; ++x)
             for (int j = 0; j * step < 2 * WM; ++j)
                 EXPECT(mma_slot(x + j * step) == mma_slot(x) + mma_slot(j * step), "mma_slot(%d + %d*%d)", x, j, step);
-}
-
-// The TF32 tiles' packed weights (packed_quad_at): G slabs of packed_rows(rows, true) rows (whole quads)
-// x Mp columns onto [0, G*rows4*Mp) one to one, the 4 rows kk of a quad of column m one aligned 16 bytes
-// (one cp.async, one ldmatrix row), and column m + 1's quad the next 16 bytes.
-static void check_packed_quads(int G, int rows, int Mp) {
-    const int rows4 = packed_rows(rows, true);
-    EXPECT(rows4 % 4 == 0 && rows4 >= rows && rows4 < rows + 4 && packed_rows(rows, false) == rows, "packed_rows(%d)", rows);
-    std::vector<int> seen(G * rows4 * Mp, 0);
-    for (int g = 0; g < G; ++g)
-        for (int kk = 0; kk < rows4; ++kk)
-            for (int m = 0; m < Mp; ++m) {
-                const int at = packed_quad_at(g, kk, m, rows4, Mp), q0 = packed_quad_at(g, kk & ~3, m, rows4, Mp);
-                EXPECT(at >= 0 && at < (int)seen.size(), "packed_quad_at(%d, %d, %d) = %d outside", g, kk, m, at);
-                if (at < 0 || at >= (int)seen.size()) return;
-                ++seen[at];
-                EXPECT(q0 % 4 == 0 && at == q0 + kk % 4, "quad of (%d, %d, %d) not 16 aligned bytes", g, kk, m);
-                EXPECT(m + 1 == Mp || packed_quad_at(g, kk, m + 1, rows4, Mp) == at + 4, "column %d + 1 not next", m);
+    for (int w0 = 0; w0 + WM <= pitch; w0 += WM) {  // every warp's origin in the block tile
+        for (int mt = 0; mt < WM / 16; ++mt)
+            for (int half = 0; half < 2; ++half) {
+                std::vector<int> bank(32, 0);
+                for (int l = 16 * half; l < 16 * half + 16; ++l) {
+                    const int word = (l % 4) * pitch + w0 + mma_row(mt, l / 4);
+                    ++bank[word % 32];
+                    ++bank[(word + 1) % 32];
+                }
+                for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "A loads, pitch %d: bank %d x%d", pitch, b, bank[b]);
             }
-    for (size_t i = 0; i < seen.size(); ++i) EXPECT(seen[i] == 1, "packed element %zu held %d times", i, seen[i]);
+    }
 }
 
 // The most lanes of a store phase of gemm_epilogue's staging that share a bank, at row pitch `pitch`
@@ -374,9 +367,8 @@ int main(int argc, char** argv) {
                     }
                 }
     for (int wm = 32; wm <= 64; wm += 32)
-        check_mma_layout(wm);
-    for (int rows = 1; rows <= 9; ++rows) check_packed_quads(3, rows, 8);
-    check_packed_quads(2, 45, 12);
+        for (int pitch = 64 + 8; pitch <= 128 + 8; pitch += 64) check_mma_layout(wm, pitch);
+    check_mma_layout(32, 32 + 8);  // t32x128
     for (int bn = 32; bn <= 128; bn *= 2) {
         for (int wm = 32; wm <= 64; wm += 32) {  // TF32 warp tiles
             EXPECT(epilogue_conflicts(wm, 0, epi_pitch(bn)) == 1, "TF32 epilogue stores, BN %d: %d-way conflicts", bn,

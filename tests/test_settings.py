@@ -17,7 +17,7 @@ def test_defaults(monkeypatch):
     settings.reset()
     s = settings.current()
     assert (s.kernels, s.poison, s.conv_version, s.conv_tile, s.tf32) == ("cupy", False, 3, None, False)
-    assert s.tf32_vector_gather is True  # the TF32 vec kernels where the layout allows
+    assert s.tf32_vector_gather == ("backward_weight",)  # the TF32 vec kernels of backward-weight
     assert s.autotune is False
 
 
@@ -59,6 +59,15 @@ def test_using_nests():
     assert not settings.current().poison
 
 
+def test_vector_gather_takes_passes_or_a_bool():
+    """tf32_vector_gather: True is every conv pass, False none, a tuple or list of pass names those (kept
+    in pass order, so that equal choices are equal settings, e.g. in autotune's keys)."""
+    for value, want in ((True, settings.CONV_PASSES), (False, ()), (["backward_weight", "forward"],
+                        ("forward", "backward_weight")), (("backward_data",), ("backward_data",))):
+        with fastconv.using(tf32_vector_gather=value) as s:
+            assert s.tf32_vector_gather == want
+
+
 def test_configure_returns_the_settings_before():
     before = fastconv.configure(conv_tile="t32x128")
     assert before.conv_tile is None and settings.current().conv_tile == "t32x128"
@@ -70,7 +79,8 @@ def test_configure_returns_the_settings_before():
     ({"kernels": "triton"}, ValueError, ("kernels: got 'triton'", "expected one of 'cupy', 'numba'")),
     ({"poison": 1}, TypeError, ("poison: got 1", "expected True or False")),
     ({"tf32": "yes"}, TypeError, ("tf32: got 'yes'", "expected True or False")),
-    ({"tf32_vector_gather": 0}, TypeError, ("tf32_vector_gather: got 0", "expected True or False")),
+    ({"tf32_vector_gather": 0}, TypeError, ("tf32_vector_gather: got 0", "expected True, False or a tuple of pass")),
+    ({"tf32_vector_gather": ("forward", "wgrad")}, TypeError, ("got ('forward', 'wgrad')", "'backward_weight')")),
     ({"conv_version": 2}, ValueError, ("conv_version: got 2", "expected 1 or 3")),
     ({"conv_version": True}, ValueError, ("conv_version: got True", "expected 1 or 3")),
     ({"conv_tile": "t16x16"}, ValueError, ("conv_tile: got 't16x16'", "expected None or one of")),

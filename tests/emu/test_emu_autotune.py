@@ -240,7 +240,7 @@ def test_trials_share_no_channels_last_copy(cp, autotune, monkeypatch):
     rng = np.random.default_rng(9)
     x, w = cp.asarray(randn(rng, X, np.float32)), cp.asarray(randn(rng, W, np.float32))
     dy = cp.asarray(randn(rng, (2, 12, 6, 6), np.float32))
-    with fastconv.using(autotune=True, tf32=True):
+    with fastconv.using(autotune=True, tf32=True, tf32_vector_gather=True):
         ops.conv2d_backward(dy, x, w, *HYPER)
     gemm = [n for tile, n in copies if tile not in (None, cfg.WINOGRAD)]
     assert len(gemm) > 2 * len(cfg.TF32_TILES) and all(n >= 1 for n in gemm), copies

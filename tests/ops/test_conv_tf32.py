@@ -28,7 +28,7 @@ def cp():
 # mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
 # filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges. TF32_SPLIT
 # runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 16).
-# The vec kernels (the tf32_vector_gather setting: 16-byte gathers) serve forward and backward-data
+# The vec kernels (the tf32_vector_gather setting: 16-byte gathers; on for every pass here) serve forward and backward-data
 # whose channels per group are multiples of 4 and backward-weight whose P*Q and C/G are: VEC_CASES
 # (groups, mixed stride and dilation, phases with 1 or 2 taps and none, GATHER_MASK_TAPS taps),
 # VEC_SPLIT and TF32_FULL_VEC serve every pass but the first two cases' backward-weight (P*Q = 42, 30).
@@ -141,17 +141,12 @@ def test_forward_pack_is_the_transposed_weights_padded_to_4_rows(cp):
     np.testing.assert_array_equal(cp.asnumpy(rec.args[1]).reshape(want.shape), want)
 
 
-def _unquad(wp, slabs, mp):
-    """Packed TF32 weights (conv_index.cuh packed_quad_at: slabs of k quads, 4 consecutive reduction
-    rows of a column m per 16 bytes) as (slabs, rows, mp), the rows in order."""
-    return wp.reshape(slabs, -1, mp, 4).transpose(0, 1, 3, 2).reshape(slabs, -1, mp)
-
-
-def test_tf32_packs_hold_k_quads_with_zero_pad_rows(cp):
-    """For the TF32 tiles both packs write their rows in k quads (packed_quad_at: wp[g][kk/4][m][kk%4]),
-    a reduction that is not whole quads padded with zero rows: forward C/G*R*S = 5*3*3 = 45 rows
-    -> 48, backward-data K/G*R*S = 3*3*3 = 27 -> 28, exactly the weights fp32's pack holds in its
-    own row order, rounded to tf32."""
+def test_tf32_packs_are_the_fp32_packs_rounded(cp):
+    """For the TF32 tiles both packs write the fp32 tiles' layout (k-major rows: packed_forward_at,
+    backward-data's phase slabs), every value rounded to tf32 (round to nearest, ties away: the
+    kernels feed A to the mma as it is): forward C/G*R*S = 5*3*3 = 45 rows, backward-data K/G*R*S =
+    3*3*3 = 27, columns padded to 4 with zeros. (Weights in k quads, one ldmatrix per A tile, ran the
+    TF32 GEMMs at up to half the speed on an H200.)"""
     from fastconv.backends.cuda import conv as launchers
     n, c, h, w, k, g = 1, 10, 7, 6, 6, 2
     rng = np.random.default_rng(11)
@@ -160,20 +155,17 @@ def test_tf32_packs_hold_k_quads_with_zero_pad_rows(cp):
     dy = cp.asarray(rng.standard_normal((n, k, h, w)).astype(np.float32))
     packs = {}
     for tf32 in (False, True):
-        with fastconv.using(tf32=tf32, conv_tile="t64x64"), emu.trace() as t:
+        with fastconv.using(tf32=tf32, conv_tile="t64x64", tf32_vector_gather=False), emu.trace() as t:
             launchers.conv2d_forward(x, cp.asarray(wt), None, (1, 1), (1, 1), (1, 1), g)
             ops.conv2d_backward_data(dy, cp.asarray(wt), (n, c, h, w), 1, 1, 1, g)
         packs[tf32] = [cp.asnumpy(rec.args[1]) for rec in t.launches if rec.name.startswith("conv2d_pack_")]
     tf32 = lambda a: ((a.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)  # noqa: E731
-    (fwd, bwd), (qfwd, qbwd) = packs[False], packs[True]
-    assert fwd.shape == (g, 45, 4) and qfwd.shape == (g, 48, 4), (fwd.shape, qfwd.shape)
-    got = _unquad(qfwd, g, 4)
-    np.testing.assert_array_equal(got[:, :45], tf32(fwd))
-    assert not got[:, 45:].any()
-    assert bwd.shape == (1, g, 27, 8) and qbwd.shape == (1, g, 28, 8), (bwd.shape, qbwd.shape)
-    got = _unquad(qbwd, g, 8)
-    np.testing.assert_array_equal(got[:, :27], tf32(bwd[0]))
-    assert not got[:, 27:].any()
+    (fwd, bwd), (tfwd, tbwd) = packs[False], packs[True]
+    assert fwd.shape == tfwd.shape == (g, 45, 4) and bwd.shape == tbwd.shape == (1, g, 27, 8)
+    assert fwd[:, :, :k // g].all() and not fwd[:, :, k // g:].any()
+    np.testing.assert_array_equal(tfwd, tf32(fwd))
+    np.testing.assert_array_equal(tbwd, tf32(bwd))
+    assert not np.array_equal(tfwd, fwd)   # the rounding happened
 
 
 def test_vec_copy_and_packs_are_channel_fastest(cp):
@@ -182,7 +174,7 @@ def test_vec_copy_and_packs_are_channel_fastest(cp):
     (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both sides cross a tile edge); the
     forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg + c][m] = w[g*Kg + m][c][rs]); the
     backward-data pack's rows (i, j, k) with k fastest, here at stride 1 (one phase holding every tap:
-    wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s]); both in k quads (_unquad)."""
+    wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s])."""
     from fastconv.argcheck import conv_hyper
     from fastconv.backends.cuda import conv as launchers
     n, c, h, w, k, r, s, g = 2, 40, 5, 7, 16, 3, 2, 2
@@ -190,7 +182,7 @@ def test_vec_copy_and_packs_are_channel_fastest(cp):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
     dy = rng.standard_normal((n, k, h, w - 1)).astype(np.float32)
-    with fastconv.using(tf32=True, conv_tile="t64x64"), emu.trace() as t:
+    with fastconv.using(tf32=True, conv_tile="t64x64", tf32_vector_gather=True), emu.trace() as t:
         launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), None, *conv_hyper(1, (1, 0), 1), g)
         ops.conv2d_backward_data(cp.asarray(dy), cp.asarray(wt), x.shape, 1, (1, 0), 1, g)
     recs = {}
@@ -203,12 +195,12 @@ def test_vec_copy_and_packs_are_channel_fastest(cp):
     kg, cg = k // g, c // g
     want = np.zeros((g, r * s * cg, kg), np.float32)
     want[:] = wt.reshape(g, kg, cg, r * s).transpose(0, 3, 2, 1).reshape(g, r * s * cg, kg)
-    got = _unquad(cp.asnumpy(recs["conv2d_pack_forward_v1"][0].args[1]), g, 8)
+    got = cp.asnumpy(recs["conv2d_pack_forward_v1"][0].args[1]).reshape(g, r * s * cg, -1)
     np.testing.assert_array_equal(got[:, :, :kg], tf32(want))
     assert not got[:, :, kg:].any()
     taps = wt.reshape(g, kg, cg, r * s)                          # stride 1: tap (i, j) = (r, s)
     want = taps.transpose(0, 3, 1, 2).reshape(g, r * s * kg, cg)  # rows (i, j, k), k fastest
-    got = _unquad(cp.asnumpy(recs["conv2d_pack_backward_data_v1"][0].args[1]), g, 20)
+    got = cp.asnumpy(recs["conv2d_pack_backward_data_v1"][0].args[1]).reshape(g, r * s * kg, -1)
     np.testing.assert_array_equal(got[:, :, :cg], tf32(want))
 
 
@@ -230,7 +222,7 @@ def test_fused_backward_makes_dy_channels_last_once(cp, transposed):
     else:
         fused, data, weight = ops.conv2d_backward, ops.conv2d_backward_data, ops.conv2d_backward_weight
         dy = cp.asarray(rng.standard_normal(ops.conv2d_forward(x, w, None, *hyper).shape).astype(np.float32))
-    with fastconv.using(tf32=True, poison=True):
+    with fastconv.using(tf32=True, poison=True, tf32_vector_gather=True):
         with emu.trace() as t:
             dx, dw = fused(dy, x, w, *hyper)
         with emu.trace() as t2:

@@ -359,11 +359,6 @@ def slice_splits(slices: int, want: int, out_size: int) -> tuple[int, int]:
     return cdiv(slices, per), per
 
 
-def packed_rows(rows: int, tf32: bool) -> int:
-    """Reduction rows of a slab of packed weights (conv_index.cuh packed_rows): TF32 whole k quads."""
-    return cdiv(rows, 4) * 4 if tf32 else rows
-
-
 def phase_max_taps(r: int, stride: int, dilation: int) -> int:
     """The most filter taps one backward-data phase has along a dimension (phase_max_taps in
     kernels/conv_index.cuh): ceil(r / (stride / gcd(stride, dilation)))."""

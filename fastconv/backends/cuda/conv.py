@@ -11,8 +11,8 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
   TF32_TILES, for forward and backward-data of filters up to config.GATHER_MASK_TAPS taps per
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
-  the fp32 tiles; with the ``tf32_vector_gather`` setting its vec kernels gather 16 bytes per copy:
-  forward and backward-data whose channels per group are a multiple of 4 from a channels-last copy made
+  the fp32 tiles; in the passes the ``tf32_vector_gather`` setting names (by default backward-weight)
+  its vec kernels gather 16 bytes per copy: forward and backward-data whose channels per group are a multiple of 4 from a channels-last copy made
   by nchw_to_nhwc_v1 (once per tensor inside shared_copies), their weights packed in the same (tap,
   channel) order, backward-weight from channels-last copies of dy and x when K/G and C/G are multiples
   of 4); forward and backward-data read weights packed by conv2d_pack_*_v1 into a scratch array; any
@@ -78,12 +78,13 @@ def gemm_tf32(what, r, s):
     return settings.current().tf32 and (what == "backward_weight" or max(r, s) <= cfg.GATHER_MASK_TAPS)
 
 
-def _vec(tf32, run):
-    """Whether a TF32 GEMM may run its vec kernel (16-byte gathers): the tf32_vector_gather setting, and
-    ``run`` (forward: C/G, backward-data: K/G channels of a pixel in the channels-last copy,
-    backward-weight: K/G channels of a dy pixel, and C/G of an x pixel too) a multiple of 4, so that 4
-    consecutive reduction indices (or GEMM rows, or x's columns) are one aligned 16-byte copy."""
-    return tf32 and settings.current().tf32_vector_gather and run % 4 == 0
+def _vec(tf32, run, what):
+    """Whether pass ``what``'s TF32 GEMM runs its vec kernel (16-byte gathers): the tf32_vector_gather
+    setting names the pass, and ``run`` (forward: C/G, backward-data: K/G channels of a pixel in the
+    channels-last copy, backward-weight: K/G channels of a dy pixel, and C/G of an x pixel too) is a
+    multiple of 4, so that 4 consecutive reduction indices (or GEMM rows, or x's columns) are one
+    aligned 16-byte copy."""
+    return tf32 and what in settings.current().tf32_vector_gather and run % 4 == 0
 
 
 def _smallc(cg, r, s):
@@ -164,24 +165,23 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
     tf32 = gemm_tf32("forward", r, s)
-    vec = _vec(tf32, cg)
+    vec = _vec(tf32, cg, "forward")
     _forward_gemm(_to_nhwc(x, "x") if vec else x, _pack_forward(w, groups, tf32, vec), b, y, ints, groups, act,
                   slope, tf32, vec=vec)
     return y
 
 
-def _packed_forward(kg, crs, groups, what, tf32=False):
+def _packed_forward(kg, crs, groups, what):
     """A new array for the forward GEMM's packed weights: (groups, C/G*R*S, K/G rounded up to 4), the
-    layout of kernels/conv_index.cuh packed_forward_at; tf32: packed_quad_at's, C/G*R*S rounded up to
-    whole quads (config.packed_rows)."""
-    return _alloc((groups, cfg.packed_rows(crs, tf32), cfg.cdiv(kg, 4) * 4), _F32, what)
+    layout of kernels/conv_index.cuh packed_forward_at."""
+    return _alloc((groups, crs, cfg.cdiv(kg, 4) * 4), _F32, what)
 
 
 def _pack_forward(w, groups, tf32, vec=False):
-    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded, in k quads;
-    vec, for the vec kernel: rows in (r, s, c) order)."""
+    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; vec, for the
+    vec kernel: rows in (r, s, c) order)."""
     kg, crs = w.shape[0] // groups, w.size // w.shape[0]
-    wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights", tf32)
+    wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights")
     cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
     _launch("conv.cu", "conv2d_pack_forward_v1",
             cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(wp.shape[2], cfg.PACK_TILE), groups)),
@@ -196,7 +196,7 @@ def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, v
     split along C/G*R*S as config.conv_splits says, the splits summed with bias and activation
     (``products``: Winograd's, as _tile; ``vec``: the vec kernel, x the channels-last copy)."""
     n, k, p, q = y.shape
-    kg, crs = k // groups, int(ints[1]) // groups * int(ints[5]) * int(ints[6])  # C/G*R*S (TF32 packs pad it)
+    kg, crs = k // groups, int(ints[1]) // groups * int(ints[5]) * int(ints[6])  # C/G*R*S
     fused = _epilogue(b, act, slope)
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
                        fused, tf32=tf32, products=products, vec=vec)
@@ -260,19 +260,19 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
                 (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)) + fused)
         return dx
     kg, phases, tf32 = k // groups, stride[0] * stride[1], gemm_tf32("backward_data", r, s)
-    vec = _vec(tf32, kg)
+    vec = _vec(tf32, kg, "backward_data")
     # the phase GEMMs: the largest phase's columns, its reduction (K/G x the most taps a phase has)
     _, cols, krs_max, _, _ = gemm_dims("backward_data", n, c, h, wd, k, r, s, stride, padding, dilation, groups)
-    rows, cp_ = cfg.packed_rows(krs_max, tf32), cfg.cdiv(cg, 4) * 4   # a phase's slab of packed rows
-    wp = _alloc((phases, groups, rows, cp_), _F32, "conv2d_backward_data packed weights")
+    cp_ = cfg.cdiv(cg, 4) * 4
+    wp = _alloc((phases, groups, krs_max, cp_), _F32, "conv2d_backward_data packed weights")
     cfg.check_int32("w", wp.size, "packed weight size")
-    _launch("conv.cu", "conv2d_pack_backward_data_v1",   # a warp per row, or with tf32 per quad of rows
-            (cfg.cdiv(wp.size // cp_ // (4 if tf32 else 1), cfg.PACK_BLOCK // 32),), cfg.PACK_BLOCK,
+    _launch("conv.cu", "conv2d_pack_backward_data_v1",   # a warp per row
+            (cfg.cdiv(wp.size // cp_, cfg.PACK_BLOCK // 32),), cfg.PACK_BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
-            + (_i32(rows), _i32(tf32), _i32(vec)))
+            + (_i32(krs_max), _i32(tf32), _i32(vec)))
     src = _to_nhwc(dy, "dy") if vec else dy
     ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
-                       (_i32(rows),) + fused, phased=phases > 1, tf32=tf32, vec=vec)
+                       (_i32(krs_max),) + fused, phased=phases > 1, tf32=tf32, vec=vec)
     if splits > 1:
         _reduce(ws, dx, splits, b, h * wd, c, act, slope, grad=grad)
     return dx
@@ -304,7 +304,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         tf32 = gemm_tf32("backward_weight", r, s)
-        vec = _vec(tf32, k // groups) and cg % 4 == 0
+        vec = _vec(tf32, k // groups, "backward_weight") and cg % 4 == 0
         if vec:
             dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",

@@ -2,7 +2,8 @@
 way to find which commit changed a kernel's speed (a bisect), or to A/B a change on one card, with every
 figure from the same machine and call.
 
-On a machine with git (no GPU needed), export the trees into a folder that travels with the checkout:
+On a machine with git (no GPU needed), export the trees into a folder that travels with the checkout
+(.trees is git-ignored; `STEPS="trees" bash scripts/gpu_run.sh` times every tree in it):
 
     python benchmarks/tree_times.py export 18b166b 52aa487 HEAD --into .trees
 

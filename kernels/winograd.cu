@@ -17,8 +17,10 @@
 // points is 0 or a power of 2, so AT and G are exact products. The tables are winograd_tables.cuh.
 //
 // Kernel versions (suffix _r3 / _r5: R)
-//   conv2d_winograd_input_v2_r*   A threads per slot (n, channel, tile) (slot_transform): its A x A
-//                                 patch, BT d B -> V.
+//   conv2d_winograd_input_v3_r*   one thread per slot (n, channel, tile): its A x A patch, BT d B -> V
+//                                 (the v1 form again: on an H200 it took 7.3 us of resnet.c4's forward
+//                                 and 14.4 of lenet.conv2's backward-data where v2, A threads per slot
+//                                 through shared memory, took 12.2 and 22.1).
 //   conv2d_winograd_filter_v2_r*  one thread per (k, c): G w G^T -> U, packed as the forward GEMM's
 //                                 weights (conv_index.cuh packed_forward_at: group xi, reduction
 //                                 index c, output channel k); flip: of the flipped filter with k and
@@ -28,7 +30,8 @@
 //                                 staged in shared memory by contiguous row loads.
 //   conv2d_winograd_output_v2_r*  A threads per slot (n, k, tile): AT Y_t A, + bias, activation, the
 //                                 tile's in-range pixels written.
-//   conv2d_winograd_wgrad_dy_v2_r*      A threads per slot (n, k, tile): its 4 x 4 dy tile, G d G^T -> U.
+//   conv2d_winograd_wgrad_dy_v3_r*      one thread per slot (n, k, tile): its 4 x 4 dy tile, G d G^T -> U
+//                                 (the v1 form again: lenet.conv2 10.2 us against v2's 13.5, H200).
 //   conv2d_winograd_wgrad_output_v2_r*  one thread per (k, c, output row r): row r of AT m A ->
 //                                 dw[k, c, r] (or added to it), m the products M[xi, k, c] (their
 //                                 splits already summed).
@@ -48,7 +51,8 @@ constexpr int WINO_M = 4;  // tile side (config.WINOGRAD_TILE)
 constexpr int WINO_FT_M = 32, WINO_FT_KK = 8;
 
 // out = L d L^T for an I x I block d and an O x I matrix L given as l(o, i), in one thread: the filter
-// transform's G w G^T (the slot transforms below spread theirs over A threads).
+// transform's G w G^T, the input transform's BT d B, the dy transform's G d G^T (the output transform
+// spreads its AT Y A over A threads).
 template <int O, int I, class L>
 __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)[O][O], L l) {
     float e[O][I];
@@ -72,18 +76,18 @@ __device__ __forceinline__ void transform2d(const float (&d)[I][I], float (&out)
         }
 }
 
-// The slot transforms (input, output and dy): a block serves WINO_SLOTS consecutive slots (one
-// (image, channel, tile) each), A * WINO_SLOTS threads, in two stages through shared memory
+// The output transform: a block serves WINO_SLOTS consecutive slots (one (image, channel, tile)
+// each), A * WINO_SLOTS threads, in two stages through shared memory
 // T[o][j][slot] (o < O rows of L d, j < I columns of the slot's I x I block d):
 //   stage 1, thread (column j = tid / WINO_SLOTS, slot = tid % WINO_SLOTS), j < I: loads column j of
-//     its slot's block (I loads; the lanes' slots adjacent: the output transform's loads are
-//     contiguous runs, the input's and dy's 16 bytes apart, the block's other column warps reading
-//     the rest of those lines from L1) and writes column j of L d;
+//     its slot's block (I loads; the lanes' slots adjacent, so the loads are contiguous runs) and
+//     writes column j of L d;
 //   stage 2: every (o, p) of every slot = row o of T times row p of L, L's row picked once per thread.
 // So a slot's A^2 loads or stores are spread over A threads: A times the threads of a thread per
-// slot, each with A loads in flight instead of A^2 (the thread-per-slot kernels ran latency-bound:
-// lenet.conv2's output transform at 0.17 issued warps per scheduler and 6 of every 32 bytes it
-// stored used).
+// slot, each with A loads in flight instead of A^2 (the thread-per-slot output transform ran
+// latency-bound: lenet.conv2's at 0.17 issued warps per scheduler and 6 of every 32 bytes it stored
+// used; H200: 19.8 -> 15.1 us). The input and dy transforms lost this way (H200: 7.3 -> 12.2 us,
+// 10.2 -> 13.5) and stay a thread per slot: a warp's slots store each xi contiguously anyway.
 constexpr int WINO_SLOTS = 32;  // config.WINOGRAD_SLOTS
 
 // Stage 1 for the thread's column: T[o][j][slot] = sum_i L(o, i) d[i], o < O.
@@ -128,50 +132,40 @@ __device__ __forceinline__ void wino_tile(u32 i, int TP, int TQ, u32& plane, u32
     q0 = ((int)t - tp * TQ) * WINO_M;
 }
 
-// out[n, xi, c, t] = (L d_t L^T)[xi = u * A + v] (A x A) of every slot (n, c, t) of planes N x C (C
-// channels, TP x TQ tiles), d_t the I x I block col(plane, p0, q0, j, d) loads column j of. Stage 2:
-// thread (v = tid / WINO_SLOTS, slot) writes column v of its slot's A rows, the lanes' slots adjacent:
-// coalesced stores.
-template <int A, int I, class L, class Col>
-__device__ __forceinline__ void slot_transform(float* __restrict__ out, int N, int C, int TP, int TQ, L l, Col col) {
-    __shared__ float T[A * I * WINO_SLOTS];
-    const u32 TT = (u32)(TP * TQ), total = (u32)N * (u32)C * TT, i = blockIdx.x * WINO_SLOTS + threadIdx.x % WINO_SLOTS;
-    const int j = threadIdx.x / WINO_SLOTS, slot = threadIdx.x % WINO_SLOTS;
-    u32 plane = 0, t = 0;
-    int p0 = 0, q0 = 0;
-    if (i < total) wino_tile(i, TP, TQ, plane, t, p0, q0);
-    if (j < I) {
-        float d[I];
+// A slot's A x A values to out[xi * stride], xi = u * A + v: for each xi a warp's slots (consecutive
+// tiles t) store consecutive floats.
+template <int A>
+__device__ __forceinline__ void store_xi(float* __restrict__ out, u32 stride, const float (&v)[A][A]) {
 #pragma unroll
-        for (int r = 0; r < I; ++r) d[r] = 0.f;
-        if (i < total) col(plane, p0, q0, j, d);
-        slot_columns<A>(T, j, slot, d, l);
-    }
-    __syncthreads();
-    if (i >= total) return;
-    float c[I];
-    slot_coef<A>(j, l, c);
-    const u32 n = plane / (u32)C, ch = plane - n * (u32)C, stride = (u32)C * TT;
-    float* dst = out + (n * (u32)(A * A * C) + ch) * TT + t + (u32)j * stride;
+    for (int u = 0; u < A; ++u)
 #pragma unroll
-    for (int u = 0; u < A; ++u) dst[(u32)(u * A) * stride] = slot_row(T, u, slot, c);
+        for (int w = 0; w < A; ++w) out[(u32)(u * A + w) * stride] = v[u][w];
 }
 
 // V[n, xi, c, t] of each (n, c, tile t) of an N x C x H x W input: BT x_t B, x_t the A x A patch whose
-// top-left pixel is (4 tp - pad_h, 4 tq - pad_w), zeros outside.
+// top-left pixel is (4 tp - pad_h, 4 tq - pad_w), zeros outside. A thread per slot, grid-stride.
 template <int R>
 __device__ __forceinline__ void wino_input(const float* __restrict__ x, float* __restrict__ V, int N, int C, int H,
                                            int W, int pad_h, int pad_w, int TP, int TQ) {
     constexpr int A = Wino<R>::A;
-    slot_transform<A, A>(V, N, C, TP, TQ, [](int o, int j) { return Wino<R>::bt(o, j); },
-                         [&](u32 plane, int p0, int q0, int j, float (&d)[A]) {
-                             const float* src = x + plane * (u32)(H * W);
-                             const int h0 = p0 - pad_h, w = q0 - pad_w + j;
-                             if (w < 0 || w >= W) return;
+    GRID_STRIDE32(i, (u32)N * C * TP * TQ) {
+        u32 plane, t;
+        int p0, q0;
+        wino_tile(i, TP, TQ, plane, t, p0, q0);
+        const float* src = x + plane * (u32)(H * W);
+        const int h0 = p0 - pad_h, w0 = q0 - pad_w;
+        float d[A][A], v[A][A];
 #pragma unroll
-                             for (int u = 0; u < A; ++u)
-                                 if (h0 + u >= 0 && h0 + u < H) d[u] = src[(h0 + u) * W + w];
-                         });
+        for (int u = 0; u < A; ++u)
+#pragma unroll
+            for (int w = 0; w < A; ++w) {
+                const int h = h0 + u, col = w0 + w;
+                d[u][w] = (h >= 0 && h < H && col >= 0 && col < W) ? src[h * W + col] : 0.f;
+            }
+        transform2d<A>(d, v, [](int o, int j) { return Wino<R>::bt(o, j); });
+        const u32 n = plane / (u32)C, c = plane - n * (u32)C, TT = (u32)(TP * TQ);
+        store_xi<A>(V + (n * (u32)(A * A * C) + c) * TT + t, (u32)C * TT, v);
+    }
 }
 
 // U = G w[k, c] G^T of a K x C x R x R filter as the forward GEMM's packed weights in A^2 groups
@@ -225,7 +219,7 @@ __device__ __forceinline__ void wino_filter(const float* __restrict__ w, float* 
 
 // y[n, k] of each (n, k, tile t): AT Y_t A (Y[n, xi, k, t]) + bias[k], activated (has_bias EPI_GRAD:
 // the backward of act at the activation output bias[pixel's index] instead), its pixels inside
-// P x Q written. Stage 1 as slot_transform's (the products' column j of the slot, I = A, O = 4 rows of
+// P x Q written. Stage 1: thread (j, slot) loads the products' column j of the slot (I = A, O = 4 rows of
 // AT; warp 0 also puts each slot's y offset, pixels inside P x Q and bias in shared memory, so stage 2
 // divides nothing); stage 2: thread f = tid + m * blockDim takes output (o, p) of slot s with p = f % 4
 // (fixed per thread), s = f / 4 % WINO_SLOTS, o = f / (4 * WINO_SLOTS): a warp writes 8 slots' 4
@@ -285,14 +279,21 @@ template <int R>
 __device__ __forceinline__ void wino_wgrad_dy(const float* __restrict__ dy, float* __restrict__ U, int N, int K,
                                               int P, int Q, int TP, int TQ) {
     constexpr int A = Wino<R>::A;
-    slot_transform<A, WINO_M>(U, N, K, TP, TQ, [](int o, int j) { return wino_g<R, WINO_M>(o, j); },
-                              [&](u32 plane, int p0, int q0, int j, float (&d)[WINO_M]) {
-                                  const float* src = dy + plane * (u32)(P * Q);
-                                  if (q0 + j >= Q) return;
+    GRID_STRIDE32(i, (u32)N * K * TP * TQ) {
+        u32 plane, t;
+        int p0, q0;
+        wino_tile(i, TP, TQ, plane, t, p0, q0);
+        const float* src = dy + plane * (u32)(P * Q);
+        float d[WINO_M][WINO_M], u[A][A];
 #pragma unroll
-                                  for (int a = 0; a < WINO_M; ++a)
-                                      if (p0 + a < P) d[a] = src[(p0 + a) * Q + q0 + j];
-                              });
+        for (int a = 0; a < WINO_M; ++a)
+#pragma unroll
+            for (int b = 0; b < WINO_M; ++b)
+                d[a][b] = (p0 + a < P && q0 + b < Q) ? src[(p0 + a) * Q + q0 + b] : 0.f;
+        transform2d<A>(d, u, [](int o, int j) { return wino_g<R, WINO_M>(o, j); });
+        const u32 n = plane / (u32)K, k = plane - n * (u32)K, TT = (u32)(TP * TQ);
+        store_xi<A>(U + (n * (u32)(A * A * K) + k) * TT + t, (u32)K * TT, u);
+    }
 }
 
 // dw[k, c, r, :] of each (k, c, r): row r of AT m A, m = M[xi, k, c]. Thread i = (k C + c) R + r, so a
@@ -338,12 +339,10 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
 }
 
 // Work: 2 A^3 FMAs per (n, channel, tile); moves A^2 * 4 B in (rows each read by the 2 or 3 tiles
-// that overlap them, cache-served) and A^2 * 4 B out. Blocks of A * WINO_SLOTS threads, a block per
-// WINO_SLOTS slots.
+// that overlap them, cache-served) and A^2 * 4 B out. A thread per slot, grid-stride.
 #define WINO_INPUT(R)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(Wino<R>::A * WINO_SLOTS) conv2d_winograd_input_v2_r##R(  \
-        const float* __restrict__ x, float* __restrict__ V, int N, int C, int H, int W, int pad_h,        \
-        int pad_w, int TP, int TQ) {                                                                      \
+    extern "C" __global__ void conv2d_winograd_input_v3_r##R(const float* __restrict__ x,                 \
+        float* __restrict__ V, int N, int C, int H, int W, int pad_h, int pad_w, int TP, int TQ) {        \
         wino_input<R>(x, V, N, C, H, W, pad_h, pad_w, TP, TQ);                                            \
     }
 // Work: 2 (A R^2 + A^2 R) FMAs per (k, c); moves R^2 * 4 B in and A^2 * 4 B out.
@@ -356,19 +355,19 @@ __device__ __forceinline__ void wino_wgrad_output(const float* __restrict__ M, f
         else                                                                                              \
             wino_filter<R, false>(w, U, K, C, tile);                                                      \
     }
-// Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out. Blocks as the
-// input transform's.
+// Work: 2 (4 A^2 + 16 A) FMAs per (n, k, tile); moves A^2 * 4 B in and 16 * 4 B out. Blocks of
+// A * WINO_SLOTS threads, a block per WINO_SLOTS slots.
 #define WINO_OUTPUT(R)                                                                                     \
     extern "C" __global__ void __launch_bounds__(Wino<R>::A * WINO_SLOTS) conv2d_winograd_output_v2_r##R( \
         const float* __restrict__ Y, float* __restrict__ y, const float* __restrict__ bias, int N, int K, \
         int P, int Q, int TP, int TQ, int has_bias, int act, float slope) {                               \
         wino_output<R>(Y, y, bias, N, K, P, Q, TP, TQ, has_bias, act, slope);                             \
     }
-// Work: 2 (4 A^2 + 4 A^2) FMAs per (n, k, tile); moves 16 * 4 B in and A^2 * 4 B out. Blocks as the
-// input transform's.
+// Work: 2 (4 A^2 + 4 A^2) FMAs per (n, k, tile); moves 16 * 4 B in and A^2 * 4 B out. A thread per
+// slot, grid-stride.
 #define WINO_WGRAD_DY(R)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(Wino<R>::A * WINO_SLOTS) conv2d_winograd_wgrad_dy_v2_r##R(\
-        const float* __restrict__ dy, float* __restrict__ U, int N, int K, int P, int Q, int TP, int TQ) { \
+    extern "C" __global__ void conv2d_winograd_wgrad_dy_v3_r##R(const float* __restrict__ dy,             \
+        float* __restrict__ U, int N, int K, int P, int Q, int TP, int TQ) {                              \
         wino_wgrad_dy<R>(dy, U, N, K, P, Q, TP, TQ);                                                      \
     }
 // Work: 2 (A^2 + R A) FMAs per (k, c, r); moves A^2 * 4 B in (each (k, c)'s read by its R rows,

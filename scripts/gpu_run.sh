@@ -23,6 +23,9 @@
 #   ncu     Nsight Compute (when the machine has it) on every launch of the lenet.conv2 passes and the
 #           resnet.c4 forward (Winograd: transforms and products' GEMMs) and the TF32 resnet.c4 forward
 #           and dcgan.d3 backward-data GEMMs (bank conflicts included) -> $OUT/ncu.log
+#   trees   benchmarks/tree_times.py time $TREES (default .trees/*: folders written beforehand by
+#           `python benchmarks/tree_times.py export REV... --into .trees`, carried with the checkout):
+#           the same conv calls in every tree, TREES_ARGS (e.g. "--tf32 --rows resnet.c4") -> $OUT/trees.log
 #   gans    benchmarks/dcgan_torch.py on the GPU, fastconv beside PyTorch, 3 seeds, scored -> $OUT/gans.log
 #   recipe  the classifier recipe on full Fashion-MNIST (fastconv train cnn, two widths) -> $OUT/recipe*.log
 #   augment benchmarks/augment_table.py on the GPU (k = 10, 50, 100; 3 seeds) -> $OUT/augment.log, augment.png
@@ -88,6 +91,7 @@ want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-pro
     bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' 'lenet.conv2 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 forward' 'resnet.c4 forward'"
+want trees && step trees 150 trees.log "$PY" benchmarks/tree_times.py time ${TREES:-.trees/*} ${TREES_ARGS:-}
 want steps && step steps 120 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT
@@ -101,13 +105,14 @@ want gans && { step gans 200 gans.log "$PY" benchmarks/dcgan_torch.py --device c
 want recipe && recipe recipe25 25 &
 want recipe && recipe recipe20w 20 --channels 64,128 --hidden 512 &
 wait
-RAN=""; for s in augment gpu_tests conv sweep kernels ncu bench steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
+RAN=""; for s in augment gpu_tests conv sweep kernels ncu bench trees steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
 echo
 echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
-tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 60; tails bench.log 40; tails steps.log 30
+tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 60; tails bench.log 40; tails trees.log 40
+tails steps.log 30
 tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done

@@ -118,7 +118,7 @@ def test_kernel_times_lists_each_launch_of_a_call():
         fns = conv_sweep.calls(cp, (2, 5, 6, 6, 4, 3, 3, 1, 1), np.random.default_rng(0))
         res = kernel_times.kernel_times(cp, timing.HostClock(), fns["forward"], args)
     names = [r[0] for r in res]
-    assert names[:2] == ["conv2d_winograd_input_v2_r3", "conv2d_winograd_filter_v2_r3"]
+    assert names[:2] == ["conv2d_winograd_input_v3_r3", "conv2d_winograd_filter_v2_r3"]
     assert names[2].startswith("conv2d_forward_v3_t") and names[3:] == ["conv2d_winograd_output_v2_r3", "total"], res
     assert all(ms > 0 for *_, ms in res)
     # TF32 (C = 8): the channels-last copy, the pack and the vec GEMM; with --gather4 the 4-byte GEMM alone

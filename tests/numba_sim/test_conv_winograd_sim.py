@@ -105,8 +105,8 @@ def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
     assert_close(out, want, REDUCTION_TOL, f"winograd {what}")
     n, _, h, w, _, r, pad = case
     long = n * -(-(h + 2 * pad - r + 1) // 4) * -(-(w + 2 * pad - r + 1) // 4) > 8
-    kinds = ((["input_v2", "wgrad_dy_v2"] + ["sum_splits_v1"] * long + ["wgrad_output_v2"])
-             if what == "backward_weight" else ["input_v2", "filter_v2", "output_v2"])
+    kinds = ((["input_v3", "wgrad_dy_v3"] + ["sum_splits_v1"] * long + ["wgrad_output_v2"])
+             if what == "backward_weight" else ["input_v3", "filter_v2", "output_v2"])
     gemm_names = ("conv2d_forward", "conv2d_backward")
     assert [nm for nm in launched if not nm.startswith(gemm_names)] == [
         nm if nm.startswith("sum") else f"conv2d_winograd_{nm}_r{r}" for nm in kinds], launched
@@ -118,8 +118,9 @@ def test_every_pass_matches_the_oracle(rng, poisoned, monkeypatch, what, case):
 
 @pytest.mark.parametrize("r", [3, 5])
 def test_slot_transforms_match_their_tables(rng, poisoned, nan_shared, r):
-    """conv2d_winograd_input_v2, wgrad_dy_v2 and output_v2 alone on 36 slots (1 image x 3 channels x
-    3 x 4 tiles: a full block and a partial one of 4 slots; P = 9, Q = 13 cut the last tiles), into
+    """conv2d_winograd_input_v3, wgrad_dy_v3 (a thread per slot) and output_v2 alone on 36 slots (1 image
+    x 3 channels x 3 x 4 tiles: the output's full block and partial one of 4 slots, the others' one
+    partial block; P = 9, Q = 13 cut the last tiles), into
     NaN-filled outputs with NaN-filled shared memory: every element is its slot's L d L^T (float64, the
     family's tables), each pixel of y written once inside P x Q."""
     n, c, pad = 1, 3, (r - 1) // 2
@@ -135,7 +136,7 @@ def test_slot_transforms_match_their_tables(rng, poisoned, nan_shared, r):
     v = winograd._input(x, (pad, pad), tp, tq, r, "x", None)
     want_v = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", bt, ref.winograd_patches(x, a, pad, tp, tq), bt))
     u = np.full((n, a * a * c, tp, tq), np.nan, np.float32)
-    winograd.launch(f"conv2d_winograd_wgrad_dy_v2_r{r}", *winograd._slot_launch(n * c * tp * tq, r),
+    winograd.launch(f"conv2d_winograd_wgrad_dy_v3_r{r}", *winograd._patch_launch(n * c * tp * tq),
                     (dy, u, n, c, p, q, tp, tq))
     want_u = xi_major(np.einsum("ui,ncpqij,vj->ncpquv", g_dy, ref.winograd_patches(dy, winograd.M, 0, tp, tq), g_dy))
     y = np.full((n, c, p, q), np.nan, np.float32)
@@ -144,9 +145,9 @@ def test_slot_transforms_match_their_tables(rng, poisoned, nan_shared, r):
     m = prod.astype(np.float64).reshape(n, a, a, c, tp, tq)
     full = np.einsum("oi,nijcst,pj->ncsotp", at, m, at).reshape(n, c, tp * winograd.M, tq * winograd.M)
     want_y = full[:, :, :p, :q] + b[:, None, None]
-    for what, got, want in (("input", v, want_v), ("wgrad_dy", u, want_u), ("output", y, want_y)):
-        assert not np.isnan(got).any(), f"{what}_v2_r{r}: NaN left in the output"
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=f"{what}_v2_r{r}")
+    for what, got, want in (("input_v3", v, want_v), ("wgrad_dy_v3", u, want_u), ("output_v2", y, want_y)):
+        assert not np.isnan(got).any(), f"{what}_r{r}: NaN left in the output"
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=f"{what}_r{r}")
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["forward", "backward_data"])

@@ -180,11 +180,11 @@ def test_every_pass_matches_the_oracle(cp, what, case):
     r = case[5]
     names = _check(cp, what, case)
     if what == "backward_weight":
-        assert names[:2] == [f"conv2d_winograd_input_v2_r{r}", f"conv2d_winograd_wgrad_dy_v2_r{r}"], names
+        assert names[:2] == [f"conv2d_winograd_input_v3_r{r}", f"conv2d_winograd_wgrad_dy_v3_r{r}"], names
         assert names[2].startswith("conv2d_backward_weight_v3_"), names
         assert names[-1] == f"conv2d_winograd_wgrad_output_v2_r{r}", names
     else:  # the filter transform writes the GEMM's packed weights: no pack launch
-        assert names[:2] == [f"conv2d_winograd_input_v2_r{r}", f"conv2d_winograd_filter_v2_r{r}"], names
+        assert names[:2] == [f"conv2d_winograd_input_v3_r{r}", f"conv2d_winograd_filter_v2_r{r}"], names
         assert names[2].startswith("conv2d_forward_v3_t") and names[-1] == f"conv2d_winograd_output_v2_r{r}", names
     assert "conv2d_pack_forward_v1" not in names, names
 
@@ -339,7 +339,7 @@ def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
 
     for r, pad in ((3, 1), (5, 2)):  # C*R*S = 45, 125 > SMALLC
         got = names((2, 5, 8, 8, 6, r, pad))
-        assert got.count(f"conv2d_winograd_input_v2_r{r}") == 3, got
+        assert got.count(f"conv2d_winograd_input_v3_r{r}") == 3, got
         assert f"conv2d_winograd_wgrad_output_v2_r{r}" in got, got
     for case, settings in (((2, 5, 8, 8, 6, 3, 1), {"tf32": True}),
                            ((2, 5, 8, 8, 6, 3, 1), {"conv_tile": "t64x64"}), ((2, 3, 8, 8, 6, 3, 1), {})):
@@ -351,11 +351,11 @@ def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
 
 @pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)
 def test_slot_transforms_against_the_exact_matrices(cp, r):
-    """The slot transforms (A threads per (image, channel, tile) slot, two stages through shared
-    memory): conv2d_winograd_input_v2 (V = BT d B), output_v2 (y = AT Y A + b) and wgrad_dy_v2
-    (U = G dy G^T) on 9 x 9 images (3 x 3 tiles, the last ones cut at P and Q), 2 x 3 and 2 x 5
-    planes (54 and 90 slots: partial last blocks), threads in shuffled order, NaN-poisoned, against
-    the exact matrices in float64, every slot."""
+    """The slot transforms: conv2d_winograd_input_v3 (V = BT d B) and wgrad_dy_v3 (U = G dy G^T), a
+    thread per (image, channel, tile) slot, and output_v2 (y = AT Y A + b, A threads per slot, two
+    stages through shared memory) on 9 x 9 images (3 x 3 tiles, the last ones cut at P and Q), 2 x 3
+    and 2 x 5 planes (54 and 90 slots: the output's partial last blocks), threads in shuffled order,
+    NaN-poisoned, against the exact matrices in float64, every slot."""
     n, c, k, hw, pad, tiles = 2, 3, 5, 9, r // 2, 3
     a = r + cfg.WINOGRAD_TILE - 1
     at, _, bt = (np.array([[float(v) for v in row] for row in m]) for m in toom_cook(cfg.WINOGRAD_TILE, r))
@@ -373,7 +373,7 @@ def test_slot_transforms_against_the_exact_matrices(cp, r):
     x, dy = (v.astype(np.float32).astype(np.float64) for v in (x, dy))
     want_v = np.einsum("ui,ncpqij,vj->nuvcpq", bt, ref.winograd_patches(x, a, pad, tiles, tiles), bt).reshape(
         n, a * a * c, tiles, tiles)
-    got_v = cp.asnumpy(rec[f"conv2d_winograd_input_v2_r{r}"].args[1])
+    got_v = cp.asnumpy(rec[f"conv2d_winograd_input_v3_r{r}"].args[1])
     np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5 * np.abs(want_v).max())
     prod = cp.asnumpy(rec[f"conv2d_winograd_output_v2_r{r}"].args[0]).astype(np.float64)
     out = np.einsum("au,nuvkpq,bv->nkpaqb", at, prod.reshape(n, a, a, k, tiles, tiles), at)
@@ -382,5 +382,5 @@ def test_slot_transforms_against_the_exact_matrices(cp, r):
     np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5 * np.abs(want_y).max())
     want_u = np.einsum("ui,nkpqij,vj->nuvkpq", g4, ref.winograd_patches(dy, 4, 0, tiles, tiles), g4).reshape(
         n, a * a * k, tiles, tiles)
-    got_u = cp.asnumpy(rec[f"conv2d_winograd_wgrad_dy_v2_r{r}"].args[1])
+    got_u = cp.asnumpy(rec[f"conv2d_winograd_wgrad_dy_v3_r{r}"].args[1])
     np.testing.assert_allclose(got_u, want_u, rtol=1e-5, atol=1e-5 * np.abs(want_u).max())

@@ -77,8 +77,8 @@ WINOGRAD_TILE = 4
 # blocks: lenet.conv2's 64 x 32 x 5 rows make only 160 of them).
 WINOGRAD_FILTER_BLOCK = (32, 8)
 WINOGRAD_WGRAD_OUTPUT_BLOCK = 64
-# Slots ((image, channel, tile) each) per block of the input, output and dy transforms (WINO_SLOTS),
-# served by A threads apiece.
+# Slots ((image, channel, tile) each) per block of the output transform (WINO_SLOTS), served by A
+# threads apiece.
 WINOGRAD_SLOTS = 32
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
 # The 2x2 / stride-2 / unpadded pooling kernels of kernels/pool.cu, by suffix (max_pool2d_*_v3_<suffix>,
@@ -105,8 +105,8 @@ KERNELS = {
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2", "nchw_to_nhwc_v1"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + tuple(f"{p}_v3_tf32_vec_{t}" for p in _CONV_PASSES for t in TF32_TILES),
-    "winograd.cu": tuple(f"conv2d_winograd_{k}_v2_r{r}" for r in WINOGRAD_TAPS
-                         for k in ("input", "filter", "output", "wgrad_dy", "wgrad_output")),
+    "winograd.cu": tuple(f"conv2d_winograd_{k}_v{v}_r{r}" for r in WINOGRAD_TAPS
+                         for k, v in (("input", 3), ("filter", 2), ("output", 2), ("wgrad_dy", 3), ("wgrad_output", 2))),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),

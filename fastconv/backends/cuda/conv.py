@@ -330,8 +330,8 @@ def _points(r):
 
 
 def _slot_launch(slots, r):
-    """(grid, block) of a slot transform (input, output, dy) over ``slots`` (image, channel, tile)
-    slots: a block of A * WINOGRAD_SLOTS threads per WINOGRAD_SLOTS slots."""
+    """(grid, block) of the output transform over ``slots`` (image, channel, tile) slots: a block of
+    A * WINOGRAD_SLOTS threads per WINOGRAD_SLOTS slots."""
     return (cfg.cdiv(slots, cfg.WINOGRAD_SLOTS),), _points(r) * cfg.WINOGRAD_SLOTS
 
 
@@ -341,7 +341,7 @@ def _winograd_input(x, padding, tp, tq, r, what):
     a = _points(r)
     cfg.check_int32(what, n * a * a * c * tp * tq, "Winograd transform: N*A^2*C*tiles")
     v = _alloc((n, a * a * c, tp, tq), _F32, f"Winograd transform of {what}")
-    _launch("winograd.cu", f"conv2d_winograd_input_v2_r{r}", *_slot_launch(n * c * tp * tq, r),
+    _launch("winograd.cu", f"conv2d_winograd_input_v3_r{r}", _eltwise_grid(n * c * tp * tq), cfg.BLOCK,
             (x, v) + _i32s(what, "N C H W pad_h pad_w tile_rows tile_cols", (n, c, h, wd) + tuple(padding) + (tp, tq)))
     return v
 
@@ -386,7 +386,7 @@ def _winograd_backward_weight(dy, x, dw, padding, add=False):
     v = _winograd_input(x, padding, tp, tq, r, "x")
     cfg.check_int32("dy", n * a * a * k * tp * tq, "Winograd transform: N*A^2*K*tiles")
     u = _alloc((n, a * a * k, tp, tq), _F32, "Winograd transform of dy")
-    _launch("winograd.cu", f"conv2d_winograd_wgrad_dy_v2_r{r}", *_slot_launch(n * k * tp * tq, r),
+    _launch("winograd.cu", f"conv2d_winograd_wgrad_dy_v3_r{r}", _eltwise_grid(n * k * tp * tq), cfg.BLOCK,
             (dy, u) + _i32s("dy", "N K P Q tile_rows tile_cols", (n, k, p, q, tp, tq)))
     m = _alloc((a * a * k, c, 1, 1), _F32, "Winograd products")
     ws, splits = _gemm("conv2d_backward_weight", k, c, n * tp * tq, a * a, m, "dy",

@@ -108,15 +108,15 @@ _PARAMS = {
     "max_pool2d_backward_v2_2x2": "ffi" + "n" * 5 + "n",
     "avg_pool2d_forward_v2_2x2": "ff" + "n" * 5 + "n",
     "avg_pool2d_backward_v2_2x2": "ff" + "n" * 5 + "n",
-    "conv2d_winograd_input_v2_r3": "ff" + "n" * 8,  # N, C, H, W, pad_h, pad_w, tile rows, tile columns
+    "conv2d_winograd_input_v3_r3": "ff" + "n" * 8,  # N, C, H, W, pad_h, pad_w, tile rows, tile columns
     "conv2d_winograd_filter_v2_r3": "ff" + "n" * 3,  # K, C, flip
     "conv2d_winograd_output_v2_r3": "fff" + "n" * 7,  # N, K, P, Q, tile rows, tile columns, has_bias
-    "conv2d_winograd_wgrad_dy_v2_r3": "ff" + "n" * 6,  # N, K, P, Q, tile rows, tile columns
+    "conv2d_winograd_wgrad_dy_v3_r3": "ff" + "n" * 6,  # N, K, P, Q, tile rows, tile columns
     "conv2d_winograd_wgrad_output_v2_r3": "ff" + "n" * 3,  # K, C, add
-    "conv2d_winograd_input_v2_r5": "ff" + "n" * 8,
+    "conv2d_winograd_input_v3_r5": "ff" + "n" * 8,
     "conv2d_winograd_filter_v2_r5": "ff" + "n" * 3,
     "conv2d_winograd_output_v2_r5": "fff" + "n" * 7,
-    "conv2d_winograd_wgrad_dy_v2_r5": "ff" + "n" * 6,
+    "conv2d_winograd_wgrad_dy_v3_r5": "ff" + "n" * 6,
     "conv2d_winograd_wgrad_output_v2_r5": "ff" + "n" * 3,
 }
 

@@ -17,28 +17,28 @@ backward-data) and a 1x1 backward-weight in A^2 groups whose split partial sums 
 before the output transform.
 
 Kernels (suffix _r3 / _r5: R):
-- conv2d_winograd_input_v2_r*   A threads per slot (image, channel, tile): its A x A patch (zeros
+- conv2d_winograd_input_v3_r*   a thread per slot (image, channel, tile): its A x A patch (zeros
   outside), BT d B -> V.
 - conv2d_winograd_filter_v2_r*  per (k, c): G w G^T -> U (flip: of w rotated by 180 degrees, at U[xi, c, k]);
   blocks of FT_KK reduction indices (U's last index, fastest: coalesced stores in both orientations) x
   FT_M output channels, the block's filters staged in shared memory by contiguous row loads.
 - conv2d_winograd_output_v2_r*  A threads per slot (image, k, tile): AT Y_t A + bias, the tile's pixels
   inside P x Q.
-- conv2d_winograd_wgrad_dy_v2_r*      A threads per slot (image, k, tile): the 4 x 4 dy tile (zeros past
+- conv2d_winograd_wgrad_dy_v3_r*      a thread per slot (image, k, tile): the 4 x 4 dy tile (zeros past
   P, Q), G d G^T -> U.
 - conv2d_winograd_wgrad_output_v2_r*  per (k, c, row r): row r of AT m A -> dw[k, c, r] (m = M[xi, k, c]).
-The slot transforms (input, output, dy; kernels/winograd.cu's slot_transform) take blocks of (SLOTS, A)
-threads serving SLOTS consecutive slots in two stages through shared memory T[o][j][slot]: stage 1,
-thread (slot = threadIdx.x, column j = threadIdx.y), loads column j of its slot's I x I block d (the
-lanes' slots adjacent: the output's loads contiguous runs, the input's and dy's 16 bytes apart) and
-writes column j of L d; a barrier; stage 2
-forms (L d L^T)[o][p] = row o of T times row p of L, the row picked once per thread. So a slot's A^2
-loads or stores are spread over A threads (the thread-per-slot kernels ran latency-bound). Their grid
-is 1-D, a block per SLOTS slots: slots <= the transformed array's size / A^2 < 2^31 / A^2 (the
-allocation checks it), so ceil(slots / SLOTS) stays far below MAX_GRID_X and no image walk is needed.
+The output transform takes blocks of (SLOTS, A) threads serving SLOTS consecutive slots in two stages
+through shared memory T[o][j][slot]: stage 1, thread (slot = threadIdx.x, column j = threadIdx.y),
+loads column j of its slot's A x A products (the lanes' slots adjacent: contiguous runs) and writes
+column j of AT m; a barrier; stage 2 forms (AT m A)[o][p] = row o of T times row p of AT, the row
+picked once per thread. So a slot's A^2 loads are spread over A threads (the thread-per-slot output
+transform ran latency-bound). The input and dy transforms take a thread per slot, as
+kernels/winograd.cu's v3 do (spreading them over A threads made the CUDA C ones slower on an H200).
+Every grid is 1-D: slots <= the transformed array's size / A^2 < 2^31 / A^2 (the allocation checks it),
+so the block count stays far below MAX_GRID_X and no image walk is needed.
 The transforms are straight-line code over fixed-size local arrays (winograd_tables), the tile loops
 have constant trip counts, each thread divides only to find its slot (tests/test_numba_ptx.py checks:
-no local memory, no division or 64-bit multiply in any loop, none after the barrier). Index math is
+no local memory, no division or 64-bit multiply in any loop, none after the output's barrier). Index math is
 32-bit (every array's size is checked below 2^31 by the allocation).
 """
 
@@ -50,7 +50,7 @@ from ..cuda import config as _cfg
 from ..cuda.config import cdiv
 from .conv import _sum_partials, backward_weight_gemm, launch_conv2d_forward
 from .driver import _empty, launch
-from .tiles import _conv_geometry, _digits_split, winograd_tile
+from .tiles import ELEMENTWISE_THREADS, _conv_geometry, _digits_split, winograd_tile
 from .winograd_tables import SLOTS, _columns, _pick_row, _row_dot, _row_transform, _transform, matrices
 
 M = _cfg.WINOGRAD_TILE   # output tile side (WINO_M)
@@ -80,51 +80,42 @@ def _tile_access(size: int):
 
 
 @cuda.jit(device=True, inline="always")
-def _slot(chans, tt, tq_n, aa):
-    """This thread's slot i = blockIdx.x * SLOTS + threadIdx.x of a slot transform over N x ``chans``
-    planes of tt = TP x TQ tiles: (i, plane (n * chans + channel), tp, tq, the offset of (n, xi = 0,
-    channel, t) in an (N, aa * chans, TP, TQ) array). Divides: once per thread, before any loop."""
-    i = int32(cuda.blockIdx.x * SLOTS + cuda.threadIdx.x)
+def _slot(i, chans, tt, tq_n, aa):
+    """Slot i of a transform over N x ``chans`` planes of tt = TP x TQ tiles: (plane (n * chans +
+    channel), tp, tq, the offset of (n, xi = 0, channel, t) in an (N, aa * chans, TP, TQ) array).
+    Divides: once per thread, before any loop."""
     plane, tp, tq = _digits_split(i, tt, tq_n)
-    return i, plane, tp, tq, int32(i + int32(plane // chans) * int32((aa - 1) * chans * tt))
+    return plane, tp, tq, int32(i + int32(plane // chans) * int32((aa - 1) * chans * tt))
 
 
-def _slot_transform(lmat):
+def _patch_transform(lmat):
     """Device function run(src, dst, n_img, chans, ph, pw, pad_h, pad_w, tp_n, tq_n) of the input and
-    wgrad dy kernels (block (SLOTS, A)): dst[n, xi, channel, t] = (L d L^T)[xi] (L = ``lmat``, A x I) of
-    every slot (n, channel, tile t) of an N x chans x ph x pw ``src``, d its I x I patch at
-    (4 tp - pad_h, 4 tq - pad_w) (zeros outside the plane). Stage 1: thread j < I loads the patch's
-    column j (I loads, a row apart); stage 2: thread v writes column v of the slot's A rows (the lanes'
-    slots adjacent: coalesced stores)."""
+    wgrad dy kernels, a thread per slot: dst[n, xi, channel, t] = (L d L^T)[xi] (L = ``lmat``, A x I)
+    of slot i = (n, channel, tile t) of an N x chans x ph x pw ``src``, d its I x I patch at
+    (4 tp - pad_h, 4 tq - pad_w) (zeros outside the plane); a warp's slots store each xi contiguously.
+    (Spreading a slot over A threads through shared memory, as the output transform does, made these
+    two slower in the CUDA C family on an H200.)"""
     a, i_n = lmat.shape
-    columns, pick, row_dot = _columns(lmat), _pick_row(lmat), _row_dot(i_n)
-    staged = a * i_n * SLOTS  # floats of T[o][j][slot]
+    transform, store = _transform(lmat), _tile_access(a)[1]
 
     @cuda.jit(device=True, inline="always")
     def run(src, dst, n_img, chans, ph, pw, pad_h, pad_w, tp_n, tq_n):
-        sh = cuda.shared.array(staged, float32)
         tt = int32(tp_n * tq_n)
-        i, plane, tp, tq, at = _slot(chans, tt, tq_n, a * a)
-        ok = i < int32(n_img * chans * tt)
-        slot = int32(cuda.threadIdx.x)
-        j = int32(cuda.threadIdx.y)
-        if j < i_n:
-            h0 = int32(tp * M - pad_h)
-            w = int32(tq * M - pad_w + j)
-            src_at = int32(int32(plane * ph + h0) * pw + w)
-            inside = ok and 0 <= w < pw
-            d = cuda.local.array(i_n, float32)
-            for u in range(i_n):
-                d[u] = src[src_at] if inside and 0 <= h0 + u < ph else float32(0.0)
-                src_at = int32(src_at + pw)
-            columns(d, sh, uint32(j * SLOTS + slot))
-        cuda.syncthreads()
-        if ok:
-            c = pick(j)
-            at = int32(at + j * chans * tt)
-            for u in range(a):
-                dst[at] = row_dot(sh, uint32(u * i_n * SLOTS + slot), c)
-                at = int32(at + a * chans * tt)
+        i = int32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+        if i >= int32(n_img * chans * tt):
+            return
+        plane, tp, tq, at = _slot(i, chans, tt, tq_n, a * a)
+        h0 = int32(tp * M - pad_h)
+        w0 = int32(tq * M - pad_w)
+        src_at = int32(int32(plane * ph + h0) * pw + w0)
+        d = cuda.local.array((i_n, i_n), float32)
+        out = cuda.local.array((a, a), float32)
+        for u in range(i_n):
+            for v in range(i_n):
+                d[u, v] = src[int32(src_at + v)] if 0 <= h0 + u < ph and 0 <= w0 + v < pw else float32(0.0)
+            src_at = int32(src_at + pw)
+        transform(d, out)
+        store(dst, at, int32(chans * tt), out)
     return run
 
 
@@ -132,15 +123,15 @@ def _slot_transform(lmat):
 # backward-data (matrices(r, M, r)), F(R, 4) for backward-weight (matrices(r, r, M)).
 
 def _input_kernel(r: int):
-    input_run = _slot_transform(matrices(r, M, r)[2])
+    input_run = _patch_transform(matrices(r, M, r)[2])
 
-    def input_v2(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
+    def input_v3(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n):
         """V[n, xi, c, t] = (BT x_t B)[xi] of each slot (image n, channel c, tile t) of x, the patch's
-        top-left pixel at (4 tp - pad_h, 4 tq - pad_w); blocks of (SLOTS, A) threads, a block per SLOTS
-        slots. Work: 2 A^3 FMAs per slot; traffic A^2 * 4 bytes in (rows shared by overlapping patches,
-        cache-served) and A^2 * 4 bytes out."""
+        top-left pixel at (4 tp - pad_h, 4 tq - pad_w); a thread per slot. Work: 2 A^3 FMAs per slot;
+        traffic A^2 * 4 bytes in (rows shared by overlapping patches, cache-served) and A^2 * 4 bytes
+        out."""
         input_run(x, v_out, n_img, c_in, h_in, w_in, pad_h, pad_w, tp_n, tq_n)
-    return input_v2
+    return input_v3
 
 
 def _filter_stage(r: int, nk: int, row: int):
@@ -244,7 +235,8 @@ def _output_kernel(r: int):
         cols = cuda.shared.array(SLOTS, int32)  # its columns inside Q
         b_sh = cuda.shared.array(SLOTS, float32)
         tt = int32(tp_n * tq_n)
-        i, nk, tp, tq, at = _slot(k_out, tt, tq_n, a * a)
+        i = int32(cuda.blockIdx.x * SLOTS + cuda.threadIdx.x)
+        nk, tp, tq, at = _slot(i, k_out, tt, tq_n, a * a)
         slot = int32(cuda.threadIdx.x)
         j = int32(cuda.threadIdx.y)
         ok = i < int32(n_img * k_out * tt)
@@ -281,15 +273,14 @@ def _output_kernel(r: int):
 
 
 def _wgrad_dy_kernel(r: int):
-    dy_run = _slot_transform(matrices(r, r, M)[1])
+    dy_run = _patch_transform(matrices(r, r, M)[1])
 
-    def wgrad_dy_v2(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
+    def wgrad_dy_v3(dy, u_out, n_img, k_out, p_out, q_out, tp_n, tq_n):
         """U[n, xi, k, t] = (G dy_t G^T)[xi] of each slot (image n, filter k, 4 x 4 tile t) of dy (zeros
-        past P, Q); blocks of (SLOTS, A) threads, a block per SLOTS slots (stage 1 by the 4 threads
-        j < 4 of a slot). Work: 2 (4 A^2 + 4 A^2) FMAs per slot; traffic 16 * 4 bytes in, A^2 * 4
-        bytes out."""
+        past P, Q); a thread per slot. Work: 2 (4 A^2 + 4 A^2) FMAs per slot; traffic 16 * 4 bytes in,
+        A^2 * 4 bytes out."""
         dy_run(dy, u_out, n_img, k_out, p_out, q_out, 0, 0, tp_n, tq_n)
-    return wgrad_dy_v2
+    return wgrad_dy_v3
 
 
 def _wgrad_output_kernel(r: int):
@@ -317,22 +308,27 @@ def _wgrad_output_kernel(r: int):
     return wgrad_output_v2
 
 
-conv2d_winograd_input_v2_r3 = _input_kernel(3)
-conv2d_winograd_input_v2_r5 = _input_kernel(5)
+conv2d_winograd_input_v3_r3 = _input_kernel(3)
+conv2d_winograd_input_v3_r5 = _input_kernel(5)
 conv2d_winograd_filter_v2_r3 = _filter_kernel(3)
 conv2d_winograd_filter_v2_r5 = _filter_kernel(5)
 conv2d_winograd_output_v2_r3 = _output_kernel(3)
 conv2d_winograd_output_v2_r5 = _output_kernel(5)
-conv2d_winograd_wgrad_dy_v2_r3 = _wgrad_dy_kernel(3)
-conv2d_winograd_wgrad_dy_v2_r5 = _wgrad_dy_kernel(5)
+conv2d_winograd_wgrad_dy_v3_r3 = _wgrad_dy_kernel(3)
+conv2d_winograd_wgrad_dy_v3_r5 = _wgrad_dy_kernel(5)
 conv2d_winograd_wgrad_output_v2_r3 = _wgrad_output_kernel(3)
 conv2d_winograd_wgrad_output_v2_r5 = _wgrad_output_kernel(5)
 
 
 def _slot_launch(slots: int, r: int):
-    """(grid, block) of a slot transform (input, output, dy) over ``slots`` (image, channel, tile)
-    slots: a block of (SLOTS, A) threads per SLOTS slots."""
+    """(grid, block) of the output transform over ``slots`` (image, channel, tile) slots: a block of
+    (SLOTS, A) threads per SLOTS slots."""
     return (cdiv(slots, SLOTS), 1, 1), (SLOTS, r + M - 1, 1)
+
+
+def _patch_launch(slots: int):
+    """(grid, block) of the input and dy transforms: a thread per slot."""
+    return (cdiv(slots, ELEMENTWISE_THREADS), 1, 1), (ELEMENTWISE_THREADS, 1, 1)
 
 
 def _input(x, padding, tp, tq, r, what, stream):
@@ -340,7 +336,7 @@ def _input(x, padding, tp, tq, r, what, stream):
     n, c, h, w = x.shape
     a = r + M - 1
     v = _empty((n, a * a * c, tp, tq), x, what=f"Winograd transform of {what}")
-    launch(f"conv2d_winograd_input_v2_r{r}", *_slot_launch(n * c * tp * tq, r),
+    launch(f"conv2d_winograd_input_v3_r{r}", *_patch_launch(n * c * tp * tq),
            (x, v, n, c, h, w, padding[0], padding[1], tp, tq), stream)
     return v
 
@@ -376,7 +372,7 @@ def winograd_backward_weight(dw, dy, x, padding, stream=None, add=False):
     a, tp, tq = r + M - 1, cdiv(p, M), cdiv(q, M)
     v = _input(x, padding, tp, tq, r, "x", stream)
     u = _empty((n, a * a * k, tp, tq), dy, what="Winograd transform of dy")
-    launch(f"conv2d_winograd_wgrad_dy_v2_r{r}", *_slot_launch(n * k * tp * tq, r), (dy, u, n, k, p, q, tp, tq),
+    launch(f"conv2d_winograd_wgrad_dy_v3_r{r}", *_patch_launch(n * k * tp * tq), (dy, u, n, k, p, q, tp, tq),
            stream)
     m = _empty((a * a * k, c, 1, 1), dy, what="Winograd products")
     geo = _conv_geometry(v.shape, m.shape, (1, 1), (0, 0), (1, 1), a * a)

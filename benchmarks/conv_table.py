@@ -171,7 +171,8 @@ def run(args, picked=None):
 
 def ratio(row, prec, kind, picked=False, gather=None, tuned=False):
     """cuDNN time / fastconv time; ``picked``: fastconv's with the row's picked configuration where it
-    has a valid one; ``gather`` ("4-byte", "16-byte"): with the tf32_vector_gather setting off, or on for every pass, where the row timed it;
+    has a valid one; ``gather`` ("4-byte", "16-byte"): with the tf32_vector_gather setting off, or on for
+    every pass, where the row timed it;
     ``tuned``: with the autotune setting on."""
     t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
     t = row.get(f"{prec} picked {kind} ms", t) if picked else t

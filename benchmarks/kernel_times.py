@@ -80,7 +80,8 @@ def main(argv=None) -> int:
         return 2
     import cupy as cp
     clock, rng, rows = EventClock(cp), np.random.default_rng(0), []
-    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32, **({"tf32_vector_gather": False} if args.gather4 else {})):
+    narrow = {"tf32_vector_gather": False} if args.gather4 else {}
+    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32, **narrow):
         for name, shape in CONV_SHAPES.items():
             for ps, call in calls(cp, shape, rng).items():
                 if not f"{name} {ps}".startswith(tuple(args.rows)):

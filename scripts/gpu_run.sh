@@ -105,13 +105,17 @@ want gans && { step gans 200 gans.log "$PY" benchmarks/dcgan_torch.py --device c
 want recipe && recipe recipe25 25 &
 want recipe && recipe recipe20w 20 --channels 64,128 --hidden 512 &
 wait
-RAN=""; for s in augment gpu_tests conv sweep kernels ncu bench trees steps gans recipe25 recipe20w; do [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"; done
+RAN=""
+for s in augment gpu_tests conv sweep kernels ncu bench trees steps gans recipe25 recipe20w; do
+    [ -f "$OUT/rc/$s" ] && RAN="$RAN $s"
+done
 echo
 echo "================ summary ================"
 echo "device: $(cat "$OUT/device.txt")"
 for s in $RAN; do printf '%-10s exit %s\n' "$s" "$(cat "$OUT/rc/$s")"; done
 tails() { [ -f "$OUT/$1" ] && { echo "---- $1 ----"; tail -n "$2" "$OUT/$1"; }; }
-tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 60; tails bench.log 40; tails trees.log 40
+tails gpu_tests.log 12; tails sweep.log 40; tails conv.log 60; tails kernels.log 60; tails bench.log 40
+tails trees.log 40
 tails steps.log 30
 tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0

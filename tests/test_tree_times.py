@@ -60,4 +60,5 @@ def test_cli_errors_are_one_line(tmp_path):
                        (["time", str(ROOT), "--set", "tile"], "--set: got 'tile', expected NAME=VALUE"),
                        (["time", str(ROOT), "--rows", "vgg"], "--rows: got ['vgg'], expected prefixes")):
         p = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env)
-        assert p.returncode == 2 and p.stderr.strip().startswith(want) and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        err = p.stderr.strip()
+        assert p.returncode == 2 and err.startswith(want) and len(err.splitlines()) == 1, err

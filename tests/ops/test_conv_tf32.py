@@ -28,10 +28,11 @@ def cp():
 # mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
 # filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges. TF32_SPLIT
 # runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 16).
-# The vec kernels (the tf32_vector_gather setting: 16-byte gathers; on for every pass here) serve forward and backward-data
-# whose channels per group are multiples of 4 and backward-weight whose P*Q and C/G are: VEC_CASES
-# (groups, mixed stride and dilation, phases with 1 or 2 taps and none, GATHER_MASK_TAPS taps),
-# VEC_SPLIT and TF32_FULL_VEC serve every pass but the first two cases' backward-weight (P*Q = 42, 30).
+# The vec kernels (the tf32_vector_gather setting: 16-byte gathers; on for every pass here) serve
+# forward and backward-data whose channels per group are multiples of 4 and backward-weight whose P*Q
+# and C/G are: VEC_CASES (groups, mixed stride and dilation, phases with 1 or 2 taps and none,
+# GATHER_MASK_TAPS taps), VEC_SPLIT and TF32_FULL_VEC serve every pass but the first two cases'
+# backward-weight (P*Q = 42, 30).
 TF32_BOUND = tf32_bound(216)
 TF32_FULL = (2, 70, 6, 6, 136, 3, 3, 1, 1, 1, 1)
 TF32_FULL_VEC = (2, 72, 6, 6, 136, 3, 3, 1, 1, 1, 1)

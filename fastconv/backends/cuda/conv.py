@@ -12,8 +12,8 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   TF32_TILES, for forward and backward-data of filters up to config.GATHER_MASK_TAPS taps per
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
   the fp32 tiles; in the passes the ``tf32_vector_gather`` setting names (by default backward-weight)
-  its vec kernels gather 16 bytes per copy: forward and backward-data whose channels per group are a multiple of 4 from a channels-last copy made
-  by nchw_to_nhwc_v1 (once per tensor inside shared_copies), their weights packed in the same (tap,
+  its vec kernels gather 16 bytes per copy: forward and backward-data whose channels per group are a
+  multiple of 4 from a channels-last copy made by nchw_to_nhwc_v1 (once per tensor inside shared_copies), their weights packed in the same (tap,
   channel) order, backward-weight from channels-last copies of dy and x when K/G and C/G are multiples
   of 4); forward and backward-data read weights packed by conv2d_pack_*_v1 into a scratch array; any
   pass whose grid is under a wave is split along its reduction into a workspace summed by

@@ -98,9 +98,9 @@ def one_tree(job: dict) -> dict:
     import fastconv  # first: with FASTCONV_DEVICE=emu it makes cupy the CPU execution layer's stand-in
     from fastconv import ops
 
-    where = Path(getattr(fastconv, "__file__", None) or "-").resolve()
-    if not where.is_relative_to(tree.resolve()):   # e.g. a tree without one, another found on PYTHONPATH
-        raise RuntimeError(f"{tree.name}: fastconv imported from {where.parent}, not from the tree")
+    init = getattr(fastconv, "__file__", None)   # None: a folder without __init__.py (a namespace)
+    if init is None or not Path(init).resolve().is_relative_to(tree.resolve()):  # e.g. one found on PYTHONPATH
+        raise RuntimeError(f"{tree.name}: fastconv imported from {init or 'a namespace package'}, not from the tree")
 
     import cupy as cp
     from timing import CupyGraph, EventClock, kernel_ms  # that tree's

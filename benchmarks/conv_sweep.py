@@ -49,7 +49,7 @@ WINOGRAD_SPLITS = (None, 1, 2, 4, 8, 16, 32, 64)
 PRODUCT_SPLITS = (None, 4, 16)   # with a forced products tile (winograd_tile)
 WAVE_SPLIT_WAVES = 3             # configs(): also the split counts that fill 1..3 whole waves (autotune.wave_splits)
 TOL = {"fp32": REDUCTION_TOL, "tf32": 2e-2}
-PASSES = ("forward", "backward_data", "backward_weight")
+PASSES = autotune.PASSES
 MIN_GAIN = 0.03  # picks(): a forced configuration replaces the heuristic's when at least this much faster
 
 

@@ -32,7 +32,8 @@ with it.
 The TF32 rows are also validated and timed kernel-only with the tf32_vector_gather setting off (4-byte
 gathers from the NCHW tensors in every pass) and on for every pass (the vec kernels' 16-byte gathers from
 channels-last copies), in the same run: the "4-byte" and "16-byte" columns and geometric means show what
-each choice gives against the default (16-byte in backward-weight only).
+each choice gives against the default (16-byte in backward-weight only). A row times only the one that
+differs from the default for its pass; the other column repeats the default's ratio.
 
     python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json] [--picks sweep.json]
 """
@@ -154,9 +155,11 @@ def run(args, picked=None):
                         bad += not ok
                         if ok:
                             row[f"{prec} {label} kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
-                if prec == "tf32":
-                    variant("4-byte", tf32_vector_gather=False)
-                    variant("16-byte", tf32_vector_gather=True)
+                if prec == "tf32":  # the one of the two that differs from the setting in force for this pass
+                    if ps in fastconv.settings.current().tf32_vector_gather:
+                        variant("4-byte", tf32_vector_gather=False)
+                    else:
+                        variant("16-byte", tf32_vector_gather=True)
                 tuned = autotune.results()
                 variant("tuned", autotune=True)
                 row[f"{prec} tuned pick"] = [t.pick for k, t in autotune.results().items() if k not in tuned]
@@ -194,9 +197,8 @@ def print_table(rows, device):
                 continue
             cells += [f"{r[f'{prec} {kind} ms']:>11.4f}", f"{r[f'{prec} cudnn {kind} ms']:>11.4f}",
                       f"{ratio(r, prec, kind):>11.2f}"]
-        for gather in ("4-byte", "16-byte"):
-            cells.append(f"{ratio(r, 'tf32', 'kernel', gather=gather):>11.2f}" if f"tf32 {gather} kernel ms" in r
-                         else f"{'-':>11}")
+        for gather in ("4-byte", "16-byte"):  # the default's ratio where the row did not time it
+            cells.append(f"{ratio(r, 'tf32', 'kernel', gather=gather):>11.2f}" if r["tf32 ok"] else f"{'-':>11}")
         print(f"{r['row']:<28}" + "".join(cells))
     fp32 = [ratio(r, "fp32", "kernel") for r in rows]
     small = [ratio(r, "fp32", "kernel") for r in rows if r["row"].startswith(("lenet", "dcgan"))]

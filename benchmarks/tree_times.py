@@ -34,7 +34,6 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PASSES = ("forward", "backward_data", "backward_weight")
 PARTS = ("fastconv", "kernels", "benchmarks")
 
 
@@ -66,10 +65,13 @@ def parse_settings(pairs) -> dict:
     return out
 
 
-def rows_of(shapes: dict, patterns) -> list[tuple[str, str]]:
-    """(shape name, pass) of every row whose "shape pass" name starts with one of ``patterns``."""
-    return [(name, ps) for name in shapes for ps in PASSES
-            if not patterns or f"{name} {ps}".startswith(tuple(patterns))]
+def rows_of(patterns) -> list[tuple[str, str]]:
+    """(shape name, pass) of every benchmarks/shapes.py row the ``patterns`` select (conv_sweep.row_order's
+    selection: "shape pass" prefixes or globs; all rows when empty)."""
+    sys.path.insert(0, str(HERE))
+    from conv_sweep import row_order
+
+    return [(name, ps) for name, ps, _ in row_order(patterns, ("fp32",))]
 
 
 def table(results: list[dict], rows) -> str:
@@ -97,6 +99,7 @@ def one_tree(job: dict) -> dict:
     sys.path[:0] = [str(tree), str(tree / "benchmarks")]
     import fastconv  # first: with FASTCONV_DEVICE=emu it makes cupy the CPU execution layer's stand-in
     from fastconv import ops
+    from fastconv.argcheck import conv_out_size
 
     init = getattr(fastconv, "__file__", None)   # None: a folder without __init__.py (a namespace)
     if init is None or not Path(init).resolve().is_relative_to(tree.resolve()):  # e.g. one found on PYTHONPATH
@@ -109,7 +112,7 @@ def one_tree(job: dict) -> dict:
     for name, ps in job["rows"]:
         n, c, h, w, k, r, s, st, pd = job["shapes"][name]
         n = job["batch"] or n
-        p, q = (h + 2 * pd - r) // st + 1, (w + 2 * pd - s) // st + 1
+        p, q = conv_out_size(h, r, st, pd, 1), conv_out_size(w, s, st, pd, 1)
         x = cp.asarray(rng.standard_normal((n, c, h, w), dtype=np.float32))
         wt = cp.asarray(rng.standard_normal((k, c, r, s), dtype=np.float32) * 0.1)
         dy = cp.asarray(rng.standard_normal((n, k, p, q), dtype=np.float32))
@@ -186,7 +189,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2
-    rows = rows_of(CONV_SHAPES, args.rows)
+    rows = rows_of(args.rows)
     if not rows:
         print(f"--rows: got {args.rows}, expected prefixes of rows like 'resnet.c4 forward'", file=sys.stderr)
         return 2

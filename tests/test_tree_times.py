@@ -25,9 +25,9 @@ def test_settings_rows_and_table():
         "conv_tile": "t128x64", "conv_splits": 2, "tf32_vector_gather": False, "tf32_vector_gather2": ("forward",)}
     with pytest.raises(ValueError, match="--set: got 'conv_tile', expected NAME=VALUE"):
         tree_times.parse_settings(["conv_tile"])
-    shapes = {"a": None, "b": None}
-    assert tree_times.rows_of(shapes, ["a for", "b backward_w"]) == [("a", "forward"), ("b", "backward_weight")]
-    assert len(tree_times.rows_of(shapes, [])) == 6
+    assert tree_times.rows_of(["lenet.conv1 for", "dcgan.d3 backward_w"]) == [("lenet.conv1", "forward"),
+                                                                              ("dcgan.d3", "backward_weight")]
+    assert len(tree_times.rows_of([])) == 18
     text = tree_times.table([{"tree": "old", "us": {"a forward": 12.34, "b forward": "KeyError: x"}},
                              {"tree": "new", "us": {"a forward": 6.0}}], [("a", "forward"), ("b", "forward")])
     lines = text.splitlines()

@@ -52,7 +52,7 @@ CALLS = 5          # calls per captured graph
 REPS = 3           # replays timed per candidate (the median is taken)
 WAVES = 3          # wave_splits: split counts that fill 1..WAVES whole waves
 MIN_GAIN = 0.02    # a candidate replaces the heuristic's choice when at least this much faster
-PASSES = ("forward", "backward_data", "backward_weight")
+PASSES = settings.CONV_PASSES
 
 
 @dataclass

@@ -60,7 +60,10 @@ def test_conv_splits_tile_the_reduction(m, n, red, z, sms, wgrad, tf32):
     if splits > 1:
         gx, gy, _ = cfg.conv_grid(m, n, tile, z)
         wave = sms * cfg.tile_spec(tile, tf32)[4]
-        if wgrad:  # slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves; or the one-wave rule
+        if wgrad and tf32:  # one wave, slices of at least TF32_WGRAD_MIN_CHUNK
+            assert chunk >= cfg.TF32_WGRAD_MIN_CHUNK - cfg.SPLIT_ALIGN
+            assert gx * gy * z * splits <= wave
+        elif wgrad:  # slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves; or the one-wave rule
             assert chunk >= min(cfg.WGRAD_CHUNK, cfg.MIN_SPLIT_CHUNK) - cfg.SPLIT_ALIGN
             assert gx * gy * z * splits <= max(cfg.WGRAD_WAVES * wave, wave)
         else:  # only grids under a wave are split, to at most a wave
@@ -112,19 +115,27 @@ def test_tf32_tile_choice_and_splits():
     assert cfg.conv_tile(64, 200704, 132, tf32=True) == "t64x128"          # resnet.c2 forward
     assert cfg.conv_tile(256, 6272, 132, tf32=True) == "t128x64"           # resnet.c4 forward
     assert cfg.conv_tile(256, 100352, 132, tf32=True) == "t128x128"        # many waves of big tiles
-    assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True) == "t128x128"  # dcgan.d2 backward-weight
+    # backward-weight: t128x128 when one wave of it leaves slices of >= TF32_WGRAD_WIDE_CHUNK, else t128x64
+    assert cfg.conv_tile(256, 2304, 132, tf32=True, wgrad=True, red=32 * 196) == "t128x128"  # resnet.c4: 896
+    assert cfg.conv_tile(256, 1152, 132, tf32=True, wgrad=True, red=128 * 16) == "t128x64"   # dcgan.d3: 146
+    assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True, red=128 * 49) == "t128x64"   # dcgan.d2: 190
+    assert cfg.conv_tile(256, 100352, 132, tf32=True, wgrad=True, red=64) == "t128x128"      # many waves
+    assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True, red=512 * 33) == "t128x128"  # 8 blocks, 33 slices
+    assert cfg.conv_tile(128, 1024, 132, tf32=True, wgrad=True, red=512 * 33 - 1) == "t128x64"
     assert cfg.conv_tile(64, 800, 132, tf32=True, wgrad=True) == "t64x128"  # lenet.conv2 backward-weight
     # a strided backward-data's phases are not split with TF32 (dcgan.d2: 4 phases, 392 t64x128 blocks)
     assert cfg.conv_splits(64, 6272, 512, "t64x128", 4, 132, tf32=True, phased=True) == (1, 512)
-    # backward-weight: a power of two of slices for about TF32_WGRAD_BLOCK_MACS per block or one
-    # block per SM (lenet.conv2: 7 blocks, 32 slices; dcgan.d2: 8 blocks, 16; dcgan.d3: 18 blocks,
-    # 8 to fill the SMs; resnet.c2: 5 blocks, 128; resnet.c4: 36 blocks, 16)
-    assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True) == (32, 784)
-    assert cfg.conv_splits(128, 1024, 128 * 49, "t128x128", 1, 132, wgrad=True, tf32=True) == (16, 392)
-    assert cfg.conv_splits(256, 1152, 128 * 16, "t128x128", 1, 132, wgrad=True, tf32=True) == (8, 256)
-    assert cfg.conv_splits(64, 576, 64 * 3136, "t64x128", 1, 132, wgrad=True, tf32=True) == (128, 1568)
-    assert cfg.conv_splits(256, 2304, 32 * 196, "t128x128", 1, 132, wgrad=True, tf32=True) == (16, 392)
-    # 1568 blocks, more than WGRAD_WAVES waves already: not split; the workspace cap holds
+    # backward-weight: one wave of the tile's blocks, slices >= TF32_WGRAD_MIN_CHUNK (lenet.conv2: 7
+    # blocks, 56 slices; dcgan.d2: 16 t128x64 blocks, 24; dcgan.d3: 36, 11; resnet.c2: 5, 79; resnet.c4:
+    # 36 t128x128 blocks, 7)
+    assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True) == (56, 448)
+    assert cfg.conv_splits(128, 1024, 128 * 49, "t128x64", 1, 132, wgrad=True, tf32=True) == (24, 272)
+    assert cfg.conv_splits(256, 1152, 128 * 16, "t128x64", 1, 132, wgrad=True, tf32=True) == (11, 192)
+    assert cfg.conv_splits(64, 576, 64 * 3136, "t64x128", 1, 132, wgrad=True, tf32=True) == (79, 2544)
+    assert cfg.conv_splits(256, 2304, 32 * 196, "t128x128", 1, 132, wgrad=True, tf32=True) == (7, 896)
+    # short reductions keep slices of TF32_WGRAD_MIN_CHUNK: 36 blocks of a 1000-long one, 7 slices of 144
+    assert cfg.conv_splits(256, 1152, 1000, "t128x64", 1, 132, wgrad=True, tf32=True) == (7, 144)
+    # 1568 blocks, more than a wave already: not split; the workspace cap holds
     assert cfg.conv_splits(256, 100352, 6272, "t128x128", 1, 132, wgrad=True, tf32=True) == (1, 6272)
     assert cfg.conv_splits(64, 800, 128 * 196, "t64x128", 1, 132, wgrad=True, tf32=True, out_elems=1 << 21)[0] == 8
     # lenet.conv2 backward-data: 196 t32x128 blocks, 4 per SM: 2 slices of 800 (whole BK-16 tiles)

@@ -111,14 +111,14 @@ def test_pool_2x2_variant_grid_stride(cp, rng, variant, shape):
 
 
 def test_pool_2x2_dispatch_by_width_and_alignment(cp, rng):
-    """W % 8 == 0 and 16-byte aligned: backward takes 2x2v4 and forward 2x2w; an 8-byte aligned view
+    """W % 8 == 0 and 16-byte aligned: backward takes 2x2v4x2 and forward 2x2w; an 8-byte aligned view
     takes the 8-byte kernels (2x2) both ways."""
     shape = (1, 2, 4, 8)
     n = int(np.prod(shape))
     base = cp.asarray(rng.standard_normal(n + 2).astype(np.float32))
     dy = rng.standard_normal((1, 2, 2, 4)).astype(np.float32)
     dbase = cp.asarray(np.concatenate([np.zeros(2, np.float32), dy.reshape(-1)]))
-    cases = ((base[:n], cp.asarray(dy), "v3_2x2w", "v3_2x2v4"), (base[2:], dbase[2:], "v3_2x2", "v3_2x2"))
+    cases = ((base[:n], cp.asarray(dy), "v3_2x2w", "v3_2x2v4x2"), (base[2:], dbase[2:], "v3_2x2", "v3_2x2"))
     for x, d, fwd, bwd in cases:
         x, d = x.reshape(shape), d.reshape(dy.shape)
         with emu.trace() as t:
@@ -133,11 +133,11 @@ def test_pool_variant_errors(cp, rng):
     dy = cp.asarray(rng.standard_normal((1, 2, 2, 6)).astype(np.float32))
     with pytest.raises(ValueError, match=r"pool_variant: got 'wide', expected None, 'general' or one of \["):
         fastconv.configure(pool_variant="wide")
-    with fastconv.using(pool_variant="2x2v4"):
-        with pytest.raises(ValueError, match=r"pool_variant: got '2x2v4' for avg_pool2d_forward .*W=12\), "
+    with fastconv.using(pool_variant="2x2v4x2"):
+        with pytest.raises(ValueError, match=r"pool_variant: got '2x2v4x2' for avg_pool2d_forward .*W=12\), "
                                              r"expected 'general' or one that fits it: \['2x2', '2x2w'\]"):
             ops.avg_pool2d_forward(x, 2, 2, 0)
-        with pytest.raises(ValueError, match=r"pool_variant: got '2x2v4' for avg_pool2d_backward .*W=12\), .*"
+        with pytest.raises(ValueError, match=r"pool_variant: got '2x2v4x2' for avg_pool2d_backward .*W=12\), .*"
                                              r"\['2x2', '2x2w'\]"):
             ops.avg_pool2d_backward(dy, (1, 2, 4, 12), 2, 2, 0)
     with fastconv.using(pool_variant="2x2w"):

@@ -26,7 +26,8 @@ MIN_SPLIT_CHUNK = 256       # reduction elements per split-K slice of forward / 
 TF32_MIN_SPLIT_CHUNK = 400  # the same for the TF32 tiles
 WGRAD_CHUNK = 384           # backward-weight: reduction elements per slice, about (conv_splits)
 WGRAD_WAVES = 4             # backward-weight: split up to this many waves of blocks
-TF32_WGRAD_BLOCK_MACS = 400 * 128 * 128  # TF32 backward-weight: multiply-adds per block, about (conv_splits)
+TF32_WGRAD_MIN_CHUNK = 128  # TF32 backward-weight: reduction elements per slice, at least (conv_splits)
+TF32_WGRAD_WIDE_CHUNK = 512  # ... and the slice length of one wave of t128x128 blocks that takes it (conv_tile)
 PHASED_BLOCKS_PER_SM = 3    # fp32 backward-data phases: split up to this many blocks per SM (conv_splits)
 MAX_WORKSPACE = 1 << 24     # split-K workspace elements (64 MiB of float32), at most
 REDUCE_WARP_SPLITS = 32     # split counts from which conv2d_splitk_reduce_v2 (warps share the splits) sums them
@@ -89,10 +90,9 @@ ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes 
 POOL_2X2 = {
     "2x2": (1, 2, 8, ("forward", "backward")),
     "2x2w": (2, 4, 16, ("forward", "backward")),
-    "2x2v4": (4, 8, 16, ("backward",)),      # one 16-byte dy load per thread, sector-whole stores
-    "2x2v4x2": (8, 8, 16, ("backward",)),    # the same with two items' loads in flight per thread
+    "2x2v4x2": (8, 8, 16, ("backward",)),    # 16-byte dy loads of two items in flight, sector-whole stores
 }
-POOL_2X2_ORDER = ("2x2v4", "2x2w", "2x2")
+POOL_2X2_ORDER = ("2x2v4x2", "2x2w", "2x2")
 POOL_GENERAL = "general"
 
 _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -194,9 +194,11 @@ def tile_spec(tile: str, tf32: bool = False) -> tuple[int, int, int, int, int]:
     return (TF32_TILES if tf32 else CONV_TILES)[tile]
 
 
-def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgrad: bool = False) -> str:
+def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgrad: bool = False,
+              red: int = 0) -> str:
     """Tile for a GEMM of m rows by n columns, z times (groups x phases); ``wgrad``: the GEMM is a
-    backward-weight (n = C/G*R*S columns, a long reduction over N*P*Q); with tf32 one of TF32_TILES.
+    backward-weight (n = C/G*R*S columns, a long reduction of ``red`` over N*P*Q); with tf32 one of
+    TF32_TILES.
 
     Tuned on an H200 by benchmarks/conv_sweep.py (every tile x split count of the 18 benchmark rows;
     the launch then splits the reduction, conv_splits): the fastest tile was the largest one whose
@@ -212,7 +214,12 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     - otherwise t128x64, or t128x128 when the whole GEMM is at most a quarter wave of 128x128 blocks
       (dcgan.d3 forward, dcgan.d2 backward-weight: few blocks, each split many ways) or at least two
       waves of them (large GEMMs: its higher arithmetic intensity). TF32 (its own tiles, swept at
-      commit d780806): t128x64, t128x128 for backward-weight (dcgan.d2/d3: 1.11x / 1.04x) and large GEMMs.
+      commit d780806): t128x64, and t128x128 for large GEMMs; TF32 backward-weight (a reduction of
+      ``red``, split to one wave by conv_splits) takes t128x128 when one wave of its blocks still leaves
+      slices of at least TF32_WGRAD_WIDE_CHUNK, else t128x64 (H200 sweep of the 16-byte backward-weight
+      kernels at 9952e13, fastest: resnet.c4 t128x128 in 7 slices of 896, 74.5 us against 97.9 for the
+      heuristic then, t128x128 in 16; dcgan.d3 t128x64 in 11 slices, 28.9 against 32.1; dcgan.d2
+      t128x64, 28.1 against 31.6).
     """
     if m < 1 or n < 1 or z < 1:
         raise ValueError(f"conv_tile: got m={m}, n={n}, z={z}, expected positive GEMM sizes")
@@ -227,8 +234,10 @@ def conv_tile(m: int, n: int, num_sms: int, z: int = 1, tf32: bool = False, wgra
     if m <= 64:
         return "t64x64" if wgrad else "t64x128"
     big = cdiv(m, 128) * cdiv(n, 128) * z
-    if tf32:  # t128x64 was fastest for TF32 forward and backward-data; backward-weight and large GEMMs
-        return "t128x128" if wgrad or big >= 2 * num_sms else "t128x64"  # want t128x128's 64x64 warp tiles
+    if tf32:  # t128x64 was fastest for TF32 forward and backward-data; large GEMMs want t128x128's 64x64 warp
+        # tiles, and so does a backward-weight whose slices at one wave of t128x128 blocks are long (conv_splits)
+        wide = wgrad and red * big >= TF32_WGRAD_WIDE_CHUNK * num_sms * TF32_TILES["t128x128"][4]
+        return "t128x128" if wide or big >= 2 * num_sms else "t128x64"
     return "t128x128" if 4 * big <= num_sms or big >= 2 * num_sms else "t128x64"
 
 
@@ -305,11 +314,12 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
     with slices >= MIN_SPLIT_CHUNK long (TF32: TF32_MIN_SPLIT_CHUNK; dcgan.d2 forward ran 1.12x
     faster in 2 slices than in 4); backward-weight (a long reduction over N*P*Q onto a small
     output) into slices of about WGRAD_CHUNK, up to WGRAD_WAVES waves, and at least as many as
-    fill one wave; TF32 backward-weight into a power of two of slices, the largest not above the
-    count that gives each block about TF32_WGRAD_BLOCK_MACS multiply-adds or fills one wave of one
-    block per SM, whichever is more, with slices >= MIN_SPLIT_CHUNK and up to WGRAD_WAVES waves
-    (the fastest split of lenet.conv2, dcgan.d2, dcgan.d3, resnet.c2 and resnet.c4 on an H100 and
-    an H200: 32, 16, 8, 128 and 16; a power of two divides N*P*Q evenly for a power-of-two batch).
+    fill one wave; TF32 backward-weight (its 16-byte kernels) into as many slices as fill one wave of the
+    tile's blocks per SM, slices >= TF32_WGRAD_MIN_CHUNK (H200 sweep at 9952e13: the fastest split of
+    resnet.c4, dcgan.d3 and resnet.c2 was the one-wave count, 7, 11 and 79, against the 16, 8 and 128
+    of the rule before, which gave each block a set number of multiply-adds: 1.32x, 1.11x and 1.03x
+    faster with the tiles conv_tile now picks; dcgan.d2 and lenet.conv2 ran fastest at 16 and 32 slices,
+    where one wave is 24 and 56).
     Always splits <= MAX_SPLITS, z*splits <= 65535, and the split-K workspace
     (splits x the output's ``out_elems`` elements) <= MAX_WORKSPACE elements. The kernel computes
     a slice end as z*chunk + chunk in a 32-bit int: when that would pass INT32_LIMIT the reduction
@@ -330,10 +340,7 @@ def conv_splits(m: int, n: int, red: int, tile: str, z: int, num_sms: int, force
         if tf32 and phased:
             want = 1
         elif tf32 and wgrad:
-            bm, bn = tile_spec(tile, tf32)[:2]
-            want = min(max(cdiv(red * bm * bn, TF32_WGRAD_BLOCK_MACS), cdiv(num_sms, blocks)),
-                       red // MIN_SPLIT_CHUNK, WGRAD_WAVES * wave // blocks)
-            want = 1 << max(0, want.bit_length() - 1)
+            want = min(wave // blocks, red // TF32_WGRAD_MIN_CHUNK)
         else:
             if phased:
                 wave = num_sms * min(minb, PHASED_BLOCKS_PER_SM)

@@ -53,7 +53,7 @@ def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
     cfg.check_int32(name, k * (c // groups) * r * s, "K*C/groups*R*S")
 
 
-def _tile(m, cols, z, tf32, wgrad, products=False):
+def _tile(m, cols, red, z, tf32, wgrad, products=False):
     """The v3 tile: the conv_tile setting's, else config.conv_tile's; for Winograd's ``products`` the
     winograd_tile setting's, else config.winograd_tile's."""
     if products:
@@ -61,7 +61,7 @@ def _tile(m, cols, z, tf32, wgrad, products=False):
         return cfg.winograd_tile(m, cols, num_sms(), z, wgrad) if tile is None else tile
     tile = settings.current().conv_tile
     if tile is None:
-        return cfg.conv_tile(m, cols, num_sms(), z, tf32, wgrad)
+        return cfg.conv_tile(m, cols, num_sms(), z, tf32, wgrad, red)
     if tf32 and tile not in cfg.TF32_TILES:
         raise ValueError(f"conv_tile: got {tile!r} with tf32 on, expected one of {list(cfg.TF32_TILES)}")
     if not tf32 and tile not in cfg.CONV_TILES:
@@ -101,7 +101,7 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     ``add``: the sum is to be added into ``out`` by the split-K reduce)."""
     cur = settings.current()
     wgrad = kernel == "conv2d_backward_weight"
-    tile = _tile(m, cols, z, tf32, wgrad, products)
+    tile = _tile(m, cols, red, z, tf32, wgrad, products)
     splits, chunk = cfg.conv_splits(m, cols, red, tile, z, num_sms(), cur.conv_splits, wgrad=wgrad, tf32=tf32,
                                     phased=phased, out_elems=out.size)
     cfg.check_int32(what, splits * out.size, "split-K workspace size")

@@ -1,8 +1,9 @@
 """Launchers of kernels/pool.cu: max and average pooling.
 
 The 2x2 / stride-2 / unpadded windows (LeNet's pools) go to the first kernel of
-``config.POOL_2X2_ORDER`` whose needs a call meets (``config.POOL_2X2``): backward to ``*_2x2v4``
-when W % 8 == 0 (four outputs per thread, 16-byte loads, sector-whole 16-byte stores), either pass
+``config.POOL_2X2_ORDER`` whose needs a call meets (``config.POOL_2X2``): backward to ``*_2x2v4x2``
+when W % 8 == 0 (four outputs per thread, two items' 16-byte loads in flight, sector-whole 16-byte
+stores; 0.89-0.90 of the device copy on an H200), either pass
 to ``*_2x2w`` when W % 4 == 0 (two outputs per thread, 16-byte row accesses), else to ``*_2x2`` when
 W is even (one output per thread, 8-byte accesses); the wider ones need 16-byte aligned arrays,
 ``*_2x2`` 8-byte. Other windows, and calls none fits, go to the general kernels (``*_v2``; the fused

@@ -27,6 +27,10 @@
 //                           instruction writes whole 32-byte sectors; the loads of two items per
 //                           thread are in flight before it stores either (one item at a time, the
 //                           former _2x2v4, ran 0.88-0.89 of the device copy on an H200, this 0.89-0.90).
+//   max_pool2d_backward_v3_2x2r, avg_pool2d_backward_v3_2x2r, relu_max_pool2d_backward_v2_2x2r
+//                           the same windows' backward by dx rows (W % 4 == 0): a thread per 4
+//                           floats of a dx row, one 16-byte store, a warp's stores 512 contiguous
+//                           bytes; two items per thread in flight.
 //   relu_max_pool2d_forward_v1, relu_max_pool2d_backward_v1
 //                           ReLU + max pooling fused, any window: y = max-pool(relu(x)) and a compact
 //                           uint8 argmax (window index r*kw + s, 255 = no gradient: max <= 0 or NaN).
@@ -493,6 +497,70 @@ __device__ __forceinline__ void bwd_blocks2x2v4(float* __restrict__ dx, int NC, 
     }
 
 POOL_2X2V4_BACKWARD_KERNELS(2x2v4x2, 2)
+
+// ---- 2x2 backward by dx rows: 2x2r ------------------------------------------------------------
+// Item i of NC*H*(W/4) is dx[4i .. 4i + 3]: 4 columns of dx row h (plane nc) = 2 windows of output
+// row h / 2, written by one 16-byte store, so a warp's store instruction writes 512 contiguous bytes
+// (2x2v4x2's write 16 sectors 32 bytes apart). Its windows' dy (and argmax / code) are one 8-byte
+// (int2 / uchar2) load, made by both dx rows of a window row (the second mostly from L1). Rows
+// h >= 2P (H odd) are zero. U items per thread per step: all their loads before the first store.
+template <int U, class Fetch, class Gets>
+__device__ __forceinline__ void bwd_rows2x2(float* __restrict__ dx, int NC, int H, int W, int P, int Q, Fetch fetch,
+                                            Gets gets) {
+    const u32 W4 = (u32)W / 4, n = (u32)NC * H * W4, stride = gridDim.x * blockDim.x;
+    for (u32 base = blockIdx.x * blockDim.x + threadIdx.x; base < n; base += U * stride) {
+        float d[U][2] = {};
+        int a[U][2] = {}, h[U] = {}, c4[U] = {};
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const u32 i = base + u * stride;
+            if (i >= n) continue;
+            u32 nc;
+            split3(i, H, W4, nc, h[u], c4[u]);
+            if (h[u] < 2 * P) fetch((nc * P + (h[u] >> 1)) * (u32)Q + 2 * c4[u], d[u], a[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const u32 i = base + u * stride;
+            if (i >= n) continue;
+            const int k0 = (h[u] & 1) * 2;  // the window index of the row's first pixel
+            const auto pick = [&](int t, int s) {
+                return h[u] < 2 * P && gets(a[u][t], h[u] * W + 4 * c4[u] + 2 * t + s, k0 + s) ? d[u][t] : 0.f;
+            };
+            store16(dx + 4 * i, pick(0, 0), pick(0, 1), pick(1, 0), pick(1, 1));
+        }
+    }
+}
+
+// The row-wise backward entry points (SUFFIX 2x2r: U = 2). Work per output: max 8 B in + 16 B out
+// (dy and argmax read twice, once per dx row, the second from cache), avg 1 FLOP and 4 B in + 16 B
+// out, relu_max 5 B in + 16 B out.
+#define POOL_2X2R_BACKWARD_KERNELS(SUFFIX, U)                                                                  \
+    extern "C" __global__ void max_pool2d_backward_v3_##SUFFIX(const float* __restrict__ dy,                  \
+        const int* __restrict__ argmax, float* __restrict__ dx, int NC, int H, int W, int P, int Q) {          \
+        bwd_rows2x2<U>(                                                                                        \
+            dx, NC, H, W, P, Q, [&](u32 j, float(&d)[2], int(&a)[2]) { load(dy + j, d); load(argmax + j, a); },   \
+            [](int a, int pixel, int) { return a == pixel; });                                                \
+    }                                                                                                          \
+    extern "C" __global__ void avg_pool2d_backward_v3_##SUFFIX(const float* __restrict__ dy,                  \
+        float* __restrict__ dx, int NC, int H, int W, int P, int Q) {                                          \
+        bwd_rows2x2<U>(                                                                                        \
+            dx, NC, H, W, P, Q,                                                                                \
+            [&](u32 j, float(&d)[2], int(&)[2]) {                                                              \
+                load(dy + j, d);                                                                               \
+                d[0] *= 0.25f;                                                                                 \
+                d[1] *= 0.25f;                                                                                 \
+            },                                                                                                 \
+            [](int, int, int) { return true; });                                                               \
+    }                                                                                                          \
+    extern "C" __global__ void relu_max_pool2d_backward_v2_##SUFFIX(const float* __restrict__ dy,             \
+        const unsigned char* __restrict__ code, float* __restrict__ dx, int NC, int H, int W, int P, int Q) {  \
+        bwd_rows2x2<U>(                                                                                        \
+            dx, NC, H, W, P, Q, [&](u32 j, float(&d)[2], int(&c)[2]) { load(dy + j, d); load(code + j, c); },     \
+            [](int c, int, int k) { return c == k; });                                                         \
+    }
+
+POOL_2X2R_BACKWARD_KERNELS(2x2r, 2)
 
 // ---- ReLU + max pooling fused: relu_max_pool2d ------------------------------------------------
 // y = max-pool(relu(x)) in one pass over x; the argmax is the compact uint8 window index r*kw + s of

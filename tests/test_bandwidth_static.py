@@ -33,6 +33,8 @@ VECTOR_OPS = {
     r"^(max|avg)_pool2d_backward_v3_2x2$": ("STG.E.64",),
     r"^(max|avg)_pool2d_backward_v3_2x2v4x2$": ("LDG.E.128", "STG.E.128", "SHFL.BFLY"),
     r"^relu_max_pool2d_backward_v2_2x2v4x2$": ("LDG.E.128", "LDG.E.CONSTANT", "STG.E.128", "SHFL.BFLY"),
+    r"^(max|avg)_pool2d_backward_v3_2x2r$": ("LDG.E.64", "STG.E.128"),
+    r"^relu_max_pool2d_backward_v2_2x2r$": ("LDG.E.64", "LDG.E.U16", "STG.E.128"),
     r"^relu_max_pool2d_forward_v2_2x2w$": ("LDG.E.128", "STG.E.64"),
     r"^relu_max_pool2d_backward_v2_2x2w$": ("LDG.E.64", "STG.E.128"),
     r"^relu_max_pool2d_forward_v2_2x2$": ("LDG.E.64",),
@@ -43,9 +45,9 @@ VECTOR_OPS = {
 }
 
 # the V = 4 pool backward kernels pair lanes so that each store instruction writes whole 32-byte
-# sectors: every global store they issue is 16 bytes wide (NVVM splits plain float4 stores of
+# sectors, and the row-wise ones (2x2r) store 16 contiguous bytes per lane: every global store they issue is 16 bytes wide (NVVM splits plain float4 stores of
 # selected values into 4-byte ones, hence their PTX store)
-WIDE_STORES_ONLY = re.compile(r"^(max|avg)_pool2d_backward_v3_2x2v4x2$|^relu_max_pool2d_backward_v2_2x2v4x2$")
+WIDE_STORES_ONLY = re.compile(r"^(max|avg)_pool2d_backward_v3_2x2(v4x2|r)$|^relu_max_pool2d_backward_v2_2x2(v4x2|r)$")
 STG = re.compile(r"\bSTG\.[A-Z0-9.]+")
 
 # loops over channel rows (kernels/reduce.cuh for_channel_rows): 16-byte loads the main loop issues

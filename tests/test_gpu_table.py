@@ -217,7 +217,7 @@ def test_pool_cases_run_every_kernel_forced():
     kernel (on the CPU layer) and gives the launcher's pick's result."""
     import fastconv
     torch = pytest.importorskip("torch")
-    fwd, bwd = ("2x2", "2x2w", "general"), ("2x2", "2x2w", "2x2v4x2", "general")
+    fwd, bwd = ("2x2", "2x2w", "general"), ("2x2", "2x2w", "2x2v4x2", "2x2r", "general")
     assert (gpu_bandwidth.pool_variants("forward"), gpu_bandwidth.pool_variants("backward")) == (fwd, bwd)
     with emu.activate() as cp, fastconv.using(poison=True):
         cases = [c for c in gpu_bandwidth.cases(cp, torch, np.random.default_rng(0), (2, 3, 6, 16))

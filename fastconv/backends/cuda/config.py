@@ -91,6 +91,7 @@ POOL_2X2 = {
     "2x2": (1, 2, 8, ("forward", "backward")),
     "2x2w": (2, 4, 16, ("forward", "backward")),
     "2x2v4x2": (8, 8, 16, ("backward",)),    # 16-byte dy loads of two items in flight, sector-whole stores
+    "2x2r": (2, 4, 16, ("backward",)),       # by dx rows: a warp's 16-byte stores 512 contiguous bytes
 }
 POOL_2X2_ORDER = ("2x2v4x2", "2x2w", "2x2")
 POOL_GENERAL = "general"

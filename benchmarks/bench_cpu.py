@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from fastconv import nn, ops
+from fastconv.settings import CONV_PASSES
 from fastconv.optim import SGD
 from fastconv.testing import assert_close
 from shapes import BATCH, CONV_SHAPES, ELEMENTWISE_SHAPE, conv_arrays, lenet, torch_lenet
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-PASSES = ("forward", "backward_data", "backward_weight")
+PASSES = CONV_PASSES
 ROUNDS = dict(rounds=5, warmup_rounds=1, iterations=1)
 
 

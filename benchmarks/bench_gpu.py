@@ -13,6 +13,7 @@ import pytest
 
 from fastconv import ops
 from fastconv.backend import gpu_available
+from fastconv.settings import CONV_PASSES
 from shapes import CONV_SHAPES, ELEMENTWISE_SHAPE, conv_arrays
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gpu_available(), reason="no usable CUDA GPU")]
@@ -43,7 +44,7 @@ def _backend(name):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("pass_", ["forward", "backward_data", "backward_weight"])
+@pytest.mark.parametrize("pass_", CONV_PASSES)
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_conv(benchmark, shape, pass_, backend):
     import cupy as cp

@@ -17,6 +17,7 @@ import oracle as ref
 from fastconv import emu, ops
 from fastconv.backends.cuda import config as cfg
 from fastconv.backends.cuda import smallc_config as scfg
+from fastconv.settings import CONV_PASSES
 from fastconv.testing import F32_TOL, assert_close
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("g++") is None,
@@ -86,7 +87,7 @@ GEMM_CASES = [
 
 
 @pytest.mark.parametrize("tile", TILES)
-@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+@pytest.mark.parametrize("what", CONV_PASSES)
 def test_every_pass_and_tile(cp, what, tile):
     for case in GEMM_CASES:
         names = _check(cp, what, case, tile=tile)
@@ -100,7 +101,7 @@ def test_phase_decomposition_is_one_launch_without_zero_taps(cp):
     assert names[0] == "conv2d_pack_backward_data_v1" and len(gemm) == 1, names
 
 
-@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+@pytest.mark.parametrize("what", CONV_PASSES)
 def test_split_k(cp, what):
     # one-block grids with reductions of C*R*S = K*R*S = 512 (2 * MIN_SPLIT_CHUNK) and, for the
     # backward-weight, N*P*Q = 1024 (> 2 * WGRAD_CHUNK)
@@ -109,7 +110,7 @@ def test_split_k(cp, what):
     assert "conv2d_splitk_reduce_v1" in names, names
 
 
-@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+@pytest.mark.parametrize("what", CONV_PASSES)
 def test_forced_split_count(cp, what):
     """The conv_splits setting (tuning sweeps) forces the split count: 3 slices of a 128-long
     reduction are 48, 48 and 32 long (whole BK tiles), so the grid's z is 3 and the sum is right."""
@@ -221,7 +222,7 @@ def test_small_channel_tiles():
         scfg.smallc_backward_weight_splits(0, 1, 132, 800)
 
 
-@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+@pytest.mark.parametrize("what", CONV_PASSES)
 def test_direct_reference_v1(cp, what):
     for case in GEMM_CASES[:2] + SMALL_CASES[:1]:
         names = _check(cp, what, case, version=1)
@@ -259,7 +260,7 @@ def test_hypothesis_shapes(cp, n, cg, kg, groups, h, w, r, s, stride, padding, d
     _check(cp, what, (n, cg * groups, h, w, kg * groups, r, s, stride, padding, dilation, groups), tile=tile)
 
 
-@pytest.mark.parametrize("what", ["forward", "backward_data", "backward_weight"])
+@pytest.mark.parametrize("what", CONV_PASSES)
 def test_conv_passes_replay_from_a_cuda_graph(cp, what, monkeypatch):
     """benchmarks/conv_table.py and gpu_table.py time kernels as a captured CUDA graph
     (benchmarks/timing.py): every path's launches (packing, split-K workspace and reduce, phases)

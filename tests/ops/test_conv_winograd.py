@@ -19,6 +19,7 @@ import fastconv
 import oracle as ref
 from fastconv import emu, ops
 from fastconv.backends.cuda import config as cfg
+from fastconv.settings import CONV_PASSES
 from fastconv.testing import REDUCTION_TOL, assert_close
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("g++") is None,
@@ -171,7 +172,7 @@ CASES = [(2, 3, 14, 14, 5, 5, 2), (1, 4, 9, 7, 3, 5, 1), (3, 2, 6, 11, 4, 3, 1),
          (1, 2, 3, 5, 2, 3, 1)]
 
 
-PASSES = ("forward", "backward_data", "backward_weight")
+PASSES = CONV_PASSES
 
 
 @pytest.mark.parametrize("what", PASSES)

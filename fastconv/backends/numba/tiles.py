@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from numba import cuda, float32, int32, uint32, uint64
 
+from ... import settings as _settings
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
 from ..cuda import smallc_config as scfg
@@ -145,7 +146,7 @@ def _nearest(name: str) -> Tile:
     return min(TILES, key=lambda t: abs(t.bm - bm) + abs(t.bn - bn))
 
 
-SMALLC_PASSES = ("forward", "backward_data", "backward_weight")
+SMALLC_PASSES = _settings.CONV_PASSES  # the small-channel kernels serve every pass
 
 
 def smallc_tile(pass_name: str, geo):

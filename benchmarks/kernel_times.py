@@ -9,7 +9,8 @@ weight packing and split-K reduce around a GEMM) it shows which launch to work o
                                       [--once]
 
 --once runs each row's call once and times nothing: the run a profiler (ncu) looks at. --gather4 turns
-the tf32_vector_gather setting off (the TF32 kernels' 4-byte gathers, no channels-last copies).
+the tf32_vector_gather setting off: TF32 backward-weight gathers 4 bytes per copy from the NCHW tensors,
+no channels-last copies (forward and backward-data always do).
 """
 
 from __future__ import annotations

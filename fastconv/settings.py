@@ -38,15 +38,11 @@
   the fastest (``fastconv.backends.cuda.autotune``). The ``FASTCONV_AUTOTUNE`` environment variable
   ("1"/"0") is read into it once, on first use. A forced ``conv_tile``, ``conv_splits`` or
   ``winograd_tile`` setting, or ``conv_version`` 1, turns it off for the calls they govern.
-- ``tf32_vector_gather`` [("backward_weight",)]: with ``tf32``, the conv passes (a tuple of
-  "forward", "backward_data", "backward_weight"; True: all three, False: none) whose GEMMs gather
-  their operand 16 bytes per copy where the layout allows (the ``vec`` kernels): forward and
-  backward-data whose channels per group (C/groups, K/groups) are a multiple of 4 from a
-  channels-last copy of x or dy (one transpose launch), backward-weight from channels-last copies of
-  dy and x when K/groups and C/groups are; the others gather 4 bytes per copy from the NCHW tensors
-  themselves. The default is what an H200 measured: the 16-byte backward-weight was faster on the
-  TF32 rows of benchmarks/shapes.py (lenet.conv2 45 against 64 us, resnet.c2 218 against 278), the
-  16-byte forward and backward-data slower on every row (resnet.c2 forward 256 against 176 us).
+- ``tf32_vector_gather`` [True]: with ``tf32``, backward-weight's GEMM gathers its operands 16
+  bytes per copy (its ``vec`` kernel) from channels-last copies of dy and x (one transpose launch
+  each) when K/groups and C/groups are multiples of 4; False: 4 bytes per copy from the NCHW tensors
+  themselves, as forward and backward-data always do. An H200 ran the 16-byte backward-weight faster
+  on the TF32 rows of benchmarks/shapes.py (lenet.conv2 45 against 64 us, resnet.c2 218 against 278).
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with
@@ -77,7 +73,7 @@ class Settings:
     winograd_tile: str | None = None
     pool_variant: str | None = None
     tf32: bool = False
-    tf32_vector_gather: tuple = ("backward_weight",)
+    tf32_vector_gather: bool = True
     autotune: bool = False
 
 
@@ -124,17 +120,9 @@ def current() -> Settings:
 
 def _checked(s: Settings) -> Settings:
     check_family(s.kernels)
-    for name in ("poison", "tf32", "autotune"):
+    for name in ("poison", "tf32", "tf32_vector_gather", "autotune"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: got {getattr(s, name)!r}, expected True or False")
-    vg = s.tf32_vector_gather
-    if isinstance(vg, bool):
-        s = dataclasses.replace(s, tf32_vector_gather=CONV_PASSES if vg else ())
-    elif not isinstance(vg, (tuple, list)) or not all(isinstance(p, str) and p in CONV_PASSES for p in vg):
-        raise TypeError(f"tf32_vector_gather: got {vg!r}, expected True, False or a tuple of pass names "
-                        f"from {CONV_PASSES}")
-    else:
-        s = dataclasses.replace(s, tf32_vector_gather=tuple(p for p in CONV_PASSES if p in vg))
     if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
         raise ValueError(f"conv_version: got {s.conv_version!r}, expected 1 or 3")
     if s.conv_tile is not None:

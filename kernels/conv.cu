@@ -30,7 +30,7 @@
 //       conv2d_pack_forward_v1, conv2d_pack_backward_data_v1, conv2d_splitk_reduce_v1, _v2.
 //   v3 tf32  the same core with the product on TF32 tensor cores: kernels/conv_tf32.cu (its own
 //       module, so fp32 use never compiles it); it shares the pack kernels and split-K reduces here,
-//       and its vec kernels gather from the channels-last copy nchw_to_nhwc_v1 makes.
+//       and its vec backward-weight gathers from the channels-last copies nchw_to_nhwc_v1 makes.
 //   smallc  small-channel kernels for C/G*R*S <= CONV_SMALLC (e.g. LeNet's conv1, C = 1, 5x5), where
 //       a GEMM tile would be mostly padding: direct kernels that stage a block's input rows (with
 //       halo) and filters in shared memory and hold several outputs per thread in registers.
@@ -170,20 +170,17 @@ extern "C" __global__ void conv2d_backward_weight_v1(
 // the column reads free of bank conflicts): blocks of 256 threads, a warp per row pass (lane along
 // the row), grid (crs / 32, Kp / 32, G) rounded up; reads run along kk and writes along m, both
 // coalesced. The launcher checks both sizes <= INT32_LIMIT.
-// nhwc = R*S (the TF32 vec kernels): rows in (r, s, c) order instead, channel fastest: row
-// kk = rs*Cg + c holds w[..][c][rs] (its reads then stride R*S floats, served by L2); nhwc = 0: (c, r, s).
 // Work: no FLOPs; traffic (K*Cg*R*S + G*Cg*R*S*Kp) * 4 B.
 extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, float* __restrict__ wp,
-                                                  int Kg, int Kp, int crs, int G, int tf32, int nhwc) {
+                                                  int Kg, int Kp, int crs, int G, int tf32) {
     __shared__ float tile[PACK_TILE][PACK_TILE + 1];
     const int kk0 = blockIdx.x * PACK_TILE, m0 = blockIdx.y * PACK_TILE, g = blockIdx.z;
     const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
-    const int kk = kk0 + tx, cg = nhwc ? crs / nhwc : 0;
-    const int src = nhwc ? (kk % cg) * nhwc + kk / cg : kk;  // the column of w that row kk holds
+    const int kk = kk0 + tx;
 #pragma unroll
     for (int j = ty; j < PACK_TILE; j += PACK_ROWS) {
         const int m = m0 + j;
-        tile[j][tx] = m < Kg && kk < crs ? w[(g * Kg + m) * crs + src] : 0.f;
+        tile[j][tx] = m < Kg && kk < crs ? w[(g * Kg + m) * crs + kk] : 0.f;
     }
     __syncthreads();
 #pragma unroll
@@ -197,8 +194,7 @@ extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, f
 }
 
 // wp[phase][g][kk][Cp] = w[g*Kg + k][c][r0 + i*rstep][s0 + j*sstep] for kk = (k,i,j) < Kg*Ri*Sj of
-// the phase (bwd_phase; nhwc = 1, the TF32 vec kernels: kk = (i,j,k), k fastest), zero past it and
-// for c >= Cg: the backward-data A operand of every phase,
+// the phase (bwd_phase), zero past it and for c >= Cg: the backward-data A operand of every phase,
 // each phase a slab of krs_max >= Kg*maxRi*maxSj rows; tf32 as in conv2d_pack_forward_v1. Blocks of
 // PACK_ROWS warps: each warp a row of wp (phase, g, kk decoded once), its lanes along c (consecutive
 // writes; the reads stride R*S floats, served by L2). Grid (rows / PACK_ROWS rounded up). The launcher
@@ -207,7 +203,7 @@ extern "C" __global__ void conv2d_pack_forward_v1(const float* __restrict__ w, f
 extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict__ w, float* __restrict__ wp,
                                                         int Kg, int Cg, int Cp, int H, int W, int R, int S,
                                                         int sh, int sw, int ph, int pw, int dh, int dw, int G,
-                                                        int krs_max, int tf32, int nhwc) {
+                                                        int krs_max, int tf32) {
     const int row = blockIdx.x * PACK_ROWS + (threadIdx.x >> 5);
     if (row >= sh * sw * G * krs_max) return;
     const int kk = row % krs_max, g = (row / krs_max) % G, phase = row / (krs_max * G);
@@ -215,7 +211,7 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
     const bool tap = kk < Kg * f.Ri * f.Sj;
     int src = 0;
     if (tap) {
-        const int k = nhwc ? kk % Kg : kk / (f.Ri * f.Sj), ij = nhwc ? kk / Kg : kk - k * f.Ri * f.Sj;
+        const int k = kk / (f.Ri * f.Sj), ij = kk - k * f.Ri * f.Sj;
         const int ii = ij / f.Sj, jj = ij - ii * f.Sj;
         src = (g * Kg + k) * Cg * R * S + (f.r0 + ii * f.rstep) * S + f.s0 + jj * f.sstep;
     }
@@ -225,11 +221,10 @@ extern "C" __global__ void conv2d_pack_backward_data_v1(const float* __restrict_
     }
 }
 
-// out[img][hw][c] = x[img][c][hw]: the channels-last copy of x (forward, backward-weight) or dy
-// (backward-data) that the TF32 vec kernels gather from; tf32: each value rounded to tf32 here
-// (tf32_value), once, as the packs round the weights, so those kernels feed both operands to the mma
-// without a cvt per fragment. Unrounded, it also turns the vec backward-weight's (K, R*S, C/G) result
-// into dw's (K, C/G, R*S).
+// out[img][hw][c] = x[img][c][hw]: the channels-last copy of dy or x that the TF32 vec backward-weight
+// gathers from; tf32: each value rounded to tf32 here (tf32_value), once, as the packs round the
+// weights, so that kernel feeds both operands to the mma without a cvt per fragment. Unrounded, it
+// also turns that kernel's (K, R*S, C/G) result into dw's (K, C/G, R*S).
 // The pack's 32 x 33 shared tile per 32 pixels x 32 channels of an image: reads along hw, writes
 // along c, both coalesced. Grid (N * (HW / 32), C / 32) rounded up (images in x: any batch fits),
 // blocks of PACK_ROWS warps. The launcher checks N*C*HW <= INT32_LIMIT.

@@ -184,49 +184,7 @@ using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weig
 template <class T>
 using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
 
-// A TF32 tile's gathered B 16 bytes per copy: EXTENT columns by BK k rows, 4 consecutive k rows of
-// one column in one 16-byte cp.async straight into the k-quad-major shared row that ldmatrix reads,
-// where GatherTile issues four 4-byte ones: forward and backward-data from a channels-last copy
-// (GatherNhwc: reduction (tap row, tap column, channel), channels per group a multiple of 4),
-// rounded to tf32 by nchw_to_nhwc_v1 (ROUNDED: no cvt.rna in MmaStep). Thread map quad_thread: k
-// quad kq of each stage, L columns QSTEP apart, a quarter warp's 8 stores on 8 consecutive rows; per
-// k step the iterator (digits ni, nj) advances and one base offset serves the thread's columns (a
-// bounds test, an address and the cp.async each).
-template <class T, int EXTENT, class Geo>
-struct GatherQuad {
-    static constexpr bool ROUNDED = true, KMAJOR = false;
-    static constexpr int KQ = T::BK / 4, QSTEP = T::NT / KQ, L = EXTENT / QSTEP;
-    static_assert(T::TF32 && (KQ & (KQ - 1)) == 0, "16-byte gathers: a TF32 tile, BK / 4 a power of two");
-    static_assert(T::NT % (8 * KQ) == 0 && EXTENT % QSTEP == 0, "16-byte gathers: whole quarter warps, whole passes");
-    const float* src;
-    Geo g;
-    int kleft, dst;  // reduction rows left from the thread's k quad; its shared offset in a stage
-    TapIter it;
-    typename Geo::Col col[L];
-    __device__ __forceinline__ GatherQuad(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend,
-                                          int ni, int nj) {
-        int kq, n_off;
-        quad_thread(threadIdx.x, KQ, kq, n_off);
-        src = src_; g = g_;
-        kleft = kend - kbeg - 4 * kq;
-        dst = T::b_off(4 * kq, n_off);
-        it.init(kbeg + 4 * kq, T::BK, ni, nj);
-#pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off + j * QSTEP, ncols);
-    }
-    __device__ __forceinline__ void issue(float* S) const {
-        const auto s = gather_step(g, it, kleft > 0);
-#pragma unroll
-        for (int j = 0; j < L; ++j)  // taps re-read a pixel's channels: keep them in L1
-            cp_async_ca16(S + dst + 4 * j * QSTEP, src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 16 : 0);
-    }
-    __device__ __forceinline__ void next() {
-        it.next();
-        kleft -= T::BK;
-    }
-};
-
-// Backward-weight B of a TF32 vec kernel: x from its channels-last copy (WgradNhwc: columns (r, s, c),
+// Backward-weight B of the TF32 vec kernels: x from its channels-last copy (WgradNhwc: columns (r, s, c),
 // channel fastest; rounded to tf32 by nchw_to_nhwc_v1), 16 bytes = 4 columns per cp.async, so the
 // stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and MmaStep reads
 // its fragments with 32-bit shared loads (KMAJOR). Thread map row_quad_cell: V cells per thread, on KI
@@ -276,8 +234,8 @@ struct GatherRowQuad {
     }
 };
 
-// Pick<C, A, B>::type is A when C, else B: a pass body's loaders by its VEC flag or its tile's kind
-// (naming a loader here does not instantiate it, so a fp32 tile never meets the TF32-only ones).
+// Pick<C, A, B>::type is A when C, else B: backward-weight's geometry and x loader by its VEC flag
+// (naming a loader here does not instantiate it, so a fp32 tile never meets the TF32-only one).
 template <bool C, class A, class B>
 struct Pick {
     typedef A type;
@@ -286,9 +244,6 @@ template <class A, class B>
 struct Pick<false, A, B> {
     typedef B type;
 };
-// forward / backward-data B: from the tensor itself, or (VEC) from its channels-last copy
-template <class T, bool VEC>
-using GatherBOf = typename Pick<VEC, GatherQuad<T, T::BN, GatherNhwc>, GatherB<T>>::type;
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
 template <class T>
@@ -328,9 +283,9 @@ struct MmaPos {
 // PackedA's tile): per tile the float2 at warp row 16*mt + 2g (rows g, g + 8: mma_row) of k rows t
 // and t + 4 as a0, a1 and a2, a3 (a half warp's 64-bit loads on banks 8t + 2g, + 1: all 32); rounded
 // unless A_ROUNDED (tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing
-// column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers, rounded unless
-// B_ROUNDED (gathered from tf32 values already); B k-major (B_KMAJOR: GatherRowQuad's tile): lane (g, t)
-// loads column 8*nt + g of k rows t and t + 4 (banks 8t + g: rows BS = 8 mod 32 apart).
+// column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers; B k-major
+// (B_KMAJOR: GatherRowQuad's tile): lane (g, t) loads column 8*nt + g of k rows t and t + 4 (banks
+// 8t + g: rows BS = 8 mod 32 apart); rounded unless B_ROUNDED (GatherRowQuad: tf32 values already).
 template <class T, bool A_ROUNDED, bool A_KMAJOR, bool B_ROUNDED, bool B_KMAJOR>
 struct MmaStep {
     const float* ap;  // the lane's fragment addresses in a stage, A's
@@ -399,11 +354,8 @@ __device__ __forceinline__ void acc_zero(float (&acc)[A][B][C]) {
 }
 
 // acc = A[.., kbeg:kend] * B[kbeg:kend, ..] for the thread's outputs. STAGES-1 k tiles are in
-// flight while one is multiplied; stage indices are running counters (no modulo). EARLY (the TF32
-// vec forward and backward-data): each stage's first fragments are loaded before the next stage's
-// copies are issued, so the loaders' address work covers their latency; the other kernels issue first
-// (the 4-byte TF32 gather loaders leave no registers for it: t128x64w2's backward-weight would spill;
-// the vec backward-weight, both operands k-major, runs 0-4 % more instructions a stage with it).
+// flight while one is multiplied; stage indices are running counters (no modulo). Each step issues
+// the next stage's copies, then multiplies stage rs.
 template <class T, class LA, class LB>
 __device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more) {
     if (more) {
@@ -415,7 +367,7 @@ __device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more)
     cp_async_commit_group();
 }
 
-template <class T, bool EARLY = false, class LA, class LB>
+template <class T, class LA, class LB>
 __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, typename T::Acc& acc) {
     using Step = MmaStep<T, LA::ROUNDED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR>;  // TF32 tiles
     acc_zero(acc);
@@ -425,34 +377,19 @@ __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int k
     for (int t = 0; t < ktiles; ++t) {
         cp_async_wait_group<T::STAGES - 2>();
         __syncthreads();  // stage rs is complete for all threads; stage ws was read at t-1 by all
-        if constexpr (EARLY) {
-            // k step 0's fragments before the next stage's copies are issued, each later k step's
-            // under the mma of the one before
-            const float* As = smem + rs * T::STAGE;
-            const Step ms(As, As + T::BK * T::AS);
-            unsigned a[T::BK / 8][T::MT][4], b[T::BK / 8][T::NT8][2];
-            ms.load(0, a[0], b[0]);
-            issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
+        issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
+        const float* As = smem + rs * T::STAGE;
+        const float* Bs = As + T::BK * T::AS;
+        if constexpr (T::TF32) {
+            const Step ms(As, Bs);
 #pragma unroll
-            for (int k = 0; k < T::BK / 8; ++k) {
-                if (k + 1 < T::BK / 8) ms.load(8 * (k + 1), a[k + 1], b[k + 1]);
-                mma_tiles<T>(a[k], b[k], acc);
+            for (int k8 = 0; k8 < T::BK; k8 += 8) {
+                unsigned a[T::MT][4], b[T::NT8][2];
+                ms.load(k8, a, b);
+                mma_tiles<T>(a, b, acc);
             }
         } else {
-            issue_stage<T>(smem + ws * T::STAGE, la, lb, t + T::STAGES - 1 < ktiles);
-            const float* As = smem + rs * T::STAGE;
-            const float* Bs = As + T::BK * T::AS;
-            if constexpr (T::TF32) {
-                const Step ms(As, Bs);
-#pragma unroll
-                for (int k8 = 0; k8 < T::BK; k8 += 8) {
-                    unsigned a[T::MT][4], b[T::NT8][2];
-                    ms.load(k8, a, b);
-                    mma_tiles<T>(a, b, acc);
-                }
-            } else {
-                ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
-            }
+            ffma_step<T>(As, Bs, ThreadPos<T>(), acc);
         }
         rs = rs == T::STAGES - 1 ? 0 : rs + 1;
         ws = ws == T::STAGES - 1 ? 0 : ws + 1;

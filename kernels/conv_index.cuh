@@ -162,48 +162,6 @@ FC_HD bool gather_ok(const GatherMasked&, const GatherMaskCol& c, const GatherMa
     return (s.need & ~c.mask) == 0;
 }
 
-// The same B gathered from a channels-last copy T[img][row][col][Tc] (the TF32 tiles' vec kernels,
-// for channels per group a multiple of 4): the reduction index runs kk = (i, j, a), channel a fastest,
-// so 4 consecutive kk are 4 consecutive floats of one pixel, one 16-byte copy (GatherQuad).
-// Its iterator's digits are TapIter's (a, i, j) = (tap row i, tap column j, channel a): ni = nj taps,
-// nj = na channels. Bounds as GatherMasked's bitmasks. The packed weights' rows run in the same order
-// (conv2d_pack_forward_v1 / conv2d_pack_backward_data_v1 with their nhwc argument).
-struct GatherNhwc {
-    typedef GatherMaskCol Col;
-    Gather g;
-    GatherNhwc() = default;
-    FC_HD GatherNhwc(const Gather& g_) : g(g_) {}
-};
-FC_HD GatherMaskCol gather_col(const GatherNhwc& m, int n, int ncols) {
-    GatherMaskCol c;
-    c.off = 0; c.mask = 0;
-    if (n >= ncols) return c;
-    int img, t, u;
-    digits3(n, m.g.nt, m.g.nu, img, t, u);
-    const int h = t * m.g.hs + m.g.hb, w = u * m.g.ws + m.g.wb;
-    c.off = ((img * m.g.Th + h) * m.g.Tw + w) * m.g.Tc + m.g.a0;
-    c.mask = tap_mask(m.g, h, w);
-    return c;
-}
-FC_HD GatherMaskStep gather_step(const GatherNhwc& m, const TapIter& it, bool live) {
-    GatherMaskStep s;
-    s.off = (it.a * m.g.hd * m.g.Tw + it.i * m.g.wd) * m.g.Tc + it.j;
-    s.need = live ? (1u << (16 + it.a)) | (1u << it.i) : 1u << 31;
-    return s;
-}
-FC_HD bool gather_ok(const GatherNhwc&, const GatherMaskCol& c, const GatherMaskStep& s) {
-    return (s.need & ~c.mask) == 0;
-}
-// The 16-byte gathers' thread map (KQ = BK / 4 k quads per stage, a power of two): thread tid copies k
-// quad kq of each stage at shared rows n_off + j * (NT / KQ). A quarter warp's 8 lanes take 8
-// consecutive rows of one k quad, so its 16-byte shared stores (k-quad-major rows) cover all 32 banks;
-// the quarter warps of a warp take the KQ quads of the same rows first (KQ * 16 contiguous bytes of
-// each pixel or dy row in global memory), then the next 8 rows.
-FC_HD void quad_thread(int tid, int KQ, int& kq, int& n_off) {
-    kq = (tid >> 3) % KQ;
-    n_off = (tid & 7) + 8 * (tid / (8 * KQ));
-}
-
 // backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
 // x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
 struct WgradGeom {

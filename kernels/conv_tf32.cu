@@ -9,17 +9,17 @@
 //   v3 tf32  one tile per CONV_V3_TF32_KERNELS line below (warp tiles of up to 4 x 8 mma tiles fed
 //       by conflict-free fragment loads; forward and backward-data test bounds by per-column
 //       bitmasks, filters of up to GATHER_MASK_TAPS taps per dimension): conv2d_forward_v3_tf32_t*,
-//       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*.
-//   v3 tf32 vec  the same with the gathered operand 16 bytes per cp.async (conv_gemm.cuh
-//       GatherQuad) instead of 4, each copy one k-quad-major shared row as ldmatrix reads it:
-//       forward and backward-data from a channels-last copy of x or dy (conv.cu's nchw_to_nhwc_v1,
-//       rounded to tf32 there; channels per group a multiple of 4) with the reduction run (tap,
-//       channel), channel fastest, so 4 channels of a pixel are one copy; backward-weight from
-//       channels-last copies of dy and x, dy as the k-major A (4 channels per copy, PackedA), x as
-//       4 channels per copy, its columns run (tap, channel) into a k-major stage tile
-//       (GatherRowQuad; K/G and C/G multiples of 4); no cvt.rna anywhere:
-//       conv2d_forward_v3_tf32_vec_t*,
-//       conv2d_backward_data_v3_tf32_vec_t*, conv2d_backward_weight_v3_tf32_vec_t*.
+//       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*; the gathered operand
+//       4 bytes per cp.async from the NCHW tensor, rounded by cvt.rna in the mma's registers.
+//   v3 tf32 vec  backward-weight only (the default where K/G and C/G are multiples of 4, the
+//       tf32_vector_gather setting): both operands 16 bytes per cp.async from channels-last copies
+//       (conv.cu's nchw_to_nhwc_v1, rounded to tf32 there, so no cvt.rna), dy as the k-major A (4
+//       channels per copy, PackedA), x 4 channels per copy with its columns run (tap, channel) into a
+//       k-major stage tile (GatherRowQuad): conv2d_backward_weight_v3_tf32_vec_t*.
+//   The 16-byte forward and backward-data kernels (x or dy gathered 4 channels per copy from a
+//   channels-last copy, weights packed channel-fastest) were removed: an H200 ran them slower than
+//   the 4-byte ones on every benchmark row (e.g. resnet.c2 forward 256 against 176 us, lenet.conv2
+//   backward-data 0.59 against 0.76 of cuDNN).
 //
 // Build check: nvcc -arch=sm_90 -cubin -Xptxas -v (tests/test_conv_build.py).
 #include "common.cuh"
@@ -32,11 +32,10 @@
 // All but t128x128 and t64x64 take BK 16 (one barrier and cp.async stage per two mma k steps) at 3
 // stages (t128x64: 39,936 B of shared memory), within the 48 KiB of static shared memory as
 // t128x128's BK 8 at 4 stages is (BK 16 would not fit; t64x64's 4-byte backward-weight spills with
-// it); with the vec kernels' 16-byte gathers a stage's fixed work (barrier, loaders' addresses) is
-// most of a BK-8 loop: t64x128 vec forward / backward-data 5.88 -> 4.03-4.09 instructions per HMMA
-// at BK 16 (sm_90). t128x64w2 is t128x64 on two warps of 64x64 (each A fragment serves 8 mma, each B
-// fragment 4: 0.42 shared loads per HMMA instead of 0.72), 4 blocks per SM (226-253 registers, sm_90,
-// no spills). t32x128 (warp tiles 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles
+// it); at BK 16 a stage's fixed work (barrier, loaders' addresses) weighs half as much per HMMA
+// (t64x128 took BK 16 for the removed 16-byte forward and backward-data). t128x64w2 is t128x64 on
+// two warps of 64x64 (each A fragment serves 8 mma, each B fragment 4: 0.42 shared loads per HMMA
+// instead of 0.72), 4 blocks per SM (226-253 registers, sm_90, no spills). t32x128 (warp tiles 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles
 // would fill half with padding; 4 blocks per SM (5 spill).
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)

@@ -3,13 +3,6 @@
 // kernels. Needs common.cuh, conv_index.cuh and conv_gemm.cuh first.
 #pragma once
 
-// TF32_EARLY (a tuning #define, FASTCONV_CUDA_DEFINES=TF32_EARLY=0 in cuda/loader.py): the vec
-// forward and backward-data load a stage's first fragments before they issue the next stage's copies
-// (gemm_mainloop's EARLY); 0 turns it off, for timing the two orders against each other.
-#ifndef TF32_EARLY
-#define TF32_EARLY 1
-#endif
-
 // v3: the implicit-GEMM core. Grid: x = column tiles, y = row tiles, z = (phase,) group, split.
 // out is the result (splits == 1: bias and activation fused) or the workspace [splits][result].
 
@@ -26,8 +19,7 @@ __device__ __forceinline__ float* conv_smem() {
 
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
-// VEC (TF32 tiles, Cg % 4 == 0): x is its channels-last copy, w packed with channel-fastest rows.
-template <class T, bool VEC = false>
+template <class T>
 __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
@@ -41,9 +33,9 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    GatherBOf<T, VEC> lb(x, gg, n0, npq, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
+    GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
-    gemm_mainloop<T, VEC && TF32_EARLY>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -61,8 +53,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
 // taps); traffic (dy + packed w + dx) * 4 B compulsory. Unsplit, the epilogue adds b[c] (has_bias)
 // and the activation: ConvTranspose2d's bias and activation (split: the split-K reduce's).
-// VEC (TF32 tiles, Kg % 4 == 0): dy is its channels-last copy, w packed with channel-fastest rows.
-template <class T, bool VEC = false>
+template <class T>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -81,9 +72,9 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    GatherBOf<T, VEC> lb(dy, gg, n0, ncols, kbeg, kend, VEC ? gg.nj : gg.ni, VEC ? gg.na : gg.nj);
+    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
-    gemm_mainloop<T, VEC && TF32_EARLY>(smem, la, lb, ktiles, acc);
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
@@ -127,7 +118,7 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
         wg = {C, H, W, g * Cg, R, S, sh, sw, ph, pw, dh, dw};
     typename Pick<VEC, GatherRowQuad<T>, WgradB<T>>::type lb(x, wg, n0, crs, kbeg, kend, P, Q);
     typename T::Acc acc;
-    gemm_mainloop<T>(smem, la, lb, ktiles, acc);  // not EARLY: more instructions a stage with k-major operands
+    gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     auto col_of = [&](int n, int (&co)[4]) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) co[j] = n + j < crs ? n + j : -1;
@@ -140,40 +131,45 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
                   int sh, int sw, int ph, int pw, int dh, int dw, int G
 #define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G
 
-// The v3 entry points of one tile. Work: forward 2*N*K*P*Q*Cg*R*S FLOPs, backward-data
-// 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only), backward-weight 2*K*Cg*R*S*N*P*Q FLOPs;
-// compulsory traffic of each is its two operands and its result * 4 bytes (plus
-// splits * result * 4 B of partials when split); VEC (the TF32 vec kernels) the same, reading the
-// channels-last copies of x or dy (nchw_to_nhwc_v1 moves 2 * their size * 4 B more). Launch bounds: the
-// tile's threads and min blocks per SM that allow <= 170 registers (255 for t128x128, t128x64w2 and
-// the fp32 wide-k tile t64x128k16, whose 16 gathered columns per thread need ~200), which ptxas fits
-// without spills.
-#define CONV_V3_ENTRIES(SUFFIX, TILE, VEC)                                                         \
+// The v3 entry points of one tile. Launch bounds: the tile's threads and min blocks per SM that allow
+// <= 170 registers (255 for t128x128, t128x64w2 and the fp32 wide-k tile t64x128k16, whose 16
+// gathered columns per thread need ~200), which ptxas fits without spills.
+// Forward and backward-data, B gathered 4 bytes per copy from the NCHW tensor. Work: forward
+// 2*N*K*P*Q*Cg*R*S FLOPs, backward-data 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only);
+// compulsory traffic of each is its two operands and its result * 4 bytes (plus splits * result * 4 B
+// of partials when split) ...
+#define CONV_V3_FWD_DGRAD_ENTRIES(SUFFIX, TILE)                                                            \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
                                 int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE, VEC>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);       \
+        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);                  \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
                                       int krs_max, const float* __restrict__ b, int has_bias, int act,     \
                                       float slope) {                                                       \
-        conv_bwd_data_v3<TILE, VEC>(dy, wp, out, CONV_PASS, splits, chunk, krs_max, b, has_bias, act, slope); \
-    }                                                                                                      \
+        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max, b, has_bias, act, slope);   \
+    }
+// ... and backward-weight. Work: 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic (dy + x + dw) * 4 bytes
+// (plus splits * dw * 4 B of partials when split); VEC (the TF32 vec kernel) the same, reading 16 bytes
+// per copy from the channels-last copies of dy and x (nchw_to_nhwc_v1 moves 2 * their size * 4 B more).
+#define CONV_V3_WGRAD_ENTRY(SUFFIX, TILE, VEC)                                                             \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_weight_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ x,         \
                                         float* __restrict__ out, CONV_ARGS, int splits, int chunk) {       \
-        conv_bwd_weight_v3<TILE, VEC>(dy, x, out, CONV_PASS, splits, chunk);                         \
+        conv_bwd_weight_v3<TILE, VEC>(dy, x, out, CONV_PASS, splits, chunk);                               \
     }
-// The v3 entry points of one tile, fp32 (FFMA) ...
-#define CONV_V3_KERNELS(SUFFIX, ...)              \
-    typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX; \
-    CONV_V3_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX, false)
-// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile> and, gathering 16 bytes per copy,
-// conv2d_<pass>_v3_tf32_vec_<tile>.
-#define CONV_V3_TF32_KERNELS(SUFFIX, ...)               \
-    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;    \
-    CONV_V3_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX, false) \
-    CONV_V3_ENTRIES(v3_tf32_vec_##SUFFIX, Tf32Tile_##SUFFIX, true)
+// The three v3 entry points of one tile, fp32 (FFMA), conv2d_<pass>_v3_<tile> ...
+#define CONV_V3_KERNELS(SUFFIX, ...)                       \
+    typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX;           \
+    CONV_V3_FWD_DGRAD_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)  \
+    CONV_V3_WGRAD_ENTRY(v3_##SUFFIX, Tile_##SUFFIX, false)
+// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>, with backward-weight's 16-byte
+// variant conv2d_backward_weight_v3_tf32_vec_<tile>.
+#define CONV_V3_TF32_KERNELS(SUFFIX, ...)                             \
+    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;                   \
+    CONV_V3_FWD_DGRAD_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX)    \
+    CONV_V3_WGRAD_ENTRY(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX, false)   \
+    CONV_V3_WGRAD_ENTRY(v3_tf32_vec_##SUFFIX, Tf32Tile_##SUFFIX, true)

@@ -18,8 +18,8 @@
 # STEPS="..." picks the steps (default: gpu_tests conv bench steps). More are off by default:
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
-#           alone, with the heuristic's configuration, fp32 and TF32 (the default gathers, then 4-byte
-#           gathers in every pass) -> $OUT/kernels.log
+#           alone, with the heuristic's configuration, fp32 and TF32 (the default gathers, then
+#           backward-weight with 4-byte gathers, --gather4) -> $OUT/kernels.log
 #   ncu     Nsight Compute (when the machine has it) on every launch of the lenet.conv2 passes and the
 #           resnet.c4 forward (Winograd: transforms and products' GEMMs) and the TF32 resnet.c4 forward
 #           and dcgan.d3 backward-data GEMMs (bank conflicts included) -> $OUT/ncu.log
@@ -82,7 +82,8 @@ want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 -
     --json "$OUT/gpu_table.json"
 want kernels && step kernels 150 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3 \
-    && \"$PY\" benchmarks/kernel_times.py --tf32 --gather4 --rows lenet.conv2 resnet.c4 dcgan.d3"
+    && \"$PY\" benchmarks/kernel_times.py --tf32 --gather4 --rows 'lenet.conv2 backward_weight' \
+    'resnet.c4 backward_weight' 'dcgan.d3 backward_weight'"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 32 \
     -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3|conv2d_backward_data_v3" \

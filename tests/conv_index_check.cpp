@@ -72,39 +72,6 @@ static void walk(int ncols, int kred, int BN, int BK, int NT, bool kk_fastest, i
         }
 }
 
-// Walk every block column tile, thread and k step of the channels-last 16-byte loader (quad_thread's map, the
-// iterator over (tap row, tap column, channel) with nj taps a row and na channels): each quad's
-// address is its first element's, its 4 elements consecutive channels of one pixel, valid together.
-template <class Naive>
-static void walk_quad(const GatherNhwc& g, int ncols, int kred, int BN, int BK, int NT, Naive naive) {
-    const int KQ = BK / 4, QSTEP = NT / KQ;
-    for (int n0 = 0; n0 < ncols; n0 += BN)
-        for (int tid = 0; tid < NT; ++tid) {
-            int kq, n_off;
-            quad_thread(tid, KQ, kq, n_off);
-            TapIter it;
-            it.init(4 * kq, BK, g.g.nj, g.g.na);
-            for (int step = 0; it.kk < kred; ++step) {
-                EXPECT(it.kk == 4 * kq + step * BK, "quad iterator kk %d, expected %d", it.kk, 4 * kq + step * BK);
-                const GatherMaskStep s = gather_step(g, it, true);
-                for (int j = 0; j < BN / QSTEP; ++j) {
-                    const int n = n0 + n_off + j * QSTEP;
-                    const GatherMaskCol col = gather_col(g, n, ncols);
-                    const bool ok = gather_ok(g, col, s);
-                    EXPECT(!gather_ok(g, col, gather_step(g, it, false)), "quad kk %d n %d: inside past the end", it.kk, n);
-                    for (int e = 0; e < 4; ++e) {
-                        bool nok;
-                        const int b = naive(it.kk + e, n, nok);
-                        EXPECT(ok == (nok && n < ncols), "quad kk %d + %d n %d: valid %d, naive %d", it.kk, e, n, ok, nok);
-                        if (ok) EXPECT(col.off + s.off + e == b, "quad kk %d + %d n %d: address %d, naive %d", it.kk, e,
-                                       n, col.off + s.off + e, b);
-                    }
-                }
-                it.next();
-            }
-        }
-}
-
 static void check_forward(const Conv& c, int BN, int BK, int NT) {
     const int P = out_size(c.H, c.R, c.sh, c.ph, c.dh), Q = out_size(c.W, c.S, c.sw, c.pw, c.dw);
     const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
@@ -119,15 +86,6 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
             return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
         };
         walk(ncols, kred, BN, BK, NT, false, c.R, c.S, addr, naive);
-        if (Cg % 4 != 0 || BK % 4 != 0) continue;
-        // NHWC: x[img][h][w][c], reduction (r, s, c) with c fastest
-        walk_quad(GatherNhwc(gg), ncols, kred, BN, BK, NT, [&](int kk, int n, bool& ok) {
-            const int ch = kk % Cg, s = kk / Cg % c.S, r = kk / (Cg * c.S);
-            const int img = n / (P * Q), p = n / Q % P, q = n % Q;
-            const int h = p * c.sh - c.ph + r * c.dh, w = q * c.sw - c.pw + s * c.dw;
-            ok = h >= 0 && h < c.H && w >= 0 && w < c.W;
-            return ((img * c.H + h) * c.W + w) * c.C + g * Cg + ch;
-        });
     }
 }
 
@@ -169,16 +127,6 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
                 return ((img * c.K + g * Kg + k) * P + p) * Q + q;
             };
             walk(ncols, kred, BN, BK, NT, false, gg.ni, gg.nj, addr, naive);
-            if (Kg % 4 != 0 || BK % 4 != 0 || kred == 0) continue;
-            // NHWC: dy[img][p][q][k], reduction (i, j, k) with k fastest
-            walk_quad(GatherNhwc(gg), ncols, kred, BN, BK, NT, [&](int kk, int n, bool& ok) {
-                const int k = kk % Kg, j = kk / Kg % f.Sj, i = kk / (Kg * f.Sj);
-                const int img = n / (f.Ht * f.Wt), t = n / f.Wt % f.Ht, u = n % f.Wt;
-                const int h = f.h0 + t * c.sh, w = f.w0 + u * c.sw, r = f.r0 + i * f.rstep, s = f.s0 + j * f.sstep;
-                const int p = (h + c.ph - r * c.dh) / c.sh, q = (w + c.pw - s * c.dw) / c.sw;
-                ok = h + c.ph - r * c.dh >= 0 && w + c.pw - s * c.dw >= 0 && p < P && q < Q;
-                return ((img * P + p) * Q + q) * c.K + g * Kg + k;
-            });
         }
     }
     for (int e = 0; e < c.H * c.W; ++e) EXPECT(seen[e] == 1, "dx element %d covered %d times", e, seen[e]);
@@ -306,8 +254,8 @@ int main(int argc, char** argv) {
         {1, 5, 7, 7, 4, 3, 3, 3, 3, 1, 1, 2, 2, 1},   {1, 6, 5, 5, 6, 2, 2, 3, 3, 0, 0, 1, 1, 1},
         {1, 2, 9, 10, 3, 4, 5, 4, 3, 3, 2, 2, 3, 1},  {2, 2, 1, 1, 2, 1, 1, 2, 2, 0, 0, 1, 1, 1},
         {1, 1, 16, 17, 2, 15, 15, 1, 1, 7, 6, 1, 1, 1},  // GATHER_MASK_TAPS taps: every bit of the masks
-        // channels per group multiples of 4 (the channels-last loader): groups, mixed stride and dilation,
-        // stride 3 at dilation 2, GATHER_MASK_TAPS taps
+        // channels per group multiples of 4 (the vec backward-weight's channels-last x loader): groups,
+        // mixed stride and dilation, stride 3 at dilation 2, GATHER_MASK_TAPS taps
         {2, 8, 9, 8, 8, 3, 2, 2, 1, 1, 0, 1, 2, 2},   {1, 12, 7, 7, 8, 3, 3, 3, 3, 1, 1, 2, 2, 1},
         {1, 4, 16, 17, 4, 15, 15, 1, 1, 7, 6, 1, 1, 1},  {2, 16, 9, 9, 8, 3, 3, 2, 2, 1, 1, 2, 2, 2},
     };
@@ -337,22 +285,6 @@ int main(int argc, char** argv) {
             }
     for (int m = 0; m < 512; ++m)  // the TF32 packed-weight loader finds a slot's row by mma_unslot
         EXPECT(mma_unslot(mma_slot(m)) == m && mma_slot(mma_unslot(m)) == m, "mma_unslot at %d", m);
-    // the 16-byte loaders' thread map: each (k quad, row) of a stage once; a quarter warp's 8 lanes
-    // take 8 consecutive columns of one k quad (16-byte rows: all 32 banks)
-    for (int KQ = 1; KQ <= 8; KQ *= 2)
-        for (int NT = 32 * KQ; NT <= 256; NT *= 2) {
-            std::vector<int> seen(NT, 0);
-            for (int tid = 0; tid < NT; ++tid) {
-                int kq, n;
-                quad_thread(tid, KQ, kq, n);
-                EXPECT(kq < KQ && n < NT / KQ, "quad_thread KQ %d NT %d tid %d: (%d, %d)", KQ, NT, tid, kq, n);
-                ++seen[kq * (NT / KQ) + n];
-                int kq0, n0;
-                quad_thread(tid & ~7, KQ, kq0, n0);
-                EXPECT(kq == kq0 && n == n0 + (tid & 7), "quad_thread KQ %d tid %d: quarter warp not 8 columns", KQ, tid);
-            }
-            for (int e = 0; e < NT; ++e) EXPECT(seen[e] == 1, "quad_thread KQ %d NT %d: cell %d taken %d times", KQ, NT, e, seen[e]);
-        }
     // TapIter against division for many steps and shapes
     for (int ni = 1; ni < 6; ++ni)
         for (int nj = 1; nj < 6; ++nj)

@@ -52,10 +52,11 @@ def loop_profile(ops, op):
 
 
 def kernels(fp32=False):
-    """The v3 kernel names: every TF32 tile, 4-byte then vec (16-byte gathers), and with fp32 every
-    fp32 tile after them."""
+    """The v3 kernel names: every TF32 tile's three passes (4-byte gathers), then its vec backward-weight
+    (16-byte gathers), and with fp32 every fp32 tile after them."""
     from fastconv.backends.cuda import config as cfg
-    names = [f"{p}_v3_tf32_{v}{t}" for v in ("", "vec_") for t in cfg.TF32_TILES for p in PASSES]
+    names = [f"{p}_v3_tf32_{t}" for t in cfg.TF32_TILES for p in PASSES]
+    names += [f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in cfg.TF32_TILES]
     if fp32:
         names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES]
     return names

@@ -40,7 +40,7 @@ PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
-VEC = [f"{p}_v3_tf32_vec_{t}" for p in PASSES for t in cfg.TF32_TILES]
+VEC = [f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in cfg.TF32_TILES]  # 16-byte gathers: backward-weight only
 FILES = ("conv.cu", "conv_tf32.cu")  # the fp32 tiles, small-channel and helper kernels; the TF32 tiles
 
 
@@ -120,36 +120,18 @@ def _no_division(kernel, arch, ops):
     assert not bad, f"{kernel} ({arch}): division-like instructions in the main loop: {bad}"
 
 
-# Instructions per HMMA in the TF32 main loop, at most (sm_90; forward and backward-data, then
-# backward-weight). Measured (tests/conv_sass.py): t128x128 5.75-5.84, 8.22 (32 HMMA per loop),
-# t128x64 6.19-6.28, 10.62 (32, BK 16), t64x128 8.75-9.06, 13.88 (16), t64x64 9.06-9.44, 14.44 (16);
-# the rest is the cvt.rna pair (FSETP, IADD) per gathered fragment element, one shared load
-# per 2-8 elements and the gather loaders' per-column work: forward and backward-data one AND-NOT
-# of the column's bounds bitmask and an address (GatherMasked), backward-weight two compares and an
-# address. Before the bitmasks (two compares): 6.34-6.44; 6.94-7.09; 10.19-10.50; 10.25-11.00.
-# Before the loader rework: 8.7-8.8, 10.5; 10.5-10.6, 13.8; 14.6-14.9, 17.6; 15.5-16.0, 18.8.
-# The vec kernels (16-byte gathers), third and fourth: forward and backward-data, whose B is 4 channels
-# per copy of a channels-last copy already rounded to tf32 (no cvt.rna): t128x128 3.75-3.91, t128x64
-# 4.25-4.38, t64x128 6.00-6.50, t64x64 6.19-6.75 (with the cvt.rna pairs: 4.78-4.94, 5.28-5.41,
-# 7.06-7.56, 7.25-7.81); backward-weight, whose A (dy) is 4 pixels per copy and B (x, channels-last,
-# rounded) 4 channels per copy: 5.62, 7.00, 9.25, 9.62 (with x 4 bytes per copy: 7.69, 9.19, 13.44, 13.12).
-# t128x64w2 (two warps of 64x64, 64 HMMA per loop): 5.00-5.08, 8.08; vec 3.19-3.20, 4.97. t32x128 (warp
-# tiles 32x32, 16 HMMA per BK-16 loop): 12.44, 19.12; vec 6.62-6.88, 10.81.
-# Packed A from k quads by one ldmatrix per mma tile (PackedQuadA) instead of two 64-bit loads, forward
-# and backward-data: t128x128 5.62-5.72, vec 3.62-3.72; t128x64 6.09, vec 4.09-4.19; t64x128 8.88-9.12,
-# vec 5.88-6.31; t64x64 9.19, vec 6.19-6.38; t128x64w2 4.83-4.89, vec 3.02; t32x128 11.62-12.50, vec 6.50-6.69.
-# Then the vec forward and backward-data loading a stage's first fragments before the next stage's
-# copies (gemm_mainloop EARLY): t128x128 3.62-3.66, t128x64 4.09-4.16, t64x128 5.88, t64x64 5.94-6.06,
-# t128x64w2 2.97-2.98, t32x128 6.50-6.62. The vec backward-weight with dy from its channels-last copy
-# (PackedA, k-major, no cvt.rna), 5.53-10.75 before: t128x128 4.06, t128x64 4.66, t64x128 6.88, t64x64
-# 7.06, t128x64w2 3.88, t32x128 8.25. Then t64x128 at BK 16 (was 8): 4-byte forward and backward-data
-# 6.78-6.97, backward-weight 11.69; vec 4.03-4.09, 4.88. Then packed A k-major again (two 64-bit loads
-# per A tile: the k quads ran t128x64 at half the speed on an H200), forward and backward-data:
-# t128x128 5.75-5.84, vec 3.81-3.88; t128x64 6.28-6.44, vec 4.28-4.34; t64x128 6.97-7.12, vec 4.25-4.31;
-# t64x64 8.94-9.75, vec 6.25-6.38; t128x64w2 5.00-5.05, vec 3.14-3.16; t32x128 12.25-12.44, vec 6.50-6.81.
-TF32_MAX_PER_HMMA = {"t128x128": (6.0, 8.5, 4.0, 4.3), "t128x64": (6.5, 11, 4.5, 4.9),
-                     "t64x128": (7.2, 12.0, 4.4, 5.2), "t64x64": (9.8, 14.75, 6.4, 7.4),
-                     "t128x64w2": (5.1, 8.4, 3.3, 4.1), "t32x128": (12.75, 19.5, 6.9, 8.6)}
+# Instructions per HMMA in the TF32 main loop, at most (sm_90): forward and backward-data, backward-
+# weight, the vec backward-weight. Measured (tests/conv_sass.py): t128x128 5.75-5.84, 8.22, 4.06; t128x64
+# 6.28-6.44, 10.62, 4.66; t64x128 6.97-7.12, 11.69, 4.88; t64x64 8.94-9.75, 14.31, 7.06; t128x64w2
+# 5.00-5.05, 8.08, 3.88; t32x128 12.25-12.44, 19.12, 8.25. Beside the HMMA a 4-byte loop holds the
+# cvt.rna pair (FSETP, IADD) per gathered fragment element, one shared load per 2-8 elements and the
+# gather loaders' per-column work: forward and backward-data one AND-NOT of the column's bounds bitmask
+# and an address (GatherMasked), backward-weight two compares and an address. The vec backward-weight
+# reads dy 4 channels and x 4 channels per copy from channels-last copies already rounded (no cvt.rna;
+# with dy 4 bytes per copy 5.53-10.75, with x too 7.69-13.44). Forward and backward-data before the
+# bitmasks (two compares): t128x128 6.34-6.44, t128x64 6.94-7.09, t64x128 10.19-10.50, t64x64 10.25-11.00.
+TF32_MAX_PER_HMMA = {"t128x128": (6.0, 8.5, 4.3), "t128x64": (6.5, 11, 4.9), "t64x128": (7.2, 12.0, 5.2),
+                     "t64x64": (9.8, 14.75, 7.4), "t128x64w2": (5.1, 8.4, 4.1), "t32x128": (12.75, 19.5, 8.6)}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -158,14 +140,12 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
     k-major A fragments (packed weights; the vec backward-weight's dy copy) by two 64-bit shared loads
     per A tile, gathered ones by ldmatrix (one per A tile, one per two B tiles) but the vec
-    backward-weight's B (k-major, 32-bit loads), one cvt.rna per gathered
-    fragment element (B only where A is packed weights; none in the vec kernels), no division; on sm_90 at most
-    one register move per HMMA (the loaders' own) and at most TF32_MAX_PER_HMMA instructions per
-    HMMA. The vec kernels issue only 16-byte cp.async, as many per stage as their A and B tiles have
-    16-byte cells per thread, and need no cvt.rna (their gathered operands are channels-last copies
-    rounded by nchw_to_nhwc_v1). The vec
-    forward and backward-data load a stage's first fragments before they issue the next stage's
-    copies, the others after."""
+    backward-weight's B (k-major, 32-bit loads), one cvt.rna per gathered fragment element (B only
+    where A is packed weights), no division; on sm_90 at most one register move per HMMA (the
+    loaders' own) and at most TF32_MAX_PER_HMMA instructions per HMMA; a stage's copies issued before
+    its fragments are loaded. The vec backward-weight issues only 16-byte cp.async, as many per stage
+    as its A and B tiles have 16-byte cells per thread, and needs no cvt.rna (its operands are
+    channels-last copies rounded by nchw_to_nhwc_v1)."""
     tile = kernel.rsplit("_", 1)[1]
     bm, bn, bk, nt, _ = cfg.TF32_TILES[tile]
     wr, wc = _tf32_warps()[tile]
@@ -175,8 +155,7 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     per_warp = bm * bn // (nt // 32) // 128  # m16n8 tiles per warp
     assert counts["HMMA"] == per_warp * bk // 8, f"{kernel} ({arch}): {counts}"
     # a cvt.rna (FSETP + IADD) per fragment element of a gathered operand: packed weights are tf32 already,
-    # and so are the vec kernels' channels-last copies
-    # (the vec backward-weight's dy is a channels-last copy too, read k-major: A by 64-bit pairs, B by
+    # and so are the vec backward-weight's channels-last copies (read k-major: A by 64-bit pairs, B by
     # 32-bit loads)
     b_elems, a_elems = 2 * (bn // wc // 8) * bk // 8 * (kernel not in VEC), 4 * (bm // wr // 16) * bk // 8
     assert counts["FSETP"] == b_elems + wgrad * a_elems * (kernel not in VEC), f"{kernel} ({arch}): {counts['FSETP']} cvt.rna"
@@ -191,31 +170,17 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     if arch == "sm_90":  # fragments loaded into other registers than the mma's cost 4 moves per HMMA
         moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
         assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
-        most = TF32_MAX_PER_HMMA[tile][(2 if kernel in VEC else 0) + wgrad]
+        most = TF32_MAX_PER_HMMA[tile][2 if kernel in VEC else wgrad]
         assert len(ops) <= most * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA, at most {most} each"
-    # the vec forward and backward-data load a stage's first fragments before they issue the next
-    # stage's copies (gemm_mainloop's EARLY); the rest issue the copies first
+    # gemm_mainloop issues the next stage's copies, then loads the stage's fragments (checked on the
+    # ldmatrix and 64-bit loads: ptxas puts some of the vec backward-weight's 32-bit B loads among the copies)
     first = lambda name: next(i for i, op in enumerate(ops) if op.startswith(name))  # noqa: E731
-    early = kernel in VEC and not wgrad
     first_load = min(first("LDSM") if ldsm else len(ops), first("LDS.64") if kmajor_a else len(ops))
-    assert kmajor_b or (first_load < first("LDGSTS")) == early, f"{kernel} ({arch}): EARLY {early}, ops {ops[:40]}"
+    assert first("LDGSTS") < first_load, f"{kernel} ({arch}): fragments loaded before the copies: {ops[:40]}"
     if kernel in VEC:
         copies = [op for op in ops if op.startswith("LDGSTS")]
         assert all(op.endswith(".128") for op in copies), f"{kernel} ({arch}): {copies}"
         assert len(copies) == bk * (bm + bn) // 4 // nt, f"{kernel} ({arch}): {len(copies)} cp.async a stage"
-
-
-def test_tf32_early_define_turns_the_order_back():
-    """FASTCONV_CUDA_DEFINES=TF32_EARLY=0, the knob a GPU run times the two orders with: the vec forward
-    and backward-data then issue a stage's copies before they load its first fragments, like the rest."""
-    if NVCC is None:
-        pytest.skip("nvcc is not on PATH")
-    cubin, _ = build_cubin("conv_tf32.cu", "sm_90", {"TF32_EARLY": 0})
-    funcs = _sass_functions(cubin)
-    for kernel in (k for k in VEC if "backward_weight" not in k):
-        ops = main_loop(funcs[kernel], "HMMA")
-        first = [next(i for i, op in enumerate(ops) if op.startswith(name)) for name in ("LDGSTS", "LDSM")]
-        assert first[0] < first[1], f"{kernel}: copies not first with TF32_EARLY=0: {ops[:40]}"
 
 
 def _tf32_lines():

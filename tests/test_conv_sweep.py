@@ -121,10 +121,13 @@ def test_kernel_times_lists_each_launch_of_a_call():
     assert names[:2] == ["conv2d_winograd_input_v3_r3", "conv2d_winograd_filter_v2_r3"]
     assert names[2].startswith("conv2d_forward_v3_t") and names[3:] == ["conv2d_winograd_output_v2_r3", "total"], res
     assert all(ms > 0 for *_, ms in res)
-    # TF32 (C = 8): the channels-last copy, the pack and the vec GEMM; with --gather4 the 4-byte GEMM alone
-    for vec, want in ((True, ["nchw_to_nhwc_v1", "conv2d_pack_forward_v1", "conv2d_forward_v3_tf32_vec_t"]),
-                      (False, ["conv2d_pack_forward_v1", "conv2d_forward_v3_tf32_t"])):
+    # TF32 backward-weight (K = 4, C = 8): dy's and x's channels-last copies, the vec GEMM and dw's
+    # transpose; with --gather4 the 4-byte GEMM alone
+    copy = "nchw_to_nhwc_v1"
+    for vec, want in ((True, [copy, copy, "conv2d_backward_weight_v3_tf32_vec_t", copy]),
+                      (False, ["conv2d_backward_weight_v3_tf32_t"])):
         with emu.activate() as cp, fastconv.using(tf32=True, tf32_vector_gather=vec):
             fns = conv_sweep.calls(cp, (2, 8, 6, 6, 4, 3, 3, 1, 1), np.random.default_rng(0))
-            names = [r[0] for r in kernel_times.kernel_times(cp, timing.HostClock(), fns["forward"], args)]
-        assert names[:-2] == want[:-1] and names[-2].startswith(want[-1]) and names[-1] == "total", names
+            names = [r[0] for r in kernel_times.kernel_times(cp, timing.HostClock(), fns["backward_weight"], args)]
+        assert len(names) == len(want) + 1 and names[-1] == "total", names
+        assert all(n.startswith(w) for n, w in zip(names, want)), names

@@ -17,7 +17,7 @@ def test_defaults(monkeypatch):
     settings.reset()
     s = settings.current()
     assert (s.kernels, s.poison, s.conv_version, s.conv_tile, s.tf32) == ("cupy", False, 3, None, False)
-    assert s.tf32_vector_gather == ("backward_weight",)  # the TF32 vec kernels of backward-weight
+    assert s.tf32_vector_gather is True  # TF32 backward-weight's 16-byte gathers (its vec kernel)
     assert s.autotune is False
 
 
@@ -59,13 +59,17 @@ def test_using_nests():
     assert not settings.current().poison
 
 
-def test_vector_gather_takes_passes_or_a_bool():
-    """tf32_vector_gather: True is every conv pass, False none, a tuple or list of pass names those (kept
-    in pass order, so that equal choices are equal settings, e.g. in autotune's keys)."""
-    for value, want in ((True, settings.CONV_PASSES), (False, ()), (["backward_weight", "forward"],
-                        ("forward", "backward_weight")), (("backward_data",), ("backward_data",))):
+def test_vector_gather_is_a_bool():
+    """tf32_vector_gather is True or False (backward-weight is the only pass with 16-byte gathers); a
+    tuple or list of pass names, what it took before, is a one-line error naming the setting."""
+    for value in (False, True):
         with fastconv.using(tf32_vector_gather=value) as s:
-            assert s.tf32_vector_gather == want
+            assert s.tf32_vector_gather is value
+    for value in (("backward_weight",), ["forward", "backward_weight"], ()):
+        with pytest.raises(TypeError) as e:
+            fastconv.configure(tf32_vector_gather=value)
+        assert str(e.value) == f"tf32_vector_gather: got {value!r}, expected True or False"
+    assert settings.current().tf32_vector_gather is True
 
 
 def test_configure_returns_the_settings_before():
@@ -79,8 +83,9 @@ def test_configure_returns_the_settings_before():
     ({"kernels": "triton"}, ValueError, ("kernels: got 'triton'", "expected one of 'cupy', 'numba'")),
     ({"poison": 1}, TypeError, ("poison: got 1", "expected True or False")),
     ({"tf32": "yes"}, TypeError, ("tf32: got 'yes'", "expected True or False")),
-    ({"tf32_vector_gather": 0}, TypeError, ("tf32_vector_gather: got 0", "expected True, False or a tuple of pass")),
-    ({"tf32_vector_gather": ("forward", "wgrad")}, TypeError, ("got ('forward', 'wgrad')", "'backward_weight')")),
+    ({"tf32_vector_gather": 0}, TypeError, ("tf32_vector_gather: got 0", "expected True or False")),
+    ({"tf32_vector_gather": ("backward_weight",)}, TypeError, ("tf32_vector_gather: got ('backward_weight',)",
+                                                              "expected True or False")),
     ({"conv_version": 2}, ValueError, ("conv_version: got 2", "expected 1 or 3")),
     ({"conv_version": True}, ValueError, ("conv_version: got True", "expected 1 or 3")),
     ({"conv_tile": "t16x16"}, ValueError, ("conv_tile: got 't16x16'", "expected None or one of")),

@@ -103,15 +103,12 @@ def test_launches_per_step(cp, name):
     assert counts == [(launches, adds)] * 3, (counts, dict(names))
 
 
-# TF32 steps: (launches per step, channels-last copies among them). Each conv layer's backward makes
-# dy's copy once for both passes (ops.conv2d_backward), and a split vec backward-weight's reduce
-# writes dw in its order (no transpose of dw); before, LeNet made 5 copies in 37 launches and DCGAN
-# 20 in 151 (with the fp32 steps' fusions above not yet made), then 4 in 35 and 14 in 113.
-# DCGAN 110 before accumulate, 103 before the epilogue, 101 (LeNet 34) with two launches per loss, 98 with
-# a split head, 95 (LeNet 32) with the activations' backward passes of their own, 91 (LeNet 31) with two
-# launches per narrow Linear's backward, 89 (LeNet 30) with two per split bias gradient
-# (backward-weight alone gathers 16 bytes per copy: its dy and x copies; 3 and 11 copies when forward
-# and backward-data did too)
+# TF32 steps: (launches per step, channels-last copies among them). Only backward-weight gathers 16
+# bytes per copy: its dy and x copies, and a split vec backward-weight's reduce writes dw in its order
+# (no transpose of dw). DCGAN 110 before accumulate, 103 before the epilogue, 101 (LeNet 34) with two
+# launches per loss, 98 with a split head, 95 (LeNet 32) with the activations' backward passes of their
+# own, 91 (LeNet 31) with two launches per narrow Linear's backward, 89 (LeNet 30) with two per split
+# bias gradient.
 TF32_STEPS = {"lenet-sgd": (27, 2), "dcgan": (81, 6)}
 
 

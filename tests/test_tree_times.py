@@ -21,8 +21,8 @@ def _git_ok():
 
 def test_settings_rows_and_table():
     assert tree_times.parse_settings(["conv_tile=t128x64", "conv_splits=2", "tf32_vector_gather=False",
-                                      "tf32_vector_gather2=('forward',)"]) == {
-        "conv_tile": "t128x64", "conv_splits": 2, "tf32_vector_gather": False, "tf32_vector_gather2": ("forward",)}
+                                      "names=('a', 1)"]) == {
+        "conv_tile": "t128x64", "conv_splits": 2, "tf32_vector_gather": False, "names": ("a", 1)}
     with pytest.raises(ValueError, match="--set: got 'conv_tile', expected NAME=VALUE"):
         tree_times.parse_settings(["conv_tile"])
     assert tree_times.rows_of(["lenet.conv1 for", "dcgan.d3 backward_w"]) == [("lenet.conv1", "forward"),

@@ -18,7 +18,7 @@ from ..argcheck import (accumulate_flags, activation_output as check_activation_
                         conv_hyper, conv_transpose_out_size, fused_activation, operands, out_array, pair, same_device,
                         same_dtype, shape4)
 from .. import settings
-from ..backend import array_module, backend_for, op
+from ..backend import array_module, op
 from ..plan import planned
 
 
@@ -97,30 +97,22 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
                                                                    int(groups), out=out, accumulate=accumulate)
 
 
-def _shared_copies(dy, kernels):
-    """The backend's scope for one call of several passes on the same arrays (the CUDA C family's
-    shared_copies: a tensor's channels-last copy made once), else none."""
-    return getattr(backend_for(dy, kernels=kernels), "shared_copies", contextlib.nullcontext)()
-
-
 @planned
 def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, groups=1, *, input_grad=True, weight_grad=True,
                     out=None, accumulate=False, input_activation=None, input_negative_slope=0.01, kernels=None,
                     precision=None):
     """(dx, dw) of y = conv2d(x, w) in one call: conv2d_backward_data unless input_grad is False,
     conv2d_backward_weight (into ``out`` when given, added into it with ``accumulate``) unless
-    weight_grad is False, None for a pass not run. What both passes make of dy is made once (the
-    CUDA C family's TF32 kernels: its channels-last copy). ``input_activation`` (one of
+    weight_grad is False, None for a pass not run. ``input_activation`` (one of
     argcheck.FUSED_ACTIVATIONS, ``input_negative_slope`` leaky_relu's): x is that activation's
     output, and dx is the gradient w.r.t. its input (conv2d_backward_data's activation_output)."""
     array(x, "x", 4), array(w, "w", 4)
-    with _shared_copies(dy, kernels):
-        dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, accumulate=accumulate,
-                                     kernels=kernels, precision=precision) if weight_grad else None)
-        dx = (conv2d_backward_data(dy, w, x.shape, stride, padding, dilation, groups, activation=input_activation,
-                                   negative_slope=input_negative_slope,
-                                   activation_output=None if input_activation is None else x, kernels=kernels,
-                                   precision=precision) if input_grad else None)
+    dw = (conv2d_backward_weight(dy, x, w.shape, stride, padding, dilation, groups, out=out, accumulate=accumulate,
+                                 kernels=kernels, precision=precision) if weight_grad else None)
+    dx = (conv2d_backward_data(dy, w, x.shape, stride, padding, dilation, groups, activation=input_activation,
+                               negative_slope=input_negative_slope,
+                               activation_output=None if input_activation is None else x, kernels=kernels,
+                               precision=precision) if input_grad else None)
     return dx, dw
 
 
@@ -227,13 +219,11 @@ def conv_transpose2d_backward_weight(dy, x, w_shape, stride=1, padding=0, output
 def conv_transpose2d_backward(dy, x, w, stride=1, padding=0, output_padding=0, dilation=1, groups=1, *,
                               input_grad=True, weight_grad=True, out=None, accumulate=False, kernels=None,
                               precision=None):
-    """(dx, dw) of a transposed conv in one call, as conv2d_backward: dy's channels-last copy serves
-    the conv2d forward (dx) and backward-weight (dw) that both read it."""
+    """(dx, dw) of a transposed conv in one call, as conv2d_backward."""
     array(x, "x", 4), array(w, "w", 4)
-    with _shared_copies(dy, kernels):
-        hyper = (stride, padding, output_padding, dilation, groups)
-        dw = (conv_transpose2d_backward_weight(dy, x, w.shape, *hyper, out=out, accumulate=accumulate, kernels=kernels,
-                                               precision=precision) if weight_grad else None)
-        dx = (conv_transpose2d_backward_data(dy, w, x.shape, *hyper, kernels=kernels, precision=precision)
-              if input_grad else None)
+    hyper = (stride, padding, output_padding, dilation, groups)
+    dw = (conv_transpose2d_backward_weight(dy, x, w.shape, *hyper, out=out, accumulate=accumulate, kernels=kernels,
+                                           precision=precision) if weight_grad else None)
+    dx = (conv_transpose2d_backward_data(dy, w, x.shape, *hyper, kernels=kernels, precision=precision)
+          if input_grad else None)
     return dx, dw

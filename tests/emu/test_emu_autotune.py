@@ -225,27 +225,6 @@ def test_real_timer_on_the_stand_in(cp, autotune):
     assert found.pick in [c for c, _, _ in found.trials]
 
 
-def test_trials_share_no_channels_last_copy(cp, autotune, monkeypatch):
-    """Inside conv2d_backward (its shared_copies scope, where dy's TF32 channels-last copy is made
-    once for both passes) each trial of a vec kernel still makes the copies it reads: a trial's time
-    must be the pass's own, not one that another trial's copy paid for."""
-    copies = []
-
-    def kernel_ms(fn, calls=1, reps=1):
-        with emu.trace() as t:
-            fn()
-        copies.append((settings.current().conv_tile, t.launch_names.count("nchw_to_nhwc_v1")))
-        return 1.0
-    monkeypatch.setattr(autotune, "kernel_ms", kernel_ms)
-    rng = np.random.default_rng(9)
-    x, w = cp.asarray(randn(rng, X, np.float32)), cp.asarray(randn(rng, W, np.float32))
-    dy = cp.asarray(randn(rng, (2, 12, 6, 6), np.float32))
-    with fastconv.using(autotune=True, tf32=True, tf32_vector_gather=True):
-        ops.conv2d_backward(dy, x, w, *HYPER)
-    gemm = [n for tile, n in copies if tile not in (None, cfg.WINOGRAD)]
-    assert len(gemm) > 2 * len(cfg.TF32_TILES) and all(n >= 1 for n in gemm), copies
-
-
 def test_accumulating_call_tunes_on_a_copy_of_out(cp, autotune, monkeypatch):
     """A backward-weight call that adds into out (accumulate=True): every trial adds into a copy, so
     the call adds once, on the pick (the fastest candidate, split), into out's prior values."""

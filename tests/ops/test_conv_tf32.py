@@ -1,8 +1,8 @@
-"""The TF32 tensor-core conv kernels (kernels/conv_tf32.cu: the 4-byte and the vec kernels) on the
-CPU execution layer (fastconv.emu) through their real launchers, against the float64 oracles at
-TF32's rounding bound (fastconv.testing.tf32_bound), outputs NaN-poisoned: every pass x TF32 tile,
-both gathers, split-K, the packs and channels-last copies they read, the fused epilogue, the
-precision setting and argument. The fp32 kernels' tests and the shared runner (_run): test_conv_kernels.py."""
+"""The TF32 tensor-core conv kernels (kernels/conv_tf32.cu: the 4-byte kernels of every pass and the
+vec backward-weight) on the CPU execution layer (fastconv.emu) through their real launchers, against
+the float64 oracles at TF32's rounding bound (fastconv.testing.tf32_bound), outputs NaN-poisoned:
+every pass x TF32 tile, both gathers of backward-weight, split-K, the packs and channels-last copies
+they read, the fused epilogue, the precision setting and argument. The fp32 kernels' tests and the shared runner (_run): test_conv_kernels.py."""
 
 import numpy as np
 import pytest
@@ -28,11 +28,10 @@ def cp():
 # mma tile and fragment row of each TF32 tile (GEMM rows and columns >= 130 in every pass: 136
 # filters, 70 channels, 630 weight columns, 72 output pixels) and crosses tile edges. TF32_SPLIT
 # runs split along K in every pass (conv_splits 3: 2-3 slices of whole BK tiles, up to BK 16).
-# The vec kernels (the tf32_vector_gather setting: 16-byte gathers; on for every pass here) serve
-# forward and backward-data whose channels per group are multiples of 4 and backward-weight whose P*Q
-# and C/G are: VEC_CASES (groups, mixed stride and dilation, phases with 1 or 2 taps and none,
-# GATHER_MASK_TAPS taps), VEC_SPLIT and TF32_FULL_VEC serve every pass but the first two cases'
-# backward-weight (P*Q = 42, 30).
+# The vec backward-weight (the tf32_vector_gather setting: 16-byte gathers) serves K/G and C/G that are
+# multiples of 4: VEC_CASES (groups, mixed stride and dilation, GATHER_MASK_TAPS taps), VEC_SPLIT and
+# TF32_FULL_VEC; under the setting forward and backward-data run the 4-byte kernels on them (phases
+# with 1 or 2 taps and none).
 TF32_BOUND = tf32_bound(216)
 TF32_FULL = (2, 70, 6, 6, 136, 3, 3, 1, 1, 1, 1)
 TF32_FULL_VEC = (2, 72, 6, 6, 136, 3, 3, 1, 1, 1, 1)
@@ -50,10 +49,9 @@ VEC_CASES = [
 
 
 def _vec_case(what, case):
-    """Whether the vec kernel serves this pass of case: channels per group (forward: C/G,
-    backward-data: K/G, backward-weight: both) multiples of 4."""
+    """Whether the vec kernel serves this pass of case: backward-weight, C/G and K/G multiples of 4."""
     n, c, h, w, k, r, s, stride, padding, dilation, groups = case
-    return all(ch // groups % 4 == 0 for ch in {"forward": (c,), "backward_data": (k,)}.get(what, (c, k)))
+    return what == "backward_weight" and c // groups % 4 == 0 and k // groups % 4 == 0
 
 
 @pytest.mark.parametrize("tile", cfg.TF32_TILES)
@@ -79,7 +77,7 @@ def test_tf32_within_its_rounding_bound(cp, what, vec, tile):
         assert (err <= bound * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (bound * mag)).max()}"
         worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
-    assert ran_vec >= 9 * vec, f"{what} {tile}: {ran_vec} cases on the vec kernel"
+    assert ran_vec >= 9 * (vec and what == "backward_weight"), f"{what} {tile}: {ran_vec} cases on the vec kernel"
 
 
 @pytest.mark.parametrize("splits,reduce", [(1, None), (3, "v1"), (40, "v2")])
@@ -156,7 +154,7 @@ def test_tf32_packs_are_the_fp32_packs_rounded(cp):
     dy = cp.asarray(rng.standard_normal((n, k, h, w)).astype(np.float32))
     packs = {}
     for tf32 in (False, True):
-        with fastconv.using(tf32=tf32, conv_tile="t64x64", tf32_vector_gather=False), emu.trace() as t:
+        with fastconv.using(tf32=tf32, conv_tile="t64x64"), emu.trace() as t:
             launchers.conv2d_forward(x, cp.asarray(wt), None, (1, 1), (1, 1), (1, 1), g)
             ops.conv2d_backward_data(dy, cp.asarray(wt), (n, c, h, w), 1, 1, 1, g)
         packs[tf32] = [cp.asnumpy(rec.args[1]) for rec in t.launches if rec.name.startswith("conv2d_pack_")]
@@ -169,48 +167,32 @@ def test_tf32_packs_are_the_fp32_packs_rounded(cp):
     assert not np.array_equal(tfwd, fwd)   # the rounding happened
 
 
-def test_vec_copy_and_packs_are_channel_fastest(cp):
-    """The TF32 vec kernels' three preparations, exactly, all rounded to tf32 (the kernels feed them
-    to the mma as they are): nchw_to_nhwc_v1 is x (forward) or dy (backward-data) transposed to
-    (N, H, W, C) through 32 x 32 tiles (40 channels, 5 x 7 pixels: both sides cross a tile edge); the
-    forward pack's rows run (r, s, c) with c fastest (wp[g][rs*Cg + c][m] = w[g*Kg + m][c][rs]); the
-    backward-data pack's rows (i, j, k) with k fastest, here at stride 1 (one phase holding every tap:
-    wp[g][(r*S + s)*Kg + k][c] = w[g*Kg + k][c][r][s])."""
-    from fastconv.argcheck import conv_hyper
-    from fastconv.backends.cuda import conv as launchers
+def test_vec_backward_weight_copies_are_channels_last(cp):
+    """The vec backward-weight's copies, exactly: nchw_to_nhwc_v1 is dy, then x, transposed to
+    (N, H, W, C) through 32 x 32 tiles and rounded to tf32 (the kernel feeds them to the mma as they
+    are); 40 channels, 5 x 7 pixels: both sides cross a tile edge. Forward and backward-data make no
+    copy under the setting."""
     n, c, h, w, k, r, s, g = 2, 40, 5, 7, 16, 3, 2, 2
     rng = np.random.default_rng(7)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c // g, r, s)).astype(np.float32)
     dy = rng.standard_normal((n, k, h, w - 1)).astype(np.float32)
     with fastconv.using(tf32=True, conv_tile="t64x64", tf32_vector_gather=True), emu.trace() as t:
-        launchers.conv2d_forward(cp.asarray(x), cp.asarray(wt), None, *conv_hyper(1, (1, 0), 1), g)
+        ops.conv2d_forward(cp.asarray(x), cp.asarray(wt), None, 1, (1, 0), 1, g)
         ops.conv2d_backward_data(cp.asarray(dy), cp.asarray(wt), x.shape, 1, (1, 0), 1, g)
-    recs = {}
-    for rec in t.launches:
-        recs.setdefault(rec.name, []).append(rec)
+        assert "nchw_to_nhwc_v1" not in t.launch_names, t.launch_names
+        ops.conv2d_backward_weight(cp.asarray(dy), cp.asarray(x), wt.shape, 1, (1, 0), 1, g)
+    assert "conv2d_backward_weight_v3_tf32_vec_t64x64" in t.launch_names, t.launch_names
     tf32 = lambda a: ((a.view(np.uint32) + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)  # noqa: E731
-    copies = [cp.asnumpy(rec.args[1]) for rec in recs["nchw_to_nhwc_v1"]]
-    np.testing.assert_array_equal(copies[0], tf32(x.transpose(0, 2, 3, 1).copy()))
-    np.testing.assert_array_equal(copies[1], tf32(dy.transpose(0, 2, 3, 1).copy()))
-    kg, cg = k // g, c // g
-    want = np.zeros((g, r * s * cg, kg), np.float32)
-    want[:] = wt.reshape(g, kg, cg, r * s).transpose(0, 3, 2, 1).reshape(g, r * s * cg, kg)
-    got = cp.asnumpy(recs["conv2d_pack_forward_v1"][0].args[1]).reshape(g, r * s * cg, -1)
-    np.testing.assert_array_equal(got[:, :, :kg], tf32(want))
-    assert not got[:, :, kg:].any()
-    taps = wt.reshape(g, kg, cg, r * s)                          # stride 1: tap (i, j) = (r, s)
-    want = taps.transpose(0, 3, 1, 2).reshape(g, r * s * kg, cg)  # rows (i, j, k), k fastest
-    got = cp.asnumpy(recs["conv2d_pack_backward_data_v1"][0].args[1]).reshape(g, r * s * kg, -1)
-    np.testing.assert_array_equal(got[:, :, :cg], tf32(want))
+    copies = [cp.asnumpy(rec.args[1]) for rec in t.launches if rec.name == "nchw_to_nhwc_v1"]
+    np.testing.assert_array_equal(copies[0], tf32(dy.transpose(0, 2, 3, 1).copy()))
+    np.testing.assert_array_equal(copies[1], tf32(x.transpose(0, 2, 3, 1).copy()))
 
 
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
-def test_fused_backward_makes_dy_channels_last_once(cp, transposed):
-    """TF32 vec kernels: conv2d_backward transposes dy once for both passes (backward-data and
-    backward-weight read the same copy), x once, dw's (r, s, c) order back once: 3 copies where the
-    separate passes make 4; conv_transpose2d_backward likewise (its conv2d forward and backward-weight
-    both read dy as their x). The results are the separate passes' bit for bit."""
+def test_fused_backward_is_the_separate_passes(cp, transposed):
+    """TF32 (the vec backward-weight): conv2d_backward and conv_transpose2d_backward launch what their
+    separate passes launch, with the results bit for bit."""
     rng = np.random.default_rng(3)
     x = cp.asarray(rng.standard_normal((2, 8, 6, 5)).astype(np.float32))
     w = cp.asarray(rng.standard_normal((12, 8, 3, 3)).astype(np.float32))
@@ -223,14 +205,12 @@ def test_fused_backward_makes_dy_channels_last_once(cp, transposed):
     else:
         fused, data, weight = ops.conv2d_backward, ops.conv2d_backward_data, ops.conv2d_backward_weight
         dy = cp.asarray(rng.standard_normal(ops.conv2d_forward(x, w, None, *hyper).shape).astype(np.float32))
-    with fastconv.using(tf32=True, poison=True, tf32_vector_gather=True):
+    with fastconv.using(tf32=True, poison=True):
         with emu.trace() as t:
             dx, dw = fused(dy, x, w, *hyper)
         with emu.trace() as t2:
-            want_dx, want_dw = data(dy, w, x.shape, *hyper), weight(dy, x, w.shape, *hyper)
-    copies = lambda tr: sum(r.name == "nchw_to_nhwc_v1" for r in tr.launches)  # noqa: E731
-    assert (copies(t), copies(t2)) == (3, 4), [r.name for r in t.launches]
-    assert any("_tf32_vec_" in r.name for r in t.launches)
+            want_dw, want_dx = weight(dy, x, w.shape, *hyper), data(dy, w, x.shape, *hyper)
+    assert t.launch_names == t2.launch_names and any("_tf32_vec_" in n for n in t.launch_names), t.launch_names
     np.testing.assert_array_equal(cp.asnumpy(dx), cp.asnumpy(want_dx))
     np.testing.assert_array_equal(cp.asnumpy(dw), cp.asnumpy(want_dw))
 
@@ -317,14 +297,13 @@ def test_tf32_cli_flag(monkeypatch):
 
 
 @pytest.mark.parametrize("activation", list(ACTS))
-def test_tf32_vec_epilogue_fuses_bias_and_activation(cp, activation):
-    """The TF32 vec forward (what a Sequential's Conv2d + activation runs under --tf32), split and
-    not: act(conv + b) within the TF32 bound of conv + b (the activations are 1-Lipschitz)."""
+def test_tf32_epilogue_fuses_bias_and_activation(cp, activation):
+    """The TF32 forward (what a Sequential's Conv2d + activation runs under --tf32), split and not:
+    act(conv + b) within the TF32 bound of conv + b (the activations are 1-Lipschitz)."""
     for case, splits in (((2, 8, 7, 6, 12, 3, 3, 1, 1, 1, 1), None), ((1, 32, 8, 8, 32, 4, 4, 1, 1, 1, 1), 3)):
-        with fastconv.using(tf32_vector_gather=True):
-            out, want, names, mag = _run(cp, "forward", case, tile="t64x64", tf32=True, activation=activation,
-                                         absolute=True, splits=splits)
-        assert "conv2d_forward_v3_tf32_vec_t64x64" in names and ("conv2d_splitk_reduce_v1" in names) == bool(splits)
+        out, want, names, mag = _run(cp, "forward", case, tile="t64x64", tf32=True, activation=activation,
+                                     absolute=True, splits=splits)
+        assert "conv2d_forward_v3_tf32_t64x64" in names and ("conv2d_splitk_reduce_v1" in names) == bool(splits)
         err = np.abs(out.astype(np.float64) - want)   # the products' TF32 rounding, + fp32's of the bias add
         assert np.isfinite(out).all() and (err <= TF32_BOUND * mag + 1e-6 * np.abs(want) + 1e-30).all(), activation
         assert np.linalg.norm(err) > F32_TOL * np.linalg.norm(want), "fp32's error: the TF32 kernel did not run"

@@ -23,8 +23,7 @@ CASES = {
     "gemm-stride1": ((2, 8, 6, 6), (8, 6, 2, 3), 1, 0, 0, 1, {}, "conv2d_backward_data_v3_t"),
     "gemm-split3": ((2, 8, 5, 5), (8, 6, 4, 4), 2, 1, 0, 1, {"conv_splits": 3}, "conv2d_splitk_reduce"),
     "winograd": ((2, 8, 6, 6), (8, 8, 3, 3), 1, 1, 0, 1, {}, "conv2d_winograd_output_v2_r3"),
-    "tf32-vec": ((2, 8, 5, 5), (8, 6, 4, 4), 2, 1, 0, 1, {"tf32": True, "tf32_vector_gather": True},
-                 "conv2d_backward_data_v3_tf32_vec_t"),
+    "tf32": ((2, 8, 5, 5), (8, 6, 4, 4), 2, 1, 0, 1, {"tf32": True}, "conv2d_backward_data_v3_tf32_t"),
     "v1": ((2, 8, 5, 5), (8, 6, 4, 4), 2, 1, 0, 1, {"conv_version": 1}, "conv2d_splitk_reduce_v1"),
     "output-padding": ((2, 4, 5, 5), (4, 3, 3, 3), 1, 1, 1, 2, {}, "conv2d_backward_data_smallc_v2"),
 }

@@ -19,9 +19,9 @@ kernel-only: CALLS calls captured as a CUDA graph on a stream of its own, the me
 replays over CALLS, so host time is left out. Another candidate replaces the heuristic's only when
 it is at least MIN_GAIN faster.
 
-Trial calls record nothing into a launch plan, take no arena buffer and share no channels-last copy,
-and their outputs are dropped (a given ``out`` is written, then written again by the real call; one
-to be added into, ``accumulate``, is copied and the trials add into the copy).
+Trial calls record nothing into a launch plan and take no arena buffer, and their outputs are
+dropped (a given ``out`` is written, then written again by the real call; one to be added into,
+``accumulate``, is copied and the trials add into the copy).
 Not tuned: a call while the current stream captures a CUDA graph (it runs the heuristic's choice, and
 its launch plan is not kept, so a later call tunes), calls under a forced conv_tile, conv_splits or
 winograd_tile setting, and conv_version 1. The Numba family does not tune.
@@ -165,14 +165,13 @@ def _tune(what, launcher, args, kw) -> Tuned:
     running out of memory (CALLS outputs alive at once): then tuning stops and the call keeps the
     heuristic's choice; any other candidate that fails (a refusal, memory, a launch the card
     refuses) is listed with why and skipped."""
-    from .channels_last import unshared_copies
     from .conv import gemm_tf32
     from .launch import num_sms
     geom = geometry(what, args)
     cands = candidates(what, geom, gemm_tf32(what, geom[5], geom[6]), num_sms())
     sys.modules["cupy"].cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
     tuned = Tuned({})
-    with not_recording(), outside_arena(), unshared_copies():
+    with not_recording(), outside_arena():
         if kw.get("accumulate"):   # trials add into a copy: the call's out keeps its values for the call
             kw = dict(kw, out=kw["out"].copy())
         for cand in cands:

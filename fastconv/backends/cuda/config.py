@@ -105,7 +105,7 @@ KERNELS = {
        "conv2d_pack_forward_v1",
        "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2", "nchw_to_nhwc_v1"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
-    + tuple(f"{p}_v3_tf32_vec_{t}" for p in _CONV_PASSES for t in TF32_TILES),
+    + tuple(f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in TF32_TILES),   # 16-byte gathers: backward-weight only
     "winograd.cu": tuple(f"conv2d_winograd_{k}_v{v}_r{r}" for r in WINOGRAD_TAPS for k, v in
                          (("input", 3), ("filter", 2), ("output", 2), ("wgrad_dy", 3), ("wgrad_output", 2))),
     "activation.cu": tuple(f"{a}_{p}_{v}" for a in ("relu", "leaky_relu", "sigmoid", "tanh")

@@ -11,14 +11,12 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
 - otherwise the v3 implicit-GEMM core (the ``tf32`` setting: its TF32 tensor-core kernels, on
   TF32_TILES, for forward and backward-data of filters up to config.GATHER_MASK_TAPS taps per
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
-  the fp32 tiles; in the passes the ``tf32_vector_gather`` setting names (by default backward-weight)
-  its vec kernels gather 16 bytes per copy: forward and backward-data whose channels per group are a
-  multiple of 4 from a channels-last copy made by nchw_to_nhwc_v1 (once per tensor inside shared_copies), their weights packed in the same (tap,
-  channel) order, backward-weight from channels-last copies of dy and x when K/G and C/G are multiples
-  of 4); forward and backward-data read weights packed by conv2d_pack_*_v1 into a scratch array; any
-  pass whose grid is under a wave is split along its reduction into a workspace summed by
-  conv2d_splitk_reduce_v1 (a few splits) or _v2 (from config.REDUCE_WARP_SPLITS on), which then adds
-  bias/activation.
+  the fp32 tiles; with the ``tf32_vector_gather`` setting, the default, backward-weight runs its vec
+  kernel, 16 bytes per copy from channels-last copies of dy and x made by nchw_to_nhwc_v1, when K/G
+  and C/G are multiples of 4); forward and backward-data read weights packed by conv2d_pack_*_v1 into
+  a scratch array; any pass whose grid is under a wave is split along its reduction into a workspace
+  summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from config.REDUCE_WARP_SPLITS on), which
+  then adds bias/activation.
 The bias gradient is kernels/bias.cu's (launched by bias.py, re-exported here as the conv family's).
 With the ``autotune`` setting the three passes' tile and split count (and Winograd or not) are picked
 by timing, per shape (autotune.py).
@@ -34,7 +32,7 @@ from . import config as cfg
 from . import smallc_config as scfg
 from .autotune import gemm_dims, tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
-from .channels_last import shared_copies, to_nhwc as _to_nhwc  # noqa: F401  (shared_copies: for fastconv.ops)
+from .channels_last import to_nhwc as _to_nhwc
 from .launch import _F32, _aligned, _alloc, _arg, _eltwise_grid, _epilogue, _i32, _i32s, _launch, _out, num_sms
 
 
@@ -78,15 +76,6 @@ def gemm_tf32(what, r, s):
     return settings.current().tf32 and (what == "backward_weight" or max(r, s) <= cfg.GATHER_MASK_TAPS)
 
 
-def _vec(tf32, run, what):
-    """Whether pass ``what``'s TF32 GEMM runs its vec kernel (16-byte gathers): the tf32_vector_gather
-    setting names the pass, and ``run`` (forward: C/G, backward-data: K/G channels of a pixel in the
-    channels-last copy, backward-weight: K/G channels of a dy pixel, and C/G of an x pixel too) is a
-    multiple of 4, so that 4 consecutive reduction indices (or GEMM rows, or x's columns) are one
-    aligned 16-byte copy."""
-    return tf32 and what in settings.current().tf32_vector_gather and run % 4 == 0
-
-
 def _smallc(cg, r, s):
     """Whether the small-channel kernels may serve this filter shape (their tile must also fit)."""
     return settings.current().conv_tile is None and cg * r * s <= scfg.SMALLC
@@ -95,10 +84,10 @@ def _smallc(cg, r, s):
 def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=False, products=False, vec=False,
           add=False):
     """Launch a v3 kernel over an m x cols GEMM (z = groups x phases; ``phased``: more than one
-    phase; ``tf32``: on a TF32 tile, ``vec``: its vec kernel; ``products``: Winograd's products, see
-    _tile) into ``out``, split along the reduction as config.conv_splits says. Returns the workspace
-    and split count (the workspace is ``out`` when the kernel wrote ``out`` itself; never with
-    ``add``: the sum is to be added into ``out`` by the split-K reduce)."""
+    phase; ``tf32``: on a TF32 tile, ``vec``: its vec backward-weight; ``products``: Winograd's
+    products, see _tile) into ``out``, split along the reduction as config.conv_splits says. Returns
+    the workspace and split count (the workspace is ``out`` when the kernel wrote ``out`` itself;
+    never with ``add``: the sum is to be added into ``out`` by the split-K reduce)."""
     cur = settings.current()
     wgrad = kernel == "conv2d_backward_weight"
     tile = _tile(m, cols, red, z, tf32, wgrad, products)
@@ -165,9 +154,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
     tf32 = gemm_tf32("forward", r, s)
-    vec = _vec(tf32, cg, "forward")
-    _forward_gemm(_to_nhwc(x, "x") if vec else x, _pack_forward(w, groups, tf32, vec), b, y, ints, groups, act,
-                  slope, tf32, vec=vec)
+    _forward_gemm(x, _pack_forward(w, groups, tf32), b, y, ints, groups, act, slope, tf32)
     return y
 
 
@@ -177,9 +164,8 @@ def _packed_forward(kg, crs, groups, what):
     return _alloc((groups, crs, cfg.cdiv(kg, 4) * 4), _F32, what)
 
 
-def _pack_forward(w, groups, tf32, vec=False):
-    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded; vec, for the
-    vec kernel: rows in (r, s, c) order)."""
+def _pack_forward(w, groups, tf32):
+    """w (K, C/G, R, S) packed for the forward GEMM by conv2d_pack_forward_v1 (tf32: rounded)."""
     kg, crs = w.shape[0] // groups, w.size // w.shape[0]
     wp = _packed_forward(kg, crs, groups, "conv2d_forward packed weights")
     cfg.check_int32("w", max(wp.size, w.size), "packed weight size")
@@ -187,19 +173,19 @@ def _pack_forward(w, groups, tf32, vec=False):
             cfg.check_grid("w", (cfg.cdiv(crs, cfg.PACK_TILE), cfg.cdiv(wp.shape[2], cfg.PACK_TILE), groups)),
             cfg.PACK_BLOCK,
             (w, wp) + _i32s("w", "K/groups K/groups_padded C/groups*R*S groups", (kg, wp.shape[2], crs, groups))
-            + (_i32(tf32), _i32(w.shape[2] * w.shape[3] if vec else 0)))
+            + (_i32(tf32),))
     return wp
 
 
-def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False, vec=False):
+def _forward_gemm(x, wp, b, y, ints, groups, act, slope, tf32, products=False):
     """y = act(conv2d(x, w) + b) on the v3 core from w packed (wp: _packed_forward's layout), the GEMM
     split along C/G*R*S as config.conv_splits says, the splits summed with bias and activation
-    (``products``: Winograd's, as _tile; ``vec``: the vec kernel, x the channels-last copy)."""
+    (``products``: Winograd's, as _tile)."""
     n, k, p, q = y.shape
     kg, crs = k // groups, int(ints[1]) // groups * int(ints[5]) * int(ints[6])  # C/G*R*S
     fused = _epilogue(b, act, slope)
     ws, splits = _gemm("conv2d_forward", kg, n * p * q, crs, groups, y, "x", (x, wp, (wp if b is None else b,), ints),
-                       fused, tf32=tf32, products=products, vec=vec)
+                       fused, tf32=tf32, products=products)
     if splits > 1:
         _reduce(ws, y, splits, b, p * q, k, act, slope)
 
@@ -260,7 +246,6 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
                 (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)) + fused)
         return dx
     kg, phases, tf32 = k // groups, stride[0] * stride[1], gemm_tf32("backward_data", r, s)
-    vec = _vec(tf32, kg, "backward_data")
     # the phase GEMMs: the largest phase's columns, its reduction (K/G x the most taps a phase has)
     _, cols, krs_max, _, _ = gemm_dims("backward_data", n, c, h, wd, k, r, s, stride, padding, dilation, groups)
     cp_ = cfg.cdiv(cg, 4) * 4
@@ -269,10 +254,9 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
     _launch("conv.cu", "conv2d_pack_backward_data_v1",   # a warp per row
             (cfg.cdiv(wp.size // cp_, cfg.PACK_BLOCK // 32),), cfg.PACK_BLOCK,
             (w, wp, _i32(kg), _i32(cg), _i32(cp_)) + ints[2:4] + ints[5:7] + ints[9:]
-            + (_i32(krs_max), _i32(tf32), _i32(vec)))
-    src = _to_nhwc(dy, "dy") if vec else dy
-    ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (src, wp, (), ints),
-                       (_i32(krs_max),) + fused, phased=phases > 1, tf32=tf32, vec=vec)
+            + (_i32(krs_max), _i32(tf32)))
+    ws, splits = _gemm("conv2d_backward_data", cg, cols, krs_max, groups * phases, dx, "dy", (dy, wp, (), ints),
+                       (_i32(krs_max),) + fused, phased=phases > 1, tf32=tf32)
     if splits > 1:
         _reduce(ws, dx, splits, b, h * wd, c, act, slope, grad=grad)
     return dx
@@ -304,7 +288,9 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         tf32 = gemm_tf32("backward_weight", r, s)
-        vec = _vec(tf32, k // groups, "backward_weight") and cg % 4 == 0
+        # the vec kernel: 4 consecutive GEMM rows (K/G channels of a dy pixel) and 4 columns (C/G
+        # channels of an x pixel) each one aligned 16-byte copy
+        vec = tf32 and settings.current().tf32_vector_gather and (k // groups) % 4 == 0 and cg % 4 == 0
         if vec:
             dy, x = _to_nhwc(dy, "dy"), _to_nhwc(x, "x")
         ws, splits = _gemm("conv2d_backward_weight", k // groups, cg * r * s, n * p * q, groups, dw, "dy",

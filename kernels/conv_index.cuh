@@ -318,5 +318,3 @@ FC_HD constexpr int epi_pitch(int bn) { return bn + 4; }
 // ldmatrix matrix reads 8 consecutive 16-byte rows (all 32 banks). A permutation of the low 4 bits:
 // mma_slot(x + y) = mma_slot(x) + mma_slot(y) when x and y share no bit.
 FC_HD int mma_slot(int m) { return (m & ~15) | ((m & 1) << 3) | ((m >> 1) & 7); }
-// The warp row kept at slot s: mma_slot's inverse.
-FC_HD int mma_unslot(int s) { return (s & ~15) | ((s & 7) << 1) | ((s >> 3) & 1); }

@@ -36,7 +36,7 @@
 // (t64x128 took BK 16 for the removed 16-byte forward and backward-data). t128x64w2 is t128x64 on
 // two warps of 64x64 (each A fragment serves 8 mma, each B fragment 4: 0.42 shared loads per HMMA
 // instead of 0.72), 4 blocks per SM (226-253 registers, sm_90, no spills). t32x128 (warp tiles 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles
-// would fill half with padding; 4 blocks per SM (5 spill).
+// would fill half with padding; 4 blocks per SM (107-128 registers, no spills).
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)
 CONV_V3_TF32_KERNELS(t64x128, 64, 128, 16, 1, 4, 3, 3)

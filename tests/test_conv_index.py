@@ -4,7 +4,7 @@ loaders, with each tile's thread map, against a naive im2col (fp32 and TF32 tile
 each input-gradient element exactly once with exactly the taps that reach it; the carry iterator
 against division; the TF32 fragment layout (mma_row: a bijection, pairs adjacent, conflict-free
 packed-A loads for the tiles' row pitches; mma_slot: each ldmatrix matrix's rows consecutive, linear
-over disjoint bits, mma_unslot its inverse); the TF32 vec backward-weight's channels-last x loader
+over disjoint bits); the TF32 vec backward-weight's channels-last x loader
 against a naive NHWC im2col, each 16-byte cell 4 consecutive channels valid together, and its thread
 map (each cell of a stage once, a quarter warp on one row piece); a step past the reduction reads
 nothing (tests/conv_index_check.cpp)."""

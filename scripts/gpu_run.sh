@@ -35,11 +35,21 @@
 # runs, it runs before the conv table, and the table also times each row's fastest swept configuration
 # (conv_table.py --picks). DEADLINE=SECONDS ends the whole script in time: each step's timeout is cut to
 # what is left (a step with under 20 s left is skipped). GPU_TEST_WORKERS (default 4) sets pytest's -n.
-# PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch).
+# PACK=1 packs everything written into $OUT/gpu_run.tar.gz (one file to fetch), packed again after every
+# step: a run stopped from outside still leaves the steps it finished.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/fastconv_gpu_out}
 mkdir -p "$OUT"
+PACK_TO=""
+if [ "${PACK:-0}" = 1 ]; then  # write into a staging folder, $OUT gets only the archive
+    PACK_TO=$OUT; OUT=$(mktemp -d /tmp/fastconv_gpu_stage.XXXXXX)
+fi
+pack() {  # the archive of everything written so far, replaced atomically (steps in the background pack too)
+    [ -n "$PACK_TO" ] || return 0
+    local tmp="$PACK_TO/.gpu_run.$BASHPID.tmp"
+    tar -czf "$tmp" -C "$OUT" . 2>/dev/null && mv -f "$tmp" "$PACK_TO/gpu_run.tar.gz"
+}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -63,6 +73,7 @@ step() {  # step NAME SECONDS LOG CMD...
     local rc=$?
     echo "$rc" > "$OUT/rc/$name"   # a file, so that steps run in the background report too
     echo "    $name: exit $rc after $((SECONDS - t0)) s -> $OUT/$log"
+    pack
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -121,7 +132,5 @@ tails steps.log 30
 tails gans.log 8; tails recipe25.log 4; tails recipe20w.log 4; tails augment.log 6
 fail=0
 for s in $RAN; do [ "$(cat "$OUT/rc/$s")" = 0 ] || fail=1; done
-if [ "${PACK:-0}" = 1 ]; then
-    tar -czf /tmp/gpu_run.tar.gz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/gpu_run.tar.gz "$OUT/"
-fi
+pack
 exit $fail

@@ -318,3 +318,8 @@ FC_HD constexpr int epi_pitch(int bn) { return bn + 4; }
 // ldmatrix matrix reads 8 consecutive 16-byte rows (all 32 banks). A permutation of the low 4 bits:
 // mma_slot(x + y) = mma_slot(x) + mma_slot(y) when x and y share no bit.
 FC_HD int mma_slot(int m) { return (m & ~15) | ((m & 1) << 3) | ((m >> 1) & 7); }
+
+// A conv kernel's geometry arguments (after its arrays) and the same names passed on.
+#define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
+                  int sh, int sw, int ph, int pw, int dh, int dw, int G
+#define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G

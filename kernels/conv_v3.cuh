@@ -127,10 +127,6 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
     gemm_epilogue<T>(smem, acc, col_of, m0, n0, Kg, g * Kg, crs, out + zoff, (zoff & 3) == 0, dy, 0, 0, 0.f);
 }
 
-#define CONV_ARGS int N, int C, int H, int W, int K, int R, int S, int P, int Q, \
-                  int sh, int sw, int ph, int pw, int dh, int dw, int G
-#define CONV_PASS N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw, G
-
 // The v3 entry points of one tile. Launch bounds: the tile's threads and min blocks per SM that allow
 // <= 170 registers (255 for t128x128, t128x64w2 and the fp32 wide-k tile t64x128k16, whose 16
 // gathered columns per thread need ~200), which ptxas fits without spills.

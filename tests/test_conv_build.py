@@ -1,4 +1,4 @@
-"""The conv kernels as built for the GPU, checked without one: kernels/conv.cu and conv_tf32.cu (as
+"""The conv kernels as built for the GPU, checked without one: kernels/conv.cu, conv_smallc.cu and conv_tf32.cu (as
 the loader hands them to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-Xptxas -v``:
 
 - ptxas budget per kernel: zero spill bytes for every conv kernel, and each v3 tile within the
@@ -17,7 +17,8 @@ the loader hands them to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-X
   division, FFMA at least 45 % of the instructions, 16-byte shared loads where a thread's 8 filters
   (forward weights, backward-weight dy) are contiguous;
 - the tile tables of fastconv/backends/cuda/config.py equal the CONV_V3_KERNELS lines of conv.cu
-  and the CONV_V3_TF32_KERNELS lines of conv_tf32.cu, and its SMALLC* constants the CONV_SMALLC* defines;
+  and the CONV_V3_TF32_KERNELS lines of conv_tf32.cu, and its SMALLC* constants conv_smallc.cu's CONV_SMALLC*
+  defines;
 
 Skipped when nvcc (or, for the SASS checks, nvdisasm) is missing."""
 
@@ -41,7 +42,7 @@ V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
 VEC = [f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in cfg.TF32_TILES]  # 16-byte gathers: backward-weight only
-FILES = ("conv.cu", "conv_tf32.cu")  # the fp32 tiles, small-channel and helper kernels; the TF32 tiles
+FILES = ("conv.cu", "conv_smallc.cu", "conv_tf32.cu")  # fp32 tiles and helpers; small-channel; TF32 tiles
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +52,14 @@ def builds():
     jobs = [(f, a) for a in ARCHS for f in FILES]
     with ThreadPoolExecutor(len(jobs)) as pool:  # nvcc runs as a subprocess: the builds overlap
         done = dict(zip(jobs, pool.map(lambda j: build_cubin(*j), jobs)))
-    # per arch: the cubins of both files, and one register / spill report of all their kernels
+    # per arch: the cubins of the files, and one register / spill report of all their kernels
     return {a: ([done[f, a][0] for f in FILES], {k: v for f in FILES for k, v in done[f, a][1].items()})
             for a in ARCHS}
 
 
 def _launch_bounds(kernel):
-    """(threads, min blocks) of a kernel's __launch_bounds__ in conv.cu."""
-    text = (loader.kernel_dir() / "conv.cu").read_text()
+    """(threads, min blocks) of a kernel's __launch_bounds__ in conv.cu or conv_smallc.cu."""
+    text = "".join((loader.kernel_dir() / f).read_text() for f in ("conv.cu", "conv_smallc.cu"))
     m = re.search(r"__launch_bounds__\((\d+), (\d+)\) " + kernel + r"\(", text)
     return int(m.group(1)), int(m.group(2))
 
@@ -217,7 +218,7 @@ def test_small_channel_main_loop_sass(sass, arch, kernel):
 
 
 def test_small_channel_constants_match_the_kernels():
-    text = (loader.kernel_dir() / "conv.cu").read_text()
+    text = (loader.kernel_dir() / "conv_smallc.cu").read_text()
     defines = {k: int(v) for k, v in re.findall(r"^#define CONV_(SMALLC\w*) (\d+)", text, re.M)}
     mirrored = ("SMALLC", "SMALLC_KT", "SMALLC_FWD_SMEM", "SMALLC_BWD_SMEM", "SMALLC_BWD_WS", "SMALLC_WGRAD_SMEM",
                 "SMALLC_WGRAD_PITCH")

@@ -101,9 +101,9 @@ _CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weigh
 KERNELS = {
     "conv.cu": tuple(f"{p}_v1" for p in _CONV_PASSES)
     + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
-    + ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1",
-       "conv2d_pack_forward_v1",
-       "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2", "nchw_to_nhwc_v1"),
+    + ("conv2d_pack_forward_v1", "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2",
+       "nchw_to_nhwc_v1"),
+    "conv_smallc.cu": ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + tuple(f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in TF32_TILES),   # 16-byte gathers: backward-weight only
     "winograd.cu": tuple(f"conv2d_winograd_{k}_v{v}_r{r}" for r in WINOGRAD_TAPS for k, v in
@@ -134,7 +134,7 @@ LINEAR_MAX_SPLITS = 64
 LINEAR_THREADS = 256        # LIN_THREADS
 LINEAR_ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}  # its `act` numbers
 
-CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_tf32.cu", "winograd.cu")
+CONV_FILES_CHECKED_FOR_SPILLS = ("conv.cu", "conv_smallc.cu", "conv_tf32.cu", "winograd.cu")
 
 
 def cdiv(a: int, b: int) -> int:

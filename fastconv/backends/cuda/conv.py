@@ -1,4 +1,4 @@
-"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu): conv2d forward (bias and activation
+"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu, small-channel kernels: conv_smallc.cu): conv2d forward (bias and activation
 fused), backward data (phase-decomposed), backward weight, bias. Tile, grid and split-K come from
 ``config``.
 
@@ -150,7 +150,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, groups, activation=None, 
         warps = min(4, cfg.cdiv(k // groups, scfg.SMALLC_KT))
         grid = cfg.check_grid("x", (n * cfg.cdiv(p, tpr) * cfg.cdiv(cfg.cdiv(q, 4), tqq),
                                     cfg.cdiv(k // groups, scfg.SMALLC_KT * warps), groups))
-        _launch("conv.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
+        _launch("conv_smallc.cu", "conv2d_forward_smallc_v2", grid, 32 * warps,
                 (x, w, bias, y) + ints + (_i32(tpr), _i32(tqq)) + fused + (_i32(q % 4 == 0 and _aligned(y)),))
         return y
     tf32 = gemm_tf32("forward", r, s)
@@ -242,7 +242,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, b=No
         grid = cfg.check_grid("dy", (n * cfg.cdiv(cfg.cdiv(cfg.cdiv(h, stride[0]), 2), tpr)
                                      * cfg.cdiv(cfg.cdiv(cfg.cdiv(wd, stride[1]), 4), tqq), c, stride[0] * stride[1]))
         vec = stride[1] == 1 and wd % 4 == 0 and _aligned(dx)
-        _launch("conv.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),
+        _launch("conv_smallc.cu", "conv2d_backward_data_smallc_v2", grid, 32 * min(4, k // groups),
                 (dy, w, dx) + ints + (_i32(tpr), _i32(tqq), _i32(kc), _i32(vec)) + fused)
         return dx
     kg, phases, tf32 = k // groups, stride[0] * stride[1], gemm_tf32("backward_data", r, s)
@@ -284,7 +284,7 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
         splits, per = scfg.smallc_backward_weight_splits(n * cfg.cdiv(p, tp), chunks * groups, num_sms(), dw.size)
         ws = (dw if splits == 1 and not accumulate
               else _alloc((splits, dw.size), _F32, "conv2d_backward_weight split workspace"))
-        _launch("conv.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
+        _launch("conv_smallc.cu", "conv2d_backward_weight_smallc_v1", cfg.check_grid("dy", (splits, chunks, groups)),
                 scfg.SMALLC_WGRAD_THREADS, (dy, x, ws) + ints + (_i32(tp), _i32(per), _i32(q % 4 == 0 and _aligned(dy))))
     else:
         tf32 = gemm_tf32("backward_weight", r, s)

@@ -1,7 +1,7 @@
-"""Launch configuration of the small-channel conv kernels of kernels/conv.cu (C/G*R*S <= SMALLC,
+"""Launch configuration of the small-channel conv kernels of kernels/conv_smallc.cu (C/G*R*S <= SMALLC,
 e.g. LeNet's conv1: C = 1, 5x5), shared by the CUDA C family (fastconv/backends/cuda/conv.py) and
 the Numba family (numba/tiles.py, numba/conv_smallc_launch.py): their limits (the CONV_SMALLC*
-defines of conv.cu; tests compare the two) and the tiles and splits that fit shared memory. Pure
+defines of conv_smallc.cu; tests compare the two) and the tiles and splits that fit shared memory. Pure
 Python: no CuPy needed."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ SMALLC_WGRAD_BLOCKS_PER_SM = 2
 
 
 def smallc_pitch(iw: int) -> int:
-    """Row pitch of a small-channel kernel's staged tile (smallc_pitch in conv.cu): >= iw, = 1 mod 4."""
+    """Row pitch of a small-channel kernel's staged tile (smallc_pitch in conv_smallc.cu): >= iw, = 1 mod 4."""
     return iw + (1 - iw) % 4
 
 

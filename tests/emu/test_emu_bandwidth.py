@@ -1,4 +1,4 @@
-"""The bandwidth kernels (kernels/pool.cu, activation.cu, batchnorm.cu, bias.cu) on the CPU layer
+"""The bandwidth kernels (kernels/pool.cu, pool_2x2.cu, activation.cu, batchnorm.cu, bias.cu) on the CPU layer
 (fastconv.emu) through their real launchers, against the float64 oracle of tests/oracle.py.
 
 Outputs are NaN-poisoned before each launch (the ``poison`` setting) and every device access is
@@ -81,7 +81,7 @@ def _min_slice(elems):
 
 
 def every_bandwidth_kernel(cp, rng):
-    """One small case per kernel of pool.cu, batchnorm.cu and bias.cu, against the oracle (run by
+    """One small case per kernel of pool.cu, pool_2x2.cu, batchnorm.cu and bias.cu, against the oracle (run by
     tests/emu/test_emu_ops.py's coverage and shuffled-thread-order tests too)."""
     for case in POOL_CASES[:6]:  # the 2x2 kernels (every default width) and a general window
         _pool_all(cp, rng, *case.values)

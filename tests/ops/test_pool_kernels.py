@@ -1,4 +1,4 @@
-"""Each 2x2 pooling kernel of the CUDA C family (kernels/pool.cu, config.POOL_2X2) forced by the
+"""Each 2x2 pooling kernel of the CUDA C family (kernels/pool_2x2.cu, config.POOL_2X2) forced by the
 pool_variant setting, on the CPU execution layer (fastconv.emu): outputs NaN-poisoned, max and
 average backward against the float64 oracle of tests/oracle.py, the fused relu_max_pool2d against
 the CPU path, on ragged shapes (item counts that leave lanes, warps and lane pairs of the V = 4

@@ -5,10 +5,10 @@ validated by fastconv.ops; the launchers still check what a RawKernel cannot (dt
 device, C-contiguity: non-contiguous inputs are copied to contiguous ones) and pass scalars as
 numpy int32/int64/float32 so the kernel sees the C types it declares.
 
-One module per op family (conv.py launches kernels/conv.cu and, through bias.py, kernels/bias.cu, its
-channels-last copies through channels_last.py;
-activation.py and dropout.py kernels/activation.cu, pool.py kernels/pool.cu, batchnorm.py kernels/batchnorm.cu, loss.py
-kernels/loss.cu, optim.py kernels/optim.cu, linear.py kernels/linear.cu, embedding.py kernels/embedding.cu); launch.py holds what they share
+One module per op family (conv.py launches kernels/conv.cu, conv_smallc.cu, conv_tf32.cu and winograd.cu
+and, through bias.py, kernels/bias.cu, its channels-last copies through channels_last.py; activation.py
+and dropout.py kernels/activation.cu, pool.py kernels/pool.cu and pool_2x2.cu, batchnorm.py
+kernels/batchnorm.cu, loss.py kernels/loss.cu, optim.py kernels/optim.cu, linear.py kernels/linear.cu, embedding.py kernels/embedding.cu); launch.py holds what they share
 (allocation with NaN poisoning, argument and int32 checks, the launch); autotune.py the autotune
 setting (conv passes that pick their kernels by timing them). Four modules import without CuPy and
 are unit-tested on the CPU: config.py (grids, tile shapes, split-K, the kernel-name table),

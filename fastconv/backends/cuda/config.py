@@ -82,7 +82,7 @@ WINOGRAD_WGRAD_OUTPUT_BLOCK = 64
 # threads apiece.
 WINOGRAD_SLOTS = 32
 ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
-# The 2x2 / stride-2 / unpadded pooling kernels of kernels/pool.cu, by suffix (max_pool2d_*_v3_<suffix>,
+# The 2x2 / stride-2 / unpadded pooling kernels of kernels/pool_2x2.cu, by suffix (max_pool2d_*_v3_<suffix>,
 # avg_pool2d_*_v3_<suffix>, relu_max_pool2d_*_v2_<suffix>): (outputs per thread per grid-stride step,
 # the multiple of W they need, the byte alignment every array needs, the passes they serve). The
 # launcher takes the first of POOL_2X2_ORDER that fits a call, else the general kernels; the
@@ -103,7 +103,8 @@ KERNELS = {
     + tuple(f"{p}_v3_{t}" for p in _CONV_PASSES for t in CONV_TILES)
     + ("conv2d_pack_forward_v1", "conv2d_pack_backward_data_v1", "conv2d_splitk_reduce_v1", "conv2d_splitk_reduce_v2",
        "nchw_to_nhwc_v1"),
-    "conv_smallc.cu": ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"),
+    "conv_smallc.cu": ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2",
+                       "conv2d_backward_weight_smallc_v1"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
     + tuple(f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in TF32_TILES),   # 16-byte gathers: backward-weight only
     "winograd.cu": tuple(f"conv2d_winograd_{k}_v{v}_r{r}" for r in WINOGRAD_TAPS for k, v in
@@ -112,9 +113,10 @@ KERNELS = {
                            for p in ("forward", "backward") for v in ("v1", "v2"))
     + ("dropout_forward_v1", "dropout_forward_v2", "dropout_backward_v1"),
     "pool.cu": tuple(f"{op}_{p}_v2" for op in ("max_pool2d", "avg_pool2d") for p in ("forward", "backward"))
-    + ("relu_max_pool2d_forward_v1", "relu_max_pool2d_backward_v1")
-    + tuple(f"{op}_{p}_{v}_{s}" for op, v in (("max_pool2d", "v3"), ("avg_pool2d", "v3"), ("relu_max_pool2d", "v2"))
-            for s, spec in POOL_2X2.items() for p in spec[3]),
+    + ("relu_max_pool2d_forward_v1", "relu_max_pool2d_backward_v1"),
+    "pool_2x2.cu": tuple(f"{op}_{p}_{v}_{s}"
+                         for op, v in (("max_pool2d", "v3"), ("avg_pool2d", "v3"), ("relu_max_pool2d", "v2"))
+                         for s, spec in POOL_2X2.items() for p in spec[3]),
     "bias.cu": ("conv2d_backward_bias_v3_f1", "conv2d_backward_bias_v3_f4", "bias_add_v1"),
     "batchnorm.cu": ("batchnorm_forward_eval_v2",)
     + tuple(f"batchnorm_{k}_v{ver}_{form}" for k, ver in (("stats", 3), ("forward_train", 3), ("backward_sums", 2),

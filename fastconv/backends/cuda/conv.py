@@ -1,6 +1,6 @@
-"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu, small-channel kernels: conv_smallc.cu): conv2d forward (bias and activation
-fused), backward data (phase-decomposed), backward weight, bias. Tile, grid and split-K come from
-``config``.
+"""Launchers of kernels/conv.cu (its TF32 tiles: conv_tf32.cu, small-channel kernels: conv_smallc.cu):
+conv2d forward (bias and activation fused), backward data (phase-decomposed), backward weight, bias.
+Tile, grid and split-K come from ``config``.
 
 Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kernels):
 - C/G*R*S <= smallc_config.SMALLC and no ``conv_tile`` forced: the small-channel kernels of all

@@ -1,4 +1,4 @@
-"""Launchers of kernels/pool.cu: max and average pooling.
+"""Launchers of kernels/pool.cu and pool_2x2.cu (the 2x2 / stride-2 fast paths): max and average pooling.
 
 The 2x2 / stride-2 / unpadded windows (LeNet's pools) go to the first kernel of
 ``config.POOL_2X2_ORDER`` whose needs a call meets (``config.POOL_2X2``): backward to ``*_2x2v4x2``
@@ -62,7 +62,7 @@ def _run(op, window, arrays, ints, outputs, threads, extra=(), versions=("v3", "
     ``versions`` = (the 2x2 kernels' version, the general kernel's)."""
     fast = _fast_2x2(op, *window, int(ints[2]), *arrays)
     if fast:
-        _launch("pool.cu", f"{op}_{versions[0]}_{fast}", _eltwise_grid(outputs, cfg.POOL_2X2[fast][0]), cfg.BLOCK,
+        _launch("pool_2x2.cu", f"{op}_{versions[0]}_{fast}", _eltwise_grid(outputs, cfg.POOL_2X2[fast][0]), cfg.BLOCK,
                 arrays + ints[:5])
     else:
         _launch("pool.cu", f"{op}_{versions[1]}", _eltwise_grid(threads), cfg.BLOCK, arrays + ints + extra)

@@ -174,18 +174,27 @@ __device__ __forceinline__ bool is_argmax(int a, int at, int o, int k, int W) {
     return a == at + 2 * o + (k >> 1) * W + (k & 1);
 }
 
+// Backward of a max over 2x2 windows: window o's pixel k gets dy where gets(code[o], at, o, k) says
+// it was the maximum (code: max-pool's int32 argmax, or the fused op's uint8 window index; a template
+// pointer type, as the CPU layer passes its own pointer class).
+template <int V, class CodePtr, class Gets>
+__device__ __forceinline__ void masked2x2_bwd(const float* __restrict__ dy, CodePtr code, float* __restrict__ dx,
+                                              int NC, int H, int W, int P, int Q, Gets gets) {
+    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
+        float d[V];
+        int c[V];
+        load(dy + i * V, d);
+        load(code + i * V, c);
+        put_block2x2(dx, top, at, H, W, P, d, [&](int o, int k) { return gets(c[o], at, o, k); });
+    });
+}
+
 // Work: no FLOPs; moves (4 + 4) B in + 4*4 B out per output.
 template <int V>
 __device__ __forceinline__ void max2x2_bwd(const float* __restrict__ dy, const int* __restrict__ am,
                                            float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
-    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
-        float d[V];
-        int arg[V];
-        load(dy + i * V, d);
-        load(am + i * V, arg);
-        put_block2x2(dx, top, at, H, W, P, d,
-                     [&](int o, int k) { return is_argmax(arg[o], at, o, k, W); });
-    });
+    masked2x2_bwd<V>(dy, am, dx, NC, H, W, P, Q,
+                     [&](int a, int at, int o, int k) { return is_argmax(a, at, o, k, W); });
 }
 
 // Work: 3 adds + 1 multiply per output (FLOPs); moves 4*4 B in + 4 B out per output. Summed in
@@ -445,13 +454,7 @@ __device__ __forceinline__ void relu_max2x2_fwd(const float* __restrict__ x, flo
 template <int V>
 __device__ __forceinline__ void relu_max2x2_bwd(const float* __restrict__ dy, const unsigned char* __restrict__ code,
                                                 float* __restrict__ dx, int NC, int H, int W, int P, int Q) {
-    for_blocks2x2<V>(NC, H, W, P, Q, [&](u32 i, u32 top, int at) {
-        float d[V];
-        int c[V];
-        load(dy + i * V, d);
-        load(code + i * V, c);
-        put_block2x2(dx, top, at, H, W, P, d, [&](int o, int k) { return c[o] == k; });
-    });
+    masked2x2_bwd<V>(dy, code, dx, NC, H, W, P, Q, [](int c, int, int, int k) { return c == k; });
 }
 
 // The fused 2x2 entry points (SUFFIX 2x2: V = 1, 2x2w: V = 2; names relu_max_pool2d_*_v2_2x2,

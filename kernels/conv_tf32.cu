@@ -1,5 +1,6 @@
 // conv_tf32.cu - the TF32 tensor-core conv kernels: forward, backward-data (phases) and
-// backward-weight of the v3 implicit-GEMM core (kernels/conv_v3.cuh, conv_gemm.cuh, conv_index.cuh)
+// backward-weight of the v3 implicit-GEMM core (kernels/conv_v3.cuh, conv_gemm.cuh, conv_epilogue.cuh,
+// conv_index.cuh)
 // with the product done by mma.sync m16n8k8 TF32 (operands rounded by cvt.rna.tf32, fp32
 // accumulation). Opt-in (the tf32 setting); a module of its own, so fp32 use never compiles it.
 // The weights are packed (tf32-rounded) and split-K partials summed by kernels/conv.cu's
@@ -25,6 +26,7 @@
 #include "common.cuh"
 #include "conv_index.cuh"
 #include "conv_gemm.cuh"
+#include "conv_epilogue.cuh"
 #include "conv_v3.cuh"
 
 // CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp

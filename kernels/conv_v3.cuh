@@ -1,6 +1,6 @@
 // conv_v3.cuh - the v3 entry points of kernels/conv.cu (fp32 tiles) and kernels/conv_tf32.cu (TF32
 // tiles): the pass bodies over a tile type and the macros that instantiate a tile's three
-// kernels. Needs common.cuh, conv_index.cuh and conv_gemm.cuh first.
+// kernels. Needs common.cuh, conv_index.cuh, conv_gemm.cuh and conv_epilogue.cuh first.
 #pragma once
 
 // v3: the implicit-GEMM core. Grid: x = column tiles, y = row tiles, z = (phase,) group, split.

@@ -41,7 +41,7 @@ from timing import CupyGraph, EventClock, kernel_ms  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import ops  # noqa: E402
-from fastconv.backends.cuda import autotune, config as cfg  # noqa: E402
+from fastconv.backends.cuda import autotune, config as cfg, winograd_config as wcfg  # noqa: E402
 from fastconv.testing import REDUCTION_TOL, rel_error  # noqa: E402
 
 SPLITS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
                 arrays[name] = calls(cp, CONV_SHAPES[name], rng)
             shape, fn = CONV_SHAPES[name], arrays[name][ps]
             n, c, h, w, k, r, s, st, pd = shape
-            wino = cfg.winograd(r, s, (st, st), (1, 1), 1)
+            wino = wcfg.winograd(r, s, (st, st), (1, 1), 1)
             res = sweep_row(cp, clock, fn, prec, args, gemm_dims(shape, ps), num_sms(), wino)
             rows.append({"row": f"{name} {ps}", "precision": prec, "configs": res})
             timed = [r for r in res if "ms" in r]

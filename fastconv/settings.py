@@ -18,7 +18,7 @@
   (``config.conv_splits``) when None; else a forced count >= 1 (rounded so that every slice is
   whole BK tiles, and at most one slice per 8 reduction elements) — for tuning sweeps.
 - ``winograd_tile`` [None]: the v3 tile of the cupy family's Winograd product GEMMs (a 1x1
-  convolution in A^2 groups per pass), picked per call (``config.winograd_tile``) when None; else
+  convolution in A^2 groups per pass), picked per call (``winograd_config.winograd_tile``) when None; else
   one of ``CONV_TILES`` — for tuning sweeps. The conv_splits setting splits those GEMMs too.
 - ``pool_variant`` [None]: the CUDA C family's 2x2 / stride-2 / unpadded pooling kernels, picked per
   call by the launcher's rule when None; else one forced for every pooling call: a key of

@@ -9,7 +9,7 @@ transforms (input, dy, output) alone against their tables on two blocks of slots
 with shared memory NaN-poisoned (a missing barrier reads it); the filter transform's tiles of both
 orientations on a filter of several blocks; refusals. Run by tests/test_numba_sim.py. Every simulated
 thread is a Python thread: nearly all of a pass's time here is its products' GEMM, A^2 groups of at
-least one block of 64 threads (the smallest tile, which config.winograd_tile picks for these few rows)
+least one block of 64 threads (the smallest tile, which winograd_config.winograd_tile picks for these few rows)
 whatever the case's size, so the cases stay tiny.
 """
 import sys

@@ -19,6 +19,7 @@ import fastconv
 import oracle as ref
 from fastconv import emu, ops
 from fastconv.backends.cuda import config as cfg
+from fastconv.backends.cuda import winograd_config as wcfg
 from fastconv.settings import CONV_PASSES
 from fastconv.testing import REDUCTION_TOL, assert_close
 
@@ -292,14 +293,14 @@ def test_products_run_on_the_winograd_tile_setting(cp, what, tile):
 
 
 def test_products_tile_rule():
-    """config.winograd_tile on the benchmark shapes' product GEMMs (132 SMs): by the rows, not by the
+    """winograd_config.winograd_tile on the benchmark shapes' product GEMMs (132 SMs): by the rows, not by the
     phase rule (z > 1 is A^2 groups here); backward-weight as config.conv_tile past 32 channels."""
     a5, a3, sms = 64, 36, 132
-    assert cfg.winograd_tile(64, 128 * 16, sms, a5) == "t64x64"            # lenet.conv2 forward: K = 64
-    assert cfg.winograd_tile(32, 128 * 16, sms, a5) == "t32x128"           # lenet.conv2 backward-data: C = 32
-    assert cfg.winograd_tile(256, 32 * 16, sms, a3) == "t128x64"           # resnet.c4 forward / backward-data
-    assert cfg.winograd_tile(64, 32, sms, a5, wgrad=True) == "t64x32"      # lenet.conv2 backward-weight
-    assert cfg.winograd_tile(256, 256, sms, a3, wgrad=True) == cfg.conv_tile(256, 256, sms, a3, False, True)
+    assert wcfg.winograd_tile(64, 128 * 16, sms, a5) == "t64x64"            # lenet.conv2 forward: K = 64
+    assert wcfg.winograd_tile(32, 128 * 16, sms, a5) == "t32x128"           # lenet.conv2 backward-data: C = 32
+    assert wcfg.winograd_tile(256, 32 * 16, sms, a3) == "t128x64"           # resnet.c4 forward / backward-data
+    assert wcfg.winograd_tile(64, 32, sms, a5, wgrad=True) == "t64x32"      # lenet.conv2 backward-weight
+    assert wcfg.winograd_tile(256, 256, sms, a3, wgrad=True) == cfg.conv_tile(256, 256, sms, a3, False, True)
 
 
 @pytest.mark.parametrize("case, why", [
@@ -325,7 +326,7 @@ def test_refusals(cp, case, why):
 
 def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
     """With conv_tile unset, fp32 3x3 and 5x5 stride-1 convolutions above the small-channel limit run
-    by Winograd (config.WINOGRAD_PASSES); TF32, a forced tile and a small-channel shape do not."""
+    by Winograd (winograd_config.WINOGRAD_PASSES); TF32, a forced tile and a small-channel shape do not."""
     rng = np.random.default_rng(5)
 
     def names(case, **settings):
@@ -346,8 +347,8 @@ def test_default_takes_winograd_for_3x3_and_5x5_in_fp32_only(cp):
                            ((2, 5, 8, 8, 6, 3, 1), {"conv_tile": "t64x64"}), ((2, 3, 8, 8, 6, 3, 1), {})):
         got = names(case, **settings)
         assert not any(nm.startswith("conv2d_winograd") for nm in got), (case, settings, got)
-    assert cfg.use_winograd(None, False, "backward_weight", 3, 3, (1, 1), (1, 1), 1, 4)
-    assert not cfg.use_winograd(None, False, "forward", 3, 3, (1, 1), (1, 2), 1, 64)  # dilation
+    assert wcfg.use_winograd(None, False, "backward_weight", 3, 3, (1, 1), (1, 1), 1, 4)
+    assert not wcfg.use_winograd(None, False, "forward", 3, 3, (1, 1), (1, 2), 1, 64)  # dilation
 
 
 @pytest.mark.parametrize("r", cfg.WINOGRAD_TAPS)

@@ -10,10 +10,10 @@ and, through bias.py, kernels/bias.cu, its channels-last copies through channels
 and dropout.py kernels/activation.cu, pool.py kernels/pool.cu and pool_2x2.cu, batchnorm.py
 kernels/batchnorm.cu, loss.py kernels/loss.cu, optim.py kernels/optim.cu, linear.py kernels/linear.cu, embedding.py kernels/embedding.cu); launch.py holds what they share
 (allocation with NaN poisoning, argument and int32 checks, the launch); autotune.py the autotune
-setting (conv passes that pick their kernels by timing them). Four modules import without CuPy and
+setting (conv passes that pick their kernels by timing them). Five modules import without CuPy and
 are unit-tested on the CPU: config.py (grids, tile shapes, split-K, the kernel-name table),
 smallc_config.py (the small-channel kernels' limits and tiles, shared with the Numba family),
-loader.py (finding, #define-ing and compiling the .cu files) and autotune.py (its candidates).
+winograd_config.py (when a pass runs by Winograd and its products' tile, shared likewise), loader.py (finding, #define-ing and compiling the .cu files) and autotune.py (its candidates).
 
 The ops are looked up here by name (``getattr``, as fastconv.backend does); the op-family
 modules, which import CuPy, load on the first such lookup, so that importing config or loader
@@ -24,12 +24,12 @@ import importlib
 
 OP_FAMILIES = ("conv", "pool", "activation", "batchnorm", "linear", "dropout", "loss", "optim", "embedding")
 _SHARED = ("launch", "bias")  # GPUOutOfMemoryError, num_sms; bias.cu: the conv bias gradient, bias_add
+_CPU_MODULES = ("config", "smallc_config", "winograd_config", "loader", "autotune")  # import without CuPy
 
 
 def __getattr__(name: str):
     # submodule names fall through, so that ``from . import config`` imports config.py alone
-    if not name.startswith("_") and name not in OP_FAMILIES + _SHARED + ("config", "smallc_config", "loader",
-                                                                           "autotune"):
+    if not name.startswith("_") and name not in OP_FAMILIES + _SHARED + _CPU_MODULES:
         for family in OP_FAMILIES + _SHARED:
             fn = getattr(importlib.import_module(f"{__name__}.{family}"), name, None)
             if fn is not None:

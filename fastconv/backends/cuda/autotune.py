@@ -47,6 +47,7 @@ from ...argcheck import conv_out_size
 from ...plan import clear_all
 from ...plan_record import not_recording, provisional
 from . import config as cfg
+from . import winograd_config as wcfg
 
 CALLS = 5          # calls per captured graph
 REPS = 3           # replays timed per candidate (the median is taken)
@@ -133,8 +134,8 @@ def candidates(what: str, geom, tf32: bool, sms: int) -> list[dict]:
             if (tile, splits) not in seen:   # a forced count as the launcher rounds it
                 seen.add((tile, splits))
                 out.append({"conv_tile": tile, "conv_splits": None if force is None else splits})
-    if (cfg.winograd(r, s, stride, dilation, groups)
-            and not cfg.use_winograd(None, tf32, what, r, s, stride, dilation, groups, c // groups)):
+    if (wcfg.winograd(r, s, stride, dilation, groups)
+            and not wcfg.use_winograd(None, tf32, what, r, s, stride, dilation, groups, c // groups)):
         out.append({"conv_tile": cfg.WINOGRAD})
     return out
 

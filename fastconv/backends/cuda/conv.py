@@ -30,6 +30,7 @@ from ... import settings
 from ...argcheck import conv_out_size
 from . import config as cfg
 from . import smallc_config as scfg
+from . import winograd_config as wcfg
 from .autotune import gemm_dims, tuned
 from .bias import conv2d_backward_bias  # noqa: F401  (the conv family's bias gradient)
 from .channels_last import to_nhwc as _to_nhwc
@@ -53,10 +54,10 @@ def _conv_shape_checks(name, n, c, h, w, k, r, s, p, q, groups):
 
 def _tile(m, cols, red, z, tf32, wgrad, products=False):
     """The v3 tile: the conv_tile setting's, else config.conv_tile's; for Winograd's ``products`` the
-    winograd_tile setting's, else config.winograd_tile's."""
+    winograd_tile setting's, else winograd_config.winograd_tile's."""
     if products:
         tile = settings.current().winograd_tile
-        return cfg.winograd_tile(m, cols, num_sms(), z, wgrad) if tile is None else tile
+        return wcfg.winograd_tile(m, cols, num_sms(), z, wgrad) if tile is None else tile
     tile = settings.current().conv_tile
     if tile is None:
         return cfg.conv_tile(m, cols, num_sms(), z, tf32, wgrad, red)
@@ -305,9 +306,9 @@ def conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, ou
 # ---- Winograd (kernels/winograd.cu): the conv_tile setting "winograd", 3x3 / 5x5 stride 1 ----------------
 
 def _winograd(what, r, s, stride, dilation, groups, cg):
-    """Whether pass ``what`` runs on kernels/winograd.cu (config.use_winograd)."""
+    """Whether pass ``what`` runs on kernels/winograd.cu (winograd_config.use_winograd)."""
     cur = settings.current()
-    return cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
+    return wcfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 
 def _points(r):

@@ -46,7 +46,7 @@ Kernel list (versions as in kernels/*.cu naming: op, pass, version):
   partial dw per block added by sum_splits_v1 (deterministic).
 - conv2d_winograd_{input,filter,output,wgrad_dy,wgrad_output}_v2_r{3,5}
   (winograd.py): conv2d by Winograd's F(4x4, RxR) for 3x3 / 5x5 stride-1 one-group filters by the CUDA C family's
-  rule (config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"), the port of kernels/winograd.cu (same
+  rule (winograd_config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"), the port of kernels/winograd.cu (same
   tables; the weights in the layout this family's GEMM reads): the transforms around 1x1 products
   in A^2 groups on the implicit GEMM above; A threads per (image, channel, tile) slot in two stages
   through shared memory (input, output, dy), one thread per filter pair (filters staged in shared

@@ -7,6 +7,7 @@ from numba import cuda, float32, int32, uint32
 
 from ... import settings
 from ..cuda import config as _cfg
+from ..cuda import winograd_config as _wcfg
 from ..cuda.config import cdiv
 from .activation import activate, activate_backward
 from .conv_smallc_launch import (backward_weight_smallc_splits, launch_conv2d_backward_data_smallc,
@@ -112,7 +113,7 @@ def _sum_partials(dst, parts, splits: int, stream, add=False):
 
 
 def _winograd(what, w_shape, stride, dilation, groups, forced=False):
-    """Whether pass ``what`` runs on the Winograd kernels (winograd.py): config.use_winograd of the
+    """Whether pass ``what`` runs on the Winograd kernels (winograd.py): winograd_config.use_winograd of the
     conv_tile and tf32 settings (the CUDA C family's rule, so both families take the same path;
     it refuses the shapes it has no tables for), never when the caller ``forced`` a GEMM tile or
     split count (an explicit launcher argument wins over the setting; Winograd's own products are so
@@ -122,7 +123,7 @@ def _winograd(what, w_shape, stride, dilation, groups, forced=False):
         return False
     cur = settings.current()
     k, cg, r, s = w_shape
-    return _cfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
+    return _wcfg.use_winograd(cur.conv_tile, cur.tf32, what, r, s, stride, dilation, groups, cg)
 
 
 def launch_conv2d_forward(y, x, w, b, stride, padding, dilation, groups, stream=None, tile=None, splits=None,

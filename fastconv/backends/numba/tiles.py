@@ -15,6 +15,7 @@ from ... import settings as _settings
 from ...argcheck import conv_out_size
 from ..cuda import config as _cfg
 from ..cuda import smallc_config as scfg
+from ..cuda import winograd_config as _wcfg
 from ..cuda.config import cdiv
 
 BK = 8                  # reduction slice staged in shared memory per step
@@ -135,9 +136,9 @@ def conv_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
 
 def winograd_tile(rows: int, cols: int, z: int, wgrad: bool = False) -> Tile:
     """Tile of a Winograd products GEMM: z = A^2 groups of rows x cols (``wgrad``: the backward-weight
-    products, cols = C). The CUDA C family's choice for its products (config.winograd_tile on
+    products, cols = C). The CUDA C family's choice for its products (winograd_config.winograd_tile on
     WAVE_BLOCKS SMs), mapped as conv_tile maps its."""
-    return _nearest(_cfg.winograd_tile(rows, cols, WAVE_BLOCKS, z, wgrad))
+    return _nearest(_wcfg.winograd_tile(rows, cols, WAVE_BLOCKS, z, wgrad))
 
 
 def _nearest(name: str) -> Tile:

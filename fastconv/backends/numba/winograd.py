@@ -1,7 +1,7 @@
 """conv2d by Winograd's minimal filtering on 4 x 4 tiles in the numba family: the port of
 kernels/winograd.cu (its header comment holds the math), for stride 1, dilation 1, one group and a
 square R x R filter (R = 3 or 5, A = R + 3 points), taken by the CUDA C family's rule
-(config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"). The
+(winograd_config.use_winograd: fp32 above the small-channel limit, or the conv_tile setting "winograd"). The
 tables, the straight-line transforms and the slot transforms' stages are in winograd_tables.py.
 
     forward        y_t = AT [ sum over c of (G w G^T)[k, c] (.) (BT x_t B)[c] ] A  (F(4, R)), + bias;

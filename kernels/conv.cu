@@ -5,7 +5,8 @@
 //   v1  direct, the plain reference: one thread per output element, plain loops over the
 //       reduction. Slow; kept as a second GPU reference for the v3 core (conv_version = 1).
 //       Entry points: conv2d_forward_v1, conv2d_backward_data_v1, conv2d_backward_weight_v1.
-//   v3  the implicit-GEMM core (kernels/conv_gemm.cuh, epilogue conv_epilogue.cuh, index math in conv_index.cuh),
+//   v3  the implicit-GEMM core (kernels/conv_gemm.cuh, loaders conv_loaders.cuh, epilogue conv_epilogue.cuh, index
+//       math in conv_index.cuh),
 //       no im2col buffer, per group g:
 //         forward          M = K/G   N = N*P*Q           reduction C/G*R*S   A = packed weights
 //         backward-data    M = C/G   N = N*Ht*Wt a phase  reduction K/G*Ri*Sj  A = packed weights
@@ -41,6 +42,7 @@
 #include "common.cuh"
 #include "conv_index.cuh"
 #include "conv_gemm.cuh"
+#include "conv_loaders.cuh"
 #include "conv_epilogue.cuh"
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // conv_gemm.cuh - the implicit-GEMM core of kernels/conv.cu (forward, backward-data phases,
-// backward-weight): tile shapes, the multistage cp.async main loop and the operand loaders (the
-// shared-memory-staged epilogue: conv_epilogue.cuh). Needs common.cuh (cp.async wrappers) and
-// conv_index.cuh first.
+// backward-weight): tile shapes, the product of a stage (FFMA or mma.sync) and the multistage cp.async
+// main loop (the operand loaders: conv_loaders.cuh; the shared-memory-staged epilogue:
+// conv_epilogue.cuh). Needs common.cuh (cp.async wrappers) and conv_index.cuh first.
 //
 // Block tile BM x BN of C = A (BM x Kred) * B (Kred x BN), BK reduction rows per stage, WR x WC
 // warps each owning a WM x WN warp tile. Shared operand tiles are k-major: As[BK][BM + 8],
@@ -10,7 +10,8 @@
 // a TF32 tile's gathered operands are k-quad-major instead, [BK/4][BM or BN][4] in the same space
 // (aq_off, b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments; its packed A (weights,
 // or the vec backward-weight's dy copy) and the vec backward-weight's x stay k-major (PackedA,
-// GatherRowQuad). TF32 weights in k quads (one ldmatrix per A tile) ran resnet.c4's forward t128x64
+// GatherRowQuad), and the pair-gather B (GatherPairs) keeps k rows t and t + 4 side by side (pair_off). TF32
+// weights in k quads (one ldmatrix per A tile) ran resnet.c4's forward t128x64
 // GEMM at half the speed of these k-major ones on an H200 (143 against 77 us, same grid and occupancy,
 // twice the L2 traffic), so the packs keep k-major rows.
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
@@ -20,7 +21,8 @@
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
 // row tiles. Fragments come by ldmatrix from the k-quad-major tiles (from k-major ones by 64-bit and
-// 32-bit shared loads), an mma tile's rows g and g + 8 being warp rows 2g and 2g + 1 (mma_row in
+// 32-bit shared loads, from pair_off rows by 128-bit ones), an mma tile's rows g and g + 8 being warp
+// rows 2g and 2g + 1 (mma_row in
 // conv_index.cuh, the epilogue's order; a k-quad A tile keeps its rows at mma_slot); packed weights
 // and channels-last copies hold tf32 values already, any other element is rounded in the mma's
 // registers once by cvt.rna.tf32 (per warp that reads it).
@@ -75,6 +77,7 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
         return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3);
     }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return aq_off(kk, mma_slot(m)); }
+    static constexpr int PS = 2 * G::BN + CONV_PAD;  // row-pair pitch of a pair-gathered B (pair_off): BK/2 pairs fit BK*BS
     typedef GatherMasked GatherGeo;  // B's bounds as per-column bitmasks: one test per element
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
     static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
@@ -91,159 +94,6 @@ struct ThreadPos {
         row0 = wr * T::WM + lr * 4;
         col0 = wc * T::WN + lc * 4;
     }
-};
-
-// A operand from a k-major matrix Ap[kk][stride] of which the first `cols` columns are the GEMM's rows
-// (cols a multiple of 4): the fp32 tiles' packed weights (stride = cols = Mp, rows padded to a
-// multiple of 4 and the pad zeroed by the pack kernel), and a TF32 vec backward-weight's dy from its
-// channels-last copy (stride K, cols K/G, rounded to tf32 by nchw_to_nhwc_v1). 16-byte cp.async of 4
-// consecutive rows m at one kk. Thread tid loads column group tid % RV of k rows tid / RV + v*RS
-// (v < V) of each k tile: one pointer, one shared offset and one count of the k rows left, all
-// advanced per tile, so a vector costs an address, a compare and the cp.async. k-major at a_off
-// (KMAJOR: on a TF32 tile MmaStep reads its fragments as 64-bit pairs, rows 2g and 2g + 1 being an
-// mma tile's rows g and g + 8, mma_row).
-template <class T>
-struct PackedA {
-    static constexpr bool ROUNDED = true, KMAJOR = true;  // on a TF32 tile: tf32 values (the copy's)
-    static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
-    static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
-    const float* p;  // the thread's first vector in the current k tile
-    int stride;
-    int kleft;       // k rows of the reduction left from the thread's first row (<= 0: none; 0 past cols)
-    int row, dst;    // the thread's first k row in a tile, its shared offset in a stage
-    __device__ __forceinline__ PackedA(const float* ap, int stride_, int cols, int m0, int kbeg, int kend) {
-        stride = stride_;
-        row = threadIdx.x / RV;
-        const int mq = threadIdx.x - row * RV, m = m0 + mq * 4;
-        p = ap + (kbeg + row) * stride + m;
-        kleft = m < cols ? kend - kbeg - row : 0;
-        dst = T::a_off(row, mq * 4);
-    }
-    __device__ __forceinline__ void issue(float* As) const {
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-            if (T::BK % RS != 0 && row + v * RS >= T::BK) break;  // only a tile with RS > BK: the last rows
-            cp_async_cg16(As + dst + v * RS * T::AS, p + v * RS * stride, v * RS < kleft ? 16 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() {
-        p += T::BK * stride;
-        kleft -= T::BK;
-    }
-};
-
-// A gathered operand tile (Geo: a geometry of conv_index.cuh), EXTENT columns (rows of A) by BK k
-// rows, element (kk, n) stored at T::b_off (B_OP) or T::ag_off, 4-byte cp.async with zero-fill: thread (kk_off,
-// n_off) loads k row kk_off of each stage at columns n_off + j*STEP, STEP = NT/BK threads per k
-// row. KK_FAST (backward-weight): kk_off = tid % BK, so consecutive threads read consecutive q;
-// else n_off = tid % STEP. Each column is decoded once (gather_col); per k step the tap iterator
-// advances and gather_step forms the part shared by the thread's columns (one base pointer), so a
-// column costs its two bounds compares (a TF32 tile's forward / backward-data B, GatherMasked: one
-// AND-NOT of its bounds bitmask), an address and the cp.async.
-template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
-struct GatherTile {
-    static constexpr bool ROUNDED = false;  // gathered straight from the tensor: rounded in MmaStep
-    static constexpr bool KMAJOR = false;   // as a TF32 operand: k-quad rows (MmaTile::b_off, aq_off)
-    static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
-    __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
-    // column j's shared offset past column 0's: the offsets are linear in n over disjoint bits
-    // (mma_slot permutes the low 4), and n_off < STEP, a power of two
-    __host__ __device__ static constexpr int coff(int j) { return off(0, j * STEP) - off(0, 0); }
-    static_assert((STEP & (STEP - 1)) == 0, "gather loader: NT/BK a power of two");
-    static_assert(T::NT % T::BK == 0 && EXTENT % STEP == 0, "gather loader: NT/BK threads per k row must tile it");
-    const float* src;
-    Geo g;
-    int kleft, dst;  // k rows of the reduction left from the thread's row; its shared offset in a stage
-    TapIter it;
-    typename Geo::Col col[L];
-    __device__ __forceinline__ static int kk_off() { return KK_FAST ? threadIdx.x % T::BK : threadIdx.x / STEP; }
-    __device__ __forceinline__ static int n_off() { return KK_FAST ? threadIdx.x / T::BK : threadIdx.x % STEP; }
-    __device__ __forceinline__ GatherTile(const float* src_, const Geo& g_, int n0, int ncols, int kbeg, int kend,
-                                          int ni, int nj) {
-        src = src_; g = g_;
-        kleft = kend - kbeg - kk_off();
-        dst = off(kk_off(), n_off());
-        it.init(kbeg + kk_off(), T::BK, ni, nj);
-#pragma unroll
-        for (int j = 0; j < L; ++j) col[j] = gather_col(g, n0 + n_off() + j * STEP, ncols);
-    }
-    __device__ __forceinline__ void issue(float* S) const {
-        const auto s = gather_step(g, it, kleft > 0);
-#pragma unroll
-        for (int j = 0; j < L; ++j)
-            cp_async_ca4(S + dst + coff(j), src + (s.off + col_off(col[j])), gather_ok(g, col[j], s) ? 4 : 0);
-    }
-    __device__ __forceinline__ void next() {
-        it.next();
-        kleft -= T::BK;
-    }
-};
-template <class T>
-using GatherB = GatherTile<T, T::BN, true, false, typename T::GatherGeo>;  // forward, backward-data B
-template <class T>
-using WgradA = GatherTile<T, T::BM, false, true, WgradRows>;    // backward-weight A (dy)
-template <class T>
-using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weight B (x)
-
-// Backward-weight B of the TF32 vec kernels: x from its channels-last copy (WgradNhwc: columns (r, s, c),
-// channel fastest; rounded to tf32 by nchw_to_nhwc_v1), 16 bytes = 4 columns per cp.async, so the
-// stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and MmaStep reads
-// its fragments with 32-bit shared loads (KMAJOR). Thread map row_quad_cell: V cells per thread, on KI
-// distinct k rows (one iterator each, advanced BK per stage); cell v lies coff(v) floats past cell 0.
-template <class T>
-struct GatherRowQuad {
-    static constexpr bool ROUNDED = true, KMAJOR = true;
-    static constexpr int V = T::BK * T::BN / (4 * T::NT), KI = 8 * T::BK > T::NT ? 8 * T::BK / T::NT : 1;
-    static_assert(T::TF32 && V >= 1 && V % KI == 0 && (T::NT & (T::NT - 1)) == 0 && (T::BK & (T::BK - 1)) == 0,
-                  "16-byte x loader: whole cells per thread, powers of two");
-    __host__ __device__ static constexpr int coff(int v) { return row_quad_off(v, T::NT, T::BK, T::BS); }
-    const float* src;
-    WgradNhwc g;
-    int kleft[KI], dst;
-    TapIter it[KI];
-    GatherCol col[V];
-    __device__ __forceinline__ GatherRowQuad(const float* src_, const WgradNhwc& g_, int n0, int ncols, int kbeg,
-                                             int kend, int ni, int nj) {
-        src = src_; g = g_;
-        int kk, nq;
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-            row_quad_cell(threadIdx.x, v, T::NT, T::BK, kk, nq);
-            if (v == 0) dst = kk * T::BS + 4 * nq;
-            if (v < KI) {
-                kleft[v] = kend - kbeg - kk;
-                it[v].init(kbeg + kk, T::BK, ni, nj);
-            }
-            col[v] = gather_col(g, n0 + 4 * nq, ncols);
-        }
-    }
-    __device__ __forceinline__ void issue(float* S) const {
-#pragma unroll
-        for (int q = 0; q < KI; ++q) {
-            const GatherStep s = gather_step(g, it[q], kleft[q] > 0);
-#pragma unroll
-            for (int v = q; v < V; v += KI)  // taps re-read a pixel's channels: keep them in L1
-                cp_async_ca16(S + dst + coff(v), src + (s.off + col[v].off), gather_ok(g, col[v], s) ? 16 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() {
-#pragma unroll
-        for (int q = 0; q < KI; ++q) {
-            it[q].next();
-            kleft[q] -= T::BK;
-        }
-    }
-};
-
-// Pick<C, A, B>::type is A when C, else B: backward-weight's geometry and x loader by its VEC flag
-// (naming a loader here does not instantiate it, so a fp32 tile never meets the TF32-only one).
-template <bool C, class A, class B>
-struct Pick {
-    typedef A type;
-};
-template <class A, class B>
-struct Pick<false, A, B> {
-    typedef B type;
 };
 
 // One stage of FFMA: per k row, two float4 of A and two of B from shared memory, 64 FFMA.
@@ -266,6 +116,12 @@ __device__ __forceinline__ void ffma_step(const float* As, const float* Bs, cons
     }
 }
 
+// How a loader lays out its TF32 operand in a stage (its FORM; MmaStep reads each its own way): rows
+// of 4 k per column (MmaTile::b_off / aq_off: ldmatrix), k-major rows (TileGeom::a_off / b_off: A by
+// 64-bit pairs, B by 32-bit loads), or pairs of k rows t, t + 4 side by side (pair_off, GatherPairs: B's
+// b0, b1 of two n8 tiles in one 128-bit load).
+enum OperandForm { FORM_KQUAD, FORM_KMAJOR, FORM_PAIRS };
+
 // Warp origin and (g, t) lane coordinates of the TF32 layout.
 template <class T>
 struct MmaPos {
@@ -279,29 +135,36 @@ struct MmaPos {
 
 // TF32 mma.sync m16n8k8 on a stage, BK/8 k steps (gemm_mainloop), fragments loaded straight into
 // the mma's registers by ldmatrix (rounded there by cvt.rna.tf32 unless already tf32 values), so no
-// register moves feed the mma. A (k-quad rows, warp rows at mma_slot): one ldmatrix.x4 per tile, lane
-// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; A k-major (A_KMAJOR:
-// PackedA's tile): per tile the float2 at warp row 16*mt + 2g (rows g, g + 8: mma_row) of k rows t
-// and t + 4 as a0, a1 and a2, a3 (a half warp's 64-bit loads on banks 8t + 2g, + 1: all 32); rounded
-// unless A_ROUNDED (tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing
-// column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers; B k-major
-// (B_KMAJOR: GatherRowQuad's tile): lane (g, t) loads column 8*nt + g of k rows t and t + 4 (banks
-// 8t + g: rows BS = 8 mod 32 apart); rounded unless B_ROUNDED (GatherRowQuad: tf32 values already).
-template <class T, bool A_ROUNDED, bool A_KMAJOR, bool B_ROUNDED, bool B_KMAJOR>
+// register moves feed the mma. A (FORM_KQUAD, warp rows at mma_slot): one ldmatrix.x4 per tile, lane
+// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; A FORM_KMAJOR (PackedA's
+// tile): per tile the float2 at warp row 16*mt + 2g (rows g, g + 8: mma_row) of k rows t and t + 4 as
+// a0, a1 and a2, a3 (a half warp's 64-bit loads on banks 8t + 2g, + 1: all 32); rounded unless
+// A_ROUNDED (tf32 already). B (FORM_KQUAD): one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r
+// addressing column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers; B
+// FORM_KMAJOR (GatherRowQuad's tile): lane (g, t) loads column 8*nt + g of k rows t and t + 4 (banks
+// 8t + g: rows BS = 8 mod 32 apart); B FORM_PAIRS (GatherPairs' tile): lane (g, t) loads words 4g..4g + 3
+// of each 16 columns of row pair t (pair_off: columns g and 8 + g of k rows t and t + 4) as b0, b1 of two
+// tiles (a quarter warp's 16-byte loads on banks 8t + 4g + 0..3, pairs PS = 8 mod 32 apart: all 32);
+// rounded unless B_ROUNDED (GatherRowQuad: tf32 values already).
+template <class T, bool A_ROUNDED, int A_FORM, bool B_ROUNDED, int B_FORM>
 struct MmaStep {
+    static_assert(A_FORM != FORM_PAIRS, "MmaStep: A in k quads or k-major");
     const float* ap;  // the lane's fragment addresses in a stage, A's
     const float* bp;  // and B's
     __device__ __forceinline__ MmaStep(const float* As, const float* Bs) {
         const MmaPos<T> mp;
         const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-        ap = A_KMAJOR ? As + mp.t * T::AS + mp.wm + 2 * mp.g : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
-        bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
+        ap = A_FORM == FORM_KMAJOR ? As + mp.t * T::AS + mp.wm + 2 * mp.g
+                                   : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+        bp = B_FORM == FORM_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g
+             : B_FORM == FORM_PAIRS ? Bs + mp.t * T::PS + 2 * mp.wn + 4 * mp.g
+                                   : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
     }
     // the fragments of k step k8 (0, 8, .. BK - 8) of the stage
     __device__ __forceinline__ void load(int k8, unsigned (&a)[T::MT][4], unsigned (&b)[T::NT8][2]) const {
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt) {
-            if (A_KMAJOR) {
+            if (A_FORM == FORM_KMAJOR) {
 #pragma unroll
                 for (int kh = 0; kh < 2; ++kh) {
                     const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
@@ -318,7 +181,13 @@ struct MmaStep {
         }
 #pragma unroll
         for (int nt = 0; nt < T::NT8; nt += 2) {
-            if (B_KMAJOR) {
+            if (B_FORM == FORM_PAIRS) {  // row pairs k8/2 + t: k rows k8 + t, k8 + t + 4
+                const float4 v = *reinterpret_cast<const float4*>(bp + k8 / 2 * T::PS + 16 * nt);
+                b[nt][0] = __float_as_uint(v.x);
+                b[nt][1] = __float_as_uint(v.y);
+                b[nt + 1][0] = __float_as_uint(v.z);
+                b[nt + 1][1] = __float_as_uint(v.w);
+            } else if (B_FORM == FORM_KMAJOR) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = __float_as_uint(bp[(k8 + 4 * (e % 2)) * T::BS + 8 * (nt + e / 2)]);
             } else {
@@ -370,7 +239,7 @@ __device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more)
 
 template <class T, class LA, class LB>
 __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, typename T::Acc& acc) {
-    using Step = MmaStep<T, LA::ROUNDED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR>;  // TF32 tiles
+    using Step = MmaStep<T, LA::ROUNDED, LA::FORM, LB::ROUNDED, LB::FORM>;  // TF32 tiles
     acc_zero(acc);
 #pragma unroll
     for (int s = 0; s < T::STAGES - 1; ++s) issue_stage<T>(smem + s * T::STAGE, la, lb, s < ktiles);

@@ -226,6 +226,25 @@ FC_HD constexpr int row_quad_off(int v, int NT, int BK, int bs) {
     return 8 * BK > NT ? (v % (8 * BK / NT)) * (NT / 8) * bs + 32 * (v / (8 * BK / NT)) : v * 4 * NT / BK;
 }
 
+// The TF32 pair-gather loader's thread map (kernels/conv_loaders.cuh GatherPairs: forward and backward-data
+// B with the tf32_pair_gather setting): each copy instruction of a warp is 16 consecutive columns of the two
+// k rows kk and kk + 4 that one mma fragment pairs (b0, b1; kk % 8 < 4): two 64-byte pieces of the tensor
+// where the columns are consecutive pixels (GatherB's copy spans four k rows, four pieces). Row pair p of
+// a stage is its k rows 8*(p/4) + p%4 (+ 4); warp w holds pairs w*PI .. w*PI + PI - 1 (PI = 16*BK/NT), lane
+// l the row of its half (l / 16) at columns l % 16 + 16*j (j < BN/16) of each.
+FC_HD int pair_kk(int tid, int i, int NT, int BK) {
+    const int p = (tid >> 5) * (16 * BK / NT) + i;
+    return 8 * (p >> 2) + (p & 3) + 4 * ((tid >> 4) & 1);
+}
+FC_HD int pair_col(int tid, int j) { return (tid & 15) + 16 * j; }
+// Where that loader's stage tile keeps element (kk, n): row pair p at pitch ps, each column's two k rows
+// side by side, and within 16 columns column 8b + g at 2g + b, so mma lane (g, t) reads b0, b1 of n8 tiles
+// 2c and 2c + 1 (columns 16c + g, 16c + 8 + g) as one 16-byte word, and a copy's 16 columns x 2 rows are
+// 32 consecutive words (all banks). Linear in n over disjoint bits (a permutation of the low 4).
+FC_HD constexpr int pair_off(int kk, int n, int ps) {
+    return (4 * (kk >> 3) + (kk & 3)) * ps + 2 * ((n & ~15) | ((n & 7) << 1) | ((n >> 3) & 1)) + ((kk >> 2) & 1);
+}
+
 // backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row
 // is its offset (k0g + m)*PQ. Rows past the group's read its last row instead of zero: they only
 // feed output rows that are never stored, so every element of a live k step is inside.

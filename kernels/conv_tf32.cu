@@ -1,6 +1,6 @@
 // conv_tf32.cu - the TF32 tensor-core conv kernels: forward, backward-data (phases) and
-// backward-weight of the v3 implicit-GEMM core (kernels/conv_v3.cuh, conv_gemm.cuh, conv_epilogue.cuh,
-// conv_index.cuh)
+// backward-weight of the v3 implicit-GEMM core (kernels/conv_v3.cuh, conv_gemm.cuh, conv_loaders.cuh,
+// conv_epilogue.cuh, conv_index.cuh)
 // with the product done by mma.sync m16n8k8 TF32 (operands rounded by cvt.rna.tf32, fp32
 // accumulation). Opt-in (the tf32 setting); a module of its own, so fp32 use never compiles it.
 // The weights are packed (tf32-rounded) and split-K partials summed by kernels/conv.cu's
@@ -12,6 +12,13 @@
 //       bitmasks, filters of up to GATHER_MASK_TAPS taps per dimension): conv2d_forward_v3_tf32_t*,
 //       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*; the gathered operand
 //       4 bytes per cp.async from the NCHW tensor, rounded by cvt.rna in the mma's registers.
+//   v3 tf32 pairs  forward and backward-data (the tf32_pair_gather setting, off by default until a GPU
+//       has timed them against the 4-byte kernels above): the same products, the gathered B copied by
+//       GatherPairs (a warp's cp.async 16 columns of the k rows kk and kk + 4, two pieces of the tensor
+//       where GatherB's copy spans four k rows) into row pairs that MmaStep reads by one 16-byte shared
+//       load per two mma tiles (no ldmatrix, no register moves): conv2d_forward_v3_tf32_pairs_t*,
+//       conv2d_backward_data_v3_tf32_pairs_t*. The loop holds one tap iterator per row pair of the
+//       thread (16*BK/NT: 1-4), so 2-20 % more instructions per HMMA (tests/test_conv_build.py).
 //   v3 tf32 vec  backward-weight only (the default where K/G and C/G are multiples of 4, the
 //       tf32_vector_gather setting): both operands 16 bytes per cp.async from channels-last copies
 //       (conv.cu's nchw_to_nhwc_v1, rounded to tf32 there, so no cvt.rna), dy as the k-major A (4
@@ -26,6 +33,7 @@
 #include "common.cuh"
 #include "conv_index.cuh"
 #include "conv_gemm.cuh"
+#include "conv_loaders.cuh"
 #include "conv_epilogue.cuh"
 #include "conv_v3.cuh"
 

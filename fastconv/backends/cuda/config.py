@@ -81,7 +81,7 @@ WINOGRAD_WGRAD_OUTPUT_BLOCK = 64
 # Slots ((image, channel, tile) each) per block of the output transform (WINO_SLOTS), served by A
 # threads apiece.
 WINOGRAD_SLOTS = 32
-ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in conv_gemm.cuh
+ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "tanh": 3}  # the act codes of conv_act in common.cuh
 # The 2x2 / stride-2 / unpadded pooling kernels of kernels/pool_2x2.cu, by suffix (max_pool2d_*_v3_<suffix>,
 # avg_pool2d_*_v3_<suffix>, relu_max_pool2d_*_v2_<suffix>): (outputs per thread per grid-stride step,
 # the multiple of W they need, the byte alignment every array needs, the passes they serve). The
@@ -106,6 +106,7 @@ KERNELS = {
     "conv_smallc.cu": ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2",
                        "conv2d_backward_weight_smallc_v1"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
+    + tuple(f"{p}_v3_tf32_pairs_{t}" for p in _CONV_PASSES[:2] for t in TF32_TILES)   # the tf32_pair_gather setting
     + tuple(f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in TF32_TILES),   # 16-byte gathers: backward-weight only
     "winograd.cu": tuple(f"conv2d_winograd_{k}_v{v}_r{r}" for r in WINOGRAD_TAPS for k, v in
                          (("input", 3), ("filter", 2), ("output", 2), ("wgrad_dy", 3), ("wgrad_output", 2))),

@@ -162,6 +162,56 @@ FC_HD bool gather_ok(const GatherMasked&, const GatherMaskCol& c, const GatherMa
     return (s.need & ~c.mask) == 0;
 }
 
+// A k row of that B as GatherPairs walks it (one per row pair of the thread): the offset gather_step
+// gives reduction index kk = (a, i, j) and its tap bits 1 << i, 1 << j, advanced by a fixed step with
+// neither the digits nor a multiply: the step adds a fixed offset and shifts the bits, and a digit's
+// carry shifts them back and adds a fixed correction (GatherMaskedTaps: the step's constants, shared by
+// the thread's rows). The same offsets and bounds bits as TapIter with gather_step (host-checked).
+struct GatherMaskedTaps {
+    int doff, jwrap, iwrap;   // offset of the step; corrections when j wraps (i + 1), when i wraps (a + 1)
+    int di, dj, ni, nj;
+    unsigned ilim, jlim;      // 1 << ni, 1 << nj: a tap bit at or past them has wrapped
+};
+struct GatherMaskedRow {
+    int off;
+    unsigned bi, bj;          // 1 << i, 1 << j
+};
+FC_HD GatherMaskedTaps gather_masked_taps(const GatherMasked& m, int step) {
+    const Gather& g = m.g;
+    int da, di, dj;
+    digits3(step, g.ni, g.nj, da, di, dj);
+    const int row = g.hd * g.Tw, plane = g.Th * g.Tw;
+    GatherMaskedTaps t;
+    t.doff = da * plane + di * row + dj * g.wd;
+    t.jwrap = row - g.nj * g.wd;
+    t.iwrap = plane - g.ni * row;
+    t.di = di; t.dj = dj; t.ni = g.ni; t.nj = g.nj;
+    t.ilim = 1u << g.ni; t.jlim = 1u << g.nj;
+    return t;
+}
+FC_HD GatherMaskedRow gather_masked_row(const GatherMasked& m, int kk) {
+    const Gather& g = m.g;
+    int a, i, j;
+    digits3(kk, g.ni, g.nj, a, i, j);
+    GatherMaskedRow r;
+    r.off = a * g.Th * g.Tw + i * g.hd * g.Tw + j * g.wd;
+    r.bi = 1u << i; r.bj = 1u << j;
+    return r;
+}
+FC_HD void gather_masked_next(GatherMaskedRow& r, const GatherMaskedTaps& t) {
+    r.off += t.doff;
+    r.bj <<= t.dj;
+    r.bi <<= t.di;
+    if (r.bj >= t.jlim) { r.bj >>= t.nj; r.bi <<= 1; r.off += t.jwrap; }
+    if (r.bi >= t.ilim) { r.bi >>= t.ni; r.off += t.iwrap; }
+}
+FC_HD GatherMaskStep gather_step(const GatherMaskedRow& r, bool live) {
+    GatherMaskStep s;
+    s.off = r.off;
+    s.need = live ? (r.bi << 16) | r.bj : 1u << 31;
+    return s;
+}
+
 // backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
 // x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
 struct WgradGeom {

@@ -153,7 +153,8 @@ struct GatherRowQuad {
 // elements, 4 bytes per cp.async with zero-fill, by the thread map pair_kk / pair_col: a warp's copy is 16
 // consecutive columns of the k rows kk and kk + 4 (two 64-byte pieces of the tensor where they are
 // consecutive pixels; GatherB's spans four k rows), stored at pair_off (32 consecutive words: all banks),
-// FORM_PAIRS. PI k rows per thread, one iterator and count each; NS columns, decoded once.
+// FORM_PAIRS. PI k rows per thread, each a GatherMaskedRow (no digits kept: shifts and adds per step)
+// and a count; NS columns, decoded once.
 template <class T>
 struct GatherPairs {
     static constexpr bool ROUNDED = false;  // gathered straight from the tensor: rounded in MmaStep
@@ -162,18 +163,20 @@ struct GatherPairs {
     static_assert(T::TF32 && PI >= 1 && PI * T::NT == 16 * T::BK, "pair-gather loader: whole row pairs per warp");
     const float* src;
     GatherMasked g;
+    GatherMaskedTaps taps;
     int kleft[PI], dst;  // k rows of the reduction left from each of the thread's rows; its first cell's offset
-    TapIter it[PI];
+    GatherMaskedRow row[PI];
     GatherMaskCol col[NS];
     __device__ __forceinline__ GatherPairs(const float* src_, const GatherMasked& g_, int n0, int ncols, int kbeg,
-                                           int kend, int ni, int nj) {
+                                           int kend, int, int) {
         src = src_; g = g_;
+        taps = gather_masked_taps(g, T::BK);
         dst = pair_off(pair_kk(threadIdx.x, 0, T::NT, T::BK), pair_col(threadIdx.x, 0), T::PS);
 #pragma unroll
         for (int i = 0; i < PI; ++i) {
             const int kk = pair_kk(threadIdx.x, i, T::NT, T::BK);
             kleft[i] = kend - kbeg - kk;
-            it[i].init(kbeg + kk, T::BK, ni, nj);
+            row[i] = gather_masked_row(g, kbeg + kk);
         }
 #pragma unroll
         for (int j = 0; j < NS; ++j) col[j] = gather_col(g, n0 + pair_col(threadIdx.x, j), ncols);
@@ -181,7 +184,7 @@ struct GatherPairs {
     __device__ __forceinline__ void issue(float* S) const {
 #pragma unroll
         for (int i = 0; i < PI; ++i) {
-            const GatherMaskStep s = gather_step(g, it[i], kleft[i] > 0);
+            const GatherMaskStep s = gather_step(row[i], kleft[i] > 0);
 #pragma unroll
             for (int j = 0; j < NS; ++j)  // the thread's row pair i + 1 is the next row pair: one pitch on
                 cp_async_ca4(S + dst + i * T::PS + 32 * j, src + (s.off + col[j].off), gather_ok(g, col[j], s) ? 4 : 0);
@@ -190,7 +193,7 @@ struct GatherPairs {
     __device__ __forceinline__ void next() {
 #pragma unroll
         for (int i = 0; i < PI; ++i) {
-            it[i].next();
+            gather_masked_next(row[i], taps);
             kleft[i] -= T::BK;
         }
     }

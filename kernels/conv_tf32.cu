@@ -17,8 +17,9 @@
 //       GatherPairs (a warp's cp.async 16 columns of the k rows kk and kk + 4, two pieces of the tensor
 //       where GatherB's copy spans four k rows) into row pairs that MmaStep reads by one 16-byte shared
 //       load per two mma tiles (no ldmatrix, no register moves): conv2d_forward_v3_tf32_pairs_t*,
-//       conv2d_backward_data_v3_tf32_pairs_t*. The loop holds one tap iterator per row pair of the
-//       thread (16*BK/NT: 1-4), so 2-20 % more instructions per HMMA (tests/test_conv_build.py).
+//       conv2d_backward_data_v3_tf32_pairs_t*. The loop advances one k row per row pair of the thread
+//       (16*BK/NT: 1-4; GatherMaskedRow: shifts and adds), so 1-16 % more instructions per HMMA
+//       (tests/test_conv_build.py).
 //   v3 tf32 vec  backward-weight only (the default where K/G and C/G are multiples of 4, the
 //       tf32_vector_gather setting): both operands 16 bytes per cp.async from channels-last copies
 //       (conv.cu's nchw_to_nhwc_v1, rounded to tf32 there, so no cvt.rna), dy as the k-major A (4

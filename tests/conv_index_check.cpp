@@ -149,6 +149,27 @@ static void check_pairs(int BN, int BK, int NT) {
                 }
 }
 
+// GatherPairs' row state (GatherMaskedRow stepped by GatherMaskedTaps) from every first row of a stage,
+// against TapIter with gather_step: the same offset and bounds bits at every step, live or not, past
+// the end of the reduction too (BK 8 and 16: the TF32 tiles' depths).
+static void check_masked_rows(const Gather& g, int kred) {
+    const GatherMasked m(g);
+    for (int BK = 8; BK <= 16; BK *= 2) {
+        const GatherMaskedTaps taps = gather_masked_taps(m, BK);
+        for (int k0 = 0; k0 < BK; ++k0) {
+            GatherMaskedRow row = gather_masked_row(m, k0);
+            TapIter it;
+            it.init(k0, BK, g.ni, g.nj);
+            for (; it.kk < kred + 2 * BK; it.next(), gather_masked_next(row, taps))
+                for (int live = 0; live < 2; ++live) {
+                    const GatherMaskStep a = gather_step(row, live != 0), b = gather_step(m, it, live != 0);
+                    EXPECT(a.off == b.off && a.need == b.need, "masked row kk %d step %d live %d: (%d, %x), iterator (%d, %x)",
+                           it.kk, BK, live, a.off, a.need, b.off, b.need);
+                }
+        }
+    }
+}
+
 static void check_forward(const Conv& c, int BN, int BK, int NT) {
     const int P = out_size(c.H, c.R, c.sh, c.ph, c.dh), Q = out_size(c.W, c.S, c.sw, c.pw, c.dw);
     const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
@@ -163,6 +184,7 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
             return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
         };
         for (const CellMap& map : gather_b_maps(BN, BK, NT)) walk(ncols, kred, map, c.R, c.S, addr, naive);
+        check_masked_rows(gg, kred);
     }
 }
 
@@ -204,6 +226,7 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
                 return ((img * c.K + g * Kg + k) * P + p) * Q + q;
             };
             for (const CellMap& map : gather_b_maps(BN, BK, NT)) walk(ncols, kred, map, gg.ni, gg.nj, addr, naive);
+            check_masked_rows(gg, kred);
         }
     }
     for (int e = 0; e < c.H * c.W; ++e) EXPECT(seen[e] == 1, "dx element %d covered %d times", e, seen[e]);

@@ -22,7 +22,7 @@
   one of ``CONV_TILES`` — for tuning sweeps. The conv_splits setting splits those GEMMs too.
 - ``pool_variant`` [None]: the CUDA C family's 2x2 / stride-2 / unpadded pooling kernels, picked per
   call by the launcher's rule when None; else one forced for every pooling call: a key of
-  ``fastconv.backends.cuda.config.POOL_2X2`` ("2x2", "2x2w", "2x2v4x2") or "general" (the
+  ``fastconv.backends.cuda.config.POOL_2X2`` ("2x2", "2x2w", "2x2v4x2", "2x2r") or "general" (the
   any-window kernels). A call the forced kernel cannot serve (another window, W not a multiple of
   its vector, unaligned arrays, a pass it lacks) raises a ValueError — for tuning benchmarks.
 - ``tf32`` [False]: the cupy family's conv kernels (mma.sync) use TF32 tensor cores (operands

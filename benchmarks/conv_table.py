@@ -29,12 +29,11 @@ times the candidates on this card and keeps the fastest, as cuDNN's benchmark mo
 and timed kernel-only in the same run: the "tuned" columns, the pick per row and the geometric means
 with it.
 
-Every TF32 row is also validated and timed kernel-only with its other gather, in the same run: the
-backward-weight rows with the tf32_vector_gather setting off (4-byte gathers from the NCHW tensors
-instead of the default's 16-byte ones from channels-last copies), the forward and backward-data rows
-with the tf32_pair_gather setting flipped (the pairs kernels: a warp's copy 16 columns of two k rows).
-The "other" column gives each row's ratio with it, and the geometric means what each setting would
-give as the default.
+The TF32 backward-weight rows are also validated and timed kernel-only with the tf32_vector_gather
+setting off (4-byte gathers from the NCHW tensors instead of the default's 16-byte ones from
+channels-last copies), in the same run: the "4-byte" column and geometric mean show what that gives
+against the default. Forward and backward-data gather 4 bytes per copy either way: their column
+repeats the default's ratio.
 
     python benchmarks/conv_table.py [--reps 30] [--warmup 5] [--graph-calls 20] [--json out.json] [--picks sweep.json]
 """
@@ -156,11 +155,8 @@ def run(args, picked=None):
                         bad += not ok
                         if ok:
                             row[f"{prec} {label} kernel ms"] = kernel_only(timing.CupyGraph(cp, call, args.graph_calls))
-                cur = fastconv.settings.current()
-                if prec == "tf32" and ps == "backward_weight" and cur.tf32_vector_gather:
+                if prec == "tf32" and ps == "backward_weight" and fastconv.settings.current().tf32_vector_gather:
                     variant("4-byte", tf32_vector_gather=False)   # the one pass the setting changes
-                if prec == "tf32" and ps != "backward_weight":   # the passes tf32_pair_gather changes
-                    variant("pairs", tf32_pair_gather=not cur.tf32_pair_gather)
                 tuned = autotune.results()
                 variant("tuned", autotune=True)
                 row[f"{prec} tuned pick"] = [t.pick for k, t in autotune.results().items() if k not in tuned]
@@ -175,11 +171,8 @@ def run(args, picked=None):
 
 def ratio(row, prec, kind, picked=False, gather=None, tuned=False):
     """cuDNN time / fastconv time; ``picked``: fastconv's with the row's picked configuration where it
-    has a valid one; ``gather`` ("4-byte": with the tf32_vector_gather setting off; "pairs": with
-    tf32_pair_gather flipped; "other": the row's own of the two), where the row timed it; ``tuned``: with
-    the autotune setting on."""
-    if gather == "other":
-        gather = "4-byte" if row["row"].endswith("backward_weight") else "pairs"
+    has a valid one; ``gather`` ("4-byte"): with the tf32_vector_gather setting off, where the row
+    timed it; ``tuned``: with the autotune setting on."""
     t, c = row.get(f"{prec} {kind} ms"), row.get(f"{prec} cudnn {kind} ms")
     t = row.get(f"{prec} picked {kind} ms", t) if picked else t
     t = row.get(f"{prec} tuned {kind} ms") if tuned else t
@@ -190,7 +183,7 @@ def ratio(row, prec, kind, picked=False, gather=None, tuned=False):
 def print_table(rows, device):
     print(f"conv, fastconv (cupy family) vs cuDNN, ms per call; ratio = cuDNN / fastconv; {device}")
     head = f"{'row':<28}" + "".join(f"{h:>11}" for h in ("fp32 call", "cudnn", "ratio", "fp32 kern", "cudnn",
-                                                         "ratio", "tf32 kern", "cudnn", "ratio", "other"))
+                                                         "ratio", "tf32 kern", "cudnn", "ratio", "4-byte"))
     print(head)
     for r in rows:
         cells = []
@@ -201,7 +194,7 @@ def print_table(rows, device):
             cells += [f"{r[f'{prec} {kind} ms']:>11.4f}", f"{r[f'{prec} cudnn {kind} ms']:>11.4f}",
                       f"{ratio(r, prec, kind):>11.2f}"]
         # the default's ratio where the row did not time it
-        cells.append(f"{ratio(r, 'tf32', 'kernel', gather='other'):>11.2f}" if r["tf32 ok"] else f"{'-':>11}")
+        cells.append(f"{ratio(r, 'tf32', 'kernel', gather='4-byte'):>11.2f}" if r["tf32 ok"] else f"{'-':>11}")
         print(f"{r['row']:<28}" + "".join(cells))
     fp32 = [ratio(r, "fp32", "kernel") for r in rows]
     small = [ratio(r, "fp32", "kernel") for r in rows if r["row"].startswith(("lenet", "dcgan"))]
@@ -209,8 +202,7 @@ def print_table(rows, device):
           f"{timing.geomean(ratio(r, 'fp32', 'call') for r in rows):.2f}, fp32 kernel-only {timing.geomean(fp32):.2f} "
           f"(target >= 0.85; lenet/dcgan minimum {min(small, default=float('nan')):.2f}, target >= 1.0), "
           f"TF32 kernel-only {timing.geomean(ratio(r, 'tf32', 'kernel') for r in rows):.2f} (target >= 1.0; "
-          f"with 4-byte gathers: {timing.geomean(ratio(r, 'tf32', 'kernel', gather='4-byte') for r in rows):.2f}; "
-          f"with the pairs setting flipped: {timing.geomean(ratio(r, 'tf32', 'kernel', gather='pairs') for r in rows):.2f})")
+          f"with 4-byte gathers: {timing.geomean(ratio(r, 'tf32', 'kernel', gather='4-byte') for r in rows):.2f})")
     print("with the autotune setting (kernel-only ratio, default -> tuned, the pick of each pass it ran):")
     for r in rows:
         for p in ("fp32", "tf32"):

@@ -5,14 +5,12 @@ kernel-only time. For multi-kernel paths (Winograd's transforms, products and ou
 weight packing and split-K reduce around a GEMM) it shows which launch to work on.
 
     python benchmarks/kernel_times.py [--rows lenet.conv2 "resnet.c4 backward_weight"] [--tile winograd]
-                                      [--tf32 [--gather4] [--pairs]] [--reps 5] [--warmup 2] [--graph-calls 10]
-                                      [--json FILE]
+                                      [--tf32 [--gather4]] [--reps 5] [--warmup 2] [--graph-calls 10] [--json FILE]
                                       [--once]
 
 --once runs each row's call once and times nothing: the run a profiler (ncu) looks at. --gather4 turns
 the tf32_vector_gather setting off: TF32 backward-weight gathers 4 bytes per copy from the NCHW tensors,
-no channels-last copies (forward and backward-data always do). --pairs turns the tf32_pair_gather
-setting on: TF32 forward and backward-data run their pairs kernels.
+no channels-last copies (forward and backward-data always do).
 """
 
 from __future__ import annotations
@@ -74,7 +72,6 @@ def main(argv=None) -> int:
     ap.add_argument("--graph-calls", type=int, default=10)
     ap.add_argument("--tf32", action="store_true", help="the tf32 setting on")
     ap.add_argument("--gather4", action="store_true", help="the tf32_vector_gather setting off")
-    ap.add_argument("--pairs", action="store_true", help="the tf32_pair_gather setting on")
     ap.add_argument("--once", action="store_true", help="call each row once, time nothing (for a profiler)")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
@@ -85,7 +82,7 @@ def main(argv=None) -> int:
     import cupy as cp
     clock, rng, rows = EventClock(cp), np.random.default_rng(0), []
     narrow = {"tf32_vector_gather": False} if args.gather4 else {}
-    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32, tf32_pair_gather=args.pairs, **narrow):
+    with fastconv.using(kernels="cupy", conv_tile=args.tile, tf32=args.tf32, **narrow):
         for name, shape in CONV_SHAPES.items():
             for ps, call in calls(cp, shape, rng).items():
                 if not f"{name} {ps}".startswith(tuple(args.rows)):
@@ -97,8 +94,7 @@ def main(argv=None) -> int:
                 res = kernel_times(cp, clock, call, args)
                 rows.append({"row": f"{name} {ps}", "tile": args.tile, "launches": [
                     {"kernel": k, "grid": g, "block": b, "ms": ms} for k, g, b, ms in res]})
-                print(f"{name} {ps} (conv_tile {args.tile}, tf32 {args.tf32}, 4-byte gathers {args.gather4}, "
-                      f"pairs {args.pairs}):")
+                print(f"{name} {ps} (conv_tile {args.tile}, tf32 {args.tf32}, 4-byte gathers {args.gather4}):")
                 for k, g, b, ms in res:
                     print(f"  {k:<44}{str(g or ''):>18}{str(b or ''):>8}{ms * 1000:>10.1f} us")
     if args.json:

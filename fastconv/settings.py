@@ -43,11 +43,6 @@
   each) when K/groups and C/groups are multiples of 4; False: 4 bytes per copy from the NCHW tensors
   themselves, as forward and backward-data always do. An H200 ran the 16-byte backward-weight faster
   on the TF32 rows of benchmarks/shapes.py (lenet.conv2 45 against 64 us, resnet.c2 218 against 278).
-- ``tf32_pair_gather`` [False]: with ``tf32``, forward and backward-data run their ``pairs`` kernels,
-  whose gathered operand is copied 16 columns of two k rows per warp instruction (two pieces of the
-  tensor, where the default kernels' copy spans four) into a stage laid out so that one 16-byte shared
-  load feeds two mma tiles. The same results bit for bit; which is faster is a GPU timing question
-  (benchmarks/conv_table.py times both) — until then off.
 
 Change them for a block with ``fastconv.using(...)`` (restored on exit, also on an exception) or
 for the rest of the process with ``fastconv.configure(...)``; read them with
@@ -79,7 +74,6 @@ class Settings:
     pool_variant: str | None = None
     tf32: bool = False
     tf32_vector_gather: bool = True
-    tf32_pair_gather: bool = False
     autotune: bool = False
 
 
@@ -126,7 +120,7 @@ def current() -> Settings:
 
 def _checked(s: Settings) -> Settings:
     check_family(s.kernels)
-    for name in ("poison", "tf32", "tf32_vector_gather", "tf32_pair_gather", "autotune"):
+    for name in ("poison", "tf32", "tf32_vector_gather", "autotune"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name}: got {getattr(s, name)!r}, expected True or False")
     if s.conv_version not in (1, 3) or isinstance(s.conv_version, bool):
@@ -155,7 +149,7 @@ def configure(**changes) -> Settings:
     """Change settings for the rest of the process; returns the settings in force before.
 
     Keyword arguments are Settings fields (kernels, poison, conv_version, conv_tile, conv_splits,
-    winograd_tile, pool_variant, tf32, tf32_vector_gather, tf32_pair_gather, autotune); an unknown name or a bad value
+    winograd_tile, pool_variant, tf32, tf32_vector_gather, autotune); an unknown name or a bad value
     raises before anything changes.
     """
     global _current

@@ -10,8 +10,7 @@
 // a TF32 tile's gathered operands are k-quad-major instead, [BK/4][BM or BN][4] in the same space
 // (aq_off, b_off): 16-byte rows of 4 k per column, as ldmatrix reads fragments; its packed A (weights,
 // or the vec backward-weight's dy copy) and the vec backward-weight's x stay k-major (PackedA,
-// GatherRowQuad), and the pair-gather B (GatherPairs) keeps k rows t and t + 4 side by side (pair_off). TF32
-// weights in k quads (one ldmatrix per A tile) ran resnet.c4's forward t128x64
+// GatherRowQuad). TF32 weights in k quads (one ldmatrix per A tile) ran resnet.c4's forward t128x64
 // GEMM at half the speed of these k-major ones on an H200 (143 against 77 us, same grid and occupancy,
 // twice the L2 traffic), so the packs keep k-major rows.
 // fp32 (ConvTile): lanes LR x LC in a warp; every thread holds 8 x 8 outputs as 2 x 2 quads of
@@ -21,8 +20,7 @@
 // TF32 (MmaTile): the warp tile is WM/16 x WN/8 m16n8k8 mma.sync tiles (up to 4 x 8), every A
 // fragment reused across the warp tile's WN/8 column tiles and every B fragment across its WM/16
 // row tiles. Fragments come by ldmatrix from the k-quad-major tiles (from k-major ones by 64-bit and
-// 32-bit shared loads, from pair_off rows by 128-bit ones), an mma tile's rows g and g + 8 being warp
-// rows 2g and 2g + 1 (mma_row in
+// 32-bit shared loads), an mma tile's rows g and g + 8 being warp rows 2g and 2g + 1 (mma_row in
 // conv_index.cuh, the epilogue's order; a k-quad A tile keeps its rows at mma_slot); packed weights
 // and channels-last copies hold tf32 values already, any other element is rounded in the mma's
 // registers once by cvt.rna.tf32 (per warp that reads it).
@@ -77,7 +75,6 @@ struct MmaTile : TileGeom<BM_, BN_, BK_, WR_, WC_, STAGES_, MINB_> {
         return (kk >> 2) * 4 * G::AS + 4 * slot + (kk & 3);
     }
     __host__ __device__ static constexpr int ag_off(int kk, int m) { return aq_off(kk, mma_slot(m)); }
-    static constexpr int PS = 2 * G::BN + CONV_PAD;  // row-pair pitch of a pair-gathered B (pair_off): BK/2 pairs fit BK*BS
     typedef GatherMasked GatherGeo;  // B's bounds as per-column bitmasks: one test per element
     static_assert(G::WM % 32 == 0 && G::WN % 8 == 0, "whole mma tiles; each epilogue half of a warp tile too");
     static_assert(G::BK % 8 == 0 && G::WN % 16 == 0, "mma.sync m16n8k8 steps k by 8; B tiles in ldmatrix.x4 pairs");
@@ -116,12 +113,6 @@ __device__ __forceinline__ void ffma_step(const float* As, const float* Bs, cons
     }
 }
 
-// How a loader lays out its TF32 operand in a stage (its FORM; MmaStep reads each its own way): rows
-// of 4 k per column (MmaTile::b_off / aq_off: ldmatrix), k-major rows (TileGeom::a_off / b_off: A by
-// 64-bit pairs, B by 32-bit loads), or pairs of k rows t, t + 4 side by side (pair_off, GatherPairs: B's
-// b0, b1 of two n8 tiles in one 128-bit load).
-enum OperandForm { FORM_KQUAD, FORM_KMAJOR, FORM_PAIRS };
-
 // Warp origin and (g, t) lane coordinates of the TF32 layout.
 template <class T>
 struct MmaPos {
@@ -135,36 +126,29 @@ struct MmaPos {
 
 // TF32 mma.sync m16n8k8 on a stage, BK/8 k steps (gemm_mainloop), fragments loaded straight into
 // the mma's registers by ldmatrix (rounded there by cvt.rna.tf32 unless already tf32 values), so no
-// register moves feed the mma. A (FORM_KQUAD, warp rows at mma_slot): one ldmatrix.x4 per tile, lane
-// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; A FORM_KMAJOR (PackedA's
-// tile): per tile the float2 at warp row 16*mt + 2g (rows g, g + 8: mma_row) of k rows t and t + 4 as
-// a0, a1 and a2, a3 (a half warp's 64-bit loads on banks 8t + 2g, + 1: all 32); rounded unless
-// A_ROUNDED (tf32 already). B (FORM_KQUAD): one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r
-// addressing column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers; B
-// FORM_KMAJOR (GatherRowQuad's tile): lane (g, t) loads column 8*nt + g of k rows t and t + 4 (banks
-// 8t + g: rows BS = 8 mod 32 apart); B FORM_PAIRS (GatherPairs' tile): lane (g, t) loads words 4g..4g + 3
-// of each 16 columns of row pair t (pair_off: columns g and 8 + g of k rows t and t + 4) as b0, b1 of two
-// tiles (a quarter warp's 16-byte loads on banks 8t + 4g + 0..3, pairs PS = 8 mod 32 apart: all 32);
-// rounded unless B_ROUNDED (GatherRowQuad: tf32 values already).
-template <class T, bool A_ROUNDED, int A_FORM, bool B_ROUNDED, int B_FORM>
+// register moves feed the mma. A (k-quad rows, warp rows at mma_slot): one ldmatrix.x4 per tile, lane
+// 8j + r addressing slot 16*mt + 8*(j%2) + r of k quad j/2: a0..a3 in order; A k-major (A_KMAJOR:
+// PackedA's tile): per tile the float2 at warp row 16*mt + 2g (rows g, g + 8: mma_row) of k rows t
+// and t + 4 as a0, a1 and a2, a3 (a half warp's 64-bit loads on banks 8t + 2g, + 1: all 32); rounded
+// unless A_ROUNDED (tf32 already). B: one ldmatrix.x4 per two tiles nt, nt + 1, lane 8j + r addressing
+// column 8*(nt + j/2) + r of k quad j%2: b0, b1 of both tiles in consecutive registers; B k-major
+// (B_KMAJOR: GatherRowQuad's tile): lane (g, t) loads column 8*nt + g of k rows t and t + 4 (banks
+// 8t + g: rows BS = 8 mod 32 apart); rounded unless B_ROUNDED (GatherRowQuad: tf32 values already).
+template <class T, bool A_ROUNDED, bool A_KMAJOR, bool B_ROUNDED, bool B_KMAJOR>
 struct MmaStep {
-    static_assert(A_FORM != FORM_PAIRS, "MmaStep: A in k quads or k-major");
     const float* ap;  // the lane's fragment addresses in a stage, A's
     const float* bp;  // and B's
     __device__ __forceinline__ MmaStep(const float* As, const float* Bs) {
         const MmaPos<T> mp;
         const int lane = threadIdx.x & 31, j = lane >> 3, r = lane & 7;
-        ap = A_FORM == FORM_KMAJOR ? As + mp.t * T::AS + mp.wm + 2 * mp.g
-                                   : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
-        bp = B_FORM == FORM_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g
-             : B_FORM == FORM_PAIRS ? Bs + mp.t * T::PS + 2 * mp.wn + 4 * mp.g
-                                   : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
+        ap = A_KMAJOR ? As + mp.t * T::AS + mp.wm + 2 * mp.g : As + T::aq_off(4 * (j >> 1), mp.wm + 8 * (j & 1) + r);
+        bp = B_KMAJOR ? Bs + mp.t * T::BS + mp.wn + mp.g : Bs + T::b_off(4 * (j & 1), mp.wn + 8 * (j >> 1) + r);
     }
     // the fragments of k step k8 (0, 8, .. BK - 8) of the stage
     __device__ __forceinline__ void load(int k8, unsigned (&a)[T::MT][4], unsigned (&b)[T::NT8][2]) const {
 #pragma unroll
         for (int mt = 0; mt < T::MT; ++mt) {
-            if (A_FORM == FORM_KMAJOR) {
+            if (A_KMAJOR) {
 #pragma unroll
                 for (int kh = 0; kh < 2; ++kh) {
                     const float2 v = *reinterpret_cast<const float2*>(ap + (k8 + 4 * kh) * T::AS + 16 * mt);
@@ -181,13 +165,7 @@ struct MmaStep {
         }
 #pragma unroll
         for (int nt = 0; nt < T::NT8; nt += 2) {
-            if (B_FORM == FORM_PAIRS) {  // row pairs k8/2 + t: k rows k8 + t, k8 + t + 4
-                const float4 v = *reinterpret_cast<const float4*>(bp + k8 / 2 * T::PS + 16 * nt);
-                b[nt][0] = __float_as_uint(v.x);
-                b[nt][1] = __float_as_uint(v.y);
-                b[nt + 1][0] = __float_as_uint(v.z);
-                b[nt + 1][1] = __float_as_uint(v.w);
-            } else if (B_FORM == FORM_KMAJOR) {
+            if (B_KMAJOR) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) b[nt + e / 2][e % 2] = __float_as_uint(bp[(k8 + 4 * (e % 2)) * T::BS + 8 * (nt + e / 2)]);
             } else {
@@ -239,7 +217,7 @@ __device__ __forceinline__ void issue_stage(float* S, LA& la, LB& lb, bool more)
 
 template <class T, class LA, class LB>
 __device__ __forceinline__ void gemm_mainloop(float* smem, LA& la, LB& lb, int ktiles, typename T::Acc& acc) {
-    using Step = MmaStep<T, LA::ROUNDED, LA::FORM, LB::ROUNDED, LB::FORM>;  // TF32 tiles
+    using Step = MmaStep<T, LA::ROUNDED, LA::KMAJOR, LB::ROUNDED, LB::KMAJOR>;  // TF32 tiles
     acc_zero(acc);
 #pragma unroll
     for (int s = 0; s < T::STAGES - 1; ++s) issue_stage<T>(smem + s * T::STAGE, la, lb, s < ktiles);

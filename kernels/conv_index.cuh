@@ -162,56 +162,6 @@ FC_HD bool gather_ok(const GatherMasked&, const GatherMaskCol& c, const GatherMa
     return (s.need & ~c.mask) == 0;
 }
 
-// A k row of that B as GatherPairs walks it (one per row pair of the thread): the offset gather_step
-// gives reduction index kk = (a, i, j) and its tap bits 1 << i, 1 << j, advanced by a fixed step with
-// neither the digits nor a multiply: the step adds a fixed offset and shifts the bits, and a digit's
-// carry shifts them back and adds a fixed correction (GatherMaskedTaps: the step's constants, shared by
-// the thread's rows). The same offsets and bounds bits as TapIter with gather_step (host-checked).
-struct GatherMaskedTaps {
-    int doff, jwrap, iwrap;   // offset of the step; corrections when j wraps (i + 1), when i wraps (a + 1)
-    int di, dj, ni, nj;
-    unsigned ilim, jlim;      // 1 << ni, 1 << nj: a tap bit at or past them has wrapped
-};
-struct GatherMaskedRow {
-    int off;
-    unsigned bi, bj;          // 1 << i, 1 << j
-};
-FC_HD GatherMaskedTaps gather_masked_taps(const GatherMasked& m, int step) {
-    const Gather& g = m.g;
-    int da, di, dj;
-    digits3(step, g.ni, g.nj, da, di, dj);
-    const int row = g.hd * g.Tw, plane = g.Th * g.Tw;
-    GatherMaskedTaps t;
-    t.doff = da * plane + di * row + dj * g.wd;
-    t.jwrap = row - g.nj * g.wd;
-    t.iwrap = plane - g.ni * row;
-    t.di = di; t.dj = dj; t.ni = g.ni; t.nj = g.nj;
-    t.ilim = 1u << g.ni; t.jlim = 1u << g.nj;
-    return t;
-}
-FC_HD GatherMaskedRow gather_masked_row(const GatherMasked& m, int kk) {
-    const Gather& g = m.g;
-    int a, i, j;
-    digits3(kk, g.ni, g.nj, a, i, j);
-    GatherMaskedRow r;
-    r.off = a * g.Th * g.Tw + i * g.hd * g.Tw + j * g.wd;
-    r.bi = 1u << i; r.bj = 1u << j;
-    return r;
-}
-FC_HD void gather_masked_next(GatherMaskedRow& r, const GatherMaskedTaps& t) {
-    r.off += t.doff;
-    r.bj <<= t.dj;
-    r.bi <<= t.di;
-    if (r.bj >= t.jlim) { r.bj >>= t.nj; r.bi <<= 1; r.off += t.jwrap; }
-    if (r.bi >= t.ilim) { r.bi >>= t.ni; r.off += t.iwrap; }
-}
-FC_HD GatherMaskStep gather_step(const GatherMaskedRow& r, bool live) {
-    GatherMaskStep s;
-    s.off = r.off;
-    s.need = live ? (r.bi << 16) | r.bj : 1u << 31;
-    return s;
-}
-
 // backward-weight B: column n = (c, r, s) of x and row kk = (img, p, q) (the iterator):
 // x[img][c0g + c][p*sh - ph + r*dh][q*sw - pw + s*dw].
 struct WgradGeom {
@@ -274,25 +224,6 @@ FC_HD void row_quad_cell(int tid, int v, int NT, int BK, int& kk, int& nq) {
 // row and columns 4*NT/BK apart when NT/8 >= BK, else ki = 8*BK/NT k rows NT/8 apart, then 32 columns on.
 FC_HD constexpr int row_quad_off(int v, int NT, int BK, int bs) {
     return 8 * BK > NT ? (v % (8 * BK / NT)) * (NT / 8) * bs + 32 * (v / (8 * BK / NT)) : v * 4 * NT / BK;
-}
-
-// The TF32 pair-gather loader's thread map (kernels/conv_loaders.cuh GatherPairs: forward and backward-data
-// B with the tf32_pair_gather setting): each copy instruction of a warp is 16 consecutive columns of the two
-// k rows kk and kk + 4 that one mma fragment pairs (b0, b1; kk % 8 < 4): two 64-byte pieces of the tensor
-// where the columns are consecutive pixels (GatherB's copy spans four k rows, four pieces). Row pair p of
-// a stage is its k rows 8*(p/4) + p%4 (+ 4); warp w holds pairs w*PI .. w*PI + PI - 1 (PI = 16*BK/NT), lane
-// l the row of its half (l / 16) at columns l % 16 + 16*j (j < BN/16) of each.
-FC_HD int pair_kk(int tid, int i, int NT, int BK) {
-    const int p = (tid >> 5) * (16 * BK / NT) + i;
-    return 8 * (p >> 2) + (p & 3) + 4 * ((tid >> 4) & 1);
-}
-FC_HD int pair_col(int tid, int j) { return (tid & 15) + 16 * j; }
-// Where that loader's stage tile keeps element (kk, n): row pair p at pitch ps, each column's two k rows
-// side by side, and within 16 columns column 8b + g at 2g + b, so mma lane (g, t) reads b0, b1 of n8 tiles
-// 2c and 2c + 1 (columns 16c + g, 16c + 8 + g) as one 16-byte word, and a copy's 16 columns x 2 rows are
-// 32 consecutive words (all banks). Linear in n over disjoint bits (a permutation of the low 4).
-FC_HD constexpr int pair_off(int kk, int n, int ps) {
-    return (4 * (kk >> 3) + (kk & 3)) * ps + 2 * ((n & ~15) | ((n & 7) << 1) | ((n >> 3) & 1)) + ((kk >> 2) & 1);
 }
 
 // backward-weight A: A[m][kk=(img, pq)] = dy[img][k0g + m][pq], the iterator (img, 0, pq); a row

@@ -2,7 +2,7 @@
 // copies its operand's share of one k tile into a pipeline stage by cp.async, the thread's addresses
 // decoded once before the main loop and advanced per tile without division (conv_index.cuh's
 // geometries and iterators). Each declares ROUNDED (a TF32 operand that holds tf32 values already) and
-// FORM (its stage layout, OperandForm). Needs common.cuh, conv_index.cuh and conv_gemm.cuh first.
+// KMAJOR (its stage layout as MmaStep reads it). Needs common.cuh, conv_index.cuh and conv_gemm.cuh first.
 #pragma once
 
 // A operand from a k-major matrix Ap[kk][stride] of which the first `cols` columns are the GEMM's rows
@@ -12,12 +12,11 @@
 // consecutive rows m at one kk. Thread tid loads column group tid % RV of k rows tid / RV + v*RS
 // (v < V) of each k tile: one pointer, one shared offset and one count of the k rows left, all
 // advanced per tile, so a vector costs an address, a compare and the cp.async. k-major at a_off
-// (FORM_KMAJOR: on a TF32 tile MmaStep reads its fragments as 64-bit pairs, rows 2g and 2g + 1 being an
+// (KMAJOR: on a TF32 tile MmaStep reads its fragments as 64-bit pairs, rows 2g and 2g + 1 being an
 // mma tile's rows g and g + 8, mma_row).
 template <class T>
 struct PackedA {
-    static constexpr bool ROUNDED = true;  // on a TF32 tile: tf32 values (the copy's)
-    static constexpr int FORM = FORM_KMAJOR;
+    static constexpr bool ROUNDED = true, KMAJOR = true;  // on a TF32 tile: tf32 values (the copy's)
     static constexpr int RV = T::BM / 4, RS = T::NT / RV, V = (T::BK + RS - 1) / RS;
     static_assert(T::NT % RV == 0, "packed A: a pass of NT threads covers whole k rows");
     const float* p;  // the thread's first vector in the current k tile
@@ -56,7 +55,7 @@ struct PackedA {
 template <class T, int EXTENT, bool B_OP, bool KK_FAST, class Geo>
 struct GatherTile {
     static constexpr bool ROUNDED = false;  // gathered straight from the tensor: rounded in MmaStep
-    static constexpr int FORM = FORM_KQUAD;  // as a TF32 operand: k-quad rows (MmaTile::b_off, aq_off)
+    static constexpr bool KMAJOR = false;   // as a TF32 operand: k-quad rows (MmaTile::b_off, aq_off)
     static constexpr int STEP = T::NT / T::BK, L = EXTENT / STEP;
     __host__ __device__ static constexpr int off(int kk, int n) { return B_OP ? T::b_off(kk, n) : T::ag_off(kk, n); }
     // column j's shared offset past column 0's: the offsets are linear in n over disjoint bits
@@ -101,12 +100,11 @@ using WgradB = GatherTile<T, T::BN, true, true, WgradGeom>;    // backward-weigh
 // Backward-weight B of the TF32 vec kernels: x from its channels-last copy (WgradNhwc: columns (r, s, c),
 // channel fastest; rounded to tf32 by nchw_to_nhwc_v1), 16 bytes = 4 columns per cp.async, so the
 // stage tile is k-major, Bs[kk][BS] (TileGeom's layout, not MmaTile's k-quad rows), and MmaStep reads
-// its fragments with 32-bit shared loads (FORM_KMAJOR). Thread map row_quad_cell: V cells per thread, on KI
+// its fragments with 32-bit shared loads (KMAJOR). Thread map row_quad_cell: V cells per thread, on KI
 // distinct k rows (one iterator each, advanced BK per stage); cell v lies coff(v) floats past cell 0.
 template <class T>
 struct GatherRowQuad {
-    static constexpr bool ROUNDED = true;
-    static constexpr int FORM = FORM_KMAJOR;
+    static constexpr bool ROUNDED = true, KMAJOR = true;
     static constexpr int V = T::BK * T::BN / (4 * T::NT), KI = 8 * T::BK > T::NT ? 8 * T::BK / T::NT : 1;
     static_assert(T::TF32 && V >= 1 && V % KI == 0 && (T::NT & (T::NT - 1)) == 0 && (T::BK & (T::BK - 1)) == 0,
                   "16-byte x loader: whole cells per thread, powers of two");
@@ -149,59 +147,8 @@ struct GatherRowQuad {
     }
 };
 
-// Forward and backward-data B of the TF32 pair-gather kernels (the tf32_pair_gather setting): GatherB's
-// elements, 4 bytes per cp.async with zero-fill, by the thread map pair_kk / pair_col: a warp's copy is 16
-// consecutive columns of the k rows kk and kk + 4 (two 64-byte pieces of the tensor where they are
-// consecutive pixels; GatherB's spans four k rows), stored at pair_off (32 consecutive words: all banks),
-// FORM_PAIRS. PI k rows per thread, each a GatherMaskedRow (no digits kept: shifts and adds per step)
-// and a count; NS columns, decoded once.
-template <class T>
-struct GatherPairs {
-    static constexpr bool ROUNDED = false;  // gathered straight from the tensor: rounded in MmaStep
-    static constexpr int FORM = FORM_PAIRS;
-    static constexpr int PI = 16 * T::BK / T::NT, NS = T::BN / 16;
-    static_assert(T::TF32 && PI >= 1 && PI * T::NT == 16 * T::BK, "pair-gather loader: whole row pairs per warp");
-    const float* src;
-    GatherMasked g;
-    GatherMaskedTaps taps;
-    int kleft[PI], dst;  // k rows of the reduction left from each of the thread's rows; its first cell's offset
-    GatherMaskedRow row[PI];
-    GatherMaskCol col[NS];
-    __device__ __forceinline__ GatherPairs(const float* src_, const GatherMasked& g_, int n0, int ncols, int kbeg,
-                                           int kend, int, int) {
-        src = src_; g = g_;
-        taps = gather_masked_taps(g, T::BK);
-        dst = pair_off(pair_kk(threadIdx.x, 0, T::NT, T::BK), pair_col(threadIdx.x, 0), T::PS);
-#pragma unroll
-        for (int i = 0; i < PI; ++i) {
-            const int kk = pair_kk(threadIdx.x, i, T::NT, T::BK);
-            kleft[i] = kend - kbeg - kk;
-            row[i] = gather_masked_row(g, kbeg + kk);
-        }
-#pragma unroll
-        for (int j = 0; j < NS; ++j) col[j] = gather_col(g, n0 + pair_col(threadIdx.x, j), ncols);
-    }
-    __device__ __forceinline__ void issue(float* S) const {
-#pragma unroll
-        for (int i = 0; i < PI; ++i) {
-            const GatherMaskStep s = gather_step(row[i], kleft[i] > 0);
-#pragma unroll
-            for (int j = 0; j < NS; ++j)  // the thread's row pair i + 1 is the next row pair: one pitch on
-                cp_async_ca4(S + dst + i * T::PS + 32 * j, src + (s.off + col[j].off), gather_ok(g, col[j], s) ? 4 : 0);
-        }
-    }
-    __device__ __forceinline__ void next() {
-#pragma unroll
-        for (int i = 0; i < PI; ++i) {
-            gather_masked_next(row[i], taps);
-            kleft[i] -= T::BK;
-        }
-    }
-};
-
-// Pick<C, A, B>::type is A when C, else B: backward-weight's geometry and x loader by its VEC flag, forward
-// and backward-data's B loader by PAIRS (naming a loader here does not instantiate it, so a fp32 tile
-// never meets the TF32-only ones).
+// Pick<C, A, B>::type is A when C, else B: backward-weight's geometry and x loader by its VEC flag
+// (conv_v3.cuh; naming a loader here does not instantiate it, so a fp32 tile never meets the TF32-only one).
 template <bool C, class A, class B>
 struct Pick {
     typedef A type;

@@ -12,14 +12,6 @@
 //       bitmasks, filters of up to GATHER_MASK_TAPS taps per dimension): conv2d_forward_v3_tf32_t*,
 //       conv2d_backward_data_v3_tf32_t*, conv2d_backward_weight_v3_tf32_t*; the gathered operand
 //       4 bytes per cp.async from the NCHW tensor, rounded by cvt.rna in the mma's registers.
-//   v3 tf32 pairs  forward and backward-data (the tf32_pair_gather setting, off by default until a GPU
-//       has timed them against the 4-byte kernels above): the same products, the gathered B copied by
-//       GatherPairs (a warp's cp.async 16 columns of the k rows kk and kk + 4, two pieces of the tensor
-//       where GatherB's copy spans four k rows) into row pairs that MmaStep reads by one 16-byte shared
-//       load per two mma tiles (no ldmatrix, no register moves): conv2d_forward_v3_tf32_pairs_t*,
-//       conv2d_backward_data_v3_tf32_pairs_t*. The loop advances one k row per row pair of the thread
-//       (16*BK/NT: 1-4; GatherMaskedRow: shifts and adds), so 1-16 % more instructions per HMMA
-//       (tests/test_conv_build.py).
 //   v3 tf32 vec  backward-weight only (the default where K/G and C/G are multiples of 4, the
 //       tf32_vector_gather setting): both operands 16 bytes per cp.async from channels-last copies
 //       (conv.cu's nchw_to_nhwc_v1, rounded to tf32 there, so no cvt.rna), dy as the k-major A (4

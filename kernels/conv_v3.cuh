@@ -17,14 +17,9 @@ __device__ __forceinline__ float* conv_smem() {
     return smem;
 }
 
-// The gathered B of forward and backward-data: GatherPairs for the TF32 pair-gather kernels (PAIRS), else
-// GatherB (naming a loader here does not instantiate it).
-template <class T, bool PAIRS>
-using FwdDgradB = typename Pick<PAIRS, GatherPairs<T>, GatherB<T>>::type;
-
 // forward: 2*N*K*P*Q*Cg*R*S FLOPs; traffic (x + packed w + y) * 4 B compulsory, x re-read once
 // per row tile (mostly from L2).
-template <class T, bool PAIRS>
+template <class T>
 __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const float* __restrict__ wp,
                                             const float* __restrict__ b, float* __restrict__ out, int N, int C,
                                             int H, int W, int K, int R, int S, int P, int Q, int sh, int sw,
@@ -38,7 +33,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, Kp, m0, kbeg, kend);
     const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-    FwdDgradB<T, PAIRS> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
+    GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int KPQ = K * PQ;
@@ -58,7 +53,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
 // backward-data, one phase per grid-z slice: 2*N*C*H*W*Kg*(R*S/(sh*sw)) FLOPs (only reaching
 // taps); traffic (dy + packed w + dx) * 4 B compulsory. Unsplit, the epilogue adds b[c] (has_bias)
 // and the activation: ConvTranspose2d's bias and activation (split: the split-K reduce's).
-template <class T, bool PAIRS>
+template <class T>
 __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, const float* __restrict__ wp,
                                                  float* __restrict__ out, int N, int C, int H, int W, int K, int R,
                                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -77,7 +72,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, Cp, m0, kbeg, kend);
     const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
                        1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-    FwdDgradB<T, PAIRS> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
+    GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
     const int CHW = C * HW;
@@ -135,23 +130,23 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // The v3 entry points of one tile. Launch bounds: the tile's threads and min blocks per SM that allow
 // <= 170 registers (255 for t128x128, t128x64w2 and the fp32 wide-k tile t64x128k16, whose 16
 // gathered columns per thread need ~200), which ptxas fits without spills.
-// Forward and backward-data, B gathered 4 bytes per copy from the NCHW tensor (PAIRS: by GatherPairs). Work: forward
+// Forward and backward-data, B gathered 4 bytes per copy from the NCHW tensor. Work: forward
 // 2*N*K*P*Q*Cg*R*S FLOPs, backward-data 2*N*C*H*W*Kg*R*S/(sh*sw) FLOPs (reaching taps only);
 // compulsory traffic of each is its two operands and its result * 4 bytes (plus splits * result * 4 B
 // of partials when split) ...
-#define CONV_V3_FWD_DGRAD_ENTRIES(SUFFIX, TILE, PAIRS)                                                          \
+#define CONV_V3_FWD_DGRAD_ENTRIES(SUFFIX, TILE)                                                            \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_forward_##SUFFIX(const float* __restrict__ x, const float* __restrict__ wp,                 \
                                 const float* __restrict__ b, float* __restrict__ out, CONV_ARGS,           \
                                 int splits, int chunk, int has_bias, int act, float slope) {               \
-        conv_fwd_v3<TILE, PAIRS>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);            \
+        conv_fwd_v3<TILE>(x, wp, b, out, CONV_PASS, has_bias, act, slope, splits, chunk);                  \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(TILE::NT, TILE::MINB)                                     \
         conv2d_backward_data_##SUFFIX(const float* __restrict__ dy, const float* __restrict__ wp,          \
                                       float* __restrict__ out, CONV_ARGS, int splits, int chunk,           \
                                       int krs_max, const float* __restrict__ b, int has_bias, int act,     \
                                       float slope) {                                                       \
-        conv_bwd_data_v3<TILE, PAIRS>(dy, wp, out, CONV_PASS, splits, chunk, krs_max, b, has_bias, act, slope); \
+        conv_bwd_data_v3<TILE>(dy, wp, out, CONV_PASS, splits, chunk, krs_max, b, has_bias, act, slope);   \
     }
 // ... and backward-weight. Work: 2*K*Cg*R*S*N*P*Q FLOPs; compulsory traffic (dy + x + dw) * 4 bytes
 // (plus splits * dw * 4 B of partials when split); VEC (the TF32 vec kernel) the same, reading 16 bytes
@@ -165,14 +160,12 @@ __device__ __forceinline__ void conv_bwd_weight_v3(const float* __restrict__ dy,
 // The three v3 entry points of one tile, fp32 (FFMA), conv2d_<pass>_v3_<tile> ...
 #define CONV_V3_KERNELS(SUFFIX, ...)                       \
     typedef ConvTile<__VA_ARGS__> Tile_##SUFFIX;           \
-    CONV_V3_FWD_DGRAD_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX, false)  \
+    CONV_V3_FWD_DGRAD_ENTRIES(v3_##SUFFIX, Tile_##SUFFIX)  \
     CONV_V3_WGRAD_ENTRY(v3_##SUFFIX, Tile_##SUFFIX, false)
-// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>, with forward and backward-data's
-// pair-gather variants conv2d_<pass>_v3_tf32_pairs_<tile> and backward-weight's 16-byte variant
-// conv2d_backward_weight_v3_tf32_vec_<tile>.
-#define CONV_V3_TF32_KERNELS(SUFFIX, ...)                                   \
-    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;                         \
-    CONV_V3_FWD_DGRAD_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX, false)   \
-    CONV_V3_FWD_DGRAD_ENTRIES(v3_tf32_pairs_##SUFFIX, Tf32Tile_##SUFFIX, true) \
+// ... and TF32 (mma.sync m16n8k8), conv2d_<pass>_v3_tf32_<tile>, with backward-weight's 16-byte
+// variant conv2d_backward_weight_v3_tf32_vec_<tile>.
+#define CONV_V3_TF32_KERNELS(SUFFIX, ...)                             \
+    typedef MmaTile<__VA_ARGS__> Tf32Tile_##SUFFIX;                   \
+    CONV_V3_FWD_DGRAD_ENTRIES(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX)    \
     CONV_V3_WGRAD_ENTRY(v3_tf32_##SUFFIX, Tf32Tile_##SUFFIX, false)   \
     CONV_V3_WGRAD_ENTRY(v3_tf32_vec_##SUFFIX, Tf32Tile_##SUFFIX, true)

@@ -19,11 +19,10 @@
 #   sweep   benchmarks/conv_sweep.py: every conv tile x split-K count timed -> $OUT/sweep.log, sweep.json
 #   kernels benchmarks/kernel_times.py: each launch of the lenet.conv2 / resnet.c4 / dcgan.d3 rows timed
 #           alone, with the heuristic's configuration, fp32 and TF32 (the default gathers, then
-#           backward-weight with 4-byte gathers, --gather4, and forward / backward-data with the pairs
-#           kernels, --pairs) -> $OUT/kernels.log
+#           backward-weight with 4-byte gathers, --gather4) -> $OUT/kernels.log
 #   ncu     Nsight Compute (when the machine has it) on every launch of the lenet.conv2 passes and the
 #           resnet.c4 forward (Winograd: transforms and products' GEMMs) and the TF32 resnet.c4 forward
-#           and dcgan.d3 backward-data GEMMs, default and pairs kernels (bank conflicts included) -> $OUT/ncu.log
+#           and dcgan.d3 backward-data GEMMs (bank conflicts included) -> $OUT/ncu.log
 #   trees   benchmarks/tree_times.py time $TREES (default .trees/*: folders written beforehand by
 #           `python benchmarks/tree_times.py export REV... --into .trees`, carried with the checkout):
 #           the same conv calls in every tree, TREES_ARGS (e.g. "--tf32 --rows resnet.c4") -> $OUT/trees.log
@@ -89,23 +88,20 @@ want gpu_tests && step gpu_tests 240 gpu_tests.log "$PY" -m pytest -m gpu tests 
 wait  # augment, before anything is timed
 want sweep && step sweep "${SWEEP_TIMEOUT:-120}" sweep.log "$PY" benchmarks/conv_sweep.py --budget-s 90 --json "$OUT/sweep.json" ${SWEEP_ARGS:-}
 PICKS=(); [ -s "$OUT/sweep.json" ] && PICKS=(--picks "$OUT/sweep.json")
-want conv && step conv 240 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
+want conv && step conv 180 conv.log "$PY" benchmarks/conv_table.py --reps 10 --warmup 3 --json "$OUT/conv_table.json" "${PICKS[@]}"
 want bench && step bench 120 bench.log "$PY" benchmarks/gpu_table.py --reps 10 --warmup 3 --skip-tiles \
     --json "$OUT/gpu_table.json"
 want kernels && step kernels 150 kernels.log bash -c "\"$PY\" benchmarks/kernel_times.py --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --rows lenet.conv2 resnet.c4 dcgan.d3 \
     && \"$PY\" benchmarks/kernel_times.py --tf32 --gather4 --rows 'lenet.conv2 backward_weight' \
-    'resnet.c4 backward_weight' 'dcgan.d3 backward_weight' \
-    && \"$PY\" benchmarks/kernel_times.py --tf32 --pairs --rows 'lenet.conv2 forward' 'lenet.conv2 backward_data' \
-    'resnet.c4 forward' 'resnet.c4 backward_data' 'dcgan.d3 forward' 'dcgan.d3 backward_data'"
+    'resnet.c4 backward_weight' 'dcgan.d3 backward_weight'"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
-want ncu && step ncu 150 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 40 \
+want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-processes all --launch-count 32 \
     -k regex:"conv2d_backward_weight_v3|tf32|conv2d_winograd|conv2d_forward_v3|conv2d_backward_data_v3" \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section LaunchStats \
     --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis \
     bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' 'lenet.conv2 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
-    && \"$PY\" benchmarks/kernel_times.py --once --tf32 --pairs --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 forward' 'resnet.c4 forward'"
 want trees && step trees 150 trees.log "$PY" benchmarks/tree_times.py time ${TREES:-.trees/*} ${TREES_ARGS:-}
 want steps && step steps 120 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs

@@ -1,8 +1,7 @@
 // Host check of kernels/conv_index.cuh (built and run by tests/test_conv_index.py with g++):
 // every (block, thread, k-step) address the v3 loaders form, through the same functions and thread
 // maps, against a naive im2col; the backward-data phases against the plain tap condition; the
-// TF32 fragment layout (mma_row, mma_slot) and its shared-memory banks (fragment loads, epilogue stores);
-// the pair-gather loader's thread map and stage layout (pair_kk, pair_col, pair_off).
+// TF32 fragment layout (mma_row, mma_slot) and its shared-memory banks (fragment loads, epilogue stores).
 // argv: BN BK NT for each tile. Prints "ok <checks>" or the first mismatch, exit status 1.
 #define __host__
 #define __device__
@@ -49,125 +48,28 @@ static int gather_offset_masked(const Gather& g, int n, int ncols, const TapIter
     return a;
 }
 
-// Thread tid's cell v of a stage, (k row, column) from the tile's origin, for v < BK*BN/NT: the
-// GatherTile map (kk_fastest: backward-weight's; NT/BK threads per k row) or GatherPairs' (pair_kk,
-// pair_col: BN/16 columns of each of the thread's row pairs).
-struct CellMap {
-    int BN, BK, NT;
-    bool kk_fastest, pairs;
-    void cell(int tid, int v, int& kk, int& n) const {
-        const int tpr = NT / BK;
-        if (pairs) {
-            kk = pair_kk(tid, v / (BN / 16), NT, BK);
-            n = pair_col(tid, v % (BN / 16));
-        } else {
-            kk = kk_fastest ? tid % BK : tid / tpr;
-            n = (kk_fastest ? tid / BK : tid % tpr) + v * tpr;
-        }
-    }
-};
-
-// Walk every block column tile, thread, cell and k step of a gather loader (one iterator per cell,
-// stepping BK): each cell's address against the naive one.
+// Walk every block column tile, thread and k step of a gather loader with TPR threads per k row.
 template <class Addr, class Naive>
-static void walk(int ncols, int kred, const CellMap& map, int ni, int nj, Addr addr, Naive naive) {
-    for (int n0 = 0; n0 < ncols; n0 += map.BN)
-        for (int tid = 0; tid < map.NT; ++tid)
-            for (int v = 0; v < map.BK * map.BN / map.NT; ++v) {
-                int kk_off, n_off;
-                map.cell(tid, v, kk_off, n_off);
-                TapIter it;
-                it.init(kk_off, map.BK, ni, nj);
-                for (int step = 0; it.kk < kred; ++step) {
-                    EXPECT(it.kk == kk_off + step * map.BK, "iterator kk %d, expected %d", it.kk, kk_off + step * map.BK);
-                    const int n = n0 + n_off;
+static void walk(int ncols, int kred, int BN, int BK, int NT, bool kk_fastest, int ni, int nj, Addr addr, Naive naive) {
+    const int TPR = kk_fastest ? NT / BK : NT / BK;  // threads per k row (both maps: NT / BK)
+    for (int n0 = 0; n0 < ncols; n0 += BN)
+        for (int tid = 0; tid < NT; ++tid) {
+            const int kk_off = kk_fastest ? tid % BK : tid / TPR, n_off = kk_fastest ? tid / BK : tid % TPR;
+            TapIter it;
+            it.init(kk_off, BK, ni, nj);
+            for (int step = 0; it.kk < kred; ++step) {
+                EXPECT(it.kk == kk_off + step * BK, "iterator kk %d, expected %d", it.kk, kk_off + step * BK);
+                for (int j = 0; j < BN / TPR; ++j) {
+                    const int n = n0 + n_off + j * TPR;
                     bool ok, nok;
                     const int a = addr(it, n, ok);
                     const int b = naive(it.kk, n, nok);
                     EXPECT(ok == (nok && n < ncols), "kk %d n %d: valid %d, naive %d", it.kk, n, ok, nok);
                     if (ok) EXPECT(a == b, "kk %d n %d: address %d, naive %d", it.kk, n, a, b);
-                    it.next();
                 }
+                it.next();
             }
-}
-
-// The forward and backward-data B maps of a tile: GatherTile's, and GatherPairs' where the tile has it
-// (whole row pairs per warp, BN a multiple of 16: every TF32 tile).
-static std::vector<CellMap> gather_b_maps(int BN, int BK, int NT) {
-    std::vector<CellMap> maps = {{BN, BK, NT, false, false}};
-    if (16 * BK % NT == 0 && BN % 16 == 0 && BK % 8 == 0) maps.push_back({BN, BK, NT, false, true});
-    return maps;
-}
-
-// GatherPairs' thread map and layout on a BK x BN stage (pitch ps = 2*BN + 8 per row pair): every cell
-// once; a warp's copy i, j is 16 consecutive columns of k rows kk, kk + 4 (kk % 8 < 4) on 32 distinct
-// banks at the thread's first offset + i*ps + 32*j; the layout fits BK*(BN + 8) floats; and MmaStep's
-// FORM_PAIRS loads (lane g = l/4, t = l%4, words 4g..4g+3 of 16 columns of row pair k8/2 + t) read
-// b0, b1 of tiles nt, nt + 1 (k rows k8 + t, + 4 at columns 8nt + g, 8(nt + 1) + g), a quarter warp's on
-// 32 distinct banks.
-static void check_pairs(int BN, int BK, int NT) {
-    const int ps = 2 * BN + 8, PI = 16 * BK / NT, NS = BN / 16;
-    std::vector<int> seen(BK * BN, 0), word(BK * (BN + 8), 0);
-    for (int w = 0; w < NT / 32; ++w)
-        for (int i = 0; i < PI; ++i)
-            for (int j = 0; j < NS; ++j) {
-                std::vector<int> bank(32, 0);
-                const int kk0 = pair_kk(32 * w, i, NT, BK), c0 = pair_col(32 * w, j);
-                EXPECT(kk0 % 8 < 4 && c0 % 16 == 0, "pairs BN %d BK %d NT %d: copy %d %d starts at (%d, %d)", BN, BK, NT, i,
-                       j, kk0, c0);
-                for (int l = 0; l < 32; ++l) {
-                    const int tid = 32 * w + l, kk = pair_kk(tid, i, NT, BK), n = pair_col(tid, j);
-                    EXPECT(kk == kk0 + 4 * (l / 16) && n == c0 + l % 16, "pairs: lane %d of copy %d %d at (%d, %d)", l, i, j,
-                           kk, n);
-                    const int off = pair_off(kk, n, ps);
-                    EXPECT(off == pair_off(pair_kk(tid, 0, NT, BK), pair_col(tid, 0), ps) + i * ps + 32 * j,
-                           "pairs: offset of cell %d %d", i, j);
-                    EXPECT(off >= 0 && off < BK * (BN + 8), "pairs: offset %d outside the stage", off);
-                    ++seen[kk * BN + n];
-                    ++word[off];
-                    ++bank[off % 32];
-                }
-                for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "pairs BN %d: copy %d %d bank %d x%d", BN, i, j, b, bank[b]);
-            }
-    for (int e = 0; e < BK * BN; ++e) EXPECT(seen[e] == 1, "pairs: cell %d taken %d times", e, seen[e]);
-    for (int e = 0; e < BK * (BN + 8); ++e) EXPECT(word[e] <= 1, "pairs: word %d written %d times", e, word[e]);
-    for (int wn = 0; wn < BN; wn += 16)   // any 16-column aligned warp origin
-        for (int k8 = 0; k8 < BK; k8 += 8)
-            for (int nt = 0; nt + 2 <= (BN - wn) / 8; nt += 2)
-                for (int q = 0; q < 4; ++q) {
-                    std::vector<int> bank(32, 0);
-                    for (int l = 8 * q; l < 8 * q + 8; ++l) {
-                        const int g = l / 4, t = l % 4, base = t * ps + 2 * wn + 4 * g + k8 / 2 * ps + 16 * nt;
-                        for (int e = 0; e < 4; ++e) {
-                            const int kk = k8 + t + 4 * (e % 2), n = wn + 8 * (nt + e / 2) + g;
-                            EXPECT(base + e == pair_off(kk, n, ps), "pairs: lane %d word %d is not b%d of tile %d", l, e,
-                                   e % 2, nt + e / 2);
-                            ++bank[(base + e) % 32];
-                        }
-                    }
-                    for (int b = 0; b < 32; ++b) EXPECT(bank[b] == 1, "pairs loads, BN %d: bank %d x%d", BN, b, bank[b]);
-                }
-}
-
-// GatherPairs' row state (GatherMaskedRow stepped by GatherMaskedTaps) from every first row of a stage,
-// against TapIter with gather_step: the same offset and bounds bits at every step, live or not, past
-// the end of the reduction too (BK 8 and 16: the TF32 tiles' depths).
-static void check_masked_rows(const Gather& g, int kred) {
-    const GatherMasked m(g);
-    for (int BK = 8; BK <= 16; BK *= 2) {
-        const GatherMaskedTaps taps = gather_masked_taps(m, BK);
-        for (int k0 = 0; k0 < BK; ++k0) {
-            GatherMaskedRow row = gather_masked_row(m, k0);
-            TapIter it;
-            it.init(k0, BK, g.ni, g.nj);
-            for (; it.kk < kred + 2 * BK; it.next(), gather_masked_next(row, taps))
-                for (int live = 0; live < 2; ++live) {
-                    const GatherMaskStep a = gather_step(row, live != 0), b = gather_step(m, it, live != 0);
-                    EXPECT(a.off == b.off && a.need == b.need, "masked row kk %d step %d live %d: (%d, %x), iterator (%d, %x)",
-                           it.kk, BK, live, a.off, a.need, b.off, b.need);
-                }
         }
-    }
 }
 
 static void check_forward(const Conv& c, int BN, int BK, int NT) {
@@ -183,8 +85,7 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
             ok = h >= 0 && h < c.H && w >= 0 && w < c.W;
             return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
         };
-        for (const CellMap& map : gather_b_maps(BN, BK, NT)) walk(ncols, kred, map, c.R, c.S, addr, naive);
-        check_masked_rows(gg, kred);
+        walk(ncols, kred, BN, BK, NT, false, c.R, c.S, addr, naive);
     }
 }
 
@@ -225,8 +126,7 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
                 ok = h + c.ph - r * c.dh >= 0 && w + c.pw - s * c.dw >= 0 && p < P && q < Q;
                 return ((img * c.K + g * Kg + k) * P + p) * Q + q;
             };
-            for (const CellMap& map : gather_b_maps(BN, BK, NT)) walk(ncols, kred, map, gg.ni, gg.nj, addr, naive);
-            check_masked_rows(gg, kred);
+            walk(ncols, kred, BN, BK, NT, false, gg.ni, gg.nj, addr, naive);
         }
     }
     for (int e = 0; e < c.H * c.W; ++e) EXPECT(seen[e] == 1, "dx element %d covered %d times", e, seen[e]);
@@ -245,7 +145,7 @@ static void check_backward_weight(const Conv& c, int BN, int BK, int NT) {
             ok = h >= 0 && h < c.H && w >= 0 && w < c.W;
             return ((img * c.C + g * Cg + ch) * c.H + h) * c.W + w;
         };
-        walk(crs, kred, CellMap{BN, BK, NT, true, false}, P, Q, addr, naive);
+        walk(crs, kred, BN, BK, NT, true, P, Q, addr, naive);
         if (Cg % 4 != 0 || BK * BN < 4 * NT) continue;
         // the TF32 vec kernel's B: x[img][h][w][C], columns (r, s, c) with c fastest, 16-byte cells by
         // row_quad_cell, one iterator per distinct k row
@@ -412,7 +312,6 @@ int main(int argc, char** argv) {
     }
     for (int t = 1; t + 2 < argc; t += 3) {
         const int BN = std::atoi(argv[t]), BK = std::atoi(argv[t + 1]), NT = std::atoi(argv[t + 2]);
-        if (gather_b_maps(BN, BK, NT).size() > 1) check_pairs(BN, BK, NT);
         for (const Conv& c : convs) {
             check_forward(c, BN, BK, NT);
             check_backward_data(c, BN, BK, NT);

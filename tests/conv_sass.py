@@ -53,11 +53,10 @@ def loop_profile(ops, op):
 
 def kernels(fp32=False):
     """The v3 kernel names: every TF32 tile's three passes (4-byte gathers), then its vec backward-weight
-    (16-byte gathers), then its pairs forward and backward-data, and with fp32 every fp32 tile after them."""
+    (16-byte gathers), and with fp32 every fp32 tile after them."""
     from fastconv.backends.cuda import config as cfg
     names = [f"{p}_v3_tf32_{t}" for t in cfg.TF32_TILES for p in PASSES]
     names += [f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in cfg.TF32_TILES]
-    names += [f"{p}_v3_tf32_pairs_{t}" for t in cfg.TF32_TILES for p in PASSES[:2]]
     if fp32:
         names += [f"{p}_v3_{t}" for t in cfg.CONV_TILES for p in PASSES]
     return names

@@ -10,7 +10,7 @@ the loader hands them to NVRTC) compiled with nvcc for sm_80 and sm_90 with ``-X
   instructions (55 % for the BK = 4 tiles) and per k row exactly 4 LDS.128 (8 x 8 outputs per
   thread: two float4 of A and two of B);
 - TF32 kernels: the warp tile's HMMA (mma.sync m16n8k8) per k step, LDGSTS, ldmatrix (LDSM) for
-  the gathered fragments (the pairs kernels: 128-bit loads) and 64-bit loads for packed weights in the main loop, one cvt.rna per
+  the gathered fragments and 64-bit loads for packed weights in the main loop, one cvt.rna per
   gathered fragment element, no register moves feeding the mma, no division, a bound on
   instructions per HMMA (tests/conv_sass.py prints the table);
 - small-channel kernels: within the registers of their __launch_bounds__, and in the main loop no
@@ -42,7 +42,6 @@ V3 = [f"{p}_v3_{t}" for p in PASSES for t in cfg.CONV_TILES]
 SMALLC = ["conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2", "conv2d_backward_weight_smallc_v1"]
 TF32 = [f"{p}_v3_tf32_{t}" for p in PASSES for t in cfg.TF32_TILES]
 VEC = [f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in cfg.TF32_TILES]  # 16-byte gathers: backward-weight only
-PAIRS = [f"{p}_v3_tf32_pairs_{t}" for p in PASSES[:2] for t in cfg.TF32_TILES]  # the tf32_pair_gather setting
 FILES = ("conv.cu", "conv_smallc.cu", "conv_tf32.cu")  # fp32 tiles and helpers; small-channel; TF32 tiles
 
 
@@ -67,7 +66,7 @@ def _launch_bounds(kernel):
 
 def _budget(kernel):
     tile = kernel.rsplit("_", 1)[1]
-    if kernel in V3 or kernel in TF32 or kernel in VEC or kernel in PAIRS:
+    if kernel in V3 or kernel in TF32 or kernel in VEC:
         _, _, _, nt, minb = cfg.tile_spec(tile, kernel not in V3)
         return min(255, 65536 // (nt * minb))
     if kernel in SMALLC:
@@ -123,26 +122,21 @@ def _no_division(kernel, arch, ops):
 
 
 # Instructions per HMMA in the TF32 main loop, at most (sm_90): forward and backward-data, backward-
-# weight, the vec backward-weight, the pairs forward and backward-data. Measured (tests/conv_sass.py):
-# t128x128 5.75-5.84, 8.22, 4.06, 5.81-5.91; t128x64 6.28-6.44, 10.62, 4.66, 6.88-7.03; t64x128
-# 6.97-7.12, 11.69, 4.88, 7.34-7.50; t64x64 8.94-9.75, 14.31, 7.06, 9.81-10.94; t128x64w2 5.00-5.05, 8.08,
-# 3.88, 5.81-5.86; t32x128 12.25-12.44, 19.12, 8.25, 13.63-14.25. Beside the HMMA a 4-byte loop holds the
+# weight, the vec backward-weight. Measured (tests/conv_sass.py): t128x128 5.75-5.84, 8.22, 4.06; t128x64
+# 6.28-6.44, 10.62, 4.66; t64x128 6.97-7.12, 11.69, 4.88; t64x64 8.94-9.75, 14.31, 7.06; t128x64w2
+# 5.00-5.05, 8.08, 3.88; t32x128 12.25-12.44, 19.12, 8.25. Beside the HMMA a 4-byte loop holds the
 # cvt.rna pair (FSETP, IADD) per gathered fragment element, one shared load per 2-8 elements and the
 # gather loaders' per-column work: forward and backward-data one AND-NOT of the column's bounds bitmask
 # and an address (GatherMasked), backward-weight two compares and an address. The vec backward-weight
 # reads dy 4 channels and x 4 channels per copy from channels-last copies already rounded (no cvt.rna;
 # with dy 4 bytes per copy 5.53-10.75, with x too 7.69-13.44). Forward and backward-data before the
 # bitmasks (two compares): t128x128 6.34-6.44, t128x64 6.94-7.09, t64x128 10.19-10.50, t64x64 10.25-11.00.
-# The pairs kernels advance one GatherMaskedRow per row pair of the thread (16*BK/NT of them; GatherB one
-# TapIter, which with its gather_step costs about twice the instructions: the pairs loops with TapIters
-# held 6.03-6.13, 7.28-7.44, 7.75-7.91, 10.50-11.69, 6.20-6.25, 14.63-14.75).
-TF32_MAX_PER_HMMA = {"t128x128": (6.0, 8.5, 4.3, 6.1), "t128x64": (6.5, 11, 4.9, 7.2),
-                     "t64x128": (7.2, 12.0, 5.2, 7.7), "t64x64": (9.8, 14.75, 7.4, 11.2),
-                     "t128x64w2": (5.1, 8.4, 4.1, 6.0), "t32x128": (12.75, 19.5, 8.6, 14.6)}
+TF32_MAX_PER_HMMA = {"t128x128": (6.0, 8.5, 4.3), "t128x64": (6.5, 11, 4.9), "t64x128": (7.2, 12.0, 5.2),
+                     "t64x64": (9.8, 14.75, 7.4), "t128x64w2": (5.1, 8.4, 4.1), "t32x128": (12.75, 19.5, 8.6)}
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kernel", TF32 + VEC + PAIRS)
+@pytest.mark.parametrize("kernel", TF32 + VEC)
 def test_tf32_main_loop_sass(sass, arch, kernel):
     """TF32 kernels: the warp tile's HMMA (m16n8k8) per k step in the main loop, fed by cp.async,
     k-major A fragments (packed weights; the vec backward-weight's dy copy) by two 64-bit shared loads
@@ -169,24 +163,20 @@ def test_tf32_main_loop_sass(sass, arch, kernel):
     assert counts["LDGSTS"] > 0, f"{kernel} ({arch}): no cp.async (LDGSTS) in the main loop: {counts}"
     kmajor_b = wgrad and kernel in VEC          # x read k-major by 32-bit loads
     kmajor_a = not wgrad or kernel in VEC       # packed weights, or the dy copy: 64-bit pairs
-    pairs_b = kernel in PAIRS                   # B's row pairs by 128-bit loads
-    ldsm = ((bm // wr // 16) * (not kmajor_a) + (bn // wc // 16) * (not kmajor_b and not pairs_b)) * bk // 8
+    ldsm = ((bm // wr // 16) * (not kmajor_a) + (bn // wc // 16) * (not kmajor_b)) * bk // 8
     assert counts["LDSM"] == ldsm, f"{kernel} ({arch}): {counts['LDSM']} ldmatrix, {ldsm} fragment loads a stage"
-    wide = ops.count("LDS.128")
-    assert wide == (bn // wc // 16) * bk // 8 * pairs_b, f"{kernel} ({arch}): {wide} 128-bit shared loads"
-    halves = sum(op.startswith("LDS.64") for op in ops)
-    assert halves == 2 * (bm // wr // 16) * bk // 8 * kmajor_a, f"{kernel} ({arch}): {halves} 64-bit shared loads"
+    pairs = sum(op.startswith("LDS.64") for op in ops)
+    assert pairs == 2 * (bm // wr // 16) * bk // 8 * kmajor_a, f"{kernel} ({arch}): {pairs} 64-bit shared loads"
     _no_division(kernel, arch, ops)
     if arch == "sm_90":  # fragments loaded into other registers than the mma's cost 4 moves per HMMA
         moves = [op for op in ops if op.startswith(("MOV", "IMAD.MOV"))]
         assert len(moves) <= counts["HMMA"], f"{kernel}: {len(moves)} register moves in the main loop"
-        most = TF32_MAX_PER_HMMA[tile][3 if pairs_b else 2 if kernel in VEC else wgrad]
+        most = TF32_MAX_PER_HMMA[tile][2 if kernel in VEC else wgrad]
         assert len(ops) <= most * counts["HMMA"], f"{kernel}: {len(ops)} for {counts['HMMA']} HMMA, at most {most} each"
     # gemm_mainloop issues the next stage's copies, then loads the stage's fragments (checked on the
     # ldmatrix and 64-bit loads: ptxas puts some of the vec backward-weight's 32-bit B loads among the copies)
     first = lambda name: next(i for i, op in enumerate(ops) if op.startswith(name))  # noqa: E731
-    first_load = min(first("LDSM") if ldsm else len(ops), first("LDS.64") if kmajor_a else len(ops),
-                     first("LDS.128") if pairs_b else len(ops))
+    first_load = min(first("LDSM") if ldsm else len(ops), first("LDS.64") if kmajor_a else len(ops))
     assert first("LDGSTS") < first_load, f"{kernel} ({arch}): fragments loaded before the copies: {ops[:40]}"
     if kernel in VEC:
         copies = [op for op in ops if op.startswith("LDGSTS")]

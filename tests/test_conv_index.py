@@ -6,10 +6,8 @@ against division; the TF32 fragment layout (mma_row: a bijection, pairs adjacent
 packed-A loads for the tiles' row pitches; mma_slot: each ldmatrix matrix's rows consecutive, linear
 over disjoint bits); the TF32 vec backward-weight's channels-last x loader
 against a naive NHWC im2col, each 16-byte cell 4 consecutive channels valid together, and its thread
-map (each cell of a stage once, a quarter warp on one row piece); the TF32 pair-gather loader's map
-(forward and backward-data addresses as above; each cell once, a warp's copy 16 columns of k rows kk
-and kk + 4 on 32 distinct banks) and stage layout (MmaStep's 16-byte loads are b0, b1 of two tiles,
-conflict-free); a step past the reduction reads nothing (tests/conv_index_check.cpp)."""
+map (each cell of a stage once, a quarter warp on one row piece); a step past the reduction reads
+nothing (tests/conv_index_check.cpp)."""
 
 import shutil
 import subprocess

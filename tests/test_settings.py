@@ -18,7 +18,6 @@ def test_defaults(monkeypatch):
     s = settings.current()
     assert (s.kernels, s.poison, s.conv_version, s.conv_tile, s.tf32) == ("cupy", False, 3, None, False)
     assert s.tf32_vector_gather is True  # TF32 backward-weight's 16-byte gathers (its vec kernel)
-    assert s.tf32_pair_gather is False   # TF32 forward and backward-data on their default kernels (untimed)
     assert s.autotune is False
 
 
@@ -85,7 +84,6 @@ def test_configure_returns_the_settings_before():
     ({"poison": 1}, TypeError, ("poison: got 1", "expected True or False")),
     ({"tf32": "yes"}, TypeError, ("tf32: got 'yes'", "expected True or False")),
     ({"tf32_vector_gather": 0}, TypeError, ("tf32_vector_gather: got 0", "expected True or False")),
-    ({"tf32_pair_gather": "yes"}, TypeError, ("tf32_pair_gather: got 'yes'", "expected True or False")),
     ({"tf32_vector_gather": ("backward_weight",)}, TypeError, ("tf32_vector_gather: got ('backward_weight',)",
                                                               "expected True or False")),
     ({"conv_version": 2}, ValueError, ("conv_version: got 2", "expected 1 or 3")),

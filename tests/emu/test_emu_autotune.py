@@ -71,8 +71,7 @@ def test_pick_runs_now_and_in_the_plan(cp, autotune, monkeypatch, what, tf32):
     """The fastest candidate (t64x64 split into as many slices as fill a wave) is picked, gives the
     oracle's result, and the plan built by the tuning call launches what a call forced to that
     candidate launches: no trial launch got into it."""
-    split = [c for c in autotune.candidates(what, GEOM, tf32, 132)
-             if c.get("conv_tile") == "t64x64" and "tf32_pair_gather" not in c][-1]
+    split = [c for c in autotune.candidates(what, GEOM, tf32, 132) if c.get("conv_tile") == "t64x64"][-1]
     assert split["conv_splits"] > 1
     fake_times(monkeypatch, autotune, {("t64x64", split["conv_splits"]): 0.5})
     call, want, tol = conv_pass(cp, what, np.random.default_rng(1))
@@ -88,25 +87,6 @@ def test_pick_runs_now_and_in_the_plan(cp, autotune, monkeypatch, what, tf32):
     assert found.trials[0][0] == {} and len(found.trials) > len(cfg.TF32_TILES if tf32 else cfg.CONV_TILES)
     assert all(ms is not None for _, ms, _ in found.trials), found.trials   # no candidate failed
     assert t.launch_names == forced.launch_names and not np.isnan(got.get()).any()
-
-
-@pytest.mark.parametrize("what", ["forward", "backward_data"])
-def test_pick_can_be_the_other_b_loader(cp, autotune, monkeypatch, what):
-    """TF32 forward and backward-data whose pairs kernels time faster pick the heuristic's tile with the
-    tf32_pair_gather setting flipped, and later calls launch the pairs kernel (oracle's result)."""
-    def kernel_ms(fn, calls=1, reps=1):
-        fn()
-        return 0.5 if settings.current().tf32_pair_gather else 1.0
-    monkeypatch.setattr(autotune, "kernel_ms", kernel_ms)
-    call, want, _ = conv_pass(cp, what, np.random.default_rng(5))
-    with fastconv.using(tf32=True, autotune=True):
-        call()
-        with emu.trace() as t:
-            got = call()
-    (found,) = autotune.results().values()
-    assert found.pick == {"tf32_pair_gather": True}
-    assert any(f"conv2d_{what}_v3_tf32_pairs_" in name for name in t.launch_names), t.launch_names
-    assert_close(got, want, TF32_L2, what)
 
 
 def test_heuristic_kept_within_min_gain(cp, autotune, monkeypatch):
@@ -165,19 +145,12 @@ def test_no_tuning_when_forced_or_off(cp, autotune, monkeypatch, forced):
 
 def test_candidates(cp, autotune):
     """The heuristic first; every tile of the precision, each (tile, split count as the launcher
-    rounds it) once; for TF32 forward and backward-data each of those again with the tf32_pair_gather
-    setting flipped; Winograd where it serves and the heuristic does not take it (fp32 3x3 with 72
+    rounds it) once; Winograd where it serves and the heuristic does not take it (fp32 3x3 with 72
     reduction elements: the heuristic's Winograd; TF32: a candidate)."""
     geom = GEOM
     for tf32, tiles in ((False, cfg.CONV_TILES), (True, cfg.TF32_TILES)):
         for what in autotune.PASSES:
-            for pair_gather in (False, True):
-                cands = autotune.candidates(what, geom, tf32, 132, pair_gather)
-                flipped = [c for c in cands if "tf32_pair_gather" in c]
-                cands = [c for c in cands if "tf32_pair_gather" not in c]
-                both = tf32 and what != "backward_weight"
-                assert flipped == [dict(c, tf32_pair_gather=not pair_gather) for c in cands
-                                   if c.get("conv_tile") != cfg.WINOGRAD and both]
+            cands = autotune.candidates(what, geom, tf32, 132)
             assert cands[0] == {}
             assert ({"conv_tile": cfg.WINOGRAD} in cands) == tf32
             gemm = [c for c in cands[1:] if c["conv_tile"] != cfg.WINOGRAD]

@@ -39,8 +39,8 @@ def run_every_op(cp, rng):
     with fastconv.using(conv_tile="t64x64", conv_splits=REDUCE_WARP_SPLITS):  # the many-split reduce
         conv_all_passes(backend, rng, *CONV_CASES[3].values)
     for tile in TF32_TILES:  # TF32, at checks.TF32_L2
-        for vec in (False, True):  # C = 8, K = 140, P*Q = 256: backward-weight's both gathers, the others' both B loaders
-            with fastconv.using(tf32=True, conv_tile=tile, tf32_vector_gather=vec, tf32_pair_gather=vec):
+        for vec in (False, True):  # C = 8, K = 140, P*Q = 256: backward-weight's both gathers
+            with fastconv.using(tf32=True, conv_tile=tile, tf32_vector_gather=vec):
                 conv_all_passes(backend, rng, *CONV_CASES[3].values, tol=TF32_L2)
     for case in WINOGRAD_CASES[1:3]:  # 5x5 and 3x3, every pass
         for what in WINOGRAD_PASSES:

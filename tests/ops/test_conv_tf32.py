@@ -1,5 +1,5 @@
-"""The TF32 tensor-core conv kernels (kernels/conv_tf32.cu: the 4-byte kernels of every pass, the
-pairs forward and backward-data and the vec backward-weight) on the CPU execution layer (fastconv.emu) through their real launchers, against
+"""The TF32 tensor-core conv kernels (kernels/conv_tf32.cu: the 4-byte kernels of every pass and the
+vec backward-weight) on the CPU execution layer (fastconv.emu) through their real launchers, against
 the float64 oracles at TF32's rounding bound (fastconv.testing.tf32_bound), outputs NaN-poisoned:
 every pass x TF32 tile, both gathers of backward-weight, split-K, the packs and channels-last copies
 they read, the fused epilogue, the precision setting and argument. The fp32 kernels' tests and the shared runner (_run): test_conv_kernels.py."""
@@ -78,25 +78,6 @@ def test_tf32_within_its_rounding_bound(cp, what, vec, tile):
         worst = max(worst, float(np.linalg.norm(err) / np.linalg.norm(want)))
     assert worst > F32_TOL, f"{what} {tile}: relative error {worst:.2e} is fp32's, not TF32's"
     assert ran_vec >= 9 * (vec and what == "backward_weight"), f"{what} {tile}: {ran_vec} cases on the vec kernel"
-
-
-@pytest.mark.parametrize("tile", cfg.TF32_TILES)
-@pytest.mark.parametrize("what", ["forward", "backward_data"])
-def test_tf32_pairs_kernels(cp, what, tile):
-    """The pairs kernels (the tf32_pair_gather setting: another thread map and stage layout of the
-    gathered B, the same products in the same order) within TF32's bound of the oracle and bit for bit
-    the default kernels' result: every GEMM case (groups, phases with 1, 2 or no taps), split, full tiles."""
-    for case in GEMM_CASES + [TF32_SPLIT, TF32_FULL]:
-        bound = tf32_bound(1296) if case == TF32_FULL else TF32_BOUND
-        split = 3 if case == TF32_SPLIT else None
-        with fastconv.using(tf32_pair_gather=True):
-            out, want, names, mag = _run(cp, what, case, tile=tile, tf32=True, absolute=True, splits=split)
-        default, _, plain = _run(cp, what, case, tile=tile, tf32=True, splits=split)
-        assert f"conv2d_{what}_v3_tf32_pairs_{tile}" in names and f"conv2d_{what}_v3_tf32_{tile}" in plain, names
-        assert np.isfinite(out).all(), f"{what}: NaN/inf left in the output; ran {names}"
-        err = np.abs(out.astype(np.float64) - want)
-        assert (err <= bound * mag + 1e-30).all(), f"{what} {case}: max err/bound {(err / (bound * mag)).max()}"
-        assert np.array_equal(out, default), f"{what} {case}: pairs and default kernels differ"
 
 
 @pytest.mark.parametrize("splits,reduce", [(1, None), (3, "v1"), (40, "v2")])

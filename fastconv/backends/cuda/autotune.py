@@ -5,14 +5,13 @@ The launch heuristic (config.conv_tile, config.conv_splits, the Winograd and sma
 tuned on one card for the benchmark shapes; with ``autotune`` on, the first call of a conv pass with a
 given key times the candidates on the card at hand and remembers the fastest. The key is the pass,
 its arguments (an array by shape, strides and 16-byte alignment, the others by value), the tf32,
-tf32_vector_gather, tf32_pair_gather and poison settings and the device. That call and every later one with the key
+tf32_vector_gather and poison settings and the device. That call and every later one with the key
 run the pick (its conv_tile and conv_splits settings), which a launch plan (fastconv.plan) then
 replays at no further host cost.
 
 Candidates (candidates()): the heuristic's choice first; then every tile of the pass's precision
 (TF32_TILES or CONV_TILES) split the heuristic's way, unsplit, and into the counts that fill 1 to
-WAVES whole waves of the card (wave_splits), each count once; for TF32 forward and backward-data all
-of those again with the tf32_pair_gather setting flipped (the other B loader); then Winograd (fp32, also with tf32
+WAVES whole waves of the card (wave_splits), each count once; then Winograd (fp32, also with tf32
 on: the more accurate, as cuDNN may pick) where it serves the shape and the heuristic does not
 take it already. A candidate that fails (the launchers' ValueError for a grid or workspace limit,
 out of memory, a launch the card refuses) is skipped and listed with why. Each is timed
@@ -114,10 +113,8 @@ def geometry(what: str, args: tuple):
     return n, c, h, w, k, r, s, tuple(stride), tuple(padding), tuple(dilation), groups
 
 
-def candidates(what: str, geom, tf32: bool, sms: int, pair_gather: bool = False) -> list[dict]:
-    """The settings of every candidate of one pass (see the module): {} first (the heuristic);
-    ``pair_gather``: the tf32_pair_gather setting in force (TF32 forward and backward-data try every
-    GEMM candidate with it flipped as well)."""
+def candidates(what: str, geom, tf32: bool, sms: int) -> list[dict]:
+    """The settings of every candidate of one pass (see the module): {} first (the heuristic)."""
     n, c, h, w, k, r, s, stride, padding, dilation, groups = geom
     m, cols, red, z, elems = gemm_dims(what, n, c, h, w, k, r, s, stride, padding, dilation, groups)
     wgrad, phased = what == "backward_weight", what == "backward_data" and stride != (1, 1)
@@ -137,8 +134,6 @@ def candidates(what: str, geom, tf32: bool, sms: int, pair_gather: bool = False)
             if (tile, splits) not in seen:   # a forced count as the launcher rounds it
                 seen.add((tile, splits))
                 out.append({"conv_tile": tile, "conv_splits": None if force is None else splits})
-    if tf32 and not wgrad:   # the other B loader of forward and backward-data (conv.py: the pairs kernels)
-        out += [dict(cand, tf32_pair_gather=not pair_gather) for cand in out]
     if (wcfg.winograd(r, s, stride, dilation, groups)
             and not wcfg.use_winograd(None, tf32, what, r, s, stride, dilation, groups, c // groups)):
         out.append({"conv_tile": cfg.WINOGRAD})
@@ -162,7 +157,7 @@ def _key(what, args, kw):
     def part(a):
         return (a.shape, a.strides, a.data.ptr & 15) if isinstance(a, cp.ndarray) else a
     cur = settings.current()
-    return (what, cur.tf32, cur.tf32_vector_gather, cur.tf32_pair_gather, cur.poison, cp.cuda.runtime.getDevice(),
+    return (what, cur.tf32, cur.tf32_vector_gather, cur.poison, cp.cuda.runtime.getDevice(),
             *map(part, args), *((name, part(v)) for name, v in sorted(kw.items())))
 
 
@@ -174,7 +169,7 @@ def _tune(what, launcher, args, kw) -> Tuned:
     from .conv import gemm_tf32
     from .launch import num_sms
     geom = geometry(what, args)
-    cands = candidates(what, geom, gemm_tf32(what, geom[5], geom[6]), num_sms(), settings.current().tf32_pair_gather)
+    cands = candidates(what, geom, gemm_tf32(what, geom[5], geom[6]), num_sms())
     sys.modules["cupy"].cuda.get_current_stream().synchronize()   # inputs ready before the trial stream reads
     tuned = Tuned({})
     with not_recording(), outside_arena():

@@ -106,7 +106,6 @@ KERNELS = {
     "conv_smallc.cu": ("conv2d_forward_smallc_v2", "conv2d_backward_data_smallc_v2",
                        "conv2d_backward_weight_smallc_v1"),
     "conv_tf32.cu": tuple(f"{p}_v3_tf32_{t}" for p in _CONV_PASSES for t in TF32_TILES)
-    + tuple(f"{p}_v3_tf32_pairs_{t}" for p in _CONV_PASSES[:2] for t in TF32_TILES)   # the tf32_pair_gather setting
     + tuple(f"conv2d_backward_weight_v3_tf32_vec_{t}" for t in TF32_TILES),   # 16-byte gathers: backward-weight only
     "winograd.cu": tuple(f"conv2d_winograd_{k}_v{v}_r{r}" for r in WINOGRAD_TAPS for k, v in
                          (("input", 3), ("filter", 2), ("output", 2), ("wgrad_dy", 3), ("wgrad_output", 2))),

@@ -13,8 +13,7 @@ Paths (``conv_version`` setting 3, the default; 1 runs the direct reference kern
   dimension: their loaders test bounds by per-column bitmasks of that many taps; wider filters run
   the fp32 tiles; with the ``tf32_vector_gather`` setting, the default, backward-weight runs its vec
   kernel, 16 bytes per copy from channels-last copies of dy and x made by nchw_to_nhwc_v1, when K/G
-  and C/G are multiples of 4; with ``tf32_pair_gather`` forward and backward-data run their pairs
-  kernels); forward and backward-data read weights packed by conv2d_pack_*_v1 into
+  and C/G are multiples of 4); forward and backward-data read weights packed by conv2d_pack_*_v1 into
   a scratch array; any pass whose grid is under a wave is split along its reduction into a workspace
   summed by conv2d_splitk_reduce_v1 (a few splits) or _v2 (from config.REDUCE_WARP_SPLITS on), which
   then adds bias/activation.
@@ -101,8 +100,7 @@ def _gemm(kernel, m, cols, red, z, out, what, args, tail=(), phased=False, tf32=
     direct = splits == 1 and not add and (not wgrad or (_aligned(out) and not vec))
     ws = out if direct else _alloc((splits, out.size), _F32, f"{what} split-K workspace")
     grid = cfg.check_grid(what, cfg.conv_grid(m, cols, tile, z * splits))
-    pairs = tf32 and not wgrad and cur.tf32_pair_gather
-    name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{'vec_' if vec else ''}{'pairs_' if pairs else ''}{tile}"
+    name = f"{kernel}_v3_{'tf32_' if tf32 else ''}{'vec_' if vec else ''}{tile}"
     _launch("conv_tf32.cu" if tf32 else "conv.cu", name, grid, cfg.tile_spec(tile, tf32)[3],
             (args[0], args[1]) + args[2] + (ws,) + args[3] + (_i32(splits), _i32(chunk)) + tail)
     return ws, splits

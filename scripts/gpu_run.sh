@@ -103,7 +103,7 @@ want ncu && step ncu 120 ncu.log "${NCU:-ncu}" --clock-control none --target-pro
     bash -c "\"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 backward_weight' 'lenet.conv2 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --tf32 --rows 'resnet.c4 forward' 'dcgan.d3 backward_data' \
     && \"$PY\" benchmarks/kernel_times.py --once --rows 'lenet.conv2 forward' 'resnet.c4 forward'"
-want trees && step trees 150 trees.log "$PY" benchmarks/tree_times.py time ${TREES:-.trees/*} ${TREES_ARGS:-}
+want trees && step trees 240 trees.log "$PY" benchmarks/tree_times.py time ${TREES:-.trees/*} ${TREES_ARGS:-}
 want steps && step steps 120 steps.log "$PY" benchmarks/bench_step.py --reps 5 --steps 10 --warmup 3 --epoch --out /tmp/fastconv_epoch_runs
 # the untimed long runs, side by side
 recipe() {  # recipe NAME EPOCHS [flags...]: one classifier run; its log and results.json land in $OUT

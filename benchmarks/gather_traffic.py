@@ -106,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", nargs="+", default=None, metavar="PREFIX")
     ap.add_argument("--json", default=None, metavar="FILE")
     args = ap.parse_args(argv)
+    if args.rows and not any(name.startswith(tuple(args.rows)) for name in CONV_SHAPES):
+        print(f"--rows: got {args.rows}, expected prefixes of {list(CONV_SHAPES)}", file=sys.stderr)
+        return 2
     if shutil.which("g++") is None:
         print("gather_traffic: needs g++", file=sys.stderr)
         return 2

@@ -2,7 +2,9 @@
 kernels/conv_index.cuh's index math, against an independent count from the naive im2col (forward) and
 the plain tap condition of each backward-data phase, for every copy shape; a 1x1 case by hand."""
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,3 +110,11 @@ def test_a_1x1_convolution_by_hand(exe):
 
 def test_gatherb_rows_follow_the_tile():
     assert gather_traffic.gatherb_rows(16, 128) == 4 and gather_traffic.gatherb_rows(8, 256) == 1
+
+
+def test_cli_rows_error_is_one_line():
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "gather_traffic.py"), "--rows", "vgg"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(root)))
+    err = p.stderr.strip()
+    assert p.returncode == 2 and err.startswith("--rows: got ['vgg'], expected prefixes of") and len(err.splitlines()) == 1

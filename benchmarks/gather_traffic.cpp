@@ -1,12 +1,12 @@
 // gather_traffic.cpp - the global-memory footprint of a gathered-B copy instruction of the forward and
-// backward-data implicit GEMMs, from the kernels' own index math (kernels/conv_index.cuh: Gather,
-// gather_col / gather_step, the backward-data phases). A warp's 4-byte cp.async covers R k rows x 32/R
+// backward-data implicit GEMMs, from the kernels' own index math (kernels/conv_index.cuh: forward_gather /
+// phase_gather, gather_col / gather_step, bwd_phase). A warp's 4-byte cp.async covers R k rows x 32/R
 // consecutive GEMM columns; the rows are k0, k0 + RS, .., k0 + (R-1)*RS (RS = 1: consecutive reduction
 // indices, as GatherB's thread map takes them, R = 32*BK/threads; RS = 4, R = 2: the two k rows one
 // mma.sync TF32 B fragment pairs). For every such copy of one pass (every column tile, k step and row
-// group) it counts the distinct 128-byte lines and 32-byte sectors its lanes read, the tensor at a
-// 128-byte aligned address: the L1 fills shared memory about one wavefront per line, and moves the
-// sectors from L2. Built and run by benchmarks/gather_traffic.py.
+// group) it counts the distinct 128-byte lines and 32-byte sectors its lanes read, the tensor at a 128-byte
+// aligned address: the L1 fills shared memory about one wavefront per line, and moves the sectors from L2.
+// Built and run by benchmarks/gather_traffic.py.
 // argv: pass (forward | backward_data) N C H W K R S sh sw ph pw dh dw G BN BK rows row_step
 // prints: copies lanes lines sectors (warp copies issued, lanes that read, lines and sectors summed)
 #define __host__
@@ -78,16 +78,14 @@ int main(int argc, char** argv) {
     Totals t;
     for (int g = 0; g < G; ++g) {
         if (forward) {
-            const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
-            count(gg, N * P * Q, Cg * R * S, BN, BK, rows, rs, t);
+            count(forward_gather(C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw, g * Cg, Cg), N * P * Q, Cg * R * S, BN, BK,
+                  rows, rs, t);
             continue;
         }
         for (int phase = 0; phase < sh * sw; ++phase) {  // as conv_bwd_data_v3: one GEMM per phase
             const Phase f = bwd_phase(phase, H, W, R, S, sh, sw, ph, pw, dh, dw);
             if (f.Ht == 0 || f.Wt == 0) continue;
-            const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
-                               1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
-            count(gg, N * f.Ht * f.Wt, Kg * f.Ri * f.Sj, BN, BK, rows, rs, t);
+            count(phase_gather(f, K, P, Q, g, Kg), N * f.Ht * f.Wt, Kg * f.Ri * f.Sj, BN, BK, rows, rs, t);
         }
     }
     std::printf("%ld %ld %ld %ld\n", t.copies, t.lanes, t.lines, t.sectors);

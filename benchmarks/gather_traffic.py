@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shapes import CONV_SHAPES  # noqa: E402
 
+from fastconv.argcheck import conv_out_size  # noqa: E402
 from fastconv.backends.cuda import config as cfg  # noqa: E402
 from fastconv.backends.cuda import smallc_config as scfg  # noqa: E402
 from fastconv.backends.cuda import winograd_config as wcfg  # noqa: E402
@@ -72,7 +73,10 @@ def table(exe: Path, fp32: bool = False, rows=None) -> list[dict]:
             continue
         conv = (n, c, h, w, k, r, s, st, st, pd, pd, 1, 1, 1)
         for what in PASSES:
-            if c * r * s <= scfg.SMALLC:   # the small-channel kernels (fp32, no gathered GEMM)
+            p, q = conv_out_size(h, r, st, pd, 1), conv_out_size(w, s, st, pd, 1)
+            smallc = (scfg.smallc_forward_tile(c, p, q, r, s, (st, st), (1, 1)) if what == "forward"
+                      else scfg.smallc_backward_data_tile(k, h, w, r, s, (st, st), (1, 1)))
+            if c * r * s <= scfg.SMALLC and smallc:   # the small-channel kernels (conv.py's rule): no gathered GEMM
                 continue
             if fp32 and wcfg.use_winograd(None, False, what, r, s, (st, st), (1, 1), 1, c):
                 continue                  # Winograd: its products' GEMM gathers a 1x1 convolution

@@ -105,6 +105,12 @@ FC_HD GatherCol gather_col(const Gather& g, int n, int ncols) {
     c.off = (img * g.Tc + g.a0) * g.Th * g.Tw + c.h * g.Tw + c.w;
     return c;
 }
+// Forward's B: x's Cg channels from channel c0 (a group's), (hs, hb, hd) = (sh, -ph, dh) and the same
+// along w, output columns (img, p, q).
+FC_HD Gather forward_gather(int C, int H, int W, int R, int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
+                            int dw, int c0, int Cg) {
+    return Gather{C, H, W, c0, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
+}
 FC_HD GatherStep gather_step(const Gather& g, const TapIter& it, bool live) {
     GatherStep s;
     s.h = it.i * g.hd; s.w = it.j * g.wd;
@@ -293,6 +299,14 @@ FC_HD Phase bwd_phase(int phase, int H, int W, int R, int S, int sh, int sw, int
     phase_dim(phi_h, H, R, sh, ph, dh, f.h0, f.Ht, f.r0, f.rstep, f.Ri, f.pbase, f.pstep);
     phase_dim(phi_w, W, S, sw, pw, dw, f.w0, f.Wt, f.s0, f.sstep, f.Sj, f.qbase, f.qstep);
     return f;
+}
+
+// Backward-data's B for phase f: dy (K channels, P x Q) of group g, its taps (Ri x Sj; at least 1 x 1, so
+// that a phase no tap reaches has a valid iterator over its empty reduction) at dy rows t + pbase -
+// i*pstep and the same along w, columns (img, t, u) of the phase's Ht x Wt outputs.
+FC_HD Gather phase_gather(const Phase& f, int K, int P, int Q, int g, int Kg) {
+    return Gather{K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
+                  1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
 }
 
 // The most taps any phase of one dimension has: ceil(R / rstep) (phases differ by at most one).

@@ -32,13 +32,13 @@
 
 // CONV_V3_TF32_KERNELS: suffix, BM, BN, BK, warps (rows x cols), stages, min blocks per SM; warp
 // tiles 64x64 (t128x128, t128x64w2), 32x32 (t32x128), else 64x32. Mirrored by config.py TF32_TILES (tests compare).
-// All but t128x128 and t64x64 take BK 16 (one barrier and cp.async stage per two mma k steps) at 3
-// stages (t128x64: 39,936 B of shared memory), within the 48 KiB of static shared memory as
-// t128x128's BK 8 at 4 stages is (BK 16 would not fit; t64x64's 4-byte backward-weight spills with
-// it); at BK 16 a stage's fixed work (barrier, loaders' addresses) weighs half as much per HMMA
-// (t64x128 took BK 16 for the removed 16-byte forward and backward-data). t128x64w2 is t128x64 on
-// two warps of 64x64 (each A fragment serves 8 mma, each B fragment 4: 0.42 shared loads per HMMA
-// instead of 0.72), 4 blocks per SM (226-253 registers, sm_90, no spills). t32x128 (warp tiles 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles
+// All but t128x128 and t64x64 take BK 16 (one barrier and cp.async stage per two mma k steps) at 3 stages
+// (t128x64: 39,936 B of shared memory), within the 48 KiB of static shared memory as t128x128's BK 8 at 4
+// stages is (BK 16 would not fit; t64x64's 4-byte backward-weight spills with it); at BK 16 a stage's fixed
+// work (barrier, loaders' addresses) weighs half as much per HMMA (t64x128 took BK 16 for the removed
+// 16-byte forward and backward-data). t128x64w2 is t128x64 on two warps of 64x64 (each A fragment serves 8
+// mma, each B fragment 4: 0.42 shared loads per HMMA instead of 0.72), 4 blocks per SM (226-253 registers,
+// sm_90, no spills). t32x128 (warp tiles 32x32) serves GEMMs of at most 32 rows, which the 64-row tiles
 // would fill half with padding; 4 blocks per SM (107-128 registers, no spills).
 CONV_V3_TF32_KERNELS(t128x128, 128, 128, 8, 2, 2, 4, 2)
 CONV_V3_TF32_KERNELS(t128x64, 128, 64, 16, 2, 2, 3, 3)

@@ -32,7 +32,7 @@ __device__ __forceinline__ void conv_fwd_v3(const float* __restrict__ x, const f
     const int kbeg = z * chunk, kend = split_end(kbeg, chunk, crs);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + g * crs * Kp, Kp, Kp, m0, kbeg, kend);
-    const Gather gg = {C, H, W, g * Cg, Cg, R, S, P, Q, sh, -ph, dh, sw, -pw, dw};
+    const Gather gg = forward_gather(C, H, W, R, S, P, Q, sh, sw, ph, pw, dh, dw, g * Cg, Cg);
     GatherB<T> lb(x, gg, n0, npq, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);
@@ -70,8 +70,7 @@ __device__ __forceinline__ void conv_bwd_data_v3(const float* __restrict__ dy, c
     const int kbeg = zs * chunk, kend = split_end(kbeg, chunk, kred);
     const int ktiles = kend > kbeg ? (kend - kbeg + T::BK - 1) / T::BK : 0;
     PackedA<T> la(wp + (phase * G + g) * krs_max * Cp, Cp, Cp, m0, kbeg, kend);
-    const Gather gg = {K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
-                       1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
+    const Gather gg = phase_gather(f, K, P, Q, g, Kg);
     GatherB<T> lb(dy, gg, n0, ncols, kbeg, kend, gg.ni, gg.nj);
     typename T::Acc acc;
     gemm_mainloop<T>(smem, la, lb, ktiles, acc);

@@ -76,7 +76,7 @@ static void check_forward(const Conv& c, int BN, int BK, int NT) {
     const int P = out_size(c.H, c.R, c.sh, c.ph, c.dh), Q = out_size(c.W, c.S, c.sw, c.pw, c.dw);
     const int Cg = c.C / c.G, ncols = c.N * P * Q, kred = Cg * c.R * c.S;
     for (int g = 0; g < c.G; ++g) {
-        const Gather gg = {c.C, c.H, c.W, g * Cg, Cg, c.R, c.S, P, Q, c.sh, -c.ph, c.dh, c.sw, -c.pw, c.dw};
+        const Gather gg = forward_gather(c.C, c.H, c.W, c.R, c.S, P, Q, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, g * Cg, Cg);
         auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset_masked(gg, n, ncols, it, ok); };
         auto naive = [&](int kk, int n, bool& ok) {
             const int ch = kk / (c.R * c.S), r = kk / c.S % c.R, s = kk % c.S;
@@ -115,8 +115,7 @@ static void check_backward_data(const Conv& c, int BN, int BK, int NT) {
         if (f.Ht == 0 || f.Wt == 0) continue;
         const int ncols = c.N * f.Ht * f.Wt, kred = Kg * f.Ri * f.Sj;
         for (int g = 0; g < c.G; ++g) {
-            const Gather gg = {c.K, P, Q, g * Kg, Kg, f.Ri > 0 ? f.Ri : 1, f.Sj > 0 ? f.Sj : 1, f.Ht, f.Wt,
-                               1, f.pbase, -f.pstep, 1, f.qbase, -f.qstep};
+            const Gather gg = phase_gather(f, c.K, P, Q, g, Kg);
             auto addr = [&](const TapIter& it, int n, bool& ok) { return gather_offset_masked(gg, n, ncols, it, ok); };
             auto naive = [&](int kk, int n, bool& ok) {
                 const int k = kk / (f.Ri * f.Sj), i = kk / f.Sj % f.Ri, j = kk % f.Sj;

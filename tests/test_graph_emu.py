@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import emu, nn
+from fastconv import emu
 from fastconv.graph import StepGraph
 from fastconv.arena import Arena
 from graph_steps import BATCH, gan_data, gan_state, gan_trainer, lenet_state, lenet_trainer

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import nn, settings
+from .. import nn
 from ..argcheck import real
 from ..backend import device_of, to_device
 from ..checkpoint import load_checkpoint, rng_from_state, rng_state, split_prefix, with_prefix

@@ -4,7 +4,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from fastconv import cli, score
 from fastconv.checkpoint import load_checkpoint

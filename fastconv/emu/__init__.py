@@ -24,7 +24,9 @@ Design (why it is built this way):
   access stops the launch naming kernel, block, thread and element. Shared memory starts as 0xFF
   bytes (NaN) with a guard zone after each variable; a block's threads can run in a shuffled
   seeded order between barriers (:func:`shuffled`), so a missing ``__syncthreads`` changes the
-  result; scalar arguments must have the exact numpy type of their C parameter; host arrays in
+  result; a ``cp.async`` lands at the wait that completes it, or with :func:`early_copies` when it is
+  issued (the two ends of a GPU's window: a read before the wait, a refill before the readers' barrier,
+  change the result); scalar arguments must have the exact numpy type of their C parameter; host arrays in
   device operations, synchronising calls during graph capture and launches CUDA would refuse are
   errors.
 - **Counting for host-overhead work.** :func:`trace` counts launches (with arguments),
@@ -42,7 +44,7 @@ from . import state
 from .standin import MODULES, cupy
 from .state import SETTINGS, LaunchRecord, Trace
 
-__all__ = ["activate", "install", "shuffled", "trace", "cupy", "Trace", "LaunchRecord", "SETTINGS"]
+__all__ = ["activate", "install", "shuffled", "early_copies", "trace", "cupy", "Trace", "LaunchRecord", "SETTINGS"]
 
 _PREFIX = "fastconv.backends"
 
@@ -116,6 +118,20 @@ def shuffled(seed: int):
         yield
     finally:
         SETTINGS.shuffle_seed = prev
+
+
+@contextlib.contextmanager
+def early_copies():
+    """Land every cp.async when it is issued instead of at the wait that completes it: the two ends
+    of the window in which a GPU may land it. The default end shows a read before its wait; this one
+    shows a copy into a buffer that another thread may still read (a missing barrier before a stage
+    or chunk is refilled)."""
+    prev = SETTINGS.early_copies
+    SETTINGS.early_copies = True
+    try:
+        yield
+    finally:
+        SETTINGS.early_copies = prev
 
 
 def selected() -> bool:

@@ -66,7 +66,7 @@ class LaunchError(RuntimeError):
 
 class _Launch(ctypes.Structure):  # fc::Launch in runtime.h
     _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("smem", ctypes.c_longlong),
-                ("seed", ctypes.c_ulonglong)]
+                ("seed", ctypes.c_ulonglong), ("early_copies", ctypes.c_int)]
 
 
 class _ArgPtr(ctypes.Structure):  # fc::ArgPtr in runtime.h
@@ -225,8 +225,8 @@ class Kernel:
         ptrs = (ctypes.c_void_p * max(1, len(keep)))(*[ctypes.addressof(k) for k in keep])
         return keep, ptrs
 
-    def run(self, grid, block, smem: int, seed: int, ptrs) -> None:
-        launch = _Launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), smem, seed)
+    def run(self, grid, block, smem: int, seed: int, ptrs, early_copies: bool = False) -> None:
+        launch = _Launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), smem, seed, int(early_copies))
         err = ctypes.create_string_buffer(ERRLEN)
         if self._entry(ctypes.byref(launch), ptrs, err, ERRLEN):
             raise LaunchError(err.value.decode(errors="replace"))

@@ -285,12 +285,14 @@ class RawKernel:
         if capture is not None:
             capture._capture.append((self, rec))
         elif state.SETTINGS.execute:
-            self._kernel.run(grid, block, int(shared_mem), state.SETTINGS.shuffle_seed, ptrs)
+            self._kernel.run(grid, block, int(shared_mem), state.SETTINGS.shuffle_seed, ptrs,
+                             state.SETTINGS.early_copies)
 
     def _execute(self, rec):
         keep, ptrs = self._kernel.pack(rec.args, self._pointer)
         if state.SETTINGS.execute:
-            self._kernel.run(rec.grid, rec.block, rec.shared_mem, state.SETTINGS.shuffle_seed, ptrs)
+            self._kernel.run(rec.grid, rec.block, rec.shared_mem, state.SETTINGS.shuffle_seed, ptrs,
+                             state.SETTINGS.early_copies)
 
     def _pointer(self, a, pname, code):
         if a is None:

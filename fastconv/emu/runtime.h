@@ -8,10 +8,11 @@
 // cooperatively: each runs until it reaches __syncthreads, a warp collective or its end, then the
 // next; a barrier releases when every live thread of the block (of the warp mask) waits on it, so
 // barriers are real and a missing one shows as a wrong result when the threads run in shuffled
-// order (Launch::seed != 0). Shared memory is a per-block arena filled with 0xFF bytes (NaN as
-// float/double, -1 as int) when a variable is first reached. Every access through a kernel
-// pointer is checked against the allocation it came from; a violation stops the launch with the
-// kernel, block, thread and element index.
+// order (Launch::seed != 0). A cp.async lands at the wait that completes it, or when issued
+// (Launch::early_copies): a refill before the readers' barrier then shows too. Shared memory is a
+// per-block arena filled with 0xFF bytes (NaN as float/double, -1 as int) when a variable is first
+// reached. Every access through a kernel pointer is checked against the allocation it came from;
+// a violation stops the launch with the kernel, block, thread and element index.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -193,6 +194,7 @@ struct Launch {             // filled by the Python side (fastconv/emu/build.py 
     unsigned grid[3], block[3];
     long long smem;         // dynamic shared-memory bytes
     unsigned long long seed;  // 0: threads in order; else shuffled order between barriers
+    int early_copies;         // 1: a cp.async lands when issued; 0: at the wait that completes it
 };
 
 struct Block {
@@ -211,6 +213,7 @@ struct Block {
     size_t smem_static = 0, smem_dynamic = 0, smem_dyn_off = 0;
     int bar_vals[2][kMaxThreads];
     unsigned long long seed = 0, rng = 0;
+    bool early_copies = false;
     std::vector<int> order;
     bool failed = false;
     bool in_fiber = false;  // running a thread (else the scheduler)

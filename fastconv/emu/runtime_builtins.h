@@ -226,7 +226,9 @@ inline void finish_copies(Thread* t, int keep) {
     t->copies.swap(rest);
 }
 
-// cp.async{.ca,.cg}.shared.global [dst], [src], bytes, src_bytes: queued, done at wait_group.
+// cp.async{.ca,.cg}.shared.global [dst], [src], bytes, src_bytes: queued, done at wait_group; with
+// early copies (fastconv.emu.early_copies) done at once, the other end of the window in which a GPU
+// lands it: a stage refilled while another thread may still read it then changes the result.
 template <class D, class S>
 inline void cp_async(D dst, S src, int bytes, int src_bytes) {
     if (src_bytes < 0 || src_bytes > bytes) fail("cp.async: src-size %d outside [0, %d]", src_bytes, bytes);
@@ -234,6 +236,7 @@ inline void cp_async(D dst, S src, int bytes, int src_bytes) {
     if (reinterpret_cast<uintptr_t>(d) % bytes) fail("cp.async: shared address not aligned to %d bytes", bytes);
     const void* s = src_bytes ? (const void*)raw(ptr_cast<const char>(src), (size_t)src_bytes) : nullptr;
     if (s && reinterpret_cast<uintptr_t>(s) % bytes) fail("cp.async: global address not aligned to %d bytes", bytes);
+    if (tb->early_copies) return complete(Copy{d, s, bytes, src_bytes, -1});
     tb->cur->copies.push_back(Copy{d, s, bytes, src_bytes, -1});
 }
 inline void cp_async_commit() {

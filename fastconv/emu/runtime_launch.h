@@ -192,6 +192,7 @@ inline int run_grid(const Launch* L, void (*body)(void*), void* arg) {
     b->bdim = dim3{L->block[0], L->block[1], L->block[2]};
     b->seed = L->seed;
     b->rng = L->seed;
+    b->early_copies = L->early_copies != 0;
     b->smem_dynamic = (size_t)L->smem;
     b->smem_dyn_off = kStaticSmem;
     b->order.resize(n);

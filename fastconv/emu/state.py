@@ -1,7 +1,7 @@
 """What the CuPy stand-in counts and how it runs kernels: the settings and the trace.
 
 ``SETTINGS`` holds the process-wide switches (execute launches or only record them; run the
-threads of a block in a shuffled, seeded order). A :class:`Trace` counts what a GPU program
+threads of a block in a shuffled, seeded order; land cp.async copies when issued). A :class:`Trace` counts what a GPU program
 pays for on the host: kernel launches (with their arguments), device allocations, host<->device
 copies and synchronisations; :func:`fastconv.emu.trace` installs one for a ``with`` block.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 class Settings:
     execute: bool = True      # False: launches are recorded, kernels do not run
     shuffle_seed: int = 0     # != 0: threads of a block run in a seeded random order between barriers
+    early_copies: bool = False  # True: a cp.async lands when issued, not at the wait that completes it
     fill: bool = True         # False: new arrays are not filled with 0xFF (a GPU allocation writes no
     #                           host memory; benchmarks/bench_host.py times the host path without it)
 

@@ -114,6 +114,20 @@ def test_cp_async_destination_is_unset_until_waited(cp):
     assert np.isnan(first) and second == 1.0
 
 
+def test_cp_async_lands_when_issued_with_early_copies(cp, rng):
+    """emu.early_copies: the copy is in shared memory before the wait (the other end of a GPU's
+    window), and copies, zero-fill and groups give the same results as landing at the wait."""
+    from fastconv import emu
+    kern = cp.RawModule(code=module_source(HERE / "ptx_wrappers.cu")).get_function
+    out = cp.zeros(2, np.float32)
+    with emu.early_copies():
+        kern("cp_async_unwaited")((1,), (32,), (cp.asarray(np.arange(4, dtype=np.float32) + 1), out))
+        assert out.get().tolist() == [1.0, 1.0]
+        test_cp_async_copies_zero_fills_and_groups((cp, kern), rng)
+    kern("cp_async_unwaited")((1,), (32,), (cp.asarray(np.arange(4, dtype=np.float32) + 1), out))
+    assert np.isnan(out.get()[0])  # the setting is undone
+
+
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_gpu_versions_compile(tmp_path, arch):

@@ -238,6 +238,21 @@ def test_shuffled_threads(cp):
             _check(cp, what, SMALL_CASES[1])
 
 
+def test_early_copies(cp):
+    """Every cp.async landing when issued (the other end of the GPU's window): a stage refilled
+    before every thread has read it, a missing barrier that the default (landing at the wait) never
+    shows, changes the result (issuing the next stage before gemm_mainloop's barrier fails here and
+    passes the shuffled-thread and per-tile tests). Reductions of 7-20 k tiles, so the pipeline's stages are reused. The
+    fp32 tiles stand for the TF32 ones, which run the same gemm_mainloop: there the warps meet at
+    every ldmatrix and mma on the CPU layer, which keeps them in step and hides such a race."""
+    with emu.early_copies():
+        for what in ("forward", "backward_data", "backward_weight"):
+            for tile in ("t128x64", "t64x64"):
+                _check(cp, what, GEMM_CASES[0], tile=tile)
+                _check(cp, what, GEMM_CASES[2], tile=tile)
+            _check(cp, what, SMALL_CASES[3])
+
+
 def test_conv_transpose2d_forward_runs_the_phases(cp):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 6, 4, 5)).astype(np.float32)

@@ -238,11 +238,15 @@ def test_shuffled_threads(cp):
             _check(cp, what, SMALL_CASES[1])
 
 
+LENET_CONV1 = (1, 1, 28, 28, 32, 5, 5, 1, 2, 1, 1)  # small-channel backward-data in 4 chunks of 8 filters
+
+
 def test_early_copies(cp):
     """Every cp.async landing when issued (the other end of the GPU's window): a stage refilled
     before every thread has read it, a missing barrier that the default (landing at the wait) never
     shows, changes the result (issuing the next stage before gemm_mainloop's barrier fails here and
-    passes the shuffled-thread and per-tile tests). Reductions of 7-20 k tiles, so the pipeline's stages are reused. The
+    passes the shuffled-thread and per-tile tests). Reductions of 7-20 k tiles, so the pipeline's
+    stages are reused; LeNet's conv1, whose small-channel backward-data stages 4 filter chunks. The
     fp32 tiles stand for the TF32 ones, which run the same gemm_mainloop: there the warps meet at
     every ldmatrix and mma on the CPU layer, which keeps them in step and hides such a race."""
     with emu.early_copies():
@@ -251,6 +255,7 @@ def test_early_copies(cp):
                 _check(cp, what, GEMM_CASES[0], tile=tile)
                 _check(cp, what, GEMM_CASES[2], tile=tile)
             _check(cp, what, SMALL_CASES[3])
+            _check(cp, what, LENET_CONV1)
 
 
 def test_conv_transpose2d_forward_runs_the_phases(cp):

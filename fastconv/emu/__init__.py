@@ -17,8 +17,9 @@ Design (why it is built this way):
   compiles nothing.
 - **Threads are fibers.** The threads of a block are ucontext fibers run cooperatively, each to
   its next barrier or warp collective: ``__syncthreads`` is a real barrier, warp shuffles, votes,
-  ``ldmatrix`` and ``mma.sync`` are warp rendezvous points, and shared memory is simply one arena
-  per block (blocks run one after another). Cheaper and more deterministic than OS threads.
+  ``ldmatrix`` and ``mma.sync`` are warp rendezvous points (a warp whose lanes meet at one runs on to
+  the block's next barrier before the other warps do, so warps do not move in step), and shared
+  memory is simply one arena per block (blocks run one after another). Cheaper and more deterministic than OS threads.
 - **Checks a GPU does not make.** Pointer parameters and pointer variables of the kernels become
   ``fc_ptr<T>``, which carries the bounds of the array it came from: an out-of-bounds or misaligned
   access stops the launch naming kernel, block, thread and element. Shared memory starts as 0xFF

@@ -6,9 +6,10 @@
 // Execution model: a launch runs its blocks one after another on the calling thread. The threads
 // of a block are fibers (a hand-written x86-64 stack switch; ucontext elsewhere) run
 // cooperatively: each runs until it reaches __syncthreads, a warp collective or its end, then the
-// next; a barrier releases when every live thread of the block (of the warp mask) waits on it, so
-// barriers are real and a missing one shows as a wrong result when the threads run in shuffled
-// order (Launch::seed != 0). A cp.async lands at the wait that completes it, or when issued
+// next (a warp whose lanes all reach a collective runs on to the next barrier first); a barrier
+// releases when every live thread of the block (of the warp mask) waits on it, so barriers are real
+// and a missing one shows as a wrong result when the threads run in shuffled order
+// (Launch::seed != 0). A cp.async lands at the wait that completes it, or when issued
 // (Launch::early_copies): a refill before the readers' barrier then shows too. Shared memory is a
 // per-block arena filled with 0xFF bytes (NaN as float/double, -1 as int) when a variable is first
 // reached. Every access through a kernel pointer is checked against the allocation it came from;

@@ -122,6 +122,39 @@ inline void try_release_warp(Thread* t) {
          "(first: thread %d) that cannot complete", at_bar, first_bar, at_warp, first_warp);
 }
 
+// Runs thread t until it blocks or ends; false when the launch failed. When t is the last lane to
+// reach a warp collective, the warp's lanes then run on (in lane order) until none is ready: a warp
+// goes on to the block's next barrier before the other warps leave their current collective, a
+// schedule a GPU may pick, and the one under which a warp that refills a buffer too early (see
+// early_copies) overwrites what the other warps have yet to read.
+inline bool run_thread(Thread* t) {
+    Block* b = tb;
+    b->cur = t;
+    b->in_fiber = true;
+    switch_context(b->sched, t->ctx);
+    b->in_fiber = false;
+    if (b->failed) return false;
+    if (t->state != WARP_WAIT) return true;
+    try_release_warp(t);
+    if (t->state != READY) return true;
+    const int base = t->warp * 32, end = base + 32 < b->nthreads ? base + 32 : b->nthreads;
+    for (bool ran = true; ran;) {
+        ran = false;
+        for (int id = base; id < end; ++id) {
+            Thread* o = &b->threads[id];
+            if (o->state != READY) continue;
+            ran = true;
+            b->cur = o;
+            b->in_fiber = true;
+            switch_context(b->sched, o->ctx);
+            b->in_fiber = false;
+            if (b->failed) return false;
+            if (o->state == WARP_WAIT) try_release_warp(o);
+        }
+    }
+    return true;
+}
+
 // Runs every thread of the current block to its end; false when the launch failed.
 inline bool run_block() {
     Block* b = tb;
@@ -132,12 +165,7 @@ inline bool run_block() {
             Thread* t = &b->threads[b->order[k]];
             if (t->state != READY) continue;
             ran = true;
-            b->cur = t;
-            b->in_fiber = true;
-            switch_context(b->sched, t->ctx);
-            b->in_fiber = false;
-            if (b->failed) return false;
-            if (t->state == WARP_WAIT) try_release_warp(t);
+            if (!run_thread(t)) return false;
         }
         b->cur = nullptr;
         int waiting = 0;

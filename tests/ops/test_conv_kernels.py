@@ -246,9 +246,8 @@ def test_early_copies(cp):
     before every thread has read it, a missing barrier that the default (landing at the wait) never
     shows, changes the result (issuing the next stage before gemm_mainloop's barrier fails here and
     passes the shuffled-thread and per-tile tests). Reductions of 7-20 k tiles, so the pipeline's
-    stages are reused; LeNet's conv1, whose small-channel backward-data stages 4 filter chunks. The
-    fp32 tiles stand for the TF32 ones, which run the same gemm_mainloop: there the warps meet at
-    every ldmatrix and mma on the CPU layer, which keeps them in step and hides such a race."""
+    stages are reused; LeNet's conv1, whose small-channel backward-data stages 4 filter chunks
+    (TF32: tests/ops/test_conv_tf32.py)."""
     with emu.early_copies():
         for what in ("forward", "backward_data", "backward_weight"):
             for tile in ("t128x64", "t64x64"):

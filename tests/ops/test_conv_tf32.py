@@ -80,6 +80,20 @@ def test_tf32_within_its_rounding_bound(cp, what, vec, tile):
     assert ran_vec >= 9 * (vec and what == "backward_weight"), f"{what} {tile}: {ran_vec} cases on the vec kernel"
 
 
+@pytest.mark.parametrize("vec", [False, True])
+def test_tf32_early_copies(cp, vec):
+    """The TF32 pipelines with every cp.async landing when issued (fastconv.emu.early_copies): a stage
+    refilled before its readers' barrier changes the result, since a warp runs on to the next barrier
+    once its lanes meet at a warp collective (ldmatrix, mma) while the other warps wait at theirs."""
+    with emu.early_copies(), fastconv.using(tf32_vector_gather=vec):
+        for what in ("forward", "backward_data", "backward_weight"):
+            for tile in ("t128x64", "t64x64"):
+                out, want, names, mag = _run(cp, what, TF32_FULL_VEC, tile=tile, tf32=True, absolute=True)
+                assert f"conv2d_{what}_v3_tf32_{'vec_' if vec and what == 'backward_weight' else ''}{tile}" in names
+                err = np.abs(out.astype(np.float64) - want)
+                assert np.isfinite(out).all() and (err <= tf32_bound(1296) * mag + 1e-30).all(), (what, tile)
+
+
 @pytest.mark.parametrize("splits,reduce", [(1, None), (3, "v1"), (40, "v2")])
 def test_vec_backward_weight_sums_splits_into_dw_order(cp, splits, reduce):
     """The vec backward-weight's columns run (r, s, c): split, its reduce (either kernel) writes the

@@ -19,17 +19,18 @@ Design (why it is built this way):
   its next barrier or warp collective: ``__syncthreads`` is a real barrier, warp shuffles, votes,
   ``ldmatrix`` and ``mma.sync`` are warp rendezvous points (a warp whose lanes meet at one runs on to
   the block's next barrier before the other warps do, so warps do not move in step), and shared
-  memory is simply one arena per block (blocks run one after another). Cheaper and more deterministic than OS threads.
+  memory is simply one arena per block (blocks run one after another). Cheaper and more
+  deterministic than OS threads.
 - **Checks a GPU does not make.** Pointer parameters and pointer variables of the kernels become
   ``fc_ptr<T>``, which carries the bounds of the array it came from: an out-of-bounds or misaligned
   access stops the launch naming kernel, block, thread and element. Shared memory starts as 0xFF
   bytes (NaN) with a guard zone after each variable; a block's threads can run in a shuffled
   seeded order between barriers (:func:`shuffled`), so a missing ``__syncthreads`` changes the
-  result; a ``cp.async`` lands at the wait that completes it, or with :func:`early_copies` when it is
-  issued (the two ends of a GPU's window: a read before the wait, a refill before the readers' barrier,
-  change the result); scalar arguments must have the exact numpy type of their C parameter; host arrays in
-  device operations, synchronising calls during graph capture and launches CUDA would refuse are
-  errors.
+  result; a ``cp.async`` lands at the wait that completes it, or with :func:`early_copies` when it
+  is issued (the two ends of a GPU's window: a read before the wait, a refill before the readers'
+  barrier, change the result); scalar arguments must have the exact numpy type of their C
+  parameter; host arrays in device operations, synchronising calls during graph capture and
+  launches CUDA would refuse are errors.
 - **Counting for host-overhead work.** :func:`trace` counts launches (with arguments),
   allocations, host<->device copies and synchronisations; ``trace(execute=False)`` records
   launches without running them.

@@ -285,14 +285,16 @@ class RawKernel:
         if capture is not None:
             capture._capture.append((self, rec))
         elif state.SETTINGS.execute:
-            self._kernel.run(grid, block, int(shared_mem), state.SETTINGS.shuffle_seed, ptrs,
-                             state.SETTINGS.early_copies)
+            self._run(grid, block, int(shared_mem), ptrs)
 
     def _execute(self, rec):
         keep, ptrs = self._kernel.pack(rec.args, self._pointer)
         if state.SETTINGS.execute:
-            self._kernel.run(rec.grid, rec.block, rec.shared_mem, state.SETTINGS.shuffle_seed, ptrs,
-                             state.SETTINGS.early_copies)
+            self._run(rec.grid, rec.block, rec.shared_mem, ptrs)
+
+    def _run(self, grid, block, shared_mem, ptrs):
+        """The launch, under the thread order and cp.async landing that SETTINGS asks for."""
+        self._kernel.run(grid, block, shared_mem, state.SETTINGS.shuffle_seed, ptrs, state.SETTINGS.early_copies)
 
     def _pointer(self, a, pname, code):
         if a is None:

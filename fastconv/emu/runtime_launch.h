@@ -122,20 +122,27 @@ inline void try_release_warp(Thread* t) {
          "(first: thread %d) that cannot complete", at_bar, first_bar, at_warp, first_warp);
 }
 
-// Runs thread t until it blocks or ends; false when the launch failed. When t is the last lane to
-// reach a warp collective, the warp's lanes then run on (in lane order) until none is ready: a warp
-// goes on to the block's next barrier before the other warps leave their current collective, a
-// schedule a GPU may pick, and the one under which a warp that refills a buffer too early (see
-// early_copies) overwrites what the other warps have yet to read.
-inline bool run_thread(Thread* t) {
+// One turn of thread t: runs it until it blocks or ends, then releases its warp collective when t is
+// the last lane to reach it; false when the launch failed.
+inline bool turn(Thread* t) {
     Block* b = tb;
     b->cur = t;
     b->in_fiber = true;
     switch_context(b->sched, t->ctx);
     b->in_fiber = false;
     if (b->failed) return false;
-    if (t->state != WARP_WAIT) return true;
-    try_release_warp(t);
+    if (t->state == WARP_WAIT) try_release_warp(t);
+    return true;
+}
+
+// Runs thread t until it blocks or ends; false when the launch failed. When that released t's warp
+// collective (t is ready again), the warp's lanes run on (in lane order) until none is ready: a warp
+// goes on to the block's next barrier before the other warps leave their current collective, a
+// schedule a GPU may pick, and the one under which a warp that refills a buffer too early (see
+// early_copies) overwrites what the other warps have yet to read.
+inline bool run_thread(Thread* t) {
+    Block* b = tb;
+    if (!turn(t)) return false;
     if (t->state != READY) return true;
     const int base = t->warp * 32, end = base + 32 < b->nthreads ? base + 32 : b->nthreads;
     for (bool ran = true; ran;) {
@@ -144,12 +151,7 @@ inline bool run_thread(Thread* t) {
             Thread* o = &b->threads[id];
             if (o->state != READY) continue;
             ran = true;
-            b->cur = o;
-            b->in_fiber = true;
-            switch_context(b->sched, o->ctx);
-            b->in_fiber = false;
-            if (b->failed) return false;
-            if (o->state == WARP_WAIT) try_release_warp(o);
+            if (!turn(o)) return false;
         }
     }
     return true;

@@ -1,9 +1,10 @@
 """What the CuPy stand-in counts and how it runs kernels: the settings and the trace.
 
 ``SETTINGS`` holds the process-wide switches (execute launches or only record them; run the
-threads of a block in a shuffled, seeded order; land cp.async copies when issued). A :class:`Trace` counts what a GPU program
-pays for on the host: kernel launches (with their arguments), device allocations, host<->device
-copies and synchronisations; :func:`fastconv.emu.trace` installs one for a ``with`` block.
+threads of a block in a shuffled, seeded order; land cp.async copies when issued). A
+:class:`Trace` counts what a GPU program pays for on the host: kernel launches (with their
+arguments), device allocations, host<->device copies and synchronisations; :func:`fastconv.emu.trace`
+installs one for a ``with`` block.
 """
 
 from __future__ import annotations
